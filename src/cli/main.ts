@@ -1,0 +1,14 @@
+// The `strata` command. Each subcommand lives in its own module and registers itself here.
+import { Command } from 'commander';
+import { VERSION } from '../version.ts';
+
+export function buildProgram(): Command {
+  const program = new Command('strata')
+    .description('Container images built, composed and pulled on demand')
+    .version(VERSION, '-v, --version', 'print the version');
+  return program;
+}
+
+if (import.meta.main) {
+  await buildProgram().parseAsync(process.argv);
+}

@@ -1,0 +1,70 @@
+// The one error taxonomy. Domain code throws these; adapters map them to gRPC codes (src/api) and to
+// OCI distribution error codes (src/facade) in one place each. Check with the predicates, never by message.
+
+export type ErrorKind =
+  | 'NotFound'
+  | 'AlreadyExists'
+  | 'InvalidArgument'
+  | 'FailedPrecondition'
+  | 'Unavailable'
+  | 'OutOfRange'
+  | 'Unauthenticated'
+  | 'PermissionDenied'
+  | 'ResourceExhausted'
+  | 'DeadlineExceeded'
+  | 'Aborted'
+  | 'Unimplemented'
+  | 'DataLoss'
+  | 'Internal';
+
+export class StrataError extends Error {
+  readonly kind: ErrorKind;
+  constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.kind = kind;
+    this.name = `${kind}Error`;
+  }
+}
+
+const make =
+  (kind: ErrorKind) =>
+  (message: string, options?: { cause?: unknown }): StrataError =>
+    new StrataError(kind, message, options);
+
+export const notFound = make('NotFound');
+export const alreadyExists = make('AlreadyExists');
+export const invalidArgument = make('InvalidArgument');
+export const failedPrecondition = make('FailedPrecondition');
+export const unavailable = make('Unavailable');
+export const outOfRange = make('OutOfRange');
+export const unauthenticated = make('Unauthenticated');
+export const permissionDenied = make('PermissionDenied');
+export const resourceExhausted = make('ResourceExhausted');
+export const deadlineExceeded = make('DeadlineExceeded');
+export const aborted = make('Aborted');
+export const unimplemented = make('Unimplemented');
+export const dataLoss = make('DataLoss');
+export const internal = make('Internal');
+
+export function errorKind(err: unknown): ErrorKind | undefined {
+  return err instanceof StrataError ? err.kind : undefined;
+}
+
+const is =
+  (kind: ErrorKind) =>
+  (err: unknown): err is StrataError =>
+    errorKind(err) === kind;
+
+export const isNotFound = is('NotFound');
+export const isAlreadyExists = is('AlreadyExists');
+export const isInvalidArgument = is('InvalidArgument');
+export const isFailedPrecondition = is('FailedPrecondition');
+export const isUnavailable = is('Unavailable');
+export const isOutOfRange = is('OutOfRange');
+export const isUnauthenticated = is('Unauthenticated');
+export const isDataLoss = is('DataLoss');
+
+/** The message of anything thrown, for logs and wrapped errors. */
+export function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}

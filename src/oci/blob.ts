@@ -1,0 +1,22 @@
+// The one blob abstraction: a descriptor plus a way to open a range of its bytes. The content store,
+// the registry client and the facade's sources all hand out blobs in this shape.
+import type { Readable } from 'node:stream';
+import type { Descriptor } from './descriptor.ts';
+
+export interface ByteRange {
+  /** First byte, from 0. */
+  offset: number;
+  /** Number of bytes; to the end when omitted. */
+  length?: number;
+}
+
+export interface OpenOptions {
+  range?: ByteRange;
+  signal?: AbortSignal;
+}
+
+export interface Blob {
+  readonly descriptor: Descriptor;
+  /** A stream of the blob's bytes (or of the range asked for). Full reads are verified against the digest. */
+  open(options?: OpenOptions): Promise<Readable>;
+}

@@ -1,0 +1,123 @@
+// Content digests: `algorithm:encoded`, as the OCI image spec defines them. Only the two registered
+// algorithms are accepted, in their canonical lowercase hex form.
+import { createHash, type Hash } from 'node:crypto';
+import { Transform, type TransformCallback } from 'node:stream';
+import { dataLoss, invalidArgument } from '../errors.ts';
+
+export type Algorithm = 'sha256' | 'sha512';
+/** A validated digest string such as `sha256:9f86d0…`. */
+export type Digest = string & { readonly __digest: unique symbol };
+
+const HEX_LENGTH: Record<Algorithm, number> = { sha256: 64, sha512: 128 };
+const DIGEST_RE = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
+
+export function parseDigest(value: string): Digest {
+  const m = DIGEST_RE.exec(value);
+  if (!m) throw invalidArgument(`invalid digest ${JSON.stringify(value)}: want algorithm:hex`);
+  const algorithm = m[1]!;
+  const encoded = m[2]!;
+  if (algorithm !== 'sha256' && algorithm !== 'sha512') {
+    throw invalidArgument(
+      `unsupported digest algorithm ${JSON.stringify(algorithm)} in ${JSON.stringify(value)}`,
+    );
+  }
+  const want = HEX_LENGTH[algorithm];
+  if (encoded.length !== want) {
+    throw invalidArgument(
+      `invalid ${algorithm} digest ${JSON.stringify(value)}: want ${want} hex characters`,
+    );
+  }
+  if (!/^[0-9a-f]+$/.test(encoded)) {
+    throw invalidArgument(`invalid ${algorithm} digest ${JSON.stringify(value)}: want lowercase hex`);
+  }
+  return value as Digest;
+}
+
+export function isDigest(value: string): value is Digest {
+  try {
+    parseDigest(value);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export function algorithmOf(d: Digest): Algorithm {
+  return d.slice(0, d.indexOf(':')) as Algorithm;
+}
+
+export function encodedOf(d: Digest): string {
+  return d.slice(d.indexOf(':') + 1);
+}
+
+export function digestOf(data: Uint8Array | string, algorithm: Algorithm = 'sha256'): Digest {
+  return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
+}
+
+/** Incremental hashing for streamed content. */
+export class Digester {
+  readonly algorithm: Algorithm;
+  private readonly hash: Hash;
+  private count = 0;
+  constructor(algorithm: Algorithm = 'sha256') {
+    this.algorithm = algorithm;
+    this.hash = createHash(algorithm);
+  }
+  update(chunk: Uint8Array): void {
+    this.hash.update(chunk);
+    this.count += chunk.byteLength;
+  }
+  get size(): number {
+    return this.count;
+  }
+  /** The digest so far; the digester can keep going afterwards. */
+  digest(): Digest {
+    return `${this.algorithm}:${this.hash.copy().digest('hex')}` as Digest;
+  }
+}
+
+/**
+ * A pass-through stream that hashes what flows through it and fails at the end (or as soon as the size is
+ * exceeded) when the bytes are not the expected ones. Consumers must treat its error as "content is wrong".
+ */
+export class VerifyingStream extends Transform {
+  readonly expected: Digest;
+  readonly expectedSize: number | undefined;
+  private readonly digester: Digester;
+
+  /** `offset`/`seed`: when resuming, the bytes already seen are hashed by the caller into `seed`. */
+  constructor(expected: Digest, expectedSize?: number, seed?: Digester) {
+    super();
+    this.expected = expected;
+    this.expectedSize = expectedSize;
+    this.digester = seed ?? new Digester(algorithmOf(expected));
+  }
+
+  get bytes(): number {
+    return this.digester.size;
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, cb: TransformCallback): void {
+    this.digester.update(chunk);
+    if (this.expectedSize !== undefined && this.digester.size > this.expectedSize) {
+      cb(dataLoss(`content ${this.expected}: more than the expected ${this.expectedSize} bytes`));
+      return;
+    }
+    cb(null, chunk);
+  }
+
+  override _flush(cb: TransformCallback): void {
+    if (this.expectedSize !== undefined && this.digester.size !== this.expectedSize) {
+      cb(
+        dataLoss(`content ${this.expected}: got ${this.digester.size} bytes, expected ${this.expectedSize}`),
+      );
+      return;
+    }
+    const got = this.digester.digest();
+    if (got !== this.expected) {
+      cb(dataLoss(`content digest mismatch: expected ${this.expected}, got ${got}`));
+      return;
+    }
+    cb();
+  }
+}
