@@ -1,0 +1,55 @@
+// Small filesystem helpers the store needs for crash safety: directory fsync, atomic file replacement,
+// and temporary names that say which process owns them so leftovers of dead processes can be removed.
+import { randomBytes } from 'node:crypto';
+import { open, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+
+export function errnoCode(err: unknown): string | undefined {
+  return err instanceof Error && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
+}
+
+export const isENOENT = (err: unknown): boolean => errnoCode(err) === 'ENOENT';
+export const isEEXIST = (err: unknown): boolean => errnoCode(err) === 'EEXIST';
+
+/** Makes a rename, link or unlink inside `dir` durable. */
+export async function fsyncDir(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/** `<pid>-<random>`: the pid lets a later process tell whether the owner is gone. */
+export function tmpName(tmpDir: string, what: string): string {
+  return join(tmpDir, `${process.pid}-${randomBytes(8).toString('hex')}-${what}`);
+}
+
+/** The pid a tmp entry was created by, or undefined for names we did not make. */
+export function tmpOwner(name: string): number | undefined {
+  const m = /^(\d+)-[0-9a-f]{16}-/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Replaces `path` with `data` so a reader sees the old or the new file, never a torn one. */
+export async function writeFileAtomic(path: string, data: string, tmpDir: string): Promise<void> {
+  const tmp = tmpName(tmpDir, 'file');
+  try {
+    await writeFile(tmp, data, { flush: true });
+    await rename(tmp, path);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (err) {
+    if (isENOENT(err)) return false;
+    throw err;
+  }
+}

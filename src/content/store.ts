@@ -1,0 +1,295 @@
+// The content-addressed blob store on disk, with the semantics of containerd's local content store:
+// committed blobs are immutable and named by digest; writes go through resumable ingests named by ref,
+// one writer per ref at a time (across processes too). Labels are not kept here: like containerd, they
+// are per namespace and live in the metadata layer.
+import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline, Readable } from 'node:stream';
+import {
+  dataLoss,
+  failedPrecondition,
+  invalidArgument,
+  isAlreadyExists,
+  isFailedPrecondition,
+  isNotFound,
+  notFound,
+  outOfRange,
+} from '../errors.ts';
+import type { Blob, ByteRange, OpenOptions } from '../oci/blob.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { type Digest, isDigest, parseDigest, VerifyingStream } from '../oci/digest.ts';
+import { isENOENT, tmpOwner } from './fs-util.ts';
+import { readMetaFile, statusFromDisk } from './ingest.ts';
+import { ALGORITHMS, Layout, validateRef } from './layout.ts';
+import { acquireRefLock, ownerAlive } from './ref-lock.ts';
+import type { ContentInfo, IngestStatus, StoreHooks } from './types.ts';
+import { ContentWriter } from './writer.ts';
+
+export type { ContentInfo, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
+export { ContentWriter } from './writer.ts';
+
+export interface ContentStoreOptions {
+  /** For crash tests: called before each commit step. */
+  hooks?: StoreHooks;
+}
+
+/** Bytes to ingest: a stream, or a function that opens one from the offset the ingest resumes at. */
+export type IngestSource = Readable | ((offset: number) => Readable | Promise<Readable>);
+
+const READ_CHUNK = 256 * 1024;
+
+export class ContentStore {
+  readonly root: string;
+  private readonly layout: Layout;
+  private readonly hooks: StoreHooks;
+
+  private constructor(layout: Layout, hooks: StoreHooks) {
+    this.root = layout.root;
+    this.layout = layout;
+    this.hooks = hooks;
+  }
+
+  /** Creates the layout under `root` if needed and removes temporary files left by dead processes. */
+  static async open(root: string, options: ContentStoreOptions = {}): Promise<ContentStore> {
+    const layout = new Layout(root);
+    for (const alg of ALGORITHMS) await mkdir(layout.blobDir(alg), { recursive: true });
+    for (const dir of [layout.ingestRoot, layout.locksDir, layout.tmpDir])
+      await mkdir(dir, { recursive: true });
+    for (const name of await readdir(layout.tmpDir)) {
+      const pid = tmpOwner(name);
+      if (pid !== undefined && !ownerAlive({ pid, since: 0, token: '' })) {
+        await rm(join(layout.tmpDir, name), { force: true, recursive: true });
+      }
+    }
+    return new ContentStore(layout, options.hooks ?? {});
+  }
+
+  async info(d: Digest): Promise<ContentInfo> {
+    const path = this.layout.blobPath(d);
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) throw notFound(`content digest ${d}: not found`);
+      return { digest: d, size: st.size, createdAt: st.mtime, updatedAt: st.mtime, labels: {} };
+    } catch (err) {
+      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
+      throw err;
+    }
+  }
+
+  async has(d: Digest): Promise<boolean> {
+    try {
+      await this.info(d);
+      return true;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      throw err;
+    }
+  }
+
+  /** The blob for `desc`. Full reads are verified against the descriptor's digest and size. */
+  blob(desc: Descriptor): Blob {
+    parseDigest(desc.digest);
+    return {
+      descriptor: desc,
+      open: (options?: OpenOptions) => this.openBlob(desc, options),
+    };
+  }
+
+  /**
+   * Streams the blob from disk, or the range asked for. A range running past the end stops at the end;
+   * an offset past the end is OutOfRange, as in containerd.
+   */
+  async reader(d: Digest, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
+    return (await this.openRange(d, range, signal)).stream;
+  }
+
+  /** Calls `fn` for every committed blob, in digest order. */
+  async walk(fn: (info: ContentInfo) => void | Promise<void>): Promise<void> {
+    for (const alg of ALGORITHMS) {
+      let names: string[];
+      try {
+        names = await readdir(this.layout.blobDir(alg));
+      } catch (err) {
+        if (isENOENT(err)) continue;
+        throw err;
+      }
+      names.sort();
+      for (const name of names) {
+        const d = `${alg}:${name}`;
+        if (!isDigest(d)) continue;
+        let info: ContentInfo;
+        try {
+          info = await this.info(d);
+        } catch (err) {
+          if (isNotFound(err)) continue; // deleted meanwhile
+          throw err;
+        }
+        await fn(info);
+      }
+    }
+  }
+
+  /** Removes the blob. Readers that already opened it keep reading the old bytes. */
+  async delete(d: Digest): Promise<void> {
+    try {
+      await unlink(this.layout.blobPath(d));
+    } catch (err) {
+      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
+      throw err;
+    }
+  }
+
+  writer(ref: string, opts: { expected?: Digest; total?: number } = {}): Promise<ContentWriter> {
+    return ContentWriter.open(this.layout, ref, opts, this.hooks);
+  }
+
+  async status(ref: string): Promise<IngestStatus> {
+    validateRef(ref);
+    const metaPath = this.layout.ingestMeta(ref);
+    const meta = await readMetaFile(metaPath);
+    if (meta === undefined || meta.ref !== ref) throw notFound(`reference ${ref}: not found`);
+    try {
+      return await statusFromDisk(meta, this.layout.ingestData(ref), metaPath);
+    } catch (err) {
+      if (isENOENT(err)) throw notFound(`reference ${ref}: not found`);
+      throw err;
+    }
+  }
+
+  /** Every ingest on disk, active or interrupted, in no particular order. */
+  async listStatuses(): Promise<IngestStatus[]> {
+    const out: IngestStatus[] = [];
+    for (const key of await readdir(this.layout.ingestRoot)) {
+      const dir = join(this.layout.ingestRoot, key);
+      const metaPath = join(dir, 'meta.json');
+      const meta = await readMetaFile(metaPath);
+      if (meta === undefined || this.layout.ingestKey(meta.ref) !== key) continue;
+      try {
+        out.push(await statusFromDisk(meta, join(dir, 'data'), metaPath));
+      } catch (err) {
+        if (!isENOENT(err)) throw err; // committed or aborted meanwhile
+      }
+    }
+    return out;
+  }
+
+  /** Deletes the ingest and its data. Unavailable while a writer holds the ref. */
+  async abort(ref: string): Promise<void> {
+    validateRef(ref);
+    const lock = await acquireRefLock(this.layout.lockPath(ref), ref, this.layout.tmpDir);
+    try {
+      const dir = this.layout.ingestDir(ref);
+      try {
+        await stat(dir);
+      } catch (err) {
+        if (isENOENT(err)) throw notFound(`reference ${ref}: not found`);
+        throw err;
+      }
+      await rm(dir, { recursive: true, force: true });
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Writes `src` under `ref` and commits it as `expected`. Content that is already there is success (the
+   * source is not read). When an earlier ingest of `ref` was interrupted, writing resumes at its offset:
+   * pass a function to be given that offset, or a stream that already starts there. Bytes that cannot
+   * be the expected content (too many, wrong digest) discard the ingest; a short stream keeps it.
+   */
+  async ingestStream(
+    ref: string,
+    src: IngestSource,
+    expected: { digest: Digest; size: number },
+  ): Promise<void> {
+    let w: ContentWriter;
+    try {
+      w = await this.writer(ref, { expected: expected.digest, total: expected.size });
+    } catch (err) {
+      if (typeof src !== 'function') src.destroy();
+      if (isAlreadyExists(err)) return;
+      throw err;
+    }
+    try {
+      const stream = typeof src === 'function' ? await src(w.offset) : src;
+      for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
+        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+        if (w.offset + bytes.byteLength > expected.size) {
+          await w.truncate(0);
+          throw failedPrecondition(
+            `content ${expected.digest}: more than the expected ${expected.size} bytes: failed precondition`,
+          );
+        }
+        await w.write(bytes);
+      }
+      try {
+        await w.commit(expected.size, expected.digest);
+      } catch (err) {
+        // All the bytes arrived and they are wrong: resuming would only repeat the failure.
+        if (isFailedPrecondition(err) && w.offset === expected.size) await w.truncate(0);
+        throw err;
+      }
+    } catch (err) {
+      if (isAlreadyExists(err)) return;
+      throw err;
+    } finally {
+      await w.close();
+    }
+  }
+
+  private async openBlob(desc: Descriptor, options: OpenOptions = {}): Promise<Readable> {
+    const range = options.range;
+    const { stream, size } = await this.openRange(desc.digest, range, options.signal);
+    const whole = range === undefined || (range.offset === 0 && (range.length ?? size) >= size);
+    if (!whole) return stream;
+    if (size !== desc.size) {
+      stream.destroy();
+      throw dataLoss(`content ${desc.digest}: stored size is ${size}, descriptor says ${desc.size}`);
+    }
+    return pipeline(stream, new VerifyingStream(desc.digest, desc.size), () => {});
+  }
+
+  private async openRange(
+    d: Digest,
+    range: ByteRange | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<{ stream: Readable; size: number }> {
+    const offset = range?.offset ?? 0;
+    const length = range?.length;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw invalidArgument(`invalid read offset ${JSON.stringify(offset)}`);
+    }
+    if (length !== undefined && (!Number.isSafeInteger(length) || length < 0)) {
+      throw invalidArgument(`invalid read length ${JSON.stringify(length)}`);
+    }
+    const path = this.layout.blobPath(d);
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
+      throw err;
+    }
+    let size: number;
+    try {
+      size = (await fh.stat()).size;
+      if (offset > size) throw outOfRange(`read past object length ${size} bytes`);
+    } catch (err) {
+      await fh.close();
+      throw err;
+    }
+    const end = length === undefined ? size : Math.min(size, offset + length);
+    if (end <= offset) {
+      await fh.close();
+      return { stream: Readable.from([]), size };
+    }
+    const stream = fh.createReadStream({
+      start: offset,
+      end: end - 1,
+      autoClose: true,
+      highWaterMark: READ_CHUNK,
+      ...(signal ? { signal } : {}),
+    });
+    return { stream, size };
+  }
+}

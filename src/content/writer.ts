@@ -1,0 +1,286 @@
+// A writer for one ingest ref. It holds the ref's lock from open to close or commit, appends at the
+// persisted offset, keeps a running digest, and commits by verifying size and digest, making the data
+// durable, and linking it into blobs/ in one atomic step that never replaces an existing blob.
+import { constants } from 'node:fs';
+import { chmod, type FileHandle, link, mkdir, open, rename, rm, unlink, utimes } from 'node:fs/promises';
+import { alreadyExists, failedPrecondition, invalidArgument } from '../errors.ts';
+import { type Algorithm, algorithmOf, type Digest, Digester, parseDigest } from '../oci/digest.ts';
+import { exists, fsyncDir, isEEXIST, tmpName } from './fs-util.ts';
+import { type IngestMeta, readMetaFile, statusOf, writeMeta } from './ingest.ts';
+import { type Layout, validateRef } from './layout.ts';
+import { acquireRefLock, type RefLock } from './ref-lock.ts';
+import type { CommitStep, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
+
+const HASH_BUFFER = 1 << 20;
+
+/** Hashes the first `size` bytes of an open file. */
+async function hashPrefix(fh: FileHandle, size: number, alg: Algorithm): Promise<Digester> {
+  const digester = new Digester(alg);
+  const buf = Buffer.allocUnsafe(Math.min(HASH_BUFFER, Math.max(size, 1)));
+  let pos = 0;
+  while (pos < size) {
+    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, size - pos), pos);
+    if (bytesRead === 0) throw failedPrecondition(`ingest data shrank while reading it at ${pos} of ${size}`);
+    digester.update(buf.subarray(0, bytesRead));
+    pos += bytesRead;
+  }
+  return digester;
+}
+
+export function validateWriterOptions(opts: WriterOptions): void {
+  if (opts.expected !== undefined) parseDigest(opts.expected);
+  if (opts.total !== undefined && (!Number.isSafeInteger(opts.total) || opts.total < 0)) {
+    throw invalidArgument(`invalid total ${JSON.stringify(opts.total)}: want a non-negative integer`);
+  }
+}
+
+interface WriterInit {
+  layout: Layout;
+  ref: string;
+  lock: RefLock;
+  hooks: StoreHooks;
+  fh: FileHandle;
+  meta: IngestMeta;
+  digester: Digester;
+  updatedAt: Date;
+}
+
+export class ContentWriter {
+  readonly ref: string;
+  private readonly layout: Layout;
+  private readonly lock: RefLock;
+  private readonly hooks: StoreHooks;
+  private fh: FileHandle | undefined;
+  private readonly meta: IngestMeta;
+  private digester: Digester;
+  private updatedAt: Date;
+  private state: 'open' | 'committed' | 'closed' = 'open';
+  private tail: Promise<unknown> = Promise.resolve();
+
+  private constructor(init: WriterInit) {
+    this.ref = init.ref;
+    this.layout = init.layout;
+    this.lock = init.lock;
+    this.hooks = init.hooks;
+    this.fh = init.fh;
+    this.meta = init.meta;
+    this.digester = init.digester;
+    this.updatedAt = init.updatedAt;
+  }
+
+  /**
+   * Opens (or resumes) the ingest for `ref`. Throws Unavailable when another writer holds the ref, and
+   * AlreadyExists when `expected` is already committed. A resumed ingest whose declared total or digest
+   * conflicts with `opts` is restarted from zero: its bytes belong to other content.
+   */
+  static async open(
+    layout: Layout,
+    ref: string,
+    opts: WriterOptions,
+    hooks: StoreHooks,
+  ): Promise<ContentWriter> {
+    validateRef(ref);
+    validateWriterOptions(opts);
+    const lock = await acquireRefLock(layout.lockPath(ref), ref, layout.tmpDir);
+    let fh: FileHandle | undefined;
+    try {
+      const metaPath = layout.ingestMeta(ref);
+      let meta = await readMetaFile(metaPath);
+      if (meta !== undefined && meta.ref !== ref) meta = undefined;
+      if (opts.expected !== undefined && (await exists(layout.blobPath(opts.expected)))) {
+        // An ingest for exactly this content is a leftover of a commit that stopped before cleaning up.
+        if (meta?.expected === opts.expected)
+          await rm(layout.ingestDir(ref), { recursive: true, force: true });
+        throw alreadyExists(`content ${opts.expected}: already exists`);
+      }
+      await mkdir(layout.ingestDir(ref), { recursive: true });
+      const conflict =
+        meta !== undefined &&
+        ((opts.total !== undefined && opts.total > 0 && meta.total > 0 && opts.total !== meta.total) ||
+          (opts.expected !== undefined && meta.expected !== undefined && opts.expected !== meta.expected));
+      let flags = constants.O_RDWR | constants.O_CREAT;
+      if (meta === undefined || conflict) {
+        meta = { ref, startedAt: new Date().toISOString(), total: opts.total ?? 0 };
+        if (opts.expected !== undefined) meta.expected = opts.expected;
+        await writeMeta(layout, meta);
+        flags |= constants.O_TRUNC;
+      } else {
+        const total = meta.total > 0 ? meta.total : (opts.total ?? 0);
+        const expected = meta.expected ?? opts.expected;
+        if (total !== meta.total || expected !== meta.expected) {
+          meta = { ...meta, total };
+          if (expected !== undefined) meta.expected = expected;
+          await writeMeta(layout, meta);
+        }
+      }
+      fh = await open(layout.ingestData(ref), flags, 0o644);
+      const st = await fh.stat();
+      const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
+      const digester = await hashPrefix(fh, st.size, alg);
+      return new ContentWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime });
+    } catch (err) {
+      await fh?.close().catch(() => {});
+      await lock.release();
+      throw err;
+    }
+  }
+
+  /** Bytes written so far, including those of earlier, interrupted writers of this ref. */
+  get offset(): number {
+    return this.digester.size;
+  }
+
+  /** The digest of the bytes written so far. */
+  digest(): Digest {
+    return this.digester.digest();
+  }
+
+  status(): IngestStatus {
+    return statusOf(this.meta, this.offset, this.updatedAt);
+  }
+
+  /** Appends `chunk` at the current offset. */
+  write(chunk: Uint8Array): Promise<void> {
+    return this.serial(async () => {
+      const fh = this.openHandle();
+      const at = this.offset;
+      let done = 0;
+      try {
+        while (done < chunk.byteLength) {
+          const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done, at + done);
+          done += bytesWritten;
+        }
+      } catch (err) {
+        // Keep the file in step with the digest, so the ingest stays resumable.
+        await fh.truncate(at).catch(() => {});
+        throw err;
+      }
+      this.digester.update(chunk);
+      this.updatedAt = new Date();
+    });
+  }
+
+  /** Cuts the ingest back to `size` bytes (0 restarts it) and re-hashes what is left. */
+  truncate(size: number): Promise<void> {
+    return this.serial(async () => {
+      const fh = this.openHandle();
+      if (!Number.isSafeInteger(size) || size < 0 || size > this.offset) {
+        throw invalidArgument(`cannot truncate ingest ${this.ref} to ${size}: it holds ${this.offset} bytes`);
+      }
+      await fh.truncate(size);
+      this.digester = await hashPrefix(fh, size, this.digester.algorithm);
+      this.updatedAt = new Date();
+    });
+  }
+
+  /**
+   * Verifies and commits the ingest as a blob. `size` 0 and `expected` undefined/empty fall back to what
+   * the writer was opened with (and skip the check if that is unknown too). Labels are accepted for the
+   * caller's convenience only: they live in the metadata layer, not in the blob store.
+   * Size or digest mismatch → FailedPrecondition, and the writer stays open. Blob already there →
+   * AlreadyExists, and the ingest is removed.
+   */
+  commit(size = 0, expected?: Digest | '', _labels?: Record<string, string>): Promise<Digest> {
+    return this.serial(async () => {
+      const fh = this.openHandle();
+      if (!Number.isSafeInteger(size) || size < 0) {
+        throw invalidArgument(`invalid commit size ${JSON.stringify(size)}`);
+      }
+      const wantSize = size > 0 ? size : this.meta.total;
+      if (wantSize > 0 && wantSize !== this.offset) {
+        throw failedPrecondition(
+          `unexpected commit size ${this.offset}, expected ${wantSize}: failed precondition`,
+        );
+      }
+      const want = expected ? parseDigest(expected) : this.meta.expected;
+      let actual = this.digest();
+      if (want !== undefined && algorithmOf(want) !== this.digester.algorithm) {
+        actual = (await hashPrefix(fh, this.offset, algorithmOf(want))).digest();
+      }
+      if (want !== undefined && actual !== want) {
+        throw failedPrecondition(`unexpected commit digest ${actual}, expected ${want}: failed precondition`);
+      }
+      const blobPath = this.layout.blobPath(actual);
+      if (await exists(blobPath)) {
+        await this.finish('committed', true);
+        throw alreadyExists(`content ${actual}: already exists`);
+      }
+      await this.link(fh, actual, blobPath);
+      return actual;
+    });
+  }
+
+  /** Releases the lock; the ingest stays on disk so a later writer can resume it. */
+  close(): Promise<void> {
+    return this.serial(async () => {
+      if (this.state === 'open') await this.finish('closed', false);
+    });
+  }
+
+  private async link(fh: FileHandle, actual: Digest, blobPath: string): Promise<void> {
+    const dataPath = this.layout.ingestData(this.ref);
+    await this.step('sync');
+    await fh.sync();
+    await fh.close();
+    this.fh = undefined;
+    // From here the data is out of the ingest: a crash leaves a tmp file (removed at the next open) and
+    // an ingest that restarts from zero, never a partial blob or an ingest sharing the blob's inode.
+    await this.step('move');
+    const tmp = tmpName(this.layout.tmpDir, 'blob');
+    await rename(dataPath, tmp);
+    try {
+      await chmod(tmp, 0o444);
+      const now = new Date();
+      await utimes(tmp, now, now);
+      await this.step('link');
+      try {
+        await link(tmp, blobPath);
+      } catch (err) {
+        if (!isEEXIST(err)) throw err;
+        await unlink(tmp);
+        await this.finish('committed', true);
+        throw alreadyExists(`content ${actual}: already exists`);
+      }
+    } catch (err) {
+      if (this.state === 'open') {
+        // Put the verified data back so the ingest can still be committed later.
+        await rename(tmp, dataPath).catch(() => {});
+        await this.finish('closed', false);
+      }
+      throw err;
+    }
+    await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
+    await this.step('cleanup');
+    await unlink(tmp);
+    await this.finish('committed', true);
+  }
+
+  private async finish(state: 'committed' | 'closed', removeIngest: boolean): Promise<void> {
+    this.state = state;
+    try {
+      await this.fh?.close();
+      this.fh = undefined;
+      if (removeIngest) await rm(this.layout.ingestDir(this.ref), { recursive: true, force: true });
+    } finally {
+      await this.lock.release();
+    }
+  }
+
+  private async step(step: CommitStep): Promise<void> {
+    await this.hooks.beforeCommitStep?.(step, this.ref);
+  }
+
+  private openHandle(): FileHandle {
+    if (this.state !== 'open' || this.fh === undefined) {
+      throw failedPrecondition(`writer for ref ${this.ref} is ${this.state}: failed precondition`);
+    }
+    return this.fh;
+  }
+
+  /** One operation at a time, in call order, so offsets and the running digest stay consistent. */
+  private serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.tail.then(fn, fn);
+    this.tail = run.catch(() => {});
+    return run;
+  }
+}
