@@ -1,0 +1,480 @@
+// Applying an OCI layer (a tar changeset, possibly compressed) onto a directory that already holds the
+// parent snapshot, with the semantics of containerd's archive.Apply and none of the escapes:
+// every parent path is resolved inside the root as if chrooted, the last component is never followed,
+// hardlink targets must exist inside the root, and names that climb above the root are refused.
+//
+// A failed apply leaves the root partly changed: callers apply into a scratch snapshot and drop it on
+// failure, as containerd does.
+import { execFile } from 'node:child_process';
+import { constants as fsc } from 'node:fs';
+import { chmod, type FileHandle, link, lchown, lstat, lutimes, mkdir, open, readdir, realpath, rm, symlink, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import { type Readable, Transform } from 'node:stream';
+import { promisify } from 'node:util';
+import tar from 'tar-stream';
+import {
+  aborted,
+  internal,
+  invalidArgument,
+  messageOf,
+  permissionDenied,
+  resourceExhausted,
+  StrataError,
+} from '../../errors.ts';
+import { type Digest, Digester } from '../../oci/digest.ts';
+import { decompressStream } from '../compression.ts';
+import { type IdRange, mapId } from './id-map.ts';
+import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
+import { resolveDirInRoot } from './resolve.ts';
+
+const run = promisify(execFile);
+
+/** Why an entry was not (fully) written. */
+export type SkipKind =
+  /** Character or block device while devices are not allowed (or we are not root). */
+  | 'device'
+  /** Extended attributes (`SCHILY.xattr.*`): Node has no xattr API. Counted per entry. */
+  | 'xattr'
+  /** AUFS metadata (`.wh..wh.plnk` and friends). */
+  | 'aufs-meta'
+  /** An entry naming the root itself (`./`); containerd ignores those too. */
+  | 'root';
+
+export interface ApplyOptions {
+  signal?: AbortSignal;
+  /** A layer media type, `gzip`/`zstd`/`none`, or `auto` (default): sniff the magic bytes. */
+  compression?: string;
+  /** Create character and block devices (needs root; uses the `mknod` command). Default false. */
+  allowDevices?: boolean;
+  /** Change owners to those in the layer. Default: when running as root. */
+  chown?: boolean;
+  uidMap?: readonly IdRange[];
+  gidMap?: readonly IdRange[];
+  /** Refuse layers with more entries than this. Default 1,000,000. */
+  maxEntries?: number;
+  /** Told about each skipped entry or attribute, for logging. */
+  onSkip?: (kind: SkipKind, name: string) => void;
+}
+
+export interface ApplyResult {
+  /** sha256 of the uncompressed tar: the layer's diff_id. */
+  diffId: Digest;
+  /** Bytes of the uncompressed tar. */
+  size: number;
+  entries: number;
+  skipped: Record<SkipKind, number>;
+}
+
+export const DEFAULT_MAX_ENTRIES = 1_000_000;
+/** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
+const DIR_CACHE_MAX = 4096;
+const CHILD_TIMEOUT_MS = 10_000;
+
+/** tar-stream's header as it really arrives: unknown typeflags give a null type, PAX records are strings. */
+type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
+  type: tar.Header['type'] | null;
+  linkname: string | null;
+  pax?: Record<string, string> | null;
+};
+type Body = AsyncIterable<Buffer>;
+type Stats = Awaited<ReturnType<typeof lstat>>;
+
+interface DirTimes {
+  rel: string;
+  dev: number;
+  ino: number;
+  atime: number;
+  mtime: number;
+}
+
+function codeOf(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+const ARCHIVE_FAULTS = new Set(['ENOTDIR', 'ELOOP', 'ENAMETOOLONG', 'EISDIR', 'EEXIST', 'EINVAL', 'ENOENT', 'EMLINK', 'ENOTEMPTY']);
+
+/** File-system errors caused by what the archive asks for are the archive's fault; the rest are ours. */
+function mapFsError(err: unknown, name: string): StrataError {
+  if (err instanceof StrataError) return err;
+  const code = codeOf(err);
+  const msg = `layer entry ${JSON.stringify(name)}: ${messageOf(err)}`;
+  if (code !== undefined && ARCHIVE_FAULTS.has(code)) return invalidArgument(msg, { cause: err });
+  if (code === 'ENOSPC' || code === 'EDQUOT') return resourceExhausted(msg, { cause: err });
+  if (code === 'EACCES' || code === 'EPERM') return permissionDenied(msg, { cause: err });
+  return internal(msg, { cause: err });
+}
+
+/** Errors out of the stream pipeline: the source's own errors pass; tar-stream's plain errors are format errors. */
+function mapStreamError(err: unknown): StrataError {
+  if (err instanceof StrataError) return err;
+  if ((err as { name?: unknown } | null)?.name === 'AbortError') return aborted('layer apply aborted', { cause: err });
+  if (err instanceof Error && codeOf(err) === undefined) {
+    return invalidArgument(`invalid layer tar: ${err.message}`, { cause: err });
+  }
+  return internal(`reading layer: ${messageOf(err)}`, { cause: err });
+}
+
+function seconds(value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number.parseFloat(value);
+  return Number.isFinite(n) ? n : fallback;
+}
+
+async function drain(entry: AsyncIterable<unknown>): Promise<void> {
+  for await (const _ of entry) {
+    // discard
+  }
+}
+
+async function lstatOrUndefined(abs: string): Promise<Stats | undefined> {
+  try {
+    return await lstat(abs);
+  } catch (err) {
+    if (codeOf(err) === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
+class LayerApplier {
+  readonly root: string;
+  readonly opts: ApplyOptions;
+  readonly chown: boolean;
+  readonly maxEntries: number;
+  entries = 0;
+  readonly skipped: Record<SkipKind, number> = { device: 0, xattr: 0, 'aufs-meta': 0, root: 0 };
+  /** Real root-relative paths written by this layer: an opaque marker keeps these and drops the rest. */
+  private readonly unpacked = new Set<string>();
+  /** Cleaned parent name → real root-relative parent. Cleared whenever a directory or symlink is removed. */
+  private readonly dirCache = new Map<string, string[]>();
+  private readonly dirTimes: DirTimes[] = [];
+
+  constructor(root: string, opts: ApplyOptions) {
+    this.root = root;
+    this.opts = opts;
+    this.chown = opts.chown ?? process.getuid?.() === 0;
+    this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
+  }
+
+  private skip(kind: SkipKind, name: string): void {
+    this.skipped[kind]++;
+    this.opts.onSkip?.(kind, name);
+  }
+
+  private abs(rel: string): string {
+    return rel === '' ? this.root : join(this.root, rel);
+  }
+
+  private async parentOf(parts: readonly string[], create: boolean): Promise<string[] | undefined> {
+    const key = parts.join('/');
+    const hit = this.dirCache.get(key);
+    if (hit) return hit;
+    const onCreate = (rel: string) => this.unpacked.add(rel);
+    const dir = await resolveDirInRoot(this.root, parts, { create, onCreate });
+    if (dir) {
+      if (this.dirCache.size >= DIR_CACHE_MAX) this.dirCache.clear();
+      this.dirCache.set(key, dir);
+    }
+    return dir;
+  }
+
+  /** Remove whatever is at `abs`; removing a directory or symlink may change how cached parents resolve. */
+  private async remove(abs: string, st: Stats): Promise<void> {
+    if (st.isDirectory()) {
+      await rm(abs, { recursive: true, force: true });
+      this.dirCache.clear();
+    } else {
+      await unlink(abs);
+      if (st.isSymbolicLink()) this.dirCache.clear();
+    }
+  }
+
+  async apply(header: Header, entry: Body): Promise<void> {
+    if (++this.entries > this.maxEntries) {
+      throw invalidArgument(`layer has more than ${this.maxEntries} entries`);
+    }
+    const name = header.name;
+    const parts = cleanName(name);
+    if (parts.length === 0) {
+      this.skip('root', name);
+      return drain(entry);
+    }
+    if (parts.slice(0, -1).some((p) => p.startsWith(WHITEOUT_META_PREFIX))) {
+      this.skip('aufs-meta', name);
+      return drain(entry);
+    }
+    const base = parts[parts.length - 1]!;
+    const parentParts = parts.slice(0, -1);
+    const wo = whiteoutOf(base);
+    try {
+      switch (wo.kind) {
+        case 'meta':
+          this.skip('aufs-meta', name);
+          return await drain(entry);
+        case 'opaque': {
+          await drain(entry);
+          const dir = await this.parentOf(parentParts, false);
+          if (dir) await this.removeLower(dir.join('/'));
+          return;
+        }
+        case 'whiteout': {
+          await drain(entry);
+          const dir = await this.parentOf(parentParts, false);
+          if (dir) await this.whiteout([...dir, wo.target].join('/'));
+          return;
+        }
+        case 'none':
+          break;
+      }
+      const dir = await this.parentOf(parentParts, true);
+      const rel = [...dir!, base].join('/');
+      await this.write(header, entry, rel);
+      this.unpacked.add(rel);
+    } catch (err) {
+      throw mapFsError(err, name);
+    }
+  }
+
+  /** `.wh.<name>`: delete what lower layers had at `rel`. What this layer wrote there stays. */
+  private async whiteout(rel: string): Promise<void> {
+    const abs = this.abs(rel);
+    const st = await lstatOrUndefined(abs);
+    if (!st) return;
+    if (this.unpacked.has(rel)) {
+      if (st.isDirectory()) await this.removeLower(rel);
+      return;
+    }
+    await this.remove(abs, st);
+  }
+
+  /** Opaque directory: drop every child not written by this layer, recursing into those that were. */
+  private async removeLower(dirRel: string): Promise<void> {
+    const abs = this.abs(dirRel);
+    for (const child of await readdir(abs)) {
+      const rel = dirRel === '' ? child : `${dirRel}/${child}`;
+      const st = await lstat(join(abs, child));
+      if (!this.unpacked.has(rel)) await this.remove(join(abs, child), st);
+      else if (st.isDirectory()) await this.removeLower(rel);
+    }
+  }
+
+  private owner(header: Header): { uid: number; gid: number } {
+    return {
+      uid: mapId(header.uid ?? 0, this.opts.uidMap, 'uid'),
+      gid: mapId(header.gid ?? 0, this.opts.gidMap, 'gid'),
+    };
+  }
+
+  private times(header: Header): { atime: number; mtime: number } {
+    const mtime = seconds(header.pax?.mtime, (header.mtime?.getTime() ?? 0) / 1000);
+    return { atime: seconds(header.pax?.atime, mtime), mtime };
+  }
+
+  private countXattrs(header: Header): void {
+    const pax = header.pax;
+    if (pax && Object.keys(pax).some((k) => k.startsWith('SCHILY.xattr.'))) this.skip('xattr', header.name);
+  }
+
+  /** chown before chmod: chown clears set-id bits. */
+  private async metaByHandle(fh: FileHandle, header: Header): Promise<void> {
+    if (this.chown) {
+      const { uid, gid } = this.owner(header);
+      await fh.chown(uid, gid);
+    }
+    await fh.chmod((header.mode ?? 0) & 0o7777);
+  }
+
+  private async write(header: Header, entry: Body, rel: string): Promise<void> {
+    const abs = this.abs(rel);
+    const existing = await lstatOrUndefined(abs);
+    const type = header.type;
+    switch (type) {
+      case 'directory': {
+        await drain(entry);
+        if (!existing?.isDirectory()) {
+          if (existing) await this.remove(abs, existing);
+          await mkdir(abs, { mode: 0o700 });
+        }
+        const fh = await open(abs, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+        try {
+          await this.metaByHandle(fh, header);
+          const st = await fh.stat();
+          // Children written later change a directory's mtime: set it at the end.
+          this.dirTimes.push({ rel, dev: st.dev, ino: st.ino, ...this.times(header) });
+        } finally {
+          await fh.close();
+        }
+        break;
+      }
+      case 'file':
+      case 'contiguous-file': {
+        if (existing) await this.remove(abs, existing);
+        const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+        try {
+          for await (const chunk of entry) {
+            let off = 0;
+            while (off < chunk.length) off += (await fh.write(chunk, off)).bytesWritten;
+          }
+          await this.metaByHandle(fh, header);
+          const { atime, mtime } = this.times(header);
+          await fh.utimes(atime, mtime);
+        } finally {
+          await fh.close();
+        }
+        break;
+      }
+      case 'symlink': {
+        await drain(entry);
+        const target = header.linkname ?? '';
+        if (target === '' || target.includes('\0') || Buffer.byteLength(target) > MAX_PATH_BYTES) {
+          throw invalidArgument(`symlink ${JSON.stringify(header.name)} has an empty, NUL-bearing or too long target`);
+        }
+        if (existing) await this.remove(abs, existing);
+        // Stored verbatim, absolute or not: it is only ever followed re-rooted (here) or inside a container.
+        await symlink(target, abs);
+        await this.pathMeta(abs, header, false);
+        break;
+      }
+      case 'link': {
+        await drain(entry);
+        await this.hardlink(header, rel, abs, existing);
+        break;
+      }
+      case 'character-device':
+      case 'block-device': {
+        await drain(entry);
+        if (!this.opts.allowDevices || process.getuid?.() !== 0) {
+          this.skip('device', header.name);
+          return;
+        }
+        if (existing) await this.remove(abs, existing);
+        const kind = type === 'character-device' ? 'c' : 'b';
+        const args = ['--', abs, kind, String(header.devmajor ?? 0), String(header.devminor ?? 0)];
+        await run('mknod', args, { timeout: CHILD_TIMEOUT_MS });
+        await this.pathMeta(abs, header, true);
+        break;
+      }
+      case 'fifo': {
+        await drain(entry);
+        if (existing) await this.remove(abs, existing);
+        // Node cannot make a fifo; the coreutils command can, without privileges.
+        await run('mkfifo', ['--', abs], { timeout: CHILD_TIMEOUT_MS });
+        await this.pathMeta(abs, header, true);
+        break;
+      }
+      default:
+        throw invalidArgument(`layer entry ${JSON.stringify(header.name)} has unsupported type ${String(type)}`);
+    }
+    this.countXattrs(header);
+  }
+
+  /** Owner, mode and times by path, for nodes that cannot be opened safely (symlinks, fifos, devices). */
+  private async pathMeta(abs: string, header: Header, chmodToo: boolean): Promise<void> {
+    if (this.chown) {
+      const { uid, gid } = this.owner(header);
+      await lchown(abs, uid, gid);
+    }
+    if (chmodToo) {
+      // The node was just created by us and is not a symlink, so chmod's following is moot.
+      await chmod(abs, (header.mode ?? 0) & 0o7777);
+    }
+    const { atime, mtime } = this.times(header);
+    await lutimes(abs, atime, mtime);
+  }
+
+  /**
+   * Hardlinks point at a path inside the root, resolved like any other name (its parent chain re-rooted,
+   * its last component not followed, so a link to a symlink links the symlink). The target must exist
+   * and not be a directory. The inode keeps its own metadata: the link's header is not applied.
+   */
+  private async hardlink(header: Header, rel: string, abs: string, existing: Stats | undefined): Promise<void> {
+    const linkname = header.linkname ?? '';
+    const targetParts = cleanName(linkname, 'hardlink target');
+    if (targetParts.length === 0) throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at the root`);
+    const dir = await this.parentOf(targetParts.slice(0, -1), false);
+    const targetRel = dir ? [...dir, targetParts[targetParts.length - 1]!].join('/') : undefined;
+    const targetSt = targetRel === undefined ? undefined : await lstatOrUndefined(this.abs(targetRel));
+    if (targetRel === undefined || !targetSt) {
+      throw invalidArgument(`hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} does not exist in the layer root`);
+    }
+    if (targetSt.isDirectory()) {
+      throw invalidArgument(`hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} is a directory`);
+    }
+    if (targetRel === rel) {
+      throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at itself`);
+    }
+    if (existing) await this.remove(abs, existing);
+    await link(this.abs(targetRel), abs);
+  }
+
+  /** Directory times, newest entries first, only where the same directory is still there. */
+  async finish(): Promise<void> {
+    for (let i = this.dirTimes.length - 1; i >= 0; i--) {
+      const d = this.dirTimes[i]!;
+      const parts = d.rel.split('/');
+      try {
+        const dir = await resolveDirInRoot(this.root, parts.slice(0, -1), { create: false });
+        if (!dir) continue;
+        const fh = await open(this.abs([...dir, parts[parts.length - 1]!].join('/')), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+        try {
+          const st = await fh.stat();
+          if (st.dev === d.dev && st.ino === d.ino) await fh.utimes(d.atime, d.mtime);
+        } finally {
+          await fh.close();
+        }
+      } catch (err) {
+        // Replaced or removed later in this layer (ENOENT, ENOTDIR, ELOOP): its times no longer matter.
+        if (err instanceof StrataError || ARCHIVE_FAULTS.has(codeOf(err) ?? '')) continue;
+        throw mapFsError(err, d.rel);
+      }
+    }
+  }
+}
+
+/**
+ * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
+ * sha256 of the uncompressed tar, computed from the very bytes that were applied.
+ */
+export async function applyLayer(root: string, layer: Readable, opts: ApplyOptions = {}): Promise<ApplyResult> {
+  let realRoot: string;
+  try {
+    realRoot = await realpath(root);
+    if (!(await lstat(realRoot)).isDirectory()) throw invalidArgument(`layer root ${root} is not a directory`);
+  } catch (err) {
+    if (err instanceof StrataError) throw err;
+    throw invalidArgument(`layer root ${root}: ${messageOf(err)}`, { cause: err });
+  }
+  if (opts.signal?.aborted) throw aborted('layer apply aborted', { cause: opts.signal.reason });
+  const applier = new LayerApplier(realRoot, opts);
+  const digester = new Digester('sha256');
+  const hasher = new Transform({
+    transform(chunk: Buffer, _enc, cb) {
+      digester.update(chunk);
+      cb(null, chunk);
+    },
+  });
+  const extract = tar.extract();
+  const piping = pipeline(
+    layer,
+    decompressStream(opts.compression ?? 'auto'),
+    hasher,
+    extract,
+    opts.signal ? { signal: opts.signal } : {},
+  );
+  piping.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
+  try {
+    for await (const entry of extract) {
+      opts.signal?.throwIfAborted();
+      await applier.apply(entry.header as Header, entry as Body);
+    }
+    await piping;
+    await applier.finish();
+  } catch (err) {
+    extract.destroy();
+    layer.destroy();
+    await piping.catch(() => {});
+    throw mapStreamError(err);
+  }
+  return { diffId: digester.digest(), size: digester.size, entries: applier.entries, skipped: { ...applier.skipped } };
+}
