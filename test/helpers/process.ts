@@ -134,8 +134,13 @@ export async function spawnServer(
     });
   });
   let spawnError: Error | undefined;
-  proc.once('error', (err) => {
-    spawnError = err;
+  // Either 'spawn' or 'error' comes first; a missing binary must not pass a lenient readyCheck.
+  await new Promise<void>((resolve) => {
+    proc.once('spawn', resolve);
+    proc.once('error', (err) => {
+      spawnError = err;
+      resolve();
+    });
   });
 
   const logTail = async (): Promise<string> => {

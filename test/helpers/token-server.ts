@@ -48,7 +48,7 @@ const MAX_FORM_BYTES = 64 * 1024;
 
 const b64url = (data: Buffer | string): string => Buffer.from(data).toString('base64url');
 
-/** Parses `type:name:a,b`; the name may itself contain colons (e.g. a host with a port). */
+/** Parses `type:name:a,b` (undefined when malformed); the name may contain colons (a host with a port). */
 export function parseScope(scope: string): ResourceScope | undefined {
   const first = scope.indexOf(':');
   const last = scope.lastIndexOf(':');
@@ -57,6 +57,7 @@ export function parseScope(scope: string): ResourceScope | undefined {
     .slice(last + 1)
     .split(',')
     .filter((a) => a.length > 0);
+  if (actions.length === 0) return undefined;
   return { type: scope.slice(0, first), name: scope.slice(first + 1, last), actions };
 }
 
