@@ -1,0 +1,148 @@
+// Typed gRPC calls from protobuf-es method descriptors over a plain grpc-js Client: used by Strata's
+// own clients (the CLI, the facade asking spec providers) and by tests. Failures reject with the
+// grpc-js ServiceError (code, details); map them with errorFromStatus where domain code needs them.
+import {
+  create,
+  type DescMessage,
+  type DescMethod,
+  fromBinary,
+  type MessageInitShape,
+  type MessageShape,
+  toBinary,
+} from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { MAX_MESSAGE_BYTES } from './limits.ts';
+import { methodPath } from './service.ts';
+
+/** Unary calls get this deadline unless the caller sets one. */
+export const DEFAULT_UNARY_TIMEOUT_MS = 30_000;
+
+export interface CallOptions {
+  metadata?: grpc.Metadata;
+  /** Cancels the call when aborted. */
+  signal?: AbortSignal;
+  /** Deadline relative to the start of the call. */
+  timeoutMs?: number;
+}
+
+type Method<K extends DescMethod['methodKind'], I extends DescMessage, O extends DescMessage> = DescMethod & {
+  methodKind: K;
+  input: I;
+  output: O;
+};
+
+/** A client for `address` (`unix:///path` or `host:port`), insecure, with 16 MiB messages. */
+export function createClient(address: string, options: grpc.ChannelOptions = {}): grpc.Client {
+  return new grpc.Client(address, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    ...options,
+  });
+}
+
+/** Metadata carrying a containerd namespace (and any further pairs). */
+export function metadataWith(pairs: Record<string, string>): grpc.Metadata {
+  const md = new grpc.Metadata();
+  for (const [k, v] of Object.entries(pairs)) md.set(k, v);
+  return md;
+}
+
+function serializer<D extends DescMessage>(schema: D) {
+  return (value: MessageInitShape<D>): Buffer => {
+    const bytes = toBinary(schema, create(schema, value));
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  };
+}
+
+function deserializer<D extends DescMessage>(schema: D) {
+  return (bytes: Buffer): MessageShape<D> => fromBinary(schema, bytes);
+}
+
+function callOptions(opts: CallOptions, defaultTimeoutMs?: number): grpc.CallOptions {
+  const timeout = opts.timeoutMs ?? defaultTimeoutMs;
+  return timeout === undefined ? {} : { deadline: Date.now() + timeout };
+}
+
+function linkSignal(call: grpc.Call, signal: AbortSignal | undefined): void {
+  if (!signal) return;
+  if (signal.aborted) call.cancel();
+  else signal.addEventListener('abort', () => call.cancel(), { once: true });
+}
+
+export function callUnary<I extends DescMessage, O extends DescMessage>(
+  client: grpc.Client,
+  method: Method<'unary', I, O>,
+  request: MessageInitShape<I>,
+  opts: CallOptions = {},
+): Promise<MessageShape<O>> {
+  return new Promise((resolve, reject) => {
+    const call = client.makeUnaryRequest(
+      methodPath(method),
+      serializer(method.input),
+      deserializer(method.output),
+      request,
+      opts.metadata ?? new grpc.Metadata(),
+      callOptions(opts, DEFAULT_UNARY_TIMEOUT_MS),
+      (err, value) => (err || value === undefined ? reject(err) : resolve(value)),
+    );
+    linkSignal(call, opts.signal);
+  });
+}
+
+export async function* callServerStream<I extends DescMessage, O extends DescMessage>(
+  client: grpc.Client,
+  method: Method<'server_streaming', I, O>,
+  request: MessageInitShape<I>,
+  opts: CallOptions = {},
+): AsyncGenerator<MessageShape<O>> {
+  const call = client.makeServerStreamRequest(
+    methodPath(method),
+    serializer(method.input),
+    deserializer(method.output),
+    request,
+    opts.metadata ?? new grpc.Metadata(),
+    callOptions(opts),
+  );
+  linkSignal(call, opts.signal);
+  try {
+    for await (const message of call) yield message as MessageShape<O>;
+  } finally {
+    // Stopping early must not leave the stream open on the server.
+    call.cancel();
+  }
+}
+
+export interface BidiCall<I extends DescMessage, O extends DescMessage> {
+  /** Sends one request; resolves once grpc-js has buffered it (honours backpressure). */
+  send(request: MessageInitShape<I>): Promise<void>;
+  /** Half-closes: no more requests. */
+  end(): void;
+  responses: AsyncIterable<MessageShape<O>>;
+  cancel(): void;
+}
+
+export function callBidi<I extends DescMessage, O extends DescMessage>(
+  client: grpc.Client,
+  method: Method<'bidi_streaming', I, O>,
+  opts: CallOptions = {},
+): BidiCall<I, O> {
+  const call = client.makeBidiStreamRequest(
+    methodPath(method),
+    serializer(method.input),
+    deserializer(method.output),
+    opts.metadata ?? new grpc.Metadata(),
+    callOptions(opts),
+  );
+  linkSignal(call, opts.signal);
+  return {
+    send: (request) =>
+      new Promise((resolve, reject) => {
+        call.write(request, (err: Error | null | undefined) => (err ? reject(err) : resolve()));
+      }),
+    end: () => call.end(),
+    cancel: () => call.cancel(),
+    responses: (async function* () {
+      for await (const message of call) yield message as MessageShape<O>;
+    })(),
+  };
+}

@@ -1,0 +1,78 @@
+// The one mapping between Strata's error taxonomy and gRPC status codes, both directions.
+import { Metadata, status } from '@grpc/grpc-js';
+import { type ErrorKind, StrataError } from '../../errors.ts';
+
+const codeByKind: Record<ErrorKind, status> = {
+  NotFound: status.NOT_FOUND,
+  AlreadyExists: status.ALREADY_EXISTS,
+  InvalidArgument: status.INVALID_ARGUMENT,
+  FailedPrecondition: status.FAILED_PRECONDITION,
+  Unavailable: status.UNAVAILABLE,
+  OutOfRange: status.OUT_OF_RANGE,
+  Unauthenticated: status.UNAUTHENTICATED,
+  PermissionDenied: status.PERMISSION_DENIED,
+  ResourceExhausted: status.RESOURCE_EXHAUSTED,
+  DeadlineExceeded: status.DEADLINE_EXCEEDED,
+  Aborted: status.ABORTED,
+  Unimplemented: status.UNIMPLEMENTED,
+  DataLoss: status.DATA_LOSS,
+  Internal: status.INTERNAL,
+};
+
+const kindByCode = new Map<status, ErrorKind>(
+  Object.entries(codeByKind).map(([kind, code]) => [code, kind as ErrorKind]),
+);
+
+/** What a failed call sends: a code and the message the client sees. */
+export interface CallStatus {
+  code: status;
+  details: string;
+  /** True when the error was not one of ours, so its real message went to the log, not the client. */
+  unexpected: boolean;
+}
+
+/** The message clients get for errors we did not classify; the details stay in our log. */
+export const INTERNAL_MESSAGE = 'internal error';
+
+export function grpcCode(kind: ErrorKind): status {
+  return codeByKind[kind];
+}
+
+export function statusOf(err: unknown): CallStatus {
+  if (err instanceof StrataError) {
+    return { code: codeByKind[err.kind], details: err.message, unexpected: false };
+  }
+  return { code: status.INTERNAL, details: INTERNAL_MESSAGE, unexpected: true };
+}
+
+/** A grpc-js error object carrying a status, as handlers pass to callbacks or emit on streams. */
+export function serviceError(s: CallStatus): Error & { code: status; details: string; metadata: Metadata } {
+  return Object.assign(new Error(s.details), { code: s.code, details: s.details, metadata: new Metadata() });
+}
+
+interface StatusLike {
+  code: number;
+  details?: string;
+  message?: string;
+}
+
+function isStatusLike(err: unknown): err is StatusLike {
+  return typeof err === 'object' && err !== null && typeof (err as { code?: unknown }).code === 'number';
+}
+
+/**
+ * Turns an error a gRPC client received into our taxonomy, so callers of remote services (spec
+ * providers, builders) use the same predicates as for local errors. Transport failures
+ * (CANCELLED, UNKNOWN) become Unavailable.
+ */
+export function errorFromStatus(err: unknown, what: string): StrataError {
+  if (err instanceof StrataError) return err;
+  if (!isStatusLike(err)) {
+    return new StrataError('Internal', `${what}: ${err instanceof Error ? err.message : String(err)}`, {
+      cause: err,
+    });
+  }
+  const details = err.details ?? err.message ?? '';
+  const kind = kindByCode.get(err.code) ?? 'Unavailable';
+  return new StrataError(kind, `${what}: ${details}`, { cause: err });
+}
