@@ -85,9 +85,17 @@ export class VerifyingStream extends Transform {
   readonly expectedSize: number | undefined;
   private readonly digester: Digester;
 
-  /** `offset`/`seed`: when resuming, the bytes already seen are hashed by the caller into `seed`. */
+  /**
+   * `expectedSize` is the size of the whole blob. When resuming, `seed` holds the bytes already seen
+   * (hashed by the caller) and only the rest flows through; `bytes` then counts both.
+   */
   constructor(expected: Digest, expectedSize?: number, seed?: Digester) {
     super();
+    if (seed && seed.algorithm !== algorithmOf(expected)) {
+      throw invalidArgument(
+        `resume seed uses ${seed.algorithm}, but ${expected} needs ${algorithmOf(expected)}`,
+      );
+    }
     this.expected = expected;
     this.expectedSize = expectedSize;
     this.digester = seed ?? new Digester(algorithmOf(expected));
