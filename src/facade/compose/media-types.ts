@@ -1,0 +1,40 @@
+// One family of media types per composed manifest. Added images may be OCI while the base is Docker (or the
+// other way round); a Docker schema2 manifest listing OCI layer types (or vice versa) is accepted by
+// containerd but not by every client, so layer types are converted to the manifest's family wherever an
+// exact equivalent exists. The bytes are the same, so digests and sizes do not change.
+import { bareMediaType, MediaType } from '../../oci/media-types.ts';
+
+export type ManifestFamily = 'oci' | 'docker';
+
+const OCI_TO_DOCKER = new Map<string, string>([
+  [MediaType.ociLayer, MediaType.dockerLayer],
+  [MediaType.ociLayerGzip, MediaType.dockerLayerGzip],
+  [MediaType.ociLayerZstd, MediaType.dockerLayerZstd],
+  [MediaType.ociLayerNondistributableGzip, MediaType.dockerLayerForeignGzip],
+]);
+const DOCKER_TO_OCI = new Map<string, string>([...OCI_TO_DOCKER].map(([o, d]) => [d, o]));
+
+/** The manifest media type of a family. */
+export function manifestMediaTypeOf(family: ManifestFamily): string {
+  return family === 'docker' ? MediaType.dockerManifest : MediaType.ociManifest;
+}
+
+/**
+ * The family of a manifest: its own `mediaType` when it has one, else its config's (Docker schema2 always
+ * names itself; an OCI manifest may not).
+ */
+export function familyOf(manifestMediaType: string | undefined, configMediaType: string): ManifestFamily {
+  const mt = bareMediaType(manifestMediaType ?? '');
+  if (mt === MediaType.dockerManifest) return 'docker';
+  if (mt === MediaType.ociManifest) return 'oci';
+  return bareMediaType(configMediaType) === MediaType.dockerConfig ? 'docker' : 'oci';
+}
+
+/**
+ * The layer media type in the given family. Types without an exact equivalent (OCI non-distributable
+ * tar and tar+zstd, unknown types) are kept as they are.
+ */
+export function layerMediaTypeIn(family: ManifestFamily, mediaType: string): string {
+  const table = family === 'docker' ? OCI_TO_DOCKER : DOCKER_TO_OCI;
+  return table.get(bareMediaType(mediaType)) ?? mediaType;
+}
