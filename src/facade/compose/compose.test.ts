@@ -376,6 +376,12 @@ describe('compose: media types follow the base manifest', () => {
     assert.equal(noType.manifest.mediaType, undefined);
     assert.equal(compose(noType, [], { baseRef: BASE_REF }).manifest.mediaType, MediaType.ociManifest);
   });
+
+  test('the media type the view was served with decides when the manifest names none', () => {
+    const noType = fixtureImage({ layers: ['b1'], manifestExtra: { mediaType: undefined } });
+    const out = compose({ ...noType, mediaType: MediaType.dockerManifest }, [], { baseRef: BASE_REF });
+    assert.equal(out.manifest.mediaType, MediaType.dockerManifest);
+  });
 });
 
 describe('compose: output is valid and deterministic', () => {

@@ -67,7 +67,7 @@ export function compose(
     throw invalidArgument('base image: config is missing');
   }
   const baseLayers = layersWithDiffIds(base, 'base image');
-  const family = familyOf(base.manifest.mediaType, base.manifest.config.mediaType);
+  const family = familyOf(base.mediaType ?? base.manifest.mediaType, base.manifest.config.mediaType);
   const inFamily = (d: Descriptor): Descriptor => {
     const mediaType = layerMediaTypeIn(family, d.mediaType);
     return mediaType === d.mediaType ? d : { ...d, mediaType };

@@ -9,6 +9,8 @@ import type { Addition, LayerOrigin } from './layers.ts';
 export interface ImageView {
   manifest: ImageManifest;
   config: ImageConfig;
+  /** The manifest's media type as parseManifest settled it (body, else Content-Type); else read from the manifest. */
+  mediaType?: string;
 }
 
 /** Label on an added image's config: drop its first N layers (e.g. those of the image it was built FROM). */
