@@ -160,8 +160,8 @@ describe('content store survives a writer killed at any point', () => {
     const child = startWriter(t, root, seed, `pause:${pause}`);
     await child.waitFor(/^written$/);
     const store = await ContentStore.open(root);
-    for (const attempt of [store.writer(REF), store.abort(REF)]) {
-      await assert.rejects(attempt, (err) => {
+    for (const attempt of [() => store.writer(REF), () => store.abort(REF)]) {
+      await assert.rejects(attempt(), (err) => {
         assert.equal(errorKind(err), 'Unavailable');
         assert.match((err as Error).message, new RegExp(`^ref ${REF} locked for .+: unavailable$`));
         return true;
