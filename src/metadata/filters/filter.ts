@@ -1,7 +1,7 @@
 // containerd's filter language: `<fieldpath>[<op><value>]` selectors joined by `,` (AND); several filter
 // strings are ORed; the empty string and an empty list match everything. Parse errors carry containerd's
 // exact text (`filters: parse error: [<before> >|<c>|< <after>]: <msg>: invalid argument`).
-import { invalidArgument } from '../../errors.ts';
+import { invalidArgument, isInvalidArgument } from '../../errors.ts';
 import { unquote } from './quote.ts';
 import { compileRe2, type Re2 } from './re2.ts';
 import { EOF, Scanner, type Token } from './scanner.ts';
@@ -195,4 +195,17 @@ export function parseFilters(filters: readonly string[]): Filter {
     }
   }
   return parsed.length === 1 ? parsed[0]! : any(parsed);
+}
+
+/**
+ * parseFilters as containerd's image and lease stores use it: they wrap the error once more, so the
+ * message ends in `: invalid argument: invalid argument`. (Content and ingest listings do not.)
+ */
+export function parseStoreFilters(filters: readonly string[]): Filter {
+  try {
+    return parseFilters(filters);
+  } catch (err) {
+    if (isInvalidArgument(err)) throw invalidArgument(`${err.message}: invalid argument`);
+    throw err;
+  }
 }

@@ -1,0 +1,278 @@
+// The Images service logic, as containerd's metadata image store behaves: per-namespace names mapped to a
+// target descriptor, with labels and server-set timestamps. Messages are containerd's, errdefs suffix
+// included (`image "x": not found`), so the gRPC adapter passes them through unchanged.
+import { alreadyExists, invalidArgument, notFound } from '../errors.ts';
+import {
+  dateToNanos,
+  decodeMap,
+  encodeMap,
+  type MetadataDb,
+  type Nanos,
+  nanosToDate,
+  type Statement,
+} from '../metadata/db.ts';
+import { imageAdaptor } from '../metadata/filters/adaptors.ts';
+import { parseStoreFilters } from '../metadata/filters/filter.ts';
+import { goDigestError } from '../metadata/go-digest.ts';
+import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from '../metadata/labels.ts';
+import { LABEL_GC_EXPIRE, LeaseStore } from '../metadata/leases.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import type { Digest } from '../oci/digest.ts';
+
+export interface ImageTarget {
+  mediaType: string;
+  digest: Digest;
+  size: number;
+  annotations: Record<string, string>;
+}
+
+export interface ImageRecord {
+  name: string;
+  target: ImageTarget & Descriptor;
+  labels: Record<string, string>;
+  createdAt: Date;
+  updatedAt: Date;
+  /** The same times at full resolution, for protobuf Timestamps. */
+  createdAtNs: Nanos;
+  updatedAtNs: Nanos;
+}
+
+/** What a caller sends: unvalidated. Timestamps, if any, are ignored. */
+export interface ImageInput {
+  name: string;
+  target?: { mediaType?: string; digest?: string; size?: number; annotations?: Record<string, string> };
+  labels?: Record<string, string>;
+}
+
+export interface WriteOptions {
+  /** The `containerd-lease` of the request: images with a gc.expire label are added to it. */
+  lease?: string;
+  /** Create/Update's source_date_epoch: used for the timestamps instead of now. */
+  sourceDateEpoch?: Date;
+}
+
+export interface DeleteOptions {
+  /** Compare-and-delete: only delete if the stored target has this digest. */
+  target?: string;
+  lease?: string;
+}
+
+interface ImageRow {
+  name: string;
+  target_media_type: string;
+  target_digest: string;
+  target_size: bigint;
+  target_annotations: string;
+  labels: string;
+  created_at: bigint;
+  updated_at: bigint;
+}
+
+interface Draft {
+  name: string;
+  target: { mediaType: string; digest: string; size: number; annotations: Record<string, string> };
+  labels: Record<string, string>;
+}
+
+function toRecord(r: ImageRow): ImageRecord {
+  return {
+    name: r.name,
+    target: {
+      mediaType: r.target_media_type,
+      digest: r.target_digest as Digest,
+      size: Number(r.target_size),
+      annotations: decodeMap(r.target_annotations),
+    },
+    labels: decodeMap(r.labels),
+    createdAt: nanosToDate(r.created_at),
+    updatedAt: nanosToDate(r.updated_at),
+    createdAtNs: r.created_at,
+    updatedAtNs: r.updated_at,
+  };
+}
+
+function draftOf(img: ImageInput): Draft {
+  const t = img.target ?? {};
+  return {
+    name: img.name,
+    target: {
+      mediaType: t.mediaType ?? '',
+      digest: t.digest ?? '',
+      size: t.size ?? 0,
+      annotations: { ...t.annotations },
+    },
+    labels: { ...img.labels },
+  };
+}
+
+function validate(d: Draft): void {
+  if (d.name === '') throw invalidArgument('image name must not be empty: invalid argument');
+  validateLabels('image.Labels', d.labels);
+  const digestErr = goDigestError(d.target.digest);
+  if (digestErr) {
+    throw invalidArgument(
+      `target.Digest ${goQuote(d.target.digest)} invalid: ${digestErr}: invalid argument`,
+    );
+  }
+  if (!(d.target.size > 0)) throw invalidArgument('target.Size must be greater than zero: invalid argument');
+  if (d.target.mediaType === '') throw invalidArgument('target.MediaType must be set: invalid argument');
+}
+
+export class ImageStore {
+  private readonly db: MetadataDb;
+  private readonly leases: LeaseStore;
+  private readonly stmts: {
+    get: Statement;
+    list: Statement;
+    insert: Statement;
+    update: Statement;
+    del: Statement;
+  };
+
+  constructor(db: MetadataDb) {
+    this.db = db;
+    this.leases = new LeaseStore(db);
+    const cols =
+      'name, target_media_type, target_digest, target_size, target_annotations, labels, created_at, updated_at';
+    const q = (s: string): Statement => db.sql.prepare(s);
+    this.stmts = {
+      get: q(`SELECT ${cols} FROM images WHERE namespace = ? AND name = ?`),
+      list: q(`SELECT ${cols} FROM images WHERE namespace = ? ORDER BY name`),
+      insert: q(`INSERT INTO images (namespace, ${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      update: q(
+        `UPDATE images SET target_media_type = ?, target_digest = ?, target_size = ?, target_annotations = ?,
+           labels = ?, updated_at = ? WHERE namespace = ? AND name = ?`,
+      ),
+      del: q('DELETE FROM images WHERE namespace = ? AND name = ?'),
+    };
+  }
+
+  get(ns: string, name: string): ImageRecord {
+    const row = this.stmts.get.get(ns, name) as ImageRow | undefined;
+    if (!row) throw notFound(`image ${goQuote(name)}: not found`);
+    return toRecord(row);
+  }
+
+  /** Images matching any of the filters, sorted by name (byte order). */
+  list(ns: string, filters: readonly string[]): ImageRecord[] {
+    const filter = parseStoreFilters(filters);
+    const rows = this.stmts.list.all(ns) as ImageRow[];
+    return rows.map(toRecord).filter((img) => filter.match(imageAdaptor(img)));
+  }
+
+  create(ns: string, img: ImageInput, opts: WriteOptions = {}): ImageRecord {
+    if (img.name === '') throw invalidArgument('Image.Name required');
+    const d = draftOf(img);
+    return this.db.write(() => {
+      validate(d);
+      const now = this.timestamp(opts);
+      this.db.ensureNamespace(ns, now);
+      if (this.stmts.get.get(ns, d.name)) throw alreadyExists(`image ${goQuote(d.name)}: already exists`);
+      this.leaseHook(ns, d, opts);
+      const labels = withoutEmpty(d.labels);
+      const annotations = withoutEmpty(d.target.annotations);
+      this.stmts.insert.run(
+        ns,
+        d.name,
+        d.target.mediaType,
+        d.target.digest,
+        d.target.size,
+        encodeMap(annotations),
+        encodeMap(labels),
+        now,
+        now,
+      );
+      return this.get(ns, d.name);
+    });
+  }
+
+  /**
+   * Field masks: `labels`, `labels.<key>`, `target`, `annotations`, `annotations.<key>`; an empty mask
+   * replaces labels and the whole target. A single key whose value is missing or empty is deleted.
+   */
+  update(
+    ns: string,
+    img: ImageInput,
+    fieldPaths: readonly string[] = [],
+    opts: WriteOptions = {},
+  ): ImageRecord {
+    if (img.name === '') throw invalidArgument('Image.Name required');
+    const req = draftOf(img);
+    return this.db.write(() => {
+      const now = this.timestamp(opts);
+      this.db.ensureNamespace(ns, now);
+      const existing = this.stmts.get.get(ns, req.name) as ImageRow | undefined;
+      if (!existing) throw notFound(`image ${goQuote(req.name)}: not found`);
+      const cur = toRecord(existing);
+      let next: Draft = {
+        name: cur.name,
+        target: { ...cur.target, annotations: { ...cur.target.annotations } },
+        labels: { ...cur.labels },
+      };
+      if (fieldPaths.length === 0) {
+        next = { ...req, name: cur.name };
+      } else {
+        for (const path of fieldPaths) {
+          if (path === 'labels') next.labels = req.labels;
+          else if (path.startsWith('labels.')) {
+            const key = path.slice('labels.'.length);
+            next.labels = withEntry(next.labels, key, getEntry(req.labels, key));
+          } else if (path === 'target') next.target = req.target;
+          else if (path === 'annotations')
+            next.target = { ...next.target, annotations: req.target.annotations };
+          else if (path.startsWith('annotations.')) {
+            const key = path.slice('annotations.'.length);
+            const annotations = withEntry(
+              next.target.annotations,
+              key,
+              getEntry(req.target.annotations, key),
+            );
+            next.target = { ...next.target, annotations };
+          } else {
+            throw invalidArgument(
+              `cannot update ${goQuote(path)} field on image ${goQuote(cur.name)}: invalid argument`,
+            );
+          }
+        }
+      }
+      validate(next);
+      this.leaseHook(ns, next, opts);
+      this.stmts.update.run(
+        next.target.mediaType,
+        next.target.digest,
+        next.target.size,
+        encodeMap(withoutEmpty(next.target.annotations)),
+        encodeMap(withoutEmpty(next.labels)),
+        now,
+        ns,
+        cur.name,
+      );
+      return this.get(ns, cur.name);
+    });
+  }
+
+  delete(ns: string, name: string, opts: DeleteOptions = {}): void {
+    this.db.write(() => {
+      if (opts.lease) this.leases.detach(ns, opts.lease, { type: 'images', id: name });
+      const row = this.stmts.get.get(ns, name) as ImageRow | undefined;
+      if (!row) throw notFound(`image ${goQuote(name)}: not found`);
+      if (opts.target && opts.target !== row.target_digest) {
+        throw notFound(
+          `image ${goQuote(name)} has target ${row.target_digest}, not ${opts.target}: not found`,
+        );
+      }
+      this.stmts.del.run(ns, name);
+      this.db.markDirty();
+    });
+  }
+
+  private timestamp(opts: WriteOptions): Nanos {
+    return opts.sourceDateEpoch ? dateToNanos(opts.sourceDateEpoch) : this.db.clock();
+  }
+
+  private leaseHook(ns: string, d: Draft, opts: WriteOptions): void {
+    if (opts.lease && getEntry(d.labels, LABEL_GC_EXPIRE) !== '') {
+      this.leases.attach(ns, opts.lease, { type: 'images', id: d.name });
+    }
+  }
+}

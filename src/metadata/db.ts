@@ -1,0 +1,206 @@
+// The embedded metadata database: one SQLite file holding, per namespace, images, content membership and
+// labels, leases and their resources, ingests and snapshots. Blob bytes live in the shared content store,
+// not here. Every write runs in an IMMEDIATE transaction; times are server-set nanoseconds since the epoch.
+import Database from 'better-sqlite3';
+import { internal } from '../errors.ts';
+
+export type Statement = Database.Statement;
+
+/** Nanoseconds since the Unix epoch. */
+export type Nanos = bigint;
+
+export interface MetadataDbOptions {
+  /** Milliseconds a writer waits for another connection's lock before failing. */
+  busyTimeoutMs?: number;
+  /** Time source, for tests; must not go backwards. */
+  clock?: () => Nanos;
+}
+
+// Each entry moves the schema one version up; never edit a released entry, append a new one.
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE namespaces (
+    name TEXT PRIMARY KEY,
+    labels TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+
+  CREATE TABLE images (
+    namespace TEXT NOT NULL REFERENCES namespaces(name),
+    name TEXT NOT NULL,
+    target_media_type TEXT NOT NULL,
+    target_digest TEXT NOT NULL,
+    target_size INTEGER NOT NULL,
+    target_annotations TEXT NOT NULL DEFAULT '{}',
+    labels TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, name)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE content (
+    namespace TEXT NOT NULL REFERENCES namespaces(name),
+    digest TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, digest)
+  ) WITHOUT ROWID;
+  CREATE INDEX content_by_digest ON content(digest);
+
+  CREATE TABLE leases (
+    namespace TEXT NOT NULL REFERENCES namespaces(name),
+    id TEXT NOT NULL,
+    labels TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (namespace, id)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE lease_resources (
+    namespace TEXT NOT NULL,
+    lease TEXT NOT NULL,
+    type TEXT NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (namespace, lease, type, id),
+    FOREIGN KEY (namespace, lease) REFERENCES leases(namespace, id) ON DELETE CASCADE
+  ) WITHOUT ROWID;
+
+  CREATE TABLE ingests (
+    namespace TEXT NOT NULL REFERENCES namespaces(name),
+    ref TEXT NOT NULL,
+    expected TEXT NOT NULL DEFAULT '',
+    total INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    PRIMARY KEY (namespace, ref)
+  ) WITHOUT ROWID;
+
+  CREATE TABLE snapshots (
+    namespace TEXT NOT NULL REFERENCES namespaces(name),
+    snapshotter TEXT NOT NULL,
+    key TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    parent TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL DEFAULT '{}',
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    backing_id TEXT NOT NULL,
+    PRIMARY KEY (namespace, snapshotter, key)
+  ) WITHOUT ROWID;
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** A clock that follows wall time at nanosecond resolution and never returns the same value twice. */
+export function monotonicClock(): () => Nanos {
+  const base = BigInt(Date.now()) * 1_000_000n - process.hrtime.bigint();
+  let last = 0n;
+  return () => {
+    let now = base + process.hrtime.bigint();
+    if (now <= last) now = last + 1n;
+    last = now;
+    return now;
+  };
+}
+
+export const nanosToDate = (n: Nanos): Date => new Date(Number(n / 1_000_000n));
+export const dateToNanos = (d: Date): Nanos => BigInt(d.getTime()) * 1_000_000n;
+
+export class MetadataDb {
+  readonly sql: Database.Database;
+  readonly clock: () => Nanos;
+  private readonly ensureNs: Statement;
+  private readonly dirtyListeners = new Set<() => void>();
+  /** Deletions since open; a GC scheduler watches this (containerd's `dirty` counter). */
+  dirty = 0;
+
+  constructor(path: string, options: MetadataDbOptions = {}) {
+    this.clock = options.clock ?? monotonicClock();
+    this.sql = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
+    try {
+      this.sql.pragma('journal_mode = WAL');
+      this.sql.pragma('synchronous = NORMAL');
+      this.sql.pragma('foreign_keys = ON');
+      // Timestamps are nanoseconds, beyond a double's exact range: read every integer as a bigint.
+      this.sql.defaultSafeIntegers(true);
+      this.migrate();
+    } catch (err) {
+      this.sql.close();
+      throw err;
+    }
+    this.ensureNs = this.sql.prepare(
+      'INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
+    );
+  }
+
+  private migrate(): void {
+    this.sql.exec('CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)');
+    const row = this.sql.prepare('SELECT version FROM schema_version').get() as
+      | { version: bigint }
+      | undefined;
+    const current = row ? Number(row.version) : 0;
+    if (current > MIGRATIONS.length) {
+      throw internal(
+        `metadata database schema version ${current} is newer than this program's ${MIGRATIONS.length}`,
+      );
+    }
+    const apply = this.sql.transaction(() => {
+      for (let v = current; v < MIGRATIONS.length; v++) this.sql.exec(MIGRATIONS[v]!);
+      this.sql.prepare('DELETE FROM schema_version').run();
+      this.sql.prepare('INSERT INTO schema_version (version) VALUES (?)').run(MIGRATIONS.length);
+    });
+    if (current < MIGRATIONS.length) apply.immediate();
+  }
+
+  get schemaVersion(): number {
+    const row = this.sql.prepare('SELECT version FROM schema_version').get() as { version: bigint };
+    return Number(row.version);
+  }
+
+  /** Runs fn in a write transaction (nested calls become savepoints). */
+  write<T>(fn: () => T): T {
+    return this.sql.transaction(fn).immediate();
+  }
+
+  /** Runs fn in a read transaction: one consistent snapshot. */
+  read<T>(fn: () => T): T {
+    return this.sql.transaction(fn).deferred();
+  }
+
+  /** Namespaces come into being on first write, as in containerd. Call inside a write transaction. */
+  ensureNamespace(ns: string, now: Nanos = this.clock()): void {
+    this.ensureNs.run(ns, '{}', now, now);
+  }
+
+  /** Records that something was deleted, so a collection may free space. */
+  markDirty(): void {
+    this.dirty++;
+    for (const fn of this.dirtyListeners) fn();
+  }
+
+  /** Calls fn after each deletion; returns the unsubscribe function. */
+  onDirty(fn: () => void): () => void {
+    this.dirtyListeners.add(fn);
+    return () => this.dirtyListeners.delete(fn);
+  }
+
+  close(): void {
+    if (this.sql.open) this.sql.close();
+  }
+}
+
+/** Label maps are stored as JSON objects. Parsing keeps `__proto__` as an ordinary own key. */
+export function decodeMap(json: string): Record<string, string> {
+  const parsed: unknown = JSON.parse(json);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
+  return Object.fromEntries(
+    Object.entries(parsed).filter((e): e is [string, string] => typeof e[1] === 'string'),
+  );
+}
+
+export function encodeMap(map: Readonly<Record<string, string>> | undefined): string {
+  return JSON.stringify(map ?? {});
+}
