@@ -1,0 +1,461 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { type ErrorKind, errorKind } from '../errors.ts';
+import { LeaseStore } from '../metadata/leases.ts';
+import { openTestDb, type TestDb } from '../metadata/test-db.ts';
+import { digestOf } from '../oci/digest.ts';
+import { type ImageInput, ImageStore } from './image-store.ts';
+
+const NS = 'default';
+const BLAB = 'application/vnd.oci.blab';
+
+let t: TestDb;
+let store: ImageStore;
+beforeEach(() => {
+  t = openTestDb();
+  store = new ImageStore(t.db);
+});
+afterEach(() => t.cleanup());
+
+function throwsKind(fn: () => unknown, kind: ErrorKind, message?: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.equal(errorKind(err), kind, String(err));
+    if (message !== undefined) assert.equal((err as Error).message, message);
+    return true;
+  });
+}
+
+// containerd's TestImagesCreateUpdateDelete, as data. The target digest is derived from the case name and
+// the target size, so a size change means a new digest (and the compare-and-delete with the original
+// target then fails with NotFound).
+interface Shape {
+  labels?: Record<string, string>;
+  target: { size?: number; mediaType?: string; annotations?: Record<string, string> };
+}
+interface Case {
+  name: string;
+  original: Shape;
+  createErr?: ErrorKind;
+  input?: Shape & { name?: string };
+  fieldPaths?: string[];
+  expected?: Shape;
+  updateErr?: ErrorKind;
+  deleteErr?: ErrorKind;
+}
+
+const base = (): Shape => ({
+  labels: { foo: 'bar', baz: 'boo' },
+  target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar', baz: 'boo' } },
+});
+
+const cases: Case[] = [
+  {
+    name: 'Touch',
+    original: base(),
+    input: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    expected: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+  },
+  {
+    name: 'NoTarget',
+    original: { labels: { foo: 'bar', baz: 'boo' }, target: {} },
+    createErr: 'InvalidArgument',
+  },
+  {
+    name: 'ReplaceLabels',
+    original: base(),
+    input: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    expected: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+  },
+  {
+    name: 'ReplaceLabelsFieldPath',
+    original: base(),
+    input: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: `${BLAB}+ignored`, annotations: { not: 'bar', new: 'boo' } },
+    },
+    fieldPaths: ['labels'],
+    expected: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar', baz: 'boo' } },
+    },
+  },
+  {
+    name: 'ReplaceLabelsAnnotationsFieldPath',
+    original: base(),
+    input: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: `${BLAB}+ignored`, annotations: { foo: 'boo' } },
+    },
+    fieldPaths: ['annotations', 'labels'],
+    expected: {
+      labels: { for: 'bar', boo: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'boo' } },
+    },
+  },
+  {
+    name: 'ReplaceLabel',
+    original: base(),
+    input: {
+      labels: { foo: 'baz', baz: 'bunk' },
+      target: { size: 10, mediaType: `${BLAB}+ignored`, annotations: { foo: 'bar' } },
+    },
+    fieldPaths: ['labels.foo'],
+    expected: {
+      labels: { foo: 'baz', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar', baz: 'boo' } },
+    },
+  },
+  {
+    name: 'ReplaceAnnotation',
+    original: base(),
+    input: {
+      labels: { foo: 'baz', baz: 'bunk' },
+      target: { size: 10, mediaType: `${BLAB}+ignored`, annotations: { foo: 'baz', baz: 'bunk' } },
+    },
+    fieldPaths: ['annotations.foo'],
+    expected: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'baz', baz: 'boo' } },
+    },
+  },
+  {
+    name: 'ReplaceTargetTypeAndAnnotations',
+    original: base(),
+    input: { target: { size: 10, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } } },
+    fieldPaths: ['target'],
+    expected: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } },
+    },
+  },
+  {
+    name: 'ReplaceTargetFieldpath',
+    original: base(),
+    input: { target: { size: 20, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } } },
+    fieldPaths: ['target'],
+    expected: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 20, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } },
+    },
+    deleteErr: 'NotFound',
+  },
+  {
+    name: 'ReplaceTarget',
+    original: base(),
+    input: { target: { size: 20, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } } },
+    expected: {
+      labels: {},
+      target: { size: 20, mediaType: `${BLAB}+replaced`, annotations: { fox: 'dog' } },
+    },
+    deleteErr: 'NotFound',
+  },
+  {
+    name: 'EmptySize',
+    original: base(),
+    input: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 0, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    updateErr: 'InvalidArgument',
+  },
+  {
+    name: 'EmptySizeOnCreate',
+    original: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    createErr: 'InvalidArgument',
+  },
+  {
+    name: 'EmptyMediaType',
+    original: base(),
+    input: { labels: { foo: 'bar', baz: 'boo' }, target: { size: 10 } },
+    updateErr: 'InvalidArgument',
+  },
+  {
+    name: 'EmptyMediaTypeOnCreate',
+    original: { labels: { foo: 'bar', baz: 'boo' }, target: { size: 10 } },
+    createErr: 'InvalidArgument',
+  },
+  {
+    name: 'TryUpdateNameFail',
+    original: {
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    input: {
+      name: 'test should fail',
+      labels: { foo: 'bar', baz: 'boo' },
+      target: { size: 10, mediaType: BLAB, annotations: { foo: 'bar' } },
+    },
+    updateErr: 'NotFound',
+  },
+];
+
+function build(name: string, shape: Shape, caseName: string): ImageInput {
+  const size = shape.target.size ?? 0;
+  return {
+    name,
+    labels: shape.labels,
+    target: {
+      mediaType: shape.target.mediaType,
+      digest: digestOf(`${caseName}-${size}`),
+      size: shape.target.size,
+      annotations: shape.target.annotations,
+    },
+  };
+}
+
+describe('ImageStore: containerd create/update/delete table', () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const original = build(c.name, c.original, c.name);
+      if (c.createErr) {
+        throwsKind(() => store.create(NS, original), c.createErr);
+        throwsKind(() => store.get(NS, c.name), 'NotFound');
+        return;
+      }
+      const created = store.create(NS, original);
+      assert.equal(created.createdAtNs, created.updatedAtNs);
+      assert.deepEqual(created.labels, original.labels);
+      assert.deepEqual(created.target, { ...original.target });
+
+      const input = build(c.input?.name ?? c.name, c.input!, c.name);
+      if (c.updateErr) {
+        throwsKind(() => store.update(NS, input, c.fieldPaths), c.updateErr);
+        assert.deepEqual(store.get(NS, c.name), created, 'a failed update changes nothing');
+        return;
+      }
+      const updated = store.update(NS, input, c.fieldPaths);
+      const want = build(c.name, c.expected!, c.name);
+      assert.deepEqual(updated.labels, want.labels ?? {});
+      assert.deepEqual(updated.target, { ...want.target, annotations: want.target!.annotations ?? {} });
+      assert.equal(updated.createdAtNs, created.createdAtNs);
+      assert.ok(updated.updatedAtNs > created.createdAtNs, 'updated_at moves strictly forward');
+      assert.deepEqual(store.get(NS, c.name), updated);
+
+      if (c.deleteErr) {
+        throwsKind(() => store.delete(NS, c.name, { target: original.target!.digest }), c.deleteErr);
+        store.delete(NS, c.name);
+      } else {
+        store.delete(NS, c.name, { target: original.target!.digest });
+      }
+      throwsKind(() => store.get(NS, c.name), 'NotFound');
+    });
+  }
+});
+
+describe('ImageStore: list with filters (containerd TestImagesList)', () => {
+  const names = ['image-0', 'image-1', 'image-2', 'image-3'];
+  beforeEach(() => {
+    for (const [i, name] of names.entries()) {
+      store.create(NS, {
+        name,
+        labels: { namelabel: name, ...(i % 2 === 0 ? { even: 'true' } : { odd: 'true' }) },
+        target: {
+          size: 10,
+          mediaType: 'application/vnd.containerd.test',
+          digest: digestOf(name),
+          annotations: { foo: 'bar' },
+        },
+      });
+    }
+  });
+
+  const table: Array<[string, string[], string[]]> = [
+    ['FullSet', [], names],
+    ['FullSetFiltered', ['labels.even==true', 'labels.odd==true'], names],
+    ['Even', ['labels.even==true'], ['image-0', 'image-2']],
+    ['Odd', ['labels.odd==true'], ['image-1', 'image-3']],
+    ['ByName', ['name==image-0'], ['image-0']],
+    ['ByNameLabelEven', ['labels.namelabel==image-0,labels.even==true'], ['image-0']],
+    ['ByMediaType', ['target.mediatype~=application/vnd.*'], names],
+    ['ByAnnotation', ['annotations.foo==bar'], names],
+    ['ByDigest', [`target.digest==${digestOf('image-3')}`], ['image-3']],
+    ['Nothing', ['name==nope'], []],
+  ];
+  for (const [name, filters, want] of table) {
+    it(name, () => {
+      assert.deepEqual(
+        store.list(NS, filters).map((i) => i.name),
+        want,
+      );
+    });
+  }
+
+  it('deletes each once; the second delete is NotFound', () => {
+    for (const n of names) store.delete(NS, n);
+    for (const n of names) throwsKind(() => store.delete(NS, n), 'NotFound', `image "${n}": not found`);
+    assert.deepEqual(store.list(NS, []), []);
+  });
+
+  it('wraps a filter syntax error twice, as containerd does', () => {
+    throwsKind(
+      () => store.list(NS, ['name==foo', 'labels.foo-bar==x']),
+      'InvalidArgument',
+      'filters: parse error: [labels.foo >|-|< bar==x]: expected an operator ("=="|"!="|"~="): invalid argument: invalid argument',
+    );
+  });
+});
+
+describe('ImageStore: errors and edge cases', () => {
+  const img = (name: string, extra: Partial<ImageInput> = {}): ImageInput => ({
+    name,
+    target: { mediaType: BLAB, digest: digestOf(name), size: 10 },
+    ...extra,
+  });
+
+  it('gives containerd messages', () => {
+    store.create(NS, img('a'));
+    throwsKind(() => store.create(NS, img('a')), 'AlreadyExists', 'image "a": already exists');
+    throwsKind(() => store.get(NS, 'b'), 'NotFound', 'image "b": not found');
+    throwsKind(() => store.update(NS, img('b')), 'NotFound', 'image "b": not found');
+    throwsKind(() => store.create(NS, img('')), 'InvalidArgument', 'Image.Name required');
+    throwsKind(() => store.update(NS, img('')), 'InvalidArgument', 'Image.Name required');
+    for (const path of ['name', 'created_at', 'updated_at', 'target.digest', 'labelsx', 'annotation.x']) {
+      throwsKind(
+        () => store.update(NS, img('a'), [path]),
+        'InvalidArgument',
+        `cannot update "${path}" field on image "a": invalid argument`,
+      );
+    }
+    const stored = store.get(NS, 'a').target.digest;
+    throwsKind(
+      () => store.delete(NS, 'a', { target: digestOf('other') }),
+      'NotFound',
+      `image "a" has target ${stored}, not ${digestOf('other')}: not found`,
+    );
+    store.delete(NS, 'a', { target: '' }); // an empty target is no condition
+  });
+
+  it('validates the target digest with go-digest messages', () => {
+    const bad: Array<[string, string]> = [
+      ['', 'invalid checksum digest format'],
+      ['sha256', 'invalid checksum digest format'],
+      ['sha256:', 'invalid checksum digest format'],
+      [':abc', 'invalid checksum digest format'],
+      ['sha256:abc', 'invalid checksum digest length'],
+      [`sha256:${'A'.repeat(64)}`, 'invalid checksum digest format'],
+      [`md5:${'a'.repeat(32)}`, 'unsupported digest algorithm'],
+      [`MD5:${'a'.repeat(32)}`, 'invalid checksum digest format'],
+    ];
+    for (const [digest, why] of bad) {
+      throwsKind(
+        () => store.create(NS, { name: 'x', target: { mediaType: BLAB, digest, size: 1 } }),
+        'InvalidArgument',
+        `target.Digest ${JSON.stringify(digest)} invalid: ${why}: invalid argument`,
+      );
+    }
+    throwsKind(
+      () => store.create(NS, { name: 'x', target: { mediaType: BLAB, digest: digestOf('x'), size: -1 } }),
+      'InvalidArgument',
+      'target.Size must be greater than zero: invalid argument',
+    );
+    throwsKind(
+      () => store.create(NS, { name: 'x', target: { mediaType: '', digest: digestOf('x'), size: 1 } }),
+      'InvalidArgument',
+      'target.MediaType must be set: invalid argument',
+    );
+    // Validation comes before the existence check.
+    store.create(NS, img('x'));
+    throwsKind(() => store.create(NS, { name: 'x', target: { digest: '' } }), 'InvalidArgument');
+  });
+
+  it('allows key+value of exactly 4096 bytes and rejects more', () => {
+    const ok = { ['k'.repeat(96)]: 'v'.repeat(4000) };
+    store.create(NS, img('ok', { labels: ok }));
+    const key = 'k'.repeat(100);
+    throwsKind(
+      () => store.create(NS, img('big', { labels: { [key]: 'v'.repeat(3997) } })),
+      'InvalidArgument',
+      `image.Labels: label key and value length (4097 bytes) greater than maximum size (4096 bytes), key: ${'k'.repeat(64)}: invalid argument`,
+    );
+    // Multi-byte characters count in bytes.
+    throwsKind(() => store.create(NS, img('mb', { labels: { k: 'é'.repeat(2048) } })), 'InvalidArgument');
+    throwsKind(
+      () => store.update(NS, img('ok', { labels: { [key]: 'v'.repeat(4000) } }), ['labels']),
+      'InvalidArgument',
+    );
+  });
+
+  it('drops empty label values and deletes labels through labels.<key> masks', () => {
+    const created = store.create(NS, img('a', { labels: { keep: '1', gone: '' } }));
+    assert.deepEqual(created.labels, { keep: '1' });
+    store.update(NS, img('a', { labels: { 'x.y/z': 'v' } }), ['labels.x.y/z']);
+    assert.deepEqual(store.get(NS, 'a').labels, { keep: '1', 'x.y/z': 'v' });
+    const after = store.update(NS, img('a', { labels: {} }), ['labels.keep', 'labels.absent']);
+    assert.deepEqual(after.labels, { 'x.y/z': 'v' });
+    const cleared = store.update(NS, img('a', { labels: { keep: '' } }), ['labels']);
+    assert.deepEqual(cleared.labels, {});
+  });
+
+  it('keeps odd label keys as plain data', () => {
+    // JSON.parse makes `__proto__` an own key, as a protobuf map decoder may.
+    const labels = JSON.parse('{"__proto__":"p","constructor":"c","":""}') as Record<string, string>;
+    const created = store.create(NS, img('odd', { labels }));
+    assert.deepEqual(Object.keys(created.labels).sort(), ['__proto__', 'constructor']);
+    assert.equal(Object.getPrototypeOf(created.labels), Object.prototype);
+    assert.equal(store.list(NS, ['labels.__proto__==p']).length, 1);
+  });
+
+  it('uses source_date_epoch for the timestamps when given', () => {
+    const when = new Date('2020-01-02T03:04:05.678Z');
+    const created = store.create(NS, img('a'), { sourceDateEpoch: when });
+    assert.deepEqual(created.createdAt, when);
+    assert.deepEqual(created.updatedAt, when);
+  });
+
+  it('sorts by name bytes', () => {
+    for (const n of ['b', 'B', 'a/b', 'a', 'é', 'z']) store.create(NS, img(n));
+    assert.deepEqual(
+      store.list(NS, []).map((i) => i.name),
+      ['B', 'a', 'a/b', 'b', 'z', 'é'],
+    );
+  });
+
+  it('isolates namespaces', () => {
+    store.create('ns1', img('same', { target: { mediaType: BLAB, digest: digestOf('one'), size: 1 } }));
+    store.create('ns2', img('same', { target: { mediaType: BLAB, digest: digestOf('two'), size: 2 } }));
+    assert.equal(store.get('ns1', 'same').target.digest, digestOf('one'));
+    assert.equal(store.get('ns2', 'same').target.digest, digestOf('two'));
+    store.delete('ns1', 'same');
+    throwsKind(() => store.get('ns1', 'same'), 'NotFound');
+    assert.equal(store.list('ns2', []).length, 1);
+    assert.deepEqual(store.list('ns3', []), []);
+  });
+
+  it('survives a restart', () => {
+    const created = store.create(NS, img('persist', { labels: { a: 'b' } }));
+    const reopened = new ImageStore(t.reopen());
+    assert.deepEqual(reopened.get(NS, 'persist'), created);
+  });
+
+  it('adds an expiring image to the request lease', () => {
+    const leases = new LeaseStore(t.db);
+    leases.create(NS, { id: 'l1' });
+    const labels = { 'containerd.io/gc.expire': '2030-01-01T00:00:00Z' };
+    store.create(NS, img('leased', { labels }), { lease: 'l1' });
+    store.create(NS, img('not-leased'), { lease: 'l1' });
+    assert.deepEqual(leases.listResources(NS, 'l1'), [{ type: 'images', id: 'leased' }]);
+    throwsKind(
+      () => store.create(NS, img('x', { labels }), { lease: 'nope' }),
+      'NotFound',
+      'lease does not exist: not found',
+    );
+    throwsKind(() => store.get(NS, 'x'), 'NotFound');
+    store.delete(NS, 'leased', { lease: 'l1' });
+    assert.deepEqual(leases.listResources(NS, 'l1'), []);
+  });
+});
