@@ -1,0 +1,575 @@
+// Fault injection against in-process HTTP servers: retries, resumes, lying content, redirects, size caps,
+// timeouts and aborts. Behaviour against a real registry is in test/integration/registry-client*.test.ts.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { ServerResponse } from 'node:http';
+import { buffer } from 'node:stream/consumers';
+import { after, test } from 'node:test';
+import { errorKind } from '../errors.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { digestOf } from '../oci/digest.ts';
+import { MediaType } from '../oci/media-types.ts';
+import type { Reference } from '../oci/reference.ts';
+import { RegistryClient, type RegistryClientOptions } from './client.ts';
+import { staticCredentials } from './credentials.ts';
+import { type FaultHandler, type FaultServer, sendError, startFaultServer } from './testing/fault-server.ts';
+
+const cleanups: Array<() => Promise<void>> = [];
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+async function server(handler: FaultHandler): Promise<FaultServer> {
+  const s = await startFaultServer(handler);
+  cleanups.push(() => s.close());
+  return s;
+}
+
+function client(options: RegistryClientOptions = {}): { c: RegistryClient; delays: number[] } {
+  const delays: number[] = [];
+  const c = new RegistryClient({
+    retry: { attempts: 4, baseDelayMs: 100, maxDelayMs: 1000, maxRetryAfterMs: 5000 },
+    sleep: async (ms) => {
+      delays.push(ms);
+    },
+    random: () => 0.5,
+    ...options,
+  });
+  cleanups.push(() => c.close());
+  return { c, delays };
+}
+
+const manifestBytes = Buffer.from(
+  JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: digestOf('{}'), size: 2 },
+    layers: [],
+  }),
+);
+const manifestDigest = digestOf(manifestBytes);
+
+function sendManifest(
+  res: ServerResponse,
+  bytes: Buffer = manifestBytes,
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(200, {
+    'content-type': MediaType.ociManifest,
+    'content-length': bytes.length,
+    'docker-content-digest': digestOf(bytes),
+    ...headers,
+  });
+  res.end(bytes);
+}
+
+const ref = (host: string, extra: Partial<Reference> = {}): Reference => ({
+  domain: host,
+  path: 'team/app',
+  tag: 'v1',
+  ...extra,
+});
+
+const kind = (k: string) => (err: unknown) => {
+  assert.equal(errorKind(err), k, String(err));
+  return true;
+};
+
+// ---------------------------------------------------------------------------------------------------
+// retries
+
+test('429 with Retry-After, then 503, then success: retried with the asked pause, then backoff', async () => {
+  const s = await server((_req, res, _b, n) => {
+    if (n === 1) return sendError(res, 429, 'TOOMANYREQUESTS', 'slow down', { 'retry-after': '2' });
+    if (n === 2) return sendError(res, 503, 'UNAVAILABLE', 'busy');
+    sendManifest(res);
+  });
+  const { c, delays } = client();
+  const got = await c.fetchManifest(ref(s.host));
+  assert.equal(got.digest, manifestDigest);
+  assert.equal(s.requests.length, 3);
+  // Retry-After: 2 → 2000 ms; then full jitter with random 0.5 over min(1000, 100·2^1).
+  assert.deepEqual(delays, [2000, 100]);
+});
+
+test('Retry-After as an HTTP date, and one beyond the cap', async () => {
+  const soon = new Date(Date.now() + 60 * 60 * 1000).toUTCString();
+  const s = await server((_req, res, _b, n) => {
+    if (n === 1) return sendError(res, 429, 'TOOMANYREQUESTS', 'later', { 'retry-after': soon });
+    sendManifest(res);
+  });
+  const { c, delays } = client();
+  await c.fetchManifest(ref(s.host));
+  assert.deepEqual(delays, [5000]);
+});
+
+test('retry budget exhausted: 429 → ResourceExhausted, 503 → Unavailable, attempts bounded', async () => {
+  const s429 = await server((_req, res) => sendError(res, 429, 'TOOMANYREQUESTS', 'no'));
+  const s503 = await server((_req, res) => sendError(res, 503, 'UNAVAILABLE', 'down'));
+  const { c } = client();
+  await assert.rejects(c.fetchManifest(ref(s429.host)), (err: Error) => {
+    kind('ResourceExhausted')(err);
+    assert.match(err.message, /team\/app:v1.*429 TOOMANYREQUESTS/);
+    return true;
+  });
+  assert.equal(s429.requests.length, 4);
+  await assert.rejects(c.resolve(ref(s503.host)), kind('Unavailable'));
+  assert.equal(s503.requests.length, 4);
+});
+
+test('a connection reset before the answer is retried for GET', async () => {
+  const s = await server((req, res, _b, n) => {
+    if (n === 1) return req.socket.destroy();
+    sendManifest(res);
+  });
+  const { c } = client();
+  assert.equal((await c.fetchManifest(ref(s.host))).digest, manifestDigest);
+  assert.equal(s.requests.length, 2);
+});
+
+test('a PATCH that fails is not repeated, and the upload session is cancelled', async () => {
+  const data = randomBytes(1000);
+  const desc: Descriptor = {
+    mediaType: 'application/octet-stream',
+    digest: digestOf(data),
+    size: data.length,
+  };
+  const s = await server((req, res) => {
+    if (req.method === 'HEAD') return sendError(res, 404, 'BLOB_UNKNOWN', 'no');
+    if (req.method === 'POST') {
+      res.writeHead(202, { location: '/v2/team/app/blobs/uploads/u1?_state=x', 'content-length': 0 });
+      return res.end();
+    }
+    if (req.method === 'PATCH') return sendError(res, 503, 'UNAVAILABLE', 'busy');
+    if (req.method === 'DELETE') {
+      res.writeHead(204);
+      return res.end();
+    }
+    sendError(res, 500, 'UNKNOWN', 'unexpected');
+  });
+  const { c } = client();
+  await assert.rejects(c.uploadBlob(ref(s.host), desc, data, { chunkSize: 400 }), kind('Unavailable'));
+  assert.deepEqual(
+    s.requests.map((r) => r.method),
+    ['HEAD', 'POST', 'PATCH', 'DELETE'],
+  );
+  assert.equal(s.requests[3]?.url, '/v2/team/app/blobs/uploads/u1?_state=x');
+});
+
+// ---------------------------------------------------------------------------------------------------
+// resumed blob downloads
+
+function blobServer(
+  data: Buffer,
+  behaviour: (rangeStart: number | undefined, n: number) => 'drop' | 'full' | 'range' | 'stall',
+): FaultHandler {
+  return (req, res, _b, n) => {
+    const m = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    const start = m ? Number(m[1]) : undefined;
+    const what = behaviour(start, n);
+    if (what === 'drop') {
+      res.writeHead(start ? 206 : 200, {
+        'content-length': data.length - (start ?? 0),
+        ...(start ? { 'content-range': `bytes ${start}-${data.length - 1}/${data.length}` } : {}),
+      });
+      const from = start ?? 0;
+      res.write(data.subarray(from, from + Math.floor((data.length - from) / 3)), () => {
+        setTimeout(() => res.socket?.destroy(), 20);
+      });
+      return;
+    }
+    if (what === 'stall') {
+      res.writeHead(200, { 'content-length': data.length });
+      res.write(data.subarray(0, 10));
+      return;
+    }
+    if (what === 'range' && start !== undefined) {
+      res.writeHead(206, {
+        'content-length': data.length - start,
+        'content-range': `bytes ${start}-${data.length - 1}/${data.length}`,
+      });
+      return res.end(data.subarray(start));
+    }
+    res.writeHead(200, { 'content-length': data.length });
+    res.end(data);
+  };
+}
+
+test('a connection dropped mid-blob is resumed with Range and the whole is verified', async () => {
+  const data = randomBytes(300_000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server(blobServer(data, (_start, n) => (n <= 2 ? 'drop' : 'range')));
+  const { c } = client();
+  const got = await buffer(await c.fetchBlob(ref(s.host), desc));
+  assert.ok(got.equals(data));
+  assert.equal(s.requests.length, 3);
+  assert.equal(s.requests[0]?.headers.range, undefined);
+  const first = Number(/^bytes=(\d+)-/.exec(s.requests[1]?.headers.range ?? '')?.[1]);
+  const second = Number(/^bytes=(\d+)-/.exec(s.requests[2]?.headers.range ?? '')?.[1]);
+  assert.ok(first > 0 && second > first && second < data.length, `${first} ${second}`);
+});
+
+test('a server that answers a resume with 200 has the received bytes skipped', async () => {
+  const data = randomBytes(200_000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server(blobServer(data, (_start, n) => (n === 1 ? 'drop' : 'full')));
+  const { c } = client();
+  assert.ok((await buffer(await c.fetchBlob(ref(s.host), desc))).equals(data));
+  assert.equal(s.requests.length, 2);
+  assert.match(s.requests[1]?.headers.range ?? '', /^bytes=\d+-199999$/);
+});
+
+test('resumes are bounded: a connection that always drops fails as Unavailable', async () => {
+  const data = randomBytes(100_000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server(blobServer(data, () => 'drop'));
+  const { c } = client({ resumeAttempts: 2 });
+  await assert.rejects(buffer(await c.fetchBlob(ref(s.host), desc)), (err: Error) => {
+    kind('Unavailable')(err);
+    assert.match(err.message, /resumed 2 times/);
+    return true;
+  });
+  assert.equal(s.requests.length, 3);
+});
+
+test('ranged reads ask for the range and cut a server that sends everything', async () => {
+  const data = randomBytes(5000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const ranged = await server(blobServer(data, () => 'range'));
+  const ignoring = await server(blobServer(data, () => 'full'));
+  const { c } = client();
+  const a = await buffer(await c.fetchBlob(ref(ranged.host), desc, { range: { offset: 100, length: 50 } }));
+  assert.ok(a.equals(data.subarray(100, 150)));
+  assert.equal(ranged.requests[0]?.headers.range, 'bytes=100-149');
+  const b = await buffer(await c.blob(ref(ignoring.host), desc).open({ range: { offset: 4990 } }));
+  assert.ok(b.equals(data.subarray(4990)));
+  await assert.rejects(c.fetchBlob(ref(ranged.host), desc, { range: { offset: 5001 } }), kind('OutOfRange'));
+});
+
+// ---------------------------------------------------------------------------------------------------
+// lying servers
+
+test('blob bytes that do not match the digest fail with DataLoss', async () => {
+  const data = randomBytes(1000);
+  const lie = Buffer.from(data);
+  lie[500] = (lie[500]! + 1) % 256;
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server((_req, res) => {
+    res.writeHead(200, { 'content-length': lie.length });
+    res.end(lie);
+  });
+  const longer = await server((_req, res) => {
+    res.writeHead(200, { 'content-length': data.length + 1 });
+    res.end(Buffer.concat([data, Buffer.from('x')]));
+  });
+  const { c } = client();
+  await assert.rejects(buffer(await c.fetchBlob(ref(s.host), desc)), kind('DataLoss'));
+  await assert.rejects(buffer(await c.fetchBlob(ref(longer.host), desc)), kind('DataLoss'));
+});
+
+test('a manifest fetched by digest with other bytes fails with DataLoss', async () => {
+  const other = Buffer.from(manifestBytes.toString().replace('"layers":[]', '"layers": []'));
+  const s = await server((_req, res) =>
+    sendManifest(res, other, { 'docker-content-digest': manifestDigest }),
+  );
+  const { c } = client();
+  await assert.rejects(
+    c.fetchManifest(ref(s.host, { tag: undefined, digest: manifestDigest })),
+    (err: Error) => {
+      kind('DataLoss')(err);
+      assert.match(err.message, new RegExp(`team/app@${manifestDigest}`));
+      return true;
+    },
+  );
+  const desc: Descriptor = {
+    mediaType: MediaType.ociManifest,
+    digest: manifestDigest,
+    size: manifestBytes.length,
+  };
+  await assert.rejects(c.fetchManifest(ref(s.host), { descriptor: desc }), kind('DataLoss'));
+});
+
+test('a Docker-Content-Digest that does not match the body fails with DataLoss', async () => {
+  const wrong = digestOf('something else');
+  const s = await server((req, res) => {
+    if (req.method === 'HEAD') {
+      res.writeHead(200, {
+        'content-type': MediaType.ociManifest,
+        'content-length': manifestBytes.length,
+        'docker-content-digest': wrong,
+      });
+      return res.end();
+    }
+    sendManifest(res, manifestBytes, { 'docker-content-digest': wrong });
+  });
+  const { c } = client();
+  await assert.rejects(c.fetchManifest(ref(s.host)), kind('DataLoss'));
+  // Resolving by digest: the registry names another digest.
+  await assert.rejects(c.resolve(ref(s.host, { tag: undefined, digest: manifestDigest })), kind('DataLoss'));
+});
+
+test('putManifest refuses a registry that reports another digest', async () => {
+  const s = await server((_req, res) => {
+    res.writeHead(201, { 'docker-content-digest': digestOf('other'), 'content-length': 0 });
+    res.end();
+  });
+  const { c } = client();
+  await assert.rejects(c.putManifest(ref(s.host), manifestBytes, MediaType.ociManifest), kind('DataLoss'));
+  await assert.rejects(
+    c.putManifest(
+      ref(s.host, { tag: undefined, digest: digestOf('x') }),
+      manifestBytes,
+      MediaType.ociManifest,
+    ),
+    kind('InvalidArgument'),
+  );
+});
+
+test('resolve falls back to GET when HEAD has no digest or is not allowed', async () => {
+  const noDigest = await server((req, res) => {
+    if (req.method === 'HEAD') {
+      res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': manifestBytes.length });
+      return res.end();
+    }
+    sendManifest(res, manifestBytes, { 'docker-content-digest': '' });
+  });
+  const noHead = await server((req, res) => {
+    if (req.method === 'HEAD') {
+      res.writeHead(405);
+      return res.end();
+    }
+    sendManifest(res);
+  });
+  const { c } = client();
+  for (const s of [noDigest, noHead]) {
+    const d = await c.resolve(ref(s.host));
+    assert.deepEqual(d, {
+      mediaType: MediaType.ociManifest,
+      digest: manifestDigest,
+      size: manifestBytes.length,
+    });
+    assert.deepEqual(
+      s.requests.map((r) => r.method),
+      ['HEAD', 'GET'],
+    );
+    assert.match(String(s.requests[0]?.headers.accept), /image\.index\.v1\+json.*manifest\.v2\+json/);
+  }
+});
+
+test('an oversize manifest is refused on Content-Length and while reading', async () => {
+  const big = Buffer.alloc(4 * 1024 * 1024 + 1, 0x20);
+  const withLength = await server((_req, res) => {
+    res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': big.length });
+    res.end(big);
+  });
+  const chunked = await server((_req, res) => {
+    res.writeHead(200, { 'content-type': MediaType.ociManifest });
+    res.end(big);
+  });
+  const { c } = client();
+  await assert.rejects(c.fetchManifest(ref(withLength.host)), kind('ResourceExhausted'));
+  await assert.rejects(c.fetchManifest(ref(chunked.host)), kind('ResourceExhausted'));
+});
+
+// ---------------------------------------------------------------------------------------------------
+// redirects and credentials
+
+test('a redirect to another origin does not carry Authorization', async () => {
+  const data = randomBytes(2048);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const storage = await server((_req, res) => {
+    res.writeHead(200, { 'content-length': data.length });
+    res.end(data);
+  });
+  const basic = `Basic ${Buffer.from('alice:secret').toString('base64')}`;
+  const registry = await server((req, res) => {
+    if (req.headers.authorization !== basic) {
+      return sendError(res, 401, 'UNAUTHORIZED', 'who', { 'www-authenticate': 'Basic realm="test"' });
+    }
+    if (req.url?.includes('/blobs/') && !req.url.includes('local=1')) {
+      res.writeHead(307, { location: `${storage.url}/store/blob?sig=abc` });
+      return res.end();
+    }
+    res.writeHead(200, { 'content-length': data.length });
+    res.end(data);
+  });
+  const { c } = client({
+    credentials: staticCredentials({
+      [registry.host]: { kind: 'basic', username: 'alice', password: 'secret' },
+    }),
+  });
+  assert.ok((await buffer(await c.fetchBlob(ref(registry.host), desc))).equals(data));
+  assert.equal(storage.requests.length, 1);
+  assert.equal(storage.requests[0]?.url, '/store/blob?sig=abc');
+  assert.equal(storage.requests[0]?.headers.authorization, undefined);
+  assert.equal(registry.requests.at(-1)?.headers.authorization, basic);
+});
+
+test('too many redirects fail instead of looping', async () => {
+  const s = await server((req, res) => {
+    const n = Number(/hop=(\d+)/.exec(req.url ?? '')?.[1] ?? 0);
+    res.writeHead(302, { location: `/v2/team/app/blobs/x?hop=${n + 1}` });
+    res.end();
+  });
+  const data = Buffer.from('x');
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: 1 };
+  const { c } = client();
+  await assert.rejects(c.fetchBlob(ref(s.host), desc), kind('Unavailable'));
+  assert.equal(s.requests.length, 6);
+});
+
+test('wrong credentials → Unauthenticated; 403 → PermissionDenied; 404 codes → NotFound', async () => {
+  const s = await server((req, res) => {
+    if (req.url?.includes('denied')) return sendError(res, 403, 'DENIED', 'no access');
+    if (req.url?.includes('missing'))
+      return sendError(res, 404, 'NAME_UNKNOWN', 'repository name not known to registry');
+    sendError(res, 401, 'UNAUTHORIZED', 'authentication required', { 'www-authenticate': 'Basic realm="x"' });
+  });
+  const { c } = client({
+    credentials: staticCredentials({ [s.host]: { kind: 'basic', username: 'u', password: 'bad' } }),
+  });
+  await assert.rejects(c.fetchManifest(ref(s.host)), (err: Error) => {
+    kind('Unauthenticated')(err);
+    assert.match(err.message, /UNAUTHORIZED/);
+    return true;
+  });
+  await assert.rejects(c.fetchManifest(ref(s.host, { path: 'denied/app' })), kind('PermissionDenied'));
+  await assert.rejects(c.listTags(ref(s.host, { path: 'missing/app' })), (err: Error) => {
+    kind('NotFound')(err);
+    assert.match(err.message, /NAME_UNKNOWN/);
+    return true;
+  });
+});
+
+test('Bearer: insufficient_scope in a 401 adds the scope for the one retry', async () => {
+  const tokenFor = (scopes: string[]): string => Buffer.from(scopes.join(' ')).toString('base64url');
+  const s = await server((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/token') {
+      const body = JSON.stringify({ token: tokenFor(url.searchParams.getAll('scope')), expires_in: 300 });
+      res.writeHead(200, { 'content-type': 'application/json' });
+      return res.end(body);
+    }
+    const challenge = (extra: string): Record<string, string> => ({
+      'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="svc"${extra}`,
+    });
+    const auth = req.headers.authorization ?? '';
+    if (!auth.startsWith('Bearer ')) return sendError(res, 401, 'UNAUTHORIZED', 'auth', challenge(''));
+    const granted = Buffer.from(auth.slice(7), 'base64url').toString();
+    if (!granted.includes('repository:other/base:pull')) {
+      return sendError(
+        res,
+        401,
+        'UNAUTHORIZED',
+        'scope',
+        challenge(',error="insufficient_scope",scope="repository:other/base:pull"'),
+      );
+    }
+    sendManifest(res);
+  });
+  const { c } = client();
+  // No token → 401 (challenge learnt) → token for team/app → 401 insufficient_scope → fresh token with both.
+  assert.equal((await c.fetchManifest(ref(s.host))).digest, manifestDigest);
+  const tokenRequests = s.requests.filter((r) => r.url.startsWith('/token'));
+  assert.equal(tokenRequests.length, 2);
+  const scopes = (r: { url: string } | undefined): string[] =>
+    new URL(r?.url ?? '/', 'http://x').searchParams.getAll('scope');
+  assert.deepEqual(scopes(tokenRequests[0]), ['repository:team/app:pull']);
+  assert.deepEqual(scopes(tokenRequests[1]), ['repository:other/base:pull', 'repository:team/app:pull']);
+  // Still refused after the fresh token: Unauthenticated, with no further attempts.
+  const before = s.requests.length;
+  const issue = s.handler;
+  s.handler = (req, res, body, n) => {
+    if (req.url?.startsWith('/token')) return issue(req, res, body, n);
+    sendError(res, 401, 'UNAUTHORIZED', 'no', {
+      'www-authenticate': `Bearer realm="${s.url}/token",service="svc"`,
+    });
+  };
+  await assert.rejects(c.fetchManifest(ref(s.host)), kind('Unauthenticated'));
+  // The cached token, refused; one fresh token, refused: nothing more.
+  assert.deepEqual(
+    s.requests.slice(before).map((r) => r.url.split('?')[0]),
+    ['/v2/team/app/manifests/v1', '/token', '/v2/team/app/manifests/v1'],
+  );
+});
+
+test('identity tokens are exchanged with the OAuth2 refresh_token grant', async () => {
+  const s = await server((req, res, body) => {
+    if (req.url === '/oauth') {
+      const form = new URLSearchParams(body.toString());
+      const ok =
+        req.method === 'POST' &&
+        form.get('grant_type') === 'refresh_token' &&
+        form.get('refresh_token') === 'rt-1';
+      res.writeHead(ok ? 200 : 400, { 'content-type': 'application/json' });
+      return res.end(
+        JSON.stringify(
+          ok
+            ? { access_token: 'at-1', expires_in: 120, scope: form.get('scope') }
+            : { error: 'invalid_grant' },
+        ),
+      );
+    }
+    if (req.headers.authorization !== 'Bearer at-1') {
+      return sendError(res, 401, 'UNAUTHORIZED', 'auth', {
+        'www-authenticate': `Bearer realm="http://${req.headers.host}/oauth",service="svc",scope="repository:team/app:pull"`,
+      });
+    }
+    sendManifest(res);
+  });
+  const { c } = client({
+    credentials: staticCredentials({ [s.host]: { kind: 'identityToken', token: 'rt-1' } }),
+  });
+  assert.equal((await c.fetchManifest(ref(s.host))).digest, manifestDigest);
+  const oauth = s.requests.find((r) => r.url === '/oauth');
+  const form = new URLSearchParams(oauth?.body.toString());
+  assert.equal(form.get('service'), 'svc');
+  assert.equal(form.get('scope'), 'repository:team/app:pull');
+  assert.equal(form.get('client_id'), 'strata');
+  // Cached: a second fetch asks for no token.
+  await c.fetchManifest(ref(s.host));
+  assert.equal(s.requests.filter((r) => r.url === '/oauth').length, 1);
+});
+
+// ---------------------------------------------------------------------------------------------------
+// timeouts and aborts
+
+test('a server that never answers trips the headers timeout', async () => {
+  const s = await server(() => {});
+  const { c } = client({ timeouts: { headersMs: 200 }, retry: { attempts: 1 } });
+  await assert.rejects(c.fetchManifest(ref(s.host)), (err: Error) => {
+    kind('DeadlineExceeded')(err);
+    assert.match(err.message, /waiting for headers/);
+    return true;
+  });
+});
+
+test('a body that stalls trips the idle timeout (manifest and blob)', async () => {
+  const data = randomBytes(1000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server((req, res) => {
+    res.writeHead(200, { 'content-type': MediaType.ociManifest, 'content-length': 1000 });
+    res.write(req.url?.includes('manifests') ? '{"schemaVersion":' : data.subarray(0, 10));
+  });
+  const { c } = client({ timeouts: { bodyIdleMs: 200 }, retry: { attempts: 1 }, resumeAttempts: 1 });
+  await assert.rejects(c.fetchManifest(ref(s.host)), kind('DeadlineExceeded'));
+  await assert.rejects(buffer(await c.fetchBlob(ref(s.host), desc)), kind('DeadlineExceeded'));
+  assert.equal(s.requests.length, 3);
+});
+
+test('aborting a download ends it with Aborted', async () => {
+  const data = randomBytes(1000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  const s = await server((_req, res) => {
+    res.writeHead(200, { 'content-length': data.length });
+    res.write(data.subarray(0, 100));
+  });
+  const { c } = client();
+  const ac = new AbortController();
+  const stream = await c.fetchBlob(ref(s.host), desc, { signal: ac.signal });
+  const reading = buffer(stream);
+  setTimeout(() => ac.abort(), 50);
+  await assert.rejects(reading, kind('Aborted'));
+  await assert.rejects(c.fetchManifest(ref(s.host), { signal: AbortSignal.abort() }), kind('Aborted'));
+  assert.equal(s.requests.length, 1);
+});

@@ -1,0 +1,240 @@
+// The HTTP layer under the registry client: one undici Agent (pooled connections, timeouts, extra CAs,
+// redirects that drop Authorization across origins), bounded retries with backoff, and network failures
+// turned into the error taxonomy. It knows nothing of registries or auth.
+import type { IncomingHttpHeaders } from 'node:http';
+import type { Readable } from 'node:stream';
+import { rootCertificates } from 'node:tls';
+import { Agent, type Dispatcher, interceptors, request } from 'undici';
+import { aborted, dataLoss, deadlineExceeded, messageOf, resourceExhausted, unavailable } from '../errors.ts';
+import {
+  DEFAULT_RETRY,
+  isRetryableNetworkError,
+  isTimeoutCode,
+  networkErrorCode,
+  RETRY_STATUSES,
+  type RetryPolicy,
+  sleep as realSleep,
+  retryDelay,
+  type Sleep,
+} from './retry.ts';
+
+export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+
+export interface Timeouts {
+  /** Establishing the TCP (and TLS) connection. */
+  connectMs: number;
+  /** From the request being sent to the response headers. */
+  headersMs: number;
+  /** Longest pause between two chunks of a response body. */
+  bodyIdleMs: number;
+}
+
+export const DEFAULT_TIMEOUTS: Timeouts = { connectMs: 10_000, headersMs: 30_000, bodyIdleMs: 60_000 };
+
+export interface HttpClientOptions {
+  timeouts?: Partial<Timeouts>;
+  retry?: Partial<RetryPolicy>;
+  /** Extra CA certificates (PEM), trusted in addition to the built-in roots. */
+  ca?: readonly (string | Uint8Array)[];
+  userAgent?: string;
+  /** Redirects followed for GET and HEAD (default 5). */
+  maxRedirects?: number;
+  /** Connections per origin (default 16). */
+  connections?: number;
+  /** Test seams: the pause between attempts and the jitter source. */
+  sleep?: Sleep;
+  random?: () => number;
+}
+
+export interface HttpRequest {
+  method: HttpMethod;
+  url: URL;
+  headers?: Record<string, string>;
+  /** Bytes can be sent again on a retry; a stream cannot, so a request with a stream body is tried once. */
+  body?: Uint8Array | string | Readable;
+  /** Whether repeating the request is harmless (default: GET, HEAD, PUT, DELETE). */
+  idempotent?: boolean;
+  signal?: AbortSignal;
+  /** What is being done, for error messages (`fetch blob sha256:… from reg/app`). */
+  what: string;
+}
+
+export interface HttpResponse {
+  status: number;
+  headers: IncomingHttpHeaders;
+  body: Readable;
+  /** The URL asked for (before any redirect). */
+  url: URL;
+}
+
+/** The first value of a response header. */
+export function header(res: { headers: IncomingHttpHeaders }, name: string): string | undefined {
+  const v = res.headers[name.toLowerCase()];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** Throws away the rest of a body, keeping the connection reusable when that is cheap. */
+export async function discard(body: Readable): Promise<void> {
+  const dump = (body as { dump?: (o: { limit: number }) => Promise<void> }).dump;
+  try {
+    if (dump) await dump.call(body, { limit: 128 * 1024 });
+    else body.destroy();
+  } catch {
+    body.destroy();
+  }
+}
+
+/** Reads a whole body, failing with ResourceExhausted past `max` bytes. */
+export async function readCapped(body: Readable, max: number, what: string): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body) {
+    const b = chunk as Buffer;
+    total += b.length;
+    if (total > max) {
+      body.destroy();
+      throw resourceExhausted(`${what}: more than ${max} bytes`);
+    }
+    chunks.push(b);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+const IDEMPOTENT_METHODS = new Set<HttpMethod>(['GET', 'HEAD', 'PUT', 'DELETE']);
+
+export class HttpClient {
+  readonly timeouts: Timeouts;
+  readonly retry: RetryPolicy;
+  private readonly dispatcher: Dispatcher;
+  private readonly agent: Agent;
+  private readonly userAgent: string;
+  private readonly sleep: Sleep;
+  private readonly random: () => number;
+
+  constructor(options: HttpClientOptions = {}) {
+    this.timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.retry = { ...DEFAULT_RETRY, ...options.retry };
+    this.userAgent = options.userAgent ?? 'strata';
+    this.sleep = options.sleep ?? realSleep;
+    this.random = options.random ?? Math.random;
+    const ca = options.ca?.length
+      ? [...rootCertificates, ...options.ca.map((c) => Buffer.from(c))]
+      : undefined;
+    this.agent = new Agent({
+      connections: options.connections ?? 16,
+      connect: { timeout: this.timeouts.connectMs, ...(ca ? { ca } : {}) },
+      headersTimeout: this.timeouts.headersMs,
+      bodyTimeout: this.timeouts.bodyIdleMs,
+    });
+    // The redirect interceptor drops Authorization, Cookie and Proxy-Authorization when the origin changes.
+    this.dispatcher = this.agent.compose(
+      interceptors.redirect({ maxRedirections: options.maxRedirects ?? 5, throwOnMaxRedirect: true }),
+    );
+  }
+
+  /** Closes the pooled connections. */
+  async close(): Promise<void> {
+    await this.agent.close();
+  }
+
+  /** One attempt, no retry; network failures are thrown as the error taxonomy. */
+  async once(req: HttpRequest): Promise<HttpResponse> {
+    const headers: Record<string, string> = { 'user-agent': this.userAgent, ...req.headers };
+    const followRedirects = req.method === 'GET' || req.method === 'HEAD';
+    try {
+      const res = await request(req.url, {
+        dispatcher: this.dispatcher,
+        method: req.method,
+        headers,
+        body: req.body ?? null,
+        signal: req.signal,
+        ...(followRedirects ? {} : { maxRedirections: 0 }),
+      });
+      return { status: res.statusCode, headers: res.headers, body: res.body, url: req.url };
+    } catch (err) {
+      throw networkError(err, req);
+    }
+  }
+
+  /**
+   * Sends a request, retrying network failures and 429/502/503/504 answers within the retry policy when
+   * that is safe. Returns the last answer whatever its status; throws when no answer came.
+   */
+  async send(req: HttpRequest): Promise<HttpResponse> {
+    const replayable = !(req.body !== undefined && typeof req.body === 'object' && 'pipe' in req.body);
+    const idempotent = (req.idempotent ?? IDEMPOTENT_METHODS.has(req.method)) && replayable;
+    for (let attempt = 1; ; attempt++) {
+      const canRetry = attempt < this.retry.attempts;
+      let res: HttpResponse;
+      try {
+        res = await this.once(req);
+      } catch (err) {
+        const cause = (err as Error).cause ?? err;
+        if (!canRetry || req.signal?.aborted || !isRetryableNetworkError(cause, idempotent)) throw err;
+        await this.sleep(retryDelay(this.retry, attempt, undefined, this.random), req.signal);
+        continue;
+      }
+      if (!canRetry || !idempotent || !RETRY_STATUSES.has(res.status)) return res;
+      const retryAfter = res.headers['retry-after'];
+      await discard(res.body);
+      await this.sleep(retryDelay(this.retry, attempt, retryAfter, this.random), req.signal);
+    }
+  }
+
+  /**
+   * Like send, for small bodies read whole (up to `max` bytes). Failures while reading the body are
+   * retried too, when the request is idempotent.
+   */
+  async sendForBytes(req: HttpRequest, max: number): Promise<HttpResponse & { bytes: Buffer }> {
+    for (let attempt = 1; ; attempt++) {
+      const res = await this.send(req);
+      try {
+        const bytes = await readCapped(res.body, max, req.what);
+        return { ...res, bytes };
+      } catch (err) {
+        const idempotent = req.idempotent ?? IDEMPOTENT_METHODS.has(req.method);
+        if (
+          attempt >= this.retry.attempts ||
+          req.signal?.aborted ||
+          !isRetryableNetworkError(err, idempotent)
+        ) {
+          throw bodyError(err, req);
+        }
+        await this.sleep(retryDelay(this.retry, attempt, undefined, this.random), req.signal);
+      }
+    }
+  }
+}
+
+/** A failure while reading a response body, in the taxonomy. */
+export function bodyError(err: unknown, req: Pick<HttpRequest, 'what' | 'url' | 'signal'>): Error {
+  if (err instanceof Error && 'kind' in err) return err;
+  return networkError(err, req);
+}
+
+/** A transport failure (no answer, or the answer broke off) in the taxonomy, naming what was attempted. */
+export function networkError(err: unknown, req: Pick<HttpRequest, 'what' | 'url' | 'signal'>): Error {
+  if (err instanceof Error && 'kind' in err) return err;
+  const where = `${req.what} (${req.url.host})`;
+  if (req.signal?.aborted) return aborted(`${where}: aborted`, { cause: req.signal.reason ?? err });
+  const code = networkErrorCode(err) ?? (err as { code?: string }).code;
+  if (code === 'UND_ERR_ABORTED' || (err as Error).name === 'AbortError') {
+    return aborted(`${where}: aborted`, { cause: err });
+  }
+  if (isTimeoutCode(code)) {
+    const phase =
+      code === 'UND_ERR_CONNECT_TIMEOUT'
+        ? 'connecting'
+        : code === 'UND_ERR_HEADERS_TIMEOUT'
+          ? 'waiting for headers'
+          : 'reading the body';
+    return deadlineExceeded(`${where}: timed out ${phase}`, { cause: err });
+  }
+  if (code === 'UND_ERR_MAX_REDIRECTIONS' || (err as Error).name === 'MaxRedirectsError') {
+    return unavailable(`${where}: too many redirects`, { cause: err });
+  }
+  if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+    return dataLoss(`${where}: body length differs from Content-Length`, { cause: err });
+  }
+  return unavailable(`${where}: ${messageOf(err)}${code ? ` (${code})` : ''}`, { cause: err });
+}

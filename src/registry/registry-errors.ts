@@ -1,0 +1,88 @@
+// Registry answers turned into the project's error taxonomy. The distribution spec's error body is
+// `{"errors":[{"code","message","detail"}]}`; its codes refine what the HTTP status says.
+import {
+  dataLoss,
+  failedPrecondition,
+  internal,
+  invalidArgument,
+  notFound,
+  outOfRange,
+  permissionDenied,
+  resourceExhausted,
+  type StrataError,
+  unauthenticated,
+  unavailable,
+  unimplemented,
+} from '../errors.ts';
+
+export interface RegistryErrorEntry {
+  code: string;
+  message?: string;
+  detail?: unknown;
+}
+
+/** Error bodies are read up to this size; the rest is not worth holding. */
+export const MAX_ERROR_BODY = 64 * 1024;
+
+/** The error entries of a registry error body; empty when the body is not one. */
+export function parseErrorBody(body: Uint8Array | string): RegistryErrorEntry[] {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(typeof body === 'string' ? body : Buffer.from(body).toString('utf8'));
+  } catch {
+    return [];
+  }
+  const errors = (parsed as { errors?: unknown } | null)?.errors;
+  if (!Array.isArray(errors)) return [];
+  const out: RegistryErrorEntry[] = [];
+  for (const e of errors.slice(0, 16)) {
+    if (typeof e !== 'object' || e === null || typeof (e as { code?: unknown }).code !== 'string') continue;
+    const { code, message, detail } = e as { code: string; message?: unknown; detail?: unknown };
+    out.push({
+      code,
+      ...(typeof message === 'string' ? { message } : {}),
+      ...(detail !== undefined ? { detail } : {}),
+    });
+  }
+  return out;
+}
+
+const NOT_FOUND_CODES = new Set(['MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_UNKNOWN', 'BLOB_UPLOAD_UNKNOWN']);
+const INVALID_CODES = new Set([
+  'NAME_INVALID',
+  'TAG_INVALID',
+  'MANIFEST_INVALID',
+  'MANIFEST_UNVERIFIED',
+  'SIZE_INVALID',
+  'BLOB_UPLOAD_INVALID',
+  'PAGINATION_NUMBER_INVALID',
+  'RANGE_INVALID',
+]);
+
+/**
+ * The error for a registry answer. `what` says what was attempted and on what (`fetch manifest
+ * reg/app:1`); the message adds the status and the registry's own code and message.
+ */
+export function registryError(
+  status: number,
+  entries: readonly RegistryErrorEntry[],
+  what: string,
+): StrataError {
+  const first = entries[0];
+  const code = first?.code.toUpperCase();
+  const said = first ? ` ${first.code}${first.message ? `: ${first.message}` : ''}` : '';
+  const msg = `${what}: registry answered ${status}${said}`;
+  if (status === 401 || code === 'UNAUTHORIZED') return unauthenticated(msg);
+  if (status === 403 || code === 'DENIED') return permissionDenied(msg);
+  if (status === 429 || code === 'TOOMANYREQUESTS') return resourceExhausted(msg);
+  if (status === 404 || (code !== undefined && NOT_FOUND_CODES.has(code))) return notFound(msg);
+  if (code === 'DIGEST_INVALID') return dataLoss(msg);
+  if (code === 'MANIFEST_BLOB_UNKNOWN') return failedPrecondition(msg);
+  if (code === 'UNSUPPORTED' || status === 405 || status === 501) return unimplemented(msg);
+  if (status === 416) return outOfRange(msg);
+  if (status >= 500) return unavailable(msg);
+  if (status === 409 || status === 412) return failedPrecondition(msg);
+  if ((code !== undefined && INVALID_CODES.has(code)) || (status >= 400 && status < 500))
+    return invalidArgument(msg);
+  return internal(`${what}: unexpected answer ${status}${said}`);
+}
