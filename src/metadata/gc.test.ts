@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { ImageStore } from '../images/image-store.ts';
+import { type Digest, digestOf } from '../oci/digest.ts';
+import { MediaType } from '../oci/media-types.ts';
+import { ContentMeta } from './content-labels.ts';
+import type { Nanos } from './db.ts';
+import { collectGarbage } from './gc.ts';
+import { LeaseStore } from './leases.ts';
+import { openTestDb, type TestDb } from './test-db.ts';
+
+const NS = 'default';
+const SECOND = 1_000_000_000n;
+// A fixed clock keeps expiry decisions independent of when the test runs.
+let clockNow: Nanos = 1_700_000_000n * SECOND;
+const clock = (): Nanos => {
+  clockNow += 1n;
+  return clockNow;
+};
+const rfc3339 = (n: Nanos): string => new Date(Number(n / 1_000_000n)).toISOString();
+
+let t: TestDb;
+let images: ImageStore;
+let content: ContentMeta;
+let leases: LeaseStore;
+beforeEach(() => {
+  t = openTestDb({ clock });
+  images = new ImageStore(t.db);
+  content = new ContentMeta(t.db);
+  leases = new LeaseStore(t.db);
+});
+afterEach(() => t.cleanup());
+
+const blob = (name: string): Digest => digestOf(name);
+const present = (ns: string): string[] =>
+  content
+    .list(ns, [])
+    .map((i) => i.digest)
+    .sort();
+const names = (...ds: Digest[]): string[] => [...ds].sort();
+
+function addSnapshot(
+  ns: string,
+  snapshotter: string,
+  key: string,
+  parent = '',
+  labels: Record<string, string> = {},
+) {
+  const now = clock();
+  t.db.write(() => {
+    t.db.ensureNamespace(ns, now);
+    t.db.sql
+      .prepare(
+        `INSERT INTO snapshots (namespace, snapshotter, key, kind, parent, labels, created_at, updated_at, backing_id)
+         VALUES (?, ?, ?, 'committed', ?, ?, ?, ?, ?)`,
+      )
+      .run(ns, snapshotter, key, parent, JSON.stringify(labels), now, now, `backing-${key}`);
+  });
+}
+
+function addIngest(ns: string, ref: string, expiresAt: Nanos | null) {
+  const now = clock();
+  t.db.write(() => {
+    t.db.ensureNamespace(ns, now);
+    t.db.sql
+      .prepare('INSERT INTO ingests (namespace, ref, created_at, expires_at) VALUES (?, ?, ?, ?)')
+      .run(ns, ref, now, expiresAt);
+  });
+}
+
+/** index → manifest → config + layer, labelled the way a pull labels them. */
+function pulledImage(ns: string, name: string, prefix: string) {
+  const [index, manifest, config, layer] = ['index', 'manifest', 'config', 'layer'].map((p) =>
+    blob(prefix + p),
+  ) as [Digest, Digest, Digest, Digest];
+  content.add(ns, layer, 100);
+  content.add(ns, config, 10);
+  content.add(ns, manifest, 20, {
+    'containerd.io/gc.ref.content.config': config,
+    'containerd.io/gc.ref.content.l.0': layer,
+  });
+  content.add(ns, index, 30, { 'containerd.io/gc.ref.content.m.0': manifest });
+  images.create(ns, { name, target: { mediaType: MediaType.ociIndex, digest: index, size: 30 } });
+  return { index, manifest, config, layer };
+}
+
+describe('collectGarbage', () => {
+  it('keeps what images reach through gc.ref labels and removes the rest', () => {
+    const img = pulledImage(NS, 'docker.io/library/a:1', 'a-');
+    const orphan = blob('orphan');
+    content.add(NS, orphan, 5);
+    content.add(NS, blob('unlabelled-child'), 5); // a child nobody labelled is not discovered
+    const result = collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(img.index, img.manifest, img.config, img.layer));
+    assert.deepEqual(result.unreferencedDigests, names(orphan, blob('unlabelled-child')));
+    assert.deepEqual(result.content.map((c) => c.digest).sort(), names(orphan, blob('unlabelled-child')));
+
+    images.delete(NS, 'docker.io/library/a:1');
+    const after = collectGarbage(t.db);
+    assert.deepEqual(present(NS), []);
+    assert.deepEqual(after.unreferencedDigests, names(img.index, img.manifest, img.config, img.layer));
+  });
+
+  it('follows only well-formed reference keys', () => {
+    const parent = blob('parent');
+    const kids = ['exact', 'dot', 'slash', 'bad'].map((k) => blob(k)) as [Digest, Digest, Digest, Digest];
+    for (const k of kids) content.add(NS, k, 1);
+    content.add(NS, parent, 1, {
+      'containerd.io/gc.root': '',
+      'containerd.io/gc.ref.content': kids[0],
+      'containerd.io/gc.ref.content.x': kids[1],
+      'containerd.io/gc.ref.content/y': kids[2],
+      'containerd.io/gc.ref.contentz': kids[3],
+    });
+    // An empty value is dropped on write, so gc.root needs a value to count.
+    assert.equal(content.info(NS, parent).labels['containerd.io/gc.root'], undefined);
+    content.update(NS, { digest: parent, labels: { 'containerd.io/gc.root': 'true' } }, [
+      'labels.containerd.io/gc.root',
+    ]);
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(parent, kids[0], kids[1], kids[2]));
+  });
+
+  it('keeps leased content until the lease goes, and collects expired leases', () => {
+    const held = blob('held');
+    const expiring = blob('expiring');
+    leases.create(NS, {
+      id: 'live',
+      labels: { 'containerd.io/gc.expire': rfc3339(clockNow + 3600n * SECOND) },
+    });
+    leases.create(NS, { id: 'old', labels: { 'containerd.io/gc.expire': rfc3339(clockNow - SECOND) } });
+    leases.create(NS, { id: 'bad-expiry', labels: { 'containerd.io/gc.expire': 'someday' } });
+    content.add(NS, held, 1, {}, { lease: 'live' });
+    content.add(NS, expiring, 1, {}, { lease: 'old' });
+    content.add(NS, blob('kept-by-bad-expiry'), 1, {}, { lease: 'bad-expiry' });
+    const result = collectGarbage(t.db);
+    assert.deepEqual(result.leases, [{ namespace: NS, id: 'old' }]);
+    assert.deepEqual(
+      leases.list(NS, []).map((l) => l.id),
+      ['bad-expiry', 'live'],
+    );
+    assert.deepEqual(present(NS), names(held, blob('kept-by-bad-expiry')));
+
+    leases.delete(NS, 'live');
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(blob('kept-by-bad-expiry')));
+  });
+
+  it('keeps the whole tree under a lease, but only the direct object under a flat lease', () => {
+    const child = blob('child');
+    const parent = blob('parent');
+    content.add(NS, child, 1);
+    content.add(NS, parent, 1, { 'containerd.io/gc.ref.content.0': child });
+    leases.create(NS, { id: 'deep' });
+    leases.addResource(NS, 'deep', { type: 'content', id: parent });
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(child, parent));
+
+    leases.delete(NS, 'deep');
+    leases.create(NS, { id: 'flat', labels: { 'containerd.io/gc.flat': 'true' } });
+    leases.addResource(NS, 'flat', { type: 'content', id: parent });
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(parent));
+  });
+
+  it('treats gc.root and a future gc.expire on content as roots', () => {
+    content.add(NS, blob('root'), 1, { 'containerd.io/gc.root': 'x' });
+    content.add(NS, blob('future'), 1, { 'containerd.io/gc.expire': rfc3339(clockNow + 60n * SECOND) });
+    content.add(NS, blob('past'), 1, { 'containerd.io/gc.expire': rfc3339(clockNow - 60n * SECOND) });
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(blob('root'), blob('future')));
+    collectGarbage(t.db, { now: clockNow + 120n * SECOND });
+    assert.deepEqual(present(NS), names(blob('root')));
+  });
+
+  it('follows back references from a child to a live parent', () => {
+    const parent = blob('parent');
+    const child = blob('child');
+    content.add(NS, parent, 1, { 'containerd.io/gc.root': '1' });
+    content.add(NS, child, 1, { 'containerd.io/gc.bref.content': parent });
+    content.add(NS, blob('child-of-dead'), 1, { 'containerd.io/gc.bref.content.x': blob('dead') });
+    collectGarbage(t.db);
+    assert.deepEqual(present(NS), names(parent, child));
+  });
+
+  it('keeps unpacked snapshots through the config label and parent chain', () => {
+    addSnapshot(NS, 'overlayfs', 'chain-1');
+    addSnapshot(NS, 'overlayfs', 'chain-2', 'chain-1');
+    addSnapshot(NS, 'overlayfs', 'stray');
+    addSnapshot(NS, 'native', 'chain-2'); // same key, other snapshotter
+    addSnapshot(NS, 'overlayfs', 'rooted', '', { 'containerd.io/gc.root': 'true' });
+    const img = pulledImage(NS, 'img', 'u-');
+    content.update(
+      NS,
+      { digest: img.config, labels: { 'containerd.io/gc.ref.snapshot.overlayfs': 'chain-2' } },
+      ['labels.containerd.io/gc.ref.snapshot.overlayfs'],
+    );
+    const result = collectGarbage(t.db);
+    assert.deepEqual(result.snapshots.map((s) => `${s.snapshotter}/${s.key}`).sort(), [
+      'native/chain-2',
+      'overlayfs/stray',
+    ]);
+    const left = t.db.sql.prepare('SELECT snapshotter, key FROM snapshots ORDER BY snapshotter, key').all();
+    assert.deepEqual(
+      left.map((r) => `${(r as { snapshotter: string }).snapshotter}/${(r as { key: string }).key}`),
+      ['overlayfs/chain-1', 'overlayfs/chain-2', 'overlayfs/rooted'],
+    );
+  });
+
+  it('keeps leased and unexpired ingests', () => {
+    addIngest(NS, 'leased', null);
+    addIngest(NS, 'fresh', clockNow + 3600n * SECOND);
+    addIngest(NS, 'stale', clockNow - SECOND);
+    addIngest(NS, 'no-expiry', null);
+    leases.create(NS, { id: 'pull' });
+    leases.addResource(NS, 'pull', { type: 'ingests', id: 'leased' });
+    const result = collectGarbage(t.db);
+    assert.deepEqual(result.ingests.map((g) => g.ref).sort(), ['no-expiry', 'stale']);
+  });
+
+  it('removes expired images and what only they held', () => {
+    const img = pulledImage(NS, 'temp', 't-');
+    images.update(NS, { name: 'temp', labels: { 'containerd.io/gc.expire': rfc3339(clockNow - SECOND) } }, [
+      'labels.containerd.io/gc.expire',
+    ]);
+    pulledImage(NS, 'kept', 'k-');
+    const result = collectGarbage(t.db);
+    assert.deepEqual(result.images, [{ namespace: NS, name: 'temp' }]);
+    assert.deepEqual(
+      images.list(NS, []).map((i) => i.name),
+      ['kept'],
+    );
+    assert.ok(!present(NS).includes(img.index));
+  });
+
+  it('collects per namespace; bytes are unreferenced only when no namespace holds them', () => {
+    const shared = blob('shared');
+    content.add('ns1', shared, 1);
+    content.add('ns2', shared, 1);
+    images.create('ns1', {
+      name: 'x',
+      target: { mediaType: MediaType.ociManifest, digest: shared, size: 1 },
+    });
+    const first = collectGarbage(t.db);
+    assert.deepEqual(first.content, [{ namespace: 'ns2', digest: shared }]);
+    assert.deepEqual(first.unreferencedDigests, []);
+    assert.deepEqual(present('ns1'), [shared]);
+    images.delete('ns1', 'x');
+    const second = collectGarbage(t.db);
+    assert.deepEqual(second.unreferencedDigests, [shared]);
+  });
+
+  it('persists its removals', () => {
+    content.add(NS, blob('gone'), 1);
+    content.add(NS, blob('kept'), 1, { 'containerd.io/gc.root': '1' });
+    collectGarbage(t.db);
+    content = new ContentMeta(t.reopen());
+    assert.deepEqual(present(NS), [blob('kept')]);
+  });
+});
