@@ -186,9 +186,8 @@ export class LeaseStore {
     this.stmts.addRes.run(ns, leaseId, resource.type, resource.id);
   }
 
-  /** Detaches a resource from a lease, inside the caller's transaction; a missing lease is NotFound. */
+  /** Detaches a resource from a lease, inside the caller's transaction; a missing lease is no error. */
   detach(ns: string, leaseId: string, resource: LeaseResource): void {
-    if (!this.stmts.get.get(ns, leaseId)) throw notFound('lease does not exist: not found');
     this.stmts.delRes.run(ns, leaseId, resource.type, resource.id);
   }
 
