@@ -68,6 +68,25 @@ describe('MetadataDb', () => {
     assert.equal(t.db.sql.prepare("SELECT 1 FROM namespaces WHERE name = 'half'").get(), undefined);
   });
 
+  it('turns nested writes into savepoints', () => {
+    t.db.write(() => {
+      t.db.ensureNamespace('outer');
+      assert.throws(() =>
+        t.db.write(() => {
+          t.db.ensureNamespace('inner');
+          throw new Error('inner fails');
+        }),
+      );
+    });
+    const rows = t.db.sql.prepare('SELECT name FROM namespaces ORDER BY name').all() as Array<{
+      name: string;
+    }>;
+    assert.deepEqual(
+      rows.map((r) => r.name),
+      ['outer'],
+    );
+  });
+
   it('calls dirty listeners until unsubscribed', () => {
     let calls = 0;
     const off = t.db.onDirty(() => calls++);
