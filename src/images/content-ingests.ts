@@ -1,0 +1,104 @@
+// Which ingests (in-progress content writes) a namespace has, in the metadata database. The bytes live in
+// the shared content store under a backend ref derived from (namespace, ref), so the same ref in two
+// namespaces never collides. A record either expires (24 h after its last open, as containerd does for
+// ingests without a lease) or is held by the lease it was opened under; the GC sweeps the rest.
+import { notFound } from '../errors.ts';
+import type { MetadataDb, Statement } from '../metadata/db.ts';
+
+/** An ingest opened without a lease may be collected this long after it was last opened. */
+export const INGEST_EXPIRY_NS = 24n * 3600n * 1_000_000_000n;
+
+export interface IngestRecord {
+  ref: string;
+  /** The digest the writer was opened with, '' when none. */
+  expected: string;
+}
+
+/**
+ * The store ref holding a namespace's ingest. Namespaces cannot contain '/', so the mapping is
+ * one-to-one and stable across restarts (an interrupted ingest resumes under the same key).
+ */
+export function backendRef(ns: string, ref: string): string {
+  return `${ns}/${ref}`;
+}
+
+export class IngestRecords {
+  private readonly db: MetadataDb;
+  private readonly stmts: {
+    get: Statement;
+    list: Statement;
+    upsertExpiring: Statement;
+    upsertLeased: Statement;
+    del: Statement;
+    leaseExists: Statement;
+    attach: Statement;
+    detach: Statement;
+  };
+
+  constructor(db: MetadataDb) {
+    this.db = db;
+    const q = (s: string): Statement => db.sql.prepare(s);
+    this.stmts = {
+      get: q('SELECT ref, expected FROM ingests WHERE namespace = ? AND ref = ?'),
+      list: q('SELECT ref, expected FROM ingests WHERE namespace = ? ORDER BY ref'),
+      upsertExpiring: q(
+        `INSERT INTO ingests (namespace, ref, expected, total, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (namespace, ref) DO UPDATE SET expected = excluded.expected, total = excluded.total,
+           expires_at = excluded.expires_at`,
+      ),
+      // Under a lease the lease decides; an expiry set by an earlier unleased open stays (as in containerd).
+      upsertLeased: q(
+        `INSERT INTO ingests (namespace, ref, expected, total, created_at, expires_at) VALUES (?, ?, ?, ?, ?, NULL)
+         ON CONFLICT (namespace, ref) DO UPDATE SET expected = excluded.expected, total = excluded.total`,
+      ),
+      del: q('DELETE FROM ingests WHERE namespace = ? AND ref = ?'),
+      leaseExists: q('SELECT 1 FROM leases WHERE namespace = ? AND id = ?'),
+      attach: q(
+        `INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, 'ingests', ?)
+         ON CONFLICT DO NOTHING`,
+      ),
+      detach: q(
+        `DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?`,
+      ),
+    };
+  }
+
+  /**
+   * Records that `ref` is being written in `ns` (creating the namespace if needed). With a lease the ingest
+   * is added to it; an unknown lease is NotFound `lease does not exist`, as in containerd.
+   */
+  open(ns: string, ref: string, opts: { expected?: string; total?: number; lease?: string }): void {
+    this.db.write(() => {
+      const now = this.db.clock();
+      this.db.ensureNamespace(ns, now);
+      const expected = opts.expected ?? '';
+      const total = opts.total ?? 0;
+      if (opts.lease) {
+        if (!this.stmts.leaseExists.get(ns, opts.lease)) throw notFound('lease does not exist: not found');
+        this.stmts.upsertLeased.run(ns, ref, expected, total, now);
+        this.stmts.attach.run(ns, opts.lease, ref);
+      } else {
+        this.stmts.upsertExpiring.run(ns, ref, expected, total, now, now + INGEST_EXPIRY_NS);
+      }
+    });
+  }
+
+  get(ns: string, ref: string): IngestRecord | undefined {
+    return this.stmts.get.get(ns, ref) as IngestRecord | undefined;
+  }
+
+  list(ns: string): IngestRecord[] {
+    return this.stmts.list.all(ns) as IngestRecord[];
+  }
+
+  /**
+   * Forgets the ingest (after commit or abort) and takes it out of the request's lease, if any. A lease
+   * that does not exist is ignored here, as containerd does on removal. Returns whether a record existed.
+   */
+  remove(ns: string, ref: string, lease?: string): boolean {
+    return this.db.write(() => {
+      if (lease) this.stmts.detach.run(ns, lease, ref);
+      return this.stmts.del.run(ns, ref).changes > 0;
+    });
+  }
+}
