@@ -371,6 +371,42 @@ test('an oversize manifest is refused on Content-Length and while reading', asyn
   await assert.rejects(c.fetchManifest(ref(chunked.host)), kind('ResourceExhausted'));
 });
 
+test('tags: Link pagination with n and last, other origins not followed', async () => {
+  const all = ['a', 'b', 'c', 'd', 'e'];
+  const s = await server((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const n = Number(url.searchParams.get('n') ?? 100);
+    const last = url.searchParams.get('last');
+    const from = last ? all.indexOf(last) + 1 : 0;
+    const page = all.slice(from, from + n);
+    const headers: Record<string, string> = { 'content-type': 'application/json' };
+    if (from + n < all.length)
+      headers.link = `</v2/team/app/tags/list?n=${n}&last=${page.at(-1)}>; rel="next"`;
+    res.writeHead(200, headers);
+    res.end(JSON.stringify({ name: 'team/app', tags: page }));
+  });
+  const { c } = client();
+  assert.deepEqual(await c.listTags(ref(s.host), { pageSize: 2 }), all);
+  assert.deepEqual(
+    s.requests.map((r) => r.url),
+    ['/v2/team/app/tags/list?n=2', '/v2/team/app/tags/list?n=2&last=b', '/v2/team/app/tags/list?n=2&last=d'],
+  );
+  const elsewhere = await server((_req, res) => {
+    res.writeHead(200, {
+      'content-type': 'application/json',
+      link: '<http://127.0.0.2:1/v2/x/tags/list?last=b>; rel="next"',
+    });
+    res.end(JSON.stringify({ name: 'team/app', tags: ['a', 'b'] }));
+  });
+  assert.deepEqual(await c.listTags(ref(elsewhere.host)), ['a', 'b']);
+  assert.equal(elsewhere.requests.length, 1);
+  const bad = await server((_req, res) => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{"tags": "nope"}');
+  });
+  await assert.rejects(c.listTags(ref(bad.host)), kind('InvalidArgument'));
+});
+
 // ---------------------------------------------------------------------------------------------------
 // redirects and credentials
 
