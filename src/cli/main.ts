@@ -1,11 +1,13 @@
 // The `strata` command. Each subcommand lives in its own module and registers itself here.
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
+import { registerDaemon } from './daemon.ts';
 
 export function buildProgram(): Command {
   const program = new Command('strata')
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
+  registerDaemon(program);
   return program;
 }
 

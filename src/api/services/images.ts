@@ -1,0 +1,97 @@
+// Images service: containerd.services.images.v1 over the image store. Translation only; the store owns
+// validation, masks and messages. Deletes trigger garbage collection (awaited when `sync` is set).
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { invalidArgument } from '../../errors.ts';
+import type { ImageInput, ImageRecord, ImageStore } from '../../images/image-store.ts';
+import { type Image, type ImageSchema, Images } from '../gen/containerd/services/images/v1/images_pb.ts';
+import { namespaceOf } from '../grpc/namespace.ts';
+import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import { leaseOf } from './leases.ts';
+import { requestTime, timestampFromNanos } from './timestamps.ts';
+
+export interface ImagesServiceDeps {
+  images: ImageStore;
+  /** Runs a garbage collection that starts after the call and resolves when it is done. */
+  collectGarbage(): Promise<unknown>;
+}
+
+export function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchema> {
+  return {
+    name: r.name,
+    labels: r.labels,
+    target: {
+      mediaType: r.target.mediaType,
+      digest: r.target.digest,
+      size: BigInt(r.target.size),
+      annotations: r.target.annotations,
+    },
+    createdAt: timestampFromNanos(r.createdAtNs),
+    updatedAt: timestampFromNanos(r.updatedAtNs),
+  };
+}
+
+/**
+ * The request's image as the store takes it. Timestamps are ignored (ctr sends Go's zero time); the
+ * target ctr sends on label updates is empty and only matters when a mask or full replace uses it.
+ */
+function imageInput(img: Image | undefined): ImageInput {
+  // containerd dereferences a missing image and crashes the call; a clear InvalidArgument is kinder.
+  if (!img) throw invalidArgument('Image required: invalid argument');
+  const t = img.target;
+  return {
+    name: img.name,
+    labels: img.labels,
+    target: t && {
+      mediaType: t.mediaType,
+      digest: t.digest,
+      size: Number(t.size),
+      annotations: t.annotations,
+    },
+  };
+}
+
+function writeOptions(metadata: Parameters<typeof leaseOf>[0], epoch: Image['createdAt']) {
+  const lease = leaseOf(metadata);
+  const sourceDateEpoch = requestTime(epoch);
+  return { ...(lease && { lease }), ...(sourceDateEpoch && { sourceDateEpoch }) };
+}
+
+export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
+  const { images } = deps;
+  return implement(Images, {
+    get(req, ctx) {
+      return { image: imageToProto(images.get(namespaceOf(ctx.metadata), req.name)) };
+    },
+    list(req, ctx) {
+      return { images: images.list(namespaceOf(ctx.metadata), req.filters).map(imageToProto) };
+    },
+    create(req, ctx) {
+      const ns = namespaceOf(ctx.metadata);
+      const created = images.create(
+        ns,
+        imageInput(req.image),
+        writeOptions(ctx.metadata, req.sourceDateEpoch),
+      );
+      return { image: imageToProto(created) };
+    },
+    update(req, ctx) {
+      const ns = namespaceOf(ctx.metadata);
+      const updated = images.update(
+        ns,
+        imageInput(req.image),
+        req.updateMask?.paths ?? [],
+        writeOptions(ctx.metadata, req.sourceDateEpoch),
+      );
+      return { image: imageToProto(updated) };
+    },
+    async delete(req, ctx) {
+      const ns = namespaceOf(ctx.metadata);
+      const lease = leaseOf(ctx.metadata);
+      // proto3 `optional`: a present target with a digest makes the delete conditional.
+      const target = req.target?.digest || undefined;
+      images.delete(ns, req.name, { ...(lease && { lease }), ...(target && { target }) });
+      if (req.sync) await deps.collectGarbage();
+      return {};
+    },
+  });
+}

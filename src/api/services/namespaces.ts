@@ -1,0 +1,42 @@
+// Namespaces service: containerd.services.namespaces.v1 over the namespace store. The service itself is
+// not namespaced (no `containerd-namespace` header needed); names follow containerd's identifier rule.
+import { invalidArgument } from '../../errors.ts';
+import type { NamespaceStore } from '../../metadata/namespaces.ts';
+import { type Namespace, Namespaces } from '../gen/containerd/services/namespaces/v1/namespace_pb.ts';
+import { validateIdentifier } from '../grpc/namespace.ts';
+import { implement, type ServiceRegistration } from '../grpc/service.ts';
+
+export interface NamespacesServiceDeps {
+  namespaces: NamespaceStore;
+}
+
+function required(ns: Namespace | undefined): Namespace {
+  if (!ns) throw invalidArgument('Namespace required: invalid argument');
+  return ns;
+}
+
+export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistration {
+  const { namespaces } = deps;
+  return implement(Namespaces, {
+    get(req) {
+      return { namespace: namespaces.get(req.name) };
+    },
+    list() {
+      return { namespaces: namespaces.list() };
+    },
+    create(req) {
+      const ns = required(req.namespace);
+      validateIdentifier(ns.name);
+      return { namespace: namespaces.create(ns.name, ns.labels) };
+    },
+    update(req) {
+      const ns = required(req.namespace);
+      validateIdentifier(ns.name);
+      return { namespace: namespaces.update(ns.name, ns.labels, req.updateMask?.paths ?? []) };
+    },
+    delete(req) {
+      namespaces.delete(req.name);
+      return {};
+    },
+  });
+}

@@ -1,0 +1,64 @@
+// `strata daemon`: the containerd-compatible image store on a unix socket. Runs until SIGTERM or SIGINT,
+// then stops gracefully (a second signal exits at once).
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { messageOf } from '../errors.ts';
+import { daemonConfig } from '../server/config.ts';
+import { startDaemon } from '../server/lifecycle.ts';
+
+interface DaemonFlags {
+  root: string;
+  address?: string;
+  logLevel: string;
+  metricsAddress?: string;
+}
+
+export function registerDaemon(program: Command): void {
+  program
+    .command('daemon')
+    .description(
+      'serve the containerd-compatible image store (Images, Content, Leases, Namespaces, …) over gRPC',
+    )
+    .requiredOption('--root <dir>', 'state directory (metadata database, content store)')
+    .option('--address <socket>', 'unix socket to listen on (default: ROOT/strata.sock)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .option('--metrics-address <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
+    .action(async (flags: DaemonFlags) => {
+      const logger = pino({ level: 'info', base: { pid: process.pid } });
+      let config: ReturnType<typeof daemonConfig>;
+      try {
+        config = daemonConfig(flags);
+      } catch (err) {
+        logger.fatal(messageOf(err));
+        process.exitCode = 2;
+        return;
+      }
+      logger.level = config.logLevel;
+      let daemon: Awaited<ReturnType<typeof startDaemon>>;
+      try {
+        daemon = await startDaemon(config, logger);
+      } catch (err) {
+        logger.fatal({ err: messageOf(err) }, 'daemon failed to start');
+        process.exitCode = 1;
+        return;
+      }
+      await new Promise<void>((resolve) => {
+        let signalled = false;
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (signalled) {
+            logger.warn({ signal }, 'second signal: exiting without a clean stop');
+            process.exit(1);
+          }
+          signalled = true;
+          logger.info({ signal }, 'signal received');
+          daemon.stop().then(resolve, (err: unknown) => {
+            logger.error({ err: messageOf(err) }, 'daemon stopped with an error');
+            process.exitCode = 1;
+            resolve();
+          });
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+    });
+}

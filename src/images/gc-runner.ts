@@ -1,0 +1,175 @@
+// Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides what goes, then the
+// bytes of blobs no namespace holds any more are removed from the shared disk store. Deletions schedule a
+// background run (debounced, and paced so collection takes a bounded share of the time); synchronous
+// deletes (`Images.Delete{sync}`, `Leases.Delete{sync}`) wait for a run that starts after their change.
+import { unlinkSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { Layout } from '../content/layout.ts';
+import type { ContentStore } from '../content/store.ts';
+import { messageOf } from '../errors.ts';
+import type { MetadataDb, Statement } from '../metadata/db.ts';
+import { collectGarbage, type GcResult } from '../metadata/gc.ts';
+import type { Digest } from '../oci/digest.ts';
+
+export interface GcStats {
+  /** Namespace memberships of content removed. */
+  content: number;
+  /** Blob files deleted from disk. */
+  blobsDeleted: number;
+  images: number;
+  leases: number;
+  ingests: number;
+  snapshots: number;
+  /** Wall time of the whole run, milliseconds. */
+  ms: number;
+}
+
+export interface GcRunnerOptions {
+  db: MetadataDb;
+  content: ContentStore;
+  logger: Logger;
+  /** Wait this long after a deletion before a background run, gathering further deletions. Default 100 ms. */
+  delayMs?: number;
+  /** Share of wall time background collection may take; the next run waits accordingly. Default 0.02. */
+  pauseThreshold?: number;
+  /** Upper bound on the wait the pause threshold imposes. Default 5 s. */
+  maxDelayMs?: number;
+  /** Called after every run, for metrics. */
+  onRun?: (stats: GcStats, result: GcResult) => void;
+  /**
+   * Called for each ingest record the collection removed (expired, no lease), so the owner of the ingest
+   * data on disk can delete it. Errors are logged.
+   */
+  removeIngest?: (namespace: string, ref: string) => Promise<void>;
+}
+
+export class GcRunner {
+  private readonly db: MetadataDb;
+  private readonly layout: Layout;
+  private readonly logger: Logger;
+  private readonly delayMs: number;
+  private readonly pauseThreshold: number;
+  private readonly maxDelayMs: number;
+  private readonly onRun: GcRunnerOptions['onRun'];
+  private readonly removeIngest: GcRunnerOptions['removeIngest'];
+  private readonly held: Statement;
+  private readonly unsubscribe: () => void;
+  /** The run in progress (or the last one); runs never overlap. */
+  private running: Promise<unknown> = Promise.resolve();
+  /** A run queued behind the current one; callers arriving now share it. */
+  private queued: Promise<GcStats> | undefined;
+  private timer: NodeJS.Timeout | undefined;
+  private lastEnd = 0;
+  private lastMs = 0;
+  private closed = false;
+
+  constructor(opts: GcRunnerOptions) {
+    this.db = opts.db;
+    this.layout = new Layout(opts.content.root);
+    this.logger = opts.logger;
+    this.delayMs = opts.delayMs ?? 100;
+    this.pauseThreshold = opts.pauseThreshold ?? 0.02;
+    this.maxDelayMs = opts.maxDelayMs ?? 5000;
+    this.onRun = opts.onRun;
+    this.removeIngest = opts.removeIngest;
+    this.held = opts.db.sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
+    this.unsubscribe = opts.db.onDirty(() => this.schedule());
+  }
+
+  /** Asks for a background run soon; many calls before it starts make one run. */
+  schedule(): void {
+    if (this.closed || this.timer || this.queued) return;
+    const paced = this.lastMs / this.pauseThreshold - (Date.now() - this.lastEnd);
+    const wait = Math.min(this.maxDelayMs, Math.max(this.delayMs, paced));
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.collect().catch((err: unknown) =>
+        this.logger.error({ err: messageOf(err) }, 'background garbage collection failed'),
+      );
+    }, wait);
+    this.timer.unref();
+  }
+
+  /**
+   * Runs a collection that starts after this call and resolves when it is done, blob files included.
+   * Concurrent callers waiting behind the same running collection share the next one.
+   */
+  collect(): Promise<GcStats> {
+    if (this.closed) return Promise.reject(new Error('garbage collector is closed'));
+    if (this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    if (!this.queued) {
+      const next = this.running.then(() => {
+        this.queued = undefined;
+        return this.runOnce();
+      });
+      this.queued = next;
+      this.running = next.catch(() => {});
+    }
+    return this.queued;
+  }
+
+  /** Stops scheduling and waits for a run in progress. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.unsubscribe();
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = undefined;
+    await this.running;
+  }
+
+  private async runOnce(): Promise<GcStats> {
+    const start = performance.now();
+    const result = collectGarbage(this.db);
+    let blobsDeleted = 0;
+    for (const d of result.unreferencedDigests) {
+      if (this.deleteBlobIfUnheld(d)) blobsDeleted++;
+    }
+    if (this.removeIngest) {
+      for (const g of result.ingests) {
+        await this.removeIngest(g.namespace, g.ref).catch((err: unknown) =>
+          this.logger.warn(
+            { namespace: g.namespace, ref: g.ref, err: messageOf(err) },
+            'ingest cleanup failed',
+          ),
+        );
+      }
+    }
+    const ms = performance.now() - start;
+    this.lastMs = ms;
+    this.lastEnd = Date.now();
+    const stats: GcStats = {
+      content: result.content.length,
+      blobsDeleted,
+      images: result.images.length,
+      leases: result.leases.length,
+      ingests: result.ingests.length,
+      snapshots: result.snapshots.length,
+      ms: Math.round(ms * 10) / 10,
+    };
+    const removed = stats.content + stats.images + stats.leases + stats.ingests + stats.snapshots;
+    if (removed > 0) this.logger.info(stats, 'garbage collected');
+    else this.logger.debug(stats, 'garbage collection found nothing to remove');
+    this.onRun?.(stats, result);
+    return stats;
+  }
+
+  /**
+   * Deletes a blob file unless a namespace took the digest again since the sweep. The check and the unlink
+   * are synchronous, so no request handler in this process can link the blob between them.
+   */
+  private deleteBlobIfUnheld(d: Digest): boolean {
+    if (this.held.get(d) !== undefined) return false;
+    try {
+      unlinkSync(this.layout.blobPath(d));
+      return true;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
+        this.logger.warn({ digest: d, err: messageOf(err) }, 'cannot delete blob');
+      }
+      return false;
+    }
+  }
+}

@@ -1,0 +1,89 @@
+// The daemon's configuration: where its state lives, where it listens, how it logs and collects garbage.
+// Validated once, up front, so a bad flag fails before anything is opened.
+import { isAbsolute, join, resolve } from 'node:path';
+import { invalidArgument } from '../errors.ts';
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** sun_path holds 108 bytes on Linux, one of them the terminating NUL. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+export interface GcConfig {
+  /** Wait after a deletion before a background collection. */
+  delayMs: number;
+  /** Share of wall time background collection may take. */
+  pauseThreshold: number;
+  /** Longest wait the pacing may impose. */
+  maxDelayMs: number;
+}
+
+export interface DaemonConfig {
+  /** State directory: meta.db, content/, server-uuid. */
+  root: string;
+  /** Absolute path of the unix socket to serve gRPC on. */
+  address: string;
+  logLevel: LogLevel;
+  /** Prometheus endpoint (`/metrics`), off unless set. */
+  metrics?: { host: string; port: number };
+  gc: GcConfig;
+}
+
+export interface DaemonConfigInput {
+  root: string;
+  address?: string;
+  logLevel?: string;
+  /** `HOST:PORT` or `[V6HOST]:PORT`. */
+  metricsAddress?: string;
+  gc?: Partial<GcConfig>;
+}
+
+export const DEFAULT_GC: GcConfig = { delayMs: 100, pauseThreshold: 0.02, maxDelayMs: 5000 };
+
+export function parseHostPort(value: string, what: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw invalidArgument(`${what} must be HOST:PORT, got ${JSON.stringify(value)}`);
+  }
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** Relative paths are taken from the current directory; the socket defaults to ROOT/strata.sock. */
+export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
+  if (!input.root) throw invalidArgument('--root is required');
+  const root = resolve(input.root);
+  const address = input.address
+    ? resolve(input.address.replace(/^unix:\/\//, ''))
+    : join(root, 'strata.sock');
+  if (!isAbsolute(address)) throw invalidArgument(`socket path must be absolute: ${address}`);
+  const bytes = Buffer.byteLength(address);
+  if (bytes > MAX_SOCKET_PATH_BYTES) {
+    throw invalidArgument(
+      `socket path is ${bytes} bytes, longer than the ${MAX_SOCKET_PATH_BYTES} a unix socket allows: ${address}`,
+    );
+  }
+  const logLevel = (input.logLevel ?? 'info') as LogLevel;
+  if (!LOG_LEVELS.includes(logLevel)) {
+    throw invalidArgument(
+      `log level must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(input.logLevel)}`,
+    );
+  }
+  const gc = { ...DEFAULT_GC, ...input.gc };
+  if (
+    !(gc.delayMs >= 0) ||
+    !(gc.maxDelayMs >= gc.delayMs) ||
+    !(gc.pauseThreshold > 0 && gc.pauseThreshold <= 1)
+  ) {
+    throw invalidArgument(`invalid garbage collection settings ${JSON.stringify(gc)}`);
+  }
+  return {
+    root,
+    address,
+    logLevel,
+    ...(input.metricsAddress !== undefined && {
+      metrics: parseHostPort(input.metricsAddress, '--metrics-address'),
+    }),
+    gc,
+  };
+}

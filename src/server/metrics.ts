@@ -1,0 +1,140 @@
+// Prometheus metrics: process defaults, per-method gRPC counts and latencies, garbage collection. One
+// registry per daemon (no global), served on /metrics when an address is configured.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
+import { methodPath } from '../api/grpc/service.ts';
+import { statusOf } from '../api/grpc/status.ts';
+import { unavailable } from '../errors.ts';
+import type { GcStats } from '../images/gc-runner.ts';
+
+export class DaemonMetrics {
+  readonly registry = new Registry();
+  private readonly calls: Counter<'method' | 'code'>;
+  private readonly latency: Histogram<'method'>;
+  private readonly gcRuns: Counter;
+  private readonly gcRemoved: Counter<'kind'>;
+  private readonly gcSeconds: Histogram;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
+    const registers = [this.registry];
+    this.calls = new Counter({
+      name: 'strata_grpc_requests_total',
+      help: 'gRPC calls handled, by method and status code',
+      labelNames: ['method', 'code'],
+      registers,
+    });
+    this.latency = new Histogram({
+      name: 'strata_grpc_request_duration_seconds',
+      help: 'gRPC call duration, by method',
+      labelNames: ['method'],
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+      registers,
+    });
+    this.gcRuns = new Counter({ name: 'strata_gc_runs_total', help: 'Garbage collections run', registers });
+    this.gcRemoved = new Counter({
+      name: 'strata_gc_removed_total',
+      help: 'Objects removed by garbage collection, by kind',
+      labelNames: ['kind'],
+      registers,
+    });
+    this.gcSeconds = new Histogram({
+      name: 'strata_gc_duration_seconds',
+      help: 'Garbage collection duration',
+      buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
+      registers,
+    });
+  }
+
+  gcRun(stats: GcStats): void {
+    this.gcRuns.inc();
+    this.gcSeconds.observe(stats.ms / 1000);
+    for (const kind of ['content', 'blobsDeleted', 'images', 'leases', 'ingests', 'snapshots'] as const) {
+      if (stats[kind] > 0) this.gcRemoved.inc({ kind }, stats[kind]);
+    }
+  }
+
+  private record(method: string, start: number, err?: unknown): void {
+    const code = err === undefined ? grpc.status.OK : statusOf(err).code;
+    this.calls.inc({ method, code: grpc.status[code] ?? String(code) });
+    this.latency.observe({ method }, (performance.now() - start) / 1000);
+  }
+
+  /** The same registration with every handler timed and counted. */
+  instrument(reg: ServiceRegistration): ServiceRegistration {
+    const impl: Record<string, unknown> = {};
+    for (const method of reg.service.methods) {
+      const found = reg.impl[method.localName];
+      if (typeof found !== 'function') continue;
+      const fn = (found as (...args: unknown[]) => unknown).bind(reg.impl);
+      const path = methodPath(method);
+      const streaming = method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming';
+      impl[method.localName] = streaming ? this.wrapStream(path, fn) : this.wrapUnary(path, fn);
+    }
+    return { service: reg.service, impl };
+  }
+
+  private wrapUnary(path: string, fn: (...args: unknown[]) => unknown) {
+    return async (...args: unknown[]): Promise<unknown> => {
+      const start = performance.now();
+      try {
+        const out = await fn(...args);
+        this.record(path, start);
+        return out;
+      } catch (err) {
+        this.record(path, start, err);
+        throw err;
+      }
+    };
+  }
+
+  private wrapStream(path: string, fn: (...args: unknown[]) => unknown) {
+    const self = this;
+    return async function* (...args: unknown[]): AsyncGenerator<unknown> {
+      const start = performance.now();
+      try {
+        yield* fn(...args) as AsyncIterable<unknown>;
+        self.record(path, start);
+      } catch (err) {
+        self.record(path, start, err);
+        throw err;
+      }
+    };
+  }
+}
+
+/** Serves the registry's exposition on GET /metrics; resolves with the bound port. */
+export async function serveMetrics(
+  metrics: DaemonMetrics,
+  host: string,
+  port: number,
+): Promise<{ port: number; close(): Promise<void> }> {
+  const server: Server = createServer((req, res) => {
+    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    metrics.registry.metrics().then(
+      (body) => res.writeHead(200, { 'content-type': metrics.registry.contentType }).end(body),
+      () => res.writeHead(500, { 'content-type': 'text/plain' }).end('metrics unavailable\n'),
+    );
+  });
+  server.requestTimeout = 10_000;
+  await new Promise<void>((resolveListen, reject) => {
+    server.once('error', (err) =>
+      reject(unavailable(`cannot serve metrics on ${host}:${port}: ${err.message}`)),
+    );
+    server.listen(port, host, () => resolveListen());
+  });
+  return {
+    port: (server.address() as AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolveClose) => {
+        server.closeAllConnections();
+        server.close(() => resolveClose());
+      }),
+  };
+}

@@ -1,0 +1,113 @@
+// The composition root: opens the state under ROOT, builds the stores, the garbage collector and the gRPC
+// services over them. Nothing here has behaviour of its own; it only connects parts.
+import { join } from 'node:path';
+import type { Logger } from 'pino';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
+import { contentService } from '../api/services/content.ts';
+import { imagesService } from '../api/services/images.ts';
+import { introspectionService } from '../api/services/introspection.ts';
+import { leasesService } from '../api/services/leases.ts';
+import { namespacesService } from '../api/services/namespaces.ts';
+import { versionService } from '../api/services/version.ts';
+import { ContentStore } from '../content/store.ts';
+import { isNotFound, isUnavailable } from '../errors.ts';
+import { backendRef, ContentView } from '../images/content-view.ts';
+import { GcRunner } from '../images/gc-runner.ts';
+import { ImageStore } from '../images/image-store.ts';
+import { ContentMeta } from '../metadata/content-labels.ts';
+import { MetadataDb } from '../metadata/db.ts';
+import { LeaseStore } from '../metadata/leases.ts';
+import { NamespaceStore } from '../metadata/namespaces.ts';
+import { VERSION } from '../version.ts';
+import type { DaemonConfig } from './config.ts';
+import { pidNamespace, serverUuid, sourceRevision } from './identity.ts';
+import type { DaemonMetrics } from './metrics.ts';
+import { pluginList } from './plugins.ts';
+
+/** An ingest already aborted, or being written right now (then it is not garbage after all). */
+function ignoreGone(err: unknown): void {
+  if (!isNotFound(err) && !isUnavailable(err)) throw err;
+}
+
+export interface DaemonParts {
+  db: MetadataDb;
+  content: ContentStore;
+  contentMeta: ContentMeta;
+  view: ContentView;
+  images: ImageStore;
+  leases: LeaseStore;
+  namespaces: NamespaceStore;
+  gc: GcRunner;
+  uuid: string;
+  services: ServiceRegistration[];
+  /** Releases what wiring opened (the gRPC server is not part of it). */
+  close(): Promise<void>;
+}
+
+export async function wireDaemon(
+  config: DaemonConfig,
+  logger: Logger,
+  metrics?: DaemonMetrics,
+): Promise<DaemonParts> {
+  const metadataPath = join(config.root, 'meta.db');
+  const contentRoot = join(config.root, 'content');
+  const uuid = await serverUuid(config.root);
+  const content = await ContentStore.open(contentRoot);
+  const db = new MetadataDb(metadataPath);
+  try {
+    const images = new ImageStore(db);
+    const leases = new LeaseStore(db);
+    const namespaces = new NamespaceStore(db);
+    const contentMeta = new ContentMeta(db);
+    const view = new ContentView({ store: content, db });
+    const gc = new GcRunner({
+      db,
+      content,
+      logger: logger.child({ component: 'gc' }),
+      ...config.gc,
+      ...(metrics && { onRun: (stats) => metrics.gcRun(stats) }),
+      // Expired ingests lose their record in the sweep; their partial data goes with it.
+      removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
+    });
+    const collectGarbage = () => gc.collect();
+
+    const services: ServiceRegistration[] = [
+      imagesService({ images, collectGarbage }),
+      contentService({ view }),
+      leasesService({ leases, collectGarbage }),
+      namespacesService({ namespaces }),
+      versionService({ version: VERSION, revision: sourceRevision() }),
+    ];
+    const names = [
+      ...services.map((s) => s.service.typeName),
+      'containerd.services.introspection.v1.Introspection',
+    ];
+    services.push(
+      introspectionService({
+        uuid,
+        pid: process.pid,
+        pidns: pidNamespace(),
+        plugins: pluginList({ services: names, contentRoot, metadataPath }),
+      }),
+    );
+    return {
+      db,
+      content,
+      contentMeta,
+      view,
+      images,
+      leases,
+      namespaces,
+      gc,
+      uuid,
+      services: metrics ? services.map((s) => metrics.instrument(s)) : services,
+      async close() {
+        await gc.close();
+        db.close();
+      },
+    };
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+}
