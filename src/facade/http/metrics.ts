@@ -1,0 +1,93 @@
+// The facade's Prometheus metrics, registered on the registry the caller passes in.
+import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import type { CacheOutcome } from '../blobs/cache.ts';
+import type { FacadeObserver } from '../service.ts';
+
+export class FacadeMetrics implements FacadeObserver {
+  readonly requests: Counter<'route' | 'method' | 'status'>;
+  readonly duration: Histogram<'route'>;
+  readonly bytesServed: Counter<'source'>;
+  readonly upstreamFetches: Counter<'source'>;
+  readonly blobReads: Counter<'source' | 'outcome'>;
+  readonly cacheHits: Counter;
+  readonly cacheMisses: Counter;
+  readonly joinedFetches: Counter;
+  readonly inFlight: Gauge;
+  readonly cacheBytes: Gauge;
+  readonly compositions: Counter;
+
+  constructor(registry: Registry, cacheBytes: () => number) {
+    const registers = [registry];
+    this.requests = new Counter({
+      name: 'strata_facade_http_requests_total',
+      help: 'HTTP requests answered, by route, method and status',
+      labelNames: ['route', 'method', 'status'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'strata_facade_http_request_duration_seconds',
+      help: 'Time to answer a request, body included',
+      labelNames: ['route'],
+      buckets: [0.005, 0.025, 0.1, 0.5, 1, 2.5, 10, 60, 300],
+      registers,
+    });
+    this.bytesServed = new Counter({
+      name: 'strata_facade_bytes_served_total',
+      help: 'Blob and manifest bytes written to clients, by source',
+      labelNames: ['source'],
+      registers,
+    });
+    this.upstreamFetches = new Counter({
+      name: 'strata_facade_upstream_fetches_total',
+      help: 'Blob fetches from registries, content-layer URLs or spec bytes into the cache (resumes count)',
+      labelNames: ['source'],
+      registers,
+    });
+    this.blobReads = new Counter({
+      name: 'strata_facade_blob_reads_total',
+      help: 'Blob reads set up, by source and how they were served (hit, miss, joined, local, redirect, head)',
+      labelNames: ['source', 'outcome'],
+      registers,
+    });
+    this.cacheHits = new Counter({ name: 'strata_facade_cache_hits_total', help: 'Blob reads served from the disk cache', registers });
+    this.cacheMisses = new Counter({
+      name: 'strata_facade_cache_misses_total',
+      help: 'Blob reads that started a cache fill',
+      registers,
+    });
+    this.joinedFetches = new Counter({
+      name: 'strata_facade_joined_fetches_total',
+      help: 'Blob reads that followed a fill already running',
+      registers,
+    });
+    this.inFlight = new Gauge({ name: 'strata_facade_http_in_flight', help: 'Requests being answered', registers });
+    this.cacheBytes = new Gauge({
+      name: 'strata_facade_cache_bytes',
+      help: 'Bytes held or reserved in the disk blob cache',
+      registers,
+      collect() {
+        this.set(cacheBytes());
+      },
+    });
+    this.compositions = new Counter({
+      name: 'strata_facade_compositions_total',
+      help: 'Images composed from specs',
+      registers,
+    });
+  }
+
+  blobServed(source: string, outcome: CacheOutcome | 'local' | 'redirect' | 'head'): void {
+    this.blobReads.inc({ source, outcome });
+    if (outcome === 'hit') this.cacheHits.inc();
+    else if (outcome === 'miss') this.cacheMisses.inc();
+    else if (outcome === 'joined') this.joinedFetches.inc();
+  }
+
+  upstreamFetch(source: string): void {
+    this.upstreamFetches.inc({ source });
+  }
+
+  composed(): void {
+    this.compositions.inc();
+  }
+}

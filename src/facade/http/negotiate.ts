@@ -1,0 +1,56 @@
+// Accept negotiation and Range parsing for the facade's answers.
+//
+// Manifests: a composed image has one form (Docker schema2 or OCI, following its base) and one digest.
+// Converting it for a client that accepts only the other form would serve bytes under a second digest that
+// a later GET by digest could not reproduce, so we do what the distribution registry does for OCI manifests:
+// 404 MANIFEST_UNKNOWN naming the type we have. No Accept header, `*/*`, `application/*` or
+// `application/json` accept anything (Gitpod's facade rejects those; clients such as curl send them).
+import { bareMediaType } from '../../oci/media-types.ts';
+
+/** Whether an Accept header (all values) admits `mediaType`. */
+export function accepts(acceptHeader: string | string[] | undefined, mediaType: string): boolean {
+  const values = Array.isArray(acceptHeader) ? acceptHeader : acceptHeader === undefined ? [] : [acceptHeader];
+  const items = values
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .filter((v) => v !== '');
+  if (items.length === 0) return true;
+  const want = bareMediaType(mediaType);
+  for (const item of items) {
+    const [typePart, ...params] = item.split(';');
+    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
+    if (q !== undefined && Number(q.slice(2)) === 0) continue;
+    const t = bareMediaType(typePart ?? '');
+    if (t === want || t === '*/*' || t === '*' || t === 'application/*' || t === 'application/json') return true;
+  }
+  return false;
+}
+
+export type RangeAnswer =
+  | { kind: 'full' }
+  | { kind: 'partial'; start: number; end: number }
+  | { kind: 'unsatisfiable' };
+
+/**
+ * One byte range of `size` bytes (end exclusive). Anything but a single well-formed `bytes=` range is
+ * ignored and the whole blob served, as RFC 9110 allows; a range that starts past the end is unsatisfiable.
+ */
+export function parseRange(header: string | undefined, size: number): RangeAnswer {
+  if (header === undefined) return { kind: 'full' };
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m) return { kind: 'full' };
+  const [, a, b] = m;
+  if (a === '' && b === '') return { kind: 'full' };
+  if (a === '') {
+    const n = Number(b);
+    if (n === 0) return { kind: 'unsatisfiable' };
+    return { kind: 'partial', start: Math.max(0, size - n), end: size };
+  }
+  const start = Number(a);
+  if (!Number.isSafeInteger(start)) return { kind: 'unsatisfiable' };
+  if (start >= size) return { kind: 'unsatisfiable' };
+  if (b === '') return { kind: 'partial', start, end: size };
+  const last = Number(b);
+  if (last < start) return { kind: 'full' };
+  return { kind: 'partial', start, end: Math.min(size, last + 1) };
+}

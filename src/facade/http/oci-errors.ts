@@ -1,0 +1,85 @@
+// OCI distribution error answers: the codes, their HTTP statuses, and the one mapping from the error
+// taxonomy (src/errors.ts) to them. Which "unknown" code a NotFound becomes depends on what was asked for.
+import { errorKind, messageOf } from '../../errors.ts';
+
+export type OciErrorCode =
+  | 'NAME_UNKNOWN'
+  | 'NAME_INVALID'
+  | 'MANIFEST_UNKNOWN'
+  | 'MANIFEST_INVALID'
+  | 'BLOB_UNKNOWN'
+  | 'DIGEST_INVALID'
+  | 'RANGE_INVALID'
+  | 'UNSUPPORTED'
+  | 'UNAUTHORIZED'
+  | 'DENIED'
+  | 'TOOMANYREQUESTS'
+  | 'UNAVAILABLE'
+  | 'UNKNOWN';
+
+export interface OciError {
+  status: number;
+  code: OciErrorCode;
+  message: string;
+  detail?: unknown;
+}
+
+/** What the request was about; decides the code of a NotFound or InvalidArgument. */
+export type RouteKind = 'manifest' | 'blob' | 'other';
+
+/** An error the HTTP layer raises itself, with its code and status decided. */
+export class OciHttpError extends Error {
+  readonly oci: OciError;
+  constructor(status: number, code: OciErrorCode, message: string, detail?: unknown) {
+    super(message);
+    this.oci = { status, code, message, ...(detail === undefined ? {} : { detail }) };
+  }
+}
+
+export function ociErrorOf(err: unknown, route: RouteKind): OciError {
+  if (err instanceof OciHttpError) return err.oci;
+  const message = messageOf(err);
+  switch (errorKind(err)) {
+    case 'NotFound':
+      return {
+        status: 404,
+        code: route === 'manifest' ? 'MANIFEST_UNKNOWN' : route === 'blob' ? 'BLOB_UNKNOWN' : 'NAME_UNKNOWN',
+        message,
+      };
+    case 'InvalidArgument':
+    case 'FailedPrecondition':
+      // The spec this name stands for, or an image it names, cannot be composed as it is.
+      return {
+        status: 400,
+        code: route === 'blob' ? 'DIGEST_INVALID' : route === 'manifest' ? 'MANIFEST_INVALID' : 'NAME_INVALID',
+        message,
+      };
+    case 'OutOfRange':
+      return { status: 416, code: 'RANGE_INVALID', message };
+    case 'Unauthenticated':
+      return { status: 401, code: 'UNAUTHORIZED', message };
+    case 'PermissionDenied':
+      return { status: 403, code: 'DENIED', message };
+    case 'ResourceExhausted':
+      return { status: 429, code: 'TOOMANYREQUESTS', message };
+    case 'Unimplemented':
+      return { status: 405, code: 'UNSUPPORTED', message };
+    case 'Unavailable':
+    case 'Aborted':
+      return { status: 503, code: 'UNAVAILABLE', message };
+    case 'DeadlineExceeded':
+      return { status: 504, code: 'UNAVAILABLE', message };
+    case 'DataLoss':
+      // An upstream served bytes that are not what they claim: a bad gateway, not our client's fault.
+      return { status: 502, code: 'UNAVAILABLE', message };
+    default:
+      return { status: 500, code: 'UNKNOWN', message: 'internal error' };
+  }
+}
+
+/** The JSON body of an error answer. */
+export function errorBody(e: OciError): string {
+  return JSON.stringify({
+    errors: [{ code: e.code, message: e.message, detail: e.detail ?? null }],
+  });
+}

@@ -1,0 +1,343 @@
+// The facade's HTTP surface (node:http or node:https): OCI distribution pull endpoints over FacadeService,
+// plus /healthz, /readyz and /metrics. Read-only: every write is 405 UNSUPPORTED. Blobs are streamed with
+// Content-Length, Docker-Content-Digest and single Range support; HEAD answers from the composed
+// manifest's descriptor and never touches the bytes. A blob stream that fails after the headers went out
+// destroys the connection, so a client never sees a complete response with wrong bytes.
+import { randomUUID } from 'node:crypto';
+import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { pipeline, Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { errorKind, messageOf, unavailable } from '../../errors.ts';
+import { type Digest, isDigest } from '../../oci/digest.ts';
+import type { FacadeService } from '../service.ts';
+import type { FacadeMetrics } from './metrics.ts';
+import { accepts, parseRange } from './negotiate.ts';
+import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
+import { parseRoute, type Route } from './route.ts';
+
+export interface Readiness {
+  ready: boolean;
+  reason?: string;
+}
+
+export interface FacadeHttpOptions {
+  service: FacadeService;
+  /** Repository-name prefix, normalised (see normalizePrefix). */
+  prefix: string;
+  logger: Logger;
+  metrics: FacadeMetrics;
+  registry: Registry;
+  ready: () => Promise<Readiness>;
+}
+
+const API_VERSION = 'registry/2.0';
+const READ_METHODS = new Set(['GET', 'HEAD']);
+const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
+
+interface RequestLog {
+  route: string;
+  provider?: string;
+  id?: string;
+  source?: string;
+  digest?: string;
+  bytes: number;
+  error?: string;
+}
+
+export function createFacadeHandler(o: FacadeHttpOptions): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    void handle(o, req, res);
+  };
+}
+
+async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const started = performance.now();
+  const incomingId = req.headers['x-request-id'];
+  const reqId = typeof incomingId === 'string' && /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
+  res.setHeader('x-request-id', reqId);
+  const method = req.method ?? 'GET';
+  const log: RequestLog = { route: 'unknown', bytes: 0 };
+  const abort = new AbortController();
+  o.metrics.inFlight.inc();
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort(unavailable('client went away'));
+    o.metrics.inFlight.dec();
+    o.metrics.requests.inc({ route: log.route, method, status: String(res.statusCode) });
+    const seconds = (performance.now() - started) / 1000;
+    o.metrics.duration.observe({ route: log.route }, seconds);
+    const entry = {
+      reqId,
+      method,
+      path: req.url,
+      status: res.statusCode,
+      durationMs: Math.round(seconds * 1000),
+      complete: res.writableFinished,
+      ...log,
+    };
+    if (res.statusCode >= 500 || !res.writableFinished) o.logger.warn(entry, 'request');
+    else o.logger.info(entry, 'request');
+  });
+
+  let kind: RouteKind = 'other';
+  try {
+    const pathname = pathOf(req.url);
+    if (pathname.startsWith('/v2')) res.setHeader('docker-distribution-api-version', API_VERSION);
+    const route: Route = parseRoute(pathname, o.prefix);
+    log.route = route.kind;
+    if (route.kind === 'manifest' || route.kind === 'blob') {
+      kind = route.kind;
+      log.provider = route.name.provider;
+      log.id = route.name.id;
+    }
+    if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
+      throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
+    }
+    if (!READ_METHODS.has(method)) {
+      res.setHeader('allow', 'GET, HEAD');
+      throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported`);
+    }
+    switch (route.kind) {
+      case 'base':
+        return sendJson(res, method, 200, '{}');
+      case 'healthz':
+        return sendJson(res, method, 200, '{"status":"ok"}');
+      case 'readyz': {
+        const r = await o.ready();
+        return sendJson(res, method, r.ready ? 200 : 503, JSON.stringify(r));
+      }
+      case 'metrics': {
+        const text = await o.registry.metrics();
+        res.writeHead(200, { 'content-type': o.registry.contentType, 'content-length': Buffer.byteLength(text) });
+        res.end(method === 'HEAD' ? undefined : text);
+        return;
+      }
+      case 'manifest':
+        return await serveManifest(o, req, res, route, abort.signal, log);
+      case 'blob':
+        return await serveBlob(o, req, res, route, abort.signal, log);
+      case 'upload':
+      case 'tags':
+      case 'catalog':
+        throw new OciHttpError(405, 'UNSUPPORTED', `${route.kind} is not supported by this registry`);
+      default:
+        throw new OciHttpError(404, 'NAME_UNKNOWN', 'no such endpoint');
+    }
+  } catch (err) {
+    log.error = messageOf(err);
+    sendError(o, res, method, err, kind);
+  }
+}
+
+function pathOf(url: string | undefined): string {
+  const raw = url ?? '/';
+  const q = raw.indexOf('?');
+  const path = q < 0 ? raw : raw.slice(0, q);
+  try {
+    return decodeURIComponent(path);
+  } catch {
+    throw new OciHttpError(400, 'NAME_INVALID', 'malformed request path');
+  }
+}
+
+function sendJson(res: ServerResponse, method: string, status: number, body: string): void {
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
+function sendError(o: FacadeHttpOptions, res: ServerResponse, method: string, err: unknown, kind: RouteKind): void {
+  const e = ociErrorOf(err, kind);
+  if (e.code === 'UNKNOWN') o.logger.error({ err }, 'unexpected error');
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const body = errorBody(e);
+  res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
+async function serveManifest(
+  o: FacadeHttpOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: Extract<Route, { kind: 'manifest' }>,
+  signal: AbortSignal,
+  log: RequestLog,
+): Promise<void> {
+  if (route.reference.includes(':') && !isDigest(route.reference)) {
+    throw new OciHttpError(400, 'DIGEST_INVALID', `invalid digest ${JSON.stringify(route.reference)}`);
+  }
+  const m = await o.service.manifest(route.name, route.reference, signal);
+  log.digest = m.digest;
+  log.source = 'composed';
+  if (!accepts(req.headers.accept, m.mediaType)) {
+    throw new OciHttpError(
+      404,
+      'MANIFEST_UNKNOWN',
+      `the image is a ${m.mediaType}, which the Accept header does not include`,
+    );
+  }
+  res.writeHead(200, {
+    'content-type': m.mediaType,
+    'content-length': m.bytes.byteLength,
+    'docker-content-digest': m.digest,
+    etag: `"${m.digest}"`,
+  });
+  if (req.method === 'HEAD') {
+    res.end();
+    return;
+  }
+  res.end(m.bytes);
+  log.bytes = m.bytes.byteLength;
+  o.metrics.bytesServed.inc({ source: 'manifest' }, m.bytes.byteLength);
+}
+
+async function serveBlob(
+  o: FacadeHttpOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: Extract<Route, { kind: 'blob' }>,
+  signal: AbortSignal,
+  log: RequestLog,
+): Promise<void> {
+  if (!isDigest(route.digest)) {
+    throw new OciHttpError(400, 'DIGEST_INVALID', `invalid digest ${JSON.stringify(route.digest)}`);
+  }
+  const digest = route.digest as Digest;
+  log.digest = digest;
+  const blob = await o.service.blob(route.name, digest, signal);
+  log.source = blob.source;
+  const size = blob.descriptor.size;
+  const common = {
+    'docker-content-digest': digest,
+    etag: `"${digest}"`,
+    'accept-ranges': 'bytes',
+  };
+  if (req.method === 'HEAD') {
+    o.metrics.blobServed(blob.source, 'head');
+    res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', 'content-length': size });
+    res.end();
+    return;
+  }
+  if (blob.kind === 'redirect') {
+    o.metrics.blobServed(blob.source, 'redirect');
+    res.writeHead(307, { 'docker-content-digest': digest, location: blob.url, 'content-length': 0 });
+    res.end();
+    return;
+  }
+  const range = parseRange(firstHeader(req.headers.range), size);
+  if (range.kind === 'unsatisfiable') {
+    res.setHeader('content-range', `bytes */${size}`);
+    throw new OciHttpError(416, 'RANGE_INVALID', `range ${req.headers.range} is outside the blob's ${size} bytes`);
+  }
+  const part = range.kind === 'partial' ? { start: range.start, end: range.end } : undefined;
+  const stream = blob.open(part, signal);
+  // Wait for the first bytes (or the first failure) before committing to a status.
+  const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
+  let first: IteratorResult<Buffer>;
+  try {
+    first = size === 0 || (part && part.end === part.start) ? { done: true, value: undefined } : await it.next();
+  } catch (err) {
+    stream.destroy();
+    throw err;
+  }
+  const headers: Record<string, string | number> = { ...common, 'content-type': 'application/octet-stream' };
+  if (part) {
+    headers['content-range'] = `bytes ${part.start}-${part.end - 1}/${size}`;
+    headers['content-length'] = part.end - part.start;
+  } else {
+    headers['content-length'] = size;
+  }
+  res.writeHead(part ? 206 : 200, headers);
+  const body = Readable.from(
+    (async function* () {
+      try {
+        if (first.done) return;
+        yield first.value;
+        for (;;) {
+          const next = await it.next();
+          if (next.done) return;
+          yield next.value;
+        }
+      } finally {
+        stream.destroy();
+      }
+    })(),
+  );
+  body.on('data', (chunk: Buffer) => {
+    log.bytes += chunk.length;
+  });
+  await new Promise<void>((resolve) => {
+    pipeline(body, res, (err) => {
+      o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
+      if (err) {
+        // The client must not take what it got for the whole blob.
+        log.error = messageOf(err);
+        if (errorKind(err) === 'DataLoss') o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
+        res.destroy();
+      }
+      resolve();
+    });
+  });
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export interface ListenOptions {
+  host: string;
+  port: number;
+  tls?: { cert: Uint8Array; key: Uint8Array };
+}
+
+export interface RunningServer {
+  server: Server;
+  port: number;
+  /** `http(s)://host:port` */
+  url: string;
+  /** Stops accepting, lets answers in progress finish for up to `graceMs`, then cuts them. */
+  close(graceMs?: number): Promise<void>;
+}
+
+export async function listenFacade(
+  handler: (req: IncomingMessage, res: ServerResponse) => void,
+  options: ListenOptions,
+): Promise<RunningServer> {
+  const server: Server = options.tls
+    ? createHttpsServer({ cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) }, handler)
+    : createHttpServer(handler);
+  // Slow clients and slow upstreams both get time; idle sockets do not linger.
+  server.headersTimeout = 30_000;
+  server.requestTimeout = 60_000;
+  server.keepAliveTimeout = 5_000;
+  server.setTimeout(300_000, (socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
+  return {
+    server,
+    port,
+    url: `${options.tls ? 'https' : 'http'}://${host}:${port}`,
+    close: (graceMs = 5000) =>
+      new Promise<void>((resolve) => {
+        const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+        timer.unref();
+        server.close(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+        server.closeIdleConnections();
+      }),
+  };
+}

@@ -1,0 +1,16 @@
+// Serves any SpecProvider (typically Strata's own spec store) as registryfacade.SpecProvider over gRPC,
+// so ws-manager-style callers and other facades can ask it.
+import { implement, type ServiceRegistration } from '../../api/grpc/service.ts';
+import { SpecProvider as SpecProviderService } from '../../api/gen/registryfacade/provider_pb.ts';
+import { invalidArgument } from '../../errors.ts';
+import type { SpecProvider } from './provider.ts';
+import { specToProto } from './proto.ts';
+
+export function specProviderService(provider: SpecProvider): ServiceRegistration {
+  return implement(SpecProviderService, {
+    async getImageSpec(req, ctx) {
+      if (req.id === '') throw invalidArgument('id is required');
+      return { spec: specToProto(await provider.getSpec(req.id, ctx.signal)) };
+    },
+  });
+}

@@ -1,0 +1,81 @@
+// registryfacade.ImageSpec (protobuf) ↔ the domain ImageSpec, and its protobuf-JSON form (baseRef, ideRef,
+// contentLayer, supervisorRef, ideLayerRef) as used in fixed-spec files and by `strata spec`.
+import { create, fromJson, type JsonValue, toJson } from '@bufbuild/protobuf';
+import {
+  type ImageSpec as ProtoImageSpec,
+  ImageSpecSchema,
+} from '../../api/gen/registryfacade/imagespec_pb.ts';
+import { invalidArgument, messageOf } from '../../errors.ts';
+import type { ContentLayer, ImageSpec } from '../spec.ts';
+
+export function specFromProto(p: ProtoImageSpec): ImageSpec {
+  return {
+    baseRef: p.baseRef,
+    ideRef: p.ideRef,
+    supervisorRef: p.supervisorRef,
+    ideLayerRefs: [...p.ideLayerRef],
+    contentLayers: p.contentLayer.map((l, i): ContentLayer => {
+      const s = l.spec;
+      if (s.case === 'direct') return { kind: 'direct', content: s.value.content };
+      if (s.case === 'remote') {
+        const size = s.value.size;
+        if (size > BigInt(Number.MAX_SAFE_INTEGER) || size < 0n) {
+          throw invalidArgument(`image spec: contentLayer[${i}]: size ${size} out of range`);
+        }
+        return {
+          kind: 'remote',
+          url: s.value.url,
+          digest: s.value.digest,
+          diffId: s.value.diffId,
+          mediaType: s.value.mediaType,
+          size: Number(size),
+        };
+      }
+      throw invalidArgument(`image spec: contentLayer[${i}]: neither remote nor direct`);
+    }),
+  };
+}
+
+export function specToProto(spec: ImageSpec): ProtoImageSpec {
+  return create(ImageSpecSchema, {
+    baseRef: spec.baseRef,
+    ideRef: spec.ideRef,
+    supervisorRef: spec.supervisorRef,
+    ideLayerRef: spec.ideLayerRefs,
+    contentLayer: spec.contentLayers.map((l) =>
+      l.kind === 'direct'
+        ? { spec: { case: 'direct' as const, value: { content: l.content } } }
+        : {
+            spec: {
+              case: 'remote' as const,
+              value: {
+                url: l.url,
+                digest: l.digest,
+                diffId: l.diffId,
+                mediaType: l.mediaType,
+                size: BigInt(l.size),
+              },
+            },
+          },
+    ),
+  });
+}
+
+/** A spec from its protobuf-JSON form; `where` names it in errors. */
+export function specFromJson(json: unknown, where: string): ImageSpec {
+  let proto: ProtoImageSpec;
+  try {
+    proto = fromJson(ImageSpecSchema, json as JsonValue);
+  } catch (err) {
+    throw invalidArgument(`${where}: ${messageOf(err)}`, { cause: err });
+  }
+  try {
+    return specFromProto(proto);
+  } catch (err) {
+    throw invalidArgument(`${where}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+export function specToJson(spec: ImageSpec): JsonValue {
+  return toJson(ImageSpecSchema, specToProto(spec));
+}

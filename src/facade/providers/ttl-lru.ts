@@ -1,0 +1,130 @@
+// A small bounded map: least recently used entries go first when full, and entries older than their
+// time to live are gone. Every in-memory cache of the facade is one of these, so none grows without bound.
+
+export interface TtlLruOptions {
+  /** Most entries held; the least recently used is dropped beyond it. */
+  maxEntries: number;
+  /** Milliseconds an entry stays valid; Infinity for content-addressed values. */
+  ttlMs: number;
+  now?: () => number;
+}
+
+interface Slot<V> {
+  value: V;
+  expires: number;
+}
+
+export class TtlLru<K, V> {
+  private readonly map = new Map<K, Slot<V>>();
+  private readonly maxEntries: number;
+  private readonly ttlMs: number;
+  private readonly now: () => number;
+
+  constructor(options: TtlLruOptions) {
+    if (!Number.isSafeInteger(options.maxEntries) || options.maxEntries < 1) {
+      throw new RangeError(`maxEntries must be a positive integer, got ${options.maxEntries}`);
+    }
+    if (!(options.ttlMs > 0)) throw new RangeError(`ttlMs must be positive, got ${options.ttlMs}`);
+    this.maxEntries = options.maxEntries;
+    this.ttlMs = options.ttlMs;
+    this.now = options.now ?? Date.now;
+  }
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(key: K): V | undefined {
+    const slot = this.map.get(key);
+    if (!slot) return undefined;
+    if (slot.expires <= this.now()) {
+      this.map.delete(key);
+      return undefined;
+    }
+    // Re-inserting moves the key to the most recently used end.
+    this.map.delete(key);
+    this.map.set(key, slot);
+    return slot.value;
+  }
+
+  set(key: K, value: V, ttlMs = this.ttlMs): void {
+    this.map.delete(key);
+    this.map.set(key, { value, expires: this.now() + ttlMs });
+    while (this.map.size > this.maxEntries) {
+      this.map.delete(this.map.keys().next().value as K);
+    }
+  }
+
+  delete(key: K): boolean {
+    return this.map.delete(key);
+  }
+
+  clear(): void {
+    this.map.clear();
+  }
+
+  /** Live values, least recently used first (does not refresh them). */
+  values(): V[] {
+    const now = this.now();
+    const out: V[] = [];
+    for (const [key, slot] of this.map) {
+      if (slot.expires <= now) this.map.delete(key);
+      else out.push(slot.value);
+    }
+    return out;
+  }
+}
+
+/**
+ * Single-flight over a TtlLru: concurrent loads of one key share one promise; only successes are kept.
+ * In-flight loads are bounded by the same entry cap (the oldest is forgotten, not cancelled).
+ */
+export class LoadingCache<K, V> {
+  private readonly cache: TtlLru<K, V>;
+  private readonly inflight = new Map<K, Promise<V>>();
+  private readonly maxInflight: number;
+
+  constructor(options: TtlLruOptions) {
+    this.cache = new TtlLru(options);
+    this.maxInflight = options.maxEntries;
+  }
+
+  peek(key: K): V | undefined {
+    return this.cache.get(key);
+  }
+
+  set(key: K, value: V): void {
+    this.cache.set(key, value);
+  }
+
+  delete(key: K): void {
+    this.cache.delete(key);
+  }
+
+  clear(): void {
+    this.cache.clear();
+  }
+
+  get(key: K, load: () => Promise<V>): Promise<V> {
+    const hit = this.cache.get(key);
+    if (hit !== undefined) return Promise.resolve(hit);
+    const running = this.inflight.get(key);
+    if (running) return running;
+    const p: Promise<V> = load().then(
+      (value) => {
+        this.cache.set(key, value);
+        if (this.inflight.get(key) === p) this.inflight.delete(key);
+        return value;
+      },
+      (err: unknown) => {
+        if (this.inflight.get(key) === p) this.inflight.delete(key);
+        throw err;
+      },
+    );
+    if (this.inflight.size >= this.maxInflight) {
+      this.inflight.delete(this.inflight.keys().next().value as K);
+    }
+    this.inflight.set(key, p);
+    return p;
+  }
+}

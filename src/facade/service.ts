@@ -1,0 +1,320 @@
+// The facade's composition: a name (`remote/<id>`, `fixed/<name>`) → its ImageSpec → the images it names
+// (resolved through the registry client, tags re-resolved after a TTL, manifests and configs cached by
+// digest) → compose() → the manifest, config and layer list served for that name. Each name remembers its
+// last few compositions, so a manifest asked for by digest is answered with exactly those bytes (or not at
+// all) and a pull whose tag moved meanwhile can still fetch the blobs of the manifest it got. A blob is
+// only reachable through a name whose composed image lists it. No HTTP here.
+import { Readable } from 'node:stream';
+import { internal, invalidArgument, notFound } from '../errors.ts';
+import type { Descriptor, Platform } from '../oci/descriptor.ts';
+import { type Digest, parseDigest } from '../oci/digest.ts';
+import {
+  type ImageConfig,
+  MAX_CONFIG_BYTES,
+  type ParsedManifest,
+  parseImageConfig,
+} from '../oci/manifest.ts';
+import { formatReference, parseNormalizedReference, type Reference, withDefaultTag } from '../oci/reference.ts';
+import { readCapped } from '../registry/http.ts';
+import type { BlobCache, CacheOutcome, ReadRange } from './blobs/cache.ts';
+import type { BlobSource, Found } from './blobs/sources.ts';
+import { type ComposedImage, type ComposedLayer, compose } from './compose/compose.ts';
+import type { ImageView } from './compose/image.ts';
+import type { Addition } from './compose/layers.ts';
+import { selectManifest } from './compose/select.ts';
+import { specAdditions, staticImageAddition } from './compose/spec-additions.ts';
+import type { SpecProvider } from './providers/provider.ts';
+import { LoadingCache, TtlLru } from './providers/ttl-lru.ts';
+import { addedImageRefs, type ImageSpec, validateImageSpec } from './spec.ts';
+
+/** What the facade needs of the registry client (RegistryClient fits). */
+export interface UpstreamRegistry {
+  resolve(ref: Reference, options?: { signal?: AbortSignal }): Promise<Descriptor>;
+  fetchManifest(
+    ref: Reference,
+    options?: { signal?: AbortSignal; descriptor?: Descriptor },
+  ): Promise<{ bytes: Uint8Array; mediaType: string; digest: Digest; parsed: ParsedManifest }>;
+  fetchBlob(
+    repo: { domain: string; path: string },
+    desc: Descriptor,
+    options?: { signal?: AbortSignal; range?: { offset: number; length?: number } },
+  ): Promise<Readable>;
+}
+
+/** A name under the facade: which provider, and the id it is asked for. */
+export interface FacadeName {
+  provider: string;
+  id: string;
+}
+
+/** A static layer from the config: an image whose layers are added, or a gzip file prepared at start. */
+export type StaticLayer = { kind: 'image'; ref: string } | { kind: 'file'; addition: Addition };
+
+export interface FacadeObserver {
+  /** A blob answer was set up: which source, and for streamed ones how the cache served it. */
+  blobServed?(source: string, outcome: CacheOutcome | 'local' | 'redirect' | 'head'): void;
+  /** A source was asked for bytes over the network (or from spec bytes) to fill the cache. */
+  upstreamFetch?(source: string): void;
+  composed?(name: string, digest: Digest): void;
+}
+
+export interface FacadeServiceOptions {
+  providers: ReadonlyMap<string, SpecProvider>;
+  upstream: UpstreamRegistry;
+  cache: BlobCache;
+  /** Asked in order for every layer. */
+  sources: readonly BlobSource[];
+  staticLayers?: readonly StaticLayer[];
+  platform: Platform;
+  /** How long a tag → digest resolution is trusted (default 60 s). */
+  tagTtlMs?: number;
+  /** How long a name's compositions stay servable by digest (default 15 min), and how many per name (4). */
+  historyTtlMs?: number;
+  historyPerName?: number;
+  /** Bound of every in-memory map (default 4096 entries; manifests and configs 512). */
+  maxEntries?: number;
+  allowHttpHost?: (host: string) => boolean;
+  observer?: FacadeObserver;
+}
+
+export interface ServedManifest {
+  bytes: Uint8Array;
+  mediaType: string;
+  digest: Digest;
+}
+
+export type ServedBlob =
+  | { kind: 'redirect'; descriptor: Descriptor; source: string; url: string }
+  | {
+      kind: 'stream';
+      descriptor: Descriptor;
+      source: string;
+      /** Opens the blob's bytes, or a range; the stream errors (never ends short) when they turn out wrong. */
+      open(range: ReadRange | undefined, signal?: AbortSignal): Readable;
+    };
+
+interface Composition {
+  image: ComposedImage;
+  baseRef: string;
+}
+
+interface FetchedImage {
+  bytes: Uint8Array;
+  mediaType: string;
+  digest: Digest;
+  parsed: ParsedManifest;
+}
+
+export class FacadeService {
+  private readonly o: FacadeServiceOptions;
+  private readonly resolutions: LoadingCache<string, Descriptor>;
+  private readonly manifests: LoadingCache<Digest, FetchedImage>;
+  private readonly configs: LoadingCache<Digest, ImageConfig>;
+  private readonly history: TtlLru<string, Composition[]>;
+  private readonly composing: LoadingCache<string, Composition>;
+  private readonly historyPerName: number;
+
+  constructor(options: FacadeServiceOptions) {
+    this.o = options;
+    const maxEntries = options.maxEntries ?? 4096;
+    this.resolutions = new LoadingCache({ ttlMs: options.tagTtlMs ?? 60_000, maxEntries });
+    this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
+    this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
+    this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? 15 * 60_000, maxEntries });
+    // Joins identical compositions running at once (a HEAD and a GET from the same pull); kept for
+    // a moment only, so the next request sees moved tags and changed specs.
+    this.composing = new LoadingCache({ ttlMs: 1000, maxEntries });
+    this.historyPerName = options.historyPerName ?? 4;
+  }
+
+  get providerKeys(): string[] {
+    return [...this.o.providers.keys()];
+  }
+
+  /** The composed manifest for a tag (composed now), or exactly the bytes of a digest this name served. */
+  async manifest(name: FacadeName, reference: string, signal?: AbortSignal): Promise<ServedManifest> {
+    const key = nameKey(name);
+    if (reference.includes(':')) {
+      const digest = parseDigest(reference);
+      const known = this.findComposition(key, (c) => c.image.manifestDigest === digest);
+      const c = known ?? (await this.compose(name, signal));
+      if (c.image.manifestDigest !== digest) {
+        throw notFound(`manifest ${digest} is not (or no longer) the image of ${key}`);
+      }
+      return served(c.image);
+    }
+    return served((await this.compose(name, signal)).image);
+  }
+
+  /** A blob of the name's composed image: where it comes from, and a way to stream it. */
+  async blob(name: FacadeName, digest: Digest, signal?: AbortSignal): Promise<ServedBlob> {
+    const key = nameKey(name);
+    let found = this.findBlob(key, digest);
+    if (!found) {
+      // Not in what this name served lately: maybe in what it is now.
+      await this.compose(name, signal);
+      found = this.findBlob(key, digest);
+    }
+    if (!found) throw notFound(`blob ${digest} is not part of the image of ${key}`);
+    const { composition, layer } = found;
+    const image = composition.image;
+    if (!layer) {
+      const bytes = image.configBytes;
+      const descriptor = image.manifest.config;
+      return {
+        kind: 'stream',
+        descriptor,
+        source: 'config',
+        open: (range) => {
+          this.o.observer?.blobServed?.('config', 'local');
+          const part = range ? bytes.subarray(range.start, range.end) : bytes;
+          return Readable.from([Buffer.from(part.buffer, part.byteOffset, part.byteLength)]);
+        },
+      };
+    }
+    const query = { descriptor: layer.descriptor, layer, baseRef: composition.baseRef };
+    let hit: Found | undefined;
+    for (const s of this.o.sources) {
+      hit = s.find(query);
+      if (hit) break;
+    }
+    if (!hit) throw internal(`blob ${digest} of ${key}: no source can serve a ${layer.origin.kind} layer`);
+    const descriptor = layer.descriptor;
+    if (hit.kind === 'redirect') return { kind: 'redirect', descriptor, source: hit.source, url: hit.url };
+    if (hit.kind === 'local') {
+      const local = hit;
+      return {
+        kind: 'stream',
+        descriptor,
+        source: local.source,
+        open: (range) => {
+          this.o.observer?.blobServed?.(local.source, 'local');
+          return local.open(range);
+        },
+      };
+    }
+    const fill = hit;
+    return {
+      kind: 'stream',
+      descriptor,
+      source: fill.source,
+      open: (range, sig) => {
+        const read = this.o.cache.read(
+          descriptor,
+          range,
+          (offset, fillSignal) => {
+            this.o.observer?.upstreamFetch?.(fill.source);
+            return fill.fill(offset, fillSignal);
+          },
+          sig,
+        );
+        this.o.observer?.blobServed?.(fill.source, read.outcome);
+        return read.stream;
+      },
+    };
+  }
+
+  private findComposition(key: string, pred: (c: Composition) => boolean): Composition | undefined {
+    return this.history.get(key)?.find(pred);
+  }
+
+  private findBlob(key: string, digest: Digest): { composition: Composition; layer?: ComposedLayer } | undefined {
+    for (const c of this.history.get(key) ?? []) {
+      if (c.image.configDigest === digest) return { composition: c };
+      const layer = c.image.layers.find((l) => l.descriptor.digest === digest);
+      if (layer) return { composition: c, layer };
+    }
+    return undefined;
+  }
+
+  private remember(key: string, c: Composition): void {
+    const old = (this.history.get(key) ?? []).filter((x) => x.image.manifestDigest !== c.image.manifestDigest);
+    this.history.set(key, [c, ...old].slice(0, this.historyPerName));
+  }
+
+  private compose(name: FacadeName, signal?: AbortSignal): Promise<Composition> {
+    const key = nameKey(name);
+    void signal;
+    return this.composing.get(key, async () => {
+      const c = await this.composeNow(name);
+      this.remember(key, c);
+      this.o.observer?.composed?.(key, c.image.manifestDigest);
+      return c;
+    });
+  }
+
+  private async composeNow(name: FacadeName): Promise<Composition> {
+    const provider = this.o.providers.get(name.provider);
+    if (!provider) throw notFound(`no spec provider ${JSON.stringify(name.provider)}`);
+    const spec = await provider.getSpec(name.id);
+    validateImageSpec(spec, { allowHttpHost: this.o.allowHttpHost });
+    const image = await this.composeSpec(spec);
+    return { image, baseRef: spec.baseRef };
+  }
+
+  /** Composes a spec (exposed for `strata spec` checks and tests). */
+  async composeSpec(spec: ImageSpec): Promise<ComposedImage> {
+    const staticLayers = this.o.staticLayers ?? [];
+    const refs = [
+      spec.baseRef,
+      ...addedImageRefs(spec).map((a) => a.ref),
+      ...staticLayers.flatMap((s) => (s.kind === 'image' ? [s.ref] : [])),
+    ];
+    const views = new Map<string, ImageView>();
+    await Promise.all(
+      [...new Set(refs)].map(async (ref) => {
+        views.set(ref, await this.imageView(ref));
+      }),
+    );
+    const viewOf = (ref: string): ImageView => {
+      const v = views.get(ref);
+      if (!v) throw internal(`image ${ref} was not resolved`);
+      return v;
+    };
+    const statics = staticLayers.map((s) =>
+      s.kind === 'image' ? staticImageAddition(viewOf(s.ref), s.ref) : s.addition,
+    );
+    const additions = specAdditions(spec, (a) => viewOf(a.ref), statics);
+    return compose(viewOf(spec.baseRef), additions, { baseRef: spec.baseRef });
+  }
+
+  /** An image's manifest (the platform's, from an index) and config, from caches or its registry. */
+  private async imageView(refString: string): Promise<ImageView> {
+    const ref = withDefaultTag(parseNormalizedReference(refString));
+    const up = this.o.upstream;
+    let fetched: FetchedImage;
+    if (ref.digest !== undefined) {
+      const d = ref.digest;
+      fetched = await this.manifests.get(d, () => up.fetchManifest(ref));
+    } else {
+      const desc = await this.resolutions.get(formatReference(ref), () => up.resolve(ref));
+      fetched = await this.manifests.get(desc.digest, () => up.fetchManifest(ref, { descriptor: desc }));
+    }
+    if (fetched.parsed.kind === 'index') {
+      const child = selectManifest(fetched.parsed.index, this.o.platform, `image ${refString}`);
+      fetched = await this.manifests.get(child.digest, () => up.fetchManifest(ref, { descriptor: child }));
+      if (fetched.parsed.kind !== 'manifest') {
+        throw invalidArgument(`image ${refString}: index entry ${child.digest} is an index, not a manifest`);
+      }
+    }
+    const manifest = fetched.parsed.manifest;
+    const configDesc = manifest.config;
+    const config = await this.configs.get(configDesc.digest, async () => {
+      if (configDesc.size > MAX_CONFIG_BYTES) {
+        throw invalidArgument(`image ${refString}: config of ${configDesc.size} bytes is too large`);
+      }
+      const body = await up.fetchBlob(ref, configDesc);
+      // A full read is verified against the digest by the registry client.
+      return parseImageConfig(await readCapped(body, MAX_CONFIG_BYTES, `config of ${refString}`));
+    });
+    return { manifest, config, mediaType: fetched.mediaType };
+  }
+}
+
+function nameKey(name: FacadeName): string {
+  return `${name.provider}/${name.id}`;
+}
+
+function served(image: ComposedImage): ServedManifest {
+  return { bytes: image.manifestBytes, mediaType: image.mediaType, digest: image.manifestDigest };
+}
