@@ -134,10 +134,32 @@ export function callBidi<I extends DescMessage, O extends DescMessage>(
     callOptions(opts),
   );
   linkSignal(call, opts.signal);
+  // grpc-js never calls a write's callback once the call has failed, so pending sends are settled
+  // from the final status instead of waiting forever.
+  let final: grpc.StatusObject | undefined;
+  const pending = new Set<(status: grpc.StatusObject) => void>();
+  const ended = (s: grpc.StatusObject) =>
+    Object.assign(new Error(s.code === grpc.status.OK ? 'call already finished' : s.details), {
+      code: s.code,
+      details: s.details,
+      metadata: s.metadata,
+    });
+  call.on('status', (s: grpc.StatusObject) => {
+    final = s;
+    for (const fail of pending) fail(s);
+    pending.clear();
+  });
   return {
     send: (request) =>
       new Promise((resolve, reject) => {
-        call.write(request, (err: Error | null | undefined) => (err ? reject(err) : resolve()));
+        if (final) return reject(ended(final));
+        const fail = (s: grpc.StatusObject) => reject(ended(s));
+        pending.add(fail);
+        call.write(request, (err: Error | null | undefined) => {
+          pending.delete(fail);
+          if (err) reject(err);
+          else resolve();
+        });
       }),
     end: () => call.end(),
     cancel: () => call.cancel(),
