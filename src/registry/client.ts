@@ -467,8 +467,9 @@ export class RegistryClient {
       return 'mounted';
     }
     let location = start.location;
+    let input: Readable | undefined;
     try {
-      const input = isStream(source) ? source : typeof source === 'function' ? await source() : undefined;
+      input = isStream(source) ? source : typeof source === 'function' ? await source() : undefined;
       let res: HttpResponse;
       if (options.chunkSize !== undefined) {
         if (!Number.isSafeInteger(options.chunkSize) || options.chunkSize <= 0) {
@@ -524,6 +525,7 @@ export class RegistryClient {
       return 'uploaded';
     } catch (err) {
       if (isStream(source)) source.destroy();
+      input?.destroy();
       await this.cancelUpload(location, repo);
       throw err;
     }
