@@ -258,7 +258,7 @@ export class ContentView {
     if (first.done) return;
     let req = first.value;
     if (req.ref === '') throw invalidArgument('first message must have a reference');
-    let total = req.total > 0 ? req.total : 0;
+    let total = Math.max(req.total, 0);
     let expected = req.expected;
     const w = await this.writer(ns, req.ref, {
       total,
