@@ -2,12 +2,16 @@
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerDaemon } from './daemon.ts';
+import { registerFacade } from './facade.ts';
+import { registerSpec } from './spec.ts';
 
 export function buildProgram(): Command {
   const program = new Command('strata')
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
   registerDaemon(program);
+  registerFacade(program);
+  registerSpec(program);
   return program;
 }
 

@@ -1,0 +1,103 @@
+// `strata facade`: the registry facade. Config file first, flags on top; JSON logs (one line per request
+// with request id, spec id, source, bytes and duration); graceful stop on SIGTERM/SIGINT (a second signal
+// exits at once).
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { messageOf } from '../errors.ts';
+import { parsePlatform } from '../oci/platform.ts';
+import {
+  type FacadeConfig,
+  facadeConfigFrom,
+  loadFacadeConfig,
+  parseByteSize,
+  parseListen,
+} from '../facade/config.ts';
+import { startFacade } from '../facade/http/app.ts';
+import { normalizePrefix } from '../facade/http/route.ts';
+import { resolve } from 'node:path';
+
+interface FacadeFlags {
+  listen?: string;
+  config?: string;
+  prefix?: string;
+  cacheDir?: string;
+  cacheMax?: string;
+  fixedSpecs?: string;
+  specStore?: string;
+  specProvider: string[];
+  platform?: string;
+  plainHttp: string[];
+  dockerAuth?: string;
+  contentRedirect?: boolean;
+  logLevel: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+/** The config file (or defaults) with the flags applied over it. */
+export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeConfig> {
+  const c = flags.config ? await loadFacadeConfig(flags.config) : facadeConfigFrom({}, process.cwd());
+  if (flags.listen) c.listen = parseListen(flags.listen, '--listen');
+  if (flags.prefix !== undefined) c.prefix = normalizePrefix(flags.prefix);
+  if (flags.cacheDir) c.cache.dir = resolve(flags.cacheDir);
+  if (flags.cacheMax) c.cache.maxBytes = parseByteSize(flags.cacheMax, '--cache-max');
+  if (flags.fixedSpecs) c.specProviders.fixedFile = resolve(flags.fixedSpecs);
+  if (flags.specStore) c.specProviders.store = { ...c.specProviders.store, dir: resolve(flags.specStore) };
+  for (const address of flags.specProvider) c.specProviders.remote.push({ address, timeoutMs: 5000 });
+  if (flags.platform) c.platform = parsePlatform(flags.platform);
+  c.plainHttpHosts.push(...flags.plainHttp.map((h) => h.toLowerCase()));
+  if (flags.dockerAuth) c.dockerAuth = resolve(flags.dockerAuth);
+  if (flags.contentRedirect) c.contentLayers.redirect = true;
+  return c;
+}
+
+export function registerFacade(program: Command): void {
+  program
+    .command('facade')
+    .description('serve images composed from specs over the OCI distribution API (pull only)')
+    .option('--listen <host:port>', 'address to serve on (default 127.0.0.1:5050)')
+    .option('--config <file>', 'YAML config file (flags override it)')
+    .option('--prefix <prefix>', 'repository-name prefix before remote/<id> and fixed/<name>')
+    .option('--cache-dir <dir>', 'disk blob cache directory')
+    .option('--cache-max <size>', 'byte cap of the blob cache, e.g. 10GiB')
+    .option('--fixed-specs <file>', 'YAML/JSON map of name to spec, served as fixed/<name>')
+    .option('--spec-store <dir>', "Strata's own spec store (see strata spec), served as remote/<id>")
+    .option('--spec-provider <host:port>', 'remote registryfacade.SpecProvider, tried in order', collect, [])
+    .option('--platform <os/arch>', 'platform picked from multi-platform images (default linux/amd64)')
+    .option('--plain-http <host[:port]>', 'registry or content-layer host reached over plain HTTP', collect, [])
+    .option('--docker-auth <file>', 'docker config.json with registry credentials (re-read on change)')
+    .option('--content-redirect', 'redirect clients to remote content-layer URLs instead of proxying them')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .action(async (flags: FacadeFlags) => {
+      const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });
+      let app: Awaited<ReturnType<typeof startFacade>>;
+      try {
+        const config = await facadeConfigWithFlags(flags);
+        app = await startFacade(config, { logger, registry: new Registry() });
+      } catch (err) {
+        logger.fatal({ err: messageOf(err) }, 'facade failed to start');
+        process.exitCode = 1;
+        return;
+      }
+      await new Promise<void>((done) => {
+        let signalled = false;
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (signalled) {
+            logger.warn({ signal }, 'second signal: exiting without a clean stop');
+            process.exit(1);
+          }
+          signalled = true;
+          logger.info({ signal }, 'signal received, stopping');
+          app.close().then(done, (err: unknown) => {
+            logger.error({ err: messageOf(err) }, 'facade stopped with an error');
+            process.exitCode = 1;
+            done();
+          });
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+      logger.info('facade stopped');
+    });
+}

@@ -1,0 +1,161 @@
+// `strata spec put|get|ls|rm|serve`: Strata's own spec store. put/ls/rm work on a data dir; get works on a
+// data dir or asks a SpecProvider over gRPC (--address; the wire protocol has only GetImageSpec); serve
+// offers a data dir as registryfacade.SpecProvider.
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { parse as parseYaml } from 'yaml';
+import { createGrpcServer } from '../api/grpc/server.ts';
+import { invalidArgument, messageOf } from '../errors.ts';
+import { parseListen } from '../facade/config.ts';
+import { GrpcSpecProvider } from '../facade/providers/grpc-provider.ts';
+import { specProviderService } from '../facade/providers/grpc-server.ts';
+import { specFromJson, specToJson } from '../facade/providers/proto.ts';
+import { SpecStore } from '../facade/providers/spec-store.ts';
+import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+interface PutFlags {
+  dataDir: string;
+  baseRef?: string;
+  ideRef?: string;
+  supervisorRef?: string;
+  ideLayerRef: string[];
+  contentLayerUrl: string[];
+  contentLayerDigest: string[];
+  contentLayerDiffId: string[];
+  contentLayerMediaType: string[];
+  contentLayerSize: string[];
+  directLayer: string[];
+}
+
+/** The spec a `put` describes: a file (YAML/JSON, protobuf-JSON names), or flags, or both (flags win). */
+export async function specFromPut(file: string | undefined, f: PutFlags): Promise<ImageSpec> {
+  let spec: ImageSpec = { baseRef: '', ideRef: '', supervisorRef: '', ideLayerRefs: [], contentLayers: [] };
+  if (file !== undefined) {
+    let doc: unknown;
+    try {
+      doc = parseYaml(await readFile(file, 'utf8'), { maxAliasCount: 100 });
+    } catch (err) {
+      throw invalidArgument(`${file}: ${messageOf(err)}`);
+    }
+    spec = specFromJson(doc, file);
+  }
+  if (f.baseRef) spec.baseRef = f.baseRef;
+  if (f.ideRef) spec.ideRef = f.ideRef;
+  if (f.supervisorRef) spec.supervisorRef = f.supervisorRef;
+  if (f.ideLayerRef.length > 0) spec.ideLayerRefs = f.ideLayerRef;
+  const n = f.contentLayerUrl.length;
+  for (const [flag, values] of [
+    ['--content-layer-digest', f.contentLayerDigest],
+    ['--content-layer-size', f.contentLayerSize],
+  ] as const) {
+    if (values.length !== n) throw invalidArgument(`give ${flag} once per --content-layer-url (${n})`);
+  }
+  const added: ContentLayer[] = f.contentLayerUrl.map((url, i) => ({
+    kind: 'remote',
+    url,
+    digest: f.contentLayerDigest[i]!,
+    diffId: f.contentLayerDiffId[i] ?? '',
+    mediaType: f.contentLayerMediaType[i] ?? 'application/vnd.oci.image.layer.v1.tar+gzip',
+    size: Number(f.contentLayerSize[i]),
+  }));
+  for (const path of f.directLayer) added.push({ kind: 'direct', content: new Uint8Array(await readFile(path)) });
+  if (added.length > 0) spec.contentLayers = [...spec.contentLayers, ...added];
+  return validateImageSpec(spec, { allowHttpHost: () => true });
+}
+
+function print(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+async function run(fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (err) {
+    process.stderr.write(`strata spec: ${messageOf(err)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+export function registerSpec(program: Command): void {
+  const spec = program.command('spec').description("manage Strata's own image spec store");
+  spec
+    .command('put <id> [file]')
+    .description('store the spec for ID, from FILE (YAML/JSON, protobuf-JSON field names) and/or flags')
+    .requiredOption('--data-dir <dir>', 'spec store directory')
+    .option('--base-ref <ref>', 'base image')
+    .option('--ide-ref <ref>', 'IDE image whose layers are added')
+    .option('--supervisor-ref <ref>', 'supervisor image whose layers are added')
+    .option('--ide-layer-ref <ref>', 'further image whose layers are added (repeatable)', collect, [])
+    .option('--content-layer-url <url>', 'remote content layer URL (repeatable)', collect, [])
+    .option('--content-layer-digest <digest>', 'digest of the blob at the matching URL', collect, [])
+    .option('--content-layer-diff-id <digest>', 'diff_id of the matching URL (empty: uncompressed)', collect, [])
+    .option('--content-layer-media-type <type>', 'media type of the matching URL (default tar+gzip)', collect, [])
+    .option('--content-layer-size <bytes>', 'size of the blob at the matching URL', collect, [])
+    .option('--direct-layer <tar>', 'an uncompressed tar file added as a direct content layer (repeatable)', collect, [])
+    .action((id: string, file: string | undefined, f: PutFlags) =>
+      run(async () => {
+        const s = await specFromPut(file, f);
+        await new SpecStore(resolve(f.dataDir)).put(id, s);
+      }),
+    );
+  spec
+    .command('get <id>')
+    .description('print the spec for ID as protobuf-JSON')
+    .option('--data-dir <dir>', 'spec store directory')
+    .option('--address <host:port>', 'ask this registryfacade.SpecProvider instead')
+    .action((id: string, f: { dataDir?: string; address?: string }) =>
+      run(async () => {
+        if ((f.dataDir === undefined) === (f.address === undefined)) {
+          throw invalidArgument('give exactly one of --data-dir or --address');
+        }
+        if (f.address) {
+          const p = new GrpcSpecProvider({ address: f.address });
+          try {
+            print(specToJson(await p.getSpec(id)));
+          } finally {
+            p.close();
+          }
+          return;
+        }
+        print(specToJson(await new SpecStore(resolve(f.dataDir!)).getSpec(id)));
+      }),
+    );
+  spec
+    .command('ls')
+    .description('list the stored spec ids')
+    .requiredOption('--data-dir <dir>', 'spec store directory')
+    .action((f: { dataDir: string }) =>
+      run(async () => {
+        for (const id of await new SpecStore(resolve(f.dataDir)).list()) process.stdout.write(`${id}\n`);
+      }),
+    );
+  spec
+    .command('rm <id>')
+    .description('remove the spec for ID')
+    .requiredOption('--data-dir <dir>', 'spec store directory')
+    .action((id: string, f: { dataDir: string }) => run(() => new SpecStore(resolve(f.dataDir)).remove(id)));
+  spec
+    .command('serve')
+    .description('serve the spec store as registryfacade.SpecProvider over gRPC')
+    .requiredOption('--data-dir <dir>', 'spec store directory')
+    .option('--listen <host:port>', 'address to serve on', '127.0.0.1:5051')
+    .action((f: { dataDir: string; listen: string }) =>
+      run(async () => {
+        const logger = pino({ base: { pid: process.pid, service: 'spec-provider' } });
+        const { host, port } = parseListen(f.listen, '--listen');
+        const server = createGrpcServer({ logger, services: [specProviderService(new SpecStore(resolve(f.dataDir)))] });
+        await server.listenTcp(host, port);
+        await new Promise<void>((done) => {
+          const stop = () => {
+            server.shutdown().then(done, done);
+          };
+          process.once('SIGTERM', stop);
+          process.once('SIGINT', stop);
+        });
+      }),
+    );
+}

@@ -1,0 +1,309 @@
+// The facade's configuration: a YAML (or JSON) file, overridden by command-line flags. Validation names the
+// key and says what is wanted; unknown keys are errors, so a typo does not silently fall back to a default.
+// Relative paths are relative to the config file.
+import { readFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { invalidArgument, messageOf } from '../errors.ts';
+import type { Platform } from '../oci/descriptor.ts';
+import { parsePlatform } from '../oci/platform.ts';
+import { parseNormalizedReference } from '../oci/reference.ts';
+import { normalizePrefix } from './http/route.ts';
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
+
+export interface RemoteProviderConfig {
+  address: string;
+  timeoutMs: number;
+  tls?: { ca?: string; cert?: string; key?: string; serverName?: string };
+}
+
+export type StaticLayerConfig = { ref: string } | { file: string };
+
+export interface FacadeConfig {
+  listen: { host: string; port: number };
+  /** Repository-name prefix, normalised to '' or `a/b/`. */
+  prefix: string;
+  tls?: TlsFiles;
+  specProviders: {
+    remote: RemoteProviderConfig[];
+    fixedFile?: string;
+    store?: { dir: string; listen?: { host: string; port: number } };
+    cacheTtlMs: number;
+    cacheEntries: number;
+  };
+  staticLayers: StaticLayerConfig[];
+  dockerAuth?: string;
+  cache: { dir: string; maxBytes: number };
+  platform: Platform;
+  /** Registry and content-layer hosts (`host` or `host:port`) reached over plain HTTP. */
+  plainHttpHosts: string[];
+  caCerts: string[];
+  contentLayers: { redirect: boolean };
+  tagTtlMs: number;
+}
+
+export const DEFAULT_LISTEN = '127.0.0.1:5050';
+
+export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
+  const base = env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  return join(base, 'strata', 'facade');
+}
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function fail(where: string, what: string): never {
+  throw invalidArgument(`facade config: ${where}: ${what}`);
+}
+
+function checkKeys(o: Obj, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k)) fail(where === '' ? k : `${where}.${k}`, `unknown key (expected one of ${allowed.join(', ')})`);
+  }
+}
+
+function str(v: unknown, where: string): string {
+  if (typeof v !== 'string' || v === '') fail(where, `want a non-empty string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function optStr(v: unknown, where: string): string | undefined {
+  return v === undefined || v === null ? undefined : str(v, where);
+}
+
+function obj(v: unknown, where: string): Obj {
+  if (!isObj(v)) fail(where, 'want a map');
+  return v;
+}
+
+function list(v: unknown, where: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) fail(where, 'want a list');
+  return v;
+}
+
+function positive(v: unknown, where: string, fallback: number): number {
+  if (v === undefined || v === null) return fallback;
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(where, `want a positive number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+const UNITS: Record<string, number> = {
+  '': 1,
+  b: 1,
+  k: 1e3,
+  kb: 1e3,
+  kib: 1024,
+  m: 1e6,
+  mb: 1e6,
+  mib: 1024 ** 2,
+  g: 1e9,
+  gb: 1e9,
+  gib: 1024 ** 3,
+  t: 1e12,
+  tb: 1e12,
+  tib: 1024 ** 4,
+};
+
+/** `10GiB`, `512MB`, `1e9` or a number of bytes. */
+export function parseByteSize(v: unknown, where: string): number {
+  if (typeof v === 'number') {
+    if (!Number.isSafeInteger(v) || v < 0) fail(where, `want a whole number of bytes, got ${v}`);
+    return v;
+  }
+  if (typeof v !== 'string') fail(where, `want a size such as 10GiB, got ${JSON.stringify(v)}`);
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(v);
+  const unit = UNITS[m?.[2]?.toLowerCase() ?? 'x'];
+  if (!m || unit === undefined) fail(where, `want a size such as 10GiB or 500MB, got ${JSON.stringify(v)}`);
+  const n = Math.floor(Number(m[1]) * unit);
+  if (!Number.isSafeInteger(n)) fail(where, `size ${v} is too large`);
+  return n;
+}
+
+/** `host:port`, `[v6]:port` or `:port` (all interfaces). */
+export function parseListen(v: string, where: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
+  if (!m) fail(where, `want host:port, got ${JSON.stringify(v)}`);
+  const port = Number(m[3]);
+  if (port > 65535) fail(where, `port ${port} out of range`);
+  const host = m[1] ?? m[2] ?? '';
+  return { host: host === '' ? '0.0.0.0' : host, port };
+}
+
+/** Validates a parsed config document. `base` is the directory relative paths are taken from. */
+export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
+  const d = doc === null || doc === undefined ? {} : obj(doc, '(top level)');
+  checkKeys(
+    d,
+    [
+      'listen',
+      'prefix',
+      'tls',
+      'specProviders',
+      'staticLayers',
+      'dockerAuth',
+      'cache',
+      'platform',
+      'plainHttpHosts',
+      'caCerts',
+      'contentLayers',
+      'tagTtlSeconds',
+    ],
+    '',
+  );
+  const path = (v: unknown, where: string): string => resolve(base, str(v, where));
+  const optPath = (v: unknown, where: string): string | undefined =>
+    v === undefined || v === null ? undefined : path(v, where);
+
+  const listen = parseListen(optStr(d.listen, 'listen') ?? DEFAULT_LISTEN, 'listen');
+  let prefix: string;
+  try {
+    prefix = normalizePrefix(typeof d.prefix === 'string' ? d.prefix : d.prefix === undefined ? '' : str(d.prefix, 'prefix'));
+  } catch (err) {
+    fail('prefix', messageOf(err));
+  }
+
+  let tls: TlsFiles | undefined;
+  if (d.tls !== undefined && d.tls !== null) {
+    const t = obj(d.tls, 'tls');
+    checkKeys(t, ['cert', 'key'], 'tls');
+    tls = { cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
+  }
+
+  const sp = d.specProviders === undefined || d.specProviders === null ? {} : obj(d.specProviders, 'specProviders');
+  checkKeys(sp, ['remote', 'fixedFile', 'store', 'cacheTtlSeconds', 'cacheEntries'], 'specProviders');
+  const remote = list(sp.remote, 'specProviders.remote').map((r, i): RemoteProviderConfig => {
+    const where = `specProviders.remote[${i}]`;
+    const ro = typeof r === 'string' ? { address: r } : obj(r, where);
+    checkKeys(ro, ['address', 'timeoutMs', 'tls'], where);
+    const out: RemoteProviderConfig = {
+      address: str(ro.address, `${where}.address`),
+      timeoutMs: positive(ro.timeoutMs, `${where}.timeoutMs`, 5000),
+    };
+    if (ro.tls !== undefined && ro.tls !== null) {
+      const t = obj(ro.tls, `${where}.tls`);
+      checkKeys(t, ['ca', 'cert', 'key', 'serverName'], `${where}.tls`);
+      out.tls = {
+        ca: optPath(t.ca, `${where}.tls.ca`),
+        cert: optPath(t.cert, `${where}.tls.cert`),
+        key: optPath(t.key, `${where}.tls.key`),
+        serverName: optStr(t.serverName, `${where}.tls.serverName`),
+      };
+      if ((out.tls.cert === undefined) !== (out.tls.key === undefined)) {
+        fail(`${where}.tls`, 'cert and key go together');
+      }
+    }
+    return out;
+  });
+  let store: FacadeConfig['specProviders']['store'];
+  if (sp.store !== undefined && sp.store !== null) {
+    const so = typeof sp.store === 'string' ? { dir: sp.store } : obj(sp.store, 'specProviders.store');
+    checkKeys(so, ['dir', 'listen'], 'specProviders.store');
+    store = { dir: path(so.dir, 'specProviders.store.dir') };
+    const l = optStr(so.listen, 'specProviders.store.listen');
+    if (l !== undefined) store.listen = parseListen(l, 'specProviders.store.listen');
+  }
+  const cacheEntries = positive(sp.cacheEntries, 'specProviders.cacheEntries', 1024);
+  if (!Number.isSafeInteger(cacheEntries)) fail('specProviders.cacheEntries', 'want a whole number');
+
+  const staticLayers = list(d.staticLayers, 'staticLayers').map((s, i): StaticLayerConfig => {
+    const where = `staticLayers[${i}]`;
+    const so = obj(s, where);
+    checkKeys(so, ['ref', 'file'], where);
+    if ((so.ref === undefined) === (so.file === undefined)) fail(where, 'want exactly one of ref or file');
+    if (so.ref !== undefined) {
+      const ref = str(so.ref, `${where}.ref`);
+      try {
+        parseNormalizedReference(ref);
+      } catch (err) {
+        fail(`${where}.ref`, messageOf(err));
+      }
+      return { ref };
+    }
+    return { file: path(so.file, `${where}.file`) };
+  });
+
+  const c = d.cache === undefined || d.cache === null ? {} : obj(d.cache, 'cache');
+  checkKeys(c, ['dir', 'maxBytes'], 'cache');
+  const cache = {
+    dir: optPath(c.dir, 'cache.dir') ?? defaultCacheDir(),
+    maxBytes: c.maxBytes === undefined ? 10 * 1024 ** 3 : parseByteSize(c.maxBytes, 'cache.maxBytes'),
+  };
+
+  let platform: Platform;
+  try {
+    platform = parsePlatform(optStr(d.platform, 'platform') ?? 'linux/amd64');
+  } catch (err) {
+    fail('platform', messageOf(err));
+  }
+
+  const plainHttpHosts = list(d.plainHttpHosts, 'plainHttpHosts').map((h, i) => {
+    const s = str(h, `plainHttpHosts[${i}]`).toLowerCase();
+    if (/[/\s]/.test(s)) fail(`plainHttpHosts[${i}]`, `want host or host:port, got ${JSON.stringify(s)}`);
+    return s;
+  });
+  const caCerts = list(d.caCerts, 'caCerts').map((p, i) => path(p, `caCerts[${i}]`));
+  const cl = d.contentLayers === undefined || d.contentLayers === null ? {} : obj(d.contentLayers, 'contentLayers');
+  checkKeys(cl, ['redirect'], 'contentLayers');
+  if (cl.redirect !== undefined && typeof cl.redirect !== 'boolean') fail('contentLayers.redirect', 'want true or false');
+
+  return {
+    listen,
+    prefix,
+    tls,
+    specProviders: {
+      remote,
+      fixedFile: optPath(sp.fixedFile, 'specProviders.fixedFile'),
+      store,
+      cacheTtlMs: positive(sp.cacheTtlSeconds, 'specProviders.cacheTtlSeconds', 30) * 1000,
+      cacheEntries,
+    },
+    staticLayers,
+    dockerAuth: optPath(d.dockerAuth, 'dockerAuth'),
+    cache,
+    platform,
+    plainHttpHosts,
+    caCerts,
+    contentLayers: { redirect: cl.redirect === true },
+    tagTtlMs: positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000,
+  };
+}
+
+export function parseFacadeConfig(text: string, base: string, where = 'facade config'): FacadeConfig {
+  let doc: unknown;
+  try {
+    doc = parseYaml(text, { maxAliasCount: 100 });
+  } catch (err) {
+    throw invalidArgument(`${where}: ${messageOf(err)}`);
+  }
+  return facadeConfigFrom(doc, base);
+}
+
+export async function loadFacadeConfig(file: string): Promise<FacadeConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw invalidArgument(`facade config ${file}: ${messageOf(err)}`);
+  }
+  return parseFacadeConfig(text, dirname(resolve(file)), `facade config ${file}`);
+}
+
+/** Whether a host (`host` or `host:port`) is configured for plain HTTP. */
+export function plainHttpAllowed(config: Pick<FacadeConfig, 'plainHttpHosts'>): (host: string) => boolean {
+  const hosts = new Set(config.plainHttpHosts);
+  return (host) => {
+    const h = host.toLowerCase();
+    if (hosts.has(h)) return true;
+    const i = h.lastIndexOf(':');
+    return i > 0 && !h.endsWith(']') && hosts.has(h.slice(0, i));
+  };
+}

@@ -1,0 +1,240 @@
+// Wires a facade from its configuration: registry client (docker auth re-read on change, plain-HTTP hosts,
+// extra CAs), disk blob cache, spec providers by key (`remote`: own store then gRPC providers, `fixed`: the
+// fixed-spec file), static layers, blob sources, the service, metrics and the HTTP server; optionally the
+// own store's gRPC SpecProvider endpoint. One close() undoes all of it.
+import { createReadStream } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { pipeline } from 'node:stream/promises';
+import { createGunzip } from 'node:zlib';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { createGrpcServer, type GrpcServer } from '../../api/grpc/server.ts';
+import { invalidArgument, messageOf } from '../../errors.ts';
+import { type Digest, Digester } from '../../oci/digest.ts';
+import { MediaType } from '../../oci/media-types.ts';
+import { RegistryClient } from '../../registry/client.ts';
+import { DockerConfigCredentials } from '../../registry/docker-config.ts';
+import { BlobCache } from '../blobs/cache.ts';
+import {
+  DirectLayerSource,
+  RemoteLayerSource,
+  StaticFileSource,
+  UpstreamLayerSource,
+} from '../blobs/sources.ts';
+import { urlOpener } from '../blobs/url-opener.ts';
+import type { Addition } from '../compose/layers.ts';
+import { type FacadeConfig, plainHttpAllowed } from '../config.ts';
+import { FixedFileSpecProvider } from '../providers/fixed-file.ts';
+import { GrpcSpecProvider } from '../providers/grpc-provider.ts';
+import { specProviderService } from '../providers/grpc-server.ts';
+import { CachingSpecProvider, CompositeSpecProvider, type SpecProvider } from '../providers/provider.ts';
+import { SpecStore } from '../providers/spec-store.ts';
+import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../service.ts';
+import { FacadeMetrics } from './metrics.ts';
+import { createFacadeHandler, listenFacade, type RunningServer } from './server.ts';
+
+export interface FacadeApp {
+  url: string;
+  port: number;
+  /** Port of the own store's gRPC SpecProvider, when configured to listen. */
+  specProviderPort?: number;
+  service: FacadeService;
+  cache: BlobCache;
+  metrics: FacadeMetrics;
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  logger: Logger;
+  registry: Registry;
+  /** Replaces the registry client (tests); by default one is built from the config. */
+  upstream?: UpstreamRegistry & { close?(): Promise<void> };
+}
+
+/** A static layer from a gzip file: digest of the file, diff_id of its decompressed bytes. */
+export async function staticFileLayer(path: string): Promise<{ addition: Addition; digest: Digest }> {
+  const fileDigest = new Digester();
+  const diffDigest = new Digester();
+  const head = await readFile(path).then(
+    (b) => b.subarray(0, 2),
+    (err: unknown) => {
+      throw invalidArgument(`static layer ${path}: ${messageOf(err)}`);
+    },
+  );
+  if (head[0] !== 0x1f || head[1] !== 0x8b) throw invalidArgument(`static layer ${path}: not a gzip file`);
+  const gunzip = createGunzip();
+  gunzip.on('data', (c: Buffer) => diffDigest.update(c));
+  try {
+    await pipeline(
+      createReadStream(path),
+      async function* (source) {
+        for await (const chunk of source) {
+          fileDigest.update(chunk as Buffer);
+          yield chunk;
+        }
+      },
+      gunzip,
+    );
+  } catch (err) {
+    throw invalidArgument(`static layer ${path}: ${messageOf(err)}`);
+  }
+  const digest = fileDigest.digest();
+  return {
+    digest,
+    addition: {
+      source: `static ${path}`,
+      layers: [
+        {
+          descriptor: { mediaType: MediaType.ociLayerGzip, digest, size: fileDigest.size },
+          diffId: diffDigest.digest(),
+          // Served by the static-file source, which matches on the digest before origins are looked at.
+          origin: { kind: 'remote', url: new URL(`file://${path}`).href },
+        },
+      ],
+    },
+  };
+}
+
+export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
+  const { logger } = options;
+  const undo: (() => Promise<void> | void)[] = [];
+  const close = async () => {
+    for (const u of undo.reverse()) {
+      try {
+        await u();
+      } catch (err) {
+        logger.warn({ err: messageOf(err) }, 'error while stopping the facade');
+      }
+    }
+  };
+  try {
+    const ca = await Promise.all(config.caCerts.map((p) => readFile(p)));
+    let upstream = options.upstream;
+    if (!upstream) {
+      const client = new RegistryClient({
+        hosts: { insecure: config.plainHttpHosts, ca },
+        credentials: new DockerConfigCredentials(config.dockerAuth ? { path: config.dockerAuth } : {}),
+      });
+      upstream = client;
+    }
+    const up = upstream;
+    undo.push(() => up.close?.());
+    const httpForUrls = new RegistryClient({ hosts: { ca } }).http;
+    undo.push(() => httpForUrls.close());
+
+    const providers = new Map<string, SpecProvider>();
+    const remote: SpecProvider[] = [];
+    let store: SpecStore | undefined;
+    if (config.specProviders.store) {
+      store = new SpecStore(config.specProviders.store.dir);
+      remote.push(store);
+    }
+    for (const r of config.specProviders.remote) {
+      const tls = r.tls
+        ? {
+            ca: r.tls.ca ? await readFile(r.tls.ca) : undefined,
+            cert: r.tls.cert ? await readFile(r.tls.cert) : undefined,
+            key: r.tls.key ? await readFile(r.tls.key) : undefined,
+            serverName: r.tls.serverName,
+          }
+        : undefined;
+      const g = new GrpcSpecProvider({ address: r.address, timeoutMs: r.timeoutMs, tls });
+      undo.push(() => g.close());
+      remote.push(
+        new CachingSpecProvider(g, {
+          ttlMs: config.specProviders.cacheTtlMs,
+          maxEntries: config.specProviders.cacheEntries,
+        }),
+      );
+    }
+    if (remote.length > 0) providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
+    if (config.specProviders.fixedFile) {
+      const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
+        onReloadError: (err) => logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded'),
+        onReload: (count) => logger.info({ count }, 'fixed specs loaded'),
+      });
+      undo.push(() => fixed.close());
+      providers.set('fixed', fixed);
+    }
+
+    const staticLayers: StaticLayer[] = [];
+    const staticFiles = new Map<Digest, string>();
+    for (const s of config.staticLayers) {
+      if ('ref' in s) staticLayers.push({ kind: 'image', ref: s.ref });
+      else {
+        const f = await staticFileLayer(s.file);
+        staticFiles.set(f.digest, s.file);
+        staticLayers.push({ kind: 'file', addition: f.addition });
+      }
+    }
+
+    const cache = await BlobCache.open({
+      dir: config.cache.dir,
+      maxBytes: config.cache.maxBytes,
+      events: {
+        onFillError: (digest, err) => logger.warn({ digest, err: messageOf(err) }, 'blob fill failed'),
+        onEvict: (digest, size) => logger.debug({ digest, size }, 'blob evicted from cache'),
+      },
+    });
+    undo.push(() => cache.close());
+    const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
+    const allowHttpHost = plainHttpAllowed(config);
+    const service = new FacadeService({
+      providers,
+      upstream: up,
+      cache,
+      sources: [
+        new StaticFileSource(staticFiles),
+        new DirectLayerSource(),
+        new RemoteLayerSource({
+          redirect: config.contentLayers.redirect,
+          allowHttpHost,
+          open: urlOpener(httpForUrls),
+        }),
+        new UpstreamLayerSource((repo, desc, offset, signal) =>
+          up.fetchBlob(repo, desc, { signal, ...(offset > 0 ? { range: { offset } } : {}) }),
+        ),
+      ],
+      staticLayers,
+      platform: config.platform,
+      tagTtlMs: config.tagTtlMs,
+      allowHttpHost,
+      observer: metrics,
+    });
+
+    let grpc: GrpcServer | undefined;
+    let specProviderPort: number | undefined;
+    if (store && config.specProviders.store?.listen) {
+      grpc = createGrpcServer({ logger, services: [specProviderService(store)] });
+      const g = grpc;
+      undo.push(() => g.shutdown());
+      specProviderPort = await grpc.listenTcp(config.specProviders.store.listen.host, config.specProviders.store.listen.port);
+    }
+
+    const tls = config.tls
+      ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) }
+      : undefined;
+    const handler = createFacadeHandler({
+      service,
+      prefix: config.prefix,
+      logger,
+      metrics,
+      registry: options.registry,
+      ready: async () => {
+        if (providers.size === 0) return { ready: false, reason: 'no spec provider configured' };
+        if (!(await cache.writable())) return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
+        return { ready: true };
+      },
+    });
+    const server: RunningServer = await listenFacade(handler, { ...config.listen, tls });
+    undo.push(() => server.close());
+    logger.info(
+      { url: server.url, providers: [...providers.keys()], prefix: config.prefix, cacheDir: config.cache.dir },
+      'facade listening',
+    );
+    return { url: server.url, port: server.port, specProviderPort, service, cache, metrics, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
