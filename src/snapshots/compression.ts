@@ -1,7 +1,13 @@
 // Layer compression: pick a decoder from the media type or by sniffing magic bytes, and encoders for
 // producing layers. node:zlib carries gzip and zstd (Node ≥ 24), so no native addon is needed.
 import { Duplex, PassThrough, pipeline, Readable, type Transform } from 'node:stream';
-import { createGunzip, createGzip, createZstdCompress, createZstdDecompress, constants as zlib } from 'node:zlib';
+import {
+  createGunzip,
+  createGzip,
+  createZstdCompress,
+  createZstdDecompress,
+  constants as zlib,
+} from 'node:zlib';
 import { invalidArgument, messageOf, StrataError } from '../errors.ts';
 import { type Compression, layerCompression } from '../oci/media-types.ts';
 
@@ -30,7 +36,8 @@ export function compressionOf(mediaTypeOrCompression: string): Compression | 'au
     return mediaTypeOrCompression;
   }
   const c = layerCompression(mediaTypeOrCompression);
-  if (c === undefined) throw invalidArgument(`not a layer media type: ${JSON.stringify(mediaTypeOrCompression)}`);
+  if (c === undefined)
+    throw invalidArgument(`not a layer media type: ${JSON.stringify(mediaTypeOrCompression)}`);
   return c;
 }
 

@@ -7,10 +7,24 @@
 // failure, as containerd does.
 import { execFile } from 'node:child_process';
 import { constants as fsc } from 'node:fs';
-import { chmod, type FileHandle, link, lchown, lstat, lutimes, mkdir, open, readdir, realpath, rm, symlink, unlink } from 'node:fs/promises';
+import {
+  chmod,
+  type FileHandle,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  realpath,
+  rm,
+  symlink,
+  unlink,
+} from 'node:fs/promises';
 import { join } from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { type Readable, Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import tar from 'tar-stream';
 import {
@@ -93,11 +107,21 @@ function codeOf(err: unknown): string | undefined {
   return typeof code === 'string' ? code : undefined;
 }
 
-const ARCHIVE_FAULTS = new Set(['ENOTDIR', 'ELOOP', 'ENAMETOOLONG', 'EISDIR', 'EEXIST', 'EINVAL', 'ENOENT', 'EMLINK', 'ENOTEMPTY']);
+const ARCHIVE_FAULTS = new Set([
+  'ENOTDIR',
+  'ELOOP',
+  'ENAMETOOLONG',
+  'EISDIR',
+  'EEXIST',
+  'EINVAL',
+  'ENOENT',
+  'EMLINK',
+  'ENOTEMPTY',
+]);
 
 /** File-system errors caused by what the archive asks for are the archive's fault; the rest are ours. */
-function mapFsError(err: unknown, name: string): StrataError {
-  if (err instanceof StrataError) return err;
+function mapFsError(err: unknown, name: string): StrataError | BodyReadError {
+  if (err instanceof StrataError || err instanceof BodyReadError) return err;
   const code = codeOf(err);
   const msg = `layer entry ${JSON.stringify(name)}: ${messageOf(err)}`;
   if (code !== undefined && ARCHIVE_FAULTS.has(code)) return invalidArgument(msg, { cause: err });
@@ -109,7 +133,8 @@ function mapFsError(err: unknown, name: string): StrataError {
 /** Errors out of the stream pipeline: the source's own errors pass; tar-stream's plain errors are format errors. */
 function mapStreamError(err: unknown): StrataError {
   if (err instanceof StrataError) return err;
-  if ((err as { name?: unknown } | null)?.name === 'AbortError') return aborted('layer apply aborted', { cause: err });
+  if ((err as { name?: unknown } | null)?.name === 'AbortError')
+    return aborted('layer apply aborted', { cause: err });
   if (err instanceof Error && codeOf(err) === undefined) {
     return invalidArgument(`invalid layer tar: ${err.message}`, { cause: err });
   }
@@ -122,8 +147,22 @@ function seconds(value: string | undefined, fallback: number): number {
   return Number.isFinite(n) ? n : fallback;
 }
 
-async function drain(entry: AsyncIterable<unknown>): Promise<void> {
-  for await (const _ of entry) {
+/**
+ * An entry body that failed to read: the cause is upstream (truncated tar, corrupt compression, a failing
+ * source), and the stream pipeline's own error says which.
+ */
+class BodyReadError extends Error {}
+
+async function* body(entry: Body): AsyncGenerator<Buffer> {
+  try {
+    for await (const chunk of entry) yield chunk;
+  } catch (err) {
+    throw new BodyReadError(messageOf(err), { cause: err });
+  }
+}
+
+async function drain(entry: Body): Promise<void> {
+  for await (const _ of body(entry)) {
     // discard
   }
 }
@@ -260,10 +299,13 @@ class LayerApplier {
   }
 
   private owner(header: Header): { uid: number; gid: number } {
-    return {
-      uid: mapId(header.uid ?? 0, this.opts.uidMap, 'uid'),
-      gid: mapId(header.gid ?? 0, this.opts.gidMap, 'gid'),
-    };
+    // Ids too big for the octal ustar fields travel in PAX records.
+    const uid = header.pax?.uid === undefined ? header.uid : Number.parseInt(header.pax.uid, 10);
+    const gid = header.pax?.gid === undefined ? header.gid : Number.parseInt(header.pax.gid, 10);
+    if (!Number.isSafeInteger(uid) || uid < 0 || !Number.isSafeInteger(gid) || gid < 0) {
+      throw invalidArgument(`layer entry ${JSON.stringify(header.name)} has an invalid owner ${uid}:${gid}`);
+    }
+    return { uid: mapId(uid, this.opts.uidMap, 'uid'), gid: mapId(gid, this.opts.gidMap, 'gid') };
   }
 
   private times(header: Header): { atime: number; mtime: number } {
@@ -312,7 +354,7 @@ class LayerApplier {
         if (existing) await this.remove(abs, existing);
         const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         try {
-          for await (const chunk of entry) {
+          for await (const chunk of body(entry)) {
             let off = 0;
             while (off < chunk.length) off += (await fh.write(chunk, off)).bytesWritten;
           }
@@ -328,7 +370,9 @@ class LayerApplier {
         await drain(entry);
         const target = header.linkname ?? '';
         if (target === '' || target.includes('\0') || Buffer.byteLength(target) > MAX_PATH_BYTES) {
-          throw invalidArgument(`symlink ${JSON.stringify(header.name)} has an empty, NUL-bearing or too long target`);
+          throw invalidArgument(
+            `symlink ${JSON.stringify(header.name)} has an empty, NUL-bearing or too long target`,
+          );
         }
         if (existing) await this.remove(abs, existing);
         // Stored verbatim, absolute or not: it is only ever followed re-rooted (here) or inside a container.
@@ -364,7 +408,9 @@ class LayerApplier {
         break;
       }
       default:
-        throw invalidArgument(`layer entry ${JSON.stringify(header.name)} has unsupported type ${String(type)}`);
+        throw invalidArgument(
+          `layer entry ${JSON.stringify(header.name)} has unsupported type ${String(type)}`,
+        );
     }
     this.countXattrs(header);
   }
@@ -388,18 +434,28 @@ class LayerApplier {
    * its last component not followed, so a link to a symlink links the symlink). The target must exist
    * and not be a directory. The inode keeps its own metadata: the link's header is not applied.
    */
-  private async hardlink(header: Header, rel: string, abs: string, existing: Stats | undefined): Promise<void> {
+  private async hardlink(
+    header: Header,
+    rel: string,
+    abs: string,
+    existing: Stats | undefined,
+  ): Promise<void> {
     const linkname = header.linkname ?? '';
     const targetParts = cleanName(linkname, 'hardlink target');
-    if (targetParts.length === 0) throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at the root`);
+    if (targetParts.length === 0)
+      throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at the root`);
     const dir = await this.parentOf(targetParts.slice(0, -1), false);
     const targetRel = dir ? [...dir, targetParts[targetParts.length - 1]!].join('/') : undefined;
     const targetSt = targetRel === undefined ? undefined : await lstatOrUndefined(this.abs(targetRel));
     if (targetRel === undefined || !targetSt) {
-      throw invalidArgument(`hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} does not exist in the layer root`);
+      throw invalidArgument(
+        `hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} does not exist in the layer root`,
+      );
     }
     if (targetSt.isDirectory()) {
-      throw invalidArgument(`hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} is a directory`);
+      throw invalidArgument(
+        `hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} is a directory`,
+      );
     }
     if (targetRel === rel) {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at itself`);
@@ -416,7 +472,10 @@ class LayerApplier {
       try {
         const dir = await resolveDirInRoot(this.root, parts.slice(0, -1), { create: false });
         if (!dir) continue;
-        const fh = await open(this.abs([...dir, parts[parts.length - 1]!].join('/')), fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+        const fh = await open(
+          this.abs([...dir, parts[parts.length - 1]!].join('/')),
+          fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW,
+        );
         try {
           const st = await fh.stat();
           if (st.dev === d.dev && st.ino === d.ino) await fh.utimes(d.atime, d.mtime);
@@ -436,11 +495,16 @@ class LayerApplier {
  * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
  * sha256 of the uncompressed tar, computed from the very bytes that were applied.
  */
-export async function applyLayer(root: string, layer: Readable, opts: ApplyOptions = {}): Promise<ApplyResult> {
+export async function applyLayer(
+  root: string,
+  layer: Readable,
+  opts: ApplyOptions = {},
+): Promise<ApplyResult> {
   let realRoot: string;
   try {
     realRoot = await realpath(root);
-    if (!(await lstat(realRoot)).isDirectory()) throw invalidArgument(`layer root ${root} is not a directory`);
+    if (!(await lstat(realRoot)).isDirectory())
+      throw invalidArgument(`layer root ${root} is not a directory`);
   } catch (err) {
     if (err instanceof StrataError) throw err;
     throw invalidArgument(`layer root ${root}: ${messageOf(err)}`, { cause: err });
@@ -462,6 +526,11 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
     extract,
     opts.signal ? { signal: opts.signal } : {},
   );
+  let streamError: unknown;
+  let pipelineError: unknown;
+  extract.on('error', (err: unknown) => {
+    streamError ??= err;
+  });
   piping.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
   try {
     for await (const entry of extract) {
@@ -473,8 +542,15 @@ export async function applyLayer(root: string, layer: Readable, opts: ApplyOptio
   } catch (err) {
     extract.destroy();
     layer.destroy();
-    await piping.catch(() => {});
-    throw mapStreamError(err);
+    await piping.catch((e: unknown) => {
+      pipelineError = e;
+    });
+    throw mapStreamError(err instanceof BodyReadError ? (streamError ?? pipelineError ?? err.cause) : err);
   }
-  return { diffId: digester.digest(), size: digester.size, entries: applier.entries, skipped: { ...applier.skipped } };
+  return {
+    diffId: digester.digest(),
+    size: digester.size,
+    entries: applier.entries,
+    skipped: { ...applier.skipped },
+  };
 }

@@ -18,7 +18,9 @@ export const MAX_NAME_BYTES = 255;
 export function cleanName(name: string, what = 'entry name'): string[] {
   if (name.includes('\0')) throw invalidArgument(`${what} ${JSON.stringify(name)} contains a NUL byte`);
   if (Buffer.byteLength(name) > MAX_PATH_BYTES) {
-    throw invalidArgument(`${what} ${JSON.stringify(name.slice(0, 64))}… is longer than ${MAX_PATH_BYTES} bytes`);
+    throw invalidArgument(
+      `${what} ${JSON.stringify(name.slice(0, 64))}… is longer than ${MAX_PATH_BYTES} bytes`,
+    );
   }
   const normal = posix.normalize(`./${name}`);
   if (normal === '..' || normal.startsWith('../')) {
@@ -27,7 +29,9 @@ export function cleanName(name: string, what = 'entry name'): string[] {
   const parts = normal.split('/').filter((p) => p !== '' && p !== '.');
   for (const p of parts) {
     if (Buffer.byteLength(p) > MAX_NAME_BYTES) {
-      throw invalidArgument(`${what} ${JSON.stringify(name.slice(0, 64))}… has a component longer than ${MAX_NAME_BYTES} bytes`);
+      throw invalidArgument(
+        `${what} ${JSON.stringify(name.slice(0, 64))}… has a component longer than ${MAX_NAME_BYTES} bytes`,
+      );
     }
   }
   return parts;

@@ -55,7 +55,9 @@ export async function resolveDirInRoot(
     }
     if (st.isSymbolicLink()) {
       if (++links > MAX_SYMLINKS) {
-        throw invalidArgument(`too many levels of symbolic links resolving ${JSON.stringify(components.join('/'))}`);
+        throw invalidArgument(
+          `too many levels of symbolic links resolving ${JSON.stringify(components.join('/'))}`,
+        );
       }
       const target = await readlink(abs);
       if (target.startsWith('/')) out.length = 0;

@@ -1,0 +1,61 @@
+// Deciding whether a path is unchanged between two trees, the way containerd's differ does: metadata
+// first, and file contents only when the mtimes cannot tell (whole-second mtimes may have been truncated
+// by a tar round trip).
+import { type BigIntStats, constants as fsc } from 'node:fs';
+import { open, readlink } from 'node:fs/promises';
+
+const CHUNK = 64 * 1024;
+
+/** Linux (glibc) dev_t layout. */
+export function devMajor(rdev: bigint): number {
+  return Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+}
+export function devMinor(rdev: bigint): number {
+  return Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+}
+
+async function sameContent(a: string, b: string): Promise<boolean> {
+  const fa = await open(a, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    const fb = await open(b, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      const ba = Buffer.allocUnsafe(CHUNK);
+      const bb = Buffer.allocUnsafe(CHUNK);
+      for (;;) {
+        const ra = await fa.read(ba, 0, CHUNK, null);
+        let got = 0;
+        // Regular files return full reads except at the end; loop anyway to line the two up.
+        while (got < ra.bytesRead) {
+          const rb = await fb.read(bb, got, ra.bytesRead - got, null);
+          if (rb.bytesRead === 0) return false;
+          got += rb.bytesRead;
+        }
+        if (ra.bytesRead === 0) return (await fb.read(bb, 0, 1, null)).bytesRead === 0;
+        if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, ra.bytesRead))) return false;
+      }
+    } finally {
+      await fb.close();
+    }
+  } finally {
+    await fa.close();
+  }
+}
+
+/** True when `upper` holds nothing a layer would need to record over `lower`. */
+export async function sameNode(
+  lowerPath: string,
+  l: BigIntStats,
+  upperPath: string,
+  u: BigIntStats,
+): Promise<boolean> {
+  if (l.dev === u.dev && l.ino === u.ino) return true;
+  if (l.mode !== u.mode || l.uid !== u.uid || l.gid !== u.gid) return false;
+  if (l.mtimeNs !== u.mtimeNs) return false;
+  if (u.isDirectory()) return true;
+  if (u.isSymbolicLink()) return (await readlink(lowerPath)) === (await readlink(upperPath));
+  if (u.isCharacterDevice() || u.isBlockDevice()) return l.rdev === u.rdev;
+  if (!u.isFile()) return true;
+  if (l.size !== u.size) return false;
+  if (u.mtimeNs % 1_000_000_000n !== 0n) return true;
+  return sameContent(lowerPath, upperPath);
+}

@@ -1,0 +1,812 @@
+// The layer applier and differ on the real file system, as root (owners, devices): layer sequences,
+// compression, diff/apply round trips, and a corpus of hostile archives that must not touch anything
+// outside the root.
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import {
+  chmod,
+  chown,
+  link,
+  lstat,
+  mkdir,
+  mkdtemp,
+  readFile,
+  readlink,
+  rm,
+  stat,
+  symlink,
+  unlink,
+  utimes,
+  writeFile,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { Readable } from 'node:stream';
+import { buffer } from 'node:stream/consumers';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { isInvalidArgument } from '../../src/errors.ts';
+import { digestOf } from '../../src/oci/digest.ts';
+import { MediaType } from '../../src/oci/media-types.ts';
+import { type ApplyOptions, type ApplyResult, applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
+import { diffDirectories, packDirectory } from '../../src/snapshots/diff/diff-directories.ts';
+import { type LayerEntry, makeLayer, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';
+
+const run = promisify(execFile);
+const asRoot = process.getuid?.() === 0;
+
+let work: string;
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'strata-layer-apply-'));
+});
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+let counter = 0;
+async function freshDir(label: string): Promise<string> {
+  const d = join(work, `${label}-${++counter}`);
+  await mkdir(d);
+  return d;
+}
+
+async function apply(root: string, tarBytes: Buffer, opts?: ApplyOptions): Promise<ApplyResult> {
+  return applyLayer(root, Readable.from([tarBytes]), opts);
+}
+
+const sha256hex = (b: Buffer | string) => createHash('sha256').update(b).digest('hex');
+
+describe('applyLayer: a sequence of layers', { skip: !asRoot && 'needs root (owners, devices)' }, () => {
+  test('whiteouts, opaque dirs, replacements, links, owners, modes and mtimes come out exactly', async () => {
+    const root = await freshDir('seq');
+    const l1: LayerEntry[] = [
+      { name: 'etc/', type: 'directory', mtime: T0 + 1 },
+      { name: 'etc/passwd', content: 'root:x:0:0\n', mtime: T0 + 2 },
+      { name: 'etc/group', content: 'root:x:0:\n', mode: 0o600, mtime: T0 + 3 },
+      { name: 'etc/localtime', type: 'symlink', linkname: '/usr/share/zoneinfo/UTC', mtime: T0 + 4 },
+      { name: 'usr/', type: 'directory', mtime: T0 + 5 },
+      { name: 'usr/bin/', type: 'directory', mode: 0o755, mtime: T0 + 6 },
+      {
+        name: 'usr/bin/tool',
+        content: '#!/bin/sh\necho hi\n',
+        mode: 0o4755,
+        uid: 1000,
+        gid: 1001,
+        mtime: T0 + 7,
+      },
+      { name: 'usr/bin/tool2', type: 'link', linkname: 'usr/bin/tool', mtime: T0 + 7 },
+      { name: 'usr/bin/rel', type: 'symlink', linkname: '../../etc/passwd', uid: 5, gid: 6, mtime: T0 + 8 },
+      { name: 'opt/', type: 'directory', mode: 0o1777, mtime: T0 + 9 },
+      { name: 'opt/a', content: 'a', mtime: T0 + 10 },
+      { name: 'opt/sub/', type: 'directory', mtime: T0 + 11 },
+      { name: 'opt/sub/c', content: 'c', mtime: T0 + 12 },
+      { name: 'var/', type: 'directory', mtime: T0 + 13 },
+      { name: 'var/x', content: 'x', mtime: T0 + 14 },
+      { name: 'var/y', content: 'y', mtime: T0 + 14 },
+      { name: 'replace-me', content: 'file first', mtime: T0 + 15 },
+      { name: 'dirtofile/', type: 'directory', mtime: T0 + 16 },
+      { name: 'dirtofile/child', content: 'child', mtime: T0 + 16 },
+      { name: 'pipe', type: 'fifo', mode: 0o640, mtime: T0 + 17 },
+      { name: 'zero', content: '', mode: 0, mtime: T0 + 18 },
+      { name: './', type: 'directory', mtime: T0 },
+    ];
+    const tar1 = await makeLayer(l1);
+    const r1 = await apply(root, tar1);
+    assert.equal(r1.diffId, digestOf(tar1));
+    assert.equal(r1.size, tar1.length);
+    assert.equal(r1.entries, l1.length);
+    assert.equal(r1.skipped.root, 1);
+
+    const l2: LayerEntry[] = [
+      { name: 'etc/', type: 'directory', mtime: T0 + 101 },
+      { name: 'etc/.wh.passwd' },
+      { name: 'opt/', type: 'directory', mode: 0o755, mtime: T0 + 102 },
+      // Written before the opaque marker, still kept: it comes from this layer.
+      { name: 'opt/new', content: 'new', mtime: T0 + 103 },
+      { name: 'opt/.wh..wh..opq' },
+      { name: 'opt/sub/', type: 'directory', mtime: T0 + 104 },
+      { name: 'opt/sub/d', content: 'd', mtime: T0 + 105 },
+      { name: 'var/', type: 'directory', mtime: T0 + 106 },
+      { name: 'var/.wh.x' },
+      // A whiteout of something this same layer writes leaves the new copy alone.
+      { name: 'var/y', content: 'y2', mtime: T0 + 107 },
+      { name: 'var/.wh.y' },
+      { name: 'replace-me/', type: 'directory', mode: 0o700, mtime: T0 + 108 },
+      { name: 'replace-me/inside', content: 'inside', mtime: T0 + 109 },
+      { name: 'dirtofile', content: 'now a file', mtime: T0 + 110 },
+      { name: 'usr/bin/', type: 'directory', mtime: T0 + 111 },
+      { name: 'usr/bin/tool', content: 'replaced', mode: 0o755, mtime: T0 + 111 },
+      { name: '.wh.zero' },
+      { name: '.wh..wh.plnk/123', content: 'aufs' },
+    ];
+    const tar2 = await makeLayer(l2);
+    const r2 = await apply(root, gzipSync(tar2));
+    assert.equal(r2.diffId, digestOf(tar2));
+    assert.equal(r2.skipped['aufs-meta'], 1);
+
+    const l3: LayerEntry[] = [
+      { name: 'replace-me', content: 'file again', mode: 0o640, mtime: T0 + 201 },
+      { name: 'newdir/deeper/', type: 'directory', mtime: T0 + 202 },
+    ];
+    const tar3 = await makeLayer(l3);
+    const r3 = await apply(root, zstdCompressSync(tar3));
+    assert.equal(r3.diffId, digestOf(tar3));
+    assert.equal(r3.size, tar3.length);
+
+    const tree = await snapshotTree(root);
+    const f = (content: string, mtime: number, mode = 0o644, uid = 0, gid = 0, linkGroup?: string) => ({
+      type: 'file',
+      mode,
+      uid,
+      gid,
+      mtime,
+      size: Buffer.byteLength(content),
+      sha256: sha256hex(content),
+      ...(linkGroup ? { linkGroup } : {}),
+    });
+    const d = (mtime: number, mode = 0o755) => ({ type: 'dir', mode, uid: 0, gid: 0, mtime });
+    const newdir = tree.newdir;
+    assert.ok(newdir && newdir.type === 'dir' && newdir.mode === 0o755, 'implicit parent created 0755');
+    assert.deepEqual(tree, {
+      dirtofile: f('now a file', T0 + 110),
+      etc: d(T0 + 101),
+      'etc/group': f('root:x:0:\n', T0 + 3, 0o600),
+      'etc/localtime': {
+        type: 'symlink',
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        mtime: T0 + 4,
+        target: '/usr/share/zoneinfo/UTC',
+      },
+      newdir: { ...d(newdir.mtime) },
+      'newdir/deeper': d(T0 + 202),
+      opt: d(T0 + 102),
+      'opt/new': f('new', T0 + 103),
+      'opt/sub': d(T0 + 104),
+      'opt/sub/d': f('d', T0 + 105),
+      pipe: { type: 'fifo', mode: 0o640, uid: 0, gid: 0, mtime: T0 + 17 },
+      'replace-me': f('file again', T0 + 201, 0o640),
+      usr: d(T0 + 5),
+      'usr/bin': d(T0 + 111),
+      'usr/bin/rel': { type: 'symlink', mode: 0, uid: 5, gid: 6, mtime: T0 + 8, target: '../../etc/passwd' },
+      'usr/bin/tool': f('replaced', T0 + 111, 0o755),
+      'usr/bin/tool2': f('#!/bin/sh\necho hi\n', T0 + 7, 0o4755, 1000, 1001),
+      var: d(T0 + 106),
+      'var/y': f('y2', T0 + 107),
+    });
+  });
+
+  test('a hardlink group keeps one inode', async () => {
+    const root = await freshDir('links');
+    await apply(
+      root,
+      await makeLayer([
+        { name: 'a', content: 'shared', mode: 0o600, uid: 7, gid: 8 },
+        { name: 'b', type: 'link', linkname: 'a' },
+        { name: 'd/c', type: 'link', linkname: '/a' },
+        { name: 's', type: 'symlink', linkname: 'a' },
+        { name: 'hs', type: 'link', linkname: 's' },
+      ]),
+    );
+    const [a, b, c, s, hs] = await Promise.all(['a', 'b', 'd/c', 's', 'hs'].map((n) => lstat(join(root, n))));
+    assert.equal(a!.nlink, 3);
+    assert.equal(b!.ino, a!.ino);
+    assert.equal(c!.ino, a!.ino);
+    assert.equal(a!.uid, 7);
+    assert.ok(hs!.isSymbolicLink(), 'a hardlink to a symlink links the symlink itself');
+    assert.equal(hs!.ino, s!.ino);
+  });
+
+  test('devices are skipped unless allowed, then created', async () => {
+    const layer = await makeLayer([
+      { name: 'dev/', type: 'directory' },
+      { name: 'dev/null', type: 'character-device', devmajor: 1, devminor: 3, mode: 0o666 },
+      { name: 'dev/loop9', type: 'block-device', devmajor: 7, devminor: 9, mode: 0o660, gid: 6 },
+    ]);
+    const skippedRoot = await freshDir('nodev');
+    const seen: string[] = [];
+    const r = await apply(skippedRoot, layer, { onSkip: (kind, name) => seen.push(`${kind}:${name}`) });
+    assert.equal(r.skipped.device, 2);
+    assert.deepEqual(seen, ['device:dev/null', 'device:dev/loop9']);
+    assert.deepEqual(Object.keys(await snapshotTree(skippedRoot)), ['dev']);
+
+    const devRoot = await freshDir('dev');
+    const r2 = await apply(devRoot, layer, { allowDevices: true });
+    assert.equal(r2.skipped.device, 0);
+    const tree = await snapshotTree(devRoot);
+    assert.equal(tree['dev/null']?.type, 'char');
+    assert.equal(tree['dev/null']?.mode, 0o666);
+    assert.equal(tree['dev/null']?.rdev, (await stat('/dev/null')).rdev);
+    assert.equal(tree['dev/loop9']?.type, 'block');
+    assert.equal(tree['dev/loop9']?.gid, 6);
+  });
+
+  test('xattrs are counted as skipped, PAX long names and big ids are honoured, id maps apply', async () => {
+    const root = await freshDir('pax');
+    const long = `${'d'.repeat(120)}/${'f'.repeat(150)}`;
+    const r = await apply(
+      root,
+      await makeLayer([
+        { name: 'cap', content: 'x', pax: { 'SCHILY.xattr.security.capability': 'abc' } },
+        { name: long, content: 'long' },
+        { name: 'big', content: 'b', pax: { uid: '3000000', gid: '3000001' } },
+        { name: 'mapped', content: 'm', uid: 10, gid: 20 },
+      ]),
+      {
+        uidMap: [{ containerId: 0, hostId: 100000, size: 5000000 }],
+        gidMap: [{ containerId: 0, hostId: 200000, size: 5000000 }],
+      },
+    );
+    assert.equal(r.skipped.xattr, 1);
+    assert.equal(await readFile(join(root, long), 'utf8'), 'long');
+    const big = await lstat(join(root, 'big'));
+    assert.deepEqual([big.uid, big.gid], [3100000, 3200001]);
+    const mapped = await lstat(join(root, 'mapped'));
+    assert.deepEqual([mapped.uid, mapped.gid], [100010, 200020]);
+
+    await assert.rejects(
+      apply(await freshDir('unmapped'), await makeLayer([{ name: 'f', uid: 10 }]), {
+        uidMap: [{ containerId: 0, hostId: 1000, size: 5 }],
+      }),
+      isInvalidArgument,
+    );
+  });
+
+  test('compression is taken from the media type or sniffed; the diff_id is always of the tar', async () => {
+    const tarBytes = await makeLayer([{ name: 'hello', content: 'world' }]);
+    const cases: [Buffer, string | undefined][] = [
+      [tarBytes, undefined],
+      [tarBytes, MediaType.ociLayer],
+      [gzipSync(tarBytes), undefined],
+      [gzipSync(tarBytes), MediaType.dockerLayerGzip],
+      [zstdCompressSync(tarBytes), undefined],
+      [zstdCompressSync(tarBytes), MediaType.ociLayerZstd],
+    ];
+    for (const [bytes, mt] of cases) {
+      const root = await freshDir('comp');
+      const r = await apply(root, bytes, mt ? { compression: mt } : {});
+      assert.equal(r.diffId, digestOf(tarBytes));
+      assert.equal(r.size, tarBytes.length);
+      assert.equal(await readFile(join(root, 'hello'), 'utf8'), 'world');
+    }
+    await assert.rejects(
+      apply(await freshDir('comp'), gzipSync(tarBytes), { compression: MediaType.ociLayerZstd }),
+      isInvalidArgument,
+    );
+    await assert.rejects(
+      apply(await freshDir('comp'), tarBytes, { compression: 'application/json' }),
+      isInvalidArgument,
+    );
+  });
+
+  test('the entry limit is enforced', async () => {
+    const layer = await makeLayer([{ name: 'a' }, { name: 'b' }, { name: 'c' }]);
+    await assert.rejects(apply(await freshDir('limit'), layer, { maxEntries: 2 }), (err) => {
+      assert.ok(isInvalidArgument(err));
+      assert.match(err.message, /more than 2 entries/);
+      return true;
+    });
+    await apply(await freshDir('limit'), layer, { maxEntries: 3 });
+  });
+
+  test('an aborted apply stops with Aborted', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    await assert.rejects(
+      apply(await freshDir('abort'), await makeLayer([{ name: 'a' }]), { signal: ac.signal }),
+      {
+        kind: 'Aborted',
+      },
+    );
+  });
+});
+
+/** Copy a tree with everything tar can carry (cp -a keeps hardlinks, owners, modes, times). */
+async function copyTree(from: string, to: string): Promise<void> {
+  await run('cp', ['-a', '--', `${from}/.`, to]);
+}
+
+async function setTimes(path: string, secs: number): Promise<void> {
+  await run('touch', ['-h', '-d', `@${secs}`, '--', path]);
+}
+
+describe('diffDirectories / packDirectory', { skip: !asRoot && 'needs root (owners)' }, () => {
+  async function makeLower(): Promise<string> {
+    const lower = await freshDir('lower');
+    await apply(
+      lower,
+      await makeLayer([
+        { name: 'etc/', type: 'directory', mtime: T0 + 1 },
+        { name: 'etc/passwd', content: 'root\n', mtime: T0 + 2 },
+        { name: 'etc/shadow', content: 'secret\n', mode: 0o640, gid: 42, mtime: T0 + 3 },
+        { name: 'etc/localtime', type: 'symlink', linkname: '/usr/share/zoneinfo/UTC', mtime: T0 + 4 },
+        { name: 'bin/', type: 'directory', mtime: T0 + 5 },
+        { name: 'bin/busybox', content: 'bb', mode: 0o755, mtime: T0 + 6 },
+        { name: 'bin/sh', type: 'link', linkname: 'bin/busybox' },
+        { name: 'gone/', type: 'directory', mtime: T0 + 7 },
+        { name: 'gone/file', content: 'g', mtime: T0 + 8 },
+        { name: 'becomes-dir', content: 'f', mtime: T0 + 9 },
+        { name: 'becomes-file/', type: 'directory', mtime: T0 + 10 },
+        { name: 'becomes-file/x', content: 'x', mtime: T0 + 10 },
+        { name: 'same-size', content: 'aaaa', mtime: T0 + 11 },
+        { name: 'keep/', type: 'directory', mtime: T0 + 12 },
+        { name: 'keep/untouched', content: 'u', mtime: T0 + 12 },
+        { name: 'keep/edited', content: 'e1', mtime: T0 + 12 },
+        { name: 'fifo', type: 'fifo', mtime: T0 + 13 },
+      ]),
+    );
+    return lower;
+  }
+
+  test('apply(diff(lower, upper)) onto a copy of lower equals upper', async () => {
+    const lower = await makeLower();
+    const upper = await freshDir('upper');
+    await copyTree(lower, upper);
+    // Changes of every kind.
+    await writeFile(join(upper, 'etc/passwd'), 'root\nuser\n');
+    await unlink(join(upper, 'etc/shadow'));
+    await rm(join(upper, 'gone'), { recursive: true });
+    await unlink(join(upper, 'becomes-dir'));
+    await mkdir(join(upper, 'becomes-dir'));
+    await writeFile(join(upper, 'becomes-dir/inner'), 'inner');
+    await rm(join(upper, 'becomes-file'), { recursive: true });
+    await writeFile(join(upper, 'becomes-file'), 'now a file');
+    await chmod(join(upper, 'bin/busybox'), 0o4755);
+    await link(join(upper, 'bin/busybox'), join(upper, 'bin/ls'));
+    await unlink(join(upper, 'etc/localtime'));
+    await symlink('/usr/share/zoneinfo/Europe/Paris', join(upper, 'etc/localtime'));
+    await chown(join(upper, 'etc/passwd'), 1234, 5678);
+    // Same size, same whole-second mtime, different bytes: only a content comparison sees it.
+    await writeFile(join(upper, 'same-size'), 'bbbb');
+    await utimes(join(upper, 'same-size'), T0 + 11, T0 + 11);
+    await writeFile(join(upper, 'keep/edited'), 'e2');
+    await utimes(join(upper, 'keep'), T0 + 12, T0 + 12); // parent looks untouched; the diff still carries it
+    await mkdir(join(upper, 'new/deep/er'), { recursive: true });
+    await writeFile(join(upper, 'new/deep/er/file'), randomBytes(200_000));
+    await writeFile(join(upper, `long-${'n'.repeat(200)}`), 'long name');
+    await writeFile(join(upper, 'zero-mode'), 'z', { mode: 0 });
+    await chmod(join(upper, 'zero-mode'), 0);
+    await setTimes(join(upper, 'etc/localtime'), T0 + 50);
+
+    const diffTar = await buffer(diffDirectories(lower, upper));
+    const again = await buffer(diffDirectories(lower, upper));
+    assert.ok(diffTar.equals(again), 'diff output is deterministic');
+
+    const target = await freshDir('target');
+    await copyTree(lower, target);
+    const r = await apply(target, diffTar);
+    assert.equal(r.diffId, digestOf(diffTar));
+    assert.deepEqual(await snapshotTree(target), await snapshotTree(upper));
+
+    // Unchanged files are not in the diff; whiteouts are.
+    const names = await tarNames(diffTar);
+    assert.ok(!names.includes('keep/untouched'));
+    assert.ok(names.includes('keep/'), 'the parent of a change is included');
+    assert.ok(names.includes('.wh.gone'));
+    assert.ok(names.includes('etc/.wh.shadow'));
+    assert.ok(!names.some((n) => n.startsWith('gone/')), 'no whiteouts below a deleted directory');
+    assert.ok(names.includes('same-size'));
+  });
+
+  test('a hardlink added to an unchanged file re-links the old names to the new copy', async () => {
+    const lower = await makeLower();
+    const upper = await freshDir('upper');
+    await copyTree(lower, upper);
+    await link(join(upper, 'keep/untouched'), join(upper, 'keep/zz-new-link'));
+    const diffTar = await buffer(diffDirectories(lower, upper));
+    const target = await freshDir('target');
+    await copyTree(lower, target);
+    await apply(target, diffTar);
+    assert.deepEqual(await snapshotTree(target), await snapshotTree(upper));
+    const [a, b] = await Promise.all([
+      lstat(join(target, 'keep/untouched')),
+      lstat(join(target, 'keep/zz-new-link')),
+    ]);
+    assert.equal(a.ino, b.ino);
+  });
+
+  test('an identical pair diffs to an empty layer', async () => {
+    const lower = await makeLower();
+    const upper = await freshDir('upper');
+    await copyTree(lower, upper);
+    assert.deepEqual(await tarNames(await buffer(diffDirectories(lower, upper))), []);
+  });
+
+  test('packDirectory of a tree, applied to an empty root, reproduces it', async () => {
+    const lower = await makeLower();
+    const packed = await buffer(packDirectory(lower));
+    const target = await freshDir('target');
+    await apply(target, packed);
+    assert.deepEqual(await snapshotTree(target), await snapshotTree(lower));
+    assert.deepEqual(await snapshotTree(target), await snapshotTree(lower));
+    assert.ok((await buffer(packDirectory(lower))).equals(packed), 'packing is deterministic');
+  });
+
+  test('a missing upper fails the stream instead of producing a partial layer', async () => {
+    await assert.rejects(buffer(packDirectory(join(work, 'does-not-exist'))));
+  });
+});
+
+async function tarNames(bytes: Buffer): Promise<string[]> {
+  const tar = (await import('tar-stream')).default;
+  const ex = tar.extract();
+  const names: string[] = [];
+  const done = (async () => {
+    for await (const e of ex) {
+      names.push(e.header.name);
+      e.resume();
+    }
+  })();
+  ex.end(bytes);
+  await done;
+  return names;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Hostile layers. Each case applies into base/root beside a sentinel directory base/outside, and checks
+// that nothing outside the root changed.
+
+interface Sandbox {
+  base: string;
+  root: string;
+  outside: string;
+  token: string;
+}
+
+async function sandbox(): Promise<Sandbox> {
+  const base = await freshDir('hostile');
+  const root = join(base, 'root');
+  const outside = join(base, 'outside');
+  await mkdir(root);
+  await mkdir(join(outside, 'dir'), { recursive: true });
+  await writeFile(join(outside, 'keep'), 'keep');
+  await writeFile(join(outside, 'dir/inner'), 'inner');
+  await setTimes(join(outside, 'keep'), T0);
+  return { base, root, outside, token: `pwn-${randomBytes(6).toString('hex')}` };
+}
+
+/** Everything outside the root that an escape could reach: the sandbox, and host files we name. */
+async function outsideState(s: Sandbox): Promise<unknown> {
+  const hostFile = async (p: string) => {
+    const st = await lstat(p);
+    return {
+      ino: st.ino,
+      mtimeMs: st.mtimeMs,
+      ctimeMs: st.ctimeMs,
+      nlink: st.nlink,
+      sha: sha256hex(await readFile(p)),
+    };
+  };
+  const exists = async (p: string) =>
+    lstat(p).then(
+      () => true,
+      () => false,
+    );
+  return {
+    sandbox: await snapshotTree(s.base, { skip: (r) => r === 'root' || r.startsWith('root/') }),
+    sandboxTimes: (await lstat(s.outside)).mtimeMs,
+    passwd: await hostFile('/etc/passwd'),
+    strays: await Promise.all(
+      [dirname(s.base), work, '/', '/tmp', '/etc', tmpdir()].map((d) => exists(join(d, s.token))),
+    ),
+    abs: await exists('/abs'),
+  };
+}
+
+async function hostile(
+  name: string,
+  layers: (s: Sandbox) => Promise<(LayerEntry[] | Buffer)[]>,
+  expect: 'reject' | ((s: Sandbox) => Promise<void>),
+): Promise<void> {
+  test(name, async () => {
+    const s = await sandbox();
+    const before = await outsideState(s);
+    const built = await layers(s);
+    let failure: unknown;
+    for (const l of built) {
+      try {
+        await apply(s.root, Buffer.isBuffer(l) ? l : await makeLayer(l));
+      } catch (err) {
+        failure = err;
+        break;
+      }
+    }
+    if (expect === 'reject') {
+      assert.ok(failure, 'the layer was expected to be refused');
+      assert.ok(isInvalidArgument(failure), `expected InvalidArgument, got ${String(failure)}`);
+    } else {
+      assert.equal(failure, undefined, `unexpected failure: ${String(failure)}`);
+      await expect(s);
+    }
+    assert.deepEqual(await outsideState(s), before, 'something outside the root changed');
+  });
+}
+
+describe('applyLayer: hostile layers', {
+  skip: !asRoot && 'needs root (the host files it guards are root-owned)',
+}, () => {
+  hostile('../escape is refused', async (s) => [[{ name: `../${s.token}`, content: 'x' }]], 'reject');
+
+  hostile(
+    'an absolute name lands inside the root',
+    async (s) => [[{ name: `/abs/${s.token}`, content: 'x' }]],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, 'abs', s.token), 'utf8'), 'x');
+    },
+  );
+
+  hostile('a/../../x is refused', async (s) => [[{ name: `a/../../${s.token}`, content: 'x' }]], 'reject');
+
+  hostile(
+    'a file through symlink evil -> / lands in the root, not on the host',
+    async () => [
+      [
+        { name: 'evil', type: 'symlink', linkname: '/' },
+        { name: 'evil/etc/passwd', content: 'pwned' },
+      ],
+    ],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, 'etc/passwd'), 'utf8'), 'pwned');
+      assert.equal(await readlink(join(s.root, 'evil')), '/');
+    },
+  );
+
+  hostile(
+    'a file through symlink evil -> ../../.. stays in the root',
+    async (s) => [
+      [
+        { name: 'evil', type: 'symlink', linkname: '../../..' },
+        { name: `evil/${s.token}`, content: 'x' },
+      ],
+    ],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, s.token), 'utf8'), 'x');
+    },
+  );
+
+  hostile(
+    'two layers: x -> <outside dir>, then x/pwn lands inside the root',
+    async (s) => [
+      [{ name: 'x', type: 'symlink', linkname: s.outside }],
+      [
+        { name: 'x/pwn', content: 'x' },
+        { name: 'x/keep', content: 'overwritten?' },
+      ],
+    ],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, s.outside, 'pwn'), 'utf8'), 'x');
+      assert.equal(await readFile(join(s.root, s.outside, 'keep'), 'utf8'), 'overwritten?');
+    },
+  );
+
+  hostile(
+    'a file replacing a symlink to an outside file replaces the link, not the target',
+    async (s) => [
+      [{ name: 'f', type: 'symlink', linkname: join(s.outside, 'keep') }],
+      [{ name: 'f', content: 'mine' }],
+    ],
+    async (s) => {
+      assert.ok((await lstat(join(s.root, 'f'))).isFile());
+    },
+  );
+
+  hostile(
+    'a directory entry over a symlink to an outside dir replaces the link, not the dir',
+    async (s) => [
+      [{ name: 'd', type: 'symlink', linkname: s.outside }],
+      [{ name: 'd/', type: 'directory', mode: 0o777, uid: 1234 }],
+    ],
+    async (s) => {
+      const st = await lstat(join(s.root, 'd'));
+      assert.ok(st.isDirectory());
+      assert.equal(st.uid, 1234);
+    },
+  );
+
+  hostile(
+    'a hardlink to ../../outside is refused',
+    async () => [[{ name: 'h', type: 'link', linkname: '../../outside/keep' }]],
+    'reject',
+  );
+
+  hostile(
+    'a hardlink to /etc/passwd with no such file in the root is refused',
+    async () => [[{ name: 'h', type: 'link', linkname: '/etc/passwd' }]],
+    'reject',
+  );
+
+  hostile(
+    'a hardlink to /etc/passwd links the root copy, never the host file',
+    async () => [
+      [
+        { name: 'etc/passwd', content: 'in root' },
+        { name: 'h', type: 'link', linkname: '/etc/passwd' },
+      ],
+    ],
+    async (s) => {
+      const [h, p] = await Promise.all([lstat(join(s.root, 'h')), lstat(join(s.root, 'etc/passwd'))]);
+      assert.equal(h.ino, p.ino);
+      assert.notEqual(h.ino, (await lstat('/etc/passwd')).ino);
+    },
+  );
+
+  hostile(
+    'a hardlink through a symlinked parent to a host path is refused when the root lacks it',
+    async () => [
+      [
+        { name: 'evil', type: 'symlink', linkname: '/etc' },
+        { name: 'h', type: 'link', linkname: 'evil/passwd' },
+      ],
+    ],
+    'reject',
+  );
+
+  hostile(
+    'a hardlink to an outside file via a symlink to its directory is refused',
+    async (s) => [
+      [
+        { name: 'o', type: 'symlink', linkname: s.outside },
+        { name: 'h', type: 'link', linkname: 'o/keep' },
+      ],
+    ],
+    'reject',
+  );
+
+  hostile('a whiteout ../.wh.x is refused', async () => [[{ name: '../.wh.outside' }]], 'reject');
+  hostile('a whiteout .wh... (of "..") is refused', async () => [[{ name: 'dir/.wh...' }]], 'reject');
+
+  hostile(
+    'a whiteout through a symlink to the sandbox deletes nothing outside',
+    async (s) => [
+      [{ name: 'evil', type: 'symlink', linkname: s.base }],
+      [{ name: 'evil/.wh.outside' }, { name: 'evil/outside/.wh..wh..opq' }],
+    ],
+    async () => {},
+  );
+
+  hostile(
+    'an opaque marker in a symlinked dir empties only the in-root directory',
+    async (s) => [
+      [
+        { name: `${s.outside.slice(1)}/own`, content: 'in root' },
+        { name: 'evil', type: 'symlink', linkname: s.outside },
+      ],
+      [{ name: 'evil/.wh..wh..opq' }],
+    ],
+    async (s) => {
+      assert.deepEqual(Object.keys(await snapshotTree(join(s.root, s.outside))), []);
+    },
+  );
+
+  hostile(
+    'a symlink loop in the parent chain is refused',
+    async () => [
+      [
+        { name: 'a', type: 'symlink', linkname: 'b' },
+        { name: 'b', type: 'symlink', linkname: 'a' },
+        { name: 'a/file', content: 'x' },
+      ],
+    ],
+    'reject',
+  );
+
+  hostile(
+    'a self-referencing symlink in the parent chain is refused',
+    async () => [
+      [
+        { name: 'l', type: 'symlink', linkname: '/l' },
+        { name: 'l/x', content: 'x' },
+      ],
+    ],
+    'reject',
+  );
+
+  hostile(
+    'a name longer than 4096 bytes is refused',
+    async () => [[{ name: `${'a/'.repeat(2100)}f`, content: 'x' }]],
+    'reject',
+  );
+  hostile(
+    'a name component longer than 255 bytes is refused',
+    async () => [[{ name: 'x'.repeat(300), content: 'x' }]],
+    'reject',
+  );
+  hostile(
+    'a long but legal name is written',
+    async () => [[{ name: `${`${'p'.repeat(200)}/`.repeat(14)}leaf`, content: 'deep' }]],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, `${`${'p'.repeat(200)}/`.repeat(14)}leaf`), 'utf8'), 'deep');
+    },
+  );
+  hostile(
+    'a symlink target longer than 4096 bytes is refused',
+    async () => [[{ name: 's', type: 'symlink', linkname: 'x'.repeat(5000) }]],
+    'reject',
+  );
+  hostile(
+    'a name with a NUL byte is refused',
+    async () => [[{ name: 'a', pax: { path: 'a\0b' } }]],
+    'reject',
+  );
+
+  hostile(
+    'a truncated tar (inside file data) is refused',
+    async () => {
+      const t = await makeLayer([{ name: 'big', content: 'z'.repeat(5000) }]);
+      return [t.subarray(0, 512 + 1000)];
+    },
+    'reject',
+  );
+  hostile(
+    'a truncated tar (inside a header) is refused',
+    async () => {
+      const t = await makeLayer([
+        { name: 'a', content: 'a' },
+        { name: 'b', content: 'b' },
+      ]);
+      return [t.subarray(0, 1024 + 300)];
+    },
+    'reject',
+  );
+  hostile(
+    'a tar with a corrupted header checksum is refused',
+    async () => {
+      const t = Buffer.from(await makeLayer([{ name: 'a', content: 'a' }]));
+      t[0] = 0x62; // name changes, checksum does not
+      return [t];
+    },
+    'reject',
+  );
+  hostile(
+    'a corrupt gzip stream is refused',
+    async () => {
+      const gz = Buffer.from(
+        gzipSync(await makeLayer([{ name: 'a', content: randomBytes(4000).toString('hex') }])),
+      );
+      for (let i = 20; i < gz.length - 8; i += 7) gz[i] = (gz[i] ?? 0) ^ 0x5a;
+      return [gz];
+    },
+    'reject',
+  );
+  hostile(
+    'a truncated gzip stream is refused',
+    async () => {
+      const gz = gzipSync(await makeLayer([{ name: 'a', content: randomBytes(4000).toString('hex') }]));
+      return [gz.subarray(0, gz.length - 100)];
+    },
+    'reject',
+  );
+  hostile(
+    'a truncated zstd stream is refused',
+    async () => {
+      const z = zstdCompressSync(
+        await makeLayer([{ name: 'a', content: randomBytes(4000).toString('hex') }]),
+      );
+      return [z.subarray(0, z.length - 100)];
+    },
+    'reject',
+  );
+  hostile(
+    'a non-directory in the parent chain is refused',
+    async () => [
+      [
+        { name: 'f', content: 'file' },
+        { name: 'f/child', content: 'x' },
+      ],
+    ],
+    'reject',
+  );
+  hostile(
+    'a hardlink to a directory is refused',
+    async () => [
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'h', type: 'link', linkname: 'd' },
+      ],
+    ],
+    'reject',
+  );
+});
