@@ -6,7 +6,7 @@ import type { Metadata } from '@grpc/grpc-js';
 import { invalidArgument } from '../../errors.ts';
 import type { LeaseRecord, LeaseStore } from '../../metadata/leases.ts';
 import { type LeaseSchema, Leases } from '../gen/containerd/services/leases/v1/leases_pb.ts';
-import { namespaceOf, validateIdentifier } from '../grpc/namespace.ts';
+import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 import { timestampFromNanos } from './timestamps.ts';
 
@@ -27,15 +27,12 @@ export interface LeasesServiceDeps {
 
 /**
  * What containerd's lease service generates when a client sends no id (`ctr leases create` does not):
- * the nanoseconds of the current second and four URL-safe base64 characters.
+ * the nanoseconds of the current second and four URL-safe base64 characters. Like containerd, lease ids
+ * are not held to the identifier rule (ctr's own ids may end in '_').
  */
 export function randomLeaseId(): string {
-  for (;;) {
-    const nanos = BigInt(Date.now() % 1000) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
-    const id = `${nanos}-${randomBytes(3).toString('base64url')}`;
-    // base64url may put '-' or '_' next to the separator; draw again rather than hand out an invalid id.
-    if (/^[0-9]+-[A-Za-z0-9]+(?:[_-][A-Za-z0-9]+)*$/.test(id)) return id;
-  }
+  const nanos = BigInt(Date.now() % 1000) * 1_000_000n + (process.hrtime.bigint() % 1_000_000n);
+  return `${nanos}-${randomBytes(3).toString('base64url')}`;
 }
 
 function leaseToProto(l: LeaseRecord): MessageInitShape<typeof LeaseSchema> {
@@ -53,7 +50,6 @@ export function leasesService(deps: LeasesServiceDeps): ServiceRegistration {
     create(req, ctx) {
       const ns = namespaceOf(ctx.metadata);
       const id = req.id === '' ? randomLeaseId() : req.id;
-      validateIdentifier(id);
       const lease = leases.create(ns, { id, labels: req.labels });
       return { lease: leaseToProto(lease) };
     },

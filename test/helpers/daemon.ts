@@ -1,0 +1,162 @@
+// A real `strata daemon` for tests: `bin/strata daemon` in its own process group on a temp root, ready once
+// gRPC health answers SERVING, plus the real ctr pointed at it and a typed gRPC client.
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import type { Client } from '@grpc/grpc-js';
+import { Health, HealthCheckResponse_ServingStatus } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
+import { callUnary, createClient, metadataWith } from '../../src/api/grpc/client.ts';
+import type { AfterHook } from './process.ts';
+import { type ServerProcess, spawnServer } from './process.ts';
+import { removeTempDir, tempDir } from './tmp.ts';
+
+const BIN = new URL('../../bin/strata', import.meta.url).pathname;
+export const CTR = '/usr/bin/ctr';
+
+export interface CtrResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export interface CtrOptions {
+  /** `--namespace`; ctr's default (`default`) when omitted. */
+  namespace?: string;
+  /** Kill ctr after this long (default 120 s). */
+  timeoutMs?: number;
+}
+
+export interface StartDaemonOptions {
+  /** Reuse a state directory (e.g. one a stopped daemon left); a fresh temp dir otherwise. */
+  root?: string;
+  logLevel?: string;
+  /** Extra daemon flags, e.g. ['--metrics-address', '127.0.0.1:0']. */
+  args?: string[];
+  /** The daemon is stopped and its temp root removed after the test, pass or fail. */
+  t?: AfterHook;
+}
+
+export interface TestDaemon {
+  /** Path of the unix socket (what `ctr --address` takes). */
+  readonly address: string;
+  readonly root: string;
+  /** The daemon's stdout/stderr (pino JSON lines). */
+  readonly logFile: string;
+  /** Stops the daemon (SIGTERM, then SIGKILL after 5 s); the root stays until the test ends. */
+  stop(): Promise<void>;
+  /** Stops and starts it again on the same root and socket. */
+  restart(): Promise<void>;
+  /** Runs the real ctr against the daemon; never throws on a non-zero exit. */
+  ctr(args: string[], opts?: CtrOptions): Promise<CtrResult>;
+  /** Like ctr(), but a non-zero exit throws with ctr's stderr; returns stdout. */
+  ctrOk(args: string[], opts?: CtrOptions): Promise<string>;
+  /** A grpc-js client on the socket (closed when the test ends if `t` was given). */
+  client(): Client;
+  /** Metadata for `containerd-namespace` (and more pairs). */
+  metadata(namespace?: string, extra?: Record<string, string>): ReturnType<typeof metadataWith>;
+}
+
+async function healthy(address: string): Promise<boolean> {
+  const client = createClient(`unix://${address}`);
+  try {
+    const res = await callUnary(client, Health.method.check, { service: '' }, { timeoutMs: 1000 });
+    return res.status === HealthCheckResponse_ServingStatus.SERVING;
+  } finally {
+    client.close();
+  }
+}
+
+export function runCtr(address: string, args: string[], opts: CtrOptions = {}): Promise<CtrResult> {
+  const env = { ...process.env };
+  // Let ctr make its Introspection.Server call as a user's ctr would.
+  delete env.CONTAINERD_SUPPRESS_DEPRECATION_WARNINGS;
+  delete env.CONTAINERD_ADDRESS;
+  delete env.CONTAINERD_NAMESPACE;
+  const full = ['--address', address, ...(opts.namespace ? ['--namespace', opts.namespace] : []), ...args];
+  return new Promise((resolve, reject) => {
+    const proc = spawn(CTR, full, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    proc.stdout.on('data', (c: Buffer) => out.push(c));
+    proc.stderr.on('data', (c: Buffer) => err.push(c));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code: code ?? (signal ? 128 : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+  });
+}
+
+export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDaemon> {
+  const ownRoot = opts.root === undefined;
+  const root = opts.root ?? (await tempDir('daemon'));
+  const address = join(root, 'strata.sock');
+  const logFile = join(root, 'daemon.log');
+  const clients: Client[] = [];
+  let server: ServerProcess | undefined;
+
+  const spawnDaemon = async () => {
+    server = await spawnServer(
+      BIN,
+      [
+        'daemon',
+        '--root',
+        root,
+        '--address',
+        address,
+        '--log-level',
+        opts.logLevel ?? 'info',
+        ...(opts.args ?? []),
+      ],
+      { name: 'strata daemon', logFile, readyCheck: () => healthy(address), timeoutMs: 30_000 },
+    );
+  };
+  const stop = async () => {
+    await server?.stop();
+  };
+
+  try {
+    await spawnDaemon();
+  } catch (err) {
+    if (ownRoot) await removeTempDir(root);
+    throw err;
+  }
+  opts.t?.after(async () => {
+    for (const c of clients) c.close();
+    await stop();
+    if (ownRoot) await removeTempDir(root);
+  });
+
+  const ctr = (args: string[], o?: CtrOptions) => runCtr(address, args, o);
+  return {
+    address,
+    root,
+    logFile,
+    stop,
+    async restart() {
+      await stop();
+      await spawnDaemon();
+    },
+    ctr,
+    async ctrOk(args, o) {
+      const r = await ctr(args, o);
+      if (r.code !== 0) throw new Error(`ctr ${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+      return r.stdout;
+    },
+    client() {
+      const c = createClient(`unix://${address}`);
+      clients.push(c);
+      return c;
+    },
+    metadata(namespace = 'default', extra = {}) {
+      return metadataWith({ 'containerd-namespace': namespace, ...extra });
+    },
+  };
+}
