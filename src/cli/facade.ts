@@ -1,11 +1,12 @@
 // `strata facade`: the registry facade. Config file first, flags on top; JSON logs (one line per request
 // with request id, spec id, source, bytes and duration); graceful stop on SIGTERM/SIGINT (a second signal
 // exits at once).
+
+import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { messageOf } from '../errors.ts';
-import { parsePlatform } from '../oci/platform.ts';
 import {
   type FacadeConfig,
   facadeConfigFrom,
@@ -15,7 +16,7 @@ import {
 } from '../facade/config.ts';
 import { startFacade } from '../facade/http/app.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
-import { resolve } from 'node:path';
+import { parsePlatform } from '../oci/platform.ts';
 
 interface FacadeFlags {
   listen?: string;
@@ -65,7 +66,12 @@ export function registerFacade(program: Command): void {
     .option('--spec-store <dir>', "Strata's own spec store (see strata spec), served as remote/<id>")
     .option('--spec-provider <host:port>', 'remote registryfacade.SpecProvider, tried in order', collect, [])
     .option('--platform <os/arch>', 'platform picked from multi-platform images (default linux/amd64)')
-    .option('--plain-http <host[:port]>', 'registry or content-layer host reached over plain HTTP', collect, [])
+    .option(
+      '--plain-http <host[:port]>',
+      'registry or content-layer host reached over plain HTTP',
+      collect,
+      [],
+    )
     .option('--docker-auth <file>', 'docker config.json with registry credentials (re-read on change)')
     .option('--content-redirect', 'redirect clients to remote content-layer URLs instead of proxying them')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')

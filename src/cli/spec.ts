@@ -62,7 +62,8 @@ export async function specFromPut(file: string | undefined, f: PutFlags): Promis
     mediaType: f.contentLayerMediaType[i] ?? 'application/vnd.oci.image.layer.v1.tar+gzip',
     size: Number(f.contentLayerSize[i]),
   }));
-  for (const path of f.directLayer) added.push({ kind: 'direct', content: new Uint8Array(await readFile(path)) });
+  for (const path of f.directLayer)
+    added.push({ kind: 'direct', content: new Uint8Array(await readFile(path)) });
   if (added.length > 0) spec.contentLayers = [...spec.contentLayers, ...added];
   return validateImageSpec(spec, { allowHttpHost: () => true });
 }
@@ -92,10 +93,25 @@ export function registerSpec(program: Command): void {
     .option('--ide-layer-ref <ref>', 'further image whose layers are added (repeatable)', collect, [])
     .option('--content-layer-url <url>', 'remote content layer URL (repeatable)', collect, [])
     .option('--content-layer-digest <digest>', 'digest of the blob at the matching URL', collect, [])
-    .option('--content-layer-diff-id <digest>', 'diff_id of the matching URL (empty: uncompressed)', collect, [])
-    .option('--content-layer-media-type <type>', 'media type of the matching URL (default tar+gzip)', collect, [])
+    .option(
+      '--content-layer-diff-id <digest>',
+      'diff_id of the matching URL (empty: uncompressed)',
+      collect,
+      [],
+    )
+    .option(
+      '--content-layer-media-type <type>',
+      'media type of the matching URL (default tar+gzip)',
+      collect,
+      [],
+    )
     .option('--content-layer-size <bytes>', 'size of the blob at the matching URL', collect, [])
-    .option('--direct-layer <tar>', 'an uncompressed tar file added as a direct content layer (repeatable)', collect, [])
+    .option(
+      '--direct-layer <tar>',
+      'an uncompressed tar file added as a direct content layer (repeatable)',
+      collect,
+      [],
+    )
     .action((id: string, file: string | undefined, f: PutFlags) =>
       run(async () => {
         const s = await specFromPut(file, f);
@@ -147,7 +163,10 @@ export function registerSpec(program: Command): void {
       run(async () => {
         const logger = pino({ base: { pid: process.pid, service: 'spec-provider' } });
         const { host, port } = parseListen(f.listen, '--listen');
-        const server = createGrpcServer({ logger, services: [specProviderService(new SpecStore(resolve(f.dataDir)))] });
+        const server = createGrpcServer({
+          logger,
+          services: [specProviderService(new SpecStore(resolve(f.dataDir)))],
+        });
         await server.listenTcp(host, port);
         await new Promise<void>((done) => {
           const stop = () => {

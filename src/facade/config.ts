@@ -50,7 +50,8 @@ export interface FacadeConfig {
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
-  const base = env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
+  const base =
+    env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
   return join(base, 'strata', 'facade');
 }
 
@@ -66,7 +67,8 @@ function fail(where: string, what: string): never {
 
 function checkKeys(o: Obj, allowed: readonly string[], where: string): void {
   for (const k of Object.keys(o)) {
-    if (!allowed.includes(k)) fail(where === '' ? k : `${where}.${k}`, `unknown key (expected one of ${allowed.join(', ')})`);
+    if (!allowed.includes(k))
+      fail(where === '' ? k : `${where}.${k}`, `unknown key (expected one of ${allowed.join(', ')})`);
   }
 }
 
@@ -92,7 +94,8 @@ function list(v: unknown, where: string): unknown[] {
 
 function positive(v: unknown, where: string, fallback: number): number {
   if (v === undefined || v === null) return fallback;
-  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) fail(where, `want a positive number, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    fail(where, `want a positive number, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -166,7 +169,9 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const listen = parseListen(optStr(d.listen, 'listen') ?? DEFAULT_LISTEN, 'listen');
   let prefix: string;
   try {
-    prefix = normalizePrefix(typeof d.prefix === 'string' ? d.prefix : d.prefix === undefined ? '' : str(d.prefix, 'prefix'));
+    prefix = normalizePrefix(
+      typeof d.prefix === 'string' ? d.prefix : d.prefix === undefined ? '' : str(d.prefix, 'prefix'),
+    );
   } catch (err) {
     fail('prefix', messageOf(err));
   }
@@ -178,7 +183,8 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     tls = { cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
   }
 
-  const sp = d.specProviders === undefined || d.specProviders === null ? {} : obj(d.specProviders, 'specProviders');
+  const sp =
+    d.specProviders === undefined || d.specProviders === null ? {} : obj(d.specProviders, 'specProviders');
   checkKeys(sp, ['remote', 'fixedFile', 'store', 'cacheTtlSeconds', 'cacheEntries'], 'specProviders');
   const remote = list(sp.remote, 'specProviders.remote').map((r, i): RemoteProviderConfig => {
     const where = `specProviders.remote[${i}]`;
@@ -251,9 +257,11 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     return s;
   });
   const caCerts = list(d.caCerts, 'caCerts').map((p, i) => path(p, `caCerts[${i}]`));
-  const cl = d.contentLayers === undefined || d.contentLayers === null ? {} : obj(d.contentLayers, 'contentLayers');
+  const cl =
+    d.contentLayers === undefined || d.contentLayers === null ? {} : obj(d.contentLayers, 'contentLayers');
   checkKeys(cl, ['redirect'], 'contentLayers');
-  if (cl.redirect !== undefined && typeof cl.redirect !== 'boolean') fail('contentLayers.redirect', 'want true or false');
+  if (cl.redirect !== undefined && typeof cl.redirect !== 'boolean')
+    fail('contentLayers.redirect', 'want true or false');
 
   return {
     listen,

@@ -14,7 +14,12 @@ import {
   type ParsedManifest,
   parseImageConfig,
 } from '../oci/manifest.ts';
-import { formatReference, parseNormalizedReference, type Reference, withDefaultTag } from '../oci/reference.ts';
+import {
+  formatReference,
+  parseNormalizedReference,
+  type Reference,
+  withDefaultTag,
+} from '../oci/reference.ts';
 import { readCapped } from '../registry/http.ts';
 import type { BlobCache, CacheOutcome, ReadRange } from './blobs/cache.ts';
 import type { BlobSource, Found } from './blobs/sources.ts';
@@ -218,7 +223,10 @@ export class FacadeService {
     return this.history.get(key)?.find(pred);
   }
 
-  private findBlob(key: string, digest: Digest): { composition: Composition; layer?: ComposedLayer } | undefined {
+  private findBlob(
+    key: string,
+    digest: Digest,
+  ): { composition: Composition; layer?: ComposedLayer } | undefined {
     for (const c of this.history.get(key) ?? []) {
       if (c.image.configDigest === digest) return { composition: c };
       const layer = c.image.layers.find((l) => l.descriptor.digest === digest);
@@ -228,7 +236,9 @@ export class FacadeService {
   }
 
   private remember(key: string, c: Composition): void {
-    const old = (this.history.get(key) ?? []).filter((x) => x.image.manifestDigest !== c.image.manifestDigest);
+    const old = (this.history.get(key) ?? []).filter(
+      (x) => x.image.manifestDigest !== c.image.manifestDigest,
+    );
     this.history.set(key, [c, ...old].slice(0, this.historyPerName));
   }
 

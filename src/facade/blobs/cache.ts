@@ -8,14 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import {
-  aborted,
-  dataLoss,
-  errorKind,
-  failedPrecondition,
-  notFound,
-  outOfRange,
-} from '../../errors.ts';
+import { aborted, dataLoss, errorKind, failedPrecondition, notFound, outOfRange } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, Digester, encodedOf, isDigest } from '../../oci/digest.ts';
 
@@ -98,7 +91,9 @@ export class BlobCache {
   /** Opens (creating) the cache dir, drops leftover temp files and indexes what is there, oldest first. */
   static async open(options: BlobCacheOptions): Promise<BlobCache> {
     if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 0) {
-      throw failedPrecondition(`blob cache: maxBytes must be a non-negative integer, got ${options.maxBytes}`);
+      throw failedPrecondition(
+        `blob cache: maxBytes must be a non-negative integer, got ${options.maxBytes}`,
+      );
     }
     const cache = new BlobCache(options);
     await rm(cache.tmpDir, { recursive: true, force: true });
@@ -183,7 +178,12 @@ export class BlobCache {
    * fill out of `source`. Without a source, an uncached blob is NotFound. The stream errors (DataLoss) if
    * the fill turns out wrong; it never ends early without an error.
    */
-  read(desc: Descriptor, range: ReadRange | undefined, source: FillSource | undefined, signal?: AbortSignal): CacheRead {
+  read(
+    desc: Descriptor,
+    range: ReadRange | undefined,
+    source: FillSource | undefined,
+    signal?: AbortSignal,
+  ): CacheRead {
     if (this.closed) throw failedPrecondition('blob cache is closed');
     const { start, end } = range ?? { start: 0, end: desc.size };
     if (start < 0 || end > desc.size || start > end) {
@@ -193,7 +193,9 @@ export class BlobCache {
     let outcome: CacheOutcome;
     if (entry && entry.state !== 'failed') {
       if (entry.size !== desc.size) {
-        throw dataLoss(`cached blob ${desc.digest} has ${entry.size} bytes, the descriptor says ${desc.size}`);
+        throw dataLoss(
+          `cached blob ${desc.digest} has ${entry.size} bytes, the descriptor says ${desc.size}`,
+        );
       }
       outcome = entry.state === 'complete' ? 'hit' : 'joined';
     } else {
@@ -264,7 +266,9 @@ export class BlobCache {
             stream.destroy();
           }
           if (entry.written !== entry.size) {
-            throw dataLoss(`blob ${entry.digest}: source ended after ${entry.written} of ${entry.size} bytes`);
+            throw dataLoss(
+              `blob ${entry.digest}: source ended after ${entry.written} of ${entry.size} bytes`,
+            );
           }
           break;
         } catch (err) {
@@ -327,7 +331,12 @@ export class BlobCache {
     });
   }
 
-  private async *follow(entry: Entry, start: number, end: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *follow(
+    entry: Entry,
+    start: number,
+    end: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
     let fh: FileHandle | undefined;
     try {
       let pos = start;

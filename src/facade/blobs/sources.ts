@@ -45,8 +45,7 @@ export class StaticFileSource implements BlobSource {
     return {
       kind: 'local',
       source: this.name,
-      open: (range) =>
-        createReadStream(path, range ? { start: range.start, end: range.end - 1 } : undefined),
+      open: (range) => createReadStream(path, range ? { start: range.start, end: range.end - 1 } : undefined),
     };
   }
 }
@@ -61,7 +60,10 @@ export class DirectLayerSource implements BlobSource {
     return {
       kind: 'fill',
       source: this.name,
-      fill: async (offset) => Readable.from([Buffer.from(content.buffer, content.byteOffset + offset, content.byteLength - offset)]),
+      fill: async (offset) =>
+        Readable.from([
+          Buffer.from(content.buffer, content.byteOffset + offset, content.byteLength - offset),
+        ]),
     };
   }
 }
@@ -90,10 +92,16 @@ export class RemoteLayerSource implements BlobSource {
     const url = new URL(origin.url);
     if (url.protocol === 'file:') return undefined;
     if (url.protocol !== 'https:' && !(url.protocol === 'http:' && this.options.allowHttpHost(url.host))) {
-      throw invalidArgument(`content layer ${q.descriptor.digest}: ${url.protocol} URLs are not allowed for ${url.host}`);
+      throw invalidArgument(
+        `content layer ${q.descriptor.digest}: ${url.protocol} URLs are not allowed for ${url.host}`,
+      );
     }
     if (this.options.redirect) return { kind: 'redirect', source: this.name, url: url.href };
-    return { kind: 'fill', source: this.name, fill: (offset, signal) => this.options.open(url, offset, signal) };
+    return {
+      kind: 'fill',
+      source: this.name,
+      fill: (offset, signal) => this.options.open(url, offset, signal),
+    };
   }
 }
 
@@ -121,6 +129,10 @@ export class UpstreamLayerSource implements BlobSource {
     const { domain, path } = parseNormalizedReference(ref);
     // The descriptor as the source image lists it; only the media type may differ in the composed one.
     const desc = q.descriptor;
-    return { kind: 'fill', source: this.name, fill: (offset, signal) => this.open({ domain, path }, desc, offset, signal) };
+    return {
+      kind: 'fill',
+      source: this.name,
+      fill: (offset, signal) => this.open({ domain, path }, desc, offset, signal),
+    };
   }
 }

@@ -147,7 +147,8 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         }),
       );
     }
-    if (remote.length > 0) providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
+    if (remote.length > 0)
+      providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
     if (config.specProviders.fixedFile) {
       const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
         onReloadError: (err) => logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded'),
@@ -208,7 +209,10 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       grpc = createGrpcServer({ logger, services: [specProviderService(store)] });
       const g = grpc;
       undo.push(() => g.shutdown());
-      specProviderPort = await grpc.listenTcp(config.specProviders.store.listen.host, config.specProviders.store.listen.port);
+      specProviderPort = await grpc.listenTcp(
+        config.specProviders.store.listen.host,
+        config.specProviders.store.listen.port,
+      );
     }
 
     const tls = config.tls
@@ -222,14 +226,20 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       registry: options.registry,
       ready: async () => {
         if (providers.size === 0) return { ready: false, reason: 'no spec provider configured' };
-        if (!(await cache.writable())) return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
+        if (!(await cache.writable()))
+          return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
         return { ready: true };
       },
     });
     const server: RunningServer = await listenFacade(handler, { ...config.listen, tls });
     undo.push(() => server.close());
     logger.info(
-      { url: server.url, providers: [...providers.keys()], prefix: config.prefix, cacheDir: config.cache.dir },
+      {
+        url: server.url,
+        providers: [...providers.keys()],
+        prefix: config.prefix,
+        cacheDir: config.cache.dir,
+      },
       'facade listening',
     );
     return { url: server.url, port: server.port, specProviderPort, service, cache, metrics, close };

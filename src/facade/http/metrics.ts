@@ -49,7 +49,11 @@ export class FacadeMetrics implements FacadeObserver {
       labelNames: ['source', 'outcome'],
       registers,
     });
-    this.cacheHits = new Counter({ name: 'strata_facade_cache_hits_total', help: 'Blob reads served from the disk cache', registers });
+    this.cacheHits = new Counter({
+      name: 'strata_facade_cache_hits_total',
+      help: 'Blob reads served from the disk cache',
+      registers,
+    });
     this.cacheMisses = new Counter({
       name: 'strata_facade_cache_misses_total',
       help: 'Blob reads that started a cache fill',
@@ -60,7 +64,11 @@ export class FacadeMetrics implements FacadeObserver {
       help: 'Blob reads that followed a fill already running',
       registers,
     });
-    this.inFlight = new Gauge({ name: 'strata_facade_http_in_flight', help: 'Requests being answered', registers });
+    this.inFlight = new Gauge({
+      name: 'strata_facade_http_in_flight',
+      help: 'Requests being answered',
+      registers,
+    });
     this.cacheBytes = new Gauge({
       name: 'strata_facade_cache_bytes',
       help: 'Bytes held or reserved in the disk blob cache',

@@ -9,7 +9,11 @@ import { bareMediaType } from '../../oci/media-types.ts';
 
 /** Whether an Accept header (all values) admits `mediaType`. */
 export function accepts(acceptHeader: string | string[] | undefined, mediaType: string): boolean {
-  const values = Array.isArray(acceptHeader) ? acceptHeader : acceptHeader === undefined ? [] : [acceptHeader];
+  const values = Array.isArray(acceptHeader)
+    ? acceptHeader
+    : acceptHeader === undefined
+      ? []
+      : [acceptHeader];
   const items = values
     .flatMap((v) => v.split(','))
     .map((v) => v.trim())
@@ -21,7 +25,8 @@ export function accepts(acceptHeader: string | string[] | undefined, mediaType: 
     const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
     if (q !== undefined && Number(q.slice(2)) === 0) continue;
     const t = bareMediaType(typePart ?? '');
-    if (t === want || t === '*/*' || t === '*' || t === 'application/*' || t === 'application/json') return true;
+    if (t === want || t === '*/*' || t === '*' || t === 'application/*' || t === 'application/json')
+      return true;
   }
   return false;
 }

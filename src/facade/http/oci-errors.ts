@@ -51,7 +51,8 @@ export function ociErrorOf(err: unknown, route: RouteKind): OciError {
       // The spec this name stands for, or an image it names, cannot be composed as it is.
       return {
         status: 400,
-        code: route === 'blob' ? 'DIGEST_INVALID' : route === 'manifest' ? 'MANIFEST_INVALID' : 'NAME_INVALID',
+        code:
+          route === 'blob' ? 'DIGEST_INVALID' : route === 'manifest' ? 'MANIFEST_INVALID' : 'NAME_INVALID',
         message,
       };
     case 'OutOfRange':

@@ -38,7 +38,8 @@ export function parseRoute(pathname: string, prefix: string): Route {
   const what = m[2]!;
   const rest = m[3]!;
   if (what === 'tags') return { kind: 'tags', repository };
-  if (what === 'blobs' && (rest === 'uploads/' || rest.startsWith('uploads/'))) return { kind: 'upload', repository };
+  if (what === 'blobs' && (rest === 'uploads/' || rest.startsWith('uploads/')))
+    return { kind: 'upload', repository };
   if (rest === '' || rest.includes('/')) return { kind: 'unknown' };
   const name = facadeName(repository, prefix);
   if (what === 'manifests') {
@@ -53,7 +54,11 @@ export function parseRoute(pathname: string, prefix: string): Route {
 /** `<prefix><provider>/<id>` → provider and id; NAME_INVALID / NAME_UNKNOWN otherwise. */
 export function facadeName(repository: string, prefix: string): FacadeName {
   if (repository.length > MAX_NAME_LENGTH || !isValidRepositoryPath(repository)) {
-    throw new OciHttpError(400, 'NAME_INVALID', `invalid repository name ${JSON.stringify(repository.slice(0, MAX_NAME_LENGTH))}`);
+    throw new OciHttpError(
+      400,
+      'NAME_INVALID',
+      `invalid repository name ${JSON.stringify(repository.slice(0, MAX_NAME_LENGTH))}`,
+    );
   }
   if (!repository.startsWith(prefix)) {
     throw new OciHttpError(404, 'NAME_UNKNOWN', `repository ${repository} is not served here`);

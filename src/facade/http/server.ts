@@ -4,7 +4,12 @@
 // manifest's descriptor and never touches the bytes. A blob stream that fails after the headers went out
 // destroys the connection, so a client never sees a complete response with wrong bytes.
 import { randomUUID } from 'node:crypto';
-import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import {
+  createServer as createHttpServer,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -48,7 +53,9 @@ interface RequestLog {
   error?: string;
 }
 
-export function createFacadeHandler(o: FacadeHttpOptions): (req: IncomingMessage, res: ServerResponse) => void {
+export function createFacadeHandler(
+  o: FacadeHttpOptions,
+): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
     void handle(o, req, res);
   };
@@ -57,7 +64,8 @@ export function createFacadeHandler(o: FacadeHttpOptions): (req: IncomingMessage
 async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   const incomingId = req.headers['x-request-id'];
-  const reqId = typeof incomingId === 'string' && /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
+  const reqId =
+    typeof incomingId === 'string' && /^[\w.-]{1,64}$/.test(incomingId) ? incomingId : randomUUID();
   res.setHeader('x-request-id', reqId);
   const method = req.method ?? 'GET';
   const log: RequestLog = { route: 'unknown', bytes: 0 };
@@ -111,7 +119,10 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
       }
       case 'metrics': {
         const text = await o.registry.metrics();
-        res.writeHead(200, { 'content-type': o.registry.contentType, 'content-length': Buffer.byteLength(text) });
+        res.writeHead(200, {
+          'content-type': o.registry.contentType,
+          'content-length': Buffer.byteLength(text),
+        });
         res.end(method === 'HEAD' ? undefined : text);
         return;
       }
@@ -148,7 +159,13 @@ function sendJson(res: ServerResponse, method: string, status: number, body: str
   res.end(method === 'HEAD' ? undefined : body);
 }
 
-function sendError(o: FacadeHttpOptions, res: ServerResponse, method: string, err: unknown, kind: RouteKind): void {
+function sendError(
+  o: FacadeHttpOptions,
+  res: ServerResponse,
+  method: string,
+  err: unknown,
+  kind: RouteKind,
+): void {
   const e = ociErrorOf(err, kind);
   if (e.code === 'UNKNOWN') o.logger.error({ err }, 'unexpected error');
   if (res.headersSent) {
@@ -156,7 +173,10 @@ function sendError(o: FacadeHttpOptions, res: ServerResponse, method: string, er
     return;
   }
   const body = errorBody(e);
-  res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
+  res.writeHead(e.status, {
+    'content-type': 'application/json; charset=utf-8',
+    'content-length': Buffer.byteLength(body),
+  });
   res.end(method === 'HEAD' ? undefined : body);
 }
 
@@ -232,7 +252,11 @@ async function serveBlob(
   const range = parseRange(firstHeader(req.headers.range), size);
   if (range.kind === 'unsatisfiable') {
     res.setHeader('content-range', `bytes */${size}`);
-    throw new OciHttpError(416, 'RANGE_INVALID', `range ${req.headers.range} is outside the blob's ${size} bytes`);
+    throw new OciHttpError(
+      416,
+      'RANGE_INVALID',
+      `range ${req.headers.range} is outside the blob's ${size} bytes`,
+    );
   }
   const part = range.kind === 'partial' ? { start: range.start, end: range.end } : undefined;
   const stream = blob.open(part, signal);
@@ -240,7 +264,8 @@ async function serveBlob(
   const it = stream[Symbol.asyncIterator]() as AsyncIterator<Buffer>;
   let first: IteratorResult<Buffer>;
   try {
-    first = size === 0 || (part && part.end === part.start) ? { done: true, value: undefined } : await it.next();
+    first =
+      size === 0 || (part && part.end === part.start) ? { done: true, value: undefined } : await it.next();
   } catch (err) {
     stream.destroy();
     throw err;
@@ -277,7 +302,8 @@ async function serveBlob(
       if (err) {
         // The client must not take what it got for the whole blob.
         log.error = messageOf(err);
-        if (errorKind(err) === 'DataLoss') o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
+        if (errorKind(err) === 'DataLoss')
+          o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
         res.destroy();
       }
       resolve();

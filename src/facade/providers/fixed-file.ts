@@ -29,7 +29,8 @@ export function parseFixedSpecs(text: string, where: string): Map<string, ImageS
   const entries = Object.entries(doc as Record<string, unknown>);
   if (entries.length > MAX_FIXED_SPECS) throw invalidArgument(`${where}: more than ${MAX_FIXED_SPECS} specs`);
   const out = new Map<string, ImageSpec>();
-  for (const [name, value] of entries) out.set(name, specFromJson(value, `${where}: spec ${JSON.stringify(name)}`));
+  for (const [name, value] of entries)
+    out.set(name, specFromJson(value, `${where}: spec ${JSON.stringify(name)}`));
   return out;
 }
 
@@ -81,7 +82,8 @@ export class FixedFileSpecProvider implements SpecProvider {
     });
     if (key === this.key) return;
     const st = await stat(this.path);
-    if (st.size > MAX_FILE_BYTES) throw invalidArgument(`fixed specs ${this.path}: larger than ${MAX_FILE_BYTES} bytes`);
+    if (st.size > MAX_FILE_BYTES)
+      throw invalidArgument(`fixed specs ${this.path}: larger than ${MAX_FILE_BYTES} bytes`);
     const specs = parseFixedSpecs(await readFile(this.path, 'utf8'), `fixed specs ${this.path}`);
     this.specs = specs;
     this.key = key;

@@ -1,14 +1,14 @@
 // A remote registryfacade.SpecProvider (ws-manager, or `strata spec serve`) asked over gRPC with a deadline.
 // gRPC NOT_FOUND becomes NotFound; everything else keeps its kind through errorFromStatus.
 import * as grpc from '@grpc/grpc-js';
+import { SpecProvider as SpecProviderService } from '../../api/gen/registryfacade/provider_pb.ts';
 import { callUnary } from '../../api/grpc/client.ts';
 import { MAX_MESSAGE_BYTES } from '../../api/grpc/limits.ts';
 import { errorFromStatus } from '../../api/grpc/status.ts';
-import { SpecProvider as SpecProviderService } from '../../api/gen/registryfacade/provider_pb.ts';
 import { notFound } from '../../errors.ts';
 import type { ImageSpec } from '../spec.ts';
-import type { SpecProvider } from './provider.ts';
 import { specFromProto } from './proto.ts';
+import type { SpecProvider } from './provider.ts';
 
 export interface GrpcTls {
   /** PEM of the CA that signed the provider's certificate (default: system roots). */
@@ -52,9 +52,21 @@ export class GrpcSpecProvider implements SpecProvider {
 
   async getSpec(id: string, signal?: AbortSignal): Promise<ImageSpec> {
     const what = `spec provider ${this.address}: GetImageSpec ${JSON.stringify(id)}`;
-    let res: Awaited<ReturnType<typeof callUnary<typeof SpecProviderService.method.getImageSpec.input, typeof SpecProviderService.method.getImageSpec.output>>>;
+    let res: Awaited<
+      ReturnType<
+        typeof callUnary<
+          typeof SpecProviderService.method.getImageSpec.input,
+          typeof SpecProviderService.method.getImageSpec.output
+        >
+      >
+    >;
     try {
-      res = await callUnary(this.client, SpecProviderService.method.getImageSpec, { id }, { signal, timeoutMs: this.timeoutMs });
+      res = await callUnary(
+        this.client,
+        SpecProviderService.method.getImageSpec,
+        { id },
+        { signal, timeoutMs: this.timeoutMs },
+      );
     } catch (err) {
       throw errorFromStatus(err, what);
     }

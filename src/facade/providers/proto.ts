@@ -2,8 +2,8 @@
 // contentLayer, supervisorRef, ideLayerRef) as used in fixed-spec files and by `strata spec`.
 import { create, fromJson, type JsonValue, toJson } from '@bufbuild/protobuf';
 import {
-  type ImageSpec as ProtoImageSpec,
   ImageSpecSchema,
+  type ImageSpec as ProtoImageSpec,
 } from '../../api/gen/registryfacade/imagespec_pb.ts';
 import { invalidArgument, messageOf } from '../../errors.ts';
 import type { ContentLayer, ImageSpec } from '../spec.ts';

@@ -16,7 +16,8 @@ export class CompositeSpecProvider implements SpecProvider {
     this.providers = providers;
   }
   async getSpec(id: string, signal?: AbortSignal): Promise<ImageSpec> {
-    if (this.providers.length === 0) throw notFound(`spec ${JSON.stringify(id)}: no spec provider configured`);
+    if (this.providers.length === 0)
+      throw notFound(`spec ${JSON.stringify(id)}: no spec provider configured`);
     let failure: unknown;
     for (const p of this.providers) {
       try {

@@ -57,7 +57,8 @@ export class SpecStore implements SpecProvider {
     try {
       text = await readFile(file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`spec ${JSON.stringify(id)}: not found`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw notFound(`spec ${JSON.stringify(id)}: not found`);
       throw err;
     }
     if (text.length > MAX_SPEC_FILE) throw invalidArgument(`spec ${JSON.stringify(id)}: file too large`);
@@ -75,7 +76,8 @@ export class SpecStore implements SpecProvider {
     try {
       await rm(file);
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw notFound(`spec ${JSON.stringify(id)}: not found`);
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+        throw notFound(`spec ${JSON.stringify(id)}: not found`);
       throw err;
     }
   }
