@@ -27,7 +27,7 @@ import { buffer } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
-import { isInvalidArgument } from '../../src/errors.ts';
+import { dataLoss, isDataLoss, isInvalidArgument } from '../../src/errors.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { type ApplyOptions, type ApplyResult, applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
@@ -290,6 +290,37 @@ describe('applyLayer: a sequence of layers', { skip: !asRoot && 'needs root (own
       return true;
     });
     await apply(await freshDir('limit'), layer, { maxEntries: 3 });
+  });
+
+  test('aborting while the layer is still arriving stops the apply with Aborted', async () => {
+    const tarBytes = await makeLayer([
+      { name: 'a', content: 'a' },
+      { name: 'big', content: Buffer.alloc(1 << 20, 1) },
+    ]);
+    const ac = new AbortController();
+    async function* slow() {
+      yield tarBytes.subarray(0, 4096);
+      ac.abort();
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      yield tarBytes.subarray(4096);
+    }
+    await assert.rejects(applyLayer(await freshDir('abort'), Readable.from(slow()), { signal: ac.signal }), {
+      kind: 'Aborted',
+    });
+  });
+
+  test("a failing source's error comes out unchanged", async () => {
+    const tarBytes = await makeLayer([{ name: 'big', content: Buffer.alloc(1 << 20, 1) }]);
+    async function* failing() {
+      yield gzipSync(tarBytes).subarray(0, 2000);
+      throw dataLoss('upstream digest mismatch');
+    }
+    await assert.rejects(applyLayer(await freshDir('fail'), Readable.from(failing())), isDataLoss);
+    async function* failingPlain() {
+      yield tarBytes.subarray(0, 4096);
+      throw dataLoss('upstream digest mismatch');
+    }
+    await assert.rejects(applyLayer(await freshDir('fail'), Readable.from(failingPlain())), isDataLoss);
   });
 
   test('an aborted apply stops with Aborted', async () => {

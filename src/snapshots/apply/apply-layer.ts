@@ -518,7 +518,8 @@ export async function applyLayer(
       cb(null, chunk);
     },
   });
-  const extract = tar.extract();
+  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
+  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
   const piping = pipeline(
     layer,
     decompressStream(opts.compression ?? 'auto'),
