@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import {
   chmod,
   chown,
@@ -26,13 +27,14 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { gzipSync, zstdCompressSync } from 'node:zlib';
+import { gunzipSync, gzipSync, zstdCompressSync } from 'node:zlib';
 import { dataLoss, isDataLoss, isInvalidArgument } from '../../src/errors.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { type ApplyOptions, type ApplyResult, applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
 import { diffDirectories, packDirectory } from '../../src/snapshots/diff/diff-directories.ts';
-import { type LayerEntry, makeLayer, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';
+import { type LayerEntry, makeLayer, type Node, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';
+import { imageTools } from '../helpers/images.ts';
 
 const run = promisify(execFile);
 const asRoot = process.getuid?.() === 0;
@@ -458,6 +460,104 @@ describe('diffDirectories / packDirectory', { skip: !asRoot && 'needs root (owne
 
   test('a missing upper fails the stream instead of producing a partial layer', async () => {
     await assert.rejects(buffer(packDirectory(join(work, 'does-not-exist'))));
+  });
+});
+
+describe('applyLayer against a real engine', {
+  skip: !asRoot && 'needs root (buildah chroot builds)',
+}, () => {
+  // buildah (containers/storage) writes the layers, whiteouts included, and unpacks them itself; our
+  // rootfs from the same layers must match its rootfs.
+  test('layers built by buildah apply to the same rootfs buildah mounts', async (t) => {
+    const tools = await imageTools();
+    t.after(() => tools.cleanup());
+    const rootfs = join(tools.dir, 'seed');
+    await mkdir(join(rootfs, 'bin'), { recursive: true });
+    await writeFile(join(rootfs, 'bin/busybox'), await readFile('/bin/busybox'), { mode: 0o755 });
+    for (const applet of ['sh', 'ls', 'rm', 'mkdir', 'ln', 'chmod', 'chown', 'mkfifo', 'touch', 'cp']) {
+      await symlink('busybox', join(rootfs, 'bin', applet));
+    }
+    const containers: string[] = [];
+    t.after(async () => {
+      for (const c of containers) await tools.buildah(['rm', c]).catch(() => {});
+    });
+    const from = async (image: string) => {
+      const c = (await tools.buildah(['from', '--quiet', image])).trim();
+      containers.push(c);
+      return c;
+    };
+    const sh = (c: string, script: string) => tools.buildah(['run', c, '/bin/sh', '-c', script]);
+    const c1 = await from('scratch');
+    await tools.buildah(['copy', '--quiet', c1, rootfs, '/']);
+    await sh(
+      c1,
+      [
+        'mkdir -p /data/sub /data/keep /etc /opq/old',
+        'echo one > /data/sub/f',
+        'echo keep > /data/keep/k',
+        'ln /data/sub/f /data/h',
+        'ln -s /etc/passwd /data/abs',
+        'echo root:x:0:0 > /etc/passwd',
+        'echo old > /opq/old/o',
+        'echo gone > /data/gone',
+        'chown 1000:1000 /data/keep/k',
+      ].join(' && '),
+    );
+    await tools.buildah(['commit', '--quiet', '--format', 'oci', c1, 'localhost/strata-apply/l1']);
+    const c2 = await from('localhost/strata-apply/l1');
+    await sh(
+      c2,
+      [
+        'rm /data/gone /bin/ls',
+        'rm -rf /opq && mkdir -p /opq/new && echo new > /opq/new/n',
+        'rm -rf /data/sub && echo now-a-file > /data/sub',
+        'chmod 4755 /data/h',
+        'mkfifo /data/fifo',
+        'ln -s ../data /rel',
+      ].join(' && '),
+    );
+    await tools.buildah(['commit', '--quiet', '--format', 'oci', c2, 'localhost/strata-apply/l2']);
+
+    const layout = join(tools.dir, 'layout');
+    await tools.buildah(['push', '--quiet', 'localhost/strata-apply/l2', `oci:${layout}`]);
+    const blob = (d: string) => join(layout, 'blobs', 'sha256', d.slice('sha256:'.length));
+    const index = JSON.parse(await readFile(join(layout, 'index.json'), 'utf8'));
+    const manifest = JSON.parse(await readFile(blob(index.manifests[0].digest), 'utf8'));
+    const config = JSON.parse(await readFile(blob(manifest.config.digest), 'utf8'));
+    const ours = await freshDir('engine');
+    const diffIds: string[] = [];
+    for (const layer of manifest.layers as { digest: string; mediaType: string }[]) {
+      const r = await applyLayer(ours, createReadStream(blob(layer.digest)), {
+        compression: layer.mediaType,
+      });
+      diffIds.push(r.diffId);
+    }
+    assert.deepEqual(diffIds, config.rootfs.diff_ids);
+    const top = manifest.layers[manifest.layers.length - 1] as { digest: string };
+    const topNames = await tarNames(gunzipSync(await readFile(blob(top.digest))));
+    assert.ok(
+      topNames.some((n) => n.split('/').pop()!.startsWith('.wh.')),
+      `whiteouts in ${topNames.join(' ')}`,
+    );
+    t.diagnostic(`top layer: ${topNames.join(' ')}`);
+
+    const c3 = await from('localhost/strata-apply/l2');
+    const theirs = (await tools.buildah(['mount', c3])).trim();
+    t.after(() => tools.buildah(['umount', c3]).catch(() => {}));
+    // Directory mtimes depend on when each side touched them; everything else must match exactly.
+    const comparable = (tree: Record<string, Node>) =>
+      Object.fromEntries(
+        Object.entries(tree).map(([k, v]) => [k, v.type === 'dir' ? { ...v, mtime: 0 } : v]),
+      );
+    const mine = await snapshotTree(ours);
+    assert.deepEqual(comparable(mine), comparable(await snapshotTree(theirs)));
+    assert.equal(mine['data/sub']?.type, 'file');
+    assert.equal(mine['data/abs']?.target, '/etc/passwd');
+    assert.equal(mine['bin/ls'], undefined);
+    assert.deepEqual(
+      Object.keys(mine).filter((k) => k.startsWith('opq/')),
+      ['opq/new', 'opq/new/n'],
+    );
   });
 });
 
