@@ -287,19 +287,20 @@ export class BlobCache {
       this.notify(entry);
       this.evict();
     } catch (err) {
+      // Out of the map first, so new requests start afresh; the temp file goes before readers hear of it.
+      if (this.entries.get(entry.digest) === entry) {
+        this.entries.delete(entry.digest);
+        this.total -= entry.size;
+      }
+      await fh?.close().catch(() => {});
+      await rm(entry.tmpPath, { force: true });
       entry.state = 'failed';
       entry.error =
         signal.aborted && errorKind(err) === undefined
           ? aborted(`blob ${entry.digest}: fill abandoned`, { cause: err })
           : (err as Error);
-      if (this.entries.get(entry.digest) === entry) {
-        this.entries.delete(entry.digest);
-        this.total -= entry.size;
-      }
       this.events.onFillError?.(entry.digest, err);
       this.notify(entry);
-      await fh?.close().catch(() => {});
-      await rm(entry.tmpPath, { force: true });
     } finally {
       clearTimeout(entry.idleTimer);
     }

@@ -1,0 +1,141 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, Readable } from 'node:stream';
+import { test } from 'node:test';
+import { isDataLoss, isNotFound, isOutOfRange } from '../../errors.ts';
+import type { Descriptor } from '../../oci/descriptor.ts';
+import { digestOf } from '../../oci/digest.ts';
+import { BlobCache } from './cache.ts';
+
+async function withCache(
+  maxBytes: number,
+  fn: (cache: BlobCache, dir: string) => Promise<void>,
+): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+  const cache = await BlobCache.open({ dir, maxBytes });
+  try {
+    await fn(cache, dir);
+  } finally {
+    cache.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function blob(seed: number, size: number): { bytes: Buffer; desc: Descriptor } {
+  const bytes = Buffer.alloc(size, seed);
+  return { bytes, desc: { mediaType: 'application/octet-stream', digest: digestOf(bytes), size } };
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+test('readers follow a fill in progress, from any offset, and only finish once it is verified', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(1, 1000);
+    const source = new PassThrough();
+    let opened = 0;
+    const first = cache.read(desc, undefined, async () => {
+      opened++;
+      return source;
+    });
+    assert.equal(first.outcome, 'miss');
+    const second = cache.read(desc, { start: 500, end: 1000 }, undefined);
+    assert.equal(second.outcome, 'joined');
+    const all = readAll(first.stream);
+    const part = readAll(second.stream);
+    source.write(bytes.subarray(0, 600));
+    await new Promise((r) => setTimeout(r, 20));
+    source.end(bytes.subarray(600));
+    assert.deepEqual(await all, bytes);
+    assert.deepEqual(await part, bytes.subarray(500));
+    assert.equal(opened, 1);
+    assert.equal(cache.has(desc.digest), true);
+    const hit = cache.read(desc, { start: 10, end: 20 }, undefined);
+    assert.equal(hit.outcome, 'hit');
+    assert.deepEqual(await readAll(hit.stream), bytes.subarray(10, 20));
+  });
+});
+
+test('wrong bytes fail every reader before the last byte and leave nothing cached', async () => {
+  await withCache(1 << 20, async (cache, dir) => {
+    const { desc } = blob(1, 1000);
+    const wrong = Buffer.alloc(1000, 2);
+    const r = cache.read(desc, undefined, async () => Readable.from([wrong]));
+    let got = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const c of r.stream) got += (c as Buffer).length;
+      })(),
+      isDataLoss,
+    );
+    assert.ok(got < 1000);
+    assert.equal(cache.has(desc.digest), false);
+    assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+  });
+});
+
+test('a source sending too many bytes is refused', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(3, 100);
+    const r = cache.read(desc, undefined, async () => Readable.from([bytes, Buffer.from('x')]));
+    await assert.rejects(readAll(r.stream), isDataLoss);
+  });
+});
+
+test('a broken source is resumed from the last byte written', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(4, 1000);
+    const offsets: number[] = [];
+    const r = cache.read(desc, undefined, async (offset) => {
+      offsets.push(offset);
+      if (offsets.length === 1) {
+        return Readable.from(
+          (async function* () {
+            yield bytes.subarray(0, 400);
+            throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+          })(),
+        );
+      }
+      return Readable.from([bytes.subarray(offset)]);
+    });
+    assert.deepEqual(await readAll(r.stream), bytes);
+    assert.deepEqual(offsets, [0, 400]);
+  });
+});
+
+test('bad ranges and missing sources are refused', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { desc } = blob(5, 10);
+    assert.throws(() => cache.read(desc, { start: 5, end: 11 }, undefined), isOutOfRange);
+    assert.throws(() => cache.read(desc, undefined, undefined), isNotFound);
+  });
+});
+
+test('eviction drops the least recently used blob, never one being read, and survives a restart', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+  try {
+    const cache = await BlobCache.open({ dir, maxBytes: 250 });
+    const a = blob(1, 100);
+    const b = blob(2, 100);
+    const c = blob(3, 100);
+    for (const x of [a, b])
+      await readAll(cache.read(x.desc, undefined, async () => Readable.from([x.bytes])).stream);
+    // Hold a reader open on a (the least recently used) while c comes in: b goes instead.
+    const holding = cache.read(a.desc, undefined, undefined);
+    await readAll(cache.read(c.desc, undefined, async () => Readable.from([c.bytes])).stream);
+    assert.deepEqual(cache.cachedDigests().sort(), [a.desc.digest, c.desc.digest].sort());
+    assert.deepEqual(await readAll(holding.stream), a.bytes);
+    cache.close();
+    const reopened = await BlobCache.open({ dir, maxBytes: 250 });
+    assert.equal(reopened.bytes, 200);
+    assert.equal(reopened.has(a.desc.digest), true);
+    reopened.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});

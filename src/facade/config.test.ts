@@ -1,0 +1,75 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { isInvalidArgument } from '../errors.ts';
+import { parseByteSize, parseFacadeConfig, plainHttpAllowed } from './config.ts';
+
+test('a full config is read, relative paths against the config dir', () => {
+  const c = parseFacadeConfig(
+    `
+listen: 127.0.0.1:7000
+prefix: gitpod
+tls: { cert: tls.crt, key: tls.key }
+specProviders:
+  remote:
+    - address: ws-manager:8080
+      timeoutMs: 2000
+      tls: { ca: ca.pem }
+    - other:9000
+  fixedFile: fixed.yaml
+  store: { dir: specs, listen: "127.0.0.1:7001" }
+staticLayers:
+  - ref: registry.example/supervisor:1
+  - file: layers/extra.tar.gz
+cache: { dir: /var/cache/facade, maxBytes: 2GiB }
+platform: linux/arm64
+plainHttpHosts: [registry.local:5000]
+contentLayers: { redirect: true }
+tagTtlSeconds: 5
+`,
+    '/etc/strata',
+  );
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 7000 });
+  assert.equal(c.prefix, 'gitpod/');
+  assert.equal(c.tls?.cert, '/etc/strata/tls.crt');
+  assert.equal(c.specProviders.remote[0]?.tls?.ca, '/etc/strata/ca.pem');
+  assert.equal(c.specProviders.remote[1]?.address, 'other:9000');
+  assert.equal(c.specProviders.store?.dir, '/etc/strata/specs');
+  assert.deepEqual(c.staticLayers[1], { file: '/etc/strata/layers/extra.tar.gz' });
+  assert.equal(c.cache.maxBytes, 2 * 1024 ** 3);
+  assert.equal(c.platform.architecture, 'arm64');
+  assert.equal(c.contentLayers.redirect, true);
+  assert.equal(c.tagTtlMs, 5000);
+  const allowed = plainHttpAllowed(c);
+  assert.equal(allowed('registry.local:5000'), true);
+  assert.equal(allowed('registry.local:5001'), false);
+});
+
+test('bad configs name the key', () => {
+  const cases: [string, RegExp][] = [
+    ['listne: x', /listne: unknown key/],
+    ['listen: nope', /listen: want host:port/],
+    ['cache: { maxBytes: 10XB }', /cache.maxBytes/],
+    ['staticLayers: [{ ref: a, file: b }]', /staticLayers\[0\]: want exactly one/],
+    ['staticLayers: [{ ref: "UPPER CASE" }]', /staticLayers\[0\].ref/],
+    ['specProviders: { remote: [{ address: a, tls: { cert: c } }] }', /cert and key go together/],
+    ['platform: nonsense/', /platform/],
+    ['prefix: "Bad"', /prefix/],
+    ['contentLayers: { redirect: "yes" }', /contentLayers.redirect/],
+    ['- a list', /want a map/],
+  ];
+  for (const [text, re] of cases) {
+    assert.throws(
+      () => parseFacadeConfig(text, '/'),
+      (err) => isInvalidArgument(err) && re.test((err as Error).message),
+      text,
+    );
+  }
+});
+
+test('byte sizes', () => {
+  assert.equal(parseByteSize('10GiB', 'x'), 10 * 1024 ** 3);
+  assert.equal(parseByteSize('500MB', 'x'), 500e6);
+  assert.equal(parseByteSize(1234, 'x'), 1234);
+  assert.throws(() => parseByteSize(-1, 'x'));
+  assert.throws(() => parseByteSize('1 parsec', 'x'));
+});

@@ -1,0 +1,29 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MediaType } from '../../oci/media-types.ts';
+import { accepts, parseRange } from './negotiate.ts';
+
+test('accept negotiation', () => {
+  const oci = MediaType.ociManifest;
+  assert.equal(accepts(undefined, oci), true);
+  assert.equal(accepts('*/*', oci), true);
+  assert.equal(accepts([`${MediaType.dockerManifest}`, `${oci}; q=0.5`], oci), true);
+  assert.equal(accepts(`${MediaType.dockerManifest}, ${MediaType.ociIndex}`, oci), false);
+  assert.equal(accepts(`${oci};q=0`, oci), false);
+  assert.equal(accepts(MediaType.dockerManifest, MediaType.dockerManifest), true);
+});
+
+test('range parsing', () => {
+  assert.deepEqual(parseRange(undefined, 100), { kind: 'full' });
+  assert.deepEqual(parseRange('bytes=0-9', 100), { kind: 'partial', start: 0, end: 10 });
+  assert.deepEqual(parseRange('bytes=90-', 100), { kind: 'partial', start: 90, end: 100 });
+  assert.deepEqual(parseRange('bytes=90-500', 100), { kind: 'partial', start: 90, end: 100 });
+  assert.deepEqual(parseRange('bytes=-10', 100), { kind: 'partial', start: 90, end: 100 });
+  assert.deepEqual(parseRange('bytes=-1000', 100), { kind: 'partial', start: 0, end: 100 });
+  assert.deepEqual(parseRange('bytes=100-', 100), { kind: 'unsatisfiable' });
+  assert.deepEqual(parseRange('bytes=-0', 100), { kind: 'unsatisfiable' });
+  // Not one well-formed range: the whole blob.
+  for (const h of ['bytes=0-1,5-6', 'items=0-1', 'bytes=9-3', 'bytes=-', 'bytes=a-b']) {
+    assert.deepEqual(parseRange(h, 100), { kind: 'full' }, h);
+  }
+});
