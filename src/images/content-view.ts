@@ -4,11 +4,11 @@
 // With the "shared" policy, a writer whose expected digest is on disk already (from any namespace) links
 // it in without new bytes. Leases named by a request hold the ingests and blobs written under them.
 // Messages are containerd's, errdefs suffix included, because ctr prints them.
-import type { Readable } from 'node:stream';
 import { validateRef } from '../content/layout.ts';
 import type { ContentStore, ContentWriter, IngestStatus } from '../content/store.ts';
 import {
   alreadyExists,
+  dataLoss,
   failedPrecondition,
   invalidArgument,
   isAlreadyExists,
@@ -25,6 +25,7 @@ import { parseFilters } from '../metadata/filters/filter.ts';
 import { goDigestError } from '../metadata/go-digest.ts';
 import { goQuote, validateLabels } from '../metadata/labels.ts';
 import type { Digest } from '../oci/digest.ts';
+import { ContentHandles } from './content-handles.ts';
 import { backendRef, IngestRecords } from './content-ingests.ts';
 
 export type { ContentInfo } from '../metadata/content-labels.ts';
@@ -85,6 +86,7 @@ export class ContentView {
   private readonly db: MetadataDb;
   private readonly meta: ContentMeta;
   private readonly ingests: IngestRecords;
+  private readonly handles: ContentHandles;
   private readonly leaseExists: Statement;
   private readonly attachContent: Statement;
 
@@ -93,6 +95,7 @@ export class ContentView {
     this.db = deps.db;
     this.meta = new ContentMeta(deps.db);
     this.ingests = new IngestRecords(deps.db);
+    this.handles = new ContentHandles(deps.store.root);
     this.leaseExists = deps.db.sql.prepare('SELECT 1 FROM leases WHERE namespace = ? AND id = ?');
     this.attachContent = deps.db.sql.prepare(
       `INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, 'content', ?) ON CONFLICT DO NOTHING`,
@@ -124,37 +127,45 @@ export class ContentView {
   }
 
   /**
-   * Streams `[offset, offset+size)` of a blob, read from disk as the consumer asks for it (no DB writes).
+   * Streams `[offset, offset+size)` of a blob in chunks of at most 1 MiB, read from disk as the consumer
+   * asks for them (no DB writes; the file handle is reused across reads).
    * offset < 0 reads from 0; offset > size is OutOfRange; size ≤ 0 or past the end reads to the end.
    */
-  async *read(ns: string, digest: string, offset: number, size: number, signal?: AbortSignal) {
+  async *read(
+    ns: string,
+    digest: string,
+    offset: number,
+    size: number,
+    signal?: AbortSignal,
+  ): AsyncGenerator<ReadChunk> {
     const d = checkDigest(digest);
     const info = this.meta.info(ns, d);
     const start = Math.max(0, offset);
     if (start > info.size) throw outOfRange(`read past object length ${info.size} bytes`);
     const length = size <= 0 || start + size > info.size ? info.size - start : size;
     if (length === 0) return;
-    let stream: Readable;
+    // Membership without bytes (collected meanwhile) is NotFound too.
+    const h = await this.handles.acquire(d);
     try {
-      stream = await this.store.reader(d, { offset: start, length }, signal);
-    } catch (err) {
-      // Membership without bytes: the blob was collected meanwhile.
-      if (isNotFound(err)) throw notFound(`content digest ${d}: not found`);
-      throw err;
-    }
-    let at = 0;
-    try {
-      for await (const chunk of stream as AsyncIterable<Buffer>) {
-        for (let i = 0; i < chunk.byteLength; i += MAX_READ_CHUNK) {
-          const data = chunk.subarray(i, Math.min(chunk.byteLength, i + MAX_READ_CHUNK));
-          const out: ReadChunk = { offset: at, data };
-          at += data.byteLength;
-          yield out;
-        }
+      for (let at = 0; at < length; ) {
+        const want = Math.min(MAX_READ_CHUNK, length - at);
+        const buf = Buffer.allocUnsafe(want);
+        const { bytesRead } = await h.fh.read(buf, 0, want, start + at);
+        if (bytesRead === 0)
+          throw dataLoss(`content ${d}: blob on disk is shorter than its ${info.size} bytes`);
+        signal?.throwIfAborted();
+        const out: ReadChunk = { offset: at, data: buf.subarray(0, bytesRead) };
+        at += bytesRead;
+        yield out;
       }
     } finally {
-      stream.destroy();
+      h.release();
     }
+  }
+
+  /** Closes the blob file handles kept for reads. */
+  close(): Promise<void> {
+    return this.handles.close();
   }
 
   /** NotFound `could not get status for ref "<ref>": reference <ref>: not found`. */
