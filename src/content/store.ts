@@ -212,16 +212,7 @@ export class ContentStore {
     }
     try {
       const stream = typeof src === 'function' ? await src(w.offset) : src;
-      for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
-        const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-        if (w.offset + bytes.byteLength > expected.size) {
-          await w.truncate(0);
-          throw failedPrecondition(
-            `content ${expected.digest}: more than the expected ${expected.size} bytes: failed precondition`,
-          );
-        }
-        await w.write(bytes);
-      }
+      await writeBatched(w, stream, expected);
       try {
         await w.commit(expected.size, expected.digest);
       } catch (err) {
@@ -292,4 +283,57 @@ export class ContentStore {
     });
     return { stream, size };
   }
+}
+
+/** Bytes gathered before one disk write: big writes, and reading goes on while the previous one lands. */
+const WRITE_BATCH_BYTES = 1 << 20;
+
+/**
+ * Appends a stream to a writer with at most one write in flight, so the network keeps flowing while the
+ * disk works; memory stays under two batches per ingest.
+ */
+async function writeBatched(
+  w: ContentWriter,
+  stream: Readable,
+  expected: { digest: Digest; size: number },
+): Promise<void> {
+  let inFlight: Promise<void> = Promise.resolve();
+  let batch: Uint8Array[] = [];
+  let batched = 0;
+  let received = w.offset;
+  const flush = async (): Promise<void> => {
+    await inFlight;
+    if (batched === 0) return;
+    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    batch = [];
+    batched = 0;
+    inFlight = w.write(data);
+    // Awaited at the next flush; this only keeps a failure from counting as unhandled meanwhile.
+    inFlight.catch(() => {});
+  };
+  try {
+    for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
+      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+      received += bytes.byteLength;
+      if (received > expected.size) {
+        batch = [];
+        batched = 0;
+        await inFlight.catch(() => {});
+        await w.truncate(0);
+        throw failedPrecondition(
+          `content ${expected.digest}: more than the expected ${expected.size} bytes: failed precondition`,
+        );
+      }
+      batch.push(bytes);
+      batched += bytes.byteLength;
+      if (batched >= WRITE_BATCH_BYTES) await flush();
+    }
+  } catch (err) {
+    // Keep what did arrive (nothing after too many bytes), so the next attempt resumes after it.
+    await flush().catch(() => {});
+    await inFlight.catch(() => {});
+    throw err;
+  }
+  await flush();
+  await inFlight;
 }

@@ -379,12 +379,13 @@ export class RegistryClient {
   /**
    * Streams a blob, or a range of it. Full reads are verified against the descriptor's digest and size
    * (the stream fails with DataLoss at the end otherwise). Redirects to storage are followed without our
-   * Authorization; a dropped connection is resumed with Range.
+   * Authorization; a dropped connection is resumed with Range. `verify: false` is for callers that hash
+   * the bytes themselves anyway (a content store commit checks size and digest), so they are hashed once.
    */
   async fetchBlob(
     repo: Repository,
     desc: Descriptor,
-    options: CallOptions & { range?: ByteRange } = {},
+    options: CallOptions & { range?: ByteRange; verify?: boolean } = {},
   ): Promise<Readable> {
     const what = `fetch blob ${desc.digest} from ${repo.domain}/${repo.path}`;
     const start = options.range?.offset ?? 0;
@@ -438,7 +439,7 @@ export class RegistryClient {
       what,
       url,
     });
-    if (!full) return source;
+    if (!full || options.verify === false) return source;
     return pipeline(source, new VerifyingStream(desc.digest, desc.size), () => {});
   }
 
