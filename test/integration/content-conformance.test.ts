@@ -1022,7 +1022,7 @@ describe('Content service conformance', () => {
       await ctr(ns, ['content', 'rm', d]); // NotFound is ignored by ctr
     });
 
-    test('content get of a 64 MiB blob: 2048 Reads, each cancelled by ctr once it has its 32 KiB', {
+    test('content get of a 128 MiB blob: 4096 Reads, each cancelled by ctr once it has its 32 KiB', {
       todo: 'Node http2 answers more than ~1000 RST_STREAMs with GOAWAY (streamResetBurst/Rate); createGrpcServer must raise them',
     }, async () => {
       const ns = freshNs();
