@@ -1,0 +1,44 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { DEFAULT_GC, daemonConfig, parseHostPort } from './config.ts';
+
+describe('daemonConfig', () => {
+  it('resolves paths and defaults the socket into the root', () => {
+    const c = daemonConfig({ root: '/var/lib/strata' });
+    assert.equal(c.root, '/var/lib/strata');
+    assert.equal(c.address, '/var/lib/strata/strata.sock');
+    assert.equal(c.logLevel, 'info');
+    assert.equal(c.metrics, undefined);
+    assert.deepEqual(c.gc, DEFAULT_GC);
+    assert.equal(daemonConfig({ root: '/r', address: 'unix:///run/s.sock' }).address, '/run/s.sock');
+    assert.equal(daemonConfig({ root: 'rel' }).root, `${process.cwd()}/rel`);
+  });
+
+  it('rejects what would fail later: no root, long socket paths, unknown levels, bad GC settings', () => {
+    assert.throws(() => daemonConfig({ root: '' }), /--root is required/);
+    assert.throws(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(107)}` }), /longer than the 107/);
+    assert.doesNotThrow(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(106)}` }));
+    assert.throws(() => daemonConfig({ root: '/r', logLevel: 'verbose' }), /log level must be one of/);
+    assert.throws(() => daemonConfig({ root: '/r', gc: { pauseThreshold: 0 } }), /garbage collection/);
+    assert.throws(
+      () => daemonConfig({ root: '/r', gc: { delayMs: 10, maxDelayMs: 5 } }),
+      /garbage collection/,
+    );
+  });
+
+  it('parses metrics addresses', () => {
+    assert.deepEqual(daemonConfig({ root: '/r', metricsAddress: '127.0.0.1:9100' }).metrics, {
+      host: '127.0.0.1',
+      port: 9100,
+    });
+    assert.deepEqual(parseHostPort('[::1]:0', 'x'), { host: '::1', port: 0 });
+    assert.deepEqual(parseHostPort('localhost:80', 'x'), { host: 'localhost', port: 80 });
+    for (const bad of ['127.0.0.1', ':80', '127.0.0.1:65536', '::1:80', 'host:port', '']) {
+      assert.throws(
+        () => parseHostPort(bad, '--metrics-address'),
+        /--metrics-address must be HOST:PORT/,
+        bad,
+      );
+    }
+  });
+});
