@@ -1022,13 +1022,12 @@ describe('Content service conformance', () => {
       await ctr(ns, ['content', 'rm', d]); // NotFound is ignored by ctr
     });
 
-    test('content get of a 128 MiB blob: 4096 Reads, each cancelled by ctr once it has its 32 KiB', {
-      todo: 'Node http2 answers more than ~1000 RST_STREAMs with GOAWAY (streamResetBurst/Rate); createGrpcServer must raise them',
-    }, async () => {
+    // Node's HTTP/2 server would end the session after ~1000 of those resets; createGrpcServer raises it.
+    test('content get of a 128 MiB blob: 4096 Reads, each cancelled by ctr once it has its 32 KiB', async () => {
       const ns = freshNs();
-      const data = randomBytes(64 * MiB);
-      const d = await ingest(ns, 'get-64', data);
-      const got = join(dir, 'got-64.bin');
+      const data = randomBytes(128 * MiB);
+      const d = await ingest(ns, 'get-128', data);
+      const got = join(dir, 'got-128.bin');
       const script = 'o=$1; shift; exec ctr "$@" > "$o"';
       const args = ['--address', sock, '--namespace', ns, 'content', 'get', d];
       await runCommand('sh', ['-c', script, 'sh', got, ...args], { timeoutMs: 300_000 });

@@ -37,6 +37,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
+  allowClientStreamResets(server);
 
   const adapter = new ServiceAdapter(logger);
   const names = options.services.map((s) => s.service.typeName);
@@ -138,4 +139,20 @@ function answers(path: string): Promise<boolean> {
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
+}
+
+/**
+ * containerd's client reads content through a ReaderAt that opens one Read stream per 32 KiB and cancels
+ * it once it has its bytes, so a large `ctr content get` resets thousands of streams. Node's HTTP/2
+ * server closes a session past ~1000 resets (its rapid-reset defence), which kills such reads midway.
+ * The daemon's clients are local and trusted (a unix socket), so the limit is raised. grpc-js passes no
+ * option for it; its http2 options object is private, hence the narrow cast, checked at run time.
+ */
+function allowClientStreamResets(server: grpc.Server): void {
+  const internal = server as unknown as { commonServerOptions?: Record<string, unknown> };
+  if (typeof internal.commonServerOptions !== 'object' || internal.commonServerOptions === null) {
+    throw new Error('grpc-js no longer exposes its http2 server options; see allowClientStreamResets');
+  }
+  internal.commonServerOptions.streamResetBurst = 1_000_000;
+  internal.commonServerOptions.streamResetRate = 1_000_000;
 }
