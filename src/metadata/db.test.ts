@@ -15,7 +15,7 @@ describe('MetadataDb', () => {
   it('opens with WAL, foreign keys and the current schema', () => {
     assert.equal(t.db.sql.pragma('journal_mode', { simple: true }), 'wal');
     assert.equal(Number(t.db.sql.pragma('foreign_keys', { simple: true })), 1);
-    assert.equal(Number(t.db.sql.pragma('synchronous', { simple: true })), 1); // NORMAL
+    assert.equal(Number(t.db.sql.pragma('synchronous', { simple: true })), 2); // FULL: durable commits
     assert.equal(t.db.schemaVersion, SCHEMA_VERSION);
     const tables = (
       t.db.sql.prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name").all() as Array<{
