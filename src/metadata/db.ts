@@ -90,6 +90,14 @@ const MIGRATIONS: readonly string[] = [
     PRIMARY KEY (namespace, snapshotter, key)
   ) WITHOUT ROWID;
   `,
+  // Snapshots: the usage recorded at commit (a committed tree never changes), children by parent, and
+  // the backing directory id for the snapshotter's cleanup and mount checks.
+  `
+  ALTER TABLE snapshots ADD COLUMN usage_size INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE snapshots ADD COLUMN usage_inodes INTEGER NOT NULL DEFAULT 0;
+  CREATE INDEX snapshots_by_parent ON snapshots(namespace, snapshotter, parent);
+  CREATE INDEX snapshots_by_backing_id ON snapshots(snapshotter, backing_id);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
