@@ -79,6 +79,11 @@ export interface FacadeServiceOptions {
   /** Bound of every in-memory map (default 4096 entries; manifests and configs 512). */
   maxEntries?: number;
   allowHttpHost?: (host: string) => boolean;
+  /**
+   * List remote content layers' URLs in the manifest (`urls`), as Gitpod does. Off by default: the facade
+   * serves those layers itself, and a client that sees `urls` may bypass it (and learns signed URLs).
+   */
+  contentLayerUrls?: boolean;
   observer?: FacadeObserver;
 }
 
@@ -284,7 +289,9 @@ export class FacadeService {
     const statics = staticLayers.map((s) =>
       s.kind === 'image' ? staticImageAddition(viewOf(s.ref), s.ref) : s.addition,
     );
-    const additions = specAdditions(spec, (a) => viewOf(a.ref), statics);
+    const additions = specAdditions(spec, (a) => viewOf(a.ref), statics, {
+      contentLayerUrls: this.o.contentLayerUrls ?? false,
+    });
     return compose(viewOf(spec.baseRef), additions, { baseRef: spec.baseRef });
   }
 

@@ -470,12 +470,13 @@ async function addImage(
   layers: LayerBlob[],
   architecture: string,
   history: string[],
+  runConfig: Record<string, unknown> = { Env: [PATH_ENV], Cmd: ['/bin/sh'] },
 ): Promise<{ manifest: Descriptor; blobBytes: number }> {
   const config = await layout.addJson(MediaType.ociConfig, {
     created: CREATED,
     architecture,
     os: 'linux',
-    config: { Env: [PATH_ENV], Cmd: ['/bin/sh'] },
+    config: runConfig,
     rootfs: { type: 'layers', diff_ids: layers.map((l) => l.diffId) },
     history: history.map((created_by) => ({ created: CREATED, created_by })),
   });
@@ -527,6 +528,85 @@ export async function pushMultiLayer(
       ...(opts.format === 'docker' ? { format: 'v2s2' as const } : {}),
     });
     return await describePushed(reg, ref, digest);
+  } finally {
+    await removeTempDir(dir);
+  }
+}
+
+/** Content of one file in a layer: text or bytes, or a number of random bytes. */
+export type FileContent = string | Buffer | number;
+
+export interface FilesImageOptions {
+  /** One layer per entry, each a map of absolute or relative path → content; parent dirs are added. */
+  layers: Array<Record<string, FileContent>>;
+  /** Put the busybox layer first, with busybox's PATH (default false: a scratch image). */
+  busybox?: boolean;
+  /** The config's Env (default: busybox's PATH with busybox, none without). */
+  env?: string[];
+  labels?: Record<string, string>;
+  compression?: 'gzip' | 'none';
+  format?: 'oci' | 'docker';
+  tag?: string;
+}
+
+/** Adds `files` to a layer, each parent directory once and before its children. */
+async function fillFiles(p: Pack, files: Record<string, FileContent>): Promise<void> {
+  const dirs = new Set<string>();
+  for (const [raw, content] of Object.entries(files)) {
+    const name = raw.replace(/^\/+/, '');
+    const parts = name.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (dirs.has(d)) continue;
+      dirs.add(d);
+      await addEntry(p, { name: `${d}/`, type: 'directory', mode: 0o755 });
+    }
+    const data = typeof content === 'string' ? Buffer.from(content) : content;
+    await addEntry(p, { name, mode: 0o644 }, data);
+  }
+}
+
+/**
+ * Pushes an image made of the given files (one layer per map, in order) and config, e.g. an "IDE" image
+ * with `/ide/bin/marker` and `GITPOD_ENV_*` variables. Random-content files may be large (streamed).
+ */
+export async function pushFilesImage(
+  reg: TestRegistry,
+  repo: string,
+  opts: FilesImageOptions,
+): Promise<PushedImage & { layerDescriptors: Descriptor[]; diffIds: Digest[] }> {
+  const ref = `${reg.host}/${repo}:${opts.tag ?? 'latest'}`;
+  const dir = await tempDir('oci-layout');
+  try {
+    const layout = new LayoutWriter(dir);
+    await layout.init();
+    const layers: LayerBlob[] = [];
+    const history: string[] = [];
+    if (opts.busybox) {
+      layers.push(await addBusyboxLayer(layout));
+      history.push('strata test: busybox-static');
+    }
+    for (const files of opts.layers) {
+      layers.push(await layout.addLayer(opts.compression ?? 'gzip', (p) => fillFiles(p, files)));
+      history.push(`strata test: ${Object.keys(files).join(' ')}`);
+    }
+    const env = opts.env ?? (opts.busybox ? [PATH_ENV] : undefined);
+    const runConfig: Record<string, unknown> = {};
+    if (env) runConfig.Env = env;
+    if (opts.busybox) runConfig.Cmd = ['/bin/sh'];
+    if (opts.labels) runConfig.Labels = opts.labels;
+    const { manifest } = await addImage(layout, layers, 'amd64', history, runConfig);
+    await layout.finish(manifest, 'latest');
+    const digest = await skopeoCopy(`oci:${dir}:latest`, `docker://${ref}`, {
+      destCreds: reg.creds,
+      ...(opts.format === 'docker' ? { format: 'v2s2' as const } : {}),
+    });
+    const pushed = await describePushed(reg, ref, digest);
+    return {
+      ...pushed,
+      layerDescriptors: layers.map((l) => l.descriptor),
+      diffIds: layers.map((l) => l.diffId),
+    };
   } finally {
     await removeTempDir(dir);
   }

@@ -128,6 +128,18 @@ describe('compose: layer order and diff_ids', () => {
     assert.equal(origin.kind === 'direct' && origin.content, TAR);
   });
 
+  test('content layers without urls: the remote descriptor leaves the URL out, nothing else changes', () => {
+    const adds = specAdditions(spec, (a) => views[a.ref] ?? assert.fail(`no view for ${a.ref}`), [], {
+      contentLayerUrls: false,
+    });
+    const out = compose(base, adds, { baseRef: BASE_REF });
+    const remote = out.manifest.layers.at(-2);
+    assert.deepEqual(remote, { mediaType: MediaType.ociLayerGzip, digest: remoteDigest, size: 4242 });
+    assert.equal(JSON.stringify(out.manifest).includes('token=secret'), false);
+    const withUrls = compose(base, additions(spec, false), { baseRef: BASE_REF });
+    assert.deepEqual(out.config.rootfs.diff_ids, withUrls.config.rootfs.diff_ids);
+  });
+
   test('a remote content layer without diffId uses its digest as diff_id', () => {
     const s: ImageSpec = {
       ...spec,

@@ -20,10 +20,11 @@ export function specAdditions(
   spec: ImageSpec,
   viewOf: (added: AddedImageRef) => ImageView,
   staticAdditions: readonly Addition[] = [],
+  options: { contentLayerUrls?: boolean } = {},
 ): Addition[] {
   return [
     ...staticAdditions,
     ...addedImageRefs(spec).map((added) => imageAddition(viewOf(added), sourceLabel(added), added.ref)),
-    ...contentLayerAdditions(spec.contentLayers),
+    ...contentLayerAdditions(spec.contentLayers, { urls: options.contentLayerUrls }),
   ];
 }

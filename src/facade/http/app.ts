@@ -200,6 +200,8 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       platform: config.platform,
       tagTtlMs: config.tagTtlMs,
       allowHttpHost,
+      // Redirected clients go to the URL anyway; proxied ones must come through us.
+      contentLayerUrls: config.contentLayers.redirect,
       observer: metrics,
     });
 
