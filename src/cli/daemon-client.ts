@@ -1,0 +1,506 @@
+// The DaemonApi of the pull and image commands over the daemon's containerd gRPC services (any daemon
+// speaking them: Strata's or containerd itself). Every call carries the namespace, and the lease when
+// one is set; gRPC failures come back as StrataErrors. Content writes are pipelined: up to WRITE_WINDOW
+// messages in flight, each response checked in order, so a round trip per MiB does not bound throughput.
+
+import { type Timestamp, timestampDate } from '@bufbuild/protobuf/wkt';
+import type { Client } from '@grpc/grpc-js';
+import {
+  Content,
+  WriteAction,
+  type WriteContentRequestSchema,
+  type WriteContentResponseSchema,
+} from '../api/gen/containerd/services/content/v1/content_pb.ts';
+import { Diff } from '../api/gen/containerd/services/diff/v1/diff_pb.ts';
+import { type Image, Images } from '../api/gen/containerd/services/images/v1/images_pb.ts';
+import { Leases } from '../api/gen/containerd/services/leases/v1/leases_pb.ts';
+import { Namespaces } from '../api/gen/containerd/services/namespaces/v1/namespace_pb.ts';
+import { Kind, Snapshots } from '../api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
+import type { Descriptor as ProtoDescriptor } from '../api/gen/containerd/types/descriptor_pb.ts';
+import {
+  type BidiCall,
+  callBidi,
+  callServerStream,
+  callUnary,
+  createClient,
+  metadataWith,
+} from '../api/grpc/client.ts';
+import { errorFromStatus } from '../api/grpc/status.ts';
+import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
+import type {
+  BlobInfo,
+  ContentWriter,
+  DaemonApi,
+  ImageRecord,
+  Labels,
+  Mount,
+  SnapshotInfo,
+  SnapshotKind,
+} from '../images/pull/daemon-api.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { type Digest, parseDigest } from '../oci/digest.ts';
+
+/** Write messages in flight before the writer waits for a response. */
+export const WRITE_WINDOW = 8;
+/** Diff.Apply of a big layer takes a while; other unary calls get the client's default deadline. */
+const APPLY_TIMEOUT_MS = 30 * 60_000;
+/** Busy ingest refs (another writer holds the lock) are retried with doubling delays, this often. */
+const OPEN_RETRIES = 12;
+
+export const DEFAULT_ADDRESS = '/run/strata/strata.sock';
+export const DEFAULT_NAMESPACE = 'default';
+
+/** `unix:///path`, `unix:/path` or a bare path → the grpc-js target. */
+export function grpcTarget(address: string): string {
+  if (address.startsWith('unix://')) return address;
+  if (address.startsWith('unix:')) return `unix://${address.slice(5)}`;
+  return `unix://${address}`;
+}
+
+const toDate = (ts: Timestamp | undefined): Date | undefined => (ts ? timestampDate(ts) : undefined);
+
+function fromProtoDescriptor(d: ProtoDescriptor | undefined, what: string): Descriptor {
+  if (!d) throw dataLoss(`${what}: the daemon sent no descriptor`);
+  const out: Descriptor = { mediaType: d.mediaType, digest: parseDigest(d.digest), size: Number(d.size) };
+  if (Object.keys(d.annotations).length > 0) out.annotations = { ...d.annotations };
+  return out;
+}
+
+function toProtoDescriptor(d: Descriptor) {
+  return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
+}
+
+function fromProtoImage(img: Image | undefined, what: string): ImageRecord {
+  if (!img) throw dataLoss(`${what}: the daemon sent no image`);
+  const out: ImageRecord = {
+    name: img.name,
+    target: fromProtoDescriptor(img.target, what),
+    labels: { ...img.labels },
+  };
+  const created = toDate(img.createdAt);
+  const updated = toDate(img.updatedAt);
+  if (created) out.createdAt = created;
+  if (updated) out.updatedAt = updated;
+  return out;
+}
+
+const KINDS: Record<number, SnapshotKind> = {
+  [Kind.VIEW]: 'view',
+  [Kind.ACTIVE]: 'active',
+  [Kind.COMMITTED]: 'committed',
+};
+
+const toMounts = (
+  ms: readonly { type: string; source: string; target: string; options: string[] }[],
+): Mount[] => ms.map((m) => ({ type: m.type, source: m.source, target: m.target, options: [...m.options] }));
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export class GrpcDaemonApi implements DaemonApi {
+  private readonly client: Client;
+  readonly namespace: string;
+  readonly lease: string | undefined;
+
+  constructor(client: Client, namespace: string, lease?: string) {
+    this.client = client;
+    this.namespace = namespace;
+    this.lease = lease;
+  }
+
+  /** A client on the daemon's socket; close it with close(). */
+  static connect(address: string, namespace = DEFAULT_NAMESPACE): GrpcDaemonApi {
+    return new GrpcDaemonApi(createClient(grpcTarget(address)), namespace);
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private get md() {
+    return metadataWith({
+      'containerd-namespace': this.namespace,
+      ...(this.lease ? { 'containerd-lease': this.lease } : {}),
+    });
+  }
+
+  /** Runs a call, turning a gRPC failure into our taxonomy with `what` in front. */
+  private async call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (err) {
+      throw errorFromStatus(err, what);
+    }
+  }
+
+  withLease(id: string): GrpcDaemonApi {
+    return new GrpcDaemonApi(this.client, this.namespace, id);
+  }
+
+  createLease(labels: Labels, id = ''): Promise<string> {
+    return this.call('create lease', async () => {
+      const res = await callUnary(this.client, Leases.method.create, { id, labels }, { metadata: this.md });
+      if (!res.lease) throw dataLoss('create lease: the daemon sent no lease');
+      return res.lease.id;
+    });
+  }
+
+  deleteLease(id: string): Promise<void> {
+    return this.call(`delete lease ${id}`, async () => {
+      await callUnary(this.client, Leases.method.delete, { id, sync: false }, { metadata: this.md });
+    });
+  }
+
+  async contentInfo(digest: Digest): Promise<BlobInfo | undefined> {
+    try {
+      const res = await this.call(`content ${digest}`, () =>
+        callUnary(this.client, Content.method.info, { digest }, { metadata: this.md }),
+      );
+      const info = res.info;
+      if (!info) throw dataLoss(`content ${digest}: the daemon sent no info`);
+      const out: BlobInfo = { digest, size: Number(info.size), labels: { ...info.labels } };
+      const created = toDate(info.createdAt);
+      const updated = toDate(info.updatedAt);
+      if (created) out.createdAt = created;
+      if (updated) out.updatedAt = updated;
+      return out;
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  readContent(digest: Digest, maxBytes: number): Promise<Buffer> {
+    return this.call(`read content ${digest}`, async () => {
+      const chunks: Buffer[] = [];
+      let total = 0;
+      const stream = callServerStream(
+        this.client,
+        Content.method.read,
+        { digest, offset: 0n, size: 0n },
+        { metadata: this.md, timeoutMs: 60_000 },
+      );
+      for await (const msg of stream) {
+        total += msg.data.byteLength;
+        if (total > maxBytes) throw resourceExhausted(`content ${digest} is larger than ${maxBytes} bytes`);
+        chunks.push(Buffer.from(msg.data.buffer, msg.data.byteOffset, msg.data.byteLength));
+      }
+      return Buffer.concat(chunks, total);
+    });
+  }
+
+  updateContentLabels(digest: Digest, labels: Labels): Promise<void> {
+    const keys = Object.keys(labels);
+    if (keys.length === 0) return Promise.resolve();
+    // An empty value is sent as an absent one: a masked label that is absent gets removed.
+    const set = Object.fromEntries(Object.entries(labels).filter(([, v]) => v !== ''));
+    return this.call(`label content ${digest}`, async () => {
+      await callUnary(
+        this.client,
+        Content.method.update,
+        { info: { digest, labels: set }, updateMask: { paths: keys.map((k) => `labels.${k}`) } },
+        { metadata: this.md },
+      );
+    });
+  }
+
+  async openWriter(
+    ref: string,
+    expected: { digest: Digest; size: number },
+  ): Promise<ContentWriter | undefined> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await GrpcContentWriter.open(this.client, this.md, ref, expected);
+      } catch (err) {
+        if (isAlreadyExists(err)) return undefined;
+        if (!isUnavailable(err) || attempt >= OPEN_RETRIES) throw err;
+        await sleep(Math.min(2048, 16 << attempt) * (0.5 + Math.random() / 2));
+      }
+    }
+  }
+
+  abortIngest(ref: string): Promise<void> {
+    return this.call(`abort ingest ${ref}`, async () => {
+      await callUnary(this.client, Content.method.abort, { ref }, { metadata: this.md });
+    });
+  }
+
+  deleteContent(digest: Digest): Promise<void> {
+    return this.call(`delete content ${digest}`, async () => {
+      await callUnary(this.client, Content.method.delete, { digest }, { metadata: this.md });
+    });
+  }
+
+  async getImage(name: string): Promise<ImageRecord | undefined> {
+    try {
+      const res = await this.call(`image ${name}`, () =>
+        callUnary(this.client, Images.method.get, { name }, { metadata: this.md }),
+      );
+      return fromProtoImage(res.image, `image ${name}`);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  listImages(filters: readonly string[]): Promise<ImageRecord[]> {
+    return this.call('list images', async () => {
+      const res = await callUnary(
+        this.client,
+        Images.method.list,
+        { filters: [...filters] },
+        { metadata: this.md },
+      );
+      return res.images.map((i) => fromProtoImage(i, `image ${i.name}`));
+    });
+  }
+
+  createImage(image: ImageRecord): Promise<ImageRecord> {
+    return this.call(`create image ${image.name}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Images.method.create,
+        { image: { name: image.name, labels: image.labels, target: toProtoDescriptor(image.target) } },
+        { metadata: this.md },
+      );
+      return fromProtoImage(res.image, `create image ${image.name}`);
+    });
+  }
+
+  updateImage(image: ImageRecord, paths?: readonly string[]): Promise<ImageRecord> {
+    return this.call(`update image ${image.name}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Images.method.update,
+        {
+          image: { name: image.name, labels: image.labels, target: toProtoDescriptor(image.target) },
+          ...(paths ? { updateMask: { paths: [...paths] } } : {}),
+        },
+        { metadata: this.md },
+      );
+      return fromProtoImage(res.image, `update image ${image.name}`);
+    });
+  }
+
+  deleteImage(name: string, sync: boolean): Promise<void> {
+    return this.call(`delete image ${name}`, async () => {
+      await callUnary(this.client, Images.method.delete, { name, sync }, { metadata: this.md });
+    });
+  }
+
+  namespaceLabels(): Promise<Labels> {
+    return this.call(`namespace ${this.namespace}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Namespaces.method.get,
+        { name: this.namespace },
+        { metadata: this.md },
+      );
+      return { ...(res.namespace?.labels ?? {}) };
+    });
+  }
+
+  async statSnapshot(snapshotter: string, key: string): Promise<SnapshotInfo | undefined> {
+    try {
+      const res = await this.call(`stat snapshot ${key}`, () =>
+        callUnary(this.client, Snapshots.method.stat, { snapshotter, key }, { metadata: this.md }),
+      );
+      const info = res.info;
+      if (!info) throw dataLoss(`stat snapshot ${key}: the daemon sent no info`);
+      return {
+        name: info.name,
+        parent: info.parent,
+        kind: KINDS[info.kind] ?? 'unknown',
+        labels: { ...info.labels },
+      };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  prepareSnapshot(snapshotter: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+    return this.call(`prepare snapshot ${key}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Snapshots.method.prepare,
+        { snapshotter, key, parent, labels },
+        { metadata: this.md },
+      );
+      return toMounts(res.mounts);
+    });
+  }
+
+  viewSnapshot(snapshotter: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+    return this.call(`view snapshot ${parent}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Snapshots.method.view,
+        { snapshotter, key, parent, labels },
+        { metadata: this.md },
+      );
+      return toMounts(res.mounts);
+    });
+  }
+
+  commitSnapshot(snapshotter: string, name: string, key: string, labels: Labels = {}): Promise<void> {
+    return this.call(`commit snapshot ${name}`, async () => {
+      await callUnary(
+        this.client,
+        Snapshots.method.commit,
+        { snapshotter, name, key, labels },
+        { metadata: this.md },
+      );
+    });
+  }
+
+  removeSnapshot(snapshotter: string, key: string): Promise<void> {
+    return this.call(`remove snapshot ${key}`, async () => {
+      await callUnary(this.client, Snapshots.method.remove, { snapshotter, key }, { metadata: this.md });
+    });
+  }
+
+  applyDiff(layer: Descriptor, mounts: readonly Mount[], signal?: AbortSignal): Promise<Descriptor> {
+    return this.call(`apply layer ${layer.digest}`, async () => {
+      const res = await callUnary(
+        this.client,
+        Diff.method.apply,
+        {
+          diff: toProtoDescriptor(layer),
+          mounts: mounts.map((m) => ({
+            type: m.type,
+            source: m.source,
+            target: m.target ?? '',
+            options: m.options,
+          })),
+        },
+        { metadata: this.md, timeoutMs: APPLY_TIMEOUT_MS, ...(signal ? { signal } : {}) },
+      );
+      return fromProtoDescriptor(res.applied, `apply layer ${layer.digest}`);
+    });
+  }
+}
+
+type WriteCall = BidiCall<typeof WriteContentRequestSchema, typeof WriteContentResponseSchema>;
+
+/** One Content.Write stream: STAT on open, pipelined WRITEs, COMMIT with size and digest checks. */
+class GrpcContentWriter implements ContentWriter {
+  private readonly call: WriteCall;
+  private readonly responses: AsyncIterator<{ offset: bigint; digest: string }>;
+  private readonly ref: string;
+  private readonly expected: { digest: Digest; size: number };
+  /** Offsets the responses to the messages in flight must report, oldest first. */
+  private readonly inflight: number[] = [];
+  private sent: number;
+  private closed = false;
+
+  private constructor(
+    call: WriteCall,
+    ref: string,
+    expected: { digest: Digest; size: number },
+    offset: number,
+  ) {
+    this.call = call;
+    this.responses = call.responses[Symbol.asyncIterator]();
+    this.ref = ref;
+    this.expected = expected;
+    this.sent = offset;
+  }
+
+  get offset(): number {
+    return this.sent;
+  }
+
+  static async open(
+    client: Client,
+    metadata: ReturnType<typeof metadataWith>,
+    ref: string,
+    expected: { digest: Digest; size: number },
+  ): Promise<GrpcContentWriter> {
+    const call = callBidi(client, Content.method.write, { metadata });
+    try {
+      await call.send({
+        action: WriteAction.STAT,
+        ref,
+        total: BigInt(expected.size),
+        expected: expected.digest,
+      });
+      const first = await call.responses[Symbol.asyncIterator]().next();
+      if (first.done) throw dataLoss(`write ${ref}: the daemon ended the stream at once`);
+      return new GrpcContentWriter(call, ref, expected, Number(first.value.offset));
+    } catch (err) {
+      call.cancel();
+      throw errorFromStatus(err, `write ${ref}`);
+    }
+  }
+
+  private async next(): Promise<{ offset: bigint; digest: string }> {
+    const r = await this.responses.next();
+    if (r.done) throw dataLoss(`write ${this.ref}: the daemon ended the stream early`);
+    return r.value;
+  }
+
+  /** Reads the oldest outstanding response and checks its offset. */
+  private async settleOne(): Promise<void> {
+    const want = this.inflight.shift()!;
+    const res = await this.next();
+    if (Number(res.offset) !== want) {
+      throw dataLoss(`write ${this.ref}: daemon is at offset ${res.offset}, expected ${want}`);
+    }
+  }
+
+  async write(data: Uint8Array): Promise<void> {
+    try {
+      const at = this.sent;
+      this.sent += data.byteLength;
+      this.inflight.push(this.sent);
+      await this.call.send({ action: WriteAction.WRITE, offset: BigInt(at), data });
+      while (this.inflight.length >= WRITE_WINDOW) await this.settleOne();
+    } catch (err) {
+      throw errorFromStatus(err, `write ${this.ref}`);
+    }
+  }
+
+  async truncate(): Promise<void> {
+    // A write at offset 0 makes the daemon start the ingest again.
+    try {
+      while (this.inflight.length > 0) await this.settleOne();
+    } catch (err) {
+      throw errorFromStatus(err, `write ${this.ref}`);
+    }
+    this.sent = 0;
+  }
+
+  async commit(labels: Labels = {}): Promise<'committed' | 'exists'> {
+    try {
+      await this.call.send({
+        action: WriteAction.COMMIT,
+        offset: BigInt(this.sent),
+        total: BigInt(this.expected.size),
+        expected: this.expected.digest,
+        labels,
+      });
+      while (this.inflight.length > 0) await this.settleOne();
+      const res = await this.next();
+      if (Number(res.offset) !== this.expected.size) {
+        throw dataLoss(`commit ${this.ref}: daemon has ${res.offset} bytes, expected ${this.expected.size}`);
+      }
+      if (res.digest !== this.expected.digest) {
+        throw dataLoss(`commit ${this.ref}: daemon has ${res.digest}, expected ${this.expected.digest}`);
+      }
+      return 'committed';
+    } catch (err) {
+      const mapped = errorFromStatus(err, `commit ${this.ref}`);
+      if (isAlreadyExists(mapped)) return 'exists';
+      throw mapped;
+    } finally {
+      this.close();
+    }
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.call.end();
+    this.call.cancel();
+  }
+}

@@ -1,0 +1,99 @@
+// What the client-side pull, unpack and image commands need from an image store daemon: a small slice of
+// containerd's Content, Images, Leases, Snapshots and Diff services in domain terms. The CLI implements
+// it over gRPC (src/cli/daemon-client.ts); tests may implement it over anything that behaves the same.
+// Failures are StrataErrors of the usual kinds (NotFound, AlreadyExists, Unavailable, …).
+import type { Descriptor } from '../../oci/descriptor.ts';
+import type { Digest } from '../../oci/digest.ts';
+
+export type Labels = Record<string, string>;
+
+export interface BlobInfo {
+  digest: Digest;
+  size: number;
+  labels: Labels;
+  createdAt?: Date;
+  updatedAt?: Date;
+}
+
+/** One open ingest (containerd's Content.Write stream), positioned at the bytes the daemon holds. */
+export interface ContentWriter {
+  /** Bytes already in the ingest: where writing continues (a resumed ingest starts past 0). */
+  readonly offset: number;
+  /** Appends at the current offset. Writes may be pipelined; failures surface here or at commit. */
+  write(data: Uint8Array): Promise<void>;
+  /** Starts again from 0, dropping what the ingest holds. */
+  truncate(): Promise<void>;
+  /** Commits with the size and digest given at open; 'exists' when the blob appeared meanwhile. */
+  commit(labels?: Labels): Promise<'committed' | 'exists'>;
+  /** Ends the stream without committing; the ingest stays for a later resume. */
+  close(): void;
+}
+
+export interface ImageRecord {
+  name: string;
+  target: Descriptor;
+  labels: Labels;
+  createdAt?: Date;
+  updatedAt?: Date;
+}
+
+export interface Mount {
+  type: string;
+  source: string;
+  target?: string;
+  options: string[];
+}
+
+export type SnapshotKind = 'view' | 'active' | 'committed' | 'unknown';
+
+export interface SnapshotInfo {
+  name: string;
+  parent: string;
+  kind: SnapshotKind;
+  labels: Labels;
+}
+
+export interface DaemonApi {
+  /** The same API with every call carrying lease `id` (what it creates is held by the lease). */
+  withLease(id: string): DaemonApi;
+  /** Creates a lease (id chosen by the daemon when empty); returns its id. */
+  createLease(labels: Labels, id?: string): Promise<string>;
+  deleteLease(id: string): Promise<void>;
+
+  /** The blob's info in this namespace, or undefined when it is not there. */
+  contentInfo(digest: Digest): Promise<BlobInfo | undefined>;
+  /** Reads a whole small blob (manifest, config); fails when it is larger than `maxBytes`. */
+  readContent(digest: Digest, maxBytes: number): Promise<Buffer>;
+  /** Sets the given labels (an empty value removes one), leaving the others. */
+  updateContentLabels(digest: Digest, labels: Labels): Promise<void>;
+  /**
+   * Opens (or resumes) the ingest `ref` for a blob of `total` bytes with digest `expected`; undefined
+   * when the namespace has the blob already. Busy refs (another writer holds them) are retried a while.
+   */
+  openWriter(ref: string, expected: { digest: Digest; size: number }): Promise<ContentWriter | undefined>;
+  /** Removes an ingest (NotFound when there is none). */
+  abortIngest(ref: string): Promise<void>;
+  /** Deletes a blob from the namespace (NotFound when it is not there). */
+  deleteContent(digest: Digest): Promise<void>;
+
+  getImage(name: string): Promise<ImageRecord | undefined>;
+  listImages(filters: readonly string[]): Promise<ImageRecord[]>;
+  /** AlreadyExists when the name is taken. */
+  createImage(image: ImageRecord): Promise<ImageRecord>;
+  /** Without `paths` the whole record is replaced; with them only those fields (`labels.k`, `target`, …). */
+  updateImage(image: ImageRecord, paths?: readonly string[]): Promise<ImageRecord>;
+  /** NotFound when there is no such image. */
+  deleteImage(name: string, sync: boolean): Promise<void>;
+
+  /** Labels of the namespace this API works in (for its default snapshotter). */
+  namespaceLabels(): Promise<Labels>;
+
+  statSnapshot(snapshotter: string, key: string): Promise<SnapshotInfo | undefined>;
+  prepareSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<Mount[]>;
+  viewSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<Mount[]>;
+  commitSnapshot(snapshotter: string, name: string, key: string, labels?: Labels): Promise<void>;
+  removeSnapshot(snapshotter: string, key: string): Promise<void>;
+
+  /** Applies a layer blob onto the mounts; returns the uncompressed descriptor (its digest is the diff ID). */
+  applyDiff(layer: Descriptor, mounts: readonly Mount[], signal?: AbortSignal): Promise<Descriptor>;
+}

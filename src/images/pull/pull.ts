@@ -1,0 +1,158 @@
+// `strata pull` as domain logic: containerd's client-side pull against a daemon, so the result cannot be
+// told from `ctr images pull`'s. Under a lease (expiring in 24 h, deleted at the end): resolve the name,
+// fetch what the namespace lacks (bounded concurrency, resumable ingests, gc.ref and distribution source
+// labels), unpack each layer as soon as it and the layers below it are present, then create or replace
+// the image record.
+import { isAlreadyExists, isNotFound, messageOf, unavailable } from '../../errors.ts';
+import type { Descriptor, Platform } from '../../oci/descriptor.ts';
+import type { Digest } from '../../oci/digest.ts';
+import type { ImageManifest } from '../../oci/manifest.ts';
+import { defaultPlatform, parsePlatform } from '../../oci/platform.ts';
+import {
+  formatReference,
+  parseNormalizedReference,
+  type Reference,
+  withDefaultTag,
+} from '../../oci/reference.ts';
+import type { RegistryClient } from '../../registry/client.ts';
+import type { DaemonApi, ImageRecord, Labels } from './daemon-api.ts';
+import type { PullListener } from './events.ts';
+import { fetchImage } from './fetch.ts';
+import { LABEL_GC_EXPIRE } from './labels.ts';
+import { Presence } from './presence.ts';
+import { unpackImage } from './unpack.ts';
+
+export const DEFAULT_SNAPSHOTTER = 'native';
+export const DEFAULT_PULL_CONCURRENCY = 3;
+const LEASE_TTL_MS = 24 * 3600 * 1000;
+
+export interface PullImageOptions {
+  /** The platform to fetch and unpack (default: this host's). */
+  platform?: Platform | string;
+  snapshotter?: string;
+  /** Blobs fetched at once (default 3). */
+  concurrency?: number;
+  /** Unpack into snapshots (default true). */
+  unpack?: boolean;
+  /** Labels of the image record. */
+  labels?: Labels;
+  signal?: AbortSignal;
+  onEvent?: PullListener;
+}
+
+export interface PullImageResult {
+  name: string;
+  descriptor: Descriptor;
+  /** Image manifests reached (one per platform kept). */
+  manifests: Descriptor[];
+  /** Top chain ID of each unpacked manifest, in `manifests` order. */
+  chainIds: Digest[];
+  fetched: number;
+  present: number;
+  bytes: number;
+  layersApplied: number;
+  layersPresent: number;
+}
+
+/** The image name for a reference as a user types it: normalised, `latest` when no tag or digest. */
+export function imageName(ref: string): { name: string; ref: Reference } {
+  const parsed = withDefaultTag(parseNormalizedReference(ref));
+  return { name: formatReference(parsed), ref: parsed };
+}
+
+export async function pullImage(
+  registry: RegistryClient,
+  daemon: DaemonApi,
+  reference: string,
+  opts: PullImageOptions = {},
+): Promise<PullImageResult> {
+  const { name, ref } = imageName(reference);
+  const platform =
+    typeof opts.platform === 'string' ? parsePlatform(opts.platform) : (opts.platform ?? defaultPlatform());
+  const snapshotter = opts.snapshotter ?? DEFAULT_SNAPSHOTTER;
+  const emit: PullListener = opts.onEvent ?? (() => {});
+  const stop = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
+
+  const root = await registry.resolve(ref, { signal });
+  emit({ type: 'resolved', name, descriptor: root });
+
+  const expires = new Date(Date.now() + LEASE_TTL_MS).toISOString().replace(/\.\d+Z$/, 'Z');
+  const leaseId = await daemon.createLease({ [LABEL_GC_EXPIRE]: expires });
+  const api = daemon.withLease(leaseId);
+  try {
+    const presence = new Presence();
+    const manifests: Descriptor[] = [];
+    const unpacks: Promise<{ chainId: Digest; applied: number; present: number }>[] = [];
+    const startUnpack = (desc: Descriptor, manifest: ImageManifest): void => {
+      manifests.push(desc);
+      if (opts.unpack === false) return;
+      const job = unpackImage(api, manifest, {
+        snapshotter,
+        waitBlob: (d) => presence.wait(d),
+        signal,
+        onEvent: emit,
+      });
+      // A failed unpack stops the downloads too.
+      job.catch((err: unknown) => stop.abort(err));
+      unpacks.push(job);
+    };
+    let stats: Awaited<ReturnType<typeof fetchImage>>;
+    try {
+      stats = await fetchImage(registry, api, ref, root, {
+        platform,
+        concurrency: Math.max(1, opts.concurrency ?? DEFAULT_PULL_CONCURRENCY),
+        signal,
+        presence,
+        onEvent: emit,
+        onManifest: startUnpack,
+      });
+    } catch (err) {
+      presence.fail(err);
+      const settled = await Promise.allSettled(unpacks);
+      // When an unpack failure stopped the walk, that failure is the one to report.
+      const first = settled.find((s) => s.status === 'rejected');
+      if (first && stop.signal.aborted && stop.signal.reason === first.reason) throw first.reason;
+      throw err;
+    }
+    const unpacked = await Promise.all(unpacks);
+    const created = await putImage(api, { name, target: root, labels: opts.labels ?? {} });
+    emit({ type: 'image', name, target: root, created });
+    return {
+      name,
+      descriptor: root,
+      manifests,
+      chainIds: unpacked.map((u) => u.chainId),
+      fetched: stats.fetched,
+      present: stats.present,
+      bytes: stats.bytes,
+      layersApplied: unpacked.reduce((n, u) => n + u.applied, 0),
+      layersPresent: unpacked.reduce((n, u) => n + u.present, 0),
+    };
+  } finally {
+    await daemon.deleteLease(leaseId).catch((err: unknown) => {
+      // The lease expires by itself; failing to delete it early is not worth failing the pull for.
+      process.emitWarning(`strata pull: could not delete lease ${leaseId}: ${messageOf(err)}`);
+    });
+  }
+}
+
+/** Create, or on AlreadyExists replace the whole record (as ctr does); true when created. */
+async function putImage(api: DaemonApi, image: ImageRecord): Promise<boolean> {
+  for (let attempt = 0; attempt < 5; attempt++) {
+    try {
+      await api.createImage(image);
+      return true;
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+    }
+    try {
+      await api.updateImage(image);
+      return false;
+    } catch (err) {
+      // Deleted between our create and update: create again.
+      if (!isNotFound(err)) throw err;
+    }
+  }
+  throw unavailable(`image ${image.name} kept changing while it was being written`);
+}

@@ -1,0 +1,71 @@
+// Export what the daemon prepared for an image: a read-only View on the top chain snapshot, its bind
+// mount's directory copied into DIR with everything kept (`cp -a`: modes, owners, times, xattrs, links,
+// hardlink groups, devices), then the view removed. It shows the snapshot itself, not a fresh unpack.
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { failedPrecondition, internal, invalidArgument, isNotFound, unimplemented } from '../../errors.ts';
+import type { Descriptor, Platform } from '../../oci/descriptor.ts';
+import type { DaemonApi, Mount } from './daemon-api.ts';
+import { imageChain } from './inspect.ts';
+
+export interface ExportRootfsOptions {
+  platform: Platform;
+  snapshotter: string;
+  signal?: AbortSignal;
+}
+
+/** The directory a snapshot's mounts show, when they are a single bind mount (the native snapshotter's). */
+export function bindSource(mounts: readonly Mount[]): string {
+  const m = mounts[0];
+  if (mounts.length !== 1 || !m || (m.type !== 'bind' && m.type !== 'rbind')) {
+    throw unimplemented(
+      `only a single bind mount can be exported, the snapshotter gave ${mounts.map((x) => x.type).join(', ') || 'none'}`,
+    );
+  }
+  return m.source;
+}
+
+export async function exportRootfs(
+  api: DaemonApi,
+  image: { name: string; target: Descriptor },
+  dir: string,
+  opts: ExportRootfsOptions,
+): Promise<void> {
+  const target = resolve(dir);
+  await mkdir(target, { recursive: true });
+  if ((await readdir(target)).length > 0) throw invalidArgument(`${dir} is not empty`);
+  const chain = await imageChain(api, image.target, opts.platform);
+  const top = chain.at(-1)!;
+  if (!(await api.statSnapshot(opts.snapshotter, top))) {
+    throw failedPrecondition(
+      `${image.name} is not unpacked in snapshotter ${opts.snapshotter} (no snapshot ${top}); pull it first`,
+    );
+  }
+  const key = `rootfs-export-${randomBytes(6).toString('hex')}`;
+  const mounts = await api.viewSnapshot(opts.snapshotter, key, top);
+  try {
+    await copyTree(bindSource(mounts), target, opts.signal);
+  } finally {
+    await api.removeSnapshot(opts.snapshotter, key).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+}
+
+/** `cp -a -T SRC DST`: DST gets SRC's contents and SRC's own metadata. */
+function copyTree(src: string, dst: string, signal?: AbortSignal): Promise<void> {
+  return new Promise((done, fail) => {
+    const cp = spawn('cp', ['-a', '-T', '--', src, dst], { stdio: ['ignore', 'ignore', 'pipe'], signal });
+    let stderr = '';
+    cp.stderr.setEncoding('utf8').on('data', (s: string) => {
+      if (stderr.length < 4096) stderr += s;
+    });
+    cp.once('error', fail);
+    cp.once('close', (code, sig) => {
+      if (code === 0) done();
+      else fail(internal(`copying ${src} to ${dst} failed (${sig ?? `exit ${code}`}): ${stderr.trim()}`));
+    });
+  });
+}

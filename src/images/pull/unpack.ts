@@ -1,0 +1,138 @@
+// The unpack half of a pull: turn an image's layers into committed snapshots named by chain ID, applying
+// only the layers whose chain the snapshotter lacks, bottom-up. Each layer waits only for its own blob
+// and for the layer below, so unpacking runs alongside the downloads. As containerd's client does: Stat
+// the chain ID, else Prepare an extract-… key on the parent, Diff.Apply the blob (its diff ID must come
+// back), Commit under the chain ID; then label the blob with its diff ID and the config with the top chain.
+import { randomBytes } from 'node:crypto';
+import { dataLoss, failedPrecondition, isAlreadyExists } from '../../errors.ts';
+import type { Descriptor } from '../../oci/descriptor.ts';
+import { type Digest, digestOf } from '../../oci/digest.ts';
+import {
+  type ImageConfig,
+  type ImageManifest,
+  MAX_CONFIG_BYTES,
+  parseImageConfig,
+} from '../../oci/manifest.ts';
+import { isLayerType } from '../../oci/media-types.ts';
+import { chainIds } from './chain.ts';
+import type { DaemonApi, Labels } from './daemon-api.ts';
+import type { PullListener } from './events.ts';
+import { LABEL_UNCOMPRESSED, snapshotGcLabel } from './labels.ts';
+
+export interface UnpackOptions {
+  snapshotter: string;
+  /** Resolves with a blob's labels once the namespace holds it (default: it does already). */
+  waitBlob?: (digest: Digest) => Promise<Labels>;
+  signal?: AbortSignal;
+  onEvent?: PullListener;
+}
+
+export interface UnpackResult {
+  chainId: Digest;
+  applied: number;
+  present: number;
+}
+
+/** Reads and validates an image config from the daemon. */
+export async function readConfig(api: DaemonApi, config: Descriptor): Promise<ImageConfig> {
+  const bytes = await api.readContent(config.digest, MAX_CONFIG_BYTES);
+  if (digestOf(bytes) !== config.digest) throw dataLoss(`config ${config.digest} reads back wrong`);
+  return parseImageConfig(bytes);
+}
+
+/** The manifest's layers with their diff IDs; the counts must agree, as containerd insists. */
+export function layersWithDiffIds(
+  manifest: ImageManifest,
+  config: ImageConfig,
+): { layer: Descriptor; diffId: Digest }[] {
+  const layers = manifest.layers.filter((l) => isLayerType(l.mediaType));
+  const diffIds = config.rootfs.diff_ids;
+  if (layers.length !== diffIds.length) {
+    throw failedPrecondition(
+      `mismatched image rootfs and manifest layers: ${diffIds.length} diff_ids, ${layers.length} layers`,
+    );
+  }
+  return layers.map((layer, i) => ({ layer, diffId: diffIds[i]! }));
+}
+
+/** containerd's unique key part: the clock's nanoseconds and three random bytes. */
+function uniquePart(): string {
+  return `${process.hrtime.bigint() % 1_000_000_000n}-${randomBytes(3).toString('base64url')}`;
+}
+
+export async function unpackImage(
+  api: DaemonApi,
+  manifest: ImageManifest,
+  opts: UnpackOptions,
+): Promise<UnpackResult> {
+  const sn = opts.snapshotter;
+  const waitBlob = opts.waitBlob ?? (async (): Promise<Labels> => ({}));
+  const emit: PullListener = opts.onEvent ?? (() => {});
+  await waitBlob(manifest.config.digest);
+  const config = await readConfig(api, manifest.config);
+  const layers = layersWithDiffIds(manifest, config);
+  if (layers.length === 0) throw failedPrecondition('the image has no layers to unpack');
+  const chain = chainIds(layers.map((l) => l.diffId));
+  const result: UnpackResult = { chainId: chain.at(-1)!, applied: 0, present: 0 };
+
+  for (const [i, { layer, diffId }] of layers.entries()) {
+    opts.signal?.throwIfAborted();
+    const chainId = chain[i]!;
+    const parent = i === 0 ? '' : chain[i - 1]!;
+    const labels = await waitBlob(layer.digest);
+    const started = performance.now();
+    emit({ type: 'unpack-start', layer, chainId });
+    const applied = (await api.statSnapshot(sn, chainId)) === undefined;
+    if (applied) await applyLayer(api, sn, layer, diffId, chainId, parent, opts.signal);
+    if (applied) result.applied++;
+    else result.present++;
+    if (labels[LABEL_UNCOMPRESSED] !== diffId) {
+      await api.updateContentLabels(layer.digest, { [LABEL_UNCOMPRESSED]: diffId });
+    }
+    emit({ type: 'unpack-done', layer, chainId, applied, ms: performance.now() - started });
+  }
+  await api.updateContentLabels(manifest.config.digest, { [snapshotGcLabel(sn)]: result.chainId });
+  return result;
+}
+
+async function applyLayer(
+  api: DaemonApi,
+  sn: string,
+  layer: Descriptor,
+  diffId: Digest,
+  chainId: Digest,
+  parent: string,
+  signal: AbortSignal | undefined,
+): Promise<void> {
+  for (;;) {
+    const key = `extract-${uniquePart()} ${chainId}`;
+    let mounts: Awaited<ReturnType<DaemonApi['prepareSnapshot']>>;
+    try {
+      mounts = await api.prepareSnapshot(sn, key, parent);
+    } catch (err) {
+      // The key is taken (a clash of unique parts): try another.
+      if (isAlreadyExists(err)) continue;
+      throw err;
+    }
+    try {
+      const applied = await api.applyDiff(layer, mounts, signal);
+      if (applied.digest !== diffId) {
+        throw failedPrecondition(
+          `wrong diff id calculated on extraction of ${layer.digest}: ${applied.digest}, expected ${diffId}`,
+        );
+      }
+      try {
+        await api.commitSnapshot(sn, chainId, key);
+      } catch (err) {
+        // Another pull committed the same chain meanwhile: theirs is as good as ours.
+        if (!isAlreadyExists(err)) throw err;
+        await api.removeSnapshot(sn, key).catch(() => {});
+      }
+      return;
+    } catch (err) {
+      // The failure that matters is the one being thrown; a failed cleanup only leaves a key for GC.
+      await api.removeSnapshot(sn, key).catch(() => {});
+      throw err;
+    }
+  }
+}
