@@ -3,6 +3,9 @@ import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 import { registerDaemon } from './daemon.ts';
 import { registerFacade } from './facade.ts';
+import { registerImages } from './images.ts';
+import { registerPull } from './pull.ts';
+import { registerRootfs } from './rootfs.ts';
 import { registerSpec } from './spec.ts';
 
 export function buildProgram(): Command {
@@ -12,6 +15,9 @@ export function buildProgram(): Command {
   registerDaemon(program);
   registerFacade(program);
   registerSpec(program);
+  registerPull(program);
+  registerImages(program);
+  registerRootfs(program);
   return program;
 }
 

@@ -1,0 +1,84 @@
+// `strata pull REF`: containerd's client-side pull through the daemon's gRPC API, with live progress.
+import type { Command } from 'commander';
+import { invalidArgument } from '../errors.ts';
+import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } from '../images/pull/pull.ts';
+import { parsePlatform } from '../oci/platform.ts';
+import { RegistryClient } from '../registry/client.ts';
+import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
+import { createProgress, formatBytes, formatDuration } from './progress.ts';
+
+interface PullFlags extends DaemonFlags {
+  platform?: string;
+  plainHttp?: boolean;
+  snapshotter: string;
+  concurrency: string;
+  unpack: boolean;
+  progress?: 'auto' | 'tty' | 'plain' | 'none';
+}
+
+function positiveInt(value: string, flag: string): number {
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n < 1 || n > 64)
+    throw invalidArgument(`${flag} must be 1..64, got ${value}`);
+  return n;
+}
+
+export function registerPull(program: Command): void {
+  withDaemonFlags(
+    program
+      .command('pull <ref>')
+      .description('pull an image into the daemon and unpack it (what `ctr images pull` does)')
+      .option('--platform <platform>', 'platform to pull, os/arch[/variant] (default: this host)')
+      .option('--plain-http', 'talk to the registry over plain HTTP')
+      .option('--snapshotter <name>', 'snapshotter to unpack into', DEFAULT_SNAPSHOTTER)
+      .option('--concurrency <n>', 'blobs fetched at once', String(DEFAULT_PULL_CONCURRENCY))
+      .option('--no-unpack', 'fetch only, do not unpack')
+      .option('--progress <mode>', 'auto, tty, plain or none', 'auto'),
+  ).action(async (ref: string, flags: PullFlags) => {
+    await withDaemon('pull', flags, async (daemon) => {
+      const { ref: parsed } = imageName(ref);
+      const platform = flags.platform === undefined ? undefined : parsePlatform(flags.platform);
+      const concurrency = positiveInt(flags.concurrency, '--concurrency');
+      const mode = flags.progress ?? 'auto';
+      if (!['auto', 'tty', 'plain', 'none'].includes(mode)) {
+        throw invalidArgument(`--progress must be auto, tty, plain or none, got ${mode}`);
+      }
+      const registry = new RegistryClient({
+        hosts: flags.plainHttp ? { insecure: [parsed.domain] } : {},
+        credentials: new DockerConfigCredentials(),
+      });
+      const progress =
+        mode === 'none'
+          ? undefined
+          : createProgress(process.stdout, mode === 'auto' ? {} : { tty: mode === 'tty' });
+      const started = performance.now();
+      const stop = new AbortController();
+      const onSignal = () => stop.abort(new Error('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const result = await pullImage(registry, daemon, ref, {
+          ...(platform ? { platform } : {}),
+          snapshotter: flags.snapshotter,
+          concurrency,
+          unpack: flags.unpack,
+          signal: stop.signal,
+          ...(progress ? { onEvent: (e) => progress.onEvent(e) } : {}),
+        });
+        progress?.finish();
+        const ms = performance.now() - started;
+        process.stdout.write(
+          `pulled ${result.name} ${result.descriptor.digest} in ${formatDuration(ms)}: ` +
+            `${result.fetched} blobs fetched (${formatBytes(result.bytes)}), ${result.present} present, ` +
+            `${result.layersApplied} layers unpacked, ${result.layersPresent} already unpacked\n`,
+        );
+      } finally {
+        progress?.finish();
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+        await registry.close();
+      }
+    });
+  });
+}
