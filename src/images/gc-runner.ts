@@ -41,6 +41,11 @@ export interface GcRunnerOptions {
    * data on disk can delete it. Errors are logged.
    */
   removeIngest?: (namespace: string, ref: string) => Promise<void>;
+  /**
+   * Called after a run that removed snapshot records, so the snapshotters can delete the directories no
+   * record names any more. Awaited (a synchronous delete waits for the space); errors are logged.
+   */
+  removeSnapshots?: (removed: GcResult['snapshots']) => Promise<void>;
 }
 
 export class GcRunner {
@@ -52,6 +57,7 @@ export class GcRunner {
   private readonly maxDelayMs: number;
   private readonly onRun: GcRunnerOptions['onRun'];
   private readonly removeIngest: GcRunnerOptions['removeIngest'];
+  private readonly removeSnapshots: GcRunnerOptions['removeSnapshots'];
   private readonly held: Statement;
   private readonly unsubscribe: () => void;
   /** The run in progress (or the last one); runs never overlap. */
@@ -72,6 +78,7 @@ export class GcRunner {
     this.maxDelayMs = opts.maxDelayMs ?? 5000;
     this.onRun = opts.onRun;
     this.removeIngest = opts.removeIngest;
+    this.removeSnapshots = opts.removeSnapshots;
     this.held = opts.db.sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
     this.unsubscribe = opts.db.onDirty(() => this.schedule());
   }
@@ -136,6 +143,11 @@ export class GcRunner {
           ),
         );
       }
+    }
+    if (this.removeSnapshots && result.snapshots.length > 0) {
+      await this.removeSnapshots(result.snapshots).catch((err: unknown) =>
+        this.logger.warn({ err: messageOf(err) }, 'snapshot cleanup after collection failed'),
+      );
     }
     const ms = performance.now() - start;
     this.lastMs = ms;

@@ -4,10 +4,12 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { contentService } from '../api/services/content.ts';
+import { diffService } from '../api/services/diff.ts';
 import { imagesService } from '../api/services/images.ts';
 import { introspectionService } from '../api/services/introspection.ts';
 import { leasesService } from '../api/services/leases.ts';
 import { namespacesService } from '../api/services/namespaces.ts';
+import { snapshotsService } from '../api/services/snapshots.ts';
 import { versionService } from '../api/services/version.ts';
 import { ContentStore } from '../content/store.ts';
 import { isNotFound, isUnavailable } from '../errors.ts';
@@ -18,6 +20,8 @@ import { ContentMeta } from '../metadata/content-labels.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { LeaseStore } from '../metadata/leases.ts';
 import { NamespaceStore } from '../metadata/namespaces.ts';
+import { Differ } from '../snapshots/native/differ.ts';
+import { NativeSnapshotter } from '../snapshots/native/snapshotter.ts';
 import { VERSION } from '../version.ts';
 import type { DaemonConfig } from './config.ts';
 import { pidNamespace, serverUuid, sourceRevision } from './identity.ts';
@@ -38,6 +42,7 @@ export interface DaemonParts {
   leases: LeaseStore;
   namespaces: NamespaceStore;
   gc: GcRunner;
+  snapshotter: NativeSnapshotter;
   uuid: string;
   services: ServiceRegistration[];
   /** Releases what wiring opened (the gRPC server is not part of it). */
@@ -60,6 +65,13 @@ export async function wireDaemon(
     const namespaces = new NamespaceStore(db);
     const contentMeta = new ContentMeta(db);
     const view = new ContentView({ store: content, db });
+    const snapshotsRoot = join(config.root, 'snapshots', 'native');
+    const snapshotter = await NativeSnapshotter.open({
+      root: snapshotsRoot,
+      db,
+      logger: logger.child({ component: 'snapshots' }),
+    });
+    const differ = new Differ({ snapshotter, content: view });
     const gc = new GcRunner({
       db,
       content,
@@ -68,6 +80,10 @@ export async function wireDaemon(
       ...(metrics && { onRun: (stats) => metrics.gcRun(stats) }),
       // Expired ingests lose their record in the sweep; their partial data goes with it.
       removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
+      // Collected snapshot records leave their directories behind; the snapshotter removes those.
+      removeSnapshots: async () => {
+        await snapshotter.cleanup();
+      },
     });
     const collectGarbage = () => gc.collect();
 
@@ -76,6 +92,8 @@ export async function wireDaemon(
       contentService({ view }),
       leasesService({ leases, collectGarbage }),
       namespacesService({ namespaces }),
+      snapshotsService({ snapshotters: new Map([[snapshotter.name, snapshotter]]) }),
+      diffService({ differ }),
       versionService({ version: VERSION, revision: sourceRevision() }),
     ];
     const names = [
@@ -87,7 +105,12 @@ export async function wireDaemon(
         uuid,
         pid: process.pid,
         pidns: pidNamespace(),
-        plugins: pluginList({ services: names, contentRoot, metadataPath }),
+        plugins: pluginList({
+          services: names,
+          contentRoot,
+          metadataPath,
+          snapshotters: [{ id: snapshotter.name, root: snapshotsRoot }],
+        }),
       }),
     );
     return {
@@ -99,6 +122,7 @@ export async function wireDaemon(
       leases,
       namespaces,
       gc,
+      snapshotter,
       uuid,
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
