@@ -1,0 +1,444 @@
+// `strata pull`, `strata images …` and `strata rootfs` as a user runs them: bin/strata against a real
+// `strata daemon`, images from a real docker-registry, results checked with containerd's own ctr. Blob
+// downloads are counted by a small pass-through proxy in front of the registry (the registry cannot
+// tell us), so "a second pull fetches no layer" is observed on the wire.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { createGunzip } from 'node:zlib';
+import { extract } from 'tar-stream';
+import { GrpcDaemonApi } from '../../src/cli/daemon-client.ts';
+import { chainIds } from '../../src/images/pull/chain.ts';
+import type { Digest } from '../../src/oci/digest.ts';
+import { parseReference } from '../../src/oci/reference.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import {
+  type PushedImage,
+  type PushedIndex,
+  pushMultiLayer,
+  pushTwoPlatformIndex,
+  skopeoInspect,
+  skopeoRawManifest,
+} from '../helpers/images.ts';
+import { freePort } from '../helpers/ports.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const BIN = new URL('../../bin/strata', import.meta.url).pathname;
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs bin/strata with stdout and stderr as pipes (not a terminal); never throws on a non-zero exit. */
+function strata(args: string[], timeoutMs = 180_000): Promise<Run> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    proc.stdout.on('data', (c: Buffer) => out.push(c));
+    proc.stderr.on('data', (c: Buffer) => err.push(c));
+    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
+    proc.once('error', (e) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+    proc.once('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        code: code ?? (signal ? 128 : 1),
+        stdout: Buffer.concat(out).toString('utf8'),
+        stderr: Buffer.concat(err).toString('utf8'),
+      });
+    });
+  });
+}
+
+async function strataOk(args: string[]): Promise<string> {
+  const r = await strata(args);
+  assert.equal(r.code, 0, `strata ${args.join(' ')} failed:\n${r.stderr}\n${r.stdout}`);
+  return r.stdout;
+}
+
+interface Seen {
+  method: string;
+  path: string;
+  range?: string;
+}
+
+/** A pass-through HTTP proxy on loopback in front of the registry, recording every request. */
+async function countingProxy(
+  upstream: string,
+): Promise<{ host: string; seen: Seen[]; close(): Promise<void> }> {
+  const target = new URL(upstream);
+  const seen: Seen[] = [];
+  const server = http.createServer((req, res) => {
+    seen.push({
+      method: req.method ?? '',
+      path: req.url ?? '',
+      ...(req.headers.range ? { range: req.headers.range } : {}),
+    });
+    const fwd = http.request(
+      {
+        host: target.hostname,
+        port: target.port,
+        method: req.method,
+        path: req.url,
+        headers: { ...req.headers, host: target.host },
+      },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
+    fwd.on('error', () => res.destroy());
+    req.pipe(fwd);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    host: `127.0.0.1:${port}`,
+    seen,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+interface RawManifest {
+  config: { digest: Digest; size: number };
+  layers: Array<{ digest: Digest; size: number; mediaType: string }>;
+}
+
+interface Entry {
+  type: string;
+  mode: number;
+  size?: number;
+  sha256?: string;
+  link?: string;
+}
+
+/** The files an image's layers make, applied in order (these test images have no whiteouts). */
+async function expectedTree(repoRef: string, manifest: RawManifest): Promise<Map<string, Entry>> {
+  const ref = parseReference(repoRef);
+  const client = new RegistryClient();
+  const files = new Map<string, Entry>();
+  try {
+    for (const layer of manifest.layers) {
+      const body = await client.fetchBlob(ref, layer);
+      const ex = extract();
+      ex.on('entry', (h, stream, next) => {
+        const name = h.name.replace(/^\.?\//, '').replace(/\/$/, '');
+        const hash = createHash('sha256');
+        let size = 0;
+        stream.on('data', (c: unknown) => {
+          const b = c as Buffer;
+          hash.update(b);
+          size += b.length;
+        });
+        stream.on('end', () => {
+          if (name !== '' && name !== '.') {
+            const mode = (h.mode ?? 0) & 0o7777;
+            if (h.type === 'file') files.set(name, { type: 'file', mode, size, sha256: hash.digest('hex') });
+            else if (h.type === 'directory') files.set(name, { type: 'directory', mode });
+            else if (h.type === 'symlink') files.set(name, { type: 'symlink', mode, link: h.linkname ?? '' });
+            else files.set(name, { type: h.type ?? 'unknown', mode });
+          }
+          next();
+        });
+        stream.resume();
+      });
+      await new Promise<void>((resolve, reject) => {
+        ex.on('finish', resolve);
+        ex.on('error', reject);
+        body.on('error', reject);
+        body.pipe(createGunzip()).on('error', reject).pipe(ex);
+      });
+    }
+  } finally {
+    await client.close();
+  }
+  return files;
+}
+
+async function actualTree(
+  dir: string,
+  rel = '',
+  out = new Map<string, Entry>(),
+): Promise<Map<string, Entry>> {
+  for (const name of await readdir(join(dir, rel))) {
+    const path = rel ? `${rel}/${name}` : name;
+    const full = join(dir, path);
+    const st = await lstat(full);
+    const mode = st.mode & 0o7777;
+    if (st.isDirectory()) {
+      out.set(path, { type: 'directory', mode });
+      await actualTree(dir, path, out);
+    } else if (st.isSymbolicLink()) out.set(path, { type: 'symlink', mode, link: await readlink(full) });
+    else if (st.isFile()) {
+      const sha256 = createHash('sha256')
+        .update(await readFile(full))
+        .digest('hex');
+      out.set(path, { type: 'file', mode, size: st.size, sha256 });
+    } else out.set(path, { type: 'other', mode });
+  }
+  return out;
+}
+
+const blobGets = (seen: readonly Seen[], digests: readonly string[]): Seen[] =>
+  seen.filter((s) => s.method === 'GET' && digests.some((d) => s.path.endsWith(`/blobs/${d}`)));
+
+describe('strata pull through the daemon', () => {
+  let reg: TestRegistry;
+  let proxy: Awaited<ReturnType<typeof countingProxy>>;
+  let image: PushedImage;
+  let index: PushedIndex;
+  let ref: string;
+  let manifest: RawManifest;
+  let diffIds: Digest[];
+
+  before(async () => {
+    reg = await startRegistry();
+    image = await pushMultiLayer(reg, 'team/app', { layers: 5, layerBytes: 300 * 1024 });
+    index = await pushTwoPlatformIndex(reg, 'team/multi');
+    proxy = await countingProxy(reg.url);
+    ref = `${proxy.host}/team/app:latest`;
+    manifest = JSON.parse((await skopeoRawManifest(image.ref)).toString('utf8')) as RawManifest;
+    const config = (await skopeoInspect(image.ref, { config: true })) as { rootfs: { diff_ids: Digest[] } };
+    diffIds = config.rootfs.diff_ids;
+  });
+  after(async () => {
+    await proxy?.close();
+    await reg?.stop();
+  });
+
+  const flags = (d: TestDaemon) => ['--address', d.address];
+  const layerDigests = () => manifest.layers.map((l) => l.digest);
+
+  test('pulls a multi-layer gzip image complete and unpacked, as ctr sees it, with plain progress lines', async (t) => {
+    const daemon = await startDaemon({ t });
+    const out = await strataOk(['pull', '--plain-http', ...flags(daemon), ref]);
+
+    // Not a terminal: plain lines, one per fetched blob at least, and a summary.
+    assert.match(out, /^resolved 127\.0\.0\.1:\d+\/team\/app:latest sha256:[0-9a-f]{64}$/m);
+    for (const l of manifest.layers) {
+      assert.match(out, new RegExp(`^fetch layer ${l.digest.slice(0, 19)}… \\(`, 'm'));
+      assert.match(out, new RegExp(`^done ${l.digest.slice(0, 19)}… in \\d`, 'm'));
+    }
+    assert.match(out, /^unpacked sha256:[0-9a-f]{12}… in /m);
+    assert.match(out, /^image 127\.0\.0\.1:\d+\/team\/app:latest created$/m);
+    assert.match(out, /^pulled .* 8 blobs fetched .* 6 layers unpacked, 0 already unpacked$/m);
+
+    const check = await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']);
+    const row = check.split('\n').find((l) => l.startsWith(`${ref} `));
+    assert.ok(row, check);
+    assert.match(row, /complete \(7\/7\)/);
+    assert.match(row, /\btrue\s*$/);
+
+    // The chain, bottom to top, each committed on its parent.
+    const chain = chainIds(diffIds);
+    const snaps = await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']);
+    for (const [i, id] of chain.entries()) {
+      const line = snaps.split('\n').find((l) => l.startsWith(`${id} `));
+      assert.ok(line, `snapshot ${id} missing:\n${snaps}`);
+      if (i > 0) assert.match(line, new RegExp(`^${id}\\s+${chain[i - 1]}\\s+Committed`));
+      else assert.match(line, new RegExp(`^${id}\\s+Committed`));
+    }
+
+    // containerd's labels, so its GC and tools read the result as their own.
+    const api = GrpcDaemonApi.connect(daemon.address);
+    t.after(() => api.close());
+    const m = await api.contentInfo(image.digest);
+    assert.equal(m?.labels['containerd.io/gc.ref.content.config'], manifest.config.digest);
+    for (const [i, l] of manifest.layers.entries()) {
+      assert.equal(m?.labels[`containerd.io/gc.ref.content.l.${i}`], l.digest);
+      const info = await api.contentInfo(l.digest);
+      assert.equal(info?.labels['containerd.io/uncompressed'], diffIds[i]);
+      assert.equal(info?.labels['containerd.io/distribution.source.127.0.0.1'], 'team/app');
+    }
+    const cfg = await api.contentInfo(manifest.config.digest);
+    assert.equal(cfg?.labels['containerd.io/gc.ref.snapshot.native'], chain.at(-1));
+    // The pull's lease is gone; what it made is held by the image alone.
+    assert.deepEqual(await daemon.ctrOk(['leases', 'ls', '-q']), '');
+
+    const ls = await strataOk(['images', 'ls', ...flags(daemon)]);
+    assert.match(ls, /^REF\s+TYPE\s+DIGEST\s+SIZE\s+PLATFORMS\s+LABELS$/m);
+    assert.match(
+      ls,
+      new RegExp(
+        `^${ref.replaceAll('.', '\\.')}\\s+\\S+\\s+${image.digest}\\s+\\S+ [KM]iB\\s+linux/amd64\\s+-$`,
+        'm',
+      ),
+    );
+    const mine = await strataOk(['images', 'check', ...flags(daemon)]);
+    assert.match(mine, /complete \(7\/7\)\s+\S+ [KM]iB\/\S+ [KM]iB\s+true$/m);
+  });
+
+  test('a second pull transfers no blob and applies no layer', async (t) => {
+    const daemon = await startDaemon({ t });
+    await strataOk(['pull', ...flags(daemon), ref]);
+    const mark = proxy.seen.length;
+    const out = await strataOk(['pull', ...flags(daemon), ref]);
+    const again = proxy.seen.slice(mark);
+    assert.deepEqual(blobGets(again, [...layerDigests(), manifest.config.digest]), []);
+    assert.ok(
+      again.every((s) => !s.path.includes('/blobs/')),
+      JSON.stringify(again),
+    );
+    assert.match(out, /0 blobs fetched .* 0 layers unpacked, 6 already unpacked$/m);
+    assert.match(out, /^exists layer sha256:/m);
+    assert.match(out, /^image .* updated$/m);
+  });
+
+  test('after one layer is deleted from content, a pull fetches that one alone', async (t) => {
+    const daemon = await startDaemon({ t });
+    await strataOk(['pull', ...flags(daemon), ref]);
+    const victim = manifest.layers[3]!.digest;
+    await daemon.ctrOk(['content', 'rm', victim]);
+    const before = await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']);
+    assert.match(before, /incomplete \(6\/7\)/);
+
+    const mark = proxy.seen.length;
+    await strataOk(['pull', ...flags(daemon), ref]);
+    const gets = blobGets(proxy.seen.slice(mark), [...layerDigests(), manifest.config.digest]);
+    assert.deepEqual(
+      gets.map((g) => g.path.slice(g.path.lastIndexOf('/') + 1)),
+      [victim],
+    );
+    assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
+  });
+
+  test('an interrupted ingest is resumed from its offset with a Range request', async (t) => {
+    const daemon = await startDaemon({ t });
+    const layer = manifest.layers[2]!;
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    const whole = Buffer.concat(await (await client.fetchBlob(parseReference(image.ref), layer)).toArray());
+    const part = 100_000;
+    const api = GrpcDaemonApi.connect(daemon.address);
+    t.after(() => api.close());
+    const w = await api.openWriter(`layer-${layer.digest}`, { digest: layer.digest, size: layer.size });
+    assert.ok(w);
+    await w.write(whole.subarray(0, part));
+    w.close();
+
+    const mark = proxy.seen.length;
+    const out = await strataOk(['pull', ...flags(daemon), ref]);
+    const gets = blobGets(proxy.seen.slice(mark), [layer.digest]);
+    assert.equal(gets.length, 1);
+    assert.equal(gets[0]!.range, `bytes=${part}-${layer.size - 1}`);
+    assert.match(
+      out,
+      new RegExp(`^fetch layer ${layer.digest.slice(0, 19)}… \\(\\S+ KiB, resuming at 97\\.7 KiB\\)$`, 'm'),
+    );
+    assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
+  });
+
+  test('strata rootfs exports exactly the files of the image', async (t) => {
+    const daemon = await startDaemon({ t });
+    await strataOk(['pull', ...flags(daemon), ref]);
+    const dir = await tempDir('rootfs');
+    t.after(() => removeTempDir(dir));
+    const target = join(dir, 'out');
+    await strataOk(['rootfs', ...flags(daemon), ref, target]);
+    const want = await expectedTree(image.ref, manifest);
+    const got = await actualTree(target);
+    for (const [path, entry] of want) assert.deepEqual(got.get(path), entry, path);
+    for (const [path, entry] of got) {
+      if (want.has(path)) continue;
+      // Parents a layer implies without listing them are made 0755 by the applier.
+      assert.equal(entry.type, 'directory', `unexpected ${path}`);
+      assert.ok(
+        [...want.keys()].some((p) => p.startsWith(`${path}/`)),
+        `unexpected ${path}`,
+      );
+    }
+    assert.ok(got.get('bin/busybox')?.size, 'busybox is there');
+    assert.equal(got.get('bin/sh')?.link, 'busybox');
+
+    // Not empty now: refused rather than mixed.
+    const again = await strata(['rootfs', ...flags(daemon), ref, target]);
+    assert.notEqual(again.code, 0);
+    assert.match(again.stderr, /is not empty/);
+  });
+
+  test('an index: the host platform by default, another on request, gc.ref labels for every child', async (t) => {
+    const daemon = await startDaemon({ t });
+    const idxRef = `${proxy.host}/team/multi:latest`;
+    await strataOk(['pull', ...flags(daemon), idxRef]);
+    const api = GrpcDaemonApi.connect(daemon.address);
+    t.after(() => api.close());
+    const info = await api.contentInfo(index.digest);
+    assert.equal(info?.labels['containerd.io/gc.ref.content.m.0'], index.manifests[0]!.digest);
+    assert.equal(info?.labels['containerd.io/gc.ref.content.m.1'], index.manifests[1]!.digest);
+    assert.equal(await api.contentInfo(index.manifests[1]!.digest), undefined, 'arm64 manifest not fetched');
+    const check = await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']);
+    assert.match(check, /complete \(3\/3\).*true/);
+    const ls = await strataOk(['images', 'ls', ...flags(daemon)]);
+    assert.match(ls, /linux\/amd64,linux\/arm64/);
+
+    await strataOk(['pull', '--platform', 'linux/arm64', ...flags(daemon), idxRef]);
+    assert.ok(await api.contentInfo(index.manifests[1]!.digest), 'arm64 manifest fetched');
+    const arm = await strataOk(['images', 'check', '--platform', 'linux/arm64', ...flags(daemon)]);
+    assert.match(arm, /complete \(3\/3\).*true$/m);
+  });
+
+  test('images label, ls filters and rm', async (t) => {
+    const daemon = await startDaemon({ t });
+    await strataOk(['pull', ...flags(daemon), ref]);
+    assert.equal(
+      await strataOk(['images', 'label', ...flags(daemon), ref, 'team=x', 'flag']),
+      'flag=true,team=x\n',
+    );
+    assert.equal(await strataOk(['images', 'label', ...flags(daemon), ref, 'flag=']), 'team=x\n');
+    assert.match(await daemon.ctrOk(['images', 'ls']), /team=x/);
+    assert.equal(await strataOk(['images', 'ls', '-q', ...flags(daemon), 'labels.team==x']), `${ref}\n`);
+    assert.equal(await strataOk(['images', 'ls', '-q', ...flags(daemon), 'labels.team==y']), '');
+    assert.equal(await strataOk(['images', 'label', '-r', ...flags(daemon), ref, 'only=1']), 'only=1\n');
+
+    assert.equal(await strataOk(['images', 'rm', '--sync', ...flags(daemon), ref]), `${ref}\n`);
+    assert.equal(await strataOk(['images', 'ls', '-q', ...flags(daemon)]), '');
+    const missing = await strata(['images', 'rm', ...flags(daemon), ref]);
+    assert.equal(missing.code, 0);
+    assert.match(missing.stderr, /image not found/);
+  });
+
+  test('bad input fails clearly with a non-zero exit', async (t) => {
+    const daemon = await startDaemon({ t });
+    const cases: [string[], RegExp][] = [
+      [['pull', ...flags(daemon), 'Not//A:Ref::'], /invalid reference/i],
+      [['pull', ...flags(daemon), '--platform', 'linux/amd64/v9/extra', ref], /invalid platform/],
+      [
+        ['pull', ...flags(daemon), '--platform', 'linux/s390x', `${proxy.host}/team/multi:latest`],
+        /no manifest for platform linux\/s390x/,
+      ],
+      [['pull', ...flags(daemon), `${proxy.host}/team/nope:latest`], /not found|unknown/i],
+      [['pull', ...flags(daemon), '--concurrency', '0', ref], /--concurrency/],
+      [['pull', '--address', join(daemon.root, 'no.sock'), ref], /unavailable|connect|No connection/i],
+      [['rootfs', ...flags(daemon), `${proxy.host}/team/never:latest`, join(daemon.root, 'x')], /not found/],
+      [['images', 'label', ...flags(daemon), 'no/such:image', 'a=b'], /not found/],
+    ];
+    for (const [args, want] of cases) {
+      const r = await strata(args);
+      assert.notEqual(r.code, 0, `strata ${args.join(' ')} succeeded`);
+      assert.match(r.stderr, want, `strata ${args.join(' ')}: ${r.stderr}`);
+    }
+
+    // Registry down: a port nobody listens on.
+    const down = await strata(['pull', ...flags(daemon), `127.0.0.1:${await freePort()}/team/app:latest`]);
+    assert.notEqual(down.code, 0);
+    assert.match(down.stderr, /^strata pull: .*(ECONNREFUSED|connect|unavailable)/im);
+    // Nothing half-made was left behind as an image.
+    assert.equal(await strataOk(['images', 'ls', '-q', ...flags(daemon)]), '');
+  });
+});
