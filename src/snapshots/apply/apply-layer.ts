@@ -432,7 +432,8 @@ class LayerApplier {
   /**
    * Hardlinks point at a path inside the root, resolved like any other name (its parent chain re-rooted,
    * its last component not followed, so a link to a symlink links the symlink). The target must exist
-   * and not be a directory. The inode keeps its own metadata: the link's header is not applied.
+   * and not be a directory. Then, as containerd does, the link's header owner, mode (unless the inode is
+   * a symlink) and times are applied to the shared inode, so the last name written decides.
    */
   private async hardlink(
     header: Header,
@@ -462,6 +463,7 @@ class LayerApplier {
     }
     if (existing) await this.remove(abs, existing);
     await link(this.abs(targetRel), abs);
+    await this.pathMeta(abs, header, !targetSt.isSymbolicLink());
   }
 
   /** Directory times, newest entries first, only where the same directory is still there. */
