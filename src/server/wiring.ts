@@ -91,7 +91,10 @@ export async function wireDaemon(
       imagesService({ images, collectGarbage }),
       contentService({ view }),
       leasesService({ leases, collectGarbage }),
-      namespacesService({ namespaces }),
+      namespacesService({
+        namespaces,
+        defaultLabels: { 'containerd.io/defaults/snapshotter': snapshotter.name },
+      }),
       snapshotsService({ snapshotters: new Map([[snapshotter.name, snapshotter]]) }),
       diffService({ differ }),
       versionService({ version: VERSION, revision: sourceRevision() }),

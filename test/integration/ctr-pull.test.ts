@@ -76,6 +76,8 @@ describe('ctr images pull into strata daemon', () => {
       [[image.ref, 'complete (5/5)', 'true']],
     );
     assert.deepEqual((await strata.ctrOk(['images', 'check', '-q', ...SN])).trim(), image.ref);
+    // Without --snapshotter ctr asks Namespaces.Get for the default (else it would look in overlayfs).
+    assert.deepEqual((await strata.ctrOk(['images', 'check', '-q'])).trim(), image.ref);
 
     const snapshots = parseTable(await strata.ctrOk(['snapshots', ...SN, 'ls']));
     const expected = image.chainIds.map((id, i) => ({

@@ -84,7 +84,9 @@ describe('daemon services', () => {
 
   test('Namespaces: get of anything, create, labels, list, delete rules', async () => {
     const ns = (name: string) => callUnary(client, Namespaces.method.get, { name });
-    assert.deepEqual((await ns('never-written')).namespace?.labels, {});
+    // Every namespace reports the daemon's snapshotter as its default unless it sets its own.
+    const DEF = { 'containerd.io/defaults/snapshotter': 'native' };
+    assert.deepEqual((await ns('never-written')).namespace?.labels, DEF);
     await callUnary(client, Namespaces.method.create, { namespace: { name: 'ns-a', labels: { team: 'x' } } });
     await expectCode(
       callUnary(client, Namespaces.method.create, { namespace: { name: 'ns-a' } }),
@@ -96,13 +98,13 @@ describe('daemon services', () => {
       grpc.status.INVALID_ARGUMENT,
       /^identifier "a\.\.b" must match /,
     );
-    assert.deepEqual((await ns('ns-a')).namespace?.labels, { team: 'x' });
+    assert.deepEqual((await ns('ns-a')).namespace?.labels, { ...DEF, team: 'x' });
 
     // ctr's own namespace commands.
     assert.equal((await d.ctrOk(['namespaces', 'label', 'ns-a', 'env=dev'])).trim(), '');
-    assert.deepEqual((await ns('ns-a')).namespace?.labels, { team: 'x', env: 'dev' });
+    assert.deepEqual((await ns('ns-a')).namespace?.labels, { ...DEF, team: 'x', env: 'dev' });
     await d.ctrOk(['namespaces', 'label', 'ns-a', 'team=']);
-    assert.deepEqual((await ns('ns-a')).namespace?.labels, { env: 'dev' });
+    assert.deepEqual((await ns('ns-a')).namespace?.labels, { ...DEF, env: 'dev' });
     await expectCode(
       callUnary(client, Namespaces.method.update, {
         namespace: { name: 'ns-a', labels: {} },
@@ -113,7 +115,12 @@ describe('daemon services', () => {
     );
     // No mask replaces every label.
     await callUnary(client, Namespaces.method.update, { namespace: { name: 'ns-a', labels: { only: '1' } } });
-    assert.deepEqual((await ns('ns-a')).namespace?.labels, { only: '1' });
+    assert.deepEqual((await ns('ns-a')).namespace?.labels, { ...DEF, only: '1' });
+    await d.ctrOk(['namespaces', 'label', 'ns-a', 'containerd.io/defaults/snapshotter=other']);
+    assert.deepEqual((await ns('ns-a')).namespace?.labels, {
+      'containerd.io/defaults/snapshotter': 'other',
+      only: '1',
+    });
 
     // A write makes the namespace exist; data in it blocks deletion.
     const md = metadataWith({ 'containerd-namespace': 'ns-b' });

@@ -1,13 +1,18 @@
 // Namespaces service: containerd.services.namespaces.v1 over the namespace store. The service itself is
 // not namespaced (no `containerd-namespace` header needed); names follow containerd's identifier rule.
 import { invalidArgument } from '../../errors.ts';
-import type { NamespaceStore } from '../../metadata/namespaces.ts';
+import type { NamespaceRecord, NamespaceStore } from '../../metadata/namespaces.ts';
 import { type Namespace, Namespaces } from '../gen/containerd/services/namespaces/v1/namespace_pb.ts';
 import { validateIdentifier } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 
 export interface NamespacesServiceDeps {
   namespaces: NamespaceStore;
+  /**
+   * Labels every namespace reports unless it sets its own value, e.g. `containerd.io/defaults/snapshotter`:
+   * ctr asks for it when no snapshotter is given, and falls back to one this daemon does not have.
+   */
+  defaultLabels?: Readonly<Record<string, string>>;
 }
 
 function required(ns: Namespace | undefined): Namespace {
@@ -17,12 +22,16 @@ function required(ns: Namespace | undefined): Namespace {
 
 export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistration {
   const { namespaces } = deps;
+  const withDefaults = (ns: NamespaceRecord): NamespaceRecord => ({
+    name: ns.name,
+    labels: { ...deps.defaultLabels, ...ns.labels },
+  });
   return implement(Namespaces, {
     get(req) {
-      return { namespace: namespaces.get(req.name) };
+      return { namespace: withDefaults(namespaces.get(req.name)) };
     },
     list() {
-      return { namespaces: namespaces.list() };
+      return { namespaces: namespaces.list().map(withDefaults) };
     },
     create(req) {
       const ns = required(req.namespace);
