@@ -460,13 +460,17 @@ class GrpcContentWriter implements ContentWriter {
     }
   }
 
-  async truncate(): Promise<void> {
-    // A write at offset 0 makes the daemon start the ingest again.
+  async flush(): Promise<void> {
     try {
       while (this.inflight.length > 0) await this.settleOne();
     } catch (err) {
       throw errorFromStatus(err, `write ${this.ref}`);
     }
+  }
+
+  async truncate(): Promise<void> {
+    // A write at offset 0 makes the daemon start the ingest again.
+    await this.flush();
     this.sent = 0;
   }
 

@@ -21,6 +21,8 @@ export interface ContentWriter {
   readonly offset: number;
   /** Appends at the current offset. Writes may be pipelined; failures surface here or at commit. */
   write(data: Uint8Array): Promise<void>;
+  /** Waits until the daemon has acknowledged every write so far. */
+  flush(): Promise<void>;
   /** Starts again from 0, dropping what the ingest holds. */
   truncate(): Promise<void>;
   /** Commits with the size and digest given at open; 'exists' when the blob appeared meanwhile. */

@@ -3,7 +3,7 @@
 // fetch what the namespace lacks (bounded concurrency, resumable ingests, gc.ref and distribution source
 // labels), unpack each layer as soon as it and the layers below it are present, then create or replace
 // the image record.
-import { isAlreadyExists, isNotFound, messageOf, unavailable } from '../../errors.ts';
+import { isAlreadyExists, isNotFound, messageOf, notFound, unavailable } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import type { ImageManifest } from '../../oci/manifest.ts';
@@ -74,7 +74,14 @@ export async function pullImage(
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
 
-  const root = await registry.resolve(ref, { signal });
+  let root: Descriptor;
+  try {
+    root = await registry.resolve(ref, { signal });
+  } catch (err) {
+    // What ctr says, rather than the bare HTTP status.
+    if (isNotFound(err)) throw notFound(`${name}: not found`, { cause: err });
+    throw err;
+  }
   emit({ type: 'resolved', name, descriptor: root });
 
   const expires = new Date(Date.now() + LEASE_TTL_MS).toISOString().replace(/\.\d+Z$/, 'Z');
