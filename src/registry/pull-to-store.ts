@@ -17,7 +17,7 @@ import { childrenOf, isManifestLike, selectPlatform, walk } from './walk.ts';
 export interface PullOptions {
   /** Keep only this platform's manifest of an index; all platforms when omitted. */
   platform?: Platform | string;
-  /** Blobs fetched at once (default 4). */
+  /** Blobs fetched at once (default 6, as skopeo and podman do). */
   concurrency?: number;
   signal?: AbortSignal;
   /** Told about each blob: fetched now, or already in the store. */
@@ -105,7 +105,7 @@ export async function pullToStore(
       }
       return chosen;
     },
-    { concurrency: options.concurrency ?? 4, signal: options.signal },
+    { concurrency: options.concurrency ?? 6, signal: options.signal },
   );
   return result;
 }
