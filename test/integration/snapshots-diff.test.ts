@@ -74,9 +74,9 @@ describe('Diff service (native)', () => {
   const view = async (key: string, parent = '') =>
     (await callUnary(client, Snapshots.method.view, { snapshotter: SN, key, parent }, opts())).mounts;
   const apply = (
-    diff: Awaited<ReturnType<typeof put>> & { annotations?: Record<string, string> },
-    mounts: unknown[],
-  ) => callUnary(client, Diff.method.apply, { diff, mounts: mounts as never }, opts());
+    diff: { mediaType: string; digest: string; size: bigint; annotations?: Record<string, string> },
+    mounts: Array<{ type: string; source: string; options: string[] }>,
+  ) => callUnary(client, Diff.method.apply, { diff, mounts }, opts());
 
   before(async () => {
     d = await startDaemon();
