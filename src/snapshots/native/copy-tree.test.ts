@@ -1,0 +1,104 @@
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  mkdtemp,
+  readlink,
+  rm,
+  symlink,
+  writeFile,
+} from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
+import { copyTree } from './copy-tree.ts';
+import { diskUsage } from './disk-usage.ts';
+
+const run = promisify(execFile);
+const asRoot = process.getuid?.() === 0;
+const T = 1_600_000_000;
+
+describe('copyTree', () => {
+  let work: string;
+  let src: string;
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'copy-tree-'));
+    src = join(work, 'src');
+    await mkdir(join(src, 'd/e'), { recursive: true });
+    await writeFile(join(src, 'd/file'), 'data');
+    await link(join(src, 'd/file'), join(src, 'd/e/second-name'));
+    await writeFile(join(src, 'suid'), '#!/bin/sh\n');
+    if (asRoot) await lchown(join(src, 'suid'), 1000, 1001);
+    await chmod(join(src, 'suid'), 0o4750);
+    await symlink('/etc/passwd', join(src, 'abs'));
+    await symlink('../../nowhere', join(src, 'd/dangling'));
+    await run('mkfifo', [join(src, 'pipe')]);
+    await chmod(join(src, 'd/e'), 0o1777);
+    await lutimes(join(src, 'abs'), T, T + 1);
+    await lutimes(join(src, 'd/file'), T, T + 2);
+    await lutimes(join(src, 'd'), T, T + 3);
+    await lutimes(src, T, T + 4);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('keeps types, modes, owners, times, link targets and hardlink groups', async () => {
+    const dst = join(work, 'dst');
+    await mkdir(dst);
+    const r = await copyTree(src, dst);
+    assert.equal(r.skipped, 0);
+    const pairs = ['', 'd', 'd/e', 'd/file', 'd/e/second-name', 'suid', 'abs', 'd/dangling', 'pipe'];
+    for (const p of pairs) {
+      const a = await lstat(join(src, p));
+      const b = await lstat(join(dst, p));
+      assert.equal(b.mode, a.mode, `${p} mode`);
+      assert.equal(b.uid, a.uid, `${p} uid`);
+      assert.equal(b.gid, a.gid, `${p} gid`);
+      assert.equal(Math.floor(b.mtimeMs), Math.floor(a.mtimeMs), `${p} mtime`);
+    }
+    assert.equal(await readlink(join(dst, 'abs')), '/etc/passwd');
+    assert.equal(await readlink(join(dst, 'd/dangling')), '../../nowhere');
+    const f1 = await lstat(join(dst, 'd/file'));
+    const f2 = await lstat(join(dst, 'd/e/second-name'));
+    assert.equal(f1.ino, f2.ino, 'still one inode');
+    assert.notEqual(f1.ino, (await lstat(join(src, 'd/file'))).ino, 'but not the source inode');
+    assert.ok((await lstat(join(dst, 'pipe'))).isFIFO());
+  });
+
+  test('devices are skipped, not copied', { skip: !asRoot && 'needs root for mknod' }, async () => {
+    const withDev = join(work, 'with-dev');
+    await mkdir(withDev);
+    await run('mknod', [join(withDev, 'null'), 'c', '1', '3']);
+    await writeFile(join(withDev, 'f'), 'x');
+    const dst = join(work, 'dev-dst');
+    await mkdir(dst);
+    const r = await copyTree(withDev, dst);
+    assert.equal(r.skipped, 1);
+    await assert.rejects(lstat(join(dst, 'null')), { code: 'ENOENT' });
+  });
+
+  test('a missing source is an error, and an aborted copy stops', async () => {
+    const dst = join(work, 'nothing');
+    await mkdir(dst);
+    await assert.rejects(copyTree(join(work, 'absent'), dst), /copying of parent failed/);
+    const ac = new AbortController();
+    ac.abort();
+    const dst2 = join(work, 'aborted');
+    await mkdir(dst2);
+    await assert.rejects(copyTree(src, dst2, { signal: ac.signal }), { kind: 'Aborted' });
+  });
+
+  test('disk usage counts each inode once, root included', async () => {
+    const u = await diskUsage(src);
+    // root, d, d/e, d/file (two names), suid, abs, d/dangling, pipe
+    assert.equal(u.inodes, 8);
+    assert.ok(u.size >= 4096, `size ${u.size}`);
+  });
+});
