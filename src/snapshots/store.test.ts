@@ -1,0 +1,139 @@
+import assert from 'node:assert/strict';
+import { afterEach, beforeEach, describe, test } from 'node:test';
+import { errorKind } from '../errors.ts';
+import { collectGarbage } from '../metadata/gc.ts';
+import { LeaseStore } from '../metadata/leases.ts';
+import { openTestDb, type TestDb } from '../metadata/test-db.ts';
+import { SnapshotStore } from './store.ts';
+
+const NS = 'default';
+const fails = (fn: () => unknown, kind: string, message?: string) =>
+  assert.throws(
+    fn,
+    (err: Error) => errorKind(err) === kind && (message === undefined || err.message === message),
+  );
+
+describe('SnapshotStore', () => {
+  let t: TestDb;
+  let s: SnapshotStore;
+  const active = (key: string, parent = '', lease?: string) =>
+    s.create(NS, {
+      key,
+      parent,
+      kind: 'active',
+      labels: {},
+      backingId: `id-${key}`,
+      ...(lease ? { lease } : {}),
+    });
+  const usage = { size: 4096, inodes: 3 };
+
+  beforeEach(() => {
+    t = openTestDb();
+    s = new SnapshotStore(t.db, 'native');
+  });
+  afterEach(() => t.cleanup());
+
+  test('keys and names share one space; parents must be committed', () => {
+    active('a');
+    fails(() => active('a'), 'AlreadyExists', 'snapshot "a": already exists');
+    fails(() => active('b', 'a'), 'InvalidArgument');
+    s.commit(NS, { name: 'base', key: 'a', labels: {}, usage });
+    fails(() => active('base'), 'AlreadyExists');
+    const { record, parent } = active('b', 'base');
+    assert.equal(record.parent, 'base');
+    assert.equal(parent?.backingId, 'id-a', 'a commit keeps the backing directory');
+    assert.deepEqual(s.stat(NS, 'base').usage, usage);
+    assert.deepEqual(s.stat(NS, 'b').usage, { size: 0, inodes: 0 });
+    fails(
+      () => s.remove(NS, 'base'),
+      'FailedPrecondition',
+      'cannot remove snapshot with child: failed precondition',
+    );
+    s.remove(NS, 'b');
+    s.remove(NS, 'base');
+    assert.equal(s.get(NS, 'base'), undefined);
+  });
+
+  test('views: only those without a parent own a directory', () => {
+    active('a');
+    s.commit(NS, { name: 'base', key: 'a', labels: {}, usage });
+    s.create(NS, { key: 'v', parent: 'base', kind: 'view', labels: {}, backingId: 'id-v' });
+    s.create(NS, { key: 'v0', parent: '', kind: 'view', labels: {}, backingId: 'id-v0' });
+    assert.equal(s.byBackingId(NS, 'id-v'), undefined);
+    assert.equal(s.byBackingId(NS, 'id-v0')?.name, 'v0');
+    assert.equal(s.byBackingId(NS, 'id-a')?.name, 'base');
+    assert.equal(s.byBackingId('other', 'id-a'), undefined);
+    assert.deepEqual([...s.backingIds()].sort(), ['id-a', 'id-v', 'id-v0']);
+    fails(() => s.commit(NS, { name: 'x', key: 'v', labels: {}, usage }), 'FailedPrecondition');
+  });
+
+  test('forget undoes only the record it made', () => {
+    active('a');
+    s.forget(NS, 'a', 'some-other-id');
+    assert.ok(s.get(NS, 'a'));
+    s.forget(NS, 'a', 'id-a');
+    assert.equal(s.get(NS, 'a'), undefined);
+  });
+
+  test('leases follow the key through commit and remove; GC takes what nothing holds', () => {
+    const leases = new LeaseStore(t.db);
+    leases.create(NS, { id: 'l', labels: {} });
+    fails(() => active('a', '', 'missing'), 'NotFound', 'lease does not exist: not found');
+    active('a', '', 'l');
+    assert.deepEqual(leases.listResources(NS, 'l'), [{ type: 'snapshots/native', id: 'a' }]);
+    s.commit(NS, { name: 'base', key: 'a', labels: {}, usage, lease: 'l' });
+    assert.deepEqual(leases.listResources(NS, 'l'), [{ type: 'snapshots/native', id: 'base' }]);
+    active('child', 'base');
+    // The unleased child goes; base stays for its lease.
+    const first = collectGarbage(t.db);
+    assert.deepEqual(first.snapshots, [{ namespace: NS, snapshotter: 'native', key: 'child' }]);
+    leases.delete(NS, 'l');
+    assert.deepEqual(
+      collectGarbage(t.db).snapshots.map((x) => x.key),
+      ['base'],
+    );
+  });
+
+  test('labels: validation, empty values dropped, update masks', () => {
+    fails(
+      () =>
+        s.create(NS, {
+          key: 'k',
+          parent: '',
+          kind: 'active',
+          labels: { x: 'y'.repeat(4096) },
+          backingId: 'i',
+        }),
+      'InvalidArgument',
+    );
+    s.create(NS, { key: 'k', parent: '', kind: 'active', labels: { a: '1', empty: '' }, backingId: 'i' });
+    assert.deepEqual(s.stat(NS, 'k').labels, { a: '1' });
+    assert.deepEqual(s.update(NS, { name: 'k', labels: { b: '2' } }, ['labels.b']).labels, {
+      a: '1',
+      b: '2',
+    });
+    assert.deepEqual(s.update(NS, { name: 'k', labels: {} }, ['labels.a']).labels, { b: '2' });
+    assert.deepEqual(s.update(NS, { name: 'k', labels: { c: '3' } }, []).labels, { c: '3' });
+    fails(() => s.update(NS, { name: 'k', labels: {} }, ['kind']), 'InvalidArgument');
+    fails(() => s.update(NS, { name: '', labels: {} }, []), 'InvalidArgument');
+    fails(
+      () => s.update(NS, { name: 'nope', labels: {} }, []),
+      'NotFound',
+      'snapshot nope does not exist: not found',
+    );
+  });
+
+  test('list filters by kind, name, parent and labels, in byte order', () => {
+    active('b');
+    active('a');
+    s.commit(NS, { name: 'Z', key: 'a', labels: { x: '1' }, usage });
+    active('c', 'Z');
+    const names = (f: string[]) => s.list(NS, f).map((r) => r.name);
+    assert.deepEqual(names([]), ['Z', 'b', 'c']);
+    assert.deepEqual(names(['kind==active']), ['b', 'c']);
+    assert.deepEqual(names(['parent==Z']), ['c']);
+    assert.deepEqual(names(['labels.x==1']), ['Z']);
+    assert.deepEqual(names(['labels.x']), ['Z']);
+    fails(() => names(['kind==']), 'InvalidArgument');
+  });
+});
