@@ -63,6 +63,8 @@ export class NativeSnapshotter {
   static async open(opts: NativeSnapshotterOptions): Promise<NativeSnapshotter> {
     const sn = new NativeSnapshotter(opts);
     await mkdir(sn.dir, { recursive: true, mode: 0o700 });
+    // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
+    await sn.cleanup();
     return sn;
   }
 
