@@ -7,7 +7,7 @@
 //   (d) peak RSS of the facade process during 50 concurrent downloads of the 256 MiB layer — ≤ 300 MiB
 // The facade runs as `bin/strata facade` with --log-level warn (docker-registry's access log is off too).
 //
-//   node bench/facade.ts        (LAYER_MIB=256 ROUNDS=5 PULL_ROUNDS=3 WRK_SECONDS=5 CONCURRENT=50)
+//   node bench/facade.ts        (LAYER_MIB=256 ROUNDS=5 PULL_ROUNDS=5 WRK_SECONDS=5 CONCURRENT=50)
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -22,7 +22,7 @@ import { intArg, median, printTable, timed } from './stats.ts';
 
 const LAYER_MIB = intArg('LAYER_MIB', 256);
 const ROUNDS = intArg('ROUNDS', 5);
-const PULL_ROUNDS = intArg('PULL_ROUNDS', 3);
+const PULL_ROUNDS = intArg('PULL_ROUNDS', 5);
 const WRK_SECONDS = intArg('WRK_SECONDS', 5);
 const CONCURRENT = intArg('CONCURRENT', 50);
 const STRATA = new URL('../bin/strata', import.meta.url).pathname;

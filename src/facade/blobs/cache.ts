@@ -11,6 +11,7 @@ import { Readable } from 'node:stream';
 import { aborted, dataLoss, errorKind, failedPrecondition, notFound, outOfRange } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, Digester, encodedOf, isDigest } from '../../oci/digest.ts';
+import { FileRange } from './file-range.ts';
 
 /** Opens the blob's bytes from `offset` to the end. Called again (resume) after a broken stream. */
 export type FillSource = (offset: number, signal: AbortSignal) => Promise<Readable>;
@@ -64,6 +65,8 @@ interface Entry {
 }
 
 const READ_CHUNK = 256 * 1024;
+// Readers of a growing blob buffer up to this many bytes ahead of the client.
+const FOLLOW_BUFFER = 1024 * 1024;
 
 export class BlobCache {
   readonly dir: string;
@@ -204,7 +207,22 @@ export class BlobCache {
       outcome = 'miss';
     }
     this.acquire(entry);
-    return { stream: Readable.from(this.follow(entry, start, end, signal)), outcome };
+    if (outcome === 'hit') return { stream: this.readComplete(entry, start, end), outcome };
+    const stream = Readable.from(this.follow(entry, start, end, signal), {
+      objectMode: false,
+      highWaterMark: FOLLOW_BUFFER,
+    });
+    return { stream, outcome };
+  }
+
+  /**
+   * The file of a complete blob, straight from disk (see FileRange for the server's fast path); held, so
+   * not evicted, until the stream closes.
+   */
+  private readComplete(entry: Entry, start: number, end: number): Readable {
+    const stream = new FileRange(entry.path, start, end);
+    stream.once('close', () => this.release(entry));
+    return stream;
   }
 
   /** Abandons fills in progress (their readers fail) and refuses new reads. */

@@ -1,7 +1,6 @@
 // Where a blob of a composed image comes from. Sources are asked in order "do you have it?" (Gitpod's
 // idea); the first that does answers with a way to stream it (local, or a fill through the disk cache) or
 // with a redirect. Nothing here buffers a blob.
-import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import { invalidArgument } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
@@ -9,6 +8,7 @@ import type { Digest } from '../../oci/digest.ts';
 import { parseNormalizedReference } from '../../oci/reference.ts';
 import type { ComposedLayer } from '../compose/compose.ts';
 import type { FillSource, ReadRange } from './cache.ts';
+import { FileRange } from './file-range.ts';
 
 /** How a source serves a blob it has. */
 export type Found =
@@ -45,7 +45,7 @@ export class StaticFileSource implements BlobSource {
     return {
       kind: 'local',
       source: this.name,
-      open: (range) => createReadStream(path, range ? { start: range.start, end: range.end - 1 } : undefined),
+      open: (range) => new FileRange(path, range?.start ?? 0, range?.end ?? q.descriptor.size),
     };
   }
 }

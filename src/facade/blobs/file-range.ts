@@ -1,0 +1,96 @@
+// A byte range of a file on this machine (a complete cached blob, a static layer), as a Readable for any
+// consumer, plus a fast path for the HTTP server: pump() reads into two buffers it reuses, each read
+// overlapping the socket write of the other. Serving a 256 MiB layer then allocates two buffers instead
+// of 256, which keeps the garbage collector (most of the CPU time with fresh 1 MiB buffers) out of the way
+// and bounds each download's memory at two chunks.
+import { type FileHandle, open } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { dataLoss } from '../../errors.ts';
+
+export const FILE_CHUNK = 1024 * 1024;
+
+export class FileRange extends Readable {
+  readonly path: string;
+  /** Half-open byte range [start, end) of the file. */
+  readonly start: number;
+  readonly end: number;
+  private readonly chunk: number;
+  private opening: Promise<FileHandle> | undefined;
+  private pos: number;
+
+  constructor(path: string, start: number, end: number, chunk = FILE_CHUNK) {
+    super({ highWaterMark: chunk });
+    this.path = path;
+    this.start = start;
+    this.end = end;
+    this.pos = start;
+    this.chunk = chunk;
+  }
+
+  /** Opens the file (once); a caller that must answer before sending anything awaits this first. */
+  open(): Promise<FileHandle> {
+    this.opening ??= open(this.path, 'r');
+    return this.opening;
+  }
+
+  override _read(): void {
+    const len = Math.min(this.chunk, this.end - this.pos);
+    if (len <= 0) {
+      this.push(null);
+      return;
+    }
+    this.readChunk(Buffer.allocUnsafe(len)).then(
+      (buf) => {
+        this.push(buf);
+        if (this.pos >= this.end) this.push(null);
+      },
+      (err: Error) => this.destroy(err),
+    );
+  }
+
+  /**
+   * Sends the whole range through `write` (which resolves once its chunk is written and may be reused),
+   * with the next read running while a write is in flight. Destroys the stream when done or failed.
+   */
+  async pump(write: (chunk: Buffer) => Promise<void>): Promise<void> {
+    try {
+      const size = Math.min(this.chunk, Math.max(0, this.end - this.pos));
+      const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
+      let writing: Promise<void> = Promise.resolve();
+      for (let i = 0; this.pos < this.end; i ^= 1) {
+        // The buffer read into now was last written two rounds ago, and that write was awaited.
+        const chunk = await this.readChunk(buffers[i]!);
+        await writing;
+        writing = write(chunk);
+        // Awaited next round; until then a failed write must not count as unhandled.
+        writing.catch(() => {});
+      }
+      await writing;
+    } finally {
+      this.destroy();
+    }
+  }
+
+  private async readChunk(buf: Buffer): Promise<Buffer> {
+    const fh = await this.open();
+    const len = Math.min(buf.length, this.end - this.pos);
+    const { bytesRead } = await fh.read(buf, 0, len, this.pos);
+    if (bytesRead === 0) {
+      throw dataLoss(`${this.path}: file ends at ${this.pos}, before byte ${this.end} of the range`);
+    }
+    this.pos += bytesRead;
+    return bytesRead === buf.length ? buf : buf.subarray(0, bytesRead);
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    const opening = this.opening;
+    if (!opening) {
+      cb(err);
+      return;
+    }
+    opening
+      .then((fh) => fh.close())
+      .catch(() => {})
+      .then(() => cb(err));
+  }
+}
