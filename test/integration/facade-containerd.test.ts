@@ -467,6 +467,75 @@ describe('registry facade with containerd, skopeo and strata facade as a process
     assert.ok((content.requests.get('/lie.tar.gz') ?? 0) > before);
   });
 
+  test('redirect mode: the manifest lists the URL, blobs answer 307, and containerd still pulls and runs it', async () => {
+    const rWork = await tempDir('facade-redirect');
+    const fixedFile = join(rWork, 'fixed.yaml');
+    const tar = await tarOf({ 'workspace/redirected-marker': 'redirected marker\n' });
+    const tgz = gzipSync(tar);
+    content.bodies.set('/redirected.tar.gz', tgz);
+    const url = content.url('/redirected.tar.gz');
+    await writeFile(
+      fixedFile,
+      JSON.stringify({
+        r: {
+          baseRef: busybox.ref,
+          contentLayer: [
+            {
+              remote: {
+                url,
+                digest: sha256(tgz),
+                diffId: sha256(tar),
+                mediaType: OCI_LAYER_GZIP,
+                size: String(tgz.length),
+              },
+            },
+          ],
+        },
+      }),
+    );
+    const app = await startFacade(
+      facadeConfigFrom(
+        {
+          listen: '127.0.0.1:0',
+          specProviders: { fixedFile },
+          cache: { dir: join(rWork, 'cache') },
+          plainHttpHosts: [reg.host, `127.0.0.1:${content.port}`],
+          contentLayers: { redirect: true },
+        },
+        rWork,
+      ),
+      { logger: pino({ level: 'silent' }), registry: new Registry() },
+    );
+    try {
+      const m = JSON.parse(
+        (await get(`${app.url}/v2/fixed/r/manifests/latest`)).body.toString(),
+      ) as Manifest & {
+        layers: { urls?: string[] }[];
+      };
+      const layer = m.layers.at(-1)!;
+      assert.deepEqual(layer.urls, [url]);
+      const res = await fetch(`${app.url}/v2/fixed/r/blobs/${layer.digest}`, { redirect: 'manual' });
+      assert.equal(res.status, 307);
+      assert.equal(res.headers.get('location'), url);
+      assert.equal(res.headers.get('docker-content-digest'), layer.digest);
+      await res.body?.cancel();
+      const head = await get(`${app.url}/v2/fixed/r/blobs/${layer.digest}`, { method: 'HEAD' });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers.get('content-length'), String(tgz.length));
+
+      const ref = `${new URL(app.url).host}/fixed/r:latest`;
+      await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
+      const out = await ctrd.ctr(['run', '--rm', ref, 't3', 'cat', '/workspace/redirected-marker']);
+      assert.equal(out, 'redirected marker\n');
+      // The facade never fetched the layer itself.
+      assert.equal(app.cache.has(layer.digest as never), false);
+      assert.ok((content.requests.get('/redirected.tar.gz') ?? 0) >= 1);
+    } finally {
+      await app.close();
+      await removeTempDir(rWork);
+    }
+  });
+
   test('observability: request logs, metrics by route/status/source, joined fetches, health', async () => {
     const health = await get(`${facadeUrl}/healthz`);
     assert.equal(health.status, 200);
