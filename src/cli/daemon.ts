@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
 import { daemonConfig } from '../server/config.ts';
 import { startDaemon } from '../server/lifecycle.ts';
+import { runUntilSignalled } from './until-signalled.ts';
 
 interface DaemonFlags {
   root: string;
@@ -42,23 +43,6 @@ export function registerDaemon(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      await new Promise<void>((resolve) => {
-        let signalled = false;
-        const onSignal = (signal: NodeJS.Signals) => {
-          if (signalled) {
-            logger.warn({ signal }, 'second signal: exiting without a clean stop');
-            process.exit(1);
-          }
-          signalled = true;
-          logger.info({ signal }, 'signal received');
-          daemon.stop().then(resolve, (err: unknown) => {
-            logger.error({ err: messageOf(err) }, 'daemon stopped with an error');
-            process.exitCode = 1;
-            resolve();
-          });
-        };
-        process.on('SIGTERM', onSignal);
-        process.on('SIGINT', onSignal);
-      });
+      await runUntilSignalled(logger, 'daemon', () => daemon.stop());
     });
 }

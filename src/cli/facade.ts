@@ -17,6 +17,7 @@ import {
 import { startFacade } from '../facade/http/app.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import { parsePlatform } from '../oci/platform.ts';
+import { runUntilSignalled } from './until-signalled.ts';
 
 interface FacadeFlags {
   listen?: string;
@@ -86,24 +87,7 @@ export function registerFacade(program: Command): void {
         process.exitCode = 1;
         return;
       }
-      await new Promise<void>((done) => {
-        let signalled = false;
-        const onSignal = (signal: NodeJS.Signals) => {
-          if (signalled) {
-            logger.warn({ signal }, 'second signal: exiting without a clean stop');
-            process.exit(1);
-          }
-          signalled = true;
-          logger.info({ signal }, 'signal received, stopping');
-          app.close().then(done, (err: unknown) => {
-            logger.error({ err: messageOf(err) }, 'facade stopped with an error');
-            process.exitCode = 1;
-            done();
-          });
-        };
-        process.on('SIGTERM', onSignal);
-        process.on('SIGINT', onSignal);
-      });
+      await runUntilSignalled(logger, 'facade', () => app.close());
       logger.info('facade stopped');
     });
 }

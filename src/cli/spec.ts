@@ -14,6 +14,7 @@ import { specProviderService } from '../facade/providers/grpc-server.ts';
 import { specFromJson, specToJson } from '../facade/providers/proto.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
+import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -168,13 +169,7 @@ export function registerSpec(program: Command): void {
           services: [specProviderService(new SpecStore(resolve(f.dataDir)))],
         });
         await server.listenTcp(host, port);
-        await new Promise<void>((done) => {
-          const stop = () => {
-            server.shutdown().then(done, done);
-          };
-          process.once('SIGTERM', stop);
-          process.once('SIGINT', stop);
-        });
+        await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
       }),
     );
 }
