@@ -22,6 +22,7 @@ import {
   skopeoCopy,
   skopeoInspect,
 } from '../helpers/images.ts';
+import { waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -405,5 +406,110 @@ describe('facade blob cache cap', () => {
     // An evicted blob is fetched again and still right.
     const again = await get(`${app.url}/v2/fixed/ws/blobs/${b!.digest}`);
     assert.equal(sha256(again.body), b!.digest);
+  });
+});
+
+describe('facade upstream changes', () => {
+  test('a moved tag is seen once its resolution expires; the old manifest stays servable by digest', async (t) => {
+    const reg = await startRegistry({ t });
+    const busybox = await pushBusybox(reg, 'base/busybox');
+    const v1 = await pushMultiLayer(reg, 'ide/moving', { layerBytes: 1024 });
+    const work = await tempDir('facade-moving');
+    t.after(() => removeTempDir(work));
+    const fixedFile = join(work, 'fixed.yaml');
+    await writeFile(fixedFile, `ws:\n  baseRef: ${busybox.ref}\n  ideRef: ${v1.ref}\n`);
+    const app = await startFacade(
+      facadeConfigFrom(
+        {
+          listen: '127.0.0.1:0',
+          specProviders: { fixedFile },
+          cache: { dir: join(work, 'cache') },
+          tagTtlSeconds: 0.2,
+        },
+        work,
+      ),
+      { logger, registry: new Registry() },
+    );
+    t.after(() => app.close());
+    const manifest = async () => {
+      const r = await get(`${app.url}/v2/fixed/ws/manifests/latest`);
+      assert.equal(r.status, 200);
+      return {
+        digest: r.headers.get('docker-content-digest')!,
+        m: JSON.parse(r.body.toString()) as Manifest,
+      };
+    };
+    const first = await manifest();
+    const oldLayer = first.m.layers.at(-1)!;
+
+    const v2 = await pushMultiLayer(reg, 'ide/moving', { layerBytes: 2048 });
+    assert.notEqual(v2.digest, v1.digest);
+    const second = await waitFor(
+      async () => {
+        const now = await manifest();
+        return now.digest !== first.digest ? now : undefined;
+      },
+      15_000,
+      { what: 'the facade to see the moved tag' },
+    );
+    assert.notEqual(second.m.layers.at(-1)!.digest, oldLayer.digest);
+    const newLayer = await get(`${app.url}/v2/fixed/ws/blobs/${second.m.layers.at(-1)!.digest}`);
+    assert.equal(newLayer.status, 200);
+
+    // A pull that got the first manifest can still finish.
+    const old = await get(`${app.url}/v2/fixed/ws/manifests/${first.digest}`);
+    assert.equal(old.status, 200);
+    assert.equal(digestOf(old.body), first.digest);
+    const oldBlob = await get(`${app.url}/v2/fixed/ws/blobs/${oldLayer.digest}`);
+    assert.equal(oldBlob.status, 200);
+    assert.equal(sha256(oldBlob.body), oldLayer.digest);
+  });
+
+  test('upstream credentials: the docker auth file is re-read when it changes', async (t) => {
+    const reg = await startRegistry({ auth: { mode: 'basic', users: { alice: 'right-password' } }, t });
+    const busybox = await pushBusybox(reg, 'base/busybox');
+    const work = await tempDir('facade-auth');
+    t.after(() => removeTempDir(work));
+    const authFile = join(work, 'config.json');
+    const writeAuth = (password: string) =>
+      writeFile(
+        authFile,
+        JSON.stringify({
+          auths: { [reg.host]: { auth: Buffer.from(`alice:${password}`).toString('base64') } },
+        }),
+      );
+    await writeAuth('wrong-password');
+    const fixedFile = join(work, 'fixed.yaml');
+    await writeFile(fixedFile, `ws:\n  baseRef: ${busybox.ref}\n`);
+    const app = await startFacade(
+      facadeConfigFrom(
+        {
+          listen: '127.0.0.1:0',
+          specProviders: { fixedFile },
+          cache: { dir: join(work, 'cache') },
+          dockerAuth: authFile,
+          plainHttpHosts: [reg.host],
+        },
+        work,
+      ),
+      { logger, registry: new Registry() },
+    );
+    t.after(() => app.close());
+    const denied = await get(`${app.url}/v2/fixed/ws/manifests/latest`);
+    assert.notEqual(denied.status, 200);
+    assert.ok(denied.status >= 400, String(denied.status));
+    await writeAuth('right-password');
+    const ok = await waitFor(
+      async () => {
+        const r = await get(`${app.url}/v2/fixed/ws/manifests/latest`);
+        return r.status === 200 ? r : undefined;
+      },
+      15_000,
+      { what: 'the facade to use the new credentials' },
+    );
+    const m = JSON.parse(ok.body.toString()) as Manifest;
+    const layer = await get(`${app.url}/v2/fixed/ws/blobs/${m.layers[0]!.digest}`);
+    assert.equal(layer.status, 200);
+    assert.equal(sha256(layer.body), m.layers[0]!.digest);
   });
 });
