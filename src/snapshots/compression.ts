@@ -41,12 +41,18 @@ export function compressionOf(mediaTypeOrCompression: string): Compression | 'au
   return c;
 }
 
+/**
+ * Decompressed output comes in chunks of this size instead of zlib's 16 KiB: every chunk costs a trip
+ * through the tar parser and the applier's file writes, and layers are tens of MiB.
+ */
+const DECODE_CHUNK = 256 * 1024;
+
 function decoder(c: Compression): Transform {
   switch (c) {
     case 'gzip':
-      return createGunzip();
+      return createGunzip({ chunkSize: DECODE_CHUNK });
     case 'zstd':
-      return createZstdDecompress();
+      return createZstdDecompress({ chunkSize: DECODE_CHUNK });
     case 'none':
       return new PassThrough();
   }

@@ -161,6 +161,42 @@ async function* body(entry: Body): AsyncGenerator<Buffer> {
   }
 }
 
+/** Bytes gathered before one writev: a thread-pool round trip per 16–256 KiB chunk dominated big layers. */
+const WRITE_BATCH = 1 << 20;
+
+/** Writes a stream of chunks to `fh` in batches of about WRITE_BATCH bytes, one writev each. */
+async function writeBatched(fh: FileHandle, chunks: AsyncIterable<Buffer>): Promise<void> {
+  let batch: Buffer[] = [];
+  let size = 0;
+  const flush = async (): Promise<void> => {
+    let rest = batch;
+    let left = size;
+    batch = [];
+    size = 0;
+    while (left > 0) {
+      let n = (await fh.writev(rest)).bytesWritten;
+      left -= n;
+      // A short write: drop what went out and continue with the remainder.
+      while (n > 0 && rest.length > 0) {
+        const first = rest[0]!;
+        if (n >= first.length) {
+          n -= first.length;
+          rest = rest.slice(1);
+        } else {
+          rest = [first.subarray(n), ...rest.slice(1)];
+          n = 0;
+        }
+      }
+    }
+  };
+  for await (const chunk of chunks) {
+    batch.push(chunk);
+    size += chunk.length;
+    if (size >= WRITE_BATCH) await flush();
+  }
+  if (size > 0) await flush();
+}
+
 async function drain(entry: Body): Promise<void> {
   for await (const _ of body(entry)) {
     // discard
@@ -354,10 +390,7 @@ class LayerApplier {
         if (existing) await this.remove(abs, existing);
         const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         try {
-          for await (const chunk of body(entry)) {
-            let off = 0;
-            while (off < chunk.length) off += (await fh.write(chunk, off)).bytesWritten;
-          }
+          await writeBatched(fh, body(entry));
           await this.metaByHandle(fh, header);
           const { atime, mtime } = this.times(header);
           await fh.utimes(atime, mtime);
