@@ -2,14 +2,15 @@
 // speaking them: Strata's or containerd itself). Every call carries the namespace, and the lease when
 // one is set; gRPC failures come back as StrataErrors. Content writes are pipelined: up to WRITE_WINDOW
 // messages in flight, each response checked in order, so a round trip per MiB does not bound throughput.
-
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { type Timestamp, timestampDate } from '@bufbuild/protobuf/wkt';
-import type { Client } from '@grpc/grpc-js';
+import { type Client, type StatusObject, status } from '@grpc/grpc-js';
 import {
   Content,
   WriteAction,
-  type WriteContentRequestSchema,
-  type WriteContentResponseSchema,
+  WriteContentRequestSchema,
+  type WriteContentResponse,
+  WriteContentResponseSchema,
 } from '../api/gen/containerd/services/content/v1/content_pb.ts';
 import { Diff } from '../api/gen/containerd/services/diff/v1/diff_pb.ts';
 import { type Image, Images } from '../api/gen/containerd/services/images/v1/images_pb.ts';
@@ -17,14 +18,8 @@ import { Leases } from '../api/gen/containerd/services/leases/v1/leases_pb.ts';
 import { Namespaces } from '../api/gen/containerd/services/namespaces/v1/namespace_pb.ts';
 import { Kind, Snapshots } from '../api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { Descriptor as ProtoDescriptor } from '../api/gen/containerd/types/descriptor_pb.ts';
-import {
-  type BidiCall,
-  callBidi,
-  callServerStream,
-  callUnary,
-  createClient,
-  metadataWith,
-} from '../api/grpc/client.ts';
+import { callServerStream, callUnary, createClient, metadataWith } from '../api/grpc/client.ts';
+import { methodPath } from '../api/grpc/service.ts';
 import { errorFromStatus } from '../api/grpc/status.ts';
 import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
 import type {
@@ -380,12 +375,106 @@ export class GrpcDaemonApi implements DaemonApi {
   }
 }
 
-type WriteCall = BidiCall<typeof WriteContentRequestSchema, typeof WriteContentResponseSchema>;
+/** What the writer sends: a WriteContentRequest whose data may come in parts. */
+interface WriteMessage {
+  action: WriteAction;
+  ref?: string;
+  total?: bigint;
+  expected?: string;
+  offset?: bigint;
+  labels?: Labels;
+  data?: readonly Uint8Array[];
+}
+
+/** Tag of WriteContentRequest.data: field 6, length-delimited. */
+const DATA_TAG = (6 << 3) | 2;
+
+function varint(n: number): number[] {
+  const out: number[] = [];
+  let v = n;
+  while (v > 0x7f) {
+    out.push((v & 0x7f) | 0x80);
+    v = Math.floor(v / 128);
+  }
+  out.push(v);
+  return out;
+}
+
+/**
+ * Encodes a write request with one copy of its data: the small fields through protobuf-es, then the data
+ * field appended by hand (field order is free in protobuf). The generic encoder would grow and zero a
+ * buffer up to twice the data's size and copy it again, which for MiB-sized messages costs more in GC
+ * than everything else a pull does.
+ */
+export function encodeWriteRequest(msg: WriteMessage): Buffer {
+  const { data, ...fields } = msg;
+  const head = toBinary(WriteContentRequestSchema, create(WriteContentRequestSchema, fields));
+  const size = data?.reduce((n, d) => n + d.byteLength, 0) ?? 0;
+  if (!data || size === 0) return Buffer.from(head.buffer, head.byteOffset, head.byteLength);
+  const len = varint(size);
+  const out = Buffer.allocUnsafe(head.byteLength + 1 + len.length + size);
+  out.set(head, 0);
+  let at = head.byteLength;
+  out[at++] = DATA_TAG;
+  for (const b of len) out[at++] = b;
+  for (const d of data) {
+    out.set(d, at);
+    at += d.byteLength;
+  }
+  return out;
+}
+
+interface WriteStream {
+  send(msg: WriteMessage): Promise<void>;
+  responses: AsyncIterator<WriteContentResponse>;
+  end(): void;
+  cancel(): void;
+}
+
+/** A Content.Write call with the one-copy encoder; sends fail with the call's status once it has one. */
+function openWriteStream(client: Client, metadata: ReturnType<typeof metadataWith>): WriteStream {
+  const call = client.makeBidiStreamRequest(
+    methodPath(Content.method.write),
+    encodeWriteRequest,
+    (bytes: Buffer) => fromBinary(WriteContentResponseSchema, bytes),
+    metadata,
+    {},
+  );
+  let final: StatusObject | undefined;
+  const pending = new Set<(s: StatusObject) => void>();
+  const failed = (s: StatusObject) =>
+    Object.assign(new Error(s.code === status.OK ? 'call already finished' : s.details), {
+      code: s.code,
+      details: s.details,
+    });
+  call.on('status', (s: StatusObject) => {
+    final = s;
+    for (const fail of pending) fail(s);
+    pending.clear();
+  });
+  // Errors also arrive as the iterator's rejection; this keeps them from being unhandled.
+  call.on('error', () => {});
+  return {
+    send: (msg) =>
+      new Promise((resolve, reject) => {
+        if (final) return reject(failed(final));
+        const fail = (s: StatusObject) => reject(failed(s));
+        pending.add(fail);
+        call.write(msg, (err: Error | null | undefined) => {
+          pending.delete(fail);
+          if (err) reject(err);
+          else resolve();
+        });
+      }),
+    responses: (call as AsyncIterable<WriteContentResponse>)[Symbol.asyncIterator](),
+    end: () => call.end(),
+    cancel: () => call.cancel(),
+  };
+}
 
 /** One Content.Write stream: STAT on open, pipelined WRITEs, COMMIT with size and digest checks. */
 class GrpcContentWriter implements ContentWriter {
-  private readonly call: WriteCall;
-  private readonly responses: AsyncIterator<{ offset: bigint; digest: string }>;
+  private readonly call: WriteStream;
   private readonly ref: string;
   private readonly expected: { digest: Digest; size: number };
   /** Offsets the responses to the messages in flight must report, oldest first. */
@@ -394,13 +483,12 @@ class GrpcContentWriter implements ContentWriter {
   private closed = false;
 
   private constructor(
-    call: WriteCall,
+    call: WriteStream,
     ref: string,
     expected: { digest: Digest; size: number },
     offset: number,
   ) {
     this.call = call;
-    this.responses = call.responses[Symbol.asyncIterator]();
     this.ref = ref;
     this.expected = expected;
     this.sent = offset;
@@ -416,7 +504,7 @@ class GrpcContentWriter implements ContentWriter {
     ref: string,
     expected: { digest: Digest; size: number },
   ): Promise<GrpcContentWriter> {
-    const call = callBidi(client, Content.method.write, { metadata });
+    const call = openWriteStream(client, metadata);
     try {
       await call.send({
         action: WriteAction.STAT,
@@ -424,7 +512,7 @@ class GrpcContentWriter implements ContentWriter {
         total: BigInt(expected.size),
         expected: expected.digest,
       });
-      const first = await call.responses[Symbol.asyncIterator]().next();
+      const first = await call.responses.next();
       if (first.done) throw dataLoss(`write ${ref}: the daemon ended the stream at once`);
       return new GrpcContentWriter(call, ref, expected, Number(first.value.offset));
     } catch (err) {
@@ -433,8 +521,8 @@ class GrpcContentWriter implements ContentWriter {
     }
   }
 
-  private async next(): Promise<{ offset: bigint; digest: string }> {
-    const r = await this.responses.next();
+  private async next(): Promise<WriteContentResponse> {
+    const r = await this.call.responses.next();
     if (r.done) throw dataLoss(`write ${this.ref}: the daemon ended the stream early`);
     return r.value;
   }
@@ -448,12 +536,13 @@ class GrpcContentWriter implements ContentWriter {
     }
   }
 
-  async write(data: Uint8Array): Promise<void> {
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const parts = data instanceof Uint8Array ? [data] : data;
     try {
       const at = this.sent;
-      this.sent += data.byteLength;
+      this.sent += parts.reduce((n, d) => n + d.byteLength, 0);
       this.inflight.push(this.sent);
-      await this.call.send({ action: WriteAction.WRITE, offset: BigInt(at), data });
+      await this.call.send({ action: WriteAction.WRITE, offset: BigInt(at), data: parts });
       while (this.inflight.length >= WRITE_WINDOW) await this.settleOne();
     } catch (err) {
       throw errorFromStatus(err, `write ${this.ref}`);

@@ -19,8 +19,11 @@ export interface BlobInfo {
 export interface ContentWriter {
   /** Bytes already in the ingest: where writing continues (a resumed ingest starts past 0). */
   readonly offset: number;
-  /** Appends at the current offset. Writes may be pipelined; failures surface here or at commit. */
-  write(data: Uint8Array): Promise<void>;
+  /**
+   * Appends at the current offset (a list of parts is one message, so callers need not concatenate).
+   * Writes may be pipelined; failures surface here or at commit.
+   */
+  write(data: Uint8Array | readonly Uint8Array[]): Promise<void>;
   /** Waits until the daemon has acknowledged every write so far. */
   flush(): Promise<void>;
   /** Starts again from 0, dropping what the ingest holds. */

@@ -191,8 +191,9 @@ export async function fetchImage(
 }
 
 /**
- * Copies a registry body into a writer in messages of at most WRITE_CHUNK_BYTES, reporting the absolute
- * offset after each; returns the bytes written.
+ * Copies a registry body into a writer in messages of exactly WRITE_CHUNK_BYTES (the last may be
+ * shorter), handing over the body's own chunks (sliced, never concatenated); reports the absolute offset
+ * after each message and returns the bytes written.
  */
 async function pump(
   body: Readable,
@@ -200,31 +201,34 @@ async function pump(
   start: number,
   progress: (offset: number) => void,
 ): Promise<number> {
-  let pending: Buffer[] = [];
-  let pendingBytes = 0;
+  let parts: Buffer[] = [];
+  let partBytes = 0;
   let offset = start;
-  // Whole messages go as soon as there are enough bytes; the remainder waits for more (or the end).
-  const flush = async (final: boolean): Promise<void> => {
-    const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
-    let i = 0;
-    while (data.length - i >= WRITE_CHUNK_BYTES || (final && i < data.length)) {
-      const part = data.subarray(i, Math.min(data.length, i + WRITE_CHUNK_BYTES));
-      await writer.write(part);
-      i += part.length;
-      offset += part.length;
-      progress(offset);
-    }
-    pending = i < data.length ? [data.subarray(i)] : [];
-    pendingBytes = data.length - i;
+  const send = async (): Promise<void> => {
+    const message = parts;
+    const bytes = partBytes;
+    parts = [];
+    partBytes = 0;
+    await writer.write(message);
+    offset += bytes;
+    progress(offset);
   };
   try {
     for await (const chunk of body) {
-      const b = chunk as Buffer;
-      pending.push(b);
-      pendingBytes += b.length;
-      if (pendingBytes >= WRITE_CHUNK_BYTES) await flush(false);
+      let b = chunk as Buffer;
+      while (partBytes + b.length >= WRITE_CHUNK_BYTES) {
+        const take = WRITE_CHUNK_BYTES - partBytes;
+        parts.push(b.subarray(0, take));
+        partBytes += take;
+        b = b.subarray(take);
+        await send();
+      }
+      if (b.length > 0) {
+        parts.push(b);
+        partBytes += b.length;
+      }
     }
-    if (pendingBytes > 0) await flush(true);
+    if (partBytes > 0) await send();
   } finally {
     body.destroy();
   }
