@@ -1,6 +1,7 @@
 // A grpc-js server with what every Strata gRPC endpoint needs: our services, health, reflection,
 // 16 MiB messages (containerd's limit), unix-socket hygiene and a bounded graceful shutdown.
 import { chmod, lstat, rm } from 'node:fs/promises';
+import type { Http2Server, ServerHttp2Session } from 'node:http2';
 import { connect } from 'node:net';
 import { isAbsolute } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -38,6 +39,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
   });
   allowClientStreamResets(server);
+  widenFlowControl(server);
 
   const adapter = new ServiceAdapter(logger);
   const names = options.services.map((s) => s.service.typeName);
@@ -72,6 +74,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       if (!isAbsolute(path)) throw invalidArgument(`socket path must be absolute: ${path}`);
       await removeStaleSocket(path);
       await bind(`unix://${path}`);
+      widenConnectionWindows(server);
       sockets.add(path);
       await chmod(path, 0o660);
       logger.info({ address: `unix://${path}`, services: names }, 'gRPC listening');
@@ -81,6 +84,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       if (stopping) throw failedPrecondition('gRPC server is shut down');
       const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
       const bound = await bind(address);
+      widenConnectionWindows(server);
       logger.info({ address: `${host}:${bound}`, services: names }, 'gRPC listening');
       return bound;
     },
@@ -155,4 +159,47 @@ function allowClientStreamResets(server: grpc.Server): void {
   }
   internal.commonServerOptions.streamResetBurst = 1_000_000;
   internal.commonServerOptions.streamResetRate = 1_000_000;
+}
+
+/**
+ * HTTP/2 flow control on the receiving side. With Node's defaults (64 KiB per stream and per
+ * connection, 16 KiB frames) a client streaming content in (Content.Write) waits for a WINDOW_UPDATE
+ * every 64 KiB, shared by all its streams: a pull of several layers ran at ~70 MiB/s whatever the disk.
+ * The daemon's clients are local, so it advertises larger windows and frames: at most RECEIVE_WINDOW
+ * buffered per stream and CONNECTION_WINDOW per connection.
+ */
+const RECEIVE_WINDOW = 8 << 20;
+const CONNECTION_WINDOW = 32 << 20;
+const MAX_FRAME_BYTES = 1 << 20;
+
+/** Per-stream window and frame size go in the SETTINGS grpc-js sends (private options, checked). */
+function widenFlowControl(server: grpc.Server): void {
+  const internal = server as unknown as { commonServerOptions?: Record<string, unknown> };
+  if (typeof internal.commonServerOptions !== 'object' || internal.commonServerOptions === null) {
+    throw new Error('grpc-js no longer exposes its http2 server options; see widenFlowControl');
+  }
+  const settings = (internal.commonServerOptions.settings ?? {}) as Record<string, unknown>;
+  internal.commonServerOptions.settings = {
+    ...settings,
+    initialWindowSize: RECEIVE_WINDOW,
+    maxFrameSize: MAX_FRAME_BYTES,
+  };
+}
+
+const widened = new WeakSet<object>();
+
+/**
+ * The connection window is no setting: each new session raises its own. grpc-js keeps its HTTP/2
+ * servers private, so they are found at run time (after each bind, before any connection can arrive).
+ */
+function widenConnectionWindows(server: grpc.Server): void {
+  const internal = server as unknown as { http2Servers?: Map<Http2Server, unknown> };
+  if (!(internal.http2Servers instanceof Map)) {
+    throw new Error('grpc-js no longer exposes its http2 servers; see widenConnectionWindows');
+  }
+  for (const h2 of internal.http2Servers.keys()) {
+    if (widened.has(h2)) continue;
+    widened.add(h2);
+    h2.on('session', (session: ServerHttp2Session) => session.setLocalWindowSize(CONNECTION_WINDOW));
+  }
 }
