@@ -105,6 +105,9 @@ try {
   });
   cleanup.add(() => facade.stop());
   const facadePid = facade.proc.pid!;
+  const rssLog: [string, number][] = [];
+  const noteRss = async (phase: string) => rssLog.push([phase, await statusField(facadePid, 'VmRSS')]);
+  await noteRss('idle');
 
   // The composite copied into docker-registry as a plain image: same manifest, config and layers. This
   // also fills the facade's cache with every layer.
@@ -130,6 +133,7 @@ try {
       rates[n].push(await curlRate(urls[n], big.size));
     }
   }
+  await noteRss('after (a)');
   const fA = median(rates.facade);
   const rA = median(rates['docker-registry']);
   const nA = median(rates.nginx);
@@ -146,6 +150,7 @@ try {
   }
   const fB = await wrkRate(manifestUrls.facade);
   const rB = await wrkRate(manifestUrls['docker-registry']);
+  await noteRss('after (b)');
 
   // (c) ctr images pull, a fresh containerd each time
   const pulls: { facade: number[]; 'docker-registry': number[] } = { facade: [], 'docker-registry': [] };
@@ -166,6 +171,7 @@ try {
       }
     }
   }
+  await noteRss('after (c)');
   const fC = median(pulls.facade);
   const rC = median(pulls['docker-registry']);
 
@@ -217,6 +223,7 @@ try {
   console.log(`\n(d) ${CONCURRENT} concurrent downloads of the ${mib(big.size)} MiB layer from the facade`);
   printTable([
     ['measure', 'MiB'],
+    ...rssLog.map(([phase, rss]) => [`RSS ${phase}`, mib(rss)]),
     ['RSS before', mib(rssBefore)],
     ['peak RSS (VmHWM after reset)', mib(hwm)],
     ['peak RSS (polled VmRSS)', mib(polledPeak)],

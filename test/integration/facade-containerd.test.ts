@@ -39,7 +39,7 @@ const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
 interface Manifest {
   mediaType: string;
   config: { digest: string; size: number };
-  layers: { digest: string; size: number; mediaType: string }[];
+  layers: { digest: string; size: number; mediaType: string; urls?: string[] }[];
   annotations?: Record<string, string>;
 }
 
@@ -507,11 +507,7 @@ describe('registry facade with containerd, skopeo and strata facade as a process
       { logger: pino({ level: 'silent' }), registry: new Registry() },
     );
     try {
-      const m = JSON.parse(
-        (await get(`${app.url}/v2/fixed/r/manifests/latest`)).body.toString(),
-      ) as Manifest & {
-        layers: { urls?: string[] }[];
-      };
+      const m = JSON.parse((await get(`${app.url}/v2/fixed/r/manifests/latest`)).body.toString()) as Manifest;
       const layer = m.layers.at(-1)!;
       assert.deepEqual(layer.urls, [url]);
       const res = await fetch(`${app.url}/v2/fixed/r/blobs/${layer.digest}`, { redirect: 'manual' });
