@@ -130,6 +130,7 @@ export async function wireDaemon(
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
         await gc.close();
+        await view.close();
         db.close();
       },
     };
