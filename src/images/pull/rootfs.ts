@@ -47,11 +47,14 @@ export async function exportRootfs(
   const mounts = await api.viewSnapshot(opts.snapshotter, key, top);
   try {
     await copyTree(bindSource(mounts), target, opts.signal);
-  } finally {
-    await api.removeSnapshot(opts.snapshotter, key).catch((err: unknown) => {
-      if (!isNotFound(err)) throw err;
-    });
+  } catch (err) {
+    // The copy's failure is the one to report; a failed cleanup must not hide it.
+    await api.removeSnapshot(opts.snapshotter, key).catch(() => {});
+    throw err;
   }
+  await api.removeSnapshot(opts.snapshotter, key).catch((err: unknown) => {
+    if (!isNotFound(err)) throw err;
+  });
 }
 
 /** `cp -a -T SRC DST`: DST gets SRC's contents and SRC's own metadata. */
