@@ -1,26 +1,31 @@
-// The `strata` command. Each subcommand lives in its own module and registers itself here.
+// The `strata` command. Each subcommand lives in its own module and registers itself here. Only the
+// module of the command being run is loaded (start-up time counts for `strata pull`); help loads them all.
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
-import { registerDaemon } from './daemon.ts';
-import { registerFacade } from './facade.ts';
-import { registerImages } from './images.ts';
-import { registerPull } from './pull.ts';
-import { registerRootfs } from './rootfs.ts';
-import { registerSpec } from './spec.ts';
 
-export function buildProgram(): Command {
+type Register = (program: Command) => void;
+
+const COMMANDS: Record<string, () => Promise<Register>> = {
+  daemon: async () => (await import('./daemon.ts')).registerDaemon,
+  facade: async () => (await import('./facade.ts')).registerFacade,
+  spec: async () => (await import('./spec.ts')).registerSpec,
+  pull: async () => (await import('./pull.ts')).registerPull,
+  images: async () => (await import('./images.ts')).registerImages,
+  image: async () => (await import('./images.ts')).registerImages,
+  rootfs: async () => (await import('./rootfs.ts')).registerRootfs,
+};
+
+/** The program with the commands `argv` needs: the one it names, or all of them. */
+export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('strata')
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
-  registerDaemon(program);
-  registerFacade(program);
-  registerSpec(program);
-  registerPull(program);
-  registerImages(program);
-  registerRootfs(program);
+  const named = argv[2];
+  const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
+  for (const name of wanted) (await COMMANDS[name]!())(program);
   return program;
 }
 
 if (import.meta.main) {
-  await buildProgram().parseAsync(process.argv);
+  await (await buildProgram()).parseAsync(process.argv);
 }
