@@ -11,7 +11,6 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   spec: async () => (await import('./spec.ts')).registerSpec,
   pull: async () => (await import('./pull.ts')).registerPull,
   images: async () => (await import('./images.ts')).registerImages,
-  image: async () => (await import('./images.ts')).registerImages,
   rootfs: async () => (await import('./rootfs.ts')).registerRootfs,
 };
 
@@ -20,7 +19,7 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
   const program = new Command('strata')
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
-  const named = argv[2];
+  const named = argv[2] === 'image' ? 'images' : argv[2]; // the alias commander knows for `images`
   const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
   for (const name of wanted) (await COMMANDS[name]!())(program);
   return program;
