@@ -304,7 +304,7 @@ async function writeBatched(
   const flush = async (): Promise<void> => {
     await inFlight;
     if (batched === 0) return;
-    const data = batch.length === 1 ? batch[0]! : Buffer.concat(batch, batched);
+    const data = batch;
     batch = [];
     batched = 0;
     inFlight = w.write(data);

@@ -139,23 +139,25 @@ export class ContentWriter {
     return statusOf(this.meta, this.offset, this.updatedAt);
   }
 
-  /** Appends `chunk` at the current offset. */
-  write(chunk: Uint8Array): Promise<void> {
+  /**
+   * Appends `chunk` (or the chunks, in order) at the current offset. The bytes are hashed while the disk
+   * write is under way; a failed write cuts the file back and re-hashes, so file and digest stay in step.
+   */
+  write(chunk: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const chunks = chunk instanceof Uint8Array ? [chunk] : chunk;
     return this.serial(async () => {
       const fh = this.openHandle();
       const at = this.offset;
-      let done = 0;
+      const written = writeAll(fh, chunks, at);
+      written.catch(() => {}); // awaited below, after hashing
+      for (const c of chunks) this.digester.update(c);
       try {
-        while (done < chunk.byteLength) {
-          const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done, at + done);
-          done += bytesWritten;
-        }
+        await written;
       } catch (err) {
-        // Keep the file in step with the digest, so the ingest stays resumable.
         await fh.truncate(at).catch(() => {});
+        this.digester = await hashPrefix(fh, at, this.digester.algorithm);
         throw err;
       }
-      this.digester.update(chunk);
       this.updatedAt = new Date();
     });
   }
@@ -282,5 +284,24 @@ export class ContentWriter {
     const run = this.tail.then(fn, fn);
     this.tail = run.catch(() => {});
     return run;
+  }
+}
+
+/** Writes the chunks at `position`, continuing after short writes. */
+async function writeAll(fh: FileHandle, chunks: readonly Uint8Array[], position: number): Promise<void> {
+  let pending = chunks.filter((c) => c.byteLength > 0);
+  let at = position;
+  while (pending.length > 0) {
+    let { bytesWritten } = await fh.writev(pending, at);
+    at += bytesWritten;
+    const rest: Uint8Array[] = [];
+    for (const c of pending) {
+      if (bytesWritten >= c.byteLength) bytesWritten -= c.byteLength;
+      else {
+        rest.push(c.subarray(bytesWritten));
+        bytesWritten = 0;
+      }
+    }
+    pending = rest;
   }
 }
