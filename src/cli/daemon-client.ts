@@ -34,6 +34,7 @@ import type {
 } from '../images/pull/daemon-api.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
+import { DEFAULT_ADDRESS } from '../server/config.ts';
 
 /** Write messages in flight before the writer waits for a response. */
 export const WRITE_WINDOW = 8;
@@ -42,7 +43,6 @@ const APPLY_TIMEOUT_MS = 30 * 60_000;
 /** Busy ingest refs (another writer holds the lock) are retried with doubling delays, this often. */
 const OPEN_RETRIES = 12;
 
-export const DEFAULT_ADDRESS = '/run/strata/strata.sock';
 export const DEFAULT_NAMESPACE = 'default';
 
 /** `unix:///path`, `unix:/path` or a bare path → the grpc-js target. */

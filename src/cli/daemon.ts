@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
-import { daemonConfig } from '../server/config.ts';
+import { DEFAULT_ADDRESS, DEFAULT_ROOT, daemonConfig } from '../server/config.ts';
 import { startDaemon } from '../server/lifecycle.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
@@ -20,8 +20,8 @@ export function registerDaemon(program: Command): void {
     .description(
       'serve the containerd-compatible image store (Images, Content, Leases, Namespaces, …) over gRPC',
     )
-    .requiredOption('--root <dir>', 'state directory (metadata database, content store)')
-    .option('--address <socket>', 'unix socket to listen on (default: ROOT/strata.sock)')
+    .option('--root <dir>', 'state directory (metadata database, content store)', DEFAULT_ROOT)
+    .option('--address <socket>', 'unix socket to listen on', DEFAULT_ADDRESS)
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .option('--metrics-address <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
     .action(async (flags: DaemonFlags) => {

@@ -3,10 +3,10 @@ import { describe, it } from 'node:test';
 import { DEFAULT_GC, daemonConfig, parseHostPort } from './config.ts';
 
 describe('daemonConfig', () => {
-  it('resolves paths and defaults the socket into the root', () => {
-    const c = daemonConfig({ root: '/var/lib/strata' });
+  it('resolves paths, with containerd-like defaults for root and socket', () => {
+    const c = daemonConfig({});
     assert.equal(c.root, '/var/lib/strata');
-    assert.equal(c.address, '/var/lib/strata/strata.sock');
+    assert.equal(c.address, '/run/strata/strata.sock');
     assert.equal(c.logLevel, 'info');
     assert.equal(c.metrics, undefined);
     assert.deepEqual(c.gc, DEFAULT_GC);
@@ -15,7 +15,7 @@ describe('daemonConfig', () => {
   });
 
   it('rejects what would fail later: no root, long socket paths, unknown levels, bad GC settings', () => {
-    assert.throws(() => daemonConfig({ root: '' }), /--root is required/);
+    assert.throws(() => daemonConfig({ root: '' }), /--root must not be empty/);
     assert.throws(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(107)}` }), /longer than the 107/);
     assert.doesNotThrow(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(106)}` }));
     assert.throws(() => daemonConfig({ root: '/r', logLevel: 'verbose' }), /log level must be one of/);

@@ -1,6 +1,6 @@
 // The daemon's configuration: where its state lives, where it listens, how it logs and collects garbage.
 // Validated once, up front, so a bad flag fails before anything is opened.
-import { isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import { invalidArgument } from '../errors.ts';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -30,7 +30,7 @@ export interface DaemonConfig {
 }
 
 export interface DaemonConfigInput {
-  root: string;
+  root?: string;
   address?: string;
   logLevel?: string;
   /** `HOST:PORT` or `[V6HOST]:PORT`. */
@@ -49,13 +49,15 @@ export function parseHostPort(value: string, what: string): { host: string; port
   return { host: m[1] ?? m[2]!, port };
 }
 
-/** Relative paths are taken from the current directory; the socket defaults to ROOT/strata.sock. */
+/** Where the daemon keeps its state and listens unless told otherwise, as containerd's defaults do. */
+export const DEFAULT_ROOT = '/var/lib/strata';
+export const DEFAULT_ADDRESS = '/run/strata/strata.sock';
+
+/** Relative paths are taken from the current directory. */
 export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
-  if (!input.root) throw invalidArgument('--root is required');
-  const root = resolve(input.root);
-  const address = input.address
-    ? resolve(input.address.replace(/^unix:\/\//, ''))
-    : join(root, 'strata.sock');
+  if (input.root === '') throw invalidArgument('--root must not be empty');
+  const root = resolve(input.root ?? DEFAULT_ROOT);
+  const address = resolve((input.address ?? DEFAULT_ADDRESS).replace(/^unix:\/\//, ''));
   if (!isAbsolute(address)) throw invalidArgument(`socket path must be absolute: ${address}`);
   const bytes = Buffer.byteLength(address);
   if (bytes > MAX_SOCKET_PATH_BYTES) {

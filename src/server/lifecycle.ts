@@ -1,7 +1,7 @@
 // Starting and stopping the daemon: claim the state directory, wire the parts, serve gRPC (and metrics),
 // and on stop drain calls, finish garbage collection, close the database and remove the socket.
 import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Logger } from 'pino';
 import { createGrpcServer } from '../api/grpc/server.ts';
 import { messageOf, unavailable } from '../errors.ts';
@@ -54,6 +54,7 @@ async function claimRoot(root: string): Promise<() => Promise<void>> {
 
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
   await mkdir(config.root, { recursive: true, mode: 0o711 });
+  await mkdir(dirname(config.address), { recursive: true, mode: 0o711 });
   const release = await claimRoot(config.root);
   const undo: Array<() => Promise<void>> = [release];
   const unwind = async () => {

@@ -386,12 +386,12 @@ describe('daemon lifecycle', () => {
   });
 
   test('bad flags fail before anything starts', async () => {
-    const missingRoot = await run(BIN, ['daemon'], { timeout: 30_000 }).then(
-      () => assert.fail('started without --root'),
-      (e: { code: number; stderr: string }) => e,
+    const emptyRoot = await run(BIN, ['daemon', '--root', ''], { timeout: 30_000 }).then(
+      () => assert.fail('started with an empty --root'),
+      (e: { code: number; stdout: string }) => e,
     );
-    assert.notEqual(missingRoot.code, 0);
-    assert.match(missingRoot.stderr, /--root/);
+    assert.equal(emptyRoot.code, 2);
+    assert.match(emptyRoot.stdout, /--root must not be empty/);
     const badLevel = await run(BIN, ['daemon', '--root', '/nonexistent/x', '--log-level', 'loud'], {
       timeout: 30_000,
     }).then(
