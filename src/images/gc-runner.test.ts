@@ -1,16 +1,20 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
+import { Layout } from '../content/layout.ts';
 import { ContentStore } from '../content/store.ts';
+import { isUnavailable } from '../errors.ts';
 import { ContentMeta } from '../metadata/content-labels.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { LeaseStore } from '../metadata/leases.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
+import { ContentView } from './content-view.ts';
 import { GcRunner, type GcStats } from './gc-runner.ts';
 import { ImageStore } from './image-store.ts';
 
@@ -22,10 +26,18 @@ let runs: GcStats[];
 let gc: GcRunner;
 const logger = pino({ level: 'silent' });
 
-async function blob(ns: string, text: string): Promise<Digest> {
+/** Sets a file's times `ms` before now (a blob committed that long ago). */
+async function age(path: string, ms: number): Promise<void> {
+  const t = new Date(Date.now() - ms);
+  await utimes(path, t, t);
+}
+
+/** Commits `text` to the store, backdated a minute (so no run counts it as just committed), held by `ns`. */
+async function blob(ns: string | undefined, text: string): Promise<Digest> {
   const d = digestOf(text);
   await store.ingestStream(`t-${d}`, Readable.from([Buffer.from(text)]), { digest: d, size: text.length });
-  if (!meta.has(ns, d)) meta.add(ns, d, text.length);
+  await age(new Layout(store.root).blobPath(d), 60_000);
+  if (ns !== undefined && !meta.has(ns, d)) meta.add(ns, d, text.length);
   return d;
 }
 
@@ -91,6 +103,162 @@ describe('GcRunner', () => {
     assert.equal(stats.content, 1);
     assert.equal(stats.blobsDeleted, 0);
     assert.ok(!meta.has('ns', d));
+  });
+
+  it('deletes bytes a Content.Delete orphaned, which no collection removes itself', async () => {
+    const kept = await blob('ns', 'kept: the image points here');
+    const text = 'removed from the namespace by hand';
+    const d = await blob('ns', text);
+    new ImageStore(db).create('ns', {
+      name: 'img',
+      target: { mediaType: 'application/x', digest: kept, size: 27 },
+    });
+    meta.remove('ns', d);
+    const stats = await gc.collect();
+    assert.equal(stats.content, 0, 'the collection itself removes no membership');
+    assert.equal(stats.blobsDeleted, 1);
+    assert.equal(stats.blobBytesDeleted, text.length);
+    assert.deepEqual(await onDisk(), [kept]);
+  });
+
+  it('deletes a blob file that never joined a namespace, and spares what a lease holds', async () => {
+    const orphan = await blob(undefined, 'committed, then the link failed');
+    const leased = await blob('ns', 'held by a lease');
+    new LeaseStore(db).create('ns', { id: 'l' });
+    new LeaseStore(db).addResource('ns', 'l', { type: 'content', id: leased });
+    const stats = await gc.collect();
+    assert.equal(stats.content, 0);
+    assert.equal(stats.blobsDeleted, 1);
+    assert.deepEqual(await onDisk(), [leased]);
+    assert.ok(orphan);
+  });
+
+  it('spares an orphan committed after the run started', async () => {
+    const d = await blob(undefined, 'committed while the run went on');
+    const later = new Date(Date.now() + 60_000);
+    await utimes(new Layout(store.root).blobPath(d), later, later);
+    assert.equal((await gc.collect()).blobsDeleted, 0);
+    assert.deepEqual(await onDisk(), [d]);
+  });
+
+  it('spares a blob that a writer is linking into a namespace from the bytes on disk', async () => {
+    const view = new ContentView({ store, db });
+    try {
+      const text = 'orphaned in one namespace, shared into another';
+      const d = await blob(undefined, text);
+      // The shared-content policy: the writer stands for the bytes on disk and writes none.
+      const w = await view.writer('other', 'ref', { expected: d, total: text.length });
+      assert.equal((await gc.collect()).blobsDeleted, 0);
+      assert.equal(await w.commit(text.length, d, { 'containerd.io/gc.root': 'yes' }), d);
+      await w.close();
+      assert.ok(view.has('other', d));
+      assert.deepEqual(await onDisk(), [d]);
+      assert.equal((await gc.collect()).blobsDeleted, 0, 'held by the namespace now, a root');
+    } finally {
+      await view.close();
+    }
+  });
+
+  it('spares fresh bytes whose commit is between the store and the namespace when the run starts', async () => {
+    let arrived!: () => void;
+    const atCleanup = new Promise<void>((r) => {
+      arrived = r;
+    });
+    let proceed!: () => void;
+    const gate = new Promise<void>((r) => {
+      proceed = r;
+    });
+    // A second handle on the same store whose commits stop after the blob is in blobs/ (mtime stamped,
+    // lock held) and before the namespace links it.
+    const paused = await ContentStore.open(store.root, {
+      hooks: {
+        beforeCommitStep: async (step) => {
+          if (step !== 'cleanup') return;
+          arrived();
+          await gate;
+        },
+      },
+    });
+    const view = new ContentView({ store: paused, db });
+    try {
+      const text = 'no digest declared before the commit';
+      const w = await view.writer('ns', 'fresh');
+      await w.write(Buffer.from(text));
+      const committing = w.commit(0, '');
+      await atCleanup;
+      const path = new Layout(store.root).blobPath(digestOf(text));
+      // The run starts after the stamp: only the held lock tells that the commit is still linking.
+      const stamped = (await stat(path)).mtimeMs;
+      while (Date.now() <= stamped) await sleep(1);
+      assert.equal((await gc.collect()).blobsDeleted, 0);
+      proceed();
+      assert.equal(await committing, digestOf(text));
+      await w.close();
+      assert.ok(view.has('ns', digestOf(text)));
+      assert.deepEqual(await onDisk(), [digestOf(text)]);
+    } finally {
+      proceed();
+      await view.close();
+    }
+  });
+
+  it('ignores the ref lock of a dead process; an unreadable lock counts from its mtime', async () => {
+    const d = await blob(undefined, 'orphan under stale locks');
+    const locks = new Layout(store.root).locksDir;
+    await mkdir(locks, { recursive: true });
+    const dead = spawnSync('true').pid;
+    assert.ok(dead);
+    await writeFile(join(locks, 'a.lock'), JSON.stringify({ pid: dead, since: 0, token: 'x' }));
+    await writeFile(join(locks, 'not-a-lock'), 'ignored');
+    assert.equal((await gc.collect()).blobsDeleted, 1);
+    assert.deepEqual(await onDisk(), []);
+
+    const d2 = await blob(undefined, 'orphan under a lock that does not parse');
+    await writeFile(join(locks, 'b.lock'), '{');
+    await age(join(locks, 'b.lock'), 3_600_000);
+    assert.equal((await gc.collect()).blobsDeleted, 0, 'it may be a commit in flight since then');
+    await rm(join(locks, 'b.lock'));
+    assert.equal((await gc.collect()).blobsDeleted, 1);
+    assert.notEqual(d, d2);
+  });
+
+  it('leaves alone what is not a blob: other names, directories, a missing sha512 folder', async () => {
+    const dir256 = join(dir, 'content', 'blobs', 'sha256');
+    await writeFile(join(dir256, 'README'), 'not a digest');
+    await writeFile(join(dir256, 'ABCDEF'), 'upper case is no digest');
+    await mkdir(join(dir256, 'a'.repeat(64)));
+    await age(join(dir256, 'README'), 60_000);
+    await rm(join(dir, 'content', 'blobs', 'sha512'), { recursive: true });
+    const d = await blob(undefined, 'the only orphan');
+    assert.equal((await gc.collect()).blobsDeleted, 1);
+    assert.deepEqual((await readdir(dir256)).sort(), ['ABCDEF', 'README', 'a'.repeat(64)]);
+    assert.ok(d);
+  });
+
+  it('sweeps sha512 blobs too', async () => {
+    const text = 'a sha512 blob';
+    const d = digestOf(text, 'sha512');
+    await store.ingestStream('t-512', Readable.from([Buffer.from(text)]), { digest: d, size: text.length });
+    await age(new Layout(store.root).blobPath(d), 60_000);
+    assert.equal((await gc.collect()).blobsDeleted, 1);
+    assert.deepEqual(await readdir(join(dir, 'content', 'blobs', 'sha512')), []);
+  });
+
+  it('asks the snapshotters to clean up after every run, with what it removed', async () => {
+    await gc.close();
+    const calls: number[] = [];
+    gc = new GcRunner({
+      db,
+      content: store,
+      logger,
+      delayMs: 60_000,
+      removeSnapshots: async (removed) => {
+        calls.push(removed.length);
+      },
+    });
+    await gc.collect();
+    await gc.collect();
+    assert.deepEqual(calls, [0, 0]);
   });
 
   it('shares one queued run among callers that arrive while another runs', async () => {

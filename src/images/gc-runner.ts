@@ -1,21 +1,23 @@
-// Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides what goes, then the
-// bytes of blobs no namespace holds any more are removed from the shared disk store. Deletions schedule a
-// background run (debounced, and paced so collection takes a bounded share of the time); synchronous
-// deletes (`Images.Delete{sync}`, `Leases.Delete{sync}`) wait for a run that starts after their change.
-import { unlinkSync } from 'node:fs';
+// Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides which records go, then
+// the content store is swept of every blob file no namespace holds (src/images/blob-sweep.ts), and the
+// snapshotters of every directory no snapshot record names. Deletions schedule a background run (debounced,
+// and paced so collection takes a bounded share of the time); synchronous deletes (`Images.Delete{sync}`,
+// `Leases.Delete{sync}`) wait for a run that starts after their change.
 import type { Logger } from 'pino';
 import { Layout } from '../content/layout.ts';
 import type { ContentStore } from '../content/store.ts';
 import { messageOf } from '../errors.ts';
-import type { MetadataDb, Statement } from '../metadata/db.ts';
+import type { MetadataDb } from '../metadata/db.ts';
 import { collectGarbage, type GcResult } from '../metadata/gc.ts';
-import type { Digest } from '../oci/digest.ts';
+import { BlobSweeper } from './blob-sweep.ts';
 
 export interface GcStats {
   /** Namespace memberships of content removed. */
   content: number;
-  /** Blob files deleted from disk. */
+  /** Blob files deleted from disk: those this run orphaned and any other file no namespace holds. */
   blobsDeleted: number;
+  /** Bytes of the blob files deleted. */
+  blobBytesDeleted: number;
   images: number;
   leases: number;
   ingests: number;
@@ -42,15 +44,16 @@ export interface GcRunnerOptions {
    */
   removeIngest?: (namespace: string, ref: string) => Promise<void>;
   /**
-   * Called after a run that removed snapshot records, so the snapshotters can delete the directories no
-   * record names any more. Awaited (a synchronous delete waits for the space); errors are logged.
+   * Called after every run with the snapshot records it removed (maybe none), so the snapshotters delete
+   * each directory no record names: those of the collected records, and any a failed removal or a crash
+   * left behind. Awaited (a synchronous delete waits for the space); errors are logged.
    */
   removeSnapshots?: (removed: GcResult['snapshots']) => Promise<void>;
 }
 
 export class GcRunner {
   private readonly db: MetadataDb;
-  private readonly layout: Layout;
+  private readonly blobs: BlobSweeper;
   private readonly logger: Logger;
   private readonly delayMs: number;
   private readonly pauseThreshold: number;
@@ -58,7 +61,6 @@ export class GcRunner {
   private readonly onRun: GcRunnerOptions['onRun'];
   private readonly removeIngest: GcRunnerOptions['removeIngest'];
   private readonly removeSnapshots: GcRunnerOptions['removeSnapshots'];
-  private readonly held: Statement;
   private readonly unsubscribe: () => void;
   /** The run in progress (or the last one); runs never overlap. */
   private running: Promise<unknown> = Promise.resolve();
@@ -71,15 +73,14 @@ export class GcRunner {
 
   constructor(opts: GcRunnerOptions) {
     this.db = opts.db;
-    this.layout = new Layout(opts.content.root);
     this.logger = opts.logger;
+    this.blobs = new BlobSweeper({ db: opts.db, layout: new Layout(opts.content.root), logger: opts.logger });
     this.delayMs = opts.delayMs ?? 100;
     this.pauseThreshold = opts.pauseThreshold ?? 0.02;
     this.maxDelayMs = opts.maxDelayMs ?? 5000;
     this.onRun = opts.onRun;
     this.removeIngest = opts.removeIngest;
     this.removeSnapshots = opts.removeSnapshots;
-    this.held = opts.db.sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
     this.unsubscribe = opts.db.onDirty(() => this.schedule());
   }
 
@@ -129,11 +130,13 @@ export class GcRunner {
 
   private async runOnce(): Promise<GcStats> {
     const start = performance.now();
+    // Blobs committed from here on (or by a writer holding its lock now) are not this run's to judge.
+    const cutoff = await this.blobs.cutoff(Date.now()).catch((err: unknown) => {
+      this.logger.warn({ err: messageOf(err) }, 'cannot read the ref locks: no blob is swept this run');
+      return undefined;
+    });
     const result = collectGarbage(this.db);
-    let blobsDeleted = 0;
-    for (const d of result.unreferencedDigests) {
-      if (this.deleteBlobIfUnheld(d)) blobsDeleted++;
-    }
+    const swept = cutoff === undefined ? { deleted: 0, bytes: 0 } : await this.blobs.sweep(cutoff);
     if (this.removeIngest) {
       for (const g of result.ingests) {
         await this.removeIngest(g.namespace, g.ref).catch((err: unknown) =>
@@ -144,7 +147,7 @@ export class GcRunner {
         );
       }
     }
-    if (this.removeSnapshots && result.snapshots.length > 0) {
+    if (this.removeSnapshots) {
       await this.removeSnapshots(result.snapshots).catch((err: unknown) =>
         this.logger.warn({ err: messageOf(err) }, 'snapshot cleanup after collection failed'),
       );
@@ -154,34 +157,19 @@ export class GcRunner {
     this.lastEnd = Date.now();
     const stats: GcStats = {
       content: result.content.length,
-      blobsDeleted,
+      blobsDeleted: swept.deleted,
+      blobBytesDeleted: swept.bytes,
       images: result.images.length,
       leases: result.leases.length,
       ingests: result.ingests.length,
       snapshots: result.snapshots.length,
       ms: Math.round(ms * 10) / 10,
     };
-    const removed = stats.content + stats.images + stats.leases + stats.ingests + stats.snapshots;
+    const removed =
+      stats.content + stats.blobsDeleted + stats.images + stats.leases + stats.ingests + stats.snapshots;
     if (removed > 0) this.logger.info(stats, 'garbage collected');
     else this.logger.debug(stats, 'garbage collection found nothing to remove');
     this.onRun?.(stats, result);
     return stats;
-  }
-
-  /**
-   * Deletes a blob file unless a namespace took the digest again since the sweep. The check and the unlink
-   * are synchronous, so no request handler in this process can link the blob between them.
-   */
-  private deleteBlobIfUnheld(d: Digest): boolean {
-    if (this.held.get(d) !== undefined) return false;
-    try {
-      unlinkSync(this.layout.blobPath(d));
-      return true;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-        this.logger.warn({ digest: d, err: messageOf(err) }, 'cannot delete blob');
-      }
-      return false;
-    }
   }
 }

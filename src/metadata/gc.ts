@@ -22,7 +22,10 @@ const BREF_SNAPSHOT = 'containerd.io/gc.bref.snapshot.';
 export interface GcResult {
   /** Namespace memberships removed; the blob bytes are shared, see unreferencedDigests. */
   content: Array<{ namespace: string; digest: Digest }>;
-  /** Digests removed in this run that no namespace holds any more: the caller may delete the bytes. */
+  /**
+   * Digests removed in this run that no namespace holds any more. Informational: the runner's sweep of the
+   * content store deletes their bytes together with any other blob no namespace holds.
+   */
   unreferencedDigests: Digest[];
   snapshots: Array<{ namespace: string; snapshotter: string; key: string }>;
   ingests: Array<{ namespace: string; ref: string }>;
