@@ -9,7 +9,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Layout } from '../content/layout.ts';
 import { ContentStore } from '../content/store.ts';
-import { isUnavailable } from '../errors.ts';
 import { ContentMeta } from '../metadata/content-labels.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { LeaseStore } from '../metadata/leases.ts';
