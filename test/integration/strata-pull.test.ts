@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { lstat, readdir, readFile, readlink, rm } from 'node:fs/promises';
+import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -303,7 +303,10 @@ describe('strata pull through the daemon', () => {
   test('after one layer is deleted from content, a pull fetches that one alone', async (t) => {
     const daemon = await startDaemon({ t });
     await strataOk(['pull', ...flags(daemon), ref]);
+    // A second namespace holds the same blobs, so removing one from `default` leaves its bytes on disk.
+    await strataOk(['pull', ...flags(daemon), '--namespace', 'keep', ref]);
     const victim = manifest.layers[3]!.digest;
+    const victimFile = join(daemon.root, 'content', 'blobs', 'sha256', victim.slice(7));
     const all = [...layerDigests(), manifest.config.digest];
     const check = () => daemon.ctrOk(['images', 'check', '--snapshotter', 'native']);
 
@@ -316,11 +319,15 @@ describe('strata pull through the daemon', () => {
     assert.deepEqual(blobGets(proxy.seen.slice(mark), all), []);
     assert.match(await check(), /complete \(7\/7\)/);
 
-    // Bytes gone too: that layer, and only it, comes over the network again. The daemon's GC does not
-    // sweep bytes orphaned by a content delete (containerd's does), so they are removed here as that
-    // sweep would remove them.
+    // Bytes gone too: with the other namespace's image gone, `content rm` drops the layer's last holder
+    // and the next collection (made synchronous by removing a lease with --sync) deletes its file; that
+    // layer, and only it, comes over the network again.
+    await daemon.ctrOk(['images', 'rm', '--sync', ref], { namespace: 'keep' });
+    await access(victimFile);
     await daemon.ctrOk(['content', 'rm', victim]);
-    await rm(join(daemon.root, 'content', 'blobs', 'sha256', victim.slice(7)));
+    await daemon.ctrOk(['leases', 'create', '--id', 'gc-now']);
+    await daemon.ctrOk(['leases', 'rm', '--sync', 'gc-now']);
+    await assert.rejects(access(victimFile), { code: 'ENOENT' });
     mark = proxy.seen.length;
     const out = await strataOk(['pull', ...flags(daemon), ref]);
     const gets = blobGets(proxy.seen.slice(mark), all);
