@@ -25,6 +25,7 @@ import { parseFilters } from '../metadata/filters/filter.ts';
 import { goDigestError } from '../metadata/go-digest.ts';
 import { goQuote, validateLabels } from '../metadata/labels.ts';
 import type { Digest } from '../oci/digest.ts';
+import { tracePhase } from '../trace.ts';
 import { ContentHandles } from './content-handles.ts';
 import { backendRef, IngestRecords } from './content-ingests.ts';
 
@@ -302,7 +303,11 @@ export class ContentView {
           }
           if (req.offset === 0 && w.offset > 0) await w.truncate(0);
           if (req.data.byteLength > 0) await w.write(req.data);
-          if (req.action === 'commit') await w.commit(total, expected, req.labels);
+          if (req.action === 'commit') {
+            const endCommit = tracePhase(`daemon-commit-content ${req.ref}`);
+            await w.commit(total, expected, req.labels);
+            endCommit(`${w.offset} bytes`);
+          }
           reply = { offset: w.offset, digest: w.digest() };
         } else {
           reply = { offset: w.offset };

@@ -12,6 +12,7 @@ import { formatPlatform } from '../../oci/platform.ts';
 import { formatReference, type Reference } from '../../oci/reference.ts';
 import type { RegistryClient } from '../../registry/client.ts';
 import { childrenOf, isManifestLike, selectPlatform, walk } from '../../registry/walk.ts';
+import { tracePhase } from '../../trace.ts';
 import type { ContentWriter, DaemonApi, Labels } from './daemon-api.ts';
 import type { BlobKind, PullListener } from './events.ts';
 import { appendDistributionSource, changedLabels, childGcLabels } from './labels.ts';
@@ -96,12 +97,16 @@ export async function fetchImage(
         }
         emit({ type: 'fetch-start', kind, descriptor: desc, offset });
         if (offset < desc.size) {
+          const endFetch = tracePhase(`fetch ${kind} ${desc.digest.slice(7, 19)}`);
           const body = await registry.fetchBlob(repo, desc, { range: { offset }, signal, verify: false });
           wrote += await pump(body, writer, offset, (bytes) =>
             emit({ type: 'fetch-progress', descriptor: desc, bytes }),
           );
+          endFetch(`${desc.size} bytes`);
         }
+        const endCommit = tracePhase(`commit-content ${kind} ${desc.digest.slice(7, 19)}`);
         await writer.commit(labels);
+        endCommit();
         break;
       } catch (err) {
         writer.close();

@@ -14,6 +14,7 @@ import {
   parseImageConfig,
 } from '../../oci/manifest.ts';
 import { isLayerType } from '../../oci/media-types.ts';
+import { tracePhase } from '../../trace.ts';
 import { chainIds } from './chain.ts';
 import type { DaemonApi, Labels } from './daemon-api.ts';
 import type { PullListener } from './events.ts';
@@ -79,7 +80,9 @@ export async function unpackImage(
     opts.signal?.throwIfAborted();
     const chainId = chain[i]!;
     const parent = i === 0 ? '' : chain[i - 1]!;
+    const endWait = tracePhase(`unpack-wait ${i}`);
     const labels = await waitBlob(layer.digest);
+    endWait();
     const started = performance.now();
     emit({ type: 'unpack-start', layer, chainId });
     const applied = (await api.statSnapshot(sn, chainId)) === undefined;
@@ -107,22 +110,28 @@ async function applyLayer(
   for (;;) {
     const key = `extract-${uniquePart()} ${chainId}`;
     let mounts: Awaited<ReturnType<DaemonApi['prepareSnapshot']>>;
+    const endPrepare = tracePhase(`prepare ${chainId.slice(7, 19)}`);
     try {
       mounts = await api.prepareSnapshot(sn, key, parent);
+      endPrepare();
     } catch (err) {
       // The key is taken (a clash of unique parts): try another.
       if (isAlreadyExists(err)) continue;
       throw err;
     }
     try {
+      const endApply = tracePhase(`apply ${layer.digest.slice(7, 19)}`);
       const applied = await api.applyDiff(layer, mounts, signal);
+      endApply();
       if (applied.digest !== diffId) {
         throw failedPrecondition(
           `wrong diff id calculated on extraction of ${layer.digest}: ${applied.digest}, expected ${diffId}`,
         );
       }
+      const endCommit = tracePhase(`commit-snapshot ${chainId.slice(7, 19)}`);
       try {
         await api.commitSnapshot(sn, chainId, key);
+        endCommit();
       } catch (err) {
         // Another pull committed the same chain meanwhile: theirs is as good as ours.
         if (!isAlreadyExists(err)) throw err;

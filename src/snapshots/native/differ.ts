@@ -8,6 +8,7 @@ import { pipeline } from 'node:stream/promises';
 import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../../errors.ts';
 import { type Digest, Digester } from '../../oci/digest.ts';
 import { type Compression, layerCompression, MediaType } from '../../oci/media-types.ts';
+import { tracePhase } from '../../trace.ts';
 import { applyLayer, type SkipKind } from '../apply/apply-layer.ts';
 import { compressStream } from '../compression.ts';
 import { diffDirectories } from '../diff/diff-directories.ts';
@@ -107,11 +108,13 @@ export class Differ {
     const blob = await this.content.store.reader(desc.digest as Digest, undefined, signal);
     // Docker's plain tar type is used for compressed blobs in the wild; containerd sniffs those.
     const how = desc.mediaType === MediaType.dockerLayer ? 'auto' : compression;
+    const endApply = tracePhase(`daemon-apply ${desc.digest.slice(7, 19)}`);
     const applied = await applyLayer(root, blob, {
       compression: how,
       ...(signal ? { signal } : {}),
       ...(this.onSkip ? { onSkip: this.onSkip } : {}),
     });
+    endApply(`${applied.size} bytes ${applied.entries} entries`);
     const expected = desc.annotations?.[LABEL_UNCOMPRESSED];
     if (expected !== undefined && expected !== applied.diffId) {
       throw failedPrecondition(

@@ -13,6 +13,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
 import type { MetadataDb } from '../../metadata/db.ts';
+import { tracePhase } from '../../trace.ts';
 import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../store.ts';
 import { copyTree } from './copy-tree.ts';
 import { diskUsage } from './disk-usage.ts';
@@ -104,7 +105,11 @@ export class NativeSnapshotter {
       this.filling.add(temp);
       try {
         await mkdir(tempPath, { mode: 0o755 });
-        if (parentRec) await copyTree(this.path(parentRec.backingId), tempPath, { signal: opts.signal });
+        if (parentRec) {
+          const endCopy = tracePhase('daemon-copy-parent');
+          const copied = await copyTree(this.path(parentRec.backingId), tempPath, { signal: opts.signal });
+          endCopy(`${copied.entries} entries`);
+        }
         await rename(tempPath, this.path(id));
       } catch (err) {
         this.store.forget(ns, key, id, opts.lease);
