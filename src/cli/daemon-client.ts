@@ -2,15 +2,12 @@
 // speaking them: Strata's or containerd itself). Every call carries the namespace, and the lease when
 // one is set; gRPC failures come back as StrataErrors. Content writes are pipelined: up to WRITE_WINDOW
 // messages in flight, each response checked in order, so a round trip per MiB does not bound throughput.
-import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { type Timestamp, timestampDate } from '@bufbuild/protobuf/wkt';
-import { type Client, type StatusObject, status } from '@grpc/grpc-js';
+import type { Client } from '@grpc/grpc-js';
 import {
   Content,
   WriteAction,
-  WriteContentRequestSchema,
   type WriteContentResponse,
-  WriteContentResponseSchema,
 } from '../api/gen/containerd/services/content/v1/content_pb.ts';
 import { Diff } from '../api/gen/containerd/services/diff/v1/diff_pb.ts';
 import { type Image, Images } from '../api/gen/containerd/services/images/v1/images_pb.ts';
@@ -19,7 +16,6 @@ import { Namespaces } from '../api/gen/containerd/services/namespaces/v1/namespa
 import { Kind, Snapshots } from '../api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { Descriptor as ProtoDescriptor } from '../api/gen/containerd/types/descriptor_pb.ts';
 import { callServerStream, callUnary, createClient, metadataWith } from '../api/grpc/client.ts';
-import { methodPath } from '../api/grpc/service.ts';
 import { errorFromStatus } from '../api/grpc/status.ts';
 import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
 import type {
@@ -35,6 +31,7 @@ import type {
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
 import { DEFAULT_ADDRESS } from '../server/config.ts';
+import { WriteChannel, type WriteStream } from './write-channel.ts';
 
 /** Write messages in flight before the writer waits for a response. */
 export const WRITE_WINDOW = 8;
@@ -47,9 +44,14 @@ export const DEFAULT_NAMESPACE = 'default';
 
 /** `unix:///path`, `unix:/path` or a bare path → the grpc-js target. */
 export function grpcTarget(address: string): string {
-  if (address.startsWith('unix://')) return address;
-  if (address.startsWith('unix:')) return `unix://${address.slice(5)}`;
-  return `unix://${address}`;
+  return `unix://${socketPath(address)}`;
+}
+
+/** `unix:///path`, `unix:/path` or a bare path → the path. */
+export function socketPath(address: string): string {
+  if (address.startsWith('unix://')) return address.slice(7);
+  if (address.startsWith('unix:')) return address.slice(5);
+  return address;
 }
 
 const toDate = (ts: Timestamp | undefined): Date | undefined => (ts ? timestampDate(ts) : undefined);
@@ -93,29 +95,41 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export class GrpcDaemonApi implements DaemonApi {
   private readonly client: Client;
+  /** Content.Write calls, which carry the bulk of a pull, bypass grpc-js (see write-channel.ts). */
+  private readonly writes: WriteChannel;
   readonly namespace: string;
   readonly lease: string | undefined;
 
-  constructor(client: Client, namespace: string, lease?: string) {
+  constructor(client: Client, writes: WriteChannel, namespace: string, lease?: string) {
     this.client = client;
+    this.writes = writes;
     this.namespace = namespace;
     this.lease = lease;
   }
 
   /** A client on the daemon's socket; close it with close(). */
   static connect(address: string, namespace = DEFAULT_NAMESPACE): GrpcDaemonApi {
-    return new GrpcDaemonApi(createClient(grpcTarget(address)), namespace);
+    return new GrpcDaemonApi(
+      createClient(grpcTarget(address)),
+      new WriteChannel(socketPath(address)),
+      namespace,
+    );
   }
 
   close(): void {
     this.client.close();
+    this.writes.close();
+  }
+
+  private get headers(): Record<string, string> {
+    return {
+      'containerd-namespace': this.namespace,
+      ...(this.lease ? { 'containerd-lease': this.lease } : {}),
+    };
   }
 
   private get md() {
-    return metadataWith({
-      'containerd-namespace': this.namespace,
-      ...(this.lease ? { 'containerd-lease': this.lease } : {}),
-    });
+    return metadataWith(this.headers);
   }
 
   /** Runs a call, turning a gRPC failure into our taxonomy with `what` in front. */
@@ -128,7 +142,7 @@ export class GrpcDaemonApi implements DaemonApi {
   }
 
   withLease(id: string): GrpcDaemonApi {
-    return new GrpcDaemonApi(this.client, this.namespace, id);
+    return new GrpcDaemonApi(this.client, this.writes, this.namespace, id);
   }
 
   createLease(labels: Labels, id = ''): Promise<string> {
@@ -204,7 +218,7 @@ export class GrpcDaemonApi implements DaemonApi {
   ): Promise<ContentWriter | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await GrpcContentWriter.open(this.client, this.md, ref, expected);
+        return await GrpcContentWriter.open(() => this.writes.open(this.headers), ref, expected);
       } catch (err) {
         if (isAlreadyExists(err)) return undefined;
         if (!isUnavailable(err) || attempt >= OPEN_RETRIES) throw err;
@@ -375,103 +389,6 @@ export class GrpcDaemonApi implements DaemonApi {
   }
 }
 
-/** What the writer sends: a WriteContentRequest whose data may come in parts. */
-interface WriteMessage {
-  action: WriteAction;
-  ref?: string;
-  total?: bigint;
-  expected?: string;
-  offset?: bigint;
-  labels?: Labels;
-  data?: readonly Uint8Array[];
-}
-
-/** Tag of WriteContentRequest.data: field 6, length-delimited. */
-const DATA_TAG = (6 << 3) | 2;
-
-function varint(n: number): number[] {
-  const out: number[] = [];
-  let v = n;
-  while (v > 0x7f) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return out;
-}
-
-/**
- * Encodes a write request with one copy of its data: the small fields through protobuf-es, then the data
- * field appended by hand (field order is free in protobuf). The generic encoder would grow and zero a
- * buffer up to twice the data's size and copy it again, which for MiB-sized messages costs more in GC
- * than everything else a pull does.
- */
-export function encodeWriteRequest(msg: WriteMessage): Buffer {
-  const { data, ...fields } = msg;
-  const head = toBinary(WriteContentRequestSchema, create(WriteContentRequestSchema, fields));
-  const size = data?.reduce((n, d) => n + d.byteLength, 0) ?? 0;
-  if (!data || size === 0) return Buffer.from(head.buffer, head.byteOffset, head.byteLength);
-  const len = varint(size);
-  const out = Buffer.allocUnsafe(head.byteLength + 1 + len.length + size);
-  out.set(head, 0);
-  let at = head.byteLength;
-  out[at++] = DATA_TAG;
-  for (const b of len) out[at++] = b;
-  for (const d of data) {
-    out.set(d, at);
-    at += d.byteLength;
-  }
-  return out;
-}
-
-interface WriteStream {
-  send(msg: WriteMessage): Promise<void>;
-  responses: AsyncIterator<WriteContentResponse>;
-  end(): void;
-  cancel(): void;
-}
-
-/** A Content.Write call with the one-copy encoder; sends fail with the call's status once it has one. */
-function openWriteStream(client: Client, metadata: ReturnType<typeof metadataWith>): WriteStream {
-  const call = client.makeBidiStreamRequest(
-    methodPath(Content.method.write),
-    encodeWriteRequest,
-    (bytes: Buffer) => fromBinary(WriteContentResponseSchema, bytes),
-    metadata,
-    {},
-  );
-  let final: StatusObject | undefined;
-  const pending = new Set<(s: StatusObject) => void>();
-  const failed = (s: StatusObject) =>
-    Object.assign(new Error(s.code === status.OK ? 'call already finished' : s.details), {
-      code: s.code,
-      details: s.details,
-    });
-  call.on('status', (s: StatusObject) => {
-    final = s;
-    for (const fail of pending) fail(s);
-    pending.clear();
-  });
-  // Errors also arrive as the iterator's rejection; this keeps them from being unhandled.
-  call.on('error', () => {});
-  return {
-    send: (msg) =>
-      new Promise((resolve, reject) => {
-        if (final) return reject(failed(final));
-        const fail = (s: StatusObject) => reject(failed(s));
-        pending.add(fail);
-        call.write(msg, (err: Error | null | undefined) => {
-          pending.delete(fail);
-          if (err) reject(err);
-          else resolve();
-        });
-      }),
-    responses: (call as AsyncIterable<WriteContentResponse>)[Symbol.asyncIterator](),
-    end: () => call.end(),
-    cancel: () => call.cancel(),
-  };
-}
-
 /** One Content.Write stream: STAT on open, pipelined WRITEs, COMMIT with size and digest checks. */
 class GrpcContentWriter implements ContentWriter {
   private readonly call: WriteStream;
@@ -499,13 +416,13 @@ class GrpcContentWriter implements ContentWriter {
   }
 
   static async open(
-    client: Client,
-    metadata: ReturnType<typeof metadataWith>,
+    start: () => WriteStream,
     ref: string,
     expected: { digest: Digest; size: number },
   ): Promise<GrpcContentWriter> {
-    const call = openWriteStream(client, metadata);
+    let call: WriteStream | undefined;
     try {
+      call = start();
       await call.send({
         action: WriteAction.STAT,
         ref,
@@ -516,7 +433,7 @@ class GrpcContentWriter implements ContentWriter {
       if (first.done) throw dataLoss(`write ${ref}: the daemon ended the stream at once`);
       return new GrpcContentWriter(call, ref, expected, Number(first.value.offset));
     } catch (err) {
-      call.cancel();
+      call?.cancel();
       throw errorFromStatus(err, `write ${ref}`);
     }
   }
