@@ -6,6 +6,7 @@ import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
+import { tuneGcForStreaming } from './gc-tuning.ts';
 import { createProgress, formatBytes, formatDuration } from './progress.ts';
 
 interface PullFlags extends DaemonFlags {
@@ -36,6 +37,7 @@ export function registerPull(program: Command): void {
       .option('--no-unpack', 'fetch only, do not unpack')
       .option('--progress <mode>', 'auto, tty, plain or none', 'auto'),
   ).action(async (ref: string, flags: PullFlags) => {
+    tuneGcForStreaming();
     await withDaemon('pull', flags, async (daemon) => {
       const { ref: parsed } = imageName(ref);
       const platform = flags.platform === undefined ? undefined : parsePlatform(flags.platform);
