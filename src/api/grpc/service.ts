@@ -135,6 +135,49 @@ interface CallSurface {
   on(event: 'cancelled', listener: () => void): unknown;
 }
 
+const msSince = (start: number): number => Math.round((performance.now() - start) * 10) / 10;
+
+/**
+ * The context of one call, built lazily: most unary calls never look at their signal or peer, and an
+ * AbortController (plus the Error given as its reason) per call was a measurable share of a small call.
+ * grpc-js reports every stream close as 'cancelled', also after the response was sent; only a cancel
+ * before the handler finished counts.
+ */
+class LazyCallContext implements CallContext {
+  readonly method: string;
+  readonly metadata: grpc.Metadata;
+  /** Set once the handler has finished; later 'cancelled' events are the stream closing. */
+  finished = false;
+  cancelled = false;
+  readonly #call: CallSurface;
+  #controller: AbortController | undefined;
+
+  constructor(method: string, call: CallSurface) {
+    this.method = method;
+    this.metadata = call.metadata;
+    this.#call = call;
+    call.on('cancelled', () => {
+      if (this.finished || this.cancelled) return;
+      this.cancelled = true;
+      this.#controller?.abort(cancelledByClient());
+    });
+  }
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.cancelled) this.#controller.abort(cancelledByClient());
+    }
+    return this.#controller.signal;
+  }
+
+  get peer(): string {
+    return this.#call.getPeer();
+  }
+}
+
+const cancelledByClient = (): Error => new Error('call cancelled by the client');
+
 /** Codes that mean the server, not the caller, is at fault. */
 const serverFaults = new Set([grpc.status.INTERNAL, grpc.status.UNKNOWN, grpc.status.DATA_LOSS]);
 
@@ -195,36 +238,37 @@ export class ServiceAdapter {
   #begin(method: DescMethod, call: CallSurface) {
     const start = performance.now();
     const path = methodPath(method);
-    const controller = new AbortController();
-    call.on('cancelled', () => controller.abort(new Error('call cancelled by the client')));
-    const ctx: CallContext = {
-      method: path,
-      metadata: call.metadata,
-      signal: controller.signal,
-      peer: call.getPeer(),
-    };
+    const ctx = new LazyCallContext(path, call);
     let finished = false;
     const finish = (err?: unknown): CallStatus | undefined => {
       if (finished) return undefined;
       finished = true;
-      const ms = Math.round((performance.now() - start) * 10) / 10;
+      ctx.finished = true;
+      const logger = this.#logger;
       if (err === undefined) {
-        this.#logger.debug({ method: path, code: grpc.status[grpc.status.OK], ms }, 'grpc call');
+        if (logger.isLevelEnabled('debug')) {
+          logger.debug({ method: path, code: grpc.status[grpc.status.OK], ms: msSince(start) }, 'grpc call');
+        }
         return undefined;
       }
-      if (controller.signal.aborted) {
+      if (ctx.cancelled) {
         // The client is gone; nothing can be sent, and a cancel is not our failure.
-        this.#logger.debug({ method: path, code: grpc.status[grpc.status.CANCELLED], ms }, 'grpc call');
+        if (logger.isLevelEnabled('debug')) {
+          logger.debug(
+            { method: path, code: grpc.status[grpc.status.CANCELLED], ms: msSince(start) },
+            'grpc call',
+          );
+        }
         return undefined;
       }
       const s = statusOf(err);
-      const fields = { method: path, code: grpc.status[s.code], ms };
+      const fields = { method: path, code: grpc.status[s.code], ms: msSince(start) };
       if (s.unexpected) {
-        this.#logger.error({ ...fields, err }, 'grpc call failed with an unexpected error');
+        logger.error({ ...fields, err }, 'grpc call failed with an unexpected error');
       } else if (serverFaults.has(s.code)) {
-        this.#logger.error({ ...fields, details: s.details }, 'grpc call');
+        logger.error({ ...fields, details: s.details }, 'grpc call');
       } else {
-        this.#logger.info({ ...fields, details: s.details }, 'grpc call');
+        logger.info({ ...fields, details: s.details }, 'grpc call');
       }
       return s;
     };
