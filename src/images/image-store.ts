@@ -12,7 +12,8 @@ import {
   type Statement,
 } from '../metadata/db.ts';
 import { imageAdaptor } from '../metadata/filters/adaptors.ts';
-import { parseStoreFilters } from '../metadata/filters/filter.ts';
+import { parseSelectors, parseStoreFilters } from '../metadata/filters/filter.ts';
+import { type PrefilterColumns, prefilterOf } from '../metadata/filters/prefilter.ts';
 import { goDigestError } from '../metadata/go-digest.ts';
 import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from '../metadata/labels.ts';
 import { LABEL_GC_EXPIRE, LeaseStore } from '../metadata/leases.ts';
@@ -74,6 +75,22 @@ interface Draft {
   labels: Record<string, string>;
 }
 
+const COLUMNS =
+  'name, target_media_type, target_digest, target_size, target_annotations, labels, created_at, updated_at';
+
+/** Where imageAdaptor's fields live, for the SQL prefilter of List. */
+const FILTER_COLUMNS: PrefilterColumns = {
+  exact: [
+    [['name'], 'name'],
+    [['target', 'digest'], 'target_digest'],
+    [['target', 'mediatype'], 'target_media_type'],
+  ],
+  jsonMaps: { labels: 'labels', annotations: 'target_annotations' },
+};
+
+/** List statements by their prefilter's SQL; filters come in few shapes, but callers choose them. */
+const MAX_LIST_STATEMENTS = 32;
+
 function toRecord(r: ImageRow): ImageRecord {
   return {
     name: r.name,
@@ -128,17 +145,17 @@ export class ImageStore {
     update: Statement;
     del: Statement;
   };
+  /** List statements by prefilter condition, prepared once each (bounded). */
+  private readonly listStatements = new Map<string, Statement>();
 
   constructor(db: MetadataDb) {
     this.db = db;
     this.leases = new LeaseStore(db);
-    const cols =
-      'name, target_media_type, target_digest, target_size, target_annotations, labels, created_at, updated_at';
     const q = (s: string): Statement => db.sql.prepare(s);
     this.stmts = {
-      get: q(`SELECT ${cols} FROM images WHERE namespace = ? AND name = ?`),
-      list: q(`SELECT ${cols} FROM images WHERE namespace = ? ORDER BY name`),
-      insert: q(`INSERT INTO images (namespace, ${cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
+      get: q(`SELECT ${COLUMNS} FROM images WHERE namespace = ? AND name = ?`),
+      list: q(`SELECT ${COLUMNS} FROM images WHERE namespace = ? ORDER BY name`),
+      insert: q(`INSERT INTO images (namespace, ${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       update: q(
         `UPDATE images SET target_media_type = ?, target_digest = ?, target_size = ?, target_annotations = ?,
            labels = ?, updated_at = ? WHERE namespace = ? AND name = ?`,
@@ -153,11 +170,33 @@ export class ImageStore {
     return toRecord(row);
   }
 
-  /** Images matching any of the filters, sorted by name (byte order). */
+  /**
+   * Images matching any of the filters, sorted by name (byte order). When every filter has a selector
+   * SQL can check (`labels.<key>==v`, `name==v`, …), only rows passing those are read; the filter still
+   * decides.
+   */
   list(ns: string, filters: readonly string[]): ImageRecord[] {
     const filter = parseStoreFilters(filters);
-    const rows = this.stmts.list.all(ns) as ImageRow[];
+    const pre = prefilterOf(filters.map(parseSelectors), FILTER_COLUMNS);
+    const rows = (
+      pre ? this.listStatement(pre.sql).all(ns, ...pre.params) : this.stmts.list.all(ns)
+    ) as ImageRow[];
     return rows.map(toRecord).filter((img) => filter.match(imageAdaptor(img)));
+  }
+
+  /** The prepared List statement for a prefilter shape, prepared once and kept (bounded). */
+  private listStatement(condition: string): Statement {
+    let stmt = this.listStatements.get(condition);
+    if (!stmt) {
+      stmt = this.db.sql.prepare(
+        `SELECT ${COLUMNS} FROM images WHERE namespace = ? AND ${condition} ORDER BY name`,
+      );
+      if (this.listStatements.size >= MAX_LIST_STATEMENTS) {
+        this.listStatements.delete(this.listStatements.keys().next().value!);
+      }
+      this.listStatements.set(condition, stmt);
+    }
+    return stmt;
   }
 
   create(ns: string, img: ImageInput, opts: WriteOptions = {}): ImageRecord {

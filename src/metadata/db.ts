@@ -211,6 +211,7 @@ export function decodeMap(json: string): Record<string, string> {
   );
 }
 
+/** Plain JSON.stringify: List's SQL prefilter (filters/prefilter.ts) looks for its `"key":"value"` text. */
 export function encodeMap(map: Readonly<Record<string, string>> | undefined): string {
   return JSON.stringify(map ?? {});
 }
