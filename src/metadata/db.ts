@@ -14,6 +14,12 @@ export interface MetadataDbOptions {
   busyTimeoutMs?: number;
   /** Time source, for tests; must not go backwards. */
   clock?: () => Nanos;
+  /**
+   * Share the file with other connections (SQLite's NORMAL locking). Off by default: the connection
+   * holds its lock until closed, as containerd holds a flock on its bolt database, which spares every
+   * read the lock, unlock and file checks SQLite otherwise makes per transaction.
+   */
+  shared?: boolean;
 }
 
 // Each entry moves the schema one version up; never edit a released entry, append a new one.
@@ -129,6 +135,8 @@ export class MetadataDb {
     this.clock = options.clock ?? monotonicClock();
     this.sql = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
     try {
+      // Before WAL is entered, so the WAL index lives in this process's memory instead of a -shm file.
+      if (!options.shared) this.sql.pragma('locking_mode = EXCLUSIVE');
       this.sql.pragma('journal_mode = WAL');
       // FULL: a committed change survives power loss, as containerd's bolt commits do. WAL keeps it to
       // one fsync per transaction.
