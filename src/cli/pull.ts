@@ -5,6 +5,7 @@ import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } f
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { tracePhase } from '../trace.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
 import { createProgress, formatBytes, formatDuration } from './progress.ts';
@@ -38,6 +39,9 @@ export function registerPull(program: Command): void {
       .option('--progress <mode>', 'auto, tty, plain or none', 'auto'),
   ).action(async (ref: string, flags: PullFlags) => {
     tuneGcForStreaming();
+    // Ends with the process's age when the command started: its start-up cost.
+    const endPull = tracePhase('pull');
+    const startup = performance.now();
     await withDaemon('pull', flags, async (daemon) => {
       const { ref: parsed } = imageName(ref);
       const platform = flags.platform === undefined ? undefined : parsePlatform(flags.platform);
@@ -82,5 +86,6 @@ export function registerPull(program: Command): void {
         await registry.close();
       }
     });
+    endPull(`after ${startup.toFixed(0)} ms of start-up`);
   });
 }
