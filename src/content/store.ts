@@ -36,7 +36,11 @@ export interface ContentStoreOptions {
 /** Bytes to ingest: a stream, or a function that opens one from the offset the ingest resumes at. */
 export type IngestSource = Readable | ((offset: number) => Readable | Promise<Readable>);
 
-const READ_CHUNK = 256 * 1024;
+/**
+ * Readers go through whole layers (unpack, copies): 1 MiB reads take a quarter of the thread-pool round
+ * trips of 256 KiB ones, and feed gunzip in pieces it decodes faster (read+gunzip of 45 MiB 57 -> 38 ms).
+ */
+const READ_CHUNK = 1 << 20;
 
 export class ContentStore {
   readonly root: string;

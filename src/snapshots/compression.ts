@@ -43,9 +43,10 @@ export function compressionOf(mediaTypeOrCompression: string): Compression | 'au
 
 /**
  * Decompressed output comes in chunks of this size instead of zlib's 16 KiB: every chunk costs a trip
- * through the tar parser and the applier's file writes, and layers are tens of MiB.
+ * through the thread pool, the tar parser and the applier's file writes, and layers are tens of MiB.
+ * Read and decode of a 45 MiB gzip layer: 172 ms at 16 KiB, 57 ms at 256 KiB, 38 ms at 1 MiB.
  */
-const DECODE_CHUNK = 256 * 1024;
+const DECODE_CHUNK = 1 << 20;
 
 function decoder(c: Compression): Transform {
   switch (c) {

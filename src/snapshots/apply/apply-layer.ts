@@ -164,37 +164,62 @@ async function* body(entry: Body): AsyncGenerator<Buffer> {
 /** Bytes gathered before one writev: a thread-pool round trip per 16–256 KiB chunk dominated big layers. */
 const WRITE_BATCH = 1 << 20;
 
-/** Writes a stream of chunks to `fh` in batches of about WRITE_BATCH bytes, one writev each. */
+/** Writes `parts` at `position`, continuing after short writes. */
+async function writeAt(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
+  let rest = parts;
+  let at = position;
+  let left = parts.reduce((n, p) => n + p.length, 0);
+  while (left > 0) {
+    let n = (await fh.writev(rest, at)).bytesWritten;
+    left -= n;
+    at += n;
+    // A short write: drop what went out and continue with the remainder.
+    while (n > 0 && rest.length > 0) {
+      const first = rest[0]!;
+      if (n >= first.length) {
+        n -= first.length;
+        rest = rest.slice(1);
+      } else {
+        rest = [first.subarray(n), ...rest.slice(1)];
+        n = 0;
+      }
+    }
+  }
+}
+
+/**
+ * Writes a stream of chunks to `fh` in batches of about WRITE_BATCH bytes, one positioned writev each.
+ * One batch is written while the next is gathered, so decompressing and parsing go on during the write
+ * instead of stalling behind it.
+ */
 async function writeBatched(fh: FileHandle, chunks: AsyncIterable<Buffer>): Promise<void> {
   let batch: Buffer[] = [];
   let size = 0;
+  let position = 0;
+  let inFlight: Promise<void> | undefined;
   const flush = async (): Promise<void> => {
-    let rest = batch;
-    let left = size;
+    if (inFlight) await inFlight;
+    const parts = batch;
+    const at = position;
+    position += size;
     batch = [];
     size = 0;
-    while (left > 0) {
-      let n = (await fh.writev(rest)).bytesWritten;
-      left -= n;
-      // A short write: drop what went out and continue with the remainder.
-      while (n > 0 && rest.length > 0) {
-        const first = rest[0]!;
-        if (n >= first.length) {
-          n -= first.length;
-          rest = rest.slice(1);
-        } else {
-          rest = [first.subarray(n), ...rest.slice(1)];
-          n = 0;
-        }
-      }
-    }
+    inFlight = writeAt(fh, parts, at);
+    // Awaited by the next flush or at the end; a failure must not go unhandled meanwhile.
+    inFlight.catch(() => {});
   };
-  for await (const chunk of chunks) {
-    batch.push(chunk);
-    size += chunk.length;
-    if (size >= WRITE_BATCH) await flush();
+  try {
+    for await (const chunk of chunks) {
+      batch.push(chunk);
+      size += chunk.length;
+      if (size >= WRITE_BATCH) await flush();
+    }
+    if (size > 0) await flush();
+  } finally {
+    // Never leave a write running on a handle the caller is about to close.
+    await inFlight?.catch(() => {});
   }
-  if (size > 0) await flush();
+  await inFlight;
 }
 
 async function drain(entry: Body): Promise<void> {
