@@ -23,8 +23,12 @@ import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
 
 const run = promisify(execFile);
 
-/** File copies in flight per directory. */
-const COPY_CONCURRENCY = 8;
+/**
+ * File-system operations in flight for one copy, over the whole tree. Every entry costs a few thread-pool
+ * round trips (lstat, create, owner, mode, times); done one after another, a layer of small files took
+ * tens of ms per Prepare even when its bytes were nothing.
+ */
+const COPY_CONCURRENCY = 16;
 const CHILD_TIMEOUT_MS = 10_000;
 
 export interface CopyTreeOptions {
@@ -41,6 +45,28 @@ export interface CopyTreeResult {
 
 const seconds = (ns: bigint): number => Number(ns) / 1e9;
 
+/** At most `size` tasks at a time, first come first served. */
+class Limiter {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(size: number) {
+    this.free = size;
+  }
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.free > 0) this.free--;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}
+
 class TreeCopier {
   readonly chown: boolean;
   readonly signal: AbortSignal | undefined;
@@ -48,10 +74,15 @@ class TreeCopier {
   skipped = 0;
   /** dev:ino → the copy's path, settled once its bytes and metadata are in place. */
   private readonly inodes = new Map<string, Promise<string>>();
+  private readonly limit = new Limiter(COPY_CONCURRENCY);
 
   constructor(opts: CopyTreeOptions) {
     this.chown = opts.chown ?? process.getuid?.() === 0;
     this.signal = opts.signal;
+  }
+
+  private checkAborted(): void {
+    if (this.signal?.aborted) throw aborted('snapshot copy aborted', { cause: this.signal.reason });
   }
 
   /** Owner, then mode (chown clears setuid), then times; symlinks get owner and times only. */
@@ -61,34 +92,39 @@ class TreeCopier {
     await lutimes(path, seconds(st.atimeNs), seconds(st.mtimeNs));
   }
 
+  /** Copies the children of `src` into the existing `dst`, then gives `dst` the metadata `st`. */
   async copyDir(src: string, dst: string, st: BigIntStats): Promise<void> {
-    if (this.signal?.aborted) throw aborted('snapshot copy aborted', { cause: this.signal.reason });
-    const names = await readdir(src);
-    const files: Array<() => Promise<void>> = [];
-    for (const name of names) {
-      const s = join(src, name);
-      const d = join(dst, name);
+    this.checkAborted();
+    const names = await this.limit.run(() => readdir(src));
+    await pool(names, COPY_CONCURRENCY, (name) => this.copyEntry(join(src, name), join(dst, name)));
+    // Last, so creating the children does not change the directory's times.
+    await this.limit.run(() => this.setMeta(dst, st));
+  }
+
+  private async copyEntry(s: string, d: string): Promise<void> {
+    this.checkAborted();
+    const st = await this.limit.run(async () => {
       const cst = await lstat(s, { bigint: true });
       this.entries++;
-      if (cst.isDirectory()) {
-        await mkdir(d, { mode: 0o700 });
-        await this.copyDir(s, d, cst);
-      } else if (cst.isFile()) {
-        files.push(() => this.copyFile(s, d, cst));
-      } else if (cst.isSymbolicLink()) {
+      if (cst.isDirectory()) await mkdir(d, { mode: 0o700 });
+      return cst;
+    });
+    if (st.isDirectory()) return this.copyDir(s, d, st);
+    if (st.isFile()) return this.copyFile(s, d, st);
+    if (st.isSymbolicLink()) {
+      return this.limit.run(async () => {
         await symlink(await readlink(s), d);
-        await this.setMeta(d, cst);
-      } else if (cst.isFIFO()) {
+        await this.setMeta(d, st);
+      });
+    }
+    if (st.isFIFO()) {
+      return this.limit.run(async () => {
         // Node cannot make a fifo; the coreutils command can, without privileges.
         await run('mkfifo', ['--', d], { timeout: CHILD_TIMEOUT_MS });
-        await this.setMeta(d, cst);
-      } else {
-        this.skipped++;
-      }
+        await this.setMeta(d, st);
+      });
     }
-    await pool(files, COPY_CONCURRENCY);
-    // Last, so creating the children does not change the directory's times.
-    await this.setMeta(dst, st);
+    this.skipped++;
   }
 
   private async copyFile(src: string, dst: string, st: BigIntStats): Promise<void> {
@@ -96,44 +132,46 @@ class TreeCopier {
       const key = `${st.dev}:${st.ino}`;
       const first = this.inodes.get(key);
       if (first) {
-        await link(await first, dst);
+        // Waits without holding a slot: the first copy may still need one.
+        const target = await first;
+        await this.limit.run(() => link(target, dst));
         return;
       }
-      const done = (async () => {
-        await this.copyData(src, dst, st);
-        return dst;
-      })();
+      const done = this.limit.run(() => this.copyData(src, dst, st)).then(() => dst);
       this.inodes.set(key, done);
       await done;
       return;
     }
-    await this.copyData(src, dst, st);
+    await this.limit.run(() => this.copyData(src, dst, st));
   }
 
   private async copyData(src: string, dst: string, st: BigIntStats): Promise<void> {
-    if (this.signal?.aborted) throw aborted('snapshot copy aborted', { cause: this.signal.reason });
+    this.checkAborted();
     // A reflink where the file system can, a plain copy otherwise; never overwrites.
     await copyFile(src, dst, fsc.COPYFILE_FICLONE | fsc.COPYFILE_EXCL);
     await this.setMeta(dst, st);
   }
 }
 
-/** Runs the tasks with at most `limit` at a time; the first failure wins after the rest settle. */
-async function pool(tasks: Array<() => Promise<void>>, limit: number): Promise<void> {
+/**
+ * Runs `fn` over the items with at most `width` at a time (so a huge directory is not turned into as many
+ * pending promises at once); the first failure wins after the running ones settle.
+ */
+async function pool<T>(items: readonly T[], width: number, fn: (item: T) => Promise<void>): Promise<void> {
   let next = 0;
-  let failure: unknown;
+  let failure: { err: unknown } | undefined;
   const worker = async (): Promise<void> => {
-    while (next < tasks.length && failure === undefined) {
-      const task = tasks[next++]!;
+    while (next < items.length && failure === undefined) {
+      const item = items[next++]!;
       try {
-        await task();
+        await fn(item);
       } catch (err) {
-        failure ??= err;
+        failure ??= { err };
       }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(limit, tasks.length) }, worker));
-  if (failure !== undefined) throw failure;
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, worker));
+  if (failure) throw failure.err;
 }
 
 /**
