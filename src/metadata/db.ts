@@ -214,9 +214,16 @@ export class MetadataDb {
 export function decodeMap(json: string): Record<string, string> {
   const parsed: unknown = JSON.parse(json);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return {};
-  return Object.fromEntries(
-    Object.entries(parsed).filter((e): e is [string, string] => typeof e[1] === 'string'),
-  );
+  const map = parsed as Record<string, unknown>;
+  // What encodeMap wrote holds only strings: hand the parsed object over as it is (no copy per read).
+  for (const key of Object.keys(map)) {
+    if (typeof map[key] !== 'string') {
+      return Object.fromEntries(
+        Object.entries(map).filter((e): e is [string, string] => typeof e[1] === 'string'),
+      );
+    }
+  }
+  return map as Record<string, string>;
 }
 
 /** Plain JSON.stringify: List's SQL prefilter (filters/prefilter.ts) looks for its `"key":"value"` text. */

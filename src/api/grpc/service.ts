@@ -135,6 +135,10 @@ interface CallSurface {
   on(event: 'cancelled', listener: () => void): unknown;
 }
 
+function isPromiseLike<T>(value: PromiseLike<T> | T): value is PromiseLike<T> {
+  return typeof (value as { then?: unknown } | null)?.then === 'function';
+}
+
 const msSince = (start: number): number => Math.round((performance.now() - start) * 10) / 10;
 
 /**
@@ -278,16 +282,30 @@ export class ServiceAdapter {
   #unary(method: DescMethod, fn: AnyUnary): grpc.handleUnaryCall<Message, Message> {
     return (call, callback) => {
       const { ctx, finish } = this.#begin(method, call);
-      void (async () => {
+      const fail = (err: unknown): void => {
+        const s = finish(err);
+        if (s) callback(serviceError(s));
+      };
+      const succeed = (result: Message): void => {
         try {
-          const out = create(method.output, await fn(call.request, ctx));
+          const out = create(method.output, result);
           finish();
           callback(null, out);
         } catch (err) {
-          const s = finish(err);
-          if (s) callback(serviceError(s));
+          fail(err);
         }
-      })();
+      };
+      let result: Promise<Message> | Message;
+      try {
+        result = fn(call.request, ctx);
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      // Most handlers (Images.Get, List, …) answer synchronously: respond in the same turn instead of
+      // after an extra promise hop.
+      if (isPromiseLike(result)) result.then(succeed, fail);
+      else succeed(result);
     };
   }
 
