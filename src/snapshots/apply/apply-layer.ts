@@ -38,6 +38,7 @@ import {
 } from '../../errors.ts';
 import { type Digest, Digester } from '../../oci/digest.ts';
 import { decompressStream } from '../compression.ts';
+import { setXattr } from '../xattr.ts';
 import { type IdRange, mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { resolveDirInRoot } from './resolve.ts';
@@ -48,7 +49,7 @@ const run = promisify(execFile);
 export type SkipKind =
   /** Character or block device while devices are not allowed (or we are not root). */
   | 'device'
-  /** Extended attributes (`SCHILY.xattr.*`): Node has no xattr API. Counted per entry. */
+  /** Extended attributes (`SCHILY.xattr.*`) that could not be set as they are. Counted per attribute. */
   | 'xattr'
   /** AUFS metadata (`.wh..wh.plnk` and friends). */
   | 'aufs-meta'
@@ -84,6 +85,7 @@ export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
+const XATTR_PREFIX = 'SCHILY.xattr.';
 
 /** tar-stream's header as it really arrives: unknown typeflags give a null type, PAX records are strings. */
 type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
@@ -374,9 +376,25 @@ class LayerApplier {
     return { atime: seconds(header.pax?.atime, mtime), mtime };
   }
 
-  private countXattrs(header: Header): void {
+  /**
+   * Sets the entry's `SCHILY.xattr.*` attributes, after owner and mode (chown clears
+   * security.capability). tar-stream hands PAX values over as UTF-8 text, so a value that was not valid
+   * UTF-8 arrives with U+FFFD in it: such a value, and one the kernel refuses (security.* without
+   * privileges, user.* on a symlink), is skipped and counted rather than written wrong.
+   */
+  private async applyXattrs(abs: string, header: Header): Promise<void> {
     const pax = header.pax;
-    if (pax && Object.keys(pax).some((k) => k.startsWith('SCHILY.xattr.'))) this.skip('xattr', header.name);
+    if (!pax) return;
+    for (const [key, value] of Object.entries(pax)) {
+      if (!key.startsWith(XATTR_PREFIX)) continue;
+      if (value.includes('\uFFFD')) {
+        this.skip('xattr', header.name);
+        continue;
+      }
+      await setXattr(abs, key.slice(XATTR_PREFIX.length), Buffer.from(value, 'utf8')).catch(() =>
+        this.skip('xattr', header.name),
+      );
+    }
   }
 
   /** chown before chmod: chown clears set-id bits. */
@@ -470,7 +488,7 @@ class LayerApplier {
           `layer entry ${JSON.stringify(header.name)} has unsupported type ${String(type)}`,
         );
     }
-    this.countXattrs(header);
+    await this.applyXattrs(abs, header);
   }
 
   /** Owner, mode and times by path, for nodes that cannot be opened safely (symlinks, fifos, devices). */

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { getXattrs, setXattr } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
 import { diskUsage } from './disk-usage.ts';
 
@@ -100,5 +101,32 @@ describe('copyTree', () => {
     // root, d, d/e, d/file (two names), suid, abs, d/dangling, pipe
     assert.equal(u.inodes, 8);
     assert.ok(u.size >= 4096, `size ${u.size}`);
+  });
+});
+
+describe('copyTree extended attributes', () => {
+  test('a copy keeps every attribute of files and directories, including file capabilities', async () => {
+    const work = await mkdtemp(join(tmpdir(), 'copy-tree-xattr-'));
+    try {
+      const src = join(work, 'src');
+      await mkdir(join(src, 'bin'), { recursive: true });
+      await writeFile(join(src, 'bin/ping'), 'p');
+      await writeFile(join(src, 'bin/odd name\\'), 'o');
+      const capability = Buffer.from('0100000200200000000000000000000000000000', 'hex');
+      if (asRoot) await setXattr(join(src, 'bin/ping'), 'security.capability', capability);
+      await setXattr(join(src, 'bin/ping'), 'user.note', Buffer.from([0x80, 0xff, 0]));
+      await setXattr(join(src, 'bin/odd name\\'), 'user.q', Buffer.from('1'));
+      await setXattr(join(src, 'bin'), 'user.dir', Buffer.from('d'));
+      await mkdir(join(work, 'dst'));
+      await copyTree(src, join(work, 'dst'));
+      assert.deepEqual(await getXattrs(join(work, 'dst/bin/ping')), {
+        ...(asRoot ? { 'security.capability': capability } : {}),
+        'user.note': Buffer.from([0x80, 0xff, 0]),
+      });
+      assert.deepEqual(await getXattrs(join(work, 'dst/bin/odd name\\')), { 'user.q': Buffer.from('1') });
+      assert.deepEqual(await getXattrs(join(work, 'dst/bin')), { 'user.dir': Buffer.from('d') });
+    } finally {
+      await rm(work, { recursive: true, force: true });
+    }
   });
 });

@@ -1,8 +1,8 @@
 // Copying a committed snapshot's tree into a new snapshot directory, as containerd's native snapshotter
 // does on Prepare: modes (setuid and sticky bits included), owners, times, symlinks verbatim, fifos, and
-// files that share an inode inside the tree stay hard-linked. Devices and sockets are skipped (creating
-// devices needs privileges a snapshot copy should not rely on), and so are extended attributes (Node has
-// no xattr API). Symlinks are never followed: every path is reached through directories lstat saw.
+// files that share an inode inside the tree stay hard-linked, extended attributes. Devices and sockets are
+// skipped (creating devices needs privileges a snapshot copy should not rely on). Symlinks are never
+// followed: every path is reached through directories lstat saw.
 import { execFile } from 'node:child_process';
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import {
@@ -20,6 +20,7 @@ import {
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
+import { copyTreeXattrs } from '../xattr.ts';
 
 const run = promisify(execFile);
 
@@ -188,6 +189,7 @@ export async function copyTree(
     const st = await lstat(src, { bigint: true });
     if (!st.isDirectory()) throw internal(`snapshot copy: ${src} is not a directory`);
     await copier.copyDir(src, dst, st);
+    await copyTreeXattrs(src, dst);
   } catch (err) {
     if (err instanceof StrataError) throw err;
     throw internal(`copying of parent failed: ${messageOf(err)}`, { cause: err });
