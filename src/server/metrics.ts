@@ -17,6 +17,9 @@ export class DaemonMetrics {
   private readonly gcRuns: Counter;
   private readonly gcRemoved: Counter<'kind'>;
   private readonly gcSeconds: Histogram;
+  /** Label children by method (and code): prom-client otherwise hashes the label object on every call. */
+  private readonly callChildren = new Map<string, Counter.Internal>();
+  private readonly latencyChildren = new Map<string, Histogram.Internal<'method'>>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
@@ -59,8 +62,20 @@ export class DaemonMetrics {
 
   private record(method: string, start: number, err?: unknown): void {
     const code = err === undefined ? grpc.status.OK : statusOf(err).code;
-    this.calls.inc({ method, code: grpc.status[code] ?? String(code) });
-    this.latency.observe({ method }, (performance.now() - start) / 1000);
+    const codeName = grpc.status[code] ?? String(code);
+    const key = `${method} ${codeName}`;
+    let calls = this.callChildren.get(key);
+    if (!calls) {
+      calls = this.calls.labels({ method, code: codeName });
+      this.callChildren.set(key, calls);
+    }
+    calls.inc();
+    let latency = this.latencyChildren.get(method);
+    if (!latency) {
+      latency = this.latency.labels({ method });
+      this.latencyChildren.set(method, latency);
+    }
+    latency.observe((performance.now() - start) / 1000);
   }
 
   /** The same registration with every handler timed and counted. */
@@ -78,16 +93,30 @@ export class DaemonMetrics {
   }
 
   private wrapUnary(path: string, fn: (...args: unknown[]) => unknown) {
-    return async (...args: unknown[]): Promise<unknown> => {
+    // Synchronous handlers stay synchronous (the adapter answers them in the same turn).
+    return (...args: unknown[]): unknown => {
       const start = performance.now();
+      let out: unknown;
       try {
-        const out = await fn(...args);
-        this.record(path, start);
-        return out;
+        out = fn(...args);
       } catch (err) {
         this.record(path, start, err);
         throw err;
       }
+      if (typeof (out as { then?: unknown } | null)?.then !== 'function') {
+        this.record(path, start);
+        return out;
+      }
+      return (out as PromiseLike<unknown>).then(
+        (value) => {
+          this.record(path, start);
+          return value;
+        },
+        (err: unknown) => {
+          this.record(path, start, err);
+          throw err;
+        },
+      );
     };
   }
 
