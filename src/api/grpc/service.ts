@@ -31,10 +31,24 @@ export interface CallContext {
   readonly peer: string;
 }
 
+/**
+ * A response its handler encoded itself, for hot paths where building protobuf-es messages costs more
+ * than the call (Images.Get, List). `bytes` must be an encoding of `schema`, the method's output.
+ */
+export class EncodedMessage<D extends DescMessage = DescMessage> {
+  readonly schema: D;
+  readonly bytes: Uint8Array;
+
+  constructor(schema: D, bytes: Uint8Array) {
+    this.schema = schema;
+    this.bytes = bytes;
+  }
+}
+
 export type UnaryHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
   ctx: CallContext,
-) => Promise<MessageInitShape<O>> | MessageInitShape<O>;
+) => Promise<MessageInitShape<O> | EncodedMessage<O>> | MessageInitShape<O> | EncodedMessage<O>;
 
 export type ServerStreamHandler<I extends DescMessage, O extends DescMessage> = (
   request: MessageShape<I>,
@@ -92,7 +106,14 @@ export function methodPath(method: DescMethod): string {
 
 function codec<D extends DescMessage>(schema: D) {
   return {
-    serialize(value: MessageInitShape<D>): Buffer {
+    serialize(value: MessageInitShape<D> | EncodedMessage): Buffer {
+      if (value instanceof EncodedMessage) {
+        if (value.schema !== schema) {
+          throw new Error(`an encoded ${value.schema.typeName} cannot be sent as ${schema.typeName}`);
+        }
+        const b = value.bytes;
+        return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+      }
       const bytes = toBinary(schema, create(schema, value));
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
     },
@@ -124,7 +145,10 @@ export function serviceDefinition(service: DescService): grpc.ServiceDefinition 
   return def;
 }
 
-type AnyUnary = (request: Message, ctx: CallContext) => Promise<Message> | Message;
+type AnyUnary = (
+  request: Message,
+  ctx: CallContext,
+) => Promise<Message | EncodedMessage> | Message | EncodedMessage;
 type AnyServerStream = (request: Message, ctx: CallContext) => AsyncIterable<Message>;
 type AnyClientStream = (requests: AsyncIterable<Message>, ctx: CallContext) => Promise<Message>;
 type AnyBidi = (requests: AsyncIterable<Message>, ctx: CallContext) => AsyncIterable<Message>;
@@ -286,16 +310,25 @@ export class ServiceAdapter {
         const s = finish(err);
         if (s) callback(serviceError(s));
       };
-      const succeed = (result: Message): void => {
+      const succeed = (result: Message | EncodedMessage): void => {
         try {
-          const out = create(method.output, result);
+          // grpc-js hands the value to the codec's serialize, which sends encoded bytes as they are.
+          let out: Message;
+          if (result instanceof EncodedMessage) {
+            if (result.schema !== method.output) {
+              throw new Error(`${method.name} answered with an encoded ${result.schema.typeName}`);
+            }
+            out = result as unknown as Message;
+          } else {
+            out = create(method.output, result);
+          }
           finish();
           callback(null, out);
         } catch (err) {
           fail(err);
         }
       };
-      let result: Promise<Message> | Message;
+      let result: ReturnType<AnyUnary>;
       try {
         result = fn(call.request, ctx);
       } catch (err) {
