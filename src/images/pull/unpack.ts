@@ -76,24 +76,33 @@ export async function unpackImage(
   const chain = chainIds(layers.map((l) => l.diffId));
   const result: UnpackResult = { chainId: chain.at(-1)!, applied: 0, present: 0 };
 
+  // Blob labels go out while the next layer unpacks (a round trip per layer off the critical path);
+  // all must have landed before the config is labelled with the chain.
+  const labelling: Promise<void>[] = [];
   for (const [i, { layer, diffId }] of layers.entries()) {
     opts.signal?.throwIfAborted();
     const chainId = chain[i]!;
     const parent = i === 0 ? '' : chain[i - 1]!;
+    // Asked while the blob may still be downloading: one round trip less when it is.
+    const existing = api.statSnapshot(sn, chainId);
+    existing.catch(() => {}); // awaited below, unless waiting for the blob fails first
     const endWait = tracePhase(`unpack-wait ${i}`);
     const labels = await waitBlob(layer.digest);
     endWait();
     const started = performance.now();
     emit({ type: 'unpack-start', layer, chainId });
-    const applied = (await api.statSnapshot(sn, chainId)) === undefined;
+    const applied = (await existing) === undefined;
     if (applied) await applyLayer(api, sn, layer, diffId, chainId, parent, opts.signal);
     if (applied) result.applied++;
     else result.present++;
     if (labels[LABEL_UNCOMPRESSED] !== diffId) {
-      await api.updateContentLabels(layer.digest, { [LABEL_UNCOMPRESSED]: diffId });
+      const update = api.updateContentLabels(layer.digest, { [LABEL_UNCOMPRESSED]: diffId });
+      update.catch(() => {}); // awaited below; a failure meanwhile must not go unhandled
+      labelling.push(update);
     }
     emit({ type: 'unpack-done', layer, chainId, applied, ms: performance.now() - started });
   }
+  await Promise.all(labelling);
   await api.updateContentLabels(manifest.config.digest, { [snapshotGcLabel(sn)]: result.chainId });
   return result;
 }
