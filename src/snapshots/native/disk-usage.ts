@@ -7,6 +7,12 @@ import type { SnapshotUsage } from '../store.ts';
 
 const BLOCK_UNIT = 512n;
 
+/**
+ * lstat calls in flight per directory: a commit walks the whole snapshot, and one call after another
+ * made that a thread-pool round trip per entry on the unpack's critical path.
+ */
+const WALK_WIDTH = 16;
+
 export async function diskUsage(root: string, signal?: AbortSignal): Promise<SnapshotUsage> {
   const seen = new Set<string>();
   let size = 0n;
@@ -19,7 +25,21 @@ export async function diskUsage(root: string, signal?: AbortSignal): Promise<Sna
       size += st.blocks * BLOCK_UNIT;
     }
     if (st.isDirectory()) {
-      for (const name of await readdir(path)) await visit(join(path, name));
+      const names = await readdir(path);
+      let next = 0;
+      let failure: { err: unknown } | undefined;
+      const worker = async (): Promise<void> => {
+        while (next < names.length && !failure) {
+          try {
+            await visit(join(path, names[next++]!));
+          } catch (err) {
+            failure ??= { err };
+          }
+        }
+      };
+      // The first failure wins once the running visits have settled.
+      await Promise.all(Array.from({ length: Math.min(WALK_WIDTH, names.length) }, worker));
+      if (failure) throw failure.err;
     }
   };
   await visit(root);
