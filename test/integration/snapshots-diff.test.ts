@@ -2,7 +2,7 @@
 // native snapshots (compressions, expected diff_id, refused mounts, hostile layers that must write nothing
 // outside), and Diff of two snapshots into a new layer that applies back to the same tree.
 import assert from 'node:assert/strict';
-import { access, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
@@ -16,29 +16,11 @@ import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { type LayerEntry, makeLayer, snapshotTree } from '../fixtures/hostile-layers/build.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { exists, expectCode } from '../helpers/grpc-assert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const SN = 'native';
 const UNCOMPRESSED = 'containerd.io/uncompressed';
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegExp | string): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    assert.equal(grpc.status[e.code], grpc.status[code], `code (details: ${e.details})`);
-    if (typeof details === 'string') assert.equal(e.details, details);
-    else if (details) assert.match(e.details, details);
-    return;
-  }
-  assert.fail('call succeeded but should have failed');
-}
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 describe('Diff service (native)', () => {
   let d: TestDaemon;

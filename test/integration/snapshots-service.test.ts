@@ -1,7 +1,7 @@
 // The Snapshots service of a real `strata daemon` over gRPC, with containerd's codes and messages: prepare,
 // view, mounts, commit, remove, stat, update, list, usage and cleanup, namespaces, leases and GC.
 import assert from 'node:assert/strict';
-import { access, chmod, lchown, link, mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lchown, link, mkdir, readdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -10,28 +10,10 @@ import { Kind, Snapshots } from '../../src/api/gen/containerd/services/snapshots
 import { callServerStream, callUnary } from '../../src/api/grpc/client.ts';
 import { snapshotTree } from '../fixtures/hostile-layers/build.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { exists, expectCode } from '../helpers/grpc-assert.ts';
 
 const SN = 'native';
 const asRoot = process.getuid?.() === 0;
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegExp | string): Promise<void> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    assert.equal(grpc.status[e.code], grpc.status[code], `code (details: ${e.details})`);
-    if (typeof details === 'string') assert.equal(e.details, details);
-    else if (details) assert.match(e.details, details);
-    return;
-  }
-  assert.fail('call succeeded but should have failed');
-}
-
-const exists = (p: string) =>
-  access(p).then(
-    () => true,
-    () => false,
-  );
 
 describe('Snapshots service (native)', () => {
   let d: TestDaemon;
