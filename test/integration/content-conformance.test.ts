@@ -36,6 +36,7 @@ import { MetadataDb } from '../../src/metadata/db.ts';
 import { collectGarbage } from '../../src/metadata/gc.ts';
 import { LeaseStore } from '../../src/metadata/leases.ts';
 import { type Digest, digestOf } from '../../src/oci/digest.ts';
+import { expectCode } from '../helpers/grpc-assert.ts';
 import { runCommand } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -44,29 +45,6 @@ const EMPTY_DIGEST = digestOf('');
 const { status: Code } = grpc;
 
 type WriteReq = MessageInitShape<typeof WriteContentRequestSchema>;
-
-interface Failure {
-  code: number;
-  details: string;
-}
-
-/** The code and message a call failed with; fails the test if it succeeded. */
-async function failure(p: Promise<unknown>): Promise<Failure> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: e.code, details: e.details };
-  }
-  assert.fail('call succeeded but should have failed');
-}
-
-async function assertFails(p: Promise<unknown>, code: number, details?: string | RegExp): Promise<void> {
-  const f = await failure(p);
-  assert.equal(f.code, code, `code ${grpc.status[f.code]} (${f.details}), want ${grpc.status[code]}`);
-  if (typeof details === 'string') assert.equal(f.details, details);
-  else if (details) assert.match(f.details, details);
-}
 
 const ms = (t: { seconds: bigint; nanos: number } | undefined): number => {
   assert.ok(t, 'timestamp missing');
@@ -287,7 +265,7 @@ describe('Content service conformance', () => {
         );
         const back = await read(ns, d);
         assert.ok(back.data.equals(data));
-        await assertFails(
+        await expectCode(
           callUnary(client, Content.method.status, { ref: `writer-${c.name}` }, { metadata: md(ns) }),
           Code.NOT_FOUND,
         );
@@ -392,7 +370,7 @@ describe('Content service conformance', () => {
     const d = await ingest(ns, 'exists-1', data);
     // With the digest: refused when the writer opens.
     const w1 = writer(ns);
-    await assertFails(
+    await expectCode(
       w1.send({ action: WriteAction.STAT, ref: 'exists-2', total: 100n, expected: d }),
       Code.ALREADY_EXISTS,
       `content ${d}: already exists`,
@@ -401,24 +379,24 @@ describe('Content service conformance', () => {
     const w2 = writer(ns);
     await w2.send({ action: WriteAction.STAT, ref: 'exists-3' });
     await w2.send({ action: WriteAction.WRITE, data });
-    await assertFails(
+    await expectCode(
       w2.send({ action: WriteAction.COMMIT, offset: 100n }),
       Code.ALREADY_EXISTS,
       `content ${d}: already exists`,
     );
-    await assertFails(
+    await expectCode(
       callUnary(client, Content.method.status, { ref: 'exists-3' }, { metadata: md(ns) }),
       Code.NOT_FOUND,
     );
     // An expected digest arriving later that the namespace has: the ingest is aborted.
     const w3 = writer(ns);
     await w3.send({ action: WriteAction.STAT, ref: 'exists-4' });
-    await assertFails(
+    await expectCode(
       w3.send({ action: WriteAction.WRITE, expected: d, data }),
       Code.ALREADY_EXISTS,
       `blob with expected digest ${d} exists`,
     );
-    await assertFails(
+    await expectCode(
       callUnary(client, Content.method.status, { ref: 'exists-4' }, { metadata: md(ns) }),
       Code.NOT_FOUND,
     );
@@ -435,7 +413,7 @@ describe('Content service conformance', () => {
 
     // A second writer on the same ref while the first is open.
     const other = writer(ns);
-    await assertFails(
+    await expectCode(
       other.send({ action: WriteAction.STAT, ref }),
       Code.UNAVAILABLE,
       new RegExp(`^ref ${ref} locked`),
@@ -443,7 +421,7 @@ describe('Content service conformance', () => {
 
     // Wrong digest, then wrong size: FailedPrecondition, and the stream ends (the writer is released).
     const wrong = digestOf('something else');
-    await assertFails(
+    await expectCode(
       w.send({ action: WriteAction.COMMIT, offset: 300n, expected: wrong }),
       Code.FAILED_PRECONDITION,
       `unexpected commit digest ${d}, expected ${wrong}: failed precondition`,
@@ -451,7 +429,7 @@ describe('Content service conformance', () => {
     const w2 = writer(ns);
     const again = await w2.send({ action: WriteAction.STAT, ref });
     assert.equal(again.offset, 300n, 'the bytes survive a failed commit');
-    await assertFails(
+    await expectCode(
       w2.send({ action: WriteAction.COMMIT, offset: 300n, total: 301n }),
       Code.FAILED_PRECONDITION,
       'unexpected commit size 300, expected 301: failed precondition',
@@ -478,7 +456,7 @@ describe('Content service conformance', () => {
   describe('Write protocol details', () => {
     test('the first message must carry a ref', async () => {
       const w = writer(freshNs());
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.STAT }),
         Code.INVALID_ARGUMENT,
         'first message must have a reference',
@@ -490,7 +468,7 @@ describe('Content service conformance', () => {
       const w = writer(ns);
       await w.send({ action: WriteAction.STAT, ref: 'offset' });
       await w.send({ action: WriteAction.WRITE, data: Buffer.from('hello') });
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.WRITE, offset: 3n, data: Buffer.from('x') }),
         Code.OUT_OF_RANGE,
         'write @3 must occur at current offset 5',
@@ -545,12 +523,12 @@ describe('Content service conformance', () => {
       const w = writer(ns);
       await w.send({ action: WriteAction.STAT, ref: 'big-label' });
       await w.send({ action: WriteAction.WRITE, data });
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.COMMIT, offset: 8n, labels: { k: 'v'.repeat(4096) } }),
         Code.INVALID_ARGUMENT,
         /^info\.Labels: label key and value length \(4097 bytes\) greater than maximum size \(4096 bytes\)/,
       );
-      await assertFails(info(ns, digestOf(data)), Code.NOT_FOUND);
+      await expectCode(info(ns, digestOf(data)), Code.NOT_FOUND);
       const w2 = writer(ns);
       await w2.send({ action: WriteAction.STAT, ref: 'big-label' });
       const ok = await w2.send({ action: WriteAction.COMMIT, offset: 8n, labels: { k: 'v'.repeat(4095) } });
@@ -559,7 +537,7 @@ describe('Content service conformance', () => {
 
     test('an invalid expected digest is InvalidArgument', async () => {
       const w = writer(freshNs());
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.STAT, ref: 'bad', expected: 'sha256:nope' }),
         Code.INVALID_ARGUMENT,
       );
@@ -569,10 +547,10 @@ describe('Content service conformance', () => {
   describe('Info, Update, Delete', () => {
     test('Info validates the digest and answers NotFound', async () => {
       const ns = freshNs();
-      await assertFails(info(ns, 'sha256:zz'), Code.INVALID_ARGUMENT, '"sha256:zz" failed validation');
+      await expectCode(info(ns, 'sha256:zz'), Code.INVALID_ARGUMENT, '"sha256:zz" failed validation');
       const missing = digestOf('missing');
-      await assertFails(info(ns, missing), Code.NOT_FOUND, `content digest ${missing}: not found`);
-      await assertFails(
+      await expectCode(info(ns, missing), Code.NOT_FOUND, `content digest ${missing}: not found`);
+      await expectCode(
         callUnary(client, Content.method.info, { digest: missing }, { metadata: new grpc.Metadata() }),
         Code.FAILED_PRECONDITION,
         'namespace is required: failed precondition',
@@ -598,19 +576,19 @@ describe('Content service conformance', () => {
       const all = await update(ns, d, { only: 'this' }, ['labels']);
       assert.deepEqual(all.labels, { only: 'this' });
 
-      await assertFails(
+      await expectCode(
         update(ns, d, {}, ['size']),
         Code.INVALID_ARGUMENT,
         `cannot update "size" field on content info "${d}": invalid argument`,
       );
-      await assertFails(
+      await expectCode(
         update(ns, d, { k: 'v'.repeat(5000) }, ['labels.k']),
         Code.INVALID_ARGUMENT,
         /^info\.Labels: /,
       );
-      await assertFails(update(ns, 'sha256:1', {}), Code.INVALID_ARGUMENT, '"sha256:1" failed validation');
-      await assertFails(update(ns, digestOf('nope'), {}), Code.NOT_FOUND);
-      await assertFails(
+      await expectCode(update(ns, 'sha256:1', {}), Code.INVALID_ARGUMENT, '"sha256:1" failed validation');
+      await expectCode(update(ns, digestOf('nope'), {}), Code.NOT_FOUND);
+      await expectCode(
         callUnary(client, Content.method.update, {}, { metadata: md(ns) }),
         Code.INVALID_ARGUMENT,
       );
@@ -624,13 +602,13 @@ describe('Content service conformance', () => {
       const d = await ingest(a, 'del-a', data);
       await ingest(b, 'del-b', data);
       await callUnary(client, Content.method.delete, { digest: d }, { metadata: md(a) });
-      await assertFails(info(a, d), Code.NOT_FOUND);
-      await assertFails(
+      await expectCode(info(a, d), Code.NOT_FOUND);
+      await expectCode(
         callUnary(client, Content.method.delete, { digest: d }, { metadata: md(a) }),
         Code.NOT_FOUND,
         `content digest ${d}: not found`,
       );
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.delete, { digest: 'nope' }, { metadata: md(a) }),
         Code.INVALID_ARGUMENT,
       );
@@ -677,7 +655,7 @@ describe('Content service conformance', () => {
         'selectors are ANDed',
       );
       assert.equal((await list(ns, [''])).length, 205);
-      await assertFails(
+      await expectCode(
         list(ns, ['labels.foo-bar==x']),
         Code.INVALID_ARGUMENT,
         /^filters: parse error: .*: invalid argument$/,
@@ -702,10 +680,10 @@ describe('Content service conformance', () => {
       );
       assert.ok((await read(ns, d, 500, -1)).data.equals(data.subarray(500)), 'size <= 0 reads to the end');
       assert.deepEqual((await read(ns, d, 1000)).chunks, [], 'offset == size sends nothing');
-      await assertFails(read(ns, d, 1001), Code.OUT_OF_RANGE, 'read past object length 1000 bytes');
-      await assertFails(read(ns, 'sha256:xyz'), Code.INVALID_ARGUMENT, /^sha256:xyz: /);
-      await assertFails(read(ns, digestOf('absent')), Code.NOT_FOUND);
-      await assertFails(read(freshNs(), d), Code.NOT_FOUND, `content digest ${d}: not found`);
+      await expectCode(read(ns, d, 1001), Code.OUT_OF_RANGE, 'read past object length 1000 bytes');
+      await expectCode(read(ns, 'sha256:xyz'), Code.INVALID_ARGUMENT, /^sha256:xyz: /);
+      await expectCode(read(ns, digestOf('absent')), Code.NOT_FOUND);
+      await expectCode(read(freshNs(), d), Code.NOT_FOUND, `content digest ${d}: not found`);
     });
 
     test('a small blob read with a larger size returns only its bytes (testsuite checkSmallBlob)', async () => {
@@ -745,12 +723,12 @@ describe('Content service conformance', () => {
   describe('Status, ListStatuses, Abort', () => {
     test('NotFound messages, ref filters and abort', async () => {
       const ns = freshNs();
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.status, { ref: 'nope' }, { metadata: md(ns) }),
         Code.NOT_FOUND,
         'could not get status for ref "nope": reference nope: not found',
       );
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.abort, { ref: 'nope' }, { metadata: md(ns) }),
         Code.NOT_FOUND,
         'reference nope: not found',
@@ -781,7 +759,7 @@ describe('Content service conformance', () => {
         { metadata: md(ns) },
       );
       assert.equal(blank.statuses.length, 3, 'ctr polls with one empty filter');
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.listStatuses, { filters: ['ref=='] }, { metadata: md(ns) }),
         Code.INVALID_ARGUMENT,
       );
@@ -791,7 +769,7 @@ describe('Content service conformance', () => {
       );
 
       await callUnary(client, Content.method.abort, { ref: 'layer-1' }, { metadata: md(ns) });
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.status, { ref: 'layer-1' }, { metadata: md(ns) }),
         Code.NOT_FOUND,
       );
@@ -802,7 +780,7 @@ describe('Content service conformance', () => {
       const ns = freshNs();
       const w = writer(ns);
       await w.send({ action: WriteAction.STAT, ref: 'busy' });
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.abort, { ref: 'busy' }, { metadata: md(ns) }),
         Code.UNAVAILABLE,
       );
@@ -825,8 +803,8 @@ describe('Content service conformance', () => {
       const cb = await wb.send({ action: WriteAction.COMMIT, offset: 2n });
       assert.equal(ca.digest, digestOf('aaaa'));
       assert.equal(cb.digest, digestOf('bb'));
-      await assertFails(info(a, cb.digest), Code.NOT_FOUND, undefined);
-      await assertFails(info(b, ca.digest), Code.NOT_FOUND, undefined);
+      await expectCode(info(a, cb.digest), Code.NOT_FOUND, undefined);
+      await expectCode(info(b, ca.digest), Code.NOT_FOUND, undefined);
       assert.deepEqual(
         (await list(a)).map((i) => i.digest),
         [ca.digest],
@@ -838,7 +816,7 @@ describe('Content service conformance', () => {
       const b = freshNs();
       const data = randomBytes(2048);
       const d = await ingest(a, 'share-a', data, { labels: { from: 'a' } });
-      await assertFails(info(b, d), Code.NOT_FOUND);
+      await expectCode(info(b, d), Code.NOT_FOUND);
       const w = writer(b);
       const open = await w.send({ action: WriteAction.STAT, ref: 'share-b', total: 2048n, expected: d });
       assert.equal(open.offset, 2048n, 'a shared writer reports offset = size');
@@ -858,7 +836,7 @@ describe('Content service conformance', () => {
       assert.deepEqual(ib.labels, { from: 'b' }, 'labels are per namespace');
       assert.deepEqual((await info(a, d)).labels, { from: 'a' });
       assert.ok((await read(b, d)).data.equals(data));
-      await assertFails(
+      await expectCode(
         callUnary(client, Content.method.status, { ref: 'share-b' }, { metadata: md(b) }),
         Code.NOT_FOUND,
       );
@@ -873,7 +851,7 @@ describe('Content service conformance', () => {
       const open = await w.send({ action: WriteAction.STAT, ref: 'share-size-b', total: 99n, expected: d });
       assert.equal(open.offset, 0n);
       await w.send({ action: WriteAction.WRITE, data });
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.COMMIT, offset: 100n }),
         Code.FAILED_PRECONDITION,
         'unexpected commit size 100, expected 99: failed precondition',
@@ -897,7 +875,7 @@ describe('Content service conformance', () => {
     });
 
     test('an invalid namespace is InvalidArgument', async () => {
-      await assertFails(info('a..b', digestOf('x')), Code.INVALID_ARGUMENT, /^namespace validation: /);
+      await expectCode(info('a..b', digestOf('x')), Code.INVALID_ARGUMENT, /^namespace validation: /);
     });
   });
 
@@ -922,12 +900,12 @@ describe('Content service conformance', () => {
       assert.ok(gc.content.some((c) => c.namespace === ns && c.digest === loose));
       assert.ok(!gc.content.some((c) => c.digest === d));
       assert.equal((await info(ns, d)).size, 500n);
-      await assertFails(info(ns, loose), Code.NOT_FOUND);
+      await expectCode(info(ns, loose), Code.NOT_FOUND);
 
       // Writing content the namespace has under a lease adds it to that lease.
       leases.create(ns, { id: 'pull-2' });
       const again = writer(ns, 'pull-2');
-      await assertFails(
+      await expectCode(
         again.send({ action: WriteAction.STAT, ref: 'again', expected: d }),
         Code.ALREADY_EXISTS,
       );
@@ -937,13 +915,13 @@ describe('Content service conformance', () => {
       leases.delete(ns, 'pull-1');
       leases.delete(ns, 'pull-2');
       collectGarbage(db);
-      await assertFails(info(ns, d), Code.NOT_FOUND);
+      await expectCode(info(ns, d), Code.NOT_FOUND);
     });
 
     test('an unknown lease is NotFound and records nothing', async () => {
       const ns = freshNs();
       const w = writer(ns, 'no-such-lease');
-      await assertFails(
+      await expectCode(
         w.send({ action: WriteAction.STAT, ref: 'x' }),
         Code.NOT_FOUND,
         'lease does not exist: not found',
@@ -1018,7 +996,7 @@ describe('Content service conformance', () => {
       assert.equal((await ctr(ns, ['content', 'ls', '-q', 'labels.a==x'])).trim(), '');
 
       await ctr(ns, ['content', 'rm', d]);
-      await assertFails(info(ns, d), Code.NOT_FOUND);
+      await expectCode(info(ns, d), Code.NOT_FOUND);
       await ctr(ns, ['content', 'rm', d]); // NotFound is ignored by ctr
     });
 
@@ -1054,8 +1032,8 @@ describe('Content service conformance', () => {
       const data = randomBytes(1000);
       const wrong = digestOf('not this');
       await assert.rejects(ctrIngest(ns, data, 'bad-ingest', wrong), /unexpected commit digest/);
-      await assertFails(info(ns, wrong), Code.NOT_FOUND);
-      await assertFails(info(ns, digestOf(data)), Code.NOT_FOUND);
+      await expectCode(info(ns, wrong), Code.NOT_FOUND);
+      await expectCode(info(ns, digestOf(data)), Code.NOT_FOUND);
     });
 
     test('content active lists ingests, with a filter', async () => {

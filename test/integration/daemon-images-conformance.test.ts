@@ -10,6 +10,7 @@ import { type Image, Images } from '../../src/api/gen/containerd/services/images
 import { Leases } from '../../src/api/gen/containerd/services/leases/v1/leases_pb.ts';
 import { callUnary, metadataWith } from '../../src/api/grpc/client.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { expectCode } from '../helpers/grpc-assert.ts';
 
 /** The plain shape of an image request (assignable to the generated init type). */
 interface ImageInit {
@@ -24,23 +25,6 @@ const digestOfString = (s: string) => `sha256:${createHash('sha256').update(s).d
 
 /** Go's zero time.Time as ctr puts it on the wire. */
 const GO_ZERO = { seconds: -62135596800n, nanos: 0 };
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: e.code, details: e.details };
-  }
-  assert.fail('call succeeded but should have failed');
-}
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegExp | string): Promise<void> {
-  const f = await failure(p);
-  assert.equal(grpc.status[f.code], grpc.status[code], `code (details: ${f.details})`);
-  if (typeof details === 'string') assert.equal(f.details, details);
-  else if (details) assert.match(f.details, details);
-}
 
 const nanosOf = (ts: Image['createdAt']): bigint => {
   assert.ok(ts, 'timestamp set');

@@ -18,27 +18,11 @@ import { Version } from '../../src/api/gen/containerd/services/version/v1/versio
 import { callBidi, callUnary, metadataWith } from '../../src/api/grpc/client.ts';
 import { VERSION } from '../../src/version.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { expectCode } from '../helpers/grpc-assert.ts';
 import { freePort } from '../helpers/ports.ts';
 
 const run = promisify(execFile);
 const BIN = new URL('../../bin/strata', import.meta.url).pathname;
-
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: e.code, details: e.details };
-  }
-  assert.fail('call succeeded but should have failed');
-}
-
-async function expectCode(p: Promise<unknown>, code: grpc.status, details?: RegExp | string): Promise<void> {
-  const f = await failure(p);
-  assert.equal(grpc.status[f.code], grpc.status[code], `code (details: ${f.details})`);
-  if (typeof details === 'string') assert.equal(f.details, details);
-  else if (details) assert.match(f.details, details);
-}
 
 const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
 

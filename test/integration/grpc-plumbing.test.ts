@@ -37,6 +37,7 @@ import { createGrpcServer, type GrpcServer } from '../../src/api/grpc/server.ts'
 import { implement } from '../../src/api/grpc/service.ts';
 import { notFound } from '../../src/errors.ts';
 import { VERSION } from '../../src/version.ts';
+import { failure } from '../helpers/grpc-assert.ts';
 
 const run = promisify(execFile);
 const REVISION = 'plumbing-test-revision';
@@ -54,17 +55,6 @@ interface LogLine {
 
 function capturingLogger(lines: LogLine[]) {
   return pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
-}
-
-/** A ServiceError's code and details, or a failure if the call did not fail. */
-async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
-  try {
-    await p;
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: e.code, details: e.details };
-  }
-  assert.fail('call succeeded but should have failed');
 }
 
 /** A registry from reflected files; fails if any import is missing from the answer. */
