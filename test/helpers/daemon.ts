@@ -1,22 +1,17 @@
 // A real `strata daemon` for tests: `bin/strata daemon` in its own process group on a temp root, ready once
 // gRPC health answers SERVING, plus the real ctr pointed at it and a typed gRPC client.
-import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import type { Client } from '@grpc/grpc-js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
 import { callUnary, createClient, metadataWith } from '../../src/api/grpc/client.ts';
 import type { AfterHook } from './process.ts';
-import { type ServerProcess, spawnServer } from './process.ts';
+import { type ProcessResult, runProcess, type ServerProcess, spawnServer } from './process.ts';
 import { removeTempDir, tempDir } from './tmp.ts';
 
 const BIN = new URL('../../bin/strata', import.meta.url).pathname;
 export const CTR = '/usr/bin/ctr';
 
-export interface CtrResult {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
+export type CtrResult = ProcessResult;
 
 export interface CtrOptions {
   /** `--namespace`; ctr's default (`default`) when omitted. */
@@ -72,26 +67,7 @@ export function runCtr(address: string, args: string[], opts: CtrOptions = {}): 
   delete env.CONTAINERD_ADDRESS;
   delete env.CONTAINERD_NAMESPACE;
   const full = ['--address', address, ...(opts.namespace ? ['--namespace', opts.namespace] : []), ...args];
-  return new Promise((resolve, reject) => {
-    const proc = spawn(CTR, full, { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    proc.stdout.on('data', (c: Buffer) => out.push(c));
-    proc.stderr.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), opts.timeoutMs ?? 120_000);
-    proc.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        code: code ?? (signal ? 128 : 1),
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-      });
-    });
-  });
+  return runProcess(CTR, full, { env, timeoutMs: opts.timeoutMs });
 }
 
 export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDaemon> {

@@ -3,7 +3,6 @@
 // downloads are counted by a small pass-through proxy in front of the registry (the registry cannot
 // tell us), so "a second pull fetches no layer" is observed on the wire.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import http from 'node:http';
@@ -27,39 +26,15 @@ import {
   skopeoRawManifest,
 } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
+import { type ProcessResult, runProcess } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const BIN = new URL('../../bin/strata', import.meta.url).pathname;
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /** Runs bin/strata with stdout and stderr as pipes (not a terminal); never throws on a non-zero exit. */
-function strata(args: string[], timeoutMs = 180_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    const err: Buffer[] = [];
-    proc.stdout.on('data', (c: Buffer) => out.push(c));
-    proc.stderr.on('data', (c: Buffer) => err.push(c));
-    const timer = setTimeout(() => proc.kill('SIGKILL'), timeoutMs);
-    proc.once('error', (e) => {
-      clearTimeout(timer);
-      reject(e);
-    });
-    proc.once('close', (code, signal) => {
-      clearTimeout(timer);
-      resolve({
-        code: code ?? (signal ? 128 : 1),
-        stdout: Buffer.concat(out).toString('utf8'),
-        stderr: Buffer.concat(err).toString('utf8'),
-      });
-    });
-  });
+function strata(args: string[], timeoutMs = 180_000): Promise<ProcessResult> {
+  return runProcess(BIN, args, { timeoutMs });
 }
 
 async function strataOk(args: string[]): Promise<string> {
