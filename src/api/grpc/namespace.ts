@@ -1,7 +1,7 @@
 // containerd namespaces on the wire: the `containerd-namespace` request header, validated with
 // containerd's identifier rule and answered with its error messages, which clients show verbatim.
-import type { Metadata } from '@grpc/grpc-js';
 import { failedPrecondition, invalidArgument, isInvalidArgument } from '../../errors.ts';
+import type { RequestMetadata } from './server-call.ts';
 
 export const NAMESPACE_HEADER = 'containerd-namespace';
 
@@ -34,7 +34,7 @@ export function validateIdentifier(s: string): void {
  * FailedPrecondition, as containerd answers every namespaced call without one; an invalid one is
  * InvalidArgument prefixed "namespace validation: ".
  */
-export function namespaceOf(metadata: Metadata): string {
+export function namespaceOf(metadata: RequestMetadata): string {
   const first = metadata.get(NAMESPACE_HEADER)[0];
   const ns = typeof first === 'string' ? first : (first?.toString('utf8') ?? '');
   if (ns === '') throw failedPrecondition('namespace is required: failed precondition');

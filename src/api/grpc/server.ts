@@ -1,17 +1,29 @@
-// A grpc-js server with what every Strata gRPC endpoint needs: our services, health, reflection,
-// 16 MiB messages (containerd's limit), unix-socket hygiene and a bounded graceful shutdown.
+// Strata's gRPC server, on node:http2 directly: our services, health, reflection, 16 MiB messages
+// (containerd's limit), unix-socket hygiene and a bounded graceful shutdown. grpc-js's server was the
+// cost of a small call (Images.Get spent more in its interceptor chain than in the image store); the
+// wire is small enough to speak ourselves (server-call.ts, framing.ts).
+import { once } from 'node:events';
 import { chmod, lstat, rm } from 'node:fs/promises';
-import type { Http2Server, ServerHttp2Session } from 'node:http2';
+import {
+  createServer,
+  type Http2Server,
+  type IncomingHttpHeaders,
+  type ServerHttp2Session,
+  type ServerHttp2Stream,
+} from 'node:http2';
 import { connect } from 'node:net';
 import { isAbsolute } from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation, type ServingStatusMap } from 'grpc-health-check';
+import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, messageOf, unavailable } from '../../errors.ts';
 import { Health } from '../gen/grpc/health/v1/health_pb.ts';
+import { checkEncoding, parseTimeout } from './framing.ts';
+import { HealthStatuses } from './health.ts';
 import { MAX_MESSAGE_BYTES } from './limits.ts';
 import { reflectionServices } from './reflection.ts';
-import { ServiceAdapter, type ServiceRegistration } from './service.ts';
+import { ServerCall } from './server-call.ts';
+import { type CallHandler, ServiceAdapter, type ServiceRegistration } from './service.ts';
+import { statusOf } from './status.ts';
 
 export { MAX_MESSAGE_BYTES };
 
@@ -31,50 +43,111 @@ export interface GrpcServer {
   shutdown(): Promise<void>;
 }
 
+/**
+ * HTTP/2 flow control on the receiving side. With Node's defaults (64 KiB per stream and per
+ * connection, 16 KiB frames) a client streaming content in (Content.Write) waits for a WINDOW_UPDATE
+ * every 64 KiB, shared by all its streams: a pull of several layers ran at ~70 MiB/s whatever the disk.
+ * The daemon's clients are local, so it advertises larger windows and frames: at most RECEIVE_WINDOW
+ * buffered per stream and CONNECTION_WINDOW per connection.
+ */
+const RECEIVE_WINDOW = 8 << 20;
+const CONNECTION_WINDOW = 32 << 20;
+const MAX_FRAME_BYTES = 1 << 20;
+
+/**
+ * containerd's client reads content through a ReaderAt that opens one Read stream per 32 KiB and cancels
+ * it once it has its bytes, so a large `ctr content get` resets thousands of streams. Node's HTTP/2
+ * server closes a session past ~1000 resets (its rapid-reset defence), which kills such reads midway.
+ * The daemon's clients are local and trusted (a unix socket), so the limit is raised.
+ */
+const STREAM_RESETS_ALLOWED = 1_000_000;
+
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { logger } = options;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
-  const server = new grpc.Server({
-    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
-    'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
-  });
-  allowClientStreamResets(server);
-  widenFlowControl(server);
 
-  const adapter = new ServiceAdapter(logger);
   const names = options.services.map((s) => s.service.typeName);
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw invalidArgument(`service ${duplicate} registered twice`);
+  const health = new HealthStatuses(names);
+  const adapter = new ServiceAdapter(logger);
+  const handlers = new Map<string, CallHandler>();
   const reflection = reflectionServices([...options.services.map((s) => s.service), Health]);
-  for (const reg of [...options.services, ...reflection]) {
-    const { definition, implementation } = adapter.adapt(reg);
-    server.addService(definition, implementation);
+  for (const reg of [...options.services, ...reflection, health.registration()]) {
+    for (const [path, handler] of adapter.adapt(reg)) handlers.set(path, handler);
   }
 
-  const statuses: ServingStatusMap = { '': 'SERVING' };
-  for (const name of names) statuses[name] = 'SERVING';
-  const health = new HealthImplementation(statuses);
-  health.addToServer(server);
+  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+    const contentType = headers['content-type'];
+    if (headers[':method'] !== 'POST' || !contentType?.startsWith('application/grpc')) {
+      stream.on('error', () => {});
+      stream.respond({ ':status': 415 }, { endStream: true });
+      return;
+    }
+    let timeoutMs: number | undefined;
+    let refused: unknown;
+    try {
+      const encoding = headers['grpc-encoding'];
+      checkEncoding(typeof encoding === 'string' ? encoding : undefined);
+      const timeout = headers['grpc-timeout'];
+      timeoutMs = parseTimeout(typeof timeout === 'string' ? timeout : undefined);
+    } catch (err) {
+      refused = err;
+    }
+    const call = new ServerCall(stream, headers, {
+      maxReceive: MAX_MESSAGE_BYTES,
+      maxSend: MAX_MESSAGE_BYTES,
+      timeoutMs,
+    });
+    const handler = handlers.get(call.path);
+    if (refused !== undefined) {
+      const s = statusOf(refused);
+      call.end(s.code, s.details);
+    } else if (!handler) {
+      call.end(status.UNIMPLEMENTED, `The server does not implement the method ${call.path}`);
+    } else {
+      handler(call);
+    }
+  };
 
+  const servers: Http2Server[] = [];
+  const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<string>();
   let stopping: Promise<void> | undefined;
 
-  const bind = (address: string): Promise<number> =>
-    new Promise((resolve, reject) => {
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, port) =>
-        err
-          ? reject(unavailable(`cannot listen on ${address}: ${err.message}`, { cause: err }))
-          : resolve(port),
-      );
+  const listen = async (address: string | { host: string; port: number }): Promise<Http2Server> => {
+    const h2 = createServer({
+      settings: { initialWindowSize: RECEIVE_WINDOW, maxFrameSize: MAX_FRAME_BYTES },
+      // Node degrades badly at its session memory limit; calls are bounded by message size instead.
+      maxSessionMemory: Number.MAX_SAFE_INTEGER,
+      streamResetBurst: STREAM_RESETS_ALLOWED,
+      streamResetRate: STREAM_RESETS_ALLOWED,
     });
+    h2.on('session', (session: ServerHttp2Session) => {
+      sessions.add(session);
+      session.once('close', () => sessions.delete(session));
+      session.on('error', (err) => logger.debug({ err: messageOf(err) }, 'HTTP/2 session error'));
+      // The connection window is no setting: each session raises its own.
+      session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
+    });
+    h2.on('stream', onStream);
+    const what = typeof address === 'string' ? address : `${address.host}:${address.port}`;
+    try {
+      h2.listen(address);
+      await once(h2, 'listening');
+    } catch (err) {
+      throw unavailable(`cannot listen on ${what}: ${messageOf(err)}`, { cause: err });
+    }
+    servers.push(h2);
+    return h2;
+  };
 
   return {
     async listenUnix(path) {
       if (stopping) throw failedPrecondition('gRPC server is shut down');
       if (!isAbsolute(path)) throw invalidArgument(`socket path must be absolute: ${path}`);
       await removeStaleSocket(path);
-      await bind(`unix://${path}`);
-      widenConnectionWindows(server);
+      await listen(path);
       sockets.add(path);
       await chmod(path, 0o660);
       logger.info({ address: `unix://${path}`, services: names }, 'gRPC listening');
@@ -82,29 +155,33 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
 
     async listenTcp(host, port) {
       if (stopping) throw failedPrecondition('gRPC server is shut down');
-      const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-      const bound = await bind(address);
-      widenConnectionWindows(server);
+      const h2 = await listen({ host, port });
+      const bound = (h2.address() as { port: number }).port;
       logger.info({ address: `${host}:${bound}`, services: names }, 'gRPC listening');
       return bound;
     },
 
     shutdown() {
       stopping ??= (async () => {
-        for (const name of Object.keys(statuses)) health.setStatus(name, 'NOT_SERVING');
-        const graceful = new Promise<boolean>((resolve) => server.tryShutdown(() => resolve(true)));
+        health.shutdown();
+        const closed = Promise.all(
+          servers.map((h2) => new Promise<void>((resolve) => h2.close(() => resolve()))),
+        );
+        // GOAWAY: no new calls; each session closes once its calls are done.
+        for (const session of sessions) session.close();
         let timer: NodeJS.Timeout | undefined;
         const timedOut = new Promise<boolean>((resolve) => {
           timer = setTimeout(() => resolve(false), shutdownTimeoutMs);
         });
-        const clean = await Promise.race([graceful, timedOut]);
+        const clean = await Promise.race([closed.then(() => true), timedOut]);
         clearTimeout(timer);
         if (!clean) {
           logger.warn(
             { timeoutMs: shutdownTimeoutMs },
             'gRPC calls still running at shutdown; cancelling them',
           );
-          server.forceShutdown();
+          for (const session of sessions) session.destroy();
+          await closed;
         }
         for (const path of sockets) await rm(path, { force: true });
         sockets.clear();
@@ -143,63 +220,4 @@ function answers(path: string): Promise<boolean> {
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
-}
-
-/**
- * containerd's client reads content through a ReaderAt that opens one Read stream per 32 KiB and cancels
- * it once it has its bytes, so a large `ctr content get` resets thousands of streams. Node's HTTP/2
- * server closes a session past ~1000 resets (its rapid-reset defence), which kills such reads midway.
- * The daemon's clients are local and trusted (a unix socket), so the limit is raised. grpc-js passes no
- * option for it; its http2 options object is private, hence the narrow cast, checked at run time.
- */
-function allowClientStreamResets(server: grpc.Server): void {
-  const internal = server as unknown as { commonServerOptions?: Record<string, unknown> };
-  if (typeof internal.commonServerOptions !== 'object' || internal.commonServerOptions === null) {
-    throw new Error('grpc-js no longer exposes its http2 server options; see allowClientStreamResets');
-  }
-  internal.commonServerOptions.streamResetBurst = 1_000_000;
-  internal.commonServerOptions.streamResetRate = 1_000_000;
-}
-
-/**
- * HTTP/2 flow control on the receiving side. With Node's defaults (64 KiB per stream and per
- * connection, 16 KiB frames) a client streaming content in (Content.Write) waits for a WINDOW_UPDATE
- * every 64 KiB, shared by all its streams: a pull of several layers ran at ~70 MiB/s whatever the disk.
- * The daemon's clients are local, so it advertises larger windows and frames: at most RECEIVE_WINDOW
- * buffered per stream and CONNECTION_WINDOW per connection.
- */
-const RECEIVE_WINDOW = 8 << 20;
-const CONNECTION_WINDOW = 32 << 20;
-const MAX_FRAME_BYTES = 1 << 20;
-
-/** Per-stream window and frame size go in the SETTINGS grpc-js sends (private options, checked). */
-function widenFlowControl(server: grpc.Server): void {
-  const internal = server as unknown as { commonServerOptions?: Record<string, unknown> };
-  if (typeof internal.commonServerOptions !== 'object' || internal.commonServerOptions === null) {
-    throw new Error('grpc-js no longer exposes its http2 server options; see widenFlowControl');
-  }
-  const settings = (internal.commonServerOptions.settings ?? {}) as Record<string, unknown>;
-  internal.commonServerOptions.settings = {
-    ...settings,
-    initialWindowSize: RECEIVE_WINDOW,
-    maxFrameSize: MAX_FRAME_BYTES,
-  };
-}
-
-const widened = new WeakSet<object>();
-
-/**
- * The connection window is no setting: each new session raises its own. grpc-js keeps its HTTP/2
- * servers private, so they are found at run time (after each bind, before any connection can arrive).
- */
-function widenConnectionWindows(server: grpc.Server): void {
-  const internal = server as unknown as { http2Servers?: Map<Http2Server, unknown> };
-  if (!(internal.http2Servers instanceof Map)) {
-    throw new Error('grpc-js no longer exposes its http2 servers; see widenConnectionWindows');
-  }
-  for (const h2 of internal.http2Servers.keys()) {
-    if (widened.has(h2)) continue;
-    widened.add(h2);
-    h2.on('session', (session: ServerHttp2Session) => session.setLocalWindowSize(CONNECTION_WINDOW));
-  }
 }

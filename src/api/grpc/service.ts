@@ -1,9 +1,7 @@
-// Generic glue between protobuf-es service descriptors and grpc-js: a ServiceDefinition per
-// DescService (binary codec from the schema), and typed handlers written as plain async functions
-// and iterables. Every call gets one log line and one error mapping (status.ts).
-import { once } from 'node:events';
+// Generic glue between protobuf-es service descriptors and our HTTP/2 transport (server-call.ts):
+// typed handlers written as plain functions and async iterables, turned into call handlers keyed by
+// method path. Every call gets one log line and one error mapping (status.ts).
 import { performance } from 'node:perf_hooks';
-import type { Readable } from 'node:stream';
 import {
   create,
   type DescMessage,
@@ -17,15 +15,19 @@ import {
 } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
-import { unimplemented } from '../../errors.ts';
-import { type CallStatus, serviceError, statusOf } from './status.ts';
+import { internal, messageOf, unimplemented } from '../../errors.ts';
+import type { RequestMetadata, ServerCall } from './server-call.ts';
+import { type CallStatus, statusOf } from './status.ts';
+import { runInTurn } from './turns.ts';
+
+export type { RequestMetadata };
 
 /** What a handler learns about the call besides its request. */
 export interface CallContext {
   /** The full method path, `/<package>.<Service>/<Method>`. */
   readonly method: string;
   /** The request metadata (headers). */
-  readonly metadata: grpc.Metadata;
+  readonly metadata: RequestMetadata;
   /** Aborted when the client cancels or the deadline passes; pass it to anything long-running. */
   readonly signal: AbortSignal;
   readonly peer: string;
@@ -104,47 +106,6 @@ export function methodPath(method: DescMethod): string {
   return `/${method.parent.typeName}/${method.name}`;
 }
 
-function codec<D extends DescMessage>(schema: D) {
-  return {
-    serialize(value: MessageInitShape<D> | EncodedMessage): Buffer {
-      if (value instanceof EncodedMessage) {
-        if (value.schema !== schema) {
-          throw new Error(`an encoded ${value.schema.typeName} cannot be sent as ${schema.typeName}`);
-        }
-        const b = value.bytes;
-        return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-      }
-      const bytes = toBinary(schema, create(schema, value));
-      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    },
-    deserialize(bytes: Buffer): MessageShape<D> {
-      return fromBinary(schema, bytes);
-    },
-  };
-}
-
-/**
- * The grpc-js definition of a service, keyed by the methods' local names (`version`,
- * `serverReflectionInfo`). Works for servers and for `grpc.makeGenericClientConstructor`.
- */
-export function serviceDefinition(service: DescService): grpc.ServiceDefinition {
-  const def: Record<string, grpc.MethodDefinition<Message, Message>> = {};
-  for (const method of service.methods) {
-    const input = codec(method.input);
-    const output = codec(method.output);
-    def[method.localName] = {
-      path: methodPath(method),
-      requestStream: method.methodKind === 'client_streaming' || method.methodKind === 'bidi_streaming',
-      responseStream: method.methodKind === 'server_streaming' || method.methodKind === 'bidi_streaming',
-      requestSerialize: input.serialize,
-      requestDeserialize: input.deserialize,
-      responseSerialize: output.serialize,
-      responseDeserialize: output.deserialize,
-    };
-  }
-  return def;
-}
-
 type AnyUnary = (
   request: Message,
   ctx: CallContext,
@@ -152,12 +113,6 @@ type AnyUnary = (
 type AnyServerStream = (request: Message, ctx: CallContext) => AsyncIterable<Message>;
 type AnyClientStream = (requests: AsyncIterable<Message>, ctx: CallContext) => Promise<Message>;
 type AnyBidi = (requests: AsyncIterable<Message>, ctx: CallContext) => AsyncIterable<Message>;
-
-interface CallSurface {
-  readonly metadata: grpc.Metadata;
-  getPeer(): string;
-  on(event: 'cancelled', listener: () => void): unknown;
-}
 
 function isPromiseLike<T>(value: PromiseLike<T> | T): value is PromiseLike<T> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
@@ -168,50 +123,53 @@ const msSince = (start: number): number => Math.round((performance.now() - start
 /**
  * The context of one call, built lazily: most unary calls never look at their signal or peer, and an
  * AbortController (plus the Error given as its reason) per call was a measurable share of a small call.
- * grpc-js reports every stream close as 'cancelled', also after the response was sent; only a cancel
- * before the handler finished counts.
  */
 class LazyCallContext implements CallContext {
   readonly method: string;
-  readonly metadata: grpc.Metadata;
-  /** Set once the handler has finished; later 'cancelled' events are the stream closing. */
-  finished = false;
-  cancelled = false;
-  readonly #call: CallSurface;
+  readonly #call: ServerCall;
   #controller: AbortController | undefined;
+  /** Set once the handler has finished; a cancel after that is only the stream closing. */
+  finished = false;
 
-  constructor(method: string, call: CallSurface) {
-    this.method = method;
-    this.metadata = call.metadata;
+  constructor(call: ServerCall) {
+    this.method = call.path;
     this.#call = call;
-    call.on('cancelled', () => {
-      if (this.finished || this.cancelled) return;
-      this.cancelled = true;
-      this.#controller?.abort(cancelledByClient());
+    call.onCancel((reason) => {
+      if (!this.finished) this.#controller?.abort(reason);
     });
+  }
+
+  get metadata(): RequestMetadata {
+    return this.#call.metadata;
+  }
+
+  get cancelled(): boolean {
+    return this.#call.cancelled !== undefined;
   }
 
   get signal(): AbortSignal {
     if (!this.#controller) {
       this.#controller = new AbortController();
-      if (this.cancelled) this.#controller.abort(cancelledByClient());
+      const reason = this.#call.cancelled;
+      if (reason) this.#controller.abort(reason);
     }
     return this.#controller.signal;
   }
 
   get peer(): string {
-    return this.#call.getPeer();
+    return this.#call.peer;
   }
 }
-
-const cancelledByClient = (): Error => new Error('call cancelled by the client');
 
 /** Codes that mean the server, not the caller, is at fault. */
 const serverFaults = new Set([grpc.status.INTERNAL, grpc.status.UNKNOWN, grpc.status.DATA_LOSS]);
 
+/** Serves one call: reads its request(s), runs the handler, sends the response(s) and the status. */
+export type CallHandler = (call: ServerCall) => void;
+
 /**
- * Turns registrations into grpc-js definitions and handlers. Owns the per-call concerns: context,
- * cancellation, error mapping and the log line (method, code, duration).
+ * Turns registrations into call handlers keyed by method path. Owns the per-call concerns: decoding,
+ * context, cancellation, error mapping and the log line (method, code, duration).
  */
 export class ServiceAdapter {
   readonly #logger: Logger;
@@ -220,20 +178,19 @@ export class ServiceAdapter {
     this.#logger = logger;
   }
 
-  adapt(reg: ServiceRegistration): {
-    definition: grpc.ServiceDefinition;
-    implementation: grpc.UntypedServiceImplementation;
-  } {
-    const implementation: grpc.UntypedServiceImplementation = {};
+  adapt(reg: ServiceRegistration): Map<string, CallHandler> {
+    const handlers = new Map<string, CallHandler>();
     for (const method of reg.service.methods) {
       const fn = reg.impl[method.localName];
-      implementation[method.localName] =
-        typeof fn === 'function' ? this.#handler(method, fn) : this.#unimplemented(method);
+      handlers.set(
+        methodPath(method),
+        typeof fn === 'function' ? this.#handler(method, fn) : this.#unimplemented(method),
+      );
     }
-    return { definition: serviceDefinition(reg.service), implementation };
+    return handlers;
   }
 
-  #handler(method: DescMethod, fn: unknown): grpc.UntypedHandleCall {
+  #handler(method: DescMethod, fn: unknown): CallHandler {
     switch (method.methodKind) {
       case 'unary':
         return this.#unary(method, fn as AnyUnary);
@@ -246,33 +203,25 @@ export class ServiceAdapter {
     }
   }
 
-  #unimplemented(method: DescMethod): grpc.UntypedHandleCall {
-    const error = unimplemented(`method ${method.name} not implemented`);
-    if (method.methodKind === 'unary') {
-      return this.#unary(method, () => Promise.reject(error));
-    }
-    if (method.methodKind === 'client_streaming') {
-      return this.#clientStream(method, () => Promise.reject(error));
-    }
-    // Streaming responses: an iterable that fails at once.
-    const failing = (): AsyncIterable<Message> => ({
-      [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(error) }),
-    });
-    return method.methodKind === 'server_streaming'
-      ? this.#serverStream(method, failing)
-      : this.#bidi(method, failing);
+  #unimplemented(method: DescMethod): CallHandler {
+    return (call) => {
+      const { finish } = this.#begin(call);
+      const s = finish(unimplemented(`method ${method.name} not implemented`));
+      if (s) call.end(s.code, s.details);
+    };
   }
 
-  #begin(method: DescMethod, call: CallSurface) {
+  #begin(call: ServerCall) {
     const start = performance.now();
-    const path = methodPath(method);
-    const ctx = new LazyCallContext(path, call);
+    const ctx = new LazyCallContext(call);
     let finished = false;
+    /** Logs the outcome once; returns the status to send for a failure (none when the client is gone). */
     const finish = (err?: unknown): CallStatus | undefined => {
       if (finished) return undefined;
       finished = true;
       ctx.finished = true;
       const logger = this.#logger;
+      const path = call.path;
       if (err === undefined) {
         if (logger.isLevelEnabled('debug')) {
           logger.debug({ method: path, code: grpc.status[grpc.status.OK], ms: msSince(start) }, 'grpc call');
@@ -280,7 +229,7 @@ export class ServiceAdapter {
         return undefined;
       }
       if (ctx.cancelled) {
-        // The client is gone; nothing can be sent, and a cancel is not our failure.
+        // The client is gone or the deadline passed (the transport answered that); not our failure.
         if (logger.isLevelEnabled('debug')) {
           logger.debug(
             { method: path, code: grpc.status[grpc.status.CANCELLED], ms: msSince(start) },
@@ -300,127 +249,138 @@ export class ServiceAdapter {
       }
       return s;
     };
-    return { ctx, finish };
+    const fail = (err: unknown): void => {
+      const s = finish(err);
+      if (s) call.end(s.code, s.details);
+    };
+    return { ctx, finish, fail };
   }
 
-  #unary(method: DescMethod, fn: AnyUnary): grpc.handleUnaryCall<Message, Message> {
-    return (call, callback) => {
-      const { ctx, finish } = this.#begin(method, call);
-      const fail = (err: unknown): void => {
-        const s = finish(err);
-        if (s) callback(serviceError(s));
-      };
+  #unary(method: DescMethod, fn: AnyUnary): CallHandler {
+    const decode = decoder(method.input);
+    const encode = encoder(method);
+    return (call) => {
+      const { ctx, finish, fail } = this.#begin(call);
       const succeed = (result: Message | EncodedMessage): void => {
         try {
-          // grpc-js hands the value to the codec's serialize, which sends encoded bytes as they are.
-          let out: Message;
-          if (result instanceof EncodedMessage) {
-            if (result.schema !== method.output) {
-              throw new Error(`${method.name} answered with an encoded ${result.schema.typeName}`);
-            }
-            out = result as unknown as Message;
-          } else {
-            out = create(method.output, result);
-          }
+          call.sendUnary(encode(result));
           finish();
-          callback(null, out);
         } catch (err) {
           fail(err);
         }
       };
-      let result: ReturnType<AnyUnary>;
-      try {
-        result = fn(call.request, ctx);
-      } catch (err) {
-        fail(err);
-        return;
-      }
-      // Most handlers (Images.Get, List, …) answer synchronously: respond in the same turn instead of
-      // after an extra promise hop.
-      if (isPromiseLike(result)) result.then(succeed, fail);
-      else succeed(result);
+      call.receiveOne(
+        (bytes) =>
+          runInTurn(() => {
+            let result: ReturnType<AnyUnary>;
+            try {
+              result = fn(decode(bytes), ctx);
+            } catch (err) {
+              fail(err);
+              return;
+            }
+            // Most handlers (Images.Get, List, …) answer synchronously: respond in the same turn instead of
+            // after an extra promise hop.
+            if (isPromiseLike(result)) result.then(succeed, fail);
+            else succeed(result);
+          }),
+        fail,
+      );
     };
   }
 
-  #serverStream(method: DescMethod, fn: AnyServerStream): grpc.handleServerStreamingCall<Message, Message> {
+  #serverStream(method: DescMethod, fn: AnyServerStream): CallHandler {
+    const decode = decoder(method.input);
+    const encode = encoder(method);
     return (call) => {
-      const { ctx, finish } = this.#begin(method, call);
+      const { ctx, finish, fail } = this.#begin(call);
+      call.receiveOne((bytes) => {
+        void (async () => {
+          try {
+            await writeAll(call, encode, fn(decode(bytes), ctx));
+            finish();
+            call.end(grpc.status.OK);
+          } catch (err) {
+            fail(err);
+          }
+        })();
+      }, fail);
+    };
+  }
+
+  #clientStream(method: DescMethod, fn: AnyClientStream): CallHandler {
+    const decode = decoder(method.input);
+    const encode = encoder(method);
+    return (call) => {
+      const { ctx, finish, fail } = this.#begin(call);
       void (async () => {
         try {
-          await writeAll(call, method.output, fn(call.request, ctx), ctx.signal);
+          call.sendUnary(encode(await fn(decodeAll(call.requests(), decode), ctx)));
           finish();
-          call.end();
         } catch (err) {
-          const s = finish(err);
-          if (s) call.emit('error', serviceError(s));
+          fail(err);
         }
       })();
     };
   }
 
-  #clientStream(method: DescMethod, fn: AnyClientStream): grpc.handleClientStreamingCall<Message, Message> {
-    return (call, callback) => {
-      const { ctx, finish } = this.#begin(method, call);
-      void (async () => {
-        try {
-          const out = create(method.output, await fn(readAll(call, ctx.signal), ctx));
-          finish();
-          callback(null, out);
-        } catch (err) {
-          const s = finish(err);
-          if (s) callback(serviceError(s));
-        }
-      })();
-    };
-  }
-
-  #bidi(method: DescMethod, fn: AnyBidi): grpc.handleBidiStreamingCall<Message, Message> {
+  #bidi(method: DescMethod, fn: AnyBidi): CallHandler {
+    const decode = decoder(method.input);
+    const encode = encoder(method);
     return (call) => {
-      const { ctx, finish } = this.#begin(method, call);
+      const { ctx, finish, fail } = this.#begin(call);
       void (async () => {
         try {
-          await writeAll(call, method.output, fn(readAll(call, ctx.signal), ctx), ctx.signal);
+          await writeAll(call, encode, fn(decodeAll(call.requests(), decode), ctx));
           finish();
-          call.end();
+          call.end(grpc.status.OK);
         } catch (err) {
-          const s = finish(err);
-          if (s) call.emit('error', serviceError(s));
+          fail(err);
         }
       })();
     };
   }
 }
 
-/** Writes every response, waiting for 'drain' when grpc-js's buffer is full. */
+/** Request bytes to a message; a malformed one fails the call as grpc-go does (INTERNAL). */
+function decoder(schema: DescMessage): (bytes: Uint8Array) => Message {
+  return (bytes) => {
+    try {
+      return fromBinary(schema, bytes);
+    } catch (err) {
+      throw internal(`error unmarshalling request: ${messageOf(err)}`);
+    }
+  };
+}
+
+/** A handler's answer to bytes: encoded answers go out as they are, anything else through the schema. */
+function encoder(method: DescMethod): (value: Message | EncodedMessage) => Uint8Array {
+  return (value) => {
+    if (value instanceof EncodedMessage) {
+      if (value.schema !== method.output) {
+        throw new Error(`${method.name} answered with an encoded ${value.schema.typeName}`);
+      }
+      return value.bytes;
+    }
+    return toBinary(method.output, create(method.output, value));
+  };
+}
+
+/** Writes every response, waiting whenever the stream's buffer is full. */
 async function writeAll(
-  call: grpc.ServerWritableStream<Message, Message> | grpc.ServerDuplexStream<Message, Message>,
-  output: DescMessage,
+  call: ServerCall,
+  encode: (value: Message) => Uint8Array,
   responses: AsyncIterable<Message>,
-  signal: AbortSignal,
 ): Promise<void> {
   for await (const response of responses) {
-    signal.throwIfAborted();
-    if (!call.write(create(output, response))) {
-      await once(call, 'drain', { signal });
-    }
+    if (!call.write(encode(response))) await call.drained();
   }
-  signal.throwIfAborted();
+  if (call.cancelled) throw call.cancelled;
 }
 
-/**
- * The request stream as an async iterable. It does not destroy the call when the handler stops
- * reading early (responses may still follow), and it stops when the call is cancelled.
- */
-async function* readAll(call: Readable, signal: AbortSignal): AsyncGenerator<Message> {
-  const it: AsyncIterator<Message> = call.iterator({ destroyOnReturn: false });
-  const aborted = new Promise<never>((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener('abort', () => reject(signal.reason), { once: true });
-  });
-  aborted.catch(() => {});
-  for (;;) {
-    const r = await Promise.race([it.next(), aborted]);
-    if (r.done) return;
-    yield r.value;
-  }
+async function* decodeAll(
+  requests: AsyncIterable<Buffer>,
+  decode: (bytes: Uint8Array) => Message,
+): AsyncGenerator<Message> {
+  for await (const bytes of requests) yield decode(bytes);
 }

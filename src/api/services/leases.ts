@@ -2,18 +2,17 @@
 // request header, which every service that writes (Images, Content) must honour.
 import { randomBytes } from 'node:crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type { Metadata } from '@grpc/grpc-js';
 import { invalidArgument } from '../../errors.ts';
 import type { LeaseRecord, LeaseStore } from '../../metadata/leases.ts';
 import { type LeaseSchema, Leases } from '../gen/containerd/services/leases/v1/leases_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
-import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import { implement, type RequestMetadata, type ServiceRegistration } from '../grpc/service.ts';
 import { timestampFromNanos } from './timestamps.ts';
 
 export const LEASE_HEADER = 'containerd-lease';
 
 /** The lease a call runs under: the first `containerd-lease` value, or undefined when there is none. */
-export function leaseOf(metadata: Metadata): string | undefined {
+export function leaseOf(metadata: RequestMetadata): string | undefined {
   const first = metadata.get(LEASE_HEADER)[0];
   const id = typeof first === 'string' ? first : first?.toString('utf8');
   return id === undefined || id === '' ? undefined : id;

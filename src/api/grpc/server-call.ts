@@ -1,0 +1,307 @@
+// One gRPC call on one HTTP/2 stream, server side: the request messages in, the response messages and
+// the status out, the deadline, and cancellation when the client goes away. Knows bytes, not schemas.
+import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { status } from '@grpc/grpc-js';
+import {
+  deadlineExceeded,
+  internal,
+  resourceExhausted,
+  type StrataError,
+  unavailable,
+} from '../../errors.ts';
+import {
+  ACCEPTED_ENCODINGS,
+  encodeStatusMessage,
+  framedMessage,
+  MessageDecoder,
+  messagePrefix,
+} from './framing.ts';
+
+/** Request metadata as handlers read it: every value of a key (binary `-bin` keys decoded). */
+export interface RequestMetadata {
+  get(key: string): Array<string | Buffer>;
+}
+
+class HeaderMetadata implements RequestMetadata {
+  readonly #headers: IncomingHttpHeaders;
+
+  constructor(headers: IncomingHttpHeaders) {
+    this.#headers = headers;
+  }
+
+  get(key: string): Array<string | Buffer> {
+    const k = key.toLowerCase();
+    if (k.startsWith(':')) return [];
+    const value = this.#headers[k];
+    if (value === undefined) return [];
+    const values = Array.isArray(value) ? value : [value];
+    if (!k.endsWith('-bin')) return values;
+    return values.flatMap((v) => v.split(',').map((part) => Buffer.from(part.trim(), 'base64')));
+  }
+}
+
+/** Messages buffered from a request stream before the client is made to wait (HTTP/2 flow control). */
+const REQUEST_QUEUE_BYTES = 16 << 20;
+
+/** A message this short is copied behind its prefix; longer ones go out as prefix + message (writev). */
+const COPY_BELOW = 64 << 10;
+
+export class ServerCall {
+  readonly path: string;
+  readonly #stream: ServerHttp2Stream;
+  readonly #headers: IncomingHttpHeaders;
+  readonly #decoder: MessageDecoder;
+  readonly #maxSend: number;
+  #metadata: HeaderMetadata | undefined;
+  /** Response headers are on the wire (so the status goes out as trailers). */
+  #responded = false;
+  /** The status was sent, or the stream is gone: nothing more goes out. */
+  #finished = false;
+  #cancelled: StrataError | undefined;
+  #trailers: Record<string, string> = { 'grpc-status': '0' };
+  #deadline: NodeJS.Timeout | undefined;
+  #onCancel: ((reason: StrataError) => void) | undefined;
+
+  constructor(
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    limits: { maxReceive: number; maxSend: number; timeoutMs: number | undefined },
+  ) {
+    this.path = headers[':path'] ?? '';
+    this.#stream = stream;
+    this.#headers = headers;
+    this.#maxSend = limits.maxSend;
+    const encoding = headers['grpc-encoding'];
+    this.#decoder = new MessageDecoder(
+      limits.maxReceive,
+      typeof encoding === 'string' ? encoding : undefined,
+    );
+    // A client's RST_STREAM surfaces as 'error' on some codes; 'close' below is what matters.
+    stream.on('error', () => {});
+    stream.once('close', () => this.#gone());
+    if (limits.timeoutMs !== undefined) {
+      // setTimeout's range ends at ~24.8 days; a longer deadline is as good as none.
+      if (limits.timeoutMs < 2 ** 31 - 1) {
+        this.#deadline = setTimeout(() => this.#expire(), Math.max(0, limits.timeoutMs));
+      }
+    }
+  }
+
+  get metadata(): RequestMetadata {
+    this.#metadata ??= new HeaderMetadata(this.#headers);
+    return this.#metadata;
+  }
+
+  get peer(): string {
+    const socket = this.#stream.session?.socket;
+    if (!socket?.remoteAddress) return 'unix:';
+    const host = socket.remoteAddress.includes(':') ? `[${socket.remoteAddress}]` : socket.remoteAddress;
+    return `${host}:${socket.remotePort}`;
+  }
+
+  /** Why the call ended early (client gone, deadline), if it did. */
+  get cancelled(): StrataError | undefined {
+    return this.#cancelled;
+  }
+
+  /** Called once if the call is cancelled before its status was sent. */
+  onCancel(listener: (reason: StrataError) => void): void {
+    this.#onCancel = listener;
+  }
+
+  /**
+   * The single request of a unary or server-streaming call: `onMessage` runs as soon as it is whole
+   * (like grpc-go, without waiting for the half-close); later messages are ignored.
+   */
+  receiveOne(onMessage: (message: Buffer) => void, onError: (err: unknown) => void): void {
+    let received = false;
+    this.#stream.on('data', (chunk: Buffer) => {
+      if (received || this.#finished) return;
+      let messages: Buffer[];
+      try {
+        messages = this.#decoder.push(chunk);
+      } catch (err) {
+        onError(err);
+        return;
+      }
+      if (messages.length === 0) return;
+      received = true;
+      onMessage(messages[0]!);
+    });
+    this.#stream.once('end', () => {
+      if (!received && !this.#finished) onError(internal('the request stream ended without a message'));
+    });
+  }
+
+  /** The request messages of a client- or bidi-streaming call, with backpressure towards the client. */
+  requests(): AsyncIterable<Buffer> {
+    const stream = this.#stream;
+    const queue: Buffer[] = [];
+    let queued = 0;
+    let ended = false;
+    let failure: unknown;
+    let stopped = false;
+    let wake: (() => void) | undefined;
+    const notify = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    stream.on('data', (chunk: Buffer) => {
+      if (stopped || failure !== undefined) return;
+      try {
+        for (const m of this.#decoder.push(chunk)) {
+          queue.push(m);
+          queued += m.length;
+        }
+      } catch (err) {
+        failure = err;
+      }
+      if (queued > REQUEST_QUEUE_BYTES) stream.pause();
+      notify();
+    });
+    stream.once('end', () => {
+      if (this.#decoder.partial && failure === undefined) {
+        failure = internal('the request stream ended inside a message');
+      }
+      ended = true;
+      notify();
+    });
+    stream.once('close', notify);
+    const next = async (): Promise<IteratorResult<Buffer>> => {
+      for (;;) {
+        if (failure !== undefined) throw failure;
+        const m = queue.shift();
+        if (m) {
+          queued -= m.length;
+          if (queued <= REQUEST_QUEUE_BYTES && stream.isPaused()) stream.resume();
+          return { value: m, done: false };
+        }
+        if (this.#cancelled) throw this.#cancelled;
+        if (ended || stopped) return { value: undefined, done: true };
+        await new Promise<void>((resolve) => {
+          wake = resolve;
+        });
+      }
+    };
+    return {
+      [Symbol.asyncIterator]: () => ({
+        next,
+        // The handler stopped reading: responses may still follow, so the stream stays open.
+        return: async () => {
+          stopped = true;
+          queue.length = 0;
+          if (stream.isPaused()) stream.resume();
+          return { value: undefined, done: true };
+        },
+      }),
+    };
+  }
+
+  /** Sends the one response and an OK status. Throws (sending nothing) when the message is too big. */
+  sendUnary(message: Uint8Array): void {
+    if (this.#finished) return;
+    this.#checkSize(message);
+    this.#finish();
+    const stream = this.#stream;
+    if (stream.destroyed) return;
+    this.#respond();
+    stream.end(framedMessage(message));
+  }
+
+  /**
+   * Sends one message of a response stream. Returns false when the stream's buffer is full: wait for
+   * `drained()` before the next. Throws when the call was cancelled.
+   */
+  write(message: Uint8Array): boolean {
+    if (this.#cancelled) throw this.#cancelled;
+    if (this.#finished) throw unavailable('the call has already finished');
+    this.#checkSize(message);
+    if (!this.#responded) this.#respond();
+    const stream = this.#stream;
+    if (message.byteLength < COPY_BELOW) return stream.write(framedMessage(message));
+    stream.cork();
+    stream.write(messagePrefix(message.byteLength));
+    const ok = stream.write(message);
+    stream.uncork();
+    return ok;
+  }
+
+  /** Resolves when the response stream can take more; rejects when the call is cancelled meanwhile. */
+  drained(): Promise<void> {
+    if (this.#cancelled) return Promise.reject(this.#cancelled);
+    return new Promise((resolve, reject) => {
+      const stream = this.#stream;
+      const onDrain = () => {
+        stream.off('close', onClose);
+        resolve();
+      };
+      const onClose = () => {
+        stream.off('drain', onDrain);
+        reject(this.#cancelled ?? unavailable('the call has already finished'));
+      };
+      stream.once('drain', onDrain);
+      stream.once('close', onClose);
+    });
+  }
+
+  /** Ends the call with `code` (0 = OK) and, for failures, a message the client shows. */
+  end(code: number, details = ''): void {
+    if (this.#finished) return;
+    this.#finish();
+    const stream = this.#stream;
+    if (stream.destroyed || stream.closed) return;
+    const status: Record<string, string> = { 'grpc-status': String(code) };
+    if (details !== '') status['grpc-message'] = encodeStatusMessage(details);
+    if (this.#responded) {
+      this.#trailers = status;
+      stream.end();
+      return;
+    }
+    // Trailers-only: the status rides on the response headers.
+    stream.respond(
+      {
+        ':status': 200,
+        'content-type': 'application/grpc',
+        'grpc-accept-encoding': ACCEPTED_ENCODINGS,
+        ...status,
+      },
+      { endStream: true },
+    );
+  }
+
+  #respond(): void {
+    this.#responded = true;
+    const stream = this.#stream;
+    stream.respond(
+      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': ACCEPTED_ENCODINGS },
+      { waitForTrailers: true },
+    );
+    stream.once('wantTrailers', () => stream.sendTrailers(this.#trailers));
+  }
+
+  #checkSize(message: Uint8Array): void {
+    if (message.byteLength > this.#maxSend) {
+      throw resourceExhausted(`Sent message larger than max (${message.byteLength} vs. ${this.#maxSend})`);
+    }
+  }
+
+  #finish(): void {
+    this.#finished = true;
+    if (this.#deadline) clearTimeout(this.#deadline);
+  }
+
+  #expire(): void {
+    if (this.#finished) return;
+    this.#cancelled = deadlineExceeded('Deadline Exceeded');
+    this.end(status.DEADLINE_EXCEEDED, this.#cancelled.message);
+    this.#onCancel?.(this.#cancelled);
+  }
+
+  #gone(): void {
+    if (this.#finished) return;
+    this.#finish();
+    this.#cancelled = unavailable('call cancelled by the client');
+    this.#onCancel?.(this.#cancelled);
+  }
+}
