@@ -1,0 +1,262 @@
+// The HTTP/2 transport of our gRPC server against what clients can send: raw HTTP/2 requests for the
+// malformed cases no gRPC client produces, and grpc-js clients for compression, deadlines and bursts.
+import assert from 'node:assert/strict';
+import { connect, type IncomingHttpHeaders } from 'node:http2';
+import { after, before, describe, test } from 'node:test';
+import { deflateSync, gzipSync } from 'node:zlib';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { pino } from 'pino';
+import { Content, InfoRequestSchema } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import {
+  GetImageRequestSchema,
+  GetImageResponseSchema,
+  Images,
+} from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
+import { Version } from '../../src/api/gen/containerd/services/version/v1/version_pb.ts';
+import { Health } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
+import { callUnary, createClient } from '../../src/api/grpc/client.ts';
+import { framedMessage } from '../../src/api/grpc/framing.ts';
+import { createGrpcServer, type GrpcServer, MAX_MESSAGE_BYTES } from '../../src/api/grpc/server.ts';
+import { implement } from '../../src/api/grpc/service.ts';
+import { failure } from '../helpers/grpc-assert.ts';
+import { Cleanup, tempDir } from '../helpers/tmp.ts';
+
+interface RawAnswer {
+  headers: IncomingHttpHeaders;
+  trailers: IncomingHttpHeaders;
+  body: Buffer;
+}
+
+/** One request over a fresh HTTP/2 connection, with whatever headers and body the test wants. */
+function raw(sock: string, headers: Record<string, string>, body: Buffer): Promise<RawAnswer> {
+  return new Promise((resolve, reject) => {
+    const session = connect('http://localhost', { path: sock } as never);
+    session.on('error', reject);
+    const req = session.request({ ':method': 'POST', ...headers });
+    let answer: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders = {};
+    const chunks: Buffer[] = [];
+    req.on('response', (h) => {
+      answer = h;
+    });
+    req.on('trailers', (t) => {
+      trailers = t;
+    });
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      session.close();
+      resolve({ headers: answer, trailers, body: Buffer.concat(chunks) });
+    });
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+/** The status of a raw answer: from the trailers, or from the headers of a trailers-only answer. */
+const statusOfAnswer = (a: RawAnswer) => ({
+  code: Number(a.trailers['grpc-status'] ?? a.headers['grpc-status']),
+  message: decodeURIComponent(String(a.trailers['grpc-message'] ?? a.headers['grpc-message'] ?? '')),
+});
+
+const VERSION_PATH = '/containerd.services.version.v1.Version/Version';
+const GET_PATH = '/containerd.services.images.v1.Images/Get';
+const INFO_PATH = '/containerd.services.content.v1.Content/Info';
+
+describe('gRPC transport', () => {
+  const cleanup = new Cleanup();
+  let sock: string;
+  let server: GrpcServer;
+  let client: grpc.Client;
+  let deadlineSeen: Promise<unknown>;
+  let markDeadline: (reason: unknown) => void;
+  let handlerAborted: Promise<void>;
+  let markAborted: () => void;
+
+  before(async () => {
+    const dir = await tempDir('grpc-transport');
+    cleanup.addDir(dir);
+    sock = `${dir}/t.sock`;
+    deadlineSeen = new Promise((resolve) => {
+      markDeadline = resolve;
+    });
+    handlerAborted = new Promise((resolve) => {
+      markAborted = resolve;
+    });
+    server = createGrpcServer({
+      logger: pino({ level: 'silent' }),
+      services: [
+        implement(Version, { version: () => ({ version: 'v-test' }) }),
+        // Echoes the name back in the target digest, so a burst can check each answer is its own.
+        implement(Images, {
+          get: async (req) => {
+            if (Number(req.name.split('-')[1]) % 3 === 0) await new Promise((r) => setImmediate(r));
+            return { image: { name: req.name, target: { digest: `sha256:${req.name}` } } };
+          },
+        }),
+        implement(Content, {
+          info: (_req, ctx) =>
+            new Promise((_, reject) => {
+              ctx.signal.addEventListener(
+                'abort',
+                () => {
+                  const reason: unknown = ctx.signal.reason;
+                  if (/Deadline/.test(String(reason))) markDeadline(reason);
+                  markAborted();
+                  reject(reason);
+                },
+                { once: true },
+              );
+            }),
+        }),
+      ],
+    });
+    await server.listenUnix(sock);
+    cleanup.add(() => server.shutdown());
+    client = createClient(`unix://${sock}`);
+    cleanup.add(() => client.close());
+  });
+
+  after(() => cleanup.run());
+
+  test('a request that is not gRPC gets 415', async () => {
+    const a = await raw(
+      sock,
+      { ':path': VERSION_PATH, 'content-type': 'application/json' },
+      Buffer.from('{}'),
+    );
+    assert.equal(a.headers[':status'], 415);
+  });
+
+  test('an unknown method answers UNIMPLEMENTED, trailers-only', async () => {
+    const a = await raw(
+      sock,
+      { ':path': '/no.Such/Method', 'content-type': 'application/grpc' },
+      framedMessage(new Uint8Array()),
+    );
+    assert.equal(a.headers[':status'], 200);
+    assert.equal(a.headers['grpc-status'], String(grpc.status.UNIMPLEMENTED));
+    assert.match(statusOfAnswer(a).message, /does not implement the method \/no\.Such\/Method/);
+  });
+
+  test('an unsupported grpc-encoding answers UNIMPLEMENTED', async () => {
+    const a = await raw(
+      sock,
+      { ':path': VERSION_PATH, 'content-type': 'application/grpc', 'grpc-encoding': 'snappy' },
+      framedMessage(new Uint8Array()),
+    );
+    assert.deepEqual(statusOfAnswer(a), {
+      code: grpc.status.UNIMPLEMENTED,
+      message: 'compression algorithm "snappy" is not supported',
+    });
+  });
+
+  test('a malformed grpc-timeout is refused', async () => {
+    const a = await raw(
+      sock,
+      { ':path': VERSION_PATH, 'content-type': 'application/grpc', 'grpc-timeout': 'soon' },
+      framedMessage(new Uint8Array()),
+    );
+    assert.equal(statusOfAnswer(a).code, grpc.status.INTERNAL);
+    assert.match(statusOfAnswer(a).message, /invalid grpc-timeout/);
+  });
+
+  test('request bytes that are not the message answer INTERNAL, and the server carries on', async () => {
+    const a = await raw(
+      sock,
+      { ':path': INFO_PATH, 'content-type': 'application/grpc' },
+      framedMessage(Buffer.from([0x0a, 0xff, 0xff])), // field 1, a length far past the end
+    );
+    assert.equal(statusOfAnswer(a).code, grpc.status.INTERNAL);
+    assert.match(statusOfAnswer(a).message, /^error unmarshalling request: /);
+    assert.equal((await callUnary(client, Version.method.version, {})).version, 'v-test');
+  });
+
+  test('a request stream that ends without a message, or inside one, answers INTERNAL', async () => {
+    const headers = { ':path': VERSION_PATH, 'content-type': 'application/grpc' };
+    const empty = await raw(sock, headers, Buffer.alloc(0));
+    assert.equal(statusOfAnswer(empty).code, grpc.status.INTERNAL);
+    assert.match(statusOfAnswer(empty).message, /without a message/);
+    const cut = await raw(sock, headers, framedMessage(Buffer.from('abc')).subarray(0, 6));
+    assert.equal(statusOfAnswer(cut).code, grpc.status.INTERNAL);
+  });
+
+  test('a well-formed raw request gets headers, one message and an OK status', async () => {
+    const a = await raw(
+      sock,
+      { ':path': VERSION_PATH, 'content-type': 'application/grpc', te: 'trailers' },
+      framedMessage(new Uint8Array()),
+    );
+    assert.equal(a.headers['content-type'], 'application/grpc');
+    assert.equal(statusOfAnswer(a).code, grpc.status.OK);
+    assert.equal(a.body[0], 0);
+    assert.equal(a.body.readUInt32BE(1), a.body.length - 5);
+  });
+
+  test('gzip and deflate requests are inflated; an inflation bomb is refused', async () => {
+    const request = toBinary(GetImageRequestSchema, create(GetImageRequestSchema, { name: 'img-1' }));
+    for (const [encoding, pack] of [
+      ['gzip', gzipSync],
+      ['deflate', deflateSync],
+    ] as const) {
+      const frame = framedMessage(pack(request));
+      frame[0] = 1;
+      const a = await raw(
+        sock,
+        { ':path': GET_PATH, 'content-type': 'application/grpc', 'grpc-encoding': encoding },
+        frame,
+      );
+      assert.equal(statusOfAnswer(a).code, grpc.status.OK, encoding);
+      const answer = fromBinary(GetImageResponseSchema, a.body.subarray(5));
+      assert.equal(answer.image?.target?.digest, 'sha256:img-1');
+    }
+    const bomb = framedMessage(gzipSync(Buffer.alloc(MAX_MESSAGE_BYTES + 1)));
+    bomb[0] = 1;
+    const a = await raw(
+      sock,
+      { ':path': GET_PATH, 'content-type': 'application/grpc', 'grpc-encoding': 'gzip' },
+      bomb,
+    );
+    assert.equal(statusOfAnswer(a).code, grpc.status.RESOURCE_EXHAUSTED);
+  });
+
+  test('the server ends a call at its grpc-timeout with DEADLINE_EXCEEDED', async () => {
+    const a = await raw(
+      sock,
+      { ':path': INFO_PATH, 'content-type': 'application/grpc', 'grpc-timeout': '100m' },
+      framedMessage(toBinary(InfoRequestSchema, create(InfoRequestSchema, { digest: 'sha256:x' }))),
+    );
+    assert.deepEqual(statusOfAnswer(a), {
+      code: grpc.status.DEADLINE_EXCEEDED,
+      message: 'Deadline Exceeded',
+    });
+    assert.match(String(await deadlineSeen), /Deadline Exceeded/);
+  });
+
+  test('a client giving up at its deadline aborts the handler', async () => {
+    const err = await failure(
+      callUnary(client, Content.method.info, { digest: 'sha256:x' }, { timeoutMs: 150 }),
+    );
+    assert.equal(err.code, grpc.status.DEADLINE_EXCEEDED);
+    await handlerAborted;
+  });
+
+  test('a burst of concurrent calls each gets its own answer', async () => {
+    const names = Array.from({ length: 200 }, (_, i) => `img-${i}`);
+    const answers = await Promise.all(names.map((name) => callUnary(client, Images.method.get, { name })));
+    assert.deepEqual(
+      answers.map((a) => a.image?.target?.digest),
+      names.map((n) => `sha256:${n}`),
+    );
+  });
+
+  test('health List reports every service and the server', async () => {
+    const list = await callUnary(client, Health.method.list, {});
+    assert.deepEqual(Object.keys(list.statuses).sort(), [
+      '',
+      'containerd.services.content.v1.Content',
+      'containerd.services.images.v1.Images',
+      'containerd.services.version.v1.Version',
+    ]);
+  });
+});
