@@ -2,8 +2,7 @@
 // @generated from file grpc/health/v1/health.proto (package grpc.health.v1, syntax proto3)
 /* eslint-disable */
 
-// The standard gRPC health protocol. The server uses grpc-health-check's implementation; this copy
-// only lets reflection describe it.
+// The standard gRPC health protocol, served by src/api/grpc/health.ts and described by reflection.
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
