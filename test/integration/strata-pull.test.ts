@@ -49,12 +49,17 @@ interface Seen {
   range?: string;
 }
 
-/** A pass-through HTTP proxy on loopback in front of the registry, recording every request. */
+/**
+ * A pass-through HTTP proxy on loopback in front of the registry, recording every request. With `lieAbout`
+ * it serves that blob with one byte changed (same length): content a real registry cannot be made to send.
+ */
 async function countingProxy(
   upstream: string,
+  opts: { lieAbout?: string } = {},
 ): Promise<{ host: string; seen: Seen[]; close(): Promise<void> }> {
   const target = new URL(upstream);
   const seen: Seen[] = [];
+  const lie = opts.lieAbout === undefined ? undefined : `/blobs/${opts.lieAbout}`;
   const server = http.createServer((req, res) => {
     seen.push({
       method: req.method ?? '',
@@ -71,7 +76,19 @@ async function countingProxy(
       },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
-        up.pipe(res);
+        if (lie === undefined || !req.url?.endsWith(lie) || up.statusCode !== 200) {
+          up.pipe(res);
+          return;
+        }
+        let first = true;
+        up.on('data', (chunk: Buffer) => {
+          const out = first ? Buffer.from(chunk) : chunk;
+          if (first && out.length > 0) out[out.length - 1]! ^= 0xff;
+          first = false;
+          res.write(out);
+        });
+        up.on('end', () => res.end());
+        up.on('error', () => res.destroy());
       },
     );
     fwd.on('error', () => res.destroy());
@@ -257,6 +274,25 @@ describe('strata pull through the daemon', () => {
     );
     const mine = await strataOk(['images', 'check', ...flags(daemon)]);
     assert.match(mine, /complete \(7\/7\)\s+\S+ [KM]iB\/\S+ [KM]iB\s+true$/m);
+  });
+
+  test('a registry serving wrong bytes for a layer fails the pull, and leaves no blob and no scratch snapshot', async (t) => {
+    const victim = manifest.layers[1]!.digest;
+    const liar = await countingProxy(reg.url, { lieAbout: victim });
+    t.after(() => liar.close());
+    const daemon = await startDaemon({ t });
+    const r = await strata(['pull', ...flags(daemon), `${liar.host}/team/app:latest`]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, new RegExp(`${victim}`));
+    assert.equal(blobGets(liar.seen, [victim]).length, 1);
+    // The daemon's commit refused the bytes: the blob is not there, and the snapshot prepared for that
+    // layer while it downloaded (and every other extract-… key) is gone with the failed pull.
+    const content = await daemon.ctrOk(['content', 'ls', '-q']);
+    assert.ok(!content.includes(victim), content);
+    const snaps = await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']);
+    assert.doesNotMatch(snaps, /extract-/);
+    assert.doesNotMatch(snaps, /Active/);
+    assert.deepEqual(await daemon.ctrOk(['leases', 'ls', '-q']), '');
   });
 
   test('a second pull transfers no blob and applies no layer', async (t) => {

@@ -1,8 +1,9 @@
 // The unpack half of a pull: turn an image's layers into committed snapshots named by chain ID, applying
 // only the layers whose chain the snapshotter lacks, bottom-up. Each layer waits only for its own blob
 // and for the layer below, so unpacking runs alongside the downloads. As containerd's client does: Stat
-// the chain ID, else Prepare an extract-… key on the parent, Diff.Apply the blob (its diff ID must come
-// back), Commit under the chain ID; then label the blob with its diff ID and the config with the top chain.
+// the chain ID, else Prepare an extract-… key on the parent (before the blob is there), wait for the
+// blob, Diff.Apply it (its diff ID must come back), Commit under the chain ID; then label the blob with
+// its diff ID and the config with the top chain.
 import { randomBytes } from 'node:crypto';
 import { dataLoss, failedPrecondition, isAlreadyExists } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
@@ -83,16 +84,25 @@ export async function unpackImage(
     opts.signal?.throwIfAborted();
     const chainId = chain[i]!;
     const parent = i === 0 ? '' : chain[i - 1]!;
-    // Asked while the blob may still be downloading: one round trip less when it is.
-    const existing = api.statSnapshot(sn, chainId);
-    existing.catch(() => {}); // awaited below, unless waiting for the blob fails first
-    const endWait = tracePhase(`unpack-wait ${i}`);
-    const labels = await waitBlob(layer.digest);
-    endWait();
+    // As containerd's unpacker: the scratch snapshot (a copy of the parent) is prepared while the blob
+    // may still be downloading, so the copy is off the critical path whenever the unpack is ahead.
+    const scratch =
+      (await api.statSnapshot(sn, chainId)) === undefined
+        ? await prepareScratch(api, sn, chainId, parent)
+        : undefined;
+    let labels: Labels;
+    try {
+      const endWait = tracePhase(`unpack-wait ${i}`);
+      labels = await waitBlob(layer.digest);
+      endWait();
+    } catch (err) {
+      if (scratch) await api.removeSnapshot(sn, scratch.key).catch(() => {});
+      throw err;
+    }
     const started = performance.now();
     emit({ type: 'unpack-start', layer, chainId });
-    const applied = (await existing) === undefined;
-    if (applied) await applyLayer(api, sn, layer, diffId, chainId, parent, opts.signal);
+    const applied = scratch !== undefined;
+    if (scratch) await applyLayer(api, sn, scratch, layer, diffId, chainId, opts.signal);
     if (applied) result.applied++;
     else result.present++;
     if (labels[LABEL_UNCOMPRESSED] !== diffId) {
@@ -107,50 +117,59 @@ export async function unpackImage(
   return result;
 }
 
+interface Scratch {
+  key: string;
+  mounts: Awaited<ReturnType<DaemonApi['prepareSnapshot']>>;
+}
+
+/** Prepares an `extract-…` snapshot on `parent` under a fresh unique key. */
+async function prepareScratch(api: DaemonApi, sn: string, chainId: Digest, parent: string): Promise<Scratch> {
+  for (;;) {
+    const key = `extract-${uniquePart()} ${chainId}`;
+    const endPrepare = tracePhase(`prepare ${chainId.slice(7, 19)}`);
+    try {
+      const mounts = await api.prepareSnapshot(sn, key, parent);
+      endPrepare();
+      return { key, mounts };
+    } catch (err) {
+      // The key is taken (a clash of unique parts): try another.
+      if (!isAlreadyExists(err)) throw err;
+    }
+  }
+}
+
+/** Applies the layer into the scratch snapshot and commits it as `chainId`; removes it on failure. */
 async function applyLayer(
   api: DaemonApi,
   sn: string,
+  scratch: Scratch,
   layer: Descriptor,
   diffId: Digest,
   chainId: Digest,
-  parent: string,
   signal: AbortSignal | undefined,
 ): Promise<void> {
-  for (;;) {
-    const key = `extract-${uniquePart()} ${chainId}`;
-    let mounts: Awaited<ReturnType<DaemonApi['prepareSnapshot']>>;
-    const endPrepare = tracePhase(`prepare ${chainId.slice(7, 19)}`);
-    try {
-      mounts = await api.prepareSnapshot(sn, key, parent);
-      endPrepare();
-    } catch (err) {
-      // The key is taken (a clash of unique parts): try another.
-      if (isAlreadyExists(err)) continue;
-      throw err;
+  const { key, mounts } = scratch;
+  try {
+    const endApply = tracePhase(`apply ${layer.digest.slice(7, 19)}`);
+    const applied = await api.applyDiff(layer, mounts, signal);
+    endApply();
+    if (applied.digest !== diffId) {
+      throw failedPrecondition(
+        `wrong diff id calculated on extraction of ${layer.digest}: ${applied.digest}, expected ${diffId}`,
+      );
     }
+    const endCommit = tracePhase(`commit-snapshot ${chainId.slice(7, 19)}`);
     try {
-      const endApply = tracePhase(`apply ${layer.digest.slice(7, 19)}`);
-      const applied = await api.applyDiff(layer, mounts, signal);
-      endApply();
-      if (applied.digest !== diffId) {
-        throw failedPrecondition(
-          `wrong diff id calculated on extraction of ${layer.digest}: ${applied.digest}, expected ${diffId}`,
-        );
-      }
-      const endCommit = tracePhase(`commit-snapshot ${chainId.slice(7, 19)}`);
-      try {
-        await api.commitSnapshot(sn, chainId, key);
-        endCommit();
-      } catch (err) {
-        // Another pull committed the same chain meanwhile: theirs is as good as ours.
-        if (!isAlreadyExists(err)) throw err;
-        await api.removeSnapshot(sn, key).catch(() => {});
-      }
-      return;
+      await api.commitSnapshot(sn, chainId, key);
+      endCommit();
     } catch (err) {
-      // The failure that matters is the one being thrown; a failed cleanup only leaves a key for GC.
+      // Another pull committed the same chain meanwhile: theirs is as good as ours.
+      if (!isAlreadyExists(err)) throw err;
       await api.removeSnapshot(sn, key).catch(() => {});
-      throw err;
     }
+  } catch (err) {
+    // The failure that matters is the one being thrown; a failed cleanup only leaves a key for GC.
+    await api.removeSnapshot(sn, key).catch(() => {});
+    throw err;
   }
 }
