@@ -1,5 +1,5 @@
 // The one mapping between Strata's error taxonomy and gRPC status codes, both directions.
-import { Metadata, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { type ErrorKind, StrataError } from '../../errors.ts';
 
 const codeByKind: Record<ErrorKind, status> = {
@@ -43,11 +43,6 @@ export function statusOf(err: unknown): CallStatus {
     return { code: codeByKind[err.kind], details: err.message, unexpected: false };
   }
   return { code: status.INTERNAL, details: INTERNAL_MESSAGE, unexpected: true };
-}
-
-/** A grpc-js error object carrying a status, as handlers pass to callbacks or emit on streams. */
-export function serviceError(s: CallStatus): Error & { code: status; details: string; metadata: Metadata } {
-  return Object.assign(new Error(s.details), { code: s.code, details: s.details, metadata: new Metadata() });
 }
 
 interface StatusLike {
