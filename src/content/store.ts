@@ -2,7 +2,7 @@
 // committed blobs are immutable and named by digest; writes go through resumable ingests named by ref,
 // one writer per ref at a time (across processes too). Labels are not kept here: like containerd, they
 // are per namespace and live in the metadata layer.
-import { mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, Readable } from 'node:stream';
 import {
@@ -105,6 +105,16 @@ export class ContentStore {
    */
   async reader(d: Digest, range?: ByteRange, signal?: AbortSignal): Promise<Readable> {
     return (await this.openRange(d, range, signal)).stream;
+  }
+
+  /** Opens the blob's file for reading (NotFound when there is none); the caller closes it. */
+  async openFile(d: Digest): Promise<FileHandle> {
+    try {
+      return await open(this.layout.blobPath(d), 'r');
+    } catch (err) {
+      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
+      throw err;
+    }
   }
 
   /** Calls `fn` for every committed blob, in digest order. */

@@ -37,7 +37,7 @@ import {
   StrataError,
 } from '../../errors.ts';
 import { type Digest, Digester } from '../../oci/digest.ts';
-import { decompressStream } from '../compression.ts';
+import { decompressFile, decompressStream } from '../compression.ts';
 import { setXattr } from '../xattr.ts';
 import { type IdRange, mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
@@ -569,13 +569,16 @@ class LayerApplier {
   }
 }
 
+/** A layer as bytes: a stream, or an open file (decoded with reused buffers; the caller closes it). */
+export type LayerInput = Readable | { file: FileHandle };
+
 /**
  * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
  * sha256 of the uncompressed tar, computed from the very bytes that were applied.
  */
 export async function applyLayer(
   root: string,
-  layer: Readable,
+  layer: LayerInput,
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
   let realRoot: string;
@@ -598,13 +601,12 @@ export async function applyLayer(
   });
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
   const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
-  const piping = pipeline(
-    layer,
-    decompressStream(opts.compression ?? 'auto'),
-    hasher,
-    extract,
-    opts.signal ? { signal: opts.signal } : {},
-  );
+  const how = opts.compression ?? 'auto';
+  const source = 'file' in layer ? decompressFile(layer.file, how) : layer;
+  const piping =
+    'file' in layer
+      ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
+      : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
   let streamError: unknown;
   let pipelineError: unknown;
   extract.on('error', (err: unknown) => {
@@ -620,7 +622,7 @@ export async function applyLayer(
     await applier.finish();
   } catch (err) {
     extract.destroy();
-    layer.destroy();
+    source.destroy();
     await piping.catch((e: unknown) => {
       pipelineError = e;
     });

@@ -3,7 +3,8 @@
 // the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into the
 // content store as a new layer. Mounts must be ones this daemon's native snapshotter handed out.
 import { randomBytes } from 'node:crypto';
-import { type Readable, Transform } from 'node:stream';
+import type { FileHandle } from 'node:fs/promises';
+import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../../errors.ts';
 import { type Digest, Digester } from '../../oci/digest.ts';
@@ -42,7 +43,7 @@ export interface DiffContent {
     paths: readonly string[],
   ): unknown;
   writer(ns: string, ref: string, opts: { lease?: string }): Promise<LayerWriter>;
-  store: { reader(d: Digest, range?: undefined, signal?: AbortSignal): Promise<Readable> };
+  store: { openFile(d: Digest): Promise<FileHandle> };
 }
 
 export interface DifferOptions {
@@ -105,15 +106,24 @@ export class Differ {
     }
     const root = this.sn.resolveMount(ns, mounts[0]!, { writable: true });
     this.content.info(ns, desc.digest); // NotFound before any work
-    const blob = await this.content.store.reader(desc.digest as Digest, undefined, signal);
+    const file = await this.content.store.openFile(desc.digest as Digest);
     // Docker's plain tar type is used for compressed blobs in the wild; containerd sniffs those.
     const how = desc.mediaType === MediaType.dockerLayer ? 'auto' : compression;
     const endApply = tracePhase(`daemon-apply ${desc.digest.slice(7, 19)}`);
-    const applied = await applyLayer(root, blob, {
-      compression: how,
-      ...(signal ? { signal } : {}),
-      ...(this.onSkip ? { onSkip: this.onSkip } : {}),
-    });
+    let applied: Awaited<ReturnType<typeof applyLayer>>;
+    try {
+      applied = await applyLayer(
+        root,
+        { file },
+        {
+          compression: how,
+          ...(signal ? { signal } : {}),
+          ...(this.onSkip ? { onSkip: this.onSkip } : {}),
+        },
+      );
+    } finally {
+      await file.close();
+    }
     endApply(`${applied.size} bytes ${applied.entries} entries`);
     const expected = desc.annotations?.[LABEL_UNCOMPRESSED];
     if (expected !== undefined && expected !== applied.diffId) {
