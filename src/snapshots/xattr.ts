@@ -1,7 +1,8 @@
 // Extended attributes (security.capability, ACLs, user.*) of layer entries and snapshot trees. Node has
 // no xattr API, so the attr package's setfattr/getfattr do the work: one process per attribute set while
-// applying a layer (xattrs are rare in layers), and one dump plus one restore for a whole tree copy.
-import { execFile } from 'node:child_process';
+// applying a layer (xattrs are rare in layers), and for a whole tree copy one dump (through a long-lived
+// shell, see DumpHelper) plus a restore when there is anything to restore.
+import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
@@ -32,19 +33,125 @@ export async function getXattrs(path: string): Promise<Record<string, Buffer>> {
   return attrs;
 }
 
+/** Ends each answer of the dump helper; getfattr's own comment lines start `# file:`. */
+const END_MARK = '#strata-xattr-end ';
+/** The last line of an answer: END_MARK and getfattr's exit status. */
+const END_LINE = new RegExp(`(?:^|\\n)${END_MARK}(\\d+)\\n$`);
+/** stderr kept for the message when a dump fails. */
+const MAX_STDERR_BYTES = 4096;
+
+/**
+ * A shell that runs `getfattr -R` on each path written to it and ends each answer with END_MARK and the
+ * exit status. Forking the daemon costs more than the dump: afterwards every page of its heap takes a
+ * write fault again (a 200 MiB heap: ~50k faults, ~50 ms), and a pull copies a parent tree per layer.
+ * The shell is forked once, while the heap is small, and forks getfattr itself. It exits when its stdin
+ * closes, which happens at the latest when this process ends.
+ */
+class DumpHelper {
+  private child: ChildProcessWithoutNullStreams | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+
+  /** Starts the shell now (cheap while the heap is small); later dumps use it. */
+  start(): ChildProcessWithoutNullStreams {
+    const alive = (c: ChildProcessWithoutNullStreams) => c.exitCode === null && c.signalCode === null;
+    if (this.child && alive(this.child)) return this.child;
+    const script = `while IFS= read -r p; do getfattr -R -h -d -m - -e hex --absolute-names -- "$p"; echo "${END_MARK}$?"; done`;
+    const child = spawn('/bin/sh', ['-c', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    child.on('error', () => {}); // surfaces through the request that notices (exit, closed pipes)
+    child.stdin.on('error', () => {});
+    // Idle, it must not keep the process alive; a request's timer does while one runs.
+    child.unref();
+    for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref(): void }).unref();
+    this.child = child;
+    return child;
+  }
+
+  /** getfattr's dump of the tree at `path` (no newline in it), as text. */
+  dump(path: string): Promise<string> {
+    const run = this.tail.then(
+      () => this.request(path),
+      () => this.request(path),
+    );
+    this.tail = run.catch(() => {});
+    return run;
+  }
+
+  private request(path: string): Promise<string> {
+    const child = this.start();
+    return new Promise<string>((resolve, reject) => {
+      const out: Buffer[] = [];
+      let outBytes = 0;
+      let err = '';
+      /** `broken`: the helper is in an unknown state and is not reused. */
+      const done = (fail: Error | undefined, text = '', broken = fail !== undefined): void => {
+        clearTimeout(timer);
+        child.stdout.off('data', onOut);
+        child.stderr.off('data', onErr);
+        child.off('exit', onExit);
+        if (broken) {
+          child.kill('SIGKILL');
+          if (this.child === child) this.child = undefined;
+        }
+        if (fail) reject(fail);
+        else resolve(text);
+      };
+      let last = '';
+      const onOut = (chunk: Buffer): void => {
+        out.push(chunk);
+        outBytes += chunk.length;
+        if (outBytes > MAX_DUMP_BYTES) {
+          done(new Error(`getfattr dump of ${path} is too big`));
+          return;
+        }
+        // The answer is complete when its last line is the end mark; only the tail needs looking at.
+        last = (last + chunk.toString('latin1')).slice(-64);
+        const mark = END_LINE.exec(last);
+        if (!mark) return;
+        if (mark[1] !== '0') {
+          done(new Error(`getfattr -R ${path} exited with ${mark[1]}: ${err.trim()}`), '', false);
+          return;
+        }
+        const text = Buffer.concat(out).toString('utf8');
+        done(undefined, text.slice(0, text.length - mark[0].length + (mark[0].startsWith('\n') ? 1 : 0)));
+      };
+      const onErr = (chunk: Buffer): void => {
+        err = (err + chunk.toString('utf8')).slice(-MAX_STDERR_BYTES);
+      };
+      const onExit = (): void => done(new Error(`getfattr helper exited: ${err.trim()}`));
+      const timer = setTimeout(() => done(new Error(`getfattr -R ${path} timed out`)), TIMEOUT_MS);
+      child.stdout.on('data', onOut);
+      child.stderr.on('data', onErr);
+      child.once('exit', onExit);
+      child.stdin.write(`${path}\n`);
+    });
+  }
+}
+
+const helper = new DumpHelper();
+
+/** Starts the process that dumps trees' attributes, so it is forked before the heap grows. */
+export function startXattrHelper(): void {
+  helper.start();
+}
+
+/** getfattr's dump of every attribute in the tree at `src`. */
+async function dumpTree(src: string): Promise<string> {
+  if (!src.includes('\n')) return helper.dump(src);
+  // The helper reads one path per line; such a path goes to a process of its own.
+  const { stdout } = await run(
+    'getfattr',
+    ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', src],
+    { timeout: TIMEOUT_MS, maxBuffer: MAX_DUMP_BYTES },
+  );
+  return stdout;
+}
+
 /**
  * Gives every path under `dst` the attributes of the same path under `src` (trees of identical shape, as
  * after a copy). Attributes the kernel refuses (e.g. security.* without privileges) are left out.
  */
 export async function copyTreeXattrs(src: string, dst: string): Promise<void> {
-  const { stdout } = await run(
-    'getfattr',
-    ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', src],
-    {
-      timeout: TIMEOUT_MS,
-      maxBuffer: MAX_DUMP_BYTES,
-    },
-  );
+  const stdout = await dumpTree(src);
   if (stdout.trim() === '') return;
   // getfattr names each file on a `# file: PATH` line (PATH octal-escaped); swap the tree's prefix.
   const prefix = `# file: ${escapeName(src)}`;

@@ -15,6 +15,7 @@ import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts'
 import type { MetadataDb } from '../../metadata/db.ts';
 import { tracePhase } from '../../trace.ts';
 import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../store.ts';
+import { startXattrHelper } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
 import { diskUsage } from './disk-usage.ts';
 
@@ -64,6 +65,8 @@ export class NativeSnapshotter {
   static async open(opts: NativeSnapshotterOptions): Promise<NativeSnapshotter> {
     const sn = new NativeSnapshotter(opts);
     await mkdir(sn.dir, { recursive: true, mode: 0o700 });
+    // Forked now, while the daemon's heap is small: every parent copy dumps extended attributes.
+    startXattrHelper();
     // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
     await sn.cleanup();
     return sn;
