@@ -126,7 +126,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     h2.on('session', (session: ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
-      session.on('error', (err) => logger.debug({ err: messageOf(err) }, 'HTTP/2 session error'));
+      session.on('error', (err) => logger.debug({ err }, 'HTTP/2 session error'));
       // The connection window is no setting: each session raises its own.
       session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));
     });
