@@ -1,9 +1,11 @@
 // The Images API side by side: one Node gRPC client drives Create, Get, List (with a label filter), Update
 // and Delete of N images against `strata daemon` and against a real containerd 1.6 (started here on a temp
-// root, CRI off, its own socket), same run, same concurrency. Prints ops/s and the ratio Strata/containerd
-// per operation (target ≥ 1.0).
+// root, CRI off, its own socket), same run, same concurrency. Operations are measured one after another,
+// each on both sides back to back; the read-only ones (Get, List) in ROUNDS rounds that alternate who goes
+// first, since this machine's speed drifts from one second to the next. Prints ops/s (the median of
+// the rounds) and the ratio Strata/containerd per operation (target ≥ 1.0).
 //
-//   node bench/images-api.ts        (N=10000 CONCURRENCY=16 LISTS=200 WARMUP=2000 to change the shape)
+//   node bench/images-api.ts        (N=10000 CONCURRENCY=16 LISTS=200 WARMUP=2000 ROUNDS=5 to change it)
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -13,11 +15,12 @@ import { Version } from '../src/api/gen/containerd/services/version/v1/version_p
 import { callUnary, createClient, metadataWith } from '../src/api/grpc/client.ts';
 import { spawnServer } from '../test/helpers/process.ts';
 import { Cleanup, tempDir } from '../test/helpers/tmp.ts';
-import { intArg, printTable } from './stats.ts';
+import { intArg, median, printTable } from './stats.ts';
 
 const N = intArg('N', 10_000);
 const CONCURRENCY = intArg('CONCURRENCY', 16);
 const LISTS = intArg('LISTS', 200);
+const ROUNDS = intArg('ROUNDS', 5);
 /** List filters select one of this many label groups, so each List returns about N/GROUPS images. */
 const GROUPS = 100;
 const NAMESPACE = 'bench';
@@ -59,7 +62,8 @@ async function rate(n: number, op: (i: number) => Promise<unknown>): Promise<num
 }
 
 type Op = (c: Client, i: number, md: Metadata) => Promise<unknown>;
-const operations: Array<{ name: string; count: number; run: Op }> = [
+/** `repeatable`: leaves the store as it found it, so it can be measured in several rounds. */
+const operations: Array<{ name: string; count: number; run: Op; repeatable?: boolean }> = [
   {
     name: 'Create',
     count: N,
@@ -84,11 +88,13 @@ const operations: Array<{ name: string; count: number; run: Op }> = [
   {
     name: 'Get',
     count: N,
+    repeatable: true,
     run: (c, i, md) => callUnary(c, Images.method.get, { name: nameOf(i) }, { metadata: md }),
   },
   {
     name: `List (label filter, ~${Math.round(N / GROUPS)} hits)`,
     count: LISTS,
+    repeatable: true,
     run: async (c, i, md) => {
       const res = await callUnary(
         c,
@@ -119,12 +125,6 @@ const operations: Array<{ name: string; count: number; run: Op }> = [
     run: (c, i, md) => callUnary(c, Images.method.delete, { name: nameOf(i) }, { metadata: md }),
   },
 ];
-
-async function runAll(target: Target): Promise<number[]> {
-  const out: number[] = [];
-  for (const op of operations) out.push(await rate(op.count, (i) => op.run(target.client, i, md)));
-  return out;
-}
 
 const cleanup = new Cleanup();
 try {
@@ -172,17 +172,26 @@ try {
   for (const t of targets) cleanup.add(() => t.client.close());
 
   console.log(
-    `Images API: N=${N}, ${CONCURRENCY} calls in flight, ${LISTS} lists, after ${WARMUP} warm-up calls of each; one grpc-js client each`,
+    `Images API: N=${N}, ${CONCURRENCY} calls in flight, ${LISTS} lists, after ${WARMUP} warm-up calls of each, ${ROUNDS} rounds of Get and List; one grpc-js client each`,
   );
-  const results: number[][] = [];
   for (const t of targets) {
     // Every operation, in another namespace, so neither side (nor the client's decoding of its answers)
     // is measured while still compiling its code paths.
     for (const op of operations) {
       await rate(Math.min(op.count, WARMUP), (i) => op.run(t.client, i, warmMd));
     }
-    console.log(`running against ${t.name} …`);
-    results.push(await runAll(t));
+  }
+  const results: number[][] = targets.map(() => []);
+  for (const op of operations) {
+    const samples: number[][] = targets.map(() => []);
+    for (let round = 0; round < (op.repeatable ? ROUNDS : 1); round++) {
+      const order = round % 2 === 0 ? [0, 1] : [1, 0];
+      for (const k of order) samples[k]!.push(await rate(op.count, (i) => op.run(targets[k]!.client, i, md)));
+    }
+    for (const [k, v] of samples.entries()) results[k]!.push(median(v));
+    console.log(
+      `${op.name}: ${targets.map((t, k) => `${t.name} ${samples[k]!.map((v) => v.toFixed(0)).join(' ')}`).join('; ')}`,
+    );
   }
   const [s, c] = results as [number[], number[]];
   const rows = [['operation', 'strata ops/s', 'containerd ops/s', 'strata/containerd']];
