@@ -41,7 +41,7 @@ class HeaderMetadata implements RequestMetadata {
 }
 
 /** Messages buffered from a request stream before the client is made to wait (HTTP/2 flow control). */
-const REQUEST_QUEUE_BYTES = 16 << 20;
+const REQUEST_QUEUE_BYTES = 4 << 20;
 
 /** A message this short is copied behind its prefix; longer ones go out as prefix + message (writev). */
 const COPY_BELOW = 64 << 10;
