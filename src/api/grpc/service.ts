@@ -272,6 +272,8 @@ export class ServiceAdapter {
       call.receiveOne(
         (bytes) =>
           runInTurn(() => {
+            // Gone while waiting for its turn: nobody is left to answer.
+            if (call.cancelled) return void finish(call.cancelled);
             let result: ReturnType<AnyUnary>;
             try {
               result = fn(decode(bytes), ctx);
