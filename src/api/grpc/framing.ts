@@ -22,10 +22,10 @@ export function framedMessage(message: Uint8Array): Buffer {
   return frame;
 }
 
-/** The request encodings we can read; responses are never compressed. */
-export const ACCEPTED_ENCODINGS = 'identity,deflate,gzip';
-
-/** Checks a request's `grpc-encoding` early, so an unreadable call fails before any handler runs. */
+/**
+ * Checks a request's `grpc-encoding` early, so an unreadable call fails before any handler runs. We read
+ * identity, gzip and deflate requests; responses are never compressed.
+ */
 export function checkEncoding(encoding: string | undefined): void {
   if (encoding === undefined || encoding === 'identity' || encoding === 'gzip' || encoding === 'deflate')
     return;

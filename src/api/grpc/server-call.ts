@@ -9,13 +9,7 @@ import {
   type StrataError,
   unavailable,
 } from '../../errors.ts';
-import {
-  ACCEPTED_ENCODINGS,
-  encodeStatusMessage,
-  framedMessage,
-  MessageDecoder,
-  messagePrefix,
-} from './framing.ts';
+import { encodeStatusMessage, framedMessage, MessageDecoder, messagePrefix } from './framing.ts';
 
 /** Request metadata as handlers read it: every value of a key (binary `-bin` keys decoded). */
 export interface RequestMetadata {
@@ -42,6 +36,15 @@ class HeaderMetadata implements RequestMetadata {
 
 /** Messages buffered from a request stream before the client is made to wait (HTTP/2 flow control). */
 const REQUEST_QUEUE_BYTES = 4 << 20;
+
+/**
+ * Response headers as grpc-go sends them: no `date` (Node adds one unless told not to; `sendDate` is
+ * missing from Node's types, hence untyped constants) and no `grpc-accept-encoding` (compressed requests
+ * are still read, but a local client gains nothing by compressing). Each header is per-call work for
+ * the client.
+ */
+const WITH_TRAILERS = { waitForTrailers: true, sendDate: false };
+const TRAILERS_ONLY = { endStream: true, sendDate: false };
 
 /** A message this short is copied behind its prefix; longer ones go out as prefix + message (writev). */
 const COPY_BELOW = 64 << 10;
@@ -259,24 +262,13 @@ export class ServerCall {
       return;
     }
     // Trailers-only: the status rides on the response headers.
-    stream.respond(
-      {
-        ':status': 200,
-        'content-type': 'application/grpc',
-        'grpc-accept-encoding': ACCEPTED_ENCODINGS,
-        ...status,
-      },
-      { endStream: true },
-    );
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...status }, TRAILERS_ONLY);
   }
 
   #respond(): void {
     this.#responded = true;
     const stream = this.#stream;
-    stream.respond(
-      { ':status': 200, 'content-type': 'application/grpc', 'grpc-accept-encoding': ACCEPTED_ENCODINGS },
-      { waitForTrailers: true },
-    );
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, WITH_TRAILERS);
     stream.once('wantTrailers', () => stream.sendTrailers(this.#trailers));
   }
 
