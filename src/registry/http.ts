@@ -2,9 +2,10 @@
 // redirects that drop Authorization across origins), bounded retries with backoff, and network failures
 // turned into the error taxonomy. It knows nothing of registries or auth.
 import type { IncomingHttpHeaders } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher, interceptors, request } from 'undici';
+import type { Dispatcher, interceptors } from 'undici';
 import { aborted, dataLoss, deadlineExceeded, messageOf, resourceExhausted, unavailable } from '../errors.ts';
 import {
   DEFAULT_RETRY,
@@ -17,6 +18,30 @@ import {
   retryDelay,
   type Sleep,
 } from './retry.ts';
+
+// The three undici parts used here, loaded by path: undici's index also loads its fetch implementation,
+// mocks and proxies, which cost every `strata pull` ~35 ms of start-up. The types still come from the
+// package root; the paths are undici's own layout (it declares no exports map), pinned by the lock file.
+const load = createRequire(import.meta.url);
+const Agent = load('undici/lib/dispatcher/agent.js') as typeof import('undici').Agent;
+const redirectInterceptor = load('undici/lib/interceptor/redirect.js') as typeof interceptors.redirect;
+const dispatchRequest = (load('undici/lib/api/index.js') as { request: Dispatcher['request'] }).request;
+
+/** undici's top-level `request(url, options)`, on a given dispatcher. */
+function request(
+  url: URL,
+  options: Omit<Dispatcher.RequestOptions, 'origin' | 'path'> & {
+    dispatcher: Dispatcher;
+    maxRedirections?: number;
+  },
+): Promise<Dispatcher.ResponseData<unknown>> {
+  const { dispatcher, ...rest } = options;
+  return dispatchRequest.call(dispatcher, {
+    ...rest,
+    origin: url.origin,
+    path: `${url.pathname}${url.search}`,
+  } as Dispatcher.RequestOptions);
+}
 
 export type HttpMethod = 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
 
@@ -106,7 +131,7 @@ export class HttpClient {
   readonly timeouts: Timeouts;
   readonly retry: RetryPolicy;
   private readonly dispatcher: Dispatcher;
-  private readonly agent: Agent;
+  private readonly agent: InstanceType<typeof Agent>;
   private readonly userAgent: string;
   private readonly sleep: Sleep;
   private readonly random: () => number;
@@ -128,7 +153,7 @@ export class HttpClient {
     });
     // The redirect interceptor drops Authorization, Cookie and Proxy-Authorization when the origin changes.
     this.dispatcher = this.agent.compose(
-      interceptors.redirect({ maxRedirections: options.maxRedirects ?? 5, throwOnMaxRedirect: true }),
+      redirectInterceptor({ maxRedirections: options.maxRedirects ?? 5, throwOnMaxRedirect: true }),
     );
   }
 
