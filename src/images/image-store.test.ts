@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { type ErrorKind, errorKind } from '../errors.ts';
+import type { ErrorKind } from '../errors.ts';
 import { LeaseStore } from '../metadata/leases.ts';
-import { openTestDb, type TestDb } from '../metadata/test-db.ts';
+import { openTestDb, type TestDb, throwsKind } from '../metadata/test-db.ts';
 import { digestOf } from '../oci/digest.ts';
 import { type ImageInput, ImageStore } from './image-store.ts';
 
@@ -16,14 +16,6 @@ beforeEach(() => {
   store = new ImageStore(t.db);
 });
 afterEach(() => t.cleanup());
-
-function throwsKind(fn: () => unknown, kind: ErrorKind, message?: string): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.equal(errorKind(err), kind, String(err));
-    if (message !== undefined) assert.equal((err as Error).message, message);
-    return true;
-  });
-}
 
 // containerd's TestImagesCreateUpdateDelete, as data. The target digest is derived from the case name and
 // the target size, so a size change means a new digest (and the compare-and-delete with the original

@@ -1,10 +1,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { type ErrorKind, errorKind } from '../errors.ts';
 import { digestOf } from '../oci/digest.ts';
 import { ContentMeta } from './content-labels.ts';
 import { LeaseStore } from './leases.ts';
-import { openTestDb, type TestDb } from './test-db.ts';
+import { openTestDb, type TestDb, throwsKind } from './test-db.ts';
 
 const NS = 'default';
 let t: TestDb;
@@ -14,14 +13,6 @@ beforeEach(() => {
   meta = new ContentMeta(t.db);
 });
 afterEach(() => t.cleanup());
-
-function throwsKind(fn: () => unknown, kind: ErrorKind, message?: string): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.equal(errorKind(err), kind, String(err));
-    if (message !== undefined) assert.equal((err as Error).message, message);
-    return true;
-  });
-}
 
 const d1 = digestOf('one');
 const d2 = digestOf('two');

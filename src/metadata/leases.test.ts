@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { type ErrorKind, errorKind } from '../errors.ts';
 import { digestOf } from '../oci/digest.ts';
 import { LeaseStore, parseRfc3339 } from './leases.ts';
-import { openTestDb, type TestDb } from './test-db.ts';
+import { openTestDb, type TestDb, throwsKind } from './test-db.ts';
 
 const NS = 'default';
 let t: TestDb;
@@ -13,14 +12,6 @@ beforeEach(() => {
   leases = new LeaseStore(t.db);
 });
 afterEach(() => t.cleanup());
-
-function throwsKind(fn: () => unknown, kind: ErrorKind, message?: string): void {
-  assert.throws(fn, (err: unknown) => {
-    assert.equal(errorKind(err), kind, String(err));
-    if (message !== undefined) assert.equal((err as Error).message, message);
-    return true;
-  });
-}
 
 describe('LeaseStore', () => {
   it('creates, lists and deletes with containerd messages', () => {

@@ -1,7 +1,10 @@
-// Test helper: a metadata database in a fresh temporary directory, removed again by cleanup().
+// Test helpers: a metadata database in a fresh temporary directory, removed again by cleanup(), and an
+// assertion on the kind of error a store throws.
+import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { type ErrorKind, errorKind } from '../errors.ts';
 import { MetadataDb, type MetadataDbOptions } from './db.ts';
 
 export interface TestDb {
@@ -28,4 +31,13 @@ export function openTestDb(options: MetadataDbOptions = {}): TestDb {
     },
   };
   return t;
+}
+
+/** Asserts that `fn` throws a StrataError of `kind` (and, when given, exactly `message`). */
+export function throwsKind(fn: () => unknown, kind: ErrorKind, message?: string): void {
+  assert.throws(fn, (err: unknown) => {
+    assert.equal(errorKind(err), kind, String(err));
+    if (message !== undefined) assert.equal((err as Error).message, message);
+    return true;
+  });
 }
