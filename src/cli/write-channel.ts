@@ -22,6 +22,7 @@ import {
   type WriteContentResponse,
   WriteContentResponseSchema,
 } from '../api/gen/containerd/services/content/v1/content_pb.ts';
+import { MessageDecoder } from '../api/grpc/framing.ts';
 import { methodPath } from '../api/grpc/service.ts';
 
 /** What a writer sends: a WriteContentRequest whose data may come in parts. */
@@ -104,26 +105,6 @@ function statusFrom(headers: IncomingHttpHeaders): StatusObject | undefined {
   return { code: Number.isInteger(code) ? code : status.UNKNOWN, details, metadata: undefined as never };
 }
 
-/** Splits a stream of bytes into gRPC messages. */
-class MessageReader {
-  private buf: Buffer = Buffer.alloc(0);
-
-  /** Returns the complete messages in `chunk` (and what came before it); throws on a broken frame. */
-  push(chunk: Buffer): Buffer[] {
-    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    const out: Buffer[] = [];
-    while (this.buf.length >= 5) {
-      if (this.buf[0] !== 0) throw new Error('compressed response from the daemon');
-      const len = this.buf.readUInt32BE(1);
-      if (len > MAX_RESPONSE_BYTES) throw new Error(`response of ${len} bytes from the daemon`);
-      if (this.buf.length < 5 + len) break;
-      out.push(this.buf.subarray(5, 5 + len));
-      this.buf = this.buf.subarray(5 + len);
-    }
-    return out;
-  }
-}
-
 /** One HTTP/2 connection to the daemon's socket for Content.Write calls, opened on first use. */
 export class WriteChannel {
   private readonly socketPath: string;
@@ -187,7 +168,8 @@ class Http2WriteStream implements WriteStream {
 
   constructor(stream: ClientHttp2Stream) {
     this.stream = stream;
-    const reader = new MessageReader();
+    // Responses are never compressed (no grpc-encoding), so a compressed one fails the call.
+    const reader = new MessageDecoder(MAX_RESPONSE_BYTES, undefined);
     stream.on('response', (headers) => {
       // A trailers-only response: the status comes with the headers.
       const s = statusFrom(headers);
