@@ -13,6 +13,7 @@ import {
   loadFacadeConfig,
   parseByteSize,
   parseListen,
+  parseSeconds,
 } from '../facade/config.ts';
 import { startFacade } from '../facade/http/app.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
@@ -32,6 +33,7 @@ interface FacadeFlags {
   plainHttp: string[];
   dockerAuth?: string;
   contentRedirect?: boolean;
+  upstreamStallTimeout?: string;
   logLevel: string;
 }
 
@@ -51,6 +53,8 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
   c.plainHttpHosts.push(...flags.plainHttp.map((h) => h.toLowerCase()));
   if (flags.dockerAuth) c.dockerAuth = resolve(flags.dockerAuth);
   if (flags.contentRedirect) c.contentLayers.redirect = true;
+  if (flags.upstreamStallTimeout !== undefined)
+    c.upstreamStallMs = parseSeconds(flags.upstreamStallTimeout, '--upstream-stall-timeout');
   return c;
 }
 
@@ -75,6 +79,10 @@ export function registerFacade(program: Command): void {
     )
     .option('--docker-auth <file>', 'docker config.json with registry credentials (re-read on change)')
     .option('--content-redirect', 'redirect clients to remote content-layer URLs instead of proxying them')
+    .option(
+      '--upstream-stall-timeout <seconds>',
+      'fail a blob fetch whose registry or content-layer host sends nothing for this long (default 20)',
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (flags: FacadeFlags) => {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });

@@ -25,6 +25,7 @@ platform: linux/arm64
 plainHttpHosts: [registry.local:5000]
 contentLayers: { redirect: true }
 tagTtlSeconds: 5
+upstreamStallTimeoutSeconds: 7.5
 `,
     '/etc/strata',
   );
@@ -39,6 +40,8 @@ tagTtlSeconds: 5
   assert.equal(c.platform.architecture, 'arm64');
   assert.equal(c.contentLayers.redirect, true);
   assert.equal(c.tagTtlMs, 5000);
+  assert.equal(c.upstreamStallMs, 7500);
+  assert.equal(parseFacadeConfig('{}', '/').upstreamStallMs, 20_000);
   const allowed = plainHttpAllowed(c);
   assert.equal(allowed('registry.local:5000'), true);
   assert.equal(allowed('registry.local:5001'), false);
@@ -56,6 +59,7 @@ test('bad configs name the key', () => {
     ['prefix: "Bad"', /prefix/],
     ['contentLayers: { redirect: "yes" }', /contentLayers.redirect/],
     ['- a list', /want a map/],
+    ['upstreamStallTimeoutSeconds: 0', /upstreamStallTimeoutSeconds: want a positive number/],
   ];
   for (const [text, re] of cases) {
     assert.throws(

@@ -9,6 +9,7 @@ import { invalidArgument, messageOf } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
+import { DEFAULT_STALL_MS } from './blobs/cache.ts';
 import { normalizePrefix } from './http/route.ts';
 
 export interface TlsFiles {
@@ -45,6 +46,8 @@ export interface FacadeConfig {
   caCerts: string[];
   contentLayers: { redirect: boolean };
   tagTtlMs: number;
+  /** A blob fetch (registry or content-layer host) that receives no byte for this long fails. */
+  upstreamStallMs: number;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
@@ -97,6 +100,14 @@ function positive(v: unknown, where: string, fallback: number): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
     fail(where, `want a positive number, got ${JSON.stringify(v)}`);
   return v;
+}
+
+/** A positive number of seconds given as text (a flag), in milliseconds. */
+export function parseSeconds(v: string, where: string): number {
+  const n = v.trim() === '' ? Number.NaN : Number(v);
+  if (!Number.isFinite(n) || n <= 0)
+    fail(where, `want a positive number of seconds, got ${JSON.stringify(v)}`);
+  return n * 1000;
 }
 
 const UNITS: Record<string, number> = {
@@ -159,6 +170,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'caCerts',
       'contentLayers',
       'tagTtlSeconds',
+      'upstreamStallTimeoutSeconds',
     ],
     '',
   );
@@ -282,6 +294,8 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     caCerts,
     contentLayers: { redirect: cl.redirect === true },
     tagTtlMs: positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000,
+    upstreamStallMs:
+      positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
   };
 }
 

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
-import { isDataLoss, isNotFound, isOutOfRange } from '../../errors.ts';
+import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { BlobCache } from './cache.ts';
@@ -12,9 +12,10 @@ import { BlobCache } from './cache.ts';
 async function withCache(
   maxBytes: number,
   fn: (cache: BlobCache, dir: string) => Promise<void>,
+  options: { stallMs?: number } = {},
 ): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-  const cache = await BlobCache.open({ dir, maxBytes });
+  const cache = await BlobCache.open({ dir, maxBytes, ...options });
   try {
     await fn(cache, dir);
   } finally {
@@ -106,6 +107,72 @@ test('a broken source is resumed from the last byte written', async () => {
     assert.deepEqual(await readAll(r.stream), bytes);
     assert.deepEqual(offsets, [0, 400]);
   });
+});
+
+test('a silent source fails its readers and joiners within the stall bound, and a later read starts afresh', async () => {
+  await withCache(
+    1 << 20,
+    async (cache, dir) => {
+      const { bytes, desc } = blob(6, 1000);
+      // Never answers and ignores the signal, like a host that accepts a connection and says nothing.
+      const silent = () => new Promise<Readable>(() => {});
+      const first = cache.read(desc, undefined, silent);
+      await new Promise((r) => setTimeout(r, 100));
+      const joined = cache.read(desc, { start: 0, end: 10 }, undefined);
+      assert.equal(joined.outcome, 'joined');
+      const stalled = (err: unknown) => {
+        assert.equal(errorKind(err), 'DeadlineExceeded');
+        assert.match(messageOf(err), /sent nothing for 0.3 s \(0 of 1000 bytes received\)/);
+        return true;
+      };
+      await assert.rejects(readAll(first.stream), stalled);
+      await assert.rejects(readAll(joined.stream), stalled);
+      assert.equal(cache.has(desc.digest), false);
+      assert.deepEqual(await readdir(join(dir, 'tmp')), []);
+
+      const again = cache.read(desc, undefined, async () => Readable.from([bytes]));
+      assert.equal(again.outcome, 'miss');
+      assert.deepEqual(await readAll(again.stream), bytes);
+    },
+    { stallMs: 300 },
+  );
+});
+
+test('a source that stops mid-body fails on the stall bound; one that keeps sending is never cut', async () => {
+  await withCache(
+    1 << 20,
+    async (cache) => {
+      const { bytes, desc } = blob(7, 1000);
+      const halted = new PassThrough();
+      halted.write(bytes.subarray(0, 400));
+      let opens = 0;
+      const r = cache.read(desc, undefined, async () => {
+        opens++;
+        return halted;
+      });
+      await assert.rejects(readAll(r.stream), (err) => {
+        assert.equal(errorKind(err), 'DeadlineExceeded');
+        assert.match(messageOf(err), /400 of 1000 bytes/);
+        return true;
+      });
+      assert.equal(opens, 1);
+      assert.ok(halted.destroyed);
+
+      // 10 chunks 100 ms apart: 1 s in all, over three times the bound, but never silent for long.
+      const slow = cache.read(desc, undefined, async () =>
+        Readable.from(
+          (async function* () {
+            for (let i = 0; i < 10; i++) {
+              await new Promise((res) => setTimeout(res, 100));
+              yield bytes.subarray(i * 100, (i + 1) * 100);
+            }
+          })(),
+        ),
+      );
+      assert.deepEqual(await readAll(slow.stream), bytes);
+    },
+    { stallMs: 300 },
+  );
 });
 
 test('bad ranges and missing sources are refused', async () => {

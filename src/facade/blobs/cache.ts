@@ -7,8 +7,16 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Readable } from 'node:stream';
-import { aborted, dataLoss, errorKind, failedPrecondition, notFound, outOfRange } from '../../errors.ts';
+import { addAbortSignal, Readable } from 'node:stream';
+import {
+  aborted,
+  dataLoss,
+  deadlineExceeded,
+  errorKind,
+  failedPrecondition,
+  notFound,
+  outOfRange,
+} from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, Digester, encodedOf, isDigest } from '../../oci/digest.ts';
 import { FileRange } from './file-range.ts';
@@ -33,6 +41,11 @@ export interface BlobCacheOptions {
   maxResumes?: number;
   /** A fill nobody reads any more is abandoned after this long (default 30 s). */
   idleFillMs?: number;
+  /**
+   * A fill whose source sends no byte for this long fails, whatever its retries and resumes would still
+   * try (default 20 s): a silent host costs its readers this bound, not minutes.
+   */
+  stallMs?: number;
   events?: CacheEvents;
 }
 
@@ -67,6 +80,7 @@ interface Entry {
 const READ_CHUNK = 256 * 1024;
 // Readers of a growing blob buffer up to this many bytes ahead of the client.
 const FOLLOW_BUFFER = 1024 * 1024;
+export const DEFAULT_STALL_MS = 20_000;
 
 export class BlobCache {
   readonly dir: string;
@@ -75,6 +89,7 @@ export class BlobCache {
   private readonly tmpDir: string;
   private readonly maxResumes: number;
   private readonly idleFillMs: number;
+  private readonly stallMs: number;
   private readonly events: CacheEvents;
   private readonly entries = new Map<Digest, Entry>();
   private clock = 0;
@@ -88,6 +103,7 @@ export class BlobCache {
     this.tmpDir = join(options.dir, 'tmp');
     this.maxResumes = options.maxResumes ?? 3;
     this.idleFillMs = options.idleFillMs ?? 30_000;
+    this.stallMs = options.stallMs ?? DEFAULT_STALL_MS;
     this.events = options.events ?? {};
   }
 
@@ -261,6 +277,16 @@ export class BlobCache {
   private async fill(entry: Entry, source: FillSource): Promise<void> {
     const signal = entry.abort.signal;
     let fh: FileHandle | undefined;
+    // Re-armed by every byte written; firing aborts the source, its retries and resumes at once.
+    const stall = setTimeout(() => {
+      entry.abort.abort(
+        deadlineExceeded(
+          `blob ${entry.digest}: its source sent nothing for ${this.stallMs / 1000} s ` +
+            `(${entry.written} of ${entry.size} bytes received)`,
+        ),
+      );
+    }, this.stallMs);
+    stall.unref();
     try {
       await mkdir(join(this.blobsDir, algorithmOf(entry.digest)), { recursive: true });
       fh = await open(entry.tmpPath, 'wx');
@@ -268,7 +294,8 @@ export class BlobCache {
       for (let attempt = 0; ; attempt++) {
         try {
           this.events.onFetch?.(entry.digest, entry.written);
-          const stream = await source(entry.written, signal);
+          // A source that overlooks the signal still lets go when the fill is abandoned.
+          const stream = addAbortSignal(signal, await opened(source(entry.written, signal), signal));
           try {
             for await (const chunk of stream) {
               const buf = chunk as Buffer;
@@ -278,6 +305,7 @@ export class BlobCache {
               digester.update(buf);
               await fh.write(buf, 0, buf.length, entry.written);
               entry.written += buf.length;
+              stall.refresh();
               this.notify(entry);
             }
           } finally {
@@ -313,13 +341,16 @@ export class BlobCache {
       await fh?.close().catch(() => {});
       await rm(entry.tmpPath, { force: true });
       entry.state = 'failed';
-      entry.error =
-        signal.aborted && errorKind(err) === undefined
-          ? aborted(`blob ${entry.digest}: fill abandoned`, { cause: err })
-          : (err as Error);
+      // An abandoned fill fails with the reason it was abandoned for, not with what its source made of it.
+      entry.error = signal.aborted
+        ? errorKind(signal.reason) !== undefined
+          ? (signal.reason as Error)
+          : aborted(`blob ${entry.digest}: fill abandoned`, { cause: err })
+        : (err as Error);
       this.events.onFillError?.(entry.digest, err);
       this.notify(entry);
     } finally {
+      clearTimeout(stall);
       clearTimeout(entry.idleTimer);
     }
   }
@@ -430,6 +461,26 @@ export class BlobCache {
       rm(e.path, { force: true }).catch(() => {});
     }
   }
+}
+
+/** The source's stream, or the abort reason if the signal fires first (a late stream is destroyed). */
+function opened(pending: Promise<Readable>, signal: AbortSignal): Promise<Readable> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
+    pending.then(
+      (stream) => {
+        signal.removeEventListener('abort', onAbort);
+        if (signal.aborted) stream.destroy();
+        else resolve(stream);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }
 
 /** Whether a broken source is worth asking again from where it stopped. */

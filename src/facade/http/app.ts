@@ -172,6 +172,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const cache = await BlobCache.open({
       dir: config.cache.dir,
       maxBytes: config.cache.maxBytes,
+      stallMs: config.upstreamStallMs,
       events: {
         onFillError: (digest, err) => logger.warn({ digest, err: messageOf(err) }, 'blob fill failed'),
         onEvict: (digest, size) => logger.debug({ digest, size }, 'blob evicted from cache'),
