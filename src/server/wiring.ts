@@ -20,7 +20,7 @@ import { ContentMeta } from '../metadata/content-labels.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { LeaseStore } from '../metadata/leases.ts';
 import { NamespaceStore } from '../metadata/namespaces.ts';
-import { Differ } from '../snapshots/native/differ.ts';
+import { Differ } from '../snapshots/differ.ts';
 import { NativeSnapshotter } from '../snapshots/native/snapshotter.ts';
 import { VERSION } from '../version.ts';
 import type { DaemonConfig } from './config.ts';
@@ -71,7 +71,7 @@ export async function wireDaemon(
       db,
       logger: logger.child({ component: 'snapshots' }),
     });
-    const differ = new Differ({ snapshotter, content: view });
+    const differ = new Differ({ snapshotters: [snapshotter], content: view });
     const gc = new GcRunner({
       db,
       content,

@@ -1,9 +1,9 @@
-// Diff service: containerd.services.diff.v1 over the native differ. Translation only. The namespace comes
+// Diff service: containerd.services.diff.v1 over the differ. Translation only. The namespace comes
 // from `containerd-namespace`; Diff writes its layer under the `containerd-lease` lease, if any.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
-import type { Differ, LayerDescriptor } from '../../snapshots/native/differ.ts';
-import type { Mount } from '../../snapshots/native/snapshotter.ts';
+import type { Differ, LayerDescriptor } from '../../snapshots/differ.ts';
+import type { Mount } from '../../snapshots/snapshotter.ts';
 import { Diff } from '../gen/containerd/services/diff/v1/diff_pb.ts';
 import type { Descriptor, DescriptorSchema } from '../gen/containerd/types/descriptor_pb.ts';
 import type { Mount as ProtoMount } from '../gen/containerd/types/mount_pb.ts';

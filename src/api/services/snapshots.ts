@@ -1,9 +1,9 @@
-// Snapshots service: containerd.services.snapshots.v1 over the daemon's snapshotters (today: `native`).
+// Snapshots service: containerd.services.snapshots.v1 over the daemon's snapshotters.
 // Translation only; the snapshotter owns semantics and messages. The namespace comes from
 // `containerd-namespace`, the lease (if any) from `containerd-lease`.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
-import type { Mount, NativeSnapshotter } from '../../snapshots/native/snapshotter.ts';
+import type { Mount, Snapshotter } from '../../snapshots/snapshotter.ts';
 import type { SnapshotKind, SnapshotRecord } from '../../snapshots/store.ts';
 import { type InfoSchema, Kind, Snapshots } from '../gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { MountSchema } from '../gen/containerd/types/mount_pb.ts';
@@ -14,7 +14,7 @@ import { timestampFromNanos } from './timestamps.ts';
 
 export interface SnapshotsServiceDeps {
   /** Snapshotters by name. */
-  snapshotters: ReadonlyMap<string, NativeSnapshotter>;
+  snapshotters: ReadonlyMap<string, Snapshotter>;
 }
 
 /** List sends this many Info per message, as containerd does. */
@@ -43,7 +43,7 @@ export function mountsToProto(mounts: readonly Mount[]): Array<MessageInitShape<
 
 export function snapshotsService(deps: SnapshotsServiceDeps): ServiceRegistration {
   // containerd's messages, formatted as its ToGRPCf does.
-  const snapshotter = (name: string): NativeSnapshotter => {
+  const snapshotter = (name: string): Snapshotter => {
     if (name === '') throw invalidArgument('snapshotter argument missing: invalid argument');
     const sn = deps.snapshotters.get(name);
     if (!sn) throw invalidArgument(`snapshotter not loaded: ${name}: invalid argument`);

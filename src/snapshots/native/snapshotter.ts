@@ -14,26 +14,13 @@ import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
 import type { MetadataDb } from '../../metadata/db.ts';
 import { tracePhase } from '../../trace.ts';
+import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from '../snapshotter.ts';
 import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../store.ts';
 import { startXattrHelper } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
 import { diskUsage } from './disk-usage.ts';
 
 export const NATIVE = 'native';
-
-/** A mount as containerd's API carries it. */
-export interface Mount {
-  type: string;
-  source: string;
-  options: string[];
-}
-
-export interface CreateOptions {
-  labels?: Record<string, string>;
-  /** The request's lease: it holds what this call creates. */
-  lease?: string;
-  signal?: AbortSignal;
-}
 
 export interface NativeSnapshotterOptions {
   /** The snapshotter's root (e.g. DAEMON_ROOT/snapshots/native); snapshot directories go in `snapshots/`. */
@@ -45,7 +32,7 @@ export interface NativeSnapshotterOptions {
 const ID = /^[0-9a-f]{16}$/;
 const newId = (): string => randomBytes(8).toString('hex');
 
-export class NativeSnapshotter {
+export class NativeSnapshotter implements Snapshotter {
   readonly name = NATIVE;
   readonly root: string;
   /** Where the snapshot directories are. */
@@ -214,19 +201,21 @@ export class NativeSnapshotter {
   }
 
   /**
-   * The directory behind a mount this snapshotter handed out in namespace `ns`. Anything else is refused
-   * with InvalidArgument: other mount types, paths outside the snapshot directory, snapshots of other
-   * namespaces, and (when `writable`) anything but an active snapshot mounted read-write.
+   * The directory behind a bind mount this snapshotter handed out in namespace `ns`; undefined for a
+   * mount outside its directory. Refused with InvalidArgument: other mount types, names that are no
+   * snapshot directory, snapshots of other namespaces, and (when `writable`) anything but an active
+   * snapshot mounted read-write.
    */
-  resolveMount(ns: string, m: Mount, opts: { writable: boolean }): string {
+  resolveMount(ns: string, m: Mount, opts: { writable: boolean }): SnapshotDirs | undefined {
+    const source = resolve(m.source);
+    if (!source.startsWith(`${this.dir}/`)) return undefined;
     if (m.type !== 'bind') {
       throw invalidArgument(
         `unsupported mount type ${JSON.stringify(m.type)}: only bind mounts of ${NATIVE} snapshots are accepted`,
       );
     }
-    const source = resolve(m.source);
     const id = source.slice(this.dir.length + 1);
-    if (!source.startsWith(`${this.dir}/`) || !ID.test(id)) {
+    if (!ID.test(id)) {
       throw invalidArgument(`mount source ${JSON.stringify(m.source)} is not a ${NATIVE} snapshot`);
     }
     const rec = this.store.byBackingId(ns, id);
@@ -235,7 +224,7 @@ export class NativeSnapshotter {
     if (opts.writable && (rec.kind !== 'active' || m.options.includes('ro'))) {
       throw invalidArgument(`mount source ${JSON.stringify(m.source)} is read-only`);
     }
-    return source;
+    return { upper: source, lowers: [] };
   }
 
   private async removeDir(id: string): Promise<void> {

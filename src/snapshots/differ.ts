@@ -1,19 +1,19 @@
-// The diff service's domain side over native snapshots and a namespace's content: Apply streams a layer
-// blob from the content store through the safe applier into an active snapshot's directory and returns
-// the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into the
-// content store as a new layer. Mounts must be ones this daemon's native snapshotter handed out.
+// The diff service's domain side over the daemon's snapshotters and a namespace's content: Apply streams
+// a layer blob from the content store through the safe applier into an active snapshot's directory and
+// returns the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into
+// the content store as a new layer. Mounts must be ones this daemon's snapshotters handed out.
 import { randomBytes } from 'node:crypto';
 import type { FileHandle } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../../errors.ts';
-import { type Digest, Digester } from '../../oci/digest.ts';
-import { type Compression, layerCompression, MediaType } from '../../oci/media-types.ts';
-import { tracePhase } from '../../trace.ts';
-import { applyLayer, type SkipKind } from '../apply/apply-layer.ts';
-import { compressStream } from '../compression.ts';
-import { diffDirectories } from '../diff/diff-directories.ts';
-import type { Mount, NativeSnapshotter } from './snapshotter.ts';
+import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../errors.ts';
+import { type Digest, Digester } from '../oci/digest.ts';
+import { type Compression, layerCompression, MediaType } from '../oci/media-types.ts';
+import { tracePhase } from '../trace.ts';
+import { applyLayer, type SkipKind } from './apply/apply-layer.ts';
+import { compressStream } from './compression.ts';
+import { diffDirectories } from './diff/diff-directories.ts';
+import type { Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
 
 /** Label (content) and annotation (descriptor) naming a layer's uncompressed digest. */
 export const LABEL_UNCOMPRESSED = 'containerd.io/uncompressed';
@@ -47,7 +47,8 @@ export interface DiffContent {
 }
 
 export interface DifferOptions {
-  snapshotter: NativeSnapshotter;
+  /** Every snapshotter whose mounts Apply and Compare accept. */
+  snapshotters: Iterable<Snapshotter>;
   content: DiffContent;
   /** Told about entries the applier could not reproduce (devices, xattrs), for logging. */
   onSkip?: (kind: SkipKind, name: string) => void;
@@ -76,14 +77,34 @@ function uniqueRef(): string {
 }
 
 export class Differ {
-  private readonly sn: NativeSnapshotter;
+  private readonly snapshotters: Snapshotter[];
   private readonly content: DiffContent;
   private readonly onSkip: DifferOptions['onSkip'];
 
   constructor(opts: DifferOptions) {
-    this.sn = opts.snapshotter;
+    this.snapshotters = [...opts.snapshotters];
     this.content = opts.content;
     this.onSkip = opts.onSkip;
+  }
+
+  /** The directories behind a mount one of the snapshotters handed out to namespace `ns`. */
+  private resolve(ns: string, m: Mount, writable: boolean): SnapshotDirs {
+    for (const sn of this.snapshotters) {
+      const dirs = sn.resolveMount(ns, m, { writable });
+      if (dirs) return dirs;
+    }
+    throw invalidArgument(
+      `mount ${m.type} ${JSON.stringify(m.source)} is no snapshot of this daemon: invalid argument`,
+    );
+  }
+
+  /** One directory holding the whole tree of a mount (multi-layer trees come later). */
+  private treeOf(ns: string, m: Mount, writable: boolean): string {
+    const dirs = this.resolve(ns, m, writable);
+    if (dirs.upper === undefined || dirs.lowers.length > 0) {
+      throw unimplemented(`mounts of more than one layer are not supported yet: not implemented`);
+    }
+    return dirs.upper;
   }
 
   /**
@@ -104,7 +125,7 @@ export class Differ {
     if (compression === undefined) {
       throw unimplemented(`no processor for media-type ${JSON.stringify(desc.mediaType)}: not implemented`);
     }
-    const root = this.sn.resolveMount(ns, mounts[0]!, { writable: true });
+    const root = this.treeOf(ns, mounts[0]!, true);
     this.content.info(ns, desc.digest); // NotFound before any work
     const file = await this.content.store.openFile(desc.digest as Digest);
     // Docker's plain tar type is used for compressed blobs in the wild; containerd sniffs those.
@@ -146,8 +167,8 @@ export class Differ {
         `diff needs at most one lower and exactly one upper mount, got ${req.lower.length} and ${req.upper.length}: invalid argument`,
       );
     }
-    const lower = req.lower[0] ? this.sn.resolveMount(ns, req.lower[0], { writable: false }) : undefined;
-    const upper = this.sn.resolveMount(ns, req.upper[0]!, { writable: false });
+    const lower = req.lower[0] ? this.treeOf(ns, req.lower[0], false) : undefined;
+    const upper = this.treeOf(ns, req.upper[0]!, false);
     const ownRef = req.ref === '';
     const ref = ownRef ? uniqueRef() : req.ref;
     const w = await this.content.writer(ns, ref, req.lease ? { lease: req.lease } : {});
