@@ -17,6 +17,7 @@ import { Kind, Snapshots } from '../api/gen/containerd/services/snapshots/v1/sna
 import type { Descriptor as ProtoDescriptor } from '../api/gen/containerd/types/descriptor_pb.ts';
 import { callServerStream, callUnary, createClient, metadataWith } from '../api/grpc/client.ts';
 import { errorFromStatus } from '../api/grpc/status.ts';
+import { WriteChannel, type WriteStream } from '../api/transport/write-channel.ts';
 import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
 import type {
   BlobInfo,
@@ -31,7 +32,6 @@ import type {
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
 import { DEFAULT_ADDRESS } from '../server/config.ts';
-import { WriteChannel, type WriteStream } from './write-channel.ts';
 
 /** Write messages in flight before the writer waits for a response. */
 export const WRITE_WINDOW = 8;

@@ -5,8 +5,8 @@ import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
-import { methodPath } from '../api/grpc/service.ts';
 import { statusOf } from '../api/grpc/status.ts';
+import { methodPath } from '../api/transport/framing.ts';
 import { unavailable } from '../errors.ts';
 import type { GcStats } from '../images/gc-runner.ts';
 

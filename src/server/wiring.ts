@@ -131,6 +131,7 @@ export async function wireDaemon(
       async close() {
         await gc.close();
         await view.close();
+        snapshotter.close();
         db.close();
       },
     };

@@ -1,7 +1,7 @@
 // Extended attributes (security.capability, ACLs, user.*) of layer entries and snapshot trees. Node has
 // no xattr API, so the attr package's setfattr/getfattr do the work: one process per attribute set while
 // applying a layer (xattrs are rare in layers), and for a whole tree copy one dump (through a long-lived
-// shell, see DumpHelper) plus a restore when there is anything to restore.
+// shell, see XattrDumper) plus a restore when there is anything to restore.
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
 
@@ -44,10 +44,10 @@ const MAX_STDERR_BYTES = 4096;
  * A shell that runs `getfattr -R` on each path written to it and ends each answer with END_MARK and the
  * exit status. Forking the daemon costs more than the dump: afterwards every page of its heap takes a
  * write fault again (a 200 MiB heap: ~50k faults, ~50 ms), and a pull copies a parent tree per layer.
- * The shell is forked once, while the heap is small, and forks getfattr itself. It exits when its stdin
- * closes, which happens at the latest when this process ends.
+ * The shell is forked once, while the heap is small, and forks getfattr itself. Its owner (the native
+ * snapshotter) stops it; its stdin also closes, and so it exits, when this process ends.
  */
-class DumpHelper {
+export class XattrDumper {
   private child: ChildProcessWithoutNullStreams | undefined;
   private tail: Promise<unknown> = Promise.resolve();
 
@@ -64,6 +64,12 @@ class DumpHelper {
     for (const s of [child.stdin, child.stdout, child.stderr]) (s as unknown as { unref(): void }).unref();
     this.child = child;
     return child;
+  }
+
+  /** Ends the shell; a later dump starts a new one. */
+  stop(): void {
+    this.child?.stdin.end();
+    this.child = undefined;
   }
 
   /** getfattr's dump of the tree at `path` (no newline in it), as text. */
@@ -127,17 +133,10 @@ class DumpHelper {
   }
 }
 
-const helper = new DumpHelper();
-
-/** Starts the process that dumps trees' attributes, so it is forked before the heap grows. */
-export function startXattrHelper(): void {
-  helper.start();
-}
-
-/** getfattr's dump of every attribute in the tree at `src`. */
-async function dumpTree(src: string): Promise<string> {
-  if (!src.includes('\n')) return helper.dump(src);
-  // The helper reads one path per line; such a path goes to a process of its own.
+/** getfattr's dump of every attribute in the tree at `src`, through `dumper` when there is one. */
+async function dumpTree(src: string, dumper: XattrDumper | undefined): Promise<string> {
+  if (dumper && !src.includes('\n')) return dumper.dump(src);
+  // The dumper reads one path per line; other paths, and callers without one, get a process of their own.
   const { stdout } = await run(
     'getfattr',
     ['-R', '-h', '-d', '-m', '-', '-e', 'hex', '--absolute-names', '--', src],
@@ -150,8 +149,8 @@ async function dumpTree(src: string): Promise<string> {
  * Gives every path under `dst` the attributes of the same path under `src` (trees of identical shape, as
  * after a copy). Attributes the kernel refuses (e.g. security.* without privileges) are left out.
  */
-export async function copyTreeXattrs(src: string, dst: string): Promise<void> {
-  const stdout = await dumpTree(src);
+export async function copyTreeXattrs(src: string, dst: string, dumper?: XattrDumper): Promise<void> {
+  const stdout = await dumpTree(src, dumper);
   if (stdout.trim() === '') return;
   // getfattr names each file on a `# file: PATH` line (PATH octal-escaped); swap the tree's prefix.
   const prefix = `# file: ${escapeName(src)}`;

@@ -16,9 +16,9 @@ import {
 import { Version } from '../../src/api/gen/containerd/services/version/v1/version_pb.ts';
 import { Health } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
-import { framedMessage } from '../../src/api/grpc/framing.ts';
 import { createGrpcServer, type GrpcServer, MAX_MESSAGE_BYTES } from '../../src/api/grpc/server.ts';
 import { implement } from '../../src/api/grpc/service.ts';
+import { framedMessage } from '../../src/api/transport/framing.ts';
 import { failure } from '../helpers/grpc-assert.ts';
 import { Cleanup, tempDir } from '../helpers/tmp.ts';
 

@@ -11,8 +11,8 @@ import {
   toBinary,
 } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import { methodPath } from '../transport/framing.ts';
 import { MAX_MESSAGE_BYTES } from './limits.ts';
-import { methodPath } from './service.ts';
 
 /** Unary calls get this deadline unless the caller sets one. */
 export const DEFAULT_UNARY_TIMEOUT_MS = 30_000;

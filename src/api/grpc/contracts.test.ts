@@ -20,7 +20,7 @@ import { MountSchema } from '../gen/containerd/types/mount_pb.ts';
 import { GitInitializerSchema } from '../gen/contentservice/initializer_pb.ts';
 import { ImageSpecSchema, RemoteContentLayerSchema } from '../gen/registryfacade/imagespec_pb.ts';
 import { GetImageSpecRequestSchema, SpecProvider } from '../gen/registryfacade/provider_pb.ts';
-import { methodPath } from './service.ts';
+import { methodPath } from '../transport/framing.ts';
 
 function typeOf(f: DescField): string {
   switch (f.fieldKind) {

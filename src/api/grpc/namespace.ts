@@ -1,7 +1,7 @@
 // containerd namespaces on the wire: the `containerd-namespace` request header, validated with
 // containerd's identifier rule and answered with its error messages, which clients show verbatim.
 import { failedPrecondition, invalidArgument, isInvalidArgument } from '../../errors.ts';
-import type { RequestMetadata } from './server-call.ts';
+import type { RequestMetadata } from '../transport/server-call.ts';
 
 export const NAMESPACE_HEADER = 'containerd-namespace';
 

@@ -1,7 +1,7 @@
 // Strata's gRPC server, on node:http2 directly: our services, health, reflection, 16 MiB messages
 // (containerd's limit), unix-socket hygiene and a bounded graceful shutdown. grpc-js's server was the
 // cost of a small call (Images.Get spent more in its interceptor chain than in the image store); the
-// wire is small enough to speak ourselves (server-call.ts, framing.ts).
+// wire is small enough to speak ourselves (transport/server-call.ts, transport/framing.ts).
 import { once } from 'node:events';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import {
@@ -17,11 +17,12 @@ import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, messageOf, unavailable } from '../../errors.ts';
 import { Health } from '../gen/grpc/health/v1/health_pb.ts';
-import { checkEncoding, parseTimeout } from './framing.ts';
+import { checkEncoding, parseTimeout } from '../transport/framing.ts';
+import { ServerCall } from '../transport/server-call.ts';
+import { CallTurns } from '../transport/turns.ts';
 import { HealthStatuses } from './health.ts';
 import { MAX_MESSAGE_BYTES } from './limits.ts';
 import { reflectionServices } from './reflection.ts';
-import { ServerCall } from './server-call.ts';
 import { type CallHandler, ServiceAdapter, type ServiceRegistration } from './service.ts';
 import { statusOf } from './status.ts';
 
@@ -71,7 +72,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const duplicate = names.find((n, i) => names.indexOf(n) !== i);
   if (duplicate) throw invalidArgument(`service ${duplicate} registered twice`);
   const health = new HealthStatuses(names);
-  const adapter = new ServiceAdapter(logger);
+  const turns = new CallTurns();
+  const adapter = new ServiceAdapter(logger, turns);
   const handlers = new Map<string, CallHandler>();
   const reflection = reflectionServices([...options.services.map((s) => s.service), Health]);
   for (const reg of [...options.services, ...reflection, health.registration()]) {
@@ -184,6 +186,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
           for (const session of sessions) session.destroy();
           await closed;
         }
+        turns.stop();
         for (const path of sockets) await rm(path, { force: true });
         sockets.clear();
         logger.info('gRPC server stopped');

@@ -1,4 +1,4 @@
-// Generic glue between protobuf-es service descriptors and our HTTP/2 transport (server-call.ts):
+// Generic glue between protobuf-es service descriptors and our HTTP/2 transport (transport/server-call.ts):
 // typed handlers written as plain functions and async iterables, turned into call handlers keyed by
 // method path. Every call gets one log line and one error mapping (status.ts).
 import { performance } from 'node:perf_hooks';
@@ -16,9 +16,10 @@ import {
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { internal, messageOf, unimplemented } from '../../errors.ts';
-import type { RequestMetadata, ServerCall } from './server-call.ts';
+import { methodPath } from '../transport/framing.ts';
+import type { RequestMetadata, ServerCall } from '../transport/server-call.ts';
+import type { CallTurns } from '../transport/turns.ts';
 import { type CallStatus, statusOf } from './status.ts';
-import { runInTurn } from './turns.ts';
 
 export type { RequestMetadata };
 
@@ -102,10 +103,6 @@ export function implement<S extends DescService>(service: S, impl: ServiceImpl<S
   return { service, impl };
 }
 
-export function methodPath(method: DescMethod): string {
-  return `/${method.parent.typeName}/${method.name}`;
-}
-
 type AnyUnary = (
   request: Message,
   ctx: CallContext,
@@ -173,9 +170,11 @@ export type CallHandler = (call: ServerCall) => void;
  */
 export class ServiceAdapter {
   readonly #logger: Logger;
+  readonly #turns: CallTurns;
 
-  constructor(logger: Logger) {
+  constructor(logger: Logger, turns: CallTurns) {
     this.#logger = logger;
+    this.#turns = turns;
   }
 
   adapt(reg: ServiceRegistration): Map<string, CallHandler> {
@@ -271,7 +270,7 @@ export class ServiceAdapter {
       };
       call.receiveOne(
         (bytes) =>
-          runInTurn(() => {
+          this.#turns.run(() => {
             // Gone while waiting for its turn: nobody is left to answer.
             if (call.cancelled) return void finish(call.cancelled);
             let result: ReturnType<AnyUnary>;

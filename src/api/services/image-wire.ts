@@ -4,6 +4,7 @@
 // toBinary(schema, create(schema, imageToProto(record))) writes; image-wire.test.ts holds it to that.
 import type { ImageRecord } from '../../images/image-store.ts';
 import type { Nanos } from '../../metadata/db.ts';
+import { varintLength, writeInt64Varint, writeVarint } from '../transport/varint.ts';
 
 // Field numbers and wire types, from proto/containerd/services/images/v1/images.proto,
 // proto/containerd/types/descriptor.proto and google/protobuf/timestamp.proto.
@@ -27,7 +28,6 @@ const TIMESTAMP_NANOS = tag(2, VARINT);
 const RESPONSE_IMAGE = tag(1, LEN);
 
 const NS_PER_S = 1_000_000_000n;
-const U64 = 1n << 64n;
 
 /**
  * A growable buffer reused across calls (encoding is synchronous); results are copied out. Nested
@@ -50,12 +50,7 @@ class Writer {
   /** A non-negative integer up to 2^53 as a varint. */
   varint(n: number): void {
     this.ensure(10);
-    const b = this.buf;
-    while (n > 0x7f) {
-      b[this.pos++] = (n % 0x80) | 0x80;
-      n = Math.floor(n / 0x80);
-    }
-    b[this.pos++] = n;
+    this.pos = writeVarint(this.buf, this.pos, n);
   }
 
   /** An int64 (negative ones as 10-byte two's complement, as protobuf writes them). */
@@ -64,13 +59,8 @@ class Writer {
       this.varint(Number(v));
       return;
     }
-    let u = v < 0n ? v + U64 : v;
     this.ensure(10);
-    while (u > 0x7fn) {
-      this.buf[this.pos++] = Number(u & 0x7fn) | 0x80;
-      u >>= 7n;
-    }
-    this.buf[this.pos++] = Number(u);
+    this.pos = writeInt64Varint(this.buf, this.pos, v);
   }
 
   /** A length-delimited UTF-8 string, written even when empty (map entries). */
@@ -128,8 +118,7 @@ class Writer {
       this.buf[start] = len;
       return;
     }
-    let prefix = 1;
-    for (let n = len; n > 0x7f; n = Math.floor(n / 0x80)) prefix++;
+    const prefix = varintLength(len);
     this.ensure(prefix - 1);
     this.buf.copy(this.buf, start + prefix, start + 1, this.pos);
     const end = this.pos + prefix - 1;

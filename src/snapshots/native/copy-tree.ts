@@ -20,7 +20,7 @@ import {
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
-import { copyTreeXattrs } from '../xattr.ts';
+import { copyTreeXattrs, type XattrDumper } from '../xattr.ts';
 
 const run = promisify(execFile);
 
@@ -36,6 +36,8 @@ export interface CopyTreeOptions {
   signal?: AbortSignal;
   /** Change owners to the source's. Default: when running as root. */
   chown?: boolean;
+  /** Dumps the source's extended attributes; without one, getfattr runs as a process of its own. */
+  xattrs?: XattrDumper;
 }
 
 export interface CopyTreeResult {
@@ -189,7 +191,7 @@ export async function copyTree(
     const st = await lstat(src, { bigint: true });
     if (!st.isDirectory()) throw internal(`snapshot copy: ${src} is not a directory`);
     await copier.copyDir(src, dst, st);
-    await copyTreeXattrs(src, dst);
+    await copyTreeXattrs(src, dst, opts.xattrs);
   } catch (err) {
     if (err instanceof StrataError) throw err;
     throw internal(`copying of parent failed: ${messageOf(err)}`, { cause: err });

@@ -16,7 +16,7 @@ import type { MetadataDb } from '../../metadata/db.ts';
 import { tracePhase } from '../../trace.ts';
 import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from '../snapshotter.ts';
 import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../store.ts';
-import { startXattrHelper } from '../xattr.ts';
+import { XattrDumper } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
 import { diskUsage } from './disk-usage.ts';
 
@@ -41,6 +41,8 @@ export class NativeSnapshotter implements Snapshotter {
   private readonly logger: Logger | undefined;
   /** Names of `new-*` directories being filled right now: cleanup must not take them. */
   private readonly filling = new Set<string>();
+  /** Dumps parents' extended attributes for every copy; stopped by close(). */
+  private readonly xattrs = new XattrDumper();
 
   private constructor(opts: NativeSnapshotterOptions) {
     this.root = resolve(opts.root);
@@ -53,10 +55,15 @@ export class NativeSnapshotter implements Snapshotter {
     const sn = new NativeSnapshotter(opts);
     await mkdir(sn.dir, { recursive: true, mode: 0o700 });
     // Forked now, while the daemon's heap is small: every parent copy dumps extended attributes.
-    startXattrHelper();
+    sn.xattrs.start();
     // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
     await sn.cleanup();
     return sn;
+  }
+
+  /** Stops the snapshotter's helper process. */
+  close(): void {
+    this.xattrs.stop();
   }
 
   private path(id: string): string {
@@ -97,7 +104,10 @@ export class NativeSnapshotter implements Snapshotter {
         await mkdir(tempPath, { mode: 0o755 });
         if (parentRec) {
           const endCopy = tracePhase('daemon-copy-parent');
-          const copied = await copyTree(this.path(parentRec.backingId), tempPath, { signal: opts.signal });
+          const copied = await copyTree(this.path(parentRec.backingId), tempPath, {
+            signal: opts.signal,
+            xattrs: this.xattrs,
+          });
           endCopy(`${copied.entries} entries`);
         }
         await rename(tempPath, this.path(id));

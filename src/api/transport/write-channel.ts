@@ -21,9 +21,9 @@ import {
   WriteContentRequestSchema,
   type WriteContentResponse,
   WriteContentResponseSchema,
-} from '../api/gen/containerd/services/content/v1/content_pb.ts';
-import { MessageDecoder } from '../api/grpc/framing.ts';
-import { methodPath } from '../api/grpc/service.ts';
+} from '../gen/containerd/services/content/v1/content_pb.ts';
+import { MessageDecoder, methodPath, PREFIX_BYTES } from './framing.ts';
+import { varintLength, writeVarint } from './varint.ts';
 
 /** What a writer sends: a WriteContentRequest whose data may come in parts. */
 export interface WriteMessage {
@@ -50,17 +50,6 @@ const MAX_RESPONSE_BYTES = 1 << 20;
 const DATA_TAG = (6 << 3) | 2;
 const WRITE_PATH = methodPath(Content.method.write);
 
-function varint(n: number): number[] {
-  const out: number[] = [];
-  let v = n;
-  while (v > 0x7f) {
-    out.push((v & 0x7f) | 0x80);
-    v = Math.floor(v / 128);
-  }
-  out.push(v);
-  return out;
-}
-
 /**
  * The gRPC length prefix, the small fields (through protobuf-es) and the data field's tag and length: the
  * data parts follow it on the wire unchanged (protobuf leaves field order free). Returns the head and the
@@ -70,16 +59,15 @@ export function frameWriteRequest(msg: WriteMessage): { head: Buffer; parts: rea
   const { data, ...fields } = msg;
   const small = toBinary(WriteContentRequestSchema, create(WriteContentRequestSchema, fields));
   const size = data?.reduce((n, d) => n + d.byteLength, 0) ?? 0;
-  const len = size > 0 ? varint(size) : [];
-  const body = small.byteLength + (size > 0 ? 1 + len.length + size : 0);
-  const head = Buffer.allocUnsafe(5 + small.byteLength + (size > 0 ? 1 + len.length : 0));
+  const dataHead = size > 0 ? 1 + varintLength(size) : 0;
+  const head = Buffer.allocUnsafe(PREFIX_BYTES + small.byteLength + dataHead);
   head[0] = 0; // not compressed
-  head.writeUInt32BE(body, 1);
-  head.set(small, 5);
-  let at = 5 + small.byteLength;
+  head.writeUInt32BE(small.byteLength + dataHead + size, 1);
+  head.set(small, PREFIX_BYTES);
   if (size > 0) {
-    head[at++] = DATA_TAG;
-    for (const b of len) head[at++] = b;
+    const at = PREFIX_BYTES + small.byteLength;
+    head[at] = DATA_TAG;
+    writeVarint(head, at + 1, size);
   }
   return { head, parts: size > 0 ? data!.filter((d) => d.byteLength > 0) : [] };
 }

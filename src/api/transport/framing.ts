@@ -1,9 +1,15 @@
 // gRPC's length-prefixed messages on an HTTP/2 stream: one flag byte (1 = compressed), a 4-byte
 // big-endian length, then the message. DATA frames split and join messages arbitrarily.
 import { gunzipSync, inflateSync } from 'node:zlib';
+import type { DescMethod } from '@bufbuild/protobuf';
 import { internal, messageOf, resourceExhausted, unimplemented } from '../../errors.ts';
 
 export const PREFIX_BYTES = 5;
+
+/** The HTTP/2 `:path` of a method: `/<package>.<Service>/<Method>`. */
+export function methodPath(method: DescMethod): string {
+  return `/${method.parent.typeName}/${method.name}`;
+}
 
 /** The 5-byte prefix of an uncompressed message of `length` bytes. */
 export function messagePrefix(length: number): Buffer {

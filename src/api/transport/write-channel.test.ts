@@ -6,10 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fromBinary } from '@bufbuild/protobuf';
 import { status } from '@grpc/grpc-js';
-import {
-  WriteAction,
-  WriteContentRequestSchema,
-} from '../api/gen/containerd/services/content/v1/content_pb.ts';
+import { WriteAction, WriteContentRequestSchema } from '../gen/containerd/services/content/v1/content_pb.ts';
 import { frameWriteRequest, WriteChannel } from './write-channel.ts';
 
 /** The bytes a message puts on the wire: head then parts. */
