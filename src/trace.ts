@@ -1,31 +1,41 @@
-// Phase timings for performance work: with STRATA_TRACE set (to anything but '' or 0), each finished
-// phase is written to stderr as one line:
-//   strata-trace <end: wall-clock ms mod 10^6> <pid> <phase> <ms> cpu=<process CPU ms meanwhile> [detail]
-// Off, a phase costs one branch. Client and daemon both use it, so their lines can be laid side by side.
+// Phase timings for performance work, published on a diagnostics channel (as undici publishes its own
+// events): domain code marks phases, and whoever subscribes decides what to do with them (the CLI and the
+// daemon write them to stderr when STRATA_TRACE is set, see server/trace-log.ts). With no subscriber a
+// phase costs one check.
+import { channel } from 'node:diagnostics_channel';
 
-const enabled = ((v) => v !== undefined && v !== '' && v !== '0')(process.env.STRATA_TRACE);
+export const PHASE_CHANNEL = 'strata:phase';
 
-/** Ends a phase; `detail` is appended to its line. */
+/** What a finished phase publishes. */
+export interface PhaseMessage {
+  phase: string;
+  /** Wall-clock duration. */
+  ms: number;
+  /** Process CPU time used meanwhile (by everything in the process, not just this phase). */
+  cpuMs: number;
+  detail?: string;
+}
+
+const phases = channel(PHASE_CHANNEL);
+
+/** Ends a phase; `detail` goes with its message. */
 export type EndPhase = (detail?: string) => void;
 
 const noop: EndPhase = () => {};
 
-export function tracing(): boolean {
-  return enabled;
-}
-
 /** Starts timing `phase`; call the result when it is done. */
 export function tracePhase(phase: string): EndPhase {
-  if (!enabled) return noop;
+  if (!phases.hasSubscribers) return noop;
   const started = performance.now();
   const cpu = process.cpuUsage();
   return (detail) => {
-    const ms = (performance.now() - started).toFixed(1);
     const used = process.cpuUsage(cpu);
-    const cpuMs = ((used.user + used.system) / 1000).toFixed(0);
-    const at = Date.now() % 1_000_000;
-    process.stderr.write(
-      `strata-trace ${at} ${process.pid} ${phase} ${ms} cpu=${cpuMs}${detail ? ` ${detail}` : ''}\n`,
-    );
+    const message: PhaseMessage = {
+      phase,
+      ms: performance.now() - started,
+      cpuMs: (used.user + used.system) / 1000,
+      ...(detail ? { detail } : {}),
+    };
+    phases.publish(message);
   };
 }

@@ -5,6 +5,7 @@ import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
 import { DEFAULT_ADDRESS, DEFAULT_ROOT, daemonConfig } from '../server/config.ts';
 import { startDaemon } from '../server/lifecycle.ts';
+import { traceToStderr } from '../server/trace-log.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
@@ -27,6 +28,7 @@ export function registerDaemon(program: Command): void {
     .option('--metrics-address <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
     .action(async (flags: DaemonFlags) => {
       tuneGcForStreaming();
+      traceToStderr();
       const logger = pino({ level: 'info', base: { pid: process.pid } });
       let config: ReturnType<typeof daemonConfig>;
       try {

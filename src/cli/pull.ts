@@ -5,6 +5,7 @@ import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } f
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { traceToStderr } from '../server/trace-log.ts';
 import { tracePhase } from '../trace.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
 import { createProgress, formatBytes, formatDuration } from './progress.ts';
@@ -42,6 +43,7 @@ export function registerPull(program: Command): void {
     // taken from the page cache the daemon's unpack writes next (bench/pull-unpack: client peak RSS
     // 254 -> 190 MiB, pull 3412 -> 2991 ms median, for ~0.1 s more client CPU).
     // Ends with the process's age when the command started: its start-up cost.
+    traceToStderr();
     const endPull = tracePhase('pull');
     const startup = performance.now();
     await withDaemon('pull', flags, async (daemon) => {
