@@ -1,0 +1,167 @@
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
+import { errorKind } from '../errors.ts';
+import { buildKey, describeChanges } from './build-key.ts';
+import { prepareInputs, readSnapshot } from './dockerfile-source.ts';
+import { GitRepo, repoPath } from './git-source.ts';
+
+let dir: string;
+let origin: string;
+const git = (...args: string[]) =>
+  execFileSync('git', ['-C', origin, '-c', 'user.name=t', '-c', 'user.email=t@e', ...args], {
+    encoding: 'utf8',
+  }).trim();
+
+async function commit(files: Record<string, string>, message = 'change'): Promise<string> {
+  for (const [path, text] of Object.entries(files)) {
+    await mkdir(dirname(join(origin, path)), { recursive: true });
+    await writeFile(join(origin, path), text);
+  }
+  git('add', '-A');
+  git('commit', '-q', '--allow-empty', '-m', message);
+  return git('rev-parse', 'HEAD');
+}
+
+before(async () => {
+  dir = await tempDir('build-key');
+  origin = join(dir, 'origin');
+  await mkdir(origin);
+  git('init', '-q', '-b', 'main');
+  await commit({
+    'app/Dockerfile': 'FROM busybox\nCOPY src/ /src/\nCOPY conf.txt /conf.txt\n',
+    'app/.dockerignore': 'src/*.tmp\n',
+    'app/src/main.sh': 'echo main\n',
+    'app/src/scratch.tmp': 'x\n',
+    'app/conf.txt': 'a=1\n',
+    'app/README.md': 'docs\n',
+    'other/file.txt': 'elsewhere\n',
+  });
+});
+after(() => removeTempDir(dir));
+
+let n = 0;
+async function keyAt(commitId: string, buildArgs: Record<string, string> = {}) {
+  const repo = GitRepo.open(
+    join(dir, `git-${n++}`),
+    {
+      remoteUri: `file://${origin}`,
+      targetMode: 'remoteCommit',
+      cloneTarget: commitId,
+      checkoutLocation: '',
+      fullClone: false,
+    },
+    { allowFileRemotes: true, timeoutMs: 30_000 },
+  );
+  const fetched = await repo.fetch(await repo.resolveCommit());
+  const snapshot = await readSnapshot(repo, fetched, {
+    dockerfilePath: 'app/Dockerfile',
+    contextPath: 'app',
+  });
+  const prepared = await prepareInputs(snapshot, {
+    buildArgs,
+    version: '',
+    workspacePaths: { dockerfilePath: 'app/Dockerfile', contextPath: 'app' },
+    pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
+  });
+  return { key: buildKey(prepared.inputs), inputs: prepared.inputs };
+}
+
+test("a commit that changes nothing the build reads keeps the key; a COPY'd file changes it", async () => {
+  const first = await keyAt(git('rev-parse', 'HEAD'));
+  assert.deepEqual(Object.keys(first.inputs.files).sort(), ['conf.txt', 'src/main.sh']);
+
+  const readme = await keyAt(await commit({ 'app/README.md': 'more docs\n' }));
+  assert.equal(readme.key, first.key, 'a file no COPY reads');
+  const outside = await keyAt(await commit({ 'other/file.txt': 'changed\n' }));
+  assert.equal(outside.key, first.key, 'a file outside the context');
+  const ignored = await keyAt(await commit({ 'app/src/scratch.tmp': 'y\n' }));
+  assert.equal(ignored.key, first.key, 'a file .dockerignore excludes');
+  const empty = await keyAt(await commit({}, 'empty commit'));
+  assert.equal(empty.key, first.key, 'a commit with no change');
+
+  const copied = await keyAt(await commit({ 'app/src/main.sh': 'echo changed\n' }));
+  assert.notEqual(copied.key, first.key);
+  assert.deepEqual(describeChanges(first.inputs, copied.inputs), [
+    'context files changed: modified src/main.sh',
+  ]);
+
+  const added = await keyAt(await commit({ 'app/src/new.sh': 'new\n' }));
+  assert.deepEqual(describeChanges(copied.inputs, added.inputs), ['context files changed: added src/new.sh']);
+
+  const df = await keyAt(
+    await commit({ 'app/Dockerfile': 'FROM busybox\nCOPY src/ /src/\nCOPY conf.txt /c\n' }),
+  );
+  assert.notEqual(df.key, added.key);
+  assert.deepEqual(describeChanges(added.inputs, df.inputs), ['the Dockerfile changed']);
+});
+
+test('build args, pinned images and the format are part of the key', async () => {
+  const head = git('rev-parse', 'HEAD');
+  const a = await keyAt(head);
+  const b = await keyAt(head, { X: '1' });
+  assert.notEqual(a.key, b.key);
+  assert.deepEqual(describeChanges(a.inputs, b.inputs), ['build args changed: X']);
+  const moved = { ...a.inputs, images: { busybox: `docker.io/library/busybox@sha256:${'2'.repeat(64)}` } };
+  assert.notEqual(buildKey(moved), a.key);
+  assert.deepEqual(describeChanges(a.inputs, moved), [
+    `base image busybox moved from sha256:${'1'.repeat(64)} to sha256:${'2'.repeat(64)}`,
+  ]);
+});
+
+test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths confined', async () => {
+  const head = git('rev-parse', 'HEAD');
+  const open = (targetMode: 'remoteHead' | 'remoteBranch', cloneTarget = '') =>
+    GitRepo.open(
+      join(dir, `git-${n++}`),
+      { remoteUri: `file://${origin}`, targetMode, cloneTarget, checkoutLocation: '', fullClone: false },
+      { allowFileRemotes: true, timeoutMs: 30_000 },
+    );
+  assert.equal(await open('remoteHead').resolveCommit(), head);
+  assert.equal(await open('remoteBranch', 'main').resolveCommit(), head);
+  await assert.rejects(open('remoteBranch', 'nope').resolveCommit(), (e) => errorKind(e) === 'NotFound');
+  assert.equal(await open('remoteBranch', 'main').fetch(undefined), head);
+  assert.throws(
+    () =>
+      GitRepo.open(
+        dir,
+        {
+          remoteUri: `file://${origin}`,
+          targetMode: 'remoteHead',
+          cloneTarget: '',
+          checkoutLocation: '',
+          fullClone: false,
+        },
+        { allowFileRemotes: false, timeoutMs: 1000 },
+      ),
+    (e) => errorKind(e) === 'FailedPrecondition',
+  );
+  assert.throws(
+    () =>
+      GitRepo.open(
+        dir,
+        {
+          remoteUri: 'ext::sh -c id',
+          targetMode: 'remoteHead',
+          cloneTarget: '',
+          checkoutLocation: '',
+          fullClone: false,
+        },
+        { allowFileRemotes: true, timeoutMs: 1000 },
+      ),
+    (e) => errorKind(e) === 'InvalidArgument',
+  );
+  assert.equal(repoPath('/workspace/repo/app/Dockerfile', 'repo', 'p'), 'app/Dockerfile');
+  assert.equal(repoPath('repo', 'repo', 'p'), '');
+  assert.throws(
+    () => repoPath('../etc/passwd', '', 'p'),
+    (e) => errorKind(e) === 'InvalidArgument',
+  );
+  assert.throws(
+    () => repoPath('other/x', 'repo', 'p'),
+    (e) => errorKind(e) === 'InvalidArgument',
+  );
+});

@@ -1,0 +1,112 @@
+// The content-derived identity of a Dockerfile build: a hash of everything the build reads and nothing
+// else. The inputs are kept beside the key so that the next build of the same source can say, in plain
+// words, what changed.
+import { createHash } from 'node:crypto';
+import type { ContextEntry } from './context-files.ts';
+
+/** Raised when the way keys are computed changes, so every image is rebuilt once. */
+export const KEY_FORMAT_VERSION = 1;
+
+export interface BuildInputs {
+  dockerfilePath: string;
+  contextPath: string;
+  /** sha256 hex of the Dockerfile's bytes. */
+  dockerfile: string;
+  /** External images as written (after ARG substitution) → the digest reference they resolved to. */
+  images: Record<string, string>;
+  /** Context files read: path → `mode id`. */
+  files: Record<string, string>;
+  buildArgs: Record<string, string>;
+  /** ADD sources fetched from the network (named in the key; their content is not). */
+  remoteSources: string[];
+  /** An opaque version the caller asked to be part of the key (dockerfile_version). */
+  version: string;
+}
+
+function sorted<T>(record: Record<string, T>): Array<[string, T]> {
+  return Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+}
+
+export function filesRecord(entries: readonly ContextEntry[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of entries) out[e.path] = `${e.mode} ${e.id}`;
+  return out;
+}
+
+/** The build key: sha256 hex over a canonical, line-oriented encoding of the inputs. */
+export function buildKey(inputs: BuildInputs): string {
+  const h = createHash('sha256');
+  const line = (...fields: string[]) => h.update(`${fields.map((f) => JSON.stringify(f)).join(' ')}\n`);
+  line('strata-build-key', String(KEY_FORMAT_VERSION));
+  line('dockerfile-path', inputs.dockerfilePath);
+  line('context-path', inputs.contextPath);
+  line('dockerfile', inputs.dockerfile);
+  line('version', inputs.version);
+  for (const [image, pinned] of sorted(inputs.images)) line('image', image, pinned);
+  for (const [name, value] of sorted(inputs.buildArgs)) line('arg', name, value);
+  for (const src of [...inputs.remoteSources].sort()) line('remote', src);
+  for (const [path, modeAndId] of sorted(inputs.files)) line('file', path, modeAndId);
+  return h.digest('hex');
+}
+
+/** How many names a reason lists before it says "and N more". */
+const MAX_NAMED = 5;
+
+function listed(kind: string, names: string[]): string | undefined {
+  if (names.length === 0) return undefined;
+  const shown = names.slice(0, MAX_NAMED).join(', ');
+  const more = names.length > MAX_NAMED ? ` and ${names.length - MAX_NAMED} more` : '';
+  return `${kind} ${shown}${more}`;
+}
+
+/**
+ * What differs between the inputs of the last build of this source and now, in plain words; an empty
+ * list when nothing does.
+ */
+export function describeChanges(before: BuildInputs, now: BuildInputs): string[] {
+  const out: string[] = [];
+  if (before.dockerfilePath !== now.dockerfilePath) {
+    out.push(`Dockerfile path changed from ${before.dockerfilePath} to ${now.dockerfilePath}`);
+  }
+  if (before.contextPath !== now.contextPath) {
+    out.push(`context path changed from ${before.contextPath} to ${now.contextPath}`);
+  }
+  if (before.dockerfile !== now.dockerfile) out.push('the Dockerfile changed');
+  if (before.version !== now.version)
+    out.push(`dockerfile_version changed from "${before.version}" to "${now.version}"`);
+  const images = new Set([...Object.keys(before.images), ...Object.keys(now.images)]);
+  for (const image of [...images].sort()) {
+    const a = before.images[image];
+    const b = now.images[image];
+    if (a === b) continue;
+    if (a === undefined) out.push(`new base image ${image} (${b})`);
+    else if (b === undefined) out.push(`base image ${image} no longer used`);
+    else out.push(`base image ${image} moved from ${digestPart(a)} to ${digestPart(b)}`);
+  }
+  const added: string[] = [];
+  const modified: string[] = [];
+  const removed: string[] = [];
+  for (const [path, v] of Object.entries(now.files)) {
+    const old = before.files[path];
+    if (old === undefined) added.push(path);
+    else if (old !== v) modified.push(path);
+  }
+  for (const path of Object.keys(before.files)) if (!(path in now.files)) removed.push(path);
+  const files = [
+    listed('modified', modified.sort()),
+    listed('added', added.sort()),
+    listed('removed', removed.sort()),
+  ].filter((s) => s !== undefined);
+  if (files.length > 0) out.push(`context files changed: ${files.join('; ')}`);
+  const args = new Set([...Object.keys(before.buildArgs), ...Object.keys(now.buildArgs)]);
+  const changedArgs = [...args].filter((a) => before.buildArgs[a] !== now.buildArgs[a]).sort();
+  if (changedArgs.length > 0) out.push(`build args changed: ${changedArgs.join(', ')}`);
+  const remote = (r: string[]) => [...r].sort().join('\n');
+  if (remote(before.remoteSources) !== remote(now.remoteSources)) out.push('remote ADD sources changed');
+  return out;
+}
+
+function digestPart(ref: string): string {
+  const at = ref.lastIndexOf('@');
+  return at >= 0 ? ref.slice(at + 1) : ref;
+}

@@ -1,0 +1,84 @@
+// From a commit of a git source to the inputs of its Dockerfile build: the Dockerfile's bytes, the
+// .dockerignore patterns and the context's files (all read from git objects, no checkout), then the
+// analysis, the files the build reads and the external images pinned to digests.
+import { createHash } from 'node:crypto';
+import { failedPrecondition } from '../errors.ts';
+import { type BuildInputs, filesRecord } from './build-key.ts';
+import { type ContextEntry, dockerignorePatterns, selectContextFiles } from './context-files.ts';
+import { analyzeDockerfile, type DockerfileAnalysis, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
+import type { GitRepo } from './git-source.ts';
+
+/** What a commit holds for a build: cacheable by (remote, commit, paths). */
+export interface SourceSnapshot {
+  commit: string;
+  /** Repository-relative paths. */
+  dockerfilePath: string;
+  contextPath: string;
+  dockerfile: string;
+  ignorePatterns: string[];
+  entries: ContextEntry[];
+}
+
+export async function readSnapshot(
+  repo: GitRepo,
+  commit: string,
+  paths: { dockerfilePath: string; contextPath: string },
+  signal?: AbortSignal,
+): Promise<SourceSnapshot> {
+  const bytes = await repo.readFile(commit, paths.dockerfilePath, signal, MAX_DOCKERFILE_BYTES);
+  if (!bytes) {
+    throw failedPrecondition(
+      `could not find Dockerfile at ${JSON.stringify(paths.dockerfilePath)} in commit ${commit}`,
+    );
+  }
+  const ignorePath = paths.contextPath === '' ? '.dockerignore' : `${paths.contextPath}/.dockerignore`;
+  const ignore = await repo.readFile(commit, ignorePath, signal);
+  const entries = await repo.listTree(commit, paths.contextPath, signal);
+  return {
+    commit,
+    ...paths,
+    dockerfile: bytes.toString('utf8'),
+    ignorePatterns: ignore ? dockerignorePatterns(ignore.toString('utf8')) : [],
+    entries,
+  };
+}
+
+export interface PreparedInputs {
+  inputs: BuildInputs;
+  analysis: DockerfileAnalysis;
+}
+
+/**
+ * The inputs of a build of `snapshot`. `pin` resolves an image as the Dockerfile names it to its digest
+ * reference (`host/path@sha256:…`).
+ */
+export async function prepareInputs(
+  snapshot: SourceSnapshot,
+  options: {
+    buildArgs: Record<string, string>;
+    version: string;
+    workspacePaths: { dockerfilePath: string; contextPath: string };
+    pin: (image: string) => Promise<string>;
+  },
+): Promise<PreparedInputs> {
+  const analysis = analyzeDockerfile(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
+  const files = selectContextFiles(snapshot.entries, {
+    ignorePatterns: snapshot.ignorePatterns,
+    sources: analysis.contextSources,
+  });
+  const images: Record<string, string> = {};
+  for (const use of analysis.images) images[use.image] ??= await options.pin(use.image);
+  return {
+    analysis,
+    inputs: {
+      dockerfilePath: options.workspacePaths.dockerfilePath,
+      contextPath: options.workspacePaths.contextPath,
+      dockerfile: createHash('sha256').update(snapshot.dockerfile).digest('hex'),
+      images,
+      files: filesRecord(files),
+      buildArgs: { ...options.buildArgs },
+      remoteSources: analysis.remoteSources,
+      version: options.version,
+    },
+  };
+}

@@ -1,0 +1,122 @@
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: the strings are Dockerfile text, whose variables look like template placeholders
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { errorKind } from '../errors.ts';
+import { selectContextFiles, sourceMatcher } from './context-files.ts';
+import { analyzeDockerfile, cleanSourcePath, expandVariables, pinImages } from './dockerfile.ts';
+
+test('FROM images: global ARGs, build args over their defaults, stage names and scratch left out', () => {
+  const text = [
+    'ARG BASE=busybox',
+    'ARG TAG=1.0',
+    'ARG REG',
+    'FROM ${BASE}:${TAG} AS build',
+    'RUN echo hi',
+    'FROM --platform=linux/amd64 build',
+    'COPY --from=build /a /b',
+    'COPY --from=reg.example:5000/tools/x:2 /x /x',
+    'FROM scratch',
+    'FROM ${REG:-docker.io}/library/alpine',
+  ].join('\n');
+  const a = analyzeDockerfile(text);
+  assert.deepEqual(
+    a.images.map((u) => u.image),
+    ['busybox:1.0', 'reg.example:5000/tools/x:2', 'docker.io/library/alpine'],
+  );
+  const b = analyzeDockerfile(
+    text,
+    new Map([
+      ['TAG', '2.0'],
+      ['REG', 'mirror.local'],
+    ]),
+  );
+  assert.deepEqual(
+    b.images.map((u) => u.image),
+    ['busybox:2.0', 'reg.example:5000/tools/x:2', 'mirror.local/library/alpine'],
+  );
+  // A build arg no global ARG declares does not reach FROM (Docker's rule).
+  assert.deepEqual(
+    analyzeDockerfile('FROM ${X:-busybox}\n', new Map([['X', 'alpine']])).images[0]?.image,
+    'busybox',
+  );
+});
+
+test('stage names match case-insensitively, numeric stage references are not images', () => {
+  const a = analyzeDockerfile('FROM busybox AS Builder\nFROM builder\nCOPY --from=0 /a /a\n');
+  assert.deepEqual(
+    a.images.map((u) => u.image),
+    ['busybox'],
+  );
+});
+
+test('context sources: COPY/ADD paths cleaned; variables and RUN --mount read everything', () => {
+  const a = analyzeDockerfile(
+    'FROM busybox\nCOPY ./src/ /app/\nADD ["a b.txt", "/x"]\nCOPY --chown=1:1 *.json lib/../conf /y/\nADD https://example.com/f /f\n',
+  );
+  assert.deepEqual(a.contextSources, ['*.json', 'a b.txt', 'conf', 'src']);
+  assert.deepEqual(a.remoteSources, ['https://example.com/f']);
+  assert.equal(analyzeDockerfile('FROM busybox\nARG D\nCOPY $D /x\n').contextSources, 'all');
+  assert.equal(
+    analyzeDockerfile('FROM busybox\nRUN --mount=type=bind,target=/m true\n').contextSources,
+    'all',
+  );
+  assert.deepEqual(analyzeDockerfile('FROM busybox\nCOPY . /app\n').contextSources, ['']);
+});
+
+test('bad Dockerfiles are InvalidArgument', () => {
+  assert.equal(errorKind(catchErr(() => analyzeDockerfile('RUN true\n'))), 'InvalidArgument');
+  assert.equal(errorKind(catchErr(() => analyzeDockerfile('FROM $NOPE\n'))), 'InvalidArgument');
+});
+
+test('pinImages replaces exactly the image text, keeping flags and stage names', () => {
+  const text = 'ARG T=1\nFROM --platform=linux/amd64 busybox:${T} AS b\nCOPY --from=tools:2 /x /x\nFROM b\n';
+  const a = analyzeDockerfile(text);
+  const pinned = pinImages(text, a.images, (i) => `${i.split(':')[0]}@sha256:abc`);
+  assert.equal(
+    pinned,
+    'ARG T=1\nFROM --platform=linux/amd64 busybox@sha256:abc AS b\nCOPY --from=tools@sha256:abc /x /x\nFROM b\n',
+  );
+});
+
+test('expandVariables and cleanSourcePath', () => {
+  const vars = new Map([
+    ['A', 'x'],
+    ['E', ''],
+  ]);
+  assert.equal(expandVariables('$A-${A}-${B:-d}-${A:+y}-${E:-z}-${B}', vars), 'x-x-d-y-z-');
+  assert.equal(cleanSourcePath('./a//b/./c/'), 'a/b/c');
+  assert.equal(cleanSourcePath('/abs/../x'), 'x');
+});
+
+test('source matcher: Go globs per component, directories include what is under them', () => {
+  const m = sourceMatcher(['src', '*.json', 'conf/a?.y[ae]ml']);
+  assert.ok(m('src/a/b.ts'));
+  assert.ok(m('package.json'));
+  assert.ok(!m('sub/package.json'));
+  assert.ok(m('conf/ab.yaml'));
+  assert.ok(!m('conf/abc.yaml'));
+  assert.ok(!m('srcx/y'));
+  assert.ok(sourceMatcher([''])('anything/at/all'));
+});
+
+test('selectContextFiles honours .dockerignore with exceptions', () => {
+  const e = (path: string) => ({ path, mode: '100644', id: path });
+  const files = [e('a.md'), e('README.md'), e('node_modules/x.js'), e('src/b.ts'), e('src/b.test.ts')];
+  const got = selectContextFiles(files, {
+    ignorePatterns: ['*.md', '!README.md', 'node_modules', '**/*.test.ts'],
+    sources: 'all',
+  });
+  assert.deepEqual(
+    got.map((f) => f.path),
+    ['README.md', 'src/b.ts'],
+  );
+});
+
+function catchErr(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a throw');
+}

@@ -1,0 +1,202 @@
+// What a Dockerfile reads from outside itself, found with a kept parser (dockerfile-ast): the images its
+// FROM lines and `COPY --from` flags name (with global ARGs and build args substituted, stage names told
+// apart), and the context paths its COPY/ADD instructions read. The same parse pins the images: the
+// Dockerfile buildah runs has every external image replaced by the digest the build key hashed.
+import { DockerfileParser, type Instruction } from 'dockerfile-ast';
+import { invalidArgument } from '../errors.ts';
+
+/** An external image the Dockerfile reads, as written after substitution, with where it appears. */
+export interface ImageUse {
+  /** The image as the Dockerfile names it once ARGs are substituted (`busybox`, `reg:5000/a/b:1`). */
+  image: string;
+  /** Zero-based [line, start char, end char) of the text to replace when pinning. */
+  range: { line: number; start: number; end: number };
+}
+
+export interface DockerfileAnalysis {
+  /** External images, in order of appearance (repeats included, one per place). */
+  images: ImageUse[];
+  /**
+   * Context paths COPY/ADD read (cleaned, relative, may hold Go glob characters), or 'all' when the
+   * Dockerfile reads the context in a way not followed here (a variable in a source, RUN --mount).
+   */
+  contextSources: string[] | 'all';
+  /** Remote ADD sources (URLs): their content is not part of the key; named in it. */
+  remoteSources: string[];
+}
+
+/** The longest Dockerfile accepted (buildah itself has no limit; the key reads it whole). */
+export const MAX_DOCKERFILE_BYTES = 1 << 20;
+
+const VAR_RE = /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g;
+
+/** Substitutes `$X`, `${X}`, `${X:-word}` and `${X:+word}` as Docker does in FROM; unknown names become ''. */
+export function expandVariables(text: string, vars: ReadonlyMap<string, string>): string {
+  return text.replace(VAR_RE, (_m, braced: string | undefined, op: string | undefined, word = '', bare) => {
+    const name = (braced ?? bare) as string;
+    const value = vars.get(name);
+    if (op === '-') return value ? value : word;
+    if (op === '+') return value ? word : '';
+    return value ?? '';
+  });
+}
+
+/** A context path as Docker cleans a COPY source: relative, no `.` or empty components. */
+export function cleanSourcePath(src: string): string {
+  const parts: string[] = [];
+  for (const part of src.split('/')) {
+    if (part === '' || part === '.') continue;
+    if (part === '..') parts.pop();
+    else parts.push(part);
+  }
+  return parts.join('/');
+}
+
+interface FlagLike {
+  getName(): string;
+  getValue(): string | null;
+  getValueRange(): {
+    start: { line: number; character: number };
+    end: { line: number; character: number };
+  } | null;
+}
+
+function flag(instruction: Instruction, name: string): FlagLike | undefined {
+  const flags = (instruction as { getFlags?: () => FlagLike[] }).getFlags?.();
+  return flags?.find((f) => f.getName() === name);
+}
+
+/** The non-flag arguments of COPY/ADD, in JSON or shell form. */
+function copyArguments(instruction: Instruction): string[] {
+  const content = (instruction.getArgumentsContent() ?? '').replace(/^(\s*--\S+)+\s*/, '');
+  if (content.startsWith('[')) {
+    // The parser's JSON strings lose inner spaces; the exec form is JSON, so read it as JSON.
+    try {
+      const parsed = JSON.parse(content) as unknown;
+      if (Array.isArray(parsed) && parsed.every((v) => typeof v === 'string')) return parsed as string[];
+    } catch {
+      // Not valid JSON: Docker then reads it in shell form, as below.
+    }
+  }
+  return instruction.getArguments().map((a) => a.getValue());
+}
+
+/**
+ * Parses a Dockerfile. `buildArgs` override the defaults of global ARGs (those before the first FROM),
+ * which are what FROM lines may use.
+ */
+export function analyzeDockerfile(
+  text: string,
+  buildArgs: ReadonlyMap<string, string> = new Map(),
+): DockerfileAnalysis {
+  if (Buffer.byteLength(text) > MAX_DOCKERFILE_BYTES) {
+    throw invalidArgument(`Dockerfile is larger than ${MAX_DOCKERFILE_BYTES} bytes`);
+  }
+  const df = DockerfileParser.parse(text);
+  const globals = new Map<string, string>();
+  for (const arg of df.getInitialARGs()) {
+    const p = arg.getProperty();
+    if (!p) continue;
+    const name = p.getName();
+    const given = buildArgs.get(name);
+    globals.set(name, given ?? expandVariables(p.getValue() ?? '', globals));
+  }
+
+  const stages = new Set<string>();
+  const images: ImageUse[] = [];
+  const sources: string[] = [];
+  const remoteSources: string[] = [];
+  let readsAll = false;
+  let froms = 0;
+  for (const instruction of df.getInstructions()) {
+    const keyword = instruction.getKeyword();
+    if (keyword === 'FROM') {
+      froms++;
+      const args = instruction.getArguments();
+      const flagCount = args.findIndex((a) => !a.getValue().startsWith('--'));
+      const imageArg = flagCount >= 0 ? args[flagCount] : undefined;
+      if (!imageArg)
+        throw invalidArgument(
+          `Dockerfile line ${instruction.getRange().start.line + 1}: FROM names no image`,
+        );
+      const image = expandVariables(imageArg.getValue(), globals);
+      if (image === '') {
+        throw invalidArgument(
+          `Dockerfile line ${instruction.getRange().start.line + 1}: FROM image is empty after substitution`,
+        );
+      }
+      const r = imageArg.getRange();
+      if (r.start.line !== r.end.line) {
+        throw invalidArgument(
+          `Dockerfile line ${r.start.line + 1}: a FROM image split over lines is not supported`,
+        );
+      }
+      if (image !== 'scratch' && !stages.has(image.toLowerCase())) {
+        images.push({ image, range: { line: r.start.line, start: r.start.character, end: r.end.character } });
+      }
+      const asIndex = args.findIndex((a) => a.getValue().toLowerCase() === 'as');
+      const stageName = asIndex >= 0 ? args[asIndex + 1]?.getValue() : undefined;
+      if (stageName) stages.add(stageName.toLowerCase());
+      stages.add(String(froms - 1));
+      continue;
+    }
+    if (froms === 0) continue;
+    if (
+      keyword === 'RUN' &&
+      (flag(instruction, 'mount') || /(^|\s)--mount[=\s]/.test(instruction.getArgumentsContent() ?? ''))
+    ) {
+      // A bind mount reads the context (or another image) in ways not followed here.
+      readsAll = true;
+      continue;
+    }
+    if (keyword !== 'COPY' && keyword !== 'ADD') continue;
+    const fromFlag = flag(instruction, 'from');
+    const srcs = copyArguments(instruction).slice(0, -1);
+    if (fromFlag) {
+      const from = fromFlag.getValue() ?? '';
+      const r = fromFlag.getValueRange();
+      if (!stages.has(from.toLowerCase()) && r) {
+        if (from.includes('$'))
+          throw invalidArgument(
+            `Dockerfile line ${r.start.line + 1}: variables in COPY --from are not supported`,
+          );
+        images.push({
+          image: from,
+          range: { line: r.start.line, start: r.start.character, end: r.end.character },
+        });
+      }
+      continue;
+    }
+    for (const src of srcs) {
+      if (keyword === 'ADD' && /^(https?|git):\/\/|^git@/.test(src)) {
+        remoteSources.push(src);
+      } else if (src.includes('$')) {
+        readsAll = true;
+      } else {
+        sources.push(cleanSourcePath(src));
+      }
+    }
+  }
+  if (froms === 0) throw invalidArgument('Dockerfile has no FROM instruction');
+  return { images, contextSources: readsAll ? 'all' : [...new Set(sources)].sort(), remoteSources };
+}
+
+/**
+ * The Dockerfile with each external image replaced by `pinned(image)` (the digest reference the build
+ * key hashed), so the build reads exactly what was keyed whatever the tags do meanwhile.
+ */
+export function pinImages(
+  text: string,
+  uses: readonly ImageUse[],
+  pinned: (image: string) => string,
+): string {
+  const lines = text.split('\n');
+  // Right to left within a line, so earlier ranges stay valid.
+  const ordered = [...uses].sort((a, b) => b.range.line - a.range.line || b.range.start - a.range.start);
+  for (const use of ordered) {
+    const line = lines[use.range.line] ?? '';
+    lines[use.range.line] =
+      `${line.slice(0, use.range.start)}${pinned(use.image)}${line.slice(use.range.end)}`;
+  }
+  return lines.join('\n');
+}

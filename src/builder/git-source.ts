@@ -1,0 +1,299 @@
+// A build context from a git repository, through the git CLI: the commit a clone target names
+// (ls-remote, no clone), a shallow fetch of that one commit into a private git directory, the tree's
+// files with their blob ids (the build key hashes those, so no file is read twice), single files, and a
+// checkout without .git for buildah. Nothing of the host's git configuration is read; credentials travel
+// in the environment, never on a command line; only the allowed protocols are spoken.
+import { mkdir } from 'node:fs/promises';
+import { posix } from 'node:path';
+import { failedPrecondition, invalidArgument, notFound, unavailable } from '../errors.ts';
+import { CommandFailed, runCommand } from './command.ts';
+import type { ContextEntry } from './context-files.ts';
+
+export type CloneTargetMode = 'remoteHead' | 'remoteCommit' | 'remoteBranch' | 'localBranch';
+
+export interface GitSource {
+  remoteUri: string;
+  targetMode: CloneTargetMode;
+  /** A commit, a branch, or nothing, depending on targetMode. */
+  cloneTarget: string;
+  /** Where the repository sits under the workspace root ('' or '.' for the root). */
+  checkoutLocation: string;
+  fullClone: boolean;
+  auth?: { username: string; password: string };
+}
+
+export interface GitOptions {
+  /** Let file:// remotes be cloned (they read the builder's own disk). */
+  allowFileRemotes: boolean;
+  timeoutMs: number;
+}
+
+const FULL_SHA_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
+const SHORT_SHA_RE = /^[0-9a-f]{4,64}$/;
+const REMOTE_PROTOCOLS = new Set(['http:', 'https:', 'git:', 'file:']);
+
+/** Checks a remote URI: a URL of an allowed protocol, with no credentials in it. */
+export function checkRemoteUri(uri: string, allowFile: boolean): URL {
+  let url: URL;
+  try {
+    url = new URL(uri);
+  } catch {
+    throw invalidArgument(`git remote ${JSON.stringify(uri)} is not a URL (http, https, git or file)`);
+  }
+  if (!REMOTE_PROTOCOLS.has(url.protocol)) {
+    throw invalidArgument(
+      `git remote protocol ${url.protocol.slice(0, -1)} is not supported (http, https, git, file)`,
+    );
+  }
+  if (url.protocol === 'file:' && !allowFile) {
+    throw failedPrecondition('file:// git remotes are disabled on this builder');
+  }
+  if (url.username || url.password) {
+    throw invalidArgument('git remote must not carry credentials; use the initializer config instead');
+  }
+  return url;
+}
+
+/**
+ * A path of the workspace (dockerfile_path, context_path) as a path inside the repository. Gitpod's
+ * callers prefix `/workspace`; paths are relative to the workspace root, which holds the checkout at
+ * checkout_location. Escapes are refused.
+ */
+export function repoPath(workspacePath: string, checkoutLocation: string, what: string): string {
+  const strip = (p: string) => p.replace(/^\/workspace(?=\/|$)/, '').replace(/^\/+/, '');
+  const norm = (p: string) => {
+    const n = posix.normalize(strip(p) || '.');
+    if (n === '..' || n.startsWith('../'))
+      throw invalidArgument(`${what} ${JSON.stringify(workspacePath)} leaves the workspace`);
+    return n === '.' ? '' : n.replace(/\/$/, '');
+  };
+  const path = norm(workspacePath);
+  const checkout = norm(checkoutLocation);
+  if (checkout === '') return path;
+  if (path === checkout) return '';
+  if (!path.startsWith(`${checkout}/`)) {
+    throw invalidArgument(
+      `${what} ${JSON.stringify(workspacePath)} is outside the checkout location ${checkoutLocation}`,
+    );
+  }
+  return path.slice(checkout.length + 1);
+}
+
+function refName(source: GitSource): string {
+  switch (source.targetMode) {
+    case 'remoteBranch':
+      if (source.cloneTarget === '') throw invalidArgument('REMOTE_BRANCH needs a branch in clone_taget');
+      return `refs/heads/${source.cloneTarget}`;
+    default:
+      return 'HEAD';
+  }
+}
+
+/** A private git directory for one source. */
+export class GitRepo {
+  readonly gitDir: string;
+  readonly source: GitSource;
+  private readonly options: GitOptions;
+  private readonly url: URL;
+
+  private constructor(gitDir: string, source: GitSource, options: GitOptions) {
+    this.gitDir = gitDir;
+    this.source = source;
+    this.options = options;
+    this.url = checkRemoteUri(source.remoteUri, options.allowFileRemotes);
+  }
+
+  /** Checks the source; `gitDir` is created on first fetch. */
+  static open(gitDir: string, source: GitSource, options: GitOptions): GitRepo {
+    return new GitRepo(gitDir, source, options);
+  }
+
+  private env(): NodeJS.ProcessEnv {
+    const env: NodeJS.ProcessEnv = {
+      PATH: process.env.PATH ?? '/usr/bin:/bin',
+      HOME: this.gitDir,
+      GIT_CONFIG_NOSYSTEM: '1',
+      GIT_CONFIG_GLOBAL: '/dev/null',
+      GIT_TERMINAL_PROMPT: '0',
+      GIT_ASKPASS: '/bin/false',
+      GIT_PROTOCOL_FROM_USER: '0',
+      LC_ALL: 'C',
+    };
+    const config: Array<[string, string]> = [
+      ['protocol.allow', 'never'],
+      ['protocol.http.allow', 'always'],
+      ['protocol.https.allow', 'always'],
+      ['protocol.git.allow', 'always'],
+      ['protocol.file.allow', this.options.allowFileRemotes ? 'always' : 'never'],
+      ['core.autocrlf', 'false'],
+      ['core.hooksPath', '/dev/null'],
+      ['advice.detachedHead', 'false'],
+    ];
+    const auth = this.source.auth;
+    if (auth && (this.url.protocol === 'https:' || this.url.protocol === 'http:')) {
+      const basic = Buffer.from(`${auth.username}:${auth.password}`).toString('base64');
+      config.push(['http.extraHeader', `Authorization: Basic ${basic}`]);
+    }
+    env.GIT_CONFIG_COUNT = String(config.length);
+    config.forEach(([k, v], i) => {
+      env[`GIT_CONFIG_KEY_${i}`] = k;
+      env[`GIT_CONFIG_VALUE_${i}`] = v;
+    });
+    return env;
+  }
+
+  private async git(args: string[], signal?: AbortSignal, maxStdout?: number): Promise<string> {
+    try {
+      const r = await runCommand('git', args, {
+        env: this.env(),
+        timeoutMs: this.options.timeoutMs,
+        ...(signal && { signal }),
+        ...(maxStdout !== undefined && { maxStdout }),
+      });
+      return r.stdout;
+    } catch (err) {
+      if (err instanceof CommandFailed) {
+        throw unavailable(
+          `git ${args[0] === '--git-dir' ? args[2] : args[0]} of ${this.source.remoteUri} failed: ${redact(err.tail)}`,
+        );
+      }
+      throw err;
+    }
+  }
+
+  private dir(...args: string[]): string[] {
+    return ['--git-dir', this.gitDir, ...args];
+  }
+
+  /** The commit the clone target names, without fetching (ls-remote for heads and branches). */
+  async resolveCommit(signal?: AbortSignal): Promise<string | undefined> {
+    const target = this.source.cloneTarget.toLowerCase();
+    if (this.source.targetMode === 'remoteCommit') {
+      if (!SHORT_SHA_RE.test(target))
+        throw invalidArgument(
+          `REMOTE_COMMIT needs a commit id, not ${JSON.stringify(this.source.cloneTarget)}`,
+        );
+      // An abbreviated id is only known once the history is there.
+      return FULL_SHA_RE.test(target) ? target : undefined;
+    }
+    const ref = refName(this.source);
+    const out = await this.git(['ls-remote', '--', this.source.remoteUri, ref], signal);
+    const line = out.split('\n').find((l) => l.endsWith(`\t${ref}`));
+    if (!line)
+      throw notFound(
+        `${this.source.remoteUri} has no ${ref === 'HEAD' ? 'HEAD' : `branch ${this.source.cloneTarget}`}`,
+      );
+    return line.split('\t')[0];
+  }
+
+  /** Fetches the commit (shallow unless full_clone) and returns its full id. */
+  async fetch(commit: string | undefined, signal?: AbortSignal): Promise<string> {
+    await mkdir(this.gitDir, { recursive: true });
+    await this.git(['init', '--quiet', '--bare', this.gitDir], signal);
+    const depth = this.source.fullClone ? [] : ['--depth=1'];
+    const fetch = (what: string, extra: string[] = depth) =>
+      this.git(
+        this.dir(
+          'fetch',
+          '--quiet',
+          '--no-tags',
+          '--no-write-fetch-head',
+          ...extra,
+          '--',
+          this.source.remoteUri,
+          what,
+        ),
+        signal,
+      );
+    const wanted = this.source.targetMode === 'remoteCommit' ? this.source.cloneTarget.toLowerCase() : commit;
+    if (wanted !== undefined && FULL_SHA_RE.test(wanted)) {
+      try {
+        await fetch(`${wanted}:refs/strata/build`);
+        return wanted;
+      } catch {
+        // Servers that refuse unadvertised ids: fetch what they advertise and find the commit in it.
+      }
+    }
+    if (this.source.targetMode === 'remoteCommit') {
+      await fetch('+refs/heads/*:refs/remotes/origin/*', []);
+      return (
+        await this.git(
+          this.dir('rev-parse', '--verify', '--quiet', `${this.source.cloneTarget}^{commit}`),
+          signal,
+        ).catch(() => {
+          throw notFound(`commit ${this.source.cloneTarget} is not in ${this.source.remoteUri}`);
+        })
+      ).trim();
+    }
+    await fetch(`+${refName(this.source)}:refs/strata/build`);
+    return (await this.git(this.dir('rev-parse', '--verify', 'refs/strata/build^{commit}'), signal)).trim();
+  }
+
+  /** Every file under `dir` (repository-relative, '' for the root) at `commit`, relative to `dir`. */
+  async listTree(commit: string, dir: string, signal?: AbortSignal): Promise<ContextEntry[]> {
+    const args = this.dir('ls-tree', '-r', '-z', '--full-tree', commit);
+    if (dir !== '') args.push('--', `${dir}/`);
+    const out = await this.git(args, signal, 256 << 20);
+    const entries: ContextEntry[] = [];
+    for (const rec of out.split('\0')) {
+      if (rec === '') continue;
+      const tab = rec.indexOf('\t');
+      const [mode, , id] = rec.slice(0, tab).split(' ') as [string, string, string];
+      const path = rec.slice(tab + 1);
+      entries.push({ path: dir === '' ? path : path.slice(dir.length + 1), mode, id });
+    }
+    return entries;
+  }
+
+  /** A file's bytes at `commit`, following symlinks inside the repository; undefined when absent. */
+  async readFile(
+    commit: string,
+    path: string,
+    signal?: AbortSignal,
+    maxBytes = 1 << 20,
+  ): Promise<Buffer | undefined> {
+    let current = path;
+    for (let hop = 0; hop < 8; hop++) {
+      const out = await this.git(this.dir('ls-tree', '-z', '--full-tree', commit, '--', current), signal);
+      const rec = out.split('\0')[0];
+      if (!rec) return undefined;
+      const [mode, type, id] = rec.slice(0, rec.indexOf('\t')).split(' ') as [string, string, string];
+      if (type !== 'blob') return undefined;
+      const size = Number((await this.git(this.dir('cat-file', '-s', id), signal)).trim());
+      if (size > maxBytes) throw invalidArgument(`${path} is larger than ${maxBytes} bytes`);
+      // runCommand decodes UTF-8: Dockerfiles, .dockerignore files and link targets are text.
+      const text = await this.git(this.dir('cat-file', 'blob', id), signal);
+      if (mode !== '120000') return Buffer.from(text, 'utf8');
+      const target = posix.normalize(posix.join(posix.dirname(current), text));
+      if (target.startsWith('../') || target === '..' || posix.isAbsolute(text)) {
+        throw invalidArgument(`${path} is a symlink that leaves the repository`);
+      }
+      current = target;
+    }
+    throw invalidArgument(`${path}: too many levels of symbolic links`);
+  }
+
+  /** Writes the tree of `commit` into `workTree` (no .git there). */
+  async checkout(commit: string, workTree: string, signal?: AbortSignal): Promise<void> {
+    await mkdir(workTree, { recursive: true });
+    await this.git(
+      [
+        '--git-dir',
+        this.gitDir,
+        '--work-tree',
+        workTree,
+        'checkout',
+        '--quiet',
+        '--force',
+        '--detach',
+        commit,
+      ],
+      signal,
+    );
+  }
+}
+
+/** Strips anything that looks like credentials in a URL from git's messages. */
+function redact(text: string): string {
+  return text.replace(/\/\/[^/@\s]*@/g, '//***@');
+}
