@@ -13,6 +13,7 @@ import { Registry } from 'prom-client';
 import { facadeConfigFrom } from '../../src/facade/config.ts';
 import { type FacadeApp, startFacade } from '../../src/facade/http/app.ts';
 import { type PushedImage, pushBusybox } from '../helpers/images.ts';
+import { waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -20,6 +21,12 @@ const logger = pino({ level: 'silent' });
 
 function sha256(b: Uint8Array): string {
   return `sha256:${createHash('sha256').update(b).digest('hex')}`;
+}
+
+async function metric(app: FacadeApp, line: string): Promise<number> {
+  const text = (await get(`${app.url}/metrics`)).body.toString();
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found ? Number(found.split(' ').pop()) : 0;
 }
 
 async function get(url: string, init: RequestInit = {}): Promise<{ status: number; body: Buffer }> {
@@ -157,5 +164,43 @@ describe('hostile facade inputs', () => {
     assert.deepEqual(ok.body, host.bytes);
     assert.ok(host.connections > before);
     assert.equal(app.cache.has(digest as never), true);
+  });
+
+  test('a fixed-spec file rewritten in place never empties the served set', async (t) => {
+    const app = await facade('rewrite', { a: { baseRef: busybox.ref }, b: { baseRef: busybox.ref } });
+    t.after(() => app.close());
+    const fixedFile = join(work, 'rewrite.json');
+    const status = async (name: string) => (await get(`${app.url}/v2/fixed/${name}/manifests/latest`)).status;
+    const refused = () => metric(app, 'strata_facade_fixed_spec_loads_total{result="refused"}');
+    assert.equal(await status('a'), 200);
+
+    // Clients keep pulling while the file goes through what `cat new > file` and a failed edit leave.
+    const seen = new Map<number, number>();
+    let polling = true;
+    const poller = (async () => {
+      while (polling) {
+        for (const name of ['a', 'b']) {
+          const s = await status(name);
+          seen.set(s, (seen.get(s) ?? 0) + 1);
+        }
+      }
+    })();
+    try {
+      await writeFile(fixedFile, '');
+      await waitFor(async () => (await refused()) >= 1, 10_000, { what: 'the empty file refused' });
+      await writeFile(fixedFile, '{"a": {"baseRef": "');
+      await waitFor(async () => (await refused()) >= 2, 10_000, { what: 'the partial file refused' });
+    } finally {
+      polling = false;
+      await poller;
+    }
+    assert.deepEqual([...seen.keys()], [200], `statuses seen: ${JSON.stringify([...seen])}`);
+    assert.ok((seen.get(200) ?? 0) >= 4);
+
+    // The next good write is picked up.
+    await writeFile(fixedFile, JSON.stringify({ a: { baseRef: busybox.ref }, c: { baseRef: busybox.ref } }));
+    await waitFor(async () => (await status('c')) === 200, 10_000, { what: 'the new spec served' });
+    // (A composition is reused for a second, so the dropped name goes once that has passed.)
+    await waitFor(async () => (await status('b')) === 404, 10_000, { what: 'the dropped spec gone' });
   });
 });

@@ -149,14 +149,6 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     }
     if (remote.length > 0)
       providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
-    if (config.specProviders.fixedFile) {
-      const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
-        onReloadError: (err) => logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded'),
-        onReload: (count) => logger.info({ count }, 'fixed specs loaded'),
-      });
-      undo.push(() => fixed.close());
-      providers.set('fixed', fixed);
-    }
 
     const staticLayers: StaticLayer[] = [];
     const staticFiles = new Map<Digest, string>();
@@ -180,6 +172,20 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     });
     undo.push(() => cache.close());
     const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
+    if (config.specProviders.fixedFile) {
+      const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
+        onReloadError: (err) => {
+          metrics.fixedSpecLoads.inc({ result: 'refused' });
+          logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded, the previous ones stay');
+        },
+        onReload: (count) => {
+          metrics.fixedSpecLoads.inc({ result: 'ok' });
+          logger.info({ count }, 'fixed specs loaded');
+        },
+      });
+      undo.push(() => fixed.close());
+      providers.set('fixed', fixed);
+    }
     const allowHttpHost = plainHttpAllowed(config);
     const service = new FacadeService({
       providers,

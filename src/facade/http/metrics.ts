@@ -15,6 +15,7 @@ export class FacadeMetrics implements FacadeObserver {
   readonly inFlight: Gauge;
   readonly cacheBytes: Gauge;
   readonly compositions: Counter;
+  readonly fixedSpecLoads: Counter<'result'>;
 
   constructor(registry: Registry, cacheBytes: () => number) {
     const registers = [registry];
@@ -80,6 +81,12 @@ export class FacadeMetrics implements FacadeObserver {
     this.compositions = new Counter({
       name: 'strata_facade_compositions_total',
       help: 'Images composed from specs',
+      registers,
+    });
+    this.fixedSpecLoads = new Counter({
+      name: 'strata_facade_fixed_spec_loads_total',
+      help: 'Loads of the fixed-spec file, by result (ok, or refused: the specs loaded before stay)',
+      labelNames: ['result'],
       registers,
     });
   }

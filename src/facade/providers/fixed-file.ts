@@ -1,7 +1,9 @@
 // Fixed specs from a file (YAML or JSON): a map name → ImageSpec in protobuf-JSON form. The file is read at
 // start (a bad file is an error then) and again whenever it changes (fs.watch on its directory, plus an
 // mtime/size check on use, since watchers miss some editors' and Kubernetes' atomic swaps). A bad edit is
-// reported and the previous specs stay in use.
+// reported once and the previous specs stay in use. A file rewritten in place (`cat new > specs.yaml`, or
+// an editor that truncates, then writes) passes through empty and partial states: a file is only read once
+// it has been still for a moment, and an empty one never replaces the specs loaded before (`{}` does).
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -14,15 +16,19 @@ import type { SpecProvider } from './provider.ts';
 /** The fixed-spec file may hold this many specs; it is a debugging aid, not a database. */
 export const MAX_FIXED_SPECS = 10_000;
 const MAX_FILE_BYTES = 64 * 1024 * 1024;
+const DEFAULT_SETTLE_MS = 100;
+// A file that keeps changing is read anyway after this many waits.
+const MAX_SETTLE_WAITS = 10;
 
-export function parseFixedSpecs(text: string, where: string): Map<string, ImageSpec> {
+/** The specs in the file's text; undefined for an empty document (no map at all, not even `{}`). */
+export function parseFixedSpecs(text: string, where: string): Map<string, ImageSpec> | undefined {
   let doc: unknown;
   try {
     doc = parseYaml(text, { maxAliasCount: 100 });
   } catch (err) {
     throw invalidArgument(`${where}: ${messageOf(err)}`);
   }
-  if (doc === null || doc === undefined) return new Map();
+  if (doc === null || doc === undefined) return undefined;
   if (typeof doc !== 'object' || Array.isArray(doc)) {
     throw invalidArgument(`${where}: want a map of name to spec`);
   }
@@ -38,12 +44,22 @@ export interface FixedFileOptions {
   /** Told about a reload that failed (the old specs stay). */
   onReloadError?: (err: unknown) => void;
   onReload?: (count: number) => void;
+  /** How long the file must be unchanged before it is read (default 100 ms). */
+  settleMs?: number;
+}
+
+interface FileKey {
+  key: string;
+  mtimeMs: number;
+  size: number;
 }
 
 export class FixedFileSpecProvider implements SpecProvider {
   readonly path: string;
   private specs = new Map<string, ImageSpec>();
   private key = '';
+  /** The last version of the file that was refused, so it is reported once and not read again. */
+  private badKey = '';
   private watcher: FSWatcher | undefined;
   private reloading: Promise<void> | undefined;
   private readonly options: FixedFileOptions;
@@ -71,23 +87,50 @@ export class FixedFileSpecProvider implements SpecProvider {
     return this.specs.size;
   }
 
-  private async fileKey(): Promise<string> {
-    const st = await stat(this.path, { bigint: true });
-    return `${st.ino}:${st.size}:${st.mtimeNs}`;
+  private async fileKey(): Promise<FileKey> {
+    const st = await stat(this.path, { bigint: true }).catch((err) => {
+      throw notFound(`fixed specs ${this.path}: ${messageOf(err)}`);
+    });
+    return { key: `${st.ino}:${st.size}:${st.mtimeNs}`, mtimeMs: Number(st.mtimeMs), size: Number(st.size) };
+  }
+
+  /** The file's key once it has not changed for `settleMs` (or after a bounded number of waits). */
+  private async settledKey(): Promise<FileKey> {
+    const settleMs = this.options.settleMs ?? DEFAULT_SETTLE_MS;
+    let k = await this.fileKey();
+    for (let i = 0; i < MAX_SETTLE_WAITS && k.key !== this.key && k.key !== this.badKey; i++) {
+      const age = Date.now() - k.mtimeMs;
+      if (age >= settleMs) break;
+      await new Promise((r) => setTimeout(r, settleMs - Math.max(age, 0)));
+      k = await this.fileKey();
+    }
+    return k;
   }
 
   private async load(): Promise<void> {
-    const key = await this.fileKey().catch((err) => {
-      throw notFound(`fixed specs ${this.path}: ${messageOf(err)}`);
-    });
-    if (key === this.key) return;
-    const st = await stat(this.path);
-    if (st.size > MAX_FILE_BYTES)
-      throw invalidArgument(`fixed specs ${this.path}: larger than ${MAX_FILE_BYTES} bytes`);
-    const specs = parseFixedSpecs(await readFile(this.path, 'utf8'), `fixed specs ${this.path}`);
-    this.specs = specs;
-    this.key = key;
-    this.options.onReload?.(specs.size);
+    const { key, size } = await this.settledKey();
+    if (key === this.key || key === this.badKey) return;
+    const where = `fixed specs ${this.path}`;
+    try {
+      if (size > MAX_FILE_BYTES) throw invalidArgument(`${where}: larger than ${MAX_FILE_BYTES} bytes`);
+      let specs = parseFixedSpecs(await readFile(this.path, 'utf8'), where);
+      if (specs === undefined) {
+        // Empty is what a rewrite in place looks like halfway; only before anything was loaded is it "none".
+        if (this.key !== '') {
+          throw invalidArgument(
+            `${where}: empty; the ${this.specs.size} specs loaded before stay (write {} to remove them all)`,
+          );
+        }
+        specs = new Map();
+      }
+      this.specs = specs;
+      this.key = key;
+      this.badKey = '';
+      this.options.onReload?.(specs.size);
+    } catch (err) {
+      this.badKey = key;
+      throw err;
+    }
   }
 
   private reload(): Promise<void> {
