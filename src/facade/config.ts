@@ -6,6 +6,7 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { invalidArgument, messageOf } from '../errors.ts';
+import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
@@ -144,12 +145,9 @@ export function parseByteSize(v: unknown, where: string): number {
 
 /** `host:port`, `[v6]:port` or `:port` (all interfaces). */
 export function parseListen(v: string, where: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(v);
-  if (!m) fail(where, `want host:port, got ${JSON.stringify(v)}`);
-  const port = Number(m[3]);
-  if (port > 65535) fail(where, `port ${port} out of range`);
-  const host = m[1] ?? m[2] ?? '';
-  return { host: host === '' ? '0.0.0.0' : host, port };
+  return (
+    parseHostPort(v, '0.0.0.0') ?? fail(where, `want host:port (port 0-65535), got ${JSON.stringify(v)}`)
+  );
 }
 
 /** Validates a parsed config document. `base` is the directory relative paths are taken from. */

@@ -18,7 +18,7 @@ import {
   outOfRange,
   unavailable,
 } from '../errors.ts';
-import { type ContentInfo, ContentMeta } from '../metadata/content-labels.ts';
+import { ContentMeta, type ContentRecord } from '../metadata/content-labels.ts';
 import type { MetadataDb, Statement } from '../metadata/db.ts';
 import { ingestAdaptor } from '../metadata/filters/adaptors.ts';
 import { parseFilters } from '../metadata/filters/filter.ts';
@@ -29,7 +29,7 @@ import { tracePhase } from '../trace.ts';
 import { ContentHandles } from './content-handles.ts';
 import { backendRef, IngestRecords } from './content-ingests.ts';
 
-export type { ContentInfo } from '../metadata/content-labels.ts';
+export type { ContentRecord } from '../metadata/content-labels.ts';
 export { backendRef } from './content-ingests.ts';
 
 /** Read responses carry at most this many bytes, as containerd's do. */
@@ -104,7 +104,7 @@ export class ContentView {
   }
 
   /** InvalidArgument `"<d>" failed validation`; NotFound `content digest <d>: not found`. */
-  info(ns: string, digest: string): ContentInfo {
+  info(ns: string, digest: string): ContentRecord {
     return this.meta.info(ns, digest);
   }
 
@@ -118,7 +118,7 @@ export class ContentView {
   }
 
   /** The namespace's blobs matching any of the filters (fields `digest`, `labels.*`), in digest order. */
-  list(ns: string, filters: readonly string[]): ContentInfo[] {
+  list(ns: string, filters: readonly string[]): ContentRecord[] {
     return this.meta.list(ns, filters);
   }
 

@@ -9,7 +9,7 @@ import { goDigestError } from './go-digest.ts';
 import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from './labels.ts';
 import { LeaseStore } from './leases.ts';
 
-export interface ContentInfo {
+export interface ContentRecord {
   digest: Digest;
   size: number;
   labels: Record<string, string>;
@@ -27,7 +27,7 @@ interface ContentRow {
   updated_at: bigint;
 }
 
-const toInfo = (r: ContentRow): ContentInfo => ({
+const toInfo = (r: ContentRow): ContentRecord => ({
   digest: r.digest as Digest,
   size: Number(r.size),
   labels: decodeMap(r.labels),
@@ -83,7 +83,7 @@ export class ContentMeta {
     size: number,
     labels: Record<string, string> = {},
     opts: { lease?: string } = {},
-  ): ContentInfo {
+  ): ContentRecord {
     validateLabels('info.Labels', labels);
     return this.db.write(() => {
       if (this.stmts.get.get(ns, digest)) throw alreadyExists(`content ${digest}: already exists`);
@@ -99,7 +99,7 @@ export class ContentMeta {
     return this.stmts.get.get(ns, digest) !== undefined;
   }
 
-  info(ns: string, digest: string): ContentInfo {
+  info(ns: string, digest: string): ContentRecord {
     checkRequestDigest(digest);
     const row = this.stmts.get.get(ns, digest) as ContentRow | undefined;
     if (!row) throw notFound(`content digest ${digest}: not found`);
@@ -111,7 +111,7 @@ export class ContentMeta {
     ns: string,
     info: { digest: string; labels?: Record<string, string> },
     fieldPaths: readonly string[] = [],
-  ): ContentInfo {
+  ): ContentRecord {
     const digest = info.digest;
     checkRequestDigest(digest);
     const requested = info.labels ?? {};
@@ -139,7 +139,7 @@ export class ContentMeta {
   }
 
   /** Blobs of the namespace matching any filter, in digest order. Parse errors are not re-wrapped. */
-  list(ns: string, filters: readonly string[]): ContentInfo[] {
+  list(ns: string, filters: readonly string[]): ContentRecord[] {
     const filter = parseFilters(filters);
     const rows = this.stmts.list.all(ns) as ContentRow[];
     return rows.map(toInfo).filter((i) => filter.match(contentAdaptor(i)));

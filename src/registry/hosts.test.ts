@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { canonicalHost, credentialsAllowed, isLoopbackHost, RegistryHosts, splitHostPort } from './hosts.ts';
+import { canonicalHost, credentialsAllowed, isLoopbackHost, RegistryHosts } from './hosts.ts';
 
 test('loopback hosts: 127.0.0.0/8, ::1 and localhost, with or without a port', () => {
   for (const h of [
@@ -24,13 +24,6 @@ test('loopback hosts: 127.0.0.0/8, ::1 and localhost, with or without a port', (
   ]) {
     assert.equal(isLoopbackHost(h), false, h);
   }
-});
-
-test('host and port are split, IPv6 brackets removed', () => {
-  assert.deepEqual(splitHostPort('[::1]:5000'), { hostname: '::1', port: '5000' });
-  assert.deepEqual(splitHostPort('::1'), { hostname: '::1' });
-  assert.deepEqual(splitHostPort('reg:443'), { hostname: 'reg', port: '443' });
-  assert.deepEqual(splitHostPort('reg'), { hostname: 'reg' });
 });
 
 test('Docker Hub is reached at registry-1.docker.io over TLS', () => {

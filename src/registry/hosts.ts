@@ -1,6 +1,7 @@
 // Where a registry domain is reached and how: the API host (Docker Hub's differs from its name), plain HTTP
 // or TLS, and extra CA certificates. Credentials may only travel over TLS or to a loopback host.
 import { isIP } from 'node:net';
+import { splitHostPort } from '../host-port.ts';
 
 export interface HostConfig {
   /** Hosts (`host` or `host:port`) reached over plain HTTP. Loopback hosts always are. */
@@ -14,23 +15,6 @@ export interface HostConfig {
 export const DOCKER_HUB = 'docker.io';
 const DOCKER_HUB_API = 'registry-1.docker.io';
 const DOCKER_HUB_ALIASES = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
-
-/** Splits `host[:port]` (with `[v6]` brackets) into the hostname without brackets and the port. */
-export function splitHostPort(host: string): { hostname: string; port?: string } {
-  if (host.startsWith('[')) {
-    const end = host.indexOf(']');
-    if (end > 0) {
-      const rest = host.slice(end + 1);
-      return rest.startsWith(':')
-        ? { hostname: host.slice(1, end), port: rest.slice(1) }
-        : { hostname: host.slice(1, end) };
-    }
-  }
-  // A bare IPv6 address has several colons and no port.
-  if (isIP(host) === 6) return { hostname: host };
-  const i = host.lastIndexOf(':');
-  return i < 0 ? { hostname: host } : { hostname: host.slice(0, i), port: host.slice(i + 1) };
-}
 
 export function isLoopbackHost(host: string): boolean {
   const { hostname } = splitHostPort(host.toLowerCase());

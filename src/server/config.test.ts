@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { DEFAULT_GC, daemonConfig, parseHostPort } from './config.ts';
+import { DEFAULT_GC, daemonConfig } from './config.ts';
 
 describe('daemonConfig', () => {
   it('resolves paths, with containerd-like defaults for root and socket', () => {
@@ -31,11 +31,17 @@ describe('daemonConfig', () => {
       host: '127.0.0.1',
       port: 9100,
     });
-    assert.deepEqual(parseHostPort('[::1]:0', 'x'), { host: '::1', port: 0 });
-    assert.deepEqual(parseHostPort('localhost:80', 'x'), { host: 'localhost', port: 80 });
+    assert.deepEqual(daemonConfig({ root: '/r', metricsAddress: '[::1]:0' }).metrics, {
+      host: '::1',
+      port: 0,
+    });
+    assert.deepEqual(daemonConfig({ root: '/r', metricsAddress: 'localhost:80' }).metrics, {
+      host: 'localhost',
+      port: 80,
+    });
     for (const bad of ['127.0.0.1', ':80', '127.0.0.1:65536', '::1:80', 'host:port', '']) {
       assert.throws(
-        () => parseHostPort(bad, '--metrics-address'),
+        () => daemonConfig({ root: '/r', metricsAddress: bad }),
         /--metrics-address must be HOST:PORT/,
         bad,
       );

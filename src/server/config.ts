@@ -2,6 +2,7 @@
 // Validated once, up front, so a bad flag fails before anything is opened.
 import { isAbsolute, resolve } from 'node:path';
 import { invalidArgument } from '../errors.ts';
+import { parseHostPort } from '../host-port.ts';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -40,13 +41,10 @@ export interface DaemonConfigInput {
 
 export const DEFAULT_GC: GcConfig = { delayMs: 100, pauseThreshold: 0.02, maxDelayMs: 5000 };
 
-export function parseHostPort(value: string, what: string): { host: string; port: number } {
-  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(value);
-  const port = m ? Number(m[3]) : Number.NaN;
-  if (!m || !(port >= 0 && port <= 65535)) {
-    throw invalidArgument(`${what} must be HOST:PORT, got ${JSON.stringify(value)}`);
-  }
-  return { host: m[1] ?? m[2]!, port };
+function hostPort(value: string, what: string): { host: string; port: number } {
+  const address = parseHostPort(value);
+  if (!address) throw invalidArgument(`${what} must be HOST:PORT, got ${JSON.stringify(value)}`);
+  return address;
 }
 
 /** Where the daemon keeps its state and listens unless told otherwise, as containerd's defaults do. */
@@ -84,7 +82,7 @@ export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
     address,
     logLevel,
     ...(input.metricsAddress !== undefined && {
-      metrics: parseHostPort(input.metricsAddress, '--metrics-address'),
+      metrics: hostPort(input.metricsAddress, '--metrics-address'),
     }),
     gc,
   };

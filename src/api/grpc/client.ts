@@ -17,7 +17,7 @@ import { MAX_MESSAGE_BYTES } from './limits.ts';
 /** Unary calls get this deadline unless the caller sets one. */
 export const DEFAULT_UNARY_TIMEOUT_MS = 30_000;
 
-export interface CallOptions {
+export interface GrpcCallOptions {
   metadata?: grpc.Metadata;
   /** Cancels the call when aborted. */
   signal?: AbortSignal;
@@ -58,7 +58,7 @@ function deserializer<D extends DescMessage>(schema: D) {
   return (bytes: Buffer): MessageShape<D> => fromBinary(schema, bytes);
 }
 
-function callOptions(opts: CallOptions, defaultTimeoutMs?: number): grpc.CallOptions {
+function callOptions(opts: GrpcCallOptions, defaultTimeoutMs?: number): grpc.CallOptions {
   const timeout = opts.timeoutMs ?? defaultTimeoutMs;
   return timeout === undefined ? {} : { deadline: Date.now() + timeout };
 }
@@ -73,7 +73,7 @@ export function callUnary<I extends DescMessage, O extends DescMessage>(
   client: grpc.Client,
   method: Method<'unary', I, O>,
   request: MessageInitShape<I>,
-  opts: CallOptions = {},
+  opts: GrpcCallOptions = {},
 ): Promise<MessageShape<O>> {
   return new Promise((resolve, reject) => {
     const call = client.makeUnaryRequest(
@@ -93,7 +93,7 @@ export async function* callServerStream<I extends DescMessage, O extends DescMes
   client: grpc.Client,
   method: Method<'server_streaming', I, O>,
   request: MessageInitShape<I>,
-  opts: CallOptions = {},
+  opts: GrpcCallOptions = {},
 ): AsyncGenerator<MessageShape<O>> {
   const call = client.makeServerStreamRequest(
     methodPath(method),
@@ -124,7 +124,7 @@ export interface BidiCall<I extends DescMessage, O extends DescMessage> {
 export function callBidi<I extends DescMessage, O extends DescMessage>(
   client: grpc.Client,
   method: Method<'bidi_streaming', I, O>,
-  opts: CallOptions = {},
+  opts: GrpcCallOptions = {},
 ): BidiCall<I, O> {
   const call = client.makeBidiStreamRequest(
     methodPath(method),

@@ -7,7 +7,12 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { invalidArgument } from '../../errors.ts';
-import type { ContentInfo, ContentView, NamespacedStatus, WriteMessage } from '../../images/content-view.ts';
+import type {
+  ContentRecord,
+  ContentView,
+  NamespacedStatus,
+  WriteMessage,
+} from '../../images/content-view.ts';
 import {
   Content,
   type InfoSchema,
@@ -27,7 +32,7 @@ export interface ContentServiceDeps {
 /** List sends this many Info per message, as containerd does. */
 export const LIST_BATCH = 100;
 
-function infoToProto(i: ContentInfo): MessageInitShape<typeof InfoSchema> {
+function infoToProto(i: ContentRecord): MessageInitShape<typeof InfoSchema> {
   return {
     digest: i.digest,
     size: BigInt(i.size),

@@ -26,7 +26,7 @@ import { MessageDecoder, methodPath, PREFIX_BYTES } from './framing.ts';
 import { varintLength, writeVarint } from './varint.ts';
 
 /** What a writer sends: a WriteContentRequest whose data may come in parts. */
-export interface WriteMessage {
+export interface WriteRequestParts {
   action: WriteAction;
   ref?: string;
   total?: bigint;
@@ -38,7 +38,7 @@ export interface WriteMessage {
 
 /** One Content.Write call: sends resolve once written to the socket; fail with the call's status. */
 export interface WriteStream {
-  send(msg: WriteMessage): Promise<void>;
+  send(msg: WriteRequestParts): Promise<void>;
   responses: AsyncIterator<WriteContentResponse>;
   end(): void;
   cancel(): void;
@@ -55,7 +55,7 @@ const WRITE_PATH = methodPath(Content.method.write);
  * data parts follow it on the wire unchanged (protobuf leaves field order free). Returns the head and the
  * parts to send after it.
  */
-export function frameWriteRequest(msg: WriteMessage): { head: Buffer; parts: readonly Uint8Array[] } {
+export function frameWriteRequest(msg: WriteRequestParts): { head: Buffer; parts: readonly Uint8Array[] } {
   const { data, ...fields } = msg;
   const small = toBinary(WriteContentRequestSchema, create(WriteContentRequestSchema, fields));
   const size = data?.reduce((n, d) => n + d.byteLength, 0) ?? 0;
@@ -224,7 +224,7 @@ class Http2WriteStream implements WriteStream {
     this.pending.clear();
   }
 
-  send(msg: WriteMessage): Promise<void> {
+  send(msg: WriteRequestParts): Promise<void> {
     return new Promise((resolve, reject) => {
       if (this.final) return reject(statusError(this.final));
       const fail = (s: StatusObject) => reject(statusError(s));

@@ -2,10 +2,10 @@
 // and ctr read our results as their own: references from a parent document to its children, the
 // repositories a blob came from, a layer's uncompressed digest, and the snapshot an image's config holds.
 
+import { splitHostPort } from '../../host-port.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { encodedOf } from '../../oci/digest.ts';
 import type { ParsedManifest } from '../../oci/manifest.ts';
-import { splitHostPort } from '../../registry/hosts.ts';
 import type { Labels } from './daemon-api.ts';
 
 export const LABEL_UNCOMPRESSED = 'containerd.io/uncompressed';
