@@ -15,7 +15,7 @@ import { imageAdaptor } from '../metadata/filters/adaptors.ts';
 import { parseSelectors, parseStoreFilters } from '../metadata/filters/filter.ts';
 import { type PrefilterColumns, prefilterOf } from '../metadata/filters/prefilter.ts';
 import { goDigestError } from '../metadata/go-digest.ts';
-import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from '../metadata/labels.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from '../metadata/labels.ts';
 import { LABEL_GC_EXPIRE, LeaseStore } from '../metadata/leases.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import type { Digest } from '../oci/digest.ts';
@@ -252,21 +252,18 @@ export class ImageStore {
         next = { ...req, name: cur.name };
       } else {
         for (const path of fieldPaths) {
-          if (path === 'labels') next.labels = req.labels;
+          // Maps are copied when taken from the request, so label paths can set entries in place.
+          if (path === 'labels') next.labels = { ...req.labels };
           else if (path.startsWith('labels.')) {
             const key = path.slice('labels.'.length);
-            next.labels = withEntry(next.labels, key, getEntry(req.labels, key));
-          } else if (path === 'target') next.target = req.target;
+            setEntry(next.labels, key, getEntry(req.labels, key));
+          } else if (path === 'target')
+            next.target = { ...req.target, annotations: { ...req.target.annotations } };
           else if (path === 'annotations')
-            next.target = { ...next.target, annotations: req.target.annotations };
+            next.target = { ...next.target, annotations: { ...req.target.annotations } };
           else if (path.startsWith('annotations.')) {
             const key = path.slice('annotations.'.length);
-            const annotations = withEntry(
-              next.target.annotations,
-              key,
-              getEntry(req.target.annotations, key),
-            );
-            next.target = { ...next.target, annotations };
+            setEntry(next.target.annotations, key, getEntry(req.target.annotations, key));
           } else {
             throw invalidArgument(
               `cannot update ${goQuote(path)} field on image ${goQuote(cur.name)}: invalid argument`,

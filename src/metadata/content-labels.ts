@@ -6,7 +6,7 @@ import { decodeMap, encodeMap, type MetadataDb, type Nanos, nanosToDate, type St
 import { contentAdaptor } from './filters/adaptors.ts';
 import { parseFilters } from './filters/filter.ts';
 import { goDigestError } from './go-digest.ts';
-import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from './labels.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
 import { LeaseStore } from './leases.ts';
 
 export interface ContentRecord {
@@ -123,7 +123,7 @@ export class ContentMeta {
       for (const path of fieldPaths) {
         if (path.startsWith('labels.')) {
           const key = path.slice('labels.'.length);
-          labels = withEntry(labels, key, getEntry(requested, key));
+          setEntry(labels, key, getEntry(requested, key));
         } else if (path === 'labels') {
           labels = { ...requested };
         } else {

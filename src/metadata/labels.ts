@@ -30,15 +30,13 @@ export function withoutEmpty(map: Readonly<Record<string, string>> | undefined):
   return Object.fromEntries(Object.entries(map ?? {}).filter(([, v]) => v !== ''));
 }
 
-/** A copy of map with key set to value (own property, even for `__proto__`). */
-export function withEntry(
-  map: Readonly<Record<string, string>>,
-  key: string,
-  value: string,
-): Record<string, string> {
-  const out = Object.fromEntries(Object.entries(map));
-  Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true });
-  return out;
+/**
+ * Sets key to value in map, in place (an own property, even for `__proto__`). In place because an update
+ * may carry thousands of label paths (a pull of an index sets one per manifest): a copy per path is
+ * quadratic. Callers copy the stored map once, before the first path.
+ */
+export function setEntry(map: Record<string, string>, key: string, value: string): void {
+  Object.defineProperty(map, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 export function getEntry(map: Readonly<Record<string, string>> | undefined, key: string): string {

@@ -4,7 +4,7 @@
 // the API edge (containerd's identifier rule); labels here.
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.ts';
 import { decodeMap, encodeMap, type MetadataDb, type Statement } from './db.ts';
-import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from './labels.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
 
 export interface NamespaceRecord {
   name: string;
@@ -83,7 +83,7 @@ export class NamespaceStore {
             throw invalidArgument(`cannot update ${goQuote(path)} field: invalid argument`);
           }
           const key = path.slice('labels.'.length);
-          next = withEntry(next, key, getEntry(labels, key));
+          setEntry(next, key, getEntry(labels, key));
         }
       }
       validateLabels('namespace.Labels', next);

@@ -7,7 +7,7 @@ import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '..
 import { decodeMap, encodeMap, type MetadataDb, type Nanos, type Statement } from '../metadata/db.ts';
 import type { Adaptor } from '../metadata/filters/filter.ts';
 import { parseFilters } from '../metadata/filters/filter.ts';
-import { getEntry, goQuote, validateLabels, withEntry, withoutEmpty } from '../metadata/labels.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from '../metadata/labels.ts';
 
 export type SnapshotKind = 'view' | 'active' | 'committed';
 
@@ -288,7 +288,7 @@ export class SnapshotStore {
         for (const path of paths) {
           if (path.startsWith('labels.')) {
             const key = path.slice('labels.'.length);
-            labels = withEntry(labels, key, getEntry(info.labels, key));
+            setEntry(labels, key, getEntry(info.labels, key));
           } else if (path === 'labels') {
             labels = { ...info.labels };
           } else {
