@@ -451,3 +451,68 @@ describe('ImageStore: errors and edge cases', () => {
     assert.deepEqual(leases.listResources(NS, 'l1'), []);
   });
 });
+
+describe('ImageStore: put (the first image API)', () => {
+  const target = (seed: string, size = 10) => ({ mediaType: BLAB, digest: digestOf(seed), size });
+
+  it('creates an image with no labels, created and updated at the same time', () => {
+    const put = store.put(NS, { name: 'p', target: target('one') });
+    assert.deepEqual(put.labels, {});
+    assert.deepEqual(put.target, { ...target('one'), annotations: {} });
+    assert.equal(put.createdAtNs, put.updatedAtNs);
+    assert.deepEqual(store.get(NS, 'p'), put);
+  });
+
+  it('points an existing image at a new target, keeping labels and creation time', () => {
+    const created = store.create(NS, {
+      name: 'p',
+      labels: { team: 'x' },
+      target: { ...target('one'), annotations: { note: 'about one' } },
+    });
+    const same = store.put(NS, { name: 'p', target: target('one') });
+    assert.deepEqual(same.labels, { team: 'x' });
+    assert.deepEqual(same.target.annotations, { note: 'about one' }, 'same content, same annotations');
+    assert.equal(same.createdAtNs, created.createdAtNs);
+    assert.ok(same.updatedAtNs > created.updatedAtNs);
+
+    const moved = store.put(NS, { name: 'p', target: target('two', 20) });
+    assert.deepEqual(moved.target, { ...target('two', 20), annotations: {} }, 'annotations described one');
+    assert.deepEqual(moved.labels, { team: 'x' });
+    assert.equal(moved.createdAtNs, created.createdAtNs);
+    assert.ok(moved.updatedAtNs > same.updatedAtNs);
+  });
+
+  it('validates as create does and changes nothing on bad input', () => {
+    throwsKind(
+      () => store.put(NS, { name: '', target: target('one') }),
+      'InvalidArgument',
+      'Image.Name required',
+    );
+    throwsKind(() => store.put(NS, { name: 'p' }), 'InvalidArgument');
+    throwsKind(() => store.put(NS, { name: 'p', target: target('one', 0) }), 'InvalidArgument');
+    throwsKind(
+      () => store.put(NS, { name: 'p', target: { ...target('one'), mediaType: '' } }),
+      'InvalidArgument',
+      'target.MediaType must be set: invalid argument',
+    );
+    throwsKind(() => store.get(NS, 'p'), 'NotFound');
+    const first = store.put(NS, { name: 'p', target: target('one') });
+    throwsKind(
+      () => store.put(NS, { name: 'p', target: { ...target('two'), digest: 'sha256:nope' } }),
+      'InvalidArgument',
+    );
+    assert.deepEqual(store.get(NS, 'p'), first);
+  });
+
+  it('adds an expiring image to the request lease', () => {
+    const leases = new LeaseStore(t.db);
+    leases.create(NS, { id: 'l1' });
+    store.create(NS, {
+      name: 'p',
+      labels: { 'containerd.io/gc.expire': '2030-01-01T00:00:00Z' },
+      target: target('one'),
+    });
+    store.put(NS, { name: 'p', target: target('two') }, { lease: 'l1' });
+    assert.deepEqual(leases.listResources(NS, 'l1'), [{ type: 'images', id: 'p' }]);
+  });
+});

@@ -287,6 +287,26 @@ export class ImageStore {
     });
   }
 
+  /**
+   * Assigns the name to a target (the first image API's Put): creates the image, or points an existing
+   * one at the new target. Callers of that API know no labels, timestamps or annotations, so an existing
+   * image keeps its labels and creation time, and its target's annotations while the digest is the same.
+   */
+  put(
+    ns: string,
+    img: { name: string; target?: ImageInput['target'] },
+    opts: WriteOptions = {},
+  ): ImageRecord {
+    if (img.name === '') throw invalidArgument('Image.Name required');
+    return this.db.write(() => {
+      const row = this.stmts.get.get(ns, img.name) as ImageRow | undefined;
+      if (!row) return this.create(ns, { name: img.name, ...(img.target && { target: img.target }) }, opts);
+      const sameContent = img.target?.digest === row.target_digest;
+      const annotations = sameContent ? decodeMap(row.target_annotations) : {};
+      return this.update(ns, { name: img.name, target: { ...img.target, annotations } }, ['target'], opts);
+    });
+  }
+
   delete(ns: string, name: string, opts: DeleteOptions = {}): void {
     this.db.write(() => {
       if (opts.lease) this.leases.detach(ns, opts.lease, { type: 'images', id: name });

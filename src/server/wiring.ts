@@ -5,6 +5,7 @@ import type { Logger } from 'pino';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { contentService } from '../api/services/content.ts';
 import { diffService } from '../api/services/diff.ts';
+import { earlyImagesService } from '../api/services/early-images.ts';
 import { imagesService } from '../api/services/images.ts';
 import { introspectionService } from '../api/services/introspection.ts';
 import { leasesService } from '../api/services/leases.ts';
@@ -89,6 +90,7 @@ export async function wireDaemon(
 
     const services: ServiceRegistration[] = [
       imagesService({ images, collectGarbage }),
+      earlyImagesService({ images }),
       contentService({ view }),
       leasesService({ leases, collectGarbage }),
       namespacesService({

@@ -1,7 +1,14 @@
 // Assertions shared by the gRPC integration tests.
 import assert from 'node:assert/strict';
 import { access } from 'node:fs/promises';
+import { create, createFileRegistry, type FileRegistry, type MessageInitShape } from '@bufbuild/protobuf';
+import { type FileDescriptorProto, FileDescriptorSetSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
+import {
+  ServerReflection,
+  type ServerReflectionRequestSchema,
+} from '../../src/api/gen/grpc/reflection/v1/reflection_pb.ts';
+import { callBidi } from '../../src/api/grpc/client.ts';
 
 /** The code and message a call failed with; fails the test if it succeeded. */
 export async function failure(p: Promise<unknown>): Promise<{ code: number; details: string }> {
@@ -31,3 +38,39 @@ export const exists = (p: string): Promise<boolean> =>
     () => true,
     () => false,
   );
+
+/** A registry from reflected files; fails if any import is missing from the answer. */
+export function registryOf(files: FileDescriptorProto[]): FileRegistry {
+  const ordered: FileDescriptorProto[] = [];
+  const seen = new Set<string>();
+  const visit = (f: FileDescriptorProto) => {
+    if (seen.has(f.name)) return;
+    seen.add(f.name);
+    for (const name of f.dependency) {
+      const dep = files.find((x) => x.name === name);
+      assert.ok(dep, `${name}, imported by ${f.name}, is missing`);
+      visit(dep);
+    }
+    ordered.push(f);
+  };
+  files.forEach(visit);
+  return createFileRegistry(create(FileDescriptorSetSchema, { file: ordered }));
+}
+
+/** One grpc.reflection.v1 stream: `ask` sends a request and returns its answer; `end` closes the stream. */
+export function reflectionSession(client: grpc.Client) {
+  const call = callBidi(client, ServerReflection.method.serverReflectionInfo);
+  const responses = call.responses[Symbol.asyncIterator]();
+  return {
+    async ask(messageRequest: MessageInitShape<typeof ServerReflectionRequestSchema>['messageRequest']) {
+      await call.send({ messageRequest });
+      const r = await responses.next();
+      assert.ok(!r.done);
+      return r.value.messageResponse;
+    },
+    async end(): Promise<void> {
+      call.end();
+      assert.ok((await responses.next()).done);
+    },
+  };
+}

@@ -9,13 +9,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
-import { create, createFileRegistry, fromBinary } from '@bufbuild/protobuf';
-import {
-  EmptySchema,
-  type FileDescriptorProto,
-  FileDescriptorProtoSchema,
-  FileDescriptorSetSchema,
-} from '@bufbuild/protobuf/wkt';
+import { create, fromBinary } from '@bufbuild/protobuf';
+import { EmptySchema, FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthProtoLoaderService } from 'grpc-health-check';
 import { pino } from 'pino';
@@ -23,7 +18,6 @@ import { Content, WriteAction } from '../../src/api/gen/containerd/services/cont
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { Introspection } from '../../src/api/gen/containerd/services/introspection/v1/introspection_pb.ts';
 import { Version } from '../../src/api/gen/containerd/services/version/v1/version_pb.ts';
-import { ServerReflection as ReflectionV1 } from '../../src/api/gen/grpc/reflection/v1/reflection_pb.ts';
 import { ServerReflection as ReflectionV1alpha } from '../../src/api/gen/grpc/reflection/v1alpha/reflection_pb.ts';
 import {
   callBidi,
@@ -37,7 +31,7 @@ import { createGrpcServer, type GrpcServer } from '../../src/api/grpc/server.ts'
 import { implement } from '../../src/api/grpc/service.ts';
 import { notFound } from '../../src/errors.ts';
 import { VERSION } from '../../src/version.ts';
-import { failure } from '../helpers/grpc-assert.ts';
+import { failure, reflectionSession, registryOf } from '../helpers/grpc-assert.ts';
 
 const run = promisify(execFile);
 const REVISION = 'plumbing-test-revision';
@@ -55,24 +49,6 @@ interface LogLine {
 
 function capturingLogger(lines: LogLine[]) {
   return pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
-}
-
-/** A registry from reflected files; fails if any import is missing from the answer. */
-function registryOf(files: FileDescriptorProto[]) {
-  const ordered: FileDescriptorProto[] = [];
-  const seen = new Set<string>();
-  const visit = (f: FileDescriptorProto) => {
-    if (seen.has(f.name)) return;
-    seen.add(f.name);
-    for (const name of f.dependency) {
-      const dep = files.find((x) => x.name === name);
-      assert.ok(dep, `${name}, imported by ${f.name}, is missing`);
-      visit(dep);
-    }
-    ordered.push(f);
-  };
-  files.forEach(visit);
-  return createFileRegistry(create(FileDescriptorSetSchema, { file: ordered }));
 }
 
 const ns = () => metadataWith({ 'containerd-namespace': 'default' });
@@ -189,14 +165,7 @@ describe('gRPC plumbing', () => {
   });
 
   test('reflection lists the services and serves self-contained descriptors', async () => {
-    const call = callBidi(client, ReflectionV1.method.serverReflectionInfo);
-    const responses = call.responses[Symbol.asyncIterator]();
-    const ask = async (messageRequest: Parameters<typeof call.send>[0]['messageRequest']) => {
-      await call.send({ messageRequest });
-      const r = await responses.next();
-      assert.ok(!r.done);
-      return r.value.messageResponse;
-    };
+    const { ask, end } = reflectionSession(client);
 
     const listed = await ask({ case: 'listServices', value: '' });
     assert.equal(listed.case, 'listServicesResponse');
@@ -262,9 +231,7 @@ describe('gRPC plumbing', () => {
     const empty = await ask({ case: undefined });
     assert.equal(empty.case, 'errorResponse');
     assert.equal(empty.value.errorCode, grpc.status.INVALID_ARGUMENT);
-
-    call.end();
-    assert.ok((await responses.next()).done);
+    await end();
   });
 
   test('reflection v1alpha answers too', async () => {
