@@ -72,6 +72,7 @@ describe('gRPC transport', () => {
   let markDeadline: (reason: unknown) => void;
   let handlerAborted: Promise<void>;
   let markAborted: () => void;
+  let versionCalls = 0;
 
   before(async () => {
     const dir = await tempDir('grpc-transport');
@@ -86,7 +87,12 @@ describe('gRPC transport', () => {
     server = createGrpcServer({
       logger: pino({ level: 'silent' }),
       services: [
-        implement(Version, { version: () => ({ version: 'v-test' }) }),
+        implement(Version, {
+          version: () => {
+            versionCalls++;
+            return { version: 'v-test' };
+          },
+        }),
         // Echoes the name back in the target digest, so a burst can check each answer is its own.
         implement(Images, {
           get: async (req) => {
@@ -231,6 +237,27 @@ describe('gRPC transport', () => {
       message: 'Deadline Exceeded',
     });
     assert.match(String(await deadlineSeen), /Deadline Exceeded/);
+  });
+
+  test('an already expired grpc-timeout answers DEADLINE_EXCEEDED without running the handler', async () => {
+    const before = versionCalls;
+    for (const timeout of ['0n', '0u', '0m', '0S', '0H']) {
+      const a = await raw(
+        sock,
+        { ':path': VERSION_PATH, 'content-type': 'application/grpc', 'grpc-timeout': timeout },
+        framedMessage(new Uint8Array()),
+      );
+      assert.equal(a.headers['grpc-status'], String(grpc.status.DEADLINE_EXCEEDED), timeout);
+      assert.equal(a.body.length, 0);
+    }
+    assert.equal(versionCalls, before);
+    // A deadline still ahead runs it.
+    await raw(
+      sock,
+      { ':path': VERSION_PATH, 'content-type': 'application/grpc', 'grpc-timeout': '1S' },
+      framedMessage(new Uint8Array()),
+    );
+    assert.equal(versionCalls, before + 1);
   });
 
   test('a client giving up at its deadline aborts the handler', async () => {

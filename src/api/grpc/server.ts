@@ -106,6 +106,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     if (refused !== undefined) {
       const s = statusOf(refused);
       call.end(s.code, s.details);
+    } else if (call.cancelled) {
+      // Answered already (a deadline that expired before the call arrived).
     } else if (!handler) {
       call.end(status.UNIMPLEMENTED, `The server does not implement the method ${call.path}`);
     } else {

@@ -82,11 +82,13 @@ export class ServerCall {
     // A client's RST_STREAM surfaces as 'error' on some codes; 'close' below is what matters.
     stream.on('error', () => {});
     stream.once('close', () => this.#gone());
-    if (limits.timeoutMs !== undefined) {
+    if (limits.timeoutMs !== undefined && limits.timeoutMs <= 0) {
+      // Expired on arrival (`grpc-timeout: 0n`): answered now, and the server does not start the handler
+      // (as grpc-go does).
+      this.#expire();
+    } else if (limits.timeoutMs !== undefined && limits.timeoutMs < 2 ** 31 - 1) {
       // setTimeout's range ends at ~24.8 days; a longer deadline is as good as none.
-      if (limits.timeoutMs < 2 ** 31 - 1) {
-        this.#deadline = setTimeout(() => this.#expire(), Math.max(0, limits.timeoutMs));
-      }
+      this.#deadline = setTimeout(() => this.#expire(), limits.timeoutMs);
     }
   }
 
