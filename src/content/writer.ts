@@ -3,8 +3,9 @@
 // durable, and linking it into blobs/ in one atomic step that never replaces an existing blob.
 import { constants } from 'node:fs';
 import { chmod, type FileHandle, link, mkdir, open, rename, rm, unlink, utimes } from 'node:fs/promises';
-import { alreadyExists, failedPrecondition, invalidArgument } from '../errors.ts';
+import { aborted, alreadyExists, failedPrecondition, invalidArgument } from '../errors.ts';
 import { type Algorithm, algorithmOf, type Digest, Digester, parseDigest } from '../oci/digest.ts';
+import { Growth } from './follow.ts';
 import { exists, fsyncDir, isEEXIST, tmpName } from './fs-util.ts';
 import { type IngestMeta, readMetaFile, statusOf, writeMeta } from './ingest.ts';
 import { type Layout, validateRef } from './layout.ts';
@@ -43,6 +44,7 @@ interface WriterInit {
   meta: IngestMeta;
   digester: Digester;
   updatedAt: Date;
+  live: Map<string, Growth> | undefined;
 }
 
 export class ContentWriter {
@@ -56,6 +58,9 @@ export class ContentWriter {
   private updatedAt: Date;
   private state: 'open' | 'committed' | 'closed' = 'open';
   private tail: Promise<unknown> = Promise.resolve();
+  /** What readers following this ingest see (see follow.ts). */
+  private readonly growth: Growth;
+  private readonly live: Map<string, Growth> | undefined;
 
   private constructor(init: WriterInit) {
     this.ref = init.ref;
@@ -66,6 +71,9 @@ export class ContentWriter {
     this.meta = init.meta;
     this.digester = init.digester;
     this.updatedAt = init.updatedAt;
+    this.growth = new Growth(init.ref, init.layout.ingestData(init.ref), this.digester.size);
+    this.live = init.live;
+    this.live?.set(init.ref, this.growth);
   }
 
   /**
@@ -78,6 +86,7 @@ export class ContentWriter {
     ref: string,
     opts: WriterOptions,
     hooks: StoreHooks,
+    live?: Map<string, Growth>,
   ): Promise<ContentWriter> {
     validateRef(ref);
     validateWriterOptions(opts);
@@ -117,7 +126,7 @@ export class ContentWriter {
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
       const digester = await hashPrefix(fh, st.size, alg);
-      return new ContentWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime });
+      return new ContentWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime, live });
     } catch (err) {
       await fh?.close().catch(() => {});
       await lock.release();
@@ -159,6 +168,7 @@ export class ContentWriter {
         throw err;
       }
       this.updatedAt = new Date();
+      this.growth.advance(this.offset);
     });
   }
 
@@ -170,6 +180,7 @@ export class ContentWriter {
         throw invalidArgument(`cannot truncate ingest ${this.ref} to ${size}: it holds ${this.offset} bytes`);
       }
       await fh.truncate(size);
+      this.growth.restart(size);
       this.digester = await hashPrefix(fh, size, this.digester.algorithm);
       this.updatedAt = new Date();
     });
@@ -204,7 +215,7 @@ export class ContentWriter {
       }
       const blobPath = this.layout.blobPath(actual);
       if (await exists(blobPath)) {
-        await this.finish('committed', true);
+        await this.finish('committed', true, blobPath);
         throw alreadyExists(`content ${actual}: already exists`);
       }
       await this.link(fh, actual, blobPath);
@@ -212,10 +223,15 @@ export class ContentWriter {
     });
   }
 
-  /** Releases the lock; the ingest stays on disk so a later writer can resume it. */
-  close(): Promise<void> {
+  /**
+   * Releases the lock; the ingest stays on disk so a later writer can resume it. Readers following an
+   * uncommitted ingest fail with `reason` (Aborted when none is given).
+   */
+  close(reason?: Error): Promise<void> {
     return this.serial(async () => {
-      if (this.state === 'open') await this.finish('closed', false);
+      if (this.state !== 'open') return;
+      this.growth.fail(reason ?? aborted(`ingest ${this.ref} closed before its commit`));
+      await this.finish('closed', false);
     });
   }
 
@@ -240,7 +256,7 @@ export class ContentWriter {
       } catch (err) {
         if (!isEEXIST(err)) throw err;
         await unlink(tmp);
-        await this.finish('committed', true);
+        await this.finish('committed', true, blobPath);
         throw alreadyExists(`content ${actual}: already exists`);
       }
     } catch (err) {
@@ -254,11 +270,18 @@ export class ContentWriter {
     await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     await this.step('cleanup');
     await unlink(tmp);
-    await this.finish('committed', true);
+    await this.finish('committed', true, blobPath);
   }
 
-  private async finish(state: 'committed' | 'closed', removeIngest: boolean): Promise<void> {
+  private async finish(
+    state: 'committed' | 'closed',
+    removeIngest: boolean,
+    blobPath?: string,
+  ): Promise<void> {
     this.state = state;
+    if (blobPath !== undefined) this.growth.commit(blobPath);
+    else this.growth.fail(aborted(`ingest ${this.ref} closed before its commit`));
+    if (this.live?.get(this.ref) === this.growth) this.live.delete(this.ref);
     try {
       await this.fh?.close();
       this.fh = undefined;

@@ -25,7 +25,7 @@ before(async () => {
 });
 
 after(async () => {
-  await view.close();
+  await store.close();
   db.close();
   await removeTempDir(dir);
 });

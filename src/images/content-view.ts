@@ -26,7 +26,6 @@ import { goDigestError } from '../metadata/go-digest.ts';
 import { goQuote, validateLabels } from '../metadata/labels.ts';
 import type { Digest } from '../oci/digest.ts';
 import { tracePhase } from '../trace.ts';
-import { ContentHandles } from './content-handles.ts';
 import { backendRef, IngestRecords } from './content-ingests.ts';
 
 export type { ContentRecord } from '../metadata/content-labels.ts';
@@ -87,7 +86,6 @@ export class ContentView {
   private readonly db: MetadataDb;
   private readonly meta: ContentMeta;
   private readonly ingests: IngestRecords;
-  private readonly handles: ContentHandles;
   private readonly leaseExists: Statement;
   private readonly attachContent: Statement;
 
@@ -96,7 +94,6 @@ export class ContentView {
     this.db = deps.db;
     this.meta = new ContentMeta(deps.db);
     this.ingests = new IngestRecords(deps.db);
-    this.handles = new ContentHandles(deps.store.root);
     this.leaseExists = deps.db.sql.prepare('SELECT 1 FROM leases WHERE namespace = ? AND id = ?');
     this.attachContent = deps.db.sql.prepare(
       `INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, 'content', ?) ON CONFLICT DO NOTHING`,
@@ -146,7 +143,7 @@ export class ContentView {
     const length = size <= 0 || start + size > info.size ? info.size - start : size;
     if (length === 0) return;
     // Membership without bytes (collected meanwhile) is NotFound too.
-    const h = await this.handles.acquire(d);
+    const h = await this.store.handle(d);
     try {
       for (let at = 0; at < length; ) {
         const want = Math.min(MAX_READ_CHUNK, length - at);
@@ -162,11 +159,6 @@ export class ContentView {
     } finally {
       h.release();
     }
-  }
-
-  /** Closes the blob file handles kept for reads. */
-  close(): Promise<void> {
-    return this.handles.close();
   }
 
   /** NotFound `could not get status for ref "<ref>": reference <ref>: not found`. */

@@ -1,15 +1,14 @@
 // Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides which records go, then
-// the content store is swept of every blob file no namespace holds (src/images/blob-sweep.ts), and the
+// the content store is swept of every blob file no namespace holds (ContentStore.sweep), and the
 // snapshotters of every directory no snapshot record names. Deletions schedule a background run (debounced,
 // and paced so collection takes a bounded share of the time); synchronous deletes (`Images.Delete{sync}`,
 // `Leases.Delete{sync}`) wait for a run that starts after their change.
 import type { Logger } from 'pino';
-import { Layout } from '../content/layout.ts';
 import type { ContentStore } from '../content/store.ts';
 import { messageOf } from '../errors.ts';
 import type { MetadataDb } from '../metadata/db.ts';
 import { collectGarbage, type GcResult } from '../metadata/gc.ts';
-import { BlobSweeper } from './blob-sweep.ts';
+import type { Digest } from '../oci/digest.ts';
 
 export interface GcStats {
   /** Namespace memberships of content removed. */
@@ -53,7 +52,8 @@ export interface GcRunnerOptions {
 
 export class GcRunner {
   private readonly db: MetadataDb;
-  private readonly blobs: BlobSweeper;
+  private readonly content: ContentStore;
+  private readonly blobHeld: (d: Digest) => boolean;
   private readonly logger: Logger;
   private readonly delayMs: number;
   private readonly pauseThreshold: number;
@@ -74,7 +74,8 @@ export class GcRunner {
   constructor(opts: GcRunnerOptions) {
     this.db = opts.db;
     this.logger = opts.logger;
-    this.blobs = new BlobSweeper({ db: opts.db, layout: new Layout(opts.content.root), logger: opts.logger });
+    this.content = opts.content;
+    this.blobHeld = blobHeld(opts.db);
     this.delayMs = opts.delayMs ?? 100;
     this.pauseThreshold = opts.pauseThreshold ?? 0.02;
     this.maxDelayMs = opts.maxDelayMs ?? 5000;
@@ -131,12 +132,19 @@ export class GcRunner {
   private async runOnce(): Promise<GcStats> {
     const start = performance.now();
     // Blobs committed from here on (or by a writer holding its lock now) are not this run's to judge.
-    const cutoff = await this.blobs.cutoff(Date.now()).catch((err: unknown) => {
+    const cutoff = await this.content.sweepCutoff(Date.now()).catch((err: unknown) => {
       this.logger.warn({ err: messageOf(err) }, 'cannot read the ref locks: no blob is swept this run');
       return undefined;
     });
     const result = collectGarbage(this.db);
-    const swept = cutoff === undefined ? { deleted: 0, bytes: 0 } : await this.blobs.sweep(cutoff);
+    const swept =
+      cutoff === undefined
+        ? { deleted: 0, bytes: 0 }
+        : await this.content.sweep({
+            cutoffMs: cutoff,
+            isHeld: this.blobHeld,
+            warn: (what, msg) => this.logger.warn(what, msg),
+          });
     if (this.removeIngest) {
       for (const g of result.ingests) {
         await this.removeIngest(g.namespace, g.ref).catch((err: unknown) =>
@@ -172,4 +180,19 @@ export class GcRunner {
     this.onRun?.(stats, result);
     return stats;
   }
+}
+
+/**
+ * Whether a blob file is still needed, as containerd's metadata GC decides it: every blob file that no
+ * namespace holds is deleted, whoever orphaned it (a collection, a Content.Delete, a crash between commit
+ * and link). A blob no namespace holds is still spared when an ingest record names it as its expected
+ * digest: a writer that shares bytes already on disk, or whose commit finds them there, links an old blob,
+ * and its record (written in the same synchronous step that adds the membership) is what says so. What
+ * remains is a writer that declared no digest, whose bytes equal an orphan being deleted at that moment:
+ * its commit re-checks the bytes after linking and answers Unavailable ("try again").
+ */
+function blobHeld(db: MetadataDb): (d: Digest) => boolean {
+  const member = db.sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
+  const expected = db.sql.prepare('SELECT 1 FROM ingests WHERE expected = ? LIMIT 1');
+  return (d) => member.get(d) !== undefined || expected.get(d) !== undefined;
 }

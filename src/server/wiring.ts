@@ -132,7 +132,7 @@ export async function wireDaemon(
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
         await gc.close();
-        await view.close();
+        await content.close();
         snapshotter.close();
         db.close();
       },

@@ -8,6 +8,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { addAbortSignal, Readable } from 'node:stream';
+import { FileRange } from '../../content/file-range.ts';
 import {
   aborted,
   dataLoss,
@@ -19,7 +20,6 @@ import {
 } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, Digester, encodedOf, isDigest } from '../../oci/digest.ts';
-import { FileRange } from './file-range.ts';
 
 /** Opens the blob's bytes from `offset` to the end. Called again (resume) after a broken stream. */
 export type FillSource = (offset: number, signal: AbortSignal) => Promise<Readable>;

@@ -2,13 +2,13 @@
 // idea); the first that does answers with a way to stream it (local, or a fill through the disk cache) or
 // with a redirect. Nothing here buffers a blob.
 import { Readable } from 'node:stream';
+import { FileRange } from '../../content/file-range.ts';
 import { invalidArgument } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import { parseNormalizedReference } from '../../oci/reference.ts';
 import type { ComposedLayer } from '../compose/compose.ts';
 import type { FillSource, ReadRange } from './cache.ts';
-import { FileRange } from './file-range.ts';
 
 /** How a source serves a blob it has. */
 export type Found =

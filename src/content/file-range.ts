@@ -1,15 +1,16 @@
-// A byte range of a file on this machine (a complete cached blob, a static layer), as a Readable for any
-// consumer, plus a fast path for the HTTP server: pump() reads into two buffers it reuses, each read
+// A byte range of a file on this machine (a committed blob, a static layer), as a Readable for any
+// consumer, plus a fast path for the facade's HTTP server: pump() reads into two buffers it reuses, each read
 // overlapping the socket write of the other. Serving a 256 MiB layer then allocates two buffers instead
 // of 256, which keeps the garbage collector (most of the CPU time with fresh 1 MiB buffers) out of the way
 // and bounds each download's memory at two chunks.
 import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { dataLoss } from '../../errors.ts';
+import { dataLoss } from '../errors.ts';
 
 export const FILE_CHUNK = 1024 * 1024;
 
 export class FileRange extends Readable {
+  /** The file's path, or a name for it in messages when the caller opened it. */
   readonly path: string;
   /** Half-open byte range [start, end) of the file. */
   readonly start: number;
@@ -18,9 +19,23 @@ export class FileRange extends Readable {
   private opening: Promise<FileHandle> | undefined;
   private pos: number;
 
-  constructor(path: string, start: number, end: number, chunk = FILE_CHUNK) {
-    super({ highWaterMark: chunk });
-    this.path = path;
+  /**
+   * `file` is a path, opened on first use, or a handle the caller opened (`name` then stands for it in
+   * messages); the stream closes it either way. An aborted `signal` destroys the stream with its reason.
+   */
+  constructor(
+    file: string | { fh: FileHandle; name: string },
+    start: number,
+    end: number,
+    options: { chunk?: number; signal?: AbortSignal | undefined } | number = {},
+  ) {
+    const { chunk = FILE_CHUNK, signal } = typeof options === 'number' ? { chunk: options } : options;
+    super({ highWaterMark: chunk, ...(signal ? { signal } : {}) });
+    if (typeof file === 'string') this.path = file;
+    else {
+      this.path = file.name;
+      this.opening = Promise.resolve(file.fh);
+    }
     this.start = start;
     this.end = end;
     this.pos = start;

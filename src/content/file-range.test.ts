@@ -4,7 +4,7 @@ import { mkdtemp, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { errorKind } from '../../errors.ts';
+import { errorKind } from '../errors.ts';
 import { FileRange } from './file-range.ts';
 
 describe('FileRange', () => {

@@ -3,14 +3,19 @@ import { type FileHandle, readdir, readlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
-import { Layout } from '../content/layout.ts';
-import { ContentStore } from '../content/store.ts';
 import { isNotFound } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
-import { ContentHandles } from './content-handles.ts';
+import { BlobHandles, type BlobHandlesOptions } from './handles.ts';
+import { Layout } from './layout.ts';
+import { ContentStore } from './store.ts';
 
 let dir: string;
 let store: ContentStore;
+
+const newHandles = (opts?: BlobHandlesOptions) => {
+  const layout = new Layout(dir);
+  return new BlobHandles((d) => layout.blobPath(d), opts);
+};
 
 async function put(text: string): Promise<Digest> {
   const w = await store.writer(`ref-${text}`);
@@ -49,7 +54,7 @@ after(async () => {
 });
 
 test('a handle is reused while kept, and reads the blob', async () => {
-  const handles = new ContentHandles(dir);
+  const handles = newHandles();
   const d = await put('hello');
   const a = await handles.acquire(d);
   const b = await handles.acquire(d);
@@ -65,7 +70,7 @@ test('a handle is reused while kept, and reads the blob', async () => {
 });
 
 test('a missing blob is NotFound and not cached', async () => {
-  const handles = new ContentHandles(dir);
+  const handles = newHandles();
   const d = digestOf('never stored');
   await assert.rejects(
     handles.acquire(d),
@@ -76,7 +81,7 @@ test('a missing blob is NotFound and not cached', async () => {
 });
 
 test('at most maxIdle unused handles stay open', async () => {
-  const handles = new ContentHandles(dir, { maxIdle: 2 });
+  const handles = newHandles({ maxIdle: 2 });
   const ds = [await put('one'), await put('two'), await put('three'), await put('four')];
   for (const d of ds) (await handles.acquire(d)).release();
   // Evictions close asynchronously.
@@ -87,7 +92,7 @@ test('at most maxIdle unused handles stay open', async () => {
 });
 
 test('a handle in use is not closed by eviction or close, only on release', async () => {
-  const handles = new ContentHandles(dir, { maxIdle: 0 });
+  const handles = newHandles({ maxIdle: 0 });
   const d = await put('busy');
   const h = await handles.acquire(d);
   await handles.close();
@@ -99,7 +104,7 @@ test('a handle in use is not closed by eviction or close, only on release', asyn
 });
 
 test('a cached handle keeps reading after the GC unlinked the file', async () => {
-  const handles = new ContentHandles(dir);
+  const handles = newHandles();
   const d = await put('unlinked');
   (await handles.acquire(d)).release();
   await unlink(new Layout(dir).blobPath(d));

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { after, before, test } from 'node:test';
+import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
+import { dataLoss, errorKind } from '../errors.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { digestOf } from '../oci/digest.ts';
+import { ContentStore } from './store.ts';
+
+let dir: string;
+let store: ContentStore;
+
+before(async () => {
+  dir = await tempDir('content-follow');
+  store = await ContentStore.open(dir);
+});
+after(async () => {
+  await store.close();
+  await removeTempDir(dir);
+});
+
+function blob(size: number): { data: Buffer; desc: Descriptor } {
+  const data = randomBytes(size);
+  return { data, desc: { mediaType: 'application/octet-stream', digest: digestOf(data), size } };
+}
+
+/** Reads `s` to the end, counting bytes as they come. */
+function drain(s: Readable): { done: Promise<Buffer>; got: () => number } {
+  let n = 0;
+  const chunks: Buffer[] = [];
+  const done = (async () => {
+    for await (const c of s) {
+      n += (c as Buffer).length;
+      chunks.push(c as Buffer);
+    }
+    return Buffer.concat(chunks);
+  })();
+  done.catch(() => {});
+  return { done, got: () => n };
+}
+
+const tick = () => new Promise((r) => setTimeout(r, 30));
+
+test('readers of a growing ingest get every byte, from any offset; the last one only after the commit', async () => {
+  const { data, desc } = blob(700_000);
+  const w = await store.writer('grow', { expected: desc.digest, total: desc.size });
+  const whole = drain(await store.follow('grow', desc));
+  await w.write(data.subarray(0, 300_000));
+  const tail = drain(await store.follow('grow', desc, { range: { offset: 250_000 } }));
+  const middle = drain(await store.follow('grow', desc, { range: { offset: 100_000, length: 1000 } }));
+  await tick();
+  assert.equal(whole.got(), 300_000, 'bytes written are readable before the commit');
+  await w.write(data.subarray(300_000));
+  await tick();
+  assert.equal(whole.got(), desc.size - 1, 'the last byte waits for verification');
+  assert.deepEqual(await middle.done, data.subarray(100_000, 101_000));
+  await w.commit();
+  assert.deepEqual(await whole.done, data);
+  assert.deepEqual(await tail.done, data.subarray(250_000));
+  // Once committed, follow reads the blob.
+  assert.deepEqual(Buffer.concat(await (await store.follow('grow', desc)).toArray()), data);
+});
+
+test('readers of a failed ingest fail with the writer’s reason; a restart fails them too', async () => {
+  const { data, desc } = blob(100_000);
+  const w = await store.writer('fails', { expected: desc.digest, total: desc.size });
+  const r = drain(await store.follow('fails', desc));
+  await w.write(data.subarray(0, 50_000));
+  await tick();
+  await w.close(dataLoss('upstream sent wrong bytes'));
+  await assert.rejects(r.done, (e) => errorKind(e) === 'DataLoss' && /wrong bytes/.test(String(e)));
+
+  const w2 = await store.writer('restarts', { expected: desc.digest, total: desc.size });
+  const r2 = drain(await store.follow('restarts', desc));
+  await w2.write(data.subarray(0, 10_000));
+  await tick();
+  await w2.truncate(0);
+  await assert.rejects(r2.done, (e) => errorKind(e) === 'Aborted');
+  await w2.close();
+});
+
+test('a reader that goes away stops waiting; no live ingest means the committed blob or NotFound', async () => {
+  const { desc } = blob(1000);
+  const w = await store.writer('idle', { expected: desc.digest, total: desc.size });
+  const ac = new AbortController();
+  const r = drain(await store.follow('idle', desc, { signal: ac.signal }));
+  ac.abort();
+  await assert.rejects(r.done, (e) => errorKind(e) === 'Aborted');
+  await w.close();
+  await assert.rejects(store.follow('idle', desc), (e) => errorKind(e) === 'NotFound');
+  await assert.rejects(store.follow('idle', desc, { range: { offset: 1001 } }), (e) =>
+    ['NotFound', 'OutOfRange'].includes(errorKind(e) ?? ''),
+  );
+});
