@@ -137,7 +137,7 @@ export class DaemonMetrics {
 
 /** Serves the registry's exposition on GET /metrics; resolves with the bound port. */
 export async function serveMetrics(
-  metrics: DaemonMetrics,
+  metrics: { readonly registry: Registry },
   host: string,
   port: number,
 ): Promise<{ port: number; close(): Promise<void> }> {

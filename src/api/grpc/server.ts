@@ -5,6 +5,7 @@
 import { once } from 'node:events';
 import { chmod, lstat, rm } from 'node:fs/promises';
 import {
+  createSecureServer,
   createServer,
   type Http2Server,
   type IncomingHttpHeaders,
@@ -33,6 +34,8 @@ export interface GrpcServerOptions {
   services: readonly ServiceRegistration[];
   /** How long shutdown waits for calls in flight before cutting them off. Default 5 s. */
   shutdownTimeoutMs?: number;
+  /** Serve TCP over TLS (PEM certificate chain and key); unix sockets stay plain. */
+  tls?: { cert: Buffer; key: Buffer };
 }
 
 export interface GrpcServer {
@@ -121,13 +124,22 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   let stopping: Promise<void> | undefined;
 
   const listen = async (address: string | { host: string; port: number }): Promise<Http2Server> => {
-    const h2 = createServer({
+    const settings = {
       settings: { initialWindowSize: RECEIVE_WINDOW, maxFrameSize: MAX_FRAME_BYTES },
       // Node degrades badly at its session memory limit; calls are bounded by message size instead.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
       streamResetBurst: STREAM_RESETS_ALLOWED,
       streamResetRate: STREAM_RESETS_ALLOWED,
-    });
+    };
+    const tls = typeof address === 'string' ? undefined : options.tls;
+    const h2: Http2Server = tls
+      ? (createSecureServer({
+          ...settings,
+          cert: tls.cert,
+          key: tls.key,
+          ALPNProtocols: ['h2'],
+        }) as unknown as Http2Server)
+      : createServer(settings);
     h2.on('session', (session: ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));

@@ -1,0 +1,225 @@
+// The build engine: buildah with chroot isolation and `--layers`, on the builder's own storage (a cache
+// kept between builds, trimmed when it outgrows its disk budget), a private configuration (no host
+// registries.conf, containers.conf, storage.conf or auth), a per-build auth file and registries file,
+// and a push by image id to the base reference. Output goes line by line to the build's log; a failure
+// says which step failed and how its output ended.
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { aborted, deadlineExceeded, errorKind, failedPrecondition, messageOf } from '../errors.ts';
+import { CommandFailed, runCommand } from './command.ts';
+
+export interface BuildahOptions {
+  /** Storage root and run root of the builder's buildah (the layer cache lives there). */
+  storageRoot: string;
+  runRoot: string;
+  /** containers/storage driver: overlay (default) or vfs. */
+  driver: string;
+  /** Disk budget of the layer cache, in bytes; trimmed between builds. */
+  cacheMaxBytes: number;
+  /** Where the builder keeps buildah's own configuration files. */
+  configDir: string;
+}
+
+export interface EngineJob {
+  /** The build's private directory (its TMPDIR too). */
+  workDir: string;
+  contextDir: string;
+  dockerfile: string;
+  buildArgs: Record<string, string>;
+  /** Where the image is pushed (`host/path:tag`). */
+  target: string;
+  authFile: string;
+  /** Registry hosts reached over plain HTTP. */
+  insecureHosts: readonly string[];
+  signal: AbortSignal;
+  onLine: (line: string) => void;
+  timeoutMs: number;
+}
+
+export interface EngineResult {
+  /** Digest of the pushed manifest. */
+  digest: string;
+}
+
+/** A build failure with the words a user needs: the step and the end of its output. */
+export class BuildFailed extends Error {}
+
+const TAIL = 15;
+
+export class BuildahEngine {
+  private readonly options: BuildahOptions;
+  private readonly env: NodeJS.ProcessEnv;
+
+  private constructor(options: BuildahOptions) {
+    this.options = options;
+    this.env = {
+      PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
+      HOME: options.configDir,
+      BUILDAH_ISOLATION: 'chroot',
+      CONTAINERS_CONF: join(options.configDir, 'containers.conf'),
+      CONTAINERS_STORAGE_CONF: join(options.configDir, 'storage.conf'),
+      CONTAINERS_REGISTRIES_CONF: join(options.configDir, 'registries.conf'),
+      REGISTRY_AUTH_FILE: join(options.configDir, 'no-auth.json'),
+    };
+  }
+
+  static async open(options: BuildahOptions): Promise<BuildahEngine> {
+    const dir = options.configDir;
+    await mkdir(dir, { recursive: true, mode: 0o700 });
+    await mkdir(options.storageRoot, { recursive: true, mode: 0o700 });
+    await writeFile(join(dir, 'containers.conf'), '');
+    await writeFile(join(dir, 'storage.conf'), '');
+    await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\n');
+    await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n', { mode: 0o600 });
+    // Images are trusted by digest (the build key pins them); signature policy is not ours to apply.
+    await writeFile(join(dir, 'policy.json'), '{"default":[{"type":"insecureAcceptAnything"}]}\n');
+    const engine = new BuildahEngine(options);
+    // Containers of builds a previous process left behind (nothing runs yet).
+    await engine.buildah(['rm', '--all'], { timeoutMs: 120_000 }).catch(() => {});
+    return engine;
+  }
+
+  private storageArgs(): string[] {
+    const o = this.options;
+    return ['--root', o.storageRoot, '--runroot', o.runRoot, '--storage-driver', o.driver];
+  }
+
+  private buildah(
+    args: string[],
+    extra: { timeoutMs: number; signal?: AbortSignal; onLine?: (l: string) => void; env?: NodeJS.ProcessEnv },
+  ) {
+    return runCommand('buildah', [...this.storageArgs(), ...args], {
+      env: { ...this.env, ...extra.env },
+      timeoutMs: extra.timeoutMs,
+      ...(extra.signal && { signal: extra.signal }),
+      ...(extra.onLine && { onLine: extra.onLine }),
+    });
+  }
+
+  /** Builds the Dockerfile and pushes the image to `job.target`. */
+  async build(job: EngineJob): Promise<EngineResult> {
+    const tmp = join(job.workDir, 'tmp');
+    await mkdir(tmp, { recursive: true });
+    const registries = join(job.workDir, 'registries.conf');
+    await writeFile(
+      registries,
+      [
+        'unqualified-search-registries = []',
+        ...job.insecureHosts.map((h) => `[[registry]]\nlocation = ${JSON.stringify(h)}\ninsecure = true`),
+        '',
+      ].join('\n'),
+    );
+    const env = { TMPDIR: tmp, CONTAINERS_REGISTRIES_CONF: registries, REGISTRY_AUTH_FILE: job.authFile };
+    const policy = join(this.options.configDir, 'policy.json');
+    const iidFile = join(job.workDir, 'iid');
+    const digestFile = join(job.workDir, 'digest');
+    const tail: string[] = [];
+    let step = '';
+    const onLine = (line: string) => {
+      if (/^STEP \d+\/\d+: /.test(line)) step = line;
+      tail.push(line);
+      if (tail.length > TAIL) tail.shift();
+      job.onLine(line);
+    };
+    const deadline = Date.now() + job.timeoutMs;
+    const run = async (args: string[], what: string) => {
+      try {
+        await this.buildah(args, {
+          timeoutMs: Math.max(1, deadline - Date.now()),
+          signal: job.signal,
+          onLine,
+          env,
+        });
+      } catch (err) {
+        if (err instanceof CommandFailed) {
+          const where = what === 'build' && step ? `${step} failed` : `${what} failed`;
+          throw new BuildFailed(
+            `${where} (exit ${err.exitCode ?? 'signal'}); last output:\n${tail.join('\n')}`,
+          );
+        }
+        if (errorKind(err) === 'DeadlineExceeded') {
+          throw deadlineExceeded(
+            `the build did not finish within ${Math.round(job.timeoutMs / 1000)} s${step ? ` (at ${step})` : ''}`,
+          );
+        }
+        if (errorKind(err) === 'Aborted')
+          throw aborted(`the build was cancelled${step ? ` at ${step}` : ''}`);
+        throw err;
+      }
+    };
+    const buildArgs = Object.entries(job.buildArgs).flatMap(([k, v]) => ['--build-arg', `${k}=${v}`]);
+    await run(
+      [
+        'build',
+        '--layers',
+        '--isolation',
+        'chroot',
+        '--force-rm',
+        '--pull=false',
+        '--signature-policy',
+        policy,
+        '--authfile',
+        job.authFile,
+        '--format',
+        'oci',
+        '--iidfile',
+        iidFile,
+        '-f',
+        job.dockerfile,
+        ...buildArgs,
+        job.contextDir,
+      ],
+      'build',
+    );
+    const imageId = (await readFile(iidFile, 'utf8')).trim();
+    job.onLine(`pushing ${job.target}`);
+    await run(
+      [
+        'push',
+        '--signature-policy',
+        policy,
+        '--authfile',
+        job.authFile,
+        '--digestfile',
+        digestFile,
+        '--format',
+        'oci',
+        '--retry',
+        '2',
+        imageId,
+        `docker://${job.target}`,
+      ],
+      'push',
+    );
+    return { digest: (await readFile(digestFile, 'utf8')).trim() };
+  }
+
+  /** Disk use of the storage root in bytes (du: buildah's layers are plain directories). */
+  async usage(): Promise<number> {
+    const r = await runCommand('du', ['-sb', this.options.storageRoot], { timeoutMs: 120_000 });
+    return Number(r.stdout.split('\t')[0]);
+  }
+
+  /**
+   * Keeps the layer cache within its budget: unnamed images first, then everything. Only call it when
+   * no build runs (removing an image a build uses would break that build).
+   */
+  async trimCache(log: (msg: string) => void): Promise<void> {
+    let used = await this.usage();
+    if (used <= this.options.cacheMaxBytes) return;
+    await this.buildah(['rmi', '--prune'], { timeoutMs: 300_000 }).catch(() => {});
+    used = await this.usage();
+    if (used <= this.options.cacheMaxBytes) return log(`layer cache pruned to ${used} bytes`);
+    await this.buildah(['rmi', '--all', '--force'], { timeoutMs: 300_000 });
+    log(`layer cache emptied: ${used} bytes exceeded the budget of ${this.options.cacheMaxBytes}`);
+  }
+
+  /** Removes every working container (builds a crash or kill left behind); only when no build runs. */
+  async removeContainers(): Promise<void> {
+    try {
+      await this.buildah(['rm', '--all'], { timeoutMs: 120_000 });
+    } catch (err) {
+      throw failedPrecondition(`buildah rm --all: ${messageOf(err)}`);
+    }
+  }
+}

@@ -1,0 +1,634 @@
+// The image builder's behaviour, with no wire types: ResolveBaseImage, ResolveWorkspaceImage, Build
+// (existing image → one success at once; identical requests in flight join the running build; a bounded
+// number of builds run, the rest wait in a queue and say so; each has a timeout; a caller leaving does not
+// stop a build; shutdown cancels builds and removes their work), Logs and ListBuilds.
+import { randomUUID } from 'node:crypto';
+import { mkdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { LRUCache } from 'lru-cache';
+import type { Logger } from 'pino';
+import {
+  errorKind,
+  failedPrecondition,
+  invalidArgument,
+  messageOf,
+  notFound,
+  unavailable,
+} from '../errors.ts';
+import type { Platform } from '../oci/descriptor.ts';
+import { parseNormalizedReference } from '../oci/reference.ts';
+import { copyImage } from '../registry/copy.ts';
+import type { CredentialStore } from '../registry/credentials.ts';
+import { type BuildInputs, buildKey, describeChanges } from './build-key.ts';
+import type { EngineJob, EngineResult } from './buildah.ts';
+import { BuildFailed } from './buildah.ts';
+import type { DockerfileAnalysis } from './dockerfile.ts';
+import { pinImages } from './dockerfile.ts';
+import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
+import { GitRepo, type GitSource, repoPath } from './git-source.ts';
+import { type BuildLog, type BuildPhase, type BuildRecord, Censor, type LogStore } from './log-store.ts';
+import { dockerfileBaseRef, workspaceRef } from './refs.ts';
+import type { RegistryAccess } from './registries.ts';
+import {
+  AuthPolicy,
+  authFileJson,
+  buildAuthEntries,
+  type RegistryAuthRequest,
+  secretsOf,
+} from './registry-auth.ts';
+import { imageExists, normalizeImageRef, resolveImage } from './resolve.ts';
+import type { SourceHistory } from './source-history.ts';
+
+export type BuildSourceSpec =
+  | { kind: 'ref'; ref: string }
+  | {
+      kind: 'dockerfile';
+      git: GitSource;
+      dockerfilePath: string;
+      contextPath: string;
+      /** dockerfile_version: the caller's own part of the key. */
+      version: string;
+      buildArgs: Record<string, string>;
+    };
+
+export interface BuildRequestSpec {
+  source: BuildSourceSpec;
+  auth: RegistryAuthRequest;
+  forceRebuild: boolean;
+  triggeredBy: string;
+  baseImageNameResolved: string;
+  useRetryClient: boolean;
+}
+
+export interface BuildInfo extends BuildRecord {}
+
+export interface BuildUpdate {
+  status: 'running' | 'succeeded' | 'failed';
+  ref: string;
+  baseRef: string;
+  message: string;
+  info?: BuildInfo;
+}
+
+export interface BuildEngine {
+  build(job: EngineJob): Promise<EngineResult>;
+  trimCache?(log: (msg: string) => void): Promise<void>;
+  removeContainers?(): Promise<void>;
+}
+
+export interface BuilderObserver {
+  started(): void;
+  finished(outcome: 'success' | 'failure', seconds: number): void;
+  joined(): void;
+  queueLength(n: number): void;
+}
+
+export interface BuilderOptions {
+  stateDir: string;
+  baseRepository: string;
+  workspaceRepository: string;
+  registries: RegistryAccess;
+  installation: CredentialStore;
+  engine: BuildEngine;
+  logs: LogStore;
+  history: SourceHistory;
+  logger: Logger;
+  platform: Platform;
+  /** Registry hosts reached over plain HTTP (handed to buildah). */
+  insecureHosts: readonly string[];
+  parallelism: number;
+  timeoutMs: number;
+  /** How long finished builds stay in ListBuilds. */
+  keepFinishedMs: number;
+  /** Values removed from logs read with `censored`. */
+  secrets: readonly string[];
+  allowFileRemotes: boolean;
+  gitTimeoutMs: number;
+  observer?: BuilderObserver;
+}
+
+/** What a build will make and from what: computed before deciding to build. */
+interface Plan {
+  /** Identity of the source for "what changed since last time". */
+  source: string;
+  baseRef: string;
+  ref: string;
+  key?: string;
+  inputs?: BuildInputs;
+  dockerfile?: {
+    spec: Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
+    snapshot: SourceSnapshot;
+    analysis: DockerfileAnalysis;
+    workspacePaths: { dockerfilePath: string; contextPath: string };
+  };
+}
+
+/** A build in flight: its updates, replayed to every caller that follows it. */
+class ActiveBuild {
+  readonly id = randomUUID();
+  readonly plan: Plan;
+  readonly updates: BuildUpdate[] = [];
+  done = false;
+  log: BuildLog | undefined;
+  private waiters: Array<() => void> = [];
+  readonly run: Promise<void>;
+  readonly controller = new AbortController();
+
+  constructor(plan: Plan, runner: (b: ActiveBuild) => Promise<void>) {
+    this.plan = plan;
+    this.run = runner(this);
+  }
+
+  push(update: BuildUpdate, final = false): void {
+    this.updates.push(update);
+    if (final) this.done = true;
+    const w = this.waiters;
+    this.waiters = [];
+    for (const fn of w) fn();
+  }
+
+  async *follow(signal?: AbortSignal): AsyncGenerator<BuildUpdate> {
+    let next = 0;
+    for (;;) {
+      while (next < this.updates.length) yield this.updates[next++] as BuildUpdate;
+      if (this.done || signal?.aborted) return;
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          signal?.removeEventListener('abort', wake);
+          resolve();
+        };
+        signal?.addEventListener('abort', wake, { once: true });
+        this.waiters.push(wake);
+      });
+    }
+  }
+}
+
+/** A FIFO of build slots. */
+class Slots {
+  private free: number;
+  private readonly waiting: Array<{ build: ActiveBuild; go: () => void }> = [];
+  constructor(n: number) {
+    this.free = n;
+  }
+  get queued(): number {
+    return this.waiting.length;
+  }
+  tryTake(): boolean {
+    if (this.free > 0 && this.waiting.length === 0) {
+      this.free--;
+      return true;
+    }
+    return false;
+  }
+  wait(build: ActiveBuild, signal: AbortSignal): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const entry = { build, go: () => resolve() };
+      this.waiting.push(entry);
+      signal.addEventListener(
+        'abort',
+        () => {
+          const i = this.waiting.indexOf(entry);
+          if (i >= 0) {
+            this.waiting.splice(i, 1);
+            reject(signal.reason);
+          }
+        },
+        { once: true },
+      );
+    });
+  }
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next.go();
+    else this.free++;
+  }
+}
+
+const SNAPSHOT_ENTRIES = 2_000_000;
+
+export class Builder {
+  private readonly o: BuilderOptions;
+  private readonly inflight = new Map<string, ActiveBuild>();
+  private readonly active = new Set<ActiveBuild>();
+  private readonly slots: Slots;
+  private readonly shutdown = new AbortController();
+  private readonly snapshots = new LRUCache<string, Promise<SourceSnapshot>>({
+    maxSize: SNAPSHOT_ENTRIES,
+    sizeCalculation: () => 1,
+    max: 256,
+  });
+
+  constructor(options: BuilderOptions) {
+    this.o = options;
+    this.slots = new Slots(Math.max(1, options.parallelism));
+  }
+
+  private policy(auth: RegistryAuthRequest): AuthPolicy {
+    return new AuthPolicy(
+      auth,
+      { base: this.o.baseRepository, workspace: this.o.workspaceRepository },
+      this.o.installation,
+    );
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // resolution
+
+  async resolveBaseImage(
+    ref: string,
+    auth: RegistryAuthRequest,
+    useRetryClient: boolean,
+    signal?: AbortSignal,
+  ) {
+    const client = this.o.registries.forPolicy(this.policy(auth), useRetryClient);
+    return resolveImage(client, ref, this.o.platform, signal);
+  }
+
+  async resolveWorkspaceImage(
+    source: BuildSourceSpec,
+    auth: RegistryAuthRequest,
+    useRetryClient: boolean,
+    signal?: AbortSignal,
+  ): Promise<{ ref: string; baseRef: string; exists: boolean }> {
+    const plan = await this.plan(source, this.policy(auth), useRetryClient, signal);
+    const exists = await imageExists(this.o.registries.installation(useRetryClient), plan.ref, signal);
+    return { ref: plan.ref, baseRef: plan.baseRef, exists };
+  }
+
+  private async plan(
+    source: BuildSourceSpec,
+    policy: AuthPolicy,
+    retry: boolean,
+    signal?: AbortSignal,
+  ): Promise<Plan> {
+    const client = this.o.registries.forPolicy(policy, retry);
+    if (source.kind === 'ref') {
+      const baseRef = await resolveImage(client, source.ref, this.o.platform, signal);
+      return {
+        source: `ref\0${source.ref}`,
+        baseRef,
+        ref: workspaceRef(this.o.workspaceRepository, baseRef),
+      };
+    }
+    const g = source.git;
+    const paths = {
+      dockerfilePath: repoPath(source.dockerfilePath, g.checkoutLocation, 'dockerfile_path'),
+      contextPath: '',
+    };
+    // No context path means the Dockerfile's directory (as the anchor has it).
+    paths.contextPath =
+      source.contextPath === ''
+        ? paths.dockerfilePath.split('/').slice(0, -1).join('/')
+        : repoPath(source.contextPath, g.checkoutLocation, 'context_path');
+    const snapshot = await this.snapshot(g, paths, signal);
+    const workspacePaths = { dockerfilePath: source.dockerfilePath, contextPath: source.contextPath };
+    const { inputs, analysis } = await prepareInputs(snapshot, {
+      buildArgs: source.buildArgs,
+      version: source.version,
+      workspacePaths,
+      pin: (image) => resolveImage(client, image, this.o.platform, signal),
+    });
+    const key = buildKey(inputs);
+    const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
+    return {
+      source: `git\0${g.remoteUri}\0${source.dockerfilePath}\0${source.contextPath}`,
+      baseRef,
+      ref: workspaceRef(this.o.workspaceRepository, baseRef),
+      key,
+      inputs,
+      dockerfile: { spec: source, snapshot, analysis, workspacePaths },
+    };
+  }
+
+  /** The Dockerfile, .dockerignore and file list of a commit: fetched once, then cached by commit. */
+  private async snapshot(
+    g: GitSource,
+    paths: { dockerfilePath: string; contextPath: string },
+    signal?: AbortSignal,
+  ): Promise<SourceSnapshot> {
+    const gitOptions = { allowFileRemotes: this.o.allowFileRemotes, timeoutMs: this.o.gitTimeoutMs };
+    const dir = join(this.o.stateDir, 'work', `plan-${randomUUID()}`);
+    const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
+    const commit = await repo.resolveCommit(signal);
+    const cacheKey = commit && `${g.remoteUri}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
+    const cached = cacheKey ? this.snapshots.get(cacheKey) : undefined;
+    if (cached) return cached;
+    const loading = (async () => {
+      try {
+        const fetched = await repo.fetch(commit, signal);
+        return await readSnapshot(repo, fetched, paths, signal);
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    })();
+    if (cacheKey) {
+      this.snapshots.set(cacheKey, loading);
+      loading.catch(() => this.snapshots.delete(cacheKey));
+    }
+    return loading;
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // builds
+
+  async *build(req: BuildRequestSpec, signal?: AbortSignal): AsyncGenerator<BuildUpdate> {
+    if (this.shutdown.signal.aborted) throw unavailable('the builder is shutting down');
+    const policy = this.policy(req.auth);
+    let source = req.source;
+    const installation = this.o.registries.installation(req.useRetryClient);
+    if (req.baseImageNameResolved !== '' && !req.forceRebuild) {
+      // The caller's already-resolved base: its workspace image may exist; else only a copy is needed.
+      const baseRef = req.baseImageNameResolved;
+      const ref = workspaceRef(this.o.workspaceRepository, baseRef);
+      if (await imageExists(installation, ref, signal)) {
+        yield { status: 'succeeded', ref, baseRef, message: '' };
+        return;
+      }
+      const shortcut =
+        req.auth.mode.kind === 'selective'
+          ? this.policy({ ...req.auth, mode: { ...req.auth.mode, allowBaseRepository: true } })
+          : policy;
+      try {
+        const digest = await resolveImage(
+          this.o.registries.forPolicy(shortcut, req.useRetryClient),
+          baseRef,
+          this.o.platform,
+          signal,
+        );
+        source = { kind: 'ref', ref: digest };
+      } catch {
+        // Gone (collected, say): build from the source as asked.
+      }
+    }
+    const plan = await this.plan(source, policy, req.useRetryClient, signal);
+    if (!req.forceRebuild && (await imageExists(installation, plan.ref, signal))) {
+      yield { status: 'succeeded', ref: plan.ref, baseRef: plan.baseRef, message: '' };
+      return;
+    }
+    let build = req.forceRebuild ? undefined : this.inflight.get(plan.ref);
+    if (build) this.o.observer?.joined();
+    else build = this.start(plan, req, policy);
+    yield* build.follow(signal);
+  }
+
+  private start(plan: Plan, req: BuildRequestSpec, policy: AuthPolicy): ActiveBuild {
+    if (this.shutdown.signal.aborted) throw unavailable('the builder is shutting down');
+    const build = new ActiveBuild(plan, (b) => this.run(b, req, policy));
+    this.inflight.set(plan.ref, build);
+    this.active.add(build);
+    this.o.observer?.started();
+    return build;
+  }
+
+  private async reason(plan: Plan, force: boolean): Promise<string> {
+    if (force) return 'force_rebuild was asked for';
+    const last = await this.o.history.get(plan.source);
+    if (!last) return `no image for this key yet (first build of this source here): ${plan.ref}`;
+    if (last.key === (plan.key ?? plan.baseRef)) {
+      return 'the image built for this key earlier is no longer in the registry';
+    }
+    const changes = last.inputs && plan.inputs ? describeChanges(last.inputs, plan.inputs) : [];
+    const when = new Date(last.builtAt).toISOString();
+    if (changes.length === 0) return `no image for this key yet (inputs differ from the build of ${when})`;
+    return `compared with the last build of this source (${when}): ${changes.join('; ')}`;
+  }
+
+  private info(record: BuildRecord): BuildInfo {
+    return { ...record };
+  }
+
+  private async run(build: ActiveBuild, req: BuildRequestSpec, policy: AuthPolicy): Promise<void> {
+    await Promise.resolve(); // let the caller register the build before it runs
+    const { plan } = build;
+    const started = performance.now();
+    let slot = false;
+    let workDir: string | undefined;
+    const abort = AbortSignal.any([this.shutdown.signal, build.controller.signal]);
+    const update = (status: BuildUpdate['status'], message: string, final = false) => {
+      const info = build.log ? this.info(build.log.record()) : undefined;
+      build.push({ status, ref: plan.ref, baseRef: plan.baseRef, message, ...(info && { info }) }, final);
+    };
+    try {
+      const reason = await this.reason(plan, req.forceRebuild);
+      const log = await this.o.logs.create(
+        {
+          id: build.id,
+          ref: plan.ref,
+          baseRef: plan.baseRef,
+          phase: 'queued',
+          startedAt: Date.now(),
+          reason,
+        },
+        [],
+      );
+      build.log = log;
+      log.line(`Why this build: ${reason}`);
+      slot = this.slots.tryTake();
+      if (!slot) {
+        const ahead = this.slots.queued;
+        log.line(`Queued: ${ahead} build(s) waiting ahead for one of ${this.o.parallelism} build slots`);
+        update('running', `queued (${ahead} ahead): ${reason}`);
+        this.o.observer?.queueLength(this.slots.queued + 1);
+        await this.slots.wait(build, abort);
+        slot = true;
+        this.o.observer?.queueLength(this.slots.queued);
+      }
+      log.update({ phase: 'running', startedAt: Date.now() });
+      update('running', reason);
+      const signal = AbortSignal.any([abort, AbortSignal.timeout(this.o.timeoutMs)]);
+      const deadline = Date.now() + this.o.timeoutMs;
+      if (plan.dockerfile) {
+        workDir = join(this.o.stateDir, 'work', build.id);
+        await this.buildDockerfile(build, plan, policy, workDir, signal, deadline);
+      }
+      await this.copy(build, plan, policy, req.useRetryClient, signal);
+      if (!(await imageExists(this.o.registries.installation(req.useRetryClient), plan.ref, signal))) {
+        throw new BuildFailed('image build did not produce a workspace image');
+      }
+      await this.o.history
+        .put(plan.source, {
+          key: plan.key ?? plan.baseRef,
+          inputs: plan.inputs as BuildInputs,
+          builtAt: Date.now(),
+        })
+        .catch((err: unknown) =>
+          this.o.logger.warn({ err: messageOf(err) }, 'cannot record the build inputs'),
+        );
+      log.line(`Done: ${plan.ref}`);
+      await log.finish({ phase: 'succeeded', message: '' });
+      this.o.observer?.finished('success', (performance.now() - started) / 1000);
+      update('succeeded', '', true);
+    } catch (err) {
+      const message = failureMessage(err, this.shutdown.signal.aborted);
+      this.o.logger.info(
+        { buildId: build.id, ref: plan.ref, triggeredBy: req.triggeredBy, err: message },
+        'build failed',
+      );
+      if (build.log) {
+        build.log.line(message);
+        await build.log.finish({ phase: 'failed', message }).catch(() => {});
+      }
+      this.o.observer?.finished('failure', (performance.now() - started) / 1000);
+      update('failed', message, true);
+    } finally {
+      if (slot) this.slots.release();
+      if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
+      this.active.delete(build);
+      if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
+      if (this.active.size === 0 && !this.shutdown.signal.aborted) {
+        await this.o.engine
+          .trimCache?.((msg) => this.o.logger.info(msg))
+          .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'layer cache trim failed'));
+      }
+    }
+  }
+
+  private async buildDockerfile(
+    build: ActiveBuild,
+    plan: Plan,
+    policy: AuthPolicy,
+    workDir: string,
+    signal: AbortSignal,
+    deadline: number,
+  ): Promise<void> {
+    const d = plan.dockerfile as NonNullable<Plan['dockerfile']>;
+    const log = build.log as BuildLog;
+    const inputs = plan.inputs as BuildInputs;
+    await mkdir(workDir, { recursive: true, mode: 0o700 });
+    const g = d.spec.git;
+    const repo = GitRepo.open(join(workDir, 'git'), g, {
+      allowFileRemotes: this.o.allowFileRemotes,
+      timeoutMs: this.o.gitTimeoutMs,
+    });
+    log.line(`Fetching ${g.remoteUri} at ${d.snapshot.commit}`);
+    const commit = await repo.fetch(d.snapshot.commit, signal);
+    if (commit !== d.snapshot.commit) {
+      throw failedPrecondition(
+        `${g.remoteUri} moved from ${d.snapshot.commit} to ${commit} meanwhile; build again`,
+      );
+    }
+    const workspace = join(workDir, 'workspace');
+    const checkout = join(workspace, repoPath(g.checkoutLocation, '', 'checkout_location'));
+    await repo.checkout(commit, checkout, signal);
+    await rm(join(workDir, 'git'), { recursive: true, force: true });
+    const contextDir = join(checkout, d.snapshot.contextPath);
+    const real = await realpath(contextDir).catch(() => {
+      throw failedPrecondition(
+        `context directory ${JSON.stringify(d.workspacePaths.contextPath)} does not exist`,
+      );
+    });
+    if (real !== (await realpath(workspace)) && !real.startsWith(`${await realpath(workspace)}/`)) {
+      throw invalidArgument(
+        `context directory ${JSON.stringify(d.workspacePaths.contextPath)} leaves the workspace`,
+      );
+    }
+    const dockerfile = join(workDir, 'Dockerfile');
+    await writeFile(
+      dockerfile,
+      pinImages(d.snapshot.dockerfile, d.analysis.images, (image) => inputs.images[image] as string),
+    );
+    const entries = await buildAuthEntries({
+      policy,
+      installation: this.o.installation,
+      pulls: Object.values(inputs.images).map((r) => parseNormalizedReference(r)),
+      push: parseNormalizedReference(this.o.baseRepository),
+      workspaceDomain: parseNormalizedReference(this.o.workspaceRepository).domain,
+      signal,
+    });
+    log.addSecrets(secretsOf(entries));
+    const authFile = join(workDir, 'auth.json');
+    await writeFile(authFile, authFileJson(entries), { mode: 0o600 });
+    try {
+      const { digest } = await this.o.engine.build({
+        workDir,
+        contextDir: real,
+        dockerfile,
+        buildArgs: d.spec.buildArgs,
+        target: plan.baseRef,
+        authFile,
+        insecureHosts: this.o.insecureHosts,
+        signal,
+        onLine: (line) => log.line(line),
+        timeoutMs: Math.max(1, deadline - Date.now()),
+      });
+      log.line(`Pushed ${plan.baseRef} (${digest})`);
+    } finally {
+      await rm(authFile, { force: true });
+    }
+  }
+
+  /** The workspace image: the base copied registry to registry (blobs mounted where the registry can). */
+  private async copy(
+    build: ActiveBuild,
+    plan: Plan,
+    policy: AuthPolicy,
+    retry: boolean,
+    signal: AbortSignal,
+  ) {
+    const log = build.log as BuildLog;
+    const client = plan.dockerfile
+      ? this.o.registries.installation(retry)
+      : this.o.registries.forCopy(policy, parseNormalizedReference(this.o.workspaceRepository).domain, retry);
+    log.line(`Copying ${plan.baseRef} to ${plan.ref}`);
+    const result = await copyImage(client, normalizeImageRef(plan.baseRef), normalizeImageRef(plan.ref), {
+      signal,
+    });
+    const b = result.blobs;
+    log.line(`Copied: ${b.mounted} blob(s) mounted, ${b.uploaded} uploaded, ${b.exists} already there`);
+  }
+
+  // ----------------------------------------------------------------------------------------------
+  // logs and listing
+
+  logs(
+    query: { buildRef: string; buildId: string; censored: boolean },
+    signal?: AbortSignal,
+  ): AsyncGenerator<Buffer> {
+    const record = query.buildId
+      ? this.o.logs.get(query.buildId)
+      : query.buildRef
+        ? this.o.logs.findByRef(query.buildRef)
+        : undefined;
+    if (!record) throw notFound('build not found');
+    const censor = query.censored
+      ? new Censor([
+          ...this.o.secrets,
+          record.ref,
+          record.baseRef,
+          record.ref.split(':')[0] as string,
+          record.baseRef.split(/[:@]/)[0] as string,
+        ])
+      : undefined;
+    return this.o.logs.follow(record.id, { ...(signal && { signal }), ...(censor && { censor }) });
+  }
+
+  listBuilds(): BuildInfo[] {
+    const since = Date.now() - this.o.keepFinishedMs;
+    return this.o.logs
+      .records()
+      .filter((r) => r.finishedAt === undefined || r.finishedAt >= since)
+      .map((r) => this.info(r));
+  }
+
+  /** Cancels every build, waits for them to clean up, and removes buildah's leftover containers. */
+  async close(): Promise<void> {
+    this.shutdown.abort(unavailable('the builder is shutting down'));
+    await Promise.allSettled([...this.active].map((b) => b.run));
+    await this.o.engine
+      .removeContainers?.()
+      .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
+  }
+}
+
+/** The words a user gets for a failed build. */
+function failureMessage(err: unknown, shuttingDown: boolean): string {
+  if (shuttingDown) return 'image build failed: the builder shut down during the build';
+  const kind = errorKind(err);
+  if (err instanceof BuildFailed || kind === 'DeadlineExceeded' || kind === 'Aborted') {
+    return `image build failed: ${(err as Error).message}`;
+  }
+  return `image build failed: ${messageOf(err)}`;
+}
+
+export type { BuildPhase };

@@ -1,0 +1,77 @@
+// `strata builder`: the builder.ImageBuilder gRPC service on buildah. Config file first, flags on top;
+// JSON logs; graceful stop on SIGTERM/SIGINT (running builds are cancelled and their work removed).
+import { resolve } from 'node:path';
+import type { Command } from 'commander';
+import { pino } from 'pino';
+import { messageOf } from '../errors.ts';
+import { parseListen } from '../facade/config.ts';
+import { type BuilderConfig, builderConfigFrom, loadBuilderConfig, startBuilder } from '../server/builder.ts';
+import { runUntilSignalled } from './until-signalled.ts';
+
+interface BuilderFlags {
+  listen?: string;
+  baseRepo?: string;
+  workspaceRepo?: string;
+  config?: string;
+  stateDir?: string;
+  dockerAuth?: string;
+  plainHttp: string[];
+  parallelism?: string;
+  metrics?: string;
+  storageDriver?: string;
+  allowFileRemotes?: boolean;
+  logLevel: string;
+}
+
+const collect = (v: string, prev: string[]): string[] => [...prev, v];
+
+export async function builderConfigWithFlags(flags: BuilderFlags): Promise<BuilderConfig> {
+  const doc: Record<string, unknown> = {};
+  if (flags.baseRepo) doc.baseRepository = flags.baseRepo;
+  if (flags.workspaceRepo) doc.workspaceRepository = flags.workspaceRepo;
+  const c = flags.config ? await loadBuilderConfig(flags.config) : builderConfigFrom({}, process.cwd());
+  const f = builderConfigFrom(doc, process.cwd());
+  if (flags.baseRepo) c.baseRepository = f.baseRepository;
+  if (flags.workspaceRepo) c.workspaceRepository = f.workspaceRepository;
+  if (flags.listen) c.listen = parseListen(flags.listen, '--listen');
+  if (flags.stateDir) c.stateDir = resolve(flags.stateDir);
+  if (flags.dockerAuth) c.dockerAuth = resolve(flags.dockerAuth);
+  c.plainHttpHosts.push(...flags.plainHttp.map((h) => h.toLowerCase()));
+  if (flags.parallelism)
+    c.parallelism = builderConfigFrom({ parallelism: Number(flags.parallelism) }, '').parallelism;
+  if (flags.metrics) c.metrics = parseListen(flags.metrics, '--metrics');
+  if (flags.storageDriver) c.storageDriver = flags.storageDriver;
+  if (flags.allowFileRemotes) c.allowFileRemotes = true;
+  return c;
+}
+
+export function registerBuilder(program: Command): void {
+  program
+    .command('builder')
+    .description('serve builder.ImageBuilder: workspace images built with buildah, content-derived refs')
+    .option('--listen <host:port>', 'gRPC address (default 127.0.0.1:8080)')
+    .option('--base-repo <repo>', 'repository for built base images')
+    .option('--workspace-repo <repo>', 'repository for workspace images')
+    .option('--config <file>', 'YAML/JSON config file (flags override it)')
+    .option('--state-dir <dir>', 'logs, build history, layer cache (default /var/lib/strata/builder)')
+    .option('--docker-auth <file>', "docker config.json with the installation's registry credentials")
+    .option('--plain-http <host[:port]>', 'registry reached over plain HTTP', collect, [])
+    .option('--parallelism <n>', 'builds run at once; more wait in a queue (default 2)')
+    .option('--metrics <host:port>', 'serve Prometheus metrics on /metrics')
+    .option('--storage-driver <name>', 'buildah storage driver: overlay (default) or vfs')
+    .option('--allow-file-remotes', 'accept file:// git remotes (they read this machine)')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .action(async (flags: BuilderFlags) => {
+      const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'builder' } });
+      let running: Awaited<ReturnType<typeof startBuilder>>;
+      try {
+        running = await startBuilder(await builderConfigWithFlags(flags), logger);
+      } catch (err) {
+        logger.fatal({ err: messageOf(err) }, 'builder failed to start');
+        process.exitCode = 1;
+        return;
+      }
+      await runUntilSignalled(logger, 'builder', () => running.close());
+      logger.info('builder stopped');
+    });
+}

@@ -1,0 +1,289 @@
+// The builder's configuration and composition: state directory (logs, build history, buildah storage,
+// work), the installation's registry credentials, the registry clients, the buildah engine, the
+// orchestrator and its metrics, and the gRPC server with ImageBuilder, health and reflection.
+import { mkdir, readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { parse as parseYaml } from 'yaml';
+import { createGrpcServer } from '../api/grpc/server.ts';
+import { builderService } from '../api/services/builder.ts';
+import { BuildahEngine } from '../builder/buildah.ts';
+import { LogStore } from '../builder/log-store.ts';
+import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orchestrator.ts';
+import { RegistryAccess } from '../builder/registries.ts';
+import { SourceHistory } from '../builder/source-history.ts';
+import { invalidArgument, messageOf } from '../errors.ts';
+import { parseByteSize, parseListen } from '../facade/config.ts';
+import type { Platform } from '../oci/descriptor.ts';
+import { parsePlatform } from '../oci/platform.ts';
+import { parseNormalizedReference } from '../oci/reference.ts';
+import { anonymous } from '../registry/credentials.ts';
+import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { serveMetrics } from './metrics.ts';
+
+export interface BuilderConfig {
+  listen: { host: string; port: number };
+  baseRepository: string;
+  workspaceRepository: string;
+  stateDir: string;
+  /** A docker config.json with the installation's registry credentials (re-read on change). */
+  dockerAuth?: string;
+  plainHttpHosts: string[];
+  platform: Platform;
+  parallelism: number;
+  timeoutMs: number;
+  keepFinishedMs: number;
+  cacheMaxBytes: number;
+  storageDriver: string;
+  secrets: string[];
+  allowFileRemotes: boolean;
+  gitTimeoutMs: number;
+  metrics?: { host: string; port: number };
+  tls?: { cert: string; key: string };
+}
+
+const KEYS = new Set([
+  'listen',
+  'baseRepository',
+  'workspaceRepository',
+  'stateDir',
+  'dockerAuth',
+  'plainHttpHosts',
+  'platform',
+  'parallelism',
+  'timeoutSeconds',
+  'keepFinishedSeconds',
+  'cacheMax',
+  'storageDriver',
+  'secrets',
+  'allowFileRemotes',
+  'gitTimeoutSeconds',
+  'metrics',
+  'tls',
+]);
+
+function fail(where: string, what: string): never {
+  throw invalidArgument(`builder config ${where}: ${what}`);
+}
+
+function repository(v: unknown, where: string): string {
+  if (typeof v !== 'string' || v === '')
+    fail(where, 'want a repository such as registry.example.com/workspace-images');
+  const r = parseNormalizedReference(v);
+  if (r.tag !== undefined || r.digest !== undefined) fail(where, 'want a repository without tag or digest');
+  return `${r.domain}/${r.path}`;
+}
+
+function positive(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+    fail(where, `want a positive number, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function strings(v: unknown, where: string): string[] {
+  if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) fail(where, 'want a list of strings');
+  return v as string[];
+}
+
+/** The configuration from a parsed document (YAML or JSON); relative paths are relative to `base`. */
+export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
+  const o = (doc ?? {}) as Record<string, unknown>;
+  if (typeof o !== 'object' || Array.isArray(o)) fail('', 'want a mapping');
+  for (const k of Object.keys(o)) if (!KEYS.has(k)) fail(k, 'unknown key');
+  const path = (v: unknown, where: string) => {
+    if (typeof v !== 'string' || v === '') fail(where, 'want a path');
+    return resolve(base, v);
+  };
+  const tls = o.tls as { cert?: unknown; key?: unknown } | undefined;
+  return {
+    listen: parseListen(typeof o.listen === 'string' ? o.listen : '127.0.0.1:8080', 'listen'),
+    baseRepository: o.baseRepository === undefined ? '' : repository(o.baseRepository, 'baseRepository'),
+    workspaceRepository:
+      o.workspaceRepository === undefined ? '' : repository(o.workspaceRepository, 'workspaceRepository'),
+    stateDir: o.stateDir === undefined ? '/var/lib/strata/builder' : path(o.stateDir, 'stateDir'),
+    ...(o.dockerAuth !== undefined && { dockerAuth: path(o.dockerAuth, 'dockerAuth') }),
+    plainHttpHosts:
+      o.plainHttpHosts === undefined
+        ? []
+        : strings(o.plainHttpHosts, 'plainHttpHosts').map((h) => h.toLowerCase()),
+    platform: parsePlatform(typeof o.platform === 'string' ? o.platform : 'linux/amd64'),
+    parallelism: o.parallelism === undefined ? 2 : Math.floor(positive(o.parallelism, 'parallelism')),
+    timeoutMs: (o.timeoutSeconds === undefined ? 3600 : positive(o.timeoutSeconds, 'timeoutSeconds')) * 1000,
+    keepFinishedMs:
+      (o.keepFinishedSeconds === undefined ? 3600 : positive(o.keepFinishedSeconds, 'keepFinishedSeconds')) *
+      1000,
+    cacheMaxBytes: o.cacheMax === undefined ? 20 * 1024 ** 3 : parseByteSize(o.cacheMax, 'cacheMax'),
+    storageDriver: typeof o.storageDriver === 'string' ? o.storageDriver : 'overlay',
+    secrets: o.secrets === undefined ? [] : strings(o.secrets, 'secrets'),
+    allowFileRemotes: o.allowFileRemotes === true,
+    gitTimeoutMs:
+      (o.gitTimeoutSeconds === undefined ? 600 : positive(o.gitTimeoutSeconds, 'gitTimeoutSeconds')) * 1000,
+    ...(typeof o.metrics === 'string' && { metrics: parseListen(o.metrics, 'metrics') }),
+    ...(tls && { tls: { cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') } }),
+  };
+}
+
+export async function loadBuilderConfig(file: string): Promise<BuilderConfig> {
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (err) {
+    throw invalidArgument(`builder config ${file}: ${messageOf(err)}`);
+  }
+  return builderConfigFrom(parseYaml(text) as unknown, dirname(resolve(file)));
+}
+
+/** Prometheus metrics of the builder, and the observer the orchestrator reports to. */
+export class BuilderMetrics implements BuilderObserver {
+  readonly registry = new Registry();
+  private readonly startedTotal: Counter;
+  private readonly doneTotal: Counter<'outcome'>;
+  private readonly duration: Histogram<'outcome'>;
+  private readonly joinedTotal: Counter;
+  private readonly queue: Gauge;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'strata_builder_' });
+    const registers = [this.registry];
+    this.startedTotal = new Counter({
+      name: 'strata_builder_builds_started_total',
+      help: 'Builds started',
+      registers,
+    });
+    this.doneTotal = new Counter({
+      name: 'strata_builder_builds_done_total',
+      help: 'Builds finished, by outcome',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.duration = new Histogram({
+      name: 'strata_builder_build_duration_seconds',
+      help: 'Build duration (queue included), by outcome',
+      labelNames: ['outcome'],
+      buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600],
+      registers,
+    });
+    this.joinedTotal = new Counter({
+      name: 'strata_builder_joined_requests_total',
+      help: 'Build requests that joined a build already running',
+      registers,
+    });
+    this.queue = new Gauge({
+      name: 'strata_builder_queue_length',
+      help: 'Builds waiting for a slot',
+      registers,
+    });
+  }
+  started(): void {
+    this.startedTotal.inc();
+  }
+  finished(outcome: 'success' | 'failure', seconds: number): void {
+    this.doneTotal.inc({ outcome });
+    this.duration.observe({ outcome }, seconds);
+  }
+  joined(): void {
+    this.joinedTotal.inc();
+  }
+  queueLength(n: number): void {
+    this.queue.set(n);
+  }
+}
+
+export interface RunningBuilder {
+  port: number;
+  metricsPort?: number;
+  builder: Builder;
+  metrics: BuilderMetrics;
+  close(): Promise<void>;
+}
+
+/** Wires and starts a builder; `engine` replaces buildah (tests of the orchestration). */
+export async function startBuilder(
+  config: BuilderConfig,
+  logger: Logger,
+  overrides: { engine?: BuildEngine } = {},
+): Promise<RunningBuilder> {
+  if (!config.baseRepository) throw invalidArgument('a base repository is required (--base-repo)');
+  if (!config.workspaceRepository)
+    throw invalidArgument('a workspace repository is required (--workspace-repo)');
+  await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
+  const undo: Array<() => Promise<void>> = [];
+  const unwind = async () => {
+    for (const fn of undo.reverse())
+      await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));
+  };
+  try {
+    const installation = config.dockerAuth
+      ? new DockerConfigCredentials({ path: config.dockerAuth })
+      : anonymous;
+    const registries = new RegistryAccess({ hosts: { insecure: config.plainHttpHosts }, installation });
+    undo.push(() => registries.close());
+    const engine =
+      overrides.engine ??
+      (await BuildahEngine.open({
+        storageRoot: join(config.stateDir, 'buildah', 'storage'),
+        runRoot: join(config.stateDir, 'buildah', 'run'),
+        driver: config.storageDriver,
+        cacheMaxBytes: config.cacheMaxBytes,
+        configDir: join(config.stateDir, 'buildah', 'config'),
+      }));
+    const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
+    const metrics = new BuilderMetrics();
+    const builder = new Builder({
+      stateDir: config.stateDir,
+      baseRepository: config.baseRepository,
+      workspaceRepository: config.workspaceRepository,
+      registries,
+      installation,
+      engine,
+      logs,
+      history: new SourceHistory(join(config.stateDir, 'sources')),
+      logger: logger.child({ component: 'builder' }),
+      platform: config.platform,
+      insecureHosts: config.plainHttpHosts,
+      parallelism: config.parallelism,
+      timeoutMs: config.timeoutMs,
+      keepFinishedMs: config.keepFinishedMs,
+      secrets: config.secrets,
+      allowFileRemotes: config.allowFileRemotes,
+      gitTimeoutMs: config.gitTimeoutMs,
+      observer: metrics,
+    });
+    undo.push(() => builder.close());
+    const grpc = createGrpcServer({
+      logger: logger.child({ component: 'grpc' }),
+      services: [builderService({ builder, logUrl: `grpc://${config.listen.host}:${config.listen.port}` })],
+      ...(config.tls && {
+        tls: { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) },
+      }),
+    });
+    // Unwound in reverse: builds are cancelled first (their callers get a final message), then the server stops.
+    undo.splice(undo.length - 1, 0, () => grpc.shutdown());
+    const port = await grpc.listenTcp(config.listen.host, config.listen.port);
+    let metricsPort: number | undefined;
+    if (config.metrics) {
+      const served = await serveMetrics(metrics, config.metrics.host, config.metrics.port);
+      undo.push(() => served.close());
+      metricsPort = served.port;
+    }
+    logger.info(
+      { port, base: config.baseRepository, workspace: config.workspaceRepository },
+      'builder started',
+    );
+    let closing: Promise<void> | undefined;
+    return {
+      port,
+      ...(metricsPort !== undefined && { metricsPort }),
+      builder,
+      metrics,
+      close() {
+        closing ??= unwind();
+        return closing;
+      },
+    };
+  } catch (err) {
+    await unwind();
+    throw err;
+  }
+}

@@ -1,0 +1,209 @@
+// The builder end to end with its real parts: buildah (private vfs storage under a temp state dir), a
+// docker-registry with htpasswd auth holding a busybox base, git repositories on disk (file://) and
+// behind `git daemon` (git://), driven by a client generated from seed 001's proto by Python's grpc_tools.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { pino } from 'pino';
+import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
+import { type SeedBuilderClient, seedBuilderClient } from '../helpers/builder-client.ts';
+import { createRepo, startGitDaemon, type TestRepo } from '../helpers/git-repo.ts';
+import { pushBusybox, skopeoInspect } from '../helpers/images.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const PASSWORD = `pw-${randomBytes(8).toString('hex')}`;
+const USER = 'installer';
+
+let dir: string;
+let reg: TestRegistry;
+let repo: TestRepo;
+let builder: RunningBuilder;
+let client: SeedBuilderClient;
+let address: string;
+
+const dockerfile = (base: string) =>
+  [
+    `FROM ${base}`,
+    'COPY hello.txt /hello.txt',
+    // Looks for the registry password in the environment and every file of the build's root.
+    `RUN P="$(echo ${Buffer.from(PASSWORD).toString('base64')} | busybox base64 -d)"; env | sort; ` +
+      'F="$(find / -xdev -type f -exec grep -l -F "$P" {} + 2>/dev/null)"; echo "LEAKS:[$F]"; ' +
+      'cat /hello.txt; echo built > /built.txt',
+    '',
+  ].join('\n');
+
+before(async () => {
+  dir = await tempDir('builder-buildah');
+  reg = await startRegistry({ auth: { mode: 'basic', users: { [USER]: PASSWORD } } });
+  await pushBusybox(reg, 'library/busybox');
+  repo = await createRepo(join(dir, 'repos', 'app'));
+  await repo.commit({
+    Dockerfile: dockerfile(`${reg.host}/library/busybox:latest`),
+    'hello.txt': 'hello v1\n',
+    'README.md': 'docs\n',
+    'fail/Dockerfile': `FROM ${reg.host}/library/busybox\nRUN echo boom-output; exit 3\n`,
+  });
+  await mkdir(join(dir, 'auth'));
+  const authDir = await reg.dockerConfig(join(dir, 'auth'));
+  builder = await startBuilder(
+    builderConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        baseRepository: `${reg.host}/base-images`,
+        workspaceRepository: `${reg.host}/workspace-images`,
+        stateDir: join(dir, 'state'),
+        dockerAuth: join(authDir, 'config.json'),
+        plainHttpHosts: [reg.host],
+        storageDriver: 'vfs',
+        allowFileRemotes: true,
+        secrets: ['hello v'],
+      },
+      dir,
+    ),
+    pino({ level: 'silent' }),
+  );
+  address = `127.0.0.1:${builder.port}`;
+  client = await seedBuilderClient();
+});
+
+after(async () => {
+  await builder?.close();
+  await client?.cleanup();
+  await reg?.stop();
+  await removeTempDir(dir);
+});
+
+const fileSource = (remote: string, dockerfilePath = 'repo/Dockerfile', contextPath = 'repo') => ({
+  file: {
+    source: { git: { remote_uri: remote, target_mode: 'REMOTE_HEAD', checkout_location: 'repo' } },
+    dockerfile_path: dockerfilePath,
+    context_path: contextPath,
+  },
+});
+const ALL = { total: { allow_all: true } };
+
+test('ResolveBaseImage: digest form, normalisation and the anchor codes', async () => {
+  const ok = await client.call(address, 'ResolveBaseImage', {
+    ref: `${reg.host}/library/busybox`,
+    auth: ALL,
+  });
+  assert.equal(ok.code, 'OK');
+  assert.match(ok.responses[0].ref, new RegExp(`^${reg.host}/library/busybox@sha256:[0-9a-f]{64}$`));
+  const retry = await client.call(address, 'ResolveBaseImage', {
+    ref: `${reg.host}/library/busybox:latest`,
+    auth: ALL,
+    use_retry_client: true,
+  });
+  assert.equal(retry.responses[0].ref, ok.responses[0].ref);
+  const missing = await client.call(address, 'ResolveBaseImage', {
+    ref: `${reg.host}/library/nope:1`,
+    auth: ALL,
+  });
+  assert.deepEqual([missing.code, missing.details], ['NOT_FOUND', 'cannot resolve image']);
+  const anonymous = await client.call(address, 'ResolveBaseImage', { ref: `${reg.host}/library/busybox` });
+  assert.equal(anonymous.code, 'UNAUTHENTICATED');
+  const bad = await client.call(address, 'ResolveBaseImage', { ref: 'Bad/Ref' });
+  assert.equal(bad.code, 'INVALID_ARGUMENT');
+});
+
+test('Build: running messages with BuildInfo and the reason, one final message, replayable logs, no credential anywhere', async () => {
+  const first = await client.call(address, 'Build', { source: fileSource(repo.url), auth: ALL });
+  assert.equal(first.code, 'OK');
+  const statuses = first.responses.map((r) => r.status);
+  assert.equal(statuses.at(-1), 'done_success', JSON.stringify(first.responses));
+  assert.equal(statuses.filter((s) => s !== 'running').length, 1, 'exactly one final message');
+  const running = first.responses.find((r) => r.status === 'running');
+  assert.match(running.message, /no image for this key yet/);
+  assert.match(running.info.build_id, /^[0-9a-f-]{36}$/);
+  assert.equal(running.info.ref, first.responses.at(-1).ref);
+  assert.match(running.info.base_ref, new RegExp(`^${reg.host}/base-images:[0-9a-f]{64}$`));
+  assert.ok(Number(running.info.started_at) > 1_700_000_000);
+  const ref: string = first.responses.at(-1).ref;
+  assert.match(ref, new RegExp(`^${reg.host}/workspace-images:[0-9a-f]{64}$`));
+  await skopeoInspect(ref, { creds: { username: USER, password: PASSWORD } });
+
+  const logs = await client.call(address, 'Logs', { build_id: running.info.build_id });
+  assert.equal(logs.code, 'OK');
+  const text = logs.responses.map((r) => r.content).join('');
+  assert.match(text, /^Why this build: no image for this key yet/);
+  assert.match(text, /LEAKS:\[\]/);
+  assert.match(text, /hello v1/);
+  assert.ok(!text.includes(PASSWORD), 'the password is not in the log');
+  assert.ok(!text.includes(Buffer.from(`${USER}:${PASSWORD}`).toString('base64')));
+  assert.ok(!/REGISTRY_AUTH_FILE|auth\.json/.test(text), 'the RUN environment names no auth file');
+  const censored = await client.call(address, 'Logs', { build_ref: ref, censored: true });
+  const ctext = censored.responses.map((r) => r.content).join('');
+  assert.ok(
+    !ctext.includes('hello v1') && !ctext.includes(`${reg.host}/workspace-images`),
+    'configured secrets and names removed',
+  );
+  const unknown = await client.call(address, 'Logs', { build_id: 'no-such-build' });
+  assert.equal(unknown.code, 'NOT_FOUND');
+
+  const again = await client.call(address, 'Build', { source: fileSource(repo.url), auth: ALL });
+  assert.deepEqual(
+    again.responses.map((r) => [r.status, r.ref, r.info ?? null]),
+    [['done_success', ref, null]],
+    'an existing image: one done_success at once',
+  );
+
+  await repo.commit({ 'README.md': 'more docs\n' });
+  const readme = await client.call(address, 'Build', { source: fileSource(repo.url), auth: ALL });
+  assert.deepEqual(
+    readme.responses.map((r) => [r.status, r.ref]),
+    [['done_success', ref]],
+    'a commit the build does not read',
+  );
+  const ws = await client.call(address, 'ResolveWorkspaceImage', { source: fileSource(repo.url), auth: ALL });
+  assert.deepEqual([ws.responses[0].ref, ws.responses[0].status], [ref, 'done_success']);
+  assert.equal(ws.responses[0].base_ref, running.info.base_ref);
+
+  await repo.commit({ 'hello.txt': 'hello v2\n' });
+  const changed = await client.call(address, 'Build', { source: fileSource(repo.url), auth: ALL });
+  assert.equal(changed.responses.at(-1).status, 'done_success', JSON.stringify(changed.responses));
+  assert.notEqual(changed.responses.at(-1).ref, ref, "a COPY'd file changes the image");
+  assert.match(changed.responses[0].message, /context files changed: modified hello\.txt/);
+
+  const list = await client.call(address, 'ListBuilds', {});
+  const ids = list.responses[0].builds.map((b: { build_id: string }) => b.build_id);
+  assert.ok(ids.includes(running.info.build_id));
+  assert.ok(list.responses[0].builds.every((b: { status: string }) => b.status === 'done_success'));
+});
+
+test('a failing RUN: done_failure with the step and its last output, nothing pushed', async () => {
+  const r = await client.call(address, 'Build', {
+    source: fileSource(repo.url, 'repo/fail/Dockerfile', 'repo/fail'),
+    auth: ALL,
+  });
+  assert.equal(r.code, 'OK');
+  const last = r.responses.at(-1);
+  assert.equal(last.status, 'done_failure');
+  assert.equal(r.responses.filter((x) => x.status !== 'running').length, 1);
+  assert.match(last.message, /^image build failed: STEP 2\/2: RUN echo boom-output; exit 3 failed/);
+  assert.match(last.message, /boom-output/);
+  await assert.rejects(skopeoInspect(last.info.base_ref, { creds: { username: USER, password: PASSWORD } }));
+  await assert.rejects(skopeoInspect(last.ref, { creds: { username: USER, password: PASSWORD } }));
+});
+
+test('git:// remotes through git daemon; a ref source is copied registry to registry', async (t) => {
+  const daemon = await startGitDaemon(join(dir, 'repos'), t);
+  const viaDaemon = await client.call(address, 'Build', { source: fileSource(daemon.url('app')), auth: ALL });
+  assert.equal(viaDaemon.responses.at(-1).status, 'done_success', JSON.stringify(viaDaemon.responses));
+
+  const refBuild = await client.call(address, 'Build', {
+    source: { ref: { ref: `${reg.host}/library/busybox:latest` } },
+    auth: ALL,
+  });
+  const last = refBuild.responses.at(-1);
+  assert.equal(last.status, 'done_success', JSON.stringify(refBuild.responses));
+  assert.match(last.base_ref, new RegExp(`^${reg.host}/library/busybox@sha256:`));
+  const copied = (await skopeoInspect(last.ref, { creds: { username: USER, password: PASSWORD } })) as {
+    Digest: string;
+  };
+  assert.equal(copied.Digest, last.base_ref.split('@')[1]);
+  const logs = await client.call(address, 'Logs', { build_id: last.info.build_id });
+  assert.match(logs.responses.map((x) => x.content).join(''), /mounted/);
+});
