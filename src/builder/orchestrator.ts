@@ -405,6 +405,7 @@ export class Builder {
     let slot = false;
     let workDir: string | undefined;
     const abort = AbortSignal.any([this.shutdown.signal, build.controller.signal]);
+    let timeout: AbortSignal | undefined;
     const update = (status: BuildUpdate['status'], message: string, final = false) => {
       const info = build.log ? this.info(build.log.record()) : undefined;
       build.push({ status, ref: plan.ref, baseRef: plan.baseRef, message, ...(info && { info }) }, final);
@@ -426,9 +427,10 @@ export class Builder {
       log.line(`Why this build: ${reason}`);
       slot = this.slots.tryTake();
       if (!slot) {
-        const ahead = this.slots.queued;
-        log.line(`Queued: ${ahead} build(s) waiting ahead for one of ${this.o.parallelism} build slots`);
-        update('running', `queued (${ahead} ahead): ${reason}`);
+        const position = this.slots.queued + 1;
+        const queued = `queued at position ${position}: all ${this.o.parallelism} build slots are busy`;
+        log.line(`${queued[0]?.toUpperCase()}${queued.slice(1)}`);
+        update('running', `${queued}; ${reason}`);
         this.o.observer?.queueLength(this.slots.queued + 1);
         await this.slots.wait(build, abort);
         slot = true;
@@ -436,7 +438,8 @@ export class Builder {
       }
       log.update({ phase: 'running', startedAt: Date.now() });
       update('running', reason);
-      const signal = AbortSignal.any([abort, AbortSignal.timeout(this.o.timeoutMs)]);
+      timeout = AbortSignal.timeout(this.o.timeoutMs);
+      const signal = AbortSignal.any([abort, timeout]);
       const deadline = Date.now() + this.o.timeoutMs;
       if (plan.dockerfile) {
         workDir = join(this.o.stateDir, 'work', build.id);
@@ -460,7 +463,11 @@ export class Builder {
       this.o.observer?.finished('success', (performance.now() - started) / 1000);
       update('succeeded', '', true);
     } catch (err) {
-      const message = failureMessage(err, this.shutdown.signal.aborted);
+      const message = this.shutdown.signal.aborted
+        ? 'image build failed: the builder shut down during the build'
+        : timeout?.aborted
+          ? `image build failed: the build did not finish within ${Math.round(this.o.timeoutMs / 1000)} s`
+          : `image build failed: ${messageOf(err)}`;
       this.o.logger.info(
         { buildId: build.id, ref: plan.ref, triggeredBy: req.triggeredBy, err: message },
         'build failed',
@@ -619,16 +626,6 @@ export class Builder {
       .removeContainers?.()
       .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
   }
-}
-
-/** The words a user gets for a failed build. */
-function failureMessage(err: unknown, shuttingDown: boolean): string {
-  if (shuttingDown) return 'image build failed: the builder shut down during the build';
-  const kind = errorKind(err);
-  if (err instanceof BuildFailed || kind === 'DeadlineExceeded' || kind === 'Aborted') {
-    return `image build failed: ${(err as Error).message}`;
-  }
-  return `image build failed: ${messageOf(err)}`;
 }
 
 export type { BuildPhase };

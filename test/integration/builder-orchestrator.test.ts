@@ -1,0 +1,220 @@
+// The builder's orchestration with a real registry and real git sources, and an engine held at a gate so
+// that timing is under the test's control: joined builds, callers hanging up, force_rebuild, the queue,
+// the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would.
+import assert from 'node:assert/strict';
+import { readdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { pino } from 'pino';
+import type { EngineJob } from '../../src/builder/buildah.ts';
+import type { BuildEngine, BuildRequestSpec, BuildUpdate } from '../../src/builder/orchestrator.ts';
+import { NO_AUTH } from '../../src/builder/registry-auth.ts';
+import { parseNormalizedReference } from '../../src/oci/reference.ts';
+import { RegistryClient } from '../../src/registry/client.ts';
+import { copyImage } from '../../src/registry/copy.ts';
+import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
+import { createRepo, type TestRepo } from '../helpers/git-repo.ts';
+import { pushBusybox } from '../helpers/images.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+let dir: string;
+let reg: TestRegistry;
+let repo: TestRepo;
+let busybox: string;
+
+/** An engine whose builds wait until released (or their signal ends them). */
+class GatedEngine implements BuildEngine {
+  jobs: EngineJob[] = [];
+  private gates: Array<() => void> = [];
+  private readonly client = new RegistryClient();
+  async build(job: EngineJob) {
+    this.jobs.push(job);
+    await new Promise<void>((resolve, reject) => {
+      this.gates.push(resolve);
+      job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true });
+    });
+    job.onLine('built');
+    const r = await copyImage(
+      this.client,
+      parseNormalizedReference(busybox),
+      parseNormalizedReference(job.target),
+    );
+    return { digest: r.descriptor.digest };
+  }
+  release(): void {
+    for (const g of this.gates.splice(0)) g();
+  }
+  async started(n: number): Promise<void> {
+    while (this.jobs.length < n) await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+before(async () => {
+  dir = await tempDir('builder-orch');
+  reg = await startRegistry();
+  busybox = (await pushBusybox(reg, 'library/busybox')).ref;
+  repo = await createRepo(join(dir, 'app'));
+  await repo.commit({
+    'a/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
+    'a/x': 'a\n',
+    'b/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
+    'b/x': 'b\n',
+    'c/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
+    'c/x': 'c\n',
+  });
+});
+after(async () => {
+  await reg?.stop();
+  await removeTempDir(dir);
+});
+
+async function start(
+  name: string,
+  engine: BuildEngine,
+  extra: Record<string, unknown> = {},
+): Promise<RunningBuilder> {
+  return startBuilder(
+    builderConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        baseRepository: `${reg.host}/base`,
+        workspaceRepository: `${reg.host}/ws-${name}`,
+        stateDir: join(dir, `state-${name}`),
+        plainHttpHosts: [reg.host],
+        allowFileRemotes: true,
+        ...extra,
+      },
+      dir,
+    ),
+    pino({ level: 'silent' }),
+    { engine },
+  );
+}
+
+const request = (sub: string, force = false): BuildRequestSpec => ({
+  source: {
+    kind: 'dockerfile',
+    git: {
+      remoteUri: repo.url,
+      targetMode: 'remoteHead',
+      cloneTarget: '',
+      checkoutLocation: '',
+      fullClone: false,
+    },
+    dockerfilePath: `${sub}/Dockerfile`,
+    contextPath: sub,
+    version: '',
+    buildArgs: {},
+  },
+  auth: NO_AUTH,
+  forceRebuild: force,
+  triggeredBy: 'test',
+  baseImageNameResolved: '',
+  useRetryClient: false,
+});
+
+async function all(it: AsyncIterable<BuildUpdate>): Promise<BuildUpdate[]> {
+  const out: BuildUpdate[] = [];
+  for await (const u of it) out.push(u);
+  return out;
+}
+
+async function metric(b: RunningBuilder, name: string): Promise<string> {
+  const text = await b.metrics.registry.metrics();
+  return text
+    .split('\n')
+    .filter((l) => l.startsWith(name))
+    .join('\n');
+}
+
+test('identical requests join one build; a caller hanging up does not stop it; force_rebuild starts another', async () => {
+  const engine = new GatedEngine();
+  const b = await start('join', engine);
+  try {
+    const first = b.builder.build(request('a'));
+    const firstMsg = await first.next();
+    assert.equal(firstMsg.value?.status, 'running');
+    await engine.started(1);
+    const second = all(b.builder.build(request('a')));
+    const third = all(b.builder.build(request('a')));
+    await first.return(undefined); // the first caller hangs up
+    engine.release();
+    const [s2, s3] = await Promise.all([second, third]);
+    assert.equal(engine.jobs.length, 1, 'one build for three identical requests');
+    assert.deepEqual(s2, s3, 'every caller gets the same stream');
+    assert.equal(s2.at(-1)?.status, 'succeeded');
+    assert.equal(s2.at(-1)?.info?.id, firstMsg.value?.info?.id);
+    assert.match(await metric(b, 'strata_builder_joined_requests_total'), / 2$/);
+    assert.match(await metric(b, 'strata_builder_builds_started_total'), / 1$/);
+
+    const existing = await all(b.builder.build(request('a')));
+    assert.deepEqual(
+      existing.map((u) => u.status),
+      ['succeeded'],
+    );
+    const forced = b.builder.build(request('a', true));
+    const forcedFirst = await forced.next();
+    assert.match(forcedFirst.value?.message ?? '', /force_rebuild/);
+    await engine.started(2);
+    engine.release();
+    assert.equal((await all(forced)).at(-1)?.status, 'succeeded');
+    assert.equal(engine.jobs.length, 2);
+    assert.match(await metric(b, 'strata_builder_builds_done_total'), /outcome="success"} 2/);
+  } finally {
+    engine.release();
+    await b.close();
+  }
+});
+
+test('builds beyond the parallelism wait in a queue and say so', async () => {
+  const engine = new GatedEngine();
+  const b = await start('queue', engine, { parallelism: 1 });
+  try {
+    const one = all(b.builder.build(request('b')));
+    await engine.started(1);
+    const two = b.builder.build(request('c'));
+    const queued = await two.next();
+    assert.match(queued.value?.message ?? '', /^queued at position 1: all 1 build slots are busy/);
+    assert.equal(queued.value?.info?.phase, 'queued');
+    assert.deepEqual(
+      b.builder
+        .listBuilds()
+        .map((i) => i.phase)
+        .sort(),
+      ['queued', 'running'],
+    );
+    engine.release();
+    await one;
+    await engine.started(2);
+    engine.release();
+    const rest = await all(two);
+    assert.equal(rest.at(-1)?.status, 'succeeded');
+    assert.ok(rest.some((u) => u.status === 'running' && u.info?.phase === 'running'));
+  } finally {
+    engine.release();
+    await b.close();
+  }
+});
+
+test('a build past its timeout fails; shutdown cancels builds and removes their work', async () => {
+  const engine = new GatedEngine();
+  const b = await start('timeout', engine, { timeoutSeconds: 0.5 });
+  const timedOut = await all(b.builder.build(request('a')));
+  assert.deepEqual(timedOut.at(-1)?.message, 'image build failed: the build did not finish within 1 s');
+  assert.equal(timedOut.filter((u) => u.status !== 'running').length, 1);
+  await b.close();
+
+  const engine2 = new GatedEngine();
+  const b2 = await start('shutdown', engine2);
+  const stream = all(b2.builder.build(request('b')));
+  await engine2.started(1);
+  const work = join(dir, 'state-shutdown', 'work');
+  assert.equal((await readdir(work)).length, 1, 'the build has a work dir');
+  await b2.close();
+  const updates = await stream;
+  assert.equal(updates.at(-1)?.status, 'failed');
+  assert.match(updates.at(-1)?.message ?? '', /shut down/);
+  assert.deepEqual(await readdir(work), [], 'work dirs removed');
+  await assert.rejects(all(b2.builder.build(request('b'))), /shutting down/);
+});
