@@ -7,14 +7,7 @@ import { mkdir, realpath, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import {
-  errorKind,
-  failedPrecondition,
-  invalidArgument,
-  messageOf,
-  notFound,
-  unavailable,
-} from '../errors.ts';
+import { failedPrecondition, invalidArgument, messageOf, notFound, unavailable } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { copyImage } from '../registry/copy.ts';
