@@ -4,7 +4,7 @@
 // are per namespace and live in the metadata layer. The store alone knows the layout: it creates,
 // verifies, renames and deletes blob files, keeps handles of blobs being read in small pieces, lets
 // readers follow an ingest while it is written, and sweeps the blobs its user no longer holds.
-import { type FileHandle, mkdir, open, readdir, rm, stat, unlink } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import {
@@ -22,7 +22,7 @@ import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, isDigest, parseDigest, VerifyingStream } from '../oci/digest.ts';
 import { FileRange } from './file-range.ts';
 import { followGrowth, type Growth } from './follow.ts';
-import { isENOENT, tmpOwner } from './fs-util.ts';
+import { isENOENT, tmpName, tmpOwner } from './fs-util.ts';
 import { type BlobHandle, BlobHandles, type BlobHandlesOptions } from './handles.ts';
 import { readMetaFile, statusFromDisk } from './ingest.ts';
 import { ALGORITHMS, Layout, validateRef } from './layout.ts';
@@ -74,6 +74,18 @@ export class ContentStore {
       }
     }
     return new ContentStore(layout, options);
+  }
+
+  /** Whether a file can be created under the root right now (readiness). */
+  async writable(): Promise<boolean> {
+    const probe = tmpName(this.layout.tmpDir, 'probe');
+    try {
+      await writeFile(probe, '', { flag: 'wx' });
+      await unlink(probe);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** Closes the blob handles kept for reads; handles in use close when released. */
@@ -294,7 +306,7 @@ export class ContentStore {
     const range = options.range;
     const { stream, size } = await this.openRange(desc.digest, range, options.signal);
     const whole = range === undefined || (range.offset === 0 && (range.length ?? size) >= size);
-    if (!whole) return stream;
+    if (!whole || options.verify === false) return stream;
     if (size !== desc.size) {
       stream.destroy();
       throw dataLoss(`content ${desc.digest}: stored size is ${size}, descriptor says ${desc.size}`);

@@ -279,8 +279,7 @@ export class ContentWriter {
     blobPath?: string,
   ): Promise<void> {
     this.state = state;
-    if (blobPath !== undefined) this.growth.commit(blobPath);
-    else this.growth.fail(aborted(`ingest ${this.ref} closed before its commit`));
+    if (blobPath === undefined) this.growth.fail(aborted(`ingest ${this.ref} closed before its commit`));
     if (this.live?.get(this.ref) === this.growth) this.live.delete(this.ref);
     try {
       await this.fh?.close();
@@ -288,6 +287,8 @@ export class ContentWriter {
       if (removeIngest) await rm(this.layout.ingestDir(this.ref), { recursive: true, force: true });
     } finally {
       await this.lock.release();
+      // Last, so followers see the end only once the store is settled.
+      if (blobPath !== undefined) this.growth.commit(blobPath);
     }
   }
 

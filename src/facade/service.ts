@@ -4,8 +4,8 @@
 // last few compositions, so a manifest asked for by digest is answered with exactly those bytes (or not at
 // all) and a pull whose tag moved meanwhile can still fetch the blobs of the manifest it got. A blob is
 // only reachable through a name whose composed image lists it. No HTTP here.
-import { Readable } from 'node:stream';
 import { internal, invalidArgument, notFound } from '../errors.ts';
+import type { Blob } from '../oci/blob.ts';
 import type { Descriptor, Platform } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
 import {
@@ -21,8 +21,8 @@ import {
   withDefaultTag,
 } from '../oci/reference.ts';
 import { readCapped } from '../registry/http.ts';
-import type { BlobCache, CacheOutcome, ReadRange } from './blobs/cache.ts';
-import type { BlobSource, Found } from './blobs/sources.ts';
+import type { BlobCache, CacheOutcome } from './blobs/cache.ts';
+import { bytesBlob, type LayerSource, type SourcedBlob } from './blobs/sources.ts';
 import { type ComposedImage, type ComposedLayer, compose } from './compose/compose.ts';
 import type { ImageView } from './compose/image.ts';
 import type { Addition } from './compose/layers.ts';
@@ -39,11 +39,8 @@ export interface UpstreamRegistry {
     ref: Reference,
     options?: { signal?: AbortSignal; descriptor?: Descriptor },
   ): Promise<{ bytes: Uint8Array; mediaType: string; digest: Digest; parsed: ParsedManifest }>;
-  fetchBlob(
-    repo: { domain: string; path: string },
-    desc: Descriptor,
-    options?: { signal?: AbortSignal; range?: { offset: number; length?: number } },
-  ): Promise<Readable>;
+  /** The blob of a repository; its full reads are verified. */
+  blob(repo: { domain: string; path: string }, desc: Descriptor): Blob;
 }
 
 /** A name under the facade: which provider, and the id it is asked for. */
@@ -68,7 +65,7 @@ export interface FacadeServiceOptions {
   upstream: UpstreamRegistry;
   cache: BlobCache;
   /** Asked in order for every layer. */
-  sources: readonly BlobSource[];
+  sources: readonly LayerSource[];
   staticLayers?: readonly StaticLayer[];
   platform: Platform;
   /** How long a tag → digest resolution is trusted (default 60 s). */
@@ -93,15 +90,10 @@ export interface ServedManifest {
   digest: Digest;
 }
 
+/** A blob of a composed image: where it comes from, and its bytes (which fail rather than end short). */
 export type ServedBlob =
   | { kind: 'redirect'; descriptor: Descriptor; source: string; url: string }
-  | {
-      kind: 'stream';
-      descriptor: Descriptor;
-      source: string;
-      /** Opens the blob's bytes, or a range; the stream errors (never ends short) when they turn out wrong. */
-      open(range: ReadRange | undefined, signal?: AbortSignal): Readable;
-    };
+  | { kind: 'blob'; descriptor: Descriptor; source: string; blob: Blob };
 
 interface Composition {
   image: ComposedImage;
@@ -169,59 +161,49 @@ export class FacadeService {
     const { composition, layer } = found;
     const image = composition.image;
     if (!layer) {
-      const bytes = image.configBytes;
       const descriptor = image.manifest.config;
-      return {
-        kind: 'stream',
-        descriptor,
-        source: 'config',
-        open: (range) => {
-          this.o.observer?.blobServed?.('config', 'local');
-          const part = range ? bytes.subarray(range.start, range.end) : bytes;
-          return Readable.from([Buffer.from(part.buffer, part.byteOffset, part.byteLength)]);
-        },
-      };
+      return this.served('config', bytesBlob(descriptor, image.configBytes), false);
     }
     const query = { descriptor: layer.descriptor, layer, baseRef: composition.baseRef };
-    let hit: Found | undefined;
+    let hit: SourcedBlob | undefined;
     for (const s of this.o.sources) {
       hit = s.find(query);
       if (hit) break;
     }
     if (!hit) throw internal(`blob ${digest} of ${key}: no source can serve a ${layer.origin.kind} layer`);
-    const descriptor = layer.descriptor;
-    if (hit.kind === 'redirect') return { kind: 'redirect', descriptor, source: hit.source, url: hit.url };
-    if (hit.kind === 'local') {
-      const local = hit;
+    if ('redirect' in hit) {
+      return { kind: 'redirect', descriptor: layer.descriptor, source: hit.source, url: hit.redirect };
+    }
+    return this.served(hit.source, hit.blob, hit.remote);
+  }
+
+  /** A blob as served: counted by source; one from the network goes through the disk cache. */
+  private served(source: string, blob: Blob, remote: boolean): ServedBlob {
+    const observer = this.o.observer;
+    const descriptor = blob.descriptor;
+    if (!remote) {
       return {
-        kind: 'stream',
+        kind: 'blob',
         descriptor,
-        source: local.source,
-        open: (range) => {
-          this.o.observer?.blobServed?.(local.source, 'local');
-          return local.open(range);
+        source,
+        blob: {
+          descriptor,
+          open: (o) => {
+            observer?.blobServed?.(source, 'local');
+            return blob.open(o);
+          },
         },
       };
     }
-    const fill = hit;
-    return {
-      kind: 'stream',
+    const counted: Blob = {
       descriptor,
-      source: fill.source,
-      open: (range, sig) => {
-        const read = this.o.cache.read(
-          descriptor,
-          range,
-          (offset, fillSignal) => {
-            this.o.observer?.upstreamFetch?.(fill.source);
-            return fill.fill(offset, fillSignal);
-          },
-          sig,
-        );
-        this.o.observer?.blobServed?.(fill.source, read.outcome);
-        return read.stream;
+      open: (o) => {
+        observer?.upstreamFetch?.(source);
+        return blob.open(o);
       },
     };
+    const cached = this.o.cache.wrap(counted, (outcome) => observer?.blobServed?.(source, outcome));
+    return { kind: 'blob', descriptor, source, blob: cached };
   }
 
   private findComposition(key: string, pred: (c: Composition) => boolean): Composition | undefined {
@@ -320,7 +302,7 @@ export class FacadeService {
       if (configDesc.size > MAX_CONFIG_BYTES) {
         throw invalidArgument(`image ${refString}: config of ${configDesc.size} bytes is too large`);
       }
-      const body = await up.fetchBlob(ref, configDesc);
+      const body = await up.blob(ref, configDesc).open();
       // A full read is verified against the digest by the registry client.
       return parseImageConfig(await readCapped(body, MAX_CONFIG_BYTES, `config of ${refString}`));
     });

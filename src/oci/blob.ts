@@ -11,12 +11,20 @@ export interface ByteRange {
 }
 
 export interface OpenOptions {
-  range?: ByteRange;
-  signal?: AbortSignal;
+  range?: ByteRange | undefined;
+  signal?: AbortSignal | undefined;
+  /**
+   * False for callers that hash the bytes themselves anyway (a content store commit checks size and
+   * digest), so a full read is hashed once. Default true.
+   */
+  verify?: boolean;
 }
 
 export interface Blob {
   readonly descriptor: Descriptor;
-  /** A stream of the blob's bytes (or of the range asked for). Full reads are verified against the digest. */
+  /**
+   * A stream of the blob's bytes (or of the range asked for). Full reads are verified against the digest
+   * (unless `verify` is false); the stream fails rather than end short.
+   */
   open(options?: OpenOptions): Promise<Readable>;
 }

@@ -1,18 +1,17 @@
 // The OCI distribution client: resolve, fetch and push manifests and blobs, list tags. Every byte read is
 // checked against its digest; manifests are capped in size; blobs stream and resume after a dropped
 // connection. Authorization (see auth.ts) and retries (see http.ts) happen below the operations.
-import { pipeline, Readable } from 'node:stream';
+import { pipeline, type Readable } from 'node:stream';
 import {
   dataLoss,
   errorKind,
   failedPrecondition,
   internal,
   invalidArgument,
-  outOfRange,
   resourceExhausted,
   type StrataError,
 } from '../errors.ts';
-import type { Blob, ByteRange } from '../oci/blob.ts';
+import type { Blob, OpenOptions } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { algorithmOf, type Digest, digestOf, isDigest, VerifyingStream } from '../oci/digest.ts';
 import { MAX_MANIFEST_BYTES, type ParsedManifest, parseManifest } from '../oci/manifest.ts';
@@ -34,7 +33,7 @@ import {
 } from './http.ts';
 import { nextLink } from './link.ts';
 import { MAX_ERROR_BODY, parseErrorBody, registryError } from './registry-errors.ts';
-import { type OpenedBody, resumableRead } from './resumable-read.ts';
+import { openBlobRange } from './resumable-read.ts';
 import { isRetryableNetworkError } from './retry.ts';
 import { mergeScopes, repositoryScope } from './scope.ts';
 
@@ -382,65 +381,19 @@ export class RegistryClient {
    * Authorization; a dropped connection is resumed with Range. `verify: false` is for callers that hash
    * the bytes themselves anyway (a content store commit checks size and digest), so they are hashed once.
    */
-  async fetchBlob(
-    repo: Repository,
-    desc: Descriptor,
-    options: CallOptions & { range?: ByteRange; verify?: boolean } = {},
-  ): Promise<Readable> {
+  fetchBlob(repo: Repository, desc: Descriptor, options: OpenOptions = {}): Promise<Readable> {
     const what = `fetch blob ${desc.digest} from ${repo.domain}/${repo.path}`;
-    const start = options.range?.offset ?? 0;
-    const length = options.range?.length;
-    if (
-      !Number.isSafeInteger(start) ||
-      start < 0 ||
-      (length !== undefined && (!Number.isSafeInteger(length) || length < 0))
-    ) {
-      throw invalidArgument(`${what}: invalid range`);
-    }
-    if (start > desc.size) throw outOfRange(`${what}: offset ${start} is past the size ${desc.size}`);
-    const end = length === undefined ? desc.size : Math.min(desc.size, start + length);
-    const full = start === 0 && end === desc.size;
     const url = this.url(repo, `blobs/${desc.digest}`);
-    const open = async (pos: number): Promise<OpenedBody> => {
-      const ranged = pos > 0 || !full;
-      const res = await this.send({
-        method: 'GET',
-        url,
-        headers: ranged && end > pos ? { range: `bytes=${pos}-${end - 1}` } : {},
-        scopes: [pull(repo)],
-        signal: options.signal,
-        what,
-      });
-      if (res.status === 200) return { body: res.body, skip: pos };
-      if (res.status === 206 && ranged) {
-        const got = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header(res, 'content-range') ?? '');
-        if (got && Number(got[1]) === pos) return { body: res.body, skip: 0 };
-        res.body.destroy();
-        throw dataLoss(
-          `${what}: asked for bytes from ${pos}, got Content-Range ${header(res, 'content-range')}`,
-        );
-      }
-      if (res.status === 416) {
-        res.body.destroy();
-        throw outOfRange(`${what}: registry refused range from ${pos}`);
-      }
-      throw await this.fail(res, what);
-    };
-    if (end === start && !full) return Readable.from([]);
-    const first = await open(start);
-    const source = resumableRead({
-      start,
-      end,
-      first,
-      reopen: open,
-      maxResumes: this.resumeAttempts,
-      passExcess: full,
-      signal: options.signal,
-      what,
+    return openBlobRange({
       url,
+      desc,
+      options,
+      what,
+      maxResumes: this.resumeAttempts,
+      get: (headers) =>
+        this.send({ method: 'GET', url, headers, scopes: [pull(repo)], signal: options.signal, what }),
+      fail: (res) => this.fail(res, what),
     });
-    if (!full || options.verify === false) return source;
-    return pipeline(source, new VerifyingStream(desc.digest, desc.size), () => {});
   }
 
   /**

@@ -98,6 +98,12 @@ export function header(res: { headers: IncomingHttpHeaders }, name: string): str
   return Array.isArray(v) ? v[0] : v;
 }
 
+/** The first byte of a Content-Range answer (`bytes <first>-<last>/<size or *>`), if it is one. */
+export function contentRangeStart(res: { headers: IncomingHttpHeaders }): number | undefined {
+  const m = /^bytes (\d+)-\d+\/(?:\d+|\*)$/.exec(header(res, 'content-range') ?? '');
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Throws away the rest of a body, keeping the connection reusable when that is cheap. */
 export async function discard(body: Readable): Promise<void> {
   const dump = (body as { dump?: (o: { limit: number }) => Promise<void> }).dump;

@@ -1,10 +1,14 @@
 // A byte range read over HTTP that survives dropped connections: when the body breaks off, the rest is
 // asked for again from the first byte not yet received (Range), up to a bounded number of times. A
 // server that ignores Range and answers 200 has the bytes already received skipped, so the consumer
-// (and the digest computed over it) sees one contiguous stream.
-import { Readable } from 'node:stream';
-import { errorKind, messageOf } from '../errors.ts';
-import { bodyError } from './http.ts';
+// (and the digest computed over it) sees one contiguous stream. openBlobRange is a blob's ranged GET on
+// top: registry blobs and content-layer URLs are both read through it.
+import { pipeline, Readable } from 'node:stream';
+import { dataLoss, errorKind, invalidArgument, messageOf, outOfRange } from '../errors.ts';
+import type { OpenOptions } from '../oci/blob.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { VerifyingStream } from '../oci/digest.ts';
+import { bodyError, contentRangeStart, type HttpResponse, header } from './http.ts';
 import { isRetryableNetworkError } from './retry.ts';
 
 /** An opened response body and how many of its leading bytes precede the position asked for. */
@@ -80,4 +84,69 @@ export function resumableRead(o: ResumableReadOptions): Readable {
     }
   }
   return Readable.from(bytes(), { objectMode: false });
+}
+
+export interface BlobRangeRequest {
+  url: URL;
+  desc: Descriptor;
+  options: OpenOptions;
+  what: string;
+  maxResumes: number;
+  /** Sends the GET with these headers (Range, when one is asked for). */
+  get: (headers: Record<string, string>) => Promise<HttpResponse>;
+  /** The error for an answer that is neither 200 nor the 206 asked for. */
+  fail: (res: HttpResponse) => Promise<Error>;
+}
+
+/**
+ * Streams a blob at a URL, or a range of it, resuming a dropped body with Range. Full reads are verified
+ * against the descriptor's digest and size (the stream fails with DataLoss at the end otherwise) unless
+ * `verify` is false.
+ */
+export async function openBlobRange(o: BlobRangeRequest): Promise<Readable> {
+  const { desc, options, what } = o;
+  const start = options.range?.offset ?? 0;
+  const length = options.range?.length;
+  if (
+    !Number.isSafeInteger(start) ||
+    start < 0 ||
+    (length !== undefined && (!Number.isSafeInteger(length) || length < 0))
+  ) {
+    throw invalidArgument(`${what}: invalid range`);
+  }
+  if (start > desc.size) throw outOfRange(`${what}: offset ${start} is past the size ${desc.size}`);
+  const end = length === undefined ? desc.size : Math.min(desc.size, start + length);
+  const full = start === 0 && end === desc.size;
+  const open = async (pos: number): Promise<OpenedBody> => {
+    const ranged = pos > 0 || !full;
+    const res = await o.get(ranged && end > pos ? { range: `bytes=${pos}-${end - 1}` } : {});
+    if (res.status === 200) return { body: res.body, skip: pos };
+    if (res.status === 206 && ranged) {
+      if (contentRangeStart(res) === pos) return { body: res.body, skip: 0 };
+      res.body.destroy();
+      throw dataLoss(
+        `${what}: asked for bytes from ${pos}, got Content-Range ${header(res, 'content-range')}`,
+      );
+    }
+    if (res.status === 416) {
+      res.body.destroy();
+      throw outOfRange(`${what}: the server refused the range from ${pos}`);
+    }
+    throw await o.fail(res);
+  };
+  if (end === start && !full) return Readable.from([]);
+  const first = await open(start);
+  const source = resumableRead({
+    start,
+    end,
+    first,
+    reopen: open,
+    maxResumes: o.maxResumes,
+    passExcess: full,
+    signal: options.signal,
+    what,
+    url: o.url,
+  });
+  if (!full || options.verify === false) return source;
+  return pipeline(source, new VerifyingStream(desc.digest, desc.size), () => {});
 }

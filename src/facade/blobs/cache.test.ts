@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
+import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { BlobCache } from './cache.ts';
@@ -29,6 +30,11 @@ function blob(seed: number, size: number): { bytes: Buffer; desc: Descriptor } {
   return { bytes, desc: { mediaType: 'application/octet-stream', digest: digestOf(bytes), size } };
 }
 
+/** A source blob opened by `open(offset, signal)`, as a fill resumes it. */
+function fill(desc: Descriptor, open: (offset: number, signal?: AbortSignal) => Promise<Readable>): Blob {
+  return { descriptor: desc, open: (o = {}) => open(o.range?.offset ?? 0, o.signal) };
+}
+
 async function readAll(s: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
   for await (const c of s) chunks.push(c as Buffer);
@@ -40,12 +46,16 @@ test('readers follow a fill in progress, from any offset, and only finish once i
     const { bytes, desc } = blob(1, 1000);
     const source = new PassThrough();
     let opened = 0;
-    const first = cache.read(desc, undefined, async () => {
-      opened++;
-      return source;
-    });
+    const first = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async () => {
+        opened++;
+        return source;
+      }),
+    );
     assert.equal(first.outcome, 'miss');
-    const second = cache.read(desc, { start: 500, end: 1000 }, undefined);
+    const second = await cache.read(desc, { offset: 500, length: 500 }, undefined);
     assert.equal(second.outcome, 'joined');
     const all = readAll(first.stream);
     const part = readAll(second.stream);
@@ -56,7 +66,7 @@ test('readers follow a fill in progress, from any offset, and only finish once i
     assert.deepEqual(await part, bytes.subarray(500));
     assert.equal(opened, 1);
     assert.equal(cache.has(desc.digest), true);
-    const hit = cache.read(desc, { start: 10, end: 20 }, undefined);
+    const hit = await cache.read(desc, { offset: 10, length: 10 }, undefined);
     assert.equal(hit.outcome, 'hit');
     assert.deepEqual(await readAll(hit.stream), bytes.subarray(10, 20));
   });
@@ -66,7 +76,11 @@ test('wrong bytes fail every reader before the last byte and leave nothing cache
   await withCache(1 << 20, async (cache, dir) => {
     const { desc } = blob(1, 1000);
     const wrong = Buffer.alloc(1000, 2);
-    const r = cache.read(desc, undefined, async () => Readable.from([wrong]));
+    const r = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async () => Readable.from([wrong])),
+    );
     let got = 0;
     await assert.rejects(
       (async () => {
@@ -83,7 +97,11 @@ test('wrong bytes fail every reader before the last byte and leave nothing cache
 test('a source sending too many bytes is refused', async () => {
   await withCache(1 << 20, async (cache) => {
     const { bytes, desc } = blob(3, 100);
-    const r = cache.read(desc, undefined, async () => Readable.from([bytes, Buffer.from('x')]));
+    const r = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async () => Readable.from([bytes, Buffer.from('x')])),
+    );
     await assert.rejects(readAll(r.stream), isDataLoss);
   });
 });
@@ -92,18 +110,22 @@ test('a broken source is resumed from the last byte written', async () => {
   await withCache(1 << 20, async (cache) => {
     const { bytes, desc } = blob(4, 1000);
     const offsets: number[] = [];
-    const r = cache.read(desc, undefined, async (offset) => {
-      offsets.push(offset);
-      if (offsets.length === 1) {
-        return Readable.from(
-          (async function* () {
-            yield bytes.subarray(0, 400);
-            throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
-          })(),
-        );
-      }
-      return Readable.from([bytes.subarray(offset)]);
-    });
+    const r = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async (offset) => {
+        offsets.push(offset);
+        if (offsets.length === 1) {
+          return Readable.from(
+            (async function* () {
+              yield bytes.subarray(0, 400);
+              throw Object.assign(new Error('socket hang up'), { code: 'ECONNRESET' });
+            })(),
+          );
+        }
+        return Readable.from([bytes.subarray(offset)]);
+      }),
+    );
     assert.deepEqual(await readAll(r.stream), bytes);
     assert.deepEqual(offsets, [0, 400]);
   });
@@ -116,9 +138,9 @@ test('a silent source fails its readers and joiners within the stall bound, and 
       const { bytes, desc } = blob(6, 1000);
       // Never answers and ignores the signal, like a host that accepts a connection and says nothing.
       const silent = () => new Promise<Readable>(() => {});
-      const first = cache.read(desc, undefined, silent);
+      const first = await cache.read(desc, undefined, fill(desc, silent));
       await new Promise((r) => setTimeout(r, 100));
-      const joined = cache.read(desc, { start: 0, end: 10 }, undefined);
+      const joined = await cache.read(desc, { offset: 0, length: 10 }, undefined);
       assert.equal(joined.outcome, 'joined');
       const stalled = (err: unknown) => {
         assert.equal(errorKind(err), 'DeadlineExceeded');
@@ -130,7 +152,11 @@ test('a silent source fails its readers and joiners within the stall bound, and 
       assert.equal(cache.has(desc.digest), false);
       assert.deepEqual(await readdir(join(dir, 'tmp')), []);
 
-      const again = cache.read(desc, undefined, async () => Readable.from([bytes]));
+      const again = await cache.read(
+        desc,
+        undefined,
+        fill(desc, async () => Readable.from([bytes])),
+      );
       assert.equal(again.outcome, 'miss');
       assert.deepEqual(await readAll(again.stream), bytes);
     },
@@ -146,10 +172,14 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
       const halted = new PassThrough();
       halted.write(bytes.subarray(0, 400));
       let opens = 0;
-      const r = cache.read(desc, undefined, async () => {
-        opens++;
-        return halted;
-      });
+      const r = await cache.read(
+        desc,
+        undefined,
+        fill(desc, async () => {
+          opens++;
+          return halted;
+        }),
+      );
       await assert.rejects(readAll(r.stream), (err) => {
         assert.equal(errorKind(err), 'DeadlineExceeded');
         assert.match(messageOf(err), /400 of 1000 bytes/);
@@ -159,14 +189,18 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
       assert.ok(halted.destroyed);
 
       // 10 chunks 100 ms apart: 1 s in all, over three times the bound, but never silent for long.
-      const slow = cache.read(desc, undefined, async () =>
-        Readable.from(
-          (async function* () {
-            for (let i = 0; i < 10; i++) {
-              await new Promise((res) => setTimeout(res, 100));
-              yield bytes.subarray(i * 100, (i + 1) * 100);
-            }
-          })(),
+      const slow = await cache.read(
+        desc,
+        undefined,
+        fill(desc, async () =>
+          Readable.from(
+            (async function* () {
+              for (let i = 0; i < 10; i++) {
+                await new Promise((res) => setTimeout(res, 100));
+                yield bytes.subarray(i * 100, (i + 1) * 100);
+              }
+            })(),
+          ),
         ),
       );
       assert.deepEqual(await readAll(slow.stream), bytes);
@@ -178,8 +212,8 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
 test('bad ranges and missing sources are refused', async () => {
   await withCache(1 << 20, async (cache) => {
     const { desc } = blob(5, 10);
-    assert.throws(() => cache.read(desc, { start: 5, end: 11 }, undefined), isOutOfRange);
-    assert.throws(() => cache.read(desc, undefined, undefined), isNotFound);
+    await assert.rejects(cache.read(desc, { offset: 5, length: 6 }, undefined), isOutOfRange);
+    await assert.rejects(cache.read(desc, undefined, undefined), isNotFound);
   });
 });
 
@@ -191,10 +225,26 @@ test('eviction drops the least recently used blob, never one being read, and sur
     const b = blob(2, 100);
     const c = blob(3, 100);
     for (const x of [a, b])
-      await readAll(cache.read(x.desc, undefined, async () => Readable.from([x.bytes])).stream);
+      await readAll(
+        (
+          await cache.read(
+            x.desc,
+            undefined,
+            fill(x.desc, async () => Readable.from([x.bytes])),
+          )
+        ).stream,
+      );
     // Hold a reader open on a (the least recently used) while c comes in: b goes instead.
-    const holding = cache.read(a.desc, undefined, undefined);
-    await readAll(cache.read(c.desc, undefined, async () => Readable.from([c.bytes])).stream);
+    const holding = await cache.read(a.desc, undefined, undefined);
+    await readAll(
+      (
+        await cache.read(
+          c.desc,
+          undefined,
+          fill(c.desc, async () => Readable.from([c.bytes])),
+        )
+      ).stream,
+    );
     assert.deepEqual(cache.cachedDigests().sort(), [a.desc.digest, c.desc.digest].sort());
     assert.deepEqual(await readAll(holding.stream), a.bytes);
     cache.close();

@@ -1,28 +1,26 @@
-// The facade's disk blob cache: blobs named by digest, a byte cap with least-recently-used eviction, and one
-// fill per digest at a time. A fill streams from its source into a temp file while any number of readers
-// follow the growing file, each from its own offset (Range), so the first client is served as the bytes
-// arrive and late arrivals join instead of fetching again. The last byte of a blob is only handed out
-// once the whole blob has matched its digest: a reader of a wrong blob fails before it can complete.
-// Entries being read or filled are never evicted.
-import { randomBytes } from 'node:crypto';
-import { type FileHandle, mkdir, open, readdir, rename, rm, stat, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
-import { addAbortSignal, Readable } from 'node:stream';
-import { FileRange } from '../../content/file-range.ts';
+// The facade's disk blob cache: a content store of its own (layout, ingests, verification, commit and
+// delete are the store's) plus an eviction policy (a byte cap, least recently used first) and one fill per
+// digest at a time. A fill streams from its source into an ingest while any number of readers follow it,
+// each from its own offset (Range), so the first client is served as the bytes arrive and late arrivals
+// join instead of fetching again; the store hands out a blob's last byte only once it matched its digest.
+// Entries being read or filled are never evicted. Caching is a wrapper around a blob: wrap() gives a Blob
+// whose reads go through here.
+import { addAbortSignal, type Readable } from 'node:stream';
+import { ContentStore, type ContentWriter } from '../../content/store.ts';
 import {
   aborted,
   dataLoss,
   deadlineExceeded,
   errorKind,
   failedPrecondition,
+  isAlreadyExists,
+  isFailedPrecondition,
   notFound,
   outOfRange,
 } from '../../errors.ts';
+import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import { algorithmOf, type Digest, Digester, encodedOf, isDigest } from '../../oci/digest.ts';
-
-/** Opens the blob's bytes from `offset` to the end. Called again (resume) after a broken stream. */
-export type FillSource = (offset: number, signal: AbortSignal) => Promise<Readable>;
+import type { Digest } from '../../oci/digest.ts';
 
 export type CacheOutcome = 'hit' | 'miss' | 'joined';
 
@@ -49,12 +47,6 @@ export interface BlobCacheOptions {
   events?: CacheEvents;
 }
 
-/** Half-open byte range [start, end). */
-export interface ReadRange {
-  start: number;
-  end: number;
-}
-
 export interface CacheRead {
   stream: Readable;
   outcome: CacheOutcome;
@@ -65,101 +57,78 @@ type State = 'filling' | 'complete' | 'failed';
 interface Entry {
   digest: Digest;
   size: number;
-  path: string;
-  tmpPath: string;
   state: State;
-  written: number;
+  /** The ingest a fill writes (unique per fill, so a new fill never waits for a failed one's lock). */
+  ref: string;
+  /** Settles once the fill's writer is open, so readers can follow it. */
+  writing: Promise<void>;
+  /** Bytes the fill has received. */
+  received: number;
   readers: number;
   lastUsed: number;
   error?: Error;
-  wake: (() => void)[];
   abort: AbortController;
   idleTimer?: NodeJS.Timeout;
 }
 
-const READ_CHUNK = 256 * 1024;
-// Readers of a growing blob buffer up to this many bytes ahead of the client.
-const FOLLOW_BUFFER = 1024 * 1024;
 export const DEFAULT_STALL_MS = 20_000;
 
 export class BlobCache {
   readonly dir: string;
   readonly maxBytes: number;
-  private readonly blobsDir: string;
-  private readonly tmpDir: string;
+  private readonly store: ContentStore;
   private readonly maxResumes: number;
   private readonly idleFillMs: number;
   private readonly stallMs: number;
   private readonly events: CacheEvents;
   private readonly entries = new Map<Digest, Entry>();
   private clock = 0;
+  private fills = 0;
   private total = 0;
   private closed = false;
 
-  private constructor(options: BlobCacheOptions) {
+  private constructor(store: ContentStore, options: BlobCacheOptions) {
+    this.store = store;
     this.dir = options.dir;
     this.maxBytes = options.maxBytes;
-    this.blobsDir = join(options.dir, 'blobs');
-    this.tmpDir = join(options.dir, 'tmp');
     this.maxResumes = options.maxResumes ?? 3;
     this.idleFillMs = options.idleFillMs ?? 30_000;
     this.stallMs = options.stallMs ?? DEFAULT_STALL_MS;
     this.events = options.events ?? {};
   }
 
-  /** Opens (creating) the cache dir, drops leftover temp files and indexes what is there, oldest first. */
+  /** Opens (creating) the cache's store, drops fills a previous run left, and indexes what is there. */
   static async open(options: BlobCacheOptions): Promise<BlobCache> {
     if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 0) {
       throw failedPrecondition(
         `blob cache: maxBytes must be a non-negative integer, got ${options.maxBytes}`,
       );
     }
-    const cache = new BlobCache(options);
-    await rm(cache.tmpDir, { recursive: true, force: true });
-    await mkdir(cache.tmpDir, { recursive: true });
-    await mkdir(cache.blobsDir, { recursive: true });
-    await cache.index();
-    cache.evict();
-    return cache;
-  }
-
-  private async index(): Promise<void> {
-    const found: { digest: Digest; size: number; mtime: number; path: string }[] = [];
-    for (const alg of await readdir(this.blobsDir)) {
-      const algDir = join(this.blobsDir, alg);
-      let names: string[];
-      try {
-        names = await readdir(algDir);
-      } catch {
-        continue;
-      }
-      for (const name of names) {
-        const digest = `${alg}:${name}`;
-        const path = join(algDir, name);
-        if (!isDigest(digest)) {
-          await rm(path, { force: true, recursive: true });
-          continue;
-        }
-        const st = await stat(path);
-        if (st.isFile()) found.push({ digest, size: st.size, mtime: st.mtimeMs, path });
-      }
-    }
+    const store = await ContentStore.open(options.dir);
+    for (const st of await store.listStatuses()) await store.abort(st.ref);
+    const cache = new BlobCache(store, options);
+    const found: { digest: Digest; size: number; mtime: number }[] = [];
+    await store.walk((info) => {
+      found.push({ digest: info.digest, size: info.size, mtime: info.updatedAt.getTime() });
+    });
+    // Oldest first: what was used last before a restart is evicted last.
     found.sort((a, b) => a.mtime - b.mtime);
     for (const f of found) {
-      this.entries.set(f.digest, {
+      cache.entries.set(f.digest, {
         digest: f.digest,
         size: f.size,
-        path: f.path,
-        tmpPath: '',
         state: 'complete',
-        written: f.size,
+        ref: '',
+        writing: Promise.resolve(),
+        received: f.size,
         readers: 0,
-        lastUsed: ++this.clock,
-        wake: [],
+        lastUsed: ++cache.clock,
         abort: new AbortController(),
       });
-      this.total += f.size;
+      cache.total += f.size;
     }
+    cache.evict();
+    return cache;
   }
 
   /** Bytes held by complete blobs and reserved by fills. */
@@ -180,16 +149,23 @@ export class BlobCache {
   }
 
   /** Whether a file can be created in the cache dir right now (readiness). */
-  async writable(): Promise<boolean> {
-    const probe = join(this.tmpDir, `probe-${randomBytes(6).toString('hex')}`);
-    try {
-      const fh = await open(probe, 'wx');
-      await fh.close();
-      await unlink(probe);
-      return true;
-    } catch {
-      return false;
-    }
+  writable(): Promise<boolean> {
+    return this.store.writable();
+  }
+
+  /**
+   * `source` through the cache: reads are served from the cache, from a fill in progress, or from a new
+   * fill out of `source`; `onRead` is told how each read was served.
+   */
+  wrap(source: Blob, onRead?: (outcome: CacheOutcome) => void): Blob {
+    return {
+      descriptor: source.descriptor,
+      open: async (o = {}) => {
+        const r = await this.read(source.descriptor, o.range, source, o.signal);
+        onRead?.(r.outcome);
+        return r.stream;
+      },
+    };
   }
 
   /**
@@ -197,16 +173,17 @@ export class BlobCache {
    * fill out of `source`. Without a source, an uncached blob is NotFound. The stream errors (DataLoss) if
    * the fill turns out wrong; it never ends early without an error.
    */
-  read(
+  async read(
     desc: Descriptor,
-    range: ReadRange | undefined,
-    source: FillSource | undefined,
+    range: ByteRange | undefined,
+    source: Blob | undefined,
     signal?: AbortSignal,
-  ): CacheRead {
+  ): Promise<CacheRead> {
     if (this.closed) throw failedPrecondition('blob cache is closed');
-    const { start, end } = range ?? { start: 0, end: desc.size };
-    if (start < 0 || end > desc.size || start > end) {
-      throw outOfRange(`range ${start}-${end} outside blob ${desc.digest} of ${desc.size} bytes`);
+    const offset = range?.offset ?? 0;
+    const end = range?.length === undefined ? desc.size : offset + range.length;
+    if (!(offset >= 0) || end > desc.size || offset > end) {
+      throw outOfRange(`range ${offset}-${end} outside blob ${desc.digest} of ${desc.size} bytes`);
     }
     let entry = this.entries.get(desc.digest);
     let outcome: CacheOutcome;
@@ -219,26 +196,27 @@ export class BlobCache {
       outcome = entry.state === 'complete' ? 'hit' : 'joined';
     } else {
       if (!source) throw notFound(`blob ${desc.digest}: not cached`);
-      entry = this.startFill(desc, source);
+      entry = this.startFill(source);
       outcome = 'miss';
     }
+    // Held, so not evicted (and a fill not abandoned), until the stream closes.
     this.acquire(entry);
-    if (outcome === 'hit') return { stream: this.readComplete(entry, start, end), outcome };
-    const stream = Readable.from(this.follow(entry, start, end, signal), {
-      objectMode: false,
-      highWaterMark: FOLLOW_BUFFER,
-    });
+    const held = entry;
+    let stream: Readable;
+    try {
+      const part = { offset, length: end - offset };
+      if (outcome === 'hit') stream = await this.store.reader(desc.digest, part);
+      else {
+        await held.writing;
+        stream = await this.store.follow(held.ref, desc, { range: part, signal });
+      }
+    } catch (err) {
+      this.release(held);
+      // A fill that failed meanwhile is gone from the store: its reason is the answer.
+      throw held.state === 'failed' && held.error ? held.error : err;
+    }
+    stream.once('close', () => this.release(held));
     return { stream, outcome };
-  }
-
-  /**
-   * The file of a complete blob, straight from disk (see FileRange for the server's fast path); held, so
-   * not evicted, until the stream closes.
-   */
-  private readComplete(entry: Entry, start: number, end: number): Readable {
-    const stream = new FileRange(entry.path, start, end);
-    stream.once('close', () => this.release(entry));
-    return stream;
   }
 
   /** Abandons fills in progress (their readers fail) and refuses new reads. */
@@ -248,180 +226,114 @@ export class BlobCache {
       if (e.state === 'filling') e.abort.abort(aborted('blob cache closed'));
       clearTimeout(e.idleTimer);
     }
+    void this.store.close();
   }
 
-  private pathOf(digest: Digest): string {
-    return join(this.blobsDir, algorithmOf(digest), encodedOf(digest));
-  }
-
-  private startFill(desc: Descriptor, source: FillSource): Entry {
+  private startFill(source: Blob): Entry {
+    const { digest, size } = source.descriptor;
+    let opened!: () => void;
+    let failed!: (err: Error) => void;
+    const writing = new Promise<void>((resolve, reject) => {
+      opened = resolve;
+      failed = reject;
+    });
+    writing.catch(() => {});
     const entry: Entry = {
-      digest: desc.digest,
-      size: desc.size,
-      path: this.pathOf(desc.digest),
-      tmpPath: join(this.tmpDir, `${encodedOf(desc.digest)}.${randomBytes(6).toString('hex')}`),
+      digest,
+      size,
       state: 'filling',
-      written: 0,
+      ref: `fill-${++this.fills}-${digest}`,
+      writing,
+      received: 0,
       readers: 0,
       lastUsed: ++this.clock,
-      wake: [],
       abort: new AbortController(),
     };
-    this.entries.set(desc.digest, entry);
+    this.entries.set(digest, entry);
     this.total += entry.size;
     this.evict();
-    void this.fill(entry, source);
+    void this.fill(entry, source, opened, failed);
     return entry;
   }
 
-  private async fill(entry: Entry, source: FillSource): Promise<void> {
+  private async fill(
+    entry: Entry,
+    source: Blob,
+    opened: () => void,
+    failed: (err: Error) => void,
+  ): Promise<void> {
     const signal = entry.abort.signal;
-    let fh: FileHandle | undefined;
-    // Re-armed by every byte written; firing aborts the source, its retries and resumes at once.
+    const { digest, size } = entry;
+    let w: ContentWriter | undefined;
+    // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
         deadlineExceeded(
-          `blob ${entry.digest}: its source sent nothing for ${this.stallMs / 1000} s ` +
-            `(${entry.written} of ${entry.size} bytes received)`,
+          `blob ${digest}: its source sent nothing for ${this.stallMs / 1000} s ` +
+            `(${entry.received} of ${size} bytes received)`,
         ),
       );
     }, this.stallMs);
     stall.unref();
     try {
-      await mkdir(join(this.blobsDir, algorithmOf(entry.digest)), { recursive: true });
-      fh = await open(entry.tmpPath, 'wx');
-      const digester = new Digester(algorithmOf(entry.digest));
+      w = await this.store.writer(entry.ref, { expected: digest, total: size });
+      opened();
       for (let attempt = 0; ; attempt++) {
         try {
-          this.events.onFetch?.(entry.digest, entry.written);
-          // A source that overlooks the signal still lets go when the fill is abandoned.
-          const stream = addAbortSignal(signal, await opened(source(entry.written, signal), signal));
+          this.events.onFetch?.(digest, w.offset);
+          // The store verifies at commit; a source that overlooks the signal still lets go when abandoned.
+          const pending = source.open({ range: { offset: w.offset }, signal, verify: false });
+          const stream = addAbortSignal(signal, await sourceStream(pending, signal));
           try {
             for await (const chunk of stream) {
               const buf = chunk as Buffer;
-              if (entry.written + buf.length > entry.size) {
-                throw dataLoss(`blob ${entry.digest}: source sent more than ${entry.size} bytes`);
+              if (w.offset + buf.length > size) {
+                throw dataLoss(`blob ${digest}: source sent more than ${size} bytes`);
               }
-              digester.update(buf);
-              await fh.write(buf, 0, buf.length, entry.written);
-              entry.written += buf.length;
+              entry.received += buf.length;
               stall.refresh();
-              this.notify(entry);
+              await w.write(buf);
             }
           } finally {
             stream.destroy();
           }
-          if (entry.written !== entry.size) {
-            throw dataLoss(
-              `blob ${entry.digest}: source ended after ${entry.written} of ${entry.size} bytes`,
-            );
+          if (w.offset !== size) {
+            throw dataLoss(`blob ${digest}: source ended after ${w.offset} of ${size} bytes`);
           }
           break;
         } catch (err) {
           if (signal.aborted || !resumable(err) || attempt >= this.maxResumes) throw err;
         }
       }
-      const got = digester.digest();
-      if (got !== entry.digest) {
-        throw dataLoss(`blob ${entry.digest}: content digest mismatch, got ${got}`);
+      try {
+        await w.commit(size, digest);
+      } catch (err) {
+        if (isFailedPrecondition(err)) throw dataLoss(`blob ${digest}: ${err.message}`, { cause: err });
+        if (!isAlreadyExists(err)) throw err;
       }
-      await fh.datasync();
-      await fh.close();
-      fh = undefined;
-      await rename(entry.tmpPath, entry.path);
       entry.state = 'complete';
-      this.notify(entry);
       this.evict();
     } catch (err) {
-      // Out of the map first, so new requests start afresh; the temp file goes before readers hear of it.
-      if (this.entries.get(entry.digest) === entry) {
-        this.entries.delete(entry.digest);
+      // Out of the map first, so new requests start afresh.
+      if (this.entries.get(digest) === entry) {
+        this.entries.delete(digest);
         this.total -= entry.size;
       }
-      await fh?.close().catch(() => {});
-      await rm(entry.tmpPath, { force: true });
       entry.state = 'failed';
       // An abandoned fill fails with the reason it was abandoned for, not with what its source made of it.
       entry.error = signal.aborted
         ? errorKind(signal.reason) !== undefined
           ? (signal.reason as Error)
-          : aborted(`blob ${entry.digest}: fill abandoned`, { cause: err })
+          : aborted(`blob ${digest}: fill abandoned`, { cause: err })
         : (err as Error);
-      this.events.onFillError?.(entry.digest, err);
-      this.notify(entry);
+      failed(entry.error);
+      // Readers following the ingest fail with the same reason; then its bytes go.
+      await w?.close(entry.error);
+      await this.store.abort(entry.ref).catch(() => {});
+      this.events.onFillError?.(digest, err);
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
-    }
-  }
-
-  private notify(entry: Entry): void {
-    const wake = entry.wake;
-    entry.wake = [];
-    for (const w of wake) w();
-  }
-
-  /** Bytes a reader may have: all of a complete blob; of a growing one, all but the last byte. */
-  private available(entry: Entry): number {
-    return entry.state === 'complete' ? entry.size : Math.min(entry.written, entry.size - 1);
-  }
-
-  private waitFor(entry: Entry, signal: AbortSignal | undefined): Promise<void> {
-    return new Promise((resolve, reject) => {
-      if (signal?.aborted) {
-        reject(aborted('reader went away'));
-        return;
-      }
-      const onAbort = () => reject(aborted('reader went away'));
-      signal?.addEventListener('abort', onAbort, { once: true });
-      entry.wake.push(() => {
-        signal?.removeEventListener('abort', onAbort);
-        resolve();
-      });
-    });
-  }
-
-  private async *follow(
-    entry: Entry,
-    start: number,
-    end: number,
-    signal?: AbortSignal,
-  ): AsyncGenerator<Buffer> {
-    let fh: FileHandle | undefined;
-    try {
-      let pos = start;
-      while (pos < end) {
-        if (entry.state === 'failed') throw entry.error ?? dataLoss(`blob ${entry.digest}: fill failed`);
-        const avail = this.available(entry);
-        if (avail <= pos) {
-          await this.waitFor(entry, signal);
-          continue;
-        }
-        fh ??= await this.openEntry(entry);
-        const len = Math.min(READ_CHUNK, Math.min(avail, end) - pos);
-        const buf = Buffer.allocUnsafe(len);
-        const { bytesRead } = await fh.read(buf, 0, len, pos);
-        if (bytesRead === 0) throw dataLoss(`blob ${entry.digest}: cache file shorter than expected`);
-        pos += bytesRead;
-        yield bytesRead === len ? buf : buf.subarray(0, bytesRead);
-      }
-    } finally {
-      await fh?.close().catch(() => {});
-      this.release(entry);
-    }
-  }
-
-  private async openEntry(entry: Entry): Promise<FileHandle> {
-    if (entry.state === 'complete') return open(entry.path, 'r');
-    try {
-      return await open(entry.tmpPath, 'r');
-    } catch (err) {
-      // Renamed into place between the state check and the open.
-      // (The state is re-read: the fill may have completed while the open ran.)
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT' && (entry.state as State) === 'complete') {
-        return open(entry.path, 'r');
-      }
-      throw err;
     }
   }
 
@@ -458,13 +370,13 @@ export class BlobCache {
       this.total -= e.size;
       this.events.onEvict?.(e.digest, e.size);
       // Open readers keep their file handles; the name goes now.
-      rm(e.path, { force: true }).catch(() => {});
+      this.store.delete(e.digest).catch(() => {});
     }
   }
 }
 
 /** The source's stream, or the abort reason if the signal fires first (a late stream is destroyed). */
-function opened(pending: Promise<Readable>, signal: AbortSignal): Promise<Readable> {
+function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<Readable> {
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
     if (signal.aborted) onAbort();

@@ -1,23 +1,22 @@
 // Where a blob of a composed image comes from. Sources are asked in order "do you have it?" (Gitpod's
-// idea); the first that does answers with a way to stream it (local, or a fill through the disk cache) or
-// with a redirect. Nothing here buffers a blob.
+// idea); the first that does answers with a Blob (the one blob abstraction) and whether it comes over the
+// network, so the service serves it through the disk cache, or with a redirect. Nothing here buffers a
+// blob.
 import { Readable } from 'node:stream';
 import { FileRange } from '../../content/file-range.ts';
 import { invalidArgument } from '../../errors.ts';
+import type { Blob, OpenOptions } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import { parseNormalizedReference } from '../../oci/reference.ts';
 import type { ComposedLayer } from '../compose/compose.ts';
-import type { FillSource, ReadRange } from './cache.ts';
 
 /** How a source serves a blob it has. */
-export type Found =
-  /** Bytes on this machine, already verified: stream them (or a range) directly. */
-  | { kind: 'local'; source: string; open(range: ReadRange | undefined): Readable }
-  /** Bytes elsewhere: fill the disk cache from them (verified), serving readers as they arrive. */
-  | { kind: 'fill'; source: string; fill: FillSource }
+export type SourcedBlob =
+  /** The bytes, from this machine (verified already), or from the network (`remote`: through the cache). */
+  | { source: string; blob: Blob; remote: boolean }
   /** The client fetches the bytes itself. */
-  | { kind: 'redirect'; source: string; url: string };
+  | { source: string; redirect: string };
 
 /** One layer of a composed image asked for, with the repository its image came from. */
 export interface BlobQuery {
@@ -27,66 +26,80 @@ export interface BlobQuery {
   baseRef: string;
 }
 
-export interface BlobSource {
+export interface LayerSource {
   readonly name: string;
-  find(query: BlobQuery): Found | undefined;
+  find(query: BlobQuery): SourcedBlob | undefined;
+}
+
+/** [offset, end) of a blob of `size` bytes for a range (clipped at the end). */
+function span(range: OpenOptions['range'], size: number): { offset: number; end: number } {
+  const offset = Math.min(range?.offset ?? 0, size);
+  return { offset, end: range?.length === undefined ? size : Math.min(size, offset + range.length) };
+}
+
+/** A blob whose bytes are in memory (a composed config, a direct content layer). */
+export function bytesBlob(descriptor: Descriptor, bytes: Uint8Array): Blob {
+  return {
+    descriptor,
+    open: async (o = {}) => {
+      const { offset, end } = span(o.range, bytes.byteLength);
+      return Readable.from([Buffer.from(bytes.buffer, bytes.byteOffset + offset, end - offset)]);
+    },
+  };
+}
+
+/** A blob in a file on this machine, checked when it was configured. */
+export function fileBlob(descriptor: Descriptor, path: string): Blob {
+  return {
+    descriptor,
+    open: async (o = {}) => {
+      const { offset, end } = span(o.range, descriptor.size);
+      return new FileRange(path, offset, end, { signal: o.signal });
+    },
+  };
 }
 
 /** Static layers from gzip files named in the config, served from those files. */
-export class StaticFileSource implements BlobSource {
+export class StaticFileSource implements LayerSource {
   readonly name = 'static';
   private readonly files: ReadonlyMap<Digest, string>;
   constructor(files: ReadonlyMap<Digest, string>) {
     this.files = files;
   }
-  find(q: BlobQuery): Found | undefined {
+  find(q: BlobQuery): SourcedBlob | undefined {
     const path = this.files.get(q.descriptor.digest);
     if (path === undefined) return undefined;
-    return {
-      kind: 'local',
-      source: this.name,
-      open: (range) => new FileRange(path, range?.start ?? 0, range?.end ?? q.descriptor.size),
-    };
+    return { source: this.name, blob: fileBlob(q.descriptor, path), remote: false };
   }
 }
 
-/** Direct content layers: the bytes are in the spec; they go through the cache so they are stored once. */
-export class DirectLayerSource implements BlobSource {
+/** Direct content layers: the bytes are in the spec. */
+export class DirectLayerSource implements LayerSource {
   readonly name = 'direct';
-  find(q: BlobQuery): Found | undefined {
+  find(q: BlobQuery): SourcedBlob | undefined {
     const origin = q.layer.origin;
     if (origin.kind !== 'direct') return undefined;
-    const content = origin.content;
-    return {
-      kind: 'fill',
-      source: this.name,
-      fill: async (offset) =>
-        Readable.from([
-          Buffer.from(content.buffer, content.byteOffset + offset, content.byteLength - offset),
-        ]),
-    };
+    return { source: this.name, blob: bytesBlob(q.descriptor, origin.content), remote: false };
   }
 }
-
-/** Opens a URL's bytes from an offset; implemented over the registry client's HTTP layer. */
-export type UrlOpener = (url: URL, offset: number, signal: AbortSignal) => Promise<Readable>;
 
 export interface RemoteLayerOptions {
   /** Answer with a redirect to the URL instead of fetching, verifying and caching. */
   redirect: boolean;
   /** Hosts (`host` or `host:port`) whose content layers may be fetched over plain http. */
   allowHttpHost: (host: string) => boolean;
-  open: UrlOpener;
+  /** The blob at a URL (over the registry client's HTTP layer, see url-blob.ts). */
+  blobAt: (url: URL, descriptor: Descriptor) => Blob;
 }
 
 /** Remote content layers: fetched from their URL (verified, cached), or redirected to. */
-export class RemoteLayerSource implements BlobSource {
+export class RemoteLayerSource implements LayerSource {
   readonly name = 'remote';
   private readonly options: RemoteLayerOptions;
   constructor(options: RemoteLayerOptions) {
     this.options = options;
   }
-  find(q: BlobQuery): Found | undefined {
+  find(q: BlobQuery): SourcedBlob | undefined {
     const origin = q.layer.origin;
     if (origin.kind !== 'remote') return undefined;
     const url = new URL(origin.url);
@@ -96,31 +109,19 @@ export class RemoteLayerSource implements BlobSource {
         `content layer ${q.descriptor.digest}: ${url.protocol} URLs are not allowed for ${url.host}`,
       );
     }
-    if (this.options.redirect) return { kind: 'redirect', source: this.name, url: url.href };
-    return {
-      kind: 'fill',
-      source: this.name,
-      fill: (offset, signal) => this.options.open(url, offset, signal),
-    };
+    if (this.options.redirect) return { source: this.name, redirect: url.href };
+    return { source: this.name, blob: this.options.blobAt(url, q.descriptor), remote: true };
   }
 }
 
-/** Streams a blob of a repository from its registry, from an offset (Range). */
-export type RegistryBlobOpener = (
-  repo: { domain: string; path: string },
-  desc: Descriptor,
-  offset: number,
-  signal: AbortSignal,
-) => Promise<Readable>;
-
 /** Layers of the base image and of added images, from their registries. */
-export class UpstreamLayerSource implements BlobSource {
+export class UpstreamLayerSource implements LayerSource {
   readonly name = 'upstream';
-  private readonly open: RegistryBlobOpener;
-  constructor(open: RegistryBlobOpener) {
-    this.open = open;
+  private readonly blobIn: (repo: { domain: string; path: string }, descriptor: Descriptor) => Blob;
+  constructor(blobIn: (repo: { domain: string; path: string }, descriptor: Descriptor) => Blob) {
+    this.blobIn = blobIn;
   }
-  find(q: BlobQuery): Found | undefined {
+  find(q: BlobQuery): SourcedBlob | undefined {
     const origin = q.layer.origin;
     let ref: string;
     if (origin.kind === 'base') ref = q.baseRef;
@@ -128,11 +129,6 @@ export class UpstreamLayerSource implements BlobSource {
     else return undefined;
     const { domain, path } = parseNormalizedReference(ref);
     // The descriptor as the source image lists it; only the media type may differ in the composed one.
-    const desc = q.descriptor;
-    return {
-      kind: 'fill',
-      source: this.name,
-      fill: (offset, signal) => this.open({ domain, path }, desc, offset, signal),
-    };
+    return { source: this.name, blob: this.blobIn({ domain, path }, q.descriptor), remote: true };
   }
 }

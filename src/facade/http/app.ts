@@ -21,7 +21,7 @@ import {
   StaticFileSource,
   UpstreamLayerSource,
 } from '../blobs/sources.ts';
-import { urlOpener } from '../blobs/url-opener.ts';
+import { urlBlob } from '../blobs/url-blob.ts';
 import type { Addition } from '../compose/layers.ts';
 import { type FacadeConfig, plainHttpAllowed } from '../config.ts';
 import { FixedFileSpecProvider } from '../providers/fixed-file.ts';
@@ -197,11 +197,9 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         new RemoteLayerSource({
           redirect: config.contentLayers.redirect,
           allowHttpHost,
-          open: urlOpener(httpForUrls),
+          blobAt: (url, desc) => urlBlob(httpForUrls, url, desc),
         }),
-        new UpstreamLayerSource((repo, desc, offset, signal) =>
-          up.fetchBlob(repo, desc, { signal, ...(offset > 0 ? { range: { offset } } : {}) }),
-        ),
+        new UpstreamLayerSource((repo, desc) => up.blob(repo, desc)),
       ],
       staticLayers,
       platform: config.platform,

@@ -15,11 +15,11 @@ test('accept negotiation', () => {
 
 test('range parsing', () => {
   assert.deepEqual(parseRange(undefined, 100), { kind: 'full' });
-  assert.deepEqual(parseRange('bytes=0-9', 100), { kind: 'partial', start: 0, end: 10 });
-  assert.deepEqual(parseRange('bytes=90-', 100), { kind: 'partial', start: 90, end: 100 });
-  assert.deepEqual(parseRange('bytes=90-500', 100), { kind: 'partial', start: 90, end: 100 });
-  assert.deepEqual(parseRange('bytes=-10', 100), { kind: 'partial', start: 90, end: 100 });
-  assert.deepEqual(parseRange('bytes=-1000', 100), { kind: 'partial', start: 0, end: 100 });
+  assert.deepEqual(parseRange('bytes=0-9', 100), { kind: 'partial', offset: 0, length: 10 });
+  assert.deepEqual(parseRange('bytes=90-', 100), { kind: 'partial', offset: 90, length: 10 });
+  assert.deepEqual(parseRange('bytes=90-500', 100), { kind: 'partial', offset: 90, length: 10 });
+  assert.deepEqual(parseRange('bytes=-10', 100), { kind: 'partial', offset: 90, length: 10 });
+  assert.deepEqual(parseRange('bytes=-1000', 100), { kind: 'partial', offset: 0, length: 100 });
   assert.deepEqual(parseRange('bytes=100-', 100), { kind: 'unsatisfiable' });
   assert.deepEqual(parseRange('bytes=-0', 100), { kind: 'unsatisfiable' });
   // Not one well-formed range: the whole blob.

@@ -5,6 +5,7 @@
 // a later GET by digest could not reproduce, so we do what the distribution registry does for OCI manifests:
 // 404 MANIFEST_UNKNOWN naming the type we have. No Accept header, `*/*`, `application/*` or
 // `application/json` accept anything (Gitpod's facade rejects those; clients such as curl send them).
+import type { ByteRange } from '../../oci/blob.ts';
 import { bareMediaType } from '../../oci/media-types.ts';
 
 /** Whether an Accept header (all values) admits `mediaType`. */
@@ -33,11 +34,11 @@ export function accepts(acceptHeader: string | string[] | undefined, mediaType: 
 
 export type RangeAnswer =
   | { kind: 'full' }
-  | { kind: 'partial'; start: number; end: number }
+  | ({ kind: 'partial' } & Required<ByteRange>)
   | { kind: 'unsatisfiable' };
 
 /**
- * One byte range of `size` bytes (end exclusive). Anything but a single well-formed `bytes=` range is
+ * One byte range of `size` bytes. Anything but a single well-formed `bytes=` range is
  * ignored and the whole blob served, as RFC 9110 allows; a range that starts past the end is unsatisfiable.
  */
 export function parseRange(header: string | undefined, size: number): RangeAnswer {
@@ -49,13 +50,14 @@ export function parseRange(header: string | undefined, size: number): RangeAnswe
   if (a === '') {
     const n = Number(b);
     if (n === 0) return { kind: 'unsatisfiable' };
-    return { kind: 'partial', start: Math.max(0, size - n), end: size };
+    const offset = Math.max(0, size - n);
+    return { kind: 'partial', offset, length: size - offset };
   }
   const start = Number(a);
   if (!Number.isSafeInteger(start)) return { kind: 'unsatisfiable' };
   if (start >= size) return { kind: 'unsatisfiable' };
-  if (b === '') return { kind: 'partial', start, end: size };
+  if (b === '') return { kind: 'partial', offset: start, length: size - start };
   const last = Number(b);
   if (last < start) return { kind: 'full' };
-  return { kind: 'partial', start, end: Math.min(size, last + 1) };
+  return { kind: 'partial', offset: start, length: Math.min(size, last + 1) - start };
 }

@@ -259,8 +259,8 @@ async function serveBlob(
       `range ${req.headers.range} is outside the blob's ${size} bytes`,
     );
   }
-  const part = range.kind === 'partial' ? { start: range.start, end: range.end } : undefined;
-  const stream = blob.open(part, signal);
+  const part = range.kind === 'partial' ? { offset: range.offset, length: range.length } : undefined;
+  const stream = await blob.blob.open({ range: part, signal });
   // Wait for the first bytes (or the first failure) before committing to a status.
   try {
     if (stream instanceof FileRange) await stream.open();
@@ -270,8 +270,8 @@ async function serveBlob(
     throw err;
   }
   const headers: Record<string, string | number> = { ...common, 'content-type': 'application/octet-stream' };
-  const expected = part ? part.end - part.start : size;
-  if (part) headers['content-range'] = `bytes ${part.start}-${part.end - 1}/${size}`;
+  const expected = part ? part.length : size;
+  if (part) headers['content-range'] = `bytes ${part.offset}-${part.offset + part.length - 1}/${size}`;
   headers['content-length'] = expected;
   res.writeHead(part ? 206 : 200, headers);
   if (stream instanceof FileRange) {
