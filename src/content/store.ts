@@ -29,12 +29,12 @@ import { ALGORITHMS, Layout, validateRef } from './layout.ts';
 import { acquireRefLock, ownerAlive } from './ref-lock.ts';
 import { type SweepOptions, type SweepResult, sweepBlobs, sweepCutoff } from './sweep.ts';
 import type { ContentInfo, IngestStatus, StoreHooks } from './types.ts';
-import { ContentWriter } from './writer.ts';
+import { IngestWriter } from './writer.ts';
 
 export type { BlobHandle } from './handles.ts';
 export type { SweepOptions, SweepResult } from './sweep.ts';
 export type { ContentInfo, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
-export { ContentWriter } from './writer.ts';
+export { IngestWriter } from './writer.ts';
 
 export interface ContentStoreOptions {
   /** For crash tests: called before each commit step. */
@@ -200,8 +200,8 @@ export class ContentStore {
     }
   }
 
-  writer(ref: string, opts: { expected?: Digest; total?: number } = {}): Promise<ContentWriter> {
-    return ContentWriter.open(this.layout, ref, opts, this.hooks, this.live);
+  writer(ref: string, opts: { expected?: Digest; total?: number } = {}): Promise<IngestWriter> {
+    return IngestWriter.open(this.layout, ref, opts, this.hooks, this.live);
   }
 
   /**
@@ -276,7 +276,7 @@ export class ContentStore {
     src: IngestSource,
     expected: { digest: Digest; size: number },
   ): Promise<void> {
-    let w: ContentWriter;
+    let w: IngestWriter;
     try {
       w = await this.writer(ref, { expected: expected.digest, total: expected.size });
     } catch (err) {
@@ -371,7 +371,7 @@ const WRITE_BATCH_BYTES = 1 << 20;
  * disk works; memory stays under two batches per ingest.
  */
 async function writeBatched(
-  w: ContentWriter,
+  w: IngestWriter,
   stream: Readable,
   expected: { digest: Digest; size: number },
 ): Promise<void> {

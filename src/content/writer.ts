@@ -47,7 +47,7 @@ interface WriterInit {
   live: Map<string, Growth> | undefined;
 }
 
-export class ContentWriter {
+export class IngestWriter {
   readonly ref: string;
   private readonly layout: Layout;
   private readonly lock: RefLock;
@@ -87,7 +87,7 @@ export class ContentWriter {
     opts: WriterOptions,
     hooks: StoreHooks,
     live?: Map<string, Growth>,
-  ): Promise<ContentWriter> {
+  ): Promise<IngestWriter> {
     validateRef(ref);
     validateWriterOptions(opts);
     const lock = await acquireRefLock(layout.lockPath(ref), ref, layout.tmpDir);
@@ -126,7 +126,7 @@ export class ContentWriter {
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
       const digester = await hashPrefix(fh, st.size, alg);
-      return new ContentWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime, live });
+      return new IngestWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime, live });
     } catch (err) {
       await fh?.close().catch(() => {});
       await lock.release();

@@ -5,7 +5,7 @@
 // it in without new bytes. Leases named by a request hold the ingests and blobs written under them.
 // Messages are containerd's, errdefs suffix included, because ctr prints them.
 import { validateRef } from '../content/layout.ts';
-import type { ContentStore, ContentWriter, IngestStatus } from '../content/store.ts';
+import type { ContentStore, IngestStatus, IngestWriter } from '../content/store.ts';
 import {
   alreadyExists,
   dataLoss,
@@ -234,7 +234,7 @@ export class ContentView {
       ...(opts.lease ? { lease: opts.lease } : {}),
     });
     const bref = backendRef(ns, ref);
-    let w: ContentWriter;
+    let w: IngestWriter;
     try {
       // Bytes on disk but not shared (size disagrees): open without the digest, or the store refuses.
       w = await this.store.writer(bref, shared || !expected ? { total } : { total, expected });
@@ -374,7 +374,7 @@ interface WriterInit {
   view: ContentView;
   ns: string;
   ref: string;
-  w: ContentWriter;
+  w: IngestWriter;
   shared: { digest: Digest; size: number } | undefined;
   lease: string | undefined;
 }
@@ -387,7 +387,7 @@ export class NamespacedWriter {
   readonly ref: string;
   readonly namespace: string;
   private readonly view: ContentView;
-  private readonly w: ContentWriter;
+  private readonly w: IngestWriter;
   private readonly lease: string | undefined;
   /** Set while the writer stands for content already on disk (no bytes written). */
   private shared: { digest: Digest; size: number } | undefined;

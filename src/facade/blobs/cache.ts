@@ -6,7 +6,7 @@
 // Entries being read or filled are never evicted. Caching is a wrapper around a blob: wrap() gives a Blob
 // whose reads go through here.
 import { addAbortSignal, type Readable } from 'node:stream';
-import { ContentStore, type ContentWriter } from '../../content/store.ts';
+import { ContentStore, type IngestWriter } from '../../content/store.ts';
 import {
   aborted,
   dataLoss,
@@ -264,7 +264,7 @@ export class BlobCache {
   ): Promise<void> {
     const signal = entry.abort.signal;
     const { digest, size } = entry;
-    let w: ContentWriter | undefined;
+    let w: IngestWriter | undefined;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
