@@ -1,5 +1,6 @@
 // A small bounded map: least recently used entries go first when full, and entries older than their
 // time to live are gone. Every in-memory cache of the facade is one of these, so none grows without bound.
+import { LRUCache } from 'lru-cache';
 
 export interface TtlLruOptions {
   /** Most entries held; the least recently used is dropped beyond it. */
@@ -14,9 +15,9 @@ interface Slot<V> {
   expires: number;
 }
 
-export class TtlLru<K, V> {
-  private readonly map = new Map<K, Slot<V>>();
-  private readonly maxEntries: number;
+/** lru-cache keeps the order and the bound; expiry is checked here, an entry counting as gone at its ttl. */
+export class TtlLru<K extends {}, V> {
+  private readonly lru: LRUCache<K, Slot<V>>;
   private readonly ttlMs: number;
   private readonly now: () => number;
 
@@ -25,50 +26,43 @@ export class TtlLru<K, V> {
       throw new RangeError(`maxEntries must be a positive integer, got ${options.maxEntries}`);
     }
     if (!(options.ttlMs > 0)) throw new RangeError(`ttlMs must be positive, got ${options.ttlMs}`);
-    this.maxEntries = options.maxEntries;
+    this.lru = new LRUCache({ max: options.maxEntries });
     this.ttlMs = options.ttlMs;
     this.now = options.now ?? Date.now;
   }
 
   get size(): number {
-    return this.map.size;
+    return this.lru.size;
   }
 
   get(key: K): V | undefined {
-    const slot = this.map.get(key);
+    const slot = this.lru.get(key);
     if (!slot) return undefined;
     if (slot.expires <= this.now()) {
-      this.map.delete(key);
+      this.lru.delete(key);
       return undefined;
     }
-    // Re-inserting moves the key to the most recently used end.
-    this.map.delete(key);
-    this.map.set(key, slot);
     return slot.value;
   }
 
   set(key: K, value: V, ttlMs = this.ttlMs): void {
-    this.map.delete(key);
-    this.map.set(key, { value, expires: this.now() + ttlMs });
-    while (this.map.size > this.maxEntries) {
-      this.map.delete(this.map.keys().next().value as K);
-    }
+    this.lru.set(key, { value, expires: this.now() + ttlMs });
   }
 
   delete(key: K): boolean {
-    return this.map.delete(key);
+    return this.lru.delete(key);
   }
 
   clear(): void {
-    this.map.clear();
+    this.lru.clear();
   }
 
   /** Live values, least recently used first (does not refresh them). */
   values(): V[] {
     const now = this.now();
     const out: V[] = [];
-    for (const [key, slot] of this.map) {
-      if (slot.expires <= now) this.map.delete(key);
+    for (const [key, slot] of [...this.lru.rentries()] as [K, Slot<V>][]) {
+      if (slot.expires <= now) this.lru.delete(key);
       else out.push(slot.value);
     }
     return out;
@@ -79,7 +73,7 @@ export class TtlLru<K, V> {
  * Single-flight over a TtlLru: concurrent loads of one key share one promise; only successes are kept.
  * In-flight loads are bounded by the same entry cap (the oldest is forgotten, not cancelled).
  */
-export class LoadingCache<K, V> {
+export class LoadingCache<K extends {}, V> {
   private readonly cache: TtlLru<K, V>;
   private readonly inflight = new Map<K, Promise<V>>();
   private readonly maxInflight: number;
