@@ -12,6 +12,7 @@ import {
   facadeConfigFrom,
   loadFacadeConfig,
   parseByteSize,
+  parseCount,
   parseListen,
   parseSeconds,
 } from '../facade/config.ts';
@@ -34,6 +35,8 @@ interface FacadeFlags {
   dockerAuth?: string;
   contentRedirect?: boolean;
   upstreamStallTimeout?: string;
+  maxConnections?: string;
+  maxConnectionsPerClient?: string;
   logLevel: string;
 }
 
@@ -55,6 +58,10 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
   if (flags.contentRedirect) c.contentLayers.redirect = true;
   if (flags.upstreamStallTimeout !== undefined)
     c.upstreamStallMs = parseSeconds(flags.upstreamStallTimeout, '--upstream-stall-timeout');
+  if (flags.maxConnections !== undefined)
+    c.connections.max = parseCount(flags.maxConnections, '--max-connections');
+  if (flags.maxConnectionsPerClient !== undefined)
+    c.connections.perClient = parseCount(flags.maxConnectionsPerClient, '--max-connections-per-client');
   return c;
 }
 
@@ -83,6 +90,11 @@ export function registerFacade(program: Command): void {
       '--upstream-stall-timeout <seconds>',
       'fail a blob fetch whose registry or content-layer host sends nothing for this long (default 20)',
     )
+    .option(
+      '--max-connections <n>',
+      'open client connections in all (default: half the open-file limit, less a reserve; at most 16384)',
+    )
+    .option('--max-connections-per-client <n>', 'open connections from one client address (default max/8)')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (flags: FacadeFlags) => {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });

@@ -26,6 +26,7 @@ plainHttpHosts: [registry.local:5000]
 contentLayers: { redirect: true }
 tagTtlSeconds: 5
 upstreamStallTimeoutSeconds: 7.5
+connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
 `,
     '/etc/strata',
   );
@@ -42,6 +43,9 @@ upstreamStallTimeoutSeconds: 7.5
   assert.equal(c.tagTtlMs, 5000);
   assert.equal(c.upstreamStallMs, 7500);
   assert.equal(parseFacadeConfig('{}', '/').upstreamStallMs, 20_000);
+  assert.deepEqual(c.connections, { max: 5000, perClient: 100, headerTimeoutMs: 5000 });
+  // Unset caps are fitted to the open-file limit when the facade starts.
+  assert.deepEqual(parseFacadeConfig('{}', '/').connections, { headerTimeoutMs: 10_000 });
   const allowed = plainHttpAllowed(c);
   assert.equal(allowed('registry.local:5000'), true);
   assert.equal(allowed('registry.local:5001'), false);
@@ -60,6 +64,9 @@ test('bad configs name the key', () => {
     ['contentLayers: { redirect: "yes" }', /contentLayers.redirect/],
     ['- a list', /want a map/],
     ['upstreamStallTimeoutSeconds: 0', /upstreamStallTimeoutSeconds: want a positive number/],
+    ['connections: { max: 0 }', /connections.max: want a whole number of at least 1/],
+    ['connections: { perClient: 1.5 }', /connections.perClient: want a whole number/],
+    ['connections: { idle: 1 }', /connections.idle: unknown key/],
   ];
   for (const [text, re] of cases) {
     assert.throws(

@@ -11,6 +11,7 @@ import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { DEFAULT_STALL_MS } from './blobs/cache.ts';
+import { DEFAULT_HEADER_TIMEOUT_MS } from './http/connection-guard.ts';
 import { normalizePrefix } from './http/route.ts';
 
 export interface TlsFiles {
@@ -49,6 +50,8 @@ export interface FacadeConfig {
   tagTtlMs: number;
   /** A blob fetch (registry or content-layer host) that receives no byte for this long fails. */
   upstreamStallMs: number;
+  /** Client connection caps; unset ones are derived from the open-file limit at start. */
+  connections: { max?: number; perClient?: number; headerTimeoutMs: number };
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
@@ -101,6 +104,14 @@ function positive(v: unknown, where: string, fallback: number): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
     fail(where, `want a positive number, got ${JSON.stringify(v)}`);
   return v;
+}
+
+/** A whole number of at least 1 (from a flag as text, or from the file). */
+export function parseCount(v: unknown, where: string): number {
+  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
+    fail(where, `want a whole number of at least 1, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** A positive number of seconds given as text (a flag), in milliseconds. */
@@ -169,6 +180,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'contentLayers',
       'tagTtlSeconds',
       'upstreamStallTimeoutSeconds',
+      'connections',
     ],
     '',
   );
@@ -273,6 +285,20 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   if (cl.redirect !== undefined && typeof cl.redirect !== 'boolean')
     fail('contentLayers.redirect', 'want true or false');
 
+  const co = d.connections === undefined || d.connections === null ? {} : obj(d.connections, 'connections');
+  checkKeys(co, ['max', 'perClient', 'headerTimeoutSeconds'], 'connections');
+  const connections: FacadeConfig['connections'] = {
+    headerTimeoutMs:
+      positive(
+        co.headerTimeoutSeconds,
+        'connections.headerTimeoutSeconds',
+        DEFAULT_HEADER_TIMEOUT_MS / 1000,
+      ) * 1000,
+  };
+  if (co.max !== undefined && co.max !== null) connections.max = parseCount(co.max, 'connections.max');
+  if (co.perClient !== undefined && co.perClient !== null)
+    connections.perClient = parseCount(co.perClient, 'connections.perClient');
+
   return {
     listen,
     prefix,
@@ -294,6 +320,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     tagTtlMs: positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000,
     upstreamStallMs:
       positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
+    connections,
   };
 }
 

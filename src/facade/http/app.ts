@@ -30,6 +30,7 @@ import { specProviderService } from '../providers/grpc-server.ts';
 import { CachingSpecProvider, CompositeSpecProvider, type SpecProvider } from '../providers/provider.ts';
 import { SpecStore } from '../providers/spec-store.ts';
 import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../service.ts';
+import { connectionLimits } from './connection-guard.ts';
 import { FacadeMetrics } from './metrics.ts';
 import { createFacadeHandler, listenFacade, type RunningServer } from './server.ts';
 
@@ -238,7 +239,14 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         return { ready: true };
       },
     });
-    const server: RunningServer = await listenFacade(handler, { ...config.listen, tls });
+    const connections = connectionLimits(config.connections);
+    const server: RunningServer = await listenFacade(handler, {
+      ...config.listen,
+      tls,
+      connections,
+      onConnectionDropped: (reason) => metrics.connectionsDropped.inc({ reason }),
+    });
+    metrics.openConnections = () => server.connections.size;
     undo.push(() => server.close());
     logger.info(
       {
@@ -246,6 +254,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         providers: [...providers.keys()],
         prefix: config.prefix,
         cacheDir: config.cache.dir,
+        connections,
       },
       'facade listening',
     );

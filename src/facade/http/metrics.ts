@@ -16,6 +16,10 @@ export class FacadeMetrics implements FacadeObserver {
   readonly cacheBytes: Gauge;
   readonly compositions: Counter;
   readonly fixedSpecLoads: Counter<'result'>;
+  readonly connectionsDropped: Counter<'reason'>;
+  readonly connections: Gauge;
+  /** Set once the server listens: the number of open client connections. */
+  openConnections: () => number = () => 0;
 
   constructor(registry: Registry, cacheBytes: () => number) {
     const registers = [registry];
@@ -88,6 +92,21 @@ export class FacadeMetrics implements FacadeObserver {
       help: 'Loads of the fixed-spec file, by result (ok, or refused: the specs loaded before stay)',
       labelNames: ['result'],
       registers,
+    });
+    this.connectionsDropped = new Counter({
+      name: 'strata_facade_connections_dropped_total',
+      help: 'Client connections closed by the guard (per-client cap, full, shed idle, header timeout)',
+      labelNames: ['reason'],
+      registers,
+    });
+    const open = () => this.openConnections();
+    this.connections = new Gauge({
+      name: 'strata_facade_connections',
+      help: 'Open client connections',
+      registers,
+      collect() {
+        this.set(open());
+      },
     });
   }
 

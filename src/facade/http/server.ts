@@ -20,6 +20,7 @@ import { FileRange } from '../../content/file-range.ts';
 import { errorKind, messageOf, unavailable } from '../../errors.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { FacadeService } from '../service.ts';
+import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
 import type { FacadeMetrics } from './metrics.ts';
 import { accepts, parseRange } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
@@ -352,10 +353,13 @@ export interface ListenOptions {
   host: string;
   port: number;
   tls?: { cert: Uint8Array; key: Uint8Array };
+  connections: ConnectionLimits;
+  onConnectionDropped?: (reason: DropReason) => void;
 }
 
 export interface RunningServer {
   server: Server;
+  connections: ConnectionGuard;
   port: number;
   /** `http(s)://host:port` */
   url: string;
@@ -367,12 +371,18 @@ export async function listenFacade(
   handler: (req: IncomingMessage, res: ServerResponse) => void,
   options: ListenOptions,
 ): Promise<RunningServer> {
+  // Partial headers are timed by Node; check them every second, not every 30.
+  const serverOptions = { connectionsCheckingInterval: 1000 };
   const server: Server = options.tls
-    ? createHttpsServer({ cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) }, handler)
-    : createHttpServer(handler);
-  // Slow clients and slow upstreams both get time; idle sockets do not linger.
-  server.headersTimeout = 30_000;
-  server.requestTimeout = 60_000;
+    ? createHttpsServer(
+        { ...serverOptions, cert: Buffer.from(options.tls.cert), key: Buffer.from(options.tls.key) },
+        handler,
+      )
+    : createHttpServer(serverOptions, handler);
+  // Sets the header timeout; caps connections in all and per client.
+  const connections = new ConnectionGuard(server, options.connections, options.onConnectionDropped);
+  // Slow clients and slow upstreams get time to be answered; idle sockets do not linger.
+  server.requestTimeout = Math.max(60_000, server.headersTimeout);
   server.keepAliveTimeout = 5_000;
   server.setTimeout(300_000, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
@@ -386,6 +396,7 @@ export async function listenFacade(
   const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   return {
     server,
+    connections,
     port,
     url: `${options.tls ? 'https' : 'http'}://${host}:${port}`,
     close: (graceMs = 5000) =>
