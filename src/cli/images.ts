@@ -1,9 +1,9 @@
 // `strata images ls|rm|label|check`: ctr's image commands, through the daemon's gRPC API.
 import type { Command } from 'commander';
-import { isNotFound, messageOf, notFound } from '../errors.ts';
-import type { DaemonApi, ImageRecord, Labels } from '../images/pull/daemon-api.ts';
+import { isNotFound, messageOf } from '../errors.ts';
+import type { DaemonApi, Labels } from '../images/pull/daemon-api.ts';
 import { checkImage, imageManifest, imagePlatforms, imageSize, isUnpacked } from '../images/pull/inspect.ts';
-import { DEFAULT_SNAPSHOTTER, imageName } from '../images/pull/pull.ts';
+import { DEFAULT_SNAPSHOTTER, findImage } from '../images/pull/pull.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { defaultPlatform, formatPlatform, parsePlatform } from '../oci/platform.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
@@ -23,21 +23,6 @@ export function table(rows: readonly (readonly string[])[]): string {
 export function formatLabels(labels: Labels): string {
   const keys = Object.keys(labels).sort();
   return keys.length === 0 ? '-' : keys.map((k) => `${k}=${labels[k]}`).join(',');
-}
-
-/** The record for a name as given, else as `strata pull` would have named it. */
-export async function findImage(api: DaemonApi, ref: string): Promise<ImageRecord> {
-  const exact = await api.getImage(ref);
-  if (exact) return exact;
-  let normalized: string | undefined;
-  try {
-    normalized = imageName(ref).name;
-  } catch {
-    // Not a reference: only the exact name could have matched.
-  }
-  const found = normalized && normalized !== ref ? await api.getImage(normalized) : undefined;
-  if (!found) throw notFound(`image ${ref}: not found`);
-  return found;
 }
 
 const warn = (s: string) => process.stderr.write(`${s}\n`);

@@ -16,6 +16,7 @@ interface PullFlags extends DaemonFlags {
   snapshotter: string;
   concurrency: string;
   unpack: boolean;
+  registered?: boolean;
   progress?: 'auto' | 'tty' | 'plain' | 'none';
 }
 
@@ -36,6 +37,10 @@ export function registerPull(program: Command): void {
       .option('--snapshotter <name>', 'snapshotter to unpack into', DEFAULT_SNAPSHOTTER)
       .option('--concurrency <n>', 'blobs fetched at once', String(DEFAULT_PULL_CONCURRENCY))
       .option('--no-unpack', 'fetch only, do not unpack')
+      .option(
+        '--registered',
+        "fetch and unpack what the daemon's image <ref> points at, instead of resolving <ref> at the registry",
+      )
       .option('--progress <mode>', 'auto, tty, plain or none', 'auto'),
   ).action(async (ref: string, flags: PullFlags) => {
     // No tuneGcForStreaming() here, unlike the daemon: with external memory counted in V8's global limit
@@ -73,6 +78,7 @@ export function registerPull(program: Command): void {
           snapshotter: flags.snapshotter,
           concurrency,
           unpack: flags.unpack,
+          registered: flags.registered === true,
           signal: stop.signal,
           ...(progress ? { onEvent: (e) => progress.onEvent(e) } : {}),
         });

@@ -1,10 +1,9 @@
 // `strata rootfs REF DIR`: copy the rootfs the daemon prepared for an image into DIR.
 import type { Command } from 'commander';
-import { DEFAULT_SNAPSHOTTER } from '../images/pull/pull.ts';
+import { DEFAULT_SNAPSHOTTER, findImage } from '../images/pull/pull.ts';
 import { exportRootfs } from '../images/pull/rootfs.ts';
 import { defaultPlatform, parsePlatform } from '../oci/platform.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
-import { findImage } from './images.ts';
 
 interface RootfsFlags extends DaemonFlags {
   platform?: string;

@@ -1,9 +1,12 @@
 // Seed 002's image API (containerd.v1.Images) on a real `strata daemon`, driven by an independent Python
 // client generated from the seed's own proto: Get/Put/List/Delete semantics, namespaces and bad input,
-// the same images seen through containerd.services.images.v1, garbage collection after Delete, and
-// reflection.
+// the same images seen through containerd.services.images.v1, garbage collection after Delete,
+// reflection, and the seed's own example: a name registered through Put is pulled by `strata pull
+// --registered` from a real docker-registry (behind a counting proxy, so downloads are seen on the
+// wire), once; a second run does nothing; a removed layer snapshot is the only one unpacked again.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { access } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fromBinary } from '@bufbuild/protobuf';
@@ -11,11 +14,18 @@ import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import type * as grpc from '@grpc/grpc-js';
 import { Images as ImagesV1 } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { callUnary } from '../../src/api/grpc/client.ts';
-import { digestOf } from '../../src/oci/digest.ts';
+import { chainIds } from '../../src/images/pull/chain.ts';
+import { type Digest, digestOf } from '../../src/oci/digest.ts';
+import { blobGets, countingProxy } from '../helpers/counting-proxy.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import { exists, reflectionSession, registryOf } from '../helpers/grpc-assert.ts';
-import { runCommand, waitFor } from '../helpers/process.ts';
+import { type PushedImage, pushMultiLayer, skopeoInspect, skopeoRawManifest } from '../helpers/images.ts';
+import { runCommand, runProcess, waitFor } from '../helpers/process.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { type Seed002Client, type Seed002Op, seed002Client } from '../helpers/seed002-client.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const BIN = new URL('../../bin/strata', import.meta.url).pathname;
 
 const MT = 'application/vnd.oci.image.manifest.v1+json';
 const target = (seed: string, size = 1234) => ({ media_type: MT, digest: digestOf(seed), size });
@@ -213,5 +223,149 @@ describe('containerd.v1.Images (seed 002) through a client generated from the se
     const fields = (type: string) => registry.getMessage(type)?.fields.map((f) => `${f.number}:${f.name}`);
     assert.deepEqual(fields('containerd.v1.Image'), ['1:name', '2:target']);
     assert.deepEqual(fields('containerd.v1.types.Descriptor'), ['1:media_type', '2:digest', '3:size']);
+  });
+});
+
+describe('the seed’s snowball: register a name, then pull what is missing', () => {
+  let reg: TestRegistry;
+  let proxy: Awaited<ReturnType<typeof countingProxy>>;
+  let image: PushedImage;
+  let layers: Digest[];
+  let config: Digest;
+  let chain: Digest[];
+
+  before(async () => {
+    reg = await startRegistry();
+    image = await pushMultiLayer(reg, 'stevvooe/foo', { layers: 5 });
+    proxy = await countingProxy(reg.url);
+    const manifest = JSON.parse((await skopeoRawManifest(image.ref)).toString('utf8')) as {
+      config: { digest: Digest };
+      layers: { digest: Digest }[];
+    };
+    layers = manifest.layers.map((l) => l.digest);
+    config = manifest.config.digest;
+    const cfg = (await skopeoInspect(image.ref, { config: true })) as { rootfs: { diff_ids: Digest[] } };
+    chain = chainIds(cfg.rootfs.diff_ids);
+  });
+  after(async () => {
+    await proxy?.close();
+    await reg?.stop();
+  });
+
+  const strata = (args: string[]) => runProcess(BIN, args, { timeoutMs: 180_000 });
+  const strataOk = async (args: string[]): Promise<string> => {
+    const r = await strata(args);
+    assert.equal(r.code, 0, `strata ${args.join(' ')} failed:\n${r.stderr}\n${r.stdout}`);
+    return r.stdout;
+  };
+  const short = (d: string) => `${d.slice(0, 19)}…`;
+
+  test('fetched once into the content store, unpacked once, then only the missing layer', async (t) => {
+    const d = await startDaemon({ t });
+    const py = await seed002Client(t);
+    // The registry has no tag `registered`: only the image record says what this name is.
+    const name = `${proxy.host}/stevvooe/foo:registered`;
+    const target = { media_type: image.mediaType, digest: image.digest, size: image.size };
+    const pull = ['pull', '--registered', '--address', d.address, name];
+    assert.deepEqual(await py.run(d.address, [{ op: 'put', name, target, namespace: 'default' }]), [
+      { ok: {} },
+    ]);
+
+    // Resolving the name at the registry (what ctr does) cannot find it; the registered pull can.
+    const plain = await strata(['pull', '--address', d.address, name]);
+    assert.notEqual(plain.code, 0);
+    assert.match(plain.stderr, /stevvooe\/foo:registered: not found/);
+    let mark = proxy.seen.length;
+    const first = await strataOk(pull);
+    const got = proxy.seen.slice(mark);
+    assert.match(first, new RegExp(`^resolved ${name.replaceAll('.', '\\.')} ${image.digest}$`, 'm'));
+    assert.match(
+      first,
+      /^pulled .* 8 blobs fetched \(.*\), 0 present, 6 layers unpacked, 0 already unpacked$/m,
+    );
+    assert.doesNotMatch(first, /^image /m, 'the record is left as it was put');
+    // Each blob came over the wire once, the manifest by its digest, and no tag was looked up.
+    assert.deepEqual(
+      blobGets(got, [...layers, config])
+        .map((g) => g.path.slice(g.path.lastIndexOf('/') + 1))
+        .sort(),
+      [...layers, config].sort(),
+    );
+    const manifestGets = got.filter((s) => s.method === 'GET' && s.path.includes('/manifests/'));
+    assert.deepEqual(
+      manifestGets.map((g) => g.path),
+      [`/v2/stevvooe/foo/manifests/${image.digest}`],
+    );
+    assert.ok(!got.some((s) => s.path.endsWith('/manifests/registered')), JSON.stringify(got));
+    assert.match(await d.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\).*true/);
+
+    // Everything is present now: no request reaches the registry at all, nothing is unpacked.
+    mark = proxy.seen.length;
+    const second = await strataOk(pull);
+    assert.deepEqual(proxy.seen.slice(mark), []);
+    assert.match(
+      second,
+      /^pulled .* 0 blobs fetched \(.*\), 8 present, 0 layers unpacked, 6 already unpacked$/m,
+    );
+
+    // The rootfs loses its top layer's snapshot: the diff IDs' chain is compared with the snapshotter and
+    // exactly that layer is unpacked again, with nothing fetched.
+    // Only the config's label holds the chain, through its top: without the top, the next collection
+    // takes the layers below too (as containerd's does), so the one below is made a root first.
+    const top = chain.at(-1)!;
+    await d.ctrOk([
+      'snapshots',
+      '--snapshotter',
+      'native',
+      'label',
+      chain.at(-2)!,
+      'containerd.io/gc.root=test',
+    ]);
+    await d.ctrOk(['snapshots', '--snapshotter', 'native', 'rm', top]);
+    assert.doesNotMatch(await d.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']), new RegExp(top));
+    mark = proxy.seen.length;
+    const third = await strataOk(pull);
+    assert.deepEqual(proxy.seen.slice(mark), []);
+    assert.match(
+      third,
+      /^pulled .* 0 blobs fetched \(.*\), 8 present, 1 layers unpacked, 5 already unpacked$/m,
+    );
+    assert.deepEqual(
+      third
+        .split('\n')
+        .filter((l) => l.startsWith('unpacked '))
+        .map((l) => l.split(' ')[1]),
+      [short(layers.at(-1)!)],
+    );
+    const snaps = await d.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']);
+    for (const [i, id] of chain.entries()) {
+      const parent = i === 0 ? '' : `${chain[i - 1]}\\s+`;
+      assert.match(snaps, new RegExp(`^${id}\\s+${parent}Committed`, 'm'));
+    }
+
+    // Runnable: the rootfs is there, and the record is still exactly what was put.
+    const dir = await tempDir('snowball-rootfs');
+    t.after(() => removeTempDir(dir));
+    await strataOk(['rootfs', '--address', d.address, name, join(dir, 'rootfs')]);
+    await access(join(dir, 'rootfs', 'bin', 'busybox'));
+    assert.deepEqual(await py.run(d.address, [{ op: 'list', namespace: 'default' }]), [
+      { ok: { images: [{ name, target }] } },
+    ]);
+  });
+
+  test('a name the daemon does not have is refused without asking the registry', async (t) => {
+    const d = await startDaemon({ t });
+    const mark = proxy.seen.length;
+    const r = await strata([
+      'pull',
+      '--registered',
+      '--address',
+      d.address,
+      `${proxy.host}/stevvooe/foo:never`,
+    ]);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /image .*stevvooe\/foo:never: not found/);
+    assert.deepEqual(proxy.seen.slice(mark), []);
+    assert.equal(await d.ctrOk(['content', 'ls', '-q']), '');
   });
 });

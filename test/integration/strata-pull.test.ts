@@ -5,8 +5,6 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
@@ -16,6 +14,7 @@ import { chainIds } from '../../src/images/pull/chain.ts';
 import type { Digest } from '../../src/oci/digest.ts';
 import { parseReference } from '../../src/oci/reference.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
+import { blobGets, countingProxy } from '../helpers/counting-proxy.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import {
   type PushedImage,
@@ -41,70 +40,6 @@ async function strataOk(args: string[]): Promise<string> {
   const r = await strata(args);
   assert.equal(r.code, 0, `strata ${args.join(' ')} failed:\n${r.stderr}\n${r.stdout}`);
   return r.stdout;
-}
-
-interface Seen {
-  method: string;
-  path: string;
-  range?: string;
-}
-
-/**
- * A pass-through HTTP proxy on loopback in front of the registry, recording every request. With `lieAbout`
- * it serves that blob with one byte changed (same length): content a real registry cannot be made to send.
- */
-async function countingProxy(
-  upstream: string,
-  opts: { lieAbout?: string } = {},
-): Promise<{ host: string; seen: Seen[]; close(): Promise<void> }> {
-  const target = new URL(upstream);
-  const seen: Seen[] = [];
-  const lie = opts.lieAbout === undefined ? undefined : `/blobs/${opts.lieAbout}`;
-  const server = http.createServer((req, res) => {
-    seen.push({
-      method: req.method ?? '',
-      path: req.url ?? '',
-      ...(req.headers.range ? { range: req.headers.range } : {}),
-    });
-    const fwd = http.request(
-      {
-        host: target.hostname,
-        port: target.port,
-        method: req.method,
-        path: req.url,
-        headers: { ...req.headers, host: target.host },
-      },
-      (up) => {
-        res.writeHead(up.statusCode ?? 502, up.headers);
-        if (lie === undefined || !req.url?.endsWith(lie) || up.statusCode !== 200) {
-          up.pipe(res);
-          return;
-        }
-        let first = true;
-        up.on('data', (chunk: Buffer) => {
-          const out = first ? Buffer.from(chunk) : chunk;
-          if (first && out.length > 0) out[out.length - 1]! ^= 0xff;
-          first = false;
-          res.write(out);
-        });
-        up.on('end', () => res.end());
-        up.on('error', () => res.destroy());
-      },
-    );
-    fwd.on('error', () => res.destroy());
-    req.pipe(fwd);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return {
-    host: `127.0.0.1:${port}`,
-    seen,
-    close: () =>
-      new Promise((r) => {
-        server.closeAllConnections();
-        server.close(() => r());
-      }),
-  };
 }
 
 interface RawManifest {
@@ -186,9 +121,6 @@ async function actualTree(
   }
   return out;
 }
-
-const blobGets = (seen: readonly Seen[], digests: readonly string[]): Seen[] =>
-  seen.filter((s) => s.method === 'GET' && digests.some((d) => s.path.endsWith(`/blobs/${d}`)));
 
 describe('strata pull through the daemon', () => {
   let reg: TestRegistry;

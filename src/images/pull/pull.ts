@@ -2,7 +2,8 @@
 // told from `ctr images pull`'s. Under a lease (expiring in 24 h, deleted at the end): resolve the name,
 // fetch what the namespace lacks (bounded concurrency, resumable ingests, gc.ref and distribution source
 // labels), unpack each layer as soon as it and the layers below it are present, then create or replace
-// the image record.
+// the image record. A `registered` pull takes the target from the daemon's image record instead of the
+// registry and leaves the record alone: what is present is neither fetched nor unpacked again.
 import { isAlreadyExists, isNotFound, messageOf, notFound, unavailable } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
@@ -36,6 +37,12 @@ export interface PullImageOptions {
   unpack?: boolean;
   /** Labels of the image record. */
   labels?: Labels;
+  /**
+   * Fetch and unpack what the daemon's image record of this name already points at (the first image
+   * API's "register a name, then pull"), instead of resolving the name at the registry; the record is
+   * left as it is. NotFound when the daemon has no such image.
+   */
+  registered?: boolean;
   signal?: AbortSignal;
   onEvent?: PullListener;
 }
@@ -60,6 +67,21 @@ export function imageName(ref: string): { name: string; ref: Reference } {
   return { name: formatReference(parsed), ref: parsed };
 }
 
+/** The record for a name as given, else as `strata pull` would have named it. */
+export async function findImage(api: DaemonApi, ref: string): Promise<ImageRecord> {
+  const exact = await api.getImage(ref);
+  if (exact) return exact;
+  let normalized: string | undefined;
+  try {
+    normalized = imageName(ref).name;
+  } catch {
+    // Not a reference: only the exact name could have matched.
+  }
+  const found = normalized && normalized !== ref ? await api.getImage(normalized) : undefined;
+  if (!found) throw notFound(`image ${ref}: not found`);
+  return found;
+}
+
 export async function pullImage(
   registry: RegistryClient,
   daemon: DaemonApi,
@@ -74,14 +96,9 @@ export async function pullImage(
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
 
-  let root: Descriptor;
-  try {
-    root = await registry.resolve(ref, { signal });
-  } catch (err) {
-    // What ctr says, rather than the bare HTTP status.
-    if (isNotFound(err)) throw notFound(`${name}: not found`, { cause: err });
-    throw err;
-  }
+  const root = opts.registered
+    ? (await findImage(daemon, reference)).target
+    : await resolve(registry, ref, name, signal);
   emit({ type: 'resolved', name, descriptor: root });
 
   const expires = new Date(Date.now() + LEASE_TTL_MS).toISOString().replace(/\.\d+Z$/, 'Z');
@@ -123,8 +140,10 @@ export async function pullImage(
       throw err;
     }
     const unpacked = await Promise.all(unpacks);
-    const created = await putImage(api, { name, target: root, labels: opts.labels ?? {} });
-    emit({ type: 'image', name, target: root, created });
+    if (!opts.registered) {
+      const created = await putImage(api, { name, target: root, labels: opts.labels ?? {} });
+      emit({ type: 'image', name, target: root, created });
+    }
     return {
       name,
       descriptor: root,
@@ -141,6 +160,21 @@ export async function pullImage(
       // The lease expires by itself; failing to delete it early is not worth failing the pull for.
       process.emitWarning(`strata pull: could not delete lease ${leaseId}: ${messageOf(err)}`);
     });
+  }
+}
+
+async function resolve(
+  registry: RegistryClient,
+  ref: Reference,
+  name: string,
+  signal: AbortSignal,
+): Promise<Descriptor> {
+  try {
+    return await registry.resolve(ref, { signal });
+  } catch (err) {
+    // What ctr says, rather than the bare HTTP status.
+    if (isNotFound(err)) throw notFound(`${name}: not found`, { cause: err });
+    throw err;
   }
 }
 
