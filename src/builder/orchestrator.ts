@@ -206,11 +206,12 @@ export class Builder {
   private readonly active = new Set<ActiveBuild>();
   private readonly slots: Slots;
   private readonly shutdown = new AbortController();
-  private readonly snapshots = new LRUCache<string, Promise<SourceSnapshot>>({
+  /** Snapshots by commit and paths, bounded by the files they list; loads in flight are shared. */
+  private readonly snapshots = new LRUCache<string, SourceSnapshot>({
     maxSize: SNAPSHOT_ENTRIES,
-    sizeCalculation: () => 1,
-    max: 256,
+    sizeCalculation: (s) => s.entries.length + 1,
   });
+  private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
 
   constructor(options: BuilderOptions) {
     this.o = options;
@@ -305,20 +306,21 @@ export class Builder {
     const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
     const commit = await repo.resolveCommit(signal);
     const cacheKey = commit && `${g.remoteUri}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
-    const cached = cacheKey ? this.snapshots.get(cacheKey) : undefined;
+    const cached = cacheKey ? (this.snapshots.get(cacheKey) ?? this.loadingSnapshots.get(cacheKey)) : undefined;
     if (cached) return cached;
+    // Shared by every request for this commit, so no one caller's cancel ends it (git's timeout bounds it).
     const loading = (async () => {
       try {
-        const fetched = await repo.fetch(commit, signal);
-        return await readSnapshot(repo, fetched, paths, signal);
+        const fetched = await repo.fetch(commit);
+        const snapshot = await readSnapshot(repo, fetched, paths);
+        if (cacheKey) this.snapshots.set(cacheKey, snapshot);
+        return snapshot;
       } finally {
         await rm(dir, { recursive: true, force: true });
+        if (cacheKey) this.loadingSnapshots.delete(cacheKey);
       }
     })();
-    if (cacheKey) {
-      this.snapshots.set(cacheKey, loading);
-      loading.catch(() => this.snapshots.delete(cacheKey));
-    }
+    if (cacheKey) this.loadingSnapshots.set(cacheKey, loading);
     return loading;
   }
 
@@ -497,6 +499,7 @@ export class Builder {
     const inputs = plan.inputs as BuildInputs;
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     const g = d.spec.git;
+    if (g.auth) log.addSecrets([g.auth.password, Buffer.from(`${g.auth.username}:${g.auth.password}`).toString('base64')]);
     const repo = GitRepo.open(join(workDir, 'git'), g, {
       allowFileRemotes: this.o.allowFileRemotes,
       timeoutMs: this.o.gitTimeoutMs,
