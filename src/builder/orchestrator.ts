@@ -306,7 +306,9 @@ export class Builder {
     const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
     const commit = await repo.resolveCommit(signal);
     const cacheKey = commit && `${g.remoteUri}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
-    const cached = cacheKey ? (this.snapshots.get(cacheKey) ?? this.loadingSnapshots.get(cacheKey)) : undefined;
+    const cached = cacheKey
+      ? (this.snapshots.get(cacheKey) ?? this.loadingSnapshots.get(cacheKey))
+      : undefined;
     if (cached) return cached;
     // Shared by every request for this commit, so no one caller's cancel ends it (git's timeout bounds it).
     const loading = (async () => {
@@ -499,7 +501,11 @@ export class Builder {
     const inputs = plan.inputs as BuildInputs;
     await mkdir(workDir, { recursive: true, mode: 0o700 });
     const g = d.spec.git;
-    if (g.auth) log.addSecrets([g.auth.password, Buffer.from(`${g.auth.username}:${g.auth.password}`).toString('base64')]);
+    if (g.auth)
+      log.addSecrets([
+        g.auth.password,
+        Buffer.from(`${g.auth.username}:${g.auth.password}`).toString('base64'),
+      ]);
     const repo = GitRepo.open(join(workDir, 'git'), g, {
       allowFileRemotes: this.o.allowFileRemotes,
       timeoutMs: this.o.gitTimeoutMs,
