@@ -6,12 +6,18 @@ import { invalidArgument } from '../../errors.ts';
 import type { ImageRecord, ImageStore } from '../../images/image-store.ts';
 import { type ImageSchema, Images } from '../gen/containerd/v1/images_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
-import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import { implement, type RequestMetadata, type ServiceRegistration } from '../grpc/service.ts';
 import { leaseOf } from './leases.ts';
 
 function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchema> {
   const { mediaType, digest, size } = r.target;
   return { name: r.name, target: { mediaType, digest, size: BigInt(size) } };
+}
+
+/** The request's `containerd-lease`, which an expiring image joins and a deleted one leaves. */
+function leaseOption(metadata: RequestMetadata): { lease?: string } {
+  const lease = leaseOf(metadata);
+  return lease ? { lease } : {};
 }
 
 export function earlyImagesService(deps: { images: ImageStore }): ServiceRegistration {
@@ -24,14 +30,13 @@ export function earlyImagesService(deps: { images: ImageStore }): ServiceRegistr
       const ns = namespaceOf(ctx.metadata);
       if (!req.image) throw invalidArgument('Image required: invalid argument');
       const t = req.image.target;
-      const lease = leaseOf(ctx.metadata);
       images.put(
         ns,
         {
           name: req.image.name,
           ...(t && { target: { mediaType: t.mediaType, digest: t.digest, size: Number(t.size) } }),
         },
-        lease ? { lease } : {},
+        leaseOption(ctx.metadata),
       );
       return {};
     },
@@ -40,7 +45,7 @@ export function earlyImagesService(deps: { images: ImageStore }): ServiceRegistr
     },
     delete(req, ctx) {
       // The store marks the metadata dirty, so the next scheduled collection frees what only this held.
-      images.delete(namespaceOf(ctx.metadata), req.name);
+      images.delete(namespaceOf(ctx.metadata), req.name, leaseOption(ctx.metadata));
       return {};
     },
   });
