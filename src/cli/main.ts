@@ -10,6 +10,7 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   daemon: async () => (await import('./daemon.ts')).registerDaemon,
   facade: async () => (await import('./facade.ts')).registerFacade,
   builder: async () => (await import('./builder.ts')).registerBuilder,
+  build: async () => (await import('./build.ts')).registerBuild,
   spec: async () => (await import('./spec.ts')).registerSpec,
   pull: async () => (await import('./pull.ts')).registerPull,
   images: async () => (await import('./images.ts')).registerImages,

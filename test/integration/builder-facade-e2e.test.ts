@@ -11,7 +11,7 @@ import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import { createRepo } from '../helpers/git-repo.ts';
 import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
 import { freePort, isListening } from '../helpers/ports.ts';
-import { runCommand, type ServerProcess, spawnServer } from '../helpers/process.ts';
+import { runCommand, runProcess, type ServerProcess, spawnServer } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -136,4 +136,45 @@ test('built by strata builder, composed by strata facade with an IDE image, run 
     'cat /workspace-tools/built.txt /ide/bin/ide-marker',
   ]);
   assert.deepEqual(out.trim().split('\n'), ['made by RUN', 'ide marker']);
+});
+
+test('strata build: live status and log, the exit code from the outcome, logs and ls', async () => {
+  const repo = await createRepo(join(work, 'cli-app'));
+  await repo.commit({
+    Dockerfile: `FROM ${reg.host}/base/busybox\nRUN echo cli-build-output\n`,
+    'bad/Dockerfile': `FROM ${reg.host}/base/busybox\nRUN echo about-to-fail; exit 7\n`,
+  });
+  const ok = await runProcess(STRATA, ['build', repo.url, '--address', builderAddress, '--branch', 'main'], {
+    timeoutMs: 300_000,
+  });
+  assert.equal(ok.code, 0, ok.stderr);
+  assert.match(ok.stderr, /\[running\] .*no image for this key yet/);
+  assert.match(ok.stdout, /cli-build-output/);
+  const ref = ok.stdout.trim().split('\n').at(-1) ?? '';
+  assert.match(ref, new RegExp(`^${reg.host}/workspace-images:[0-9a-f]{64}$`));
+
+  const bad = await runProcess(
+    STRATA,
+    ['build', repo.url, '--address', builderAddress, '--dockerfile', 'bad/Dockerfile', '--no-logs'],
+    { timeoutMs: 300_000 },
+  );
+  assert.equal(bad.code, 1, bad.stderr);
+  assert.match(
+    bad.stderr,
+    /\[failed\] image build failed: STEP 2\/2: RUN echo about-to-fail; exit 7 failed.*\n[^]*about-to-fail/,
+  );
+  assert.ok(!bad.stdout.includes('about-to-fail'), '--no-logs prints no log');
+
+  const ls = await runProcess(STRATA, ['build', 'ls', '--address', builderAddress]);
+  assert.equal(ls.code, 0, ls.stderr);
+  const line = ls.stdout.split('\n').find((l) => l.endsWith(ref));
+  assert.ok(line?.includes(' done '), ls.stdout);
+  const logs = await runProcess(STRATA, ['build', 'logs', ref, '--address', builderAddress]);
+  assert.equal(logs.code, 0, logs.stderr);
+  assert.match(logs.stdout, /^Why this build:[^]*cli-build-output/);
+  const missing = await runProcess(STRATA, ['build', 'logs', 'no-such-ref', '--address', builderAddress]);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /build not found/);
+  const down = await runProcess(STRATA, ['build', 'ls', '--address', '127.0.0.1:1']);
+  assert.equal(down.code, 2);
 });
