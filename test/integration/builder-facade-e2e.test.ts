@@ -161,7 +161,7 @@ test('strata build: live status and log, the exit code from the outcome, logs an
   assert.equal(bad.code, 1, bad.stderr);
   assert.match(
     bad.stderr,
-    /\[failed\] image build failed: STEP 2\/2: RUN echo about-to-fail; exit 7 failed.*\n[^]*about-to-fail/,
+    /\[failed\] image build failed: STEP 2\/2: RUN echo about-to-fail; exit 7 failed.*\n[\s\S]*about-to-fail/,
   );
   assert.ok(!bad.stdout.includes('about-to-fail'), '--no-logs prints no log');
 
@@ -171,7 +171,7 @@ test('strata build: live status and log, the exit code from the outcome, logs an
   assert.ok(line?.includes(' done '), ls.stdout);
   const logs = await runProcess(STRATA, ['build', 'logs', ref, '--address', builderAddress]);
   assert.equal(logs.code, 0, logs.stderr);
-  assert.match(logs.stdout, /^Why this build:[^]*cli-build-output/);
+  assert.match(logs.stdout, /^Why this build:[\s\S]*cli-build-output/);
   const missing = await runProcess(STRATA, ['build', 'logs', 'no-such-ref', '--address', builderAddress]);
   assert.equal(missing.code, 2);
   assert.match(missing.stderr, /build not found/);
