@@ -17,14 +17,17 @@ export class FileRange extends Readable {
   readonly end: number;
   private readonly chunk: number;
   private opening: Promise<FileHandle> | undefined;
+  /** For a handle the caller shares: given back instead of closed. */
+  private readonly release: (() => void) | undefined;
   private pos: number;
 
   /**
    * `file` is a path, opened on first use, or a handle the caller opened (`name` then stands for it in
-   * messages); the stream closes it either way. An aborted `signal` destroys the stream with its reason.
+   * messages); the stream closes it when done, or calls `release` instead for a shared handle. An aborted
+   * `signal` destroys the stream.
    */
   constructor(
-    file: string | { fh: FileHandle; name: string },
+    file: string | { fh: FileHandle; name: string; release?: () => void },
     start: number,
     end: number,
     options: { chunk?: number; signal?: AbortSignal | undefined } | number = {},
@@ -35,6 +38,7 @@ export class FileRange extends Readable {
     else {
       this.path = file.name;
       this.opening = Promise.resolve(file.fh);
+      this.release = file.release;
     }
     this.start = start;
     this.end = end;
@@ -99,6 +103,11 @@ export class FileRange extends Readable {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     const opening = this.opening;
+    if (this.release) {
+      this.release();
+      cb(err);
+      return;
+    }
     if (!opening) {
       cb(err);
       return;

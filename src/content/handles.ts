@@ -4,8 +4,7 @@
 // file the GC unlinked still reads the same bytes and holds the space only until it is closed.
 // Handles in use are counted apart; only idle ones sit in the LRU, so eviction never closes a handle a
 // reader holds.
-import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { LRUCache } from 'lru-cache';
 import { notFound } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
@@ -13,13 +12,30 @@ import { isENOENT } from './fs-util.ts';
 
 export interface BlobHandle {
   readonly fh: FileHandle;
+  /** The file's size (blobs never change, so it is read once per open). */
+  readonly size: number;
   /** Gives the handle back; it stays open for reuse until idle or evicted. */
   release(): void;
 }
 
+interface Opened {
+  fh: FileHandle;
+  size: number;
+}
+
 interface Entry {
-  fh: Promise<FileHandle>;
+  fh: Promise<Opened>;
   refs: number;
+}
+
+async function openBlob(path: string): Promise<Opened> {
+  const fh = await open(path, 'r');
+  try {
+    return { fh, size: (await fh.stat()).size };
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
 }
 
 export interface BlobHandlesOptions {
@@ -60,7 +76,7 @@ export class BlobHandles {
     let e = this.inUse.get(d);
     if (!e) {
       const path = this.pathOf(d);
-      e = this.idle?.get(d) ?? { fh: open(path, 'r'), refs: 0 };
+      e = this.idle?.get(d) ?? { fh: openBlob(path), refs: 0 };
       e.refs++;
       this.idle?.delete(d);
       this.inUse.set(d, e);
@@ -72,9 +88,9 @@ export class BlobHandles {
     } else {
       e.refs++;
     }
-    let fh: FileHandle;
+    let opened: Opened;
     try {
-      fh = await e.fh;
+      opened = await e.fh;
     } catch (err) {
       e.refs--;
       if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
@@ -83,7 +99,8 @@ export class BlobHandles {
     const entry = e;
     let released = false;
     return {
-      fh,
+      fh: opened.fh,
+      size: opened.size,
       release: () => {
         if (released) return;
         released = true;
@@ -104,7 +121,7 @@ export class BlobHandles {
 
   private closeEntry(e: Entry): void {
     const p = e.fh
-      .then((fh) => fh.close())
+      .then((o) => o.fh.close())
       .catch(() => {})
       .finally(() => this.closing.delete(p));
     this.closing.add(p);

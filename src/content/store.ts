@@ -320,26 +320,18 @@ export class ContentStore {
     signal: AbortSignal | undefined,
   ): Promise<{ stream: FileRange; size: number }> {
     const { offset, length } = checkRange(range);
-    const path = this.layout.blobPath(d);
-    let fh: Awaited<ReturnType<typeof open>>;
-    try {
-      fh = await open(path, 'r');
-    } catch (err) {
-      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
-      throw err;
-    }
-    let size: number;
-    try {
-      size = (await fh.stat()).size;
-      if (offset > size) throw outOfRange(`read past object length ${size} bytes`);
-    } catch (err) {
-      await fh.close();
-      throw err;
+    // A shared handle: many small reads of one blob (ctr reads 32 KiB at a time) share one open and stat.
+    const h = await this.handle(d);
+    const size = h.size;
+    if (offset > size) {
+      h.release();
+      throw outOfRange(`read past object length ${size} bytes`);
     }
     const end = length === undefined ? size : Math.min(size, offset + length);
     // 1 MiB reads: whole-layer readers (unpack, copies) take a quarter of the thread-pool round trips of
     // 256 KiB ones, and gunzip decodes bigger pieces faster (read+gunzip of 45 MiB 57 -> 38 ms).
-    const stream = new FileRange({ fh, name: path }, offset, Math.max(offset, end), { signal });
+    const file = { fh: h.fh, name: this.layout.blobPath(d), release: h.release };
+    const stream = new FileRange(file, offset, Math.max(offset, end), { signal });
     return { stream, size };
   }
 }

@@ -46,7 +46,7 @@ test('a committed blob is in the namespace, with its labels, and readable', asyn
   assert.equal(info.size, 11);
   assert.deepEqual(info.labels, { x: 'y' });
   const chunks = [];
-  for await (const c of view.read('a', d, 6, 0)) chunks.push(Buffer.from(c.data));
+  for await (const c of await view.blob('a', d).open({ range: { offset: 6 } })) chunks.push(Buffer.from(c));
   assert.equal(Buffer.concat(chunks).toString(), 'world');
   assert.throws(() => view.info('b', d), isNotFound);
 });

@@ -6,7 +6,7 @@
 // The namespace comes from `containerd-namespace`, the lease (if any) from `containerd-lease`.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { invalidArgument } from '../../errors.ts';
+import { invalidArgument, outOfRange } from '../../errors.ts';
 import type {
   ContentRecord,
   ContentView,
@@ -98,10 +98,22 @@ export function contentService(deps: ContentServiceDeps): ServiceRegistration {
       return {};
     },
 
+    // containerd's ReadAt semantics: a negative offset reads from 0, one past the end is OutOfRange, a size
+    // of 0 or past the end reads to the end. Chunks of at most 1 MiB (the store's reads), each with its
+    // offset relative to the start of this read.
     read: async function* (req, ctx) {
-      const ns = namespaceOf(ctx.metadata);
-      const chunks = view.read(ns, req.digest, Number(req.offset), Number(req.size), ctx.signal);
-      for await (const c of chunks) yield { offset: BigInt(c.offset), data: c.data };
+      const blob = view.blob(namespaceOf(ctx.metadata), req.digest);
+      const size = blob.descriptor.size;
+      const offset = Math.max(0, Number(req.offset));
+      if (offset > size) throw outOfRange(`read past object length ${size} bytes`);
+      const want = Number(req.size);
+      const length = want <= 0 || offset + want > size ? size - offset : want;
+      if (length === 0) return;
+      let at = 0;
+      for await (const data of await blob.open({ range: { offset, length }, signal: ctx.signal })) {
+        yield { offset: BigInt(at), data: data as Buffer };
+        at += (data as Buffer).length;
+      }
     },
 
     status: async (req, ctx) => ({
