@@ -1,12 +1,12 @@
 // `strata images ls|rm|label|check`: ctr's image commands, through the daemon's gRPC API.
 import type { Command } from 'commander';
+import type { DaemonApi, Labels } from '../client/daemon-api.ts';
+import { checkImage, imageManifest, imagePlatforms, imageSize, isUnpacked } from '../client/pull/inspect.ts';
+import { DEFAULT_SNAPSHOTTER, findImage } from '../client/pull/pull.ts';
 import { isNotFound, messageOf } from '../errors.ts';
-import type { DaemonApi, Labels } from '../images/pull/daemon-api.ts';
-import { checkImage, imageManifest, imagePlatforms, imageSize, isUnpacked } from '../images/pull/inspect.ts';
-import { DEFAULT_SNAPSHOTTER, findImage } from '../images/pull/pull.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { defaultPlatform, formatPlatform, parsePlatform } from '../oci/platform.ts';
-import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
+import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
 import { formatBytes } from './progress.ts';
 
 const SNAPSHOTTER_LABEL = 'containerd.io/defaults/snapshotter';

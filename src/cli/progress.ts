@@ -3,7 +3,7 @@
 // when each blob is done, so logs stay readable and small.
 import type { Writable } from 'node:stream';
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
-import type { BlobKind, PullEvent } from '../images/pull/events.ts';
+import type { BlobKind, PullEvent } from '../client/pull/events.ts';
 
 export interface ProgressDisplay {
   onEvent(event: PullEvent): void;

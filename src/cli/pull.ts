@@ -1,13 +1,13 @@
 // `strata pull REF`: containerd's client-side pull through the daemon's gRPC API, with live progress.
 import type { Command } from 'commander';
+import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } from '../client/pull/pull.ts';
 import { invalidArgument } from '../errors.ts';
-import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } from '../images/pull/pull.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { traceToStderr } from '../server/trace-log.ts';
 import { tracePhase } from '../trace.ts';
-import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
+import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
 import { createProgress, formatBytes, formatDuration } from './progress.ts';
 
 interface PullFlags extends DaemonFlags {

@@ -1,9 +1,9 @@
 // `strata rootfs REF DIR`: copy the rootfs the daemon prepared for an image into DIR.
 import type { Command } from 'commander';
-import { DEFAULT_SNAPSHOTTER, findImage } from '../images/pull/pull.ts';
-import { exportRootfs } from '../images/pull/rootfs.ts';
+import { DEFAULT_SNAPSHOTTER, findImage } from '../client/pull/pull.ts';
+import { exportRootfs } from '../client/pull/rootfs.ts';
 import { defaultPlatform, parsePlatform } from '../oci/platform.ts';
-import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-client.ts';
+import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
 
 interface RootfsFlags extends DaemonFlags {
   platform?: string;

@@ -4,8 +4,8 @@
 import { internal } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { formatReference, type Reference } from '../oci/reference.ts';
+import { childrenOf, isManifestLike, walk } from '../oci/walk.ts';
 import type { RegistryClient, UploadOutcome } from './client.ts';
-import { childrenOf, isManifestLike, walk } from './walk.ts';
 
 export interface CopyOptions {
   concurrency?: number;

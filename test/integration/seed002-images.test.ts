@@ -14,7 +14,7 @@ import { FileDescriptorProtoSchema } from '@bufbuild/protobuf/wkt';
 import type * as grpc from '@grpc/grpc-js';
 import { Images as ImagesV1 } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { callUnary } from '../../src/api/grpc/client.ts';
-import { chainIds } from '../../src/images/pull/chain.ts';
+import { chainIds } from '../../src/client/pull/chain.ts';
 import { type Digest, digestOf } from '../../src/oci/digest.ts';
 import { blobGets, countingProxy } from '../helpers/counting-proxy.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';

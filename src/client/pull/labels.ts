@@ -6,7 +6,7 @@ import { splitHostPort } from '../../host-port.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { encodedOf } from '../../oci/digest.ts';
 import type { ParsedManifest } from '../../oci/manifest.ts';
-import type { Labels } from './daemon-api.ts';
+import type { Labels } from '../daemon-api.ts';
 
 export const LABEL_UNCOMPRESSED = 'containerd.io/uncompressed';
 export const LABEL_GC_EXPIRE = 'containerd.io/gc.expire';

@@ -7,7 +7,7 @@ import { mkdir, readdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { failedPrecondition, internal, invalidArgument, isNotFound, unimplemented } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
-import type { DaemonApi, Mount } from './daemon-api.ts';
+import type { DaemonApi, DaemonMount } from '../daemon-api.ts';
 import { imageChain } from './inspect.ts';
 
 export interface ExportRootfsOptions {
@@ -17,7 +17,7 @@ export interface ExportRootfsOptions {
 }
 
 /** The directory a snapshot's mounts show, when they are a single bind mount (the native snapshotter's). */
-export function bindSource(mounts: readonly Mount[]): string {
+export function bindSource(mounts: readonly DaemonMount[]): string {
   const m = mounts[0];
   if (mounts.length !== 1 || !m || (m.type !== 'bind' && m.type !== 'rbind')) {
     throw unimplemented(

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { errorKind } from '../errors.ts';
-import type { Descriptor } from '../oci/descriptor.ts';
-import { digestOf } from '../oci/digest.ts';
-import { MediaType } from '../oci/media-types.ts';
+import type { Descriptor } from './descriptor.ts';
+import { digestOf } from './digest.ts';
+import { MediaType } from './media-types.ts';
 import { handlers, selectPlatform, walk } from './walk.ts';
 
 const d = (

@@ -19,19 +19,18 @@ import { callServerStream, callUnary, createClient, metadataWith } from '../api/
 import { errorFromStatus } from '../api/grpc/status.ts';
 import { WriteChannel, type WriteStream } from '../api/transport/write-channel.ts';
 import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
-import type {
-  BlobInfo,
-  ContentWriter,
-  DaemonApi,
-  ImageRecord,
-  Labels,
-  Mount,
-  SnapshotInfo,
-  SnapshotKind,
-} from '../images/pull/daemon-api.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
-import { DEFAULT_ADDRESS } from '../server/config.ts';
+import type {
+  BlobInfo,
+  DaemonApi,
+  DaemonImage,
+  DaemonMount,
+  DaemonSnapshotKind,
+  IngestWriter,
+  Labels,
+  SnapshotInfo,
+} from './daemon-api.ts';
 
 /** Write messages in flight before the writer waits for a response. */
 export const WRITE_WINDOW = 8;
@@ -67,9 +66,9 @@ function toProtoDescriptor(d: Descriptor) {
   return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
 }
 
-function fromProtoImage(img: Image | undefined, what: string): ImageRecord {
+function fromProtoImage(img: Image | undefined, what: string): DaemonImage {
   if (!img) throw dataLoss(`${what}: the daemon sent no image`);
-  const out: ImageRecord = {
+  const out: DaemonImage = {
     name: img.name,
     target: fromProtoDescriptor(img.target, what),
     labels: { ...img.labels },
@@ -81,7 +80,7 @@ function fromProtoImage(img: Image | undefined, what: string): ImageRecord {
   return out;
 }
 
-const KINDS: Record<number, SnapshotKind> = {
+const KINDS: Record<number, DaemonSnapshotKind> = {
   [Kind.VIEW]: 'view',
   [Kind.ACTIVE]: 'active',
   [Kind.COMMITTED]: 'committed',
@@ -89,7 +88,8 @@ const KINDS: Record<number, SnapshotKind> = {
 
 const toMounts = (
   ms: readonly { type: string; source: string; target: string; options: string[] }[],
-): Mount[] => ms.map((m) => ({ type: m.type, source: m.source, target: m.target, options: [...m.options] }));
+): DaemonMount[] =>
+  ms.map((m) => ({ type: m.type, source: m.source, target: m.target, options: [...m.options] }));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -215,7 +215,7 @@ export class GrpcDaemonApi implements DaemonApi {
   async openWriter(
     ref: string,
     expected: { digest: Digest; size: number },
-  ): Promise<ContentWriter | undefined> {
+  ): Promise<IngestWriter | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
         return await GrpcContentWriter.open(() => this.writes.open(this.headers), ref, expected);
@@ -239,7 +239,7 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
-  async getImage(name: string): Promise<ImageRecord | undefined> {
+  async getImage(name: string): Promise<DaemonImage | undefined> {
     try {
       const res = await this.call(`image ${name}`, () =>
         callUnary(this.client, Images.method.get, { name }, { metadata: this.md }),
@@ -251,7 +251,7 @@ export class GrpcDaemonApi implements DaemonApi {
     }
   }
 
-  listImages(filters: readonly string[]): Promise<ImageRecord[]> {
+  listImages(filters: readonly string[]): Promise<DaemonImage[]> {
     return this.call('list images', async () => {
       const res = await callUnary(
         this.client,
@@ -263,7 +263,7 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
-  createImage(image: ImageRecord): Promise<ImageRecord> {
+  createImage(image: DaemonImage): Promise<DaemonImage> {
     return this.call(`create image ${image.name}`, async () => {
       const res = await callUnary(
         this.client,
@@ -275,7 +275,7 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
-  updateImage(image: ImageRecord, paths?: readonly string[]): Promise<ImageRecord> {
+  updateImage(image: DaemonImage, paths?: readonly string[]): Promise<DaemonImage> {
     return this.call(`update image ${image.name}`, async () => {
       const res = await callUnary(
         this.client,
@@ -327,7 +327,12 @@ export class GrpcDaemonApi implements DaemonApi {
     }
   }
 
-  prepareSnapshot(snapshotter: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+  prepareSnapshot(
+    snapshotter: string,
+    key: string,
+    parent: string,
+    labels: Labels = {},
+  ): Promise<DaemonMount[]> {
     return this.call(`prepare snapshot ${key}`, async () => {
       const res = await callUnary(
         this.client,
@@ -339,7 +344,12 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
-  viewSnapshot(snapshotter: string, key: string, parent: string, labels: Labels = {}): Promise<Mount[]> {
+  viewSnapshot(
+    snapshotter: string,
+    key: string,
+    parent: string,
+    labels: Labels = {},
+  ): Promise<DaemonMount[]> {
     return this.call(`view snapshot ${parent}`, async () => {
       const res = await callUnary(
         this.client,
@@ -368,7 +378,7 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
-  applyDiff(layer: Descriptor, mounts: readonly Mount[], signal?: AbortSignal): Promise<Descriptor> {
+  applyDiff(layer: Descriptor, mounts: readonly DaemonMount[], signal?: AbortSignal): Promise<Descriptor> {
     return this.call(`apply layer ${layer.digest}`, async () => {
       const res = await callUnary(
         this.client,
@@ -390,7 +400,7 @@ export class GrpcDaemonApi implements DaemonApi {
 }
 
 /** One Content.Write stream: STAT on open, pipelined WRITEs, COMMIT with size and digest checks. */
-class GrpcContentWriter implements ContentWriter {
+class GrpcContentWriter implements IngestWriter {
   private readonly call: WriteStream;
   private readonly ref: string;
   private readonly expected: { digest: Digest; size: number };
@@ -512,38 +522,5 @@ class GrpcContentWriter implements ContentWriter {
     this.closed = true;
     this.call.end();
     this.call.cancel();
-  }
-}
-
-/** Flags every daemon-facing command takes. */
-export interface DaemonFlags {
-  address: string;
-  namespace: string;
-}
-
-/** Adds `--address` and `--namespace` (defaults from STRATA_ADDRESS / STRATA_NAMESPACE) to a command. */
-export function withDaemonFlags<C extends { option(flags: string, description: string, value?: string): C }>(
-  cmd: C,
-): C {
-  return cmd
-    .option('--address <socket>', 'daemon socket', process.env.STRATA_ADDRESS || DEFAULT_ADDRESS)
-    .option('-n, --namespace <ns>', 'namespace', process.env.STRATA_NAMESPACE || DEFAULT_NAMESPACE);
-}
-
-/** Runs `fn` with a connected client, closed afterwards; errors print as `strata <what>: …` and exit 1. */
-export async function withDaemon(
-  what: string,
-  flags: DaemonFlags,
-  fn: (api: GrpcDaemonApi) => Promise<void>,
-): Promise<void> {
-  let api: GrpcDaemonApi | undefined;
-  try {
-    api = GrpcDaemonApi.connect(flags.address, flags.namespace);
-    await fn(api);
-  } catch (err) {
-    process.stderr.write(`strata ${what}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  } finally {
-    api?.close();
   }
 }

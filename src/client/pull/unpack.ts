@@ -16,8 +16,8 @@ import {
 } from '../../oci/manifest.ts';
 import { isLayerType } from '../../oci/media-types.ts';
 import { tracePhase } from '../../trace.ts';
+import type { DaemonApi, Labels } from '../daemon-api.ts';
 import { chainIds } from './chain.ts';
-import type { DaemonApi, Labels } from './daemon-api.ts';
 import type { PullListener } from './events.ts';
 import { LABEL_UNCOMPRESSED, snapshotGcLabel } from './labels.ts';
 

@@ -4,7 +4,14 @@
 // labels), unpack each layer as soon as it and the layers below it are present, then create or replace
 // the image record. A `registered` pull takes the target from the daemon's image record instead of the
 // registry and leaves the record alone: what is present is neither fetched nor unpacked again.
-import { isAlreadyExists, isNotFound, messageOf, notFound, unavailable } from '../../errors.ts';
+import {
+  invalidArgument,
+  isAlreadyExists,
+  isNotFound,
+  messageOf,
+  notFound,
+  unavailable,
+} from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import type { ImageManifest } from '../../oci/manifest.ts';
@@ -16,7 +23,7 @@ import {
   withDefaultTag,
 } from '../../oci/reference.ts';
 import type { RegistryClient } from '../../registry/client.ts';
-import type { DaemonApi, ImageRecord, Labels } from './daemon-api.ts';
+import type { DaemonApi, DaemonImage, Labels } from '../daemon-api.ts';
 import type { PullListener } from './events.ts';
 import { fetchImage } from './fetch.ts';
 import { LABEL_GC_EXPIRE } from './labels.ts';
@@ -35,6 +42,8 @@ export interface PullImageOptions {
   concurrency?: number;
   /** Unpack into snapshots (default true). */
   unpack?: boolean;
+  /** Fetch the manifests of every platform an index lists, not just `platform`'s (needs `unpack: false`). */
+  allPlatforms?: boolean;
   /** Labels of the image record. */
   labels?: Labels;
   /**
@@ -68,7 +77,7 @@ export function imageName(ref: string): { name: string; ref: Reference } {
 }
 
 /** The record for a name as given, else as `strata pull` would have named it. */
-export async function findImage(api: DaemonApi, ref: string): Promise<ImageRecord> {
+export async function findImage(api: DaemonApi, ref: string): Promise<DaemonImage> {
   const exact = await api.getImage(ref);
   if (exact) return exact;
   let normalized: string | undefined;
@@ -92,6 +101,9 @@ export async function pullImage(
   const platform =
     typeof opts.platform === 'string' ? parsePlatform(opts.platform) : (opts.platform ?? defaultPlatform());
   const snapshotter = opts.snapshotter ?? DEFAULT_SNAPSHOTTER;
+  if (opts.allPlatforms && opts.unpack !== false) {
+    throw invalidArgument('pulling every platform fetches only: unpack must be off');
+  }
   const emit: PullListener = opts.onEvent ?? (() => {});
   const stop = new AbortController();
   const signal = opts.signal ? AbortSignal.any([opts.signal, stop.signal]) : stop.signal;
@@ -124,7 +136,7 @@ export async function pullImage(
     let stats: Awaited<ReturnType<typeof fetchImage>>;
     try {
       stats = await fetchImage(registry, api, ref, root, {
-        platform,
+        platform: opts.allPlatforms ? undefined : platform,
         concurrency: Math.max(1, opts.concurrency ?? DEFAULT_PULL_CONCURRENCY),
         signal,
         presence,
@@ -179,7 +191,7 @@ async function resolve(
 }
 
 /** Create, or on AlreadyExists replace the whole record (as ctr does); true when created. */
-async function putImage(api: DaemonApi, image: ImageRecord): Promise<boolean> {
+async function putImage(api: DaemonApi, image: DaemonImage): Promise<boolean> {
   for (let attempt = 0; attempt < 5; attempt++) {
     try {
       await api.createImage(image);

@@ -1,9 +1,9 @@
 // What the client-side pull, unpack and image commands need from an image store daemon: a small slice of
-// containerd's Content, Images, Leases, Snapshots and Diff services in domain terms. The CLI implements
-// it over gRPC (src/cli/daemon-client.ts); tests may implement it over anything that behaves the same.
+// containerd's Content, Images, Leases, Snapshots and Diff services in domain terms. GrpcDaemonApi implements
+// it over gRPC (grpc-daemon-api.ts); tests may implement it over anything that behaves the same.
 // Failures are StrataErrors of the usual kinds (NotFound, AlreadyExists, Unavailable, …).
-import type { Descriptor } from '../../oci/descriptor.ts';
-import type { Digest } from '../../oci/digest.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import type { Digest } from '../oci/digest.ts';
 
 export type Labels = Record<string, string>;
 
@@ -16,7 +16,7 @@ export interface BlobInfo {
 }
 
 /** One open ingest (containerd's Content.Write stream), positioned at the bytes the daemon holds. */
-export interface ContentWriter {
+export interface IngestWriter {
   /** Bytes already in the ingest: where writing continues (a resumed ingest starts past 0). */
   readonly offset: number;
   /**
@@ -34,7 +34,7 @@ export interface ContentWriter {
   close(): void;
 }
 
-export interface ImageRecord {
+export interface DaemonImage {
   name: string;
   target: Descriptor;
   labels: Labels;
@@ -42,19 +42,19 @@ export interface ImageRecord {
   updatedAt?: Date;
 }
 
-export interface Mount {
+export interface DaemonMount {
   type: string;
   source: string;
   target?: string;
   options: string[];
 }
 
-export type SnapshotKind = 'view' | 'active' | 'committed' | 'unknown';
+export type DaemonSnapshotKind = 'view' | 'active' | 'committed' | 'unknown';
 
 export interface SnapshotInfo {
   name: string;
   parent: string;
-  kind: SnapshotKind;
+  kind: DaemonSnapshotKind;
   labels: Labels;
 }
 
@@ -75,18 +75,18 @@ export interface DaemonApi {
    * Opens (or resumes) the ingest `ref` for a blob of `total` bytes with digest `expected`; undefined
    * when the namespace has the blob already. Busy refs (another writer holds them) are retried a while.
    */
-  openWriter(ref: string, expected: { digest: Digest; size: number }): Promise<ContentWriter | undefined>;
+  openWriter(ref: string, expected: { digest: Digest; size: number }): Promise<IngestWriter | undefined>;
   /** Removes an ingest (NotFound when there is none). */
   abortIngest(ref: string): Promise<void>;
   /** Deletes a blob from the namespace (NotFound when it is not there). */
   deleteContent(digest: Digest): Promise<void>;
 
-  getImage(name: string): Promise<ImageRecord | undefined>;
-  listImages(filters: readonly string[]): Promise<ImageRecord[]>;
+  getImage(name: string): Promise<DaemonImage | undefined>;
+  listImages(filters: readonly string[]): Promise<DaemonImage[]>;
   /** AlreadyExists when the name is taken. */
-  createImage(image: ImageRecord): Promise<ImageRecord>;
+  createImage(image: DaemonImage): Promise<DaemonImage>;
   /** Without `paths` the whole record is replaced; with them only those fields (`labels.k`, `target`, …). */
-  updateImage(image: ImageRecord, paths?: readonly string[]): Promise<ImageRecord>;
+  updateImage(image: DaemonImage, paths?: readonly string[]): Promise<DaemonImage>;
   /** NotFound when there is no such image. */
   deleteImage(name: string, sync: boolean): Promise<void>;
 
@@ -94,11 +94,11 @@ export interface DaemonApi {
   namespaceLabels(): Promise<Labels>;
 
   statSnapshot(snapshotter: string, key: string): Promise<SnapshotInfo | undefined>;
-  prepareSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<Mount[]>;
-  viewSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<Mount[]>;
+  prepareSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<DaemonMount[]>;
+  viewSnapshot(snapshotter: string, key: string, parent: string, labels?: Labels): Promise<DaemonMount[]>;
   commitSnapshot(snapshotter: string, name: string, key: string, labels?: Labels): Promise<void>;
   removeSnapshot(snapshotter: string, key: string): Promise<void>;
 
   /** Applies a layer blob onto the mounts; returns the uncompressed descriptor (its digest is the diff ID). */
-  applyDiff(layer: Descriptor, mounts: readonly Mount[], signal?: AbortSignal): Promise<Descriptor>;
+  applyDiff(layer: Descriptor, mounts: readonly DaemonMount[], signal?: AbortSignal): Promise<Descriptor>;
 }

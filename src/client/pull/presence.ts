@@ -1,6 +1,6 @@
 // Which blobs the namespace holds so far during a pull, as promises: the unpacker waits on a layer's
 // entry and starts applying it the moment its fetch commits, while other layers are still downloading.
-import type { Labels } from './daemon-api.ts';
+import type { Labels } from '../daemon-api.ts';
 
 interface Entry {
   promise: Promise<Labels>;

@@ -1,12 +1,12 @@
-// A walk over a descriptor graph (index → manifests → config and layers) with small handlers: a handler
-// does something with one descriptor and says which descriptors to visit next. Pull, copy and push are
-// different handlers over the same walker. Each digest is visited once; at most `concurrency` handlers run
+// A walk over a descriptor graph (index → manifests → config and layers) with small handlers, as
+// containerd's images.Dispatch: a handler does something with one descriptor and says which descriptors to
+// visit next (see handlers.ts and fetch.ts for the pull's). Each digest is visited once; at most `concurrency` handlers run
 // at a time; the first failure stops the walk (the others are aborted and awaited before it rejects).
 import { aborted } from '../errors.ts';
-import type { Descriptor, Platform } from '../oci/descriptor.ts';
-import type { ParsedManifest } from '../oci/manifest.ts';
-import { isIndexType, isManifestType } from '../oci/media-types.ts';
-import { bestPlatformMatch } from '../oci/platform.ts';
+import type { Descriptor, Platform } from './descriptor.ts';
+import type { ParsedManifest } from './manifest.ts';
+import { isIndexType, isManifestType } from './media-types.ts';
+import { bestPlatformMatch } from './platform.ts';
 
 export interface WalkContext {
   /** Fires when the walk is abandoned (caller's abort or another handler's failure). */

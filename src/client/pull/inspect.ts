@@ -12,8 +12,8 @@ import {
 } from '../../oci/manifest.ts';
 import { isIndexType } from '../../oci/media-types.ts';
 import { bestPlatformMatch, formatPlatform, normalizePlatform, platformMatches } from '../../oci/platform.ts';
+import type { DaemonApi } from '../daemon-api.ts';
 import { chainIds } from './chain.ts';
-import type { DaemonApi } from './daemon-api.ts';
 import { layersWithDiffIds, readConfig } from './unpack.ts';
 
 /** Nested indexes are followed this deep at most. */
