@@ -267,6 +267,47 @@ test('blob bytes that do not match the digest fail with DataLoss', async () => {
   await assert.rejects(buffer(await c.fetchBlob(ref(longer.host), desc)), kind('DataLoss'));
 });
 
+test('a body past the declared size fails at the first byte too many, unverified reads too, and is not resumed', async () => {
+  const data = randomBytes(1000);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  // The right bytes and one more, in a chunk of their own (chunked: no Content-Length to give it away).
+  const oneMore = await server((_req, res) => {
+    res.writeHead(200);
+    res.write(data);
+    setTimeout(() => res.end('x'), 20);
+  });
+  // Endless: chunks until the client goes away (bounded by the test's timeout if it never does).
+  let endlessBytes = 0;
+  const endless = await server((_req, res) => {
+    res.writeHead(200);
+    const chunk = Buffer.alloc(16 * 1024, 1);
+    const pump = () => {
+      while (!res.destroyed && res.write(chunk)) endlessBytes += chunk.length;
+      if (!res.destroyed) res.once('drain', pump);
+    };
+    pump();
+  });
+  const { c } = client();
+  for (const verify of [true, false]) {
+    await assert.rejects(buffer(await c.fetchBlob(ref(oneMore.host), desc, { verify })), (err: Error) => {
+      kind('DataLoss')(err);
+      assert.match(err.message, /more than the 1000 bytes the descriptor declares/);
+      return true;
+    });
+    await assert.rejects(buffer(await c.fetchBlob(ref(endless.host), desc, { verify })), kind('DataLoss'));
+  }
+  assert.equal(oneMore.requests.length, 2);
+  assert.equal(endless.requests.length, 2);
+  assert.ok(endlessBytes < 64 * 1024 * 1024, `${endlessBytes} bytes sent`);
+  // A range short of the end is still cut, not refused, when the server sends everything.
+  const whole = await server((_req, res) => {
+    res.writeHead(200);
+    res.end(Buffer.concat([data, Buffer.from('trailing')]));
+  });
+  const head = await buffer(await c.fetchBlob(ref(whole.host), desc, { range: { offset: 0, length: 10 } }));
+  assert.ok(head.equals(data.subarray(0, 10)));
+});
+
 test('a manifest fetched by digest with other bytes fails with DataLoss', async () => {
   const other = Buffer.from(manifestBytes.toString().replace('"layers":[]', '"layers": []'));
   const s = await server((_req, res) =>

@@ -22,14 +22,17 @@ export interface ResumableReadOptions {
   start: number;
   /** One past the last byte to deliver. */
   end: number;
+  /**
+   * The blob's declared size: a body that goes on past it is refused (DataLoss, never resumed) at the
+   * first byte too many. A read that ends there waits for the body's end to see that it does end.
+   */
+  size: number;
   /** The first body, already opened at `start`. */
   first: OpenedBody;
   /** Opens the body again at `position` (throws the taxonomy's errors for bad answers). */
   reopen: (position: number) => Promise<OpenedBody>;
   /** How many times a broken body is resumed (default 5). */
   maxResumes?: number;
-  /** Deliver bytes past `end` instead of cutting them (a full read lets the digest check catch them). */
-  passExcess?: boolean;
   signal?: AbortSignal;
   what: string;
   url: URL;
@@ -58,11 +61,21 @@ export function resumableRead(o: ResumableReadOptions): Readable {
               skip -= n;
               chunk = chunk.subarray(n);
             }
-            if (!o.passExcess && chunk.length > o.end - pos) chunk = chunk.subarray(0, o.end - pos);
-            if (chunk.length === 0) continue;
-            pos += chunk.length;
-            yield chunk;
-            if (!o.passExcess && pos >= o.end) break;
+            if (chunk.length > o.end - pos) {
+              // Past the blob's end the body is lying; past a range that stops short of it, the rest
+              // of a whole-blob answer is just not wanted.
+              if (o.end >= o.size) {
+                throw dataLoss(
+                  `${o.what}: the server sent more than the ${o.size} bytes the descriptor declares`,
+                );
+              }
+              chunk = chunk.subarray(0, o.end - pos);
+            }
+            if (chunk.length > 0) {
+              pos += chunk.length;
+              yield chunk;
+            }
+            if (pos >= o.end && o.end < o.size) break;
           }
           if (pos >= o.end) return;
           throw Object.assign(new Error(`body ended after ${pos - o.start} of ${o.end - o.start} bytes`), {
@@ -141,8 +154,8 @@ export async function openBlobRange(o: BlobRangeRequest): Promise<Readable> {
     end,
     first,
     reopen: open,
+    size: desc.size,
     maxResumes: o.maxResumes,
-    passExcess: full,
     signal: options.signal,
     what,
     url: o.url,

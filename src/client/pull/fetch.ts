@@ -4,7 +4,7 @@
 // from the registry straight into a Content.Write ingest (resuming what an earlier attempt left), reads
 // manifests and indexes whole (capped, verified), and gives every blob the distribution source label.
 import type { Readable } from 'node:stream';
-import { dataLoss, isFailedPrecondition } from '../../errors.ts';
+import { dataLoss, isDataLoss, isFailedPrecondition, isUnavailable } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { type ImageManifest, MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
@@ -172,6 +172,9 @@ class Fetcher {
       } catch (err) {
         writer.close();
         if (attempt === 1 && resumed && isFailedPrecondition(err)) continue;
+        // The registry sent bytes that are not the blob (more than its size, or wrong): nothing in the
+        // ingest is worth resuming from, so it goes now rather than when the lease does.
+        if (isDataLoss(err)) await dropIngest(api, ingestRefKey(desc, kind));
         throw err;
       }
     }
@@ -213,6 +216,22 @@ class Fetcher {
     }
     this.fetched(desc, kind, started, bytes.length);
     return { bytes, labels };
+  }
+}
+
+/**
+ * Removes an ingest, waiting briefly while the daemon still holds the lock of the writer just closed. A
+ * failure is not worth reporting over the pull's own: the pull's lease takes the ingest with it anyway.
+ */
+async function dropIngest(api: DaemonApi, ref: string): Promise<void> {
+  for (let attempt = 0; attempt < 6; attempt++) {
+    try {
+      await api.abortIngest(ref);
+      return;
+    } catch (err) {
+      if (!isUnavailable(err)) return;
+    }
+    await new Promise((r) => setTimeout(r, 10 << attempt));
   }
 }
 
