@@ -45,10 +45,12 @@ export interface EngineResult {
 export class BuildFailed extends Error {}
 
 const TAIL = 15;
+const TRIM_INTERVAL_MS = 60_000;
 
 export class BuildahEngine {
   private readonly options: BuildahOptions;
   private readonly env: NodeJS.ProcessEnv;
+  private lastTrim = 0;
 
   private constructor(options: BuildahOptions) {
     this.options = options;
@@ -68,7 +70,11 @@ export class BuildahEngine {
     await mkdir(dir, { recursive: true, mode: 0o700 });
     await mkdir(options.storageRoot, { recursive: true, mode: 0o700 });
     await writeFile(join(dir, 'containers.conf'), '');
-    await writeFile(join(dir, 'storage.conf'), '');
+    // Flags name root, run root and driver too; the file keeps buildah from reading the host's.
+    await writeFile(
+      join(dir, 'storage.conf'),
+      `[storage]\ndriver = ${JSON.stringify(options.driver)}\ngraphroot = ${JSON.stringify(options.storageRoot)}\nrunroot = ${JSON.stringify(options.runRoot)}\n`,
+    );
     await writeFile(join(dir, 'registries.conf'), 'unqualified-search-registries = []\n');
     await writeFile(join(dir, 'no-auth.json'), '{"auths":{}}\n', { mode: 0o600 });
     // Images are trusted by digest (the build key pins them); signature policy is not ours to apply.
@@ -205,6 +211,9 @@ export class BuildahEngine {
    * no build runs (removing an image a build uses would break that build).
    */
   async trimCache(log: (msg: string) => void): Promise<void> {
+    // Measuring walks the whole storage: at most once a minute, not after every build.
+    if (Date.now() - this.lastTrim < TRIM_INTERVAL_MS) return;
+    this.lastTrim = Date.now();
     let used = await this.usage();
     if (used <= this.options.cacheMaxBytes) return;
     await this.buildah(['rmi', '--prune'], { timeoutMs: 300_000 }).catch(() => {});

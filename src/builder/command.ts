@@ -1,7 +1,7 @@
 // Child processes of the builder (git, buildah): their own process group (a timeout or cancel ends
 // everything they started), output handed over line by line, bounded capture, and a clear error.
 import { spawn } from 'node:child_process';
-import { aborted, deadlineExceeded, failedPrecondition, unavailable } from '../errors.ts';
+import { aborted, deadlineExceeded, failedPrecondition, resourceExhausted, unavailable } from '../errors.ts';
 
 export interface CommandOptions {
   cwd?: string;
@@ -80,7 +80,8 @@ export function runCommand(
     );
     const collect = (chunk: Buffer) => {
       outBytes += chunk.length;
-      if (outBytes > maxStdout) return finish(unavailable(`${what}: more than ${maxStdout} bytes of output`));
+      if (outBytes > maxStdout)
+        return finish(resourceExhausted(`${what}: more than ${maxStdout} bytes of output`));
       out.push(chunk);
     };
     const lines = () => {

@@ -25,15 +25,26 @@ export async function readSnapshot(
   paths: { dockerfilePath: string; contextPath: string },
   signal?: AbortSignal,
 ): Promise<SourceSnapshot> {
-  const bytes = await repo.readFile(commit, paths.dockerfilePath, signal, MAX_DOCKERFILE_BYTES);
+  const entries = await repo.listTree(commit, paths.contextPath, signal);
+  // Files of the context are read by the blob id the listing gave; others (and symlinks) by path.
+  const read = async (path: string, max?: number) => {
+    const inContext = paths.contextPath === '' || path.startsWith(`${paths.contextPath}/`);
+    if (!inContext) return repo.readFile(commit, path, signal, max);
+    const name = paths.contextPath === '' ? path : path.slice(paths.contextPath.length + 1);
+    const entry = entries.find((e) => e.path === name);
+    if (!entry) return undefined;
+    if (entry.mode === '100644' || entry.mode === '100755') return repo.readBlob(entry.id, signal, max, path);
+    return repo.readFile(commit, path, signal, max);
+  };
+  const bytes = await read(paths.dockerfilePath, MAX_DOCKERFILE_BYTES);
   if (!bytes) {
     throw failedPrecondition(
       `could not find Dockerfile at ${JSON.stringify(paths.dockerfilePath)} in commit ${commit}`,
     );
   }
-  const ignorePath = paths.contextPath === '' ? '.dockerignore' : `${paths.contextPath}/.dockerignore`;
-  const ignore = await repo.readFile(commit, ignorePath, signal);
-  const entries = await repo.listTree(commit, paths.contextPath, signal);
+  const ignore = await read(
+    paths.contextPath === '' ? '.dockerignore' : `${paths.contextPath}/.dockerignore`,
+  );
   return {
     commit,
     ...paths,

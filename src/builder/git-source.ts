@@ -5,7 +5,7 @@
 // in the environment, never on a command line; only the allowed protocols are spoken.
 import { mkdir } from 'node:fs/promises';
 import { posix } from 'node:path';
-import { failedPrecondition, invalidArgument, notFound, unavailable } from '../errors.ts';
+import { errorKind, failedPrecondition, invalidArgument, notFound, unavailable } from '../errors.ts';
 import { CommandFailed, runCommand } from './command.ts';
 import type { ContextEntry } from './context-files.ts';
 
@@ -259,11 +259,9 @@ export class GitRepo {
       if (!rec) return undefined;
       const [mode, type, id] = rec.slice(0, rec.indexOf('\t')).split(' ') as [string, string, string];
       if (type !== 'blob') return undefined;
-      const size = Number((await this.git(this.dir('cat-file', '-s', id), signal)).trim());
-      if (size > maxBytes) throw invalidArgument(`${path} is larger than ${maxBytes} bytes`);
-      // runCommand decodes UTF-8: Dockerfiles, .dockerignore files and link targets are text.
-      const text = await this.git(this.dir('cat-file', 'blob', id), signal);
-      if (mode !== '120000') return Buffer.from(text, 'utf8');
+      const bytes = await this.readBlob(id, signal, maxBytes, path);
+      if (mode !== '120000') return bytes;
+      const text = bytes.toString('utf8');
       const target = posix.normalize(posix.join(posix.dirname(current), text));
       if (target.startsWith('../') || target === '..' || posix.isAbsolute(text)) {
         throw invalidArgument(`${path} is a symlink that leaves the repository`);
@@ -271,6 +269,17 @@ export class GitRepo {
       current = target;
     }
     throw invalidArgument(`${path}: too many levels of symbolic links`);
+  }
+
+  /** A blob's bytes (text: runCommand decodes UTF-8), refused past `maxBytes`. */
+  async readBlob(id: string, signal?: AbortSignal, maxBytes = 1 << 20, what = id): Promise<Buffer> {
+    try {
+      return Buffer.from(await this.git(this.dir('cat-file', 'blob', id), signal, maxBytes), 'utf8');
+    } catch (err) {
+      if (errorKind(err) === 'ResourceExhausted')
+        throw invalidArgument(`${what} is larger than ${maxBytes} bytes`);
+      throw err;
+    }
   }
 
   /** Writes the tree of `commit` into `workTree` (no .git there). */

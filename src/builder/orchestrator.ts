@@ -3,7 +3,7 @@
 // number of builds run, the rest wait in a queue and say so; each has a timeout; a caller leaving does not
 // stop a build; shutdown cancels builds and removes their work), Logs and ListBuilds.
 import { randomUUID } from 'node:crypto';
-import { mkdir, realpath, rm, writeFile } from 'node:fs/promises';
+import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
@@ -199,6 +199,7 @@ class Slots {
 }
 
 const SNAPSHOT_ENTRIES = 2_000_000;
+const FETCHED_KEEP_MS = 120_000;
 
 export class Builder {
   private readonly o: BuilderOptions;
@@ -212,6 +213,8 @@ export class Builder {
     sizeCalculation: (s) => s.entries.length + 1,
   });
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
+  /** Git directories fetched while planning, kept a little while for the build that usually follows. */
+  private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout }>();
 
   constructor(options: BuilderOptions) {
     this.o = options;
@@ -312,18 +315,40 @@ export class Builder {
     if (cached) return cached;
     // Shared by every request for this commit, so no one caller's cancel ends it (git's timeout bounds it).
     const loading = (async () => {
+      let keep = false;
       try {
         const fetched = await repo.fetch(commit);
         const snapshot = await readSnapshot(repo, fetched, paths);
         if (cacheKey) this.snapshots.set(cacheKey, snapshot);
+        keep = this.keepFetched(`${g.remoteUri}\0${fetched}`, dir);
         return snapshot;
       } finally {
-        await rm(dir, { recursive: true, force: true });
+        if (!keep) await rm(dir, { recursive: true, force: true });
         if (cacheKey) this.loadingSnapshots.delete(cacheKey);
       }
     })();
     if (cacheKey) this.loadingSnapshots.set(cacheKey, loading);
     return loading;
+  }
+
+  private keepFetched(key: string, dir: string): boolean {
+    if (this.fetched.has(key) || this.shutdown.signal.aborted) return false;
+    const timer = setTimeout(() => {
+      this.fetched.delete(key);
+      void rm(dir, { recursive: true, force: true });
+    }, FETCHED_KEEP_MS);
+    timer.unref();
+    this.fetched.set(key, { dir, timer });
+    return true;
+  }
+
+  /** A git directory planning already fetched for this commit (its `git` subdirectory), now the caller's. */
+  private takeFetched(remote: string, commit: string): string | undefined {
+    const entry = this.fetched.get(`${remote}\0${commit}`);
+    if (!entry) return undefined;
+    clearTimeout(entry.timer);
+    this.fetched.delete(`${remote}\0${commit}`);
+    return entry.dir;
   }
 
   // ----------------------------------------------------------------------------------------------
@@ -510,12 +535,18 @@ export class Builder {
       allowFileRemotes: this.o.allowFileRemotes,
       timeoutMs: this.o.gitTimeoutMs,
     });
-    log.line(`Fetching ${g.remoteUri} at ${d.snapshot.commit}`);
-    const commit = await repo.fetch(d.snapshot.commit, signal);
-    if (commit !== d.snapshot.commit) {
-      throw failedPrecondition(
-        `${g.remoteUri} moved from ${d.snapshot.commit} to ${commit} meanwhile; build again`,
-      );
+    const commit = d.snapshot.commit;
+    const handed = this.takeFetched(g.remoteUri, commit);
+    if (handed) {
+      await rename(join(handed, 'git'), repo.gitDir);
+      await rm(handed, { recursive: true, force: true });
+      log.line(`Using ${g.remoteUri} at ${commit}`);
+    } else {
+      log.line(`Fetching ${g.remoteUri} at ${commit}`);
+      const fetched = await repo.fetch(commit, signal);
+      if (fetched !== commit) {
+        throw failedPrecondition(`${g.remoteUri} moved from ${commit} to ${fetched} meanwhile; build again`);
+      }
     }
     const workspace = join(workDir, 'workspace');
     const checkout = join(workspace, repoPath(g.checkoutLocation, '', 'checkout_location'));
@@ -623,6 +654,11 @@ export class Builder {
   /** Cancels every build, waits for them to clean up, and removes buildah's leftover containers. */
   async close(): Promise<void> {
     this.shutdown.abort(unavailable('the builder is shutting down'));
+    for (const { dir, timer } of this.fetched.values()) {
+      clearTimeout(timer);
+      await rm(dir, { recursive: true, force: true });
+    }
+    this.fetched.clear();
     await Promise.allSettled([...this.active].map((b) => b.run));
     await this.o.engine
       .removeContainers?.()

@@ -11,6 +11,7 @@ import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/
 import { type SeedBuilderClient, seedBuilderClient } from '../helpers/builder-client.ts';
 import { createRepo, startGitDaemon, type TestRepo } from '../helpers/git-repo.ts';
 import { pushBusybox, skopeoInspect } from '../helpers/images.ts';
+import { runCommand, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -60,6 +61,8 @@ before(async () => {
         storageDriver: 'vfs',
         allowFileRemotes: true,
         secrets: ['hello v'],
+        // Every layer is over budget: the cache is emptied once builds are idle.
+        cacheMax: 1,
       },
       dir,
     ),
@@ -124,6 +127,20 @@ test('Build: running messages with BuildInfo and the reason, one final message, 
   const ref: string = first.responses.at(-1).ref;
   assert.match(ref, new RegExp(`^${reg.host}/workspace-images:[0-9a-f]{64}$`));
   await skopeoInspect(ref, { creds: { username: USER, password: PASSWORD } });
+  const storage = join(dir, 'state', 'buildah', 'storage');
+  const images = () =>
+    runCommand('buildah', [
+      '--root',
+      storage,
+      '--runroot',
+      join(dir, 'state', 'buildah', 'run'),
+      '--storage-driver',
+      'vfs',
+      'images',
+      '-q',
+      '--all',
+    ]);
+  await waitFor(async () => (await images()).trim() === '', 60_000);
 
   const logs = await client.call(address, 'Logs', { build_id: running.info.build_id });
   assert.equal(logs.code, 'OK');
