@@ -1,6 +1,6 @@
 // `strata facade`: the registry facade. Config file first, flags on top; JSON logs (one line per request
-// with request id, spec id, source, bytes and duration); graceful stop on SIGTERM/SIGINT (a second signal
-// exits at once).
+// with request id, spec id, source, bytes and duration); SIGHUP reloads the watched files; graceful stop on
+// SIGTERM/SIGINT (a second signal exits at once).
 
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
@@ -37,6 +37,8 @@ interface FacadeFlags {
   upstreamStallTimeout?: string;
   maxConnections?: string;
   maxConnectionsPerClient?: string;
+  htpasswd?: string;
+  shutdownGrace?: string;
   logLevel: string;
 }
 
@@ -62,6 +64,16 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
     c.connections.max = parseCount(flags.maxConnections, '--max-connections');
   if (flags.maxConnectionsPerClient !== undefined)
     c.connections.perClient = parseCount(flags.maxConnectionsPerClient, '--max-connections-per-client');
+  if (flags.shutdownGrace !== undefined)
+    c.shutdownGraceMs = parseSeconds(flags.shutdownGrace, '--shutdown-grace');
+  if (flags.htpasswd) {
+    c.auth = {
+      basicRealm: 'strata facade',
+      basicCacheMs: 60_000,
+      ...c.auth,
+      htpasswd: resolve(flags.htpasswd),
+    };
+  }
   return c;
 }
 
@@ -95,6 +107,10 @@ export function registerFacade(program: Command): void {
       'open client connections in all (default: half the open-file limit, less a reserve; at most 16384)',
     )
     .option('--max-connections-per-client <n>', 'open connections from one client address (default max/8)')
+    .option(
+      '--htpasswd <file>',
+      'require Basic credentials from this htpasswd file (bcrypt; reloaded on change)',
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (flags: FacadeFlags) => {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });
@@ -107,7 +123,14 @@ export function registerFacade(program: Command): void {
         process.exitCode = 1;
         return;
       }
+      // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
+      const onHup = () => {
+        logger.info('SIGHUP: reloading');
+        void app.reload();
+      };
+      process.on('SIGHUP', onHup);
       await runUntilSignalled(logger, 'facade', () => app.close());
+      process.off('SIGHUP', onHup);
       logger.info('facade stopped');
     });
 }

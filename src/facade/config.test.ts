@@ -84,3 +84,41 @@ test('byte sizes', () => {
   assert.throws(() => parseByteSize(-1, 'x'));
   assert.throws(() => parseByteSize('1 parsec', 'x'));
 });
+
+test('auth and shutdown: paths against the config dir, defaults, and what is wrong', () => {
+  const c = parseFacadeConfig(
+    `
+auth:
+  htpasswd: htpasswd
+  token: { realm: "https://auth.example/token", service: facade, issuer: me, keys: keys.pem }
+shutdownGraceSeconds: 5
+`,
+    '/etc/strata',
+  );
+  assert.deepEqual(c.auth, {
+    htpasswd: '/etc/strata/htpasswd',
+    basicRealm: 'strata facade',
+    basicCacheMs: 60_000,
+    token: {
+      realm: 'https://auth.example/token',
+      service: 'facade',
+      issuer: 'me',
+      keys: '/etc/strata/keys.pem',
+    },
+  });
+  assert.equal(c.shutdownGraceMs, 5000);
+  assert.equal(parseFacadeConfig('{}', '/').shutdownGraceMs, 25_000);
+  assert.equal(parseFacadeConfig('{}', '/').auth, undefined);
+  for (const [text, msg] of [
+    ['auth: {}', /auth: want htpasswd, token or both/],
+    [
+      'auth: { token: { realm: "ftp://x", service: s, issuer: i, keys: k } }',
+      /auth.token.realm: want an http/,
+    ],
+    ['auth: { token: { realm: "https://x" } }', /auth.token.service/],
+    ['auth: { htpasswd: h, users: [] }', /auth.users: unknown key/],
+    ['shutdownGraceSeconds: 0', /shutdownGraceSeconds: want a positive number/],
+  ] as const) {
+    assert.throws(() => parseFacadeConfig(text, '/'), msg);
+  }
+});

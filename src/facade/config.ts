@@ -25,6 +25,14 @@ export interface RemoteProviderConfig {
   tls?: { ca?: string; cert?: string; key?: string; serverName?: string };
 }
 
+/** Client authentication: Basic from an htpasswd file, Bearer tokens, or both (see ClientAuth). */
+export interface AuthConfig {
+  htpasswd?: string;
+  basicRealm: string;
+  basicCacheMs: number;
+  token?: { realm: string; service: string; issuer: string; keys: string };
+}
+
 export type StaticLayerConfig = { ref: string } | { file: string };
 
 export interface FacadeConfig {
@@ -32,6 +40,8 @@ export interface FacadeConfig {
   /** Repository-name prefix, normalised to '' or `a/b/`. */
   prefix: string;
   tls?: TlsFiles;
+  /** Unset: anyone may pull. */
+  auth?: AuthConfig;
   specProviders: {
     remote: RemoteProviderConfig[];
     fixedFile?: string;
@@ -50,6 +60,8 @@ export interface FacadeConfig {
   tagTtlMs: number;
   /** A blob fetch (registry or content-layer host) that receives no byte for this long fails. */
   upstreamStallMs: number;
+  /** On SIGTERM, requests in flight get this long to finish before they are cut. */
+  shutdownGraceMs: number;
   /** Client connection caps; unset ones are derived from the open-file limit at start. */
   connections: { max?: number; perClient?: number; headerTimeoutMs: number };
 }
@@ -170,6 +182,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'listen',
       'prefix',
       'tls',
+      'auth',
       'specProviders',
       'staticLayers',
       'dockerAuth',
@@ -181,6 +194,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'tagTtlSeconds',
       'upstreamStallTimeoutSeconds',
       'connections',
+      'shutdownGraceSeconds',
     ],
     '',
   );
@@ -203,6 +217,31 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     const t = obj(d.tls, 'tls');
     checkKeys(t, ['cert', 'key'], 'tls');
     tls = { cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
+  }
+
+  let auth: AuthConfig | undefined;
+  if (d.auth !== undefined && d.auth !== null) {
+    const a = obj(d.auth, 'auth');
+    checkKeys(a, ['htpasswd', 'basicRealm', 'basicCacheSeconds', 'token'], 'auth');
+    auth = {
+      htpasswd: optPath(a.htpasswd, 'auth.htpasswd'),
+      basicRealm: optStr(a.basicRealm, 'auth.basicRealm') ?? 'strata facade',
+      basicCacheMs: positive(a.basicCacheSeconds, 'auth.basicCacheSeconds', 60) * 1000,
+    };
+    if (a.token !== undefined && a.token !== null) {
+      const t = obj(a.token, 'auth.token');
+      checkKeys(t, ['realm', 'service', 'issuer', 'keys'], 'auth.token');
+      const realm = str(t.realm, 'auth.token.realm');
+      if (!URL.canParse(realm) || !/^https?:$/.test(new URL(realm).protocol))
+        fail('auth.token.realm', `want an http(s) URL, got ${JSON.stringify(realm)}`);
+      auth.token = {
+        realm,
+        service: str(t.service, 'auth.token.service'),
+        issuer: str(t.issuer, 'auth.token.issuer'),
+        keys: path(t.keys, 'auth.token.keys'),
+      };
+    }
+    if (!auth.htpasswd && !auth.token) fail('auth', 'want htpasswd, token or both');
   }
 
   const sp =
@@ -303,6 +342,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     listen,
     prefix,
     tls,
+    auth,
     specProviders: {
       remote,
       fixedFile: optPath(sp.fixedFile, 'specProviders.fixedFile'),
@@ -321,6 +361,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     upstreamStallMs:
       positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
     connections,
+    shutdownGraceMs: positive(d.shutdownGraceSeconds, 'shutdownGraceSeconds', 25) * 1000,
   };
 }
 

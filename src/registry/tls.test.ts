@@ -1,13 +1,12 @@
 // Extra CA certificates: a loopback registry speaking TLS with a self-signed certificate is trusted only
 // when its certificate is given. The server is a few lines of node:https on 127.0.0.1.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
 import { createServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { promisify } from 'node:util';
+import { makeSelfSignedCert } from '../../test/helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { errorKind } from '../errors.ts';
 import { RegistryClient } from './client.ts';
@@ -18,29 +17,13 @@ let close: () => Promise<void>;
 
 before(async () => {
   dir = await tempDir('registry-tls');
-  await promisify(execFile)(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=strata-test',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      join(dir, 'key.pem'),
-      '-out',
-      join(dir, 'cert.pem'),
-    ],
-    { timeout: 30_000 },
-  );
+  await makeSelfSignedCert({
+    keyFile: join(dir, 'key.pem'),
+    certFile: join(dir, 'cert.pem'),
+    cn: 'strata-test',
+    ip: '127.0.0.1',
+    days: 1,
+  });
   const server = createServer(
     { key: await readFile(join(dir, 'key.pem')), cert: await readFile(join(dir, 'cert.pem')) },
     (_req, res) => {

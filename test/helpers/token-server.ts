@@ -6,7 +6,7 @@ import { createPrivateKey, type KeyObject, randomUUID, sign, X509Certificate } f
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { runCommand } from './process.ts';
+import { makeSelfSignedCert } from './tls-cert.ts';
 
 /** One requested or granted scope: `type:name:actions`, e.g. `repository:team/app:pull,push`. */
 export interface ResourceScope {
@@ -280,27 +280,7 @@ async function readBody(req: IncomingMessage, limit: number): Promise<string | u
 export async function startTokenServer(opts: TokenServerOptions): Promise<TokenServer> {
   const keyFile = join(opts.dir, 'token-key.pem');
   const certFile = join(opts.dir, 'token-cert.pem');
-  await runCommand(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:prime256v1',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      certFile,
-      '-days',
-      '7',
-      '-subj',
-      '/CN=strata-test-token-issuer',
-    ],
-    { timeoutMs: 30_000 },
-  );
+  await makeSelfSignedCert({ keyFile, certFile, cn: 'strata-test-token-issuer' });
   const key = createPrivateKey(await readFile(keyFile));
   const certPem = await readFile(certFile, 'utf8');
 

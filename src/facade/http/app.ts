@@ -4,6 +4,7 @@
 // own store's gRPC SpecProvider endpoint. One close() undoes all of it.
 import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
+import type { Server as HttpsServer } from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip } from 'node:zlib';
 import type { Logger } from 'pino';
@@ -14,6 +15,7 @@ import { type Digest, Digester } from '../../oci/digest.ts';
 import { MediaType } from '../../oci/media-types.ts';
 import { RegistryClient } from '../../registry/client.ts';
 import { DockerConfigCredentials } from '../../registry/docker-config.ts';
+import { ClientAuth } from '../auth/client-auth.ts';
 import { BlobCache } from '../blobs/cache.ts';
 import {
   DirectLayerSource,
@@ -31,8 +33,10 @@ import { CachingSpecProvider, CompositeSpecProvider, type SpecProvider } from '.
 import { SpecStore } from '../providers/spec-store.ts';
 import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../service.ts';
 import { connectionLimits } from './connection-guard.ts';
+import { Drain } from './drain.ts';
 import { FacadeMetrics } from './metrics.ts';
 import { createFacadeHandler, listenFacade, type RunningServer } from './server.ts';
+import { type TlsPair, watchTlsFiles } from './tls-files.ts';
 
 export interface FacadeApp {
   url: string;
@@ -42,6 +46,8 @@ export interface FacadeApp {
   service: FacadeService;
   cache: BlobCache;
   metrics: FacadeMetrics;
+  /** Re-reads the watched files that changed (SIGHUP); bad versions are reported, the old ones stay. */
+  reload(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -99,6 +105,7 @@ export async function staticFileLayer(path: string): Promise<{ addition: Additio
 export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
   const { logger } = options;
   const undo: (() => Promise<void> | void)[] = [];
+  const reloaders: (() => Promise<void>)[] = [];
   const close = async () => {
     for (const u of undo.reverse()) {
       try {
@@ -185,6 +192,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         },
       });
       undo.push(() => fixed.close());
+      reloaders.push(() => fixed.reload());
       providers.set('fixed', fixed);
     }
     const allowHttpHost = plainHttpAllowed(config);
@@ -223,15 +231,51 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       );
     }
 
-    const tls = config.tls
-      ? { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) }
+    const reloadEvents = (what: string) => ({
+      onReload: () => {
+        metrics.reloads.inc({ what, result: 'ok' });
+        logger.info({ what }, 'reloaded');
+      },
+      onReloadError: (err: unknown) => {
+        metrics.reloads.inc({ what, result: 'refused' });
+        logger.warn({ err: messageOf(err) }, `${what} not reloaded, the previous version stays`);
+      },
+    });
+    let auth: ClientAuth | undefined;
+    if (config.auth) {
+      const a = await ClientAuth.open(config.auth, {
+        onReload: (what) => reloadEvents(what).onReload(),
+        onReloadError: (what, err) => reloadEvents(what).onReloadError(err),
+      });
+      auth = a;
+      undo.push(() => a.close());
+      reloaders.push(() => a.reload());
+    }
+    // Set once the server listens: a new certificate applies to connections made from then on.
+    let applyTls: ((pair: TlsPair) => void) | undefined;
+    const tlsEvents = reloadEvents('tls');
+    const tlsFiles = config.tls
+      ? await watchTlsFiles(config.tls, {
+          onReload: (pair) => {
+            applyTls?.(pair);
+            tlsEvents.onReload();
+          },
+          onReloadError: tlsEvents.onReloadError,
+        })
       : undefined;
+    if (tlsFiles) {
+      undo.push(() => tlsFiles.close());
+      reloaders.push(() => tlsFiles.refresh());
+    }
+    const drain = new Drain();
     const handler = createFacadeHandler({
       service,
       prefix: config.prefix,
       logger,
       metrics,
       registry: options.registry,
+      auth,
+      drain,
       ready: async () => {
         if (providers.size === 0) return { ready: false, reason: 'no spec provider configured' };
         if (!(await cache.writable()))
@@ -242,12 +286,21 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const connections = connectionLimits(config.connections);
     const server: RunningServer = await listenFacade(handler, {
       ...config.listen,
-      tls,
+      tls: tlsFiles?.value,
       connections,
       onConnectionDropped: (reason) => metrics.connectionsDropped.inc({ reason }),
     });
     metrics.openConnections = () => server.connections.size;
-    undo.push(() => server.close());
+    undo.push(async () => {
+      // Readiness goes false and new requests get 503 while the ones in flight finish (up to the deadline).
+      const inFlight = drain.inFlight;
+      if (inFlight > 0)
+        logger.info({ inFlight, graceMs: config.shutdownGraceMs }, 'draining requests in flight');
+      const cut = await drain.drain(config.shutdownGraceMs);
+      if (cut > 0) logger.warn({ cut }, 'shutdown deadline reached, cutting the requests still in flight');
+      await server.close(cut > 0 ? 0 : 1000);
+    });
+    applyTls = (pair) => (server.server as HttpsServer).setSecureContext(pair);
     logger.info(
       {
         url: server.url,
@@ -258,7 +311,10 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       },
       'facade listening',
     );
-    return { url: server.url, port: server.port, specProviderPort, service, cache, metrics, close };
+    const reload = async () => {
+      await Promise.all(reloaders.map((r) => r()));
+    };
+    return { url: server.url, port: server.port, specProviderPort, service, cache, metrics, reload, close };
   } catch (err) {
     await close();
     throw err;

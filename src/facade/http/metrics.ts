@@ -16,6 +16,7 @@ export class FacadeMetrics implements FacadeObserver {
   readonly cacheBytes: Gauge;
   readonly compositions: Counter;
   readonly fixedSpecLoads: Counter<'result'>;
+  readonly reloads: Counter<'what' | 'result'>;
   readonly connectionsDropped: Counter<'reason'>;
   readonly connections: Gauge;
   /** Set once the server listens: the number of open client connections. */
@@ -91,6 +92,12 @@ export class FacadeMetrics implements FacadeObserver {
       name: 'strata_facade_fixed_spec_loads_total',
       help: 'Loads of the fixed-spec file, by result (ok, or refused: the specs loaded before stay)',
       labelNames: ['result'],
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'strata_facade_reloads_total',
+      help: 'Reloads of watched files (htpasswd, token keys, TLS certificate) by result (ok, or refused: the previous version stays)',
+      labelNames: ['what', 'result'],
       registers,
     });
     this.connectionsDropped = new Counter({

@@ -19,8 +19,10 @@ import type { Registry } from 'prom-client';
 import { FileRange } from '../../content/file-range.ts';
 import { errorKind, messageOf, unavailable } from '../../errors.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
+import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
 import type { FacadeService } from '../service.ts';
 import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
+import type { Drain } from './drain.ts';
 import type { FacadeMetrics } from './metrics.ts';
 import { accepts, parseRange } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
@@ -39,6 +41,10 @@ export interface FacadeHttpOptions {
   metrics: FacadeMetrics;
   registry: Registry;
   ready: () => Promise<Readiness>;
+  /** Graceful shutdown: while draining, new requests get 503 and readiness is false. */
+  drain?: Drain;
+  /** Client authentication for /v2/ (unset: anyone may pull). */
+  auth?: { authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> };
 }
 
 const API_VERSION = 'registry/2.0';
@@ -47,6 +53,7 @@ const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
 interface RequestLog {
   route: string;
+  user?: string;
   provider?: string;
   id?: string;
   source?: string;
@@ -73,9 +80,11 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
   const log: RequestLog = { route: 'unknown', bytes: 0 };
   const abort = new AbortController();
   o.metrics.inFlight.inc();
+  const leave = o.drain?.enter();
   res.once('close', () => {
     if (!res.writableFinished) abort.abort(unavailable('client went away'));
     o.metrics.inFlight.dec();
+    leave?.();
     o.metrics.requests.inc({ route: log.route, method, status: String(res.statusCode) });
     const seconds = (performance.now() - started) / 1000;
     o.metrics.duration.observe({ route: log.route }, seconds);
@@ -98,11 +107,18 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
     if (pathname.startsWith('/v2')) res.setHeader('docker-distribution-api-version', API_VERSION);
     const route: Route = parseRoute(pathname, o.prefix);
     log.route = route.kind;
+    if (o.drain?.draining && route.kind !== 'healthz' && route.kind !== 'metrics') {
+      res.setHeader('connection', 'close');
+      if (route.kind === 'readyz')
+        return sendJson(res, method, 503, '{"ready":false,"reason":"shutting down"}');
+      throw new OciHttpError(503, 'UNAVAILABLE', 'the facade is shutting down; try again');
+    }
     if (route.kind === 'manifest' || route.kind === 'blob') {
       kind = route.kind;
       log.provider = route.name.provider;
       log.id = route.name.id;
     }
+    if (o.auth && pathname.startsWith('/v2')) await authorize(o.auth, req, res, route, log);
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
     }
@@ -143,6 +159,25 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
     log.error = messageOf(err);
     sendError(o, res, method, err, kind);
   }
+}
+
+/** Throws the 401/403 answer (with its challenges set on `res`) unless the request may go on. */
+async function authorize(
+  auth: NonNullable<FacadeHttpOptions['auth']>,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: Route,
+  log: RequestLog,
+): Promise<void> {
+  const repository = 'repository' in route ? route.repository : undefined;
+  const need: AuthNeed | undefined = repository ? { repository, action: 'pull' } : undefined;
+  const d = await auth.authorize(req.headers.authorization, need);
+  if (d.ok) {
+    log.user = d.user;
+    return;
+  }
+  if (d.challenges.length > 0) res.setHeader('www-authenticate', d.challenges);
+  throw new OciHttpError(d.status, d.code, d.message, d.detail);
 }
 
 function pathOf(url: string | undefined): string {

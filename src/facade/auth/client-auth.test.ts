@@ -1,0 +1,200 @@
+import assert from 'node:assert/strict';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import bcrypt from 'bcryptjs';
+import { SignJWT } from 'jose';
+import { type AuthDecision, ClientAuth, type ClientAuthConfig } from './client-auth.ts';
+import { parseHtpasswd } from './htpasswd.ts';
+
+let dir: string;
+const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+const basic = (user: string, password: string) =>
+  `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+const need = { repository: 'remote/ws1', action: 'pull' as const };
+
+before(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'strata-auth-test-'));
+  await writeFile(join(dir, 'htpasswd'), `# users\nalice:${bcrypt.hashSync('wonderland', 4)}\n`);
+  await writeFile(join(dir, 'key.pem'), ec.publicKey.export({ type: 'spki', format: 'pem' }));
+});
+after(() => rm(dir, { recursive: true, force: true }));
+
+function config(over: Partial<ClientAuthConfig> = {}): ClientAuthConfig {
+  return {
+    basicRealm: 'strata facade',
+    basicCacheMs: 60_000,
+    htpasswd: join(dir, 'htpasswd'),
+    token: {
+      realm: 'http://127.0.0.1:1/token',
+      service: 'facade',
+      issuer: 'issuer',
+      keys: join(dir, 'key.pem'),
+    },
+    ...over,
+  };
+}
+
+async function token(
+  claims: Record<string, unknown>,
+  opts: { key?: typeof ec.privateKey; exp?: number; iss?: string; aud?: string } = {},
+) {
+  const now = Math.floor(Date.now() / 1000);
+  return new SignJWT(claims)
+    .setProtectedHeader({ alg: 'ES256' })
+    .setIssuer(opts.iss ?? 'issuer')
+    .setAudience(opts.aud ?? 'facade')
+    .setIssuedAt(now)
+    .setExpirationTime(opts.exp ?? now + 300)
+    .sign(opts.key ?? ec.privateKey);
+}
+
+const pull = (name: string) => ({ access: [{ type: 'repository', name, actions: ['pull'] }] });
+
+function refused(d: AuthDecision, status: number): Extract<AuthDecision, { ok: false }> {
+  assert.equal(d.ok, false);
+  if (d.ok) throw new Error('unreachable');
+  assert.equal(d.status, status);
+  return d;
+}
+
+test('htpasswd: bcrypt only, one line per user, mistakes named by line', () => {
+  assert.equal(parseHtpasswd(`a:${bcrypt.hashSync('x', 4)}\n\n# c\n`, 'f').size, 1);
+  assert.throws(() => parseHtpasswd('a:$apr1$abc$def\n', 'f'), /f:1: user a: only bcrypt/);
+  assert.throws(() => parseHtpasswd('nocolon\n', 'f'), /f:1: want user:hash/);
+  const h = bcrypt.hashSync('x', 4);
+  assert.throws(() => parseHtpasswd(`a:${h}\na:${h}\n`, 'f'), /f:2: user a appears twice/);
+});
+
+test('Basic: right password passes, wrong password and unknown user get 401 with both challenges', async () => {
+  const auth = await ClientAuth.open(config());
+  try {
+    assert.deepEqual(await auth.authorize(basic('alice', 'wonderland'), need), { ok: true, user: 'alice' });
+    // Cached: the second check is answered without bcrypt, and still only for the right password.
+    assert.deepEqual(await auth.authorize(basic('alice', 'wonderland'), need), { ok: true, user: 'alice' });
+    const wrong = refused(await auth.authorize(basic('alice', 'nope'), need), 401);
+    assert.equal(wrong.code, 'UNAUTHORIZED');
+    assert.deepEqual(wrong.challenges, [
+      'Bearer realm="http://127.0.0.1:1/token",service="facade",scope="repository:remote/ws1:pull"',
+      'Basic realm="strata facade",charset="UTF-8"',
+    ]);
+    refused(await auth.authorize(basic('bob', 'wonderland'), need), 401);
+    refused(await auth.authorize('Basic !!!', need), 401);
+  } finally {
+    auth.close();
+  }
+});
+
+test('no credentials: 401; the API root is challenged without a scope', async () => {
+  const auth = await ClientAuth.open(config({ htpasswd: undefined }));
+  try {
+    const d = refused(await auth.authorize(undefined, undefined), 401);
+    assert.deepEqual(d.challenges, ['Bearer realm="http://127.0.0.1:1/token",service="facade"']);
+    assert.equal(d.detail, undefined);
+    // Basic is not configured: Basic credentials are refused and only Bearer is offered.
+    const b = refused(await auth.authorize(basic('alice', 'wonderland'), need), 401);
+    assert.equal(b.challenges.length, 1);
+    assert.match(b.message, /Bearer credentials are accepted here/);
+  } finally {
+    auth.close();
+  }
+});
+
+test('Bearer: the granted repository passes; another repository is 403 DENIED', async () => {
+  const auth = await ClientAuth.open(config());
+  try {
+    assert.deepEqual(
+      await auth.authorize(`Bearer ${await token({ sub: 'u', ...pull('remote/ws1') })}`, need),
+      {
+        ok: true,
+        user: 'u',
+      },
+    );
+    // Any valid token opens the API root.
+    assert.equal((await auth.authorize(`Bearer ${await token({ access: [] })}`, undefined)).ok, true);
+    const d = refused(await auth.authorize(`Bearer ${await token(pull('remote/ws2'))}`, need), 403);
+    assert.equal(d.code, 'DENIED');
+    assert.match(d.challenges[0]!, /scope="repository:remote\/ws1:pull",error="insufficient_scope"$/);
+    assert.deepEqual(d.detail, [{ Type: 'repository', Name: 'remote/ws1', Action: 'pull' }]);
+    // Push is not pull.
+    const push = { access: [{ type: 'repository', name: 'remote/ws1', actions: ['push'] }] };
+    refused(await auth.authorize(`Bearer ${await token(push)}`, need), 403);
+  } finally {
+    auth.close();
+  }
+});
+
+test('Bearer: expired, wrong issuer, wrong audience, other key, HS256 and garbage are 401 invalid_token', async () => {
+  const auth = await ClientAuth.open(config());
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const expired = refused(
+      await auth.authorize(`Bearer ${await token(pull('remote/ws1'), { exp: now - 120 })}`, need),
+      401,
+    );
+    assert.match(expired.message, /expired/);
+    assert.match(expired.challenges[0]!, /error="invalid_token"/);
+    for (const t of [
+      await token(pull('remote/ws1'), { iss: 'someone else' }),
+      await token(pull('remote/ws1'), { aud: 'another service' }),
+      await token(pull('remote/ws1'), { key: other.privateKey }),
+      await new SignJWT(pull('remote/ws1'))
+        .setProtectedHeader({ alg: 'HS256' })
+        .setIssuer('issuer')
+        .setAudience('facade')
+        .setExpirationTime('5m')
+        .sign(new TextEncoder().encode('a shared secret that is long enough')),
+      'not.a.jwt',
+    ]) {
+      refused(await auth.authorize(`Bearer ${t}`, need), 401);
+    }
+  } finally {
+    auth.close();
+  }
+});
+
+test('a JWKS file works as the key source; a bad key file is refused at start', async () => {
+  const jwks = join(dir, 'jwks.json');
+  await writeFile(
+    jwks,
+    JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), alg: 'ES256' }] }),
+  );
+  const auth = await ClientAuth.open(config({ token: { ...config().token!, keys: jwks } }));
+  try {
+    assert.equal((await auth.authorize(`Bearer ${await token(pull('remote/ws1'))}`, need)).ok, true);
+  } finally {
+    auth.close();
+  }
+  const bad = join(dir, 'bad.pem');
+  await writeFile(bad, ec.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+  await assert.rejects(ClientAuth.open(config({ token: { ...config().token!, keys: bad } })), /private key/);
+});
+
+test('an htpasswd edit applies on reload; a bad edit keeps the old users', async () => {
+  const file = join(dir, 'htpasswd-reload');
+  await writeFile(file, `alice:${bcrypt.hashSync('one', 4)}\n`);
+  const errors: string[] = [];
+  const auth = await ClientAuth.open(config({ htpasswd: file }), {
+    onReloadError: (what, err) => errors.push(`${what}: ${String(err)}`),
+  });
+  try {
+    assert.equal((await auth.authorize(basic('alice', 'one'), need)).ok, true);
+    await writeFile(file, `alice:${bcrypt.hashSync('two', 4)}\n`);
+    await new Promise((r) => setTimeout(r, 150));
+    await auth.reload();
+    // The cached success was for the old hash: it no longer counts.
+    assert.equal((await auth.authorize(basic('alice', 'one'), need)).ok, false);
+    assert.equal((await auth.authorize(basic('alice', 'two'), need)).ok, true);
+    await writeFile(file, 'alice:$apr1$x$y\n');
+    await new Promise((r) => setTimeout(r, 150));
+    await auth.reload();
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /htpasswd: .*only bcrypt/);
+    assert.equal((await auth.authorize(basic('alice', 'two'), need)).ok, true);
+  } finally {
+    auth.close();
+  }
+});

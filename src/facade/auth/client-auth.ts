@@ -1,0 +1,178 @@
+// Who may pull from the facade: Basic credentials from an htpasswd file, Bearer tokens from a token server,
+// or either. Decides from the Authorization header's text and what is asked for (a repository to pull, or
+// just the API root), and says which challenges to send back: the `WWW-Authenticate` values registries
+// send (Bearer realm/service/scope as docker distribution's token specification has them, Basic realm).
+// No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED or 403 DENIED answer.
+import { WatchedFiles } from '../watched-files.ts';
+import { HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
+import { grants, parseTokenKeys, type TokenKeys, verifyToken } from './token.ts';
+
+export interface ClientAuthConfig {
+  /** htpasswd file of bcrypt hashes: Basic credentials are accepted. */
+  htpasswd?: string;
+  /** The realm named in Basic challenges. */
+  basicRealm: string;
+  /** Bearer tokens are accepted. */
+  token?: {
+    /** The token server's URL, sent in the challenge. */
+    realm: string;
+    /** The facade's service name: sent in the challenge, required as the tokens' audience. */
+    service: string;
+    issuer: string;
+    /** PEM public keys or certificates, or a JWKS document. */
+    keys: string;
+  };
+  /** How long a successful password check is remembered (bcrypt is slow by design). */
+  basicCacheMs: number;
+}
+
+/** What a request asks for: pulling from a repository, or nothing in particular (the API root). */
+export interface AuthNeed {
+  repository: string;
+  action: 'pull';
+}
+
+export type AuthDecision =
+  | { ok: true; user: string }
+  | {
+      ok: false;
+      status: 401 | 403;
+      code: 'UNAUTHORIZED' | 'DENIED';
+      message: string;
+      /** `WWW-Authenticate` values, preferred first. */
+      challenges: string[];
+      detail?: unknown;
+    };
+
+export interface ClientAuthEvents {
+  onReload?: (what: 'htpasswd' | 'token-keys') => void;
+  onReloadError?: (what: 'htpasswd' | 'token-keys', err: unknown) => void;
+}
+
+const quote = (s: string): string => `"${s.replace(/["\\]/g, '\\$&')}"`;
+
+export class ClientAuth {
+  private readonly config: ClientAuthConfig;
+  private readonly htpasswd: WatchedFiles<Map<string, string>> | undefined;
+  private readonly keys: WatchedFiles<TokenKeys> | undefined;
+  private readonly checker: HtpasswdChecker | undefined;
+
+  private constructor(
+    config: ClientAuthConfig,
+    htpasswd: WatchedFiles<Map<string, string>> | undefined,
+    keys: WatchedFiles<TokenKeys> | undefined,
+  ) {
+    this.config = config;
+    this.htpasswd = htpasswd;
+    this.keys = keys;
+    if (htpasswd) this.checker = new HtpasswdChecker(() => htpasswd.value, { cacheMs: config.basicCacheMs });
+  }
+
+  /** Reads the htpasswd and key files (an error if they are bad) and watches them for changes. */
+  static async open(config: ClientAuthConfig, events: ClientAuthEvents = {}): Promise<ClientAuth> {
+    const watchOptions = (kind: 'htpasswd' | 'token-keys', what: string) => ({
+      what,
+      onReload: () => events.onReload?.(kind),
+      onReloadError: (err: unknown) => events.onReloadError?.(kind, err),
+    });
+    let htpasswd: WatchedFiles<Map<string, string>> | undefined;
+    try {
+      if (config.htpasswd) {
+        const what = `htpasswd ${config.htpasswd}`;
+        htpasswd = await WatchedFiles.open([config.htpasswd], {
+          ...watchOptions('htpasswd', what),
+          parse: ([b]) => parseHtpasswd(b!.toString('utf8'), what),
+        });
+      }
+      const token = config.token;
+      const keys = token
+        ? await WatchedFiles.open([token.keys], {
+            ...watchOptions('token-keys', `token keys ${token.keys}`),
+            parse: ([b]) => parseTokenKeys(b!, `token keys ${token.keys}`),
+          })
+        : undefined;
+      return new ClientAuth(config, htpasswd, keys);
+    } catch (err) {
+      htpasswd?.close();
+      throw err;
+    }
+  }
+
+  /** Re-reads the files that changed (SIGHUP); a bad version is reported and the old one stays. */
+  async reload(): Promise<void> {
+    await Promise.all([this.htpasswd?.refresh(), this.keys?.refresh()]);
+  }
+
+  close(): void {
+    this.htpasswd?.close();
+    this.keys?.close();
+  }
+
+  async authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> {
+    const m = authorization === undefined ? null : /^\s*(\S+)\s+(\S+)\s*$/.exec(authorization);
+    const scheme = m?.[1]?.toLowerCase();
+    const credentials = m?.[2] ?? '';
+    if (scheme === 'basic' && this.checker) return this.basic(credentials, need);
+    if (scheme === 'bearer' && this.keys) return this.bearer(credentials, need);
+    const message =
+      authorization === undefined
+        ? 'authentication required'
+        : `authentication required: ${this.schemes()} credentials are accepted here`;
+    return this.refuse(401, message, need);
+  }
+
+  private schemes(): string {
+    return [this.keys ? 'Bearer' : '', this.checker ? 'Basic' : ''].filter((s) => s !== '').join(' or ');
+  }
+
+  private async basic(credentials: string, need: AuthNeed | undefined): Promise<AuthDecision> {
+    const text = Buffer.from(credentials, 'base64').toString('utf8');
+    const colon = text.indexOf(':');
+    const user = colon < 0 ? '' : text.slice(0, colon);
+    if (colon < 0 || !(await this.checker!.check(user, text.slice(colon + 1)))) {
+      return this.refuse(401, 'invalid username or password', need);
+    }
+    // htpasswd users may pull every repository.
+    return { ok: true, user };
+  }
+
+  private async bearer(token: string, need: AuthNeed | undefined): Promise<AuthDecision> {
+    const t = this.config.token!;
+    const r = await verifyToken(token, this.keys!.value, { issuer: t.issuer, service: t.service });
+    if (!r.ok) return this.refuse(401, `invalid token: ${r.reason}`, need, 'invalid_token');
+    if (need && !grants(r.access, need.repository, need.action)) {
+      return this.refuse(
+        403,
+        `the token does not grant ${need.action} on repository ${need.repository}`,
+        need,
+        'insufficient_scope',
+      );
+    }
+    return { ok: true, user: r.subject };
+  }
+
+  private refuse(
+    status: 401 | 403,
+    message: string,
+    need: AuthNeed | undefined,
+    bearerError?: 'invalid_token' | 'insufficient_scope',
+  ): AuthDecision {
+    const challenges: string[] = [];
+    const t = this.config.token;
+    if (t) {
+      const parts = [`realm=${quote(t.realm)}`, `service=${quote(t.service)}`];
+      if (need) parts.push(`scope=${quote(`repository:${need.repository}:${need.action}`)}`);
+      if (bearerError) parts.push(`error=${quote(bearerError)}`);
+      challenges.push(`Bearer ${parts.join(',')}`);
+    }
+    if (this.checker) challenges.push(`Basic realm=${quote(this.config.basicRealm)},charset="UTF-8"`);
+    return {
+      ok: false,
+      status,
+      code: status === 401 ? 'UNAUTHORIZED' : 'DENIED',
+      message,
+      challenges,
+      detail: need ? [{ Type: 'repository', Name: need.repository, Action: need.action }] : undefined,
+    };
+  }
+}

@@ -1,0 +1,86 @@
+// Basic credentials checked against an htpasswd file of bcrypt hashes (`user:$2y$…`, what
+// `htpasswd -B` writes and docker-registry reads). bcrypt is slow by design, so a successful check is
+// remembered for a short while (keyed by a hash of user, password and stored hash: a changed password or
+// file invalidates it), and at most a few checks run at once with a bounded queue behind them, so a flood
+// of wrong passwords costs the service a bounded share of its CPU.
+import { createHash } from 'node:crypto';
+import bcrypt from 'bcryptjs';
+import { LRUCache } from 'lru-cache';
+import { invalidArgument, resourceExhausted } from '../../errors.ts';
+
+const MAX_USERS = 100_000;
+const CHECKS_AT_ONCE = 2;
+const MAX_WAITING = 256;
+
+/** user → bcrypt hash. Other hash schemes (MD5 `$apr1$`, SHA1, crypt) are refused, as docker-registry does. */
+export function parseHtpasswd(text: string, where: string): Map<string, string> {
+  const users = new Map<string, string>();
+  const lines = text.split(/\r?\n/);
+  for (let i = 0; i < lines.length; i++) {
+    const line = lines[i]!.trim();
+    if (line === '' || line.startsWith('#')) continue;
+    const colon = line.indexOf(':');
+    if (colon <= 0) throw invalidArgument(`${where}:${i + 1}: want user:hash`);
+    const user = line.slice(0, colon);
+    const hash = line.slice(colon + 1);
+    if (!/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) {
+      throw invalidArgument(`${where}:${i + 1}: user ${user}: only bcrypt hashes are accepted (htpasswd -B)`);
+    }
+    if (users.has(user)) throw invalidArgument(`${where}:${i + 1}: user ${user} appears twice`);
+    users.set(user, hash);
+    if (users.size > MAX_USERS) throw invalidArgument(`${where}: more than ${MAX_USERS} users`);
+  }
+  return users;
+}
+
+export interface HtpasswdCheckerOptions {
+  /** How long a successful check is remembered (default 60 s). */
+  cacheMs?: number;
+  cacheEntries?: number;
+}
+
+export class HtpasswdChecker {
+  private readonly users: () => Map<string, string>;
+  private readonly recent: LRUCache<string, true>;
+  private running = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  /** `users` gives the current user → hash map (the file may be reloaded between calls). */
+  constructor(users: () => Map<string, string>, options: HtpasswdCheckerOptions = {}) {
+    this.users = users;
+    this.recent = new LRUCache({ max: options.cacheEntries ?? 10_000, ttl: options.cacheMs ?? 60_000 });
+  }
+
+  /** Whether the password is the user's; throws ResourceExhausted when too many checks are queued. */
+  async check(user: string, password: string): Promise<boolean> {
+    const hash = this.users().get(user);
+    if (hash === undefined) return false;
+    const key = createHash('sha256').update(`${user}\0${password}\0${hash}`).digest('base64');
+    if (this.recent.get(key)) return true;
+    await this.turn();
+    try {
+      const ok = await bcrypt.compare(password, hash);
+      if (ok) this.recent.set(key, true);
+      return ok;
+    } finally {
+      this.running--;
+      this.waiting.shift()?.();
+    }
+  }
+
+  private turn(): Promise<void> {
+    if (this.running < CHECKS_AT_ONCE) {
+      this.running++;
+      return Promise.resolve();
+    }
+    if (this.waiting.length >= MAX_WAITING) {
+      return Promise.reject(resourceExhausted('too many password checks waiting; try again'));
+    }
+    return new Promise((resolve) => {
+      this.waiting.push(() => {
+        this.running++;
+        resolve();
+      });
+    });
+  }
+}

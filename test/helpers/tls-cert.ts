@@ -1,0 +1,19 @@
+// A self-signed P-256 certificate and its key, made with openssl, for loopback TLS servers and token issuers.
+import { runCommand } from './process.ts';
+
+export interface SelfSignedOptions {
+  keyFile: string;
+  certFile: string;
+  /** Subject common name. */
+  cn: string;
+  /** An IP subject alternative name (e.g. 127.0.0.1), for servers clients verify. */
+  ip?: string;
+  days?: number;
+}
+
+export async function makeSelfSignedCert(o: SelfSignedOptions): Promise<void> {
+  const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  args.push('-keyout', o.keyFile, '-out', o.certFile, '-days', String(o.days ?? 7), '-subj', `/CN=${o.cn}`);
+  if (o.ip) args.push('-addext', `subjectAltName=IP:${o.ip}`);
+  await runCommand('openssl', args, { timeoutMs: 30_000 });
+}
