@@ -190,6 +190,28 @@ test('Build: running messages with BuildInfo and the reason, one final message, 
   assert.ok(list.responses[0].builds.every((b: { status: string }) => b.status === 'done_success'));
 });
 
+test('registry credentials follow the request policy: selective without the registry gets none, additional gives its own', async () => {
+  const selective = { selective: { allow_baserep: false, allow_workspacerep: false, any_of: ['docker.io'] } };
+  const denied = await client.call(address, 'Build', { source: fileSource(repo.url), auth: selective });
+  assert.equal(denied.code, 'UNAUTHENTICATED', JSON.stringify(denied));
+  const own = {
+    ...selective,
+    additional: { [reg.host]: Buffer.from(`${USER}:${PASSWORD}`).toString('base64') },
+  };
+  const allowed = await client.call(address, 'Build', { source: fileSource(repo.url), auth: own });
+  assert.deepEqual(
+    allowed.responses.map((r) => r.status),
+    ['done_success'],
+    JSON.stringify(allowed),
+  );
+  const anyOf = { selective: { any_of: [reg.host] } };
+  const listed = await client.call(address, 'ResolveBaseImage', {
+    ref: `${reg.host}/library/busybox`,
+    auth: anyOf,
+  });
+  assert.equal(listed.code, 'OK', 'a registry in any_of gets the installation credentials');
+});
+
 test('a failing RUN: done_failure with the step and its last output, nothing pushed', async () => {
   const r = await client.call(address, 'Build', {
     source: fileSource(repo.url, 'repo/fail/Dockerfile', 'repo/fail'),
