@@ -9,6 +9,7 @@ import { after, before, test } from 'node:test';
 import { pino } from 'pino';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { type SeedBuilderClient, seedBuilderClient } from '../helpers/builder-client.ts';
+import { startGitHttp } from '../helpers/git-http.ts';
 import { createRepo, startGitDaemon, type TestRepo } from '../helpers/git-repo.ts';
 import { pushBusybox, skopeoInspect } from '../helpers/images.ts';
 import { runCommand, waitFor } from '../helpers/process.ts';
@@ -245,4 +246,43 @@ test('git:// remotes through git daemon; a ref source is copied registry to regi
   assert.equal(copied.Digest, last.base_ref.split('@')[1]);
   const logs = await client.call(address, 'Logs', { build_id: last.info.build_id });
   assert.match(logs.responses.map((x) => x.content).join(''), /mounted/);
+});
+
+test('http:// remotes with BASIC_AUTH: the credentials are used for git and appear in no log', async (t) => {
+  const gitAuth = { username: 'gituser', password: `git-${randomBytes(6).toString('hex')}` };
+  const http = await startGitHttp(join(dir, 'repos'), t, gitAuth);
+  const source = (config?: object) => ({
+    file: {
+      source: {
+        git: {
+          remote_uri: http.url('app'),
+          target_mode: 'REMOTE_BRANCH',
+          clone_taget: 'main',
+          checkout_location: 'repo',
+          ...(config && { config }),
+        },
+      },
+      dockerfile_path: 'repo/Dockerfile',
+      context_path: 'repo',
+    },
+  });
+  const anonymous = await client.call(address, 'Build', { source: source(), auth: ALL });
+  assert.equal(anonymous.code, 'UNAVAILABLE', JSON.stringify(anonymous));
+  const config = {
+    authentication: 'BASIC_AUTH',
+    auth_user: gitAuth.username,
+    auth_password: gitAuth.password,
+  };
+  const built = await client.call(address, 'Build', {
+    source: source(config),
+    auth: ALL,
+    force_rebuild: true,
+  });
+  const last = built.responses.at(-1);
+  assert.equal(last.status, 'done_success', JSON.stringify(built.responses));
+  assert.match(built.responses[0].message, /force_rebuild/);
+  const logs = await client.call(address, 'Logs', { build_id: last.info.build_id });
+  const text = logs.responses.map((r) => r.content).join('');
+  assert.match(text, /Fetching|Using/);
+  assert.ok(!text.includes(gitAuth.password));
 });
