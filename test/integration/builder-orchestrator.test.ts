@@ -2,10 +2,14 @@
 // that timing is under the test's control: joined builds, callers hanging up, force_rebuild, the queue,
 // the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would.
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
+import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
+import { callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
 import type { BuildEngine, BuildRequestSpec, BuildUpdate } from '../../src/builder/orchestrator.ts';
 import { NO_AUTH } from '../../src/builder/registry-auth.ts';
@@ -15,6 +19,8 @@ import { copyImage } from '../../src/registry/copy.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { createRepo, type TestRepo } from '../helpers/git-repo.ts';
 import { pushBusybox } from '../helpers/images.ts';
+import { freePort } from '../helpers/ports.ts';
+import { runCommand } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -217,4 +223,67 @@ test('a build past its timeout fails; shutdown cancels builds and removes their 
   assert.match(updates.at(-1)?.message ?? '', /shut down/);
   assert.deepEqual(await readdir(work), [], 'work dirs removed');
   await assert.rejects(all(b2.builder.build(request('b'))), /shutting down/);
+});
+
+test('TLS on request; health and Prometheus metrics served', async () => {
+  const cert = join(dir, 'tls.crt');
+  const key = join(dir, 'tls.key');
+  await runCommand('openssl', [
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-addext',
+    'subjectAltName=IP:127.0.0.1',
+    '-keyout',
+    key,
+    '-out',
+    cert,
+  ]);
+  const metricsPort = await freePort();
+  const b = await start('tls', new GatedEngine(), {
+    tls: { cert, key },
+    metrics: `127.0.0.1:${metricsPort}`,
+  });
+  const secure = new grpc.Client(`127.0.0.1:${b.port}`, grpc.credentials.createSsl(await readFile(cert)));
+  const plain = createClient(`127.0.0.1:${b.port}`);
+  try {
+    const check = healthService.Check;
+    assert.ok(check);
+    const health = await new Promise<{ status: string }>((resolve, reject) =>
+      secure.makeUnaryRequest(
+        check.path,
+        check.requestSerialize,
+        (buf: Buffer) => check.responseDeserialize(buf) as { status: string },
+        { service: 'builder.ImageBuilder' },
+        new grpc.Metadata(),
+        { deadline: Date.now() + 10_000 },
+        (err, value) => (err || !value ? reject(err) : resolve(value)),
+      ),
+    );
+    assert.equal(health.status, 'SERVING');
+    assert.deepEqual((await callUnary(secure, ImageBuilder.method.listBuilds, {})).builds, []);
+    await assert.rejects(callUnary(plain, ImageBuilder.method.listBuilds, {}, { timeoutMs: 3000 }));
+    const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    for (const name of [
+      'strata_builder_builds_started_total',
+      'strata_builder_builds_done_total',
+      'strata_builder_build_duration_seconds',
+      'strata_builder_joined_requests_total',
+      'strata_builder_queue_length',
+    ]) {
+      assert.match(metrics, new RegExp(`^# TYPE ${name} `, 'm'));
+    }
+  } finally {
+    secure.close();
+    plain.close();
+    await b.close();
+  }
 });
