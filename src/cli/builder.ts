@@ -4,8 +4,8 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
-import { parseListen } from '../facade/config.ts';
 import { type BuilderConfig, builderConfigFrom, loadBuilderConfig, startBuilder } from '../server/builder.ts';
+import { parseListen } from '../server/facade-config.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface BuilderFlags {

@@ -7,6 +7,9 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { messageOf } from '../errors.ts';
+import { normalizePrefix } from '../facade/http/route.ts';
+import { parsePlatform } from '../oci/platform.ts';
+import { startFacade } from '../server/facade.ts';
 import {
   type FacadeConfig,
   facadeConfigFrom,
@@ -15,10 +18,7 @@ import {
   parseCount,
   parseListen,
   parseSeconds,
-} from '../facade/config.ts';
-import { startFacade } from '../facade/http/app.ts';
-import { normalizePrefix } from '../facade/http/route.ts';
-import { parsePlatform } from '../oci/platform.ts';
+} from '../server/facade-config.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface FacadeFlags {

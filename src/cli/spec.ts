@@ -6,14 +6,11 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { parse as parseYaml } from 'yaml';
-import { createGrpcServer } from '../api/grpc/server.ts';
+import { specFromJson, specToJson } from '../api/convert/image-spec.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
-import { parseListen } from '../facade/config.ts';
-import { GrpcSpecProvider } from '../facade/providers/grpc-provider.ts';
-import { specProviderService } from '../facade/providers/grpc-server.ts';
-import { specFromJson, specToJson } from '../facade/providers/proto.ts';
-import { SpecStore } from '../facade/providers/spec-store.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
+import { parseListen } from '../server/facade-config.ts';
+import { openSpecStore, remoteSpecProvider, serveSpecStore } from '../server/spec-provider.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -116,7 +113,7 @@ export function registerSpec(program: Command): void {
     .action((id: string, file: string | undefined, f: PutFlags) =>
       run(async () => {
         const s = await specFromPut(file, f);
-        await new SpecStore(resolve(f.dataDir)).put(id, s);
+        await openSpecStore(resolve(f.dataDir)).put(id, s);
       }),
     );
   spec
@@ -130,7 +127,7 @@ export function registerSpec(program: Command): void {
           throw invalidArgument('give exactly one of --data-dir or --address');
         }
         if (f.address) {
-          const p = new GrpcSpecProvider({ address: f.address });
+          const p = remoteSpecProvider(f.address);
           try {
             print(specToJson(await p.getSpec(id)));
           } finally {
@@ -138,7 +135,7 @@ export function registerSpec(program: Command): void {
           }
           return;
         }
-        print(specToJson(await new SpecStore(resolve(f.dataDir!)).getSpec(id)));
+        print(specToJson(await openSpecStore(resolve(f.dataDir!)).getSpec(id)));
       }),
     );
   spec
@@ -147,14 +144,14 @@ export function registerSpec(program: Command): void {
     .requiredOption('--data-dir <dir>', 'spec store directory')
     .action((f: { dataDir: string }) =>
       run(async () => {
-        for (const id of await new SpecStore(resolve(f.dataDir)).list()) process.stdout.write(`${id}\n`);
+        for (const id of await openSpecStore(resolve(f.dataDir)).list()) process.stdout.write(`${id}\n`);
       }),
     );
   spec
     .command('rm <id>')
     .description('remove the spec for ID')
     .requiredOption('--data-dir <dir>', 'spec store directory')
-    .action((id: string, f: { dataDir: string }) => run(() => new SpecStore(resolve(f.dataDir)).remove(id)));
+    .action((id: string, f: { dataDir: string }) => run(() => openSpecStore(resolve(f.dataDir)).remove(id)));
   spec
     .command('serve')
     .description('serve the spec store as registryfacade.SpecProvider over gRPC')
@@ -163,12 +160,7 @@ export function registerSpec(program: Command): void {
     .action((f: { dataDir: string; listen: string }) =>
       run(async () => {
         const logger = pino({ base: { pid: process.pid, service: 'spec-provider' } });
-        const { host, port } = parseListen(f.listen, '--listen');
-        const server = createGrpcServer({
-          logger,
-          services: [specProviderService(new SpecStore(resolve(f.dataDir)))],
-        });
-        await server.listenTcp(host, port);
+        const server = await serveSpecStore(resolve(f.dataDir), parseListen(f.listen, '--listen'), logger);
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
       }),
     );

@@ -2,8 +2,9 @@
 // speaking them: Strata's or containerd itself). Every call carries the namespace, and the lease when
 // one is set; gRPC failures come back as StrataErrors. Content writes are pipelined: up to WRITE_WINDOW
 // messages in flight, each response checked in order, so a round trip per MiB does not bound throughput.
-import { type Timestamp, timestampDate } from '@bufbuild/protobuf/wkt';
 import type { Client } from '@grpc/grpc-js';
+import { descriptorFromProto, descriptorToProto } from '../api/convert/descriptor.ts';
+import { dateOf } from '../api/convert/timestamps.ts';
 import {
   Content,
   WriteAction,
@@ -53,17 +54,10 @@ export function socketPath(address: string): string {
   return address;
 }
 
-const toDate = (ts: Timestamp | undefined): Date | undefined => (ts ? timestampDate(ts) : undefined);
-
 function fromProtoDescriptor(d: ProtoDescriptor | undefined, what: string): Descriptor {
   if (!d) throw dataLoss(`${what}: the daemon sent no descriptor`);
-  const out: Descriptor = { mediaType: d.mediaType, digest: parseDigest(d.digest), size: Number(d.size) };
-  if (Object.keys(d.annotations).length > 0) out.annotations = { ...d.annotations };
-  return out;
-}
-
-function toProtoDescriptor(d: Descriptor) {
-  return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
+  const fields = descriptorFromProto(d);
+  return { ...fields, digest: parseDigest(fields.digest) };
 }
 
 function fromProtoImage(img: Image | undefined, what: string): DaemonImage {
@@ -73,8 +67,8 @@ function fromProtoImage(img: Image | undefined, what: string): DaemonImage {
     target: fromProtoDescriptor(img.target, what),
     labels: { ...img.labels },
   };
-  const created = toDate(img.createdAt);
-  const updated = toDate(img.updatedAt);
+  const created = dateOf(img.createdAt);
+  const updated = dateOf(img.updatedAt);
   if (created) out.createdAt = created;
   if (updated) out.updatedAt = updated;
   return out;
@@ -167,8 +161,8 @@ export class GrpcDaemonApi implements DaemonApi {
       const info = res.info;
       if (!info) throw dataLoss(`content ${digest}: the daemon sent no info`);
       const out: BlobInfo = { digest, size: Number(info.size), labels: { ...info.labels } };
-      const created = toDate(info.createdAt);
-      const updated = toDate(info.updatedAt);
+      const created = dateOf(info.createdAt);
+      const updated = dateOf(info.updatedAt);
       if (created) out.createdAt = created;
       if (updated) out.updatedAt = updated;
       return out;
@@ -268,7 +262,7 @@ export class GrpcDaemonApi implements DaemonApi {
       const res = await callUnary(
         this.client,
         Images.method.create,
-        { image: { name: image.name, labels: image.labels, target: toProtoDescriptor(image.target) } },
+        { image: { name: image.name, labels: image.labels, target: descriptorToProto(image.target) } },
         { metadata: this.md },
       );
       return fromProtoImage(res.image, `create image ${image.name}`);
@@ -281,7 +275,7 @@ export class GrpcDaemonApi implements DaemonApi {
         this.client,
         Images.method.update,
         {
-          image: { name: image.name, labels: image.labels, target: toProtoDescriptor(image.target) },
+          image: { name: image.name, labels: image.labels, target: descriptorToProto(image.target) },
           ...(paths ? { updateMask: { paths: [...paths] } } : {}),
         },
         { metadata: this.md },
@@ -384,7 +378,7 @@ export class GrpcDaemonApi implements DaemonApi {
         this.client,
         Diff.method.apply,
         {
-          diff: toProtoDescriptor(layer),
+          diff: descriptorToProto(layer),
           mounts: mounts.map((m) => ({
             type: m.type,
             source: m.source,

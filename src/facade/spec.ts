@@ -35,6 +35,16 @@ export interface ImageSpec {
   contentLayers: ContentLayer[];
 }
 
+/**
+ * The protobuf-JSON form of a spec (`baseRef`, `contentLayer`, …), in which the spec store and fixed-spec
+ * files keep specs. The api layer implements it; providers receive it, so they import no generated code.
+ */
+export interface SpecJsonCodec {
+  /** A spec from its JSON form; errors are InvalidArgument naming `where`. */
+  parse(json: unknown, where: string): ImageSpec;
+  format(spec: ImageSpec): unknown;
+}
+
 /** Which image an added image is in the spec; names the source in history and logs. */
 export type AddedImageRole = 'ide' | 'supervisor' | 'ide-layer';
 

@@ -14,12 +14,12 @@ import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orch
 import { RegistryAccess } from '../builder/registries.ts';
 import { SourceHistory } from '../builder/source-history.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
-import { parseByteSize, parseListen } from '../facade/config.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { anonymous } from '../registry/credentials.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { parseByteSize, parseListen } from './facade-config.ts';
 import { serveMetrics } from './metrics.ts';
 
 export interface BuilderConfig {

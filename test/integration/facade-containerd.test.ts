@@ -14,8 +14,8 @@ import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { pack as tarPack } from 'tar-stream';
-import { facadeConfigFrom } from '../../src/facade/config.ts';
-import { startFacade } from '../../src/facade/http/app.ts';
+import { startFacade } from '../../src/server/facade.ts';
+import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import {
   type PushedImage,

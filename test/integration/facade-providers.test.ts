@@ -7,13 +7,14 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { GrpcSpecProvider } from '../../src/api/clients/spec-provider.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
 import { createGrpcServer } from '../../src/api/grpc/server.ts';
+import { specProviderService } from '../../src/api/services/spec-provider.ts';
 import { isNotFound } from '../../src/errors.ts';
-import { facadeConfigFrom } from '../../src/facade/config.ts';
-import { startFacade } from '../../src/facade/http/app.ts';
-import { GrpcSpecProvider } from '../../src/facade/providers/grpc-provider.ts';
-import { specProviderService } from '../../src/facade/providers/grpc-server.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
+import { startFacade } from '../../src/server/facade.ts';
+import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { pushBusybox, pushMultiLayer, skopeoInspect } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { runCommand, spawnServer, waitFor } from '../helpers/process.ts';
@@ -163,7 +164,7 @@ test('fixed specs are reloaded when the file changes; a bad edit keeps the old o
 test('a remote provider that is down does not hide a spec the next one has', async (t) => {
   const work = await tempDir('facade-composite');
   t.after(() => removeTempDir(work));
-  const store = new SpecStore(join(work, 'store'));
+  const store = new SpecStore(join(work, 'store'), imageSpecJson);
   await store.put('ws', {
     baseRef: 'example.com/base:1',
     ideRef: '',

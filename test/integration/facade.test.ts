@@ -11,10 +11,11 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { pack as tarPack } from 'tar-stream';
-import { facadeConfigFrom } from '../../src/facade/config.ts';
-import { type FacadeApp, startFacade } from '../../src/facade/http/app.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
 import { digestOf } from '../../src/oci/digest.ts';
+import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
+import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import {
   type PushedImage,
   pushBusybox,
@@ -120,7 +121,7 @@ describe('registry facade', () => {
     const fixedFile = join(work, 'fixed.json');
     await writeFile(fixedFile, JSON.stringify(fixed));
     const storeDir = join(work, 'store');
-    await new SpecStore(storeDir).put('ws-store', {
+    await new SpecStore(storeDir, imageSpecJson).put('ws-store', {
       baseRef: busybox.ref,
       ideRef: other.ref,
       supervisorRef: '',

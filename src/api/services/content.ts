@@ -13,6 +13,7 @@ import type {
   NamespacedStatus,
   WriteMessage,
 } from '../../images/content-view.ts';
+import { timestampFromNanos } from '../convert/timestamps.ts';
 import {
   Content,
   type InfoSchema,
@@ -23,7 +24,6 @@ import {
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 import { leaseOf } from './leases.ts';
-import { timestampFromNanos } from './timestamps.ts';
 
 export interface ContentServiceDeps {
   view: ContentView;

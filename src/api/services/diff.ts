@@ -1,11 +1,11 @@
 // Diff service: containerd.services.diff.v1 over the differ. Translation only. The namespace comes
 // from `containerd-namespace`; Diff writes its layer under the `containerd-lease` lease, if any.
-import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
 import type { Differ, LayerDescriptor } from '../../snapshots/differ.ts';
 import type { Mount } from '../../snapshots/snapshotter.ts';
+import { descriptorFromProto, descriptorToProto } from '../convert/descriptor.ts';
 import { Diff } from '../gen/containerd/services/diff/v1/diff_pb.ts';
-import type { Descriptor, DescriptorSchema } from '../gen/containerd/types/descriptor_pb.ts';
+import type { Descriptor } from '../gen/containerd/types/descriptor_pb.ts';
 import type { Mount as ProtoMount } from '../gen/containerd/types/mount_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
@@ -21,11 +21,7 @@ const toMounts = (mounts: readonly ProtoMount[]): Mount[] =>
 function toDescriptor(d: Descriptor | undefined): LayerDescriptor {
   // containerd dereferences a missing descriptor; a clear InvalidArgument is kinder.
   if (!d) throw invalidArgument('diff descriptor required: invalid argument');
-  return { mediaType: d.mediaType, digest: d.digest, size: Number(d.size), annotations: d.annotations };
-}
-
-function fromDescriptor(d: LayerDescriptor): MessageInitShape<typeof DescriptorSchema> {
-  return { mediaType: d.mediaType, digest: d.digest, size: BigInt(d.size), annotations: d.annotations ?? {} };
+  return { ...descriptorFromProto(d), annotations: d.annotations };
 }
 
 export function diffService(deps: DiffServiceDeps): ServiceRegistration {
@@ -34,7 +30,7 @@ export function diffService(deps: DiffServiceDeps): ServiceRegistration {
     async apply(req, ctx) {
       const ns = namespaceOf(ctx.metadata);
       const applied = await differ.apply(ns, toDescriptor(req.diff), toMounts(req.mounts), ctx.signal);
-      return { applied: fromDescriptor(applied) };
+      return { applied: descriptorToProto(applied) };
     },
     async diff(req, ctx) {
       const ns = namespaceOf(ctx.metadata);
@@ -48,7 +44,7 @@ export function diffService(deps: DiffServiceDeps): ServiceRegistration {
         signal: ctx.signal,
         ...(lease ? { lease } : {}),
       });
-      return { diff: fromDescriptor(desc) };
+      return { diff: descriptorToProto(desc) };
     },
   });
 }

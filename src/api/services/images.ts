@@ -3,6 +3,8 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../../images/image-store.ts';
+import { descriptorFromProto, descriptorToProto } from '../convert/descriptor.ts';
+import { requestTime, timestampFromNanos } from '../convert/timestamps.ts';
 import {
   CreateImageResponseSchema,
   GetImageResponseSchema,
@@ -16,7 +18,6 @@ import { namespaceOf } from '../grpc/namespace.ts';
 import { EncodedMessage, implement, type ServiceRegistration } from '../grpc/service.ts';
 import { encodeImageResponse, encodeListImagesResponse } from './image-wire.ts';
 import { leaseOf } from './leases.ts';
-import { requestTime, timestampFromNanos } from './timestamps.ts';
 
 export interface ImagesServiceDeps {
   images: ImageStore;
@@ -28,12 +29,7 @@ export function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchem
   return {
     name: r.name,
     labels: r.labels,
-    target: {
-      mediaType: r.target.mediaType,
-      digest: r.target.digest,
-      size: BigInt(r.target.size),
-      annotations: r.target.annotations,
-    },
+    target: descriptorToProto(r.target),
     createdAt: timestampFromNanos(r.createdAtNs),
     updatedAt: timestampFromNanos(r.updatedAtNs),
   };
@@ -50,12 +46,7 @@ function imageInput(img: Image | undefined): ImageInput {
   return {
     name: img.name,
     labels: img.labels,
-    target: t && {
-      mediaType: t.mediaType,
-      digest: t.digest,
-      size: Number(t.size),
-      annotations: t.annotations,
-    },
+    target: t && { ...descriptorFromProto(t), annotations: t.annotations },
   };
 }
 

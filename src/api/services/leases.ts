@@ -4,10 +4,10 @@ import { randomBytes } from 'node:crypto';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
 import type { LeaseRecord, LeaseStore } from '../../metadata/leases.ts';
+import { timestampFromNanos } from '../convert/timestamps.ts';
 import { type LeaseSchema, Leases } from '../gen/containerd/services/leases/v1/leases_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type RequestMetadata, type ServiceRegistration } from '../grpc/service.ts';
-import { timestampFromNanos } from './timestamps.ts';
 
 export const LEASE_HEADER = 'containerd-lease';
 

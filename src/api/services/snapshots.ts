@@ -5,12 +5,12 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
 import type { Mount, Snapshotter } from '../../snapshots/snapshotter.ts';
 import type { SnapshotKind, SnapshotRecord } from '../../snapshots/store.ts';
+import { timestampFromNanos } from '../convert/timestamps.ts';
 import { type InfoSchema, Kind, Snapshots } from '../gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { MountSchema } from '../gen/containerd/types/mount_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 import { leaseOf } from './leases.ts';
-import { timestampFromNanos } from './timestamps.ts';
 
 export interface SnapshotsServiceDeps {
   /** Snapshotters by name. */

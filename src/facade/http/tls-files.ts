@@ -3,8 +3,13 @@
 // one in use; a bad or half-rotated pair is reported and the old one keeps serving.
 import { createSecureContext } from 'node:tls';
 import { invalidArgument, messageOf } from '../../errors.ts';
-import type { TlsFiles } from '../config.ts';
 import { WatchedFiles } from '../watched-files.ts';
+
+/** Paths of the PEM certificate (chain) and its key. */
+export interface TlsFiles {
+  cert: string;
+  key: string;
+}
 
 export interface TlsPair {
   cert: Buffer;

@@ -3,6 +3,7 @@ import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { imageSpecJson } from '../../api/convert/image-spec.ts';
 import { isNotFound, messageOf } from '../../errors.ts';
 import { FixedFileSpecProvider } from './fixed-file.ts';
 
@@ -24,6 +25,7 @@ test('an empty or malformed rewrite keeps the specs loaded before; a later good 
     const errors: string[] = [];
     const loads: number[] = [];
     const p = await FixedFileSpecProvider.open(path, {
+      json: imageSpecJson,
       settleMs: 20,
       onReloadError: (err) => errors.push(messageOf(err)),
       onReload: (n) => loads.push(n),
@@ -66,7 +68,10 @@ test('an empty or malformed rewrite keeps the specs loaded before; a later good 
 
 test('an empty file at start means no specs yet', async () => {
   await withFile('', async (path) => {
-    const p = await FixedFileSpecProvider.open(path, { settleMs: 20 });
+    const p = await FixedFileSpecProvider.open(path, {
+      json: imageSpecJson,
+      settleMs: 20,
+    });
     try {
       assert.equal(p.size, 0);
       await writeFile(path, spec('one'));
@@ -79,7 +84,10 @@ test('an empty file at start means no specs yet', async () => {
 
 test('a file still being written is read once it has settled, not as the part written so far', async () => {
   await withFile(spec('one'), async (path) => {
-    const p = await FixedFileSpecProvider.open(path, { settleMs: 1000 });
+    const p = await FixedFileSpecProvider.open(path, {
+      json: imageSpecJson,
+      settleMs: 1000,
+    });
     try {
       // The first half is valid YAML on its own and would drop `two`.
       await writeFile(path, spec('one'));

@@ -4,16 +4,19 @@
 // state: an empty file never replaces the specs loaded before (`{}` does).
 import { parse as parseYaml } from 'yaml';
 import { invalidArgument, messageOf, notFound } from '../../errors.ts';
-import type { ImageSpec } from '../spec.ts';
+import type { ImageSpec, SpecJsonCodec } from '../spec.ts';
 import { WatchedFiles } from '../watched-files.ts';
-import { specFromJson } from './proto.ts';
 import type { SpecProvider } from './provider.ts';
 
 /** The fixed-spec file may hold this many specs; it is a debugging aid, not a database. */
 export const MAX_FIXED_SPECS = 10_000;
 
 /** The specs in the file's text; undefined for an empty document (no map at all, not even `{}`). */
-export function parseFixedSpecs(text: string, where: string): Map<string, ImageSpec> | undefined {
+export function parseFixedSpecs(
+  text: string,
+  where: string,
+  json: SpecJsonCodec,
+): Map<string, ImageSpec> | undefined {
   let doc: unknown;
   try {
     doc = parseYaml(text, { maxAliasCount: 100 });
@@ -28,11 +31,13 @@ export function parseFixedSpecs(text: string, where: string): Map<string, ImageS
   if (entries.length > MAX_FIXED_SPECS) throw invalidArgument(`${where}: more than ${MAX_FIXED_SPECS} specs`);
   const out = new Map<string, ImageSpec>();
   for (const [name, value] of entries)
-    out.set(name, specFromJson(value, `${where}: spec ${JSON.stringify(name)}`));
+    out.set(name, json.parse(value, `${where}: spec ${JSON.stringify(name)}`));
   return out;
 }
 
 export interface FixedFileOptions {
+  /** Reads the specs' protobuf-JSON form. */
+  json: SpecJsonCodec;
   /** Told about a reload that failed (the old specs stay). */
   onReloadError?: (err: unknown) => void;
   onReload?: (count: number) => void;
@@ -47,13 +52,13 @@ export class FixedFileSpecProvider implements SpecProvider {
     this.file = file;
   }
 
-  static async open(path: string, options: FixedFileOptions = {}): Promise<FixedFileSpecProvider> {
+  static async open(path: string, options: FixedFileOptions): Promise<FixedFileSpecProvider> {
     const where = `fixed specs ${path}`;
     const file = await WatchedFiles.open<Map<string, ImageSpec>>([path], {
       what: where,
       settleMs: options.settleMs,
       parse: ([bytes], previous) => {
-        const specs = parseFixedSpecs(bytes!.toString('utf8'), where);
+        const specs = parseFixedSpecs(bytes!.toString('utf8'), where, options.json);
         if (specs !== undefined) return specs;
         // Empty is what a rewrite in place looks like halfway; only before anything was loaded is it "none".
         if (previous !== undefined) {

@@ -6,8 +6,7 @@ import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promise
 import { join } from 'node:path';
 import { invalidArgument, messageOf, notFound } from '../../errors.ts';
 import { isValidRepositoryPath, MAX_NAME_LENGTH } from '../../oci/reference.ts';
-import { type ImageSpec, validateImageSpec } from '../spec.ts';
-import { specFromJson, specToJson } from './proto.ts';
+import { type ImageSpec, type SpecJsonCodec, validateImageSpec } from '../spec.ts';
 import type { SpecProvider } from './provider.ts';
 
 const MAX_SPEC_FILE = 16 * 1024 * 1024;
@@ -24,9 +23,11 @@ export class SpecStore implements SpecProvider {
   readonly dir: string;
   private readonly specsDir: string;
   private readonly tmpDir: string;
+  private readonly json: SpecJsonCodec;
 
-  constructor(dir: string) {
+  constructor(dir: string, json: SpecJsonCodec) {
     this.dir = dir;
+    this.json = json;
     this.specsDir = join(dir, 'specs');
     this.tmpDir = join(dir, 'tmp');
   }
@@ -44,7 +45,7 @@ export class SpecStore implements SpecProvider {
     await mkdir(this.tmpDir, { recursive: true });
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.json`);
     try {
-      await writeFile(tmp, `${JSON.stringify(specToJson(spec), null, 2)}\n`, { flag: 'wx' });
+      await writeFile(tmp, `${JSON.stringify(this.json.format(spec), null, 2)}\n`, { flag: 'wx' });
       await rename(tmp, file);
     } finally {
       await rm(tmp, { force: true });
@@ -68,7 +69,7 @@ export class SpecStore implements SpecProvider {
     } catch (err) {
       throw invalidArgument(`spec ${JSON.stringify(id)}: ${messageOf(err)}`);
     }
-    return specFromJson(json, `spec ${JSON.stringify(id)}`);
+    return this.json.parse(json, `spec ${JSON.stringify(id)}`);
   }
 
   async remove(id: string): Promise<void> {

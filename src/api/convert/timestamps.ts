@@ -1,5 +1,5 @@
-// Protobuf Timestamps from the metadata layer's nanosecond times, and the zero Go time ctr sends in place
-// of "no timestamp" (0001-01-01T00:00:00Z), which servers must treat as absent.
+// Protobuf Timestamps ↔ the domain's times: from the metadata layer's nanoseconds, to Dates, and the zero
+// Go time ctr sends in place of "no timestamp" (0001-01-01T00:00:00Z), which servers must treat as absent.
 import { create } from '@bufbuild/protobuf';
 import { type Timestamp, TimestampSchema, timestampDate } from '@bufbuild/protobuf/wkt';
 import type { Nanos } from '../../metadata/db.ts';
@@ -22,4 +22,9 @@ export function requestTime(ts: Timestamp | undefined): Date | undefined {
   if (!ts) return undefined;
   if (ts.seconds === GO_ZERO_TIME_SECONDS && ts.nanos === 0) return undefined;
   return timestampDate(ts);
+}
+
+/** A Date for a timestamp a server sent, or undefined when it sent none. */
+export function dateOf(ts: Timestamp | undefined): Date | undefined {
+  return ts ? timestampDate(ts) : undefined;
 }

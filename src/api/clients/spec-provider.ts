@@ -1,14 +1,14 @@
 // A remote registryfacade.SpecProvider (ws-manager, or `strata spec serve`) asked over gRPC with a deadline.
 // gRPC NOT_FOUND becomes NotFound; everything else keeps its kind through errorFromStatus.
 import * as grpc from '@grpc/grpc-js';
-import { SpecProvider as SpecProviderService } from '../../api/gen/registryfacade/provider_pb.ts';
-import { callUnary } from '../../api/grpc/client.ts';
-import { MAX_MESSAGE_BYTES } from '../../api/grpc/limits.ts';
-import { errorFromStatus } from '../../api/grpc/status.ts';
 import { notFound } from '../../errors.ts';
-import type { ImageSpec } from '../spec.ts';
-import { specFromProto } from './proto.ts';
-import type { SpecProvider } from './provider.ts';
+import type { SpecProvider } from '../../facade/providers/provider.ts';
+import type { ImageSpec } from '../../facade/spec.ts';
+import { specFromProto } from '../convert/image-spec.ts';
+import { SpecProvider as SpecProviderService } from '../gen/registryfacade/provider_pb.ts';
+import { callUnary } from '../grpc/client.ts';
+import { MAX_MESSAGE_BYTES } from '../grpc/limits.ts';
+import { errorFromStatus } from '../grpc/status.ts';
 
 export interface GrpcTls {
   /** PEM of the CA that signed the provider's certificate (default: system roots). */

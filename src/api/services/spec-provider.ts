@@ -1,11 +1,11 @@
 // Serves any SpecProvider (typically Strata's own spec store) as registryfacade.SpecProvider over gRPC,
 // so ws-manager-style callers and other facades can ask it.
 
-import { SpecProvider as SpecProviderService } from '../../api/gen/registryfacade/provider_pb.ts';
-import { implement, type ServiceRegistration } from '../../api/grpc/service.ts';
 import { invalidArgument } from '../../errors.ts';
-import { specToProto } from './proto.ts';
-import type { SpecProvider } from './provider.ts';
+import type { SpecProvider } from '../../facade/providers/provider.ts';
+import { specToProto } from '../convert/image-spec.ts';
+import { SpecProvider as SpecProviderService } from '../gen/registryfacade/provider_pb.ts';
+import { implement, type ServiceRegistration } from '../grpc/service.ts';
 
 export function specProviderService(provider: SpecProvider): ServiceRegistration {
   return implement(SpecProviderService, {

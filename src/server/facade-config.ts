@@ -6,18 +6,14 @@ import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { invalidArgument, messageOf } from '../errors.ts';
+import { DEFAULT_STALL_MS } from '../facade/blobs/cache.ts';
+import { DEFAULT_HEADER_TIMEOUT_MS } from '../facade/http/connection-guard.ts';
+import { normalizePrefix } from '../facade/http/route.ts';
+import type { TlsFiles } from '../facade/http/tls-files.ts';
 import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
-import { DEFAULT_STALL_MS } from './blobs/cache.ts';
-import { DEFAULT_HEADER_TIMEOUT_MS } from './http/connection-guard.ts';
-import { normalizePrefix } from './http/route.ts';
-
-export interface TlsFiles {
-  cert: string;
-  key: string;
-}
 
 export interface RemoteProviderConfig {
   address: string;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { isInvalidArgument } from '../errors.ts';
-import { parseByteSize, parseFacadeConfig, plainHttpAllowed } from './config.ts';
+import { parseByteSize, parseFacadeConfig, plainHttpAllowed } from './facade-config.ts';
 
 test('a full config is read, relative paths against the config dir', () => {
   const c = parseFacadeConfig(

@@ -1,12 +1,9 @@
 // registryfacade.ImageSpec (protobuf) ↔ the domain ImageSpec, and its protobuf-JSON form (baseRef, ideRef,
 // contentLayer, supervisorRef, ideLayerRef) as used in fixed-spec files and by `strata spec`.
 import { create, fromJson, type JsonValue, toJson } from '@bufbuild/protobuf';
-import {
-  ImageSpecSchema,
-  type ImageSpec as ProtoImageSpec,
-} from '../../api/gen/registryfacade/imagespec_pb.ts';
 import { invalidArgument, messageOf } from '../../errors.ts';
-import type { ContentLayer, ImageSpec } from '../spec.ts';
+import type { ContentLayer, ImageSpec, SpecJsonCodec } from '../../facade/spec.ts';
+import { ImageSpecSchema, type ImageSpec as ProtoImageSpec } from '../gen/registryfacade/imagespec_pb.ts';
 
 export function specFromProto(p: ProtoImageSpec): ImageSpec {
   return {
@@ -79,3 +76,6 @@ export function specFromJson(json: unknown, where: string): ImageSpec {
 export function specToJson(spec: ImageSpec): JsonValue {
   return toJson(ImageSpecSchema, specToProto(spec));
 }
+
+/** The protobuf-JSON form the facade's spec store and fixed-spec files keep specs in. */
+export const imageSpecJson: SpecJsonCodec = { parse: specFromJson, format: specToJson };

@@ -2,41 +2,42 @@
 // extra CAs), disk blob cache, spec providers by key (`remote`: own store then gRPC providers, `fixed`: the
 // fixed-spec file), static layers, blob sources, the service, metrics and the HTTP server; optionally the
 // own store's gRPC SpecProvider endpoint. One close() undoes all of it.
-import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
-import { pipeline } from 'node:stream/promises';
-import { createGunzip } from 'node:zlib';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { createGrpcServer, type GrpcServer } from '../../api/grpc/server.ts';
-import { invalidArgument, messageOf } from '../../errors.ts';
-import { type Digest, Digester } from '../../oci/digest.ts';
-import { MediaType } from '../../oci/media-types.ts';
-import { RegistryClient } from '../../registry/client.ts';
-import { DockerConfigCredentials } from '../../registry/docker-config.ts';
-import { ClientAuth } from '../auth/client-auth.ts';
-import { BlobCache } from '../blobs/cache.ts';
+import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
+import { imageSpecJson } from '../api/convert/image-spec.ts';
+import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
+import { specProviderService } from '../api/services/spec-provider.ts';
+import { messageOf } from '../errors.ts';
+import { ClientAuth } from '../facade/auth/client-auth.ts';
+import { BlobCache } from '../facade/blobs/cache.ts';
 import {
   DirectLayerSource,
   RemoteLayerSource,
   StaticFileSource,
   UpstreamLayerSource,
-} from '../blobs/sources.ts';
-import { urlBlob } from '../blobs/url-blob.ts';
-import type { Addition } from '../compose/layers.ts';
-import { type FacadeConfig, plainHttpAllowed } from '../config.ts';
-import { FixedFileSpecProvider } from '../providers/fixed-file.ts';
-import { GrpcSpecProvider } from '../providers/grpc-provider.ts';
-import { specProviderService } from '../providers/grpc-server.ts';
-import { CachingSpecProvider, CompositeSpecProvider, type SpecProvider } from '../providers/provider.ts';
-import { SpecStore } from '../providers/spec-store.ts';
-import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../service.ts';
-import { connectionLimits } from './connection-guard.ts';
-import { Drain } from './drain.ts';
-import { FacadeMetrics } from './metrics.ts';
-import { createFacadeHandler, listenFacade, type RunningServer } from './server.ts';
-import { type TlsPair, watchTlsFiles } from './tls-files.ts';
+} from '../facade/blobs/sources.ts';
+import { urlBlob } from '../facade/blobs/url-blob.ts';
+import { connectionLimits } from '../facade/http/connection-guard.ts';
+import { Drain } from '../facade/http/drain.ts';
+import { FacadeMetrics } from '../facade/http/metrics.ts';
+import { createFacadeHandler, listenFacade, type RunningServer } from '../facade/http/server.ts';
+import { type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
+import { FixedFileSpecProvider } from '../facade/providers/fixed-file.ts';
+import {
+  CachingSpecProvider,
+  CompositeSpecProvider,
+  type SpecProvider,
+} from '../facade/providers/provider.ts';
+import { SpecStore } from '../facade/providers/spec-store.ts';
+import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../facade/service.ts';
+import { staticFileLayer } from '../facade/static-layer.ts';
+import type { Digest } from '../oci/digest.ts';
+import { RegistryClient } from '../registry/client.ts';
+import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { type FacadeConfig, plainHttpAllowed } from './facade-config.ts';
 
 export interface FacadeApp {
   url: string;
@@ -56,50 +57,6 @@ export interface StartOptions {
   registry: Registry;
   /** Replaces the registry client (tests); by default one is built from the config. */
   upstream?: UpstreamRegistry & { close?(): Promise<void> };
-}
-
-/** A static layer from a gzip file: digest of the file, diff_id of its decompressed bytes. */
-export async function staticFileLayer(path: string): Promise<{ addition: Addition; digest: Digest }> {
-  const fileDigest = new Digester();
-  const diffDigest = new Digester();
-  const head = await readFile(path).then(
-    (b) => b.subarray(0, 2),
-    (err: unknown) => {
-      throw invalidArgument(`static layer ${path}: ${messageOf(err)}`);
-    },
-  );
-  if (head[0] !== 0x1f || head[1] !== 0x8b) throw invalidArgument(`static layer ${path}: not a gzip file`);
-  const gunzip = createGunzip();
-  gunzip.on('data', (c: Buffer) => diffDigest.update(c));
-  try {
-    await pipeline(
-      createReadStream(path),
-      async function* (source) {
-        for await (const chunk of source) {
-          fileDigest.update(chunk as Buffer);
-          yield chunk;
-        }
-      },
-      gunzip,
-    );
-  } catch (err) {
-    throw invalidArgument(`static layer ${path}: ${messageOf(err)}`);
-  }
-  const digest = fileDigest.digest();
-  return {
-    digest,
-    addition: {
-      source: `static ${path}`,
-      layers: [
-        {
-          descriptor: { mediaType: MediaType.ociLayerGzip, digest, size: fileDigest.size },
-          diffId: diffDigest.digest(),
-          // Served by the static-file source, which matches on the digest before origins are looked at.
-          origin: { kind: 'remote', url: new URL(`file://${path}`).href },
-        },
-      ],
-    },
-  };
 }
 
 export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
@@ -134,7 +91,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const remote: SpecProvider[] = [];
     let store: SpecStore | undefined;
     if (config.specProviders.store) {
-      store = new SpecStore(config.specProviders.store.dir);
+      store = new SpecStore(config.specProviders.store.dir, imageSpecJson);
       remote.push(store);
     }
     for (const r of config.specProviders.remote) {
@@ -182,6 +139,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
     if (config.specProviders.fixedFile) {
       const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
+        json: imageSpecJson,
         onReloadError: (err) => {
           metrics.fixedSpecLoads.inc({ result: 'refused' });
           logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded, the previous ones stay');

@@ -1,0 +1,30 @@
+// Strata's own spec store, alone or asked remotely: what `strata spec` works on, and the store served as
+// registryfacade.SpecProvider over gRPC (`strata spec serve`).
+import type { Logger } from 'pino';
+import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
+import { imageSpecJson } from '../api/convert/image-spec.ts';
+import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
+import { specProviderService } from '../api/services/spec-provider.ts';
+import type { SpecProvider } from '../facade/providers/provider.ts';
+import { SpecStore } from '../facade/providers/spec-store.ts';
+
+/** The spec store kept in `dir`. */
+export function openSpecStore(dir: string): SpecStore {
+  return new SpecStore(dir, imageSpecJson);
+}
+
+/** A remote SpecProvider at `address`; close it when done. */
+export function remoteSpecProvider(address: string): SpecProvider & { close(): void } {
+  return new GrpcSpecProvider({ address });
+}
+
+/** Serves the spec store in `dir` on host:port until the returned server is shut down. */
+export async function serveSpecStore(
+  dir: string,
+  listen: { host: string; port: number },
+  logger: Logger,
+): Promise<GrpcServer> {
+  const server = createGrpcServer({ logger, services: [specProviderService(openSpecStore(dir))] });
+  await server.listenTcp(listen.host, listen.port);
+  return server;
+}
