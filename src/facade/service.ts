@@ -148,6 +148,17 @@ export class FacadeService {
     return served((await this.compose(name, signal)).image);
   }
 
+  /**
+   * The tags listed for a name (`tags/list`). Every tag of a name composes its spec as it is now, so one
+   * stands for all: `latest`, what clients ask for by default. NotFound when the spec does not exist.
+   */
+  async tags(name: FacadeName): Promise<string[]> {
+    const provider = this.o.providers.get(name.provider);
+    if (!provider) throw notFound(`no spec provider ${JSON.stringify(name.provider)}`);
+    await provider.getSpec(name.id);
+    return ['latest'];
+  }
+
   /** A blob of the name's composed image: where it comes from, and a way to stream it. */
   async blob(name: FacadeName, digest: Digest, signal?: AbortSignal): Promise<ServedBlob> {
     const key = nameKey(name);

@@ -188,6 +188,14 @@ export async function skopeoInspect(
   return JSON.parse(out) as unknown;
 }
 
+/** `skopeo list-tags` of a repository (`host/name`): the tags it lists. */
+export async function skopeoListTags(repo: string, opts: SkopeoOptions = {}): Promise<string[]> {
+  const args = ['list-tags', `--tls-verify=${opts.tlsVerify ?? false}`];
+  if (opts.creds !== undefined) args.push('--creds', credsArg(opts.creds));
+  args.push(withTransport(repo));
+  return (JSON.parse(await (await tools()).skopeo(args)) as { Tags: string[] }).Tags;
+}
+
 /** The raw manifest bytes of `ref` as skopeo receives them. */
 export async function skopeoRawManifest(ref: string, opts: SkopeoOptions = {}): Promise<Buffer> {
   const args = ['inspect', `--tls-verify=${opts.tlsVerify ?? false}`, '--raw'];

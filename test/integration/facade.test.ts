@@ -22,6 +22,7 @@ import {
   pushMultiLayer,
   skopeoCopy,
   skopeoInspect,
+  skopeoListTags,
 } from '../helpers/images.ts';
 import { waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
@@ -217,6 +218,42 @@ describe('registry facade', () => {
     // The own spec store serves remote/<id>.
     const stored = (await skopeoInspect(`${host}/remote/ws-store:latest`, { raw: true })) as Manifest;
     assert.equal(stored.layers.length, busyboxRaw.layers.length + other.layers);
+  });
+
+  test('tags/list: skopeo inspect (with its tag listing) and list-tags work on composed repositories', async () => {
+    const host = new URL(app.url).host;
+    // Plain `skopeo inspect` lists the repository's tags too (RepoTags); it failed on a 405 before.
+    for (const repo of ['fixed/ws1', 'remote/ws-store']) {
+      const inspected = (await skopeoInspect(`${host}/${repo}:latest`)) as {
+        Name: string;
+        RepoTags: string[];
+        Layers: string[];
+      };
+      assert.equal(inspected.Name, `${host}/${repo}`);
+      assert.deepEqual(inspected.RepoTags, ['latest']);
+      assert.ok(inspected.Layers.length > 1);
+      assert.deepEqual(await skopeoListTags(`${host}/${repo}`), ['latest']);
+    }
+    await assert.rejects(skopeoListTags(`${host}/fixed/nope`), /fetching tags list: .*404/);
+
+    const list = await get(`${app.url}/v2/fixed/ws1/tags/list`);
+    assert.equal(list.status, 200);
+    assert.equal(list.headers.get('content-type'), 'application/json');
+    assert.deepEqual(JSON.parse(list.body.toString()), { name: 'fixed/ws1', tags: ['latest'] });
+    const page = async (q: string) =>
+      JSON.parse((await get(`${app.url}/v2/fixed/ws1/tags/list?${q}`)).body.toString()).tags;
+    assert.deepEqual(await page('n=1'), ['latest']);
+    assert.deepEqual(await page('n=0'), []);
+    assert.deepEqual(await page('last=latest'), []);
+    assert.deepEqual(await page('last=a'), ['latest']);
+    const bad = await get(`${app.url}/v2/fixed/ws1/tags/list?n=-1`);
+    assert.equal(bad.status, 400);
+    assert.equal(JSON.parse(bad.body.toString()).errors[0].code, 'PAGINATION_NUMBER_INVALID');
+    for (const path of ['fixed/nope', 'remote/not-there', 'other/x']) {
+      const unknown = await get(`${app.url}/v2/${path}/tags/list`);
+      assert.equal(unknown.status, 404, path);
+      assert.equal(JSON.parse(unknown.body.toString()).errors[0].code, 'NAME_UNKNOWN');
+    }
   });
 
   test('a manifest asked for by digest is exactly those bytes, or 404', async () => {

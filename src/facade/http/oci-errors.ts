@@ -10,6 +10,7 @@ export type OciErrorCode =
   | 'BLOB_UNKNOWN'
   | 'DIGEST_INVALID'
   | 'RANGE_INVALID'
+  | 'PAGINATION_NUMBER_INVALID'
   | 'UNSUPPORTED'
   | 'UNAUTHORIZED'
   | 'DENIED'

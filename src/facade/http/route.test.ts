@@ -20,7 +20,12 @@ test('routes', () => {
     repository: 'gitpod/remote/a/b',
   });
   assert.equal(parseRoute('/v2/remote/x/blobs/uploads/', '').kind, 'upload');
-  assert.equal(parseRoute('/v2/remote/x/tags/list', '').kind, 'tags');
+  assert.deepEqual(parseRoute('/v2/gitpod/fixed/a/tags/list', 'gitpod/'), {
+    kind: 'tags',
+    name: { provider: 'fixed', id: 'a' },
+    repository: 'gitpod/fixed/a',
+  });
+  assert.equal(parseRoute('/v2/remote/x/tags/other', '').kind, 'unknown');
   assert.equal(parseRoute('/v2/_catalog', '').kind, 'catalog');
   assert.equal(parseRoute('/elsewhere', '').kind, 'unknown');
 });
@@ -40,6 +45,8 @@ test('bad names and references', () => {
   assert.equal(code('/v2/single/manifests/latest'), 'NAME_UNKNOWN');
   assert.equal(code('/v2/remote/x/manifests/latest', 'gitpod/'), 'NAME_UNKNOWN');
   assert.equal(code('/v2/remote/x/manifests/bad!tag'), 'MANIFEST_INVALID');
+  assert.equal(code('/v2/remote/UPPER/tags/list'), 'NAME_INVALID');
+  assert.equal(code('/v2/single/tags/list'), 'NAME_UNKNOWN');
 });
 
 test('prefixes', () => {

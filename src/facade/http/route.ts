@@ -1,5 +1,5 @@
-// Request paths of the facade: `/v2/`, `/v2/<prefix><provider>/<id>/manifests/<ref>` and
-// `/v2/<prefix><provider>/<id>/blobs/<digest>`, plus the operational endpoints. Repository names follow the
+// Request paths of the facade: `/v2/`, `/v2/<prefix><provider>/<id>/manifests/<ref>`,
+// `/v2/<prefix><provider>/<id>/blobs/<digest>` and `…/tags/list`, plus the operational endpoints. Repository names follow the
 // distribution grammar; the prefix is a leading part of the name (e.g. `gitpod/`), not of the URL path.
 import { isValidRepositoryPath, isValidTag, MAX_NAME_LENGTH } from '../../oci/reference.ts';
 import type { FacadeName } from '../service.ts';
@@ -9,7 +9,8 @@ export type Route =
   | { kind: 'base' }
   | { kind: 'manifest'; name: FacadeName; reference: string; repository: string }
   | { kind: 'blob'; name: FacadeName; digest: string; repository: string }
-  | { kind: 'upload' | 'tags' | 'catalog'; repository?: string }
+  | { kind: 'tags'; name: FacadeName; repository: string }
+  | { kind: 'upload' | 'catalog'; repository?: string }
   | { kind: 'healthz' | 'readyz' | 'metrics' }
   | { kind: 'unknown' };
 
@@ -37,7 +38,11 @@ export function parseRoute(pathname: string, prefix: string): Route {
   const repository = m[1]!;
   const what = m[2]!;
   const rest = m[3]!;
-  if (what === 'tags') return { kind: 'tags', repository };
+  if (what === 'tags') {
+    return rest === 'list'
+      ? { kind: 'tags', name: facadeName(repository, prefix), repository }
+      : { kind: 'unknown' };
+  }
   if (what === 'blobs' && (rest === 'uploads/' || rest.startsWith('uploads/')))
     return { kind: 'upload', repository };
   if (rest === '' || rest.includes('/')) return { kind: 'unknown' };

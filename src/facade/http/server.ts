@@ -113,11 +113,11 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         return sendJson(res, method, 503, '{"ready":false,"reason":"shutting down"}');
       throw new OciHttpError(503, 'UNAVAILABLE', 'the facade is shutting down; try again');
     }
-    if (route.kind === 'manifest' || route.kind === 'blob') {
-      kind = route.kind;
+    if ('name' in route) {
       log.provider = route.name.provider;
       log.id = route.name.id;
     }
+    if (route.kind === 'manifest' || route.kind === 'blob') kind = route.kind;
     if (o.auth && pathname.startsWith('/v2')) await authorize(o.auth, req, res, route, log);
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
@@ -148,8 +148,9 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         return await serveManifest(o, req, res, route, abort.signal, log);
       case 'blob':
         return await serveBlob(o, req, res, route, abort.signal, log);
-      case 'upload':
       case 'tags':
+        return await serveTags(o, req, res, route);
+      case 'upload':
       case 'catalog':
         throw new OciHttpError(405, 'UNSUPPORTED', `${route.kind} is not supported by this registry`);
       default:
@@ -251,6 +252,28 @@ async function serveManifest(
   res.end(m.bytes);
   log.bytes = m.bytes.byteLength;
   o.metrics.bytesServed.inc({ source: 'manifest' }, m.bytes.byteLength);
+}
+
+/** `tags/list`, with the distribution API's `n` and `last` (the list is never long enough to need a Link). */
+async function serveTags(
+  o: FacadeHttpOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: Extract<Route, { kind: 'tags' }>,
+): Promise<void> {
+  const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+  const n = query.get('n');
+  if (n !== null && !/^\d{1,9}$/.test(n)) {
+    throw new OciHttpError(
+      400,
+      'PAGINATION_NUMBER_INVALID',
+      `invalid number of results ${JSON.stringify(n)}`,
+    );
+  }
+  const last = query.get('last');
+  let tags = (await o.service.tags(route.name)).filter((t) => last === null || t > last);
+  if (n !== null) tags = tags.slice(0, Number(n));
+  sendJson(res, req.method ?? 'GET', 200, JSON.stringify({ name: route.repository, tags }));
 }
 
 async function serveBlob(
