@@ -18,18 +18,19 @@ import {
   unavailable,
 } from '../errors.ts';
 import { ContentMeta, type ContentRecord } from '../metadata/content-labels.ts';
-import type { MetadataDb, Statement } from '../metadata/db.ts';
+import type { MetadataDb } from '../metadata/db.ts';
 import { ingestAdaptor } from '../metadata/filters/adaptors.ts';
 import { parseFilters } from '../metadata/filters/filter.ts';
 import { goDigestError } from '../metadata/go-digest.ts';
+import { backendRef, IngestRecords } from '../metadata/ingests.ts';
 import { goQuote, validateLabels } from '../metadata/labels.ts';
+import { LeaseStore } from '../metadata/leases.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
 import { tracePhase } from '../trace.ts';
-import { backendRef, IngestRecords } from './content-ingests.ts';
 
 export type { ContentRecord } from '../metadata/content-labels.ts';
-export { backendRef } from './content-ingests.ts';
+export { backendRef } from '../metadata/ingests.ts';
 
 /** A namespace's ingest, as Status and ListStatuses report it. */
 export interface NamespacedStatus extends IngestStatus {
@@ -77,18 +78,14 @@ export class ContentView {
   private readonly db: MetadataDb;
   private readonly meta: ContentMeta;
   private readonly ingests: IngestRecords;
-  private readonly leaseExists: Statement;
-  private readonly attachContent: Statement;
+  private readonly leases: LeaseStore;
 
   constructor(deps: { store: ContentStore; db: MetadataDb }) {
     this.store = deps.store;
     this.db = deps.db;
     this.meta = new ContentMeta(deps.db);
     this.ingests = new IngestRecords(deps.db);
-    this.leaseExists = deps.db.sql.prepare('SELECT 1 FROM leases WHERE namespace = ? AND id = ?');
-    this.attachContent = deps.db.sql.prepare(
-      `INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, 'content', ?) ON CONFLICT DO NOTHING`,
-    );
+    this.leases = new LeaseStore(deps.db);
   }
 
   /** InvalidArgument `"<d>" failed validation`; NotFound `content digest <d>: not found`. */
@@ -296,8 +293,7 @@ export class ContentView {
 
   private leaseContent(ns: string, lease: string, d: Digest): void {
     this.db.write(() => {
-      if (!this.leaseExists.get(ns, lease)) throw notFound('lease does not exist: not found');
-      this.attachContent.run(ns, lease, d);
+      this.leases.attach(ns, lease, { type: 'content', id: d });
     });
   }
 

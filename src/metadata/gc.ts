@@ -91,19 +91,188 @@ export interface GcOptions {
   now?: Nanos;
 }
 
+/** The reference graph of one collection: roots, flat roots (kept, not followed) and edges. */
+class Graph {
+  readonly roots: string[] = [];
+  readonly flatRoots: string[] = [];
+  private readonly edges = new Map<string, string[]>();
+
+  edge(from: string, to: string): void {
+    const list = this.edges.get(from);
+    if (list) list.push(to);
+    else this.edges.set(from, [to]);
+  }
+
+  /** An object's label references (forward and back), and whether its labels make it a root. */
+  labelled(n: string, ns: string, labels: Record<string, string>, now: Nanos): void {
+    for (const to of labelRefs(ns, labels)) this.edge(n, to);
+    for (const from of backRefs(ns, labels)) this.edge(from, n);
+    const exp = expiry(labels);
+    if (Object.hasOwn(labels, LABEL_GC_ROOT) || (exp !== undefined && exp >= now)) this.roots.push(n);
+  }
+
+  /** Everything reachable from the roots; flat-leased objects are kept without following theirs. */
+  mark(): Set<string> {
+    const marked = new Set<string>();
+    const stack = [...this.roots];
+    while (stack.length > 0) {
+      const n = stack.pop()!;
+      if (marked.has(n)) continue;
+      marked.add(n);
+      for (const to of this.edges.get(n) ?? []) if (!marked.has(to)) stack.push(to);
+    }
+    for (const n of this.flatRoots) marked.add(n);
+    return marked;
+  }
+}
+
+type Sql = MetadataDb['sql'];
+type LeaseRow = { namespace: string; id: string; labels: string };
+type ImageRow = { namespace: string; name: string; target_digest: string; labels: string };
+type ContentRow = { namespace: string; digest: string; labels: string };
+type SnapshotRow = { namespace: string; snapshotter: string; key: string; parent: string; labels: string };
+type IngestRow = { namespace: string; ref: string; expires_at: bigint | null };
+
+// Roots and edges, one kind at a time.
+
+/** Live leases make their resources roots (flat ones flat roots); returns the expired leases. */
+function leaseRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: string; id: string }> {
+  const expired: Array<{ namespace: string; id: string }> = [];
+  const live = new Map<string, boolean>(); // key → flat
+  for (const l of sql.prepare('SELECT namespace, id, labels FROM leases').all() as LeaseRow[]) {
+    const labels = decodeMap(l.labels);
+    const exp = expiry(labels);
+    if (exp !== undefined && exp < now) expired.push({ namespace: l.namespace, id: l.id });
+    else live.set(`${l.namespace}\u0000${l.id}`, Object.hasOwn(labels, LABEL_GC_FLAT));
+  }
+  const resources = sql.prepare('SELECT namespace, lease, type, id FROM lease_resources').all() as Array<{
+    namespace: string;
+    lease: string;
+    type: string;
+    id: string;
+  }>;
+  for (const r of resources) {
+    const flat = live.get(`${r.namespace}\u0000${r.lease}`);
+    if (flat === undefined) continue;
+    let n: string | undefined;
+    if (r.type === 'content') n = node('c', r.namespace, r.id);
+    else if (r.type === 'images') n = node('i', r.namespace, r.id);
+    else if (r.type === 'ingests') n = node('g', r.namespace, r.id);
+    else if (r.type.startsWith('snapshots/')) n = node('s', r.namespace, `${r.type.slice(10)}/${r.id}`);
+    if (n) (flat ? graph.flatRoots : graph.roots).push(n);
+  }
+  return expired;
+}
+
+/** Images are roots unless expired; their target and labels are edges. Returns the expired ones. */
+function imageRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: string; name: string }> {
+  const expired: Array<{ namespace: string; name: string }> = [];
+  for (const img of sql
+    .prepare('SELECT namespace, name, target_digest, labels FROM images')
+    .all() as ImageRow[]) {
+    const n = node('i', img.namespace, img.name);
+    const labels = decodeMap(img.labels);
+    graph.edge(n, node('c', img.namespace, img.target_digest));
+    for (const to of labelRefs(img.namespace, labels)) graph.edge(n, to);
+    for (const from of backRefs(img.namespace, labels)) graph.edge(from, n);
+    const exp = expiry(labels);
+    if (exp !== undefined && exp < now) expired.push({ namespace: img.namespace, name: img.name });
+    else graph.roots.push(n);
+  }
+  return expired;
+}
+
+function contentRoots(sql: Sql, graph: Graph, now: Nanos): ContentRow[] {
+  const rows = sql.prepare('SELECT namespace, digest, labels FROM content').all() as ContentRow[];
+  for (const c of rows)
+    graph.labelled(node('c', c.namespace, c.digest), c.namespace, decodeMap(c.labels), now);
+  return rows;
+}
+
+/** Snapshots: labels as for content, plus an edge to the parent. */
+function snapshotRoots(sql: Sql, graph: Graph, now: Nanos): SnapshotRow[] {
+  const rows = sql
+    .prepare('SELECT namespace, snapshotter, key, parent, labels FROM snapshots')
+    .all() as SnapshotRow[];
+  for (const s of rows) {
+    const n = node('s', s.namespace, `${s.snapshotter}/${s.key}`);
+    if (s.parent !== '') graph.edge(n, node('s', s.namespace, `${s.snapshotter}/${s.parent}`));
+    graph.labelled(n, s.namespace, decodeMap(s.labels), now);
+  }
+  return rows;
+}
+
+/** Ingests are alive until their expiry (an ingest without one lives only through a lease). */
+function ingestRoots(sql: Sql, graph: Graph, now: Nanos): IngestRow[] {
+  const rows = sql.prepare('SELECT namespace, ref, expires_at FROM ingests').all() as IngestRow[];
+  for (const g of rows) {
+    if (g.expires_at !== null && g.expires_at >= now) graph.roots.push(node('g', g.namespace, g.ref));
+  }
+  return rows;
+}
+
+// Sweeps, one kind at a time: what is not marked goes.
+
+function sweepLeases(sql: Sql, expired: GcResult['leases'], result: GcResult): void {
+  const del = sql.prepare('DELETE FROM leases WHERE namespace = ? AND id = ?');
+  for (const l of expired) del.run(l.namespace, l.id);
+  result.leases.push(...expired);
+}
+
+function sweepImages(sql: Sql, expired: GcResult['images'], marked: Set<string>, result: GcResult): void {
+  const del = sql.prepare('DELETE FROM images WHERE namespace = ? AND name = ?');
+  for (const img of expired) {
+    if (marked.has(node('i', img.namespace, img.name))) continue;
+    del.run(img.namespace, img.name);
+    result.images.push(img);
+  }
+}
+
+function sweepContent(sql: Sql, rows: ContentRow[], marked: Set<string>, result: GcResult): void {
+  const del = sql.prepare('DELETE FROM content WHERE namespace = ? AND digest = ?');
+  for (const c of rows) {
+    if (marked.has(node('c', c.namespace, c.digest))) continue;
+    del.run(c.namespace, c.digest);
+    result.content.push({ namespace: c.namespace, digest: c.digest as Digest });
+  }
+  const held = sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
+  const removed = new Set(result.content.map((c) => c.digest));
+  for (const d of removed) if (held.get(d) === undefined) result.unreferencedDigests.push(d);
+  result.unreferencedDigests.sort();
+}
+
+function sweepSnapshots(sql: Sql, rows: SnapshotRow[], marked: Set<string>, result: GcResult): void {
+  const del = sql.prepare('DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?');
+  for (const s of rows) {
+    if (marked.has(node('s', s.namespace, `${s.snapshotter}/${s.key}`))) continue;
+    del.run(s.namespace, s.snapshotter, s.key);
+    result.snapshots.push({ namespace: s.namespace, snapshotter: s.snapshotter, key: s.key });
+  }
+}
+
+function sweepIngests(sql: Sql, rows: IngestRow[], marked: Set<string>, result: GcResult): void {
+  const del = sql.prepare('DELETE FROM ingests WHERE namespace = ? AND ref = ?');
+  for (const g of rows) {
+    if (marked.has(node('g', g.namespace, g.ref))) continue;
+    del.run(g.namespace, g.ref);
+    result.ingests.push({ namespace: g.namespace, ref: g.ref });
+  }
+}
+
 /** Runs one collection in a single write transaction and returns what it removed. */
 export function collectGarbage(db: MetadataDb, opts: GcOptions = {}): GcResult {
   return db.write(() => {
     const now = opts.now ?? db.clock();
     const sql = db.sql;
-    const edges = new Map<string, string[]>();
-    const addEdge = (from: string, to: string): void => {
-      const list = edges.get(from);
-      if (list) list.push(to);
-      else edges.set(from, [to]);
-    };
-    const roots: string[] = [];
-    const flatRoots: string[] = [];
+    const graph = new Graph();
+    const expiredLeases = leaseRoots(sql, graph, now);
+    const expiredImages = imageRoots(sql, graph, now);
+    const content = contentRoots(sql, graph, now);
+    const snapshots = snapshotRoots(sql, graph, now);
+    const ingests = ingestRoots(sql, graph, now);
+
+    const marked = graph.mark();
+
     const result: GcResult = {
       content: [],
       unreferencedDigests: [],
@@ -112,142 +281,11 @@ export function collectGarbage(db: MetadataDb, opts: GcOptions = {}): GcResult {
       images: [],
       leases: [],
     };
-
-    // Leases: expired ones are removed; live ones make their resources roots.
-    const leases = sql.prepare('SELECT namespace, id, labels FROM leases').all() as Array<{
-      namespace: string;
-      id: string;
-      labels: string;
-    }>;
-    const liveLeases = new Map<string, boolean>(); // key → flat
-    for (const l of leases) {
-      const labels = decodeMap(l.labels);
-      const exp = expiry(labels);
-      if (exp !== undefined && exp < now) {
-        result.leases.push({ namespace: l.namespace, id: l.id });
-        continue;
-      }
-      liveLeases.set(`${l.namespace}\u0000${l.id}`, Object.hasOwn(labels, LABEL_GC_FLAT));
-    }
-    const resources = sql.prepare('SELECT namespace, lease, type, id FROM lease_resources').all() as Array<{
-      namespace: string;
-      lease: string;
-      type: string;
-      id: string;
-    }>;
-    for (const r of resources) {
-      const flat = liveLeases.get(`${r.namespace}\u0000${r.lease}`);
-      if (flat === undefined) continue;
-      let n: string | undefined;
-      if (r.type === 'content') n = node('c', r.namespace, r.id);
-      else if (r.type === 'images') n = node('i', r.namespace, r.id);
-      else if (r.type === 'ingests') n = node('g', r.namespace, r.id);
-      else if (r.type.startsWith('snapshots/')) n = node('s', r.namespace, `${r.type.slice(10)}/${r.id}`);
-      if (n) (flat ? flatRoots : roots).push(n);
-    }
-
-    // Images: roots unless expired; their target and labels are edges.
-    const images = sql.prepare('SELECT namespace, name, target_digest, labels FROM images').all() as Array<{
-      namespace: string;
-      name: string;
-      target_digest: string;
-      labels: string;
-    }>;
-    const expiredImages: Array<{ namespace: string; name: string }> = [];
-    for (const img of images) {
-      const n = node('i', img.namespace, img.name);
-      const labels = decodeMap(img.labels);
-      addEdge(n, node('c', img.namespace, img.target_digest));
-      for (const to of labelRefs(img.namespace, labels)) addEdge(n, to);
-      for (const from of backRefs(img.namespace, labels)) addEdge(from, n);
-      const exp = expiry(labels);
-      if (exp !== undefined && exp < now) expiredImages.push({ namespace: img.namespace, name: img.name });
-      else roots.push(n);
-    }
-
-    // Content and snapshots: labels give roots and edges.
-    const content = sql.prepare('SELECT namespace, digest, labels FROM content').all() as Array<{
-      namespace: string;
-      digest: string;
-      labels: string;
-    }>;
-    const visitLabelled = (n: string, ns: string, labels: Record<string, string>): void => {
-      for (const to of labelRefs(ns, labels)) addEdge(n, to);
-      for (const from of backRefs(ns, labels)) addEdge(from, n);
-      const exp = expiry(labels);
-      if (Object.hasOwn(labels, LABEL_GC_ROOT) || (exp !== undefined && exp >= now)) roots.push(n);
-    };
-    for (const c of content)
-      visitLabelled(node('c', c.namespace, c.digest), c.namespace, decodeMap(c.labels));
-    const snapshots = sql
-      .prepare('SELECT namespace, snapshotter, key, parent, labels FROM snapshots')
-      .all() as Array<{
-      namespace: string;
-      snapshotter: string;
-      key: string;
-      parent: string;
-      labels: string;
-    }>;
-    for (const s of snapshots) {
-      const n = node('s', s.namespace, `${s.snapshotter}/${s.key}`);
-      if (s.parent !== '') addEdge(n, node('s', s.namespace, `${s.snapshotter}/${s.parent}`));
-      visitLabelled(n, s.namespace, decodeMap(s.labels));
-    }
-
-    // Ingests: alive until their expiry (an ingest without one lives only through a lease).
-    const ingests = sql.prepare('SELECT namespace, ref, expires_at FROM ingests').all() as Array<{
-      namespace: string;
-      ref: string;
-      expires_at: bigint | null;
-    }>;
-    for (const g of ingests) {
-      if (g.expires_at !== null && g.expires_at >= now) roots.push(node('g', g.namespace, g.ref));
-    }
-
-    // Mark: follow edges from the roots; flat-leased objects are kept without following theirs.
-    const marked = new Set<string>();
-    const stack = [...roots];
-    while (stack.length > 0) {
-      const n = stack.pop()!;
-      if (marked.has(n)) continue;
-      marked.add(n);
-      for (const to of edges.get(n) ?? []) if (!marked.has(to)) stack.push(to);
-    }
-    for (const n of flatRoots) marked.add(n);
-
-    // Sweep.
-    const delLease = sql.prepare('DELETE FROM leases WHERE namespace = ? AND id = ?');
-    for (const l of result.leases) delLease.run(l.namespace, l.id);
-    const delImage = sql.prepare('DELETE FROM images WHERE namespace = ? AND name = ?');
-    for (const img of expiredImages) {
-      if (marked.has(node('i', img.namespace, img.name))) continue;
-      delImage.run(img.namespace, img.name);
-      result.images.push(img);
-    }
-    const delContent = sql.prepare('DELETE FROM content WHERE namespace = ? AND digest = ?');
-    for (const c of content) {
-      if (marked.has(node('c', c.namespace, c.digest))) continue;
-      delContent.run(c.namespace, c.digest);
-      result.content.push({ namespace: c.namespace, digest: c.digest as Digest });
-    }
-    const delSnapshot = sql.prepare(
-      'DELETE FROM snapshots WHERE namespace = ? AND snapshotter = ? AND key = ?',
-    );
-    for (const s of snapshots) {
-      if (marked.has(node('s', s.namespace, `${s.snapshotter}/${s.key}`))) continue;
-      delSnapshot.run(s.namespace, s.snapshotter, s.key);
-      result.snapshots.push({ namespace: s.namespace, snapshotter: s.snapshotter, key: s.key });
-    }
-    const delIngest = sql.prepare('DELETE FROM ingests WHERE namespace = ? AND ref = ?');
-    for (const g of ingests) {
-      if (marked.has(node('g', g.namespace, g.ref))) continue;
-      delIngest.run(g.namespace, g.ref);
-      result.ingests.push({ namespace: g.namespace, ref: g.ref });
-    }
-    const held = sql.prepare('SELECT 1 FROM content WHERE digest = ? LIMIT 1');
-    const removed = new Set(result.content.map((c) => c.digest));
-    for (const d of removed) if (held.get(d) === undefined) result.unreferencedDigests.push(d);
-    result.unreferencedDigests.sort();
+    sweepLeases(sql, expiredLeases, result);
+    sweepImages(sql, expiredImages, marked, result);
+    sweepContent(sql, content, marked, result);
+    sweepSnapshots(sql, snapshots, marked, result);
+    sweepIngests(sql, ingests, marked, result);
     return result;
   });
 }

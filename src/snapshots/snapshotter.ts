@@ -1,7 +1,7 @@
 // What the Snapshots and Diff services need from a snapshotter, whichever keeps the trees (`native`
 // copies directories, `overlayfs` stacks them). Semantics and messages are containerd's; records live in
 // the metadata database through SnapshotStore.
-import type { SnapshotRecord, SnapshotUsage } from './store.ts';
+import type { SnapshotRecord, SnapshotUsage } from '../metadata/snapshots.ts';
 
 /** A mount as containerd's API carries it. */
 export interface Mount {

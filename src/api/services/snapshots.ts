@@ -3,8 +3,8 @@
 // `containerd-namespace`, the lease (if any) from `containerd-lease`.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
+import type { SnapshotKind, SnapshotRecord } from '../../metadata/snapshots.ts';
 import type { Mount, Snapshotter } from '../../snapshots/snapshotter.ts';
-import type { SnapshotKind, SnapshotRecord } from '../../snapshots/store.ts';
 import { timestampFromNanos } from '../convert/timestamps.ts';
 import { type InfoSchema, Kind, Snapshots } from '../gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { MountSchema } from '../gen/containerd/types/mount_pb.ts';

@@ -3,7 +3,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { aborted } from '../../errors.ts';
-import type { SnapshotUsage } from '../store.ts';
+import type { SnapshotUsage } from '../../metadata/snapshots.ts';
 
 const BLOCK_UNIT = 512n;
 

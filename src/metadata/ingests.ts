@@ -2,8 +2,8 @@
 // the shared content store under a backend ref derived from (namespace, ref), so the same ref in two
 // namespaces never collides. A record either expires (24 h after its last open, as containerd does for
 // ingests without a lease) or is held by the lease it was opened under; the GC sweeps the rest.
-import { notFound } from '../errors.ts';
-import type { MetadataDb, Statement } from '../metadata/db.ts';
+import type { MetadataDb, Statement } from './db.ts';
+import { LeaseStore } from './leases.ts';
 
 /** An ingest opened without a lease may be collected this long after it was last opened. */
 export const INGEST_EXPIRY_NS = 24n * 3600n * 1_000_000_000n;
@@ -24,19 +24,18 @@ export function backendRef(ns: string, ref: string): string {
 
 export class IngestRecords {
   private readonly db: MetadataDb;
+  private readonly leases: LeaseStore;
   private readonly stmts: {
     get: Statement;
     list: Statement;
     upsertExpiring: Statement;
     upsertLeased: Statement;
     del: Statement;
-    leaseExists: Statement;
-    attach: Statement;
-    detach: Statement;
   };
 
   constructor(db: MetadataDb) {
     this.db = db;
+    this.leases = new LeaseStore(db);
     const q = (s: string): Statement => db.sql.prepare(s);
     this.stmts = {
       get: q('SELECT ref, expected FROM ingests WHERE namespace = ? AND ref = ?'),
@@ -52,14 +51,6 @@ export class IngestRecords {
          ON CONFLICT (namespace, ref) DO UPDATE SET expected = excluded.expected, total = excluded.total`,
       ),
       del: q('DELETE FROM ingests WHERE namespace = ? AND ref = ?'),
-      leaseExists: q('SELECT 1 FROM leases WHERE namespace = ? AND id = ?'),
-      attach: q(
-        `INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, 'ingests', ?)
-         ON CONFLICT DO NOTHING`,
-      ),
-      detach: q(
-        `DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = 'ingests' AND id = ?`,
-      ),
     };
   }
 
@@ -74,9 +65,8 @@ export class IngestRecords {
       const expected = opts.expected ?? '';
       const total = opts.total ?? 0;
       if (opts.lease) {
-        if (!this.stmts.leaseExists.get(ns, opts.lease)) throw notFound('lease does not exist: not found');
+        this.leases.attach(ns, opts.lease, { type: 'ingests', id: ref });
         this.stmts.upsertLeased.run(ns, ref, expected, total, now);
-        this.stmts.attach.run(ns, opts.lease, ref);
       } else {
         this.stmts.upsertExpiring.run(ns, ref, expected, total, now, now + INGEST_EXPIRY_NS);
       }
@@ -97,7 +87,7 @@ export class IngestRecords {
    */
   remove(ns: string, ref: string, lease?: string): boolean {
     return this.db.write(() => {
-      if (lease) this.stmts.detach.run(ns, lease, ref);
+      if (lease) this.leases.detach(ns, lease, { type: 'ingests', id: ref });
       return this.stmts.del.run(ns, ref).changes > 0;
     });
   }

@@ -4,10 +4,11 @@
 // removed; labels follow containerd's rules. Directories are the snapshotter's business, not this store's.
 // Messages are containerd's (errdefs suffix included), because ctr prints them.
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.ts';
-import { decodeMap, encodeMap, type MetadataDb, type Nanos, type Statement } from '../metadata/db.ts';
-import type { Adaptor } from '../metadata/filters/filter.ts';
-import { parseFilters } from '../metadata/filters/filter.ts';
-import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from '../metadata/labels.ts';
+import { decodeMap, encodeMap, type MetadataDb, type Nanos, type Statement } from './db.ts';
+import type { Adaptor } from './filters/filter.ts';
+import { parseFilters } from './filters/filter.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
+import { LeaseStore } from './leases.ts';
 
 export type SnapshotKind = 'view' | 'active' | 'committed';
 
@@ -111,6 +112,7 @@ export class SnapshotStore {
   readonly snapshotter: string;
   private readonly db: MetadataDb;
   private readonly leaseType: string;
+  private readonly leases: LeaseStore;
   private readonly stmts: {
     get: Statement;
     insert: Statement;
@@ -122,15 +124,13 @@ export class SnapshotStore {
     hasChild: Statement;
     byBacking: Statement;
     allBacking: Statement;
-    leaseExists: Statement;
-    leaseAdd: Statement;
-    leaseDel: Statement;
   };
 
   constructor(db: MetadataDb, snapshotter: string) {
     this.db = db;
     this.snapshotter = snapshotter;
     this.leaseType = `snapshots/${snapshotter}`;
+    this.leases = new LeaseStore(db);
     const q = (s: string): Statement => db.sql.prepare(s);
     const where = 'namespace = ? AND snapshotter = ?';
     this.stmts = {
@@ -150,11 +150,6 @@ export class SnapshotStore {
       hasChild: q(`SELECT 1 FROM snapshots WHERE ${where} AND parent = ? LIMIT 1`),
       byBacking: q(`SELECT ${COLUMNS} FROM snapshots WHERE ${where} AND backing_id = ?`),
       allBacking: q('SELECT DISTINCT backing_id FROM snapshots WHERE snapshotter = ?'),
-      leaseExists: q('SELECT 1 FROM leases WHERE namespace = ? AND id = ?'),
-      leaseAdd: q(
-        'INSERT INTO lease_resources (namespace, lease, type, id) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING',
-      ),
-      leaseDel: q('DELETE FROM lease_resources WHERE namespace = ? AND lease = ? AND type = ? AND id = ?'),
     };
   }
 
@@ -216,7 +211,7 @@ export class SnapshotStore {
   forget(ns: string, key: string, backingId: string, lease?: string): void {
     this.db.write(() => {
       const r = this.stmts.delIfBacking.run(ns, this.snapshotter, key, backingId);
-      if (r.changes > 0 && lease) this.stmts.leaseDel.run(ns, lease, this.leaseType, key);
+      if (r.changes > 0 && lease) this.leases.detach(ns, lease, { type: this.leaseType, id: key });
     });
   }
 
@@ -250,7 +245,7 @@ export class SnapshotStore {
         this.snapshotter,
         c.key,
       );
-      if (c.lease) this.stmts.leaseDel.run(ns, c.lease, this.leaseType, c.key);
+      if (c.lease) this.leases.detach(ns, c.lease, { type: this.leaseType, id: c.key });
       return this.stat(ns, c.name);
     });
   }
@@ -263,7 +258,7 @@ export class SnapshotStore {
         throw failedPrecondition('cannot remove snapshot with child: failed precondition');
       }
       this.stmts.del.run(ns, this.snapshotter, key);
-      if (lease) this.stmts.leaseDel.run(ns, lease, this.leaseType, key);
+      if (lease) this.leases.detach(ns, lease, { type: this.leaseType, id: key });
       this.db.markDirty();
       return rec;
     });
@@ -330,7 +325,6 @@ export class SnapshotStore {
   }
 
   private leaseAdd(ns: string, lease: string, key: string): void {
-    if (!this.stmts.leaseExists.get(ns, lease)) throw notFound('lease does not exist: not found');
-    this.stmts.leaseAdd.run(ns, lease, this.leaseType, key);
+    this.leases.attach(ns, lease, { type: this.leaseType, id: key });
   }
 }

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { errorKind } from '../errors.ts';
-import { collectGarbage } from '../metadata/gc.ts';
-import { LeaseStore } from '../metadata/leases.ts';
-import { openTestDb, type TestDb } from '../metadata/test-db.ts';
-import { SnapshotStore } from './store.ts';
+import { collectGarbage } from './gc.ts';
+import { LeaseStore } from './leases.ts';
+import { SnapshotStore } from './snapshots.ts';
+import { openTestDb, type TestDb } from './test-db.ts';
 
 const NS = 'default';
 const fails = (fn: () => unknown, kind: string, message?: string) =>
