@@ -188,7 +188,8 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
       assert.equal(opens, 1);
       assert.ok(halted.destroyed);
 
-      // 10 chunks 100 ms apart: 1 s in all, over three times the bound, but never silent for long.
+      // 10 chunks 250 ms apart: 2.5 s in all, over twice the bound, but never silent for long. The gap
+      // leaves 750 ms of slack per chunk, so a loaded machine's late timers do not cut it.
       const slow = await cache.read(
         desc,
         undefined,
@@ -196,7 +197,7 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
           Readable.from(
             (async function* () {
               for (let i = 0; i < 10; i++) {
-                await new Promise((res) => setTimeout(res, 100));
+                await new Promise((res) => setTimeout(res, 250));
                 yield bytes.subarray(i * 100, (i + 1) * 100);
               }
             })(),
@@ -205,7 +206,7 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
       );
       assert.deepEqual(await readAll(slow.stream), bytes);
     },
-    { stallMs: 300 },
+    { stallMs: 1000 },
   );
 });
 
