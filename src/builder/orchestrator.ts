@@ -19,7 +19,7 @@ import type { DockerfileAnalysis } from './dockerfile.ts';
 import { pinImages } from './dockerfile.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
 import { GitRepo, type GitSource, repoPath } from './git-source.ts';
-import { type BuildLog, type BuildPhase, type BuildRecord, Censor, type LogStore } from './log-store.ts';
+import { type BuildLog, type BuildRecord, Censor, type LogStore } from './log-store.ts';
 import { dockerfileBaseRef, workspaceRef } from './refs.ts';
 import type { RegistryAccess } from './registries.ts';
 import {
@@ -53,7 +53,8 @@ export interface BuildRequestSpec {
   useRetryClient: boolean;
 }
 
-export interface BuildInfo extends BuildRecord {}
+/** A build as ListBuilds and the stream describe it. */
+export type BuildInfo = BuildRecord;
 
 export interface BuildUpdate {
   status: 'running' | 'succeeded' | 'failed';
@@ -125,7 +126,6 @@ class ActiveBuild {
   log: BuildLog | undefined;
   private waiters: Array<() => void> = [];
   readonly run: Promise<void>;
-  readonly controller = new AbortController();
 
   constructor(plan: Plan, runner: (b: ActiveBuild) => Promise<void>) {
     this.plan = plan;
@@ -160,7 +160,7 @@ class ActiveBuild {
 /** A FIFO of build slots. */
 class Slots {
   private free: number;
-  private readonly waiting: Array<{ build: ActiveBuild; go: () => void }> = [];
+  private readonly waiting: Array<() => void> = [];
   constructor(n: number) {
     this.free = n;
   }
@@ -174,9 +174,9 @@ class Slots {
     }
     return false;
   }
-  wait(build: ActiveBuild, signal: AbortSignal): Promise<void> {
+  wait(signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const entry = { build, go: () => resolve() };
+      const entry = () => resolve();
       this.waiting.push(entry);
       signal.addEventListener(
         'abort',
@@ -193,7 +193,7 @@ class Slots {
   }
   release(): void {
     const next = this.waiting.shift();
-    if (next) next.go();
+    if (next) next();
     else this.free++;
   }
 }
@@ -426,7 +426,7 @@ export class Builder {
     const started = performance.now();
     let slot = false;
     let workDir: string | undefined;
-    const abort = AbortSignal.any([this.shutdown.signal, build.controller.signal]);
+    const abort = this.shutdown.signal;
     let timeout: AbortSignal | undefined;
     const update = (status: BuildUpdate['status'], message: string, final = false) => {
       const info = build.log ? this.info(build.log.record()) : undefined;
@@ -454,7 +454,7 @@ export class Builder {
         log.line(`${queued[0]?.toUpperCase()}${queued.slice(1)}`);
         update('running', `${queued}; ${reason}`);
         this.o.observer?.queueLength(this.slots.queued + 1);
-        await this.slots.wait(build, abort);
+        await this.slots.wait(abort);
         slot = true;
         this.o.observer?.queueLength(this.slots.queued);
       }
@@ -474,7 +474,7 @@ export class Builder {
       await this.o.history
         .put(plan.source, {
           key: plan.key ?? plan.baseRef,
-          inputs: plan.inputs as BuildInputs,
+          ...(plan.inputs && { inputs: plan.inputs }),
           builtAt: Date.now(),
         })
         .catch((err: unknown) =>
@@ -665,5 +665,3 @@ export class Builder {
       .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
   }
 }
-
-export type { BuildPhase };

@@ -8,7 +8,8 @@ import type { BuildInputs } from './build-key.ts';
 
 export interface HistoryEntry {
   key: string;
-  inputs: BuildInputs;
+  /** A Dockerfile build's inputs (a reference source has only its key). */
+  inputs?: BuildInputs;
   /** Unix ms. */
   builtAt: number;
 }

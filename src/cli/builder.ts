@@ -4,8 +4,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
-import { type BuilderConfig, builderConfigFrom, loadBuilderConfig, startBuilder } from '../server/builder.ts';
-import { parseListen } from '../server/facade-config.ts';
+import { loadBuilderConfig, startBuilder } from '../server/builder.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface BuilderFlags {
@@ -25,24 +24,19 @@ interface BuilderFlags {
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
-export async function builderConfigWithFlags(flags: BuilderFlags): Promise<BuilderConfig> {
-  const doc: Record<string, unknown> = {};
-  if (flags.baseRepo) doc.baseRepository = flags.baseRepo;
-  if (flags.workspaceRepo) doc.workspaceRepository = flags.workspaceRepo;
-  const c = flags.config ? await loadBuilderConfig(flags.config) : builderConfigFrom({}, process.cwd());
-  const f = builderConfigFrom(doc, process.cwd());
-  if (flags.baseRepo) c.baseRepository = f.baseRepository;
-  if (flags.workspaceRepo) c.workspaceRepository = f.workspaceRepository;
-  if (flags.listen) c.listen = parseListen(flags.listen, '--listen');
-  if (flags.stateDir) c.stateDir = resolve(flags.stateDir);
-  if (flags.dockerAuth) c.dockerAuth = resolve(flags.dockerAuth);
-  c.plainHttpHosts.push(...flags.plainHttp.map((h) => h.toLowerCase()));
-  if (flags.parallelism)
-    c.parallelism = builderConfigFrom({ parallelism: Number(flags.parallelism) }, '').parallelism;
-  if (flags.metrics) c.metrics = parseListen(flags.metrics, '--metrics');
-  if (flags.storageDriver) c.storageDriver = flags.storageDriver;
-  if (flags.allowFileRemotes) c.allowFileRemotes = true;
-  return c;
+/** The config file's keys that flags set, with paths made absolute from the working directory. */
+export function builderFlagsAsConfig(flags: BuilderFlags): Record<string, unknown> {
+  const o: Record<string, unknown> = { plainHttpHosts: flags.plainHttp };
+  if (flags.listen) o.listen = flags.listen;
+  if (flags.baseRepo) o.baseRepository = flags.baseRepo;
+  if (flags.workspaceRepo) o.workspaceRepository = flags.workspaceRepo;
+  if (flags.stateDir) o.stateDir = resolve(flags.stateDir);
+  if (flags.dockerAuth) o.dockerAuth = resolve(flags.dockerAuth);
+  if (flags.parallelism) o.parallelism = Number(flags.parallelism);
+  if (flags.metrics) o.metrics = flags.metrics;
+  if (flags.storageDriver) o.storageDriver = flags.storageDriver;
+  if (flags.allowFileRemotes) o.allowFileRemotes = true;
+  return o;
 }
 
 export function registerBuilder(program: Command): void {
@@ -65,7 +59,10 @@ export function registerBuilder(program: Command): void {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'builder' } });
       let running: Awaited<ReturnType<typeof startBuilder>>;
       try {
-        running = await startBuilder(await builderConfigWithFlags(flags), logger);
+        running = await startBuilder(
+          await loadBuilderConfig(flags.config, builderFlagsAsConfig(flags)),
+          logger,
+        );
       } catch (err) {
         logger.fatal({ err: messageOf(err) }, 'builder failed to start');
         process.exitCode = 1;

@@ -124,14 +124,21 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
   };
 }
 
-export async function loadBuilderConfig(file: string): Promise<BuilderConfig> {
-  let text: string;
+/** The config file (when given) with `overrides` (keys of the file, e.g. from flags) on top. */
+export async function loadBuilderConfig(
+  file: string | undefined,
+  overrides: Record<string, unknown> = {},
+): Promise<BuilderConfig> {
+  if (!file) return builderConfigFrom(overrides, process.cwd());
+  let doc: unknown;
   try {
-    text = await readFile(file, 'utf8');
+    doc = parseYaml(await readFile(file, 'utf8'));
   } catch (err) {
     throw invalidArgument(`builder config ${file}: ${messageOf(err)}`);
   }
-  return builderConfigFrom(parseYaml(text) as unknown, dirname(resolve(file)));
+  const fromFile = (doc ?? {}) as Record<string, unknown>;
+  const hosts = [fromFile.plainHttpHosts ?? [], overrides.plainHttpHosts ?? []].flat();
+  return builderConfigFrom({ ...fromFile, ...overrides, plainHttpHosts: hosts }, dirname(resolve(file)));
 }
 
 /** Prometheus metrics of the builder, and the observer the orchestrator reports to. */

@@ -20,8 +20,8 @@ import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/
 import { createRepo, type TestRepo } from '../helpers/git-repo.ts';
 import { pushBusybox } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { runCommand } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 let dir: string;
@@ -228,25 +228,7 @@ test('a build past its timeout fails; shutdown cancels builds and removes their 
 test('TLS on request; health and Prometheus metrics served', async () => {
   const cert = join(dir, 'tls.crt');
   const key = join(dir, 'tls.key');
-  await runCommand('openssl', [
-    'req',
-    '-x509',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-days',
-    '1',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-addext',
-    'subjectAltName=IP:127.0.0.1',
-    '-keyout',
-    key,
-    '-out',
-    cert,
-  ]);
+  await makeSelfSignedCert({ keyFile: key, certFile: cert, cn: '127.0.0.1', ip: '127.0.0.1' });
   const metricsPort = await freePort();
   const b = await start('tls', new GatedEngine(), {
     tls: { cert, key },

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
+import { errorKind } from '../errors.ts';
+import { builderConfigFrom, loadBuilderConfig } from './builder.ts';
+
+let dir: string;
+before(async () => {
+  dir = await tempDir('builder-config');
+});
+after(() => removeTempDir(dir));
+
+test('defaults, normalised repositories and clear errors', () => {
+  const c = builderConfigFrom(
+    { baseRepository: 'reg.example:5000/base', workspaceRepository: 'ws' },
+    '/etc/strata',
+  );
+  assert.equal(c.baseRepository, 'reg.example:5000/base');
+  assert.equal(c.workspaceRepository, 'docker.io/library/ws');
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 8080 });
+  assert.equal(c.parallelism, 2);
+  assert.equal(c.timeoutMs, 3_600_000);
+  assert.equal(c.storageDriver, 'overlay');
+  assert.equal(c.allowFileRemotes, false);
+  const bad = (doc: object) => {
+    try {
+      builderConfigFrom(doc, '/');
+    } catch (err) {
+      return [errorKind(err), (err as Error).message];
+    }
+    return ['ok'];
+  };
+  assert.deepEqual(bad({ parallelsm: 2 }), ['InvalidArgument', 'builder config parallelsm: unknown key']);
+  assert.equal(bad({ baseRepository: 'reg/base:tag' })[0], 'InvalidArgument');
+  assert.equal(bad({ parallelism: Number('x') })[0], 'InvalidArgument');
+  assert.equal(bad({ cacheMax: 'lots' })[0], 'InvalidArgument');
+});
+
+test('a config file with flags on top; paths relative to the file; plain-HTTP hosts from both', async () => {
+  const file = join(dir, 'builder.yaml');
+  await writeFile(
+    file,
+    'listen: 127.0.0.1:9000\nstateDir: state\nplainHttpHosts: [reg.a:5000]\nparallelism: 4\ncacheMax: 1GiB\n',
+  );
+  const c = await loadBuilderConfig(file, { parallelism: 1, plainHttpHosts: ['reg.b:5000'] });
+  assert.deepEqual(c.listen, { host: '127.0.0.1', port: 9000 });
+  assert.equal(c.stateDir, join(dir, 'state'));
+  assert.equal(c.parallelism, 1);
+  assert.equal(c.cacheMaxBytes, 1024 ** 3);
+  assert.deepEqual(c.plainHttpHosts, ['reg.a:5000', 'reg.b:5000']);
+  await assert.rejects(
+    loadBuilderConfig(join(dir, 'missing.yaml')),
+    (e) => errorKind(e) === 'InvalidArgument',
+  );
+});
