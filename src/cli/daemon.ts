@@ -26,6 +26,11 @@ export function registerDaemon(program: Command): void {
     .option('--address <socket>', 'unix socket to listen on', DEFAULT_ADDRESS)
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .option('--metrics-address <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics')
+    .option(
+      '--snapshotter <name>',
+      'default snapshotter of namespaces: overlayfs (needs a root that can do overlay) or native (copies, any file system)',
+      'overlayfs',
+    )
     .action(async (flags: DaemonFlags) => {
       tuneGcForStreaming();
       traceToStderr();

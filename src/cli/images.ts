@@ -1,15 +1,13 @@
 // `strata images ls|rm|label|check`: ctr's image commands, through the daemon's gRPC API.
 import type { Command } from 'commander';
-import type { DaemonApi, Labels } from '../client/daemon-api.ts';
+import type { Labels } from '../client/daemon-api.ts';
 import { checkImage, imageManifest, imagePlatforms, imageSize, isUnpacked } from '../client/pull/inspect.ts';
-import { DEFAULT_SNAPSHOTTER, findImage } from '../client/pull/pull.ts';
+import { findImage, resolveSnapshotter } from '../client/pull/pull.ts';
 import { isNotFound, messageOf } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { defaultPlatform, formatPlatform, parsePlatform } from '../oci/platform.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
 import { formatBytes } from './progress.ts';
-
-const SNAPSHOTTER_LABEL = 'containerd.io/defaults/snapshotter';
 
 /** Columns padded to their widest cell, one space apart (ctr's tabwriter layout). */
 export function table(rows: readonly (readonly string[])[]): string {
@@ -26,15 +24,6 @@ export function formatLabels(labels: Labels): string {
 }
 
 const warn = (s: string) => process.stderr.write(`${s}\n`);
-
-async function resolveSnapshotter(api: DaemonApi, flag: string | undefined): Promise<string> {
-  if (flag) return flag;
-  try {
-    return (await api.namespaceLabels())[SNAPSHOTTER_LABEL] || DEFAULT_SNAPSHOTTER;
-  } catch {
-    return DEFAULT_SNAPSHOTTER;
-  }
-}
 
 interface LsFlags extends DaemonFlags {
   quiet?: boolean;
@@ -154,7 +143,7 @@ export function registerImages(program: Command): void {
       .command('check [filters...]')
       .description('check that images are complete (all blobs present) and unpacked')
       .option('-q, --quiet', 'print only the names of complete, unpacked images')
-      .option('--snapshotter <name>', 'snapshotter to check (default: the namespace default, else native)')
+      .option('--snapshotter <name>', 'snapshotter to check (default: the namespace default, else overlayfs)')
       .option('--platform <platform>', 'platform to check (default: this host)'),
   ).action(async (filters: string[], flags: CheckFlags) => {
     await withDaemon('images check', flags, async (api) => {

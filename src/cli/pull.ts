@@ -1,6 +1,6 @@
 // `strata pull REF`: containerd's client-side pull through the daemon's gRPC API, with live progress.
 import type { Command } from 'commander';
-import { DEFAULT_PULL_CONCURRENCY, DEFAULT_SNAPSHOTTER, imageName, pullImage } from '../client/pull/pull.ts';
+import { DEFAULT_PULL_CONCURRENCY, imageName, pullImage, resolveSnapshotter } from '../client/pull/pull.ts';
 import { invalidArgument } from '../errors.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
@@ -13,7 +13,7 @@ import { createProgress, formatBytes, formatDuration } from './progress.ts';
 interface PullFlags extends DaemonFlags {
   platform?: string;
   plainHttp?: boolean;
-  snapshotter: string;
+  snapshotter?: string;
   concurrency: string;
   unpack: boolean;
   registered?: boolean;
@@ -34,7 +34,10 @@ export function registerPull(program: Command): void {
       .description('pull an image into the daemon and unpack it (what `ctr images pull` does)')
       .option('--platform <platform>', 'platform to pull, os/arch[/variant] (default: this host)')
       .option('--plain-http', 'talk to the registry over plain HTTP')
-      .option('--snapshotter <name>', 'snapshotter to unpack into', DEFAULT_SNAPSHOTTER)
+      .option(
+        '--snapshotter <name>',
+        'snapshotter to unpack into (default: the namespace default, else overlayfs)',
+      )
       .option('--concurrency <n>', 'blobs fetched at once', String(DEFAULT_PULL_CONCURRENCY))
       .option('--no-unpack', 'fetch only, do not unpack')
       .option(
@@ -75,7 +78,7 @@ export function registerPull(program: Command): void {
       try {
         const result = await pullImage(registry, daemon, ref, {
           ...(platform ? { platform } : {}),
-          snapshotter: flags.snapshotter,
+          snapshotter: await resolveSnapshotter(daemon, flags.snapshotter),
           concurrency,
           unpack: flags.unpack,
           registered: flags.registered === true,

@@ -1,13 +1,13 @@
 // `strata rootfs REF DIR`: copy the rootfs the daemon prepared for an image into DIR.
 import type { Command } from 'commander';
-import { DEFAULT_SNAPSHOTTER, findImage } from '../client/pull/pull.ts';
+import { findImage, resolveSnapshotter } from '../client/pull/pull.ts';
 import { exportRootfs } from '../client/pull/rootfs.ts';
 import { defaultPlatform, parsePlatform } from '../oci/platform.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
 
 interface RootfsFlags extends DaemonFlags {
   platform?: string;
-  snapshotter: string;
+  snapshotter?: string;
 }
 
 export function registerRootfs(program: Command): void {
@@ -16,12 +16,13 @@ export function registerRootfs(program: Command): void {
       .command('rootfs <ref> <dir>')
       .description("export an unpacked image's rootfs (its top snapshot) into DIR, which must be empty")
       .option('--platform <platform>', 'platform (default: this host)')
-      .option('--snapshotter <name>', 'snapshotter holding the rootfs', DEFAULT_SNAPSHOTTER),
+      .option('--snapshotter <name>', 'snapshotter holding the rootfs (default: the namespace default)'),
   ).action(async (ref: string, dir: string, flags: RootfsFlags) => {
     await withDaemon('rootfs', flags, async (api) => {
       const platform = flags.platform === undefined ? defaultPlatform() : parsePlatform(flags.platform);
       const image = await findImage(api, ref);
-      await exportRootfs(api, image, dir, { platform, snapshotter: flags.snapshotter });
+      const snapshotter = await resolveSnapshotter(api, flags.snapshotter);
+      await exportRootfs(api, image, dir, { platform, snapshotter });
     });
   });
 }

@@ -10,6 +10,8 @@ describe('daemonConfig', () => {
     assert.equal(c.logLevel, 'info');
     assert.equal(c.metrics, undefined);
     assert.deepEqual(c.gc, DEFAULT_GC);
+    assert.equal(c.snapshotter, 'overlayfs');
+    assert.equal(daemonConfig({ snapshotter: 'native' }).snapshotter, 'native');
     assert.equal(daemonConfig({ root: '/r', address: 'unix:///run/s.sock' }).address, '/run/s.sock');
     assert.equal(daemonConfig({ root: 'rel' }).root, `${process.cwd()}/rel`);
   });
@@ -19,6 +21,10 @@ describe('daemonConfig', () => {
     assert.throws(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(107)}` }), /longer than the 107/);
     assert.doesNotThrow(() => daemonConfig({ root: '/r', address: `/${'s'.repeat(106)}` }));
     assert.throws(() => daemonConfig({ root: '/r', logLevel: 'verbose' }), /log level must be one of/);
+    assert.throws(
+      () => daemonConfig({ snapshotter: 'btrfs' }),
+      /snapshotter must be one of overlayfs, native/,
+    );
     assert.throws(() => daemonConfig({ root: '/r', gc: { pauseThreshold: 0 } }), /garbage collection/);
     assert.throws(
       () => daemonConfig({ root: '/r', gc: { delayMs: 10, maxDelayMs: 5 } }),

@@ -28,7 +28,13 @@ export interface DaemonConfig {
   /** Prometheus endpoint (`/metrics`), off unless set. */
   metrics?: { host: string; port: number };
   gc: GcConfig;
+  /** The namespaces' default snapshotter; when it is `overlayfs`, a root that cannot do overlay is fatal. */
+  snapshotter: SnapshotterName;
 }
+
+/** The snapshotters the daemon serves, the first being the default, as in containerd. */
+export const SNAPSHOTTERS = ['overlayfs', 'native'] as const;
+export type SnapshotterName = (typeof SNAPSHOTTERS)[number];
 
 export interface DaemonConfigInput {
   root?: string;
@@ -37,6 +43,7 @@ export interface DaemonConfigInput {
   /** `HOST:PORT` or `[V6HOST]:PORT`. */
   metricsAddress?: string;
   gc?: Partial<GcConfig>;
+  snapshotter?: string;
 }
 
 export const DEFAULT_GC: GcConfig = { delayMs: 100, pauseThreshold: 0.02, maxDelayMs: 5000 };
@@ -77,10 +84,17 @@ export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
   ) {
     throw invalidArgument(`invalid garbage collection settings ${JSON.stringify(gc)}`);
   }
+  const snapshotter = (input.snapshotter ?? SNAPSHOTTERS[0]) as SnapshotterName;
+  if (!SNAPSHOTTERS.includes(snapshotter)) {
+    throw invalidArgument(
+      `snapshotter must be one of ${SNAPSHOTTERS.join(', ')}, got ${JSON.stringify(input.snapshotter)}`,
+    );
+  }
   return {
     root,
     address,
     logLevel,
+    snapshotter,
     ...(input.metricsAddress !== undefined && {
       metrics: hostPort(input.metricsAddress, '--metrics-address'),
     }),

@@ -13,7 +13,7 @@ import { namespacesService } from '../api/services/namespaces.ts';
 import { snapshotsService } from '../api/services/snapshots.ts';
 import { versionService } from '../api/services/version.ts';
 import { ContentStore } from '../content/store.ts';
-import { isNotFound, isUnavailable } from '../errors.ts';
+import { isNotFound, isUnavailable, messageOf } from '../errors.ts';
 import { backendRef, ContentView } from '../images/content-view.ts';
 import { GcRunner } from '../images/gc-runner.ts';
 import { ImageStore } from '../images/image-store.ts';
@@ -23,6 +23,8 @@ import { LeaseStore } from '../metadata/leases.ts';
 import { NamespaceStore } from '../metadata/namespaces.ts';
 import { Differ } from '../snapshots/differ.ts';
 import { NativeSnapshotter } from '../snapshots/native/snapshotter.ts';
+import { OverlaySnapshotter } from '../snapshots/overlay/snapshotter.ts';
+import type { Snapshotter } from '../snapshots/snapshotter.ts';
 import { VERSION } from '../version.ts';
 import type { DaemonConfig } from './config.ts';
 import { pidNamespace, serverUuid, sourceRevision } from './identity.ts';
@@ -43,7 +45,8 @@ export interface DaemonParts {
   leases: LeaseStore;
   namespaces: NamespaceStore;
   gc: GcRunner;
-  snapshotter: NativeSnapshotter;
+  /** Snapshotters by name. */
+  snapshotters: ReadonlyMap<string, Snapshotter>;
   uuid: string;
   services: ServiceRegistration[];
   /** Releases what wiring opened (the gRPC server is not part of it). */
@@ -66,13 +69,8 @@ export async function wireDaemon(
     const namespaces = new NamespaceStore(db);
     const contentMeta = new ContentMeta(db);
     const view = new ContentView({ store: content, db });
-    const snapshotsRoot = join(config.root, 'snapshots', 'native');
-    const snapshotter = await NativeSnapshotter.open({
-      root: snapshotsRoot,
-      db,
-      logger: logger.child({ component: 'snapshots' }),
-    });
-    const differ = new Differ({ snapshotters: [snapshotter], content: view });
+    const snapshotters = await openSnapshotters(config, db, logger.child({ component: 'snapshots' }));
+    const differ = new Differ({ snapshotters: snapshotters.values(), content: view });
     const gc = new GcRunner({
       db,
       content,
@@ -83,7 +81,7 @@ export async function wireDaemon(
       removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
       // Collected snapshot records leave their directories behind; the snapshotter removes those.
       removeSnapshots: async () => {
-        await snapshotter.cleanup();
+        for (const sn of snapshotters.values()) await sn.cleanup();
       },
     });
     const collectGarbage = () => gc.collect();
@@ -95,9 +93,9 @@ export async function wireDaemon(
       leasesService({ leases, collectGarbage }),
       namespacesService({
         namespaces,
-        defaultLabels: { 'containerd.io/defaults/snapshotter': snapshotter.name },
+        defaultLabels: { 'containerd.io/defaults/snapshotter': config.snapshotter },
       }),
-      snapshotsService({ snapshotters: new Map([[snapshotter.name, snapshotter]]) }),
+      snapshotsService({ snapshotters }),
       diffService({ differ }),
       versionService({ version: VERSION, revision: sourceRevision() }),
     ];
@@ -114,7 +112,7 @@ export async function wireDaemon(
           services: names,
           contentRoot,
           metadataPath,
-          snapshotters: [{ id: snapshotter.name, root: snapshotsRoot }],
+          snapshotters: [...snapshotters.values()].map((sn) => ({ id: sn.name, root: sn.root })),
         }),
       }),
     );
@@ -127,13 +125,13 @@ export async function wireDaemon(
       leases,
       namespaces,
       gc,
-      snapshotter,
+      snapshotters,
       uuid,
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
         await gc.close();
         await content.close();
-        snapshotter.close();
+        for (const sn of snapshotters.values()) sn.close();
         db.close();
       },
     };
@@ -141,4 +139,27 @@ export async function wireDaemon(
     db.close();
     throw err;
   }
+}
+
+/**
+ * Both snapshotters, under ROOT/snapshots/<name>. overlayfs is left out, with a warning, when the root
+ * cannot do overlay and it is not the default; as the default its refusal stops the daemon.
+ */
+async function openSnapshotters(
+  config: DaemonConfig,
+  db: MetadataDb,
+  logger: Logger,
+): Promise<Map<string, Snapshotter>> {
+  const root = (name: string) => join(config.root, 'snapshots', name);
+  const out = new Map<string, Snapshotter>();
+  try {
+    const overlay = await OverlaySnapshotter.open({ root: root('overlayfs'), db, logger });
+    out.set(overlay.name, overlay);
+  } catch (err) {
+    if (config.snapshotter === 'overlayfs') throw err;
+    logger.warn({ err: messageOf(err) }, 'overlayfs snapshotter not loaded');
+  }
+  const native = await NativeSnapshotter.open({ root: root('native'), db, logger });
+  out.set(native.name, native);
+  return out;
 }

@@ -13,6 +13,7 @@ import { tracePhase } from '../trace.ts';
 import { applyLayer, type SkipKind } from './apply/apply-layer.ts';
 import { compressStream } from './compression.ts';
 import { diffDirectories } from './diff/diff-directories.ts';
+import { withTree } from './mount.ts';
 import type { Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
 
 /** Label (content) and annotation (descriptor) naming a layer's uncompressed digest. */
@@ -98,15 +99,6 @@ export class Differ {
     );
   }
 
-  /** One directory holding the whole tree of a mount (multi-layer trees come later). */
-  private treeOf(ns: string, m: Mount, writable: boolean): string {
-    const dirs = this.resolve(ns, m, writable);
-    if (dirs.upper === undefined || dirs.lowers.length > 0) {
-      throw unimplemented(`mounts of more than one layer are not supported yet: not implemented`);
-    }
-    return dirs.upper;
-  }
-
   /**
    * Applies layer `desc` (from the namespace's content) onto the one writable mount and returns
    * `{mediaType: ociLayer, digest: diff_id, size}`. When the descriptor carries the expected diff_id
@@ -125,7 +117,14 @@ export class Differ {
     if (compression === undefined) {
       throw unimplemented(`no processor for media-type ${JSON.stringify(desc.mediaType)}: not implemented`);
     }
-    const root = this.treeOf(ns, mounts[0]!, true);
+    const dirs = this.resolve(ns, mounts[0]!, true);
+    const root = dirs.upper;
+    if (root === undefined) throw invalidArgument('apply needs a writable mount: invalid argument');
+    const overlay =
+      dirs.lowers.length > 0 && dirs.whiteout ? { lowers: dirs.lowers, whiteout: dirs.whiteout } : undefined;
+    if (dirs.lowers.length > 0 && !overlay) {
+      throw invalidArgument('apply needs a mount with one writable directory: invalid argument');
+    }
     this.content.info(ns, desc.digest); // NotFound before any work
     const file = await this.content.store.openFile(desc.digest as Digest);
     // Docker's plain tar type is used for compressed blobs in the wild; containerd sniffs those.
@@ -140,6 +139,7 @@ export class Differ {
           compression: how,
           ...(signal ? { signal } : {}),
           ...(this.onSkip ? { onSkip: this.onSkip } : {}),
+          ...(overlay ? { overlay } : {}),
         },
       );
     } finally {
@@ -167,8 +167,24 @@ export class Differ {
         `diff needs at most one lower and exactly one upper mount, got ${req.lower.length} and ${req.upper.length}: invalid argument`,
       );
     }
-    const lower = req.lower[0] ? this.treeOf(ns, req.lower[0], false) : undefined;
-    const upper = this.treeOf(ns, req.upper[0]!, false);
+    const lowerDirs = req.lower[0] ? this.resolve(ns, req.lower[0], false) : undefined;
+    const upperDirs = this.resolve(ns, req.upper[0]!, false);
+    if (!lowerDirs)
+      return withTree(upperDirs, (upper) => this.write(ns, req, mediaType, compression, undefined, upper));
+    return withTree(lowerDirs, (lower) =>
+      withTree(upperDirs, (upper) => this.write(ns, req, mediaType, compression, lower, upper)),
+    );
+  }
+
+  /** Writes the difference of two directories into the content store as a layer. */
+  private async write(
+    ns: string,
+    req: CompareRequest,
+    mediaType: string,
+    compression: Compression,
+    lower: string | undefined,
+    upper: string,
+  ): Promise<LayerDescriptor> {
     const ownRef = req.ref === '';
     const ref = ownRef ? uniqueRef() : req.ref;
     const w = await this.content.writer(ns, ref, req.lease ? { lease: req.lease } : {});

@@ -25,8 +25,8 @@ export interface SnapshotDirs {
   upper?: string;
   /** Parents' directories, nearest first. */
   lowers: string[];
-  /** A whiteout device (0/0 character device) to hard-link where an overlay upper hides a lower name. */
-  whiteout?: string;
+  /** Makes an overlayfs whiteout (a 0/0 character device) at a path in `upper`, for overlays. */
+  whiteout?: (path: string) => Promise<void>;
 }
 
 export interface Snapshotter {
@@ -55,6 +55,8 @@ export interface Snapshotter {
   usage(ns: string, key: string, signal?: AbortSignal): Promise<SnapshotUsage>;
   /** Removes directories no snapshot record names; returns how many. */
   cleanup(): Promise<number>;
+  /** Stops what the snapshotter runs beside the daemon (helper processes). */
+  close(): void;
   /**
    * The directories behind a mount this snapshotter handed out, undefined when the mount is none of
    * its own (not under its root). InvalidArgument for a mount under its root that is no snapshot of

@@ -7,26 +7,11 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type Node, snapshotTree } from '../fixtures/hostile-layers/build.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { parseTable, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import { type LayeredImage, pushLayeredImage } from '../helpers/layered-image.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 
 const SN = ['--snapshotter', 'native'];
-
-/** ctr's tabwriter tables: columns start where the header's names start. */
-function parseTable(out: string): Array<Record<string, string>> {
-  const rows = out.split('\n').filter((l) => l.trim() !== '');
-  const header = rows[0] ?? '';
-  const names = header.trim().split(/\s+/);
-  const starts = names.map((name) => header.indexOf(name));
-  return rows.slice(1).map((line) => {
-    const row: Record<string, string> = {};
-    names.forEach((name, i) => {
-      row[name] = line.slice(starts[i], i + 1 < names.length ? starts[i + 1] : undefined).trim();
-    });
-    return row;
-  });
-}
 
 /** The source directory of the bind mount `ctr snapshots view|mounts` prints. */
 function mountSource(out: string): string {

@@ -5,7 +5,7 @@ import { readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { Digest } from '../../src/oci/digest.ts';
-import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { parseTable, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import {
   type PushedImage,
   type PushedIndex,
@@ -30,27 +30,6 @@ function humanBytes(n: number): string {
     i++;
   }
   return `${v.toFixed(1)} ${units[i]}`;
-}
-
-/**
- * A tabwriter table as ctr prints it: columns start where the header's names start (values such as
- * "2.1 MiB" contain spaces, so splitting on whitespace would not do).
- */
-function parseTable(out: string): Array<Record<string, string>> {
-  const lines = out.split('\n').filter((l) => l.trim() !== '');
-  const header = lines[0] ?? '';
-  const names = header.trim().split(/\s+/);
-  const starts = names.map((name, i) => {
-    const from = i === 0 ? 0 : header.indexOf(` ${name}`) + 1;
-    return header.indexOf(name, from);
-  });
-  return lines.slice(1).map((line) => {
-    const row: Record<string, string> = {};
-    names.forEach((name, i) => {
-      row[name] = line.slice(starts[i], i + 1 < names.length ? starts[i + 1] : undefined).trim();
-    });
-    return row;
-  });
 }
 
 async function manifestOf(reg: TestRegistry, repoRef: string, d: string): Promise<RawManifest> {

@@ -69,7 +69,7 @@ describe('daemon services', () => {
   test('Namespaces: get of anything, create, labels, list, delete rules', async () => {
     const ns = (name: string) => callUnary(client, Namespaces.method.get, { name });
     // Every namespace reports the daemon's snapshotter as its default unless it sets its own.
-    const DEF = { 'containerd.io/defaults/snapshotter': 'native' };
+    const DEF = { 'containerd.io/defaults/snapshotter': 'overlayfs' };
     assert.deepEqual((await ns('never-written')).namespace?.labels, DEF);
     await callUnary(client, Namespaces.method.create, { namespace: { name: 'ns-a', labels: { team: 'x' } } });
     await expectCode(

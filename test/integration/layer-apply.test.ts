@@ -12,6 +12,7 @@ import {
   lstat,
   mkdir,
   mkdtemp,
+  readdir,
   readFile,
   readlink,
   rm,
@@ -603,12 +604,17 @@ async function tarNames(bytes: Buffer): Promise<string[]> {
 
 interface Sandbox {
   base: string;
+  /** Where the tree shows: the directory applied into (native), the merged overlay (overlayfs). */
   root: string;
   outside: string;
   token: string;
+  mode: Mode;
 }
 
-async function sandbox(): Promise<Sandbox> {
+/** How layers are applied: into one directory, or as overlayfs uppers over the layers before them. */
+type Mode = 'native' | 'overlayfs';
+
+async function sandbox(mode: Mode): Promise<Sandbox> {
   const base = await freshDir('hostile');
   const root = join(base, 'root');
   const outside = join(base, 'outside');
@@ -617,7 +623,53 @@ async function sandbox(): Promise<Sandbox> {
   await writeFile(join(outside, 'keep'), 'keep');
   await writeFile(join(outside, 'dir/inner'), 'inner');
   await setTimes(join(outside, 'keep'), T0);
-  return { base, root, outside, token: `pwn-${randomBytes(6).toString('hex')}` };
+  return { base, root, outside, token: `pwn-${randomBytes(6).toString('hex')}`, mode };
+}
+
+/** Applies `layers` as `s.mode` says; for overlayfs the layers' uppers go in base/layers/<i>. */
+async function applyAll(s: Sandbox, layers: (LayerEntry[] | Buffer)[]): Promise<unknown> {
+  const uppers: string[] = [];
+  const whiteoutDevice = join(s.base, 'layers', 'whiteout');
+  if (s.mode === 'overlayfs') {
+    await mkdir(join(s.base, 'layers'));
+    await run('mknod', [whiteoutDevice, 'c', '0', '0']);
+  }
+  for (const l of layers) {
+    const bytes = Buffer.isBuffer(l) ? l : await makeLayer(l);
+    try {
+      if (s.mode === 'native') {
+        await apply(s.root, bytes);
+        continue;
+      }
+      const upper = join(s.base, 'layers', String(uppers.length));
+      await mkdir(upper);
+      const lowers = [...uppers].reverse();
+      uppers.push(upper);
+      await apply(upper, bytes, {
+        overlay: { lowers, whiteout: (p) => link(whiteoutDevice, p) },
+      });
+    } catch (err) {
+      return err;
+    }
+  }
+  return undefined;
+}
+
+/** Shows the overlayfs layers merged at s.root (read-only) while `fn` runs. */
+async function withMerged(s: Sandbox, fn: () => Promise<void>): Promise<void> {
+  if (s.mode === 'native') return fn();
+  const empty = join(s.base, 'layers', 'empty');
+  await mkdir(empty);
+  const layers = (await readdir(join(s.base, 'layers')))
+    .filter((n) => /^\d+$/.test(n))
+    .sort((a, b) => Number(b) - Number(a))
+    .map((n) => join(s.base, 'layers', n));
+  await run('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${[...layers, empty].join(':')}`, s.root]);
+  try {
+    await fn();
+  } finally {
+    await run('umount', [s.root]);
+  }
 }
 
 /** Everything outside the root that an escape could reach: the sandbox, and host files we name. */
@@ -637,8 +689,9 @@ async function outsideState(s: Sandbox): Promise<unknown> {
       () => true,
       () => false,
     );
+  const inside = (r: string) => /^(root|layers)(\/|$)/.test(r);
   return {
-    sandbox: await snapshotTree(s.base, { skip: (r) => r === 'root' || r.startsWith('root/') }),
+    sandbox: await snapshotTree(s.base, { skip: inside }),
     sandboxTimes: (await lstat(s.outside)).mtimeMs,
     passwd: await hostFile('/etc/passwd'),
     strays: await Promise.all(
@@ -648,33 +701,27 @@ async function outsideState(s: Sandbox): Promise<unknown> {
   };
 }
 
-async function hostile(
+/** One case, run against both ways of applying: the same refusals, nothing outside the root touched. */
+function hostile(
   name: string,
   layers: (s: Sandbox) => Promise<(LayerEntry[] | Buffer)[]>,
   expect: 'reject' | ((s: Sandbox) => Promise<void>),
-): Promise<void> {
-  test(name, async () => {
-    const s = await sandbox();
-    const before = await outsideState(s);
-    const built = await layers(s);
-    let failure: unknown;
-    for (const l of built) {
-      try {
-        await apply(s.root, Buffer.isBuffer(l) ? l : await makeLayer(l));
-      } catch (err) {
-        failure = err;
-        break;
+): void {
+  for (const mode of ['native', 'overlayfs'] as const) {
+    test(`${name} (${mode})`, async () => {
+      const s = await sandbox(mode);
+      const before = await outsideState(s);
+      const failure = await applyAll(s, await layers(s));
+      if (expect === 'reject') {
+        assert.ok(failure, 'the layer was expected to be refused');
+        assert.ok(isInvalidArgument(failure), `expected InvalidArgument, got ${String(failure)}`);
+      } else {
+        assert.equal(failure, undefined, `unexpected failure: ${String(failure)}`);
+        await withMerged(s, () => expect(s));
       }
-    }
-    if (expect === 'reject') {
-      assert.ok(failure, 'the layer was expected to be refused');
-      assert.ok(isInvalidArgument(failure), `expected InvalidArgument, got ${String(failure)}`);
-    } else {
-      assert.equal(failure, undefined, `unexpected failure: ${String(failure)}`);
-      await expect(s);
-    }
-    assert.deepEqual(await outsideState(s), before, 'something outside the root changed');
-  });
+      assert.deepEqual(await outsideState(s), before, 'something outside the root changed');
+    });
+  }
 }
 
 describe('applyLayer: hostile layers', {
@@ -729,8 +776,10 @@ describe('applyLayer: hostile layers', {
       ],
     ],
     async (s) => {
-      assert.equal(await readFile(join(s.root, s.outside, 'pwn'), 'utf8'), 'x');
-      assert.equal(await readFile(join(s.root, s.outside, 'keep'), 'utf8'), 'overwritten?');
+      // containerd's overlayfs unpack resolves names in the new layer alone: x becomes a directory.
+      const at = s.mode === 'native' ? join(s.root, s.outside) : join(s.root, 'x');
+      assert.equal(await readFile(join(at, 'pwn'), 'utf8'), 'x');
+      assert.equal(await readFile(join(at, 'keep'), 'utf8'), 'overwritten?');
     },
   );
 
@@ -829,7 +878,13 @@ describe('applyLayer: hostile layers', {
       [{ name: 'evil/.wh..wh..opq' }],
     ],
     async (s) => {
-      assert.deepEqual(Object.keys(await snapshotTree(join(s.root, s.outside))), []);
+      if (s.mode === 'native') {
+        assert.deepEqual(Object.keys(await snapshotTree(join(s.root, s.outside))), []);
+      } else {
+        // As containerd's overlayfs unpack: an opaque directory where the link was, the target kept.
+        assert.deepEqual(Object.keys(await snapshotTree(join(s.root, 'evil'))), []);
+        assert.deepEqual(Object.keys(await snapshotTree(join(s.root, s.outside))), ['own']);
+      }
     },
   );
 

@@ -7,14 +7,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync, zstdCompressSync } from 'node:zlib';
 import * as grpc from '@grpc/grpc-js';
-import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import { Content } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
 import { Diff } from '../../src/api/gen/containerd/services/diff/v1/diff_pb.ts';
 import { Leases } from '../../src/api/gen/containerd/services/leases/v1/leases_pb.ts';
 import { Snapshots } from '../../src/api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
-import { callBidi, callUnary } from '../../src/api/grpc/client.ts';
+import { callUnary } from '../../src/api/grpc/client.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { type LayerEntry, makeLayer, snapshotTree } from '../fixtures/hostile-layers/build.ts';
+import { putContent } from '../helpers/content-put.ts';
 import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import { exists, expectCode } from '../helpers/grpc-assert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -27,30 +28,8 @@ describe('Diff service (native)', () => {
   let client: grpc.Client;
   let outside: string;
   const opts = () => ({ metadata: d.metadata('default', { 'containerd-lease': 'suite' }) });
-  let n = 0;
 
-  /** Puts `bytes` in the namespace's content; returns a descriptor. */
-  async function put(bytes: Buffer, mediaType: string) {
-    const digest = digestOf(bytes);
-    const call = callBidi(client, Content.method.write, opts());
-    await call.send({
-      action: WriteAction.COMMIT,
-      ref: `t-${n++}`,
-      total: BigInt(bytes.length),
-      expected: digest,
-      data: bytes,
-    });
-    call.end();
-    try {
-      for await (const _ of call.responses) {
-        // The stream ends after the commit.
-      }
-    } catch (err) {
-      // The same bytes under another media type: already there is fine.
-      if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
-    }
-    return { mediaType, digest, size: BigInt(bytes.length) };
-  }
+  const put = (bytes: Buffer, mediaType: string) => putContent(client, opts(), bytes, mediaType);
   const prepare = async (key: string, parent = '') =>
     (await callUnary(client, Snapshots.method.prepare, { snapshotter: SN, key, parent }, opts())).mounts;
   const view = async (key: string, parent = '') =>

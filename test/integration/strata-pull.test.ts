@@ -30,6 +30,8 @@ import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const BIN = new URL('../../bin/strata', import.meta.url).pathname;
+/** These tests look at what the pull left in the native snapshotter. */
+const NATIVE = ['--snapshotter', 'native'];
 
 /** Runs bin/strata with stdout and stderr as pipes (not a terminal); never throws on a non-zero exit. */
 function strata(args: string[], timeoutMs = 180_000): Promise<ProcessResult> {
@@ -151,7 +153,7 @@ describe('strata pull through the daemon', () => {
 
   test('pulls a multi-layer gzip image complete and unpacked, as ctr sees it, with plain progress lines', async (t) => {
     const daemon = await startDaemon({ t });
-    const out = await strataOk(['pull', '--plain-http', ...flags(daemon), ref]);
+    const out = await strataOk(['pull', '--plain-http', ...NATIVE, ...flags(daemon), ref]);
 
     // Not a terminal: plain lines, one per fetched blob at least, and a summary.
     assert.match(out, /^resolved 127\.0\.0\.1:\d+\/team\/app:latest sha256:[0-9a-f]{64}$/m);
@@ -204,7 +206,7 @@ describe('strata pull through the daemon', () => {
         'm',
       ),
     );
-    const mine = await strataOk(['images', 'check', ...flags(daemon)]);
+    const mine = await strataOk(['images', 'check', ...NATIVE, ...flags(daemon)]);
     assert.match(mine, /complete \(7\/7\)\s+\S+ [KM]iB\/\S+ [KM]iB\s+true$/m);
   });
 
@@ -213,7 +215,7 @@ describe('strata pull through the daemon', () => {
     const liar = await countingProxy(reg.url, { lieAbout: victim });
     t.after(() => liar.close());
     const daemon = await startDaemon({ t });
-    const r = await strata(['pull', ...flags(daemon), `${liar.host}/team/app:latest`]);
+    const r = await strata(['pull', ...NATIVE, ...flags(daemon), `${liar.host}/team/app:latest`]);
     assert.notEqual(r.code, 0, r.stdout);
     assert.match(r.stderr, new RegExp(`${victim}`));
     assert.equal(blobGets(liar.seen, [victim]).length, 1);
@@ -229,9 +231,9 @@ describe('strata pull through the daemon', () => {
 
   test('a second pull transfers no blob and applies no layer', async (t) => {
     const daemon = await startDaemon({ t });
-    await strataOk(['pull', ...flags(daemon), ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const mark = proxy.seen.length;
-    const out = await strataOk(['pull', ...flags(daemon), ref]);
+    const out = await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const again = proxy.seen.slice(mark);
     assert.deepEqual(blobGets(again, [...layerDigests(), manifest.config.digest]), []);
     assert.ok(
@@ -245,9 +247,9 @@ describe('strata pull through the daemon', () => {
 
   test('after one layer is deleted from content, a pull fetches that one alone', async (t) => {
     const daemon = await startDaemon({ t });
-    await strataOk(['pull', ...flags(daemon), ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     // A second namespace holds the same blobs, so removing one from `default` leaves its bytes on disk.
-    await strataOk(['pull', ...flags(daemon), '--namespace', 'keep', ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), '--namespace', 'keep', ref]);
     const victim = manifest.layers[3]!.digest;
     const victimFile = join(daemon.root, 'content', 'blobs', 'sha256', victim.slice(7));
     const all = [...layerDigests(), manifest.config.digest];
@@ -258,7 +260,7 @@ describe('strata pull through the daemon', () => {
     await daemon.ctrOk(['content', 'rm', victim]);
     assert.match(await check(), /incomplete \(6\/7\)/);
     let mark = proxy.seen.length;
-    await strataOk(['pull', ...flags(daemon), ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     assert.deepEqual(blobGets(proxy.seen.slice(mark), all), []);
     assert.match(await check(), /complete \(7\/7\)/);
 
@@ -272,7 +274,7 @@ describe('strata pull through the daemon', () => {
     await daemon.ctrOk(['leases', 'rm', '--sync', 'gc-now']);
     await assert.rejects(access(victimFile), { code: 'ENOENT' });
     mark = proxy.seen.length;
-    const out = await strataOk(['pull', ...flags(daemon), ref]);
+    const out = await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const gets = blobGets(proxy.seen.slice(mark), all);
     assert.deepEqual(
       gets.map((g) => g.path.slice(g.path.lastIndexOf('/') + 1)),
@@ -298,7 +300,7 @@ describe('strata pull through the daemon', () => {
     w.close();
 
     const mark = proxy.seen.length;
-    const out = await strataOk(['pull', ...flags(daemon), ref]);
+    const out = await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const gets = blobGets(proxy.seen.slice(mark), [layer.digest]);
     assert.equal(gets.length, 1);
     assert.equal(gets[0]!.range, `bytes=${part}-${layer.size - 1}`);
@@ -311,11 +313,11 @@ describe('strata pull through the daemon', () => {
 
   test('strata rootfs exports exactly the files of the image', async (t) => {
     const daemon = await startDaemon({ t });
-    await strataOk(['pull', ...flags(daemon), ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const dir = await tempDir('rootfs');
     t.after(() => removeTempDir(dir));
     const target = join(dir, 'out');
-    await strataOk(['rootfs', ...flags(daemon), ref, target]);
+    await strataOk(['rootfs', ...NATIVE, ...flags(daemon), ref, target]);
     const want = await expectedTree(image.ref, manifest);
     const got = await actualTree(target);
     for (const [path, entry] of want) assert.deepEqual(got.get(path), entry, path);
@@ -332,7 +334,7 @@ describe('strata pull through the daemon', () => {
     assert.equal(got.get('bin/sh')?.link, 'busybox');
 
     // Not empty now: refused rather than mixed.
-    const again = await strata(['rootfs', ...flags(daemon), ref, target]);
+    const again = await strata(['rootfs', ...NATIVE, ...flags(daemon), ref, target]);
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /is not empty/);
   });
@@ -340,7 +342,7 @@ describe('strata pull through the daemon', () => {
   test('an index: the host platform by default, another on request, gc.ref labels for every child', async (t) => {
     const daemon = await startDaemon({ t });
     const idxRef = `${proxy.host}/team/multi:latest`;
-    await strataOk(['pull', ...flags(daemon), idxRef]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), idxRef]);
     const api = GrpcDaemonApi.connect(daemon.address);
     t.after(() => api.close());
     const info = await api.contentInfo(index.digest);
@@ -352,15 +354,15 @@ describe('strata pull through the daemon', () => {
     const ls = await strataOk(['images', 'ls', ...flags(daemon)]);
     assert.match(ls, /linux\/amd64,linux\/arm64/);
 
-    await strataOk(['pull', '--platform', 'linux/arm64', ...flags(daemon), idxRef]);
+    await strataOk(['pull', '--platform', 'linux/arm64', ...NATIVE, ...flags(daemon), idxRef]);
     assert.ok(await api.contentInfo(index.manifests[1]!.digest), 'arm64 manifest fetched');
-    const arm = await strataOk(['images', 'check', '--platform', 'linux/arm64', ...flags(daemon)]);
+    const arm = await strataOk(['images', 'check', '--platform', 'linux/arm64', ...NATIVE, ...flags(daemon)]);
     assert.match(arm, /complete \(3\/3\).*true$/m);
   });
 
   test('images label, ls filters and rm', async (t) => {
     const daemon = await startDaemon({ t });
-    await strataOk(['pull', ...flags(daemon), ref]);
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     assert.equal(
       await strataOk(['images', 'label', ...flags(daemon), ref, 'team=x', 'flag']),
       'flag=true,team=x\n',
@@ -381,16 +383,22 @@ describe('strata pull through the daemon', () => {
   test('bad input fails clearly with a non-zero exit', async (t) => {
     const daemon = await startDaemon({ t });
     const cases: [string[], RegExp][] = [
-      [['pull', ...flags(daemon), 'Not//A:Ref::'], /invalid reference/i],
-      [['pull', ...flags(daemon), '--platform', 'linux/amd64/v9/extra', ref], /invalid platform/],
+      [['pull', ...NATIVE, ...flags(daemon), 'Not//A:Ref::'], /invalid reference/i],
+      [['pull', ...NATIVE, ...flags(daemon), '--platform', 'linux/amd64/v9/extra', ref], /invalid platform/],
       [
-        ['pull', ...flags(daemon), '--platform', 'linux/s390x', `${proxy.host}/team/multi:latest`],
+        ['pull', ...NATIVE, ...flags(daemon), '--platform', 'linux/s390x', `${proxy.host}/team/multi:latest`],
         /no manifest for platform linux\/s390x/,
       ],
-      [['pull', ...flags(daemon), `${proxy.host}/team/nope:latest`], /team\/nope:latest: not found$/m],
-      [['pull', ...flags(daemon), '--concurrency', '0', ref], /--concurrency/],
+      [
+        ['pull', ...NATIVE, ...flags(daemon), `${proxy.host}/team/nope:latest`],
+        /team\/nope:latest: not found$/m,
+      ],
+      [['pull', ...NATIVE, ...flags(daemon), '--concurrency', '0', ref], /--concurrency/],
       [['pull', '--address', join(daemon.root, 'no.sock'), ref], /unavailable|connect|No connection/i],
-      [['rootfs', ...flags(daemon), `${proxy.host}/team/never:latest`, join(daemon.root, 'x')], /not found/],
+      [
+        ['rootfs', ...NATIVE, ...flags(daemon), `${proxy.host}/team/never:latest`, join(daemon.root, 'x')],
+        /not found/,
+      ],
       [['images', 'label', ...flags(daemon), 'no/such:image', 'a=b'], /not found/],
     ];
     for (const [args, want] of cases) {
@@ -400,7 +408,12 @@ describe('strata pull through the daemon', () => {
     }
 
     // Registry down: a port nobody listens on.
-    const down = await strata(['pull', ...flags(daemon), `127.0.0.1:${await freePort()}/team/app:latest`]);
+    const down = await strata([
+      'pull',
+      ...NATIVE,
+      ...flags(daemon),
+      `127.0.0.1:${await freePort()}/team/app:latest`,
+    ]);
     assert.notEqual(down.code, 0);
     assert.match(down.stderr, /^strata pull: .*(ECONNREFUSED|connect|unavailable)/im);
     // Nothing half-made was left behind as an image.

@@ -30,8 +30,20 @@ import { LABEL_GC_EXPIRE } from './labels.ts';
 import { Presence } from './presence.ts';
 import { unpackImage } from './unpack.ts';
 
-export const DEFAULT_SNAPSHOTTER = 'native';
+/** containerd's default where a namespace names none. */
+export const DEFAULT_SNAPSHOTTER = 'overlayfs';
 export const DEFAULT_PULL_CONCURRENCY = 3;
+const SNAPSHOTTER_LABEL = 'containerd.io/defaults/snapshotter';
+
+/** The one asked for, else the namespace's default (`containerd.io/defaults/snapshotter`), else overlayfs, as ctr picks. */
+export async function resolveSnapshotter(api: DaemonApi, asked: string | undefined): Promise<string> {
+  if (asked) return asked;
+  try {
+    return (await api.namespaceLabels())[SNAPSHOTTER_LABEL] || DEFAULT_SNAPSHOTTER;
+  } catch {
+    return DEFAULT_SNAPSHOTTER;
+  }
+}
 const LEASE_TTL_MS = 24 * 3600 * 1000;
 
 export interface PullImageOptions {

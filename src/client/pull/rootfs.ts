@@ -1,30 +1,20 @@
-// Export what the daemon prepared for an image: a read-only View on the top chain snapshot, its bind
-// mount's directory copied into DIR with everything kept (`cp -a`: modes, owners, times, xattrs, links,
+// Export what the daemon prepared for an image: a read-only View on the top chain snapshot, the tree its
+// mount shows (a bind mount's directory, or an overlay mounted for the copy) copied into DIR with everything kept (`cp -a`: modes, owners, times, xattrs, links,
 // hardlink groups, devices), then the view removed. It shows the snapshot itself, not a fresh unpack.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import { failedPrecondition, internal, invalidArgument, isNotFound, unimplemented } from '../../errors.ts';
+import { failedPrecondition, internal, invalidArgument, isNotFound } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
-import type { DaemonApi, DaemonMount } from '../daemon-api.ts';
+import { withMounted } from '../../snapshots/mount.ts';
+import type { DaemonApi } from '../daemon-api.ts';
 import { imageChain } from './inspect.ts';
 
 export interface ExportRootfsOptions {
   platform: Platform;
   snapshotter: string;
   signal?: AbortSignal;
-}
-
-/** The directory a snapshot's mounts show, when they are a single bind mount (the native snapshotter's). */
-export function bindSource(mounts: readonly DaemonMount[]): string {
-  const m = mounts[0];
-  if (mounts.length !== 1 || !m || (m.type !== 'bind' && m.type !== 'rbind')) {
-    throw unimplemented(
-      `only a single bind mount can be exported, the snapshotter gave ${mounts.map((x) => x.type).join(', ') || 'none'}`,
-    );
-  }
-  return m.source;
 }
 
 export async function exportRootfs(
@@ -46,7 +36,7 @@ export async function exportRootfs(
   const key = `rootfs-export-${randomBytes(6).toString('hex')}`;
   const mounts = await api.viewSnapshot(opts.snapshotter, key, top);
   try {
-    await copyTree(bindSource(mounts), target, opts.signal);
+    await withMounted(mounts, (tree) => copyTree(tree, target, opts.signal));
   } catch (err) {
     // The copy's failure is the one to report; a failed cleanup must not hide it.
     await api.removeSnapshot(opts.snapshotter, key).catch(() => {});

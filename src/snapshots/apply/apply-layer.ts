@@ -41,7 +41,7 @@ import { decompressFile, decompressStream } from '../compression.ts';
 import { setXattr } from '../xattr.ts';
 import { type IdRange, mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
-import { resolveDirInRoot } from './resolve.ts';
+import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 
 const run = promisify(execFile);
 
@@ -70,6 +70,18 @@ export interface ApplyOptions {
   maxEntries?: number;
   /** Told about each skipped entry or attribute, for logging. */
   onSkip?: (kind: SkipKind, name: string) => void;
+  /**
+   * The root is an overlay's upper directory over these lowers: deletions become overlayfs whiteouts
+   * and opaque directories in the upper, names are resolved as the merged tree shows them.
+   */
+  overlay?: OverlayTarget;
+}
+
+export interface OverlayTarget {
+  /** Lower directories, nearest first. */
+  lowers: readonly string[];
+  /** Makes an overlayfs whiteout (a 0/0 character device) at this path. */
+  whiteout: (abs: string) => Promise<void>;
 }
 
 export interface ApplyResult {
@@ -273,7 +285,8 @@ class LayerApplier {
     const hit = this.dirCache.get(key);
     if (hit) return hit;
     const onCreate = (rel: string) => this.unpacked.add(rel);
-    const dir = await resolveDirInRoot(this.root, parts, { create, onCreate });
+    const lowers = this.opts.overlay?.lowers;
+    const dir = await resolveDirInRoot(this.root, parts, { create, onCreate, ...(lowers ? { lowers } : {}) });
     if (dir) {
       if (this.dirCache.size >= DIR_CACHE_MAX) this.dirCache.clear();
       this.dirCache.set(key, dir);
@@ -342,17 +355,22 @@ class LayerApplier {
   private async whiteout(rel: string): Promise<void> {
     const abs = this.abs(rel);
     const st = await lstatOrUndefined(abs);
-    if (!st) return;
-    if (this.unpacked.has(rel)) {
+    if (st && this.unpacked.has(rel)) {
       if (st.isDirectory()) await this.removeLower(rel);
       return;
     }
-    await this.remove(abs, st);
+    if (st) await this.remove(abs, st);
+    // In an overlay upper the lowers' entry stays where it is; a whiteout above hides it (made whether
+    // or not a lower has the name, as containerd does).
+    await this.opts.overlay?.whiteout(abs);
   }
 
   /** Opaque directory: drop every child not written by this layer, recursing into those that were. */
   private async removeLower(dirRel: string): Promise<void> {
     const abs = this.abs(dirRel);
+    // In an overlay upper the lowers' children are hidden by marking the directory opaque; what remains
+    // to drop are directories copied up from the lowers.
+    if (this.opts.overlay) await setOpaque(abs);
     for (const child of await readdir(abs)) {
       const rel = dirRel === '' ? child : `${dirRel}/${child}`;
       const st = await lstat(join(abs, child));
@@ -416,6 +434,8 @@ class LayerApplier {
         if (!existing?.isDirectory()) {
           if (existing) await this.remove(abs, existing);
           await mkdir(abs, { mode: 0o700 });
+          // This layer replaced whatever the lowers had here: their entries must not show below it.
+          if (existing && this.opts.overlay) await setOpaque(abs);
         }
         const fh = await open(abs, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
         try {
@@ -523,7 +543,10 @@ class LayerApplier {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at the root`);
     const dir = await this.parentOf(targetParts.slice(0, -1), false);
     const targetRel = dir ? [...dir, targetParts[targetParts.length - 1]!].join('/') : undefined;
-    const targetSt = targetRel === undefined ? undefined : await lstatOrUndefined(this.abs(targetRel));
+    let targetSt = targetRel === undefined ? undefined : await lstatOrUndefined(this.abs(targetRel));
+    if (targetRel !== undefined && !targetSt && this.opts.overlay) {
+      targetSt = await this.copyUp(targetRel);
+    }
     if (targetRel === undefined || !targetSt) {
       throw invalidArgument(
         `hardlink ${JSON.stringify(header.name)}: target ${JSON.stringify(linkname)} does not exist in the layer root`,
@@ -540,6 +563,19 @@ class LayerApplier {
     if (existing) await this.remove(abs, existing);
     await link(this.abs(targetRel), abs);
     await this.pathMeta(abs, header, !targetSt.isSymbolicLink());
+  }
+
+  /**
+   * Copies a lower layer's non-directory at `rel` into the upper (`cp -a`: data, owner, mode, times,
+   * xattrs), as overlayfs does before linking to it; undefined when the lowers have nothing there.
+   */
+  private async copyUp(rel: string): Promise<Stats | undefined> {
+    const lower = await lookupLower(this.opts.overlay?.lowers ?? [], rel.split('/'));
+    if (!lower || lower.st.isDirectory()) return lower?.st;
+    await run('cp', ['-a', '--no-dereference', '--', lower.path, this.abs(rel)], {
+      timeout: CHILD_TIMEOUT_MS,
+    });
+    return lstat(this.abs(rel));
   }
 
   /** Directory times, newest entries first, only where the same directory is still there. */

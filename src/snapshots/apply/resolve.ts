@@ -1,9 +1,17 @@
 // Resolving paths inside a root directory as if the process were chrooted into it: symlinks met on the
 // way are followed, but absolute targets restart at the root and `..` stops at the root. The result is a
 // list of real directory names, so a later operation on `root/<result>/<base>` crosses no symlink.
-import { chmod, lstat, mkdir, readlink } from 'node:fs/promises';
+//
+// The root may be an overlay's upper directory over lower ones. Then, as containerd applies layers onto
+// overlayfs, names resolve inside the upper alone, and a missing parent is made in the upper with the mode,
+// owner and times of the nearest lower's directory at that path (resolved inside that lower); a lower
+// that has a non-directory there stops the search. So a layer writing through a symlink of a lower layer
+// makes a directory where the link was, exactly as containerd's overlayfs unpack does.
+import type { Stats } from 'node:fs';
+import { chmod, lchown, lstat, lutimes, mkdir, readlink, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { invalidArgument } from '../../errors.ts';
+import { setXattr } from '../xattr.ts';
 
 /** As Linux's MAXSYMLINKS: more symlinks than this in one resolution is a loop. */
 export const MAX_SYMLINKS = 40;
@@ -13,6 +21,48 @@ export interface ResolveOptions {
   create: boolean;
   /** Told about each directory created, as a root-relative path. */
   onCreate?: (rel: string) => void;
+  /** Directories overlaid below `root`, nearest first. */
+  lowers?: readonly string[];
+}
+
+/** Marks an overlay upper directory opaque: the lowers' entries below it no longer show. */
+export function setOpaque(abs: string): Promise<void> {
+  return setXattr(abs, 'trusted.overlay.opaque', Buffer.from('y'));
+}
+
+/** overlayfs's whiteout: a character device 0/0. */
+export function isWhiteout(st: Stats): boolean {
+  return st.isCharacterDevice() && st.rdev === 0;
+}
+
+/**
+ * The nearest lower's entry at `parts` (its parents resolved inside that lower, the last component
+ * followed only when `follow`); undefined when no lower has one, or the nearest has a whiteout.
+ */
+export async function lookupLower(
+  lowers: readonly string[],
+  parts: readonly string[],
+  follow = false,
+): Promise<{ path: string; st: Stats } | undefined> {
+  for (const lower of lowers) {
+    let dir: string[] | undefined;
+    try {
+      dir = await resolveDirInRoot(lower, follow ? parts : parts.slice(0, -1), { create: false });
+    } catch {
+      return undefined; // a non-directory (or a loop) at that path: nothing to inherit
+    }
+    if (dir === undefined) continue;
+    const path = follow ? join(lower, ...dir) : join(lower, ...dir, parts[parts.length - 1]!);
+    let st: Stats;
+    try {
+      st = await lstat(path);
+    } catch (err) {
+      if (codeOf(err) === 'ENOENT') continue;
+      throw err;
+    }
+    return isWhiteout(st) ? undefined : { path, st };
+  }
+  return undefined;
 }
 
 function codeOf(err: unknown): string | undefined {
@@ -41,14 +91,36 @@ export async function resolveDirInRoot(
       continue;
     }
     const abs = join(root, ...out, c);
-    let st: Awaited<ReturnType<typeof lstat>>;
+    let st: Stats;
     try {
       st = await lstat(abs);
     } catch (err) {
       if (codeOf(err) !== 'ENOENT') throw err;
-      if (!opts.create) return undefined;
-      await mkdir(abs);
+      if (opts.lowers) {
+        // containerd makes every missing parent in the upper, inheriting from the lowers.
+        const lower = await lookupLower(opts.lowers, [...out, c], true);
+        await mkdir(abs);
+        out.push(c);
+        if (lower?.st.isDirectory()) {
+          await inherit(lower.st, abs);
+          continue;
+        }
+      } else {
+        if (!opts.create) return undefined;
+        await mkdir(abs);
+        out.push(c);
+      }
       await chmod(abs, 0o755); // exact, whatever the umask
+      opts.onCreate?.(out.join('/'));
+      continue;
+    }
+    if (opts.lowers && isWhiteout(st)) {
+      // This layer deleted the name earlier: a directory made there now must not show the lowers'.
+      if (!opts.create) return undefined;
+      await unlink(abs);
+      await mkdir(abs);
+      await chmod(abs, 0o755);
+      await setOpaque(abs);
       out.push(c);
       opts.onCreate?.(out.join('/'));
       continue;
@@ -72,4 +144,11 @@ export async function resolveDirInRoot(
     out.push(c);
   }
   return out;
+}
+
+/** A lower directory's mode, owner and times, for its new counterpart in the upper. */
+async function inherit(st: Stats, abs: string): Promise<void> {
+  await lchown(abs, st.uid, st.gid);
+  await chmod(abs, st.mode & 0o7777);
+  await lutimes(abs, st.atime, st.mtime);
 }

@@ -17,9 +17,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
+import { diskUsage } from '../disk-usage.ts';
 import { getXattrs, setXattr } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
-import { diskUsage } from './disk-usage.ts';
 
 const run = promisify(execFile);
 const asRoot = process.getuid?.() === 0;

@@ -3,55 +3,31 @@
 // bind mounts of those directories, as containerd's native snapshotter does (works on any file system,
 // needs no mount privileges). A view of a committed snapshot has no directory: it mounts the parent's,
 // read-only. Metadata (keys, kinds, parents, labels, leases) lives in the metadata database.
-//
-// Directories come into being as `new-<id>` and are renamed once complete; removal renames to
-// `rm-<id>` first. Cleanup removes whatever directory no snapshot record names (left by garbage
-// collection or a crash), sparing directories still being filled.
+// Directories are made and removed through SnapshotDirectories (`new-`, `rm-`, cleanup).
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rename, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
-import type { Logger } from 'pino';
-import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
-import type { MetadataDb } from '../../metadata/db.ts';
-import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../../metadata/snapshots.ts';
+import { mkdir } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { invalidArgument } from '../../errors.ts';
+import type { SnapshotRecord } from '../../metadata/snapshots.ts';
 import { tracePhase } from '../../trace.ts';
-import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from '../snapshotter.ts';
+import { RecordedSnapshotter, type SnapshotterOptions } from '../recorded-snapshotter.ts';
+import type { Mount, SnapshotDirs } from '../snapshotter.ts';
 import { XattrDumper } from '../xattr.ts';
 import { copyTree } from './copy-tree.ts';
-import { diskUsage } from './disk-usage.ts';
 
 export const NATIVE = 'native';
 
-export interface NativeSnapshotterOptions {
-  /** The snapshotter's root (e.g. DAEMON_ROOT/snapshots/native); snapshot directories go in `snapshots/`. */
-  root: string;
-  db: MetadataDb;
-  logger?: Logger;
-}
-
 const ID = /^[0-9a-f]{16}$/;
-const newId = (): string => randomBytes(8).toString('hex');
 
-export class NativeSnapshotter implements Snapshotter {
-  readonly name = NATIVE;
-  readonly root: string;
-  /** Where the snapshot directories are. */
-  readonly dir: string;
-  readonly store: SnapshotStore;
-  private readonly logger: Logger | undefined;
-  /** Names of `new-*` directories being filled right now: cleanup must not take them. */
-  private readonly filling = new Set<string>();
+export class NativeSnapshotter extends RecordedSnapshotter {
   /** Dumps parents' extended attributes for every copy; stopped by close(). */
   private readonly xattrs = new XattrDumper();
 
-  private constructor(opts: NativeSnapshotterOptions) {
-    this.root = resolve(opts.root);
-    this.dir = join(this.root, 'snapshots');
-    this.store = new SnapshotStore(opts.db, NATIVE);
-    this.logger = opts.logger;
+  private constructor(opts: SnapshotterOptions) {
+    super(NATIVE, opts, (name) => ID.test(name));
   }
 
-  static async open(opts: NativeSnapshotterOptions): Promise<NativeSnapshotter> {
+  static async open(opts: SnapshotterOptions): Promise<NativeSnapshotter> {
     const sn = new NativeSnapshotter(opts);
     await mkdir(sn.dir, { recursive: true, mode: 0o700 });
     // Forked now, while the daemon's heap is small: every parent copy dumps extended attributes.
@@ -62,152 +38,44 @@ export class NativeSnapshotter implements Snapshotter {
   }
 
   /** Stops the snapshotter's helper process. */
-  close(): void {
+  override close(): void {
     this.xattrs.stop();
   }
 
   private path(id: string): string {
-    return join(this.dir, id);
+    return this.dirs.path(id);
   }
 
-  /** An active snapshot: a copy of `parent` (or an empty directory), mounted read-write. */
-  prepare(ns: string, key: string, parent: string, opts: CreateOptions = {}): Promise<Mount[]> {
-    return this.create('active', ns, key, parent, opts);
+  protected newId(): string {
+    return randomBytes(8).toString('hex');
   }
 
-  /** A read-only snapshot of `parent` (or of an empty directory). */
-  view(ns: string, key: string, parent: string, opts: CreateOptions = {}): Promise<Mount[]> {
-    return this.create('view', ns, key, parent, opts);
-  }
-
-  private async create(
+  /** An active snapshot starts as a copy of its parent; a view of a parent needs no directory. */
+  protected async fill(
     kind: 'active' | 'view',
-    ns: string,
-    key: string,
-    parent: string,
-    opts: CreateOptions,
-  ): Promise<Mount[]> {
-    const id = newId();
-    const { record, parent: parentRec } = this.store.create(ns, {
-      key,
-      parent,
-      kind,
-      labels: opts.labels ?? {},
-      backingId: id,
-      ...(opts.lease ? { lease: opts.lease } : {}),
-    });
-    if (kind === 'active' || !parentRec) {
-      const temp = `new-${id}`;
-      const tempPath = join(this.dir, temp);
-      this.filling.add(temp);
-      try {
-        await mkdir(tempPath, { mode: 0o755 });
-        if (parentRec) {
-          const endCopy = tracePhase('daemon-copy-parent');
-          const copied = await copyTree(this.path(parentRec.backingId), tempPath, {
-            signal: opts.signal,
-            xattrs: this.xattrs,
-          });
-          endCopy(`${copied.entries} entries`);
-        }
-        await rename(tempPath, this.path(id));
-      } catch (err) {
-        this.store.forget(ns, key, id, opts.lease);
-        await rm(tempPath, { recursive: true, force: true }).catch(() => {});
-        throw err;
-      } finally {
-        this.filling.delete(temp);
+    id: string,
+    parent: SnapshotRecord | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
+    if (kind === 'view' && parent) return;
+    await this.dirs.create(id, async (tempPath) => {
+      await mkdir(tempPath, { mode: 0o755 });
+      if (parent) {
+        const endCopy = tracePhase('daemon-copy-parent');
+        const copied = await copyTree(this.path(parent.backingId), tempPath, { signal, xattrs: this.xattrs });
+        endCopy(`${copied.entries} entries`);
       }
-    }
-    return this.mountsOf(record, parentRec);
+    });
   }
 
-  private mountsOf(rec: SnapshotRecord, parent: SnapshotRecord | undefined): Mount[] {
-    const source = rec.kind === 'view' && parent ? this.path(parent.backingId) : this.path(rec.backingId);
+  protected mountsOf(ns: string, rec: SnapshotRecord): Mount[] {
+    const parent = rec.kind === 'view' && rec.parent !== '' ? this.store.stat(ns, rec.parent) : undefined;
+    const source = this.path(parent ? parent.backingId : rec.backingId);
     return [{ type: 'bind', source, options: ['rbind', rec.kind === 'view' ? 'ro' : 'rw'] }];
   }
 
-  /** The mounts of an active or view snapshot; FailedPrecondition for a committed one. */
-  mounts(ns: string, key: string): Mount[] {
-    const rec = this.store.stat(ns, key);
-    if (rec.kind === 'committed') {
-      throw failedPrecondition(
-        `failed to get snapshot mount: requested snapshot ${key} not active or view: failed precondition`,
-      );
-    }
-    const parent = rec.kind === 'view' && rec.parent !== '' ? this.store.stat(ns, rec.parent) : undefined;
-    return this.mountsOf(rec, parent);
-  }
-
-  /** Commits active snapshot `key` as `name`, recording its disk usage. */
-  async commit(ns: string, name: string, key: string, opts: CreateOptions = {}): Promise<SnapshotRecord> {
-    const rec = this.store.get(ns, key);
-    // The commit below re-checks everything; the walk is only worth it for what can be committed.
-    const usage =
-      rec?.kind === 'active'
-        ? await diskUsage(this.path(rec.backingId), opts.signal)
-        : { size: 0, inodes: 0 };
-    return this.store.commit(ns, {
-      name,
-      key,
-      labels: opts.labels ?? {},
-      usage,
-      ...(opts.lease ? { lease: opts.lease } : {}),
-    });
-  }
-
-  /** Removes the snapshot and its directory. NotFound; FailedPrecondition while it has children. */
-  async remove(ns: string, key: string, opts: { lease?: string } = {}): Promise<void> {
-    const rec = this.store.remove(ns, key, opts.lease);
-    if (rec.kind === 'view' && rec.parent !== '') return;
-    await this.removeDir(rec.backingId);
-  }
-
-  stat(ns: string, key: string): SnapshotRecord {
-    return this.store.stat(ns, key);
-  }
-
-  update(
-    ns: string,
-    info: { name: string; labels: Record<string, string> },
-    paths: readonly string[],
-  ): SnapshotRecord {
-    return this.store.update(ns, info, paths);
-  }
-
-  list(ns: string, filters: readonly string[]): SnapshotRecord[] {
-    return this.store.list(ns, filters);
-  }
-
-  /** Active snapshots are measured now; committed ones report what was measured at commit. */
-  async usage(ns: string, key: string, signal?: AbortSignal): Promise<SnapshotUsage> {
-    const rec = this.store.stat(ns, key);
-    if (rec.kind === 'active') return diskUsage(this.path(rec.backingId), signal);
-    return rec.usage;
-  }
-
-  /** Removes directories no snapshot record names; returns how many. */
-  async cleanup(): Promise<number> {
-    // Directory names first, records second: a directory renamed into place after the listing has a
-    // record already, so it cannot be mistaken for garbage.
-    const names = await readdir(this.dir);
-    const ids = this.store.backingIds();
-    let removed = 0;
-    for (const name of names) {
-      if (this.filling.has(name)) continue;
-      if (ID.test(name) && ids.has(name)) continue;
-      try {
-        await rm(join(this.dir, name), { recursive: true, force: true });
-        removed++;
-      } catch (err) {
-        this.logger?.warn(
-          { dir: name, err: messageOf(err) },
-          'snapshot cleanup could not remove a directory',
-        );
-      }
-    }
-    if (removed > 0) this.logger?.info({ removed }, 'snapshot directories cleaned up');
-    return removed;
+  protected ownTree(id: string): string {
+    return this.path(id);
   }
 
   /**
@@ -235,19 +103,5 @@ export class NativeSnapshotter implements Snapshotter {
       throw invalidArgument(`mount source ${JSON.stringify(m.source)} is read-only`);
     }
     return { upper: source, lowers: [] };
-  }
-
-  private async removeDir(id: string): Promise<void> {
-    const doomed = join(this.dir, `rm-${id}`);
-    try {
-      await rename(this.path(id), doomed);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
-    }
-    // The record is gone already; a failure here leaves an `rm-` directory for cleanup.
-    await rm(doomed, { recursive: true, force: true }).catch((err: unknown) =>
-      this.logger?.warn({ dir: doomed, err: messageOf(err) }, 'cannot remove snapshot directory'),
-    );
   }
 }

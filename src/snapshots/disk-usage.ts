@@ -2,8 +2,8 @@
 // the root included, size in allocated 512-byte blocks rather than apparent length.
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { aborted } from '../../errors.ts';
-import type { SnapshotUsage } from '../../metadata/snapshots.ts';
+import { aborted } from '../errors.ts';
+import type { SnapshotUsage } from '../metadata/snapshots.ts';
 
 const BLOCK_UNIT = 512n;
 

@@ -1,0 +1,151 @@
+// What both snapshotters share: records in the metadata database (SnapshotStore), one directory per
+// snapshot under ROOT/snapshots (SnapshotDirectories), and containerd's Mounts, Commit, Remove, Stat,
+// Update, List, Usage and Cleanup over them. A snapshotter adds how it creates a snapshot's tree, which
+// directory holds a snapshot's own data (measured for usage), its mounts, and which mounts it accepts.
+import { join, resolve } from 'node:path';
+import type { Logger } from 'pino';
+import { failedPrecondition } from '../errors.ts';
+import type { MetadataDb } from '../metadata/db.ts';
+import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../metadata/snapshots.ts';
+import { diskUsage } from './disk-usage.ts';
+import { SnapshotDirectories } from './snapshot-dirs.ts';
+import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
+
+export interface SnapshotterOptions {
+  /** The snapshotter's root (e.g. DAEMON_ROOT/snapshots/<name>); snapshot directories go in `snapshots/`. */
+  root: string;
+  db: MetadataDb;
+  logger?: Logger;
+}
+
+export abstract class RecordedSnapshotter implements Snapshotter {
+  readonly name: string;
+  readonly root: string;
+  /** Where the snapshot directories are. */
+  readonly dir: string;
+  readonly store: SnapshotStore;
+  protected readonly dirs: SnapshotDirectories;
+
+  protected constructor(name: string, opts: SnapshotterOptions, isId: (name: string) => boolean) {
+    this.name = name;
+    this.root = resolve(opts.root);
+    this.dir = join(this.root, 'snapshots');
+    this.store = new SnapshotStore(opts.db, name);
+    this.dirs = new SnapshotDirectories(this.dir, isId, opts.logger);
+  }
+
+  abstract resolveMount(ns: string, mount: Mount, opts: { writable: boolean }): SnapshotDirs | undefined;
+  /** The mounts of an active or view snapshot. */
+  protected abstract mountsOf(ns: string, rec: SnapshotRecord): Mount[];
+  /** The directory holding what snapshot directory `id` itself adds (measured for usage). */
+  protected abstract ownTree(id: string): string;
+  /** A fresh id for a snapshot directory. */
+  protected abstract newId(): string;
+  /** Makes the directory of new snapshot `id` (if it needs one), through `dirs.create`. */
+  protected abstract fill(
+    kind: 'active' | 'view',
+    id: string,
+    parent: SnapshotRecord | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<void>;
+
+  /** An active snapshot on committed `parent` (or on nothing), mounted read-write. */
+  prepare(ns: string, key: string, parent: string, opts: CreateOptions = {}): Promise<Mount[]> {
+    return this.create('active', ns, key, parent, opts);
+  }
+
+  /** A read-only snapshot of committed `parent` (or of an empty tree). */
+  view(ns: string, key: string, parent: string, opts: CreateOptions = {}): Promise<Mount[]> {
+    return this.create('view', ns, key, parent, opts);
+  }
+
+  private async create(
+    kind: 'active' | 'view',
+    ns: string,
+    key: string,
+    parent: string,
+    opts: CreateOptions,
+  ): Promise<Mount[]> {
+    const id = this.newId();
+    const { record, parent: parentRec } = this.store.create(ns, {
+      key,
+      parent,
+      kind,
+      labels: opts.labels ?? {},
+      backingId: id,
+      ...(opts.lease ? { lease: opts.lease } : {}),
+    });
+    try {
+      await this.fill(kind, id, parentRec, opts.signal);
+    } catch (err) {
+      this.store.forget(ns, key, id, opts.lease);
+      throw err;
+    }
+    return this.mountsOf(ns, record);
+  }
+
+  /** The mounts of an active or view snapshot; FailedPrecondition for a committed one. */
+  mounts(ns: string, key: string): Mount[] {
+    const rec = this.store.stat(ns, key);
+    if (rec.kind === 'committed') {
+      throw failedPrecondition(
+        `failed to get snapshot mount: requested snapshot ${key} not active or view: failed precondition`,
+      );
+    }
+    return this.mountsOf(ns, rec);
+  }
+
+  /** Commits active snapshot `key` as `name`, recording its disk usage. */
+  async commit(ns: string, name: string, key: string, opts: CreateOptions = {}): Promise<SnapshotRecord> {
+    const rec = this.store.get(ns, key);
+    // The commit below re-checks everything; the walk is only worth it for what can be committed.
+    const usage =
+      rec?.kind === 'active'
+        ? await diskUsage(this.ownTree(rec.backingId), opts.signal)
+        : { size: 0, inodes: 0 };
+    return this.store.commit(ns, {
+      name,
+      key,
+      labels: opts.labels ?? {},
+      usage,
+      ...(opts.lease ? { lease: opts.lease } : {}),
+    });
+  }
+
+  /** Removes the snapshot and its directory (if it has one). NotFound; FailedPrecondition with children. */
+  async remove(ns: string, key: string, opts: { lease?: string } = {}): Promise<void> {
+    const rec = this.store.remove(ns, key, opts.lease);
+    await this.dirs.remove(rec.backingId);
+  }
+
+  stat(ns: string, key: string): SnapshotRecord {
+    return this.store.stat(ns, key);
+  }
+
+  update(
+    ns: string,
+    info: { name: string; labels: Record<string, string> },
+    paths: readonly string[],
+  ): SnapshotRecord {
+    return this.store.update(ns, info, paths);
+  }
+
+  list(ns: string, filters: readonly string[]): SnapshotRecord[] {
+    return this.store.list(ns, filters);
+  }
+
+  /** Active snapshots are measured now; committed ones report what was measured at commit. */
+  async usage(ns: string, key: string, signal?: AbortSignal): Promise<SnapshotUsage> {
+    const rec = this.store.stat(ns, key);
+    if (rec.kind === 'active') return diskUsage(this.ownTree(rec.backingId), signal);
+    return rec.usage;
+  }
+
+  /** Removes directories no snapshot record names; returns how many. */
+  cleanup(): Promise<number> {
+    return this.dirs.cleanup(() => this.store.backingIds());
+  }
+
+  /** Stops what the snapshotter runs beside the daemon (helper processes). */
+  close(): void {}
+}
