@@ -266,7 +266,8 @@ describe('the seed’s snowball: register a name, then pull what is missing', ()
     // The registry has no tag `registered`: only the image record says what this name is.
     const name = `${proxy.host}/stevvooe/foo:registered`;
     const target = { media_type: image.mediaType, digest: image.digest, size: image.size };
-    const pull = ['pull', '--registered', '--address', d.address, name];
+    // This test looks at the native snapshotter's snapshots.
+    const pull = ['pull', '--registered', '--snapshotter', 'native', '--address', d.address, name];
     assert.deepEqual(await py.run(d.address, [{ op: 'put', name, target, namespace: 'default' }]), [
       { ok: {} },
     ]);
@@ -346,7 +347,7 @@ describe('the seed’s snowball: register a name, then pull what is missing', ()
     // Runnable: the rootfs is there, and the record is still exactly what was put.
     const dir = await tempDir('snowball-rootfs');
     t.after(() => removeTempDir(dir));
-    await strataOk(['rootfs', '--address', d.address, name, join(dir, 'rootfs')]);
+    await strataOk(['rootfs', '--snapshotter', 'native', '--address', d.address, name, join(dir, 'rootfs')]);
     await access(join(dir, 'rootfs', 'bin', 'busybox'));
     assert.deepEqual(await py.run(d.address, [{ op: 'list', namespace: 'default' }]), [
       { ok: { images: [{ name, target }] } },

@@ -9,7 +9,7 @@
 // overlayfs whiteout, a hard link to the one whiteout device ROOT/whiteout (the kernel shares one too),
 // so no process is forked per whiteout.
 import { execFile } from 'node:child_process';
-import { link, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
+import { access, link, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
@@ -75,7 +75,7 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
         { cause: err },
       );
     }
-    sn.indexOff = await run('test', ['-e', '/sys/module/overlay/parameters/index']).then(
+    sn.indexOff = await access('/sys/module/overlay/parameters/index').then(
       () => true,
       () => false,
     );
@@ -170,7 +170,8 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
       const opt = (name: string) => m.options.find((o) => o.startsWith(`${name}=`))?.slice(name.length + 1);
       const upperdir = opt('upperdir');
       const lowers = (opt('lowerdir') ?? '').split(':').filter((d) => d !== '');
-      if (![upperdir ?? lowers[0] ?? ''].some(inside)) return undefined;
+      const first = upperdir ?? lowers[0];
+      if (first === undefined || !inside(first)) return undefined;
       const refuse = (why: string) =>
         invalidArgument(`overlay mount ${JSON.stringify(m.options.join(','))} ${why}: invalid argument`);
       let rec: SnapshotRecord | undefined;
@@ -202,8 +203,9 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
         `unsupported mount type ${JSON.stringify(m.type)}: only bind and overlay mounts of ${OVERLAYFS} snapshots are accepted`,
       );
     }
+    // A bind mount shows a whole tree only for a snapshot without parents.
     const rec = this.recordOf(ns, m.source);
-    if (!rec)
+    if (rec?.parent !== '')
       throw invalidArgument(`mount source ${JSON.stringify(m.source)} is no snapshot of namespace ${ns}`);
     if (opts.writable && (rec.kind !== 'active' || m.options.includes('ro'))) {
       throw invalidArgument(`mount source ${JSON.stringify(m.source)} is read-only`);
