@@ -7,7 +7,14 @@ import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { failedPrecondition, invalidArgument, messageOf, notFound, unavailable } from '../errors.ts';
+import {
+  failedPrecondition,
+  invalidArgument,
+  messageOf,
+  notFound,
+  resourceExhausted,
+  unavailable,
+} from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { copyImage } from '../registry/copy.ts';
@@ -91,6 +98,8 @@ export interface BuilderOptions {
   /** Registry hosts reached over plain HTTP (handed to buildah). */
   insecureHosts: readonly string[];
   parallelism: number;
+  /** Builds that may wait for a slot; more are refused (ResourceExhausted). */
+  maxQueued: number;
   timeoutMs: number;
   /** How long finished builds stay in ListBuilds. */
   keepFinishedMs: number;
@@ -200,12 +209,15 @@ class Slots {
 
 const SNAPSHOT_ENTRIES = 2_000_000;
 const FETCHED_KEEP_MS = 120_000;
+const PLAN_FETCHES = 8;
 
 export class Builder {
   private readonly o: BuilderOptions;
   private readonly inflight = new Map<string, ActiveBuild>();
   private readonly active = new Set<ActiveBuild>();
   private readonly slots: Slots;
+  /** Git fetches of planning at once: many new commits at once must not fork git without bound. */
+  private readonly fetchSlots = new Slots(PLAN_FETCHES);
   private readonly shutdown = new AbortController();
   /** Snapshots by commit and paths, bounded by the files they list; loads in flight are shared. */
   private readonly snapshots = new LRUCache<string, SourceSnapshot>({
@@ -316,6 +328,7 @@ export class Builder {
     // Shared by every request for this commit, so no one caller's cancel ends it (git's timeout bounds it).
     const loading = (async () => {
       let keep = false;
+      if (!this.fetchSlots.tryTake()) await this.fetchSlots.wait(this.shutdown.signal);
       try {
         const fetched = await repo.fetch(commit);
         const snapshot = await readSnapshot(repo, fetched, paths);
@@ -323,6 +336,7 @@ export class Builder {
         keep = this.keepFetched(`${g.remoteUri}\0${fetched}`, dir);
         return snapshot;
       } finally {
+        this.fetchSlots.release();
         if (!keep) await rm(dir, { recursive: true, force: true });
         if (cacheKey) this.loadingSnapshots.delete(cacheKey);
       }
@@ -396,6 +410,11 @@ export class Builder {
 
   private start(plan: Plan, req: BuildRequestSpec, policy: AuthPolicy): ActiveBuild {
     if (this.shutdown.signal.aborted) throw unavailable('the builder is shutting down');
+    if (this.active.size >= this.o.parallelism + this.o.maxQueued) {
+      throw resourceExhausted(
+        `the build queue is full (${this.slots.queued} builds waiting); try again later`,
+      );
+    }
     const build = new ActiveBuild(plan, (b) => this.run(b, req, policy));
     this.inflight.set(plan.ref, build);
     this.active.add(build);

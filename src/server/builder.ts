@@ -32,6 +32,7 @@ export interface BuilderConfig {
   plainHttpHosts: string[];
   platform: Platform;
   parallelism: number;
+  maxQueued: number;
   timeoutMs: number;
   keepFinishedMs: number;
   cacheMaxBytes: number;
@@ -52,6 +53,7 @@ const KEYS = new Set([
   'plainHttpHosts',
   'platform',
   'parallelism',
+  'maxQueued',
   'timeoutSeconds',
   'keepFinishedSeconds',
   'cacheMax',
@@ -109,6 +111,7 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
         : strings(o.plainHttpHosts, 'plainHttpHosts').map((h) => h.toLowerCase()),
     platform: parsePlatform(typeof o.platform === 'string' ? o.platform : 'linux/amd64'),
     parallelism: o.parallelism === undefined ? 2 : Math.floor(positive(o.parallelism, 'parallelism')),
+    maxQueued: o.maxQueued === undefined ? 100 : Math.floor(positive(o.maxQueued, 'maxQueued')),
     timeoutMs: (o.timeoutSeconds === undefined ? 3600 : positive(o.timeoutSeconds, 'timeoutSeconds')) * 1000,
     keepFinishedMs:
       (o.keepFinishedSeconds === undefined ? 3600 : positive(o.keepFinishedSeconds, 'keepFinishedSeconds')) *
@@ -250,6 +253,7 @@ export async function startBuilder(
       platform: config.platform,
       insecureHosts: config.plainHttpHosts,
       parallelism: config.parallelism,
+      maxQueued: config.maxQueued,
       timeoutMs: config.timeoutMs,
       keepFinishedMs: config.keepFinishedMs,
       secrets: config.secrets,

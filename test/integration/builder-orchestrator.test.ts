@@ -173,9 +173,9 @@ test('identical requests join one build; a caller hanging up does not stop it; f
   }
 });
 
-test('builds beyond the parallelism wait in a queue and say so', async () => {
+test('builds beyond the parallelism wait in a bounded queue and say so', async () => {
   const engine = new GatedEngine();
-  const b = await start('queue', engine, { parallelism: 1 });
+  const b = await start('queue', engine, { parallelism: 1, maxQueued: 1 });
   try {
     const one = all(b.builder.build(request('b')));
     await engine.started(1);
@@ -190,6 +190,7 @@ test('builds beyond the parallelism wait in a queue and say so', async () => {
         .sort(),
       ['queued', 'running'],
     );
+    await assert.rejects(all(b.builder.build(request('a'))), /the build queue is full \(1 builds waiting\)/);
     engine.release();
     await one;
     await engine.started(2);
