@@ -1,11 +1,11 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
-import { ImageStore } from '../images/image-store.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import { ContentMeta } from './content-labels.ts';
 import type { Nanos } from './db.ts';
 import { collectGarbage } from './gc.ts';
+import { ImageStore } from './images.ts';
 import { LeaseStore } from './leases.ts';
 import { openTestDb, type TestDb } from './test-db.ts';
 

@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { errorKind } from '../errors.ts';
-import { ImageStore } from '../images/image-store.ts';
 import type { Digest } from '../oci/digest.ts';
 import { ContentMeta } from './content-labels.ts';
+import { ImageStore } from './images.ts';
 import { LeaseStore } from './leases.ts';
 import { NamespaceStore } from './namespaces.ts';
 import { openTestDb, type TestDb } from './test-db.ts';

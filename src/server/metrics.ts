@@ -8,7 +8,7 @@ import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { statusOf } from '../api/grpc/status.ts';
 import { methodPath } from '../api/transport/framing.ts';
 import { unavailable } from '../errors.ts';
-import type { GcStats } from '../images/gc-runner.ts';
+import type { GcStats } from '../metadata/gc-runner.ts';
 
 export class DaemonMetrics {
   readonly registry = new Registry();

@@ -31,7 +31,7 @@ import { implement } from '../../src/api/grpc/service.ts';
 import { contentService } from '../../src/api/services/content.ts';
 import { ContentStore } from '../../src/content/store.ts';
 import { isNotFound } from '../../src/errors.ts';
-import { backendRef, ContentView } from '../../src/images/content-view.ts';
+import { backendRef, ContentView } from '../../src/metadata/content.ts';
 import { MetadataDb } from '../../src/metadata/db.ts';
 import { collectGarbage } from '../../src/metadata/gc.ts';
 import { LeaseStore } from '../../src/metadata/leases.ts';

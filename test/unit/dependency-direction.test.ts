@@ -1,5 +1,5 @@
 // The dependency direction is a check that fails: biome.json's per-folder noRestrictedImports rules, which
-// `npm run check` runs, reject an import pointing up (oci ← registry/content/metadata ← snapshots/images/
+// `npm run check` runs, reject an import pointing up (oci ← registry/content/metadata ← snapshots/
 // facade/builder ← api ← server ← cli, and src/client between api and cli). Probed on a temp tree that
 // holds the repository's own biome.json and a few files, some importing the wrong way.
 import assert from 'node:assert/strict';
@@ -40,11 +40,11 @@ const uses = (spec: string) => `import { x } from '${spec}';\nexport const y = x
 test('an import pointing up is refused', async () => {
   const wrong: Array<[string, string]> = [
     ['src/oci/probe.ts', '../registry/client.ts'],
-    ['src/metadata/probe.ts', '../images/image-store.ts'],
+    ['src/metadata/probe.ts', '../snapshots/differ.ts'],
     ['src/content/probe.ts', '../api/grpc/status.ts'],
     ['src/facade/providers/probe.ts', '../../api/gen/registryfacade/provider_pb.ts'],
     ['src/facade/probe.ts', '@grpc/grpc-js'],
-    ['src/images/probe.ts', '@bufbuild/protobuf'],
+    ['src/snapshots/probe2.ts', '@bufbuild/protobuf'],
     ['src/snapshots/probe.ts', '../server/wiring.ts'],
     ['src/builder/probe.ts', '../cli/main.ts'],
     ['src/api/services/probe.ts', '../../server/config.ts'],
@@ -59,13 +59,13 @@ test('an import pointing up is refused', async () => {
 test('imports pointing down (and tests) pass', async () => {
   const right: Array<[string, string]> = [
     ['src/registry/ok.ts', '../oci/digest.ts'],
-    ['src/images/ok.ts', '../metadata/db.ts'],
+    ['src/snapshots/ok.ts', '../metadata/db.ts'],
     ['src/facade/ok.ts', '../registry/client.ts'],
-    ['src/api/services/ok.ts', '../../images/image-store.ts'],
+    ['src/api/services/ok.ts', '../../metadata/images.ts'],
     ['src/client/ok.ts', '../api/grpc/client.ts'],
     ['src/server/ok.ts', '../api/grpc/server.ts'],
     ['src/cli/ok.ts', '../server/lifecycle.ts'],
-    ['src/metadata/gc-probe.test.ts', '../images/image-store.ts'],
+    ['src/metadata/gc-probe.test.ts', '../snapshots/differ.ts'],
   ];
   for (const [path, spec] of right) {
     assert.deepEqual(await lint(path, uses(spec)), [], `${path} importing ${spec} is allowed`);

@@ -7,12 +7,7 @@
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { invalidArgument, outOfRange } from '../../errors.ts';
-import type {
-  ContentRecord,
-  ContentView,
-  NamespacedStatus,
-  WriteMessage,
-} from '../../images/content-view.ts';
+import type { ContentRecord, ContentView, NamespacedStatus, WriteMessage } from '../../metadata/content.ts';
 import { timestampFromNanos } from '../convert/timestamps.ts';
 import {
   Content,

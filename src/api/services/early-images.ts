@@ -3,7 +3,7 @@
 // validation and messages. This API has no labels, timestamps or filters on the wire.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
-import type { ImageRecord, ImageStore } from '../../images/image-store.ts';
+import type { ImageRecord, ImageStore } from '../../metadata/images.ts';
 import { type ImageSchema, Images } from '../gen/containerd/v1/images_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type RequestMetadata, type ServiceRegistration } from '../grpc/service.ts';

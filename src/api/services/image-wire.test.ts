@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import fc from 'fast-check';
-import type { ImageRecord } from '../../images/image-store.ts';
 import { nanosToDate } from '../../metadata/db.ts';
+import type { ImageRecord } from '../../metadata/images.ts';
 import type { Digest } from '../../oci/digest.ts';
 import {
   GetImageResponseSchema,

@@ -2,8 +2,9 @@
 // running the reflective encoder (which allocates a fresh off-heap buffer, grows it and slices it per
 // message) cost more than the database read of a Get. The output is byte for byte what
 // toBinary(schema, create(schema, imageToProto(record))) writes; image-wire.test.ts holds it to that.
-import type { ImageRecord } from '../../images/image-store.ts';
+
 import type { Nanos } from '../../metadata/db.ts';
+import type { ImageRecord } from '../../metadata/images.ts';
 import { varintLength, writeInt64Varint, writeVarint } from '../transport/varint.ts';
 
 // Field numbers and wire types, from proto/containerd/services/images/v1/images.proto,

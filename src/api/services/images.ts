@@ -2,7 +2,7 @@
 // validation, masks and messages. Deletes trigger garbage collection (awaited when `sync` is set).
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
-import type { ImageInput, ImageRecord, ImageStore } from '../../images/image-store.ts';
+import type { ImageInput, ImageRecord, ImageStore } from '../../metadata/images.ts';
 import { descriptorFromProto, descriptorToProto } from '../convert/descriptor.ts';
 import { requestTime, timestampFromNanos } from '../convert/timestamps.ts';
 import {

@@ -8,9 +8,9 @@ import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { Layout } from '../content/layout.ts';
 import { ContentStore } from '../content/store.ts';
 import { isAlreadyExists, isNotFound, isUnavailable } from '../errors.ts';
-import { MetadataDb } from '../metadata/db.ts';
 import { digestOf } from '../oci/digest.ts';
-import { backendRef, ContentView } from './content-view.ts';
+import { backendRef, ContentView } from './content.ts';
+import { MetadataDb } from './db.ts';
 
 let dir: string;
 let store: ContentStore;

@@ -9,13 +9,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { pino } from 'pino';
 import { Layout } from '../content/layout.ts';
 import { ContentStore } from '../content/store.ts';
-import { ContentMeta } from '../metadata/content-labels.ts';
-import { MetadataDb } from '../metadata/db.ts';
-import { LeaseStore } from '../metadata/leases.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
-import { ContentView } from './content-view.ts';
+import { ContentView } from './content.ts';
+import { ContentMeta } from './content-labels.ts';
+import { MetadataDb } from './db.ts';
 import { GcRunner, type GcStats } from './gc-runner.ts';
-import { ImageStore } from './image-store.ts';
+import { ImageStore } from './images.ts';
+import { LeaseStore } from './leases.ts';
 
 let dir: string;
 let db: MetadataDb;

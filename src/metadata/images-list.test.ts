@@ -4,12 +4,12 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import fc from 'fast-check';
-import { imageAdaptor } from '../metadata/filters/adaptors.ts';
-import { parseStoreFilters } from '../metadata/filters/filter.ts';
-import { goQuote } from '../metadata/labels.ts';
-import { openTestDb, type TestDb } from '../metadata/test-db.ts';
 import { digestOf } from '../oci/digest.ts';
-import { ImageStore } from './image-store.ts';
+import { imageAdaptor } from './filters/adaptors.ts';
+import { parseStoreFilters } from './filters/filter.ts';
+import { ImageStore } from './images.ts';
+import { goQuote } from './labels.ts';
+import { openTestDb, type TestDb } from './test-db.ts';
 
 const NS = 'default';
 

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { ErrorKind } from '../errors.ts';
-import { LeaseStore } from '../metadata/leases.ts';
-import { openTestDb, type TestDb, throwsKind } from '../metadata/test-db.ts';
 import { digestOf } from '../oci/digest.ts';
-import { type ImageInput, ImageStore } from './image-store.ts';
+import { type ImageInput, ImageStore } from './images.ts';
+import { LeaseStore } from './leases.ts';
+import { openTestDb, type TestDb, throwsKind } from './test-db.ts';
 
 const NS = 'default';
 const BLAB = 'application/vnd.oci.blab';

@@ -2,6 +2,8 @@
 // target descriptor, with labels and server-set timestamps. Messages are containerd's, errdefs suffix
 // included (`image "x": not found`), so the gRPC adapter passes them through unchanged.
 import { alreadyExists, invalidArgument, notFound } from '../errors.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import type { Digest } from '../oci/digest.ts';
 import {
   dateToNanos,
   decodeMap,
@@ -10,15 +12,13 @@ import {
   type Nanos,
   nanosToDate,
   type Statement,
-} from '../metadata/db.ts';
-import { imageAdaptor } from '../metadata/filters/adaptors.ts';
-import { parseSelectors, parseStoreFilters } from '../metadata/filters/filter.ts';
-import { type PrefilterColumns, prefilterOf } from '../metadata/filters/prefilter.ts';
-import { goDigestError } from '../metadata/go-digest.ts';
-import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from '../metadata/labels.ts';
-import { LABEL_GC_EXPIRE, LeaseStore } from '../metadata/leases.ts';
-import type { Descriptor } from '../oci/descriptor.ts';
-import type { Digest } from '../oci/digest.ts';
+} from './db.ts';
+import { imageAdaptor } from './filters/adaptors.ts';
+import { parseSelectors, parseStoreFilters } from './filters/filter.ts';
+import { type PrefilterColumns, prefilterOf } from './filters/prefilter.ts';
+import { goDigestError } from './go-digest.ts';
+import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
+import { LABEL_GC_EXPIRE, LeaseStore } from './leases.ts';
 
 export interface ImageTarget {
   mediaType: string;

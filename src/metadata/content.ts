@@ -17,20 +17,20 @@ import {
   outOfRange,
   unavailable,
 } from '../errors.ts';
-import { ContentMeta, type ContentRecord } from '../metadata/content-labels.ts';
-import type { MetadataDb } from '../metadata/db.ts';
-import { ingestAdaptor } from '../metadata/filters/adaptors.ts';
-import { parseFilters } from '../metadata/filters/filter.ts';
-import { goDigestError } from '../metadata/go-digest.ts';
-import { backendRef, IngestRecords } from '../metadata/ingests.ts';
-import { goQuote, validateLabels } from '../metadata/labels.ts';
-import { LeaseStore } from '../metadata/leases.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
 import { tracePhase } from '../trace.ts';
+import { ContentMeta, type ContentRecord } from './content-labels.ts';
+import type { MetadataDb } from './db.ts';
+import { ingestAdaptor } from './filters/adaptors.ts';
+import { parseFilters } from './filters/filter.ts';
+import { goDigestError } from './go-digest.ts';
+import { backendRef, IngestRecords } from './ingests.ts';
+import { goQuote, validateLabels } from './labels.ts';
+import { LeaseStore } from './leases.ts';
 
-export type { ContentRecord } from '../metadata/content-labels.ts';
-export { backendRef } from '../metadata/ingests.ts';
+export type { ContentRecord } from './content-labels.ts';
+export { backendRef } from './ingests.ts';
 
 /** A namespace's ingest, as Status and ListStatuses report it. */
 export interface NamespacedStatus extends IngestStatus {

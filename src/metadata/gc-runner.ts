@@ -6,9 +6,9 @@
 import type { Logger } from 'pino';
 import type { ContentStore } from '../content/store.ts';
 import { messageOf } from '../errors.ts';
-import type { MetadataDb } from '../metadata/db.ts';
-import { collectGarbage, type GcResult } from '../metadata/gc.ts';
 import type { Digest } from '../oci/digest.ts';
+import type { MetadataDb } from './db.ts';
+import { collectGarbage, type GcResult } from './gc.ts';
 
 export interface GcStats {
   /** Namespace memberships of content removed. */
