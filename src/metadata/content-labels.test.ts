@@ -18,7 +18,7 @@ const d1 = digestOf('one');
 const d2 = digestOf('two');
 
 describe('ContentMeta', () => {
-  it('adds, reads and refuses duplicates per namespace', () => {
+  it('adds, reads and refuses duplicates per namespace', async () => {
     const info = meta.add(NS, d1, 3, { a: '1', empty: '' });
     assert.deepEqual(info.labels, { a: '1' });
     assert.equal(info.size, 3);
@@ -32,14 +32,14 @@ describe('ContentMeta', () => {
     assert.deepEqual(meta.holders(d1), ['default', 'other']);
   });
 
-  it('validates request digests with containerd messages', () => {
+  it('validates request digests with containerd messages', async () => {
     throwsKind(() => meta.info(NS, 'sha256:nope'), 'InvalidArgument', '"sha256:nope" failed validation');
     throwsKind(() => meta.update(NS, { digest: '' }), 'InvalidArgument', '"" failed validation');
     throwsKind(() => meta.remove(NS, 'sha256:abc'), 'InvalidArgument', 'invalid checksum digest length');
     throwsKind(() => meta.remove(NS, d2), 'NotFound', `content digest ${d2}: not found`);
   });
 
-  it('updates labels as containerd does: masks labels and labels.<key>, empty mask replaces', () => {
+  it('updates labels as containerd does: masks labels and labels.<key>, empty mask replaces', async () => {
     meta.add(NS, d1, 3, { k1: 'v1', k2: 'v2', k3: 'v3' });
     const full = meta.update(NS, { digest: d1, labels: { k1: 'x' } });
     assert.deepEqual(full.labels, { k1: 'x' });
@@ -72,21 +72,21 @@ describe('ContentMeta', () => {
     );
   });
 
-  it('lists in digest order with filters; parse errors are wrapped once', () => {
+  it('lists in digest order with filters; parse errors are wrapped once', async () => {
     meta.add(NS, d2, 2, { kind: 'layer' });
     meta.add(NS, d1, 1, { kind: 'config', 'containerd.io/gc.root': 'yes' });
-    const all = meta.list(NS, []).map((i) => i.digest);
+    const all = (await meta.list(NS, [])).map((i) => i.digest);
     assert.deepEqual(all, [d1, d2].sort());
     assert.deepEqual(
-      meta.list(NS, ['labels.kind==layer']).map((i) => i.digest),
+      (await meta.list(NS, ['labels.kind==layer'])).map((i) => i.digest),
       [d2],
     );
     assert.deepEqual(
-      meta.list(NS, ['labels."containerd.io/gc.root"']).map((i) => i.digest),
+      (await meta.list(NS, ['labels."containerd.io/gc.root"'])).map((i) => i.digest),
       [d1],
     );
     assert.deepEqual(
-      meta.list(NS, [`digest==${d1}`, 'labels.kind~=^lay']).map((i) => i.digest),
+      (await meta.list(NS, [`digest==${d1}`, 'labels.kind~=^lay'])).map((i) => i.digest),
       [d1, d2].sort(),
     );
     throwsKind(
@@ -94,10 +94,10 @@ describe('ContentMeta', () => {
       'InvalidArgument',
       'filters: parse error: [labels.containerd.io >|/|< gc.root]: quoted literal not terminated: invalid argument',
     );
-    assert.deepEqual(meta.list('empty', []), []);
+    assert.deepEqual(await meta.list('empty', []), []);
   });
 
-  it('removes from the namespace only and marks the database dirty', () => {
+  it('removes from the namespace only and marks the database dirty', async () => {
     meta.add(NS, d1, 1);
     meta.add('other', d1, 1);
     const before = t.db.dirty;
@@ -108,7 +108,7 @@ describe('ContentMeta', () => {
     assert.deepEqual(meta.holders(d1), ['other']);
   });
 
-  it('attaches to and detaches from the request lease', () => {
+  it('attaches to and detaches from the request lease', async () => {
     const leases = new LeaseStore(t.db);
     leases.create(NS, { id: 'pull' });
     meta.add(NS, d1, 1, {}, { lease: 'pull' });
@@ -125,7 +125,7 @@ describe('ContentMeta', () => {
     meta.remove(NS, d1, { lease: 'gone' }); // removing from a missing lease is no error, as in containerd
   });
 
-  it('survives a restart', () => {
+  it('survives a restart', async () => {
     const info = meta.add(NS, d1, 7, { a: 'b' });
     const again = new ContentMeta(t.reopen());
     assert.deepEqual(again.info(NS, d1), info);

@@ -4,7 +4,7 @@ import { alreadyExists, invalidArgument, notFound } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
 import { decodeMap, encodeMap, type MetadataDb, type Nanos, nanosToDate, type Statement } from './db.ts';
 import { contentAdaptor } from './filters/adaptors.ts';
-import { parseFilters } from './filters/filter.ts';
+import { parseFilters, selectMatching } from './filters/filter.ts';
 import { goDigestError } from './go-digest.ts';
 import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
 import { LeaseStore } from './leases.ts';
@@ -139,10 +139,10 @@ export class ContentMeta {
   }
 
   /** Blobs of the namespace matching any filter, in digest order. Parse errors are not re-wrapped. */
-  list(ns: string, filters: readonly string[]): ContentRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<ContentRecord[]> {
     const filter = parseFilters(filters);
     const rows = this.stmts.list.all(ns) as ContentRow[];
-    return rows.map(toInfo).filter((i) => filter.match(contentAdaptor(i)));
+    return selectMatching(filter, rows.map(toInfo), contentAdaptor);
   }
 
   /** Unlinks a blob from the namespace (and from the request's lease); the bytes go at the next GC. */

@@ -23,7 +23,7 @@ import { tracePhase } from '../trace.ts';
 import { ContentMeta, type ContentRecord } from './content-labels.ts';
 import type { MetadataDb } from './db.ts';
 import { ingestAdaptor } from './filters/adaptors.ts';
-import { parseFilters } from './filters/filter.ts';
+import { parseFilters, selectMatching } from './filters/filter.ts';
 import { goDigestError } from './go-digest.ts';
 import { backendRef, IngestRecords } from './ingests.ts';
 import { goQuote, validateLabels } from './labels.ts';
@@ -103,7 +103,7 @@ export class ContentView {
   }
 
   /** The namespace's blobs matching any of the filters (fields `digest`, `labels.*`), in digest order. */
-  list(ns: string, filters: readonly string[]): ContentRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<ContentRecord[]> {
     return this.meta.list(ns, filters);
   }
 
@@ -142,8 +142,7 @@ export class ContentView {
   async listStatuses(ns: string, filters: readonly string[]): Promise<NamespacedStatus[]> {
     const filter = parseFilters(filters);
     const out: NamespacedStatus[] = [];
-    for (const rec of this.ingests.list(ns)) {
-      if (!filter.match(ingestAdaptor({ ref: rec.ref }))) continue;
+    for (const rec of await selectMatching(filter, this.ingests.list(ns), ingestAdaptor)) {
       try {
         out.push(this.statusOf(await this.store.status(backendRef(ns, rec.ref)), rec.ref, rec.expected));
       } catch (err) {

@@ -32,11 +32,8 @@ beforeEach(() => {
 afterEach(() => t.cleanup());
 
 const blob = (name: string): Digest => digestOf(name);
-const present = (ns: string): string[] =>
-  content
-    .list(ns, [])
-    .map((i) => i.digest)
-    .sort();
+const present = async (ns: string): Promise<string[]> =>
+  (await content.list(ns, [])).map((i) => i.digest).sort();
 const names = (...ds: Digest[]): string[] => [...ds].sort();
 
 function addSnapshot(
@@ -85,23 +82,23 @@ function pulledImage(ns: string, name: string, prefix: string) {
 }
 
 describe('collectGarbage', () => {
-  it('keeps what images reach through gc.ref labels and removes the rest', () => {
+  it('keeps what images reach through gc.ref labels and removes the rest', async () => {
     const img = pulledImage(NS, 'docker.io/library/a:1', 'a-');
     const orphan = blob('orphan');
     content.add(NS, orphan, 5);
     content.add(NS, blob('unlabelled-child'), 5); // a child nobody labelled is not discovered
     const result = collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(img.index, img.manifest, img.config, img.layer));
+    assert.deepEqual(await present(NS), names(img.index, img.manifest, img.config, img.layer));
     assert.deepEqual(result.unreferencedDigests, names(orphan, blob('unlabelled-child')));
     assert.deepEqual(result.content.map((c) => c.digest).sort(), names(orphan, blob('unlabelled-child')));
 
     images.delete(NS, 'docker.io/library/a:1');
     const after = collectGarbage(t.db);
-    assert.deepEqual(present(NS), []);
+    assert.deepEqual(await present(NS), []);
     assert.deepEqual(after.unreferencedDigests, names(img.index, img.manifest, img.config, img.layer));
   });
 
-  it('follows only well-formed reference keys', () => {
+  it('follows only well-formed reference keys', async () => {
     const parent = blob('parent');
     const kids = ['exact', 'dot', 'slash', 'bad'].map((k) => blob(k)) as [Digest, Digest, Digest, Digest];
     for (const k of kids) content.add(NS, k, 1);
@@ -118,10 +115,10 @@ describe('collectGarbage', () => {
       'labels.containerd.io/gc.root',
     ]);
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(parent, kids[0], kids[1], kids[2]));
+    assert.deepEqual(await present(NS), names(parent, kids[0], kids[1], kids[2]));
   });
 
-  it('keeps leased content until the lease goes, and collects expired leases', () => {
+  it('keeps leased content until the lease goes, and collects expired leases', async () => {
     const held = blob('held');
     const expiring = blob('expiring');
     leases.create(NS, {
@@ -136,17 +133,17 @@ describe('collectGarbage', () => {
     const result = collectGarbage(t.db);
     assert.deepEqual(result.leases, [{ namespace: NS, id: 'old' }]);
     assert.deepEqual(
-      leases.list(NS, []).map((l) => l.id),
+      (await leases.list(NS, [])).map((l) => l.id),
       ['bad-expiry', 'live'],
     );
-    assert.deepEqual(present(NS), names(held, blob('kept-by-bad-expiry')));
+    assert.deepEqual(await present(NS), names(held, blob('kept-by-bad-expiry')));
 
     leases.delete(NS, 'live');
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(blob('kept-by-bad-expiry')));
+    assert.deepEqual(await present(NS), names(blob('kept-by-bad-expiry')));
   });
 
-  it('keeps the whole tree under a lease, but only the direct object under a flat lease', () => {
+  it('keeps the whole tree under a lease, but only the direct object under a flat lease', async () => {
     const child = blob('child');
     const parent = blob('parent');
     content.add(NS, child, 1);
@@ -154,36 +151,36 @@ describe('collectGarbage', () => {
     leases.create(NS, { id: 'deep' });
     leases.addResource(NS, 'deep', { type: 'content', id: parent });
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(child, parent));
+    assert.deepEqual(await present(NS), names(child, parent));
 
     leases.delete(NS, 'deep');
     leases.create(NS, { id: 'flat', labels: { 'containerd.io/gc.flat': 'true' } });
     leases.addResource(NS, 'flat', { type: 'content', id: parent });
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(parent));
+    assert.deepEqual(await present(NS), names(parent));
   });
 
-  it('treats gc.root and a future gc.expire on content as roots', () => {
+  it('treats gc.root and a future gc.expire on content as roots', async () => {
     content.add(NS, blob('root'), 1, { 'containerd.io/gc.root': 'x' });
     content.add(NS, blob('future'), 1, { 'containerd.io/gc.expire': rfc3339(clockNow + 60n * SECOND) });
     content.add(NS, blob('past'), 1, { 'containerd.io/gc.expire': rfc3339(clockNow - 60n * SECOND) });
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(blob('root'), blob('future')));
+    assert.deepEqual(await present(NS), names(blob('root'), blob('future')));
     collectGarbage(t.db, { now: clockNow + 120n * SECOND });
-    assert.deepEqual(present(NS), names(blob('root')));
+    assert.deepEqual(await present(NS), names(blob('root')));
   });
 
-  it('follows back references from a child to a live parent', () => {
+  it('follows back references from a child to a live parent', async () => {
     const parent = blob('parent');
     const child = blob('child');
     content.add(NS, parent, 1, { 'containerd.io/gc.root': '1' });
     content.add(NS, child, 1, { 'containerd.io/gc.bref.content': parent });
     content.add(NS, blob('child-of-dead'), 1, { 'containerd.io/gc.bref.content.x': blob('dead') });
     collectGarbage(t.db);
-    assert.deepEqual(present(NS), names(parent, child));
+    assert.deepEqual(await present(NS), names(parent, child));
   });
 
-  it('keeps unpacked snapshots through the config label and parent chain', () => {
+  it('keeps unpacked snapshots through the config label and parent chain', async () => {
     addSnapshot(NS, 'overlayfs', 'chain-1');
     addSnapshot(NS, 'overlayfs', 'chain-2', 'chain-1');
     addSnapshot(NS, 'overlayfs', 'stray');
@@ -207,7 +204,7 @@ describe('collectGarbage', () => {
     );
   });
 
-  it('keeps leased and unexpired ingests', () => {
+  it('keeps leased and unexpired ingests', async () => {
     addIngest(NS, 'leased', null);
     addIngest(NS, 'fresh', clockNow + 3600n * SECOND);
     addIngest(NS, 'stale', clockNow - SECOND);
@@ -218,7 +215,7 @@ describe('collectGarbage', () => {
     assert.deepEqual(result.ingests.map((g) => g.ref).sort(), ['no-expiry', 'stale']);
   });
 
-  it('removes expired images and what only they held', () => {
+  it('removes expired images and what only they held', async () => {
     const img = pulledImage(NS, 'temp', 't-');
     images.update(NS, { name: 'temp', labels: { 'containerd.io/gc.expire': rfc3339(clockNow - SECOND) } }, [
       'labels.containerd.io/gc.expire',
@@ -227,13 +224,13 @@ describe('collectGarbage', () => {
     const result = collectGarbage(t.db);
     assert.deepEqual(result.images, [{ namespace: NS, name: 'temp' }]);
     assert.deepEqual(
-      images.list(NS, []).map((i) => i.name),
+      (await images.list(NS, [])).map((i) => i.name),
       ['kept'],
     );
-    assert.ok(!present(NS).includes(img.index));
+    assert.ok(!(await present(NS)).includes(img.index));
   });
 
-  it('collects per namespace; bytes are unreferenced only when no namespace holds them', () => {
+  it('collects per namespace; bytes are unreferenced only when no namespace holds them', async () => {
     const shared = blob('shared');
     content.add('ns1', shared, 1);
     content.add('ns2', shared, 1);
@@ -244,17 +241,17 @@ describe('collectGarbage', () => {
     const first = collectGarbage(t.db);
     assert.deepEqual(first.content, [{ namespace: 'ns2', digest: shared }]);
     assert.deepEqual(first.unreferencedDigests, []);
-    assert.deepEqual(present('ns1'), [shared]);
+    assert.deepEqual(await present('ns1'), [shared]);
     images.delete('ns1', 'x');
     const second = collectGarbage(t.db);
     assert.deepEqual(second.unreferencedDigests, [shared]);
   });
 
-  it('persists its removals', () => {
+  it('persists its removals', async () => {
     content.add(NS, blob('gone'), 1);
     content.add(NS, blob('kept'), 1, { 'containerd.io/gc.root': '1' });
     collectGarbage(t.db);
     content = new ContentMeta(t.reopen());
-    assert.deepEqual(present(NS), [blob('kept')]);
+    assert.deepEqual(await present(NS), [blob('kept')]);
   });
 });

@@ -22,12 +22,9 @@ beforeEach(() => {
 afterEach(() => t.cleanup());
 
 /** What the filter accepts among all images, in name (byte) order: List without any prefilter. */
-function reference(filters: string[]): string[] {
+async function reference(filters: string[]): Promise<string[]> {
   const filter = parseStoreFilters(filters);
-  return store
-    .list(NS, [])
-    .filter((img) => filter.match(imageAdaptor(img)))
-    .map((img) => img.name);
+  return (await store.list(NS, [])).filter((img) => filter.match(imageAdaptor(img))).map((img) => img.name);
 }
 
 // Characters that JSON or the filter syntax treat specially, plus look-alikes of the JSON the prefilter
@@ -40,9 +37,9 @@ const text = fc
   .map((cs) => cs.join(''));
 
 describe('ImageStore.list with the SQL prefilter', () => {
-  it('returns exactly what the filter accepts, in name order', () => {
-    fc.assert(
-      fc.property(
+  it('returns exactly what the filter accepts, in name order', async () => {
+    await fc.assert(
+      fc.asyncProperty(
         fc.array(
           fc.tuple(fc.dictionary(text, text, { maxKeys: 3 }), fc.dictionary(text, text, { maxKeys: 2 })),
           {
@@ -66,7 +63,7 @@ describe('ImageStore.list with the SQL prefilter', () => {
           { maxLength: 3 },
         ),
         fc.nat(),
-        (images, branches, seed) => {
+        async (images, branches, seed) => {
           t.cleanup();
           t = openTestDb();
           store = new ImageStore(t.db);
@@ -97,8 +94,8 @@ describe('ImageStore.list with the SQL prefilter', () => {
               .join(','),
           );
           assert.deepEqual(
-            store.list(NS, filters).map((i) => i.name),
-            reference(filters),
+            (await store.list(NS, filters)).map((i) => i.name),
+            await reference(filters),
             JSON.stringify(filters),
           );
         },
@@ -107,7 +104,7 @@ describe('ImageStore.list with the SQL prefilter', () => {
     );
   });
 
-  it('finds labels by key and value among many images, and keeps statements bounded', () => {
+  it('finds labels by key and value among many images, and keeps statements bounded', async () => {
     for (let i = 0; i < 200; i++) {
       store.create(NS, {
         name: `app-${String(i).padStart(3, '0')}`,
@@ -115,28 +112,28 @@ describe('ImageStore.list with the SQL prefilter', () => {
         target: { mediaType: 'application/x.test', digest: digestOf(String(i)), size: 1 },
       });
     }
-    const names = (filters: string[]) => store.list(NS, filters).map((i) => i.name);
-    assert.deepEqual(names(['labels.group==3']), reference(['labels.group==3']));
-    assert.equal(names(['labels.group==3']).length, 20);
-    assert.deepEqual(names(['labels."x.y"==odd,labels.group==3']), names(['labels.group==3']));
-    assert.deepEqual(names(['labels.x.y==even,labels.group==3']), []);
+    const names = async (filters: string[]) => (await store.list(NS, filters)).map((i) => i.name);
+    assert.deepEqual(await names(['labels.group==3']), await reference(['labels.group==3']));
+    assert.equal((await names(['labels.group==3'])).length, 20);
+    assert.deepEqual(await names(['labels."x.y"==odd,labels.group==3']), await names(['labels.group==3']));
+    assert.deepEqual(await names(['labels.x.y==even,labels.group==3']), []);
     // An unquoted dotted path names the key with the dots.
-    assert.deepEqual(names(['labels.x.y==odd']), names(['labels."x.y"==odd']));
-    assert.equal(names(['labels.x.y==odd']).length, 100);
-    assert.equal(names(['labels.quote=="a\\"b"']).length, 200);
-    assert.equal(names(['labels.group==1', 'labels.group==2']).length, 40);
-    assert.equal(names(['labels.group', 'name==app-000']).length, 200);
+    assert.deepEqual(await names(['labels.x.y==odd']), await names(['labels."x.y"==odd']));
+    assert.equal((await names(['labels.x.y==odd'])).length, 100);
+    assert.equal((await names(['labels.quote=="a\\"b"'])).length, 200);
+    assert.equal((await names(['labels.group==1', 'labels.group==2'])).length, 40);
+    assert.equal((await names(['labels.group', 'name==app-000'])).length, 200);
     // A value that is a prefix of another must not match it.
     store.create(NS, {
       name: 'zz',
       labels: { group: '33' },
       target: { mediaType: 'application/x.test', digest: digestOf('zz'), size: 1 },
     });
-    assert.equal(names(['labels.group==3']).length, 20);
+    assert.equal((await names(['labels.group==3'])).length, 20);
     // Many shapes of filter: each gets a statement, the oldest are dropped, answers stay right.
     for (let n = 1; n <= 40; n++) {
       const filters = Array.from({ length: (n % 16) + 1 }, (_, i) => `labels.group==${i}`);
-      assert.equal(names(filters).length, Math.min(10, (n % 16) + 1) * 20);
+      assert.equal((await names(filters)).length, Math.min(10, (n % 16) + 1) * 20);
     }
   });
 });

@@ -212,7 +212,7 @@ function build(name: string, shape: Shape, caseName: string): ImageInput {
 
 describe('ImageStore: containerd create/update/delete table', () => {
   for (const c of cases) {
-    it(c.name, () => {
+    it(c.name, async () => {
       const original = build(c.name, c.original, c.name);
       if (c.createErr) {
         throwsKind(() => store.create(NS, original), c.createErr);
@@ -279,21 +279,21 @@ describe('ImageStore: list with filters (containerd TestImagesList)', () => {
     ['Nothing', ['name==nope'], []],
   ];
   for (const [name, filters, want] of table) {
-    it(name, () => {
+    it(name, async () => {
       assert.deepEqual(
-        store.list(NS, filters).map((i) => i.name),
+        (await store.list(NS, filters)).map((i) => i.name),
         want,
       );
     });
   }
 
-  it('deletes each once; the second delete is NotFound', () => {
+  it('deletes each once; the second delete is NotFound', async () => {
     for (const n of names) store.delete(NS, n);
     for (const n of names) throwsKind(() => store.delete(NS, n), 'NotFound', `image "${n}": not found`);
-    assert.deepEqual(store.list(NS, []), []);
+    assert.deepEqual(await store.list(NS, []), []);
   });
 
-  it('wraps a filter syntax error twice, as containerd does', () => {
+  it('wraps a filter syntax error twice, as containerd does', async () => {
     throwsKind(
       () => store.list(NS, ['name==foo', 'labels.foo-bar==x']),
       'InvalidArgument',
@@ -309,7 +309,7 @@ describe('ImageStore: errors and edge cases', () => {
     ...extra,
   });
 
-  it('gives containerd messages', () => {
+  it('gives containerd messages', async () => {
     store.create(NS, img('a'));
     throwsKind(() => store.create(NS, img('a')), 'AlreadyExists', 'image "a": already exists');
     throwsKind(() => store.get(NS, 'b'), 'NotFound', 'image "b": not found');
@@ -332,7 +332,7 @@ describe('ImageStore: errors and edge cases', () => {
     store.delete(NS, 'a', { target: '' }); // an empty target is no condition
   });
 
-  it('validates the target digest with go-digest messages', () => {
+  it('validates the target digest with go-digest messages', async () => {
     const bad: Array<[string, string]> = [
       ['', 'invalid checksum digest format'],
       ['sha256', 'invalid checksum digest format'],
@@ -365,7 +365,7 @@ describe('ImageStore: errors and edge cases', () => {
     throwsKind(() => store.create(NS, { name: 'x', target: { digest: '' } }), 'InvalidArgument');
   });
 
-  it('allows key+value of exactly 4096 bytes and rejects more', () => {
+  it('allows key+value of exactly 4096 bytes and rejects more', async () => {
     const ok = { ['k'.repeat(96)]: 'v'.repeat(4000) };
     store.create(NS, img('ok', { labels: ok }));
     const key = 'k'.repeat(100);
@@ -382,7 +382,7 @@ describe('ImageStore: errors and edge cases', () => {
     );
   });
 
-  it('drops empty label values and deletes labels through labels.<key> masks', () => {
+  it('drops empty label values and deletes labels through labels.<key> masks', async () => {
     const created = store.create(NS, img('a', { labels: { keep: '1', gone: '' } }));
     assert.deepEqual(created.labels, { keep: '1' });
     store.update(NS, img('a', { labels: { 'x.y/z': 'v' } }), ['labels.x.y/z']);
@@ -393,48 +393,48 @@ describe('ImageStore: errors and edge cases', () => {
     assert.deepEqual(cleared.labels, {});
   });
 
-  it('keeps odd label keys as plain data', () => {
+  it('keeps odd label keys as plain data', async () => {
     // JSON.parse makes `__proto__` an own key, as a protobuf map decoder may.
     const labels = JSON.parse('{"__proto__":"p","constructor":"c","":""}') as Record<string, string>;
     const created = store.create(NS, img('odd', { labels }));
     assert.deepEqual(Object.keys(created.labels).sort(), ['__proto__', 'constructor']);
     assert.equal(Object.getPrototypeOf(created.labels), Object.prototype);
-    assert.equal(store.list(NS, ['labels.__proto__==p']).length, 1);
+    assert.equal((await store.list(NS, ['labels.__proto__==p'])).length, 1);
   });
 
-  it('uses source_date_epoch for the timestamps when given', () => {
+  it('uses source_date_epoch for the timestamps when given', async () => {
     const when = new Date('2020-01-02T03:04:05.678Z');
     const created = store.create(NS, img('a'), { sourceDateEpoch: when });
     assert.deepEqual(created.createdAt, when);
     assert.deepEqual(created.updatedAt, when);
   });
 
-  it('sorts by name bytes', () => {
+  it('sorts by name bytes', async () => {
     for (const n of ['b', 'B', 'a/b', 'a', 'é', 'z']) store.create(NS, img(n));
     assert.deepEqual(
-      store.list(NS, []).map((i) => i.name),
+      (await store.list(NS, [])).map((i) => i.name),
       ['B', 'a', 'a/b', 'b', 'z', 'é'],
     );
   });
 
-  it('isolates namespaces', () => {
+  it('isolates namespaces', async () => {
     store.create('ns1', img('same', { target: { mediaType: BLAB, digest: digestOf('one'), size: 1 } }));
     store.create('ns2', img('same', { target: { mediaType: BLAB, digest: digestOf('two'), size: 2 } }));
     assert.equal(store.get('ns1', 'same').target.digest, digestOf('one'));
     assert.equal(store.get('ns2', 'same').target.digest, digestOf('two'));
     store.delete('ns1', 'same');
     throwsKind(() => store.get('ns1', 'same'), 'NotFound');
-    assert.equal(store.list('ns2', []).length, 1);
-    assert.deepEqual(store.list('ns3', []), []);
+    assert.equal((await store.list('ns2', [])).length, 1);
+    assert.deepEqual(await store.list('ns3', []), []);
   });
 
-  it('survives a restart', () => {
+  it('survives a restart', async () => {
     const created = store.create(NS, img('persist', { labels: { a: 'b' } }));
     const reopened = new ImageStore(t.reopen());
     assert.deepEqual(reopened.get(NS, 'persist'), created);
   });
 
-  it('adds an expiring image to the request lease', () => {
+  it('adds an expiring image to the request lease', async () => {
     const leases = new LeaseStore(t.db);
     leases.create(NS, { id: 'l1' });
     const labels = { 'containerd.io/gc.expire': '2030-01-01T00:00:00Z' };
@@ -455,7 +455,7 @@ describe('ImageStore: errors and edge cases', () => {
 describe('ImageStore: put (the first image API)', () => {
   const target = (seed: string, size = 10) => ({ mediaType: BLAB, digest: digestOf(seed), size });
 
-  it('creates an image with no labels, created and updated at the same time', () => {
+  it('creates an image with no labels, created and updated at the same time', async () => {
     const put = store.put(NS, { name: 'p', target: target('one') });
     assert.deepEqual(put.labels, {});
     assert.deepEqual(put.target, { ...target('one'), annotations: {} });
@@ -463,7 +463,7 @@ describe('ImageStore: put (the first image API)', () => {
     assert.deepEqual(store.get(NS, 'p'), put);
   });
 
-  it('points an existing image at a new target, keeping labels and creation time', () => {
+  it('points an existing image at a new target, keeping labels and creation time', async () => {
     const created = store.create(NS, {
       name: 'p',
       labels: { team: 'x' },
@@ -482,7 +482,7 @@ describe('ImageStore: put (the first image API)', () => {
     assert.ok(moved.updatedAtNs > same.updatedAtNs);
   });
 
-  it('validates as create does and changes nothing on bad input', () => {
+  it('validates as create does and changes nothing on bad input', async () => {
     throwsKind(
       () => store.put(NS, { name: '', target: target('one') }),
       'InvalidArgument',
@@ -504,7 +504,7 @@ describe('ImageStore: put (the first image API)', () => {
     assert.deepEqual(store.get(NS, 'p'), first);
   });
 
-  it('adds an expiring image to the request lease', () => {
+  it('adds an expiring image to the request lease', async () => {
     const leases = new LeaseStore(t.db);
     leases.create(NS, { id: 'l1' });
     store.create(NS, {

@@ -14,7 +14,7 @@ import {
   type Statement,
 } from './db.ts';
 import { imageAdaptor } from './filters/adaptors.ts';
-import { parseSelectors, parseStoreFilters } from './filters/filter.ts';
+import { parseSelectors, parseStoreFilters, selectMatching } from './filters/filter.ts';
 import { type PrefilterColumns, prefilterOf } from './filters/prefilter.ts';
 import { goDigestError } from './go-digest.ts';
 import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
@@ -175,13 +175,13 @@ export class ImageStore {
    * SQL can check (`labels.<key>==v`, `name==v`, …), only rows passing those are read; the filter still
    * decides.
    */
-  list(ns: string, filters: readonly string[]): ImageRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<ImageRecord[]> {
     const filter = parseStoreFilters(filters);
     const pre = prefilterOf(filters.map(parseSelectors), FILTER_COLUMNS);
     const rows = (
       pre ? this.listStatement(pre.sql).all(ns, ...pre.params) : this.stmts.list.all(ns)
     ) as ImageRow[];
-    return rows.map(toRecord).filter((img) => filter.match(imageAdaptor(img)));
+    return selectMatching(filter, rows.map(toRecord), imageAdaptor);
   }
 
   /** The prepared List statement for a prefilter shape, prepared once and kept (bounded). */

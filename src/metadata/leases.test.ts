@@ -14,7 +14,7 @@ beforeEach(() => {
 afterEach(() => t.cleanup());
 
 describe('LeaseStore', () => {
-  it('creates, lists and deletes with containerd messages', () => {
+  it('creates, lists and deletes with containerd messages', async () => {
     // ctr's lease ids: <nanos>-<base64url of 3 bytes>, which may contain '-' and '_' anywhere.
     const id = '1700000000000000000-a_-b';
     const created = leases.create(NS, {
@@ -27,15 +27,15 @@ describe('LeaseStore', () => {
     leases.create(NS, { id: 'b', labels: { team: 'x' } });
     leases.create('other', { id: 'c' });
     assert.deepEqual(
-      leases.list(NS, []).map((l) => l.id),
+      (await leases.list(NS, [])).map((l) => l.id),
       [id, 'b'],
     );
     assert.deepEqual(
-      leases.list(NS, ['labels.team==x']).map((l) => l.id),
+      (await leases.list(NS, ['labels.team==x'])).map((l) => l.id),
       ['b'],
     );
     assert.deepEqual(
-      leases.list(NS, ['id~=^17']).map((l) => l.id),
+      (await leases.list(NS, ['id~=^17'])).map((l) => l.id),
       [id],
     );
     throwsKind(
@@ -48,7 +48,7 @@ describe('LeaseStore', () => {
     throwsKind(() => leases.delete(NS, 'c'), 'NotFound', 'lease "c": not found');
   });
 
-  it('holds resources of each type, in containerd order', () => {
+  it('holds resources of each type, in containerd order', async () => {
     leases.create(NS, { id: 'l' });
     const d = digestOf('x');
     leases.addResource(NS, 'l', { type: 'snapshots/overlayfs', id: 'sha256:chain' });
@@ -70,7 +70,7 @@ describe('LeaseStore', () => {
     assert.deepEqual(leases.listResources(NS, 'l'), [], 'resources went with the lease');
   });
 
-  it('rejects bad resources as containerd does', () => {
+  it('rejects bad resources as containerd does', async () => {
     leases.create(NS, { id: 'l' });
     throwsKind(
       () => leases.addResource(NS, 'l', { type: 'content', id: 'sha256:abc' }),
@@ -100,12 +100,12 @@ describe('LeaseStore', () => {
     throwsKind(() => leases.listResources(NS, 'missing'), 'NotFound', 'lease "missing": not found');
   });
 
-  it('survives a restart', () => {
+  it('survives a restart', async () => {
     leases.create(NS, { id: 'keep', labels: { a: 'b' } });
     leases.addResource(NS, 'keep', { type: 'ingests', id: 'r' });
     const again = new LeaseStore(t.reopen());
     assert.deepEqual(
-      again.list(NS, []).map((l) => [l.id, l.labels]),
+      (await again.list(NS, [])).map((l) => [l.id, l.labels]),
       [['keep', { a: 'b' }]],
     );
     assert.deepEqual(again.listResources(NS, 'keep'), [{ type: 'ingests', id: 'r' }]);
@@ -113,7 +113,7 @@ describe('LeaseStore', () => {
 });
 
 describe('parseRfc3339', () => {
-  it('parses Go RFC3339 times to nanoseconds', () => {
+  it('parses Go RFC3339 times to nanoseconds', async () => {
     assert.equal(parseRfc3339('1970-01-01T00:00:01Z'), 1_000_000_000n);
     assert.equal(parseRfc3339('1970-01-01T00:00:01.5Z'), 1_500_000_000n);
     assert.equal(parseRfc3339('1970-01-01T00:00:00.000000001Z'), 1n);

@@ -3,7 +3,7 @@
 import { alreadyExists, invalidArgument, notFound, unimplemented } from '../errors.ts';
 import { decodeMap, encodeMap, type MetadataDb, type Nanos, nanosToDate, type Statement } from './db.ts';
 import { leaseAdaptor } from './filters/adaptors.ts';
-import { parseStoreFilters } from './filters/filter.ts';
+import { parseStoreFilters, selectMatching } from './filters/filter.ts';
 import { goDigestError } from './go-digest.ts';
 import { goQuote, withoutEmpty } from './labels.ts';
 
@@ -144,10 +144,10 @@ export class LeaseStore {
     });
   }
 
-  list(ns: string, filters: readonly string[]): LeaseRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<LeaseRecord[]> {
     const filter = parseStoreFilters(filters);
     const rows = this.stmts.list.all(ns) as LeaseRow[];
-    return rows.map(toRecord).filter((l) => filter.match(leaseAdaptor(l)));
+    return selectMatching(filter, rows.map(toRecord), leaseAdaptor);
   }
 
   addResource(ns: string, leaseId: string, resource: LeaseResource): void {

@@ -29,12 +29,12 @@ const digest = `sha256:${'c'.repeat(64)}` as Digest;
 const image = { name: 'img', target: { mediaType: 'application/x', digest, size: 1 } };
 
 describe('NamespaceStore', () => {
-  it('answers get for a namespace nobody created, with no labels', () => {
+  it('answers get for a namespace nobody created, with no labels', async () => {
     assert.deepEqual(store.get('ghost'), { name: 'ghost', labels: {} });
     assert.deepEqual(store.list(), []);
   });
 
-  it('creates once, with validated labels; empty values are not stored', () => {
+  it('creates once, with validated labels; empty values are not stored', async () => {
     assert.deepEqual(store.create('a', { x: '1', gone: '' }), { name: 'a', labels: { x: '1' } });
     assert.equal(
       kindOf(() => store.create('a')),
@@ -51,7 +51,7 @@ describe('NamespaceStore', () => {
     );
   });
 
-  it('lists namespaces that writes created implicitly, by name', () => {
+  it('lists namespaces that writes created implicitly, by name', async () => {
     new ImageStore(t.db).create('zeta', image);
     new LeaseStore(t.db).create('alpha', { id: 'l' });
     store.create('mid');
@@ -61,7 +61,7 @@ describe('NamespaceStore', () => {
     );
   });
 
-  it('updates labels by key, replaces them without a mask, and creates a missing namespace', () => {
+  it('updates labels by key, replaces them without a mask, and creates a missing namespace', async () => {
     store.create('a', { x: '1', y: '2' });
     assert.deepEqual(store.update('a', { x: '9', z: '3' }, ['labels.x']).labels, { x: '9', y: '2' });
     assert.deepEqual(store.update('a', {}, ['labels.y']).labels, { x: '9' });
@@ -76,7 +76,7 @@ describe('NamespaceStore', () => {
     );
   });
 
-  it('refuses to delete a namespace holding images or blobs, naming them', () => {
+  it('refuses to delete a namespace holding images or blobs, naming them', async () => {
     new ImageStore(t.db).create('busy', image);
     new ContentMeta(t.db).add('busy', digest, 1);
     assert.equal(
@@ -90,7 +90,7 @@ describe('NamespaceStore', () => {
     assert.throws(() => store.delete('busy'), /still has blobs:/);
   });
 
-  it('deletes an empty namespace with its leases and ingests; a missing one is NotFound', () => {
+  it('deletes an empty namespace with its leases and ingests; a missing one is NotFound', async () => {
     const leases = new LeaseStore(t.db);
     leases.create('done', { id: 'l1' });
     leases.addResource('done', 'l1', { type: 'content', id: digest });
@@ -100,7 +100,7 @@ describe('NamespaceStore', () => {
     store.delete('done');
     const ingests = t.db.sql.prepare('SELECT COUNT(*) AS n FROM ingests').get() as { n: bigint };
     assert.equal(ingests.n, 0n);
-    assert.deepEqual(leases.list('done', []), []);
+    assert.deepEqual(await leases.list('done', []), []);
     const left = t.db.sql.prepare('SELECT COUNT(*) AS n FROM lease_resources').get() as { n: bigint };
     assert.equal(left.n, 0n);
     assert.equal(

@@ -33,7 +33,7 @@ describe('SnapshotStore', () => {
   });
   afterEach(() => t.cleanup());
 
-  test('keys and names share one space; parents must be committed', () => {
+  test('keys and names share one space; parents must be committed', async () => {
     active('a');
     fails(() => active('a'), 'AlreadyExists', 'snapshot "a": already exists');
     fails(() => active('b', 'a'), 'InvalidArgument');
@@ -54,7 +54,7 @@ describe('SnapshotStore', () => {
     assert.equal(s.get(NS, 'base'), undefined);
   });
 
-  test('views: only those without a parent own a directory', () => {
+  test('views: only those without a parent own a directory', async () => {
     active('a');
     s.commit(NS, { name: 'base', key: 'a', labels: {}, usage });
     s.create(NS, { key: 'v', parent: 'base', kind: 'view', labels: {}, backingId: 'id-v' });
@@ -67,7 +67,7 @@ describe('SnapshotStore', () => {
     fails(() => s.commit(NS, { name: 'x', key: 'v', labels: {}, usage }), 'FailedPrecondition');
   });
 
-  test('forget undoes only the record it made', () => {
+  test('forget undoes only the record it made', async () => {
     active('a');
     s.forget(NS, 'a', 'some-other-id');
     assert.ok(s.get(NS, 'a'));
@@ -75,7 +75,7 @@ describe('SnapshotStore', () => {
     assert.equal(s.get(NS, 'a'), undefined);
   });
 
-  test('leases follow the key through commit and remove; GC takes what nothing holds', () => {
+  test('leases follow the key through commit and remove; GC takes what nothing holds', async () => {
     const leases = new LeaseStore(t.db);
     leases.create(NS, { id: 'l', labels: {} });
     fails(() => active('a', '', 'missing'), 'NotFound', 'lease does not exist: not found');
@@ -94,7 +94,7 @@ describe('SnapshotStore', () => {
     );
   });
 
-  test('labels: validation, empty values dropped, update masks', () => {
+  test('labels: validation, empty values dropped, update masks', async () => {
     fails(
       () =>
         s.create(NS, {
@@ -123,17 +123,17 @@ describe('SnapshotStore', () => {
     );
   });
 
-  test('list filters by kind, name, parent and labels, in byte order', () => {
+  test('list filters by kind, name, parent and labels, in byte order', async () => {
     active('b');
     active('a');
     s.commit(NS, { name: 'Z', key: 'a', labels: { x: '1' }, usage });
     active('c', 'Z');
-    const names = (f: string[]) => s.list(NS, f).map((r) => r.name);
-    assert.deepEqual(names([]), ['Z', 'b', 'c']);
-    assert.deepEqual(names(['kind==active']), ['b', 'c']);
-    assert.deepEqual(names(['parent==Z']), ['c']);
-    assert.deepEqual(names(['labels.x==1']), ['Z']);
-    assert.deepEqual(names(['labels.x']), ['Z']);
-    fails(() => names(['kind==']), 'InvalidArgument');
+    const names = async (f: string[]) => (await s.list(NS, f)).map((r) => r.name);
+    assert.deepEqual(await names([]), ['Z', 'b', 'c']);
+    assert.deepEqual(await names(['kind==active']), ['b', 'c']);
+    assert.deepEqual(await names(['parent==Z']), ['c']);
+    assert.deepEqual(await names(['labels.x==1']), ['Z']);
+    assert.deepEqual(await names(['labels.x']), ['Z']);
+    fails(() => s.list(NS, ['kind==']), 'InvalidArgument');
   });
 });

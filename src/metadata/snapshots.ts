@@ -6,7 +6,7 @@
 import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.ts';
 import { decodeMap, encodeMap, type MetadataDb, type Nanos, type Statement } from './db.ts';
 import type { Adaptor } from './filters/filter.ts';
-import { parseFilters } from './filters/filter.ts';
+import { parseFilters, selectMatching } from './filters/filter.ts';
 import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
 import { LeaseStore } from './leases.ts';
 
@@ -306,10 +306,10 @@ export class SnapshotStore {
   }
 
   /** The namespace's snapshots matching any filter (kind, name, parent, labels.*), in key byte order. */
-  list(ns: string, filters: readonly string[]): SnapshotRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<SnapshotRecord[]> {
     const filter = parseFilters(filters);
     const rows = this.stmts.list.all(ns, this.snapshotter) as Row[];
-    return rows.map(toRecord).filter((r) => filter.match(snapshotAdaptor(r)));
+    return selectMatching(filter, rows.map(toRecord), snapshotAdaptor);
   }
 
   /** The namespace's snapshot whose own directory has this backing id. */

@@ -130,7 +130,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     return this.store.update(ns, info, paths);
   }
 
-  list(ns: string, filters: readonly string[]): SnapshotRecord[] {
+  list(ns: string, filters: readonly string[]): Promise<SnapshotRecord[]> {
     return this.store.list(ns, filters);
   }
 

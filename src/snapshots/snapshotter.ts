@@ -50,7 +50,7 @@ export interface Snapshotter {
     info: { name: string; labels: Record<string, string> },
     paths: readonly string[],
   ): SnapshotRecord;
-  list(ns: string, filters: readonly string[]): SnapshotRecord[];
+  list(ns: string, filters: readonly string[]): Promise<SnapshotRecord[]>;
   /** Active snapshots are measured now; committed ones report what was measured at commit. */
   usage(ns: string, key: string, signal?: AbortSignal): Promise<SnapshotUsage>;
   /** Removes directories no snapshot record names; returns how many. */

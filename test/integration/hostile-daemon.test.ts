@@ -24,6 +24,23 @@ async function ingest(d: TestDaemon, ns: string, data: Buffer): Promise<string> 
   return digest;
 }
 
+/** Images.Create of a manifest image named `name` in `ns`. */
+function createImage(
+  client: grpc.Client,
+  d: TestDaemon,
+  ns: string,
+  name: string,
+  labels: Record<string, string> = {},
+) {
+  const target = { mediaType: 'application/vnd.oci.image.manifest.v1+json', digest: sha256(name), size: 1n };
+  return callUnary(
+    client,
+    Images.method.create,
+    { image: { name, labels, target } },
+    { metadata: d.metadata(ns) },
+  );
+}
+
 describe('hostile inputs against the daemon', () => {
   let d: TestDaemon;
   let attacker: grpc.Client;
@@ -73,5 +90,73 @@ describe('hostile inputs against the daemon', () => {
     assert.equal(Object.keys(again.info!.labels).length, n);
     assert.equal(again.info!.labels.extra, 'x');
     assert.equal(again.info!.labels['containerd.io/gc.ref.content.m.0'], undefined);
+  });
+
+  test('a costly `~=` filter does not hold up other clients (ctr -n other images ls answers meanwhile)', async () => {
+    // `(?:.*n){1000}x` is linear-time but costs about a second per 4,000-byte label; run on the event
+    // loop, it made every other client wait for the whole listing.
+    const ns = 'regex-victim';
+    const label = `${'n'.repeat(998)}x`.repeat(4);
+    const images = 12;
+    for (let i = 0; i < images; i++) {
+      await createImage(attacker, d, ns, `example.com/${'n'.repeat(4000)}/${i}:x`, { big: label });
+    }
+    await createImage(bystander, d, 'other', 'example.com/bystander:1');
+    let done = false;
+    const slow = callUnary(
+      attacker,
+      Images.method.list,
+      { filters: ['labels.big~=(?:.*n){1000}x', 'name~=(?i)n{1000}x'] },
+      { metadata: d.metadata(ns), timeoutMs: 120_000 },
+    ).finally(() => {
+      done = true;
+    });
+    // Give the costly listing a head start, so the others arrive while it runs; then count the rounds of
+    // other clients answered before it ends (none while it held the event loop).
+    await new Promise((r) => setTimeout(r, 300));
+    let rounds = 0;
+    while (!done) {
+      const [ctrOut, filtered] = await Promise.all([
+        d.ctrOk(['images', 'ls', '-q'], { namespace: 'other' }),
+        callUnary(
+          bystander,
+          Images.method.list,
+          { filters: ['name~=^example\\.com/by'] },
+          { metadata: d.metadata('other') },
+        ),
+      ]);
+      assert.equal(ctrOut.trim(), 'example.com/bystander:1');
+      assert.deepEqual(
+        filtered.images.map((i) => i.name),
+        ['example.com/bystander:1'],
+      );
+      if (!done) rounds++;
+    }
+    assert.equal((await slow).images.length, images);
+    assert.ok(rounds > 0, 'no other client was answered while the costly filter ran');
+  });
+
+  test('`~=` keeps containerd semantics: an invalid or refused pattern matches nothing', async () => {
+    const md = d.metadata('regex-semantics');
+    await createImage(bystander, d, 'regex-semantics', 'example.com/bystander:1');
+    for (const pattern of ['a{1001}', '(?=x)', '(', '\\1']) {
+      const r = await callUnary(
+        bystander,
+        Images.method.list,
+        { filters: [`name~=${JSON.stringify(pattern)}`] },
+        { metadata: md },
+      );
+      assert.deepEqual(r.images, [], pattern);
+    }
+    const folded = await callUnary(
+      bystander,
+      Images.method.list,
+      { filters: ['name~=(?i)^EXAMPLE\\.COM/BY'] },
+      { metadata: md },
+    );
+    assert.deepEqual(
+      folded.images.map((i) => i.name),
+      ['example.com/bystander:1'],
+    );
   });
 });

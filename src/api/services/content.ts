@@ -82,7 +82,7 @@ export function contentService(deps: ContentServiceDeps): ServiceRegistration {
     },
 
     list: async function* (req, ctx) {
-      const infos = view.list(namespaceOf(ctx.metadata), req.filters);
+      const infos = await view.list(namespaceOf(ctx.metadata), req.filters);
       for (let i = 0; i < infos.length; i += LIST_BATCH) {
         yield { info: infos.slice(i, i + LIST_BATCH).map(infoToProto) };
       }

@@ -40,8 +40,8 @@ export function earlyImagesService(deps: { images: ImageStore }): ServiceRegistr
       );
       return {};
     },
-    list(_req, ctx) {
-      return { images: images.list(namespaceOf(ctx.metadata), []).map(imageToProto) };
+    async list(_req, ctx) {
+      return { images: (await images.list(namespaceOf(ctx.metadata), [])).map(imageToProto) };
     },
     delete(req, ctx) {
       // The store marks the metadata dirty, so the next scheduled collection frees what only this held.

@@ -64,8 +64,8 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
       const found = images.get(namespaceOf(ctx.metadata), req.name);
       return new EncodedMessage(GetImageResponseSchema, encodeImageResponse(found));
     },
-    list(req, ctx) {
-      const found = images.list(namespaceOf(ctx.metadata), req.filters);
+    async list(req, ctx) {
+      const found = await images.list(namespaceOf(ctx.metadata), req.filters);
       return new EncodedMessage(ListImagesResponseSchema, encodeListImagesResponse(found));
     },
     create(req, ctx) {

@@ -57,8 +57,8 @@ export function leasesService(deps: LeasesServiceDeps): ServiceRegistration {
       if (req.sync) await deps.collectGarbage();
       return {};
     },
-    list(req, ctx) {
-      return { leases: leases.list(namespaceOf(ctx.metadata), req.filters).map(leaseToProto) };
+    async list(req, ctx) {
+      return { leases: (await leases.list(namespaceOf(ctx.metadata), req.filters)).map(leaseToProto) };
     },
     addResource(req, ctx) {
       leases.addResource(namespaceOf(ctx.metadata), req.id, resourceOf(req.resource));

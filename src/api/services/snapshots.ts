@@ -109,7 +109,7 @@ export function snapshotsService(deps: SnapshotsServiceDeps): ServiceRegistratio
     },
     async *list(req, ctx) {
       const sn = snapshotter(req.snapshotter);
-      const all = sn.list(namespaceOf(ctx.metadata), req.filters);
+      const all = await sn.list(namespaceOf(ctx.metadata), req.filters);
       for (let i = 0; i < all.length; i += LIST_BATCH) {
         yield { info: all.slice(i, i + LIST_BATCH).map(snapshotInfoToProto) };
       }

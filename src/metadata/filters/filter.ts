@@ -4,6 +4,7 @@
 import { invalidArgument, isInvalidArgument } from '../../errors.ts';
 import { unquote } from './quote.ts';
 import { compileRe2, type Re2 } from './re2.ts';
+import { type RegexRunner, regexRunner } from './regex-runner.ts';
 import { EOF, Scanner, type Token } from './scanner.ts';
 
 /** Gives a field's value for a path, or undefined when the object has no such field. */
@@ -23,16 +24,20 @@ export interface Selector {
   value: string;
 }
 
-export const ALWAYS: Filter = { match: () => true };
-
-class SelectorFilter implements Filter {
+class SelectorFilter {
   readonly selector: Selector;
   // undefined: not compiled yet; null: the pattern is invalid, so it never matches (containerd logs and
   // returns false rather than failing the request).
   private re: Re2 | null | undefined;
+  /** `~=` results computed off the event loop (selectMatching), by text. */
+  answers: Map<string, boolean> | undefined;
 
   constructor(selector: Selector) {
     this.selector = selector;
+  }
+
+  get isRegex(): boolean {
+    return this.selector.operator === '~=';
   }
 
   match(a: Adaptor): boolean {
@@ -47,6 +52,8 @@ class SelectorFilter implements Filter {
         // No presence check, as in containerd: an absent field compares as "".
         return (got ?? '') !== value;
       case '~=': {
+        const known = this.answers?.get(got ?? '');
+        if (known !== undefined) return known;
         if (this.re === undefined) {
           try {
             this.re = compileRe2(value);
@@ -60,8 +67,20 @@ class SelectorFilter implements Filter {
   }
 }
 
-const all = (fs: Filter[]): Filter => ({ match: (a) => fs.every((f) => f.match(a)) });
-const any = (fs: Filter[]): Filter => ({ match: (a) => fs.some((f) => f.match(a)) });
+/** Filter strings ORed, each a list of selectors ANDed. */
+class Disjunction implements Filter {
+  readonly groups: readonly (readonly SelectorFilter[])[];
+
+  constructor(groups: readonly (readonly SelectorFilter[])[]) {
+    this.groups = groups;
+  }
+
+  match(a: Adaptor): boolean {
+    return this.groups.some((g) => g.every((s) => s.match(a)));
+  }
+}
+
+export const ALWAYS: Filter = new Disjunction([[]]);
 
 /** A parse failure; `message` is containerd's `filters: parse error: …` text without the errdefs suffix. */
 export class FilterParseError extends Error {}
@@ -172,11 +191,12 @@ export function parseSelectors(filter: string): Selector[] {
   return new Parser(filter).parse();
 }
 
+const selectorsOf = (filter: string): SelectorFilter[] =>
+  parseSelectors(filter).map((s) => new SelectorFilter(s));
+
 /** One filter string; throws FilterParseError. */
 export function parseFilter(filter: string): Filter {
-  const selectors = parseSelectors(filter);
-  if (selectors.length === 0) return ALWAYS;
-  return all(selectors.map((s) => new SelectorFilter(s)));
+  return new Disjunction([selectorsOf(filter)]);
 }
 
 /**
@@ -185,16 +205,48 @@ export function parseFilter(filter: string): Filter {
  */
 export function parseFilters(filters: readonly string[]): Filter {
   if (filters.length === 0) return ALWAYS;
-  const parsed: Filter[] = [];
+  const groups: SelectorFilter[][] = [];
   for (const f of filters) {
     try {
-      parsed.push(parseFilter(f));
+      groups.push(selectorsOf(f));
     } catch (err) {
       if (err instanceof FilterParseError) throw invalidArgument(`${err.message}: invalid argument`);
       throw err;
     }
   }
-  return parsed.length === 1 ? parsed[0]! : any(parsed);
+  return new Disjunction(groups);
+}
+
+/**
+ * The items that match, with every `~=` test run on the regex worker: a costly pattern then stalls only
+ * its own request. Only texts that could decide a match are tested (their group's other selectors hold).
+ */
+export async function selectMatching<T>(
+  filter: Filter,
+  items: readonly T[],
+  adaptorOf: (item: T) => Adaptor,
+  runner: RegexRunner = regexRunner,
+): Promise<T[]> {
+  const groups = filter instanceof Disjunction ? filter.groups : [];
+  const wanted = new Map<SelectorFilter, Set<string>>();
+  for (const g of groups) for (const s of g) if (s.isRegex) wanted.set(s, new Set());
+  if (wanted.size > 0) {
+    for (const item of items) {
+      const a = adaptorOf(item);
+      for (const g of groups) {
+        if (!g.every((s) => s.isRegex || s.match(a))) continue;
+        for (const s of g) if (s.isRegex) wanted.get(s)!.add(a.field(s.selector.fieldpath) ?? '');
+      }
+    }
+    await Promise.all(
+      [...wanted].map(async ([s, texts]) => {
+        const list = [...texts];
+        const { matches } = await runner.test(s.selector.value, list);
+        s.answers = new Map(list.map((t, i) => [t, matches[i] === 1]));
+      }),
+    );
+  }
+  return items.filter((item) => filter.match(adaptorOf(item)));
 }
 
 /**

@@ -51,6 +51,13 @@ describe('re2: matching (unanchored search, Go semantics)', () => {
     ['\\.', 'a', false],
     ['(a+)+$', `${'a'.repeat(20000)}b`, false], // exponential for a backtracking engine; linear here
     ['(a|aa)*c', 'a'.repeat(5000), false],
+    // Unicode simple case folding, as Go's (?i) does it: K, k and the Kelvin sign; S, s and the long s.
+    ['(?i)K', '\u212a', true],
+    ['(?i)\u212a', 'k', true],
+    ['(?i)s', '\u017f', true],
+    ['K', '\u212a', false],
+    ['^.$', '\u{1F600}', true], // one code point, not two UTF-16 units
+    ['^\\x{1F600}$', '\u{1F600}', true],
   ];
   for (const [pattern, text, want] of cases) {
     it(`${JSON.stringify(pattern)} on ${JSON.stringify(text.length > 20 ? `${text.slice(0, 20)}…` : text)}`, () => {
