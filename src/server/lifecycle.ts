@@ -1,12 +1,13 @@
 // Starting and stopping the daemon: claim the state directory, wire the parts, serve gRPC (and metrics),
 // and on stop drain calls, finish garbage collection, close the database and remove the socket.
-import { mkdir, open, readFile, rm } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { createGrpcServer } from '../api/grpc/server.ts';
-import { messageOf, unavailable } from '../errors.ts';
+import { messageOf } from '../errors.ts';
 import type { DaemonConfig } from './config.ts';
 import { DaemonMetrics, serveMetrics } from './metrics.ts';
+import { lockRoot } from './root-lock.ts';
 import { type DaemonParts, wireDaemon } from './wiring.ts';
 
 export interface Daemon {
@@ -19,43 +20,10 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
-/**
- * One daemon per state directory: ROOT/daemon.pid names the owner. A file left by a dead process is
- * taken over; a live owner is Unavailable.
- */
-async function claimRoot(root: string): Promise<() => Promise<void>> {
-  const path = join(root, 'daemon.pid');
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fh = await open(path, 'wx', 0o644);
-      await fh.writeFile(`${process.pid}\n`);
-      await fh.close();
-      return () => rm(path, { force: true });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-    }
-    const owner = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10);
-    if (Number.isInteger(owner) && owner > 0 && owner !== process.pid && alive(owner)) {
-      throw unavailable(`state directory ${root} is in use by another daemon (pid ${owner})`);
-    }
-    await rm(path, { force: true });
-  }
-  throw unavailable(`cannot claim state directory ${root}`);
-}
-
 export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
   await mkdir(config.root, { recursive: true, mode: 0o711 });
   await mkdir(dirname(config.address), { recursive: true, mode: 0o711 });
-  const release = await claimRoot(config.root);
+  const release = await lockRoot(config.root);
   const undo: Array<() => Promise<void>> = [release];
   const unwind = async () => {
     for (const fn of undo.reverse())

@@ -3,13 +3,18 @@
 // with every attack found; never weaken one to make it pass.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import { Content } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { callUnary } from '../../src/api/grpc/client.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
-import { runCommand } from '../helpers/process.ts';
+import { runCommand, runProcess, waitFor } from '../helpers/process.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const BIN = new URL('../../bin/strata', import.meta.url).pathname;
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
@@ -158,5 +163,43 @@ describe('hostile inputs against the daemon', () => {
       folded.images.map((i) => i.name),
       ['example.com/bystander:1'],
     );
+  });
+});
+
+describe('ownership of a state directory', () => {
+  const alive = (pid: number): boolean => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  test('a stale daemon.pid naming a live process does not block a start; kill -9 frees the root', async (t) => {
+    const root = await tempDir('daemon-owner');
+    t.after(() => removeTempDir(root));
+    // A crash leaves daemon.pid behind, and its PID is reused: here by this very (live) test process.
+    await writeFile(join(root, 'daemon.pid'), `${process.pid}\n`);
+    const d = await startDaemon({ root, t });
+    const pid = Number.parseInt(await readFile(join(root, 'daemon.pid'), 'utf8'), 10);
+    assert.notEqual(pid, process.pid);
+
+    // While it runs, a second daemon on the root is refused and says who holds it.
+    const second = await runProcess(BIN, ['daemon', '--root', root, '--address', join(root, 'other.sock')], {
+      timeoutMs: 30_000,
+    });
+    assert.equal(second.code, 1);
+    assert.match(
+      second.stdout,
+      new RegExp(`state directory .* is in use by another daemon \\(pid ${pid}\\)`),
+    );
+    await d.ctrOk(['images', 'ls']);
+
+    // kill -9: no cleanup runs, the kernel drops the lock; the next start takes the root over.
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !alive(pid), 10_000, { what: 'the killed daemon to go' });
+    await d.restart();
+    assert.match(await d.ctrOk(['images', 'ls']), /REF/);
   });
 });
