@@ -175,6 +175,14 @@ async function* body(entry: Body): AsyncGenerator<Buffer> {
   }
 }
 
+/**
+ * Files up to this size are read into memory and written in the background while the next entries are
+ * parsed, at most BACKGROUND_MAX at once: each file costs several thread-pool round trips (open, write,
+ * chown, chmod, utimes, close), and one file after another made those the cost of a layer of small files.
+ */
+const BACKGROUND_FILE_BYTES = 64 * 1024;
+const BACKGROUND_MAX = 32;
+
 /** Bytes gathered before one writev: a thread-pool round trip per 16–256 KiB chunk dominated big layers. */
 const WRITE_BATCH = 1 << 20;
 
@@ -263,6 +271,10 @@ class LayerApplier {
   /** Cleaned parent name → real root-relative parent. Cleared whenever a directory or symlink is removed. */
   private readonly dirCache = new Map<string, string[]>();
   private readonly dirTimes: DirTimes[] = [];
+  /** Small files being written in the background, by real root-relative path. Their jobs never reject. */
+  private readonly background = new Map<string, Promise<void>>();
+  /** The first failure of a background write, thrown by the next settle(). */
+  private backgroundError: StrataError | BodyReadError | undefined;
 
   constructor(root: string, opts: ApplyOptions) {
     this.root = root;
@@ -323,6 +335,10 @@ class LayerApplier {
     const parentParts = parts.slice(0, -1);
     const wo = whiteoutOf(base);
     try {
+      // Only regular files are written in the background; anything else sees every earlier entry done.
+      if (wo.kind !== 'none' || (header.type !== 'file' && header.type !== 'contiguous-file')) {
+        await this.settle();
+      }
       switch (wo.kind) {
         case 'meta':
           this.skip('aufs-meta', name);
@@ -344,6 +360,7 @@ class LayerApplier {
       }
       const dir = await this.parentOf(parentParts, true);
       const rel = [...dir!, base].join('/');
+      if (this.background.has(rel)) await this.settle();
       await this.write(header, entry, rel);
       this.unpacked.add(rel);
     } catch (err) {
@@ -450,7 +467,17 @@ class LayerApplier {
       }
       case 'file':
       case 'contiguous-file': {
-        if (existing) await this.remove(abs, existing);
+        if (!existing && (header.size ?? 0) <= BACKGROUND_FILE_BYTES) {
+          const data: Buffer[] = [];
+          for await (const chunk of body(entry)) data.push(chunk);
+          await this.writeInBackground(rel, header, data);
+          return;
+        }
+        if (existing) {
+          // What is removed may hold files still being written (a directory replaced by a file).
+          await this.settle();
+          await this.remove(abs, existing);
+        }
         const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         try {
           await writeBatched(fh, body(entry));
@@ -509,6 +536,35 @@ class LayerApplier {
         );
     }
     await this.applyXattrs(abs, header);
+  }
+
+  /** Creates a new small file with its data, owner, mode, times and xattrs, without waiting for it. */
+  private async writeInBackground(rel: string, header: Header, data: Buffer[]): Promise<void> {
+    if (this.background.size >= BACKGROUND_MAX) await this.settle();
+    const abs = this.abs(rel);
+    const job = (async () => {
+      const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+      try {
+        if (data.length > 0) await writeAt(fh, data, 0);
+        await this.metaByHandle(fh, header);
+        const { atime, mtime } = this.times(header);
+        await fh.utimes(atime, mtime);
+      } finally {
+        await fh.close();
+      }
+      await this.applyXattrs(abs, header);
+    })().catch((err: unknown) => {
+      this.backgroundError ??= mapFsError(err, header.name);
+    });
+    this.background.set(rel, job);
+  }
+
+  /** Waits for every background write; throws the first one's failure. */
+  async settle(): Promise<void> {
+    const jobs = [...this.background.values()];
+    this.background.clear();
+    await Promise.all(jobs);
+    if (this.backgroundError) throw this.backgroundError;
   }
 
   /** Owner, mode and times by path, for nodes that cannot be opened safely (symlinks, fifos, devices). */
@@ -580,6 +636,7 @@ class LayerApplier {
 
   /** Directory times, newest entries first, only where the same directory is still there. */
   async finish(): Promise<void> {
+    await this.settle();
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
       const d = this.dirTimes[i]!;
       const parts = d.rel.split('/');
@@ -659,6 +716,8 @@ export async function applyLayer(
   } catch (err) {
     extract.destroy();
     source.destroy();
+    // No write may go on after the apply has failed.
+    await applier.settle().catch(() => {});
     await piping.catch((e: unknown) => {
       pipelineError = e;
     });
