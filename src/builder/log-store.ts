@@ -162,7 +162,12 @@ export class LogStore {
     return join(this.dir, `${id}.${ext}`);
   }
 
-  async create(record: BuildRecord, secrets: Iterable<string> = []): Promise<BuildLog> {
+  /** Starts a build's log; `tee` gets every line as written (scrubbed), e.g. to share it. */
+  async create(
+    record: BuildRecord,
+    secrets: Iterable<string> = [],
+    tee?: (line: string) => void,
+  ): Promise<BuildLog> {
     if (!ID_RE.test(record.id)) throw invalidArgument(`invalid build id ${record.id}`);
     const fh = await open(this.path(record.id, 'log'), 'w', 0o600);
     await writeFile(this.path(record.id, 'json'), JSON.stringify(record), { mode: 0o600 });
@@ -174,12 +179,14 @@ export class LogStore {
       id: record.id,
       line(text) {
         if (live.done || live.truncated) return;
-        let bytes = Buffer.from(`${censor.apply(text)}\n`);
+        const clean = censor.apply(text);
+        let bytes = Buffer.from(`${clean}\n`);
         if (live.accepted + bytes.length > live.max) {
           live.truncated = true;
           bytes = Buffer.from(`[log truncated: more than ${live.max} bytes]\n`);
         }
         void live.write(bytes);
+        tee?.(live.truncated ? bytes.toString('utf8').trimEnd() : clean);
       },
       addSecrets(words) {
         censor = censor.with(words);

@@ -37,6 +37,7 @@ import {
   secretsOf,
 } from './registry-auth.ts';
 import { imageExists, normalizeImageRef, resolveImage } from './resolve.ts';
+import type { SharedBuilds } from './shared-builds.ts';
 import type { SourceHistory } from './source-history.ts';
 
 export type BuildSourceSpec =
@@ -108,6 +109,8 @@ export interface BuilderOptions {
   allowFileRemotes: boolean;
   gitTimeoutMs: number;
   observer?: BuilderObserver;
+  /** Builds shared with other replicas (Redis); without it each replica builds on its own. */
+  shared?: SharedBuilds;
 }
 
 /** What a build will make and from what: computed before deciding to build. */
@@ -402,20 +405,49 @@ export class Builder {
       yield { status: 'succeeded', ref: plan.ref, baseRef: plan.baseRef, message: '' };
       return;
     }
-    let build = req.forceRebuild ? undefined : this.inflight.get(plan.ref);
-    if (build) this.o.observer?.joined();
-    else build = this.start(plan, req, policy);
-    yield* build.follow(signal);
+    const local = req.forceRebuild ? undefined : this.inflight.get(plan.ref);
+    if (local) {
+      this.o.observer?.joined();
+      yield* local.follow(signal);
+      return;
+    }
+    const shared = this.o.shared;
+    if (!shared || req.forceRebuild) {
+      yield* this.start(plan, req, policy).follow(signal);
+      return;
+    }
+    // Another replica may build it: claim it, or relay that replica's build until it ends or its claim lapses.
+    for (;;) {
+      const release = await shared.claim(plan.ref);
+      if (release) {
+        yield* this.start(plan, req, policy, release).follow(signal);
+        return;
+      }
+      this.o.observer?.joined();
+      const relay = shared.follow(plan.ref, signal);
+      let r = await relay.next();
+      while (!r.done) {
+        yield r.value as BuildUpdate;
+        r = await relay.next();
+      }
+      if (r.value !== 'lapsed' || signal?.aborted) return;
+      this.o.logger.warn({ ref: plan.ref }, 'the replica building this image stopped; building it here');
+    }
   }
 
-  private start(plan: Plan, req: BuildRequestSpec, policy: AuthPolicy): ActiveBuild {
+  private start(
+    plan: Plan,
+    req: BuildRequestSpec,
+    policy: AuthPolicy,
+    release?: () => Promise<void>,
+  ): ActiveBuild {
     if (this.shutdown.signal.aborted) throw unavailable('the builder is shutting down');
     if (this.active.size >= this.o.parallelism + this.o.maxQueued) {
       throw resourceExhausted(
         `the build queue is full (${this.slots.queued} builds waiting); try again later`,
       );
     }
-    const build = new ActiveBuild(plan, (b) => this.run(b, req, policy));
+    const build = new ActiveBuild(plan, (b) => this.run(b, req, policy, release));
     this.inflight.set(plan.ref, build);
     this.active.add(build);
     this.o.observer?.started();
@@ -439,7 +471,12 @@ export class Builder {
     return { ...record };
   }
 
-  private async run(build: ActiveBuild, req: BuildRequestSpec, policy: AuthPolicy): Promise<void> {
+  private async run(
+    build: ActiveBuild,
+    req: BuildRequestSpec,
+    policy: AuthPolicy,
+    release?: () => Promise<void>,
+  ): Promise<void> {
     await Promise.resolve(); // let the caller register the build before it runs
     const { plan } = build;
     const started = performance.now();
@@ -447,9 +484,22 @@ export class Builder {
     let workDir: string | undefined;
     const abort = this.shutdown.signal;
     let timeout: AbortSignal | undefined;
+    // A claimed build's updates and log go to the other replicas too, in order.
+    const shared = release ? this.o.shared : undefined;
+    let published: Promise<unknown> = Promise.resolve();
+    const share = (fn: (s: SharedBuilds) => Promise<unknown>) => {
+      if (!shared) return;
+      published = published
+        .then(() => fn(shared))
+        .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot share build progress'));
+    };
     const update = (status: BuildUpdate['status'], message: string, final = false) => {
       const info = build.log ? this.info(build.log.record()) : undefined;
-      build.push({ status, ref: plan.ref, baseRef: plan.baseRef, message, ...(info && { info }) }, final);
+      const u: BuildUpdate = { status, ref: plan.ref, baseRef: plan.baseRef, message, ...(info && { info }) };
+      build.push(u, final);
+      // Stopping mid-build: other replicas' callers are better served by their replica taking over
+      // (the claim lapses once released) than by this replica's shutdown.
+      if (!(final && status === 'failed' && this.shutdown.signal.aborted)) share((s) => s.publish(u));
     };
     try {
       const reason = await this.reason(plan, req.forceRebuild);
@@ -463,6 +513,7 @@ export class Builder {
           reason,
         },
         [],
+        shared && ((line) => share((s) => s.appendLog(build.id, `${line}\n`))),
       );
       build.log = log;
       log.line(`Why this build: ${reason}`);
@@ -520,6 +571,11 @@ export class Builder {
       this.o.observer?.finished('failure', (performance.now() - started) / 1000);
       update('failed', message, true);
     } finally {
+      if (shared) {
+        share((s) => s.finishLog(build.id));
+        await published;
+      }
+      await release?.();
       if (slot) this.slots.release();
       if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
       this.active.delete(build);
@@ -640,7 +696,7 @@ export class Builder {
   // ----------------------------------------------------------------------------------------------
   // logs and listing
 
-  logs(
+  async *logs(
     query: { buildRef: string; buildId: string; censored: boolean },
     signal?: AbortSignal,
   ): AsyncGenerator<Buffer> {
@@ -649,17 +705,31 @@ export class Builder {
       : query.buildRef
         ? this.o.logs.findByRef(query.buildRef)
         : undefined;
-    if (!record) throw notFound('build not found');
-    const censor = query.censored
-      ? new Censor([
-          ...this.o.secrets,
-          record.ref,
-          record.baseRef,
-          record.ref.split(':')[0] as string,
-          record.baseRef.split(/[:@]/)[0] as string,
-        ])
-      : undefined;
-    return this.o.logs.follow(record.id, { ...(signal && { signal }), ...(censor && { censor }) });
+    const censorFor = (ref: string, baseRef: string) =>
+      query.censored
+        ? new Censor([
+            ...this.o.secrets,
+            ref,
+            baseRef,
+            ref.split(':')[0] as string,
+            baseRef.split(/[:@]/)[0] as string,
+          ])
+        : undefined;
+    if (record) {
+      const censor = censorFor(record.ref, record.baseRef);
+      yield* this.o.logs.follow(record.id, { ...(signal && { signal }), ...(censor && { censor }) });
+      return;
+    }
+    // A build another replica runs (or ran): its shared log.
+    const shared = this.o.shared;
+    const ref = shared && (query.buildId ? await shared.refOf(query.buildId) : query.buildRef);
+    const last = shared && ref ? await shared.last(ref) : undefined;
+    const id = query.buildId || last?.info?.id;
+    if (!shared || !ref || !id || !(await shared.hasLog(id))) throw notFound('build not found');
+    const censor = censorFor(ref, last?.baseRef ?? '');
+    for await (const chunk of shared.followLog(id, ref, signal)) {
+      yield censor ? Buffer.from(censor.apply(chunk.toString('utf8'))) : chunk;
+    }
   }
 
   listBuilds(): BuildInfo[] {

@@ -19,6 +19,7 @@ interface BuilderFlags {
   metrics?: string;
   storageDriver?: string;
   allowFileRemotes?: boolean;
+  redis?: string;
   logLevel: string;
 }
 
@@ -36,6 +37,7 @@ export function builderFlagsAsConfig(flags: BuilderFlags): Record<string, unknow
   if (flags.metrics) o.metrics = flags.metrics;
   if (flags.storageDriver) o.storageDriver = flags.storageDriver;
   if (flags.allowFileRemotes) o.allowFileRemotes = true;
+  if (flags.redis) o.redis = flags.redis;
   return o;
 }
 
@@ -54,6 +56,7 @@ export function registerBuilder(program: Command): void {
     .option('--metrics <host:port>', 'serve Prometheus metrics on /metrics')
     .option('--storage-driver <name>', 'buildah storage driver: overlay (default) or vfs')
     .option('--allow-file-remotes', 'accept file:// git remotes (they read this machine)')
+    .option('--redis <url>', 'Redis shared by builder replicas: each build runs once among them')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (flags: BuilderFlags) => {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'builder' } });

@@ -12,6 +12,7 @@ import { BuildahEngine } from '../builder/buildah.ts';
 import { LogStore } from '../builder/log-store.ts';
 import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orchestrator.ts';
 import { RegistryAccess } from '../builder/registries.ts';
+import { SharedBuilds } from '../builder/shared-builds.ts';
 import { SourceHistory } from '../builder/source-history.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
@@ -42,6 +43,8 @@ export interface BuilderConfig {
   gitTimeoutMs: number;
   metrics?: { host: string; port: number };
   tls?: { cert: string; key: string };
+  /** Redis URL shared by builder replicas, so that each build runs once among them. */
+  redis?: string;
 }
 
 const KEYS = new Set([
@@ -63,6 +66,7 @@ const KEYS = new Set([
   'gitTimeoutSeconds',
   'metrics',
   'tls',
+  'redis',
 ]);
 
 function fail(where: string, what: string): never {
@@ -86,6 +90,12 @@ function positive(v: unknown, where: string): number {
 function strings(v: unknown, where: string): string[] {
   if (!Array.isArray(v) || v.some((s) => typeof s !== 'string')) fail(where, 'want a list of strings');
   return v as string[];
+}
+
+function redisUrl(v: unknown): string {
+  if (typeof v !== 'string' || !/^rediss?:\/\//.test(v))
+    fail('redis', 'want a URL such as redis://host:6379');
+  return v;
 }
 
 /** The configuration from a parsed document (YAML or JSON); relative paths are relative to `base`. */
@@ -124,6 +134,7 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
       (o.gitTimeoutSeconds === undefined ? 600 : positive(o.gitTimeoutSeconds, 'gitTimeoutSeconds')) * 1000,
     ...(typeof o.metrics === 'string' && { metrics: parseListen(o.metrics, 'metrics') }),
     ...(tls && { tls: { cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') } }),
+    ...(o.redis !== undefined && { redis: redisUrl(o.redis) }),
   };
 }
 
@@ -239,6 +250,8 @@ export async function startBuilder(
         configDir: join(config.stateDir, 'buildah', 'config'),
       }));
     const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
+    const shared = config.redis ? await SharedBuilds.connect({ url: config.redis }) : undefined;
+    if (shared) undo.push(() => shared.close());
     const metrics = new BuilderMetrics();
     const builder = new Builder({
       stateDir: config.stateDir,
@@ -260,6 +273,7 @@ export async function startBuilder(
       allowFileRemotes: config.allowFileRemotes,
       gitTimeoutMs: config.gitTimeoutMs,
       observer: metrics,
+      ...(shared && { shared }),
     });
     undo.push(() => builder.close());
     const grpc = createGrpcServer({

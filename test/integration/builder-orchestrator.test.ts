@@ -10,15 +10,10 @@ import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
-import type { EngineJob } from '../../src/builder/buildah.ts';
-import type { BuildEngine, BuildRequestSpec, BuildUpdate } from '../../src/builder/orchestrator.ts';
-import { NO_AUTH } from '../../src/builder/registry-auth.ts';
-import { parseNormalizedReference } from '../../src/oci/reference.ts';
-import { RegistryClient } from '../../src/registry/client.ts';
-import { copyImage } from '../../src/registry/copy.ts';
+import type { BuildEngine } from '../../src/builder/orchestrator.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
-import { createRepo, type TestRepo } from '../helpers/git-repo.ts';
-import { pushBusybox } from '../helpers/images.ts';
+import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
+import type { TestRepo } from '../helpers/git-repo.ts';
 import { freePort } from '../helpers/ports.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
@@ -29,46 +24,10 @@ let reg: TestRegistry;
 let repo: TestRepo;
 let busybox: string;
 
-/** An engine whose builds wait until released (or their signal ends them). */
-class GatedEngine implements BuildEngine {
-  jobs: EngineJob[] = [];
-  private gates: Array<() => void> = [];
-  private readonly client = new RegistryClient();
-  async build(job: EngineJob) {
-    this.jobs.push(job);
-    await new Promise<void>((resolve, reject) => {
-      this.gates.push(resolve);
-      job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true });
-    });
-    job.onLine('built');
-    const r = await copyImage(
-      this.client,
-      parseNormalizedReference(busybox),
-      parseNormalizedReference(job.target),
-    );
-    return { digest: r.descriptor.digest };
-  }
-  release(): void {
-    for (const g of this.gates.splice(0)) g();
-  }
-  async started(n: number): Promise<void> {
-    while (this.jobs.length < n) await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
 before(async () => {
   dir = await tempDir('builder-orch');
   reg = await startRegistry();
-  busybox = (await pushBusybox(reg, 'library/busybox')).ref;
-  repo = await createRepo(join(dir, 'app'));
-  await repo.commit({
-    'a/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
-    'a/x': 'a\n',
-    'b/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
-    'b/x': 'b\n',
-    'c/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
-    'c/x': 'c\n',
-  });
+  ({ busybox, repo } = await dockerfileRepo(reg, dir, ['a', 'b', 'c']));
 });
 after(async () => {
   await reg?.stop();
@@ -98,33 +57,9 @@ async function start(
   );
 }
 
-const request = (sub: string, force = false): BuildRequestSpec => ({
-  source: {
-    kind: 'dockerfile',
-    git: {
-      remoteUri: repo.url,
-      targetMode: 'remoteHead',
-      cloneTarget: '',
-      checkoutLocation: '',
-      fullClone: false,
-    },
-    dockerfilePath: `${sub}/Dockerfile`,
-    contextPath: sub,
-    version: '',
-    buildArgs: {},
-  },
-  auth: NO_AUTH,
-  forceRebuild: force,
-  triggeredBy: 'test',
-  baseImageNameResolved: '',
-  useRetryClient: false,
-});
+const request = (sub: string, force = false) => dockerfileRequest(repo.url, sub, force);
 
-async function all(it: AsyncIterable<BuildUpdate>): Promise<BuildUpdate[]> {
-  const out: BuildUpdate[] = [];
-  for await (const u of it) out.push(u);
-  return out;
-}
+const all = collectUpdates;
 
 async function metric(b: RunningBuilder, name: string): Promise<string> {
   const text = await b.metrics.registry.metrics();
@@ -135,7 +70,7 @@ async function metric(b: RunningBuilder, name: string): Promise<string> {
 }
 
 test('identical requests join one build; a caller hanging up does not stop it; force_rebuild starts another', async () => {
-  const engine = new GatedEngine();
+  const engine = new GatedEngine(busybox);
   const b = await start('join', engine);
   try {
     const first = b.builder.build(request('a'));
@@ -174,7 +109,7 @@ test('identical requests join one build; a caller hanging up does not stop it; f
 });
 
 test('builds beyond the parallelism wait in a bounded queue and say so', async () => {
-  const engine = new GatedEngine();
+  const engine = new GatedEngine(busybox);
   const b = await start('queue', engine, { parallelism: 1, maxQueued: 1 });
   try {
     const one = all(b.builder.build(request('b')));
@@ -205,14 +140,14 @@ test('builds beyond the parallelism wait in a bounded queue and say so', async (
 });
 
 test('a build past its timeout fails; shutdown cancels builds and removes their work', async () => {
-  const engine = new GatedEngine();
+  const engine = new GatedEngine(busybox);
   const b = await start('timeout', engine, { timeoutSeconds: 0.5 });
   const timedOut = await all(b.builder.build(request('a')));
   assert.deepEqual(timedOut.at(-1)?.message, 'image build failed: the build did not finish within 1 s');
   assert.equal(timedOut.filter((u) => u.status !== 'running').length, 1);
   await b.close();
 
-  const engine2 = new GatedEngine();
+  const engine2 = new GatedEngine(busybox);
   const b2 = await start('shutdown', engine2);
   const stream = all(b2.builder.build(request('b')));
   await engine2.started(1);
@@ -231,7 +166,7 @@ test('TLS on request; health and Prometheus metrics served', async () => {
   const key = join(dir, 'tls.key');
   await makeSelfSignedCert({ keyFile: key, certFile: cert, cn: '127.0.0.1', ip: '127.0.0.1' });
   const metricsPort = await freePort();
-  const b = await start('tls', new GatedEngine(), {
+  const b = await start('tls', new GatedEngine(busybox), {
     tls: { cert, key },
     metrics: `127.0.0.1:${metricsPort}`,
   });

@@ -1,0 +1,215 @@
+// Builds shared by builder replicas through Redis: one replica claims a workspace image's build (a key
+// with a short expiry it keeps renewing while it builds), publishes the build's updates and log, and the
+// other replicas relay them to their callers. A replica that dies stops renewing, its claim lapses within
+// the expiry, and a replica still asked for the image claims it and builds. Followers poll (a few reads a
+// second per followed build): simple, bounded, and no connection held per subscriber.
+import { randomUUID } from 'node:crypto';
+import { createClient } from 'redis';
+import { unavailable } from '../errors.ts';
+
+/** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
+export interface SharedUpdate {
+  status: 'running' | 'succeeded' | 'failed';
+  ref: string;
+  baseRef: string;
+  message: string;
+  info?: { id: string };
+}
+
+export interface SharedBuildsOptions {
+  url: string;
+  /** How long a claim outlives its last renewal (default 15 s). */
+  claimTtlMs?: number;
+  /** How often followers look for news (default 250 ms). */
+  pollMs?: number;
+  /** How long updates and logs of a finished build stay (default 1 h). */
+  keepMs?: number;
+  /** Entries of a shared log; older ones are dropped (default 20 000). */
+  maxLogEntries?: number;
+}
+
+const PREFIX = 'strata:builder:';
+// Renews or deletes the claim only if this replica still holds it.
+const RENEW =
+  "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+const RELEASE =
+  "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+
+function redisClient(url: string) {
+  return createClient({
+    url,
+    socket: { connectTimeout: 5000, reconnectStrategy: (n: number) => Math.min(n * 200, 5000) },
+  });
+}
+type Client = ReturnType<typeof redisClient>;
+
+export class SharedBuilds {
+  readonly replica = randomUUID();
+  private readonly client: Client;
+  private readonly ttl: number;
+  private readonly poll: number;
+  private readonly keep: number;
+  private readonly maxLog: number;
+
+  private constructor(client: Client, o: SharedBuildsOptions) {
+    this.client = client;
+    this.ttl = o.claimTtlMs ?? 15_000;
+    this.poll = o.pollMs ?? 250;
+    this.keep = o.keepMs ?? 3_600_000;
+    this.maxLog = o.maxLogEntries ?? 20_000;
+  }
+
+  static async connect(o: SharedBuildsOptions): Promise<SharedBuilds> {
+    const client = redisClient(o.url);
+    client.on('error', () => {
+      // Reported through the failing commands; the client reconnects by itself.
+    });
+    try {
+      await client.connect();
+    } catch (err) {
+      throw unavailable(`cannot reach Redis at ${o.url}: ${(err as Error).message}`, { cause: err });
+    }
+    return new SharedBuilds(client, o);
+  }
+
+  async close(): Promise<void> {
+    await this.client.close().catch(() => {});
+  }
+
+  private owner(ref: string): string {
+    return `${PREFIX}owner:${ref}`;
+  }
+  private updates(ref: string): string {
+    return `${PREFIX}updates:${ref}`;
+  }
+  private log(id: string): string {
+    return `${PREFIX}log:${id}`;
+  }
+
+  /**
+   * Claims the build of `ref`. Claimed: the updates of an earlier build of it are cleared and a function
+   * is returned that ends the claim (call it when the build is over); the claim is renewed until then.
+   * Undefined when another replica holds it.
+   */
+  async claim(ref: string): Promise<(() => Promise<void>) | undefined> {
+    const got = await this.client.set(this.owner(ref), this.replica, {
+      condition: 'NX',
+      expiration: { type: 'PX', value: this.ttl },
+    });
+    if (got !== 'OK') return undefined;
+    await this.client.del(this.updates(ref));
+    const timer = setInterval(
+      () => {
+        this.client
+          .eval(RENEW, { keys: [this.owner(ref)], arguments: [this.replica, String(this.ttl)] })
+          .catch(() => {});
+      },
+      Math.max(50, Math.floor(this.ttl / 3)),
+    );
+    timer.unref();
+    return async () => {
+      clearInterval(timer);
+      await this.client.eval(RELEASE, { keys: [this.owner(ref)], arguments: [this.replica] }).catch(() => {});
+    };
+  }
+
+  async publish(update: SharedUpdate): Promise<void> {
+    const key = this.updates(update.ref);
+    const tx = this.client.multi().rPush(key, JSON.stringify(update)).pExpire(key, this.keep);
+    if (update.info)
+      tx.set(`${PREFIX}build:${update.info.id}`, update.ref, {
+        expiration: { type: 'PX', value: this.keep },
+      });
+    await tx.exec();
+  }
+
+  /** The workspace image a shared build (by id) makes, when some replica published it. */
+  async refOf(id: string): Promise<string | undefined> {
+    return (await this.client.get(`${PREFIX}build:${id}`)) ?? undefined;
+  }
+
+  appendLog(id: string, text: string): Promise<unknown> {
+    const key = this.log(id);
+    return this.client.multi().rPush(key, text).lTrim(key, -this.maxLog, -1).pExpire(key, this.keep).exec();
+  }
+
+  /** Marks a shared log complete. */
+  async finishLog(id: string): Promise<void> {
+    await this.client.set(`${this.log(id)}:done`, '1', { expiration: { type: 'PX', value: this.keep } });
+  }
+
+  /** Whether a build's log is shared here (for Logs on a replica that did not run it). */
+  async hasLog(id: string): Promise<boolean> {
+    return (await this.client.exists([this.log(id), `${this.log(id)}:done`])) > 0;
+  }
+
+  private sleep(signal?: AbortSignal): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, this.poll);
+      function done() {
+        clearTimeout(t);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      }
+      signal?.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /**
+   * The updates of the build another replica runs for `ref`, from the first; ends after the final one.
+   * Returns 'lapsed' when the claim ends with no final update (the owner died).
+   */
+  async *follow(ref: string, signal?: AbortSignal): AsyncGenerator<SharedUpdate, 'done' | 'lapsed'> {
+    let next = 0;
+    for (;;) {
+      const [owned, items] = await Promise.all([
+        this.client.exists(this.owner(ref)),
+        this.client.lRange(this.updates(ref), next, -1),
+      ]);
+      for (const item of items) {
+        next++;
+        const u = JSON.parse(item) as SharedUpdate;
+        yield u;
+        if (u.status !== 'running') return 'done';
+      }
+      if (owned === 0 && items.length === 0) {
+        // Gone without an end: look once more, in case the end arrived between the two reads.
+        const late = await this.client.lRange(this.updates(ref), next, -1);
+        for (const item of late) {
+          const u = JSON.parse(item) as SharedUpdate;
+          yield u;
+          if (u.status !== 'running') return 'done';
+        }
+        return 'lapsed';
+      }
+      if (signal?.aborted) return 'done';
+      await this.sleep(signal);
+    }
+  }
+
+  /**
+   * A shared log from its start, until the build is over and all was read (or its owner's claim on `ref`
+   * lapsed with the log unfinished).
+   */
+  async *followLog(id: string, ref: string, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    let next = 0;
+    for (;;) {
+      const [done, owned] = await Promise.all([
+        this.client.exists(`${this.log(id)}:done`),
+        this.client.exists(this.owner(ref)),
+      ]);
+      const over = done === 1 || owned === 0;
+      const items = await this.client.lRange(this.log(id), next, -1);
+      next += items.length;
+      if (items.length > 0) yield Buffer.from(items.join(''));
+      if (over || signal?.aborted) return;
+      await this.sleep(signal);
+    }
+  }
+
+  /** The last update published for `ref`, if any. */
+  async last(ref: string): Promise<SharedUpdate | undefined> {
+    const items = await this.client.lRange(this.updates(ref), -1, -1);
+    return items[0] ? (JSON.parse(items[0]) as SharedUpdate) : undefined;
+  }
+}
