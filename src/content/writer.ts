@@ -43,7 +43,7 @@ interface WriterInit {
   fh: FileHandle;
   meta: IngestMeta;
   digester: Digester;
-  updatedAt: Date;
+  updatedAt: number;
   live: Map<string, Growth> | undefined;
 }
 
@@ -55,7 +55,8 @@ export class IngestWriter {
   private fh: FileHandle | undefined;
   private readonly meta: IngestMeta;
   private digester: Digester;
-  private updatedAt: Date;
+  /** ms since the epoch (a number: a write must not allocate a Date). */
+  private updatedAt: number;
   private state: 'open' | 'committed' | 'closed' = 'open';
   private tail: Promise<unknown> = Promise.resolve();
   /** What readers following this ingest see (see follow.ts). */
@@ -126,7 +127,7 @@ export class IngestWriter {
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
       const digester = await hashPrefix(fh, st.size, alg);
-      return new IngestWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtime, live });
+      return new IngestWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtimeMs, live });
     } catch (err) {
       await fh?.close().catch(() => {});
       await lock.release();
@@ -145,7 +146,7 @@ export class IngestWriter {
   }
 
   status(): IngestStatus {
-    return statusOf(this.meta, this.offset, this.updatedAt);
+    return statusOf(this.meta, this.offset, new Date(this.updatedAt));
   }
 
   /**
@@ -153,13 +154,13 @@ export class IngestWriter {
    * write is under way; a failed write cuts the file back and re-hashes, so file and digest stay in step.
    */
   write(chunk: Uint8Array | readonly Uint8Array[]): Promise<void> {
-    const chunks = chunk instanceof Uint8Array ? [chunk] : chunk;
     return this.serial(async () => {
       const fh = this.openHandle();
       const at = this.offset;
-      const written = writeAll(fh, chunks, at);
+      const written = chunk instanceof Uint8Array ? writeOne(fh, chunk, at) : writeAll(fh, chunk, at);
       written.catch(() => {}); // awaited below, after hashing
-      for (const c of chunks) this.digester.update(c);
+      if (chunk instanceof Uint8Array) this.digester.update(chunk);
+      else for (const c of chunk) this.digester.update(c);
       try {
         await written;
       } catch (err) {
@@ -167,7 +168,7 @@ export class IngestWriter {
         this.digester = await hashPrefix(fh, at, this.digester.algorithm);
         throw err;
       }
-      this.updatedAt = new Date();
+      this.updatedAt = Date.now();
       this.growth.advance(this.offset);
     });
   }
@@ -182,7 +183,7 @@ export class IngestWriter {
       await fh.truncate(size);
       this.growth.restart(size);
       this.digester = await hashPrefix(fh, size, this.digester.algorithm);
-      this.updatedAt = new Date();
+      this.updatedAt = Date.now();
     });
   }
 
@@ -311,12 +312,25 @@ export class IngestWriter {
   }
 }
 
+/** Writes one chunk at `position`, continuing after short writes. */
+async function writeOne(fh: FileHandle, chunk: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < chunk.byteLength; ) {
+    const { bytesWritten } = await fh.write(chunk, done, chunk.byteLength - done, position + done);
+    done += bytesWritten;
+  }
+}
+
 /** Writes the chunks at `position`, continuing after short writes. */
 async function writeAll(fh: FileHandle, chunks: readonly Uint8Array[], position: number): Promise<void> {
-  let pending = chunks.filter((c) => c.byteLength > 0);
+  let pending = chunks.some((c) => c.byteLength === 0) ? chunks.filter((c) => c.byteLength > 0) : chunks;
+  let left = 0;
+  for (const c of pending) left += c.byteLength;
   let at = position;
   while (pending.length > 0) {
     let { bytesWritten } = await fh.writev(pending, at);
+    // The usual case: all of it in one call, so no list of the rest is made.
+    left -= bytesWritten;
+    if (left === 0) return;
     at += bytesWritten;
     const rest: Uint8Array[] = [];
     for (const c of pending) {
