@@ -15,6 +15,8 @@ export class FileRange extends Readable {
   /** Half-open byte range [start, end) of the file. */
   readonly start: number;
   readonly end: number;
+  /** Whether the range is the whole file (its size was given and the range covers it). */
+  readonly whole: boolean;
   private readonly chunk: number;
   private opening: Promise<FileHandle> | undefined;
   /** For a handle the caller shares: given back instead of closed. */
@@ -30,9 +32,10 @@ export class FileRange extends Readable {
     file: string | { fh: FileHandle; name: string; release?: () => void },
     start: number,
     end: number,
-    options: { chunk?: number; signal?: AbortSignal | undefined } | number = {},
+    options: { chunk?: number; signal?: AbortSignal | undefined; size?: number } | number = {},
   ) {
-    const { chunk = FILE_CHUNK, signal } = typeof options === 'number' ? { chunk: options } : options;
+    const o = typeof options === 'number' ? { chunk: options } : options;
+    const { chunk = FILE_CHUNK, signal } = o;
     super({ highWaterMark: chunk, ...(signal ? { signal } : {}) });
     if (typeof file === 'string') this.path = file;
     else {
@@ -42,6 +45,7 @@ export class FileRange extends Readable {
     }
     this.start = start;
     this.end = end;
+    this.whole = start === 0 && o.size !== undefined && end >= o.size;
     this.pos = start;
     this.chunk = chunk;
   }

@@ -331,7 +331,7 @@ export class ContentStore {
     // 1 MiB reads: whole-layer readers (unpack, copies) take a quarter of the thread-pool round trips of
     // 256 KiB ones, and gunzip decodes bigger pieces faster (read+gunzip of 45 MiB 57 -> 38 ms).
     const file = { fh: h.fh, name: this.layout.blobPath(d), release: h.release };
-    const stream = new FileRange(file, offset, Math.max(offset, end), { signal });
+    const stream = new FileRange(file, offset, Math.max(offset, end), { signal, size });
     return { stream, size };
   }
 }

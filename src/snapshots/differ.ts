@@ -3,10 +3,10 @@
 // returns the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into
 // the content store as a new layer. Mounts must be ones this daemon's snapshotters handed out.
 import { randomBytes } from 'node:crypto';
-import type { FileHandle } from 'node:fs/promises';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../errors.ts';
+import type { Blob } from '../oci/blob.ts';
 import { type Digest, Digester } from '../oci/digest.ts';
 import { type Compression, layerCompression, MediaType } from '../oci/media-types.ts';
 import { tracePhase } from '../trace.ts';
@@ -44,7 +44,8 @@ export interface DiffContent {
     paths: readonly string[],
   ): unknown;
   writer(ns: string, ref: string, opts: { lease?: string }): Promise<LayerWriter>;
-  store: { openFile(d: Digest): Promise<FileHandle> };
+  /** The namespace's blob (NotFound when it does not hold it). */
+  blob(ns: string, digest: string): Blob;
 }
 
 export interface DifferOptions {
@@ -126,24 +127,21 @@ export class Differ {
       throw invalidArgument('apply needs a mount with one writable directory: invalid argument');
     }
     this.content.info(ns, desc.digest); // NotFound before any work
-    const file = await this.content.store.openFile(desc.digest as Digest);
+    // The store's reads are files, which the applier decodes with reused buffers.
+    const layer = await this.content.blob(ns, desc.digest).open();
     // Docker's plain tar type is used for compressed blobs in the wild; containerd sniffs those.
     const how = desc.mediaType === MediaType.dockerLayer ? 'auto' : compression;
     const endApply = tracePhase(`daemon-apply ${desc.digest.slice(7, 19)}`);
     let applied: Awaited<ReturnType<typeof applyLayer>>;
     try {
-      applied = await applyLayer(
-        root,
-        { file },
-        {
-          compression: how,
-          ...(signal ? { signal } : {}),
-          ...(this.onSkip ? { onSkip: this.onSkip } : {}),
-          ...(overlay ? { overlay } : {}),
-        },
-      );
+      applied = await applyLayer(root, layer, {
+        compression: how,
+        ...(signal ? { signal } : {}),
+        ...(this.onSkip ? { onSkip: this.onSkip } : {}),
+        ...(overlay ? { overlay } : {}),
+      });
     } finally {
-      await file.close();
+      layer.destroy();
     }
     endApply(`${applied.size} bytes ${applied.entries} entries`);
     const expected = desc.annotations?.[LABEL_UNCOMPRESSED];

@@ -27,6 +27,7 @@ import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import tar from 'tar-stream';
+import { FileRange } from '../../content/file-range.ts';
 import {
   aborted,
   internal,
@@ -662,16 +663,14 @@ class LayerApplier {
   }
 }
 
-/** A layer as bytes: a stream, or an open file (decoded with reused buffers; the caller closes it). */
-export type LayerInput = Readable | { file: FileHandle };
-
 /**
  * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
- * sha256 of the uncompressed tar, computed from the very bytes that were applied.
+ * sha256 of the uncompressed tar, computed from the very bytes that were applied. A whole file (a blob
+ * from the content store) is decoded from its file with reused buffers; the caller destroys it after.
  */
 export async function applyLayer(
   root: string,
-  layer: LayerInput,
+  layer: Readable,
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
   let realRoot: string;
@@ -695,11 +694,11 @@ export async function applyLayer(
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
   const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
   const how = opts.compression ?? 'auto';
-  const source = 'file' in layer ? decompressFile(layer.file, how) : layer;
-  const piping =
-    'file' in layer
-      ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
-      : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
+  const file = layer instanceof FileRange && layer.whole ? await layer.open() : undefined;
+  const source = file ? decompressFile(file, how) : layer;
+  const piping = file
+    ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
+    : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
   let streamError: unknown;
   let pipelineError: unknown;
   extract.on('error', (err: unknown) => {
