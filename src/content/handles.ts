@@ -112,6 +112,15 @@ export class BlobHandles {
     };
   }
 
+  /**
+   * Forgets the blob's handle (its file was deleted, and a new file of that name may follow): the next
+   * acquire opens afresh; readers holding the old handle keep it until they release it.
+   */
+  forget(d: Digest): void {
+    this.idle?.delete(d);
+    this.inUse.delete(d);
+  }
+
   /** Closes every unused handle; handles in use close when released. */
   async close(): Promise<void> {
     this.closed = true;

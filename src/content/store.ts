@@ -4,7 +4,7 @@
 // are per namespace and live in the metadata layer. The store alone knows the layout: it creates,
 // verifies, renames and deletes blob files, keeps handles of blobs being read in small pieces, lets
 // readers follow an ingest while it is written, and sweeps the blobs its user no longer holds.
-import { type FileHandle, mkdir, open, readdir, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import { type FileHandle, mkdir, open, readdir, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import {
@@ -86,6 +86,12 @@ export class ContentStore {
     } catch {
       return false;
     }
+  }
+
+  /** Free and total bytes of the file system the store is on (for callers that must not fill it). */
+  async space(): Promise<{ free: number; total: number }> {
+    const st = await statfs(this.root);
+    return { free: st.bavail * st.bsize, total: st.blocks * st.bsize };
   }
 
   /** Closes the blob handles kept for reads; handles in use close when released. */
@@ -192,6 +198,7 @@ export class ContentStore {
 
   /** Removes the blob. Readers that already opened it keep reading the old bytes. */
   async delete(d: Digest): Promise<void> {
+    this.handles.forget(d);
     try {
       await unlink(this.layout.blobPath(d));
     } catch (err) {

@@ -73,12 +73,28 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     }
   };
   try {
+    // Watched files (docker auth, htpasswd, token keys, TLS): a reload is logged and counted (metrics is
+    // set by the time any file changes).
+    const reloadEvents = (what: string) => ({
+      onReload: () => {
+        metrics.reloads.inc({ what, result: 'ok' });
+        logger.info({ what }, 'reloaded');
+      },
+      onReloadError: (err: unknown) => {
+        metrics.reloads.inc({ what, result: 'refused' });
+        logger.warn({ err: messageOf(err) }, `${what} not reloaded, the previous version stays`);
+      },
+    });
     const ca = await Promise.all(config.caCerts.map((p) => readFile(p)));
     let upstream = options.upstream;
     if (!upstream) {
       const client = new RegistryClient({
         hosts: { insecure: config.plainHttpHosts, ca },
-        credentials: new DockerConfigCredentials(config.dockerAuth ? { path: config.dockerAuth } : {}),
+        credentials: new DockerConfigCredentials({
+          ...(config.dockerAuth ? { path: config.dockerAuth } : {}),
+          // Re-read on use when it changed; a bad edit keeps the credentials read before.
+          ...reloadEvents('docker-auth'),
+        }),
       });
       upstream = client;
     }
@@ -133,6 +149,10 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       events: {
         onFillError: (digest, err) => logger.warn({ digest, err: messageOf(err) }, 'blob fill failed'),
         onEvict: (digest, size) => logger.debug({ digest, size }, 'blob evicted from cache'),
+        onCorrupt: (digest, err) =>
+          logger.error({ digest, err: messageOf(err) }, 'cached blob does not match its digest, dropped'),
+        onNoRoom: (digest, free) =>
+          logger.warn({ digest, free }, 'no room on the cache disk: blobs are streamed uncached'),
       },
     });
     undo.push(() => cache.close());
@@ -189,16 +209,6 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       );
     }
 
-    const reloadEvents = (what: string) => ({
-      onReload: () => {
-        metrics.reloads.inc({ what, result: 'ok' });
-        logger.info({ what }, 'reloaded');
-      },
-      onReloadError: (err: unknown) => {
-        metrics.reloads.inc({ what, result: 'refused' });
-        logger.warn({ err: messageOf(err) }, `${what} not reloaded, the previous version stays`);
-      },
-    });
     let auth: ClientAuth | undefined;
     if (config.auth) {
       const a = await ClientAuth.open(config.auth, {

@@ -12,10 +12,12 @@ export interface Seen {
 /**
  * A pass-through HTTP proxy on loopback in front of the registry, recording every request. With `lieAbout`
  * it serves that blob with one byte changed (same length): content a real registry cannot be made to send.
+ * With `bytesPerSecond` answers are slowed to about that rate (so a registry can be stopped mid-blob). An
+ * answer the registry breaks off is broken off to the client too.
  */
 export async function countingProxy(
   upstream: string,
-  opts: { lieAbout?: string } = {},
+  opts: { lieAbout?: string; bytesPerSecond?: number } = {},
 ): Promise<{ host: string; seen: Seen[]; close(): Promise<void> }> {
   const target = new URL(upstream);
   const seen: Seen[] = [];
@@ -36,17 +38,23 @@ export async function countingProxy(
       },
       (up) => {
         res.writeHead(up.statusCode ?? 502, up.headers);
-        if (lie === undefined || !req.url?.endsWith(lie) || up.statusCode !== 200) {
-          up.pipe(res);
-          return;
-        }
+        const lying = lie !== undefined && req.url?.endsWith(lie) === true && up.statusCode === 200;
+        const rate = opts.bytesPerSecond;
         let first = true;
         up.on('data', (chunk: Buffer) => {
-          const out = first ? Buffer.from(chunk) : chunk;
-          if (first && out.length > 0) out[out.length - 1]! ^= 0xff;
+          const out = lying && first ? Buffer.from(chunk) : chunk;
+          if (lying && first && out.length > 0) out[out.length - 1]! ^= 0xff;
           first = false;
-          res.write(out);
+          const flushed = res.write(out);
+          if (rate !== undefined) {
+            up.pause();
+            setTimeout(() => up.resume(), (out.length / rate) * 1000);
+          } else if (!flushed) {
+            up.pause();
+            res.once('drain', () => up.resume());
+          }
         });
+        up.on('aborted', () => res.destroy());
         up.on('end', () => res.end());
         up.on('error', () => res.destroy());
       },

@@ -40,6 +40,10 @@ export interface TestRegistry {
   logFile: string;
   /** Stops the registry (and token server) and removes its temp dirs. Idempotent. */
   stop(): Promise<void>;
+  /** Kills the registry process at once (SIGKILL), as a crash would; its storage stays. */
+  kill(): Promise<void>;
+  /** Starts the registry again on the same address and storage (after kill). */
+  restart(): Promise<void>;
   /**
    * Writes a docker config.json with an `auths` entry for this host (first user; empty auths without
    * users) into `dir` (a fresh temp dir removed by stop() when omitted) and returns the directory, ready
@@ -128,8 +132,8 @@ async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry
     const configFile = join(dir, 'config.yml');
     await writeFile(configFile, stringify(config));
     const url = `http://${host}`;
-    try {
-      const server = await spawnServer('docker-registry', ['serve', configFile], {
+    const serve = () =>
+      spawnServer('docker-registry', ['serve', configFile], {
         name: `docker-registry on ${host}`,
         logFile,
         timeoutMs: 20_000,
@@ -139,6 +143,8 @@ async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry
           return res.status === 200 || res.status === 401;
         },
       });
+    try {
+      let server = await serve();
       cleanup.add(() => server.stop());
       const users = auth.mode === 'none' ? {} : auth.users;
       const first = Object.entries(users)[0];
@@ -152,6 +158,17 @@ async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry
         dir,
         logFile,
         stop: () => cleanup.run(),
+        kill: async () => {
+          const exited = new Promise((r) => {
+            if (server.proc.exitCode !== null || server.proc.signalCode !== null) r(undefined);
+            else server.proc.once('exit', r);
+          });
+          server.proc.kill('SIGKILL');
+          await exited;
+        },
+        restart: async () => {
+          server = await serve();
+        },
         dockerConfig: async (target?: string) => {
           let configDir = target;
           if (configDir === undefined) {

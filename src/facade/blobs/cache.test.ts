@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
+import { waitFor } from '../../../test/helpers/process.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
 import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
@@ -188,23 +189,27 @@ test('a source that stops mid-body fails on the stall bound; one that keeps send
       assert.equal(opens, 1);
       assert.ok(halted.destroyed);
 
-      // 10 chunks 250 ms apart: 2.5 s in all, over twice the bound, but never silent for long. The gap
-      // leaves 750 ms of slack per chunk, so a loaded machine's late timers do not cut it.
+      // Chunks 250 ms apart: 1.5 s in all, over the bound, but never silent for long. The gap leaves
+      // 750 ms of slack per chunk, so a loaded machine's late timers do not cut it. (The fill resumes
+      // after the 400 bytes the stalled one kept.)
+      let resumedAt = -1;
       const slow = await cache.read(
         desc,
         undefined,
-        fill(desc, async () =>
-          Readable.from(
+        fill(desc, async (offset) => {
+          resumedAt = offset;
+          return Readable.from(
             (async function* () {
-              for (let i = 0; i < 10; i++) {
+              for (let i = Math.floor(offset / 100); i < 10; i++) {
                 await new Promise((res) => setTimeout(res, 250));
-                yield bytes.subarray(i * 100, (i + 1) * 100);
+                yield bytes.subarray(Math.max(offset, i * 100), (i + 1) * 100);
               }
             })(),
-          ),
-        ),
+          );
+        }),
       );
       assert.deepEqual(await readAll(slow.stream), bytes);
+      assert.equal(resumedAt, 400);
     },
     { stallMs: 1000 },
   );
@@ -253,6 +258,66 @@ test('eviction drops the least recently used blob, never one being read, and sur
     assert.equal(reopened.bytes, 200);
     assert.equal(reopened.has(a.desc.digest), true);
     reopened.close();
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a fill whose source went away keeps its bytes; the next fill resumes from there', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(7, 4000);
+    const offsets: number[] = [];
+    const broken = fill(desc, async (offset) => {
+      offsets.push(offset);
+      // Sends 1500 bytes, then the connection breaks (every resume within the fill too).
+      const s = new PassThrough();
+      if (offset === 0) s.write(bytes.subarray(0, 1500));
+      setImmediate(() => s.destroy(new Error('socket hang up')));
+      return s;
+    });
+    const first = await cache.read(desc, undefined, broken);
+    await assert.rejects(readAll(first.stream));
+    assert.equal(cache.has(desc.digest), false);
+    await waitFor(() => cache.bytes === 1500, 5000, { what: 'the kept bytes to count against the cap' });
+
+    const whole = fill(desc, async (offset) => {
+      offsets.push(offset);
+      return Readable.from([bytes.subarray(offset)]);
+    });
+    const second = await cache.read(desc, undefined, whole);
+    assert.deepEqual(await readAll(second.stream), bytes);
+    assert.equal(offsets.at(-1), 1500, 'resumed at the kept offset');
+    assert.equal(cache.has(desc.digest), true);
+    assert.equal(cache.bytes, 4000);
+  });
+});
+
+test('a blob file found at start that is not its digest is dropped before it is served, and fetched again', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+  try {
+    const { bytes, desc } = blob(9, 3000);
+    const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
+    let cache = await BlobCache.open({ dir, maxBytes: 1 << 20 });
+    await readAll((await cache.read(desc, undefined, source)).stream);
+    cache.close();
+    const file = join(dir, 'blobs', 'sha256', desc.digest.slice('sha256:'.length));
+    await chmod(file, 0o644);
+    await writeFile(file, Buffer.alloc(3000, 1));
+    const corrupt: string[] = [];
+    cache = await BlobCache.open({ dir, maxBytes: 1 << 20, events: { onCorrupt: (d) => corrupt.push(d) } });
+    try {
+      // A range read is checked too: a lazy-pulling client could not tell wrong bytes in a range.
+      const r = await cache.read(desc, { offset: 100, length: 10 }, source);
+      assert.equal(r.outcome, 'miss');
+      assert.deepEqual(await readAll(r.stream), bytes.subarray(100, 110));
+      assert.deepEqual(corrupt, [desc.digest]);
+      await waitFor(() => cache.has(desc.digest), 5000, { what: 'the refetched blob' });
+      const again = await cache.read(desc, undefined, undefined);
+      assert.equal(again.outcome, 'hit');
+      assert.deepEqual(await readAll(again.stream), bytes);
+    } finally {
+      cache.close();
+    }
   } finally {
     await rm(dir, { recursive: true, force: true });
   }

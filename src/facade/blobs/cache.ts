@@ -4,8 +4,13 @@
 // each from its own offset (Range), so the first client is served as the bytes arrive and late arrivals
 // join instead of fetching again; the store hands out a blob's last byte only once it matched its digest.
 // Entries being read or filled are never evicted. Caching is a wrapper around a blob: wrap() gives a Blob
-// whose reads go through here.
+// whose reads go through here. A blob found on disk at start is checked against its digest before it is
+// first served (once, shared by the readers who ask meanwhile): a corrupt or truncated file is dropped and
+// fetched again, so a client never gets its bytes. When the disk has no room for a blob, it is streamed
+// from its source uncached rather than failing. A fill whose source went away (a registry restarting) keeps
+// the bytes it got: the next fill of that blob resumes from there with a Range request.
 import { addAbortSignal, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { ContentStore, type IngestWriter } from '../../content/store.ts';
 import {
   aborted,
@@ -20,15 +25,20 @@ import {
 } from '../../errors.ts';
 import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import type { Digest } from '../../oci/digest.ts';
+import { type Digest, VerifyingStream } from '../../oci/digest.ts';
 
-export type CacheOutcome = 'hit' | 'miss' | 'joined';
+/** `bypass`: not cached, streamed straight from the source (no room on the disk). */
+export type CacheOutcome = 'hit' | 'miss' | 'joined' | 'bypass';
 
 export interface CacheEvents {
   /** A fill opened its source (once per attempt; a resume counts again). */
   onFetch?(digest: Digest, offset: number): void;
   onEvict?(digest: Digest, size: number): void;
   onFillError?(digest: Digest, err: unknown): void;
+  /** A cached file was not the blob it is named after (it is dropped; the next read fetches again). */
+  onCorrupt?(digest: Digest, err: unknown): void;
+  /** The disk had no room for a blob, so blobs are streamed uncached (told once per such spell). */
+  onNoRoom?(digest: Digest, free: number): void;
 }
 
 export interface BlobCacheOptions {
@@ -66,12 +76,18 @@ interface Entry {
   received: number;
   readers: number;
   lastUsed: number;
+  /** Known to match its digest: committed by this process, or checked once since start. */
+  verified: boolean;
+  /** The check in progress of a blob found at start: true if it matched. */
+  checking?: Promise<boolean>;
   error?: Error;
   abort: AbortController;
   idleTimer?: NodeJS.Timeout;
 }
 
 export const DEFAULT_STALL_MS = 20_000;
+/** Interrupted fills kept for resuming; the oldest goes first. */
+const MAX_PARTIALS = 32;
 
 export class BlobCache {
   readonly dir: string;
@@ -82,8 +98,11 @@ export class BlobCache {
   private readonly stallMs: number;
   private readonly events: CacheEvents;
   private readonly entries = new Map<Digest, Entry>();
+  /** Interrupted fills whose bytes are kept for the next fill to resume: ingest ref and bytes, oldest first. */
+  private readonly partials = new Map<Digest, { ref: string; bytes: number; closed: Promise<void> }>();
   private clock = 0;
   private fills = 0;
+  private noRoom = false;
   private total = 0;
   private closed = false;
 
@@ -123,6 +142,7 @@ export class BlobCache {
         received: f.size,
         readers: 0,
         lastUsed: ++cache.clock,
+        verified: false,
         abort: new AbortController(),
       });
       cache.total += f.size;
@@ -185,19 +205,21 @@ export class BlobCache {
     if (!(offset >= 0) || end > desc.size || offset > end) {
       throw outOfRange(`range ${offset}-${end} outside blob ${desc.digest} of ${desc.size} bytes`);
     }
-    let entry = this.entries.get(desc.digest);
+    let entry = await this.usable(desc);
+    if (entry && !entry.verified && !(await this.check(entry))) entry = await this.usable(desc);
     let outcome: CacheOutcome;
-    if (entry && entry.state !== 'failed') {
-      if (entry.size !== desc.size) {
-        throw dataLoss(
-          `cached blob ${desc.digest} has ${entry.size} bytes, the descriptor says ${desc.size}`,
-        );
-      }
-      outcome = entry.state === 'complete' ? 'hit' : 'joined';
-    } else {
+    if (entry) outcome = entry.state === 'complete' ? 'hit' : 'joined';
+    else {
       if (!source) throw notFound(`blob ${desc.digest}: not cached`);
-      entry = this.startFill(source);
-      outcome = 'miss';
+      if (!(await this.roomFor(desc))) {
+        const stream = await source.open({ range: { offset, length: end - offset }, signal });
+        return { stream, outcome: 'bypass' };
+      }
+      // Another request may have started a fill while the disk was asked.
+      const meanwhile = await this.usable(desc);
+      if (meanwhile) outcome = meanwhile.state === 'complete' ? 'hit' : 'joined';
+      else outcome = 'miss';
+      entry = meanwhile ?? this.startFill(source);
     }
     // Held, so not evicted (and a fill not abandoned), until the stream closes.
     this.acquire(entry);
@@ -219,6 +241,76 @@ export class BlobCache {
     return { stream, outcome };
   }
 
+  /**
+   * The entry to read `desc` from, if any. A file found at start whose size is not the descriptor's is
+   * truncated or foreign: it is dropped and fetched again. Otherwise a size mismatch is the asker's.
+   */
+  private async usable(desc: Descriptor): Promise<Entry | undefined> {
+    const entry = this.entries.get(desc.digest);
+    if (!entry || entry.state === 'failed') return undefined;
+    if (entry.size === desc.size) return entry;
+    if (entry.state === 'complete' && !entry.verified && entry.readers === 0) {
+      await this.drop(
+        entry,
+        dataLoss(`cached blob ${desc.digest} has ${entry.size} bytes, not ${desc.size}`),
+      );
+      return undefined;
+    }
+    throw dataLoss(`cached blob ${desc.digest} has ${entry.size} bytes, the descriptor says ${desc.size}`);
+  }
+
+  /** Reads a blob found at start through its digest once; a mismatch drops it (false). */
+  private check(entry: Entry): Promise<boolean> {
+    entry.checking ??= (async () => {
+      this.acquire(entry);
+      try {
+        const file = await this.store.reader(entry.digest);
+        const verify = new VerifyingStream(entry.digest, entry.size);
+        await pipeline(file, verify, async (source: AsyncIterable<Buffer>) => {
+          for await (const _ of source);
+        });
+        entry.verified = true;
+        return true;
+      } catch (err) {
+        // Not the blob it is named after (or unreadable): fetched again by whoever asks.
+        await this.drop(entry, err);
+        return false;
+      } finally {
+        this.release(entry);
+      }
+    })();
+    return entry.checking;
+  }
+
+  private async drop(entry: Entry, why: unknown): Promise<void> {
+    if (this.entries.get(entry.digest) !== entry) return;
+    this.entries.delete(entry.digest);
+    this.total -= entry.size;
+    this.events.onCorrupt?.(entry.digest, why);
+    // Gone before a new fill of the blob looks whether it exists.
+    await this.store.delete(entry.digest).catch(() => {});
+  }
+
+  /**
+   * Whether the disk can take the blob next to the fills in progress, keeping a small reserve (2 % of the
+   * file system, at most 256 MiB) for the store's own files.
+   */
+  private async roomFor(desc: Descriptor): Promise<boolean> {
+    let space: { free: number; total: number };
+    try {
+      space = await this.store.space();
+    } catch {
+      return true; // Cannot tell: try, as before.
+    }
+    let pending = 0;
+    for (const e of this.entries.values()) if (e.state === 'filling') pending += e.size - e.received;
+    const reserve = Math.min(256 * 1024 ** 2, space.total * 0.02);
+    const room = space.free - pending - reserve >= desc.size;
+    if (!room && !this.noRoom) this.events.onNoRoom?.(desc.digest, space.free);
+    this.noRoom = !room;
+    return room;
+  }
+
   /** Abandons fills in progress (their readers fail) and refuses new reads. */
   close(): void {
     this.closed = true;
@@ -238,21 +330,27 @@ export class BlobCache {
       failed = reject;
     });
     writing.catch(() => {});
+    const partial = this.partials.get(digest);
+    if (partial) {
+      this.partials.delete(digest);
+      this.total -= partial.bytes;
+    }
     const entry: Entry = {
       digest,
       size,
       state: 'filling',
-      ref: `fill-${++this.fills}-${digest}`,
+      ref: partial?.ref ?? `fill-${++this.fills}-${digest}`,
       writing,
       received: 0,
       readers: 0,
       lastUsed: ++this.clock,
+      verified: true,
       abort: new AbortController(),
     };
     this.entries.set(digest, entry);
     this.total += entry.size;
     this.evict();
-    void this.fill(entry, source, opened, failed);
+    void this.fill(entry, source, opened, failed, partial?.closed);
     return entry;
   }
 
@@ -261,6 +359,8 @@ export class BlobCache {
     source: Blob,
     opened: () => void,
     failed: (err: Error) => void,
+    /** Set when resuming an earlier fill's ingest: settles once that fill's writer let go of it. */
+    resumeAfter?: Promise<void>,
   ): Promise<void> {
     const signal = entry.abort.signal;
     const { digest, size } = entry;
@@ -276,6 +376,7 @@ export class BlobCache {
     }, this.stallMs);
     stall.unref();
     try {
+      await resumeAfter;
       w = await this.store.writer(entry.ref, { expected: digest, total: size });
       opened();
       for (let attempt = 0; ; attempt++) {
@@ -314,7 +415,19 @@ export class BlobCache {
       entry.state = 'complete';
       this.evict();
     } catch (err) {
-      // Out of the map first, so new requests start afresh.
+      // Bytes short of the end stay for the next fill to resume from (wrong ones fail that fill's commit,
+      // which starts over); they are handed on before the entry goes, so a new request finds them.
+      const got = w?.offset ?? 0;
+      const keep = got > 0 && got < size && !this.closed;
+      let releaseWriter = () => {};
+      if (keep) {
+        // The next fill reopens the ingest once this writer has let go of it.
+        const writerClosed = new Promise<void>((resolve) => {
+          releaseWriter = resolve;
+        });
+        this.keepPartial(digest, entry.ref, got, writerClosed);
+      }
+      // Out of the map, so new requests start afresh.
       if (this.entries.get(digest) === entry) {
         this.entries.delete(digest);
         this.total -= entry.size;
@@ -327,14 +440,33 @@ export class BlobCache {
           : aborted(`blob ${digest}: fill abandoned`, { cause: err })
         : (err as Error);
       failed(entry.error);
-      // Readers following the ingest fail with the same reason; then its bytes go.
-      await w?.close(entry.error);
-      await this.store.abort(entry.ref).catch(() => {});
+      // Readers following the ingest fail with the same reason.
+      try {
+        await w?.close(entry.error);
+      } finally {
+        releaseWriter();
+      }
+      if (!keep) await this.store.abort(entry.ref).catch(() => {});
       this.events.onFillError?.(digest, err);
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
     }
+  }
+
+  private keepPartial(digest: Digest, ref: string, bytes: number, closed: Promise<void>): void {
+    this.partials.set(digest, { ref, bytes, closed });
+    this.total += bytes;
+    while (this.partials.size > MAX_PARTIALS) this.dropPartial(this.partials.keys().next().value as Digest);
+    this.evict();
+  }
+
+  private dropPartial(digest: Digest): void {
+    const p = this.partials.get(digest);
+    if (!p) return;
+    this.partials.delete(digest);
+    this.total -= p.bytes;
+    void p.closed.then(() => this.store.abort(p.ref)).catch(() => {});
   }
 
   private acquire(entry: Entry): void {
@@ -371,6 +503,10 @@ export class BlobCache {
       this.events.onEvict?.(e.digest, e.size);
       // Open readers keep their file handles; the name goes now.
       this.store.delete(e.digest).catch(() => {});
+    }
+    for (const digest of [...this.partials.keys()]) {
+      if (this.total <= this.maxBytes) break;
+      this.dropPartial(digest);
     }
   }
 }

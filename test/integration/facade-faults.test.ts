@@ -1,0 +1,267 @@
+// Faults the facade must survive, each with real components: the upstream docker-registry killed in the
+// middle of a blob (behind a slowing proxy, so "the middle" is reliable), the spec provider down or silent,
+// a cache disk with no room (a 4 MiB tmpfs as the cache dir), and a cached file that is not its digest.
+// (A content-layer host that never answers is in hostile-facade.test.ts.)
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { request } from 'node:http';
+import { createServer as createTcpServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
+import { Registry } from 'prom-client';
+import { createGrpcServer } from '../../src/api/grpc/server.ts';
+import { facadeConfigFrom } from '../../src/facade/config.ts';
+import { type FacadeApp, startFacade } from '../../src/facade/http/app.ts';
+import { specProviderService } from '../../src/facade/providers/grpc-server.ts';
+import { SpecStore } from '../../src/facade/providers/spec-store.ts';
+import type { Digest } from '../../src/oci/digest.ts';
+import { countingProxy } from '../helpers/counting-proxy.ts';
+import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
+import { freePort } from '../helpers/ports.ts';
+import { runCommand, waitFor } from '../helpers/process.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const logger = pino({ level: process.env.FAULTS_LOG ?? 'silent' });
+const ACCEPT =
+  'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
+
+interface Manifest {
+  config: { digest: string; size: number };
+  layers: { digest: string; size: number }[];
+}
+
+const sha256 = (b: Uint8Array) => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+async function get(url: string): Promise<{ status: number; body: Buffer }> {
+  const res = await fetch(url, { headers: { accept: ACCEPT } });
+  return { status: res.status, body: Buffer.from(await res.arrayBuffer()) };
+}
+
+async function manifestOf(app: FacadeApp, name: string): Promise<Manifest> {
+  const m = await get(`${app.url}/v2/${name}/manifests/latest`);
+  assert.equal(m.status, 200, m.body.toString());
+  return JSON.parse(m.body.toString()) as Manifest;
+}
+
+/** A blob download that resolves with how it ended: in full (`complete`) or broken off. */
+function download(url: string): Promise<{ status: number; bytes: Buffer; complete: boolean }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      const done = () =>
+        resolve({ status: res.statusCode ?? 0, bytes: Buffer.concat(chunks), complete: res.complete });
+      res.on('end', done);
+      res.on('error', done);
+      res.on('aborted', done);
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+async function metric(app: FacadeApp, line: string): Promise<number> {
+  const text = (await get(`${app.url}/metrics`)).body.toString();
+  const found = text.split('\n').find((l) => l.startsWith(`${line} `));
+  return found ? Number(found.split(' ').pop()) : 0;
+}
+
+describe('facade faults', () => {
+  let reg: TestRegistry;
+  let busybox: PushedImage;
+  let big: PushedImage;
+  let work: string;
+
+  before(async () => {
+    work = await tempDir('facade-faults');
+    reg = await startRegistry();
+    busybox = await pushBusybox(reg, 'base/busybox');
+    // A 24 MiB layer of random bytes, stored uncompressed, and a small one.
+    big = await pushFilesImage(reg, 'base/big', {
+      layers: [{ 'data/big.bin': 24 * 1024 * 1024 }, { 'data/small.txt': 'small' }],
+      compression: 'none',
+    });
+  });
+
+  after(async () => {
+    await reg?.stop();
+    if (work) await removeTempDir(work);
+  });
+
+  async function facade(name: string, specs: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+    const fixedFile = join(work, `${name}.json`);
+    await writeFile(fixedFile, JSON.stringify(specs));
+    const config = facadeConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        specProviders: { fixedFile },
+        cache: { dir: join(work, name, 'cache'), maxBytes: '1GiB' },
+        ...extra,
+      },
+      work,
+    );
+    return startFacade(config, { logger, registry: new Registry() });
+  }
+
+  test('the registry killed mid-blob: the transfer fails, never completes; after it returns the blob resumes with Range', {
+    timeout: 180_000,
+  }, async (t) => {
+    // About 4 MiB/s: the 24 MiB layer takes ~6 s, so the kill lands in the middle.
+    const proxy = await countingProxy(reg.url, { bytesPerSecond: 4 * 1024 * 1024 });
+    t.after(() => proxy.close());
+    const ref = big.ref.replace(reg.host, proxy.host);
+    const app = await facade('killed', { ws: { baseRef: ref } }, { plainHttpHosts: [proxy.host] });
+    t.after(() => app.close());
+    const m = await manifestOf(app, 'fixed/ws');
+    const layer = m.layers.find((l) => l.size > 20 * 1024 * 1024)!;
+    const url = `${app.url}/v2/fixed/ws/blobs/${layer.digest}`;
+
+    const first = download(url);
+    await new Promise((r) => setTimeout(r, 1500));
+    await reg.kill();
+    const broken = await first;
+    assert.equal(broken.status, 200);
+    assert.equal(broken.complete, false, 'a broken transfer must not look complete');
+    assert.ok(broken.bytes.length < layer.size, `got ${broken.bytes.length} of ${layer.size} bytes`);
+
+    // While the registry is down the blob fails (and nothing wrong is served).
+    const down = await download(url);
+    assert.ok(down.status >= 500 || !down.complete, `status ${down.status}`);
+
+    await reg.restart();
+    const before = proxy.seen.length;
+    const again = await download(url);
+    assert.equal(again.status, 200);
+    assert.equal(again.complete, true);
+    assert.equal(sha256(again.bytes), layer.digest);
+    const resumed = proxy.seen
+      .slice(before)
+      .filter((s) => s.method === 'GET' && s.path.endsWith(`/blobs/${layer.digest}`));
+    assert.ok(resumed.length > 0);
+    const offset = Number(/^bytes=(\d+)-/.exec(resumed[0]!.range ?? '')?.[1] ?? 0);
+    assert.ok(offset > 0, `the fill resumed at byte ${offset} (${resumed[0]!.range ?? 'no Range header'})`);
+  });
+
+  test('the spec provider down or silent: the manifest request fails within the configured bound, then recovers', {
+    timeout: 120_000,
+  }, async (t) => {
+    const port = await freePort();
+    const config = facadeConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        specProviders: { remote: [{ address: `127.0.0.1:${port}`, timeoutMs: 1500 }], cacheTtlSeconds: 1 },
+        cache: { dir: join(work, 'provider', 'cache'), maxBytes: '1GiB' },
+      },
+      work,
+    );
+    const app = await startFacade(config, { logger, registry: new Registry() });
+    t.after(() => app.close());
+    const url = `${app.url}/v2/remote/ws1/manifests/latest`;
+
+    // Accepts connections and never answers: bounded by timeoutMs.
+    const sockets = new Set<Socket>();
+    const silent = createTcpServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+    });
+    await new Promise<void>((res) => silent.listen(port, '127.0.0.1', res));
+    let started = Date.now();
+    let r = await get(url);
+    let took = Date.now() - started;
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((res) => silent.close(() => res()));
+    assert.ok(r.status === 504 || r.status === 503, `status ${r.status}: ${r.body.toString()}`);
+    assert.match(r.body.toString(), /spec provider 127\.0\.0\.1:\d+/);
+    assert.ok(took >= 1000 && took < 8000, `took ${took} ms`);
+
+    // Nothing listens: refused at once (and while the client backs off from reconnecting).
+    started = Date.now();
+    r = await get(url);
+    took = Date.now() - started;
+    assert.equal(r.status, 503, r.body.toString());
+    assert.match(r.body.toString(), /spec provider 127\.0\.0\.1:\d+/);
+    assert.ok(took < 5000, `took ${took} ms`);
+
+    // The provider comes up: the same request succeeds without restarting the facade.
+    const store = new SpecStore(join(work, 'provider', 'store'));
+    await store.put('ws1', {
+      baseRef: busybox.ref,
+      ideRef: '',
+      supervisorRef: '',
+      ideLayerRefs: [],
+      contentLayers: [],
+    });
+    const grpc = createGrpcServer({ logger, services: [specProviderService(store)] });
+    await grpc.listenTcp('127.0.0.1', port);
+    t.after(() => grpc.shutdown());
+    await waitFor(async () => (await get(url)).status === 200, 60_000, {
+      what: 'the manifest once the provider is up',
+    });
+  });
+
+  test('no room on the cache disk (4 MiB tmpfs): a blob too big is streamed uncached, small ones are still cached', {
+    timeout: 120_000,
+  }, async (t) => {
+    const dir = join(work, 'full', 'cache');
+    await mkdir(dir, { recursive: true });
+    await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    t.after(() => runCommand('umount', [dir]));
+    const app = await facade('full', { ws: { baseRef: big.ref } });
+    t.after(() => app.close());
+    const m = await manifestOf(app, 'fixed/ws');
+    const layer = m.layers.find((l) => l.size > 20 * 1024 * 1024)!;
+    for (let i = 0; i < 2; i++) {
+      const r = await download(`${app.url}/v2/fixed/ws/blobs/${layer.digest}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.complete, true);
+      assert.equal(sha256(r.bytes), layer.digest);
+    }
+    assert.equal(await metric(app, 'strata_facade_blob_reads_total{source="upstream",outcome="bypass"}'), 2);
+    const small = m.layers.find((l) => l.size < 1024 * 1024)!;
+    const s = await download(`${app.url}/v2/fixed/ws/blobs/${small.digest}`);
+    assert.equal(sha256(s.bytes), small.digest);
+    await waitFor(() => app.cache.has(small.digest as Digest), 5000, { what: 'the small layer cached' });
+    assert.equal((await get(`${app.url}/readyz`)).status, 200);
+  });
+
+  test('a cached file that is not its digest is found before it is served and fetched again', {
+    timeout: 120_000,
+  }, async (t) => {
+    const proxy = await countingProxy(reg.url);
+    t.after(() => proxy.close());
+    const ref = busybox.ref.replace(reg.host, proxy.host);
+    const specs = { ws: { baseRef: ref } };
+    let app = await facade('corrupt', specs, { plainHttpHosts: [proxy.host] });
+    const m = await manifestOf(app, 'fixed/ws');
+    const layer = m.layers[0]!;
+    const url = () => `${app.url}/v2/fixed/ws/blobs/${layer.digest}`;
+    assert.equal(sha256((await download(url())).bytes), layer.digest);
+    await app.close();
+
+    // Same size, other bytes: only the digest tells.
+    const file = join(work, 'corrupt', 'cache', 'blobs', 'sha256', layer.digest.slice('sha256:'.length));
+    await chmod(file, 0o644);
+    await writeFile(file, Buffer.alloc(layer.size, 0x5a));
+    const fetchesBefore = proxy.seen.filter(
+      (s) => s.method === 'GET' && s.path.endsWith(layer.digest),
+    ).length;
+
+    app = await facade('corrupt', specs, { plainHttpHosts: [proxy.host] });
+    t.after(() => app.close());
+    const r = await download(url());
+    assert.equal(r.status, 200);
+    assert.equal(r.complete, true);
+    assert.equal(sha256(r.bytes), layer.digest);
+    const fetches = proxy.seen.filter((s) => s.method === 'GET' && s.path.endsWith(layer.digest)).length;
+    assert.equal(fetches, fetchesBefore + 1, 'fetched again from the registry');
+    // And from then on served from the (repaired) cache.
+    assert.equal(sha256((await download(url())).bytes), layer.digest);
+    assert.equal(
+      proxy.seen.filter((s) => s.method === 'GET' && s.path.endsWith(layer.digest)).length,
+      fetches,
+    );
+  });
+});
