@@ -123,6 +123,31 @@ test('the file is re-read when it changes', async () => {
   assert.deepEqual(await store2.get('ok.example'), { kind: 'basic', username: 'o', password: 'k' });
 });
 
+test('with onReloadError, an edit that does not parse is reported once and the credentials before stay', async () => {
+  const path = join(dir, 'hot.json');
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('a:1') } } }));
+  await utimes(path, 1000, 1000);
+  const errors: string[] = [];
+  let reloads = 0;
+  const store = new DockerConfigCredentials({
+    path,
+    env,
+    onReloadError: (err) => errors.push(String(err)),
+    onReload: () => reloads++,
+  });
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'a', password: '1' });
+  await writeFile(path, '{"auths": {"reg.exa');
+  await utimes(path, 2000, 2000);
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'a', password: '1' });
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'a', password: '1' });
+  assert.equal(errors.length, 1);
+  assert.match(errors[0]!, /hot\.json/);
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('c:3') } } }));
+  await utimes(path, 3000, 3000);
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'c', password: '3' });
+  assert.equal(reloads, 1);
+});
+
 test('credential helper: per-host credHelpers, credsStore, identity tokens, fallback to auths', async () => {
   await helperAnswer('helped.example', { ServerURL: 'helped.example', Username: 'hu', Secret: 'hs' });
   await helperAnswer('https://index.docker.io/v1/', { Username: '<token>', Secret: 'hub-refresh' });

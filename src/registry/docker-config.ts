@@ -213,6 +213,12 @@ export interface DockerConfigCredentialsOptions {
   helperTimeoutMs?: number;
   /** How long a helper's answer is reused; helpers are processes, too slow to run per request. */
   helperCacheMs?: number;
+  /**
+   * Told once about a version of the file that does not parse. With it, the credentials read before stay
+   * in use (a bad edit must not fail every pull); without it, the error is thrown to the caller.
+   */
+  onReloadError?: (err: unknown) => void;
+  onReload?: () => void;
 }
 
 interface FileState {
@@ -227,6 +233,10 @@ export class DockerConfigCredentials implements CredentialStore {
   private readonly helperTimeoutMs: number;
   private readonly helperCacheMs: number;
   private state: FileState | undefined;
+  /** The version of the file last refused, so it is reported once. */
+  private badKey = '';
+  private readonly onReloadError: ((err: unknown) => void) | undefined;
+  private readonly onReload: (() => void) | undefined;
   private readonly helperCache = new Map<string, { at: number; value: Credentials | undefined }>();
 
   constructor(options: DockerConfigCredentialsOptions = {}) {
@@ -234,6 +244,8 @@ export class DockerConfigCredentials implements CredentialStore {
     this.path = options.path ?? defaultDockerConfigPath(this.env);
     this.helperTimeoutMs = options.helperTimeoutMs ?? 10_000;
     this.helperCacheMs = options.helperCacheMs ?? 30_000;
+    this.onReloadError = options.onReloadError;
+    this.onReload = options.onReload;
   }
 
   /** The parsed file as it is now (empty when it does not exist). */
@@ -247,13 +259,24 @@ export class DockerConfigCredentials implements CredentialStore {
         throw unavailable(`${this.path}: ${messageOf(err)}`);
       key = 'absent';
     }
-    if (this.state?.key !== key) {
-      const config =
-        key === 'absent'
-          ? { auths: new Map(), credHelpers: new Map() }
-          : parseDockerConfig(await readFile(this.path, 'utf8'), this.path);
+    if (this.state?.key !== key && !(this.state && key === this.badKey)) {
+      let config: DockerConfig;
+      try {
+        config =
+          key === 'absent'
+            ? { auths: new Map(), credHelpers: new Map() }
+            : parseDockerConfig(await readFile(this.path, 'utf8'), this.path);
+      } catch (err) {
+        if (!this.state || !this.onReloadError) throw err;
+        this.badKey = key;
+        this.onReloadError(err);
+        return this.state.config;
+      }
+      const reloaded = this.state !== undefined;
       this.state = { key, config };
+      this.badKey = '';
       this.helperCache.clear();
+      if (reloaded) this.onReload?.();
     }
     return this.state.config;
   }
