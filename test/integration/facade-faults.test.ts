@@ -11,12 +11,13 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
 import { createGrpcServer } from '../../src/api/grpc/server.ts';
-import { facadeConfigFrom } from '../../src/facade/config.ts';
-import { type FacadeApp, startFacade } from '../../src/facade/http/app.ts';
-import { specProviderService } from '../../src/facade/providers/grpc-server.ts';
+import { specProviderService } from '../../src/api/services/spec-provider.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
 import type { Digest } from '../../src/oci/digest.ts';
+import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
+import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { countingProxy } from '../helpers/counting-proxy.ts';
 import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
@@ -186,7 +187,7 @@ describe('facade faults', () => {
     assert.ok(took < 5000, `took ${took} ms`);
 
     // The provider comes up: the same request succeeds without restarting the facade.
-    const store = new SpecStore(join(work, 'provider', 'store'));
+    const store = new SpecStore(join(work, 'provider', 'store'), imageSpecJson);
     await store.put('ws1', {
       baseRef: busybox.ref,
       ideRef: '',
