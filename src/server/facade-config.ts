@@ -38,6 +38,11 @@ export interface FacadeConfig {
   tls?: TlsFiles;
   /** Unset: anyone may pull. */
   auth?: AuthConfig;
+  /**
+   * Hosted repositories (push and pull for names outside `<prefix>remote/` and `<prefix>fixed/`), kept in
+   * the content store and metadata database under `root` (a daemon root). Unset: none.
+   */
+  hosted?: { root: string };
   specProviders: {
     remote: RemoteProviderConfig[];
     fixedFile?: string;
@@ -191,6 +196,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'upstreamStallTimeoutSeconds',
       'connections',
       'shutdownGraceSeconds',
+      'hosted',
     ],
     '',
   );
@@ -334,11 +340,19 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   if (co.perClient !== undefined && co.perClient !== null)
     connections.perClient = parseCount(co.perClient, 'connections.perClient');
 
+  let hosted: FacadeConfig['hosted'];
+  if (d.hosted !== undefined && d.hosted !== null) {
+    const ho = obj(d.hosted, 'hosted');
+    checkKeys(ho, ['root'], 'hosted');
+    hosted = { root: path(ho.root, 'hosted.root') };
+  }
+
   return {
     listen,
     prefix,
     tls,
     auth,
+    hosted,
     specProviders: {
       remote,
       fixedFile: optPath(sp.fixedFile, 'specProviders.fixedFile'),

@@ -38,6 +38,7 @@ import type { Digest } from '../oci/digest.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { type FacadeConfig, plainHttpAllowed } from './facade-config.ts';
+import { type HostedParts, openHosted } from './hosted.ts';
 
 export interface FacadeApp {
   url: string;
@@ -235,6 +236,12 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       undo.push(() => tlsFiles.close());
       reloaders.push(() => tlsFiles.refresh());
     }
+    let hosted: HostedParts | undefined;
+    if (config.hosted) {
+      const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
+      hosted = h;
+      undo.push(() => h.close());
+    }
     const drain = new Drain();
     const handler = createFacadeHandler({
       service,
@@ -244,6 +251,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       registry: options.registry,
       auth,
       drain,
+      hosted: hosted?.registry,
       ready: async () => {
         if (providers.size === 0) return { ready: false, reason: 'no spec provider configured' };
         if (!(await cache.writable()))
@@ -275,6 +283,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         providers: [...providers.keys()],
         prefix: config.prefix,
         cacheDir: config.cache.dir,
+        hostedRoot: config.hosted?.root,
         connections,
       },
       'facade listening',

@@ -32,7 +32,7 @@ import type { DaemonMetrics } from './metrics.ts';
 import { pluginList } from './plugins.ts';
 
 /** An ingest already aborted, or being written right now (then it is not garbage after all). */
-function ignoreGone(err: unknown): void {
+export function ignoreGone(err: unknown): void {
   if (!isNotFound(err) && !isUnavailable(err)) throw err;
 }
 

@@ -18,6 +18,9 @@ import { runCommand } from './process.ts';
 import type { TestRegistry } from './registry.ts';
 import { removeTempDir, tempDir } from './tmp.ts';
 
+/** Where the builders push: a test registry, or any registry on a loopback host (no credentials). */
+export type PushTarget = Pick<TestRegistry, 'host' | 'creds'>;
+
 export interface PushedImage {
   /** `host/repo:tag`. */
   ref: string;
@@ -289,7 +292,7 @@ function buildahBase(): Promise<void> {
 }
 
 /** Pushes the single-layer busybox base (built with buildah) to `reg` as `repo:tag`. */
-export async function pushBusybox(reg: TestRegistry, repo: string, tag = 'latest'): Promise<PushedImage> {
+export async function pushBusybox(reg: PushTarget, repo: string, tag = 'latest'): Promise<PushedImage> {
   await buildahBase();
   const t = await tools();
   const ref = `${reg.host}/${repo}:${tag}`;
@@ -503,7 +506,7 @@ async function addImage(
  * `reg` as `repo:tag`. Big images work: `{ layers: 5, layerBytes: 50 * 1024 * 1024 }`.
  */
 export async function pushMultiLayer(
-  reg: TestRegistry,
+  reg: PushTarget,
   repo: string,
   opts: MultiLayerOptions = {},
 ): Promise<PushedImage> {
@@ -579,7 +582,7 @@ async function fillFiles(p: Pack, files: Record<string, FileContent>): Promise<v
  * with `/ide/bin/marker` and `GITPOD_ENV_*` variables. Random-content files may be large (streamed).
  */
 export async function pushFilesImage(
-  reg: TestRegistry,
+  reg: PushTarget,
   repo: string,
   opts: FilesImageOptions,
 ): Promise<PushedImage & { layerDescriptors: Descriptor[]; diffIds: Digest[] }> {
@@ -630,7 +633,7 @@ const PLATFORMS = [
  * small layer with /etc/strata-platform naming the platform; only the amd64 one runs on this machine.
  */
 export async function pushTwoPlatformIndex(
-  reg: TestRegistry,
+  reg: PushTarget,
   repo: string,
   tag = 'latest',
 ): Promise<PushedIndex> {
@@ -688,7 +691,7 @@ interface RawManifest {
 }
 
 /** Reads back what the registry now serves for `ref` and checks it is what was pushed. */
-async function describePushed(reg: TestRegistry, ref: string, digest: Digest): Promise<PushedImage> {
+async function describePushed(reg: PushTarget, ref: string, digest: Digest): Promise<PushedImage> {
   const opts = reg.creds ? { creds: reg.creds } : {};
   const bytes = await skopeoRawManifest(ref, opts);
   const served = digestOf(bytes);

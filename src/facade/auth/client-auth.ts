@@ -29,7 +29,7 @@ export interface ClientAuthConfig {
 /** What a request asks for: pulling from a repository, or nothing in particular (the API root). */
 export interface AuthNeed {
   repository: string;
-  action: 'pull';
+  action: 'pull' | 'push' | 'delete';
 }
 
 export type AuthDecision =

@@ -1,5 +1,6 @@
 // The facade's HTTP surface (node:http or node:https): OCI distribution pull endpoints over FacadeService,
-// plus /healthz, /readyz and /metrics. Read-only: every write is 405 UNSUPPORTED. Blobs are streamed with
+// plus /healthz, /readyz and /metrics. Composed names are read-only (every write is 405 UNSUPPORTED); other
+// names go to the hosted repositories when configured (hosted.ts). Blobs are streamed with
 // Content-Length, Docker-Content-Digest and single Range support; HEAD answers from the composed
 // manifest's descriptor and never touches the bytes. A blob stream that fails after the headers went out
 // destroys the connection, so a client never sees a complete response with wrong bytes.
@@ -18,11 +19,13 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { FileRange } from '../../content/file-range.ts';
 import { errorKind, messageOf, unavailable } from '../../errors.ts';
+import type { HostedRegistry } from '../../hosted/registry.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
-import type { FacadeService } from '../service.ts';
+import type { FacadeService, ServedBlob } from '../service.ts';
 import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
 import type { Drain } from './drain.ts';
+import { hostedAction, parseHostedRoute, serveHosted } from './hosted.ts';
 import type { FacadeMetrics } from './metrics.ts';
 import { accepts, parseRange } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
@@ -43,6 +46,8 @@ export interface FacadeHttpOptions {
   ready: () => Promise<Readiness>;
   /** Graceful shutdown: while draining, new requests get 503 and readiness is false. */
   drain?: Drain;
+  /** Hosted repositories (push and pull) for names outside the facade's providers; unset: none. */
+  hosted?: HostedRegistry;
   /** Client authentication for /v2/ (unset: anyone may pull). */
   auth?: { authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> };
 }
@@ -51,7 +56,7 @@ const API_VERSION = 'registry/2.0';
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
-interface RequestLog {
+export interface RequestLog {
   route: string;
   user?: string;
   provider?: string;
@@ -105,6 +110,20 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
   try {
     const pathname = pathOf(req.url);
     if (pathname.startsWith('/v2')) res.setHeader('docker-distribution-api-version', API_VERSION);
+    const hostedRoute = o.hosted ? parseHostedRoute(pathname, o.prefix) : undefined;
+    if (o.hosted && hostedRoute) {
+      log.route = `hosted-${hostedRoute.kind}`;
+      if (hostedRoute.kind === 'manifest' || hostedRoute.kind === 'blob') kind = hostedRoute.kind;
+      if (o.drain?.draining) {
+        res.setHeader('connection', 'close');
+        throw new OciHttpError(503, 'UNAVAILABLE', 'the registry is shutting down; try again');
+      }
+      if (o.auth) {
+        const need = { repository: hostedRoute.repository, action: hostedAction(method) };
+        await authorize(o.auth, req, res, need, log);
+      }
+      return await serveHosted({ ...o, hosted: o.hosted }, req, res, hostedRoute, abort.signal, log);
+    }
     const route: Route = parseRoute(pathname, o.prefix);
     log.route = route.kind;
     if (o.drain?.draining && route.kind !== 'healthz' && route.kind !== 'metrics') {
@@ -118,7 +137,10 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
       log.id = route.name.id;
     }
     if (route.kind === 'manifest' || route.kind === 'blob') kind = route.kind;
-    if (o.auth && pathname.startsWith('/v2')) await authorize(o.auth, req, res, route, log);
+    if (o.auth && pathname.startsWith('/v2')) {
+      const repository = 'repository' in route ? route.repository : undefined;
+      await authorize(o.auth, req, res, repository ? { repository, action: 'pull' } : undefined, log);
+    }
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
     }
@@ -167,11 +189,9 @@ async function authorize(
   auth: NonNullable<FacadeHttpOptions['auth']>,
   req: IncomingMessage,
   res: ServerResponse,
-  route: Route,
+  need: AuthNeed | undefined,
   log: RequestLog,
 ): Promise<void> {
-  const repository = 'repository' in route ? route.repository : undefined;
-  const need: AuthNeed | undefined = repository ? { repository, action: 'pull' } : undefined;
   const d = await auth.authorize(req.headers.authorization, need);
   if (d.ok) {
     log.user = d.user;
@@ -254,13 +274,18 @@ async function serveManifest(
   o.metrics.bytesServed.inc({ source: 'manifest' }, m.bytes.byteLength);
 }
 
-/** `tags/list`, with the distribution API's `n` and `last` (the list is never long enough to need a Link). */
+/** `tags/list` of a composed repository. */
 async function serveTags(
   o: FacadeHttpOptions,
   req: IncomingMessage,
   res: ServerResponse,
   route: Extract<Route, { kind: 'tags' }>,
 ): Promise<void> {
+  sendTags(req, res, route.repository, await o.service.tags(route.name));
+}
+
+/** Answers `tags/list` with the distribution API's `n` and `last`, and a Link when `n` cut the list short. */
+export function sendTags(req: IncomingMessage, res: ServerResponse, repository: string, all: string[]): void {
   const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
   const n = query.get('n');
   if (n !== null && !/^\d{1,9}$/.test(n)) {
@@ -271,9 +296,16 @@ async function serveTags(
     );
   }
   const last = query.get('last');
-  let tags = (await o.service.tags(route.name)).filter((t) => last === null || t > last);
-  if (n !== null) tags = tags.slice(0, Number(n));
-  sendJson(res, req.method ?? 'GET', 200, JSON.stringify({ name: route.repository, tags }));
+  let tags = last === null ? all : all.filter((t) => t > last);
+  const headers: Record<string, string> = { 'content-type': 'application/json' };
+  if (n !== null && tags.length > Number(n)) {
+    tags = tags.slice(0, Number(n));
+    const next = new URLSearchParams({ n, last: tags.at(-1) ?? '' });
+    headers.link = `</v2/${repository}/tags/list?${next}>; rel="next"`;
+  }
+  const body = JSON.stringify({ name: repository, tags });
+  res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(body) });
+  res.end(req.method === 'HEAD' ? undefined : body);
 }
 
 async function serveBlob(
@@ -289,7 +321,19 @@ async function serveBlob(
   }
   const digest = route.digest as Digest;
   log.digest = digest;
-  const blob = await o.service.blob(route.name, digest, signal);
+  await sendBlob(o, req, res, await o.service.blob(route.name, digest, signal), signal, log);
+}
+
+/** Answers GET/HEAD of a blob: headers, a redirect, or the bytes (whole or one range), streamed. */
+export async function sendBlob(
+  o: Pick<FacadeHttpOptions, 'metrics' | 'logger'>,
+  req: IncomingMessage,
+  res: ServerResponse,
+  blob: ServedBlob,
+  signal: AbortSignal,
+  log: RequestLog,
+): Promise<void> {
+  const digest = blob.descriptor.digest;
   log.source = blob.source;
   const size = blob.descriptor.size;
   const common = {

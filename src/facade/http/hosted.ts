@@ -1,0 +1,305 @@
+// HTTP edge of the hosted repositories (src/hosted): the OCI distribution push and pull endpoints for
+// every repository name outside the facade's `<prefix>remote/` and `<prefix>fixed/`. Statuses and codes
+// are docker-registry's, as the differential test checks against a real one.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { RegistryError, type RegistryErrorCode } from '../../hosted/errors.ts';
+import { checkRepository, type HostedRegistry } from '../../hosted/registry.ts';
+import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
+import { MediaType } from '../../oci/media-types.ts';
+import { accepts } from './negotiate.ts';
+import { OciHttpError } from './oci-errors.ts';
+import type { FacadeHttpOptions, RequestLog } from './server.ts';
+import { sendBlob, sendTags } from './server.ts';
+
+export type HostedRoute =
+  | { kind: 'uploads'; repository: string }
+  | { kind: 'upload'; repository: string; id: string }
+  | { kind: 'blob'; repository: string; digest: string }
+  | { kind: 'manifest'; repository: string; reference: string }
+  | { kind: 'tags'; repository: string }
+  | { kind: 'referrers'; repository: string; digest: string };
+
+/** The provider keys whose names the facade composes; every other name is hosted. */
+const FACADE_PROVIDERS = ['remote', 'fixed'];
+
+const PATH =
+  /^\/v2\/(.+)\/(?:blobs\/uploads\/([^/]*)|blobs\/([^/]+)|manifests\/([^/]+)|tags\/(list)|referrers\/([^/]+))$/;
+
+/** The hosted route of a request path, or undefined when the path is the facade's (or no repository's). */
+export function parseHostedRoute(pathname: string, prefix: string): HostedRoute | undefined {
+  const m = PATH.exec(pathname);
+  if (!m) return undefined;
+  const repository = m[1]!;
+  if (FACADE_PROVIDERS.some((p) => repository.startsWith(`${prefix}${p}/`))) return undefined;
+  if (m[2] !== undefined)
+    return m[2] === '' ? { kind: 'uploads', repository } : { kind: 'upload', repository, id: m[2] };
+  if (m[3] !== undefined) return { kind: 'blob', repository, digest: m[3] };
+  if (m[4] !== undefined) return { kind: 'manifest', repository, reference: m[4] };
+  if (m[5] !== undefined) return { kind: 'tags', repository };
+  return { kind: 'referrers', repository, digest: m[6]! };
+}
+
+/** What the request asks of the repository, for authorization. */
+export function hostedAction(method: string): 'pull' | 'push' | 'delete' {
+  if (method === 'DELETE') return 'delete';
+  return method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
+}
+
+/** docker-registry's statuses for the spec's codes. */
+const STATUS: Record<RegistryErrorCode, number> = {
+  BLOB_UNKNOWN: 404,
+  BLOB_UPLOAD_INVALID: 400,
+  BLOB_UPLOAD_UNKNOWN: 404,
+  DIGEST_INVALID: 400,
+  MANIFEST_BLOB_UNKNOWN: 400,
+  MANIFEST_INVALID: 400,
+  MANIFEST_UNKNOWN: 404,
+  NAME_INVALID: 400,
+  NAME_UNKNOWN: 404,
+  SIZE_INVALID: 400,
+  RANGE_INVALID: 416,
+  UNSUPPORTED: 405,
+};
+
+type Options = Pick<FacadeHttpOptions, 'metrics' | 'logger'> & { hosted: HostedRegistry };
+
+export async function serveHosted(
+  o: Options,
+  req: IncomingMessage,
+  res: ServerResponse,
+  route: HostedRoute,
+  signal: AbortSignal,
+  log: RequestLog,
+): Promise<void> {
+  try {
+    checkRepository(route.repository);
+    await dispatch({ o, req, res, signal, log }, route);
+  } catch (err) {
+    // Whatever of the body was not read is discarded, so the connection can carry the error answer.
+    if (!req.readableEnded) req.resume();
+    if (err instanceof RegistryError)
+      throw new OciHttpError(STATUS[err.code], err.code, err.message, err.detail);
+    throw err;
+  }
+}
+
+interface Call {
+  o: Options;
+  req: IncomingMessage;
+  res: ServerResponse;
+  signal: AbortSignal;
+  log: RequestLog;
+}
+
+async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute): Promise<void> {
+  const method = req.method ?? 'GET';
+  const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+  const repo = route.repository;
+  const h = o.hosted;
+  const unsupported = (allow: string) => {
+    res.setHeader('allow', allow);
+    return new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported here`);
+  };
+  switch (route.kind) {
+    case 'uploads': {
+      if (method !== 'POST') throw unsupported('POST');
+      const mount = query.get('mount');
+      if (mount !== null) {
+        const desc = h.mountBlob(repo, mount);
+        if (desc) return created(res, blobLocation(repo, desc.digest), desc.digest);
+      }
+      const digest = query.get('digest');
+      if (digest !== null && mount === null) {
+        const up = await h.startUpload(repo);
+        const desc = await h.finishUpload(repo, up.id, digest, req);
+        return created(res, blobLocation(repo, desc.digest), desc.digest);
+      }
+      req.resume();
+      const up = await h.startUpload(repo);
+      return uploadAnswer(res, 202, repo, up.id, up.offset);
+    }
+    case 'upload': {
+      if (method === 'GET') {
+        const up = await h.uploadStatus(repo, route.id);
+        return uploadAnswer(res, 204, repo, up.id, up.offset);
+      }
+      if (method === 'PATCH') {
+        const start = contentRangeStart(req.headers['content-range']);
+        const up = await h.appendUpload(repo, route.id, req, start);
+        return uploadAnswer(res, 202, repo, up.id, up.offset);
+      }
+      if (method === 'PUT') {
+        const digest = query.get('digest');
+        if (digest === null)
+          throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is missing');
+        const desc = await h.finishUpload(repo, route.id, digest, req);
+        return created(res, blobLocation(repo, desc.digest), desc.digest);
+      }
+      if (method === 'DELETE') {
+        await h.cancelUpload(repo, route.id);
+        return empty(res, 204, {});
+      }
+      throw unsupported('GET, PATCH, PUT, DELETE');
+    }
+    case 'blob': {
+      if (method === 'DELETE') {
+        h.deleteBlob(repo, route.digest);
+        return empty(res, 202, {});
+      }
+      if (method !== 'GET' && method !== 'HEAD') throw unsupported('GET, HEAD, DELETE');
+      log.digest = route.digest;
+      const blob = h.blob(repo, route.digest);
+      return sendBlob(
+        o,
+        req,
+        res,
+        { kind: 'blob', source: 'hosted', descriptor: blob.descriptor, blob },
+        signal,
+        log,
+      );
+    }
+    case 'manifest':
+      return serveManifest(o, req, res, route.repository, route.reference, log);
+    case 'tags': {
+      if (method !== 'GET' && method !== 'HEAD') throw unsupported('GET, HEAD');
+      return sendTags(req, res, repo, await h.tags(repo));
+    }
+    case 'referrers': {
+      if (method !== 'GET' && method !== 'HEAD') throw unsupported('GET, HEAD');
+      const type = query.get('artifactType') ?? undefined;
+      const manifests = await h.referrers(repo, route.digest, type);
+      const body = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociIndex, manifests });
+      const headers: Record<string, string | number> = { 'content-type': MediaType.ociIndex };
+      if (type !== undefined) headers['oci-filters-applied'] = 'artifactType';
+      return send(res, method, 200, headers, body);
+    }
+  }
+}
+
+async function serveManifest(
+  o: Options,
+  req: IncomingMessage,
+  res: ServerResponse,
+  repo: string,
+  reference: string,
+  log: RequestLog,
+): Promise<void> {
+  const h = o.hosted;
+  const method = req.method ?? 'GET';
+  if (method === 'PUT') {
+    const bytes = await readBody(req, MAX_MANIFEST_BYTES);
+    const m = await h.putManifest(repo, reference, bytes, header(req.headers['content-type']));
+    log.digest = m.digest;
+    const headers: Record<string, string> = {
+      location: `/v2/${repo}/manifests/${m.digest}`,
+      'docker-content-digest': m.digest,
+    };
+    if (m.subject) headers['oci-subject'] = m.subject;
+    return empty(res, 201, headers);
+  }
+  if (method === 'DELETE') {
+    await h.deleteManifest(repo, reference);
+    return empty(res, 202, {});
+  }
+  if (method !== 'GET' && method !== 'HEAD') {
+    res.setHeader('allow', 'GET, HEAD, PUT, DELETE');
+    throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported here`);
+  }
+  if (method === 'HEAD') {
+    const d = h.manifestDescriptor(repo, reference);
+    log.digest = d.digest;
+    checkAccept(req, d.mediaType);
+    res.writeHead(200, {
+      'content-type': d.mediaType,
+      'content-length': d.size,
+      'docker-content-digest': d.digest,
+      etag: `"${d.digest}"`,
+    });
+    res.end();
+    return;
+  }
+  const m = await h.manifest(repo, reference);
+  log.digest = m.digest;
+  checkAccept(req, m.mediaType);
+  log.bytes = m.bytes.byteLength;
+  o.metrics.bytesServed.inc({ source: 'manifest' }, m.bytes.byteLength);
+  res.writeHead(200, {
+    'content-type': m.mediaType,
+    'content-length': m.bytes.byteLength,
+    'docker-content-digest': m.digest,
+    etag: `"${m.digest}"`,
+  });
+  res.end(m.bytes);
+}
+
+function checkAccept(req: IncomingMessage, mediaType: string): void {
+  if (!accepts(req.headers.accept, mediaType)) {
+    throw new OciHttpError(
+      404,
+      'MANIFEST_UNKNOWN',
+      `the manifest is a ${mediaType}, which the Accept header does not include`,
+    );
+  }
+}
+
+/**
+ * The first offset of a PATCH's `Content-Range: <first>-<last>`; undefined without the header (a
+ * streamed chunk goes at the end). A malformed header is 416, as docker-registry answers it.
+ */
+function contentRangeStart(v: string | string[] | undefined): number | undefined {
+  const s = header(v);
+  if (s === undefined) return undefined;
+  const m = /^(?:bytes[= ])?(\d{1,15})-(\d{1,15})(?:\/(?:\d+|\*))?$/.exec(s.trim());
+  if (!m || Number(m[2]) < Number(m[1])) {
+    throw new OciHttpError(416, 'BLOB_UPLOAD_INVALID', `invalid Content-Range ${JSON.stringify(s)}`);
+  }
+  return Number(m[1]);
+}
+
+function blobLocation(repo: string, digest: string): string {
+  return `/v2/${repo}/blobs/${digest}`;
+}
+
+function created(res: ServerResponse, location: string, digest: string): void {
+  empty(res, 201, { location, 'docker-content-digest': digest });
+}
+
+function uploadAnswer(res: ServerResponse, status: number, repo: string, id: string, offset: number): void {
+  empty(res, status, {
+    location: `/v2/${repo}/blobs/uploads/${id}`,
+    'docker-upload-uuid': id,
+    range: `0-${Math.max(0, offset - 1)}`,
+  });
+}
+
+function empty(res: ServerResponse, status: number, headers: Record<string, string>): void {
+  res.writeHead(status, { ...headers, 'content-length': 0 });
+  res.end();
+}
+
+function send(
+  res: ServerResponse,
+  method: string,
+  status: number,
+  headers: Record<string, string | number>,
+  body: string,
+): void {
+  res.writeHead(status, { ...headers, 'content-length': Buffer.byteLength(body) });
+  res.end(method === 'HEAD' ? undefined : body);
+}
+
+function header(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** The request body, at most `limit` bytes (SIZE_INVALID beyond). */
+async function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.byteLength;
+    if (size > limit) throw new RegistryError('SIZE_INVALID', `the body is larger than ${limit} bytes`);
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
+}

@@ -1,0 +1,510 @@
+// Hosted repositories: the push side of the registry, kept in the daemon's own stores. Blob bytes go to
+// the one content store through resumable ingests of one metadata namespace (an upload session is an
+// ingest: its data survives a restart, and an abandoned one expires 24 h after its last write like any
+// unleased ingest, the GC removing record and data). Manifests are content of that namespace labelled
+// with `containerd.io/gc.ref.content.*` for what they reference, and every manifest and tag is an image
+// record (`<repo>@<digest>`, `<repo>:<tag>`), so the ordinary GC keeps exactly what some record reaches
+// and frees the rest online once records are deleted. A blob nobody references yet (pushed before its
+// manifest) carries a `containerd.io/gc.expire` hold that its first manifest drops.
+//
+// Blobs are shared by every repository of the namespace, as containerd shares content within one: a
+// digest pushed to one repository is visible (and mountable) in all. Per-repository blob visibility would
+// need links of its own; authorization is per repository at the edge.
+import { createHash, randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from '../errors.ts';
+import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
+import type { ImageRecord, ImageStore } from '../metadata/images.ts';
+import { LABEL_GC_EXPIRE } from '../metadata/leases.ts';
+import type { Blob } from '../oci/blob.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
+import { type Digest, digestOf, isDigest } from '../oci/digest.ts';
+import { MAX_MANIFEST_BYTES, type ParsedManifest, parseManifest } from '../oci/manifest.ts';
+import { isValidRepositoryPath, isValidTag, MAX_NAME_LENGTH } from '../oci/reference.ts';
+import { registryError } from './errors.ts';
+
+export const DEFAULT_HOSTED_NAMESPACE = 'strata-hosted';
+/** How long a blob no manifest references yet is kept. */
+export const DEFAULT_BLOB_HOLD_MS = 24 * 3600 * 1000;
+
+const LABEL_SUBJECT = 'strata.hosted/subject';
+const LABEL_ARTIFACT_TYPE = 'strata.hosted/artifact-type';
+const LABEL_REF = 'containerd.io/gc.ref.content';
+
+export interface HostedOptions {
+  view: ContentView;
+  images: ImageStore;
+  namespace?: string;
+  blobHoldMs?: number;
+  now?: () => number;
+}
+
+export interface UploadState {
+  id: string;
+  /** Bytes received so far. */
+  offset: number;
+}
+
+export interface StoredManifest {
+  digest: Digest;
+  mediaType: string;
+  bytes: Uint8Array;
+  /** The subject's digest, when the manifest names one. */
+  subject?: Digest;
+}
+
+export interface Referrer {
+  mediaType: string;
+  digest: Digest;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+/** NAME_INVALID unless `repo` is a distribution repository name. */
+export function checkRepository(repo: string): void {
+  if (repo.length > MAX_NAME_LENGTH || !isValidRepositoryPath(repo)) {
+    throw registryError(
+      'NAME_INVALID',
+      `invalid repository name ${JSON.stringify(repo.slice(0, MAX_NAME_LENGTH))}`,
+    );
+  }
+}
+
+const UPLOAD_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export class HostedRegistry {
+  readonly namespace: string;
+  private readonly view: ContentView;
+  private readonly images: ImageStore;
+  private readonly blobHoldMs: number;
+  private readonly now: () => number;
+
+  constructor(o: HostedOptions) {
+    this.view = o.view;
+    this.images = o.images;
+    this.namespace = o.namespace ?? DEFAULT_HOSTED_NAMESPACE;
+    this.blobHoldMs = o.blobHoldMs ?? DEFAULT_BLOB_HOLD_MS;
+    this.now = o.now ?? Date.now;
+  }
+
+  // ---- uploads ----
+
+  async startUpload(repo: string): Promise<UploadState> {
+    checkRepository(repo);
+    const id = randomUUID();
+    const w = await this.view.writer(this.namespace, uploadRef(repo, id));
+    await w.close();
+    return { id, offset: 0 };
+  }
+
+  /** BLOB_UPLOAD_UNKNOWN when `repo` has no such upload. */
+  async uploadStatus(repo: string, id: string): Promise<UploadState> {
+    const ref = this.checkUpload(repo, id);
+    try {
+      const st = await this.view.status(this.namespace, ref);
+      return { id, offset: st.offset };
+    } catch (err) {
+      if (isNotFound(err)) throw uploadUnknown(id);
+      throw err;
+    }
+  }
+
+  /**
+   * Appends a chunk. `start`, when the client said where the chunk goes, must be the current offset
+   * (RANGE_INVALID otherwise: chunks come in order). Returns the new state.
+   */
+  async appendUpload(repo: string, id: string, body: Readable, start?: number): Promise<UploadState> {
+    const w = await this.openUpload(repo, id, body);
+    try {
+      if (start !== undefined && start !== w.offset) {
+        body.resume();
+        throw registryError('RANGE_INVALID', `chunk starts at ${start}, the upload holds ${w.offset} bytes`);
+      }
+      await writeAll(w, body);
+      return { id, offset: w.offset };
+    } finally {
+      await w.close();
+    }
+  }
+
+  /**
+   * Ends the upload with its last bytes (if any) and commits it as `digest`. DIGEST_INVALID when the
+   * bytes are not that digest (the upload is discarded, as distribution does).
+   */
+  async finishUpload(repo: string, id: string, digest: string, body?: Readable): Promise<Descriptor> {
+    const d = checkDigest(digest);
+    const w = await this.openUpload(repo, id, body);
+    try {
+      if (body) await writeAll(w, body);
+      const size = w.offset;
+      if (w.digest() !== d && d.startsWith('sha256:')) {
+        await w.abort();
+        throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
+      }
+      if (this.view.has(this.namespace, d)) {
+        await w.abort();
+      } else {
+        try {
+          await w.commit(size, d, this.holdLabels());
+        } catch (err) {
+          if (isFailedPrecondition(err)) {
+            await w.abort();
+            throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
+          }
+          if (!isAlreadyExists(err)) throw err;
+        }
+      }
+      return { mediaType: 'application/octet-stream', digest: d, size };
+    } finally {
+      await w.close();
+    }
+  }
+
+  async cancelUpload(repo: string, id: string): Promise<void> {
+    const ref = this.checkUpload(repo, id);
+    try {
+      await this.view.abort(this.namespace, ref);
+    } catch (err) {
+      if (isNotFound(err)) throw uploadUnknown(id);
+      throw err;
+    }
+  }
+
+  /** Cross-repository mount: true when the blob is here already (nothing to copy), false to upload it. */
+  mountBlob(repo: string, digest: string): Descriptor | undefined {
+    checkRepository(repo);
+    const d = checkDigest(digest);
+    if (!this.view.has(this.namespace, d)) return undefined;
+    return { mediaType: 'application/octet-stream', digest: d, size: this.view.info(this.namespace, d).size };
+  }
+
+  // ---- blobs ----
+
+  /** BLOB_UNKNOWN when the namespace does not hold it. */
+  blob(repo: string, digest: string): Blob {
+    checkRepository(repo);
+    const d = checkDigest(digest);
+    if (!this.view.has(this.namespace, d))
+      throw registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
+    return this.view.blob(this.namespace, d);
+  }
+
+  /** Unlinks the blob; its bytes go at the next collection unless a manifest still references them. */
+  deleteBlob(repo: string, digest: string): void {
+    checkRepository(repo);
+    const d = checkDigest(digest);
+    if (!this.view.has(this.namespace, d))
+      throw registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
+    this.view.delete(this.namespace, d);
+  }
+
+  // ---- manifests ----
+
+  /**
+   * Stores a manifest or index under a tag or its digest. Everything it references must be here:
+   * blobs of this namespace for an image manifest, manifests of this repository for an index
+   * (MANIFEST_BLOB_UNKNOWN otherwise). A subject need not exist (referrers may come first).
+   */
+  async putManifest(
+    repo: string,
+    reference: string,
+    bytes: Uint8Array,
+    contentType?: string,
+  ): Promise<StoredManifest> {
+    checkRepository(repo);
+    if (bytes.byteLength > MAX_MANIFEST_BYTES) {
+      throw registryError('SIZE_INVALID', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`);
+    }
+    const digest = digestOf(bytes);
+    const tag = this.checkReference(reference);
+    if (tag === undefined && reference !== digest) {
+      throw registryError('DIGEST_INVALID', `manifest digest ${digest} does not match ${reference}`);
+    }
+    let parsed: ParsedManifest;
+    try {
+      parsed = parseManifest(bytes, contentType);
+    } catch (err) {
+      if (isInvalidArgument(err)) throw registryError('MANIFEST_INVALID', (err as Error).message);
+      throw err;
+    }
+    const refs = this.referencedBy(repo, parsed);
+    const labels: Record<string, string> = {};
+    refs.forEach((r, i) => {
+      labels[`${LABEL_REF}.${r.key}.${i}`] = r.digest;
+    });
+    await this.storeManifestBytes(digest, bytes, labels);
+    for (const r of refs) this.dropHold(r.digest);
+
+    const subject = parsed.kind === 'manifest' ? parsed.manifest.subject : parsed.index.subject;
+    const artifactType =
+      parsed.kind === 'manifest'
+        ? (parsed.manifest.artifactType ?? parsed.manifest.config.mediaType)
+        : undefined;
+    const annotations =
+      (parsed.kind === 'manifest' ? parsed.manifest.annotations : parsed.index.annotations) ?? {};
+    const target = { mediaType: parsed.mediaType, digest, size: bytes.byteLength, annotations };
+    const recordLabels: Record<string, string> = {};
+    if (subject) recordLabels[LABEL_SUBJECT] = subject.digest;
+    if (artifactType) recordLabels[LABEL_ARTIFACT_TYPE] = artifactType;
+    this.putRecord(manifestName(repo, digest), target, recordLabels);
+    if (tag !== undefined) this.putRecord(tagName(repo, tag), target, {});
+    const out: StoredManifest = { digest, mediaType: parsed.mediaType, bytes };
+    if (subject) out.subject = subject.digest;
+    return out;
+  }
+
+  /** MANIFEST_UNKNOWN when the repository has no such tag or digest. */
+  async manifest(repo: string, reference: string): Promise<StoredManifest> {
+    const rec = this.record(repo, reference);
+    const d = rec.target.digest;
+    let stream: Readable;
+    try {
+      stream = await this.view.blob(this.namespace, d).open();
+    } catch (err) {
+      if (isNotFound(err)) throw manifestUnknown(repo, reference);
+      throw err;
+    }
+    const chunks: Buffer[] = [];
+    for await (const c of stream as AsyncIterable<Buffer>) chunks.push(c);
+    const out: StoredManifest = { digest: d, mediaType: rec.target.mediaType, bytes: Buffer.concat(chunks) };
+    const subject = rec.labels[LABEL_SUBJECT];
+    if (subject && isDigest(subject)) out.subject = subject;
+    return out;
+  }
+
+  /** Descriptor of a tag or digest without reading the bytes (HEAD). */
+  manifestDescriptor(repo: string, reference: string): Descriptor {
+    const t = this.record(repo, reference).target;
+    return { mediaType: t.mediaType, digest: t.digest, size: t.size };
+  }
+
+  /** By digest: the manifest and every tag pointing at it; by tag: that tag only. */
+  async deleteManifest(repo: string, reference: string): Promise<void> {
+    const tag = this.checkReference(reference);
+    if (tag !== undefined) {
+      this.deleteRecord(tagName(repo, tag), repo, reference);
+      return;
+    }
+    const names = (await this.repoRecords(repo))
+      .filter((r) => r.target.digest === reference)
+      .map((r) => r.name);
+    if (names.length === 0) throw manifestUnknown(repo, reference);
+    for (const n of names) this.deleteRecord(n, repo, reference);
+  }
+
+  /** Tags in byte order; NAME_UNKNOWN when the repository holds nothing. */
+  async tags(repo: string): Promise<string[]> {
+    checkRepository(repo);
+    const recs = await this.repoRecords(repo);
+    if (recs.length === 0)
+      throw registryError('NAME_UNKNOWN', `repository ${repo} is not known`, { name: repo });
+    const prefix = `${repo}:`;
+    return recs
+      .filter((r) => r.name.startsWith(prefix))
+      .map((r) => r.name.slice(prefix.length))
+      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+  }
+
+  /** Manifests of `repo` whose subject is `digest`, optionally of one artifact type. */
+  async referrers(repo: string, digest: string, artifactType?: string): Promise<Referrer[]> {
+    checkRepository(repo);
+    const d = checkDigest(digest);
+    const filter = `labels."${LABEL_SUBJECT}"==${d}`;
+    const prefix = `${repo}@`;
+    const out: Referrer[] = [];
+    for (const r of await this.images.list(this.namespace, [filter])) {
+      if (!r.name.startsWith(prefix)) continue;
+      const type = r.labels[LABEL_ARTIFACT_TYPE];
+      if (artifactType !== undefined && type !== artifactType) continue;
+      const ref: Referrer = { mediaType: r.target.mediaType, digest: r.target.digest, size: r.target.size };
+      if (type) ref.artifactType = type;
+      if (Object.keys(r.target.annotations).length > 0) ref.annotations = r.target.annotations;
+      out.push(ref);
+    }
+    return out;
+  }
+
+  // ---- internals ----
+
+  private checkUpload(repo: string, id: string): string {
+    checkRepository(repo);
+    if (!UPLOAD_ID.test(id)) throw uploadUnknown(id);
+    return uploadRef(repo, id);
+  }
+
+  /** The upload's writer (BLOB_UPLOAD_UNKNOWN when there is no such upload); `body` is drained on failure. */
+  private async openUpload(repo: string, id: string, body: Readable | undefined): Promise<NamespacedWriter> {
+    try {
+      await this.uploadStatus(repo, id);
+      return await this.view.writer(this.namespace, uploadRef(repo, id));
+    } catch (err) {
+      body?.resume();
+      throw err;
+    }
+  }
+
+  /** A tag (returned) or a digest (undefined); MANIFEST_INVALID / DIGEST_INVALID otherwise. */
+  private checkReference(reference: string): string | undefined {
+    if (reference.includes(':')) {
+      if (!isDigest(reference))
+        throw registryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(reference)}`);
+      return undefined;
+    }
+    if (!isValidTag(reference))
+      throw registryError('MANIFEST_INVALID', `invalid tag ${JSON.stringify(reference)}`);
+    return reference;
+  }
+
+  private record(repo: string, reference: string): ImageRecord {
+    checkRepository(repo);
+    const tag = this.checkReference(reference);
+    const name = tag === undefined ? manifestName(repo, reference) : tagName(repo, tag);
+    try {
+      return this.images.get(this.namespace, name);
+    } catch (err) {
+      if (isNotFound(err)) throw manifestUnknown(repo, reference);
+      throw err;
+    }
+  }
+
+  private async repoRecords(repo: string): Promise<ImageRecord[]> {
+    // Names are `<repo>:<tag>` and `<repo>@<digest>`: a repository's own never start `<repo>/`.
+    return (await this.images.list(this.namespace, [])).filter(
+      (r) => r.name.startsWith(`${repo}:`) || r.name.startsWith(`${repo}@`),
+    );
+  }
+
+  private deleteRecord(name: string, repo: string, reference: string): void {
+    try {
+      this.images.delete(this.namespace, name);
+    } catch (err) {
+      if (isNotFound(err)) throw manifestUnknown(repo, reference);
+      throw err;
+    }
+  }
+
+  private putRecord(
+    name: string,
+    target: ImageRecord['target'] | (Descriptor & { annotations: Record<string, string> }),
+    labels: Record<string, string>,
+  ): void {
+    try {
+      this.images.create(this.namespace, { name, target, labels });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      this.images.update(this.namespace, { name, target, labels }, []);
+    }
+  }
+
+  /** What a manifest references, each checked to be here. */
+  private referencedBy(repo: string, parsed: ParsedManifest): { key: string; digest: Digest }[] {
+    const out: { key: string; digest: Digest }[] = [];
+    if (parsed.kind === 'manifest') {
+      const m = parsed.manifest;
+      for (const [key, desc] of [['config', m.config] as const, ...m.layers.map((l) => ['l', l] as const)]) {
+        if (!this.view.has(this.namespace, desc.digest)) {
+          throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known`, {
+            digest: desc.digest,
+          });
+        }
+        out.push({ key, digest: desc.digest as Digest });
+      }
+    } else {
+      for (const desc of parsed.index.manifests) {
+        try {
+          this.images.get(this.namespace, manifestName(repo, desc.digest));
+        } catch (err) {
+          if (!isNotFound(err)) throw err;
+          throw registryError('MANIFEST_BLOB_UNKNOWN', `manifest ${desc.digest} is not known`, {
+            digest: desc.digest,
+          });
+        }
+        out.push({ key: 'm', digest: desc.digest as Digest });
+      }
+    }
+    return out;
+  }
+
+  private async storeManifestBytes(
+    digest: Digest,
+    bytes: Uint8Array,
+    labels: Record<string, string>,
+  ): Promise<void> {
+    if (this.view.has(this.namespace, digest)) {
+      this.view.update(
+        this.namespace,
+        { digest, labels },
+        Object.keys(labels).map((k) => `labels.${k}`),
+      );
+      this.dropHold(digest);
+      return;
+    }
+    let w: NamespacedWriter;
+    try {
+      w = await this.view.writer(this.namespace, `manifest-${digest}`, {
+        expected: digest,
+        total: bytes.byteLength,
+      });
+    } catch (err) {
+      if (!isAlreadyExists(err)) throw err;
+      return this.storeManifestBytes(digest, bytes, labels);
+    }
+    try {
+      if (w.offset !== bytes.byteLength) {
+        await w.truncate(0);
+        await w.write(bytes);
+      }
+      await w.commit(bytes.byteLength, digest, labels);
+    } finally {
+      await w.close();
+    }
+  }
+
+  /** Removes the hold of a blob pushed before any manifest referenced it. */
+  private dropHold(d: Digest): void {
+    const rec = this.view.info(this.namespace, d);
+    if (rec.labels[LABEL_GC_EXPIRE] !== undefined) {
+      this.view.update(this.namespace, { digest: d, labels: {} }, [`labels.${LABEL_GC_EXPIRE}`]);
+    }
+  }
+
+  private holdLabels(): Record<string, string> {
+    return { [LABEL_GC_EXPIRE]: new Date(this.now() + this.blobHoldMs).toISOString() };
+  }
+}
+
+function uploadRef(repo: string, id: string): string {
+  // The repository is part of the ref so that an upload id only works in its own repository.
+  const key = createHash('sha256').update(repo).digest('hex').slice(0, 16);
+  return `upload-${key}-${id}`;
+}
+
+function manifestName(repo: string, digest: string): string {
+  return `${repo}@${digest}`;
+}
+
+function tagName(repo: string, tag: string): string {
+  return `${repo}:${tag}`;
+}
+
+function checkDigest(digest: string): Digest {
+  if (!isDigest(digest)) throw registryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
+  return digest;
+}
+
+function uploadUnknown(id: string) {
+  return registryError('BLOB_UPLOAD_UNKNOWN', `upload ${JSON.stringify(id)} is not known`);
+}
+
+function manifestUnknown(repo: string, reference: string) {
+  return registryError('MANIFEST_UNKNOWN', `manifest ${reference} of ${repo} is not known`, {
+    name: repo,
+    reference,
+  });
+}
+
+/** Appends the stream to the writer chunk by chunk (the writer batches nothing: chunks are what came). */
+async function writeAll(w: NamespacedWriter, body: Readable): Promise<void> {
+  for await (const chunk of body as AsyncIterable<Buffer>) await w.write(chunk);
+}

@@ -1,0 +1,285 @@
+// The same request sequence, good and malformed, sent to a real docker-registry and to Strata's hosted
+// repositories: every step must get the same status and the same OCI error code from both.
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { test } from 'node:test';
+import { digestOf } from '../../src/oci/digest.ts';
+import { MediaType } from '../../src/oci/media-types.ts';
+import { raw, startHosted } from '../helpers/hosted.ts';
+import { startRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+interface Step {
+  name: string;
+  method: string;
+  /** The path, given what earlier steps returned (upload locations). */
+  path: (s: State) => string;
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  /** Remembers an upload location under this key. */
+  keep?: string;
+  /**
+   * Where docker-registry 2.8 departs from the distribution spec, the spec's answer Strata gives instead:
+   * it accepts a PATCH whose Content-Range does not start at the upload's offset (and appends the bytes
+   * anyway), ignores `?digest=` on POST (a monolithic upload becomes an empty session), lets some names
+   * its grammar rejects through its router (or answers them with a bare 404), calls an upload id without
+   * its private state token BLOB_UPLOAD_INVALID, and hides OCI manifests from a request without Accept.
+   */
+  strata?: string;
+}
+
+type State = Map<string, string>;
+
+const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
+const layer = Buffer.from('a layer that is not a tar, which registries do not check');
+const configDigest = digestOf(config);
+const layerDigest = digestOf(layer);
+const manifestOf = (layers: { digest: string; size: number }[]) =>
+  JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+    layers: layers.map((l) => ({ mediaType: MediaType.ociLayerGzip, ...l })),
+  });
+const manifest = manifestOf([{ digest: layerDigest, size: layer.length }]);
+const manifestDigest = digestOf(manifest);
+const unknownDigest = digestOf('nobody pushed this');
+const mt = { 'content-type': MediaType.ociManifest };
+
+const loc = (s: State, key: string) => {
+  const v = s.get(key);
+  if (v === undefined) throw new Error(`no location kept as ${key}`);
+  return v;
+};
+
+const STEPS: Step[] = [
+  { name: 'tags of an unknown repository', method: 'GET', path: () => '/v2/diff/app/tags/list' },
+  { name: 'manifest of an unknown repository', method: 'GET', path: () => '/v2/diff/app/manifests/latest' },
+  { name: 'start an upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up1' },
+  {
+    name: 'first chunk',
+    method: 'PATCH',
+    path: (s) => loc(s, 'up1'),
+    headers: { 'content-range': `0-9`, 'content-type': 'application/octet-stream' },
+    body: layer.subarray(0, 10),
+    keep: 'up1',
+  },
+  { name: 'upload status', method: 'GET', path: (s) => loc(s, 'up1') },
+  {
+    name: 'next chunk',
+    method: 'PATCH',
+    path: (s) => loc(s, 'up1'),
+    headers: { 'content-range': `10-${layer.length - 1}`, 'content-type': 'application/octet-stream' },
+    body: layer.subarray(10),
+    keep: 'up1',
+  },
+  { name: 'finish without digest', method: 'PUT', path: (s) => loc(s, 'up1') },
+  {
+    name: 'finish with a malformed digest',
+    method: 'PUT',
+    path: (s) => `${withQuery(loc(s, 'up1'))}digest=sha256:nothex`,
+  },
+  { name: 'finish', method: 'PUT', path: (s) => `${withQuery(loc(s, 'up1'))}digest=${layerDigest}` },
+  { name: 'finished upload is gone', method: 'GET', path: (s) => loc(s, 'up1') },
+  {
+    name: 'unknown upload',
+    method: 'GET',
+    path: () => `/v2/diff/app/blobs/uploads/${randomUUID()}`,
+    strata: '404 BLOB_UPLOAD_UNKNOWN',
+  },
+  {
+    name: 'chunk to an unknown upload',
+    method: 'PATCH',
+    path: () => `/v2/diff/app/blobs/uploads/${randomUUID()}`,
+    headers: { 'content-range': '0-3' },
+    body: 'abcd',
+    strata: '404 BLOB_UPLOAD_UNKNOWN',
+  },
+  { name: 'start a second upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up2' },
+  {
+    name: 'out-of-order chunk',
+    method: 'PATCH',
+    path: (s) => loc(s, 'up2'),
+    headers: { 'content-range': '20-29', 'content-type': 'application/octet-stream' },
+    body: layer.subarray(20, 30),
+    strata: '416 RANGE_INVALID',
+  },
+  { name: 'start a third upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up2' },
+  {
+    name: 'finish with the wrong digest',
+    method: 'PUT',
+    path: (s) => `${withQuery(loc(s, 'up2'))}digest=${unknownDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: config,
+  },
+  { name: 'start a config upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up4' },
+  {
+    name: 'finish it with all its bytes',
+    method: 'PUT',
+    path: (s) => `${withQuery(loc(s, 'up4'))}digest=${configDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: config,
+  },
+  {
+    name: 'monolithic upload with the wrong digest',
+    method: 'POST',
+    path: () => `/v2/diff/mono/blobs/uploads/?digest=${unknownDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: config,
+    strata: '400 DIGEST_INVALID',
+  },
+  {
+    name: 'monolithic upload',
+    method: 'POST',
+    path: () => `/v2/diff/mono/blobs/uploads/?digest=${configDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: config,
+    strata: '201',
+  },
+  { name: 'blob HEAD', method: 'HEAD', path: () => `/v2/diff/app/blobs/${layerDigest}` },
+  { name: 'blob GET', method: 'GET', path: () => `/v2/diff/app/blobs/${layerDigest}` },
+  {
+    name: 'blob range',
+    method: 'GET',
+    path: () => `/v2/diff/app/blobs/${layerDigest}`,
+    headers: { range: 'bytes=2-5' },
+  },
+  { name: 'unknown blob', method: 'GET', path: () => `/v2/diff/app/blobs/${unknownDigest}` },
+  { name: 'malformed blob digest', method: 'GET', path: () => '/v2/diff/app/blobs/sha256:xyz' },
+  {
+    name: 'manifest with an unknown blob',
+    method: 'PUT',
+    path: () => '/v2/diff/app/manifests/broken',
+    headers: mt,
+    body: manifestOf([{ digest: unknownDigest, size: 3 }]),
+  },
+  {
+    name: 'manifest that is not JSON',
+    method: 'PUT',
+    path: () => '/v2/diff/app/manifests/bad',
+    headers: mt,
+    body: '{',
+  },
+  {
+    name: 'manifest under a digest it does not have',
+    method: 'PUT',
+    path: () => `/v2/diff/app/manifests/${unknownDigest}`,
+    headers: mt,
+    body: manifest,
+  },
+  {
+    name: 'manifest by tag',
+    method: 'PUT',
+    path: () => '/v2/diff/app/manifests/v1',
+    headers: mt,
+    body: manifest,
+  },
+  { name: 'second tag', method: 'PUT', path: () => '/v2/diff/app/manifests/v2', headers: mt, body: manifest },
+  {
+    name: 'manifest GET by tag',
+    method: 'GET',
+    path: () => '/v2/diff/app/manifests/v1',
+    headers: { accept: MediaType.ociManifest },
+  },
+  {
+    name: 'manifest HEAD by digest',
+    method: 'HEAD',
+    path: () => `/v2/diff/app/manifests/${manifestDigest}`,
+    headers: { accept: MediaType.ociManifest },
+  },
+  {
+    name: 'manifest GET accepting only Docker types',
+    method: 'GET',
+    path: () => '/v2/diff/app/manifests/v1',
+    headers: { accept: MediaType.dockerManifest },
+  },
+  {
+    name: 'manifest HEAD without Accept',
+    method: 'HEAD',
+    path: () => `/v2/diff/app/manifests/${manifestDigest}`,
+    strata: '200',
+  },
+  {
+    name: 'manifest by unknown digest',
+    method: 'GET',
+    path: () => `/v2/diff/app/manifests/${unknownDigest}`,
+  },
+  { name: 'manifest by unknown tag', method: 'GET', path: () => '/v2/diff/app/manifests/nope' },
+  { name: 'tags', method: 'GET', path: () => '/v2/diff/app/tags/list' },
+  { name: 'first page of tags', method: 'GET', path: () => '/v2/diff/app/tags/list?n=1' },
+  { name: 'tags after v1', method: 'GET', path: () => '/v2/diff/app/tags/list?last=v1' },
+  {
+    name: 'cross-repository mount',
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${layerDigest}&from=diff/app`,
+  },
+  {
+    name: 'mount of an unknown blob falls back to an upload',
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${unknownDigest}&from=diff/app`,
+  },
+  { name: 'bad name', method: 'GET', path: () => '/v2/diff/App/tags/list', strata: '400 NAME_INVALID' },
+  {
+    name: 'bad name, upload',
+    method: 'POST',
+    path: () => '/v2/Diff/app/blobs/uploads/',
+    strata: '400 NAME_INVALID',
+  },
+  {
+    name: 'bad name, manifest',
+    method: 'GET',
+    path: () => '/v2/diff/a..b/manifests/latest',
+    strata: '400 NAME_INVALID',
+  },
+  { name: 'delete the manifest', method: 'DELETE', path: () => `/v2/diff/app/manifests/${manifestDigest}` },
+  {
+    name: 'deleted manifest by digest',
+    method: 'GET',
+    path: () => `/v2/diff/app/manifests/${manifestDigest}`,
+  },
+  { name: 'deleted manifest by tag', method: 'GET', path: () => '/v2/diff/app/manifests/v1' },
+  { name: 'delete it again', method: 'DELETE', path: () => `/v2/diff/app/manifests/${manifestDigest}` },
+  { name: 'delete a blob', method: 'DELETE', path: () => `/v2/diff/app/blobs/${configDigest}` },
+  { name: 'deleted blob', method: 'HEAD', path: () => `/v2/diff/app/blobs/${configDigest}` },
+  { name: 'delete an unknown blob', method: 'DELETE', path: () => `/v2/diff/app/blobs/${unknownDigest}` },
+  {
+    name: 'start an upload to cancel',
+    method: 'POST',
+    path: () => '/v2/diff/app/blobs/uploads/',
+    keep: 'up3',
+  },
+  { name: 'cancel it', method: 'DELETE', path: (s) => loc(s, 'up3') },
+  { name: 'cancelled upload', method: 'GET', path: (s) => loc(s, 'up3') },
+];
+
+function withQuery(location: string): string {
+  return location.includes('?') ? `${location}&` : `${location}?`;
+}
+
+/** Runs the steps; returns `name: status code` lines (with Strata's spec answer where 2.8 departs). */
+async function run(base: string, asStrata = false): Promise<string[]> {
+  const state: State = new Map();
+  const out: string[] = [];
+  for (const step of STEPS) {
+    const a = await raw(base, step.method, step.path(state), { headers: step.headers, body: step.body });
+    const answer = `${a.status} ${a.code ?? ''}`.trim();
+    out.push(`${step.name}: ${asStrata ? answer : (step.strata ?? answer)}`);
+    const location = a.headers.get('location');
+    if (step.keep && location) state.set(step.keep, location);
+  }
+  return out;
+}
+
+test('hosted repositories answer a request sequence as docker-registry does', async (t) => {
+  const reg = await startRegistry({ t });
+  const root = await tempDir('hosted-diff');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  const expected = await run(reg.url);
+  const got = await run(strata.url, true);
+  // Sanity: the sequence exercised both good and bad paths on the real registry.
+  assert.ok(expected.some((l) => l.endsWith('201')));
+  assert.ok(expected.some((l) => l.includes('MANIFEST_BLOB_UNKNOWN')));
+  assert.deepEqual(got, expected);
+});
