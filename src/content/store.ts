@@ -4,7 +4,7 @@
 // are per namespace and live in the metadata layer. The store alone knows the layout: it creates,
 // verifies, renames and deletes blob files, keeps handles of blobs being read in small pieces, lets
 // readers follow an ingest while it is written, and sweeps the blobs its user no longer holds.
-import { type FileHandle, mkdir, open, readdir, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
 import {
@@ -158,16 +158,6 @@ export class ContentStore {
     if (g === undefined || g.ended) return this.reader(desc.digest, options.range, options.signal);
     const { offset, end } = clipRange(options.range, desc.size);
     return followGrowth(g, desc.size, offset, end, options.signal);
-  }
-
-  /** Opens the blob's file for reading (NotFound when there is none); the caller closes it. */
-  async openFile(d: Digest): Promise<FileHandle> {
-    try {
-      return await open(this.layout.blobPath(d), 'r');
-    } catch (err) {
-      if (isENOENT(err)) throw notFound(`content digest ${d}: not found`);
-      throw err;
-    }
   }
 
   /** Calls `fn` for every committed blob, in digest order. */
