@@ -420,7 +420,20 @@ export class Builder {
     for (;;) {
       const release = await shared.claim(plan.ref);
       if (release) {
-        yield* this.start(plan, req, policy, release).follow(signal);
+        // Another replica may have finished it since we looked.
+        if (await imageExists(installation, plan.ref, signal).catch(() => false)) {
+          await release();
+          yield { status: 'succeeded', ref: plan.ref, baseRef: plan.baseRef, message: '' };
+          return;
+        }
+        let started: ActiveBuild;
+        try {
+          started = this.start(plan, req, policy, release);
+        } catch (err) {
+          await release();
+          throw err;
+        }
+        yield* started.follow(signal);
         return;
       }
       this.o.observer?.joined();

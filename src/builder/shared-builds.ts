@@ -29,7 +29,10 @@ export interface SharedBuildsOptions {
 }
 
 const PREFIX = 'strata:builder:';
-// Renews or deletes the claim only if this replica still holds it.
+// Takes a free claim and clears the updates of the build before; renews or deletes a claim only if this
+// replica still holds it.
+const CLAIM =
+  "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then redis.call('DEL', KEYS[2]) return 1 end return 0";
 const RENEW =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 const RELEASE =
@@ -92,12 +95,12 @@ export class SharedBuilds {
    * Undefined when another replica holds it.
    */
   async claim(ref: string): Promise<(() => Promise<void>) | undefined> {
-    const got = await this.client.set(this.owner(ref), this.replica, {
-      condition: 'NX',
-      expiration: { type: 'PX', value: this.ttl },
+    // One step, so no follower reads an earlier build's updates under the new claim.
+    const got = await this.client.eval(CLAIM, {
+      keys: [this.owner(ref), this.updates(ref)],
+      arguments: [this.replica, String(this.ttl)],
     });
-    if (got !== 'OK') return undefined;
-    await this.client.del(this.updates(ref));
+    if (got !== 1) return undefined;
     const timer = setInterval(
       () => {
         this.client
