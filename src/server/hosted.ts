@@ -1,6 +1,8 @@
-// Opens the hosted repositories on a daemon root: the same content store and metadata database the
-// daemon uses there, and a garbage collector over them that also runs on a timer, so abandoned uploads
-// and expired holds go without any request asking for it.
+// Opens the hosted repositories on a daemon root: the content store and metadata database a daemon keeps
+// there, and a garbage collector over them that also runs on a timer, so abandoned uploads and expired
+// holds go without any request asking for it. The root's lock is taken as a daemon takes it: two
+// collectors deciding over one store would each delete what only the other's records hold.
+import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { ContentStore } from '../content/store.ts';
@@ -9,6 +11,7 @@ import { backendRef, ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { GcRunner } from '../metadata/gc-runner.ts';
 import { ImageStore } from '../metadata/images.ts';
+import { lockRoot } from './root-lock.ts';
 import { ignoreGone } from './wiring.ts';
 
 /** Between timed collections; deletions schedule their own run at once. */
@@ -22,8 +25,17 @@ export interface HostedParts {
 }
 
 export async function openHosted(root: string, logger: Logger): Promise<HostedParts> {
-  const content = await ContentStore.open(join(root, 'content'));
-  const db = new MetadataDb(join(root, 'meta.db'));
+  await mkdir(root, { recursive: true });
+  const release = await lockRoot(root);
+  let content: ContentStore;
+  let db: MetadataDb;
+  try {
+    content = await ContentStore.open(join(root, 'content'));
+    db = new MetadataDb(join(root, 'meta.db'));
+  } catch (err) {
+    await release();
+    throw err;
+  }
   const gc = new GcRunner({
     db,
     content,
@@ -45,6 +57,7 @@ export async function openHosted(root: string, logger: Logger): Promise<HostedPa
       await gc.close();
       await content.close();
       db.close();
+      await release();
     },
   };
 }

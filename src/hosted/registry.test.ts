@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, it } from 'node:test';
+import { pino } from 'pino';
+import { ContentStore } from '../content/store.ts';
+import { ContentView } from '../metadata/content.ts';
+import { MetadataDb } from '../metadata/db.ts';
+import { GcRunner } from '../metadata/gc-runner.ts';
+import { ImageStore } from '../metadata/images.ts';
+import { type Digest, digestOf } from '../oci/digest.ts';
+import { MediaType } from '../oci/media-types.ts';
+import { RegistryError } from './errors.ts';
+import { HostedRegistry } from './registry.ts';
+
+let dir: string;
+let store: ContentStore;
+let db: MetadataDb;
+let view: ContentView;
+let gc: GcRunner;
+let clock: number;
+let hosted: HostedRegistry;
+
+beforeEach(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'strata-hosted-'));
+  store = await ContentStore.open(join(dir, 'content'));
+  db = new MetadataDb(join(dir, 'meta.db'));
+  view = new ContentView({ store, db });
+  gc = new GcRunner({ db, content: store, logger: pino({ level: 'silent' }), delayMs: 60_000 });
+  clock = Date.now();
+  hosted = new HostedRegistry({ view, images: new ImageStore(db), blobHoldMs: 1000, now: () => clock });
+});
+
+afterEach(async () => {
+  await gc.close();
+  await store.close();
+  db.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function pushBlob(repo: string, bytes: Buffer | string): Promise<{ digest: Digest; size: number }> {
+  const data = Buffer.from(bytes);
+  const up = await hosted.startUpload(repo);
+  const d = await hosted.finishUpload(repo, up.id, digestOf(data), Readable.from([data]));
+  return { digest: d.digest, size: d.size };
+}
+
+async function pushImage(repo: string, tag: string, extra: Record<string, unknown> = {}) {
+  const config = await pushBlob(repo, `{"architecture":"amd64","os":"linux","tag":"${tag}"}`);
+  const layer = await pushBlob(repo, `layer of ${tag}`);
+  const bytes = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      config: { mediaType: MediaType.ociConfig, ...config },
+      layers: [{ mediaType: MediaType.ociLayerGzip, ...layer }],
+      ...extra,
+    }),
+  );
+  const m = await hosted.putManifest(repo, tag, bytes);
+  return { ...m, size: bytes.length, config, layer };
+}
+
+function code(err: unknown): string | undefined {
+  return err instanceof RegistryError ? err.code : undefined;
+}
+
+describe('hosted registry', () => {
+  it('takes an index only once its manifests are in the repository', async () => {
+    const a = await pushImage('multi/app', 'amd');
+    const index = (digests: { digest: Digest; size: number }[]) =>
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.ociIndex,
+          manifests: digests.map((d) => ({ mediaType: MediaType.ociManifest, ...d })),
+        }),
+      );
+    // In another repository, the same manifest is not there.
+    await assert.rejects(
+      hosted.putManifest('other/app', 'latest', index([a])),
+      (e) => code(e) === 'MANIFEST_BLOB_UNKNOWN',
+    );
+    const stored = await hosted.putManifest('multi/app', 'latest', index([a]));
+    assert.equal(
+      view.info(hosted.namespace, stored.digest).labels['containerd.io/gc.ref.content.m.0'],
+      a.digest,
+    );
+    assert.deepEqual(await hosted.tags('multi/app'), ['amd', 'latest']);
+  });
+
+  it('lists referrers by subject and artifact type, per repository', async () => {
+    const subject = await pushImage('app/one', 'v1');
+    const sig = await pushImage('app/one', 'sig', {
+      artifactType: 'application/vnd.example.signature',
+      subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.size },
+    });
+    assert.equal(sig.subject, subject.digest);
+    const all = await hosted.referrers('app/one', subject.digest);
+    assert.deepEqual(
+      all.map((r) => [r.digest, r.artifactType]),
+      [[sig.digest, 'application/vnd.example.signature']],
+    );
+    assert.deepEqual(await hosted.referrers('app/one', subject.digest, 'application/other'), []);
+    assert.deepEqual(await hosted.referrers('app/two', subject.digest), []);
+  });
+
+  it('holds a blob nobody references for a while, then the collector frees it', async () => {
+    clock = Date.now() - 10_000; // pushed long ago: their holds have passed
+    const kept = await pushImage('hold/app', 'v1');
+    const stale = await pushBlob('hold/app', 'nobody referenced me in time');
+    clock = Date.now();
+    const fresh = await pushBlob('hold/app', 'nobody references me yet');
+    await gc.collect();
+    assert.ok(await store.has(fresh.digest), 'held while the hold lasts');
+    assert.equal(await store.has(stale.digest), false);
+    // The image's blobs are kept by the manifest's references, the manifest by its tag.
+    for (const d of [kept.digest, kept.config.digest, kept.layer.digest]) assert.ok(await store.has(d));
+  });
+
+  it('refuses chunks out of order and bytes of another digest, keeping nothing of the latter', async () => {
+    const up = await hosted.startUpload('chunks/app');
+    await hosted.appendUpload('chunks/app', up.id, Readable.from([Buffer.from('abc')]), 0);
+    await assert.rejects(
+      hosted.appendUpload('chunks/app', up.id, Readable.from([Buffer.from('x')]), 5),
+      (e) => code(e) === 'RANGE_INVALID',
+    );
+    assert.equal((await hosted.uploadStatus('chunks/app', up.id)).offset, 3);
+    // The id works only in its own repository.
+    await assert.rejects(
+      hosted.uploadStatus('chunks/other', up.id),
+      (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN',
+    );
+    await assert.rejects(
+      hosted.finishUpload('chunks/app', up.id, digestOf('something else')),
+      (e) => code(e) === 'DIGEST_INVALID',
+    );
+    await assert.rejects(hosted.uploadStatus('chunks/app', up.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+    assert.equal(view.has(hosted.namespace, digestOf('abc')), false);
+  });
+});
