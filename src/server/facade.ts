@@ -253,7 +253,10 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       drain,
       hosted: hosted?.registry,
       ready: async () => {
-        if (providers.size === 0) return { ready: false, reason: 'no spec provider configured' };
+        if (providers.size === 0 && !hosted)
+          return { ready: false, reason: 'no spec provider or hosted repositories configured' };
+        if (hosted && !(await hosted.content.writable()))
+          return { ready: false, reason: `hosted root ${config.hosted?.root} is not writable` };
         if (!(await cache.writable()))
           return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
         return { ready: true };

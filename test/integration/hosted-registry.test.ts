@@ -59,6 +59,44 @@ test('buildah, skopeo and ctr push to and pull from hosted repositories', async 
   const rest = await raw(strata.url, 'GET', '/v2/apps/busybox/tags/list?n=1&last=v1');
   assert.deepEqual(JSON.parse(rest.body.toString()), { name: 'apps/busybox', tags: ['v2'] });
   assert.equal(rest.headers.get('link'), null);
+
+  // An artifact about the image: OCI-Subject on the push, listed by the referrers API.
+  const config = Buffer.from('{}');
+  const configUp = await raw(
+    strata.url,
+    'POST',
+    `/v2/apps/busybox/blobs/uploads/?digest=${digestOf(config)}`,
+    {
+      body: config,
+    },
+  );
+  assert.equal(configUp.status, 201);
+  const artifactType = 'application/vnd.example.sbom';
+  const artifact = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    artifactType,
+    config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf(config), size: config.length },
+    layers: [],
+    subject: { mediaType: image.mediaType, digest: image.digest, size: image.size },
+  });
+  const put = await raw(strata.url, 'PUT', `/v2/apps/busybox/manifests/${digestOf(artifact)}`, {
+    headers: { 'content-type': MediaType.ociManifest },
+    body: artifact,
+  });
+  assert.equal(put.status, 201);
+  assert.equal(put.headers.get('oci-subject'), image.digest);
+  const refs = await raw(strata.url, 'GET', `/v2/apps/busybox/referrers/${image.digest}`);
+  assert.equal(refs.headers.get('content-type'), MediaType.ociIndex);
+  const listedRefs = JSON.parse(refs.body.toString()) as {
+    manifests: { digest: string; artifactType?: string }[];
+  };
+  assert.deepEqual(
+    listedRefs.manifests.map((m) => [m.digest, m.artifactType]),
+    [[digestOf(artifact), artifactType]],
+  );
+  // The facade's readiness counts the hosted repositories.
+  assert.equal((await raw(strata.url, 'GET', '/readyz')).status, 200);
 });
 
 test('an upload session survives a restart of the server', async (t) => {
