@@ -143,6 +143,8 @@ export class HostedRegistry {
         throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
       }
       if (this.view.has(this.namespace, d)) {
+        // Pushed again: held afresh, for the manifest that is to come.
+        this.hold(d);
         await w.abort();
       } else {
         try {
@@ -176,6 +178,7 @@ export class HostedRegistry {
     checkRepository(repo);
     const d = checkDigest(digest);
     if (!this.view.has(this.namespace, d)) return undefined;
+    this.hold(d);
     return { mediaType: 'application/octet-stream', digest: d, size: this.view.info(this.namespace, d).size };
   }
 
@@ -408,6 +411,9 @@ export class HostedRegistry {
             digest: desc.digest,
           });
         }
+        // Held until the manifest is stored: a collection in between must not take a blob whose old hold
+        // has passed and that nothing references yet. putManifest drops the hold again.
+        this.hold(desc.digest as Digest);
         out.push({ key, digest: desc.digest as Digest });
       }
     } else {
@@ -467,6 +473,11 @@ export class HostedRegistry {
     if (rec.labels[LABEL_GC_EXPIRE] !== undefined) {
       this.view.update(this.namespace, { digest: d, labels: {} }, [`labels.${LABEL_GC_EXPIRE}`]);
     }
+  }
+
+  /** Keeps the blob for the hold time from now, whatever holds it otherwise. */
+  private hold(d: Digest): void {
+    this.view.update(this.namespace, { digest: d, labels: this.holdLabels() }, [`labels.${LABEL_GC_EXPIRE}`]);
   }
 
   private holdLabels(): Record<string, string> {
