@@ -1,4 +1,4 @@
-// Hosted repositories with real clients: buildah pushes into Strata, skopeo copies an image and a
+// Hosted repositories with real clients: buildah pushes into Strata and pulls back, skopeo copies an image and a
 // two-platform index (`--all`) in and back out to a docker-registry, containerd's ctr pulls from it; an
 // upload session survives a restart of the server; deleting the last tag and manifest frees the blobs on
 // disk through the ordinary garbage collector.
@@ -10,7 +10,13 @@ import { type Digest, digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { startContainerd } from '../helpers/containerd.ts';
 import { raw, startHosted } from '../helpers/hosted.ts';
-import { pushBusybox, pushTwoPlatformIndex, skopeoCopy, skopeoRawManifest } from '../helpers/images.ts';
+import {
+  imageTools,
+  pushBusybox,
+  pushTwoPlatformIndex,
+  skopeoCopy,
+  skopeoRawManifest,
+} from '../helpers/images.ts';
 import { waitFor } from '../helpers/process.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -42,6 +48,15 @@ test('buildah, skopeo and ctr push to and pull from hosted repositories', async 
     const bytes = await skopeoRawManifest(`${reg.host}/copied/multi@${m.digest}`);
     assert.equal(digestOf(bytes), m.digest);
   }
+
+  // buildah pulls it back into its own storage: the manifest it pulled is the one pushed.
+  const tools = await imageTools();
+  t.after(() => tools.cleanup());
+  await tools.buildah(['pull', '--quiet', '--tls-verify=false', `${strata.host}/mirror/busybox:latest`]);
+  const inspected = JSON.parse(
+    await tools.buildah(['inspect', '--type', 'image', `${strata.host}/mirror/busybox:latest`]),
+  ) as { FromImageDigest: string };
+  assert.equal(inspected.FromImageDigest, image.digest);
 
   // containerd pulls the image and the index (its own platform) from Strata.
   const ctrd = await startContainerd({ t });
