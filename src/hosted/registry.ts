@@ -14,7 +14,7 @@ import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
-import type { ImageRecord, ImageStore } from '../metadata/images.ts';
+import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
 import { LABEL_GC_EXPIRE } from '../metadata/leases.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
@@ -173,7 +173,7 @@ export class HostedRegistry {
     }
   }
 
-  /** Cross-repository mount: true when the blob is here already (nothing to copy), false to upload it. */
+  /** Cross-repository mount: the blob when it is here already (nothing to copy); undefined: upload it. */
   mountBlob(repo: string, digest: string): Descriptor | undefined {
     checkRepository(repo);
     const d = checkDigest(digest);
@@ -389,7 +389,7 @@ export class HostedRegistry {
 
   private putRecord(
     name: string,
-    target: ImageRecord['target'] | (Descriptor & { annotations: Record<string, string> }),
+    target: NonNullable<ImageInput['target']>,
     labels: Record<string, string>,
   ): void {
     try {

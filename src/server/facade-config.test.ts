@@ -67,6 +67,8 @@ test('bad configs name the key', () => {
     ['connections: { max: 0 }', /connections.max: want a whole number of at least 1/],
     ['connections: { perClient: 1.5 }', /connections.perClient: want a whole number/],
     ['connections: { idle: 1 }', /connections.idle: unknown key/],
+    ['hosted: { dir: x }', /hosted.dir: unknown key/],
+    ['hosted: { root: 3 }', /hosted.root/],
   ];
   for (const [text, re] of cases) {
     assert.throws(
@@ -75,6 +77,13 @@ test('bad configs name the key', () => {
       text,
     );
   }
+});
+
+test('hosted repositories: off unless configured, the root against the config dir', () => {
+  assert.equal(parseFacadeConfig('{}', '/etc/strata').hosted, undefined);
+  assert.deepEqual(parseFacadeConfig('hosted: { root: state }', '/etc/strata').hosted, {
+    root: '/etc/strata/state',
+  });
 });
 
 test('byte sizes', () => {
