@@ -142,7 +142,7 @@ export class ContentMeta {
   list(ns: string, filters: readonly string[]): Promise<ContentRecord[]> {
     const filter = parseFilters(filters);
     const rows = this.stmts.list.all(ns) as ContentRow[];
-    return selectMatching(filter, rows.map(toInfo), contentAdaptor);
+    return selectMatching(filter, rows.map(toInfo), contentAdaptor, this.db.regex);
   }
 
   /** Unlinks a blob from the namespace (and from the request's lease); the bytes go at the next GC. */

@@ -142,7 +142,7 @@ export class ContentView {
   async listStatuses(ns: string, filters: readonly string[]): Promise<NamespacedStatus[]> {
     const filter = parseFilters(filters);
     const out: NamespacedStatus[] = [];
-    for (const rec of await selectMatching(filter, this.ingests.list(ns), ingestAdaptor)) {
+    for (const rec of await selectMatching(filter, this.ingests.list(ns), ingestAdaptor, this.db.regex)) {
       try {
         out.push(this.statusOf(await this.store.status(backendRef(ns, rec.ref)), rec.ref, rec.expected));
       } catch (err) {

@@ -3,6 +3,7 @@
 // not here. Every write runs in an IMMEDIATE transaction; times are server-set nanoseconds since the epoch.
 import Database from 'better-sqlite3';
 import { internal } from '../errors.ts';
+import { RegexRunner } from './filters/regex-runner.ts';
 
 export type Statement = Database.Statement;
 
@@ -126,6 +127,8 @@ export const dateToNanos = (d: Date): Nanos => BigInt(d.getTime()) * 1_000_000n;
 export class MetadataDb {
   readonly sql: Database.Database;
   readonly clock: () => Nanos;
+  /** Runs the `~=` tests of listings off the event loop; its worker starts on the first one. */
+  readonly regex = new RegexRunner();
   private readonly ensureNs: Statement;
   private readonly dirtyListeners = new Set<() => void>();
   /** Deletions since open; a GC scheduler watches this (containerd's `dirty` counter). */
@@ -206,6 +209,7 @@ export class MetadataDb {
   }
 
   close(): void {
+    void this.regex.close();
     if (this.sql.open) this.sql.close();
   }
 }

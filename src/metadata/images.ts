@@ -181,7 +181,7 @@ export class ImageStore {
     const rows = (
       pre ? this.listStatement(pre.sql).all(ns, ...pre.params) : this.stmts.list.all(ns)
     ) as ImageRow[];
-    return selectMatching(filter, rows.map(toRecord), imageAdaptor);
+    return selectMatching(filter, rows.map(toRecord), imageAdaptor, this.db.regex);
   }
 
   /** The prepared List statement for a prefilter shape, prepared once and kept (bounded). */

@@ -147,7 +147,7 @@ export class LeaseStore {
   list(ns: string, filters: readonly string[]): Promise<LeaseRecord[]> {
     const filter = parseStoreFilters(filters);
     const rows = this.stmts.list.all(ns) as LeaseRow[];
-    return selectMatching(filter, rows.map(toRecord), leaseAdaptor);
+    return selectMatching(filter, rows.map(toRecord), leaseAdaptor, this.db.regex);
   }
 
   addResource(ns: string, leaseId: string, resource: LeaseResource): void {

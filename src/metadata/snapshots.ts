@@ -309,7 +309,7 @@ export class SnapshotStore {
   list(ns: string, filters: readonly string[]): Promise<SnapshotRecord[]> {
     const filter = parseFilters(filters);
     const rows = this.stmts.list.all(ns, this.snapshotter) as Row[];
-    return selectMatching(filter, rows.map(toRecord), snapshotAdaptor);
+    return selectMatching(filter, rows.map(toRecord), snapshotAdaptor, this.db.regex);
   }
 
   /** The namespace's snapshot whose own directory has this backing id. */

@@ -4,7 +4,7 @@
 import { invalidArgument, isInvalidArgument } from '../../errors.ts';
 import { unquote } from './quote.ts';
 import { compileRe2, type Re2 } from './re2.ts';
-import { type RegexRunner, regexRunner } from './regex-runner.ts';
+import type { RegexRunner } from './regex-runner.ts';
 import { EOF, Scanner, type Token } from './scanner.ts';
 
 /** Gives a field's value for a path, or undefined when the object has no such field. */
@@ -225,7 +225,7 @@ export async function selectMatching<T>(
   filter: Filter,
   items: readonly T[],
   adaptorOf: (item: T) => Adaptor,
-  runner: RegexRunner = regexRunner,
+  runner: RegexRunner,
 ): Promise<T[]> {
   const groups = filter instanceof Disjunction ? filter.groups : [];
   const wanted = new Map<SelectorFilter, Set<string>>();

@@ -113,6 +113,3 @@ export class RegexRunner {
     for (const req of this.#queue.splice(0)) req.reject(err);
   }
 }
-
-/** The daemon's runner: its worker starts on the first `~=` filter and never holds the process open. */
-export const regexRunner = new RegexRunner();
