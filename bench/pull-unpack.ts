@@ -6,7 +6,8 @@
 // ratio Strata/containerd (target ≤ 1.0) per image and snapshotter, and each root's snapshot disk use
 // after the pull.
 //
-//   node bench/pull-unpack.ts   (ROUNDS=5 LAYERS=5 LAYER_MIB=45 FILES=20000 CONCURRENCY=3 SNAPSHOTTERS=overlayfs,native)
+//   node bench/pull-unpack.ts   (ROUNDS=5 LAYERS=5 LAYER_MIB=45 FILES=20000 CONCURRENCY=3
+//                                SNAPSHOTTERS=overlayfs,native IMAGES=big,small-files)
 import { join } from 'node:path';
 import { diskUsage } from '../src/snapshots/disk-usage.ts';
 import { startContainerd } from '../test/helpers/containerd.ts';
@@ -24,6 +25,7 @@ const layerMiB = intArg('LAYER_MIB', 45);
 const files = intArg('FILES', 20_000);
 const concurrency = intArg('CONCURRENCY', 3);
 const snapshotters = (process.env.SNAPSHOTTERS ?? 'overlayfs,native').split(',');
+const only = (process.env.IMAGES ?? 'big,small-files').split(',');
 
 interface Round {
   ms: number;
@@ -80,17 +82,20 @@ const cleanup = new Cleanup();
 try {
   const reg = await startRegistry();
   cleanup.add(() => reg.stop());
-  console.log(`pushing a ${layers}-layer image of ${layers * layerMiB} MiB (+ busybox) to ${reg.host} …`);
-  const big = await pushMultiLayer(reg, 'bench/big', { layers, layerBytes: layerMiB << 20 });
-  console.log(`pushing an image of ${files} small files over 5 layers (+ busybox) …`);
-  const small = await pushFilesImage(reg, 'bench/small-files', {
-    busybox: true,
-    layers: smallFileLayers(files, 5),
-  });
-  const images = [
-    { name: `${layers}×${layerMiB} MiB`, image: big },
-    { name: `${files} small files`, image: small },
-  ];
+  const images = [];
+  if (only.includes('big')) {
+    console.log(`pushing a ${layers}-layer image of ${layers * layerMiB} MiB (+ busybox) to ${reg.host} …`);
+    const image = await pushMultiLayer(reg, 'bench/big', { layers, layerBytes: layerMiB << 20 });
+    images.push({ name: `${layers}×${layerMiB} MiB`, image });
+  }
+  if (only.includes('small-files')) {
+    console.log(`pushing an image of ${files} small files over 5 layers (+ busybox) …`);
+    const image = await pushFilesImage(reg, 'bench/small-files', {
+      busybox: true,
+      layers: smallFileLayers(files, 5),
+    });
+    images.push({ name: `${files} small files`, image });
+  }
 
   const rows = [
     ['image', 'snapshotter', 'strata ms', 'containerd ms', 'ratio', 'strata disk MiB', 'containerd disk MiB'],
