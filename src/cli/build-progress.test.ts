@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
+import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { BuildProgressTracker } from './build-progress.ts';
+import { BuildProgressTracker, buildOutput } from './build-progress.ts';
 
 test('build progress: steps come from STEP n/m lines, also split across chunks and in multi-stage form', () => {
   const t = new BuildProgressTracker();
@@ -19,4 +20,61 @@ test('build progress: lines that only mention STEP do not move the bar', () => {
   const t = new BuildProgressTracker();
   t.onLog('echo STEP 9/9: no\nSTEP x/3: bad\nSTEP 1/2 missing colon\n');
   assert.deepEqual([t.state.step, t.state.steps], [0, 0]);
+});
+
+/** A stream that records what is written and claims to be a terminal, as cli-progress asks. */
+function terminal(): PassThrough & {
+  isTTY: boolean;
+  columns: number;
+  cursorTo(): boolean;
+  clearLine(): boolean;
+  moveCursor(): boolean;
+  text(): string;
+} {
+  const s = new PassThrough() as PassThrough & {
+    isTTY: boolean;
+    columns: number;
+    cursorTo(): boolean;
+    clearLine(): boolean;
+    moveCursor(): boolean;
+    text(): string;
+  };
+  const chunks: Buffer[] = [];
+  s.on('data', (c: Buffer) => chunks.push(c));
+  Object.assign(s, {
+    isTTY: true,
+    columns: 120,
+    cursorTo: () => true,
+    clearLine: () => true,
+    moveCursor: () => true,
+  });
+  s.text = () => Buffer.concat(chunks).toString();
+  return s;
+}
+
+test('build output on a terminal: a bar with the step and phase, status and log lines above it', async () => {
+  const out = terminal();
+  const err = terminal();
+  const o = buildOutput(out, err);
+  o.status('running', '[running] reg/ws:abc: no image for this key yet');
+  o.log(new TextEncoder().encode('STEP 1/2: FROM busybox\nSTEP 2/2: RUN echo hi\nhi\npartial'));
+  o.finish();
+  await new Promise((r) => setImmediate(r));
+  const shown = err.text();
+  assert.match(shown, /\[running\] reg\/ws:abc: no image for this key yet\n/);
+  assert.match(shown, /STEP 2\/2: RUN echo hi\nhi\npartial\n/);
+  assert.match(shown, /running \[.*\] step 2\/2 .*RUN echo hi/);
+  assert.equal(out.text(), '', 'on a terminal everything goes above the bar');
+});
+
+test('build output elsewhere: status lines to stderr, the log bytes to stdout unchanged', async () => {
+  const out = terminal();
+  const err = terminal();
+  const o = buildOutput(out, err, { tty: false });
+  o.status('queued', '[queued] reg/ws:abc: waiting (position 2)');
+  o.log(new TextEncoder().encode('STEP 1/1: FROM x\n'));
+  o.finish();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(err.text(), '[queued] reg/ws:abc: waiting (position 2)\n');
+  assert.equal(out.text(), 'STEP 1/1: FROM x\n');
 });

@@ -8,6 +8,7 @@ import type { Command } from 'commander';
 import { type BuildRequestSchema, BuildStatus, ImageBuilder } from '../api/gen/builder/imgbuilder_pb.ts';
 import { CloneTargetMode } from '../api/gen/contentservice/initializer_pb.ts';
 import { callServerStream, callUnary, createClient } from '../api/grpc/client.ts';
+import { buildOutput } from './build-progress.ts';
 
 interface BuildFlags {
   address: string;
@@ -85,6 +86,7 @@ export function registerBuild(program: Command): void {
       let following: Promise<void> | undefined;
       const stop = new AbortController();
       let final: { ok: boolean; message: string; ref: string } | undefined;
+      const output = buildOutput(process.stdout, process.stderr);
       try {
         for await (const res of callServerStream(
           client,
@@ -96,7 +98,7 @@ export function registerBuild(program: Command): void {
         )) {
           const status = STATUS_NAME[res.info?.status ?? res.status] ?? 'unknown';
           if (res.status === BuildStatus.running) {
-            process.stderr.write(`[${status}] ${res.ref}${res.message ? `: ${res.message}` : ''}\n`);
+            output.status(status, `[${status}] ${res.ref}${res.message ? `: ${res.message}` : ''}`);
             const id = res.info?.buildId;
             if (flags.logs && id && !following) {
               following = (async () => {
@@ -108,7 +110,7 @@ export function registerBuild(program: Command): void {
                     signal: stop.signal,
                   },
                 )) {
-                  process.stdout.write(chunk.content);
+                  output.log(chunk.content);
                 }
               })().catch(() => {});
             }
@@ -117,8 +119,10 @@ export function registerBuild(program: Command): void {
           }
         }
         await following;
+        output.finish();
       } catch (err) {
         stop.abort();
+        output.finish();
         failRpc(err);
         client.close();
         return;
