@@ -23,22 +23,10 @@ test('build progress: lines that only mention STEP do not move the bar', () => {
 });
 
 /** A stream that records what is written and claims to be a terminal, as cli-progress asks. */
-function terminal(): PassThrough & {
-  isTTY: boolean;
-  columns: number;
-  cursorTo(): boolean;
-  clearLine(): boolean;
-  moveCursor(): boolean;
-  text(): string;
-} {
-  const s = new PassThrough() as PassThrough & {
-    isTTY: boolean;
-    columns: number;
-    cursorTo(): boolean;
-    clearLine(): boolean;
-    moveCursor(): boolean;
-    text(): string;
-  };
+type Terminal = PassThrough & { isTTY: boolean; columns: number; text(): string };
+
+function terminal(): Terminal {
+  const s = new PassThrough() as Terminal;
   const chunks: Buffer[] = [];
   s.on('data', (c: Buffer) => chunks.push(c));
   Object.assign(s, {
