@@ -14,10 +14,10 @@ import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 const SN = ['--snapshotter', 'native'];
 
 /** The source directory of the bind mount `ctr snapshots view|mounts` prints. */
-function mountSource(out: string): string {
+function mountSource(out: string, access: 'ro' | 'rw' = 'ro'): string {
   const m = /^mount -t bind (\S+) \S+ -o (\S+)$/m.exec(out);
   assert.ok(m, `unexpected mount output: ${out}`);
-  assert.deepEqual(m[2]!.split(',').sort(), ['rbind', 'ro']);
+  assert.deepEqual(m[2]!.split(',').sort(), ['rbind', access]);
   return m[1]!;
 }
 
@@ -92,8 +92,11 @@ describe('ctr images pull into strata daemon', () => {
     const theirs = mountSource(
       await containerd.ctr(['snapshots', ...SN, 'view', '--target', '/mnt', 'compare', top()]),
     );
+    // `ctr snapshots view` labels nothing, so any collection may take the view (a pending one, from the
+    // pull's lease going, did under load); `prepare` labels containerd.io/gc.root and holds the same tree.
     const ours = mountSource(
-      await strata.ctrOk(['snapshots', ...SN, 'view', '--target', '/mnt', 'compare', top()]),
+      await strata.ctrOk(['snapshots', ...SN, 'prepare', '--target', '/mnt', 'compare', top()]),
+      'rw',
     );
     assert.ok(ours.startsWith(join(strata.root, 'snapshots', 'native', 'snapshots')), ours);
 
