@@ -7,6 +7,7 @@ import { VERSION } from '../version.ts';
 type Register = (program: Command) => void;
 
 const COMMANDS: Record<string, () => Promise<Register>> = {
+  up: async () => (await import('./up.ts')).registerUp,
   daemon: async () => (await import('./daemon.ts')).registerDaemon,
   facade: async () => (await import('./facade.ts')).registerFacade,
   builder: async () => (await import('./builder.ts')).registerBuilder,

@@ -157,15 +157,17 @@ export async function loadBuilderConfig(
 
 /** Prometheus metrics of the builder, and the observer the orchestrator reports to. */
 export class BuilderMetrics implements BuilderObserver {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   private readonly startedTotal: Counter;
   private readonly doneTotal: Counter<'outcome'>;
   private readonly duration: Histogram<'outcome'>;
   private readonly joinedTotal: Counter;
   private readonly queue: Gauge;
 
-  constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'strata_builder_' });
+  /** With a registry of its own (and the process defaults on it) unless one is given. */
+  constructor(shared?: Registry) {
+    this.registry = shared ?? new Registry();
+    if (!shared) collectDefaultMetrics({ register: this.registry, prefix: 'strata_builder_' });
     const registers = [this.registry];
     this.startedTotal = new Counter({
       name: 'strata_builder_builds_started_total',
@@ -219,11 +221,14 @@ export interface RunningBuilder {
   close(): Promise<void>;
 }
 
-/** Wires and starts a builder; `engine` replaces buildah (tests of the orchestration). */
+/**
+ * Wires and starts a builder; `engine` replaces buildah (tests of the orchestration), `registry` is a
+ * metrics registry shared with other parts of the process.
+ */
 export async function startBuilder(
   config: BuilderConfig,
   logger: Logger,
-  overrides: { engine?: BuildEngine } = {},
+  overrides: { engine?: BuildEngine; registry?: Registry } = {},
 ): Promise<RunningBuilder> {
   if (!config.baseRepository) throw invalidArgument('a base repository is required (--base-repo)');
   if (!config.workspaceRepository)
@@ -252,7 +257,7 @@ export async function startBuilder(
     const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
     const shared = config.redis ? await SharedBuilds.connect({ url: config.redis }) : undefined;
     if (shared) undo.push(() => shared.close());
-    const metrics = new BuilderMetrics();
+    const metrics = new BuilderMetrics(overrides.registry);
     const builder = new Builder({
       stateDir: config.stateDir,
       baseRepository: config.baseRepository,

@@ -10,7 +10,7 @@ import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
 import { imageSpecJson } from '../api/convert/image-spec.ts';
 import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
 import { specProviderService } from '../api/services/spec-provider.ts';
-import { messageOf } from '../errors.ts';
+import { invalidArgument, messageOf } from '../errors.ts';
 import { ClientAuth } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
 import {
@@ -23,7 +23,12 @@ import { urlBlob } from '../facade/blobs/url-blob.ts';
 import { connectionLimits } from '../facade/http/connection-guard.ts';
 import { Drain } from '../facade/http/drain.ts';
 import { FacadeMetrics } from '../facade/http/metrics.ts';
-import { createFacadeHandler, listenFacade, type RunningServer } from '../facade/http/server.ts';
+import {
+  createFacadeHandler,
+  listenFacade,
+  type Readiness,
+  type RunningServer,
+} from '../facade/http/server.ts';
 import { type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
 import { FixedFileSpecProvider } from '../facade/providers/fixed-file.ts';
 import {
@@ -48,6 +53,8 @@ export interface FacadeApp {
   service: FacadeService;
   cache: BlobCache;
   metrics: FacadeMetrics;
+  /** What /readyz answers (false while draining). */
+  ready(): Promise<Readiness>;
   /** Re-reads the watched files that changed (SIGHUP); bad versions are reported, the old ones stay. */
   reload(): Promise<void>;
   close(): Promise<void>;
@@ -58,6 +65,13 @@ export interface StartOptions {
   registry: Registry;
   /** Replaces the registry client (tests); by default one is built from the config. */
   upstream?: UpstreamRegistry & { close?(): Promise<void> };
+  /**
+   * Hosted repositories on storage the caller owns and closes (`strata up`: the daemon's), instead of
+   * opening `config.hosted.root`; the two exclude each other.
+   */
+  hosted?: HostedParts;
+  /** More for /readyz to require beyond the facade's own checks (`strata up`: its other parts). */
+  ready?: () => Promise<Readiness>;
 }
 
 export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
@@ -236,13 +250,25 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       undo.push(() => tlsFiles.close());
       reloaders.push(() => tlsFiles.refresh());
     }
-    let hosted: HostedParts | undefined;
+    let hosted = options.hosted;
     if (config.hosted) {
+      if (hosted)
+        throw invalidArgument('hosted repositories are given twice: by the config and by the caller');
       const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
       hosted = h;
       undo.push(() => h.close());
     }
     const drain = new Drain();
+    const ready = async (): Promise<Readiness> => {
+      if (drain.draining) return { ready: false, reason: 'shutting down' };
+      if (providers.size === 0 && !hosted)
+        return { ready: false, reason: 'no spec provider or hosted repositories configured' };
+      if (hosted && !(await hosted.content.writable()))
+        return { ready: false, reason: `hosted content store ${hosted.content.root} is not writable` };
+      if (!(await cache.writable()))
+        return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
+      return options.ready ? options.ready() : { ready: true };
+    };
     const handler = createFacadeHandler({
       service,
       prefix: config.prefix,
@@ -252,15 +278,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       auth,
       drain,
       hosted: hosted?.registry,
-      ready: async () => {
-        if (providers.size === 0 && !hosted)
-          return { ready: false, reason: 'no spec provider or hosted repositories configured' };
-        if (hosted && !(await hosted.content.writable()))
-          return { ready: false, reason: `hosted root ${config.hosted?.root} is not writable` };
-        if (!(await cache.writable()))
-          return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
-        return { ready: true };
-      },
+      ready,
     });
     const connections = connectionLimits(config.connections);
     const server: RunningServer = await listenFacade(handler, {
@@ -286,7 +304,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         providers: [...providers.keys()],
         prefix: config.prefix,
         cacheDir: config.cache.dir,
-        hostedRoot: config.hosted?.root,
+        hostedContent: hosted?.content.root,
         connections,
       },
       'facade listening',
@@ -294,7 +312,17 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const reload = async () => {
       await Promise.all(reloaders.map((r) => r()));
     };
-    return { url: server.url, port: server.port, specProviderPort, service, cache, metrics, reload, close };
+    return {
+      url: server.url,
+      port: server.port,
+      specProviderPort,
+      service,
+      cache,
+      metrics,
+      ready,
+      reload,
+      close,
+    };
   } catch (err) {
     await close();
     throw err;

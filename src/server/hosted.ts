@@ -1,7 +1,8 @@
-// Opens the hosted repositories on a daemon root: the content store and metadata database a daemon keeps
-// there, and a garbage collector over them that also runs on a timer, so abandoned uploads and expired
-// holds go without any request asking for it. The root's lock is taken as a daemon takes it: two
-// collectors deciding over one store would each delete what only the other's records hold.
+// Hosted repositories over a daemon's content store and metadata database. `strata up` hands over the
+// daemon's own parts (one store, one database, one garbage collector, in one process); a facade alone
+// opens them on a daemon root itself and takes the root's lock as a daemon does, since two collectors
+// deciding over one store would each delete what only the other's records hold. Either way the collector
+// also runs on a timer, so abandoned uploads and expired holds go without any request asking for it.
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
@@ -17,16 +18,44 @@ import { ignoreGone } from './wiring.ts';
 /** Between timed collections; deletions schedule their own run at once. */
 const SWEEP_INTERVAL_MS = 3600 * 1000;
 
+/** The daemon parts hosted repositories stand on. */
+export interface HostedStorage {
+  content: ContentStore;
+  db: MetadataDb;
+  gc: GcRunner;
+}
+
 export interface HostedParts {
   registry: HostedRegistry;
   content: ContentStore;
   gc: GcRunner;
+  /** Stops the timed collections, and closes the storage when it was opened here. */
   close(): Promise<void>;
 }
 
+/** Hosted repositories on storage someone else owns and closes (the daemon's, in `strata up`). */
+export function hostedOn(storage: HostedStorage): HostedParts {
+  const { content, db, gc } = storage;
+  const timer = setInterval(() => gc.schedule(), SWEEP_INTERVAL_MS);
+  timer.unref();
+  const registry = new HostedRegistry({
+    view: new ContentView({ store: content, db }),
+    images: new ImageStore(db),
+  });
+  return {
+    registry,
+    content,
+    gc,
+    async close() {
+      clearInterval(timer);
+    },
+  };
+}
+
+/** Opens the content store and metadata database of the daemon root `root`, under its lock, for a facade. */
 export async function openHosted(root: string, logger: Logger): Promise<HostedParts> {
   await mkdir(root, { recursive: true });
-  const release = await lockRoot(root);
+  const release = await lockRoot(root, 'facade');
   let content: ContentStore;
   let db: MetadataDb;
   try {
@@ -42,18 +71,11 @@ export async function openHosted(root: string, logger: Logger): Promise<HostedPa
     logger: logger.child({ component: 'gc' }),
     removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
   });
-  const timer = setInterval(() => gc.schedule(), SWEEP_INTERVAL_MS);
-  timer.unref();
-  const registry = new HostedRegistry({
-    view: new ContentView({ store: content, db }),
-    images: new ImageStore(db),
-  });
+  const hosted = hostedOn({ content, db, gc });
   return {
-    registry,
-    content,
-    gc,
+    ...hosted,
     async close() {
-      clearInterval(timer);
+      await hosted.close();
       await gc.close();
       await content.close();
       db.close();

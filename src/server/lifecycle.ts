@@ -7,7 +7,7 @@ import { createGrpcServer } from '../api/grpc/server.ts';
 import { messageOf } from '../errors.ts';
 import type { DaemonConfig } from './config.ts';
 import { DaemonMetrics, serveMetrics } from './metrics.ts';
-import { lockRoot } from './root-lock.ts';
+import { lockRoot, type RootHolder } from './root-lock.ts';
 import { type DaemonParts, wireDaemon } from './wiring.ts';
 
 export interface Daemon {
@@ -20,24 +20,35 @@ export interface Daemon {
   stop(): Promise<void>;
 }
 
-export async function startDaemon(config: DaemonConfig, logger: Logger): Promise<Daemon> {
+export interface DaemonStartOptions {
+  /** Who takes the root's lock (named to a second starter); `daemon` by default. */
+  role?: RootHolder;
+  /** Metrics on a registry shared with other parts of the process (`strata up`), served by the caller. */
+  metrics?: DaemonMetrics;
+}
+
+export async function startDaemon(
+  config: DaemonConfig,
+  logger: Logger,
+  options: DaemonStartOptions = {},
+): Promise<Daemon> {
   await mkdir(config.root, { recursive: true, mode: 0o711 });
   await mkdir(dirname(config.address), { recursive: true, mode: 0o711 });
-  const release = await lockRoot(config.root);
+  const release = await lockRoot(config.root, options.role ?? 'daemon');
   const undo: Array<() => Promise<void>> = [release];
   const unwind = async () => {
     for (const fn of undo.reverse())
       await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));
   };
   try {
-    const metrics = config.metrics ? new DaemonMetrics() : undefined;
+    const metrics = options.metrics ?? (config.metrics ? new DaemonMetrics() : undefined);
     const parts = await wireDaemon(config, logger, metrics);
     undo.push(() => parts.close());
     const grpc = createGrpcServer({ logger: logger.child({ component: 'grpc' }), services: parts.services });
     undo.push(() => grpc.shutdown());
     await grpc.listenUnix(config.address);
     let metricsPort: number | undefined;
-    if (metrics && config.metrics) {
+    if (metrics && config.metrics && !options.metrics) {
       const served = await serveMetrics(metrics, config.metrics.host, config.metrics.port);
       undo.push(() => served.close());
       metricsPort = served.port;

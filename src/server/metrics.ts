@@ -1,5 +1,6 @@
 // Prometheus metrics: process defaults, per-method gRPC counts and latencies, garbage collection. One
-// registry per daemon (no global), served on /metrics when an address is configured.
+// registry per daemon (no global), served on /metrics when an address is configured; `strata up` passes
+// the one registry all its parts share, and collects the process defaults on it once.
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -11,7 +12,7 @@ import { unavailable } from '../errors.ts';
 import type { GcStats } from '../metadata/gc-runner.ts';
 
 export class DaemonMetrics {
-  readonly registry = new Registry();
+  readonly registry: Registry;
   private readonly calls: Counter<'method' | 'code'>;
   private readonly latency: Histogram<'method'>;
   private readonly gcRuns: Counter;
@@ -21,8 +22,10 @@ export class DaemonMetrics {
   private readonly callChildren = new Map<string, Counter.Internal>();
   private readonly latencyChildren = new Map<string, Histogram.Internal<'method'>>();
 
-  constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
+  /** With a registry of its own (and the process defaults on it) unless one is given. */
+  constructor(shared?: Registry) {
+    this.registry = shared ?? new Registry();
+    if (!shared) collectDefaultMetrics({ register: this.registry, prefix: 'strata_' });
     const registers = [this.registry];
     this.calls = new Counter({
       name: 'strata_grpc_requests_total',
@@ -135,14 +138,40 @@ export class DaemonMetrics {
   }
 }
 
-/** Serves the registry's exposition on GET /metrics; resolves with the bound port. */
+/** What a readiness endpoint reports: ready, or why not. */
+export interface ReadyState {
+  ready: boolean;
+  reason?: string;
+}
+
+/**
+ * Serves the registry's exposition on GET /metrics; with `ready`, also /readyz (200 or 503 with its JSON)
+ * and /healthz (200 while the process answers). Resolves with the bound port.
+ */
 export async function serveMetrics(
   metrics: { readonly registry: Registry },
   host: string,
   port: number,
+  ready?: () => Promise<ReadyState>,
 ): Promise<{ port: number; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
-    if (req.method !== 'GET' || (req.url ?? '').split('?')[0] !== '/metrics') {
+    const path = (req.url ?? '').split('?')[0];
+    if (req.method === 'GET' && ready && path === '/healthz') {
+      res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
+      return;
+    }
+    if (req.method === 'GET' && ready && path === '/readyz') {
+      ready().then(
+        (r) =>
+          res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)),
+        (err: unknown) =>
+          res
+            .writeHead(503, { 'content-type': 'application/json' })
+            .end(JSON.stringify({ ready: false, reason: err instanceof Error ? err.message : String(err) })),
+      );
+      return;
+    }
+    if (req.method !== 'GET' || path !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }

@@ -1,0 +1,186 @@
+// `strata up`'s configuration: one YAML file with a section per part, each read by that part's own parser
+// (the daemon's daemonConfig, the facade's facadeConfigFrom, the builder's builderConfigFrom), plus what
+// only the whole has: the state root, the spec store's SpecProvider address, and the one metrics and
+// readiness address. Unknown keys are refused in every section; relative paths are relative to the file.
+// What `up` wires itself (hosted repositories on the daemon's store, the spec store as the `remote`
+// provider) cannot be set in the registry section.
+import { readFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { invalidArgument, messageOf } from '../errors.ts';
+import { parseHostPort } from '../host-port.ts';
+import { type BuilderConfig, builderConfigFrom } from './builder.ts';
+import {
+  type DaemonConfig,
+  type DaemonConfigInput,
+  DEFAULT_ADDRESS,
+  DEFAULT_ROOT,
+  daemonConfig,
+  type GcConfig,
+} from './config.ts';
+import { type FacadeConfig, facadeConfigFrom } from './facade-config.ts';
+
+/** Where each part listens unless told otherwise. */
+export const UP_DEFAULTS = {
+  registry: '127.0.0.1:5000',
+  specs: '127.0.0.1:5051',
+  builder: '127.0.0.1:8080',
+  metrics: '127.0.0.1:9500',
+} as const;
+
+export interface UpConfig {
+  root: string;
+  logLevel: DaemonConfig['logLevel'];
+  /** The daemon, with no metrics address of its own (the whole has one). */
+  daemon: DaemonConfig;
+  /** The registry surface: the facade's configuration, without `hosted` (given the daemon's parts). */
+  registry: FacadeConfig;
+  /** Strata's own spec store (the facade's `remote` provider) and its SpecProvider server. */
+  specs: { dir: string; listen: { host: string; port: number } };
+  /**
+   * The builder; an empty base or workspace repository is filled in once the registry listens (a
+   * repository on it), and that registry is reached over plain HTTP.
+   */
+  builder: BuilderConfig;
+  /** `/metrics`, `/readyz` and `/healthz` for the whole process. */
+  metrics: { host: string; port: number };
+}
+
+/** Flags of `strata up`, named as the other commands name the same things. */
+export interface UpFlags {
+  root?: string;
+  address?: string;
+  listen?: string;
+  metricsAddress?: string;
+  snapshotter?: string;
+  logLevel?: string;
+}
+
+type Obj = Record<string, unknown>;
+
+const TOP_KEYS = ['root', 'logLevel', 'metrics', 'daemon', 'registry', 'specs', 'builder'];
+const DAEMON_KEYS = ['address', 'snapshotter', 'gc'];
+const GC_KEYS: (keyof GcConfig)[] = ['delayMs', 'pauseThreshold', 'maxDelayMs'];
+const SPECS_KEYS = ['dir', 'listen'];
+
+function fail(where: string, what: string): never {
+  throw invalidArgument(`up config: ${where}: ${what}`);
+}
+
+function section(v: unknown, where: string): Obj {
+  if (v === undefined || v === null) return {};
+  if (typeof v !== 'object' || Array.isArray(v)) fail(where, 'want a map');
+  return v as Obj;
+}
+
+function checkKeys(o: Obj, allowed: readonly string[], where: string): void {
+  for (const k of Object.keys(o)) {
+    if (!allowed.includes(k))
+      fail(where === '' ? k : `${where}.${k}`, `unknown key (expected one of ${allowed.join(', ')})`);
+  }
+}
+
+function optString(v: unknown, where: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v === '') fail(where, `want a non-empty string, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+/** `host:port`, `[v6]:port` or `:port` (every interface). */
+function listenAt(v: string, where: string): { host: string; port: number } {
+  return (
+    parseHostPort(v, '0.0.0.0') ?? fail(where, `want host:port (port 0-65535), got ${JSON.stringify(v)}`)
+  );
+}
+
+/** Runs a part's own parser, naming the section in what it refuses. */
+function inSection<T>(name: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    throw invalidArgument(`up config: ${name}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
+/** Validates a parsed document with the flags on top; `base` is where relative paths start. */
+export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): UpConfig {
+  const d = section(doc, '(top level)');
+  checkKeys(d, TOP_KEYS, '');
+  const path = (v: string) => resolve(base, v);
+  const rootText = flags.root ?? optString(d.root, 'root');
+  if (rootText === '') fail('root', 'must not be empty');
+  const root = flags.root !== undefined ? resolve(flags.root) : rootText ? path(rootText) : DEFAULT_ROOT;
+
+  const ds = section(d.daemon, 'daemon');
+  checkKeys(ds, DAEMON_KEYS, 'daemon');
+  const gcIn = section(ds.gc, 'daemon.gc');
+  checkKeys(gcIn, GC_KEYS, 'daemon.gc');
+  const gc: Partial<GcConfig> = {};
+  for (const k of GC_KEYS) {
+    const v = gcIn[k];
+    if (v === undefined) continue;
+    if (typeof v !== 'number') fail(`daemon.gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
+    gc[k] = v;
+  }
+  const address = flags.address ?? optString(ds.address, 'daemon.address');
+  const input: DaemonConfigInput = {
+    root,
+    address: address === undefined ? DEFAULT_ADDRESS : flags.address ? address : path(address),
+    gc,
+  };
+  const logLevel = flags.logLevel ?? optString(d.logLevel, 'logLevel');
+  if (logLevel !== undefined) input.logLevel = logLevel;
+  const snapshotter = flags.snapshotter ?? optString(ds.snapshotter, 'daemon.snapshotter');
+  if (snapshotter !== undefined) input.snapshotter = snapshotter;
+  const daemon = inSection('daemon', () => daemonConfig(input));
+
+  const rs = section(d.registry, 'registry');
+  if (rs.hosted !== undefined)
+    fail('registry.hosted', 'strata up serves hosted repositories on its own root');
+  const sp = section(rs.specProviders, 'registry.specProviders');
+  if (sp.store !== undefined)
+    fail('registry.specProviders.store', 'strata up keeps its spec store in `specs`');
+  const registry = inSection('registry', () =>
+    facadeConfigFrom(
+      {
+        ...rs,
+        listen: flags.listen ?? rs.listen ?? UP_DEFAULTS.registry,
+        cache: { dir: join(root, 'facade-cache'), ...section(rs.cache, 'registry.cache') },
+      },
+      base,
+    ),
+  );
+
+  const ss = section(d.specs, 'specs');
+  checkKeys(ss, SPECS_KEYS, 'specs');
+  const specsDir = optString(ss.dir, 'specs.dir');
+  const specs = {
+    dir: specsDir === undefined ? join(root, 'specs') : path(specsDir),
+    listen: listenAt(optString(ss.listen, 'specs.listen') ?? UP_DEFAULTS.specs, 'specs.listen'),
+  };
+  registry.specProviders.store = { dir: specs.dir, listen: specs.listen };
+
+  const bs = section(d.builder, 'builder');
+  const builder = inSection('builder', () =>
+    builderConfigFrom({ listen: UP_DEFAULTS.builder, stateDir: join(root, 'builder'), ...bs }, base),
+  );
+  if (builder.metrics) fail('builder.metrics', 'strata up serves the metrics of every part at `metrics`');
+
+  const metrics = listenAt(
+    flags.metricsAddress ?? optString(d.metrics, 'metrics') ?? UP_DEFAULTS.metrics,
+    flags.metricsAddress !== undefined ? '--metrics-address' : 'metrics',
+  );
+  return { root, logLevel: daemon.logLevel, daemon, registry, specs, builder, metrics };
+}
+
+/** The config file (when given) with the flags on top. */
+export async function loadUpConfig(file: string | undefined, flags: UpFlags = {}): Promise<UpConfig> {
+  if (!file) return upConfigFrom({}, process.cwd(), flags);
+  let doc: unknown;
+  try {
+    doc = parseYaml(await readFile(file, 'utf8'), { maxAliasCount: 100 });
+  } catch (err) {
+    throw invalidArgument(`up config ${file}: ${messageOf(err)}`);
+  }
+  return upConfigFrom(doc, dirname(resolve(file)), flags);
+}

@@ -1,0 +1,140 @@
+// `strata up`: the whole system in one process. The daemon (gRPC on a unix socket) owns the one content
+// store, metadata database and garbage collector under the root; the registry surface is the facade with
+// hosted repositories on those same parts and Strata's own spec store as its `remote` provider (also served
+// as registryfacade.SpecProvider); the builder pushes to repositories on that registry. One metrics
+// registry holds every part's metrics, and one readiness answer requires every part.
+import type { Logger } from 'pino';
+import { collectDefaultMetrics, Registry } from 'prom-client';
+import { messageOf } from '../errors.ts';
+import type { Readiness } from '../facade/http/server.ts';
+import { type RunningBuilder, startBuilder } from './builder.ts';
+import { type FacadeApp, startFacade } from './facade.ts';
+import { type HostedParts, hostedOn } from './hosted.ts';
+import { type Daemon, startDaemon } from './lifecycle.ts';
+import { DaemonMetrics, serveMetrics } from './metrics.ts';
+import type { UpConfig } from './up-config.ts';
+
+export interface UpApp {
+  root: string;
+  /** The daemon's unix socket. */
+  socket: string;
+  /** `host:port` of the registry, as image references name it. */
+  registryHost: string;
+  registryUrl: string;
+  /** `host:port` of the spec store's SpecProvider. */
+  specProvider: string;
+  specsDir: string;
+  /** `host:port` of builder.ImageBuilder. */
+  builder: string;
+  baseRepository: string;
+  workspaceRepository: string;
+  /** `http://host:port`, serving /metrics, /readyz and /healthz. */
+  opsUrl: string;
+  ready(): Promise<Readiness>;
+  /** Stops every part, newest first; idempotent. */
+  stop(): Promise<void>;
+}
+
+/** The host clients reach a listener on: one listening on every interface is reached on loopback. */
+function reachHost(host: string): string {
+  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
+  return host === '::' ? '::1' : host;
+}
+
+/** `host:port` of a listener as clients name it (IPv6 in brackets). */
+function reachable(listen: { host: string; port: number }, port: number): string {
+  const host = reachHost(listen.host);
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'strata_' });
+  let state: 'starting' | 'running' | 'stopping' = 'starting';
+  let daemon: Daemon | undefined;
+  let facade: FacadeApp | undefined;
+  let builder: RunningBuilder | undefined;
+  let hosted: HostedParts | undefined;
+
+  // The facade's readiness covers itself; this covers the rest, and is part of the facade's answer.
+  const othersReady = async (): Promise<Readiness> => {
+    if (state !== 'running')
+      return { ready: false, reason: state === 'starting' ? 'starting' : 'shutting down' };
+    if (!(await daemon?.parts.content.writable()))
+      return { ready: false, reason: `content store under ${config.root} is not writable` };
+    return { ready: true };
+  };
+  const ready = async (): Promise<Readiness> =>
+    facade ? facade.ready() : { ready: false, reason: state === 'stopping' ? 'shutting down' : 'starting' };
+
+  const undo: Array<() => Promise<void>> = [];
+  const unwind = async () => {
+    for (const fn of undo.reverse())
+      await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));
+  };
+  try {
+    // First, so a monitor sees "starting" rather than nothing, and a taken port fails before the root is locked.
+    const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
+    undo.push(() => ops.close());
+
+    const d = await startDaemon(config.daemon, logger.child({ component: 'daemon' }), {
+      role: 'up',
+      metrics: new DaemonMetrics(registry),
+    });
+    daemon = d;
+    undo.push(() => d.stop());
+    const h = hostedOn({ content: d.parts.content, db: d.parts.db, gc: d.parts.gc });
+    hosted = h;
+    undo.push(() => h.close());
+
+    // Composed images name base images on this very registry: reached over plain HTTP, whatever its port.
+    const listen = config.registry.listen;
+    config.registry.plainHttpHosts.push(reachHost(listen.host));
+    const f = await startFacade(config.registry, {
+      logger: logger.child({ component: 'registry' }),
+      registry,
+      hosted,
+      ready: othersReady,
+    });
+    facade = f;
+    undo.push(() => f.close());
+    const registryHost = reachable(listen, f.port);
+
+    const b = config.builder;
+    if (!b.baseRepository) b.baseRepository = `${registryHost}/base-images`;
+    if (!b.workspaceRepository) b.workspaceRepository = `${registryHost}/workspace-images`;
+    b.plainHttpHosts.push(registryHost);
+    const running = await startBuilder(b, logger.child({ component: 'builder' }), { registry });
+    builder = running;
+    undo.push(() => running.close());
+
+    state = 'running';
+    let stopping: Promise<void> | undefined;
+    return {
+      root: config.root,
+      socket: config.daemon.address,
+      registryHost,
+      registryUrl: `http://${registryHost}`,
+      specProvider: reachable(config.specs.listen, f.specProviderPort ?? config.specs.listen.port),
+      specsDir: config.specs.dir,
+      builder: reachable(b.listen, builder.port),
+      baseRepository: b.baseRepository,
+      workspaceRepository: b.workspaceRepository,
+      opsUrl: `http://${reachable(config.metrics, ops.port)}`,
+      ready,
+      stop() {
+        stopping ??= (async () => {
+          state = 'stopping';
+          logger.info('stopping: builder, registry, daemon');
+          await unwind();
+          logger.info('stopped');
+        })();
+        return stopping;
+      },
+    };
+  } catch (err) {
+    state = 'stopping';
+    await unwind();
+    throw err;
+  }
+}
