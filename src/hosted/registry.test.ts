@@ -10,6 +10,7 @@ import { ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { GcRunner } from '../metadata/gc-runner.ts';
 import { ImageStore } from '../metadata/images.ts';
+import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import { RegistryError } from './errors.ts';
@@ -30,7 +31,13 @@ beforeEach(async () => {
   view = new ContentView({ store, db });
   gc = new GcRunner({ db, content: store, logger: pino({ level: 'silent' }), delayMs: 60_000 });
   clock = Date.now();
-  hosted = new HostedRegistry({ view, images: new ImageStore(db), blobHoldMs: 1000, now: () => clock });
+  hosted = new HostedRegistry({
+    view,
+    images: new ImageStore(db),
+    members: new RepositoryBlobs(db),
+    blobHoldMs: 1000,
+    now: () => clock,
+  });
 });
 
 afterEach(async () => {
@@ -118,6 +125,82 @@ describe('hosted registry', () => {
     assert.equal(await store.has(stale.digest), false);
     // The image's blobs are kept by the manifest's references, the manifest by its tag.
     for (const d of [kept.digest, kept.config.digest, kept.layer.digest]) assert.ok(await store.has(d));
+  });
+
+  it('shows a blob only in the repositories it was pushed or mounted to', async () => {
+    const b = await pushBlob('team/b', 'a layer pushed to team/b alone');
+    assert.equal(hosted.blob('team/b', b.digest).descriptor.size, b.size);
+    assert.throws(
+      () => hosted.blob('team/a', b.digest),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+    assert.throws(
+      () => hosted.deleteBlob('team/a', b.digest),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+    const config = await pushBlob('team/a', '{"architecture":"amd64","os":"linux"}');
+    const manifest = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, ...config },
+        layers: [{ mediaType: MediaType.ociLayerGzip, ...b }],
+      }),
+    );
+    await assert.rejects(
+      hosted.putManifest('team/a', 'v1', manifest),
+      (e) => code(e) === 'MANIFEST_BLOB_UNKNOWN',
+    );
+    // A mount needs the source to have the blob; without a source it is an upload.
+    assert.equal(hosted.mountBlob('team/a', b.digest, 'team/c'), undefined);
+    assert.equal(hosted.mountBlob('team/a', b.digest, undefined), undefined);
+    assert.equal(hosted.mountBlob('team/a', b.digest, 'Not/Valid'), undefined);
+    assert.equal(hosted.mountBlob('team/a', b.digest, 'team/b')?.size, b.size);
+    assert.equal(hosted.blob('team/a', b.digest).descriptor.digest, b.digest);
+    await hosted.putManifest('team/a', 'v1', manifest);
+    // The manifest's own bytes are no blob of the repository, as in distribution.
+    assert.throws(
+      () => hosted.blob('team/a', digestOf(manifest)),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+  });
+
+  it('deletes a blob from one repository; the bytes go once no repository has it', async () => {
+    clock = Date.now() - 10_000; // pushed long ago: no hold keeps it
+    const b = await pushBlob('del/b', 'shared by two repositories');
+    assert.ok(hosted.mountBlob('del/a', b.digest, 'del/b'));
+    hosted.deleteBlob('del/b', b.digest);
+    assert.throws(
+      () => hosted.blob('del/b', b.digest),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+    assert.equal(hosted.blob('del/a', b.digest).descriptor.digest, b.digest);
+    hosted.deleteBlob('del/a', b.digest);
+    assert.equal(view.has(hosted.namespace, b.digest), false);
+    await gc.collect();
+    assert.equal(await store.has(b.digest), false);
+    // Pushed again elsewhere, it is not back in the repositories it was deleted from.
+    await pushBlob('del/c', 'shared by two repositories');
+    assert.throws(
+      () => hosted.blob('del/a', b.digest),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+  });
+
+  it('lets the collector take an expired blob and its memberships with it', async () => {
+    clock = Date.now() - 10_000;
+    const b = await pushBlob('gc/b', 'held, then forgotten');
+    assert.ok(hosted.mountBlob('gc/a', b.digest, 'gc/b'));
+    await gc.collect();
+    assert.equal(await store.has(b.digest), false, 'membership keeps nothing alive');
+    clock = Date.now();
+    await pushBlob('gc/c', 'held, then forgotten');
+    for (const repo of ['gc/a', 'gc/b'])
+      assert.throws(
+        () => hosted.blob(repo, b.digest),
+        (e) => code(e) === 'BLOB_UNKNOWN',
+        repo,
+      );
   });
 
   it('refuses chunks out of order and bytes of another digest, keeping nothing of the latter', async () => {

@@ -7,15 +7,18 @@
 // and frees the rest online once records are deleted. A blob nobody references yet (pushed before its
 // manifest) carries a `containerd.io/gc.expire` hold that its first manifest drops.
 //
-// Blobs are shared by every repository of the namespace, as containerd shares content within one: a
-// digest pushed to one repository is visible (and mountable) in all. Per-repository blob visibility would
-// need links of its own; authorization is per repository at the edge.
+// The bytes of a blob are stored once, but a blob belongs only to the repositories it was pushed to,
+// mounted into (from a repository it belongs to) or referenced by a manifest of, as distribution links
+// blobs per repository: through any other repository it is BLOB_UNKNOWN (MANIFEST_BLOB_UNKNOWN in a
+// manifest), so access granted per repository at the edge covers exactly that repository's blobs. The
+// membership rows are metadata's (RepositoryBlobs); they keep nothing alive for the GC.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
 import { LABEL_GC_EXPIRE } from '../metadata/leases.ts';
+import type { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf, isDigest } from '../oci/digest.ts';
@@ -34,6 +37,8 @@ const LABEL_REF = 'containerd.io/gc.ref.content';
 export interface HostedOptions {
   view: ContentView;
   images: ImageStore;
+  /** Which repositories each blob belongs to. */
+  members: RepositoryBlobs;
   namespace?: string;
   blobHoldMs?: number;
   now?: () => number;
@@ -63,7 +68,7 @@ export interface Referrer {
 
 /** NAME_INVALID unless `repo` is a distribution repository name. */
 export function checkRepository(repo: string): void {
-  if (repo.length > MAX_NAME_LENGTH || !isValidRepositoryPath(repo)) {
+  if (!isRepository(repo)) {
     throw registryError(
       'NAME_INVALID',
       `invalid repository name ${JSON.stringify(repo.slice(0, MAX_NAME_LENGTH))}`,
@@ -77,12 +82,14 @@ export class HostedRegistry {
   readonly namespace: string;
   private readonly view: ContentView;
   private readonly images: ImageStore;
+  private readonly members: RepositoryBlobs;
   private readonly blobHoldMs: number;
   private readonly now: () => number;
 
   constructor(o: HostedOptions) {
     this.view = o.view;
     this.images = o.images;
+    this.members = o.members;
     this.namespace = o.namespace ?? DEFAULT_HOSTED_NAMESPACE;
     this.blobHoldMs = o.blobHoldMs ?? DEFAULT_BLOB_HOLD_MS;
     this.now = o.now ?? Date.now;
@@ -157,6 +164,7 @@ export class HostedRegistry {
           if (!isAlreadyExists(err)) throw err;
         }
       }
+      this.members.add(this.namespace, repo, d);
       return { mediaType: 'application/octet-stream', digest: d, size };
     } finally {
       await w.close();
@@ -173,40 +181,54 @@ export class HostedRegistry {
     }
   }
 
-  /** Cross-repository mount: the blob when it is here already (nothing to copy); undefined: upload it. */
-  mountBlob(repo: string, digest: string): Descriptor | undefined {
+  /**
+   * Cross-repository mount: the blob, now a member of `repo` too (no byte copied), when it belongs to
+   * `from`; undefined otherwise (and without `from` or with an invalid one, as distribution): upload it.
+   * The caller checked that the client may pull `from`.
+   */
+  mountBlob(repo: string, digest: string, from: string | undefined): Descriptor | undefined {
     checkRepository(repo);
     const d = checkDigest(digest);
-    if (!this.view.has(this.namespace, d)) return undefined;
+    if (from === undefined || !isRepository(from) || !this.members.has(this.namespace, from, d))
+      return undefined;
     this.hold(d);
+    this.members.add(this.namespace, repo, d);
     return { mediaType: 'application/octet-stream', digest: d, size: this.view.info(this.namespace, d).size };
   }
 
   // ---- blobs ----
 
-  /** BLOB_UNKNOWN when the namespace does not hold it. */
+  /** BLOB_UNKNOWN unless the blob belongs to `repo`. */
   blob(repo: string, digest: string): Blob {
-    checkRepository(repo);
-    const d = checkDigest(digest);
-    if (!this.view.has(this.namespace, d))
-      throw registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
-    return this.view.blob(this.namespace, d);
+    const d = this.memberDigest(repo, digest);
+    try {
+      return this.view.blob(this.namespace, d);
+    } catch (err) {
+      if (isNotFound(err)) throw blobUnknown(d);
+      throw err;
+    }
   }
 
-  /** Unlinks the blob; its bytes go at the next collection unless a manifest still references them. */
+  /**
+   * Takes the blob out of `repo` (BLOB_UNKNOWN unless it belongs there). When no other repository has
+   * it, the namespace lets go of it and the next collection frees the bytes (unless another namespace
+   * holds them): a manifest of this repository that still names it cannot keep it.
+   */
   deleteBlob(repo: string, digest: string): void {
-    checkRepository(repo);
-    const d = checkDigest(digest);
-    if (!this.view.has(this.namespace, d))
-      throw registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
-    this.view.delete(this.namespace, d);
+    const d = this.memberDigest(repo, digest);
+    try {
+      this.members.remove(this.namespace, repo, d);
+    } catch (err) {
+      if (isNotFound(err)) throw blobUnknown(d);
+      throw err;
+    }
   }
 
   // ---- manifests ----
 
   /**
    * Stores a manifest or index under a tag or its digest. Everything it references must be here:
-   * blobs of this namespace for an image manifest, manifests of this repository for an index
+   * blobs of this repository for an image manifest, manifests of this repository for an index
    * (MANIFEST_BLOB_UNKNOWN otherwise). A subject need not exist (referrers may come first).
    */
   async putManifest(
@@ -400,13 +422,21 @@ export class HostedRegistry {
     }
   }
 
-  /** What a manifest references, each checked to be here. */
+  /** The digest, when it is valid and the blob belongs to `repo`; NAME_INVALID, DIGEST_INVALID, BLOB_UNKNOWN. */
+  private memberDigest(repo: string, digest: string): Digest {
+    checkRepository(repo);
+    const d = checkDigest(digest);
+    if (!this.members.has(this.namespace, repo, d)) throw blobUnknown(d);
+    return d;
+  }
+
+  /** What a manifest references, each checked to belong to `repo`. */
   private referencedBy(repo: string, parsed: ParsedManifest): { key: string; digest: Digest }[] {
     const out: { key: string; digest: Digest }[] = [];
     if (parsed.kind === 'manifest') {
       const m = parsed.manifest;
       for (const [key, desc] of [['config', m.config] as const, ...m.layers.map((l) => ['l', l] as const)]) {
-        if (!this.view.has(this.namespace, desc.digest)) {
+        if (!this.members.has(this.namespace, repo, desc.digest)) {
           throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known`, {
             digest: desc.digest,
           });
@@ -502,6 +532,15 @@ function tagName(repo: string, tag: string): string {
 function checkDigest(digest: string): Digest {
   if (!isDigest(digest)) throw registryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
   return digest;
+}
+
+/** Whether `name` is a distribution repository name. */
+export function isRepository(name: string): boolean {
+  return name.length <= MAX_NAME_LENGTH && isValidRepositoryPath(name);
+}
+
+function blobUnknown(d: Digest) {
+  return registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
 }
 
 function uploadUnknown(id: string) {

@@ -105,6 +105,31 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX snapshots_by_parent ON snapshots(namespace, snapshotter, parent);
   CREATE INDEX snapshots_by_backing_id ON snapshots(snapshotter, backing_id);
   `,
+  // Blob membership per repository of a namespace (hosted repositories: a blob is visible in a repository
+  // only when it was pushed or mounted there, or a manifest pushed there references it). A row is no GC
+  // root and goes with the namespace's content row. Existing hosted data (then always the namespace
+  // `strata-hosted`, image records `<repo>@<digest>` and `<repo>:<tag>`) gets the rows its manifests
+  // imply: the config and layers (`gc.ref.content.config.*`, `.l.*`) each stored manifest references.
+  `
+  CREATE TABLE repository_blobs (
+    namespace TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY (namespace, digest, repository),
+    FOREIGN KEY (namespace, digest) REFERENCES content(namespace, digest) ON DELETE CASCADE
+  ) WITHOUT ROWID;
+
+  INSERT OR IGNORE INTO repository_blobs (namespace, digest, repository)
+  SELECT i.namespace, j.value,
+    substr(i.name, 1, (CASE WHEN instr(i.name, '@') > 0 THEN instr(i.name, '@') ELSE instr(i.name, ':') END) - 1)
+  FROM images i
+  JOIN content m ON m.namespace = i.namespace AND m.digest = i.target_digest
+  JOIN json_each(m.labels) j
+  JOIN content b ON b.namespace = i.namespace AND b.digest = j.value
+  WHERE i.namespace = 'strata-hosted'
+    AND (instr(i.name, '@') > 0 OR instr(i.name, ':') > 0)
+    AND (j.key LIKE 'containerd.io/gc.ref.content.config.%' OR j.key LIKE 'containerd.io/gc.ref.content.l.%');
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -12,6 +12,7 @@ import { backendRef, ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { GcRunner } from '../metadata/gc-runner.ts';
 import { ImageStore } from '../metadata/images.ts';
+import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { lockRoot } from './root-lock.ts';
 import { ignoreGone } from './wiring.ts';
 
@@ -41,6 +42,7 @@ export function hostedOn(storage: HostedStorage): HostedParts {
   const registry = new HostedRegistry({
     view: new ContentView({ store: content, db }),
     images: new ImageStore(db),
+    members: new RepositoryBlobs(db),
   });
   return {
     registry,

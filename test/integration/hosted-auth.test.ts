@@ -1,18 +1,40 @@
 // Client authentication on hosted repositories: with Bearer tokens, pushing needs the `push` action on
 // the repository and deleting the `delete` action; a user whose tokens grant only `pull` can pull what
-// another pushed but neither push nor delete.
+// another pushed but neither push nor delete. A token for one repository reaches only that repository's
+// blobs, and a cross-repository mount also needs pull on the source.
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { startFacade } from '../../src/server/facade.ts';
+import { digestOf } from '../../src/oci/digest.ts';
+import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { raw } from '../helpers/hosted.ts';
 import { pushBusybox, skopeoCopy, skopeoRawManifest } from '../helpers/images.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
-import { startTokenServer } from '../helpers/token-server.ts';
+import { startTokenServer, type TokenServer } from '../helpers/token-server.ts';
+
+/** A facade with hosted repositories under `work` that takes the token server's Bearer tokens. */
+function startTokenFacade(work: string, tokens: TokenServer): Promise<FacadeApp> {
+  const token = {
+    realm: tokens.realm,
+    service: tokens.service,
+    issuer: tokens.issuer,
+    keys: tokens.certFile,
+  };
+  const config = {
+    listen: '127.0.0.1:0',
+    hosted: { root: join(work, 'root') },
+    cache: { dir: join(work, 'cache') },
+    auth: { token },
+  };
+  return startFacade(facadeConfigFrom(config, work), {
+    logger: pino({ level: 'silent' }),
+    registry: new Registry(),
+  });
+}
 
 test('hosted repositories: pushes and deletes need their actions in the token', async (t) => {
   const work = await tempDir('hosted-auth');
@@ -25,25 +47,7 @@ test('hosted repositories: pushes and deletes need their actions in the token', 
       user === 'alice' ? scope.actions : user === 'bob' ? scope.actions.filter((a) => a === 'pull') : [],
   });
   t.after(() => tokens.stop());
-  const app = await startFacade(
-    facadeConfigFrom(
-      {
-        listen: '127.0.0.1:0',
-        hosted: { root: join(work, 'root') },
-        cache: { dir: join(work, 'cache') },
-        auth: {
-          token: {
-            realm: tokens.realm,
-            service: tokens.service,
-            issuer: tokens.issuer,
-            keys: tokens.certFile,
-          },
-        },
-      },
-      work,
-    ),
-    { logger: pino({ level: 'silent' }), registry: new Registry() },
-  );
+  const app = await startTokenFacade(work, tokens);
   t.after(() => app.close());
   const host = new URL(app.url).host;
   const reg = await startRegistry({ t });
@@ -78,4 +82,50 @@ test('hosted repositories: pushes and deletes need their actions in the token', 
     headers: { authorization: `Bearer ${aliceToken}` },
   });
   assert.equal(ok.status, 202);
+});
+
+test('hosted repositories: a token for one repository reaches only its blobs; a mount needs pull on the source', async (t) => {
+  const work = await tempDir('hosted-auth-members');
+  t.after(() => removeTempDir(work));
+  const tokens = await startTokenServer({ users: {}, dir: work, service: 'strata-hosted-test' });
+  t.after(() => tokens.stop());
+  const app = await startTokenFacade(work, tokens);
+  t.after(() => app.close());
+  const bearer = (...scopes: string[]) => ({
+    authorization: `Bearer ${tokens.issue('alice', scopes).token}`,
+  });
+
+  const secret = Buffer.from('a layer pushed to team/b only');
+  const d = digestOf(secret);
+  const pushB = bearer('repository:team/b:pull,push');
+  const start = await raw(app.url, 'POST', '/v2/team/b/blobs/uploads/', { headers: pushB });
+  assert.equal(start.status, 202);
+  const location = start.headers.get('location') ?? '';
+  const put = await raw(app.url, 'PUT', `${location}${location.includes('?') ? '&' : '?'}digest=${d}`, {
+    headers: { ...pushB, 'content-type': 'application/octet-stream' },
+    body: secret,
+  });
+  assert.equal(put.status, 201);
+
+  // A token for team/a reads nothing of team/b through team/a.
+  const onlyA = bearer('repository:team/a:pull,push');
+  for (const method of ['GET', 'HEAD']) {
+    const via = await raw(app.url, method, `/v2/team/a/blobs/${d}`, { headers: onlyA });
+    assert.equal(via.status, 404, method);
+  }
+  assert.equal((await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA })).code, 'BLOB_UNKNOWN');
+  // Nor can it mount team/b's blob into team/a without pull on team/b.
+  const mountPath = `/v2/team/a/blobs/uploads/?mount=${d}&from=team/b`;
+  const refused = await raw(app.url, 'POST', mountPath, { headers: onlyA });
+  assert.equal(refused.status, 403);
+  assert.equal(refused.code, 'DENIED');
+  assert.equal((await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA })).status, 404);
+  // With pull on team/b the mount links the blob into team/a, which then serves it.
+  const mounted = await raw(app.url, 'POST', mountPath, {
+    headers: bearer('repository:team/a:pull,push', 'repository:team/b:pull'),
+  });
+  assert.equal(mounted.status, 201);
+  const got = await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA });
+  assert.equal(got.status, 200);
+  assert.deepEqual(got.body, secret);
 });

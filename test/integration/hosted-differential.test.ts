@@ -44,6 +44,9 @@ const manifestOf = (layers: { digest: string; size: number }[]) =>
 const manifest = manifestOf([{ digest: layerDigest, size: layer.length }]);
 const manifestDigest = digestOf(manifest);
 const unknownDigest = digestOf('nobody pushed this');
+// Pushed to diff/b only: every other repository must not see it.
+const onlyInB = Buffer.from('a blob pushed to diff/b alone');
+const onlyInBDigest = digestOf(onlyInB);
 const mt = { 'content-type': MediaType.ociManifest };
 
 const loc = (s: State, key: string) => {
@@ -218,6 +221,69 @@ const STEPS: Step[] = [
     method: 'POST',
     path: () => `/v2/diff/other/blobs/uploads/?mount=${unknownDigest}&from=diff/app`,
   },
+  {
+    name: 'mount without a source repository starts an upload',
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${layerDigest}`,
+  },
+  { name: 'manifest read as a blob', method: 'GET', path: () => `/v2/diff/app/blobs/${manifestDigest}` },
+  { name: 'start an upload to diff/b', method: 'POST', path: () => '/v2/diff/b/blobs/uploads/', keep: 'upB' },
+  {
+    name: 'finish it',
+    method: 'PUT',
+    path: (s) => `${withQuery(loc(s, 'upB'))}digest=${onlyInBDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: onlyInB,
+  },
+  { name: "diff/b's blob in diff/b", method: 'HEAD', path: () => `/v2/diff/b/blobs/${onlyInBDigest}` },
+  {
+    name: "diff/b's blob HEAD via diff/app",
+    method: 'HEAD',
+    path: () => `/v2/diff/app/blobs/${onlyInBDigest}`,
+  },
+  {
+    name: "diff/b's blob GET via diff/app",
+    method: 'GET',
+    path: () => `/v2/diff/app/blobs/${onlyInBDigest}`,
+  },
+  {
+    name: "manifest in diff/app naming diff/b's blob",
+    method: 'PUT',
+    path: () => '/v2/diff/app/manifests/borrowed',
+    headers: mt,
+    body: manifestOf([{ digest: onlyInBDigest, size: onlyInB.length }]),
+  },
+  {
+    name: "mount of diff/b's blob from a repository without it",
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${onlyInBDigest}&from=diff/app`,
+  },
+  {
+    name: "delete diff/b's blob via diff/app",
+    method: 'DELETE',
+    path: () => `/v2/diff/app/blobs/${onlyInBDigest}`,
+  },
+  {
+    name: "mount of diff/b's blob from diff/b",
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${onlyInBDigest}&from=diff/b`,
+  },
+  {
+    name: 'mount of the config from diff/app',
+    method: 'POST',
+    path: () => `/v2/diff/other/blobs/uploads/?mount=${configDigest}&from=diff/app`,
+  },
+  { name: 'mounted blob', method: 'GET', path: () => `/v2/diff/other/blobs/${onlyInBDigest}` },
+  {
+    name: 'manifest in diff/other naming the mounted blob',
+    method: 'PUT',
+    path: () => '/v2/diff/other/manifests/mounted',
+    headers: mt,
+    body: manifestOf([{ digest: onlyInBDigest, size: onlyInB.length }]),
+  },
+  { name: 'delete the blob in diff/b', method: 'DELETE', path: () => `/v2/diff/b/blobs/${onlyInBDigest}` },
+  { name: 'deleted in diff/b', method: 'HEAD', path: () => `/v2/diff/b/blobs/${onlyInBDigest}` },
+  { name: 'still in diff/other', method: 'HEAD', path: () => `/v2/diff/other/blobs/${onlyInBDigest}` },
   { name: 'bad name', method: 'GET', path: () => '/v2/diff/App/tags/list', strata: '400 NAME_INVALID' },
   {
     name: 'bad name, upload',

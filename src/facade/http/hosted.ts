@@ -3,9 +3,10 @@
 // are docker-registry's, as the differential test checks against a real one.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { RegistryError, type RegistryErrorCode } from '../../hosted/errors.ts';
-import { checkRepository, type HostedRegistry } from '../../hosted/registry.ts';
+import { checkRepository, type HostedRegistry, isRepository } from '../../hosted/registry.ts';
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
+import type { AuthNeed } from '../auth/client-auth.ts';
 import { accepts } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
 import type { FacadeHttpOptions, RequestLog } from './server.ts';
@@ -39,10 +40,25 @@ export function parseHostedRoute(pathname: string, prefix: string): HostedRoute 
   return { kind: 'referrers', repository, digest: m[6]! };
 }
 
-/** What the request asks of the repository, for authorization. */
-export function hostedAction(method: string): 'pull' | 'push' | 'delete' {
-  if (method === 'DELETE') return 'delete';
-  return method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
+/**
+ * What the request needs to be allowed: its action on the repository, and for a cross-repository mount
+ * also pull on the source repository (as distribution asks), since the mount reads that repository's blob.
+ */
+export function hostedNeeds(route: HostedRoute, method: string, url: string | undefined): AuthNeed[] {
+  const action = method === 'DELETE' ? 'delete' : method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
+  const needs: AuthNeed[] = [{ repository: route.repository, action }];
+  if (route.kind === 'uploads' && method === 'POST') {
+    const query = queryOf(url);
+    const from = query.get('from');
+    // An invalid source mounts nothing (the request becomes a plain upload), so it asks for nothing.
+    if (query.get('mount') !== null && from !== null && isRepository(from) && from !== route.repository)
+      needs.push({ repository: from, action: 'pull' });
+  }
+  return needs;
+}
+
+function queryOf(url: string | undefined): URLSearchParams {
+  return new URLSearchParams((url ?? '').split('?')[1] ?? '');
 }
 
 /** docker-registry's statuses for the spec's codes. */
@@ -93,7 +109,7 @@ interface Call {
 
 async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute): Promise<void> {
   const method = req.method ?? 'GET';
-  const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
+  const query = queryOf(req.url);
   const repo = route.repository;
   const h = o.hosted;
   const unsupported = (allow: string) => {
@@ -105,7 +121,7 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
       if (method !== 'POST') throw unsupported('POST');
       const mount = query.get('mount');
       if (mount !== null) {
-        const desc = h.mountBlob(repo, mount);
+        const desc = h.mountBlob(repo, mount, query.get('from') ?? undefined);
         if (desc) return created(res, blobLocation(repo, desc.digest), desc.digest);
       }
       const digest = query.get('digest');

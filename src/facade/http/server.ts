@@ -25,7 +25,7 @@ import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
 import type { FacadeService, ServedBlob } from '../service.ts';
 import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
 import type { Drain } from './drain.ts';
-import { hostedAction, parseHostedRoute, serveHosted } from './hosted.ts';
+import { hostedNeeds, parseHostedRoute, serveHosted } from './hosted.ts';
 import type { FacadeMetrics } from './metrics.ts';
 import { accepts, parseRange } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
@@ -119,8 +119,8 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         throw new OciHttpError(503, 'UNAVAILABLE', 'the registry is shutting down; try again');
       }
       if (o.auth) {
-        const need = { repository: hostedRoute.repository, action: hostedAction(method) };
-        await authorize(o.auth, req, res, need, log);
+        for (const need of hostedNeeds(hostedRoute, method, req.url))
+          await authorize(o.auth, req, res, need, log);
       }
       return await serveHosted({ ...o, hosted: o.hosted }, req, res, hostedRoute, abort.signal, log);
     }
