@@ -39,6 +39,8 @@ interface FacadeFlags {
   maxConnectionsPerClient?: string;
   htpasswd?: string;
   shutdownGrace?: string;
+  /** false with --no-prefetch. */
+  prefetch?: boolean;
   logLevel: string;
 }
 
@@ -66,6 +68,7 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
     c.connections.perClient = parseCount(flags.maxConnectionsPerClient, '--max-connections-per-client');
   if (flags.shutdownGrace !== undefined)
     c.shutdownGraceMs = parseSeconds(flags.shutdownGrace, '--shutdown-grace');
+  if (flags.prefetch === false) c.prefetch.enabled = false;
   if (flags.htpasswd) {
     c.auth = {
       basicRealm: 'strata facade',
@@ -111,6 +114,7 @@ export function registerFacade(program: Command): void {
       '--htpasswd <file>',
       'require Basic credentials from this htpasswd file (bcrypt; reloaded on change)',
     )
+    .option('--no-prefetch', 'do not prefetch the blobs of specs put in the spec store')
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action(async (flags: FacadeFlags) => {
       const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });

@@ -175,17 +175,51 @@ export class FacadeService {
       const descriptor = image.manifest.config;
       return this.served('config', bytesBlob(descriptor, image.configBytes), false);
     }
-    const query = { descriptor: layer.descriptor, layer, baseRef: composition.baseRef };
-    let hit: SourcedBlob | undefined;
-    for (const s of this.o.sources) {
-      hit = s.find(query);
-      if (hit) break;
-    }
-    if (!hit) throw internal(`blob ${digest} of ${key}: no source can serve a ${layer.origin.kind} layer`);
+    const hit = this.sourceOf(key, composition, layer);
     if ('redirect' in hit) {
       return { kind: 'redirect', descriptor: layer.descriptor, source: hit.source, url: hit.redirect };
     }
     return this.served(hit.source, hit.blob, hit.remote);
+  }
+
+  /**
+   * Composes a name now and lists the blobs of its image that come over the network (served through the
+   * disk cache), each as its source (fetches counted as upstream fetches): what a prefetch puts in the
+   * cache. Redirected, direct and static layers are left out, and the config, which is composed here.
+   */
+  async networkBlobs(name: FacadeName): Promise<{ manifestDigest: Digest; blobs: Blob[] }> {
+    const key = nameKey(name);
+    const composition = await this.compose(name);
+    const blobs = new Map<Digest, Blob>();
+    for (const layer of composition.image.layers) {
+      if (blobs.has(layer.descriptor.digest)) continue;
+      const hit = this.sourceOf(key, composition, layer);
+      if ('redirect' in hit || !hit.remote) continue;
+      blobs.set(layer.descriptor.digest, this.counted(hit.source, hit.blob));
+    }
+    return { manifestDigest: composition.image.manifestDigest, blobs: [...blobs.values()] };
+  }
+
+  private sourceOf(key: string, composition: Composition, layer: ComposedLayer): SourcedBlob {
+    const query = { descriptor: layer.descriptor, layer, baseRef: composition.baseRef };
+    for (const s of this.o.sources) {
+      const hit = s.find(query);
+      if (hit) return hit;
+    }
+    throw internal(
+      `blob ${layer.descriptor.digest} of ${key}: no source can serve a ${layer.origin.kind} layer`,
+    );
+  }
+
+  /** A network blob whose fetches are counted. */
+  private counted(source: string, blob: Blob): Blob {
+    return {
+      descriptor: blob.descriptor,
+      open: (o) => {
+        this.o.observer?.upstreamFetch?.(source);
+        return blob.open(o);
+      },
+    };
   }
 
   /** A blob as served: counted by source; one from the network goes through the disk cache. */
@@ -206,14 +240,9 @@ export class FacadeService {
         },
       };
     }
-    const counted: Blob = {
-      descriptor,
-      open: (o) => {
-        observer?.upstreamFetch?.(source);
-        return blob.open(o);
-      },
-    };
-    const cached = this.o.cache.wrap(counted, (outcome) => observer?.blobServed?.(source, outcome));
+    const cached = this.o.cache.wrap(this.counted(source, blob), (outcome) =>
+      observer?.blobServed?.(source, outcome),
+    );
     return { kind: 'blob', descriptor, source, blob: cached };
   }
 

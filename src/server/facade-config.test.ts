@@ -131,3 +131,23 @@ shutdownGraceSeconds: 5
     assert.throws(() => parseFacadeConfig(text, '/'), msg);
   }
 });
+
+test('prefetch: on by default, its bounds, and what is wrong', () => {
+  assert.deepEqual(parseFacadeConfig('{}', '/').prefetch, {
+    enabled: true,
+    concurrency: 4,
+    startupSpecs: 100,
+  });
+  assert.deepEqual(
+    parseFacadeConfig('prefetch: { enabled: false, concurrency: 2, startupSpecs: 0 }', '/').prefetch,
+    { enabled: false, concurrency: 2, startupSpecs: 0 },
+  );
+  for (const [text, msg] of [
+    ['prefetch: { enabled: "no" }', /prefetch.enabled: want true or false/],
+    ['prefetch: { concurrency: 0 }', /prefetch.concurrency: want a whole number of at least 1/],
+    ['prefetch: { startupSpecs: -1 }', /prefetch.startupSpecs: want a whole number/],
+    ['prefetch: { workers: 2 }', /prefetch.workers: unknown key/],
+  ] as const) {
+    assert.throws(() => parseFacadeConfig(text, '/'), msg);
+  }
+});

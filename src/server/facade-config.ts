@@ -65,6 +65,11 @@ export interface FacadeConfig {
   shutdownGraceMs: number;
   /** Client connection caps; unset ones are derived from the open-file limit at start. */
   connections: { max?: number; perClient?: number; headerTimeoutMs: number };
+  /**
+   * Prefetch of specs put in the own spec store (on by default; nothing to do without a store): blob fills
+   * at once, and how many of the specs already stored are prefetched at start (most recent first).
+   */
+  prefetch: { enabled: boolean; concurrency: number; startupSpecs: number };
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
@@ -125,6 +130,12 @@ export function parseCount(v: unknown, where: string): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
     fail(where, `want a whole number of at least 1, got ${JSON.stringify(v)}`);
   return n;
+}
+
+function wholeNumber(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0)
+    fail(where, `want a whole number, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 /** A positive number of seconds given as text (a flag), in milliseconds. */
@@ -197,6 +208,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       'connections',
       'shutdownGraceSeconds',
       'hosted',
+      'prefetch',
     ],
     '',
   );
@@ -347,6 +359,16 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     hosted = { root: path(ho.root, 'hosted.root') };
   }
 
+  const pf = d.prefetch === undefined || d.prefetch === null ? {} : obj(d.prefetch, 'prefetch');
+  checkKeys(pf, ['enabled', 'concurrency', 'startupSpecs'], 'prefetch');
+  if (pf.enabled !== undefined && typeof pf.enabled !== 'boolean')
+    fail('prefetch.enabled', 'want true or false');
+  const prefetch: FacadeConfig['prefetch'] = {
+    enabled: pf.enabled !== false,
+    concurrency: pf.concurrency === undefined ? 4 : parseCount(pf.concurrency, 'prefetch.concurrency'),
+    startupSpecs: pf.startupSpecs === undefined ? 100 : wholeNumber(pf.startupSpecs, 'prefetch.startupSpecs'),
+  };
+
   return {
     listen,
     prefix,
@@ -372,6 +394,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
     connections,
     shutdownGraceMs: positive(d.shutdownGraceSeconds, 'shutdownGraceSeconds', 25) * 1000,
+    prefetch,
   };
 }
 

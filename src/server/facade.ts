@@ -30,6 +30,7 @@ import {
   type RunningServer,
 } from '../facade/http/server.ts';
 import { type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
+import { Prefetcher, type PrefetchSummary } from '../facade/prefetch.ts';
 import { FixedFileSpecProvider } from '../facade/providers/fixed-file.ts';
 import {
   CachingSpecProvider,
@@ -212,6 +213,13 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       observer: metrics,
     });
 
+    if (store && config.prefetch.enabled) {
+      const prefetcher = startPrefetch(store, service, cache, metrics, config.prefetch, logger);
+      undo.push(() => prefetcher.close());
+      reloaders.push(() => prefetcher.rescan());
+      await prefetcher.start();
+    }
+
     let grpc: GrpcServer | undefined;
     let specProviderPort: number | undefined;
     if (store && config.specProviders.store?.listen) {
@@ -327,4 +335,42 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     await close();
     throw err;
   }
+}
+
+/** Prefetch of the specs put in the own store: wired to the service, the cache, metrics and logs. */
+function startPrefetch(
+  store: SpecStore,
+  service: FacadeService,
+  cache: BlobCache,
+  metrics: FacadeMetrics,
+  config: FacadeConfig['prefetch'],
+  logger: Logger,
+): Prefetcher {
+  const log = logger.child({ component: 'prefetch' });
+  const finished = (id: string, result: string, summary: PrefetchSummary) => {
+    metrics.prefetchesFinished.inc({ result });
+    for (const [outcome, n] of Object.entries(summary.outcomes)) metrics.prefetchBlobs.inc({ outcome }, n);
+    if (summary.failedBlobs > 0) metrics.prefetchBlobs.inc({ outcome: 'failed' }, summary.failedBlobs);
+    metrics.prefetchBytes.inc(summary.bytes);
+    return { id, manifest: summary.manifestDigest, ...summary };
+  };
+  return new Prefetcher({
+    store,
+    plan: (id) => service.networkBlobs({ provider: 'remote', id }),
+    fill: (blob, signal) => cache.prefetch(blob, signal),
+    concurrency: config.concurrency,
+    startupSpecs: config.startupSpecs,
+    events: {
+      started: (id) => {
+        metrics.prefetchesStarted.inc();
+        log.debug({ id }, 'prefetch started');
+      },
+      completed: (id, s) => log.info(finished(id, 'completed', s), 'prefetch complete'),
+      failed: (id, err, s) =>
+        log.warn({ ...finished(id, 'failed', s), err: messageOf(err) }, 'prefetch failed'),
+      cancelled: (id, s) => log.info(finished(id, 'cancelled', s), 'prefetch cancelled'),
+      skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
+      storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
+    },
+  });
 }

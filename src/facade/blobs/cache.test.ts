@@ -322,3 +322,75 @@ test('a blob file found at start that is not its digest is dropped before it is 
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('prefetch fills the cache without a reader; cancelling it abandons a fill only it holds', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(7, 1000);
+    const done = await cache.prefetch(
+      fill(desc, async () => Readable.from([bytes])),
+      new AbortController().signal,
+    );
+    assert.equal(done, 'miss');
+    assert.equal(cache.has(desc.digest), true);
+    assert.equal(
+      await cache
+        .prefetch(
+          fill(desc, async () => Readable.from([])),
+          AbortSignal.abort(),
+        )
+        .catch(() => 'aborted'),
+      'aborted',
+    );
+    assert.equal(
+      await cache.prefetch(
+        fill(desc, async () => Readable.from([])),
+        new AbortController().signal,
+      ),
+      'hit',
+    );
+
+    // Cancelled while its source holds back: the fill stops at once and nothing is cached.
+    const other = blob(8, 1000);
+    const source = new PassThrough();
+    let opened = false;
+    const controller = new AbortController();
+    const pending = cache.prefetch(
+      fill(other.desc, async () => {
+        opened = true;
+        return source;
+      }),
+      controller.signal,
+    );
+    await waitFor(() => opened, 10_000, { what: 'the fill to open its source' });
+    source.write(other.bytes.subarray(0, 10));
+    controller.abort(new Error('spec removed'));
+    await assert.rejects(pending, /spec removed/);
+    await waitFor(() => source.destroyed, 10_000, { what: 'the source to be let go' });
+    assert.equal(cache.has(other.desc.digest), false);
+  });
+});
+
+test('a cancelled prefetch leaves a fill a client reads to the client', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(9, 1000);
+    const source = new PassThrough();
+    let opened = false;
+    const controller = new AbortController();
+    const pending = cache.prefetch(
+      fill(desc, async () => {
+        opened = true;
+        return source;
+      }),
+      controller.signal,
+    );
+    await waitFor(() => opened, 10_000, { what: 'the fill to open its source' });
+    const client = await cache.read(desc, undefined, undefined);
+    assert.equal(client.outcome, 'joined');
+    const body = readAll(client.stream);
+    controller.abort(new Error('spec removed'));
+    await assert.rejects(pending, /spec removed/);
+    source.end(bytes);
+    assert.deepEqual(await body, bytes);
+    assert.equal(cache.has(desc.digest), true);
+  });
+});

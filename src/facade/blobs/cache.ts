@@ -72,6 +72,8 @@ interface Entry {
   ref: string;
   /** Settles once the fill's writer is open, so readers can follow it. */
   writing: Promise<void>;
+  /** Settles once the blob is complete (resolved) or its fill failed (rejected). */
+  done: Promise<void>;
   /** Bytes the fill has received. */
   received: number;
   readers: number;
@@ -139,6 +141,7 @@ export class BlobCache {
         state: 'complete',
         ref: '',
         writing: Promise.resolve(),
+        done: Promise.resolve(),
         received: f.size,
         readers: 0,
         lastUsed: ++cache.clock,
@@ -242,6 +245,39 @@ export class BlobCache {
   }
 
   /**
+   * Fills the cache with `source` in the background, no client reading: starts a fill, joins one in
+   * progress, checks a blob found at start, or finds it cached ('hit'). Resolves once the blob is cached
+   * ('bypass': not cached, the disk has no room). Aborting `signal` lets go of the fill, which is then
+   * abandoned at once, with the signal's reason, unless someone else (a client, another prefetch) reads it.
+   */
+  async prefetch(source: Blob, signal: AbortSignal): Promise<CacheOutcome> {
+    if (this.closed) throw failedPrecondition('blob cache is closed');
+    signal.throwIfAborted();
+    const desc = source.descriptor;
+    let entry = await this.usable(desc);
+    if (entry && !entry.verified && !(await this.check(entry))) entry = await this.usable(desc);
+    let outcome: CacheOutcome = 'joined';
+    if (!entry) {
+      if (!(await this.roomFor(desc))) return 'bypass';
+      entry = await this.usable(desc);
+      if (!entry) {
+        signal.throwIfAborted();
+        entry = this.startFill(source);
+        outcome = 'miss';
+      }
+    }
+    if (entry.state === 'complete') return 'hit';
+    this.acquire(entry);
+    const held = entry;
+    try {
+      await untilDone(held.done, signal);
+    } finally {
+      this.release(held, signal.aborted ? signal.reason : undefined);
+    }
+    return outcome;
+  }
+
+  /**
    * The entry to read `desc` from, if any. A file found at start whose size is not the descriptor's is
    * truncated or foreign: it is dropped and fetched again. Otherwise a size mismatch is the asker's.
    */
@@ -330,6 +366,11 @@ export class BlobCache {
       failed = reject;
     });
     writing.catch(() => {});
+    let finished!: (err?: Error) => void;
+    const done = new Promise<void>((resolve, reject) => {
+      finished = (err) => (err ? reject(err) : resolve());
+    });
+    done.catch(() => {});
     const partial = this.partials.get(digest);
     if (partial) {
       this.partials.delete(digest);
@@ -341,6 +382,7 @@ export class BlobCache {
       state: 'filling',
       ref: partial?.ref ?? `fill-${++this.fills}-${digest}`,
       writing,
+      done,
       received: 0,
       readers: 0,
       lastUsed: ++this.clock,
@@ -350,7 +392,10 @@ export class BlobCache {
     this.entries.set(digest, entry);
     this.total += entry.size;
     this.evict();
-    void this.fill(entry, source, opened, failed, partial?.closed);
+    void this.fill(entry, source, opened, failed, partial?.closed).then(
+      () => finished(entry.error),
+      (err: unknown) => finished(entry.error ?? (err as Error)),
+    );
     return entry;
   }
 
@@ -447,7 +492,7 @@ export class BlobCache {
         releaseWriter();
       }
       if (!keep) await this.store.abort(entry.ref).catch(() => {});
-      this.events.onFillError?.(digest, err);
+      this.events.onFillError?.(digest, signal.aborted ? entry.error : err);
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
@@ -476,10 +521,13 @@ export class BlobCache {
     entry.idleTimer = undefined;
   }
 
-  private release(entry: Entry): void {
+  /** `abandon`: the reader gave up (a cancelled prefetch), so a fill nobody else reads stops now. */
+  private release(entry: Entry, abandon?: unknown): void {
     entry.readers--;
     if (entry.readers > 0) return;
-    if (entry.state === 'filling') {
+    if (entry.state === 'filling' && abandon !== undefined) {
+      entry.abort.abort(abandon);
+    } else if (entry.state === 'filling') {
       entry.idleTimer = setTimeout(() => {
         if (entry.readers === 0 && entry.state === 'filling') {
           entry.abort.abort(aborted(`blob ${entry.digest}: nobody reads it any more`));
@@ -528,6 +576,16 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
         reject(err);
       },
     );
+  });
+}
+
+/** Waits for a fill to finish, or rejects with the signal's reason once it fires. */
+function untilDone(done: Promise<void>, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    if (signal.aborted) return onAbort();
+    signal.addEventListener('abort', onAbort, { once: true });
+    done.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
 

@@ -19,6 +19,10 @@ export class FacadeMetrics implements FacadeObserver {
   readonly reloads: Counter<'what' | 'result'>;
   readonly connectionsDropped: Counter<'reason'>;
   readonly connections: Gauge;
+  readonly prefetchesStarted: Counter;
+  readonly prefetchesFinished: Counter<'result'>;
+  readonly prefetchBlobs: Counter<'outcome'>;
+  readonly prefetchBytes: Counter;
   /** Set once the server listens: the number of open client connections. */
   openConnections: () => number = () => 0;
 
@@ -104,6 +108,28 @@ export class FacadeMetrics implements FacadeObserver {
       name: 'strata_facade_connections_dropped_total',
       help: 'Client connections closed by the guard (per-client cap, full, shed idle, header timeout)',
       labelNames: ['reason'],
+      registers,
+    });
+    this.prefetchesStarted = new Counter({
+      name: 'strata_facade_prefetches_started_total',
+      help: 'Prefetches of specs put in the own spec store that started',
+      registers,
+    });
+    this.prefetchesFinished = new Counter({
+      name: 'strata_facade_prefetches_finished_total',
+      help: 'Prefetches that ended, by result (completed, failed, cancelled: the spec was removed)',
+      labelNames: ['result'],
+      registers,
+    });
+    this.prefetchBlobs = new Counter({
+      name: 'strata_facade_prefetch_blobs_total',
+      help: 'Blobs prefetched, by outcome (miss: fetched, joined: a fill in flight, hit: cached, bypass: no room, failed)',
+      labelNames: ['outcome'],
+      registers,
+    });
+    this.prefetchBytes = new Counter({
+      name: 'strata_facade_prefetch_bytes_total',
+      help: 'Bytes fetched into the blob cache by prefetches',
       registers,
     });
     const open = () => this.openConnections();

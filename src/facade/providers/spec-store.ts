@@ -2,7 +2,8 @@
 // CLI can edit it while a facade or `strata spec serve` reads it. Ids follow the repository-name grammar
 // (what can appear in /v2/<prefix>remote/<id>/…), so every stored spec is reachable.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { type FSWatcher, watch } from 'node:fs';
+import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { invalidArgument, messageOf, notFound } from '../../errors.ts';
 import { isValidRepositoryPath, MAX_NAME_LENGTH } from '../../oci/reference.ts';
@@ -17,6 +18,13 @@ export function validateSpecId(id: string): void {
       `spec id ${JSON.stringify(id)}: want lowercase letters and digits, separated by '.', '_', '-' or '/' (at most ${MAX_NAME_LENGTH} characters)`,
     );
   }
+}
+
+/** A stored spec's version: changes with every put (a put writes a new file). */
+export interface StoredSpec {
+  id: string;
+  version: string;
+  mtimeMs: number;
 }
 
 export class SpecStore implements SpecProvider {
@@ -81,6 +89,51 @@ export class SpecStore implements SpecProvider {
         throw notFound(`spec ${JSON.stringify(id)}: not found`);
       throw err;
     }
+  }
+
+  /** The version of a stored spec, or undefined when there is none. */
+  async versionOf(id: string): Promise<string | undefined> {
+    return (await this.statOf(id))?.version;
+  }
+
+  private async statOf(id: string): Promise<StoredSpec | undefined> {
+    try {
+      const st = await stat(this.fileOf(id), { bigint: true });
+      return { id, version: `${st.ino}:${st.size}:${st.mtimeNs}`, mtimeMs: Number(st.mtimeMs) };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw err;
+    }
+  }
+
+  /** Every stored spec with its version, most recently put first. */
+  async stored(): Promise<StoredSpec[]> {
+    const out: StoredSpec[] = [];
+    for (const id of await this.list()) {
+      const s = await this.statOf(id).catch(() => undefined);
+      if (s) out.push(s);
+    }
+    return out.sort((a, b) => b.mtimeMs - a.mtimeMs);
+  }
+
+  /**
+   * Tells `onChange` the id of every spec put or removed from now on (fs.watch on the store, created if
+   * missing). A watcher can miss changes (some network file systems): stored() sees them all.
+   */
+  async watch(onChange: (id: string) => void): Promise<{ close(): void }> {
+    await mkdir(this.specsDir, { recursive: true });
+    const watcher: FSWatcher = watch(this.specsDir, { persistent: false }, (_event, name) => {
+      if (name === null || !name.endsWith('.json')) return;
+      const id = name.slice(0, -5).replaceAll('%2F', '/');
+      try {
+        validateSpecId(id);
+      } catch {
+        return;
+      }
+      onChange(id);
+    });
+    watcher.on('error', () => {});
+    return { close: () => watcher.close() };
   }
 
   async list(): Promise<string[]> {

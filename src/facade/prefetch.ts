@@ -1,0 +1,264 @@
+// Prefetch: when a spec reaches the own spec store, compose it and fill the disk blob cache with every blob
+// of its image that comes over the network, before any client asks, so the node's first pull is served
+// from the cache. Specs are noticed through the store's watcher, at start (the most recent ones, bounded)
+// and by rescan() (SIGHUP). One job per spec at a time (a spec put again while its job runs is prefetched
+// again once that job ends), blob fills bounded across all jobs, each joining a fill already in flight
+// (the cache's single-flight). Removing a spec cancels its job: fills only it holds are abandoned, fills a
+// client or another spec's job reads go on.
+import { aborted } from '../errors.ts';
+import type { Blob } from '../oci/blob.ts';
+import type { Digest } from '../oci/digest.ts';
+import type { CacheOutcome } from './blobs/cache.ts';
+import type { StoredSpec } from './providers/spec-store.ts';
+import { TtlLru } from './providers/ttl-lru.ts';
+
+/** What a prefetch needs of the spec store (SpecStore fits). */
+export interface PrefetchStore {
+  versionOf(id: string): Promise<string | undefined>;
+  stored(): Promise<StoredSpec[]>;
+  watch(onChange: (id: string) => void): Promise<{ close(): void }>;
+}
+
+export interface PrefetchSummary {
+  manifestDigest?: Digest;
+  blobs: number;
+  /** Blobs per outcome: miss (fetched by this prefetch), joined, hit (cached already), bypass (no room). */
+  outcomes: Partial<Record<CacheOutcome, number>>;
+  /** Bytes of the blobs this prefetch fetched (misses). */
+  bytes: number;
+  failedBlobs: number;
+  durationMs: number;
+}
+
+export interface PrefetchEvents {
+  started?(id: string): void;
+  completed?(id: string, summary: PrefetchSummary): void;
+  failed?(id: string, err: unknown, summary: PrefetchSummary): void;
+  cancelled?(id: string, summary: PrefetchSummary): void;
+  /** A spec that could not be queued (the queue is full); a later put or rescan tries again. */
+  skipped?(id: string): void;
+  /** The store could not be listed or watched. */
+  storeError?(err: unknown): void;
+}
+
+export interface PrefetcherOptions {
+  store: PrefetchStore;
+  /** Composes spec `id` and lists the network blobs of its image (FacadeService.networkBlobs). */
+  plan(id: string): Promise<{ manifestDigest: Digest; blobs: Blob[] }>;
+  /** Fills the cache with a blob (BlobCache.prefetch). */
+  fill(blob: Blob, signal: AbortSignal): Promise<CacheOutcome>;
+  /** Blob fills at once, over all specs (default 4). */
+  concurrency?: number;
+  /** Specs prefetched at start, most recently put first (default 100). */
+  startupSpecs?: number;
+  /** Specs waiting for their turn at most (default 1024). */
+  maxQueued?: number;
+  events?: PrefetchEvents;
+}
+
+interface Job {
+  id: string;
+  version: string;
+  controller: AbortController;
+  /** Set when the spec was put again while this job ran. */
+  again?: string;
+}
+
+export class Prefetcher {
+  private readonly o: PrefetcherOptions;
+  private readonly events: PrefetchEvents;
+  private readonly slots: Slots;
+  private readonly jobSlots: Slots;
+  /** The version of each spec last prefetched or being prefetched (bounded). */
+  private readonly known = new TtlLru<string, string>({
+    ttlMs: Number.POSITIVE_INFINITY,
+    maxEntries: 16_384,
+  });
+  private readonly jobs = new Map<string, Job>();
+  private readonly running = new Set<Promise<void>>();
+  private watcher: { close(): void } | undefined;
+  private closed = false;
+
+  constructor(options: PrefetcherOptions) {
+    this.o = options;
+    this.events = options.events ?? {};
+    const n = options.concurrency ?? 4;
+    this.slots = new Slots(n);
+    // Compositions are cheap next to fills; this keeps a burst of puts from composing all at once.
+    this.jobSlots = new Slots(n);
+  }
+
+  /** Specs being prefetched or waiting. */
+  get pending(): number {
+    return this.jobs.size;
+  }
+
+  /** Watches the store and prefetches the most recent specs already there (in the background). */
+  async start(): Promise<void> {
+    try {
+      this.watcher = await this.o.store.watch((id) => void this.changed(id));
+    } catch (err) {
+      this.events.storeError?.(err);
+    }
+    void this.scan(this.o.startupSpecs ?? 100);
+  }
+
+  /** Looks at every stored spec: new and changed ones are prefetched, removed ones cancelled (SIGHUP). */
+  async rescan(): Promise<void> {
+    await this.scan(Number.POSITIVE_INFINITY);
+  }
+
+  private async scan(limit: number): Promise<void> {
+    let stored: StoredSpec[];
+    try {
+      stored = await this.o.store.stored();
+    } catch (err) {
+      this.events.storeError?.(err);
+      return;
+    }
+    const present = new Set(stored.map((s) => s.id));
+    for (const id of [...this.jobs.keys()]) if (!present.has(id)) this.removed(id);
+    for (const s of stored.slice(0, limit)) this.put(s.id, s.version);
+  }
+
+  /** A watcher event: the spec was put or removed. */
+  private async changed(id: string): Promise<void> {
+    let version: string | undefined;
+    try {
+      version = await this.o.store.versionOf(id);
+    } catch (err) {
+      this.events.storeError?.(err);
+      return;
+    }
+    if (version === undefined) this.removed(id);
+    else this.put(id, version);
+  }
+
+  private put(id: string, version: string): void {
+    if (this.closed || this.known.get(id) === version) return;
+    const job = this.jobs.get(id);
+    if (job) {
+      // Once the running job ends; its blobs are likely this version's too.
+      job.again = version;
+      this.known.set(id, version);
+      return;
+    }
+    if (this.jobs.size >= (this.o.maxQueued ?? 1024)) {
+      this.events.skipped?.(id);
+      return;
+    }
+    this.known.set(id, version);
+    this.run({ id, version, controller: new AbortController() });
+  }
+
+  private removed(id: string): void {
+    this.known.delete(id);
+    const job = this.jobs.get(id);
+    if (!job) return;
+    job.again = undefined;
+    job.controller.abort(aborted(`prefetch of spec ${JSON.stringify(id)} cancelled: the spec was removed`));
+  }
+
+  private run(job: Job): void {
+    this.jobs.set(job.id, job);
+    const p = this.prefetch(job).finally(() => {
+      this.running.delete(p);
+      if (this.jobs.get(job.id) === job) this.jobs.delete(job.id);
+      if (job.again !== undefined && !this.closed) {
+        this.run({ id: job.id, version: job.again, controller: new AbortController() });
+      }
+    });
+    this.running.add(p);
+  }
+
+  private async prefetch(job: Job): Promise<void> {
+    const { id, controller } = job;
+    const signal = controller.signal;
+    const summary: PrefetchSummary = { blobs: 0, outcomes: {}, bytes: 0, failedBlobs: 0, durationMs: 0 };
+    let started = 0;
+    try {
+      await this.jobSlots.run(signal, async () => {
+        started = Date.now();
+        this.events.started?.(id);
+        const plan = await this.o.plan(id);
+        signal.throwIfAborted();
+        summary.manifestDigest = plan.manifestDigest;
+        summary.blobs = plan.blobs.length;
+        let firstError: unknown;
+        await Promise.all(
+          plan.blobs.map(async (blob) => {
+            try {
+              const outcome = await this.slots.run(signal, () => this.o.fill(blob, signal));
+              summary.outcomes[outcome] = (summary.outcomes[outcome] ?? 0) + 1;
+              if (outcome === 'miss') summary.bytes += blob.descriptor.size;
+            } catch (err) {
+              summary.failedBlobs++;
+              firstError ??= err;
+            }
+          }),
+        );
+        signal.throwIfAborted();
+        if (summary.failedBlobs > 0) throw firstError;
+      });
+      summary.durationMs = Date.now() - started;
+      this.events.completed?.(id, summary);
+    } catch (err) {
+      summary.durationMs = started === 0 ? 0 : Date.now() - started;
+      if (signal.aborted) {
+        // Cancelled before its turn came: never started, so nothing to report.
+        if (started !== 0) this.events.cancelled?.(id, summary);
+      } else {
+        // A failed prefetch is not retried until the spec is put again (a pull fetches what is missing).
+        this.events.failed?.(id, err, summary);
+      }
+    }
+  }
+
+  /** Cancels every job and waits for them to let go of their fills. */
+  async close(): Promise<void> {
+    this.closed = true;
+    this.watcher?.close();
+    for (const job of this.jobs.values()) {
+      job.again = undefined;
+      job.controller.abort(aborted('prefetch stopped: the facade is stopping'));
+    }
+    await Promise.allSettled([...this.running]);
+  }
+}
+
+/** At most `n` tasks at once; a task whose signal fires while it waits leaves the queue. */
+class Slots {
+  private free: number;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(n: number) {
+    this.free = n;
+  }
+
+  async run<T>(signal: AbortSignal, task: () => Promise<T>): Promise<T> {
+    signal.throwIfAborted();
+    if (this.free > 0) this.free--;
+    else {
+      await new Promise<void>((resolve, reject) => {
+        const go = () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          const i = this.waiting.indexOf(go);
+          if (i >= 0) this.waiting.splice(i, 1);
+          reject(signal.reason);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        this.waiting.push(go);
+      });
+    }
+    try {
+      return await task();
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.free++;
+    }
+  }
+}
