@@ -4,19 +4,16 @@
 // HTTP server plays the remote content-layer host (plain HTTP allowed for it by config), and can lie about
 // a layer's bytes or hold a layer back. A private containerd 1.6 pulls the composed image and runs it.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { pack as tarPack } from 'tar-stream';
 import { startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
+import { ContentHost, sha256, tarOf } from '../helpers/content-host.ts';
 import {
   type PushedImage,
   type PushedIndex,
@@ -50,31 +47,6 @@ interface ImageConfigJson {
   history?: { created_by?: string }[];
 }
 
-function sha256(b: Uint8Array): string {
-  return `sha256:${createHash('sha256').update(b).digest('hex')}`;
-}
-
-/** An uncompressed tar with `dir/` entries before the files (as real layers have them). */
-async function tarOf(files: Record<string, string>): Promise<Buffer> {
-  const p = tarPack();
-  const dirs = new Set<string>();
-  for (const [name, body] of Object.entries(files)) {
-    const parts = name.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const d = `${parts.slice(0, i).join('/')}/`;
-      if (!dirs.has(d)) {
-        dirs.add(d);
-        p.entry({ name: d, type: 'directory', mode: 0o755, mtime: new Date(0) });
-      }
-    }
-    p.entry({ name, mode: 0o644, mtime: new Date(0) }, body);
-  }
-  p.finalize();
-  const chunks: Buffer[] = [];
-  for await (const c of p) chunks.push(c as Buffer);
-  return Buffer.concat(chunks);
-}
-
 async function get(
   url: string,
   init: RequestInit = {},
@@ -97,62 +69,6 @@ function envMap(lines: string[]): Map<string, string> {
     if (i > 0) out.set(l.slice(0, i), l.slice(i + 1));
   }
   return out;
-}
-
-/** Plays a content-layer host: serves named bodies; `held` bodies wait for release() before the last byte. */
-class ContentHost {
-  readonly bodies = new Map<string, Buffer>();
-  readonly requests = new Map<string, number>();
-  private held = new Map<string, (() => void)[]>();
-  private holding = new Set<string>();
-  private server: Server | undefined;
-  port = 0;
-
-  async start(): Promise<void> {
-    this.server = createServer((req, res) => void this.answer(req, res));
-    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r));
-    this.port = (this.server.address() as AddressInfo).port;
-  }
-
-  url(path: string): string {
-    return `http://127.0.0.1:${this.port}${path}`;
-  }
-
-  hold(path: string): void {
-    this.holding.add(path);
-  }
-
-  release(path: string): void {
-    this.holding.delete(path);
-    for (const w of this.held.get(path) ?? []) w();
-    this.held.delete(path);
-  }
-
-  private async answer(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const path = req.url ?? '/';
-    this.requests.set(path, (this.requests.get(path) ?? 0) + 1);
-    const body = this.bodies.get(path);
-    if (!body) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-length': body.length, 'content-type': 'application/octet-stream' });
-    if (this.holding.has(path)) {
-      res.write(body.subarray(0, body.length - 1));
-      await new Promise<void>((r) => this.held.set(path, [...(this.held.get(path) ?? []), r]));
-      res.end(body.subarray(body.length - 1));
-      return;
-    }
-    res.end(body);
-  }
-
-  async stop(): Promise<void> {
-    for (const p of [...this.holding]) this.release(p);
-    const s = this.server;
-    if (!s) return;
-    s.closeAllConnections();
-    await new Promise<void>((r) => s.close(() => r()));
-  }
 }
 
 describe('registry facade with containerd, skopeo and strata facade as a process', () => {

@@ -1,0 +1,235 @@
+// Prefetch with the real clients: `strata facade` runs as a process with the own spec store; specs are put
+// and removed with `strata spec put|rm`. A spec put is composed and every blob it names from the network
+// (base, IDE, supervisor and IDE-layer image layers from a docker-registry, a remote content layer from the
+// test's host) lands in the facade's disk cache before anyone asks: with the registry and the host stopped,
+// containerd pulls the composite and runs it. Removing a spec cancels its prefetch (a fill only it holds is
+// abandoned, one a client reads goes on), and a prefetch that failed leaves nothing in the way of a pull.
+import assert from 'node:assert/strict';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
+import { ContentHost, sha256, tarOf } from '../helpers/content-host.ts';
+import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
+import { freePort } from '../helpers/ports.ts';
+import { runCommand, type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
+const OCI_LAYER_GZIP = 'application/vnd.oci.image.layer.v1.tar+gzip';
+
+/** A sample value from Prometheus text, by name and exact label set (`{a="b"}` or ''). */
+function sample(text: string, name: string, labels = ''): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+  return line === undefined ? 0 : Number(line.slice(line.lastIndexOf(' ') + 1));
+}
+
+describe('facade prefetch of specs put in the own store', () => {
+  let reg: TestRegistry;
+  let busybox: PushedImage;
+  let ide: PushedImage;
+  let supervisor: PushedImage;
+  let ideLayer: PushedImage;
+  let work: string;
+  let store: string;
+  let facade: ServerProcess;
+  let facadeUrl: string;
+  let facadeHost: string;
+  let logFile: string;
+  let ctrd: TestContainerd;
+  const content = new ContentHost();
+
+  /** A remote content layer of the spec, served by the host at `path` (set now unless `serve` is false). */
+  async function contentLayer(path: string, marker: string, serve = true) {
+    const tar = await tarOf({ [`workspace/${marker}`]: `${marker}\n` });
+    const gz = gzipSync(tar);
+    if (serve) content.bodies.set(path, gz);
+    return {
+      gz,
+      layer: {
+        remote: {
+          url: content.url(path),
+          digest: sha256(gz),
+          diffId: sha256(tar),
+          mediaType: OCI_LAYER_GZIP,
+          size: String(gz.length),
+        },
+      },
+    };
+  }
+
+  async function putSpec(id: string, spec: Record<string, unknown>): Promise<void> {
+    const file = join(work, `${id}.json`);
+    await writeFile(file, JSON.stringify(spec));
+    await runCommand(STRATA, ['spec', 'put', id, file, '--data-dir', store]);
+  }
+
+  async function metrics(): Promise<string> {
+    return (await fetch(`${facadeUrl}/metrics`)).text();
+  }
+
+  async function finished(result: string): Promise<number> {
+    return sample(await metrics(), 'strata_facade_prefetches_finished_total', `{result="${result}"}`);
+  }
+
+  async function logLines(): Promise<Record<string, unknown>[]> {
+    return (await readFile(logFile, 'utf8'))
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  before(async () => {
+    work = await tempDir('facade-prefetch');
+    store = join(work, 'store');
+    reg = await startRegistry();
+    busybox = await pushBusybox(reg, 'base/busybox');
+    ide = await pushFilesImage(reg, 'ide/code', { layers: [{ 'ide/bin/ide-marker': 'ide marker\n' }] });
+    supervisor = await pushFilesImage(reg, 'ide/supervisor', {
+      layers: [{ '.supervisor/marker': 'supervisor marker\n' }],
+      format: 'docker',
+    });
+    ideLayer = await pushFilesImage(reg, 'ide/layer', {
+      layers: [{ 'ide-layer/marker': 'ide layer marker\n' }],
+    });
+    await content.start();
+    const port = await freePort();
+    facadeHost = `127.0.0.1:${port}`;
+    facadeUrl = `http://${facadeHost}`;
+    const config = join(work, 'facade.yaml');
+    await writeFile(
+      config,
+      JSON.stringify({
+        listen: facadeHost,
+        specProviders: { store: { dir: store } },
+        cache: { dir: join(work, 'cache') },
+        plainHttpHosts: [reg.host, content.host],
+        // The pull after the upstream stopped composes the spec again from the tags resolved by the
+        // prefetch: they must still be trusted then, however slow this machine is.
+        tagTtlSeconds: 3600,
+        // Only a cancellation cuts a held-back fill within the test.
+        upstreamStallTimeoutSeconds: 600,
+        prefetch: { concurrency: 2 },
+      }),
+    );
+    logFile = join(work, 'facade.log');
+    facade = await spawnServer(STRATA, ['facade', '--config', config], {
+      name: 'strata facade',
+      logFile,
+      readyCheck: async () => (await fetch(`${facadeUrl}/readyz`)).status === 200,
+    });
+    ctrd = await startContainerd();
+  });
+
+  after(async () => {
+    await ctrd?.stop();
+    await facade?.stop();
+    await content.stop();
+    await reg?.stop();
+    if (work) await removeTempDir(work);
+  });
+
+  test('removing a spec cancels its prefetch: a fill only it holds stops, one a client reads goes on', async () => {
+    const alone = await contentLayer('/alone.tar.gz', 'alone');
+    content.hold('/alone.tar.gz');
+    await putSpec('alone', { baseRef: busybox.ref, contentLayer: [alone.layer] });
+    await waitFor(() => content.requests.get('/alone.tar.gz') === 1, 60_000, {
+      what: 'the prefetch to ask the host for the held layer',
+    });
+    await runCommand(STRATA, ['spec', 'rm', 'alone', '--data-dir', store]);
+    await waitFor(async () => (await finished('cancelled')) === 1, 60_000, { what: 'a cancelled prefetch' });
+    // The fill was abandoned at once (the stall bound is ten minutes), with the cancellation as reason.
+    await waitFor(() => content.cut.get('/alone.tar.gz') === 1, 60_000, { what: 'the fill to let go' });
+    const lines = await logLines();
+    const fillError = lines.find(
+      (l) => l.msg === 'blob fill failed' && l.digest === sha256(alone.gz) && typeof l.err === 'string',
+    );
+    assert.match(String(fillError?.err), /prefetch of spec "alone" cancelled: the spec was removed/);
+    const cancelled = lines.find((l) => l.msg === 'prefetch cancelled');
+    assert.equal(cancelled?.id, 'alone');
+    content.release('/alone.tar.gz');
+
+    // A client reads the layer while the prefetch fills it: removing the spec does not cut the client.
+    const shared = await contentLayer('/shared.tar.gz', 'shared');
+    content.hold('/shared.tar.gz');
+    await putSpec('shared', { baseRef: busybox.ref, contentLayer: [shared.layer] });
+    await waitFor(() => content.requests.get('/shared.tar.gz') === 1, 60_000, {
+      what: 'the prefetch to ask the host for the held layer',
+    });
+    const joinedBefore = sample(await metrics(), 'strata_facade_joined_fetches_total');
+    const read = fetch(`${facadeUrl}/v2/remote/shared/blobs/${sha256(shared.gz)}`);
+    await waitFor(
+      async () => sample(await metrics(), 'strata_facade_joined_fetches_total') === joinedBefore + 1,
+      60_000,
+      { what: 'the client to join the prefetch’s fill' },
+    );
+    await runCommand(STRATA, ['spec', 'rm', 'shared', '--data-dir', store]);
+    await waitFor(async () => (await finished('cancelled')) === 2, 60_000, { what: 'the second cancel' });
+    content.release('/shared.tar.gz');
+    const res = await read;
+    assert.equal(res.status, 200);
+    const body = Buffer.from(await res.arrayBuffer());
+    assert.equal(sha256(body), sha256(shared.gz), 'the client got the whole layer');
+    assert.equal(content.requests.get('/shared.tar.gz'), 1, 'from the one fill');
+    assert.equal(content.cut.get('/shared.tar.gz') ?? 0, 0);
+  });
+
+  test('a failed prefetch does not get in the way of a later pull', async () => {
+    // The host does not have the layer yet: the prefetch fails.
+    const late = await contentLayer('/late.tar.gz', 'late-marker', false);
+    await putSpec('late', { baseRef: busybox.ref, contentLayer: [late.layer] });
+    await waitFor(async () => (await finished('failed')) === 1, 60_000, { what: 'a failed prefetch' });
+    const failedLine = (await logLines()).find((l) => l.msg === 'prefetch failed');
+    assert.equal(failedLine?.id, 'late');
+    assert.equal(failedLine?.failedBlobs, 1);
+
+    content.bodies.set('/late.tar.gz', late.gz);
+    const ref = `${facadeHost}/remote/late:latest`;
+    await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
+    const out = await ctrd.ctr(['run', '--rm', ref, 'late', 'cat', '/workspace/late-marker']);
+    assert.equal(out, 'late-marker\n');
+  });
+
+  test('prefetched: with the registry and the content-layer host stopped, containerd pulls and runs the composite', async () => {
+    const remote = await contentLayer('/remote.tar.gz', 'remote-marker');
+    const directTar = await tarOf({ 'workspace/direct-marker': 'direct marker\n' });
+    const completedBefore = await finished('completed');
+    await putSpec('ws1', {
+      baseRef: busybox.ref,
+      ideRef: ide.ref,
+      supervisorRef: supervisor.ref,
+      ideLayerRef: [ideLayer.ref],
+      contentLayer: [remote.layer, { direct: { content: directTar.toString('base64') } }],
+    });
+    await waitFor(async () => (await finished('completed')) === completedBefore + 1, 120_000, {
+      what: 'the prefetch of ws1 to complete',
+    });
+    const done = (await logLines()).find((l) => l.msg === 'prefetch complete' && l.id === 'ws1');
+    // busybox, IDE, supervisor, IDE layer and the remote content layer; the direct one is in the spec.
+    assert.equal(done?.blobs, 5, JSON.stringify(done));
+    const text = await metrics();
+    assert.ok(sample(text, 'strata_facade_prefetch_bytes_total') >= remote.gz.length);
+    assert.equal(sample(text, 'strata_facade_prefetches_started_total'), 4);
+
+    await reg.stop();
+    await content.stop();
+    const ref = `${facadeHost}/remote/ws1:latest`;
+    await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
+    const out = await ctrd.ctr([
+      'run',
+      '--rm',
+      ref,
+      'ws1',
+      'cat',
+      '/ide/bin/ide-marker',
+      '/.supervisor/marker',
+      '/ide-layer/marker',
+      '/workspace/remote-marker',
+      '/workspace/direct-marker',
+    ]);
+    assert.equal(out, 'ide marker\nsupervisor marker\nide layer marker\nremote-marker\ndirect marker\n');
+    assert.equal(content.requests.get('/remote.tar.gz'), 1, 'fetched once, by the prefetch');
+  });
+});
