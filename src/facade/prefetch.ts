@@ -6,6 +6,7 @@
 // (the cache's single-flight). Removing a spec cancels its job: fills only it holds are abandoned, fills a
 // client or another spec's job reads go on.
 import { aborted } from '../errors.ts';
+import { Limiter } from '../limiter.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { CacheOutcome } from './blobs/cache.ts';
@@ -67,8 +68,8 @@ interface Job {
 export class Prefetcher {
   private readonly o: PrefetcherOptions;
   private readonly events: PrefetchEvents;
-  private readonly slots: Slots;
-  private readonly jobSlots: Slots;
+  private readonly slots: Limiter;
+  private readonly jobSlots: Limiter;
   /** The version of each spec last prefetched or being prefetched (bounded). */
   private readonly known = new TtlLru<string, string>({
     ttlMs: Number.POSITIVE_INFINITY,
@@ -83,9 +84,9 @@ export class Prefetcher {
     this.o = options;
     this.events = options.events ?? {};
     const n = options.concurrency ?? 4;
-    this.slots = new Slots(n);
+    this.slots = new Limiter(n);
     // Compositions are cheap next to fills; this keeps a burst of puts from composing all at once.
-    this.jobSlots = new Slots(n);
+    this.jobSlots = new Limiter(n);
   }
 
   /** Specs being prefetched or waiting. */
@@ -177,7 +178,7 @@ export class Prefetcher {
     const summary: PrefetchSummary = { blobs: 0, outcomes: {}, bytes: 0, failedBlobs: 0, durationMs: 0 };
     let started = 0;
     try {
-      await this.jobSlots.run(signal, async () => {
+      await this.jobSlots.run(async () => {
         started = Date.now();
         this.events.started?.(id);
         const plan = await this.o.plan(id);
@@ -188,7 +189,7 @@ export class Prefetcher {
         await Promise.all(
           plan.blobs.map(async (blob) => {
             try {
-              const outcome = await this.slots.run(signal, () => this.o.fill(blob, signal));
+              const outcome = await this.slots.run(() => this.o.fill(blob, signal), signal);
               summary.outcomes[outcome] = (summary.outcomes[outcome] ?? 0) + 1;
               if (outcome === 'miss') summary.bytes += blob.descriptor.size;
             } catch (err) {
@@ -199,7 +200,7 @@ export class Prefetcher {
         );
         signal.throwIfAborted();
         if (summary.failedBlobs > 0) throw firstError;
-      });
+      }, signal);
       summary.durationMs = Date.now() - started;
       this.events.completed?.(id, summary);
     } catch (err) {
@@ -223,42 +224,5 @@ export class Prefetcher {
       job.controller.abort(aborted('prefetch stopped: the facade is stopping'));
     }
     await Promise.allSettled([...this.running]);
-  }
-}
-
-/** At most `n` tasks at once; a task whose signal fires while it waits leaves the queue. */
-class Slots {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(n: number) {
-    this.free = n;
-  }
-
-  async run<T>(signal: AbortSignal, task: () => Promise<T>): Promise<T> {
-    signal.throwIfAborted();
-    if (this.free > 0) this.free--;
-    else {
-      await new Promise<void>((resolve, reject) => {
-        const go = () => {
-          signal.removeEventListener('abort', onAbort);
-          resolve();
-        };
-        const onAbort = () => {
-          const i = this.waiting.indexOf(go);
-          if (i >= 0) this.waiting.splice(i, 1);
-          reject(signal.reason);
-        };
-        signal.addEventListener('abort', onAbort, { once: true });
-        this.waiting.push(go);
-      });
-    }
-    try {
-      return await task();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free++;
-    }
   }
 }

@@ -135,6 +135,8 @@ describe('registry facade', () => {
         specProviders: { fixedFile, store: { dir: storeDir } },
         cache: { dir: join(work, 'cache'), maxBytes: '1GiB' },
         plainHttpHosts: [`127.0.0.1:${lyingPort}`],
+        // The blob tests below start uncached (prefetch has a test of its own).
+        prefetch: { enabled: false },
       },
       work,
     );

@@ -20,6 +20,7 @@ import {
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
+import { Limiter } from '../../limiter.ts';
 import { copyTreeXattrs, type XattrDumper } from '../xattr.ts';
 
 const run = promisify(execFile);
@@ -47,28 +48,6 @@ export interface CopyTreeResult {
 }
 
 const seconds = (ns: bigint): number => Number(ns) / 1e9;
-
-/** At most `size` tasks at a time, first come first served. */
-class Limiter {
-  private free: number;
-  private readonly waiting: (() => void)[] = [];
-
-  constructor(size: number) {
-    this.free = size;
-  }
-
-  async run<T>(task: () => Promise<T>): Promise<T> {
-    if (this.free > 0) this.free--;
-    else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    try {
-      return await task();
-    } finally {
-      const next = this.waiting.shift();
-      if (next) next();
-      else this.free++;
-    }
-  }
-}
 
 class TreeCopier {
   readonly chown: boolean;
