@@ -1,6 +1,12 @@
 // `strata pull REF`: containerd's client-side pull through the daemon's gRPC API, with live progress.
 import type { Command } from 'commander';
-import { DEFAULT_PULL_CONCURRENCY, imageName, pullImage, resolveSnapshotter } from '../client/pull/pull.ts';
+import {
+  DEFAULT_PULL_CONCURRENCY,
+  imageName,
+  type PullImageResult,
+  pullImage,
+  resolveSnapshotter,
+} from '../client/pull/pull.ts';
 import { invalidArgument } from '../errors.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
@@ -25,6 +31,17 @@ function positiveInt(value: string, flag: string): number {
   if (!Number.isSafeInteger(n) || n < 1 || n > 64)
     throw invalidArgument(`${flag} must be 1..64, got ${value}`);
   return n;
+}
+
+/**
+ * What the fetch did. When the daemon's content store had every blob (the registry is `strata up`'s own,
+ * or another namespace pulled the image), that is said outright: nothing crossed the network.
+ */
+export function fetchSummary(r: Pick<PullImageResult, 'fetched' | 'present' | 'linked' | 'bytes'>): string {
+  if (r.fetched === 0 && r.linked > 0)
+    return `all ${r.present + r.linked} blobs already in the content store, 0 B transferred (${r.linked} linked, ${r.present} present)`;
+  const linked = r.linked > 0 ? `, ${r.linked} linked from the content store` : '';
+  return `${r.fetched} blobs fetched (${formatBytes(r.bytes)}), ${r.present} present${linked}`;
 }
 
 export function registerPull(program: Command): void {
@@ -88,8 +105,7 @@ export function registerPull(program: Command): void {
         progress?.finish();
         const ms = performance.now() - started;
         process.stdout.write(
-          `pulled ${result.name} ${result.descriptor.digest} in ${formatDuration(ms)}: ` +
-            `${result.fetched} blobs fetched (${formatBytes(result.bytes)}), ${result.present} present, ` +
+          `pulled ${result.name} ${result.descriptor.digest} in ${formatDuration(ms)}: ${fetchSummary(result)}, ` +
             `${result.layersApplied} layers unpacked, ${result.layersPresent} already unpacked\n`,
         );
       } finally {

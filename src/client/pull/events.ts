@@ -11,7 +11,7 @@ export type PullEvent =
   | { type: 'fetch-start'; kind: BlobKind; descriptor: Descriptor; offset: number }
   | { type: 'fetch-progress'; descriptor: Descriptor; bytes: number }
   | { type: 'fetch-done'; kind: BlobKind; descriptor: Descriptor; ms: number; bytes: number }
-  /** The namespace had the blob: nothing fetched. */
+  /** The namespace had the blob, or the daemon's content store did (then linked in): nothing fetched. */
   | { type: 'exists'; kind: BlobKind; descriptor: Descriptor }
   | { type: 'unpack-start'; layer: Descriptor; chainId: Digest }
   | { type: 'unpack-done'; layer: Descriptor; chainId: Digest; applied: boolean; ms: number }

@@ -35,7 +35,13 @@ export interface FetchOptions {
 
 export interface FetchStats {
   fetched: number;
+  /** Blobs the namespace had already. */
   present: number;
+  /**
+   * Blobs the namespace lacked but the daemon's content store had (another namespace's, e.g. pushed to
+   * the hosted registry of `strata up`, or an ingest finished before): linked in, no byte transferred.
+   */
+  linked: number;
   /** Bytes written to the daemon now. */
   bytes: number;
 }
@@ -68,7 +74,7 @@ export async function fetchImage(
 
 /** The fetch-if-missing handler of one pull, with what it learns for the handlers after it. */
 class Fetcher {
-  readonly stats: FetchStats = { fetched: 0, present: 0, bytes: 0 };
+  readonly stats: FetchStats = { fetched: 0, present: 0, linked: 0, bytes: 0 };
   readonly documents: Documents = { bytes: new Map(), labels: new Map() };
   /** Digests of the image configs seen so far (their media types need not say so). */
   readonly configs = new Set<string>();
@@ -120,6 +126,12 @@ class Fetcher {
     return { ...have, ...update };
   }
 
+  /** A blob the daemon's store had, now committed into the namespace without a byte from the registry. */
+  private linked(desc: Descriptor, kind: BlobKind): void {
+    this.stats.linked++;
+    this.emit({ type: 'exists', kind, descriptor: desc });
+  }
+
   private fetched(desc: Descriptor, kind: BlobKind, started: number, bytes: number): void {
     this.stats.fetched++;
     this.stats.bytes += bytes;
@@ -134,16 +146,11 @@ class Fetcher {
     const labels = this.sourceLabel({});
     const started = performance.now();
     let wrote = 0;
+    let transferred = false;
     // A resumed ingest whose bytes turn out wrong (commit refuses the digest) is restarted once from 0.
     for (let attempt = 1; ; attempt++) {
-      const writer = await api.openWriter(ingestRefKey(desc, kind), { digest: desc.digest, size: desc.size });
-      if (!writer) {
-        // Written meanwhile by someone else: nothing to fetch, but it still gets our label.
-        await api.updateContentLabels(desc.digest, labels);
-        this.stats.present++;
-        this.emit({ type: 'exists', kind, descriptor: desc });
-        return labels;
-      }
+      const writer = await this.openWriter(desc, kind, labels);
+      if (!writer) return labels;
       const resumed = writer.offset > 0;
       try {
         let offset = writer.offset;
@@ -151,8 +158,9 @@ class Fetcher {
           await writer.truncate();
           offset = 0;
         }
-        this.emit({ type: 'fetch-start', kind, descriptor: desc, offset });
         if (offset < desc.size) {
+          transferred = true;
+          this.emit({ type: 'fetch-start', kind, descriptor: desc, offset });
           const endFetch = tracePhase(`fetch ${kind} ${desc.digest.slice(7, 19)}`);
           const repo = { domain: this.ref.domain, path: this.ref.path };
           const body = await this.registry.fetchBlob(repo, desc, {
@@ -178,7 +186,10 @@ class Fetcher {
         throw err;
       }
     }
-    this.fetched(desc, kind, started, wrote);
+    // The daemon had every byte (its store shares a blob another namespace holds, or an earlier attempt
+    // finished the ingest): the commit above linked it, verified.
+    if (transferred) this.fetched(desc, kind, started, wrote);
+    else this.linked(desc, kind);
     return labels;
   }
 
@@ -190,32 +201,62 @@ class Fetcher {
   ): Promise<{ bytes: Buffer; labels: Labels }> {
     const { api } = this;
     const info = await api.contentInfo(desc.digest);
-    if (info) {
-      const bytes = await api.readContent(desc.digest, MAX_MANIFEST_BYTES);
-      const got = digestOf(bytes);
-      if (got !== desc.digest) throw dataLoss(`daemon content ${desc.digest} reads back as ${got}`);
-      return { bytes, labels: await this.present(desc, kind, info.labels) };
-    }
+    if (info)
+      return { bytes: await this.readStored(desc), labels: await this.present(desc, kind, info.labels) };
     const started = performance.now();
-    this.emit({ type: 'fetch-start', kind, descriptor: desc, offset: 0 });
-    const { bytes } = await this.registry.fetchManifest(this.ref, { descriptor: desc, signal });
     const labels = this.sourceLabel({});
-    const writer = await api.openWriter(ingestRefKey(desc, kind), { digest: desc.digest, size: desc.size });
-    if (writer) {
+    // A finished ingest whose bytes turn out wrong (commit refuses the digest) is fetched afresh once.
+    for (let attempt = 1; ; attempt++) {
+      const writer = await this.openWriter(desc, kind, labels);
+      if (!writer) return { bytes: await this.readStored(desc), labels };
       try {
+        if (writer.offset === desc.size && attempt === 1) {
+          // The daemon's store has it (shared from another namespace): link it, read it back from there.
+          await writer.commit(labels);
+          this.linked(desc, kind);
+          return { bytes: await this.readStored(desc), labels };
+        }
+        this.emit({ type: 'fetch-start', kind, descriptor: desc, offset: 0 });
+        const { bytes } = await this.registry.fetchManifest(this.ref, { descriptor: desc, signal });
         if (writer.offset > 0) await writer.truncate();
         await writer.write(bytes);
         await writer.commit(labels);
+        this.fetched(desc, kind, started, bytes.length);
+        return { bytes, labels };
       } catch (err) {
         writer.close();
+        if (attempt === 1 && isFailedPrecondition(err)) continue;
         throw err;
       }
-    } else {
-      // Written meanwhile by someone else: it still needs our label.
-      await api.updateContentLabels(desc.digest, labels);
     }
-    this.fetched(desc, kind, started, bytes.length);
-    return { bytes, labels };
+  }
+
+  /**
+   * The ingest for `desc`; undefined when the namespace got the blob meanwhile (written by someone else:
+   * nothing to fetch, but it still gets our labels).
+   */
+  private async openWriter(
+    desc: Descriptor,
+    kind: BlobKind,
+    labels: Labels,
+  ): Promise<IngestWriter | undefined> {
+    const writer = await this.api.openWriter(ingestRefKey(desc, kind), {
+      digest: desc.digest,
+      size: desc.size,
+    });
+    if (writer) return writer;
+    await this.api.updateContentLabels(desc.digest, labels);
+    this.stats.present++;
+    this.emit({ type: 'exists', kind, descriptor: desc });
+    return undefined;
+  }
+
+  /** A manifest or index the namespace holds, read from the daemon and checked against its digest. */
+  private async readStored(desc: Descriptor): Promise<Buffer> {
+    const bytes = await this.api.readContent(desc.digest, MAX_MANIFEST_BYTES);
+    const got = digestOf(bytes);
+    if (got !== desc.digest) throw dataLoss(`daemon content ${desc.digest} reads back as ${got}`);
+    return bytes;
   }
 }
 

@@ -77,6 +77,8 @@ export interface PullImageResult {
   chainIds: Digest[];
   fetched: number;
   present: number;
+  /** Blobs the namespace lacked but the daemon's content store had: linked in, no byte transferred. */
+  linked: number;
   bytes: number;
   layersApplied: number;
   layersPresent: number;
@@ -175,6 +177,7 @@ export async function pullImage(
       chainIds: unpacked.map((u) => u.chainId),
       fetched: stats.fetched,
       present: stats.present,
+      linked: stats.linked,
       bytes: stats.bytes,
       layersApplied: unpacked.reduce((n, u) => n + u.applied, 0),
       layersPresent: unpacked.reduce((n, u) => n + u.present, 0),
