@@ -8,16 +8,17 @@
 // The facade runs as `bin/strata facade` with --log-level warn (docker-registry's access log is off too).
 //
 //   node bench/facade.ts        (LAYER_MIB=256 ROUNDS=5 PULL_ROUNDS=5 WRK_SECONDS=5 CONCURRENT=50)
-import { readFile, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startContainerd } from '../test/helpers/containerd.ts';
 import { pushBusybox, pushFilesImage, skopeoCopy } from '../test/helpers/images.ts';
-import { freePort } from '../test/helpers/ports.ts';
-import { runCommand, spawnServer } from '../test/helpers/process.ts';
+import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, tempDir } from '../test/helpers/tmp.ts';
+import { startFacadeProcess } from './facade-server.ts';
 import { startNginx } from './nginx.ts';
+import { mib, statusField } from './proc.ts';
 import { intArg, median, printTable, timed } from './stats.ts';
 
 const LAYER_MIB = intArg('LAYER_MIB', 256);
@@ -25,7 +26,6 @@ const ROUNDS = intArg('ROUNDS', 5);
 const PULL_ROUNDS = intArg('PULL_ROUNDS', 5);
 const WRK_SECONDS = intArg('WRK_SECONDS', 5);
 const CONCURRENT = intArg('CONCURRENT', 50);
-const STRATA = new URL('../bin/strata', import.meta.url).pathname;
 const OCI_MANIFEST = 'application/vnd.oci.image.manifest.v1+json';
 
 /** Downloads `url` with curl into /dev/null; returns MiB/s, after checking status and size. */
@@ -57,15 +57,6 @@ async function wrkRate(url: string): Promise<number> {
   return Number(m[1]);
 }
 
-async function statusField(pid: number, field: string): Promise<number> {
-  const text = await readFile(`/proc/${pid}/status`, 'utf8');
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(text);
-  if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
-  return Number(m[1]) * 1024;
-}
-
-const mib = (n: number) => (n / 2 ** 20).toFixed(1);
-
 const cleanup = new Cleanup();
 try {
   const reg = await startRegistry();
@@ -83,28 +74,13 @@ try {
 
   const fixedFile = join(work, 'fixed.yaml');
   await writeFile(fixedFile, `bench: { baseRef: "${busybox.ref}", ideRef: "${ide.ref}" }\n`);
-  const port = await freePort();
-  const facadeHost = `127.0.0.1:${port}`;
-  const facadeUrl = `http://${facadeHost}`;
-  const cacheDir = join(work, 'cache');
-  const configFile = join(work, 'facade.yaml');
-  await writeFile(
-    configFile,
-    [
-      `listen: "${facadeHost}"`,
-      `specProviders: { fixedFile: "${fixedFile}" }`,
-      `cache: { dir: "${cacheDir}", maxBytes: 4GiB }`,
-      `plainHttpHosts: ["${reg.host}"]`,
-      '',
-    ].join('\n'),
-  );
-  const facade = await spawnServer(STRATA, ['facade', '--config', configFile, '--log-level', 'warn'], {
-    name: 'strata facade',
-    logFile: join(work, 'facade.log'),
-    readyCheck: async () => (await fetch(`${facadeUrl}/readyz`)).status === 200,
+  const facade = await startFacadeProcess({
+    dir: join(work, 'facade'),
+    specProviders: `{ fixedFile: "${fixedFile}" }`,
+    plainHttpHosts: [reg.host],
   });
   cleanup.add(() => facade.stop());
-  const facadePid = facade.proc.pid!;
+  const { host: facadeHost, url: facadeUrl, cacheDir, pid: facadePid } = facade;
   const rssLog: [string, number][] = [];
   const noteRss = async (phase: string) => rssLog.push([phase, await statusField(facadePid, 'VmRSS')]);
   await noteRss('idle');

@@ -38,6 +38,8 @@ export interface TestRegistry {
   dir: string;
   /** The registry's stdout/stderr. */
   logFile: string;
+  /** The registry process's id (a new one after restart). */
+  readonly pid: number;
   /** Stops the registry (and token server) and removes its temp dirs. Idempotent. */
   stop(): Promise<void>;
   /** Kills the registry process at once (SIGKILL), as a crash would; its storage stays. */
@@ -157,6 +159,9 @@ async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry
         creds,
         dir,
         logFile,
+        get pid() {
+          return server.proc.pid!;
+        },
         stop: () => cleanup.run(),
         kill: async () => {
           const exited = new Promise((r) => {

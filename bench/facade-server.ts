@@ -1,0 +1,53 @@
+// `strata facade` as the benchmarks run it: a child process with its own config file, cache dir and log in
+// a given work dir, --log-level warn (docker-registry's access log is off too), ready once /readyz says so.
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { freePort } from '../test/helpers/ports.ts';
+import { spawnServer } from '../test/helpers/process.ts';
+
+const STRATA = new URL('../bin/strata', import.meta.url).pathname;
+
+export interface FacadeProcessOptions {
+  /** Holds the config, the cache and the log (created if missing). */
+  dir: string;
+  /** The `specProviders:` value, as YAML flow, e.g. `{ fixedFile: "…" }`. */
+  specProviders: string;
+  /** Registries reached over plain HTTP. */
+  plainHttpHosts: string[];
+  cacheMaxBytes?: string;
+  /** More config lines. */
+  extra?: string[];
+}
+
+export interface FacadeProcess {
+  host: string;
+  url: string;
+  pid: number;
+  cacheDir: string;
+  stop(): Promise<void>;
+}
+
+export async function startFacadeProcess(o: FacadeProcessOptions): Promise<FacadeProcess> {
+  await mkdir(o.dir, { recursive: true });
+  const host = `127.0.0.1:${await freePort()}`;
+  const url = `http://${host}`;
+  const cacheDir = join(o.dir, 'cache');
+  const configFile = join(o.dir, 'facade.yaml');
+  await writeFile(
+    configFile,
+    [
+      `listen: "${host}"`,
+      `specProviders: ${o.specProviders}`,
+      `cache: { dir: "${cacheDir}", maxBytes: ${o.cacheMaxBytes ?? '4GiB'} }`,
+      `plainHttpHosts: ${JSON.stringify(o.plainHttpHosts)}`,
+      ...(o.extra ?? []),
+      '',
+    ].join('\n'),
+  );
+  const server = await spawnServer(STRATA, ['facade', '--config', configFile, '--log-level', 'warn'], {
+    name: 'strata facade',
+    logFile: join(o.dir, 'facade.log'),
+    readyCheck: async () => (await fetch(`${url}/readyz`)).status === 200,
+  });
+  return { host, url, pid: server.proc.pid!, cacheDir, stop: () => server.stop() };
+}
