@@ -110,6 +110,8 @@ interface FetchedImage {
 export class FacadeService {
   private readonly o: FacadeServiceOptions;
   private readonly resolutions: LoadingCache<string, Descriptor>;
+  /** A tag's digest at its last resolution, kept past the resolution's TTL (bounded like it). */
+  private readonly lastDigest: TtlLru<string, Digest>;
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
   private readonly configs: LoadingCache<Digest, ImageConfig>;
   private readonly history: TtlLru<string, Composition[]>;
@@ -120,6 +122,7 @@ export class FacadeService {
     this.o = options;
     const maxEntries = options.maxEntries ?? 4096;
     this.resolutions = new LoadingCache({ ttlMs: options.tagTtlMs ?? 60_000, maxEntries });
+    this.lastDigest = new TtlLru({ ttlMs: Number.POSITIVE_INFINITY, maxEntries });
     this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? 15 * 60_000, maxEntries });
@@ -326,7 +329,18 @@ export class FacadeService {
       const d = ref.digest;
       fetched = await this.manifests.get(d, () => up.fetchManifest(ref));
     } else {
-      const desc = await this.resolutions.get(formatReference(ref), () => up.resolve(ref));
+      const key = formatReference(ref);
+      const desc = await this.resolutions.get(key, async () => {
+        // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
+        // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a round
+        // trip less on the way to a cold composite manifest than HEAD then GET.
+        const last = this.lastDigest.get(key);
+        if (last !== undefined && this.manifests.peek(last) !== undefined) return up.resolve(ref);
+        const got = await up.fetchManifest(ref);
+        this.manifests.set(got.digest, got);
+        return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
+      });
+      this.lastDigest.set(key, desc.digest);
       fetched = await this.manifests.get(desc.digest, () => up.fetchManifest(ref, { descriptor: desc }));
     }
     if (fetched.parsed.kind === 'index') {
