@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { messageOf } from '../errors.ts';
+import { invalidArgument, messageOf } from '../errors.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { startFacade } from '../server/facade.ts';
@@ -19,6 +19,7 @@ import {
   parseListen,
   parseSeconds,
 } from '../server/facade-config.ts';
+import { hiddenAlias } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface FacadeFlags {
@@ -31,7 +32,9 @@ interface FacadeFlags {
   specStore?: string;
   specProvider: string[];
   platform?: string;
-  plainHttp: string[];
+  plainHttpHost: string[];
+  tlsCert?: string;
+  tlsKey?: string;
   dockerAuth?: string;
   contentRedirect?: boolean;
   upstreamStallTimeout?: string;
@@ -57,7 +60,10 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
   if (flags.specStore) c.specProviders.store = { ...c.specProviders.store, dir: resolve(flags.specStore) };
   for (const address of flags.specProvider) c.specProviders.remote.push({ address, timeoutMs: 5000 });
   if (flags.platform) c.platform = parsePlatform(flags.platform);
-  c.plainHttpHosts.push(...flags.plainHttp.map((h) => h.toLowerCase()));
+  c.plainHttpHosts.push(...flags.plainHttpHost.map((h) => h.toLowerCase()));
+  if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined))
+    throw invalidArgument('--tls-cert and --tls-key go together');
+  if (flags.tlsCert && flags.tlsKey) c.tls = { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey) };
   if (flags.dockerAuth) c.dockerAuth = resolve(flags.dockerAuth);
   if (flags.contentRedirect) c.contentLayers.redirect = true;
   if (flags.upstreamStallTimeout !== undefined)
@@ -81,7 +87,7 @@ export async function facadeConfigWithFlags(flags: FacadeFlags): Promise<FacadeC
 }
 
 export function registerFacade(program: Command): void {
-  program
+  const cmd = program
     .command('facade')
     .description('serve images composed from specs over the OCI distribution API (pull only)')
     .option('--listen <host:port>', 'address to serve on (default 127.0.0.1:5050)')
@@ -92,10 +98,10 @@ export function registerFacade(program: Command): void {
     .option('--fixed-specs <file>', 'YAML/JSON map of name to spec, served as fixed/<name>')
     .option('--spec-store <dir>', "Strata's own spec store (see strata spec), served as remote/<id>")
     .option('--spec-provider <host:port>', 'remote registryfacade.SpecProvider, tried in order', collect, [])
-    .option('--platform <os/arch>', 'platform picked from multi-platform images (default linux/amd64)')
+    .option('--platform <platform>', 'platform picked from multi-platform images (default linux/amd64)')
     .option(
-      '--plain-http <host[:port]>',
-      'registry or content-layer host reached over plain HTTP',
+      '--plain-http-host <host[:port]>',
+      'registry or content-layer host reached over plain HTTP (repeatable)',
       collect,
       [],
     )
@@ -115,26 +121,29 @@ export function registerFacade(program: Command): void {
       'require Basic credentials from this htpasswd file (bcrypt; reloaded on change)',
     )
     .option('--no-prefetch', 'do not prefetch the blobs of specs put in the spec store')
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
-    .action(async (flags: FacadeFlags) => {
-      const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });
-      let app: Awaited<ReturnType<typeof startFacade>>;
-      try {
-        const config = await facadeConfigWithFlags(flags);
-        app = await startFacade(config, { logger, registry: new Registry() });
-      } catch (err) {
-        logger.fatal({ err: messageOf(err) }, 'facade failed to start');
-        process.exitCode = 1;
-        return;
-      }
-      // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
-      const onHup = () => {
-        logger.info('SIGHUP: reloading');
-        void app.reload();
-      };
-      process.on('SIGHUP', onHup);
-      await runUntilSignalled(logger, 'facade', () => app.close());
-      process.off('SIGHUP', onHup);
-      logger.info('facade stopped');
-    });
+    .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (reloaded on change)')
+    .option('--tls-key <file>', "the certificate's PEM private key")
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');
+  hiddenAlias(cmd, '--plain-http <host[:port]>', 'plainHttpHost', true);
+  cmd.action(async (flags: FacadeFlags) => {
+    const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });
+    let app: Awaited<ReturnType<typeof startFacade>>;
+    try {
+      const config = await facadeConfigWithFlags(flags);
+      app = await startFacade(config, { logger, registry: new Registry() });
+    } catch (err) {
+      logger.fatal({ err: messageOf(err) }, 'facade failed to start');
+      process.exitCode = 1;
+      return;
+    }
+    // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
+    const onHup = () => {
+      logger.info('SIGHUP: reloading');
+      void app.reload();
+    };
+    process.on('SIGHUP', onHup);
+    await runUntilSignalled(logger, 'facade', () => app.close());
+    process.off('SIGHUP', onHup);
+    logger.info('facade stopped');
+  });
 }

@@ -2,7 +2,10 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
+import type { Command } from 'commander';
 import { VERSION } from '../version.ts';
+import { FLAG_NAMES, RETIRED_FLAGS, SAME_NAME_OTHER_VALUE } from './flag-names.ts';
+import { buildProgram } from './main.ts';
 
 const run = promisify(execFile);
 const bin = new URL('../../bin/strata', import.meta.url).pathname;
@@ -16,4 +19,79 @@ test('strata --help lists the program and its options', async () => {
   const { stdout } = await run(bin, ['--help']);
   assert.match(stdout, /Usage: strata/);
   assert.match(stdout, /--version/);
+});
+
+function allCommands(cmd: Command, path = 'strata'): { path: string; cmd: Command }[] {
+  return [{ path, cmd }, ...cmd.commands.flatMap((c) => allCommands(c, `${path} ${c.name()}`))];
+}
+
+test('every command and option has a description, and a shared flag has one name and one kind of value', async () => {
+  const program = await buildProgram(['node', 'strata']);
+  const help = program.helpInformation();
+  const values = new Map<string, Set<string>>();
+  for (const { path, cmd } of allCommands(program)) {
+    assert.ok(cmd.description(), `${path} has a description`);
+    if (cmd !== program && cmd.parent === program) assert.match(help, new RegExp(`\\n  ${cmd.name()}\\b`));
+    for (const opt of cmd.options) {
+      const name = `${path} ${opt.flags}`;
+      assert.ok(opt.description, `${name} has a description`);
+      const retired = RETIRED_FLAGS[opt.flags] ?? RETIRED_FLAGS[opt.long ?? ''];
+      if (opt.hidden) {
+        assert.ok(retired, `${name} is hidden, so it must be a retired name`);
+        assert.ok(
+          cmd.options.some((o) => !o.hidden && o.long === retired),
+          `${name} is an alias of ${retired}, which ${path} must have`,
+        );
+        continue;
+      }
+      assert.equal(retired, undefined, `${name} is a retired name (now ${retired})`);
+      const long = opt.long ?? opt.flags;
+      if (!values.has(long)) values.set(long, new Set());
+      values.get(long)!.add(opt.flags);
+      const canonical = Object.keys(FLAG_NAMES).find((f) => f.split(' ').includes(long));
+      if (canonical !== undefined && !SAME_NAME_OTHER_VALUE[long]) {
+        assert.equal(opt.flags, canonical, `${path}: ${long} is written ${canonical} everywhere`);
+      }
+    }
+  }
+  for (const [long, forms] of values) {
+    const allowed = SAME_NAME_OTHER_VALUE[long] ?? [];
+    if (forms.size > 1) {
+      for (const f of forms) assert.ok(allowed.includes(f), `${long} is used as ${[...forms].join(' and ')}`);
+    }
+  }
+  for (const f of Object.keys(FLAG_NAMES)) {
+    const long = f.split(' ').find((w) => w.startsWith('--'))!;
+    assert.ok(values.has(long), `${f} of the naming table is used by some command`);
+  }
+});
+
+test('a retired flag name still sets the option it was renamed to', async () => {
+  const cases: { argv: string[]; command: string[]; key: string; want: unknown }[] = [
+    {
+      argv: ['daemon', '--metrics-address', '127.0.0.1:9'],
+      command: ['daemon'],
+      key: 'metrics',
+      want: '127.0.0.1:9',
+    },
+    { argv: ['builder', '--state-dir', '/s'], command: ['builder'], key: 'root', want: '/s' },
+    {
+      argv: ['facade', '--plain-http-host', 'a:1', '--plain-http', 'b:2'],
+      command: ['facade'],
+      key: 'plainHttpHost',
+      want: ['a:1', 'b:2'],
+    },
+    { argv: ['spec', 'ls', '--data-dir', '/d'], command: ['spec', 'ls'], key: 'specStore', want: '/d' },
+  ];
+  for (const c of cases) {
+    const program = await buildProgram(['node', 'strata', ...c.argv]);
+    let cmd = program;
+    for (const name of c.command) cmd = cmd.commands.find((x) => x.name() === name)!;
+    let seen: Record<string, unknown> | undefined;
+    cmd.action(() => {
+      seen = cmd.opts();
+    });
+    await program.parseAsync(['node', 'strata', ...c.argv]);
+    assert.deepEqual(seen?.[c.key], c.want, c.argv.join(' '));
+  }
 });

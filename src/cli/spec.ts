@@ -11,12 +11,13 @@ import { invalidArgument, messageOf } from '../errors.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
 import { parseListen } from '../server/facade-config.ts';
 import { openSpecStore, remoteSpecProvider, serveSpecStore } from '../server/spec-provider.ts';
+import { hiddenAlias } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
 interface PutFlags {
-  dataDir: string;
+  specStore: string;
   baseRef?: string;
   ideRef?: string;
   supervisorRef?: string;
@@ -79,12 +80,20 @@ async function run(fn: () => Promise<void>): Promise<void> {
   }
 }
 
+/** `--spec-store <dir>` (required unless `optional`), with `--data-dir` as its older hidden name. */
+function withSpecStore(cmd: Command, optional = false): Command {
+  if (optional) cmd.option('--spec-store <dir>', 'spec store directory');
+  else cmd.requiredOption('--spec-store <dir>', 'spec store directory');
+  return hiddenAlias(cmd, '--data-dir <dir>', 'specStore');
+}
+
 export function registerSpec(program: Command): void {
   const spec = program.command('spec').description("manage Strata's own image spec store");
-  spec
-    .command('put <id> [file]')
-    .description('store the spec for ID, from FILE (YAML/JSON, protobuf-JSON field names) and/or flags')
-    .requiredOption('--data-dir <dir>', 'spec store directory')
+  withSpecStore(
+    spec
+      .command('put <id> [file]')
+      .description('store the spec for ID, from FILE (YAML/JSON, protobuf-JSON field names) and/or flags'),
+  )
     .option('--base-ref <ref>', 'base image')
     .option('--ide-ref <ref>', 'IDE image whose layers are added')
     .option('--supervisor-ref <ref>', 'supervisor image whose layers are added')
@@ -113,18 +122,15 @@ export function registerSpec(program: Command): void {
     .action((id: string, file: string | undefined, f: PutFlags) =>
       run(async () => {
         const s = await specFromPut(file, f);
-        await openSpecStore(resolve(f.dataDir)).put(id, s);
+        await openSpecStore(resolve(f.specStore)).put(id, s);
       }),
     );
-  spec
-    .command('get <id>')
-    .description('print the spec for ID as protobuf-JSON')
-    .option('--data-dir <dir>', 'spec store directory')
+  withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON'), true)
     .option('--address <host:port>', 'ask this registryfacade.SpecProvider instead')
-    .action((id: string, f: { dataDir?: string; address?: string }) =>
+    .action((id: string, f: { specStore?: string; address?: string }) =>
       run(async () => {
-        if ((f.dataDir === undefined) === (f.address === undefined)) {
-          throw invalidArgument('give exactly one of --data-dir or --address');
+        if ((f.specStore === undefined) === (f.address === undefined)) {
+          throw invalidArgument('give exactly one of --spec-store or --address');
         }
         if (f.address) {
           const p = remoteSpecProvider(f.address);
@@ -135,32 +141,27 @@ export function registerSpec(program: Command): void {
           }
           return;
         }
-        print(specToJson(await openSpecStore(resolve(f.dataDir!)).getSpec(id)));
+        print(specToJson(await openSpecStore(resolve(f.specStore!)).getSpec(id)));
       }),
     );
-  spec
-    .command('ls')
-    .description('list the stored spec ids')
-    .requiredOption('--data-dir <dir>', 'spec store directory')
-    .action((f: { dataDir: string }) =>
+  withSpecStore(spec.command('ls').description('list the stored spec ids')).action(
+    (f: { specStore: string }) =>
       run(async () => {
-        for (const id of await openSpecStore(resolve(f.dataDir)).list()) process.stdout.write(`${id}\n`);
+        for (const id of await openSpecStore(resolve(f.specStore)).list()) process.stdout.write(`${id}\n`);
       }),
-    );
-  spec
-    .command('rm <id>')
-    .description('remove the spec for ID')
-    .requiredOption('--data-dir <dir>', 'spec store directory')
-    .action((id: string, f: { dataDir: string }) => run(() => openSpecStore(resolve(f.dataDir)).remove(id)));
-  spec
-    .command('serve')
-    .description('serve the spec store as registryfacade.SpecProvider over gRPC')
-    .requiredOption('--data-dir <dir>', 'spec store directory')
+  );
+  withSpecStore(spec.command('rm <id>').description('remove the spec for ID')).action(
+    (id: string, f: { specStore: string }) => run(() => openSpecStore(resolve(f.specStore)).remove(id)),
+  );
+  withSpecStore(
+    spec.command('serve').description('serve the spec store as registryfacade.SpecProvider over gRPC'),
+  )
     .option('--listen <host:port>', 'address to serve on', '127.0.0.1:5051')
-    .action((f: { dataDir: string; listen: string }) =>
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .action((f: { specStore: string; listen: string; logLevel: string }) =>
       run(async () => {
-        const logger = pino({ base: { pid: process.pid, service: 'spec-provider' } });
-        const server = await serveSpecStore(resolve(f.dataDir), parseListen(f.listen, '--listen'), logger);
+        const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
+        const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger);
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
       }),
     );

@@ -20,6 +20,7 @@ import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { anonymous } from '../registry/credentials.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { type KeyTree, unknownKeys } from './config-keys.ts';
 import { parseByteSize, parseListen } from './facade-config.ts';
 import { serveMetrics } from './metrics.ts';
 
@@ -47,27 +48,28 @@ export interface BuilderConfig {
   redis?: string;
 }
 
-const KEYS = new Set([
-  'listen',
-  'baseRepository',
-  'workspaceRepository',
-  'stateDir',
-  'dockerAuth',
-  'plainHttpHosts',
-  'platform',
-  'parallelism',
-  'maxQueued',
-  'timeoutSeconds',
-  'keepFinishedSeconds',
-  'cacheMax',
-  'storageDriver',
-  'secrets',
-  'allowFileRemotes',
-  'gitTimeoutSeconds',
-  'metrics',
-  'tls',
-  'redis',
-]);
+/** Every key the builder's config file accepts (docs/configuration.md is tested against it). */
+export const BUILDER_KEYS = {
+  listen: null,
+  baseRepository: null,
+  workspaceRepository: null,
+  stateDir: null,
+  dockerAuth: null,
+  plainHttpHosts: null,
+  platform: null,
+  parallelism: null,
+  maxQueued: null,
+  timeoutSeconds: null,
+  keepFinishedSeconds: null,
+  cacheMax: null,
+  storageDriver: null,
+  secrets: null,
+  allowFileRemotes: null,
+  gitTimeoutSeconds: null,
+  metrics: null,
+  tls: { cert: null, key: null },
+  redis: null,
+} as const satisfies KeyTree;
 
 function fail(where: string, what: string): never {
   throw invalidArgument(`builder config ${where}: ${what}`);
@@ -102,12 +104,16 @@ function redisUrl(v: unknown): string {
 export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
   const o = (doc ?? {}) as Record<string, unknown>;
   if (typeof o !== 'object' || Array.isArray(o)) fail('', 'want a mapping');
-  for (const k of Object.keys(o)) if (!KEYS.has(k)) fail(k, 'unknown key');
+  for (const k of unknownKeys(o, BUILDER_KEYS)) fail(k, 'unknown key');
   const path = (v: unknown, where: string) => {
     if (typeof v !== 'string' || v === '') fail(where, 'want a path');
     return resolve(base, v);
   };
   const tls = o.tls as { cert?: unknown; key?: unknown } | undefined;
+  if (tls !== undefined) {
+    if (typeof tls !== 'object' || tls === null) fail('tls', 'want a mapping with cert and key');
+    for (const k of unknownKeys(tls, BUILDER_KEYS.tls)) fail(`tls.${k}`, 'unknown key');
+  }
   return {
     listen: parseListen(typeof o.listen === 'string' ? o.listen : '127.0.0.1:8080', 'listen'),
     baseRepository: o.baseRepository === undefined ? '' : repository(o.baseRepository, 'baseRepository'),

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
-import { describe, it } from 'node:test';
-import { DEFAULT_GC, daemonConfig } from './config.ts';
+import { describe, it, test } from 'node:test';
+import { DEFAULT_GC, daemonConfig, daemonConfigInputFrom } from './config.ts';
 
 describe('daemonConfig', () => {
   it('resolves paths, with containerd-like defaults for root and socket', () => {
@@ -48,9 +48,28 @@ describe('daemonConfig', () => {
     for (const bad of ['127.0.0.1', ':80', '127.0.0.1:65536', '::1:80', 'host:port', '']) {
       assert.throws(
         () => daemonConfig({ root: '/r', metricsAddress: bad }),
-        /--metrics-address must be HOST:PORT/,
+        /--metrics must be HOST:PORT/,
         bad,
       );
     }
   });
+});
+
+test('daemon config file: paths against its directory, metrics, gc, and bad keys named', () => {
+  const input = daemonConfigInputFrom(
+    { root: 'state', address: 'unix:///run/x.sock', metrics: '127.0.0.1:9100', gc: { delayMs: 50 } },
+    '/etc/strata',
+  );
+  assert.deepEqual(input, {
+    root: '/etc/strata/state',
+    address: '/run/x.sock',
+    metricsAddress: '127.0.0.1:9100',
+    gc: { delayMs: 50 },
+  });
+  assert.equal(daemonConfig(input).gc.maxDelayMs, DEFAULT_GC.maxDelayMs);
+  assert.deepEqual(daemonConfigInputFrom(null, '/'), {});
+  assert.throws(() => daemonConfigInputFrom({ rooot: '/r' }, '/'), /daemon config: rooot: unknown key/);
+  assert.throws(() => daemonConfigInputFrom({ gc: { delay: 1 } }, '/'), /gc\.delay: unknown key/);
+  assert.throws(() => daemonConfigInputFrom({ gc: { delayMs: '1' } }, '/'), /gc\.delayMs: want a number/);
+  assert.throws(() => daemonConfigInputFrom({ root: 7 }, '/'), /root: want a non-empty string/);
 });

@@ -1,8 +1,11 @@
 // The daemon's configuration: where its state lives, where it listens, how it logs and collects garbage.
 // Validated once, up front, so a bad flag fails before anything is opened.
-import { isAbsolute, resolve } from 'node:path';
-import { invalidArgument } from '../errors.ts';
+import { readFile } from 'node:fs/promises';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { invalidArgument, messageOf } from '../errors.ts';
 import { parseHostPort } from '../host-port.ts';
+import { type KeyTree, unknownKeys } from './config-keys.ts';
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -96,8 +99,73 @@ export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
     logLevel,
     snapshotter,
     ...(input.metricsAddress !== undefined && {
-      metrics: hostPort(input.metricsAddress, '--metrics-address'),
+      metrics: hostPort(input.metricsAddress, '--metrics'),
     }),
     gc,
   };
+}
+
+/** Every key the daemon's config file accepts (docs/configuration.md is tested against it). */
+export const DAEMON_KEYS = {
+  root: null,
+  address: null,
+  logLevel: null,
+  metrics: null,
+  snapshotter: null,
+  gc: { delayMs: null, pauseThreshold: null, maxDelayMs: null },
+} as const satisfies KeyTree;
+
+function configFail(where: string, what: string): never {
+  throw invalidArgument(`daemon config: ${where}: ${what}`);
+}
+
+/** A parsed config document as daemonConfig's input; relative paths are taken from `base`. */
+export function daemonConfigInputFrom(doc: unknown, base: string): DaemonConfigInput {
+  if (doc === null || doc === undefined) return {};
+  if (typeof doc !== 'object' || Array.isArray(doc)) configFail('(top level)', 'want a map');
+  const d = doc as Record<string, unknown>;
+  for (const k of unknownKeys(d, DAEMON_KEYS))
+    configFail(k, `unknown key (expected one of ${Object.keys(DAEMON_KEYS).join(', ')})`);
+  const text = (k: string): string | undefined => {
+    const v = d[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'string' || v === '') configFail(k, `want a non-empty string, got ${JSON.stringify(v)}`);
+    return v;
+  };
+  const input: DaemonConfigInput = {};
+  const root = text('root');
+  if (root !== undefined) input.root = resolve(base, root);
+  const address = text('address');
+  if (address !== undefined) input.address = resolve(base, address.replace(/^unix:\/\//, ''));
+  const logLevel = text('logLevel');
+  if (logLevel !== undefined) input.logLevel = logLevel;
+  const metrics = text('metrics');
+  if (metrics !== undefined) input.metricsAddress = metrics;
+  const snapshotter = text('snapshotter');
+  if (snapshotter !== undefined) input.snapshotter = snapshotter;
+  if (d.gc !== undefined && d.gc !== null) {
+    if (typeof d.gc !== 'object' || Array.isArray(d.gc)) configFail('gc', 'want a map');
+    const g = d.gc as Record<string, unknown>;
+    for (const k of unknownKeys(g, DAEMON_KEYS.gc)) configFail(`gc.${k}`, 'unknown key');
+    input.gc = {};
+    for (const k of Object.keys(DAEMON_KEYS.gc) as (keyof GcConfig)[]) {
+      const v = g[k];
+      if (v === undefined || v === null) continue;
+      if (typeof v !== 'number' || !Number.isFinite(v))
+        configFail(`gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
+      input.gc[k] = v;
+    }
+  }
+  return input;
+}
+
+/** The daemon's config file (YAML or JSON) as daemonConfig's input. */
+export async function loadDaemonConfigFile(file: string): Promise<DaemonConfigInput> {
+  let doc: unknown;
+  try {
+    doc = parseYaml(await readFile(file, 'utf8'), { maxAliasCount: 100 });
+  } catch (err) {
+    throw invalidArgument(`daemon config ${file}: ${messageOf(err)}`);
+  }
+  return daemonConfigInputFrom(doc, dirname(resolve(file)));
 }

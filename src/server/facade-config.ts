@@ -14,6 +14,7 @@ import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
+import { type KeyTree, unknownKeys } from './config-keys.ts';
 
 export interface RemoteProviderConfig {
   address: string;
@@ -74,6 +75,41 @@ export interface FacadeConfig {
 
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
 
+const TLS_FILES = { cert: null, key: null } as const;
+
+/** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
+export const FACADE_KEYS = {
+  listen: null,
+  prefix: null,
+  tls: TLS_FILES,
+  auth: {
+    htpasswd: null,
+    basicRealm: null,
+    basicCacheSeconds: null,
+    token: { realm: null, service: null, issuer: null, keys: null },
+  },
+  specProviders: {
+    remote: { address: null, timeoutMs: null, tls: { ca: null, cert: null, key: null, serverName: null } },
+    fixedFile: null,
+    store: { dir: null, listen: null },
+    cacheTtlSeconds: null,
+    cacheEntries: null,
+  },
+  staticLayers: { ref: null, file: null },
+  dockerAuth: null,
+  cache: { dir: null, maxBytes: null },
+  platform: null,
+  plainHttpHosts: null,
+  caCerts: null,
+  contentLayers: { redirect: null },
+  tagTtlSeconds: null,
+  upstreamStallTimeoutSeconds: null,
+  connections: { max: null, perClient: null, headerTimeoutSeconds: null },
+  shutdownGraceSeconds: null,
+  hosted: { root: null },
+  prefetch: { enabled: null, concurrency: null, startupSpecs: null },
+} as const satisfies KeyTree;
+
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
   const base =
     env.XDG_CACHE_HOME && isAbsolute(env.XDG_CACHE_HOME) ? env.XDG_CACHE_HOME : join(homedir(), '.cache');
@@ -90,11 +126,13 @@ function fail(where: string, what: string): never {
   throw invalidArgument(`facade config: ${where}: ${what}`);
 }
 
-function checkKeys(o: Obj, allowed: readonly string[], where: string): void {
-  for (const k of Object.keys(o)) {
-    if (!allowed.includes(k))
-      fail(where === '' ? k : `${where}.${k}`, `unknown key (expected one of ${allowed.join(', ')})`);
-  }
+function checkKeys(o: Obj, allowed: KeyTree, where: string): void {
+  const [k] = unknownKeys(o, allowed);
+  if (k !== undefined)
+    fail(
+      where === '' ? k : `${where}.${k}`,
+      `unknown key (expected one of ${Object.keys(allowed).join(', ')})`,
+    );
 }
 
 function str(v: unknown, where: string): string {
@@ -188,30 +226,7 @@ export function parseListen(v: string, where: string): { host: string; port: num
 /** Validates a parsed config document. `base` is the directory relative paths are taken from. */
 export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const d = doc === null || doc === undefined ? {} : obj(doc, '(top level)');
-  checkKeys(
-    d,
-    [
-      'listen',
-      'prefix',
-      'tls',
-      'auth',
-      'specProviders',
-      'staticLayers',
-      'dockerAuth',
-      'cache',
-      'platform',
-      'plainHttpHosts',
-      'caCerts',
-      'contentLayers',
-      'tagTtlSeconds',
-      'upstreamStallTimeoutSeconds',
-      'connections',
-      'shutdownGraceSeconds',
-      'hosted',
-      'prefetch',
-    ],
-    '',
-  );
+  checkKeys(d, FACADE_KEYS, '');
   const path = (v: unknown, where: string): string => resolve(base, str(v, where));
   const optPath = (v: unknown, where: string): string | undefined =>
     v === undefined || v === null ? undefined : path(v, where);
@@ -229,14 +244,14 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   let tls: TlsFiles | undefined;
   if (d.tls !== undefined && d.tls !== null) {
     const t = obj(d.tls, 'tls');
-    checkKeys(t, ['cert', 'key'], 'tls');
+    checkKeys(t, FACADE_KEYS.tls, 'tls');
     tls = { cert: path(t.cert, 'tls.cert'), key: path(t.key, 'tls.key') };
   }
 
   let auth: AuthConfig | undefined;
   if (d.auth !== undefined && d.auth !== null) {
     const a = obj(d.auth, 'auth');
-    checkKeys(a, ['htpasswd', 'basicRealm', 'basicCacheSeconds', 'token'], 'auth');
+    checkKeys(a, FACADE_KEYS.auth, 'auth');
     auth = {
       htpasswd: optPath(a.htpasswd, 'auth.htpasswd'),
       basicRealm: optStr(a.basicRealm, 'auth.basicRealm') ?? 'strata facade',
@@ -244,7 +259,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     };
     if (a.token !== undefined && a.token !== null) {
       const t = obj(a.token, 'auth.token');
-      checkKeys(t, ['realm', 'service', 'issuer', 'keys'], 'auth.token');
+      checkKeys(t, FACADE_KEYS.auth.token, 'auth.token');
       const realm = str(t.realm, 'auth.token.realm');
       if (!URL.canParse(realm) || !/^https?:$/.test(new URL(realm).protocol))
         fail('auth.token.realm', `want an http(s) URL, got ${JSON.stringify(realm)}`);
@@ -260,18 +275,18 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
 
   const sp =
     d.specProviders === undefined || d.specProviders === null ? {} : obj(d.specProviders, 'specProviders');
-  checkKeys(sp, ['remote', 'fixedFile', 'store', 'cacheTtlSeconds', 'cacheEntries'], 'specProviders');
+  checkKeys(sp, FACADE_KEYS.specProviders, 'specProviders');
   const remote = list(sp.remote, 'specProviders.remote').map((r, i): RemoteProviderConfig => {
     const where = `specProviders.remote[${i}]`;
     const ro = typeof r === 'string' ? { address: r } : obj(r, where);
-    checkKeys(ro, ['address', 'timeoutMs', 'tls'], where);
+    checkKeys(ro, FACADE_KEYS.specProviders.remote, where);
     const out: RemoteProviderConfig = {
       address: str(ro.address, `${where}.address`),
       timeoutMs: positive(ro.timeoutMs, `${where}.timeoutMs`, 5000),
     };
     if (ro.tls !== undefined && ro.tls !== null) {
       const t = obj(ro.tls, `${where}.tls`);
-      checkKeys(t, ['ca', 'cert', 'key', 'serverName'], `${where}.tls`);
+      checkKeys(t, FACADE_KEYS.specProviders.remote.tls, `${where}.tls`);
       out.tls = {
         ca: optPath(t.ca, `${where}.tls.ca`),
         cert: optPath(t.cert, `${where}.tls.cert`),
@@ -287,7 +302,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   let store: FacadeConfig['specProviders']['store'];
   if (sp.store !== undefined && sp.store !== null) {
     const so = typeof sp.store === 'string' ? { dir: sp.store } : obj(sp.store, 'specProviders.store');
-    checkKeys(so, ['dir', 'listen'], 'specProviders.store');
+    checkKeys(so, FACADE_KEYS.specProviders.store, 'specProviders.store');
     store = { dir: path(so.dir, 'specProviders.store.dir') };
     const l = optStr(so.listen, 'specProviders.store.listen');
     if (l !== undefined) store.listen = parseListen(l, 'specProviders.store.listen');
@@ -298,7 +313,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const staticLayers = list(d.staticLayers, 'staticLayers').map((s, i): StaticLayerConfig => {
     const where = `staticLayers[${i}]`;
     const so = obj(s, where);
-    checkKeys(so, ['ref', 'file'], where);
+    checkKeys(so, FACADE_KEYS.staticLayers, where);
     if ((so.ref === undefined) === (so.file === undefined)) fail(where, 'want exactly one of ref or file');
     if (so.ref !== undefined) {
       const ref = str(so.ref, `${where}.ref`);
@@ -313,7 +328,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   });
 
   const c = d.cache === undefined || d.cache === null ? {} : obj(d.cache, 'cache');
-  checkKeys(c, ['dir', 'maxBytes'], 'cache');
+  checkKeys(c, FACADE_KEYS.cache, 'cache');
   const cache = {
     dir: optPath(c.dir, 'cache.dir') ?? defaultCacheDir(),
     maxBytes: c.maxBytes === undefined ? 10 * 1024 ** 3 : parseByteSize(c.maxBytes, 'cache.maxBytes'),
@@ -334,12 +349,12 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const caCerts = list(d.caCerts, 'caCerts').map((p, i) => path(p, `caCerts[${i}]`));
   const cl =
     d.contentLayers === undefined || d.contentLayers === null ? {} : obj(d.contentLayers, 'contentLayers');
-  checkKeys(cl, ['redirect'], 'contentLayers');
+  checkKeys(cl, FACADE_KEYS.contentLayers, 'contentLayers');
   if (cl.redirect !== undefined && typeof cl.redirect !== 'boolean')
     fail('contentLayers.redirect', 'want true or false');
 
   const co = d.connections === undefined || d.connections === null ? {} : obj(d.connections, 'connections');
-  checkKeys(co, ['max', 'perClient', 'headerTimeoutSeconds'], 'connections');
+  checkKeys(co, FACADE_KEYS.connections, 'connections');
   const connections: FacadeConfig['connections'] = {
     headerTimeoutMs:
       positive(
@@ -355,12 +370,12 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   let hosted: FacadeConfig['hosted'];
   if (d.hosted !== undefined && d.hosted !== null) {
     const ho = obj(d.hosted, 'hosted');
-    checkKeys(ho, ['root'], 'hosted');
+    checkKeys(ho, FACADE_KEYS.hosted, 'hosted');
     hosted = { root: path(ho.root, 'hosted.root') };
   }
 
   const pf = d.prefetch === undefined || d.prefetch === null ? {} : obj(d.prefetch, 'prefetch');
-  checkKeys(pf, ['enabled', 'concurrency', 'startupSpecs'], 'prefetch');
+  checkKeys(pf, FACADE_KEYS.prefetch, 'prefetch');
   if (pf.enabled !== undefined && typeof pf.enabled !== 'boolean')
     fail('prefetch.enabled', 'want true or false');
   const prefetch: FacadeConfig['prefetch'] = {

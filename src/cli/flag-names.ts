@@ -1,0 +1,52 @@
+// One name per thing across the strata commands: the table below is what src/cli/main.test.ts holds every
+// command's options to. A name a command used before keeps working as a hidden alias.
+import { type Command, Option } from 'commander';
+
+/** The shared flags: the same name means the same thing, with the same kind of value, in every command. */
+export const FLAG_NAMES: Readonly<Record<string, string>> = {
+  '--config <file>': 'a YAML (or JSON) config file; flags given as well override it',
+  '--root <dir>': "the service's state directory",
+  '--listen <host:port>': 'the TCP address a service serves on',
+  '--address <socket>': "the daemon's unix socket (serve on it, or talk to it)",
+  '--metrics <host:port>': 'serve Prometheus metrics there on /metrics',
+  '--log-level <level>': 'fatal, error, warn, info, debug, trace or silent',
+  '--tls-cert <file>': 'PEM certificate to serve TLS with',
+  '--tls-key <file>': "PEM private key of --tls-cert's certificate",
+  '--plain-http-host <host[:port]>': 'a registry reached over plain HTTP (repeatable)',
+  '--plain-http': "the command's one registry is reached over plain HTTP",
+  '--docker-auth <file>': 'docker config.json with registry credentials',
+  '--spec-store <dir>': "Strata's own spec store directory",
+  '--platform <platform>': 'os/arch[/variant]',
+  '--snapshotter <name>': 'overlayfs or native',
+  '-n, --namespace <ns>': 'daemon namespace',
+};
+
+/**
+ * Flags whose name is shared but whose value differs by command, and why. `--address` is the address of
+ * the server a client command talks to: the daemon's socket, or a gRPC service's host:port.
+ */
+export const SAME_NAME_OTHER_VALUE: Readonly<Record<string, readonly string[]>> = {
+  '--address': ['--address <socket>', '--address <host:port>'],
+};
+
+/** Older names, each kept as a hidden alias of the current one. */
+export const RETIRED_FLAGS: Readonly<Record<string, string>> = {
+  '--metrics-address': '--metrics',
+  '--state-dir': '--root',
+  '--data-dir': '--spec-store',
+  '--plain-http <host[:port]>': '--plain-http-host',
+};
+
+/**
+ * Adds `flags` to `cmd` as a hidden older name of the option whose attribute is `target`: a value given
+ * to it is given to `target` (appended when `target` collects a list).
+ */
+export function hiddenAlias<C extends Command>(cmd: C, flags: string, target: string, repeatable = false): C {
+  const opt = new Option(flags, `older name of the option ${target}`).hideHelp();
+  cmd.addOption(opt);
+  cmd.on(`option:${opt.name()}`, (value: string) => {
+    const prev = cmd.getOptionValue(target) as unknown;
+    cmd.setOptionValue(target, repeatable ? [...(Array.isArray(prev) ? prev : []), value] : value);
+  });
+  return cmd;
+}
