@@ -121,6 +121,10 @@ export function registerFacade(program: Command): void {
       'require Basic credentials from this htpasswd file (bcrypt; reloaded on change)',
     )
     .option('--no-prefetch', 'do not prefetch the blobs of specs put in the spec store')
+    .option(
+      '--shutdown-grace <seconds>',
+      'on SIGTERM, how long requests in flight get to finish (default 25)',
+    )
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (reloaded on change)')
     .option('--tls-key <file>', "the certificate's PEM private key")
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');

@@ -10,7 +10,12 @@ import { specFromJson, specToJson } from '../api/convert/image-spec.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
 import { parseListen } from '../server/facade-config.ts';
-import { openSpecStore, remoteSpecProvider, serveSpecStore } from '../server/spec-provider.ts';
+import {
+  DEFAULT_SPEC_STORE,
+  openSpecStore,
+  remoteSpecProvider,
+  serveSpecStore,
+} from '../server/spec-provider.ts';
 import { hiddenAlias } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
@@ -80,10 +85,13 @@ async function run(fn: () => Promise<void>): Promise<void> {
   }
 }
 
-/** `--spec-store <dir>` (required unless `optional`), with `--data-dir` as its older hidden name. */
-function withSpecStore(cmd: Command, optional = false): Command {
-  if (optional) cmd.option('--spec-store <dir>', 'spec store directory');
-  else cmd.requiredOption('--spec-store <dir>', 'spec store directory');
+/** `--spec-store <dir>`, by default `strata up`'s, with `--data-dir` as its older hidden name. */
+function withSpecStore(cmd: Command): Command {
+  cmd.option(
+    '--spec-store <dir>',
+    'spec store directory (env STRATA_SPEC_STORE)',
+    process.env.STRATA_SPEC_STORE || DEFAULT_SPEC_STORE,
+  );
   return hiddenAlias(cmd, '--data-dir <dir>', 'specStore');
 }
 
@@ -125,13 +133,10 @@ export function registerSpec(program: Command): void {
         await openSpecStore(resolve(f.specStore)).put(id, s);
       }),
     );
-  withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON'), true)
-    .option('--address <host:port>', 'ask this registryfacade.SpecProvider instead')
-    .action((id: string, f: { specStore?: string; address?: string }) =>
+  withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON'))
+    .option('--address <host:port>', 'ask this registryfacade.SpecProvider instead of the store')
+    .action((id: string, f: { specStore: string; address?: string }) =>
       run(async () => {
-        if ((f.specStore === undefined) === (f.address === undefined)) {
-          throw invalidArgument('give exactly one of --spec-store or --address');
-        }
         if (f.address) {
           const p = remoteSpecProvider(f.address);
           try {
@@ -141,7 +146,7 @@ export function registerSpec(program: Command): void {
           }
           return;
         }
-        print(specToJson(await openSpecStore(resolve(f.specStore!)).getSpec(id)));
+        print(specToJson(await openSpecStore(resolve(f.specStore)).getSpec(id)));
       }),
     );
   withSpecStore(spec.command('ls').description('list the stored spec ids')).action(

@@ -1,5 +1,6 @@
 // Strata's own spec store, alone or asked remotely: what `strata spec` works on, and the store served as
 // registryfacade.SpecProvider over gRPC (`strata spec serve`).
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
 import { imageSpecJson } from '../api/convert/image-spec.ts';
@@ -7,6 +8,10 @@ import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
 import { specProviderService } from '../api/services/spec-provider.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
+import { DEFAULT_ROOT } from './config.ts';
+
+/** Where `strata spec` finds the spec store unless told: the one `strata up` keeps under its default root. */
+export const DEFAULT_SPEC_STORE = join(DEFAULT_ROOT, 'specs');
 
 /** The spec store kept in `dir`. */
 export function openSpecStore(dir: string): SpecStore {

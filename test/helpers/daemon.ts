@@ -24,7 +24,7 @@ export interface StartDaemonOptions {
   /** Reuse a state directory (e.g. one a stopped daemon left); a fresh temp dir otherwise. */
   root?: string;
   logLevel?: string;
-  /** Extra daemon flags, e.g. ['--metrics-address', '127.0.0.1:0']. */
+  /** Extra daemon flags, e.g. ['--metrics', '127.0.0.1:0']. */
   args?: string[];
   /** The daemon is stopped and its temp root removed after the test, pass or fail. */
   t?: AfterHook;

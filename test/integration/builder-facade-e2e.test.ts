@@ -46,9 +46,9 @@ before(async () => {
       `${reg.host}/base-images`,
       '--workspace-repo',
       `${reg.host}/workspace-images`,
-      '--state-dir',
+      '--root',
       join(work, 'builder'),
-      '--plain-http',
+      '--plain-http-host',
       reg.host,
       '--storage-driver',
       'vfs',
@@ -97,7 +97,7 @@ test('built by strata builder, composed by strata facade with an IDE image, run 
   const specFile = join(work, 'ws.json');
   await writeFile(specFile, JSON.stringify({ baseRef: built, ideRef: ide.ref }));
   const store = join(work, 'specs');
-  await runCommand(STRATA, ['spec', 'put', 'ws1', specFile, '--data-dir', store]);
+  await runCommand(STRATA, ['spec', 'put', 'ws1', specFile, '--spec-store', store]);
   const facadePort = await freePort();
   const facadeHost = `127.0.0.1:${facadePort}`;
   servers.push(
@@ -111,7 +111,7 @@ test('built by strata builder, composed by strata facade with an IDE image, run 
         store,
         '--cache-dir',
         join(work, 'cache'),
-        '--plain-http',
+        '--plain-http-host',
         reg.host,
       ],
       {

@@ -400,7 +400,7 @@ describe('daemon lifecycle', () => {
 
   test('metrics are served when asked for and count calls and collections', async (t) => {
     const port = await freePort();
-    const d = await startDaemon({ t, args: ['--metrics-address', `127.0.0.1:${port}`] });
+    const d = await startDaemon({ t, args: ['--metrics', `127.0.0.1:${port}`] });
     await d.ctrOk(['images', 'ls']);
     await d.ctrOk(['leases', 'create', '--id', 'm']);
     await d.ctrOk(['leases', 'rm', '--sync', 'm']);

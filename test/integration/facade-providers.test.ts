@@ -34,36 +34,50 @@ test('strata spec and strata facade with a gRPC spec provider', async (t) => {
   const data = join(work, 'specs');
 
   const strata = (args: string[]) => runCommand(NODE, [MAIN, ...args], { timeoutMs: 60_000 });
-  await strata(['spec', 'put', 'ws-a', '--data-dir', data, '--base-ref', busybox.ref, '--ide-ref', ide.ref]);
+  await strata([
+    'spec',
+    'put',
+    'ws-a',
+    '--spec-store',
+    data,
+    '--base-ref',
+    busybox.ref,
+    '--ide-ref',
+    ide.ref,
+  ]);
   await writeFile(join(work, 'b.yaml'), `baseRef: ${busybox.ref}\n`);
-  await strata(['spec', 'put', 'team/ws-b', join(work, 'b.yaml'), '--data-dir', data]);
-  assert.deepEqual((await strata(['spec', 'ls', '--data-dir', data])).trim().split('\n'), [
+  await strata(['spec', 'put', 'team/ws-b', join(work, 'b.yaml'), '--spec-store', data]);
+  assert.deepEqual((await strata(['spec', 'ls', '--spec-store', data])).trim().split('\n'), [
     'team/ws-b',
     'ws-a',
   ]);
-  assert.deepEqual(JSON.parse(await strata(['spec', 'get', 'ws-a', '--data-dir', data])), {
+  assert.deepEqual(JSON.parse(await strata(['spec', 'get', 'ws-a', '--spec-store', data])), {
     baseRef: busybox.ref,
     ideRef: ide.ref,
   });
-  await assert.rejects(strata(['spec', 'put', 'Bad_ID', '--data-dir', data, '--base-ref', busybox.ref]));
-  await assert.rejects(strata(['spec', 'put', 'ws-c', '--data-dir', data]), /baseRef is required/);
+  await assert.rejects(strata(['spec', 'put', 'Bad_ID', '--spec-store', data, '--base-ref', busybox.ref]));
+  await assert.rejects(strata(['spec', 'put', 'ws-c', '--spec-store', data]), /baseRef is required/);
 
   // The store as a gRPC SpecProvider, asked by the CLI and by a facade process.
   const grpcPort = await freePort();
-  await spawnServer(NODE, [MAIN, 'spec', 'serve', '--data-dir', data, '--listen', `127.0.0.1:${grpcPort}`], {
-    readyCheck: async () => {
-      const p = new GrpcSpecProvider({ address: `127.0.0.1:${grpcPort}`, timeoutMs: 500 });
-      try {
-        await p.getSpec('ws-a');
-        return true;
-      } catch {
-        return false;
-      } finally {
-        p.close();
-      }
+  await spawnServer(
+    NODE,
+    [MAIN, 'spec', 'serve', '--spec-store', data, '--listen', `127.0.0.1:${grpcPort}`],
+    {
+      readyCheck: async () => {
+        const p = new GrpcSpecProvider({ address: `127.0.0.1:${grpcPort}`, timeoutMs: 500 });
+        try {
+          await p.getSpec('ws-a');
+          return true;
+        } catch {
+          return false;
+        } finally {
+          p.close();
+        }
+      },
+      t,
     },
-    t,
-  });
+  );
   assert.equal(
     JSON.parse(await strata(['spec', 'get', 'team/ws-b', '--address', `127.0.0.1:${grpcPort}`])).baseRef,
     busybox.ref,
@@ -101,8 +115,8 @@ test('strata spec and strata facade with a gRPC spec provider', async (t) => {
   assert.equal(nested.layers.length, 1);
 
   // Removed from the store, the provider says NotFound (and so the facade, once its spec cache expires).
-  await strata(['spec', 'rm', 'ws-a', '--data-dir', data]);
-  await assert.rejects(strata(['spec', 'rm', 'ws-a', '--data-dir', data]), /not found/);
+  await strata(['spec', 'rm', 'ws-a', '--spec-store', data]);
+  await assert.rejects(strata(['spec', 'rm', 'ws-a', '--spec-store', data]), /not found/);
   const asker = new GrpcSpecProvider({ address: `127.0.0.1:${grpcPort}` });
   await assert.rejects(asker.getSpec('ws-a'), isNotFound);
   asker.close();
