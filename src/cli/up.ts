@@ -7,6 +7,7 @@ import { messageOf } from '../errors.ts';
 import { DEFAULT_ADDRESS, DEFAULT_ROOT } from '../server/config.ts';
 import { startUp, type UpApp } from '../server/up.ts';
 import { loadUpConfig, UP_DEFAULTS, type UpFlags } from '../server/up-config.ts';
+import { hiddenAlias } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
@@ -21,7 +22,7 @@ export function upSummary(app: UpApp): string {
     `strata up: running, state in ${app.root}`,
     `  daemon        unix://${sock}   (ctr --address ${sock} …, strata … --address ${sock})`,
     `  registry      ${app.registryUrl}   (push anything; composed images at ${app.registryHost}/remote/<spec id>)`,
-    `  spec provider ${app.specProvider}   (registryfacade.SpecProvider; strata spec put <id> --data-dir ${app.specsDir})`,
+    `  spec provider ${app.specProvider}   (registryfacade.SpecProvider; strata spec put <id> --spec-store ${app.specsDir})`,
     `  builder       ${app.builder}   (builder.ImageBuilder; pushes to ${app.baseRepository}, ${app.workspaceRepository})`,
     `  metrics       ${app.opsUrl}/metrics   (readiness ${app.opsUrl}/readyz)`,
     'try:',
@@ -32,7 +33,7 @@ export function upSummary(app: UpApp): string {
 }
 
 export function registerUp(program: Command): void {
-  program
+  const cmd = program
     .command('up')
     .description(
       'run the whole system in one process: daemon, registry with hosted repositories, spec store and builder',
@@ -42,30 +43,31 @@ export function registerUp(program: Command): void {
     .option('--address <socket>', `the daemon's unix socket (default ${DEFAULT_ADDRESS})`)
     .option('--listen <host:port>', `the registry's address (default ${UP_DEFAULTS.registry})`)
     .option(
-      '--metrics-address <host:port>',
+      '--metrics <host:port>',
       `serve Prometheus metrics, /readyz and /healthz for the whole (default ${UP_DEFAULTS.metrics})`,
     )
     .option(
       '--snapshotter <name>',
       'default snapshotter of namespaces: overlayfs (needs a root that can do overlay) or native',
     )
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)')
-    .action(async (flags: Flags) => {
-      tuneGcForStreaming();
-      // stdout carries the summary; logs go to stderr.
-      const logger = pino({ level: 'info', base: { pid: process.pid } }, pino.destination(2));
-      let app: UpApp;
-      try {
-        const config = await loadUpConfig(flags.config, flags);
-        logger.level = config.logLevel;
-        app = await startUp(config, logger);
-      } catch (err) {
-        logger.fatal({ err: messageOf(err) }, 'strata up failed to start');
-        process.stderr.write(`strata up: ${messageOf(err)}\n`);
-        process.exitCode = 1;
-        return;
-      }
-      process.stdout.write(upSummary(app));
-      await runUntilSignalled(logger, 'system', () => app.stop());
-    });
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)');
+  hiddenAlias(cmd, '--metrics-address <host:port>', 'metrics');
+  cmd.action(async (flags: Flags) => {
+    tuneGcForStreaming();
+    // stdout carries the summary; logs go to stderr.
+    const logger = pino({ level: 'info', base: { pid: process.pid } }, pino.destination(2));
+    let app: UpApp;
+    try {
+      const config = await loadUpConfig(flags.config, flags);
+      logger.level = config.logLevel;
+      app = await startUp(config, logger);
+    } catch (err) {
+      logger.fatal({ err: messageOf(err) }, 'strata up failed to start');
+      process.stderr.write(`strata up: ${messageOf(err)}\n`);
+      process.exitCode = 1;
+      return;
+    }
+    process.stdout.write(upSummary(app));
+    await runUntilSignalled(logger, 'system', () => app.stop());
+  });
 }

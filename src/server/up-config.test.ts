@@ -48,7 +48,7 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
     root: '/r',
     address: '/r/x.sock',
     listen: '127.0.0.1:7000',
-    metricsAddress: '127.0.0.1:7001',
+    metrics: '127.0.0.1:7001',
     snapshotter: 'overlayfs',
     logLevel: 'warn',
   });

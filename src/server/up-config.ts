@@ -11,6 +11,7 @@ import { invalidArgument, messageOf } from '../errors.ts';
 import { parseHostPort } from '../host-port.ts';
 import { type BuilderConfig, builderConfigFrom } from './builder.ts';
 import {
+  DAEMON_KEYS,
   type DaemonConfig,
   type DaemonConfigInput,
   DEFAULT_ADDRESS,
@@ -18,6 +19,7 @@ import {
   daemonConfig,
   type GcConfig,
 } from './config.ts';
+import type { KeyTree } from './config-keys.ts';
 import { type FacadeConfig, facadeConfigFrom } from './facade-config.ts';
 
 /** Where each part listens unless told otherwise. */
@@ -51,17 +53,28 @@ export interface UpFlags {
   root?: string;
   address?: string;
   listen?: string;
-  metricsAddress?: string;
+  metrics?: string;
   snapshotter?: string;
   logLevel?: string;
 }
 
 type Obj = Record<string, unknown>;
 
-const TOP_KEYS = ['root', 'logLevel', 'metrics', 'daemon', 'registry', 'specs', 'builder'];
-const DAEMON_KEYS = ['address', 'snapshotter', 'gc'];
-const GC_KEYS: (keyof GcConfig)[] = ['delayMs', 'pauseThreshold', 'maxDelayMs'];
-const SPECS_KEYS = ['dir', 'listen'];
+/**
+ * The keys of `strata up`'s own sections (docs/configuration.md is tested against it); `registry` and
+ * `builder` hold the facade's and the builder's keys, checked by their parsers.
+ */
+export const UP_KEYS = {
+  root: null,
+  logLevel: null,
+  metrics: null,
+  daemon: { address: null, snapshotter: null, gc: DAEMON_KEYS.gc },
+  registry: null,
+  specs: { dir: null, listen: null },
+  builder: null,
+} as const satisfies KeyTree;
+const TOP_KEYS = Object.keys(UP_KEYS);
+const GC_KEYS = Object.keys(UP_KEYS.daemon.gc) as (keyof GcConfig)[];
 
 function fail(where: string, what: string): never {
   throw invalidArgument(`up config: ${where}: ${what}`);
@@ -112,7 +125,7 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   const root = flags.root !== undefined ? resolve(flags.root) : rootText ? path(rootText) : DEFAULT_ROOT;
 
   const ds = section(d.daemon, 'daemon');
-  checkKeys(ds, DAEMON_KEYS, 'daemon');
+  checkKeys(ds, Object.keys(UP_KEYS.daemon), 'daemon');
   const gcIn = section(ds.gc, 'daemon.gc');
   checkKeys(gcIn, GC_KEYS, 'daemon.gc');
   const gc: Partial<GcConfig> = {};
@@ -152,7 +165,7 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   );
 
   const ss = section(d.specs, 'specs');
-  checkKeys(ss, SPECS_KEYS, 'specs');
+  checkKeys(ss, Object.keys(UP_KEYS.specs), 'specs');
   const specsDir = optString(ss.dir, 'specs.dir');
   const specs = {
     dir: specsDir === undefined ? join(root, 'specs') : path(specsDir),
@@ -162,13 +175,17 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
 
   const bs = section(d.builder, 'builder');
   const builder = inSection('builder', () =>
-    builderConfigFrom({ listen: UP_DEFAULTS.builder, stateDir: join(root, 'builder'), ...bs }, base),
+    // file:// remotes on: one machine, and the README's walkthrough builds a repository on it.
+    builderConfigFrom(
+      { listen: UP_DEFAULTS.builder, stateDir: join(root, 'builder'), allowFileRemotes: true, ...bs },
+      base,
+    ),
   );
   if (builder.metrics) fail('builder.metrics', 'strata up serves the metrics of every part at `metrics`');
 
   const metrics = listenAt(
-    flags.metricsAddress ?? optString(d.metrics, 'metrics') ?? UP_DEFAULTS.metrics,
-    flags.metricsAddress !== undefined ? '--metrics-address' : 'metrics',
+    flags.metrics ?? optString(d.metrics, 'metrics') ?? UP_DEFAULTS.metrics,
+    flags.metrics !== undefined ? '--metrics' : 'metrics',
   );
   return { root, logLevel: daemon.logLevel, daemon, registry, specs, builder, metrics };
 }

@@ -12,12 +12,14 @@ import { BUILDER_KEYS, loadBuilderConfig } from '../../src/server/builder.ts';
 import { DAEMON_KEYS, daemonConfig, loadDaemonConfigFile } from '../../src/server/config.ts';
 import { type KeyTree, keyPaths } from '../../src/server/config-keys.ts';
 import { FACADE_KEYS, loadFacadeConfig } from '../../src/server/facade-config.ts';
+import { loadUpConfig, UP_KEYS } from '../../src/server/up-config.ts';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const REFERENCE = join(ROOT, 'docs/configuration.md');
 
 /** Each service: its key tree and how its example file is loaded. */
 const SERVICES: Record<string, { keys: KeyTree; load: (file: string) => Promise<unknown> }> = {
+  up: { keys: UP_KEYS, load: (f) => loadUpConfig(f) },
   daemon: { keys: DAEMON_KEYS, load: async (f) => daemonConfig(await loadDaemonConfigFile(f)) },
   facade: { keys: FACADE_KEYS, load: (f) => loadFacadeConfig(f) },
   builder: { keys: BUILDER_KEYS, load: (f) => loadBuilderConfig(f) },
