@@ -15,6 +15,7 @@ import { ClientAuth } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
 import {
   DirectLayerSource,
+  HostedLayerSource,
   RemoteLayerSource,
   StaticFileSource,
   UpstreamLayerSource,
@@ -40,6 +41,7 @@ import {
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../facade/service.ts';
 import { staticFileLayer } from '../facade/static-layer.ts';
+import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
@@ -189,6 +191,17 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       reloaders.push(() => fixed.reload());
       providers.set('fixed', fixed);
     }
+    let hosted = options.hosted;
+    if (config.hosted) {
+      if (hosted)
+        throw invalidArgument('hosted repositories are given twice: by the config and by the caller');
+      const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
+      hosted = h;
+      undo.push(() => h.close());
+    }
+    // This registry's own `host:port` names, known once it listens: layers of images pushed to it are
+    // read from its content store.
+    const ownHosts = new Set<string>();
     const allowHttpHost = plainHttpAllowed(config);
     const service = new FacadeService({
       providers,
@@ -202,6 +215,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
           allowHttpHost,
           blobAt: (url, desc) => urlBlob(httpForUrls, url, desc),
         }),
+        ...(hosted ? [hostedSource(hosted, ownHosts)] : []),
         new UpstreamLayerSource((repo, desc) => up.blob(repo, desc)),
       ],
       staticLayers,
@@ -258,14 +272,6 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       undo.push(() => tlsFiles.close());
       reloaders.push(() => tlsFiles.refresh());
     }
-    let hosted = options.hosted;
-    if (config.hosted) {
-      if (hosted)
-        throw invalidArgument('hosted repositories are given twice: by the config and by the caller');
-      const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
-      hosted = h;
-      undo.push(() => h.close());
-    }
     const drain = new Drain();
     const ready = async (): Promise<Readiness> => {
       if (drain.draining) return { ready: false, reason: 'shutting down' };
@@ -296,6 +302,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       onConnectionDropped: (reason) => metrics.connectionsDropped.inc({ reason }),
     });
     metrics.openConnections = () => server.connections.size;
+    for (const host of ownHostNames(config.listen.host, server.port)) ownHosts.add(host);
     undo.push(async () => {
       // Readiness goes false and new requests get 503 while the ones in flight finish (up to the deadline).
       const inFlight = drain.inFlight;
@@ -371,6 +378,31 @@ function startPrefetch(
       cancelled: (id, s) => log.info(finished(id, 'cancelled', s), 'prefetch cancelled'),
       skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
       storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
+    },
+  });
+}
+
+/** The `host:port` names clients use for a registry listening on `host`: loopback ones for every interface. */
+function ownHostNames(host: string, port: number): string[] {
+  const all = host === '0.0.0.0' || host === '::' || host === '';
+  const hosts = all ? ['127.0.0.1', 'localhost', '[::1]'] : [host.includes(':') ? `[${host}]` : host];
+  if (host === '127.0.0.1') hosts.push('localhost');
+  return hosts.map((h) => `${h}:${port}`);
+}
+
+/** Composed layers whose image is in these hosted repositories, read from their content store. */
+function hostedSource(hosted: HostedParts, ownHosts: ReadonlySet<string>): HostedLayerSource {
+  return new HostedLayerSource({
+    isOwn: (domain) => ownHosts.has(domain.toLowerCase()),
+    blobIn: (repository, descriptor) => {
+      let stored: Blob;
+      try {
+        stored = hosted.registry.blob(repository, descriptor.digest);
+      } catch {
+        // Not in that repository (or no repository name): the upstream source asks the registry.
+        return undefined;
+      }
+      return { descriptor, open: (o) => stored.open(o) };
     },
   });
 }

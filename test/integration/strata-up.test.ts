@@ -2,7 +2,8 @@
 // image and an IDE image into its hosted registry; ctr pulls one through the daemon's socket, `strata pull`
 // the other without a byte crossing the network (the blobs are in the one content store); the builder
 // builds a Dockerfile FROM the hosted image and pushes to the hosted registry; a spec in the store composes
-// the built image with the IDE image and ctr pulls the composite from the registry. Metrics and readiness
+// the built image with the IDE image and ctr pulls the composite from the registry, its layers read from
+// the content store. Metrics and readiness
 // of the whole answer, gRPC health too. SIGTERM stops it with exit 0, and a restart on the same root finds
 // the images, the spec, the build log and an unfinished upload session.
 import assert from 'node:assert/strict';
@@ -13,6 +14,7 @@ import { after, before, test } from 'node:test';
 import { Health, HealthCheckResponse_ServingStatus } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
 import { digestOf } from '../../src/oci/digest.ts';
+import { MediaType } from '../../src/oci/media-types.ts';
 import { runCtr } from '../helpers/daemon.ts';
 import { createRepo } from '../helpers/git-repo.ts';
 import { raw } from '../helpers/hosted.ts';
@@ -209,6 +211,22 @@ test('strata up: push, pull, build, compose in one process; a restart keeps ever
   ])
     assert.match(metrics, new RegExp(`^${name}`, 'm'), name);
   assert.equal(sample(metrics, 'strata_builder_builds_done_total', ['outcome="success"']), 1);
+  // ctr found every blob of the composite in the store; a client elsewhere reads them over HTTP, and the
+  // facade reads them from the content store rather than fetching them over loopback into its cache.
+  const composed = await raw(at.registryUrl, 'GET', '/v2/remote/ws1/manifests/latest', {
+    headers: { accept: `${MediaType.ociManifest}, ${MediaType.dockerManifest}` },
+  });
+  assert.equal(composed.status, 200);
+  const layers = (JSON.parse(composed.body.toString()) as { layers: { digest: string }[] }).layers;
+  for (const l of layers) {
+    const got = await raw(at.registryUrl, 'GET', `/v2/remote/ws1/blobs/${l.digest}`);
+    assert.equal(got.status, 200);
+    assert.equal(digestOf(got.body), l.digest);
+  }
+  const reads = await (await fetch(`${at.opsUrl}/metrics`)).text();
+  const local = ['source="hosted"', 'outcome="local"'];
+  assert.equal(sample(reads, 'strata_facade_blob_reads_total', local), layers.length);
+  assert.equal(sample(reads, 'strata_facade_blob_reads_total', ['source="upstream"']), 0);
   assert.equal((await fetch(`${at.opsUrl}/readyz`)).status, 200);
   assert.equal((await fetch(`${at.registryUrl}/readyz`)).status, 200);
   assert.equal((await fetch(`${at.registryUrl}/metrics`)).status, 200);

@@ -114,6 +114,17 @@ export class RemoteLayerSource implements LayerSource {
   }
 }
 
+/** The image a layer comes from (the spec's base, or an added image), for sources that read it there. */
+function originRef(q: BlobQuery): { domain: string; path: string } | undefined {
+  const origin = q.layer.origin;
+  let ref: string;
+  if (origin.kind === 'base') ref = q.baseRef;
+  else if (origin.kind === 'image') ref = origin.ref;
+  else return undefined;
+  const { domain, path } = parseNormalizedReference(ref);
+  return { domain, path };
+}
+
 /** Layers of the base image and of added images, from their registries. */
 export class UpstreamLayerSource implements LayerSource {
   readonly name = 'upstream';
@@ -122,13 +133,31 @@ export class UpstreamLayerSource implements LayerSource {
     this.blobIn = blobIn;
   }
   find(q: BlobQuery): SourcedBlob | undefined {
-    const origin = q.layer.origin;
-    let ref: string;
-    if (origin.kind === 'base') ref = q.baseRef;
-    else if (origin.kind === 'image') ref = origin.ref;
-    else return undefined;
-    const { domain, path } = parseNormalizedReference(ref);
+    const repo = originRef(q);
     // The descriptor as the source image lists it; only the media type may differ in the composed one.
-    return { source: this.name, blob: this.blobIn({ domain, path }, q.descriptor), remote: true };
+    return repo && { source: this.name, blob: this.blobIn(repo, q.descriptor), remote: true };
+  }
+}
+
+/**
+ * Layers of images in this registry's own hosted repositories (a base image pushed to `strata up`): read
+ * from the content store they are in, not fetched over loopback into the cache as a second copy.
+ */
+export class HostedLayerSource implements LayerSource {
+  readonly name = 'hosted';
+  private readonly o: {
+    /** Whether a registry domain (`host:port`) is this registry. */
+    isOwn(domain: string): boolean;
+    /** The repository's blob, undefined when it has none of that digest. */
+    blobIn(repository: string, descriptor: Descriptor): Blob | undefined;
+  };
+  constructor(o: HostedLayerSource['o']) {
+    this.o = o;
+  }
+  find(q: BlobQuery): SourcedBlob | undefined {
+    const repo = originRef(q);
+    if (!repo || !this.o.isOwn(repo.domain)) return undefined;
+    const blob = this.o.blobIn(repo.path, q.descriptor);
+    return blob && { source: this.name, blob, remote: false };
   }
 }
