@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { parse as parseYaml } from 'yaml';
 import { createGrpcServer } from '../api/grpc/server.ts';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { builderService } from '../api/services/builder.ts';
 import { BuildahEngine } from '../builder/buildah.ts';
 import { LogStore } from '../builder/log-store.ts';
@@ -229,13 +230,18 @@ export interface RunningBuilder {
 
 /**
  * Wires and starts a builder; `engine` replaces buildah (tests of the orchestration), `registry` is a
- * metrics registry shared with other parts of the process.
+ * metrics registry shared with other parts of the process, and `instrument` counts its gRPC calls there.
  */
 export async function startBuilder(
   config: BuilderConfig,
   logger: Logger,
-  overrides: { engine?: BuildEngine; registry?: Registry } = {},
+  overrides: {
+    engine?: BuildEngine;
+    registry?: Registry;
+    instrument?: (reg: ServiceRegistration) => ServiceRegistration;
+  } = {},
 ): Promise<RunningBuilder> {
+  const instrument = overrides.instrument ?? ((reg: ServiceRegistration) => reg);
   if (!config.baseRepository) throw invalidArgument('a base repository is required (--base-repo)');
   if (!config.workspaceRepository)
     throw invalidArgument('a workspace repository is required (--workspace-repo)');
@@ -289,7 +295,9 @@ export async function startBuilder(
     undo.push(() => builder.close());
     const grpc = createGrpcServer({
       logger: logger.child({ component: 'grpc' }),
-      services: [builderService({ builder, logUrl: `grpc://${config.listen.host}:${config.listen.port}` })],
+      services: [
+        instrument(builderService({ builder, logUrl: `grpc://${config.listen.host}:${config.listen.port}` })),
+      ],
       ...(config.tls && {
         tls: { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) },
       }),

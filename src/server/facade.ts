@@ -9,6 +9,7 @@ import type { Registry } from 'prom-client';
 import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
 import { imageSpecJson } from '../api/convert/image-spec.ts';
 import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { specProviderService } from '../api/services/spec-provider.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { ClientAuth } from '../facade/auth/client-auth.ts';
@@ -73,6 +74,8 @@ export interface StartOptions {
    * opening `config.hosted.root`; the two exclude each other.
    */
   hosted?: HostedParts;
+  /** Counts and times the SpecProvider server's calls (`strata up`: on its one metrics registry). */
+  instrument?: (reg: ServiceRegistration) => ServiceRegistration;
   /** More for /readyz to require beyond the facade's own checks (`strata up`: its other parts). */
   ready?: () => Promise<Readiness>;
 }
@@ -237,7 +240,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let grpc: GrpcServer | undefined;
     let specProviderPort: number | undefined;
     if (store && config.specProviders.store?.listen) {
-      grpc = createGrpcServer({ logger, services: [specProviderService(store)] });
+      const served = specProviderService(store);
+      grpc = createGrpcServer({
+        logger,
+        services: [options.instrument ? options.instrument(served) : served],
+      });
       const g = grpc;
       undo.push(() => g.shutdown());
       specProviderPort = await grpc.listenTcp(

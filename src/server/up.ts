@@ -5,6 +5,7 @@
 // registry holds every part's metrics, and one readiness answer requires every part.
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { messageOf } from '../errors.ts';
 import type { Readiness } from '../facade/http/server.ts';
 import { type RunningBuilder, startBuilder } from './builder.ts';
@@ -77,9 +78,12 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
     undo.push(() => ops.close());
 
+    // Every gRPC server's calls on one pair of series, told apart by the method's full name.
+    const grpcMetrics = new DaemonMetrics(registry);
+    const instrument = (reg: ServiceRegistration) => grpcMetrics.instrument(reg);
     const d = await startDaemon(config.daemon, logger.child({ component: 'daemon' }), {
       role: 'up',
-      metrics: new DaemonMetrics(registry),
+      metrics: grpcMetrics,
     });
     daemon = d;
     undo.push(() => d.stop());
@@ -95,6 +99,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       registry,
       hosted,
       ready: othersReady,
+      instrument,
     });
     facade = f;
     undo.push(() => f.close());
@@ -104,7 +109,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     if (!b.baseRepository) b.baseRepository = `${registryHost}/base-images`;
     if (!b.workspaceRepository) b.workspaceRepository = `${registryHost}/workspace-images`;
     b.plainHttpHosts.push(registryHost);
-    const running = await startBuilder(b, logger.child({ component: 'builder' }), { registry });
+    const running = await startBuilder(b, logger.child({ component: 'builder' }), { registry, instrument });
     builder = running;
     undo.push(() => running.close());
 

@@ -211,6 +211,13 @@ test('strata up: push, pull, build, compose in one process; a restart keeps ever
   ])
     assert.match(metrics, new RegExp(`^${name}`, 'm'), name);
   assert.equal(sample(metrics, 'strata_builder_builds_done_total', ['outcome="success"']), 1);
+  // gRPC calls of every server on one series, told apart by method.
+  for (const method of [
+    '/containerd.services.images.v1.Images/Create',
+    '/builder.ImageBuilder/Build',
+    '/registryfacade.SpecProvider/GetImageSpec',
+  ])
+    assert.ok(sample(metrics, 'strata_grpc_requests_total', [`method="${method}"`]) > 0, method);
   // ctr found every blob of the composite in the store; a client elsewhere reads them over HTTP, and the
   // facade reads them from the content store rather than fetching them over loopback into its cache.
   const composed = await raw(at.registryUrl, 'GET', '/v2/remote/ws1/manifests/latest', {
