@@ -3,7 +3,9 @@
 // digest) → compose() → the manifest, config and layer list served for that name. Each name remembers its
 // last few compositions, so a manifest asked for by digest is answered with exactly those bytes (or not at
 // all) and a pull whose tag moved meanwhile can still fetch the blobs of the manifest it got. A blob is
-// only reachable through a name whose composed image lists it. No HTTP here.
+// only reachable through a name whose composed image lists it. With a shared tier (Redis, `shared`), what
+// one replica composed and resolved is found by the others: a manifest asked for by digest is answered
+// with the bytes some replica composed, never with a recomposition that came out different. No HTTP here.
 import { internal, invalidArgument, notFound } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor, Platform } from '../oci/descriptor.ts';
@@ -29,7 +31,8 @@ import type { Addition } from './compose/layers.ts';
 import { selectManifest } from './compose/select.ts';
 import { specAdditions, staticImageAddition } from './compose/spec-additions.ts';
 import type { SpecProvider } from './providers/provider.ts';
-import { LoadingCache, TtlLru } from './providers/ttl-lru.ts';
+import { type CacheTier, LoadingCache, TtlLru } from './providers/ttl-lru.ts';
+import type { NamedComposition } from './shared/codecs.ts';
 import { addedImageRefs, type ImageSpec, validateImageSpec } from './spec.ts';
 
 /** What the facade needs of the registry client (RegistryClient fits). */
@@ -60,6 +63,9 @@ export interface FacadeObserver {
   composed?(name: string, digest: Digest): void;
 }
 
+/** Default of how long a name's compositions stay servable by digest from memory. */
+export const HISTORY_TTL_MS = 15 * 60_000;
+
 export interface FacadeServiceOptions {
   providers: ReadonlyMap<string, SpecProvider>;
   upstream: UpstreamRegistry;
@@ -82,6 +88,18 @@ export interface FacadeServiceOptions {
    */
   contentLayerUrls?: boolean;
   observer?: FacadeObserver;
+  /** The cache shared with other replicas, beneath this one's memory. */
+  shared?: SharedTiers;
+}
+
+/** Second tiers of the service's caches, shared by replicas (see shared/shared-store.ts). */
+export interface SharedTiers {
+  /** Compositions by manifest digest (content-addressed: no expiry). */
+  compositions: CacheTier<string, NamedComposition>;
+  /** A name's recent manifest digests, so a blob of a manifest another replica served is found. */
+  recent: CacheTier<string, Digest[]>;
+  /** Tag → descriptor resolutions (these expire). */
+  tags: CacheTier<string, Descriptor>;
 }
 
 export interface ServedManifest {
@@ -121,11 +139,15 @@ export class FacadeService {
   constructor(options: FacadeServiceOptions) {
     this.o = options;
     const maxEntries = options.maxEntries ?? 4096;
-    this.resolutions = new LoadingCache({ ttlMs: options.tagTtlMs ?? 60_000, maxEntries });
+    this.resolutions = new LoadingCache({
+      ttlMs: options.tagTtlMs ?? 60_000,
+      maxEntries,
+      tier: options.shared?.tags,
+    });
     this.lastDigest = new TtlLru({ ttlMs: Number.POSITIVE_INFINITY, maxEntries });
     this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
-    this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? 15 * 60_000, maxEntries });
+    this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? HISTORY_TTL_MS, maxEntries });
     // Joins identical compositions running at once (a HEAD and a GET from the same pull); kept for
     // a moment only, so the next request sees moved tags and changed specs.
     this.composing = new LoadingCache({ ttlMs: 1000, maxEntries });
@@ -141,7 +163,9 @@ export class FacadeService {
     const key = nameKey(name);
     if (reference.includes(':')) {
       const digest = parseDigest(reference);
-      const known = this.findComposition(key, (c) => c.image.manifestDigest === digest);
+      const known =
+        this.findComposition(key, (c) => c.image.manifestDigest === digest) ??
+        (await this.sharedComposition(key, digest));
       const c = known ?? (await this.compose(name, signal));
       if (c.image.manifestDigest !== digest) {
         throw notFound(`manifest ${digest} is not (or no longer) the image of ${key}`);
@@ -166,6 +190,7 @@ export class FacadeService {
   async blob(name: FacadeName, digest: Digest, signal?: AbortSignal): Promise<ServedBlob> {
     const key = nameKey(name);
     let found = this.findBlob(key, digest);
+    if (!found && (await this.sharedRecent(key))) found = this.findBlob(key, digest);
     if (!found) {
       // Not in what this name served lately: maybe in what it is now.
       await this.compose(name, signal);
@@ -265,6 +290,38 @@ export class FacadeService {
     return undefined;
   }
 
+  /** A composition of this name that some replica stored under its manifest digest. */
+  private async sharedComposition(key: string, digest: Digest): Promise<Composition | undefined> {
+    const hit = await this.o.shared?.compositions.get(digest);
+    if (!hit || hit.value.name !== key) return undefined;
+    const c = { image: hit.value.image, baseRef: hit.value.baseRef };
+    this.remember(key, c);
+    return c;
+  }
+
+  /** Takes in the name's recent compositions from the shared tier; whether any was new here. */
+  private async sharedRecent(key: string): Promise<boolean> {
+    const recent = await this.o.shared?.recent.get(key);
+    if (!recent) return false;
+    const have = new Set((this.history.get(key) ?? []).map((c) => c.image.manifestDigest));
+    const missing = recent.value.filter((d) => !have.has(d)).slice(0, this.historyPerName);
+    const found = await Promise.all(missing.map((d) => this.sharedComposition(key, d)));
+    return found.some((c) => c !== undefined);
+  }
+
+  /** Shares a composition new to this replica: by its digest, and in the name's recent list. */
+  private async share(key: string, c: Composition): Promise<void> {
+    const shared = this.o.shared;
+    if (!shared) return;
+    const digest = c.image.manifestDigest;
+    const [, prior] = await Promise.all([
+      shared.compositions.set(digest, { name: key, baseRef: c.baseRef, image: c.image }),
+      shared.recent.get(key),
+    ]);
+    const recent = [digest, ...(prior?.value ?? []).filter((d) => d !== digest)];
+    await shared.recent.set(key, recent.slice(0, this.historyPerName));
+  }
+
   private remember(key: string, c: Composition): void {
     const old = (this.history.get(key) ?? []).filter(
       (x) => x.image.manifestDigest !== c.image.manifestDigest,
@@ -277,7 +334,9 @@ export class FacadeService {
     void signal;
     return this.composing.get(key, async () => {
       const c = await this.composeNow(name);
+      const isNew = !this.findComposition(key, (x) => x.image.manifestDigest === c.image.manifestDigest);
       this.remember(key, c);
+      if (isNew) await this.share(key, c);
       this.o.observer?.composed?.(key, c.image.manifestDigest);
       return c;
     });

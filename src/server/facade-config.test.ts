@@ -151,3 +151,44 @@ test('prefetch: on by default, its bounds, and what is wrong', () => {
     assert.throws(() => parseFacadeConfig(text, '/'), msg);
   }
 });
+
+test('redis: the shared cache, its defaults following the local TTLs, and what is wrong', () => {
+  assert.equal(parseFacadeConfig('{}', '/').redis, undefined);
+  assert.deepEqual(parseFacadeConfig('redis: redis://cache:6379\ntagTtlSeconds: 5', '/').redis, {
+    url: 'redis://cache:6379',
+    keyPrefix: 'strata:facade:',
+    timeoutMs: 250,
+    tagTtlMs: 5000,
+    specTtlMs: 30_000,
+    maxValueBytes: 4 * 1024 * 1024,
+  });
+  const c = parseFacadeConfig(
+    `
+redis:
+  url: rediss://user:secret@cache:6380/2
+  keyPrefix: "eu1:"
+  timeoutMs: 100
+  tagTtlSeconds: 120
+  specTtlSeconds: 10
+  maxValueBytes: 1MiB
+`,
+    '/',
+  );
+  assert.deepEqual(c.redis, {
+    url: 'rediss://user:secret@cache:6380/2',
+    keyPrefix: 'eu1:',
+    timeoutMs: 100,
+    tagTtlMs: 120_000,
+    specTtlMs: 10_000,
+    maxValueBytes: 1024 ** 2,
+  });
+  for (const [text, msg] of [
+    ['redis: { host: x }', /redis.host: unknown key/],
+    ['redis: { url: "http://x" }', /redis.url: want a URL/],
+    ['redis: { url: "redis://x", timeoutMs: 0 }', /redis.timeoutMs: want a positive number/],
+    ['redis: { url: "redis://x", tagTtlSeconds: -1 }', /redis.tagTtlSeconds/],
+    ['redis: { url: "redis://x", maxValueBytes: 10 }', /redis.maxValueBytes: want at least 1KiB/],
+  ] as const) {
+    assert.throws(() => parseFacadeConfig(text, '/'), msg);
+  }
+});

@@ -10,6 +10,7 @@ import { DEFAULT_STALL_MS } from '../facade/blobs/cache.ts';
 import { DEFAULT_HEADER_TIMEOUT_MS } from '../facade/http/connection-guard.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import type { TlsFiles } from '../facade/http/tls-files.ts';
+import { DEFAULT_SHARED_MAX_VALUE_BYTES, DEFAULT_SHARED_TIMEOUT_MS } from '../facade/shared/shared-store.ts';
 import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
@@ -30,6 +31,20 @@ export interface AuthConfig {
   token?: { realm: string; service: string; issuer: string; keys: string };
 }
 
+/** The cache replicas share (see src/facade/shared). */
+export interface RedisConfig {
+  url: string;
+  keyPrefix: string;
+  /** Bound of every Redis call. */
+  timeoutMs: number;
+  /** How long a tag's resolution is shared. */
+  tagTtlMs: number;
+  /** How long a spec from a remote provider is shared. */
+  specTtlMs: number;
+  /** Largest value stored or read back. */
+  maxValueBytes: number;
+}
+
 export type StaticLayerConfig = { ref: string } | { file: string };
 
 export interface FacadeConfig {
@@ -44,6 +59,8 @@ export interface FacadeConfig {
    * the content store and metadata database under `root` (a daemon root). Unset: none.
    */
   hosted?: { root: string };
+  /** Unset: each replica caches on its own. */
+  redis?: RedisConfig;
   specProviders: {
     remote: RemoteProviderConfig[];
     fixedFile?: string;
@@ -108,6 +125,14 @@ export const FACADE_KEYS = {
   shutdownGraceSeconds: null,
   hosted: { root: null },
   prefetch: { enabled: null, concurrency: null, startupSpecs: null },
+  redis: {
+    url: null,
+    keyPrefix: null,
+    timeoutMs: null,
+    tagTtlSeconds: null,
+    specTtlSeconds: null,
+    maxValueBytes: null,
+  },
 } as const satisfies KeyTree;
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -383,10 +408,33 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     concurrency: pf.concurrency === undefined ? 4 : parseCount(pf.concurrency, 'prefetch.concurrency'),
     startupSpecs: pf.startupSpecs === undefined ? 100 : wholeNumber(pf.startupSpecs, 'prefetch.startupSpecs'),
   };
+  const tagTtlMs = positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000;
+  const specCacheTtlMs = positive(sp.cacheTtlSeconds, 'specProviders.cacheTtlSeconds', 30) * 1000;
+  let redis: RedisConfig | undefined;
+  if (d.redis !== undefined && d.redis !== null) {
+    const ro = typeof d.redis === 'string' ? { url: d.redis } : obj(d.redis, 'redis');
+    checkKeys(ro, FACADE_KEYS.redis, 'redis');
+    const url = str(ro.url, 'redis.url');
+    if (!/^rediss?:\/\//.test(url) || !URL.canParse(url))
+      fail('redis.url', 'want a URL such as redis://host:6379');
+    redis = {
+      url,
+      keyPrefix: ro.keyPrefix === '' ? '' : (optStr(ro.keyPrefix, 'redis.keyPrefix') ?? 'strata:facade:'),
+      timeoutMs: positive(ro.timeoutMs, 'redis.timeoutMs', DEFAULT_SHARED_TIMEOUT_MS),
+      tagTtlMs: positive(ro.tagTtlSeconds, 'redis.tagTtlSeconds', tagTtlMs / 1000) * 1000,
+      specTtlMs: positive(ro.specTtlSeconds, 'redis.specTtlSeconds', specCacheTtlMs / 1000) * 1000,
+      maxValueBytes:
+        ro.maxValueBytes === undefined
+          ? DEFAULT_SHARED_MAX_VALUE_BYTES
+          : parseByteSize(ro.maxValueBytes, 'redis.maxValueBytes'),
+    };
+    if (redis.maxValueBytes < 1024) fail('redis.maxValueBytes', 'want at least 1KiB');
+  }
 
   return {
     listen,
     prefix,
+    redis,
     tls,
     auth,
     hosted,
@@ -394,7 +442,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       remote,
       fixedFile: optPath(sp.fixedFile, 'specProviders.fixedFile'),
       store,
-      cacheTtlMs: positive(sp.cacheTtlSeconds, 'specProviders.cacheTtlSeconds', 30) * 1000,
+      cacheTtlMs: specCacheTtlMs,
       cacheEntries,
     },
     staticLayers,
@@ -404,7 +452,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     plainHttpHosts,
     caCerts,
     contentLayers: { redirect: cl.redirect === true },
-    tagTtlMs: positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000,
+    tagTtlMs,
     upstreamStallMs:
       positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
     connections,

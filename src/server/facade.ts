@@ -1,7 +1,8 @@
 // Wires a facade from its configuration: registry client (docker auth re-read on change, plain-HTTP hosts,
 // extra CAs), disk blob cache, spec providers by key (`remote`: own store then gRPC providers, `fixed`: the
 // fixed-spec file), static layers, blob sources, the service, metrics and the HTTP server; optionally the
-// own store's gRPC SpecProvider endpoint. One close() undoes all of it.
+// own store's gRPC SpecProvider endpoint; optionally the cache replicas share in Redis. One close() undoes
+// all of it.
 import { readFile } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
@@ -40,13 +41,22 @@ import {
   type SpecProvider,
 } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
-import { FacadeService, type StaticLayer, type UpstreamRegistry } from '../facade/service.ts';
+import {
+  FacadeService,
+  HISTORY_TTL_MS,
+  type SharedTiers,
+  type StaticLayer,
+  type UpstreamRegistry,
+} from '../facade/service.ts';
+import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '../facade/shared/codecs.ts';
+import { RedisStore } from '../facade/shared/redis-store.ts';
+import { SharedStore } from '../facade/shared/shared-store.ts';
 import { staticFileLayer } from '../facade/static-layer.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
-import { type FacadeConfig, plainHttpAllowed } from './facade-config.ts';
+import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
 import { type HostedParts, openHosted } from './hosted.ts';
 
 export interface FacadeApp {
@@ -124,6 +134,18 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const httpForUrls = new RegistryClient({ hosts: { ca } }).http;
     undo.push(() => httpForUrls.close());
 
+    // The shared cache: its events use metrics, which exist before start() makes the first call.
+    let shared: { store: SharedStore; redis: RedisStore; config: RedisConfig } | undefined;
+    if (config.redis) {
+      const redis = new RedisStore(config.redis.url);
+      undo.push(() => redis.close());
+      const store = sharedStore(config.redis, redis, logger, () => metrics);
+      undo.push(() => store.close());
+      shared = { store, redis, config: config.redis };
+    }
+    const sharedSpecs = (address: string) =>
+      shared?.store.tier(`spec:${address}`, specCodec(imageSpecJson), shared.config.specTtlMs);
+
     const providers = new Map<string, SpecProvider>();
     const remote: SpecProvider[] = [];
     let store: SpecStore | undefined;
@@ -146,6 +168,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         new CachingSpecProvider(g, {
           ttlMs: config.specProviders.cacheTtlMs,
           maxEntries: config.specProviders.cacheEntries,
+          tier: sharedSpecs(r.address),
         }),
       );
     }
@@ -178,6 +201,19 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     });
     undo.push(() => cache.close());
     const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
+    let sharedTiers: SharedTiers | undefined;
+    if (shared) {
+      const { store, redis } = shared;
+      metrics.sharedState = () => (store.up ? 1 : 0);
+      // A moment for the first connection, so a Redis that is up at start serves the first request.
+      await redis.ready(Math.min(2000, shared.config.timeoutMs * 8));
+      await store.start();
+      sharedTiers = {
+        compositions: store.tier('composed', compositionCodec),
+        recent: store.tier('recent', digestListCodec, HISTORY_TTL_MS),
+        tags: store.tier('tag', descriptorCodec, shared.config.tagTtlMs),
+      };
+    }
     if (config.specProviders.fixedFile) {
       const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
         json: imageSpecJson,
@@ -228,6 +264,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       // Redirected clients go to the URL anyway; proxied ones must come through us.
       contentLayerUrls: config.contentLayers.redirect,
       observer: metrics,
+      shared: sharedTiers,
     });
 
     if (store && config.prefetch.enabled) {
@@ -327,6 +364,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         prefix: config.prefix,
         cacheDir: config.cache.dir,
         hostedContent: hosted?.content.root,
+        redis: config.redis ? redisHost(config.redis.url) : undefined,
         connections,
       },
       'facade listening',
@@ -412,4 +450,47 @@ function hostedSource(hosted: HostedParts, ownHosts: ReadonlySet<string>): Hoste
       return { descriptor, open: (o) => stored.open(o) };
     },
   });
+}
+
+/** host:port of a Redis URL, for logs (never its password). */
+function redisHost(url: string): string {
+  return new URL(url).host;
+}
+
+/** The shared cache on a Redis store: an outage is one warning and its end one line, both counted. */
+function sharedStore(
+  config: RedisConfig,
+  redis: RedisStore,
+  logger: Logger,
+  metrics: () => FacadeMetrics,
+): SharedStore {
+  const host = redisHost(config.url);
+  return new SharedStore(redis, {
+    keyPrefix: config.keyPrefix,
+    timeoutMs: config.timeoutMs,
+    maxValueBytes: config.maxValueBytes,
+    events: {
+      onDown: (err) => {
+        metrics().sharedOutages.inc();
+        logger.warn(
+          { redis: host, err: messageOf(err) },
+          'Redis is out of use: serving from memory and upstream until it answers again',
+        );
+      },
+      onUp: (downMs) =>
+        logger.info({ redis: host, downMs }, 'Redis answers again: the shared cache is in use'),
+      onRead: (kind, outcome) => metrics().sharedReads.inc({ kind: kindLabel(kind), outcome }),
+      onWrite: (kind, outcome) => metrics().sharedWrites.inc({ kind: kindLabel(kind), outcome }),
+      onCorrupt: (kind, key, err) =>
+        logger.warn(
+          { redis: host, kind, key, err: messageOf(err) },
+          'shared cache entry failed its checks, ignored',
+        ),
+    },
+  });
+}
+
+/** Spec tiers are per provider address; their metrics are one kind. */
+function kindLabel(kind: string): string {
+  return kind.startsWith('spec:') ? 'spec' : kind;
 }

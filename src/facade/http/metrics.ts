@@ -23,6 +23,12 @@ export class FacadeMetrics implements FacadeObserver {
   readonly prefetchesFinished: Counter<'result'>;
   readonly prefetchBlobs: Counter<'outcome'>;
   readonly prefetchBytes: Counter;
+  readonly sharedReads: Counter<'kind' | 'outcome'>;
+  readonly sharedWrites: Counter<'kind' | 'outcome'>;
+  readonly sharedOutages: Counter;
+  readonly sharedUp: Gauge;
+  /** Set once the shared cache is wired: whether it is in use (1), out of use (0), or not configured (-1). */
+  sharedState: () => number = () => -1;
   /** Set once the server listens: the number of open client connections. */
   openConnections: () => number = () => 0;
 
@@ -131,6 +137,32 @@ export class FacadeMetrics implements FacadeObserver {
       name: 'strata_facade_prefetch_bytes_total',
       help: 'Bytes fetched into the blob cache by prefetches',
       registers,
+    });
+    this.sharedReads = new Counter({
+      name: 'strata_facade_redis_reads_total',
+      help: 'Reads of the cache shared by replicas, by kind and outcome (hit, miss, corrupt: ignored and replaced, error, skipped: Redis out of use)',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
+    this.sharedWrites = new Counter({
+      name: 'strata_facade_redis_writes_total',
+      help: 'Writes to the cache shared by replicas, by kind and outcome (ok, error, skipped, too-large)',
+      labelNames: ['kind', 'outcome'],
+      registers,
+    });
+    this.sharedOutages = new Counter({
+      name: 'strata_facade_redis_outages_total',
+      help: 'Times Redis failed or did not answer in time and was taken out of use until it answered again',
+      registers,
+    });
+    const sharedState = () => this.sharedState();
+    this.sharedUp = new Gauge({
+      name: 'strata_facade_redis_up',
+      help: 'Whether the cache shared by replicas is in use (1), out of use after a failure (0), or not configured (-1)',
+      registers,
+      collect() {
+        this.set(sharedState());
+      },
     });
     const open = () => this.openConnections();
     this.connections = new Gauge({

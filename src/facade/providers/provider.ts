@@ -3,7 +3,7 @@
 // these so the facade asks one object.
 import { isNotFound, notFound } from '../../errors.ts';
 import type { ImageSpec } from '../spec.ts';
-import { LoadingCache } from './ttl-lru.ts';
+import { type CacheTier, LoadingCache } from './ttl-lru.ts';
 
 export interface SpecProvider {
   getSpec(id: string, signal?: AbortSignal): Promise<ImageSpec>;
@@ -35,6 +35,8 @@ export class CompositeSpecProvider implements SpecProvider {
 export interface CachingOptions {
   ttlMs: number;
   maxEntries: number;
+  /** Specs shared with other replicas (with their own expiry), asked before the provider. */
+  tier?: CacheTier<string, ImageSpec>;
 }
 
 /** Remembers specs for a while (errors are not remembered); concurrent asks for one id share one call. */
@@ -43,7 +45,11 @@ export class CachingSpecProvider implements SpecProvider {
   private readonly cache: LoadingCache<string, ImageSpec>;
   constructor(inner: SpecProvider, options: CachingOptions) {
     this.inner = inner;
-    this.cache = new LoadingCache({ ttlMs: options.ttlMs, maxEntries: options.maxEntries });
+    this.cache = new LoadingCache({
+      ttlMs: options.ttlMs,
+      maxEntries: options.maxEntries,
+      tier: options.tier,
+    });
   }
   getSpec(id: string, signal?: AbortSignal): Promise<ImageSpec> {
     // The shared call is not tied to one asker's signal.

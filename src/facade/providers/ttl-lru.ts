@@ -70,6 +70,21 @@ export class TtlLru<K extends {}, V> {
 }
 
 /**
+ * A slower cache beneath a LoadingCache's memory, shared with other processes (Redis). It is only a
+ * cache: a get that cannot answer says undefined, a set that cannot store is dropped, neither throws.
+ */
+export interface CacheTier<K, V> {
+  /** The value and, for entries that expire, how long it has left. */
+  get(key: K): Promise<{ value: V; ttlMs?: number } | undefined>;
+  set(key: K, value: V): Promise<void>;
+}
+
+export interface LoadingCacheOptions<K, V> extends TtlLruOptions {
+  /** Asked on a memory miss before loading; given what was loaded. */
+  tier?: CacheTier<K, V>;
+}
+
+/**
  * Single-flight over a TtlLru: concurrent loads of one key share one promise; only successes are kept.
  * In-flight loads are bounded by the same entry cap (the oldest is forgotten, not cancelled).
  */
@@ -77,10 +92,14 @@ export class LoadingCache<K extends {}, V> {
   private readonly cache: TtlLru<K, V>;
   private readonly inflight = new Map<K, Promise<V>>();
   private readonly maxInflight: number;
+  private readonly ttlMs: number;
+  private readonly tier: CacheTier<K, V> | undefined;
 
-  constructor(options: TtlLruOptions) {
+  constructor(options: LoadingCacheOptions<K, V>) {
     this.cache = new TtlLru(options);
     this.maxInflight = options.maxEntries;
+    this.ttlMs = options.ttlMs;
+    this.tier = options.tier;
   }
 
   peek(key: K): V | undefined {
@@ -104,9 +123,9 @@ export class LoadingCache<K extends {}, V> {
     if (hit !== undefined) return Promise.resolve(hit);
     const running = this.inflight.get(key);
     if (running) return running;
-    const p: Promise<V> = load().then(
-      (value) => {
-        this.cache.set(key, value);
+    const p: Promise<V> = this.loadThroughTier(key, load).then(
+      ({ value, ttlMs }) => {
+        this.cache.set(key, value, ttlMs);
         if (this.inflight.get(key) === p) this.inflight.delete(key);
         return value;
       },
@@ -120,5 +139,17 @@ export class LoadingCache<K extends {}, V> {
     }
     this.inflight.set(key, p);
     return p;
+  }
+
+  /** The tier's value (kept in memory no longer than the tier keeps it), else a fresh load given to the tier. */
+  private async loadThroughTier(key: K, load: () => Promise<V>): Promise<{ value: V; ttlMs: number }> {
+    const tier = this.tier;
+    if (tier) {
+      const hit = await tier.get(key);
+      if (hit) return { value: hit.value, ttlMs: Math.min(this.ttlMs, hit.ttlMs ?? this.ttlMs) };
+    }
+    const value = await load();
+    if (tier) await tier.set(key, value);
+    return { value, ttlMs: this.ttlMs };
   }
 }

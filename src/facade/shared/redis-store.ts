@@ -1,0 +1,81 @@
+// The shared cache's store on Redis (node-redis). The client connects and reconnects in the background, so
+// a Redis that is down at start or goes away later never holds the facade up; commands are not queued
+// while it is disconnected, the queue of commands sent and unanswered is capped, and every command carries
+// the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
+import { createClient, RESP_TYPES } from 'redis';
+import type { KeyValueStore } from './shared-store.ts';
+
+// One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
+const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
+
+function client(url: string) {
+  return createClient({
+    url,
+    disableOfflineQueue: true,
+    commandsQueueMaxLength: 1000,
+    socket: { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) },
+  });
+}
+
+type Client = ReturnType<typeof client>;
+
+export class RedisStore implements KeyValueStore {
+  private readonly client: Client;
+
+  constructor(url: string) {
+    this.client = client(url);
+    this.client.on('error', () => {
+      // Failures reach the callers through their commands; the client reconnects by itself.
+    });
+    this.client.connect().catch(() => {
+      // The first connection failed; the reconnect strategy keeps trying.
+    });
+  }
+
+  /** Resolves when the first connection is ready or after `timeoutMs`, whichever comes first. */
+  async ready(timeoutMs: number): Promise<void> {
+    if (this.client.isReady) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.client.off('ready', done);
+        resolve();
+      };
+      const timer = setTimeout(done, timeoutMs);
+      this.client.on('ready', done);
+    });
+  }
+
+  async get(
+    key: string,
+    maxBytes: number,
+    timeoutMs: number,
+  ): Promise<{ value: Uint8Array; ttlMs?: number } | undefined> {
+    const reply = (await this.client
+      .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
+      .eval(READ, { keys: [key], arguments: [String(maxBytes)] })) as unknown;
+    if (!Array.isArray(reply) || !Buffer.isBuffer(reply[0]) || typeof reply[1] !== 'number') {
+      throw new Error('unexpected reply from Redis');
+    }
+    const [value, pttl] = reply as [Buffer, number];
+    // GETRANGE of a missing key is empty; PTTL is -2 for a missing key, -1 for one without expiry.
+    if (value.byteLength === 0 || pttl === -2) return undefined;
+    return pttl >= 0 ? { value, ttlMs: pttl } : { value };
+  }
+
+  async set(key: string, value: Uint8Array, ttlMs: number | undefined, timeoutMs: number): Promise<void> {
+    const c = this.client.withCommandOptions({ timeout: timeoutMs });
+    const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
+    if (ttlMs === undefined) await c.set(key, bytes);
+    else await c.set(key, bytes, { expiration: { type: 'PX', value: ttlMs } });
+  }
+
+  async ping(timeoutMs: number): Promise<void> {
+    await this.client.withCommandOptions({ timeout: timeoutMs }).ping();
+  }
+
+  close(): void {
+    // destroy, not quit: a hung Redis would never answer QUIT.
+    this.client.destroy();
+  }
+}
