@@ -3,6 +3,7 @@
 // earlier round named, so no tag, manifest or config of it is cached) and times from the put to the end
 // of its first manifest response; the anchor is a GET of a stored manifest (a tag not asked for before)
 // from the loopback docker-registry holding those images. Median of ROUNDS after one untimed round.
+// Prefetch is off, so the request composes (bench/facade-start.ts measures what prefetch brings).
 // Target: the facade under 50 ms.
 //
 //   node bench/facade-cold.ts   (ROUNDS=20)
@@ -83,6 +84,9 @@ try {
     dir: join(work, 'facade'),
     specProviders: `{ store: { dir: "${specDir}" } }`,
     plainHttpHosts: [reg.host],
+    // The put would start a prefetch composing the same spec (the request joins it) and fetching its
+    // layers meanwhile; this measures the composition a request does itself.
+    extra: ['prefetch: { enabled: false }'],
   });
   cleanup.add(() => facade.stop());
 
