@@ -30,6 +30,7 @@ import type { FacadeMetrics } from './metrics.ts';
 import { accepts, parseRange } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
 import { parseRoute, type Route } from './route.ts';
+import { SendBuffers } from './send-buffers.ts';
 
 export interface Readiness {
   ready: boolean;
@@ -53,6 +54,8 @@ export interface FacadeHttpOptions {
 }
 
 const API_VERSION = 'registry/2.0';
+/** One budget for the process: memory is the process's, however many servers it runs. */
+const sendBuffers = new SendBuffers();
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 
@@ -378,16 +381,20 @@ export async function sendBlob(
   headers['content-length'] = expected;
   res.writeHead(part ? 206 : 200, headers);
   if (stream instanceof FileRange) {
-    // A file on this machine: two reused buffers, reads overlapping writes (see FileRange).
+    // A file on this machine: two reused buffers, reads overlapping writes (see FileRange), sized so all
+    // downloads at once stay within a memory budget.
+    const buffers = sendBuffers.enter();
     try {
       await stream.pump(async (chunk) => {
         await writeChunk(res, chunk, signal);
         log.bytes += chunk.length;
-      });
+      }, buffers.chunk);
       res.end();
     } catch (err) {
       log.error = messageOf(err);
       res.destroy();
+    } finally {
+      buffers.leave();
     }
     o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
     return;
