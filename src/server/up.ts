@@ -74,10 +74,6 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));
   };
   try {
-    // First, so a monitor sees "starting" rather than nothing, and a taken port fails before the root is locked.
-    const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
-    undo.push(() => ops.close());
-
     // Every gRPC server's calls on one pair of series, told apart by the method's full name.
     const grpcMetrics = new DaemonMetrics(registry);
     const instrument = (reg: ServiceRegistration) => grpcMetrics.instrument(reg);
@@ -87,6 +83,10 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     });
     daemon = d;
     undo.push(() => d.stop());
+    // After the root's lock, so a second `strata up` on a root in use is told so, not that a port is taken;
+    // before the rest, so a monitor sees "starting" while they start.
+    const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
+    undo.push(() => ops.close());
     const h = hostedOn({ content: d.parts.content, db: d.parts.db, gc: d.parts.gc });
     hosted = h;
     undo.push(() => h.close());

@@ -272,7 +272,10 @@ test('strata up: push, pull, build, compose in one process; a restart keeps ever
 });
 
 test('a second start on a root in use names strata up as the holder', async () => {
-  const r = await runProcess(STRATA, ['up', '--root', root, '--config', config], { timeoutMs: 60_000 });
+  // The same addresses too: the root is what it is told about, not a port in use.
+  const ops = new URL(at.opsUrl).host;
+  const args = ['up', '--root', root, '--config', config, '--listen', at.registryHost, '--metrics', ops];
+  const r = await runProcess(STRATA, args, { timeoutMs: 60_000 });
   assert.equal(r.code, 1);
   assert.match(r.stderr, new RegExp(`state directory ${root} is in use by strata up \\(pid \\d+\\)`));
 });
