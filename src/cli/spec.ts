@@ -9,7 +9,6 @@ import { parse as parseYaml } from 'yaml';
 import { specFromJson, specToJson } from '../api/convert/image-spec.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
-import { parseListen } from '../server/facade-config.ts';
 import {
   DEFAULT_SPEC_STORE,
   openSpecStore,
@@ -138,7 +137,7 @@ export function registerSpec(program: Command): void {
     .action((id: string, f: { specStore: string; address?: string }) =>
       run(async () => {
         if (f.address) {
-          const p = remoteSpecProvider(f.address);
+          const p = await remoteSpecProvider(f.address);
           try {
             print(specToJson(await p.getSpec(id)));
           } finally {
@@ -165,6 +164,8 @@ export function registerSpec(program: Command): void {
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action((f: { specStore: string; listen: string; logLevel: string }) =>
       run(async () => {
+        // Only `serve` needs the listen-address parser (with the facade's whole config module).
+        const { parseListen } = await import('../server/facade-config.ts');
         const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
         const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger);
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());

@@ -2,10 +2,8 @@
 // registryfacade.SpecProvider over gRPC (`strata spec serve`).
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
 import { imageSpecJson } from '../api/convert/image-spec.ts';
-import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
-import { specProviderService } from '../api/services/spec-provider.ts';
+import type { GrpcServer } from '../api/grpc/server.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { DEFAULT_ROOT } from './config.ts';
@@ -18,8 +16,12 @@ export function openSpecStore(dir: string): SpecStore {
   return new SpecStore(dir, imageSpecJson);
 }
 
+// gRPC is loaded only by the two functions that use it: `strata spec put` and the other store commands
+// then start without it (a spec put is on the way to a running workspace).
+
 /** A remote SpecProvider at `address`; close it when done. */
-export function remoteSpecProvider(address: string): SpecProvider & { close(): void } {
+export async function remoteSpecProvider(address: string): Promise<SpecProvider & { close(): void }> {
+  const { GrpcSpecProvider } = await import('../api/clients/spec-provider.ts');
   return new GrpcSpecProvider({ address });
 }
 
@@ -29,6 +31,10 @@ export async function serveSpecStore(
   listen: { host: string; port: number },
   logger: Logger,
 ): Promise<GrpcServer> {
+  const [{ createGrpcServer }, { specProviderService }] = await Promise.all([
+    import('../api/grpc/server.ts'),
+    import('../api/services/spec-provider.ts'),
+  ]);
   const server = createGrpcServer({ logger, services: [specProviderService(openSpecStore(dir))] });
   await server.listenTcp(listen.host, listen.port);
   return server;
