@@ -72,7 +72,7 @@ try {
   // The plain image: the composite copied into docker-registry.
   const setupDir = join(work, 'setup');
   const setup = await freshFacade(setupDir, false);
-  await runCommand(STRATA, ['spec', 'put', 'ws', specFile, '--data-dir', setup.specDir]);
+  await runCommand(STRATA, ['spec', 'put', 'ws', specFile, '--spec-store', setup.specDir]);
   const plain = `${reg.host}/plain:latest`;
   await skopeoCopy(`${setup.facade.host}/remote/ws:latest`, plain);
   await setup.facade.stop();
@@ -104,7 +104,7 @@ try {
     const { facade, specDir } = await freshFacade(dir, side === 'facade, prefetch');
     try {
       return await pullAndRun(`${facade.host}/remote/${name}:latest`, name, () =>
-        timed(() => runCommand(STRATA, ['spec', 'put', name, specFile, '--data-dir', specDir])),
+        timed(() => runCommand(STRATA, ['spec', 'put', name, specFile, '--spec-store', specDir])),
       );
     } finally {
       await facade.stop();
