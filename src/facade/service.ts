@@ -52,7 +52,7 @@ export interface FacadeName {
   id: string;
 }
 
-/** A static layer from the config: an image whose layers are added, or a gzip file prepared at start. */
+/** A static layer from the config: an image whose layers are added, or a gzip file read into the cache. */
 export type StaticLayer = { kind: 'image'; ref: string } | { kind: 'file'; addition: Addition };
 
 export interface FacadeObserver {
@@ -135,6 +135,7 @@ export class FacadeService {
   private readonly history: TtlLru<string, Composition[]>;
   private readonly composing: LoadingCache<string, Composition>;
   private readonly historyPerName: number;
+  private staticLayers: readonly StaticLayer[];
 
   constructor(options: FacadeServiceOptions) {
     this.o = options;
@@ -148,10 +149,19 @@ export class FacadeService {
     this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? HISTORY_TTL_MS, maxEntries });
+    this.staticLayers = options.staticLayers ?? [];
     // Joins identical compositions running at once (a HEAD and a GET from the same pull); kept for
     // a moment only, so the next request sees moved tags and changed specs.
     this.composing = new LoadingCache({ ttlMs: 1000, maxEntries });
     this.historyPerName = options.historyPerName ?? 4;
+  }
+
+  /**
+   * Replaces the static layers (a static layer file was reloaded): compositions from now on use these;
+   * those made before stay servable by digest for the history TTL.
+   */
+  setStaticLayers(layers: readonly StaticLayer[]): void {
+    this.staticLayers = layers;
   }
 
   get providerKeys(): string[] {
@@ -353,7 +363,7 @@ export class FacadeService {
 
   /** Composes a spec (exposed for `strata spec` checks and tests). */
   async composeSpec(spec: ImageSpec): Promise<ComposedImage> {
-    const staticLayers = this.o.staticLayers ?? [];
+    const staticLayers = this.staticLayers;
     const refs = [
       spec.baseRef,
       ...addedImageRefs(spec).map((a) => a.ref),

@@ -3,6 +3,7 @@
 // refresh() on demand (SIGHUP). Watchers miss some editors' and Kubernetes' atomic swaps, so callers may
 // also refresh on use. A file rewritten in place passes through empty and partial states: files are read
 // only once they have been still for a moment. A bad version is reported once and the previous value stays.
+// Watching can be switched off: then only refresh() (SIGHUP) reads the files again.
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -13,11 +14,15 @@ const DEFAULT_SETTLE_MS = 100;
 const MAX_SETTLE_WAITS = 10;
 const DEFAULT_MAX_BYTES = 64 * 1024 * 1024;
 
-export interface WatchedFilesOptions<T> {
+interface CommonOptions<T> {
   /** What the files hold, for messages (e.g. `htpasswd /etc/strata/htpasswd`). */
   what: string;
-  /** Builds the value from the files' bytes (in `paths` order); throws on a bad version. */
-  parse: (files: Buffer[], previous: T | undefined) => T | Promise<T>;
+  /**
+   * Watch the files (default true). false: they are read again only by refresh() (SIGHUP), and callers
+   * that check on use leave that too (see `watching`), for file systems where watching does not work or
+   * operators who apply changes deliberately.
+   */
+  watch?: boolean;
   onReload?: (value: T) => void;
   /** Told about a version that was refused (the previous value stays). */
   onReloadError?: (err: unknown) => void;
@@ -25,6 +30,18 @@ export interface WatchedFilesOptions<T> {
   settleMs?: number;
   maxBytes?: number;
 }
+
+export type WatchedFilesOptions<T> = CommonOptions<T> &
+  (
+    | {
+        /** Builds the value from the files' bytes (in `paths` order); throws on a bad version. */
+        parse: (files: Buffer[], previous: T | undefined) => T | Promise<T>;
+      }
+    | {
+        /** Builds the value by reading the files itself (big ones, streamed); throws on a bad version. */
+        load: (previous: T | undefined) => Promise<T>;
+      }
+  );
 
 interface Version {
   key: string;
@@ -51,8 +68,9 @@ export class WatchedFiles<T> {
   /** Reads and parses the files now; an error here is the caller's (a bad file at start). */
   static async open<T>(paths: string[], options: WatchedFilesOptions<T>): Promise<WatchedFiles<T>> {
     const version = await settledVersion(paths, options, '');
-    const value = await options.parse(await readAll(paths, options), undefined);
+    const value = await buildValue(paths, options, undefined);
     const w = new WatchedFiles(paths, options, value, version.key);
+    if (!w.watching) return w;
     for (const dir of new Set(paths.map((p) => dirname(p)))) {
       const names = new Set(paths.filter((p) => dirname(p) === dir).map((p) => basename(p)));
       try {
@@ -73,6 +91,11 @@ export class WatchedFiles<T> {
     return this.current;
   }
 
+  /** Whether changes are watched for (else only refresh() reads the files again). */
+  get watching(): boolean {
+    return this.options.watch !== false;
+  }
+
   /** Re-reads the files if they changed; a refused version is reported through onReloadError. */
   refresh(): Promise<void> {
     this.refreshing ??= this.load()
@@ -87,7 +110,7 @@ export class WatchedFiles<T> {
     const v = await settledVersion(this.paths, this.options, this.key, this.badKey);
     if (v.key === this.key || v.key === this.badKey) return;
     try {
-      const value = await this.options.parse(await readAll(this.paths, this.options), this.current);
+      const value = await buildValue(this.paths, this.options, this.current);
       this.current = value;
       this.key = v.key;
       this.badKey = '';
@@ -102,6 +125,11 @@ export class WatchedFiles<T> {
     for (const w of this.watchers) w.close();
     this.watchers.length = 0;
   }
+}
+
+function buildValue<T>(paths: readonly string[], options: WatchedFilesOptions<T>, previous: T | undefined) {
+  if ('load' in options) return options.load(previous);
+  return readAll(paths, options).then((files) => options.parse(files, previous));
 }
 
 /** The files' version once they have not changed for `settleMs` (or after a bounded number of waits). */

@@ -148,6 +148,21 @@ test('with onReloadError, an edit that does not parse is reported once and the c
   assert.equal(reloads, 1);
 });
 
+test('checkOnUse false: the file is read again only by refresh()', async () => {
+  const path = join(dir, 'on-refresh.json');
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('a:1') } } }));
+  await utimes(path, 1000, 1000);
+  let reloads = 0;
+  const store = new DockerConfigCredentials({ path, env, checkOnUse: false, onReload: () => reloads++ });
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'a', password: '1' });
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('b:2') } } }));
+  await utimes(path, 2000, 2000);
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'a', password: '1' });
+  await store.refresh();
+  assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'b', password: '2' });
+  assert.equal(reloads, 1);
+});
+
 test('credential helper: per-host credHelpers, credsStore, identity tokens, fallback to auths', async () => {
   await helperAnswer('helped.example', { ServerURL: 'helped.example', Username: 'hu', Secret: 'hs' });
   await helperAnswer('https://index.docker.io/v1/', { Username: '<token>', Secret: 'hub-refresh' });

@@ -219,6 +219,11 @@ export interface DockerConfigCredentialsOptions {
    */
   onReloadError?: (err: unknown) => void;
   onReload?: () => void;
+  /**
+   * Look at the file on every use (default true). false: once read, it is read again only by refresh()
+   * (a facade reloading on SIGHUP alone).
+   */
+  checkOnUse?: boolean;
 }
 
 interface FileState {
@@ -237,6 +242,7 @@ export class DockerConfigCredentials implements CredentialStore {
   private badKey = '';
   private readonly onReloadError: ((err: unknown) => void) | undefined;
   private readonly onReload: (() => void) | undefined;
+  private readonly checkOnUse: boolean;
   private readonly helperCache = new Map<string, { at: number; value: Credentials | undefined }>();
 
   constructor(options: DockerConfigCredentialsOptions = {}) {
@@ -246,10 +252,17 @@ export class DockerConfigCredentials implements CredentialStore {
     this.helperCacheMs = options.helperCacheMs ?? 30_000;
     this.onReloadError = options.onReloadError;
     this.onReload = options.onReload;
+    this.checkOnUse = options.checkOnUse !== false;
   }
 
-  /** The parsed file as it is now (empty when it does not exist). */
+  /** The parsed file as it is now (empty when it does not exist), or as last read (checkOnUse false). */
   async config(): Promise<DockerConfig> {
+    if (this.state && !this.checkOnUse) return this.state.config;
+    return this.refresh();
+  }
+
+  /** Reads the file again if it changed; a bad version is reported (onReloadError) and the old one stays. */
+  async refresh(): Promise<DockerConfig> {
     let key: string;
     try {
       const st = await stat(this.path, { bigint: true });

@@ -192,3 +192,9 @@ redis:
     assert.throws(() => parseFacadeConfig(text, '/'), msg);
   }
 });
+
+test('watchFiles: on by default; false leaves reloads to SIGHUP', () => {
+  assert.equal(parseFacadeConfig('{}', '/').watchFiles, true);
+  assert.equal(parseFacadeConfig('watchFiles: false', '/').watchFiles, false);
+  assert.throws(() => parseFacadeConfig('watchFiles: no', '/'), /watchFiles: want true or false/);
+});

@@ -11,6 +11,7 @@ import { DEFAULT_HEADER_TIMEOUT_MS } from '../facade/http/connection-guard.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import type { TlsFiles } from '../facade/http/tls-files.ts';
 import { DEFAULT_SHARED_MAX_VALUE_BYTES, DEFAULT_SHARED_TIMEOUT_MS } from '../facade/shared/shared-store.ts';
+import type { StaticLayerConfig } from '../facade/static-layer.ts';
 import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
@@ -45,7 +46,7 @@ export interface RedisConfig {
   maxValueBytes: number;
 }
 
-export type StaticLayerConfig = { ref: string } | { file: string };
+export type { StaticLayerConfig } from '../facade/static-layer.ts';
 
 export interface FacadeConfig {
   listen: { host: string; port: number };
@@ -88,6 +89,11 @@ export interface FacadeConfig {
    * at once, and how many of the specs already stored are prefetched at start (most recent first).
    */
   prefetch: { enabled: boolean; concurrency: number; startupSpecs: number };
+  /**
+   * Watch the reloadable files (fixed specs, static layer files, docker auth, htpasswd, token keys, TLS)
+   * and reload them when they change (default). false: they are reloaded on SIGHUP only.
+   */
+  watchFiles: boolean;
 }
 
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
@@ -133,6 +139,7 @@ export const FACADE_KEYS = {
     specTtlSeconds: null,
     maxValueBytes: null,
   },
+  watchFiles: null,
 } as const satisfies KeyTree;
 
 export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
@@ -431,6 +438,9 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     if (redis.maxValueBytes < 1024) fail('redis.maxValueBytes', 'want at least 1KiB');
   }
 
+  if (d.watchFiles !== undefined && typeof d.watchFiles !== 'boolean')
+    fail('watchFiles', 'want true or false');
+
   return {
     listen,
     prefix,
@@ -458,6 +468,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     connections,
     shutdownGraceMs: positive(d.shutdownGraceSeconds, 'shutdownGraceSeconds', 25) * 1000,
     prefetch,
+    watchFiles: d.watchFiles !== false,
   };
 }
 

@@ -19,7 +19,7 @@ import {
   DirectLayerSource,
   HostedLayerSource,
   RemoteLayerSource,
-  StaticFileSource,
+  StaticLayerSource,
   UpstreamLayerSource,
 } from '../facade/blobs/sources.ts';
 import { urlBlob } from '../facade/blobs/url-blob.ts';
@@ -41,19 +41,12 @@ import {
   type SpecProvider,
 } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
-import {
-  FacadeService,
-  HISTORY_TTL_MS,
-  type SharedTiers,
-  type StaticLayer,
-  type UpstreamRegistry,
-} from '../facade/service.ts';
+import { FacadeService, HISTORY_TTL_MS, type SharedTiers, type UpstreamRegistry } from '../facade/service.ts';
 import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '../facade/shared/codecs.ts';
 import { RedisStore } from '../facade/shared/redis-store.ts';
 import { SharedStore } from '../facade/shared/shared-store.ts';
-import { staticFileLayer } from '../facade/static-layer.ts';
+import { StaticLayers } from '../facade/static-layer.ts';
 import type { Blob } from '../oci/blob.ts';
-import type { Digest } from '../oci/digest.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
@@ -119,13 +112,18 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const ca = await Promise.all(config.caCerts.map((p) => readFile(p)));
     let upstream = options.upstream;
     if (!upstream) {
+      const dockerAuth = new DockerConfigCredentials({
+        ...(config.dockerAuth ? { path: config.dockerAuth } : {}),
+        // Re-read on use when it changed (or only on SIGHUP); a bad edit keeps the credentials read before.
+        checkOnUse: config.watchFiles,
+        ...reloadEvents('docker-auth'),
+      });
+      reloaders.push(async () => {
+        await dockerAuth.refresh();
+      });
       const client = new RegistryClient({
         hosts: { insecure: config.plainHttpHosts, ca },
-        credentials: new DockerConfigCredentials({
-          ...(config.dockerAuth ? { path: config.dockerAuth } : {}),
-          // Re-read on use when it changed; a bad edit keeps the credentials read before.
-          ...reloadEvents('docker-auth'),
-        }),
+        credentials: dockerAuth,
       });
       upstream = client;
     }
@@ -175,17 +173,6 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     if (remote.length > 0)
       providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
 
-    const staticLayers: StaticLayer[] = [];
-    const staticFiles = new Map<Digest, string>();
-    for (const s of config.staticLayers) {
-      if ('ref' in s) staticLayers.push({ kind: 'image', ref: s.ref });
-      else {
-        const f = await staticFileLayer(s.file);
-        staticFiles.set(f.digest, s.file);
-        staticLayers.push({ kind: 'file', addition: f.addition });
-      }
-    }
-
     const cache = await BlobCache.open({
       dir: config.cache.dir,
       maxBytes: config.cache.maxBytes,
@@ -201,6 +188,19 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     });
     undo.push(() => cache.close());
     const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
+    // Static layer files go into the cache, so a version stays servable by digest after a reload.
+    let service: FacadeService | undefined;
+    const staticEvents = reloadEvents('static-layer');
+    const staticLayers = await StaticLayers.open(config.staticLayers, {
+      cache,
+      keepMs: HISTORY_TTL_MS,
+      watch: config.watchFiles,
+      onChange: (layers) => service?.setStaticLayers(layers),
+      onReload: staticEvents.onReload,
+      onReloadError: staticEvents.onReloadError,
+    });
+    undo.push(() => staticLayers.close());
+    reloaders.push(() => staticLayers.refresh());
     let sharedTiers: SharedTiers | undefined;
     if (shared) {
       const { store, redis } = shared;
@@ -217,6 +217,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     if (config.specProviders.fixedFile) {
       const fixed = await FixedFileSpecProvider.open(config.specProviders.fixedFile, {
         json: imageSpecJson,
+        watch: config.watchFiles,
         onReloadError: (err) => {
           metrics.fixedSpecLoads.inc({ result: 'refused' });
           logger.warn({ err: messageOf(err) }, 'fixed specs not reloaded, the previous ones stay');
@@ -242,12 +243,12 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     // read from its content store.
     const ownHosts = new Set<string>();
     const allowHttpHost = plainHttpAllowed(config);
-    const service = new FacadeService({
+    service = new FacadeService({
       providers,
       upstream: up,
       cache,
       sources: [
-        new StaticFileSource(staticFiles),
+        new StaticLayerSource(cache),
         new DirectLayerSource(),
         new RemoteLayerSource({
           redirect: config.contentLayers.redirect,
@@ -257,7 +258,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         ...(hosted ? [hostedSource(hosted, ownHosts)] : []),
         new UpstreamLayerSource((repo, desc) => up.blob(repo, desc)),
       ],
-      staticLayers,
+      staticLayers: staticLayers.layers,
       platform: config.platform,
       tagTtlMs: config.tagTtlMs,
       allowHttpHost,
@@ -293,6 +294,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let auth: ClientAuth | undefined;
     if (config.auth) {
       const a = await ClientAuth.open(config.auth, {
+        watch: config.watchFiles,
         onReload: (what) => reloadEvents(what).onReload(),
         onReloadError: (what, err) => reloadEvents(what).onReloadError(err),
       });
@@ -310,6 +312,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
             tlsEvents.onReload();
           },
           onReloadError: tlsEvents.onReloadError,
+          watch: config.watchFiles,
         })
       : undefined;
     if (tlsFiles) {

@@ -1,4 +1,5 @@
 // A self-signed P-256 certificate and its key, made with openssl, for loopback TLS servers and token issuers.
+import { connect } from 'node:tls';
 import { runCommand } from './process.ts';
 
 export interface SelfSignedOptions {
@@ -16,4 +17,16 @@ export async function makeSelfSignedCert(o: SelfSignedOptions): Promise<void> {
   args.push('-keyout', o.keyFile, '-out', o.certFile, '-days', String(o.days ?? 7), '-subj', `/CN=${o.cn}`);
   if (o.ip) args.push('-addext', `subjectAltName=IP:${o.ip}`);
   await runCommand('openssl', args, { timeoutMs: 30_000 });
+}
+
+/** The subject CN of the certificate a TLS server on 127.0.0.1:`port` presents to a new connection. */
+export function servedCommonName(port: number): Promise<string> {
+  return new Promise<string>((resolve, reject) => {
+    const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
+      const cn = s.getPeerCertificate().subject.CN;
+      s.end();
+      resolve(Array.isArray(cn) ? cn.join(',') : String(cn));
+    });
+    s.on('error', reject);
+  });
 }

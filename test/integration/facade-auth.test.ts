@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { connect } from 'node:tls';
 import bcrypt from 'bcryptjs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
@@ -19,7 +18,7 @@ import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import { type ImageTools, imageTools, type PushedImage, pushBusybox } from '../helpers/images.ts';
 import { waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
-import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
+import { makeSelfSignedCert, servedCommonName } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 import { startTokenServer, type TokenServer } from '../helpers/token-server.ts';
 
@@ -257,15 +256,7 @@ describe('facade client authentication', () => {
     t.after(() => app.close());
     assert.match(app.url, /^https:/);
     const port = Number(new URL(app.url).port);
-    const servedCn = () =>
-      new Promise<string>((resolve, reject) => {
-        const s = connect({ host: '127.0.0.1', port, rejectUnauthorized: false }, () => {
-          const cn = s.getPeerCertificate().subject.CN;
-          s.end();
-          resolve(Array.isArray(cn) ? cn.join(',') : String(cn));
-        });
-        s.on('error', reject);
-      });
+    const servedCn = () => servedCommonName(port);
     assert.equal(await servedCn(), 'first');
     // A real client over TLS with credentials.
     await skopeo(['--creds', 'alice:wonderland', `docker://${hostOf(app)}/fixed/ws1:latest`]);

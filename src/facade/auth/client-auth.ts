@@ -45,6 +45,8 @@ export type AuthDecision =
     };
 
 export interface ClientAuthEvents {
+  /** Watch the files for changes (default true); false: only reload() reads them again. */
+  watch?: boolean;
   onReload?: (what: 'htpasswd' | 'token-keys') => void;
   onReloadError?: (what: 'htpasswd' | 'token-keys', err: unknown) => void;
 }
@@ -72,6 +74,7 @@ export class ClientAuth {
   static async open(config: ClientAuthConfig, events: ClientAuthEvents = {}): Promise<ClientAuth> {
     const watchOptions = (kind: 'htpasswd' | 'token-keys', what: string) => ({
       what,
+      watch: events.watch,
       onReload: () => events.onReload?.(kind),
       onReloadError: (err: unknown) => events.onReloadError?.(kind, err),
     });

@@ -57,6 +57,13 @@ export interface BlobCacheOptions {
   events?: CacheEvents;
 }
 
+/** A blob the cache keeps until release(). */
+export interface HeldBlob {
+  digest: Digest;
+  size: number;
+  release(): void;
+}
+
 export interface CacheRead {
   stream: Readable;
   outcome: CacheOutcome;
@@ -275,6 +282,65 @@ export class BlobCache {
       this.release(held, signal.aborted ? signal.reason : undefined);
     }
     return outcome;
+  }
+
+  /**
+   * Stores bytes whose digest is not known beforehand (a static layer file), computing it on the way, and
+   * holds the blob: it is not evicted until release() (then it is an ordinary cached blob). An equal blob
+   * found at start is checked first, so a corrupt file is replaced by these bytes.
+   */
+  async addHeld(source: AsyncIterable<Uint8Array>): Promise<HeldBlob> {
+    if (this.closed) throw failedPrecondition('blob cache is closed');
+    const ref = `add-${++this.fills}-${process.pid}-${Date.now()}`;
+    const w = await this.store.writer(ref);
+    let digest: Digest;
+    try {
+      for await (const chunk of source) await w.write(chunk);
+      digest = w.digest();
+      const found = this.entries.get(digest);
+      if (found?.state === 'complete' && !found.verified) await this.check(found);
+      try {
+        await w.commit();
+      } catch (err) {
+        if (!isAlreadyExists(err)) throw err;
+      }
+    } catch (err) {
+      await w.close(err as Error).catch(() => {});
+      await this.store.abort(ref).catch(() => {});
+      throw err;
+    }
+    const size = w.offset;
+    let entry = this.entries.get(digest);
+    if (!entry) {
+      entry = {
+        digest,
+        size,
+        state: 'complete',
+        ref: '',
+        writing: Promise.resolve(),
+        done: Promise.resolve(),
+        received: size,
+        readers: 0,
+        lastUsed: ++this.clock,
+        verified: true,
+        abort: new AbortController(),
+      };
+      this.entries.set(digest, entry);
+      this.total += size;
+    }
+    this.acquire(entry);
+    const held = entry;
+    let released = false;
+    this.evict();
+    return {
+      digest,
+      size,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.release(held);
+      },
+    };
   }
 
   /**

@@ -3,13 +3,12 @@
 // network, so the service serves it through the disk cache, or with a redirect. Nothing here buffers a
 // blob.
 import { Readable } from 'node:stream';
-import { FileRange } from '../../content/file-range.ts';
 import { invalidArgument } from '../../errors.ts';
 import type { Blob, OpenOptions } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import type { Digest } from '../../oci/digest.ts';
 import { parseNormalizedReference } from '../../oci/reference.ts';
 import type { ComposedLayer } from '../compose/compose.ts';
+import type { BlobCache } from './cache.ts';
 
 /** How a source serves a blob it has. */
 export type SourcedBlob =
@@ -48,28 +47,24 @@ export function bytesBlob(descriptor: Descriptor, bytes: Uint8Array): Blob {
   };
 }
 
-/** A blob in a file on this machine, checked when it was configured. */
-export function fileBlob(descriptor: Descriptor, path: string): Blob {
-  return {
-    descriptor,
-    open: async (o = {}) => {
-      const { offset, end } = span(o.range, descriptor.size);
-      return new FileRange(path, offset, end, { signal: o.signal });
-    },
-  };
-}
-
-/** Static layers from gzip files named in the config, served from those files. */
-export class StaticFileSource implements LayerSource {
+/**
+ * Static layers from gzip files named in the config: their bytes were put in the blob cache when the file
+ * was read (and are held there while a composition may name them), so they are served by digest from it.
+ */
+export class StaticLayerSource implements LayerSource {
   readonly name = 'static';
-  private readonly files: ReadonlyMap<Digest, string>;
-  constructor(files: ReadonlyMap<Digest, string>) {
-    this.files = files;
+  private readonly cache: Pick<BlobCache, 'read'>;
+  constructor(cache: Pick<BlobCache, 'read'>) {
+    this.cache = cache;
   }
   find(q: BlobQuery): SourcedBlob | undefined {
-    const path = this.files.get(q.descriptor.digest);
-    if (path === undefined) return undefined;
-    return { source: this.name, blob: fileBlob(q.descriptor, path), remote: false };
+    if (q.layer.origin.kind !== 'static') return undefined;
+    const descriptor = q.descriptor;
+    const blob: Blob = {
+      descriptor,
+      open: async (o = {}) => (await this.cache.read(descriptor, o.range, undefined, o.signal)).stream,
+    };
+    return { source: this.name, blob, remote: false };
   }
 }
 
@@ -103,7 +98,6 @@ export class RemoteLayerSource implements LayerSource {
     const origin = q.layer.origin;
     if (origin.kind !== 'remote') return undefined;
     const url = new URL(origin.url);
-    if (url.protocol === 'file:') return undefined;
     if (url.protocol !== 'https:' && !(url.protocol === 'http:' && this.options.allowHttpHost(url.host))) {
       throw invalidArgument(
         `content layer ${q.descriptor.digest}: ${url.protocol} URLs are not allowed for ${url.host}`,

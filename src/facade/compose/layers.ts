@@ -9,6 +9,8 @@ export type LayerOrigin =
   | { kind: 'base' }
   /** A layer of an added image (static, ide, supervisor, ide layer): fetched from that image's repository. */
   | { kind: 'image'; ref: string }
+  /** A static layer from a file of the facade's configuration: served from the blob cache by digest. */
+  | { kind: 'static' }
   /** A remote content layer: the client is redirected to the URL. */
   | { kind: 'remote'; url: string }
   /** A direct content layer: served from these bytes. */

@@ -18,7 +18,7 @@ export interface TlsPair {
 
 export function watchTlsFiles(
   files: TlsFiles,
-  events: { onReload: (pair: TlsPair) => void; onReloadError: (err: unknown) => void },
+  events: { onReload: (pair: TlsPair) => void; onReloadError: (err: unknown) => void; watch?: boolean },
 ): Promise<WatchedFiles<TlsPair>> {
   const what = `TLS certificate ${files.cert} and key ${files.key}`;
   return WatchedFiles.open([files.cert, files.key], {
@@ -31,6 +31,7 @@ export function watchTlsFiles(
       }
       return { cert: cert!, key: key! };
     },
+    watch: events.watch,
     onReload: events.onReload,
     onReloadError: events.onReloadError,
   });

@@ -43,6 +43,8 @@ export interface FixedFileOptions {
   onReload?: (count: number) => void;
   /** How long the file must be unchanged before it is read (default 100 ms). */
   settleMs?: number;
+  /** Watch the file and check it on use (default true); false: only reload() reads it again. */
+  watch?: boolean;
 }
 
 export class FixedFileSpecProvider implements SpecProvider {
@@ -57,6 +59,7 @@ export class FixedFileSpecProvider implements SpecProvider {
     const file = await WatchedFiles.open<Map<string, ImageSpec>>([path], {
       what: where,
       settleMs: options.settleMs,
+      watch: options.watch,
       parse: ([bytes], previous) => {
         const specs = parseFixedSpecs(bytes!.toString('utf8'), where, options.json);
         if (specs !== undefined) return specs;
@@ -83,13 +86,13 @@ export class FixedFileSpecProvider implements SpecProvider {
     return this.file.value.size;
   }
 
-  /** Re-reads the file if it changed (also done on every lookup). */
+  /** Re-reads the file if it changed (also done on every lookup while watching). */
   reload(): Promise<void> {
     return this.file.refresh();
   }
 
   async getSpec(id: string): Promise<ImageSpec> {
-    await this.file.refresh();
+    if (this.file.watching) await this.file.refresh();
     const spec = this.file.value.get(id);
     if (!spec) throw notFound(`fixed spec ${JSON.stringify(id)}: not found`);
     return spec;

@@ -44,6 +44,16 @@ const additions: Addition[] = [
       },
     ],
   },
+  {
+    source: 'static /etc/strata/extra.tar.gz',
+    layers: [
+      {
+        descriptor: { mediaType: MediaType.ociLayerGzip, digest: digestOf('static'), size: 6 },
+        diffId: digestOf('static tar'),
+        origin: { kind: 'static' },
+      },
+    ],
+  },
 ];
 const image = compose(base, additions, { baseRef: 'reg.example/base:1' });
 const named: NamedComposition = { name: 'remote/ws1', baseRef: 'reg.example/base:1', image };

@@ -60,6 +60,7 @@ export function specCodec(codec: SpecJsonCodec): SharedCodec<ImageSpec> {
 
 type StoredOrigin =
   | { kind: 'base' }
+  | { kind: 'static' }
   | { kind: 'image'; ref: string }
   | { kind: 'remote'; url: string }
   | { kind: 'direct'; content: string };
@@ -73,6 +74,9 @@ function loadOrigin(v: unknown, layer: Descriptor): LayerOrigin {
   switch (v.kind) {
     case 'base':
       return { kind: 'base' };
+    // Served from this replica's blob cache by digest, where its own static layer files put it.
+    case 'static':
+      return { kind: 'static' };
     case 'image':
       if (typeof v.ref !== 'string') throw new Error('image origin without ref');
       return { kind: 'image', ref: v.ref };
