@@ -93,3 +93,27 @@ test('a bad static layer file at start is an error', async () => {
     await rm(dir, { recursive: true, force: true });
   }
 });
+
+test('a watched static layer file is reloaded when it changes', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-static-'));
+  const cache = await BlobCache.open({ dir: join(dir, 'cache'), maxBytes: 1 << 20 });
+  const path = join(dir, 'layer.tar.gz');
+  await writeFile(path, gzipSync('one'));
+  const reloaded: string[] = [];
+  const layers = await StaticLayers.open([{ ref: 'registry.example/supervisor:1' }, { file: path }], {
+    cache,
+    keepMs: 1000,
+    onReload: (p) => reloaded.push(p),
+  });
+  try {
+    await writeFile(path, gzipSync('two'));
+    await waitFor(() => fileLayer(layers.layers).diffId === digestOf('two'), 10_000, {
+      what: 'the watcher to reload the file',
+    });
+    assert.deepEqual(reloaded, [path]);
+  } finally {
+    layers.close();
+    cache.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+});
