@@ -1,0 +1,167 @@
+// Pushes into and pulls out of Strata's hosted repositories (`strata facade` with `hosted: { root }`, run
+// as bin/strata) side by side with docker-registry (filesystem storage in a temp dir), in one run:
+// a busybox-static based image with LAYERS random (incompressible) layers of LAYER_MIB each, ~226 MiB of
+// blobs by default.
+//   - `buildah push` from buildah's own storage (which compresses the layers again on the way, as a user's
+//     push does),
+//   - `skopeo copy oci:DIR docker://…` (the blobs go over as they are),
+//   - `skopeo copy docker://… oci:DIR` pulling the skopeo-pushed image back into a fresh layout.
+// Every round starts a fresh registry of each kind (not timed), on a new port, so nothing is already
+// there and the tools' blob caches know no location on it; who goes first alternates. Prints each
+// time, the medians and the ratio Strata/docker-registry per operation (target ≤ 1.0).
+//
+//   node bench/hosted-push-pull.ts      (ROUNDS=5 LAYERS=5 LAYER_MIB=45)
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { imageTools, pushMultiLayer } from '../test/helpers/images.ts';
+import { freePort } from '../test/helpers/ports.ts';
+import { spawnServer } from '../test/helpers/process.ts';
+import { startRegistry } from '../test/helpers/registry.ts';
+import { Cleanup, removeTempDir, tempDir } from '../test/helpers/tmp.ts';
+import { intArg, median, printTable, timed } from './stats.ts';
+
+const STRATA = new URL('../bin/strata', import.meta.url).pathname;
+const rounds = intArg('ROUNDS', 5);
+const layers = intArg('LAYERS', 5);
+const layerMiB = intArg('LAYER_MIB', 45);
+
+type Side = 'strata' | 'docker-registry';
+const OPS = ['buildah push', 'skopeo push', 'skopeo pull'] as const;
+type Op = (typeof OPS)[number];
+
+interface Target {
+  host: string;
+  stop(): Promise<void>;
+}
+
+/** A fresh `strata facade` serving hosted repositories on a fresh root. */
+async function startStrata(): Promise<Target> {
+  const dir = await tempDir('bench-hosted');
+  try {
+    const host = `127.0.0.1:${await freePort()}`;
+    const config = join(dir, 'facade.yaml');
+    await writeFile(
+      config,
+      [
+        `listen: "${host}"`,
+        `hosted: { root: "${join(dir, 'root')}" }`,
+        `cache: { dir: "${join(dir, 'cache')}" }`,
+        '',
+      ].join('\n'),
+    );
+    const server = await spawnServer(STRATA, ['facade', '--config', config, '--log-level', 'warn'], {
+      name: 'strata facade',
+      logFile: join(dir, 'facade.log'),
+      readyCheck: async () => (await fetch(`http://${host}/readyz`)).status === 200,
+      timeoutMs: 60_000,
+    });
+    return {
+      host,
+      async stop() {
+        await server.stop();
+        await removeTempDir(dir);
+      },
+    };
+  } catch (err) {
+    await removeTempDir(dir);
+    throw err;
+  }
+}
+
+async function startDockerRegistry(): Promise<Target> {
+  const reg = await startRegistry();
+  return { host: reg.host, stop: () => reg.stop() };
+}
+
+const cleanup = new Cleanup();
+try {
+  const tools = await imageTools();
+  cleanup.add(() => tools.cleanup());
+  const work = await tempDir('bench-hosted-work');
+  cleanup.addDir(work);
+
+  // The image: built as an OCI layout and pushed to a seed registry by the test helper, then copied into
+  // a local layout (skopeo's source) and into buildah's storage (buildah's source).
+  const seed = await startRegistry();
+  cleanup.add(() => seed.stop());
+  console.log(`building a ${layers}-layer image of ${layers * layerMiB} MiB (+ busybox) …`);
+  const image = await pushMultiLayer(seed, 'bench/src', { layers, layerBytes: layerMiB << 20 });
+  const layout = join(work, 'source');
+  await tools.skopeo([
+    'copy',
+    '-q',
+    '--src-tls-verify=false',
+    `docker://${image.ref}`,
+    `oci:${layout}:latest`,
+  ]);
+  await tools.buildah(['pull', '-q', '--tls-verify=false', `docker://${image.ref}`]);
+  await seed.stop();
+  console.log(`${image.layers} layers, ${(image.blobBytes / 2 ** 20).toFixed(1)} MiB of blobs`);
+
+  const ops: Record<Op, (host: string, round: number) => Promise<unknown>> = {
+    'buildah push': (host) =>
+      tools.buildah(['push', '-q', '--tls-verify=false', image.ref, `docker://${host}/bench/buildah:latest`]),
+    'skopeo push': (host) =>
+      tools.skopeo([
+        'copy',
+        '-q',
+        '--dest-tls-verify=false',
+        `oci:${layout}:latest`,
+        `docker://${host}/bench/skopeo:latest`,
+      ]),
+    'skopeo pull': async (host, round) => {
+      const dest = join(work, `pulled-${round}-${host.replace(/[^0-9]/g, '')}`);
+      try {
+        await tools.skopeo([
+          'copy',
+          '-q',
+          '--src-tls-verify=false',
+          `docker://${host}/bench/skopeo:latest`,
+          `oci:${dest}:latest`,
+        ]);
+      } finally {
+        await removeTempDir(dest);
+      }
+    },
+  };
+  const starts: Record<Side, () => Promise<Target>> = {
+    strata: startStrata,
+    'docker-registry': startDockerRegistry,
+  };
+  const times: Record<Side, Record<Op, number[]>> = {
+    strata: { 'buildah push': [], 'skopeo push': [], 'skopeo pull': [] },
+    'docker-registry': { 'buildah push': [], 'skopeo push': [], 'skopeo pull': [] },
+  };
+
+  for (let round = 0; round <= rounds; round++) {
+    // Round 0 warms both sides (page cache, compile caches) and is not counted.
+    const sides: Side[] = round % 2 === 0 ? ['docker-registry', 'strata'] : ['strata', 'docker-registry'];
+    for (const side of sides) {
+      const target = await starts[side]();
+      try {
+        const line: string[] = [];
+        for (const op of OPS) {
+          const ms = await timed(() => ops[op](target.host, round));
+          if (round > 0) times[side][op].push(ms);
+          line.push(`${op} ${ms.toFixed(0)} ms`);
+        }
+        console.log(`${round === 0 ? 'warm-up' : `round ${round}`} ${side}: ${line.join(', ')}`);
+      } finally {
+        await target.stop();
+      }
+    }
+  }
+
+  const rows = [['operation', 'strata ms', 'docker-registry ms', 'ratio']];
+  const ratios: string[] = [];
+  for (const op of OPS) {
+    const s = median(times.strata[op]);
+    const d = median(times['docker-registry'][op]);
+    rows.push([op, s.toFixed(0), d.toFixed(0), (s / d).toFixed(3)]);
+    ratios.push(`${op} ${(s / d).toFixed(3)}`);
+  }
+  printTable(rows);
+  console.log(`ratio strata/docker-registry (median time, target ≤ 1.0): ${ratios.join('; ')}`);
+} finally {
+  await cleanup.run();
+}
