@@ -20,6 +20,7 @@ import {
 import type { Blob, ByteRange, OpenOptions } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, isDigest, parseDigest, VerifyingStream } from '../oci/digest.ts';
+import { appendStream } from './append-stream.ts';
 import { FileRange } from './file-range.ts';
 import { followGrowth, type Growth } from './follow.ts';
 import { isENOENT, tmpName, tmpOwner } from './fs-util.ts';
@@ -352,55 +353,26 @@ function clipRange(range: ByteRange | undefined, size: number): { offset: number
   return { offset, end: length === undefined ? size : Math.min(size, offset + length) };
 }
 
-/** Bytes gathered before one disk write: big writes, and reading goes on while the previous one lands. */
-const WRITE_BATCH_BYTES = 1 << 20;
-
-/**
- * Appends a stream to a writer with at most one write in flight, so the network keeps flowing while the
- * disk works; memory stays under two batches per ingest.
- */
+/** Appends a stream in batches; more bytes than expected empty the ingest (they are not that content). */
 async function writeBatched(
   w: IngestWriter,
   stream: Readable,
   expected: { digest: Digest; size: number },
 ): Promise<void> {
-  let inFlight: Promise<void> = Promise.resolve();
-  let batch: Uint8Array[] = [];
-  let batched = 0;
   let received = w.offset;
-  const flush = async (): Promise<void> => {
-    await inFlight;
-    if (batched === 0) return;
-    const data = batch;
-    batch = [];
-    batched = 0;
-    inFlight = w.write(data);
-    // Awaited at the next flush; this only keeps a failure from counting as unhandled meanwhile.
-    inFlight.catch(() => {});
-  };
+  let tooMany = false;
   try {
-    for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
-      const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    await appendStream(w, stream, (bytes) => {
       received += bytes.byteLength;
       if (received > expected.size) {
-        batch = [];
-        batched = 0;
-        await inFlight.catch(() => {});
-        await w.truncate(0);
+        tooMany = true;
         throw failedPrecondition(
           `content ${expected.digest}: more than the expected ${expected.size} bytes: failed precondition`,
         );
       }
-      batch.push(bytes);
-      batched += bytes.byteLength;
-      if (batched >= WRITE_BATCH_BYTES) await flush();
-    }
+    });
   } catch (err) {
-    // Keep what did arrive (nothing after too many bytes), so the next attempt resumes after it.
-    await flush().catch(() => {});
-    await inFlight.catch(() => {});
+    if (tooMany) await w.truncate(0);
     throw err;
   }
-  await flush();
-  await inFlight;
 }

@@ -14,6 +14,7 @@
 // membership rows are metadata's (RepositoryBlobs); they keep nothing alive for the GC.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import { appendStream } from '../content/append-stream.ts';
 import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
@@ -554,7 +555,7 @@ function manifestUnknown(repo: string, reference: string) {
   });
 }
 
-/** Appends the stream to the writer chunk by chunk (the writer batches nothing: chunks are what came). */
-async function writeAll(w: NamespacedWriter, body: Readable): Promise<void> {
-  for await (const chunk of body as AsyncIterable<Buffer>) await w.write(chunk);
+/** Appends the request body to the upload, in big writes while the next bytes arrive. */
+function writeAll(w: NamespacedWriter, body: Readable): Promise<void> {
+  return appendStream(w, body);
 }

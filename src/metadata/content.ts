@@ -381,8 +381,10 @@ export class NamespacedWriter {
     return { ...this.w.status(), ref: this.ref };
   }
 
-  async write(data: Uint8Array): Promise<void> {
-    if (data.byteLength === 0) return;
+  /** Appends the bytes (or the chunks, in order, in one disk write). */
+  async write(data: Uint8Array | readonly Uint8Array[]): Promise<void> {
+    const size = data instanceof Uint8Array ? data.byteLength : data.reduce((n, c) => n + c.byteLength, 0);
+    if (size === 0) return;
     if (this.shared) await this.unshare(this.shared.size);
     await this.w.write(data);
   }
