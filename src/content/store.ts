@@ -28,6 +28,7 @@ import { type BlobHandle, BlobHandles, type BlobHandlesOptions } from './handles
 import { readMetaFile, statusFromDisk } from './ingest.ts';
 import { ALGORITHMS, Layout, validateRef } from './layout.ts';
 import { acquireRefLock, ownerAlive } from './ref-lock.ts';
+import { ResumePoints } from './resume-points.ts';
 import { type SweepOptions, type SweepResult, sweepBlobs, sweepCutoff } from './sweep.ts';
 import type { ContentInfo, IngestStatus, StoreHooks } from './types.ts';
 import { IngestWriter } from './writer.ts';
@@ -54,6 +55,8 @@ export class ContentStore {
   private readonly handles: BlobHandles;
   /** Ingests being written by this process, by ref, for readers that follow them. */
   private readonly live = new Map<string, Growth>();
+  /** Running digests of ingests left uncommitted, for the next writer of each. */
+  private readonly resume = new ResumePoints();
 
   private constructor(layout: Layout, options: ContentStoreOptions) {
     this.root = layout.root;
@@ -199,7 +202,7 @@ export class ContentStore {
   }
 
   writer(ref: string, opts: { expected?: Digest; total?: number } = {}): Promise<IngestWriter> {
-    return IngestWriter.open(this.layout, ref, opts, this.hooks, this.live);
+    return IngestWriter.open(this.layout, ref, opts, this.hooks, this.live, this.resume);
   }
 
   /**
@@ -257,6 +260,7 @@ export class ContentStore {
         if (isENOENT(err)) throw notFound(`reference ${ref}: not found`);
         throw err;
       }
+      this.resume.forget(ref);
       await rm(dir, { recursive: true, force: true });
     } finally {
       await lock.release();

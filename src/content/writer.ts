@@ -10,6 +10,7 @@ import { exists, fsyncDir, isEEXIST, tmpName } from './fs-util.ts';
 import { type IngestMeta, readMetaFile, statusOf, writeMeta } from './ingest.ts';
 import { type Layout, validateRef } from './layout.ts';
 import { acquireRefLock, type RefLock } from './ref-lock.ts';
+import type { ResumePoints } from './resume-points.ts';
 import type { CommitStep, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
 
 const HASH_BUFFER = 1 << 20;
@@ -45,6 +46,7 @@ interface WriterInit {
   digester: Digester;
   updatedAt: number;
   live: Map<string, Growth> | undefined;
+  resume: ResumePoints | undefined;
 }
 
 export class IngestWriter {
@@ -62,6 +64,7 @@ export class IngestWriter {
   /** What readers following this ingest see (see follow.ts). */
   private readonly growth: Growth;
   private readonly live: Map<string, Growth> | undefined;
+  private readonly resume: ResumePoints | undefined;
 
   private constructor(init: WriterInit) {
     this.ref = init.ref;
@@ -74,6 +77,7 @@ export class IngestWriter {
     this.updatedAt = init.updatedAt;
     this.growth = new Growth(init.ref, init.layout.ingestData(init.ref), this.digester.size);
     this.live = init.live;
+    this.resume = init.resume;
     this.live?.set(init.ref, this.growth);
   }
 
@@ -88,6 +92,7 @@ export class IngestWriter {
     opts: WriterOptions,
     hooks: StoreHooks,
     live?: Map<string, Growth>,
+    resume?: ResumePoints,
   ): Promise<IngestWriter> {
     validateRef(ref);
     validateWriterOptions(opts);
@@ -126,8 +131,9 @@ export class IngestWriter {
       fh = await open(layout.ingestData(ref), flags, 0o644);
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
-      const digester = await hashPrefix(fh, st.size, alg);
-      return new IngestWriter({ layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtimeMs, live });
+      const digester = resume?.take(ref, st, alg) ?? (await hashPrefix(fh, st.size, alg));
+      const init = { layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtimeMs, live, resume };
+      return new IngestWriter(init);
     } catch (err) {
       await fh?.close().catch(() => {});
       await lock.release();
@@ -232,6 +238,10 @@ export class IngestWriter {
     return this.serial(async () => {
       if (this.state !== 'open') return;
       this.growth.fail(reason ?? aborted(`ingest ${this.ref} closed before its commit`));
+      if (this.resume && this.fh) {
+        const file = await this.fh.stat().catch(() => undefined);
+        if (file) this.resume.remember(this.ref, this.digester, file);
+      }
       await this.finish('closed', false);
     });
   }
