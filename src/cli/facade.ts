@@ -20,6 +20,7 @@ import {
   parseSeconds,
 } from '../server/facade-config.ts';
 import { hiddenAlias } from './flag-names.ts';
+import { tuneGcForStreaming } from './gc-tuning.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface FacadeFlags {
@@ -134,6 +135,8 @@ export function registerFacade(program: Command): void {
     let app: Awaited<ReturnType<typeof startFacade>>;
     try {
       const config = await facadeConfigWithFlags(flags);
+      // Hosted repositories take pushes: bulk bytes in, as into the daemon (bench/hosted-push-pull).
+      if (config.hosted) tuneGcForStreaming();
       app = await startFacade(config, { logger, registry: new Registry() });
     } catch (err) {
       logger.fatal({ err: messageOf(err) }, 'facade failed to start');

@@ -312,8 +312,11 @@ export class ContentView {
     labels: Record<string, string>,
     lease: string | undefined,
   ): void {
-    this.ingests.remove(ns, ref, lease);
-    this.meta.add(ns, d, size, labels, lease ? { lease } : {});
+    // One transaction (one sync of the database) for both.
+    this.db.write(() => {
+      this.ingests.remove(ns, ref, lease);
+      this.meta.add(ns, d, size, labels, lease ? { lease } : {});
+    });
   }
 
   /** @internal Undoes linkCommitted's membership when the bytes turned out to be gone. */
