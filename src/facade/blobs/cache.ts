@@ -11,6 +11,7 @@
 // the bytes it got: the next fill of that blob resumes from there with a Range request.
 import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { appendStream } from '../../content/append-stream.ts';
 import { ContentStore, type IngestWriter } from '../../content/store.ts';
 import {
   aborted,
@@ -497,15 +498,15 @@ export class BlobCache {
           const pending = source.open({ range: { offset: w.offset }, signal, verify: false });
           const stream = addAbortSignal(signal, await sourceStream(pending, signal));
           try {
-            for await (const chunk of stream) {
-              const buf = chunk as Buffer;
-              if (w.offset + buf.length > size) {
-                throw dataLoss(`blob ${digest}: source sent more than ${size} bytes`);
-              }
-              entry.received += buf.length;
+            // In batches, one write in flight while the next bytes arrive: a write awaited per network
+            // chunk held a 32 MiB fill from a loopback registry to ~18 MiB/s on a loaded machine.
+            let at = w.offset;
+            await appendStream(w, stream, (chunk) => {
+              at += chunk.byteLength;
+              if (at > size) throw dataLoss(`blob ${digest}: source sent more than ${size} bytes`);
+              entry.received += chunk.byteLength;
               stall.refresh();
-              await w.write(buf);
-            }
+            });
           } finally {
             stream.destroy();
           }
