@@ -7,11 +7,13 @@
 import { mkdir, readdir, rm, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline, type Readable } from 'node:stream';
+import { pipeline as pipelined } from 'node:stream/promises';
 import {
   dataLoss,
   failedPrecondition,
   invalidArgument,
   isAlreadyExists,
+  isDataLoss,
   isFailedPrecondition,
   isNotFound,
   notFound,
@@ -188,6 +190,32 @@ export class ContentStore {
         await fn(info);
       }
     }
+  }
+
+  /**
+   * Deletes the blob if its file is not the blob it is named after, as read through its digest here: a
+   * holder that found it wrong gets it stored afresh by its next write, and a good blob shared with other
+   * holders is never deleted on one holder's word. Whether it was deleted.
+   */
+  async deleteIfCorrupt(d: Digest): Promise<boolean> {
+    try {
+      const { size } = await this.info(d);
+      await pipelined(
+        await this.reader(d),
+        new VerifyingStream(d, size),
+        async (source: AsyncIterable<Buffer>) => {
+          for await (const _ of source);
+        },
+      );
+      return false;
+    } catch (err) {
+      if (isNotFound(err)) return false;
+      if (!isDataLoss(err)) throw err;
+    }
+    await this.delete(d).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+    return true;
   }
 
   /** Removes the blob. Readers that already opened it keep reading the old bytes. */

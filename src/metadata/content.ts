@@ -462,9 +462,9 @@ export class NamespacedWriter {
     this.view.forgetIngest(this.namespace, this.ref, this.lease);
   }
 
-  /** Releases the ref; an uncommitted ingest stays and can be resumed. */
-  async close(): Promise<void> {
-    await this.w.close();
+  /** Releases the ref; an uncommitted ingest stays and can be resumed. Its followers fail with `reason`. */
+  async close(reason?: Error): Promise<void> {
+    await this.w.close(reason);
   }
 
   /** Turns a shared writer into one holding the first `keep` bytes of the blob, to write on from there. */

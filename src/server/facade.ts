@@ -15,6 +15,7 @@ import { specProviderService } from '../api/services/spec-provider.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { ClientAuth } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
+import type { CacheStorage } from '../facade/blobs/cache-storage.ts';
 import {
   DirectLayerSource,
   HostedLayerSource,
@@ -77,6 +78,11 @@ export interface StartOptions {
    * opening `config.hosted.root`; the two exclude each other.
    */
   hosted?: HostedParts;
+  /**
+   * Where the blob cache keeps its blobs instead of its own store in `config.cache.dir` (`strata up`: a
+   * namespace of the daemon's content store, so a blob is stored once on the machine).
+   */
+  cacheStorage?: CacheStorage;
   /** Counts and times the SpecProvider server's calls (`strata up`: on its one metrics registry). */
   instrument?: (reg: ServiceRegistration) => ServiceRegistration;
   /** More for /readyz to require beyond the facade's own checks (`strata up`: its other parts). */
@@ -174,7 +180,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       providers.set('remote', remote.length === 1 ? remote[0]! : new CompositeSpecProvider(remote));
 
     const cache = await BlobCache.open({
-      dir: config.cache.dir,
+      ...(options.cacheStorage ? { storage: options.cacheStorage } : { dir: config.cache.dir }),
       maxBytes: config.cache.maxBytes,
       stallMs: config.upstreamStallMs,
       events: {
@@ -326,8 +332,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         return { ready: false, reason: 'no spec provider or hosted repositories configured' };
       if (hosted && !(await hosted.content.writable()))
         return { ready: false, reason: `hosted content store ${hosted.content.root} is not writable` };
-      if (!(await cache.writable()))
-        return { ready: false, reason: `cache dir ${config.cache.dir} is not writable` };
+      if (!(await cache.writable())) return { ready: false, reason: `${cache.where} is not writable` };
       return options.ready ? options.ready() : { ready: true };
     };
     const handler = createFacadeHandler({
@@ -365,7 +370,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         url: server.url,
         providers: [...providers.keys()],
         prefix: config.prefix,
-        cacheDir: config.cache.dir,
+        cache: cache.where,
         hostedContent: hosted?.content.root,
         redis: config.redis ? redisHost(config.redis.url) : undefined,
         connections,

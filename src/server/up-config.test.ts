@@ -11,7 +11,6 @@ test('defaults: every part under the root, its own port, the spec store as the r
   assert.equal(c.daemon.metrics, undefined);
   assert.deepEqual(c.registry.listen, { host: '127.0.0.1', port: 5000 });
   assert.equal(c.registry.hosted, undefined);
-  assert.equal(c.registry.cache.dir, '/var/lib/strata/facade-cache');
   assert.deepEqual(c.specs, { dir: '/var/lib/strata/specs', listen: { host: '127.0.0.1', port: 5051 } });
   assert.deepEqual(c.registry.specProviders.store, c.specs);
   assert.deepEqual(c.builder.listen, { host: '127.0.0.1', port: 8080 });
@@ -36,7 +35,6 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
   assert.equal(c.daemon.address, '/etc/strata/run/s.sock');
   assert.equal(c.daemon.snapshotter, 'native');
   assert.equal(c.daemon.gc.delayMs, 50);
-  assert.equal(c.registry.cache.dir, '/etc/strata/state/facade-cache');
   assert.equal(c.registry.cache.maxBytes, 1024 ** 3);
   assert.deepEqual(c.registry.plainHttpHosts, ['up.example:5000']);
   assert.equal(c.specs.dir, '/etc/strata/specs');
@@ -73,6 +71,10 @@ test('unknown keys and what up wires itself are refused, naming the key', () => 
   refused({ daemon: { snapshotter: 'btrfs' } }, /^up config: daemon: snapshotter must be one of/);
   refused({ registry: { lisen: ':1' } }, /^up config: registry: facade config: lisen: unknown key/);
   refused({ registry: { hosted: { root: '/x' } } }, /^up config: registry\.hosted: strata up serves/);
+  refused(
+    { registry: { cache: { dir: '/x' } } },
+    /^up config: registry\.cache\.dir: strata up keeps the facade/,
+  );
   refused(
     { registry: { specProviders: { store: '/x' } } },
     /registry\.specProviders\.store: strata up keeps/,

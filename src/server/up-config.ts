@@ -150,6 +150,9 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   const rs = section(d.registry, 'registry');
   if (rs.hosted !== undefined)
     fail('registry.hosted', 'strata up serves hosted repositories on its own root');
+  const rc = section(rs.cache, 'registry.cache');
+  if (rc.dir !== undefined)
+    fail('registry.cache.dir', "strata up keeps the facade's blob cache in the daemon's content store");
   const sp = section(rs.specProviders, 'registry.specProviders');
   if (sp.store !== undefined)
     fail('registry.specProviders.store', 'strata up keeps its spec store in `specs`');
@@ -158,7 +161,8 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
       {
         ...rs,
         listen: flags.listen ?? rs.listen ?? UP_DEFAULTS.registry,
-        cache: { dir: join(root, 'facade-cache'), ...section(rs.cache, 'registry.cache') },
+        // Not opened: startUp gives the facade's cache the daemon's content store (cache.maxBytes applies).
+        cache: { dir: join(root, 'facade-cache'), ...rc },
       },
       base,
     ),

@@ -1,13 +1,16 @@
 // `strata up`: the whole system in one process. The daemon (gRPC on a unix socket) owns the one content
 // store, metadata database and garbage collector under the root; the registry surface is the facade with
-// hosted repositories on those same parts and Strata's own spec store as its `remote` provider (also served
-// as registryfacade.SpecProvider); the builder pushes to repositories on that registry. One metrics
+// hosted repositories and its blob cache on those same parts (the cache's blobs are rows of a namespace of
+// their own) and Strata's own spec store as its `remote` provider (also served as
+// registryfacade.SpecProvider); the builder pushes to repositories on that registry. One metrics
 // registry holds every part's metrics, and one readiness answer requires every part.
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { messageOf } from '../errors.ts';
+import { NamespaceCacheStorage } from '../facade/blobs/cache-storage.ts';
 import type { Readiness } from '../facade/http/server.ts';
+import { ContentView } from '../metadata/content.ts';
 import { type RunningBuilder, startBuilder } from './builder.ts';
 import { type FacadeApp, startFacade } from './facade.ts';
 import { type HostedParts, hostedOn } from './hosted.ts';
@@ -98,6 +101,9 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       logger: logger.child({ component: 'registry' }),
       registry,
       hosted,
+      // The blob cache's blobs are rows of a namespace of its own on the daemon's store and database: a
+      // blob is stored once, whoever holds it, and the daemon's collector alone frees bytes.
+      cacheStorage: new NamespaceCacheStorage(new ContentView({ store: d.parts.content, db: d.parts.db })),
       ready: othersReady,
       instrument,
     });

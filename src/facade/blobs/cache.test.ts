@@ -5,25 +5,82 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { waitFor } from '../../../test/helpers/process.ts';
+import { ContentStore } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
+import { ContentView } from '../../metadata/content.ts';
+import { MetadataDb } from '../../metadata/db.ts';
 import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
-import { BlobCache } from './cache.ts';
+import { BlobCache, type BlobCacheOptions } from './cache.ts';
+import { NamespaceCacheStorage } from './cache-storage.ts';
+
+type Tuning = Omit<BlobCacheOptions, 'dir' | 'storage'>;
+
+/**
+ * Every test runs on both storages: a content store of the cache's own in `dir` (`strata facade`), and a
+ * namespace of a daemon's content store and metadata database under `dir` (`strata up`), whose files are
+ * laid out alike (blobs/, tmp/). close() closes what open() opened.
+ */
+interface Kind {
+  name: string;
+  open(dir: string, tuning: Tuning): Promise<{ cache: BlobCache; close(): Promise<void> }>;
+}
+
+const KINDS: Kind[] = [
+  {
+    name: 'own dir',
+    async open(dir, tuning) {
+      const cache = await BlobCache.open({ dir, ...tuning });
+      return { cache, close: async () => cache.close() };
+    },
+  },
+  {
+    name: 'daemon store',
+    async open(dir, tuning) {
+      const store = await ContentStore.open(dir);
+      const db = new MetadataDb(join(dir, 'meta.db'));
+      const storage = new NamespaceCacheStorage(new ContentView({ store, db }));
+      const cache = await BlobCache.open({ storage, ...tuning });
+      return {
+        cache,
+        close: async () => {
+          cache.close();
+          await store.close();
+          db.close();
+        },
+      };
+    },
+  },
+];
+
+/** Runs `fn` for each storage in turn; a failure names the storage. */
+async function eachKind(fn: (kind: Kind) => Promise<void>): Promise<void> {
+  for (const kind of KINDS) {
+    try {
+      await fn(kind);
+    } catch (err) {
+      if (err instanceof Error) err.message = `[${kind.name}] ${err.message}`;
+      throw err;
+    }
+  }
+}
 
 async function withCache(
   maxBytes: number,
   fn: (cache: BlobCache, dir: string) => Promise<void>,
   options: { stallMs?: number } = {},
 ): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-  const cache = await BlobCache.open({ dir, maxBytes, ...options });
-  try {
-    await fn(cache, dir);
-  } finally {
-    cache.close();
-    await rm(dir, { recursive: true, force: true });
-  }
+  await eachKind(async (kind) => {
+    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+    const opened = await kind.open(dir, { maxBytes, ...options });
+    try {
+      await fn(opened.cache, dir);
+    } finally {
+      await opened.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 }
 
 function blob(seed: number, size: number): { bytes: Buffer; desc: Descriptor } {
@@ -223,45 +280,48 @@ test('bad ranges and missing sources are refused', async () => {
   });
 });
 
-test('eviction drops the least recently used blob, never one being read, and survives a restart', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-  try {
-    const cache = await BlobCache.open({ dir, maxBytes: 250 });
-    const a = blob(1, 100);
-    const b = blob(2, 100);
-    const c = blob(3, 100);
-    for (const x of [a, b])
+test('eviction drops the least recently used blob, never one being read, and survives a restart', () =>
+  eachKind(async (kind) => {
+    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+    try {
+      const first = await kind.open(dir, { maxBytes: 250 });
+      const cache = first.cache;
+      const a = blob(1, 100);
+      const b = blob(2, 100);
+      const c = blob(3, 100);
+      for (const x of [a, b])
+        await readAll(
+          (
+            await cache.read(
+              x.desc,
+              undefined,
+              fill(x.desc, async () => Readable.from([x.bytes])),
+            )
+          ).stream,
+        );
+      // Hold a reader open on a (the least recently used) while c comes in: b goes instead.
+      const holding = await cache.read(a.desc, undefined, undefined);
       await readAll(
         (
           await cache.read(
-            x.desc,
+            c.desc,
             undefined,
-            fill(x.desc, async () => Readable.from([x.bytes])),
+            fill(c.desc, async () => Readable.from([c.bytes])),
           )
         ).stream,
       );
-    // Hold a reader open on a (the least recently used) while c comes in: b goes instead.
-    const holding = await cache.read(a.desc, undefined, undefined);
-    await readAll(
-      (
-        await cache.read(
-          c.desc,
-          undefined,
-          fill(c.desc, async () => Readable.from([c.bytes])),
-        )
-      ).stream,
-    );
-    assert.deepEqual(cache.cachedDigests().sort(), [a.desc.digest, c.desc.digest].sort());
-    assert.deepEqual(await readAll(holding.stream), a.bytes);
-    cache.close();
-    const reopened = await BlobCache.open({ dir, maxBytes: 250 });
-    assert.equal(reopened.bytes, 200);
-    assert.equal(reopened.has(a.desc.digest), true);
-    reopened.close();
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+      assert.deepEqual(cache.cachedDigests().sort(), [a.desc.digest, c.desc.digest].sort());
+      assert.deepEqual(await readAll(holding.stream), a.bytes);
+      await first.close();
+      const second = await kind.open(dir, { maxBytes: 250 });
+      const reopened = second.cache;
+      assert.equal(reopened.bytes, 200);
+      assert.equal(reopened.has(a.desc.digest), true);
+      await second.close();
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  }));
 
 test('a fill whose source went away keeps its bytes; the next fill resumes from there', async () => {
   await withCache(1 << 20, async (cache) => {
@@ -292,36 +352,41 @@ test('a fill whose source went away keeps its bytes; the next fill resumes from 
   });
 });
 
-test('a blob file found at start that is not its digest is dropped before it is served, and fetched again', async () => {
-  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-  try {
-    const { bytes, desc } = blob(9, 3000);
-    const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
-    let cache = await BlobCache.open({ dir, maxBytes: 1 << 20 });
-    await readAll((await cache.read(desc, undefined, source)).stream);
-    cache.close();
-    const file = join(dir, 'blobs', 'sha256', desc.digest.slice('sha256:'.length));
-    await chmod(file, 0o644);
-    await writeFile(file, Buffer.alloc(3000, 1));
-    const corrupt: string[] = [];
-    cache = await BlobCache.open({ dir, maxBytes: 1 << 20, events: { onCorrupt: (d) => corrupt.push(d) } });
+test('a blob file found at start that is not its digest is dropped before it is served, and fetched again', () =>
+  eachKind(async (kind) => {
+    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
     try {
-      // A range read is checked too: a lazy-pulling client could not tell wrong bytes in a range.
-      const r = await cache.read(desc, { offset: 100, length: 10 }, source);
-      assert.equal(r.outcome, 'miss');
-      assert.deepEqual(await readAll(r.stream), bytes.subarray(100, 110));
-      assert.deepEqual(corrupt, [desc.digest]);
-      await waitFor(() => cache.has(desc.digest), 5000, { what: 'the refetched blob' });
-      const again = await cache.read(desc, undefined, undefined);
-      assert.equal(again.outcome, 'hit');
-      assert.deepEqual(await readAll(again.stream), bytes);
+      const { bytes, desc } = blob(9, 3000);
+      const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
+      const first = await kind.open(dir, { maxBytes: 1 << 20 });
+      await readAll((await first.cache.read(desc, undefined, source)).stream);
+      await first.close();
+      const file = join(dir, 'blobs', 'sha256', desc.digest.slice('sha256:'.length));
+      await chmod(file, 0o644);
+      await writeFile(file, Buffer.alloc(3000, 1));
+      const corrupt: string[] = [];
+      const second = await kind.open(dir, {
+        maxBytes: 1 << 20,
+        events: { onCorrupt: (d) => corrupt.push(d) },
+      });
+      const cache = second.cache;
+      try {
+        // A range read is checked too: a lazy-pulling client could not tell wrong bytes in a range.
+        const r = await cache.read(desc, { offset: 100, length: 10 }, source);
+        assert.equal(r.outcome, 'miss');
+        assert.deepEqual(await readAll(r.stream), bytes.subarray(100, 110));
+        assert.deepEqual(corrupt, [desc.digest]);
+        await waitFor(() => cache.has(desc.digest), 5000, { what: 'the refetched blob' });
+        const again = await cache.read(desc, undefined, undefined);
+        assert.equal(again.outcome, 'hit');
+        assert.deepEqual(await readAll(again.stream), bytes);
+      } finally {
+        await second.close();
+      }
     } finally {
-      cache.close();
+      await rm(dir, { recursive: true, force: true });
     }
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});
+  }));
 
 test('prefetch fills the cache without a reader; cancelling it abandons a fill only it holds', async () => {
   await withCache(1 << 20, async (cache) => {

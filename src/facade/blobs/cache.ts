@@ -1,5 +1,6 @@
-// The facade's disk blob cache: a content store of its own (layout, ingests, verification, commit and
-// delete are the store's) plus an eviction policy (a byte cap, least recently used first) and one fill per
+// The facade's disk blob cache: blobs kept in a storage (cache-storage.ts: a content store of its own, or a
+// namespace of the daemon's one content store; layout, ingests, verification, commit and deletion are the
+// store's) plus an eviction policy (a byte cap, least recently used first) and one fill per
 // digest at a time. A fill streams from its source into an ingest while any number of readers follow it,
 // each from its own offset (Range), so the first client is served as the bytes arrive and late arrivals
 // join instead of fetching again; the store hands out a blob's last byte only once it matched its digest.
@@ -8,11 +9,11 @@
 // first served (once, shared by the readers who ask meanwhile): a corrupt or truncated file is dropped and
 // fetched again, so a client never gets its bytes. When the disk has no room for a blob, it is streamed
 // from its source uncached rather than failing. A fill whose source went away (a registry restarting) keeps
-// the bytes it got: the next fill of that blob resumes from there with a Range request.
+// the bytes it got: the next fill of that blob resumes from there with a Range request. A blob the storage
+// has bytes of without the cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
 import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
-import { ContentStore, type IngestWriter } from '../../content/store.ts';
 import {
   aborted,
   dataLoss,
@@ -27,6 +28,7 @@ import {
 import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { type Digest, VerifyingStream } from '../../oci/digest.ts';
+import { type CacheStorage, type CacheWriter, DirCacheStorage } from './cache-storage.ts';
 
 /** `bypass`: not cached, streamed straight from the source (no room on the disk). */
 export type CacheOutcome = 'hit' | 'miss' | 'joined' | 'bypass';
@@ -43,7 +45,9 @@ export interface CacheEvents {
 }
 
 export interface BlobCacheOptions {
-  dir: string;
+  /** Where the blobs are kept (closed by the cache's close); or `dir`, a content store of the cache's own. */
+  storage?: CacheStorage;
+  dir?: string;
   /** Byte cap over all cached blobs. A blob bigger than the cap is served and then dropped. */
   maxBytes: number;
   /** Times a broken fill resumes from the last byte written (default 3). */
@@ -100,9 +104,8 @@ export const DEFAULT_STALL_MS = 20_000;
 const MAX_PARTIALS = 32;
 
 export class BlobCache {
-  readonly dir: string;
   readonly maxBytes: number;
-  private readonly store: ContentStore;
+  private readonly storage: CacheStorage;
   private readonly maxResumes: number;
   private readonly idleFillMs: number;
   private readonly stallMs: number;
@@ -116,9 +119,8 @@ export class BlobCache {
   private total = 0;
   private closed = false;
 
-  private constructor(store: ContentStore, options: BlobCacheOptions) {
-    this.store = store;
-    this.dir = options.dir;
+  private constructor(storage: CacheStorage, options: BlobCacheOptions) {
+    this.storage = storage;
     this.maxBytes = options.maxBytes;
     this.maxResumes = options.maxResumes ?? 3;
     this.idleFillMs = options.idleFillMs ?? 30_000;
@@ -126,38 +128,22 @@ export class BlobCache {
     this.events = options.events ?? {};
   }
 
-  /** Opens (creating) the cache's store, drops fills a previous run left, and indexes what is there. */
+  /** Opens the cache's storage, drops fills a previous run left, and indexes what is there. */
   static async open(options: BlobCacheOptions): Promise<BlobCache> {
     if (!Number.isSafeInteger(options.maxBytes) || options.maxBytes < 0) {
       throw failedPrecondition(
         `blob cache: maxBytes must be a non-negative integer, got ${options.maxBytes}`,
       );
     }
-    const store = await ContentStore.open(options.dir);
-    for (const st of await store.listStatuses()) await store.abort(st.ref);
-    const cache = new BlobCache(store, options);
-    const found: { digest: Digest; size: number; mtime: number }[] = [];
-    await store.walk((info) => {
-      found.push({ digest: info.digest, size: info.size, mtime: info.updatedAt.getTime() });
-    });
-    // Oldest first: what was used last before a restart is evicted last.
-    found.sort((a, b) => a.mtime - b.mtime);
-    for (const f of found) {
-      cache.entries.set(f.digest, {
-        digest: f.digest,
-        size: f.size,
-        state: 'complete',
-        ref: '',
-        writing: Promise.resolve(),
-        done: Promise.resolve(),
-        received: f.size,
-        readers: 0,
-        lastUsed: ++cache.clock,
-        verified: false,
-        abort: new AbortController(),
-      });
-      cache.total += f.size;
+    if ((options.storage === undefined) === (options.dir === undefined)) {
+      throw failedPrecondition('blob cache: give either a storage or a dir');
     }
+    const storage = options.storage ?? (await DirCacheStorage.open(options.dir!));
+    const cache = new BlobCache(storage, options);
+    const found = await storage.load();
+    // Oldest first: what was used last before a restart is evicted last.
+    found.sort((a, b) => a.storedAt - b.storedAt);
+    for (const f of found) cache.addComplete(f.digest, f.size, false);
     cache.evict();
     return cache;
   }
@@ -179,9 +165,14 @@ export class BlobCache {
     return this.entries.get(digest)?.state === 'complete';
   }
 
-  /** Whether a file can be created in the cache dir right now (readiness). */
+  /** Where the blobs are kept, for messages. */
+  get where(): string {
+    return this.storage.where;
+  }
+
+  /** Whether a blob can be written right now (readiness). */
   writable(): Promise<boolean> {
-    return this.store.writable();
+    return this.storage.writable();
   }
 
   /**
@@ -218,6 +209,7 @@ export class BlobCache {
     }
     let entry = await this.usable(desc);
     if (entry && !entry.verified && !(await this.check(entry))) entry = await this.usable(desc);
+    entry ??= await this.linked(desc);
     let outcome: CacheOutcome;
     if (entry) outcome = entry.state === 'complete' ? 'hit' : 'joined';
     else {
@@ -238,10 +230,10 @@ export class BlobCache {
     let stream: Readable;
     try {
       const part = { offset, length: end - offset };
-      if (outcome === 'hit') stream = await this.store.reader(desc.digest, part);
+      if (outcome === 'hit') stream = await this.storage.reader(desc.digest, part);
       else {
         await held.writing;
-        stream = await this.store.follow(held.ref, desc, { range: part, signal });
+        stream = await this.storage.follow(held.ref, desc, { range: part, signal });
       }
     } catch (err) {
       this.release(held);
@@ -264,6 +256,7 @@ export class BlobCache {
     const desc = source.descriptor;
     let entry = await this.usable(desc);
     if (entry && !entry.verified && !(await this.check(entry))) entry = await this.usable(desc);
+    entry ??= await this.linked(desc);
     let outcome: CacheOutcome = 'joined';
     if (!entry) {
       if (!(await this.roomFor(desc))) return 'bypass';
@@ -293,7 +286,7 @@ export class BlobCache {
   async addHeld(source: AsyncIterable<Uint8Array>): Promise<HeldBlob> {
     if (this.closed) throw failedPrecondition('blob cache is closed');
     const ref = `add-${++this.fills}-${process.pid}-${Date.now()}`;
-    const w = await this.store.writer(ref);
+    const w = await this.storage.writer(ref);
     let digest: Digest;
     try {
       for await (const chunk of source) await w.write(chunk);
@@ -307,28 +300,11 @@ export class BlobCache {
       }
     } catch (err) {
       await w.close(err as Error).catch(() => {});
-      await this.store.abort(ref).catch(() => {});
+      await this.storage.abort(ref).catch(() => {});
       throw err;
     }
     const size = w.offset;
-    let entry = this.entries.get(digest);
-    if (!entry) {
-      entry = {
-        digest,
-        size,
-        state: 'complete',
-        ref: '',
-        writing: Promise.resolve(),
-        done: Promise.resolve(),
-        received: size,
-        readers: 0,
-        lastUsed: ++this.clock,
-        verified: true,
-        abort: new AbortController(),
-      };
-      this.entries.set(digest, entry);
-      this.total += size;
-    }
+    const entry = this.entries.get(digest) ?? this.addComplete(digest, size, true);
     this.acquire(entry);
     const held = entry;
     let released = false;
@@ -362,12 +338,45 @@ export class BlobCache {
     throw dataLoss(`cached blob ${desc.digest} has ${entry.size} bytes, the descriptor says ${desc.size}`);
   }
 
+  /**
+   * A complete entry for a blob the storage has the bytes of without the cache holding it (the daemon's
+   * store in `strata up`), linked in rather than fetched; undefined when it has none. The bytes were
+   * verified when the store took them.
+   */
+  private async linked(desc: Descriptor): Promise<Entry | undefined> {
+    if (!(await this.storage.link(desc))) return undefined;
+    const meanwhile = await this.usable(desc);
+    if (meanwhile) return meanwhile;
+    // Evicted (if need be) once its reader lets go, not before it is read.
+    return this.addComplete(desc.digest, desc.size, true);
+  }
+
+  /** An entry for a blob the storage holds, as the most recently used. */
+  private addComplete(digest: Digest, size: number, verified: boolean): Entry {
+    const entry: Entry = {
+      digest,
+      size,
+      state: 'complete',
+      ref: '',
+      writing: Promise.resolve(),
+      done: Promise.resolve(),
+      received: size,
+      readers: 0,
+      lastUsed: ++this.clock,
+      verified,
+      abort: new AbortController(),
+    };
+    this.entries.set(digest, entry);
+    this.total += size;
+    return entry;
+  }
+
   /** Reads a blob found at start through its digest once; a mismatch drops it (false). */
   private check(entry: Entry): Promise<boolean> {
     entry.checking ??= (async () => {
       this.acquire(entry);
       try {
-        const file = await this.store.reader(entry.digest);
+        const file = await this.storage.reader(entry.digest);
         const verify = new VerifyingStream(entry.digest, entry.size);
         await pipeline(file, verify, async (source: AsyncIterable<Buffer>) => {
           for await (const _ of source);
@@ -391,7 +400,7 @@ export class BlobCache {
     this.total -= entry.size;
     this.events.onCorrupt?.(entry.digest, why);
     // Gone before a new fill of the blob looks whether it exists.
-    await this.store.delete(entry.digest).catch(() => {});
+    await this.storage.discard(entry.digest).catch(() => {});
   }
 
   /**
@@ -401,7 +410,7 @@ export class BlobCache {
   private async roomFor(desc: Descriptor): Promise<boolean> {
     let space: { free: number; total: number };
     try {
-      space = await this.store.space();
+      space = await this.storage.space();
     } catch {
       return true; // Cannot tell: try, as before.
     }
@@ -421,7 +430,7 @@ export class BlobCache {
       if (e.state === 'filling') e.abort.abort(aborted('blob cache closed'));
       clearTimeout(e.idleTimer);
     }
-    void this.store.close();
+    void this.storage.close();
   }
 
   private startFill(source: Blob): Entry {
@@ -476,7 +485,7 @@ export class BlobCache {
   ): Promise<void> {
     const signal = entry.abort.signal;
     const { digest, size } = entry;
-    let w: IngestWriter | undefined;
+    let w: CacheWriter | undefined;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
@@ -489,9 +498,11 @@ export class BlobCache {
     stall.unref();
     try {
       await resumeAfter;
-      w = await this.store.writer(entry.ref, { expected: digest, total: size });
-      opened();
-      for (let attempt = 0; ; attempt++) {
+      w = await this.storage.writer(entry.ref, { digest, size });
+      // A writer that has every byte already (the blob reached the store meanwhile) is committed first:
+      // its readers then read the stored blob.
+      if (w.offset < size) opened();
+      for (let attempt = 0; w.offset < size; attempt++) {
         try {
           this.events.onFetch?.(digest, w.offset);
           // The store verifies at commit; a source that overlooks the signal still lets go when abandoned.
@@ -524,6 +535,7 @@ export class BlobCache {
         if (isFailedPrecondition(err)) throw dataLoss(`blob ${digest}: ${err.message}`, { cause: err });
         if (!isAlreadyExists(err)) throw err;
       }
+      opened();
       entry.state = 'complete';
       this.evict();
     } catch (err) {
@@ -558,7 +570,7 @@ export class BlobCache {
       } finally {
         releaseWriter();
       }
-      if (!keep) await this.store.abort(entry.ref).catch(() => {});
+      if (!keep) await this.storage.abort(entry.ref).catch(() => {});
       this.events.onFillError?.(digest, signal.aborted ? entry.error : err);
     } finally {
       clearTimeout(stall);
@@ -578,7 +590,7 @@ export class BlobCache {
     if (!p) return;
     this.partials.delete(digest);
     this.total -= p.bytes;
-    void p.closed.then(() => this.store.abort(p.ref)).catch(() => {});
+    void p.closed.then(() => this.storage.abort(p.ref)).catch(() => {});
   }
 
   private acquire(entry: Entry): void {
@@ -616,8 +628,9 @@ export class BlobCache {
       this.entries.delete(e.digest);
       this.total -= e.size;
       this.events.onEvict?.(e.digest, e.size);
-      // Open readers keep their file handles; the name goes now.
-      this.store.delete(e.digest).catch(() => {});
+      // Open readers keep their file handles. On the daemon's store the cache's row goes, and the bytes
+      // only once no namespace holds them (its garbage collector decides).
+      this.storage.remove(e.digest).catch(() => {});
     }
     for (const digest of [...this.partials.keys()]) {
       if (this.total <= this.maxBytes) break;
