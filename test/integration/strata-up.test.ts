@@ -15,79 +15,27 @@ import { Health, HealthCheckResponse_ServingStatus } from '../../src/api/gen/grp
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
-import { runCtr } from '../helpers/daemon.ts';
 import { createRepo } from '../helpers/git-repo.ts';
 import { raw } from '../helpers/hosted.ts';
 import { type PushedImage, pushFilesImage } from '../helpers/images.ts';
-import { runProcess, type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
+import { runProcess, type ServerProcess, waitFor } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
-
-const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
-
-interface Addresses {
-  socket: string;
-  registryHost: string;
-  registryUrl: string;
-  specProvider: string;
-  builder: string;
-  opsUrl: string;
-}
+import { ctrOk, metricSample, STRATA, startStrataUp, strata, type UpAddresses } from '../helpers/up.ts';
 
 let work: string;
 let root: string;
 let config: string;
 let server: ServerProcess | undefined;
-let at: Addresses;
+let at: UpAddresses;
 let starts = 0;
-
-/** The addresses `strata up` printed in its log (this start's, the last summary in the file). */
-function parseSummary(log: string): Addresses | undefined {
-  const last = log.lastIndexOf('strata up: running');
-  if (last < 0) return undefined;
-  const text = log.slice(last);
-  const find = (re: RegExp) => re.exec(text)?.[1];
-  const socket = find(/^ {2}daemon +unix:\/\/(\S+)/m);
-  const registryUrl = find(/^ {2}registry +(http:\/\/\S+)/m);
-  const specProvider = find(/^ {2}spec provider +(\S+)/m);
-  const builder = find(/^ {2}builder +(\S+)/m);
-  const metrics = find(/^ {2}metrics +(http:\/\/\S+)\/metrics/m);
-  if (!socket || !registryUrl || !specProvider || !builder || !metrics) return undefined;
-  return {
-    socket,
-    registryUrl,
-    registryHost: new URL(registryUrl).host,
-    specProvider,
-    builder,
-    opsUrl: metrics,
-  };
-}
 
 async function startUp(): Promise<void> {
   starts++;
-  const logFile = join(work, `up-${starts}.log`);
-  server = await spawnServer(STRATA, ['up', '--root', root, '--config', config], {
-    name: 'strata up',
-    logFile,
-    timeoutMs: 60_000,
-    readyCheck: async () => {
-      const found = parseSummary(await readFile(logFile, 'utf8'));
-      if (!found) return false;
-      at = found;
-      return (await fetch(`${found.opsUrl}/readyz`)).status === 200;
-    },
-  });
+  ({ server, at } = await startStrataUp({ work, root, config, n: starts }));
 }
 
-async function strata(args: string[]): Promise<string> {
-  const r = await runProcess(STRATA, args, { timeoutMs: 300_000 });
-  assert.equal(r.code, 0, `strata ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
-
-async function ctr(args: string[]): Promise<string> {
-  const r = await runCtr(at.socket, args, { timeoutMs: 180_000 });
-  assert.equal(r.code, 0, `ctr ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
+function ctr(args: string[]): Promise<string> {
+  return ctrOk(at.socket, args);
 }
 
 async function grpcServing(address: string): Promise<boolean> {
@@ -100,15 +48,7 @@ async function grpcServing(address: string): Promise<boolean> {
   }
 }
 
-/** Sum of the counter's samples whose labels include every one of `labels`. */
-function sample(metrics: string, name: string, labels: string[]): number {
-  let sum = 0;
-  for (const line of metrics.split('\n')) {
-    if (!line.startsWith(`${name}{`) || !labels.every((l) => line.includes(l))) continue;
-    sum += Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return sum;
-}
+const sample = metricSample;
 
 before(async () => {
   work = await tempDir('strata-up');

@@ -267,7 +267,11 @@ export class BlobCache {
         outcome = 'miss';
       }
     }
-    if (entry.state === 'complete') return 'hit';
+    if (entry.state === 'complete') {
+      // A blob just linked in counts against the cap now, as a fill does when it starts.
+      this.evict();
+      return 'hit';
+    }
     this.acquire(entry);
     const held = entry;
     try {
