@@ -159,6 +159,27 @@ test('eviction deletes the cache row only; the collector frees bytes no other na
   }
 });
 
+test('a cache row deleted by a client, its bytes collected, is fetched afresh on the next read', async () => {
+  const d = await daemonParts('deleted');
+  const cache = await BlobCache.open({ storage: d.storage, maxBytes: 1 << 20 });
+  try {
+    const x = blob(11, 400);
+    const opens = { n: 0 };
+    await readAll((await cache.read(x.desc, undefined, source(x.desc, x.bytes, opens))).stream);
+    d.view.delete(NS, x.desc.digest);
+    await d.gc.collect();
+    assert.equal(await d.store.has(x.desc.digest), false);
+    const again = await cache.read(x.desc, undefined, source(x.desc, x.bytes, opens));
+    assert.equal(again.outcome, 'miss');
+    assert.deepEqual(await readAll(again.stream), x.bytes);
+    assert.equal(opens.n, 2);
+    assert.equal(d.view.has(NS, x.desc.digest), true);
+  } finally {
+    cache.close();
+    await d.close();
+  }
+});
+
 test('a corrupt blob is deleted for every holder only once the store finds it wrong; a good one stays', async () => {
   const d = await daemonParts('corrupt');
   try {

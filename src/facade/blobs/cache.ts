@@ -22,6 +22,7 @@ import {
   failedPrecondition,
   isAlreadyExists,
   isFailedPrecondition,
+  isNotFound,
   notFound,
   outOfRange,
 } from '../../errors.ts';
@@ -237,6 +238,13 @@ export class BlobCache {
       }
     } catch (err) {
       this.release(held);
+      if (outcome === 'hit' && isNotFound(err) && this.entries.get(desc.digest) === held) {
+        // Gone behind the cache's back (on the daemon's store, its row deleted by a client and the bytes
+        // collected): forgotten, and read afresh.
+        this.entries.delete(desc.digest);
+        this.total -= held.size;
+        return this.read(desc, range, source, signal);
+      }
       // A fill that failed meanwhile is gone from the store: its reason is the answer.
       throw held.state === 'failed' && held.error ? held.error : err;
     }
