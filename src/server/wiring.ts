@@ -130,6 +130,7 @@ export async function wireDaemon(
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
         await gc.close();
+        await differ.close();
         await content.close();
         for (const sn of snapshotters.values()) sn.close();
         db.close();

@@ -1,6 +1,5 @@
 // Layer compression: pick a decoder from the media type or by sniffing magic bytes, and encoders for
 // producing layers. node:zlib carries gzip and zstd (Node ≥ 24), so no native addon is needed.
-import type { FileHandle } from 'node:fs/promises';
 import { Duplex, PassThrough, pipeline, Readable, type Transform } from 'node:stream';
 import {
   createGunzip,
@@ -116,8 +115,13 @@ export function decompressStream(mediaTypeOrCompression: string = 'auto'): Duple
  */
 const FILE_SLOTS = 3;
 
+/** A file read at offsets (a FileHandle has this, and so has a descriptor wrapped for a worker thread). */
+export interface LayerFile {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
+}
+
 /** Reads up to `buf.length` bytes at `position`; fewer only at the end of the file. */
-async function readFull(fh: FileHandle, buf: Buffer, position: number): Promise<number> {
+async function readFull(fh: LayerFile, buf: Buffer, position: number): Promise<number> {
   let got = 0;
   while (got < buf.length) {
     const { bytesRead } = await fh.read(buf, got, buf.length - got, position + got);
@@ -127,7 +131,7 @@ async function readFull(fh: FileHandle, buf: Buffer, position: number): Promise<
   return got;
 }
 
-async function* decodeFile(fh: FileHandle, wanted: Compression | 'auto'): AsyncGenerator<Buffer> {
+async function* decodeFile(fh: LayerFile, wanted: Compression | 'auto'): AsyncGenerator<Buffer> {
   const slots: Buffer[] = Array.from({ length: FILE_SLOTS }, () => Buffer.allocUnsafeSlow(DECODE_CHUNK));
   let position = 0;
   const first = await readFull(fh, slots[0]!, 0);
@@ -183,7 +187,7 @@ async function* decodeFile(fh: FileHandle, wanted: Compression | 'auto'): AsyncG
  * Like decompressStream, for a layer in a file: the file's bytes are decoded (or passed on when not
  * compressed) without allocating a buffer per read. The caller closes `fh` after the stream ends.
  */
-export function decompressFile(fh: FileHandle, mediaTypeOrCompression: string = 'auto'): Readable {
+export function decompressFile(fh: LayerFile, mediaTypeOrCompression: string = 'auto'): Readable {
   return Readable.from(decodeFile(fh, compressionOf(mediaTypeOrCompression)), { objectMode: false });
 }
 

@@ -11,6 +11,7 @@ import { type Digest, Digester } from '../oci/digest.ts';
 import { type Compression, layerCompression, MediaType } from '../oci/media-types.ts';
 import { tracePhase } from '../trace.ts';
 import { applyLayer, type SkipKind } from './apply/apply-layer.ts';
+import { ApplyWorkers } from './apply/apply-workers.ts';
 import { compressStream } from './compression.ts';
 import { diffDirectories } from './diff/diff-directories.ts';
 import { withTree } from './mount.ts';
@@ -82,11 +83,19 @@ export class Differ {
   private readonly snapshotters: Snapshotter[];
   private readonly content: DiffContent;
   private readonly onSkip: DifferOptions['onSkip'];
+  /** Layers are applied on worker threads, one started now so the first apply need not wait for it. */
+  private readonly workers = new ApplyWorkers();
 
   constructor(opts: DifferOptions) {
     this.snapshotters = [...opts.snapshotters];
     this.content = opts.content;
     this.onSkip = opts.onSkip;
+    this.workers.warm();
+  }
+
+  /** Stops the apply workers; applies under way fail. */
+  close(): Promise<void> {
+    return this.workers.close();
   }
 
   /** The directories behind a mount one of the snapshotters handed out to namespace `ns`. */
@@ -136,6 +145,7 @@ export class Differ {
     try {
       applied = await applyLayer(root, layer, {
         compression: how,
+        workers: this.workers,
         ...(signal ? { signal } : {}),
         ...(this.onSkip ? { onSkip: this.onSkip } : {}),
         ...(overlay ? { overlay } : {}),

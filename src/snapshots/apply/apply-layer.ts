@@ -5,29 +5,39 @@
 //
 // A failed apply leaves the root partly changed: callers apply into a scratch snapshot and drop it on
 // failure, as containerd does.
+//
+// The work runs on a worker thread (apply-workers.ts) with synchronous file-system calls: a layer of
+// small files costs several calls per file, and each trip through libuv's thread pool (a futex wake-up
+// and a completion on the event loop) cost many times the call itself, which made Node's applier several
+// times slower than containerd's on such layers.
 import { execFile } from 'node:child_process';
-import { constants as fsc } from 'node:fs';
 import {
-  chmod,
-  type FileHandle,
-  lchown,
-  link,
-  lstat,
-  lutimes,
-  mkdir,
-  open,
-  readdir,
-  realpath,
-  rm,
-  symlink,
-  unlink,
-} from 'node:fs/promises';
+  chmodSync as chmod,
+  closeSync as close,
+  fchmodSync as fchmod,
+  fchownSync as fchown,
+  constants as fsc,
+  fstatSync as fstat,
+  futimesSync as futimes,
+  lchownSync as lchown,
+  linkSync as link,
+  lstatSync as lstat,
+  lutimesSync as lutimes,
+  mkdirSync as mkdir,
+  openSync as open,
+  readdirSync as readdir,
+  realpathSync as realpath,
+  rmSync as rm,
+  type Stats,
+  symlinkSync as symlink,
+  unlinkSync as unlink,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
 import tar from 'tar-stream';
-import { FileRange } from '../../content/file-range.ts';
 import {
   aborted,
   internal,
@@ -38,8 +48,9 @@ import {
   StrataError,
 } from '../../errors.ts';
 import { type Digest, Digester } from '../../oci/digest.ts';
-import { decompressFile, decompressStream } from '../compression.ts';
+import { decompressFile, decompressStream, type LayerFile } from '../compression.ts';
 import { setXattr } from '../xattr.ts';
+import { ApplyWorkers } from './apply-workers.ts';
 import { type IdRange, mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
@@ -76,6 +87,8 @@ export interface ApplyOptions {
    * and opaque directories in the upper, names are resolved as the merged tree shows them.
    */
   overlay?: OverlayTarget;
+  /** Worker threads to apply on; without them the apply starts a worker of its own and stops it after. */
+  workers?: ApplyWorkers;
 }
 
 export interface OverlayTarget {
@@ -107,7 +120,6 @@ type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
   pax?: Record<string, string> | null;
 };
 type Body = AsyncIterable<Buffer>;
-type Stats = Awaited<ReturnType<typeof lstat>>;
 
 interface DirTimes {
   rel: string;
@@ -146,7 +158,7 @@ function mapFsError(err: unknown, name: string): StrataError | BodyReadError {
 }
 
 /** Errors out of the stream pipeline: the source's own errors pass; tar-stream's plain errors are format errors. */
-function mapStreamError(err: unknown): StrataError {
+export function mapStreamError(err: unknown): StrataError {
   if (err instanceof StrataError) return err;
   if ((err as { name?: unknown } | null)?.name === 'AbortError')
     return aborted('layer apply aborted', { cause: err });
@@ -176,73 +188,9 @@ async function* body(entry: Body): AsyncGenerator<Buffer> {
   }
 }
 
-/**
- * Files up to this size are read into memory and written in the background while the next entries are
- * parsed, at most BACKGROUND_MAX at once: each file costs several thread-pool round trips (open, write,
- * chown, chmod, utimes, close), and one file after another made those the cost of a layer of small files.
- */
-const BACKGROUND_FILE_BYTES = 64 * 1024;
-const BACKGROUND_MAX = 32;
-
-/** Bytes gathered before one writev: a thread-pool round trip per 16–256 KiB chunk dominated big layers. */
-const WRITE_BATCH = 1 << 20;
-
-/** Writes `parts` at `position`, continuing after short writes. */
-async function writeAt(fh: FileHandle, parts: Buffer[], position: number): Promise<void> {
-  let rest = parts;
-  let at = position;
-  let left = parts.reduce((n, p) => n + p.length, 0);
-  while (left > 0) {
-    let n = (await fh.writev(rest, at)).bytesWritten;
-    left -= n;
-    at += n;
-    // A short write: drop what went out and continue with the remainder.
-    while (n > 0 && rest.length > 0) {
-      const first = rest[0]!;
-      if (n >= first.length) {
-        n -= first.length;
-        rest = rest.slice(1);
-      } else {
-        rest = [first.subarray(n), ...rest.slice(1)];
-        n = 0;
-      }
-    }
-  }
-}
-
-/**
- * Writes a stream of chunks to `fh` in batches of about WRITE_BATCH bytes, one positioned writev each.
- * One batch is written while the next is gathered, so decompressing and parsing go on during the write
- * instead of stalling behind it.
- */
-async function writeBatched(fh: FileHandle, chunks: AsyncIterable<Buffer>): Promise<void> {
-  let batch: Buffer[] = [];
-  let size = 0;
-  let position = 0;
-  let inFlight: Promise<void> | undefined;
-  const flush = async (): Promise<void> => {
-    if (inFlight) await inFlight;
-    const parts = batch;
-    const at = position;
-    position += size;
-    batch = [];
-    size = 0;
-    inFlight = writeAt(fh, parts, at);
-    // Awaited by the next flush or at the end; a failure must not go unhandled meanwhile.
-    inFlight.catch(() => {});
-  };
-  try {
-    for await (const chunk of chunks) {
-      batch.push(chunk);
-      size += chunk.length;
-      if (size >= WRITE_BATCH) await flush();
-    }
-    if (size > 0) await flush();
-  } finally {
-    // Never leave a write running on a handle the caller is about to close.
-    await inFlight?.catch(() => {});
-  }
-  await inFlight;
+/** Writes all of `chunk` at the file's offset, continuing after short writes. */
+function writeAll(fd: number, chunk: Buffer): void {
+  for (let done = 0; done < chunk.length; ) done += writeSync(fd, chunk, done, chunk.length - done);
 }
 
 async function drain(entry: Body): Promise<void> {
@@ -251,13 +199,8 @@ async function drain(entry: Body): Promise<void> {
   }
 }
 
-async function lstatOrUndefined(abs: string): Promise<Stats | undefined> {
-  try {
-    return await lstat(abs);
-  } catch (err) {
-    if (codeOf(err) === 'ENOENT') return undefined;
-    throw err;
-  }
+function lstatOrUndefined(abs: string): Stats | undefined {
+  return lstat(abs, { throwIfNoEntry: false });
 }
 
 class LayerApplier {
@@ -272,10 +215,6 @@ class LayerApplier {
   /** Cleaned parent name → real root-relative parent. Cleared whenever a directory or symlink is removed. */
   private readonly dirCache = new Map<string, string[]>();
   private readonly dirTimes: DirTimes[] = [];
-  /** Small files being written in the background, by real root-relative path. Their jobs never reject. */
-  private readonly background = new Map<string, Promise<void>>();
-  /** The first failure of a background write, thrown by the next settle(). */
-  private backgroundError: StrataError | BodyReadError | undefined;
 
   constructor(root: string, opts: ApplyOptions) {
     this.root = root;
@@ -308,12 +247,12 @@ class LayerApplier {
   }
 
   /** Remove whatever is at `abs`; removing a directory or symlink may change how cached parents resolve. */
-  private async remove(abs: string, st: Stats): Promise<void> {
+  private remove(abs: string, st: Stats): void {
     if (st.isDirectory()) {
-      await rm(abs, { recursive: true, force: true });
+      rm(abs, { recursive: true, force: true });
       this.dirCache.clear();
     } else {
-      await unlink(abs);
+      unlink(abs);
       if (st.isSymbolicLink()) this.dirCache.clear();
     }
   }
@@ -336,10 +275,6 @@ class LayerApplier {
     const parentParts = parts.slice(0, -1);
     const wo = whiteoutOf(base);
     try {
-      // Only regular files are written in the background; anything else sees every earlier entry done.
-      if (wo.kind !== 'none' || (header.type !== 'file' && header.type !== 'contiguous-file')) {
-        await this.settle();
-      }
       switch (wo.kind) {
         case 'meta':
           this.skip('aufs-meta', name);
@@ -361,7 +296,6 @@ class LayerApplier {
       }
       const dir = await this.parentOf(parentParts, true);
       const rel = [...dir!, base].join('/');
-      if (this.background.has(rel)) await this.settle();
       await this.write(header, entry, rel);
       this.unpacked.add(rel);
     } catch (err) {
@@ -377,7 +311,7 @@ class LayerApplier {
       if (st.isDirectory()) await this.removeLower(rel);
       return;
     }
-    if (st) await this.remove(abs, st);
+    if (st) this.remove(abs, st);
     // In an overlay upper the lowers' entry stays where it is; a whiteout above hides it (made whether
     // or not a lower has the name, as containerd does).
     await this.opts.overlay?.whiteout(abs);
@@ -389,10 +323,10 @@ class LayerApplier {
     // In an overlay upper the lowers' children are hidden by marking the directory opaque; what remains
     // to drop are directories copied up from the lowers.
     if (this.opts.overlay) await setOpaque(abs);
-    for (const child of await readdir(abs)) {
+    for (const child of readdir(abs)) {
       const rel = dirRel === '' ? child : `${dirRel}/${child}`;
-      const st = await lstat(join(abs, child));
-      if (!this.unpacked.has(rel)) await this.remove(join(abs, child), st);
+      const st = lstat(join(abs, child));
+      if (!this.unpacked.has(rel)) this.remove(join(abs, child), st);
       else if (st.isDirectory()) await this.removeLower(rel);
     }
   }
@@ -434,59 +368,49 @@ class LayerApplier {
   }
 
   /** chown before chmod: chown clears set-id bits. */
-  private async metaByHandle(fh: FileHandle, header: Header): Promise<void> {
+  private metaByHandle(fd: number, header: Header): void {
     if (this.chown) {
       const { uid, gid } = this.owner(header);
-      await fh.chown(uid, gid);
+      fchown(fd, uid, gid);
     }
-    await fh.chmod((header.mode ?? 0) & 0o7777);
+    fchmod(fd, (header.mode ?? 0) & 0o7777);
   }
 
   private async write(header: Header, entry: Body, rel: string): Promise<void> {
     const abs = this.abs(rel);
-    const existing = await lstatOrUndefined(abs);
+    const existing = lstatOrUndefined(abs);
     const type = header.type;
     switch (type) {
       case 'directory': {
         await drain(entry);
         if (!existing?.isDirectory()) {
-          if (existing) await this.remove(abs, existing);
-          await mkdir(abs, { mode: 0o700 });
+          if (existing) this.remove(abs, existing);
+          mkdir(abs, { mode: 0o700 });
           // This layer replaced whatever the lowers had here: their entries must not show below it.
           if (existing && this.opts.overlay) await setOpaque(abs);
         }
-        const fh = await open(abs, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
+        const fd = open(abs, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
         try {
-          await this.metaByHandle(fh, header);
-          const st = await fh.stat();
+          this.metaByHandle(fd, header);
+          const st = fstat(fd);
           // Children written later change a directory's mtime: set it at the end.
           this.dirTimes.push({ rel, dev: st.dev, ino: st.ino, ...this.times(header) });
         } finally {
-          await fh.close();
+          close(fd);
         }
         break;
       }
       case 'file':
       case 'contiguous-file': {
-        if (!existing && (header.size ?? 0) <= BACKGROUND_FILE_BYTES) {
-          const data: Buffer[] = [];
-          for await (const chunk of body(entry)) data.push(chunk);
-          await this.writeInBackground(rel, header, data);
-          return;
-        }
-        if (existing) {
-          // What is removed may hold files still being written (a directory replaced by a file).
-          await this.settle();
-          await this.remove(abs, existing);
-        }
-        const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
+        if (existing) this.remove(abs, existing);
+        const fd = open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         try {
-          await writeBatched(fh, body(entry));
-          await this.metaByHandle(fh, header);
+          for await (const chunk of body(entry)) writeAll(fd, chunk);
+          this.metaByHandle(fd, header);
           const { atime, mtime } = this.times(header);
-          await fh.utimes(atime, mtime);
+          futimes(fd, atime, mtime);
         } finally {
-          await fh.close();
+          close(fd);
         }
         break;
       }
@@ -498,10 +422,10 @@ class LayerApplier {
             `symlink ${JSON.stringify(header.name)} has an empty, NUL-bearing or too long target`,
           );
         }
-        if (existing) await this.remove(abs, existing);
+        if (existing) this.remove(abs, existing);
         // Stored verbatim, absolute or not: it is only ever followed re-rooted (here) or inside a container.
-        await symlink(target, abs);
-        await this.pathMeta(abs, header, false);
+        symlink(target, abs);
+        this.pathMeta(abs, header, false);
         break;
       }
       case 'link': {
@@ -516,19 +440,19 @@ class LayerApplier {
           this.skip('device', header.name);
           return;
         }
-        if (existing) await this.remove(abs, existing);
+        if (existing) this.remove(abs, existing);
         const kind = type === 'character-device' ? 'c' : 'b';
         const args = ['--', abs, kind, String(header.devmajor ?? 0), String(header.devminor ?? 0)];
         await run('mknod', args, { timeout: CHILD_TIMEOUT_MS });
-        await this.pathMeta(abs, header, true);
+        this.pathMeta(abs, header, true);
         break;
       }
       case 'fifo': {
         await drain(entry);
-        if (existing) await this.remove(abs, existing);
+        if (existing) this.remove(abs, existing);
         // Node cannot make a fifo; the coreutils command can, without privileges.
         await run('mkfifo', ['--', abs], { timeout: CHILD_TIMEOUT_MS });
-        await this.pathMeta(abs, header, true);
+        this.pathMeta(abs, header, true);
         break;
       }
       default:
@@ -539,47 +463,18 @@ class LayerApplier {
     await this.applyXattrs(abs, header);
   }
 
-  /** Creates a new small file with its data, owner, mode, times and xattrs, without waiting for it. */
-  private async writeInBackground(rel: string, header: Header, data: Buffer[]): Promise<void> {
-    if (this.background.size >= BACKGROUND_MAX) await this.settle();
-    const abs = this.abs(rel);
-    const job = (async () => {
-      const fh = await open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
-      try {
-        if (data.length > 0) await writeAt(fh, data, 0);
-        await this.metaByHandle(fh, header);
-        const { atime, mtime } = this.times(header);
-        await fh.utimes(atime, mtime);
-      } finally {
-        await fh.close();
-      }
-      await this.applyXattrs(abs, header);
-    })().catch((err: unknown) => {
-      this.backgroundError ??= mapFsError(err, header.name);
-    });
-    this.background.set(rel, job);
-  }
-
-  /** Waits for every background write; throws the first one's failure. */
-  async settle(): Promise<void> {
-    const jobs = [...this.background.values()];
-    this.background.clear();
-    await Promise.all(jobs);
-    if (this.backgroundError) throw this.backgroundError;
-  }
-
   /** Owner, mode and times by path, for nodes that cannot be opened safely (symlinks, fifos, devices). */
-  private async pathMeta(abs: string, header: Header, chmodToo: boolean): Promise<void> {
+  private pathMeta(abs: string, header: Header, chmodToo: boolean): void {
     if (this.chown) {
       const { uid, gid } = this.owner(header);
-      await lchown(abs, uid, gid);
+      lchown(abs, uid, gid);
     }
     if (chmodToo) {
       // The node was just created by us and is not a symlink, so chmod's following is moot.
-      await chmod(abs, (header.mode ?? 0) & 0o7777);
+      chmod(abs, (header.mode ?? 0) & 0o7777);
     }
     const { atime, mtime } = this.times(header);
-    await lutimes(abs, atime, mtime);
+    lutimes(abs, atime, mtime);
   }
 
   /**
@@ -600,7 +495,7 @@ class LayerApplier {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at the root`);
     const dir = await this.parentOf(targetParts.slice(0, -1), false);
     const targetRel = dir ? [...dir, targetParts[targetParts.length - 1]!].join('/') : undefined;
-    let targetSt = targetRel === undefined ? undefined : await lstatOrUndefined(this.abs(targetRel));
+    let targetSt = targetRel === undefined ? undefined : lstatOrUndefined(this.abs(targetRel));
     if (targetRel !== undefined && !targetSt && this.opts.overlay) {
       targetSt = await this.copyUp(targetRel);
     }
@@ -617,9 +512,9 @@ class LayerApplier {
     if (targetRel === rel) {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at itself`);
     }
-    if (existing) await this.remove(abs, existing);
-    await link(this.abs(targetRel), abs);
-    await this.pathMeta(abs, header, !targetSt.isSymbolicLink());
+    if (existing) this.remove(abs, existing);
+    link(this.abs(targetRel), abs);
+    this.pathMeta(abs, header, !targetSt.isSymbolicLink());
   }
 
   /**
@@ -637,22 +532,21 @@ class LayerApplier {
 
   /** Directory times, newest entries first, only where the same directory is still there. */
   async finish(): Promise<void> {
-    await this.settle();
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
       const d = this.dirTimes[i]!;
       const parts = d.rel.split('/');
       try {
         const dir = await resolveDirInRoot(this.root, parts.slice(0, -1), { create: false });
         if (!dir) continue;
-        const fh = await open(
+        const fd = open(
           this.abs([...dir, parts[parts.length - 1]!].join('/')),
           fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW,
         );
         try {
-          const st = await fh.stat();
-          if (st.dev === d.dev && st.ino === d.ino) await fh.utimes(d.atime, d.mtime);
+          const st = fstat(fd);
+          if (st.dev === d.dev && st.ino === d.ino) futimes(fd, d.atime, d.mtime);
         } finally {
-          await fh.close();
+          close(fd);
         }
       } catch (err) {
         // Replaced or removed later in this layer (ENOENT, ENOTDIR, ELOOP): its times no longer matter.
@@ -665,19 +559,41 @@ class LayerApplier {
 
 /**
  * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
- * sha256 of the uncompressed tar, computed from the very bytes that were applied. A whole file (a blob
- * from the content store) is decoded from its file with reused buffers; the caller destroys it after.
+ * sha256 of the uncompressed tar, computed from the very bytes that were applied. The work runs on a
+ * worker thread (`opts.workers`, or one started for this call); a whole file (a blob from the content
+ * store) is read and decoded there from its handle with reused buffers, other streams are passed over
+ * in chunks. The caller destroys `layer` after.
  */
 export async function applyLayer(
   root: string,
   layer: Readable,
   opts: ApplyOptions = {},
 ): Promise<ApplyResult> {
+  if (opts.signal?.aborted) throw aborted('layer apply aborted', { cause: opts.signal.reason });
+  const workers = opts.workers ?? new ApplyWorkers({ max: 1 });
+  try {
+    return await workers.apply(root, layer, opts);
+  } finally {
+    if (!opts.workers) await workers.close();
+  }
+}
+
+/** The layer as the worker reads it: a whole file (read at offsets) or a stream of its bytes. */
+export type LayerSource = { file: LayerFile } | { stream: Readable };
+
+/**
+ * applyLayer's work, in the calling thread with synchronous file-system calls: only for a worker thread
+ * (apply-worker.ts), never for the daemon's event loop.
+ */
+export async function applyInThread(
+  root: string,
+  layer: LayerSource,
+  opts: ApplyOptions = {},
+): Promise<ApplyResult> {
   let realRoot: string;
   try {
-    realRoot = await realpath(root);
-    if (!(await lstat(realRoot)).isDirectory())
-      throw invalidArgument(`layer root ${root} is not a directory`);
+    realRoot = realpath(root);
+    if (!lstat(realRoot).isDirectory()) throw invalidArgument(`layer root ${root} is not a directory`);
   } catch (err) {
     if (err instanceof StrataError) throw err;
     throw invalidArgument(`layer root ${root}: ${messageOf(err)}`, { cause: err });
@@ -694,11 +610,11 @@ export async function applyLayer(
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
   const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
   const how = opts.compression ?? 'auto';
-  const file = layer instanceof FileRange && layer.whole ? await layer.open() : undefined;
-  const source = file ? decompressFile(file, how) : layer;
-  const piping = file
-    ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
-    : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
+  const source = 'file' in layer ? decompressFile(layer.file, how) : layer.stream;
+  const piping =
+    'file' in layer
+      ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
+      : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
   let streamError: unknown;
   let pipelineError: unknown;
   extract.on('error', (err: unknown) => {
@@ -715,8 +631,6 @@ export async function applyLayer(
   } catch (err) {
     extract.destroy();
     source.destroy();
-    // No write may go on after the apply has failed.
-    await applier.settle().catch(() => {});
     await piping.catch((e: unknown) => {
       pipelineError = e;
     });

@@ -7,8 +7,19 @@
 // owner and times of the nearest lower's directory at that path (resolved inside that lower); a lower
 // that has a non-directory there stops the search. So a layer writing through a symlink of a lower layer
 // makes a directory where the link was, exactly as containerd's overlayfs unpack does.
-import type { Stats } from 'node:fs';
-import { chmod, lchown, lstat, lutimes, mkdir, readlink, unlink } from 'node:fs/promises';
+//
+// File-system calls are synchronous: the applier runs on a worker thread of its own, where a direct
+// system call costs microseconds and a trip through libuv's thread pool many times that.
+import {
+  chmodSync as chmod,
+  lchownSync as lchown,
+  lstatSync as lstat,
+  lutimesSync as lutimes,
+  mkdirSync as mkdir,
+  readlinkSync as readlink,
+  type Stats,
+  unlinkSync as unlink,
+} from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument } from '../../errors.ts';
 import { setXattr } from '../xattr.ts';
@@ -55,7 +66,7 @@ export async function lookupLower(
     const path = follow ? join(lower, ...dir) : join(lower, ...dir, parts[parts.length - 1]!);
     let st: Stats;
     try {
-      st = await lstat(path);
+      st = lstat(path);
     } catch (err) {
       if (codeOf(err) === 'ENOENT') continue;
       throw err;
@@ -93,33 +104,33 @@ export async function resolveDirInRoot(
     const abs = join(root, ...out, c);
     let st: Stats;
     try {
-      st = await lstat(abs);
+      st = lstat(abs);
     } catch (err) {
       if (codeOf(err) !== 'ENOENT') throw err;
       if (opts.lowers) {
         // containerd makes every missing parent in the upper, inheriting from the lowers.
         const lower = await lookupLower(opts.lowers, [...out, c], true);
-        await mkdir(abs);
+        mkdir(abs);
         out.push(c);
         if (lower?.st.isDirectory()) {
-          await inherit(lower.st, abs);
+          inherit(lower.st, abs);
           continue;
         }
       } else {
         if (!opts.create) return undefined;
-        await mkdir(abs);
+        mkdir(abs);
         out.push(c);
       }
-      await chmod(abs, 0o755); // exact, whatever the umask
+      chmod(abs, 0o755); // exact, whatever the umask
       opts.onCreate?.(out.join('/'));
       continue;
     }
     if (opts.lowers && isWhiteout(st)) {
       // This layer deleted the name earlier: a directory made there now must not show the lowers'.
       if (!opts.create) return undefined;
-      await unlink(abs);
-      await mkdir(abs);
-      await chmod(abs, 0o755);
+      unlink(abs);
+      mkdir(abs);
+      chmod(abs, 0o755);
       await setOpaque(abs);
       out.push(c);
       opts.onCreate?.(out.join('/'));
@@ -131,7 +142,7 @@ export async function resolveDirInRoot(
           `too many levels of symbolic links resolving ${JSON.stringify(components.join('/'))}`,
         );
       }
-      const target = await readlink(abs);
+      const target = readlink(abs);
       if (target.startsWith('/')) out.length = 0;
       queue.unshift(...target.split('/'));
       continue;
@@ -147,8 +158,8 @@ export async function resolveDirInRoot(
 }
 
 /** A lower directory's mode, owner and times, for its new counterpart in the upper. */
-async function inherit(st: Stats, abs: string): Promise<void> {
-  await lchown(abs, st.uid, st.gid);
-  await chmod(abs, st.mode & 0o7777);
-  await lutimes(abs, st.atime, st.mtime);
+function inherit(st: Stats, abs: string): void {
+  lchown(abs, st.uid, st.gid);
+  chmod(abs, st.mode & 0o7777);
+  lutimes(abs, st.atime, st.mtime);
 }

@@ -1,0 +1,65 @@
+// The messages between the apply workers (apply-workers.ts) and a worker (apply-worker.ts), and errors
+// as they cross threads.
+import { type ErrorKind, StrataError } from '../../errors.ts';
+import type { ApplyOptions, ApplyResult, SkipKind } from './apply-layer.ts';
+
+/** The options that can be copied to another thread as they are. */
+export type CopyableOptions = Pick<
+  ApplyOptions,
+  'compression' | 'allowDevices' | 'chown' | 'uidMap' | 'gidMap' | 'maxEntries'
+>;
+
+/** What the caller asks for. */
+export interface ApplyJob {
+  type: 'apply';
+  root: string;
+  /** A descriptor of the caller's open layer file (threads share descriptors), or bytes to follow. */
+  fd?: number;
+  options: CopyableOptions;
+  /** Overlay lowers, nearest first; whiteouts are made by the caller. */
+  lowers?: readonly string[];
+}
+
+/** The copyable part of `opts`, without the keys it leaves unset. */
+export function copyableOptions(opts: ApplyOptions): CopyableOptions {
+  const out: CopyableOptions = {};
+  for (const key of ['compression', 'allowDevices', 'chown', 'uidMap', 'gidMap', 'maxEntries'] as const) {
+    if (opts[key] !== undefined) Object.assign(out, { [key]: opts[key] });
+  }
+  return out;
+}
+
+/** An error as it crosses threads: a StrataError's kind, or a file-system error's code. */
+export interface WireError {
+  kind?: ErrorKind;
+  code?: string;
+  message: string;
+}
+
+export type ToWorker =
+  | ApplyJob
+  | { type: 'data'; chunk: Uint8Array }
+  | { type: 'end' }
+  | { type: 'abort' }
+  | { type: 'whiteout-done'; id: number; error?: WireError };
+
+export type FromWorker =
+  | { type: 'ack' }
+  | { type: 'skip'; kind: SkipKind; name: string }
+  | { type: 'whiteout'; id: number; path: string }
+  | { type: 'done'; result: ApplyResult }
+  | { type: 'failed'; error: WireError };
+
+export function toWire(err: unknown): WireError {
+  const message = err instanceof Error ? err.message : String(err);
+  if (err instanceof StrataError) return { kind: err.kind, message };
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? { code, message } : { message };
+}
+
+export function fromWire(w: WireError): Error {
+  if (w.kind !== undefined) return new StrataError(w.kind, w.message);
+  const err: Error & { code?: string } = new Error(w.message);
+  if (w.code !== undefined) err.code = w.code;
+  return err;
+}
