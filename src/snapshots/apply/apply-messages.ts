@@ -1,6 +1,5 @@
-// The messages between the apply workers (apply-workers.ts) and a worker (apply-worker.ts), and errors
-// as they cross threads.
-import { type ErrorKind, StrataError } from '../../errors.ts';
+// The messages between the apply workers (apply-workers.ts) and a worker (apply-worker.ts).
+import type { WireError } from '../thread-errors.ts';
 import type { ApplyOptions, ApplyResult, SkipKind } from './apply-layer.ts';
 
 /** The options that can be copied to another thread as they are. */
@@ -29,13 +28,6 @@ export function copyableOptions(opts: ApplyOptions): CopyableOptions {
   return out;
 }
 
-/** An error as it crosses threads: a StrataError's kind, or a file-system error's code. */
-export interface WireError {
-  kind?: ErrorKind;
-  code?: string;
-  message: string;
-}
-
 export type ToWorker =
   | ApplyJob
   | { type: 'data'; chunk: Uint8Array }
@@ -49,17 +41,3 @@ export type FromWorker =
   | { type: 'whiteout'; id: number; path: string }
   | { type: 'done'; result: ApplyResult }
   | { type: 'failed'; error: WireError };
-
-export function toWire(err: unknown): WireError {
-  const message = err instanceof Error ? err.message : String(err);
-  if (err instanceof StrataError) return { kind: err.kind, message };
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? { code, message } : { message };
-}
-
-export function fromWire(w: WireError): Error {
-  if (w.kind !== undefined) return new StrataError(w.kind, w.message);
-  const err: Error & { code?: string } = new Error(w.message);
-  if (w.code !== undefined) err.code = w.code;
-  return err;
-}

@@ -13,6 +13,7 @@ import { tracePhase } from '../../trace.ts';
 import { RecordedSnapshotter, type SnapshotterOptions } from '../recorded-snapshotter.ts';
 import type { Mount, SnapshotDirs } from '../snapshotter.ts';
 import { XattrDumper } from '../xattr.ts';
+import { CopyRunner } from './copy-runner.ts';
 import { copyTree } from './copy-tree.ts';
 
 export const NATIVE = 'native';
@@ -22,6 +23,8 @@ const ID = /^[0-9a-f]{16}$/;
 export class NativeSnapshotter extends RecordedSnapshotter {
   /** Dumps parents' extended attributes for every copy; stopped by close(). */
   private readonly xattrs = new XattrDumper();
+  /** Copies parent trees on a worker thread; stopped by close(). */
+  private readonly copier = new CopyRunner();
 
   private constructor(opts: SnapshotterOptions) {
     super(NATIVE, opts, (name) => ID.test(name));
@@ -32,14 +35,16 @@ export class NativeSnapshotter extends RecordedSnapshotter {
     await mkdir(sn.dir, { recursive: true, mode: 0o700 });
     // Forked now, while the daemon's heap is small: every parent copy dumps extended attributes.
     sn.xattrs.start();
+    sn.copier.start();
     // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
     await sn.cleanup();
     return sn;
   }
 
-  /** Stops the snapshotter's helper process. */
+  /** Stops the snapshotter's helper process and copy worker. */
   override close(): void {
     this.xattrs.stop();
+    void this.copier.close();
   }
 
   private path(id: string): string {
@@ -62,7 +67,11 @@ export class NativeSnapshotter extends RecordedSnapshotter {
       await mkdir(tempPath, { mode: 0o755 });
       if (parent) {
         const endCopy = tracePhase('daemon-copy-parent');
-        const copied = await copyTree(this.path(parent.backingId), tempPath, { signal, xattrs: this.xattrs });
+        const copied = await copyTree(this.path(parent.backingId), tempPath, {
+          signal,
+          xattrs: this.xattrs,
+          runner: this.copier,
+        });
         endCopy(`${copied.entries} entries`);
       }
     });
