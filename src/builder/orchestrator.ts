@@ -91,6 +91,8 @@ export interface BuilderOptions {
   workspaceRepository: string;
   registries: RegistryAccess;
   installation: CredentialStore;
+  /** Registries every request may use the installation's credentials for (see AuthPolicy). */
+  systemRegistries?: ReadonlySet<string>;
   engine: BuildEngine;
   logs: LogStore;
   history: SourceHistory;
@@ -241,6 +243,7 @@ export class Builder {
       auth,
       { base: this.o.baseRepository, workspace: this.o.workspaceRepository },
       this.o.installation,
+      this.o.systemRegistries,
     );
   }
 

@@ -112,3 +112,31 @@ test('a build auth file names repositories, and never lets the request swap the 
       secrets.includes(b64('hub:hub-secret')),
   );
 });
+
+test("a system registry's credentials serve every request's pulls there, and only the repositories it names", async () => {
+  // `strata up`: no mode from the request, yet its base image on the system's own registry is pulled.
+  const policy = new AuthPolicy(
+    { mode: { kind: 'none' }, additional: {} },
+    repos,
+    installation,
+    new Set(['reg.internal']),
+  );
+  assert.ok(policy.allows('reg.internal'));
+  assert.ok(!policy.allows('docker.io'));
+  assert.deepEqual(await policy.forDomain('reg.internal'), {
+    kind: 'basic',
+    username: 'install',
+    password: 'install-secret',
+  });
+  const entries = await buildAuthEntries({
+    policy,
+    installation,
+    pulls: ['reg.internal/base/busybox:latest', 'busybox'].map(parseNormalizedReference),
+    push: parseNormalizedReference(repos.base),
+    workspaceDomain: 'reg.internal',
+  });
+  assert.deepEqual(entries.map((e) => e.repository).sort(), [
+    'reg.internal/base-images',
+    'reg.internal/base/busybox',
+  ]);
+});

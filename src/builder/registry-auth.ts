@@ -50,6 +50,7 @@ export class AuthPolicy {
   readonly explicit: ReadonlySet<string>;
   private readonly additional: ReadonlyMap<string, Credentials | undefined>;
   private readonly installation: CredentialStore;
+  private readonly system: ReadonlySet<string>;
   /** Identifies the credentials this policy can hand out (for client caches). */
   readonly fingerprint: string;
 
@@ -57,8 +58,14 @@ export class AuthPolicy {
     request: RegistryAuthRequest,
     repositories: { base: string; workspace: string },
     installation: CredentialStore,
+    /**
+     * Registries whose installation credentials every request may use, whatever its mode (`strata up`'s
+     * own hosted registry: the system's registry, which a build request cannot name credentials for).
+     */
+    system: ReadonlySet<string> = new Set(),
   ) {
     const mode = request.mode;
+    this.system = system;
     this.all = mode.kind === 'total' && mode.allowAll;
     const explicit = new Set<string>();
     if (mode.kind === 'selective') {
@@ -78,7 +85,7 @@ export class AuthPolicy {
   }
 
   allows(domain: string): boolean {
-    return this.all || isEcrDomain(domain) || this.explicit.has(domain);
+    return this.all || isEcrDomain(domain) || this.explicit.has(domain) || this.system.has(domain);
   }
 
   /** Gitpod's GetAuthFor: installation credentials where allowed, else the request's own for that host. */

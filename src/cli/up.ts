@@ -26,8 +26,8 @@ export function upSummary(app: UpApp): string {
     `  builder       ${app.builder}   (builder.ImageBuilder; pushes to ${app.baseRepository}, ${app.workspaceRepository})`,
     `  metrics       ${app.opsUrl}/metrics   (readiness ${app.opsUrl}/readyz)`,
     'try:',
-    `  skopeo copy --dest-tls-verify=false oci:DIR docker://${app.registryHost}/apps/app:latest && \\`,
-    `    ctr --address ${sock} images pull --plain-http ${app.registryHost}/apps/app:latest`,
+    `  skopeo copy --dest-tls-verify=false${app.authenticated ? ' --dest-creds USER:PASSWORD' : ''} oci:DIR docker://${app.registryHost}/apps/app:latest && \\`,
+    `    ctr --address ${sock} images pull --plain-http${app.authenticated ? ' --user USER:PASSWORD' : ''} ${app.registryHost}/apps/app:latest`,
   ];
   return `${lines.join('\n')}\n`;
 }

@@ -19,8 +19,9 @@ import { invalidArgument, messageOf } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
-import { anonymous } from '../registry/credentials.ts';
+import { anonymous, type CredentialStore, type Credentials } from '../registry/credentials.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
+import { canonicalHost } from '../registry/hosts.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
 import { parseByteSize, parseListen } from './facade-config.ts';
 import { serveMetrics } from './metrics.ts';
@@ -239,6 +240,11 @@ export async function startBuilder(
     engine?: BuildEngine;
     registry?: Registry;
     instrument?: (reg: ServiceRegistration) => ServiceRegistration;
+    /**
+     * The system's own registry (`strata up`'s hosted one) and the credentials the builder has there:
+     * used for it before the docker auth file, and by every request for its pulls (see AuthPolicy).
+     */
+    systemRegistry?: { host: string; credentials: Credentials };
   } = {},
 ): Promise<RunningBuilder> {
   const instrument = overrides.instrument ?? ((reg: ServiceRegistration) => reg);
@@ -252,9 +258,15 @@ export async function startBuilder(
       await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));
   };
   try {
-    const installation = config.dockerAuth
-      ? new DockerConfigCredentials({ path: config.dockerAuth })
-      : anonymous;
+    const fromFile = config.dockerAuth ? new DockerConfigCredentials({ path: config.dockerAuth }) : anonymous;
+    const system = overrides.systemRegistry;
+    const systemHost = system && canonicalHost(system.host);
+    const installation: CredentialStore = system
+      ? {
+          get: async (host, signal) =>
+            canonicalHost(host) === systemHost ? system.credentials : fromFile.get(host, signal),
+        }
+      : fromFile;
     const registries = new RegistryAccess({ hosts: { insecure: config.plainHttpHosts }, installation });
     undo.push(() => registries.close());
     const engine =
@@ -276,6 +288,7 @@ export async function startBuilder(
       workspaceRepository: config.workspaceRepository,
       registries,
       installation,
+      ...(systemHost && { systemRegistries: new Set([systemHost]) }),
       engine,
       logs,
       history: new SourceHistory(join(config.stateDir, 'sources')),

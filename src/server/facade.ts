@@ -24,6 +24,7 @@ import {
   UpstreamLayerSource,
 } from '../facade/blobs/sources.ts';
 import { urlBlob } from '../facade/blobs/url-blob.ts';
+import { HostedUpstream } from '../facade/hosted-upstream.ts';
 import { connectionLimits } from '../facade/http/connection-guard.ts';
 import { Drain } from '../facade/http/drain.ts';
 import { FacadeMetrics } from '../facade/http/metrics.ts';
@@ -87,6 +88,8 @@ export interface StartOptions {
   instrument?: (reg: ServiceRegistration) => ServiceRegistration;
   /** More for /readyz to require beyond the facade's own checks (`strata up`: its other parts). */
   ready?: () => Promise<Readiness>;
+  /** With client authentication: a user of this process (`strata up`'s builder), see ClientAuthConfig. */
+  serviceUser?: { username: string; password: string };
 }
 
 export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
@@ -249,9 +252,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     // read from its content store.
     const ownHosts = new Set<string>();
     const allowHttpHost = plainHttpAllowed(config);
+    const isOwn = (domain: string) => ownHosts.has(domain.toLowerCase());
     service = new FacadeService({
       providers,
-      upstream: up,
+      // Images in its own hosted repositories are read in-process: no request to itself, no credentials.
+      upstream: hosted ? new HostedUpstream({ hosted: hosted.registry, isOwn, upstream: up }) : up,
       cache,
       sources: [
         new StaticLayerSource(cache),
@@ -261,7 +266,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
           allowHttpHost,
           blobAt: (url, desc) => urlBlob(httpForUrls, url, desc),
         }),
-        ...(hosted ? [hostedSource(hosted, ownHosts)] : []),
+        ...(hosted ? [hostedSource(hosted, isOwn)] : []),
         new UpstreamLayerSource((repo, desc) => up.blob(repo, desc)),
       ],
       staticLayers: staticLayers.layers,
@@ -299,11 +304,14 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
 
     let auth: ClientAuth | undefined;
     if (config.auth) {
-      const a = await ClientAuth.open(config.auth, {
-        watch: config.watchFiles,
-        onReload: (what) => reloadEvents(what).onReload(),
-        onReloadError: (what, err) => reloadEvents(what).onReloadError(err),
-      });
+      const a = await ClientAuth.open(
+        options.serviceUser ? { ...config.auth, serviceUser: options.serviceUser } : config.auth,
+        {
+          watch: config.watchFiles,
+          onReload: (what) => reloadEvents(what).onReload(),
+          onReloadError: (what, err) => reloadEvents(what).onReloadError(err),
+        },
+      );
       auth = a;
       undo.push(() => a.close());
       reloaders.push(() => a.reload());
@@ -444,9 +452,9 @@ function ownHostNames(host: string, port: number): string[] {
 }
 
 /** Composed layers whose image is in these hosted repositories, read from their content store. */
-function hostedSource(hosted: HostedParts, ownHosts: ReadonlySet<string>): HostedLayerSource {
+function hostedSource(hosted: HostedParts, isOwn: (domain: string) => boolean): HostedLayerSource {
   return new HostedLayerSource({
-    isOwn: (domain) => ownHosts.has(domain.toLowerCase()),
+    isOwn,
     blobIn: (repository, descriptor) => {
       let stored: Blob;
       try {

@@ -79,6 +79,10 @@ test('unknown keys and what up wires itself are refused, naming the key', () => 
     { registry: { specProviders: { store: '/x' } } },
     /registry\.specProviders\.store: strata up keeps/,
   );
+  refused(
+    { registry: { auth: { htpasswd: 'h', token: { realm: 'http://t/token' } } } },
+    /^up config: registry\.auth\.token: strata up authenticates clients with auth\.htpasswd only/,
+  );
   refused({ specs: { port: 1 } }, /^up config: specs\.port: unknown key/);
   refused({ builder: { parallelsm: 2 } }, /^up config: builder: builder config parallelsm: unknown key/);
   refused({ builder: { metrics: '127.0.0.1:1' } }, /^up config: builder\.metrics: strata up serves/);

@@ -153,6 +153,13 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   const rc = section(rs.cache, 'registry.cache');
   if (rc.dir !== undefined)
     fail('registry.cache.dir', "strata up keeps the facade's blob cache in the daemon's content store");
+  // The builder signs in with Basic credentials, and the challenge a client follows is the first one
+  // sent: with Bearer tokens on, buildah would ask the token server for a user it does not know.
+  if (section(rs.auth, 'registry.auth').token !== undefined)
+    fail(
+      'registry.auth.token',
+      'strata up authenticates clients with auth.htpasswd only (its builder signs in with Basic credentials)',
+    );
   const sp = section(rs.specProviders, 'registry.specProviders');
   if (sp.store !== undefined)
     fail('registry.specProviders.store', 'strata up keeps its spec store in `specs`');

@@ -4,6 +4,7 @@
 // their own) and Strata's own spec store as its `remote` provider (also served as
 // registryfacade.SpecProvider); the builder pushes to repositories on that registry. One metrics
 // registry holds every part's metrics, and one readiness answer requires every part.
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
@@ -34,10 +35,15 @@ export interface UpApp {
   workspaceRepository: string;
   /** `http://host:port`, serving /metrics, /readyz and /healthz. */
   opsUrl: string;
+  /** Whether the registry asks clients for credentials (`registry.auth`). */
+  authenticated: boolean;
   ready(): Promise<Readiness>;
   /** Stops every part, newest first; idempotent. */
   stop(): Promise<void>;
 }
+
+/** The registry user `strata up`'s builder signs in as; an htpasswd entry of this name is not used. */
+export const BUILDER_USER = 'strata-up-builder';
 
 /** The host clients reach a listener on: one listening on every interface is reached on loopback. */
 function reachHost(host: string): string {
@@ -94,6 +100,12 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     hosted = h;
     undo.push(() => h.close());
 
+    // With client authentication, the builder signs in as a user of its own: its password is made at each
+    // start and never leaves the process (but for each build's auth file, private and removed after).
+    const serviceUser = config.registry.auth
+      ? { username: BUILDER_USER, password: randomBytes(32).toString('base64url') }
+      : undefined;
+
     // Composed images name base images on this very registry: reached over plain HTTP, whatever its port.
     const listen = config.registry.listen;
     config.registry.plainHttpHosts.push(reachHost(listen.host));
@@ -106,6 +118,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       cacheStorage: new NamespaceCacheStorage(new ContentView({ store: d.parts.content, db: d.parts.db })),
       ready: othersReady,
       instrument,
+      ...(serviceUser && { serviceUser }),
     });
     facade = f;
     undo.push(() => f.close());
@@ -115,7 +128,13 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     if (!b.baseRepository) b.baseRepository = `${registryHost}/base-images`;
     if (!b.workspaceRepository) b.workspaceRepository = `${registryHost}/workspace-images`;
     b.plainHttpHosts.push(registryHost);
-    const running = await startBuilder(b, logger.child({ component: 'builder' }), { registry, instrument });
+    const running = await startBuilder(b, logger.child({ component: 'builder' }), {
+      registry,
+      instrument,
+      ...(serviceUser && {
+        systemRegistry: { host: registryHost, credentials: { kind: 'basic' as const, ...serviceUser } },
+      }),
+    });
     builder = running;
     undo.push(() => running.close());
 
@@ -132,6 +151,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       baseRepository: b.baseRepository,
       workspaceRepository: b.workspaceRepository,
       opsUrl: `http://${reachable(config.metrics, ops.port)}`,
+      authenticated: serviceUser !== undefined,
       ready,
       stop() {
         stopping ??= (async () => {

@@ -198,3 +198,27 @@ test('an htpasswd edit applies on reload; a bad edit keeps the old users', async
     auth.close();
   }
 });
+
+test("the serving process's own user: its password only, pushes too, and an htpasswd entry of its name is not used", async () => {
+  await writeFile(
+    join(dir, 'htpasswd-svc'),
+    `svc:${bcrypt.hashSync('from-file', 4)}\nalice:${bcrypt.hashSync('wonderland', 4)}\n`,
+  );
+  const auth = await ClientAuth.open(
+    config({
+      htpasswd: join(dir, 'htpasswd-svc'),
+      token: undefined,
+      serviceUser: { username: 'svc', password: 'generated-secret' },
+    }),
+    { watch: false },
+  );
+  try {
+    const push = { repository: 'base-images', action: 'push' as const };
+    assert.deepEqual(await auth.authorize(basic('svc', 'generated-secret'), push), { ok: true, user: 'svc' });
+    refused(await auth.authorize(basic('svc', 'from-file'), push), 401);
+    refused(await auth.authorize(basic('svc', 'generated-secreT'), push), 401);
+    assert.equal((await auth.authorize(basic('alice', 'wonderland'), push)).ok, true);
+  } finally {
+    auth.close();
+  }
+});

@@ -3,6 +3,7 @@
 // just the API root), and says which challenges to send back: the `WWW-Authenticate` values registries
 // send (Bearer realm/service/scope as docker distribution's token specification has them, Basic realm).
 // No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED or 403 DENIED answer.
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { WatchedFiles } from '../watched-files.ts';
 import { HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
 import { grants, parseTokenKeys, type TokenKeys, verifyToken } from './token.ts';
@@ -24,6 +25,11 @@ export interface ClientAuthConfig {
   };
   /** How long a successful password check is remembered (bcrypt is slow by design). */
   basicCacheMs: number;
+  /**
+   * A user of the serving process itself (`strata up`'s builder) with a password it generated and keeps
+   * in memory: accepted as Basic credentials, before and instead of an htpasswd entry of that name.
+   */
+  serviceUser?: { username: string; password: string };
 }
 
 /** What a request asks for: pulling from a repository, or nothing in particular (the API root). */
@@ -115,7 +121,7 @@ export class ClientAuth {
     const m = authorization === undefined ? null : /^\s*(\S+)\s+(\S+)\s*$/.exec(authorization);
     const scheme = m?.[1]?.toLowerCase();
     const credentials = m?.[2] ?? '';
-    if (scheme === 'basic' && this.checker) return this.basic(credentials, need);
+    if (scheme === 'basic' && (this.checker || this.config.serviceUser)) return this.basic(credentials, need);
     if (scheme === 'bearer' && this.keys) return this.bearer(credentials, need);
     const message =
       authorization === undefined
@@ -132,11 +138,21 @@ export class ClientAuth {
     const text = Buffer.from(credentials, 'base64').toString('utf8');
     const colon = text.indexOf(':');
     const user = colon < 0 ? '' : text.slice(0, colon);
-    if (colon < 0 || !(await this.checker!.check(user, text.slice(colon + 1)))) {
+    if (colon < 0 || !(await this.checkPassword(user, text.slice(colon + 1)))) {
       return this.refuse(401, 'invalid username or password', need);
     }
     // htpasswd users may pull every repository.
     return { ok: true, user };
+  }
+
+  private async checkPassword(user: string, password: string): Promise<boolean> {
+    const s = this.config.serviceUser;
+    if (s && user === s.username) {
+      // Compared as fixed-length hashes, so the time taken says nothing about the password.
+      const digest = (v: string) => createHash('sha256').update(v).digest();
+      return timingSafeEqual(digest(password), digest(s.password));
+    }
+    return this.checker ? this.checker.check(user, password) : false;
   }
 
   private async bearer(token: string, need: AuthNeed | undefined): Promise<AuthDecision> {
