@@ -123,7 +123,8 @@ test('readers follow a fill in progress, from any offset, and only finish once i
     assert.deepEqual(await all, bytes);
     assert.deepEqual(await part, bytes.subarray(500));
     assert.equal(opened, 1);
-    assert.equal(cache.has(desc.digest), true);
+    // Readers have every byte once the store committed it; the cache's entry is complete a moment later.
+    await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
     const hit = await cache.read(desc, { offset: 10, length: 10 }, undefined);
     assert.equal(hit.outcome, 'hit');
     assert.deepEqual(await readAll(hit.stream), bytes.subarray(10, 20));
@@ -310,7 +311,11 @@ test('eviction drops the least recently used blob, never one being read, and sur
           )
         ).stream,
       );
-      assert.deepEqual(cache.cachedDigests().sort(), [a.desc.digest, c.desc.digest].sort());
+      await waitFor(
+        () => cache.cachedDigests().sort().join() === [a.desc.digest, c.desc.digest].sort().join(),
+        5000,
+        { what: 'b evicted, a and c cached' },
+      );
       assert.deepEqual(await readAll(holding.stream), a.bytes);
       await first.close();
       const second = await kind.open(dir, { maxBytes: 250 });
@@ -347,7 +352,7 @@ test('a fill whose source went away keeps its bytes; the next fill resumes from 
     const second = await cache.read(desc, undefined, whole);
     assert.deepEqual(await readAll(second.stream), bytes);
     assert.equal(offsets.at(-1), 1500, 'resumed at the kept offset');
-    assert.equal(cache.has(desc.digest), true);
+    await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
     assert.equal(cache.bytes, 4000);
   });
 });
@@ -456,6 +461,6 @@ test('a cancelled prefetch leaves a fill a client reads to the client', async ()
     await assert.rejects(pending, /spec removed/);
     source.end(bytes);
     assert.deepEqual(await body, bytes);
-    assert.equal(cache.has(desc.digest), true);
+    await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
   });
 });
