@@ -1,6 +1,7 @@
 // Appending a stream to an ingest in big writes: chunks gather while the previous write lands, so the
 // network keeps flowing while the disk works and a 64 KiB socket read is not one write (and one trip
-// through the thread pool) each.
+// through the thread pool) each. A chunk that arrives while no write is in flight is written at once: a
+// slow source's bytes reach the readers following the ingest as they come, not a batch later.
 import type { Readable } from 'node:stream';
 
 /** Bytes gathered before one disk write. */
@@ -23,6 +24,7 @@ export async function appendStream(
   check?: (chunk: Uint8Array) => void,
 ): Promise<void> {
   let inFlight: Promise<void> = Promise.resolve();
+  let busy = false;
   let batch: Uint8Array[] = [];
   let batched = 0;
   const flush = async (): Promise<void> => {
@@ -32,8 +34,12 @@ export async function appendStream(
     batch = [];
     batched = 0;
     inFlight = sink.write(data);
-    // Awaited at the next flush; this only keeps a failure from counting as unhandled meanwhile.
-    inFlight.catch(() => {});
+    busy = true;
+    // Awaited at the next flush; this also keeps a failure from counting as unhandled meanwhile.
+    const idle = () => {
+      busy = false;
+    };
+    inFlight.then(idle, idle);
   };
   try {
     for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
@@ -49,7 +55,7 @@ export async function appendStream(
       }
       batch.push(bytes);
       batched += bytes.byteLength;
-      if (batched >= WRITE_BATCH_BYTES) await flush();
+      if (batched >= WRITE_BATCH_BYTES || !busy) await flush();
     }
   } catch (err) {
     // Keep what did arrive (nothing of a batch `check` refused), so the next attempt resumes after it.
