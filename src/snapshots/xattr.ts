@@ -133,8 +133,8 @@ export class XattrDumper {
   }
 }
 
-/** getfattr's dump of every attribute in the tree at `src`, through `dumper` when there is one. */
-async function dumpTree(src: string, dumper: XattrDumper | undefined): Promise<string> {
+/** getfattr's dump of every attribute in the tree at `src` (for restoreTreeXattrs), through `dumper` when there is one. */
+export async function dumpTree(src: string, dumper: XattrDumper | undefined): Promise<string> {
   if (dumper && !src.includes('\n')) return dumper.dump(src);
   // The dumper reads one path per line; other paths, and callers without one, get a process of their own.
   const { stdout } = await run(
@@ -150,7 +150,11 @@ async function dumpTree(src: string, dumper: XattrDumper | undefined): Promise<s
  * after a copy). Attributes the kernel refuses (e.g. security.* without privileges) are left out.
  */
 export async function copyTreeXattrs(src: string, dst: string, dumper?: XattrDumper): Promise<void> {
-  const stdout = await dumpTree(src, dumper);
+  await restoreTreeXattrs(src, dst, await dumpTree(src, dumper));
+}
+
+/** Gives the paths under `dst` the attributes `stdout` (dumpTree of `src`) lists for the same paths under `src`. */
+export async function restoreTreeXattrs(src: string, dst: string, stdout: string): Promise<void> {
   if (stdout.trim() === '') return;
   // getfattr names each file on a `# file: PATH` line (PATH octal-escaped); swap the tree's prefix.
   const prefix = `# file: ${escapeName(src)}`;

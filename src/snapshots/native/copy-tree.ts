@@ -20,7 +20,7 @@ import {
 } from 'node:fs';
 import { join } from 'node:path';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
-import { copyTreeXattrs, type XattrDumper } from '../xattr.ts';
+import { dumpTree, restoreTreeXattrs, type XattrDumper } from '../xattr.ts';
 import { CopyRunner } from './copy-runner.ts';
 
 const CHILD_TIMEOUT_MS = 10_000;
@@ -140,6 +140,9 @@ export async function copyTree(
 ): Promise<CopyTreeResult> {
   if (opts.signal?.aborted) throw aborted('snapshot copy aborted', { cause: opts.signal.reason });
   const runner = opts.runner ?? new CopyRunner();
+  // The source is a committed tree: its attributes are dumped while the copy walks it.
+  const dumping = dumpTree(src, opts.xattrs);
+  dumping.catch(() => {}); // awaited after the copy; a failure meanwhile must not go unhandled
   let result: CopyTreeResult;
   try {
     result = await runner.copy(src, dst, opts.chown ?? process.getuid?.() === 0, opts.signal);
@@ -147,7 +150,7 @@ export async function copyTree(
     if (!opts.runner) await runner.close();
   }
   try {
-    await copyTreeXattrs(src, dst, opts.xattrs);
+    await restoreTreeXattrs(src, dst, await dumping);
   } catch (err) {
     throw internal(`copying of parent failed: ${messageOf(err)}`, { cause: err });
   }
