@@ -11,7 +11,10 @@
 // digests from its pull, would mount what skopeo pushed); who goes first alternates. Prints each
 // time, the medians and the ratio Strata/docker-registry per operation (target ≤ 1.0).
 //
-//   node bench/hosted-push-pull.ts      (ROUNDS=5 LAYERS=5 LAYER_MIB=45)
+// BASELINE=<another checkout> adds a third side, that checkout's bin/strata, in the same rounds (before /
+// after figures of a change under the same load).
+//
+//   node bench/hosted-push-pull.ts      (ROUNDS=5 LAYERS=5 LAYER_MIB=45 BASELINE=)
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { imageTools, pushMultiLayer } from '../test/helpers/images.ts';
@@ -25,8 +28,9 @@ const STRATA = new URL('../bin/strata', import.meta.url).pathname;
 const rounds = intArg('ROUNDS', 5);
 const layers = intArg('LAYERS', 5);
 const layerMiB = intArg('LAYER_MIB', 45);
+const baseline = process.env.BASELINE || undefined;
 
-type Side = 'strata' | 'docker-registry';
+type Side = 'strata' | 'docker-registry' | 'baseline';
 const OPS = ['buildah push', 'skopeo push', 'skopeo pull'] as const;
 type Op = (typeof OPS)[number];
 /** Operations that share one fresh registry (the pull reads what the push before it wrote). */
@@ -37,8 +41,8 @@ interface Target {
   stop(): Promise<void>;
 }
 
-/** A fresh `strata facade` serving hosted repositories on a fresh root. */
-async function startStrata(): Promise<Target> {
+/** A fresh `strata facade` (of the checkout `bin`) serving hosted repositories on a fresh root. */
+async function startStrata(bin = STRATA): Promise<Target> {
   const dir = await tempDir('bench-hosted');
   try {
     const host = `127.0.0.1:${await freePort()}`;
@@ -52,7 +56,7 @@ async function startStrata(): Promise<Target> {
         '',
       ].join('\n'),
     );
-    const server = await spawnServer(STRATA, ['facade', '--config', config, '--log-level', 'warn'], {
+    const server = await spawnServer(bin, ['facade', '--config', config, '--log-level', 'warn'], {
       name: 'strata facade',
       logFile: join(dir, 'facade.log'),
       readyCheck: async () => (await fetch(`http://${host}/readyz`)).status === 200,
@@ -128,17 +132,20 @@ try {
     },
   };
   const starts: Record<Side, () => Promise<Target>> = {
-    strata: startStrata,
+    strata: () => startStrata(),
     'docker-registry': startDockerRegistry,
+    baseline: () => startStrata(join(baseline ?? '.', 'bin', 'strata')),
   };
   const times: Record<Side, Record<Op, number[]>> = {
     strata: { 'buildah push': [], 'skopeo push': [], 'skopeo pull': [] },
     'docker-registry': { 'buildah push': [], 'skopeo push': [], 'skopeo pull': [] },
+    baseline: { 'buildah push': [], 'skopeo push': [], 'skopeo pull': [] },
   };
+  const order: Side[] = baseline ? ['docker-registry', 'baseline', 'strata'] : ['docker-registry', 'strata'];
 
   for (let round = 0; round <= rounds; round++) {
-    // Round 0 warms both sides (page cache, compile caches) and is not counted.
-    const sides: Side[] = round % 2 === 0 ? ['docker-registry', 'strata'] : ['strata', 'docker-registry'];
+    // Round 0 warms every side (page cache, compile caches) and is not counted.
+    const sides = round % 2 === 0 ? order : [...order].reverse();
     for (const side of sides) {
       const line: string[] = [];
       // buildah push gets a registry of its own: it would otherwise mount what skopeo pushed before.
@@ -159,11 +166,17 @@ try {
   }
 
   const rows = [['operation', 'strata ms', 'docker-registry ms', 'ratio']];
+  if (baseline) rows[0]!.push('baseline ms', 'baseline ratio');
   const ratios: string[] = [];
   for (const op of OPS) {
     const s = median(times.strata[op]);
     const d = median(times['docker-registry'][op]);
-    rows.push([op, s.toFixed(0), d.toFixed(0), (s / d).toFixed(3)]);
+    const row = [op, s.toFixed(0), d.toFixed(0), (s / d).toFixed(3)];
+    if (baseline) {
+      const b = median(times.baseline[op]);
+      row.push(b.toFixed(0), (b / d).toFixed(3));
+    }
+    rows.push(row);
     ratios.push(`${op} ${(s / d).toFixed(3)}`);
   }
   printTable(rows);
