@@ -150,22 +150,25 @@ export class HostedRegistry {
         await w.abort();
         throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
       }
+      const join = () => this.members.add(this.namespace, repo, d);
       if (this.view.has(this.namespace, d)) {
         // Pushed again: held afresh, for the manifest that is to come.
         this.hold(d);
         await w.abort();
+        join();
       } else {
         try {
-          await w.commit(size, d, this.holdLabels());
+          // The membership commits with the blob: one database sync for both.
+          await w.commit(size, d, this.holdLabels(), join);
         } catch (err) {
           if (isFailedPrecondition(err)) {
             await w.abort();
             throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
           }
           if (!isAlreadyExists(err)) throw err;
+          join();
         }
       }
-      this.members.add(this.namespace, repo, d);
       return { mediaType: 'application/octet-stream', digest: d, size };
     } finally {
       await w.close();

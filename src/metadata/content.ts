@@ -311,11 +311,13 @@ export class ContentView {
     size: number,
     labels: Record<string, string>,
     lease: string | undefined,
+    also: (() => void) | undefined,
   ): void {
-    // One transaction (one sync of the database) for both.
+    // One transaction (one sync of the database) for all of it.
     this.db.write(() => {
       this.ingests.remove(ns, ref, lease);
       this.meta.add(ns, d, size, labels, lease ? { lease } : {});
+      also?.();
     });
   }
 
@@ -410,9 +412,15 @@ export class NamespacedWriter {
    * Commits the ingest into the namespace. `size` 0 and `expected` '' skip those checks (beyond what the
    * writer was opened with). FailedPrecondition on a size or digest mismatch (the ingest stays);
    * AlreadyExists `content <d>: already exists` when the namespace has it; InvalidArgument for labels
-   * over containerd's 4096-byte rule.
+   * over containerd's 4096-byte rule. `also` runs in the database transaction that links the blob (a
+   * caller's own rows about it, committed with one sync instead of a transaction of their own).
    */
-  async commit(size: number, expected: string, labels: Record<string, string> = {}): Promise<Digest> {
+  async commit(
+    size: number,
+    expected: string,
+    labels: Record<string, string> = {},
+    also?: () => void,
+  ): Promise<Digest> {
     validateLabels('info.Labels', labels);
     const want = expected ? checkDigest(expected) : undefined;
     let d: Digest;
@@ -440,7 +448,7 @@ export class NamespacedWriter {
       }
     }
     try {
-      this.view.linkCommitted(this.namespace, this.ref, d, bytes, labels, this.lease);
+      this.view.linkCommitted(this.namespace, this.ref, d, bytes, labels, this.lease, also);
     } catch (err) {
       // A failed link must not leave the ingest record behind when its data is gone.
       if (!this.shared) this.view.forgetIngest(this.namespace, this.ref, this.lease);

@@ -7,6 +7,12 @@ import { LeaseStore } from './leases.ts';
 
 /** An ingest opened without a lease may be collected this long after it was last opened. */
 export const INGEST_EXPIRY_NS = 24n * 3600n * 1_000_000_000n;
+/**
+ * A reopen this soon after the expiry was last set leaves the record as it is: a registry upload opens
+ * its ingest once per request, and each refresh would be a database commit (a sync) for a shift of the
+ * 24 h expiry by seconds.
+ */
+export const INGEST_REFRESH_NS = 60n * 1_000_000_000n;
 
 export interface IngestRecord {
   ref: string;
@@ -27,6 +33,7 @@ export class IngestRecords {
   private readonly leases: LeaseStore;
   private readonly stmts: {
     get: Statement;
+    fresh: Statement;
     list: Statement;
     upsertExpiring: Statement;
     upsertLeased: Statement;
@@ -39,6 +46,9 @@ export class IngestRecords {
     const q = (s: string): Statement => db.sql.prepare(s);
     this.stmts = {
       get: q('SELECT ref, expected FROM ingests WHERE namespace = ? AND ref = ?'),
+      fresh: q(
+        'SELECT 1 FROM ingests WHERE namespace = ? AND ref = ? AND expected = ? AND total = ? AND expires_at >= ?',
+      ),
       list: q('SELECT ref, expected FROM ingests WHERE namespace = ? ORDER BY ref'),
       upsertExpiring: q(
         `INSERT INTO ingests (namespace, ref, expected, total, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
@@ -59,11 +69,16 @@ export class IngestRecords {
    * is added to it; an unknown lease is NotFound `lease does not exist`, as in containerd.
    */
   open(ns: string, ref: string, opts: { expected?: string; total?: number; lease?: string }): void {
+    const expected = opts.expected ?? '';
+    const total = opts.total ?? 0;
+    if (!opts.lease) {
+      // Unchanged and refreshed within INGEST_REFRESH_NS: nothing to write.
+      const since = this.db.clock() + INGEST_EXPIRY_NS - INGEST_REFRESH_NS;
+      if (this.stmts.fresh.get(ns, ref, expected, total, since) !== undefined) return;
+    }
     this.db.write(() => {
       const now = this.db.clock();
       this.db.ensureNamespace(ns, now);
-      const expected = opts.expected ?? '';
-      const total = opts.total ?? 0;
       if (opts.lease) {
         this.leases.attach(ns, opts.lease, { type: 'ingests', id: ref });
         this.stmts.upsertLeased.run(ns, ref, expected, total, now);
