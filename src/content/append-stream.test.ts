@@ -62,3 +62,49 @@ describe('appendStream', () => {
     assert.equal(Buffer.concat(broken.writes).toString(), 'abc');
   });
 });
+
+describe('appendStream while a write is slow', () => {
+  it('goes on reading up to the gather limit, then waits; the bytes stay in order', async () => {
+    const writes: Buffer[] = [];
+    let release: () => void = () => {};
+    const firstWrite = new Promise<void>((r) => {
+      release = r;
+    });
+    const sink = {
+      write: async (cs: readonly Uint8Array[]) => {
+        if (writes.length === 0) await firstWrite;
+        writes.push(Buffer.concat(cs));
+      },
+    };
+    const input = chunks(160, 64 * 1024); // 10 MiB
+    let read = 0;
+    async function* source() {
+      for (const c of input) {
+        read += c.byteLength;
+        yield c;
+      }
+    }
+    const done = appendStream(sink, Readable.from(source()));
+    // The first write hangs: reading goes on past 4 MiB gathered behind it, but stops before everything.
+    const deadline = Date.now() + 10_000;
+    while (read < 4 << 20 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+    assert.ok(read >= 4 << 20, `read ${read} bytes while the first write hung`);
+    assert.ok(read < 7 << 20, `read ${read} bytes: not bounded`);
+    release();
+    await done;
+    assert.deepEqual(Buffer.concat(writes), Buffer.concat(input));
+  });
+
+  it('reports a failed write and writes nothing after it', async () => {
+    let calls = 0;
+    const sink = {
+      write: async () => {
+        calls++;
+        throw new Error('disk full');
+      },
+    };
+    await assert.rejects(appendStream(sink, Readable.from(chunks(80, 64 * 1024))), /disk full/);
+    assert.equal(calls, 1);
+  });
+});

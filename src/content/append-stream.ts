@@ -4,8 +4,12 @@
 // slow source's bytes reach the readers following the ingest as they come, not a batch later.
 import type { Readable } from 'node:stream';
 
-/** Bytes gathered before one disk write. */
-const WRITE_BATCH_BYTES = 1 << 20;
+/**
+ * Bytes gathered while a write is in flight before reading waits for it. More than one socket read's
+ * worth by far: a write that stalls for a moment (a thread pool busy with syncs, a loaded disk) does not
+ * stop the sender at once; the next write then takes all that gathered.
+ */
+const MAX_GATHERED_BYTES = 4 << 20;
 
 /** What takes the batches: an ingest writer (in order, one call at a time). */
 export interface ChunkSink {
@@ -13,33 +17,38 @@ export interface ChunkSink {
 }
 
 /**
- * Appends `stream` to `sink` with at most one write in flight; memory stays under two batches. `check`
- * sees every chunk before it is batched; when it throws, that chunk and the batch it was gathering are
- * dropped and the error is thrown once the write in flight is done. When the stream fails, what did
- * arrive is written first (so a later attempt resumes after it).
+ * Appends `stream` to `sink` with at most one write in flight; memory stays under twice
+ * MAX_GATHERED_BYTES. `check` sees every chunk before it is batched; when it throws, that chunk and the
+ * batch it was gathering are dropped and the error is thrown once the write in flight is done. When the
+ * stream fails, what did arrive is written first (so a later attempt resumes after it). A failed write
+ * is thrown, and nothing is written after it.
  */
 export async function appendStream(
   sink: ChunkSink,
   stream: Readable,
   check?: (chunk: Uint8Array) => void,
 ): Promise<void> {
-  let inFlight: Promise<void> = Promise.resolve();
-  let busy = false;
+  let inFlight: Promise<void> | undefined;
+  let failure: { err: unknown } | undefined;
   let batch: Uint8Array[] = [];
   let batched = 0;
-  const flush = async (): Promise<void> => {
-    await inFlight;
-    if (batched === 0) return;
+  const start = (): void => {
     const data = batch;
     batch = [];
     batched = 0;
-    inFlight = sink.write(data);
-    busy = true;
-    // Awaited at the next flush; this also keeps a failure from counting as unhandled meanwhile.
-    const idle = () => {
-      busy = false;
+    const done = (): void => {
+      if (inFlight === write) inFlight = undefined;
     };
-    inFlight.then(idle, idle);
+    const write: Promise<void> = sink.write(data).then(done, (err: unknown) => {
+      failure ??= { err };
+      done();
+    });
+    inFlight = write;
+  };
+  /** Waits for the write in flight; throws the first write failure. */
+  const settle = async (): Promise<void> => {
+    await inFlight;
+    if (failure) throw failure.err;
   };
   try {
     for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
@@ -53,16 +62,24 @@ export async function appendStream(
           throw err;
         }
       }
+      if (failure) throw failure.err;
       batch.push(bytes);
       batched += bytes.byteLength;
-      if (batched >= WRITE_BATCH_BYTES || !busy) await flush();
+      if (inFlight && batched >= MAX_GATHERED_BYTES) await settle();
+      if (!inFlight) start();
     }
   } catch (err) {
     // Keep what did arrive (nothing of a batch `check` refused), so the next attempt resumes after it.
-    await flush().catch(() => {});
-    await inFlight.catch(() => {});
+    await settle().catch(() => {});
+    if (!failure && batched > 0) {
+      start();
+      await settle().catch(() => {});
+    }
     throw err;
   }
-  await flush();
-  await inFlight;
+  await settle();
+  if (batched > 0) {
+    start();
+    await settle();
+  }
 }
