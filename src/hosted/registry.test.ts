@@ -223,4 +223,28 @@ describe('hosted registry', () => {
     await assert.rejects(hosted.uploadStatus('chunks/app', up.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
     assert.equal(view.has(hosted.namespace, digestOf('abc')), false);
   });
+
+  it('starts an upload with a record only: the first bytes create its files; cancel and expiry as before', async () => {
+    const a = await hosted.startUpload('lazy/app');
+    const b = await hosted.startUpload('lazy/app');
+    assert.deepEqual(await store.listStatuses(), [], 'no ingest files before the first bytes');
+    assert.equal((await hosted.uploadStatus('lazy/app', a.id)).offset, 0);
+    await assert.rejects(hosted.uploadStatus('lazy/other', a.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+    await assert.rejects(
+      hosted.appendUpload('lazy/other', a.id, Readable.from([Buffer.from('x')])),
+      (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN',
+    );
+    assert.equal(
+      (await hosted.appendUpload('lazy/app', a.id, Readable.from([Buffer.from('ab')]), 0)).offset,
+      2,
+    );
+    assert.equal((await store.listStatuses()).length, 1);
+    const d = await hosted.finishUpload('lazy/app', a.id, digestOf('abc'), Readable.from([Buffer.from('c')]));
+    assert.equal(d.size, 3);
+    // Cancelled before any byte came.
+    await hosted.cancelUpload('lazy/app', b.id);
+    await assert.rejects(hosted.uploadStatus('lazy/app', b.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+    await assert.rejects(hosted.cancelUpload('lazy/app', b.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+    assert.deepEqual(await store.listStatuses(), []);
+  });
 });

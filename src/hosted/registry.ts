@@ -101,8 +101,9 @@ export class HostedRegistry {
   async startUpload(repo: string): Promise<UploadState> {
     checkRepository(repo);
     const id = randomUUID();
-    const w = await this.view.writer(this.namespace, uploadRef(repo, id));
-    await w.close();
+    // The record only: the ingest's files come with the first bytes (most uploads send them next, in
+    // one PATCH or PUT), so starting an upload costs one database commit and no file.
+    this.view.reserve(this.namespace, uploadRef(repo, id));
     return { id, offset: 0 };
   }
 
@@ -113,8 +114,10 @@ export class HostedRegistry {
       const st = await this.view.status(this.namespace, ref);
       return { id, offset: st.offset };
     } catch (err) {
-      if (isNotFound(err)) throw uploadUnknown(id);
-      throw err;
+      if (!isNotFound(err)) throw err;
+      // Started, no byte yet.
+      if (this.view.hasIngest(this.namespace, ref)) return { id, offset: 0 };
+      throw uploadUnknown(id);
     }
   }
 
@@ -365,8 +368,10 @@ export class HostedRegistry {
   /** The upload's writer (BLOB_UPLOAD_UNKNOWN when there is no such upload); `body` is drained on failure. */
   private async openUpload(repo: string, id: string, body: Readable | undefined): Promise<NamespacedWriter> {
     try {
-      await this.uploadStatus(repo, id);
-      return await this.view.writer(this.namespace, uploadRef(repo, id));
+      const ref = this.checkUpload(repo, id);
+      // The record decides (the writer reads the ingest's files itself, or creates them).
+      if (!this.view.hasIngest(this.namespace, ref)) throw uploadUnknown(id);
+      return await this.view.writer(this.namespace, ref);
     } catch (err) {
       body?.resume();
       throw err;

@@ -138,6 +138,22 @@ export class ContentView {
     }
   }
 
+  /**
+   * Records the namespace's ingest `ref` without creating its data: the first writer does. Until then
+   * it has no status (NotFound) but it is known (hasIngest), it expires and is aborted as any ingest,
+   * and a writer starts it at offset 0. One database row for a session that has sent no byte yet.
+   */
+  reserve(ns: string, ref: string): void {
+    if (ref === '') throw invalidArgument('ref must not be empty');
+    validateRef(backendRef(ns, ref));
+    this.ingests.open(ns, ref, {});
+  }
+
+  /** Whether the namespace has the ingest `ref` (opened or reserved, not yet committed or aborted). */
+  hasIngest(ns: string, ref: string): boolean {
+    return ref !== '' && this.ingests.get(ns, ref) !== undefined;
+  }
+
   /** The namespace's ingests whose ref matches any filter (field `ref`), ordered by ref. */
   async listStatuses(ns: string, filters: readonly string[]): Promise<NamespacedStatus[]> {
     const filter = parseFilters(filters);
