@@ -569,3 +569,30 @@ describe('open', () => {
     assert.deepEqual((await readdir(join(store.root, 'tmp'))).sort(), [liveName, foreign].sort());
   });
 });
+
+describe('background syncs while writing (syncEvery)', () => {
+  test('start every syncEvery bytes, one at a time; commit and close wait for them', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+    roots.push(root);
+    const started: number[] = [];
+    const store = await ContentStore.open(root, { hooks: { onSyncAhead: (_ref, at) => started.push(at) } });
+    const data = randomBytes(64 * 1024);
+    const w = await store.writer('synced', { syncEvery: 16 * 1024 });
+    for (let at = 0; at < data.length; at += 8 * 1024) await w.write(data.subarray(at, at + 8 * 1024));
+    assert.ok(started.length >= 1, 'a background sync started');
+    for (let i = 1; i < started.length; i++) assert.ok(started[i]! - started[i - 1]! >= 16 * 1024);
+    assert.equal(await w.commit(data.length, digestOf(data)), digestOf(data));
+    assert.deepEqual(await readAll(await store.reader(digestOf(data))), data);
+
+    // Closed with a sync under way: the ingest resumes where it was.
+    const v = await store.writer('resumed', { syncEvery: 1 });
+    await v.write(data.subarray(0, 1000));
+    await v.close();
+    const again = await store.writer('resumed');
+    assert.equal(again.offset, 1000);
+    await again.write(data.subarray(1000, 2000));
+    assert.equal(await again.commit(2000), digestOf(data.subarray(0, 2000)));
+    await rejectsKind(store.writer('bad', { syncEvery: -1 }), 'InvalidArgument');
+    await store.close();
+  });
+});

@@ -32,7 +32,7 @@ import { ALGORITHMS, Layout, validateRef } from './layout.ts';
 import { acquireRefLock, ownerAlive } from './ref-lock.ts';
 import { ResumePoints } from './resume-points.ts';
 import { type SweepOptions, type SweepResult, sweepBlobs, sweepCutoff } from './sweep.ts';
-import type { ContentInfo, IngestStatus, StoreHooks } from './types.ts';
+import type { ContentInfo, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
 import { IngestWriter } from './writer.ts';
 
 export type { BlobHandle } from './handles.ts';
@@ -229,7 +229,7 @@ export class ContentStore {
     }
   }
 
-  writer(ref: string, opts: { expected?: Digest; total?: number } = {}): Promise<IngestWriter> {
+  writer(ref: string, opts: WriterOptions = {}): Promise<IngestWriter> {
     return IngestWriter.open(this.layout, ref, opts, this.hooks, this.live, this.resume);
   }
 

@@ -34,6 +34,9 @@ export function validateWriterOptions(opts: WriterOptions): void {
   if (opts.total !== undefined && (!Number.isSafeInteger(opts.total) || opts.total < 0)) {
     throw invalidArgument(`invalid total ${JSON.stringify(opts.total)}: want a non-negative integer`);
   }
+  if (opts.syncEvery !== undefined && (!Number.isSafeInteger(opts.syncEvery) || opts.syncEvery < 0)) {
+    throw invalidArgument(`invalid syncEvery ${JSON.stringify(opts.syncEvery)}: want a non-negative integer`);
+  }
 }
 
 interface WriterInit {
@@ -47,6 +50,7 @@ interface WriterInit {
   updatedAt: number;
   live: Map<string, Growth> | undefined;
   resume: ResumePoints | undefined;
+  syncEvery: number;
 }
 
 export class IngestWriter {
@@ -65,6 +69,11 @@ export class IngestWriter {
   private readonly growth: Growth;
   private readonly live: Map<string, Growth> | undefined;
   private readonly resume: ResumePoints | undefined;
+  private readonly syncEvery: number;
+  /** The offset when the last background sync started. */
+  private syncedFrom: number;
+  /** The background sync under way (see WriterOptions.syncEvery); awaited before commit and close. */
+  private syncing: Promise<void> | undefined;
 
   private constructor(init: WriterInit) {
     this.ref = init.ref;
@@ -78,6 +87,8 @@ export class IngestWriter {
     this.growth = new Growth(init.ref, init.layout.ingestData(init.ref), this.digester.size);
     this.live = init.live;
     this.resume = init.resume;
+    this.syncEvery = init.syncEvery;
+    this.syncedFrom = this.digester.size;
     this.live?.set(init.ref, this.growth);
   }
 
@@ -132,7 +143,20 @@ export class IngestWriter {
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
       const digester = resume?.take(ref, st, alg) ?? (await hashPrefix(fh, st.size, alg));
-      const init = { layout, ref, lock, hooks, fh, meta, digester, updatedAt: st.mtimeMs, live, resume };
+      const syncEvery = opts.syncEvery ?? 0;
+      const init = {
+        layout,
+        ref,
+        lock,
+        hooks,
+        fh,
+        meta,
+        digester,
+        updatedAt: st.mtimeMs,
+        live,
+        resume,
+        syncEvery,
+      };
       return new IngestWriter(init);
     } catch (err) {
       await fh?.close().catch(() => {});
@@ -176,7 +200,22 @@ export class IngestWriter {
       }
       this.updatedAt = Date.now();
       this.growth.advance(this.offset);
+      this.syncAhead(fh);
     });
+  }
+
+  /** Starts a background sync when syncEvery bytes came since the last one and none is under way. */
+  private syncAhead(fh: FileHandle): void {
+    if (this.syncEvery === 0 || this.syncing || this.offset - this.syncedFrom < this.syncEvery) return;
+    this.syncedFrom = this.offset;
+    this.hooks.onSyncAhead?.(this.ref, this.offset);
+    // A failure is the commit's to report: its own sync fails the same way.
+    this.syncing = fh
+      .datasync()
+      .catch(() => {})
+      .finally(() => {
+        this.syncing = undefined;
+      });
   }
 
   /** Cuts the ingest back to `size` bytes (0 restarts it) and re-hashes what is left. */
@@ -249,6 +288,7 @@ export class IngestWriter {
   private async link(fh: FileHandle, actual: Digest, blobPath: string): Promise<void> {
     const dataPath = this.layout.ingestData(this.ref);
     await this.step('sync');
+    await this.syncing;
     await fh.sync();
     await fh.close();
     this.fh = undefined;
@@ -293,6 +333,8 @@ export class IngestWriter {
     if (blobPath === undefined) this.growth.fail(aborted(`ingest ${this.ref} closed before its commit`));
     if (this.live?.get(this.ref) === this.growth) this.live.delete(this.ref);
     try {
+      // The handle stays open until a background sync on it is done.
+      await this.syncing;
       await this.fh?.close();
       this.fh = undefined;
       if (removeIngest) await rm(this.layout.ingestDir(this.ref), { recursive: true, force: true });

@@ -28,6 +28,12 @@ import { isValidRepositoryPath, isValidTag, MAX_NAME_LENGTH } from '../oci/refer
 import { registryError } from './errors.ts';
 
 export const DEFAULT_HOSTED_NAMESPACE = 'strata-hosted';
+/**
+ * An upload's data is synced in the background every this many bytes: clients send the PUT that commits
+ * the blob right after the last bytes and wait for it, and its sync then has at most this much left
+ * (skopeo and buildah push one blob at a time, so that sync was on the path of every blob).
+ */
+const UPLOAD_SYNC_EVERY = 8 << 20;
 /** How long a blob no manifest references yet is kept. */
 export const DEFAULT_BLOB_HOLD_MS = 24 * 3600 * 1000;
 
@@ -371,7 +377,7 @@ export class HostedRegistry {
       const ref = this.checkUpload(repo, id);
       // The record decides (the writer reads the ingest's files itself, or creates them).
       if (!this.view.hasIngest(this.namespace, ref)) throw uploadUnknown(id);
-      return await this.view.writer(this.namespace, ref);
+      return await this.view.writer(this.namespace, ref, { syncEvery: UPLOAD_SYNC_EVERY });
     } catch (err) {
       body?.resume();
       throw err;

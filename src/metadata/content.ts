@@ -44,6 +44,8 @@ export interface WriterOpenOptions {
   total?: number;
   /** The request's lease: holds the ingest, and the blob once committed. */
   lease?: string;
+  /** Background syncs while writing (the content store's WriterOptions.syncEvery). */
+  syncEvery?: number;
 }
 
 /** One message of the Write protocol, decoded from the wire. */
@@ -215,13 +217,17 @@ export class ContentView {
     let w: IngestWriter;
     try {
       // Bytes on disk but not shared (size disagrees): open without the digest, or the store refuses.
-      w = await this.store.writer(bref, shared || !expected ? { total } : { total, expected });
+      const syncEvery = opts.syncEvery ?? 0;
+      w = await this.store.writer(
+        bref,
+        shared || !expected ? { total, syncEvery } : { total, expected, syncEvery },
+      );
     } catch (err) {
       if (isUnavailable(err)) throw unavailable(err.message.replace(`ref ${bref} `, `ref ${ref} `));
       if (!isAlreadyExists(err) || !expected) throw err;
       // The blob landed on disk since we looked: share it.
       shared = await this.onDisk(expected, total);
-      w = await this.store.writer(bref, { total });
+      w = await this.store.writer(bref, { total, syncEvery: opts.syncEvery ?? 0 });
     }
     return new NamespacedWriter({ view: this, ns, ref, w, shared, lease: opts.lease });
   }
