@@ -8,7 +8,7 @@
 //
 //   node bench/facade-cold.ts   (ROUNDS=20)
 import { join } from 'node:path';
-import { imageSpecJson } from '../src/api/convert/image-spec.ts';
+import { imageSpecJson } from '../src/api/convert/image-spec-json.ts';
 import { SpecStore } from '../src/facade/providers/spec-store.ts';
 import { digestOf } from '../src/oci/digest.ts';
 import { pushBusybox, pushFilesImage } from '../test/helpers/images.ts';

@@ -4,9 +4,7 @@
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { pino } from 'pino';
-import { parse as parseYaml } from 'yaml';
-import { specFromJson, specToJson } from '../api/convert/image-spec.ts';
+import { specFromJson, specToJson } from '../api/convert/image-spec-json.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
 import {
@@ -34,13 +32,29 @@ interface PutFlags {
   directLayer: string[];
 }
 
+/**
+ * A spec file's document. JSON (what tools write) is read as JSON; the YAML parser, ~70 modules and a
+ * good part of a put's start-up, is loaded only for a file that is not JSON.
+ */
+async function parseSpecFile(text: string): Promise<unknown> {
+  if (/^\s*[{[]/.test(text)) {
+    try {
+      return JSON.parse(text);
+    } catch {
+      // Flow-style YAML can start like JSON; the YAML parser decides.
+    }
+  }
+  const { parse } = await import('yaml');
+  return parse(text, { maxAliasCount: 100 });
+}
+
 /** The spec a `put` describes: a file (YAML/JSON, protobuf-JSON names), or flags, or both (flags win). */
 export async function specFromPut(file: string | undefined, f: PutFlags): Promise<ImageSpec> {
   let spec: ImageSpec = { baseRef: '', ideRef: '', supervisorRef: '', ideLayerRefs: [], contentLayers: [] };
   if (file !== undefined) {
     let doc: unknown;
     try {
-      doc = parseYaml(await readFile(file, 'utf8'), { maxAliasCount: 100 });
+      doc = await parseSpecFile(await readFile(file, 'utf8'));
     } catch (err) {
       throw invalidArgument(`${file}: ${messageOf(err)}`);
     }
@@ -164,8 +178,12 @@ export function registerSpec(program: Command): void {
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
     .action((f: { specStore: string; listen: string; logLevel: string }) =>
       run(async () => {
-        // Only `serve` needs the listen-address parser (with the facade's whole config module).
-        const { parseListen } = await import('../server/facade-config.ts');
+        // Only `serve` needs the listen-address parser (with the facade's whole config module) and a
+        // logger: put/get/ls/rm start without them.
+        const [{ parseListen }, { pino }] = await Promise.all([
+          import('../server/facade-config.ts'),
+          import('pino'),
+        ]);
         const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
         const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger);
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());

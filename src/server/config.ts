@@ -2,7 +2,6 @@
 // Validated once, up front, so a bad flag fails before anything is opened.
 import { readFile } from 'node:fs/promises';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { parseHostPort } from '../host-port.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
@@ -163,6 +162,9 @@ export function daemonConfigInputFrom(doc: unknown, base: string): DaemonConfigI
 export async function loadDaemonConfigFile(file: string): Promise<DaemonConfigInput> {
   let doc: unknown;
   try {
+    // Loaded here, not at the top: commands that only need this module's defaults (`strata spec put`)
+    // start without the YAML parser's ~70 modules.
+    const { parse: parseYaml } = await import('yaml');
     doc = parseYaml(await readFile(file, 'utf8'), { maxAliasCount: 100 });
   } catch (err) {
     throw invalidArgument(`daemon config ${file}: ${messageOf(err)}`);

@@ -8,7 +8,7 @@ import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
-import { imageSpecJson } from '../api/convert/image-spec.ts';
+import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { specProviderService } from '../api/services/spec-provider.ts';

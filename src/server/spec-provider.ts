@@ -2,7 +2,7 @@
 // registryfacade.SpecProvider over gRPC (`strata spec serve`).
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { imageSpecJson } from '../api/convert/image-spec.ts';
+import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcServer } from '../api/grpc/server.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';

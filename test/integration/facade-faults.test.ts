@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
-import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec-json.ts';
 import { createGrpcServer } from '../../src/api/grpc/server.ts';
 import { specProviderService } from '../../src/api/services/spec-provider.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { GrpcSpecProvider } from '../../src/api/clients/spec-provider.ts';
-import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec-json.ts';
 import { createGrpcServer } from '../../src/api/grpc/server.ts';
 import { specProviderService } from '../../src/api/services/spec-provider.ts';
 import { isNotFound } from '../../src/errors.ts';

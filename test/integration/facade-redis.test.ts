@@ -10,7 +10,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { createClient, RESP_TYPES } from 'redis';
-import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec-json.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
 import type { ImageSpec } from '../../src/facade/spec.ts';
 import { digestOf } from '../../src/oci/digest.ts';

@@ -11,7 +11,7 @@ import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { pack as tarPack } from 'tar-stream';
-import { imageSpecJson } from '../../src/api/convert/image-spec.ts';
+import { imageSpecJson } from '../../src/api/convert/image-spec-json.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';

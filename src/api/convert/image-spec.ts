@@ -1,8 +1,8 @@
-// registryfacade.ImageSpec (protobuf) ↔ the domain ImageSpec, and its protobuf-JSON form (baseRef, ideRef,
-// contentLayer, supervisorRef, ideLayerRef) as used in fixed-spec files and by `strata spec`.
-import { create, fromJson, type JsonValue, toJson } from '@bufbuild/protobuf';
-import { invalidArgument, messageOf } from '../../errors.ts';
-import type { ContentLayer, ImageSpec, SpecJsonCodec } from '../../facade/spec.ts';
+// registryfacade.ImageSpec (protobuf) ↔ the domain ImageSpec, for the gRPC API. Its protobuf-JSON form
+// (spec store, fixed-spec files, `strata spec`) is in image-spec-json.ts, without the protobuf runtime.
+import { create } from '@bufbuild/protobuf';
+import { invalidArgument } from '../../errors.ts';
+import type { ContentLayer, ImageSpec } from '../../facade/spec.ts';
 import { ImageSpecSchema, type ImageSpec as ProtoImageSpec } from '../gen/registryfacade/imagespec_pb.ts';
 
 export function specFromProto(p: ProtoImageSpec): ImageSpec {
@@ -57,25 +57,3 @@ export function specToProto(spec: ImageSpec): ProtoImageSpec {
     ),
   });
 }
-
-/** A spec from its protobuf-JSON form; `where` names it in errors. */
-export function specFromJson(json: unknown, where: string): ImageSpec {
-  let proto: ProtoImageSpec;
-  try {
-    proto = fromJson(ImageSpecSchema, json as JsonValue);
-  } catch (err) {
-    throw invalidArgument(`${where}: ${messageOf(err)}`, { cause: err });
-  }
-  try {
-    return specFromProto(proto);
-  } catch (err) {
-    throw invalidArgument(`${where}: ${messageOf(err)}`, { cause: err });
-  }
-}
-
-export function specToJson(spec: ImageSpec): JsonValue {
-  return toJson(ImageSpecSchema, specToProto(spec));
-}
-
-/** The protobuf-JSON form the facade's spec store and fixed-spec files keep specs in. */
-export const imageSpecJson: SpecJsonCodec = { parse: specFromJson, format: specToJson };

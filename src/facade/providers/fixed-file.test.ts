@@ -3,7 +3,7 @@ import { appendFile, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { imageSpecJson } from '../../api/convert/image-spec.ts';
+import { imageSpecJson } from '../../api/convert/image-spec-json.ts';
 import { isNotFound, messageOf } from '../../errors.ts';
 import { FixedFileSpecProvider } from './fixed-file.ts';
 

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { imageSpecJson } from '../../api/convert/image-spec.ts';
+import { imageSpecJson } from '../../api/convert/image-spec-json.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { MediaType } from '../../oci/media-types.ts';
 import { compose } from '../compose/compose.ts';
