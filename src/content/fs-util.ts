@@ -32,11 +32,19 @@ export function tmpOwner(name: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Replaces `path` with `data` so a reader sees the old or the new file, never a torn one. */
-export async function writeFileAtomic(path: string, data: string, tmpDir: string): Promise<void> {
+/**
+ * Replaces `path` with `data` so a reader sees the old or the new file, never a torn one (after a crash
+ * too, unless `durable` is false).
+ */
+export async function writeFileAtomic(
+  path: string,
+  data: string,
+  tmpDir: string,
+  durable = true,
+): Promise<void> {
   const tmp = tmpName(tmpDir, 'file');
   try {
-    await writeFile(tmp, data, { flush: true });
+    await writeFile(tmp, data, { flush: durable });
     await rename(tmp, path);
   } catch (err) {
     await rm(tmp, { force: true });

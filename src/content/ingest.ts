@@ -39,8 +39,8 @@ export async function readMetaFile(path: string): Promise<IngestMeta | undefined
   }
 }
 
-export async function writeMeta(layout: Layout, meta: IngestMeta): Promise<void> {
-  await writeFileAtomic(layout.ingestMeta(meta.ref), JSON.stringify(meta), layout.tmpDir);
+export async function writeMeta(layout: Layout, meta: IngestMeta, durable = true): Promise<void> {
+  await writeFileAtomic(layout.ingestMeta(meta.ref), JSON.stringify(meta), layout.tmpDir, durable);
 }
 
 /** Status from what is on disk. The data file's size is the offset and its mtime the last update. */

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -40,6 +40,25 @@ async function put(store: ContentStore, data: Buffer, ref = `ref-${randomBytes(4
 }
 
 const EMPTY = digestOf('');
+
+test('a durable store (the default) syncs a commit to disk; one opened with durable: false does not', async (t) => {
+  const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+  roots.push(root);
+  // Every FileHandle shares one prototype; count its sync calls.
+  const probe = await open(root, 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
+  await probe.close();
+  const sync = t.mock.method(proto, 'sync');
+  const durable = await ContentStore.open(join(root, 'durable'));
+  await put(durable, Buffer.from('kept through a crash'));
+  const synced = sync.mock.callCount();
+  assert.ok(synced >= 2, `the blob and its directory are synced (${synced} syncs)`);
+  const cache = await ContentStore.open(join(root, 'cache'), { durable: false });
+  const data = Buffer.from('fetched again if lost');
+  const d = await put(cache, data);
+  assert.equal(sync.mock.callCount(), synced);
+  assert.deepEqual(await readAll(await cache.reader(d)), data);
+});
 
 describe('write, commit, read', () => {
   test('a committed blob is stored by digest, read-only, and readable whole', async () => {

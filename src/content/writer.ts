@@ -51,6 +51,7 @@ interface WriterInit {
   live: Map<string, Growth> | undefined;
   resume: ResumePoints | undefined;
   syncEvery: number;
+  durable: boolean;
 }
 
 export class IngestWriter {
@@ -74,6 +75,7 @@ export class IngestWriter {
   private syncedFrom: number;
   /** The background sync under way (see WriterOptions.syncEvery); awaited before commit and close. */
   private syncing: Promise<void> | undefined;
+  private readonly durable: boolean;
 
   private constructor(init: WriterInit) {
     this.ref = init.ref;
@@ -89,6 +91,7 @@ export class IngestWriter {
     this.resume = init.resume;
     this.syncEvery = init.syncEvery;
     this.syncedFrom = this.digester.size;
+    this.durable = init.durable;
     this.live?.set(init.ref, this.growth);
   }
 
@@ -104,6 +107,7 @@ export class IngestWriter {
     hooks: StoreHooks,
     live?: Map<string, Growth>,
     resume?: ResumePoints,
+    durable = true,
   ): Promise<IngestWriter> {
     validateRef(ref);
     validateWriterOptions(opts);
@@ -128,7 +132,7 @@ export class IngestWriter {
       if (meta === undefined || conflict) {
         meta = { ref, startedAt: new Date().toISOString(), total: opts.total ?? 0 };
         if (opts.expected !== undefined) meta.expected = opts.expected;
-        await writeMeta(layout, meta);
+        await writeMeta(layout, meta, durable);
         flags |= constants.O_TRUNC;
       } else {
         const total = meta.total > 0 ? meta.total : (opts.total ?? 0);
@@ -136,14 +140,15 @@ export class IngestWriter {
         if (total !== meta.total || expected !== meta.expected) {
           meta = { ...meta, total };
           if (expected !== undefined) meta.expected = expected;
-          await writeMeta(layout, meta);
+          await writeMeta(layout, meta, durable);
         }
       }
       fh = await open(layout.ingestData(ref), flags, 0o644);
       const st = await fh.stat();
       const alg = meta.expected !== undefined ? algorithmOf(meta.expected) : 'sha256';
       const digester = resume?.take(ref, st, alg) ?? (await hashPrefix(fh, st.size, alg));
-      const syncEvery = opts.syncEvery ?? 0;
+      // A store that is not durable does not sync in the background either.
+      const syncEvery = durable ? (opts.syncEvery ?? 0) : 0;
       const init = {
         layout,
         ref,
@@ -156,6 +161,7 @@ export class IngestWriter {
         live,
         resume,
         syncEvery,
+        durable,
       };
       return new IngestWriter(init);
     } catch (err) {
@@ -289,7 +295,7 @@ export class IngestWriter {
     const dataPath = this.layout.ingestData(this.ref);
     await this.step('sync');
     await this.syncing;
-    await fh.sync();
+    if (this.durable) await fh.sync();
     await fh.close();
     this.fh = undefined;
     // From here the data is out of the ingest: a crash leaves a tmp file (removed at the next open) and
@@ -318,7 +324,7 @@ export class IngestWriter {
       }
       throw err;
     }
-    await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
+    if (this.durable) await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     await this.step('cleanup');
     await unlink(tmp);
     await this.finish('committed', true, blobPath);

@@ -80,7 +80,9 @@ export class DirCacheStorage implements CacheStorage {
   }
 
   static async open(dir: string): Promise<DirCacheStorage> {
-    return new DirCacheStorage(await ContentStore.open(dir));
+    // Not durable: the cache verifies by digest what it finds after a restart before serving it, and a
+    // commit's fsync would hold back the last byte a client following the fill waits for.
+    return new DirCacheStorage(await ContentStore.open(dir, { durable: false }));
   }
 
   async load(): Promise<StoredBlob[]> {
