@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { parseHostPort, splitHostPort } from './host-port.ts';
+import { isAnyHost, joinHostPort, parseHostPort, splitHostPort } from './host-port.ts';
 
 test('host and port are split, IPv6 brackets removed', () => {
   assert.deepEqual(splitHostPort('[::1]:5000'), { hostname: '::1', port: '5000' });
@@ -32,4 +32,18 @@ test('an empty host is taken only when the caller says what it means', () => {
   assert.deepEqual(parseHostPort(':5050', '0.0.0.0'), { host: '0.0.0.0', port: 5050 });
   assert.equal(parseHostPort(':5050'), undefined);
   assert.equal(parseHostPort('nope', '0.0.0.0'), undefined);
+});
+
+test('joinHostPort brackets IPv6 hosts and undoes splitHostPort', () => {
+  assert.equal(joinHostPort('127.0.0.1', 5000), '127.0.0.1:5000');
+  assert.equal(joinHostPort('::1', 5000), '[::1]:5000');
+  for (const hostPort of ['registry.local:5000', '[fe80::1]:443']) {
+    const { hostname, port } = splitHostPort(hostPort);
+    assert.equal(joinHostPort(hostname, port!), hostPort);
+  }
+});
+
+test('only the wildcard listen hosts mean every interface', () => {
+  for (const host of ['', '0.0.0.0', '::']) assert.ok(isAnyHost(host), host);
+  for (const host of ['127.0.0.1', '::1', 'localhost']) assert.ok(!isAnyHost(host), host);
 });

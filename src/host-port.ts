@@ -19,6 +19,16 @@ export function splitHostPort(host: string): { hostname: string; port?: string }
   return i < 0 ? { hostname: host } : { hostname: host.slice(0, i), port: host.slice(i + 1) };
 }
 
+/** `host:port`, with an IPv6 host in brackets: the inverse of splitHostPort. */
+export function joinHostPort(host: string, port: number | string): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Whether a listen host means every interface. */
+export function isAnyHost(host: string): boolean {
+  return host === '' || host === '0.0.0.0' || host === '::';
+}
+
 /**
  * `HOST:PORT` or `[V6HOST]:PORT` with a port from 0 to 65535; undefined when `value` is not one. An empty
  * host (`:PORT`) is taken only when `anyHost` names what it means (e.g. every interface).

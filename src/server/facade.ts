@@ -48,6 +48,7 @@ import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '.
 import { RedisStore } from '../facade/shared/redis-store.ts';
 import { SharedStore } from '../facade/shared/shared-store.ts';
 import { StaticLayers } from '../facade/static-layer.ts';
+import { isAnyHost, joinHostPort } from '../host-port.ts';
 import type { Blob } from '../oci/blob.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
@@ -445,10 +446,9 @@ function startPrefetch(
 
 /** The `host:port` names clients use for a registry listening on `host`: loopback ones for every interface. */
 function ownHostNames(host: string, port: number): string[] {
-  const all = host === '0.0.0.0' || host === '::' || host === '';
-  const hosts = all ? ['127.0.0.1', 'localhost', '[::1]'] : [host.includes(':') ? `[${host}]` : host];
+  const hosts = isAnyHost(host) ? ['127.0.0.1', 'localhost', '::1'] : [host];
   if (host === '127.0.0.1') hosts.push('localhost');
-  return hosts.map((h) => `${h}:${port}`);
+  return hosts.map((h) => joinHostPort(h, port));
 }
 
 /** Composed layers whose image is in these hosted repositories, read from their content store. */

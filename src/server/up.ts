@@ -11,6 +11,7 @@ import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { messageOf } from '../errors.ts';
 import { NamespaceCacheStorage } from '../facade/blobs/cache-storage.ts';
 import type { Readiness } from '../facade/http/server.ts';
+import { isAnyHost, joinHostPort } from '../host-port.ts';
 import { ContentView } from '../metadata/content.ts';
 import { type RunningBuilder, startBuilder } from './builder.ts';
 import { type FacadeApp, startFacade } from './facade.ts';
@@ -47,14 +48,13 @@ export const BUILDER_USER = 'strata-up-builder';
 
 /** The host clients reach a listener on: one listening on every interface is reached on loopback. */
 function reachHost(host: string): string {
-  if (host === '0.0.0.0' || host === '') return '127.0.0.1';
-  return host === '::' ? '::1' : host;
+  if (!isAnyHost(host)) return host;
+  return host === '::' ? '::1' : '127.0.0.1';
 }
 
 /** `host:port` of a listener as clients name it (IPv6 in brackets). */
 function reachable(listen: { host: string; port: number }, port: number): string {
-  const host = reachHost(listen.host);
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  return joinHostPort(reachHost(listen.host), port);
 }
 
 export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> {

@@ -9,6 +9,7 @@ import {
   type StrataError,
   unavailable,
 } from '../../errors.ts';
+import { joinHostPort } from '../../host-port.ts';
 import { encodeStatusMessage, framedMessage, MessageDecoder, messagePrefix } from './framing.ts';
 
 /** Request metadata as handlers read it: every value of a key (binary `-bin` keys decoded). */
@@ -100,8 +101,7 @@ export class ServerCall {
   get peer(): string {
     const socket = this.#stream.session?.socket;
     if (!socket?.remoteAddress) return 'unix:';
-    const host = socket.remoteAddress.includes(':') ? `[${socket.remoteAddress}]` : socket.remoteAddress;
-    return `${host}:${socket.remotePort}`;
+    return joinHostPort(socket.remoteAddress, `${socket.remotePort}`);
   }
 
   /** Why the call ended early (client gone, deadline), if it did. */

@@ -19,6 +19,7 @@ import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { FileRange } from '../../content/file-range.ts';
 import { errorKind, messageOf, unavailable } from '../../errors.ts';
+import { joinHostPort } from '../../host-port.ts';
 import type { HostedRegistry } from '../../hosted/registry.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
@@ -502,12 +503,11 @@ export async function listenFacade(
     });
   });
   const port = (server.address() as AddressInfo).port;
-  const host = options.host.includes(':') ? `[${options.host}]` : options.host;
   return {
     server,
     connections,
     port,
-    url: `${options.tls ? 'https' : 'http'}://${host}:${port}`,
+    url: `${options.tls ? 'https' : 'http'}://${joinHostPort(options.host, port)}`,
     close: (graceMs = 5000) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(() => server.closeAllConnections(), graceMs);
