@@ -13,9 +13,9 @@ import { NamespaceCacheStorage } from '../facade/blobs/cache-storage.ts';
 import type { Readiness } from '../facade/http/server.ts';
 import { isAnyHost, joinHostPort } from '../host-port.ts';
 import { ContentView } from '../metadata/content.ts';
-import { type RunningBuilder, startBuilder } from './builder.ts';
+import { startBuilder } from './builder.ts';
 import { type FacadeApp, startFacade } from './facade.ts';
-import { type HostedParts, hostedOn } from './hosted.ts';
+import { hostedOn } from './hosted.ts';
 import { type Daemon, startDaemon } from './lifecycle.ts';
 import { DaemonMetrics, serveMetrics } from './metrics.ts';
 import type { UpConfig } from './up-config.ts';
@@ -63,8 +63,6 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
   let state: 'starting' | 'running' | 'stopping' = 'starting';
   let daemon: Daemon | undefined;
   let facade: FacadeApp | undefined;
-  let builder: RunningBuilder | undefined;
-  let hosted: HostedParts | undefined;
 
   // The facade's readiness covers itself; this covers the rest, and is part of the facade's answer.
   const othersReady = async (): Promise<Readiness> => {
@@ -97,7 +95,6 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
     undo.push(() => ops.close());
     const h = hostedOn({ content: d.parts.content, db: d.parts.db, gc: d.parts.gc });
-    hosted = h;
     undo.push(() => h.close());
 
     // With client authentication, the builder signs in as a user of its own: its password is made at each
@@ -112,7 +109,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     const f = await startFacade(config.registry, {
       logger: logger.child({ component: 'registry' }),
       registry,
-      hosted,
+      hosted: h,
       // The blob cache's blobs are rows of a namespace of its own on the daemon's store and database: a
       // blob is stored once, whoever holds it, and the daemon's collector alone frees bytes.
       cacheStorage: new NamespaceCacheStorage(new ContentView({ store: d.parts.content, db: d.parts.db })),
@@ -135,7 +132,6 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
         systemRegistry: { host: registryHost, credentials: { kind: 'basic' as const, ...serviceUser } },
       }),
     });
-    builder = running;
     undo.push(() => running.close());
 
     state = 'running';
@@ -147,7 +143,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       registryUrl: `http://${registryHost}`,
       specProvider: reachable(config.specs.listen, f.specProviderPort ?? config.specs.listen.port),
       specsDir: config.specs.dir,
-      builder: reachable(b.listen, builder.port),
+      builder: reachable(b.listen, running.port),
       baseRepository: b.baseRepository,
       workspaceRepository: b.workspaceRepository,
       opsUrl: `http://${reachable(config.metrics, ops.port)}`,
