@@ -9,13 +9,11 @@
 // ≤ 1.0× its p99, peak RSS ≤ 300 MiB.
 //
 //   node bench/facade-load.ts   (DURATION=60 WARMUP=5 CONNECTIONS=200 LAYER_MIB=8 RANGE_KIB=64)
-import { writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
 import { pushBusybox, pushFilesImage, skopeoCopy } from '../test/helpers/images.ts';
 import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, tempDir } from '../test/helpers/tmp.ts';
-import { startFacadeProcess } from './facade-server.ts';
+import { startFixedSpecFacade } from './facade-server.ts';
 import type { LoadPlan, LoadRequest, LoadResult } from './load-gen.ts';
 import { cpuSeconds, mib, peakRss, statusField } from './proc.ts';
 import { intArg, printTable } from './stats.ts';
@@ -94,13 +92,7 @@ try {
     layers: [{ 'ide/bin/big.bin': LAYER_MIB * 2 ** 20 }, { 'ide/bin/small.bin': 256 * 1024 }],
     env: ['GITPOD_ENV_APPEND_PATH=/ide/bin:'],
   });
-  const fixedFile = join(work, 'fixed.yaml');
-  await writeFile(fixedFile, `bench: { baseRef: "${busybox.ref}", ideRef: "${ide.ref}" }\n`);
-  const facade = await startFacadeProcess({
-    dir: join(work, 'facade'),
-    specProviders: `{ fixedFile: "${fixedFile}" }`,
-    plainHttpHosts: [reg.host],
-  });
+  const facade = await startFixedSpecFacade(work, reg.host, { baseRef: busybox.ref, ideRef: ide.ref });
   cleanup.add(() => facade.stop());
 
   const rssStart = await statusField(facade.pid, 'VmRSS');

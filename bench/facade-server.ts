@@ -51,3 +51,18 @@ export async function startFacadeProcess(o: FacadeProcessOptions): Promise<Facad
   });
   return { host, url, pid: server.proc.pid!, cacheDir, stop: () => server.stop() };
 }
+
+/** A facade in `work/facade` serving one fixed spec, `bench`: `baseRef` with `ideRef`, from `registry`. */
+export async function startFixedSpecFacade(
+  work: string,
+  registry: string,
+  spec: { baseRef: string; ideRef: string },
+): Promise<FacadeProcess> {
+  const fixedFile = join(work, 'fixed.yaml');
+  await writeFile(fixedFile, `bench: { baseRef: "${spec.baseRef}", ideRef: "${spec.ideRef}" }\n`);
+  return startFacadeProcess({
+    dir: join(work, 'facade'),
+    specProviders: `{ fixedFile: "${fixedFile}" }`,
+    plainHttpHosts: [registry],
+  });
+}

@@ -16,7 +16,7 @@ import { pushBusybox, pushFilesImage, skopeoCopy } from '../test/helpers/images.
 import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, tempDir } from '../test/helpers/tmp.ts';
-import { startFacadeProcess } from './facade-server.ts';
+import { startFixedSpecFacade } from './facade-server.ts';
 import { startNginx } from './nginx.ts';
 import { mib, statusField } from './proc.ts';
 import { intArg, median, printTable, timed } from './stats.ts';
@@ -72,13 +72,7 @@ try {
   });
   const big = ide.layerDescriptors[0]!;
 
-  const fixedFile = join(work, 'fixed.yaml');
-  await writeFile(fixedFile, `bench: { baseRef: "${busybox.ref}", ideRef: "${ide.ref}" }\n`);
-  const facade = await startFacadeProcess({
-    dir: join(work, 'facade'),
-    specProviders: `{ fixedFile: "${fixedFile}" }`,
-    plainHttpHosts: [reg.host],
-  });
+  const facade = await startFixedSpecFacade(work, reg.host, { baseRef: busybox.ref, ideRef: ide.ref });
   cleanup.add(() => facade.stop());
   const { host: facadeHost, url: facadeUrl, cacheDir, pid: facadePid } = facade;
   const rssLog: [string, number][] = [];
