@@ -41,6 +41,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  await hosted.close();
   await gc.close();
   await store.close();
   db.close();
@@ -245,6 +246,34 @@ describe('hosted registry', () => {
     await hosted.cancelUpload('lazy/app', b.id);
     await assert.rejects(hosted.uploadStatus('lazy/app', b.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
     await assert.rejects(hosted.cancelUpload('lazy/app', b.id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+    assert.deepEqual(await store.listStatuses(), []);
+  });
+
+  it("keeps an upload's writer open between its requests, and lets go of it on cancel and close", async () => {
+    const unknown = (e: unknown) => code(e) === 'BLOB_UPLOAD_UNKNOWN';
+    const a = await hosted.startUpload('park/app');
+    await hosted.appendUpload('park/app', a.id, Readable.from([Buffer.from('ab')]), 0);
+    await hosted.appendUpload('park/app', a.id, Readable.from([Buffer.from('cd')]), 2);
+    // Once closed, another registry on the same store can write the upload (its lock is free).
+    await hosted.close();
+    const other = new HostedRegistry({ view, images: new ImageStore(db), members: new RepositoryBlobs(db) });
+    assert.equal(
+      (await other.appendUpload('park/app', a.id, Readable.from([Buffer.from('e')]), 4)).offset,
+      5,
+    );
+    await other.close();
+    const d = await hosted.finishUpload(
+      'park/app',
+      a.id,
+      digestOf('abcdef'),
+      Readable.from([Buffer.from('f')]),
+    );
+    assert.equal(d.size, 6);
+    // A cancel after a chunk closes the writer kept for it, and the ingest goes.
+    const b = await hosted.startUpload('park/app');
+    await hosted.appendUpload('park/app', b.id, Readable.from([Buffer.from('xy')]));
+    await hosted.cancelUpload('park/app', b.id);
+    await assert.rejects(hosted.uploadStatus('park/app', b.id), unknown);
     assert.deepEqual(await store.listStatuses(), []);
   });
 });

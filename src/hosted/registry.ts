@@ -33,7 +33,14 @@ export const DEFAULT_HOSTED_NAMESPACE = 'strata-hosted';
  * the blob right after the last bytes and wait for it, and its sync then has at most this much left
  * (skopeo and buildah push one blob at a time, so that sync was on the path of every blob).
  */
-const UPLOAD_SYNC_EVERY = 8 << 20;
+const UPLOAD_SYNC_EVERY = 2 << 20;
+/**
+ * How long an upload's writer stays open after a PATCH, for the request that follows it (the PUT
+ * committing it, or the next chunk). Reopening costs a lock file, the ingest's files and a metadata
+ * check, and closing waits for the background sync under way: together a few ms on the path of every
+ * blob, which clients push one after another. A client idle longer finds it closed and reopens it.
+ */
+const PARK_MS = 30_000;
 /** How long a blob no manifest references yet is kept. */
 export const DEFAULT_BLOB_HOLD_MS = 24 * 3600 * 1000;
 
@@ -92,6 +99,8 @@ export class HostedRegistry {
   private readonly members: RepositoryBlobs;
   private readonly blobHoldMs: number;
   private readonly now: () => number;
+  /** Writers kept open between an upload's requests, by ingest ref (see PARK_MS). */
+  private readonly parked = new Map<string, { w: NamespacedWriter; timer: NodeJS.Timeout }>();
 
   constructor(o: HostedOptions) {
     this.view = o.view;
@@ -139,10 +148,13 @@ export class HostedRegistry {
         throw registryError('RANGE_INVALID', `chunk starts at ${start}, the upload holds ${w.offset} bytes`);
       }
       await writeAll(w, body);
-      return { id, offset: w.offset };
-    } finally {
+    } catch (err) {
       await w.close();
+      throw err;
     }
+    // Kept open for the PUT that usually comes next.
+    this.park(uploadRef(repo, id), w);
+    return { id, offset: w.offset };
   }
 
   /**
@@ -186,6 +198,7 @@ export class HostedRegistry {
 
   async cancelUpload(repo: string, id: string): Promise<void> {
     const ref = this.checkUpload(repo, id);
+    await this.unparked(ref)?.close();
     try {
       await this.view.abort(this.namespace, ref);
     } catch (err) {
@@ -266,13 +279,14 @@ export class HostedRegistry {
       if (isInvalidArgument(err)) throw registryError('MANIFEST_INVALID', (err as Error).message);
       throw err;
     }
-    const refs = this.referencedBy(repo, parsed);
+    // The holds on what it references, then dropping them with the records: a commit each, not one per
+    // blob (a manifest names every layer).
+    const refs = this.view.inOneCommit(() => this.referencedBy(repo, parsed));
     const labels: Record<string, string> = {};
     refs.forEach((r, i) => {
       labels[`${LABEL_REF}.${r.key}.${i}`] = r.digest;
     });
     await this.storeManifestBytes(digest, bytes, labels);
-    for (const r of refs) this.dropHold(r.digest);
 
     const subject = parsed.kind === 'manifest' ? parsed.manifest.subject : parsed.index.subject;
     const artifactType =
@@ -285,8 +299,11 @@ export class HostedRegistry {
     const recordLabels: Record<string, string> = {};
     if (subject) recordLabels[LABEL_SUBJECT] = subject.digest;
     if (artifactType) recordLabels[LABEL_ARTIFACT_TYPE] = artifactType;
-    this.putRecord(manifestName(repo, digest), target, recordLabels);
-    if (tag !== undefined) this.putRecord(tagName(repo, tag), target, {});
+    this.view.inOneCommit(() => {
+      for (const r of refs) this.dropHold(r.digest);
+      this.putRecord(manifestName(repo, digest), target, recordLabels);
+      if (tag !== undefined) this.putRecord(tagName(repo, tag), target, {});
+    });
     const out: StoredManifest = { digest, mediaType: parsed.mediaType, bytes };
     if (subject) out.subject = subject.digest;
     return out;
@@ -363,7 +380,33 @@ export class HostedRegistry {
     return out;
   }
 
+  /** Closes the writers kept open between requests (their uploads stay, to be resumed). */
+  async close(): Promise<void> {
+    const ws = [...this.parked.keys()].map((ref) => this.unparked(ref));
+    await Promise.all(ws.map((w) => w?.close()));
+  }
+
   // ---- internals ----
+
+  /** Keeps an upload's writer open for its next request, closing it after PARK_MS without one. */
+  private park(ref: string, w: NamespacedWriter): void {
+    const timer = setTimeout(() => {
+      void this.unparked(ref)
+        ?.close()
+        .catch(() => {});
+    }, PARK_MS);
+    timer.unref();
+    this.parked.set(ref, { w, timer });
+  }
+
+  /** The upload's parked writer, now the caller's (to use or close), if there is one. */
+  private unparked(ref: string): NamespacedWriter | undefined {
+    const p = this.parked.get(ref);
+    if (!p) return undefined;
+    this.parked.delete(ref);
+    clearTimeout(p.timer);
+    return p.w;
+  }
 
   private checkUpload(repo: string, id: string): string {
     checkRepository(repo);
@@ -375,8 +418,17 @@ export class HostedRegistry {
   private async openUpload(repo: string, id: string, body: Readable | undefined): Promise<NamespacedWriter> {
     try {
       const ref = this.checkUpload(repo, id);
+      const parked = this.unparked(ref);
       // The record decides (the writer reads the ingest's files itself, or creates them).
-      if (!this.view.hasIngest(this.namespace, ref)) throw uploadUnknown(id);
+      if (!this.view.hasIngest(this.namespace, ref)) {
+        await parked?.close();
+        throw uploadUnknown(id);
+      }
+      if (parked) {
+        // What opening it would do to the record: its expiry runs from this use.
+        this.view.reserve(this.namespace, ref);
+        return parked;
+      }
       return await this.view.writer(this.namespace, ref, { syncEvery: UPLOAD_SYNC_EVERY });
     } catch (err) {
       body?.resume();

@@ -50,6 +50,7 @@ export function hostedOn(storage: HostedStorage): HostedParts {
     gc,
     async close() {
       clearInterval(timer);
+      await registry.close();
     },
   };
 }
