@@ -9,8 +9,9 @@ import { MediaType } from '../../oci/media-types.ts';
 import type { AuthNeed } from '../auth/client-auth.ts';
 import { accepts } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
-import type { FacadeHttpOptions, RequestLog } from './server.ts';
-import { sendBlob, sendTags } from './server.ts';
+import type { RequestLog } from './request-log.ts';
+import { type BlobSendOptions, sendBlob } from './send-blob.ts';
+import { sendTags } from './send-tags.ts';
 
 export type HostedRoute =
   | { kind: 'uploads'; repository: string }
@@ -77,7 +78,7 @@ const STATUS: Record<RegistryErrorCode, number> = {
   UNSUPPORTED: 405,
 };
 
-type Options = Pick<FacadeHttpOptions, 'metrics' | 'logger'> & { hosted: HostedRegistry };
+type Options = BlobSendOptions & { hosted: HostedRegistry };
 
 export async function serveHosted(
   o: Options,

@@ -1,9 +1,8 @@
 // The facade's HTTP surface (node:http or node:https): OCI distribution pull endpoints over FacadeService,
 // plus /healthz, /readyz and /metrics. Composed names are read-only (every write is 405 UNSUPPORTED); other
 // names go to the hosted repositories when configured (hosted.ts). Blobs are streamed with
-// Content-Length, Docker-Content-Digest and single Range support; HEAD answers from the composed
-// manifest's descriptor and never touches the bytes. A blob stream that fails after the headers went out
-// destroys the connection, so a client never sees a complete response with wrong bytes.
+// Content-Length, Docker-Content-Digest and single Range support (send-blob.ts); HEAD answers from the
+// composed manifest's descriptor and never touches the bytes.
 import { randomUUID } from 'node:crypto';
 import {
   createServer as createHttpServer,
@@ -14,24 +13,24 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { pipeline, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { FileRange } from '../../content/file-range.ts';
-import { errorKind, messageOf, unavailable } from '../../errors.ts';
+import { messageOf, unavailable } from '../../errors.ts';
 import { joinHostPort } from '../../host-port.ts';
 import type { HostedRegistry } from '../../hosted/registry.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
-import type { FacadeService, ServedBlob } from '../service.ts';
+import type { FacadeService } from '../service.ts';
 import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
 import type { Drain } from './drain.ts';
 import { hostedNeeds, parseHostedRoute, serveHosted } from './hosted.ts';
 import type { FacadeMetrics } from './metrics.ts';
-import { accepts, parseRange } from './negotiate.ts';
+import { accepts } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
+import type { RequestLog } from './request-log.ts';
 import { parseRoute, type Route } from './route.ts';
-import { SendBuffers } from './send-buffers.ts';
+import { sendBlob } from './send-blob.ts';
+import { sendTags } from './send-tags.ts';
 
 export interface Readiness {
   ready: boolean;
@@ -55,21 +54,8 @@ export interface FacadeHttpOptions {
 }
 
 const API_VERSION = 'registry/2.0';
-/** One budget for the process: memory is the process's, however many servers it runs. */
-const sendBuffers = new SendBuffers();
 const READ_METHODS = new Set(['GET', 'HEAD']);
 const WRITE_METHODS = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
-
-export interface RequestLog {
-  route: string;
-  user?: string;
-  provider?: string;
-  id?: string;
-  source?: string;
-  digest?: string;
-  bytes: number;
-  error?: string;
-}
 
 export function createFacadeHandler(
   o: FacadeHttpOptions,
@@ -288,30 +274,6 @@ async function serveTags(
   sendTags(req, res, route.repository, await o.service.tags(route.name));
 }
 
-/** Answers `tags/list` with the distribution API's `n` and `last`, and a Link when `n` cut the list short. */
-export function sendTags(req: IncomingMessage, res: ServerResponse, repository: string, all: string[]): void {
-  const query = new URLSearchParams((req.url ?? '').split('?')[1] ?? '');
-  const n = query.get('n');
-  if (n !== null && !/^\d{1,9}$/.test(n)) {
-    throw new OciHttpError(
-      400,
-      'PAGINATION_NUMBER_INVALID',
-      `invalid number of results ${JSON.stringify(n)}`,
-    );
-  }
-  const last = query.get('last');
-  let tags = last === null ? all : all.filter((t) => t > last);
-  const headers: Record<string, string> = { 'content-type': 'application/json' };
-  if (n !== null && tags.length > Number(n)) {
-    tags = tags.slice(0, Number(n));
-    const next = new URLSearchParams({ n, last: tags.at(-1) ?? '' });
-    headers.link = `</v2/${repository}/tags/list?${next}>; rel="next"`;
-  }
-  const body = JSON.stringify({ name: repository, tags });
-  res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(body) });
-  res.end(req.method === 'HEAD' ? undefined : body);
-}
-
 async function serveBlob(
   o: FacadeHttpOptions,
   req: IncomingMessage,
@@ -326,137 +288,6 @@ async function serveBlob(
   const digest = route.digest as Digest;
   log.digest = digest;
   await sendBlob(o, req, res, await o.service.blob(route.name, digest, signal), signal, log);
-}
-
-/** Answers GET/HEAD of a blob: headers, a redirect, or the bytes (whole or one range), streamed. */
-export async function sendBlob(
-  o: Pick<FacadeHttpOptions, 'metrics' | 'logger'>,
-  req: IncomingMessage,
-  res: ServerResponse,
-  blob: ServedBlob,
-  signal: AbortSignal,
-  log: RequestLog,
-): Promise<void> {
-  const digest = blob.descriptor.digest;
-  log.source = blob.source;
-  const size = blob.descriptor.size;
-  const common = {
-    'docker-content-digest': digest,
-    etag: `"${digest}"`,
-    'accept-ranges': 'bytes',
-  };
-  if (req.method === 'HEAD') {
-    o.metrics.blobServed(blob.source, 'head');
-    res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', 'content-length': size });
-    res.end();
-    return;
-  }
-  if (blob.kind === 'redirect') {
-    o.metrics.blobServed(blob.source, 'redirect');
-    res.writeHead(307, { 'docker-content-digest': digest, location: blob.url, 'content-length': 0 });
-    res.end();
-    return;
-  }
-  const range = parseRange(firstHeader(req.headers.range), size);
-  if (range.kind === 'unsatisfiable') {
-    res.setHeader('content-range', `bytes */${size}`);
-    throw new OciHttpError(
-      416,
-      'RANGE_INVALID',
-      `range ${req.headers.range} is outside the blob's ${size} bytes`,
-    );
-  }
-  const part = range.kind === 'partial' ? { offset: range.offset, length: range.length } : undefined;
-  const stream = await blob.blob.open({ range: part, signal });
-  // Wait for the first bytes (or the first failure) before committing to a status.
-  try {
-    if (stream instanceof FileRange) await stream.open();
-    else await firstBytes(stream);
-  } catch (err) {
-    stream.destroy();
-    throw err;
-  }
-  const headers: Record<string, string | number> = { ...common, 'content-type': 'application/octet-stream' };
-  const expected = part ? part.length : size;
-  if (part) headers['content-range'] = `bytes ${part.offset}-${part.offset + part.length - 1}/${size}`;
-  headers['content-length'] = expected;
-  res.writeHead(part ? 206 : 200, headers);
-  if (stream instanceof FileRange) {
-    // A file on this machine: two reused buffers, reads overlapping writes (see FileRange), sized so all
-    // downloads at once stay within a memory budget.
-    const buffers = sendBuffers.enter();
-    try {
-      await stream.pump(async (chunk) => {
-        await writeChunk(res, chunk, signal);
-        log.bytes += chunk.length;
-      }, buffers.chunk);
-      res.end();
-    } catch (err) {
-      log.error = messageOf(err);
-      res.destroy();
-    } finally {
-      buffers.leave();
-    }
-    o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
-    return;
-  }
-  stream.on('data', (chunk: Buffer) => {
-    log.bytes += chunk.length;
-  });
-  // The stream goes to the socket as it is: no wrapper per chunk on the hot path.
-  await new Promise<void>((resolve) => {
-    pipeline(stream, res, (err) => {
-      o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
-      if (err || log.bytes !== expected) {
-        // The client must not take what it got for the whole blob.
-        log.error = err ? messageOf(err) : `stream ended after ${log.bytes} of ${expected} bytes`;
-        if (errorKind(err) === 'DataLoss')
-          o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
-        res.destroy();
-      }
-      resolve();
-    });
-  });
-}
-
-/** Writes one chunk; resolves once the socket has taken it (the buffer may then be reused). */
-function writeChunk(res: ServerResponse, chunk: Buffer, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal.aborted) {
-      reject(signal.reason);
-      return;
-    }
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    res.write(chunk, (err) => {
-      signal.removeEventListener('abort', onAbort);
-      if (err) reject(err);
-      else resolve();
-    });
-  });
-}
-
-/**
- * Resolves once the stream has bytes buffered (or has ended), rejects if it fails first. The 'readable'
- * listener is gone again before the caller pipes the stream, which then flows as usual.
- */
-function firstBytes(stream: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const settle = (err?: Error) => {
-      stream.off('readable', onReadable);
-      stream.off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onReadable = () => settle();
-    const onError = (err: Error) => settle(err);
-    stream.on('readable', onReadable);
-    stream.on('error', onError);
-  });
-}
-
-function firstHeader(v: string | string[] | undefined): string | undefined {
-  return Array.isArray(v) ? v[0] : v;
 }
 
 export interface ListenOptions {

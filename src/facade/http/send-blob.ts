@@ -1,0 +1,153 @@
+// A blob's GET/HEAD answer, the same for composed (server.ts) and hosted (hosted.ts) repositories. A
+// stream that fails after the headers went out destroys the connection, so a client never sees a complete
+// response with wrong bytes.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { pipeline, type Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { FileRange } from '../../content/file-range.ts';
+import { errorKind, messageOf } from '../../errors.ts';
+import type { ServedBlob } from '../service.ts';
+import type { FacadeMetrics } from './metrics.ts';
+import { parseRange } from './negotiate.ts';
+import { OciHttpError } from './oci-errors.ts';
+import type { RequestLog } from './request-log.ts';
+import { SendBuffers } from './send-buffers.ts';
+
+/** One budget for the process: memory is the process's, however many servers it runs. */
+const sendBuffers = new SendBuffers();
+
+export interface BlobSendOptions {
+  metrics: FacadeMetrics;
+  logger: Logger;
+}
+
+/** Answers GET/HEAD of a blob: headers, a redirect, or the bytes (whole or one range), streamed. */
+export async function sendBlob(
+  o: BlobSendOptions,
+  req: IncomingMessage,
+  res: ServerResponse,
+  blob: ServedBlob,
+  signal: AbortSignal,
+  log: RequestLog,
+): Promise<void> {
+  const digest = blob.descriptor.digest;
+  log.source = blob.source;
+  const size = blob.descriptor.size;
+  const common = {
+    'docker-content-digest': digest,
+    etag: `"${digest}"`,
+    'accept-ranges': 'bytes',
+  };
+  if (req.method === 'HEAD') {
+    o.metrics.blobServed(blob.source, 'head');
+    res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', 'content-length': size });
+    res.end();
+    return;
+  }
+  if (blob.kind === 'redirect') {
+    o.metrics.blobServed(blob.source, 'redirect');
+    res.writeHead(307, { 'docker-content-digest': digest, location: blob.url, 'content-length': 0 });
+    res.end();
+    return;
+  }
+  const range = parseRange(firstHeader(req.headers.range), size);
+  if (range.kind === 'unsatisfiable') {
+    res.setHeader('content-range', `bytes */${size}`);
+    throw new OciHttpError(
+      416,
+      'RANGE_INVALID',
+      `range ${req.headers.range} is outside the blob's ${size} bytes`,
+    );
+  }
+  const part = range.kind === 'partial' ? { offset: range.offset, length: range.length } : undefined;
+  const stream = await blob.blob.open({ range: part, signal });
+  // Wait for the first bytes (or the first failure) before committing to a status.
+  try {
+    if (stream instanceof FileRange) await stream.open();
+    else await firstBytes(stream);
+  } catch (err) {
+    stream.destroy();
+    throw err;
+  }
+  const headers: Record<string, string | number> = { ...common, 'content-type': 'application/octet-stream' };
+  const expected = part ? part.length : size;
+  if (part) headers['content-range'] = `bytes ${part.offset}-${part.offset + part.length - 1}/${size}`;
+  headers['content-length'] = expected;
+  res.writeHead(part ? 206 : 200, headers);
+  if (stream instanceof FileRange) {
+    // A file on this machine: two reused buffers, reads overlapping writes (see FileRange), sized so all
+    // downloads at once stay within a memory budget.
+    const buffers = sendBuffers.enter();
+    try {
+      await stream.pump(async (chunk) => {
+        await writeChunk(res, chunk, signal);
+        log.bytes += chunk.length;
+      }, buffers.chunk);
+      res.end();
+    } catch (err) {
+      log.error = messageOf(err);
+      res.destroy();
+    } finally {
+      buffers.leave();
+    }
+    o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
+    return;
+  }
+  stream.on('data', (chunk: Buffer) => {
+    log.bytes += chunk.length;
+  });
+  // The stream goes to the socket as it is: no wrapper per chunk on the hot path.
+  await new Promise<void>((resolve) => {
+    pipeline(stream, res, (err) => {
+      o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
+      if (err || log.bytes !== expected) {
+        // The client must not take what it got for the whole blob.
+        log.error = err ? messageOf(err) : `stream ended after ${log.bytes} of ${expected} bytes`;
+        if (errorKind(err) === 'DataLoss')
+          o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
+        res.destroy();
+      }
+      resolve();
+    });
+  });
+}
+
+/** Writes one chunk; resolves once the socket has taken it (the buffer may then be reused). */
+function writeChunk(res: ServerResponse, chunk: Buffer, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    res.write(chunk, (err) => {
+      signal.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+/**
+ * Resolves once the stream has bytes buffered (or has ended), rejects if it fails first. The 'readable'
+ * listener is gone again before the caller pipes the stream, which then flows as usual.
+ */
+function firstBytes(stream: Readable): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const settle = (err?: Error) => {
+      stream.off('readable', onReadable);
+      stream.off('error', onError);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onReadable = () => settle();
+    const onError = (err: Error) => settle(err);
+    stream.on('readable', onReadable);
+    stream.on('error', onError);
+  });
+}
+
+function firstHeader(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
