@@ -4,8 +4,8 @@
 import { Worker } from 'node:worker_threads';
 import { internal, StrataError } from '../../errors.ts';
 import { fromWire } from '../thread-errors.ts';
-import type { CopyTreeResult } from './copy-tree.ts';
-import type { CopyAnswer, CopyJob } from './copy-worker.ts';
+import type { CopyAnswer, CopyJob } from './copy-messages.ts';
+import type { CopyTreeResult } from './tree-copier.ts';
 
 interface Pending {
   resolve(r: CopyTreeResult): void;

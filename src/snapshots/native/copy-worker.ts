@@ -2,19 +2,9 @@
 // file-system calls, off the daemon's event loop. An abort arrives as a flag in shared memory, since the
 // walk does not return to the event loop until it is done.
 import { parentPort } from 'node:worker_threads';
-import { toWire, type WireError } from '../thread-errors.ts';
-import { type CopyTreeResult, copyTreeInThread } from './copy-tree.ts';
-
-export interface CopyJob {
-  id: number;
-  src: string;
-  dst: string;
-  chown: boolean;
-  /** One Int32: set to 1 when the caller aborts. */
-  abort: SharedArrayBuffer;
-}
-
-export type CopyAnswer = { id: number; result: CopyTreeResult } | { id: number; error: WireError };
+import { toWire } from '../thread-errors.ts';
+import type { CopyAnswer, CopyJob } from './copy-messages.ts';
+import { copyTreeInThread } from './tree-copier.ts';
 
 const port = parentPort;
 if (!port) throw new Error('copy-worker.ts runs as a worker thread');
