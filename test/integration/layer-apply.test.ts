@@ -32,7 +32,7 @@ import { gunzipSync, gzipSync, zstdCompressSync } from 'node:zlib';
 import { dataLoss, isDataLoss, isInvalidArgument } from '../../src/errors.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
-import { type ApplyOptions, type ApplyResult, applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
+import { type ApplyOptions, type ApplyResult, applyLayer } from '../../src/snapshots/apply/layer-applier.ts';
 import { diffDirectories, packDirectory } from '../../src/snapshots/diff/diff-directories.ts';
 import { getXattrs } from '../../src/snapshots/xattr.ts';
 import { type LayerEntry, makeLayer, type Node, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';

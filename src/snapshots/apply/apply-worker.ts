@@ -5,8 +5,8 @@ import { read } from 'node:fs';
 import { Readable } from 'node:stream';
 import { parentPort } from 'node:worker_threads';
 import { fromWire, toWire } from '../thread-errors.ts';
-import { applyInThread, type LayerSource } from './apply-layer.ts';
 import type { ApplyJob, FromWorker, ToWorker } from './apply-messages.ts';
+import { applyInThread, type LayerSource } from './layer-applier.ts';
 
 const port = parentPort;
 if (!port) throw new Error('apply-worker.ts runs as a worker thread');
