@@ -1,6 +1,6 @@
 // The messages between the apply workers (apply-workers.ts) and a worker (apply-worker.ts).
 import type { WireError } from '../thread-errors.ts';
-import type { ApplyOptions, ApplyResult, SkipKind } from './layer-applier.ts';
+import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 
 /** The options that can be copied to another thread as they are. */
 export type CopyableOptions = Pick<

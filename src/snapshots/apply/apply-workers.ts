@@ -8,7 +8,7 @@ import { FileRange } from '../../content/file-range.ts';
 import { aborted, internal, StrataError } from '../../errors.ts';
 import { fromWire, toWire } from '../thread-errors.ts';
 import { type ApplyJob, copyableOptions, type FromWorker, type ToWorker } from './apply-messages.ts';
-import type { ApplyOptions, ApplyResult } from './layer-applier.ts';
+import type { ApplyOptions, ApplyResult } from './apply-options.ts';
 import { mapStreamError } from './layer-applier.ts';
 
 /** Two cores' worth by default: more appliers at once only contend for the same disk and CPUs. */

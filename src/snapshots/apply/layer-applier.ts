@@ -1,12 +1,10 @@
-// Applying an OCI layer (a tar changeset, possibly compressed) onto a directory that already holds the
-// parent snapshot, with the semantics of containerd's archive.Apply and none of the escapes:
-// every parent path is resolved inside the root as if chrooted, the last component is never followed,
-// hardlink targets must exist inside the root, and names that climb above the root are refused.
+// The applier behind applyLayer (apply-layer.ts): an OCI layer (a tar changeset, possibly compressed)
+// onto a directory that already holds the parent snapshot, with the semantics of containerd's
+// archive.Apply and none of the escapes: every parent path is resolved inside the root as if chrooted,
+// the last component is never followed, hardlink targets must exist inside the root, and names that climb
+// above the root are refused.
 //
-// A failed apply leaves the root partly changed: callers apply into a scratch snapshot and drop it on
-// failure, as containerd does.
-//
-// The work runs on a worker thread (apply-workers.ts) with synchronous file-system calls: a layer of
+// It runs on a worker thread (apply-worker.ts) with synchronous file-system calls: a layer of
 // small files costs several calls per file, and each trip through libuv's thread pool (a futex wake-up
 // and a completion on the event loop) cost many times the call itself, which made Node's applier several
 // times slower than containerd's on such layers.
@@ -48,65 +46,15 @@ import {
   resourceExhausted,
   StrataError,
 } from '../../errors.ts';
-import { type Digest, Digester } from '../../oci/digest.ts';
+import { Digester } from '../../oci/digest.ts';
 import { decompressFile, decompressStream, type LayerFile } from '../compression.ts';
 import { setXattr } from '../xattr.ts';
-import { ApplyWorkers } from './apply-workers.ts';
-import { type IdRange, mapId } from './id-map.ts';
+import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
+import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 
 const run = promisify(execFile);
-
-/** Why an entry was not (fully) written. */
-export type SkipKind =
-  /** Character or block device while devices are not allowed (or we are not root). */
-  | 'device'
-  /** Extended attributes (`SCHILY.xattr.*`) that could not be set as they are. Counted per attribute. */
-  | 'xattr'
-  /** AUFS metadata (`.wh..wh.plnk` and friends). */
-  | 'aufs-meta'
-  /** An entry naming the root itself (`./`); containerd ignores those too. */
-  | 'root';
-
-export interface ApplyOptions {
-  signal?: AbortSignal;
-  /** A layer media type, `gzip`/`zstd`/`none`, or `auto` (default): sniff the magic bytes. */
-  compression?: string;
-  /** Create character and block devices (needs root; uses the `mknod` command). Default false. */
-  allowDevices?: boolean;
-  /** Change owners to those in the layer. Default: when running as root. */
-  chown?: boolean;
-  uidMap?: readonly IdRange[];
-  gidMap?: readonly IdRange[];
-  /** Refuse layers with more entries than this. Default 1,000,000. */
-  maxEntries?: number;
-  /** Told about each skipped entry or attribute, for logging. */
-  onSkip?: (kind: SkipKind, name: string) => void;
-  /**
-   * The root is an overlay's upper directory over these lowers: deletions become overlayfs whiteouts
-   * and opaque directories in the upper, names are resolved as the merged tree shows them.
-   */
-  overlay?: OverlayTarget;
-  /** Worker threads to apply on; without them the apply starts a worker of its own and stops it after. */
-  workers?: ApplyWorkers;
-}
-
-export interface OverlayTarget {
-  /** Lower directories, nearest first. */
-  lowers: readonly string[];
-  /** Makes an overlayfs whiteout (a 0/0 character device) at this path. */
-  whiteout: (abs: string) => Promise<void>;
-}
-
-export interface ApplyResult {
-  /** sha256 of the uncompressed tar: the layer's diff_id. */
-  diffId: Digest;
-  /** Bytes of the uncompressed tar. */
-  size: number;
-  entries: number;
-  skipped: Record<SkipKind, number>;
-}
 
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
@@ -628,27 +576,6 @@ class LayerApplier {
         throw mapFsError(err, d.rel);
       }
     }
-  }
-}
-
-/**
- * Apply one layer onto `root` (a directory holding the parent snapshot) and return its diff_id: the
- * sha256 of the uncompressed tar, computed from the very bytes that were applied. The work runs on a
- * worker thread (`opts.workers`, or one started for this call); a whole file (a blob from the content
- * store) is read and decoded there from its handle with reused buffers, other streams are passed over
- * in chunks. The caller destroys `layer` after.
- */
-export async function applyLayer(
-  root: string,
-  layer: Readable,
-  opts: ApplyOptions = {},
-): Promise<ApplyResult> {
-  if (opts.signal?.aborted) throw aborted('layer apply aborted', { cause: opts.signal.reason });
-  const workers = opts.workers ?? new ApplyWorkers({ max: 1 });
-  try {
-    return await workers.apply(root, layer, opts);
-  } finally {
-    if (!opts.workers) await workers.close();
   }
 }
 
