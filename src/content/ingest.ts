@@ -1,7 +1,8 @@
 // The persisted state of one ingest: its metadata file (ref, start time, declared total and digest) and
 // its data file, whose size is the resume offset. The metadata is replaced atomically; the data file is
 // only ever appended to or truncated by the lock holder.
-import { readFile, stat } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { type Digest, isDigest } from '../oci/digest.ts';
 import { isENOENT, writeFileAtomic } from './fs-util.ts';
 import type { Layout } from './layout.ts';
@@ -32,7 +33,7 @@ function parseMeta(text: string): IngestMeta | undefined {
 /** The metadata in an ingest directory, or undefined when there is none (or it is unreadable). */
 export async function readMetaFile(path: string): Promise<IngestMeta | undefined> {
   try {
-    return parseMeta(await readFile(path, 'utf8'));
+    return parseMeta(readFileSync(path, 'utf8'));
   } catch (err) {
     if (isENOENT(err)) return undefined;
     throw err;

@@ -2,8 +2,18 @@
 // which fails if the name exists) that names its owner: boot id, pid and the process start time, so a
 // lock left by a dead process, or by a pid that was reused since, is recognised as stale and reclaimed.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { link, open, rename, rm, stat, unlink, writeFile } from 'node:fs/promises';
+import {
+  closeSync,
+  fstatSync,
+  linkSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { unavailable } from '../errors.ts';
 import { isEEXIST, isENOENT, tmpName } from './fs-util.ts';
 
@@ -71,20 +81,20 @@ function parseOwner(text: string): LockOwner | undefined {
 }
 
 /** Reads a lock file and its inode from one open file, so both describe the same lock. */
-async function readLock(path: string): Promise<{ owner: LockOwner | undefined; ino: number } | undefined> {
-  let fh: Awaited<ReturnType<typeof open>>;
+function readLock(path: string): { owner: LockOwner | undefined; ino: number } | undefined {
+  let fd: number;
   try {
-    fh = await open(path, 'r');
+    fd = openSync(path, 'r');
   } catch (err) {
     if (isENOENT(err)) return undefined;
     throw err;
   }
   try {
-    const st = await fh.stat();
-    const text = await fh.readFile('utf8');
+    const st = fstatSync(fd);
+    const text = readFileSync(fd, 'utf8');
     return { owner: parseOwner(text), ino: st.ino };
   } finally {
-    await fh.close();
+    closeSync(fd);
   }
 }
 
@@ -105,8 +115,8 @@ export class RefLock {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
-    const cur = await readLock(this.path);
-    if (cur?.owner?.token === this.owner.token) await rm(this.path, { force: true });
+    const cur = readLock(this.path);
+    if (cur?.owner?.token === this.owner.token) rmSync(this.path, { force: true });
   }
 }
 
@@ -125,23 +135,23 @@ export async function acquireRefLock(path: string, ref: string, tmpDir: string):
   if (SELF_START !== undefined) owner.start = SELF_START;
   if (BOOT_ID !== undefined) owner.boot = BOOT_ID;
   const tmp = tmpName(tmpDir, 'lock');
-  await writeFile(tmp, JSON.stringify(owner));
+  writeFileSync(tmp, JSON.stringify(owner));
   try {
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       try {
-        await link(tmp, path);
+        linkSync(tmp, path);
         return new RefLock(path, owner);
       } catch (err) {
         if (!isEEXIST(err)) throw err;
       }
-      const cur = await readLock(path);
+      const cur = readLock(path);
       if (cur === undefined) continue; // released meanwhile
       if (cur.owner !== undefined && ownerAlive(cur.owner)) throw lockedError(ref, cur.owner);
-      await reclaim(path, cur.ino, tmpDir);
+      reclaim(path, cur.ino, tmpDir);
     }
     throw unavailable(`ref ${ref} locked: lock contended, try again: unavailable`);
   } finally {
-    await rm(tmp, { force: true });
+    rmSync(tmp, { force: true });
   }
 }
 
@@ -156,24 +166,26 @@ function lockedError(ref: string, owner: LockOwner): Error {
  * Removes the stale lock with inode `staleIno`. Moving it aside first (atomic) and checking the inode of
  * what was moved means a fresh lock another process took meanwhile is put back rather than deleted.
  */
-async function reclaim(path: string, staleIno: number, tmpDir: string): Promise<void> {
+function reclaim(path: string, staleIno: number, tmpDir: string): void {
   const aside = tmpName(tmpDir, 'stale-lock');
   try {
-    await rename(path, aside);
+    renameSync(path, aside);
   } catch (err) {
     if (isENOENT(err)) return;
     throw err;
   }
   try {
-    const st = await stat(aside);
+    const st = statSync(aside);
     if (st.ino !== staleIno) {
       try {
-        await link(aside, path);
+        linkSync(aside, path);
       } catch (err) {
         if (!isEEXIST(err)) throw err;
       }
     }
   } finally {
-    await unlink(aside).catch(() => {});
+    try {
+      unlinkSync(aside);
+    } catch {}
   }
 }

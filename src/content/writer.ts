@@ -1,8 +1,17 @@
 // A writer for one ingest ref. It holds the ref's lock from open to close or commit, appends at the
 // persisted offset, keeps a running digest, and commits by verifying size and digest, making the data
 // durable, and linking it into blobs/ in one atomic step that never replaces an existing blob.
-import { constants } from 'node:fs';
-import { chmod, type FileHandle, link, mkdir, open, rename, rm, unlink, utimes } from 'node:fs/promises';
+import {
+  chmodSync,
+  constants,
+  linkSync,
+  mkdirSync,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  utimesSync,
+} from 'node:fs';
+import { type FileHandle, open } from 'node:fs/promises';
 import { aborted, alreadyExists, failedPrecondition, invalidArgument } from '../errors.ts';
 import { type Algorithm, algorithmOf, type Digest, Digester, parseDigest } from '../oci/digest.ts';
 import { Growth } from './follow.ts';
@@ -119,11 +128,11 @@ export class IngestWriter {
       if (meta !== undefined && meta.ref !== ref) meta = undefined;
       if (opts.expected !== undefined && (await exists(layout.blobPath(opts.expected)))) {
         // An ingest for exactly this content is a leftover of a commit that stopped before cleaning up.
-        if (meta?.expected === opts.expected)
-          await rm(layout.ingestDir(ref), { recursive: true, force: true });
+        if (meta?.expected === opts.expected) rmSync(layout.ingestDir(ref), { recursive: true, force: true });
         throw alreadyExists(`content ${opts.expected}: already exists`);
       }
-      await mkdir(layout.ingestDir(ref), { recursive: true });
+      // Metadata steps are synchronous calls (see fs-util.ts).
+      mkdirSync(layout.ingestDir(ref), { recursive: true });
       const conflict =
         meta !== undefined &&
         ((opts.total !== undefined && opts.total > 0 && meta.total > 0 && opts.total !== meta.total) ||
@@ -300,33 +309,37 @@ export class IngestWriter {
     this.fh = undefined;
     // From here the data is out of the ingest: a crash leaves a tmp file (removed at the next open) and
     // an ingest that restarts from zero, never a partial blob or an ingest sharing the blob's inode.
+    // The moves and links are synchronous calls (see fs-util.ts): this is what a follower's last byte
+    // waits for.
     await this.step('move');
     const tmp = tmpName(this.layout.tmpDir, 'blob');
-    await rename(dataPath, tmp);
+    renameSync(dataPath, tmp);
     try {
-      await chmod(tmp, 0o444);
+      chmodSync(tmp, 0o444);
       const now = new Date();
-      await utimes(tmp, now, now);
+      utimesSync(tmp, now, now);
       await this.step('link');
       try {
-        await link(tmp, blobPath);
+        linkSync(tmp, blobPath);
       } catch (err) {
         if (!isEEXIST(err)) throw err;
-        await unlink(tmp);
+        unlinkSync(tmp);
         await this.finish('committed', true, blobPath);
         throw alreadyExists(`content ${actual}: already exists`);
       }
     } catch (err) {
       if (this.state === 'open') {
         // Put the verified data back so the ingest can still be committed later.
-        await rename(tmp, dataPath).catch(() => {});
+        try {
+          renameSync(tmp, dataPath);
+        } catch {}
         await this.finish('closed', false);
       }
       throw err;
     }
     if (this.durable) await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     await this.step('cleanup');
-    await unlink(tmp);
+    unlinkSync(tmp);
     await this.finish('committed', true, blobPath);
   }
 
@@ -343,7 +356,7 @@ export class IngestWriter {
       await this.syncing;
       await this.fh?.close();
       this.fh = undefined;
-      if (removeIngest) await rm(this.layout.ingestDir(this.ref), { recursive: true, force: true });
+      if (removeIngest) rmSync(this.layout.ingestDir(this.ref), { recursive: true, force: true });
     } finally {
       await this.lock.release();
       // Last, so followers see the end only once the store is settled.
