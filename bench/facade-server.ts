@@ -2,10 +2,8 @@
 // a given work dir, --log-level warn (docker-registry's access log is off too), ready once /readyz says so.
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { spawnFacade } from '../test/helpers/facade.ts';
 import { freePort } from '../test/helpers/ports.ts';
-import { spawnServer } from '../test/helpers/process.ts';
-
-const STRATA = new URL('../bin/strata', import.meta.url).pathname;
 
 export interface FacadeProcessOptions {
   /** Holds the config, the cache and the log (created if missing). */
@@ -44,10 +42,11 @@ export async function startFacadeProcess(o: FacadeProcessOptions): Promise<Facad
       '',
     ].join('\n'),
   );
-  const server = await spawnServer(STRATA, ['facade', '--config', configFile, '--log-level', 'warn'], {
-    name: 'strata facade',
+  const server = await spawnFacade({
+    config: configFile,
+    url,
     logFile: join(o.dir, 'facade.log'),
-    readyCheck: async () => (await fetch(`${url}/readyz`)).status === 200,
+    logLevel: 'warn',
   });
   return { host, url, pid: server.proc.pid!, cacheDir, stop: () => server.stop() };
 }

@@ -14,6 +14,7 @@ import { startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import { ContentHost, sha256, tarOf } from '../helpers/content-host.ts';
+import { spawnFacade } from '../helpers/facade.ts';
 import {
   type PushedImage,
   type PushedIndex,
@@ -24,7 +25,7 @@ import {
   skopeoInspect,
 } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { runCommand, type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
+import { runCommand, type ServerProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -191,11 +192,7 @@ describe('registry facade with containerd, skopeo and strata facade as a process
       ].join('\n'),
     );
     logFile = join(work, 'facade.log');
-    facade = await spawnServer(STRATA, ['facade', '--config', configFile], {
-      name: 'strata facade',
-      logFile,
-      readyCheck: async () => (await fetch(`${facadeUrl}/readyz`)).status === 200,
-    });
+    facade = await spawnFacade({ config: configFile, url: facadeUrl, logFile });
     ctrd = await startContainerd();
   });
 

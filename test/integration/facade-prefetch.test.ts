@@ -11,9 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import { ContentHost, sha256, tarOf } from '../helpers/content-host.ts';
+import { spawnFacade } from '../helpers/facade.ts';
 import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { runCommand, type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
+import { runCommand, type ServerProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -115,11 +116,7 @@ describe('facade prefetch of specs put in the own store', () => {
       }),
     );
     logFile = join(work, 'facade.log');
-    facade = await spawnServer(STRATA, ['facade', '--config', config], {
-      name: 'strata facade',
-      logFile,
-      readyCheck: async () => (await fetch(`${facadeUrl}/readyz`)).status === 200,
-    });
+    facade = await spawnFacade({ config, url: facadeUrl, logFile });
     ctrd = await startContainerd();
   });
 

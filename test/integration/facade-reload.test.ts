@@ -10,6 +10,7 @@ import { gzipSync } from 'node:zlib';
 import bcrypt from 'bcryptjs';
 import { Agent, request } from 'undici';
 import { sha256, tarOf } from '../helpers/content-host.ts';
+import { spawnFacade } from '../helpers/facade.ts';
 import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
@@ -51,11 +52,7 @@ describe('facade hot reload', () => {
         auth: { htpasswd: files.htpasswd },
       }),
     );
-    facade = await spawnServer(STRATA, ['facade', '--config', config], {
-      name: 'strata facade',
-      logFile: join(work, 'facade.log'),
-      readyCheck: async () => (await fetch(`${url}/readyz`)).status === 200,
-    });
+    facade = await spawnFacade({ config, url, logFile: join(work, 'facade.log') });
   });
 
   after(async () => {

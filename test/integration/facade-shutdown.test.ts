@@ -9,13 +9,13 @@ import { createServer, get as httpGet, type IncomingMessage, type Server } from 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { spawnFacade } from '../helpers/facade.ts';
 import { type PushedImage, pushBusybox } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { type ServerProcess, spawnServer, waitFor } from '../helpers/process.ts';
+import { type ServerProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
-const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
 const LAYER = randomBytes(256 * 1024);
 const LAYER_DIGEST = `sha256:${createHash('sha256').update(LAYER).digest('hex')}`;
 
@@ -138,11 +138,7 @@ describe('facade graceful shutdown', () => {
         shutdownGraceSeconds: graceSeconds,
       }),
     );
-    const server = await spawnServer(STRATA, ['facade', '--config', config, '--log-level', 'info'], {
-      name: 'strata facade',
-      logFile: join(work, `${name}.log`),
-      readyCheck: async () => (await fetch(`${url}/readyz`)).status === 200,
-    });
+    const server = await spawnFacade({ config, url, logFile: join(work, `${name}.log`), logLevel: 'info' });
     return { url, server };
   }
 
