@@ -198,6 +198,11 @@ try {
     `ratio facade, pull after prefetch / plain: ${(med('facade, pull after prefetch') / plainMs).toFixed(2)}  (put + pull + run; the wait for the prefetch not counted)`,
   );
   console.log(`ratio facade without prefetch / plain: ${(med('facade, no prefetch') / plainMs).toFixed(2)}`);
+  // What the node itself waits for once the spec was put and prefetched: its pull and run alone.
+  const pullRun = (side: Side) => median(results.get(side)!.map((t) => t.pull + t.run));
+  console.log(
+    `ratio pull + run alone, pull after prefetch / plain: ${(pullRun('facade, pull after prefetch') / pullRun('docker-registry (plain)')).toFixed(2)}`,
+  );
 } finally {
   await cleanup.run();
 }
