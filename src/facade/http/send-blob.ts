@@ -11,7 +11,7 @@ import type { FacadeMetrics } from './metrics.ts';
 import { parseRange } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
 import type { RequestLog } from './request-log.ts';
-import { SendBuffers } from './send-buffers.ts';
+import { pumpFile, SendBuffers } from './send-buffers.ts';
 
 /** One budget for the process: memory is the process's, however many servers it runs. */
 const sendBuffers = new SendBuffers();
@@ -75,20 +75,24 @@ export async function sendBlob(
   headers['content-length'] = expected;
   res.writeHead(part ? 206 : 200, headers);
   if (stream instanceof FileRange) {
-    // A file on this machine: two reused buffers, reads overlapping writes (see FileRange), sized so all
-    // downloads at once stay within a memory budget.
-    const buffers = sendBuffers.enter();
+    // A file on this machine: two buffers reused for the whole download (and by later downloads), reads
+    // overlapping writes, sized so all downloads at once stay within a memory budget.
+    const lease = sendBuffers.enter();
+    let sent = false;
     try {
-      await stream.pump(async (chunk) => {
+      await pumpFile(await stream.open(), stream.path, stream, lease, async (chunk) => {
         await writeChunk(res, chunk, signal);
         log.bytes += chunk.length;
-      }, buffers.chunk);
+      });
       res.end();
+      sent = true;
     } catch (err) {
       log.error = messageOf(err);
       res.destroy();
     } finally {
-      buffers.leave();
+      // A failed download's last write may still hold a buffer: those are not reused.
+      lease.leave(sent);
+      stream.destroy();
     }
     o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
     return;
