@@ -1,8 +1,6 @@
 // A byte range of a file on this machine (a committed blob, a static layer), as a Readable for any
-// consumer, plus a fast path for the facade's HTTP server: pump() reads into two buffers it reuses, each read
-// overlapping the socket write of the other. Serving a 256 MiB layer then allocates two buffers instead
-// of 256, which keeps the garbage collector (most of the CPU time with fresh 1 MiB buffers) out of the way
-// and bounds each download's memory at two chunks.
+// consumer. The facade's HTTP server sends it its own way instead (open(), then reads into buffers it
+// reuses across downloads; see facade/http/send-buffers.ts).
 import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { dataLoss } from '../errors.ts';
@@ -69,31 +67,6 @@ export class FileRange extends Readable {
       },
       (err: Error) => this.destroy(err),
     );
-  }
-
-  /**
-   * Sends the whole range through `write` (which resolves once its chunk is written and may be reused),
-   * with the next read running while a write is in flight. Destroys the stream when done or failed.
-   * `chunk` overrides the stream's chunk size for the two buffers (a server with many downloads at once
-   * spends less memory on each).
-   */
-  async pump(write: (chunk: Buffer) => Promise<void>, chunk = this.chunk): Promise<void> {
-    try {
-      const size = Math.min(chunk, Math.max(0, this.end - this.pos));
-      const buffers = [Buffer.allocUnsafeSlow(size), Buffer.allocUnsafeSlow(size)];
-      let writing: Promise<void> = Promise.resolve();
-      for (let i = 0; this.pos < this.end; i ^= 1) {
-        // The buffer read into now was last written two rounds ago, and that write was awaited.
-        const chunk = await this.readChunk(buffers[i]!);
-        await writing;
-        writing = write(chunk);
-        // Awaited next round; until then a failed write must not count as unhandled.
-        writing.catch(() => {});
-      }
-      await writing;
-    } finally {
-      this.destroy();
-    }
   }
 
   private async readChunk(buf: Buffer): Promise<Buffer> {

@@ -61,7 +61,7 @@ test('spare buffers are kept up to their limit', () => {
   assert.equal(b.spareSize, 3 * SEND_BUFFER_MAX);
 });
 
-test('pumpFile sends the range in order through the lease buffers; a file shorter than the range is DataLoss', async () => {
+test('pumpFile sends the range in order through the lease buffers; a short file is DataLoss, a failed write stops it', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'send-buffers-'));
   try {
     const data = randomBytes(3 * SEND_BUFFER_MIN + 123);
@@ -83,6 +83,16 @@ test('pumpFile sends the range in order through the lease buffers; a file shorte
         pumpFile(fh, 'blob', { start: 0, end: data.length + 1 }, lease, async () => {}),
         (err: unknown) => errorKind(err) === 'DataLoss',
       );
+      // A failed write stops the loop with its error, at most one read later.
+      let writes = 0;
+      await assert.rejects(
+        pumpFile(fh, 'blob', { start: 0, end: data.length }, lease, async () => {
+          writes++;
+          if (writes === 2) throw new Error('client went away');
+        }),
+        /client went away/,
+      );
+      assert.ok(writes <= 3, `${writes} writes`);
     } finally {
       await fh.close();
     }
