@@ -493,17 +493,21 @@ describe('applyLayer against a real engine', {
   // rootfs from the same layers must match its rootfs.
   test('layers built by buildah apply to the same rootfs buildah mounts', async (t) => {
     const tools = await imageTools();
-    t.after(() => tools.cleanup());
+    const containers: string[] = [];
+    let mounted: string | undefined;
+    // One hook, in this order: buildah recreates its storage under tools.dir if it runs after the
+    // cleanup (after-hooks run in the order they were added).
+    t.after(async () => {
+      if (mounted !== undefined) await tools.buildah(['umount', mounted]).catch(() => {});
+      for (const c of containers) await tools.buildah(['rm', c]).catch(() => {});
+      await tools.cleanup();
+    });
     const rootfs = join(tools.dir, 'seed');
     await mkdir(join(rootfs, 'bin'), { recursive: true });
     await writeFile(join(rootfs, 'bin/busybox'), await readFile('/bin/busybox'), { mode: 0o755 });
     for (const applet of ['sh', 'ls', 'rm', 'mkdir', 'ln', 'chmod', 'chown', 'mkfifo', 'touch', 'cp']) {
       await symlink('busybox', join(rootfs, 'bin', applet));
     }
-    const containers: string[] = [];
-    t.after(async () => {
-      for (const c of containers) await tools.buildah(['rm', c]).catch(() => {});
-    });
     const from = async (image: string) => {
       const c = (await tools.buildah(['from', '--quiet', image])).trim();
       containers.push(c);
@@ -566,7 +570,7 @@ describe('applyLayer against a real engine', {
 
     const c3 = await from('localhost/strata-apply/l2');
     const theirs = (await tools.buildah(['mount', c3])).trim();
-    t.after(() => tools.buildah(['umount', c3]).catch(() => {}));
+    mounted = c3;
     // Directory mtimes depend on when each side touched them; everything else must match exactly.
     const comparable = (tree: Record<string, Node>) =>
       Object.fromEntries(
