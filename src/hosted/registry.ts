@@ -14,8 +14,15 @@
 // membership rows are metadata's (RepositoryBlobs); they keep nothing alive for the GC.
 import { createHash, randomUUID } from 'node:crypto';
 import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
 import { appendStream } from '../content/append-stream.ts';
-import { isAlreadyExists, isFailedPrecondition, isInvalidArgument, isNotFound } from '../errors.ts';
+import {
+  isAlreadyExists,
+  isFailedPrecondition,
+  isInvalidArgument,
+  isNotFound,
+  messageOf,
+} from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
 import { LABEL_GC_EXPIRE } from '../metadata/leases.ts';
@@ -56,6 +63,8 @@ export interface HostedOptions {
   namespace?: string;
   blobHoldMs?: number;
   now?: () => number;
+  /** Where a parked writer that fails to close is reported (nobody waits on that close). */
+  logger?: Logger;
 }
 
 export interface UploadState {
@@ -99,6 +108,7 @@ export class HostedRegistry {
   private readonly members: RepositoryBlobs;
   private readonly blobHoldMs: number;
   private readonly now: () => number;
+  private readonly logger: Logger | undefined;
   /** Writers kept open between an upload's requests, by ingest ref (see PARK_MS). */
   private readonly parked = new Map<string, { w: NamespacedWriter; timer: NodeJS.Timeout }>();
 
@@ -108,6 +118,7 @@ export class HostedRegistry {
     this.members = o.members;
     this.namespace = o.namespace ?? DEFAULT_HOSTED_NAMESPACE;
     this.blobHoldMs = o.blobHoldMs ?? DEFAULT_BLOB_HOLD_MS;
+    this.logger = o.logger;
     this.now = o.now ?? Date.now;
   }
 
@@ -391,9 +402,12 @@ export class HostedRegistry {
   /** Keeps an upload's writer open for its next request, closing it after PARK_MS without one. */
   private park(ref: string, w: NamespacedWriter): void {
     const timer = setTimeout(() => {
+      // The upload stays resumable whatever happens here; a failure is only worth a warning.
       void this.unparked(ref)
         ?.close()
-        .catch(() => {});
+        .catch((err: unknown) =>
+          this.logger?.warn({ ref, err: messageOf(err) }, 'closing the writer of an idle upload failed'),
+        );
     }, PARK_MS);
     timer.unref();
     this.parked.set(ref, { w, timer });

@@ -24,6 +24,7 @@ export interface HostedStorage {
   content: ContentStore;
   db: MetadataDb;
   gc: GcRunner;
+  logger: Logger;
 }
 
 export interface HostedParts {
@@ -43,6 +44,7 @@ export function hostedOn(storage: HostedStorage): HostedParts {
     view: new ContentView({ store: content, db }),
     images: new ImageStore(db),
     members: new RepositoryBlobs(db),
+    logger: storage.logger,
   });
   return {
     registry,
@@ -74,7 +76,7 @@ export async function openHosted(root: string, logger: Logger): Promise<HostedPa
     logger: logger.child({ component: 'gc' }),
     removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
   });
-  const hosted = hostedOn({ content, db, gc });
+  const hosted = hostedOn({ content, db, gc, logger: logger.child({ component: 'hosted' }) });
   return {
     ...hosted,
     async close() {

@@ -94,7 +94,12 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     // before the rest, so a monitor sees "starting" while they start.
     const ops = await serveMetrics({ registry }, config.metrics.host, config.metrics.port, ready);
     undo.push(() => ops.close());
-    const h = hostedOn({ content: d.parts.content, db: d.parts.db, gc: d.parts.gc });
+    const h = hostedOn({
+      content: d.parts.content,
+      db: d.parts.db,
+      gc: d.parts.gc,
+      logger: logger.child({ component: 'hosted' }),
+    });
     undo.push(() => h.close());
 
     // With client authentication, the builder signs in as a user of its own: its password is made at each
