@@ -17,9 +17,9 @@
 //   node bench/hosted-push-pull.ts      (ROUNDS=5 LAYERS=5 LAYER_MIB=45 BASELINE=)
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { spawnFacade } from '../test/helpers/facade.ts';
 import { imageTools, pushMultiLayer } from '../test/helpers/images.ts';
 import { freePort } from '../test/helpers/ports.ts';
-import { spawnServer } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, removeTempDir, tempDir } from '../test/helpers/tmp.ts';
 import { intArg, median, printTable, timed } from './stats.ts';
@@ -56,10 +56,12 @@ async function startStrata(bin = STRATA): Promise<Target> {
         '',
       ].join('\n'),
     );
-    const server = await spawnServer(bin, ['facade', '--config', config, '--log-level', 'warn'], {
-      name: 'strata facade',
+    const server = await spawnFacade({
+      config,
+      url: `http://${host}`,
       logFile: join(dir, 'facade.log'),
-      readyCheck: async () => (await fetch(`http://${host}/readyz`)).status === 200,
+      logLevel: 'warn',
+      strata: bin,
       timeoutMs: 60_000,
     });
     return {

@@ -12,13 +12,18 @@ export interface FacadeSpawnOptions {
   logFile: string;
   /** --log-level, when not the default. */
   logLevel?: string;
+  /** The `strata` to run (default: this checkout's bin/strata). */
+  strata?: string;
+  /** How long to wait for readiness (spawnServer's default when not given). */
+  timeoutMs?: number;
 }
 
 export function spawnFacade(o: FacadeSpawnOptions): Promise<ServerProcess> {
   const args = ['facade', '--config', o.config, ...(o.logLevel ? ['--log-level', o.logLevel] : [])];
-  return spawnServer(STRATA, args, {
+  return spawnServer(o.strata ?? STRATA, args, {
     name: 'strata facade',
     logFile: o.logFile,
     readyCheck: async () => (await fetch(`${o.url}/readyz`)).status === 200,
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
   });
 }
