@@ -6,6 +6,7 @@ import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { dataLoss, errorKind } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { digestOf } from '../oci/digest.ts';
+import { GrowthRange } from './follow.ts';
 import { ContentStore } from './store.ts';
 
 let dir: string;
@@ -98,4 +99,61 @@ test('a reader that goes away stops waiting; no live ingest means the committed 
   await assert.rejects(store.follow('idle', desc, { range: { offset: 1001 } }), (e) =>
     ['NotFound', 'OutOfRange'].includes(errorKind(e) ?? ''),
   );
+});
+
+test('read at positions (the facade’s way): waits for bytes, the last one only after the commit; a restart fails it', async () => {
+  const { data, desc } = blob(300_000);
+  const w = await store.writer('positional', { expected: desc.digest, total: desc.size });
+  const range = await store.follow('positional', desc, { range: { offset: 1000 } });
+  assert.ok(range instanceof GrowthRange);
+  let opened = false;
+  const opening = range.open().then((r) => {
+    opened = true;
+    return r;
+  });
+  await tick();
+  assert.equal(opened, false, 'open waits for the first byte of the range');
+  await w.write(data.subarray(0, 200_000));
+  const reader = await opening;
+  const buf = Buffer.alloc(desc.size);
+  const first = await reader.read(buf, 0, 250_000, 1000);
+  assert.equal(first.bytesRead, 199_000, 'a read returns what is there, not more');
+  assert.deepEqual(buf.subarray(0, 199_000), data.subarray(1000, 200_000));
+  await w.write(data.subarray(200_000));
+  const pending = reader.read(buf, 0, 100_000, 200_000);
+  const got = await pending;
+  assert.equal(got.bytesRead, 99_999, 'all but the last byte before the commit');
+  let last = false;
+  const lastRead = reader.read(buf, 0, 1, desc.size - 1).then((r) => {
+    last = true;
+    return r;
+  });
+  await tick();
+  assert.equal(last, false, 'the last byte waits for verification');
+  await w.commit();
+  assert.equal((await lastRead).bytesRead, 1);
+  assert.equal(buf[0], data[desc.size - 1]);
+  range.destroy();
+
+  const other = blob(50_000);
+  const w2 = await store.writer('positional-restart', { expected: other.desc.digest, total: 50_000 });
+  const r2 = await store.follow('positional-restart', other.desc);
+  assert.ok(r2 instanceof GrowthRange);
+  await w2.write(other.data.subarray(0, 10_000));
+  const reader2 = await r2.open();
+  await w2.truncate(0);
+  await assert.rejects(reader2.read(buf, 0, 10, 0), (e) => errorKind(e) === 'Aborted');
+  await w2.close();
+  r2.destroy();
+});
+
+test('destroying a positional reader ends its wait for bytes', async () => {
+  const { desc } = blob(1000);
+  const w = await store.writer('positional-gone', { expected: desc.digest, total: desc.size });
+  const range = await store.follow('positional-gone', desc);
+  assert.ok(range instanceof GrowthRange);
+  const opening = range.open();
+  range.destroy();
+  await assert.rejects(opening, (e) => errorKind(e) === 'Aborted');
+  await w.close();
 });

@@ -2,8 +2,7 @@
 // land on disk, from any offset, without waiting for the commit and without a second fetch. The last byte
 // of the blob is only handed out once the commit has verified the whole blob, so a reader of wrong bytes
 // fails before it can complete; a restarted or failed ingest fails its readers with the writer's reason.
-import type { FileHandle } from 'node:fs/promises';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { aborted, dataLoss } from '../errors.ts';
 import { isENOENT } from './fs-util.ts';
@@ -23,6 +22,8 @@ export class Growth {
   /** The blob's file once committed. */
   committed: string | undefined;
   failure: Error | undefined;
+  /** Bumped by every change: a waiter that looked at `changes` before an await misses none. */
+  changes = 0;
   private waiters: (() => void)[] = [];
 
   constructor(ref: string, dataPath: string, written: number) {
@@ -57,9 +58,16 @@ export class Growth {
     this.wake();
   }
 
-  /** Resolves at the next change; rejects when `signal` aborts first. */
-  changed(signal: AbortSignal | undefined): Promise<void> {
+  /**
+   * Resolves at the next change (at once if there was one since `changes` was `since`); rejects when
+   * `signal` aborts first.
+   */
+  changed(signal: AbortSignal | undefined, since = this.changes): Promise<void> {
     return new Promise((resolve, reject) => {
+      if (since !== this.changes) {
+        resolve();
+        return;
+      }
       if (signal?.aborted) {
         reject(aborted('reader went away'));
         return;
@@ -74,63 +82,113 @@ export class Growth {
   }
 
   private wake(): void {
+    this.changes++;
     const w = this.waiters;
     this.waiters = [];
     for (const f of w) f();
   }
 }
 
-/**
- * A stream of bytes [start, end) of the blob of `size` bytes that `g` is writing, as they arrive. It fails
- * when the ingest fails or restarts, and never ends short.
- */
-export function followGrowth(
-  g: Growth,
-  size: number,
-  start: number,
-  end: number,
-  signal?: AbortSignal,
-): Readable {
-  return Readable.from(follow(g, size, start, end, signal), {
-    objectMode: false,
-    highWaterMark: FOLLOW_BUFFER,
-  });
+/** Reads at chosen offsets into the caller's buffers (a FileHandle is one). */
+export interface PositionalReader {
+  read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
 }
 
-async function* follow(
-  g: Growth,
-  size: number,
-  start: number,
-  end: number,
-  signal: AbortSignal | undefined,
-): AsyncGenerator<Buffer> {
-  const restarts = g.restarts;
-  let fh: FileHandle | undefined;
-  try {
-    let pos = start;
-    while (pos < end) {
-      if (g.restarts !== restarts) throw aborted(`ingest ${g.ref} was restarted while being read`);
+/**
+ * Bytes [start, end) of the blob of `size` bytes that `g` is writing, as they arrive: a Readable for any
+ * consumer, or, through open(), a reader at positions into the consumer's own buffers (the facade's server
+ * sends it that way, like a FileRange). Either fails when the ingest fails or restarts, and never ends
+ * short.
+ */
+export class GrowthRange extends Readable {
+  /** Names the ingest in messages. */
+  readonly path: string;
+  readonly start: number;
+  readonly end: number;
+  private readonly g: Growth;
+  private readonly size: number;
+  private readonly restarts: number;
+  /** The caller's signal, or destroy(): either ends a wait for more bytes. */
+  private readonly gone = new AbortController();
+  private readonly signal: AbortSignal;
+  private readonly reader: PositionalReader = { read: (b, o, l, p) => this.readAt(b, o, l, p) };
+  private fh: FileHandle | undefined;
+  private pos: number;
+
+  constructor(g: Growth, size: number, start: number, end: number, signal?: AbortSignal) {
+    super({ highWaterMark: FOLLOW_BUFFER });
+    this.path = `ingest ${g.ref}`;
+    this.g = g;
+    this.size = size;
+    this.restarts = g.restarts;
+    this.start = start;
+    this.end = end;
+    this.pos = start;
+    this.signal = signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal;
+  }
+
+  /** Waits for the range's first byte (or the ingest's failure); then reads at positions. */
+  async open(): Promise<PositionalReader> {
+    if (this.start < this.end) await this.available(this.start);
+    return this.reader;
+  }
+
+  /**
+   * Bytes readable at `pos` (at least one), waiting for them, with the file open. Of a blob not yet
+   * verified, everything but the last byte.
+   */
+  private async available(pos: number): Promise<number> {
+    const g = this.g;
+    for (;;) {
+      if (g.restarts !== this.restarts) throw aborted(`ingest ${g.ref} was restarted while being read`);
       if (g.committed === undefined && g.failure) throw g.failure;
-      // Of a blob not yet verified, everything but the last byte.
-      const avail = g.committed !== undefined ? g.written : Math.min(g.written, size - 1);
-      if (avail <= pos) {
-        await g.changed(signal);
-        continue;
+      const seen = g.changes;
+      const avail = g.committed !== undefined ? g.written : Math.min(g.written, this.size - 1);
+      if (avail > pos) {
+        this.fh ??= await openGrowing(g);
+        if (this.fh !== undefined) return avail - pos;
       }
-      fh ??= await openGrowing(g);
-      if (fh === undefined) {
-        await g.changed(signal);
-        continue;
-      }
-      const len = Math.min(READ_CHUNK, Math.min(avail, end) - pos);
-      const buf = Buffer.allocUnsafe(len);
-      const { bytesRead } = await fh.read(buf, 0, len, pos);
-      if (bytesRead === 0) throw dataLoss(`ingest ${g.ref}: file shorter than the ${avail} bytes written`);
-      pos += bytesRead;
-      yield bytesRead === len ? buf : buf.subarray(0, bytesRead);
+      await g.changed(this.signal, seen);
     }
-  } finally {
-    await fh?.close().catch(() => {});
+  }
+
+  private async readAt(buffer: Buffer, offset: number, length: number, position: number) {
+    const len = Math.min(length, await this.available(position));
+    const { bytesRead } = await this.fh!.read(buffer, offset, len, position);
+    if (bytesRead === 0) {
+      throw dataLoss(`ingest ${this.g.ref}: file shorter than the ${position + len} bytes written`);
+    }
+    return { bytesRead };
+  }
+
+  override _read(): void {
+    const len = Math.min(READ_CHUNK, this.end - this.pos);
+    if (len <= 0) {
+      this.push(null);
+      return;
+    }
+    const buf = Buffer.allocUnsafe(len);
+    this.readAt(buf, 0, len, this.pos).then(
+      ({ bytesRead }) => {
+        this.pos += bytesRead;
+        this.push(bytesRead === len ? buf : buf.subarray(0, bytesRead));
+        if (this.pos >= this.end) this.push(null);
+      },
+      (err: Error) => this.destroy(err),
+    );
+  }
+
+  override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
+    this.gone.abort(aborted('reader went away'));
+    const fh = this.fh;
+    this.fh = undefined;
+    if (!fh) {
+      cb(err);
+      return;
+    }
+    fh.close()
+      .catch(() => {})
+      .then(() => cb(err));
   }
 }
 

@@ -1,5 +1,6 @@
 // `strata facade` as the integration tests run it: a child process on a config file, ready once /readyz
 // answers 200, its output in a log file.
+import assert from 'node:assert/strict';
 import { type ServerProcess, spawnServer } from './process.ts';
 
 const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
@@ -26,4 +27,23 @@ export function spawnFacade(o: FacadeSpawnOptions): Promise<ServerProcess> {
     readyCheck: async () => (await fetch(`${o.url}/readyz`)).status === 200,
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
   });
+}
+
+/**
+ * GETs a blob whose bytes are wrong, which must never arrive whole: the answer is either 502 (the failure
+ * was known before any byte went out) or a 200 broken off before the end. Returns the status.
+ */
+export async function getWrongBlob(url: string, size: number): Promise<number> {
+  const res = await fetch(url);
+  if (res.status !== 200) {
+    assert.equal(res.status, 502, `status ${res.status}`);
+    assert.equal(((await res.json()) as { errors: { code: string }[] }).errors[0]?.code, 'UNAVAILABLE');
+    return res.status;
+  }
+  let received = 0;
+  await assert.rejects(async () => {
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) received += chunk.length;
+  });
+  assert.ok(received < size, `got ${received} of ${size} bytes`);
+  return res.status;
 }

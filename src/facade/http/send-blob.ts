@@ -5,6 +5,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline, type Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import { FileRange } from '../../content/file-range.ts';
+import { GrowthRange } from '../../content/follow.ts';
 import { errorKind, messageOf } from '../../errors.ts';
 import type { ServedBlob } from '../service.ts';
 import type { FacadeMetrics } from './metrics.ts';
@@ -61,42 +62,51 @@ export async function sendBlob(
   }
   const part = range.kind === 'partial' ? { offset: range.offset, length: range.length } : undefined;
   const stream = await blob.blob.open({ range: part, signal });
-  // Wait for the first bytes (or the first failure) before committing to a status.
-  try {
-    if (stream instanceof FileRange) await stream.open();
-    else await firstBytes(stream);
-  } catch (err) {
-    stream.destroy();
-    throw err;
-  }
   const headers: Record<string, string | number> = { ...common, 'content-type': 'application/octet-stream' };
   const expected = part ? part.length : size;
   if (part) headers['content-range'] = `bytes ${part.offset}-${part.offset + part.length - 1}/${size}`;
   headers['content-length'] = expected;
-  res.writeHead(part ? 206 : 200, headers);
-  if (stream instanceof FileRange) {
-    // A file on this machine: two buffers reused for the whole download (and by later downloads), reads
-    // overlapping writes, sized so all downloads at once stay within a memory budget.
+  const status = part ? 206 : 200;
+  if (stream instanceof FileRange || stream instanceof GrowthRange) {
+    // A file on this machine, complete or still being filled: two buffers reused for the whole download
+    // (and by later downloads), reads overlapping writes, sized so all downloads at once stay within a
+    // memory budget. The status goes out with the first bytes read; a failure before them is the answer.
     const lease = sendBuffers.enter();
+    let started = false;
     let sent = false;
     try {
       await pumpFile(await stream.open(), stream.path, stream, lease, async (chunk) => {
+        if (!started) {
+          started = true;
+          res.writeHead(status, headers);
+        }
         await writeChunk(res, chunk, signal);
         log.bytes += chunk.length;
       });
+      if (!started) res.writeHead(status, headers);
       res.end();
       sent = true;
     } catch (err) {
+      logIfCorrupt(o.logger, digest, err);
+      if (!started) throw err;
       log.error = messageOf(err);
       res.destroy();
     } finally {
       // A failed download's last write may still hold a buffer: those are not reused.
       lease.leave(sent);
       stream.destroy();
+      o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
     }
-    o.metrics.bytesServed.inc({ source: blob.source }, log.bytes);
     return;
   }
+  // Wait for the first bytes (or the first failure) before committing to a status.
+  try {
+    await firstBytes(stream);
+  } catch (err) {
+    stream.destroy();
+    throw err;
+  }
+  res.writeHead(status, headers);
   stream.on('data', (chunk: Buffer) => {
     log.bytes += chunk.length;
   });
@@ -107,13 +117,17 @@ export async function sendBlob(
       if (err || log.bytes !== expected) {
         // The client must not take what it got for the whole blob.
         log.error = err ? messageOf(err) : `stream ended after ${log.bytes} of ${expected} bytes`;
-        if (errorKind(err) === 'DataLoss')
-          o.logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
+        logIfCorrupt(o.logger, digest, err);
         res.destroy();
       }
       resolve();
     });
   });
+}
+
+function logIfCorrupt(logger: Logger, digest: string, err: unknown): void {
+  if (errorKind(err) === 'DataLoss')
+    logger.error({ digest, err: messageOf(err) }, 'blob failed verification');
 }
 
 /** Writes one chunk; resolves once the socket has taken it (the buffer may then be reused). */

@@ -4,7 +4,7 @@ import { mkdtemp, open, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { errorKind } from '../../errors.ts';
+import { dataLoss, errorKind } from '../../errors.ts';
 import { pumpFile, SEND_BUFFER_MAX, SEND_BUFFER_MIN, SendBuffers } from './send-buffers.ts';
 
 test('downloads share a memory budget: full-size buffers while few run, smaller ones as more do, never below the floor', () => {
@@ -100,4 +100,32 @@ test('pumpFile sends the range in order through the lease buffers; a short file 
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
+});
+
+test('pumpFile lets the write in flight finish before a failed read ends it', async () => {
+  const lease = new SendBuffers().enter();
+  const data = randomBytes(3000);
+  let reads = 0;
+  // A reader of 1000 bytes at a time whose second read fails (a fill that failed its check).
+  const reader = {
+    read: async (buf: Buffer, offset: number, length: number, position: number) => {
+      if (++reads === 2) throw dataLoss('wrong bytes');
+      const n = Math.min(1000, length);
+      data.copy(buf, offset, position, position + n);
+      return { bytesRead: n };
+    },
+  };
+  let written = 0;
+  let writeDone = false;
+  await assert.rejects(
+    pumpFile(reader, 'growing', { start: 0, end: data.length }, lease, async (chunk) => {
+      await new Promise((r) => setTimeout(r, 20));
+      written += chunk.length;
+      writeDone = true;
+    }),
+    (err: unknown) => errorKind(err) === 'DataLoss',
+  );
+  assert.equal(writeDone, true, 'the first chunk went out before the failure was passed on');
+  assert.equal(written, 1000);
+  lease.leave();
 });

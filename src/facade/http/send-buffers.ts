@@ -8,7 +8,7 @@
 // every download made each skopeo pull of a 226 MiB image pay a mark-compact (~20-50 ms of the server's
 // CPU, paused writes included). The pool empties once downloads have stopped for a while, so an idle
 // server does not keep it.
-import type { FileHandle } from 'node:fs/promises';
+import type { PositionalReader } from '../../content/follow.ts';
 import { dataLoss } from '../../errors.ts';
 
 export const SEND_BUFFER_MAX = 1024 * 1024;
@@ -114,12 +114,13 @@ export class SendBuffers {
 }
 
 /**
- * Sends bytes [start, end) of an open file through `write` (which resolves once the socket has taken its
- * chunk; the buffer is then free again), in the lease's buffers, with the next read running while a write
- * is in flight. A file shorter than the range is DataLoss. `name` stands for the file in messages.
+ * Sends bytes [start, end) of an open file (or a growing one) through `write` (which resolves once the
+ * socket has taken its chunk; the buffer is then free again), in the lease's buffers, with the next read
+ * running while a write is in flight. A file shorter than the range is DataLoss. `name` stands for the
+ * file in messages.
  */
 export async function pumpFile(
-  fh: FileHandle,
+  fh: PositionalReader,
   name: string,
   range: { start: number; end: number },
   lease: SendLease,
@@ -131,7 +132,14 @@ export async function pumpFile(
     // The buffer read into now was last written two rounds ago, and that write was awaited.
     buffers[i] ??= lease.take(range.end - pos);
     const buf = buffers[i]!;
-    const { bytesRead } = await fh.read(buf, 0, Math.min(buf.length, range.end - pos), pos);
+    let bytesRead: number;
+    try {
+      ({ bytesRead } = await fh.read(buf, 0, Math.min(buf.length, range.end - pos), pos));
+    } catch (err) {
+      // What was read before goes out first (a growing file fails when its fill does).
+      await writing.catch(() => {});
+      throw err;
+    }
     if (bytesRead === 0)
       throw dataLoss(`${name}: file ends at ${pos}, before byte ${range.end} of the range`);
     pos += bytesRead;
