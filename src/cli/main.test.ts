@@ -10,9 +10,15 @@ import { buildProgram } from './main.ts';
 const run = promisify(execFile);
 const bin = new URL('../../bin/strata', import.meta.url).pathname;
 
-test('strata --version prints the package version', async () => {
-  const { stdout } = await run(bin, ['--version']);
-  assert.equal(stdout.trim(), VERSION);
+test('strata --version prints the package version, without loading every command', async () => {
+  for (const flag of ['--version', '-v']) {
+    const { stdout } = await run(bin, [flag]);
+    assert.equal(stdout.trim(), VERSION);
+    assert.equal((await buildProgram(['node', 'strata', flag])).commands.length, 0);
+  }
+  // Help and an unknown command still see them all.
+  assert.ok((await buildProgram(['node', 'strata', '--help'])).commands.length > 5);
+  assert.ok((await buildProgram(['node', 'strata', 'no-such'])).commands.length > 5);
 });
 
 test('strata --help lists the program and its options', async () => {

@@ -18,13 +18,15 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
   rootfs: async () => (await import('./rootfs.ts')).registerRootfs,
 };
 
-/** The program with the commands `argv` needs: the one it names, or all of them. */
+/** The program with the commands `argv` needs: the one it names, none to print the version, else all. */
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
   const program = new Command('strata')
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
   const named = argv[2] === 'image' ? 'images' : argv[2]; // the alias commander knows for `images`
-  const wanted = named !== undefined && Object.hasOwn(COMMANDS, named) ? [named] : Object.keys(COMMANDS);
+  let wanted = Object.keys(COMMANDS);
+  if (named !== undefined && Object.hasOwn(COMMANDS, named)) wanted = [named];
+  else if (named === '-v' || named === '--version') wanted = [];
   for (const name of wanted) (await COMMANDS[name]!())(program);
   return program;
 }
