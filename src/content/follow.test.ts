@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
@@ -155,5 +156,16 @@ test('destroying a positional reader ends its wait for bytes', async () => {
   const opening = range.open();
   range.destroy();
   await assert.rejects(opening, (e) => errorKind(e) === 'Aborted');
+  // Destroyed while its file is being opened: the handle is closed, not left behind.
+  await w.write(randomBytes(100));
+  const fds = readdirSync('/proc/self/fd').length;
+  const opening2 = store.follow('positional-gone', desc).then((r) => {
+    const first = (r as GrowthRange).open();
+    r.destroy();
+    return first;
+  });
+  await assert.rejects(opening2, (e) => errorKind(e) === 'Aborted');
+  await tick();
+  assert.equal(readdirSync('/proc/self/fd').length, fds);
   await w.close();
 });

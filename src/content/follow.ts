@@ -134,10 +134,10 @@ export class GrowthRange extends Readable {
   }
 
   /**
-   * Bytes readable at `pos` (at least one), waiting for them, with the file open. Of a blob not yet
+   * Bytes readable at `pos` (at least one), waiting for them, and the open file. Of a blob not yet
    * verified, everything but the last byte.
    */
-  private async available(pos: number): Promise<number> {
+  private async available(pos: number): Promise<{ fh: FileHandle; bytes: number }> {
     const g = this.g;
     for (;;) {
       if (g.restarts !== this.restarts) throw aborted(`ingest ${g.ref} was restarted while being read`);
@@ -145,16 +145,25 @@ export class GrowthRange extends Readable {
       const seen = g.changes;
       const avail = g.committed !== undefined ? g.written : Math.min(g.written, this.size - 1);
       if (avail > pos) {
-        this.fh ??= await openGrowing(g);
-        if (this.fh !== undefined) return avail - pos;
+        if (this.fh === undefined) {
+          const fh = await openGrowing(g);
+          if (this.destroyed) {
+            // Destroyed while opening: the handle is not kept, so it is closed here.
+            await fh?.close().catch(() => {});
+            throw aborted('reader went away');
+          }
+          this.fh = fh;
+        }
+        if (this.fh !== undefined) return { fh: this.fh, bytes: avail - pos };
       }
       await g.changed(this.signal, seen);
     }
   }
 
   private async readAt(buffer: Buffer, offset: number, length: number, position: number) {
-    const len = Math.min(length, await this.available(position));
-    const { bytesRead } = await this.fh!.read(buffer, offset, len, position);
+    const { fh, bytes } = await this.available(position);
+    const len = Math.min(length, bytes);
+    const { bytesRead } = await fh.read(buffer, offset, len, position);
     if (bytesRead === 0) {
       throw dataLoss(`ingest ${this.g.ref}: file shorter than the ${position + len} bytes written`);
     }
