@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
@@ -8,6 +8,7 @@ import { dataLoss, errorKind } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { digestOf } from '../oci/digest.ts';
 import { GrowthRange } from './follow.ts';
+import { Layout } from './layout.ts';
 import { ContentStore } from './store.ts';
 
 let dir: string;
@@ -40,6 +41,17 @@ function drain(s: Readable): { done: Promise<Buffer>; got: () => number } {
   })();
   done.catch(() => {});
   return { done, got: () => n };
+}
+
+/** How many of this process's descriptors are open on `path`. */
+function openOn(path: string): number {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`) === path;
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 30));
@@ -158,7 +170,9 @@ test('destroying a positional reader ends its wait for bytes', async () => {
   await assert.rejects(opening, (e) => errorKind(e) === 'Aborted');
   // Destroyed while its file is being opened: the handle is closed, not left behind.
   await w.write(randomBytes(100));
-  const fds = readdirSync('/proc/self/fd').length;
+  const data = new Layout(dir).ingestData('positional-gone');
+  const fds = openOn(data);
+  assert.equal(fds, 1, 'the writer holds the ingest open');
   const opening2 = store.follow('positional-gone', desc).then((r) => {
     const first = (r as GrowthRange).open();
     r.destroy();
@@ -166,6 +180,6 @@ test('destroying a positional reader ends its wait for bytes', async () => {
   });
   await assert.rejects(opening2, (e) => errorKind(e) === 'Aborted');
   await tick();
-  assert.equal(readdirSync('/proc/self/fd').length, fds);
+  assert.equal(openOn(data), fds);
   await w.close();
 });
