@@ -16,9 +16,11 @@
 //
 //   node bench/facade-start.ts   (ROUNDS=3 LAYER_MIB=32)
 
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { startContainerd } from '../test/helpers/containerd.ts';
+import { startContainerd, type TestContainerd } from '../test/helpers/containerd.ts';
 import { pushBusybox, pushFilesImage, skopeoCopy } from '../test/helpers/images.ts';
 import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
@@ -49,6 +51,7 @@ interface Timing {
   /** The `strata spec put` part (0 for the plain image). */
   put: number;
   pull: number;
+  /** `ctr run` until the container printed its first line. */
   run: number;
 }
 
@@ -74,6 +77,38 @@ async function prefetchCompleted(facadeUrl: string, before: number): Promise<voi
   while ((await prefetchesCompleted(facadeUrl)) <= before) {
     if (Date.now() > deadline) throw new Error('the prefetch did not complete within 120 s');
     await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Runs `ctr ARGS` and returns the milliseconds until it printed its first line, which must be `want`;
+ * the rest of the run (the container's removal) is awaited but not timed.
+ */
+async function firstLine(ctrd: TestContainerd, args: string[], want: string): Promise<number> {
+  const start = process.hrtime.bigint();
+  const child = spawn('ctr', ['--address', ctrd.address, ...args], {
+    env: { ...process.env, CONTAINERD_SNAPSHOTTER: 'native' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const kill = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  try {
+    let out = '';
+    let ms: number | undefined;
+    let err = '';
+    child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+      out += chunk;
+      if (ms === undefined && out.includes('\n')) ms = Number(process.hrtime.bigint() - start) / 1e6;
+    });
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      err += chunk;
+    });
+    const [code] = (await once(child, 'close')) as [number | null];
+    if (code !== 0 || ms === undefined || out.split('\n')[0] !== want) {
+      throw new Error(`ctr ${args.join(' ')}: exit ${code}, printed ${JSON.stringify(out)} ${err}`);
+    }
+    return ms;
+  } finally {
+    clearTimeout(kill);
   }
 }
 
@@ -161,12 +196,7 @@ try {
       const pull = await timed(() =>
         ctrd.ctr(['images', 'pull', '--plain-http', ref], { timeoutMs: 600_000 }),
       );
-      const run = await timed(async () => {
-        const out = await ctrd.ctr(['run', '--rm', ref, name, 'sh', '-c', 'echo ready'], {
-          timeoutMs: 120_000,
-        });
-        if (out.split('\n')[0] !== 'ready') throw new Error(`${name}: printed ${JSON.stringify(out)}`);
-      });
+      const run = await firstLine(ctrd, ['run', '--rm', ref, name, 'sh', '-c', 'echo ready'], 'ready');
       return { total: putMs + pull + run, put: putMs, pull, run };
     } finally {
       await ctrd.stop();
