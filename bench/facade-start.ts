@@ -16,7 +16,6 @@
 //
 //   node bench/facade-start.ts   (ROUNDS=3 LAYER_MIB=32)
 
-import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -86,10 +85,7 @@ async function prefetchCompleted(facadeUrl: string, before: number): Promise<voi
  */
 async function firstLine(ctrd: TestContainerd, args: string[], want: string): Promise<number> {
   const start = process.hrtime.bigint();
-  const child = spawn('ctr', ['--address', ctrd.address, ...args], {
-    env: { ...process.env, CONTAINERD_SNAPSHOTTER: 'native' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = ctrd.spawnCtr(args);
   const kill = setTimeout(() => child.kill('SIGKILL'), 120_000);
   try {
     let out = '';

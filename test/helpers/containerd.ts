@@ -1,9 +1,11 @@
 // A private containerd 1.6 for tests and benchmarks: its own temp root, state and socket, a minimal config
 // (CRI off, no TCP), and ctr pointed at it with the native snapshotter as default (works on any file
 // system, no overlay mounts). Stopped and removed after the test, pass or fail.
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import type { Readable } from 'node:stream';
 import { type AfterHook, runCommand, type ServerProcess, spawnServer } from './process.ts';
 import { removeTempDir, tempDir } from './tmp.ts';
 
@@ -20,6 +22,8 @@ export interface TestContainerd {
   logFile: string;
   /** Runs `ctr --address SOCK …` (snapshotter native unless the args say otherwise); stdout, or throws. */
   ctr(args: string[], opts?: CtrRunOptions): Promise<string>;
+  /** Starts the same `ctr` as ctr() does, for a caller that watches its output as it comes. */
+  spawnCtr(args: string[]): ChildProcessByStdio<null, Readable, Readable>;
   /** Stops containerd and removes its dirs. Idempotent. */
   stop(): Promise<void>;
 }
@@ -63,11 +67,14 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
     return stopping;
   };
   opts.t?.after(stop);
+  // ctr reads its default snapshotter from here; `--snapshotter` in args still wins.
+  const ctrEnv = { CONTAINERD_SNAPSHOTTER: 'native' };
   const ctr = (args: string[], o: CtrRunOptions = {}): Promise<string> =>
-    runCommand('ctr', ['--address', address, ...args], {
-      // ctr reads its default snapshotter from here; `--snapshotter` in args still wins.
-      env: { CONTAINERD_SNAPSHOTTER: 'native' },
-      timeoutMs: o.timeoutMs ?? 120_000,
+    runCommand('ctr', ['--address', address, ...args], { env: ctrEnv, timeoutMs: o.timeoutMs ?? 120_000 });
+  const spawnCtr = (args: string[]) =>
+    spawn('ctr', ['--address', address, ...args], {
+      env: { ...process.env, ...ctrEnv },
+      stdio: ['ignore', 'pipe', 'pipe'],
     });
   try {
     server = await spawnServer('containerd', ['--config', config], {
@@ -84,5 +91,5 @@ export async function startContainerd(opts: StartContainerdOptions = {}): Promis
     await stop();
     throw err;
   }
-  return { address, root: dir, logFile, ctr, stop };
+  return { address, root: dir, logFile, ctr, spawnCtr, stop };
 }
