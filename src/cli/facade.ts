@@ -5,7 +5,7 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { Registry } from 'prom-client';
+import { collectDefaultMetrics, Registry } from 'prom-client';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import { parsePlatform } from '../oci/platform.ts';
@@ -137,7 +137,10 @@ export function registerFacade(program: Command): void {
       const config = await facadeConfigWithFlags(flags);
       // Hosted repositories take pushes: bulk bytes in, as into the daemon (bench/hosted-push-pull).
       if (config.hosted) tuneGcForStreaming();
-      app = await startFacade(config, { logger, registry: new Registry() });
+      // The process's own figures (memory, CPU, event-loop lag, GC) beside the facade's, as the daemon has.
+      const registry = new Registry();
+      collectDefaultMetrics({ register: registry, prefix: 'strata_' });
+      app = await startFacade(config, { logger, registry });
     } catch (err) {
       logger.fatal({ err: messageOf(err) }, 'facade failed to start');
       process.exitCode = 1;

@@ -24,8 +24,8 @@ import {
   messageOf,
 } from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
+import { LABEL_GC_EXPIRE } from '../metadata/gc-labels.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
-import { LABEL_GC_EXPIRE } from '../metadata/leases.ts';
 import type { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';

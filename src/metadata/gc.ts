@@ -9,9 +9,9 @@
 // A lease labelled `gc.flat` holds only its direct resources, not what they reference.
 import type { Digest } from '../oci/digest.ts';
 import { decodeMap, type MetadataDb, type Nanos } from './db.ts';
-import { LABEL_GC_EXPIRE, LABEL_GC_FLAT, parseRfc3339 } from './leases.ts';
+import { LABEL_GC_EXPIRE, LABEL_GC_FLAT, LABEL_GC_ROOT } from './gc-labels.ts';
+import { parseRfc3339 } from './leases.ts';
 
-export const LABEL_GC_ROOT = 'containerd.io/gc.root';
 const REF_CONTENT = 'containerd.io/gc.ref.content';
 const REF_IMAGE = 'containerd.io/gc.ref.image';
 const REF_SNAPSHOT = 'containerd.io/gc.ref.snapshot.';

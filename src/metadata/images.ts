@@ -16,9 +16,10 @@ import {
 import { imageAdaptor } from './filters/adaptors.ts';
 import { parseSelectors, parseStoreFilters, selectMatching } from './filters/filter.ts';
 import { type PrefilterColumns, prefilterOf } from './filters/prefilter.ts';
+import { LABEL_GC_EXPIRE } from './gc-labels.ts';
 import { goDigestError } from './go-digest.ts';
 import { getEntry, goQuote, setEntry, validateLabels, withoutEmpty } from './labels.ts';
-import { LABEL_GC_EXPIRE, LeaseStore } from './leases.ts';
+import { LeaseStore } from './leases.ts';
 
 export interface ImageTarget {
   mediaType: string;

@@ -7,9 +7,6 @@ import { parseStoreFilters, selectMatching } from './filters/filter.ts';
 import { goDigestError } from './go-digest.ts';
 import { goQuote, withoutEmpty } from './labels.ts';
 
-export const LABEL_GC_EXPIRE = 'containerd.io/gc.expire';
-export const LABEL_GC_FLAT = 'containerd.io/gc.flat';
-
 export interface LeaseRecord {
   id: string;
   labels: Record<string, string>;

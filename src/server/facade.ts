@@ -7,13 +7,11 @@ import { readFile } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { GrpcSpecProvider } from '../api/clients/spec-provider.ts';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
-import { createGrpcServer, type GrpcServer } from '../api/grpc/server.ts';
+import type { GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
-import { specProviderService } from '../api/services/spec-provider.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
-import { ClientAuth } from '../facade/auth/client-auth.ts';
+import type { ClientAuth } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
 import type { CacheStorage } from '../facade/blobs/cache-storage.ts';
 import {
@@ -45,7 +43,7 @@ import {
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { FacadeService, HISTORY_TTL_MS, type SharedTiers, type UpstreamRegistry } from '../facade/service.ts';
 import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '../facade/shared/codecs.ts';
-import { RedisStore } from '../facade/shared/redis-store.ts';
+import type { RedisStore } from '../facade/shared/redis-store.ts';
 import { SharedStore } from '../facade/shared/shared-store.ts';
 import { StaticLayers } from '../facade/static-layer.ts';
 import { isAnyHost, joinHostPort } from '../host-port.ts';
@@ -53,7 +51,7 @@ import type { Blob } from '../oci/blob.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
-import { type HostedParts, openHosted } from './hosted.ts';
+import type { HostedParts } from './hosted.ts';
 
 export interface FacadeApp {
   url: string;
@@ -145,6 +143,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     // The shared cache: its events use metrics, which exist before start() makes the first call.
     let shared: { store: SharedStore; redis: RedisStore; config: RedisConfig } | undefined;
     if (config.redis) {
+      const { RedisStore } = await import('../facade/shared/redis-store.ts');
       const redis = new RedisStore(config.redis.url);
       undo.push(() => redis.close());
       const store = sharedStore(config.redis, redis, logger, () => metrics);
@@ -170,6 +169,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
             serverName: r.tls.serverName,
           }
         : undefined;
+      const { GrpcSpecProvider } = await import('../api/clients/spec-provider.ts');
       const g = new GrpcSpecProvider({ address: r.address, timeoutMs: r.timeoutMs, tls });
       undo.push(() => g.close());
       remote.push(
@@ -245,6 +245,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     if (config.hosted) {
       if (hosted)
         throw invalidArgument('hosted repositories are given twice: by the config and by the caller');
+      const { openHosted } = await import('./hosted.ts');
       const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
       hosted = h;
       undo.push(() => h.close());
@@ -290,6 +291,10 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let grpc: GrpcServer | undefined;
     let specProviderPort: number | undefined;
     if (store && config.specProviders.store?.listen) {
+      const [{ createGrpcServer }, { specProviderService }] = await Promise.all([
+        import('../api/grpc/server.ts'),
+        import('../api/services/spec-provider.ts'),
+      ]);
       const served = specProviderService(store);
       grpc = createGrpcServer({
         logger,
@@ -305,6 +310,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
 
     let auth: ClientAuth | undefined;
     if (config.auth) {
+      const { ClientAuth } = await import('../facade/auth/client-auth.ts');
       const a = await ClientAuth.open(
         options.serviceUser ? { ...config.auth, serviceUser: options.serviceUser } : config.auth,
         {

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { messageOf } from '../errors.ts';
-import { NamespaceCacheStorage } from '../facade/blobs/cache-storage.ts';
+import { NamespaceCacheStorage } from '../facade/blobs/namespace-cache-storage.ts';
 import type { Readiness } from '../facade/http/server.ts';
 import { isAnyHost, joinHostPort } from '../host-port.ts';
 import { ContentView } from '../metadata/content.ts';

@@ -10,7 +10,7 @@ import { once } from 'node:events';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { DEFAULT_CACHE_NAMESPACE } from '../../src/facade/blobs/cache-storage.ts';
+import { DEFAULT_CACHE_NAMESPACE } from '../../src/facade/blobs/namespace-cache-storage.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { raw } from '../helpers/hosted.ts';
 import { pushFilesImage } from '../helpers/images.ts';

@@ -11,13 +11,14 @@ import { pino } from 'pino';
 import { ContentStore } from '../../content/store.ts';
 import { ContentView } from '../../metadata/content.ts';
 import { MetadataDb } from '../../metadata/db.ts';
-import { LABEL_GC_ROOT } from '../../metadata/gc.ts';
+import { LABEL_GC_ROOT } from '../../metadata/gc-labels.ts';
 import { GcRunner } from '../../metadata/gc-runner.ts';
 import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { BlobCache } from './cache.ts';
-import { DEFAULT_CACHE_NAMESPACE, DirCacheStorage, NamespaceCacheStorage } from './cache-storage.ts';
+import { DirCacheStorage } from './cache-storage.ts';
+import { DEFAULT_CACHE_NAMESPACE, NamespaceCacheStorage } from './namespace-cache-storage.ts';
 
 const NS = DEFAULT_CACHE_NAMESPACE;
 let dir: string;

@@ -13,7 +13,7 @@ import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { BlobCache, type BlobCacheOptions } from './cache.ts';
-import { NamespaceCacheStorage } from './cache-storage.ts';
+import { NamespaceCacheStorage } from './namespace-cache-storage.ts';
 
 type Tuning = Omit<BlobCacheOptions, 'dir' | 'storage'>;
 
