@@ -13,7 +13,6 @@ import { BuildahEngine } from '../builder/buildah.ts';
 import { LogStore } from '../builder/log-store.ts';
 import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orchestrator.ts';
 import { RegistryAccess } from '../builder/registries.ts';
-import { SharedBuilds } from '../builder/shared-builds.ts';
 import { SourceHistory } from '../builder/source-history.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
@@ -279,7 +278,10 @@ export async function startBuilder(
         configDir: join(config.stateDir, 'buildah', 'config'),
       }));
     const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
-    const shared = config.redis ? await SharedBuilds.connect({ url: config.redis }) : undefined;
+    // Redis's client (~650 modules) only for replicas that share builds.
+    const shared = config.redis
+      ? await (await import('../builder/shared-builds.ts')).SharedBuilds.connect({ url: config.redis })
+      : undefined;
     if (shared) undo.push(() => shared.close());
     const metrics = new BuilderMetrics(overrides.registry);
     const builder = new Builder({
