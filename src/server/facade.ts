@@ -2,7 +2,8 @@
 // extra CAs), disk blob cache, spec providers by key (`remote`: own store then gRPC providers, `fixed`: the
 // fixed-spec file), static layers, blob sources, the service, metrics and the HTTP server; optionally the
 // own store's gRPC SpecProvider endpoint; optionally the cache replicas share in Redis. One close() undoes
-// all of it.
+// all of it. The optional parts (Redis's store, gRPC, hosted repositories, client auth) are imported only
+// when the config names them: a facade restarts with every rollout, and they doubled its start-up.
 import { readFile } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
 import type { Logger } from 'pino';
