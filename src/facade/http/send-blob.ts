@@ -1,8 +1,9 @@
 // A blob's GET/HEAD answer, the same for composed (server.ts) and hosted (hosted.ts) repositories. A
 // stream that fails after the headers went out destroys the connection, so a client never sees a complete
 // response with wrong bytes.
+import { once } from 'node:events';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline } from 'node:stream';
 import type { Logger } from 'pino';
 import { FileRange } from '../../content/file-range.ts';
 import { GrowthRange } from '../../content/follow.ts';
@@ -99,9 +100,10 @@ export async function sendBlob(
     }
     return;
   }
-  // Wait for the first bytes (or the first failure) before committing to a status.
+  // Wait for the first bytes (or the first failure) before committing to a status. once() takes its
+  // 'readable' listener off again, so the stream flows as usual when piped below.
   try {
-    await firstBytes(stream);
+    await once(stream, 'readable');
   } catch (err) {
     stream.destroy();
     throw err;
@@ -144,25 +146,6 @@ function writeChunk(res: ServerResponse, chunk: Buffer, signal: AbortSignal): Pr
       if (err) reject(err);
       else resolve();
     });
-  });
-}
-
-/**
- * Resolves once the stream has bytes buffered (or has ended), rejects if it fails first. The 'readable'
- * listener is gone again before the caller pipes the stream, which then flows as usual.
- */
-function firstBytes(stream: Readable): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const settle = (err?: Error) => {
-      stream.off('readable', onReadable);
-      stream.off('error', onError);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onReadable = () => settle();
-    const onError = (err: Error) => settle(err);
-    stream.on('readable', onReadable);
-    stream.on('error', onError);
   });
 }
 
