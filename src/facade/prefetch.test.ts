@@ -145,6 +145,7 @@ test('prefetch: specs stored before start are prefetched, most recent first and 
     },
     fill: async () => 'hit',
     startupSpecs: 2,
+    retries: 0,
     events: {
       completed: (id) => events.push(`completed ${id}`),
       failed: (id, err) => events.push(`failed ${id}: ${(err as Error).message}`),
@@ -155,11 +156,110 @@ test('prefetch: specs stored before start are prefetched, most recent first and 
     await waitFor(() => events.length === 2, 10_000, { what: 'the start-up prefetches' });
     assert.deepEqual(planned.sort(), ['mid', 'new']);
     assert.deepEqual(events.sort(), ['completed new', 'failed mid: registry down']);
-    // A rescan (SIGHUP) takes the rest; what was done already is not done again.
+    // A rescan (SIGHUP) takes the rest and what failed; what was done already is not done again.
     await p.rescan();
-    await waitFor(() => events.length === 3, 10_000, { what: 'the rescan' });
-    assert.equal(events.at(-1), 'completed old');
+    await waitFor(() => events.length === 4, 10_000, { what: 'the rescan' });
+    assert.deepEqual(events.slice(2).sort(), ['completed old', 'failed mid: registry down']);
+    assert.deepEqual(planned.sort(), ['mid', 'mid', 'new', 'old']);
   } finally {
     await p.close();
   }
+});
+
+test('prefetch: a failed attempt is tried again after growing pauses, then given up until a rescan', async () => {
+  const store = new FakeStore();
+  /** Attempts still to fail, by spec. */
+  const failing = new Map<string, number>();
+  const attempts = new Map<string, number>();
+  const events: string[] = [];
+  const pauses: number[] = [];
+  /** Whether a pause lasts until it is cut (by a removal, a new put or close) instead of ending at once. */
+  let pausesHold = false;
+  const p = new Prefetcher({
+    store,
+    plan: async (id) => {
+      attempts.set(id, (attempts.get(id) ?? 0) + 1);
+      const left = failing.get(id) ?? 0;
+      if (left > 0) {
+        failing.set(id, left - 1);
+        throw new Error('registry restarting');
+      }
+      return { manifestDigest: digestOf(id) as Digest, blobs: [] };
+    },
+    fill: async () => 'hit',
+    retries: 2,
+    retryDelayMs: 1000,
+    random: () => 0.5,
+    sleep: (ms, signal) => {
+      pauses.push(ms);
+      if (!pausesHold) return Promise.resolve();
+      return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
+    },
+    events: {
+      completed: (id) => events.push(`completed ${id}`),
+      failed: (id, err, _s, retryInMs) =>
+        events.push(
+          `failed ${id}: ${(err as Error).message}, ${retryInMs === undefined ? 'given up' : `again in ${retryInMs}`}`,
+        ),
+      cancelled: (id) => events.push(`cancelled ${id}`),
+    },
+  });
+  await p.start();
+  try {
+    // Failing every time: two retries after pauses drawn from [0, 1 s] and [0, 2 s], then given up.
+    failing.set('a', Number.POSITIVE_INFINITY);
+    store.put('a');
+    await waitFor(() => events.length === 3, 10_000, { what: 'the attempts of a' });
+    assert.deepEqual(events, [
+      'failed a: registry restarting, again in 500',
+      'failed a: registry restarting, again in 1000',
+      'failed a: registry restarting, given up',
+    ]);
+    assert.deepEqual(pauses, [500, 1000]);
+    assert.equal(attempts.get('a'), 3);
+    assert.equal(p.pending, 0);
+    // Given up means not prefetched: a rescan (SIGHUP) tries that same version again.
+    failing.delete('a');
+    await p.rescan();
+    await waitFor(() => events.length === 4, 10_000, { what: 'the rescan of a' });
+    assert.equal(events[3], 'completed a');
+
+    // The upstream is back by the retry: the prefetch completes.
+    failing.set('b', 1);
+    store.put('b');
+    await waitFor(() => events.length === 6, 10_000, { what: 'the retry of b' });
+    assert.deepEqual(events.slice(4), ['failed b: registry restarting, again in 500', 'completed b']);
+
+    // Removed while waiting to try again: no further attempt.
+    pausesHold = true;
+    events.length = 0;
+    failing.set('c', Number.POSITIVE_INFINITY);
+    store.put('c');
+    await waitFor(() => events.length === 1, 10_000, { what: 'the first attempt of c' });
+    store.remove('c');
+    await waitFor(() => p.pending === 0, 10_000, { what: 'the job of c to end' });
+    assert.equal(attempts.get('c'), 1);
+
+    // Put again while waiting: the new version goes at once, without the pause.
+    failing.set('d', 1);
+    store.put('d');
+    await waitFor(() => events.length === 2, 10_000, { what: 'the first attempt of d' });
+    store.put('d');
+    await waitFor(() => events.length === 3, 10_000, { what: 'the new version of d' });
+    assert.deepEqual(events, [
+      'failed c: registry restarting, again in 500',
+      'failed d: registry restarting, again in 500',
+      'completed d',
+    ]);
+    assert.equal(attempts.get('d'), 2);
+
+    // Stopping while a job waits to try again does not wait for its pause.
+    failing.set('e', Number.POSITIVE_INFINITY);
+    store.put('e');
+    await waitFor(() => events.length === 4, 10_000, { what: 'the first attempt of e' });
+    assert.equal(p.pending, 1);
+  } finally {
+    await p.close();
+  }
+  assert.equal(attempts.get('e'), 1);
 });

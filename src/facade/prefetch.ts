@@ -4,11 +4,14 @@
 // and by rescan() (SIGHUP). One job per spec at a time (a spec put again while its job runs is prefetched
 // again once that job ends), blob fills bounded across all jobs, each joining a fill already in flight
 // (the cache's single-flight). Removing a spec cancels its job: fills only it holds are abandoned, fills a
-// client or another spec's job reads go on.
+// client or another spec's job reads go on. A failed attempt is tried again a bounded number of times,
+// after growing pauses (a registry restarting must not cost the node its prefetch); once they are used up
+// the spec counts as not prefetched, so the next rescan or put tries it afresh.
 import { aborted } from '../errors.ts';
 import { Limiter } from '../limiter.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
+import { backoffDelay, sleep as realSleep, type Sleep } from '../registry/retry.ts';
 import type { CacheOutcome } from './blobs/cache.ts';
 import type { StoredSpec } from './providers/spec-store.ts';
 import { TtlLru } from './providers/ttl-lru.ts';
@@ -32,9 +35,11 @@ export interface PrefetchSummary {
 }
 
 export interface PrefetchEvents {
+  /** An attempt started (each attempt of a job that is tried again starts and ends on its own). */
   started?(id: string): void;
   completed?(id: string, summary: PrefetchSummary): void;
-  failed?(id: string, err: unknown, summary: PrefetchSummary): void;
+  /** An attempt failed; `retryInMs` when another one follows after that pause. */
+  failed?(id: string, err: unknown, summary: PrefetchSummary, retryInMs?: number): void;
   cancelled?(id: string, summary: PrefetchSummary): void;
   /** A spec that could not be queued (the queue is full); a later put or rescan tries again. */
   skipped?(id: string): void;
@@ -54,8 +59,21 @@ export interface PrefetcherOptions {
   startupSpecs?: number;
   /** Specs waiting for their turn at most (default 1024). */
   maxQueued?: number;
+  /** Attempts after a failed one (default 3). */
+  retries?: number;
+  /**
+   * The pause before the first retry is drawn from [0, this] (default 2 s); the range doubles for each
+   * further one, up to a minute. Drawn, so specs that failed together do not all come back at once.
+   */
+  retryDelayMs?: number;
   events?: PrefetchEvents;
+  /** Test seams: the pause and the jitter source. */
+  sleep?: Sleep;
+  random?: () => number;
 }
+
+/** The longest pause between two attempts, however many came before. */
+const MAX_RETRY_DELAY_MS = 60_000;
 
 interface Job {
   id: string;
@@ -63,6 +81,8 @@ interface Job {
   controller: AbortController;
   /** Set when the spec was put again while this job ran. */
   again?: string;
+  /** Ends the pause before the job's next attempt (the spec was put again: that version goes first). */
+  wake?: AbortController;
 }
 
 export class Prefetcher {
@@ -139,9 +159,11 @@ export class Prefetcher {
     if (this.closed || this.known.get(id) === version) return;
     const job = this.jobs.get(id);
     if (job) {
-      // Once the running job ends; its blobs are likely this version's too.
+      // Once the running job ends; its blobs are likely this version's too. A job waiting to try again
+      // gives way at once.
       job.again = version;
       this.known.set(id, version);
+      job.wake?.abort();
       return;
     }
     if (this.jobs.size >= (this.o.maxQueued ?? 1024)) {
@@ -172,7 +194,40 @@ export class Prefetcher {
     this.running.add(p);
   }
 
+  /** The job's attempts: the first, and while they fail the retries, each after its pause. */
   private async prefetch(job: Job): Promise<void> {
+    const retries = this.o.retries ?? 3;
+    const policy = {
+      attempts: retries + 1,
+      baseDelayMs: this.o.retryDelayMs ?? 2000,
+      maxDelayMs: MAX_RETRY_DELAY_MS,
+      maxRetryAfterMs: 0,
+    };
+    for (let retry = 1; ; retry++) {
+      const failure = await this.attempt(job);
+      if (failure === undefined) return;
+      // A version put meanwhile goes next instead.
+      const last = retry > retries || job.again !== undefined;
+      const delay = last ? undefined : backoffDelay(policy, retry, this.o.random);
+      this.events.failed?.(job.id, failure.err, failure.summary, delay);
+      if (delay === undefined) {
+        // Given up: the next rescan (SIGHUP) tries this version again, as a new put does.
+        if (this.known.get(job.id) === job.version) this.known.delete(job.id);
+        return;
+      }
+      job.wake = new AbortController();
+      try {
+        await (this.o.sleep ?? realSleep)(delay, AbortSignal.any([job.controller.signal, job.wake.signal]));
+      } catch {
+        return; // removed, stopping, or put again (run() starts that version)
+      } finally {
+        job.wake = undefined;
+      }
+    }
+  }
+
+  /** One attempt; reports its end unless it failed, which it returns. */
+  private async attempt(job: Job): Promise<{ err: unknown; summary: PrefetchSummary } | undefined> {
     const { id, controller } = job;
     const signal = controller.signal;
     const summary: PrefetchSummary = { blobs: 0, outcomes: {}, bytes: 0, failedBlobs: 0, durationMs: 0 };
@@ -203,15 +258,13 @@ export class Prefetcher {
       }, signal);
       summary.durationMs = Date.now() - started;
       this.events.completed?.(id, summary);
+      return undefined;
     } catch (err) {
       summary.durationMs = started === 0 ? 0 : Date.now() - started;
-      if (signal.aborted) {
-        // Cancelled before its turn came: never started, so nothing to report.
-        if (started !== 0) this.events.cancelled?.(id, summary);
-      } else {
-        // A failed prefetch is not retried until the spec is put again (a pull fetches what is missing).
-        this.events.failed?.(id, err, summary);
-      }
+      if (!signal.aborted) return { err, summary };
+      // Cancelled before its turn came: never started, so nothing to report.
+      if (started !== 0) this.events.cancelled?.(id, summary);
+      return undefined;
     }
   }
 

@@ -137,15 +137,22 @@ test('prefetch: on by default, its bounds, and what is wrong', () => {
     enabled: true,
     concurrency: 4,
     startupSpecs: 100,
+    retries: 3,
+    retryDelayMs: 2000,
   });
   assert.deepEqual(
-    parseFacadeConfig('prefetch: { enabled: false, concurrency: 2, startupSpecs: 0 }', '/').prefetch,
-    { enabled: false, concurrency: 2, startupSpecs: 0 },
+    parseFacadeConfig(
+      'prefetch: { enabled: false, concurrency: 2, startupSpecs: 0, retries: 0, retryDelaySeconds: 0.25 }',
+      '/',
+    ).prefetch,
+    { enabled: false, concurrency: 2, startupSpecs: 0, retries: 0, retryDelayMs: 250 },
   );
   for (const [text, msg] of [
     ['prefetch: { enabled: "no" }', /prefetch.enabled: want true or false/],
     ['prefetch: { concurrency: 0 }', /prefetch.concurrency: want a whole number of at least 1/],
     ['prefetch: { startupSpecs: -1 }', /prefetch.startupSpecs: want a whole number/],
+    ['prefetch: { retries: 1.5 }', /prefetch.retries: want a whole number/],
+    ['prefetch: { retryDelaySeconds: 0 }', /prefetch.retryDelaySeconds: want a positive number/],
     ['prefetch: { workers: 2 }', /prefetch.workers: unknown key/],
   ] as const) {
     assert.throws(() => parseFacadeConfig(text, '/'), msg);

@@ -86,9 +86,16 @@ export interface FacadeConfig {
   connections: { max?: number; perClient?: number; headerTimeoutMs: number };
   /**
    * Prefetch of specs put in the own spec store (on by default; nothing to do without a store): blob fills
-   * at once, and how many of the specs already stored are prefetched at start (most recent first).
+   * at once, how many of the specs already stored are prefetched at start (most recent first), and how
+   * often and after how long a failed prefetch is tried again.
    */
-  prefetch: { enabled: boolean; concurrency: number; startupSpecs: number };
+  prefetch: {
+    enabled: boolean;
+    concurrency: number;
+    startupSpecs: number;
+    retries: number;
+    retryDelayMs: number;
+  };
   /**
    * Watch the reloadable files (fixed specs, static layer files, docker auth, htpasswd, token keys, TLS)
    * and reload them when they change (default). false: they are reloaded on SIGHUP only.
@@ -130,7 +137,7 @@ export const FACADE_KEYS = {
   connections: { max: null, perClient: null, headerTimeoutSeconds: null },
   shutdownGraceSeconds: null,
   hosted: { root: null },
-  prefetch: { enabled: null, concurrency: null, startupSpecs: null },
+  prefetch: { enabled: null, concurrency: null, startupSpecs: null, retries: null, retryDelaySeconds: null },
   redis: {
     url: null,
     keyPrefix: null,
@@ -414,6 +421,8 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     enabled: pf.enabled !== false,
     concurrency: pf.concurrency === undefined ? 4 : parseCount(pf.concurrency, 'prefetch.concurrency'),
     startupSpecs: pf.startupSpecs === undefined ? 100 : wholeNumber(pf.startupSpecs, 'prefetch.startupSpecs'),
+    retries: pf.retries === undefined ? 3 : wholeNumber(pf.retries, 'prefetch.retries'),
+    retryDelayMs: positive(pf.retryDelaySeconds, 'prefetch.retryDelaySeconds', 2) * 1000,
   };
   const tagTtlMs = positive(d.tagTtlSeconds, 'tagTtlSeconds', 60) * 1000;
   const specCacheTtlMs = positive(sp.cacheTtlSeconds, 'specProviders.cacheTtlSeconds', 30) * 1000;

@@ -436,14 +436,23 @@ function startPrefetch(
     fill: (blob, signal) => cache.prefetch(blob, signal),
     concurrency: config.concurrency,
     startupSpecs: config.startupSpecs,
+    retries: config.retries,
+    retryDelayMs: config.retryDelayMs,
     events: {
       started: (id) => {
         metrics.prefetchesStarted.inc();
         log.debug({ id }, 'prefetch started');
       },
       completed: (id, s) => log.info(finished(id, 'completed', s), 'prefetch complete'),
-      failed: (id, err, s) =>
-        log.warn({ ...finished(id, 'failed', s), err: messageOf(err) }, 'prefetch failed'),
+      failed: (id, err, s, retryInMs) =>
+        log.warn(
+          {
+            ...finished(id, retryInMs === undefined ? 'failed' : 'retried', s),
+            err: messageOf(err),
+            ...(retryInMs === undefined ? {} : { retryInMs }),
+          },
+          'prefetch failed',
+        ),
       cancelled: (id, s) => log.info(finished(id, 'cancelled', s), 'prefetch cancelled'),
       skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
       storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),

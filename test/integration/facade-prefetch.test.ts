@@ -3,7 +3,7 @@
 // (base, IDE, supervisor and IDE-layer image layers from a docker-registry, a remote content layer from the
 // test's host) lands in the facade's disk cache before anyone asks: with the registry and the host stopped,
 // containerd pulls the composite and runs it. Removing a spec cancels its prefetch (a fill only it holds is
-// abandoned, one a client reads goes on), and a prefetch that failed leaves nothing in the way of a pull.
+// abandoned, one a client reads goes on), and a prefetch that failed is tried again after a pause.
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -112,7 +112,8 @@ describe('facade prefetch of specs put in the own store', () => {
         tagTtlSeconds: 3600,
         // Only a cancellation cuts a held-back fill within the test.
         upstreamStallTimeoutSeconds: 600,
-        prefetch: { concurrency: 2 },
+        // Retries come within a second or two (by default after up to 2, 4 and 8 s).
+        prefetch: { concurrency: 2, retries: 4, retryDelaySeconds: 0.3 },
       }),
     );
     logFile = join(work, 'facade.log');
@@ -173,26 +174,35 @@ describe('facade prefetch of specs put in the own store', () => {
     assert.equal(content.cut.get('/shared.tar.gz') ?? 0, 0);
   });
 
-  test('a failed prefetch does not get in the way of a later pull', async () => {
-    // The host does not have the layer yet: the prefetch fails.
+  test('a failed prefetch is tried again: the layer the host lacked is fetched once it is there', async () => {
+    // The host does not have the layer yet: the first attempt fails, and another follows after a pause.
     const late = await contentLayer('/late.tar.gz', 'late-marker', false);
+    const completedBefore = await finished('completed');
     await putSpec('late', { baseRef: busybox.ref, contentLayer: [late.layer] });
-    await waitFor(async () => (await finished('failed')) === 1, 60_000, { what: 'a failed prefetch' });
+    await waitFor(async () => (await finished('retried')) >= 1, 60_000, { what: 'a failed attempt' });
     const failedLine = (await logLines()).find((l) => l.msg === 'prefetch failed');
     assert.equal(failedLine?.id, 'late');
     assert.equal(failedLine?.failedBlobs, 1);
+    assert.equal(typeof failedLine?.retryInMs, 'number', JSON.stringify(failedLine));
 
     content.bodies.set('/late.tar.gz', late.gz);
+    await waitFor(async () => (await finished('completed')) === completedBefore + 1, 60_000, {
+      what: 'a retry to complete',
+    });
+    assert.equal(await finished('failed'), 0, 'not given up');
+    const fetched = content.requests.get('/late.tar.gz');
     const ref = `${facadeHost}/remote/late:latest`;
     await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
     const out = await ctrd.ctr(['run', '--rm', ref, 'late', 'cat', '/workspace/late-marker']);
     assert.equal(out, 'late-marker\n');
+    assert.equal(content.requests.get('/late.tar.gz'), fetched, 'the pull was served from the cache');
   });
 
   test('prefetched: with the registry and the content-layer host stopped, containerd pulls and runs the composite', async () => {
     const remote = await contentLayer('/remote.tar.gz', 'remote-marker');
     const directTar = await tarOf({ 'workspace/direct-marker': 'direct marker\n' });
     const completedBefore = await finished('completed');
+    const startedBefore = sample(await metrics(), 'strata_facade_prefetches_started_total');
     await putSpec('ws1', {
       baseRef: busybox.ref,
       ideRef: ide.ref,
@@ -208,7 +218,7 @@ describe('facade prefetch of specs put in the own store', () => {
     assert.equal(done?.blobs, 5, JSON.stringify(done));
     const text = await metrics();
     assert.ok(sample(text, 'strata_facade_prefetch_bytes_total') >= remote.gz.length);
-    assert.equal(sample(text, 'strata_facade_prefetches_started_total'), 4);
+    assert.equal(sample(text, 'strata_facade_prefetches_started_total'), startedBefore + 1);
 
     await reg.stop();
     await content.stop();

@@ -118,12 +118,12 @@ export class FacadeMetrics implements FacadeObserver {
     });
     this.prefetchesStarted = new Counter({
       name: 'strata_facade_prefetches_started_total',
-      help: 'Prefetches of specs put in the own spec store that started',
+      help: 'Prefetch attempts of specs put in the own spec store that started (a retry is one more)',
       registers,
     });
     this.prefetchesFinished = new Counter({
       name: 'strata_facade_prefetches_finished_total',
-      help: 'Prefetches that ended, by result (completed, failed, cancelled: the spec was removed)',
+      help: 'Prefetch attempts that ended, by result (completed; retried: failed, tried again after a pause; failed: failed, given up; cancelled: the spec was removed)',
       labelNames: ['result'],
       registers,
     });
