@@ -5,8 +5,11 @@
 // all) and a pull whose tag moved meanwhile can still fetch the blobs of the manifest it got. A blob is
 // only reachable through a name whose composed image lists it. With a shared tier (Redis, `shared`), what
 // one replica composed and resolved is found by the others: a manifest asked for by digest is answered
-// with the bytes some replica composed, never with a recomposition that came out different. No HTTP here.
-import { internal, invalidArgument, notFound } from '../errors.ts';
+// with the bytes some replica composed, never with a recomposition that came out different. A tag whose
+// registry cannot be reached when its TTL is up keeps its last digest for a while (stale-if-error), as long
+// as that manifest is still in memory: a registry blink must not fail a workspace whose image is at hand.
+// No HTTP here.
+import { errorKind, internal, invalidArgument, notFound } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor, Platform } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
@@ -61,7 +64,14 @@ export interface FacadeObserver {
   /** A source was asked for bytes over the network (or from spec bytes) to fill the cache. */
   upstreamFetch?(source: string): void;
   composed?(name: string, digest: Digest): void;
+  /** A tag's registry could not be reached, so its last resolution was used (`ref` normalized). */
+  staleTag?(ref: string, digest: Digest, err: unknown): void;
 }
+
+/** Default of how long a tag's last resolution may stand in for one its registry did not answer. */
+export const DEFAULT_TAG_STALE_IF_ERROR_MS = 24 * 3600_000;
+/** Failures that say the registry could not answer, not that the tag is gone or forbidden. */
+const UNREACHABLE = new Set(['Unavailable', 'DeadlineExceeded', 'ResourceExhausted']);
 
 /** Default of how long a name's compositions stay servable by digest from memory. */
 export const HISTORY_TTL_MS = 15 * 60_000;
@@ -76,6 +86,13 @@ export interface FacadeServiceOptions {
   platform: Platform;
   /** How long a tag → digest resolution is trusted (default 60 s). */
   tagTtlMs?: number;
+  /**
+   * How long after its last resolution a tag's digest is still used when its registry cannot be reached
+   * (unavailable, timed out, rate-limited) (default a day; 0: never).
+   */
+  tagStaleIfErrorMs?: number;
+  /** While a tag's registry cannot be reached, how often it is asked again (default 10 s). */
+  staleRecheckMs?: number;
   /** How long a name's compositions stay servable by digest (default 15 min), and how many per name (4). */
   historyTtlMs?: number;
   historyPerName?: number;
@@ -128,8 +145,10 @@ interface FetchedImage {
 export class FacadeService {
   private readonly o: FacadeServiceOptions;
   private readonly resolutions: LoadingCache<string, Descriptor>;
-  /** A tag's digest at its last resolution, kept past the resolution's TTL (bounded like it). */
-  private readonly lastDigest: TtlLru<string, Digest>;
+  /** A tag's digest at its last resolution and when that was, kept past the resolution's TTL (bounded like it). */
+  private readonly lastDigest: TtlLru<string, { digest: Digest; at: number }>;
+  /** Tags whose registry could not be reached just now, with why (kept `staleRecheckMs`). */
+  private readonly unreachable: TtlLru<string, { err: unknown }>;
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
   private readonly configs: LoadingCache<Digest, ImageConfig>;
   private readonly history: TtlLru<string, Composition[]>;
@@ -146,6 +165,7 @@ export class FacadeService {
       tier: options.shared?.tags,
     });
     this.lastDigest = new TtlLru({ ttlMs: Number.POSITIVE_INFINITY, maxEntries });
+    this.unreachable = new TtlLru({ ttlMs: options.staleRecheckMs ?? 10_000, maxEntries });
     this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? HISTORY_TTL_MS, maxEntries });
@@ -389,6 +409,46 @@ export class FacadeService {
     return compose(viewOf(spec.baseRef), additions, { baseRef: spec.baseRef });
   }
 
+  /**
+   * A tag's descriptor, resolved (and kept for the TTL); or, while its registry cannot be reached, its last
+   * one, if that is recent enough and its manifest still in memory. The registry is asked again at most
+   * every `staleRecheckMs` meanwhile, so composing during an outage does not wait out the client's
+   * retries each time.
+   */
+  private async resolveTag(ref: Reference): Promise<Descriptor> {
+    const key = formatReference(ref);
+    const last = this.lastDigest.get(key);
+    const lastManifest = last && this.manifests.peek(last.digest);
+    const maxAge = this.o.tagStaleIfErrorMs ?? DEFAULT_TAG_STALE_IF_ERROR_MS;
+    const stale =
+      last && lastManifest && Date.now() - last.at <= maxAge
+        ? { mediaType: lastManifest.mediaType, digest: last.digest, size: lastManifest.bytes.byteLength }
+        : undefined;
+    const failed = this.unreachable.get(key);
+    if (stale && failed !== undefined) {
+      this.o.observer?.staleTag?.(key, stale.digest, failed.err);
+      return stale;
+    }
+    try {
+      const desc = await this.resolutions.get(key, async () => {
+        // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
+        // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a
+        // round trip less on the way to a cold composite manifest than HEAD then GET.
+        if (lastManifest !== undefined) return this.o.upstream.resolve(ref);
+        const got = await this.o.upstream.fetchManifest(ref);
+        this.manifests.set(got.digest, got);
+        return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
+      });
+      this.lastDigest.set(key, { digest: desc.digest, at: Date.now() });
+      return desc;
+    } catch (err) {
+      if (!stale || !UNREACHABLE.has(errorKind(err) ?? '')) throw err;
+      this.unreachable.set(key, { err });
+      this.o.observer?.staleTag?.(key, stale.digest, err);
+      return stale;
+    }
+  }
+
   /** An image's manifest (the platform's, from an index) and config, from caches or its registry. */
   private async imageView(refString: string): Promise<ImageView> {
     const ref = withDefaultTag(parseNormalizedReference(refString));
@@ -398,18 +458,7 @@ export class FacadeService {
       const d = ref.digest;
       fetched = await this.manifests.get(d, () => up.fetchManifest(ref));
     } else {
-      const key = formatReference(ref);
-      const desc = await this.resolutions.get(key, async () => {
-        // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
-        // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a round
-        // trip less on the way to a cold composite manifest than HEAD then GET.
-        const last = this.lastDigest.get(key);
-        if (last !== undefined && this.manifests.peek(last) !== undefined) return up.resolve(ref);
-        const got = await up.fetchManifest(ref);
-        this.manifests.set(got.digest, got);
-        return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
-      });
-      this.lastDigest.set(key, desc.digest);
+      const desc = await this.resolveTag(ref);
       fetched = await this.manifests.get(desc.digest, () => up.fetchManifest(ref, { descriptor: desc }));
     }
     if (fetched.parsed.kind === 'index') {

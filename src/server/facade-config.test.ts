@@ -25,6 +25,7 @@ platform: linux/arm64
 plainHttpHosts: [registry.local:5000]
 contentLayers: { redirect: true }
 tagTtlSeconds: 5
+tagStaleIfErrorSeconds: 600
 upstreamStallTimeoutSeconds: 7.5
 connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
 `,
@@ -41,6 +42,9 @@ connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
   assert.equal(c.platform.architecture, 'arm64');
   assert.equal(c.contentLayers.redirect, true);
   assert.equal(c.tagTtlMs, 5000);
+  assert.equal(c.tagStaleIfErrorMs, 600_000);
+  assert.equal(parseFacadeConfig('{}', '/').tagStaleIfErrorMs, 24 * 3600_000);
+  assert.equal(parseFacadeConfig('tagStaleIfErrorSeconds: 0', '/').tagStaleIfErrorMs, 0);
   assert.equal(c.upstreamStallMs, 7500);
   assert.equal(parseFacadeConfig('{}', '/').upstreamStallMs, 20_000);
   assert.deepEqual(c.connections, { max: 5000, perClient: 100, headerTimeoutMs: 5000 });
@@ -54,6 +58,7 @@ connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
 test('bad configs name the key', () => {
   const cases: [string, RegExp][] = [
     ['listne: x', /listne: unknown key/],
+    ['tagStaleIfErrorSeconds: -1', /tagStaleIfErrorSeconds: want a number of at least 0/],
     ['listen: nope', /listen: want host:port/],
     ['cache: { maxBytes: 10XB }', /cache.maxBytes/],
     ['staticLayers: [{ ref: a, file: b }]', /staticLayers\[0\]: want exactly one/],

@@ -10,6 +10,7 @@ import { DEFAULT_STALL_MS } from '../facade/blobs/cache.ts';
 import { DEFAULT_HEADER_TIMEOUT_MS } from '../facade/http/connection-guard.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import type { TlsFiles } from '../facade/http/tls-files.ts';
+import { DEFAULT_TAG_STALE_IF_ERROR_MS } from '../facade/service.ts';
 import { DEFAULT_SHARED_MAX_VALUE_BYTES, DEFAULT_SHARED_TIMEOUT_MS } from '../facade/shared/shared-store.ts';
 import type { StaticLayerConfig } from '../facade/static-layer.ts';
 import { parseHostPort } from '../host-port.ts';
@@ -78,6 +79,8 @@ export interface FacadeConfig {
   caCerts: string[];
   contentLayers: { redirect: boolean };
   tagTtlMs: number;
+  /** How long a tag's last resolution stands in while its registry cannot be reached (0: never). */
+  tagStaleIfErrorMs: number;
   /** A blob fetch (registry or content-layer host) that receives no byte for this long fails. */
   upstreamStallMs: number;
   /** On SIGTERM, requests in flight get this long to finish before they are cut. */
@@ -133,6 +136,7 @@ export const FACADE_KEYS = {
   caCerts: null,
   contentLayers: { redirect: null },
   tagTtlSeconds: null,
+  tagStaleIfErrorSeconds: null,
   upstreamStallTimeoutSeconds: null,
   connections: { max: null, perClient: null, headerTimeoutSeconds: null },
   shutdownGraceSeconds: null,
@@ -207,6 +211,12 @@ export function parseCount(v: unknown, where: string): number {
   if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 1)
     fail(where, `want a whole number of at least 1, got ${JSON.stringify(v)}`);
   return n;
+}
+
+function nonNegative(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    fail(where, `want a number of at least 0, got ${JSON.stringify(v)}`);
+  return v;
 }
 
 function wholeNumber(v: unknown, where: string): number {
@@ -472,6 +482,10 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     caCerts,
     contentLayers: { redirect: cl.redirect === true },
     tagTtlMs,
+    tagStaleIfErrorMs:
+      d.tagStaleIfErrorSeconds === undefined
+        ? DEFAULT_TAG_STALE_IF_ERROR_MS
+        : nonNegative(d.tagStaleIfErrorSeconds, 'tagStaleIfErrorSeconds') * 1000,
     upstreamStallMs:
       positive(d.upstreamStallTimeoutSeconds, 'upstreamStallTimeoutSeconds', DEFAULT_STALL_MS / 1000) * 1000,
     connections,

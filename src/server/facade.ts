@@ -42,7 +42,14 @@ import {
   type SpecProvider,
 } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
-import { FacadeService, HISTORY_TTL_MS, type SharedTiers, type UpstreamRegistry } from '../facade/service.ts';
+import { TtlLru } from '../facade/providers/ttl-lru.ts';
+import {
+  type FacadeObserver,
+  FacadeService,
+  HISTORY_TTL_MS,
+  type SharedTiers,
+  type UpstreamRegistry,
+} from '../facade/service.ts';
 import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '../facade/shared/codecs.ts';
 import type { RedisStore } from '../facade/shared/redis-store.ts';
 import { SharedStore } from '../facade/shared/shared-store.ts';
@@ -275,10 +282,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       staticLayers: staticLayers.layers,
       platform: config.platform,
       tagTtlMs: config.tagTtlMs,
+      tagStaleIfErrorMs: config.tagStaleIfErrorMs,
       allowHttpHost,
       // Redirected clients go to the URL anyway; proxied ones must come through us.
       contentLayerUrls: config.contentLayers.redirect,
-      observer: metrics,
+      observer: warnOfStaleTags(metrics, logger),
       shared: sharedTiers,
     });
 
@@ -458,6 +466,25 @@ function startPrefetch(
       storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
     },
   });
+}
+
+/** The metrics as the service's observer, plus a warning (once a minute per tag) when a stale tag is used. */
+function warnOfStaleTags(metrics: FacadeMetrics, logger: Logger): FacadeObserver {
+  const warned = new TtlLru<string, true>({ ttlMs: 60_000, maxEntries: 1024 });
+  return {
+    blobServed: (source, outcome) => metrics.blobServed(source, outcome),
+    upstreamFetch: (source) => metrics.upstreamFetch(source),
+    composed: () => metrics.composed(),
+    staleTag: (ref, digest, err) => {
+      metrics.staleTag();
+      if (warned.get(ref)) return;
+      warned.set(ref, true);
+      logger.warn(
+        { ref, digest, err: messageOf(err) },
+        "registry not reachable: using the tag's last resolution",
+      );
+    },
+  };
 }
 
 /** The `host:port` names clients use for a registry listening on `host`: loopback ones for every interface. */

@@ -1,6 +1,7 @@
 // Faults the facade must survive, each with real components: the upstream docker-registry killed in the
 // middle of a blob (behind a slowing proxy, so "the middle" is reliable), the spec provider down or silent,
-// a cache disk with no room (a 4 MiB tmpfs as the cache dir), and a cached file that is not its digest.
+// a cache disk with no room (a 4 MiB tmpfs as the cache dir), a cached file that is not its digest, and
+// the registry down when a tag's resolution is due again.
 // (A content-layer host that never answers is in hostile-facade.test.ts.)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -19,7 +20,7 @@ import type { Digest } from '../../src/oci/digest.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { countingProxy } from '../helpers/counting-proxy.ts';
-import { type PushedImage, pushBusybox, pushFilesImage } from '../helpers/images.ts';
+import { type PushedImage, pushBusybox, pushFilesImage, skopeoCopy } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { runCommand, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
@@ -144,6 +145,37 @@ describe('facade faults', () => {
     assert.ok(resumed.length > 0);
     const offset = Number(/^bytes=(\d+)-/.exec(resumed[0]!.range ?? '')?.[1] ?? 0);
     assert.ok(offset > 0, `the fill resumed at byte ${offset} (${resumed[0]!.range ?? 'no Range header'})`);
+  });
+
+  test("the registry down when a tag is due again: the tag's last digest stands in, and skopeo still copies the image", {
+    timeout: 120_000,
+  }, async (t) => {
+    const proxy = await countingProxy(reg.url);
+    let proxyOpen = true;
+    t.after(() => (proxyOpen ? proxy.close() : undefined));
+    const ref = busybox.ref.replace(reg.host, proxy.host);
+    const app = await facade(
+      'stale',
+      { ws: { baseRef: ref } },
+      { plainHttpHosts: [proxy.host], tagTtlSeconds: 0.2 },
+    );
+    t.after(() => app.close());
+    const image = `${new URL(app.url).host}/fixed/ws:latest`;
+    const first = await skopeoCopy(image, `dir:${join(work, 'stale-1')}`);
+
+    await proxy.close();
+    proxyOpen = false;
+    // Past the tag's TTL and the moment a composition is shared for (1 s).
+    await new Promise((r) => setTimeout(r, 1200));
+    const again = await skopeoCopy(image, `dir:${join(work, 'stale-2')}`);
+    assert.equal(again, first);
+    assert.ok((await metric(app, 'strata_facade_stale_tags_total')) >= 1);
+
+    // A facade that never resolved the tag has nothing to stand in: the registry's outage is the answer.
+    const fresh = await facade('stale-fresh', { ws: { baseRef: ref } }, { plainHttpHosts: [proxy.host] });
+    t.after(() => fresh.close());
+    const r = await get(`${fresh.url}/v2/fixed/ws/manifests/latest`);
+    assert.equal(r.status, 503, r.body.toString());
   });
 
   test('the spec provider down or silent: the manifest request fails within the configured bound, then recovers', {

@@ -15,6 +15,7 @@ export class FacadeMetrics implements FacadeObserver {
   readonly inFlight: Gauge;
   readonly cacheBytes: Gauge;
   readonly compositions: Counter;
+  readonly staleTags: Counter;
   readonly fixedSpecLoads: Counter<'result'>;
   readonly reloads: Counter<'what' | 'result'>;
   readonly connectionsDropped: Counter<'reason'>;
@@ -96,6 +97,11 @@ export class FacadeMetrics implements FacadeObserver {
     this.compositions = new Counter({
       name: 'strata_facade_compositions_total',
       help: 'Images composed from specs',
+      registers,
+    });
+    this.staleTags = new Counter({
+      name: 'strata_facade_stale_tags_total',
+      help: "Tag resolutions answered with the tag's last digest because its registry could not be reached",
       registers,
     });
     this.fixedSpecLoads = new Counter({
@@ -188,5 +194,9 @@ export class FacadeMetrics implements FacadeObserver {
 
   composed(): void {
     this.compositions.inc();
+  }
+
+  staleTag(): void {
+    this.staleTags.inc();
   }
 }
