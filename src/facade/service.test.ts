@@ -3,27 +3,30 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { notFound, unavailable } from '../errors.ts';
+import { errorKind, notFound, unavailable } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { parseManifest, serializeJson } from '../oci/manifest.ts';
 import { formatReference } from '../oci/reference.ts';
 import { BlobCache } from './blobs/cache.ts';
 import { fixtureImage } from './compose/test-fixtures.ts';
-import { FacadeService, type UpstreamRegistry } from './service.ts';
+import { FacadeService, type FacadeServiceOptions, type UpstreamRegistry } from './service.ts';
 import type { ImageSpec } from './spec.ts';
 
 /** A registry in memory that logs every request the facade makes of it. */
 function fakeUpstream(names: string[]): {
   upstream: UpstreamRegistry;
   calls: string[];
-  /** Set: every manifest request fails with it (the registry down); the name's image can be replaced. */
-  fault: { err?: Error };
+  /**
+   * `err`: every request fails with it (the registry down); `silent`: every request waits until its
+   * signal fires (a registry that accepts and never answers). A name's image can be replaced.
+   */
+  fault: { err?: Error; silent?: boolean };
   images: Map<string, { bytes: Uint8Array; config: Uint8Array; digest: Digest }>;
 } {
   const calls: string[] = [];
-  const fault: { err?: Error } = {};
+  const fault: { err?: Error; silent?: boolean } = {};
   const images = new Map(
     names.map((name) => {
       const view = fixtureImage({ layers: [name] });
@@ -31,7 +34,10 @@ function fakeUpstream(names: string[]): {
       return [name, { bytes, config: serializeJson(view.config), digest: digestOf(bytes) }] as const;
     }),
   );
-  const image = (path: string) => {
+  const image = async (path: string, signal: AbortSignal | undefined) => {
+    if (fault.silent) {
+      await new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
+    }
     if (fault.err) throw fault.err;
     const i = images.get(path);
     if (!i) throw new Error(`no image ${path}`);
@@ -39,21 +45,21 @@ function fakeUpstream(names: string[]): {
   };
   const mediaType = 'application/vnd.oci.image.manifest.v1+json';
   const upstream: UpstreamRegistry = {
-    resolve: async (ref) => {
+    resolve: async (ref, o) => {
       calls.push(`HEAD ${formatReference(ref)}`);
-      const i = image(ref.path);
+      const i = await image(ref.path, o?.signal);
       return { mediaType, digest: i.digest, size: i.bytes.byteLength };
     },
     fetchManifest: async (ref, o) => {
       calls.push(`GET ${o?.descriptor ? `${ref.path}@digest` : formatReference(ref)}`);
-      const i = image(ref.path);
+      const i = await image(ref.path, o?.signal);
       return { bytes: i.bytes, mediaType, digest: i.digest, parsed: parseManifest(i.bytes) };
     },
     blob: (repo, descriptor) => ({
       descriptor,
-      open: async () => {
+      open: async (o) => {
         calls.push(`GET ${repo.path} config`);
-        return Readable.from([Buffer.from(image(repo.path).config)]);
+        return Readable.from([Buffer.from((await image(repo.path, o?.signal)).config)]);
       },
     }),
   };
@@ -68,18 +74,30 @@ const spec: ImageSpec = {
   contentLayers: [],
 };
 
-test('a cold composition GETs each tag once (no HEAD first); an expired tag whose manifest is cached is re-checked with a HEAD', async (t) => {
+/** Services over `upstream` and one blob cache in a temp dir (removed after the test), with `options`. */
+async function services(
+  t: TestContext,
+  upstream: UpstreamRegistry,
+  options: Partial<FacadeServiceOptions>,
+): Promise<(more?: Partial<FacadeServiceOptions>) => FacadeService> {
   const dir = await mkdtemp(join(tmpdir(), 'facade-service-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
+  const cache = await BlobCache.open({ dir, maxBytes: 1024 });
+  return (more = {}) =>
+    new FacadeService({
+      providers: new Map(),
+      upstream,
+      cache,
+      sources: [],
+      platform: { os: 'linux', architecture: 'amd64' },
+      ...options,
+      ...more,
+    });
+}
+
+test('a cold composition GETs each tag once (no HEAD first); an expired tag whose manifest is cached is re-checked with a HEAD', async (t) => {
   const { upstream, calls } = fakeUpstream(['base', 'ide']);
-  const service = new FacadeService({
-    providers: new Map(),
-    upstream,
-    cache: await BlobCache.open({ dir, maxBytes: 1024 }),
-    sources: [],
-    platform: { os: 'linux', architecture: 'amd64' },
-    tagTtlMs: 1,
-  });
+  const service = (await services(t, upstream, { tagTtlMs: 1 }))();
   const first = await service.composeSpec(spec);
   assert.deepEqual(calls.sort(), [
     'GET base config',
@@ -95,23 +113,13 @@ test('a cold composition GETs each tag once (no HEAD first); an expired tag whos
 });
 
 test('a tag whose registry cannot be reached keeps its last digest for a while, if that manifest is at hand', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'facade-service-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
   const { upstream, calls, fault, images } = fakeUpstream(['base', 'ide']);
   const stale: string[] = [];
-  const service = (o: { staleMs?: number } = {}) =>
-    new FacadeService({
-      providers: new Map(),
-      upstream,
-      cache,
-      sources: [],
-      platform: { os: 'linux', architecture: 'amd64' },
-      tagTtlMs: 1,
-      ...(o.staleMs === undefined ? {} : { tagStaleIfErrorMs: o.staleMs }),
-      staleRecheckMs: 50,
-      observer: { staleTag: (ref, digest, err) => stale.push(`${ref} ${digest} ${(err as Error).message}`) },
-    });
-  const cache = await BlobCache.open({ dir, maxBytes: 1024 });
+  const service = await services(t, upstream, {
+    tagTtlMs: 1,
+    staleRecheckMs: 50,
+    observer: { staleTag: (ref, digest, err) => stale.push(`${ref} ${digest} ${(err as Error).message}`) },
+  });
   const facade = service();
   const first = await facade.composeSpec(spec);
   const base = images.get('base')!.digest;
@@ -147,10 +155,27 @@ test('a tag whose registry cannot be reached keeps its last digest for a while, 
 
   // A last resolution older than the bound, or one whose manifest is no longer in memory, is not used.
   fault.err = undefined;
-  const strict = service({ staleMs: 1 });
+  const strict = service({ tagStaleIfErrorMs: 1 });
   await strict.composeSpec(spec);
   fault.err = unavailable('connection refused');
   await sleep(5);
   await assert.rejects(strict.composeSpec(spec), /connection refused/);
   await assert.rejects(service().composeSpec(spec), /connection refused/);
+});
+
+test('a registry that never answers fails a composition within the bound; a tag resolved before stands in', async (t) => {
+  const { upstream, fault } = fakeUpstream(['base', 'ide']);
+  const service = await services(t, upstream, { tagTtlMs: 1, upstreamTimeoutMs: 100 });
+  const resolved = service();
+  const first = await resolved.composeSpec(spec);
+  fault.silent = true;
+  await sleep(5);
+  const started = Date.now();
+  assert.equal((await resolved.composeSpec(spec)).manifestDigest, first.manifestDigest);
+  await assert.rejects(service().composeSpec(spec), (err: Error) => {
+    assert.equal(errorKind(err), 'DeadlineExceeded');
+    assert.match(err.message, /no answer from its registry within 0\.1 s/);
+    return true;
+  });
+  assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
 });

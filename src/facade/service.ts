@@ -9,7 +9,7 @@
 // registry cannot be reached when its TTL is up keeps its last digest for a while (stale-if-error), as long
 // as that manifest is still in memory: a registry blink must not fail a workspace whose image is at hand.
 // No HTTP here.
-import { errorKind, internal, invalidArgument, notFound } from '../errors.ts';
+import { deadlineExceeded, errorKind, internal, invalidArgument, notFound } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor, Platform } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
@@ -70,6 +70,8 @@ export interface FacadeObserver {
 
 /** Default of how long a tag's last resolution may stand in for one its registry did not answer. */
 export const DEFAULT_TAG_STALE_IF_ERROR_MS = 24 * 3600_000;
+/** Default bound of a manifest, tag or config request to a registry, retries included. */
+export const DEFAULT_UPSTREAM_TIMEOUT_MS = 20_000;
 /** Failures that say the registry could not answer, not that the tag is gone or forbidden. */
 const UNREACHABLE = new Set(['Unavailable', 'DeadlineExceeded', 'ResourceExhausted']);
 
@@ -93,6 +95,12 @@ export interface FacadeServiceOptions {
   tagStaleIfErrorMs?: number;
   /** While a tag's registry cannot be reached, how often it is asked again (default 10 s). */
   staleRecheckMs?: number;
+  /**
+   * Bound of each manifest, tag or config request to a registry, its retries included (default 20 s): a
+   * registry that goes silent fails it (DeadlineExceeded) instead of holding the pull for its client's
+   * minutes of timeouts and retries.
+   */
+  upstreamTimeoutMs?: number;
   /** How long a name's compositions stay servable by digest (default 15 min), and how many per name (4). */
   historyTtlMs?: number;
   historyPerName?: number;
@@ -434,8 +442,12 @@ export class FacadeService {
         // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
         // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a
         // round trip less on the way to a cold composite manifest than HEAD then GET.
-        if (lastManifest !== undefined) return this.o.upstream.resolve(ref);
-        const got = await this.o.upstream.fetchManifest(ref);
+        if (lastManifest !== undefined) {
+          return this.bounded(`resolve ${key}`, (signal) => this.o.upstream.resolve(ref, { signal }));
+        }
+        const got = await this.bounded(`fetch manifest ${key}`, (signal) =>
+          this.o.upstream.fetchManifest(ref, { signal }),
+        );
         this.manifests.set(got.digest, got);
         return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
       });
@@ -453,17 +465,21 @@ export class FacadeService {
   private async imageView(refString: string): Promise<ImageView> {
     const ref = withDefaultTag(parseNormalizedReference(refString));
     const up = this.o.upstream;
+    const fetch = (descriptor?: Descriptor) =>
+      this.bounded(`fetch manifest ${refString}`, (signal) =>
+        up.fetchManifest(ref, descriptor ? { signal, descriptor } : { signal }),
+      );
     let fetched: FetchedImage;
     if (ref.digest !== undefined) {
       const d = ref.digest;
-      fetched = await this.manifests.get(d, () => up.fetchManifest(ref));
+      fetched = await this.manifests.get(d, () => fetch());
     } else {
       const desc = await this.resolveTag(ref);
-      fetched = await this.manifests.get(desc.digest, () => up.fetchManifest(ref, { descriptor: desc }));
+      fetched = await this.manifests.get(desc.digest, () => fetch(desc));
     }
     if (fetched.parsed.kind === 'index') {
       const child = selectManifest(fetched.parsed.index, this.o.platform, `image ${refString}`);
-      fetched = await this.manifests.get(child.digest, () => up.fetchManifest(ref, { descriptor: child }));
+      fetched = await this.manifests.get(child.digest, () => fetch(child));
       if (fetched.parsed.kind !== 'manifest') {
         throw invalidArgument(`image ${refString}: index entry ${child.digest} is an index, not a manifest`);
       }
@@ -474,11 +490,29 @@ export class FacadeService {
       if (configDesc.size > MAX_CONFIG_BYTES) {
         throw invalidArgument(`image ${refString}: config of ${configDesc.size} bytes is too large`);
       }
-      const body = await up.blob(ref, configDesc).open();
       // A full read is verified against the digest by the registry client.
-      return parseImageConfig(await readCapped(body, MAX_CONFIG_BYTES, `config of ${refString}`));
+      const bytes = await this.bounded(`fetch config of ${refString}`, async (signal) =>
+        readCapped(
+          await up.blob(ref, configDesc).open({ signal }),
+          MAX_CONFIG_BYTES,
+          `config of ${refString}`,
+        ),
+      );
+      return parseImageConfig(bytes);
     });
     return { manifest, config, mediaType: fetched.mediaType };
+  }
+
+  /** An upstream request within `upstreamTimeoutMs`; past it, the request is cut and DeadlineExceeded thrown. */
+  private async bounded<T>(what: string, call: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const ms = this.o.upstreamTimeoutMs ?? DEFAULT_UPSTREAM_TIMEOUT_MS;
+    const signal = AbortSignal.timeout(ms);
+    try {
+      return await call(signal);
+    } catch (err) {
+      if (!signal.aborted) throw err;
+      throw deadlineExceeded(`${what}: no answer from its registry within ${ms / 1000} s`, { cause: err });
+    }
   }
 }
 

@@ -81,7 +81,10 @@ export interface FacadeConfig {
   tagTtlMs: number;
   /** How long a tag's last resolution stands in while its registry cannot be reached (0: never). */
   tagStaleIfErrorMs: number;
-  /** A blob fetch (registry or content-layer host) that receives no byte for this long fails. */
+  /**
+   * A blob fetch (registry or content-layer host) that receives no byte for this long fails; so does a
+   * manifest, tag or config request not answered within it, retries included.
+   */
   upstreamStallMs: number;
   /** On SIGTERM, requests in flight get this long to finish before they are cut. */
   shutdownGraceMs: number;

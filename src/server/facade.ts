@@ -283,6 +283,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       platform: config.platform,
       tagTtlMs: config.tagTtlMs,
       tagStaleIfErrorMs: config.tagStaleIfErrorMs,
+      upstreamTimeoutMs: config.upstreamStallMs,
       allowHttpHost,
       // Redirected clients go to the URL anyway; proxied ones must come through us.
       contentLayerUrls: config.contentLayers.redirect,

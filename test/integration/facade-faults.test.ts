@@ -1,7 +1,7 @@
 // Faults the facade must survive, each with real components: the upstream docker-registry killed in the
 // middle of a blob (behind a slowing proxy, so "the middle" is reliable), the spec provider down or silent,
 // a cache disk with no room (a 4 MiB tmpfs as the cache dir), a cached file that is not its digest, and
-// the registry down when a tag's resolution is due again.
+// the registry down or silent when a tag's resolution is due again.
 // (A content-layer host that never answers is in hostile-facade.test.ts.)
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -176,6 +176,34 @@ describe('facade faults', () => {
     t.after(() => fresh.close());
     const r = await get(`${fresh.url}/v2/fixed/ws/manifests/latest`);
     assert.equal(r.status, 503, r.body.toString());
+  });
+
+  test('a registry that accepts connections and never answers: the manifest request fails within the stall bound', {
+    timeout: 60_000,
+  }, async (t) => {
+    const sockets = new Set<Socket>();
+    const silent = createTcpServer((s) => {
+      sockets.add(s);
+      s.on('error', () => {});
+    });
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    t.after(async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((res) => silent.close(() => res()));
+    });
+    const host = `127.0.0.1:${(silent.address() as { port: number }).port}`;
+    const app = await facade(
+      'silent-registry',
+      { ws: { baseRef: `${host}/base:latest` } },
+      { plainHttpHosts: [host], upstreamStallTimeoutSeconds: 1.5 },
+    );
+    t.after(() => app.close());
+    const started = Date.now();
+    const r = await get(`${app.url}/v2/fixed/ws/manifests/latest`);
+    const took = Date.now() - started;
+    assert.equal(r.status, 504, r.body.toString());
+    assert.match(r.body.toString(), /no answer from its registry within 1\.5 s/);
+    assert.ok(took >= 1000 && took < 10_000, `took ${took} ms`);
   });
 
   test('the spec provider down or silent: the manifest request fails within the configured bound, then recovers', {
