@@ -5,12 +5,14 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind, notFound, unavailable } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { parseManifest, serializeJson } from '../oci/manifest.ts';
 import { formatReference } from '../oci/reference.ts';
 import { BlobCache } from './blobs/cache.ts';
 import { fixtureImage } from './compose/test-fixtures.ts';
+import type { ResolvedTag } from './providers/tag-file.ts';
 import { FacadeService, type FacadeServiceOptions, type UpstreamRegistry } from './service.ts';
 import type { ImageSpec } from './spec.ts';
 
@@ -79,11 +81,11 @@ async function services(
   t: TestContext,
   upstream: UpstreamRegistry,
   options: Partial<FacadeServiceOptions>,
-): Promise<(more?: Partial<FacadeServiceOptions>) => FacadeService> {
+): Promise<((more?: Partial<FacadeServiceOptions>) => FacadeService) & { cache: BlobCache }> {
   const dir = await mkdtemp(join(tmpdir(), 'facade-service-'));
   t.after(() => rm(dir, { recursive: true, force: true }));
-  const cache = await BlobCache.open({ dir, maxBytes: 1024 });
-  return (more = {}) =>
+  const cache = await BlobCache.open({ dir, maxBytes: 1024 * 1024 });
+  const make = (more: Partial<FacadeServiceOptions> = {}) =>
     new FacadeService({
       providers: new Map(),
       upstream,
@@ -93,6 +95,7 @@ async function services(
       ...options,
       ...more,
     });
+  return Object.assign(make, { cache });
 }
 
 test('a cold composition GETs each tag once (no HEAD first); an expired tag whose manifest is cached is re-checked with a HEAD', async (t) => {
@@ -178,4 +181,36 @@ test('a registry that never answers fails a composition within the bound; a tag 
     return true;
   });
   assert.ok(Date.now() - started < 5000, `took ${Date.now() - started} ms`);
+});
+
+test('a restarted service composes what it composed before from the disk cache and the tags it was told of, the registry down', async (t) => {
+  const { upstream, calls, fault, images } = fakeUpstream(['base', 'ide']);
+  let told: ResolvedTag[] = [];
+  const stale: string[] = [];
+  const service = await services(t, upstream, {
+    resolvedTags: { initial: [], changed: (entries) => (told = entries()) },
+    observer: { staleTag: (ref) => stale.push(ref) },
+  });
+  const before = service();
+  const first = await before.composeSpec(spec);
+  assert.deepEqual(
+    told.map((e) => e.ref),
+    ['reg.test/base:latest', 'reg.test/ide:latest'],
+  );
+  // The manifests and configs reach the disk cache in the background.
+  const onDisk = [...images.values()].flatMap((i) => [i.digest, digestOf(i.config)]);
+  await waitFor(() => onDisk.every((d) => service.cache.has(d)), 10_000, {
+    what: 'manifests and configs on disk',
+  });
+
+  // Restarted with what the file held: the registry is asked only for the tags, the rest is on disk.
+  fault.err = unavailable('connection refused');
+  calls.length = 0;
+  const after = service({ resolvedTags: { initial: told, changed: () => {} } });
+  assert.equal((await after.composeSpec(spec)).manifestDigest, first.manifestDigest);
+  assert.deepEqual(calls.sort(), ['GET reg.test/base:latest', 'GET reg.test/ide:latest']);
+  assert.deepEqual(stale.sort(), ['reg.test/base:latest', 'reg.test/ide:latest']);
+
+  // Told of nothing, a restarted service has no tag to stand in.
+  await assert.rejects(service().composeSpec(spec), /connection refused/);
 });

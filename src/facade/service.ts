@@ -7,7 +7,9 @@
 // one replica composed and resolved is found by the others: a manifest asked for by digest is answered
 // with the bytes some replica composed, never with a recomposition that came out different. A tag whose
 // registry cannot be reached when its TTL is up keeps its last digest for a while (stale-if-error), as long
-// as that manifest is still in memory: a registry blink must not fail a workspace whose image is at hand.
+// as that manifest is at hand: a registry blink must not fail a workspace whose image is. Manifests and
+// configs fetched from registries are kept in the disk blob cache too, and tags' last resolutions in a
+// file (`resolvedTags`), so a restarted facade composes what it composed before without the registries.
 // No HTTP here.
 import { deadlineExceeded, errorKind, internal, invalidArgument, notFound } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
@@ -16,8 +18,10 @@ import { type Digest, parseDigest } from '../oci/digest.ts';
 import {
   type ImageConfig,
   MAX_CONFIG_BYTES,
+  MAX_MANIFEST_BYTES,
   type ParsedManifest,
   parseImageConfig,
+  parseManifest,
 } from '../oci/manifest.ts';
 import {
   formatReference,
@@ -34,6 +38,7 @@ import type { Addition } from './compose/layers.ts';
 import { selectManifest } from './compose/select.ts';
 import { specAdditions, staticImageAddition } from './compose/spec-additions.ts';
 import type { SpecProvider } from './providers/provider.ts';
+import type { ResolvedTag } from './providers/tag-file.ts';
 import { type CacheTier, LoadingCache, TtlLru } from './providers/ttl-lru.ts';
 import type { NamedComposition } from './shared/codecs.ts';
 import { addedImageRefs, type ImageSpec, validateImageSpec } from './spec.ts';
@@ -95,6 +100,8 @@ export interface FacadeServiceOptions {
   tagStaleIfErrorMs?: number;
   /** While a tag's registry cannot be reached, how often it is asked again (default 10 s). */
   staleRecheckMs?: number;
+  /** Tags' last resolutions kept beyond this process (tag-file.ts): those found at start, and where to tell changes. */
+  resolvedTags?: { initial: readonly ResolvedTag[]; changed(entries: () => ResolvedTag[]): void };
   /**
    * Bound of each manifest, tag or config request to a registry, its retries included (default 20 s): a
    * registry that goes silent fails it (DeadlineExceeded) instead of holding the pull for its client's
@@ -153,8 +160,8 @@ interface FetchedImage {
 export class FacadeService {
   private readonly o: FacadeServiceOptions;
   private readonly resolutions: LoadingCache<string, Descriptor>;
-  /** A tag's digest at its last resolution and when that was, kept past the resolution's TTL (bounded like it). */
-  private readonly lastDigest: TtlLru<string, { digest: Digest; at: number }>;
+  /** A tag's last resolution and when that was, kept past the resolution's TTL (bounded like it). */
+  private readonly lastDigest: TtlLru<string, ResolvedTag>;
   /** Tags whose registry could not be reached just now, with why (kept `staleRecheckMs`). */
   private readonly unreachable: TtlLru<string, { err: unknown }>;
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
@@ -173,6 +180,7 @@ export class FacadeService {
       tier: options.shared?.tags,
     });
     this.lastDigest = new TtlLru({ ttlMs: Number.POSITIVE_INFINITY, maxEntries });
+    for (const t of options.resolvedTags?.initial ?? []) this.lastDigest.set(t.ref, t);
     this.unreachable = new TtlLru({ ttlMs: options.staleRecheckMs ?? 10_000, maxEntries });
     this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
     this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
@@ -419,18 +427,19 @@ export class FacadeService {
 
   /**
    * A tag's descriptor, resolved (and kept for the TTL); or, while its registry cannot be reached, its last
-   * one, if that is recent enough and its manifest still in memory. The registry is asked again at most
-   * every `staleRecheckMs` meanwhile, so composing during an outage does not wait out the client's
-   * retries each time.
+   * one, if that is recent enough and its manifest at hand (in memory or in the disk cache). The registry
+   * is asked again at most every `staleRecheckMs` meanwhile, so composing during an outage does not wait
+   * out the client's retries each time.
    */
   private async resolveTag(ref: Reference): Promise<Descriptor> {
     const key = formatReference(ref);
     const last = this.lastDigest.get(key);
-    const lastManifest = last && this.manifests.peek(last.digest);
+    const lastDigest = last && parseDigest(last.digest);
+    const inMemory = lastDigest !== undefined && this.manifests.peek(lastDigest) !== undefined;
     const maxAge = this.o.tagStaleIfErrorMs ?? DEFAULT_TAG_STALE_IF_ERROR_MS;
     const stale =
-      last && lastManifest && Date.now() - last.at <= maxAge
-        ? { mediaType: lastManifest.mediaType, digest: last.digest, size: lastManifest.bytes.byteLength }
+      last && lastDigest && (inMemory || this.o.cache.has(lastDigest)) && Date.now() - last.at <= maxAge
+        ? { mediaType: last.mediaType, digest: lastDigest, size: last.size }
         : undefined;
     const failed = this.unreachable.get(key);
     if (stale && failed !== undefined) {
@@ -442,16 +451,16 @@ export class FacadeService {
         // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
         // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a
         // round trip less on the way to a cold composite manifest than HEAD then GET.
-        if (lastManifest !== undefined) {
+        if (inMemory) {
           return this.bounded(`resolve ${key}`, (signal) => this.o.upstream.resolve(ref, { signal }));
         }
         const got = await this.bounded(`fetch manifest ${key}`, (signal) =>
           this.o.upstream.fetchManifest(ref, { signal }),
         );
-        this.manifests.set(got.digest, got);
+        this.keep(got);
         return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
       });
-      this.lastDigest.set(key, { digest: desc.digest, at: Date.now() });
+      this.resolved(key, desc, last);
       return desc;
     } catch (err) {
       if (!stale || !UNREACHABLE.has(errorKind(err) ?? '')) throw err;
@@ -461,25 +470,78 @@ export class FacadeService {
     }
   }
 
+  /** Notes a tag's resolution; the file is told when it points elsewhere or its time moved by a minute. */
+  private resolved(key: string, desc: Descriptor, last: ResolvedTag | undefined): void {
+    const now = Date.now();
+    this.lastDigest.set(key, {
+      ref: key,
+      digest: desc.digest,
+      mediaType: desc.mediaType,
+      size: desc.size,
+      at: now,
+    });
+    const tags = this.o.resolvedTags;
+    if (tags && (last?.digest !== desc.digest || now - last.at > 60_000)) {
+      tags.changed(() => this.lastDigest.values());
+    }
+  }
+
+  /** A fetched manifest in memory, and in the disk cache for after a restart (in the background). */
+  private keep(m: FetchedImage): void {
+    this.manifests.set(m.digest, m);
+    this.store({ mediaType: m.mediaType, digest: m.digest, size: m.bytes.byteLength }, m.bytes);
+  }
+
+  /** Bytes into the disk cache, in the background; failing is no loss (it is a cache). */
+  private store(desc: Descriptor, bytes: Uint8Array): void {
+    if (this.o.cache.has(desc.digest)) return;
+    this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
+  }
+
+  /** A manifest or config the disk cache holds, read whole (its digest checked), or undefined. */
+  private async cached(digest: Digest, max: number): Promise<Uint8Array | undefined> {
+    const size = this.o.cache.sizeOf(digest);
+    if (size === undefined || size > max) return undefined;
+    try {
+      const { stream } = await this.o.cache.read(
+        { mediaType: 'application/octet-stream', digest, size },
+        undefined,
+        undefined,
+      );
+      return await readCapped(stream, max, `cached ${digest}`);
+    } catch {
+      return undefined; // evicted meanwhile, or no longer its digest: the registry is asked
+    }
+  }
+
   /** An image's manifest (the platform's, from an index) and config, from caches or its registry. */
   private async imageView(refString: string): Promise<ImageView> {
     const ref = withDefaultTag(parseNormalizedReference(refString));
     const up = this.o.upstream;
-    const fetch = (descriptor?: Descriptor) =>
-      this.bounded(`fetch manifest ${refString}`, (signal) =>
+    // By digest (a child of an index, a tag's target, a ref by digest): the disk cache, else the registry.
+    const fetch = async (digest: Digest, descriptor?: Descriptor): Promise<FetchedImage> => {
+      const bytes = await this.cached(digest, MAX_MANIFEST_BYTES);
+      if (bytes) {
+        const parsed = parseManifest(bytes, descriptor?.mediaType);
+        return { bytes, mediaType: parsed.mediaType, digest, parsed };
+      }
+      const got = await this.bounded(`fetch manifest ${refString}`, (signal) =>
         up.fetchManifest(ref, descriptor ? { signal, descriptor } : { signal }),
       );
+      this.store({ mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength }, got.bytes);
+      return got;
+    };
     let fetched: FetchedImage;
     if (ref.digest !== undefined) {
       const d = ref.digest;
-      fetched = await this.manifests.get(d, () => fetch());
+      fetched = await this.manifests.get(d, () => fetch(d));
     } else {
       const desc = await this.resolveTag(ref);
-      fetched = await this.manifests.get(desc.digest, () => fetch(desc));
+      fetched = await this.manifests.get(desc.digest, () => fetch(desc.digest, desc));
     }
     if (fetched.parsed.kind === 'index') {
       const child = selectManifest(fetched.parsed.index, this.o.platform, `image ${refString}`);
-      fetched = await this.manifests.get(child.digest, () => fetch(child));
+      fetched = await this.manifests.get(child.digest, () => fetch(child.digest, child));
       if (fetched.parsed.kind !== 'manifest') {
         throw invalidArgument(`image ${refString}: index entry ${child.digest} is an index, not a manifest`);
       }
@@ -490,6 +552,8 @@ export class FacadeService {
       if (configDesc.size > MAX_CONFIG_BYTES) {
         throw invalidArgument(`image ${refString}: config of ${configDesc.size} bytes is too large`);
       }
+      const cached = await this.cached(configDesc.digest, MAX_CONFIG_BYTES);
+      if (cached) return parseImageConfig(cached);
       // A full read is verified against the digest by the registry client.
       const bytes = await this.bounded(`fetch config of ${refString}`, async (signal) =>
         readCapped(
@@ -498,6 +562,7 @@ export class FacadeService {
           `config of ${refString}`,
         ),
       );
+      this.store(configDesc, bytes);
       return parseImageConfig(bytes);
     });
     return { manifest, config, mediaType: fetched.mediaType };

@@ -6,6 +6,7 @@
 // when the config names them: a facade restarts with every rollout, and they doubled its start-up.
 import { readFile } from 'node:fs/promises';
 import type { Server as HttpsServer } from 'node:https';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
@@ -42,6 +43,7 @@ import {
   type SpecProvider,
 } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
+import { TagFile } from '../facade/providers/tag-file.ts';
 import { TtlLru } from '../facade/providers/ttl-lru.ts';
 import {
   type FacadeObserver,
@@ -263,6 +265,17 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const ownHosts = new Set<string>();
     const allowHttpHost = plainHttpAllowed(config);
     const isOwn = (domain: string) => ownHosts.has(domain.toLowerCase());
+    // Tags' last resolutions beside the blob cache, so a restart with the registries down still composes.
+    const tagFile = new TagFile(join(config.cache.dir, 'resolved-tags.json'), {
+      maxEntries: 4096,
+      onError: (err, action) =>
+        logger.warn(
+          { err: messageOf(err) },
+          `resolved tags: could not ${action} the file, going on without it`,
+        ),
+    });
+    undo.push(() => tagFile.flush());
+    const resolvedTags = { initial: await tagFile.load(), changed: tagFile.changed.bind(tagFile) };
     service = new FacadeService({
       providers,
       // Images in its own hosted repositories are read in-process: no request to itself, no credentials.
@@ -284,6 +297,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       tagTtlMs: config.tagTtlMs,
       tagStaleIfErrorMs: config.tagStaleIfErrorMs,
       upstreamTimeoutMs: config.upstreamStallMs,
+      resolvedTags,
       allowHttpHost,
       // Redirected clients go to the URL anyway; proxied ones must come through us.
       contentLayerUrls: config.contentLayers.redirect,

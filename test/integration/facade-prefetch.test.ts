@@ -2,8 +2,9 @@
 // and removed with `strata spec put|rm`. A spec put is composed and every blob it names from the network
 // (base, IDE, supervisor and IDE-layer image layers from a docker-registry, a remote content layer from the
 // test's host) lands in the facade's disk cache before anyone asks: with the registry and the host stopped,
-// containerd pulls the composite and runs it. Removing a spec cancels its prefetch (a fill only it holds is
-// abandoned, one a client reads goes on), and a prefetch that failed is tried again after a pause.
+// containerd pulls the composite and runs it, also after the facade restarted. Removing a spec cancels its
+// prefetch (a fill only it holds is abandoned, one a client reads goes on), and a prefetch that failed is
+// tried again after a pause.
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -39,6 +40,7 @@ describe('facade prefetch of specs put in the own store', () => {
   let facadeUrl: string;
   let facadeHost: string;
   let logFile: string;
+  let facadeConfig: string;
   let ctrd: TestContainerd;
   const content = new ContentHost();
 
@@ -100,6 +102,7 @@ describe('facade prefetch of specs put in the own store', () => {
     facadeHost = `127.0.0.1:${port}`;
     facadeUrl = `http://${facadeHost}`;
     const config = join(work, 'facade.yaml');
+    facadeConfig = config;
     await writeFile(
       config,
       JSON.stringify({
@@ -238,5 +241,16 @@ describe('facade prefetch of specs put in the own store', () => {
     ]);
     assert.equal(out, 'ide marker\nsupervisor marker\nide layer marker\nremote-marker\ndirect marker\n');
     assert.equal(content.requests.get('/remote.tar.gz'), 1, 'fetched once, by the prefetch');
+
+    // Restarted, the registry and the host still down: the facade composes the spec from the manifests,
+    // configs and tag resolutions it kept on disk, and a node that has nothing pulls and runs it.
+    await facade.stop();
+    facade = await spawnFacade({ config: facadeConfig, url: facadeUrl, logFile });
+    await ctrd.stop();
+    ctrd = await startContainerd();
+    await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
+    const again = await ctrd.ctr(['run', '--rm', ref, 'ws1-again', 'cat', '/ide/bin/ide-marker']);
+    assert.equal(again, 'ide marker\n');
+    assert.ok(sample(await metrics(), 'strata_facade_stale_tags_total') >= 1);
   });
 });

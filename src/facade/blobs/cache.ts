@@ -166,6 +166,12 @@ export class BlobCache {
     return this.entries.get(digest)?.state === 'complete';
   }
 
+  /** The size of a complete blob, or undefined when it is not cached. */
+  sizeOf(digest: Digest): number | undefined {
+    const e = this.entries.get(digest);
+    return e?.state === 'complete' ? e.size : undefined;
+  }
+
   /** Where the blobs are kept, for messages. */
   get where(): string {
     return this.storage.where;
