@@ -457,8 +457,9 @@ export class FacadeService {
         const got = await this.bounded(`fetch manifest ${key}`, (signal) =>
           this.o.upstream.fetchManifest(ref, { signal }),
         );
-        this.keep(got);
-        return { mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength };
+        this.manifests.set(got.digest, got);
+        this.store(descriptorOf(got), got.bytes);
+        return descriptorOf(got);
       });
       this.resolved(key, desc, last);
       return desc;
@@ -486,13 +487,10 @@ export class FacadeService {
     }
   }
 
-  /** A fetched manifest in memory, and in the disk cache for after a restart (in the background). */
-  private keep(m: FetchedImage): void {
-    this.manifests.set(m.digest, m);
-    this.store({ mediaType: m.mediaType, digest: m.digest, size: m.bytes.byteLength }, m.bytes);
-  }
-
-  /** Bytes into the disk cache, in the background; failing is no loss (it is a cache). */
+  /**
+   * A manifest or config into the disk cache (for after a restart), in the background; failing is no loss
+   * (it is a cache).
+   */
   private store(desc: Descriptor, bytes: Uint8Array): void {
     if (this.o.cache.has(desc.digest)) return;
     this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
@@ -528,7 +526,7 @@ export class FacadeService {
       const got = await this.bounded(`fetch manifest ${refString}`, (signal) =>
         up.fetchManifest(ref, descriptor ? { signal, descriptor } : { signal }),
       );
-      this.store({ mediaType: got.mediaType, digest: got.digest, size: got.bytes.byteLength }, got.bytes);
+      this.store(descriptorOf(got), got.bytes);
       return got;
     };
     let fetched: FetchedImage;
@@ -579,6 +577,10 @@ export class FacadeService {
       throw deadlineExceeded(`${what}: no answer from its registry within ${ms / 1000} s`, { cause: err });
     }
   }
+}
+
+function descriptorOf(m: FetchedImage): Descriptor {
+  return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.byteLength };
 }
 
 function nameKey(name: FacadeName): string {
