@@ -77,6 +77,10 @@ export interface FacadeObserver {
 export const DEFAULT_TAG_STALE_IF_ERROR_MS = 24 * 3600_000;
 /** Default bound of a manifest, tag or config request to a registry, retries included. */
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 20_000;
+/** How long after a manifest or config came from a registry it is written to the disk cache. */
+const STORE_DELAY_MS = 1000;
+/** Manifests and configs waiting to be written at most. */
+const MAX_STORES_QUEUED = 256;
 /** Failures that say the registry could not answer, not that the tag is gone or forbidden. */
 const UNREACHABLE = new Set(['Unavailable', 'DeadlineExceeded', 'ResourceExhausted']);
 
@@ -164,6 +168,9 @@ export class FacadeService {
   private readonly lastDigest: TtlLru<string, ResolvedTag>;
   /** Tags whose registry could not be reached just now, with why (kept `staleRecheckMs`). */
   private readonly unreachable: TtlLru<string, { err: unknown }>;
+  /** Manifests and configs waiting to go into the disk cache, and the timer that writes them. */
+  private readonly toStore = new Map<Digest, { desc: Descriptor; bytes: Uint8Array }>();
+  private storeTimer: NodeJS.Timeout | undefined;
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
   private readonly configs: LoadingCache<Digest, ImageConfig>;
   private readonly history: TtlLru<string, Composition[]>;
@@ -488,12 +495,25 @@ export class FacadeService {
   }
 
   /**
-   * A manifest or config into the disk cache (for after a restart), in the background; failing is no loss
-   * (it is a cache).
+   * A manifest or config into the disk cache (for after a restart), later: writes of small blobs go through
+   * the store's locks and renames, which would otherwise slow a cold composition (~20 ms on a cold
+   * composite manifest). Failing is no loss (it is a cache); so is a full queue.
    */
   private store(desc: Descriptor, bytes: Uint8Array): void {
-    if (this.o.cache.has(desc.digest)) return;
-    this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
+    if (this.o.cache.has(desc.digest) || this.toStore.size >= MAX_STORES_QUEUED) return;
+    this.toStore.set(desc.digest, { desc, bytes });
+    this.storeTimer ??= setTimeout(() => void this.storeQueued(), STORE_DELAY_MS).unref();
+  }
+
+  /** The queued manifests and configs into the disk cache, one at a time. */
+  private async storeQueued(): Promise<void> {
+    this.storeTimer = undefined;
+    const queued = [...this.toStore.values()];
+    this.toStore.clear();
+    for (const { desc, bytes } of queued) {
+      if (this.o.cache.has(desc.digest)) continue;
+      await this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
+    }
   }
 
   /** A manifest or config the disk cache holds, read whole (its digest checked), or undefined. */
