@@ -79,8 +79,9 @@ export const DEFAULT_TAG_STALE_IF_ERROR_MS = 24 * 3600_000;
 export const DEFAULT_UPSTREAM_TIMEOUT_MS = 20_000;
 /** How long after a manifest or config came from a registry it is written to the disk cache. */
 const STORE_DELAY_MS = 1000;
-/** Manifests and configs waiting to be written at most. */
+/** Manifests and configs waiting to be written at most, and their bytes. */
 const MAX_STORES_QUEUED = 256;
+const MAX_STORE_BYTES_QUEUED = 16 * 1024 * 1024;
 /** Failures that say the registry could not answer, not that the tag is gone or forbidden. */
 const UNREACHABLE = new Set(['Unavailable', 'DeadlineExceeded', 'ResourceExhausted']);
 
@@ -170,6 +171,7 @@ export class FacadeService {
   private readonly unreachable: TtlLru<string, { err: unknown }>;
   /** Manifests and configs waiting to go into the disk cache, and the timer that writes them. */
   private readonly toStore = new Map<Digest, { desc: Descriptor; bytes: Uint8Array }>();
+  private toStoreBytes = 0;
   private storeTimer: NodeJS.Timeout | undefined;
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
   private readonly configs: LoadingCache<Digest, ImageConfig>;
@@ -497,11 +499,15 @@ export class FacadeService {
   /**
    * A manifest or config into the disk cache (for after a restart), later: writes of small blobs go through
    * the store's locks and renames, which would otherwise slow a cold composition (~20 ms on a cold
-   * composite manifest). Failing is no loss (it is a cache); so is a full queue.
+   * composite manifest). Failing is no loss (it is a cache); so is a full queue (bounded in entries and
+   * bytes).
    */
   private store(desc: Descriptor, bytes: Uint8Array): void {
-    if (this.o.cache.has(desc.digest) || this.toStore.size >= MAX_STORES_QUEUED) return;
+    const full =
+      this.toStore.size >= MAX_STORES_QUEUED || this.toStoreBytes + bytes.byteLength > MAX_STORE_BYTES_QUEUED;
+    if (full || this.o.cache.has(desc.digest) || this.toStore.has(desc.digest)) return;
     this.toStore.set(desc.digest, { desc, bytes });
+    this.toStoreBytes += bytes.byteLength;
     this.storeTimer ??= setTimeout(() => void this.storeQueued(), STORE_DELAY_MS).unref();
   }
 
@@ -510,6 +516,7 @@ export class FacadeService {
     this.storeTimer = undefined;
     const queued = [...this.toStore.values()];
     this.toStore.clear();
+    this.toStoreBytes = 0;
     for (const { desc, bytes } of queued) {
       if (this.o.cache.has(desc.digest)) continue;
       await this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
