@@ -173,6 +173,7 @@ export class FacadeService {
   private readonly toStore = new Map<Digest, { desc: Descriptor; bytes: Uint8Array }>();
   private toStoreBytes = 0;
   private storeTimer: NodeJS.Timeout | undefined;
+  private storing: Promise<void> = Promise.resolve();
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
   private readonly configs: LoadingCache<Digest, ImageConfig>;
   private readonly history: TtlLru<string, Composition[]>;
@@ -508,19 +509,26 @@ export class FacadeService {
     if (full || this.o.cache.has(desc.digest) || this.toStore.has(desc.digest)) return;
     this.toStore.set(desc.digest, { desc, bytes });
     this.toStoreBytes += bytes.byteLength;
-    this.storeTimer ??= setTimeout(() => void this.storeQueued(), STORE_DELAY_MS).unref();
+    this.storeTimer ??= setTimeout(() => void this.flush(), STORE_DELAY_MS).unref();
   }
 
-  /** The queued manifests and configs into the disk cache, one at a time. */
-  private async storeQueued(): Promise<void> {
+  /**
+   * Writes the manifests and configs waiting for the disk cache now, one at a time, and waits for writes
+   * under way (at close, so that a restart finds them).
+   */
+  flush(): Promise<void> {
+    clearTimeout(this.storeTimer);
     this.storeTimer = undefined;
     const queued = [...this.toStore.values()];
     this.toStore.clear();
     this.toStoreBytes = 0;
-    for (const { desc, bytes } of queued) {
-      if (this.o.cache.has(desc.digest)) continue;
-      await this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
-    }
+    this.storing = this.storing.then(async () => {
+      for (const { desc, bytes } of queued) {
+        if (this.o.cache.has(desc.digest)) continue;
+        await this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});
+      }
+    });
+    return this.storing;
   }
 
   /** A manifest or config the disk cache holds, read whole (its digest checked), or undefined. */

@@ -304,6 +304,8 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       observer: warnOfStaleTags(metrics, logger),
       shared: sharedTiers,
     });
+    const composer = service;
+    undo.push(() => composer.flush());
 
     if (store && config.prefetch.enabled) {
       const prefetcher = startPrefetch(store, service, cache, metrics, config.prefetch, logger);
