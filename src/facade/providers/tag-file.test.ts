@@ -3,6 +3,7 @@ import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { type TestContext, test } from 'node:test';
+import { waitFor } from '../../../test/helpers/process.ts';
 import { digestOf } from '../../oci/digest.ts';
 import { type ResolvedTag, TagFile } from './tag-file.ts';
 
@@ -38,7 +39,7 @@ test('tag file: what was written is loaded again, the most recent entries within
   // Written by the timer too, without a flush.
   entries = [tag(5)];
   file.changed(() => entries);
-  await new Promise((r) => setTimeout(r, 100));
+  await waitFor(async () => (await file.load()).length === 1, 10_000, { what: 'the timed write' });
   assert.deepEqual(await file.load(), [tag(5)]);
   assert.deepEqual(errors, []);
 });
