@@ -124,17 +124,7 @@ test('built by strata builder, composed by strata facade with an IDE image, run 
 
   const ref = `${facadeHost}/remote/ws1:latest`;
   await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-  const out = await ctrd.ctr([
-    'run',
-    '--rm',
-    '--snapshotter',
-    'native',
-    ref,
-    'e2e',
-    'sh',
-    '-c',
-    'cat /workspace-tools/built.txt /ide/bin/ide-marker',
-  ]);
+  const out = await ctrd.run(ref, 'e2e', ['cat', '/workspace-tools/built.txt', '/ide/bin/ide-marker']);
   assert.deepEqual(out.trim().split('\n'), ['made by RUN', 'ide marker']);
 });
 

@@ -111,7 +111,7 @@ describe('facade client authentication', () => {
     await openEndpoints(app);
 
     await ctrd.ctr(['images', 'pull', '--plain-http', '--user', 'alice:wonderland', ref]);
-    const out = await ctrd.ctr(['run', '--rm', ref, 'auth-basic', 'echo', 'hello from basic']);
+    const out = await ctrd.run(ref, 'auth-basic', ['echo', 'hello from basic']);
     assert.match(out, /hello from basic/);
     await ctrd.ctr(['images', 'rm', ref]);
     const inspected = JSON.parse(await skopeo(['--creds', 'alice:wonderland', `docker://${ref}`])) as {
@@ -172,7 +172,7 @@ describe('facade client authentication', () => {
     assert.ok(tokens.log.some((r) => r.user === 'alice' && r.scopes.includes('repository:fixed/ws1:pull')));
 
     await ctrd.ctr(['images', 'pull', '--plain-http', '--user', 'alice:wonderland', ref]);
-    const out = await ctrd.ctr(['run', '--rm', ref, 'auth-bearer', 'echo', 'hello from bearer']);
+    const out = await ctrd.run(ref, 'auth-bearer', ['echo', 'hello from bearer']);
     assert.match(out, /hello from bearer/);
     await ctrd.ctr(['images', 'rm', ref]);
 

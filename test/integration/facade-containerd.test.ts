@@ -211,13 +211,7 @@ describe('registry facade with containerd, skopeo and strata facade as a process
     assert.equal(content.requests.get('/remote.tar.gz'), 1);
     const metrics = (await get(`${facadeUrl}/metrics`)).body.toString();
     assert.equal(sample(metrics, 'strata_facade_upstream_fetches_total', '{source="remote"}'), 1);
-    const out = await ctrd.ctr([
-      'run',
-      '--rm',
-      '--snapshotter',
-      'native',
-      ref,
-      't1',
+    const out = await ctrd.run(ref, 't1', [
       'sh',
       '-c',
       'cat /etc/passwd /ide/bin/ide-marker /.supervisor/marker /ide-layer/marker /workspace/remote-marker /workspace/direct-marker; echo "PATH[$PATH]"; env',
@@ -294,7 +288,7 @@ describe('registry facade with containerd, skopeo and strata facade as a process
     // The facade process is configured for linux/amd64: containerd runs it.
     const ref = `${facadeHost}/fixed/multi:latest`;
     await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-    const out = await ctrd.ctr(['run', '--rm', ref, 't2', 'cat', '/etc/strata-platform']);
+    const out = await ctrd.run(ref, 't2', ['cat', '/etc/strata-platform']);
     assert.equal(out, 'linux/amd64\n');
     const amd = (await skopeoInspect(ref, { config: true })) as ImageConfigJson;
     assert.equal(amd.architecture, 'amd64');
@@ -426,7 +420,7 @@ describe('registry facade with containerd, skopeo and strata facade as a process
 
       const ref = `${new URL(app.url).host}/fixed/r:latest`;
       await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-      const out = await ctrd.ctr(['run', '--rm', ref, 't3', 'cat', '/workspace/redirected-marker']);
+      const out = await ctrd.run(ref, 't3', ['cat', '/workspace/redirected-marker']);
       assert.equal(out, 'redirected marker\n');
       // The facade never fetched the layer itself.
       assert.equal(app.cache.has(layer.digest as never), false);

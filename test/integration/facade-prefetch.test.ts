@@ -196,7 +196,7 @@ describe('facade prefetch of specs put in the own store', () => {
     const fetched = content.requests.get('/late.tar.gz');
     const ref = `${facadeHost}/remote/late:latest`;
     await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-    const out = await ctrd.ctr(['run', '--rm', ref, 'late', 'cat', '/workspace/late-marker']);
+    const out = await ctrd.run(ref, 'late', ['cat', '/workspace/late-marker']);
     assert.equal(out, 'late-marker\n');
     assert.equal(content.requests.get('/late.tar.gz'), fetched, 'the pull was served from the cache');
   });
@@ -227,11 +227,7 @@ describe('facade prefetch of specs put in the own store', () => {
     await content.stop();
     const ref = `${facadeHost}/remote/ws1:latest`;
     await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-    const out = await ctrd.ctr([
-      'run',
-      '--rm',
-      ref,
-      'ws1',
+    const out = await ctrd.run(ref, 'ws1', [
       'cat',
       '/ide/bin/ide-marker',
       '/.supervisor/marker',
@@ -249,7 +245,7 @@ describe('facade prefetch of specs put in the own store', () => {
     await ctrd.stop();
     ctrd = await startContainerd();
     await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
-    const again = await ctrd.ctr(['run', '--rm', ref, 'ws1-again', 'cat', '/ide/bin/ide-marker']);
+    const again = await ctrd.run(ref, 'ws1-again', ['cat', '/ide/bin/ide-marker']);
     assert.equal(again, 'ide marker\n');
     assert.ok(sample(await metrics(), 'strata_facade_stale_tags_total') >= 1);
   });

@@ -351,7 +351,8 @@ test('images run under real containerd', async (t) => {
       `harness-${i}`,
       '/bin/sh',
       '-c',
-      'ls /data 2>/dev/null; cat /etc/strata-platform 2>/dev/null; echo ok',
+      // The pause: ctr 1.6 may drop what a container prints right before it exits (see TestContainerd.run).
+      'ls /data 2>/dev/null; cat /etc/strata-platform 2>/dev/null; echo ok; sleep 0.2',
     ]);
     assert.equal(out, expected[i]);
   }
