@@ -522,7 +522,10 @@ export class FacadeService {
     const queued = [...this.toStore.values()];
     this.toStore.clear();
     this.toStoreBytes = 0;
+    if (queued.length === 0) return this.storing;
     this.storing = this.storing.then(async () => {
+      // A cache whose directory went away (removed under a stopping facade) is not made again for these.
+      if (!(await this.o.cache.writable())) return;
       for (const { desc, bytes } of queued) {
         if (this.o.cache.has(desc.digest)) continue;
         await this.o.cache.prefetch(bytesBlob(desc, bytes), AbortSignal.timeout(60_000)).catch(() => {});

@@ -93,6 +93,8 @@ export interface StartOptions {
    * namespace of the daemon's content store, so a blob is stored once on the machine).
    */
   cacheStorage?: CacheStorage;
+  /** Where tags' last resolutions are kept (default `resolved-tags.json` in `config.cache.dir`). */
+  resolvedTagsFile?: string;
   /** Counts and times the SpecProvider server's calls (`strata up`: on its one metrics registry). */
   instrument?: (reg: ServiceRegistration) => ServiceRegistration;
   /** More for /readyz to require beyond the facade's own checks (`strata up`: its other parts). */
@@ -266,7 +268,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const allowHttpHost = plainHttpAllowed(config);
     const isOwn = (domain: string) => ownHosts.has(domain.toLowerCase());
     // Tags' last resolutions beside the blob cache, so a restart with the registries down still composes.
-    const tagFile = new TagFile(join(config.cache.dir, 'resolved-tags.json'), {
+    const tagFile = new TagFile(options.resolvedTagsFile ?? join(config.cache.dir, 'resolved-tags.json'), {
       maxEntries: 4096,
       onError: (err, action) =>
         logger.warn(

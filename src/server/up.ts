@@ -5,6 +5,7 @@
 // registryfacade.SpecProvider); the builder pushes to repositories on that registry. One metrics
 // registry holds every part's metrics, and one readiness answer requires every part.
 import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
@@ -118,6 +119,8 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       // The blob cache's blobs are rows of a namespace of its own on the daemon's store and database: a
       // blob is stored once, whoever holds it, and the daemon's collector alone frees bytes.
       cacheStorage: new NamespaceCacheStorage(new ContentView({ store: d.parts.content, db: d.parts.db })),
+      // No cache dir of its own: the tags it resolved are kept in the root.
+      resolvedTagsFile: join(config.root, 'facade-resolved-tags.json'),
       ready: othersReady,
       instrument,
       ...(serviceUser && { serviceUser }),

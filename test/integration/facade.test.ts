@@ -3,7 +3,8 @@
 // A small in-test HTTP server plays a remote content-layer host that lies about its bytes.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { readFile, rm, writeFile } from 'node:fs/promises';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
@@ -445,6 +446,47 @@ describe('facade blob cache cap', () => {
     // An evicted blob is fetched again and still right.
     const again = await get(`${app.url}/v2/fixed/ws/blobs/${b!.digest}`);
     assert.equal(sha256(again.body), b!.digest);
+  });
+});
+
+describe('facade state on disk', () => {
+  test('resolved tags and upstream manifests are kept beside the cache; a cache dir removed under the facade is not made again at close', async (t) => {
+    const reg = await startRegistry({ t });
+    const busybox = await pushBusybox(reg, 'base/busybox');
+    const work = await tempDir('facade-state');
+    t.after(() => removeTempDir(work));
+    const fixedFile = join(work, 'fixed.yaml');
+    await writeFile(fixedFile, `ws:\n  baseRef: ${busybox.ref}\n`);
+    const start = (cacheDir: string) =>
+      startFacade(
+        facadeConfigFrom(
+          { listen: '127.0.0.1:0', specProviders: { fixedFile }, cache: { dir: cacheDir } },
+          work,
+        ),
+        {
+          logger,
+          registry: new Registry(),
+        },
+      );
+    const first = await start(join(work, 'cache'));
+    assert.equal((await get(`${first.url}/v2/fixed/ws/manifests/latest`)).status, 200);
+    await first.close();
+    const tags = JSON.parse(await readFile(join(work, 'cache', 'resolved-tags.json'), 'utf8')) as {
+      ref: string;
+    }[];
+    assert.deepEqual(
+      tags.map((e) => e.ref),
+      [busybox.ref],
+    );
+
+    // A facade with writes still due (the tag file, the manifest and config) whose cache dir is removed
+    // before it stops: nothing is written there any more.
+    const gone = join(work, 'cache-removed');
+    const second = await start(gone);
+    assert.equal((await get(`${second.url}/v2/fixed/ws/manifests/latest`)).status, 200);
+    await rm(gone, { recursive: true });
+    await second.close();
+    assert.equal(existsSync(gone), false, 'the cache dir was made again');
   });
 });
 

@@ -143,6 +143,10 @@ test('strata up: a layer the facade served and the daemon pulled is one file; ev
   assert.deepEqual(await copies(layers), [1, 1, 1]);
   assert.deepEqual((await cacheRows()).filter((d) => layers.includes(d)).sort(), [...layers].sort());
   await assert.rejects(stat(join(root, 'facade-cache')), /ENOENT/);
+  // The tags the facade resolved are kept in the root, for a restart while the registries are down.
+  await waitFor(async () => (await readdir(root)).includes('facade-resolved-tags.json'), 30_000, {
+    what: 'the resolved tags file in the root',
+  });
 
   // strata pull of the composite into another namespace: every blob is in the store, none is read from the
   // registry (nor by the registry from docker-registry).

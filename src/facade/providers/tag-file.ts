@@ -2,10 +2,10 @@
 // registry cannot be reached, its last digest stands in (stale-if-error, service.ts), and after a restart
 // that needs this memory. One JSON document, rewritten whole (a temp file renamed over it) a moment after
 // something changed, bounded in entries. A file that cannot be read or does not check out is reported and
-// left out: it is only a cache.
+// left out: it is only a cache. Its directory is made by whoever names the file; one removed meanwhile is
+// not made again.
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { isDigest } from '../../oci/digest.ts';
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { parseNormalizedReference } from '../../oci/reference.ts';
@@ -88,7 +88,6 @@ export class TagFile {
     this.writing = this.writing.then(async () => {
       const tmp = `${this.path}.${randomBytes(6).toString('hex')}.tmp`;
       try {
-        await mkdir(dirname(this.path), { recursive: true });
         await writeFile(tmp, JSON.stringify(entries().slice(-this.o.maxEntries)));
         await rename(tmp, this.path);
       } catch (err) {
