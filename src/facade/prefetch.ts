@@ -197,12 +197,7 @@ export class Prefetcher {
   /** The job's attempts: the first, and while they fail the retries, each after its pause. */
   private async prefetch(job: Job): Promise<void> {
     const retries = this.o.retries ?? 3;
-    const policy = {
-      attempts: retries + 1,
-      baseDelayMs: this.o.retryDelayMs ?? 2000,
-      maxDelayMs: MAX_RETRY_DELAY_MS,
-      maxRetryAfterMs: 0,
-    };
+    const policy = { baseDelayMs: this.o.retryDelayMs ?? 2000, maxDelayMs: MAX_RETRY_DELAY_MS };
     for (let retry = 1; ; retry++) {
       const failure = await this.attempt(job);
       if (failure === undefined) return;
