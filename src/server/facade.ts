@@ -487,8 +487,11 @@ function startPrefetch(
   });
 }
 
-/** The metrics as the service's observer, plus a warning (once a minute per tag) when a stale tag is used. */
-function warnOfStaleTags(metrics: FacadeMetrics, logger: Logger): FacadeObserver {
+/**
+ * The metrics as the service's observer, plus a warning (once a minute per tag) when a stale tag is used.
+ * Every event is named (Required), so one added to the observer cannot go unforwarded unnoticed.
+ */
+function warnOfStaleTags(metrics: FacadeMetrics, logger: Logger): Required<FacadeObserver> {
   const warned = new TtlLru<string, true>({ ttlMs: 60_000, maxEntries: 1024 });
   return {
     blobServed: (source, outcome) => metrics.blobServed(source, outcome),
