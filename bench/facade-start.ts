@@ -192,7 +192,13 @@ try {
       const pull = await timed(() =>
         ctrd.ctr(['images', 'pull', '--plain-http', ref], { timeoutMs: 600_000 }),
       );
-      const run = await firstLine(ctrd, ['run', '--rm', ref, name, 'sh', '-c', 'echo ready'], 'ready');
+      // The pause after the line (not timed): ctr 1.6 may drop what a container prints right before it
+      // exits (see TestContainerd.run), which would end a long run with an error.
+      const run = await firstLine(
+        ctrd,
+        ['run', '--rm', ref, name, 'sh', '-c', 'echo ready; sleep 0.2'],
+        'ready',
+      );
       return { total: putMs + pull + run, put: putMs, pull, run };
     } finally {
       await ctrd.stop();
