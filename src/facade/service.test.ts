@@ -7,6 +7,7 @@ import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind, notFound, unavailable } from '../errors.ts';
+import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { parseManifest, serializeJson } from '../oci/manifest.ts';
 import { formatReference } from '../oci/reference.ts';
@@ -214,4 +215,31 @@ test('a restarted service composes what it composed before from the disk cache a
 
   // Told of nothing, a restarted service has no tag to stand in.
   await assert.rejects(service().composeSpec(spec), /connection refused/);
+});
+
+test('a service with a shared tier composes an image another replica fetched without asking its registry for manifests or configs', async (t) => {
+  const { upstream, calls, images } = fakeUpstream(['base', 'ide']);
+  const shared = new Map<string, Uint8Array>();
+  const tags = new Map<string, Descriptor>();
+  const tier = <V>(m: Map<string, V>) => ({
+    get: async (k: string) => (m.has(k) ? { value: m.get(k)! } : undefined),
+    set: async (k: string, v: V) => {
+      m.set(k, v);
+    },
+  });
+  const sharedTiers = {
+    compositions: tier(new Map()),
+    recent: tier(new Map()),
+    tags: tier(tags),
+    upstream: tier(shared),
+  };
+  const first = await (await services(t, upstream, { shared: sharedTiers }))().composeSpec(spec);
+  const fetched = [...images.values()].flatMap((i) => [i.digest, digestOf(i.config)]);
+  assert.deepEqual([...shared.keys()].sort(), [...fetched].sort());
+
+  // Another replica, its own disk cache: the registry is asked for nothing (the tags are shared too).
+  calls.length = 0;
+  const other = (await services(t, upstream, { shared: sharedTiers }))();
+  assert.equal((await other.composeSpec(spec)).manifestDigest, first.manifestDigest);
+  assert.deepEqual(calls, []);
 });

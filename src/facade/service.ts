@@ -8,8 +8,9 @@
 // with the bytes some replica composed, never with a recomposition that came out different. A tag whose
 // registry cannot be reached when its TTL is up keeps its last digest for a while (stale-if-error), as long
 // as that manifest is at hand: a registry blink must not fail a workspace whose image is. Manifests and
-// configs fetched from registries are kept in the disk blob cache too, and tags' last resolutions in a
-// file (`resolvedTags`), so a restarted facade composes what it composed before without the registries.
+// configs fetched from registries are kept in the disk blob cache (and the shared tier) too, and tags' last
+// resolutions in a file (`resolvedTags`), so a restarted facade composes what it composed before without
+// the registries.
 // No HTTP here.
 import { deadlineExceeded, errorKind, internal, invalidArgument, notFound } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
@@ -137,6 +138,11 @@ export interface SharedTiers {
   recent: CacheTier<string, Digest[]>;
   /** Tag → descriptor resolutions (these expire). */
   tags: CacheTier<string, Descriptor>;
+  /**
+   * Manifests and configs fetched from registries, by digest (content-addressed): a replica composing an
+   * image another one fetched asks its registry for none of them (Docker Hub counts manifest GETs as pulls).
+   */
+  upstream: CacheTier<string, Uint8Array>;
 }
 
 export interface ServedManifest {
@@ -468,7 +474,7 @@ export class FacadeService {
           this.o.upstream.fetchManifest(ref, { signal }),
         );
         this.manifests.set(got.digest, got);
-        this.store(descriptorOf(got), got.bytes);
+        this.keep(descriptorOf(got), got.bytes, true);
         return descriptorOf(got);
       });
       this.resolved(key, desc, last);
@@ -498,10 +504,19 @@ export class FacadeService {
   }
 
   /**
-   * A manifest or config into the disk cache (for after a restart), later: writes of small blobs go through
-   * the store's locks and renames, which would otherwise slow a cold composition (~20 ms on a cold
-   * composite manifest). Failing is no loss (it is a cache); so is a full queue (bounded in entries and
-   * bytes).
+   * A manifest or config into the disk cache (for after a restart), and, when it came from its registry,
+   * into the shared tier (for the other replicas). Neither is waited for: failing is no loss (they are
+   * caches).
+   */
+  private keep(desc: Descriptor, bytes: Uint8Array, share: boolean): void {
+    this.store(desc, bytes);
+    if (share) void this.o.shared?.upstream.set(desc.digest, bytes);
+  }
+
+  /**
+   * A manifest or config into the disk cache, later: writes of small blobs go through the store's locks
+   * and renames, which would otherwise slow a cold composition (~20 ms on a cold composite manifest). A
+   * full queue (bounded in entries and bytes) drops it.
    */
   private store(desc: Descriptor, bytes: Uint8Array): void {
     const full =
@@ -534,8 +549,22 @@ export class FacadeService {
     return this.storing;
   }
 
-  /** A manifest or config the disk cache holds, read whole (its digest checked), or undefined. */
+  /**
+   * A manifest or config from the disk cache or else the shared tier (its digest checked either way), or
+   * undefined. One found only in the shared tier goes into the disk cache too.
+   */
   private async cached(digest: Digest, max: number): Promise<Uint8Array | undefined> {
+    const local = await this.onDisk(digest, max);
+    if (local) return local;
+    const hit = await this.o.shared?.upstream.get(digest);
+    if (!hit || hit.value.byteLength > max) return undefined;
+    const desc = { mediaType: 'application/octet-stream', digest, size: hit.value.byteLength };
+    this.keep(desc, hit.value, false);
+    return hit.value;
+  }
+
+  /** A manifest or config the disk cache holds, read whole (its digest checked), or undefined. */
+  private async onDisk(digest: Digest, max: number): Promise<Uint8Array | undefined> {
     const size = this.o.cache.sizeOf(digest);
     if (size === undefined || size > max) return undefined;
     try {
@@ -554,7 +583,8 @@ export class FacadeService {
   private async imageView(refString: string): Promise<ImageView> {
     const ref = withDefaultTag(parseNormalizedReference(refString));
     const up = this.o.upstream;
-    // By digest (a child of an index, a tag's target, a ref by digest): the disk cache, else the registry.
+    // By digest (a child of an index, a tag's target, a ref by digest): the disk cache, the shared tier,
+    // else the registry.
     const fetch = async (digest: Digest, descriptor?: Descriptor): Promise<FetchedImage> => {
       const bytes = await this.cached(digest, MAX_MANIFEST_BYTES);
       if (bytes) {
@@ -564,7 +594,7 @@ export class FacadeService {
       const got = await this.bounded(`fetch manifest ${refString}`, (signal) =>
         up.fetchManifest(ref, descriptor ? { signal, descriptor } : { signal }),
       );
-      this.store(descriptorOf(got), got.bytes);
+      this.keep(descriptorOf(got), got.bytes, true);
       return got;
     };
     let fetched: FetchedImage;
@@ -598,7 +628,7 @@ export class FacadeService {
           `config of ${refString}`,
         ),
       );
-      this.store(configDesc, bytes);
+      this.keep(configDesc, bytes, true);
       return parseImageConfig(bytes);
     });
     return { manifest, config, mediaType: fetched.mediaType };

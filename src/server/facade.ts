@@ -52,7 +52,13 @@ import {
   type SharedTiers,
   type UpstreamRegistry,
 } from '../facade/service.ts';
-import { compositionCodec, descriptorCodec, digestListCodec, specCodec } from '../facade/shared/codecs.ts';
+import {
+  compositionCodec,
+  descriptorCodec,
+  digestListCodec,
+  specCodec,
+  verifiedBytesCodec,
+} from '../facade/shared/codecs.ts';
 import type { RedisStore } from '../facade/shared/redis-store.ts';
 import { SharedStore } from '../facade/shared/shared-store.ts';
 import { StaticLayers } from '../facade/static-layer.ts';
@@ -234,6 +240,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         compositions: store.tier('composed', compositionCodec),
         recent: store.tier('recent', digestListCodec, HISTORY_TTL_MS),
         tags: store.tier('tag', descriptorCodec, shared.config.tagTtlMs),
+        upstream: store.tier('upstream', verifiedBytesCodec),
       };
     }
     if (config.specProviders.fixedFile) {

@@ -1,9 +1,11 @@
 // Facade replicas sharing a real redis-server: what one replica composed is served byte for byte by the
 // others (also with that replica and the upstream registry gone); a digest is never answered with other
 // bytes; Redis stopped, restarted, or hung costs no request more than its bound, is one warning per outage
-// and counted; tag resolutions are shared with a TTL, so a moved tag is picked up. Replicas are in-process
-// facades on one docker-registry, one spec store directory and one Redis.
+// and counted; tag resolutions are shared with a TTL, so a moved tag is picked up; manifests and configs
+// fetched from the registry are shared by digest, so another replica composes without it. Replicas are
+// in-process facades on one docker-registry, one spec store directory and one Redis.
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -201,8 +203,8 @@ describe('facade replicas sharing Redis', () => {
       assert.equal(digestOf(cfgD.body), config.digest);
       assert.equal(await metric(c, 'strata_facade_compositions_total'), 0);
       assert.equal(await metric(d, 'strata_facade_compositions_total'), 0);
-      // The entry is this name's, not another's (whose spec would compose the same bytes, were the registry up).
-      await store.put('ws-else', spec(ide.ref));
+      // The entry is this name's, not another's, even by digest.
+      await store.put('ws-else', spec(other.ref));
       const cross = await manifest(c, 'ws-else', digest);
       assert.notEqual(cross.status, 200);
     }
@@ -333,6 +335,59 @@ describe('facade replicas sharing Redis', () => {
     assert.deepEqual(onH.body, answer.body);
     assert.equal(await metric(h, 'strata_facade_redis_outages_total'), 1);
     assert.equal(warnings(h, /Redis is out of use/).length, 1);
+  });
+
+  test('manifests and configs from registries are shared: a replica composes a spec of images another fetched, the registry down', async (t) => {
+    const redis = await startRedis(t);
+    await store.put('ws-up-a', spec(other.ref));
+    await store.put('ws-up-b', spec(other.ref));
+    const a = await replica(redis.url);
+    assert.equal((await manifest(a, 'ws-up-a', 'latest')).status, 200);
+    // Base and IDE image: a manifest and a config each, content-addressed (no expiry).
+    const direct = await directClient(redis.url, t);
+    // Shared in the background: the composition did not wait for these writes.
+    const keys = await waitFor(
+      async () => {
+        const k = await direct.keys(`${KEY_PREFIX}upstream:*`);
+        return k.length >= 4 && k;
+      },
+      5000,
+      { what: 'four upstream entries' },
+    );
+    assert.equal(keys.length, 4, keys.join(' '));
+    assert.equal(await metric(a, 'strata_facade_redis_writes_total', 'kind="upstream"', 'outcome="ok"'), 4);
+    for (const k of keys) assert.equal(await direct.pTTL(k), -1, k);
+
+    // Another name (composed anew, not found as a composition) on a replica that fetched nothing.
+    const b = await replica(redis.url);
+    await reg.kill();
+    let onB: Answer;
+    try {
+      onB = await manifest(b, 'ws-up-b', 'latest');
+    } finally {
+      await reg.restart();
+    }
+    assert.equal(onB.status, 200, onB.body.toString());
+    assert.equal(await metric(b, 'strata_facade_compositions_total'), 1);
+    assert.equal(await metric(b, 'strata_facade_redis_reads_total', 'kind="upstream"', 'outcome="hit"'), 4);
+
+    // An entry whose checksum holds but whose bytes are another blob's is not trusted: the registry is
+    // asked, and the entry replaced.
+    const key = `${KEY_PREFIX}upstream:${other.digest}`;
+    const wrong = Buffer.from('{"schemaVersion":2,"layers":[]}');
+    const sealed = Buffer.concat([createHash('sha256').update(wrong).digest(), wrong]);
+    await direct.set(key, sealed);
+    await store.put('ws-up-c', spec(other.ref));
+    const c = await replica(redis.url);
+    assert.equal((await manifest(c, 'ws-up-c', 'latest')).status, 200);
+    assert.equal(
+      await metric(c, 'strata_facade_redis_reads_total', 'kind="upstream"', 'outcome="corrupt"'),
+      1,
+    );
+    const asBytes = direct.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer });
+    await waitFor(async () => digestOf((await asBytes.get(key))?.subarray(32) ?? '') === other.digest, 5000, {
+      what: 'the entry to be replaced',
+    });
   });
 
   test('tag resolutions are shared with a TTL: a moved tag is picked up by every replica', async (t) => {

@@ -13,6 +13,7 @@ import {
   digestListCodec,
   type NamedComposition,
   specCodec,
+  verifiedBytesCodec,
 } from './codecs.ts';
 
 const TAR = new TextEncoder().encode('a direct layer');
@@ -96,6 +97,14 @@ describe('shared cache codecs', () => {
     const fewer = Buffer.concat([Buffer.from(`${JSON.stringify(header)}\n`), bytes.subarray(nl + 1)]);
     assert.throws(() => compositionCodec.decode(image.manifestDigest, fewer), /differ in number/);
     assert.throws(() => compositionCodec.decode(image.manifestDigest, Buffer.from('no header')));
+  });
+
+  test('upstream manifests and configs: only bytes that hash to their key', () => {
+    const bytes = new TextEncoder().encode('{"schemaVersion":2}');
+    const digest = digestOf(bytes);
+    assert.deepEqual(verifiedBytesCodec.decode(digest, verifiedBytesCodec.encode(bytes)), bytes);
+    assert.throws(() => verifiedBytesCodec.decode(digest, new TextEncoder().encode('{}')), /do not match/);
+    assert.throws(() => verifiedBytesCodec.decode('not-a-digest', bytes));
   });
 
   test('tag resolutions, digest lists and specs', () => {

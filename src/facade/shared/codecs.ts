@@ -1,7 +1,8 @@
 // Value formats of the shared cache. Every decode checks what it can against the key: a composition's
 // manifest bytes must hash to the digest it is stored under, its config to the manifest's config
-// descriptor, a direct layer's bytes to its descriptor; anything else is an error, so the store counts the
-// value as corrupt and the facade acts as on a miss.
+// descriptor, a direct layer's bytes to its descriptor, an upstream manifest's or config's bytes to the
+// digest they are stored under; anything else is an error, so the store counts the value as corrupt and
+// the facade acts as on a miss.
 import { type Descriptor, parseDescriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, digestOf, parseDigest } from '../../oci/digest.ts';
 import { parseImageConfig, parseManifest } from '../../oci/manifest.ts';
@@ -38,6 +39,15 @@ function isObj(v: unknown): v is Record<string, unknown> {
 export const descriptorCodec: SharedCodec<Descriptor> = {
   encode: (d) => utf8.encode(JSON.stringify(d)),
   decode: (_key, bytes) => parseDescriptor(json(bytes), 'shared tag resolution'),
+};
+
+/** A manifest or config fetched from a registry, under its digest: the bytes, which must hash to it. */
+export const verifiedBytesCodec: SharedCodec<Uint8Array> = {
+  encode: (bytes) => bytes,
+  decode: (key, bytes) => {
+    if (!matches(bytes, key)) throw new Error('bytes do not match the digest they are stored under');
+    return bytes;
+  },
 };
 
 /** A name's recent manifest digests. */
