@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, rm, writeFile } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, request as httpRequest, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -19,6 +19,7 @@ import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { getWrongBlob } from '../helpers/facade.ts';
 import {
+  imageTools,
   type PushedImage,
   pushBusybox,
   pushMultiLayer,
@@ -58,6 +59,22 @@ async function get(
 ): Promise<{ status: number; headers: Headers; body: Buffer }> {
   const res = await fetch(url, init);
   return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+}
+
+/** A GET with the path sent as written (fetch would resolve `..` before sending). */
+function rawGet(url: string): Promise<{ status: number; body: string }> {
+  const u = new URL(url);
+  const path = url.slice(u.origin.length);
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: u.hostname, port: u.port, path }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }
 
 async function metricValue(app: FacadeApp, name: string, labels = ''): Promise<number> {
@@ -222,6 +239,50 @@ describe('registry facade', () => {
     // The own spec store serves remote/<id>.
     const stored = (await skopeoInspect(`${host}/remote/ws-store:latest`, { raw: true })) as Manifest;
     assert.equal(stored.layers.length, busyboxRaw.layers.length + other.layers);
+  });
+
+  test('as a new user tries it: buildah pull, images and rmi; skopeo copy to dir:; curl of what a registry refuses', async (t) => {
+    const host = new URL(app.url).host;
+    const ref = `${host}/fixed/ws1:latest`;
+    const tools = await imageTools();
+    t.after(() => tools.cleanup());
+    const id = (await tools.buildah(['pull', '--quiet', '--tls-verify=false', ref])).trim();
+    assert.match(id, /^[0-9a-f]{64}$/);
+    const listed = await tools.buildah(['images', '--format', '{{.Name}}:{{.Tag}} {{.ID}}']);
+    assert.match(listed, new RegExp(`^${host}/fixed/ws1:latest\\s+${id.slice(0, 12)}$`, 'm'));
+    await tools.buildah(['rmi', ref]);
+    assert.doesNotMatch(await tools.buildah(['images', '--format', '{{.Name}}']), /fixed\/ws1/);
+
+    const dir = join(work, 'dir-ws1');
+    const digest = await skopeoCopy(`docker://${ref}`, `dir:${dir}`);
+    assert.equal(sha256(await readFile(join(dir, 'manifest.json'))), digest);
+    const copied = JSON.parse(await readFile(join(dir, 'manifest.json'), 'utf8')) as Manifest;
+    for (const l of [...copied.layers, copied.config])
+      assert.equal(sha256(await readFile(join(dir, l.digest.slice(7)))), l.digest);
+
+    const code = async (r: Promise<{ status: number; body: Buffer }>) => {
+      const { status, body } = await r;
+      return `${status} ${JSON.parse(body.toString()).errors[0].code}`;
+    };
+    assert.equal(await code(get(`${app.url}/v2/_catalog`)), '405 UNSUPPORTED');
+    // The composed manifest is OCI: a client that accepts only Docker's media type gets what
+    // distribution answers for one (404 MANIFEST_UNKNOWN), not a manifest it cannot read.
+    const dockerOnly = { accept: 'application/vnd.docker.distribution.manifest.v2+json' };
+    assert.equal(
+      await code(get(`${app.url}/v2/fixed/ws1/manifests/latest`, { headers: dockerOnly })),
+      '404 MANIFEST_UNKNOWN',
+    );
+    // Path traversal reaches no file and no other repository: a plain one matches no route (404), an
+    // escaped one is a repository name that is not valid (400 NAME_INVALID).
+    for (const [path, status] of [
+      ['/v2/fixed/../../etc/passwd', 404],
+      ['/v2/fixed/%2e%2e/%2e%2e/etc/passwd/manifests/latest', 400],
+    ] as const) {
+      const res = await rawGet(`${app.url}${path}`);
+      assert.equal(res.status, status, path);
+      assert.doesNotMatch(res.body, /root:/);
+      if (status === 400) assert.equal(JSON.parse(res.body).errors[0].code, 'NAME_INVALID');
+    }
   });
 
   test('tags/list: skopeo inspect (with its tag listing) and list-tags work on composed repositories', async () => {
