@@ -194,8 +194,24 @@ redis:
     specTtlMs: 10_000,
     maxValueBytes: 1024 ** 2,
   });
+  // The password from a file, TLS against a CA file: paths taken from the config's directory.
+  const secure = parseFacadeConfig(
+    'redis: { url: "rediss://cache:6380", passwordFile: pw, tls: { ca: ca.pem, serverName: cache.internal } }',
+    '/etc/strata',
+  ).redis;
+  assert.equal(secure?.passwordFile, '/etc/strata/pw');
+  assert.deepEqual(secure?.tls, {
+    ca: '/etc/strata/ca.pem',
+    cert: undefined,
+    key: undefined,
+    serverName: 'cache.internal',
+  });
   for (const [text, msg] of [
     ['redis: { host: x }', /redis.host: unknown key/],
+    ['redis: { url: "redis://:pw@x", passwordFile: f }', /redis.passwordFile: the URL has a password/],
+    ['redis: { url: "redis://x", tls: { ca: ca.pem } }', /redis.tls: wants a rediss:\/\/ URL/],
+    ['redis: { url: "rediss://x", tls: { cert: c.pem } }', /redis.tls: cert and key go together/],
+    ['redis: { url: "rediss://x", tls: { crt: c.pem } }', /redis.tls.crt: unknown key/],
     ['redis: { url: "http://x" }', /redis.url: want a URL/],
     ['redis: { url: "redis://x", timeoutMs: 0 }', /redis.timeoutMs: want a positive number/],
     ['redis: { url: "redis://x", tagTtlSeconds: -1 }', /redis.tagTtlSeconds/],

@@ -19,10 +19,18 @@ import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
 
+/** Files of a TLS client: the CA to trust (else the system's), a client certificate, the name to verify. */
+export interface TlsClientFiles {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  serverName?: string;
+}
+
 export interface RemoteProviderConfig {
   address: string;
   timeoutMs: number;
-  tls?: { ca?: string; cert?: string; key?: string; serverName?: string };
+  tls?: TlsClientFiles;
 }
 
 /** Client authentication: Basic from an htpasswd file, Bearer tokens, or both (see ClientAuth). */
@@ -36,6 +44,10 @@ export interface AuthConfig {
 /** The cache replicas share (see src/facade/shared). */
 export interface RedisConfig {
   url: string;
+  /** A file holding the password (a mounted secret), so the config need not. */
+  passwordFile?: string;
+  /** For a `rediss://` URL. */
+  tls?: TlsClientFiles;
   keyPrefix: string;
   /** Bound of every Redis call. */
   timeoutMs: number;
@@ -112,6 +124,7 @@ export interface FacadeConfig {
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
 
 const TLS_FILES = { cert: null, key: null } as const;
+const TLS_CLIENT_FILES = { ca: null, cert: null, key: null, serverName: null } as const;
 
 /** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
 export const FACADE_KEYS = {
@@ -125,7 +138,7 @@ export const FACADE_KEYS = {
     token: { realm: null, service: null, issuer: null, keys: null },
   },
   specProviders: {
-    remote: { address: null, timeoutMs: null, tls: { ca: null, cert: null, key: null, serverName: null } },
+    remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_FILES },
     fixedFile: null,
     store: { dir: null, listen: null },
     cacheTtlSeconds: null,
@@ -147,6 +160,8 @@ export const FACADE_KEYS = {
   prefetch: { enabled: null, concurrency: null, startupSpecs: null, retries: null, retryDelaySeconds: null },
   redis: {
     url: null,
+    passwordFile: null,
+    tls: TLS_CLIENT_FILES,
     keyPrefix: null,
     timeoutMs: null,
     tagTtlSeconds: null,
@@ -282,6 +297,18 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const path = (v: unknown, where: string): string => resolve(base, str(v, where));
   const optPath = (v: unknown, where: string): string | undefined =>
     v === undefined || v === null ? undefined : path(v, where);
+  const tlsClientFiles = (v: unknown, where: string): TlsClientFiles => {
+    const t = obj(v, where);
+    checkKeys(t, TLS_CLIENT_FILES, where);
+    const files = {
+      ca: optPath(t.ca, `${where}.ca`),
+      cert: optPath(t.cert, `${where}.cert`),
+      key: optPath(t.key, `${where}.key`),
+      serverName: optStr(t.serverName, `${where}.serverName`),
+    };
+    if ((files.cert === undefined) !== (files.key === undefined)) fail(where, 'cert and key go together');
+    return files;
+  };
 
   const listen = parseListen(optStr(d.listen, 'listen') ?? DEFAULT_LISTEN, 'listen');
   let prefix: string;
@@ -336,19 +363,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       address: str(ro.address, `${where}.address`),
       timeoutMs: positive(ro.timeoutMs, `${where}.timeoutMs`, 5000),
     };
-    if (ro.tls !== undefined && ro.tls !== null) {
-      const t = obj(ro.tls, `${where}.tls`);
-      checkKeys(t, FACADE_KEYS.specProviders.remote.tls, `${where}.tls`);
-      out.tls = {
-        ca: optPath(t.ca, `${where}.tls.ca`),
-        cert: optPath(t.cert, `${where}.tls.cert`),
-        key: optPath(t.key, `${where}.tls.key`),
-        serverName: optStr(t.serverName, `${where}.tls.serverName`),
-      };
-      if ((out.tls.cert === undefined) !== (out.tls.key === undefined)) {
-        fail(`${where}.tls`, 'cert and key go together');
-      }
-    }
+    if (ro.tls !== undefined && ro.tls !== null) out.tls = tlsClientFiles(ro.tls, `${where}.tls`);
     return out;
   });
   let store: FacadeConfig['specProviders']['store'];
@@ -446,8 +461,15 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     const url = str(ro.url, 'redis.url');
     if (!/^rediss?:\/\//.test(url) || !URL.canParse(url))
       fail('redis.url', 'want a URL such as redis://host:6379');
+    const passwordFile = optPath(ro.passwordFile, 'redis.passwordFile');
+    if (passwordFile !== undefined && new URL(url).password !== '')
+      fail('redis.passwordFile', 'the URL has a password already: give it once');
+    const tls = ro.tls === undefined || ro.tls === null ? undefined : tlsClientFiles(ro.tls, 'redis.tls');
+    if (tls && !url.startsWith('rediss://')) fail('redis.tls', 'wants a rediss:// URL');
     redis = {
       url,
+      ...(passwordFile !== undefined && { passwordFile }),
+      ...(tls && { tls }),
       keyPrefix: ro.keyPrefix === '' ? '' : (optStr(ro.keyPrefix, 'redis.keyPrefix') ?? 'strata:facade:'),
       timeoutMs: positive(ro.timeoutMs, 'redis.timeoutMs', DEFAULT_SHARED_TIMEOUT_MS),
       tagTtlMs: positive(ro.tagTtlSeconds, 'redis.tagTtlSeconds', tagTtlMs / 1000) * 1000,

@@ -66,7 +66,12 @@ import { isAnyHost, joinHostPort } from '../host-port.ts';
 import type { Blob } from '../oci/blob.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
-import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
+import {
+  type FacadeConfig,
+  plainHttpAllowed,
+  type RedisConfig,
+  type TlsClientFiles,
+} from './facade-config.ts';
 import type { HostedParts } from './hosted.ts';
 
 export interface FacadeApp {
@@ -162,7 +167,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let shared: { store: SharedStore; redis: RedisStore; config: RedisConfig } | undefined;
     if (config.redis) {
       const { RedisStore } = await import('../facade/shared/redis-store.ts');
-      const redis = new RedisStore(config.redis.url);
+      const r = config.redis;
+      const redis = new RedisStore(r.url, {
+        ...(r.passwordFile !== undefined && { password: await readSecret(r.passwordFile) }),
+        ...(r.tls && { tls: await readTlsClientFiles(r.tls) }),
+      });
       undo.push(() => redis.close());
       const store = sharedStore(config.redis, redis, logger, () => metrics);
       undo.push(() => store.close());
@@ -179,14 +188,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       remote.push(store);
     }
     for (const r of config.specProviders.remote) {
-      const tls = r.tls
-        ? {
-            ca: r.tls.ca ? await readFile(r.tls.ca) : undefined,
-            cert: r.tls.cert ? await readFile(r.tls.cert) : undefined,
-            key: r.tls.key ? await readFile(r.tls.key) : undefined,
-            serverName: r.tls.serverName,
-          }
-        : undefined;
+      const tls = r.tls && (await readTlsClientFiles(r.tls));
       const { GrpcSpecProvider } = await import('../api/clients/spec-provider.ts');
       const g = new GrpcSpecProvider({ address: r.address, timeoutMs: r.timeoutMs, tls });
       undo.push(() => g.close());
@@ -538,6 +540,27 @@ function hostedSource(hosted: HostedParts, isOwn: (domain: string) => boolean): 
       return { descriptor, open: (o) => stored.open(o) };
     },
   });
+}
+
+/** A TLS client's files, read: what the gRPC spec provider client and the Redis client take. */
+async function readTlsClientFiles(
+  f: TlsClientFiles,
+): Promise<{ ca?: Buffer; cert?: Buffer; key?: Buffer; serverName?: string }> {
+  const read = (file: string | undefined) => (file === undefined ? undefined : readFile(file));
+  const [ca, cert, key] = await Promise.all([read(f.ca), read(f.cert), read(f.key)]);
+  return {
+    ...(ca && { ca }),
+    ...(cert && { cert }),
+    ...(key && { key }),
+    ...(f.serverName !== undefined && { serverName: f.serverName }),
+  };
+}
+
+/** A secret from a file (a mounted Kubernetes secret, say), without the line end it may carry. */
+async function readSecret(file: string): Promise<string> {
+  const secret = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
+  if (secret === '') throw invalidArgument(`${file}: the file is empty`);
+  return secret;
 }
 
 /** host:port of a Redis URL, for logs (never its password). */

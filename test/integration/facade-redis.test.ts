@@ -6,6 +6,7 @@
 // in-process facades on one docker-registry, one spec store directory and one Redis.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -22,6 +23,7 @@ import { type PushedImage, pushBusybox, pushMultiLayer } from '../helpers/images
 import { waitFor } from '../helpers/process.ts';
 import { startRedis, type TestRedis } from '../helpers/redis.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
+import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const ACCEPT =
@@ -388,6 +390,47 @@ describe('facade replicas sharing Redis', () => {
     await waitFor(async () => digestOf((await asBytes.get(key))?.subarray(32) ?? '') === other.digest, 5000, {
       what: 'the entry to be replaced',
     });
+  });
+
+  test('a Redis that wants a password and speaks only TLS: the password from a file, its certificate checked against a CA file', async (t) => {
+    const tls = { certFile: join(work, 'redis-cert.pem'), keyFile: join(work, 'redis-key.pem') };
+    const stranger = { certFile: join(work, 'stranger-cert.pem'), keyFile: join(work, 'stranger-key.pem') };
+    await makeSelfSignedCert({ ...tls, cn: 'redis', ip: '127.0.0.1' });
+    await makeSelfSignedCert({ ...stranger, cn: 'stranger', ip: '127.0.0.1' });
+    const redis = await startRedis(t, { password: 'open sesame', tls });
+    assert.match(redis.url, /^rediss:/);
+    const passwordFile = join(work, 'redis-password');
+    const wrongFile = join(work, 'redis-wrong-password');
+    await writeFile(passwordFile, 'open sesame\n', { mode: 0o600 });
+    await writeFile(wrongFile, 'open barley\n', { mode: 0o600 });
+    await store.put('ws-secure', spec(ide.ref));
+
+    const secure = { redis: { passwordFile, tls: { ca: tls.certFile } } };
+    const a = await replica(redis.url, secure);
+    const b = await replica(redis.url, secure);
+    const onA = await manifest(a, 'ws-secure', 'latest');
+    assert.equal(onA.status, 200);
+    const onB = await manifest(b, 'ws-secure', onA.headers.get('docker-content-digest')!);
+    assert.deepEqual(onB.body, onA.body);
+    assert.equal(await metric(b, 'strata_facade_redis_reads_total', 'kind="composed"', 'outcome="hit"'), 1);
+    for (const r of [a, b]) assert.equal(await metric(r, 'strata_facade_redis_outages_total'), 0);
+
+    // A wrong password, or a server whose certificate the CA did not sign: Redis is out of use, said once,
+    // and the facade serves without it.
+    const wrongPassword = await replica(redis.url, {
+      redis: { passwordFile: wrongFile, tls: secure.redis.tls },
+    });
+    const untrusted = await replica(redis.url, { redis: { passwordFile, tls: { ca: stranger.certFile } } });
+    for (const [r, why] of [
+      [wrongPassword, /WRONGPASS/],
+      [untrusted, /certificate/],
+    ] as const) {
+      assert.equal((await manifest(r, 'ws-secure', 'latest')).status, 200);
+      assert.equal(await metric(r, 'strata_facade_redis_up'), 0);
+      const warned = warnings(r, /Redis is out of use/) as { err?: string }[];
+      assert.equal(warned.length, 1);
+      assert.match(warned[0]!.err ?? '', why);
+    }
   });
 
   test('tag resolutions are shared with a TTL: a moved tag is picked up by every replica', async (t) => {

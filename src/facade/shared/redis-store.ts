@@ -3,17 +3,37 @@
 // while it is disconnected, the queue of commands sent and unanswered is capped, and every command carries
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
 import { createClient, RESP_TYPES } from 'redis';
+import { messageOf } from '../../errors.ts';
 import type { KeyValueStore } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
 
-function client(url: string) {
+export interface RedisStoreOptions {
+  /** Used when the URL carries none (kept out of the URL so it can come from a secret's file). */
+  password?: string;
+  /** For a `rediss://` URL: the CA to trust (default: the system's), a client certificate, the name to verify. */
+  tls?: { ca?: Uint8Array; cert?: Uint8Array; key?: Uint8Array; serverName?: string };
+}
+
+function client(url: string, o: RedisStoreOptions) {
+  const socket = { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) };
+  const buf = (b: Uint8Array | undefined) => b && Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   return createClient({
     url,
+    ...(o.password !== undefined && { password: o.password }),
     disableOfflineQueue: true,
     commandsQueueMaxLength: 1000,
-    socket: { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) },
+    socket: o.tls
+      ? {
+          ...socket,
+          tls: true,
+          ca: buf(o.tls.ca),
+          cert: buf(o.tls.cert),
+          key: buf(o.tls.key),
+          servername: o.tls.serverName,
+        }
+      : socket,
   });
 }
 
@@ -21,11 +41,17 @@ type Client = ReturnType<typeof client>;
 
 export class RedisStore implements KeyValueStore {
   private readonly client: Client;
+  /** Why the client is not connected (a refused password, an untrusted certificate, …), while it is not. */
+  private connectError: string | undefined;
 
-  constructor(url: string) {
-    this.client = client(url);
-    this.client.on('error', () => {
-      // Failures reach the callers through their commands; the client reconnects by itself.
+  constructor(url: string, options: RedisStoreOptions = {}) {
+    this.client = client(url, options);
+    this.client.on('error', (err: unknown) => {
+      // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
+      this.connectError = messageOf(err);
+    });
+    this.client.on('ready', () => {
+      this.connectError = undefined;
     });
     this.client.connect().catch(() => {
       // The first connection failed; the reconnect strategy keeps trying.
@@ -51,9 +77,11 @@ export class RedisStore implements KeyValueStore {
     maxBytes: number,
     timeoutMs: number,
   ): Promise<{ value: Uint8Array; ttlMs?: number } | undefined> {
-    const reply = (await this.client
-      .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
-      .eval(READ, { keys: [key], arguments: [String(maxBytes)] })) as unknown;
+    const reply = (await this.call(() =>
+      this.client
+        .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
+        .eval(READ, { keys: [key], arguments: [String(maxBytes)] }),
+    )) as unknown;
     if (!Array.isArray(reply) || !Buffer.isBuffer(reply[0]) || typeof reply[1] !== 'number') {
       throw new Error('unexpected reply from Redis');
     }
@@ -66,12 +94,26 @@ export class RedisStore implements KeyValueStore {
   async set(key: string, value: Uint8Array, ttlMs: number | undefined, timeoutMs: number): Promise<void> {
     const c = this.client.withCommandOptions({ timeout: timeoutMs });
     const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    if (ttlMs === undefined) await c.set(key, bytes);
-    else await c.set(key, bytes, { expiration: { type: 'PX', value: ttlMs } });
+    await this.call(() =>
+      ttlMs === undefined
+        ? c.set(key, bytes)
+        : c.set(key, bytes, { expiration: { type: 'PX', value: ttlMs } }),
+    );
   }
 
   async ping(timeoutMs: number): Promise<void> {
-    await this.client.withCommandOptions({ timeout: timeoutMs }).ping();
+    await this.call(() => this.client.withCommandOptions({ timeout: timeoutMs }).ping());
+  }
+
+  /** A command; failing while not connected, it says why the connection failed ("offline" says nothing). */
+  private async call<T>(command: () => Promise<T>): Promise<T> {
+    try {
+      return await command();
+    } catch (err) {
+      const why = this.client.isReady ? undefined : this.connectError;
+      if (why === undefined) throw err;
+      throw new Error(`not connected: ${why}`, { cause: err });
+    }
   }
 
   close(): void {
