@@ -13,6 +13,9 @@
 // Two prefetch sides: the issue's definition (the pull follows the put at once, so the prefetch can only
 // overlap the pull), and one where the pull starts once the prefetch has completed (as on a node where
 // scheduling the workspace takes a few seconds after the spec is put); there the wait is not timed.
+// A second table gives the CPU time each side used over its timed parts: the whole machine's (every
+// process and the kernel), how many cores that kept busy on average, and the facade's and docker-registry's
+// own, to tell work added from work waited for.
 //
 //   node bench/facade-start.ts   (ROUNDS=3 LAYER_MIB=32)
 
@@ -25,6 +28,7 @@ import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, removeTempDir, tempDir } from '../test/helpers/tmp.ts';
 import { type FacadeProcess, startFacadeProcess } from './facade-server.ts';
+import { cpuSecondsNow, machineCpuSecondsNow } from './proc.ts';
 import { intArg, median, printTable, timed } from './stats.ts';
 
 const ROUNDS = intArg('ROUNDS', 3);
@@ -52,6 +56,18 @@ interface Timing {
   pull: number;
   /** `ctr run` until the container printed its first line. */
   run: number;
+  /** CPU seconds over the timed parts. */
+  cpu: Cpu;
+  /** The machine's CPU seconds during the pull alone. */
+  pullCpu: number;
+}
+
+interface Cpu {
+  /** The whole machine's: every process and the kernel, all cores added up. */
+  machine: number;
+  /** The facade process's (0 for the plain image). */
+  facade: number;
+  registry: number;
 }
 
 /** A facade over its own spec store. */
@@ -81,9 +97,14 @@ async function prefetchCompleted(facadeUrl: string, before: number): Promise<voi
 
 /**
  * Runs `ctr ARGS` and returns the milliseconds until it printed its first line, which must be `want`;
- * the rest of the run (the container's removal) is awaited but not timed.
+ * the rest of the run (the container's removal) is awaited but not timed. `atLine` is called right then.
  */
-async function firstLine(ctrd: TestContainerd, args: string[], want: string): Promise<number> {
+async function firstLine(
+  ctrd: TestContainerd,
+  args: string[],
+  want: string,
+  atLine: () => void,
+): Promise<number> {
   const start = process.hrtime.bigint();
   const child = ctrd.spawnCtr(args);
   const kill = setTimeout(() => child.kill('SIGKILL'), 120_000);
@@ -93,7 +114,10 @@ async function firstLine(ctrd: TestContainerd, args: string[], want: string): Pr
     let err = '';
     child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
       out += chunk;
-      if (ms === undefined && out.includes('\n')) ms = Number(process.hrtime.bigint() - start) / 1e6;
+      if (ms === undefined && out.includes('\n')) {
+        ms = Number(process.hrtime.bigint() - start) / 1e6;
+        atLine();
+      }
     });
     child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
       err += chunk;
@@ -115,6 +139,11 @@ try {
   const work = await tempDir('bench-facade-start');
   cleanup.addDir(work);
   const busybox = await pushBusybox(reg, 'base');
+  const cpuNow = (facadePid: number | undefined): Cpu => ({
+    machine: machineCpuSecondsNow(),
+    facade: facadePid === undefined ? 0 : cpuSecondsNow(facadePid),
+    registry: cpuSecondsNow(reg.pid),
+  });
 
   /** A facade over a new spec store and an empty cache in `dir`. */
   const startSpecFacade = async (dir: string, prefetch: boolean): Promise<SpecFacade> => {
@@ -177,40 +206,53 @@ try {
 
   /**
    * Pulls and runs `ref` in a fresh containerd; `put` runs first, inside the timing; `between` after it,
-   * outside the timing.
+   * outside the timing. CPU is counted for the facade `facadePid` (none for the plain image).
    */
   const pullAndRun = async (
     ref: string,
     name: string,
+    facadePid: number | undefined,
     putSpec: () => Promise<void>,
     between: () => Promise<void> = async () => {},
   ): Promise<Timing> => {
     const ctrd = await startContainerd();
     try {
+      const atStart = cpuNow(facadePid);
       const putMs = await timed(putSpec);
+      const afterPut = cpuNow(facadePid);
       await between();
+      const beforePull = cpuNow(facadePid);
       const pull = await timed(() =>
         ctrd.ctr(['images', 'pull', '--plain-http', ref], { timeoutMs: 600_000 }),
       );
+      const pullCpu = machineCpuSecondsNow() - beforePull.machine;
       // The pause after the line (not timed): ctr 1.6 may drop what a container prints right before it
       // exits (see TestContainerd.run), which would end a long run with an error.
+      let atLine = beforePull;
       const run = await firstLine(
         ctrd,
         ['run', '--rm', ref, name, 'sh', '-c', 'echo ready; sleep 0.2'],
         'ready',
+        () => {
+          atLine = cpuNow(facadePid);
+        },
       );
-      return { total: putMs + pull + run, put: putMs, pull, run };
+      const spent = (k: keyof Cpu) => afterPut[k] - atStart[k] + (atLine[k] - beforePull[k]);
+      const cpu = { machine: spent('machine'), facade: spent('facade'), registry: spent('registry') };
+      return { total: putMs + pull + run, put: putMs, pull, run, cpu, pullCpu };
     } finally {
       await ctrd.stop();
     }
   };
 
   const run = async (side: Side, image: Awaited<ReturnType<typeof newImage>>): Promise<Timing> => {
-    if (side === 'docker-registry (plain)') return pullAndRun(image.plain, image.id, async () => {});
+    if (side === 'docker-registry (plain)')
+      return pullAndRun(image.plain, image.id, undefined, async () => {});
     const ws = (f: SpecFacade, between?: () => Promise<void>) =>
       pullAndRun(
         `${f.facade.host}/remote/${image.id}:latest`,
         image.id,
+        f.facade.pid,
         () => put(f, image.id, image.specFile),
         between,
       );
@@ -261,6 +303,24 @@ try {
         median(ts.map((t) => t.pull)).toFixed(0),
         median(ts.map((t) => t.run)).toFixed(0),
         ts.map((t) => t.total.toFixed(0)).join(' '),
+      ];
+    }),
+  ]);
+  console.log(
+    '\nCPU over the timed parts, medians: seconds, and cores kept busy on average (machine / wall)',
+  );
+  const cpuMed = (ts: Timing[], pick: (c: Cpu) => number) => median(ts.map((t) => pick(t.cpu)));
+  printTable([
+    ['side', 'machine s', 'cores busy', 'in the pull', 'facade s', 'docker-registry s'],
+    ...SIDES.map((side) => {
+      const ts = results.get(side)!;
+      return [
+        side,
+        cpuMed(ts, (c) => c.machine).toFixed(2),
+        median(ts.map((t) => t.cpu.machine / (t.total / 1000))).toFixed(2),
+        median(ts.map((t) => t.pullCpu / (t.pull / 1000))).toFixed(2),
+        cpuMed(ts, (c) => c.facade).toFixed(2),
+        cpuMed(ts, (c) => c.registry).toFixed(2),
       ];
     }),
   ]);
