@@ -168,8 +168,14 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     if (config.redis) {
       const { RedisStore } = await import('../facade/shared/redis-store.ts');
       const r = config.redis;
+      let password: (() => Promise<string>) | undefined;
+      if (r.passwordFile !== undefined) {
+        const file = r.passwordFile;
+        await readSecret(file); // a missing or empty file fails the start
+        password = () => readSecret(file); // read at every connection: a rotated secret is picked up
+      }
       const redis = new RedisStore(r.url, {
-        ...(r.passwordFile !== undefined && { password: await readSecret(r.passwordFile) }),
+        ...(password && { password }),
         ...(r.tls && { tls: await readTlsClientFiles(r.tls) }),
       });
       undo.push(() => redis.close());

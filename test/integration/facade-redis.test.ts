@@ -6,7 +6,7 @@
 // in-process facades on one docker-registry, one spec store directory and one Redis.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
@@ -392,7 +392,7 @@ describe('facade replicas sharing Redis', () => {
     });
   });
 
-  test('a Redis that wants a password and speaks only TLS: the password from a file, its certificate checked against a CA file', async (t) => {
+  test('a Redis that wants a password and speaks only TLS: the password from a file (read again at reconnection), its certificate checked against a CA file', async (t) => {
     const tls = { certFile: join(work, 'redis-cert.pem'), keyFile: join(work, 'redis-key.pem') };
     const stranger = { certFile: join(work, 'stranger-cert.pem'), keyFile: join(work, 'stranger-key.pem') };
     await makeSelfSignedCert({ ...tls, cn: 'redis', ip: '127.0.0.1' });
@@ -406,7 +406,8 @@ describe('facade replicas sharing Redis', () => {
     await store.put('ws-secure', spec(ide.ref));
 
     const secure = { redis: { passwordFile, tls: { ca: tls.certFile } } };
-    const a = await replica(redis.url, secure);
+    // A user in the URL goes with the password from the file.
+    const a = await replica(redis.url.replace('rediss://', 'rediss://default@'), secure);
     const b = await replica(redis.url, secure);
     const onA = await manifest(a, 'ws-secure', 'latest');
     assert.equal(onA.status, 200);
@@ -431,6 +432,34 @@ describe('facade replicas sharing Redis', () => {
       assert.equal(warned.length, 1);
       assert.match(warned[0]!.err ?? '', why);
     }
+
+    // The password is rotated: the server's, then the secret's file; the connections drop. A reconnects
+    // with the new one and shares again.
+    const direct = createClient({
+      url: redis.url,
+      password: 'open sesame',
+      socket: { tls: true, ca: await readFile(tls.certFile) },
+    });
+    direct.on('error', () => {});
+    await direct.connect();
+    t.after(() => direct.destroy());
+    await direct.configSet('requirepass', 'open wheat');
+    await writeFile(passwordFile, 'open wheat\n');
+    await direct.sendCommand(['CLIENT', 'KILL', 'TYPE', 'normal', 'SKIPME', 'yes']);
+    // A composition is shared when it is new to the replica: a new name each time.
+    let n = 0;
+    await waitFor(
+      async () => {
+        const id = `ws-rotated-${n++}`;
+        await store.put(id, spec(other.ref));
+        const res = await manifest(a, id, 'latest');
+        assert.equal(res.status, 200);
+        const digest = res.headers.get('docker-content-digest');
+        return (await direct.exists(`${KEY_PREFIX}composed:${digest}`)) === 1;
+      },
+      15_000,
+      { intervalMs: 250, what: 'a composition shared after the password was rotated' },
+    );
   });
 
   test('tag resolutions are shared with a TTL: a moved tag is picked up by every replica', async (t) => {

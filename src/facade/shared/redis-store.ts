@@ -10,8 +10,11 @@ import type { KeyValueStore } from './shared-store.ts';
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
 
 export interface RedisStoreOptions {
-  /** Used when the URL carries none (kept out of the URL so it can come from a secret's file). */
-  password?: string;
+  /**
+   * The password, for a URL without one (kept out of the URL so it can come from a secret's file); asked
+   * at every connection, so a rotated secret is used from the next reconnection on.
+   */
+  password?: () => Promise<string>;
   /** For a `rediss://` URL: the CA to trust (default: the system's), a client certificate, the name to verify. */
   tls?: { ca?: Uint8Array; cert?: Uint8Array; key?: Uint8Array; serverName?: string };
 }
@@ -19,9 +22,19 @@ export interface RedisStoreOptions {
 function client(url: string, o: RedisStoreOptions) {
   const socket = { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) };
   const buf = (b: Uint8Array | undefined) => b && Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  // Credentials in the URL would take the place of any given beside it: the URL's user goes with the password.
+  const password = o.password;
+  const u = new URL(url);
+  const username = decodeURIComponent(u.username) || undefined;
+  if (password) u.username = '';
   return createClient({
-    url,
-    ...(o.password !== undefined && { password: o.password }),
+    url: u.href,
+    ...(password && {
+      credentialsProvider: {
+        type: 'async-credentials-provider' as const,
+        credentials: async () => ({ username, password: await password() }),
+      },
+    }),
     disableOfflineQueue: true,
     commandsQueueMaxLength: 1000,
     socket: o.tls
