@@ -5,7 +5,7 @@
 // second per followed build): simple, bounded, and no connection held per subscriber.
 import { randomUUID } from 'node:crypto';
 import { createClient } from 'redis';
-import { unavailable } from '../errors.ts';
+import { messageOf, unavailable } from '../errors.ts';
 
 /** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
 export interface SharedUpdate {
@@ -26,6 +26,8 @@ export interface SharedBuildsOptions {
   keepMs?: number;
   /** Entries of a shared log; older ones are dropped (default 20 000). */
   maxLogEntries?: number;
+  /** How long connecting at start may take before it fails (default 10 s). */
+  connectTimeoutMs?: number;
 }
 
 const PREFIX = 'strata:builder:';
@@ -62,15 +64,30 @@ export class SharedBuilds {
     this.maxLog = o.maxLogEntries ?? 20_000;
   }
 
+  /**
+   * Connects, or fails within `connectTimeoutMs` saying why: the client would otherwise try again forever,
+   * and a replica with a Redis it cannot reach would hang at start without a word.
+   */
   static async connect(o: SharedBuildsOptions): Promise<SharedBuilds> {
     const client = redisClient(o.url);
-    client.on('error', () => {
-      // Reported through the failing commands; the client reconnects by itself.
+    let lastError: unknown;
+    client.on('error', (err: unknown) => {
+      // Once connected, failures reach the callers through their commands; the client reconnects by itself.
+      lastError = err;
+    });
+    const ms = o.connectTimeoutMs ?? 10_000;
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(lastError ?? new Error(`no answer within ${ms / 1000} s`)), ms);
     });
     try {
-      await client.connect();
+      await Promise.race([client.connect(), timeout]);
     } catch (err) {
-      throw unavailable(`cannot reach Redis at ${o.url}: ${(err as Error).message}`, { cause: err });
+      client.destroy();
+      // The host only: the URL may carry a password.
+      throw unavailable(`cannot reach Redis at ${new URL(o.url).host}: ${messageOf(err)}`, { cause: err });
+    } finally {
+      clearTimeout(timer);
     }
     return new SharedBuilds(client, o);
   }
