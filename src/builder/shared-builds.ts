@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { createClient } from 'redis';
 import { messageOf, unavailable } from '../errors.ts';
+import { type RedisCredentials, redisConnection } from '../redis-connection.ts';
 
 /** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
 export interface SharedUpdate {
@@ -28,6 +29,8 @@ export interface SharedBuildsOptions {
   maxLogEntries?: number;
   /** How long connecting at start may take before it fails (default 10 s). */
   connectTimeoutMs?: number;
+  /** A password asked at every connection, TLS files. */
+  credentials?: RedisCredentials;
 }
 
 const PREFIX = 'strata:builder:';
@@ -40,10 +43,12 @@ const RENEW =
 const RELEASE =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 
-function redisClient(url: string) {
+function redisClient(url: string, credentials: RedisCredentials) {
+  const c = redisConnection(url, credentials);
   return createClient({
-    url,
-    socket: { connectTimeout: 5000, reconnectStrategy: (n: number) => Math.min(n * 200, 5000) },
+    url: c.url,
+    ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
+    socket: c.socket({ connectTimeout: 5000, reconnectStrategy: (n: number) => Math.min(n * 200, 5000) }),
   });
 }
 type Client = ReturnType<typeof redisClient>;
@@ -69,7 +74,7 @@ export class SharedBuilds {
    * and a replica with a Redis it cannot reach would hang at start without a word.
    */
   static async connect(o: SharedBuildsOptions): Promise<SharedBuilds> {
-    const client = redisClient(o.url);
+    const client = redisClient(o.url, o.credentials ?? {});
     let lastError: unknown;
     client.on('error', (err: unknown) => {
       // Once connected, failures reach the callers through their commands; the client reconnects by itself.

@@ -23,6 +23,7 @@ interface BuilderFlags {
   storageDriver?: string;
   allowFileRemotes?: boolean;
   redis?: string;
+  redisPasswordFile?: string;
   logLevel: string;
 }
 
@@ -40,7 +41,13 @@ export function builderFlagsAsConfig(flags: BuilderFlags): Record<string, unknow
   if (flags.metrics) o.metrics = flags.metrics;
   if (flags.storageDriver) o.storageDriver = flags.storageDriver;
   if (flags.allowFileRemotes) o.allowFileRemotes = true;
-  if (flags.redis) o.redis = flags.redis;
+  if (flags.redisPasswordFile && !flags.redis)
+    throw invalidArgument('--redis-password-file goes with --redis');
+  if (flags.redis) {
+    o.redis = flags.redisPasswordFile
+      ? { url: flags.redis, passwordFile: resolve(flags.redisPasswordFile) }
+      : flags.redis;
+  }
   if (flags.tlsCert || flags.tlsKey) {
     if (!flags.tlsCert || !flags.tlsKey) throw invalidArgument('--tls-cert and --tls-key go together');
     o.tls = { cert: resolve(flags.tlsCert), key: resolve(flags.tlsKey) };
@@ -67,6 +74,7 @@ export function registerBuilder(program: Command): void {
     .option('--storage-driver <name>', 'buildah storage driver: overlay (default) or vfs')
     .option('--allow-file-remotes', 'accept file:// git remotes (they read this machine)')
     .option('--redis <url>', 'Redis shared by builder replicas: each build runs once among them')
+    .option('--redis-password-file <file>', "file holding Redis's password (not in the URL, so not in ps)")
     .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate')
     .option('--tls-key <file>', "the certificate's PEM private key")
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');

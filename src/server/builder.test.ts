@@ -38,6 +38,29 @@ test('defaults, normalised repositories and clear errors', () => {
   assert.equal(bad({ cacheMax: 'lots' })[0], 'InvalidArgument');
 });
 
+test('redis: a URL, or a mapping with a password file and TLS files; what is wrong', () => {
+  const c = (redis: unknown) => builderConfigFrom({ redis }, '/etc/strata').redis;
+  assert.deepEqual(c('redis://cache:6379'), { url: 'redis://cache:6379' });
+  assert.deepEqual(
+    c({ url: 'rediss://default@cache:6380', passwordFile: 'pw', tls: { ca: 'ca.pem', serverName: 'cache' } }),
+    {
+      url: 'rediss://default@cache:6380',
+      passwordFile: '/etc/strata/pw',
+      tls: { ca: '/etc/strata/ca.pem', serverName: 'cache' },
+    },
+  );
+  for (const [redis, msg] of [
+    ['http://x', /redis: want a URL such as/],
+    [{ url: 'redis://x', host: 'y' }, /redis.host: unknown key/],
+    [{ url: 'redis://:pw@x', passwordFile: 'f' }, /redis.passwordFile: the URL has a password/],
+    [{ url: 'redis://x', tls: { ca: 'ca.pem' } }, /redis.tls: wants a rediss:\/\/ URL/],
+    [{ url: 'rediss://x', tls: { key: 'k.pem' } }, /redis.tls: cert and key go together/],
+    [{ url: 'rediss://x', tls: { crt: 'c.pem' } }, /redis.tls.crt: unknown key/],
+  ] as const) {
+    assert.throws(() => c(redis), msg);
+  }
+});
+
 test('a config file with flags on top; paths relative to the file; plain-HTTP hosts from both', async () => {
   const file = join(dir, 'builder.yaml');
   await writeFile(

@@ -21,6 +21,13 @@ import { parseNormalizedReference } from '../oci/reference.ts';
 import { anonymous, type CredentialStore, type Credentials } from '../registry/credentials.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { canonicalHost } from '../registry/hosts.ts';
+import {
+  checkRedisEndpoint,
+  type RedisEndpoint,
+  redisCredentials,
+  TLS_CLIENT_KEYS,
+  tlsClientFilesFrom,
+} from './client-files.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
 import { parseByteSize, parseListen } from './facade-config.ts';
 import { serveMetrics } from './metrics.ts';
@@ -45,8 +52,8 @@ export interface BuilderConfig {
   gitTimeoutMs: number;
   metrics?: { host: string; port: number };
   tls?: { cert: string; key: string };
-  /** Redis URL shared by builder replicas, so that each build runs once among them. */
-  redis?: string;
+  /** The Redis builder replicas share, so that each build runs once among them. */
+  redis?: RedisEndpoint;
 }
 
 /** Every key the builder's config file accepts (docs/configuration.md is tested against it). */
@@ -69,7 +76,7 @@ export const BUILDER_KEYS = {
   gitTimeoutSeconds: null,
   metrics: null,
   tls: { cert: null, key: null },
-  redis: null,
+  redis: { url: null, passwordFile: null, tls: TLS_CLIENT_KEYS },
 } as const satisfies KeyTree;
 
 function fail(where: string, what: string): never {
@@ -95,10 +102,20 @@ function strings(v: unknown, where: string): string[] {
   return v as string[];
 }
 
-function redisUrl(v: unknown): string {
-  if (typeof v !== 'string' || !/^rediss?:\/\//.test(v))
+/** `redis`: a URL, or a mapping with the URL, a password file and TLS files. */
+function redisEndpoint(v: unknown, path: (v: unknown, where: string) => string): RedisEndpoint {
+  const o = (typeof v === 'string' ? { url: v } : v) as Record<string, unknown>;
+  if (typeof o !== 'object' || o === null || Array.isArray(o))
+    fail('redis', 'want a URL such as redis://host:6379, or a mapping with url');
+  for (const k of unknownKeys(o, BUILDER_KEYS.redis)) fail(`redis.${k}`, 'unknown key');
+  const url = o.url;
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url) || !URL.canParse(url))
     fail('redis', 'want a URL such as redis://host:6379');
-  return v;
+  const e: RedisEndpoint = { url };
+  if (o.passwordFile !== undefined) e.passwordFile = path(o.passwordFile, 'redis.passwordFile');
+  if (o.tls !== undefined) e.tls = tlsClientFilesFrom(o.tls, 'redis.tls', path, fail);
+  checkRedisEndpoint(e, 'redis', fail);
+  return e;
 }
 
 /** The configuration from a parsed document (YAML or JSON); relative paths are relative to `base`. */
@@ -141,7 +158,7 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
       (o.gitTimeoutSeconds === undefined ? 600 : positive(o.gitTimeoutSeconds, 'gitTimeoutSeconds')) * 1000,
     ...(typeof o.metrics === 'string' && { metrics: parseListen(o.metrics, 'metrics') }),
     ...(tls && { tls: { cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') } }),
-    ...(o.redis !== undefined && { redis: redisUrl(o.redis) }),
+    ...(o.redis !== undefined && { redis: redisEndpoint(o.redis, path) }),
   };
 }
 
@@ -280,7 +297,10 @@ export async function startBuilder(
     const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
     // Redis's client (~650 modules) only for replicas that share builds.
     const shared = config.redis
-      ? await (await import('../builder/shared-builds.ts')).SharedBuilds.connect({ url: config.redis })
+      ? await (await import('../builder/shared-builds.ts')).SharedBuilds.connect({
+          url: config.redis.url,
+          credentials: await redisCredentials(config.redis),
+        })
       : undefined;
     if (shared) undo.push(() => shared.close());
     const metrics = new BuilderMetrics(overrides.registry);

@@ -200,12 +200,7 @@ redis:
     '/etc/strata',
   ).redis;
   assert.equal(secure?.passwordFile, '/etc/strata/pw');
-  assert.deepEqual(secure?.tls, {
-    ca: '/etc/strata/ca.pem',
-    cert: undefined,
-    key: undefined,
-    serverName: 'cache.internal',
-  });
+  assert.deepEqual(secure?.tls, { ca: '/etc/strata/ca.pem', serverName: 'cache.internal' });
   for (const [text, msg] of [
     ['redis: { host: x }', /redis.host: unknown key/],
     ['redis: { url: "redis://:pw@x", passwordFile: f }', /redis.passwordFile: the URL has a password/],

@@ -17,15 +17,14 @@ import { parseHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
+import {
+  checkRedisEndpoint,
+  type RedisEndpoint,
+  TLS_CLIENT_KEYS,
+  type TlsClientFiles,
+  tlsClientFilesFrom,
+} from './client-files.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
-
-/** Files of a TLS client: the CA to trust (else the system's), a client certificate, the name to verify. */
-export interface TlsClientFiles {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  serverName?: string;
-}
 
 export interface RemoteProviderConfig {
   address: string;
@@ -42,12 +41,7 @@ export interface AuthConfig {
 }
 
 /** The cache replicas share (see src/facade/shared). */
-export interface RedisConfig {
-  url: string;
-  /** A file holding the password (a mounted secret), so the config need not. */
-  passwordFile?: string;
-  /** For a `rediss://` URL. */
-  tls?: TlsClientFiles;
+export interface RedisConfig extends RedisEndpoint {
   keyPrefix: string;
   /** Bound of every Redis call. */
   timeoutMs: number;
@@ -124,7 +118,6 @@ export interface FacadeConfig {
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
 
 const TLS_FILES = { cert: null, key: null } as const;
-const TLS_CLIENT_FILES = { ca: null, cert: null, key: null, serverName: null } as const;
 
 /** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
 export const FACADE_KEYS = {
@@ -138,7 +131,7 @@ export const FACADE_KEYS = {
     token: { realm: null, service: null, issuer: null, keys: null },
   },
   specProviders: {
-    remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_FILES },
+    remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_KEYS },
     fixedFile: null,
     store: { dir: null, listen: null },
     cacheTtlSeconds: null,
@@ -161,7 +154,7 @@ export const FACADE_KEYS = {
   redis: {
     url: null,
     passwordFile: null,
-    tls: TLS_CLIENT_FILES,
+    tls: TLS_CLIENT_KEYS,
     keyPrefix: null,
     timeoutMs: null,
     tagTtlSeconds: null,
@@ -297,18 +290,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
   const path = (v: unknown, where: string): string => resolve(base, str(v, where));
   const optPath = (v: unknown, where: string): string | undefined =>
     v === undefined || v === null ? undefined : path(v, where);
-  const tlsClientFiles = (v: unknown, where: string): TlsClientFiles => {
-    const t = obj(v, where);
-    checkKeys(t, TLS_CLIENT_FILES, where);
-    const files = {
-      ca: optPath(t.ca, `${where}.ca`),
-      cert: optPath(t.cert, `${where}.cert`),
-      key: optPath(t.key, `${where}.key`),
-      serverName: optStr(t.serverName, `${where}.serverName`),
-    };
-    if ((files.cert === undefined) !== (files.key === undefined)) fail(where, 'cert and key go together');
-    return files;
-  };
+  const tlsClientFiles = (v: unknown, where: string) => tlsClientFilesFrom(v, where, path, fail);
 
   const listen = parseListen(optStr(d.listen, 'listen') ?? DEFAULT_LISTEN, 'listen');
   let prefix: string;
@@ -462,10 +444,8 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     if (!/^rediss?:\/\//.test(url) || !URL.canParse(url))
       fail('redis.url', 'want a URL such as redis://host:6379');
     const passwordFile = optPath(ro.passwordFile, 'redis.passwordFile');
-    if (passwordFile !== undefined && new URL(url).password !== '')
-      fail('redis.passwordFile', 'the URL has a password already: give it once');
     const tls = ro.tls === undefined || ro.tls === null ? undefined : tlsClientFiles(ro.tls, 'redis.tls');
-    if (tls && !url.startsWith('rediss://')) fail('redis.tls', 'wants a rediss:// URL');
+    checkRedisEndpoint({ url, passwordFile, tls }, 'redis', fail);
     redis = {
       url,
       ...(passwordFile !== undefined && { passwordFile }),

@@ -66,12 +66,8 @@ import { isAnyHost, joinHostPort } from '../host-port.ts';
 import type { Blob } from '../oci/blob.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
-import {
-  type FacadeConfig,
-  plainHttpAllowed,
-  type RedisConfig,
-  type TlsClientFiles,
-} from './facade-config.ts';
+import { readTlsClientFiles, redisCredentials } from './client-files.ts';
+import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
 import type { HostedParts } from './hosted.ts';
 
 export interface FacadeApp {
@@ -167,17 +163,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let shared: { store: SharedStore; redis: RedisStore; config: RedisConfig } | undefined;
     if (config.redis) {
       const { RedisStore } = await import('../facade/shared/redis-store.ts');
-      const r = config.redis;
-      let password: (() => Promise<string>) | undefined;
-      if (r.passwordFile !== undefined) {
-        const file = r.passwordFile;
-        await readSecret(file); // a missing or empty file fails the start
-        password = () => readSecret(file); // read at every connection: a rotated secret is picked up
-      }
-      const redis = new RedisStore(r.url, {
-        ...(password && { password }),
-        ...(r.tls && { tls: await readTlsClientFiles(r.tls) }),
-      });
+      const redis = new RedisStore(config.redis.url, await redisCredentials(config.redis));
       undo.push(() => redis.close());
       const store = sharedStore(config.redis, redis, logger, () => metrics);
       undo.push(() => store.close());
@@ -546,27 +532,6 @@ function hostedSource(hosted: HostedParts, isOwn: (domain: string) => boolean): 
       return { descriptor, open: (o) => stored.open(o) };
     },
   });
-}
-
-/** A TLS client's files, read: what the gRPC spec provider client and the Redis client take. */
-async function readTlsClientFiles(
-  f: TlsClientFiles,
-): Promise<{ ca?: Buffer; cert?: Buffer; key?: Buffer; serverName?: string }> {
-  const read = (file: string | undefined) => (file === undefined ? undefined : readFile(file));
-  const [ca, cert, key] = await Promise.all([read(f.ca), read(f.cert), read(f.key)]);
-  return {
-    ...(ca && { ca }),
-    ...(cert && { cert }),
-    ...(key && { key }),
-    ...(f.serverName !== undefined && { serverName: f.serverName }),
-  };
-}
-
-/** A secret from a file (a mounted Kubernetes secret, say), without the line end it may carry. */
-async function readSecret(file: string): Promise<string> {
-  const secret = (await readFile(file, 'utf8')).replace(/\r?\n$/, '');
-  if (secret === '') throw invalidArgument(`${file}: the file is empty`);
-  return secret;
 }
 
 /** host:port of a Redis URL, for logs (never its password). */

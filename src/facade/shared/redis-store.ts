@@ -4,49 +4,23 @@
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
 import { createClient, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
+import { type RedisCredentials, redisConnection } from '../../redis-connection.ts';
 import type { KeyValueStore } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
 
-export interface RedisStoreOptions {
-  /**
-   * The password, for a URL without one (kept out of the URL so it can come from a secret's file); asked
-   * at every connection, so a rotated secret is used from the next reconnection on.
-   */
-  password?: () => Promise<string>;
-  /** For a `rediss://` URL: the CA to trust (default: the system's), a client certificate, the name to verify. */
-  tls?: { ca?: Uint8Array; cert?: Uint8Array; key?: Uint8Array; serverName?: string };
-}
-
-function client(url: string, o: RedisStoreOptions) {
-  const socket = { connectTimeout: 2000, reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000) };
-  const buf = (b: Uint8Array | undefined) => b && Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-  // Credentials in the URL would take the place of any given beside it: the URL's user goes with the password.
-  const password = o.password;
-  const u = new URL(url);
-  const username = decodeURIComponent(u.username) || undefined;
-  if (password) u.username = '';
+function client(url: string, credentials: RedisCredentials) {
+  const c = redisConnection(url, credentials);
   return createClient({
-    url: u.href,
-    ...(password && {
-      credentialsProvider: {
-        type: 'async-credentials-provider' as const,
-        credentials: async () => ({ username, password: await password() }),
-      },
-    }),
+    url: c.url,
+    ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
     disableOfflineQueue: true,
     commandsQueueMaxLength: 1000,
-    socket: o.tls
-      ? {
-          ...socket,
-          tls: true,
-          ca: buf(o.tls.ca),
-          cert: buf(o.tls.cert),
-          key: buf(o.tls.key),
-          servername: o.tls.serverName,
-        }
-      : socket,
+    socket: c.socket({
+      connectTimeout: 2000,
+      reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
+    }),
   });
 }
 
@@ -57,8 +31,8 @@ export class RedisStore implements KeyValueStore {
   /** Why the client is not connected (a refused password, an untrusted certificate, …), while it is not. */
   private connectError: string | undefined;
 
-  constructor(url: string, options: RedisStoreOptions = {}) {
-    this.client = client(url, options);
+  constructor(url: string, credentials: RedisCredentials = {}) {
+    this.client = client(url, credentials);
     this.client.on('error', (err: unknown) => {
       // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
       this.connectError = messageOf(err);

@@ -1,0 +1,44 @@
+// How Strata's services reach a Redis beyond its URL: a password asked at every connection (so a rotated
+// secret is used from the next reconnection on, without a restart) and TLS with files of its own. The
+// facade's shared cache and the builder's shared builds both connect this way.
+
+export interface RedisCredentials {
+  /** The password, for a URL without one; asked at every connection. */
+  password?: () => Promise<string>;
+  /** For a `rediss://` URL: the CA to trust (default: the system's), a client certificate, the name to verify. */
+  tls?: { ca?: Uint8Array; cert?: Uint8Array; key?: Uint8Array; serverName?: string };
+}
+
+/**
+ * node-redis's options for `url` with `c`: the URL, and the credentials provider when a password is given
+ * (node-redis lets the URL's credentials win over the ones given beside it, so the URL's user goes into
+ * the provider, with the password, and out of the URL); `socket` adds the TLS options to a caller's own.
+ */
+export function redisConnection(url: string, c: RedisCredentials) {
+  const u = new URL(url);
+  const password = c.password;
+  const username = decodeURIComponent(u.username) || undefined;
+  if (password) u.username = '';
+  const buf = (b: Uint8Array | undefined) => b && Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  const tls = c.tls;
+  return {
+    url: u.href,
+    ...(password && {
+      credentialsProvider: {
+        type: 'async-credentials-provider' as const,
+        credentials: async () => ({ username, password: await password() }),
+      },
+    }),
+    socket: <S extends object>(own: S) =>
+      tls
+        ? {
+            ...own,
+            tls: true as const,
+            ca: buf(tls.ca),
+            cert: buf(tls.cert),
+            key: buf(tls.key),
+            servername: tls.serverName,
+          }
+        : own,
+  };
+}
