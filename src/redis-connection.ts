@@ -18,7 +18,10 @@ export function redisConnection(url: string, c: RedisCredentials) {
   const u = new URL(url);
   const password = c.password;
   const username = decodeURIComponent(u.username) || undefined;
-  if (password) u.username = '';
+  if (password) {
+    u.username = '';
+    u.password = '';
+  }
   const buf = (b: Uint8Array | undefined) => b && Buffer.from(b.buffer, b.byteOffset, b.byteLength);
   const tls = c.tls;
   return {
