@@ -205,12 +205,13 @@ test('a restarted service composes what it composed before from the disk cache a
     what: 'manifests and configs on disk',
   });
 
-  // Restarted with what the file held: the registry is asked only for the tags, the rest is on disk.
+  // Restarted with what the file held: the registry is asked only for the tags (HEADs: their manifests
+  // are on disk), the rest is on disk.
   fault.err = unavailable('connection refused');
   calls.length = 0;
   const after = service({ resolvedTags: { initial: told, changed: () => {} } });
   assert.equal((await after.composeSpec(spec)).manifestDigest, first.manifestDigest);
-  assert.deepEqual(calls.sort(), ['GET reg.test/base:latest', 'GET reg.test/ide:latest']);
+  assert.deepEqual(calls.sort(), ['HEAD reg.test/base:latest', 'HEAD reg.test/ide:latest']);
   assert.deepEqual(stale.sort(), ['reg.test/base:latest', 'reg.test/ide:latest']);
 
   // Told of nothing, a restarted service has no tag to stand in.
@@ -242,4 +243,12 @@ test('a service with a shared tier composes an image another replica fetched wit
   const other = (await services(t, upstream, { shared: sharedTiers }))();
   assert.equal((await other.composeSpec(spec)).manifestDigest, first.manifestDigest);
   assert.deepEqual(calls, []);
+
+  // Once the shared resolutions are gone, a third replica re-checks the tags with HEADs, which Docker Hub
+  // does not count as pulls, and takes the manifests and configs from the shared tier.
+  tags.clear();
+  calls.length = 0;
+  const third = (await services(t, upstream, { shared: sharedTiers }))();
+  assert.equal((await third.composeSpec(spec)).manifestDigest, first.manifestDigest);
+  assert.deepEqual(calls.sort(), ['HEAD reg.test/base:latest', 'HEAD reg.test/ide:latest']);
 });

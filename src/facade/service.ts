@@ -452,9 +452,10 @@ export class FacadeService {
     const last = this.lastDigest.get(key);
     const lastDigest = last && parseDigest(last.digest);
     const inMemory = lastDigest !== undefined && this.manifests.peek(lastDigest) !== undefined;
+    const atHand = inMemory || (lastDigest !== undefined && this.o.cache.has(lastDigest));
     const maxAge = this.o.tagStaleIfErrorMs ?? DEFAULT_TAG_STALE_IF_ERROR_MS;
     const stale =
-      last && lastDigest && (inMemory || this.o.cache.has(lastDigest)) && Date.now() - last.at <= maxAge
+      last && lastDigest && atHand && Date.now() - last.at <= maxAge
         ? { mediaType: last.mediaType, digest: lastDigest, size: last.size }
         : undefined;
     const failed = this.unreachable.get(key);
@@ -464,10 +465,11 @@ export class FacadeService {
     }
     try {
       const desc = await this.resolutions.get(key, async () => {
-        // Re-checking a tag whose manifest is still cached: a HEAD, which registries such as Docker
-        // Hub do not count as a pull. Otherwise one GET by tag brings digest and bytes together, a
-        // round trip less on the way to a cold composite manifest than HEAD then GET.
-        if (inMemory) {
+        // A HEAD, which registries such as Docker Hub do not count as a pull, when the manifest is likely
+        // at hand: the tag's last one is in memory or on disk, or another replica may have shared it (its
+        // manifest is then fetched by digest through the caches). Otherwise one GET by tag brings digest
+        // and bytes together, a round trip less on the way to a cold composite manifest than HEAD then GET.
+        if (atHand || this.o.shared) {
           return this.bounded(`resolve ${key}`, (signal) => this.o.upstream.resolve(ref, { signal }));
         }
         const got = await this.bounded(`fetch manifest ${key}`, (signal) =>
