@@ -451,8 +451,9 @@ export class FacadeService {
     const key = formatReference(ref);
     const last = this.lastDigest.get(key);
     const lastDigest = last && parseDigest(last.digest);
-    const inMemory = lastDigest !== undefined && this.manifests.peek(lastDigest) !== undefined;
-    const atHand = inMemory || (lastDigest !== undefined && this.o.cache.has(lastDigest));
+    const atHand =
+      lastDigest !== undefined &&
+      (this.manifests.peek(lastDigest) !== undefined || this.o.cache.has(lastDigest));
     const maxAge = this.o.tagStaleIfErrorMs ?? DEFAULT_TAG_STALE_IF_ERROR_MS;
     const stale =
       last && lastDigest && atHand && Date.now() - last.at <= maxAge
