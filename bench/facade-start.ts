@@ -289,6 +289,9 @@ try {
     }
   }
   const med = (side: Side) => median(results.get(side)!.map((t) => t.total));
+  /** A figure of a side's rounds: their median, with `digits` decimals. */
+  const medOf = (ts: Timing[], pick: (t: Timing) => number, digits: number) =>
+    median(ts.map(pick)).toFixed(digits);
   console.log(
     `\nspec put → ctr pull → ctr run prints its first line (${mib | 0} MiB of blobs, new each round), median of ${ROUNDS}`,
   );
@@ -299,9 +302,9 @@ try {
       return [
         side,
         med(side).toFixed(0),
-        median(ts.map((t) => t.put)).toFixed(0),
-        median(ts.map((t) => t.pull)).toFixed(0),
-        median(ts.map((t) => t.run)).toFixed(0),
+        medOf(ts, (t) => t.put, 0),
+        medOf(ts, (t) => t.pull, 0),
+        medOf(ts, (t) => t.run, 0),
         ts.map((t) => t.total.toFixed(0)).join(' '),
       ];
     }),
@@ -309,18 +312,17 @@ try {
   console.log(
     '\nCPU over the timed parts, medians: seconds, and cores kept busy on average (machine / wall)',
   );
-  const cpuMed = (ts: Timing[], pick: (c: Cpu) => number) => median(ts.map((t) => pick(t.cpu)));
   printTable([
     ['side', 'machine s', 'cores busy', 'in the pull', 'facade s', 'docker-registry s'],
     ...SIDES.map((side) => {
       const ts = results.get(side)!;
       return [
         side,
-        cpuMed(ts, (c) => c.machine).toFixed(2),
-        median(ts.map((t) => t.cpu.machine / (t.total / 1000))).toFixed(2),
-        median(ts.map((t) => t.pullCpu / (t.pull / 1000))).toFixed(2),
-        cpuMed(ts, (c) => c.facade).toFixed(2),
-        cpuMed(ts, (c) => c.registry).toFixed(2),
+        medOf(ts, (t) => t.cpu.machine, 2),
+        medOf(ts, (t) => t.cpu.machine / (t.total / 1000), 2),
+        medOf(ts, (t) => t.pullCpu / (t.pull / 1000), 2),
+        medOf(ts, (t) => t.cpu.facade, 2),
+        medOf(ts, (t) => t.cpu.registry, 2),
       ];
     }),
   ]);
