@@ -1,11 +1,13 @@
-// `strata spec put|get|ls|rm|serve`: Strata's own spec store. put/ls/rm work on a data dir; get works on a
-// data dir or asks a SpecProvider over gRPC (--address; the wire protocol has only GetImageSpec); serve
-// offers a data dir as registryfacade.SpecProvider.
+// `strata spec put|get|ls|rm|serve`: Strata's own spec store. Each works on a data dir or, with --address,
+// over gRPC: get asks any registryfacade.SpecProvider, put/ls/rm a store served with writes
+// (strata.specstore.v1.SpecStore). serve offers a data dir as SpecProvider, and with --writable as
+// SpecStore too.
 import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { specFromJson, specToJson } from '../api/convert/image-spec-json.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
+import type { SpecStore } from '../facade/providers/spec-store.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
 import {
   DEFAULT_SPEC_STORE,
@@ -18,8 +20,12 @@ import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
-interface PutFlags {
+interface StoreFlags {
   specStore: string;
+  address?: string;
+}
+
+interface PutFlags extends StoreFlags {
   baseRef?: string;
   ideRef?: string;
   supervisorRef?: string;
@@ -108,12 +114,37 @@ function withSpecStore(cmd: Command): Command {
   return hiddenAlias(cmd, '--data-dir <dir>', 'specStore');
 }
 
+/** `--address`: a spec store served over gRPC with writes, instead of the directory. */
+function withRemoteStore(cmd: Command): Command {
+  return cmd.option(
+    '--address <host:port>',
+    'work on the spec store served there (strata spec serve --writable, or specProviders.store.writable)',
+  );
+}
+
+/** Runs `use` on the store the flags name: the directory, or the one served at --address. */
+async function withStore<T>(
+  f: StoreFlags,
+  use: (store: Pick<SpecStore, 'put' | 'remove' | 'list'>) => Promise<T>,
+): Promise<T> {
+  if (!f.address) return use(openSpecStore(resolve(f.specStore)));
+  const { GrpcSpecStore } = await import('../api/clients/spec-store.ts');
+  const remote = new GrpcSpecStore(f.address);
+  try {
+    return await use(remote);
+  } finally {
+    remote.close();
+  }
+}
+
 export function registerSpec(program: Command): void {
   const spec = program.command('spec').description("manage Strata's own image spec store");
-  withSpecStore(
-    spec
-      .command('put <id> [file]')
-      .description('store the spec for ID, from FILE (YAML/JSON, protobuf-JSON field names) and/or flags'),
+  withRemoteStore(
+    withSpecStore(
+      spec
+        .command('put <id> [file]')
+        .description('store the spec for ID, from FILE (YAML/JSON, protobuf-JSON field names) and/or flags'),
+    ),
   )
     .option('--base-ref <ref>', 'base image')
     .option('--ide-ref <ref>', 'IDE image whose layers are added')
@@ -143,7 +174,7 @@ export function registerSpec(program: Command): void {
     .action((id: string, file: string | undefined, f: PutFlags) =>
       run(async () => {
         const s = await specFromPut(file, f);
-        await openSpecStore(resolve(f.specStore)).put(id, s);
+        await withStore(f, (store) => store.put(id, s));
       }),
     );
   withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON'))
@@ -162,21 +193,25 @@ export function registerSpec(program: Command): void {
         print(specToJson(await openSpecStore(resolve(f.specStore)).getSpec(id)));
       }),
     );
-  withSpecStore(spec.command('ls').description('list the stored spec ids')).action(
-    (f: { specStore: string }) =>
+  withRemoteStore(withSpecStore(spec.command('ls').description('list the stored spec ids'))).action(
+    (f: StoreFlags) =>
       run(async () => {
-        for (const id of await openSpecStore(resolve(f.specStore)).list()) process.stdout.write(`${id}\n`);
+        for (const id of await withStore(f, (store) => store.list())) process.stdout.write(`${id}\n`);
       }),
   );
-  withSpecStore(spec.command('rm <id>').description('remove the spec for ID')).action(
-    (id: string, f: { specStore: string }) => run(() => openSpecStore(resolve(f.specStore)).remove(id)),
+  withRemoteStore(withSpecStore(spec.command('rm <id>').description('remove the spec for ID'))).action(
+    (id: string, f: StoreFlags) => run(() => withStore(f, (store) => store.remove(id))),
   );
   withSpecStore(
     spec.command('serve').description('serve the spec store as registryfacade.SpecProvider over gRPC'),
   )
     .option('--listen <host:port>', 'address to serve on', '127.0.0.1:5051')
+    .option(
+      '--writable',
+      'also take puts and removals (strata.specstore.v1.SpecStore): anyone reaching --listen can then add specs',
+    )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
-    .action((f: { specStore: string; listen: string; logLevel: string }) =>
+    .action((f: { specStore: string; listen: string; logLevel: string; writable?: boolean }) =>
       run(async () => {
         // Only `serve` needs the listen-address parser (with the facade's whole config module) and a
         // logger: put/get/ls/rm start without them.
@@ -185,7 +220,12 @@ export function registerSpec(program: Command): void {
           import('pino'),
         ]);
         const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
-        const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger);
+        const server = await serveSpecStore(
+          resolve(f.specStore),
+          parseListen(f.listen, '--listen'),
+          logger,
+          f.writable === true,
+        );
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
       }),
     );

@@ -16,7 +16,7 @@ specProviders:
       tls: { ca: ca.pem }
     - other:9000
   fixedFile: fixed.yaml
-  store: { dir: specs, listen: "127.0.0.1:7001" }
+  store: { dir: specs, listen: "127.0.0.1:7001", writable: true }
 staticLayers:
   - ref: registry.example/supervisor:1
   - file: layers/extra.tar.gz
@@ -37,6 +37,11 @@ connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
   assert.equal(c.specProviders.remote[0]?.tls?.ca, '/etc/strata/ca.pem');
   assert.equal(c.specProviders.remote[1]?.address, 'other:9000');
   assert.equal(c.specProviders.store?.dir, '/etc/strata/specs');
+  assert.equal(c.specProviders.store?.writable, true);
+  assert.equal(
+    parseFacadeConfig('specProviders: { store: s }', '/').specProviders.store?.writable,
+    undefined,
+  );
   assert.deepEqual(c.staticLayers[1], { file: '/etc/strata/layers/extra.tar.gz' });
   assert.equal(c.cache.maxBytes, 2 * 1024 ** 3);
   assert.equal(c.platform.architecture, 'arm64');
@@ -73,6 +78,14 @@ test('bad configs name the key', () => {
     ['connections: { perClient: 1.5 }', /connections.perClient: want a whole number/],
     ['connections: { idle: 1 }', /connections.idle: unknown key/],
     ['hosted: { dir: x }', /hosted.dir: unknown key/],
+    [
+      'specProviders: { store: { dir: s, writable: true } }',
+      /specProviders.store.writable: needs specProviders.store.listen/,
+    ],
+    [
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", writable: 1 } }',
+      /specProviders.store.writable: want true or false/,
+    ],
     ['hosted: { root: 3 }', /hosted.root/],
   ];
   for (const [text, re] of cases) {

@@ -72,7 +72,11 @@ export interface FacadeConfig {
   specProviders: {
     remote: RemoteProviderConfig[];
     fixedFile?: string;
-    store?: { dir: string; listen?: { host: string; port: number } };
+    /**
+     * Strata's own spec store; served over gRPC at `listen` (registryfacade.SpecProvider), and with
+     * `writable` also strata.specstore.v1.SpecStore, which puts and removes specs.
+     */
+    store?: { dir: string; listen?: { host: string; port: number }; writable?: boolean };
     cacheTtlMs: number;
     cacheEntries: number;
   };
@@ -133,7 +137,7 @@ export const FACADE_KEYS = {
   specProviders: {
     remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_KEYS },
     fixedFile: null,
-    store: { dir: null, listen: null },
+    store: { dir: null, listen: null, writable: null },
     cacheTtlSeconds: null,
     cacheEntries: null,
   },
@@ -355,6 +359,13 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     store = { dir: path(so.dir, 'specProviders.store.dir') };
     const l = optStr(so.listen, 'specProviders.store.listen');
     if (l !== undefined) store.listen = parseListen(l, 'specProviders.store.listen');
+    if (so.writable !== undefined && so.writable !== null) {
+      if (typeof so.writable !== 'boolean') fail('specProviders.store.writable', 'want true or false');
+      if (so.writable && !store.listen) {
+        fail('specProviders.store.writable', 'needs specProviders.store.listen, where the writes are served');
+      }
+      if (so.writable) store.writable = true;
+    }
   }
   const cacheEntries = positive(sp.cacheEntries, 'specProviders.cacheEntries', 1024);
   if (!Number.isSafeInteger(cacheEntries)) fail('specProviders.cacheEntries', 'want a whole number');

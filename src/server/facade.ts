@@ -42,7 +42,7 @@ import {
   CompositeSpecProvider,
   type SpecProvider,
 } from '../facade/providers/provider.ts';
-import { SpecStore } from '../facade/providers/spec-store.ts';
+import type { SpecStore } from '../facade/providers/spec-store.ts';
 import { TagFile } from '../facade/providers/tag-file.ts';
 import { TtlLru } from '../facade/providers/ttl-lru.ts';
 import {
@@ -69,6 +69,7 @@ import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { readTlsClientFiles, redisCredentials } from './client-files.ts';
 import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
 import type { HostedParts } from './hosted.ts';
+import { openSpecStore, specStoreServices } from './spec-provider.ts';
 
 export interface FacadeApp {
   url: string;
@@ -176,7 +177,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     const remote: SpecProvider[] = [];
     let store: SpecStore | undefined;
     if (config.specProviders.store) {
-      store = new SpecStore(config.specProviders.store.dir, imageSpecJson);
+      store = openSpecStore(config.specProviders.store.dir);
       remote.push(store);
     }
     for (const r of config.specProviders.remote) {
@@ -320,14 +321,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     let grpc: GrpcServer | undefined;
     let specProviderPort: number | undefined;
     if (store && config.specProviders.store?.listen) {
-      const [{ createGrpcServer }, { specProviderService }] = await Promise.all([
-        import('../api/grpc/server.ts'),
-        import('../api/services/spec-provider.ts'),
-      ]);
-      const served = specProviderService(store);
+      const { createGrpcServer } = await import('../api/grpc/server.ts');
+      const served = await specStoreServices(store, config.specProviders.store.writable === true);
       grpc = createGrpcServer({
         logger,
-        services: [options.instrument ? options.instrument(served) : served],
+        services: served.map((s) => (options.instrument ? options.instrument(s) : s)),
       });
       const g = grpc;
       undo.push(() => g.shutdown());

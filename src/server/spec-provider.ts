@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcServer } from '../api/grpc/server.ts';
+import type { ServiceRegistration } from '../api/grpc/service.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { DEFAULT_ROOT } from './config.ts';
@@ -25,17 +26,31 @@ export async function remoteSpecProvider(address: string): Promise<SpecProvider 
   return new GrpcSpecProvider({ address });
 }
 
+/**
+ * The gRPC services over a spec store: registryfacade.SpecProvider to read it, and with `writable`
+ * strata.specstore.v1.SpecStore to put and remove specs (off unless asked for: whoever reaches the
+ * listener could then make the facade compose any image with its registry credentials).
+ */
+export async function specStoreServices(store: SpecStore, writable: boolean): Promise<ServiceRegistration[]> {
+  const [{ specProviderService }, writes] = await Promise.all([
+    import('../api/services/spec-provider.ts'),
+    writable ? import('../api/services/spec-store.ts') : undefined,
+  ]);
+  const services = [specProviderService(store)];
+  if (writes) services.push(writes.specStoreService(store));
+  return services;
+}
+
 /** Serves the spec store in `dir` on host:port until the returned server is shut down. */
 export async function serveSpecStore(
   dir: string,
   listen: { host: string; port: number },
   logger: Logger,
+  writable = false,
 ): Promise<GrpcServer> {
-  const [{ createGrpcServer }, { specProviderService }] = await Promise.all([
-    import('../api/grpc/server.ts'),
-    import('../api/services/spec-provider.ts'),
-  ]);
-  const server = createGrpcServer({ logger, services: [specProviderService(openSpecStore(dir))] });
+  const { createGrpcServer } = await import('../api/grpc/server.ts');
+  const services = await specStoreServices(openSpecStore(dir), writable);
+  const server = createGrpcServer({ logger, services });
   await server.listenTcp(listen.host, listen.port);
   return server;
 }

@@ -11,7 +11,11 @@ test('defaults: every part under the root, its own port, the spec store as the r
   assert.equal(c.daemon.metrics, undefined);
   assert.deepEqual(c.registry.listen, { host: '127.0.0.1', port: 5000 });
   assert.equal(c.registry.hosted, undefined);
-  assert.deepEqual(c.specs, { dir: '/var/lib/strata/specs', listen: { host: '127.0.0.1', port: 5051 } });
+  assert.deepEqual(c.specs, {
+    dir: '/var/lib/strata/specs',
+    listen: { host: '127.0.0.1', port: 5051 },
+    writable: false,
+  });
   assert.deepEqual(c.registry.specProviders.store, c.specs);
   assert.deepEqual(c.builder.listen, { host: '127.0.0.1', port: 8080 });
   assert.equal(c.builder.stateDir, '/var/lib/strata/builder');
@@ -26,7 +30,7 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
     metrics: '127.0.0.1:0',
     daemon: { address: 'run/s.sock', snapshotter: 'native', gc: { delayMs: 50 } },
     registry: { listen: '127.0.0.1:0', cache: { maxBytes: '1GiB' }, plainHttpHosts: ['up.example:5000'] },
-    specs: { dir: 'specs', listen: '127.0.0.1:0' },
+    specs: { dir: 'specs', listen: '127.0.0.1:0', writable: true },
     builder: { listen: '127.0.0.1:0', storageDriver: 'vfs', baseRepository: 'reg.example/base' },
   };
   const c = upConfigFrom(doc, '/etc/strata');
@@ -38,6 +42,7 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
   assert.equal(c.registry.cache.maxBytes, 1024 ** 3);
   assert.deepEqual(c.registry.plainHttpHosts, ['up.example:5000']);
   assert.equal(c.specs.dir, '/etc/strata/specs');
+  assert.equal(c.registry.specProviders.store?.writable, true);
   assert.equal(c.builder.storageDriver, 'vfs');
   assert.equal(c.builder.baseRepository, 'reg.example/base');
   assert.equal(c.builder.stateDir, '/etc/strata/state/builder');
@@ -84,6 +89,7 @@ test('unknown keys and what up wires itself are refused, naming the key', () => 
     /^up config: registry\.auth\.token: strata up authenticates clients with auth\.htpasswd only/,
   );
   refused({ specs: { port: 1 } }, /^up config: specs\.port: unknown key/);
+  refused({ specs: { writable: 'yes' } }, /^up config: specs\.writable: want true or false/);
   refused({ builder: { parallelsm: 2 } }, /^up config: builder: builder config parallelsm: unknown key/);
   refused({ builder: { metrics: '127.0.0.1:1' } }, /^up config: builder\.metrics: strata up serves/);
   refused({ metrics: 'nowhere' }, /^up config: metrics: want host:port/);

@@ -37,8 +37,11 @@ export interface UpConfig {
   daemon: DaemonConfig;
   /** The registry surface: the facade's configuration, without `hosted` (given the daemon's parts). */
   registry: FacadeConfig;
-  /** Strata's own spec store (the facade's `remote` provider) and its SpecProvider server. */
-  specs: { dir: string; listen: { host: string; port: number } };
+  /**
+   * Strata's own spec store (the facade's `remote` provider) and its SpecProvider server; with `writable`,
+   * that server also takes puts and removals (strata.specstore.v1.SpecStore).
+   */
+  specs: { dir: string; listen: { host: string; port: number }; writable: boolean };
   /**
    * The builder; an empty base or workspace repository is filled in once the registry listens (a
    * repository on it), and that registry is reached over plain HTTP.
@@ -70,7 +73,7 @@ export const UP_KEYS = {
   metrics: null,
   daemon: { address: null, snapshotter: null, gc: DAEMON_KEYS.gc },
   registry: null,
-  specs: { dir: null, listen: null },
+  specs: { dir: null, listen: null, writable: null },
   builder: null,
 } as const satisfies KeyTree;
 const TOP_KEYS = Object.keys(UP_KEYS);
@@ -178,11 +181,15 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   const ss = section(d.specs, 'specs');
   checkKeys(ss, Object.keys(UP_KEYS.specs), 'specs');
   const specsDir = optString(ss.dir, 'specs.dir');
+  if (ss.writable !== undefined && ss.writable !== null && typeof ss.writable !== 'boolean') {
+    fail('specs.writable', 'want true or false');
+  }
   const specs = {
     dir: specsDir === undefined ? join(root, 'specs') : path(specsDir),
     listen: listenAt(optString(ss.listen, 'specs.listen') ?? UP_DEFAULTS.specs, 'specs.listen'),
+    writable: ss.writable === true,
   };
-  registry.specProviders.store = { dir: specs.dir, listen: specs.listen };
+  registry.specProviders.store = { dir: specs.dir, listen: specs.listen, writable: specs.writable };
 
   const bs = section(d.builder, 'builder');
   const builder = inSection('builder', () =>

@@ -1,5 +1,6 @@
-// Prefetch with the real clients: `strata facade` runs as a process with the own spec store; specs are put
-// and removed with `strata spec put|rm`. A spec put is composed and every blob it names from the network
+// Prefetch with the real clients: `strata facade` runs as a process with the own spec store, which it also
+// serves over gRPC with writes; specs are put and removed with `strata spec put|rm`, in the store's
+// directory or through that gRPC API (--address). A spec put is composed and every blob it names from the network
 // (base, IDE, supervisor and IDE-layer image layers from a docker-registry, a remote content layer from the
 // test's host) lands in the facade's disk cache before anyone asks: with the registry and the host stopped,
 // containerd pulls the composite and runs it, also after the facade restarted. Removing a spec cancels its
@@ -39,6 +40,8 @@ describe('facade prefetch of specs put in the own store', () => {
   let facade: ServerProcess;
   let facadeUrl: string;
   let facadeHost: string;
+  /** Where the facade serves its spec store over gRPC, writes included. */
+  let storeAddress: string;
   let logFile: string;
   let facadeConfig: string;
   let ctrd: TestContainerd;
@@ -63,10 +66,16 @@ describe('facade prefetch of specs put in the own store', () => {
     };
   }
 
-  async function putSpec(id: string, spec: Record<string, unknown>): Promise<void> {
+  /** `strata spec put`, into the store's directory or (`grpc`) through the facade's gRPC API. */
+  async function putSpec(
+    id: string,
+    spec: Record<string, unknown>,
+    via: 'dir' | 'grpc' = 'dir',
+  ): Promise<void> {
     const file = join(work, `${id}.json`);
     await writeFile(file, JSON.stringify(spec));
-    await runCommand(STRATA, ['spec', 'put', id, file, '--data-dir', store]);
+    const where = via === 'dir' ? ['--data-dir', store] : ['--address', storeAddress];
+    await runCommand(STRATA, ['spec', 'put', id, file, ...where]);
   }
 
   async function metrics(): Promise<string> {
@@ -101,13 +110,14 @@ describe('facade prefetch of specs put in the own store', () => {
     const port = await freePort();
     facadeHost = `127.0.0.1:${port}`;
     facadeUrl = `http://${facadeHost}`;
+    storeAddress = `127.0.0.1:${await freePort()}`;
     const config = join(work, 'facade.yaml');
     facadeConfig = config;
     await writeFile(
       config,
       JSON.stringify({
         listen: facadeHost,
-        specProviders: { store: { dir: store } },
+        specProviders: { store: { dir: store, listen: storeAddress, writable: true } },
         cache: { dir: join(work, 'cache') },
         plainHttpHosts: [reg.host, content.host],
         // The pull after the upstream stopped composes the spec again from the tags resolved by the
@@ -166,7 +176,7 @@ describe('facade prefetch of specs put in the own store', () => {
       60_000,
       { what: 'the client to join the prefetch’s fill' },
     );
-    await runCommand(STRATA, ['spec', 'rm', 'shared', '--data-dir', store]);
+    await runCommand(STRATA, ['spec', 'rm', 'shared', '--address', storeAddress]);
     await waitFor(async () => (await finished('cancelled')) === 2, 60_000, { what: 'the second cancel' });
     content.release('/shared.tar.gz');
     const res = await read;
@@ -201,21 +211,27 @@ describe('facade prefetch of specs put in the own store', () => {
     assert.equal(content.requests.get('/late.tar.gz'), fetched, 'the pull was served from the cache');
   });
 
-  test('prefetched: with the registry and the content-layer host stopped, containerd pulls and runs the composite', async () => {
+  test('prefetched after a put through the gRPC API: with the registry and the content-layer host stopped, containerd pulls and runs the composite', async () => {
     const remote = await contentLayer('/remote.tar.gz', 'remote-marker');
     const directTar = await tarOf({ 'workspace/direct-marker': 'direct marker\n' });
     const completedBefore = await finished('completed');
     const startedBefore = sample(await metrics(), 'strata_facade_prefetches_started_total');
-    await putSpec('ws1', {
-      baseRef: busybox.ref,
-      ideRef: ide.ref,
-      supervisorRef: supervisor.ref,
-      ideLayerRef: [ideLayer.ref],
-      contentLayer: [remote.layer, { direct: { content: directTar.toString('base64') } }],
-    });
+    await putSpec(
+      'ws1',
+      {
+        baseRef: busybox.ref,
+        ideRef: ide.ref,
+        supervisorRef: supervisor.ref,
+        ideLayerRef: [ideLayer.ref],
+        contentLayer: [remote.layer, { direct: { content: directTar.toString('base64') } }],
+      },
+      'grpc',
+    );
     await waitFor(async () => (await finished('completed')) === completedBefore + 1, 120_000, {
       what: 'the prefetch of ws1 to complete',
     });
+    const listed = await runCommand(STRATA, ['spec', 'ls', '--address', storeAddress]);
+    assert.ok(listed.split('\n').includes('ws1'), listed);
     const done = (await logLines()).find((l) => l.msg === 'prefetch complete' && l.id === 'ws1');
     // busybox, IDE, supervisor, IDE layer and the remote content layer; the direct one is in the spec.
     assert.equal(done?.blobs, 5, JSON.stringify(done));

@@ -51,9 +51,16 @@ export class SpecStore implements SpecProvider {
     const file = this.fileOf(id);
     await mkdir(this.specsDir, { recursive: true });
     await mkdir(this.tmpDir, { recursive: true });
+    const text = `${JSON.stringify(this.json.format(spec), null, 2)}\n`;
+    // What getSpec would refuse to read back is not stored.
+    if (text.length > MAX_SPEC_FILE) {
+      throw invalidArgument(
+        `spec ${JSON.stringify(id)}: ${text.length} bytes stored, more than the ${MAX_SPEC_FILE} a spec may take`,
+      );
+    }
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.json`);
     try {
-      await writeFile(tmp, `${JSON.stringify(this.json.format(spec), null, 2)}\n`, { flag: 'wx' });
+      await writeFile(tmp, text, { flag: 'wx' });
       await rename(tmp, file);
     } finally {
       await rm(tmp, { force: true });
