@@ -8,7 +8,10 @@ import { setFlagsFromString } from 'node:v8';
 
 let done = false;
 
-/** For commands that stream bulk data (daemon, pull); call before the streaming starts. */
+/**
+ * For servers that stream bulk data (daemon, up, a facade with hosted repositories; `strata pull` does
+ * not, see DESIGN-NOTES); call before the streaming starts.
+ */
 export function tuneGcForStreaming(): void {
   if (done) return;
   done = true;

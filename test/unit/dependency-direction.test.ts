@@ -1,6 +1,6 @@
 // The dependency direction is a check that fails: biome.json's per-folder noRestrictedImports rules, which
 // `npm run check` runs, reject an import pointing up (oci ← registry/content/metadata ← snapshots/
-// facade/builder ← api ← server ← cli, and src/client between api and cli). Probed on a temp tree that
+// facade/builder/hosted ← api ← server ← cli, and src/client between api and cli). Probed on a temp tree that
 // holds the repository's own biome.json and a few files, some importing the wrong way.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -42,6 +42,9 @@ test('an import pointing up is refused', async () => {
     ['src/oci/probe.ts', '../registry/client.ts'],
     ['src/metadata/probe.ts', '../snapshots/differ.ts'],
     ['src/content/probe.ts', '../api/grpc/status.ts'],
+    ['src/metadata/probe2.ts', '../hosted/registry.ts'],
+    ['src/oci/probe2.ts', '../hosted/registry.ts'],
+    ['src/hosted/probe.ts', '../server/hosted.ts'],
     ['src/facade/providers/probe.ts', '../../api/gen/registryfacade/provider_pb.ts'],
     ['src/facade/probe.ts', '@grpc/grpc-js'],
     ['src/snapshots/probe2.ts', '@bufbuild/protobuf'],
@@ -61,6 +64,7 @@ test('imports pointing down (and tests) pass', async () => {
     ['src/registry/ok.ts', '../oci/digest.ts'],
     ['src/snapshots/ok.ts', '../metadata/db.ts'],
     ['src/facade/ok.ts', '../registry/client.ts'],
+    ['src/hosted/ok.ts', '../metadata/db.ts'],
     ['src/api/services/ok.ts', '../../metadata/images.ts'],
     ['src/client/ok.ts', '../api/grpc/client.ts'],
     ['src/server/ok.ts', '../api/grpc/server.ts'],
