@@ -22,7 +22,9 @@ export function upSummary(app: UpApp): string {
     `strata up: running, state in ${app.root}`,
     `  daemon        unix://${sock}   (ctr --address ${sock} …, strata … --address ${sock})`,
     `  registry      ${app.registryUrl}   (push anything; composed images at ${app.registryHost}/remote/<spec id>)`,
-    `  spec provider ${app.specProvider}   (registryfacade.SpecProvider; strata spec put <id> --spec-store ${app.specsDir})`,
+    app.specsWritable
+      ? `  spec provider ${app.specProvider}   (registryfacade.SpecProvider, writable; strata spec put <id> --address ${app.specProvider})`
+      : `  spec provider ${app.specProvider}   (registryfacade.SpecProvider; strata spec put <id> --spec-store ${app.specsDir})`,
     `  builder       ${app.builder}   (builder.ImageBuilder; pushes to ${app.baseRepository}, ${app.workspaceRepository})`,
     `  metrics       ${app.opsUrl}/metrics   (readiness ${app.opsUrl}/readyz)`,
     'try:',

@@ -31,6 +31,8 @@ export interface UpApp {
   /** `host:port` of the spec store's SpecProvider. */
   specProvider: string;
   specsDir: string;
+  /** Whether the spec provider's listener also takes puts (strata.specstore.v1.SpecStore). */
+  specsWritable: boolean;
   /** `host:port` of builder.ImageBuilder. */
   builder: string;
   baseRepository: string;
@@ -151,6 +153,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       registryUrl: `http://${registryHost}`,
       specProvider: reachable(config.specs.listen, f.specProviderPort ?? config.specs.listen.port),
       specsDir: config.specs.dir,
+      specsWritable: config.specs.writable,
       builder: reachable(b.listen, running.port),
       baseRepository: b.baseRepository,
       workspaceRepository: b.workspaceRepository,

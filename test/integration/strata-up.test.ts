@@ -60,7 +60,7 @@ before(async () => {
     [
       'daemon: { address: strata.sock, snapshotter: native }',
       'registry: { listen: "127.0.0.1:0", shutdownGraceSeconds: 5 }',
-      'specs: { listen: "127.0.0.1:0" }',
+      'specs: { listen: "127.0.0.1:0", writable: true }',
       'builder: { listen: "127.0.0.1:0", storageDriver: vfs, allowFileRemotes: true }',
       'metrics: "127.0.0.1:0"',
       '',
@@ -122,6 +122,10 @@ test('strata up: push, pull, build, compose in one process; a restart keeps ever
   const specs = join(root, 'specs');
   await strata(['spec', 'put', 'ws1', '--data-dir', specs, '--base-ref', builtRef, '--ide-ref', ide.ref]);
   assert.match(await strata(['spec', 'get', 'ws1', '--address', at.specProvider]), /workspace-images/);
+  // specs.writable: the same listener takes puts (strata.specstore.v1.SpecStore) into the same store.
+  await strata(['spec', 'put', 'ws2', '--address', at.specProvider, '--base-ref', builtRef]);
+  assert.deepEqual((await strata(['spec', 'ls', '--spec-store', specs])).trim().split('\n'), ['ws1', 'ws2']);
+  await strata(['spec', 'rm', 'ws2', '--address', at.specProvider]);
   const composite = `${at.registryHost}/remote/ws1:latest`;
   await ctr(['images', 'pull', '--plain-http', composite]);
   const rootfs = join(work, 'rootfs');
