@@ -6,11 +6,12 @@ import { Readable } from 'node:stream';
 import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { waitFor } from '../../test/helpers/process.ts';
-import { errorKind, notFound, unavailable } from '../errors.ts';
+import { errorKind, notFound, resourceExhausted, unavailable } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { parseManifest, serializeJson } from '../oci/manifest.ts';
 import { formatReference } from '../oci/reference.ts';
+import { registryError } from '../registry/registry-errors.ts';
 import { BlobCache } from './blobs/cache.ts';
 import { fixtureImage } from './compose/test-fixtures.ts';
 import type { ResolvedTag } from './providers/tag-file.ts';
@@ -166,6 +167,42 @@ test('a tag whose registry cannot be reached keeps its last digest for a while, 
   await sleep(5);
   await assert.rejects(strict.composeSpec(spec), /connection refused/);
   await assert.rejects(service().composeSpec(spec), /connection refused/);
+});
+
+test('a rate-limited registry lets the last digest stand in; a manifest over the size cap is an answer, not an outage', async (t) => {
+  const { upstream, fault } = fakeUpstream(['base', 'ide']);
+  const stale: string[] = [];
+  const service = await services(t, upstream, {
+    tagTtlMs: 1,
+    staleRecheckMs: 1,
+    observer: { staleTag: (ref) => stale.push(ref) },
+  });
+  const facade = service();
+  const first = await facade.composeSpec(spec);
+
+  // 429 after the client's retries: the registry will answer later, so the last digest stands in.
+  fault.err = registryError(
+    429,
+    [{ code: 'TOOMANYREQUESTS', message: 'slow down' }],
+    'resolve reg.test/base',
+  );
+  await sleep(5);
+  assert.equal((await facade.composeSpec(spec)).manifestDigest, first.manifestDigest);
+  assert.ok(stale.includes('reg.test/base:latest'), stale.join('\n'));
+
+  // The tag now names a manifest bigger than the client takes: the same kind from the client, but no
+  // wait changes it. The composition fails as one that cannot be made (400), nothing stands in.
+  const seen = stale.length;
+  fault.err = resourceExhausted(
+    'fetch manifest reg.test/base:latest: manifest of 5000000 bytes exceeds 4194304',
+  );
+  await sleep(5);
+  await assert.rejects(facade.composeSpec(spec), (err: Error) => {
+    assert.equal(errorKind(err), 'FailedPrecondition');
+    assert.match(err.message, /exceeds 4194304/);
+    return true;
+  });
+  assert.equal(stale.length, seen);
 });
 
 test('a registry that never answers fails a composition within the bound; a tag resolved before stands in', async (t) => {

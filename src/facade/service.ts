@@ -12,7 +12,15 @@
 // resolutions in a file (`resolvedTags`), so a restarted facade composes what it composed before without
 // the registries.
 // No HTTP here.
-import { deadlineExceeded, errorKind, internal, invalidArgument, notFound } from '../errors.ts';
+import {
+  deadlineExceeded,
+  errorKind,
+  failedPrecondition,
+  internal,
+  invalidArgument,
+  messageOf,
+  notFound,
+} from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor, Platform } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
@@ -31,6 +39,7 @@ import {
   withDefaultTag,
 } from '../oci/reference.ts';
 import { readCapped } from '../registry/http.ts';
+import { isRateLimited } from '../registry/registry-errors.ts';
 import type { BlobCache, CacheOutcome } from './blobs/cache.ts';
 import { bytesBlob, type LayerSource, type SourcedBlob } from './blobs/sources.ts';
 import { type ComposedImage, type ComposedLayer, compose } from './compose/compose.ts';
@@ -83,8 +92,14 @@ const STORE_DELAY_MS = 1000;
 /** Manifests and configs waiting to be written at most, and their bytes. */
 const MAX_STORES_QUEUED = 256;
 const MAX_STORE_BYTES_QUEUED = 16 * 1024 * 1024;
-/** Failures that say the registry could not answer, not that the tag is gone or forbidden. */
-const UNREACHABLE = new Set(['Unavailable', 'DeadlineExceeded', 'ResourceExhausted']);
+/**
+ * Whether a failure says the registry could not answer now (down, silent, rate-limited), not that the tag
+ * is gone or forbidden or its image cannot be used.
+ */
+function unreachable(err: unknown): boolean {
+  const kind = errorKind(err);
+  return kind === 'Unavailable' || kind === 'DeadlineExceeded' || isRateLimited(err);
+}
 
 /** Default of how long a name's compositions stay servable by digest from memory. */
 export const HISTORY_TTL_MS = 15 * 60_000;
@@ -483,7 +498,7 @@ export class FacadeService {
       this.resolved(key, desc, last);
       return desc;
     } catch (err) {
-      if (!stale || !UNREACHABLE.has(errorKind(err) ?? '')) throw err;
+      if (!stale || !unreachable(err)) throw err;
       this.unreachable.set(key, { err });
       this.o.observer?.staleTag?.(key, stale.digest, err);
       return stale;
@@ -644,8 +659,15 @@ export class FacadeService {
     try {
       return await call(signal);
     } catch (err) {
-      if (!signal.aborted) throw err;
-      throw deadlineExceeded(`${what}: no answer from its registry within ${ms / 1000} s`, { cause: err });
+      if (signal.aborted) {
+        throw deadlineExceeded(`${what}: no answer from its registry within ${ms / 1000} s`, { cause: err });
+      }
+      // Other than a rate limit, ResourceExhausted is one of the registry client's size caps: an image
+      // that cannot be composed as it is (400 to the client, not 429's "try again later").
+      if (errorKind(err) === 'ResourceExhausted' && !isRateLimited(err)) {
+        throw failedPrecondition(messageOf(err), { cause: err });
+      }
+      throw err;
     }
   }
 }

@@ -8,8 +8,7 @@ import {
   notFound,
   outOfRange,
   permissionDenied,
-  resourceExhausted,
-  type StrataError,
+  StrataError,
   unauthenticated,
   unavailable,
   unimplemented,
@@ -60,6 +59,21 @@ const INVALID_CODES = new Set([
 ]);
 
 /**
+ * A registry's "too many requests" (429, TOOMANYREQUESTS): ResourceExhausted like the client's own size
+ * caps, but one that passes with time, so a caller may stand in for the registry meanwhile.
+ */
+class RateLimited extends StrataError {
+  constructor(message: string) {
+    super('ResourceExhausted', message);
+  }
+}
+
+/** Whether `err` is a registry's rate limit (rather than, say, an answer too big to accept). */
+export function isRateLimited(err: unknown): boolean {
+  return err instanceof RateLimited;
+}
+
+/**
  * The error for a registry answer. `what` says what was attempted and on what (`fetch manifest
  * reg/app:1`); the message adds the status and the registry's own code and message.
  */
@@ -74,7 +88,7 @@ export function registryError(
   const msg = `${what}: registry answered ${status}${said}`;
   if (status === 401 || code === 'UNAUTHORIZED') return unauthenticated(msg);
   if (status === 403 || code === 'DENIED') return permissionDenied(msg);
-  if (status === 429 || code === 'TOOMANYREQUESTS') return resourceExhausted(msg);
+  if (status === 429 || code === 'TOOMANYREQUESTS') return new RateLimited(msg);
   if (status === 404 || (code !== undefined && NOT_FOUND_CODES.has(code))) return notFound(msg);
   if (code === 'DIGEST_INVALID') return dataLoss(msg);
   if (code === 'MANIFEST_BLOB_UNKNOWN') return failedPrecondition(msg);
