@@ -13,6 +13,9 @@
 // Two prefetch sides: the issue's definition (the pull follows the put at once, so the prefetch can only
 // overlap the pull), and one where the pull starts once the prefetch has completed (as on a node where
 // scheduling the workspace takes a few seconds after the spec is put); there the wait is not timed.
+// One more prefetch side puts the spec over the store's gRPC API (strata.specstore.v1.SpecStore) from a
+// client that stays connected, as a platform would, instead of starting `strata spec put`: the same path
+// without the process start the plain image does not have.
 // A second table gives the CPU time each side used over its timed parts: the whole machine's (every
 // process and the kernel), how many cores that kept busy on average, and the facade's and docker-registry's
 // own, to tell work added from work waited for.
@@ -20,10 +23,13 @@
 //   node bench/facade-start.ts   (ROUNDS=3 LAYER_MIB=32)
 
 import { once } from 'node:events';
-import { writeFile } from 'node:fs/promises';
+import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { GrpcSpecStore } from '../src/api/clients/spec-store.ts';
+import { specFromJson } from '../src/api/convert/image-spec-json.ts';
 import { startContainerd, type TestContainerd } from '../test/helpers/containerd.ts';
 import { pushBusybox, pushFilesImage, skopeoCopy } from '../test/helpers/images.ts';
+import { freePort } from '../test/helpers/ports.ts';
 import { runCommand } from '../test/helpers/process.ts';
 import { startRegistry } from '../test/helpers/registry.ts';
 import { Cleanup, removeTempDir, tempDir } from '../test/helpers/tmp.ts';
@@ -38,12 +44,14 @@ const STRATA = new URL('../bin/strata', import.meta.url).pathname;
 type Side =
   | 'facade, no prefetch'
   | 'facade, prefetch'
+  | 'facade, prefetch, put over gRPC'
   | 'facade, pull after prefetch'
   | 'facade just started, prefetch'
   | 'docker-registry (plain)';
 const SIDES: Side[] = [
   'facade, no prefetch',
   'facade, prefetch',
+  'facade, prefetch, put over gRPC',
   'facade, pull after prefetch',
   'facade just started, prefetch',
   'docker-registry (plain)',
@@ -70,10 +78,11 @@ interface Cpu {
   registry: number;
 }
 
-/** A facade over its own spec store. */
+/** A facade over its own spec store; `store` when it serves the store over gRPC with writes. */
 interface SpecFacade {
   facade: FacadeProcess;
   specDir: string;
+  store?: GrpcSpecStore;
 }
 
 /** The facade's count of completed prefetches; a failed one throws. */
@@ -145,30 +154,44 @@ try {
     registry: cpuSecondsNow(reg.pid),
   });
 
-  /** A facade over a new spec store and an empty cache in `dir`. */
-  const startSpecFacade = async (dir: string, prefetch: boolean): Promise<SpecFacade> => {
+  /** A facade over a new spec store and an empty cache in `dir` (the store served over gRPC: `grpc`). */
+  const startSpecFacade = async (dir: string, prefetch: boolean, grpc = false): Promise<SpecFacade> => {
     const specDir = join(dir, 'specs');
+    const address = grpc ? `127.0.0.1:${await freePort()}` : undefined;
+    const served = address ? `, listen: "${address}", writable: true` : '';
     const facade = await startFacadeProcess({
       dir,
-      specProviders: `{ store: { dir: "${specDir}" } }`,
+      specProviders: `{ store: { dir: "${specDir}"${served} } }`,
       plainHttpHosts: [reg.host],
       extra: [`prefetch: { enabled: ${prefetch} }`],
     });
-    return { facade, specDir };
+    const store = address ? new GrpcSpecStore(address) : undefined;
+    if (store) await store.list(); // connected before the first timed put
+    return { facade, specDir, store };
   };
   const put = async (f: SpecFacade, id: string, specFile: string) => {
-    await runCommand(STRATA, ['spec', 'put', id, specFile, '--spec-store', f.specDir]);
+    if (f.store) await f.store.put(id, specFromJson(JSON.parse(await readFile(specFile, 'utf8')), specFile));
+    else await runCommand(STRATA, ['spec', 'put', id, specFile, '--spec-store', f.specDir]);
   };
 
   // One long-running facade per facade side, and one that only makes the plain copies (so the timed
   // facades see every round's blobs for the first time).
   const running = new Map<Side, SpecFacade>();
-  for (const side of ['facade, no prefetch', 'facade, prefetch', 'facade, pull after prefetch'] as const) {
+  for (const side of [
+    'facade, no prefetch',
+    'facade, prefetch',
+    'facade, prefetch, put over gRPC',
+    'facade, pull after prefetch',
+  ] as const) {
     const f = await startSpecFacade(
       join(work, `facade-${SIDES.indexOf(side)}`),
       side !== 'facade, no prefetch',
+      side === 'facade, prefetch, put over gRPC',
     );
-    cleanup.add(() => f.facade.stop());
+    cleanup.add(async () => {
+      f.store?.close();
+      await f.facade.stop();
+    });
     running.set(side, f);
   }
   const copier = await startSpecFacade(join(work, 'copier'), false);
@@ -329,6 +352,9 @@ try {
   const plainMs = med('docker-registry (plain)');
   const ratio = (side: Side) => (med(side) / plainMs).toFixed(2);
   console.log(`ratio facade with prefetch / plain:    ${ratio('facade, prefetch')}  (target ≤ 1.0)`);
+  console.log(
+    `ratio facade with prefetch, put over gRPC / plain: ${ratio('facade, prefetch, put over gRPC')}  (no process start in the put)`,
+  );
   console.log(
     `ratio facade, pull after prefetch / plain: ${ratio('facade, pull after prefetch')}  (put + pull + run; the wait for the prefetch not counted)`,
   );
