@@ -475,10 +475,12 @@ export class HostedRegistry {
   }
 
   private async repoRecords(repo: string): Promise<ImageRecord[]> {
-    // Names are `<repo>:<tag>` and `<repo>@<digest>`: a repository's own never start `<repo>/`.
-    return (await this.images.list(this.namespace, [])).filter(
-      (r) => r.name.startsWith(`${repo}:`) || r.name.startsWith(`${repo}@`),
-    );
+    // Names are `<repo>:<tag>` and `<repo>@<digest>`: a repository's own never start `<repo>/`. Two
+    // ranges of the key, so a repository's cost does not grow with the others'.
+    return [
+      ...this.images.listByNamePrefix(this.namespace, `${repo}:`),
+      ...this.images.listByNamePrefix(this.namespace, `${repo}@`),
+    ];
   }
 
   private deleteRecord(name: string, repo: string, reference: string): void {

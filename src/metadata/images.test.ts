@@ -516,3 +516,20 @@ describe('ImageStore: put (the first image API)', () => {
     assert.deepEqual(leases.listResources(NS, 'l1'), [{ type: 'images', id: 'p' }]);
   });
 });
+
+describe('listByNamePrefix', () => {
+  const target = (seed: string) => ({ mediaType: BLAB, digest: digestOf(seed), size: 10 });
+  it('reads the names with the prefix, in order, and no neighbour on either side', () => {
+    const names = ['ap:1', 'app/sub:1', 'app9:x', 'app:1', 'app:2', 'app;', 'app@sha256:aa', 'other:app:1'];
+    for (const name of names) store.create(NS, { name, target: target(name) });
+    store.create('elsewhere', { name: 'app:3', target: target('app:3') });
+    const of = (prefix: string) => store.listByNamePrefix(NS, prefix).map((r) => r.name);
+    assert.deepEqual(of('app:'), ['app:1', 'app:2']);
+    assert.deepEqual(of('app@'), ['app@sha256:aa']);
+    assert.deepEqual(of('app'), ['app/sub:1', 'app9:x', 'app:1', 'app:2', 'app;', 'app@sha256:aa']);
+    assert.deepEqual(of('zzz'), []);
+    assert.deepEqual(store.listByNamePrefix(NS, 'app:')[0]?.target, store.get(NS, 'app:1').target);
+    throwsKind(() => store.listByNamePrefix(NS, ''), 'InvalidArgument');
+    throwsKind(() => store.listByNamePrefix(NS, 'café'), 'InvalidArgument');
+  });
+});

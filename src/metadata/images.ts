@@ -142,6 +142,7 @@ export class ImageStore {
   private readonly stmts: {
     get: Statement;
     list: Statement;
+    range: Statement;
     insert: Statement;
     update: Statement;
     del: Statement;
@@ -156,6 +157,7 @@ export class ImageStore {
     this.stmts = {
       get: q(`SELECT ${COLUMNS} FROM images WHERE namespace = ? AND name = ?`),
       list: q(`SELECT ${COLUMNS} FROM images WHERE namespace = ? ORDER BY name`),
+      range: q(`SELECT ${COLUMNS} FROM images WHERE namespace = ? AND name >= ? AND name < ? ORDER BY name`),
       insert: q(`INSERT INTO images (namespace, ${COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`),
       update: q(
         `UPDATE images SET target_media_type = ?, target_digest = ?, target_size = ?, target_annotations = ?,
@@ -183,6 +185,22 @@ export class ImageStore {
       pre ? this.listStatement(pre.sql).all(ns, ...pre.params) : this.stmts.list.all(ns)
     ) as ImageRow[];
     return selectMatching(filter, rows.map(toRecord), imageAdaptor, this.db.regex);
+  }
+
+  /**
+   * Images whose name starts with `prefix`, sorted by name: a range of the table's key, so the cost is that
+   * of the matches, not of the namespace (a registry's tags of one repository among thousands). The prefix
+   * must end in a printable ASCII character, the one the range's end is made from.
+   */
+  listByNamePrefix(ns: string, prefix: string): ImageRecord[] {
+    const last = prefix.charCodeAt(prefix.length - 1);
+    if (!(last >= 0x20 && last <= 0x7e)) {
+      throw invalidArgument(`image name prefix ${goQuote(prefix)}: want one ending in printable ASCII`);
+    }
+    // Every name with the prefix sorts before the prefix with its last character raised by one, in
+    // SQLite's byte order as in UTF-16's for these characters.
+    const end = prefix.slice(0, -1) + String.fromCharCode(last + 1);
+    return (this.stmts.range.all(ns, prefix, end) as ImageRow[]).map(toRecord);
   }
 
   /** The prepared List statement for a prefilter shape, prepared once and kept (bounded). */
