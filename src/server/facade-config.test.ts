@@ -38,6 +38,13 @@ connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
   assert.equal(c.specProviders.remote[1]?.address, 'other:9000');
   assert.equal(c.specProviders.store?.dir, '/etc/strata/specs');
   assert.equal(c.specProviders.store?.writable, true);
+  assert.deepEqual(
+    parseFacadeConfig(
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", tls: { cert: a.crt, key: a.key, clientCa: ca.pem } } }',
+      '/etc/strata',
+    ).specProviders.store?.tls,
+    { cert: '/etc/strata/a.crt', key: '/etc/strata/a.key', clientCa: '/etc/strata/ca.pem' },
+  );
   assert.equal(
     parseFacadeConfig('specProviders: { store: s }', '/').specProviders.store?.writable,
     undefined,
@@ -85,6 +92,14 @@ test('bad configs name the key', () => {
     [
       'specProviders: { store: { dir: s, listen: "127.0.0.1:1", writable: 1 } }',
       /specProviders.store.writable: want true or false/,
+    ],
+    [
+      'specProviders: { store: { dir: s, tls: { cert: c, key: k } } }',
+      /specProviders.store.tls: needs specProviders.store.listen/,
+    ],
+    [
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", tls: { cert: c, key: k, ca: x } } }',
+      /specProviders.store.tls.ca: unknown key/,
     ],
     ['hosted: { root: 3 }', /hosted.root/],
   ];

@@ -74,9 +74,10 @@ export interface FacadeConfig {
     fixedFile?: string;
     /**
      * Strata's own spec store; served over gRPC at `listen` (registryfacade.SpecProvider), and with
-     * `writable` also strata.specstore.v1.SpecStore, which puts and removes specs.
+     * `writable` also strata.specstore.v1.SpecStore, which puts and removes specs; over TLS with `tls`,
+     * mutual when it names a `clientCa`.
      */
-    store?: { dir: string; listen?: { host: string; port: number }; writable?: boolean };
+    store?: { dir: string; listen?: { host: string; port: number }; writable?: boolean; tls?: TlsFiles };
     cacheTtlMs: number;
     cacheEntries: number;
   };
@@ -137,7 +138,7 @@ export const FACADE_KEYS = {
   specProviders: {
     remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_KEYS },
     fixedFile: null,
-    store: { dir: null, listen: null, writable: null },
+    store: { dir: null, listen: null, writable: null, tls: { cert: null, key: null, clientCa: null } },
     cacheTtlSeconds: null,
     cacheEntries: null,
   },
@@ -365,6 +366,15 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
         fail('specProviders.store.writable', 'needs specProviders.store.listen, where the writes are served');
       }
       if (so.writable) store.writable = true;
+    }
+    if (so.tls !== undefined && so.tls !== null) {
+      const where = 'specProviders.store.tls';
+      const t = obj(so.tls, where);
+      checkKeys(t, FACADE_KEYS.specProviders.store.tls, where);
+      if (!store.listen) fail(where, 'needs specProviders.store.listen, the listener it secures');
+      store.tls = { cert: path(t.cert, `${where}.cert`), key: path(t.key, `${where}.key`) };
+      const ca = optPath(t.clientCa, `${where}.clientCa`);
+      if (ca !== undefined) store.tls.clientCa = ca;
     }
   }
   const cacheEntries = positive(sp.cacheEntries, 'specProviders.cacheEntries', 1024);

@@ -34,7 +34,7 @@ import {
   type Readiness,
   type RunningServer,
 } from '../facade/http/server.ts';
-import { type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
+import { type TlsFiles, type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
 import { Prefetcher, type PrefetchSummary } from '../facade/prefetch.ts';
 import { FixedFileSpecProvider } from '../facade/providers/fixed-file.ts';
 import {
@@ -137,6 +137,31 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         logger.warn({ err: messageOf(err) }, `${what} not reloaded, the previous version stays`);
       },
     });
+    /**
+     * A listener's TLS files, watched (and re-read on SIGHUP), each reload counted as `what`. A rotated
+     * pair goes to the listener given to onRotate once it listens, for connections made from then on.
+     */
+    const watchedTls = async (files: TlsFiles | undefined, what: string) => {
+      if (!files) return undefined;
+      const events = reloadEvents(what);
+      let apply: ((pair: TlsPair) => void) | undefined;
+      const watched = await watchTlsFiles(files, {
+        onReload: (pair) => {
+          apply?.(pair);
+          events.onReload();
+        },
+        onReloadError: events.onReloadError,
+        watch: config.watchFiles,
+      });
+      undo.push(() => watched.close());
+      reloaders.push(() => watched.refresh());
+      return {
+        value: watched.value,
+        onRotate: (f: (pair: TlsPair) => void) => {
+          apply = f;
+        },
+      };
+    };
     const ca = await Promise.all(config.caCerts.map((p) => readFile(p)));
     let upstream = options.upstream;
     if (!upstream) {
@@ -323,11 +348,14 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
     if (store && config.specProviders.store?.listen) {
       const { createGrpcServer } = await import('../api/grpc/server.ts');
       const served = await specStoreServices(store, config.specProviders.store.writable === true);
+      const storeTls = await watchedTls(config.specProviders.store.tls, 'spec-store-tls');
       grpc = createGrpcServer({
         logger,
         services: served.map((s) => (options.instrument ? options.instrument(s) : s)),
+        tls: storeTls?.value,
       });
       const g = grpc;
+      storeTls?.onRotate((pair) => g.setTls(pair));
       undo.push(() => g.shutdown());
       specProviderPort = await grpc.listenTcp(
         config.specProviders.store.listen.host,
@@ -350,23 +378,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       undo.push(() => a.close());
       reloaders.push(() => a.reload());
     }
-    // Set once the server listens: a new certificate applies to connections made from then on.
-    let applyTls: ((pair: TlsPair) => void) | undefined;
-    const tlsEvents = reloadEvents('tls');
-    const tlsFiles = config.tls
-      ? await watchTlsFiles(config.tls, {
-          onReload: (pair) => {
-            applyTls?.(pair);
-            tlsEvents.onReload();
-          },
-          onReloadError: tlsEvents.onReloadError,
-          watch: config.watchFiles,
-        })
-      : undefined;
-    if (tlsFiles) {
-      undo.push(() => tlsFiles.close());
-      reloaders.push(() => tlsFiles.refresh());
-    }
+    const tlsFiles = await watchedTls(config.tls, 'tls');
     const drain = new Drain();
     const ready = async (): Promise<Readiness> => {
       if (drain.draining) return { ready: false, reason: 'shutting down' };
@@ -406,7 +418,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       if (cut > 0) logger.warn({ cut }, 'shutdown deadline reached, cutting the requests still in flight');
       await server.close(cut > 0 ? 0 : 1000);
     });
-    applyTls = (pair) => (server.server as HttpsServer).setSecureContext(pair);
+    tlsFiles?.onRotate((pair) => (server.server as HttpsServer).setSecureContext(pair));
     logger.info(
       {
         url: server.url,

@@ -5,7 +5,7 @@ import { errorKind, unimplemented } from '../../errors.ts';
 import type { ImageSpec } from '../../facade/spec.ts';
 import { specToProto } from '../convert/image-spec.ts';
 import { SpecStore as SpecStoreService } from '../gen/strata/specstore/v1/specstore_pb.ts';
-import { callUnary, createClient } from '../grpc/client.ts';
+import { callUnary, createClient, type GrpcTls } from '../grpc/client.ts';
 import { errorFromStatus } from '../grpc/status.ts';
 
 export class GrpcSpecStore {
@@ -13,10 +13,10 @@ export class GrpcSpecStore {
   private readonly client: grpc.Client;
   private readonly timeoutMs: number;
 
-  constructor(address: string, timeoutMs = 10_000) {
+  constructor(address: string, options: { timeoutMs?: number; tls?: GrpcTls } = {}) {
     this.address = address;
-    this.timeoutMs = timeoutMs;
-    this.client = createClient(address);
+    this.timeoutMs = options.timeoutMs ?? 10_000;
+    this.client = createClient(address, {}, options.tls);
   }
 
   async put(id: string, spec: ImageSpec): Promise<void> {

@@ -31,11 +31,33 @@ type Method<K extends DescMethod['methodKind'], I extends DescMessage, O extends
   output: O;
 };
 
-/** A client for `address` (`unix:///path` or `host:port`), insecure, with 16 MiB messages. */
-export function createClient(address: string, options: grpc.ChannelOptions = {}): grpc.Client {
-  return new grpc.Client(address, grpc.credentials.createInsecure(), {
+/** TLS to a server: whom to trust, and the certificate to show it when it asks (mTLS). */
+export interface GrpcTls {
+  /** PEM of the CA that signed the server's certificate (default: system roots). */
+  ca?: Uint8Array;
+  /** Client certificate and key for mutual TLS. */
+  cert?: Uint8Array;
+  key?: Uint8Array;
+  /** Name the server's certificate must carry, when it differs from the address's host. */
+  serverName?: string;
+}
+
+/**
+ * A client for `address` (`unix:///path` or `host:port`) with 16 MiB messages: insecure, or over TLS when
+ * `tls` is given.
+ */
+export function createClient(address: string, options: grpc.ChannelOptions = {}, tls?: GrpcTls): grpc.Client {
+  const creds = tls
+    ? grpc.credentials.createSsl(
+        tls.ca ? Buffer.from(tls.ca) : null,
+        tls.key ? Buffer.from(tls.key) : null,
+        tls.cert ? Buffer.from(tls.cert) : null,
+      )
+    : grpc.credentials.createInsecure();
+  return new grpc.Client(address, creds, {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
+    ...(tls?.serverName && { 'grpc.ssl_target_name_override': tls.serverName }),
     ...options,
   });
 }

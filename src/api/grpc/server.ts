@@ -7,6 +7,7 @@ import { chmod, lstat, rm } from 'node:fs/promises';
 import {
   createSecureServer,
   createServer,
+  type Http2SecureServer,
   type Http2Server,
   type IncomingHttpHeaders,
   type ServerHttp2Session,
@@ -34,8 +35,15 @@ export interface GrpcServerOptions {
   services: readonly ServiceRegistration[];
   /** How long shutdown waits for calls in flight before cutting them off. Default 5 s. */
   shutdownTimeoutMs?: number;
-  /** Serve TCP over TLS (PEM certificate chain and key); unix sockets stay plain. */
-  tls?: { cert: Buffer; key: Buffer };
+  /** Serve TCP over TLS; unix sockets stay plain. */
+  tls?: GrpcServerTls;
+}
+
+/** PEM certificate chain and key; with `clientCa`, clients must present a certificate it signed (mTLS). */
+export interface GrpcServerTls {
+  cert: Buffer;
+  key: Buffer;
+  clientCa?: Buffer;
 }
 
 export interface GrpcServer {
@@ -43,6 +51,8 @@ export interface GrpcServer {
   listenUnix(path: string): Promise<void>;
   /** Serves on host:port (port 0 picks a free one); returns the port. */
   listenTcp(host: string, port: number): Promise<number>;
+  /** Serves new TLS connections with these files from now on (a rotated certificate; the options' `tls`). */
+  setTls(tls: GrpcServerTls): void;
   /** Reports NOT_SERVING, drains calls (forcing after the timeout), and removes socket files. */
   shutdown(): Promise<void>;
 }
@@ -119,6 +129,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   };
 
   const servers: Http2Server[] = [];
+  const secure: Http2SecureServer[] = [];
   const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<string>();
   let stopping: Promise<void> | undefined;
@@ -135,11 +146,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const h2: Http2Server = tls
       ? (createSecureServer({
           ...settings,
-          cert: tls.cert,
-          key: tls.key,
+          ...secureContextOf(tls),
+          // A client CA makes the certificate a must; without one none is asked for.
+          requestCert: tls.clientCa !== undefined,
+          rejectUnauthorized: tls.clientCa !== undefined,
           ALPNProtocols: ['h2'],
         }) as unknown as Http2Server)
       : createServer(settings);
+    if (tls) secure.push(h2 as unknown as Http2SecureServer);
     h2.on('session', (session: ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
@@ -168,6 +182,11 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       sockets.add(path);
       await chmod(path, 0o660);
       logger.info({ address: `unix://${path}`, services: names }, 'gRPC listening');
+    },
+
+    setTls(tls) {
+      if (!options.tls) throw failedPrecondition('gRPC server: setTls on a server started without TLS');
+      for (const h2 of secure) h2.setSecureContext(secureContextOf(tls));
     },
 
     async listenTcp(host, port) {
@@ -238,4 +257,8 @@ function answers(path: string): Promise<boolean> {
     socket.once('connect', () => done(true));
     socket.once('error', () => done(false));
   });
+}
+
+function secureContextOf(tls: GrpcServerTls): { cert: Buffer; key: Buffer; ca?: Buffer } {
+  return { cert: tls.cert, key: tls.key, ...(tls.clientCa && { ca: tls.clientCa }) };
 }
