@@ -44,6 +44,18 @@ test('client-side statuses come back as the matching kinds', () => {
   assert.equal(errorFromStatus({ code: status.CANCELLED, details: 'x' }, 'call').kind, 'Unavailable');
   assert.equal(errorFromStatus({ code: status.UNKNOWN, details: 'x' }, 'call').kind, 'Unavailable');
   assert.equal(errorFromStatus(new Error('weird'), 'call').kind, 'Internal');
+  const refused = errorFromStatus(
+    {
+      code: status.UNAVAILABLE,
+      details:
+        'No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution note: ',
+    },
+    'spec store 127.0.0.1:1: ListImageSpecs',
+  );
+  assert.equal(
+    refused.message,
+    'spec store 127.0.0.1:1: ListImageSpecs: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1.',
+  );
   const mine = errors.notFound('already ours');
   assert.equal(errorFromStatus(mine, 'call'), mine);
 });

@@ -67,7 +67,8 @@ export function errorFromStatus(err: unknown, what: string): StrataError {
       cause: err,
     });
   }
-  const details = err.details ?? err.message ?? '';
+  // grpc-js ends a failed connection's details with "Resolution note: " and nothing after it.
+  const details = (err.details ?? err.message ?? '').replace(/\s*Resolution note:\s*$/, '');
   const kind = kindByCode.get(err.code) ?? 'Unavailable';
   return new StrataError(kind, `${what}: ${details}`, { cause: err });
 }
