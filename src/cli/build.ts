@@ -4,13 +4,15 @@
 // builder could not be asked. `build logs` replays and follows a build's log; `build ls` lists builds.
 
 import type { MessageInitShape } from '@bufbuild/protobuf';
+import type { Client } from '@grpc/grpc-js';
 import type { Command } from 'commander';
 import { type BuildRequestSchema, BuildStatus, ImageBuilder } from '../api/gen/builder/imgbuilder_pb.ts';
 import { CloneTargetMode } from '../api/gen/contentservice/initializer_pb.ts';
 import { callServerStream, callUnary, createClient } from '../api/grpc/client.ts';
 import { buildOutput } from './build-progress.ts';
+import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
 
-interface BuildFlags {
+interface BuildFlags extends ClientTlsFlags {
   address: string;
   dockerfile: string;
   context: string;
@@ -32,6 +34,16 @@ function failRpc(err: unknown): void {
   const e = err as { code?: number; details?: string; message?: string };
   process.stderr.write(`strata build: ${e.details ?? e.message ?? String(err)}\n`);
   process.exitCode = 2;
+}
+
+/** A client of the builder the flags name; undefined (said why, exit code 2) when their TLS files are bad. */
+async function connect(flags: BuildFlags): Promise<Client | undefined> {
+  try {
+    return createClient(flags.address, {}, await clientTlsFrom(flags));
+  } catch (err) {
+    failRpc(err);
+    return undefined;
+  }
 }
 
 /** The request for a source: a git URL (Dockerfile build) or an image reference (copied as it is). */
@@ -66,8 +78,7 @@ export function buildRequest(source: string, flags: BuildFlags): MessageInitShap
 }
 
 export function registerBuild(program: Command): void {
-  const build = program
-    .command('build')
+  const build = withClientTls(program.command('build'))
     .description('build an image on a builder: from a git repository (its Dockerfile) or an image reference')
     .argument('[source]', 'git URL (http, https, git, file) or image reference')
     .option('--address <host:port>', 'builder address (env STRATA_BUILDER)', DEFAULT_ADDRESS)
@@ -82,7 +93,8 @@ export function registerBuild(program: Command): void {
         build.help({ error: true });
         return;
       }
-      const client = createClient(flags.address);
+      const client = await connect(flags);
+      if (!client) return;
       let following: Promise<void> | undefined;
       const stop = new AbortController();
       let final: { ok: boolean; message: string; ref: string } | undefined;
@@ -146,7 +158,8 @@ export function registerBuild(program: Command): void {
     .argument('<build>', 'build id or workspace image reference')
     .option('--censored', 'remove configured secrets and image names')
     .action(async (which: string, flags: { censored?: boolean }) => {
-      const client = createClient(build.opts<BuildFlags>().address);
+      const client = await connect(build.opts<BuildFlags>());
+      if (!client) return;
       const byId = /^[0-9a-f-]{36}$/.test(which);
       try {
         for await (const chunk of callServerStream(client, ImageBuilder.method.logs, {
@@ -166,7 +179,8 @@ export function registerBuild(program: Command): void {
     .command('ls')
     .description('list queued, running and recently finished builds')
     .action(async () => {
-      const client = createClient(build.opts<BuildFlags>().address);
+      const client = await connect(build.opts<BuildFlags>());
+      if (!client) return;
       try {
         const res = await callUnary(client, ImageBuilder.method.listBuilds, {});
         process.stdout.write('BUILD ID                              STATUS   STARTED               REF\n');

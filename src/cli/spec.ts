@@ -15,12 +15,13 @@ import {
   remoteSpecProvider,
   serveSpecStore,
 } from '../server/spec-provider.ts';
+import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
 import { hiddenAlias } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
-interface StoreFlags {
+interface StoreFlags extends ClientTlsFlags {
   specStore: string;
   address?: string;
 }
@@ -114,11 +115,13 @@ function withSpecStore(cmd: Command): Command {
   return hiddenAlias(cmd, '--data-dir <dir>', 'specStore');
 }
 
-/** `--address`: a spec store served over gRPC with writes, instead of the directory. */
+/** `--address` (and TLS to it): a spec store served over gRPC with writes, instead of the directory. */
 function withRemoteStore(cmd: Command): Command {
-  return cmd.option(
-    '--address <host:port>',
-    'work on the spec store served there (strata spec serve --writable, or specProviders.store.writable)',
+  return withClientTls(
+    cmd.option(
+      '--address <host:port>',
+      'work on the spec store served there (strata spec serve --writable, or specProviders.store.writable)',
+    ),
   );
 }
 
@@ -129,7 +132,7 @@ async function withStore<T>(
 ): Promise<T> {
   if (!f.address) return use(openSpecStore(resolve(f.specStore)));
   const { GrpcSpecStore } = await import('../api/clients/spec-store.ts');
-  const remote = new GrpcSpecStore(f.address);
+  const remote = new GrpcSpecStore(f.address, { tls: await clientTlsFrom(f) });
   try {
     return await use(remote);
   } finally {
@@ -177,22 +180,25 @@ export function registerSpec(program: Command): void {
         await withStore(f, (store) => store.put(id, s));
       }),
     );
-  withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON'))
-    .option('--address <host:port>', 'ask this registryfacade.SpecProvider instead of the store')
-    .action((id: string, f: { specStore: string; address?: string }) =>
-      run(async () => {
-        if (f.address) {
-          const p = await remoteSpecProvider(f.address);
-          try {
-            print(specToJson(await p.getSpec(id)));
-          } finally {
-            p.close();
-          }
-          return;
+  withClientTls(
+    withSpecStore(spec.command('get <id>').description('print the spec for ID as protobuf-JSON')).option(
+      '--address <host:port>',
+      'ask this registryfacade.SpecProvider instead of the store',
+    ),
+  ).action((id: string, f: StoreFlags) =>
+    run(async () => {
+      if (f.address) {
+        const p = await remoteSpecProvider(f.address, await clientTlsFrom(f));
+        try {
+          print(specToJson(await p.getSpec(id)));
+        } finally {
+          p.close();
         }
-        print(specToJson(await openSpecStore(resolve(f.specStore)).getSpec(id)));
-      }),
-    );
+        return;
+      }
+      print(specToJson(await openSpecStore(resolve(f.specStore)).getSpec(id)));
+    }),
+  );
   withRemoteStore(withSpecStore(spec.command('ls').description('list the stored spec ids'))).action(
     (f: StoreFlags) =>
       run(async () => {

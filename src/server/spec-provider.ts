@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
+import type { GrpcTls } from '../api/grpc/client.ts';
 import type { GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
@@ -21,9 +22,12 @@ export function openSpecStore(dir: string): SpecStore {
 // then start without it (a spec put is on the way to a running workspace).
 
 /** A remote SpecProvider at `address`; close it when done. */
-export async function remoteSpecProvider(address: string): Promise<SpecProvider & { close(): void }> {
+export async function remoteSpecProvider(
+  address: string,
+  tls?: GrpcTls,
+): Promise<SpecProvider & { close(): void }> {
   const { GrpcSpecProvider } = await import('../api/clients/spec-provider.ts');
-  return new GrpcSpecProvider({ address });
+  return new GrpcSpecProvider({ address, ...(tls && { tls }) });
 }
 
 /**

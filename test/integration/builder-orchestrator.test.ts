@@ -15,9 +15,12 @@ import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
 import { freePort } from '../helpers/ports.ts';
+import { runCommand } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
 
 let dir: string;
 let reg: TestRegistry;
@@ -189,6 +192,10 @@ test('TLS on request; health and Prometheus metrics served', async () => {
     assert.equal(health.status, 'SERVING');
     assert.deepEqual((await callUnary(secure, ImageBuilder.method.listBuilds, {})).builds, []);
     await assert.rejects(callUnary(plain, ImageBuilder.method.listBuilds, {}, { timeoutMs: 3000 }));
+    // `strata build` reaches it with --tls-ca; without it the CLI speaks plain gRPC and is refused.
+    const strata = (args: string[]) => runCommand(STRATA, ['build', ...args], { timeoutMs: 60_000 });
+    assert.match(await strata(['ls', '--address', `127.0.0.1:${b.port}`, '--tls-ca', cert]), /^BUILD ID/);
+    await assert.rejects(strata(['ls', '--address', `127.0.0.1:${b.port}`]));
     const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     for (const name of [
       'strata_builder_builds_started_total',

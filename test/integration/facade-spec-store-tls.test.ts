@@ -1,5 +1,6 @@
 // The facade's own spec store served over gRPC with TLS and client certificates: a platform holding a
-// certificate the configured client CA signed puts and reads specs; a client without one, with one from
+// certificate the configured client CA signed puts and reads specs (so does `strata spec … --address`
+// with the client TLS flags); a client without one, with one from
 // another CA, or without TLS is refused before any call; a rotated server certificate is served to new
 // connections.
 import assert from 'node:assert/strict';
@@ -16,11 +17,13 @@ import { errorKind } from '../../src/errors.ts';
 import type { ImageSpec } from '../../src/facade/spec.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
-import { waitFor } from '../helpers/process.ts';
+import { runCommand, waitFor } from '../helpers/process.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const logger = pino({ level: 'silent' });
+const STRATA = new URL('../../bin/strata', import.meta.url).pathname;
+const strata = (args: string[]) => runCommand(STRATA, args, { timeoutMs: 60_000 });
 const SPEC: ImageSpec = {
   baseRef: '127.0.0.1:5000/base/busybox:latest',
   ideRef: '',
@@ -109,6 +112,29 @@ describe('facade spec store over gRPC with TLS', () => {
       store.close();
       reader.close();
     }
+  });
+
+  test('strata spec put, ls and get over TLS with the client certificate flags', async () => {
+    const tlsFlags = [
+      '--tls-ca',
+      file('server.crt'),
+      '--tls-client-cert',
+      file('client.crt'),
+      '--tls-client-key',
+      file('client.key'),
+    ];
+    await strata(['spec', 'put', 'ws-cli', '--address', address, ...tlsFlags, '--base-ref', SPEC.baseRef]);
+    assert.ok(
+      (await strata(['spec', 'ls', '--address', address, ...tlsFlags])).split('\n').includes('ws-cli'),
+    );
+    const got = JSON.parse(await strata(['spec', 'get', 'ws-cli', '--address', address, ...tlsFlags]));
+    assert.equal(got.baseRef, SPEC.baseRef);
+    // Without the client certificate the listener refuses; half of the pair is a usage error.
+    await assert.rejects(strata(['spec', 'ls', '--address', address, '--tls-ca', file('server.crt')]));
+    await assert.rejects(
+      strata(['spec', 'ls', '--address', address, '--tls-client-cert', file('client.crt')]),
+      /--tls-client-cert and --tls-client-key go together/,
+    );
   });
 
   test('no client certificate, one from another CA, or no TLS at all: refused, nothing stored', async () => {
