@@ -43,6 +43,15 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
   assert.deepEqual(c.registry.plainHttpHosts, ['up.example:5000']);
   assert.equal(c.specs.dir, '/etc/strata/specs');
   assert.equal(c.registry.specProviders.store?.writable, true);
+  const tls = upConfigFrom(
+    { specs: { tls: { cert: 'specs.crt', key: 'specs.key', clientCa: 'platform-ca.pem' } } },
+    '/etc/strata',
+  );
+  assert.deepEqual(tls.registry.specProviders.store?.tls, {
+    cert: '/etc/strata/specs.crt',
+    key: '/etc/strata/specs.key',
+    clientCa: '/etc/strata/platform-ca.pem',
+  });
   assert.equal(c.builder.storageDriver, 'vfs');
   assert.equal(c.builder.baseRepository, 'reg.example/base');
   assert.equal(c.builder.stateDir, '/etc/strata/state/builder');
@@ -90,6 +99,8 @@ test('unknown keys and what up wires itself are refused, naming the key', () => 
   );
   refused({ specs: { port: 1 } }, /^up config: specs\.port: unknown key/);
   refused({ specs: { writable: 'yes' } }, /^up config: specs\.writable: want true or false/);
+  refused({ specs: { tls: { cert: 'c' } } }, /^up config: specs\.tls\.key: required/);
+  refused({ specs: { tls: { cert: 'c', key: 'k', ca: 'x' } } }, /^up config: specs\.tls\.ca: unknown key/);
   refused({ builder: { parallelsm: 2 } }, /^up config: builder: builder config parallelsm: unknown key/);
   refused({ builder: { metrics: '127.0.0.1:1' } }, /^up config: builder\.metrics: strata up serves/);
   refused({ metrics: 'nowhere' }, /^up config: metrics: want host:port/);

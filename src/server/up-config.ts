@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { invalidArgument, messageOf } from '../errors.ts';
+import type { TlsFiles } from '../facade/http/tls-files.ts';
 import { parseHostPort } from '../host-port.ts';
 import { type BuilderConfig, builderConfigFrom } from './builder.ts';
 import {
@@ -39,9 +40,9 @@ export interface UpConfig {
   registry: FacadeConfig;
   /**
    * Strata's own spec store (the facade's `remote` provider) and its SpecProvider server; with `writable`,
-   * that server also takes puts and removals (strata.specstore.v1.SpecStore).
+   * that server also takes puts and removals (strata.specstore.v1.SpecStore); with `tls`, over (mutual) TLS.
    */
-  specs: { dir: string; listen: { host: string; port: number }; writable: boolean };
+  specs: { dir: string; listen: { host: string; port: number }; writable: boolean; tls?: TlsFiles };
   /**
    * The builder; an empty base or workspace repository is filled in once the registry listens (a
    * repository on it), and that registry is reached over plain HTTP.
@@ -73,7 +74,7 @@ export const UP_KEYS = {
   metrics: null,
   daemon: { address: null, snapshotter: null, gc: DAEMON_KEYS.gc },
   registry: null,
-  specs: { dir: null, listen: null, writable: null },
+  specs: { dir: null, listen: null, writable: null, tls: { cert: null, key: null, clientCa: null } },
   builder: null,
 } as const satisfies KeyTree;
 const TOP_KEYS = Object.keys(UP_KEYS);
@@ -184,12 +185,21 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   if (ss.writable !== undefined && ss.writable !== null && typeof ss.writable !== 'boolean') {
     fail('specs.writable', 'want true or false');
   }
-  const specs = {
+  const specs: UpConfig['specs'] = {
     dir: specsDir === undefined ? join(root, 'specs') : path(specsDir),
     listen: listenAt(optString(ss.listen, 'specs.listen') ?? UP_DEFAULTS.specs, 'specs.listen'),
     writable: ss.writable === true,
   };
-  registry.specProviders.store = { dir: specs.dir, listen: specs.listen, writable: specs.writable };
+  if (ss.tls !== undefined && ss.tls !== null) {
+    const t = section(ss.tls, 'specs.tls');
+    checkKeys(t, Object.keys(UP_KEYS.specs.tls), 'specs.tls');
+    const file = (k: 'cert' | 'key') =>
+      path(optString(t[k], `specs.tls.${k}`) ?? fail(`specs.tls.${k}`, 'required'));
+    specs.tls = { cert: file('cert'), key: file('key') };
+    const ca = optString(t.clientCa, 'specs.tls.clientCa');
+    if (ca !== undefined) specs.tls.clientCa = path(ca);
+  }
+  registry.specProviders.store = { ...specs };
 
   const bs = section(d.builder, 'builder');
   const builder = inSection('builder', () =>
