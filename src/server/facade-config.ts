@@ -123,6 +123,8 @@ export interface FacadeConfig {
 export const DEFAULT_LISTEN = '127.0.0.1:5050';
 
 const TLS_FILES = { cert: null, key: null } as const;
+/** The keys of a gRPC listener's TLS files: the spec store's, in the facade's config and in `strata up`'s. */
+export const LISTENER_TLS_KEYS = { cert: null, key: null, clientCa: null } as const;
 
 /** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
 export const FACADE_KEYS = {
@@ -138,7 +140,7 @@ export const FACADE_KEYS = {
   specProviders: {
     remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_KEYS },
     fixedFile: null,
-    store: { dir: null, listen: null, writable: null, tls: { cert: null, key: null, clientCa: null } },
+    store: { dir: null, listen: null, writable: null, tls: LISTENER_TLS_KEYS },
     cacheTtlSeconds: null,
     cacheEntries: null,
   },
@@ -281,6 +283,26 @@ export function parseByteSize(v: unknown, where: string): number {
   return n;
 }
 
+/**
+ * A listener's TLS files (`cert` and `key`, and `clientCa` to ask clients for certificates): paths made
+ * by `path`, problems reported through `fail` under `where`.
+ */
+export function listenerTlsFilesFrom(
+  v: unknown,
+  where: string,
+  path: (v: unknown, where: string) => string,
+  fail: (where: string, what: string) => never,
+): TlsFiles {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(where, 'want a mapping');
+  const t = v as Record<string, unknown>;
+  for (const k of unknownKeys(t, LISTENER_TLS_KEYS)) fail(`${where}.${k}`, 'unknown key');
+  const file = (k: keyof typeof LISTENER_TLS_KEYS): string =>
+    t[k] === undefined || t[k] === null ? fail(`${where}.${k}`, 'required') : path(t[k], `${where}.${k}`);
+  const files: TlsFiles = { cert: file('cert'), key: file('key') };
+  if (t.clientCa !== undefined && t.clientCa !== null) files.clientCa = file('clientCa');
+  return files;
+}
+
 /** `host:port`, `[v6]:port` or `:port` (all interfaces). */
 export function parseListen(v: string, where: string): { host: string; port: number } {
   return (
@@ -369,12 +391,8 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     }
     if (so.tls !== undefined && so.tls !== null) {
       const where = 'specProviders.store.tls';
-      const t = obj(so.tls, where);
-      checkKeys(t, FACADE_KEYS.specProviders.store.tls, where);
       if (!store.listen) fail(where, 'needs specProviders.store.listen, the listener it secures');
-      store.tls = { cert: path(t.cert, `${where}.cert`), key: path(t.key, `${where}.key`) };
-      const ca = optPath(t.clientCa, `${where}.clientCa`);
-      if (ca !== undefined) store.tls.clientCa = ca;
+      store.tls = listenerTlsFilesFrom(so.tls, where, path, fail);
     }
   }
   const cacheEntries = positive(sp.cacheEntries, 'specProviders.cacheEntries', 1024);

@@ -21,7 +21,12 @@ import {
   type GcConfig,
 } from './config.ts';
 import type { KeyTree } from './config-keys.ts';
-import { type FacadeConfig, facadeConfigFrom } from './facade-config.ts';
+import {
+  type FacadeConfig,
+  facadeConfigFrom,
+  LISTENER_TLS_KEYS,
+  listenerTlsFilesFrom,
+} from './facade-config.ts';
 
 /** Where each part listens unless told otherwise. */
 export const UP_DEFAULTS = {
@@ -74,7 +79,7 @@ export const UP_KEYS = {
   metrics: null,
   daemon: { address: null, snapshotter: null, gc: DAEMON_KEYS.gc },
   registry: null,
-  specs: { dir: null, listen: null, writable: null, tls: { cert: null, key: null, clientCa: null } },
+  specs: { dir: null, listen: null, writable: null, tls: LISTENER_TLS_KEYS },
   builder: null,
 } as const satisfies KeyTree;
 const TOP_KEYS = Object.keys(UP_KEYS);
@@ -191,13 +196,8 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
     writable: ss.writable === true,
   };
   if (ss.tls !== undefined && ss.tls !== null) {
-    const t = section(ss.tls, 'specs.tls');
-    checkKeys(t, Object.keys(UP_KEYS.specs.tls), 'specs.tls');
-    const file = (k: 'cert' | 'key') =>
-      path(optString(t[k], `specs.tls.${k}`) ?? fail(`specs.tls.${k}`, 'required'));
-    specs.tls = { cert: file('cert'), key: file('key') };
-    const ca = optString(t.clientCa, 'specs.tls.clientCa');
-    if (ca !== undefined) specs.tls.clientCa = path(ca);
+    const file = (v: unknown, where: string) => path(optString(v, where) ?? fail(where, 'required'));
+    specs.tls = listenerTlsFilesFrom(ss.tls, 'specs.tls', file, fail);
   }
   registry.specProviders.store = { ...specs };
 
