@@ -9,7 +9,10 @@
 // processes, as on a node (and as the docker-registry side is); one more side starts a facade for each
 // run, the worst case of a node whose facade just started. A fresh containerd for every run; starting
 // processes and making images are not timed. Median of ROUNDS, sides interleaved, each run split into its
-// phases (put, pull, run).
+// phases (put, pull, run). Each run starts once the disk has taken what the runs before it wrote (sync, not
+// timed): otherwise the kernel's writeback of earlier runs lands in later ones, and rounds drift slower.
+// Ratios are the median of each round's ratio (sides of one round against each other), which the
+// machine's drift over a long run does not move; the medians of the totals are printed beside them.
 // Two prefetch sides: the issue's definition (the pull follows the put at once, so the prefetch can only
 // overlap the pull), and one where the pull starts once the prefetch has completed (as on a node where
 // scheduling the workspace takes a few seconds after the spec is put); there the wait is not timed.
@@ -240,6 +243,7 @@ try {
   ): Promise<Timing> => {
     const ctrd = await startContainerd();
     try {
+      await runCommand('sync', []);
       const atStart = cpuNow(facadePid);
       const putMs = await timed(putSpec);
       const afterPut = cpuNow(facadePid);
@@ -349,23 +353,27 @@ try {
       ];
     }),
   ]);
-  const plainMs = med('docker-registry (plain)');
-  const ratio = (side: Side) => (med(side) / plainMs).toFixed(2);
-  console.log(`ratio facade with prefetch / plain:    ${ratio('facade, prefetch')}  (target ≤ 1.0)`);
+  /** The median over rounds of `pick(side)` / `pick(plain)` within each round. */
+  const paired = (side: Side, pick: (t: Timing) => number = (t) => t.total) => {
+    const plain = results.get('docker-registry (plain)')!;
+    return median(results.get(side)!.map((t, i) => pick(t) / pick(plain[i]!))).toFixed(2);
+  };
+  const ratio = (side: Side) =>
+    `${paired(side)}  (of the medians: ${(med(side) / med('docker-registry (plain)')).toFixed(2)})`;
+  console.log("\nratios to the plain image: median of the rounds' own ratios");
+  console.log(`facade with prefetch / plain:    ${ratio('facade, prefetch')}  target ≤ 1.0`);
   console.log(
-    `ratio facade with prefetch, put over gRPC / plain: ${ratio('facade, prefetch, put over gRPC')}  (no process start in the put)`,
+    `facade with prefetch, put over gRPC / plain: ${ratio('facade, prefetch, put over gRPC')}  no process start in the put`,
   );
   console.log(
-    `ratio facade, pull after prefetch / plain: ${ratio('facade, pull after prefetch')}  (put + pull + run; the wait for the prefetch not counted)`,
+    `facade, pull after prefetch / plain: ${ratio('facade, pull after prefetch')}  put + pull + run; the wait for the prefetch not counted`,
   );
-  console.log(`ratio facade without prefetch / plain: ${ratio('facade, no prefetch')}`);
-  console.log(`ratio facade just started, with prefetch / plain: ${ratio('facade just started, prefetch')}`);
+  console.log(`facade without prefetch / plain: ${ratio('facade, no prefetch')}`);
+  console.log(`facade just started, with prefetch / plain: ${ratio('facade just started, prefetch')}`);
   // The pull and run alone, without the put: what the prefetch overlapping the pull costs (pull right after
   // the put), and what the node waits for once the spec was put and prefetched (pull after prefetch).
-  const pullRun = (side: Side) => median(results.get(side)!.map((t) => t.pull + t.run));
   for (const side of ['facade, prefetch', 'facade, pull after prefetch'] as const) {
-    const r = pullRun(side) / pullRun('docker-registry (plain)');
-    console.log(`ratio pull + run alone, ${side} / plain: ${r.toFixed(2)}`);
+    console.log(`pull + run alone, ${side} / plain: ${paired(side, (t) => t.pull + t.run)}`);
   }
 } finally {
   await cleanup.run();
