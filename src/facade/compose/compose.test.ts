@@ -262,16 +262,30 @@ describe('compose: history', () => {
     assert.equal(out.config.created, '2024-03-01T10:00:00Z', 'the image created time is the base one');
   });
 
+  test('a base without history gets none added: entries would pair with the wrong layers', () => {
+    // buildah commit of a container from such an image failed: "history lists 7 non-empty layers,
+    // but we have 8 layers on disk".
+    for (const history of [undefined, [{ created_by: 'ADD only the second layer' }]]) {
+      const plain = fixtureImage({ layers: ['b1', 'b2'], ...(history && { history }) });
+      const out = compose(plain, additions(spec, false), { baseRef: BASE_REF });
+      assert.deepEqual(out.config.history, plain.config.history);
+      assert.equal('history' in out.config, history !== undefined);
+    }
+    // A base with no layers and no history is accounted for: each added layer gets its entry.
+    const empty = compose(fixtureImage({ layers: [] }), additions(spec, false), { baseRef: BASE_REF });
+    assert.equal(empty.config.history?.length, empty.layers.length);
+  });
+
   test('no timestamp in the base: entries have no created; an explicit one wins', () => {
-    const plain = fixtureImage({ layers: ['b1'] });
+    const plain = fixtureImage({ layers: ['b1'], history: [{ created_by: 'ADD b1' }] });
     const out = compose(plain, additions(spec, false), { baseRef: BASE_REF });
-    assert.equal(out.config.history!.length, out.layers.length - 1);
-    assert.ok(out.config.history!.every((h) => !('created' in h)));
+    assert.equal(out.config.history!.length, out.layers.length);
+    assert.ok(out.config.history!.slice(1).every((h) => !('created' in h)));
     const fixed = compose(plain, additions(spec, false), {
       baseRef: BASE_REF,
       historyCreated: '1970-01-01T00:00:00Z',
     });
-    assert.ok(fixed.config.history!.every((h) => h.created === '1970-01-01T00:00:00Z'));
+    assert.ok(fixed.config.history!.slice(1).every((h) => h.created === '1970-01-01T00:00:00Z'));
   });
 });
 
@@ -318,7 +332,12 @@ describe('compose: fields we do not know survive', () => {
   test('key order of the base config is kept (only history may be appended at the end)', () => {
     const out = compose(dockerBase, additions(), { baseRef: BASE_REF });
     const keys = Object.keys(JSON.parse(new TextDecoder().decode(out.configBytes)) as object);
-    assert.deepEqual(keys, [...Object.keys(dockerBase.config), 'history']);
+    // dockerBase has no history, so none is added (see compose: history).
+    assert.deepEqual(keys, Object.keys(dockerBase.config));
+    const noLayers = fixtureImage({ docker: true, layers: [], configExtra: { docker_version: '20.10.7' } });
+    const composed = compose(noLayers, additions(), { baseRef: BASE_REF });
+    const composedKeys = Object.keys(JSON.parse(new TextDecoder().decode(composed.configBytes)) as object);
+    assert.deepEqual(composedKeys, [...Object.keys(noLayers.config), 'history']);
   });
 
   test('config descriptor: new digest and size, base urls dropped, other fields kept; subject dropped', () => {

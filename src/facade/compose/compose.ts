@@ -3,7 +3,8 @@
 // two io.gitpod.workspace-image.* annotations, a forced mediaType on Docker manifests) and improves on it:
 // - the base config and manifest objects are round-tripped, so fields we do not know (Docker's Healthcheck,
 //   container_config, docker_version, …) survive; only rootfs.diff_ids, config.Env and history change;
-// - one history entry per added layer, created_by `strata: <source>`;
+// - one history entry per added layer, created_by `strata: <source>`, when the base's history accounts
+//   for its layers (otherwise the history is left alone, as Gitpod leaves it);
 // - layer media types follow the manifest's family (see media-types.ts);
 // - identical inputs give identical bytes: JSON key order follows the inputs, and history timestamps come
 //   from the inputs (the newest `created` of the base config and its history), never from the clock.
@@ -138,7 +139,7 @@ function composeConfig(
   }
 
   const added = additions.reduce((n, a) => n + a.layers.length, 0);
-  if (added > 0) {
+  if (added > 0 && historyCoversLayers(baseConfig)) {
     const created = options.historyCreated ?? newestCreated(baseConfig);
     const history: History[] = [...(config.history ?? [])];
     for (const a of additions) {
@@ -153,6 +154,16 @@ function composeConfig(
     config.history = history;
   }
   return config;
+}
+
+/**
+ * Whether the base's history has one non-empty entry per layer. Entries appended to a history that does
+ * not (none at all is common) would be paired with the wrong layers, and clients that check the pairing
+ * (buildah commit) refuse the image; such a history is left as it is.
+ */
+function historyCoversLayers(config: ImageConfig): boolean {
+  const nonEmpty = (config.history ?? []).filter((h) => h.empty_layer !== true).length;
+  return nonEmpty === config.rootfs.diff_ids.length;
 }
 
 /** The newest parseable `created` among the config's and its history's, as written there. */
