@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isInvalidArgument } from '../../errors.ts';
 import { digestOf } from '../../oci/digest.ts';
-import { type ImageConfig, type ImageManifest, parseImageConfig, parseManifest } from '../../oci/manifest.ts';
+import {
+  type ImageConfig,
+  type ImageManifest,
+  parseImageConfig,
+  parseManifest,
+  serializeJson,
+} from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
 import type { ImageSpec } from '../spec.ts';
 import { ANNOTATION_IMAGE_REF, ANNOTATION_IMAGE_SIZE, compose, newestCreated } from './compose.ts';
@@ -360,6 +366,19 @@ describe('compose: fields we do not know survive', () => {
       annotations: { a: 'b' },
     });
     assert.equal(out.manifest.subject, undefined);
+  });
+
+  test("the base config's embedded data is dropped: it is the base config's bytes, not ours", () => {
+    const withData = fixtureImage({ layers: ['b1'], history: [{ created_by: 'ADD b1' }] });
+    const baseConfigBytes = serializeJson(withData.config);
+    withData.manifest.config = {
+      ...withData.manifest.config,
+      data: Buffer.from(baseConfigBytes).toString('base64'),
+    };
+    const out = compose(withData, additions(spec, false), { baseRef: BASE_REF });
+    assert.equal(out.manifest.config.data, undefined);
+    // What a client (or our own parser) reads back is a valid manifest.
+    assert.equal(parseManifest(out.manifestBytes).kind, 'manifest');
   });
 });
 

@@ -98,8 +98,10 @@ export function compose(
     digest: configDigest,
     size: configBytes.byteLength,
   };
-  // Our config is served by us, not from wherever the base's came from.
+  // Our config is served by us, not from wherever the base's came from; embedded data would be the
+  // base config's bytes under our config's digest.
   delete configDescriptor.urls;
+  delete configDescriptor.data;
   manifest.config = configDescriptor;
   manifest.layers = layers.map((l) => l.descriptor);
   const baseSize = baseLayers.reduce((sum, l) => sum + l.descriptor.size, 0);
