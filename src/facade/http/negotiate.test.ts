@@ -13,6 +13,16 @@ test('accept negotiation', () => {
   assert.equal(accepts(MediaType.dockerManifest, MediaType.dockerManifest), true);
 });
 
+test('accept negotiation: the most specific range decides, and q=0 there refuses (RFC 9110 12.5.1)', () => {
+  const oci = MediaType.ociManifest;
+  assert.equal(accepts(`${oci};q=0, */*`, oci), false);
+  assert.equal(accepts([`${oci}; q=0`, 'application/json'], oci), false);
+  assert.equal(accepts('application/*;q=0, */*', oci), false);
+  assert.equal(accepts(`*/*;q=0, ${oci}`, oci), true);
+  assert.equal(accepts(`*/*;q=0, application/*;q=0.1`, oci), true);
+  assert.equal(accepts(`${oci};Q=0`, oci), false);
+});
+
 test('range parsing', () => {
   assert.deepEqual(parseRange(undefined, 100), { kind: 'full' });
   assert.deepEqual(parseRange('bytes=0-9', 100), { kind: 'partial', offset: 0, length: 10 });

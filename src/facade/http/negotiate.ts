@@ -8,7 +8,9 @@
 import type { ByteRange } from '../../oci/blob.ts';
 import { bareMediaType } from '../../oci/media-types.ts';
 
-/** Whether an Accept header (all values) admits `mediaType`. */
+// Whether an Accept header (all values) admits `mediaType`. The most specific range that names it decides
+// (RFC 9110 12.5.1: the type itself, then `application/*`, then `*/*` and our `application/json`), so
+// `<type>;q=0, */*` refuses the type.
 export function accepts(acceptHeader: string | string[] | undefined, mediaType: string): boolean {
   const values = Array.isArray(acceptHeader)
     ? acceptHeader
@@ -21,15 +23,30 @@ export function accepts(acceptHeader: string | string[] | undefined, mediaType: 
     .filter((v) => v !== '');
   if (items.length === 0) return true;
   const want = bareMediaType(mediaType);
+  let best: { rank: number; q: number } | undefined;
   for (const item of items) {
     const [typePart, ...params] = item.split(';');
-    const q = params.map((p) => p.trim()).find((p) => p.startsWith('q='));
-    if (q !== undefined && Number(q.slice(2)) === 0) continue;
-    const t = bareMediaType(typePart ?? '');
-    if (t === want || t === '*/*' || t === '*' || t === 'application/*' || t === 'application/json')
-      return true;
+    const rank = specificity(bareMediaType(typePart ?? ''), want);
+    if (rank === 0) continue;
+    const q = qualityOf(params);
+    if (!best || rank > best.rank || (rank === best.rank && q > best.q)) best = { rank, q };
   }
-  return false;
+  return best !== undefined && best.q > 0;
+}
+
+/** How specifically an Accept range names `want`: 0 not at all, 3 exactly. */
+function specificity(range: string, want: string): number {
+  if (range === want) return 3;
+  if (range === 'application/*') return 2;
+  if (range === '*/*' || range === '*' || range === 'application/json') return 1;
+  return 0;
+}
+
+/** The `q` parameter (its name is case-insensitive); 1 when absent or not a number. */
+function qualityOf(params: string[]): number {
+  const q = params.map((p) => p.trim()).find((p) => /^q=/i.test(p));
+  const n = q === undefined ? Number.NaN : Number(q.slice(2));
+  return Number.isNaN(n) ? 1 : n;
 }
 
 export type RangeAnswer =
