@@ -18,8 +18,12 @@ export function sendTags(req: IncomingMessage, res: ServerResponse, repository: 
   const headers: Record<string, string> = { 'content-type': 'application/json' };
   if (n !== null && tags.length > Number(n)) {
     tags = tags.slice(0, Number(n));
-    const next = new URLSearchParams({ n, last: tags.at(-1) ?? '' });
-    headers.link = `</v2/${repository}/tags/list?${next}>; rel="next"`;
+    // n=0 asks for no tags: a next page would be this one again, for ever.
+    const shown = tags.at(-1);
+    if (shown !== undefined) {
+      const next = new URLSearchParams({ n, last: shown });
+      headers.link = `</v2/${repository}/tags/list?${next}>; rel="next"`;
+    }
   }
   const body = JSON.stringify({ name: repository, tags });
   res.writeHead(200, { ...headers, 'content-length': Buffer.byteLength(body) });
