@@ -413,6 +413,32 @@ describe('compose: media types follow the base manifest', () => {
     );
   });
 
+  test('Docker base with a zstd layer added: the image is OCI, since Docker schema2 has no zstd type', () => {
+    // skopeo and buildah refuse a schema2 manifest listing `…rootfs.diff.tar.zstd` ("unsupported docker
+    // v2s2 media type"); containerd takes the OCI form as well.
+    const dockerBase = fixtureImage({ docker: true, layers: ['d1'] });
+    const zstdIde = fixtureImage({ layers: [{ name: 'z1', mediaType: MediaType.ociLayerZstd }] });
+    const out = compose(dockerBase, [staticImageAddition(zstdIde, 'reg.example/z:1')], { baseRef: BASE_REF });
+    assert.equal(out.family, 'oci');
+    assert.equal(out.mediaType, MediaType.ociManifest);
+    assert.equal(out.manifest.mediaType, MediaType.ociManifest);
+    assert.equal(out.manifest.config.mediaType, MediaType.ociConfig);
+    assert.deepEqual(
+      out.manifest.layers.map((l) => l.mediaType),
+      [MediaType.ociLayerGzip, MediaType.ociLayerZstd],
+    );
+    const parsed = parseManifest(out.manifestBytes);
+    assert.equal(parsed.mediaType, MediaType.ociManifest);
+    // A base that is Docker and has a containerd-style zstd layer itself comes out OCI too.
+    const zstdBase = fixtureImage({
+      docker: true,
+      layers: [{ name: 'dz', mediaType: MediaType.dockerLayerZstd }],
+    });
+    const own = compose(zstdBase, [], { baseRef: BASE_REF });
+    assert.equal(own.mediaType, MediaType.ociManifest);
+    assert.equal(own.manifest.layers[0]!.mediaType, MediaType.ociLayerZstd);
+  });
+
   test('types without an equivalent are kept', () => {
     const odd = fixtureImage({ layers: [{ name: 'z', mediaType: MediaType.ociLayerNondistributableZstd }] });
     const out = compose(fixtureImage({ docker: true, layers: [] }), [staticImageAddition(odd, 'r/odd')], {

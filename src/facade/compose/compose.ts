@@ -5,7 +5,8 @@
 //   container_config, docker_version, …) survive; only rootfs.diff_ids, config.Env and history change;
 // - one history entry per added layer, created_by `strata: <source>`, when the base's history accounts
 //   for its layers (otherwise the history is left alone, as Gitpod leaves it);
-// - layer media types follow the manifest's family (see media-types.ts);
+// - layer media types follow the manifest's family, which is the base's unless a Docker base gets a layer
+//   Docker has no type for (zstd): then the image is OCI (see media-types.ts);
 // - identical inputs give identical bytes: JSON key order follows the inputs, and history timestamps come
 //   from the inputs (the newest `created` of the base config and its history), never from the clock.
 import { invalidArgument } from '../../errors.ts';
@@ -16,7 +17,14 @@ import { serializeJson } from '../../oci/manifest.ts';
 import { applyEnvModifiers, envModifiersOf } from './env.ts';
 import { type ImageView, layersWithDiffIds } from './image.ts';
 import type { Addition, LayerOrigin } from './layers.ts';
-import { familyOf, layerMediaTypeIn, type ManifestFamily, manifestMediaTypeOf } from './media-types.ts';
+import {
+  composedFamily,
+  configMediaTypeIn,
+  familyOf,
+  layerMediaTypeIn,
+  type ManifestFamily,
+  manifestMediaTypeOf,
+} from './media-types.ts';
 
 /** Sum of the base image's layer sizes, as a decimal string (ws-daemon reads it). */
 export const ANNOTATION_IMAGE_SIZE = 'io.gitpod.workspace-image.size';
@@ -68,7 +76,11 @@ export function compose(
     throw invalidArgument('base image: config is missing');
   }
   const baseLayers = layersWithDiffIds(base, 'base image');
-  const family = familyOf(base.mediaType ?? base.manifest.mediaType, base.manifest.config.mediaType);
+  const baseFamily = familyOf(base.mediaType ?? base.manifest.mediaType, base.manifest.config.mediaType);
+  const family = composedFamily(baseFamily, [
+    ...baseLayers.map((l) => l.descriptor.mediaType),
+    ...additions.flatMap((a) => a.layers.map((l) => l.descriptor.mediaType)),
+  ]);
   const inFamily = (d: Descriptor): Descriptor => {
     const mediaType = layerMediaTypeIn(family, d.mediaType);
     return mediaType === d.mediaType ? d : { ...d, mediaType };
@@ -98,6 +110,9 @@ export function compose(
     digest: configDigest,
     size: configBytes.byteLength,
   };
+  // A Docker base that had to become OCI (see composedFamily) names its config as OCI's.
+  if (family !== baseFamily)
+    configDescriptor.mediaType = configMediaTypeIn(family, configDescriptor.mediaType);
   // Our config is served by us, not from wherever the base's came from; embedded data would be the
   // base config's bytes under our config's digest.
   delete configDescriptor.urls;

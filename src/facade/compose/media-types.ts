@@ -14,6 +14,36 @@ const OCI_TO_DOCKER = new Map<string, string>([
 ]);
 const DOCKER_TO_OCI = new Map<string, string>([...OCI_TO_DOCKER].map(([o, d]) => [d, o]));
 
+/** The layer types a Docker schema2 manifest can list (Docker defines no zstd one). */
+const DOCKER_LAYERS = new Set<string>([
+  MediaType.dockerLayer,
+  MediaType.dockerLayerGzip,
+  MediaType.dockerLayerForeignGzip,
+]);
+
+/**
+ * The family of the composed manifest: the base's, unless that is Docker and a layer has no Docker type
+ * (zstd: skopeo and buildah refuse containerd's `…diff.tar.zstd` in a schema2 manifest, as they would an
+ * OCI type there), which only the OCI form can list.
+ */
+export function composedFamily(
+  baseFamily: ManifestFamily,
+  layerMediaTypes: readonly string[],
+): ManifestFamily {
+  if (baseFamily === 'oci') return 'oci';
+  const listable = layerMediaTypes.every((mt) =>
+    DOCKER_LAYERS.has(bareMediaType(layerMediaTypeIn('docker', mt))),
+  );
+  return listable ? 'docker' : 'oci';
+}
+
+/** The config media type in the given family (a Docker config in an OCI manifest is named as OCI's). */
+export function configMediaTypeIn(family: ManifestFamily, mediaType: string): string {
+  return family === 'oci' && bareMediaType(mediaType) === MediaType.dockerConfig
+    ? MediaType.ociConfig
+    : mediaType;
+}
+
 /** The manifest media type of a family. */
 export function manifestMediaTypeOf(family: ManifestFamily): string {
   return family === 'docker' ? MediaType.dockerManifest : MediaType.ociManifest;
