@@ -1,6 +1,6 @@
 // Accept negotiation and Range parsing for the facade's answers.
 //
-// Manifests: a composed image has one form (Docker schema2 or OCI, following its base) and one digest.
+// Manifests: a composed image has one form (Docker schema2 or OCI, see compose/media-types.ts) and one digest.
 // Converting it for a client that accepts only the other form would serve bytes under a second digest that
 // a later GET by digest could not reproduce, so we do what the distribution registry does for OCI manifests:
 // 404 MANIFEST_UNKNOWN naming the type we have. No Accept header, `*/*`, `application/*` or
