@@ -63,9 +63,11 @@ export function ociErrorOf(err: unknown, route: RouteKind): OciError {
     case 'OutOfRange':
       return { status: 416, code: 'RANGE_INVALID', message };
     case 'Unauthenticated':
-      return { status: 401, code: 'UNAUTHORIZED', message };
     case 'PermissionDenied':
-      return { status: 403, code: 'DENIED', message };
+      // The client's own credentials are judged before this (OciHttpError above); these are a registry or
+      // spec provider refusing the facade. A 401 would need a challenge the client cannot answer and
+      // tells it that its credentials are wrong: a bad gateway, like DataLoss below.
+      return { status: 502, code: 'DENIED', message };
     case 'ResourceExhausted':
       return { status: 429, code: 'TOOMANYREQUESTS', message };
     case 'Unimplemented':
