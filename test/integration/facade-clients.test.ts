@@ -89,6 +89,7 @@ describe('composed images real clients take', () => {
       fixedFile,
       JSON.stringify({
         'docker-zstd': { baseRef: dockerBase.ref, ideRef: zstdIde.ref },
+        'docker-gzip': { baseRef: dockerBase.ref, ideRef: ide.ref },
         'no-history': { baseRef: noHistory, ideRef: ide.ref },
         'with-history': { baseRef: busybox.ref, ideRef: ide.ref },
       }),
@@ -123,6 +124,18 @@ describe('composed images real clients take', () => {
     assert.equal(raw.config.mediaType, MediaType.ociConfig);
     assert.ok(raw.layers.some((l) => l.mediaType === MediaType.ociLayerZstd));
     // skopeo parses the manifest (it refused `…rootfs.diff.tar.zstd` in a schema2 one).
+    const inspected = (await skopeoInspect(ref)) as { Layers: string[] };
+    assert.equal(inspected.Layers.length, raw.layers.length);
+    assert.match(await tools.buildah(['pull', '--quiet', '--tls-verify=false', ref]), /^[0-9a-f]{64}$/m);
+    await ctrd.ctr(['images', 'pull', '--plain-http', ref]);
+  });
+
+  test('a Docker base with gzip layers added stays Docker schema2: skopeo, buildah and containerd take it', async () => {
+    const ref = `${host}/fixed/docker-gzip:latest`;
+    const raw = (await skopeoInspect(ref, { raw: true })) as Manifest;
+    assert.equal(raw.mediaType, MediaType.dockerManifest);
+    assert.equal(raw.config.mediaType, MediaType.dockerConfig);
+    assert.ok(raw.layers.every((l) => l.mediaType === MediaType.dockerLayerGzip));
     const inspected = (await skopeoInspect(ref)) as { Layers: string[] };
     assert.equal(inspected.Layers.length, raw.layers.length);
     assert.match(await tools.buildah(['pull', '--quiet', '--tls-verify=false', ref]), /^[0-9a-f]{64}$/m);
