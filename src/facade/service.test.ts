@@ -289,3 +289,40 @@ test('a service with a shared tier composes an image another replica fetched wit
   assert.equal((await third.composeSpec(spec)).manifestDigest, first.manifestDigest);
   assert.deepEqual(calls.sort(), ['HEAD reg.test/base:latest', 'HEAD reg.test/ide:latest']);
 });
+
+test("compositions are held in memory up to a number of bytes: a spec's direct layers count", async (t) => {
+  const { upstream } = fakeUpstream(['base', 'ide']);
+  const asked: string[] = [];
+  const direct = (fill: number): ImageSpec => ({
+    ...spec,
+    contentLayers: [{ kind: 'direct', content: new Uint8Array(1024 * 1024).fill(fill) }],
+  });
+  const specs = new Map([
+    ['a', direct(1)],
+    ['b', direct(2)],
+    ['c', direct(3)],
+  ]);
+  const provider = {
+    getSpec: async (id: string) => {
+      asked.push(id);
+      return specs.get(id)!;
+    },
+  };
+  const make = await services(t, upstream, { providers: new Map([['remote', provider]]) });
+  // Room for two of these compositions (a MiB of direct layer each), not for three.
+  for (const [maxCompositionBytes, keptA] of [
+    [2.5 * 2 ** 20, false],
+    [4 * 2 ** 20, true],
+  ] as const) {
+    const service = make({ maxCompositionBytes });
+    asked.length = 0;
+    const first = await service.manifest({ provider: 'remote', id: 'a' }, 'latest');
+    await service.manifest({ provider: 'remote', id: 'b' }, 'latest');
+    await service.manifest({ provider: 'remote', id: 'c' }, 'latest');
+    await sleep(1100); // past the joining of concurrent compositions
+    // By digest: from memory while it is held; composed again (the spec asked for) once it was let go.
+    const again = await service.manifest({ provider: 'remote', id: 'a' }, first.digest);
+    assert.equal(again.digest, first.digest);
+    assert.deepEqual(asked, keptA ? ['a', 'b', 'c'] : ['a', 'b', 'c', 'a']);
+  }
+});

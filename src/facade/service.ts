@@ -104,6 +104,10 @@ function unreachable(err: unknown): boolean {
 /** Default of how long a name's compositions stay servable by digest from memory. */
 export const HISTORY_TTL_MS = 15 * 60_000;
 
+/** Bytes of upstream manifests, and of upstream configs, kept in memory (the disk cache holds them too). */
+const MEMORY_UPSTREAM_BYTES = 64 * 2 ** 20;
+const DEFAULT_COMPOSITION_BYTES = 128 * 2 ** 20;
+
 export interface FacadeServiceOptions {
   providers: ReadonlyMap<string, SpecProvider>;
   upstream: UpstreamRegistry;
@@ -134,6 +138,12 @@ export interface FacadeServiceOptions {
   historyPerName?: number;
   /** Bound of every in-memory map (default 4096 entries; manifests and configs 512). */
   maxEntries?: number;
+  /**
+   * Bytes of compositions held in memory (default 128 MiB): their manifests, configs and direct content
+   * layers, which a spec may make megabytes each; the least recently used names go first. Upstream
+   * manifests and configs are held to MEMORY_UPSTREAM_BYTES each.
+   */
+  maxCompositionBytes?: number;
   allowHttpHost?: (host: string) => boolean;
   /**
    * List remote content layers' URLs in the manifest (`urls`), as Gitpod does. Off by default: the facade
@@ -196,7 +206,8 @@ export class FacadeService {
   private storeTimer: NodeJS.Timeout | undefined;
   private storing: Promise<void> = Promise.resolve();
   private readonly manifests: LoadingCache<Digest, FetchedImage>;
-  private readonly configs: LoadingCache<Digest, ImageConfig>;
+  /** Parsed configs, with the size of their bytes. */
+  private readonly configs: LoadingCache<Digest, { config: ImageConfig; size: number }>;
   private readonly history: TtlLru<string, Composition[]>;
   private readonly composing: LoadingCache<string, Composition>;
   private readonly historyPerName: number;
@@ -213,13 +224,29 @@ export class FacadeService {
     this.lastDigest = new TtlLru({ ttlMs: Number.POSITIVE_INFINITY, maxEntries });
     for (const t of options.resolvedTags?.initial ?? []) this.lastDigest.set(t.ref, t);
     this.unreachable = new TtlLru({ ttlMs: options.staleRecheckMs ?? 10_000, maxEntries });
-    this.manifests = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
-    this.configs = new LoadingCache({ ttlMs: Number.POSITIVE_INFINITY, maxEntries: 512 });
-    this.history = new TtlLru({ ttlMs: options.historyTtlMs ?? HISTORY_TTL_MS, maxEntries });
+    const upstreamBytes = {
+      ttlMs: Number.POSITIVE_INFINITY,
+      maxEntries: 512,
+      maxBytes: MEMORY_UPSTREAM_BYTES,
+    };
+    this.manifests = new LoadingCache({ ...upstreamBytes, sizeOf: (m) => m.bytes.byteLength });
+    this.configs = new LoadingCache({ ...upstreamBytes, sizeOf: (c) => c.size });
+    const compositionBytes = options.maxCompositionBytes ?? DEFAULT_COMPOSITION_BYTES;
+    this.history = new TtlLru({
+      ttlMs: options.historyTtlMs ?? HISTORY_TTL_MS,
+      maxEntries,
+      maxBytes: compositionBytes,
+      sizeOf: (list) => list.reduce((n, c) => n + compositionSize(c), 0),
+    });
     this.staticLayers = options.staticLayers ?? [];
     // Joins identical compositions running at once (a HEAD and a GET from the same pull); kept for
     // a moment only, so the next request sees moved tags and changed specs.
-    this.composing = new LoadingCache({ ttlMs: 1000, maxEntries });
+    this.composing = new LoadingCache({
+      ttlMs: 1000,
+      maxEntries,
+      maxBytes: compositionBytes,
+      sizeOf: compositionSize,
+    });
     this.historyPerName = options.historyPerName ?? 4;
   }
 
@@ -637,7 +664,7 @@ export class FacadeService {
         throw invalidArgument(`image ${refString}: config of ${configDesc.size} bytes is too large`);
       }
       const cached = await this.cached(configDesc.digest, MAX_CONFIG_BYTES);
-      if (cached) return parseImageConfig(cached);
+      if (cached) return { config: parseImageConfig(cached), size: cached.byteLength };
       // A full read is verified against the digest by the registry client.
       const bytes = await this.bounded(`fetch config of ${refString}`, async (signal) =>
         readCapped(
@@ -647,9 +674,9 @@ export class FacadeService {
         ),
       );
       this.keep(configDesc, bytes, true);
-      return parseImageConfig(bytes);
+      return { config: parseImageConfig(bytes), size: bytes.byteLength };
     });
-    return { manifest, config, mediaType: fetched.mediaType };
+    return { manifest, config: config.config, mediaType: fetched.mediaType };
   }
 
   /** An upstream request within `upstreamTimeoutMs`; past it, the request is cut and DeadlineExceeded thrown. */
@@ -670,6 +697,13 @@ export class FacadeService {
       throw err;
     }
   }
+}
+
+/** The bytes a composition holds: its manifest, its config and its direct content layers. */
+function compositionSize(c: Composition): number {
+  let n = c.image.manifestBytes.byteLength + c.image.configBytes.byteLength;
+  for (const l of c.image.layers) if (l.origin.kind === 'direct') n += l.origin.content.byteLength;
+  return n;
 }
 
 function descriptorOf(m: FetchedImage): Descriptor {

@@ -2,7 +2,13 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { isInvalidArgument } from '../errors.ts';
 import { digestOf } from '../oci/digest.ts';
-import { addedImageRefs, type ContentLayer, type ImageSpec, validateImageSpec } from './spec.ts';
+import {
+  addedImageRefs,
+  type ContentLayer,
+  type ImageSpec,
+  MAX_SPEC_LIST_ENTRIES,
+  validateImageSpec,
+} from './spec.ts';
 
 const D1 = digestOf('layer one');
 const D2 = digestOf('layer one, uncompressed');
@@ -119,6 +125,19 @@ describe('validateImageSpec', () => {
       spec({ contentLayers: [{ kind: 'other' } as unknown as ContentLayer] }),
       /unknown layer kind "other"/,
     );
+  });
+
+  test('the lists are bounded: each added image is fetched while the first client waits', () => {
+    const n = MAX_SPEC_LIST_ENTRIES;
+    const refs = (k: number) => Array.from({ length: k }, (_, i) => `registry.example/layer-${i}:1`);
+    const direct = (k: number): ContentLayer[] =>
+      Array.from({ length: k }, () => ({ kind: 'direct', content: new Uint8Array([1]) }));
+    validateImageSpec(spec({ ideLayerRefs: refs(n), contentLayers: direct(n) }));
+    rejects(
+      spec({ ideLayerRefs: refs(n + 1) }),
+      new RegExp(`ideLayerRefs has ${n + 1} entries; at most ${n}`),
+    );
+    rejects(spec({ contentLayers: direct(n + 1) }), new RegExp(`contentLayers has ${n + 1} entries`));
   });
 });
 

@@ -45,6 +45,14 @@ export interface SpecJsonCodec {
   format(spec: ImageSpec): unknown;
 }
 
+/** Roughly the bytes a spec holds in memory: its direct layers' content, and the rest by its strings. */
+export function specSize(spec: ImageSpec): number {
+  let n = spec.baseRef.length + spec.ideRef.length + spec.supervisorRef.length;
+  for (const ref of spec.ideLayerRefs) n += ref.length;
+  for (const l of spec.contentLayers) n += l.kind === 'direct' ? l.content.byteLength : l.url.length + 200;
+  return n;
+}
+
 /** Which image an added image is in the spec; names the source in history and logs. */
 export type AddedImageRole = 'ide' | 'supervisor' | 'ide-layer';
 
@@ -68,6 +76,12 @@ export const CONTENT_LAYER_MEDIA_TYPES: readonly string[] = [
   MediaType.ociLayerZstd,
 ];
 
+/**
+ * At most this many ideLayerRefs and content layers each: every added image is resolved and fetched while
+ * the first client waits, so the work one spec can ask for is bounded. Far above what a workspace uses.
+ */
+export const MAX_SPEC_LIST_ENTRIES = 128;
+
 export interface SpecValidationOptions {
   /** Hosts (hostname or hostname:port, as in URL.host) whose content layers may be fetched over plain http. */
   allowHttpHost?: (host: string) => boolean;
@@ -79,6 +93,8 @@ export function validateImageSpec(spec: ImageSpec, options: SpecValidationOption
   checkRef(spec.baseRef, 'baseRef');
   if (spec.ideRef !== '') checkRef(spec.ideRef, 'ideRef');
   if (spec.supervisorRef !== '') checkRef(spec.supervisorRef, 'supervisorRef');
+  checkLength(spec.ideLayerRefs, 'ideLayerRefs');
+  checkLength(spec.contentLayers, 'contentLayers');
   spec.ideLayerRefs.forEach((ref, i) => {
     if (ref !== '') checkRef(ref, `ideLayerRefs[${i}]`);
   });
@@ -86,6 +102,13 @@ export function validateImageSpec(spec: ImageSpec, options: SpecValidationOption
     checkContentLayer(layer, `contentLayers[${i}]`, options);
   });
   return spec;
+}
+
+function checkLength(list: readonly unknown[], where: string): void {
+  if (list.length > MAX_SPEC_LIST_ENTRIES)
+    throw invalidArgument(
+      `image spec: ${where} has ${list.length} entries; at most ${MAX_SPEC_LIST_ENTRIES} are allowed`,
+    );
 }
 
 function checkRef(ref: string, where: string): void {

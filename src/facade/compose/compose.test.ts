@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { isInvalidArgument } from '../../errors.ts';
+import { isFailedPrecondition, isInvalidArgument } from '../../errors.ts';
 import { digestOf } from '../../oci/digest.ts';
 import {
   type ImageConfig,
@@ -379,6 +379,24 @@ describe('compose: fields we do not know survive', () => {
     assert.equal(out.manifest.config.data, undefined);
     // What a client (or our own parser) reads back is a valid manifest.
     assert.equal(parseManifest(out.manifestBytes).kind, 'manifest');
+  });
+});
+
+describe('compose: size', () => {
+  test('a composed manifest clients could not take is refused, naming its size', () => {
+    // Each image parses (under 4 MiB of manifest); together their layers do not fit in one.
+    const many = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => `${prefix}${i}`);
+    const big = fixtureImage({ layers: many('b', 16_000) });
+    const more = fixtureImage({ layers: many('m', 16_000) });
+    assert.ok(compose(big, [], { baseRef: BASE_REF }).manifestBytes.byteLength < 4 * 2 ** 20);
+    assert.throws(
+      () => compose(big, [staticImageAddition(more, 'reg.example/more:1')], { baseRef: BASE_REF }),
+      (err: unknown) =>
+        isFailedPrecondition(err) &&
+        /composed image's manifest would be \d+ bytes \(32000 layers\); clients take at most 4194304/.test(
+          (err as Error).message,
+        ),
+    );
   });
 });
 

@@ -9,11 +9,17 @@
 //   Docker has no type for (zstd): then the image is OCI (see media-types.ts);
 // - identical inputs give identical bytes: JSON key order follows the inputs, and history timestamps come
 //   from the inputs (the newest `created` of the base config and its history), never from the clock.
-import { invalidArgument } from '../../errors.ts';
+import { failedPrecondition, invalidArgument } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { type Digest, digestOf } from '../../oci/digest.ts';
-import type { History, ImageConfig, ImageManifest } from '../../oci/manifest.ts';
-import { serializeJson } from '../../oci/manifest.ts';
+import {
+  type History,
+  type ImageConfig,
+  type ImageManifest,
+  MAX_CONFIG_BYTES,
+  MAX_MANIFEST_BYTES,
+  serializeJson,
+} from '../../oci/manifest.ts';
 import { applyEnvModifiers, envModifiersOf } from './env.ts';
 import { type ImageView, layersWithDiffIds } from './image.ts';
 import type { Addition, LayerOrigin } from './layers.ts';
@@ -126,6 +132,10 @@ export function compose(
     [ANNOTATION_IMAGE_REF]: options.baseRef,
   };
   const manifestBytes = serializeJson(manifest);
+  // Past these, clients (skopeo takes 4 MiB of manifest) and our own parsers (pull, the shared tier)
+  // refuse the image: say so here rather than serve what nobody can read.
+  tooBig(manifestBytes, MAX_MANIFEST_BYTES, 'manifest', layers.length);
+  tooBig(configBytes, MAX_CONFIG_BYTES, 'config', layers.length);
 
   return {
     family,
@@ -138,6 +148,13 @@ export function compose(
     configDigest,
     layers,
   };
+}
+
+function tooBig(bytes: Uint8Array, max: number, what: string, layers: number): void {
+  if (bytes.byteLength > max)
+    throw failedPrecondition(
+      `the composed image's ${what} would be ${bytes.byteLength} bytes (${layers} layers); clients take at most ${max}`,
+    );
 }
 
 function composeConfig(

@@ -46,7 +46,30 @@ describe('TtlLru', () => {
     assert.equal(lru.size, 0);
   });
 
+  test('with maxBytes, the least recently used go first once the values add up past it', () => {
+    const lru = new TtlLru<string, Uint8Array>({
+      maxEntries: 100,
+      ttlMs: 1000,
+      maxBytes: 10,
+      sizeOf: (v) => v.byteLength,
+    });
+    lru.set('a', new Uint8Array(4));
+    lru.set('b', new Uint8Array(4));
+    assert.ok(lru.get('a')); // a is now the most recently used
+    lru.set('c', new Uint8Array(4));
+    assert.equal(lru.get('b'), undefined);
+    assert.deepEqual([lru.get('a')?.byteLength, lru.get('c')?.byteLength], [4, 4]);
+    // A value bigger than the whole bound is not kept, and pushes nothing out.
+    lru.set('huge', new Uint8Array(11));
+    assert.equal(lru.get('huge'), undefined);
+    assert.equal(lru.size, 2);
+  });
+
   test('bad bounds are refused', () => {
+    const sizeOf = () => 1;
+    assert.throws(() => new TtlLru({ maxEntries: 1, ttlMs: 1, maxBytes: 0, sizeOf }), RangeError);
+    assert.throws(() => new TtlLru({ maxEntries: 1, ttlMs: 1, maxBytes: 10 }), /go together/);
+    assert.throws(() => new TtlLru({ maxEntries: 1, ttlMs: 1, sizeOf }), /go together/);
     assert.throws(() => new TtlLru({ maxEntries: 0, ttlMs: 1 }), RangeError);
     assert.throws(() => new TtlLru({ maxEntries: 1.5, ttlMs: 1 }), RangeError);
     assert.throws(() => new TtlLru({ maxEntries: 1, ttlMs: 0 }), RangeError);
@@ -118,6 +141,23 @@ describe('CachingSpecProvider', () => {
     cached.forget('b');
     await cached.getSpec('b');
     assert.equal(inner.calls, before + 3);
+  });
+
+  test('bounded by bytes too: a spec counts its direct layers', async () => {
+    const inner = new CountingProvider();
+    const big = (baseRef: string): ImageSpec => ({
+      ...spec(baseRef),
+      contentLayers: [{ kind: 'direct', content: new Uint8Array(1000) }],
+    });
+    for (const id of ['a', 'b', 'c']) inner.specs.set(id, big(`r/${id}:1`));
+    const cached = new CachingSpecProvider(inner, { ttlMs: 60_000, maxEntries: 100, maxBytes: 2500 });
+    for (const id of ['a', 'b', 'c']) await cached.getSpec(id);
+    assert.equal(inner.calls, 3);
+    await cached.getSpec('c');
+    await cached.getSpec('b');
+    assert.equal(inner.calls, 3);
+    await cached.getSpec('a'); // the least recently used, let go for c
+    assert.equal(inner.calls, 4);
   });
 
   test('concurrent asks for one id make one call', async () => {

@@ -2,7 +2,7 @@
 // for the id; anything else is a failure of the provider. Composite and caching providers are built from
 // these so the facade asks one object.
 import { isNotFound, notFound } from '../../errors.ts';
-import type { ImageSpec } from '../spec.ts';
+import { type ImageSpec, specSize } from '../spec.ts';
 import { type CacheTier, LoadingCache } from './ttl-lru.ts';
 
 export interface SpecProvider {
@@ -35,6 +35,8 @@ export class CompositeSpecProvider implements SpecProvider {
 export interface CachingOptions {
   ttlMs: number;
   maxEntries: number;
+  /** Bytes of specs held (default 64 MiB): a spec's direct layers may make it megabytes. */
+  maxBytes?: number;
   /** Specs shared with other replicas (with their own expiry), asked before the provider. */
   tier?: CacheTier<string, ImageSpec>;
 }
@@ -48,6 +50,8 @@ export class CachingSpecProvider implements SpecProvider {
     this.cache = new LoadingCache({
       ttlMs: options.ttlMs,
       maxEntries: options.maxEntries,
+      maxBytes: options.maxBytes ?? 64 * 2 ** 20,
+      sizeOf: specSize,
       tier: options.tier,
     });
   }

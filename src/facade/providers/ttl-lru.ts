@@ -2,9 +2,16 @@
 // time to live are gone. Every in-memory cache of the facade is one of these, so none grows without bound.
 import { LRUCache } from 'lru-cache';
 
-export interface TtlLruOptions {
+export interface TtlLruOptions<V = unknown> {
   /** Most entries held; the least recently used is dropped beyond it. */
   maxEntries: number;
+  /**
+   * Most bytes held, as `sizeOf` counts each value; the least recently used go first beyond it. For
+   * values whose size varies by orders of magnitude, where a count alone bounds nothing useful. A value
+   * bigger than this is not kept at all.
+   */
+  maxBytes?: number;
+  sizeOf?: (value: V) => number;
   /** Milliseconds an entry stays valid; Infinity for content-addressed values. */
   ttlMs: number;
   now?: () => number;
@@ -21,12 +28,25 @@ export class TtlLru<K extends {}, V> {
   private readonly ttlMs: number;
   private readonly now: () => number;
 
-  constructor(options: TtlLruOptions) {
+  constructor(options: TtlLruOptions<V>) {
     if (!Number.isSafeInteger(options.maxEntries) || options.maxEntries < 1) {
       throw new RangeError(`maxEntries must be a positive integer, got ${options.maxEntries}`);
     }
     if (!(options.ttlMs > 0)) throw new RangeError(`ttlMs must be positive, got ${options.ttlMs}`);
-    this.lru = new LRUCache({ max: options.maxEntries });
+    const { maxBytes, sizeOf } = options;
+    if ((maxBytes === undefined) !== (sizeOf === undefined))
+      throw new RangeError('maxBytes and sizeOf go together');
+    if (maxBytes !== undefined && !(Number.isSafeInteger(maxBytes) && maxBytes > 0))
+      throw new RangeError(`maxBytes must be a positive integer, got ${maxBytes}`);
+    this.lru = new LRUCache({
+      max: options.maxEntries,
+      ...(maxBytes !== undefined && sizeOf
+        ? {
+            maxSize: maxBytes,
+            sizeCalculation: (slot: Slot<V>) => Math.max(1, Math.ceil(sizeOf(slot.value))),
+          }
+        : {}),
+    });
     this.ttlMs = options.ttlMs;
     this.now = options.now ?? Date.now;
   }
@@ -79,7 +99,7 @@ export interface CacheTier<K, V> {
   set(key: K, value: V): Promise<void>;
 }
 
-export interface LoadingCacheOptions<K, V> extends TtlLruOptions {
+export interface LoadingCacheOptions<K, V> extends TtlLruOptions<V> {
   /** Asked on a memory miss before loading; given what was loaded. */
   tier?: CacheTier<K, V>;
 }
