@@ -106,6 +106,16 @@ async function readAll(s: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Reads `x` through the cache from a source that sends it whole. */
+async function readThrough(cache: BlobCache, x: { bytes: Buffer; desc: Descriptor }): Promise<Buffer> {
+  const r = await cache.read(
+    x.desc,
+    undefined,
+    fill(x.desc, async () => Readable.from([x.bytes])),
+  );
+  return readAll(r.stream);
+}
+
 test('readers follow a fill in progress, from any offset, and only finish once it is verified', async () => {
   await withCache(1 << 20, async (cache) => {
     const { bytes, desc } = blob(1, 1000);
@@ -297,27 +307,10 @@ test('eviction drops the least recently used blob, never one being read, and sur
       const a = blob(1, 100);
       const b = blob(2, 100);
       const c = blob(3, 100);
-      for (const x of [a, b])
-        await readAll(
-          (
-            await cache.read(
-              x.desc,
-              undefined,
-              fill(x.desc, async () => Readable.from([x.bytes])),
-            )
-          ).stream,
-        );
+      for (const x of [a, b]) await readThrough(cache, x);
       // Hold a reader open on a (the least recently used) while c comes in: b goes instead.
       const holding = await cache.read(a.desc, undefined, undefined);
-      await readAll(
-        (
-          await cache.read(
-            c.desc,
-            undefined,
-            fill(c.desc, async () => Readable.from([c.bytes])),
-          )
-        ).stream,
-      );
+      await readThrough(cache, c);
       await waitFor(
         () => cache.cachedDigests().sort().join() === [a.desc.digest, c.desc.digest].sort().join(),
         5000,
@@ -361,6 +354,26 @@ test('a fill whose source went away keeps its bytes; the next fill resumes from 
     assert.equal(offsets.at(-1), 1500, 'resumed at the kept offset');
     await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
     assert.equal(cache.bytes, 4000);
+  });
+});
+
+test('a failed fill keeps its bytes without evicting a cached blob for the room it no longer needs', async () => {
+  await withCache(10_000, async (cache) => {
+    const a = blob(1, 4000);
+    await readThrough(cache, a);
+    await waitFor(() => cache.has(a.desc.digest), 5000, { what: 'a committed' });
+    // b fits next to a (9000 of 10000 bytes), then breaks after 1500 bytes: those stay for a resume.
+    const b = blob(2, 5000);
+    const broken = fill(b.desc, async (offset) => {
+      const s = new PassThrough();
+      if (offset === 0) s.write(b.bytes.subarray(0, 1500));
+      setImmediate(() => s.destroy(new Error('socket hang up')));
+      return s;
+    });
+    await assert.rejects(readAll((await cache.read(b.desc, undefined, broken)).stream));
+    await waitFor(() => cache.bytes !== 9000, 5000, { what: 'the failed fill to give its room back' });
+    assert.equal(cache.has(a.desc.digest), true, 'a is still cached');
+    assert.equal(cache.bytes, 4000 + 1500);
   });
 });
 

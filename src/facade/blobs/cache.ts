@@ -557,8 +557,15 @@ export class BlobCache {
       entry.state = 'complete';
       this.evict();
     } catch (err) {
+      // Out of the map, so new requests start afresh; its room is given back first, so the partial kept
+      // below does not evict cached blobs to make room for the whole blob no longer coming.
+      if (this.entries.get(digest) === entry) {
+        this.entries.delete(digest);
+        this.total -= entry.size;
+      }
       // Bytes short of the end stay for the next fill to resume from (wrong ones fail that fill's commit,
-      // which starts over); they are handed on before the entry goes, so a new request finds them.
+      // which starts over); they are handed on in the same step as the entry goes, so a new request finds
+      // them.
       const got = w?.offset ?? 0;
       const keep = got > 0 && got < size && !this.closed;
       let releaseWriter = () => {};
@@ -568,11 +575,6 @@ export class BlobCache {
           releaseWriter = resolve;
         });
         this.keepPartial(digest, entry.ref, got, writerClosed);
-      }
-      // Out of the map, so new requests start afresh.
-      if (this.entries.get(digest) === entry) {
-        this.entries.delete(digest);
-        this.total -= entry.size;
       }
       entry.state = 'failed';
       // An abandoned fill fails with the reason it was abandoned for, not with what its source made of it.
