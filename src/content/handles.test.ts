@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { type FileHandle, readdir, readlink, unlink } from 'node:fs/promises';
+import { type FileHandle, readdir, readlink, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
@@ -112,4 +112,24 @@ test('a cached handle keeps reading after the GC unlinked the file', async () =>
   assert.equal(await readAll(h, 8), 'unlinked');
   h.release();
   await handles.close();
+});
+
+test('a handle forgotten while in use is closed on release, not kept for the blob stored afresh', async () => {
+  const handles = newHandles();
+  const d = await put('fresh');
+  // The file holds wrong bytes (a corrupt blob), and a reader has it open when it is deleted.
+  const path = new Layout(dir).blobPath(d);
+  await unlink(path);
+  await writeFile(path, 'wrong');
+  const old = await handles.acquire(d);
+  handles.forget(d);
+  await unlink(path);
+  // Stored afresh with the right bytes; then the old reader lets go.
+  await put('fresh');
+  old.release();
+  const h = await handles.acquire(d);
+  assert.equal(await readAll(h, 5), 'fresh', 'the new file, not the handle of the deleted one');
+  h.release();
+  await handles.close();
+  assert.equal(await openBlobFds(), 0);
 });

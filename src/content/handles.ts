@@ -105,8 +105,10 @@ export class BlobHandles {
         if (released) return;
         released = true;
         if (--entry.refs > 0) return;
-        if (this.inUse.get(d) === entry) this.inUse.delete(d);
-        if (this.closed || !this.idle) this.closeEntry(entry);
+        // A handle forgotten meanwhile is of a deleted file: closed, never kept for the name's next file.
+        const current = this.inUse.get(d) === entry;
+        if (current) this.inUse.delete(d);
+        if (this.closed || !this.idle || !current) this.closeEntry(entry);
         else this.idle.set(d, entry);
       },
     };

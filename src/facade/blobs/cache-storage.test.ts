@@ -2,12 +2,13 @@
 // namespace holds is linked in without a fetch, eviction deletes the row and only the collector frees bytes
 // (never those another namespace holds); a corrupt file is deleted only when the store finds it wrong.
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
+import { waitFor } from '../../../test/helpers/process.ts';
 import { ContentStore } from '../../content/store.ts';
 import { ContentView } from '../../metadata/content.ts';
 import { MetadataDb } from '../../metadata/db.ts';
@@ -196,6 +197,37 @@ test('a corrupt blob is deleted for every holder only once the store finds it wr
     assert.equal(d.view.has(NS, good.desc.digest), false);
     assert.equal(await d.store.has(good.desc.digest), true, 'its bytes are right: kept');
     assert.equal(await d.store.has(bad.desc.digest), false, 'its bytes are wrong: gone');
+  } finally {
+    await d.close();
+  }
+});
+
+test('a corrupt file another reader holds open when the cache drops it is not served once fetched afresh', async () => {
+  const d = await daemonParts('held-corrupt');
+  try {
+    const x = blob(5, 300);
+    const opens = { n: 0 };
+    const first = await BlobCache.open({ storage: d.storage, maxBytes: 1 << 20 });
+    await readAll((await first.read(x.desc, undefined, source(x.desc, x.bytes, opens))).stream);
+    first.close();
+    const file = join(d.store.root, 'blobs', 'sha256', x.desc.digest.slice(7));
+    await chmod(file, 0o644);
+    await writeFile(file, Buffer.alloc(300, 9));
+    // Another client of the daemon's store has the file open while the cache finds it wrong.
+    const other = await d.store.reader(x.desc.digest);
+    const cache = await BlobCache.open({ storage: d.storage, maxBytes: 1 << 20 });
+    try {
+      const refetched = await cache.read(x.desc, undefined, source(x.desc, x.bytes, opens));
+      assert.equal(refetched.outcome, 'miss');
+      assert.deepEqual(await readAll(refetched.stream), x.bytes);
+      await waitFor(() => cache.has(x.desc.digest), 5000, { what: 'the refetched blob' });
+      other.destroy();
+      const hit = await cache.read(x.desc, undefined, undefined);
+      assert.equal(hit.outcome, 'hit');
+      assert.deepEqual(await readAll(hit.stream), x.bytes, 'the blob stored afresh, not the corrupt file');
+    } finally {
+      cache.close();
+    }
   } finally {
     await d.close();
   }
