@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { waitFor } from '../../../test/helpers/process.ts';
+import { exists } from '../../content/fs-util.ts';
 import { ContentStore } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
 import { ContentView } from '../../metadata/content.ts';
@@ -374,6 +375,37 @@ test('a failed fill keeps its bytes without evicting a cached blob for the room 
     await waitFor(() => cache.bytes !== 9000, 5000, { what: 'the failed fill to give its room back' });
     assert.equal(cache.has(a.desc.digest), true, 'a is still cached');
     assert.equal(cache.bytes, 4000 + 1500);
+  });
+});
+
+test('bytes added while a fill of the same blob is under way stay held when that fill fails', async () => {
+  await withCache(1 << 20, async (cache, dir) => {
+    const { bytes, desc } = blob(6, 1000);
+    const source = new PassThrough();
+    let opened = false;
+    const client = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async () => {
+        opened = true;
+        return source;
+      }),
+    );
+    const body = readAll(client.stream);
+    await waitFor(() => opened, 10_000, { what: 'the fill to open its source' });
+    source.write(bytes.subarray(0, 100));
+    // A static layer file of the same bytes is stored meanwhile; then the upstream body ends short.
+    const adding = cache.addHeld(Readable.from([bytes]));
+    const file = join(dir, 'blobs', 'sha256', desc.digest.slice('sha256:'.length));
+    await waitFor(() => exists(file), 10_000, { what: 'the added blob stored' });
+    source.end();
+    await assert.rejects(body, isDataLoss);
+    const held = await adding;
+    assert.equal(held.digest, desc.digest);
+    assert.equal(cache.has(desc.digest), true, 'the held blob is cached');
+    const again = await cache.read(desc, undefined, undefined);
+    assert.deepEqual(await readAll(again.stream), bytes);
+    held.release();
   });
 });
 

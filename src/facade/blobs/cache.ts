@@ -322,7 +322,15 @@ export class BlobCache {
       throw err;
     }
     const size = w.offset;
-    const entry = this.entries.get(digest) ?? this.addComplete(digest, size, true);
+    // A fill of the same blob under way may still fail and take its entry with it, though the bytes are
+    // stored now: the blob is held once that fill has settled, and any partial of it is let go.
+    let found = this.entries.get(digest);
+    while (found?.state === 'filling') {
+      await found.done.catch(() => {});
+      found = this.entries.get(digest);
+    }
+    this.dropPartial(digest);
+    const entry = found ?? this.addComplete(digest, size, true);
     this.acquire(entry);
     const held = entry;
     let released = false;
