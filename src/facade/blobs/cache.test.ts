@@ -183,6 +183,31 @@ test('a source sending too many bytes is refused', async () => {
   });
 });
 
+test('bytes of a source that sent more than the blob are not kept for the next fill to resume', async () => {
+  await withCache(1 << 20, async (cache) => {
+    const { bytes, desc } = blob(3, 1000);
+    // Another, longer blob under this digest: its first 600 bytes land before the 601st too many.
+    const longer = Buffer.alloc(600, 9);
+    const first = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async () => Readable.from([longer, longer])),
+    );
+    await assert.rejects(readAll(first.stream), isDataLoss);
+    const offsets: number[] = [];
+    const second = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async (offset) => {
+        offsets.push(offset);
+        return Readable.from([bytes.subarray(offset)]);
+      }),
+    );
+    assert.deepEqual(await readAll(second.stream), bytes);
+    assert.deepEqual(offsets, [0]);
+  });
+});
+
 test('a broken source is resumed from the last byte written', async () => {
   await withCache(1 << 20, async (cache) => {
     const { bytes, desc } = blob(4, 1000);

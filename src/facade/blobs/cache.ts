@@ -21,6 +21,7 @@ import {
   errorKind,
   failedPrecondition,
   isAlreadyExists,
+  isDataLoss,
   isFailedPrecondition,
   isNotFound,
   notFound,
@@ -512,6 +513,8 @@ export class BlobCache {
     const signal = entry.abort.signal;
     const { digest, size } = entry;
     let w: CacheWriter | undefined;
+    /** The source sent bytes that cannot be the blob (more than its size): none of them is kept. */
+    let wrong = false;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
@@ -544,6 +547,11 @@ export class BlobCache {
               entry.received += chunk.byteLength;
               stall.refresh();
             });
+          } catch (err) {
+            // DataLoss here is a body that cannot be the blob's: running past its size (counted above or
+            // by the source), or a resume answered with another range. Dropping its bytes costs a refetch.
+            if (isDataLoss(err)) wrong = true;
+            throw err;
           } finally {
             stream.destroy();
           }
@@ -575,7 +583,7 @@ export class BlobCache {
       // which starts over); they are handed on in the same step as the entry goes, so a new request finds
       // them.
       const got = w?.offset ?? 0;
-      const keep = got > 0 && got < size && !this.closed;
+      const keep = got > 0 && got < size && !wrong && !this.closed;
       let releaseWriter = () => {};
       if (keep) {
         // The next fill reopens the ingest once this writer has let go of it.
