@@ -470,6 +470,44 @@ test('a blob file found at start that is not its digest is dropped before it is 
     }
   }));
 
+test('a blob found at start that its own check leaves to eviction is fetched again, not NotFound', () =>
+  eachKind(async (kind) => {
+    // While a's first read checks it, b's fill takes the cache over its cap, and the check's end lets a
+    // go: the read went on to open a's deleted file. Whether the open or the deletion lands first is the
+    // thread pool's choice, so a few rounds.
+    for (let round = 0; round < 5; round++) {
+      const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+      try {
+        const a = blob(1, 4 << 20);
+        const first = await kind.open(dir, { maxBytes: 5 << 20 });
+        await readThrough(first.cache, a);
+        await first.close();
+        const second = await kind.open(dir, { maxBytes: 5 << 20 });
+        try {
+          const b = blob(2, 2 << 20);
+          const held = new PassThrough();
+          const reading = second.cache.read(
+            a.desc,
+            undefined,
+            fill(a.desc, async (offset) => Readable.from([a.bytes.subarray(offset)])),
+          );
+          const filling = await second.cache.read(
+            b.desc,
+            undefined,
+            fill(b.desc, async () => held),
+          );
+          assert.deepEqual(await readAll((await reading).stream), a.bytes);
+          filling.stream.destroy();
+          held.destroy();
+        } finally {
+          await second.close();
+        }
+      } finally {
+        await rm(dir, { recursive: true, force: true });
+      }
+    }
+  }));
+
 test('prefetch fills the cache without a reader; cancelling it abandons a fill only it holds', async () => {
   await withCache(1 << 20, async (cache) => {
     const { bytes, desc } = blob(7, 1000);

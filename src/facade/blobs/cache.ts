@@ -245,11 +245,14 @@ export class BlobCache {
       }
     } catch (err) {
       this.release(held);
-      if (outcome === 'hit' && isNotFound(err) && this.entries.get(desc.digest) === held) {
+      if (outcome === 'hit' && isNotFound(err)) {
         // Gone behind the cache's back (on the daemon's store, its row deleted by a client and the bytes
-        // collected): forgotten, and read afresh.
-        this.entries.delete(desc.digest);
-        this.total -= held.size;
+        // collected): forgotten. Or evicted after it was looked up (as when its check, done, let go of it
+        // on a cache over its cap) and deleted before it was opened. Either way, read afresh.
+        if (this.entries.get(desc.digest) === held) {
+          this.entries.delete(desc.digest);
+          this.total -= held.size;
+        }
         return this.read(desc, range, source, signal);
       }
       // A fill that failed meanwhile is gone from the store: its reason is the answer.
