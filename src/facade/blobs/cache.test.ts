@@ -13,7 +13,7 @@ import { MetadataDb } from '../../metadata/db.ts';
 import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { digestOf } from '../../oci/digest.ts';
-import { BlobCache, type BlobCacheOptions } from './cache.ts';
+import { BlobCache, type BlobCacheOptions, type CacheRead } from './cache.ts';
 import { NamespaceCacheStorage } from './namespace-cache-storage.ts';
 
 type Tuning = Omit<BlobCacheOptions, 'dir' | 'storage'>;
@@ -505,6 +505,46 @@ test('a blob found at start that its own check leaves to eviction is fetched aga
       } finally {
         await rm(dir, { recursive: true, force: true });
       }
+    }
+  }));
+
+test('a corrupt blob found at start is not taken back in while it is being discarded', () =>
+  eachKind(async (kind) => {
+    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+    try {
+      const x = blob(3, 8 << 20);
+      const source = fill(x.desc, async (offset) => Readable.from([x.bytes.subarray(offset)]));
+      const first = await kind.open(dir, { maxBytes: 64 << 20 });
+      await readThrough(first.cache, x);
+      await first.close();
+      const file = join(dir, 'blobs', 'sha256', x.desc.digest.slice('sha256:'.length));
+      await chmod(file, 0o644);
+      await writeFile(file, Buffer.alloc(x.desc.size, 7));
+      // Another client asks for the blob as soon as the cache has found it wrong.
+      let cache: BlobCache | undefined;
+      let meanwhile: Promise<CacheRead> | undefined;
+      const second = await kind.open(dir, {
+        maxBytes: 64 << 20,
+        events: {
+          onCorrupt: () => {
+            meanwhile ??= cache?.read(x.desc, undefined, source);
+            // Awaited below; not unhandled if the test fails before.
+            meanwhile?.catch(() => {});
+          },
+        },
+      });
+      cache = second.cache;
+      try {
+        assert.deepEqual(await readAll((await cache.read(x.desc, undefined, source)).stream), x.bytes);
+        assert.ok(meanwhile, 'the corrupt file was found');
+        assert.deepEqual(await readAll((await meanwhile).stream), x.bytes, 'not the corrupt bytes');
+        await waitFor(() => cache.has(x.desc.digest), 5000, { what: 'the refetched blob' });
+        assert.deepEqual(await readAll((await cache.read(x.desc, undefined, source)).stream), x.bytes);
+      } finally {
+        await second.close();
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
     }
   }));
 

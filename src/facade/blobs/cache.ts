@@ -115,6 +115,8 @@ export class BlobCache {
   private readonly entries = new Map<Digest, Entry>();
   /** Interrupted fills whose bytes are kept for the next fill to resume: ingest ref and bytes, oldest first. */
   private readonly partials = new Map<Digest, { ref: string; bytes: number; closed: Promise<void> }>();
+  /** Blobs found wrong whose stored bytes are being discarded: settles once they are gone. */
+  private readonly discarding = new Map<Digest, Promise<void>>();
   private clock = 0;
   private fills = 0;
   private noRoom = false;
@@ -352,9 +354,11 @@ export class BlobCache {
 
   /**
    * The entry to read `desc` from, if any. A file found at start whose size is not the descriptor's is
-   * truncated or foreign: it is dropped and fetched again. Otherwise a size mismatch is the asker's.
+   * truncated or foreign: it is dropped and fetched again. Otherwise a size mismatch is the asker's. A blob
+   * whose bytes are being discarded is looked at once they are gone.
    */
   private async usable(desc: Descriptor): Promise<Entry | undefined> {
+    await this.discarding.get(desc.digest);
     const entry = this.entries.get(desc.digest);
     if (!entry || entry.state === 'failed') return undefined;
     if (entry.size === desc.size) return entry;
@@ -428,9 +432,13 @@ export class BlobCache {
     if (this.entries.get(entry.digest) !== entry) return;
     this.entries.delete(entry.digest);
     this.total -= entry.size;
+    // Gone before a new fill of the blob looks whether it exists; meanwhile requests for it wait (see
+    // usable()), or the daemon's store, still verifying the bytes, would have them linked back in.
+    const gone = this.storage.discard(entry.digest).catch(() => {});
+    this.discarding.set(entry.digest, gone);
     this.events.onCorrupt?.(entry.digest, why);
-    // Gone before a new fill of the blob looks whether it exists.
-    await this.storage.discard(entry.digest).catch(() => {});
+    await gone;
+    if (this.discarding.get(entry.digest) === gone) this.discarding.delete(entry.digest);
   }
 
   /**
