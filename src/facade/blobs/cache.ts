@@ -202,8 +202,11 @@ export class BlobCache {
 
   /**
    * A stream of the blob's bytes (all, or `range`), from the cache, from a fill in progress, or from a new
-   * fill out of `source`. Without a source, an uncached blob is NotFound. The stream errors (DataLoss) if
-   * the fill turns out wrong; it never ends early without an error.
+   * fill out of `source`. Without a source, an uncached blob is NotFound. It never ends early without an
+   * error. A stream that reaches the blob's last byte errors (DataLoss) if the fill turns out wrong; a
+   * range that ends before it may be served from a fill in progress before the blob is verified, so that a
+   * small range does not wait for a whole layer (clients verify ranges by other means: a resumed download
+   * by the whole blob's digest, lazy pullers by their table of contents).
    */
   async read(
     desc: Descriptor,
