@@ -528,6 +528,12 @@ export class RegistryClient {
       await discard(res.body);
       return { mounted: true };
     }
+    if (mountFrom && (res.status === 401 || res.status === 403)) {
+      // Distribution wants pull on the source for a mount and refuses the whole POST without it; that
+      // declines the mount, not the push (containerd uploads then too).
+      await discard(res.body);
+      return this.startUpload(repo, desc, undefined, what, signal);
+    }
     if (res.status !== 202) throw await this.fail(res, what);
     await discard(res.body);
     return { mounted: false, location: this.nextLocation(res, url, what) };
