@@ -156,6 +156,42 @@ test('a PATCH that fails is not repeated, and the upload session is cancelled', 
   assert.equal(s.requests[3]?.url, '/v2/team/app/blobs/uploads/u1?_state=x');
 });
 
+test('a completing PUT whose answer was lost is retried, and the 404 for the used session is not a failure', async () => {
+  const data = randomBytes(1000);
+  const desc: Descriptor = {
+    mediaType: 'application/octet-stream',
+    digest: digestOf(data),
+    size: data.length,
+  };
+  let stored = false;
+  const s = await server((req, res) => {
+    if (req.method === 'HEAD') {
+      if (!stored) return sendError(res, 404, 'BLOB_UNKNOWN', 'no');
+      res.writeHead(200, { 'content-length': data.length, 'docker-content-digest': desc.digest });
+      return res.end();
+    }
+    if (req.method === 'POST') {
+      res.writeHead(202, { location: '/v2/team/app/blobs/uploads/u1', 'content-length': 0 });
+      return res.end();
+    }
+    if (req.method === 'PUT') {
+      // The first PUT commits the blob and ends the session, then the connection drops before the
+      // answer; the registry knows no such session when the PUT comes again.
+      if (stored) return sendError(res, 404, 'BLOB_UPLOAD_UNKNOWN', 'blob upload unknown to registry');
+      stored = true;
+      return req.socket.destroy();
+    }
+    if (req.method === 'DELETE') return sendError(res, 404, 'BLOB_UPLOAD_UNKNOWN', 'unknown');
+    sendError(res, 500, 'UNKNOWN', 'unexpected');
+  });
+  const { c } = client();
+  assert.equal(await c.uploadBlob(ref(s.host), desc, data), 'uploaded');
+  assert.deepEqual(
+    s.requests.map((r) => r.method),
+    ['HEAD', 'POST', 'PUT', 'PUT', 'HEAD'],
+  );
+});
+
 // ---------------------------------------------------------------------------------------------------
 // resumed blob downloads
 

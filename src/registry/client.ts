@@ -472,6 +472,11 @@ export class RegistryClient {
           what,
         });
       }
+      if (res.status === 404 && (await this.blobExists(repo, desc.digest, { signal }))) {
+        // A retried PUT whose first attempt committed (its answer lost) finds the session used up.
+        await discard(res.body);
+        return 'uploaded';
+      }
       if (res.status !== 201) throw await this.fail(res, what);
       await discard(res.body);
       const dcd = header(res, 'docker-content-digest');
