@@ -518,6 +518,37 @@ test('a redirect to another origin does not carry Authorization', async () => {
   assert.equal(registry.requests.at(-1)?.headers.authorization, basic);
 });
 
+test("a challenge from the storage a blob GET was redirected to is not taken as the registry's", async () => {
+  const data = randomBytes(2048);
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: data.length };
+  // A realm the registry never named: it must never see the registry's credentials.
+  const elsewhere = await server((_req, res) => {
+    const body = JSON.stringify({ token: 'stolen' });
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+    res.end(body);
+  });
+  const storage = await server((_req, res) =>
+    sendError(res, 401, 'UNAUTHORIZED', 'signature expired', {
+      'www-authenticate': `Bearer realm="${elsewhere.url}/token",service="storage"`,
+    }),
+  );
+  const registry = await server((_req, res) => {
+    res.writeHead(307, { location: `${storage.url}/store/blob?sig=old` });
+    res.end();
+  });
+  const { c } = client({
+    credentials: staticCredentials({
+      [registry.host]: { kind: 'basic', username: 'alice', password: 'secret' },
+    }),
+  });
+  await assert.rejects(async () => buffer(await c.fetchBlob(ref(registry.host), desc)));
+  assert.deepEqual(
+    elsewhere.requests.map((r) => r.headers.authorization),
+    [],
+  );
+  for (const r of registry.requests) assert.equal(r.headers.authorization, undefined);
+});
+
 test('too many redirects fail instead of looping', async () => {
   const s = await server((req, res) => {
     const n = Number(/hop=(\d+)/.exec(req.url ?? '')?.[1] ?? 0);

@@ -158,7 +158,8 @@ export class RegistryClient {
       const authorization = await this.auth.authorization(req.url, scopes, { fresh, signal: req.signal });
       const headers = { ...req.headers, ...(authorization ? { authorization } : {}) };
       const res = await this.http.send({ ...req, headers });
-      if (res.status !== 401) return res;
+      // A 401 from where a redirect led (blob storage) says nothing about the registry's own challenge.
+      if (res.status !== 401 || res.answeredBy.origin !== req.url.origin) return res;
       const learned = this.auth.learn(req.url, res.headers['www-authenticate']);
       if (oneShot || !learned.retry || (authorization ? fresh : retriedBare)) return res;
       await discard(res.body);

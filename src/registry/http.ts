@@ -90,6 +90,8 @@ export interface HttpResponse {
   body: Readable;
   /** The URL asked for (before any redirect). */
   url: URL;
+  /** The URL that gave this answer: `url`, or where redirects led. */
+  answeredBy: URL;
 }
 
 /** The first value of a response header. */
@@ -181,7 +183,10 @@ export class HttpClient {
         signal: req.signal,
         ...(followRedirects ? {} : { maxRedirections: 0 }),
       });
-      return { status: res.statusCode, headers: res.headers, body: res.body, url: req.url };
+      // The redirect interceptor lists every URL visited, the one that answered last.
+      const history = (res.context as { history?: readonly URL[] } | undefined)?.history;
+      const answeredBy = history?.at(-1) ?? req.url;
+      return { status: res.statusCode, headers: res.headers, body: res.body, url: req.url, answeredBy };
     } catch (err) {
       throw networkError(err, req);
     }
