@@ -484,6 +484,23 @@ test('tags: Link pagination with n and last, other origins not followed', async 
   await assert.rejects(c.listTags(ref(bad.host)), kind('InvalidArgument'));
 });
 
+test('tags: a Link back to a page already read ends the listing', async () => {
+  // What a registry answering `n=0` with a Link to the same request sends (the facade once did).
+  const s = await server((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://x');
+    const last = url.searchParams.get('last');
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      link: '</v2/team/app/tags/list?last=a>; rel="next"',
+    };
+    res.writeHead(200, headers);
+    res.end(JSON.stringify({ name: 'team/app', tags: last ? [] : ['a'] }));
+  });
+  const { c } = client();
+  assert.deepEqual(await c.listTags(ref(s.host)), ['a']);
+  assert.equal(s.requests.length, 2);
+});
+
 // ---------------------------------------------------------------------------------------------------
 // redirects and credentials
 

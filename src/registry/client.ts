@@ -598,7 +598,10 @@ export class RegistryClient {
     let url: URL | undefined = this.url(repo, 'tags/list');
     if (options.pageSize !== undefined) url.searchParams.set('n', String(options.pageSize));
     let count = 0;
-    for (let page = 0; url && page < MAX_TAG_PAGES; page++) {
+    // A Link back to a page already read would repeat it (up to MAX_TAG_PAGES times) with its tags.
+    const seen = new Set<string>();
+    for (let page = 0; url && !seen.has(url.href) && page < MAX_TAG_PAGES; page++) {
+      seen.add(url.href);
       const res = await this.send({ method: 'GET', url, scopes: [pull(repo)], signal: options.signal, what });
       if (res.status !== 200) throw await this.fail(res, what);
       const bytes = await readCapped(res.body, MAX_MANIFEST_BYTES, what);
