@@ -225,6 +225,33 @@ describe('hosted registry', () => {
     assert.equal(view.has(hosted.namespace, digestOf('abc')), false);
   });
 
+  it('checks the bytes of a sha512 upload even when the blob is here already: a digest alone joins no repository', async () => {
+    const secret = Buffer.from('the private layer');
+    const d = digestOf(secret, 'sha512');
+    const up = await hosted.startUpload('private/a');
+    assert.equal((await hosted.finishUpload('private/a', up.id, d, Readable.from([secret]))).digest, d);
+    assert.equal(hosted.blob('private/a', d).descriptor.size, secret.length);
+    // Someone who knows the digest, not the bytes, pushes other bytes under it to their own repository.
+    const other = await hosted.startUpload('evil/b');
+    await assert.rejects(
+      hosted.finishUpload('evil/b', other.id, d, Readable.from([Buffer.from('not it')])),
+      (e) => code(e) === 'DIGEST_INVALID',
+    );
+    assert.throws(
+      () => hosted.blob('evil/b', d),
+      (e) => code(e) === 'BLOB_UNKNOWN',
+    );
+    // The real bytes pushed again are still welcome.
+    const again = await hosted.startUpload('team/c');
+    assert.equal((await hosted.finishUpload('team/c', again.id, d, Readable.from([secret]))).digest, d);
+    assert.equal(hosted.blob('team/c', d).descriptor.size, secret.length);
+    for (const [repo, id] of [
+      ['evil/b', other.id],
+      ['team/c', again.id],
+    ] as const)
+      await assert.rejects(hosted.uploadStatus(repo, id), (e) => code(e) === 'BLOB_UPLOAD_UNKNOWN');
+  });
+
   it('starts an upload with a record only: the first bytes create its files; cancel and expiry as before', async () => {
     const a = await hosted.startUpload('lazy/app');
     const b = await hosted.startUpload('lazy/app');

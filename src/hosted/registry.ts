@@ -183,7 +183,9 @@ export class HostedRegistry {
         throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
       }
       const join = () => this.members.add(this.namespace, repo, d);
-      if (this.view.has(this.namespace, d)) {
+      // Only bytes checked against the digest may join a repository to a blob that is here already;
+      // the writer hashes sha256, and other algorithms are checked by the commit below.
+      if (d.startsWith('sha256:') && this.view.has(this.namespace, d)) {
         // Pushed again: held afresh, for the manifest that is to come.
         this.hold(d);
         await w.abort();
@@ -198,6 +200,7 @@ export class HostedRegistry {
             throw registryError('DIGEST_INVALID', `the uploaded content does not match ${d}`);
           }
           if (!isAlreadyExists(err)) throw err;
+          this.hold(d);
           join();
         }
       }
