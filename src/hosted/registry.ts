@@ -223,14 +223,15 @@ export class HostedRegistry {
 
   /**
    * Cross-repository mount: the blob, now a member of `repo` too (no byte copied), when it belongs to
-   * `from`; undefined otherwise (and without `from` or with an invalid one, as distribution): upload it.
-   * The caller checked that the client may pull `from`.
+   * `from`; undefined otherwise (and without `from`, with an invalid one or an invalid digest, as
+   * distribution and the spec's "unable to mount"): upload it. The caller checked that the client may
+   * pull `from`.
    */
   mountBlob(repo: string, digest: string, from: string | undefined): Descriptor | undefined {
     checkRepository(repo);
-    const d = checkDigest(digest);
-    if (from === undefined || !isRepository(from) || !this.members.has(this.namespace, from, d))
-      return undefined;
+    if (!isDigest(digest) || from === undefined || !isRepository(from)) return undefined;
+    const d = digest;
+    if (!this.members.has(this.namespace, from, d)) return undefined;
     this.hold(d);
     this.members.add(this.namespace, repo, d);
     return { mediaType: 'application/octet-stream', digest: d, size: this.view.info(this.namespace, d).size };

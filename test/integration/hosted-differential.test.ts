@@ -226,6 +226,11 @@ const STEPS: Step[] = [
     method: 'POST',
     path: () => `/v2/diff/other/blobs/uploads/?mount=${layerDigest}`,
   },
+  {
+    name: 'mount of a malformed digest starts an upload',
+    method: 'POST',
+    path: () => '/v2/diff/other/blobs/uploads/?mount=sha256:xyz&from=diff/app',
+  },
   { name: 'manifest read as a blob', method: 'GET', path: () => `/v2/diff/app/blobs/${manifestDigest}` },
   { name: 'start an upload to diff/b', method: 'POST', path: () => '/v2/diff/b/blobs/uploads/', keep: 'upB' },
   {
