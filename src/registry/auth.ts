@@ -35,6 +35,8 @@ export class Authorizer {
   private readonly credentials: CredentialStore;
   private readonly tokens: TokenCache;
   private readonly challenges = new Map<string, Challenge>();
+  /** Origins whose ping was answered without a challenge: no ping is needed there again. */
+  private readonly open = new Set<string>();
   private readonly inflight = new Map<string, Promise<CachedToken>>();
   private readonly clientId: string;
   private readonly now: () => number;
@@ -49,7 +51,15 @@ export class Authorizer {
 
   /** Whether a challenge is known for this registry origin (else a ping teaches it). */
   knows(url: URL): boolean {
-    return this.challenges.has(url.origin);
+    return this.challenges.has(url.origin) || this.open.has(url.origin);
+  }
+
+  /** Records that the registry answered a request without credentials (a ping): it asks for none. */
+  learnOpen(url: URL): void {
+    if (this.challenges.has(url.origin)) return;
+    this.open.delete(url.origin);
+    if (this.open.size >= MAX_REMEMBERED_HOSTS) this.open.delete(this.open.values().next().value as string);
+    this.open.add(url.origin);
   }
 
   /**
@@ -60,6 +70,7 @@ export class Authorizer {
     const parsed = parseChallenges(wwwAuthenticate);
     const chosen = findChallenge(parsed, 'bearer') ?? findChallenge(parsed, 'basic');
     if (!chosen) return { retry: false, scopes: [] };
+    this.open.delete(url.origin);
     this.challenges.delete(url.origin);
     if (this.challenges.size >= MAX_REMEMBERED_HOSTS) {
       this.challenges.delete(this.challenges.keys().next().value as string);

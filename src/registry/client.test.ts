@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
 import { errorKind } from '../errors.ts';
@@ -190,6 +191,30 @@ test('a completing PUT whose answer was lost is retried, and the 404 for the use
     s.requests.map((r) => r.method),
     ['HEAD', 'POST', 'PUT', 'PUT', 'HEAD'],
   );
+});
+
+test('a registry without authentication is pinged once, not before every streamed upload', async () => {
+  const s = await server((req, res) => {
+    if (req.method === 'HEAD') return sendError(res, 404, 'BLOB_UNKNOWN', 'no');
+    if (req.method === 'POST') {
+      res.writeHead(202, { location: '/v2/team/app/blobs/uploads/u1', 'content-length': 0 });
+      return res.end();
+    }
+    if (req.method === 'PUT') {
+      const digest = new URL(req.url ?? '/', 'http://x').searchParams.get('digest') ?? '';
+      res.writeHead(201, { 'docker-content-digest': digest, 'content-length': 0 });
+      return res.end();
+    }
+    res.writeHead(200, { 'content-type': 'application/json', 'content-length': 2 });
+    res.end('{}');
+  });
+  const { c } = client();
+  for (let i = 0; i < 3; i++) {
+    const data = randomBytes(100);
+    const desc: Descriptor = { mediaType: 'application/octet-stream', digest: digestOf(data), size: 100 };
+    assert.equal(await c.uploadBlob(ref(s.host), desc, Readable.from([data])), 'uploaded');
+  }
+  assert.equal(s.requests.filter((r) => r.url === '/v2/').length, 1);
 });
 
 // ---------------------------------------------------------------------------------------------------

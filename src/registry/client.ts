@@ -139,7 +139,7 @@ export class RegistryClient {
     const url = new URL('/v2/', base);
     const res = await this.http.send({ method: 'GET', url, signal, what: `ping ${url.host}` });
     if (res.status === 401) this.auth.learn(url, res.headers['www-authenticate']);
-    else if (res.status < 300) this.auth.learn(url, undefined);
+    else if (res.status < 300) this.auth.learnOpen(url);
     return res;
   }
 
