@@ -6,7 +6,7 @@ import { invalidArgument, messageOf, unauthenticated } from '../errors.ts';
 import { type Challenge, findChallenge, parseChallenges } from './challenge.ts';
 import type { CredentialStore, Credentials } from './credentials.ts';
 import { credentialsKey } from './credentials.ts';
-import { canonicalHost, credentialsAllowed } from './hosts.ts';
+import { canonicalHost, credentialsAllowed, DOCKER_HUB } from './hosts.ts';
 import type { HttpClient } from './http.ts';
 import { parseErrorBody, registryError } from './registry-errors.ts';
 import { mergeScopes, splitScopeParam } from './scope.ts';
@@ -101,7 +101,11 @@ export class Authorizer {
   }
 
   private async lookup(url: URL, signal?: AbortSignal): Promise<Credentials | undefined> {
-    return this.credentials.get(canonicalHost(url.host), signal);
+    const host = canonicalHost(url.host);
+    const found = await this.credentials.get(host, signal);
+    if (found || url.port !== '' || host === DOCKER_HUB) return found;
+    // A URL drops its scheme's default port, which a reference and `docker login` may spell out.
+    return this.credentials.get(`${host}:${url.protocol === 'https:' ? '443' : '80'}`, signal);
   }
 
   private async token(

@@ -2,7 +2,7 @@
 // timeouts and aborts. Behaviour against a real registry is in test/integration/registry-client*.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { ServerResponse } from 'node:http';
+import { createServer, type ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
@@ -589,6 +589,35 @@ test("a challenge from the storage a blob GET was redirected to is not taken as 
     [],
   );
   for (const r of registry.requests) assert.equal(r.headers.authorization, undefined);
+});
+
+test('credentials saved for a host with its default port (docker login host:80) are found', async (t) => {
+  const basic = `Basic ${Buffer.from('alice:secret').toString('base64')}`;
+  const http = createServer((req, res) => {
+    if (req.headers.authorization !== basic) {
+      return sendError(res, 401, 'UNAUTHORIZED', 'who', { 'www-authenticate': 'Basic realm="test"' });
+    }
+    sendManifest(res);
+  });
+  // The default port is privileged: without the right to bind it there is nothing to show.
+  const bound = await new Promise<boolean>((resolve) => {
+    http.once('error', () => resolve(false));
+    http.listen({ host: '127.0.0.1', port: 80 }, () => resolve(true));
+  });
+  if (!bound) return t.skip('cannot listen on 127.0.0.1:80');
+  cleanups.push(
+    () =>
+      new Promise<void>((resolve) => {
+        http.closeAllConnections();
+        http.close(() => resolve());
+      }),
+  );
+  const { c } = client({
+    credentials: staticCredentials({
+      '127.0.0.1:80': { kind: 'basic', username: 'alice', password: 'secret' },
+    }),
+  });
+  assert.equal((await c.fetchManifest(ref('127.0.0.1:80'))).digest, manifestDigest);
 });
 
 test('too many redirects fail instead of looping', async () => {
