@@ -23,6 +23,7 @@ export class NamespaceStore {
     hasContent: Statement;
     snapshotters: Statement;
     delLeases: Statement;
+    ingestRefs: Statement;
     delIngests: Statement;
   };
 
@@ -39,6 +40,7 @@ export class NamespaceStore {
       hasContent: q('SELECT 1 FROM content WHERE namespace = ? LIMIT 1'),
       snapshotters: q('SELECT DISTINCT snapshotter FROM snapshots WHERE namespace = ? ORDER BY snapshotter'),
       delLeases: q('DELETE FROM leases WHERE namespace = ?'),
+      ingestRefs: q('SELECT ref FROM ingests WHERE namespace = ? ORDER BY ref'),
       delIngests: q('DELETE FROM ingests WHERE namespace = ?'),
     };
   }
@@ -92,9 +94,13 @@ export class NamespaceStore {
     });
   }
 
-  /** FailedPrecondition while the namespace still holds images, blobs or snapshots; NotFound if absent. */
-  delete(name: string): void {
-    this.db.write(() => {
+  /**
+   * FailedPrecondition while the namespace still holds images, blobs or snapshots; NotFound if absent.
+   * Returns the refs of the ingests that went with it: their data on disk is the caller's to delete, or a
+   * writer of the same ref in a namespace of that name would later resume those bytes.
+   */
+  delete(name: string): string[] {
+    return this.db.write(() => {
       const held: string[] = [];
       if (this.stmts.hasImages.get(name)) held.push('images');
       if (this.stmts.hasContent.get(name)) held.push('blobs');
@@ -107,10 +113,12 @@ export class NamespaceStore {
         );
       }
       if (!this.stmts.get.get(name)) throw notFound(`namespace ${goQuote(name)}: not found`);
+      const ingests = (this.stmts.ingestRefs.all(name) as Array<{ ref: string }>).map((r) => r.ref);
       this.stmts.delLeases.run(name);
       this.stmts.delIngests.run(name);
       this.stmts.del.run(name);
       this.db.markDirty();
+      return ingests;
     });
   }
 }

@@ -71,14 +71,15 @@ export async function wireDaemon(
     const view = new ContentView({ store: content, db });
     const snapshotters = await openSnapshotters(config, db, logger.child({ component: 'snapshots' }));
     const differ = new Differ({ snapshotters: snapshotters.values(), content: view });
+    // An ingest whose record is gone (collected, or deleted with its namespace) loses its partial data.
+    const removeIngest = (ns: string, ref: string) => content.abort(backendRef(ns, ref)).catch(ignoreGone);
     const gc = new GcRunner({
       db,
       content,
       logger: logger.child({ component: 'gc' }),
       ...config.gc,
       ...(metrics && { onRun: (stats) => metrics.gcRun(stats) }),
-      // Expired ingests lose their record in the sweep; their partial data goes with it.
-      removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
+      removeIngest,
       // Collected snapshot records leave their directories behind; the snapshotter removes those.
       removeSnapshots: async () => {
         for (const sn of snapshotters.values()) await sn.cleanup();
@@ -94,6 +95,7 @@ export async function wireDaemon(
       namespacesService({
         namespaces,
         defaultLabels: { 'containerd.io/defaults/snapshotter': config.snapshotter },
+        removeIngest,
       }),
       snapshotsService({ snapshotters }),
       diffService({ differ }),

@@ -13,6 +13,8 @@ export interface NamespacesServiceDeps {
    * ctr asks for it when no snapshotter is given, and falls back to one this daemon does not have.
    */
   defaultLabels?: Readonly<Record<string, string>>;
+  /** Deletes the data of an ingest whose record went with its namespace (absent data is fine). */
+  removeIngest?: (namespace: string, ref: string) => Promise<void>;
 }
 
 function required(ns: Namespace | undefined): Namespace {
@@ -43,8 +45,8 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistrat
       validateIdentifier(ns.name);
       return { namespace: namespaces.update(ns.name, ns.labels, req.updateMask?.paths ?? []) };
     },
-    delete(req) {
-      namespaces.delete(req.name);
+    async delete(req) {
+      for (const ref of namespaces.delete(req.name)) await deps.removeIngest?.(req.name, ref);
       return {};
     },
   });

@@ -1,0 +1,64 @@
+// Findings of an adversarial review of the daemon against containerd's contract, each driven the way a
+// user meets it: the real ctr (Debian's containerd 1.6) where ctr can, grpc-js where it cannot.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import type * as grpc from '@grpc/grpc-js';
+import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import { callBidi } from '../../src/api/grpc/client.ts';
+import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { runCommand } from '../helpers/process.ts';
+
+const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+/** Writes bytes to an ingest without committing it (the session ends, the ingest stays). */
+async function writePartial(
+  client: grpc.Client,
+  md: grpc.Metadata,
+  ref: string,
+  data: Buffer,
+): Promise<void> {
+  const call = callBidi(client, Content.method.write, { metadata: md });
+  await call.send({ action: WriteAction.WRITE, ref, data });
+  call.end();
+  for await (const _ of call.responses) {
+    // Drain: one reply.
+  }
+}
+
+describe('daemon review findings', () => {
+  let d: TestDaemon;
+  let client: grpc.Client;
+
+  before(async () => {
+    d = await startDaemon();
+    client = d.client();
+  });
+  after(async () => {
+    client?.close();
+    await d?.stop();
+  });
+
+  test('a deleted namespace leaves no ingest behind: the same ref starts afresh when it comes back', async () => {
+    // An interrupted upload in a namespace that is then deleted (ingests do not keep a namespace alive).
+    await writePartial(client, d.metadata('gone'), 'upload', Buffer.from('STALE-BYTES-'));
+    await d.ctrOk(['namespaces', 'rm', 'gone']);
+
+    // The namespace comes back and ctr ingests a blob under the same ref, from a file (ctr resumes an
+    // ingest it finds by seeking its input past the ingest's offset).
+    const body = Buffer.from('the blob a user meant to store\n');
+    const file = join(d.root, 'body');
+    await writeFile(file, body);
+    await runCommand('sh', [
+      '-c',
+      `exec "$0" --address "$1" -n gone content ingest upload < "$2"`,
+      CTR,
+      d.address,
+      file,
+    ]);
+    const listed = await d.ctrOk(['content', 'ls', '--quiet'], { namespace: 'gone' });
+    assert.deepEqual(listed.trim().split('\n'), [sha256(body)]);
+  });
+});
