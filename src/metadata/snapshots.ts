@@ -167,16 +167,20 @@ export class SnapshotStore {
 
   /**
    * Records a new active or view snapshot; returns it with its parent's record. AlreadyExists when the key
-   * (or the `containerd.io/snapshot.ref` target) is taken, NotFound for a missing parent, InvalidArgument
-   * for a parent that is not committed or labels over the limits.
+   * or the `containerd.io/snapshot.ref` target is taken (an existing target joins the request's lease),
+   * NotFound for a missing parent, InvalidArgument for a parent that is not committed or labels over the
+   * limits.
    */
   create(ns: string, c: CreateSnapshot): { record: SnapshotRecord; parent?: SnapshotRecord } {
     if (c.key === '') throw invalidArgument('snapshot key must not be empty: invalid argument');
     validateLabels('info.Labels', c.labels);
-    return this.db.write(() => {
-      const target = c.labels[LABEL_SNAPSHOT_REF];
+    const target = c.labels[LABEL_SNAPSHOT_REF];
+    const created = this.db.write(() => {
       if (target && this.get(ns, target)) {
-        throw alreadyExists(`target snapshot ${goQuote(target)}: already exists`);
+        // As containerd: the request's lease now holds the target (the caller relies on it instead of
+        // the snapshot it did not make), so this transaction commits and the error is thrown after it.
+        if (c.lease) this.leaseAdd(ns, c.lease, target);
+        return undefined;
       }
       if (this.get(ns, c.key)) throw alreadyExists(`snapshot ${goQuote(c.key)}: already exists`);
       let parent: SnapshotRecord | undefined;
@@ -205,6 +209,8 @@ export class SnapshotStore {
       );
       return { record: this.stat(ns, c.key), ...(parent ? { parent } : {}) };
     });
+    if (!created) throw alreadyExists(`target snapshot ${goQuote(target!)}: already exists`);
+    return created;
   }
 
   /** Drops a record create() made, unless something replaced it meanwhile (a failed prepare's undo). */

@@ -6,9 +6,13 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
+import * as grpcJs from '@grpc/grpc-js';
 import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
-import { callBidi } from '../../src/api/grpc/client.ts';
+import { Leases } from '../../src/api/gen/containerd/services/leases/v1/leases_pb.ts';
+import { Snapshots } from '../../src/api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
+import { callBidi, callUnary } from '../../src/api/grpc/client.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { expectCode } from '../helpers/grpc-assert.ts';
 import { runCommand } from '../helpers/process.ts';
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -60,5 +64,63 @@ describe('daemon review findings', () => {
     ]);
     const listed = await d.ctrOk(['content', 'ls', '--quiet'], { namespace: 'gone' });
     assert.deepEqual(listed.trim().split('\n'), [sha256(body)]);
+  });
+
+  test('a Prepare whose snapshot.ref target exists puts the target in the request lease', async () => {
+    // What an unpack does for a layer another image unpacked already: Prepare names the chain id it
+    // would commit (containerd.io/snapshot.ref), is told AlreadyExists, and relies on its lease to
+    // hold that snapshot until its own labels reference it (containerd adds it to the lease).
+    const sn = 'native';
+    const under = (lease: string) => ({ metadata: d.metadata('default', { 'containerd-lease': lease }) });
+    await callUnary(client, Leases.method.create, { id: 'first-unpack' }, { metadata: d.metadata() });
+    await callUnary(client, Leases.method.create, { id: 'second-unpack' }, { metadata: d.metadata() });
+    await callUnary(
+      client,
+      Snapshots.method.prepare,
+      { snapshotter: sn, key: 'extract-1', parent: '' },
+      under('first-unpack'),
+    );
+    await callUnary(
+      client,
+      Snapshots.method.commit,
+      { snapshotter: sn, key: 'extract-1', name: 'layer-chain' },
+      under('first-unpack'),
+    );
+
+    await expectCode(
+      callUnary(
+        client,
+        Snapshots.method.prepare,
+        { snapshotter: sn, key: 'extract-2', labels: { 'containerd.io/snapshot.ref': 'layer-chain' } },
+        under('second-unpack'),
+      ),
+      grpcJs.status.ALREADY_EXISTS,
+      'target snapshot "layer-chain": already exists',
+    );
+    const held = await callUnary(
+      client,
+      Leases.method.listResources,
+      { id: 'second-unpack' },
+      { metadata: d.metadata() },
+    );
+    assert.deepEqual(
+      held.resources.map((r) => `${r.type} ${r.id}`),
+      [`snapshots/${sn} layer-chain`],
+    );
+
+    // The first unpack's lease goes (its image was deleted, say): the second lease still holds the layer.
+    await callUnary(
+      client,
+      Leases.method.delete,
+      { id: 'first-unpack', sync: true },
+      { metadata: d.metadata() },
+    );
+    const stat = await callUnary(
+      client,
+      Snapshots.method.stat,
+      { snapshotter: sn, key: 'layer-chain' },
+      { metadata: d.metadata() },
+    );
+    assert.equal(stat.info?.name, 'layer-chain');
   });
 });
