@@ -5,7 +5,8 @@
 // Roots: images (unless their `gc.expire` passed), unexpired leases and everything they hold, content and
 // snapshots labelled `gc.root` or with a future `gc.expire`, ingests whose expiry has not passed.
 // Edges: image → target; labels `gc.ref.content[./…]`, `gc.ref.snapshot.<sn>[/…]`, `gc.ref.image[./…]` on
-// images, content and snapshots; snapshot → parent; back references `gc.bref.*` from child to parent.
+// images, content and snapshots; snapshot → parent; ingest → its expected content; back references
+// `gc.bref.*` from child to parent.
 // A lease labelled `gc.flat` holds only its direct resources, not what they reference.
 import type { Digest } from '../oci/digest.ts';
 import { decodeMap, type MetadataDb, type Nanos } from './db.ts';
@@ -131,7 +132,7 @@ type LeaseRow = { namespace: string; id: string; labels: string };
 type ImageRow = { namespace: string; name: string; target_digest: string; labels: string };
 type ContentRow = { namespace: string; digest: string; labels: string };
 type SnapshotRow = { namespace: string; snapshotter: string; key: string; parent: string; labels: string };
-type IngestRow = { namespace: string; ref: string; expires_at: bigint | null };
+type IngestRow = { namespace: string; ref: string; expected: string; expires_at: bigint | null };
 
 // Roots and edges, one kind at a time.
 
@@ -202,11 +203,16 @@ function snapshotRoots(sql: Sql, graph: Graph, now: Nanos): SnapshotRow[] {
   return rows;
 }
 
-/** Ingests are alive until their expiry (an ingest without one lives only through a lease). */
+/**
+ * Ingests are alive until their expiry (an ingest without one lives only through a lease). A live ingest
+ * holds the content it expects, as in containerd: a writer may find it committed by another and link it.
+ */
 function ingestRoots(sql: Sql, graph: Graph, now: Nanos): IngestRow[] {
-  const rows = sql.prepare('SELECT namespace, ref, expires_at FROM ingests').all() as IngestRow[];
+  const rows = sql.prepare('SELECT namespace, ref, expected, expires_at FROM ingests').all() as IngestRow[];
   for (const g of rows) {
-    if (g.expires_at !== null && g.expires_at >= now) graph.roots.push(node('g', g.namespace, g.ref));
+    const n = node('g', g.namespace, g.ref);
+    if (g.expected !== '') graph.edge(n, node('c', g.namespace, g.expected));
+    if (g.expires_at !== null && g.expires_at >= now) graph.roots.push(n);
   }
   return rows;
 }

@@ -5,9 +5,14 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import type * as grpc from '@grpc/grpc-js';
 import * as grpcJs from '@grpc/grpc-js';
-import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import {
+  Content,
+  WriteAction,
+  type WriteContentRequestSchema,
+} from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
 import { Leases } from '../../src/api/gen/containerd/services/leases/v1/leases_pb.ts';
 import { Snapshots } from '../../src/api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import { callBidi, callUnary } from '../../src/api/grpc/client.ts';
@@ -17,15 +22,14 @@ import { runCommand } from '../helpers/process.ts';
 
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
 
-/** Writes bytes to an ingest without committing it (the session ends, the ingest stays). */
-async function writePartial(
+/** One Write message in a session of its own, its reply drained (an uncommitted ingest stays). */
+async function writeOnce(
   client: grpc.Client,
   md: grpc.Metadata,
-  ref: string,
-  data: Buffer,
+  message: MessageInitShape<typeof WriteContentRequestSchema>,
 ): Promise<void> {
   const call = callBidi(client, Content.method.write, { metadata: md });
-  await call.send({ action: WriteAction.WRITE, ref, data });
+  await call.send(message);
   call.end();
   for await (const _ of call.responses) {
     // Drain: one reply.
@@ -47,7 +51,11 @@ describe('daemon review findings', () => {
 
   test('a deleted namespace leaves no ingest behind: the same ref starts afresh when it comes back', async () => {
     // An interrupted upload in a namespace that is then deleted (ingests do not keep a namespace alive).
-    await writePartial(client, d.metadata('gone'), 'upload', Buffer.from('STALE-BYTES-'));
+    await writeOnce(client, d.metadata('gone'), {
+      action: WriteAction.WRITE,
+      ref: 'upload',
+      data: Buffer.from('STALE-BYTES-'),
+    });
     await d.ctrOk(['namespaces', 'rm', 'gone']);
 
     // The namespace comes back and ctr ingests a blob under the same ref, from a file (ctr resumes an
@@ -122,5 +130,33 @@ describe('daemon review findings', () => {
       { metadata: d.metadata() },
     );
     assert.equal(stat.info?.name, 'layer-chain');
+  });
+
+  test('an ingest expecting a digest holds that content of its namespace against the GC', async () => {
+    // Two fetches of one blob without leases: one is still writing (it declared the digest), the other
+    // commits it. containerd's GC follows a live ingest to its expected content, so the blob stays.
+    const body = Buffer.from('a layer two fetches share\n');
+    const digest = sha256(body);
+    const md = d.metadata('two-fetches');
+    await writeOnce(client, md, {
+      action: WriteAction.WRITE,
+      ref: 'fetch-slow',
+      total: BigInt(body.length),
+      expected: digest,
+      data: body.subarray(0, 4),
+    });
+    await writeOnce(client, md, {
+      action: WriteAction.COMMIT,
+      ref: 'fetch-fast',
+      total: BigInt(body.length),
+      expected: digest,
+      data: body,
+    });
+
+    // Any collection: a lease deleted with sync runs one before it answers.
+    await callUnary(client, Leases.method.create, { id: 'trigger' }, { metadata: md });
+    await callUnary(client, Leases.method.delete, { id: 'trigger', sync: true }, { metadata: md });
+    const info = await callUnary(client, Content.method.info, { digest }, { metadata: md });
+    assert.equal(info.info?.digest, digest);
   });
 });
