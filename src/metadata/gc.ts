@@ -7,7 +7,8 @@
 // Edges: image → target; labels `gc.ref.content[./…]`, `gc.ref.snapshot.<sn>[/…]`, `gc.ref.image[./…]` on
 // images, content and snapshots; snapshot → parent; ingest → its expected content; back references
 // `gc.bref.*` from child to parent.
-// A lease labelled `gc.flat` holds only its direct resources, not what they reference.
+// A lease labelled `gc.flat` holds its direct resources and what they need (a snapshot's parents, an
+// image's target), not what their labels reference.
 import type { Digest } from '../oci/digest.ts';
 import { decodeMap, type MetadataDb, type Nanos } from './db.ts';
 import { LABEL_GC_EXPIRE, LABEL_GC_FLAT, LABEL_GC_ROOT } from './gc-labels.ts';
@@ -92,16 +93,21 @@ export interface GcOptions {
   now?: Nanos;
 }
 
-/** The reference graph of one collection: roots, flat roots (kept, not followed) and edges. */
+/** The reference graph of one collection: roots, flat roots (kept with only what they need) and edges. */
 class Graph {
   readonly roots: string[] = [];
   readonly flatRoots: string[] = [];
+  /** References made by labels (and an ingest's expected digest): not followed from flat roots. */
   private readonly edges = new Map<string, string[]>();
+  /** What an object cannot be without (an image's target, a snapshot's parent): followed from all. */
+  private readonly structural = new Map<string, string[]>();
 
   edge(from: string, to: string): void {
-    const list = this.edges.get(from);
-    if (list) list.push(to);
-    else this.edges.set(from, [to]);
+    add(this.edges, from, to);
+  }
+
+  needs(from: string, to: string): void {
+    add(this.structural, from, to);
   }
 
   /** An object's label references (forward and back), and whether its labels make it a root. */
@@ -112,19 +118,32 @@ class Graph {
     if (Object.hasOwn(labels, LABEL_GC_ROOT) || (exp !== undefined && exp >= now)) this.roots.push(n);
   }
 
-  /** Everything reachable from the roots; flat-leased objects are kept without following theirs. */
+  /**
+   * Everything reachable from the roots; from flat-leased objects only what they need (as containerd:
+   * a flat snapshot keeps its parents, a flat image its target, neither what their labels name).
+   */
   mark(): Set<string> {
     const marked = new Set<string>();
-    const stack = [...this.roots];
-    while (stack.length > 0) {
-      const n = stack.pop()!;
-      if (marked.has(n)) continue;
-      marked.add(n);
-      for (const to of this.edges.get(n) ?? []) if (!marked.has(to)) stack.push(to);
-    }
-    for (const n of this.flatRoots) marked.add(n);
+    const walk = (from: readonly string[], maps: readonly Map<string, string[]>[]) => {
+      const stack = [...from];
+      while (stack.length > 0) {
+        const n = stack.pop()!;
+        if (marked.has(n)) continue;
+        marked.add(n);
+        for (const m of maps) for (const to of m.get(n) ?? []) if (!marked.has(to)) stack.push(to);
+      }
+    };
+    walk(this.roots, [this.edges, this.structural]);
+    // Whatever the full walk reached is closed under every edge; the rest is reached flat.
+    walk(this.flatRoots, [this.structural]);
     return marked;
   }
+}
+
+function add(map: Map<string, string[]>, from: string, to: string): void {
+  const list = map.get(from);
+  if (list) list.push(to);
+  else map.set(from, [to]);
 }
 
 type Sql = MetadataDb['sql'];
@@ -158,8 +177,9 @@ function leaseRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: stri
     let n: string | undefined;
     if (r.type === 'content') n = node('c', r.namespace, r.id);
     else if (r.type === 'images') n = node('i', r.namespace, r.id);
-    else if (r.type === 'ingests') n = node('g', r.namespace, r.id);
     else if (r.type.startsWith('snapshots/')) n = node('s', r.namespace, `${r.type.slice(10)}/${r.id}`);
+    // An ingest is never flat in containerd: a flat lease holds it and the content it expects.
+    else if (r.type === 'ingests') graph.roots.push(node('g', r.namespace, r.id));
     if (n) (flat ? graph.flatRoots : graph.roots).push(n);
   }
   return expired;
@@ -173,7 +193,7 @@ function imageRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: stri
     .all() as ImageRow[]) {
     const n = node('i', img.namespace, img.name);
     const labels = decodeMap(img.labels);
-    graph.edge(n, node('c', img.namespace, img.target_digest));
+    graph.needs(n, node('c', img.namespace, img.target_digest));
     for (const to of labelRefs(img.namespace, labels)) graph.edge(n, to);
     for (const from of backRefs(img.namespace, labels)) graph.edge(from, n);
     const exp = expiry(labels);
@@ -197,7 +217,7 @@ function snapshotRoots(sql: Sql, graph: Graph, now: Nanos): SnapshotRow[] {
     .all() as SnapshotRow[];
   for (const s of rows) {
     const n = node('s', s.namespace, `${s.snapshotter}/${s.key}`);
-    if (s.parent !== '') graph.edge(n, node('s', s.namespace, `${s.snapshotter}/${s.parent}`));
+    if (s.parent !== '') graph.needs(n, node('s', s.namespace, `${s.snapshotter}/${s.parent}`));
     graph.labelled(n, s.namespace, decodeMap(s.labels), now);
   }
   return rows;

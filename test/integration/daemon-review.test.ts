@@ -6,16 +6,16 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { MessageInitShape } from '@bufbuild/protobuf';
-import type * as grpc from '@grpc/grpc-js';
-import * as grpcJs from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import {
   Content,
   WriteAction,
   type WriteContentRequestSchema,
 } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { Leases } from '../../src/api/gen/containerd/services/leases/v1/leases_pb.ts';
 import { Snapshots } from '../../src/api/gen/containerd/services/snapshots/v1/snapshots_pb.ts';
-import { callBidi, callUnary } from '../../src/api/grpc/client.ts';
+import { callBidi, callServerStream, callUnary } from '../../src/api/grpc/client.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import { expectCode } from '../helpers/grpc-assert.ts';
 import { runCommand } from '../helpers/process.ts';
@@ -34,6 +34,17 @@ async function writeOnce(
   for await (const _ of call.responses) {
     // Drain: one reply.
   }
+}
+
+/** Prepares `key` and commits it as `name` (on the native snapshotter), with the call options given. */
+async function committedSnapshot(
+  client: grpc.Client,
+  opts: { metadata: grpc.Metadata },
+  key: string,
+  name: string,
+) {
+  await callUnary(client, Snapshots.method.prepare, { snapshotter: 'native', key }, opts);
+  await callUnary(client, Snapshots.method.commit, { snapshotter: 'native', key, name }, opts);
 }
 
 describe('daemon review findings', () => {
@@ -82,18 +93,7 @@ describe('daemon review findings', () => {
     const under = (lease: string) => ({ metadata: d.metadata('default', { 'containerd-lease': lease }) });
     await callUnary(client, Leases.method.create, { id: 'first-unpack' }, { metadata: d.metadata() });
     await callUnary(client, Leases.method.create, { id: 'second-unpack' }, { metadata: d.metadata() });
-    await callUnary(
-      client,
-      Snapshots.method.prepare,
-      { snapshotter: sn, key: 'extract-1', parent: '' },
-      under('first-unpack'),
-    );
-    await callUnary(
-      client,
-      Snapshots.method.commit,
-      { snapshotter: sn, key: 'extract-1', name: 'layer-chain' },
-      under('first-unpack'),
-    );
+    await committedSnapshot(client, under('first-unpack'), 'extract-1', 'layer-chain');
 
     await expectCode(
       callUnary(
@@ -102,7 +102,7 @@ describe('daemon review findings', () => {
         { snapshotter: sn, key: 'extract-2', labels: { 'containerd.io/snapshot.ref': 'layer-chain' } },
         under('second-unpack'),
       ),
-      grpcJs.status.ALREADY_EXISTS,
+      grpc.status.ALREADY_EXISTS,
       'target snapshot "layer-chain": already exists',
     );
     const held = await callUnary(
@@ -158,5 +158,69 @@ describe('daemon review findings', () => {
     await callUnary(client, Leases.method.delete, { id: 'trigger', sync: true }, { metadata: md });
     const info = await callUnary(client, Content.method.info, { digest }, { metadata: md });
     assert.equal(info.info?.digest, digest);
+  });
+
+  test('a flat lease keeps the parents of its snapshots and the target of its image', async () => {
+    // gc.flat leaves out what labels reference, not what the held objects cannot be without: containerd
+    // follows a flat snapshot's parent chain and a flat image's target.
+    const sn = 'native';
+    const md = d.metadata('flat');
+    const under = (lease: string) => ({ metadata: d.metadata('flat', { 'containerd-lease': lease }) });
+    await callUnary(client, Leases.method.create, { id: 'setup' }, { metadata: md });
+    await callUnary(
+      client,
+      Leases.method.create,
+      { id: 'flat', labels: { 'containerd.io/gc.flat': 'true' } },
+      { metadata: md },
+    );
+    await committedSnapshot(client, under('setup'), 'extract', 'base-layer');
+    await callUnary(
+      client,
+      Snapshots.method.prepare,
+      { snapshotter: sn, key: 'work', parent: 'base-layer' },
+      under('flat'),
+    );
+
+    const manifest = Buffer.from('{"schemaVersion":2}');
+    await writeOnce(client, under('setup').metadata, {
+      action: WriteAction.COMMIT,
+      ref: 'manifest',
+      total: BigInt(manifest.length),
+      expected: sha256(manifest),
+      data: manifest,
+    });
+    // An image past its expiry lives only through the lease it was created under.
+    await callUnary(
+      client,
+      Images.method.create,
+      {
+        image: {
+          name: 'leased',
+          labels: { 'containerd.io/gc.expire': '2000-01-01T00:00:00Z' },
+          target: {
+            mediaType: 'application/vnd.oci.image.manifest.v1+json',
+            digest: sha256(manifest),
+            size: BigInt(manifest.length),
+          },
+        },
+      },
+      under('flat'),
+    );
+
+    await callUnary(client, Leases.method.delete, { id: 'setup', sync: true }, { metadata: md });
+    const keys = [];
+    for await (const r of callServerStream(
+      client,
+      Snapshots.method.list,
+      { snapshotter: sn },
+      { metadata: md },
+    )) {
+      keys.push(...r.info.map((i) => i.name));
+    }
+    assert.deepEqual(keys.sort(), ['base-layer', 'work']);
+    const image = await callUnary(client, Images.method.get, { name: 'leased' }, { metadata: md });
+    const target = image.image?.target?.digest ?? '';
+    const info = await callUnary(client, Content.method.info, { digest: target }, { metadata: md });
+    assert.equal(info.info?.digest, sha256(manifest));
   });
 });
