@@ -2,7 +2,7 @@
 // user meets it: the real ctr (Debian's containerd 1.6) where ctr can, grpc-js where it cannot.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type { MessageInitShape } from '@bufbuild/protobuf';
@@ -222,5 +222,32 @@ describe('daemon review findings', () => {
     const target = image.image?.target?.digest ?? '';
     const info = await callUnary(client, Content.method.info, { digest: target }, { metadata: md });
     assert.equal(info.info?.digest, sha256(manifest));
+  });
+
+  test('ctr snapshots diff of a native child holds only what the child changed', async () => {
+    // Files written at run time have nanosecond mtimes; the child's copy of its parent must not turn
+    // them (or the directories holding them) into changes.
+    const sn = ['snapshots', '--snapshotter', 'native'];
+    const dirOf = async (key: string) => {
+      const line = await d.ctrOk([...sn, 'mounts', '/unused', key]);
+      return line.split(' ')[3]!; // mount -t bind SOURCE TARGET -o …
+    };
+    await d.ctrOk([...sn, 'prepare', 'build-1']);
+    const first = await dirOf('build-1');
+    await mkdir(join(first, 'etc'));
+    await writeFile(join(first, 'etc', 'config'), 'kept\n');
+    await writeFile(join(first, 'app'), 'version 1\n');
+    await symlink('app', join(first, 'app-link'));
+    await d.ctrOk([...sn, 'commit', 'step-1', 'build-1']);
+    await d.ctrOk([...sn, 'prepare', 'build-2', 'step-1']);
+    await writeFile(join(await dirOf('build-2'), 'app'), 'version 2\n');
+
+    const listed = await runCommand('sh', [
+      '-c',
+      `"$0" --address "$1" snapshots --snapshotter native diff build-2 | tar -tzf -`,
+      CTR,
+      d.address,
+    ]);
+    assert.deepEqual(listed.trim().split('\n'), ['app']);
   });
 });

@@ -1,6 +1,6 @@
 // Deciding whether a path is unchanged between two trees, the way containerd's differ does: metadata
 // first, and file contents only when the mtimes cannot tell (whole-second mtimes may have been truncated
-// by a tar round trip).
+// by a tar round trip, sub-microsecond ones by a copy).
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
 
@@ -41,6 +41,13 @@ async function sameContent(a: string, b: string): Promise<boolean> {
   }
 }
 
+/**
+ * How far apart two mtimes of one unchanged file can be after a copy through Node's utimes (the native
+ * snapshotter's), which takes seconds as a double and so keeps them only to a fraction of a microsecond.
+ * Within this the contents decide, so a wider margin costs reads, never a missed change.
+ */
+const COPY_MTIME_SLACK_NS = 2_000n;
+
 /** True when `upper` holds nothing a layer would need to record over `lower`. */
 export async function sameNode(
   lowerPath: string,
@@ -50,12 +57,14 @@ export async function sameNode(
 ): Promise<boolean> {
   if (l.dev === u.dev && l.ino === u.ino) return true;
   if (l.mode !== u.mode || l.uid !== u.uid || l.gid !== u.gid) return false;
-  if (l.mtimeNs !== u.mtimeNs) return false;
+  // As containerd: a directory's times are no change of its own (its entries' changes are recorded).
   if (u.isDirectory()) return true;
+  const apart = l.mtimeNs > u.mtimeNs ? l.mtimeNs - u.mtimeNs : u.mtimeNs - l.mtimeNs;
+  if (apart >= COPY_MTIME_SLACK_NS) return false;
   if (u.isSymbolicLink()) return (await readlink(lowerPath)) === (await readlink(upperPath));
   if (u.isCharacterDevice() || u.isBlockDevice()) return l.rdev === u.rdev;
   if (!u.isFile()) return true;
   if (l.size !== u.size) return false;
-  if (u.mtimeNs % 1_000_000_000n !== 0n) return true;
+  if (apart === 0n && u.mtimeNs % 1_000_000_000n !== 0n) return true;
   return sameContent(lowerPath, upperPath);
 }
