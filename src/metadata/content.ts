@@ -333,7 +333,10 @@ export class ContentView {
     return out;
   }
 
-  /** @internal The end of a commit: the ingest record goes, the blob joins the namespace (and lease). */
+  /**
+   * @internal The end of a commit: the ingest record goes, the blob joins the namespace (and lease).
+   * AlreadyExists when the namespace has it already (the record still goes, the lease still gets it).
+   */
   linkCommitted(
     ns: string,
     ref: string,
@@ -344,11 +347,19 @@ export class ContentView {
     also: (() => void) | undefined,
   ): void {
     // One transaction (one sync of the database) for all of it.
-    this.db.write(() => {
+    const linked = this.db.write(() => {
       this.ingests.remove(ns, ref, lease);
+      if (this.meta.has(ns, d)) {
+        // Committed by another writer meanwhile: as containerd, the ingest goes and the blob joins this
+        // writer's lease (committed here), then AlreadyExists, which clients take as success.
+        if (lease) this.leases.attach(ns, lease, { type: 'content', id: d });
+        return false;
+      }
       this.meta.add(ns, d, size, labels, lease ? { lease } : {});
       also?.();
+      return true;
     });
+    if (!linked) throw alreadyExists(`content ${d}: already exists`);
   }
 
   /** @internal Undoes linkCommitted's membership when the bytes turned out to be gone. */

@@ -250,4 +250,33 @@ describe('daemon review findings', () => {
     ]);
     assert.deepEqual(listed.trim().split('\n'), ['app']);
   });
+
+  test('a commit that finds its blob committed by another writer leases it, as containerd does', async () => {
+    // Two writers of one blob that did not declare its digest; the second commits after the first.
+    // containerd drops the second ingest, adds the blob to the second writer's lease, then answers
+    // AlreadyExists (which clients take as success, relying on their lease).
+    const body = Buffer.from('written twice\n');
+    const md = d.metadata('race');
+    await callUnary(client, Leases.method.create, { id: 'second' }, { metadata: md });
+    const second = callBidi(client, Content.method.write, {
+      metadata: d.metadata('race', { 'containerd-lease': 'second' }),
+    });
+    await second.send({ action: WriteAction.WRITE, ref: 'second', data: body });
+    const replies = second.responses[Symbol.asyncIterator]();
+    await replies.next();
+    await writeOnce(client, md, { action: WriteAction.COMMIT, ref: 'first', data: body });
+    await second.send({ action: WriteAction.COMMIT, ref: 'second', offset: BigInt(body.length) });
+    second.end();
+    await expectCode(replies.next(), grpc.status.ALREADY_EXISTS, `content ${sha256(body)}: already exists`);
+
+    const held = await callUnary(client, Leases.method.listResources, { id: 'second' }, { metadata: md });
+    assert.deepEqual(
+      held.resources.map((r) => `${r.type} ${r.id}`),
+      [`content ${sha256(body)}`],
+    );
+    await expectCode(
+      callUnary(client, Content.method.status, { ref: 'second' }, { metadata: md }),
+      grpc.status.NOT_FOUND,
+    );
+  });
 });
