@@ -1,5 +1,6 @@
-// Findings of an adversarial review of the daemon against containerd's contract, each driven the way a
-// user meets it: the real ctr (Debian's containerd 1.6) where ctr can, grpc-js where it cannot.
+// Where containerd's contract is subtle (leases and the GC around ingests and snapshot targets, namespace
+// deletion, commits that race, the native differ), each case driven the way a user meets it: the real ctr
+// (Debian's containerd 1.6) where ctr can, grpc-js where it cannot.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { mkdir, symlink, writeFile } from 'node:fs/promises';
@@ -47,7 +48,7 @@ async function committedSnapshot(
   await callUnary(client, Snapshots.method.commit, { snapshotter: 'native', key, name }, opts);
 }
 
-describe('daemon review findings', () => {
+describe('daemon: containerd parity', () => {
   let d: TestDaemon;
   let client: grpc.Client;
 
