@@ -107,3 +107,14 @@ test('unknown keys and what up wires itself are refused, naming the key', () => 
   refused({ specs: { listen: '1.2.3.4' } }, /^up config: specs\.listen: want host:port/);
   refused([], /want a map/);
 });
+
+test('daemon.address takes the unix:// prefix the daemon config takes, and gc values as the daemon does', () => {
+  const c = upConfigFrom({ daemon: { address: 'unix:///run/up/s.sock' } }, '/etc/strata');
+  assert.equal(c.daemon.address, '/run/up/s.sock');
+  const gc = upConfigFrom({ daemon: { gc: { delayMs: null } } }, '/etc/strata').daemon.gc;
+  assert.equal(gc.delayMs, 100);
+  assert.throws(
+    () => upConfigFrom({ daemon: { gc: { maxDelayMs: Number.POSITIVE_INFINITY } } }, '/'),
+    (err: Error) => isInvalidArgument(err) && /daemon\.gc\.maxDelayMs: want a number/.test(err.message),
+  );
+});

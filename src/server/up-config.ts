@@ -140,11 +140,13 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   const gc: Partial<GcConfig> = {};
   for (const k of GC_KEYS) {
     const v = gcIn[k];
-    if (v === undefined) continue;
-    if (typeof v !== 'number') fail(`daemon.gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v))
+      fail(`daemon.gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
     gc[k] = v;
   }
-  const address = flags.address ?? optString(ds.address, 'daemon.address');
+  // `unix://` comes off before a file's relative path is resolved, as in the daemon's own config file.
+  const address = flags.address ?? optString(ds.address, 'daemon.address')?.replace(/^unix:\/\//, '');
   const input: DaemonConfigInput = {
     root,
     address: address === undefined ? DEFAULT_ADDRESS : flags.address ? address : path(address),
