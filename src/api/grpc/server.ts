@@ -93,7 +93,12 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     for (const [path, handler] of adapter.adapt(reg)) handlers.set(path, handler);
   }
 
-  const onStream = (stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void => {
+  const onStream = (
+    stream: ServerHttp2Stream,
+    headers: IncomingHttpHeaders,
+    _flags: number,
+    rawHeaders: string[],
+  ): void => {
     const contentType = headers['content-type'];
     if (headers[':method'] !== 'POST' || !contentType?.startsWith('application/grpc')) {
       stream.on('error', () => {});
@@ -110,7 +115,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     } catch (err) {
       refused = err;
     }
-    const call = new ServerCall(stream, headers, {
+    const call = new ServerCall(stream, headers, rawHeaders, {
       maxReceive: MAX_MESSAGE_BYTES,
       maxSend: MAX_MESSAGE_BYTES,
       timeoutMs,

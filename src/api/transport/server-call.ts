@@ -17,20 +17,26 @@ export interface RequestMetadata {
   get(key: string): Array<string | Buffer>;
 }
 
+/**
+ * Read from the raw header list (name, value, name, value, …): Node's header object joins a repeated
+ * key's values with ", ", which a value may itself contain, so the values could not be told apart.
+ */
 class HeaderMetadata implements RequestMetadata {
-  readonly #headers: IncomingHttpHeaders;
+  readonly #raw: readonly string[];
 
-  constructor(headers: IncomingHttpHeaders) {
-    this.#headers = headers;
+  constructor(raw: readonly string[]) {
+    this.#raw = raw;
   }
 
   get(key: string): Array<string | Buffer> {
     const k = key.toLowerCase();
     if (k.startsWith(':')) return [];
-    const value = this.#headers[k];
-    if (value === undefined) return [];
-    const values = Array.isArray(value) ? value : [value];
+    const raw = this.#raw;
+    const values: string[] = [];
+    // HTTP/2 header names are lowercase on the wire (nghttp2 refuses others).
+    for (let i = 0; i + 1 < raw.length; i += 2) if (raw[i] === k) values.push(raw[i + 1]!);
     if (!k.endsWith('-bin')) return values;
+    // A binary value may itself be several base64 values joined by commas.
     return values.flatMap((v) => v.split(',').map((part) => Buffer.from(part.trim(), 'base64')));
   }
 }
@@ -53,7 +59,7 @@ const COPY_BELOW = 64 << 10;
 export class ServerCall {
   readonly path: string;
   readonly #stream: ServerHttp2Stream;
-  readonly #headers: IncomingHttpHeaders;
+  readonly #rawHeaders: readonly string[];
   readonly #decoder: MessageDecoder;
   readonly #maxSend: number;
   #metadata: HeaderMetadata | undefined;
@@ -69,11 +75,12 @@ export class ServerCall {
   constructor(
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
+    rawHeaders: readonly string[],
     limits: { maxReceive: number; maxSend: number; timeoutMs: number | undefined },
   ) {
     this.path = headers[':path'] ?? '';
     this.#stream = stream;
-    this.#headers = headers;
+    this.#rawHeaders = rawHeaders;
     this.#maxSend = limits.maxSend;
     const encoding = headers['grpc-encoding'];
     this.#decoder = new MessageDecoder(
@@ -94,7 +101,7 @@ export class ServerCall {
   }
 
   get metadata(): RequestMetadata {
-    this.#metadata ??= new HeaderMetadata(this.#headers);
+    this.#metadata ??= new HeaderMetadata(this.#rawHeaders);
     return this.#metadata;
   }
 
