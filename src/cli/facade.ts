@@ -147,13 +147,12 @@ export function registerFacade(program: Command): void {
       return;
     }
     // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
-    const onHup = () => {
-      logger.info('SIGHUP: reloading');
-      void app.reload();
-    };
-    process.on('SIGHUP', onHup);
-    await runUntilSignalled(logger, 'facade', () => app.close());
-    process.off('SIGHUP', onHup);
+    await runUntilSignalled(
+      logger,
+      'facade',
+      () => app.close(),
+      () => app.reload(),
+    );
     logger.info('facade stopped');
   });
 }

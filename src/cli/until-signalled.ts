@@ -1,12 +1,22 @@
-// Long-running commands (daemon, facade, spec serve) stop the same way: the first SIGTERM or SIGINT
-// stops the service cleanly; a second one exits at once, for a stop that hangs.
+// Long-running commands (daemon, facade, up, spec serve) stop the same way: the first SIGTERM or SIGINT
+// stops the service cleanly; a second one exits at once, for a stop that hangs. Those with files to
+// reload (facade, up) do so on SIGHUP, whose default action would otherwise end the process uncleanly.
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.ts';
 
 /** Resolves once `stop` has finished after a signal; a failed stop sets exit code 1. */
-export function runUntilSignalled(logger: Logger, what: string, stop: () => Promise<void>): Promise<void> {
+export function runUntilSignalled(
+  logger: Logger,
+  what: string,
+  stop: () => Promise<void>,
+  reload?: () => Promise<void>,
+): Promise<void> {
   return new Promise<void>((done) => {
     let signalled = false;
+    const onHup = () => {
+      logger.info('SIGHUP: reloading');
+      reload?.().catch((err: unknown) => logger.error({ err: messageOf(err) }, 'reload failed'));
+    };
     const onSignal = (signal: NodeJS.Signals) => {
       if (signalled) {
         logger.warn({ signal }, 'second signal: exiting without a clean stop');
@@ -14,13 +24,18 @@ export function runUntilSignalled(logger: Logger, what: string, stop: () => Prom
       }
       signalled = true;
       logger.info({ signal }, `signal received, stopping the ${what}`);
-      stop().then(done, (err: unknown) => {
+      const finished = () => {
+        if (reload) process.off('SIGHUP', onHup);
+        done();
+      };
+      stop().then(finished, (err: unknown) => {
         logger.error({ err: messageOf(err) }, `${what} stopped with an error`);
         process.exitCode = 1;
-        done();
+        finished();
       });
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    if (reload) process.on('SIGHUP', onHup);
   });
 }

@@ -1,6 +1,6 @@
 // `strata up`: the daemon, the registry (hosted repositories and composed images), the spec store's
 // SpecProvider and the builder in one process. Prints where each part listens and a line to try on stdout;
-// JSON logs go to stderr. Stops cleanly on SIGTERM/SIGINT (a second signal exits at once).
+// JSON logs go to stderr. Stops cleanly on SIGTERM/SIGINT (a second signal exits at once); SIGHUP reloads.
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { messageOf } from '../errors.ts';
@@ -70,6 +70,12 @@ export function registerUp(program: Command): void {
       return;
     }
     process.stdout.write(upSummary(app));
-    await runUntilSignalled(logger, 'system', () => app.stop());
+    // SIGHUP re-reads the registry's watched files, as `strata facade` does.
+    await runUntilSignalled(
+      logger,
+      'system',
+      () => app.stop(),
+      () => app.reload(),
+    );
   });
 }

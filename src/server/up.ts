@@ -42,6 +42,8 @@ export interface UpApp {
   /** Whether the registry asks clients for credentials (`registry.auth`). */
   authenticated: boolean;
   ready(): Promise<Readiness>;
+  /** Re-reads the registry's watched files (htpasswd, docker auth, TLS, static layers) and rescans specs. */
+  reload(): Promise<void>;
   /** Stops every part, newest first; idempotent. */
   stop(): Promise<void>;
 }
@@ -160,6 +162,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       opsUrl: `http://${reachable(config.metrics, ops.port)}`,
       authenticated: serviceUser !== undefined,
       ready,
+      reload: () => f.reload(),
       stop() {
         stopping ??= (async () => {
           state = 'stopping';
