@@ -71,6 +71,11 @@ export class ServerCall {
   #trailers: Record<string, string> = { 'grpc-status': '0' };
   #deadline: NodeJS.Timeout | undefined;
   #onCancel: ((reason: StrataError) => void) | undefined;
+  /**
+   * Waits of the transport's own (the next request, room to write) that a deadline must end: the stream
+   * stays open when the client keeps its side open, so its 'close' may never come.
+   */
+  readonly #onExpire = new Set<() => void>();
 
   constructor(
     stream: ServerHttp2Stream,
@@ -180,6 +185,7 @@ export class ServerCall {
       notify();
     });
     stream.once('close', notify);
+    this.#onExpire.add(notify);
     const next = async (): Promise<IteratorResult<Buffer>> => {
       for (;;) {
         if (failure !== undefined) throw failure;
@@ -246,14 +252,18 @@ export class ServerCall {
       const stream = this.#stream;
       const onDrain = () => {
         stream.off('close', onClose);
+        this.#onExpire.delete(onClose);
         resolve();
       };
       const onClose = () => {
         stream.off('drain', onDrain);
+        stream.off('close', onClose);
+        this.#onExpire.delete(onClose);
         reject(this.#cancelled ?? unavailable('the call has already finished'));
       };
       stream.once('drain', onDrain);
       stream.once('close', onClose);
+      this.#onExpire.add(onClose);
     });
   }
 
@@ -297,6 +307,8 @@ export class ServerCall {
     this.#cancelled = deadlineExceeded('Deadline Exceeded');
     this.end(status.DEADLINE_EXCEEDED, this.#cancelled.message);
     this.#onCancel?.(this.#cancelled);
+    for (const wake of this.#onExpire) wake();
+    this.#onExpire.clear();
   }
 
   #gone(): void {
