@@ -73,7 +73,8 @@ const MAX_FRAME_BYTES = 1 << 20;
  * containerd's client reads content through a ReaderAt that opens one Read stream per 32 KiB and cancels
  * it once it has its bytes, so a large `ctr content get` resets thousands of streams. Node's HTTP/2
  * server closes a session past ~1000 resets (its rapid-reset defence), which kills such reads midway.
- * The daemon's clients are local and trusted (a unix socket), so the limit is raised.
+ * The daemon's clients are local and trusted (a unix socket), so the limit is raised there; TCP listeners
+ * (builder, spec provider), which the network reaches, keep Node's defence against rapid-reset floods.
  */
 const STREAM_RESETS_ALLOWED = 1_000_000;
 
@@ -144,8 +145,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       settings: { initialWindowSize: RECEIVE_WINDOW, maxFrameSize: MAX_FRAME_BYTES },
       // Node degrades badly at its session memory limit; calls are bounded by message size instead.
       maxSessionMemory: Number.MAX_SAFE_INTEGER,
-      streamResetBurst: STREAM_RESETS_ALLOWED,
-      streamResetRate: STREAM_RESETS_ALLOWED,
+      ...(typeof address === 'string' && {
+        streamResetBurst: STREAM_RESETS_ALLOWED,
+        streamResetRate: STREAM_RESETS_ALLOWED,
+      }),
     };
     const tls = typeof address === 'string' ? undefined : options.tls;
     const h2: Http2Server = tls
