@@ -64,7 +64,10 @@ export class DaemonMetrics {
   }
 
   private record(method: string, start: number, err?: unknown): void {
-    const code = err === undefined ? grpc.status.OK : statusOf(err).code;
+    this.recordCode(method, start, err === undefined ? grpc.status.OK : statusOf(err).code);
+  }
+
+  private recordCode(method: string, start: number, code: grpc.status): void {
     const codeName = grpc.status[code] ?? String(code);
     const key = `${method} ${codeName}`;
     let calls = this.callChildren.get(key);
@@ -127,12 +130,18 @@ export class DaemonMetrics {
     const self = this;
     return async function* (...args: unknown[]): AsyncGenerator<unknown> {
       const start = performance.now();
+      let recorded = false;
       try {
         yield* fn(...args) as AsyncIterable<unknown>;
+        recorded = true;
         self.record(path, start);
       } catch (err) {
+        recorded = true;
         self.record(path, start, err);
         throw err;
+      } finally {
+        // Closed early: the adapter stopped iterating because the call was cancelled.
+        if (!recorded) self.recordCode(path, start, grpc.status.CANCELLED);
       }
     };
   }
