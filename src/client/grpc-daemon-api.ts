@@ -2,6 +2,7 @@
 // speaking them: Strata's or containerd itself). Every call carries the namespace, and the lease when
 // one is set; gRPC failures come back as StrataErrors. Content writes are pipelined: up to WRITE_WINDOW
 // messages in flight, each response checked in order, so a round trip per MiB does not bound throughput.
+import { resolve } from 'node:path';
 import type { Client } from '@grpc/grpc-js';
 import { descriptorFromProto, descriptorToProto } from '../api/convert/descriptor.ts';
 import { dateOf } from '../api/convert/timestamps.ts';
@@ -47,11 +48,15 @@ export function grpcTarget(address: string): string {
   return `unix://${socketPath(address)}`;
 }
 
-/** `unix:///path`, `unix:/path` or a bare path → the path. */
+/**
+ * `unix:///path`, `unix:/path` or a bare path → the absolute path. A relative one is taken from the
+ * working directory, as the daemon takes its `--address`; grpc-js would read `unix://strata.sock` as a
+ * host name and connect to `/strata.sock`.
+ */
 export function socketPath(address: string): string {
-  if (address.startsWith('unix://')) return address.slice(7);
-  if (address.startsWith('unix:')) return address.slice(5);
-  return address;
+  if (address.startsWith('unix://')) return resolve(address.slice(7));
+  if (address.startsWith('unix:')) return resolve(address.slice(5));
+  return resolve(address);
 }
 
 function fromProtoDescriptor(d: ProtoDescriptor | undefined, what: string): Descriptor {
