@@ -15,6 +15,7 @@ import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orch
 import { RegistryAccess } from '../builder/registries.ts';
 import { SourceHistory } from '../builder/source-history.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
+import { joinHostPort } from '../host-port.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
@@ -328,11 +329,11 @@ export async function startBuilder(
       ...(shared && { shared }),
     });
     undo.push(() => builder.close());
+    // The log URL names the bound port: the configured one may be 0 (any free port).
+    let logUrl = '';
     const grpc = createGrpcServer({
       logger: logger.child({ component: 'grpc' }),
-      services: [
-        instrument(builderService({ builder, logUrl: `grpc://${config.listen.host}:${config.listen.port}` })),
-      ],
+      services: [instrument(builderService({ builder, logUrl: () => logUrl }))],
       ...(config.tls && {
         tls: { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) },
       }),
@@ -340,6 +341,7 @@ export async function startBuilder(
     // Unwound in reverse: builds are cancelled first (their callers get a final message), then the server stops.
     undo.splice(undo.length - 1, 0, () => grpc.shutdown());
     const port = await grpc.listenTcp(config.listen.host, config.listen.port);
+    logUrl = `grpc://${joinHostPort(config.listen.host, port)}`;
     let metricsPort: number | undefined;
     if (config.metrics) {
       const served = await serveMetrics(metrics, config.metrics.host, config.metrics.port);

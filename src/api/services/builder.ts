@@ -20,8 +20,11 @@ import { implement, type ServiceRegistration } from '../grpc/service.ts';
 
 export interface BuilderServiceOptions {
   builder: Builder;
-  /** Where a client reads a build's log (this service's address), for BuildInfo.log_info. */
-  logUrl?: string;
+  /**
+   * Where a client reads a build's log (this service's address), for BuildInfo.log_info; asked when a
+   * build is described, since the port is known only once the server listens.
+   */
+  logUrl?: () => string;
 }
 
 const MODES: Record<number, DomainMode> = {
@@ -104,7 +107,7 @@ export function builderService(options: BuilderServiceOptions): ServiceRegistrat
     status: STATUS[i.phase],
     startedAt: i.phase === 'queued' ? 0n : BigInt(Math.floor(i.startedAt / 1000)),
     logInfo: {
-      url: options.logUrl ?? '',
+      url: options.logUrl?.() ?? '',
       headers: { 'x-strata-build-id': i.id },
     },
   });
