@@ -145,7 +145,7 @@ describe('gRPC transport', () => {
     assert.match(statusOfAnswer(a).message, /does not implement the method \/no\.Such\/Method/);
   });
 
-  test('an unsupported grpc-encoding answers UNIMPLEMENTED', async () => {
+  test('an unsupported grpc-encoding answers UNIMPLEMENTED, naming the encodings it reads', async () => {
     const a = await raw(
       sock,
       { ':path': VERSION_PATH, 'content-type': 'application/grpc', 'grpc-encoding': 'snappy' },
@@ -155,6 +155,8 @@ describe('gRPC transport', () => {
       code: grpc.status.UNIMPLEMENTED,
       message: 'compression algorithm "snappy" is not supported',
     });
+    // As gRPC's compression spec asks, so the client can pick one the server reads.
+    assert.equal(a.headers['grpc-accept-encoding'], 'identity,gzip,deflate');
   });
 
   test('a malformed grpc-timeout is refused', async () => {

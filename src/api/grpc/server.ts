@@ -19,7 +19,7 @@ import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { failedPrecondition, invalidArgument, messageOf, unavailable } from '../../errors.ts';
 import { Health } from '../gen/grpc/health/v1/health_pb.ts';
-import { checkEncoding, parseTimeout } from '../transport/framing.ts';
+import { ACCEPTED_ENCODINGS, checkEncoding, parseTimeout } from '../transport/framing.ts';
 import { ServerCall } from '../transport/server-call.ts';
 import { CallTurns } from '../transport/turns.ts';
 import { HealthStatuses } from './health.ts';
@@ -108,13 +108,22 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     }
     let timeoutMs: number | undefined;
     let refused: unknown;
+    let refusal: Record<string, string> | undefined;
+    const encoding = headers['grpc-encoding'];
+    const timeout = headers['grpc-timeout'];
     try {
-      const encoding = headers['grpc-encoding'];
       checkEncoding(typeof encoding === 'string' ? encoding : undefined);
-      const timeout = headers['grpc-timeout'];
-      timeoutMs = parseTimeout(typeof timeout === 'string' ? timeout : undefined);
     } catch (err) {
       refused = err;
+      // The compression spec: a refused encoding is answered with the ones the server reads.
+      refusal = { 'grpc-accept-encoding': ACCEPTED_ENCODINGS };
+    }
+    if (refused === undefined) {
+      try {
+        timeoutMs = parseTimeout(typeof timeout === 'string' ? timeout : undefined);
+      } catch (err) {
+        refused = err;
+      }
     }
     const call = new ServerCall(stream, headers, rawHeaders, {
       maxReceive: MAX_MESSAGE_BYTES,
@@ -124,7 +133,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     const handler = handlers.get(call.path);
     if (refused !== undefined) {
       const s = statusOf(refused);
-      call.end(s.code, s.details);
+      call.end(s.code, s.details, refusal);
     } else if (call.cancelled) {
       // Answered already (a deadline that expired before the call arrived).
     } else if (!handler) {

@@ -28,6 +28,9 @@ export function framedMessage(message: Uint8Array): Buffer {
   return frame;
 }
 
+/** The request encodings we read, as `grpc-accept-encoding` lists them. */
+export const ACCEPTED_ENCODINGS = 'identity,gzip,deflate';
+
 /**
  * Checks a request's `grpc-encoding` early, so an unreadable call fails before any handler runs. We read
  * identity, gzip and deflate requests; responses are never compressed.

@@ -267,8 +267,11 @@ export class ServerCall {
     });
   }
 
-  /** Ends the call with `code` (0 = OK) and, for failures, a message the client shows. */
-  end(code: number, details = ''): void {
+  /**
+   * Ends the call with `code` (0 = OK) and, for failures, a message the client shows; `headers` go with
+   * a trailers-only answer (a call refused before any response).
+   */
+  end(code: number, details = '', headers: Record<string, string> = {}): void {
     if (this.#finished) return;
     this.#finish();
     const stream = this.#stream;
@@ -281,7 +284,10 @@ export class ServerCall {
       return;
     }
     // Trailers-only: the status rides on the response headers.
-    stream.respond({ ':status': 200, 'content-type': 'application/grpc', ...status }, TRAILERS_ONLY);
+    stream.respond(
+      { ':status': 200, 'content-type': 'application/grpc', ...headers, ...status },
+      TRAILERS_ONLY,
+    );
   }
 
   #respond(): void {
