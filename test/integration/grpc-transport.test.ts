@@ -132,6 +132,27 @@ describe('gRPC transport', () => {
       Buffer.from('{}'),
     );
     assert.equal(a.headers[':status'], 415);
+    // gRPC-Web frames its trailers into the body: our answer would be unreadable to it.
+    for (const contentType of [
+      'application/grpc-web+proto',
+      'application/grpc-web-text',
+      'application/grpcx',
+    ]) {
+      const web = await raw(
+        sock,
+        { ':path': VERSION_PATH, 'content-type': contentType },
+        framedMessage(new Uint8Array()),
+      );
+      assert.equal(web.headers[':status'], 415, contentType);
+    }
+    for (const contentType of ['application/grpc+proto', 'application/grpc; charset=utf-8']) {
+      const ok = await raw(
+        sock,
+        { ':path': VERSION_PATH, 'content-type': contentType },
+        framedMessage(new Uint8Array()),
+      );
+      assert.equal(ok.trailers['grpc-status'], '0', contentType);
+    }
   });
 
   test('an unknown method answers UNIMPLEMENTED, trailers-only', async () => {

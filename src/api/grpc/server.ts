@@ -78,6 +78,8 @@ const MAX_FRAME_BYTES = 1 << 20;
  */
 const STREAM_RESETS_ALLOWED = 1_000_000;
 
+const GRPC_CONTENT_TYPE = /^application\/grpc(?:$|[+;])/;
+
 export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const { logger } = options;
   const shutdownTimeoutMs = options.shutdownTimeoutMs ?? 5000;
@@ -101,7 +103,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     rawHeaders: string[],
   ): void => {
     const contentType = headers['content-type'];
-    if (headers[':method'] !== 'POST' || !contentType?.startsWith('application/grpc')) {
+    // application/grpc, optionally +codec or ;params; not gRPC-Web, whose trailers travel in the body.
+    if (headers[':method'] !== 'POST' || !GRPC_CONTENT_TYPE.test(contentType ?? '')) {
       stream.on('error', () => {});
       stream.respond({ ':status': 415 }, { endStream: true });
       return;
