@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
@@ -44,7 +44,7 @@ before(async () => {
 after(() => removeTempDir(dir));
 
 let n = 0;
-async function keyAt(commitId: string, buildArgs: Record<string, string> = {}) {
+async function keyAt(commitId: string, buildArgs: Record<string, string> = {}, sub = 'app') {
   const repo = GitRepo.open(
     join(dir, `git-${n++}`),
     {
@@ -58,13 +58,13 @@ async function keyAt(commitId: string, buildArgs: Record<string, string> = {}) {
   );
   const fetched = await repo.fetch(await repo.resolveCommit());
   const snapshot = await readSnapshot(repo, fetched, {
-    dockerfilePath: 'app/Dockerfile',
-    contextPath: 'app',
+    dockerfilePath: `${sub}/Dockerfile`,
+    contextPath: sub,
   });
   const prepared = await prepareInputs(snapshot, {
     buildArgs,
     version: '',
-    workspacePaths: { dockerfilePath: 'app/Dockerfile', contextPath: 'app' },
+    workspacePaths: { dockerfilePath: `${sub}/Dockerfile`, contextPath: sub },
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
   });
   return { key: buildKey(prepared.inputs), inputs: prepared.inputs };
@@ -110,6 +110,21 @@ test('build args, pinned images and the format are part of the key', async () =>
   assert.deepEqual(describeChanges(a.inputs, moved), [
     `base image busybox moved from sha256:${'1'.repeat(64)} to sha256:${'2'.repeat(64)}`,
   ]);
+});
+
+test('a COPY source through a symlink (buildah follows it): what the link points at is in the key', async () => {
+  await commit({
+    'linked/Dockerfile': 'FROM busybox\nCOPY conf /conf\nCOPY tools/run.sh /run.sh\n',
+    'linked/real/a.conf': 'a=1\n',
+    'linked/bin/run.sh': 'echo 1\n',
+  });
+  await symlink('real', join(origin, 'linked/conf'));
+  await symlink('bin', join(origin, 'linked/tools'));
+  const first = await keyAt(await commit({}, 'links'), {}, 'linked');
+  const target = await keyAt(await commit({ 'linked/real/a.conf': 'a=2\n' }), {}, 'linked');
+  assert.notEqual(target.key, first.key, 'the file under the linked directory changed');
+  const parent = await keyAt(await commit({ 'linked/bin/run.sh': 'echo 2\n' }), {}, 'linked');
+  assert.notEqual(parent.key, target.key, 'the file reached through a linked parent changed');
 });
 
 test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths confined', async () => {

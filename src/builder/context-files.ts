@@ -64,6 +64,21 @@ export function sourceMatcher(sources: readonly string[]): (path: string) => boo
   };
 }
 
+/**
+ * Whether a source names a symlink or goes through one (`COPY link /x`, `COPY link/f /x`): buildah follows
+ * such links, so what the source reads is wherever they point in the context.
+ */
+function sourcesFollowLinks(sources: readonly string[], entries: readonly ContextEntry[]): boolean {
+  const compiled = sources.map((s) => s.split('/').map(segmentRegExp));
+  return entries.some((e) => {
+    if (e.mode !== '120000') return false;
+    const parts = e.path.split('/');
+    return compiled.some(
+      (segs) => segs.length >= parts.length && parts.every((p, i) => (segs[i] as RegExp).test(p)),
+    );
+  });
+}
+
 export interface ContextSelection {
   /** .dockerignore patterns of the context, if it has one. */
   ignorePatterns?: readonly string[];
@@ -77,7 +92,10 @@ export function selectContextFiles(
   selection: ContextSelection,
 ): ContextEntry[] {
   const ignored = selection.ignorePatterns?.length ? ignore().add([...selection.ignorePatterns]) : undefined;
-  const read = selection.sources === 'all' ? () => true : sourceMatcher(selection.sources);
+  const sources = selection.sources;
+  // A followed link may point anywhere in the context: then the whole context counts.
+  const read =
+    sources === 'all' || sourcesFollowLinks(sources, entries) ? () => true : sourceMatcher(sources);
   return entries
     .filter((e) => !ignored?.ignores(e.path) && read(e.path))
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
