@@ -12,7 +12,7 @@ export interface BuildInputs {
   contextPath: string;
   /** sha256 hex of the Dockerfile's bytes. */
   dockerfile: string;
-  /** External images as written (after ARG substitution) → the digest reference they resolved to. */
+  /** External images as written (after ARG substitution; with FROM's platform, see imageKey) → their digest reference. */
   images: Record<string, string>;
   /** Context files read: path → `mode id`. */
   files: Record<string, string>;

@@ -5,7 +5,7 @@ import { createHash } from 'node:crypto';
 import { failedPrecondition } from '../errors.ts';
 import { type BuildInputs, filesRecord } from './build-key.ts';
 import { type ContextEntry, dockerignorePatterns, selectContextFiles } from './context-files.ts';
-import { analyzeDockerfile, type DockerfileAnalysis, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
+import { analyzeDockerfile, type DockerfileAnalysis, imageKey, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
 import type { GitRepo } from './git-source.ts';
 
 /** What a commit holds for a build: cacheable by (remote, commit, paths). */
@@ -61,7 +61,7 @@ export interface PreparedInputs {
 
 /**
  * The inputs of a build of `snapshot`. `pin` resolves an image as the Dockerfile names it to its digest
- * reference (`host/path@sha256:…`).
+ * reference (`host/path@sha256:…`) for a platform; `images` is keyed by imageKey.
  */
 export async function prepareInputs(
   snapshot: SourceSnapshot,
@@ -69,7 +69,8 @@ export async function prepareInputs(
     buildArgs: Record<string, string>;
     version: string;
     workspacePaths: { dockerfilePath: string; contextPath: string };
-    pin: (image: string) => Promise<string>;
+    /** `platform`: FROM's --platform, when it names one (else the builder's). */
+    pin: (image: string, platform?: string) => Promise<string>;
   },
 ): Promise<PreparedInputs> {
   const analysis = analyzeDockerfile(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
@@ -78,7 +79,7 @@ export async function prepareInputs(
     sources: analysis.contextSources,
   });
   const images: Record<string, string> = {};
-  for (const use of analysis.images) images[use.image] ??= await options.pin(use.image);
+  for (const use of analysis.images) images[imageKey(use)] ??= await options.pin(use.image, use.platform);
   return {
     analysis,
     inputs: {

@@ -11,6 +11,13 @@ export interface ImageUse {
   image: string;
   /** Zero-based [line, start char, end char) of the text to replace when pinning. */
   range: { line: number; start: number; end: number };
+  /** FROM's `--platform` once ARGs are substituted, when it names one. */
+  platform?: string;
+}
+
+/** How the inputs name an image use: the image, and the platform when FROM asks for one. */
+export function imageKey(use: Pick<ImageUse, 'image' | 'platform'>): string {
+  return use.platform ? `${use.image} --platform=${use.platform}` : use.image;
 }
 
 export interface DockerfileAnalysis {
@@ -132,7 +139,14 @@ export function analyzeDockerfile(
         );
       }
       if (image !== 'scratch' && !stages.has(image.toLowerCase())) {
-        images.push({ image, range: { line: r.start.line, start: r.start.character, end: r.end.character } });
+        // The platform picks the manifest of an index the image is pinned to.
+        const platformFlag = flag(instruction, 'platform')?.getValue();
+        const platform = platformFlag && expandVariables(platformFlag, globals);
+        images.push({
+          image,
+          range: { line: r.start.line, start: r.start.character, end: r.end.character },
+          ...(platform && { platform }),
+        });
       }
       const asIndex = args.findIndex((a) => a.getValue().toLowerCase() === 'as');
       const stageName = asIndex >= 0 ? args[asIndex + 1]?.getValue() : undefined;
@@ -182,8 +196,8 @@ export function analyzeDockerfile(
 }
 
 /**
- * The Dockerfile with each external image replaced by `pinned(image)` (the digest reference the build
- * key hashed), so the build reads exactly what was keyed whatever the tags do meanwhile.
+ * The Dockerfile with each external image replaced by `pinned(imageKey(use))` (the digest reference the
+ * build key hashed), so the build reads exactly what was keyed whatever the tags do meanwhile.
  */
 export function pinImages(
   text: string,
@@ -196,7 +210,7 @@ export function pinImages(
   for (const use of ordered) {
     const line = lines[use.range.line] ?? '';
     lines[use.range.line] =
-      `${line.slice(0, use.range.start)}${pinned(use.image)}${line.slice(use.range.end)}`;
+      `${line.slice(0, use.range.start)}${pinned(imageKey(use))}${line.slice(use.range.end)}`;
   }
   return lines.join('\n');
 }

@@ -16,6 +16,7 @@ import {
   unavailable,
 } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
+import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { copyImage } from '../registry/copy.ts';
 import type { CredentialStore } from '../registry/credentials.ts';
@@ -302,7 +303,8 @@ export class Builder {
       buildArgs: source.buildArgs,
       version: source.version,
       workspacePaths,
-      pin: (image) => resolveImage(client, image, this.o.platform, signal),
+      pin: (image, platform) =>
+        resolveImage(client, image, platform ? parsePlatform(platform) : this.o.platform, signal),
     });
     const key = buildKey(inputs);
     const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
@@ -657,7 +659,7 @@ export class Builder {
     const dockerfile = join(workDir, 'Dockerfile');
     await writeFile(
       dockerfile,
-      pinImages(d.snapshot.dockerfile, d.analysis.images, (image) => inputs.images[image] as string),
+      pinImages(d.snapshot.dockerfile, d.analysis.images, (key) => inputs.images[key] as string),
     );
     const entries = await buildAuthEntries({
       policy,

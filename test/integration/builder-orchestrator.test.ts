@@ -14,6 +14,7 @@ import type { BuildEngine } from '../../src/builder/orchestrator.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
+import { pushTwoPlatformIndex } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { runCommand } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
@@ -209,6 +210,29 @@ test('TLS on request; health and Prometheus metrics served', async () => {
   } finally {
     secure.close();
     plain.close();
+    await b.close();
+  }
+});
+
+test('FROM --platform pins the manifest of that platform, not the builder’s', async () => {
+  const multi = await pushTwoPlatformIndex(reg, 'multi');
+  const [amd64, arm64] = multi.manifests.map((m) => m.digest);
+  await repo.commit({
+    'plat/Dockerfile': `FROM --platform=linux/arm64 ${multi.ref} AS tools\nFROM ${multi.ref}\nCOPY --from=tools /etc/strata-platform /arm\n`,
+    'plat/x': '',
+  });
+  const engine = new GatedEngine(busybox);
+  const b = await start('platform', engine);
+  try {
+    const stream = all(b.builder.build(request('plat')));
+    await engine.started(1);
+    const lines = (await readFile(engine.jobs[0]?.dockerfile ?? '', 'utf8')).split('\n');
+    engine.release();
+    assert.equal((await stream).at(-1)?.status, 'succeeded');
+    assert.equal(lines[0], `FROM --platform=linux/arm64 ${reg.host}/multi@${arm64} AS tools`);
+    assert.equal(lines[1], `FROM ${reg.host}/multi@${amd64}`);
+  } finally {
+    engine.release();
     await b.close();
   }
 });
