@@ -233,6 +233,8 @@ export class Builder {
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
   private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout }>();
+  /** The layer-cache trim under way (it removes images, so no build may run buildah meanwhile). */
+  private trimming: Promise<void> | undefined;
 
   constructor(options: BuilderOptions) {
     this.o = options;
@@ -598,10 +600,15 @@ export class Builder {
       if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
       this.active.delete(build);
       if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
-      if (this.active.size === 0 && !this.shutdown.signal.aborted) {
-        await this.o.engine
-          .trimCache?.((msg) => this.o.logger.info(msg))
-          .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'layer cache trim failed'));
+      if (this.active.size === 0 && !this.shutdown.signal.aborted && this.o.engine.trimCache) {
+        const trim = this.o.engine
+          .trimCache((msg) => this.o.logger.info(msg))
+          .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'layer cache trim failed'))
+          .finally(() => {
+            if (this.trimming === trim) this.trimming = undefined;
+          });
+        this.trimming = trim;
+        await trim;
       }
     }
   }
@@ -673,6 +680,19 @@ export class Builder {
     const authFile = join(workDir, 'auth.json');
     await writeFile(authFile, authFileJson(entries), { mode: 0o600 });
     try {
+      const trim = this.trimming;
+      if (trim) {
+        // Began when no build ran; this one came meanwhile.
+        log.line('Waiting for the layer cache trim to finish');
+        await new Promise<void>((resolve, reject) => {
+          const stop = () => reject(signal.reason);
+          signal.addEventListener('abort', stop, { once: true });
+          void trim.then(() => {
+            signal.removeEventListener('abort', stop);
+            resolve();
+          });
+        });
+      }
       const { digest } = await this.o.engine.build({
         workDir,
         contextDir: real,

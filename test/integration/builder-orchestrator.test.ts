@@ -10,6 +10,7 @@ import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
+import type { EngineJob } from '../../src/builder/buildah.ts';
 import type { BuildEngine } from '../../src/builder/orchestrator.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
@@ -232,6 +233,64 @@ test('FROM --platform pins the manifest of that platform, not the builder’s', 
     assert.equal(lines[0], `FROM --platform=linux/arm64 ${reg.host}/multi@${arm64} AS tools`);
     assert.equal(lines[1], `FROM ${reg.host}/multi@${amd64}`);
   } finally {
+    engine.release();
+    await b.close();
+  }
+});
+
+/** An engine whose layer-cache trim waits for the test, and which notes a build begun during a trim. */
+class TrimmingEngine extends GatedEngine {
+  trims = 0;
+  trimming = false;
+  builtDuringTrim = false;
+  private endTrim: (() => void) | undefined;
+
+  override async build(job: EngineJob) {
+    if (this.trimming) this.builtDuringTrim = true;
+    return super.build(job);
+  }
+
+  async trimCache(): Promise<void> {
+    this.trims++;
+    this.trimming = true;
+    await new Promise<void>((resolve) => {
+      this.endTrim = resolve;
+    });
+    this.trimming = false;
+  }
+
+  finishTrim(): void {
+    this.endTrim?.();
+  }
+}
+
+async function until(what: () => boolean | Promise<boolean>): Promise<void> {
+  while (!(await what())) await new Promise((r) => setTimeout(r, 20));
+}
+
+test('a build that starts while the layer cache is being trimmed waits for the trim', async () => {
+  const engine = new TrimmingEngine(busybox);
+  const b = await start('trim', engine);
+  try {
+    const first = all(b.builder.build(request('a')));
+    await engine.started(1);
+    engine.release();
+    assert.equal((await first).at(-1)?.status, 'succeeded');
+    await until(() => engine.trims === 1); // no build runs: the trim starts
+    const second = b.builder.build(request('b'));
+    const id = (await second.next()).value?.info?.id ?? '';
+    const log = join(dir, 'state-trim', 'logs', `${id}.log`);
+    // Either the engine is asked to build (during the trim) or the build says it waits for it.
+    await until(
+      async () => engine.jobs.length === 2 || /layer cache/.test(await readFile(log, 'utf8').catch(() => '')),
+    );
+    engine.finishTrim();
+    await engine.started(2);
+    engine.release();
+    assert.equal((await all(second)).at(-1)?.status, 'succeeded');
+    assert.equal(engine.builtDuringTrim, false, 'buildah must not build while the trim removes images');
+  } finally {
+    engine.finishTrim();
     engine.release();
     await b.close();
   }
