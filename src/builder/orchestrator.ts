@@ -233,8 +233,10 @@ export class Builder {
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
   private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout }>();
-  /** The layer-cache trim under way (it removes images, so no build may run buildah meanwhile). */
+  /** Upkeep while idle (it removes containers and images, so no build may run buildah meanwhile). */
   private trimming: Promise<void> | undefined;
+  /** A build failed since the last upkeep: it may have left a container behind. */
+  private leftovers = false;
 
   constructor(options: BuilderOptions) {
     this.o = options;
@@ -575,6 +577,7 @@ export class Builder {
       this.o.observer?.finished('success', (performance.now() - started) / 1000);
       update('succeeded', '', true);
     } catch (err) {
+      this.leftovers = true;
       const message = this.shutdown.signal.aborted
         ? 'image build failed: the builder shut down during the build'
         : timeout?.aborted
@@ -600,17 +603,31 @@ export class Builder {
       if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
       this.active.delete(build);
       if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
-      if (this.active.size === 0 && !this.shutdown.signal.aborted && this.o.engine.trimCache) {
-        const trim = this.o.engine
-          .trimCache((msg) => this.o.logger.info(msg))
-          .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'layer cache trim failed'))
-          .finally(() => {
-            if (this.trimming === trim) this.trimming = undefined;
-          });
+      if (this.active.size === 0 && !this.shutdown.signal.aborted) {
+        const trim = this.idleUpkeep().finally(() => {
+          if (this.trimming === trim) this.trimming = undefined;
+        });
         this.trimming = trim;
         await trim;
       }
     }
+  }
+
+  /**
+   * With no build running: after a failure, the containers of builds that were killed (a timeout's
+   * SIGKILL leaves buildah no chance to remove them); then the layer cache's trim.
+   */
+  private async idleUpkeep(): Promise<void> {
+    const { engine, logger } = this.o;
+    if (this.leftovers) {
+      this.leftovers = false;
+      await engine
+        .removeContainers?.()
+        .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
+    }
+    await engine
+      .trimCache?.((msg) => logger.info(msg))
+      .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'layer cache trim failed'));
   }
 
   private async buildDockerfile(

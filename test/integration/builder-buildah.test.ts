@@ -3,7 +3,7 @@
 // behind `git daemon` (git://), driven by a client generated from seed 001's proto by Python's grpc_tools.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
@@ -285,4 +285,48 @@ test('http:// remotes with BASIC_AUTH: the credentials are used for git and appe
   const text = logs.responses.map((r) => r.content).join('');
   assert.match(text, /Fetching|Using/);
   assert.ok(!text.includes(gitAuth.password));
+});
+
+test('a build killed at its timeout leaves no buildah container or work dir behind', async () => {
+  await repo.commit({ 'slow/Dockerfile': `FROM ${reg.host}/library/busybox\nRUN sleep 600\n` });
+  const state = join(dir, 'state-timeout');
+  const slow = await startBuilder(
+    builderConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        baseRepository: `${reg.host}/base-images`,
+        workspaceRepository: `${reg.host}/workspace-images`,
+        stateDir: state,
+        dockerAuth: join(dir, 'auth', 'config.json'),
+        plainHttpHosts: [reg.host],
+        storageDriver: 'vfs',
+        allowFileRemotes: true,
+        timeoutSeconds: 10,
+      },
+      dir,
+    ),
+    pino({ level: 'silent' }),
+  );
+  try {
+    const r = await client.call(`127.0.0.1:${slow.port}`, 'Build', {
+      source: fileSource(repo.url, 'repo/slow/Dockerfile', 'repo/slow'),
+      auth: ALL,
+    });
+    assert.equal(r.responses.at(-1).status, 'done_failure');
+    assert.match(r.responses.at(-1).message, /did not finish within 10 s/);
+    const containers = await runCommand('buildah', [
+      '--root',
+      join(state, 'buildah', 'storage'),
+      '--runroot',
+      join(state, 'buildah', 'run'),
+      '--storage-driver',
+      'vfs',
+      'containers',
+      '--quiet',
+    ]);
+    assert.equal(containers.trim(), '', 'working containers of the killed build');
+    assert.deepEqual(await readdir(join(state, 'work')), []);
+  } finally {
+    await slow.close();
+  }
 });
