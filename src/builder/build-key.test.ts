@@ -44,7 +44,12 @@ before(async () => {
 after(() => removeTempDir(dir));
 
 let n = 0;
-async function keyAt(commitId: string, buildArgs: Record<string, string> = {}, sub = 'app') {
+async function keyAt(
+  commitId: string,
+  buildArgs: Record<string, string> = {},
+  sub = 'app',
+  dockerfilePath = `${sub}/Dockerfile`,
+) {
   const repo = GitRepo.open(
     join(dir, `git-${n++}`),
     {
@@ -57,14 +62,11 @@ async function keyAt(commitId: string, buildArgs: Record<string, string> = {}, s
     { allowFileRemotes: true, timeoutMs: 30_000 },
   );
   const fetched = await repo.fetch(await repo.resolveCommit());
-  const snapshot = await readSnapshot(repo, fetched, {
-    dockerfilePath: `${sub}/Dockerfile`,
-    contextPath: sub,
-  });
+  const snapshot = await readSnapshot(repo, fetched, { dockerfilePath, contextPath: sub });
   const prepared = await prepareInputs(snapshot, {
     buildArgs,
     version: '',
-    workspacePaths: { dockerfilePath: `${sub}/Dockerfile`, contextPath: sub },
+    workspacePaths: { dockerfilePath, contextPath: sub },
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
   });
   return { key: buildKey(prepared.inputs), inputs: prepared.inputs };
@@ -125,6 +127,24 @@ test('a COPY source through a symlink (buildah follows it): what the link points
   assert.notEqual(target.key, first.key, 'the file under the linked directory changed');
   const parent = await keyAt(await commit({ 'linked/bin/run.sh': 'echo 2\n' }), {}, 'linked');
   assert.notEqual(parent.key, target.key, 'the file reached through a linked parent changed');
+});
+
+test('a context path that is a symlink in the repository: the files it points at are in the key', async () => {
+  await commit({
+    'docker/Dockerfile': 'FROM busybox\nCOPY x /x\n',
+    'services/api/x': 'v1\n',
+  });
+  await mkdir(join(origin, 'deploy'), { recursive: true });
+  await symlink('../services/api', join(origin, 'deploy/api'));
+  const first = await keyAt(await commit({}, 'link'), {}, 'deploy/api', 'docker/Dockerfile');
+  assert.deepEqual(Object.keys(first.inputs.files), ['x']);
+  const changed = await keyAt(
+    await commit({ 'services/api/x': 'v2\n' }),
+    {},
+    'deploy/api',
+    'docker/Dockerfile',
+  );
+  assert.notEqual(changed.key, first.key);
 });
 
 test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths confined', async () => {

@@ -11,7 +11,7 @@ import type { GitRepo } from './git-source.ts';
 /** What a commit holds for a build: cacheable by (remote, commit, paths). */
 export interface SourceSnapshot {
   commit: string;
-  /** Repository-relative paths. */
+  /** Repository-relative paths (the context's with its symlinks followed). */
   dockerfilePath: string;
   contextPath: string;
   dockerfile: string;
@@ -25,12 +25,14 @@ export async function readSnapshot(
   paths: { dockerfilePath: string; contextPath: string },
   signal?: AbortSignal,
 ): Promise<SourceSnapshot> {
-  const entries = await repo.listTree(commit, paths.contextPath, signal);
+  // A context reached through a symlink is its target's tree (as the checkout buildah reads has it).
+  const contextPath = await repo.resolvePath(commit, paths.contextPath, signal);
+  const entries = await repo.listTree(commit, contextPath, signal);
   // Files of the context are read by the blob id the listing gave; others (and symlinks) by path.
   const read = async (path: string, max?: number) => {
-    const inContext = paths.contextPath === '' || path.startsWith(`${paths.contextPath}/`);
+    const inContext = contextPath === '' || path.startsWith(`${contextPath}/`);
     if (!inContext) return repo.readFile(commit, path, signal, max);
-    const name = paths.contextPath === '' ? path : path.slice(paths.contextPath.length + 1);
+    const name = contextPath === '' ? path : path.slice(contextPath.length + 1);
     const entry = entries.find((e) => e.path === name);
     if (!entry) return undefined;
     if (entry.mode === '100644' || entry.mode === '100755') return repo.readBlob(entry.id, signal, max, path);
@@ -42,12 +44,11 @@ export async function readSnapshot(
       `could not find Dockerfile at ${JSON.stringify(paths.dockerfilePath)} in commit ${commit}`,
     );
   }
-  const ignore = await read(
-    paths.contextPath === '' ? '.dockerignore' : `${paths.contextPath}/.dockerignore`,
-  );
+  const ignore = await read(contextPath === '' ? '.dockerignore' : `${contextPath}/.dockerignore`);
   return {
     commit,
-    ...paths,
+    dockerfilePath: paths.dockerfilePath,
+    contextPath,
     dockerfile: bytes.toString('utf8'),
     ignorePatterns: ignore ? dockerignorePatterns(ignore.toString('utf8')) : [],
     entries,

@@ -245,6 +245,46 @@ export class GitRepo {
     return entries;
   }
 
+  /** The tree entry at `path` (no symlink followed): mode, type and object id; undefined when absent. */
+  private async entry(
+    commit: string,
+    path: string,
+    signal?: AbortSignal,
+  ): Promise<{ mode: string; type: string; id: string } | undefined> {
+    const out = await this.git(this.dir('ls-tree', '-z', '--full-tree', commit, '--', path), signal);
+    const rec = out.split('\0')[0];
+    if (!rec) return undefined;
+    const [mode, type, id] = rec.slice(0, rec.indexOf('\t')).split(' ') as [string, string, string];
+    return { mode, type, id };
+  }
+
+  /**
+   * `path` at `commit` with every symlink on the way followed (a checkout resolves them so, and so does
+   * buildah); links that leave the repository are refused. Absent components are kept as written.
+   */
+  async resolvePath(commit: string, path: string, signal?: AbortSignal): Promise<string> {
+    let done: string[] = [];
+    const rest = path.split('/').filter((p) => p !== '');
+    for (let hops = 0; rest.length > 0; ) {
+      const name = rest.shift() as string;
+      const here = [...done, name].join('/');
+      const e = await this.entry(commit, here, signal);
+      if (!e) return [here, ...rest].join('/');
+      if (e.mode !== '120000') {
+        done.push(name);
+        continue;
+      }
+      if (++hops > 8) throw invalidArgument(`${path}: too many levels of symbolic links`);
+      const text = (await this.readBlob(e.id, signal, 4096, here)).toString('utf8');
+      const target = posix.normalize(posix.join(done.join('/') || '.', text));
+      if (posix.isAbsolute(text) || target === '..' || target.startsWith('../')) {
+        throw invalidArgument(`${path} goes through a symlink that leaves the repository`);
+      }
+      done = target === '.' ? [] : target.split('/');
+    }
+    return done.join('/');
+  }
+
   /** A file's bytes at `commit`, following symlinks inside the repository; undefined when absent. */
   async readFile(
     commit: string,
@@ -252,23 +292,9 @@ export class GitRepo {
     signal?: AbortSignal,
     maxBytes = 1 << 20,
   ): Promise<Buffer | undefined> {
-    let current = path;
-    for (let hop = 0; hop < 8; hop++) {
-      const out = await this.git(this.dir('ls-tree', '-z', '--full-tree', commit, '--', current), signal);
-      const rec = out.split('\0')[0];
-      if (!rec) return undefined;
-      const [mode, type, id] = rec.slice(0, rec.indexOf('\t')).split(' ') as [string, string, string];
-      if (type !== 'blob') return undefined;
-      const bytes = await this.readBlob(id, signal, maxBytes, path);
-      if (mode !== '120000') return bytes;
-      const text = bytes.toString('utf8');
-      const target = posix.normalize(posix.join(posix.dirname(current), text));
-      if (target.startsWith('../') || target === '..' || posix.isAbsolute(text)) {
-        throw invalidArgument(`${path} is a symlink that leaves the repository`);
-      }
-      current = target;
-    }
-    throw invalidArgument(`${path}: too many levels of symbolic links`);
+    const e = await this.entry(commit, await this.resolvePath(commit, path, signal), signal);
+    if (e?.type !== 'blob') return undefined;
+    return this.readBlob(e.id, signal, maxBytes, path);
   }
 
   /** A blob's bytes (text: runCommand decodes UTF-8), refused past `maxBytes`. */
