@@ -2,7 +2,7 @@
 // (existing image → one success at once; identical requests in flight join the running build; a bounded
 // number of builds run, the rest wait in a queue and say so; each has a timeout; a caller leaving does not
 // stop a build; shutdown cancels builds and removes their work), Logs and ListBuilds.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdir, realpath, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { LRUCache } from 'lru-cache';
@@ -213,6 +213,17 @@ class Slots {
   }
 }
 
+/**
+ * What a fetch of `g` is cached under: the remote and the credentials that fetched it, so a caller
+ * without access to a private repository never gets what another caller's credentials fetched.
+ */
+function fetchedBy(g: GitSource): string {
+  const who = g.auth
+    ? createHash('sha256').update(`${g.auth.username}\0${g.auth.password}`).digest('hex')
+    : '';
+  return `${g.remoteUri}\0${who}`;
+}
+
 const SNAPSHOT_ENTRIES = 2_000_000;
 const FETCHED_KEEP_MS = 120_000;
 const PLAN_FETCHES = 8;
@@ -332,7 +343,7 @@ export class Builder {
     const dir = join(this.o.stateDir, 'work', `plan-${randomUUID()}`);
     const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
     const commit = await repo.resolveCommit(signal);
-    const cacheKey = commit && `${g.remoteUri}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
+    const cacheKey = commit && `${fetchedBy(g)}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
     const cached = cacheKey
       ? (this.snapshots.get(cacheKey) ?? this.loadingSnapshots.get(cacheKey))
       : undefined;
@@ -345,7 +356,7 @@ export class Builder {
         const fetched = await repo.fetch(commit);
         const snapshot = await readSnapshot(repo, fetched, paths);
         if (cacheKey) this.snapshots.set(cacheKey, snapshot);
-        keep = this.keepFetched(`${g.remoteUri}\0${fetched}`, dir);
+        keep = this.keepFetched(`${fetchedBy(g)}\0${fetched}`, dir);
         return snapshot;
       } finally {
         this.fetchSlots.release();
@@ -369,11 +380,12 @@ export class Builder {
   }
 
   /** A git directory planning already fetched for this commit (its `git` subdirectory), now the caller's. */
-  private takeFetched(remote: string, commit: string): string | undefined {
-    const entry = this.fetched.get(`${remote}\0${commit}`);
+  private takeFetched(g: GitSource, commit: string): string | undefined {
+    const key = `${fetchedBy(g)}\0${commit}`;
+    const entry = this.fetched.get(key);
     if (!entry) return undefined;
     clearTimeout(entry.timer);
-    this.fetched.delete(`${remote}\0${commit}`);
+    this.fetched.delete(key);
     return entry.dir;
   }
 
@@ -653,7 +665,7 @@ export class Builder {
       timeoutMs: this.o.gitTimeoutMs,
     });
     const commit = d.snapshot.commit;
-    const handed = this.takeFetched(g.remoteUri, commit);
+    const handed = this.takeFetched(g, commit);
     if (handed) {
       await rename(join(handed, 'git'), repo.gitDir);
       await rm(handed, { recursive: true, force: true });

@@ -11,9 +11,12 @@ import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
-import type { BuildEngine } from '../../src/builder/orchestrator.ts';
+import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
+import { NO_AUTH } from '../../src/builder/registry-auth.ts';
+import { errorKind } from '../../src/errors.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
+import { startGitHttp } from '../helpers/git-http.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
 import { pushTwoPlatformIndex } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
@@ -291,6 +294,46 @@ test('a build that starts while the layer cache is being trimmed waits for the t
     assert.equal(engine.builtDuringTrim, false, 'buildah must not build while the trim removes images');
   } finally {
     engine.finishTrim();
+    engine.release();
+    await b.close();
+  }
+});
+
+test('a private repository’s commit, planned for a caller with credentials, is not built for one without', async (t) => {
+  const gitAuth = { username: 'gituser', password: 'git-secret' };
+  const http = await startGitHttp(dir, t, gitAuth);
+  const commit = await repo.commit({
+    'private/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`,
+    'private/x': 'p\n',
+  });
+  const req = (auth?: typeof gitAuth): BuildRequestSpec => {
+    const r = dockerfileRequest(http.url('app'), 'private');
+    const source = r.source as Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
+    source.git = { ...source.git, targetMode: 'remoteCommit', cloneTarget: commit, ...(auth && { auth }) };
+    return r;
+  };
+  const engine = new GatedEngine(busybox);
+  const b = await start('private', engine);
+  let stop = false;
+  try {
+    const planned = await b.builder.resolveWorkspaceImage(req(gitAuth).source, NO_AUTH, false);
+    assert.equal(planned.exists, false);
+    await assert.rejects(
+      b.builder.resolveWorkspaceImage(req().source, NO_AUTH, false),
+      (e) => errorKind(e) === 'Unavailable',
+    );
+    const attempt = all(b.builder.build(req())).then(
+      (u) => `built: ${u.at(-1)?.status}`,
+      (e: unknown) => errorKind(e),
+    );
+    const asked = (async () => {
+      while (!stop && engine.jobs.length === 0) await new Promise((r) => setTimeout(r, 20));
+      return 'the engine was asked to build';
+    })();
+    const outcome = await Promise.race([attempt, asked]);
+    assert.equal(outcome, 'Unavailable');
+  } finally {
+    stop = true;
     engine.release();
     await b.close();
   }
