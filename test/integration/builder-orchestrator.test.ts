@@ -9,7 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
-import { callUnary, createClient } from '../../src/api/grpc/client.ts';
+import { callServerStream, callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
 import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
 import { NO_AUTH } from '../../src/builder/registry-auth.ts';
@@ -335,6 +335,36 @@ test('a private repository’s commit, planned for a caller with credentials, is
   } finally {
     stop = true;
     engine.release();
+    await b.close();
+  }
+});
+
+test('BuildInfo.log_info names the port the builder listens on, also when it was picked at start', async () => {
+  const engine = new GatedEngine(busybox);
+  const b = await start('logurl', engine);
+  const client = createClient(`127.0.0.1:${b.port}`);
+  try {
+    const stream = callServerStream(client, ImageBuilder.method.build, {
+      source: {
+        from: {
+          case: 'file',
+          value: {
+            source: { spec: { case: 'git', value: { remoteUri: repo.url } } },
+            dockerfilePath: 'c/Dockerfile',
+            contextPath: 'c',
+          },
+        },
+      },
+      forceRebuild: true,
+    });
+    let url = '';
+    const released = engine.started(1).then(() => engine.release());
+    for await (const res of stream) if (res.info) url ||= res.info.logInfo?.url ?? '';
+    await released;
+    assert.equal(url, `grpc://127.0.0.1:${b.port}`);
+  } finally {
+    engine.release();
+    client.close();
     await b.close();
   }
 });
