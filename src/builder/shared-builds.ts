@@ -42,6 +42,13 @@ const RENEW =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
 const RELEASE =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
+// A log's entries from the ARGV[1]-th ever appended, with how many were ever appended; the list is
+// trimmed at its head, so positions in it shift and are counted from the total instead.
+const READ_LOG =
+  "local n = tonumber(redis.call('GET', KEYS[2]) or '0') " +
+  "local from = tonumber(ARGV[1]) - (n - redis.call('LLEN', KEYS[1])) " +
+  'if from < 0 then from = 0 end ' +
+  "return {n, redis.call('LRANGE', KEYS[1], from, -1)}";
 
 function redisClient(url: string, credentials: RedisCredentials) {
   const c = redisConnection(url, credentials);
@@ -155,7 +162,15 @@ export class SharedBuilds {
 
   appendLog(id: string, text: string): Promise<unknown> {
     const key = this.log(id);
-    return this.client.multi().rPush(key, text).lTrim(key, -this.maxLog, -1).pExpire(key, this.keep).exec();
+    const count = `${key}:n`;
+    return this.client
+      .multi()
+      .rPush(key, text)
+      .incr(count)
+      .lTrim(key, -this.maxLog, -1)
+      .pExpire(key, this.keep)
+      .pExpire(count, this.keep)
+      .exec();
   }
 
   /** Marks a shared log complete. */
@@ -224,8 +239,11 @@ export class SharedBuilds {
         this.client.exists(this.owner(ref)),
       ]);
       const over = done === 1 || owned === 0;
-      const items = await this.client.lRange(this.log(id), next, -1);
-      next += items.length;
+      const [total, items] = (await this.client.eval(READ_LOG, {
+        keys: [this.log(id), `${this.log(id)}:n`],
+        arguments: [String(next)],
+      })) as [number, string[]];
+      next = total;
       if (items.length > 0) yield Buffer.from(items.join(''));
       if (over || signal?.aborted) return;
       await this.sleep(signal);
