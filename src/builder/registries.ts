@@ -22,10 +22,8 @@ const RETRYING = {
 export class RegistryAccess {
   private readonly options: RegistryAccessOptions;
   private readonly own: [RegistryClient, RegistryClient];
-  private readonly byPolicy = new LRUCache<string, RegistryClient>({
-    max: 64,
-    dispose: (client) => void client.close(),
-  });
+  // Not closed when pushed out: a build may still be using it (its idle connections close by themselves).
+  private readonly byPolicy = new LRUCache<string, RegistryClient>({ max: 64 });
 
   constructor(options: RegistryAccessOptions) {
     this.options = options;
@@ -78,7 +76,8 @@ export class RegistryAccess {
   }
 
   async close(): Promise<void> {
+    const cached = [...this.byPolicy.values()];
     this.byPolicy.clear();
-    await Promise.all(this.own.map((c) => c.close()));
+    await Promise.all([...cached, ...this.own].map((c) => c.close()));
   }
 }
