@@ -147,6 +147,18 @@ test('a context path that is a symlink in the repository: the files it points at
   assert.notEqual(changed.key, first.key);
 });
 
+test('a context with a .containerignore: buildah reads it instead of .dockerignore, and so does the key', async () => {
+  await commit({
+    'ci/Dockerfile': 'FROM busybox\nCOPY . /x\n',
+    'ci/.dockerignore': 'skipped\n',
+    'ci/.containerignore': 'nothing\n',
+    'ci/skipped': 'v1\n',
+  });
+  const first = await keyAt(git('rev-parse', 'HEAD'), {}, 'ci');
+  const changed = await keyAt(await commit({ 'ci/skipped': 'v2\n' }), {}, 'ci');
+  assert.notEqual(changed.key, first.key, 'buildah copies the file .dockerignore names');
+});
+
 test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths confined', async () => {
   const head = git('rev-parse', 'HEAD');
   const open = (targetMode: 'remoteHead' | 'remoteBranch', cloneTarget = '') =>

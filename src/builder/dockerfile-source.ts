@@ -1,5 +1,5 @@
 // From a commit of a git source to the inputs of its Dockerfile build: the Dockerfile's bytes, the
-// .dockerignore patterns and the context's files (all read from git objects, no checkout), then the
+// ignore-file patterns and the context's files (all read from git objects, no checkout), then the
 // analysis, the files the build reads and the external images pinned to digests.
 import { createHash } from 'node:crypto';
 import { failedPrecondition } from '../errors.ts';
@@ -44,7 +44,9 @@ export async function readSnapshot(
       `could not find Dockerfile at ${JSON.stringify(paths.dockerfilePath)} in commit ${commit}`,
     );
   }
-  const ignore = await read(contextPath === '' ? '.dockerignore' : `${contextPath}/.dockerignore`);
+  // buildah reads .containerignore when there is one, and .dockerignore only when not.
+  const inRoot = (name: string) => (contextPath === '' ? name : `${contextPath}/${name}`);
+  const ignore = (await read(inRoot('.containerignore'))) ?? (await read(inRoot('.dockerignore')));
   return {
     commit,
     dockerfilePath: paths.dockerfilePath,
