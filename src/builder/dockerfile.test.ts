@@ -120,3 +120,18 @@ function catchErr(fn: () => unknown): unknown {
   }
   throw new Error('expected a throw');
 }
+
+test('an image a RUN --mount reads (from=) is pinned and keyed like COPY --from', () => {
+  const text =
+    'FROM busybox AS b\nRUN --mount=type=bind,from=alpine:3,target=/m --mount=type=cache,target=/c,from=b cat /m/x\n';
+  const a = analyzeDockerfile(text);
+  assert.deepEqual(
+    a.images.map((u) => u.image),
+    ['busybox', 'alpine:3'],
+  );
+  assert.equal(a.contextSources, 'all');
+  assert.equal(
+    pinImages(text, a.images, (i) => `${i.split(':')[0]}@sha256:abc`),
+    'FROM busybox@sha256:abc AS b\nRUN --mount=type=bind,from=alpine@sha256:abc,target=/m --mount=type=cache,target=/c,from=b cat /m/x\n',
+  );
+});

@@ -1,7 +1,8 @@
 // What a Dockerfile reads from outside itself, found with a kept parser (dockerfile-ast): the images its
-// FROM lines and `COPY --from` flags name (with global ARGs and build args substituted, stage names told
-// apart), and the context paths its COPY/ADD instructions read. The same parse pins the images: the
-// Dockerfile buildah runs has every external image replaced by the digest the build key hashed.
+// FROM lines, `COPY --from` and `RUN --mount=…,from=` flags name (with global ARGs and build args
+// substituted, stage names told apart), and the context paths its COPY/ADD instructions read. The same
+// parse pins the images: the Dockerfile buildah runs has every external image replaced by the digest the
+// build key hashed.
 import { DockerfileParser, type Instruction } from 'dockerfile-ast';
 import { invalidArgument } from '../errors.ts';
 
@@ -68,9 +69,34 @@ interface FlagLike {
   } | null;
 }
 
+function flags(instruction: Instruction): FlagLike[] {
+  return (instruction as { getFlags?: () => FlagLike[] }).getFlags?.() ?? [];
+}
+
 function flag(instruction: Instruction, name: string): FlagLike | undefined {
-  const flags = (instruction as { getFlags?: () => FlagLike[] }).getFlags?.();
-  return flags?.find((f) => f.getName() === name);
+  return flags(instruction).find((f) => f.getName() === name);
+}
+
+/** The image a `--mount=…,from=<image>` names (not a stage), with where its name sits. */
+function mountImages(mount: FlagLike, stages: ReadonlySet<string>): ImageUse[] {
+  const value = mount.getValue() ?? '';
+  const r = mount.getValueRange();
+  const out: ImageUse[] = [];
+  let offset = 0;
+  for (const option of value.split(',')) {
+    const from = option.toLowerCase().startsWith('from=') ? option.slice('from='.length) : '';
+    if (from !== '' && !stages.has(from.toLowerCase()) && r) {
+      if (from.includes('$') || r.start.line !== r.end.line) {
+        throw invalidArgument(
+          `Dockerfile line ${r.start.line + 1}: a RUN --mount image with variables or split over lines is not supported`,
+        );
+      }
+      const start = r.start.character + offset + 'from='.length;
+      out.push({ image: from, range: { line: r.start.line, start, end: start + from.length } });
+    }
+    offset += option.length + 1;
+  }
+  return out;
 }
 
 /** The non-flag arguments of COPY/ADD, in JSON or shell form. */
@@ -159,8 +185,11 @@ export function analyzeDockerfile(
       keyword === 'RUN' &&
       (flag(instruction, 'mount') || /(^|\s)--mount[=\s]/.test(instruction.getArgumentsContent() ?? ''))
     ) {
-      // A bind mount reads the context (or another image) in ways not followed here.
+      // A bind mount reads the context in ways not followed here; an image it names is pinned and keyed.
       readsAll = true;
+      for (const mount of flags(instruction).filter((f) => f.getName() === 'mount')) {
+        images.push(...mountImages(mount, stages));
+      }
       continue;
     }
     if (keyword !== 'COPY' && keyword !== 'ADD') continue;
