@@ -159,6 +159,15 @@ test('a context with a .containerignore: buildah reads it instead of .dockerigno
   assert.notEqual(changed.key, first.key, 'buildah copies the file .dockerignore names');
 });
 
+test(".gitattributes that change how the checkout writes a COPY'd file change the key", async () => {
+  await commit({ 'ga/Dockerfile': 'FROM busybox\nCOPY run.sh /run.sh\n', 'ga/run.sh': 'echo 1\n' });
+  const first = await keyAt(git('rev-parse', 'HEAD'), {}, 'ga');
+  const root = await keyAt(await commit({ '.gitattributes': 'run.sh text eol=crlf\n' }), {}, 'ga');
+  assert.notEqual(root.key, first.key, 'an attributes file above the context');
+  const inside = await keyAt(await commit({ 'ga/.gitattributes': 'run.sh -text\n' }), {}, 'ga');
+  assert.notEqual(inside.key, root.key, "an attributes file in the context, not COPY'd itself");
+});
+
 test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths confined', async () => {
   const head = git('rev-parse', 'HEAD');
   const open = (targetMode: 'remoteHead' | 'remoteBranch', cloneTarget = '') =>

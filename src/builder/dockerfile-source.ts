@@ -17,6 +17,27 @@ export interface SourceSnapshot {
   dockerfile: string;
   ignorePatterns: string[];
   entries: ContextEntry[];
+  /** The .gitattributes files above the context (paths relative to it: `../.gitattributes`, …). */
+  attributes: ContextEntry[];
+}
+
+const ATTRIBUTES = '.gitattributes';
+
+/** .gitattributes above `contextPath`: they decide how the checkout writes the context's files. */
+async function attributesAbove(
+  repo: GitRepo,
+  commit: string,
+  contextPath: string,
+  signal?: AbortSignal,
+): Promise<ContextEntry[]> {
+  const parts = contextPath === '' ? [] : contextPath.split('/');
+  const out: ContextEntry[] = [];
+  for (let depth = 0; depth < parts.length; depth++) {
+    const dir = parts.slice(0, depth).join('/');
+    const e = await repo.entry(commit, dir === '' ? ATTRIBUTES : `${dir}/${ATTRIBUTES}`, signal);
+    if (e) out.push({ path: `${'../'.repeat(parts.length - depth)}${ATTRIBUTES}`, mode: e.mode, id: e.id });
+  }
+  return out;
 }
 
 export async function readSnapshot(
@@ -54,6 +75,7 @@ export async function readSnapshot(
     dockerfile: bytes.toString('utf8'),
     ignorePatterns: ignore ? dockerignorePatterns(ignore.toString('utf8')) : [],
     entries,
+    attributes: await attributesAbove(repo, commit, contextPath, signal),
   };
 }
 
@@ -81,6 +103,11 @@ export async function prepareInputs(
     ignorePatterns: snapshot.ignorePatterns,
     sources: analysis.contextSources,
   });
+  // The checkout applies every .gitattributes on the way (line endings, encodings): keyed whether read or not.
+  const attributes = [
+    ...snapshot.attributes,
+    ...snapshot.entries.filter((e) => e.path === ATTRIBUTES || e.path.endsWith(`/${ATTRIBUTES}`)),
+  ];
   const images: Record<string, string> = {};
   for (const use of analysis.images) images[imageKey(use)] ??= await options.pin(use.image, use.platform);
   return {
@@ -90,7 +117,7 @@ export async function prepareInputs(
       contextPath: options.workspacePaths.contextPath,
       dockerfile: createHash('sha256').update(snapshot.dockerfile).digest('hex'),
       images,
-      files: filesRecord(files),
+      files: filesRecord([...files, ...attributes]),
       buildArgs: { ...options.buildArgs },
       remoteSources: analysis.remoteSources,
       version: options.version,

@@ -246,7 +246,7 @@ export class GitRepo {
   }
 
   /** The tree entry at `path` (no symlink followed): mode, type and object id; undefined when absent. */
-  private async entry(
+  async entry(
     commit: string,
     path: string,
     signal?: AbortSignal,
