@@ -579,6 +579,44 @@ class LayerApplier {
   }
 }
 
+/** Entry types that never carry data in Go's archive/tar, whatever their size field says. */
+const HEADER_ONLY = new Set<Header['type']>([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
+
+/** The part of tar-stream's extractor that decides how much data follows a header. */
+interface ExtractInternals {
+  _header: Header | null;
+  _applyLongHeaders(): void;
+}
+
+/**
+ * A tar parser that frames entries as containerd's (Go's) reader does: a header-only entry is followed
+ * directly by the next header. tar-stream would take `size` bytes after a symlink or hardlink as its data,
+ * and so read a different archive than containerd and Go-based scanners: the entries in those bytes would
+ * vanish here, and bytes crafted to look like a long file there would hide later entries from them.
+ */
+function layerExtract(): tar.Extract {
+  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
+  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
+  const inner = extract as unknown as ExtractInternals;
+  const applyLong = inner._applyLongHeaders;
+  if (typeof applyLong !== 'function') {
+    throw internal('this tar-stream cannot be told that header-only entries have no data');
+  }
+  // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
+  inner._applyLongHeaders = function (this: ExtractInternals) {
+    applyLong.call(this);
+    if (this._header && HEADER_ONLY.has(this._header.type)) this._header.size = 0;
+  };
+  return extract;
+}
+
 /** The layer as the worker reads it: a whole file (read at offsets) or a stream of its bytes. */
 export type LayerSource = { file: LayerFile } | { stream: Readable };
 
@@ -608,8 +646,7 @@ export async function applyInThread(
       cb(null, chunk);
     },
   });
-  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
-  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
+  const extract = layerExtract();
   const how = opts.compression ?? 'auto';
   const source = 'file' in layer ? decompressFile(layer.file, how) : layer.stream;
   const piping =
