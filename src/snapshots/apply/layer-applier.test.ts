@@ -1,13 +1,18 @@
 // The applier's reading of tar framing, checked against what containerd's reader (Go's archive/tar)
 // makes of the same bytes: a layer must unpack to the same tree here as there.
 import assert from 'node:assert/strict';
-import { lstat, mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
+import { promisify } from 'node:util';
 import tar from 'tar-stream';
+import { isInvalidArgument } from '../../errors.ts';
 import { applyLayer } from './apply-layer.ts';
+
+const run = promisify(execFile);
 
 type Entry = { header: Pick<tar.Header, 'name' | 'type'> & Partial<tar.Header>; body?: Buffer };
 
@@ -90,4 +95,47 @@ describe('layer applier: tar framing as containerd reads it', () => {
       if (type === 'symlink') assert.ok((await lstat(join(root, 'node'))).isSymbolicLink());
     });
   }
+
+  // GNU tar's sparse files in PAX form: Go's reader (so containerd) gives the entry its real name and
+  // size from the GNU.sparse.* records and reads the holes back as zeros.
+  const sparseTar = async (version: string): Promise<{ bytes: Buffer; content: Buffer }> => {
+    const dir = join(base, `sparse-src-${++n}`);
+    await mkdir(dir);
+    const content = Buffer.alloc(3 * 1024 * 1024);
+    content.write('head', 0);
+    content.write('middle', 1024 * 1024 + 7);
+    content.write('tail', content.length - 4);
+    const fd = await open(join(dir, 'sp'), 'w');
+    // Written piecewise so the zeros between are holes that tar --sparse finds.
+    await fd.write(content.subarray(0, 4), 0, 4, 0);
+    await fd.write(Buffer.from('middle'), 0, 6, 1024 * 1024 + 7);
+    await fd.write(Buffer.from('tail'), 0, 4, content.length - 4);
+    await fd.close();
+    const out = join(dir, 'layer.tar');
+    await run('tar', [
+      '--format=posix',
+      '--sparse',
+      `--sparse-version=${version}`,
+      '-cf',
+      out,
+      '-C',
+      dir,
+      'sp',
+    ]);
+    return { bytes: await readFile(out), content };
+  };
+
+  for (const version of ['1.0', '0.1']) {
+    test(`a GNU sparse file (PAX format ${version}) is applied under its real name with its holes`, async () => {
+      const { bytes, content } = await sparseTar(version);
+      const root = await apply(bytes);
+      assert.deepEqual(await readdir(root), ['sp']);
+      assert.ok((await readFile(join(root, 'sp'))).equals(content));
+    });
+  }
+
+  test('a GNU sparse file of format 0.0 is refused, not written wrong', async () => {
+    const { bytes } = await sparseTar('0.0');
+    await assert.rejects(apply(bytes), isInvalidArgument);
+  });
 });

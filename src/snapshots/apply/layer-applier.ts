@@ -53,6 +53,7 @@ import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
+import { type SparseFile, sparseOf, writeSparse } from './sparse.ts';
 
 const run = promisify(execFile);
 
@@ -93,6 +94,7 @@ const ARCHIVE_FAULTS = new Set([
   'ENOENT',
   'EMLINK',
   'ENOTEMPTY',
+  'EFBIG',
 ]);
 
 /** File-system errors caused by what the archive asks for are the archive's fault; the rest are ours. */
@@ -281,7 +283,12 @@ class LayerApplier {
     if (++this.entries > this.maxEntries) {
       throw invalidArgument(`layer has more than ${this.maxEntries} entries`);
     }
-    const name = header.name;
+    const sparse = sparseOf(header.pax, header.size ?? 0);
+    if (sparse && header.type !== 'file') {
+      throw invalidArgument(`layer entry ${JSON.stringify(header.name)} has GNU sparse records but no data`);
+    }
+    // A sparse file's stored name is a stand-in; its records carry the real one.
+    const name = sparse?.name ?? header.name;
     const parts = cleanName(name);
     if (parts.length === 0) {
       this.skip('root', name);
@@ -316,7 +323,7 @@ class LayerApplier {
       }
       const dir = await this.parentOf(parentParts, true);
       const rel = [...dir!, base].join('/');
-      await this.write(header, entry, rel);
+      await this.write(header, entry, rel, sparse);
       this.unpacked.add(rel);
     } catch (err) {
       throw mapFsError(err, name);
@@ -396,7 +403,7 @@ class LayerApplier {
     fchmod(fd, (header.mode ?? 0) & 0o7777);
   }
 
-  private async write(header: Header, entry: Body, rel: string): Promise<void> {
+  private async write(header: Header, entry: Body, rel: string, sparse?: SparseFile): Promise<void> {
     const abs = this.abs(rel);
     const existing = lstatOrUndefined(abs);
     const type = header.type;
@@ -425,7 +432,8 @@ class LayerApplier {
         if (existing) this.remove(abs, existing);
         const fd = open(abs, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, 0o600);
         try {
-          if ((header.size ?? 0) <= SYNC_WRITE_BYTES) {
+          if (sparse) await writeSparse(fd, body(entry), sparse);
+          else if ((header.size ?? 0) <= SYNC_WRITE_BYTES) {
             for await (const chunk of body(entry)) writeAll(fd, chunk);
           } else await writeBatched(fd, body(entry));
           this.metaByHandle(fd, header);
