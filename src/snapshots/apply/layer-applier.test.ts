@@ -2,6 +2,7 @@
 // makes of the same bytes: a layer must unpack to the same tree here as there.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { lstat, mkdir, mkdtemp, open, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -136,6 +137,32 @@ describe('layer applier: tar framing as containerd reads it', () => {
 
   test('a GNU sparse file of format 0.0 is refused, not written wrong', async () => {
     const { bytes } = await sparseTar('0.0');
+    await assert.rejects(apply(bytes), isInvalidArgument);
+  });
+
+  // Go's reader ends the archive at two zero blocks (containerd then only hashes the rest), and takes a
+  // zero block followed by a header as corrupt. A reader that reads on applies entries nobody else sees.
+  test('entries after the end-of-archive blocks are not applied, but are in the diff_id', async () => {
+    const bytes = Buffer.concat([
+      await tarOf([file('a', 'a')]),
+      await tarOf([file('hidden', 'after the end')]),
+    ]);
+    const root = join(base, `root-${++n}`);
+    await mkdir(root);
+    const r = await applyLayer(root, Readable.from([bytes]), { chown: false });
+    assert.deepEqual(await readdir(root), ['a']);
+    assert.equal(r.diffId, `sha256:${createHash('sha256').update(bytes).digest('hex')}`);
+    assert.equal(r.size, bytes.length);
+  });
+
+  test('bytes that are no tar after the end-of-archive blocks are only hashed', async () => {
+    const root = await apply(Buffer.concat([await tarOf([file('a', 'a')]), Buffer.from('x'.repeat(100))]));
+    assert.deepEqual(await readdir(root), ['a']);
+  });
+
+  test('a single zero block followed by a header is refused', async () => {
+    const a = await tarOf([file('a', 'a')], true);
+    const bytes = Buffer.concat([a, Buffer.alloc(512), await tarOf([file('hidden', 'x')])]);
     await assert.rejects(apply(bytes), isInvalidArgument);
   });
 });

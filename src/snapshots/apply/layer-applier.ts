@@ -597,32 +597,53 @@ const HEADER_ONLY = new Set<Header['type']>([
   'fifo',
 ]);
 
-/** The part of tar-stream's extractor that decides how much data follows a header. */
+/** The parts of tar-stream's extractor that frame entries and find the end of the archive. */
 interface ExtractInternals {
   _header: Header | null;
+  _buffer: { buffered: number; shift(size: number): unknown };
   _applyLongHeaders(): void;
+  _consumeHeader(): boolean;
+  _write(data: Buffer, cb: (err?: Error | null) => void): void;
 }
 
 /**
- * A tar parser that frames entries as containerd's (Go's) reader does: a header-only entry is followed
- * directly by the next header. tar-stream would take `size` bytes after a symlink or hardlink as its data,
- * and so read a different archive than containerd and Go-based scanners: the entries in those bytes would
- * vanish here, and bytes crafted to look like a long file there would hide later entries from them.
+ * A tar parser that reads the archive containerd's (Go's) reader reads:
+ * - a header-only entry (symlink, hardlink, device, fifo, directory) is followed directly by the next
+ *   header. tar-stream would take `size` bytes after it as its data: the entries in those bytes would
+ *   vanish here, and bytes crafted to look like a long file to Go would hide later entries from it.
+ * - two zero blocks end the archive; what follows is only hashed (containerd reads it for the diff_id),
+ *   where tar-stream would read on and apply entries no other reader sees.
+ * - a zero block followed by a header is corrupt: such entries come out in `refused`.
  */
-function layerExtract(): tar.Extract {
+function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
   const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
   const inner = extract as unknown as ExtractInternals;
-  const applyLong = inner._applyLongHeaders;
-  if (typeof applyLong !== 'function') {
-    throw internal('this tar-stream cannot be told that header-only entries have no data');
+  const { _applyLongHeaders: applyLong, _consumeHeader: consumeHeader, _write: write } = inner;
+  if (![applyLong, consumeHeader, write].every((f) => typeof f === 'function')) {
+    throw internal('this tar-stream cannot be made to frame entries as containerd does');
   }
+  const refused = new WeakSet<object>();
+  let zeroBlocks = 0;
   // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
   inner._applyLongHeaders = function (this: ExtractInternals) {
     applyLong.call(this);
-    if (this._header && HEADER_ONLY.has(this._header.type)) this._header.size = 0;
+    const header = this._header;
+    if (!header) return;
+    if (HEADER_ONLY.has(header.type)) header.size = 0;
+    if (zeroBlocks > 0) refused.add(header);
   };
-  return extract;
+  // A zero block leaves no header behind.
+  inner._consumeHeader = function (this: ExtractInternals) {
+    const consumed = consumeHeader.call(this);
+    if (consumed && this._header === null && ++zeroBlocks === 2) this._buffer.shift(this._buffer.buffered);
+    return consumed;
+  };
+  inner._write = function (this: ExtractInternals, data, cb) {
+    if (zeroBlocks >= 2) cb(null);
+    else write.call(this, data, cb);
+  };
+  return { extract, refused };
 }
 
 /** The layer as the worker reads it: a whole file (read at offsets) or a stream of its bytes. */
@@ -654,7 +675,7 @@ export async function applyInThread(
       cb(null, chunk);
     },
   });
-  const extract = layerExtract();
+  const { extract, refused } = layerExtract();
   const how = opts.compression ?? 'auto';
   const source = 'file' in layer ? decompressFile(layer.file, how) : layer.stream;
   const piping =
@@ -670,6 +691,11 @@ export async function applyInThread(
   try {
     for await (const entry of extract) {
       opts.signal?.throwIfAborted();
+      if (refused.has(entry.header)) {
+        throw invalidArgument(
+          `invalid layer tar: a zero block before entry ${JSON.stringify(entry.header.name)}`,
+        );
+      }
       await applier.apply(entry.header as Header, entry as Body);
     }
     await piping;
