@@ -51,13 +51,24 @@ async function tarOf(entries: readonly Entry[], open = false): Promise<Buffer> {
   return open ? all.subarray(0, all.length - 1024) : all;
 }
 
-/** Sets the size field of the header block at `at` and fixes its checksum. */
-function setSize(buf: Buffer, at: number, size: number): void {
-  buf.write(`${size.toString(8).padStart(11, '0')}\0`, at + 124, 'latin1');
+/** Changes the header block at `at` (its size field, its typeflag) and fixes its checksum. */
+function patchHeader(buf: Buffer, at: number, change: { size?: number; typeflag?: string }): void {
+  if (change.size !== undefined) {
+    buf.write(`${change.size.toString(8).padStart(11, '0')}\0`, at + 124, 'latin1');
+  }
+  if (change.typeflag !== undefined) buf.write(change.typeflag, at + 156, 'latin1');
   buf.fill(0x20, at + 148, at + 156);
   let sum = 0;
   for (let i = at; i < at + 512; i++) sum += buf[i]!;
   buf.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1');
+}
+
+/** A PAX record: its own length in decimal, then `key=value`. */
+function paxRecord(key: string, value: string): string {
+  const rest = ` ${key}=${value}\n`;
+  let len = rest.length + 1;
+  while (`${len}${rest}`.length !== len) len++;
+  return `${len}${rest}`;
 }
 
 const file = (name: string, content: string): Entry => ({
@@ -89,7 +100,7 @@ describe('layer applier: tar framing as containerd reads it', () => {
       const head = await tarOf([file('target', 't'), { header: { name: 'node', type, linkname: 'target' } }]);
       const hidden = await tarOf([file('hidden', 'seen by containerd')], true);
       const bytes = Buffer.concat([head.subarray(0, head.length - 1024), hidden, Buffer.alloc(1024)]);
-      setSize(bytes, 1024, hidden.length); // the node's header, after target's header and body
+      patchHeader(bytes, 1024, { size: hidden.length }); // the node's header, after target's header and body
       const root = await apply(bytes);
       assert.equal(await readFile(join(root, 'hidden'), 'utf8'), 'seen by containerd');
       assert.deepEqual((await readdir(root)).sort(), ['hidden', 'node', 'target']);
@@ -164,5 +175,33 @@ describe('layer applier: tar framing as containerd reads it', () => {
     const a = await tarOf([file('a', 'a')], true);
     const bytes = Buffer.concat([a, Buffer.alloc(512), await tarOf([file('hidden', 'x')])]);
     await assert.rejects(apply(bytes), isInvalidArgument);
+  });
+
+  // Go's reader returns a global PAX header as an entry of its own, which containerd ignores; it never
+  // changes the entries after it. tar-stream merges it into every entry that has PAX records of its own.
+  test('a global PAX header changes no entry after it', async () => {
+    const bytes = await tarOf([
+      file('pax_global_header', paxRecord('path', 'hijacked')),
+      file('PaxHeader/a', paxRecord('mtime', '1600000000')),
+      file('a', 'a'),
+    ]);
+    patchHeader(bytes, 0, { typeflag: 'g' });
+    patchHeader(bytes, 1024, { typeflag: 'x' });
+    const root = await apply(bytes);
+    assert.deepEqual(await readdir(root), ['a']);
+  });
+
+  // In Go's reader a GNU long name overrides a PAX path (containerd writes the GNU name); tar-stream lets
+  // the PAX path win.
+  test('a GNU long name wins over a PAX path, as in Go', async () => {
+    const long = `${'d'.repeat(120)}/from-gnu`;
+    const bytes = await tarOf([
+      file('././@LongLink', `${long}\0`),
+      { header: { name: 'from-pax', type: 'file', pax: { mtime: '1600000000' } }, body: Buffer.from('x') },
+    ]);
+    patchHeader(bytes, 0, { typeflag: 'L' });
+    const root = await apply(bytes);
+    assert.deepEqual(await readdir(root), ['d'.repeat(120)]);
+    assert.equal(await readFile(join(root, long), 'utf8'), 'x');
   });
 });

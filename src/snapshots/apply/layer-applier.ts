@@ -601,6 +601,10 @@ const HEADER_ONLY = new Set<Header['type']>([
 interface ExtractInternals {
   _header: Header | null;
   _buffer: { buffered: number; shift(size: number): unknown };
+  _gnuLongPath: string | null;
+  _gnuLongLinkPath: string | null;
+  _paxGlobal: Record<string, string> | null;
+  _decodeLongHeader(buf: Buffer): void;
   _applyLongHeaders(): void;
   _consumeHeader(): boolean;
   _write(data: Buffer, cb: (err?: Error | null) => void): void;
@@ -614,24 +618,38 @@ interface ExtractInternals {
  * - two zero blocks end the archive; what follows is only hashed (containerd reads it for the diff_id),
  *   where tar-stream would read on and apply entries no other reader sees.
  * - a zero block followed by a header is corrupt: such entries come out in `refused`.
+ * - a GNU long name or link name wins over a PAX path or linkpath (tar-stream lets PAX win).
+ * - a global PAX header changes no entry (containerd ignores it; tar-stream merges it into entries).
  */
 function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
   const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
   const inner = extract as unknown as ExtractInternals;
-  const { _applyLongHeaders: applyLong, _consumeHeader: consumeHeader, _write: write } = inner;
-  if (![applyLong, consumeHeader, write].every((f) => typeof f === 'function')) {
+  const {
+    _applyLongHeaders: applyLong,
+    _consumeHeader: consumeHeader,
+    _decodeLongHeader: decodeLong,
+    _write: write,
+  } = inner;
+  if (![applyLong, consumeHeader, decodeLong, write].every((f) => typeof f === 'function')) {
     throw internal('this tar-stream cannot be made to frame entries as containerd does');
   }
   const refused = new WeakSet<object>();
   let zeroBlocks = 0;
   // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
   inner._applyLongHeaders = function (this: ExtractInternals) {
+    const { _gnuLongPath: gnuName, _gnuLongLinkPath: gnuLink } = this;
     applyLong.call(this);
     const header = this._header;
     if (!header) return;
+    if (gnuName) header.name = gnuName;
+    if (gnuLink) header.linkname = gnuLink;
     if (HEADER_ONLY.has(header.type)) header.size = 0;
     if (zeroBlocks > 0) refused.add(header);
+  };
+  inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
+    decodeLong.call(this, buf);
+    this._paxGlobal = null;
   };
   // A zero block leaves no header behind.
   inner._consumeHeader = function (this: ExtractInternals) {
