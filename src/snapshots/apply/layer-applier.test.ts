@@ -204,4 +204,28 @@ describe('layer applier: tar framing as containerd reads it', () => {
     assert.deepEqual(await readdir(root), ['d'.repeat(120)]);
     assert.equal(await readFile(join(root, long), 'utf8'), 'x');
   });
+
+  // Go's reader makes a directory of an old-style regular file (typeflag NUL) whose final name ends in
+  // `/`, and of nothing else: a typeflag '0' entry named `x/` is a file, its data is its content.
+  test("a '0' entry named x/ is a file with its data, not a directory followed by headers", async () => {
+    const inner = await tarOf([file('hidden', 'x')], true);
+    const root = await apply(await tarOf([{ header: { name: 'x/', type: 'file' }, body: inner }]));
+    assert.deepEqual(await readdir(root), ['x']);
+    assert.ok((await readFile(join(root, 'x'))).equals(inner));
+  });
+
+  test('a NUL-typeflag entry whose GNU long name ends in / is a directory', async () => {
+    const bytes = await tarOf([file('././@LongLink', 'dir/\0'), file('x', '')]);
+    patchHeader(bytes, 0, { typeflag: 'L' });
+    patchHeader(bytes, 1024, { typeflag: '\0' });
+    const root = await apply(bytes);
+    assert.ok((await lstat(join(root, 'dir'))).isDirectory());
+  });
+
+  // Typeflag N (old GNU file names) is no long-name header to Go: containerd refuses the entry.
+  test('a typeflag N header does not rename the next entry', async () => {
+    const bytes = await tarOf([file('././@LongLink', 'renamed\0'), file('x', 'x')]);
+    patchHeader(bytes, 0, { typeflag: 'N' });
+    await assert.rejects(apply(bytes), isInvalidArgument);
+  });
 });

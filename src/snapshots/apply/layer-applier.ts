@@ -36,7 +36,6 @@ import { join } from 'node:path';
 import { type Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { promisify } from 'node:util';
-import tar from 'tar-stream';
 import {
   aborted,
   internal,
@@ -54,6 +53,7 @@ import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 import { type SparseFile, sparseOf, writeSparse } from './sparse.ts';
+import { type Header, layerExtract } from './tar-reader.ts';
 
 const run = promisify(execFile);
 
@@ -63,12 +63,6 @@ const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
 const XATTR_PREFIX = 'SCHILY.xattr.';
 
-/** tar-stream's header as it really arrives: unknown typeflags give a null type, PAX records are strings. */
-type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
-  type: tar.Header['type'] | null;
-  linkname: string | null;
-  pax?: Record<string, string> | null;
-};
 type Body = AsyncIterable<Buffer>;
 
 interface DirTimes {
@@ -585,83 +579,6 @@ class LayerApplier {
       }
     }
   }
-}
-
-/** Entry types that never carry data in Go's archive/tar, whatever their size field says. */
-const HEADER_ONLY = new Set<Header['type']>([
-  'link',
-  'symlink',
-  'character-device',
-  'block-device',
-  'directory',
-  'fifo',
-]);
-
-/** The parts of tar-stream's extractor that frame entries and find the end of the archive. */
-interface ExtractInternals {
-  _header: Header | null;
-  _buffer: { buffered: number; shift(size: number): unknown };
-  _gnuLongPath: string | null;
-  _gnuLongLinkPath: string | null;
-  _paxGlobal: Record<string, string> | null;
-  _decodeLongHeader(buf: Buffer): void;
-  _applyLongHeaders(): void;
-  _consumeHeader(): boolean;
-  _write(data: Buffer, cb: (err?: Error | null) => void): void;
-}
-
-/**
- * A tar parser that reads the archive containerd's (Go's) reader reads:
- * - a header-only entry (symlink, hardlink, device, fifo, directory) is followed directly by the next
- *   header. tar-stream would take `size` bytes after it as its data: the entries in those bytes would
- *   vanish here, and bytes crafted to look like a long file to Go would hide later entries from it.
- * - two zero blocks end the archive; what follows is only hashed (containerd reads it for the diff_id),
- *   where tar-stream would read on and apply entries no other reader sees.
- * - a zero block followed by a header is corrupt: such entries come out in `refused`.
- * - a GNU long name or link name wins over a PAX path or linkpath (tar-stream lets PAX win).
- * - a global PAX header changes no entry (containerd ignores it; tar-stream merges it into entries).
- */
-function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
-  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
-  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
-  const inner = extract as unknown as ExtractInternals;
-  const {
-    _applyLongHeaders: applyLong,
-    _consumeHeader: consumeHeader,
-    _decodeLongHeader: decodeLong,
-    _write: write,
-  } = inner;
-  if (![applyLong, consumeHeader, decodeLong, write].every((f) => typeof f === 'function')) {
-    throw internal('this tar-stream cannot be made to frame entries as containerd does');
-  }
-  const refused = new WeakSet<object>();
-  let zeroBlocks = 0;
-  // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
-  inner._applyLongHeaders = function (this: ExtractInternals) {
-    const { _gnuLongPath: gnuName, _gnuLongLinkPath: gnuLink } = this;
-    applyLong.call(this);
-    const header = this._header;
-    if (!header) return;
-    if (gnuName) header.name = gnuName;
-    if (gnuLink) header.linkname = gnuLink;
-    if (HEADER_ONLY.has(header.type)) header.size = 0;
-    if (zeroBlocks > 0) refused.add(header);
-  };
-  inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
-    decodeLong.call(this, buf);
-    this._paxGlobal = null;
-  };
-  // A zero block leaves no header behind.
-  inner._consumeHeader = function (this: ExtractInternals) {
-    const consumed = consumeHeader.call(this);
-    if (consumed && this._header === null && ++zeroBlocks === 2) this._buffer.shift(this._buffer.buffered);
-    return consumed;
-  };
-  inner._write = function (this: ExtractInternals, data, cb) {
-    if (zeroBlocks >= 2) cb(null);
-    else write.call(this, data, cb);
-  };
-  return { extract, refused };
 }
 
 /** The layer as the worker reads it: a whole file (read at offsets) or a stream of its bytes. */

@@ -1,0 +1,127 @@
+// The layer tar parser: tar-stream's extractor, made to read an archive as containerd's reader (Go's
+// archive/tar) does, so a layer unpacks here to the tree containerd and Go-based scanners see. Where
+// the two readers differ, a crafted layer could otherwise show one tree to a scanner and write another.
+// The adjustments hook tar-stream's internal steps (its version is pinned by the lock file); a version
+// without them is refused at the first apply rather than read differently.
+import tar from 'tar-stream';
+import { internal } from '../../errors.ts';
+
+/** tar-stream's header as it really arrives: unknown typeflags give a null type, PAX records are strings. */
+export type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
+  type: tar.Header['type'] | null;
+  linkname: string | null;
+  pax?: Record<string, string> | null;
+};
+
+/** Entry types that never carry data in Go's archive/tar, whatever their size field says. */
+const HEADER_ONLY = new Set<Header['type']>([
+  'link',
+  'symlink',
+  'character-device',
+  'block-device',
+  'directory',
+  'fifo',
+]);
+
+const BLOCK = 512;
+const TYPEFLAG_AT = 156;
+/** Go's TypeRegA, the pre-POSIX regular file. */
+const TYPEFLAG_NUL = 0;
+/** Old GNU "names" entries: tar-stream takes them for long names, Go for entries of an unknown type. */
+const TYPEFLAG_N = 0x4e;
+
+/** The parts of tar-stream's extractor that decode headers, frame entries and find the archive's end. */
+interface ExtractInternals {
+  _header: Header | null;
+  _buffer: { buffered: number; shift(size: number): Buffer | null };
+  _gnuLongPath: string | null;
+  _gnuLongLinkPath: string | null;
+  _paxGlobal: Record<string, string> | null;
+  _decodeLongHeader(buf: Buffer): void;
+  _applyLongHeaders(): void;
+  _consumeHeader(): boolean;
+  _continueWrite(err: Error | null): void;
+  _write(data: Buffer, cb: (err?: Error | null) => void): void;
+}
+
+/**
+ * A tar parser that reads the archive Go's reader reads:
+ * - a header-only entry (symlink, hardlink, device, fifo, directory) is followed directly by the next
+ *   header. tar-stream would take `size` bytes after it as its data: the entries in those bytes would
+ *   vanish here, and bytes crafted to look like a long file to Go would hide later entries from it.
+ * - two zero blocks end the archive; what follows is only hashed (containerd reads it for the diff_id),
+ *   where tar-stream would read on and apply entries no other reader sees.
+ * - a zero block followed by a header is corrupt: such entries come out in `refused`.
+ * - a GNU long name or link name wins over a PAX path or linkpath (tar-stream lets PAX win).
+ * - a global PAX header changes no entry (containerd ignores it; tar-stream merges it into entries).
+ * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
+ * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
+ */
+export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
+  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
+  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
+  const inner = extract as unknown as ExtractInternals;
+  const {
+    _applyLongHeaders: applyLong,
+    _consumeHeader: consumeHeader,
+    _decodeLongHeader: decodeLong,
+    _write: write,
+  } = inner;
+  const buffer = inner._buffer;
+  const shift = buffer?.shift;
+  if (![applyLong, consumeHeader, decodeLong, write, shift].every((f) => typeof f === 'function')) {
+    throw internal('this tar-stream cannot be made to read layers as containerd does');
+  }
+  const refused = new WeakSet<object>();
+  let zeroBlocks = 0;
+  /** The typeflag byte of the header block being decoded, which tar-stream's header does not keep. */
+  let rawFlag: number | undefined;
+  let atHeader = false;
+  buffer.shift = function (size: number) {
+    const out = shift.call(this, size);
+    if (atHeader && size === BLOCK) {
+      atHeader = false;
+      rawFlag = out?.[TYPEFLAG_AT];
+    }
+    return out;
+  };
+  // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
+  inner._applyLongHeaders = function (this: ExtractInternals) {
+    const { _gnuLongPath: gnuName, _gnuLongLinkPath: gnuLink } = this;
+    applyLong.call(this);
+    const header = this._header;
+    if (!header) return;
+    if (gnuName) header.name = gnuName;
+    if (gnuLink) header.linkname = gnuLink;
+    if (rawFlag === TYPEFLAG_NUL) header.type = header.name.endsWith('/') ? 'directory' : 'file';
+    if (HEADER_ONLY.has(header.type)) header.size = 0;
+    if (zeroBlocks > 0) refused.add(header);
+  };
+  inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
+    decodeLong.call(this, buf);
+    this._paxGlobal = null;
+  };
+  inner._consumeHeader = function (this: ExtractInternals) {
+    atHeader = true;
+    rawFlag = undefined;
+    let consumed: boolean;
+    try {
+      consumed = consumeHeader.call(this);
+    } finally {
+      atHeader = false;
+    }
+    if (!consumed) return false;
+    if (rawFlag === TYPEFLAG_N) {
+      this._continueWrite(new Error('unsupported tar entry type N'));
+      return false;
+    }
+    // A zero block leaves no header behind.
+    if (this._header === null && ++zeroBlocks === 2) buffer.shift(buffer.buffered);
+    return true;
+  };
+  inner._write = function (this: ExtractInternals, data, cb) {
+    if (zeroBlocks >= 2) cb(null);
+    else write.call(this, data, cb);
+  };
+  return { extract, refused };
+}
