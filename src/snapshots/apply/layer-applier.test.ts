@@ -228,4 +228,17 @@ describe('layer applier: tar framing as containerd reads it', () => {
     patchHeader(bytes, 0, { typeflag: 'N' });
     await assert.rejects(apply(bytes), isInvalidArgument);
   });
+
+  // A ustar block with star's trailer is a star header to Go, whose name prefix is 131 bytes (atime and
+  // ctime follow it); tar-stream read 155 bytes of prefix, and so another name.
+  test('a star header has a 131-byte name prefix', async () => {
+    const bytes = await tarOf([file('f', 'x')]);
+    bytes.write('p'.repeat(131), 345, 'latin1');
+    bytes.write('0'.repeat(11), 476, 'latin1');
+    bytes.write('0'.repeat(11), 488, 'latin1');
+    bytes.write('tar\0', 508, 'latin1');
+    patchHeader(bytes, 0, {});
+    const root = await apply(bytes);
+    assert.equal(await readFile(join(root, 'p'.repeat(131), 'f'), 'utf8'), 'x');
+  });
 });

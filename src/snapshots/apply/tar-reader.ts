@@ -25,6 +25,11 @@ const HEADER_ONLY = new Set<Header['type']>([
 
 const BLOCK = 512;
 const TYPEFLAG_AT = 156;
+const NAME = { at: 0, length: 100 };
+/** ustar's name prefix; a star header holds only 131 bytes of it, then atime and ctime. */
+const PREFIX = { at: 345, starLength: 131 };
+const USTAR_MAGIC = { at: 257, text: 'ustar\0' };
+const STAR_TRAILER = { at: 508, text: 'tar\0' };
 /** Go's TypeRegA, the pre-POSIX regular file. */
 const TYPEFLAG_NUL = 0;
 /** Old GNU "names" entries: tar-stream takes them for long names, Go for entries of an unknown type. */
@@ -56,6 +61,7 @@ interface ExtractInternals {
  * - a global PAX header changes no entry (containerd ignores it; tar-stream merges it into entries).
  * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
  * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
+ * - a ustar block with star's trailer has a 131-byte name prefix.
  */
 export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
@@ -74,26 +80,27 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
   }
   const refused = new WeakSet<object>();
   let zeroBlocks = 0;
-  /** The typeflag byte of the header block being decoded, which tar-stream's header does not keep. */
-  let rawFlag: number | undefined;
+  /** The header block being decoded: its typeflag byte and star trailer are lost in tar-stream's header. */
+  let block: Buffer | null = null;
   let atHeader = false;
   buffer.shift = function (size: number) {
     const out = shift.call(this, size);
     if (atHeader && size === BLOCK) {
       atHeader = false;
-      rawFlag = out?.[TYPEFLAG_AT];
+      block = out;
     }
     return out;
   };
   // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
   inner._applyLongHeaders = function (this: ExtractInternals) {
     const { _gnuLongPath: gnuName, _gnuLongLinkPath: gnuLink } = this;
-    applyLong.call(this);
     const header = this._header;
     if (!header) return;
+    if (block !== null && isStar(block)) header.name = starName(block);
+    applyLong.call(this);
     if (gnuName) header.name = gnuName;
     if (gnuLink) header.linkname = gnuLink;
-    if (rawFlag === TYPEFLAG_NUL) header.type = header.name.endsWith('/') ? 'directory' : 'file';
+    if (block?.[TYPEFLAG_AT] === TYPEFLAG_NUL) header.type = header.name.endsWith('/') ? 'directory' : 'file';
     if (HEADER_ONLY.has(header.type)) header.size = 0;
     if (zeroBlocks > 0) refused.add(header);
   };
@@ -103,7 +110,7 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
   };
   inner._consumeHeader = function (this: ExtractInternals) {
     atHeader = true;
-    rawFlag = undefined;
+    block = null;
     let consumed: boolean;
     try {
       consumed = consumeHeader.call(this);
@@ -111,7 +118,7 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
       atHeader = false;
     }
     if (!consumed) return false;
-    if (rawFlag === TYPEFLAG_N) {
+    if (block?.[TYPEFLAG_AT] === TYPEFLAG_N) {
       this._continueWrite(new Error('unsupported tar entry type N'));
       return false;
     }
@@ -124,4 +131,25 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
     else write.call(this, data, cb);
   };
   return { extract, refused };
+}
+
+function has(block: Buffer, field: { at: number; text: string }): boolean {
+  return block.toString('latin1', field.at, field.at + field.text.length) === field.text;
+}
+
+function isStar(block: Buffer): boolean {
+  return has(block, USTAR_MAGIC) && has(block, STAR_TRAILER);
+}
+
+/** A NUL-terminated field, decoded as tar-stream decodes names. */
+function field(block: Buffer, at: number, length: number): string {
+  const end = block.indexOf(0, at);
+  return block.toString('utf8', at, end < 0 || end > at + length ? at + length : end);
+}
+
+/** A star header's name: its short prefix, a slash, its name field. */
+function starName(block: Buffer): string {
+  const prefix = field(block, PREFIX.at, PREFIX.starLength);
+  const name = field(block, NAME.at, NAME.length);
+  return prefix === '' ? name : `${prefix}/${name}`;
 }
