@@ -241,4 +241,16 @@ describe('layer applier: tar framing as containerd reads it', () => {
     const root = await apply(bytes);
     assert.equal(await readFile(join(root, 'p'.repeat(131), 'f'), 'utf8'), 'x');
   });
+
+  // Go's reader refuses a PAX header with a malformed record; tar-stream used the records before it.
+  for (const [what, records] of [
+    ['a record after the valid ones that is no record', `${paxRecord('path', 'b')}garbage`],
+    ['a record whose length is wrong', '12 path=b\n'],
+  ] as const) {
+    test(`a PAX header with ${what} is refused`, async () => {
+      const bytes = await tarOf([file('PaxHeader/a', records), file('a', 'a')]);
+      patchHeader(bytes, 0, { typeflag: 'x' });
+      await assert.rejects(apply(bytes), isInvalidArgument);
+    });
+  }
 });

@@ -62,6 +62,7 @@ interface ExtractInternals {
  * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
  * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
  * - a ustar block with star's trailer has a 131-byte name prefix.
+ * - a PAX header with a malformed record is refused (tar-stream kept the records before it).
  */
 export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
@@ -105,6 +106,8 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
     if (zeroBlocks > 0) refused.add(header);
   };
   inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
+    const type: string | null | undefined = this._header?.type;
+    if (type === 'pax-header' || type === 'pax-global-header') checkPax(buf);
     decodeLong.call(this, buf);
     this._paxGlobal = null;
   };
@@ -152,4 +155,31 @@ function starName(block: Buffer): string {
   const prefix = field(block, PREFIX.at, PREFIX.starLength);
   const name = field(block, NAME.at, NAME.length);
   return prefix === '' ? name : `${prefix}/${name}`;
+}
+
+/**
+ * Throws unless `buf` is a list of well-formed PAX records, as Go's reader checks them: `<length>
+ * <key>=<value>\n` with the length counting the whole record, a key without `=`, no NUL in the key
+ * (nor in the value of a path or a name).
+ */
+function checkPax(buf: Buffer): void {
+  const bad = (why: string) => new Error(`invalid PAX header: ${why}`);
+  for (let at = 0; at < buf.length; ) {
+    const space = buf.indexOf(0x20, at);
+    const digits = space < 0 ? '' : buf.toString('latin1', at, space);
+    const length = /^[0-9]+$/.test(digits) ? Number(digits) : Number.NaN;
+    if (!(length >= 5 && at + length <= buf.length && length > digits.length + 1))
+      throw bad('a record length');
+    const end = at + length;
+    if (buf[end - 1] !== 0x0a) throw bad('a record without its newline');
+    const record = buf.subarray(space + 1, end - 1);
+    const eq = record.indexOf(0x3d);
+    if (eq <= 0) throw bad('a record without a key');
+    const key = record.toString('utf8', 0, eq);
+    const nulIn = ['path', 'linkpath', 'uname', 'gname'].includes(key)
+      ? record.subarray(eq + 1)
+      : record.subarray(0, eq);
+    if (nulIn.includes(0)) throw bad(`a NUL byte in record ${JSON.stringify(key)}`);
+    at = end;
+  }
 }
