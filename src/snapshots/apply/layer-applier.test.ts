@@ -11,9 +11,11 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import tar from 'tar-stream';
 import { isInvalidArgument } from '../../errors.ts';
+import { getXattrs } from '../xattr.ts';
 import { applyLayer } from './apply-layer.ts';
 
 const run = promisify(execFile);
+const asRoot = process.getuid?.() === 0;
 
 type Entry = { header: Pick<tar.Header, 'name' | 'type'> & Partial<tar.Header>; body?: Buffer };
 
@@ -64,14 +66,14 @@ function patchHeader(buf: Buffer, at: number, change: { size?: number; typeflag?
 }
 
 /** A PAX record: its own length in decimal, then `key=value`. */
-function paxRecord(key: string, value: string): string {
-  const rest = ` ${key}=${value}\n`;
+function paxRecord(key: string, value: string | Buffer): Buffer {
+  const rest = Buffer.concat([Buffer.from(` ${key}=`), Buffer.from(value), Buffer.from('\n')]);
   let len = rest.length + 1;
-  while (`${len}${rest}`.length !== len) len++;
-  return `${len}${rest}`;
+  while (String(len).length + rest.length !== len) len++;
+  return Buffer.concat([Buffer.from(String(len)), rest]);
 }
 
-const file = (name: string, content: string): Entry => ({
+const file = (name: string, content: string | Buffer): Entry => ({
   header: { name, type: 'file' },
   body: Buffer.from(content),
 });
@@ -244,7 +246,10 @@ describe('layer applier: tar framing as containerd reads it', () => {
 
   // Go's reader refuses a PAX header with a malformed record; tar-stream used the records before it.
   for (const [what, records] of [
-    ['a record after the valid ones that is no record', `${paxRecord('path', 'b')}garbage`],
+    [
+      'a record after the valid ones that is no record',
+      Buffer.concat([paxRecord('path', 'b'), Buffer.from('garbage')]),
+    ],
     ['a record whose length is wrong', '12 path=b\n'],
   ] as const) {
     test(`a PAX header with ${what} is refused`, async () => {
@@ -253,4 +258,19 @@ describe('layer applier: tar framing as containerd reads it', () => {
       await assert.rejects(apply(bytes), isInvalidArgument);
     });
   }
+
+  // Extended attribute values are bytes: a capability or an ACL is rarely valid UTF-8.
+  test('an xattr value that is no UTF-8 is set byte for byte', {
+    skip: !asRoot && 'needs root',
+  }, async () => {
+    // A version-2 file capability granting cap_setuid (bit 7) permitted and effective.
+    const capability = Buffer.from('0100000280000000000000000000000000000000', 'hex');
+    const bytes = await tarOf([
+      file('PaxHeader/tool', paxRecord('SCHILY.xattr.security.capability', capability)),
+      file('tool', 'x'),
+    ]);
+    patchHeader(bytes, 0, { typeflag: 'x' });
+    const root = await apply(bytes);
+    assert.deepEqual(await getXattrs(join(root, 'tool')), { 'security.capability': capability });
+  });
 });

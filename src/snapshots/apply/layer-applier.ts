@@ -61,7 +61,6 @@ export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
-const XATTR_PREFIX = 'SCHILY.xattr.';
 
 type Body = AsyncIterable<Buffer>;
 
@@ -369,22 +368,12 @@ class LayerApplier {
 
   /**
    * Sets the entry's `SCHILY.xattr.*` attributes, after owner and mode (chown clears
-   * security.capability). tar-stream hands PAX values over as UTF-8 text, so a value that was not valid
-   * UTF-8 arrives with U+FFFD in it: such a value, and one the kernel refuses (security.* without
-   * privileges, user.* on a symlink), is skipped and counted rather than written wrong.
+   * security.capability). One the kernel refuses (security.* without privileges, user.* on a symlink)
+   * is skipped and counted.
    */
   private async applyXattrs(abs: string, header: Header): Promise<void> {
-    const pax = header.pax;
-    if (!pax) return;
-    for (const [key, value] of Object.entries(pax)) {
-      if (!key.startsWith(XATTR_PREFIX)) continue;
-      if (value.includes('\uFFFD')) {
-        this.skip('xattr', header.name);
-        continue;
-      }
-      await setXattr(abs, key.slice(XATTR_PREFIX.length), Buffer.from(value, 'utf8')).catch(() =>
-        this.skip('xattr', header.name),
-      );
+    for (const [name, value] of Object.entries(header.xattrs ?? {})) {
+      await setXattr(abs, name, value).catch(() => this.skip('xattr', header.name));
     }
   }
 

@@ -11,7 +11,11 @@ export type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
   type: tar.Header['type'] | null;
   linkname: string | null;
   pax?: Record<string, string> | null;
+  /** `SCHILY.xattr.*` records, by attribute name, as the bytes the archive holds. */
+  xattrs?: Record<string, Buffer>;
 };
+
+const XATTR_PREFIX = 'SCHILY.xattr.';
 
 /** Entry types that never carry data in Go's archive/tar, whatever their size field says. */
 const HEADER_ONLY = new Set<Header['type']>([
@@ -63,6 +67,7 @@ interface ExtractInternals {
  * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
  * - a ustar block with star's trailer has a 131-byte name prefix.
  * - a PAX header with a malformed record is refused (tar-stream kept the records before it).
+ * - extended attribute values come as bytes in `xattrs` (tar-stream decodes PAX values as UTF-8).
  */
 export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
   // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
@@ -81,6 +86,8 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
   }
   const refused = new WeakSet<object>();
   let zeroBlocks = 0;
+  /** The attributes in the PAX header before the next entry. */
+  let xattrs: Record<string, Buffer> | undefined;
   /** The header block being decoded: its typeflag byte and star trailer are lost in tar-stream's header. */
   let block: Buffer | null = null;
   let atHeader = false;
@@ -101,13 +108,23 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
     applyLong.call(this);
     if (gnuName) header.name = gnuName;
     if (gnuLink) header.linkname = gnuLink;
+    if (xattrs) header.xattrs = xattrs;
+    xattrs = undefined;
     if (block?.[TYPEFLAG_AT] === TYPEFLAG_NUL) header.type = header.name.endsWith('/') ? 'directory' : 'file';
     if (HEADER_ONLY.has(header.type)) header.size = 0;
     if (zeroBlocks > 0) refused.add(header);
   };
   inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
     const type: string | null | undefined = this._header?.type;
-    if (type === 'pax-header' || type === 'pax-global-header') checkPax(buf);
+    if (type === 'pax-header' || type === 'pax-global-header') {
+      const records = paxRecords(buf);
+      if (type === 'pax-header') {
+        xattrs = {};
+        for (const [key, value] of records) {
+          if (key.startsWith(XATTR_PREFIX)) xattrs[key.slice(XATTR_PREFIX.length)] = value;
+        }
+      }
+    }
     decodeLong.call(this, buf);
     this._paxGlobal = null;
   };
@@ -158,11 +175,13 @@ function starName(block: Buffer): string {
 }
 
 /**
- * Throws unless `buf` is a list of well-formed PAX records, as Go's reader checks them: `<length>
+ * The records of a PAX header, values as bytes. Throws unless they are well formed, as Go's reader
+ * checks them: `<length>
  * <key>=<value>\n` with the length counting the whole record, a key without `=`, no NUL in the key
  * (nor in the value of a path or a name).
  */
-function checkPax(buf: Buffer): void {
+function paxRecords(buf: Buffer): [string, Buffer][] {
+  const records: [string, Buffer][] = [];
   const bad = (why: string) => new Error(`invalid PAX header: ${why}`);
   for (let at = 0; at < buf.length; ) {
     const space = buf.indexOf(0x20, at);
@@ -180,6 +199,8 @@ function checkPax(buf: Buffer): void {
       ? record.subarray(eq + 1)
       : record.subarray(0, eq);
     if (nulIn.includes(0)) throw bad(`a NUL byte in record ${JSON.stringify(key)}`);
+    records.push([key, record.subarray(eq + 1)]);
     at = end;
   }
+  return records;
 }
