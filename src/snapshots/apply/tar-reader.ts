@@ -174,11 +174,17 @@ function starName(block: Buffer): string {
   return prefix === '' ? name : `${prefix}/${name}`;
 }
 
+/** What Go's reader parses PAX numbers with: decimal integers, and times with decimal fractions. */
+const PAX_NUMBERS = new Map<string, RegExp>([
+  ...['size', 'uid', 'gid'].map((k): [string, RegExp] => [k, /^[+-]?[0-9]+$/]),
+  ...['atime', 'mtime', 'ctime'].map((k): [string, RegExp] => [k, /^[+-]?[0-9]+(\.[0-9]*)?$/]),
+]);
+
 /**
  * The records of a PAX header, values as bytes. Throws unless they are well formed, as Go's reader
  * checks them: `<length>
  * <key>=<value>\n` with the length counting the whole record, a key without `=`, no NUL in the key
- * (nor in the value of a path or a name).
+ * (nor in the value of a path or a name), and sizes, ids and times that are numbers.
  */
 function paxRecords(buf: Buffer): [string, Buffer][] {
   const records: [string, Buffer][] = [];
@@ -199,7 +205,12 @@ function paxRecords(buf: Buffer): [string, Buffer][] {
       ? record.subarray(eq + 1)
       : record.subarray(0, eq);
     if (nulIn.includes(0)) throw bad(`a NUL byte in record ${JSON.stringify(key)}`);
-    records.push([key, record.subarray(eq + 1)]);
+    const value = record.subarray(eq + 1);
+    const form = PAX_NUMBERS.get(key);
+    if (form && value.length > 0 && !form.test(value.toString('latin1'))) {
+      throw bad(`record ${JSON.stringify(key)} is no number`);
+    }
+    records.push([key, value]);
     at = end;
   }
   return records;
