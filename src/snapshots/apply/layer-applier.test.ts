@@ -288,4 +288,12 @@ describe('layer applier: tar framing as containerd reads it', () => {
       await assert.rejects(apply(bytes), isInvalidArgument);
     });
   }
+
+  // Go refuses a header whose octal field holds anything but octal digits; tar-stream read "…18" as 1.
+  test('a header size field that is no octal number is refused', async () => {
+    const bytes = await tarOf([file('a', 'x')]);
+    bytes.write('00000000018\0', 124, 'latin1');
+    patchHeader(bytes, 0, {});
+    await assert.rejects(apply(bytes), isInvalidArgument);
+  });
 });

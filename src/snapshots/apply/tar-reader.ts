@@ -33,6 +33,20 @@ const NAME = { at: 0, length: 100 };
 /** ustar's name prefix; a star header holds only 131 bytes of it, then atime and ctime. */
 const PREFIX = { at: 345, starLength: 131 };
 const USTAR_MAGIC = { at: 257, text: 'ustar\0' };
+const GNU_MAGIC = { at: 257, text: 'ustar ' };
+/** Numeric fields of every header: mode, uid, gid, size, mtime. */
+const NUMBERS = [
+  [100, 8],
+  [108, 8],
+  [116, 8],
+  [124, 12],
+  [136, 12],
+] as const;
+/** Numeric fields of ustar and GNU headers: devmajor, devminor. */
+const DEVICE_NUMBERS = [
+  [329, 8],
+  [337, 8],
+] as const;
 const STAR_TRAILER = { at: 508, text: 'tar\0' };
 /** Go's TypeRegA, the pre-POSIX regular file. */
 const TYPEFLAG_NUL = 0;
@@ -66,7 +80,8 @@ interface ExtractInternals {
  * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
  * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
  * - a ustar block with star's trailer has a 131-byte name prefix.
- * - a PAX header with a malformed record is refused (tar-stream kept the records before it).
+ * - a PAX header with a malformed record is refused (tar-stream kept the records before it), and so
+ *   is a header whose octal number fields hold other characters (tar-stream read up to them).
  * - extended attribute values come as bytes in `xattrs` (tar-stream decodes PAX values as UTF-8).
  */
 export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
@@ -96,6 +111,8 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
     if (atHeader && size === BLOCK) {
       atHeader = false;
       block = out;
+      // A throw here is tar-stream's own header error (the shift is inside its decode's try).
+      if (out) checkNumbers(out);
     }
     return out;
   };
@@ -151,6 +168,22 @@ export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object>
     else write.call(this, data, cb);
   };
   return { extract, refused };
+}
+
+/**
+ * Throws unless the header block's numeric fields read as Go reads them: base-256 when the high bit of
+ * the first byte is set, else octal digits between NULs and spaces (all NULs and spaces is 0).
+ */
+function checkNumbers(block: Buffer): void {
+  const fields = has(block, USTAR_MAGIC) || has(block, GNU_MAGIC) ? [...NUMBERS, ...DEVICE_NUMBERS] : NUMBERS;
+  for (const [at, length] of fields) {
+    if ((block[at]! & 0x80) !== 0) continue;
+    const text = block.toString('latin1', at, at + length).replace(/^[ \0]+|[ \0]+$/g, '');
+    const digits = text.split('\0')[0]!;
+    if (text !== '' && !/^[0-7]+$/.test(digits)) {
+      throw new Error(`Invalid tar header: numeric field at ${at} is ${JSON.stringify(text)}`);
+    }
+  }
 }
 
 function has(block: Buffer, field: { at: number; text: string }): boolean {
