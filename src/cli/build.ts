@@ -22,7 +22,8 @@ interface BuildFlags extends ClientTlsFlags {
   logs: boolean;
 }
 
-const DEFAULT_ADDRESS = process.env.STRATA_BUILDER ?? '127.0.0.1:8080';
+// Set but empty counts as unset, as for STRATA_ADDRESS and STRATA_SPEC_STORE.
+const DEFAULT_ADDRESS = process.env.STRATA_BUILDER || '127.0.0.1:8080';
 const STATUS_NAME: Record<number, string> = {
   [BuildStatus.unknown]: 'queued',
   [BuildStatus.running]: 'running',

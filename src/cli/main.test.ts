@@ -101,3 +101,16 @@ test('a retired flag name still sets the option it was renamed to', async () => 
     assert.deepEqual(seen?.[c.key], c.want, c.argv.join(' '));
   }
 });
+
+test('an address variable that is set but empty counts as unset', async () => {
+  const env = { ...process.env, STRATA_BUILDER: '', STRATA_ADDRESS: '', STRATA_SPEC_STORE: '' };
+  const help = async (...args: string[]) => (await run(bin, [...args, '--help'], { env })).stdout;
+  assert.match(
+    await help('build'),
+    /--address <host:port>\s+builder address \(env STRATA_BUILDER\)\s+\(default:\s+"127\.0\.0\.1:8080"\)/,
+  );
+  assert.match(
+    await help('images', 'ls'),
+    /--address <socket>\s+daemon socket\s+\(default:\s+"\/run\/strata\/strata\.sock"\)/,
+  );
+});
