@@ -49,6 +49,7 @@ async function keyAt(
   buildArgs: Record<string, string> = {},
   sub = 'app',
   dockerfilePath = `${sub}/Dockerfile`,
+  platform = 'linux/amd64',
 ) {
   const repo = GitRepo.open(
     join(dir, `git-${n++}`),
@@ -68,6 +69,7 @@ async function keyAt(
     version: '',
     workspacePaths: { dockerfilePath, contextPath: sub },
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
+    platform,
   });
   return { key: buildKey(prepared.inputs), inputs: prepared.inputs };
 }
@@ -99,6 +101,24 @@ test("a commit that changes nothing the build reads keeps the key; a COPY'd file
   );
   assert.notEqual(df.key, added.key);
   assert.deepEqual(describeChanges(added.inputs, df.inputs), ['the Dockerfile changed']);
+});
+
+test("a Dockerfile that names no image keys the builder's platform; one that does, its pinned images", async () => {
+  const scratch = await commit({ 'bare/Dockerfile': 'FROM scratch\nCOPY f /f\n', 'bare/f': 'x\n' });
+  const amd = await keyAt(scratch, {}, 'bare', 'bare/Dockerfile', 'linux/amd64');
+  const arm = await keyAt(scratch, {}, 'bare', 'bare/Dockerfile', 'linux/arm64/v8');
+  assert.notEqual(amd.key, arm.key, 'builders of two platforms sharing a repository');
+  assert.deepEqual(describeChanges(amd.inputs, arm.inputs), [
+    'platform changed from linux/amd64 to linux/arm64/v8',
+  ]);
+  // With an image, the pin says the platform (and the keys of such Dockerfiles are as they were).
+  const withImage = await keyAt(scratch, {}, 'app', 'app/Dockerfile', 'linux/amd64');
+  assert.equal(withImage.inputs.platform, undefined);
+  assert.equal(
+    withImage.key,
+    (await keyAt(scratch, {}, 'app', 'app/Dockerfile', 'linux/arm64/v8')).key,
+    'the fake pin here names the same digest for both',
+  );
 });
 
 test('build args, pinned images and the format are part of the key', async () => {

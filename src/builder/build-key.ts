@@ -21,6 +21,11 @@ export interface BuildInputs {
   remoteSources: string[];
   /** An opaque version the caller asked to be part of the key (dockerfile_version). */
   version: string;
+  /**
+   * The builder's platform (os/arch[/variant]), for a Dockerfile that names no image (FROM scratch only):
+   * nothing else in its key says which platform its image is for. Others have it in their pinned images.
+   */
+  platform?: string;
 }
 
 function sorted<T>(record: Record<string, T>): Array<[string, T]> {
@@ -42,6 +47,8 @@ export function buildKey(inputs: BuildInputs): string {
   line('context-path', inputs.contextPath);
   line('dockerfile', inputs.dockerfile);
   line('version', inputs.version);
+  // Absent for Dockerfiles with images, so their keys stay as they were.
+  if (inputs.platform !== undefined) line('platform', inputs.platform);
   for (const [image, pinned] of sorted(inputs.images)) line('image', image, pinned);
   for (const [name, value] of sorted(inputs.buildArgs)) line('arg', name, value);
   for (const src of [...inputs.remoteSources].sort()) line('remote', src);
@@ -74,6 +81,8 @@ export function describeChanges(before: BuildInputs, now: BuildInputs): string[]
   if (before.dockerfile !== now.dockerfile) out.push('the Dockerfile changed');
   if (before.version !== now.version)
     out.push(`dockerfile_version changed from "${before.version}" to "${now.version}"`);
+  if (before.platform !== now.platform)
+    out.push(`platform changed from ${before.platform ?? 'none'} to ${now.platform ?? 'none'}`);
   const images = new Set([...Object.keys(before.images), ...Object.keys(now.images)]);
   for (const image of [...images].sort()) {
     const a = before.images[image];

@@ -96,6 +96,8 @@ export async function prepareInputs(
     workspacePaths: { dockerfilePath: string; contextPath: string };
     /** `platform`: FROM's --platform, when it names one (else the builder's). */
     pin: (image: string, platform?: string) => Promise<string>;
+    /** The builder's platform, keyed for a Dockerfile that names no image. */
+    platform: string;
   },
 ): Promise<PreparedInputs> {
   const analysis = analyzeDockerfile(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
@@ -121,6 +123,7 @@ export async function prepareInputs(
       buildArgs: { ...options.buildArgs },
       remoteSources: analysis.remoteSources,
       version: options.version,
+      ...(analysis.images.length === 0 && { platform: options.platform }),
     },
   };
 }

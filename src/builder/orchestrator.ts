@@ -16,7 +16,7 @@ import {
   unavailable,
 } from '../errors.ts';
 import type { Platform } from '../oci/descriptor.ts';
-import { parsePlatform } from '../oci/platform.ts';
+import { formatPlatform, parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import { copyImage } from '../registry/copy.ts';
 import type { CredentialStore } from '../registry/credentials.ts';
@@ -320,6 +320,7 @@ export class Builder {
       workspacePaths,
       pin: (image, platform) =>
         resolveImage(client, image, platform ? parsePlatform(platform) : this.o.platform, signal),
+      platform: formatPlatform(this.o.platform),
     });
     const key = buildKey(inputs);
     const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
