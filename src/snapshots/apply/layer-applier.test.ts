@@ -296,4 +296,128 @@ describe('layer applier: tar framing as containerd reads it', () => {
     patchHeader(bytes, 0, {});
     await assert.rejects(apply(bytes), isInvalidArgument);
   });
+
+  // Go reads a number field whose first byte has the high bit set as base-256 (GNU tar writes sizes over
+  // 8 GiB so); the value is all the bytes after that bit.
+  test('a base-256 size field is read as Go reads it', async () => {
+    const bytes = await tarOf([file('a', 'abc'), file('b', 'b')]);
+    bytes.fill(0, 124, 136);
+    bytes[124] = 0x80;
+    bytes[135] = 3;
+    patchHeader(bytes, 0, {});
+    const root = await apply(bytes);
+    assert.equal(await readFile(join(root, 'a'), 'utf8'), 'abc');
+    assert.equal(await readFile(join(root, 'b'), 'utf8'), 'b');
+  });
+
+  test('a negative base-256 size is refused', async () => {
+    const bytes = await tarOf([file('a', 'abc')]);
+    bytes.fill(0xff, 124, 136);
+    patchHeader(bytes, 0, {});
+    await assert.rejects(apply(bytes), isInvalidArgument);
+  });
+
+  // Go accepts a checksum that is the sum of the block's bytes taken as signed (old Sun tar wrote those).
+  test('a header checksum summed over signed bytes is accepted', async () => {
+    const name = Buffer.from('é-name', 'utf8'); // bytes over 0x7f count negative in the signed sum
+    const bytes = await tarOf([file('x', 'x')]);
+    bytes.fill(0, 0, 100);
+    name.copy(bytes, 0);
+    patchHeader(bytes, 0, {});
+    let signed = 0;
+    for (let i = 0; i < 512; i++) {
+      const b = i >= 148 && i < 156 ? 0x20 : bytes[i]!;
+      signed += b < 0x80 ? b : b - 0x100;
+    }
+    bytes.write(`${signed.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+    const root = await apply(bytes);
+    assert.equal(await readFile(join(root, 'é-name'), 'utf8'), 'x');
+  });
+
+  test('a header with a wrong checksum is refused, naming the offset', async () => {
+    const bytes = await tarOf([file('a', 'a'), file('b', 'b')]);
+    bytes[1024] = 0x63; // b's name changes, its checksum does not
+    await assert.rejects(
+      apply(bytes),
+      (err: Error) => isInvalidArgument(err) && /offset 1024/.test(err.message),
+    );
+  });
+
+  test('bytes that are no tar are refused, naming the offset', async () => {
+    await assert.rejects(
+      apply(Buffer.from('not a tar at all '.repeat(100))),
+      (err: Error) => isInvalidArgument(err) && /offset 0\b/.test(err.message),
+    );
+  });
+
+  // PAX and GNU long-name headers are held in memory: Go refuses those over 1 MiB, and so do we.
+  for (const typeflag of ['x', 'L']) {
+    test(`a '${typeflag}' header over 1 MiB is refused`, async () => {
+      const big = Buffer.alloc((1 << 20) + 1, 0x61);
+      const bytes = await tarOf([file('meta', big), file('a', 'a')]);
+      patchHeader(bytes, 0, { typeflag });
+      await assert.rejects(apply(bytes), isInvalidArgument);
+    });
+  }
+
+  test('a PAX header of exactly 1 MiB is read', async () => {
+    const record = paxRecord('comment', 'c'.repeat((1 << 20) - 100));
+    const want = (1 << 20) - record.length;
+    let pad = paxRecord('x', '');
+    for (let v = want - 10; pad.length !== want; v++) pad = paxRecord('x', 'y'.repeat(v));
+    const records = Buffer.concat([record, pad]);
+    assert.equal(records.length, 1 << 20);
+    const bytes = await tarOf([file('PaxHeader/a', records), file('a', 'a')]);
+    patchHeader(bytes, 0, { typeflag: 'x' });
+    const root = await apply(bytes);
+    assert.deepEqual(await readdir(root), ['a']);
+  });
+
+  // Go returns a global header as an entry of its own: the meta headers before it apply to nothing.
+  test('a GNU long name before a global PAX header names no entry', async () => {
+    const bytes = await tarOf([
+      file('././@LongLink', 'renamed\0'),
+      file('pax_global_header', paxRecord('comment', 'c')),
+      file('a', 'a'),
+    ]);
+    patchHeader(bytes, 0, { typeflag: 'L' });
+    patchHeader(bytes, 1024, { typeflag: 'g' });
+    const root = await apply(bytes);
+    assert.deepEqual(await readdir(root), ['a']);
+  });
+
+  // A stream cut anywhere but at a block boundary between entries fails the apply.
+  for (const [where, cut] of [
+    ['inside a header', 1024 + 100],
+    ['inside the data', 512 + 1000],
+    ['inside the padding', 512 + 5000 + 10],
+    ['inside the end-of-archive blocks', 512 + 5120 + 512 + 512 + 600],
+  ] as const) {
+    test(`a tar that ends ${where} is refused`, async () => {
+      const bytes = await tarOf([file('big', 'z'.repeat(5000)), file('b', 'b')]);
+      await assert.rejects(
+        apply(bytes.subarray(0, cut)),
+        (err: Error) => isInvalidArgument(err) && /ends inside/.test(err.message),
+      );
+    });
+  }
+
+  test('a tar that ends at a block boundary without end-of-archive blocks is complete', async () => {
+    const root = await apply(await tarOf([file('a', 'a'), file('b', 'b')], true));
+    assert.deepEqual((await readdir(root)).sort(), ['a', 'b']);
+  });
+
+  // Entry data reaches the applier in chunks as the layer streams in: a big file is never held whole.
+  test('a large file is streamed, in chunks, with its bytes intact', async () => {
+    const content = Buffer.alloc(6 << 20);
+    for (let i = 0; i < content.length; i += 4096) content.writeUInt32BE(i, i);
+    const bytes = await tarOf([file('big', content), file('after', 'x')]);
+    const chunks: Buffer[] = [];
+    for (let i = 0; i < bytes.length; i += 65_536 + 3) chunks.push(bytes.subarray(i, i + 65_536 + 3));
+    const root = join(base, `root-${++n}`);
+    await mkdir(root);
+    await applyLayer(root, Readable.from(chunks), { chown: false });
+    assert.ok((await readFile(join(root, 'big'))).equals(content));
+    assert.equal(await readFile(join(root, 'after'), 'utf8'), 'x');
+  });
 });

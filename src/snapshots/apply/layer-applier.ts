@@ -53,7 +53,7 @@ import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 import { type SparseFile, sparseOf, writeSparse } from './sparse.ts';
-import { type Header, layerExtract } from './tar-reader.ts';
+import { type Header, readTar } from './tar-reader.ts';
 
 const run = promisify(execFile);
 
@@ -101,7 +101,7 @@ function mapFsError(err: unknown, name: string): StrataError | BodyReadError {
   return internal(msg, { cause: err });
 }
 
-/** Errors out of the stream pipeline: the source's own errors pass; tar-stream's plain errors are format errors. */
+/** Errors out of the stream pipeline: Strata's own errors pass; other plain errors are format errors. */
 export function mapStreamError(err: unknown): StrataError {
   if (err instanceof StrataError) return err;
   if ((err as { name?: unknown } | null)?.name === 'AbortError')
@@ -599,38 +599,38 @@ export async function applyInThread(
       cb(null, chunk);
     },
   });
-  const { extract, refused } = layerExtract();
   const how = opts.compression ?? 'auto';
   const source = 'file' in layer ? decompressFile(layer.file, how) : layer.stream;
-  const piping =
-    'file' in layer
-      ? pipeline(source, hasher, extract, opts.signal ? { signal: opts.signal } : {})
-      : pipeline(source, decompressStream(how), hasher, extract, opts.signal ? { signal: opts.signal } : {});
+  const decoder = 'file' in layer ? undefined : decompressStream(how);
+  const stages = decoder ? [source, decoder, hasher] : [source, hasher];
+  // The first error a stream stage reports: what an entry body that failed to read was cut off by.
   let streamError: unknown;
-  let pipelineError: unknown;
-  extract.on('error', (err: unknown) => {
-    streamError ??= err;
-  });
-  piping.catch(() => {}); // awaited below; this only keeps an early failure from being "unhandled"
-  try {
-    for await (const entry of extract) {
-      opts.signal?.throwIfAborted();
-      if (refused.has(entry.header)) {
-        throw invalidArgument(
-          `invalid layer tar: a zero block before entry ${JSON.stringify(entry.header.name)}`,
-        );
+  for (const stage of stages) {
+    // pipeline destroys every stage with the unpacker's own error too: that one is no cause.
+    stage.on('error', (err: unknown) => {
+      if (!(err instanceof BodyReadError)) streamError ??= err;
+    });
+  }
+  let unpacking: Promise<void> | undefined;
+  const unpack = (chunks: AsyncIterable<Buffer>): Promise<void> => {
+    unpacking = (async () => {
+      for await (const { header, body } of readTar(chunks)) {
+        opts.signal?.throwIfAborted();
+        await applier.apply(header, body);
       }
-      await applier.apply(entry.header as Header, entry as Body);
-    }
-    await piping;
+    })();
+    return unpacking;
+  };
+  try {
+    const options = opts.signal ? { signal: opts.signal } : {};
+    await (decoder
+      ? pipeline(source, decoder, hasher, unpack, options)
+      : pipeline(source, hasher, unpack, options));
     await applier.finish();
   } catch (err) {
-    extract.destroy();
-    source.destroy();
-    await piping.catch((e: unknown) => {
-      pipelineError = e;
-    });
-    throw mapStreamError(err instanceof BodyReadError ? (streamError ?? pipelineError ?? err.cause) : err);
+    // A failing stage ends the pipeline at once: let the entry being applied stop before returning.
+    await unpacking?.catch(() => {});
+    throw mapStreamError(err instanceof BodyReadError ? (streamError ?? err.cause) : err);
   }
   return {
     diffId: digester.digest(),

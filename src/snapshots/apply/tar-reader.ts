@@ -1,24 +1,65 @@
-// The layer tar parser: tar-stream's extractor, made to read an archive as containerd's reader (Go's
-// archive/tar) does, so a layer unpacks here to the tree containerd and Go-based scanners see. Where
-// the two readers differ, a crafted layer could otherwise show one tree to a scanner and write another.
-// The adjustments hook tar-stream's internal steps (its version is pinned by the lock file); a version
-// without them is refused at the first apply rather than read differently.
-import tar from 'tar-stream';
-import { internal } from '../../errors.ts';
+// The layer tar parser: Strata's own streaming reader, which reads an archive as containerd's reader
+// (Go's archive/tar) does, so a layer unpacks here to the tree containerd and Go-based scanners see.
+// Where two readers differ, a crafted layer could otherwise show one tree to a scanner and write another.
+// It replaced tar-stream's extractor, which could be made to read as Go does only by hooking its private
+// methods. Writing tars (diffs) still uses tar-stream.
+import { invalidArgument, type StrataError } from '../../errors.ts';
 
-/** tar-stream's header as it really arrives: unknown typeflags give a null type, PAX records are strings. */
-export type Header = Omit<tar.Header, 'type' | 'linkname' | 'pax'> & {
-  type: tar.Header['type'] | null;
+export type EntryType =
+  | 'file'
+  | 'link'
+  | 'symlink'
+  | 'character-device'
+  | 'block-device'
+  | 'directory'
+  | 'fifo'
+  | 'contiguous-file';
+
+/** One entry's header, after its PAX and GNU long-name headers are folded in. */
+export interface Header {
+  name: string;
+  /** null for a typeflag Strata does not know, which the applier refuses. */
+  type: EntryType | null;
   linkname: string | null;
-  pax?: Record<string, string> | null;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** The bytes of data that follow the header: 0 for the header-only types, whatever the field says. */
+  size: number;
+  mtime: Date;
+  uname: string;
+  gname: string;
+  devmajor: number;
+  devminor: number;
+  /** The records of the PAX header before the entry, values decoded as UTF-8. */
+  pax: Record<string, string> | null;
   /** `SCHILY.xattr.*` records, by attribute name, as the bytes the archive holds. */
   xattrs?: Record<string, Buffer>;
-};
+}
 
+export interface TarEntry {
+  header: Header;
+  /** The entry's data in chunks; what the caller leaves unread is skipped before the next entry. */
+  body: AsyncIterable<Buffer>;
+}
+
+const BLOCK = 512;
+/** Go caps PAX and GNU long-name headers at 1 MiB: their content is held in memory. */
+export const MAX_META_BYTES = 1 << 20;
 const XATTR_PREFIX = 'SCHILY.xattr.';
 
+const TYPES = new Map<number, EntryType>([
+  [0x30, 'file'],
+  [0x31, 'link'],
+  [0x32, 'symlink'],
+  [0x33, 'character-device'],
+  [0x34, 'block-device'],
+  [0x35, 'directory'],
+  [0x36, 'fifo'],
+  [0x37, 'contiguous-file'],
+]);
 /** Entry types that never carry data in Go's archive/tar, whatever their size field says. */
-const HEADER_ONLY = new Set<Header['type']>([
+const HEADER_ONLY = new Set<EntryType | null>([
   'link',
   'symlink',
   'character-device',
@@ -26,208 +67,254 @@ const HEADER_ONLY = new Set<Header['type']>([
   'directory',
   'fifo',
 ]);
-
-const BLOCK = 512;
-const TYPEFLAG_AT = 156;
-const NAME = { at: 0, length: 100 };
-/** ustar's name prefix; a star header holds only 131 bytes of it, then atime and ctime. */
-const PREFIX = { at: 345, starLength: 131 };
-const USTAR_MAGIC = { at: 257, text: 'ustar\0' };
-const GNU_MAGIC = { at: 257, text: 'ustar ' };
-/** Numeric fields of every header: mode, uid, gid, size, mtime. */
-const NUMBERS = [
-  [100, 8],
-  [108, 8],
-  [116, 8],
-  [124, 12],
-  [136, 12],
-] as const;
-/** Numeric fields of ustar and GNU headers: devmajor, devminor. */
-const DEVICE_NUMBERS = [
-  [329, 8],
-  [337, 8],
-] as const;
-const STAR_TRAILER = { at: 508, text: 'tar\0' };
 /** Go's TypeRegA, the pre-POSIX regular file. */
 const TYPEFLAG_NUL = 0;
-/** Old GNU "names" entries: tar-stream takes them for long names, Go for entries of an unknown type. */
+const PAX = 0x78; // x
+const PAX_GLOBAL = 0x67; // g
+const GNU_LONG_NAME = 0x4c; // L
+const GNU_LONG_LINK = 0x4b; // K
+/** Headers that describe the entry after them. */
+const META = new Set([PAX, PAX_GLOBAL, GNU_LONG_NAME, GNU_LONG_LINK]);
+/** Old GNU "names" entries: Go reads them as entries of an unknown type, which containerd refuses. */
 const TYPEFLAG_N = 0x4e;
 
-/** The parts of tar-stream's extractor that decode headers, frame entries and find the archive's end. */
-interface ExtractInternals {
-  _header: Header | null;
-  _buffer: { buffered: number; shift(size: number): Buffer | null };
-  _gnuLongPath: string | null;
-  _gnuLongLinkPath: string | null;
-  _paxGlobal: Record<string, string> | null;
-  _decodeLongHeader(buf: Buffer): void;
-  _applyLongHeaders(): void;
-  _consumeHeader(): boolean;
-  _continueWrite(err: Error | null): void;
-  _write(data: Buffer, cb: (err?: Error | null) => void): void;
+// Header fields: [offset, length].
+const NAME = [0, 100] as const;
+const MODE = [100, 8] as const;
+const UID = [108, 8] as const;
+const GID = [116, 8] as const;
+const SIZE = [124, 12] as const;
+const MTIME = [136, 12] as const;
+const CHECKSUM = [148, 8] as const;
+const TYPEFLAG_AT = 156;
+const LINKNAME = [157, 100] as const;
+const MAGIC = [257, 6] as const;
+const VERSION = [263, 2] as const;
+const UNAME = [265, 32] as const;
+const GNAME = [297, 32] as const;
+const DEVMAJOR = [329, 8] as const;
+const DEVMINOR = [337, 8] as const;
+const PREFIX = [345, 155] as const;
+/** star's header: a 131-byte prefix, then atime and ctime, and a trailer at the end of the block. */
+const STAR_PREFIX = [345, 131] as const;
+const STAR_TIMES = [
+  [476, 12],
+  [488, 12],
+] as const;
+const STAR_TRAILER = [508, 4] as const;
+
+type Format = 'v7' | 'ustar' | 'star' | 'gnu';
+
+/** A format error at `offset` bytes into the (uncompressed) layer. */
+function corrupt(offset: number, what: string): StrataError {
+  return invalidArgument(`invalid layer tar at offset ${offset}: ${what}`);
 }
 
-/**
- * A tar parser that reads the archive Go's reader reads:
- * - a header-only entry (symlink, hardlink, device, fifo, directory) is followed directly by the next
- *   header. tar-stream would take `size` bytes after it as its data: the entries in those bytes would
- *   vanish here, and bytes crafted to look like a long file to Go would hide later entries from it.
- * - two zero blocks end the archive; what follows is only hashed (containerd reads it for the diff_id),
- *   where tar-stream would read on and apply entries no other reader sees.
- * - a zero block followed by a header is corrupt: such entries come out in `refused`.
- * - a GNU long name or link name wins over a PAX path or linkpath (tar-stream lets PAX win).
- * - a global PAX header changes no entry (containerd ignores it; tar-stream merges it into entries).
- * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
- * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
- * - a ustar block with star's trailer has a 131-byte name prefix.
- * - a PAX header with a malformed record is refused (tar-stream kept the records before it), and so
- *   is a header whose octal number fields hold other characters (tar-stream read up to them).
- * - extended attribute values come as bytes in `xattrs` (tar-stream decodes PAX values as UTF-8).
- */
-export function layerExtract(): { extract: tar.Extract; refused: WeakSet<object> } {
-  // Pre-POSIX (v7) headers lack the ustar magic but are valid tar; the header checksum still guards them.
-  const extract = tar.extract({ allowUnknownFormat: true } as Parameters<typeof tar.extract>[0]);
-  const inner = extract as unknown as ExtractInternals;
-  const {
-    _applyLongHeaders: applyLong,
-    _consumeHeader: consumeHeader,
-    _decodeLongHeader: decodeLong,
-    _write: write,
-  } = inner;
-  const buffer = inner._buffer;
-  const shift = buffer?.shift;
-  if (![applyLong, consumeHeader, decodeLong, write, shift].every((f) => typeof f === 'function')) {
-    throw internal('this tar-stream cannot be made to read layers as containerd does');
+/** The layer's bytes, taken in pieces from a stream of chunks; `offset` counts what was taken. */
+class Input {
+  offset = 0;
+  private readonly it: AsyncIterator<Buffer>;
+  private chunk: Buffer = Buffer.alloc(0);
+  private at = 0;
+
+  constructor(chunks: AsyncIterable<Buffer>) {
+    this.it = chunks[Symbol.asyncIterator]();
   }
-  const refused = new WeakSet<object>();
-  let zeroBlocks = 0;
-  /** The attributes in the PAX header before the next entry. */
-  let xattrs: Record<string, Buffer> | undefined;
-  /** The header block being decoded: its typeflag byte and star trailer are lost in tar-stream's header. */
-  let block: Buffer | null = null;
-  let atHeader = false;
-  buffer.shift = function (size: number) {
-    const out = shift.call(this, size);
-    if (atHeader && size === BLOCK) {
-      atHeader = false;
-      block = out;
-      // A throw here is tar-stream's own header error (the shift is inside its decode's try).
-      if (out) checkNumbers(out);
+
+  /** False once the stream has ended and nothing is left. */
+  private async more(): Promise<boolean> {
+    while (this.at >= this.chunk.length) {
+      const r = await this.it.next();
+      if (r.done) return false;
+      this.chunk = r.value;
+      this.at = 0;
     }
-    return out;
-  };
-  // Runs after the PAX and GNU headers are folded in and before the size is used to frame the data.
-  inner._applyLongHeaders = function (this: ExtractInternals) {
-    const { _gnuLongPath: gnuName, _gnuLongLinkPath: gnuLink } = this;
-    const header = this._header;
-    if (!header) return;
-    if (block !== null && isStar(block)) header.name = starName(block);
-    applyLong.call(this);
-    if (gnuName) header.name = gnuName;
-    if (gnuLink) header.linkname = gnuLink;
-    if (xattrs) header.xattrs = xattrs;
-    xattrs = undefined;
-    if (block?.[TYPEFLAG_AT] === TYPEFLAG_NUL) header.type = header.name.endsWith('/') ? 'directory' : 'file';
-    if (HEADER_ONLY.has(header.type)) header.size = 0;
-    if (zeroBlocks > 0) refused.add(header);
-  };
-  inner._decodeLongHeader = function (this: ExtractInternals, buf: Buffer) {
-    const type: string | null | undefined = this._header?.type;
-    if (type === 'pax-header' || type === 'pax-global-header') {
-      const records = paxRecords(buf);
-      if (type === 'pax-header') {
-        xattrs = {};
-        for (const [key, value] of records) {
-          if (key.startsWith(XATTR_PREFIX)) xattrs[key.slice(XATTR_PREFIX.length)] = value;
-        }
-      }
-    }
-    decodeLong.call(this, buf);
-    this._paxGlobal = null;
-  };
-  inner._consumeHeader = function (this: ExtractInternals) {
-    atHeader = true;
-    block = null;
-    let consumed: boolean;
-    try {
-      consumed = consumeHeader.call(this);
-    } finally {
-      atHeader = false;
-    }
-    if (!consumed) return false;
-    if (block?.[TYPEFLAG_AT] === TYPEFLAG_N) {
-      this._continueWrite(new Error('unsupported tar entry type N'));
-      return false;
-    }
-    // A zero block leaves no header behind.
-    if (this._header === null && ++zeroBlocks === 2) buffer.shift(buffer.buffered);
     return true;
-  };
-  inner._write = function (this: ExtractInternals, data, cb) {
-    if (zeroBlocks >= 2) cb(null);
-    else write.call(this, data, cb);
-  };
-  return { extract, refused };
-}
+  }
 
-/**
- * Throws unless the header block's numeric fields read as Go reads them: base-256 when the high bit of
- * the first byte is set, else octal digits between NULs and spaces (all NULs and spaces is 0).
- */
-function checkNumbers(block: Buffer): void {
-  const fields = has(block, USTAR_MAGIC) || has(block, GNU_MAGIC) ? [...NUMBERS, ...DEVICE_NUMBERS] : NUMBERS;
-  for (const [at, length] of fields) {
-    if ((block[at]! & 0x80) !== 0) continue;
-    const text = block.toString('latin1', at, at + length).replace(/^[ \0]+|[ \0]+$/g, '');
-    const digits = text.split('\0')[0]!;
-    if (text !== '' && !/^[0-7]+$/.test(digits)) {
-      throw new Error(`Invalid tar header: numeric field at ${at} is ${JSON.stringify(text)}`);
+  /** Up to `max` bytes without copying; empty only at the end of the stream. */
+  async some(max: number): Promise<Buffer> {
+    if (this.at >= this.chunk.length && !(await this.more())) return this.chunk.subarray(0, 0);
+    const end = Math.min(this.chunk.length, this.at + max);
+    const out = this.chunk.subarray(this.at, end);
+    this.offset += end - this.at;
+    this.at = end;
+    return out;
+  }
+
+  /** Exactly `n` bytes; null when the stream ends before the first of them, else a throw if it ends early. */
+  async exactly(n: number, what: string): Promise<Buffer | null> {
+    const start = this.offset;
+    const first = await this.some(n);
+    if (first.length === n) return first;
+    if (first.length === 0) return null;
+    const parts = [first];
+    let got = first.length;
+    while (got < n) {
+      const part = await this.some(n - got);
+      if (part.length === 0) throw corrupt(start, `the layer ends inside ${what}`);
+      parts.push(part);
+      got += part.length;
     }
+    return Buffer.concat(parts, n);
+  }
+
+  async skip(n: number, what: string): Promise<void> {
+    for (let left = n; left > 0; ) {
+      const part = await this.some(left);
+      if (part.length === 0) throw corrupt(this.offset, `the layer ends inside ${what}`);
+      left -= part.length;
+    }
+  }
+
+  /** Reads the rest of the stream (containerd hashes what follows the end of the archive too). */
+  async drain(): Promise<void> {
+    this.at = this.chunk.length;
+    while (await this.more()) this.at = this.chunk.length;
   }
 }
 
-function has(block: Buffer, field: { at: number; text: string }): boolean {
-  return block.toString('latin1', field.at, field.at + field.text.length) === field.text;
+/** Bytes to the end of the block a `size`-byte body starts. */
+const padding = (size: number): number => -size & (BLOCK - 1);
+
+const isZero = (block: Buffer): boolean => {
+  for (let i = 0; i < BLOCK; i++) if (block[i] !== 0) return false;
+  return true;
+};
+
+/** A NUL-terminated field, as UTF-8 (Go keeps the bytes; names are UTF-8 in practice). */
+function text(block: Buffer, [at, length]: readonly [number, number]): string {
+  const nul = block.indexOf(0, at);
+  return block.toString('utf8', at, nul < 0 || nul > at + length ? at + length : nul);
 }
 
-function isStar(block: Buffer): boolean {
-  return has(block, USTAR_MAGIC) && has(block, STAR_TRAILER);
+function is(block: Buffer, [at, length]: readonly [number, number], value: string): boolean {
+  return block.toString('latin1', at, at + length) === value;
 }
 
-/** A NUL-terminated field, decoded as tar-stream decodes names. */
-function field(block: Buffer, at: number, length: number): string {
-  const end = block.indexOf(0, at);
-  return block.toString('utf8', at, end < 0 || end > at + length ? at + length : end);
+/**
+ * A numeric field as Go reads it: base-256 when the first byte's high bit is set (two's complement
+ * when the next bit is too), else octal digits between leading and trailing NULs and spaces, up to a
+ * NUL (all NULs and spaces is 0). undefined when it is neither, or too big.
+ */
+function numeric(block: Buffer, [at, length]: readonly [number, number]): number | undefined {
+  const first = block[at]!;
+  if ((first & 0x80) !== 0) {
+    const negative = (first & 0x40) !== 0;
+    let x = 0n;
+    for (let i = 0; i < length; i++) {
+      let c = block[at + i]!;
+      if (negative) c ^= 0xff;
+      if (i === 0) c &= 0x7f;
+      if (x >> 56n > 0n) return undefined;
+      x = (x << 8n) | BigInt(c);
+    }
+    if (x >> 63n > 0n) return undefined;
+    const value = negative ? -x - 1n : x;
+    return value >= BigInt(Number.MIN_SAFE_INTEGER) && value <= BigInt(Number.MAX_SAFE_INTEGER)
+      ? Number(value)
+      : undefined;
+  }
+  let start = at;
+  let end = at + length;
+  while (start < end && (block[start] === 0 || block[start] === 0x20)) start++;
+  while (end > start && (block[end - 1] === 0 || block[end - 1] === 0x20)) end--;
+  const nul = block.indexOf(0, start);
+  if (nul >= 0 && nul < end) end = nul;
+  let x = 0;
+  for (let i = start; i < end; i++) {
+    const d = block[i]! - 0x30;
+    if (d < 0 || d > 7) return undefined;
+    x = x * 8 + d;
+  }
+  return Number.isSafeInteger(x) ? x : undefined;
 }
 
-/** A star header's name: its short prefix, a slash, its name field. */
-function starName(block: Buffer): string {
-  const prefix = field(block, PREFIX.at, PREFIX.starLength);
-  const name = field(block, NAME.at, NAME.length);
-  return prefix === '' ? name : `${prefix}/${name}`;
+/** Go's check: the stored sum matches the sum of the block's bytes, unsigned or signed, its own field as spaces. */
+function checksumOk(block: Buffer): boolean {
+  const stored = numeric(block, CHECKSUM);
+  if (stored === undefined || (block[CHECKSUM[0]]! & 0x80) !== 0) return false;
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < BLOCK; i++) {
+    const b = i >= CHECKSUM[0] && i < CHECKSUM[0] + CHECKSUM[1] ? 0x20 : block[i]!;
+    unsigned += b;
+    signed += b < 0x80 ? b : b - 0x100;
+  }
+  return stored === unsigned || stored === signed;
+}
+
+function formatOf(block: Buffer): Format {
+  if (is(block, MAGIC, 'ustar\0')) return is(block, STAR_TRAILER, 'tar\0') ? 'star' : 'ustar';
+  if (is(block, MAGIC, 'ustar ') && is(block, VERSION, ' \0')) return 'gnu';
+  return 'v7';
+}
+
+/** The header block decoded as Go's readHeader does, before PAX and GNU headers are folded in. */
+function decodeHeader(block: Buffer, offset: number): Header & { typeflag: number } {
+  if (!checksumOk(block)) throw corrupt(offset, 'a header block with a wrong checksum (not a tar?)');
+  const format = formatOf(block);
+  const number = (field: readonly [number, number], what: string): number => {
+    const n = numeric(block, field);
+    if (n === undefined) throw corrupt(offset, `the header's ${what} field is not a number`);
+    return n;
+  };
+  const typeflag = block[TYPEFLAG_AT]!;
+  const header: Header & { typeflag: number } = {
+    typeflag,
+    name: text(block, NAME),
+    type: typeflag === TYPEFLAG_NUL ? 'file' : (TYPES.get(typeflag) ?? null),
+    linkname: block[LINKNAME[0]] === 0 ? null : text(block, LINKNAME),
+    mode: number(MODE, 'mode'),
+    uid: number(UID, 'uid'),
+    gid: number(GID, 'gid'),
+    size: number(SIZE, 'size'),
+    mtime: new Date(number(MTIME, 'mtime') * 1000),
+    uname: '',
+    gname: '',
+    devmajor: 0,
+    devminor: 0,
+    pax: null,
+  };
+  if (format === 'v7') return header;
+  header.uname = text(block, UNAME);
+  header.gname = text(block, GNAME);
+  header.devmajor = number(DEVMAJOR, 'devmajor');
+  header.devminor = number(DEVMINOR, 'devminor');
+  let prefix = '';
+  if (format === 'ustar') prefix = text(block, PREFIX);
+  else if (format === 'star') {
+    prefix = text(block, STAR_PREFIX);
+    for (const field of STAR_TIMES) number(field, 'atime or ctime');
+  }
+  if (prefix !== '') header.name = `${prefix}/${header.name}`;
+  return header;
 }
 
 /** What Go's reader parses PAX numbers with: decimal integers, and times with decimal fractions. */
-const PAX_NUMBERS = new Map<string, RegExp>([
-  ...['size', 'uid', 'gid'].map((k): [string, RegExp] => [k, /^[+-]?[0-9]+$/]),
-  ...['atime', 'mtime', 'ctime'].map((k): [string, RegExp] => [k, /^[+-]?[0-9]+(\.[0-9]*)?$/]),
-]);
+const PAX_INTEGERS = new Set(['size', 'uid', 'gid']);
+const PAX_TIMES = new Set(['atime', 'mtime', 'ctime']);
+const INT64_MAX = (1n << 63n) - 1n;
+
+/** A PAX integer Go's ParseInt takes: optional sign, decimal digits, within int64. */
+function paxInteger(value: string): boolean {
+  return /^[+-]?[0-9]+$/.test(value) && BigInt(value) <= INT64_MAX && BigInt(value) >= -INT64_MAX - 1n;
+}
 
 /**
  * The records of a PAX header, values as bytes. Throws unless they are well formed, as Go's reader
- * checks them: `<length>
- * <key>=<value>\n` with the length counting the whole record, a key without `=`, no NUL in the key
- * (nor in the value of a path or a name), and sizes, ids and times that are numbers.
+ * checks them: `<length> <key>=<value>\n` with the length counting the whole record, a key without `=`,
+ * no NUL in the key (nor in the value of a path or a name).
  */
-function paxRecords(buf: Buffer): [string, Buffer][] {
+function paxRecords(buf: Buffer, offset: number): [string, Buffer][] {
   const records: [string, Buffer][] = [];
-  const bad = (why: string) => new Error(`invalid PAX header: ${why}`);
+  const bad = (why: string) => corrupt(offset, `a PAX header with ${why}`);
   for (let at = 0; at < buf.length; ) {
     const space = buf.indexOf(0x20, at);
     const digits = space < 0 ? '' : buf.toString('latin1', at, space);
-    const length = /^[0-9]+$/.test(digits) ? Number(digits) : Number.NaN;
+    const length = /^\+?[0-9]+$/.test(digits) ? Number(digits) : Number.NaN;
     if (!(length >= 5 && at + length <= buf.length && length > digits.length + 1))
-      throw bad('a record length');
+      throw bad('a bad record length');
     const end = at + length;
     if (buf[end - 1] !== 0x0a) throw bad('a record without its newline');
     const record = buf.subarray(space + 1, end - 1);
@@ -238,13 +325,127 @@ function paxRecords(buf: Buffer): [string, Buffer][] {
       ? record.subarray(eq + 1)
       : record.subarray(0, eq);
     if (nulIn.includes(0)) throw bad(`a NUL byte in record ${JSON.stringify(key)}`);
-    const value = record.subarray(eq + 1);
-    const form = PAX_NUMBERS.get(key);
-    if (form && value.length > 0 && !form.test(value.toString('latin1'))) {
-      throw bad(`record ${JSON.stringify(key)} is no number`);
-    }
-    records.push([key, value]);
+    records.push([key, record.subarray(eq + 1)]);
     at = end;
   }
   return records;
+}
+
+/** Go's mergePAX: an empty value keeps the header's own; sizes, ids and times must parse. */
+function mergePax(header: Header, records: [string, Buffer][], offset: number): void {
+  const pax: Record<string, string> = {};
+  const xattrs: Record<string, Buffer> = {};
+  for (const [key, raw] of records) {
+    const value = raw.toString('utf8');
+    pax[key] = value;
+    if (key.startsWith(XATTR_PREFIX)) xattrs[key.slice(XATTR_PREFIX.length)] = raw;
+  }
+  for (const [key, value] of Object.entries(pax)) {
+    if (value === '') continue;
+    const number = PAX_INTEGERS.has(key)
+      ? paxInteger(value)
+      : PAX_TIMES.has(key)
+        ? /^[+-]?[0-9]+(\.[0-9]*)?$/.test(value) && paxInteger(value.split('.')[0]!)
+        : true;
+    if (!number) throw corrupt(offset, `PAX record ${JSON.stringify(key)} is no number`);
+    if (key === 'path') header.name = value;
+    else if (key === 'linkpath') header.linkname = value;
+    else if (key === 'size') header.size = Number(value);
+  }
+  header.pax = pax;
+  header.xattrs = xattrs;
+}
+
+/** What the meta headers before an entry said about it. */
+interface Pending {
+  pax?: { records: [string, Buffer][]; offset: number };
+  longName?: string;
+  longLink?: string;
+}
+
+/**
+ * Reads a layer tar as Go's archive/tar reads it, entry by entry, data streamed in the chunks it came
+ * in. The points where readers differ, and what this one does as Go does:
+ * - a header-only entry (symlink, hardlink, device, fifo, directory) is followed directly by the next
+ *   header: a reader taking `size` bytes after it as data would apply entries no other reader sees, or
+ *   hide the ones crafted to look like data to it.
+ * - two zero blocks end the archive; what follows is only read (containerd hashes it for the diff_id).
+ * - a zero block followed by anything but a zero block is corrupt.
+ * - a GNU long name or link name wins over a PAX path or linkpath.
+ * - a global PAX header changes no entry, and ends the meta headers before it (Go returns it as an
+ *   entry of its own, which containerd skips).
+ * - a pre-POSIX regular file (typeflag NUL) whose final name ends in `/` is a directory.
+ * - typeflag N is no long-name header but an entry of an unknown type, which containerd refuses.
+ * - a ustar block with star's trailer has a 131-byte name prefix.
+ * - a PAX header with a malformed record is refused, and so is a header whose number fields are
+ *   neither octal nor base-256, or whose checksum is neither the unsigned nor the signed byte sum.
+ * - pre-POSIX (v7) headers, without the ustar magic, are read; their checksum still guards them.
+ * - extended attribute values come as bytes in `xattrs`.
+ * - PAX and GNU long-name headers over 1 MiB are refused (they are held in memory, as in Go).
+ * A stream that ends inside a header, a body or its padding is refused; one that ends at a block
+ * boundary without the end-of-archive blocks is complete (as for Go).
+ */
+export async function* readTar(chunks: AsyncIterable<Buffer>): AsyncGenerator<TarEntry> {
+  const input = new Input(chunks);
+  let pending: Pending = {};
+  for (;;) {
+    const at = input.offset;
+    const block = await input.exactly(BLOCK, 'a header');
+    if (block === null) return;
+    if (isZero(block)) {
+      const second = await input.exactly(BLOCK, 'the end-of-archive blocks');
+      if (second === null) return;
+      if (!isZero(second)) throw corrupt(at + BLOCK, 'a header after a lone zero block');
+      await input.drain();
+      return;
+    }
+    const header = decodeHeader(block, at);
+    const { typeflag } = header;
+    if (typeflag === TYPEFLAG_N) throw corrupt(at, 'an entry of unsupported type N');
+    if (header.size < 0 && !HEADER_ONLY.has(header.type)) throw corrupt(at, 'a negative size');
+    if (META.has(typeflag)) {
+      const what = typeflag === PAX || typeflag === PAX_GLOBAL ? 'a PAX header' : 'a GNU long name';
+      if (header.size > MAX_META_BYTES) {
+        throw corrupt(at, `${what} of ${header.size} bytes (more than ${MAX_META_BYTES})`);
+      }
+      const content = (await input.exactly(header.size, what)) ?? Buffer.alloc(0);
+      if (content.length < header.size) throw corrupt(at, `the layer ends inside ${what}`);
+      await input.skip(padding(header.size), `${what}'s padding`);
+      if (typeflag === PAX_GLOBAL) {
+        paxRecords(content, at);
+        pending = {};
+      } else if (typeflag === PAX) pending.pax = { records: paxRecords(content, at), offset: at };
+      else {
+        const nul = content.indexOf(0);
+        const name = content.toString('utf8', 0, nul < 0 ? content.length : nul);
+        if (typeflag === GNU_LONG_NAME) pending.longName = name;
+        else pending.longLink = name;
+      }
+      continue;
+    }
+    if (pending.pax) mergePax(header, pending.pax.records, pending.pax.offset);
+    if (pending.longName) header.name = pending.longName;
+    if (pending.longLink) header.linkname = pending.longLink;
+    pending = {};
+    if (typeflag === TYPEFLAG_NUL && header.name.endsWith('/')) header.type = 'directory';
+    if (HEADER_ONLY.has(header.type)) header.size = 0;
+    if (!(Number.isSafeInteger(header.size) && header.size >= 0)) {
+      throw corrupt(at, `an entry's size ${header.size} is out of range`);
+    }
+    const { typeflag: _, ...entryHeader } = header;
+    let left = header.size;
+    const name = JSON.stringify(header.name);
+    async function* body(): AsyncGenerator<Buffer> {
+      while (left > 0) {
+        const part = await input.some(left);
+        if (part.length === 0) throw corrupt(input.offset, `the layer ends inside the data of ${name}`);
+        left -= part.length;
+        yield part;
+      }
+    }
+    yield { header: entryHeader, body: body() };
+    await input.skip(left, `the data of ${name}`);
+    left = 0;
+    await input.skip(padding(header.size), `the padding after ${name}`);
+  }
 }
