@@ -156,6 +156,35 @@ test('Bearer: expired, wrong issuer, wrong audience, other key, HS256 and garbag
   }
 });
 
+test('a PEM bundle of keys of different types (RSA then EC, as in a rotation) verifies with the key that fits', async () => {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const p384 = generateKeyPairSync('ec', { namedCurve: 'P-384' });
+  const bundle = join(dir, 'bundle.pem');
+  await writeFile(
+    bundle,
+    [rsa.publicKey, p384.publicKey, ec.publicKey]
+      .map((k) => k.export({ type: 'spki', format: 'pem' }))
+      .join(''),
+  );
+  const auth = await ClientAuth.open(config({ token: { ...config().token!, keys: bundle } }));
+  try {
+    assert.deepEqual(
+      await auth.authorize(`Bearer ${await token({ sub: 'u', ...pull('remote/ws1') })}`, need),
+      {
+        ok: true,
+        user: 'u',
+      },
+    );
+    // A key that fits none is still refused.
+    refused(
+      await auth.authorize(`Bearer ${await token(pull('remote/ws1'), { key: other.privateKey })}`, need),
+      401,
+    );
+  } finally {
+    auth.close();
+  }
+});
+
 test('a JWKS file works as the key source; a bad key file is refused at start', async () => {
   const jwks = join(dir, 'jwks.json');
   await writeFile(

@@ -3,7 +3,13 @@
 // a JWKS file, checked for issuer, audience (the service) and lifetime, and carrying the granted access as
 // `access: [{type: "repository", name, actions: ["pull"]}]`.
 import { createPublicKey, type KeyObject } from 'node:crypto';
-import { createLocalJWKSet, type JWTPayload, errors as joseErrors, jwtVerify } from 'jose';
+import {
+  createLocalJWKSet,
+  decodeProtectedHeader,
+  type JWTPayload,
+  errors as joseErrors,
+  jwtVerify,
+} from 'jose';
 import { invalidArgument, messageOf } from '../../errors.ts';
 
 // Asymmetric algorithms only: a shared-secret (HS*) or unsigned token is never accepted.
@@ -80,7 +86,10 @@ export async function verifyToken(
   try {
     if (keys.kind === 'jwks') payload = (await jwtVerify(token, keys.set, options)).payload;
     else {
-      for (const key of keys.keys) {
+      // A bundle may mix key types (a rotation from RSA to EC): only keys of the token's algorithm are
+      // tried, as jose refuses the others with an error that is not a signature failure.
+      const alg = decodeProtectedHeader(token).alg;
+      for (const key of keys.keys.filter((k) => fitsAlgorithm(k, alg))) {
         try {
           payload = (await jwtVerify(token, key, options)).payload;
           break;
@@ -96,6 +105,19 @@ export async function verifyToken(
   }
   if (payload === undefined) return { ok: false, reason };
   return { ok: true, subject: typeof payload.sub === 'string' ? payload.sub : '', access: accessOf(payload) };
+}
+
+const CURVES: Record<string, string> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
+
+/** Whether `key` can check a signature made with `alg`. */
+function fitsAlgorithm(key: KeyObject, alg: string | undefined): boolean {
+  const type = key.asymmetricKeyType;
+  if (alg === undefined) return false;
+  if (alg.startsWith('ES')) return type === 'ec' && key.asymmetricKeyDetails?.namedCurve === CURVES[alg];
+  if (alg.startsWith('RS')) return type === 'rsa';
+  if (alg.startsWith('PS')) return type === 'rsa' || type === 'rsa-pss';
+  if (alg === 'EdDSA' || alg === 'Ed25519') return type === 'ed25519' || type === 'ed448';
+  return false;
 }
 
 function accessOf(payload: JWTPayload): Access[] {
