@@ -73,9 +73,14 @@ export interface DaemonApi {
   updateContentLabels(digest: Digest, labels: Labels): Promise<void>;
   /**
    * Opens (or resumes) the ingest `ref` for a blob of `total` bytes with digest `expected`; undefined
-   * when the namespace has the blob already. Busy refs (another writer holds them) are retried a while.
+   * when the namespace has the blob already. A ref another writer holds (another pull of the same blob)
+   * is waited for until that writer lets go or `signal` aborts; other busy answers are retried a while.
    */
-  openWriter(ref: string, expected: { digest: Digest; size: number }): Promise<IngestWriter | undefined>;
+  openWriter(
+    ref: string,
+    expected: { digest: Digest; size: number },
+    signal?: AbortSignal,
+  ): Promise<IngestWriter | undefined>;
   /** Removes an ingest (NotFound when there is none). */
   abortIngest(ref: string): Promise<void>;
   /** Deletes a blob from the namespace (NotFound when it is not there). */

@@ -20,7 +20,14 @@ import type { Descriptor as ProtoDescriptor } from '../api/gen/containerd/types/
 import { callServerStream, callUnary, createClient, metadataWith } from '../api/grpc/client.ts';
 import { errorFromStatus } from '../api/grpc/status.ts';
 import { WriteChannel, type WriteStream } from '../api/transport/write-channel.ts';
-import { dataLoss, isAlreadyExists, isNotFound, isUnavailable, resourceExhausted } from '../errors.ts';
+import {
+  dataLoss,
+  isAlreadyExists,
+  isNotFound,
+  isUnavailable,
+  messageOf,
+  resourceExhausted,
+} from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
 import type {
@@ -38,8 +45,10 @@ import type {
 export const WRITE_WINDOW = 8;
 /** Diff.Apply of a big layer takes a while; other unary calls get the client's default deadline. */
 const APPLY_TIMEOUT_MS = 30 * 60_000;
-/** Busy ingest refs (another writer holds the lock) are retried with doubling delays, this often. */
+/** A busy daemon (not a held ref lock, which is waited for) is retried with doubling delays, this often. */
 const OPEN_RETRIES = 12;
+/** How containerd words a ref another writer holds (`ref … locked for …`). */
+const LOCKED = /\blocked\b/;
 
 export const DEFAULT_NAMESPACE = 'default';
 
@@ -90,7 +99,16 @@ const toMounts = (
 ): DaemonMount[] =>
   ms.map((m) => ({ type: m.type, source: m.source, target: m.target, options: [...m.options] }));
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const sleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const done = (): void => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal?.addEventListener('abort', done, { once: true });
+  });
 
 export class GrpcDaemonApi implements DaemonApi {
   private readonly client: Client;
@@ -214,14 +232,19 @@ export class GrpcDaemonApi implements DaemonApi {
   async openWriter(
     ref: string,
     expected: { digest: Digest; size: number },
+    signal?: AbortSignal,
   ): Promise<IngestWriter | undefined> {
     for (let attempt = 0; ; attempt++) {
+      signal?.throwIfAborted();
       try {
         return await GrpcContentWriter.open(() => this.writes.open(this.headers), ref, expected);
       } catch (err) {
         if (isAlreadyExists(err)) return undefined;
-        if (!isUnavailable(err) || attempt >= OPEN_RETRIES) throw err;
-        await sleep(Math.min(2048, 16 << attempt) * (0.5 + Math.random() / 2));
+        if (!isUnavailable(err)) throw err;
+        // Another writer of this blob (a concurrent pull of the same image) may take as long as its
+        // download does: wait for it, as containerd's client does; it commits or lets go of the ingest.
+        if (attempt >= OPEN_RETRIES && !LOCKED.test(messageOf(err))) throw err;
+        await sleep(Math.min(2048, 16 << Math.min(attempt, 7)) * (0.5 + Math.random() / 2), signal);
       }
     }
   }

@@ -311,6 +311,35 @@ describe('strata pull through the daemon', () => {
     assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
   });
 
+  test('a pull waits for a layer another pull is writing, however long, and takes it from there', async (t) => {
+    const daemon = await startDaemon({ t });
+    const layer = manifest.layers[1]!;
+    const client = new RegistryClient();
+    t.after(() => client.close());
+    const whole = Buffer.concat(await (await client.fetchBlob(parseReference(image.ref), layer)).toArray());
+    const api = GrpcDaemonApi.connect(daemon.address);
+    t.after(() => api.close());
+    // The other pull: holds the layer's ingest (its lock) with part of the blob written.
+    const w = await api.openWriter(`layer-${layer.digest}`, { digest: layer.digest, size: layer.size });
+    assert.ok(w);
+    await w.write(whole.subarray(0, 100_000));
+    await w.flush();
+
+    const mark = proxy.seen.length;
+    const pull = strata(['pull', ...NATIVE, ...flags(daemon), ref]);
+    // Held past the dozen retries (about 12 s at most) a pull used to give up after: a slow download.
+    const early = await Promise.race([
+      pull.then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), 20_000)),
+    ]);
+    await w.write(whole.subarray(100_000));
+    assert.equal(await w.commit(), 'committed');
+    const r = await pull;
+    assert.equal(r.code, 0, `the pull ${early ? 'ended while the ingest was held' : 'failed'}:\n${r.stderr}`);
+    assert.deepEqual(blobGets(proxy.seen.slice(mark), [layer.digest]), []);
+    assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
+  });
+
   test('strata rootfs exports exactly the files of the image', async (t) => {
     const daemon = await startDaemon({ t });
     await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);

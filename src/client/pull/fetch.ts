@@ -149,7 +149,7 @@ class Fetcher {
     let transferred = false;
     // A resumed ingest whose bytes turn out wrong (commit refuses the digest) is restarted once from 0.
     for (let attempt = 1; ; attempt++) {
-      const writer = await this.openWriter(desc, kind, labels);
+      const writer = await this.openWriter(desc, kind, labels, signal);
       if (!writer) return labels;
       const resumed = writer.offset > 0;
       try {
@@ -207,7 +207,7 @@ class Fetcher {
     const labels = this.sourceLabel({});
     // A finished ingest whose bytes turn out wrong (commit refuses the digest) is fetched afresh once.
     for (let attempt = 1; ; attempt++) {
-      const writer = await this.openWriter(desc, kind, labels);
+      const writer = await this.openWriter(desc, kind, labels, signal);
       if (!writer) return { bytes: await this.readStored(desc), labels };
       try {
         if (writer.offset === desc.size && attempt === 1) {
@@ -239,11 +239,13 @@ class Fetcher {
     desc: Descriptor,
     kind: BlobKind,
     labels: Labels,
+    signal: AbortSignal,
   ): Promise<IngestWriter | undefined> {
-    const writer = await this.api.openWriter(ingestRefKey(desc, kind), {
-      digest: desc.digest,
-      size: desc.size,
-    });
+    const writer = await this.api.openWriter(
+      ingestRefKey(desc, kind),
+      { digest: desc.digest, size: desc.size },
+      signal,
+    );
     if (writer) return writer;
     await this.api.updateContentLabels(desc.digest, labels);
     this.stats.present++;
