@@ -56,6 +56,7 @@ export class WatchedFiles<T> {
   private badKey = '';
   private readonly watchers: FSWatcher[] = [];
   private refreshing: Promise<void> | undefined;
+  private again: Promise<void> | undefined;
   private readonly options: WatchedFilesOptions<T>;
 
   private constructor(paths: string[], options: WatchedFilesOptions<T>, value: T, key: string) {
@@ -98,7 +99,16 @@ export class WatchedFiles<T> {
 
   /** Re-reads the files if they changed; a refused version is reported through onReloadError. */
   refresh(): Promise<void> {
-    this.refreshing ??= this.load()
+    if (this.refreshing) {
+      // The running reload may have read the files before the change this call is about: look again
+      // once it ends (one follow-up serves every call made meanwhile).
+      this.again ??= this.refreshing.then(() => {
+        this.again = undefined;
+        return this.refresh();
+      });
+      return this.again;
+    }
+    this.refreshing = this.load()
       .catch((err: unknown) => this.options.onReloadError?.(err))
       .finally(() => {
         this.refreshing = undefined;
