@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { waitFor } from '../../test/helpers/process.ts';
 import { WatchedFiles } from './watched-files.ts';
 
 test('a refresh asked for while a reload is reading sees a change made before it was asked', async (t) => {
@@ -41,4 +42,42 @@ test('a refresh asked for while a reload is reading sees a change made before it
   await Promise.all([first, second]);
   assert.equal(w.value, '333');
   w.close();
+});
+
+test('a Kubernetes-style mount: swapping the ..data symlink reloads; a bad version keeps the old one', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  // What the kubelet makes: a timestamped directory, `..data` pointing at it, the file through `..data`.
+  let n = 0;
+  const publish = async (text: string): Promise<void> => {
+    const stamp = `..2026_12_07_00_00_0${n++}`;
+    await mkdir(join(dir, stamp));
+    await writeFile(join(dir, stamp, 'htpasswd'), text);
+    const old = await readlink(join(dir, '..data')).catch(() => undefined);
+    await symlink(stamp, join(dir, '..data_tmp'));
+    await rename(join(dir, '..data_tmp'), join(dir, '..data'));
+    if (old) await rm(join(dir, old), { recursive: true });
+  };
+  await publish('one');
+  await symlink('..data/htpasswd', join(dir, 'htpasswd'));
+  const errors: unknown[] = [];
+  const w = await WatchedFiles.open([join(dir, 'htpasswd')], {
+    what: 'htpasswd',
+    settleMs: 0,
+    parse: ([b]) => {
+      const text = b!.toString('utf8');
+      if (text === 'bad') throw new Error('a bad version');
+      return text;
+    },
+    onReloadError: (err) => errors.push(err),
+  });
+  t.after(() => w.close());
+  assert.equal(w.value, 'one');
+  await publish('two');
+  await waitFor(() => w.value === 'two', 10_000, { what: 'the swapped version' });
+  await publish('bad');
+  await waitFor(() => errors.length > 0, 10_000, { what: 'the bad version refused' });
+  assert.equal(w.value, 'two');
+  await publish('three');
+  await waitFor(() => w.value === 'three', 10_000, { what: 'the version after the bad one' });
 });
