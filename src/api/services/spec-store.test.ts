@@ -128,6 +128,14 @@ describe('spec store over gRPC', () => {
       }),
       (err: unknown) => errorKind(err) === 'InvalidArgument' && /more than the/.test(String(err)),
     );
+    // An id of the repository grammar whose file name would be longer than a file system takes (each '/'
+    // is stored as three characters): refused as such, not an internal error.
+    const deep = `${'ws/'.repeat(70)}x`;
+    await assert.rejects(
+      client.put(deep, ok),
+      (err: unknown) => errorKind(err) === 'InvalidArgument' && /too long/.test(String(err)),
+    );
+    await assert.rejects(store.getSpec(deep), kindOf('InvalidArgument'));
     // A request without a spec (only another client could send one).
     const raw = createClient(writable.address);
     try {

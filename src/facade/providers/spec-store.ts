@@ -11,11 +11,23 @@ import { type ImageSpec, type SpecJsonCodec, validateImageSpec } from '../spec.t
 import type { SpecProvider } from './provider.ts';
 
 const MAX_SPEC_FILE = 16 * 1024 * 1024;
+/** The longest file name Linux file systems take (NAME_MAX). */
+const MAX_FILE_NAME = 255;
+
+/** The stored file's name: '/' is the only character of the grammar a file name cannot hold. */
+const fileNameOf = (id: string): string => `${id.replaceAll('/', '%2F')}.json`;
 
 export function validateSpecId(id: string): void {
   if (id === '' || id.length > MAX_NAME_LENGTH || !isValidRepositoryPath(id)) {
     throw invalidArgument(
       `spec id ${JSON.stringify(id)}: want lowercase letters and digits, separated by '.', '_', '-' or '/' (at most ${MAX_NAME_LENGTH} characters)`,
+    );
+  }
+  // A valid id with many '/' can still make a file name the file system refuses.
+  const length = fileNameOf(id).length;
+  if (length > MAX_FILE_NAME) {
+    throw invalidArgument(
+      `spec id ${JSON.stringify(id)}: too long to store (${length} characters as a file name, each '/' taking 3, at most ${MAX_FILE_NAME})`,
     );
   }
 }
@@ -42,8 +54,7 @@ export class SpecStore implements SpecProvider {
 
   private fileOf(id: string): string {
     validateSpecId(id);
-    // '/' is the only character of the grammar a file name cannot hold.
-    return join(this.specsDir, `${id.replaceAll('/', '%2F')}.json`);
+    return join(this.specsDir, fileNameOf(id));
   }
 
   async put(id: string, spec: ImageSpec): Promise<void> {
