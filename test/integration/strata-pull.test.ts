@@ -19,6 +19,7 @@ import { startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import {
   type PushedImage,
   type PushedIndex,
+  pushFilesImage,
   pushMultiLayer,
   pushTwoPlatformIndex,
   skopeoInspect,
@@ -387,6 +388,21 @@ describe('strata pull through the daemon', () => {
     assert.ok(await api.contentInfo(index.manifests[1]!.digest), 'arm64 manifest fetched');
     const arm = await strataOk(['images', 'check', '--platform', 'linux/arm64', ...NATIVE, ...flags(daemon)]);
     assert.match(arm, /complete \(3\/3\).*true$/m);
+  });
+
+  test('an image of no layers (FROM scratch and metadata) pulls as ctr pulls it', async (t) => {
+    const daemon = await startDaemon({ t });
+    const empty = await pushFilesImage(reg, 'team/empty', { layers: [], labels: { only: 'metadata' } });
+    const emptyRef = `${proxy.host}/team/empty:latest`;
+    const ctr = await daemon.ctr(['-n', 'by-ctr', 'images', 'pull', '--plain-http', ...NATIVE, emptyRef]);
+    assert.equal(ctr.code, 0, ctr.stderr);
+    const r = await strata(['pull', ...NATIVE, ...flags(daemon), emptyRef]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /0 layers unpacked, 0 already unpacked$/m);
+    assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(1\/1\)/);
+    const api = GrpcDaemonApi.connect(daemon.address);
+    t.after(() => api.close());
+    assert.equal((await api.getImage(emptyRef))?.target.digest, empty.digest);
   });
 
   test('images label, ls filters and rm', async (t) => {

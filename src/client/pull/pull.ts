@@ -28,7 +28,7 @@ import type { PullListener } from './events.ts';
 import { fetchImage } from './fetch.ts';
 import { LABEL_GC_EXPIRE } from './labels.ts';
 import { Presence } from './presence.ts';
-import { unpackImage } from './unpack.ts';
+import { type UnpackResult, unpackImage } from './unpack.ts';
 
 /** containerd's default where a namespace names none. */
 export const DEFAULT_SNAPSHOTTER = 'overlayfs';
@@ -73,8 +73,8 @@ export interface PullImageResult {
   descriptor: Descriptor;
   /** Image manifests reached (one per platform kept). */
   manifests: Descriptor[];
-  /** Top chain ID of each unpacked manifest, in `manifests` order. */
-  chainIds: Digest[];
+  /** Top chain ID of each unpacked manifest, in `manifests` order (undefined for one of no layers). */
+  chainIds: (Digest | undefined)[];
   fetched: number;
   present: number;
   /** Blobs the namespace lacked but the daemon's content store had: linked in, no byte transferred. */
@@ -133,7 +133,7 @@ export async function pullImage(
   try {
     const presence = new Presence();
     const manifests: Descriptor[] = [];
-    const unpacks: Promise<{ chainId: Digest; applied: number; present: number }>[] = [];
+    const unpacks: Promise<UnpackResult>[] = [];
     const startUnpack = (desc: Descriptor, manifest: ImageManifest): void => {
       manifests.push(desc);
       if (opts.unpack === false) return;

@@ -30,7 +30,8 @@ export interface UnpackOptions {
 }
 
 export interface UnpackResult {
-  chainId: Digest;
+  /** The top chain ID; undefined for an image of no layers (nothing to unpack). */
+  chainId: Digest | undefined;
   applied: number;
   present: number;
 }
@@ -73,9 +74,8 @@ export async function unpackImage(
   await waitBlob(manifest.config.digest);
   const config = await readConfig(api, manifest.config);
   const layers = layersWithDiffIds(manifest, config);
-  if (layers.length === 0) throw failedPrecondition('the image has no layers to unpack');
   const chain = chainIds(layers.map((l) => l.diffId));
-  const result: UnpackResult = { chainId: chain.at(-1)!, applied: 0, present: 0 };
+  const result: UnpackResult = { chainId: chain.at(-1), applied: 0, present: 0 };
 
   // Blob labels go out while the next layer unpacks (a round trip per layer off the critical path);
   // all must have landed before the config is labelled with the chain.
@@ -113,7 +113,9 @@ export async function unpackImage(
     emit({ type: 'unpack-done', layer, chainId, applied, ms: performance.now() - started });
   }
   await Promise.all(labelling);
-  await api.updateContentLabels(manifest.config.digest, { [snapshotGcLabel(sn)]: result.chainId });
+  // An image of no layers (FROM scratch and metadata) has no snapshot: ctr's unpack sets the label
+  // empty then, which removes it, and succeeds.
+  await api.updateContentLabels(manifest.config.digest, { [snapshotGcLabel(sn)]: result.chainId ?? '' });
   return result;
 }
 
