@@ -185,6 +185,27 @@ test('a PEM bundle of keys of different types (RSA then EC, as in a rotation) ve
   }
 });
 
+test('a JWKS of several keys without key ids (a rotation) verifies with whichever key signed', async () => {
+  const jwks = join(dir, 'two-keys.json');
+  const jwk = (k: typeof ec.publicKey) => k.export({ format: 'jwk' });
+  await writeFile(jwks, JSON.stringify({ keys: [jwk(other.publicKey), jwk(ec.publicKey)] }));
+  const auth = await ClientAuth.open(config({ token: { ...config().token!, keys: jwks } }));
+  try {
+    assert.equal((await auth.authorize(`Bearer ${await token(pull('remote/ws1'))}`, need)).ok, true);
+    assert.equal(
+      (await auth.authorize(`Bearer ${await token(pull('remote/ws1'), { key: other.privateKey })}`, need)).ok,
+      true,
+    );
+    const stranger = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    refused(
+      await auth.authorize(`Bearer ${await token(pull('remote/ws1'), { key: stranger.privateKey })}`, need),
+      401,
+    );
+  } finally {
+    auth.close();
+  }
+});
+
 test('a JWKS file works as the key source; a bad key file is refused at start', async () => {
   const jwks = join(dir, 'jwks.json');
   await writeFile(

@@ -7,6 +7,7 @@ import {
   createLocalJWKSet,
   decodeProtectedHeader,
   type JWTPayload,
+  type JWTVerifyOptions,
   errors as joseErrors,
   jwtVerify,
 } from 'jose';
@@ -84,20 +85,24 @@ export async function verifyToken(
   let payload: JWTPayload | undefined;
   let reason = 'no key verifies the token';
   try {
-    if (keys.kind === 'jwks') payload = (await jwtVerify(token, keys.set, options)).payload;
-    else {
+    if (keys.kind === 'jwks') {
+      try {
+        payload = (await jwtVerify(token, keys.set, options)).payload;
+      } catch (err) {
+        // Several keys of the set fit the token (none has a `kid` to tell them apart, as in a rotation):
+        // jose hands them over to be tried in turn.
+        if (!(err instanceof joseErrors.JWKSMultipleMatchingKeys)) throw err;
+        payload = await verifyWithAny(token, err, options);
+      }
+    } else {
       // A bundle may mix key types (a rotation from RSA to EC): only keys of the token's algorithm are
       // tried, as jose refuses the others with an error that is not a signature failure.
       const alg = decodeProtectedHeader(token).alg;
-      for (const key of keys.keys.filter((k) => fitsAlgorithm(k, alg))) {
-        try {
-          payload = (await jwtVerify(token, key, options)).payload;
-          break;
-        } catch (err) {
-          // Another key may have signed it; any other failure is the token's.
-          if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw err;
-        }
-      }
+      payload = await verifyWithAny(
+        token,
+        keys.keys.filter((k) => fitsAlgorithm(k, alg)),
+        options,
+      );
     }
   } catch (err) {
     reason = err instanceof joseErrors.JWTExpired ? 'the token has expired' : messageOf(err);
@@ -105,6 +110,23 @@ export async function verifyToken(
   }
   if (payload === undefined) return { ok: false, reason };
   return { ok: true, subject: typeof payload.sub === 'string' ? payload.sub : '', access: accessOf(payload) };
+}
+
+/** The payload as the first of `candidates` that verifies the signature finds it; undefined if none does. */
+async function verifyWithAny(
+  token: string,
+  candidates: Iterable<KeyObject> | AsyncIterable<CryptoKey>,
+  options: JWTVerifyOptions,
+): Promise<JWTPayload | undefined> {
+  for await (const key of candidates) {
+    try {
+      return (await jwtVerify(token, key, options)).payload;
+    } catch (err) {
+      // Another key may have signed it; any other failure is the token's.
+      if (!(err instanceof joseErrors.JWSSignatureVerificationFailed)) throw err;
+    }
+  }
+  return undefined;
 }
 
 const CURVES: Record<string, string> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
