@@ -3,7 +3,9 @@
 // downloads are counted by a small pass-through proxy in front of the registry (the registry cannot
 // tell us), so "a second pull fetches no layer" is observed on the wire.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
 import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -26,7 +28,7 @@ import {
   skopeoRawManifest,
 } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { type ProcessResult, runProcess } from '../helpers/process.ts';
+import { type ProcessResult, runProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -339,6 +341,32 @@ describe('strata pull through the daemon', () => {
     assert.equal(r.code, 0, `the pull ${early ? 'ended while the ingest was held' : 'failed'}:\n${r.stderr}`);
     assert.deepEqual(blobGets(proxy.seen.slice(mark), [layer.digest]), []);
     assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
+  });
+
+  test('Ctrl-C mid-pull: a non-zero exit, no image, no scratch snapshot, no lease', async (t) => {
+    const daemon = await startDaemon({ t });
+    const slow = await countingProxy(reg.url, { bytesPerSecond: 64 * 1024 });
+    t.after(() => slow.close());
+    const child = spawn(BIN, ['pull', ...NATIVE, ...flags(daemon), `${slow.host}/team/app:latest`], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    // Interrupted while the big first layer is still downloading (others are done: 4 × 300 KiB vs 1.1 MiB).
+    await waitFor(() => (stdout.match(/^done /gm) ?? []).length >= 4, 60_000, {
+      what: 'small blobs fetched',
+    });
+    child.kill('SIGINT');
+    const [code] = await exited;
+    assert.notEqual(code, 0, stdout);
+    // What happened, not an internal step it cut short ('walk aborted', 'apply layer …: Cancelled').
+    assert.equal(stderr, 'strata pull: interrupted\n');
+    assert.equal(await daemon.ctrOk(['images', 'ls', '-q']), '');
+    assert.doesNotMatch(await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']), /extract-/);
+    assert.equal((await daemon.ctrOk(['leases', 'ls', '-q'])).trim(), '');
   });
 
   test('strata rootfs exports exactly the files of the image', async (t) => {

@@ -182,6 +182,10 @@ export async function pullImage(
       layersApplied: unpacked.reduce((n, u) => n + u.applied, 0),
       layersPresent: unpacked.reduce((n, u) => n + u.present, 0),
     };
+  } catch (err) {
+    // Stopped by the caller (Ctrl-C): say so, not what the stop cut short (a fetch, an unpack).
+    if (opts.signal?.aborted) throw opts.signal.reason;
+    throw err;
   } finally {
     await daemon.deleteLease(leaseId).catch((err: unknown) => {
       // The lease expires by itself; failing to delete it early is not worth failing the pull for.
