@@ -69,6 +69,12 @@ export interface DaemonApi {
   contentInfo(digest: Digest): Promise<BlobInfo | undefined>;
   /** Reads a whole small blob (manifest, config); fails when it is larger than `maxBytes`. */
   readContent(digest: Digest, maxBytes: number): Promise<Buffer>;
+  /**
+   * Puts a blob the namespace has under this API's lease (nothing without one), so garbage collection
+   * keeps it while the lease lives however its other references go; containerd's client gets the same
+   * by opening a writer for it.
+   */
+  leaseContent(digest: Digest): Promise<void>;
   /** Sets the given labels (an empty value removes one), leaving the others. */
   updateContentLabels(digest: Digest, labels: Labels): Promise<void>;
   /**

@@ -214,6 +214,19 @@ export class GrpcDaemonApi implements DaemonApi {
     });
   }
 
+  async leaseContent(digest: Digest): Promise<void> {
+    const lease = this.lease;
+    if (lease === undefined) return;
+    await this.call(`lease content ${digest}`, async () => {
+      await callUnary(
+        this.client,
+        Leases.method.addResource,
+        { id: lease, resource: { id: digest, type: 'content' } },
+        { metadata: this.md },
+      );
+    });
+  }
+
   updateContentLabels(digest: Digest, labels: Labels): Promise<void> {
     const keys = Object.keys(labels);
     if (keys.length === 0) return Promise.resolve();

@@ -11,8 +11,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
+import type { DaemonApi } from '../../src/client/daemon-api.ts';
 import { GrpcDaemonApi } from '../../src/client/grpc-daemon-api.ts';
 import { chainIds } from '../../src/client/pull/chain.ts';
+import { pullImage } from '../../src/client/pull/pull.ts';
 import type { Digest } from '../../src/oci/digest.ts';
 import { parseReference } from '../../src/oci/reference.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
@@ -367,6 +369,44 @@ describe('strata pull through the daemon', () => {
     assert.equal(await daemon.ctrOk(['images', 'ls', '-q']), '');
     assert.doesNotMatch(await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']), /extract-/);
     assert.equal((await daemon.ctrOk(['leases', 'ls', '-q'])).trim(), '');
+  });
+
+  test('blobs the namespace has are held by the pull: removing the image that held them does not break it', async (t) => {
+    const daemon = await startDaemon({ t });
+    // Name A holds every blob (fetched only); the pull of name B, same manifest, unpacks.
+    await strataOk(['pull', '--no-unpack', ...flags(daemon), ref]);
+    const api = GrpcDaemonApi.connect(daemon.address);
+    const registry = new RegistryClient();
+    t.after(async () => {
+      api.close();
+      await registry.close();
+    });
+    let removed = false;
+    // The daemon's API as the pull sees it, but name A is removed (and garbage collected) the moment
+    // the unpack starts, as another user's `ctr images rm --sync` could be.
+    const racing = (inner: DaemonApi): DaemonApi =>
+      new Proxy(inner, {
+        get(target, prop, receiver) {
+          const value = Reflect.get(target, prop, receiver) as unknown;
+          if (typeof value !== 'function') return value;
+          if (prop === 'withLease') return (id: string) => racing(target.withLease(id));
+          if (prop === 'prepareSnapshot' && !removed) {
+            return async (...args: Parameters<DaemonApi['prepareSnapshot']>) => {
+              removed = true;
+              await daemon.ctrOk(['images', 'rm', '--sync', ref]);
+              return target.prepareSnapshot(...args);
+            };
+          }
+          return value.bind(target);
+        },
+      });
+    const nameB = `${proxy.host}/team/app@${image.digest}`;
+    await pullImage(registry, racing(api), nameB, { snapshotter: 'native' });
+    assert.ok(removed);
+    assert.match(
+      await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']),
+      /complete \(7\/7\).*true/,
+    );
   });
 
   test('strata rootfs exports exactly the files of the image', async (t) => {

@@ -117,10 +117,16 @@ class Fetcher {
     return add ? { [add.key]: add.value } : {};
   }
 
-  /** A blob the namespace has: counted, told, and given the source label; returns its labels. */
+  /**
+   * A blob the namespace has: held by the pull's lease (what else holds it may go meanwhile), counted,
+   * told, and given the source label; returns its labels.
+   */
   private async present(desc: Descriptor, kind: BlobKind, have: Labels): Promise<Labels> {
     const update = this.sourceLabel(have);
-    if (Object.keys(update).length > 0) await this.api.updateContentLabels(desc.digest, update);
+    await Promise.all([
+      this.api.leaseContent(desc.digest),
+      Object.keys(update).length > 0 ? this.api.updateContentLabels(desc.digest, update) : undefined,
+    ]);
     this.stats.present++;
     this.emit({ type: 'exists', kind, descriptor: desc });
     return { ...have, ...update };
