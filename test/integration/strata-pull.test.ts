@@ -471,6 +471,11 @@ describe('strata pull through the daemon', () => {
     const api = GrpcDaemonApi.connect(daemon.address);
     t.after(() => api.close());
     assert.equal((await api.getImage(emptyRef))?.target.digest, empty.digest);
+    // Its rootfs is empty.
+    const dir = await tempDir('empty-rootfs');
+    t.after(() => removeTempDir(dir));
+    await strataOk(['rootfs', ...NATIVE, ...flags(daemon), emptyRef, dir]);
+    assert.deepEqual(await readdir(dir), []);
   });
 
   test('images label, ls filters and rm', async (t) => {

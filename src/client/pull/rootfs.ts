@@ -27,7 +27,9 @@ export async function exportRootfs(
   await mkdir(target, { recursive: true });
   if ((await readdir(target)).length > 0) throw invalidArgument(`${dir} is not empty`);
   const chain = await imageChain(api, image.target, opts.platform);
-  const top = chain.at(-1)!;
+  const top = chain.at(-1);
+  // An image of no layers has an empty rootfs: the empty directory is it.
+  if (top === undefined) return;
   if (!(await api.statSnapshot(opts.snapshotter, top))) {
     throw failedPrecondition(
       `${image.name} is not unpacked in snapshotter ${opts.snapshotter} (no snapshot ${top}); pull it first`,
