@@ -1,7 +1,12 @@
 // The HTTP/2 transport of our gRPC server against what clients can send: raw HTTP/2 requests for the
 // malformed cases no gRPC client produces, and grpc-js clients for compression, deadlines and bursts.
+// Also: deadlines of streaming calls whose client keeps its side open (a raw HTTP/2 client, since gRPC
+// clients reset their streams at their own deadline), and HTTP/2 rapid reset (CVE-2023-44487): the
+// daemon's unix socket allows a great many resets, since containerd's content reader cancels a stream per
+// 32 KiB it reads; a TCP listener (builder, spec provider), which the network reaches, keeps Node's
+// defence and closes such a session.
 import assert from 'node:assert/strict';
-import { connect, type IncomingHttpHeaders } from 'node:http2';
+import { type ClientHttp2Session, connect, constants, type IncomingHttpHeaders } from 'node:http2';
 import { after, before, describe, test } from 'node:test';
 import { deflateSync, gzipSync } from 'node:zlib';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -18,7 +23,7 @@ import { Health } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
 import { callUnary, createClient } from '../../src/api/grpc/client.ts';
 import { createGrpcServer, type GrpcServer, MAX_MESSAGE_BYTES } from '../../src/api/grpc/server.ts';
 import { implement } from '../../src/api/grpc/service.ts';
-import { framedMessage } from '../../src/api/transport/framing.ts';
+import { framedMessage, methodPath } from '../../src/api/transport/framing.ts';
 import { failure } from '../helpers/grpc-assert.ts';
 import { Cleanup, tempDir } from '../helpers/tmp.ts';
 
@@ -62,6 +67,8 @@ const statusOfAnswer = (a: RawAnswer) => ({
 const VERSION_PATH = '/containerd.services.version.v1.Version/Version';
 const GET_PATH = '/containerd.services.images.v1.Images/Get';
 const INFO_PATH = '/containerd.services.content.v1.Content/Info';
+const WRITE_PATH = '/containerd.services.content.v1.Content/Write';
+const READ_PATH = '/containerd.services.content.v1.Content/Read';
 
 describe('gRPC transport', () => {
   const cleanup = new Cleanup();
@@ -308,5 +315,167 @@ describe('gRPC transport', () => {
       'containerd.services.images.v1.Images',
       'containerd.services.version.v1.Version',
     ]);
+  });
+});
+
+describe('gRPC deadlines of streaming calls', () => {
+  const cleanup = new Cleanup();
+  let server: GrpcServer;
+  let session: ClientHttp2Session;
+  /** How each handler's call ended, by method: what its requests or writes threw, or "ended". */
+  const outcomes = new Map<string, (outcome: string) => void>();
+  const outcome = (method: string) =>
+    new Promise<string>((resolve) => {
+      outcomes.set(method, resolve);
+    });
+
+  before(async () => {
+    const dir = await tempDir('grpc-deadline-streams');
+    cleanup.addDir(dir);
+    const sock = `${dir}/d.sock`;
+    server = createGrpcServer({
+      logger: pino({ level: 'silent' }),
+      services: [
+        implement(Content, {
+          // Waits for request messages and never answers.
+          write: async function* (requests) {
+            try {
+              for await (const _ of requests);
+              outcomes.get('write')?.('ended');
+            } catch (err) {
+              outcomes.get('write')?.(String(err));
+            }
+            yield* [];
+          },
+          // Sends 1 MiB messages for as long as it is let.
+          read: async function* () {
+            try {
+              for (;;) yield { data: new Uint8Array(1 << 20) };
+            } finally {
+              outcomes.get('read')?.('ended');
+            }
+          },
+        }),
+      ],
+    });
+    await server.listenUnix(sock);
+    cleanup.add(() => server.shutdown());
+    session = connect('http://localhost', { path: sock } as never);
+    session.on('error', () => {});
+    cleanup.add(() => session.destroy());
+  });
+
+  after(() => cleanup.run());
+
+  /** Starts a call with a short grpc-timeout, sends one empty message and keeps the stream open. */
+  const openCall = (path: string) => {
+    const req = session.request({
+      ':method': 'POST',
+      ':path': path,
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      'grpc-timeout': '200m',
+    });
+    req.on('error', () => {});
+    req.write(framedMessage(new Uint8Array(0)));
+    const status = new Promise<string | undefined>((resolve) => {
+      const take = (h: IncomingHttpHeaders) => {
+        if (h['grpc-status'] !== undefined) resolve(String(h['grpc-status']));
+      };
+      req.on('response', take);
+      req.on('trailers', take);
+    });
+    return { req, status };
+  };
+
+  test('a handler waiting for the next request message sees the deadline', { timeout: 30_000 }, async () => {
+    const ended = outcome('write');
+    const { req, status } = openCall(WRITE_PATH);
+    req.resume();
+    assert.equal(await status, '4');
+    assert.match(await ended, /Deadline/);
+  });
+
+  test('a handler blocked by a client not reading sees the deadline', { timeout: 30_000 }, async () => {
+    const ended = outcome('read');
+    const { req } = openCall(READ_PATH);
+    // Never read: the server's writes fill the stream's window and wait.
+    req.pause();
+    assert.equal(await ended, 'ended');
+  });
+});
+
+/** Enough resets to pass Node's rapid-reset limit (~1000) several times over. */
+const RESETS = 5000;
+
+/**
+ * Opens and cancels RESETS streams on one session, then makes one health check on it. Resolves with
+ * "closed" when the server closed the session first, or "answered" when the check got its status.
+ */
+async function resetFlood(session: ClientHttp2Session): Promise<'closed' | 'answered'> {
+  session.on('error', () => {});
+  const closed = new Promise<'closed'>((resolve) => session.once('close', () => resolve('closed')));
+  await new Promise((resolve) => session.once('connect', resolve));
+  const headers = {
+    ':method': 'POST',
+    ':path': methodPath(Health.method.check),
+    'content-type': 'application/grpc',
+    te: 'trailers',
+  };
+  for (let i = 0; i < RESETS && !session.closed && !session.destroyed; i++) {
+    const req = session.request(headers);
+    req.on('error', () => {});
+    req.close(constants.NGHTTP2_CANCEL);
+    // Let the frames go out now and then, as a real client's would.
+    if (i % 100 === 0) await new Promise((resolve) => setImmediate(resolve));
+  }
+  if (session.closed || session.destroyed) return 'closed';
+  const answered = new Promise<'answered'>((resolve) => {
+    const req = session.request(headers);
+    req.on('error', () => {});
+    req.on('trailers', () => resolve('answered'));
+    req.on('response', (h) => {
+      if (h['grpc-status'] !== undefined) resolve('answered');
+    });
+    req.resume();
+    req.end(framedMessage(new Uint8Array(0)));
+  });
+  return Promise.race([closed, answered]);
+}
+
+describe('gRPC stream resets', () => {
+  const cleanup = new Cleanup();
+  let server: GrpcServer;
+  let sock: string;
+  let port: number;
+
+  before(async () => {
+    const dir = await tempDir('grpc-resets');
+    cleanup.addDir(dir);
+    sock = `${dir}/r.sock`;
+    server = createGrpcServer({ logger: pino({ level: 'silent' }), services: [] });
+    await server.listenUnix(sock);
+    port = await server.listenTcp('127.0.0.1', 0);
+    cleanup.add(() => server.shutdown());
+  });
+
+  after(() => cleanup.run());
+
+  test('the unix socket takes a client that cancels thousands of streams', async () => {
+    const session = connect('http://localhost', { path: sock } as never);
+    try {
+      assert.equal(await resetFlood(session), 'answered');
+    } finally {
+      session.destroy();
+    }
+  });
+
+  test('a TCP listener closes a session flooding it with stream resets', async () => {
+    const session = connect(`http://127.0.0.1:${port}`);
+    try {
+      assert.equal(await resetFlood(session), 'closed');
+    } finally {
+      session.destroy();
+    }
   });
 });
