@@ -53,7 +53,8 @@ import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 import { type SparseFile, sparseOf, writeSparse } from './sparse.ts';
-import { type Header, readTar } from './tar-reader.ts';
+import type { Header } from './tar-header.ts';
+import { readTar } from './tar-reader.ts';
 
 const run = promisify(execFile);
 

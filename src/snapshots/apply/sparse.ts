@@ -4,6 +4,7 @@
 // data (format 1.0). Holes stay holes in the written file.
 import { ftruncateSync as ftruncate, writeSync } from 'node:fs';
 import { invalidArgument } from '../../errors.ts';
+import { BLOCK } from './tar-header.ts';
 
 export interface Segment {
   offset: number;
@@ -18,8 +19,6 @@ export interface SparseFile {
   /** The data segments; undefined for format 1.0, whose map leads the entry's data. */
   map?: Segment[];
 }
-
-const BLOCK = 512;
 
 function bad(what: string): never {
   throw invalidArgument(`layer entry has a malformed GNU sparse ${what}`);
