@@ -368,3 +368,23 @@ test('BuildInfo.log_info names the port the builder listens on, also when it was
     await b.close();
   }
 });
+
+test('ListBuilds names the port the builder listens on in a build’s log URL', async () => {
+  const engine = new GatedEngine(busybox);
+  const b = await start('logurl-list', engine);
+  const client = createClient(`127.0.0.1:${b.port}`);
+  try {
+    const updates = b.builder.build(request('a'));
+    await updates.next();
+    await engine.started(1);
+    const { builds } = await callUnary(client, ImageBuilder.method.listBuilds, {});
+    assert.equal(builds.length, 1);
+    assert.equal(builds[0]?.logInfo?.url, `grpc://127.0.0.1:${b.port}`);
+    engine.release();
+    for await (const _ of updates);
+  } finally {
+    engine.release();
+    client.close();
+    await b.close();
+  }
+});
