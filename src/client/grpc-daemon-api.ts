@@ -30,6 +30,7 @@ import {
 } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, parseDigest } from '../oci/digest.ts';
+import { sleep } from '../registry/retry.ts';
 import type {
   BlobInfo,
   DaemonApi,
@@ -98,17 +99,6 @@ const toMounts = (
   ms: readonly { type: string; source: string; target: string; options: string[] }[],
 ): DaemonMount[] =>
   ms.map((m) => ({ type: m.type, source: m.source, target: m.target, options: [...m.options] }));
-
-const sleep = (ms: number, signal?: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const done = (): void => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal?.addEventListener('abort', done, { once: true });
-  });
 
 export class GrpcDaemonApi implements DaemonApi {
   private readonly client: Client;
@@ -257,7 +247,9 @@ export class GrpcDaemonApi implements DaemonApi {
         // Another writer of this blob (a concurrent pull of the same image) may take as long as its
         // download does: wait for it, as containerd's client does; it commits or lets go of the ingest.
         if (attempt >= OPEN_RETRIES && !LOCKED.test(messageOf(err))) throw err;
-        await sleep(Math.min(2048, 16 << Math.min(attempt, 7)) * (0.5 + Math.random() / 2), signal);
+        const delay = Math.min(2048, 16 << Math.min(attempt, 7)) * (0.5 + Math.random() / 2);
+        // An abort ends the wait with the signal's own reason, as the check at the loop's head does.
+        await sleep(delay, signal).catch(() => signal?.throwIfAborted());
       }
     }
   }
