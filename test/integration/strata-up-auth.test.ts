@@ -3,22 +3,29 @@
 // Basic challenge); the builder, signing in as a user of its own, builds a Dockerfile FROM an image in the
 // hosted registry and pushes the result there; the facade composes a spec whose base and IDE images are
 // in its hosted repositories without asking itself over HTTP; ctr pulls the composite with --user, and
-// not without. The builder's password shows in no log and no auth file is left behind.
+// not without. The builder's password shows in no log and no auth file is left behind. Then the signals
+// an operator sends: SIGHUP reloads the htpasswd file (with `watchFiles: false`, the only way it is
+// reloaded), as it does for `strata facade`, and leaves the process serving; SIGTERM then stops it
+// cleanly (exit 0, socket removed).
 import assert from 'node:assert/strict';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { once } from 'node:events';
+import { access, appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runCtr } from '../helpers/daemon.ts';
 import { createRepo } from '../helpers/git-repo.ts';
 import { raw } from '../helpers/hosted.ts';
 import { pushFilesImage, skopeoCopy } from '../helpers/images.ts';
-import { runCommand, type ServerProcess } from '../helpers/process.ts';
+import { runCommand, type ServerProcess, waitFor } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 import { metricSample, startStrataUp, strata, type UpAddresses } from '../helpers/up.ts';
 
 const alice = { username: 'alice', password: 'wonderland' };
+const bob = { username: 'bob', password: 'builder' };
 const basic = (c: { username: string; password: string }) =>
   `Basic ${Buffer.from(`${c.username}:${c.password}`).toString('base64')}`;
+const htpasswdLine = async (c: { username: string; password: string }) =>
+  (await runCommand('htpasswd', ['-niB', c.username], { input: c.password, timeoutMs: 30_000 })).trim();
 
 let work: string;
 let root: string;
@@ -28,17 +35,17 @@ let at: UpAddresses;
 before(async () => {
   work = await tempDir('strata-up-auth');
   root = join(work, 'root');
-  const line = await runCommand('htpasswd', ['-niB', alice.username], {
-    input: alice.password,
-    timeoutMs: 30_000,
-  });
-  await writeFile(join(work, 'htpasswd'), `${line.trim()}\n`, { mode: 0o600 });
+  await writeFile(join(work, 'htpasswd'), `${await htpasswdLine(alice)}\n`, { mode: 0o600 });
   const config = join(work, 'up.yaml');
   await writeFile(
     config,
     [
       'daemon: { address: strata.sock, snapshotter: native }',
-      'registry: { listen: "127.0.0.1:0", shutdownGraceSeconds: 5, auth: { htpasswd: htpasswd } }',
+      'registry:',
+      '  listen: "127.0.0.1:0"',
+      '  shutdownGraceSeconds: 5',
+      '  watchFiles: false',
+      '  auth: { htpasswd: htpasswd }',
       'specs: { listen: "127.0.0.1:0" }',
       'builder: { listen: "127.0.0.1:0", storageDriver: vfs }',
       'metrics: "127.0.0.1:0"',
@@ -132,4 +139,33 @@ test('strata up with htpasswd auth: push, build, compose and pull with credentia
     files.filter((f) => f.split('/').at(-1) === 'auth.json'),
     [],
   );
+});
+
+const v2 = async (c: { username: string; password: string }) =>
+  (await fetch(`${at.registryUrl}/v2/`, { headers: { authorization: basic(c) } })).status;
+
+test('SIGHUP reloads the htpasswd file and strata up keeps serving; SIGTERM then exits 0', async () => {
+  const proc = server!.proc;
+  assert.equal(await v2(alice), 200);
+  assert.equal(await v2(bob), 401);
+  await appendFile(join(work, 'htpasswd'), `${await htpasswdLine(bob)}\n`);
+  // Not watched: bob is unknown until the signal.
+  assert.equal(await v2(bob), 401);
+
+  const exited = once(proc, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  const died = exited.then(([code, signal]) => {
+    throw new Error(`strata up exited on SIGHUP (${signal ?? code})`);
+  });
+  proc.kill('SIGHUP');
+  await Promise.race([
+    died,
+    waitFor(async () => (await v2(bob)) === 200, 30_000, { what: 'bob to be let in after SIGHUP' }),
+  ]);
+  assert.equal(proc.exitCode, null, 'still running');
+  assert.equal(await v2(alice), 200);
+
+  proc.kill('SIGTERM');
+  const [code, signal] = await exited;
+  assert.deepEqual({ code, signal }, { code: 0, signal: null });
+  await assert.rejects(access(at.socket), { code: 'ENOENT' }, 'the socket is removed');
 });
