@@ -1,13 +1,16 @@
 // `strata pull`, `strata images …` and `strata rootfs` as a user runs them: bin/strata against a real
 // `strata daemon`, images from a real docker-registry, results checked with containerd's own ctr. Blob
 // downloads are counted by a small pass-through proxy in front of the registry (the registry cannot
-// tell us), so "a second pull fetches no layer" is observed on the wire.
+// tell us), so "a second pull fetches no layer" is observed on the wire. The daemon-facing commands reach
+// the daemon at every form of address it listens on: an absolute path, `unix://` in front, and a path
+// relative to the working directory (the daemon takes `--address strata.sock` from there, so its clients
+// must too), also through STRATA_ADDRESS.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
 import { extract } from 'tar-stream';
@@ -30,7 +33,7 @@ import {
   skopeoRawManifest,
 } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { type ProcessResult, runProcess, waitFor } from '../helpers/process.ts';
+import { type ProcessResult, runCommand, runProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -537,4 +540,15 @@ describe('strata pull through the daemon', () => {
     // Nothing half-made was left behind as an image.
     assert.equal(await strataOk(['images', 'ls', '-q', ...flags(daemon)]), '');
   });
+});
+
+test('strata images ls reaches the daemon by absolute, unix:// and relative socket paths', async (t) => {
+  const d = await startDaemon({ t });
+  const cwd = dirname(d.address);
+  const ls = (address: string, env: Record<string, string> = {}) =>
+    runCommand(BIN, ['images', 'ls', '-q', ...(address ? ['--address', address] : [])], { cwd, env });
+  for (const address of [d.address, `unix://${d.address}`, basename(d.address), `./${basename(d.address)}`]) {
+    assert.equal(await ls(address), '', address);
+  }
+  assert.equal(await ls('', { STRATA_ADDRESS: basename(d.address) }), '', 'STRATA_ADDRESS');
 });
