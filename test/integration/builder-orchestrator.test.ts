@@ -1,6 +1,7 @@
 // The builder's orchestration with a real registry and real git sources, and an engine held at a gate so
 // that timing is under the test's control: joined builds, callers hanging up, force_rebuild, the queue,
-// the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would.
+// the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would. Also
+// what BuildInfo tells a client, and the registry clients builds hold (RegistryAccess's per-policy cache).
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -12,8 +13,11 @@ import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callServerStream, callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
 import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
-import { NO_AUTH } from '../../src/builder/registry-auth.ts';
+import { RegistryAccess } from '../../src/builder/registries.ts';
+import { AuthPolicy, NO_AUTH } from '../../src/builder/registry-auth.ts';
 import { errorKind } from '../../src/errors.ts';
+import { parseNormalizedReference } from '../../src/oci/reference.ts';
+import { anonymous } from '../../src/registry/credentials.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
 import { startGitHttp } from '../helpers/git-http.ts';
@@ -386,5 +390,29 @@ test('ListBuilds names the port the builder listens on in a build’s log URL', 
     engine.release();
     client.close();
     await b.close();
+  }
+});
+
+test('a client a build holds keeps working while requests with other credentials push it out of the cache', async () => {
+  const access = new RegistryAccess({ hosts: { insecure: [reg.host] }, installation: anonymous });
+  try {
+    const image = parseNormalizedReference(busybox);
+    const policy = (n: number) =>
+      new AuthPolicy(
+        {
+          mode: { kind: 'none' },
+          additional: { 'other.example': Buffer.from(`u${n}:p`).toString('base64') },
+        },
+        { base: `${reg.host}/base`, workspace: `${reg.host}/ws` },
+        anonymous,
+      );
+    const held = access.forPolicy(policy(0));
+    await held.resolve(image);
+    // Many callers with credentials of their own, while the first one's build still copies.
+    for (let n = 1; n <= 100; n++) access.forPolicy(policy(n));
+    const again = await held.resolve(image);
+    assert.match(again.digest, /^sha256:/);
+  } finally {
+    await access.close();
   }
 });
