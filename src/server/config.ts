@@ -64,7 +64,7 @@ export const DEFAULT_ADDRESS = '/run/strata/strata.sock';
 export function daemonConfig(input: DaemonConfigInput): DaemonConfig {
   if (input.root === '') throw invalidArgument('--root must not be empty');
   const root = resolve(input.root ?? DEFAULT_ROOT);
-  const address = resolve((input.address ?? DEFAULT_ADDRESS).replace(/^unix:\/\//, ''));
+  const address = resolve(socketFile(input.address ?? DEFAULT_ADDRESS));
   if (!isAbsolute(address)) throw invalidArgument(`socket path must be absolute: ${address}`);
   const bytes = Buffer.byteLength(address);
   if (bytes > MAX_SOCKET_PATH_BYTES) {
@@ -114,6 +114,26 @@ export const DAEMON_KEYS = {
   gc: { delayMs: null, pauseThreshold: null, maxDelayMs: null },
 } as const satisfies KeyTree;
 
+/** A socket address as a config or flag writes it: `unix://` comes off, before a relative path is resolved. */
+export function socketFile(address: string): string {
+  return address.replace(/^unix:\/\//, '');
+}
+
+/** The numbers of a gc section (the daemon's config file and `strata up`'s check them alike). */
+export function gcNumbers(
+  section: Record<string, unknown>,
+  fail: (key: string, what: string) => never,
+): Partial<GcConfig> {
+  const gc: Partial<GcConfig> = {};
+  for (const k of Object.keys(DAEMON_KEYS.gc) as (keyof GcConfig)[]) {
+    const v = section[k];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'number' || !Number.isFinite(v)) fail(k, `want a number, got ${JSON.stringify(v)}`);
+    gc[k] = v;
+  }
+  return gc;
+}
+
 function configFail(where: string, what: string): never {
   throw invalidArgument(`daemon config: ${where}: ${what}`);
 }
@@ -135,7 +155,7 @@ export function daemonConfigInputFrom(doc: unknown, base: string): DaemonConfigI
   const root = text('root');
   if (root !== undefined) input.root = resolve(base, root);
   const address = text('address');
-  if (address !== undefined) input.address = resolve(base, address.replace(/^unix:\/\//, ''));
+  if (address !== undefined) input.address = resolve(base, socketFile(address));
   const logLevel = text('logLevel');
   if (logLevel !== undefined) input.logLevel = logLevel;
   const metrics = text('metrics');
@@ -146,14 +166,7 @@ export function daemonConfigInputFrom(doc: unknown, base: string): DaemonConfigI
     if (typeof d.gc !== 'object' || Array.isArray(d.gc)) configFail('gc', 'want a map');
     const g = d.gc as Record<string, unknown>;
     for (const k of unknownKeys(g, DAEMON_KEYS.gc)) configFail(`gc.${k}`, 'unknown key');
-    input.gc = {};
-    for (const k of Object.keys(DAEMON_KEYS.gc) as (keyof GcConfig)[]) {
-      const v = g[k];
-      if (v === undefined || v === null) continue;
-      if (typeof v !== 'number' || !Number.isFinite(v))
-        configFail(`gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
-      input.gc[k] = v;
-    }
+    input.gc = gcNumbers(g, (k, what) => configFail(`gc.${k}`, what));
   }
   return input;
 }

@@ -19,6 +19,8 @@ import {
   DEFAULT_ROOT,
   daemonConfig,
   type GcConfig,
+  gcNumbers,
+  socketFile,
 } from './config.ts';
 import type { KeyTree } from './config-keys.ts';
 import {
@@ -137,16 +139,10 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
   checkKeys(ds, Object.keys(UP_KEYS.daemon), 'daemon');
   const gcIn = section(ds.gc, 'daemon.gc');
   checkKeys(gcIn, GC_KEYS, 'daemon.gc');
-  const gc: Partial<GcConfig> = {};
-  for (const k of GC_KEYS) {
-    const v = gcIn[k];
-    if (v === undefined || v === null) continue;
-    if (typeof v !== 'number' || !Number.isFinite(v))
-      fail(`daemon.gc.${k}`, `want a number, got ${JSON.stringify(v)}`);
-    gc[k] = v;
-  }
-  // `unix://` comes off before a file's relative path is resolved, as in the daemon's own config file.
-  const address = flags.address ?? optString(ds.address, 'daemon.address')?.replace(/^unix:\/\//, '');
+  const gc = gcNumbers(gcIn, (k, what) => fail(`daemon.gc.${k}`, what));
+  // The file's address is read (and checked) only when no flag overrides it.
+  const written = flags.address === undefined ? optString(ds.address, 'daemon.address') : undefined;
+  const address = flags.address ?? (written && socketFile(written));
   const input: DaemonConfigInput = {
     root,
     address: address === undefined ? DEFAULT_ADDRESS : flags.address ? address : path(address),
