@@ -72,16 +72,26 @@ async function withCache(
   fn: (cache: BlobCache, dir: string) => Promise<void>,
   options: { stallMs?: number } = {},
 ): Promise<void> {
-  await eachKind(async (kind) => {
-    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-    const opened = await kind.open(dir, { maxBytes, ...options });
-    try {
-      await fn(opened.cache, dir);
-    } finally {
-      await opened.close();
-      await rm(dir, { recursive: true, force: true });
-    }
-  });
+  await eachKind((kind) =>
+    inTempDir(async (dir) => {
+      const opened = await kind.open(dir, { maxBytes, ...options });
+      try {
+        await fn(opened.cache, dir);
+      } finally {
+        await opened.close();
+      }
+    }),
+  );
+}
+
+/** Runs `fn` with a fresh directory, removed after (tests that restart a cache open it there twice). */
+async function inTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 }
 
 function blob(seed: number, size: number): { bytes: Buffer; desc: Descriptor } {
@@ -326,8 +336,7 @@ test('bad ranges and missing sources are refused', async () => {
 
 test('eviction drops the least recently used blob, never one being read, and survives a restart', () =>
   eachKind(async (kind) => {
-    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-    try {
+    await inTempDir(async (dir) => {
       const first = await kind.open(dir, { maxBytes: 250 });
       const cache = first.cache;
       const a = blob(1, 100);
@@ -349,9 +358,7 @@ test('eviction drops the least recently used blob, never one being read, and sur
       assert.equal(reopened.bytes, 200);
       assert.equal(reopened.has(a.desc.digest), true);
       await second.close();
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }));
 
 test('a fill whose source went away keeps its bytes; the next fill resumes from there', async () => {
@@ -436,8 +443,7 @@ test('bytes added while a fill of the same blob is under way stay held when that
 
 test('a blob file found at start that is not its digest is dropped before it is served, and fetched again', () =>
   eachKind(async (kind) => {
-    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-    try {
+    await inTempDir(async (dir) => {
       const { bytes, desc } = blob(9, 3000);
       const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
       const first = await kind.open(dir, { maxBytes: 1 << 20 });
@@ -465,9 +471,7 @@ test('a blob file found at start that is not its digest is dropped before it is 
       } finally {
         await second.close();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }));
 
 test('a blob found at start that its own check leaves to eviction is fetched again, not NotFound', () =>
@@ -476,8 +480,7 @@ test('a blob found at start that its own check leaves to eviction is fetched aga
     // go: the read went on to open a's deleted file. Whether the open or the deletion lands first is the
     // thread pool's choice, so a few rounds.
     for (let round = 0; round < 5; round++) {
-      const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-      try {
+      await inTempDir(async (dir) => {
         const a = blob(1, 4 << 20);
         const first = await kind.open(dir, { maxBytes: 5 << 20 });
         await readThrough(first.cache, a);
@@ -502,16 +505,13 @@ test('a blob found at start that its own check leaves to eviction is fetched aga
         } finally {
           await second.close();
         }
-      } finally {
-        await rm(dir, { recursive: true, force: true });
-      }
+      });
     }
   }));
 
 test('a corrupt blob found at start is not taken back in while it is being discarded', () =>
   eachKind(async (kind) => {
-    const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
-    try {
+    await inTempDir(async (dir) => {
       const x = blob(3, 8 << 20);
       const source = fill(x.desc, async (offset) => Readable.from([x.bytes.subarray(offset)]));
       const first = await kind.open(dir, { maxBytes: 64 << 20 });
@@ -543,9 +543,7 @@ test('a corrupt blob found at start is not taken back in while it is being disca
       } finally {
         await second.close();
       }
-    } finally {
-      await rm(dir, { recursive: true, force: true });
-    }
+    });
   }));
 
 test('prefetch fills the cache without a reader; cancelling it abandons a fill only it holds', async () => {
