@@ -2,10 +2,10 @@
 // a Redis that is down at start or goes away later never holds the facade up; commands are not queued
 // while it is disconnected, the queue of commands sent and unanswered is capped, and every command carries
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
-import { createClient, RESP_TYPES } from 'redis';
+import { createClient, ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
 import { type RedisCredentials, redisConnection } from '../../redis-connection.ts';
-import type { KeyValueStore } from './shared-store.ts';
+import { type KeyValueStore, UnreadableValue } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
@@ -68,7 +68,12 @@ export class RedisStore implements KeyValueStore {
       this.client
         .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
         .eval(READ, { keys: [key], arguments: [String(maxBytes)] }),
-    )) as unknown;
+    ).catch((err: unknown) => {
+      // A key of another type (written by something else): a bad value, not a Redis out of use.
+      if (err instanceof ErrorReply && err.message.startsWith('WRONGTYPE'))
+        throw new UnreadableValue(err.message, { cause: err });
+      throw err;
+    })) as unknown;
     if (!Array.isArray(reply) || !Buffer.isBuffer(reply[0]) || typeof reply[1] !== 'number') {
       throw new Error('unexpected reply from Redis');
     }

@@ -20,6 +20,12 @@ export interface KeyValueStore {
   ping(timeoutMs: number): Promise<void>;
 }
 
+/**
+ * What a store's get throws for a key that holds something it cannot read as a value (a Redis list, say):
+ * the value is bad, not the store, which stays in use.
+ */
+export class UnreadableValue extends Error {}
+
 export type SharedReadOutcome = 'hit' | 'miss' | 'corrupt' | 'error' | 'skipped';
 export type SharedWriteOutcome = 'ok' | 'error' | 'skipped' | 'too-large';
 
@@ -123,6 +129,7 @@ export class SharedStore {
         this.store.get(this.key(kind, key), CHECKSUM_BYTES + this.maxValueBytes, this.timeoutMs),
       );
     } catch (err) {
+      if (err instanceof UnreadableValue) return this.corrupt(kind, key, err);
       this.down(err);
       this.events.onRead?.(kind, 'error');
       return undefined;
@@ -136,10 +143,14 @@ export class SharedStore {
       this.events.onRead?.(kind, 'hit');
       return got.ttlMs === undefined ? { value } : { value, ttlMs: got.ttlMs };
     } catch (err) {
-      this.events.onRead?.(kind, 'corrupt');
-      this.events.onCorrupt?.(kind, key, err);
-      return undefined;
+      return this.corrupt(kind, key, err);
     }
+  }
+
+  private corrupt(kind: string, key: string, err: unknown): undefined {
+    this.events.onRead?.(kind, 'corrupt');
+    this.events.onCorrupt?.(kind, key, err);
+    return undefined;
   }
 
   async write<V>(kind: string, key: string, codec: SharedCodec<V>, value: V, ttlMs?: number): Promise<void> {
