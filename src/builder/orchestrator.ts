@@ -440,18 +440,7 @@ export class Builder {
     }
     // Another replica may build it: claim it, or relay that replica's build until it ends or its claim lapses.
     for (;;) {
-      let release: (() => Promise<void>) | undefined;
-      try {
-        release = await shared.claim(plan.ref);
-      } catch (err) {
-        // Redis out of use: this replica can build the image alone (another may build it too).
-        this.o.logger.warn(
-          { ref: plan.ref, err: messageOf(err) },
-          'cannot reach Redis to share this build; building it here',
-        );
-        yield* this.start(plan, req, policy).follow(signal);
-        return;
-      }
+      const release = await shared.claim(plan.ref);
       if (release) {
         // Another replica may have finished it since we looked.
         if (await imageExists(installation, plan.ref, signal).catch(() => false)) {

@@ -34,7 +34,6 @@ export interface SharedBuildsOptions {
 }
 
 const PREFIX = 'strata:builder:';
-const COMMAND_TIMEOUT_MS = 5000;
 // Takes a free claim and clears the updates of the build before; renews or deletes a claim only if this
 // replica still holds it.
 const CLAIM =
@@ -56,10 +55,6 @@ function redisClient(url: string, credentials: RedisCredentials) {
   return createClient({
     url: c.url,
     ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
-    // Not queued while disconnected and bounded when sent: a Redis that is down or hung fails a command
-    // in time, and the builder goes on without sharing rather than waiting for Redis to come back.
-    disableOfflineQueue: true,
-    commandOptions: { timeout: COMMAND_TIMEOUT_MS },
     socket: c.socket({ connectTimeout: 5000, reconnectStrategy: (n: number) => Math.min(n * 200, 5000) }),
   });
 }
