@@ -314,17 +314,21 @@ test('a build killed at its timeout leaves no buildah container or work dir behi
     });
     assert.equal(r.responses.at(-1).status, 'done_failure');
     assert.match(r.responses.at(-1).message, /did not finish within 10 s/);
-    const containers = await runCommand('buildah', [
-      '--root',
-      join(state, 'buildah', 'storage'),
-      '--runroot',
-      join(state, 'buildah', 'run'),
-      '--storage-driver',
-      'vfs',
-      'containers',
-      '--quiet',
-    ]);
-    assert.equal(containers.trim(), '', 'working containers of the killed build');
+    const containers = () =>
+      runCommand('buildah', [
+        '--root',
+        join(state, 'buildah', 'storage'),
+        '--runroot',
+        join(state, 'buildah', 'run'),
+        '--storage-driver',
+        'vfs',
+        'containers',
+        '--quiet',
+      ]);
+    // Removed once the builder is idle, which is after the final message went out.
+    await waitFor(async () => (await containers()).trim() === '', 60_000, {
+      what: 'working containers of the killed build removed',
+    });
     assert.deepEqual(await readdir(join(state, 'work')), []);
   } finally {
     await slow.close();
