@@ -34,9 +34,8 @@ export class Authorizer {
   private readonly http: HttpClient;
   private readonly credentials: CredentialStore;
   private readonly tokens: TokenCache;
-  private readonly challenges = new Map<string, Challenge>();
-  /** Origins whose ping was answered without a challenge: no ping is needed there again. */
-  private readonly open = new Set<string>();
+  /** Each origin's challenge; undefined for one whose ping was answered without one (it asks for none). */
+  private readonly challenges = new Map<string, Challenge | undefined>();
   private readonly inflight = new Map<string, Promise<CachedToken>>();
   private readonly clientId: string;
   private readonly now: () => number;
@@ -51,15 +50,21 @@ export class Authorizer {
 
   /** Whether a challenge is known for this registry origin (else a ping teaches it). */
   knows(url: URL): boolean {
-    return this.challenges.has(url.origin) || this.open.has(url.origin);
+    return this.challenges.has(url.origin);
   }
 
   /** Records that the registry answered a request without credentials (a ping): it asks for none. */
   learnOpen(url: URL): void {
-    if (this.challenges.has(url.origin)) return;
-    this.open.delete(url.origin);
-    if (this.open.size >= MAX_REMEMBERED_HOSTS) this.open.delete(this.open.values().next().value as string);
-    this.open.add(url.origin);
+    if (this.challenges.get(url.origin) === undefined) this.remember(url.origin, undefined);
+  }
+
+  /** Sets an origin's challenge as the most recent; the oldest origin goes beyond the bound. */
+  private remember(origin: string, challenge: Challenge | undefined): void {
+    this.challenges.delete(origin);
+    if (this.challenges.size >= MAX_REMEMBERED_HOSTS) {
+      this.challenges.delete(this.challenges.keys().next().value as string);
+    }
+    this.challenges.set(origin, challenge);
   }
 
   /**
@@ -70,12 +75,7 @@ export class Authorizer {
     const parsed = parseChallenges(wwwAuthenticate);
     const chosen = findChallenge(parsed, 'bearer') ?? findChallenge(parsed, 'basic');
     if (!chosen) return { retry: false, scopes: [] };
-    this.open.delete(url.origin);
-    this.challenges.delete(url.origin);
-    if (this.challenges.size >= MAX_REMEMBERED_HOSTS) {
-      this.challenges.delete(this.challenges.keys().next().value as string);
-    }
-    this.challenges.set(url.origin, chosen);
+    this.remember(url.origin, chosen);
     const scopes = chosen.scheme === 'bearer' ? splitScopeParam(chosen.params.scope) : [];
     return { retry: true, scopes };
   }
