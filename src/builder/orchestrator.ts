@@ -38,7 +38,7 @@ import {
   secretsOf,
 } from './registry-auth.ts';
 import { imageExists, normalizeImageRef, resolveImage } from './resolve.ts';
-import type { SharedBuilds } from './shared-builds.ts';
+import type { SharedBuilds, SharedUpdate } from './shared-builds.ts';
 import type { SourceHistory } from './source-history.ts';
 
 export type BuildSourceSpec =
@@ -439,8 +439,23 @@ export class Builder {
       return;
     }
     // Another replica may build it: claim it, or relay that replica's build until it ends or its claim lapses.
+    // With Redis out of use this replica builds it alone (another may build it too): an outage of the
+    // shared state must not fail a build nor hold it up.
+    const alone = (err: unknown) => {
+      this.o.logger.warn(
+        { ref: plan.ref, err: messageOf(err) },
+        'cannot share this build through Redis; building it here',
+      );
+      return this.start(plan, req, policy).follow(signal);
+    };
     for (;;) {
-      const release = await shared.claim(plan.ref);
+      let release: (() => Promise<void>) | undefined;
+      try {
+        release = await shared.claim(plan.ref);
+      } catch (err) {
+        yield* alone(err);
+        return;
+      }
       if (release) {
         // Another replica may have finished it since we looked.
         if (await imageExists(installation, plan.ref, signal).catch(() => false)) {
@@ -460,10 +475,17 @@ export class Builder {
       }
       this.o.observer?.joined();
       const relay = shared.follow(plan.ref, signal);
-      let r = await relay.next();
-      while (!r.done) {
-        yield r.value as BuildUpdate;
+      let r: IteratorResult<SharedUpdate, 'done' | 'lapsed'>;
+      try {
         r = await relay.next();
+        while (!r.done) {
+          yield r.value as BuildUpdate;
+          r = await relay.next();
+        }
+      } catch (err) {
+        if (signal?.aborted) return;
+        yield* alone(err);
+        return;
       }
       if (r.value !== 'lapsed' || signal?.aborted) return;
       this.o.logger.warn({ ref: plan.ref }, 'the replica building this image stopped; building it here');
@@ -522,11 +544,16 @@ export class Builder {
     // A claimed build's updates and log go to the other replicas too, in order.
     const shared = release ? this.o.shared : undefined;
     let published: Promise<unknown> = Promise.resolve();
+    let unshared = false; // warned once per build, not at each log line while Redis is away
     const share = (fn: (s: SharedBuilds) => Promise<unknown>) => {
       if (!shared) return;
       published = published
         .then(() => fn(shared))
-        .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot share build progress'));
+        .catch((err: unknown) => {
+          if (unshared) return;
+          unshared = true;
+          this.o.logger.warn({ buildId: build.id, err: messageOf(err) }, 'cannot share build progress');
+        });
     };
     const update = (status: BuildUpdate['status'], message: string, final = false) => {
       const info = build.log ? this.info(build.log.record()) : undefined;

@@ -34,6 +34,7 @@ export interface SharedBuildsOptions {
 }
 
 const PREFIX = 'strata:builder:';
+const COMMAND_TIMEOUT_MS = 5000;
 // Takes a free claim and clears the updates of the build before; renews or deletes a claim only if this
 // replica still holds it.
 const CLAIM =
@@ -55,7 +56,15 @@ function redisClient(url: string, credentials: RedisCredentials) {
   return createClient({
     url: c.url,
     ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
-    socket: c.socket({ connectTimeout: 5000, reconnectStrategy: (n: number) => Math.min(n * 200, 5000) }),
+    // Not queued while disconnected, capped while unanswered, and bounded when sent: with Redis down or
+    // hung a command fails in time, and the builder goes on alone rather than waiting for Redis.
+    disableOfflineQueue: true,
+    commandsQueueMaxLength: 1000,
+    commandOptions: { timeout: COMMAND_TIMEOUT_MS },
+    socket: c.socket({
+      connectTimeout: 5000,
+      reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
+    }),
   });
 }
 type Client = ReturnType<typeof redisClient>;
@@ -104,8 +113,15 @@ export class SharedBuilds {
     return new SharedBuilds(client, o);
   }
 
-  async close(): Promise<void> {
-    await this.client.close().catch(() => {});
+  /** Whether Redis is reachable now (builds are shared only then). */
+  get connected(): boolean {
+    return this.client.isReady;
+  }
+
+  close(): void {
+    // destroy, not close: close waits for answers a hung Redis never gives. Builds have ended (and released
+    // their claims) by the time the builder closes this.
+    this.client.destroy();
   }
 
   private owner(ref: string): string {

@@ -236,6 +236,17 @@ export class BuilderMetrics implements BuilderObserver {
   queueLength(n: number): void {
     this.queue.set(n);
   }
+  /** Reports at each scrape whether the Redis that builds are shared through is reachable. */
+  watchRedis(connected: () => boolean): void {
+    new Gauge({
+      name: 'strata_builder_redis_connected',
+      help: 'Whether the Redis that builds are shared through is reachable (1) or not (0)',
+      registers: [this.registry],
+      collect() {
+        this.set(connected() ? 1 : 0);
+      },
+    });
+  }
 }
 
 export interface RunningBuilder {
@@ -303,8 +314,9 @@ export async function startBuilder(
           credentials: await redisCredentials(config.redis),
         })
       : undefined;
-    if (shared) undo.push(() => shared.close());
+    if (shared) undo.push(async () => shared.close());
     const metrics = new BuilderMetrics(overrides.registry);
+    if (shared) metrics.watchRedis(() => shared.connected);
     const builder = new Builder({
       stateDir: config.stateDir,
       baseRepository: config.baseRepository,

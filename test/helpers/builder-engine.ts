@@ -11,6 +11,7 @@ import { RegistryClient } from '../../src/registry/client.ts';
 import { copyImage } from '../../src/registry/copy.ts';
 import { createRepo, type TestRepo } from './git-repo.ts';
 import { pushBusybox } from './images.ts';
+import { waitFor } from './process.ts';
 import type { TestRegistry } from './registry.ts';
 
 export class GatedEngine implements BuildEngine {
@@ -43,8 +44,12 @@ export class GatedEngine implements BuildEngine {
     for (const g of this.gates.splice(0)) g();
   }
 
-  async started(n: number): Promise<void> {
-    while (this.jobs.length < n) await new Promise((r) => setTimeout(r, 20));
+  /** Waits until `n` builds have reached the engine; throws after `timeoutMs`, so a test cannot hang here. */
+  async started(n: number, timeoutMs = 60_000): Promise<void> {
+    await waitFor(() => this.jobs.length >= n, timeoutMs, {
+      intervalMs: 20,
+      what: `${n} builds in the engine`,
+    });
   }
 }
 

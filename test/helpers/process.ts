@@ -216,6 +216,19 @@ export async function waitFor<T>(
   }
 }
 
+/** `p`, or a DeadlineExceeded naming `what` after `timeoutMs`: a wait in a test that cannot hang it. */
+export async function within<T>(p: Promise<T>, timeoutMs: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(deadlineExceeded(`${what}: not done after ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 export interface RunOptions {
   env?: Record<string, string | undefined>;
   cwd?: string;

@@ -14,6 +14,7 @@ import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/
 import { redisCredentials } from '../../src/server/client-files.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
+import { waitFor, within } from '../helpers/process.ts';
 import { startRedis } from '../helpers/redis.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
@@ -27,7 +28,7 @@ let busybox: string;
 before(async () => {
   dir = await tempDir('builder-replicas');
   reg = await startRegistry();
-  ({ busybox, repo } = await dockerfileRepo(reg, dir, ['a', 'b', 'c']));
+  ({ busybox, repo } = await dockerfileRepo(reg, dir, ['a', 'b', 'c', 'd', 'e', 'f']));
 });
 after(async () => {
   await reg?.stop();
@@ -69,15 +70,16 @@ async function buildOnBoth(
   engineB: GatedEngine,
   sub: string,
 ): Promise<[BuildUpdate[], BuildUpdate[]]> {
+  const [jobsA, jobsB] = [engineA.jobs.length, engineB.jobs.length];
   const onA = all(a.builder.build(request(sub)));
-  await engineA.started(1);
+  await engineA.started(jobsA + 1);
   const onB = b.builder.build(request(sub));
-  const first = await onB.next();
+  const first = await within(onB.next(), 30_000, 'B’s first update');
   assert.equal(first.value?.status, 'running', 'B relays the running build');
   engineA.release();
-  const [updatesA, restB] = await Promise.all([onA, all(onB)]);
+  const [updatesA, restB] = await within(Promise.all([onA, all(onB)]), 60_000, 'the shared build');
   const updatesB = [first.value as BuildUpdate, ...restB];
-  assert.equal(engineB.jobs.length, 0, 'B did not build');
+  assert.equal(engineB.jobs.length, jobsB, 'B did not build');
   assert.equal(updatesB.at(-1)?.status, 'succeeded');
   assert.equal(updatesB.at(-1)?.info?.id, updatesA.at(-1)?.info?.id, 'the same build');
   return [updatesA, updatesB];
@@ -160,4 +162,52 @@ test('replicas reach a Redis that wants a password and speaks only TLS, with a p
     }),
     /cannot reach Redis at 127\.0\.0\.1:\d+: WRONGPASS/,
   );
+});
+
+test('with Redis gone a replica builds alone, neither failing nor waiting: a relayed build, a new one; builds are shared again once it is back', {
+  timeout: 300_000,
+}, async (t) => {
+  const redis = await startRedis(t);
+  const engineA = new GatedEngine(busybox);
+  const engineB = new GatedEngine(busybox);
+  const a = await replica('outage-a', redis.url, engineA);
+  const b = await replica('outage-b', redis.url, engineB);
+  const redisUp = async (r: RunningBuilder) =>
+    /strata_builder_redis_connected 1/.test(await r.metrics.registry.metrics());
+  try {
+    // B relays A's build when Redis goes away: B builds the image itself rather than failing its caller.
+    const onA = all(a.builder.build(request('d')));
+    await engineA.started(1);
+    const onB = b.builder.build(request('d'));
+    assert.equal((await within(onB.next(), 30_000, 'B’s first update')).value?.status, 'running');
+    const restB = all(onB);
+    await redis.stop();
+    await engineB.started(1);
+    engineA.release();
+    engineB.release();
+    const [updatesA, updatesB] = await within(Promise.all([onA, restB]), 60_000, 'both builds of d');
+    assert.equal(updatesA.at(-1)?.status, 'succeeded', JSON.stringify(updatesA.at(-1)));
+    assert.equal(updatesB.at(-1)?.status, 'succeeded', JSON.stringify(updatesB.at(-1)));
+    assert.notEqual(updatesB.at(-1)?.info?.id, updatesA.at(-1)?.info?.id, 'B built it itself');
+
+    // A new build while Redis is down: built here, not held until Redis returns.
+    assert.equal(await redisUp(a), false, 'the metric says Redis is away');
+    const onlyA = all(a.builder.build(request('e')));
+    await engineA.started(2);
+    engineA.release();
+    const updates = await within(onlyA, 60_000, 'the build of e');
+    assert.equal(updates.at(-1)?.status, 'succeeded', JSON.stringify(updates.at(-1)));
+
+    // Back: both replicas reconnect by themselves and share builds again.
+    await redis.restart();
+    await waitFor(async () => (await redisUp(a)) && redisUp(b), 30_000, {
+      what: 'both replicas on Redis again',
+    });
+    await buildOnBoth(a, engineA, b, engineB, 'f');
+  } finally {
+    engineA.release();
+    engineB.release();
+    await b.close();
+    await a.close();
+  }
 });
