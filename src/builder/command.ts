@@ -1,6 +1,7 @@
 // Child processes of the builder (git, buildah): their own process group (a timeout or cancel ends
 // everything they started), output handed over line by line, bounded capture, and a clear error.
 import { spawn } from 'node:child_process';
+import { StringDecoder } from 'node:string_decoder';
 import { aborted, deadlineExceeded, failedPrecondition, resourceExhausted, unavailable } from '../errors.ts';
 
 export interface CommandOptions {
@@ -84,26 +85,39 @@ export function runCommand(
         return finish(resourceExhausted(`${what}: more than ${maxStdout} bytes of output`));
       out.push(chunk);
     };
+    const emit = (line: string) => {
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+      options.onLine?.(line);
+    };
+    // A stream's lines; the decoder keeps a character split between two chunks whole.
     const lines = () => {
+      const decoder = new StringDecoder('utf8');
       let partial = '';
-      return (chunk: Buffer) => {
-        partial += chunk.toString('utf8');
-        const parts = partial.split('\n');
-        partial = parts.pop() ?? '';
-        // A line without end is handed over in pieces rather than held without bound.
-        if (partial.length > 64 * 1024) {
-          parts.push(partial);
+      return {
+        push: (chunk: Buffer) => {
+          partial += decoder.write(chunk);
+          const parts = partial.split('\n');
+          partial = parts.pop() ?? '';
+          // A line without end is handed over in pieces rather than held without bound.
+          if (partial.length > 64 * 1024) {
+            parts.push(partial);
+            partial = '';
+          }
+          for (const line of parts) emit(line);
+        },
+        // The last line, when the output does not end with a newline.
+        end: () => {
+          partial += decoder.end();
+          if (partial !== '') emit(partial);
           partial = '';
-        }
-        for (const line of parts) {
-          tail.push(line);
-          if (tail.length > TAIL_LINES) tail.shift();
-          options.onLine?.(line);
-        }
+        },
       };
     };
-    child.stdout.on('data', options.onLine ? lines() : collect);
-    child.stderr.on('data', lines());
+    const errLines = lines();
+    const outLines = options.onLine ? lines() : undefined;
+    child.stdout.on('data', outLines ? outLines.push : collect);
+    child.stderr.on('data', errLines.push);
     child.stdin.on('error', () => {});
     child.stdin.end(options.input ?? '');
     child.on('error', (e: NodeJS.ErrnoException) => {
@@ -114,6 +128,8 @@ export function runCommand(
       );
     });
     child.on('close', (code) => {
+      outLines?.end();
+      errLines.end();
       const stderrTail = tail.join('\n').trim();
       if (code !== 0) return finish(new CommandFailed(what, code, stderrTail));
       finish(undefined, { stdout: Buffer.concat(out).toString('utf8'), stderrTail });

@@ -49,6 +49,19 @@ test('replay from the start, then live, for several followers; ends when the bui
   await assert.rejects(collect(store.follow('nope')), (e) => errorKind(e) === 'NotFound');
 });
 
+test('a censored log keeps characters whole where its reads split them', async () => {
+  const store = await LogStore.open({ dir: `${dir}/split` });
+  const log = await store.create(record('b-split'), []);
+  // With the newline, 'é' (2 bytes) starts on the last byte of the first 64 KiB read.
+  const line = `${'x'.repeat(64 * 1024 - 1)}é secret`;
+  log.line(line);
+  await log.finish({ phase: 'succeeded', message: '' });
+  assert.equal(
+    await collect(store.follow('b-split', { censor: new Censor(['secret']) })),
+    `${line.replace('secret', '***')}\n`,
+  );
+});
+
 test('finished builds survive a restart; unfinished ones come back failed; logs are bounded', async () => {
   const path = `${dir}/b`;
   const store = await LogStore.open({ dir: path, maxBytesPerBuild: 64, keepBuilds: 2 });

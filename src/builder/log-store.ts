@@ -4,6 +4,7 @@
 // logs still served after a restart. Credentials never reach the disk: lines are scrubbed as written.
 import { type FileHandle, mkdir, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
 import { invalidArgument, notFound } from '../errors.ts';
 
 export type BuildPhase = 'queued' | 'running' | 'succeeded' | 'failed';
@@ -251,6 +252,8 @@ export class LogStore {
         });
     const censor = options.censor && !options.censor.empty ? options.censor : undefined;
     let pending = '';
+    // A character whose bytes straddle two reads stays whole.
+    const decoder = new StringDecoder('utf8');
     try {
       let pos = 0;
       const buf = Buffer.alloc(READ_CHUNK);
@@ -265,7 +268,7 @@ export class LogStore {
             yield chunk;
             continue;
           }
-          pending += chunk.toString('utf8');
+          pending += decoder.write(chunk);
           const cut = pending.lastIndexOf('\n');
           if (cut >= 0) {
             yield Buffer.from(censor.apply(pending.slice(0, cut + 1)));
@@ -278,6 +281,7 @@ export class LogStore {
         if (options.signal?.aborted) return;
         await live.changed(options.signal);
       }
+      if (censor) pending += decoder.end();
       if (pending && censor) yield Buffer.from(censor.apply(pending));
     } finally {
       await fh.close();
