@@ -7,6 +7,7 @@ import { type BuildInputs, filesRecord } from './build-key.ts';
 import { type ContextEntry, dockerignorePatterns, selectContextFiles } from './context-files.ts';
 import { analyzeDockerfile, type DockerfileAnalysis, imageKey, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
 import type { GitRepo } from './git-source.ts';
+import { type Submodule, withSubmodules } from './git-submodules.ts';
 
 /** What a commit holds for a build: cacheable by (remote, commit, paths). */
 export interface SourceSnapshot {
@@ -16,7 +17,10 @@ export interface SourceSnapshot {
   contextPath: string;
   dockerfile: string;
   ignorePatterns: string[];
+  /** Submodules' files included, in place of their gitlinks. */
   entries: ContextEntry[];
+  /** The submodules in the context, fetched into the source's git directory, parents first. */
+  submodules: Submodule[];
   /** The .gitattributes files above the context (paths relative to it: `../.gitattributes`, …). */
   attributes: ContextEntry[];
 }
@@ -48,7 +52,13 @@ export async function readSnapshot(
 ): Promise<SourceSnapshot> {
   // A context reached through a symlink is its target's tree (as the checkout buildah reads has it).
   const contextPath = await repo.resolvePath(commit, paths.contextPath, signal);
-  const entries = await repo.listTree(commit, contextPath, signal);
+  const { entries, submodules } = await withSubmodules(
+    repo,
+    commit,
+    contextPath,
+    await repo.listTree(commit, contextPath, signal),
+    signal,
+  );
   // Files of the context are read by the blob id the listing gave; others (and symlinks) by path.
   const read = async (path: string, max?: number) => {
     const inContext = contextPath === '' || path.startsWith(`${contextPath}/`);
@@ -75,6 +85,7 @@ export async function readSnapshot(
     dockerfile: bytes.toString('utf8'),
     ignorePatterns: ignore ? dockerignorePatterns(ignore.toString('utf8')) : [],
     entries,
+    submodules,
     attributes: await attributesAbove(repo, commit, contextPath, signal),
   };
 }

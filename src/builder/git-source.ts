@@ -2,9 +2,10 @@
 // (ls-remote, no clone), a shallow fetch of that one commit into a private git directory, the tree's
 // files with their blob ids (the build key hashes those, so no file is read twice), single files, and a
 // checkout without .git for buildah. Nothing of the host's git configuration is read; credentials travel
-// in the environment, never on a command line; only the allowed protocols are spoken.
+// in the environment, never on a command line; only the allowed protocols are spoken. Submodules' commits
+// are fetched into the same git directory (git-submodules.ts decides which).
 import { mkdir } from 'node:fs/promises';
-import { posix } from 'node:path';
+import { join, posix } from 'node:path';
 import { errorKind, failedPrecondition, invalidArgument, notFound, unavailable } from '../errors.ts';
 import { CommandFailed, runCommand } from './command.ts';
 import type { ContextEntry } from './context-files.ts';
@@ -93,7 +94,7 @@ function refName(source: GitSource): string {
 export class GitRepo {
   readonly gitDir: string;
   readonly source: GitSource;
-  private readonly options: GitOptions;
+  readonly options: GitOptions;
   private readonly url: URL;
 
   private constructor(gitDir: string, source: GitSource, options: GitOptions) {
@@ -108,7 +109,16 @@ export class GitRepo {
     return new GitRepo(gitDir, source, options);
   }
 
-  private env(): NodeJS.ProcessEnv {
+  /**
+   * The source's credentials go only to its own origin (scheme, host and port): a submodule on another
+   * host, or over plain http when the source is https, gets none.
+   */
+  private sendsAuthTo(remote: URL): boolean {
+    const http = remote.protocol === 'https:' || remote.protocol === 'http:';
+    return this.source.auth !== undefined && http && remote.origin === this.url.origin;
+  }
+
+  private env(call: GitCall): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: this.gitDir,
@@ -128,9 +138,12 @@ export class GitRepo {
       ['core.autocrlf', 'false'],
       ['core.hooksPath', '/dev/null'],
       ['advice.detachedHead', 'false'],
+      // Submodules are fetched one by one by the builder, with this same policy; git never recurses itself.
+      ['submodule.recurse', 'false'],
+      ['fetch.recurseSubmodules', 'false'],
     ];
     const auth = this.source.auth;
-    if (auth && (this.url.protocol === 'https:' || this.url.protocol === 'http:')) {
+    if (auth && this.sendsAuthTo(call.remote?.url ?? this.url)) {
       const basic = Buffer.from(`${auth.username}:${auth.password}`).toString('base64');
       config.push(['http.extraHeader', `Authorization: Basic ${basic}`]);
     }
@@ -139,14 +152,20 @@ export class GitRepo {
       env[`GIT_CONFIG_KEY_${i}`] = k;
       env[`GIT_CONFIG_VALUE_${i}`] = v;
     });
+    if (call.indexFile !== undefined) env.GIT_INDEX_FILE = join(this.gitDir, call.indexFile);
     return env;
   }
 
-  private async git(args: string[], signal?: AbortSignal, maxStdout?: number): Promise<string> {
+  private async git(
+    args: string[],
+    signal?: AbortSignal,
+    maxStdout?: number,
+    call: GitCall = {},
+  ): Promise<string> {
     try {
       const r = await runCommand('git', args, {
-        env: this.env(),
-        timeoutMs: this.options.timeoutMs,
+        env: this.env(call),
+        timeoutMs: call.timeoutMs ?? this.options.timeoutMs,
         ...(signal && { signal }),
         ...(maxStdout !== undefined && { maxStdout }),
       });
@@ -154,7 +173,7 @@ export class GitRepo {
     } catch (err) {
       if (err instanceof CommandFailed) {
         throw unavailable(
-          `git ${args[0] === '--git-dir' ? args[2] : args[0]} of ${this.source.remoteUri} failed: ${redact(err.tail)}`,
+          `git ${args[0] === '--git-dir' ? args[2] : args[0]} of ${call.remote?.uri ?? this.source.remoteUri} failed: ${redact(err.tail)}`,
         );
       }
       throw err;
@@ -186,25 +205,24 @@ export class GitRepo {
     return line.split('\t')[0];
   }
 
+  private fetchFrom(
+    uri: string,
+    extra: string[],
+    what: string[],
+    signal?: AbortSignal,
+    call?: GitCall,
+  ): Promise<string> {
+    const args = ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', ...extra, '--', uri, ...what];
+    return this.git(this.dir(...args), signal, undefined, call);
+  }
+
   /** Fetches the commit (shallow unless full_clone) and returns its full id. */
   async fetch(commit: string | undefined, signal?: AbortSignal): Promise<string> {
     await mkdir(this.gitDir, { recursive: true });
     await this.git(['init', '--quiet', '--bare', this.gitDir], signal);
     const depth = this.source.fullClone ? [] : ['--depth=1'];
     const fetch = (what: string, extra: string[] = depth) =>
-      this.git(
-        this.dir(
-          'fetch',
-          '--quiet',
-          '--no-tags',
-          '--no-write-fetch-head',
-          ...extra,
-          '--',
-          this.source.remoteUri,
-          what,
-        ),
-        signal,
-      );
+      this.fetchFrom(this.source.remoteUri, extra, [what], signal);
     const wanted = this.source.targetMode === 'remoteCommit' ? this.source.cloneTarget.toLowerCase() : commit;
     if (wanted !== undefined && FULL_SHA_RE.test(wanted)) {
       try {
@@ -308,8 +326,11 @@ export class GitRepo {
     }
   }
 
-  /** Writes the tree of `commit` into `workTree` (no .git there). */
-  async checkout(commit: string, workTree: string, signal?: AbortSignal): Promise<void> {
+  /**
+   * Writes the tree of `commit` into `workTree` (no .git there). `indexFile` (under the git directory)
+   * keeps a submodule's checkout from sharing the superproject's index.
+   */
+  async checkout(commit: string, workTree: string, signal?: AbortSignal, indexFile?: string): Promise<void> {
     await mkdir(workTree, { recursive: true });
     await this.git(
       [
@@ -324,8 +345,76 @@ export class GitRepo {
         commit,
       ],
       signal,
+      undefined,
+      indexFile === undefined ? {} : { indexFile },
     );
   }
+
+  /**
+   * Fetches `commit` of another remote (a submodule's, checked as the source's own is) into this git
+   * directory under `ref`: shallow by id, else, from servers that refuse unadvertised ids, their branches
+   * and tags in full.
+   */
+  async fetchPinned(
+    uri: string,
+    commit: string,
+    ref: string,
+    signal?: AbortSignal,
+    timeoutMs?: number,
+  ): Promise<void> {
+    const call: GitCall = {
+      remote: { uri, url: checkRemoteUri(uri, this.options.allowFileRemotes) },
+      ...(timeoutMs !== undefined && { timeoutMs }),
+    };
+    const fetch = (extra: string[], ...what: string[]) => this.fetchFrom(uri, extra, what, signal, call);
+    try {
+      await fetch(['--depth=1'], `${commit}:${ref}`);
+      return;
+    } catch (err) {
+      if (errorKind(err) !== 'Unavailable') throw err;
+    }
+    await fetch([], `+refs/heads/*:${ref}/heads/*`, `+refs/tags/*:${ref}/tags/*`);
+    await this.git(this.dir('cat-file', '-e', `${commit}^{commit}`), signal, undefined, call).catch(() => {
+      throw notFound(`commit ${commit} is not in ${uri}`);
+    });
+  }
+
+  /** The submodules the .gitmodules file at `commit` describes, by path (none without one). */
+  async gitmodules(commit: string, signal?: AbortSignal): Promise<Map<string, GitmodulesEntry>> {
+    const file = await this.entry(commit, '.gitmodules', signal);
+    const out = new Map<string, GitmodulesEntry>();
+    if (file?.type !== 'blob') return out;
+    // git's own parser; a blob is read without following include directives.
+    const text = await this.git(this.dir('config', '-z', '--blob', file.id, '--list'), signal, 1 << 20);
+    const byName = new Map<string, GitmodulesEntry & { path?: string }>();
+    for (const rec of text.split('\0')) {
+      const nl = rec.indexOf('\n');
+      const m = /^submodule\.(.+)\.(path|url|update)$/.exec(nl < 0 ? rec : rec.slice(0, nl));
+      if (!m || nl < 0) continue;
+      const [, name, field] = m as unknown as [string, string, 'path' | 'url' | 'update'];
+      const module = byName.get(name) ?? {};
+      module[field] = rec.slice(nl + 1);
+      byName.set(name, module);
+    }
+    for (const { path, ...rest } of byName.values()) {
+      if (path !== undefined) out.set(posix.normalize(path).replace(/\/$/, ''), rest);
+    }
+    return out;
+  }
+}
+
+export interface GitmodulesEntry {
+  url?: string;
+  /** `none` keeps `git submodule update` from checking it out. */
+  update?: string;
+}
+
+interface GitCall {
+  /** The remote the command talks to, when not the source's own (for messages and credentials). */
+  remote?: { uri: string; url: URL };
+  /** The index file, relative to the git directory, when not the default. */
+  indexFile?: string;
+  timeoutMs?: number;
 }
 
 /** Strips anything that looks like credentials in a URL from git's messages. */

@@ -27,6 +27,7 @@ import type { DockerfileAnalysis } from './dockerfile.ts';
 import { pinImages } from './dockerfile.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
 import { GitRepo, type GitSource, repoPath } from './git-source.ts';
+import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
 import { type BuildLog, type BuildRecord, Censor, type LogStore } from './log-store.ts';
 import { dockerfileBaseRef, workspaceRef } from './refs.ts';
 import type { RegistryAccess } from './registries.ts';
@@ -704,10 +705,13 @@ export class Builder {
       if (fetched !== commit) {
         throw failedPrecondition(`${g.remoteUri} moved from ${commit} to ${fetched} meanwhile; build again`);
       }
+      await fetchSubmodules(repo, d.snapshot.submodules, signal);
     }
     const workspace = join(workDir, 'workspace');
     const checkout = join(workspace, repoPath(g.checkoutLocation, '', 'checkout_location'));
     await repo.checkout(commit, checkout, signal);
+    await checkoutSubmodules(repo, d.snapshot.submodules, checkout, signal);
+    for (const module of d.snapshot.submodules) log.line(`Submodule ${module.path} at ${module.commit}`);
     await rm(join(workDir, 'git'), { recursive: true, force: true });
     const contextDir = join(checkout, d.snapshot.contextPath);
     const real = await realpath(contextDir).catch(() => {

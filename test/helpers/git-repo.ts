@@ -12,6 +12,8 @@ export interface TestRepo {
   /** Writes (or, for null, removes) files and commits; returns the commit id. */
   commit(files: Record<string, string | null>, message?: string): Promise<string>;
   head(): Promise<string>;
+  /** Stages a submodule at `path` pinned to `commit` (its directory left empty); commit() records it. */
+  gitlink(path: string, commit: string): Promise<void>;
 }
 
 export async function createRepo(dir: string): Promise<TestRepo> {
@@ -41,6 +43,11 @@ export async function createRepo(dir: string): Promise<TestRepo> {
     },
     async head() {
       return (await git('rev-parse', 'HEAD')).trim();
+    },
+    async gitlink(path, commit) {
+      // An empty directory is how an unpopulated submodule looks: `add --all` keeps its gitlink.
+      await mkdir(join(dir, path), { recursive: true });
+      await git('update-index', '--add', '--cacheinfo', `160000,${commit},${path}`);
     },
   };
 }

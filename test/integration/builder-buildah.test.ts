@@ -334,3 +334,91 @@ test('a build killed at its timeout leaves no buildah container or work dir behi
     await slow.close();
   }
 });
+
+test('submodules are in the build context: relative and nested ones, a refused one fails naming its path', async () => {
+  const nested = await createRepo(join(dir, 'repos', 'sub-nested'));
+  const lib = await createRepo(join(dir, 'repos', 'sub-lib'));
+  const app = await createRepo(join(dir, 'repos', 'sub-app'));
+  await lib.gitlink('deep', await nested.commit({ 'nested.txt': 'nested says hi\n' }));
+  const libAt = await lib.commit({
+    'greeting.txt': 'lib says hello\n',
+    '.gitmodules': `[submodule "deep"]\n\tpath = deep\n\turl = ${nested.url}\n`,
+  });
+  await app.gitlink('vendor/lib', libAt);
+  await app.commit({
+    Dockerfile: [
+      `FROM ${reg.host}/library/busybox`,
+      'COPY vendor/lib/greeting.txt /greeting.txt',
+      'COPY vendor/lib/deep /deep/',
+      'RUN cat /greeting.txt /deep/nested.txt',
+      '',
+    ].join('\n'),
+    '.gitmodules': '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ../sub-lib\n',
+  });
+  const built = await client.call(address, 'Build', { source: fileSource(app.url), auth: ALL });
+  const last = built.responses.at(-1);
+  assert.equal(last.status, 'done_success', JSON.stringify(built.responses));
+  const logs = await client.call(address, 'Logs', { build_id: last.info.build_id });
+  const text = logs.responses.map((r) => r.content).join('');
+  assert.match(text, /lib says hello\nnested says hi/);
+  assert.match(text, /Submodule vendor\/lib\/deep at [0-9a-f]{40}/);
+
+  // Only the nested submodule's pinned commit moves: a new key, a new image.
+  await lib.gitlink('deep', await nested.commit({ 'nested.txt': 'nested says bye\n' }));
+  await app.gitlink('vendor/lib', await lib.commit({}, 'bump deep'));
+  await app.commit({}, 'bump lib');
+  const bumped = await client.call(address, 'Build', { source: fileSource(app.url), auth: ALL });
+  assert.equal(bumped.responses.at(-1).status, 'done_success', JSON.stringify(bumped.responses));
+  assert.notEqual(bumped.responses.at(-1).ref, last.ref);
+  assert.match(bumped.responses[0].message, /modified vendor\/lib\/deep\/nested\.txt/);
+
+  await app.commit({
+    '.gitmodules': '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ssh://127.0.0.1/lib\n',
+  });
+  const refused = await client.call(address, 'Build', { source: fileSource(app.url), auth: ALL });
+  assert.equal(refused.code, 'INVALID_ARGUMENT', JSON.stringify(refused));
+  assert.match(refused.details ?? '', /submodule vendor\/lib: git remote protocol ssh is not supported/);
+});
+
+test('a submodule on the source origin gets its BASIC_AUTH credentials; one on another origin gets none', async (t) => {
+  const gitAuth = { username: 'subuser', password: `sub-${randomBytes(6).toString('hex')}` };
+  const http = await startGitHttp(join(dir, 'repos'), t, gitAuth);
+  const other = await startGitHttp(join(dir, 'repos'), t, gitAuth);
+  const lib = await createRepo(join(dir, 'repos', 'auth-lib'));
+  const app = await createRepo(join(dir, 'repos', 'auth-app'));
+  await app.gitlink('lib', await lib.commit({ 'greeting.txt': 'private lib\n' }));
+  await app.commit({
+    Dockerfile: `FROM ${reg.host}/library/busybox\nCOPY lib/greeting.txt /g.txt\nRUN cat /g.txt\n`,
+    '.gitmodules': '[submodule "lib"]\n\tpath = lib\n\turl = ../auth-lib\n',
+  });
+  const source = {
+    file: {
+      source: {
+        git: {
+          remote_uri: http.url('auth-app'),
+          target_mode: 'REMOTE_HEAD',
+          checkout_location: 'repo',
+          config: {
+            authentication: 'BASIC_AUTH',
+            auth_user: gitAuth.username,
+            auth_password: gitAuth.password,
+          },
+        },
+      },
+      dockerfile_path: 'repo/Dockerfile',
+      context_path: 'repo',
+    },
+  };
+  const built = await client.call(address, 'Build', { source, auth: ALL });
+  assert.equal(built.responses.at(-1).status, 'done_success', JSON.stringify(built.responses));
+
+  await app.commit({ '.gitmodules': `[submodule "lib"]\n\tpath = lib\n\turl = ${other.url('auth-lib')}\n` });
+  const elsewhere = await client.call(address, 'Build', { source, auth: ALL });
+  assert.equal(elsewhere.code, 'UNAVAILABLE', JSON.stringify(elsewhere));
+  assert.match(
+    elsewhere.details ?? '',
+    /^submodule lib: git fetch of http:\/\/127\.0\.0\.1:\d+\/auth-lib failed/,
+  );
+  assert.ok(other.refused > 0, 'the other origin was asked without credentials');
+  assert.ok(!(elsewhere.details ?? '').includes(gitAuth.password));
+});
