@@ -123,16 +123,15 @@ test('a refused or unfetchable submodule fails with a message naming its path', 
   const pinned = await lib.head();
   const cases: Array<[string, RegExp, string]> = [
     [
-      'ssh://git.example/lib.git',
-      /submodule vendor\/lib: .*protocol ssh is not supported/,
-      'InvalidArgument',
-    ],
-    [
       'https://u:p@git.example/lib.git',
       /submodule vendor\/lib: .*must not carry credentials/,
       'InvalidArgument',
     ],
-    ['git@git.example:lib.git', /submodule vendor\/lib: .*is not a URL/, 'InvalidArgument'],
+    [
+      'gopher://git.example/lib.git',
+      /submodule vendor\/lib: .*protocol gopher is not supported/,
+      'InvalidArgument',
+    ],
     // The nested repo exists but has no such commit.
     [nested.url, /submodule vendor\/lib: .*is not in/, 'NotFound'],
   ];
@@ -147,6 +146,28 @@ test('a refused or unfetchable submodule fails with a message naming its path', 
       assert.equal(errorKind(err), kind);
       return true;
     });
+  }
+});
+
+test('an ssh submodule is left empty, keyed by its gitlink, as a clone without keys leaves it', async () => {
+  for (const url of ['ssh://git.example/lib.git', 'git@git.example:lib.git', 'git+ssh://git.example/lib']) {
+    const repo = await createRepo(join(dir, 'repos', `ssh-${n++}`));
+    const pinned = '3'.repeat(40);
+    await repo.gitlink('vendor/lib', pinned);
+    const at = await repo.commit({
+      Dockerfile: 'FROM busybox\n',
+      '.gitmodules': `[submodule "lib"]\n\tpath = vendor/lib\n\turl = ${url}\n`,
+    });
+    const snapshot = await snapshotOf(open(repo.url, at));
+    assert.deepEqual(
+      snapshot.submodules.map((m) => [m.path, m.commit, m.skipped !== undefined]),
+      [['vendor/lib', pinned, true]],
+      url,
+    );
+    assert.ok(
+      snapshot.entries.some((e) => e.path === 'vendor/lib' && e.mode === '160000'),
+      'the gitlink stays in the listing',
+    );
   }
 });
 

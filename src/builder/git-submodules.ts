@@ -25,6 +25,8 @@ export interface Submodule {
   commit: string;
   /** Its remote, relative URLs resolved. */
   uri: string;
+  /** Why it is left empty, when the builder cannot speak its remote's protocol. */
+  skipped?: string;
 }
 
 export const GITLINK = '160000';
@@ -55,6 +57,18 @@ export function submoduleUri(url: string, superUri: string): string {
     } else break;
   }
   return `${base}/${rest}`;
+}
+
+/**
+ * Why a remote is left alone: ssh (and scp-like `user@host:path`) needs keys the builder does not hold.
+ * Gitpod's clone fails on such a submodule and goes on without it, and so do builds here: the gitlink
+ * stays an empty directory, keyed by its commit as before submodules were fetched.
+ */
+function unspoken(uri: string): string | undefined {
+  if (/^(?:ssh|git\+ssh|ssh\+git):\/\//i.test(uri) || /^(?:[^@/:]+@)?[^/:]+:(?!\/\/)/.test(uri)) {
+    return 'ssh remotes are not fetched by the builder (it holds no ssh keys)';
+  }
+  return undefined;
 }
 
 /** Errors already named after the submodule they are about (a nested one's stays the innermost's). */
@@ -126,7 +140,13 @@ class Walk {
         }
         const url = modules.get(inRepo)?.url;
         if (url === undefined) throw failedPrecondition(`no URL for it in .gitmodules at ${at.commit}`);
-        const module = { path, commit: link.id, uri: submoduleUri(url, at.uri) };
+        const module: Submodule = { path, commit: link.id, uri: submoduleUri(url, at.uri) };
+        const skipped = unspoken(module.uri);
+        if (skipped) {
+          this.submodules.push({ ...module, skipped });
+          out.push(link);
+          continue;
+        }
         await this.fetch(module);
         this.submodules.push(module);
         const inner = await this.repo.listTree(module.commit, '', this.signal);
@@ -169,6 +189,7 @@ export async function fetchSubmodules(
 ): Promise<void> {
   const walk = new Walk(repo, signal);
   for (const module of submodules) {
+    if (module.skipped) continue;
     try {
       await walk.fetch(module);
       walk.submodules.push(module);
@@ -187,6 +208,7 @@ export async function checkoutSubmodules(
 ): Promise<void> {
   const root = await realpath(workTree);
   for (const [i, module] of submodules.entries()) {
+    if (module.skipped) continue;
     const dir = join(root, module.path);
     // The superproject's checkout made the gitlink a plain directory; nothing on the way may be a link.
     if ((await realpath(dir).catch(() => undefined)) !== dir) {

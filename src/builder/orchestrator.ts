@@ -711,7 +711,9 @@ export class Builder {
     const checkout = join(workspace, repoPath(g.checkoutLocation, '', 'checkout_location'));
     await repo.checkout(commit, checkout, signal);
     await checkoutSubmodules(repo, d.snapshot.submodules, checkout, signal);
-    for (const module of d.snapshot.submodules) log.line(`Submodule ${module.path} at ${module.commit}`);
+    for (const m of d.snapshot.submodules) {
+      log.line(`Submodule ${m.path} ${m.skipped ? `left empty: ${m.skipped}` : `at ${m.commit}`}`);
+    }
     await rm(join(workDir, 'git'), { recursive: true, force: true });
     const contextDir = join(checkout, d.snapshot.contextPath);
     const real = await realpath(contextDir).catch(() => {

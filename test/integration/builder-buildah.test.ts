@@ -335,7 +335,7 @@ test('a build killed at its timeout leaves no buildah container or work dir behi
   }
 });
 
-test('submodules are in the build context: relative and nested ones, a refused one fails naming its path', async () => {
+test('submodules are in the build context: relative and nested ones; a refused one fails naming its path, an ssh one is left empty', async () => {
   const nested = await createRepo(join(dir, 'repos', 'sub-nested'));
   const lib = await createRepo(join(dir, 'repos', 'sub-lib'));
   const app = await createRepo(join(dir, 'repos', 'sub-app'));
@@ -373,11 +373,25 @@ test('submodules are in the build context: relative and nested ones, a refused o
   assert.match(bumped.responses[0].message, /modified vendor\/lib\/deep\/nested\.txt/);
 
   await app.commit({
-    '.gitmodules': '[submodule "lib"]\n\tpath = vendor/lib\n\turl = ssh://127.0.0.1/lib\n',
+    '.gitmodules': '[submodule "lib"]\n\tpath = vendor/lib\n\turl = https://u:p@127.0.0.1/lib\n',
   });
   const refused = await client.call(address, 'Build', { source: fileSource(app.url), auth: ALL });
   assert.equal(refused.code, 'INVALID_ARGUMENT', JSON.stringify(refused));
-  assert.match(refused.details ?? '', /submodule vendor\/lib: git remote protocol ssh is not supported/);
+  assert.match(refused.details ?? '', /submodule vendor\/lib: git remote must not carry credentials/);
+
+  // An ssh submodule (the builder holds no keys) is left empty, as Gitpod's clone goes on without it.
+  await app.commit({
+    Dockerfile: `FROM ${reg.host}/library/busybox\nCOPY vendor /vendor/\nRUN ls -A /vendor/lib | wc -l\n`,
+    '.gitmodules': '[submodule "lib"]\n\tpath = vendor/lib\n\turl = git@127.0.0.1:lib.git\n',
+  });
+  const sshBuilt = await client.call(address, 'Build', { source: fileSource(app.url), auth: ALL });
+  const sshLast = sshBuilt.responses.at(-1);
+  assert.equal(sshLast.status, 'done_success', JSON.stringify(sshBuilt.responses));
+  const sshLog = (await client.call(address, 'Logs', { build_id: sshLast.info.build_id })).responses
+    .map((r) => r.content)
+    .join('');
+  assert.match(sshLog, /Submodule vendor\/lib left empty: ssh remotes are not fetched/);
+  assert.match(sshLog, /\n0\n/, 'the submodule directory is empty');
 });
 
 test('a submodule on the source origin gets its BASIC_AUTH credentials; one on another origin gets none', async (t) => {
