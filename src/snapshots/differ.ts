@@ -3,6 +3,7 @@
 // returns the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into
 // the content store as a new layer. Mounts must be ones this daemon's snapshotters handed out.
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../errors.ts';
@@ -76,6 +77,20 @@ const COMPARE_MEDIA_TYPES = new Map<string, Compression>([
   [MediaType.ociLayerZstd, 'zstd'],
 ]);
 
+/**
+ * Whether Apply makes device nodes: as containerd, when running as root outside a user namespace (a
+ * namespace's root cannot mknod, and containerd skips devices there). An unprivileged daemon skips them.
+ */
+function canMakeDevices(): boolean {
+  if (process.getuid?.() !== 0) return false;
+  try {
+    // The initial namespace maps every id to itself.
+    return /^\s*0\s+0\s+4294967295\s*$/.test(readFileSync('/proc/self/uid_map', 'utf8'));
+  } catch {
+    return true;
+  }
+}
+
 function uniqueRef(): string {
   return `${process.hrtime.bigint()}-${randomBytes(3).toString('base64url')}`;
 }
@@ -86,6 +101,7 @@ export class Differ {
   private readonly onSkip: DifferOptions['onSkip'];
   /** Layers are applied on worker threads, one started now so the first apply need not wait for it. */
   private readonly workers = new ApplyWorkers();
+  private readonly allowDevices = canMakeDevices();
 
   constructor(opts: DifferOptions) {
     this.snapshotters = [...opts.snapshotters];
@@ -147,6 +163,7 @@ export class Differ {
       applied = await applyLayer(root, layer, {
         compression: how,
         workers: this.workers,
+        allowDevices: this.allowDevices,
         ...(signal ? { signal } : {}),
         ...(this.onSkip ? { onSkip: this.onSkip } : {}),
         ...(overlay ? { overlay } : {}),

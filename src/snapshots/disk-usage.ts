@@ -4,6 +4,7 @@ import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { aborted } from '../errors.ts';
 import type { SnapshotUsage } from '../metadata/snapshots.ts';
+import { decodeName, fsPath } from './byte-names.ts';
 
 const BLOCK_UNIT = 512n;
 
@@ -18,14 +19,15 @@ export async function diskUsage(root: string, signal?: AbortSignal): Promise<Sna
   let size = 0n;
   const visit = async (path: string): Promise<void> => {
     if (signal?.aborted) throw aborted('disk usage walk aborted', { cause: signal.reason });
-    const st = await lstat(path, { bigint: true });
+    const st = await lstat(fsPath(path), { bigint: true });
     const key = `${st.dev}:${st.ino}`;
     if (!seen.has(key)) {
       seen.add(key);
       size += st.blocks * BLOCK_UNIT;
     }
     if (st.isDirectory()) {
-      const names = await readdir(path);
+      // Names that are not UTF-8 must reach lstat as their bytes.
+      const names = (await readdir(fsPath(path), { encoding: 'buffer' })).map(decodeName);
       let next = 0;
       let failure: { err: unknown } | undefined;
       const worker = async (): Promise<void> => {

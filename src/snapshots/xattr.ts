@@ -4,6 +4,7 @@
 // shell, see XattrDumper) plus a restore when there is anything to restore.
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
+import { decodeName, encodeName, hasEscapes } from './byte-names.ts';
 
 const run = promisify(execFile);
 const TIMEOUT_MS = 30_000;
@@ -12,7 +13,70 @@ const MAX_DUMP_BYTES = 256 * 1024 * 1024;
 /** Sets one attribute on `path` itself (a symlink is not followed). Rejects when the kernel refuses. */
 export async function setXattr(path: string, name: string, value: Uint8Array): Promise<void> {
   const hex = `0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
-  await run('setfattr', ['-h', '-n', name, '-v', hex, '--', path], { timeout: TIMEOUT_MS });
+  if (!hasEscapes(path)) {
+    await run('setfattr', ['-h', '-n', name, '-v', hex, '--', path], { timeout: TIMEOUT_MS });
+    return;
+  }
+  // An argument cannot carry bytes that are not UTF-8; a restore file names the path octal-escaped.
+  const name8 = [...encodeName(path)]
+    .map((b) =>
+      b < 0x21 || b > 0x7e || b === 0x5c ? `\\${b.toString(8).padStart(3, '0')}` : String.fromCharCode(b),
+    )
+    .join('');
+  await restore(`# file: ${name8}\n${name}=${hex}\n`);
+}
+
+/** Runs `setfattr --restore` (symlinks not followed) on a getfattr-style dump. */
+function restore(dump: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const child = execFile('setfattr', ['-h', '--restore=-'], { timeout: TIMEOUT_MS }, (err) =>
+      err ? reject(err) : resolve(),
+    );
+    child.stdin?.end(dump);
+  });
+}
+
+/** The file capability attribute (what `setcap` sets). */
+export const CAPABILITY = 'security.capability';
+
+/**
+ * The file capability of every path under `dir` that has one, by path relative to `dir` (names as
+ * byte-names decodes them): one getfattr over the tree, which prints only the paths that have it.
+ */
+export async function capabilities(dir: string): Promise<Map<string, Buffer>> {
+  const { stdout } = await run(
+    'getfattr',
+    ['-R', '-h', '-d', '-m', '^security\\.capability$', '-e', 'hex', '--absolute-names', '--', dir],
+    { timeout: TIMEOUT_MS, maxBuffer: MAX_DUMP_BYTES, encoding: 'buffer' },
+  );
+  const out = new Map<string, Buffer>();
+  const prefix = Buffer.concat([encodeName(dir), Buffer.from('/')]);
+  let file: Buffer | undefined;
+  for (let at = 0; at < stdout.length; ) {
+    const nl = stdout.indexOf(0x0a, at);
+    const line = stdout.subarray(at, nl < 0 ? stdout.length : nl);
+    at = nl < 0 ? stdout.length : nl + 1;
+    if (line.subarray(0, 8).toString('latin1') === '# file: ') file = unescapeName(line.subarray(8));
+    const value = /^security\.capability=0x([0-9a-f]*)$/.exec(line.toString('latin1'));
+    if (value && file?.subarray(0, prefix.length).equals(prefix)) {
+      out.set(decodeName(file.subarray(prefix.length)), Buffer.from(value[1]!, 'hex'));
+    }
+  }
+  return out;
+}
+
+/** getfattr's quoted name back to its bytes (`\ooo` is one byte). */
+function unescapeName(quoted: Buffer): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < quoted.length; i++) {
+    const c = quoted[i]!;
+    const digits = quoted.subarray(i + 1, i + 4).toString('latin1');
+    if (c === 0x5c && /^[0-7]{3}$/.test(digits)) {
+      out.push(Number.parseInt(digits, 8));
+      i += 3;
+    } else out.push(c);
+  }
+  return Buffer.from(out);
 }
 
 /** Every attribute of `path` itself, by name. */
@@ -164,12 +228,7 @@ export async function restoreTreeXattrs(src: string, dst: string, stdout: string
       line.startsWith(prefix) ? `# file: ${escapeName(dst)}${line.slice(prefix.length)}` : line,
     )
     .join('\n');
-  await new Promise<void>((resolve, reject) => {
-    const child = execFile('setfattr', ['-h', '--restore=-'], { timeout: TIMEOUT_MS }, (err) =>
-      err ? reject(err) : resolve(),
-    );
-    child.stdin?.end(dump);
-  });
+  await restore(dump);
 }
 
 /** getfattr's quoting of a path: backslash and control characters as octal escapes. */

@@ -163,10 +163,10 @@ interface BuiltLayer {
 
 async function build(entries: LayerEntry[], compression: 'gzip' | 'zstd'): Promise<BuiltLayer> {
   const tar = await makeLayer(entries);
-  const bytes = compression === 'gzip' ? gzipSync(tar) : zstdCompressSync(tar);
-  const mediaType = compression === 'gzip' ? MediaType.ociLayerGzip : MediaType.ociLayerZstd;
+  if (compression === 'gzip') return gzipped(tar);
+  const bytes = zstdCompressSync(tar);
   return {
-    descriptor: { mediaType, digest: digestOf(bytes), size: bytes.length },
+    descriptor: { mediaType: MediaType.ociLayerZstd, digest: digestOf(bytes), size: bytes.length },
     diffId: digestOf(tar),
     bytes,
   };
@@ -195,6 +195,25 @@ export async function pushLayeredImage(
     await build(layer3(), 'gzip'),
   ];
   return pushBuilt(reg, repo, tag, layers);
+}
+
+/** Pushes an image of these layer tars (gzip, bytes as given) to `reg` as `repo:tag`. */
+export async function pushTars(
+  reg: TestRegistry,
+  repo: string,
+  tars: readonly Buffer[],
+  tag = 'latest',
+): Promise<LayeredImage> {
+  return pushBuilt(reg, repo, tag, tars.map(gzipped));
+}
+
+function gzipped(tar: Buffer): BuiltLayer {
+  const bytes = gzipSync(tar);
+  return {
+    descriptor: { mediaType: MediaType.ociLayerGzip, digest: digestOf(bytes), size: bytes.length },
+    diffId: digestOf(tar),
+    bytes,
+  };
 }
 
 /** Pushes an image of these layers (gzip) to `reg` as `repo:tag`. */

@@ -34,12 +34,14 @@ import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
 import type { ApplyOptions, ApplyResult } from '../../src/snapshots/apply/apply-options.ts';
+import { fsPath } from '../../src/snapshots/byte-names.ts';
 import { diffDirectories, packDirectory } from '../../src/snapshots/diff/diff-directories.ts';
 import { getXattrs } from '../../src/snapshots/xattr.ts';
 import { type LayerEntry, makeLayer, type Node, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';
 import { imageTools } from '../helpers/images.ts';
 
 const run = promisify(execFile);
+const TARTOOL = new URL('../fixtures/layer-fidelity/tartool.py', import.meta.url).pathname;
 const asRoot = process.getuid?.() === 0;
 
 let work: string;
@@ -481,6 +483,27 @@ describe('diffDirectories / packDirectory', { skip: !asRoot && 'needs root (owne
     assert.ok((await buffer(packDirectory(lower))).equals(packed), 'packing is deterministic');
   });
 
+  test('a file capability set on an unchanged file is a change, carried and restored', async () => {
+    // What `setcap cap_net_raw+ep` writes: a version-2 capability, bit 13 permitted and effective.
+    const capability = '0100000200200000000000000000000000000000';
+    const lower = await makeLower();
+    const upper = await freshDir('cap-upper');
+    await copyTree(lower, upper);
+    // Only the attribute changes (and ctime): mode, owner, size and mtime stay.
+    await run('setfattr', ['-n', 'security.capability', '-v', `0x${capability}`, join(upper, 'bin/busybox')]);
+    const diffTar = await buffer(diffDirectories(lower, upper));
+    // busybox is hard-linked (bin/sh): both names go in, the second as a link to the first.
+    assert.deepEqual(await tarNames(diffTar), ['bin/', 'bin/busybox', 'bin/sh']);
+    const target = await freshDir('cap-target');
+    await copyTree(lower, target);
+    await apply(target, diffTar);
+    assert.equal(
+      (await getXattrs(join(target, 'bin/busybox')))['security.capability']?.toString('hex'),
+      capability,
+    );
+    assert.deepEqual(await snapshotTree(target), await snapshotTree(upper));
+  });
+
   test('a missing upper fails the stream instead of producing a partial layer', async () => {
     await assert.rejects(buffer(packDirectory(join(work, 'does-not-exist'))));
   });
@@ -651,7 +674,7 @@ async function applyAll(s: Sandbox, layers: (LayerEntry[] | Buffer)[]): Promise<
       const lowers = [...uppers].reverse();
       uppers.push(upper);
       await apply(upper, bytes, {
-        overlay: { lowers, whiteout: (p) => link(whiteoutDevice, p) },
+        overlay: { lowers, whiteout: (p) => link(whiteoutDevice, fsPath(p)) },
       });
     } catch (err) {
       return err;
@@ -732,6 +755,39 @@ function hostile(
 describe('applyLayer: hostile layers', {
   skip: !asRoot && 'needs root (the host files it guards are root-owned)',
 }, () => {
+  hostile(
+    'names that are not UTF-8 keep their bytes through fifos, xattrs, whiteouts, opaque dirs, hardlinks',
+    async () => {
+      const layer = async (kind: string) => {
+        const { stdout } = await run('python3', [TARTOOL, kind, '-'], {
+          encoding: 'buffer',
+          timeout: 60_000,
+        });
+        return stdout;
+      };
+      return [await layer('names'), await layer('more'), await layer('edit')];
+    },
+    async (s) => {
+      const { stdout } = await run('python3', [TARTOOL, 'tree', s.root], { timeout: 60_000 });
+      const tree = JSON.parse(stdout) as Record<string, { type: string; 'user.k'?: string; group?: string }>;
+      const at = (name: string) => tree[Buffer.from(name, 'latin1').toString('hex')];
+      assert.equal(at('names/caf\xe9'), undefined, 'whited out');
+      assert.equal(at('names/sym-\xe9')?.type, 'symlink');
+      assert.equal(at('names/fifo-\xe9')?.type, 'other');
+      assert.equal(at('names/x-\xe9')?.['user.k'], '76');
+      assert.equal(at('opq/old-\xe9'), undefined, 'hidden by the opaque directory');
+      assert.equal(at('opq/new-\xe9')?.type, 'file');
+      assert.equal(at('names/hl-\xe9')?.type, 'file');
+      assert.equal(await readFile(join(s.root, 'names/hl-\u00e9'), 'utf8').catch(() => 'absent'), 'absent');
+      // Nothing was left under a lossy (U+FFFD) or temporary name.
+      assert.ok(
+        !Object.keys(tree).some(
+          (k) => k.includes('efbfbd') || k.includes(Buffer.from('.strata-').toString('hex')),
+        ),
+      );
+    },
+  );
+
   hostile('../escape is refused', async (s) => [[{ name: `../${s.token}`, content: 'x' }]], 'reject');
 
   hostile(

@@ -19,7 +19,10 @@ export interface ApplyOptions {
   signal?: AbortSignal;
   /** A layer media type, `gzip`/`zstd`/`none`, or `auto` (default): sniff the magic bytes. */
   compression?: string;
-  /** Create character and block devices (needs root; uses the `mknod` command). Default false. */
+  /**
+   * Create character and block devices (needs root; uses the `mknod` command). Default false; the
+   * daemon's Diff.Apply sets it when running as root outside a user namespace, as containerd does.
+   */
   allowDevices?: boolean;
   /** Change owners to those in the layer. Default: when running as root. */
   chown?: boolean;
@@ -39,7 +42,7 @@ export interface ApplyOptions {
 export interface OverlayTarget {
   /** Lower directories, nearest first. */
   lowers: readonly string[];
-  /** Makes an overlayfs whiteout (a 0/0 character device) at this path. */
+  /** Makes an overlayfs whiteout (a 0/0 character device) at this path (byte-names.ts: see fsPath). */
   whiteout: (abs: string) => Promise<void>;
 }
 

@@ -10,25 +10,14 @@
 // times slower than containerd's on such layers.
 import { execFile } from 'node:child_process';
 import {
-  chmodSync as chmod,
   closeSync as close,
   fchmodSync as fchmod,
   fchownSync as fchown,
   constants as fsc,
   fstatSync as fstat,
   futimesSync as futimes,
-  lchownSync as lchown,
-  linkSync as link,
-  lstatSync as lstat,
-  lutimesSync as lutimes,
-  mkdirSync as mkdir,
-  openSync as open,
-  readdirSync as readdir,
   realpathSync as realpath,
-  rmSync as rm,
   type Stats,
-  symlinkSync as symlink,
-  unlinkSync as unlink,
   writeSync,
   writev,
 } from 'node:fs';
@@ -46,9 +35,24 @@ import {
   StrataError,
 } from '../../errors.ts';
 import { Digester } from '../../oci/digest.ts';
+import { hasEscapes, nameBytes } from '../byte-names.ts';
 import { decompressFile, decompressStream, type LayerFile } from '../compression.ts';
 import { setXattr } from '../xattr.ts';
 import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
+import {
+  chmod,
+  lchown,
+  link,
+  lstat,
+  lutimes,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  symlink,
+  unlink,
+} from './fs-names.ts';
 import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
 import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
@@ -231,6 +235,8 @@ class LayerApplier {
   /** Cleaned parent name → real root-relative parent. Cleared whenever a directory or symlink is removed. */
   private readonly dirCache = new Map<string, string[]>();
   private readonly dirTimes: DirTimes[] = [];
+  /** Temporary names handed out by viaPlainName. */
+  private temps = 0;
 
   constructor(root: string, opts: ApplyOptions) {
     this.root = root;
@@ -431,7 +437,7 @@ class LayerApplier {
       case 'symlink': {
         await drain(entry);
         const target = header.linkname ?? '';
-        if (target === '' || target.includes('\0') || Buffer.byteLength(target) > MAX_PATH_BYTES) {
+        if (target === '' || target.includes('\0') || nameBytes(target) > MAX_PATH_BYTES) {
           throw invalidArgument(
             `symlink ${JSON.stringify(header.name)} has an empty, NUL-bearing or too long target`,
           );
@@ -456,8 +462,12 @@ class LayerApplier {
         }
         if (existing) this.remove(abs, existing);
         const kind = type === 'character-device' ? 'c' : 'b';
-        const args = ['--', abs, kind, String(header.devmajor ?? 0), String(header.devminor ?? 0)];
-        await run('mknod', args, { timeout: CHILD_TIMEOUT_MS });
+        const numbers = [String(header.devmajor ?? 0), String(header.devminor ?? 0)];
+        // Node has no mknod: the coreutils command, with the mode set after (mknod -m obeys no umask
+        // either way, and chown first clears nothing a device has).
+        await this.viaPlainName(abs, (p) =>
+          run('mknod', ['-m', '000', '--', p, kind, ...numbers], { timeout: CHILD_TIMEOUT_MS }),
+        );
         this.pathMeta(abs, header, true);
         break;
       }
@@ -465,7 +475,7 @@ class LayerApplier {
         await drain(entry);
         if (existing) this.remove(abs, existing);
         // Node cannot make a fifo; the coreutils command can, without privileges.
-        await run('mkfifo', ['--', abs], { timeout: CHILD_TIMEOUT_MS });
+        await this.viaPlainName(abs, (p) => run('mkfifo', ['--', p], { timeout: CHILD_TIMEOUT_MS }));
         this.pathMeta(abs, header, true);
         break;
       }
@@ -475,6 +485,26 @@ class LayerApplier {
         );
     }
     await this.applyXattrs(abs, header);
+  }
+
+  /**
+   * Runs `make` (a child process) to create the node at `abs`. A child's arguments are UTF-8 strings, so
+   * a path whose name is not valid UTF-8 cannot be passed: the node is made under a plain temporary name
+   * in the root and renamed into place.
+   */
+  private async viaPlainName(abs: string, make: (path: string) => Promise<unknown>): Promise<void> {
+    if (!hasEscapes(abs)) {
+      await make(abs);
+      return;
+    }
+    const temp = join(this.root, `.strata-new-${process.pid}-${++this.temps}`);
+    await make(temp);
+    try {
+      rename(temp, abs);
+    } catch (err) {
+      rm(temp, { recursive: true, force: true });
+      throw err;
+    }
   }
 
   /** Owner, mode and times by path, for nodes that cannot be opened safely (symlinks, fifos, devices). */
@@ -538,9 +568,18 @@ class LayerApplier {
   private async copyUp(rel: string): Promise<Stats | undefined> {
     const lower = await lookupLower(this.opts.overlay?.lowers ?? [], rel.split('/'));
     if (!lower || lower.st.isDirectory()) return lower?.st;
-    await run('cp', ['-a', '--no-dereference', '--', lower.path, this.abs(rel)], {
-      timeout: CHILD_TIMEOUT_MS,
-    });
+    // A source name cp's argv cannot carry is read through a plain-named hard link, removed after.
+    const source = hasEscapes(lower.path)
+      ? join(this.root, `.strata-src-${process.pid}-${++this.temps}`)
+      : undefined;
+    if (source) link(lower.path, source);
+    try {
+      await this.viaPlainName(this.abs(rel), (p) =>
+        run('cp', ['-a', '--no-dereference', '--', source ?? lower.path, p], { timeout: CHILD_TIMEOUT_MS }),
+      );
+    } finally {
+      if (source) unlink(source);
+    }
     return lstat(this.abs(rel));
   }
 

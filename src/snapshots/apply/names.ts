@@ -1,6 +1,7 @@
 // Names inside a layer: cleaning tar entry names into root-relative paths, and recognising OCI whiteouts.
 import { posix } from 'node:path';
 import { invalidArgument } from '../../errors.ts';
+import { nameBytes } from '../byte-names.ts';
 
 export const WHITEOUT_PREFIX = '.wh.';
 export const WHITEOUT_META_PREFIX = '.wh..wh.';
@@ -17,7 +18,7 @@ export const MAX_NAME_BYTES = 255;
  */
 export function cleanName(name: string, what = 'entry name'): string[] {
   if (name.includes('\0')) throw invalidArgument(`${what} ${JSON.stringify(name)} contains a NUL byte`);
-  if (Buffer.byteLength(name) > MAX_PATH_BYTES) {
+  if (nameBytes(name) > MAX_PATH_BYTES) {
     throw invalidArgument(
       `${what} ${JSON.stringify(name.slice(0, 64))}… is longer than ${MAX_PATH_BYTES} bytes`,
     );
@@ -28,7 +29,7 @@ export function cleanName(name: string, what = 'entry name'): string[] {
   }
   const parts = normal.split('/').filter((p) => p !== '' && p !== '.');
   for (const p of parts) {
-    if (Buffer.byteLength(p) > MAX_NAME_BYTES) {
+    if (nameBytes(p) > MAX_NAME_BYTES) {
       throw invalidArgument(
         `${what} ${JSON.stringify(name.slice(0, 64))}… has a component longer than ${MAX_NAME_BYTES} bytes`,
       );

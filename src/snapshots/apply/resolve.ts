@@ -10,19 +10,11 @@
 //
 // File-system calls are synchronous: the applier runs on a worker thread of its own, where a direct
 // system call costs microseconds and a trip through libuv's thread pool many times that.
-import {
-  chmodSync as chmod,
-  lchownSync as lchown,
-  lstatSync as lstat,
-  lutimesSync as lutimes,
-  mkdirSync as mkdir,
-  readlinkSync as readlink,
-  type Stats,
-  unlinkSync as unlink,
-} from 'node:fs';
+import type { Stats } from 'node:fs';
 import { join } from 'node:path';
 import { invalidArgument } from '../../errors.ts';
 import { setXattr } from '../xattr.ts';
+import { chmod, lchown, lstat, lutimes, mkdir, readlink, unlink } from './fs-names.ts';
 
 /** As Linux's MAXSYMLINKS: more symlinks than this in one resolution is a loop. */
 export const MAX_SYMLINKS = 40;

@@ -2,6 +2,7 @@
 // (tar-reader.ts streams the archive and says where readers differ). Fields the applier does not use
 // are still checked where Go checks them, since a header Go refuses must be refused here too.
 import { invalidArgument, type StrataError } from '../../errors.ts';
+import { decodeName } from '../byte-names.ts';
 
 export type EntryType =
   | 'file'
@@ -29,7 +30,7 @@ export interface Header {
   gname: string;
   devmajor: number;
   devminor: number;
-  /** The records of the PAX header before the entry, values decoded as UTF-8. */
+  /** The records of the PAX header before the entry, values decoded as names (byte-names.ts). */
   pax: Record<string, string> | null;
   /** `SCHILY.xattr.*` records, by attribute name, as the bytes the archive holds. */
   xattrs?: Record<string, Buffer>;
@@ -105,10 +106,10 @@ export const isZero = (block: Buffer): boolean => {
   return true;
 };
 
-/** A NUL-terminated field, as UTF-8 (Go keeps the bytes; names are UTF-8 in practice). */
+/** A NUL-terminated field, its bytes kept (as Go keeps them) through byte-names' escapes. */
 function text(block: Buffer, [at, length]: readonly [number, number]): string {
   const nul = block.indexOf(0, at);
-  return block.toString('utf8', at, nul < 0 || nul > at + length ? at + length : nul);
+  return decodeName(block.subarray(at, nul < 0 || nul > at + length ? at + length : nul));
 }
 
 function is(block: Buffer, [at, length]: readonly [number, number], value: string): boolean {
@@ -259,7 +260,8 @@ export function mergePax(header: Header, records: [string, Buffer][], offset: nu
   const pax: Record<string, string> = {};
   const xattrs: Record<string, Buffer> = {};
   for (const [key, raw] of records) {
-    const value = raw.toString('utf8');
+    // path and linkpath are bytes; other values are ASCII in practice and read the same way.
+    const value = decodeName(raw);
     pax[key] = value;
     if (key.startsWith(XATTR_PREFIX)) xattrs[key.slice(XATTR_PREFIX.length)] = raw;
   }

@@ -2,7 +2,8 @@
 // (Go's archive/tar) does, so a layer unpacks here to the tree containerd and Go-based scanners see.
 // Where two readers differ, a crafted layer could otherwise show one tree to a scanner and write another.
 // It replaced tar-stream's extractor, which could be made to read as Go does only by hooking its private
-// methods. Writing tars (diffs) still uses tar-stream.
+// methods.
+import { decodeName } from '../byte-names.ts';
 import {
   BLOCK,
   corrupt,
@@ -157,7 +158,7 @@ export async function* readTar(chunks: AsyncIterable<Buffer>): AsyncGenerator<Ta
       } else if (typeflag === PAX) pending.pax = { records: paxRecords(content, at), offset: at };
       else {
         const nul = content.indexOf(0);
-        const name = content.toString('utf8', 0, nul < 0 ? content.length : nul);
+        const name = decodeName(content.subarray(0, nul < 0 ? content.length : nul));
         if (typeflag === GNU_LONG_NAME) pending.longName = name;
         else pending.longLink = name;
       }

@@ -3,6 +3,7 @@
 // by a tar round trip, sub-microsecond ones by a copy).
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import { open, readlink } from 'node:fs/promises';
+import { fsPath } from '../byte-names.ts';
 
 const CHUNK = 64 * 1024;
 
@@ -15,9 +16,9 @@ export function devMinor(rdev: bigint): number {
 }
 
 async function sameContent(a: string, b: string): Promise<boolean> {
-  const fa = await open(a, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const fa = await open(fsPath(a), fsc.O_RDONLY | fsc.O_NOFOLLOW);
   try {
-    const fb = await open(b, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const fb = await open(fsPath(b), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
       const ba = Buffer.allocUnsafe(CHUNK);
       const bb = Buffer.allocUnsafe(CHUNK);
@@ -61,7 +62,10 @@ export async function sameNode(
   if (u.isDirectory()) return true;
   const apart = l.mtimeNs > u.mtimeNs ? l.mtimeNs - u.mtimeNs : u.mtimeNs - l.mtimeNs;
   if (apart >= COPY_MTIME_SLACK_NS) return false;
-  if (u.isSymbolicLink()) return (await readlink(lowerPath)) === (await readlink(upperPath));
+  if (u.isSymbolicLink()) {
+    const target = (p: string) => readlink(fsPath(p), { encoding: 'buffer' });
+    return (await target(lowerPath)).equals(await target(upperPath));
+  }
   if (u.isCharacterDevice() || u.isBlockDevice()) return l.rdev === u.rdev;
   if (!u.isFile()) return true;
   if (l.size !== u.size) return false;

@@ -3,16 +3,19 @@
 // a given pair of trees: names in byte order, empty uname/gname, whole-second mtimes, whiteouts dated
 // to the epoch. Files sharing an inode within `upper` become tar hardlinks, as containerd writes them.
 //
-// Not carried: extended attributes (Node has no xattr API, so e.g. security.capability is lost) and
-// sockets (tar has no type for them).
+// Names keep their bytes (byte-names.ts), and as containerd's differ, a changed entry carries its file
+// capability (the security.capability xattr, as a PAX SCHILY.xattr record); other xattrs are not
+// carried, nor are sockets (tar has no type for them).
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
 import { join, posix } from 'node:path';
 import { Readable } from 'node:stream';
-import tar from 'tar-stream';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
 import { WHITEOUT_PREFIX } from '../apply/names.ts';
+import { decodeName, encodeName, fsPath } from '../byte-names.ts';
+import { CAPABILITY, capabilities } from '../xattr.ts';
 import { devMajor, devMinor, sameNode } from './compare.ts';
+import { END_OF_ARCHIVE, type EntryHeader, encodeHeader, padding } from './tar-writer.ts';
 
 export interface DiffOptions {
   signal?: AbortSignal;
@@ -23,35 +26,19 @@ const MAX_USTAR_ID = 0o7777777;
 const READ_CHUNK = 64 * 1024;
 
 function byteOrder(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a), Buffer.from(b));
+  return Buffer.compare(encodeName(a), encodeName(b));
 }
 
 async function sortedNames(dir: string): Promise<string[]> {
-  return (await readdir(dir)).sort(byteOrder);
+  const names = await readdir(fsPath(dir), { encoding: 'buffer' });
+  return names.sort(Buffer.compare).map(decodeName);
 }
 
-type Sink = ReturnType<tar.Pack['entry']>;
-
-function waitDrain(sink: Sink): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const done = (err?: Error) => {
-      sink.off('drain', onDrain);
-      sink.off('error', onError);
-      sink.off('close', onClose);
-      if (err) reject(err);
-      else resolve();
-    };
-    const onDrain = () => done();
-    const onError = (err: Error) => done(err);
-    const onClose = () => done(new Error('tar stream closed'));
-    sink.on('drain', onDrain);
-    sink.on('error', onError);
-    sink.on('close', onClose);
-  });
-}
-
+/**
+ * Walks the two trees and yields the layer's bytes. Each entry is yielded as it is found, so the walk
+ * goes at the pace the consumer reads.
+ */
 class ChangeWriter {
-  readonly pack = tar.pack();
   private readonly lower: string | undefined;
   private readonly upper: string;
   private readonly signal: AbortSignal | undefined;
@@ -61,6 +48,9 @@ class ChangeWriter {
   private readonly inodeSource = new Map<string, string>();
   /** inode → unchanged names seen before any changed one: they must be re-linked to the new copy. */
   private readonly inodeWaiting = new Map<string, string[]>();
+  /** File capabilities by relative path, in each tree. */
+  private upperCaps = new Map<string, Buffer>();
+  private lowerCaps = new Map<string, Buffer>();
 
   constructor(lower: string | undefined, upper: string, signal: AbortSignal | undefined) {
     this.lower = lower;
@@ -68,12 +58,14 @@ class ChangeWriter {
     this.signal = signal;
   }
 
-  async run(): Promise<void> {
-    await this.walk('', this.lower !== undefined);
-    this.pack.finalize();
+  async *run(): AsyncGenerator<Buffer> {
+    this.upperCaps = await capabilities(this.upper);
+    if (this.lower !== undefined) this.lowerCaps = await capabilities(this.lower);
+    yield* this.walk('', this.lower !== undefined);
+    yield END_OF_ARCHIVE;
   }
 
-  private async walk(rel: string, lowerIsDir: boolean): Promise<void> {
+  private async *walk(rel: string, lowerIsDir: boolean): AsyncGenerator<Buffer> {
     if (this.signal?.aborted) throw aborted('layer diff aborted', { cause: this.signal.reason });
     const upperNames = await sortedNames(join(this.upper, rel));
     const lowerNames = lowerIsDir && this.lower !== undefined ? await sortedNames(join(this.lower, rel)) : [];
@@ -88,50 +80,50 @@ class ChangeWriter {
       if (cmp >= 0) j++;
       const childRel = rel === '' ? name : `${rel}/${name}`;
       if (cmp > 0) {
-        await this.whiteout(childRel);
+        yield* this.whiteout(childRel);
         continue;
       }
-      const ust = await lstat(join(this.upper, childRel), { bigint: true });
-      const lst = cmp === 0 ? await lstat(join(this.lower!, childRel), { bigint: true }) : undefined;
+      const upperPath = join(this.upper, childRel);
+      const ust = await lstat(fsPath(upperPath), { bigint: true });
+      const lowerPath = cmp === 0 ? join(this.lower!, childRel) : undefined;
+      const lst = lowerPath === undefined ? undefined : await lstat(fsPath(lowerPath), { bigint: true });
       const changed =
         lst === undefined ||
-        !(await sameNode(join(this.lower!, childRel), lst, join(this.upper, childRel), ust));
+        !(await sameNode(lowerPath!, lst, upperPath, ust)) ||
+        !sameBytes(this.upperCaps.get(childRel), this.lowerCaps.get(childRel));
       if (ust.isDirectory()) {
-        if (changed) await this.emit(childRel, ust);
-        await this.walk(childRel, lst?.isDirectory() ?? false);
+        if (changed) yield* this.emit(childRel, ust);
+        yield* this.walk(childRel, lst?.isDirectory() ?? false);
       } else if (!ust.isSocket()) {
-        await this.nonDirectory(childRel, ust, changed);
+        yield* this.nonDirectory(childRel, ust, changed);
       }
     }
   }
 
-  private async whiteout(rel: string): Promise<void> {
+  private *whiteout(rel: string): Generator<Buffer> {
     const name = posix.join(posix.dirname(rel), WHITEOUT_PREFIX + posix.basename(rel));
-    await this.entry({
-      name,
+    yield encodeHeader({
+      name: encodeName(name),
       type: 'file',
       mode: 0o100644,
       uid: 0,
       gid: 0,
-      mtime: new Date(0),
+      mtime: 0,
       size: 0,
-      linkname: '',
-      uname: '',
-      gname: '',
       devmajor: 0,
       devminor: 0,
     });
   }
 
-  private async nonDirectory(rel: string, st: BigIntStats, changed: boolean): Promise<void> {
+  private async *nonDirectory(rel: string, st: BigIntStats, changed: boolean): AsyncGenerator<Buffer> {
     if (st.nlink <= 1n) {
-      if (changed) await this.emit(rel, st);
+      if (changed) yield* this.emit(rel, st);
       return;
     }
     const key = `${st.dev}:${st.ino}`;
     const source = this.inodeSource.get(key);
     if (source !== undefined) {
-      await this.emitLink(rel, st, source);
+      yield* this.emitLink(rel, st, source);
       return;
     }
     if (!changed) {
@@ -141,18 +133,21 @@ class ChangeWriter {
       return;
     }
     this.inodeSource.set(key, rel);
-    await this.emit(rel, st);
-    for (const other of this.inodeWaiting.get(key) ?? []) await this.emitLink(other, st, rel);
+    yield* this.emit(rel, st);
+    for (const other of this.inodeWaiting.get(key) ?? []) yield* this.emitLink(other, st, rel);
     this.inodeWaiting.delete(key);
   }
 
-  private header(rel: string, st: BigIntStats): tar.Header {
+  /** The header of `rel`; with `capability`, the entry carries its file capability, as containerd's do. */
+  private header(rel: string, st: BigIntStats, capability = false): EntryHeader {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
-    const pax: Record<string, string> = {};
-    if (uid > MAX_USTAR_ID) pax.uid = String(uid);
-    if (gid > MAX_USTAR_ID) pax.gid = String(gid);
-    const type: tar.Header['type'] = st.isDirectory()
+    const pax: [string, Buffer][] = [];
+    if (uid > MAX_USTAR_ID) pax.push(['uid', Buffer.from(String(uid))]);
+    if (gid > MAX_USTAR_ID) pax.push(['gid', Buffer.from(String(gid))]);
+    const cap = capability ? this.upperCaps.get(rel) : undefined;
+    if (cap) pax.push([`SCHILY.xattr.${CAPABILITY}`, cap]);
+    const type: EntryHeader['type'] = st.isDirectory()
       ? 'directory'
       : st.isSymbolicLink()
         ? 'symlink'
@@ -164,100 +159,99 @@ class ChangeWriter {
               ? 'block-device'
               : 'file';
     return {
-      name: type === 'directory' ? `${rel}/` : rel,
+      name: encodeName(type === 'directory' ? `${rel}/` : rel),
       type,
-      // The full st_mode: tar-stream would replace a bare 0 permission with its default.
       mode: Number(st.mode),
       uid: Math.min(uid, MAX_USTAR_ID),
       gid: Math.min(gid, MAX_USTAR_ID),
-      mtime: new Date(Number(st.mtimeNs / 1_000_000_000n) * 1000),
+      mtime: Number(st.mtimeNs / 1_000_000_000n),
       size: type === 'file' ? Number(st.size) : 0,
-      linkname: '',
-      uname: '',
-      gname: '',
       devmajor: devMajor(st.rdev),
       devminor: devMinor(st.rdev),
-      pax: Object.keys(pax).length > 0 ? pax : null,
+      ...(pax.length > 0 ? { pax } : {}),
     };
   }
 
-  private async ensureParents(rel: string): Promise<void> {
+  private async *ensureParents(rel: string): AsyncGenerator<Buffer> {
     const parts = rel.split('/').slice(0, -1);
     for (let k = 1; k <= parts.length; k++) {
       const dir = parts.slice(0, k).join('/');
       if (this.emittedDirs.has(dir)) continue;
-      const st = await lstat(join(this.upper, dir), { bigint: true });
+      const st = await lstat(fsPath(join(this.upper, dir)), { bigint: true });
       this.emittedDirs.add(dir);
-      await this.entry(this.header(dir, st));
+      yield encodeHeader(this.header(dir, st));
     }
   }
 
-  private async emit(rel: string, st: BigIntStats): Promise<void> {
-    await this.ensureParents(rel);
-    const h = this.header(rel, st);
+  private async *emit(rel: string, st: BigIntStats): AsyncGenerator<Buffer> {
+    yield* this.ensureParents(rel);
+    const h = this.header(rel, st, true);
     if (h.type === 'directory') {
       this.emittedDirs.add(rel);
-      await this.entry(h);
+      yield encodeHeader(h);
     } else if (h.type === 'symlink') {
-      await this.entry({ ...h, linkname: await readlink(join(this.upper, rel)) });
+      const target = await readlink(fsPath(join(this.upper, rel)), { encoding: 'buffer' });
+      yield encodeHeader({ ...h, linkname: target });
     } else if (h.type === 'file') {
-      await this.fileEntry(rel, h);
+      yield* this.fileEntry(rel, h);
     } else {
-      await this.entry(h);
+      yield encodeHeader(h);
     }
   }
 
-  private async emitLink(rel: string, st: BigIntStats, source: string): Promise<void> {
-    await this.ensureParents(rel);
-    await this.entry({ ...this.header(rel, st), type: 'link', linkname: source, size: 0 });
-  }
-
-  /** An entry without a body (a file entry, such as a whiteout, still needs its empty body ended). */
-  private entry(header: tar.Header): Promise<void> {
-    return new Promise((resolve, reject) => {
-      const cb = (err?: Error | null) => (err ? reject(err) : resolve());
-      if (header.type === 'file') this.pack.entry(header, Buffer.alloc(0), cb);
-      else this.pack.entry(header, cb);
+  private async *emitLink(rel: string, st: BigIntStats, source: string): AsyncGenerator<Buffer> {
+    yield* this.ensureParents(rel);
+    yield encodeHeader({
+      ...this.header(rel, st, true),
+      type: 'link',
+      linkname: encodeName(source),
+      size: 0,
     });
   }
 
-  /** Stream exactly the stat'ed size; a file that changed size meanwhile fails the diff. */
-  private async fileEntry(rel: string, header: tar.Header): Promise<void> {
-    const fh = await open(join(this.upper, rel), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  /** Streams exactly the stat'ed size; a file that changed size meanwhile fails the diff. */
+  private async *fileEntry(rel: string, header: EntryHeader): AsyncGenerator<Buffer> {
+    const fh = await open(fsPath(join(this.upper, rel)), fsc.O_RDONLY | fsc.O_NOFOLLOW);
     try {
-      let done!: () => void;
-      let failed!: (err: Error) => void;
-      const written = new Promise<void>((resolve, reject) => {
-        done = resolve;
-        failed = reject;
-      });
-      const sink = this.pack.entry(header, (err) => (err ? failed(err) : done()));
+      yield encodeHeader(header);
       let left = header.size;
       while (left > 0) {
         const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, left));
         const { bytesRead } = await fh.read(buf, 0, buf.length, null);
         if (bytesRead === 0) throw internal(`diff: ${rel} shrank while being read`);
         left -= bytesRead;
-        if (!sink.write(buf.subarray(0, bytesRead))) await waitDrain(sink);
+        yield buf.subarray(0, bytesRead);
       }
-      sink.end(undefined);
-      await written;
+      const pad = padding(header.size);
+      if (pad.length > 0) yield pad;
     } finally {
       await fh.close();
     }
   }
 }
 
+function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
+  return a === undefined || b === undefined ? a === b : a.equals(b);
+}
+
+async function* guarded(
+  writer: ChangeWriter,
+  lower: string | undefined,
+  upper: string,
+): AsyncGenerator<Buffer> {
+  try {
+    yield* writer.run();
+  } catch (err) {
+    throw err instanceof StrataError
+      ? err
+      : internal(`diff of ${upper} against ${lower ?? 'nothing'}: ${messageOf(err)}`, { cause: err });
+  }
+}
+
 function start(lower: string | undefined, upper: string, opts: DiffOptions): Readable {
-  const writer = new ChangeWriter(lower, upper, opts.signal);
-  writer.run().catch((err: unknown) => {
-    const e =
-      err instanceof StrataError
-        ? err
-        : internal(`diff of ${upper} against ${lower ?? 'nothing'}: ${messageOf(err)}`, { cause: err });
-    writer.pack.destroy(e);
+  return Readable.from(guarded(new ChangeWriter(lower, upper, opts.signal), lower, upper), {
+    objectMode: false,
   });
-  return Readable.from(writer.pack as AsyncIterable<Buffer>, { objectMode: false });
 }
 
 /** The changes from `lower` to `upper` as an uncompressed OCI layer tar; without `lower`, all of `upper`. */

@@ -14,6 +14,7 @@ import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
 import type { SnapshotRecord } from '../../metadata/snapshots.ts';
+import { fsPath } from '../byte-names.ts';
 import { mountAt, unmount } from '../mount.ts';
 import { RecordedSnapshotter, type SnapshotterOptions } from '../recorded-snapshotter.ts';
 import type { Mount, SnapshotDirs } from '../snapshotter.ts';
@@ -108,8 +109,9 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
     await rename(temp, this.whiteoutPath);
   }
 
-  /** Makes an overlayfs whiteout at `path` (a hard link to the whiteout device). */
-  private readonly makeWhiteout = async (path: string): Promise<void> => {
+  /** Makes an overlayfs whiteout at `path` (a hard link to the whiteout device; names per byte-names.ts). */
+  private readonly makeWhiteout = async (name: string): Promise<void> => {
+    const path = fsPath(name);
     try {
       await link(this.whiteoutPath, path);
     } catch (err) {
