@@ -3,7 +3,6 @@
 // returns the applied (uncompressed) descriptor; Compare writes the difference of two snapshot trees into
 // the content store as a new layer. Mounts must be ones this daemon's snapshotters handed out.
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { failedPrecondition, invalidArgument, isAlreadyExists, unimplemented } from '../errors.ts';
@@ -15,6 +14,7 @@ import { applyLayer } from './apply/apply-layer.ts';
 import type { SkipKind } from './apply/apply-options.ts';
 import { ApplyWorkers } from './apply/apply-workers.ts';
 import { compressStream } from './compression.ts';
+import { canMakeDevices } from './devices.ts';
 import { diffDirectories } from './diff/diff-directories.ts';
 import { withTree } from './mount.ts';
 import type { Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
@@ -77,20 +77,6 @@ const COMPARE_MEDIA_TYPES = new Map<string, Compression>([
   [MediaType.ociLayerZstd, 'zstd'],
 ]);
 
-/**
- * Whether Apply makes device nodes: as containerd, when running as root outside a user namespace (a
- * namespace's root cannot mknod, and containerd skips devices there). An unprivileged daemon skips them.
- */
-function canMakeDevices(): boolean {
-  if (process.getuid?.() !== 0) return false;
-  try {
-    // The initial namespace maps every id to itself.
-    return /^\s*0\s+0\s+4294967295\s*$/.test(readFileSync('/proc/self/uid_map', 'utf8'));
-  } catch {
-    return true;
-  }
-}
-
 function uniqueRef(): string {
   return `${process.hrtime.bigint()}-${randomBytes(3).toString('base64url')}`;
 }
@@ -101,6 +87,7 @@ export class Differ {
   private readonly onSkip: DifferOptions['onSkip'];
   /** Layers are applied on worker threads, one started now so the first apply need not wait for it. */
   private readonly workers = new ApplyWorkers();
+  // As containerd: devices are made when running as root outside a user namespace.
   private readonly allowDevices = canMakeDevices();
 
   constructor(opts: DifferOptions) {

@@ -8,6 +8,7 @@ import {
   lutimes,
   mkdir,
   mkdtemp,
+  readdir,
   readlink,
   rm,
   symlink,
@@ -73,16 +74,67 @@ describe('copyTree', () => {
     assert.ok((await lstat(join(dst, 'pipe'))).isFIFO());
   });
 
-  test('devices are skipped, not copied', { skip: !asRoot && 'needs root for mknod' }, async () => {
+  test('devices are copied as containerd copies them; sockets are skipped', {
+    skip: !asRoot && 'needs root for mknod',
+  }, async () => {
     const withDev = join(work, 'with-dev');
     await mkdir(withDev);
     await run('mknod', [join(withDev, 'null'), 'c', '1', '3']);
+    await run('mknod', [join(withDev, 'loop9'), 'b', '7', '9']);
+    await chmod(join(withDev, 'null'), 0o666);
     await writeFile(join(withDev, 'f'), 'x');
+    await run('python3', [
+      '-c',
+      `import socket; socket.socket(socket.AF_UNIX).bind(${JSON.stringify(join(withDev, 'sock'))})`,
+    ]);
     const dst = join(work, 'dev-dst');
     await mkdir(dst);
     const r = await copyTree(withDev, dst);
-    assert.equal(r.skipped, 1);
-    await assert.rejects(lstat(join(dst, 'null')), { code: 'ENOENT' });
+    assert.equal(r.skipped, 1, 'the socket');
+    const nul = await lstat(join(dst, 'null'));
+    assert.ok(nul.isCharacterDevice());
+    assert.equal(nul.rdev, (await lstat(join(withDev, 'null'))).rdev);
+    assert.equal(nul.mode & 0o7777, 0o666);
+    const loop = await lstat(join(dst, 'loop9'));
+    assert.ok(loop.isBlockDevice());
+    assert.equal(loop.rdev, (await lstat(join(withDev, 'loop9'))).rdev);
+    await assert.rejects(lstat(join(dst, 'sock')), { code: 'ENOENT' });
+  });
+
+  test('names that are not UTF-8 are copied byte for byte, fifos and links included', async () => {
+    const odd = (s: string) => Buffer.concat([Buffer.from(s), Buffer.of(0xff, 0xfe)]);
+    const at = (dir: string, ...names: Buffer[]) =>
+      Buffer.concat([Buffer.from(dir), ...names.flatMap((n) => [Buffer.from('/'), n])]);
+    const from = join(work, 'odd-src');
+    await mkdir(from);
+    await mkdir(at(from, odd('dir')));
+    await writeFile(at(from, odd('dir'), odd('file')), 'bytes');
+    await symlink(at(from, odd('dir'), odd('file')), at(from, odd('link')));
+    await link(at(from, odd('dir'), odd('file')), at(from, odd('hard')));
+    await run('python3', [
+      '-c',
+      `import os; os.mkfifo(bytes.fromhex(${JSON.stringify(at(from, odd('dir'), odd('pipe')).toString('hex'))}))`,
+    ]);
+    const dst = join(work, 'odd-dst');
+    await mkdir(dst);
+    await copyTree(from, dst);
+    assert.deepEqual(
+      (await readdir(Buffer.from(dst), { encoding: 'buffer' })).map((b) => b.toString('hex')).sort(),
+      [odd('dir'), odd('hard'), odd('link')].map((b) => b.toString('hex')).sort(),
+    );
+    assert.ok((await lstat(at(dst, odd('dir'), odd('pipe')))).isFIFO());
+    assert.equal(
+      (await lstat(at(dst, odd('hard')))).ino,
+      (await lstat(at(dst, odd('dir'), odd('file')))).ino,
+    );
+    assert.deepEqual(
+      await readlink(at(dst, odd('link')), { encoding: 'buffer' }),
+      at(from, odd('dir'), odd('file')),
+    );
+    assert.deepEqual(
+      (await readdir(at(dst, odd('dir')), { encoding: 'buffer' })).map((b) => b.toString('hex')).sort(),
+      [odd('file'), odd('pipe')].map((b) => b.toString('hex')).sort(),
+    );
   });
 
   test('a missing source is an error, and an aborted copy stops', async () => {

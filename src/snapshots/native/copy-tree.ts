@@ -1,8 +1,9 @@
 // Copying a committed snapshot's tree into a new snapshot directory, as containerd's native snapshotter
 // does on Prepare: modes (setuid and sticky bits included), owners, times, symlinks verbatim, fifos, and
-// files that share an inode inside the tree stay hard-linked, extended attributes. Devices and sockets are
-// skipped (creating devices needs privileges a snapshot copy should not rely on). Symlinks are never
-// followed: every path is reached through directories lstat saw.
+// files that share an inode inside the tree stay hard-linked, extended attributes, devices where this
+// process can make them (root outside a user namespace, as containerd), names byte for byte. Sockets are
+// skipped, as containerd's copy skips them. Symlinks are never followed: every path is reached through
+// directories lstat saw.
 import { aborted, internal, messageOf } from '../../errors.ts';
 import { dumpTree, restoreTreeXattrs, type XattrDumper } from '../xattr.ts';
 import { CopyRunner } from './copy-runner.ts';

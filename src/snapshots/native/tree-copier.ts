@@ -3,26 +3,24 @@
 import { execFileSync } from 'node:child_process';
 import {
   type BigIntStats,
-  chmodSync as chmod,
-  copyFileSync as copyFile,
+  copyFileSync,
   constants as fsc,
-  lchownSync as lchown,
-  linkSync as link,
-  lstatSync as lstat,
-  lutimesSync as lutimes,
-  mkdirSync as mkdir,
-  readdirSync as readdir,
-  readlinkSync as readlink,
-  symlinkSync as symlink,
+  lstatSync,
+  readdirSync,
+  renameSync,
 } from 'node:fs';
 import { join } from 'node:path';
 import { aborted, internal, messageOf, StrataError } from '../../errors.ts';
+import { chmod, lchown, link, lutimes, mkdir, readlink, symlink } from '../apply/fs-names.ts';
+import { decodeName, fsPath, hasEscapes } from '../byte-names.ts';
+import { canMakeDevices } from '../devices.ts';
+import { devMajor, devMinor } from '../diff/compare.ts';
 
 const CHILD_TIMEOUT_MS = 10_000;
 
 export interface CopyTreeResult {
   entries: number;
-  /** Devices and sockets not copied. */
+  /** Sockets not copied, and devices when this process cannot make them. */
   skipped: number;
 }
 
@@ -33,16 +31,34 @@ const seconds = (ns: bigint): number => Number(ns) / 1e9;
  * a call costs microseconds instead of a thread-pool round trip (each entry takes about five).
  */
 class TreeCopier {
+  readonly root: string;
   readonly chown: boolean;
+  readonly devices: boolean;
   readonly isAborted: () => boolean;
+  /** Temporary names handed out by viaPlainName. */
+  private temps = 0;
   entries = 0;
   skipped = 0;
   /** dev:ino → the copy's path, for files that share an inode inside the tree. */
   private readonly inodes = new Map<string, string>();
 
-  constructor(chown: boolean, isAborted: () => boolean) {
+  constructor(root: string, chown: boolean, isAborted: () => boolean) {
+    this.root = root;
     this.chown = chown;
+    // As containerd's copy: devices too, where this process can make them.
+    this.devices = chown && canMakeDevices();
     this.isAborted = isAborted;
+  }
+
+  /**
+   * Runs a command that makes the node at `path`. A child's arguments are UTF-8 strings, so a name that is
+   * not valid UTF-8 is made under a plain temporary name beside it and renamed into place.
+   */
+  private viaPlainName(path: string, cmd: string, args: (p: string) => string[]): void {
+    // The copy's root has a plain name (the snapshotter made it); a parent on the way may not.
+    const target = hasEscapes(path) ? join(this.root, `.strata-new-${process.pid}-${++this.temps}`) : path;
+    execFileSync(cmd, args(target), { timeout: CHILD_TIMEOUT_MS, stdio: 'ignore' });
+    if (target !== path) renameSync(target, fsPath(path));
   }
 
   private checkAborted(): void {
@@ -59,14 +75,18 @@ class TreeCopier {
   /** Copies the children of `src` into the existing `dst`, then gives `dst` the metadata `st`. */
   copyDir(src: string, dst: string, st: BigIntStats): void {
     this.checkAborted();
-    for (const name of readdir(src)) this.copyEntry(join(src, name), join(dst, name));
+    // Names as bytes (byte-names.ts): a name that is not valid UTF-8 is copied as it is.
+    for (const name of readdirSync(fsPath(src), { encoding: 'buffer' })) {
+      const n = decodeName(name);
+      this.copyEntry(join(src, n), join(dst, n));
+    }
     // Last, so creating the children does not change the directory's times.
     this.setMeta(dst, st);
   }
 
   private copyEntry(s: string, d: string): void {
     this.checkAborted();
-    const st = lstat(s, { bigint: true });
+    const st = lstatSync(fsPath(s), { bigint: true });
     this.entries++;
     if (st.isDirectory()) {
       mkdir(d, { mode: 0o700 });
@@ -79,7 +99,7 @@ class TreeCopier {
         return;
       }
       // A reflink where the file system can, a plain copy otherwise; never overwrites.
-      copyFile(s, d, fsc.COPYFILE_FICLONE | fsc.COPYFILE_EXCL);
+      copyFileSync(fsPath(s), fsPath(d), fsc.COPYFILE_FICLONE | fsc.COPYFILE_EXCL);
       this.setMeta(d, st);
       if (key !== undefined) this.inodes.set(key, d);
     } else if (st.isSymbolicLink()) {
@@ -87,7 +107,12 @@ class TreeCopier {
       this.setMeta(d, st);
     } else if (st.isFIFO()) {
       // Node cannot make a fifo; the coreutils command can, without privileges.
-      execFileSync('mkfifo', ['--', d], { timeout: CHILD_TIMEOUT_MS, stdio: 'ignore' });
+      this.viaPlainName(d, 'mkfifo', (p) => ['--', p]);
+      this.setMeta(d, st);
+    } else if ((st.isCharacterDevice() || st.isBlockDevice()) && this.devices) {
+      const kind = st.isCharacterDevice() ? 'c' : 'b';
+      const numbers = [String(devMajor(st.rdev)), String(devMinor(st.rdev))];
+      this.viaPlainName(d, 'mknod', (p) => ['-m', '000', '--', p, kind, ...numbers]);
       this.setMeta(d, st);
     } else {
       this.skipped++;
@@ -102,9 +127,9 @@ export function copyTreeInThread(
   chown: boolean,
   isAborted: () => boolean,
 ): CopyTreeResult {
-  const copier = new TreeCopier(chown, isAborted);
+  const copier = new TreeCopier(dst, chown, isAborted);
   try {
-    const st = lstat(src, { bigint: true });
+    const st = lstatSync(fsPath(src), { bigint: true });
     if (!st.isDirectory()) throw internal(`snapshot copy: ${src} is not a directory`);
     copier.copyDir(src, dst, st);
   } catch (err) {
