@@ -39,7 +39,7 @@ import {
   secretsOf,
 } from './registry-auth.ts';
 import { imageExists, normalizeImageRef, resolveImage } from './resolve.ts';
-import type { SharedBuilds, SharedUpdate } from './shared-builds.ts';
+import type { Claim, SharedBuilds, SharedUpdate } from './shared-builds.ts';
 import type { SourceHistory } from './source-history.ts';
 
 export type BuildSourceSpec =
@@ -450,25 +450,25 @@ export class Builder {
       return this.start(plan, req, policy).follow(signal);
     };
     for (;;) {
-      let release: (() => Promise<void>) | undefined;
+      let claim: Claim | undefined;
       try {
-        release = await shared.claim(plan.ref);
+        claim = await shared.claim(plan.ref);
       } catch (err) {
         yield* alone(err);
         return;
       }
-      if (release) {
+      if (claim) {
         // Another replica may have finished it since we looked.
         if (await imageExists(installation, plan.ref, signal).catch(() => false)) {
-          await release();
+          await claim.release();
           yield { status: 'succeeded', ref: plan.ref, baseRef: plan.baseRef, message: '' };
           return;
         }
         let started: ActiveBuild;
         try {
-          started = this.start(plan, req, policy, release);
+          started = this.start(plan, req, policy, claim);
         } catch (err) {
-          await release();
+          await claim.release();
           throw err;
         }
         yield* started.follow(signal);
@@ -493,19 +493,14 @@ export class Builder {
     }
   }
 
-  private start(
-    plan: Plan,
-    req: BuildRequestSpec,
-    policy: AuthPolicy,
-    release?: () => Promise<void>,
-  ): ActiveBuild {
+  private start(plan: Plan, req: BuildRequestSpec, policy: AuthPolicy, claim?: Claim): ActiveBuild {
     if (this.shutdown.signal.aborted) throw unavailable('the builder is shutting down');
     if (this.active.size >= this.o.parallelism + this.o.maxQueued) {
       throw resourceExhausted(
         `the build queue is full (${this.slots.queued} builds waiting); try again later`,
       );
     }
-    const build = new ActiveBuild(plan, (b) => this.run(b, req, policy, release));
+    const build = new ActiveBuild(plan, (b) => this.run(b, req, policy, claim));
     this.inflight.set(plan.ref, build);
     this.active.add(build);
     this.o.observer?.started();
@@ -533,7 +528,7 @@ export class Builder {
     build: ActiveBuild,
     req: BuildRequestSpec,
     policy: AuthPolicy,
-    release?: () => Promise<void>,
+    claim?: Claim,
   ): Promise<void> {
     await Promise.resolve(); // let the caller register the build before it runs
     const { plan } = build;
@@ -543,7 +538,7 @@ export class Builder {
     const abort = this.shutdown.signal;
     let timeout: AbortSignal | undefined;
     // A claimed build's updates and log go to the other replicas too, in order.
-    const shared = release ? this.o.shared : undefined;
+    const shared = claim ? this.o.shared : undefined;
     let published: Promise<unknown> = Promise.resolve();
     let unshared = false; // warned once per build, not at each log line while Redis is away
     const share = (fn: (s: SharedBuilds) => Promise<unknown>) => {
@@ -556,13 +551,25 @@ export class Builder {
           this.o.logger.warn({ buildId: build.id, err: messageOf(err) }, 'cannot share build progress');
         });
     };
+    // Another replica took the claim (this one's lapsed while Redis was out of reach): the build goes on
+    // for this replica's callers, but the updates of its ref are the other replica's build now.
+    let warnedLost = false;
+    const lost = () => {
+      if (warnedLost) return;
+      warnedLost = true;
+      this.o.logger.warn(
+        { buildId: build.id, ref: plan.ref },
+        'another replica took over this build; no longer sharing its updates',
+      );
+    };
     const update = (status: BuildUpdate['status'], message: string, final = false) => {
       const info = build.log ? this.info(build.log.record()) : undefined;
       const u: BuildUpdate = { status, ref: plan.ref, baseRef: plan.baseRef, message, ...(info && { info }) };
       build.push(u, final);
       // Stopping mid-build: other replicas' callers are better served by their replica taking over
       // (the claim lapses once released) than by this replica's shutdown.
-      if (!(final && status === 'failed' && this.shutdown.signal.aborted)) share((s) => s.publish(u));
+      if (claim && !(final && status === 'failed' && this.shutdown.signal.aborted))
+        share((s) => s.publish(claim, u).then((kept) => kept || lost()));
     };
     try {
       const reason = await this.reason(plan, req.forceRebuild);
@@ -639,7 +646,7 @@ export class Builder {
         share((s) => s.finishLog(build.id));
         await published;
       }
-      await release?.();
+      await claim?.release();
       if (slot) this.slots.release();
       if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
       this.active.delete(build);

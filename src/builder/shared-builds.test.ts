@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { createClient } from 'redis';
 import { freePort } from '../../test/helpers/ports.ts';
+import { waitFor } from '../../test/helpers/process.ts';
 import { startRedis } from '../../test/helpers/redis.ts';
 import { errorKind } from '../errors.ts';
 import { SharedBuilds } from './shared-builds.ts';
@@ -28,8 +30,8 @@ test('a shared log follower that fell behind the trimmed list gets every line st
   const redis = await startRedis(t);
   const shared = await SharedBuilds.connect({ url: redis.url, maxLogEntries: 3, pollMs: 10 });
   try {
-    const release = await shared.claim('reg/ws:1');
-    assert.ok(release);
+    const claim = await shared.claim('reg/ws:1');
+    assert.ok(claim);
     await shared.appendLog('b1', 'a\n');
     await shared.appendLog('b1', 'b\n');
     const follower = shared.followLog('b1', 'reg/ws:1');
@@ -39,8 +41,49 @@ test('a shared log follower that fell behind the trimmed list gets every line st
     let rest = '';
     for await (const chunk of { [Symbol.asyncIterator]: () => follower }) rest += chunk.toString();
     assert.equal(rest, 'c\nd\ne\n');
-    await release();
+    await claim.release();
   } finally {
     await shared.close();
+  }
+});
+
+test('a claim another replica took is found lost, by its renewal or its next publish, and nothing more is published under it', {
+  timeout: 30_000,
+}, async (t) => {
+  const redis = await startRedis(t);
+  const shared = await SharedBuilds.connect({ url: redis.url, claimTtlMs: 300 });
+  const thief = await SharedBuilds.connect({ url: redis.url });
+  const raw = createClient({ url: redis.url });
+  await raw.connect();
+  const owner = (ref: string) => `strata:builder:owner:${ref}`;
+  const update = (ref: string, message: string) =>
+    ({ status: 'running', ref, baseRef: 'reg/base:1', message }) as const;
+  try {
+    // By its renewal: the owner key rewritten (the claim lapsed and another replica claimed it).
+    const renewed = await shared.claim('reg/ws:r');
+    assert.ok(renewed);
+    assert.equal(await shared.publish(renewed, update('reg/ws:r', 'mine')), true);
+    await raw.set(owner('reg/ws:r'), 'another-replica');
+    await waitFor(() => renewed.lost, 10_000, { what: 'the renewal finding the claim lost' });
+    assert.equal(await shared.publish(renewed, update('reg/ws:r', 'late')), false);
+    assert.deepEqual(
+      (await thief.follow('reg/ws:r').next()).value,
+      update('reg/ws:r', 'mine'),
+      'only what was published while the claim held',
+    );
+    await renewed.release();
+    assert.equal(await thief.claim('reg/ws:r'), undefined, 'releasing a lost claim leaves the new owner’s');
+
+    // By its next publish, before any renewal could notice.
+    const published = await shared.claim('reg/ws:p');
+    assert.ok(published);
+    await raw.set(owner('reg/ws:p'), 'another-replica');
+    assert.equal(await shared.publish(published, update('reg/ws:p', 'late')), false);
+    assert.equal(published.lost, true);
+    assert.equal(await shared.last('reg/ws:p'), undefined);
+  } finally {
+    shared.close();
+    thief.close();
+    raw.destroy();
   }
 });

@@ -31,9 +31,32 @@ export interface SharedBuildsOptions {
   connectTimeoutMs?: number;
   /** A password asked at every connection, TLS files. */
   credentials?: RedisCredentials;
+  /** Prefix of every key, so deployments can share a Redis (default `strata:builder:`). */
+  keyPrefix?: string;
 }
 
-const PREFIX = 'strata:builder:';
+/** A claim on a build: `lost` once another replica holds it (this one's lapsed while Redis was away). */
+export class Claim {
+  lost = false;
+  renewal?: NodeJS.Timeout;
+  private readonly end: () => Promise<void>;
+  constructor(end: () => Promise<void>) {
+    this.end = end;
+  }
+
+  lose(): void {
+    this.lost = true;
+    clearInterval(this.renewal);
+  }
+
+  /** Ends the claim (when this replica still holds it); call it when the build is over. */
+  async release(): Promise<void> {
+    clearInterval(this.renewal);
+    if (!this.lost) await this.end();
+  }
+}
+
+const DEFAULT_KEY_PREFIX = 'strata:builder:';
 const COMMAND_TIMEOUT_MS = 5000;
 // Takes a free claim and clears the updates of the build before; renews or deletes a claim only if this
 // replica still holds it.
@@ -41,6 +64,12 @@ const CLAIM =
   "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then redis.call('DEL', KEYS[2]) return 1 end return 0";
 const RENEW =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 0";
+// Appends an update only under this replica's claim: one whose claim lapsed and was taken must not write
+// into the list the new owner's followers read.
+const PUBLISH =
+  "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end " +
+  "redis.call('RPUSH', KEYS[2], ARGV[2]) redis.call('PEXPIRE', KEYS[2], ARGV[3]) " +
+  "if KEYS[3] then redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[3]) end return 1";
 const RELEASE =
   "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0";
 // A log's entries from the ARGV[1]-th ever appended, with how many were ever appended; the list is
@@ -76,9 +105,11 @@ export class SharedBuilds {
   private readonly poll: number;
   private readonly keep: number;
   private readonly maxLog: number;
+  private readonly prefix: string;
 
   private constructor(client: Client, o: SharedBuildsOptions) {
     this.client = client;
+    this.prefix = o.keyPrefix ?? DEFAULT_KEY_PREFIX;
     this.ttl = o.claimTtlMs ?? 15_000;
     this.poll = o.pollMs ?? 250;
     this.keep = o.keepMs ?? 3_600_000;
@@ -125,55 +156,74 @@ export class SharedBuilds {
   }
 
   private owner(ref: string): string {
-    return `${PREFIX}owner:${ref}`;
+    return `${this.prefix}owner:${ref}`;
   }
   private updates(ref: string): string {
-    return `${PREFIX}updates:${ref}`;
+    return `${this.prefix}updates:${ref}`;
   }
   private log(id: string): string {
-    return `${PREFIX}log:${id}`;
+    return `${this.prefix}log:${id}`;
+  }
+  private buildRef(id: string): string {
+    return `${this.prefix}build:${id}`;
   }
 
   /**
-   * Claims the build of `ref`. Claimed: the updates of an earlier build of it are cleared and a function
-   * is returned that ends the claim (call it when the build is over); the claim is renewed until then.
-   * Undefined when another replica holds it.
+   * Claims the build of `ref`. Claimed: the updates of an earlier build of it are cleared, and the claim is
+   * renewed until released. A renewal or publish that finds another replica's claim marks it lost (this
+   * replica's lapsed, e.g. while Redis was out of reach) and stops the renewals. Undefined when another
+   * replica holds it.
    */
-  async claim(ref: string): Promise<(() => Promise<void>) | undefined> {
+  async claim(ref: string): Promise<Claim | undefined> {
     // One step, so no follower reads an earlier build's updates under the new claim.
+    const owner = this.owner(ref);
     const got = await this.client.eval(CLAIM, {
-      keys: [this.owner(ref), this.updates(ref)],
+      keys: [owner, this.updates(ref)],
       arguments: [this.replica, String(this.ttl)],
     });
     if (got !== 1) return undefined;
-    const timer = setInterval(
+    const claim = new Claim(() =>
+      this.client.eval(RELEASE, { keys: [owner], arguments: [this.replica] }).then(
+        () => {},
+        () => {},
+      ),
+    );
+    claim.renewal = setInterval(
       () => {
         this.client
-          .eval(RENEW, { keys: [this.owner(ref)], arguments: [this.replica, String(this.ttl)] })
+          .eval(RENEW, { keys: [owner], arguments: [this.replica, String(this.ttl)] })
+          .then((renewed) => {
+            if (renewed !== 1) claim.lose();
+          })
+          // Redis away: the claim may still hold once it is back, or be found lost then.
           .catch(() => {});
       },
       Math.max(50, Math.floor(this.ttl / 3)),
     );
-    timer.unref();
-    return async () => {
-      clearInterval(timer);
-      await this.client.eval(RELEASE, { keys: [this.owner(ref)], arguments: [this.replica] }).catch(() => {});
-    };
+    claim.renewal.unref();
+    return claim;
   }
 
-  async publish(update: SharedUpdate): Promise<void> {
-    const key = this.updates(update.ref);
-    const tx = this.client.multi().rPush(key, JSON.stringify(update)).pExpire(key, this.keep);
-    if (update.info)
-      tx.set(`${PREFIX}build:${update.info.id}`, update.ref, {
-        expiration: { type: 'PX', value: this.keep },
-      });
-    await tx.exec();
+  /**
+   * Publishes an update of the build `claim` holds; false, with nothing written, once the claim is lost:
+   * the updates of its ref are another replica's build now.
+   */
+  async publish(claim: Claim, update: SharedUpdate): Promise<boolean> {
+    if (claim.lost) return false;
+    const keys = [this.owner(update.ref), this.updates(update.ref)];
+    if (update.info) keys.push(this.buildRef(update.info.id));
+    const done = await this.client.eval(PUBLISH, {
+      keys,
+      arguments: [this.replica, JSON.stringify(update), String(this.keep), update.ref],
+    });
+    if (done === 1) return true;
+    claim.lose();
+    return false;
   }
 
   /** The workspace image a shared build (by id) makes, when some replica published it. */
   async refOf(id: string): Promise<string | undefined> {
-    return (await this.client.get(`${PREFIX}build:${id}`)) ?? undefined;
+    return (await this.client.get(this.buildRef(id))) ?? undefined;
   }
 
   appendLog(id: string, text: string): Promise<unknown> {

@@ -15,3 +15,15 @@ test('--redis with --redis-password-file becomes the config mapping; the file al
     /--redis-password-file goes with --redis/,
   );
 });
+
+test('--redis-key-prefix goes into the redis mapping; without --redis it is refused', () => {
+  const flags = { plainHttpHost: [], logLevel: 'info' };
+  assert.deepEqual(
+    builderFlagsAsConfig({ ...flags, redis: 'redis://cache:6379', redisKeyPrefix: 'team-a:' }).redis,
+    { url: 'redis://cache:6379', keyPrefix: 'team-a:' },
+  );
+  assert.throws(
+    () => builderFlagsAsConfig({ ...flags, redisKeyPrefix: 'team-a:' }),
+    /--redis-key-prefix goes with --redis/,
+  );
+});

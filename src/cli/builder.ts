@@ -24,6 +24,7 @@ interface BuilderFlags {
   allowFileRemotes?: boolean;
   redis?: string;
   redisPasswordFile?: string;
+  redisKeyPrefix?: string;
   logLevel: string;
 }
 
@@ -43,10 +44,17 @@ export function builderFlagsAsConfig(flags: BuilderFlags): Record<string, unknow
   if (flags.allowFileRemotes) o.allowFileRemotes = true;
   if (flags.redisPasswordFile && !flags.redis)
     throw invalidArgument('--redis-password-file goes with --redis');
+  if (flags.redisKeyPrefix !== undefined && !flags.redis)
+    throw invalidArgument('--redis-key-prefix goes with --redis');
   if (flags.redis) {
-    o.redis = flags.redisPasswordFile
-      ? { url: flags.redis, passwordFile: resolve(flags.redisPasswordFile) }
-      : flags.redis;
+    o.redis =
+      flags.redisPasswordFile || flags.redisKeyPrefix !== undefined
+        ? {
+            url: flags.redis,
+            ...(flags.redisPasswordFile && { passwordFile: resolve(flags.redisPasswordFile) }),
+            ...(flags.redisKeyPrefix !== undefined && { keyPrefix: flags.redisKeyPrefix }),
+          }
+        : flags.redis;
   }
   if (flags.tlsCert || flags.tlsKey) {
     if (!flags.tlsCert || !flags.tlsKey) throw invalidArgument('--tls-cert and --tls-key go together');
@@ -75,6 +83,7 @@ export function registerBuilder(program: Command): void {
     .option('--allow-file-remotes', 'accept file:// git remotes (they read this machine)')
     .option('--redis <url>', 'Redis shared by builder replicas: each build runs once among them')
     .option('--redis-password-file <file>', "file holding Redis's password (not in the URL, so not in ps)")
+    .option('--redis-key-prefix <prefix>', "prefix of the builder's Redis keys (default strata:builder:)")
     .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate')
     .option('--tls-key <file>', "the certificate's PEM private key")
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');

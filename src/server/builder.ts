@@ -53,8 +53,8 @@ export interface BuilderConfig {
   gitTimeoutMs: number;
   metrics?: { host: string; port: number };
   tls?: { cert: string; key: string };
-  /** The Redis builder replicas share, so that each build runs once among them. */
-  redis?: RedisEndpoint;
+  /** The Redis builder replicas share, so that each build runs once among them, and its keys' prefix. */
+  redis?: RedisEndpoint & { keyPrefix?: string };
 }
 
 /** Every key the builder's config file accepts (docs/configuration.md is tested against it). */
@@ -77,7 +77,7 @@ export const BUILDER_KEYS = {
   gitTimeoutSeconds: null,
   metrics: null,
   tls: { cert: null, key: null },
-  redis: { url: null, passwordFile: null, tls: TLS_CLIENT_KEYS },
+  redis: { url: null, passwordFile: null, tls: TLS_CLIENT_KEYS, keyPrefix: null },
 } as const satisfies KeyTree;
 
 function fail(where: string, what: string): never {
@@ -103,8 +103,11 @@ function strings(v: unknown, where: string): string[] {
   return v as string[];
 }
 
-/** `redis`: a URL, or a mapping with the URL, a password file and TLS files. */
-function redisEndpoint(v: unknown, path: (v: unknown, where: string) => string): RedisEndpoint {
+/** `redis`: a URL, or a mapping with the URL, a password file, TLS files and the keys' prefix. */
+function redisEndpoint(
+  v: unknown,
+  path: (v: unknown, where: string) => string,
+): RedisEndpoint & { keyPrefix?: string } {
   const o = (typeof v === 'string' ? { url: v } : v) as Record<string, unknown>;
   if (typeof o !== 'object' || o === null || Array.isArray(o))
     fail('redis', 'want a URL such as redis://host:6379, or a mapping with url');
@@ -116,7 +119,8 @@ function redisEndpoint(v: unknown, path: (v: unknown, where: string) => string):
   if (o.passwordFile !== undefined) e.passwordFile = path(o.passwordFile, 'redis.passwordFile');
   if (o.tls !== undefined) e.tls = tlsClientFilesFrom(o.tls, 'redis.tls', path, fail);
   checkRedisEndpoint(e, 'redis', fail);
-  return e;
+  if (o.keyPrefix !== undefined && typeof o.keyPrefix !== 'string') fail('redis.keyPrefix', 'want a string');
+  return { ...e, ...(o.keyPrefix !== undefined && { keyPrefix: o.keyPrefix }) };
 }
 
 /** The configuration from a parsed document (YAML or JSON); relative paths are relative to `base`. */
@@ -312,6 +316,7 @@ export async function startBuilder(
       ? await (await import('../builder/shared-builds.ts')).SharedBuilds.connect({
           url: config.redis.url,
           credentials: await redisCredentials(config.redis),
+          ...(config.redis.keyPrefix !== undefined && { keyPrefix: config.redis.keyPrefix }),
         })
       : undefined;
     if (shared) undo.push(async () => shared.close());

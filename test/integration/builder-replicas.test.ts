@@ -28,7 +28,7 @@ let busybox: string;
 before(async () => {
   dir = await tempDir('builder-replicas');
   reg = await startRegistry();
-  ({ busybox, repo } = await dockerfileRepo(reg, dir, ['a', 'b', 'c', 'd', 'e', 'f']));
+  ({ busybox, repo } = await dockerfileRepo(reg, dir, ['a', 'b', 'c', 'd', 'e', 'f', 'g', 'h', 'i']));
 });
 after(async () => {
   await reg?.stop();
@@ -207,6 +207,81 @@ test('with Redis gone a replica builds alone, neither failing nor waiting: a rel
   } finally {
     engineA.release();
     engineB.release();
+    await b.close();
+    await a.close();
+  }
+});
+
+test('a replica whose claim lapsed and was taken finishes the build for its own caller and publishes nothing into the new owner’s updates', {
+  timeout: 120_000,
+}, async (t) => {
+  const redis = await startRedis(t);
+  const engineA = new GatedEngine(busybox);
+  const a = await replica('lost-a', redis.url, engineA);
+  const raw = createClient({ url: redis.url });
+  await raw.connect();
+  try {
+    const onA = all(a.builder.build(request('g')));
+    await engineA.started(1);
+    const { ref } = await a.builder.resolveWorkspaceImage(request('g').source, NO_AUTH, false);
+    const owner = `strata:builder:owner:${ref}`;
+    const updates = `strata:builder:updates:${ref}`;
+    // What replica C does once A's claim lapsed (A cut off from Redis past the claim's expiry): it claims
+    // the build, which clears the updates, and publishes its own.
+    const theirs = JSON.stringify({ status: 'running', ref, baseRef: '', message: 'building on C' });
+    await raw
+      .multi()
+      .set(owner, 'replica-c', { expiration: { type: 'PX', value: 60_000 } })
+      .del(updates)
+      .rPush(updates, theirs)
+      .exec();
+    engineA.release();
+    const updatesA = await within(onA, 60_000, 'A’s build of g');
+    assert.equal(updatesA.at(-1)?.status, 'succeeded', 'A’s own caller gets its build');
+    assert.deepEqual(await raw.lRange(updates, 0, -1), [theirs], 'C’s followers read only C’s build');
+    assert.equal(await raw.get(owner), 'replica-c', 'A left C’s claim alone');
+  } finally {
+    engineA.release();
+    raw.destroy();
+    await a.close();
+  }
+});
+
+test('deployments with different redis.keyPrefix on one Redis do not share builds; replicas with the same one do', {
+  timeout: 120_000,
+}, async (t) => {
+  const redis = await startRedis(t);
+  const [engineA, engineB, engineC] = [
+    new GatedEngine(busybox),
+    new GatedEngine(busybox),
+    new GatedEngine(busybox),
+  ];
+  const a = await replica('prefix-a', { url: redis.url, keyPrefix: 'team-a:' }, engineA);
+  const b = await replica('prefix-b', { url: redis.url, keyPrefix: 'team-b:' }, engineB);
+  const c = await replica('prefix-c', { url: redis.url, keyPrefix: 'team-a:' }, engineC);
+  const raw = createClient({ url: redis.url });
+  await raw.connect();
+  try {
+    await buildOnBoth(a, engineA, c, engineC, 'h');
+
+    // B, of the other deployment, builds what A builds rather than relaying it.
+    const onA = all(a.builder.build(request('i')));
+    await engineA.started(2);
+    const onB = all(b.builder.build(request('i')));
+    await engineB.started(1);
+    engineA.release();
+    engineB.release();
+    const [updatesA, updatesB] = await within(Promise.all([onA, onB]), 60_000, 'both builds of i');
+    assert.equal(updatesA.at(-1)?.status, 'succeeded', JSON.stringify(updatesA.at(-1)));
+    assert.equal(updatesB.at(-1)?.status, 'succeeded', JSON.stringify(updatesB.at(-1)));
+    assert.notEqual(updatesB.at(-1)?.info?.id, updatesA.at(-1)?.info?.id, 'B built it itself');
+    assert.ok((await raw.keys('team-a:*')).length > 0);
+    assert.ok((await raw.keys('team-b:*')).length > 0);
+    assert.deepEqual(await raw.keys('strata:builder:*'), []);
+  } finally {
+    for (const e of [engineA, engineB, engineC]) e.release();
+    raw.destroy();
+    await c.close();
     await b.close();
     await a.close();
   }
