@@ -56,8 +56,25 @@ test('redis: a URL, or a mapping with a password file and TLS files; what is wro
     [{ url: 'redis://x', tls: { ca: 'ca.pem' } }, /redis.tls: wants a rediss:\/\/ URL/],
     [{ url: 'rediss://x', tls: { key: 'k.pem' } }, /redis.tls: cert and key go together/],
     [{ url: 'rediss://x', tls: { crt: 'c.pem' } }, /redis.tls.crt: unknown key/],
+    [{ url: 'redis://x', keyPrefix: 3 }, /redis.keyPrefix: want a string/],
   ] as const) {
     assert.throws(() => c(redis), msg);
+  }
+  assert.equal(c({ url: 'redis://x', keyPrefix: 'team-a:' })?.keyPrefix, 'team-a:');
+});
+
+test('connections: the gRPC listener’s cap and idle time; what is wrong', () => {
+  const c = (connections: unknown) => builderConfigFrom({ connections }, '/').connections;
+  assert.equal(builderConfigFrom({}, '/').connections, undefined);
+  assert.deepEqual(c({ max: 100, idleSeconds: 0.5 }), { max: 100, idleMs: 500 });
+  assert.deepEqual(c({}), {});
+  for (const [connections, msg] of [
+    [5, /connections: want a mapping/],
+    [{ max: 0 }, /connections.max: want a whole number/],
+    [{ idleSeconds: -1 }, /connections.idleSeconds: want a positive number/],
+    [{ perClient: 2 }, /connections.perClient: unknown key/],
+  ] as const) {
+    assert.throws(() => c(connections), msg);
   }
 });
 

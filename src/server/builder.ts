@@ -6,7 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { parse as parseYaml } from 'yaml';
-import { createGrpcServer } from '../api/grpc/server.ts';
+import { createGrpcServer, type GrpcConnectionLimits } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { builderService } from '../api/services/builder.ts';
 import { BuildahEngine } from '../builder/buildah.ts';
@@ -30,7 +30,7 @@ import {
   tlsClientFilesFrom,
 } from './client-files.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
-import { parseByteSize, parseListen } from './facade-config.ts';
+import { GRPC_CONNECTION_KEYS, grpcConnectionsFrom, parseByteSize, parseListen } from './facade-config.ts';
 import { serveMetrics } from './metrics.ts';
 
 export interface BuilderConfig {
@@ -53,6 +53,8 @@ export interface BuilderConfig {
   gitTimeoutMs: number;
   metrics?: { host: string; port: number };
   tls?: { cert: string; key: string };
+  /** Limits of the gRPC listener's connections (unset: the server's defaults). */
+  connections?: GrpcConnectionLimits;
   /** The Redis builder replicas share, so that each build runs once among them, and its keys' prefix. */
   redis?: RedisEndpoint & { keyPrefix?: string };
 }
@@ -77,6 +79,7 @@ export const BUILDER_KEYS = {
   gitTimeoutSeconds: null,
   metrics: null,
   tls: { cert: null, key: null },
+  connections: GRPC_CONNECTION_KEYS,
   redis: { url: null, passwordFile: null, tls: TLS_CLIENT_KEYS, keyPrefix: null },
 } as const satisfies KeyTree;
 
@@ -163,6 +166,9 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
       (o.gitTimeoutSeconds === undefined ? 600 : positive(o.gitTimeoutSeconds, 'gitTimeoutSeconds')) * 1000,
     ...(typeof o.metrics === 'string' && { metrics: parseListen(o.metrics, 'metrics') }),
     ...(tls && { tls: { cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') } }),
+    ...(o.connections !== undefined && {
+      connections: grpcConnectionsFrom(o.connections, 'connections', fail),
+    }),
     ...(o.redis !== undefined && { redis: redisEndpoint(o.redis, path) }),
   };
 }
@@ -351,6 +357,7 @@ export async function startBuilder(
     const grpc = createGrpcServer({
       logger: logger.child({ component: 'grpc' }),
       services: [instrument(builderService({ builder, logUrl: () => logUrl }))],
+      ...(config.connections && { connections: config.connections }),
       ...(config.tls && {
         tls: { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) },
       }),

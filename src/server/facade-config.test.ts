@@ -49,6 +49,13 @@ connections: { max: 5000, perClient: 100, headerTimeoutSeconds: 5 }
     parseFacadeConfig('specProviders: { store: s }', '/').specProviders.store?.writable,
     undefined,
   );
+  assert.deepEqual(
+    parseFacadeConfig(
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", connections: { max: 64, idleSeconds: 30 } } }',
+      '/',
+    ).specProviders.store?.connections,
+    { max: 64, idleMs: 30_000 },
+  );
   assert.deepEqual(c.staticLayers[1], { file: '/etc/strata/layers/extra.tar.gz' });
   assert.equal(c.cache.maxBytes, 2 * 1024 ** 3);
   assert.equal(c.platform.architecture, 'arm64');
@@ -102,6 +109,18 @@ test('bad configs name the key', () => {
       /specProviders.store.tls.ca: unknown key/,
     ],
     ['hosted: { root: 3 }', /hosted.root/],
+    [
+      'specProviders: { store: { dir: s, connections: { max: 4 } } }',
+      /specProviders.store.connections: needs specProviders.store.listen/,
+    ],
+    [
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", connections: { max: 0.5 } } }',
+      /specProviders.store.connections.max: want a whole number/,
+    ],
+    [
+      'specProviders: { store: { dir: s, listen: "127.0.0.1:1", connections: { idle: 1 } } }',
+      /specProviders.store.connections.idle: unknown key/,
+    ],
   ];
   for (const [text, re] of cases) {
     assert.throws(

@@ -5,9 +5,10 @@ import { readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { GrpcConnectionLimits } from '../api/grpc/server.ts';
+import { DEFAULT_HEADER_TIMEOUT_MS } from '../connection-guard.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { DEFAULT_STALL_MS } from '../facade/blobs/cache.ts';
-import { DEFAULT_HEADER_TIMEOUT_MS } from '../facade/http/connection-guard.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import type { TlsFiles } from '../facade/http/tls-files.ts';
 import { DEFAULT_TAG_STALE_IF_ERROR_MS } from '../facade/service.ts';
@@ -77,7 +78,13 @@ export interface FacadeConfig {
      * `writable` also strata.specstore.v1.SpecStore, which puts and removes specs; over TLS with `tls`,
      * mutual when it names a `clientCa`.
      */
-    store?: { dir: string; listen?: { host: string; port: number }; writable?: boolean; tls?: TlsFiles };
+    store?: {
+      dir: string;
+      listen?: { host: string; port: number };
+      writable?: boolean;
+      tls?: TlsFiles;
+      connections?: GrpcConnectionLimits;
+    };
     cacheTtlMs: number;
     cacheEntries: number;
   };
@@ -126,6 +133,9 @@ const TLS_FILES = { cert: null, key: null } as const;
 /** The keys of a gRPC listener's TLS files: the spec store's, in the facade's config and in `strata up`'s. */
 export const LISTENER_TLS_KEYS = { cert: null, key: null, clientCa: null } as const;
 
+/** The keys of a gRPC TCP listener's connection limits: the spec store's, the builder's, `strata up`'s. */
+export const GRPC_CONNECTION_KEYS = { max: null, idleSeconds: null } as const;
+
 /** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
 export const FACADE_KEYS = {
   listen: null,
@@ -140,7 +150,13 @@ export const FACADE_KEYS = {
   specProviders: {
     remote: { address: null, timeoutMs: null, tls: TLS_CLIENT_KEYS },
     fixedFile: null,
-    store: { dir: null, listen: null, writable: null, tls: LISTENER_TLS_KEYS },
+    store: {
+      dir: null,
+      listen: null,
+      writable: null,
+      tls: LISTENER_TLS_KEYS,
+      connections: GRPC_CONNECTION_KEYS,
+    },
     cacheTtlSeconds: null,
     cacheEntries: null,
   },
@@ -303,6 +319,32 @@ export function listenerTlsFilesFrom(
   return files;
 }
 
+/**
+ * A gRPC listener's connection limits (`max`, `idleSeconds`), problems reported through `fail` under
+ * `where`; unset ones keep the server's defaults.
+ */
+export function grpcConnectionsFrom(
+  v: unknown,
+  where: string,
+  fail: (where: string, what: string) => never,
+): GrpcConnectionLimits {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(where, 'want a mapping');
+  const c = v as Record<string, unknown>;
+  for (const k of unknownKeys(c, GRPC_CONNECTION_KEYS)) fail(`${where}.${k}`, 'unknown key');
+  const limits: GrpcConnectionLimits = {};
+  if (c.max !== undefined && c.max !== null) {
+    if (typeof c.max !== 'number' || !Number.isSafeInteger(c.max) || c.max < 1)
+      fail(`${where}.max`, `want a whole number of at least 1, got ${JSON.stringify(c.max)}`);
+    limits.max = c.max;
+  }
+  if (c.idleSeconds !== undefined && c.idleSeconds !== null) {
+    if (typeof c.idleSeconds !== 'number' || !Number.isFinite(c.idleSeconds) || c.idleSeconds <= 0)
+      fail(`${where}.idleSeconds`, `want a positive number, got ${JSON.stringify(c.idleSeconds)}`);
+    limits.idleMs = c.idleSeconds * 1000;
+  }
+  return limits;
+}
+
 /** `host:port`, `[v6]:port` or `:port` (all interfaces). */
 export function parseListen(v: string, where: string): { host: string; port: number } {
   return (
@@ -393,6 +435,11 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
       const where = 'specProviders.store.tls';
       if (!store.listen) fail(where, 'needs specProviders.store.listen, the listener it secures');
       store.tls = listenerTlsFilesFrom(so.tls, where, path, fail);
+    }
+    if (so.connections !== undefined && so.connections !== null) {
+      const where = 'specProviders.store.connections';
+      if (!store.listen) fail(where, 'needs specProviders.store.listen, the listener it limits');
+      store.connections = grpcConnectionsFrom(so.connections, where, fail);
     }
   }
   const cacheEntries = positive(sp.cacheEntries, 'specProviders.cacheEntries', 1024);

@@ -12,6 +12,7 @@ import type { Registry } from 'prom-client';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
+import { connectionLimits } from '../connection-guard.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import type { ClientAuth } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
@@ -25,7 +26,6 @@ import {
 } from '../facade/blobs/sources.ts';
 import { urlBlob } from '../facade/blobs/url-blob.ts';
 import { HostedUpstream } from '../facade/hosted-upstream.ts';
-import { connectionLimits } from '../facade/http/connection-guard.ts';
 import { Drain } from '../facade/http/drain.ts';
 import { FacadeMetrics } from '../facade/http/metrics.ts';
 import {
@@ -353,6 +353,9 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         logger,
         services: served.map((s) => (options.instrument ? options.instrument(s) : s)),
         tls: storeTls?.value,
+        ...(config.specProviders.store.connections && {
+          connections: config.specProviders.store.connections,
+        }),
       });
       const g = grpc;
       storeTls?.onRotate((pair) => g.setTls(pair));

@@ -52,6 +52,11 @@ test('sections go to their parts (paths relative to the file), flags win', () =>
     key: '/etc/strata/specs.key',
     clientCa: '/etc/strata/platform-ca.pem',
   });
+  assert.deepEqual(
+    upConfigFrom({ specs: { connections: { idleSeconds: 60 } } }, '/').registry.specProviders.store
+      ?.connections,
+    { idleMs: 60_000 },
+  );
   assert.equal(c.builder.storageDriver, 'vfs');
   assert.equal(c.builder.baseRepository, 'reg.example/base');
   assert.equal(c.builder.stateDir, '/etc/strata/state/builder');

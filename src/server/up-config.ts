@@ -7,6 +7,7 @@
 import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { parse as parseYaml } from 'yaml';
+import type { GrpcConnectionLimits } from '../api/grpc/server.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import type { TlsFiles } from '../facade/http/tls-files.ts';
 import { parseHostPort } from '../host-port.ts';
@@ -26,6 +27,8 @@ import type { KeyTree } from './config-keys.ts';
 import {
   type FacadeConfig,
   facadeConfigFrom,
+  GRPC_CONNECTION_KEYS,
+  grpcConnectionsFrom,
   LISTENER_TLS_KEYS,
   listenerTlsFilesFrom,
 } from './facade-config.ts';
@@ -49,7 +52,13 @@ export interface UpConfig {
    * Strata's own spec store (the facade's `remote` provider) and its SpecProvider server; with `writable`,
    * that server also takes puts and removals (strata.specstore.v1.SpecStore); with `tls`, over (mutual) TLS.
    */
-  specs: { dir: string; listen: { host: string; port: number }; writable: boolean; tls?: TlsFiles };
+  specs: {
+    dir: string;
+    listen: { host: string; port: number };
+    writable: boolean;
+    tls?: TlsFiles;
+    connections?: GrpcConnectionLimits;
+  };
   /**
    * The builder; an empty base or workspace repository is filled in once the registry listens (a
    * repository on it), and that registry is reached over plain HTTP.
@@ -81,7 +90,13 @@ export const UP_KEYS = {
   metrics: null,
   daemon: { address: null, snapshotter: null, gc: DAEMON_KEYS.gc },
   registry: null,
-  specs: { dir: null, listen: null, writable: null, tls: LISTENER_TLS_KEYS },
+  specs: {
+    dir: null,
+    listen: null,
+    writable: null,
+    tls: LISTENER_TLS_KEYS,
+    connections: GRPC_CONNECTION_KEYS,
+  },
   builder: null,
 } as const satisfies KeyTree;
 const TOP_KEYS = Object.keys(UP_KEYS);
@@ -197,6 +212,8 @@ export function upConfigFrom(doc: unknown, base: string, flags: UpFlags = {}): U
     const file = (v: unknown, where: string) => path(optString(v, where) ?? fail(where, 'required'));
     specs.tls = listenerTlsFilesFrom(ss.tls, 'specs.tls', file, fail);
   }
+  if (ss.connections !== undefined && ss.connections !== null)
+    specs.connections = grpcConnectionsFrom(ss.connections, 'specs.connections', fail);
   registry.specProviders.store = { ...specs };
 
   const bs = section(d.builder, 'builder');

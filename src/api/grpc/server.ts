@@ -9,14 +9,16 @@ import {
   createServer,
   type Http2SecureServer,
   type Http2Server,
+  type Http2Session,
   type IncomingHttpHeaders,
   type ServerHttp2Session,
   type ServerHttp2Stream,
 } from 'node:http2';
-import { connect } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { isAbsolute } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { ConnectionGuard, connectionKey, connectionLimits } from '../../connection-guard.ts';
 import { failedPrecondition, invalidArgument, messageOf, unavailable } from '../../errors.ts';
 import { Health } from '../gen/grpc/health/v1/health_pb.ts';
 import { ACCEPTED_ENCODINGS, checkEncoding, parseTimeout } from '../transport/framing.ts';
@@ -37,7 +39,24 @@ export interface GrpcServerOptions {
   shutdownTimeoutMs?: number;
   /** Serve TCP over TLS; unix sockets stay plain. */
   tls?: GrpcServerTls;
+  /** Limits of the connections TCP listeners take (unix sockets are local, and not limited). */
+  connections?: GrpcConnectionLimits;
 }
+
+/**
+ * `max` open connections (at the cap the oldest with no call in flight is closed for the new one;
+ * default: fitted to the open-file limit, as the facade's); a connection with no call in flight for
+ * `idleMs` (from connecting or from its last call; default 5 min) is closed with a GOAWAY, which
+ * clients take as a cue to reconnect when they next call.
+ */
+export interface GrpcConnectionLimits {
+  max?: number;
+  idleMs?: number;
+}
+
+export const DEFAULT_GRPC_IDLE_MS = 300_000;
+/** How long a connection closed with a GOAWAY has to go before it is cut. */
+const GOAWAY_GRACE_MS = 1000;
 
 /** PEM certificate chain and key; with `clientCa`, clients must present a certificate it signed (mTLS). */
 export interface GrpcServerTls {
@@ -151,6 +170,25 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const sessions = new Set<ServerHttp2Session>();
   const sockets = new Set<string>();
   let stopping: Promise<void> | undefined;
+  // TCP sessions by connection key, for the guard to say goodbye on the connections it closes.
+  const tcpSessions = new Map<string, ServerHttp2Session>();
+  const { max } = connectionLimits({ ...(options.connections?.max && { max: options.connections.max }) });
+  const idleMs = options.connections?.idleMs ?? DEFAULT_GRPC_IDLE_MS;
+  // Calls open per TCP session: a session closed with a GOAWAY whose peer never answers is destroyed
+  // after a grace, unless a call arrived meanwhile (it then ends when its calls do).
+  const openCalls = new WeakMap<Http2Session, number>();
+  const closeConnection = (socket: Socket) => {
+    const session = tcpSessions.get(connectionKey(socket));
+    if (!session || session.closed) {
+      // Still in the TLS handshake: no session to say goodbye on.
+      socket.destroy();
+      return;
+    }
+    session.close();
+    setTimeout(() => {
+      if (!session.destroyed && !openCalls.get(session)) session.destroy();
+    }, GOAWAY_GRACE_MS).unref();
+  };
 
   const listen = async (address: string | { host: string; port: number }): Promise<Http2Server> => {
     const settings = {
@@ -174,9 +212,31 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         }) as unknown as Http2Server)
       : createServer(settings);
     if (tls) secure.push(h2 as unknown as Http2SecureServer);
+    if (typeof address !== 'string') {
+      const guard = new ConnectionGuard(
+        h2,
+        { max, headerTimeoutMs: idleMs, idleMs },
+        { close: closeConnection },
+      );
+      h2.on('stream', (stream: ServerHttp2Stream) => {
+        const session = stream.session;
+        if (!session) return;
+        const end = guard.begin(session.socket as Socket);
+        openCalls.set(session, (openCalls.get(session) ?? 0) + 1);
+        stream.once('close', () => {
+          end();
+          openCalls.set(session, (openCalls.get(session) ?? 1) - 1);
+        });
+      });
+    }
     h2.on('session', (session: ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
+      if (typeof address !== 'string') {
+        const key = connectionKey(session.socket as Socket);
+        tcpSessions.set(key, session);
+        session.once('close', () => tcpSessions.get(key) === session && tcpSessions.delete(key));
+      }
       session.on('error', (err) => logger.debug({ err }, 'HTTP/2 session error'));
       // The connection window is no setting: each session raises its own.
       session.once('connect', () => session.setLocalWindowSize(CONNECTION_WINDOW));

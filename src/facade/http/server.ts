@@ -15,13 +15,13 @@ import type { AddressInfo } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
+import { ConnectionGuard, type ConnectionLimits, type DropReason } from '../../connection-guard.ts';
 import { messageOf, unavailable } from '../../errors.ts';
 import { joinHostPort } from '../../host-port.ts';
 import type { HostedRegistry } from '../../hosted/registry.ts';
 import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
 import type { FacadeService } from '../service.ts';
-import { ConnectionGuard, type ConnectionLimits, type DropReason } from './connection-guard.ts';
 import type { Drain } from './drain.ts';
 import { hostedNeeds, parseHostedRoute, serveHosted } from './hosted.ts';
 import type { FacadeMetrics } from './metrics.ts';
@@ -320,8 +320,12 @@ export async function listenFacade(
         handler,
       )
     : createHttpServer(serverOptions, handler);
-  // Sets the header timeout; caps connections in all and per client.
-  const connections = new ConnectionGuard(server, options.connections, options.onConnectionDropped);
+  // Caps connections in all and per client; a connection has the header timeout for its first request.
+  const connections = new ConnectionGuard(server, options.connections, {
+    ...(options.onConnectionDropped && { onDrop: options.onConnectionDropped }),
+  });
+  server.headersTimeout = options.connections.headerTimeoutMs;
+  server.on('request', (req, res) => res.once('close', connections.begin(req.socket)));
   // Slow clients and slow upstreams get time to be answered; idle sockets do not linger.
   server.requestTimeout = Math.max(60_000, server.headersTimeout);
   server.keepAliveTimeout = 5_000;
