@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { invalidArgument } from '../errors.ts';
 import { type Algorithm, algorithmOf, type Digest, encodedOf, parseDigest } from '../oci/digest.ts';
 
-export const ALGORITHMS: readonly Algorithm[] = ['sha256', 'sha512'];
+export const ALGORITHMS: readonly Algorithm[] = ['sha256', 'sha384', 'sha512'];
 
 /** Refs are opaque to the store; the cap keeps lock and metadata files small. */
 export const MAX_REF_BYTES = 4096;

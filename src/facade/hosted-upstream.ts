@@ -6,7 +6,7 @@ import { dataLoss, resourceExhausted } from '../errors.ts';
 import type { HostedRegistry } from '../hosted/registry.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
-import { digestOf } from '../oci/digest.ts';
+import { digestLike } from '../oci/digest.ts';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.ts';
 import { formatReference, type Reference } from '../oci/reference.ts';
 import type { UpstreamRegistry } from './service.ts';
@@ -42,7 +42,7 @@ export class HostedUpstream implements UpstreamRegistry {
     if (stored.bytes.byteLength > MAX_MANIFEST_BYTES)
       throw resourceExhausted(`${what}: ${stored.bytes.byteLength} bytes exceeds ${MAX_MANIFEST_BYTES}`);
     // The store keeps bytes under their digest; checked anyway, as bytes from any registry are.
-    const digest = digestOf(stored.bytes, wanted?.startsWith('sha512:') ? 'sha512' : 'sha256');
+    const digest = digestLike(stored.bytes, wanted ?? stored.digest);
     if (digest !== stored.digest || (wanted !== undefined && digest !== wanted))
       throw dataLoss(`${what}: stored bytes hash to ${digest}, not ${wanted ?? stored.digest}`);
     return {

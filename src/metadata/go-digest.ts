@@ -1,8 +1,8 @@
 // Digest validation with go-digest's error texts, which containerd embeds in its messages
-// (`target.Digest "…" invalid: invalid checksum digest length`). Only the algorithms our content store
-// supports (sha256, sha512) count as available.
+// (`target.Digest "…" invalid: invalid checksum digest length`). The algorithms available are go-digest's
+// own (sha256, sha384, sha512), which our content store supports too.
 
-const SIZES: Record<string, number> = { sha256: 32, sha512: 64 };
+const SIZES: Record<string, number> = { sha256: 32, sha384: 48, sha512: 64 };
 const DIGEST_RE = /^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]+$/;
 
 /** The go-digest error text for s, or undefined when s is a valid digest. */

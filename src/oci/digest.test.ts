@@ -28,6 +28,7 @@ describe('parseDigest', () => {
     SHA512_ABC,
     `sha256:${'0'.repeat(64)}`,
     `sha512:${'f'.repeat(128)}`,
+    `sha384:${'a'.repeat(96)}`,
   ];
   for (const d of good) test(`accepts ${d.slice(0, 20)}…`, () => assert.equal(parseDigest(d), d));
 
@@ -45,7 +46,7 @@ describe('parseDigest', () => {
     [`sha256:${'g'.repeat(64)}`, /want lowercase hex/],
     [`sha256:${'=_'.repeat(32)}`, /want lowercase hex/],
     [`SHA256:${'a'.repeat(64)}`, /want algorithm:hex/],
-    [`sha384:${'a'.repeat(96)}`, /unsupported digest algorithm "sha384"/],
+    [`sha384:${'a'.repeat(64)}`, /want 96 hex/],
     [`md5:${'a'.repeat(32)}`, /unsupported digest algorithm "md5"/],
     [`sha256+b64u:${'a'.repeat(43)}`, /unsupported digest algorithm/],
     [` sha256:${'a'.repeat(64)}`, /want algorithm:hex/],
@@ -64,8 +65,8 @@ describe('parseDigest', () => {
     });
   }
 
-  test('property: accepted exactly when canonical sha256 or sha512', () => {
-    const canonical = /^(?:sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$/;
+  test('property: accepted exactly when canonical sha256, sha384 or sha512', () => {
+    const canonical = /^(?:sha256:[0-9a-f]{64}|sha384:[0-9a-f]{96}|sha512:[0-9a-f]{128})$/;
     const hexish = fc.stringMatching(/^[0-9a-fA-Fg]{0,130}$/);
     const arb = fc.oneof(
       fc

@@ -1,14 +1,15 @@
-// Content digests: `algorithm:encoded`, as the OCI image spec defines them. Only the two registered
-// algorithms are accepted, in their canonical lowercase hex form.
+// Content digests: `algorithm:encoded`, as the OCI image spec defines them. The algorithms go-digest (so
+// containerd and distribution) knows are accepted, in their canonical lowercase hex form: the two the
+// spec registers and sha384.
 import { createHash, type Hash } from 'node:crypto';
 import { Transform, type TransformCallback } from 'node:stream';
 import { dataLoss, invalidArgument } from '../errors.ts';
 
-export type Algorithm = 'sha256' | 'sha512';
+export type Algorithm = 'sha256' | 'sha384' | 'sha512';
 /** A validated digest string such as `sha256:9f86d0…`. */
 export type Digest = string & { readonly __digest: unique symbol };
 
-const HEX_LENGTH: Record<Algorithm, number> = { sha256: 64, sha512: 128 };
+const HEX_LENGTH: Record<Algorithm, number> = { sha256: 64, sha384: 96, sha512: 128 };
 const DIGEST_RE = /^([a-z0-9]+(?:[.+_-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$/;
 
 export function parseDigest(value: string): Digest {
@@ -16,7 +17,7 @@ export function parseDigest(value: string): Digest {
   if (!m) throw invalidArgument(`invalid digest ${JSON.stringify(value)}: want algorithm:hex`);
   const algorithm = m[1]!;
   const encoded = m[2]!;
-  if (algorithm !== 'sha256' && algorithm !== 'sha512') {
+  if (!isAlgorithm(algorithm)) {
     throw invalidArgument(
       `unsupported digest algorithm ${JSON.stringify(algorithm)} in ${JSON.stringify(value)}`,
     );
@@ -31,6 +32,10 @@ export function parseDigest(value: string): Digest {
     throw invalidArgument(`invalid ${algorithm} digest ${JSON.stringify(value)}: want lowercase hex`);
   }
   return value as Digest;
+}
+
+export function isAlgorithm(name: string): name is Algorithm {
+  return Object.hasOwn(HEX_LENGTH, name);
 }
 
 export function isDigest(value: string): value is Digest {
@@ -52,6 +57,12 @@ export function encodedOf(d: Digest): string {
 
 export function digestOf(data: Uint8Array | string, algorithm: Algorithm = 'sha256'): Digest {
   return `${algorithm}:${createHash(algorithm).update(data).digest('hex')}` as Digest;
+}
+
+/** The digest of `data` by the algorithm of `like`: what to compare with `like` to verify data. */
+export function digestLike(data: Uint8Array | string, like: Digest | string): Digest {
+  const alg = like.slice(0, like.indexOf(':'));
+  return digestOf(data, isAlgorithm(alg) ? alg : 'sha256');
 }
 
 /** Incremental hashing for streamed content. */

@@ -6,7 +6,7 @@
 import type { Readable } from 'node:stream';
 import { dataLoss, isDataLoss, isFailedPrecondition, isUnavailable } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
-import { digestOf } from '../../oci/digest.ts';
+import { digestLike } from '../../oci/digest.ts';
 import { type ImageManifest, MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { isConfigType, isIndexType } from '../../oci/media-types.ts';
 import { formatReference, type Reference } from '../../oci/reference.ts';
@@ -262,7 +262,7 @@ class Fetcher {
   /** A manifest or index the namespace holds, read from the daemon and checked against its digest. */
   private async readStored(desc: Descriptor): Promise<Buffer> {
     const bytes = await this.api.readContent(desc.digest, MAX_MANIFEST_BYTES);
-    const got = digestOf(bytes);
+    const got = digestLike(bytes, desc.digest);
     if (got !== desc.digest) throw dataLoss(`daemon content ${desc.digest} reads back as ${got}`);
     return bytes;
   }

@@ -2,7 +2,7 @@
 // image's size and platforms, which blobs are present, whether its rootfs is unpacked.
 import { dataLoss, isNotFound, notFound } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
-import { type Digest, digestOf } from '../../oci/digest.ts';
+import { type Digest, digestLike } from '../../oci/digest.ts';
 import {
   type ImageConfig,
   type ImageIndex,
@@ -21,7 +21,7 @@ const MAX_DEPTH = 8;
 
 async function readDocument(api: DaemonApi, desc: Descriptor) {
   const bytes = await api.readContent(desc.digest, MAX_MANIFEST_BYTES);
-  if (digestOf(bytes) !== desc.digest) throw dataLoss(`content ${desc.digest} reads back wrong`);
+  if (digestLike(bytes, desc.digest) !== desc.digest) throw dataLoss(`content ${desc.digest} reads back wrong`);
   return parseManifest(bytes, desc.mediaType);
 }
 

@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { dataLoss, failedPrecondition, isAlreadyExists } from '../../errors.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import { type Digest, digestOf } from '../../oci/digest.ts';
+import { type Digest, digestLike } from '../../oci/digest.ts';
 import {
   type ImageConfig,
   type ImageManifest,
@@ -39,7 +39,8 @@ export interface UnpackResult {
 /** Reads and validates an image config from the daemon. */
 export async function readConfig(api: DaemonApi, config: Descriptor): Promise<ImageConfig> {
   const bytes = await api.readContent(config.digest, MAX_CONFIG_BYTES);
-  if (digestOf(bytes) !== config.digest) throw dataLoss(`config ${config.digest} reads back wrong`);
+  if (digestLike(bytes, config.digest) !== config.digest)
+    throw dataLoss(`config ${config.digest} reads back wrong`);
   return parseImageConfig(bytes);
 }
 
