@@ -98,15 +98,22 @@ test('handlers compose: children of each, in order', async () => {
   assert.deepEqual(await h(d('root'), { signal: ac.signal }), [d('x'), d('y')]);
 });
 
-test('platform selection keeps the best image manifest and nested indexes', () => {
+test('platform selection follows one child, as containerd: the best platform, else the first without one', () => {
   const amd = d('amd', MediaType.ociManifest, { platform: { os: 'linux', architecture: 'amd64' } });
   const arm = d('arm', MediaType.ociManifest, { platform: { os: 'linux', architecture: 'arm64' } });
   const att = d('att', MediaType.ociManifest, { platform: { os: 'unknown', architecture: 'unknown' } });
   const nested = d('nested', MediaType.ociIndex);
-  assert.deepEqual(selectPlatform([amd, arm, att, nested], { os: 'linux', architecture: 'arm64' }), [
-    arm,
-    nested,
-  ]);
+  const nestedArm = d('nested-arm', MediaType.ociIndex, { platform: { os: 'linux', architecture: 'arm64' } });
+  const bare = d('bare', MediaType.ociManifest);
+  const arm64 = { os: 'linux', architecture: 'arm64' };
+  const amd64 = { os: 'linux', architecture: 'amd64' };
+  assert.deepEqual(selectPlatform([amd, arm, att, nested], arm64), [arm]);
+  // A child without a platform comes after every match, whatever its place in the index.
+  assert.deepEqual(selectPlatform([nested, amd], amd64), [amd]);
+  assert.deepEqual(selectPlatform([bare, nested], amd64), [bare]);
+  // An index that names a platform is filtered by it like a manifest.
+  assert.deepEqual(selectPlatform([nestedArm, arm, nested], amd64), [nested]);
+  assert.deepEqual(selectPlatform([nestedArm, arm], amd64), []);
   assert.deepEqual(selectPlatform([amd, arm], undefined), [amd, arm]);
   assert.deepEqual(selectPlatform([amd], { os: 'linux', architecture: 's390x' }), []);
 });

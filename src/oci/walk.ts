@@ -2,7 +2,7 @@
 // containerd's images.Dispatch: a handler does something with one descriptor and says which descriptors to
 // visit next (see handlers.ts and fetch.ts for the pull's). Each digest is visited once; at most `concurrency` handlers run
 // at a time; the first failure stops the walk (the others are aborted and awaited before it rejects).
-import { aborted } from '../errors.ts';
+import { aborted, notFound } from '../errors.ts';
 import type { Descriptor, Platform } from './descriptor.ts';
 import type { ParsedManifest } from './manifest.ts';
 import { isIndexType, isManifestType } from './media-types.ts';
@@ -99,16 +99,22 @@ export function isManifestLike(desc: Descriptor): boolean {
 }
 
 /**
- * The manifests of an index to follow: every one when `platform` is undefined, else the best match for
- * the platform among the image manifests (nested indexes are kept, to be filtered in turn).
+ * The manifests of an index to follow: every one when `platform` is undefined, else the one containerd's
+ * images.Manifest takes. The candidates are the manifests and indexes whose descriptor names a platform
+ * the host runs, or names none; the best-ranked platform wins, one without a platform comes last (a
+ * manifest's config then decides). Only that one is followed, nested index or not; none when none fits.
  */
 export function selectPlatform(
   manifests: readonly Descriptor[],
   platform: Platform | undefined,
 ): Descriptor[] {
   if (platform === undefined) return [...manifests];
-  const images = manifests.filter((m) => isManifestType(m.mediaType));
-  const nested = manifests.filter((m) => isIndexType(m.mediaType));
-  const best = bestPlatformMatch(platform, images);
-  return best ? [best, ...nested] : nested;
+  const candidates = manifests.filter(isManifestLike);
+  const chosen = bestPlatformMatch(platform, candidates) ?? candidates.find((m) => m.platform === undefined);
+  return chosen ? [chosen] : [];
+}
+
+/** containerd's error when an image has no manifest for the platform; `root` is the image's target. */
+export function noPlatformMatch(root: Descriptor): Error {
+  return notFound(`no match for platform in manifest ${root.digest}: not found`);
 }

@@ -9,7 +9,7 @@ import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import { digestLike } from '../../oci/digest.ts';
 import { type ImageManifest, MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { isConfigType, isIndexType } from '../../oci/media-types.ts';
-import { formatReference, type Reference } from '../../oci/reference.ts';
+import type { Reference } from '../../oci/reference.ts';
 import { type Handler, handlers, isManifestLike, walk } from '../../oci/walk.ts';
 import type { RegistryClient } from '../../registry/client.ts';
 import { tracePhase } from '../../trace.ts';
@@ -60,7 +60,7 @@ export async function fetchImage(
 ): Promise<FetchStats> {
   const fetcher = new Fetcher(registry, api, ref, opts);
   const docs = fetcher.documents;
-  const kids = filterPlatform(opts.platform, formatReference(ref), setGcLabels(api, docs, allChildren));
+  const kids = filterPlatform(opts.platform, root, setGcLabels(api, docs, allChildren));
   const onManifest = (desc: Descriptor, manifest: ImageManifest): void => {
     fetcher.configs.add(manifest.config.digest);
     opts.onManifest?.(desc, manifest);

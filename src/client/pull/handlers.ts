@@ -1,11 +1,9 @@
 // The pull's small handlers over the walk, in containerd's shape: the children of a manifest or index,
 // the gc.ref labels a parent carries for its children, and the platform filter on an index's manifests.
 // Each wraps or stands beside the fetch handler (fetch.ts); pull composes them.
-import { notFound } from '../../errors.ts';
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import { type ImageManifest, type ParsedManifest, parseManifest } from '../../oci/manifest.ts';
-import { formatPlatform } from '../../oci/platform.ts';
-import { childrenOf, type Handler, isManifestLike, selectPlatform } from '../../oci/walk.ts';
+import { childrenOf, type Handler, isManifestLike, noPlatformMatch, selectPlatform } from '../../oci/walk.ts';
 import type { DaemonApi, Labels } from '../daemon-api.ts';
 import { changedLabels, childGcLabels } from './labels.ts';
 
@@ -56,21 +54,20 @@ export function setGcLabels(api: DaemonApi, docs: Documents, next: ChildrenHandl
 }
 
 /**
- * Keeps the best manifest for `platform` among an index's children (nested indexes too, to be narrowed in
- * turn); NotFound when none fits. Without a platform every child stays.
+ * Keeps the one child of an index containerd would follow for `platform` (see selectPlatform); NotFound in
+ * containerd's words, naming the image's target `root`, when none fits. Without a platform every child
+ * stays.
  */
 export function filterPlatform(
   platform: Platform | undefined,
-  what: string,
+  root: Descriptor,
   next: ChildrenHandler,
 ): ChildrenHandler {
   return async (desc, parsed) => {
     const out = await next(desc, parsed);
     if (parsed.kind !== 'index' || platform === undefined) return out;
     const chosen = selectPlatform(out, platform);
-    if (chosen.length === 0) {
-      throw notFound(`${what}: no manifest for platform ${formatPlatform(platform)} in the index`);
-    }
+    if (chosen.length === 0) throw noPlatformMatch(root);
     return chosen;
   };
 }

@@ -5,13 +5,12 @@ import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import { type Digest, digestLike } from '../../oci/digest.ts';
 import {
   type ImageConfig,
-  type ImageIndex,
   type ImageManifest,
   MAX_MANIFEST_BYTES,
   parseManifest,
 } from '../../oci/manifest.ts';
-import { isIndexType } from '../../oci/media-types.ts';
-import { bestPlatformMatch, formatPlatform, normalizePlatform, platformMatches } from '../../oci/platform.ts';
+import { normalizePlatform, platformMatches } from '../../oci/platform.ts';
+import { noPlatformMatch, selectPlatform } from '../../oci/walk.ts';
 import type { DaemonApi } from '../daemon-api.ts';
 import { chainIds } from './chain.ts';
 import { layersWithDiffIds, readConfig } from './unpack.ts';
@@ -21,7 +20,8 @@ const MAX_DEPTH = 8;
 
 async function readDocument(api: DaemonApi, desc: Descriptor) {
   const bytes = await api.readContent(desc.digest, MAX_MANIFEST_BYTES);
-  if (digestLike(bytes, desc.digest) !== desc.digest) throw dataLoss(`content ${desc.digest} reads back wrong`);
+  if (digestLike(bytes, desc.digest) !== desc.digest)
+    throw dataLoss(`content ${desc.digest} reads back wrong`);
   return parseManifest(bytes, desc.mediaType);
 }
 
@@ -33,39 +33,30 @@ export interface ResolvedManifest {
 }
 
 /**
- * The manifest a host of `platform` uses: the target itself, or the best match in an index. Children
- * without a platform field are judged by their config, as containerd does.
+ * The manifest a host of `platform` uses: the target itself, or the one child of each index containerd's
+ * images.Manifest follows (see selectPlatform). A manifest its index lists without a platform counts only
+ * when its config names the platform, as in containerd.
  */
 export async function imageManifest(
   api: DaemonApi,
   target: Descriptor,
   platform: Platform,
   depth = 0,
+  root: Descriptor = target,
 ): Promise<ResolvedManifest> {
   if (depth > MAX_DEPTH) throw notFound(`indexes nested deeper than ${MAX_DEPTH}`);
   const parsed = await readDocument(api, target);
-  if (parsed.kind === 'manifest') return { descriptor: target, manifest: parsed.manifest, path: [] };
-  const index: ImageIndex = parsed.index;
-  const best = bestPlatformMatch(
-    platform,
-    index.manifests.filter((m) => !isIndexType(m.mediaType)),
-  );
-  const candidates = [
-    ...(best ? [best] : []),
-    ...index.manifests.filter((m) => m.platform === undefined || isIndexType(m.mediaType)),
-  ];
-  for (const c of candidates) {
-    try {
-      const found = await imageManifest(api, c, platform, depth + 1);
-      if (c === best || c.platform !== undefined) return { ...found, path: [target, ...found.path] };
-      const config = await readConfig(api, found.manifest.config);
-      if (platformMatches(platform, configPlatform(config)))
-        return { ...found, path: [target, ...found.path] };
-    } catch (err) {
-      if (c === best || !isNotFound(err)) throw err;
+  if (parsed.kind === 'manifest') {
+    if (depth > 0 && target.platform === undefined) {
+      const config = await readConfig(api, parsed.manifest.config);
+      if (!platformMatches(platform, configPlatform(config))) throw noPlatformMatch(root);
     }
+    return { descriptor: target, manifest: parsed.manifest, path: [] };
   }
-  throw notFound(`no match for platform ${formatPlatform(platform)} in manifest`);
+  const [chosen] = selectPlatform(parsed.index.manifests, platform);
+  if (!chosen) throw noPlatformMatch(root);
+  const found = await imageManifest(api, chosen, platform, depth + 1, root);
+  return { ...found, path: [target, ...found.path] };
 }
 
 export function configPlatform(config: ImageConfig): Platform {

@@ -15,20 +15,22 @@ import {
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import type { ImageManifest } from '../../oci/manifest.ts';
-import { defaultPlatform, parsePlatform } from '../../oci/platform.ts';
+import { defaultPlatform, parsePlatform, platformMatches } from '../../oci/platform.ts';
 import {
   formatReference,
   parseNormalizedReference,
   type Reference,
   withDefaultTag,
 } from '../../oci/reference.ts';
+import { noPlatformMatch } from '../../oci/walk.ts';
 import type { RegistryClient } from '../../registry/client.ts';
 import type { DaemonApi, DaemonImage, Labels } from '../daemon-api.ts';
 import type { PullListener } from './events.ts';
 import { fetchImage } from './fetch.ts';
+import { configPlatform } from './inspect.ts';
 import { LABEL_GC_EXPIRE } from './labels.ts';
 import { Presence } from './presence.ts';
-import { type UnpackResult, unpackImage } from './unpack.ts';
+import { readConfig, type UnpackResult, unpackImage } from './unpack.ts';
 
 /** containerd's default where a namespace names none. */
 export const DEFAULT_SNAPSHOTTER = 'overlayfs';
@@ -134,15 +136,25 @@ export async function pullImage(
     const presence = new Presence();
     const manifests: Descriptor[] = [];
     const unpacks: Promise<UnpackResult>[] = [];
+    const checks: Promise<void>[] = [];
     const startUnpack = (desc: Descriptor, manifest: ImageManifest): void => {
       manifests.push(desc);
-      if (opts.unpack === false) return;
-      const job = unpackImage(api, manifest, {
-        snapshotter,
-        waitBlob: (d) => presence.wait(d),
-        signal,
-        onEvent: emit,
-      });
+      // A manifest its index lists without a platform is the host's only if its config says so.
+      const judge = opts.allPlatforms || desc.digest === root.digest || desc.platform !== undefined;
+      const check = judge ? Promise.resolve() : configFits(api, presence, manifest, platform, root);
+      if (opts.unpack === false) {
+        check.catch((err: unknown) => stop.abort(err));
+        checks.push(check);
+        return;
+      }
+      const job = check.then(() =>
+        unpackImage(api, manifest, {
+          snapshotter,
+          waitBlob: (d) => presence.wait(d),
+          signal,
+          onEvent: emit,
+        }),
+      );
       // A failed unpack stops the downloads too.
       job.catch((err: unknown) => stop.abort(err));
       unpacks.push(job);
@@ -159,12 +171,13 @@ export async function pullImage(
       });
     } catch (err) {
       presence.fail(err);
-      const settled = await Promise.allSettled(unpacks);
+      const settled = await Promise.allSettled([...checks, ...unpacks]);
       // When an unpack failure stopped the walk, that failure is the one to report.
       const first = settled.find((s) => s.status === 'rejected');
       if (first && stop.signal.aborted && stop.signal.reason === first.reason) throw first.reason;
       throw err;
     }
+    await Promise.all(checks);
     const unpacked = await Promise.all(unpacks);
     if (!opts.registered) {
       const created = await putImage(api, { name, target: root, labels: opts.labels ?? {} });
@@ -227,4 +240,17 @@ async function putImage(api: DaemonApi, image: DaemonImage): Promise<boolean> {
     }
   }
   throw unavailable(`image ${image.name} kept changing while it was being written`);
+}
+
+/** Fails, as containerd does, when the config of a manifest listed without a platform is not the host's. */
+async function configFits(
+  api: DaemonApi,
+  presence: Presence,
+  manifest: ImageManifest,
+  platform: Platform,
+  root: Descriptor,
+): Promise<void> {
+  await presence.wait(manifest.config.digest);
+  const config = await readConfig(api, manifest.config);
+  if (!platformMatches(platform, configPlatform(config))) throw noPlatformMatch(root);
 }
