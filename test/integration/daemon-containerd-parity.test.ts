@@ -349,4 +349,41 @@ describe('daemon: containerd parity', () => {
       new RegExp(`by-sha384\\s+\\S+\\s+${sha384(body)}`),
     );
   });
+
+  test('a content root is the exact label key containerd.io/gc.root with any value, as in containerd 1.6', async (t) => {
+    // A daemon of its own, so no collection other tests scheduled runs between an ingest and its label.
+    const d = await startDaemon({ t });
+    // containerd 1.6 looks the key up exactly (2.x takes any key it prefixes); an empty value removes
+    // the label, so it roots nothing. Seen side by side with containerd 1.6.20 and the same ctr.
+    const ns = 'roots';
+    const blobs: Record<string, string> = {
+      'any-value': 'containerd.io/gc.root=false',
+      'longer-key': 'containerd.io/gc.root.mine=1',
+      'other-case': 'Containerd.io/gc.root=1',
+      cleared: 'containerd.io/gc.root=',
+    };
+    const digests: Record<string, string> = {};
+    for (const [name, label] of Object.entries(blobs)) {
+      const body = Buffer.from(`root candidate ${name}\n`);
+      digests[name] = sha256(body);
+      await writeFile(join(d.root, `root-${name}`), body);
+      await runCommand('sh', [
+        '-c',
+        `exec "$0" --address "$1" -n "$2" content ingest "$3" < "$4"`,
+        CTR,
+        d.address,
+        ns,
+        `root-${name}`,
+        join(d.root, `root-${name}`),
+      ]);
+      if (name === 'cleared') {
+        await d.ctrOk(['content', 'label', digests[name]!, 'containerd.io/gc.root=yes'], { namespace: ns });
+      }
+      await d.ctrOk(['content', 'label', digests[name]!, label], { namespace: ns });
+    }
+    const lease = (await d.ctrOk(['leases', 'create'], { namespace: ns })).trim();
+    await d.ctrOk(['leases', 'rm', '--sync', lease], { namespace: ns });
+    const left = (await d.ctrOk(['content', 'ls', '--quiet'], { namespace: ns })).trim().split('\n');
+    assert.deepEqual(left, [digests['any-value']]);
+  });
 });
