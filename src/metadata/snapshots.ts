@@ -124,6 +124,7 @@ export class SnapshotStore {
     hasChild: Statement;
     byBacking: Statement;
     allBacking: Statement;
+    all: Statement;
   };
 
   constructor(db: MetadataDb, snapshotter: string) {
@@ -150,6 +151,7 @@ export class SnapshotStore {
       hasChild: q(`SELECT 1 FROM snapshots WHERE ${where} AND parent = ? LIMIT 1`),
       byBacking: q(`SELECT ${COLUMNS} FROM snapshots WHERE ${where} AND backing_id = ?`),
       allBacking: q('SELECT DISTINCT backing_id FROM snapshots WHERE snapshotter = ?'),
+      all: q(`SELECT namespace, ${COLUMNS} FROM snapshots WHERE snapshotter = ?`),
     };
   }
 
@@ -328,6 +330,12 @@ export class SnapshotStore {
   backingIds(): Set<string> {
     const rows = this.stmts.allBacking.all(this.snapshotter) as Array<{ backing_id: string }>;
     return new Set(rows.map((r) => r.backing_id));
+  }
+
+  /** Every snapshot of this snapshotter, all namespaces. */
+  all(): Array<{ ns: string; record: SnapshotRecord }> {
+    const rows = this.stmts.all.all(this.snapshotter) as Array<Row & { namespace: string }>;
+    return rows.map((r) => ({ ns: r.namespace, record: toRecord(r) }));
   }
 
   private leaseAdd(ns: string, lease: string, key: string): void {

@@ -2,6 +2,7 @@
 // snapshot under ROOT/snapshots (SnapshotDirectories), and containerd's Mounts, Commit, Remove, Stat,
 // Update, List, Usage and Cleanup over them. A snapshotter adds how it creates a snapshot's tree, which
 // directory holds a snapshot's own data (measured for usage), its mounts, and which mounts it accepts.
+import { access } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition } from '../errors.ts';
@@ -10,6 +11,12 @@ import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../metad
 import { diskUsage } from './disk-usage.ts';
 import { SnapshotDirectories } from './snapshot-dirs.ts';
 import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
+
+const pathExists = (path: string): Promise<boolean> =>
+  access(path).then(
+    () => true,
+    () => false,
+  );
 
 export interface SnapshotterOptions {
   /** The snapshotter's root (e.g. DAEMON_ROOT/snapshots/<name>); snapshot directories go in `snapshots/`. */
@@ -25,6 +32,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
   readonly dir: string;
   readonly store: SnapshotStore;
   protected readonly dirs: SnapshotDirectories;
+  protected readonly logger: Logger | undefined;
 
   protected constructor(name: string, opts: SnapshotterOptions, isId: (name: string) => boolean) {
     this.name = name;
@@ -32,6 +40,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     this.dir = join(this.root, 'snapshots');
     this.store = new SnapshotStore(opts.db, name);
     this.dirs = new SnapshotDirectories(this.dir, isId, opts.logger);
+    this.logger = opts.logger;
   }
 
   abstract resolveMount(ns: string, mount: Mount, opts: { writable: boolean }): SnapshotDirs | undefined;
@@ -41,6 +50,8 @@ export abstract class RecordedSnapshotter implements Snapshotter {
   protected abstract ownTree(id: string): string;
   /** A fresh id for a snapshot directory. */
   protected abstract newId(): string;
+  /** Whether the snapshot has a directory of its own (fill() made one). */
+  protected abstract hasOwnDir(rec: SnapshotRecord): boolean;
   /** Makes the directory of new snapshot `id` (if it needs one), through `dirs.create`. */
   protected abstract fill(
     kind: 'active' | 'view',
@@ -139,6 +150,28 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     const rec = this.store.stat(ns, key);
     if (rec.kind === 'active') return diskUsage(this.ownTree(rec.backingId), signal);
     return rec.usage;
+  }
+
+  /**
+   * What a daemon killed during a prepare or view left: the record is written before its directory is
+   * filled (so the key is taken while the copy runs), and a kill in between leaves a record whose
+   * directory never came. containerd writes both in one transaction, so such a snapshot never existed for
+   * its clients: drop the records (to be called on open, before cleanup takes the half-filled directory).
+   * Returns how many.
+   */
+  protected async dropUnfilled(): Promise<number> {
+    let dropped = 0;
+    for (const { ns, record } of this.store.all()) {
+      if (record.kind === 'committed' || !this.hasOwnDir(record)) continue;
+      if (await pathExists(this.dirs.path(record.backingId))) continue;
+      this.store.forget(ns, record.name, record.backingId);
+      this.logger?.warn(
+        { namespace: ns, key: record.name, snapshotter: this.name },
+        'dropped a snapshot whose creation was interrupted',
+      );
+      dropped++;
+    }
+    return dropped;
   }
 
   /** Removes directories no snapshot record names; returns how many. */

@@ -1,11 +1,12 @@
 // A real `strata daemon` for tests: `bin/strata daemon` in its own process group on a temp root, ready once
 // gRPC health answers SERVING, plus the real ctr pointed at it and a typed gRPC client.
+import { once } from 'node:events';
 import { join } from 'node:path';
 import type { Client } from '@grpc/grpc-js';
 import { Health, HealthCheckResponse_ServingStatus } from '../../src/api/gen/grpc/health/v1/health_pb.ts';
 import { callUnary, createClient, metadataWith } from '../../src/api/grpc/client.ts';
 import type { AfterHook } from './process.ts';
-import { type ProcessResult, runProcess, type ServerProcess, spawnServer } from './process.ts';
+import { type ProcessResult, runProcess, type ServerProcess, spawnServer, within } from './process.ts';
 import { removeTempDir, tempDir } from './tmp.ts';
 
 const BIN = new URL('../../bin/strata', import.meta.url).pathname;
@@ -38,6 +39,8 @@ export interface TestDaemon {
   readonly logFile: string;
   /** Stops the daemon (SIGTERM, then SIGKILL after 5 s); the root stays until the test ends. */
   stop(): Promise<void>;
+  /** SIGKILLs the daemon's process group (no cleanup runs, as in a crash) and waits for it to exit. */
+  kill(): Promise<void>;
   /** Stops and starts it again on the same root and socket. */
   restart(): Promise<void>;
   /** Runs the real ctr against the daemon; never throws on a non-zero exit. */
@@ -97,6 +100,13 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
   const stop = async () => {
     await server?.stop();
   };
+  const kill = async () => {
+    const proc = server?.proc;
+    if (proc?.pid === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
+    const exited = once(proc, 'exit');
+    process.kill(-proc.pid, 'SIGKILL');
+    await within(exited, 10_000, 'the killed daemon');
+  };
 
   try {
     await spawnDaemon();
@@ -116,6 +126,7 @@ export async function startDaemon(opts: StartDaemonOptions = {}): Promise<TestDa
     root,
     logFile,
     stop,
+    kill,
     async restart() {
       await stop();
       await spawnDaemon();

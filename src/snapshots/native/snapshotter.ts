@@ -36,7 +36,9 @@ export class NativeSnapshotter extends RecordedSnapshotter {
     // Forked now, while the daemon's heap is small: every parent copy dumps extended attributes.
     sn.xattrs.start();
     sn.copier.start();
-    // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
+    // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record, once the
+    // records of creations it did not finish are gone.
+    await sn.dropUnfilled();
     await sn.cleanup();
     return sn;
   }
@@ -55,6 +57,10 @@ export class NativeSnapshotter extends RecordedSnapshotter {
     return randomBytes(8).toString('hex');
   }
 
+  protected hasOwnDir(rec: SnapshotRecord): boolean {
+    return !(rec.kind === 'view' && rec.parent !== '');
+  }
+
   /** An active snapshot starts as a copy of its parent; a view of a parent needs no directory. */
   protected async fill(
     kind: 'active' | 'view',
@@ -62,7 +68,7 @@ export class NativeSnapshotter extends RecordedSnapshotter {
     parent: SnapshotRecord | undefined,
     signal: AbortSignal | undefined,
   ): Promise<void> {
-    if (kind === 'view' && parent) return;
+    if (kind === 'view' && parent) return; // see hasOwnDir
     await this.dirs.create(id, async (tempPath) => {
       await mkdir(tempPath, { mode: 0o755 });
       if (parent) {

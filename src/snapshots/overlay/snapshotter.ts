@@ -81,7 +81,9 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
       () => false,
     );
     await sn.newWhiteoutDevice();
-    // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record.
+    // Half-made (`new-`) and half-removed (`rm-`) directories of a previous run have no record, once the
+    // records of creations it did not finish are gone.
+    await sn.dropUnfilled();
     await sn.cleanup();
     let max = 0;
     for (const id of sn.store.backingIds()) if (ID.test(id)) max = Math.max(max, Number(id));
@@ -123,6 +125,10 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
 
   protected newId(): string {
     return String(this.nextId++);
+  }
+
+  protected hasOwnDir(): boolean {
+    return true;
   }
 
   /** Nothing is copied: an empty `fs`, and `work` for an active snapshot. */
