@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { gunzipSync } from 'node:zlib';
+import { extract } from 'tar-stream';
 import type { Descriptor } from '../../src/oci/descriptor.ts';
 import { type Digest, encodedOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
@@ -58,6 +59,23 @@ async function rootfs(dir: string): Promise<Tree> {
 function assertSameTree(got: Tree, want: Tree): void {
   assert.deepEqual(Object.keys(got), Object.keys(want));
   for (const path of Object.keys(want)) assert.deepEqual(got[path], want[path], path);
+}
+
+/** A tar's entries without their times: name, type, permissions, owner, size, link target. */
+function tarHeaders(tar: Buffer): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const out: string[] = [];
+    const ex = extract();
+    ex.on('entry', (h, stream, next) => {
+      const mode = ((h.mode ?? 0) & 0o7777).toString(8);
+      out.push(`${h.name} ${h.type} ${mode} ${h.uid}:${h.gid} ${h.size} ${h.linkname ?? ''}`.trim());
+      stream.on('end', next);
+      stream.resume();
+    });
+    ex.on('finish', () => resolve(out));
+    ex.on('error', reject);
+    ex.end(tar);
+  });
 }
 
 function strata(args: string[], timeoutMs = 180_000) {
@@ -232,6 +250,52 @@ describe('overlayfs snapshotter with ctr, beside containerd 1.6 with overlayfs',
     const r = await strata(['rootfs', '--address', daemon.address, long.ref, exported]);
     assert.equal(r.code, 0, r.stderr);
     assert.equal((await readdir(join(exported, 'layers'))).length, count);
+  });
+
+  test("ctr snapshots diff of an overlay child lists the entries containerd's lists", async () => {
+    // Deletions (a file, a symlink, a directory inside an unchanged one), a directory replaced (an
+    // opaque directory in the upper), additions, a mode change and a grown hardlinked file.
+    const fill =
+      'mkdir -p d opq keep/sub && echo x > d/x && echo y > d/y && echo g > gone && ' +
+      'echo o > opq/old && mkdir opq/oldsub && echo s > opq/oldsub/s && echo k > keep/sub/k && ' +
+      'ln -s gone lnk && echo h > hl && ln hl hl2';
+    const change =
+      'rm gone lnk d/x && rm -r opq keep/sub && mkdir opq && echo n > opq/new && ' +
+      'echo z > d/z && echo more >> hl && mkdir newdir && touch newdir/e && chmod 700 d';
+    type Ctr = (args: string[]) => Promise<string>;
+    const diffOf = async (side: string, ctr: Ctr, address: string) => {
+      const sn = ['snapshots', ...OV];
+      const mnt = join(work, `diff-${side}`);
+      await mkdir(mnt);
+      const inMount = async (key: string, script: string) => {
+        const command = (await ctr([...sn, 'mounts', mnt, key])).trim();
+        await run('sh', ['-c', `${command} && (cd "$0" && ${script}); s=$?; umount "$0"; exit $s`, mnt]);
+      };
+      await ctr([...sn, 'prepare', 'diff-a']);
+      await inMount('diff-a', fill);
+      await ctr([...sn, 'commit', 'diff-base', 'diff-a']);
+      await ctr([...sn, 'prepare', 'diff-b', 'diff-base']);
+      await inMount('diff-b', change);
+      await ctr([...sn, 'commit', 'diff-child', 'diff-b']);
+      const file = join(work, `diff-${side}.tar`);
+      const media = 'application/vnd.oci.image.layer.v1.tar';
+      await run('sh', [
+        '-c',
+        `ctr --address "$0" ${sn.join(' ')} diff --media-type ${media} diff-child > "$1"`,
+        address,
+        file,
+      ]);
+      for (const key of ['diff-child', 'diff-base']) await ctr([...sn, 'rm', key]);
+      return tarHeaders(await readFile(file));
+    };
+    const ours = await diffOf('strata', (a) => daemon.ctrOk(a), daemon.address);
+    const theirs = await diffOf('containerd', (a) => containerd.ctr(a), containerd.address);
+    // containerd writes the parents of every entry, a whiteout's too.
+    assert.ok(
+      theirs.some((e) => e.startsWith('keep/ directory')),
+      theirs.join('\n'),
+    );
+    assert.deepEqual(ours, theirs);
   });
 });
 

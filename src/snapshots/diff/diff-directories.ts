@@ -1,7 +1,9 @@
 // The layer differ: an uncompressed OCI layer tar holding what turns `lower` into `upper` (additions,
 // changes, `.wh.` whiteouts for deletions), or a whole directory as a layer. Output is deterministic for
 // a given pair of trees: names in byte order, empty uname/gname, whole-second mtimes, whiteouts dated
-// to the epoch. Files sharing an inode within `upper` become tar hardlinks, as containerd writes them.
+// to the epoch (containerd dates them to the diff's start) and, as containerd's, without permission bits
+// and after their parent directories. Files sharing an inode within `upper` become tar hardlinks, as
+// containerd writes them.
 //
 // Names keep their bytes (byte-names.ts), and as containerd's differ, a changed entry carries its file
 // capability (the security.capability xattr, as a PAX SCHILY.xattr record); other xattrs are not
@@ -100,12 +102,14 @@ class ChangeWriter {
     }
   }
 
-  private *whiteout(rel: string): Generator<Buffer> {
+  /** A deletion: a `.wh.` entry after its parents, with no permission bits, as containerd writes it. */
+  private async *whiteout(rel: string): AsyncGenerator<Buffer> {
     const name = posix.join(posix.dirname(rel), WHITEOUT_PREFIX + posix.basename(rel));
+    yield* this.ensureParents(name);
     yield encodeHeader({
       name: encodeName(name),
       type: 'file',
-      mode: 0o100644,
+      mode: 0,
       uid: 0,
       gid: 0,
       mtime: 0,
