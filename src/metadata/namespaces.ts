@@ -105,7 +105,7 @@ export class NamespaceStore {
       if (this.stmts.hasImages.get(name)) held.push('images');
       if (this.stmts.hasContent.get(name)) held.push('blobs');
       for (const r of this.stmts.snapshotters.all(name) as Array<{ snapshotter: string }>) {
-        held.push(`snapshot-${r.snapshotter}`);
+        held.push(`snapshots on ${goQuote(r.snapshotter)} snapshotter`);
       }
       if (held.length > 0) {
         throw failedPrecondition(

@@ -275,6 +275,21 @@ describe('Snapshots service (native)', () => {
     assert.equal((await statOf('child')).kind, Kind.ACTIVE);
   });
 
+  test("a namespace holding snapshots is not deleted; ctr names its snapshotters in containerd's words", async () => {
+    const ns = { namespace: 'held' };
+    for (const sn of ['native', 'overlayfs'])
+      await d.ctrOk(['snapshots', '--snapshotter', sn, 'prepare', 'a'], ns);
+    const rm = await d.ctr(['namespaces', 'rm', 'held']);
+    assert.equal(rm.code, 1);
+    assert.match(
+      rm.stderr,
+      /ctr: unable to delete held: namespace "held" must be empty, but it still has snapshots on "native" snapshotter, snapshots on "overlayfs" snapshotter: failed precondition\n$/,
+    );
+    for (const sn of ['native', 'overlayfs'])
+      await d.ctrOk(['snapshots', '--snapshotter', sn, 'rm', 'a'], ns);
+    await d.ctrOk(['namespaces', 'rm', 'held']);
+  });
+
   test('leases hold snapshots; GC removes unheld ones with their directories', async () => {
     await expectCode(
       prepare('leased', '', {}, opts('default', { 'containerd-lease': 'nope' })),
