@@ -63,7 +63,7 @@ describe('ContentMeta', () => {
     throwsKind(
       () => meta.update(NS, { digest: d1, labels: { k: 'v'.repeat(4096) } }, ['labels.k']),
       'InvalidArgument',
-      'info.Labels: label key and value length (4097 bytes) greater than maximum size (4096 bytes), key: k: invalid argument',
+      'info.Labels: label key and value greater than maximum size (4096 bytes), key: k: invalid argument',
     );
     throwsKind(
       () => meta.update(NS, { digest: d2, labels: {} }),

@@ -3,7 +3,8 @@
 import { invalidArgument } from '../errors.ts';
 
 export const MAX_LABEL_SIZE = 4096;
-const KEY_MAX_LEN_IN_MESSAGE = 64;
+/** containerd 1.6 names at most this many bytes of the key (later releases name 64 and the total). */
+const KEY_MAX_LEN_IN_MESSAGE = 10;
 
 /**
  * containerd's rule: bytes(key) + bytes(value) ≤ 4096. `what` prefixes the message (`image.Labels`,
@@ -16,7 +17,7 @@ export function validateLabels(what: string, labels: Readonly<Record<string, str
     if (total > MAX_LABEL_SIZE) {
       const k = Buffer.from(key).subarray(0, KEY_MAX_LEN_IN_MESSAGE).toString();
       throw invalidArgument(
-        `${what}: label key and value length (${total} bytes) greater than maximum size (${MAX_LABEL_SIZE} bytes), key: ${k}: invalid argument`,
+        `${what}: label key and value greater than maximum size (${MAX_LABEL_SIZE} bytes), key: ${k}: invalid argument`,
       );
     }
     // containerd fails inside its store here (an unclassified error); a clear InvalidArgument is kinder.
