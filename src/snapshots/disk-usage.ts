@@ -14,15 +14,29 @@ const BLOCK_UNIT = 512n;
  */
 const WALK_WIDTH = 16;
 
-export async function diskUsage(root: string, signal?: AbortSignal): Promise<SnapshotUsage> {
+export interface DiskUsageOptions {
+  signal?: AbortSignal;
+  /**
+   * Inodes (`dev:ino`) whose every name counts as an inode of its own: links to one shared device that
+   * stand for what containerd makes one device node each for (the overlayfs whiteouts Strata links).
+   */
+  eachLinkCounts?: (key: string) => boolean;
+}
+
+export async function diskUsage(root: string, opts: DiskUsageOptions = {}): Promise<SnapshotUsage> {
+  const { signal, eachLinkCounts } = opts;
   const seen = new Set<string>();
   let size = 0n;
+  let extraInodes = 0;
   const visit = async (path: string): Promise<void> => {
     if (signal?.aborted) throw aborted('disk usage walk aborted', { cause: signal.reason });
     const st = await lstat(fsPath(path), { bigint: true });
     const key = `${st.dev}:${st.ino}`;
     if (!seen.has(key)) {
       seen.add(key);
+      size += st.blocks * BLOCK_UNIT;
+    } else if (eachLinkCounts?.(key)) {
+      extraInodes++;
       size += st.blocks * BLOCK_UNIT;
     }
     if (st.isDirectory()) {
@@ -45,5 +59,5 @@ export async function diskUsage(root: string, signal?: AbortSignal): Promise<Sna
     }
   };
   await visit(root);
-  return { size: Number(size), inodes: seen.size };
+  return { size: Number(size), inodes: seen.size + extraInodes };
 }

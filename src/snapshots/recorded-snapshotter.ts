@@ -48,6 +48,10 @@ export abstract class RecordedSnapshotter implements Snapshotter {
   protected abstract mountsOf(ns: string, rec: SnapshotRecord): Mount[];
   /** The directory holding what snapshot directory `id` itself adds (measured for usage). */
   protected abstract ownTree(id: string): string;
+  /** The disk usage of what snapshot directory `id` itself adds, as containerd measures it. */
+  protected measure(id: string, signal: AbortSignal | undefined): Promise<SnapshotUsage> {
+    return diskUsage(this.ownTree(id), signal ? { signal } : {});
+  }
   /** A fresh id for a snapshot directory. */
   protected abstract newId(): string;
   /** Whether the snapshot has a directory of its own (fill() made one). */
@@ -111,9 +115,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     const rec = this.store.get(ns, key);
     // The commit below re-checks everything; the walk is only worth it for what can be committed.
     const usage =
-      rec?.kind === 'active'
-        ? await diskUsage(this.ownTree(rec.backingId), opts.signal)
-        : { size: 0, inodes: 0 };
+      rec?.kind === 'active' ? await this.measure(rec.backingId, opts.signal) : { size: 0, inodes: 0 };
     return this.store.commit(ns, {
       name,
       key,
@@ -148,7 +150,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
   /** Active snapshots are measured now; committed ones report what was measured at commit. */
   async usage(ns: string, key: string, signal?: AbortSignal): Promise<SnapshotUsage> {
     const rec = this.store.stat(ns, key);
-    if (rec.kind === 'active') return diskUsage(this.ownTree(rec.backingId), signal);
+    if (rec.kind === 'active') return this.measure(rec.backingId, signal);
     return rec.usage;
   }
 

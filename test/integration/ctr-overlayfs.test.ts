@@ -127,6 +127,11 @@ describe('overlayfs snapshotter with ctr, beside containerd 1.6 with overlayfs',
     const want = parseTable(await containerd.ctr(['snapshots', ...OV, 'ls'])).sort(byKey);
     assert.equal(ours.length, image.chainIds.length);
     assert.deepEqual(ours, want);
+    // Usage as containerd measures it: a layer's whiteouts are one inode each (containerd makes a device
+    // per whiteout; ours are links to one).
+    const usage = ['snapshots', ...OV, 'usage', '-b'];
+    const ourUsage = parseTable(await daemon.ctrOk(usage)).sort(byKey);
+    assert.deepEqual(ourUsage, parseTable(await containerd.ctr(usage)).sort(byKey));
     const dirs = await readdir(join(daemon.root, 'snapshots', 'overlayfs', 'snapshots'));
     assert.equal(dirs.length, image.chainIds.length);
     // No copies: the top snapshot's own directory lacks the base layer's busybox.

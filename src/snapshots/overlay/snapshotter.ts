@@ -9,12 +9,14 @@
 // overlayfs whiteout, a hard link to the one whiteout device ROOT/whiteout (the kernel shares one too),
 // so no process is forked per whiteout.
 import { execFile } from 'node:child_process';
-import { access, link, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { access, link, lstat, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
 import { failedPrecondition, invalidArgument, messageOf } from '../../errors.ts';
-import type { SnapshotRecord } from '../../metadata/snapshots.ts';
+import type { SnapshotRecord, SnapshotUsage } from '../../metadata/snapshots.ts';
 import { fsPath } from '../byte-names.ts';
+import { diskUsage } from '../disk-usage.ts';
 import { mountAt, unmount } from '../mount.ts';
 import { RecordedSnapshotter, type SnapshotterOptions } from '../recorded-snapshotter.ts';
 import type { Mount, SnapshotDirs } from '../snapshotter.ts';
@@ -48,6 +50,12 @@ export async function probeOverlay(dir: string): Promise<void> {
 export class OverlaySnapshotter extends RecordedSnapshotter {
   /** The whiteout device every whiteout links to. */
   private readonly whiteoutPath: string;
+  /**
+   * `dev:ino` of the whiteout devices whiteouts link to (each open and each device out of links makes a
+   * new one): usage counts each link to them as an inode, as containerd, which makes a device per
+   * whiteout, would. Known: the devices of this run and the one before it; older ones count once.
+   */
+  private readonly whiteoutDevices = new Set<string>();
   /** containerd sets index=off where the kernel has the index feature, so upper dirs stay portable. */
   private indexOff = false;
   private nextId = 1;
@@ -95,6 +103,13 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
     return this.upper(id);
   }
 
+  protected override measure(id: string, signal: AbortSignal | undefined): Promise<SnapshotUsage> {
+    return diskUsage(this.upper(id), {
+      ...(signal ? { signal } : {}),
+      eachLinkCounts: (key) => this.whiteoutDevices.has(key),
+    });
+  }
+
   private upper(id: string): string {
     return join(this.dirs.path(id), 'fs');
   }
@@ -105,9 +120,13 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
 
   /** A fresh whiteout device in place of the one whiteouts link to (which may have run out of links). */
   private async newWhiteoutDevice(): Promise<void> {
+    const identity = (st: BigIntStats) => `${st.dev}:${st.ino}`;
+    const previous = await lstat(this.whiteoutPath, { bigint: true }).catch(() => undefined);
+    if (previous?.isCharacterDevice()) this.whiteoutDevices.add(identity(previous));
     const temp = `${this.whiteoutPath}-${process.pid}`;
     await unlink(temp).catch(() => {});
     await run('mknod', ['-m', '000', '--', temp, 'c', '0', '0'], { timeout: TIMEOUT_MS });
+    this.whiteoutDevices.add(identity(await lstat(temp, { bigint: true })));
     await rename(temp, this.whiteoutPath);
   }
 
