@@ -43,6 +43,9 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     this.logger = opts.logger;
   }
 
+  /** How containerd's snapshotter of this name words a Mounts failure (each has its own). */
+  protected abstract readonly mountsFailure: string;
+
   abstract resolveMount(ns: string, mount: Mount, opts: { writable: boolean }): SnapshotDirs | undefined;
   /** The mounts of an active or view snapshot. */
   protected abstract mountsOf(ns: string, rec: SnapshotRecord): Mount[];
@@ -104,7 +107,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     const rec = this.store.stat(ns, key);
     if (rec.kind === 'committed') {
       throw failedPrecondition(
-        `failed to get snapshot mount: requested snapshot ${key} not active or view: failed precondition`,
+        `${this.mountsFailure}: requested snapshot ${key} not active or view: failed precondition`,
       );
     }
     return this.mountsOf(ns, rec);

@@ -291,6 +291,23 @@ describe('Snapshots service (native)', () => {
     await d.ctrOk([...sn, 'rm', 'labelled']);
   });
 
+  test("ctr snapshots mounts of a committed snapshot fails in each snapshotter's own words", async () => {
+    const ns = { namespace: 'mounts-words' };
+    const words = { native: 'failed to get snapshot mount', overlayfs: 'failed to get active mount' };
+    for (const [sn, failure] of Object.entries(words)) {
+      const ctr = (...args: string[]) => d.ctr(['snapshots', '--snapshotter', sn, ...args], ns);
+      assert.equal((await ctr('prepare', 'a')).code, 0);
+      assert.equal((await ctr('commit', 'c', 'a')).code, 0);
+      const r = await ctr('mounts', '/mnt', 'c');
+      assert.equal(r.code, 1);
+      assert.equal(
+        r.stderr,
+        `ctr: ${failure}: requested snapshot c not active or view: failed precondition\n`,
+      );
+      assert.equal((await ctr('rm', 'c')).code, 0);
+    }
+  });
+
   test("a namespace holding snapshots is not deleted; ctr names its snapshotters in containerd's words", async () => {
     const ns = { namespace: 'held' };
     for (const sn of ['native', 'overlayfs'])

@@ -26,6 +26,8 @@ export class NativeSnapshotter extends RecordedSnapshotter {
   /** Copies parent trees on a worker thread; stopped by close(). */
   private readonly copier = new CopyRunner();
 
+  protected readonly mountsFailure = 'failed to get snapshot mount';
+
   private constructor(opts: SnapshotterOptions) {
     super(NATIVE, opts, (name) => ID.test(name));
   }

@@ -60,6 +60,8 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
   private indexOff = false;
   private nextId = 1;
 
+  protected readonly mountsFailure = 'failed to get active mount';
+
   private constructor(opts: SnapshotterOptions) {
     super(OVERLAYFS, opts, (name) => ID.test(name));
     this.whiteoutPath = join(this.root, 'whiteout');
