@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { lstat, mkdir, readdir, rm, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { gzipSync } from 'node:zlib';
@@ -231,5 +231,17 @@ describe('Snapshots and Diff services (overlayfs)', () => {
     await remove('leaf');
     assert.equal(existsSync(leafDir), false);
     await expectCode(remove('base'), 9 /* FAILED_PRECONDITION */, /cannot remove snapshot with child/);
+  });
+
+  test('the id of a removed snapshot is never given again, also after a restart', async () => {
+    // A snapshot without parents mounts ROOT/snapshots/<id>/fs.
+    const idOf = (ms: ProtoMount[]) => Number(basename(dirname(ms[0]!.source)));
+    const newest = idOf(await prepare('ids-newest'));
+    await remove('ids-newest');
+    assert.ok(idOf(await prepare('ids-next')) > newest);
+    await remove('ids-next');
+    await d.restart();
+    const after = idOf(await prepare('ids-after-restart'));
+    assert.ok(after > newest + 1, `id ${after} after ${newest} and ${newest + 1} were used`);
   });
 });

@@ -3,13 +3,23 @@
 // directories under the snapshot's own with overlayfs. Mounts are containerd's: a bind mount for a snapshot
 // without parents, `overlay` with `lowerdir` (nearest parent first), `upperdir` and `workdir` for an active
 // snapshot, a read-only bind of the parent or a lowerdir-only overlay for a view. Ids are decimal like
-// containerd's, which keeps lowerdir lists short (see mount.ts for lists longer than a page).
+// containerd's, which keeps lowerdir lists short (see mount.ts for lists longer than a page), and never
+// given twice, also across restarts (ROOT/next-id), as containerd's bolt sequence: a client still holding
+// the mounts of a removed snapshot must not reach a newer one through the same directory.
 //
 // Layers are applied straight into the upper directory (see OverlayTarget): a deletion becomes an
 // overlayfs whiteout, a hard link to the one whiteout device ROOT/whiteout (the kernel shares one too),
 // so no process is forked per whiteout.
 import { execFile } from 'node:child_process';
-import type { BigIntStats } from 'node:fs';
+import {
+  type BigIntStats,
+  closeSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  writeSync,
+} from 'node:fs';
 import { access, link, lstat, mkdir, mkdtemp, rename, rm, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -26,6 +36,8 @@ export const OVERLAYFS = 'overlayfs';
 const run = promisify(execFile);
 const ID = /^[1-9][0-9]*$/;
 const TIMEOUT_MS = 30_000;
+/** Ids reserved on disk at a time: one synced write per this many snapshots. */
+const ID_BLOCK = 1024;
 
 /**
  * Whether overlayfs can be mounted with upper and work directories on the file system of `dir`, as
@@ -59,6 +71,8 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
   /** containerd sets index=off where the kernel has the index feature, so upper dirs stay portable. */
   private indexOff = false;
   private nextId = 1;
+  /** Ids from here on were never handed out: the file next-id says so on disk. */
+  private reservedUpTo = 1;
 
   protected readonly mountsFailure = 'failed to get active mount';
 
@@ -97,7 +111,8 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
     await sn.cleanup();
     let max = 0;
     for (const id of sn.store.backingIds()) if (ID.test(id)) max = Math.max(max, Number(id));
-    sn.nextId = max + 1;
+    sn.nextId = Math.max(max + 1, sn.readReserved());
+    sn.reservedUpTo = sn.nextId;
     return sn;
   }
 
@@ -145,7 +160,47 @@ export class OverlaySnapshotter extends RecordedSnapshotter {
   };
 
   protected newId(): string {
+    if (this.nextId >= this.reservedUpTo) this.reserve(this.nextId + ID_BLOCK);
     return String(this.nextId++);
+  }
+
+  private get idFile(): string {
+    return join(this.root, 'next-id');
+  }
+
+  /** The first id no earlier run can have handed out (1 without the file). */
+  private readReserved(): number {
+    let text: string;
+    try {
+      text = readFileSync(this.idFile, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return 1;
+      throw err;
+    }
+    if (!ID.test(text.trim()))
+      throw failedPrecondition(`${this.idFile} holds no snapshot id: ${JSON.stringify(text.slice(0, 40))}`);
+    return Number(text.trim());
+  }
+
+  /** Records on disk, before any of them is used, that ids below `upTo` may be handed out. */
+  private reserve(upTo: number): void {
+    const temp = `${this.idFile}.${process.pid}`;
+    const fd = openSync(temp, 'w', 0o600);
+    try {
+      writeSync(fd, `${upTo}\n`);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, this.idFile);
+    // The rename itself must last too: the directory's entry is synced like the file.
+    const dir = openSync(this.root, 'r');
+    try {
+      fsyncSync(dir);
+    } finally {
+      closeSync(dir);
+    }
+    this.reservedUpTo = upTo;
   }
 
   protected hasOwnDir(): boolean {
