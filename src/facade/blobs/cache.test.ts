@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
-import { waitFor } from '../../../test/helpers/process.ts';
+import { runCommand, waitFor } from '../../../test/helpers/process.ts';
 import { exists } from '../../content/fs-util.ts';
 import { ContentStore } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
@@ -616,4 +616,92 @@ test('a cancelled prefetch leaves a fill a client reads to the client', async ()
     assert.deepEqual(await body, bytes);
     await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
   });
+});
+
+test('a fill whose disk write fails keeps no bytes for a resume, and its reader gets the rest from the source', {
+  timeout: 60_000,
+}, async (t) => {
+  // A real disk running out mid-blob: a 4 MiB tmpfs, filled by another file once the fill is under way.
+  const mnt = await mkdtemp(join(tmpdir(), 'strata-cache-enospc-'));
+  await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  const dir = join(mnt, 'cache');
+  const cache = await BlobCache.open({ dir, maxBytes: 64 << 20 });
+  t.after(async () => {
+    cache.close();
+    await runCommand('umount', [mnt]);
+    await rm(mnt, { recursive: true, force: true });
+  });
+  const { bytes, desc } = blob(11, 2 << 20);
+  const head = 512 << 10;
+  const offsets: number[] = [];
+  const first = new PassThrough();
+  first.write(bytes.subarray(0, head));
+  const source = fill(desc, async (offset) => {
+    offsets.push(offset);
+    return offsets.length === 1 ? first : Readable.from([bytes.subarray(offset)]);
+  });
+  const r = await cache.read(desc, undefined, source);
+  assert.equal(r.outcome, 'miss');
+  const got: Buffer[] = [];
+  let received = 0;
+  const body = (async () => {
+    for await (const c of r.stream) {
+      got.push(c as Buffer);
+      received += (c as Buffer).length;
+    }
+  })();
+  body.catch(() => {});
+  await waitFor(() => received >= head, 10_000, { what: 'the first bytes written and followed' });
+  const filler = join(mnt, 'filler');
+  await fillDisk(filler);
+  first.end(bytes.subarray(head));
+  await body;
+  assert.ok(Buffer.concat(got).equals(bytes), 'the reader got the whole blob');
+  await tmpEmptied(dir);
+  assert.equal(cache.bytes, 0, 'no bytes kept for a resume');
+  assert.equal(cache.has(desc.digest), false);
+
+  assert.deepEqual(offsets, [0, head], 'the rest asked for once, from where the reader was');
+
+  await rm(filler);
+  const again = await cache.read(desc, undefined, source);
+  assert.equal(again.outcome, 'miss');
+  assert.deepEqual(await readAll(again.stream), bytes);
+  assert.deepEqual(offsets.slice(2), [0], 'fetched from the start, not resumed after untrusted bytes');
+  await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
+});
+
+/** Writes `file` until its file system has no room left. */
+async function fillDisk(file: string): Promise<void> {
+  const fh = await open(file, 'w');
+  const chunk = Buffer.alloc(64 << 10, 1);
+  try {
+    for (;;) await fh.write(chunk);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
+  } finally {
+    await fh.close();
+  }
+}
+
+test('a fill on a disk remounted read-only serves its reader from the source, uncached', {
+  timeout: 60_000,
+}, async (t) => {
+  const mnt = await mkdtemp(join(tmpdir(), 'strata-cache-erofs-'));
+  await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
+  const cache = await BlobCache.open({ dir: join(mnt, 'cache'), maxBytes: 64 << 20 });
+  t.after(async () => {
+    cache.close();
+    await runCommand('umount', [mnt]);
+    await rm(mnt, { recursive: true, force: true });
+  });
+  await runCommand('mount', ['-o', 'remount,ro', mnt]);
+  const { bytes, desc } = blob(12, 300_000);
+  const r = await cache.read(
+    desc,
+    undefined,
+    fill(desc, async (offset) => Readable.from([bytes.subarray(offset)])),
+  );
+  assert.deepEqual(await readAll(r.stream), bytes);
+  assert.equal(cache.has(desc.digest), false);
 });

@@ -9,9 +9,11 @@
 // first served (once, shared by the readers who ask meanwhile): a corrupt or truncated file is dropped and
 // fetched again, so a client never gets its bytes. When the disk has no room for a blob, it is streamed
 // from its source uncached rather than failing. A fill whose source went away (a registry restarting) keeps
-// the bytes it got: the next fill of that blob resumes from there with a Range request. A blob the storage
+// the bytes it got: the next fill of that blob resumes from there with a Range request. A fill whose disk
+// write failed (no room after all, an I/O error, a read-only remount) keeps nothing, as those bytes cannot
+// be trusted; its readers get the rest from the source uncached, as when there is no room. A blob the storage
 // has bytes of without the cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
-import { addAbortSignal, type Readable } from 'node:stream';
+import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
 import {
@@ -97,6 +99,8 @@ interface Entry {
   /** The check in progress of a blob found at start: true if it matched. */
   checking?: Promise<boolean>;
   error?: Error;
+  /** The fill failed writing to the disk: its readers go on from the source, uncached. */
+  diskFailed?: boolean;
   abort: AbortController;
   idleTimer?: NodeJS.Timeout;
 }
@@ -250,6 +254,11 @@ export class BlobCache {
       }
     } catch (err) {
       this.release(held);
+      if (source && held.diskFailed) {
+        // The fill could not write (its writer did not even open): this read goes around the disk.
+        const stream = await source.open({ range: { offset, length: end - offset }, signal });
+        return { stream, outcome: 'bypass' };
+      }
       if (outcome === 'hit' && isNotFound(err)) {
         // Gone behind the cache's back (on the daemon's store, its row deleted by a client and the bytes
         // collected): forgotten. Or evicted after it was looked up (as when its check, done, let go of it
@@ -263,6 +272,8 @@ export class BlobCache {
       // A fill that failed meanwhile is gone from the store: its reason is the answer.
       throw held.state === 'failed' && held.error ? held.error : err;
     }
+    if (outcome !== 'hit' && source)
+      stream = uncachedOnDiskFailure(stream, held, source, offset, end, signal);
     stream.once('close', () => this.release(held));
     return { stream, outcome };
   }
@@ -529,6 +540,8 @@ export class BlobCache {
     let w: CacheWriter | undefined;
     /** The source sent bytes that cannot be the blob (more than its size): none of them is kept. */
     let wrong = false;
+    /** Why writing to the disk failed: the fill stops (no resume) and keeps none of its bytes. */
+    let diskError: { err: unknown } | undefined;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
@@ -541,7 +554,23 @@ export class BlobCache {
     stall.unref();
     try {
       await resumeAfter;
-      w = await this.storage.writer(entry.ref, { digest, size });
+      try {
+        w = await this.storage.writer(entry.ref, { digest, size });
+      } catch (err) {
+        if (errorKind(err) === undefined) diskError = { err };
+        throw err;
+      }
+      const writer = w;
+      const sink = {
+        write: async (chunks: readonly Uint8Array[]) => {
+          try {
+            await writer.write(chunks);
+          } catch (err) {
+            diskError ??= { err };
+            throw err;
+          }
+        },
+      };
       // A writer that has every byte already (the blob reached the store meanwhile) is committed first:
       // its readers then read the stored blob.
       if (w.offset < size) opened();
@@ -555,7 +584,7 @@ export class BlobCache {
             // In batches, one write in flight while the next bytes arrive: a write awaited per network
             // chunk held a 32 MiB fill from a loopback registry to ~18 MiB/s on a loaded machine.
             let at = w.offset;
-            await appendStream(w, stream, (chunk) => {
+            await appendStream(sink, stream, (chunk) => {
               at += chunk.byteLength;
               if (at > size) throw dataLoss(`blob ${digest}: source sent more than ${size} bytes`);
               entry.received += chunk.byteLength;
@@ -574,6 +603,7 @@ export class BlobCache {
           }
           break;
         } catch (err) {
+          if (diskError) throw diskError.err;
           if (signal.aborted || !resumable(err) || attempt >= this.maxResumes) throw err;
         }
       }
@@ -597,7 +627,7 @@ export class BlobCache {
       // which starts over); they are handed on in the same step as the entry goes, so a new request finds
       // them.
       const got = w?.offset ?? 0;
-      const keep = got > 0 && got < size && !wrong && !this.closed;
+      const keep = got > 0 && got < size && !wrong && !diskError && !this.closed;
       let releaseWriter = () => {};
       if (keep) {
         // The next fill reopens the ingest once this writer has let go of it.
@@ -607,6 +637,7 @@ export class BlobCache {
         this.keepPartial(digest, entry.ref, got, writerClosed);
       }
       entry.state = 'failed';
+      entry.diskFailed = diskError !== undefined && !signal.aborted;
       // An abandoned fill fails with the reason it was abandoned for, not with what its source made of it.
       entry.error = signal.aborted
         ? errorKind(signal.reason) !== undefined
@@ -707,6 +738,37 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
       },
     );
   });
+}
+
+/**
+ * `followed` (bytes [offset, end) of a fill's ingest), going on from `source`, uncached, at the first byte
+ * not yet given should the fill fail writing to the disk. Any other failure is the stream's.
+ */
+function uncachedOnDiskFailure(
+  followed: Readable,
+  entry: Entry,
+  source: Blob,
+  offset: number,
+  end: number,
+  signal: AbortSignal | undefined,
+): Readable {
+  async function* bytes(): AsyncGenerator<Uint8Array> {
+    let at = offset;
+    try {
+      for await (const chunk of followed as AsyncIterable<Uint8Array>) {
+        at += chunk.byteLength;
+        yield chunk;
+      }
+      return;
+    } catch (err) {
+      if (!entry.diskFailed || at >= end) throw err;
+    }
+    yield* (await source.open({
+      range: { offset: at, length: end - at },
+      signal,
+    })) as AsyncIterable<Uint8Array>;
+  }
+  return Readable.from(bytes(), { objectMode: false });
 }
 
 /** Waits for a fill to finish, or rejects with the signal's reason once it fires. */
