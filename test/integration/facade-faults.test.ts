@@ -65,6 +65,54 @@ function download(url: string): Promise<{ status: number; bytes: Buffer; complet
   });
 }
 
+/** A blob download that reads its first bytes and then nothing more (a client on a link gone quiet). */
+interface Stalled {
+  /** Reads on to the end: the whole body and whether it came complete. */
+  resume(): Promise<{ bytes: Buffer; complete: boolean }>;
+  destroy(): void;
+}
+
+function stalledDownload(url: string): Promise<Stalled> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      const ended = new Promise<{ bytes: Buffer; complete: boolean }>((done) => {
+        const finish = () => done({ bytes: Buffer.concat(chunks), complete: res.complete });
+        res.on('end', finish);
+        res.on('error', finish);
+        res.on('aborted', finish);
+      });
+      res.once('data', (c: Buffer) => {
+        chunks.push(c);
+        res.pause();
+        resolve({
+          resume: () => {
+            res.on('data', (more: Buffer) => chunks.push(more));
+            res.resume();
+            return ended;
+          },
+          destroy: () => req.destroy(),
+        });
+      });
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** `p`, or a failure naming `what` once `ms` have passed (so a test never hangs on it). */
+async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 async function metric(app: FacadeApp, line: string): Promise<number> {
   const text = (await get(`${app.url}/metrics`)).body.toString();
   const found = text.split('\n').find((l) => l.startsWith(`${line} `));
@@ -286,6 +334,44 @@ describe('facade faults', () => {
     assert.equal(sha256(s.bytes), small.digest);
     await waitFor(() => app.cache.has(small.digest as Digest), 5000, { what: 'the small layer cached' });
     assert.equal((await get(`${app.url}/readyz`)).status, 200);
+  });
+
+  test("no room on the cache disk: clients that stop reading do not hold up another client's blob", {
+    timeout: 180_000,
+  }, async (t) => {
+    const dir = join(work, 'full-slow', 'cache');
+    await mkdir(dir, { recursive: true });
+    await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    const stalled: Stalled[] = [];
+    let app: FacadeApp | undefined;
+    t.after(async () => {
+      for (const s of stalled) s.destroy();
+      await app?.close();
+      await runCommand('umount', [dir]);
+    });
+    app = await facade(
+      'full-slow',
+      { ws: { baseRef: big.ref } },
+      { connections: { max: 256, perClient: 256 } },
+    );
+    const m = await manifestOf(app, 'fixed/ws');
+    const layer = m.layers.find((l) => l.size > 20 * 1024 * 1024)!;
+    const url = `${app.url}/v2/fixed/ws/blobs/${layer.digest}`;
+    // As many clients as the registry client keeps connections to one registry (16) start the blob and
+    // then stop reading.
+    for (let i = 0; i < 16; i++) {
+      stalled.push(await within(30_000, stalledDownload(url), `stalled client ${i}: the first bytes`));
+    }
+    const fast = await within(60_000, download(url), 'the blob while other clients have stopped reading');
+    assert.equal(fast.status, 200);
+    assert.equal(fast.complete, true);
+    assert.equal(sha256(fast.bytes), layer.digest);
+    // The stalled clients, reading on, still get the whole blob (asked for again from where they were).
+    for (const [i, s] of stalled.slice(0, 2).entries()) {
+      const r = await within(60_000, s.resume(), `stalled client ${i} read to the end`);
+      assert.equal(r.complete, true);
+      assert.equal(sha256(r.bytes), layer.digest);
+    }
   });
 
   test('a cached file that is not its digest is found before it is served and fetched again', {

@@ -8,11 +8,12 @@
 // whose reads go through here. A blob found on disk at start is checked against its digest before it is
 // first served (once, shared by the readers who ask meanwhile): a corrupt or truncated file is dropped and
 // fetched again, so a client never gets its bytes. When the disk has no room for a blob, it is streamed
-// from its source uncached rather than failing. A fill whose source went away (a registry restarting) keeps
-// the bytes it got: the next fill of that blob resumes from there with a Range request. A fill whose disk
-// write failed (no room after all, an I/O error, a read-only remount) keeps nothing, as those bytes cannot
-// be trusted; its readers get the rest from the source uncached, as when there is no room. A blob the storage
-// has bytes of without the cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
+// from its source uncached rather than failing (paced-read.ts: a slow client holds no upstream connection
+// while it catches up). A fill whose source went away (a registry restarting) keeps the bytes it got: the
+// next fill of that blob resumes from there with a Range request. A fill whose disk write failed (no room
+// after all, an I/O error, a read-only remount) keeps nothing, as those bytes cannot be trusted; its
+// readers get the rest from the source uncached, as when there is no room. A blob the storage has bytes of
+// without the cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
 import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
@@ -33,6 +34,7 @@ import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import { type Digest, VerifyingStream } from '../../oci/digest.ts';
 import { type CacheStorage, type CacheWriter, DirCacheStorage } from './cache-storage.ts';
+import { pacedRead } from './paced-read.ts';
 
 /** `bypass`: not cached, streamed straight from the source (no room on the disk). */
 export type CacheOutcome = 'hit' | 'miss' | 'joined' | 'bypass';
@@ -232,8 +234,7 @@ export class BlobCache {
     else {
       if (!source) throw notFound(`blob ${desc.digest}: not cached`);
       if (!(await this.roomFor(desc))) {
-        const stream = await source.open({ range: { offset, length: end - offset }, signal });
-        return { stream, outcome: 'bypass' };
+        return { stream: await pacedRead(source, offset, end, signal), outcome: 'bypass' };
       }
       // Another request may have started a fill while the disk was asked.
       const meanwhile = await this.usable(desc);
@@ -256,8 +257,7 @@ export class BlobCache {
       this.release(held);
       if (source && held.diskFailed) {
         // The fill could not write (its writer did not even open): this read goes around the disk.
-        const stream = await source.open({ range: { offset, length: end - offset }, signal });
-        return { stream, outcome: 'bypass' };
+        return { stream: await pacedRead(source, offset, end, signal), outcome: 'bypass' };
       }
       if (outcome === 'hit' && isNotFound(err)) {
         // Gone behind the cache's back (on the daemon's store, its row deleted by a client and the bytes
@@ -763,10 +763,7 @@ function uncachedOnDiskFailure(
     } catch (err) {
       if (!entry.diskFailed || at >= end) throw err;
     }
-    yield* (await source.open({
-      range: { offset: at, length: end - at },
-      signal,
-    })) as AsyncIterable<Uint8Array>;
+    yield* (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
   }
   return Readable.from(bytes(), { objectMode: false });
 }

@@ -1,0 +1,69 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { test } from 'node:test';
+import { waitFor } from '../../../test/helpers/process.ts';
+import { isDataLoss, notFound } from '../../errors.ts';
+import type { Blob } from '../../oci/blob.ts';
+import { digestOf } from '../../oci/digest.ts';
+import { pacedRead } from './paced-read.ts';
+
+/** A source over `bytes` (in 16 KiB chunks) that records each response's start and whether it is open. */
+function source(bytes: Buffer, digest = digestOf(bytes)) {
+  const responses: { offset: number; body: Readable }[] = [];
+  const blob: Blob = {
+    descriptor: { mediaType: 'application/octet-stream', digest, size: bytes.length },
+    open: async (o = {}) => {
+      const offset = o.range?.offset ?? 0;
+      const end = o.range?.length === undefined ? bytes.length : offset + o.range.length;
+      async function* chunks() {
+        for (let at = offset; at < end; at += 16 << 10)
+          yield bytes.subarray(at, Math.min(end, at + (16 << 10)));
+      }
+      const body = Readable.from(chunks(), { objectMode: false });
+      responses.push({ offset, body });
+      return body;
+    },
+  };
+  return { blob, responses };
+}
+
+async function readAll(s: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const c of s) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+test('a reader that stops lets go of the source response once the read-ahead is full, and gets the rest later', async () => {
+  const bytes = randomBytes(1 << 20);
+  const { blob, responses } = source(bytes);
+  const limit = 128 << 10;
+  const s = await pacedRead(blob, 0, bytes.length, undefined, limit);
+  // Nobody reads: the first response fills the read-ahead and is let go of.
+  await waitFor(() => responses[0]!.body.destroyed, 5000, { what: 'the first response let go of' });
+  assert.equal(responses.length, 1);
+  assert.deepEqual(await readAll(s), bytes);
+  assert.ok(responses.length > 1, 'asked again from where it stopped');
+  assert.ok(responses.every((r, i) => i === 0 || r.offset > responses[i - 1]!.offset));
+});
+
+test('a range is served, a refused source fails the call, and wrong bytes fail the whole read', async () => {
+  const bytes = randomBytes(300_000);
+  const { blob } = source(bytes);
+  assert.deepEqual(
+    await readAll(await pacedRead(blob, 1000, 250_000, undefined, 64 << 10)),
+    bytes.subarray(1000, 250_000),
+  );
+  assert.deepEqual(await readAll(await pacedRead(blob, 5, 5)), Buffer.alloc(0));
+  const refused: Blob = {
+    descriptor: blob.descriptor,
+    open: async () => {
+      throw notFound('gone');
+    },
+  };
+  await assert.rejects(pacedRead(refused, 0, bytes.length), /gone/);
+  const wrong = source(bytes, digestOf(Buffer.from('other'))).blob;
+  await assert.rejects(readAll(await pacedRead(wrong, 0, bytes.length, undefined, 64 << 10)), (err) =>
+    isDataLoss(err),
+  );
+});

@@ -1,0 +1,145 @@
+// An uncached read of a source blob (the cache disk has no room, or it failed) that does not hold an
+// upstream connection for as long as the client takes. The registry client keeps a few connections per
+// registry (16); a response whose reader has stopped keeps its connection, so a handful of stalled
+// clients would queue every other request to that registry behind them. Here the source's bytes are read
+// ahead at the source's pace into a bounded buffer; once it is full the response is let go of (its
+// connection is freed) and the rest is asked for again, from the next byte, once the client has drained
+// half of it. A client that keeps up is served from one response; one that does not costs a request per
+// half buffer, and a buffer's memory, never a connection held while it dawdles.
+import { pipeline, Readable } from 'node:stream';
+import { dataLoss } from '../../errors.ts';
+import type { Blob } from '../../oci/blob.ts';
+import { VerifyingStream } from '../../oci/digest.ts';
+
+/** Bytes read ahead for one uncached reader before its source's response is let go of. */
+export const READ_AHEAD_BYTES = 4 << 20;
+
+/**
+ * Bytes [offset, end) of `source`, read ahead as above. The first response is opened before this returns,
+ * so a source that refuses the blob fails the call, not the stream. The whole blob is verified against its
+ * digest as it goes (the stream fails at the end when it does not match).
+ */
+export async function pacedRead(
+  source: Blob,
+  offset: number,
+  end: number,
+  signal?: AbortSignal,
+  limit = READ_AHEAD_BYTES,
+): Promise<Readable> {
+  const { digest, size } = source.descriptor;
+  const first = offset < end ? await openAt(source, offset, end, signal) : undefined;
+  const paced = new PacedRead(source, offset, end, limit, signal, first);
+  if (offset !== 0 || end !== size) return paced;
+  return pipeline(paced, new VerifyingStream(digest, size), () => {});
+}
+
+function openAt(source: Blob, at: number, end: number, signal?: AbortSignal): Promise<Readable> {
+  return source.open({ range: { offset: at, length: end - at }, signal, verify: false });
+}
+
+class PacedRead extends Readable {
+  private readonly source: Blob;
+  private readonly end: number;
+  private readonly limit: number;
+  private readonly signal: AbortSignal | undefined;
+  /** Bytes received and not yet handed on. */
+  private readonly queue: Uint8Array[] = [];
+  private queued = 0;
+  /** The first byte not yet received. */
+  private next: number;
+  /** The source's response being read, if any. */
+  private body: Readable | undefined;
+  private opening = false;
+  /** The consumer asked for more than was handed on. */
+  private wanted = false;
+  private finished = false;
+
+  constructor(
+    source: Blob,
+    offset: number,
+    end: number,
+    limit: number,
+    signal: AbortSignal | undefined,
+    first: Readable | undefined,
+  ) {
+    super();
+    this.source = source;
+    this.next = offset;
+    this.end = end;
+    this.limit = limit;
+    this.signal = signal;
+    if (first) this.follow(first);
+  }
+
+  override _read(): void {
+    this.wanted = true;
+    this.pump();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const body = this.body;
+    this.body = undefined;
+    body?.destroy();
+    callback(err);
+  }
+
+  /** Hands on what the consumer wants, ends at the end, and asks the source again when half drained. */
+  private pump(): void {
+    while (this.wanted && this.queue.length > 0) {
+      const chunk = this.queue.shift()!;
+      this.queued -= chunk.byteLength;
+      this.wanted = this.push(chunk);
+    }
+    if (this.destroyed || this.finished || this.body || this.opening) return;
+    if (this.next >= this.end) {
+      if (this.queue.length === 0) {
+        this.finished = true;
+        this.push(null);
+      }
+      return;
+    }
+    if (this.queued <= this.limit / 2) void this.reopen();
+  }
+
+  private async reopen(): Promise<void> {
+    this.opening = true;
+    let body: Readable;
+    try {
+      body = await openAt(this.source, this.next, this.end, this.signal);
+    } catch (err) {
+      this.destroy(err as Error);
+      return;
+    } finally {
+      this.opening = false;
+    }
+    if (this.destroyed) body.destroy();
+    else this.follow(body);
+  }
+
+  private follow(body: Readable): void {
+    this.body = body;
+    body.on('data', (chunk: Uint8Array) => {
+      if (this.body !== body) return;
+      this.queue.push(chunk);
+      this.queued += chunk.byteLength;
+      this.next += chunk.byteLength;
+      if (this.queued >= this.limit && this.next < this.end) {
+        // Full: the connection goes back to the pool while the consumer catches up.
+        this.body = undefined;
+        body.destroy();
+      }
+      this.pump();
+    });
+    body.on('end', () => {
+      if (this.body !== body) return;
+      this.body = undefined;
+      if (this.next < this.end) {
+        this.destroy(dataLoss(`blob ${this.source.descriptor.digest}: source ended at byte ${this.next}`));
+      } else this.pump();
+    });
+    // Also after it was let go of (its destroy may report an abort): only the live response's error counts.
+    body.on('error', (err) => {
+      if (this.body === body) this.destroy(err);
+    });
+  }
+}
