@@ -2,7 +2,7 @@
 // timeouts and aborts. Behaviour against a real registry is in test/integration/registry-client*.test.ts.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { createServer, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
@@ -656,21 +656,29 @@ test('wrong credentials → Unauthenticated; 403 → PermissionDenied; 404 codes
   });
 });
 
+/** Answers a /token request with a token that is its scopes, base64url; false for any other request. */
+function issuedScopeToken(req: IncomingMessage, res: ServerResponse): boolean {
+  const url = new URL(req.url ?? '/', 'http://x');
+  if (url.pathname !== '/token') return false;
+  const token = Buffer.from(url.searchParams.getAll('scope').join(' ')).toString('base64url');
+  res.writeHead(200, { 'content-type': 'application/json' });
+  res.end(JSON.stringify({ token, expires_in: 300 }));
+  return true;
+}
+
+/** The scopes a token of issuedScopeToken grants. */
+const grantedBy = (authorization: string): string =>
+  Buffer.from(authorization.slice(7), 'base64url').toString();
+
 test('Bearer: insufficient_scope in a 401 adds the scope for the one retry', async () => {
-  const tokenFor = (scopes: string[]): string => Buffer.from(scopes.join(' ')).toString('base64url');
   const s = await server((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    if (url.pathname === '/token') {
-      const body = JSON.stringify({ token: tokenFor(url.searchParams.getAll('scope')), expires_in: 300 });
-      res.writeHead(200, { 'content-type': 'application/json' });
-      return res.end(body);
-    }
+    if (issuedScopeToken(req, res)) return;
     const challenge = (extra: string): Record<string, string> => ({
       'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="svc"${extra}`,
     });
     const auth = req.headers.authorization ?? '';
     if (!auth.startsWith('Bearer ')) return sendError(res, 401, 'UNAUTHORIZED', 'auth', challenge(''));
-    const granted = Buffer.from(auth.slice(7), 'base64url').toString();
+    const granted = grantedBy(auth);
     if (!granted.includes('repository:other/base:pull')) {
       return sendError(
         res,
@@ -706,6 +714,72 @@ test('Bearer: insufficient_scope in a 401 adds the scope for the one retry', asy
     s.requests.slice(before).map((r) => r.url.split('?')[0]),
     ['/v2/team/app/manifests/v1', '/token', '/v2/team/app/manifests/v1'],
   );
+});
+
+// A stub, not docker-registry: distribution's registry answers a token lacking a scope with 401
+// (error="insufficient_scope" in its challenge) and cannot be made to answer 403; registries that follow
+// RFC 6750 §3.1 answer 403, some saying so only in the error body.
+test('Bearer: a 403 insufficient_scope (in the challenge or only in the body) adds the scope for one retry', async () => {
+  let inBody = false;
+  const s = await server((req, res) => {
+    if (issuedScopeToken(req, res)) return;
+    const realm = `Bearer realm="http://${req.headers.host}/token",service="svc"`;
+    const auth = req.headers.authorization ?? '';
+    if (!auth.startsWith('Bearer ')) {
+      return sendError(res, 401, 'UNAUTHORIZED', 'auth', { 'www-authenticate': realm });
+    }
+    const granted = grantedBy(auth);
+    if (!granted.includes('repository:other/base:pull')) {
+      const scope = ',scope="repository:other/base:pull"';
+      if (inBody) {
+        return sendError(res, 403, 'insufficient_scope', 'token lacks a scope', {
+          'www-authenticate': `${realm}${scope}`,
+        });
+      }
+      return sendError(res, 403, 'DENIED', 'scope', {
+        'www-authenticate': `${realm},error="insufficient_scope"${scope}`,
+      });
+    }
+    sendManifest(res);
+  });
+  const scopes = (r: { url: string } | undefined): string[] =>
+    new URL(r?.url ?? '/', 'http://x').searchParams.getAll('scope');
+  for (const body of [false, true]) {
+    inBody = body;
+    const before = s.requests.length;
+    const { c } = client();
+    // No token → 401 (challenge learnt) → token for team/app → 403 insufficient_scope → token with both.
+    assert.equal((await c.fetchManifest(ref(s.host))).digest, manifestDigest, `in body: ${body}`);
+    const tokenRequests = s.requests.slice(before).filter((r) => r.url.startsWith('/token'));
+    assert.deepEqual(tokenRequests.map(scopes), [
+      ['repository:team/app:pull'],
+      ['repository:other/base:pull', 'repository:team/app:pull'],
+    ]);
+  }
+  // A 403 that is not about scope is the answer, asked once; so is a second insufficient_scope.
+  const issue = s.handler;
+  for (const code of ['DENIED', 'insufficient_scope']) {
+    s.handler = (req, res, body, n) => {
+      if (req.url?.startsWith('/token')) return issue(req, res, body, n);
+      if (!req.headers.authorization) {
+        return sendError(res, 401, 'UNAUTHORIZED', 'auth', {
+          'www-authenticate': `Bearer realm="${s.url}/token",service="svc"`,
+        });
+      }
+      sendError(res, 403, code, 'no', {
+        'www-authenticate': `Bearer realm="${s.url}/token",service="svc",scope="repository:x/y:pull"`,
+      });
+    };
+    const { c } = client();
+    const before = s.requests.length;
+    await assert.rejects(c.fetchManifest(ref(s.host)), (err: Error) => {
+      kind('PermissionDenied')(err);
+      assert.match(err.message, new RegExp(code));
+      return true;
+    });
+    const manifests = s.requests.slice(before).filter((r) => r.url.startsWith('/v2/team/app/manifests'));
+    assert.equal(manifests.length, code === 'DENIED' ? 2 : 3, code);
+  }
 });
 
 test('identity tokens are exchanged with the OAuth2 refresh_token grant', async () => {

@@ -1,7 +1,7 @@
 // The OCI distribution client: resolve, fetch and push manifests and blobs, list tags. Every byte read is
 // checked against its digest; manifests are capped in size; blobs stream and resume after a dropped
 // connection. Authorization (see auth.ts) and retries (see http.ts) happen below the operations.
-import { pipeline, type Readable } from 'node:stream';
+import { pipeline, Readable } from 'node:stream';
 import {
   dataLoss,
   errorKind,
@@ -18,6 +18,7 @@ import { MAX_MANIFEST_BYTES, type ParsedManifest, parseManifest } from '../oci/m
 import { bareMediaType, isIndexType, isManifestType, MANIFEST_ACCEPT } from '../oci/media-types.ts';
 import { formatReference, type Reference, referenceTarget } from '../oci/reference.ts';
 import { Authorizer } from './auth.ts';
+import { findChallenge, parseChallenges } from './challenge.ts';
 import { chunksOf } from './chunks.ts';
 import { anonymous, type CredentialStore } from './credentials.ts';
 import { type HostConfig, RegistryHosts } from './hosts.ts';
@@ -146,7 +147,8 @@ export class RegistryClient {
   /**
    * Sends a request with authorization. A 401 to a request sent without credentials is answered once
    * with them; a 401 to one sent with a token is answered once with a fresh token, carrying any scope an
-   * insufficient_scope error names.
+   * insufficient_scope error names. So is a 403 that is an insufficient_scope error (see
+   * insufficientScope), once.
    */
   private async send(req: RegistryRequest): Promise<HttpResponse> {
     const oneShot = isStream(req.body);
@@ -154,12 +156,23 @@ export class RegistryClient {
     let scopes = req.scopes;
     let fresh = false;
     let retriedBare = false;
+    let widened = false;
     for (;;) {
       const authorization = await this.auth.authorization(req.url, scopes, { fresh, signal: req.signal });
       const headers = { ...req.headers, ...(authorization ? { authorization } : {}) };
       const res = await this.http.send({ ...req, headers });
-      // A 401 from where a redirect led (blob storage) says nothing about the registry's own challenge.
-      if (res.status !== 401 || res.answeredBy.origin !== req.url.origin) return res;
+      // A 401 or 403 from where a redirect led (blob storage) says nothing about the registry's own auth.
+      if (res.answeredBy.origin !== req.url.origin) return res;
+      if (res.status === 403 && !oneShot && !widened) {
+        const found = await this.insufficientScope(req.url, res, authorization !== undefined);
+        if (!found.retry) return found.res;
+        await discard(found.res.body);
+        scopes = mergeScopes([...scopes, ...found.scopes]);
+        fresh = true;
+        widened = true;
+        continue;
+      }
+      if (res.status !== 401) return res;
       const learned = this.auth.learn(req.url, res.headers['www-authenticate']);
       if (oneShot || !learned.retry || (authorization ? fresh : retriedBare)) return res;
       await discard(res.body);
@@ -167,6 +180,37 @@ export class RegistryClient {
       if (authorization) fresh = true;
       else retriedBare = true;
     }
+  }
+
+  /**
+   * Whether a 403 is an insufficient_scope error, worth asking again with a token carrying the scopes its
+   * challenge names. distribution and containerd only re-authorize on 401 (distribution's registry answers
+   * a missing scope so), but RFC 6750 §3.1 has insufficient_scope answered with 403, and registries that
+   * follow it say so in the Bearer challenge (`error="insufficient_scope"`) or only in the error body; like
+   * go-containerregistry, a challenge on such an answer is taken up. Asked again when a challenge came or
+   * a token was sent (a fresh one may carry what was granted since). The body, if read, is given back.
+   */
+  private async insufficientScope(
+    url: URL,
+    res: HttpResponse,
+    sentToken: boolean,
+  ): Promise<{ res: HttpResponse; retry: boolean; scopes: string[] }> {
+    const header = res.headers['www-authenticate'];
+    let said = findChallenge(parseChallenges(header), 'bearer')?.params.error === 'insufficient_scope';
+    let kept = res;
+    if (!said) {
+      let bytes: Buffer = Buffer.alloc(0);
+      try {
+        bytes = await readCapped(res.body, MAX_ERROR_BODY, `${url.pathname}: error body`);
+      } catch {
+        res.body.destroy();
+      }
+      kept = { ...res, body: Readable.from([bytes], { objectMode: false }) };
+      said = parseErrorBody(bytes).some((e) => e.code.toLowerCase() === 'insufficient_scope');
+    }
+    if (!said) return { res: kept, retry: false, scopes: [] };
+    const learned = this.auth.learn(url, header);
+    return { res: kept, retry: learned.retry || sentToken, scopes: learned.scopes };
   }
 
   /** The error for an unexpected answer, with the registry's own error code when its body has one. */
