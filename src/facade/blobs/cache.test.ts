@@ -627,8 +627,8 @@ test('a fill whose disk write fails keeps no bytes for a resume, and its reader 
   const dir = join(mnt, 'cache');
   const cache = await BlobCache.open({ dir, maxBytes: 64 << 20 });
   t.after(async () => {
-    cache.close();
-    await runCommand('umount', [mnt]);
+    cache.close(); // its store closes in the background: detached even while a file is still open
+    await runCommand('umount', ['-l', mnt]);
     await rm(mnt, { recursive: true, force: true });
   });
   const { bytes, desc } = blob(11, 2 << 20);
@@ -691,8 +691,8 @@ test('a fill on a disk remounted read-only serves its reader from the source, un
   await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
   const cache = await BlobCache.open({ dir: join(mnt, 'cache'), maxBytes: 64 << 20 });
   t.after(async () => {
-    cache.close();
-    await runCommand('umount', [mnt]);
+    cache.close(); // its store closes in the background: detached even while a file is still open
+    await runCommand('umount', ['-l', mnt]);
     await rm(mnt, { recursive: true, force: true });
   });
   await runCommand('mount', ['-o', 'remount,ro', mnt]);
