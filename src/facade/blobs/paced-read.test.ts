@@ -11,21 +11,25 @@ import { pacedRead } from './paced-read.ts';
 /** A source over `bytes` (in 16 KiB chunks) that records each response's start and whether it is open. */
 function source(bytes: Buffer, digest = digestOf(bytes)) {
   const responses: { offset: number; body: Readable }[] = [];
+  const sent = { bytes: 0 };
   const blob: Blob = {
     descriptor: { mediaType: 'application/octet-stream', digest, size: bytes.length },
     open: async (o = {}) => {
       const offset = o.range?.offset ?? 0;
       const end = o.range?.length === undefined ? bytes.length : offset + o.range.length;
       async function* chunks() {
-        for (let at = offset; at < end; at += 16 << 10)
-          yield bytes.subarray(at, Math.min(end, at + (16 << 10)));
+        for (let at = offset; at < end; at += 16 << 10) {
+          const chunk = bytes.subarray(at, Math.min(end, at + (16 << 10)));
+          sent.bytes += chunk.length;
+          yield chunk;
+        }
       }
       const body = Readable.from(chunks(), { objectMode: false });
       responses.push({ offset, body });
       return body;
     },
   };
-  return { blob, responses };
+  return { blob, responses, sent };
 }
 
 async function readAll(s: Readable): Promise<Buffer> {
@@ -66,4 +70,24 @@ test('a range is served, a refused source fails the call, and wrong bytes fail t
   await assert.rejects(readAll(await pacedRead(wrong, 0, bytes.length, undefined, 64 << 10)), (err) =>
     isDataLoss(err),
   );
+});
+
+test('readers together hold no more than the shared budget, and each still gets its whole blob', async () => {
+  const bytes = randomBytes(4 << 20);
+  const budget = { max: 256 << 10, held: 0 };
+  const sources = [source(bytes), source(bytes), source(bytes)];
+  // Nobody reads yet: each fills until the budget is spent, then lets go of its response.
+  const streams = await Promise.all(
+    sources.map((s) => pacedRead(s.blob, 0, bytes.length, undefined, 2 << 20, budget)),
+  );
+  await waitFor(() => sources.every((s) => s.responses.every((r) => r.body.destroyed)), 5000, {
+    what: 'every response let go of',
+  });
+  // Each reader stopped near the budget, not at its own 2 MiB read-ahead. The sources sent a little more
+  // than the readers hold: what each response had buffered when it was let go of (under 256 KiB here).
+  const sent = sources.reduce((n, s) => n + s.sent.bytes, 0);
+  assert.ok(sent <= budget.max + 3 * (256 << 10), `sent ${sent} bytes for a budget of ${budget.max}`);
+  assert.ok(budget.held <= budget.max + 3 * (16 << 10), `held ${budget.held}`);
+  for (const s of streams) assert.deepEqual(await readAll(s), bytes);
+  assert.equal(budget.held, 0, 'all given back');
 });

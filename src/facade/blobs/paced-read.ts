@@ -15,6 +15,17 @@ import { VerifyingStream } from '../../oci/digest.ts';
 export const READ_AHEAD_BYTES = 4 << 20;
 
 /**
+ * What all uncached readers may hold together. Past `max`, a reader lets go of its response as soon as it
+ * holds anything and asks again only once its client has taken it all: memory stays near `max` (plus a
+ * chunk per reader in flight) however many slow clients there are.
+ */
+export interface ReadAheadBudget {
+  max: number;
+  held: number;
+}
+export const READ_AHEAD_BUDGET: ReadAheadBudget = { max: 128 << 20, held: 0 };
+
+/**
  * Bytes [offset, end) of `source`, read ahead as above. The first response is opened before this returns,
  * so a source that refuses the blob fails the call, not the stream. The whole blob is verified against its
  * digest as it goes (the stream fails at the end when it does not match).
@@ -25,10 +36,11 @@ export async function pacedRead(
   end: number,
   signal?: AbortSignal,
   limit = READ_AHEAD_BYTES,
+  budget = READ_AHEAD_BUDGET,
 ): Promise<Readable> {
   const { digest, size } = source.descriptor;
   const first = offset < end ? await openAt(source, offset, end, signal) : undefined;
-  const paced = new PacedRead(source, offset, end, limit, signal, first);
+  const paced = new PacedRead(source, offset, end, limit, budget, signal, first);
   if (offset !== 0 || end !== size) return paced;
   return pipeline(paced, new VerifyingStream(digest, size), () => {});
 }
@@ -41,6 +53,7 @@ class PacedRead extends Readable {
   private readonly source: Blob;
   private readonly end: number;
   private readonly limit: number;
+  private readonly budget: ReadAheadBudget;
   private readonly signal: AbortSignal | undefined;
   /** Bytes received and not yet handed on. */
   private readonly queue: Uint8Array[] = [];
@@ -59,6 +72,7 @@ class PacedRead extends Readable {
     offset: number,
     end: number,
     limit: number,
+    budget: ReadAheadBudget,
     signal: AbortSignal | undefined,
     first: Readable | undefined,
   ) {
@@ -67,6 +81,7 @@ class PacedRead extends Readable {
     this.next = offset;
     this.end = end;
     this.limit = limit;
+    this.budget = budget;
     this.signal = signal;
     if (first) this.follow(first);
   }
@@ -77,6 +92,9 @@ class PacedRead extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.budget.held -= this.queued;
+    this.queued = 0;
+    this.queue.length = 0;
     const body = this.body;
     this.body = undefined;
     body?.destroy();
@@ -88,6 +106,7 @@ class PacedRead extends Readable {
     while (this.wanted && this.queue.length > 0) {
       const chunk = this.queue.shift()!;
       this.queued -= chunk.byteLength;
+      this.budget.held -= chunk.byteLength;
       this.wanted = this.push(chunk);
     }
     if (this.destroyed || this.finished || this.body || this.opening) return;
@@ -98,7 +117,8 @@ class PacedRead extends Readable {
       }
       return;
     }
-    if (this.queued <= this.limit / 2) void this.reopen();
+    const spent = this.budget.held >= this.budget.max;
+    if (this.queued <= this.limit / 2 && (!spent || this.queued === 0)) void this.reopen();
   }
 
   private async reopen(): Promise<void> {
@@ -122,8 +142,10 @@ class PacedRead extends Readable {
       if (this.body !== body) return;
       this.queue.push(chunk);
       this.queued += chunk.byteLength;
+      this.budget.held += chunk.byteLength;
       this.next += chunk.byteLength;
-      if (this.queued >= this.limit && this.next < this.end) {
+      const full = this.queued >= this.limit || this.budget.held >= this.budget.max;
+      if (full && this.next < this.end) {
         // Full: the connection goes back to the pool while the consumer catches up.
         this.body = undefined;
         body.destroy();
