@@ -18,6 +18,11 @@ export interface OpenOptions {
    * digest), so a full read is hashed once. Default true.
    */
   verify?: boolean;
+  /**
+   * Called when a range was asked for and the source sent the blob from its start instead (the bytes
+   * before the range are read and dropped): asking such a source again costs the whole prefix again.
+   */
+  onRangeIgnored?: (() => void) | undefined;
 }
 
 export interface Blob {

@@ -302,8 +302,19 @@ test('ranged reads ask for the range and cut a server that sends everything', as
   const a = await buffer(await c.fetchBlob(ref(ranged.host), desc, { range: { offset: 100, length: 50 } }));
   assert.ok(a.equals(data.subarray(100, 150)));
   assert.equal(ranged.requests[0]?.headers.range, 'bytes=100-149');
-  const b = await buffer(await c.blob(ref(ignoring.host), desc).open({ range: { offset: 4990 } }));
+  const ignored: string[] = [];
+  const b = await buffer(
+    await c
+      .blob(ref(ignoring.host), desc)
+      .open({ range: { offset: 4990 }, onRangeIgnored: () => ignored.push('ignoring') }),
+  );
   assert.ok(b.equals(data.subarray(4990)));
+  await buffer(
+    await c
+      .blob(ref(ranged.host), desc)
+      .open({ range: { offset: 10 }, onRangeIgnored: () => ignored.push('ranged') }),
+  );
+  assert.deepEqual(ignored, ['ignoring'], 'the caller hears which server sent everything');
   await assert.rejects(c.fetchBlob(ref(ranged.host), desc, { range: { offset: 5001 } }), kind('OutOfRange'));
 });
 

@@ -133,7 +133,10 @@ export async function openBlobRange(o: BlobRangeRequest): Promise<Readable> {
   const open = async (pos: number): Promise<OpenedBody> => {
     const ranged = pos > 0 || !full;
     const res = await o.get(ranged && end > pos ? { range: `bytes=${pos}-${end - 1}` } : {});
-    if (res.status === 200) return { body: res.body, skip: pos };
+    if (res.status === 200) {
+      if (pos > 0) options.onRangeIgnored?.();
+      return { body: res.body, skip: pos };
+    }
     if (res.status === 206 && ranged) {
       if (contentRangeStart(res) === pos) return { body: res.body, skip: 0 };
       res.body.destroy();

@@ -45,8 +45,14 @@ export async function pacedRead(
   return pipeline(paced, new VerifyingStream(digest, size), () => {});
 }
 
-function openAt(source: Blob, at: number, end: number, signal?: AbortSignal): Promise<Readable> {
-  return source.open({ range: { offset: at, length: end - at }, signal, verify: false });
+function openAt(
+  source: Blob,
+  at: number,
+  end: number,
+  signal: AbortSignal | undefined,
+  onRangeIgnored?: () => void,
+): Promise<Readable> {
+  return source.open({ range: { offset: at, length: end - at }, signal, verify: false, onRangeIgnored });
 }
 
 class PacedRead extends Readable {
@@ -66,6 +72,11 @@ class PacedRead extends Readable {
   /** The consumer asked for more than was handed on. */
   private wanted = false;
   private finished = false;
+  /**
+   * The source answered a range with the whole blob: asking it again would fetch the whole prefix again
+   * each time, so this reader holds on to its response and pauses it instead, as a plain pipe would.
+   */
+  private rangeIgnored = false;
 
   constructor(
     source: Blob,
@@ -109,6 +120,8 @@ class PacedRead extends Readable {
       this.budget.held -= chunk.byteLength;
       this.wanted = this.push(chunk);
     }
+    const paused = this.body?.isPaused();
+    if (paused && this.queued <= this.limit / 2) this.body?.resume();
     if (this.destroyed || this.finished || this.body || this.opening) return;
     if (this.next >= this.end) {
       if (this.queue.length === 0) {
@@ -125,7 +138,9 @@ class PacedRead extends Readable {
     this.opening = true;
     let body: Readable;
     try {
-      body = await openAt(this.source, this.next, this.end, this.signal);
+      body = await openAt(this.source, this.next, this.end, this.signal, () => {
+        this.rangeIgnored = true;
+      });
     } catch (err) {
       this.destroy(err as Error);
       return;
@@ -146,9 +161,13 @@ class PacedRead extends Readable {
       this.next += chunk.byteLength;
       const full = this.queued >= this.limit || this.budget.held >= this.budget.max;
       if (full && this.next < this.end) {
-        // Full: the connection goes back to the pool while the consumer catches up.
-        this.body = undefined;
-        body.destroy();
+        if (this.rangeIgnored) {
+          body.pause();
+        } else {
+          // Full: the connection goes back to the pool while the consumer catches up.
+          this.body = undefined;
+          body.destroy();
+        }
       }
       this.pump();
     });
