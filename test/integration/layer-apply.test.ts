@@ -417,6 +417,9 @@ describe('diffDirectories / packDirectory', { skip: !asRoot && 'needs root (owne
     await unlink(join(upper, 'etc/localtime'));
     await symlink('/usr/share/zoneinfo/Europe/Paris', join(upper, 'etc/localtime'));
     await chown(join(upper, 'etc/passwd'), 1234, 5678);
+    // Ids past what 6 octal digits hold (262143), one of them past 7 (2097151): PAX records carry them.
+    await writeFile(join(upper, 'big-ids'), 'b');
+    await chown(join(upper, 'big-ids'), 300_000, 3_000_000);
     // Same size, same whole-second mtime, different bytes: only a content comparison sees it.
     await writeFile(join(upper, 'same-size'), 'bbbb');
     await utimes(join(upper, 'same-size'), T0 + 11, T0 + 11);

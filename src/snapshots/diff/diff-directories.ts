@@ -17,14 +17,12 @@ import { WHITEOUT_PREFIX } from '../apply/names.ts';
 import { decodeName, encodeName, fsPath } from '../byte-names.ts';
 import { CAPABILITY, capabilities } from '../xattr.ts';
 import { devMajor, devMinor, sameNode } from './compare.ts';
-import { END_OF_ARCHIVE, type EntryHeader, encodeHeader, padding } from './tar-writer.ts';
+import { END_OF_ARCHIVE, type EntryHeader, encodeHeader, MAX_HEADER_ID, padding } from './tar-writer.ts';
 
 export interface DiffOptions {
   signal?: AbortSignal;
 }
 
-/** Largest id an octal ustar field holds; bigger ones go in PAX records. */
-const MAX_USTAR_ID = 0o7777777;
 const READ_CHUNK = 64 * 1024;
 
 function byteOrder(a: string, b: string): number {
@@ -147,8 +145,8 @@ class ChangeWriter {
     const uid = Number(st.uid);
     const gid = Number(st.gid);
     const pax: [string, Buffer][] = [];
-    if (uid > MAX_USTAR_ID) pax.push(['uid', Buffer.from(String(uid))]);
-    if (gid > MAX_USTAR_ID) pax.push(['gid', Buffer.from(String(gid))]);
+    if (uid > MAX_HEADER_ID) pax.push(['uid', Buffer.from(String(uid))]);
+    if (gid > MAX_HEADER_ID) pax.push(['gid', Buffer.from(String(gid))]);
     const cap = capability ? this.upperCaps.get(rel) : undefined;
     if (cap) pax.push([`SCHILY.xattr.${CAPABILITY}`, cap]);
     const type: EntryHeader['type'] = st.isDirectory()
@@ -166,8 +164,8 @@ class ChangeWriter {
       name: encodeName(type === 'directory' ? `${rel}/` : rel),
       type,
       mode: Number(st.mode),
-      uid: Math.min(uid, MAX_USTAR_ID),
-      gid: Math.min(gid, MAX_USTAR_ID),
+      uid: Math.min(uid, MAX_HEADER_ID),
+      gid: Math.min(gid, MAX_HEADER_ID),
       mtime: Number(st.mtimeNs / 1_000_000_000n),
       size: type === 'file' ? Number(st.size) : 0,
       devmajor: devMajor(st.rdev),

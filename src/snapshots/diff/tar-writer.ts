@@ -38,6 +38,9 @@ export interface EntryHeader {
   pax?: [string, Buffer][];
 }
 
+/** Largest uid or gid the header's 6-digit octal fields hold; bigger ones need PAX records. */
+export const MAX_HEADER_ID = 0o777777;
+
 const USTAR_MAGIC = Buffer.from('ustar\x0000', 'latin1');
 
 /** tar-stream's octal field: `n` digits and a space, or all sevens when the value does not fit. */
