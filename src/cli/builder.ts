@@ -81,7 +81,10 @@ export function registerBuilder(program: Command): void {
     .option('--metrics <host:port>', 'serve Prometheus metrics on /metrics')
     .option('--storage-driver <name>', 'buildah storage driver: overlay (default) or vfs')
     .option('--allow-file-remotes', 'accept file:// git remotes (they read this machine)')
-    .option('--redis <url>', 'Redis shared by builder replicas: each build runs once among them')
+    .option(
+      '--redis <url>',
+      "Redis shared by builder replicas: each build runs once among them (the config's other redis keys stay)",
+    )
     .option('--redis-password-file <file>', "file holding Redis's password (not in the URL, so not in ps)")
     .option('--redis-key-prefix <prefix>', "prefix of the builder's Redis keys (default strata:builder:)")
     .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate')

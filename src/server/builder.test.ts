@@ -90,6 +90,20 @@ test('a config file with flags on top; paths relative to the file; plain-HTTP ho
   assert.equal(c.parallelism, 1);
   assert.equal(c.cacheMaxBytes, 1024 ** 3);
   assert.deepEqual(c.plainHttpHosts, ['reg.a:5000', 'reg.b:5000']);
+
+  // --redis sets the URL of the file's redis mapping; its password file, TLS and prefix stay.
+  const withRedis = join(dir, 'builder-redis.yaml');
+  await writeFile(
+    withRedis,
+    'redis:\n  url: rediss://old:6380\n  passwordFile: pw\n  tls: { ca: ca.pem }\n  keyPrefix: "team-a:"\n',
+  );
+  const r = await loadBuilderConfig(withRedis, { redis: 'rediss://new:6380' });
+  assert.deepEqual(r.redis, {
+    url: 'rediss://new:6380',
+    passwordFile: join(dir, 'pw'),
+    tls: { ca: join(dir, 'ca.pem') },
+    keyPrefix: 'team-a:',
+  });
   await assert.rejects(
     loadBuilderConfig(join(dir, 'missing.yaml')),
     (e) => errorKind(e) === 'InvalidArgument',

@@ -187,8 +187,18 @@ export async function loadBuilderConfig(
   }
   const fromFile = (doc ?? {}) as Record<string, unknown>;
   const hosts = [fromFile.plainHttpHosts ?? [], overrides.plainHttpHosts ?? []].flat();
-  return builderConfigFrom({ ...fromFile, ...overrides, plainHttpHosts: hosts }, dirname(resolve(file)));
+  const merged: Record<string, unknown> = { ...fromFile, ...overrides, plainHttpHosts: hosts };
+  // `--redis URL` (and its flags) set those keys of the file's redis mapping; its TLS, password file and
+  // prefix stay.
+  if (isMapping(fromFile.redis) && overrides.redis !== undefined) {
+    const flags = typeof overrides.redis === 'string' ? { url: overrides.redis } : overrides.redis;
+    merged.redis = { ...fromFile.redis, ...(flags as Record<string, unknown>) };
+  }
+  return builderConfigFrom(merged, dirname(resolve(file)));
 }
+
+const isMapping = (v: unknown): v is Record<string, unknown> =>
+  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Prometheus metrics of the builder, and the observer the orchestrator reports to. */
 export class BuilderMetrics implements BuilderObserver {
