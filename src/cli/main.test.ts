@@ -1,8 +1,13 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
+import { within } from '../../test/helpers/process.ts';
+import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { VERSION } from '../version.ts';
 import { FLAG_NAMES, RETIRED_FLAGS, SAME_NAME_OTHER_VALUE } from './flag-names.ts';
 import { buildProgram } from './main.ts';
@@ -113,4 +118,29 @@ test('an address variable that is set but empty counts as unset', async () => {
     await help('images', 'ls'),
     /--address <socket>\s+daemon socket\s+\(default:\s+"\/run\/strata\/strata\.sock"\)/,
   );
+});
+
+test('a reader that stops early (`strata spec ls | head -1`) ends the command quietly, as SIGPIPE would', async (t) => {
+  const store = await tempDir('cli-epipe');
+  t.after(() => removeTempDir(store));
+  // Far more output than a pipe holds, so the command is still writing when the reader goes.
+  await mkdir(join(store, 'specs'));
+  const spec = JSON.stringify({ baseRef: '127.0.0.1:5000/base:latest' });
+  await Promise.all(
+    Array.from({ length: 3000 }, (_, i) =>
+      writeFile(join(store, 'specs', `workspace-${i}-with-a-name-long-enough-to-fill-a-pipe.json`), spec),
+    ),
+  );
+  const child = spawn(bin, ['spec', 'ls', '--spec-store', store], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once('close', (code) => resolve(code)));
+  await within(once(child.stdout, 'data'), 30_000, 'first line of spec ls');
+  child.stdout.destroy();
+  const code = await within(exited, 30_000, 'spec ls after its reader went away');
+  assert.equal(stderr, '', 'no stack trace, no message');
+  assert.equal(code, 141, 'the status of a command ended by SIGPIPE');
 });
