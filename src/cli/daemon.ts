@@ -55,7 +55,7 @@ export function registerDaemon(program: Command): void {
   cmd.action(async (flags: DaemonFlags) => {
     tuneGcForStreaming();
     traceToStderr();
-    const logger = pino({ level: 'info', base: { pid: process.pid } });
+    const logger = pino({ level: 'info', base: { pid: process.pid, service: 'daemon' } });
     let config: ReturnType<typeof daemonConfig>;
     try {
       config = daemonConfig(await daemonInputWithFlags(flags));

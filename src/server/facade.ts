@@ -285,7 +285,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       if (hosted)
         throw invalidArgument('hosted repositories are given twice: by the config and by the caller');
       const { openHosted } = await import('./hosted.ts');
-      const h = await openHosted(config.hosted.root, logger.child({ component: 'hosted' }));
+      const h = await openHosted(config.hosted.root, logger);
       hosted = h;
       undo.push(() => h.close());
     }

@@ -89,7 +89,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     // Every gRPC server's calls on one pair of series, told apart by the method's full name.
     const grpcMetrics = new DaemonMetrics(registry);
     const instrument = (reg: ServiceRegistration) => grpcMetrics.instrument(reg);
-    const d = await startDaemon(config.daemon, logger.child({ component: 'daemon' }), {
+    const d = await startDaemon(config.daemon, logger.child({ service: 'daemon' }), {
       role: 'up',
       metrics: grpcMetrics,
     });
@@ -103,7 +103,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       content: d.parts.content,
       db: d.parts.db,
       gc: d.parts.gc,
-      logger: logger.child({ component: 'hosted' }),
+      logger: logger.child({ service: 'hosted' }),
     });
     undo.push(() => h.close());
 
@@ -117,7 +117,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     const listen = config.registry.listen;
     config.registry.plainHttpHosts.push(reachHost(listen.host));
     const f = await startFacade(config.registry, {
-      logger: logger.child({ component: 'registry' }),
+      logger: logger.child({ service: 'registry' }),
       registry,
       hosted: h,
       // The blob cache's blobs are rows of a namespace of its own on the daemon's store and database: a
@@ -137,7 +137,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
     if (!b.baseRepository) b.baseRepository = `${registryHost}/base-images`;
     if (!b.workspaceRepository) b.workspaceRepository = `${registryHost}/workspace-images`;
     b.plainHttpHosts.push(registryHost);
-    const running = await startBuilder(b, logger.child({ component: 'builder' }), {
+    const running = await startBuilder(b, logger.child({ service: 'builder' }), {
       registry,
       instrument,
       ...(serviceUser && {
