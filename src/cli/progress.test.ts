@@ -86,3 +86,117 @@ test('bar mode writes bars to the stream and stops cleanly', () => {
   assert.match(out.text, /45\.0 MiB\/45\.0 MiB/);
   assert.match(out.text, /total/);
 });
+
+/**
+ * What a terminal of `columns` shows after `text`: the cursor moves, line erases and wrap mode that the
+ * bars use (CSI A, B, G, K, J and ?7), lines wrapping at the edge unless wrapping is off.
+ */
+function screen(text: string, columns: number): string[] {
+  const lines: string[][] = [[]];
+  let row = 0;
+  let col = 0;
+  let wrap = true;
+  const line = () => {
+    while (lines.length <= row) lines.push([]);
+    return lines[row]!;
+  };
+  const seq = /^\x1b\[(\??)(\d*)([A-Za-z])/;
+  for (let i = 0; i < text.length; ) {
+    const m = text[i] === '\x1b' ? seq.exec(text.slice(i)) : null;
+    if (m) {
+      i += m[0].length;
+      const n = m[2] === '' ? undefined : Number(m[2]);
+      if (m[1] === '?') {
+        if (n === 7) wrap = m[3] === 'h';
+      } else if (m[3] === 'A') row = Math.max(0, row - (n ?? 1));
+      else if (m[3] === 'B') row += n ?? 1;
+      else if (m[3] === 'G') col = (n ?? 1) - 1;
+      else if (m[3] === 'K') line().splice(n === 2 ? 0 : col);
+      else if (m[3] === 'J') {
+        line().splice(col);
+        lines.splice(row + 1);
+      }
+      continue;
+    }
+    const c = text[i++]!;
+    if (c === '\r') col = 0;
+    else if (c === '\n') {
+      // The terminal driver turns a line feed into carriage return and line feed (onlcr).
+      row++;
+      col = 0;
+      line();
+    } else {
+      if (col >= columns) {
+        if (wrap) {
+          row++;
+          col = 0;
+        } else col = columns - 1;
+      }
+      const l = line();
+      while (l.length < col) l.push(' ');
+      l[col++] = c;
+    }
+  }
+  return lines.map((l) => l.join('').trimEnd()).filter((l) => l !== '');
+}
+
+const layer2: Descriptor = { ...layer, digest: `sha256:${'ef'.repeat(32)}` as Digest, size: 3 * 1024 * 1024 };
+const MiB = 1024 * 1024;
+
+test('bar mode on an 80-column terminal: every bar whole on the last screen, the log lines above', (t) => {
+  // The frames come from timers; the test moves the clock from frame to frame.
+  t.mock.timers.enable({ apis: ['setTimeout', 'setInterval'] });
+  const frame = () => t.mock.timers.tick(200);
+  const out = Object.assign(new Capture(), { isTTY: true, columns: 80 });
+  const p = createProgress(out, { env: {} });
+  p.onEvent({ type: 'fetch-start', kind: 'layer', descriptor: layer, offset: 0 });
+  p.onEvent({ type: 'fetch-start', kind: 'layer', descriptor: layer2, offset: 0 });
+  p.onEvent({ type: 'fetch-progress', descriptor: layer2, bytes: MiB });
+  frame();
+  p.onEvent({ type: 'fetch-done', kind: 'layer', descriptor: layer2, ms: 500, bytes: layer2.size });
+  p.onEvent({
+    type: 'exists',
+    kind: 'layer',
+    descriptor: { ...layer, digest: `sha256:${'cd'.repeat(32)}` as Digest },
+  });
+  p.onEvent({ type: 'fetch-done', kind: 'layer', descriptor: layer, ms: 1500, bytes: layer.size });
+  frame();
+  // Two lines in one frame, over bars that did not change since the last.
+  p.onEvent({ type: 'unpack-done', layer, chainId: layer.digest, applied: true, ms: 300 });
+  p.onEvent({ type: 'unpack-done', layer: layer2, chainId: layer2.digest, applied: true, ms: 200 });
+  frame();
+  // A line between the last frame and the end is shown too.
+  const chainId = `sha256:${'12'.repeat(32)}` as Digest;
+  p.onEvent({ type: 'unpack-done', layer: layer2, chainId, applied: false, ms: 1 });
+  p.finish();
+  const shown = screen(out.text, 80);
+  assert.deepEqual(shown.slice(0, 4), [
+    'exists sha256:cdcdcdcdcdcd…',
+    'unpacked sha256:abababababab… in 300ms',
+    'unpacked sha256:efefefefefef… in 200ms',
+    'snapshot sha256:121212121212… exists',
+  ]);
+  assert.equal(shown.length, 7, shown.join('\n'));
+  assert.match(shown[4]!, /^total +\[█+\] 48\.0 MiB\/48\.0 MiB \d+(\.\d)? \S+\/s$/);
+  assert.match(shown[5]!, /^sha256:abababababab… +\[█+\] 45\.0 MiB\/45\.0 MiB done in 1\.5s$/);
+  assert.match(shown[6]!, /^sha256:efefefefefef… +\[█+\] 3\.0 MiB\/3\.0 MiB done in 500ms$/);
+});
+
+test('bars only where they fit: plain lines on a dumb or narrow terminal', () => {
+  for (const [env, columns] of [
+    [{ TERM: 'dumb' }, 120],
+    [{}, 40],
+  ] as const) {
+    const out = Object.assign(new Capture(), { isTTY: true, columns });
+    const p = createProgress(out, { env });
+    p.onEvent({ type: 'fetch-start', kind: 'layer', descriptor: layer, offset: 0 });
+    p.onEvent({ type: 'fetch-done', kind: 'layer', descriptor: layer, ms: 1000, bytes: layer.size });
+    p.finish();
+    assert.doesNotMatch(
+      out.text,
+      /\x1b|\r/,
+      `no control sequences with TERM=${env.TERM} on ${columns} columns`,
+    );
+    assert.match(out.text, /^fetch layer sha256:abababababab… \(45\.0 MiB\)\ndone /);
+  }
+});

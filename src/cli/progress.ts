@@ -1,6 +1,7 @@
-// Pull progress for people: on a terminal, a bar per blob being fetched (bytes done/total and rate) and a
-// total bar; otherwise plain lines, a status line per active blob at most once per interval plus a line
-// when each blob is done, so logs stay readable and small.
+// Pull progress for people: on a terminal wide enough, a bar per blob being fetched (bytes done/total and
+// rate) and a total bar; otherwise (a pipe, a file, TERM=dumb, a narrow terminal) plain lines, a status
+// line per active blob at most once per interval plus a line when each blob is done, so logs stay
+// readable and small.
 import type { Writable } from 'node:stream';
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
 import type { BlobKind, PullEvent } from '../client/pull/events.ts';
@@ -16,6 +17,8 @@ export interface ProgressOptions {
   tty?: boolean;
   /** Plain mode: status lines for active blobs at most this often (default 1000 ms). */
   intervalMs?: number;
+  /** Where TERM is read (default process.env): a dumb terminal gets plain lines. */
+  env?: Readonly<Record<string, string | undefined>>;
 }
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
@@ -53,12 +56,23 @@ interface Active {
   bar?: SingleBar;
 }
 
+/** A bar line: label, bar, `1023.9 MiB/1023.9 MiB` and the rate or `done in 59.9s`, with spaces. */
+const LABEL_WIDTH = 20;
+const FIGURES_WIDTH = 1 + 2 + 1 + 21 + 1 + 13;
+const MAX_BAR = 30;
+const MIN_BAR = 10;
+
 export function createProgress(
-  out: Writable & { isTTY?: boolean },
+  out: Writable & { isTTY?: boolean; columns?: number },
   opts: ProgressOptions = {},
 ): ProgressDisplay {
-  return (opts.tty ?? out.isTTY === true)
-    ? new BarsDisplay(out)
+  const env = opts.env ?? process.env;
+  // The last column is left free: a character there makes some terminals wrap.
+  const room = out.isTTY === true && out.columns ? out.columns - 1 - LABEL_WIDTH - FIGURES_WIDTH : MAX_BAR;
+  const barSize = Math.min(MAX_BAR, room);
+  const bars = opts.tty ?? (out.isTTY === true && env.TERM !== 'dumb' && barSize >= MIN_BAR);
+  return bars
+    ? new BarsDisplay(out, Math.max(MIN_BAR, barSize))
     : new PlainDisplay(out, opts.intervalMs ?? 1000);
 }
 
@@ -156,16 +170,19 @@ class BarsDisplay implements ProgressDisplay {
   private readonly timer: NodeJS.Timeout;
   private finished = false;
 
-  constructor(out: Writable) {
+  constructor(out: Writable, barSize: number) {
     this.bars = new MultiBar(
       {
         stream: out,
         format: '{label} [{bar}] {done}/{size} {rate}',
         hideCursor: true,
         clearOnComplete: false,
-        barsize: 30,
+        barsize: barSize,
         fps: 8,
         autopadding: true,
+        // Every bar on every frame: the library skips a bar whose text did not change, but a log line
+        // printed above the bars has moved them all down a line, so a skipped bar would be lost.
+        forceRedraw: true,
       },
       Presets.shades_classic,
     );
@@ -176,7 +193,7 @@ class BarsDisplay implements ProgressDisplay {
   }
 
   private payload(label: string, done: number, size: number, r: string) {
-    return { label: label.padEnd(27), done: formatBytes(done), size: formatBytes(size), rate: r };
+    return { label: label.padEnd(LABEL_WIDTH), done: formatBytes(done), size: formatBytes(size), rate: r };
   }
 
   private refresh(): void {
@@ -237,13 +254,13 @@ class BarsDisplay implements ProgressDisplay {
         break;
       }
       case 'exists':
-        if (e.kind === 'layer') this.bars.log(`exists ${shortDigest(e.descriptor.digest)}\n`);
+        if (e.kind === 'layer') this.log(`exists ${shortDigest(e.descriptor.digest)}`);
         break;
       case 'unpack-done':
-        this.bars.log(
+        this.log(
           e.applied
-            ? `unpacked ${shortDigest(e.layer.digest)} in ${formatDuration(e.ms)}\n`
-            : `snapshot ${shortDigest(e.chainId)} exists\n`,
+            ? `unpacked ${shortDigest(e.layer.digest)} in ${formatDuration(e.ms)}`
+            : `snapshot ${shortDigest(e.chainId)} exists`,
         );
         break;
       default:
@@ -251,11 +268,21 @@ class BarsDisplay implements ProgressDisplay {
     }
   }
 
+  /**
+   * A line above the bars, printed with the next frame. The library writes queued lines over the bars'
+   * old lines without erasing them, so each erases its line first.
+   */
+  private log(line: string): void {
+    this.bars.log(`\x1b[2K${line}\n`);
+  }
+
   finish(): void {
     if (this.finished) return;
     this.finished = true;
     clearInterval(this.timer);
     this.refresh();
+    // One last frame: stop() draws the bars but drops lines still queued for the next frame.
+    this.bars.update();
     this.bars.stop();
   }
 }

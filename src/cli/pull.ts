@@ -61,7 +61,11 @@ export function registerPull(program: Command): void {
         '--registered',
         "fetch and unpack what the daemon's image <ref> points at, instead of resolving <ref> at the registry",
       )
-      .option('--progress <mode>', 'auto, tty, plain or none', 'auto'),
+      .option(
+        '--progress <mode>',
+        'auto (bars on a terminal at least 70 columns wide unless TERM=dumb, else plain lines), tty, plain or none',
+        'auto',
+      ),
   ).action(async (ref: string, flags: PullFlags) => {
     // No tuneGcForStreaming() here, unlike the daemon: with external memory counted in V8's global limit
     // the pull kept ~250 MiB of spent registry chunks alive between collections, and that memory was
