@@ -200,3 +200,19 @@ test('bars only where they fit: plain lines on a dumb or narrow terminal', () =>
     assert.match(out.text, /^fetch layer sha256:abababababab… \(45\.0 MiB\)\ndone /);
   }
 });
+
+test('bar mode: a blob fetched again from 0 after a resumed attempt keeps one bar, and the total counts each byte fetched once', () => {
+  const out = Object.assign(new Capture(), { isTTY: true, columns: 80 });
+  const p = createProgress(out, { env: {} });
+  p.onEvent({ type: 'fetch-start', kind: 'layer', descriptor: layer, offset: 40 * MiB });
+  p.onEvent({ type: 'fetch-progress', descriptor: layer, bytes: 45 * MiB });
+  // The daemon refused the resumed bytes: the whole blob again, from 0.
+  p.onEvent({ type: 'fetch-start', kind: 'layer', descriptor: layer, offset: 0 });
+  p.onEvent({ type: 'fetch-progress', descriptor: layer, bytes: 10 * MiB });
+  p.onEvent({ type: 'fetch-done', kind: 'layer', descriptor: layer, ms: 1000, bytes: 50 * MiB });
+  p.finish();
+  const shown = screen(out.text, 80);
+  assert.equal(shown.length, 2, shown.join('\n'));
+  assert.match(shown[0]!, /^total +\[█+\] 50\.0 MiB\/50\.0 MiB /);
+  assert.match(shown[1]!, /^sha256:abababababab… +\[█+\] 45\.0 MiB\/45\.0 MiB done in 1\.0s$/);
+});

@@ -217,6 +217,10 @@ class BarsDisplay implements ProgressDisplay {
     switch (e.type) {
       case 'fetch-start': {
         const d = e.descriptor;
+        // Fetched again from the start (the daemon refused a resumed ingest's bytes): the attempt given
+        // up counts for what it moved, and its bar goes on from the new position.
+        const before = this.active.get(d.digest);
+        if (before) this.totalBytes -= before.size - before.bytes;
         this.totalBytes += d.size - e.offset;
         const a: Active = {
           kind: e.kind,
@@ -226,7 +230,10 @@ class BarsDisplay implements ProgressDisplay {
           bytes: e.offset,
           printed: 0,
         };
-        if (e.kind === 'layer') {
+        if (before?.bar) {
+          a.bar = before.bar;
+          a.bar.update(e.offset, this.payload(shortDigest(d.digest), e.offset, d.size, ''));
+        } else if (e.kind === 'layer') {
           a.bar = this.bars.create(
             Math.max(1, d.size),
             e.offset,
