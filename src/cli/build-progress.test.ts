@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
+import { screen } from '../../test/helpers/terminal-screen.ts';
 import { BuildProgressTracker, buildOutput } from './build-progress.ts';
 
 test('build progress: steps come from STEP n/m lines, also split across chunks and in multi-stage form', () => {
@@ -64,5 +65,29 @@ test('build output elsewhere: status lines to stderr, the log bytes to stdout un
   o.finish();
   await new Promise((r) => setImmediate(r));
   assert.equal(err.text(), '[queued] reg/ws:abc: waiting (position 2)\n');
+  assert.equal(out.text(), 'STEP 1/1: FROM x\n');
+});
+
+test('build output on a terminal: a log line wider than the terminal is shown whole, wrapped', async () => {
+  const out = terminal();
+  const err = Object.assign(terminal(), { columns: 40 });
+  const o = buildOutput(out, err, { env: {} });
+  const long = `error: ${'x'.repeat(90)} the end`;
+  o.log(new TextEncoder().encode(`STEP 1/1: RUN make\n${long}\n`));
+  o.finish();
+  await new Promise((r) => setImmediate(r));
+  const shown = screen(err.text(), 40);
+  assert.equal(shown.join(''), `STEP 1/1: RUN make${long}`);
+});
+
+test('build output on a dumb terminal: plain lines, no control sequences', async () => {
+  const out = terminal();
+  const err = terminal();
+  const o = buildOutput(out, err, { env: { TERM: 'dumb' } });
+  o.status('running', '[running] reg/ws:abc: building');
+  o.log(new TextEncoder().encode('STEP 1/1: FROM x\n'));
+  o.finish();
+  await new Promise((r) => setImmediate(r));
+  assert.equal(err.text(), '[running] reg/ws:abc: building\n');
   assert.equal(out.text(), 'STEP 1/1: FROM x\n');
 });

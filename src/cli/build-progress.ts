@@ -47,11 +47,17 @@ export interface BuildOutput {
 type Stream = Writable & { isTTY?: boolean };
 
 /**
- * On a terminal (both streams), one bar (the step of buildah's STEP n/m lines, the phase, elapsed time)
- * with status and log lines printed above it; otherwise status lines to `err` and the log to `out`.
+ * On a terminal (both streams, TERM not dumb), one bar (the step of buildah's STEP n/m lines, the phase,
+ * elapsed time) with status and log lines printed above it; otherwise status lines to `err` and the log
+ * to `out`. `env` is where TERM is read (default process.env).
  */
-export function buildOutput(out: Stream, err: Stream, opts: { tty?: boolean } = {}): BuildOutput {
-  if (!(opts.tty ?? (out.isTTY === true && err.isTTY === true))) {
+export function buildOutput(
+  out: Stream,
+  err: Stream,
+  opts: { tty?: boolean; env?: Readonly<Record<string, string | undefined>> } = {},
+): BuildOutput {
+  const dumb = (opts.env ?? process.env).TERM === 'dumb';
+  if (!(opts.tty ?? (out.isTTY === true && err.isTTY === true && !dumb))) {
     return { status: (_p, line) => err.write(`${line}\n`), log: (c) => out.write(c), finish() {} };
   }
   const tracker = new BuildProgressTracker();
@@ -64,6 +70,9 @@ export function buildOutput(out: Stream, err: Stream, opts: { tty?: boolean } = 
       hideCursor: true,
       clearOnComplete: true,
       noTTYOutput: opts.tty === true,
+      // The log lines above the bar wrap as the terminal wraps them (the library would turn wrapping off
+      // and cut each at the right edge); the bar itself is cut to the terminal's width either way.
+      linewrap: true,
     },
     Presets.shades_classic,
   );
