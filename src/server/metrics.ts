@@ -155,7 +155,8 @@ export interface ReadyState {
 
 /**
  * Serves the registry's exposition on GET /metrics; with `ready`, also /readyz (200 or 503 with its JSON)
- * and /healthz (200 while the process answers). Resolves with the bound port.
+ * and /healthz (200 while the process answers). HEAD works as GET, other methods get 405, other paths
+ * 404. Resolves with the bound port.
  */
 export async function serveMetrics(
   metrics: { readonly registry: Registry },
@@ -163,13 +164,23 @@ export async function serveMetrics(
   port: number,
   ready?: () => Promise<ReadyState>,
 ): Promise<{ port: number; close(): Promise<void> }> {
+  const paths = ready ? ['/metrics', '/readyz', '/healthz'] : ['/metrics'];
   const server: Server = createServer((req, res) => {
-    const path = (req.url ?? '').split('?')[0];
-    if (req.method === 'GET' && ready && path === '/healthz') {
+    const path = (req.url ?? '').split('?')[0] ?? '';
+    if (!paths.includes(path)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+      return;
+    }
+    // HEAD is answered as GET (Node leaves the body out); any other method is not for these paths.
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { 'content-type': 'text/plain', allow: 'GET, HEAD' }).end('method not allowed\n');
+      return;
+    }
+    if (ready && path === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
       return;
     }
-    if (req.method === 'GET' && ready && path === '/readyz') {
+    if (ready && path === '/readyz') {
       ready().then(
         (r) =>
           res.writeHead(r.ready ? 200 : 503, { 'content-type': 'application/json' }).end(JSON.stringify(r)),
@@ -178,10 +189,6 @@ export async function serveMetrics(
             .writeHead(503, { 'content-type': 'application/json' })
             .end(JSON.stringify({ ready: false, reason: err instanceof Error ? err.message : String(err) })),
       );
-      return;
-    }
-    if (req.method !== 'GET' || path !== '/metrics') {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
       return;
     }
     metrics.registry.metrics().then(
