@@ -5,7 +5,7 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { invalidArgument, messageOf } from '../errors.ts';
 import { loadBuilderConfig, startBuilder } from '../server/builder.ts';
-import { hiddenAlias } from './flag-names.ts';
+import { hiddenAlias, parseLogLevel } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 interface BuilderFlags {
@@ -89,7 +89,7 @@ export function registerBuilder(program: Command): void {
     .option('--redis-key-prefix <prefix>', "prefix of the builder's Redis keys (default strata:builder:)")
     .option('--tls-cert <file>', 'serve gRPC over TLS with this PEM certificate')
     .option('--tls-key <file>', "the certificate's PEM private key")
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', parseLogLevel, 'info');
   hiddenAlias(cmd, '--state-dir <dir>', 'root');
   hiddenAlias(cmd, '--plain-http <host[:port]>', 'plainHttpHost', true);
   cmd.action(async (flags: BuilderFlags) => {

@@ -19,7 +19,7 @@ import {
   parseListen,
   parseSeconds,
 } from '../server/facade-config.ts';
-import { hiddenAlias } from './flag-names.ts';
+import { hiddenAlias, parseLogLevel } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
@@ -128,7 +128,7 @@ export function registerFacade(program: Command): void {
     )
     .option('--tls-cert <file>', 'serve HTTPS with this PEM certificate (reloaded on change)')
     .option('--tls-key <file>', "the certificate's PEM private key")
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info');
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', parseLogLevel, 'info');
   hiddenAlias(cmd, '--plain-http <host[:port]>', 'plainHttpHost', true);
   cmd.action(async (flags: FacadeFlags) => {
     const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });

@@ -1,6 +1,7 @@
 // One name per thing across the strata commands: the table below is what src/cli/main.test.ts holds every
 // command's options to. A name a command used before keeps working as a hidden alias.
-import { type Command, Option } from 'commander';
+import { type Command, InvalidArgumentError, Option } from 'commander';
+import { LOG_LEVELS, type LogLevel } from '../server/config.ts';
 
 /** The shared flags: the same name means the same thing, with the same kind of value, in every command. */
 export const FLAG_NAMES: Readonly<Record<string, string>> = {
@@ -52,4 +53,14 @@ export function hiddenAlias<C extends Command>(cmd: C, flags: string, target: st
     cmd.setOptionValue(target, repeatable ? [...(Array.isArray(prev) ? prev : []), value] : value);
   });
   return cmd;
+}
+
+/**
+ * Parses `--log-level` for the commands that take it only as a flag (facade, builder, spec serve): a
+ * level pino does not know is a usage error naming the levels, not a crash when the logger is made.
+ */
+export function parseLogLevel(value: string): LogLevel {
+  const level = LOG_LEVELS.find((l) => l === value);
+  if (level === undefined) throw new InvalidArgumentError(`Allowed levels are ${LOG_LEVELS.join(', ')}.`);
+  return level;
 }

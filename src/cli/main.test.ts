@@ -144,3 +144,21 @@ test('a reader that stops early (`strata spec ls | head -1`) ends the command qu
   assert.equal(stderr, '', 'no stack trace, no message');
   assert.equal(code, 141, 'the status of a command ended by SIGPIPE');
 });
+
+test('a log level that does not exist is refused with the levels named, by every server command', async () => {
+  const cases = [
+    ['facade', '--cache-dir', '/nonexistent/strata-test-cache'],
+    ['builder', '--base-repo', 'r/b', '--workspace-repo', 'r/w', '--root', '/nonexistent/strata-test-root'],
+    ['spec', 'serve', '--spec-store', '/nonexistent/strata-test-specs', '--listen', '127.0.0.1:0'],
+  ];
+  for (const args of cases) {
+    const r = await run(bin, [...args, '--log-level', 'loud'], { timeout: 30_000 }).then(
+      () => assert.fail(`strata ${args[0]} started with --log-level loud`),
+      (err: { code?: number; stdout: string; stderr: string }) => err,
+    );
+    assert.notEqual(r.code, 0, args[0]);
+    const said = r.stdout + r.stderr;
+    assert.match(said, /fatal, error, warn, info, debug, trace(,| or) silent/, `${args[0]}: ${said}`);
+    assert.doesNotMatch(said, /\n\s+at /, `${args[0]}: no stack trace`);
+  }
+});

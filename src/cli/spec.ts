@@ -16,7 +16,7 @@ import {
   serveSpecStore,
 } from '../server/spec-provider.ts';
 import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
-import { hiddenAlias } from './flag-names.ts';
+import { hiddenAlias, parseLogLevel } from './flag-names.ts';
 import { runUntilSignalled } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
@@ -216,7 +216,7 @@ export function registerSpec(program: Command): void {
       '--writable',
       'also take puts and removals (strata.specstore.v1.SpecStore): anyone reaching --listen can then add specs',
     )
-    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', 'info')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', parseLogLevel, 'info')
     .action((f: { specStore: string; listen: string; logLevel: string; writable?: boolean }) =>
       run(async () => {
         // Only `serve` needs the listen-address parser (with the facade's whole config module) and a
