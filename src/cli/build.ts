@@ -1,7 +1,7 @@
 // `strata build`: a client of a builder (`strata builder` or any builder.ImageBuilder). `build <source>`
 // asks for a build of a git repository's Dockerfile or of an image reference, prints the status as it
 // changes and the build's log as it is written, and exits 0 on success, 1 on a failed build, 2 when the
-// builder could not be asked. `build logs` replays and follows a build's log; `build ls` lists builds.
+// builder could not be asked, 130 when interrupted (SIGINT or SIGTERM; the build itself goes on). `build logs` replays and follows a build's log; `build ls` lists builds.
 
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Client } from '@grpc/grpc-js';
@@ -99,7 +99,17 @@ export function registerBuild(program: Command): void {
       let following: Promise<void> | undefined;
       const stop = new AbortController();
       let final: { ok: boolean; message: string; ref: string } | undefined;
+      let buildId: string | undefined;
       const output = buildOutput(process.stdout, process.stderr);
+      // Ctrl-C ends the call, not the build (the builder goes on without its caller); the bar is taken
+      // down first, so the terminal gets its cursor back.
+      let interrupted = false;
+      const onSignal = () => {
+        interrupted = true;
+        stop.abort();
+      };
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
       try {
         for await (const res of callServerStream(
           client,
@@ -113,6 +123,7 @@ export function registerBuild(program: Command): void {
           if (res.status === BuildStatus.running) {
             output.status(status, `[${status}] ${res.ref}${res.message ? `: ${res.message}` : ''}`);
             const id = res.info?.buildId;
+            if (id) buildId = id;
             if (flags.logs && id && !following) {
               following = (async () => {
                 for await (const chunk of callServerStream(
@@ -136,9 +147,16 @@ export function registerBuild(program: Command): void {
       } catch (err) {
         stop.abort();
         output.finish();
-        failRpc(err);
+        if (interrupted) {
+          const follow = buildId ? ` (strata build logs ${buildId})` : '';
+          process.stderr.write(`strata build: interrupted; the build goes on on the builder${follow}\n`);
+          process.exitCode = 130;
+        } else failRpc(err);
         client.close();
         return;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
       }
       client.close();
       if (!final) {
