@@ -42,8 +42,11 @@ export async function resolveSnapshotter(api: DaemonApi, asked: string | undefin
   if (asked) return asked;
   try {
     return (await api.namespaceLabels())[SNAPSHOTTER_LABEL] || DEFAULT_SNAPSHOTTER;
-  } catch {
-    return DEFAULT_SNAPSHOTTER;
+  } catch (err) {
+    // A namespace not made yet (the pull makes it) has no default; a daemon that does not answer is
+    // said now, not after waiting out the next call's deadline too.
+    if (isNotFound(err)) return DEFAULT_SNAPSHOTTER;
+    throw err;
   }
 }
 const LEASE_TTL_MS = 24 * 3600 * 1000;
