@@ -57,9 +57,16 @@ test('redis: a URL, or a mapping with a password file and TLS files; what is wro
     [{ url: 'rediss://x', tls: { key: 'k.pem' } }, /redis.tls: cert and key go together/],
     [{ url: 'rediss://x', tls: { crt: 'c.pem' } }, /redis.tls.crt: unknown key/],
     [{ url: 'redis://x', keyPrefix: 3 }, /redis.keyPrefix: want a string/],
+    ['redis://x/cache', /redis: the URL's database must be a number/],
+    ['redis://u:p%ZZw@x', /redis: the URL's user and password must be valid percent-encoding/],
   ] as const) {
     assert.throws(() => c(redis), msg);
   }
+  // Never the password in what is said.
+  assert.throws(
+    () => c('redis://u:SECRET%ZZ@x/cache'),
+    (err: Error) => !err.message.includes('SECRET'),
+  );
   assert.equal(c({ url: 'redis://x', keyPrefix: 'team-a:' })?.keyPrefix, 'team-a:');
 });
 

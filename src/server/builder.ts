@@ -24,6 +24,7 @@ import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { canonicalHost } from '../registry/hosts.ts';
 import {
   checkRedisEndpoint,
+  checkRedisUrl,
   type RedisEndpoint,
   redisCredentials,
   TLS_CLIENT_KEYS,
@@ -118,6 +119,7 @@ function redisEndpoint(
   const url = o.url;
   if (typeof url !== 'string' || !/^rediss?:\/\//.test(url) || !URL.canParse(url))
     fail('redis', 'want a URL such as redis://host:6379');
+  checkRedisUrl(url, 'redis', fail);
   const e: RedisEndpoint = { url };
   if (o.passwordFile !== undefined) e.passwordFile = path(o.passwordFile, 'redis.passwordFile');
   if (o.tls !== undefined) e.tls = tlsClientFilesFrom(o.tls, 'redis.tls', path, fail);

@@ -50,6 +50,27 @@ export interface RedisEndpoint {
   tls?: TlsClientFiles;
 }
 
+/**
+ * What node-redis would refuse only when it connects, with words of its own and no key named ("Invalid
+ * pathname", "URI malformed"): a database that is not a number, credentials that do not percent-decode.
+ * The URL itself is not repeated: it may carry the password.
+ */
+export function checkRedisUrl(
+  url: string,
+  where: string,
+  fail: (where: string, what: string) => never,
+): void {
+  const u = new URL(url);
+  if (u.pathname.length > 1 && !/^\/\d+$/.test(u.pathname))
+    fail(where, "the URL's database must be a number (redis://host:6379/0)");
+  try {
+    decodeURIComponent(u.username);
+    decodeURIComponent(u.password);
+  } catch {
+    fail(where, "the URL's user and password must be valid percent-encoding");
+  }
+}
+
 /** The rules between a Redis endpoint's settings; `fail` reports the key at fault (under `where`). */
 export function checkRedisEndpoint(
   e: RedisEndpoint,

@@ -258,6 +258,11 @@ redis:
     ['redis: { url: "redis://x", timeoutMs: 0 }', /redis.timeoutMs: want a positive number/],
     ['redis: { url: "redis://x", tagTtlSeconds: -1 }', /redis.tagTtlSeconds/],
     ['redis: { url: "redis://x", maxValueBytes: 10 }', /redis.maxValueBytes: want at least 1KiB/],
+    ['redis: { url: "redis://x/cache" }', /redis.url: the URL's database must be a number/],
+    [
+      'redis: { url: "redis://:p%ZZw@x" }',
+      /redis.url: the URL's user and password must be valid percent-encoding/,
+    ],
   ] as const) {
     assert.throws(() => parseFacadeConfig(text, '/'), msg);
   }

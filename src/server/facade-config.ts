@@ -20,6 +20,7 @@ import { parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
 import {
   checkRedisEndpoint,
+  checkRedisUrl,
   type RedisEndpoint,
   TLS_CLIENT_KEYS,
   type TlsClientFiles,
@@ -529,6 +530,7 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     const url = str(ro.url, 'redis.url');
     if (!/^rediss?:\/\//.test(url) || !URL.canParse(url))
       fail('redis.url', 'want a URL such as redis://host:6379');
+    checkRedisUrl(url, 'redis.url', fail);
     const passwordFile = optPath(ro.passwordFile, 'redis.passwordFile');
     const tls = ro.tls === undefined || ro.tls === null ? undefined : tlsClientFiles(ro.tls, 'redis.tls');
     checkRedisEndpoint({ url, passwordFile, tls }, 'redis', fail);
