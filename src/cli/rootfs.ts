@@ -20,9 +20,22 @@ export function registerRootfs(program: Command): void {
   ).action(async (ref: string, dir: string, flags: RootfsFlags) => {
     await withDaemon('rootfs', flags, async (api) => {
       const platform = flags.platform === undefined ? defaultPlatform() : parsePlatform(flags.platform);
-      const image = await findImage(api, ref);
-      const snapshotter = await resolveSnapshotter(api, flags.snapshotter);
-      await exportRootfs(api, image, dir, { platform, snapshotter });
+      // Ctrl-C stops the copy and still removes the view it copies from (and an overlay mounted for it),
+      // which a killed process would leave behind.
+      const stop = new AbortController();
+      const onSignal = () => stop.abort(new Error('interrupted'));
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        const image = await findImage(api, ref);
+        const snapshotter = await resolveSnapshotter(api, flags.snapshotter);
+        await exportRootfs(api, image, dir, { platform, snapshotter, signal: stop.signal });
+      } catch (err) {
+        throw stop.signal.aborted ? stop.signal.reason : err;
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     });
   });
 }

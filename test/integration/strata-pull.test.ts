@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
-import { access, lstat, readdir, readFile, readlink } from 'node:fs/promises';
+import { access, lstat, mkdir, readdir, readFile, readlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createGunzip } from 'node:zlib';
@@ -438,6 +438,53 @@ describe('strata pull through the daemon', () => {
     const again = await strata(['rootfs', ...NATIVE, ...flags(daemon), ref, target]);
     assert.notEqual(again.code, 0);
     assert.match(again.stderr, /is not empty/);
+  });
+
+  test('Ctrl-C mid-rootfs: the copy stops, the view it copied from is removed, a non-zero exit', async (t) => {
+    const daemon = await startDaemon({ t });
+    await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
+    const dir = await tempDir('rootfs-int');
+    t.after(() => removeTempDir(dir));
+    // A cp that stops itself before copying: the signal comes while the copy is under way, however small
+    // the image.
+    const bin = join(dir, 'bin');
+    await mkdir(bin);
+    await writeFile(join(bin, 'cp'), '#!/bin/sh\nkill -STOP $$\nexec /bin/cp "$@"\n', { mode: 0o755 });
+    const child = spawn(BIN, ['rootfs', ...NATIVE, ...flags(daemon), ref, join(dir, 'out')], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, PATH: `${bin}:${process.env.PATH}` },
+    });
+    t.after(() => child.kill('SIGKILL'));
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
+    const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+    const cp = await waitFor(
+      async () => {
+        const pid = Number((await runProcess('pgrep', ['-P', String(child.pid), '-x', 'cp'])).stdout.trim());
+        if (!(pid > 1)) return undefined;
+        // Field 3 of /proc/PID/stat, after the parenthesized name: T once it has stopped itself.
+        const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+        return stat.slice(stat.lastIndexOf(')') + 2).startsWith('T') ? pid : undefined;
+      },
+      60_000,
+      { what: 'the copy started' },
+    );
+    t.after(() => {
+      try {
+        process.kill(cp, 'SIGKILL');
+      } catch {
+        // Gone already: the interrupted rootfs ended it.
+      }
+    });
+    child.kill('SIGINT');
+    const [code] = await exited;
+    assert.notEqual(code, 0);
+    assert.equal(stderr, 'strata rootfs: interrupted\n');
+    assert.doesNotMatch(
+      await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']),
+      /rootfs-export-/,
+      'no view left behind',
+    );
   });
 
   test('an index: the host platform by default, another on request, gc.ref labels for every child', async (t) => {

@@ -52,7 +52,12 @@ export async function exportRootfs(
 /** `cp -a -T SRC DST`: DST gets SRC's contents and SRC's own metadata. */
 function copyTree(src: string, dst: string, signal?: AbortSignal): Promise<void> {
   return new Promise((done, fail) => {
-    const cp = spawn('cp', ['-a', '-T', '--', src, dst], { stdio: ['ignore', 'ignore', 'pipe'], signal });
+    // Stopped at once when aborted: a cp has nothing to tidy, and a stopped one would hold the export up.
+    const cp = spawn('cp', ['-a', '-T', '--', src, dst], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+      signal,
+      killSignal: 'SIGKILL',
+    });
     let stderr = '';
     cp.stderr.setEncoding('utf8').on('data', (s: string) => {
       if (stderr.length < 4096) stderr += s;
