@@ -1,6 +1,7 @@
 // The flags every daemon-facing command takes, and running a command against a connected client.
 import { DEFAULT_NAMESPACE, GrpcDaemonApi } from '../client/grpc-daemon-api.ts';
 import { DEFAULT_ADDRESS } from '../server/config.ts';
+import { wasInterrupted } from './interrupt.ts';
 
 /** Flags every daemon-facing command takes. */
 export interface DaemonFlags {
@@ -29,7 +30,7 @@ export async function withDaemon(
     await fn(api);
   } catch (err) {
     process.stderr.write(`strata ${what}: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
+    process.exitCode = wasInterrupted() ? 130 : 1;
   } finally {
     api?.close();
   }

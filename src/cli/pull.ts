@@ -14,6 +14,7 @@ import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { traceToStderr } from '../server/trace-log.ts';
 import { tracePhase } from '../trace.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
+import { interruptSignal } from './interrupt.ts';
 import { createProgress, formatBytes, formatDuration } from './progress.ts';
 
 interface PullFlags extends DaemonFlags {
@@ -92,10 +93,7 @@ export function registerPull(program: Command): void {
           ? undefined
           : createProgress(process.stdout, mode === 'auto' ? {} : { tty: mode === 'tty' });
       const started = performance.now();
-      const stop = new AbortController();
-      const onSignal = () => stop.abort(new Error('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const stop = interruptSignal();
       try {
         const result = await pullImage(registry, daemon, ref, {
           ...(platform ? { platform } : {}),
@@ -114,8 +112,7 @@ export function registerPull(program: Command): void {
         );
       } finally {
         progress?.finish();
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stop.dispose();
         await registry.close();
       }
     });

@@ -4,6 +4,7 @@ import { findImage, resolveSnapshotter } from '../client/pull/pull.ts';
 import { exportRootfs } from '../client/pull/rootfs.ts';
 import { defaultPlatform, parsePlatform } from '../oci/platform.ts';
 import { type DaemonFlags, withDaemon, withDaemonFlags } from './daemon-flags.ts';
+import { interruptSignal } from './interrupt.ts';
 
 interface RootfsFlags extends DaemonFlags {
   platform?: string;
@@ -22,10 +23,7 @@ export function registerRootfs(program: Command): void {
       const platform = flags.platform === undefined ? defaultPlatform() : parsePlatform(flags.platform);
       // Ctrl-C stops the copy and still removes the view it copies from (and an overlay mounted for it),
       // which a killed process would leave behind.
-      const stop = new AbortController();
-      const onSignal = () => stop.abort(new Error('interrupted'));
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const stop = interruptSignal();
       try {
         const image = await findImage(api, ref);
         const snapshotter = await resolveSnapshotter(api, flags.snapshotter);
@@ -33,8 +31,7 @@ export function registerRootfs(program: Command): void {
       } catch (err) {
         throw stop.signal.aborted ? stop.signal.reason : err;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        stop.dispose();
       }
     });
   });

@@ -348,7 +348,7 @@ describe('strata pull through the daemon', () => {
     assert.match(await daemon.ctrOk(['images', 'check', '--snapshotter', 'native']), /complete \(7\/7\)/);
   });
 
-  test('Ctrl-C mid-pull: a non-zero exit, no image, no scratch snapshot, no lease', async (t) => {
+  test('Ctrl-C mid-pull: exit 130, no image, no scratch snapshot, no lease', async (t) => {
     const daemon = await startDaemon({ t });
     const slow = await countingProxy(reg.url, { bytesPerSecond: 64 * 1024 });
     t.after(() => slow.close());
@@ -366,7 +366,7 @@ describe('strata pull through the daemon', () => {
     });
     child.kill('SIGINT');
     const [code] = await exited;
-    assert.notEqual(code, 0, stdout);
+    assert.equal(code, 130, stdout);
     // What happened, not an internal step it cut short ('walk aborted', 'apply layer …: Cancelled').
     assert.equal(stderr, 'strata pull: interrupted\n');
     assert.equal(await daemon.ctrOk(['images', 'ls', '-q']), '');
@@ -440,7 +440,7 @@ describe('strata pull through the daemon', () => {
     assert.match(again.stderr, /is not empty/);
   });
 
-  test('Ctrl-C mid-rootfs: the copy stops, the view it copied from is removed, a non-zero exit', async (t) => {
+  test('Ctrl-C mid-rootfs: the copy stops, the view it copied from is removed, exit 130', async (t) => {
     const daemon = await startDaemon({ t });
     await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);
     const dir = await tempDir('rootfs-int');
@@ -478,7 +478,7 @@ describe('strata pull through the daemon', () => {
     });
     child.kill('SIGINT');
     const [code] = await exited;
-    assert.notEqual(code, 0);
+    assert.equal(code, 130);
     assert.equal(stderr, 'strata rootfs: interrupted\n');
     assert.doesNotMatch(
       await daemon.ctrOk(['snapshots', '--snapshotter', 'native', 'ls']),
