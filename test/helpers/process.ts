@@ -191,11 +191,12 @@ export async function spawnServer(
 }
 
 /**
- * Polls `fn` until it returns something other than undefined/false/null and returns that value.
- * Throws (DeadlineExceeded, with the last error seen) after `timeoutMs`.
+ * Polls `fn` until it returns something other than undefined/false/null/'' and returns that value (an
+ * empty string is output not there yet). Throws (DeadlineExceeded, with the last error seen) after
+ * `timeoutMs`.
  */
 export async function waitFor<T>(
-  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  fn: () => Promise<T | undefined | null | false | ''> | T | undefined | null | false | '',
   timeoutMs = 10_000,
   opts: { intervalMs?: number; what?: string } = {},
 ): Promise<T> {
@@ -204,7 +205,7 @@ export async function waitFor<T>(
   for (;;) {
     try {
       const value = await fn();
-      if (value !== undefined && value !== null && value !== false) return value;
+      if (value !== undefined && value !== null && value !== false && value !== '') return value as T;
     } catch (err) {
       lastError = err;
     }
