@@ -237,6 +237,22 @@ describe('strata pull through the daemon', () => {
     assert.deepEqual(await daemon.ctrOk(['leases', 'ls', '-q']), '');
   });
 
+  test('a snapshotter the daemon has not loaded is refused before anything is fetched', async (t) => {
+    const proxy = await countingProxy(reg.url);
+    t.after(() => proxy.close());
+    const daemon = await startDaemon({ t });
+    const r = await strata([
+      'pull',
+      '--snapshotter',
+      'nope',
+      ...flags(daemon),
+      `${proxy.host}/team/app:latest`,
+    ]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, /^strata pull: .*snapshotter not loaded: nope/);
+    assert.deepEqual(proxy.seen, [], 'nothing asked of the registry');
+  });
+
   test('a second pull transfers no blob and applies no layer', async (t) => {
     const daemon = await startDaemon({ t });
     await strataOk(['pull', ...NATIVE, ...flags(daemon), ref]);

@@ -39,7 +39,12 @@ const SNAPSHOTTER_LABEL = 'containerd.io/defaults/snapshotter';
 
 /** The one asked for, else the namespace's default (`containerd.io/defaults/snapshotter`), else overlayfs, as ctr picks. */
 export async function resolveSnapshotter(api: DaemonApi, asked: string | undefined): Promise<string> {
-  if (asked) return asked;
+  if (asked) {
+    // A snapshotter the daemon has not loaded is refused now (the daemon names it), not after every
+    // blob was fetched; a key that is not there is no error.
+    await api.statSnapshot(asked, 'strata-snapshotter-probe');
+    return asked;
+  }
   try {
     return (await api.namespaceLabels())[SNAPSHOTTER_LABEL] || DEFAULT_SNAPSHOTTER;
   } catch (err) {
