@@ -32,6 +32,7 @@ import {
 } from './client-files.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
 import { GRPC_CONNECTION_KEYS, grpcConnectionsFrom, parseByteSize, parseListen } from './facade-config.ts';
+import { countGrpcDrops } from './grpc-drops.ts';
 import { serveMetrics } from './metrics.ts';
 
 export interface BuilderConfig {
@@ -370,6 +371,7 @@ export async function startBuilder(
       logger: logger.child({ component: 'grpc' }),
       services: [instrument(builderService({ builder, logUrl: () => logUrl }))],
       ...(config.connections && { connections: config.connections }),
+      onConnectionDropped: countGrpcDrops(metrics.registry, 'builder'),
       ...(config.tls && {
         tls: { cert: await readFile(config.tls.cert), key: await readFile(config.tls.key) },
       }),

@@ -135,7 +135,13 @@ const TLS_FILES = { cert: null, key: null } as const;
 export const LISTENER_TLS_KEYS = { cert: null, key: null, clientCa: null } as const;
 
 /** The keys of a gRPC TCP listener's connection limits: the spec store's, the builder's, `strata up`'s. */
-export const GRPC_CONNECTION_KEYS = { max: null, idleSeconds: null } as const;
+export const GRPC_CONNECTION_KEYS = {
+  max: null,
+  idleSeconds: null,
+  keepaliveSeconds: null,
+  keepaliveTimeoutSeconds: null,
+  minPingIntervalSeconds: null,
+} as const;
 
 /** Every key the facade's config file accepts (docs/configuration.md is tested against it). */
 export const FACADE_KEYS = {
@@ -321,7 +327,7 @@ export function listenerTlsFilesFrom(
 }
 
 /**
- * A gRPC listener's connection limits (`max`, `idleSeconds`), problems reported through `fail` under
+ * A gRPC listener's connection limits (`max`, `idleSeconds`, keepalive), problems reported through `fail` under
  * `where`; unset ones keep the server's defaults.
  */
 export function grpcConnectionsFrom(
@@ -338,12 +344,24 @@ export function grpcConnectionsFrom(
       fail(`${where}.max`, `want a whole number of at least 1, got ${JSON.stringify(c.max)}`);
     limits.max = c.max;
   }
-  if (c.idleSeconds !== undefined && c.idleSeconds !== null) {
-    if (typeof c.idleSeconds !== 'number' || !Number.isFinite(c.idleSeconds) || c.idleSeconds <= 0)
-      fail(`${where}.idleSeconds`, `want a positive number, got ${JSON.stringify(c.idleSeconds)}`);
-    limits.idleMs = c.idleSeconds * 1000;
-  }
-  return limits;
+  const ms = (k: keyof typeof GRPC_CONNECTION_KEYS): number | undefined => {
+    const v = c[k];
+    if (v === undefined || v === null) return undefined;
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
+      fail(`${where}.${k}`, `want a positive number, got ${JSON.stringify(v)}`);
+    return v * 1000;
+  };
+  const idleMs = ms('idleSeconds');
+  const keepaliveMs = ms('keepaliveSeconds');
+  const keepaliveTimeoutMs = ms('keepaliveTimeoutSeconds');
+  const minPingIntervalMs = ms('minPingIntervalSeconds');
+  return {
+    ...limits,
+    ...(idleMs !== undefined && { idleMs }),
+    ...(keepaliveMs !== undefined && { keepaliveMs }),
+    ...(keepaliveTimeoutMs !== undefined && { keepaliveTimeoutMs }),
+    ...(minPingIntervalMs !== undefined && { minPingIntervalMs }),
+  };
 }
 
 /** `host:port`, `[v6]:port` or `:port` (all interfaces). */

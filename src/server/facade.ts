@@ -68,6 +68,7 @@ import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
 import { readTlsClientFiles, redisCredentials } from './client-files.ts';
 import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
+import { countGrpcDrops } from './grpc-drops.ts';
 import type { HostedParts } from './hosted.ts';
 import { openSpecStore, specStoreServices } from './spec-provider.ts';
 
@@ -356,6 +357,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         ...(config.specProviders.store.connections && {
           connections: config.specProviders.store.connections,
         }),
+        onConnectionDropped: countGrpcDrops(options.registry, 'spec-store'),
       });
       const g = grpc;
       storeTls?.onRotate((pair) => g.setTls(pair));

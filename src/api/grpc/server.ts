@@ -25,6 +25,7 @@ import { ACCEPTED_ENCODINGS, checkEncoding, parseTimeout } from '../transport/fr
 import { ServerCall } from '../transport/server-call.ts';
 import { CallTurns } from '../transport/turns.ts';
 import { HealthStatuses } from './health.ts';
+import { keepSessionAlive } from './keepalive.ts';
 import { MAX_MESSAGE_BYTES } from './limits.ts';
 import { reflectionServices } from './reflection.ts';
 import { type CallHandler, ServiceAdapter, type ServiceRegistration } from './service.ts';
@@ -41,7 +42,16 @@ export interface GrpcServerOptions {
   tls?: GrpcServerTls;
   /** Limits of the connections TCP listeners take (unix sockets are local, and not limited). */
   connections?: GrpcConnectionLimits;
+  /** Told of each TCP connection the server closes or refuses on its own, and why. */
+  onConnectionDropped?: (reason: GrpcDropReason) => void;
 }
+
+/**
+ * Why the server closed a TCP connection: `full` (refused at the cap, every connection busy), `shed`
+ * (closed idle at the cap to make room), `idle` (nothing in flight for the idle time), `keepalive` (a
+ * PING went unanswered), `too-many-pings` (the client pinged more often than allowed).
+ */
+export type GrpcDropReason = 'full' | 'shed' | 'idle' | 'keepalive' | 'too-many-pings';
 
 /**
  * `max` open connections (at the cap the oldest with no call in flight is closed for the new one;
@@ -52,9 +62,18 @@ export interface GrpcServerOptions {
 export interface GrpcConnectionLimits {
   max?: number;
   idleMs?: number;
+  /** Time from connecting, or from the last PING ack, to the next keepalive PING (default 60 s). */
+  keepaliveMs?: number;
+  /** Time a PING has to be acknowledged before the connection and its calls are cut (default 20 s). */
+  keepaliveTimeoutMs?: number;
+  /** Least time between a client's PINGs; a third too soon in a row closes the connection (default 10 s). */
+  minPingIntervalMs?: number;
 }
 
 export const DEFAULT_GRPC_IDLE_MS = 300_000;
+export const DEFAULT_KEEPALIVE_MS = 60_000;
+export const DEFAULT_KEEPALIVE_TIMEOUT_MS = 20_000;
+export const DEFAULT_MIN_PING_INTERVAL_MS = 10_000;
 /** How long a connection closed with a GOAWAY has to go before it is cut. */
 const GOAWAY_GRACE_MS = 1000;
 
@@ -174,6 +193,14 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const tcpSessions = new Map<string, ServerHttp2Session>();
   const { max } = connectionLimits({ ...(options.connections?.max && { max: options.connections.max }) });
   const idleMs = options.connections?.idleMs ?? DEFAULT_GRPC_IDLE_MS;
+  const dropped = options.onConnectionDropped ?? (() => {});
+  const keepalive = {
+    timeMs: options.connections?.keepaliveMs ?? DEFAULT_KEEPALIVE_MS,
+    timeoutMs: options.connections?.keepaliveTimeoutMs ?? DEFAULT_KEEPALIVE_TIMEOUT_MS,
+    minPingIntervalMs: options.connections?.minPingIntervalMs ?? DEFAULT_MIN_PING_INTERVAL_MS,
+    goawayGraceMs: GOAWAY_GRACE_MS,
+    onDrop: dropped,
+  };
   // Calls open per TCP session: a session closed with a GOAWAY whose peer never answers is destroyed
   // after a grace, unless a call arrived meanwhile (it then ends when its calls do).
   const openCalls = new WeakMap<Http2Session, number>();
@@ -216,7 +243,11 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
       const guard = new ConnectionGuard(
         h2,
         { max, headerTimeoutMs: idleMs, idleMs },
-        { close: closeConnection },
+        {
+          close: closeConnection,
+          // No cap per client here; the header timeout is the idle time counted from connecting.
+          onDrop: (reason) => dropped(reason === 'full' || reason === 'shed' ? reason : 'idle'),
+        },
       );
       h2.on('stream', (stream: ServerHttp2Stream) => {
         const session = stream.session;
@@ -236,6 +267,7 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         const key = connectionKey(session.socket as Socket);
         tcpSessions.set(key, session);
         session.once('close', () => tcpSessions.get(key) === session && tcpSessions.delete(key));
+        keepSessionAlive(session, keepalive);
       }
       session.on('error', (err) => logger.debug({ err }, 'HTTP/2 session error'));
       // The connection window is no setting: each session raises its own.
