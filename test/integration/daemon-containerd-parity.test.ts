@@ -261,13 +261,20 @@ describe('daemon: containerd parity', () => {
     const body = Buffer.from('written twice\n');
     const md = d.metadata('race');
     await callUnary(client, Leases.method.create, { id: 'second' }, { metadata: md });
+    // The first writer holds its blob in a lease too: unheld, a collection the other tests' deletions
+    // started could take it before the second commit, which would then simply succeed.
+    await callUnary(client, Leases.method.create, { id: 'first' }, { metadata: md });
     const second = callBidi(client, Content.method.write, {
       metadata: d.metadata('race', { 'containerd-lease': 'second' }),
     });
     await second.send({ action: WriteAction.WRITE, ref: 'second', data: body });
     const replies = second.responses[Symbol.asyncIterator]();
     await replies.next();
-    await writeOnce(client, md, { action: WriteAction.COMMIT, ref: 'first', data: body });
+    await writeOnce(client, d.metadata('race', { 'containerd-lease': 'first' }), {
+      action: WriteAction.COMMIT,
+      ref: 'first',
+      data: body,
+    });
     await second.send({ action: WriteAction.COMMIT, ref: 'second', offset: BigInt(body.length) });
     second.end();
     await expectCode(replies.next(), grpc.status.ALREADY_EXISTS, `content ${sha256(body)}: already exists`);
