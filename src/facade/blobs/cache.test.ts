@@ -117,6 +117,58 @@ async function readAll(s: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** Reads `stream` in the background: the chunks so far, their bytes, and the end (the stream's error). */
+function reading(stream: Readable): { chunks: Buffer[]; received(): number; done: Promise<void> } {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const done = (async () => {
+    for await (const c of stream) {
+      chunks.push(c as Buffer);
+      received += (c as Buffer).length;
+    }
+  })();
+  done.catch(() => {});
+  return { chunks, received: () => received, done };
+}
+
+/**
+ * A source of `bytes` whose first answer sends `head` bytes and then waits for `first.end()`; later answers
+ * come from `rest(offset)` (the blob's bytes unless given). `offsets` lists where each answer started.
+ */
+function heldSource(
+  desc: Descriptor,
+  bytes: Buffer,
+  head: number,
+  rest = (offset: number) => bytes.subarray(offset),
+): { source: Blob; first: PassThrough; offsets: number[] } {
+  const offsets: number[] = [];
+  const first = new PassThrough();
+  first.write(bytes.subarray(0, head));
+  const source = fill(desc, async (offset) => {
+    offsets.push(offset);
+    return offsets.length === 1 ? first : Readable.from([rest(offset)]);
+  });
+  return { source, first, offsets };
+}
+
+/** A 4 MiB tmpfs (`options`: more mount options) and a cache in it, closed and unmounted after the test. */
+async function cacheOnTmpfs(
+  t: { after(fn: () => Promise<void>): void },
+  tuning: Tuning,
+  options = '',
+): Promise<{ cache: BlobCache; mnt: string; dir: string }> {
+  const mnt = await mkdtemp(join(tmpdir(), 'strata-cache-disk-'));
+  await runCommand('mount', ['-t', 'tmpfs', '-o', `size=4m${options}`, 'tmpfs', mnt]);
+  const dir = join(mnt, 'cache');
+  const cache = await BlobCache.open({ dir, ...tuning });
+  t.after(async () => {
+    cache.close(); // its store closes in the background: detached even while a file is still open
+    await runCommand('umount', ['-l', mnt]);
+    await rm(mnt, { recursive: true, force: true });
+  });
+  return { cache, mnt, dir };
+}
+
 /** Reads `x` through the cache from a source that sends it whole. */
 async function readThrough(cache: BlobCache, x: { bytes: Buffer; desc: Descriptor }): Promise<Buffer> {
   const r = await cache.read(
@@ -622,41 +674,19 @@ test('a fill whose disk write fails keeps no bytes for a resume, and its reader 
   timeout: 60_000,
 }, async (t) => {
   // A real disk running out mid-blob: a 4 MiB tmpfs, filled by another file once the fill is under way.
-  const mnt = await mkdtemp(join(tmpdir(), 'strata-cache-enospc-'));
-  await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
-  const dir = join(mnt, 'cache');
-  const cache = await BlobCache.open({ dir, maxBytes: 64 << 20 });
-  t.after(async () => {
-    cache.close(); // its store closes in the background: detached even while a file is still open
-    await runCommand('umount', ['-l', mnt]);
-    await rm(mnt, { recursive: true, force: true });
-  });
+  const { cache, mnt, dir } = await cacheOnTmpfs(t, { maxBytes: 64 << 20 });
   const { bytes, desc } = blob(11, 2 << 20);
   const head = 512 << 10;
-  const offsets: number[] = [];
-  const first = new PassThrough();
-  first.write(bytes.subarray(0, head));
-  const source = fill(desc, async (offset) => {
-    offsets.push(offset);
-    return offsets.length === 1 ? first : Readable.from([bytes.subarray(offset)]);
-  });
+  const { source, first, offsets } = heldSource(desc, bytes, head);
   const r = await cache.read(desc, undefined, source);
   assert.equal(r.outcome, 'miss');
-  const got: Buffer[] = [];
-  let received = 0;
-  const body = (async () => {
-    for await (const c of r.stream) {
-      got.push(c as Buffer);
-      received += (c as Buffer).length;
-    }
-  })();
-  body.catch(() => {});
-  await waitFor(() => received >= head, 10_000, { what: 'the first bytes written and followed' });
+  const body = reading(r.stream);
+  await waitFor(() => body.received() >= head, 10_000, { what: 'the first bytes written and followed' });
   const filler = join(mnt, 'filler');
   await fillDisk(filler);
   first.end(bytes.subarray(head));
-  await body;
-  assert.ok(Buffer.concat(got).equals(bytes), 'the reader got the whole blob');
+  await body.done;
+  assert.ok(Buffer.concat(body.chunks).equals(bytes), 'the reader got the whole blob');
   await tmpEmptied(dir);
   assert.equal(cache.bytes, 0, 'no bytes kept for a resume');
   assert.equal(cache.has(desc.digest), false);
@@ -687,14 +717,7 @@ async function fillDisk(file: string): Promise<void> {
 test('a fill on a disk remounted read-only serves its reader from the source, uncached', {
   timeout: 60_000,
 }, async (t) => {
-  const mnt = await mkdtemp(join(tmpdir(), 'strata-cache-erofs-'));
-  await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', mnt]);
-  const cache = await BlobCache.open({ dir: join(mnt, 'cache'), maxBytes: 64 << 20 });
-  t.after(async () => {
-    cache.close(); // its store closes in the background: detached even while a file is still open
-    await runCommand('umount', ['-l', mnt]);
-    await rm(mnt, { recursive: true, force: true });
-  });
+  const { cache, mnt } = await cacheOnTmpfs(t, { maxBytes: 64 << 20 });
   await runCommand('mount', ['-o', 'remount,ro', mnt]);
   const { bytes, desc } = blob(12, 300_000);
   const r = await cache.read(
@@ -704,4 +727,138 @@ test('a fill on a disk remounted read-only serves its reader from the source, un
   );
   assert.deepEqual(await readAll(r.stream), bytes);
   assert.equal(cache.has(desc.digest), false);
+});
+
+test('after a disk failure that is not for room, fills pause (reads go uncached), then one probes, longer each time', {
+  timeout: 60_000,
+}, async (t) => {
+  const fillErrors: string[] = [];
+  const failing: number[] = [];
+  let recovered = 0;
+  const { cache, mnt } = await cacheOnTmpfs(t, {
+    maxBytes: 64 << 20,
+    diskRetryMs: 1000,
+    events: {
+      onFillError: (_d, err) => fillErrors.push(String((err as NodeJS.ErrnoException).code)),
+      onDiskFailing: (_err, retryMs) => failing.push(retryMs),
+      onDiskRecovered: () => recovered++,
+    },
+  });
+  await runCommand('mount', ['-o', 'remount,ro', mnt]);
+  const fetched: number[] = [];
+  const read = async (seed: number) => {
+    const { bytes, desc } = blob(seed, 100_000);
+    const r = await cache.read(
+      desc,
+      undefined,
+      fill(desc, async (offset) => {
+        fetched.push(seed);
+        return Readable.from([bytes.subarray(offset)]);
+      }),
+    );
+    assert.deepEqual(await readAll(r.stream), bytes);
+    return { r, desc };
+  };
+  assert.equal((await read(20)).r.outcome, 'bypass');
+  assert.deepEqual(fillErrors, ['EROFS'], 'the first fill tried the disk');
+  const first = cache.diskFailure;
+
+  // Within the pause (one probe may come in on a slow machine).
+  for (const seed of [21, 22, 23]) assert.equal((await read(seed)).r.outcome, 'bypass');
+  assert.ok(fillErrors.length <= 2, `fills tried the failing disk: ${fillErrors}`);
+  assert.deepEqual(failing, [1000], 'told once');
+  assert.ok(first, 'fills paused');
+  assert.ok(first.reason.includes('EROFS'), first.reason);
+  assert.equal(first.retryMs, 1000);
+
+  // A probe after the pause fails again: the pause doubles, nothing more is told.
+  let seed = 30;
+  await waitFor(
+    async () => {
+      await read(seed++);
+      return fillErrors.length >= 2;
+    },
+    10_000,
+    { what: 'a probe fill after the pause' },
+  );
+  assert.equal(cache.diskFailure!.retryMs, 2000, `pause ${cache.diskFailure!.retryMs}`);
+  assert.equal(cache.diskFailure!.since.getTime(), first.since.getTime());
+  assert.deepEqual(failing, [1000]);
+
+  // The disk is back: the next probe fills, and fills go on.
+  await runCommand('mount', ['-o', 'remount,rw', mnt]);
+  const back = await waitFor(
+    async () => {
+      const got = await read(seed++);
+      return got.r.outcome === 'miss' && got.desc;
+    },
+    10_000,
+    { what: 'a probe fill on the disk once writable again' },
+  );
+  await waitFor(() => cache.has(back.digest), 5000, { what: 'the probe committed' });
+  assert.equal(cache.diskFailure, undefined);
+  assert.equal(recovered, 1);
+  assert.equal((await read(99)).r.outcome, 'miss');
+  assert.equal(fetched.length, 4 + (seed - 30) + 1, 'each blob fetched once');
+});
+
+test('a fill whose commit fails on the disk keeps nothing, and its reader gets the rest from the source', {
+  timeout: 60_000,
+}, async (t) => {
+  // A real disk that fails the commit: a tmpfs out of inodes once every byte is written, so linking the
+  // blob into place fails (tmpfs counts a hard link as an inode).
+  const { cache, mnt, dir } = await cacheOnTmpfs(t, { maxBytes: 64 << 20 }, ',nr_inodes=64');
+  const { bytes, desc } = blob(13, 300_000);
+  const head = bytes.length - 1000;
+  const { source, first, offsets } = heldSource(desc, bytes, head);
+  const r = await cache.read(desc, undefined, source);
+  assert.equal(r.outcome, 'miss');
+  const body = reading(r.stream);
+  await waitFor(() => body.received() >= head, 10_000, { what: 'the first bytes written and followed' });
+  const spent = join(mnt, 'inodes');
+  await runCommand('mkdir', [spent]);
+  for (let i = 0; ; i++) {
+    try {
+      await writeFile(join(spent, String(i)), '');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
+      throw err;
+    }
+  }
+  first.end(bytes.subarray(head));
+  await body.done;
+  assert.ok(Buffer.concat(body.chunks).equals(bytes), 'the reader got the whole blob');
+  // Every byte but the last (held back until a commit) came from the ingest.
+  assert.deepEqual(offsets, [0, bytes.length - 1], 'the rest asked for once, from where the reader was');
+  await tmpEmptied(dir);
+  assert.equal(cache.has(desc.digest), false);
+  assert.equal(cache.bytes, 0);
+  const blobs = join(dir, 'blobs', 'sha256');
+  assert.deepEqual(await readdir(blobs).catch(() => []), [], 'no blob half in place');
+
+  await rm(spent, { recursive: true });
+  const again = await cache.read(desc, undefined, source);
+  assert.equal(again.outcome, 'miss');
+  assert.deepEqual(await readAll(again.stream), bytes);
+  await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
+});
+
+test('a whole blob served from a fill that failed writing, then from its source, fails unless it is the blob', {
+  timeout: 60_000,
+}, async (t) => {
+  const { cache, mnt } = await cacheOnTmpfs(t, { maxBytes: 64 << 20 });
+  const { bytes, desc } = blob(14, 2 << 20);
+  const head = 512 << 10;
+  // The source's second answer (the rest, for the reader once the disk failed) is not the blob's bytes.
+  const { source, first, offsets } = heldSource(desc, bytes, head, (offset) =>
+    Buffer.alloc(bytes.length - offset, 99),
+  );
+  const r = await cache.read(desc, undefined, source);
+  const body = reading(r.stream);
+  await waitFor(() => body.received() >= head, 10_000, { what: 'the first bytes written and followed' });
+  await fillDisk(join(mnt, 'filler'));
+  first.end(bytes.subarray(head));
+  await assert.rejects(body.done, (err) => isDataLoss(err), 'a wrong whole blob fails');
+  assert.ok(body.received() < bytes.length, `the body does not complete: ${body.received()} bytes`);
+  assert.equal(offsets.length, 2);
 });

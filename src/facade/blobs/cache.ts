@@ -12,8 +12,11 @@
 // while it catches up). A fill whose source went away (a registry restarting) keeps the bytes it got: the
 // next fill of that blob resumes from there with a Range request. A fill whose disk write failed (no room
 // after all, an I/O error, a read-only remount) keeps nothing, as those bytes cannot be trusted; its
-// readers get the rest from the source uncached, as when there is no room. A blob the storage has bytes of
-// without the cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
+// readers get the rest from the source uncached, as when there is no room; the same goes for a fill whose
+// commit fails on the disk. A disk that fails for another reason than room (EIO, EROFS) still reports free
+// space, so after such a failure no fill starts for a while (blobs are streamed uncached), and then one
+// fill probes the disk; each failed probe doubles the pause. A blob the storage has bytes of without the
+// cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
 import { addAbortSignal, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
@@ -27,12 +30,13 @@ import {
   isDataLoss,
   isFailedPrecondition,
   isNotFound,
+  messageOf,
   notFound,
   outOfRange,
 } from '../../errors.ts';
 import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import { type Digest, VerifyingStream } from '../../oci/digest.ts';
+import { algorithmOf, type Digest, Digester, VerifyingStream } from '../../oci/digest.ts';
 import { type CacheStorage, type CacheWriter, DirCacheStorage } from './cache-storage.ts';
 import { pacedRead } from './paced-read.ts';
 
@@ -48,6 +52,22 @@ export interface CacheEvents {
   onCorrupt?(digest: Digest, err: unknown): void;
   /** The disk had no room for a blob, so blobs are streamed uncached (told once per such spell). */
   onNoRoom?(digest: Digest, free: number): void;
+  /**
+   * Writing to the disk failed for another reason than room: fills pause for `retryMs` (blobs are streamed
+   * uncached). Told once per spell, not again for each failed probe.
+   */
+  onDiskFailing?(err: unknown, retryMs: number): void;
+  /** A fill committed after a spell of disk failures: fills go on as before. */
+  onDiskRecovered?(): void;
+}
+
+/** Fills are paused after the disk failed a write: why, since when, and when one fill probes it again. */
+export interface DiskFailure {
+  reason: string;
+  since: Date;
+  retryAt: Date;
+  /** The current pause, doubled by each failed probe (up to MAX_DISK_RETRY_MS). */
+  retryMs: number;
 }
 
 export interface BlobCacheOptions {
@@ -65,6 +85,8 @@ export interface BlobCacheOptions {
    * try (default 20 s): a silent host costs its readers this bound, not minutes.
    */
   stallMs?: number;
+  /** The first pause of fills after the disk failed a write for another reason than room (default 15 s). */
+  diskRetryMs?: number;
   events?: CacheEvents;
 }
 
@@ -103,6 +125,8 @@ interface Entry {
   error?: Error;
   /** The fill failed writing to the disk: its readers go on from the source, uncached. */
   diskFailed?: boolean;
+  /** The fill that probes a disk found failing (see BlobCache.diskDown). */
+  probe?: boolean;
   abort: AbortController;
   idleTimer?: NodeJS.Timeout;
 }
@@ -110,6 +134,9 @@ interface Entry {
 export const DEFAULT_STALL_MS = 20_000;
 /** Interrupted fills kept for resuming; the oldest goes first. */
 const MAX_PARTIALS = 32;
+export const DEFAULT_DISK_RETRY_MS = 15_000;
+/** The longest pause of fills on a failing disk. */
+export const MAX_DISK_RETRY_MS = 5 * 60_000;
 
 export class BlobCache {
   readonly maxBytes: number;
@@ -126,6 +153,11 @@ export class BlobCache {
   private clock = 0;
   private fills = 0;
   private noRoom = false;
+  /** Set while the disk is failing: no fill starts before `until`, then one probe at a time. */
+  private diskDown:
+    | { reason: string; since: number; retryMs: number; until: number; probing: boolean }
+    | undefined;
+  private readonly diskRetryMs: number;
   private total = 0;
   private closed = false;
 
@@ -135,6 +167,7 @@ export class BlobCache {
     this.maxResumes = options.maxResumes ?? 3;
     this.idleFillMs = options.idleFillMs ?? 30_000;
     this.stallMs = options.stallMs ?? DEFAULT_STALL_MS;
+    this.diskRetryMs = options.diskRetryMs ?? DEFAULT_DISK_RETRY_MS;
     this.events = options.events ?? {};
   }
 
@@ -191,6 +224,13 @@ export class BlobCache {
     return this.storage.writable();
   }
 
+  /** Set while fills are paused because the disk failed a write (not for want of room). */
+  get diskFailure(): DiskFailure | undefined {
+    const d = this.diskDown;
+    if (!d) return undefined;
+    return { reason: d.reason, since: new Date(d.since), retryAt: new Date(d.until), retryMs: d.retryMs };
+  }
+
   /**
    * `source` through the cache: reads are served from the cache, from a fill in progress, or from a new
    * fill out of `source`; `onRead` is told how each read was served.
@@ -233,7 +273,7 @@ export class BlobCache {
     if (entry) outcome = entry.state === 'complete' ? 'hit' : 'joined';
     else {
       if (!source) throw notFound(`blob ${desc.digest}: not cached`);
-      if (!(await this.roomFor(desc))) {
+      if (this.pausedFills() || !(await this.roomFor(desc))) {
         return { stream: await pacedRead(source, offset, end, signal), outcome: 'bypass' };
       }
       // Another request may have started a fill while the disk was asked.
@@ -293,7 +333,7 @@ export class BlobCache {
     entry ??= await this.linked(desc);
     let outcome: CacheOutcome = 'joined';
     if (!entry) {
-      if (!(await this.roomFor(desc))) return 'bypass';
+      if (this.pausedFills() || !(await this.roomFor(desc))) return 'bypass';
       entry = await this.usable(desc);
       if (!entry) {
         signal.throwIfAborted();
@@ -517,6 +557,10 @@ export class BlobCache {
       verified: true,
       abort: new AbortController(),
     };
+    if (this.diskDown) {
+      this.diskDown.probing = true;
+      entry.probe = true;
+    }
     this.entries.set(digest, entry);
     this.total += entry.size;
     this.evict();
@@ -541,7 +585,7 @@ export class BlobCache {
     /** The source sent bytes that cannot be the blob (more than its size): none of them is kept. */
     let wrong = false;
     /** Why writing to the disk failed: the fill stops (no resume) and keeps none of its bytes. */
-    let diskError: { err: unknown } | undefined;
+    let diskError: { err: unknown; commit?: boolean } | undefined;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
@@ -611,10 +655,16 @@ export class BlobCache {
         await w.commit(size, digest);
       } catch (err) {
         if (isFailedPrecondition(err)) throw dataLoss(`blob ${digest}: ${err.message}`, { cause: err });
-        if (!isAlreadyExists(err)) throw err;
+        if (!isAlreadyExists(err)) {
+          // The disk failed in the commit (close, rename, link, sync): as a failed write, and whatever of
+          // the blob it may have put in place goes too.
+          if (errorKind(err) === undefined) diskError = { err, commit: true };
+          throw err;
+        }
       }
       opened();
       entry.state = 'complete';
+      this.diskWorks();
       this.evict();
     } catch (err) {
       // Out of the map, so new requests start afresh; its room is given back first, so the partial kept
@@ -652,11 +702,50 @@ export class BlobCache {
         releaseWriter();
       }
       if (!keep) await this.storage.abort(entry.ref).catch(() => {});
+      if (diskError?.commit) await this.storage.discard(digest).catch(() => {});
       this.events.onFillError?.(digest, signal.aborted ? entry.error : err);
+      if (entry.diskFailed && !isNoRoom(diskError?.err)) this.diskFailing(entry, diskError?.err);
+      else if (entry.probe && this.diskDown) this.diskDown.probing = false;
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
     }
+  }
+
+  /** Whether fills are paused on a failing disk: before its retry time, or while one fill probes it. */
+  private pausedFills(): boolean {
+    const d = this.diskDown;
+    return d !== undefined && (d.probing || Date.now() < d.until);
+  }
+
+  /**
+   * A fill failed writing to the disk, not for want of room: fills pause, longer after each failed probe
+   * (fills started before the pause that fail too leave it as it is).
+   */
+  private diskFailing(entry: Entry, err: unknown): void {
+    const d = this.diskDown;
+    const now = Date.now();
+    if (!d) {
+      const retryMs = this.diskRetryMs;
+      this.diskDown = { reason: messageOf(err), since: now, retryMs, until: now + retryMs, probing: false };
+      this.events.onDiskFailing?.(err, retryMs);
+    } else if (entry.probe) {
+      const retryMs = Math.min(d.retryMs * 2, Math.max(MAX_DISK_RETRY_MS, this.diskRetryMs));
+      this.diskDown = {
+        reason: messageOf(err),
+        since: d.since,
+        retryMs,
+        until: now + retryMs,
+        probing: false,
+      };
+    }
+  }
+
+  /** A fill committed: a spell of disk failures is over. */
+  private diskWorks(): void {
+    if (!this.diskDown) return;
+    this.diskDown = undefined;
+    this.events.onDiskRecovered?.();
   }
 
   private keepPartial(digest: Digest, ref: string, bytes: number, closed: Promise<void>): void {
@@ -742,7 +831,9 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
 
 /**
  * `followed` (bytes [offset, end) of a fill's ingest), going on from `source`, uncached, at the first byte
- * not yet given should the fill fail writing to the disk. Any other failure is the stream's.
+ * not yet given should the fill fail writing to the disk. Any other failure is the stream's. A whole blob
+ * is hashed as it goes: one stitched from the ingest and the source fails at its end unless it is the
+ * blob (the store checks only what it committed, the paced read only a whole blob of its own).
  */
 function uncachedOnDiskFailure(
   followed: Readable,
@@ -752,18 +843,34 @@ function uncachedOnDiskFailure(
   end: number,
   signal: AbortSignal | undefined,
 ): Readable {
+  const { digest, size } = source.descriptor;
+  const whole = offset === 0 && end === size ? new Digester(algorithmOf(digest)) : undefined;
   async function* bytes(): AsyncGenerator<Uint8Array> {
     let at = offset;
     try {
       for await (const chunk of followed as AsyncIterable<Uint8Array>) {
         at += chunk.byteLength;
+        whole?.update(chunk);
         yield chunk;
       }
       return;
     } catch (err) {
       if (!entry.diskFailed || at >= end) throw err;
     }
-    yield* (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
+    const rest = (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
+    if (!whole) return yield* rest;
+    // The last chunk waits for the check: a client given every byte of its Content-Length would take a
+    // wrong body for the blob, however the connection ends after.
+    let last: Uint8Array | undefined;
+    for await (const chunk of rest) {
+      whole.update(chunk);
+      if (last) yield last;
+      last = chunk;
+    }
+    if (whole.digest() !== digest) {
+      throw dataLoss(`blob ${digest}: the bytes served (cached, then from its source) are not the blob`);
+    }
+    if (last) yield last;
   }
   return Readable.from(bytes(), { objectMode: false });
 }
@@ -776,6 +883,12 @@ function untilDone(done: Promise<void>, signal: AbortSignal): Promise<void> {
     signal.addEventListener('abort', onAbort, { once: true });
     done.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
+}
+
+/** Whether a disk failure is for want of room (handled by roomFor, not a failing disk). */
+function isNoRoom(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 /** Whether a broken source is worth asking again from where it stopped. */
