@@ -233,10 +233,17 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
           logger.error({ digest, err: messageOf(err) }, 'cached blob does not match its digest, dropped'),
         onNoRoom: (digest, free) =>
           logger.warn({ digest, free }, 'no room on the cache disk: blobs are streamed uncached'),
+        onDiskFailing: (err, retryMs) =>
+          logger.error(
+            { err: messageOf(err), retryMs },
+            'the cache disk failed a write: blobs are streamed uncached, and the disk is tried again later',
+          ),
+        onDiskRecovered: () => logger.info('the cache disk takes blobs again'),
       },
     });
     undo.push(() => cache.close());
     const metrics = new FacadeMetrics(options.registry, () => cache.bytes);
+    metrics.cacheDiskFailing = () => (cache.diskFailure ? 1 : 0);
     // Static layer files go into the cache, so a version stays servable by digest after a reload.
     let service: FacadeService | undefined;
     const staticEvents = reloadEvents('static-layer');
@@ -392,6 +399,11 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       if (hosted && !(await hosted.content.writable()))
         return { ready: false, reason: `hosted content store ${hosted.content.root} is not writable` };
       if (!(await cache.writable())) return { ready: false, reason: `${cache.where} is not writable` };
+      const failing = cache.diskFailure;
+      if (failing) {
+        const reason = `${cache.where} failed a write (${failing.reason}); tried again at ${failing.retryAt.toISOString()}`;
+        return { ready: false, reason };
+      }
       return options.ready ? options.ready() : { ready: true };
     };
     const handler = createFacadeHandler({

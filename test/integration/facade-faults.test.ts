@@ -379,6 +379,34 @@ describe('facade faults', () => {
     }
   });
 
+  test('a cache disk that fails writes (remounted read-only): blobs are served uncached, and the facade says so', {
+    timeout: 120_000,
+  }, async (t) => {
+    const dir = join(work, 'ro', 'cache');
+    await mkdir(dir, { recursive: true });
+    await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir]);
+    let app: FacadeApp | undefined;
+    t.after(async () => {
+      await app?.close();
+      await runCommand('umount', ['-l', dir]);
+    });
+    app = await facade('ro', { ws: { baseRef: big.ref } });
+    await runCommand('mount', ['-o', 'remount,ro', dir]);
+    const m = await manifestOf(app, 'fixed/ws');
+    const small = m.layers.find((l) => l.size < 1024 * 1024)!;
+    for (let i = 0; i < 2; i++) {
+      const r = await download(`${app.url}/v2/fixed/ws/blobs/${small.digest}`);
+      assert.equal(r.status, 200);
+      assert.equal(r.complete, true);
+      assert.equal(sha256(r.bytes), small.digest);
+    }
+    assert.equal(await metric(app, 'strata_facade_cache_disk_failing'), 1);
+    assert.equal(await metric(app, 'strata_facade_blob_reads_total{source="upstream",outcome="bypass"}'), 2);
+    assert.equal(app.cache.has(small.digest as Digest), false);
+    const ready = await get(`${app.url}/readyz`);
+    assert.equal(ready.status, 503);
+  });
+
   test('a cached file that is not its digest is found before it is served and fetched again', {
     timeout: 120_000,
   }, async (t) => {

@@ -32,6 +32,9 @@ export class FacadeMetrics implements FacadeObserver {
   sharedState: () => number = () => -1;
   /** Set once the server listens: the number of open client connections. */
   openConnections: () => number = () => 0;
+  /** Set once the cache is open: 1 while its fills are paused on a failing disk. */
+  cacheDiskFailing: () => number = () => 0;
+  readonly cacheDiskFailingGauge: Gauge;
 
   constructor(registry: Registry, cacheBytes: () => number) {
     const registers = [registry];
@@ -92,6 +95,15 @@ export class FacadeMetrics implements FacadeObserver {
       registers,
       collect() {
         this.set(cacheBytes());
+      },
+    });
+    const diskFailing = () => this.cacheDiskFailing();
+    this.cacheDiskFailingGauge = new Gauge({
+      name: 'strata_facade_cache_disk_failing',
+      help: 'Whether the disk cache stopped filling after a disk write failed for another reason than room (1): blobs are streamed uncached until a probe fill succeeds',
+      registers,
+      collect() {
+        this.set(diskFailing());
       },
     });
     this.compositions = new Counter({
