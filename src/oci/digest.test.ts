@@ -157,11 +157,16 @@ describe('VerifyingStream', () => {
     assert.equal((await verify([], SHA256_EMPTY, 0)).error, undefined);
   });
 
-  test('fails the pipeline with DataLoss on a wrong digest, after passing the bytes', async () => {
-    const r = await verify([bytes('abd')], SHA256_ABC, 3);
+  test('a wrong digest fails with DataLoss, and the chunk that completes the size never passes', async () => {
+    // A consumer counting bytes (an HTTP body with a Content-Length) never gets a whole wrong body.
+    const r = await verify([bytes('ab'), bytes('d')], SHA256_ABC, 3);
     assert.ok(isDataLoss(r.error), String(r.error));
     assert.match((r.error as Error).message, /digest mismatch: expected sha256:ba78.*, got sha256:/);
-    assert.equal(r.received, 3);
+    assert.equal(r.received, 2);
+    // Without a size the end is known only at the end: the bytes have passed.
+    const unsized = await verify([bytes('abd')], SHA256_ABC);
+    assert.ok(isDataLoss(unsized.error));
+    assert.equal(unsized.received, 3);
   });
 
   test('fails on short content at the end', async () => {

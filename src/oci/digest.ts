@@ -95,6 +95,8 @@ export class VerifyingStream extends Transform {
   readonly expected: Digest;
   readonly expectedSize: number | undefined;
   private readonly digester: Digester;
+  /** The last chunk was checked and passed. */
+  private verified = false;
 
   /**
    * `expectedSize` is the size of the whole blob. When resuming, `seed` holds the bytes already seen
@@ -122,21 +124,37 @@ export class VerifyingStream extends Transform {
       cb(dataLoss(`content ${this.expected}: more than the expected ${this.expectedSize} bytes`));
       return;
     }
+    // The chunk that completes the blob passes only once the digest matches: a consumer that counts
+    // bytes (an HTTP response with a Content-Length) must never get a whole body of wrong bytes.
+    if (this.digester.size === this.expectedSize) {
+      const err = this.mismatch();
+      if (err) {
+        cb(err);
+        return;
+      }
+      this.verified = true;
+    }
     cb(null, chunk);
   }
 
+  private mismatch(): Error | undefined {
+    const got = this.digester.digest();
+    return got === this.expected
+      ? undefined
+      : dataLoss(`content digest mismatch: expected ${this.expected}, got ${got}`);
+  }
+
   override _flush(cb: TransformCallback): void {
+    if (this.verified) {
+      cb();
+      return;
+    }
     if (this.expectedSize !== undefined && this.digester.size !== this.expectedSize) {
       cb(
         dataLoss(`content ${this.expected}: got ${this.digester.size} bytes, expected ${this.expectedSize}`),
       );
       return;
     }
-    const got = this.digester.digest();
-    if (got !== this.expected) {
-      cb(dataLoss(`content digest mismatch: expected ${this.expected}, got ${got}`));
-      return;
-    }
-    cb();
+    cb(this.mismatch());
   }
 }

@@ -407,6 +407,28 @@ describe('facade faults', () => {
     assert.equal(ready.status, 503);
   });
 
+  test('an upstream sending other bytes of the right size: the client never gets a whole body, nothing is cached', {
+    timeout: 120_000,
+  }, async (t) => {
+    const probe = await facade('probe-liar', { ws: { baseRef: busybox.ref } });
+    const layer = (await manifestOf(probe, 'fixed/ws')).layers[0]!;
+    await probe.close();
+    const proxy = await countingProxy(reg.url, { lieAbout: layer.digest });
+    t.after(() => proxy.close());
+    const app = await facade(
+      'liar',
+      { ws: { baseRef: busybox.ref.replace(reg.host, proxy.host) } },
+      {
+        plainHttpHosts: [proxy.host],
+      },
+    );
+    t.after(() => app.close());
+    const r = await download(`${app.url}/v2/fixed/ws/blobs/${layer.digest}`);
+    // A body of Content-Length bytes would read as complete to a client that checks no digest.
+    assert.ok(r.bytes.length < layer.size, `got ${r.bytes.length} of ${layer.size} bytes`);
+    assert.equal(app.cache.has(layer.digest as Digest), false);
+  });
+
   test('a cached file that is not its digest is found before it is served and fetched again', {
     timeout: 120_000,
   }, async (t) => {
