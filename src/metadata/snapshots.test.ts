@@ -3,14 +3,17 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { errorKind } from '../errors.ts';
 import { collectGarbage } from './gc.ts';
 import { LeaseStore } from './leases.ts';
-import { SnapshotStore } from './snapshots.ts';
+import { MAX_SNAPSHOT_KEY_BYTES, SnapshotStore } from './snapshots.ts';
 import { openTestDb, type TestDb } from './test-db.ts';
 
 const NS = 'default';
-const fails = (fn: () => unknown, kind: string, message?: string) =>
+const fails = (fn: () => unknown, kind: string, message?: string | RegExp) =>
   assert.throws(
     fn,
-    (err: Error) => errorKind(err) === kind && (message === undefined || err.message === message),
+    (err: Error) =>
+      errorKind(err) === kind &&
+      (message === undefined ||
+        (typeof message === 'string' ? err.message === message : message.test(err.message))),
   );
 
 describe('SnapshotStore', () => {
@@ -52,6 +55,18 @@ describe('SnapshotStore', () => {
     s.remove(NS, 'b');
     s.remove(NS, 'base');
     assert.equal(s.get(NS, 'base'), undefined);
+  });
+
+  test('keys and names are bounded as containerd’s bolt keys are', async () => {
+    const long = 'k'.repeat(MAX_SNAPSHOT_KEY_BYTES + 1);
+    fails(() => active(long), 'InvalidArgument', /^snapshot key too large: 32769 bytes/);
+    active('k'.repeat(MAX_SNAPSHOT_KEY_BYTES));
+    active('short');
+    fails(
+      () => s.commit(NS, { name: long, key: 'short', labels: {}, usage }),
+      'InvalidArgument',
+      /^snapshot name too large/,
+    );
   });
 
   test('views: only those without a parent own a directory', async () => {

@@ -108,6 +108,18 @@ export function snapshotAdaptor(s: SnapshotRecord): Adaptor {
 const doesNotExist = (key: string) => notFound(`snapshot ${key} does not exist: not found`);
 
 /** One snapshotter's snapshots, all namespaces. */
+/** containerd keeps snapshot keys as bolt keys, which cannot be longer; a bound on every row's size too. */
+export const MAX_SNAPSHOT_KEY_BYTES = 32 << 10;
+
+function checkKeySize(what: 'key' | 'name', key: string): void {
+  const n = Buffer.byteLength(key);
+  if (n > MAX_SNAPSHOT_KEY_BYTES) {
+    throw invalidArgument(
+      `snapshot ${what} too large: ${n} bytes, at most ${MAX_SNAPSHOT_KEY_BYTES}: invalid argument`,
+    );
+  }
+}
+
 export class SnapshotStore {
   readonly snapshotter: string;
   private readonly db: MetadataDb;
@@ -175,6 +187,7 @@ export class SnapshotStore {
    */
   create(ns: string, c: CreateSnapshot): { record: SnapshotRecord; parent?: SnapshotRecord } {
     if (c.key === '') throw invalidArgument('snapshot key must not be empty: invalid argument');
+    checkKeySize('key', c.key);
     validateLabels('info.Labels', c.labels);
     const target = c.labels[LABEL_SNAPSHOT_REF];
     const created = this.db.write(() => {
@@ -230,6 +243,7 @@ export class SnapshotStore {
    */
   commit(ns: string, c: CommitSnapshot): SnapshotRecord {
     if (c.name === '') throw invalidArgument('snapshot name must not be empty: invalid argument');
+    checkKeySize('name', c.name);
     validateLabels('info.Labels', c.labels);
     return this.db.write(() => {
       if (this.get(ns, c.name)) throw alreadyExists(`snapshot ${goQuote(c.name)}: already exists`);
