@@ -47,16 +47,27 @@ export async function imageManifest(
   if (depth > MAX_DEPTH) throw notFound(`indexes nested deeper than ${MAX_DEPTH}`);
   const parsed = await readDocument(api, target);
   if (parsed.kind === 'manifest') {
-    if (depth > 0 && target.platform === undefined) {
-      const config = await readConfig(api, parsed.manifest.config);
-      if (!platformMatches(platform, configPlatform(config))) throw noPlatformMatch(root);
-    }
+    if (depth > 0 && target.platform === undefined)
+      await checkConfigPlatform(api, parsed.manifest.config, platform, root);
     return { descriptor: target, manifest: parsed.manifest, path: [] };
   }
   const [chosen] = selectPlatform(parsed.index.manifests, platform);
   if (!chosen) throw noPlatformMatch(root);
   const found = await imageManifest(api, chosen, platform, depth + 1, root);
   return { ...found, path: [target, ...found.path] };
+}
+
+/**
+ * Fails, as containerd does, naming the image's target `root`, when the image config `config` is not for
+ * `platform` (for a manifest its index lists without a platform, the config decides).
+ */
+export async function checkConfigPlatform(
+  api: DaemonApi,
+  config: Descriptor,
+  platform: Platform,
+  root: Descriptor,
+): Promise<void> {
+  if (!platformMatches(platform, configPlatform(await readConfig(api, config)))) throw noPlatformMatch(root);
 }
 
 export function configPlatform(config: ImageConfig): Platform {

@@ -15,22 +15,21 @@ import {
 import type { Descriptor, Platform } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import type { ImageManifest } from '../../oci/manifest.ts';
-import { defaultPlatform, parsePlatform, platformMatches } from '../../oci/platform.ts';
+import { defaultPlatform, parsePlatform } from '../../oci/platform.ts';
 import {
   formatReference,
   parseNormalizedReference,
   type Reference,
   withDefaultTag,
 } from '../../oci/reference.ts';
-import { noPlatformMatch } from '../../oci/walk.ts';
 import type { RegistryClient } from '../../registry/client.ts';
 import type { DaemonApi, DaemonImage, Labels } from '../daemon-api.ts';
 import type { PullListener } from './events.ts';
 import { fetchImage } from './fetch.ts';
-import { configPlatform } from './inspect.ts';
+import { checkConfigPlatform } from './inspect.ts';
 import { LABEL_GC_EXPIRE } from './labels.ts';
 import { Presence } from './presence.ts';
-import { readConfig, type UnpackResult, unpackImage } from './unpack.ts';
+import { type UnpackResult, unpackImage } from './unpack.ts';
 
 /** containerd's default where a namespace names none. */
 export const DEFAULT_SNAPSHOTTER = 'overlayfs';
@@ -148,8 +147,12 @@ export async function pullImage(
     const startUnpack = (desc: Descriptor, manifest: ImageManifest): void => {
       manifests.push(desc);
       // A manifest its index lists without a platform is the host's only if its config says so.
-      const judge = opts.allPlatforms || desc.digest === root.digest || desc.platform !== undefined;
-      const check = judge ? Promise.resolve() : configFits(api, presence, manifest, platform, root);
+      const byConfig = !opts.allPlatforms && desc.digest !== root.digest && desc.platform === undefined;
+      const check = byConfig
+        ? presence
+            .wait(manifest.config.digest)
+            .then(() => checkConfigPlatform(api, manifest.config, platform, root))
+        : Promise.resolve();
       if (opts.unpack === false) {
         check.catch((err: unknown) => stop.abort(err));
         checks.push(check);
@@ -248,17 +251,4 @@ async function putImage(api: DaemonApi, image: DaemonImage): Promise<boolean> {
     }
   }
   throw unavailable(`image ${image.name} kept changing while it was being written`);
-}
-
-/** Fails, as containerd does, when the config of a manifest listed without a platform is not the host's. */
-async function configFits(
-  api: DaemonApi,
-  presence: Presence,
-  manifest: ImageManifest,
-  platform: Platform,
-  root: Descriptor,
-): Promise<void> {
-  await presence.wait(manifest.config.digest);
-  const config = await readConfig(api, manifest.config);
-  if (!platformMatches(platform, configPlatform(config))) throw noPlatformMatch(root);
 }
