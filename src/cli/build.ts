@@ -1,7 +1,8 @@
 // `strata build`: a client of a builder (`strata builder` or any builder.ImageBuilder). `build <source>`
 // asks for a build of a git repository's Dockerfile or of an image reference, prints the status as it
 // changes and the build's log as it is written, and exits 0 on success, 1 on a failed build, 2 when the
-// builder could not be asked, 130 when interrupted (SIGINT or SIGTERM; the build itself goes on). `build logs` replays and follows a build's log; `build ls` lists builds.
+// builder could not be asked, 130 when interrupted (SIGINT or SIGTERM; the build itself goes on).
+// `build logs` replays and follows a build's log; `build ls` lists builds.
 
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import type { Client } from '@grpc/grpc-js';
@@ -11,6 +12,7 @@ import { CloneTargetMode } from '../api/gen/contentservice/initializer_pb.ts';
 import { callServerStream, callUnary, createClient } from '../api/grpc/client.ts';
 import { buildOutput } from './build-progress.ts';
 import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
+import { interruptSignal } from './interrupt.ts';
 
 interface BuildFlags extends ClientTlsFlags {
   address: string;
@@ -103,13 +105,8 @@ export function registerBuild(program: Command): void {
       const output = buildOutput(process.stdout, process.stderr);
       // Ctrl-C ends the call, not the build (the builder goes on without its caller); the bar is taken
       // down first, so the terminal gets its cursor back.
-      let interrupted = false;
-      const onSignal = () => {
-        interrupted = true;
-        stop.abort();
-      };
-      process.once('SIGINT', onSignal);
-      process.once('SIGTERM', onSignal);
+      const interrupt = interruptSignal();
+      interrupt.signal.addEventListener('abort', () => stop.abort());
       try {
         for await (const res of callServerStream(
           client,
@@ -147,7 +144,7 @@ export function registerBuild(program: Command): void {
       } catch (err) {
         stop.abort();
         output.finish();
-        if (interrupted) {
+        if (interrupt.signal.aborted) {
           const follow = buildId ? ` (strata build logs ${buildId})` : '';
           process.stderr.write(`strata build: interrupted; the build goes on on the builder${follow}\n`);
           process.exitCode = 130;
@@ -155,8 +152,7 @@ export function registerBuild(program: Command): void {
         client.close();
         return;
       } finally {
-        process.off('SIGINT', onSignal);
-        process.off('SIGTERM', onSignal);
+        interrupt.dispose();
       }
       client.close();
       if (!final) {
