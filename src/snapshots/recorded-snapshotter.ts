@@ -162,10 +162,8 @@ export abstract class RecordedSnapshotter implements Snapshotter {
    * filled (so the key is taken while the copy runs), and a kill in between leaves a record whose
    * directory never came. containerd writes both in one transaction, so such a snapshot never existed for
    * its clients: drop the records (to be called on open, before cleanup takes the half-filled directory).
-   * Returns how many.
    */
-  protected async dropUnfilled(): Promise<number> {
-    let dropped = 0;
+  protected async dropUnfilled(): Promise<void> {
     for (const { ns, record } of this.store.all()) {
       if (record.kind === 'committed' || !this.hasOwnDir(record)) continue;
       if (await pathExists(this.dirs.path(record.backingId))) continue;
@@ -174,9 +172,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
         { namespace: ns, key: record.name, snapshotter: this.name },
         'dropped a snapshot whose creation was interrupted',
       );
-      dropped++;
     }
-    return dropped;
   }
 
   /** Removes directories no snapshot record names; returns how many. */
