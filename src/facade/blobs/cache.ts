@@ -731,13 +731,7 @@ export class BlobCache {
       this.events.onDiskFailing?.(err, retryMs);
     } else if (entry.probe) {
       const retryMs = Math.min(d.retryMs * 2, Math.max(MAX_DISK_RETRY_MS, this.diskRetryMs));
-      this.diskDown = {
-        reason: messageOf(err),
-        since: d.since,
-        retryMs,
-        until: now + retryMs,
-        probing: false,
-      };
+      this.diskDown = { ...d, reason: messageOf(err), retryMs, until: now + retryMs, probing: false };
     }
   }
 
