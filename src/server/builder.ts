@@ -31,7 +31,13 @@ import {
   tlsClientFilesFrom,
 } from './client-files.ts';
 import { type KeyTree, unknownKeys } from './config-keys.ts';
-import { GRPC_CONNECTION_KEYS, grpcConnectionsFrom, parseByteSize, parseListen } from './facade-config.ts';
+import {
+  GRPC_CONNECTION_KEYS,
+  grpcConnectionsFrom,
+  isObj,
+  parseByteSize,
+  parseListen,
+} from './facade-config.ts';
 import { countGrpcDrops } from './grpc-drops.ts';
 import { serveMetrics } from './metrics.ts';
 
@@ -193,15 +199,12 @@ export async function loadBuilderConfig(
   const merged: Record<string, unknown> = { ...fromFile, ...overrides, plainHttpHosts: hosts };
   // `--redis URL` (and its flags) set those keys of the file's redis mapping; its TLS, password file and
   // prefix stay.
-  if (isMapping(fromFile.redis) && overrides.redis !== undefined) {
+  if (isObj(fromFile.redis) && overrides.redis !== undefined) {
     const flags = typeof overrides.redis === 'string' ? { url: overrides.redis } : overrides.redis;
     merged.redis = { ...fromFile.redis, ...(flags as Record<string, unknown>) };
   }
   return builderConfigFrom(merged, dirname(resolve(file)));
 }
-
-const isMapping = (v: unknown): v is Record<string, unknown> =>
-  typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** Prometheus metrics of the builder, and the observer the orchestrator reports to. */
 export class BuilderMetrics implements BuilderObserver {

@@ -202,7 +202,8 @@ export function defaultCacheDir(env: NodeJS.ProcessEnv = process.env): string {
 
 type Obj = Record<string, unknown>;
 
-function isObj(v: unknown): v is Obj {
+/** A YAML mapping (not a list, not null). */
+export function isObj(v: unknown): v is Obj {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
@@ -335,8 +336,8 @@ export function grpcConnectionsFrom(
   where: string,
   fail: (where: string, what: string) => never,
 ): GrpcConnectionLimits {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) fail(where, 'want a mapping');
-  const c = v as Record<string, unknown>;
+  if (!isObj(v)) fail(where, 'want a mapping');
+  const c = v;
   for (const k of unknownKeys(c, GRPC_CONNECTION_KEYS)) fail(`${where}.${k}`, 'unknown key');
   const limits: GrpcConnectionLimits = {};
   if (c.max !== undefined && c.max !== null) {
