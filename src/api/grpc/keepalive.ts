@@ -71,7 +71,8 @@ export function keepSessionAlive(session: ServerHttp2Session, o: KeepaliveOption
 
   session.on('stream', (stream) => {
     lastStreamId = Math.max(lastStreamId, stream.id ?? 0);
-    // A call answered is traffic the client may keep alive: grpc resets its count then too.
+    // A new call resets the count: the connection carries traffic the client may keep alive (grpc resets
+    // it when it answers a call).
     strikes = 0;
   });
   session.on('ping', () => {
