@@ -22,7 +22,7 @@ import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { countingProxy } from '../helpers/counting-proxy.ts';
 import { type PushedImage, pushBusybox, pushFilesImage, skopeoCopy } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { runCommand, waitFor } from '../helpers/process.ts';
+import { runCommand, waitFor, within } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -98,19 +98,6 @@ function stalledDownload(url: string): Promise<Stalled> {
     req.on('error', reject);
     req.end();
   });
-}
-
-/** `p`, or a failure naming `what` once `ms` have passed (so a test never hangs on it). */
-async function within<T>(ms: number, p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not done within ${ms / 1000} s`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
 }
 
 async function metric(app: FacadeApp, line: string): Promise<number> {
@@ -365,15 +352,15 @@ describe('facade faults', () => {
     // As many clients as the registry client keeps connections to one registry (16) start the blob and
     // then stop reading.
     for (let i = 0; i < 16; i++) {
-      stalled.push(await within(30_000, stalledDownload(url), `stalled client ${i}: the first bytes`));
+      stalled.push(await within(stalledDownload(url), 30_000, `stalled client ${i}: the first bytes`));
     }
-    const fast = await within(60_000, download(url), 'the blob while other clients have stopped reading');
+    const fast = await within(download(url), 60_000, 'the blob while other clients have stopped reading');
     assert.equal(fast.status, 200);
     assert.equal(fast.complete, true);
     assert.equal(sha256(fast.bytes), layer.digest);
     // The stalled clients, reading on, still get the whole blob (asked for again from where they were).
     for (const [i, s] of stalled.slice(0, 2).entries()) {
-      const r = await within(60_000, s.resume(), `stalled client ${i} read to the end`);
+      const r = await within(s.resume(), 60_000, `stalled client ${i} read to the end`);
       assert.equal(r.complete, true);
       assert.equal(sha256(r.bytes), layer.digest);
     }

@@ -17,7 +17,7 @@ import { createGrpcServer, type GrpcDropReason, type GrpcServer } from '../../sr
 import { implement } from '../../src/api/grpc/service.ts';
 import { builderConfigFrom, startBuilder } from '../../src/server/builder.ts';
 import { GatedEngine } from '../helpers/builder-engine.ts';
-import { waitFor } from '../helpers/process.ts';
+import { waitFor, within } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -112,10 +112,7 @@ async function startRead(session: ClientHttp2Session): Promise<void> {
   });
   stream.on('error', () => {});
   stream.end(Buffer.alloc(5)); // one empty message, uncompressed
-  await Promise.race([
-    once(stream, 'data'),
-    sleep(10_000, undefined, { ref: false }).then(() => assert.fail('no message from Content.Read')),
-  ]);
+  await within(once(stream, 'data'), 10_000, 'a message from Content.Read');
 }
 
 test('a peer that vanished mid-call: its connection is closed and its call cancelled', async () => {
@@ -131,12 +128,9 @@ test('a peer that vanished mid-call: its connection is closed and its call cance
     assert.equal(await abortedWithin(signal, 10_000), true, 'the call was cancelled');
     // The server closed the connection: the proxy's side of it sees the end once it reads again.
     const up = proxy.upstream();
-    const closed = up.destroyed ? Promise.resolve() : once(up, 'close');
+    const closed: Promise<unknown> = up.destroyed ? Promise.resolve() : once(up, 'close');
     up.resume();
-    await Promise.race([
-      closed,
-      sleep(10_000, undefined, { ref: false }).then(() => assert.fail('connection still open')),
-    ]);
+    await within(closed, 10_000, 'the close of the connection');
     assert.ok(drops.includes('keepalive'), `drops: ${drops.join(', ')}`);
   } finally {
     session.destroy();
@@ -161,10 +155,7 @@ test('a client flooding PINGs is told too_many_pings and closed', async () => {
         }).catch(() => {});
       }
     })();
-    const got = await Promise.race([
-      goaway,
-      sleep(10_000, undefined, { ref: false }).then(() => assert.fail('no GOAWAY')),
-    ]);
+    const got = await within(goaway, 10_000, 'the GOAWAY');
     await flood.catch(() => {});
     assert.equal(got.code, constants.NGHTTP2_ENHANCE_YOUR_CALM);
     assert.equal(got.data, 'too_many_pings');
@@ -260,10 +251,7 @@ test('the builder counts the connections it closes, by reason', async (t) => {
     const s = connect({ host: '127.0.0.1', port: running.port });
     s.on('error', () => {});
     s.resume();
-    await Promise.race([
-      once(s, 'close'),
-      sleep(10_000, undefined, { ref: false }).then(() => assert.fail('idle connection not closed')),
-    ]);
+    await within(once(s, 'close'), 10_000, 'the close of the idle connection');
     const text = await waitFor(
       async () => {
         const m = await running.metrics.registry.metrics();
