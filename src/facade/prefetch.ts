@@ -26,7 +26,10 @@ export interface PrefetchStore {
 export interface PrefetchSummary {
   manifestDigest?: Digest;
   blobs: number;
-  /** Blobs per outcome: miss (fetched by this prefetch), joined, hit (cached already), bypass (no room). */
+  /**
+   * Blobs per outcome: miss (fetched by this prefetch), joined, hit (cached already), bypass (no room, or
+   * a failing disk).
+   */
   outcomes: Partial<Record<CacheOutcome, number>>;
   /** Bytes of the blobs this prefetch fetched (misses). */
   bytes: number;

@@ -40,7 +40,7 @@ import { algorithmOf, type Digest, Digester, VerifyingStream } from '../../oci/d
 import { type CacheStorage, type CacheWriter, DirCacheStorage } from './cache-storage.ts';
 import { pacedRead } from './paced-read.ts';
 
-/** `bypass`: not cached, streamed straight from the source (no room on the disk). */
+/** `bypass`: not cached, streamed straight from the source (no room on the disk, or the disk failing). */
 export type CacheOutcome = 'hit' | 'miss' | 'joined' | 'bypass';
 
 export interface CacheEvents {
@@ -321,8 +321,9 @@ export class BlobCache {
   /**
    * Fills the cache with `source` in the background, no client reading: starts a fill, joins one in
    * progress, checks a blob found at start, or finds it cached ('hit'). Resolves once the blob is cached
-   * ('bypass': not cached, the disk has no room). Aborting `signal` lets go of the fill, which is then
-   * abandoned at once, with the signal's reason, unless someone else (a client, another prefetch) reads it.
+   * ('bypass': not cached, the disk has no room or is failing). Aborting `signal` lets go of the fill,
+   * which is then abandoned at once, with the signal's reason, unless someone else (a client, another
+   * prefetch) reads it.
    */
   async prefetch(source: Blob, signal: AbortSignal): Promise<CacheOutcome> {
     if (this.closed) throw failedPrecondition('blob cache is closed');
