@@ -328,8 +328,8 @@ export function listenerTlsFilesFrom(
 }
 
 /**
- * A gRPC listener's connection limits (`max`, `idleSeconds`, keepalive), problems reported through `fail` under
- * `where`; unset ones keep the server's defaults.
+ * A gRPC listener's connection limits (`max`, `idleSeconds`, keepalive), problems reported through `fail`
+ * under `where`; unset ones keep the server's defaults.
  */
 export function grpcConnectionsFrom(
   v: unknown,
