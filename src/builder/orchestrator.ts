@@ -551,15 +551,16 @@ export class Builder {
           this.o.logger.warn({ buildId: build.id, err: messageOf(err) }, 'cannot share build progress');
         });
     };
-    // Another replica took the claim (this one's lapsed while Redis was out of reach): the build goes on
-    // for this replica's callers, but the updates of its ref are the other replica's build now.
+    // The claim is no longer this replica's (it lapsed while Redis was out of reach, or Redis lost it, and
+    // another replica may have taken it): the build goes on for this replica's callers, but the updates of
+    // its ref may be another replica's build now.
     let warnedLost = false;
     const lost = () => {
       if (warnedLost) return;
       warnedLost = true;
       this.o.logger.warn(
         { buildId: build.id, ref: plan.ref },
-        'another replica took over this build; no longer sharing its updates',
+        'this replica no longer holds the build’s claim (it lapsed, or another replica took it); no longer sharing its updates',
       );
     };
     const update = (status: BuildUpdate['status'], message: string, final = false) => {

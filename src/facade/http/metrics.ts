@@ -147,7 +147,7 @@ export class FacadeMetrics implements FacadeObserver {
     });
     this.prefetchBlobs = new Counter({
       name: 'strata_facade_prefetch_blobs_total',
-      help: 'Blobs prefetched, by outcome (miss: fetched, joined: a fill in flight, hit: cached, bypass: no room, failed)',
+      help: 'Blobs prefetched, by outcome (miss: fetched, joined: a fill in flight, hit: cached, bypass: no room or a failing cache disk, failed)',
       labelNames: ['outcome'],
       registers,
     });
