@@ -17,7 +17,7 @@
 // space, so after such a failure no fill starts for a while (blobs are streamed uncached), and then one
 // fill probes the disk; each failed probe doubles the pause. A blob the storage has bytes of without the
 // cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
-import { addAbortSignal, Readable } from 'node:stream';
+import { addAbortSignal, Readable, pipeline as streamThrough } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
 import {
@@ -36,7 +36,7 @@ import {
 } from '../../errors.ts';
 import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import { algorithmOf, type Digest, Digester, VerifyingStream } from '../../oci/digest.ts';
+import { type Digest, VerifyingStream } from '../../oci/digest.ts';
 import { type CacheStorage, type CacheWriter, DirCacheStorage } from './cache-storage.ts';
 import { pacedRead } from './paced-read.ts';
 
@@ -827,8 +827,9 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
 /**
  * `followed` (bytes [offset, end) of a fill's ingest), going on from `source`, uncached, at the first byte
  * not yet given should the fill fail writing to the disk. Any other failure is the stream's. A whole blob
- * is hashed as it goes: one stitched from the ingest and the source fails at its end unless it is the
- * blob (the store checks only what it committed, the paced read only a whole blob of its own).
+ * goes through a VerifyingStream: one stitched from the ingest and the source fails at its end, its last
+ * chunk held back, unless it is the blob (the store checks only what it committed, the paced read only a
+ * whole blob of its own).
  */
 function uncachedOnDiskFailure(
   followed: Readable,
@@ -839,35 +840,22 @@ function uncachedOnDiskFailure(
   signal: AbortSignal | undefined,
 ): Readable {
   const { digest, size } = source.descriptor;
-  const whole = offset === 0 && end === size ? new Digester(algorithmOf(digest)) : undefined;
   async function* bytes(): AsyncGenerator<Uint8Array> {
     let at = offset;
     try {
       for await (const chunk of followed as AsyncIterable<Uint8Array>) {
         at += chunk.byteLength;
-        whole?.update(chunk);
         yield chunk;
       }
       return;
     } catch (err) {
       if (!entry.diskFailed || at >= end) throw err;
     }
-    const rest = (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
-    if (!whole) return yield* rest;
-    // The last chunk waits for the check: a client given every byte of its Content-Length would take a
-    // wrong body for the blob, however the connection ends after.
-    let last: Uint8Array | undefined;
-    for await (const chunk of rest) {
-      whole.update(chunk);
-      if (last) yield last;
-      last = chunk;
-    }
-    if (whole.digest() !== digest) {
-      throw dataLoss(`blob ${digest}: the bytes served (cached, then from its source) are not the blob`);
-    }
-    if (last) yield last;
+    yield* (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
   }
-  return Readable.from(bytes(), { objectMode: false });
+  const stitched = Readable.from(bytes(), { objectMode: false });
+  if (offset !== 0 || end !== size) return stitched;
+  return streamThrough(stitched, new VerifyingStream(digest, size), () => {});
 }
 
 /** Waits for a fill to finish, or rejects with the signal's reason once it fires. */
