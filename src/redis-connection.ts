@@ -1,6 +1,7 @@
 // How Strata's services reach a Redis beyond its URL: a password asked at every connection (so a rotated
 // secret is used from the next reconnection on, without a restart) and TLS with files of its own. The
-// facade's shared cache and the builder's shared builds both connect this way.
+// facade's shared cache and the builder's shared builds both connect this way, with the same bounds.
+import { createClient } from 'redis';
 
 export interface RedisCredentials {
   /** The password, for a URL without one; asked at every connection. */
@@ -44,4 +45,28 @@ export function redisConnection(url: string, c: RedisCredentials) {
           }
         : own,
   };
+}
+
+/**
+ * A client that never waits on Redis without bound: commands are refused while it is disconnected (not
+ * queued), at most 1000 wait for answers, reconnects back off to 2 s, and `commandTimeoutMs` (when given;
+ * callers with a timeout of their own per call leave it out) bounds each command.
+ */
+export function boundedRedisClient(
+  url: string,
+  credentials: RedisCredentials,
+  o: { connectTimeoutMs: number; commandTimeoutMs?: number },
+) {
+  const c = redisConnection(url, credentials);
+  return createClient({
+    url: c.url,
+    ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
+    disableOfflineQueue: true,
+    commandsQueueMaxLength: 1000,
+    ...(o.commandTimeoutMs !== undefined && { commandOptions: { timeout: o.commandTimeoutMs } }),
+    socket: c.socket({
+      connectTimeout: o.connectTimeoutMs,
+      reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
+    }),
+  });
 }

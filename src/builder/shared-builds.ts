@@ -4,9 +4,8 @@
 // the expiry, and a replica still asked for the image claims it and builds. Followers poll (a few reads a
 // second per followed build): simple, bounded, and no connection held per subscriber.
 import { randomUUID } from 'node:crypto';
-import { createClient } from 'redis';
 import { messageOf, unavailable } from '../errors.ts';
-import { type RedisCredentials, redisConnection } from '../redis-connection.ts';
+import { boundedRedisClient, type RedisCredentials } from '../redis-connection.ts';
 
 /** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
 export interface SharedUpdate {
@@ -80,22 +79,9 @@ const READ_LOG =
   'if from < 0 then from = 0 end ' +
   "return {n, redis.call('LRANGE', KEYS[1], from, -1)}";
 
-function redisClient(url: string, credentials: RedisCredentials) {
-  const c = redisConnection(url, credentials);
-  return createClient({
-    url: c.url,
-    ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
-    // Not queued while disconnected, capped while unanswered, and bounded when sent: with Redis down or
-    // hung a command fails in time, and the builder goes on alone rather than waiting for Redis.
-    disableOfflineQueue: true,
-    commandsQueueMaxLength: 1000,
-    commandOptions: { timeout: COMMAND_TIMEOUT_MS },
-    socket: c.socket({
-      connectTimeout: 5000,
-      reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
-    }),
-  });
-}
+// With Redis down or hung a command fails in time, and the builder goes on alone rather than waiting.
+const redisClient = (url: string, credentials: RedisCredentials) =>
+  boundedRedisClient(url, credentials, { connectTimeoutMs: 5000, commandTimeoutMs: COMMAND_TIMEOUT_MS });
 type Client = ReturnType<typeof redisClient>;
 
 export class SharedBuilds {

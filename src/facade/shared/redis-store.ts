@@ -2,27 +2,17 @@
 // a Redis that is down at start or goes away later never holds the facade up; commands are not queued
 // while it is disconnected, the queue of commands sent and unanswered is capped, and every command carries
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
-import { createClient, ErrorReply, RESP_TYPES } from 'redis';
+import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
-import { type RedisCredentials, redisConnection } from '../../redis-connection.ts';
+import { boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
 import { type KeyValueStore, UnreadableValue } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
 
-function client(url: string, credentials: RedisCredentials) {
-  const c = redisConnection(url, credentials);
-  return createClient({
-    url: c.url,
-    ...(c.credentialsProvider && { credentialsProvider: c.credentialsProvider }),
-    disableOfflineQueue: true,
-    commandsQueueMaxLength: 1000,
-    socket: c.socket({
-      connectTimeout: 2000,
-      reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
-    }),
-  });
-}
+// Each call carries the caller's own timeout, so the client sets none.
+const client = (url: string, credentials: RedisCredentials) =>
+  boundedRedisClient(url, credentials, { connectTimeoutMs: 2000 });
 
 type Client = ReturnType<typeof client>;
 
