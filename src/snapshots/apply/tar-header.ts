@@ -69,23 +69,23 @@ export const META = new Set([PAX, PAX_GLOBAL, GNU_LONG_NAME, GNU_LONG_LINK]);
 /** Old GNU "names" entries: Go reads them as entries of an unknown type, which containerd refuses. */
 export const TYPEFLAG_N = 0x4e;
 
-// Header fields: [offset, length].
-const NAME = [0, 100] as const;
-const MODE = [100, 8] as const;
-const UID = [108, 8] as const;
-const GID = [116, 8] as const;
-const SIZE = [124, 12] as const;
-const MTIME = [136, 12] as const;
-const CHECKSUM = [148, 8] as const;
-const TYPEFLAG_AT = 156;
-const LINKNAME = [157, 100] as const;
-const MAGIC = [257, 6] as const;
+// Header fields: [offset, length] (the differ's writer lays out the same ones).
+export const NAME = [0, 100] as const;
+export const MODE = [100, 8] as const;
+export const UID = [108, 8] as const;
+export const GID = [116, 8] as const;
+export const SIZE = [124, 12] as const;
+export const MTIME = [136, 12] as const;
+export const CHECKSUM = [148, 8] as const;
+export const TYPEFLAG_AT = 156;
+export const LINKNAME = [157, 100] as const;
+export const MAGIC = [257, 6] as const;
 const VERSION = [263, 2] as const;
 const UNAME = [265, 32] as const;
 const GNAME = [297, 32] as const;
-const DEVMAJOR = [329, 8] as const;
-const DEVMINOR = [337, 8] as const;
-const PREFIX = [345, 155] as const;
+export const DEVMAJOR = [329, 8] as const;
+export const DEVMINOR = [337, 8] as const;
+export const PREFIX = [345, 155] as const;
 /** star's header: a 131-byte prefix, then atime and ctime, and a trailer at the end of the block. */
 const STAR_PREFIX = [345, 131] as const;
 const STAR_TIMES = [

@@ -3,7 +3,23 @@
 // writer cannot do. The layout is the one tar-stream wrote before (ustar, a name split at a `/` into
 // prefix and name when it is long, a PAX header named `PaxHeader` when a name is long or not ASCII or
 // when there are records), so layers of ordinary trees keep their digests.
-import { BLOCK, type EntryType } from '../apply/tar-header.ts';
+import {
+  BLOCK,
+  CHECKSUM,
+  DEVMAJOR,
+  DEVMINOR,
+  type EntryType,
+  GID,
+  LINKNAME,
+  MAGIC,
+  MODE,
+  MTIME,
+  NAME,
+  PREFIX,
+  SIZE,
+  TYPEFLAG_AT,
+  UID,
+} from '../apply/tar-header.ts';
 
 /** The entry types a snapshot tree has (the reader's, without the old contiguous file). */
 export type EntryKind = Exclude<EntryType, 'contiguous-file'>;
@@ -70,30 +86,31 @@ interface BlockFields {
 
 function block(f: BlockFields): Buffer {
   const buf = Buffer.alloc(BLOCK);
-  f.name.copy(buf, 0);
-  buf.write(octal(f.mode & 0o7777, 6), 100, 'latin1');
-  buf.write(octal(f.uid, 6), 108, 'latin1');
-  buf.write(octal(f.gid, 6), 116, 'latin1');
+  f.name.copy(buf, NAME[0]);
+  buf.write(octal(f.mode & 0o7777, 6), MODE[0], 'latin1');
+  buf.write(octal(f.uid, 6), UID[0], 'latin1');
+  buf.write(octal(f.gid, 6), GID[0], 'latin1');
   if (f.size.toString(8).length > 11) {
     // base-256 for sizes past 8 GiB
-    buf[124] = 0x80;
+    buf[SIZE[0]] = 0x80;
     let n = f.size;
-    for (let i = 11; i > 0; i--) {
-      buf[124 + i] = n % 0x100;
+    for (let i = SIZE[1] - 1; i > 0; i--) {
+      buf[SIZE[0] + i] = n % 0x100;
       n = Math.floor(n / 0x100);
     }
-  } else buf.write(octal(f.size, 11), 124, 'latin1');
-  buf.write(octal(f.mtime, 11), 136, 'latin1');
-  buf[156] = TYPEFLAGS[f.type];
-  f.linkname?.copy(buf, 157);
-  USTAR_MAGIC.copy(buf, 257);
-  buf.write(octal(f.devmajor, 6), 329, 'latin1');
-  buf.write(octal(f.devminor, 6), 337, 'latin1');
-  f.prefix.copy(buf, 345);
+  } else buf.write(octal(f.size, 11), SIZE[0], 'latin1');
+  buf.write(octal(f.mtime, 11), MTIME[0], 'latin1');
+  buf[TYPEFLAG_AT] = TYPEFLAGS[f.type];
+  f.linkname?.copy(buf, LINKNAME[0]);
+  USTAR_MAGIC.copy(buf, MAGIC[0]);
+  buf.write(octal(f.devmajor, 6), DEVMAJOR[0], 'latin1');
+  buf.write(octal(f.devminor, 6), DEVMINOR[0], 'latin1');
+  f.prefix.copy(buf, PREFIX[0]);
   // The checksum field counts as spaces.
-  let sum = 8 * 0x20;
-  for (let i = 0; i < BLOCK; i++) if (i < 148 || i >= 156) sum += buf[i]!;
-  buf.write(octal(sum, 6), 148, 'latin1');
+  const [sumAt, sumLength] = CHECKSUM;
+  let sum = sumLength * 0x20;
+  for (let i = 0; i < BLOCK; i++) if (i < sumAt || i >= sumAt + sumLength) sum += buf[i]!;
+  buf.write(octal(sum, 6), sumAt, 'latin1');
   return buf;
 }
 
