@@ -124,8 +124,6 @@ function redisEndpoint(
     fail('redis', 'want a URL such as redis://host:6379, or a mapping with url');
   for (const k of unknownKeys(o, BUILDER_KEYS.redis)) fail(`redis.${k}`, 'unknown key');
   const url = o.url;
-  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url) || !URL.canParse(url))
-    fail('redis', 'want a URL such as redis://host:6379');
   checkRedisUrl(url, 'redis', fail);
   const e: RedisEndpoint = { url };
   if (o.passwordFile !== undefined) e.passwordFile = path(o.passwordFile, 'redis.passwordFile');

@@ -51,15 +51,17 @@ export interface RedisEndpoint {
 }
 
 /**
- * What node-redis would refuse only when it connects, with words of its own and no key named ("Invalid
- * pathname", "URI malformed"): a database that is not a number, credentials that do not percent-decode.
- * The URL itself is not repeated: it may carry the password.
+ * A `redis://` or `rediss://` URL, refusing what node-redis would refuse only when it connects, with words
+ * of its own and no key named ("Invalid pathname", "URI malformed"): a database that is not a number,
+ * credentials that do not percent-decode. The URL itself is not repeated: it may carry the password.
  */
 export function checkRedisUrl(
-  url: string,
+  url: unknown,
   where: string,
   fail: (where: string, what: string) => never,
-): void {
+): asserts url is string {
+  if (typeof url !== 'string' || !/^rediss?:\/\//.test(url) || !URL.canParse(url))
+    fail(where, 'want a URL such as redis://host:6379');
   const u = new URL(url);
   if (u.pathname.length > 1 && !/^\/\d+$/.test(u.pathname))
     fail(where, "the URL's database must be a number (redis://host:6379/0)");

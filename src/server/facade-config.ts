@@ -547,8 +547,6 @@ export function facadeConfigFrom(doc: unknown, base: string): FacadeConfig {
     const ro = typeof d.redis === 'string' ? { url: d.redis } : obj(d.redis, 'redis');
     checkKeys(ro, FACADE_KEYS.redis, 'redis');
     const url = str(ro.url, 'redis.url');
-    if (!/^rediss?:\/\//.test(url) || !URL.canParse(url))
-      fail('redis.url', 'want a URL such as redis://host:6379');
     checkRedisUrl(url, 'redis.url', fail);
     const passwordFile = optPath(ro.passwordFile, 'redis.passwordFile');
     const tls = ro.tls === undefined || ro.tls === null ? undefined : tlsClientFiles(ro.tls, 'redis.tls');
