@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { readdirSync, readlinkSync } from 'node:fs';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { dataLoss, errorKind } from '../errors.ts';
@@ -182,4 +182,68 @@ test('destroying a positional reader ends its wait for bytes', async () => {
   await tick();
   assert.equal(openOn(data), fds);
   await w.close();
+});
+
+test('with a fallback, the rest of a failed ingest comes from it, at the first byte not yet read', async () => {
+  const { data, desc } = blob(400_000);
+  const w = await store.writer('fallback', { expected: desc.digest, total: desc.size });
+  const asked: number[] = [];
+  const fallback = (at: number) => {
+    asked.push(at);
+    return Promise.resolve(Readable.from([data.subarray(at, at + 100_000), data.subarray(at + 100_000)]));
+  };
+  const whole = await store.follow('fallback', desc, { fallback });
+  const tail = await store.follow('fallback', desc, { range: { offset: 150_000 }, fallback });
+  assert.ok(whole instanceof GrowthRange && tail instanceof GrowthRange, 'still read at positions');
+  await w.write(data.subarray(0, 200_000));
+  const reader = await whole.open();
+  const head = Buffer.alloc(120_000);
+  assert.equal((await reader.read(head, 0, head.length, 0)).bytesRead, head.length);
+  const disk = Object.assign(new Error('EIO: i/o error, write'), { code: 'EIO' });
+  await w.close(disk);
+  // The writer lets go of its ingest: the bytes already handed out are hashed from the reader's open file.
+  await store.abort('fallback');
+  const rest = Buffer.alloc(desc.size - head.length);
+  for (let pos = 0; pos < rest.length; ) {
+    pos += (await reader.read(rest, pos, Math.min(50_000, rest.length - pos), head.length + pos)).bytesRead;
+  }
+  assert.deepEqual(Buffer.concat([head, rest]), data);
+  assert.deepEqual(asked, [head.length]);
+  assert.deepEqual(await drain(tail).done, data.subarray(150_000), 'a Readable reader too');
+  assert.deepEqual(asked, [head.length, 150_000]);
+  whole.destroy();
+});
+
+test('a whole blob stitched from a failed ingest and a fallback fails before its last bytes unless it is the blob', async () => {
+  const { data, desc } = blob(300_000);
+  const wrong = (end: number) => (at: number) => Promise.resolve(Readable.from([Buffer.alloc(end - at, 7)]));
+  const w = await store.writer('fallback-wrong', { expected: desc.digest, total: desc.size });
+  const whole = await store.follow('fallback-wrong', desc, { fallback: wrong(desc.size) });
+  const part = await store.follow('fallback-wrong', desc, {
+    range: { offset: 0, length: 250_000 },
+    fallback: wrong(250_000),
+  });
+  await w.write(data.subarray(0, 100_000));
+  const reader = await (whole as GrowthRange).open();
+  const buf = Buffer.alloc(desc.size);
+  assert.equal((await reader.read(buf, 0, 100_000, 0)).bytesRead, 100_000);
+  await w.close(Object.assign(new Error('EROFS: read-only file system'), { code: 'EROFS' }));
+  await assert.rejects(
+    reader.read(buf, 100_000, desc.size - 100_000, 100_000),
+    (e) => errorKind(e) === 'DataLoss',
+  );
+  // A part is not checked (nothing to check it against): its bytes are the source's, as a Range read's are.
+  const got = await drain(part).done;
+  assert.equal(got.length, 250_000);
+  whole.destroy();
+});
+
+test('a fallback that declines, or none, leaves the reader with the writer’s reason', async () => {
+  const { data, desc } = blob(100_000);
+  const w = await store.writer('fallback-declines', { expected: desc.digest, total: desc.size });
+  const declined = drain(await store.follow('fallback-declines', desc, { fallback: () => undefined }));
+  await w.write(data.subarray(0, 50_000));
+  await tick();
+  await w.close(dataLoss('upstream sent wrong bytes'));
+  await assert.rejects(declined.done, (e) => errorKind(e) === 'DataLoss' && /wrong bytes/.test(String(e)));
 });

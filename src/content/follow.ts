@@ -1,10 +1,13 @@
 // Following an ingest while it is written: a reader that joins a fill in progress gets the bytes as they
 // land on disk, from any offset, without waiting for the commit and without a second fetch. The last byte
 // of the blob is only handed out once the commit has verified the whole blob, so a reader of wrong bytes
-// fails before it can complete; a restarted or failed ingest fails its readers with the writer's reason.
+// fails before it can complete; a restarted or failed ingest fails its readers with the writer's reason,
+// unless the reader was given another source for the rest.
 import { type FileHandle, open } from 'node:fs/promises';
 import { Readable } from 'node:stream';
-import { aborted, dataLoss } from '../errors.ts';
+import { aborted, dataLoss, internal } from '../errors.ts';
+import type { OpenOptions } from '../oci/blob.ts';
+import { algorithmOf, type Digest, Digester } from '../oci/digest.ts';
 import { isENOENT } from './fs-util.ts';
 
 /** Reads of a growing file in pieces this big; up to FOLLOW_BUFFER bytes wait ahead of a slow consumer. */
@@ -89,6 +92,27 @@ export class Growth {
   }
 }
 
+/**
+ * Bytes [at, end) from elsewhere, for a reader whose ingest failed with `failure`; undefined when the
+ * failure is the reader's answer.
+ */
+export type FollowFallback = (at: number, failure: Error) => Promise<Readable> | undefined;
+
+export interface FollowOptions extends OpenOptions {
+  /** Where the rest comes from should the ingest fail (a fill whose disk failed goes on from its source). */
+  fallback?: FollowFallback | undefined;
+}
+
+/** The rest of a range coming from a fallback, at `at`; `digester` has every byte before it (a whole blob). */
+interface Rest {
+  stream: Readable;
+  chunks: AsyncIterator<Buffer>;
+  /** Of the last chunk, what the reader has not had yet. */
+  pending: Buffer | undefined;
+  at: number;
+  digester: Digester | undefined;
+}
+
 /** Reads at chosen offsets into the caller's buffers (a FileHandle is one). */
 export interface PositionalReader {
   read(buffer: Buffer, offset: number, length: number, position: number): Promise<{ bytesRead: number }>;
@@ -98,7 +122,8 @@ export interface PositionalReader {
  * Bytes [start, end) of the blob of `size` bytes that `g` is writing, as they arrive: a Readable for any
  * consumer, or, through open(), a reader at positions into the consumer's own buffers (the facade's server
  * sends it that way, like a FileRange). Either fails when the ingest fails or restarts, and never ends
- * short.
+ * short. Given a fallback, the rest of a failed ingest comes from there; a whole blob stitched so is
+ * checked against `digest` before its last bytes are handed out.
  */
 export class GrowthRange extends Readable {
   /** Names the ingest in messages. */
@@ -112,18 +137,30 @@ export class GrowthRange extends Readable {
   private readonly gone = new AbortController();
   private readonly signal: AbortSignal;
   private readonly reader: PositionalReader = { read: (b, o, l, p) => this.readAt(b, o, l, p) };
+  private readonly digest: Digest;
+  private readonly fallback: FollowFallback | undefined;
   private fh: FileHandle | undefined;
   private pos: number;
+  private rest: Rest | undefined;
 
-  constructor(g: Growth, size: number, start: number, end: number, signal?: AbortSignal) {
+  constructor(
+    g: Growth,
+    blob: { digest: Digest; size: number },
+    start: number,
+    end: number,
+    options: FollowOptions = {},
+  ) {
     super({ highWaterMark: FOLLOW_BUFFER });
     this.path = `ingest ${g.ref}`;
     this.g = g;
-    this.size = size;
+    this.digest = blob.digest;
+    this.size = blob.size;
     this.restarts = g.restarts;
     this.start = start;
     this.end = end;
     this.pos = start;
+    this.fallback = options.fallback;
+    const signal = options.signal;
     this.signal = signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal;
   }
 
@@ -160,14 +197,89 @@ export class GrowthRange extends Readable {
     }
   }
 
-  private async readAt(buffer: Buffer, offset: number, length: number, position: number) {
-    const { fh, bytes } = await this.available(position);
+  private async readAt(
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesRead: number }> {
+    if (this.rest) return this.readRest(this.rest, buffer, offset, length, position);
+    let fh: FileHandle;
+    let bytes: number;
+    try {
+      ({ fh, bytes } = await this.available(position));
+    } catch (err) {
+      const failure = this.g.failure;
+      if (failure === undefined || err !== failure || this.fallback === undefined) throw err;
+      const rest = await this.startRest(this.fallback, position, failure);
+      return this.readRest(rest, buffer, offset, length, position);
+    }
     const len = Math.min(length, bytes);
     const { bytesRead } = await fh.read(buffer, offset, len, position);
     if (bytesRead === 0) {
       throw dataLoss(`ingest ${this.g.ref}: file shorter than the ${position + len} bytes written`);
     }
     return { bytesRead };
+  }
+
+  /**
+   * Goes on at `at` from the fallback. A whole blob's bytes before `at` are hashed again from the ingest's
+   * file (still open here, though the writer may have removed it), so the stitched blob can be checked.
+   */
+  private async startRest(fallback: FollowFallback, at: number, failure: Error): Promise<Rest> {
+    let digester: Digester | undefined;
+    if (this.start === 0 && this.end === this.size) {
+      digester = new Digester(algorithmOf(this.digest));
+      const buf = Buffer.allocUnsafe(Math.min(READ_CHUNK, at));
+      for (let pos = 0; pos < at; ) {
+        const { bytesRead } = this.fh
+          ? await this.fh.read(buf, 0, Math.min(buf.length, at - pos), pos)
+          : { bytesRead: 0 };
+        // The bytes handed out cannot be checked: the reader fails as it would have without a fallback.
+        if (bytesRead === 0) throw failure;
+        digester.update(buf.subarray(0, bytesRead));
+        pos += bytesRead;
+      }
+    }
+    const pending = fallback(at, failure);
+    if (pending === undefined) throw failure;
+    const stream = await pending;
+    if (this.destroyed) {
+      stream.destroy();
+      throw aborted('reader went away');
+    }
+    const chunks = (stream as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    this.rest = { stream, chunks, pending: undefined, at, digester };
+    return this.rest;
+  }
+
+  private async readRest(
+    rest: Rest,
+    buffer: Buffer,
+    offset: number,
+    length: number,
+    position: number,
+  ): Promise<{ bytesRead: number }> {
+    if (position !== rest.at) throw internal(`${this.path}: read at ${position}, the rest is at ${rest.at}`);
+    let chunk = rest.pending;
+    if (chunk === undefined) {
+      const next = await rest.chunks.next();
+      if (next.done) throw dataLoss(`${this.path}: the rest ended at ${rest.at}, before byte ${this.end}`);
+      chunk = next.value;
+    }
+    if (chunk.length > this.end - rest.at)
+      throw dataLoss(`${this.path}: the rest runs past byte ${this.end}`);
+    const n = Math.min(length, chunk.length);
+    chunk.copy(buffer, offset, 0, n);
+    rest.pending = n < chunk.length ? chunk.subarray(n) : undefined;
+    rest.digester?.update(buffer.subarray(offset, offset + n));
+    rest.at += n;
+    if (rest.at === this.end && rest.digester) {
+      // The bytes that complete the blob are handed out only once it is the blob.
+      const got = rest.digester.digest();
+      if (got !== this.digest) throw dataLoss(`content digest mismatch: expected ${this.digest}, got ${got}`);
+    }
+    return { bytesRead: n };
   }
 
   override _read(): void {
@@ -189,6 +301,7 @@ export class GrowthRange extends Readable {
 
   override _destroy(err: Error | null, cb: (err?: Error | null) => void): void {
     this.gone.abort(aborted('reader went away'));
+    this.rest?.stream.destroy();
     const fh = this.fh;
     this.fh = undefined;
     if (!fh) {

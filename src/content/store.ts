@@ -24,7 +24,7 @@ import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, isDigest, parseDigest, VerifyingStream } from '../oci/digest.ts';
 import { appendStream } from './append-stream.ts';
 import { FileRange } from './file-range.ts';
-import { type Growth, GrowthRange } from './follow.ts';
+import { type FollowOptions, type Growth, GrowthRange } from './follow.ts';
 import { isENOENT, tmpName, tmpOwner } from './fs-util.ts';
 import { type BlobHandle, BlobHandles, type BlobHandlesOptions } from './handles.ts';
 import { readMetaFile, statusFromDisk } from './ingest.ts';
@@ -167,11 +167,11 @@ export class ContentStore {
    * its commit (see follow.ts); of the committed blob when no such ingest is live. The last byte comes
    * only once the commit verified the blob; a failed ingest fails the stream with the writer's reason.
    */
-  async follow(ref: string, desc: Descriptor, options: OpenOptions = {}): Promise<FileRange | GrowthRange> {
+  async follow(ref: string, desc: Descriptor, options: FollowOptions = {}): Promise<FileRange | GrowthRange> {
     const g = this.live.get(ref);
     if (g === undefined || g.ended) return this.reader(desc.digest, options.range, options.signal);
     const { offset, end } = clipRange(options.range, desc.size);
-    return new GrowthRange(g, desc.size, offset, end, options.signal);
+    return new GrowthRange(g, desc, offset, end, options);
   }
 
   /** Calls `fn` for every committed blob, in digest order. */

@@ -5,10 +5,11 @@
 // - NamespaceCacheStorage (namespace-cache-storage.ts): the daemon's one content store (`strata up`), kept
 //   in its own module so the facade alone does not load the metadata database.
 import type { Readable } from 'node:stream';
+import type { FollowOptions } from '../../content/follow.ts';
 import { ContentStore, type IngestWriter } from '../../content/store.ts';
 import { isNotFound } from '../../errors.ts';
 import type { NamespacedWriter } from '../../metadata/content.ts';
-import type { ByteRange, OpenOptions } from '../../oci/blob.ts';
+import type { ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 
@@ -51,7 +52,7 @@ export interface CacheStorage {
   /** Opens (or resumes) the ingest `ref`, of a known blob or (no `expected`) of bytes hashed as written. */
   writer(ref: string, expected?: { digest: Digest; size: number }): Promise<CacheWriter>;
   /** Bytes of `desc` as the live ingest `ref` writes them, or of the stored blob once it is committed. */
-  follow(ref: string, desc: Descriptor, options: OpenOptions): Promise<Readable>;
+  follow(ref: string, desc: Descriptor, options: FollowOptions): Promise<Readable>;
   /** Deletes an ingest (absent is fine). */
   abort(ref: string): Promise<void>;
   /** The cache no longer holds the blob (evicted). */
@@ -104,7 +105,7 @@ export class DirCacheStorage implements CacheStorage {
     return ingestWriter(w, (size, digest) => w.commit(size, digest));
   }
 
-  follow(ref: string, desc: Descriptor, options: OpenOptions): Promise<Readable> {
+  follow(ref: string, desc: Descriptor, options: FollowOptions): Promise<Readable> {
     return this.store.follow(ref, desc, options);
   }
 

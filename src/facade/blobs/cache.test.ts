@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { runCommand, waitFor } from '../../../test/helpers/process.ts';
+import { GrowthRange } from '../../content/follow.ts';
 import { exists } from '../../content/fs-util.ts';
 import { ContentStore } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
@@ -680,6 +681,8 @@ test('a fill whose disk write fails keeps no bytes for a resume, and its reader 
   const { source, first, offsets } = heldSource(desc, bytes, head);
   const r = await cache.read(desc, undefined, source);
   assert.equal(r.outcome, 'miss');
+  // Read at positions, into reused buffers, as the server sends a cached file, also should the disk fail.
+  assert.ok(r.stream instanceof GrowthRange, 'a follower of the fill');
   const body = reading(r.stream);
   await waitFor(() => body.received() >= head, 10_000, { what: 'the first bytes written and followed' });
   const filler = join(mnt, 'filler');

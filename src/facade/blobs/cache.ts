@@ -17,7 +17,7 @@
 // space, so after such a failure no fill starts for a while (blobs are streamed uncached), and then one
 // fill probes the disk; each failed probe doubles the pause. A blob the storage has bytes of without the
 // cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
-import { addAbortSignal, Readable, pipeline as streamThrough } from 'node:stream';
+import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
 import {
@@ -291,7 +291,12 @@ export class BlobCache {
       if (outcome === 'hit') stream = await this.storage.reader(desc.digest, part);
       else {
         await held.writing;
-        stream = await this.storage.follow(held.ref, desc, { range: part, signal });
+        // Should the fill fail writing to the disk, the rest comes from the source, uncached (the store
+        // checks only what it committed, the paced read only a whole blob of its own, so a stitched whole
+        // blob is checked by the follower).
+        const fallback =
+          source && ((at: number) => (held.diskFailed ? pacedRead(source, at, end, signal) : undefined));
+        stream = await this.storage.follow(held.ref, desc, { range: part, signal, fallback });
       }
     } catch (err) {
       this.release(held);
@@ -312,8 +317,6 @@ export class BlobCache {
       // A fill that failed meanwhile is gone from the store: its reason is the answer.
       throw held.state === 'failed' && held.error ? held.error : err;
     }
-    if (outcome !== 'hit' && source)
-      stream = uncachedOnDiskFailure(stream, held, source, offset, end, signal);
     stream.once('close', () => this.release(held));
     return { stream, outcome };
   }
@@ -822,40 +825,6 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
       },
     );
   });
-}
-
-/**
- * `followed` (bytes [offset, end) of a fill's ingest), going on from `source`, uncached, at the first byte
- * not yet given should the fill fail writing to the disk. Any other failure is the stream's. A whole blob
- * goes through a VerifyingStream: one stitched from the ingest and the source fails at its end, its last
- * chunk held back, unless it is the blob (the store checks only what it committed, the paced read only a
- * whole blob of its own).
- */
-function uncachedOnDiskFailure(
-  followed: Readable,
-  entry: Entry,
-  source: Blob,
-  offset: number,
-  end: number,
-  signal: AbortSignal | undefined,
-): Readable {
-  const { digest, size } = source.descriptor;
-  async function* bytes(): AsyncGenerator<Uint8Array> {
-    let at = offset;
-    try {
-      for await (const chunk of followed as AsyncIterable<Uint8Array>) {
-        at += chunk.byteLength;
-        yield chunk;
-      }
-      return;
-    } catch (err) {
-      if (!entry.diskFailed || at >= end) throw err;
-    }
-    yield* (await pacedRead(source, at, end, signal)) as AsyncIterable<Uint8Array>;
-  }
-  const stitched = Readable.from(bytes(), { objectMode: false });
-  if (offset !== 0 || end !== size) return stitched;
-  return streamThrough(stitched, new VerifyingStream(digest, size), () => {});
 }
 
 /** Waits for a fill to finish, or rejects with the signal's reason once it fires. */

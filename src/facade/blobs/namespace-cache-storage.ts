@@ -3,10 +3,11 @@
 // collector frees the bytes once no namespace holds them. A blob the daemon holds in any namespace is
 // linked into the cache's namespace instead of fetched, so no blob is stored twice.
 import type { Readable } from 'node:stream';
+import type { FollowOptions } from '../../content/follow.ts';
 import { alreadyExists, isAlreadyExists, isUnavailable } from '../../errors.ts';
 import { backendRef, type ContentView, type NamespacedWriter } from '../../metadata/content.ts';
 import { LABEL_GC_ROOT } from '../../metadata/gc-labels.ts';
-import type { ByteRange, OpenOptions } from '../../oci/blob.ts';
+import type { ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
 import type { Digest } from '../../oci/digest.ts';
 import {
@@ -96,7 +97,7 @@ export class NamespaceCacheStorage implements CacheStorage {
     return ingestWriter(w, (size, digest) => w.commit(size ?? 0, digest ?? '', CACHE_LABELS));
   }
 
-  follow(ref: string, desc: Descriptor, options: OpenOptions): Promise<Readable> {
+  follow(ref: string, desc: Descriptor, options: FollowOptions): Promise<Readable> {
     return this.view.store.follow(backendRef(this.namespace, ref), desc, options);
   }
 
