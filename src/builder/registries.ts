@@ -1,11 +1,13 @@
 // The registry clients of the builder: one pair (plain, retrying) with the installation's credentials
 // for the base and workspace repositories, and clients per request credential policy, kept in a bounded
 // cache keyed by what credentials the policy can hand out. `use_retry_client` picks the retrying one:
-// up to four attempts of 15 s each, as the anchor's retry client; the plain one tries once.
+// up to four attempts of 15 s each, asking again after a 500 too, as the anchor's retry client; the plain
+// one tries once.
 import { LRUCache } from 'lru-cache';
 import { RegistryClient } from '../registry/client.ts';
 import type { CredentialStore } from '../registry/credentials.ts';
 import { canonicalHost, type HostConfig } from '../registry/hosts.ts';
+import { RETRY_STATUSES_WITH_5XX } from '../registry/retry.ts';
 import type { AuthPolicy } from './registry-auth.ts';
 
 export interface RegistryAccessOptions {
@@ -15,7 +17,7 @@ export interface RegistryAccessOptions {
 
 const PLAIN = { retry: { attempts: 1 } };
 const RETRYING = {
-  retry: { attempts: 4, baseDelayMs: 500 },
+  retry: { attempts: 4, baseDelayMs: 500, statuses: RETRY_STATUSES_WITH_5XX },
   timeouts: { headersMs: 15_000, connectMs: 15_000 },
 };
 

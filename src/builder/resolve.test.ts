@@ -46,13 +46,18 @@ const server = await startFaultServer((req, res) => {
   };
   if (path === '/v2/') return res.writeHead(200).end('{}');
   if (path.includes('/flaky/') && failuresLeft-- > 0) return sendError(res, 503, 'UNAVAILABLE', 'try later');
+  // A registry whose storage blinks answers 500, as the anchor's test injects.
+  if (path.includes('/blinks/') && failuresLeft-- > 0)
+    return sendError(res, 500, 'UNKNOWN', 'storage blinked');
+  if (path.includes('/unimplemented/') && failuresLeft-- > 0)
+    return sendError(res, 501, 'UNSUPPORTED', 'not here');
   if (path.includes('/busy/')) return sendError(res, 429, 'TOOMANYREQUESTS', 'slow down');
   if (path.includes('/private/')) return sendError(res, 401, 'UNAUTHORIZED', 'who are you');
   if (path.endsWith(`/manifests/${sha(armManifest)}`))
     return send(armManifest, 'application/vnd.oci.image.manifest.v1+json');
   if (path.includes('/multi/')) return send(multi, 'application/vnd.oci.image.index.v1+json');
   if (path.includes('/armonly/')) return send(armOnly, 'application/vnd.oci.image.index.v1+json');
-  if (path.includes('/flaky/') || path.includes('/app/'))
+  if (['/flaky/', '/blinks/', '/unimplemented/', '/app/'].some((p) => path.includes(p)))
     return send(manifest, 'application/vnd.oci.image.manifest.v1+json');
   return sendError(res, 404, 'MANIFEST_UNKNOWN', 'no such manifest');
 });
@@ -118,5 +123,16 @@ test('use_retry_client: the plain client gives up at the first failure, the retr
   assert.equal(await resolve(`${server.host}/flaky/x:1`, true), `${server.host}/flaky/x@${sha(manifest)}`);
   failuresLeft = 10;
   assert.equal((await kindAndMessage(resolve(`${server.host}/flaky/x:1`, true)))[0], 'Internal');
+  failuresLeft = 0;
+});
+
+test('use_retry_client asks again after a 500, as the anchor does; never after a 501, nor without it', async () => {
+  failuresLeft = 2;
+  assert.equal(await resolve(`${server.host}/blinks/x:1`, true), `${server.host}/blinks/x@${sha(manifest)}`);
+  failuresLeft = 1;
+  assert.equal((await kindAndMessage(resolve(`${server.host}/blinks/x:1`)))[0], 'Internal');
+  failuresLeft = 1;
+  assert.equal((await kindAndMessage(resolve(`${server.host}/unimplemented/x:1`, true)))[0], 'Internal');
+  assert.equal(failuresLeft, 0, 'asked once');
   failuresLeft = 0;
 });

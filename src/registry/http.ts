@@ -12,7 +12,6 @@ import {
   isRetryableNetworkError,
   isTimeoutCode,
   networkErrorCode,
-  RETRY_STATUSES,
   type RetryPolicy,
   sleep as realSleep,
   retryDelay,
@@ -193,8 +192,8 @@ export class HttpClient {
   }
 
   /**
-   * Sends a request, retrying network failures and 429/502/503/504 answers within the retry policy when
-   * that is safe. Returns the last answer whatever its status; throws when no answer came.
+   * Sends a request, retrying network failures and the policy's statuses (429/502/503/504 by default)
+   * when that is safe. Returns the last answer whatever its status; throws when no answer came.
    */
   async send(req: HttpRequest): Promise<HttpResponse> {
     const replayable = !(req.body !== undefined && typeof req.body === 'object' && 'pipe' in req.body);
@@ -210,7 +209,7 @@ export class HttpClient {
         await this.sleep(retryDelay(this.retry, attempt, undefined, this.random), req.signal);
         continue;
       }
-      if (!canRetry || !idempotent || !RETRY_STATUSES.has(res.status)) return res;
+      if (!canRetry || !idempotent || !this.retry.statuses.has(res.status)) return res;
       const retryAfter = res.headers['retry-after'];
       await discard(res.body);
       await this.sleep(retryDelay(this.retry, attempt, retryAfter, this.random), req.signal);

@@ -9,17 +9,28 @@ export interface RetryPolicy {
   maxDelayMs: number;
   /** A server asking for a longer pause than this gets this long. */
   maxRetryAfterMs: number;
+  /** The answers asked again (an idempotent request's). */
+  statuses: ReadonlySet<number>;
 }
+
+/** Statuses that say "not now" rather than "no". */
+export const RETRY_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
+
+/**
+ * What go-retryablehttp's default policy asks again, which the anchor's retrying clients use: 429 and
+ * every 5xx but 501 (a registry whose storage backend blinks answers 500).
+ */
+export const RETRY_STATUSES_WITH_5XX: ReadonlySet<number> = new Set([
+  429, 500, 502, 503, 504, 505, 506, 507, 508, 510, 511,
+]);
 
 export const DEFAULT_RETRY: RetryPolicy = {
   attempts: 5,
   baseDelayMs: 250,
   maxDelayMs: 8_000,
   maxRetryAfterMs: 30_000,
+  statuses: RETRY_STATUSES,
 };
-
-/** Statuses that say "not now" rather than "no". */
-export const RETRY_STATUSES: ReadonlySet<number> = new Set([429, 502, 503, 504]);
 
 /** Full jitter: a uniform pause in [0, min(max, base·2^(retry-1))]. `retry` counts from 1. */
 export function backoffDelay(
