@@ -13,8 +13,9 @@ import { ContentView } from '../../metadata/content.ts';
 import { MetadataDb } from '../../metadata/db.ts';
 import type { Blob } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
-import { digestOf } from '../../oci/digest.ts';
+import { type Digest, digestOf } from '../../oci/digest.ts';
 import { BlobCache, type BlobCacheOptions, type CacheRead } from './cache.ts';
+import { type CacheStorage, DirCacheStorage } from './cache-storage.ts';
 import { NamespaceCacheStorage } from './namespace-cache-storage.ts';
 
 type Tuning = Omit<BlobCacheOptions, 'dir' | 'storage'>;
@@ -864,4 +865,50 @@ test('a whole blob served from a fill that failed writing, then from its source,
   await assert.rejects(body.done, (err) => isDataLoss(err), 'a wrong whole blob fails');
   assert.ok(body.received() < bytes.length, `the body does not complete: ${body.received()} bytes`);
   assert.equal(offsets.length, 2);
+});
+
+test('a static layer stored while a corrupt copy of it is being discarded stays cached', async () => {
+  await inTempDir(async (dir) => {
+    const { bytes, desc } = blob(15, 5000);
+    const first = await BlobCache.open({ dir, maxBytes: 1 << 20 });
+    const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
+    await readAll((await first.read(desc, undefined, source)).stream);
+    first.close();
+    const file = join(dir, 'blobs', 'sha256', desc.digest.slice('sha256:'.length));
+    await chmod(file, 0o644);
+    await writeFile(file, Buffer.alloc(5000, 1));
+
+    // The discard of the corrupt file waits until the static layer's bytes are stored.
+    const own = await DirCacheStorage.open(dir);
+    let letGo = () => {};
+    const gate = new Promise<void>((resolve) => {
+      letGo = resolve;
+    });
+    let discarding = false;
+    const storage: CacheStorage = Object.assign(Object.create(own) as DirCacheStorage, {
+      discard: async (d: Digest) => {
+        discarding = true;
+        await gate;
+        return own.discard(d);
+      },
+    });
+    const cache = await BlobCache.open({ storage, maxBytes: 1 << 20 });
+    try {
+      // A read with no source (as of a static layer) finds the file corrupt.
+      const reading = cache.read(desc, undefined, undefined).then((r) => readAll(r.stream));
+      reading.catch(() => {});
+      await waitFor(() => discarding, 10_000, { what: 'the corrupt file found and its discard begun' });
+      const adding = cache.addHeld(Readable.from([bytes]));
+      // Time for the held blob to be committed under the discard's feet, as it was before.
+      await new Promise((r) => setTimeout(r, 100));
+      letGo();
+      const held = await adding;
+      await reading.catch(() => {});
+      const again = await cache.read(desc, undefined, undefined);
+      assert.deepEqual(await readAll(again.stream), bytes, 'the held blob is served, with no source');
+      held.release();
+    } finally {
+      cache.close();
+    }
+  });
 });

@@ -373,6 +373,8 @@ export class BlobCache {
     try {
       for await (const chunk of source) await w.write(chunk);
       digest = w.digest();
+      // A corrupt copy being discarded goes first: committed now, these bytes would be taken for it.
+      await this.discarding.get(digest);
       const found = this.entries.get(digest);
       if (found?.state === 'complete' && !found.verified) await this.check(found);
       try {
