@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, describe, test } from 'node:test';
+import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { ContentStore } from './store.ts';
@@ -613,5 +614,53 @@ describe('background syncs while writing (syncEvery)', () => {
     assert.equal(await again.commit(2000), digestOf(data.subarray(0, 2000)));
     await rejectsKind(store.writer('bad', { syncEvery: -1 }), 'InvalidArgument');
     await store.close();
+  });
+
+  test('a failed sync is never forgotten: no further write, no commit (a second sync would pass), no resume', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+    roots.push(root);
+    const store = await ContentStore.open(root);
+    const data = randomBytes(64 * 1024);
+    // The disk fails this ingest's syncs once: the kernel reports a lost write to a file only once.
+    const probe = await open(join(root, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void>; sync(): Promise<void> };
+    await probe.close();
+    const { datasync, sync } = proto;
+    let failures = 0;
+    const eio = () => {
+      failures++;
+      return Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    };
+    proto.datasync = () => {
+      proto.datasync = datasync;
+      return eio();
+    };
+    try {
+      const w = await store.writer('sync-fails', { syncEvery: 1 });
+      await w.write(data.subarray(0, 1000));
+      await waitFor(() => failures === 1, 10_000, { what: 'the background sync failed' });
+      await assert.rejects(w.write(data.subarray(1000, 2000)), /EIO/);
+      await assert.rejects(w.commit(1000, digestOf(data.subarray(0, 1000))), /EIO/);
+      await w.close();
+      const again = await store.writer('sync-fails');
+      assert.equal(again.offset, 0, 'the ingest starts over');
+      await again.close();
+
+      // The commit's own sync fails: asking again does not commit either.
+      const v = await store.writer('commit-sync-fails');
+      await v.write(data);
+      proto.sync = () => {
+        proto.sync = sync;
+        return eio();
+      };
+      await assert.rejects(v.commit(data.length, digestOf(data)), /EIO/);
+      await assert.rejects(v.commit(data.length, digestOf(data)), /EIO/);
+      await rejectsKind(store.info(digestOf(data)), 'NotFound');
+      await v.close();
+    } finally {
+      proto.datasync = datasync;
+      proto.sync = sync;
+      await store.close();
+    }
   });
 });

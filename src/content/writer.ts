@@ -84,6 +84,12 @@ export class IngestWriter {
   private syncedFrom: number;
   /** The background sync under way (see WriterOptions.syncEvery); awaited before commit and close. */
   private syncing: Promise<void> | undefined;
+  /**
+   * A failed sync of this ingest. The kernel tells a sync failure once per open file and may have dropped
+   * the bytes it could not write, so a later sync on the same file succeeds without them: the ingest is
+   * never committed once one failed, and close() removes it rather than keep it to be resumed.
+   */
+  private syncFailure: Error | undefined;
   private readonly durable: boolean;
 
   private constructor(init: WriterInit) {
@@ -201,6 +207,7 @@ export class IngestWriter {
   write(chunk: Uint8Array | readonly Uint8Array[]): Promise<void> {
     return this.serial(async () => {
       const fh = this.openHandle();
+      if (this.syncFailure) throw this.syncFailure;
       const at = this.offset;
       const written = chunk instanceof Uint8Array ? writeOne(fh, chunk, at) : writeAll(fh, chunk, at);
       written.catch(() => {}); // awaited below, after hashing
@@ -224,10 +231,12 @@ export class IngestWriter {
     if (this.syncEvery === 0 || this.syncing || this.offset - this.syncedFrom < this.syncEvery) return;
     this.syncedFrom = this.offset;
     this.hooks.onSyncAhead?.(this.ref, this.offset);
-    // A failure is the commit's to report: its own sync fails the same way.
+    // A failure is reported by the next write or the commit (see syncFailure).
     this.syncing = fh
       .datasync()
-      .catch(() => {})
+      .catch((err: Error) => {
+        this.syncFailure ??= err;
+      })
       .finally(() => {
         this.syncing = undefined;
       });
@@ -285,18 +294,18 @@ export class IngestWriter {
   }
 
   /**
-   * Releases the lock; the ingest stays on disk so a later writer can resume it. Readers following an
-   * uncommitted ingest fail with `reason` (Aborted when none is given).
+   * Releases the lock; the ingest stays on disk so a later writer can resume it, unless a sync of it
+   * failed. Readers following an uncommitted ingest fail with `reason` (Aborted when none is given).
    */
   close(reason?: Error): Promise<void> {
     return this.serial(async () => {
       if (this.state !== 'open') return;
       this.growth.fail(reason ?? aborted(`ingest ${this.ref} closed before its commit`));
-      if (this.resume && this.fh) {
+      if (this.resume && this.fh && !this.syncFailure) {
         const file = await this.fh.stat().catch(() => undefined);
         if (file) this.resume.remember(this.ref, this.digester, file);
       }
-      await this.finish('closed', false);
+      await this.finish('closed', this.syncFailure !== undefined);
     });
   }
 
@@ -304,7 +313,15 @@ export class IngestWriter {
     const dataPath = this.layout.ingestData(this.ref);
     await this.step('sync');
     await this.syncing;
-    if (this.durable) await fh.sync();
+    if (this.syncFailure) throw this.syncFailure;
+    if (this.durable) {
+      try {
+        await fh.sync();
+      } catch (err) {
+        this.syncFailure = err as Error;
+        throw err;
+      }
+    }
     await fh.close();
     this.fh = undefined;
     // From here the data is out of the ingest: a crash leaves a tmp file (removed at the next open) and
