@@ -10,6 +10,7 @@ import type { Command } from 'commander';
 import { type BuildRequestSchema, BuildStatus, ImageBuilder } from '../api/gen/builder/imgbuilder_pb.ts';
 import { CloneTargetMode } from '../api/gen/contentservice/initializer_pb.ts';
 import { callServerStream, callUnary, createClient } from '../api/grpc/client.ts';
+import { statusDetails } from '../api/grpc/status.ts';
 import { buildOutput } from './build-progress.ts';
 import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
 import { interruptSignal } from './interrupt.ts';
@@ -34,8 +35,11 @@ const STATUS_NAME: Record<number, string> = {
 };
 
 function failRpc(err: unknown): void {
-  const e = err as { code?: number; details?: string; message?: string };
-  process.stderr.write(`strata build: ${e.details ?? e.message ?? String(err)}\n`);
+  const said =
+    typeof err === 'object' && err !== null
+      ? statusDetails(err as { details?: string; message?: string })
+      : String(err);
+  process.stderr.write(`strata build: ${said}\n`);
   process.exitCode = 2;
 }
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
 import type { Command } from 'commander';
+import { freePort } from '../../test/helpers/ports.ts';
 import { within } from '../../test/helpers/process.ts';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { VERSION } from '../version.ts';
@@ -160,5 +161,31 @@ test('a log level that does not exist is refused with the levels named, by every
     const said = r.stdout + r.stderr;
     assert.match(said, /fatal, error, warn, info, debug, trace(,| or) silent/, `${args[0]}: ${said}`);
     assert.doesNotMatch(said, /\n\s+at /, `${args[0]}: no stack trace`);
+  }
+});
+
+test('a server that is not there is named, with the reason, by the daemon, builder and spec store clients', async () => {
+  const port = await freePort();
+  const cases: [string[], RegExp][] = [
+    [
+      ['images', 'ls', '--address', '/nonexistent/strata-test.sock'],
+      /connect ENOENT \/nonexistent\/strata-test\.sock/,
+    ],
+    [
+      ['build', '--address', `127.0.0.1:${port}`, 'registry.test/img:1'],
+      new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`),
+    ],
+    [['spec', 'ls', '--address', `127.0.0.1:${port}`], new RegExp(`ECONNREFUSED 127\\.0\\.0\\.1:${port}`)],
+  ];
+  for (const [args, reason] of cases) {
+    const r = await run(bin, args, { timeout: 30_000 }).then(
+      () => assert.fail(`strata ${args.join(' ')} succeeded with no server`),
+      (err: { code?: number; stderr: string }) => err,
+    );
+    assert.notEqual(r.code, 0);
+    const line = r.stderr.trim();
+    assert.match(line, /cannot connect \(.+\): is the server running there\?$/, line);
+    assert.match(line, reason, line);
+    assert.doesNotMatch(line, /No connection established|Resolution note|\n/, line);
   }
 });

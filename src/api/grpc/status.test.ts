@@ -54,8 +54,13 @@ test('client-side statuses come back as the matching kinds', () => {
   );
   assert.equal(
     refused.message,
-    'spec store 127.0.0.1:1: ListImageSpecs: No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1.',
+    'spec store 127.0.0.1:1: ListImageSpecs: cannot connect (connect ECONNREFUSED 127.0.0.1:1): is the server running there?',
   );
+  const other = errorFromStatus(
+    { code: status.UNAVAILABLE, details: 'DNS resolution failed for nope:1: Error: oops. Resolution note: ' },
+    'call',
+  );
+  assert.equal(other.message, 'call: DNS resolution failed for nope:1: Error: oops.');
   const mine = errors.notFound('already ours');
   assert.equal(errorFromStatus(mine, 'call'), mine);
 });

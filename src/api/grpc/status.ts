@@ -67,8 +67,23 @@ export function errorFromStatus(err: unknown, what: string): StrataError {
       cause: err,
     });
   }
-  // grpc-js ends a failed connection's details with "Resolution note: " and nothing after it.
-  const details = (err.details ?? err.message ?? '').replace(/\s*Resolution note:\s*$/, '');
   const kind = kindByCode.get(err.code) ?? 'Unavailable';
-  return new StrataError(kind, `${what}: ${details}`, { cause: err });
+  return new StrataError(kind, `${what}: ${statusDetails(err)}`, { cause: err });
+}
+
+/** grpc-js's text for a connection it could not make: the group is the system's reason. */
+const NO_CONNECTION =
+  /^No connection established\. Last error: (?:Error: )?(.+?)\.?(?:\s*Resolution note:.*)?$/s;
+
+/**
+ * What a status a gRPC client received says, in our words: grpc-js's text for a connection it could not
+ * make ("No connection established. Last error: Error: connect ECONNREFUSED 127.0.0.1:1. Resolution
+ * note: ") reads "cannot connect (connect ECONNREFUSED 127.0.0.1:1): is the server running there?".
+ */
+export function statusDetails(err: { details?: string; message?: string }): string {
+  const details = err.details ?? err.message ?? '';
+  const reason = NO_CONNECTION.exec(details)?.[1];
+  if (reason !== undefined) return `cannot connect (${reason}): is the server running there?`;
+  // grpc-js ends other failed connections' details with "Resolution note: " and nothing after it.
+  return details.replace(/\s*Resolution note:\s*$/, '');
 }
