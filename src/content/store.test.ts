@@ -590,6 +590,44 @@ describe('open', () => {
   });
 });
 
+test('a commit whose directory sync fails commits nothing and can be made again', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+  roots.push(root);
+  const probe = await open(join(root, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
+  await probe.close();
+  const { sync } = proto;
+  // Armed the first time a blob is about to be linked: the next sync is the blob directory's.
+  let armed = false;
+  const store = await ContentStore.open(root, {
+    hooks: {
+      beforeCommitStep: (step) => {
+        if (step !== 'link' || armed) return;
+        armed = true;
+        proto.sync = () => {
+          proto.sync = sync;
+          return Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+        };
+      },
+    },
+  });
+  try {
+    const data = randomBytes(10_000);
+    const w = await store.writer('dir-sync-fails', { expected: digestOf(data), total: data.length });
+    await w.write(data);
+    await assert.rejects(w.commit(), /EIO/);
+    await rejectsKind(store.info(digestOf(data)), 'NotFound');
+    assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no tmp link left behind');
+    const again = await store.writer('dir-sync-fails');
+    assert.equal(again.offset, data.length, 'the ingest is kept, whole');
+    assert.equal(await again.commit(), digestOf(data));
+    assert.deepEqual(await readAll(await store.reader(digestOf(data))), data);
+  } finally {
+    proto.sync = sync;
+    await store.close();
+  }
+});
+
 describe('background syncs while writing (syncEvery)', () => {
   test('start every syncEvery bytes, one at a time; commit and close wait for them', async () => {
     const root = await mkdtemp(join(tmpdir(), 'strata-content-'));

@@ -331,6 +331,7 @@ export class IngestWriter {
     await this.step('move');
     const tmp = tmpName(this.layout.tmpDir, 'blob');
     renameSync(dataPath, tmp);
+    let linked = false;
     try {
       chmodSync(tmp, 0o444);
       const now = new Date();
@@ -338,14 +339,23 @@ export class IngestWriter {
       await this.step('link');
       try {
         linkSync(tmp, blobPath);
+        linked = true;
       } catch (err) {
         if (!isEEXIST(err)) throw err;
         unlinkSync(tmp);
         await this.finish('committed', true, blobPath);
         throw alreadyExists(`content ${actual}: already exists`);
       }
+      // The blob's name must be on the disk before the commit counts: a name a crash could take away
+      // would leave the blob's metadata pointing at nothing.
+      if (this.durable) await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     } catch (err) {
       if (this.state === 'open') {
+        if (linked) {
+          try {
+            unlinkSync(blobPath);
+          } catch {}
+        }
         // Put the verified data back so the ingest can still be committed later.
         try {
           renameSync(tmp, dataPath);
@@ -354,9 +364,11 @@ export class IngestWriter {
       }
       throw err;
     }
-    if (this.durable) await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     await this.step('cleanup');
-    unlinkSync(tmp);
+    // The blob is committed; a tmp name left behind goes at the next open.
+    try {
+      unlinkSync(tmp);
+    } catch {}
     await this.finish('committed', true, blobPath);
   }
 
