@@ -67,6 +67,14 @@ test('htpasswd: bcrypt only, one line per user, mistakes named by line', () => {
   assert.throws(() => parseHtpasswd('nocolon\n', 'f'), /f:1: want user:hash/);
   const h = bcrypt.hashSync('x', 4);
   assert.throws(() => parseHtpasswd(`a:${h}\na:${h}\n`, 'f'), /f:2: user a appears twice/);
+  // bcrypt takes costs 04 to 31: any other would fail every check of the user's password.
+  assert.equal(parseHtpasswd(`a:${h.replace('$04$', '$31$')}\n`, 'f').size, 1);
+  for (const cost of ['03', '32', '99']) {
+    assert.throws(
+      () => parseHtpasswd(`a:${h.replace('$04$', `$${cost}$`)}\n`, 'f'),
+      /f:1: user a: bcrypt cost/,
+    );
+  }
 });
 
 test('Basic: right password passes, wrong password and unknown user get 401 with both challenges', async () => {

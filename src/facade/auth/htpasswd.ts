@@ -23,8 +23,16 @@ export function parseHtpasswd(text: string, where: string): Map<string, string> 
     if (colon <= 0) throw invalidArgument(`${where}:${i + 1}: want user:hash`);
     const user = line.slice(0, colon);
     const hash = line.slice(colon + 1);
-    if (!/^\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}$/.test(hash)) {
+    const bcryptHash = /^\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}$/.exec(hash);
+    if (!bcryptHash) {
       throw invalidArgument(`${where}:${i + 1}: user ${user}: only bcrypt hashes are accepted (htpasswd -B)`);
+    }
+    // bcrypt refuses other costs when checking, which would answer the user's every request with a 500.
+    const cost = Number(bcryptHash[1]);
+    if (cost < 4 || cost > 31) {
+      throw invalidArgument(
+        `${where}:${i + 1}: user ${user}: bcrypt cost ${bcryptHash[1]} is not within 04-31`,
+      );
     }
     if (users.has(user)) throw invalidArgument(`${where}:${i + 1}: user ${user} appears twice`);
     users.set(user, hash);
