@@ -193,6 +193,44 @@ test('a PEM bundle of keys of different types (RSA then EC, as in a rotation) ve
   }
 });
 
+test('a PEM bundle with a key tokens cannot use (Ed448, RSA under 2048 bits) still verifies with the keys after it', async () => {
+  const ed448 = generateKeyPairSync('ed448');
+  const ed25519 = generateKeyPairSync('ed25519');
+  const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const rsa2048 = generateKeyPairSync('rsa', { modulusLength: 2048 });
+  const bundle = join(dir, 'unusable-first.pem');
+  await writeFile(
+    bundle,
+    [ed448, rsa1024, ed25519, rsa2048]
+      .map((k) => k.publicKey.export({ type: 'spki', format: 'pem' }))
+      .join(''),
+  );
+  const auth = await ClientAuth.open(config({ token: { ...config().token!, keys: bundle } }));
+  try {
+    for (const [alg, key] of [
+      ['EdDSA', ed25519.privateKey],
+      ['RS256', rsa2048.privateKey],
+    ] as const) {
+      const t = await new SignJWT(pull('remote/ws1'))
+        .setProtectedHeader({ alg })
+        .setIssuer('issuer')
+        .setAudience('facade')
+        .setExpirationTime('5m')
+        .sign(key);
+      assert.equal((await auth.authorize(`Bearer ${t}`, need)).ok, true, alg);
+    }
+  } finally {
+    auth.close();
+  }
+  // A file of such keys only would refuse every token: it is refused at start.
+  const unusable = join(dir, 'unusable.pem');
+  await writeFile(unusable, ed448.publicKey.export({ type: 'spki', format: 'pem' }));
+  await assert.rejects(
+    ClientAuth.open(config({ token: { ...config().token!, keys: unusable } })),
+    /no key .* can verify/,
+  );
+});
+
 test('a JWKS of several keys without key ids (a rotation) verifies with whichever key signed', async () => {
   const jwks = join(dir, 'two-keys.json');
   const jwk = (k: typeof ec.publicKey) => k.export({ format: 'jwk' });

@@ -58,6 +58,11 @@ export function parseTokenKeys(bytes: Buffer, where: string): TokenKeys {
       throw invalidArgument(`${where}: block ${i + 1}: ${messageOf(err)}`);
     }
   });
+  if (!keys.some((k) => ALGORITHMS.some((alg) => fitsAlgorithm(k, alg)))) {
+    throw invalidArgument(
+      `${where}: no key here can verify tokens (want EC P-256, P-384 or P-521, RSA of 2048 bits or more, or Ed25519)`,
+    );
+  }
   return { kind: 'pem', keys };
 }
 
@@ -131,14 +136,17 @@ async function verifyWithAny(
 
 const CURVES: Record<string, string> = { ES256: 'prime256v1', ES384: 'secp384r1', ES512: 'secp521r1' };
 
-/** Whether `key` can check a signature made with `alg`. */
+/**
+ * Whether `key` can check a signature made with `alg`, as jose checks it: a key it refuses (Ed448, RSA
+ * under 2048 bits, an RSA-PSS key) would end the search with that refusal before the key that fits.
+ */
 function fitsAlgorithm(key: KeyObject, alg: string | undefined): boolean {
   const type = key.asymmetricKeyType;
   if (alg === undefined) return false;
   if (alg.startsWith('ES')) return type === 'ec' && key.asymmetricKeyDetails?.namedCurve === CURVES[alg];
-  if (alg.startsWith('RS')) return type === 'rsa';
-  if (alg.startsWith('PS')) return type === 'rsa' || type === 'rsa-pss';
-  if (alg === 'EdDSA' || alg === 'Ed25519') return type === 'ed25519' || type === 'ed448';
+  if (alg.startsWith('RS') || alg.startsWith('PS'))
+    return type === 'rsa' && (key.asymmetricKeyDetails?.modulusLength ?? 0) >= 2048;
+  if (alg === 'EdDSA' || alg === 'Ed25519') return type === 'ed25519';
   return false;
 }
 
