@@ -96,6 +96,20 @@ test('Basic: right password passes, wrong password and unknown user get 401 with
   }
 });
 
+test('passwords are checked beside the event loop, not on it', async (t) => {
+  // bcryptjs is plain JavaScript: a check on this thread would hold up every other request for its cost,
+  // and a flood of wrong passwords would keep it busy.
+  const onThisThread = [t.mock.method(bcrypt, 'compare'), t.mock.method(bcrypt, 'compareSync')];
+  const auth = await ClientAuth.open(config({ token: undefined }), { watch: false });
+  try {
+    assert.deepEqual(await auth.authorize(basic('alice', 'wonderland'), need), { ok: true, user: 'alice' });
+    refused(await auth.authorize(basic('alice', 'nope'), need), 401);
+    for (const m of onThisThread) assert.equal(m.mock.callCount(), 0);
+  } finally {
+    auth.close();
+  }
+});
+
 test('no credentials: 401; the API root is challenged without a scope', async () => {
   const auth = await ClientAuth.open(config({ htpasswd: undefined }));
   try {

@@ -115,6 +115,7 @@ export class ClientAuth {
   close(): void {
     this.htpasswd?.close();
     this.keys?.close();
+    this.checker?.close();
   }
 
   async authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> {

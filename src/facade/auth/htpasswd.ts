@@ -1,12 +1,14 @@
 // Basic credentials checked against an htpasswd file of bcrypt hashes (`user:$2y$…`, what
 // `htpasswd -B` writes and docker-registry reads). bcrypt is slow by design, so a successful check is
 // remembered for a short while (keyed by a hash of user, password and stored hash: a changed password or
-// file invalidates it), and at most a few checks run at once with a bounded queue behind them, so a flood
-// of wrong passwords costs the service a bounded share of its CPU.
+// file invalidates it), and at most a few checks run at once with a bounded queue behind them, on one
+// worker thread, so a flood of wrong passwords costs the service at most that thread's core and never
+// stalls the event loop that serves every other request.
 import { createHash } from 'node:crypto';
-import bcrypt from 'bcryptjs';
+import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
-import { invalidArgument, resourceExhausted } from '../../errors.ts';
+import { internal, invalidArgument, resourceExhausted } from '../../errors.ts';
+import type { BcryptAnswer, BcryptJob } from './bcrypt-worker.ts';
 
 const MAX_USERS = 100_000;
 const CHECKS_AT_ONCE = 2;
@@ -52,6 +54,9 @@ export class HtpasswdChecker {
   private readonly recent: LRUCache<string, true>;
   private running = 0;
   private readonly waiting: (() => void)[] = [];
+  private worker: Worker | undefined;
+  private readonly pending = new Map<number, { resolve(ok: boolean): void; reject(err: unknown): void }>();
+  private ids = 0;
 
   /** `users` gives the current user → hash map (the file may be reloaded between calls). */
   constructor(users: () => Map<string, string>, options: HtpasswdCheckerOptions = {}) {
@@ -67,13 +72,63 @@ export class HtpasswdChecker {
     if (this.recent.get(key)) return true;
     await this.turn();
     try {
-      const ok = await bcrypt.compare(password, hash);
+      const ok = await this.compare(password, hash);
       if (ok) this.recent.set(key, true);
       return ok;
     } finally {
       this.running--;
       this.waiting.shift()?.();
     }
+  }
+
+  /** Stops the worker thread; checks under way fail. The next check starts a new one. */
+  close(): void {
+    const w = this.worker;
+    this.worker = undefined;
+    this.failAll(internal('password check worker stopped'));
+    void w?.terminate();
+  }
+
+  private compare(password: string, hash: string): Promise<boolean> {
+    const id = ++this.ids;
+    const w = this.ensureWorker();
+    w.ref();
+    const job: BcryptJob = { id, password, hash };
+    return new Promise<boolean>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      w.postMessage(job);
+    }).finally(() => {
+      // Idle, it must not keep the process alive.
+      if (this.pending.size === 0) this.worker?.unref();
+    });
+  }
+
+  private ensureWorker(): Worker {
+    if (this.worker) return this.worker;
+    const w = new Worker(new URL('./bcrypt-worker.ts', import.meta.url));
+    w.on('message', (answer: BcryptAnswer) => {
+      const p = this.pending.get(answer.id);
+      if (!p) return;
+      this.pending.delete(answer.id);
+      if ('ok' in answer) p.resolve(answer.ok);
+      else p.reject(internal(`password check failed: ${answer.error}`));
+    });
+    const fail = (err: unknown) => {
+      if (this.worker !== w) return;
+      this.worker = undefined;
+      this.failAll(
+        internal(`password check worker failed: ${err instanceof Error ? err.message : String(err)}`),
+      );
+    };
+    w.on('error', fail);
+    w.on('exit', (code) => fail(new Error(`exited with code ${code}`)));
+    this.worker = w;
+    return w;
+  }
+
+  private failAll(err: unknown): void {
+    for (const p of this.pending.values()) p.reject(err);
+    this.pending.clear();
   }
 
   private turn(): Promise<void> {
