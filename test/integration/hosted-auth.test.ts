@@ -70,6 +70,12 @@ test('hosted repositories: pushes and deletes need their actions in the token', 
   const anon = await raw(app.url, 'POST', '/v2/team/app/blobs/uploads/');
   assert.equal(anon.status, 401);
   assert.match(anon.headers.get('www-authenticate') ?? '', /scope="repository:team\/app:push"/);
+  // A name that is no repository's is refused as such before any challenge, which would carry it.
+  for (const name of ['%E2%82%AC', 'Team/App']) {
+    const bad = await raw(app.url, 'GET', `/v2/${name}/manifests/latest`);
+    assert.equal(bad.status, 400, name);
+    assert.equal(bad.code, 'NAME_INVALID', name);
+  }
   // A token granting only pull cannot delete.
   const pullToken = tokens.issue('bob', ['repository:team/app:pull,delete']).token;
   const del = await raw(app.url, 'DELETE', `/v2/team/app/manifests/${source.digest}`, {

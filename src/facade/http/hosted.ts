@@ -46,6 +46,13 @@ export function parseHostedRoute(pathname: string, prefix: string): HostedRoute 
  * also pull on the source repository (as distribution asks), since the mount reads that repository's blob.
  */
 export function hostedNeeds(route: HostedRoute, method: string, url: string | undefined): AuthNeed[] {
+  // A refusal's challenge names the repository: a name that is none is refused first, as serving it would
+  // be (a header cannot carry every character a path can).
+  try {
+    checkRepository(route.repository);
+  } catch (err) {
+    throw ociErrorFrom(err);
+  }
   const action = method === 'DELETE' ? 'delete' : method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
   const needs: AuthNeed[] = [{ repository: route.repository, action }];
   if (route.kind === 'uploads' && method === 'POST') {
@@ -94,10 +101,15 @@ export async function serveHosted(
   } catch (err) {
     // Whatever of the body was not read is discarded, so the connection can carry the error answer.
     if (!req.readableEnded) req.resume();
-    if (err instanceof RegistryError)
-      throw new OciHttpError(STATUS[err.code], err.code, err.message, err.detail);
-    throw err;
+    throw ociErrorFrom(err);
   }
+}
+
+/** A hosted registry's refusal as its OCI answer; any other error as it is. */
+function ociErrorFrom(err: unknown): unknown {
+  return err instanceof RegistryError
+    ? new OciHttpError(STATUS[err.code], err.code, err.message, err.detail)
+    : err;
 }
 
 interface Call {
