@@ -321,11 +321,15 @@ function header(v: string | string[] | undefined): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-/** The request body, at most `limit` bytes (SIZE_INVALID beyond). */
+/**
+ * The request body, at most `limit` bytes (SIZE_INVALID beyond). Leaving the loop early must not destroy
+ * the request: that resets the connection, and the client may get the reset instead of the answer.
+ * The rest of the body is drained instead (serveHosted), so the connection carries the next request.
+ */
 async function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const c of req as AsyncIterable<Buffer>) {
+  for await (const c of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += c.byteLength;
     if (size > limit) throw new RegistryError('SIZE_INVALID', `the body is larger than ${limit} bytes`);
     chunks.push(c);

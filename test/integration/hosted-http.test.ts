@@ -1,0 +1,60 @@
+// The HTTP edge of hosted repositories under requests real clients make but the happy path does not: a
+// refused body leaves the connection usable for the client's next request.
+import assert from 'node:assert/strict';
+import { Agent, request } from 'node:http';
+import { test } from 'node:test';
+import { MAX_MANIFEST_BYTES } from '../../src/oci/manifest.ts';
+import { MediaType } from '../../src/oci/media-types.ts';
+import { startHosted } from '../helpers/hosted.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+interface Answer {
+  status: number;
+  body: string;
+  /** Whether the request went over a connection an earlier request had used. */
+  reused: boolean;
+}
+
+/** One request through `agent`, with a 30 s bound. */
+function send(agent: Agent, base: string, method: string, path: string, body?: Uint8Array): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const req = request(
+      new URL(path, base),
+      { method, agent, signal: AbortSignal.timeout(30_000) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            body: Buffer.concat(chunks).toString(),
+            reused: req.reusedSocket,
+          }),
+        );
+        res.on('error', reject);
+      },
+    );
+    req.on('error', reject);
+    if (body) req.setHeader('content-type', MediaType.ociManifest);
+    req.end(body);
+  });
+}
+
+test('a manifest over the size limit is answered, and its connection serves the next request', async (t) => {
+  const root = await tempDir('hosted-big-manifest');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  // One connection kept alive between requests, as clients' pools keep them.
+  const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  assert.equal((await send(agent, strata.url, 'GET', '/v2/')).status, 200);
+  // Still being sent when the server has read enough to refuse it.
+  const big = Buffer.alloc(MAX_MANIFEST_BYTES + (1 << 20), 0x20);
+  const put = await send(agent, strata.url, 'PUT', '/v2/big/app/manifests/v1', big);
+  assert.equal(put.status, 400);
+  assert.match(put.body, /SIZE_INVALID/);
+  const next = await send(agent, strata.url, 'GET', '/v2/');
+  assert.equal(next.status, 200);
+  assert.ok(next.reused, 'the connection the refusal came on carries the next request');
+});
