@@ -1,11 +1,13 @@
 // The HTTP edge of hosted repositories under requests real clients make but the happy path does not: a
-// refused body leaves the connection usable for the client's next request.
+// refused body leaves the connection usable for the client's next request, and a body that arrives slowly
+// is taken however long it takes.
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:http';
 import { test } from 'node:test';
+import { digestOf } from '../../src/oci/digest.ts';
 import { MAX_MANIFEST_BYTES } from '../../src/oci/manifest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
-import { startHosted } from '../helpers/hosted.ts';
+import { raw, startHosted } from '../helpers/hosted.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 interface Answer {
@@ -57,4 +59,39 @@ test('a manifest over the size limit is answered, and its connection serves the 
   const next = await send(agent, strata.url, 'GET', '/v2/');
   assert.equal(next.status, 200);
   assert.ok(next.reused, 'the connection the refusal came on carries the next request');
+});
+
+test('an upload whose body takes longer than a minute to arrive is taken whole', {
+  timeout: 180_000,
+}, async (t) => {
+  const root = await tempDir('hosted-slow-body');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  const start = await raw(strata.url, 'POST', '/v2/slow/app/blobs/uploads/');
+  assert.equal(start.status, 202);
+  const location = new URL(start.headers.get('location')!, strata.url);
+  // A chunk a second for 65 seconds, as a steady but slow link delivers a big layer.
+  const chunk = Buffer.alloc(1000, 0x61);
+  const chunks = 65;
+  const answer = await new Promise<{ status: number; range: string | undefined }>((resolve, reject) => {
+    const req = request(location, { method: 'PATCH', signal: AbortSignal.timeout(120_000) }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, range: res.headers.range }));
+    });
+    req.on('error', reject);
+    let sent = 0;
+    const timer = setInterval(() => {
+      req.write(chunk);
+      if (++sent === chunks) {
+        clearInterval(timer);
+        req.end();
+      }
+    }, 1000);
+    req.on('close', () => clearInterval(timer));
+  });
+  assert.deepEqual(answer, { status: 202, range: `0-${chunks * chunk.length - 1}` });
+  const whole = Buffer.concat(Array.from({ length: chunks }, () => chunk));
+  const done = await raw(strata.url, 'PUT', `${location.pathname}?digest=${digestOf(whole)}`);
+  assert.equal(done.status, 201);
 });

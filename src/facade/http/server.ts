@@ -326,8 +326,10 @@ export async function listenFacade(
   });
   server.headersTimeout = options.connections.headerTimeoutMs;
   server.on('request', (req, res) => res.once('close', connections.begin(req.socket)));
-  // Slow clients and slow upstreams get time to be answered; idle sockets do not linger.
-  server.requestTimeout = Math.max(60_000, server.headersTimeout);
+  // Node's request timeout bounds receiving the whole request, body included: a push of a big layer over
+  // a slow link would be cut with a 408 however steadily its bytes came. A stalled body is cut by the
+  // inactivity timeout below instead, and the guard caps connections. Idle sockets do not linger.
+  server.requestTimeout = 0;
   server.keepAliveTimeout = 5_000;
   server.setTimeout(300_000, (socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
