@@ -115,6 +115,41 @@ describe('hosted registry', () => {
     assert.deepEqual(await hosted.referrers('app/two', subject.digest), []);
   });
 
+  it('lists an index as a referrer with its own artifact type, and without one when it has none', async () => {
+    const subject = await pushImage('idx/app', 'v1');
+    const child = await pushImage('idx/app', 'child');
+    const index = (extra: Record<string, unknown>) =>
+      Buffer.from(
+        JSON.stringify({
+          schemaVersion: 2,
+          mediaType: MediaType.ociIndex,
+          manifests: [{ mediaType: MediaType.ociManifest, digest: child.digest, size: child.size }],
+          subject: { mediaType: MediaType.ociManifest, digest: subject.digest, size: subject.size },
+          ...extra,
+        }),
+      );
+    const typed = await hosted.putManifest(
+      'idx/app',
+      'typed',
+      index({ artifactType: 'application/vnd.example.sbom' }),
+    );
+    const untyped = await hosted.putManifest('idx/app', 'untyped', index({}));
+    const all = await hosted.referrers('idx/app', subject.digest);
+    assert.deepEqual(
+      all.map((r) => [r.digest, r.mediaType, r.artifactType]).sort(),
+      [
+        [typed.digest, MediaType.ociIndex, 'application/vnd.example.sbom'],
+        [untyped.digest, MediaType.ociIndex, undefined],
+      ].sort(),
+    );
+    assert.deepEqual(
+      (await hosted.referrers('idx/app', subject.digest, 'application/vnd.example.sbom')).map(
+        (r) => r.digest,
+      ),
+      [typed.digest],
+    );
+  });
+
   it('holds a blob nobody references for a while, then the collector frees it', async () => {
     clock = Date.now() - 10_000; // pushed long ago: their holds have passed
     const kept = await pushImage('hold/app', 'v1');

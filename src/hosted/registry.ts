@@ -304,10 +304,11 @@ export class HostedRegistry {
     await this.storeManifestBytes(digest, bytes, labels);
 
     const subject = parsed.kind === 'manifest' ? parsed.manifest.subject : parsed.index.subject;
+    // The referrers API's: a manifest's own or its config's media type, an index's own or none.
     const artifactType =
       parsed.kind === 'manifest'
         ? (parsed.manifest.artifactType ?? parsed.manifest.config.mediaType)
-        : undefined;
+        : parsed.index.artifactType;
     const annotations =
       (parsed.kind === 'manifest' ? parsed.manifest.annotations : parsed.index.annotations) ?? {};
     const target = { mediaType: parsed.mediaType, digest, size: bytes.byteLength, annotations };

@@ -28,6 +28,7 @@ export interface ImageIndex {
   manifests: Descriptor[];
   subject?: Descriptor;
   annotations?: Record<string, string>;
+  artifactType?: string;
   [k: string]: unknown;
 }
 
