@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import { pino } from 'pino';
+import { waitFor } from '../../test/helpers/process.ts';
 import { ContentStore } from '../content/store.ts';
 import { ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
@@ -14,7 +15,7 @@ import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import { RegistryError } from './errors.ts';
-import { HostedRegistry } from './registry.ts';
+import { HostedRegistry, MAX_PARKED } from './registry.ts';
 
 let dir: string;
 let store: ContentStore;
@@ -337,5 +338,34 @@ describe('hosted registry', () => {
     await hosted.cancelUpload('park/app', b.id);
     await assert.rejects(hosted.uploadStatus('park/app', b.id), unknown);
     assert.deepEqual(await store.listStatuses(), []);
+  });
+
+  it('keeps at most MAX_PARKED writers open between requests, closing the one parked longest', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i <= MAX_PARKED; i++) {
+      const up = await hosted.startUpload('many/app');
+      await hosted.appendUpload('many/app', up.id, Readable.from([Buffer.from('a')]));
+      ids.push(up.id);
+    }
+    // The first upload's writer was closed for the last one: its lock is free for another registry.
+    const other = new HostedRegistry({ view, images: new ImageStore(db), members: new RepositoryBlobs(db) });
+    const first = ids[0]!;
+    const offset = await waitFor(
+      async () => (await other.appendUpload('many/app', first, Readable.from([Buffer.from('b')]))).offset,
+      10_000,
+      { what: 'the first upload to be writable by another registry' },
+    );
+    assert.equal(offset, 2);
+    await other.close();
+    // Its own registry goes on with it, and with every other upload.
+    const d = await hosted.finishUpload(
+      'many/app',
+      first,
+      digestOf('abc'),
+      Readable.from([Buffer.from('c')]),
+    );
+    assert.equal(d.size, 3);
+    const last = ids.at(-1)!;
+    assert.equal((await hosted.appendUpload('many/app', last, Readable.from([Buffer.from('b')]))).offset, 2);
   });
 });

@@ -48,6 +48,13 @@ const UPLOAD_SYNC_EVERY = 2 << 20;
  * blob, which clients push one after another. A client idle longer finds it closed and reopens it.
  */
 const PARK_MS = 30_000;
+/**
+ * Writers kept open at most; at the cap the one parked longest is closed (its upload reopens on its next
+ * request). Each holds a file descriptor: without a cap, a client that starts uploads and sends a byte to
+ * each would hold one per upload for PARK_MS, taken from the process's open-file limit. Clients push a
+ * few blobs at a time each.
+ */
+export const MAX_PARKED = 64;
 /** How long a blob no manifest references yet is kept. */
 export const DEFAULT_BLOB_HOLD_MS = 24 * 3600 * 1000;
 
@@ -111,6 +118,8 @@ export class HostedRegistry {
   private readonly logger: Logger | undefined;
   /** Writers kept open between an upload's requests, by ingest ref (see PARK_MS). */
   private readonly parked = new Map<string, { w: NamespacedWriter; timer: NodeJS.Timeout }>();
+  /** Closes of parked writers under way, by ingest ref: the upload's next request waits for its lock. */
+  private readonly closing = new Map<string, Promise<void>>();
 
   constructor(o: HostedOptions) {
     this.view = o.view;
@@ -212,6 +221,7 @@ export class HostedRegistry {
 
   async cancelUpload(repo: string, id: string): Promise<void> {
     const ref = this.checkUpload(repo, id);
+    await this.closing.get(ref);
     await this.unparked(ref)?.close();
     try {
       await this.view.abort(this.namespace, ref);
@@ -399,23 +409,34 @@ export class HostedRegistry {
   /** Closes the writers kept open between requests (their uploads stay, to be resumed). */
   async close(): Promise<void> {
     const ws = [...this.parked.keys()].map((ref) => this.unparked(ref));
-    await Promise.all(ws.map((w) => w?.close()));
+    await Promise.all([...ws.map((w) => w?.close()), ...this.closing.values()]);
   }
 
   // ---- internals ----
 
   /** Keeps an upload's writer open for its next request, closing it after PARK_MS without one. */
   private park(ref: string, w: NamespacedWriter): void {
-    const timer = setTimeout(() => {
-      // The upload stays resumable whatever happens here; a failure is only worth a warning.
-      void this.unparked(ref)
-        ?.close()
-        .catch((err: unknown) =>
-          this.logger?.warn({ ref, err: messageOf(err) }, 'closing the writer of an idle upload failed'),
-        );
-    }, PARK_MS);
+    const oldest = this.parked.size >= MAX_PARKED ? this.parked.keys().next().value : undefined;
+    if (oldest !== undefined) this.closeParked(oldest);
+    const timer = setTimeout(() => this.closeParked(ref), PARK_MS);
     timer.unref();
     this.parked.set(ref, { w, timer });
+  }
+
+  /** Closes a parked writer without a request waiting on it (the upload's next one waits, in `closing`). */
+  private closeParked(ref: string): void {
+    const w = this.unparked(ref);
+    if (!w) return;
+    const done: Promise<void> = w
+      .close()
+      // The upload stays resumable whatever happens here; a failure is only worth a warning.
+      .catch((err: unknown) =>
+        this.logger?.warn({ ref, err: messageOf(err) }, 'closing the writer of an idle upload failed'),
+      )
+      .finally(() => {
+        if (this.closing.get(ref) === done) this.closing.delete(ref);
+      });
+    this.closing.set(ref, done);
   }
 
   /** The upload's parked writer, now the caller's (to use or close), if there is one. */
@@ -437,6 +458,7 @@ export class HostedRegistry {
   private async openUpload(repo: string, id: string, body: Readable | undefined): Promise<NamespacedWriter> {
     try {
       const ref = this.checkUpload(repo, id);
+      await this.closing.get(ref);
       const parked = this.unparked(ref);
       // The record decides (the writer reads the ingest's files itself, or creates them).
       if (!this.view.hasIngest(this.namespace, ref)) {
