@@ -163,10 +163,7 @@ export class HostedRegistry {
   async appendUpload(repo: string, id: string, body: Readable, start?: number): Promise<UploadState> {
     const w = await this.openUpload(repo, id, body);
     try {
-      if (start !== undefined && start !== w.offset) {
-        body.resume();
-        throw registryError('RANGE_INVALID', `chunk starts at ${start}, the upload holds ${w.offset} bytes`);
-      }
+      checkChunkStart(w, start, body);
       await writeAll(w, body);
     } catch (err) {
       await w.close();
@@ -179,12 +176,20 @@ export class HostedRegistry {
 
   /**
    * Ends the upload with its last bytes (if any) and commits it as `digest`. DIGEST_INVALID when the
-   * bytes are not that digest (the upload is discarded, as distribution does).
+   * bytes are not that digest (the upload is discarded, as distribution does). `start` as for
+   * appendUpload: a last chunk out of order is RANGE_INVALID and leaves the upload as it was.
    */
-  async finishUpload(repo: string, id: string, digest: string, body?: Readable): Promise<Descriptor> {
+  async finishUpload(
+    repo: string,
+    id: string,
+    digest: string,
+    body?: Readable,
+    start?: number,
+  ): Promise<Descriptor> {
     const d = checkDigest(digest);
     const w = await this.openUpload(repo, id, body);
     try {
+      checkChunkStart(w, start, body);
       if (body) await writeAll(w, body);
       const size = w.offset;
       if (w.digest() !== d && d.startsWith('sha256:')) {
@@ -637,6 +642,13 @@ function manifestName(repo: string, digest: string): string {
 
 function tagName(repo: string, tag: string): string {
   return `${repo}:${tag}`;
+}
+
+/** RANGE_INVALID (`body` drained) unless a chunk said to start at `start` goes at the end of the upload. */
+function checkChunkStart(w: NamespacedWriter, start: number | undefined, body: Readable | undefined): void {
+  if (start === undefined || start === w.offset) return;
+  body?.resume();
+  throw registryError('RANGE_INVALID', `chunk starts at ${start}, the upload holds ${w.offset} bytes`);
 }
 
 function checkDigest(digest: string): Digest {

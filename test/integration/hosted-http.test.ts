@@ -1,6 +1,6 @@
 // The HTTP edge of hosted repositories under requests real clients make but the happy path does not: a
-// refused body leaves the connection usable for the client's next request, and a body that arrives slowly
-// is taken however long it takes.
+// refused body leaves the connection usable for the client's next request, a last chunk out of order is
+// refused without losing the upload, and a body that arrives slowly is taken however long it takes.
 import assert from 'node:assert/strict';
 import { Agent, request } from 'node:http';
 import { test } from 'node:test';
@@ -59,6 +59,39 @@ test('a manifest over the size limit is answered, and its connection serves the 
   const next = await send(agent, strata.url, 'GET', '/v2/');
   assert.equal(next.status, 200);
   assert.ok(next.reused, 'the connection the refusal came on carries the next request');
+});
+
+test('a last chunk out of order in the closing PUT is refused with 416, and the upload goes on', async (t) => {
+  const root = await tempDir('hosted-put-chunk');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  const blob = Buffer.from('0123456789abcdefghij');
+  const d = digestOf(blob);
+  const start = await raw(strata.url, 'POST', '/v2/chunks/app/blobs/uploads/');
+  const location = start.headers.get('location')!;
+  const first = await raw(strata.url, 'PATCH', location, {
+    headers: { 'content-range': '0-9' },
+    body: blob.subarray(0, 10),
+  });
+  assert.equal(first.status, 202);
+  // The last chunk, but sent as if the upload held 5 more bytes than it does.
+  const wrong = await raw(strata.url, 'PUT', `${location}?digest=${d}`, {
+    headers: { 'content-range': '15-19' },
+    body: blob.subarray(15),
+  });
+  assert.equal(wrong.status, 416);
+  assert.equal(wrong.code, 'RANGE_INVALID');
+  // Nothing of it was taken: the client asks where the upload stands and sends the rest from there.
+  const status = await raw(strata.url, 'GET', location);
+  assert.equal(status.status, 204);
+  assert.equal(status.headers.get('range'), '0-9');
+  const done = await raw(strata.url, 'PUT', `${location}?digest=${d}`, {
+    headers: { 'content-range': '10-19' },
+    body: blob.subarray(10),
+  });
+  assert.equal(done.status, 201);
+  assert.equal(digestOf((await raw(strata.url, 'GET', `/v2/chunks/app/blobs/${d}`)).body), d);
 });
 
 test('an upload whose body takes longer than a minute to arrive is taken whole', {

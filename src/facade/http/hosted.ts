@@ -161,7 +161,9 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
         const digest = query.get('digest');
         if (digest === null)
           throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is missing');
-        const desc = await h.finishUpload(repo, route.id, digest, req);
+        // The last chunk may come with the PUT, and with its range.
+        const start = contentRangeStart(req.headers['content-range']);
+        const desc = await h.finishUpload(repo, route.id, digest, req, start);
         return created(res, blobLocation(repo, desc.digest), desc.digest);
       }
       if (method === 'DELETE') {
@@ -272,8 +274,8 @@ function checkAccept(req: IncomingMessage, mediaType: string): void {
 }
 
 /**
- * The first offset of a PATCH's `Content-Range: <first>-<last>`; undefined without the header (a
- * streamed chunk goes at the end). A malformed header is 416, as docker-registry answers it.
+ * The first offset of a PATCH's or closing PUT's `Content-Range: <first>-<last>`; undefined without the
+ * header (a streamed chunk goes at the end). A malformed header is 416, as docker-registry answers it.
  */
 function contentRangeStart(v: string | string[] | undefined): number | undefined {
   const s = header(v);
