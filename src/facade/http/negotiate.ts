@@ -56,7 +56,8 @@ export type RangeAnswer =
 
 /**
  * One byte range of `size` bytes. Anything but a single well-formed `bytes=` range is
- * ignored and the whole blob served, as RFC 9110 allows; a range that starts past the end is unsatisfiable.
+ * ignored and the whole blob served, as RFC 9110 allows; a range that starts past the end, or ends before
+ * it starts, is unsatisfiable.
  */
 export function parseRange(header: string | undefined, size: number): RangeAnswer {
   if (header === undefined) return { kind: 'full' };
@@ -75,6 +76,8 @@ export function parseRange(header: string | undefined, size: number): RangeAnswe
   if (start >= size) return { kind: 'unsatisfiable' };
   if (b === '') return { kind: 'partial', offset: start, length: size - start };
   const last = Number(b);
-  if (last < start) return { kind: 'full' };
+  // Invalid (RFC 9110 14.1.1): 416, as docker-registry (Go's ServeContent) and the OCI conformance
+  // suite have it.
+  if (last < start) return { kind: 'unsatisfiable' };
   return { kind: 'partial', offset: start, length: Math.min(size, last + 1) - start };
 }
