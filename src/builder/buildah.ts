@@ -1,7 +1,8 @@
 // The build engine: buildah with chroot isolation and `--layers`, on the builder's own storage (a cache
 // kept between builds, trimmed when it outgrows its disk budget), a private configuration (no host
 // registries.conf, containers.conf, storage.conf or auth), a per-build auth file and registries file,
-// and a push by image id to the base reference. Output goes line by line to the build's log; a failure
+// and a push by image id to the base reference. A build runs in a PID namespace of its own where it may, so
+// no process a RUN step started outlives it. Output goes line by line to the build's log; a failure
 // says which step failed and how its output ended.
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -46,11 +47,15 @@ export class BuildFailed extends Error {}
 
 const TAIL = 15;
 const TRIM_INTERVAL_MS = 60_000;
+/** A PID namespace whose first process is buildah: when it ends, the kernel kills all the others. */
+const PID_NAMESPACE = ['--pid', '--fork', '--kill-child'];
 
 export class BuildahEngine {
   private readonly options: BuildahOptions;
   private readonly env: NodeJS.ProcessEnv;
   private lastTrim = 0;
+  /** Whether builds run in a PID namespace of their own (needs the right to unshare one, as root has). */
+  private ownPids = false;
 
   private constructor(options: BuildahOptions) {
     this.options = options;
@@ -80,6 +85,12 @@ export class BuildahEngine {
     // Images are trusted by digest (the build key pins them); signature policy is not ours to apply.
     await writeFile(join(dir, 'policy.json'), '{"default":[{"type":"insecureAcceptAnything"}]}\n');
     const engine = new BuildahEngine(options);
+    // chroot isolation gives RUN steps no PID namespace: a daemon a step starts (`service x start`,
+    // anything that calls setsid) outlives the step, buildah and a kill of its process group.
+    engine.ownPids = await runCommand('unshare', [...PID_NAMESPACE, 'true'], { timeoutMs: 10_000 }).then(
+      () => true,
+      () => false,
+    );
     // Containers of builds a previous process left behind (nothing runs yet).
     await engine.buildah(['rm', '--all'], { timeoutMs: 120_000 }).catch(() => {});
     return engine;
@@ -92,9 +103,17 @@ export class BuildahEngine {
 
   private buildah(
     args: string[],
-    extra: { timeoutMs: number; signal?: AbortSignal; onLine?: (l: string) => void; env?: NodeJS.ProcessEnv },
+    extra: {
+      timeoutMs: number;
+      signal?: AbortSignal;
+      onLine?: (l: string) => void;
+      env?: NodeJS.ProcessEnv;
+      ownPids?: boolean;
+    },
   ) {
-    return runCommand('buildah', [...this.storageArgs(), ...args], {
+    const argv = ['buildah', ...this.storageArgs(), ...args];
+    const [cmd, ...rest] = extra.ownPids && this.ownPids ? ['unshare', ...PID_NAMESPACE, ...argv] : argv;
+    return runCommand(cmd as string, rest, {
       env: { ...this.env, ...extra.env },
       timeoutMs: extra.timeoutMs,
       ...(extra.signal && { signal: extra.signal }),
@@ -135,6 +154,7 @@ export class BuildahEngine {
           signal: job.signal,
           onLine,
           env,
+          ownPids: true,
         });
       } catch (err) {
         if (err instanceof CommandFailed) {

@@ -287,8 +287,48 @@ test('http:// remotes with BASIC_AUTH: the credentials are used for git and appe
   assert.ok(!text.includes(gitAuth.password));
 });
 
-test('a build killed at its timeout leaves no buildah container or work dir behind', async () => {
-  await repo.commit({ 'slow/Dockerfile': `FROM ${reg.host}/library/busybox\nRUN sleep 600\n` });
+/** Processes whose command line is `sleep <seconds>` (a marker a test's RUN step picked). */
+async function sleepers(seconds: number): Promise<number[]> {
+  const ps = await runCommand('ps', ['-eo', 'pid=,args=']);
+  return ps
+    .split('\n')
+    .map((l) => l.trim().split(/\s+/))
+    .filter(([, cmd, arg, more]) => cmd === 'sleep' && arg === String(seconds) && more === undefined)
+    .map(([pid]) => Number(pid));
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+test('a daemon a RUN step starts (out of its process group) does not outlive the build', async () => {
+  await repo.commit({
+    'daemon/Dockerfile': `FROM ${reg.host}/library/busybox\nRUN (setsid sleep 7301 &); echo daemon started\n`,
+  });
+  try {
+    const r = await client.call(address, 'Build', {
+      source: fileSource(repo.url, 'repo/daemon/Dockerfile', 'repo/daemon'),
+      auth: ALL,
+    });
+    assert.equal(r.responses.at(-1).status, 'done_success', JSON.stringify(r.responses));
+    await waitFor(async () => (await sleepers(7301)).length === 0, 10_000, {
+      what: 'the daemon of the RUN step gone',
+    });
+  } finally {
+    killAll(await sleepers(7301));
+  }
+});
+
+test('a build killed at its timeout leaves no buildah container, process or work dir behind', async () => {
+  await repo.commit({
+    'slow/Dockerfile': `FROM ${reg.host}/library/busybox\nRUN (setsid sleep 7302 &); sleep 600\n`,
+  });
   const state = join(dir, 'state-timeout');
   const slow = await startBuilder(
     builderConfigFrom(
@@ -330,7 +370,11 @@ test('a build killed at its timeout leaves no buildah container or work dir behi
       what: 'working containers of the killed build removed',
     });
     assert.deepEqual(await readdir(join(state, 'work')), []);
+    await waitFor(async () => (await sleepers(7302)).length === 0, 10_000, {
+      what: 'the daemon the killed RUN step started gone',
+    });
   } finally {
+    killAll(await sleepers(7302));
     await slow.close();
   }
 });
