@@ -1,7 +1,7 @@
 // The builder's configuration and composition: state directory (logs, build history, buildah storage,
 // work), the installation's registry credentials, the registry clients, the buildah engine, the
 // orchestrator and its metrics, and the gRPC server with ImageBuilder, health and reflection.
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
@@ -330,6 +330,9 @@ export async function startBuilder(
         cacheMaxBytes: config.cacheMaxBytes,
         configDir: join(config.stateDir, 'buildah', 'config'),
       }));
+    // The work of builds a previous process was running when it ended (checkouts, registry auth files):
+    // nothing runs yet, so none of it is in use.
+    await rm(join(config.stateDir, 'work'), { recursive: true, force: true });
     const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
     // Redis's client (~650 modules) only for replicas that share builds.
     const shared = config.redis

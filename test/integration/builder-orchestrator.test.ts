@@ -3,7 +3,7 @@
 // the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would. Also
 // what BuildInfo tells a client, and the registry clients builds hold (RegistryAccess's per-policy cache).
 import assert from 'node:assert/strict';
-import { readdir, readFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -171,6 +171,19 @@ test('a build past its timeout fails; shutdown cancels builds and removes their 
   assert.match(updates.at(-1)?.message ?? '', /shut down/);
   assert.deepEqual(await readdir(work), [], 'work dirs removed');
   await assert.rejects(all(b2.builder.build(request('b'))), /shutting down/);
+});
+
+test('the work a previous process left behind (checkouts, auth files) is removed at start', async () => {
+  const work = join(dir, 'state-leftover', 'work');
+  await mkdir(join(work, 'a-build-id', 'workspace'), { recursive: true });
+  await writeFile(join(work, 'a-build-id', 'auth.json'), '{"auths":{"r":{"auth":"c2VjcmV0"}}}');
+  await mkdir(join(work, 'plan-x', 'git'), { recursive: true });
+  const b = await start('leftover', new GatedEngine(busybox));
+  try {
+    assert.deepEqual(await readdir(work).catch(() => []), []);
+  } finally {
+    await b.close();
+  }
 });
 
 test('TLS on request; health and Prometheus metrics served', async () => {
