@@ -243,6 +243,8 @@ export class Builder {
     sizeCalculation: (s) => s.entries.length + 1,
   });
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
+  /** Every fetch of planning under way (shutdown waits for them to remove their git directories). */
+  private readonly planning = new Set<Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
   private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout }>();
   /** Upkeep while idle (it removes containers and images, so no build may run buildah meanwhile). */
@@ -344,7 +346,9 @@ export class Builder {
     const gitOptions = { allowFileRemotes: this.o.allowFileRemotes, timeoutMs: this.o.gitTimeoutMs };
     const dir = join(this.o.stateDir, 'work', `plan-${randomUUID()}`);
     const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
-    const commit = await repo.resolveCommit(signal);
+    // The fetch is shared, so only shutdown ends it (its git and submodule fetches with it).
+    const stop = this.shutdown.signal;
+    const commit = await repo.resolveCommit(signal ? AbortSignal.any([signal, stop]) : stop);
     const cacheKey = commit && `${fetchedBy(g)}\0${commit}\0${paths.dockerfilePath}\0${paths.contextPath}`;
     const cached = cacheKey
       ? (this.snapshots.get(cacheKey) ?? this.loadingSnapshots.get(cacheKey))
@@ -353,13 +357,15 @@ export class Builder {
     // Shared by every request for this commit, so no one caller's cancel ends it (git's timeout bounds it).
     const loading = (async () => {
       let keep = false;
-      if (!this.fetchSlots.tryTake()) await this.fetchSlots.wait(this.shutdown.signal);
+      if (!this.fetchSlots.tryTake()) await this.fetchSlots.wait(stop);
       try {
-        const fetched = await repo.fetch(commit);
-        const snapshot = await readSnapshot(repo, fetched, paths);
+        const fetched = await repo.fetch(commit, stop);
+        const snapshot = await readSnapshot(repo, fetched, paths, stop);
         if (cacheKey) this.snapshots.set(cacheKey, snapshot);
         keep = this.keepFetched(`${fetchedBy(g)}\0${fetched}`, dir);
         return snapshot;
+      } catch (err) {
+        throw stop.aborted ? unavailable('the builder is shutting down') : err;
       } finally {
         this.fetchSlots.release();
         if (!keep) await rm(dir, { recursive: true, force: true });
@@ -367,6 +373,11 @@ export class Builder {
       }
     })();
     if (cacheKey) this.loadingSnapshots.set(cacheKey, loading);
+    this.planning.add(loading);
+    void loading.then(
+      () => this.planning.delete(loading),
+      () => this.planning.delete(loading),
+    );
     return loading;
   }
 
@@ -858,6 +869,7 @@ export class Builder {
     }
     this.fetched.clear();
     await Promise.allSettled([...this.active].map((b) => b.run));
+    await Promise.allSettled(this.planning);
     await this.o.engine
       .removeContainers?.()
       .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));

@@ -4,6 +4,7 @@
 // what BuildInfo tells a client, and the registry clients builds hold (RegistryAccess's per-policy cache).
 import assert from 'node:assert/strict';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
@@ -24,7 +25,7 @@ import { startGitHttp } from '../helpers/git-http.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
 import { pushTwoPlatformIndex } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
-import { runCommand } from '../helpers/process.ts';
+import { runCommand, waitFor, within } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -184,6 +185,30 @@ test('the work a previous process left behind (checkouts, auth files) is removed
   } finally {
     await b.close();
   }
+});
+
+test('shutdown ends the fetch of a plan from a git server that never answers, and removes its directory', async (t) => {
+  const sockets = new Set<Socket>();
+  const silent = createServer((socket) => sockets.add(socket)); // accepts, never answers
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    silent.close();
+  });
+  const remote = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/app.git`;
+  const b = await start('silent-git', new GatedEngine(busybox), { gitTimeoutSeconds: 20 });
+  const req = dockerfileRequest(remote, 'a');
+  const source = req.source as Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
+  // A commit id: no ls-remote, the fetch (shared by every caller of this commit) comes first.
+  source.git = { ...source.git, targetMode: 'remoteCommit', cloneTarget: 'a'.repeat(40) };
+  const stream = all(b.builder.build(req));
+  stream.catch(() => {});
+  await waitFor(() => sockets.size > 0, 20_000, { what: 'git connected' });
+  await within(b.close(), 20_000, 'the builder closed');
+  assert.deepEqual(await readdir(join(dir, 'state-silent-git', 'work')), [], 'the plan’s git dir removed');
+  const gits = async () => (await runCommand('ps', ['-eo', 'args='])).includes(remote);
+  assert.equal(await gits(), false, 'no git left talking to the server');
+  await assert.rejects(within(stream, 20_000, 'the build’s end'), /shutting down/);
 });
 
 test('TLS on request; health and Prometheus metrics served', async () => {
