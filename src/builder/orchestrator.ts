@@ -192,19 +192,20 @@ class Slots {
   }
   wait(signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
-      const entry = () => resolve();
+      const onAbort = () => {
+        const i = this.waiting.indexOf(entry);
+        if (i >= 0) {
+          this.waiting.splice(i, 1);
+          reject(signal.reason);
+        }
+      };
+      // The signal lives as long as the builder: a listener left on it for each wait would pile up.
+      const entry = () => {
+        signal.removeEventListener('abort', onAbort);
+        resolve();
+      };
       this.waiting.push(entry);
-      signal.addEventListener(
-        'abort',
-        () => {
-          const i = this.waiting.indexOf(entry);
-          if (i >= 0) {
-            this.waiting.splice(i, 1);
-            reject(signal.reason);
-          }
-        },
-        { once: true },
-      );
+      signal.addEventListener('abort', onAbort, { once: true });
     });
   }
   release(): void {

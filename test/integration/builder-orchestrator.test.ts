@@ -3,6 +3,7 @@
 // the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would. Also
 // what BuildInfo tells a client, and the registry clients builds hold (RegistryAccess's per-policy cache).
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
@@ -146,6 +147,30 @@ test('builds beyond the parallelism wait in a bounded queue and say so', async (
     const rest = await all(two);
     assert.equal(rest.at(-1)?.status, 'succeeded');
     assert.ok(rest.some((u) => u.status === 'running' && u.info?.phase === 'running'));
+  } finally {
+    engine.release();
+    await b.close();
+  }
+});
+
+test('a build that waited for a slot leaves no listener on the builder’s shutdown signal', async () => {
+  const engine = new GatedEngine(busybox);
+  const b = await start('slot-listeners', engine, { parallelism: 1 });
+  // The builder's own signal, which lives as long as it does.
+  const shutdown = (b.builder as unknown as { shutdown: AbortController }).shutdown.signal;
+  try {
+    for (let round = 1; round <= 3; round++) {
+      const running = all(b.builder.build(request('b', true)));
+      await engine.started(2 * round - 1);
+      const queued = b.builder.build(request('c', true));
+      assert.match((await queued.next()).value?.message ?? '', /^queued at position 1/);
+      engine.release();
+      await running;
+      await engine.started(2 * round);
+      engine.release();
+      assert.equal((await all(queued)).at(-1)?.status, 'succeeded');
+    }
+    assert.equal(getEventListeners(shutdown, 'abort').length, 0);
   } finally {
     engine.release();
     await b.close();
