@@ -130,4 +130,36 @@ describe('parseRfc3339', () => {
       assert.equal(parseRfc3339(bad), undefined, bad);
     }
   });
+
+  it('takes what Go 1.19 takes and refuses what it refuses, as containerd 1.6.20 expired leases', () => {
+    // Each value was a lease's gc.expire on containerd 1.6.20 (Go 1.19.8): these expired at its next
+    // collection, so Go parsed them.
+    const at = (s: string) => parseRfc3339(s);
+    assert.equal(at('1970-01-01T00:00:01,5Z'), 1_500_000_000n);
+    assert.equal(at('1970-01-01T00:00:00.1234567891Z'), 123_456_789n);
+    assert.equal(at('1970-01-01T00:00:00.123456789123456Z'), 123_456_789n);
+    assert.equal(at('1970-01-01T1:00:00Z'), 3600n * 1_000_000_000n);
+    assert.equal(at('1970-01-02T00:00:00+24:00'), 0n);
+    assert.equal(at('1970-01-01T01:00:00+00:60'), 0n);
+    assert.equal(at('1970-01-01T00:00:00-99:99'), (99n * 60n + 99n) * 60n * 1_000_000_000n);
+    assert.equal(at('0000-02-29T00:00:00Z'), -62162121600n * 1_000_000_000n);
+    // And these it kept: Go refused them.
+    for (const bad of [
+      '2000-01-01T00:00:00.Z',
+      '2000-01-01t00:00:00Z',
+      '2000-01-01T00:00:00z',
+      '2000-01-01T00:00:00+0100',
+      '2000-01-01T00:00:00,+01:00',
+      '2000-1-01T00:00:00Z',
+      '2000-01-01T00:0:00Z',
+      '2000-01-01T00:00:0Z',
+      '2000-01-01T00:00:00+1:00',
+      '2000-01-01T00:00:60Z',
+      '2000-13-01T00:00:00Z',
+      '2000-01-00T00:00:00Z',
+      '0001-02-29T00:00:00Z',
+    ]) {
+      assert.equal(at(bad), undefined, bad);
+    }
+  });
 });

@@ -56,21 +56,26 @@ export function checkLeaseResource(r: LeaseResource): LeaseResource {
 }
 
 /**
- * Parses containerd's expiry label value (Go's time.RFC3339 layout, fractional seconds allowed) into
- * nanoseconds; undefined when it is not a valid time (containerd then ignores the label).
+ * Parses containerd's expiry label value as Go 1.19's time.Parse(time.RFC3339, …) does (containerd 1.6's
+ * build) into nanoseconds; undefined when Go would refuse it (containerd then ignores the label). Go's
+ * parser is looser than RFC 3339: a one-digit hour, a fraction after `.` or `,` of any length (cut to
+ * nanoseconds) and an offset whose hours or minutes are out of range all parse.
  */
 export function parseRfc3339(value: string): Nanos | undefined {
-  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:\d{2})$/.exec(
+  const m = /^(\d{4})-(\d{2})-(\d{2})T(\d{1,2}):(\d{2}):(\d{2})(?:[.,](\d+))?(Z|[+-]\d{2}:\d{2})$/.exec(
     value,
   );
   if (!m) return undefined;
   const [, y, mo, d, h, mi, s, frac, zone] = m;
-  const ms = Date.UTC(Number(y), Number(mo) - 1, Number(d), Number(h), Number(mi), Number(s));
-  const check = new Date(ms);
+  // setUTCFullYear, not Date.UTC: the latter reads years 0-99 as 1900-1999.
+  const date = new Date(0);
+  date.setUTCFullYear(Number(y), Number(mo) - 1, Number(d));
+  date.setUTCHours(Number(h), Number(mi), Number(s));
+  const ms = date.getTime();
   if (
     Number.isNaN(ms) ||
-    check.getUTCDate() !== Number(d) ||
-    check.getUTCMonth() !== Number(mo) - 1 ||
+    date.getUTCDate() !== Number(d) ||
+    date.getUTCMonth() !== Number(mo) - 1 ||
     Number(h) > 23 ||
     Number(mi) > 59 ||
     Number(s) > 59
@@ -81,10 +86,9 @@ export function parseRfc3339(value: string): Nanos | undefined {
   if (zone !== 'Z') {
     const sign = zone![0] === '-' ? -1 : 1;
     const [oh, om] = zone!.slice(1).split(':').map(Number) as [number, number];
-    if (oh > 23 || om > 59) return undefined;
     offsetMin = sign * (oh * 60 + om);
   }
-  const nanosFrac = BigInt((frac ?? '').padEnd(9, '0') || '0');
+  const nanosFrac = BigInt((frac ?? '').slice(0, 9).padEnd(9, '0'));
   return (BigInt(ms) - BigInt(offsetMin) * 60_000n) * 1_000_000n + nanosFrac;
 }
 
