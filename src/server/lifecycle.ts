@@ -46,6 +46,11 @@ export async function startDaemon(
     undo.push(() => parts.close());
     const grpc = createGrpcServer({ logger: logger.child({ component: 'grpc' }), services: parts.services });
     undo.push(() => grpc.shutdown());
+    // One collection before serving, as containerd runs one right after it starts (startup_delay): what
+    // expired or lost its holder while the daemon was down goes without waiting for the next deletion.
+    await parts.gc
+      .collect()
+      .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'garbage collection at start failed'));
     await grpc.listenUnix(config.address);
     let metricsPort: number | undefined;
     if (metrics && config.metrics && !options.metrics) {

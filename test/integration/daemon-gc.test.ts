@@ -13,7 +13,7 @@ import { Content, WriteAction } from '../../src/api/gen/containerd/services/cont
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { callBidi, callUnary } from '../../src/api/grpc/client.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
-import { runCommand } from '../helpers/process.ts';
+import { runCommand, waitFor } from '../helpers/process.ts';
 
 const lines = (s: string): string[] => s.split('\n').filter((l) => l !== '');
 const sha256 = (b: Buffer): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
@@ -219,6 +219,34 @@ describe('daemon garbage collection of bytes on disk', () => {
     await mkdir(join(dir, 'fedcba9876543210'));
     await syncGc(d);
     assert.deepEqual(await readdir(dir), []);
+  });
+
+  test('a restart collects what expired or lost its holder while no deletion ran, as containerd 1.6 does', async (t) => {
+    // containerd 1.6 collects only after deletions (or 100 writes), and once 100 ms after it starts
+    // (startup_delay): an expired lease and a blob nothing holds stay until a restart, then go.
+    const d = await startDaemon({ t });
+    const orphan = await ingest(d, 'default', 'orphan', Buffer.from('held by nothing'));
+    await d.ctrOk([
+      'leases',
+      'create',
+      '--expires',
+      '0',
+      '--id',
+      'old',
+      'containerd.io/gc.expire=2000-01-01T00:00:00Z',
+    ]);
+    assert.deepEqual(lines(await d.ctrOk(['leases', 'ls', '-q'])), ['old']);
+    assert.deepEqual(await blobFiles(d.root), [orphan]);
+
+    await d.restart();
+    await waitFor(
+      async () =>
+        (await d.ctrOk(['leases', 'ls', '-q'])) === '' &&
+        (await d.ctrOk(['content', 'ls', '-q'])) === '' &&
+        (await blobFiles(d.root)).length === 0,
+      10_000,
+      { what: 'the collection after start' },
+    );
   });
 
   test('a sync delete of an unknown lease or image is NotFound and takes nothing held', async (t) => {
