@@ -156,6 +156,7 @@ export class MetadataDb {
   readonly regex = new RegexRunner();
   private readonly ensureNs: Statement;
   private readonly dirtyListeners = new Set<() => void>();
+  private readonly mutationListeners = new Set<() => void>();
   /** Deletions since open; a GC scheduler watches this (containerd's `dirty` counter). */
   dirty = 0;
 
@@ -208,7 +209,10 @@ export class MetadataDb {
 
   /** Runs fn in a write transaction (nested calls become savepoints). */
   write<T>(fn: () => T): T {
-    return this.sql.transaction(fn).immediate();
+    const outermost = !this.sql.inTransaction;
+    const result = this.sql.transaction(fn).immediate();
+    if (outermost) for (const listener of this.mutationListeners) listener();
+    return result;
   }
 
   /** Runs fn in a read transaction: one consistent snapshot. */
@@ -231,6 +235,12 @@ export class MetadataDb {
   onDirty(fn: () => void): () => void {
     this.dirtyListeners.add(fn);
     return () => this.dirtyListeners.delete(fn);
+  }
+
+  /** Calls fn after each committed write transaction; returns the unsubscribe function. */
+  onMutation(fn: () => void): () => void {
+    this.mutationListeners.add(fn);
+    return () => this.mutationListeners.delete(fn);
   }
 
   close(): void {

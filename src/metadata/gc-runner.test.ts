@@ -281,6 +281,24 @@ describe('GcRunner', () => {
     assert.deepEqual(await onDisk(), []);
   });
 
+  it('runs in the background after 100 writes without a deletion, as containerd', async () => {
+    await blob('ns', 'written unheld');
+    await gc.close();
+    gc = new GcRunner({ db, content: store, logger, delayMs: 1, maxDelayMs: 10, onRun: (s) => runs.push(s) });
+    const leases = new LeaseStore(db);
+    leases.create('ns', { id: 'expired', labels: { 'containerd.io/gc.expire': '2000-01-01T00:00:00Z' } });
+    // Savepoints inside a write are part of it, not writes of their own.
+    db.write(() => db.write(() => leases.create('ns', { id: 'nested' })));
+    for (let i = 0; i < 97; i++) leases.create('ns', { id: `w${i}` });
+    await sleep(20);
+    assert.equal(runs.length, 0, '99 writes');
+    leases.create('ns', { id: 'w97' });
+    for (let i = 0; i < 500 && runs.length === 0; i++) await sleep(10);
+    assert.equal(runs.length, 1);
+    assert.equal(runs[0]!.leases, 1);
+    assert.deepEqual(await onDisk(), []);
+  });
+
   it('hands expired ingests to removeIngest', async () => {
     await gc.close();
     const removed: string[] = [];

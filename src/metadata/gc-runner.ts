@@ -1,8 +1,9 @@
 // Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides which records go, then
 // the content store is swept of every blob file no namespace holds (ContentStore.sweep), and the
 // snapshotters of every directory no snapshot record names. Deletions schedule a background run (debounced,
-// and paced so collection takes a bounded share of the time); synchronous deletes (`Images.Delete{sync}`,
-// `Leases.Delete{sync}`) wait for a run that starts after their change.
+// and paced so collection takes a bounded share of the time), and so do many writes without a deletion, as
+// containerd's mutation_threshold; synchronous deletes (`Images.Delete{sync}`, `Leases.Delete{sync}`) wait
+// for a run that starts after their change.
 import type { Logger } from 'pino';
 import type { ContentStore } from '../content/store.ts';
 import { messageOf } from '../errors.ts';
@@ -35,6 +36,11 @@ export interface GcRunnerOptions {
   pauseThreshold?: number;
   /** Upper bound on the wait the pause threshold imposes. Default 5 s. */
   maxDelayMs?: number;
+  /**
+   * Committed writes after which a background run is scheduled though nothing was deleted (what expired
+   * and what was written unheld goes then). Default 100, containerd's mutation_threshold.
+   */
+  mutationThreshold?: number;
   /** Called after every run, for metrics. */
   onRun?: (stats: GcStats, result: GcResult) => void;
   /**
@@ -58,6 +64,9 @@ export class GcRunner {
   private readonly delayMs: number;
   private readonly pauseThreshold: number;
   private readonly maxDelayMs: number;
+  private readonly mutationThreshold: number;
+  /** Writes since the last run; those made while it ran count as seen by it. */
+  private mutations = 0;
   private readonly onRun: GcRunnerOptions['onRun'];
   private readonly removeIngest: GcRunnerOptions['removeIngest'];
   private readonly removeSnapshots: GcRunnerOptions['removeSnapshots'];
@@ -82,7 +91,15 @@ export class GcRunner {
     this.onRun = opts.onRun;
     this.removeIngest = opts.removeIngest;
     this.removeSnapshots = opts.removeSnapshots;
-    this.unsubscribe = opts.db.onDirty(() => this.schedule());
+    this.mutationThreshold = opts.mutationThreshold ?? 100;
+    const unsubscribeDirty = opts.db.onDirty(() => this.schedule());
+    const unsubscribeMutation = opts.db.onMutation(() => {
+      if (++this.mutations >= this.mutationThreshold) this.schedule();
+    });
+    this.unsubscribe = () => {
+      unsubscribeDirty();
+      unsubscribeMutation();
+    };
   }
 
   /** Asks for a background run soon; many calls before it starts make one run. */
@@ -131,6 +148,7 @@ export class GcRunner {
 
   private async runOnce(): Promise<GcStats> {
     const start = performance.now();
+    this.mutations = 0;
     // Blobs committed from here on (or by a writer holding its lock now) are not this run's to judge.
     const cutoff = await this.content.sweepCutoff(Date.now()).catch((err: unknown) => {
       this.logger.warn({ err: messageOf(err) }, 'cannot read the ref locks: no blob is swept this run');
@@ -161,6 +179,8 @@ export class GcRunner {
       );
     }
     const ms = performance.now() - start;
+    // As containerd: writes during the run (its own included) count as seen by it.
+    this.mutations = 0;
     this.lastMs = ms;
     this.lastEnd = Date.now();
     const stats: GcStats = {
