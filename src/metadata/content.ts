@@ -289,7 +289,9 @@ export class ContentView {
           if (req.data.byteLength > 0) await w.write(req.data);
           if (req.action === 'commit') {
             const endCommit = tracePhase(`daemon-commit-content ${req.ref}`);
-            await w.commit(total, expected, req.labels);
+            // Only what this session declared is checked, as in containerd: a resumed ingest does not
+            // inherit the size or digest an earlier session opened it with.
+            await w.commit(total > 0 ? total : w.offset, expected || w.digest(), req.labels);
             endCommit(`${w.offset} bytes`);
           }
           reply = { offset: w.offset, digest: w.digest() };
@@ -464,17 +466,18 @@ export class NamespacedWriter {
   ): Promise<Digest> {
     validateLabels('info.Labels', labels);
     const want = expected ? checkDigest(expected) : undefined;
+    // containerd's metadata store checks the size before its blob store sees the commit (ctr prints this).
+    if (size > 0 && size !== this.offset) {
+      throw failedPrecondition(
+        `${goQuote(this.ref)} failed size validation: ${this.offset} != ${size}: failed precondition`,
+      );
+    }
     let d: Digest;
     let bytes: number;
     if (this.shared) {
       const s = this.shared;
-      if (size > 0 && size !== s.size) {
-        throw failedPrecondition(`unexpected commit size ${s.size}, expected ${size}: failed precondition`);
-      }
       if (want && want !== s.digest) {
-        throw failedPrecondition(
-          `unexpected commit digest ${s.digest}, expected ${want}: failed precondition`,
-        );
+        throw failedPrecondition(`${goQuote(this.ref)} unexpected digest: failed precondition`);
       }
       d = s.digest;
       bytes = s.size;

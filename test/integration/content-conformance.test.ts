@@ -432,7 +432,7 @@ describe('Content service conformance', () => {
     await expectCode(
       w2.send({ action: WriteAction.COMMIT, offset: 300n, total: 301n }),
       Code.FAILED_PRECONDITION,
-      'unexpected commit size 300, expected 301: failed precondition',
+      '"error-state" failed size validation: 300 != 301: failed precondition',
     );
     // Reopened once more, it commits.
     const w3 = writer(ns);
@@ -854,7 +854,7 @@ describe('Content service conformance', () => {
       await expectCode(
         w.send({ action: WriteAction.COMMIT, offset: 100n }),
         Code.FAILED_PRECONDITION,
-        'unexpected commit size 100, expected 99: failed precondition',
+        '"share-size-b" failed size validation: 100 != 99: failed precondition',
       );
     });
 

@@ -1,0 +1,172 @@
+// The Content and Images services side by side with a real containerd 1.6: the same ctr session or the
+// same raw gRPC calls against each, and what a client sees (exit codes, ctr's messages, gRPC codes and
+// details, what is stored) compared. Each case is one where the two once differed.
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import * as grpc from '@grpc/grpc-js';
+import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import { callBidi, createClient, metadataWith } from '../../src/api/grpc/client.ts';
+import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
+import { CTR, runCtr, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { runProcess } from '../helpers/process.ts';
+import { removeTempDir, tempDir } from '../helpers/tmp.ts';
+
+const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
+
+interface Side {
+  name: 'containerd' | 'strata';
+  address: string;
+  client: grpc.Client;
+}
+
+/** What one ctr run showed its user. */
+interface Shown {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** What a gRPC call answered: its code and details, or the value `keep` picks from the answer. */
+async function answer<T>(p: Promise<T>, keep: (v: T) => unknown = () => 'OK'): Promise<unknown> {
+  try {
+    return keep(await p);
+  } catch (err) {
+    const e = err as grpc.ServiceError;
+    return { code: grpc.status[e.code], details: e.details };
+  }
+}
+
+describe('content and images side by side with containerd 1.6', () => {
+  let containerd: TestContainerd;
+  let daemon: TestDaemon;
+  let work: string;
+  let sides: Side[];
+  let seq = 0;
+
+  before(async () => {
+    work = await tempDir('content-images-parity');
+    containerd = await startContainerd();
+    daemon = await startDaemon();
+    sides = [
+      {
+        name: 'containerd',
+        address: containerd.address,
+        client: createClient(`unix://${containerd.address}`),
+      },
+      { name: 'strata', address: daemon.address, client: daemon.client() },
+    ];
+  });
+  after(async () => {
+    for (const s of sides ?? []) s.client.close();
+    await containerd?.stop();
+    await daemon?.stop();
+    if (work) await removeTempDir(work);
+  });
+
+  /** Runs `session` against containerd, then against strata, each in a namespace of its own; asserts they saw the same. */
+  async function sameOnBoth(session: (side: Side, ns: string) => Promise<unknown[]>): Promise<unknown[]> {
+    const ns = `parity-${++seq}`;
+    const [theirs, ours] = [await session(sides[0]!, ns), await session(sides[1]!, ns)];
+    assert.deepEqual(ours, theirs);
+    return ours!;
+  }
+
+  const ctr = async (side: Side, ns: string, args: string[]): Promise<Shown> => {
+    const { code, stdout, stderr } = await runCtr(side.address, args, { namespace: ns, timeoutMs: 60_000 });
+    return { code, stdout, stderr };
+  };
+
+  /** `ctr content ingest ARGS… < file`. */
+  async function ingest(side: Side, ns: string, file: string, args: string[]): Promise<Shown> {
+    const { code, stdout, stderr } = await runProcess(
+      'sh',
+      ['-c', 'f=$1; shift; exec "$@" < "$f"', 'sh', file, CTR, '--address', side.address, '-n', ns].concat([
+        'content',
+        'ingest',
+        ...args,
+      ]),
+      { timeoutMs: 60_000 },
+    );
+    return { code, stdout, stderr };
+  }
+
+  const md = (ns: string) => metadataWith({ 'containerd-namespace': ns });
+
+  test('ctr content ingest of the wrong size: containerd’s size validation message', async () => {
+    const file = join(work, 'nine-bytes');
+    await writeFile(file, 'tiny blob');
+    const [shown] = await sameOnBoth(async (side, ns) => [
+      await ingest(side, ns, file, ['--expected-size', '5', 'short']),
+    ]);
+    assert.deepEqual(shown, {
+      code: 1,
+      stdout: '',
+      stderr:
+        'ctr: failed commit on ref "short": commit failed: "short" failed size validation: 9 != 5: failed precondition\n',
+    });
+  });
+
+  test('an ingest resumed without a declared size or digest does not inherit an earlier attempt’s', async () => {
+    // The first attempt declares a size and digest the input does not have and fails, leaving its bytes;
+    // the retry declares neither. containerd checks only what the committing session declared.
+    const body = Buffer.from('the bytes of the retried ingest\n');
+    const file = join(work, 'retried');
+    await writeFile(file, body);
+    const wrongDigest = sha256('something else');
+    const shown = await sameOnBoth(async (side, ns) => [
+      (await ingest(side, ns, file, ['--expected-size', '100', 'retried'])).code,
+      (await ingest(side, ns, file, ['retried'])).code,
+      (await ctr(side, ns, ['content', 'ls', '--quiet'])).stdout,
+      (await ingest(side, ns, file, ['--expected-digest', wrongDigest, 'again'])).code,
+      (await ingest(side, ns, file, ['again'])).code,
+      (await ctr(side, ns, ['content', 'active'])).stdout.trim().split('\n').length,
+    ]);
+    assert.deepEqual(shown, [1, 0, `${sha256(body)}\n`, 1, 0, 1]);
+  });
+
+  test('a writer sharing another namespace’s blob: commit checks and messages', async () => {
+    const body = Buffer.from('shared between namespaces\n');
+    const d = sha256(body);
+    const n = BigInt(body.length);
+    const commitShared = async (side: Side, ns: string, ref: string, total: bigint, expected: string) => {
+      const call = callBidi(side.client, Content.method.write, { metadata: md(ns) });
+      const replies = call.responses[Symbol.asyncIterator]();
+      await call.send({ action: WriteAction.STAT, ref, total: n, expected: d });
+      const open = await replies.next();
+      await call.send({ action: WriteAction.COMMIT, offset: n, total, expected }).catch(() => {});
+      const committed = await answer(replies.next(), (r) => (r.done ? 'ended' : r.value.digest));
+      call.cancel();
+      return [open.done ? 'ended' : Number(open.value.offset), committed];
+    };
+    await sameOnBoth(async (side, ns) => {
+      const write = callBidi(side.client, Content.method.write, { metadata: md(`${ns}-a`) });
+      await write.send({ action: WriteAction.COMMIT, ref: 'a', data: body, total: n, expected: d });
+      for await (const _ of write.responses) {
+        // Drain the commit's reply.
+      }
+      return [
+        await commitShared(side, ns, 'bigger', n + 1n, d),
+        await commitShared(side, ns, 'other', n, sha256('not it')),
+        await commitShared(side, ns, 'fine', n, d),
+      ];
+    }).then((shown) =>
+      assert.deepEqual(shown, [
+        [
+          Number(n),
+          {
+            code: 'FAILED_PRECONDITION',
+            details: `"bigger" failed size validation: ${n} != ${n + 1n}: failed precondition`,
+          },
+        ],
+        [
+          Number(n),
+          { code: 'FAILED_PRECONDITION', details: '"other" unexpected digest: failed precondition' },
+        ],
+        [Number(n), d],
+      ]),
+    );
+  });
+});
