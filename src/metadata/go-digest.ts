@@ -1,5 +1,5 @@
 // Digest validation with go-digest's error texts, which containerd embeds in its messages
-// (`target.Digest "…" invalid: invalid checksum digest length`). The algorithms available are go-digest's
+// (`Target.Digest "…" invalid: invalid checksum digest length`). The algorithms available are go-digest's
 // own (sha256, sha384, sha512), which our content store supports too.
 
 const SIZES: Record<string, number> = { sha256: 32, sha384: 48, sha512: 64 };

@@ -347,18 +347,18 @@ describe('ImageStore: errors and edge cases', () => {
       throwsKind(
         () => store.create(NS, { name: 'x', target: { mediaType: BLAB, digest, size: 1 } }),
         'InvalidArgument',
-        `target.Digest ${JSON.stringify(digest)} invalid: ${why}: invalid argument`,
+        `Target.Digest ${JSON.stringify(digest)} invalid: ${why}: invalid argument`,
       );
     }
     throwsKind(
       () => store.create(NS, { name: 'x', target: { mediaType: BLAB, digest: digestOf('x'), size: -1 } }),
       'InvalidArgument',
-      'target.Size must be greater than zero: invalid argument',
+      'Target.Size must be greater than zero: invalid argument',
     );
     throwsKind(
       () => store.create(NS, { name: 'x', target: { mediaType: '', digest: digestOf('x'), size: 1 } }),
       'InvalidArgument',
-      'target.MediaType must be set: invalid argument',
+      'Target.MediaType must be set: invalid argument',
     );
     // Validation comes before the existence check.
     store.create(NS, img('x'));
@@ -493,7 +493,7 @@ describe('ImageStore: put (the first image API)', () => {
     throwsKind(
       () => store.put(NS, { name: 'p', target: { ...target('one'), mediaType: '' } }),
       'InvalidArgument',
-      'target.MediaType must be set: invalid argument',
+      'Target.MediaType must be set: invalid argument',
     );
     throwsKind(() => store.get(NS, 'p'), 'NotFound');
     const first = store.put(NS, { name: 'p', target: target('one') });

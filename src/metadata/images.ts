@@ -123,17 +123,23 @@ function draftOf(img: ImageInput): Draft {
   };
 }
 
+// containerd's messages up to 2.2 name the field `Target.` (later releases lower-case it).
 function validate(d: Draft): void {
   if (d.name === '') throw invalidArgument('image name must not be empty: invalid argument');
   validateLabels('image.Labels', d.labels);
   const digestErr = goDigestError(d.target.digest);
   if (digestErr) {
     throw invalidArgument(
-      `target.Digest ${goQuote(d.target.digest)} invalid: ${digestErr}: invalid argument`,
+      `Target.Digest ${goQuote(d.target.digest)} invalid: ${digestErr}: invalid argument`,
     );
   }
-  if (!(d.target.size > 0)) throw invalidArgument('target.Size must be greater than zero: invalid argument');
-  if (d.target.mediaType === '') throw invalidArgument('target.MediaType must be set: invalid argument');
+  if (!(d.target.size > 0)) throw invalidArgument('Target.Size must be greater than zero: invalid argument');
+  if (d.target.mediaType === '') throw invalidArgument('Target.MediaType must be set: invalid argument');
+  // containerd's store cannot write an annotation without a key and fails the call (unclassified), as
+  // for labels: refused here as clearly.
+  if (getEntry(d.target.annotations, '') !== '') {
+    throw invalidArgument('Target.Annotations: annotation key must not be empty: invalid argument');
+  }
 }
 
 export class ImageStore {

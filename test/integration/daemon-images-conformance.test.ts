@@ -178,19 +178,19 @@ describe('Images service conformance', () => {
       name: 'EmptySize',
       input: (o) => withTarget(o, { size: 0n }),
       code: grpc.status.INVALID_ARGUMENT,
-      details: /^target\.Size must be greater than zero: invalid argument$/,
+      details: /^Target\.Size must be greater than zero: invalid argument$/,
     },
     {
       name: 'EmptyMediaType',
       input: (o) => withTarget(o, { mediaType: '' }),
       code: grpc.status.INVALID_ARGUMENT,
-      details: /^target\.MediaType must be set: invalid argument$/,
+      details: /^Target\.MediaType must be set: invalid argument$/,
     },
     {
       name: 'BadDigest',
       input: (o) => withTarget(o, { digest: 'sha256:XYZ' }),
       code: grpc.status.INVALID_ARGUMENT,
-      details: /^target\.Digest "sha256:XYZ" invalid: /,
+      details: /^Target\.Digest "sha256:XYZ" invalid: /,
     },
     {
       name: 'UnknownFieldPath',
@@ -259,17 +259,17 @@ describe('Images service conformance', () => {
     await expectCode(
       s.create({ name: 'no-target' }),
       grpc.status.INVALID_ARGUMENT,
-      /^target\.Digest "" invalid/,
+      /^Target\.Digest "" invalid/,
     );
     await expectCode(
       s.create(withTarget(base('x'), { size: 0n })),
       grpc.status.INVALID_ARGUMENT,
-      'target.Size must be greater than zero: invalid argument',
+      'Target.Size must be greater than zero: invalid argument',
     );
     await expectCode(
       s.create(withTarget(base('x'), { mediaType: '' })),
       grpc.status.INVALID_ARGUMENT,
-      'target.MediaType must be set: invalid argument',
+      'Target.MediaType must be set: invalid argument',
     );
     await expectCode(
       s.create({ ...base('x'), name: '' }),
@@ -340,7 +340,7 @@ describe('Images service conformance', () => {
     const replaced = (await s.update({ ...req, labels: { only: 'this' } }, ['labels', 'labels'])).image!;
     assert.deepEqual(replaced.labels, { only: 'this' });
     // Without label arguments ctr sends no mask: a full replace with the empty target fails.
-    await expectCode(s.update(req, []), grpc.status.INVALID_ARGUMENT, /^target\.Digest "" invalid/);
+    await expectCode(s.update(req, []), grpc.status.INVALID_ARGUMENT, /^Target\.Digest "" invalid/);
   });
 
   test('create ignores caller timestamps unless source_date_epoch is set', async () => {

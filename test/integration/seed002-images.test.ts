@@ -163,9 +163,9 @@ describe('containerd.v1.Images (seed 002) through a client generated from the se
       'OK',
     ]);
     assert.equal(results[1]!.error?.details, 'Image.Name required');
-    assert.equal(results[3]!.error?.details, 'target.Size must be greater than zero: invalid argument');
-    assert.equal(results[4]!.error?.details, 'target.MediaType must be set: invalid argument');
-    assert.match(results[5]!.error?.details ?? '', /^target\.Digest "sha256:abc" invalid: /);
+    assert.equal(results[3]!.error?.details, 'Target.Size must be greater than zero: invalid argument');
+    assert.equal(results[4]!.error?.details, 'Target.MediaType must be set: invalid argument');
+    assert.match(results[5]!.error?.details ?? '', /^Target\.Digest "sha256:abc" invalid: /);
     assert.equal(results[8]!.error?.details, 'namespace is required: failed precondition');
     assert.match(results[10]!.error?.details ?? '', /^namespace validation: identifier "a\.\.b" must match/);
     assert.deepEqual(results.at(-1), { ok: { image: { name, target: target('kept') } } });

@@ -6,7 +6,7 @@
 // The namespace comes from `containerd-namespace`, the lease (if any) from `containerd-lease`.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { invalidArgument, outOfRange } from '../../errors.ts';
+import { outOfRange } from '../../errors.ts';
 import type { ContentRecord, ContentView, NamespacedStatus, WriteMessage } from '../../metadata/content.ts';
 import { timestampFromNanos } from '../convert/timestamps.ts';
 import {
@@ -75,9 +75,8 @@ export function contentService(deps: ContentServiceDeps): ServiceRegistration {
 
     update: (req, ctx) => {
       const ns = namespaceOf(ctx.metadata);
-      // containerd dereferences a missing info; a clear InvalidArgument is kinder.
-      if (!req.info) throw invalidArgument('content info required: invalid argument');
-      const info = view.update(ns, req.info, req.updateMask?.paths ?? []);
+      // containerd 1.6 reads a missing info as an empty one: its digest fails validation.
+      const info = view.update(ns, req.info ?? { digest: '' }, req.updateMask?.paths ?? []);
       return { info: infoToProto(info) };
     },
 

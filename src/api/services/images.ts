@@ -40,8 +40,8 @@ export function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchem
  * target ctr sends on label updates is empty and only matters when a mask or full replace uses it.
  */
 function imageInput(img: Image | undefined): ImageInput {
-  // containerd dereferences a missing image and crashes the call; a clear InvalidArgument is kinder.
-  if (!img) throw invalidArgument('Image required: invalid argument');
+  // containerd 1.6 reads a missing image as an empty one, whose name it requires first.
+  if (!img) throw invalidArgument('Image.Name required');
   const t = img.target;
   return {
     name: img.name,
