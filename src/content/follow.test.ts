@@ -7,7 +7,7 @@ import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { dataLoss, errorKind } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { digestOf } from '../oci/digest.ts';
-import { GrowthRange } from './follow.ts';
+import { GrowthRange, type PositionalReader } from './follow.ts';
 import { Layout } from './layout.ts';
 import { ContentStore } from './store.ts';
 
@@ -246,4 +246,37 @@ test('a fallback that declines, or none, leaves the reader with the writer’s r
   await tick();
   await w.close(dataLoss('upstream sent wrong bytes'));
   await assert.rejects(declined.done, (e) => errorKind(e) === 'DataLoss' && /wrong bytes/.test(String(e)));
+});
+
+test('a positional reader whose ingest fails before its first byte goes on from the fallback too', async () => {
+  const { data, desc } = blob(200_000);
+  const asked: number[] = [];
+  const fallback = async (at: number) => {
+    asked.push(at);
+    return Readable.from([data.subarray(at)]);
+  };
+  const w = await store.writer('fallback-first', { expected: desc.digest, total: desc.size });
+  const whole = await store.follow('fallback-first', desc, { fallback });
+  const tail = await store.follow('fallback-first', desc, { range: { offset: 50_000 }, fallback });
+  assert.ok(whole instanceof GrowthRange && tail instanceof GrowthRange);
+  // The server opens before its first read: that wait is where the fill's disk failure is met.
+  const opening = Promise.all([whole.open(), tail.open()]);
+  await tick();
+  await w.close(Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' }));
+  const [r, t] = await opening;
+  const read = async (reader: PositionalReader, from: number) => {
+    const buf = Buffer.alloc(desc.size - from);
+    for (let pos = 0; pos < buf.length; ) {
+      pos += (await reader.read(buf, pos, buf.length - pos, from + pos)).bytesRead;
+    }
+    return buf;
+  };
+  assert.deepEqual(await read(r, 0), data);
+  assert.deepEqual(await read(t, 50_000), data.subarray(50_000));
+  assert.deepEqual(
+    asked.sort((a, b) => a - b),
+    [0, 50_000],
+  );
+  whole.destroy();
+  tail.destroy();
 });

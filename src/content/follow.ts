@@ -164,9 +164,18 @@ export class GrowthRange extends Readable {
     this.signal = signal ? AbortSignal.any([signal, this.gone.signal]) : this.gone.signal;
   }
 
-  /** Waits for the range's first byte (or the ingest's failure); then reads at positions. */
+  /**
+   * Waits for the range's first byte (or the ingest's failure, when no fallback takes it); then reads at
+   * positions.
+   */
   async open(): Promise<PositionalReader> {
-    if (this.start < this.end) await this.available(this.start);
+    if (this.start >= this.end) return this.reader;
+    try {
+      await this.available(this.start);
+    } catch (err) {
+      // Failed before the range's first byte: the whole range comes from the fallback, if any.
+      await this.restAfter(err, this.start);
+    }
     return this.reader;
   }
 
@@ -209,9 +218,7 @@ export class GrowthRange extends Readable {
     try {
       ({ fh, bytes } = await this.available(position));
     } catch (err) {
-      const failure = this.g.failure;
-      if (failure === undefined || err !== failure || this.fallback === undefined) throw err;
-      const rest = await this.startRest(this.fallback, position, failure);
+      const rest = await this.restAfter(err, position);
       return this.readRest(rest, buffer, offset, length, position);
     }
     const len = Math.min(length, bytes);
@@ -220,6 +227,13 @@ export class GrowthRange extends Readable {
       throw dataLoss(`ingest ${this.g.ref}: file shorter than the ${position + len} bytes written`);
     }
     return { bytesRead };
+  }
+
+  /** Goes on at `at` from the fallback when `err` is the ingest's failure and a fallback takes it. */
+  private restAfter(err: unknown, at: number): Promise<Rest> {
+    const failure = this.g.failure;
+    if (failure === undefined || err !== failure || this.fallback === undefined) throw err;
+    return this.startRest(this.fallback, at, failure);
   }
 
   /**
