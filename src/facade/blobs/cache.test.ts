@@ -718,6 +718,20 @@ async function fillDisk(file: string): Promise<void> {
   }
 }
 
+/** Creates empty files under `mnt` until its file system has no inode left; returns their directory. */
+async function spendInodes(mnt: string): Promise<string> {
+  const spent = join(mnt, 'inodes');
+  await runCommand('mkdir', [spent]);
+  for (let i = 0; ; i++) {
+    try {
+      await writeFile(join(spent, String(i)), '');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') return spent;
+      throw err;
+    }
+  }
+}
+
 test('a fill on a disk remounted read-only serves its reader from the source, uncached', {
   timeout: 60_000,
 }, async (t) => {
@@ -819,16 +833,7 @@ test('a fill whose commit fails on the disk keeps nothing, and its reader gets t
   assert.equal(r.outcome, 'miss');
   const body = reading(r.stream);
   await waitFor(() => body.received() >= head, 10_000, { what: 'the first bytes written and followed' });
-  const spent = join(mnt, 'inodes');
-  await runCommand('mkdir', [spent]);
-  for (let i = 0; ; i++) {
-    try {
-      await writeFile(join(spent, String(i)), '');
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOSPC') break;
-      throw err;
-    }
-  }
+  const spent = await spendInodes(mnt);
   first.end(bytes.subarray(head));
   await body.done;
   assert.ok(Buffer.concat(body.chunks).equals(bytes), 'the reader got the whole blob');
@@ -845,6 +850,31 @@ test('a fill whose commit fails on the disk keeps nothing, and its reader gets t
   assert.equal(again.outcome, 'miss');
   assert.deepEqual(await readAll(again.stream), bytes);
   await waitFor(() => cache.has(desc.digest), 5000, { what: 'the fill committed' });
+});
+
+test('a Range read of a fill whose commit fails on the disk gets the rest from the source', {
+  timeout: 60_000,
+}, async (t) => {
+  // As above; the store fails the ingest's followers as the link fails, before the fill has told the
+  // cache why, and a Range read asks for the rest at once (a whole blob is hashed again first).
+  const { cache, mnt } = await cacheOnTmpfs(t, { maxBytes: 64 << 20 }, ',nr_inodes=64');
+  const { bytes, desc } = blob(16, 300_000);
+  const head = bytes.length - 1000;
+  const { source, first, offsets } = heldSource(desc, bytes, head);
+  const miss = await cache.read(desc, undefined, source);
+  const whole = reading(miss.stream);
+  const r = await cache.read(desc, { offset: 1000 }, source);
+  assert.equal(r.outcome, 'joined');
+  const body = reading(r.stream);
+  await waitFor(() => body.received() >= head - 1000, 10_000, { what: 'the first bytes followed' });
+  await spendInodes(mnt);
+  first.end(bytes.subarray(head));
+  await body.done;
+  assert.ok(Buffer.concat(body.chunks).equals(bytes.subarray(1000)), 'the Range reader got its bytes');
+  await whole.done;
+  assert.ok(Buffer.concat(whole.chunks).equals(bytes), 'the whole reader got the blob');
+  assert.deepEqual(offsets.slice(0, 1), [0]);
+  assert.equal(offsets.length, 3, `the rest asked for once per reader: ${offsets}`);
 });
 
 test('a whole blob served from a fill that failed writing, then from its source, fails unless it is the blob', {

@@ -294,8 +294,14 @@ export class BlobCache {
         // Should the fill fail writing to the disk, the rest comes from the source, uncached (the store
         // checks only what it committed, the paced read only a whole blob of its own, so a stitched whole
         // blob is checked by the follower).
+        // A commit that fails on the disk fails the fill's followers before the fill has told why.
         const fallback =
-          source && ((at: number) => (held.diskFailed ? pacedRead(source, at, end, signal) : undefined));
+          source &&
+          (async (at: number, failure: Error) => {
+            await held.done.catch(() => {});
+            if (!held.diskFailed) throw failure;
+            return pacedRead(source, at, end, signal);
+          });
         stream = await this.storage.follow(held.ref, desc, { range: part, signal, fallback });
       }
     } catch (err) {
