@@ -701,4 +701,37 @@ describe('background syncs while writing (syncEvery)', () => {
       await store.close();
     }
   });
+
+  test('a sync that fails while close() waits for it still removes the ingest', async () => {
+    const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+    roots.push(root);
+    const store = await ContentStore.open(root);
+    const data = randomBytes(4000);
+    const probe = await open(join(root, 'probe'), 'w');
+    const proto = Object.getPrototypeOf(probe) as { datasync(): Promise<void> };
+    await probe.close();
+    const { datasync } = proto;
+    // The background sync is under way when close() comes, and fails after it.
+    let fail = (_err: Error) => {};
+    proto.datasync = () => {
+      proto.datasync = datasync;
+      return new Promise((_resolve, reject) => {
+        fail = reject;
+      });
+    };
+    try {
+      const w = await store.writer('sync-fails-closing', { syncEvery: 1 });
+      await w.write(data.subarray(0, 1000));
+      const closing = w.close();
+      await new Promise((r) => setTimeout(r, 20));
+      fail(Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO' }));
+      await closing;
+      const again = await store.writer('sync-fails-closing');
+      assert.equal(again.offset, 0, 'the ingest starts over');
+      await again.close();
+    } finally {
+      proto.datasync = datasync;
+      await store.close();
+    }
+  });
 });

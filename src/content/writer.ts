@@ -301,6 +301,8 @@ export class IngestWriter {
     return this.serial(async () => {
       if (this.state !== 'open') return;
       this.growth.fail(reason ?? aborted(`ingest ${this.ref} closed before its commit`));
+      // A background sync under way may yet fail: the ingest is kept only once it did not.
+      await this.syncing;
       if (this.resume && this.fh && !this.syncFailure) {
         const file = await this.fh.stat().catch(() => undefined);
         if (file) this.resume.remember(this.ref, this.digester, file);
