@@ -8,6 +8,7 @@ import { after, describe, test } from 'node:test';
 import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
+import { Layout } from './layout.ts';
 import { ContentStore } from './store.ts';
 
 const roots: string[] = [];
@@ -618,6 +619,9 @@ test('a commit whose directory sync fails commits nothing and can be made again'
     await assert.rejects(w.commit(), /EIO/);
     await rejectsKind(store.info(digestOf(data)), 'NotFound');
     assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no tmp link left behind');
+    // Opened for writing again: a user other than root cannot open a file made read-only for the blob.
+    const mode = (await stat(new Layout(root).ingestData('dir-sync-fails'))).mode;
+    assert.equal(mode & 0o777, 0o644, 'the ingest is writable again');
     const again = await store.writer('dir-sync-fails');
     assert.equal(again.offset, data.length, 'the ingest is kept, whole');
     assert.equal(await again.commit(), digestOf(data));

@@ -358,9 +358,11 @@ export class IngestWriter {
             unlinkSync(blobPath);
           } catch {}
         }
-        // Put the verified data back so the ingest can still be committed later.
+        // Put the verified data back so the ingest can still be committed later, writable again (the
+        // next writer opens it for writing, which a user other than root cannot do to a read-only file).
         try {
           renameSync(tmp, dataPath);
+          chmodSync(dataPath, 0o644);
         } catch {}
         await this.finish('closed', false);
       }
