@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -591,41 +591,83 @@ describe('open', () => {
   });
 });
 
-test('a commit whose directory sync fails commits nothing and can be made again', async () => {
+test('a commit whose link fails commits nothing; the ingest is kept, whole and writable', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+  roots.push(root);
+  const blobs = join(root, 'blobs', 'sha256');
+  // The blob directory is not one when the first blob is linked into it.
+  let armed = false;
+  const store = await ContentStore.open(root, {
+    hooks: {
+      beforeCommitStep: async (step) => {
+        if (step !== 'link' || armed) return;
+        armed = true;
+        await rm(blobs, { recursive: true, force: true });
+        await writeFile(blobs, '');
+      },
+    },
+  });
+  try {
+    const data = randomBytes(10_000);
+    const w = await store.writer('link-fails', { expected: digestOf(data), total: data.length });
+    await w.write(data);
+    await assert.rejects(w.commit(), /ENOTDIR/);
+    await rm(blobs);
+    await mkdir(blobs);
+    await rejectsKind(store.info(digestOf(data)), 'NotFound');
+    assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no tmp link left behind');
+    // Opened for writing again: a user other than root cannot open a file made read-only for the blob.
+    const mode = (await stat(new Layout(root).ingestData('link-fails'))).mode;
+    assert.equal(mode & 0o777, 0o644, 'the ingest is writable again');
+    const again = await store.writer('link-fails');
+    assert.equal(again.offset, data.length, 'the ingest is kept, whole');
+    assert.equal(await again.commit(), digestOf(data));
+    assert.deepEqual(await readAll(await store.reader(digestOf(data))), data);
+  } finally {
+    await store.close();
+  }
+});
+
+test('a blob another writer found while the directory sync of its commit was failing stays stored', async () => {
   const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
   roots.push(root);
   const probe = await open(join(root, 'probe'), 'w');
   const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
   await probe.close();
   const { sync } = proto;
-  // Armed the first time a blob is about to be linked: the next sync is the blob directory's.
-  let armed = false;
+  // The blob directory's sync is slow, then fails; meanwhile a second writer commits the same bytes.
+  let fail = (_err: Error) => {};
+  let syncing = false;
   const store = await ContentStore.open(root, {
     hooks: {
-      beforeCommitStep: (step) => {
-        if (step !== 'link' || armed) return;
-        armed = true;
+      beforeCommitStep: (step, ref) => {
+        if (step !== 'link' || ref !== 'first') return;
         proto.sync = () => {
           proto.sync = sync;
-          return Promise.reject(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+          syncing = true;
+          return new Promise((_resolve, reject) => {
+            fail = reject;
+          });
         };
       },
     },
   });
   try {
     const data = randomBytes(10_000);
-    const w = await store.writer('dir-sync-fails', { expected: digestOf(data), total: data.length });
-    await w.write(data);
-    await assert.rejects(w.commit(), /EIO/);
-    await rejectsKind(store.info(digestOf(data)), 'NotFound');
-    assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no tmp link left behind');
-    // Opened for writing again: a user other than root cannot open a file made read-only for the blob.
-    const mode = (await stat(new Layout(root).ingestData('dir-sync-fails'))).mode;
-    assert.equal(mode & 0o777, 0o644, 'the ingest is writable again');
-    const again = await store.writer('dir-sync-fails');
-    assert.equal(again.offset, data.length, 'the ingest is kept, whole');
-    assert.equal(await again.commit(), digestOf(data));
+    const first = await store.writer('first', { expected: digestOf(data), total: data.length });
+    const second = await store.writer('second', { expected: digestOf(data), total: data.length });
+    await first.write(data);
+    await second.write(data);
+    const committing = first.commit();
+    committing.catch(() => {});
+    await waitFor(() => syncing, 10_000, { what: 'the first commit linked its blob' });
+    await rejectsKind(second.commit(), 'AlreadyExists');
+    fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+    await assert.rejects(committing, /EIO/);
+    // The second writer's caller took the blob as stored: it is.
     assert.deepEqual(await readAll(await store.reader(digestOf(data))), data);
+    assert.deepEqual(await readdir(join(root, 'tmp')), [], 'no tmp link left behind');
+    await rejectsKind(store.writer('first', { expected: digestOf(data) }), 'AlreadyExists');
   } finally {
     proto.sync = sync;
     await store.close();

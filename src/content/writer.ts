@@ -352,12 +352,15 @@ export class IngestWriter {
       // would leave the blob's metadata pointing at nothing.
       if (this.durable) await fsyncDir(this.layout.blobDir(algorithmOf(actual)));
     } catch (err) {
-      if (this.state === 'open') {
-        if (linked) {
-          try {
-            unlinkSync(blobPath);
-          } catch {}
-        }
+      if (this.state === 'open' && linked) {
+        // The blob's name is out: another writer may have found it already and reported the blob as
+        // stored, so it is not taken back. The commit still fails (the name may not outlive a crash),
+        // and the data, the blob's now, leaves the ingest; a new writer finds the blob.
+        try {
+          unlinkSync(tmp);
+        } catch {}
+        await this.finish('closed', true);
+      } else if (this.state === 'open') {
         // Put the verified data back so the ingest can still be committed later, writable again (the
         // next writer opens it for writing, which a user other than root cannot do to a read-only file).
         try {
