@@ -81,3 +81,30 @@ test('a Kubernetes-style mount: swapping the ..data symlink reloads; a bad versi
   await publish('three');
   await waitFor(() => w.value === 'three', 10_000, { what: 'the version after the bad one' });
 });
+
+test('a file that is gone is reported once however often it is looked at, and read again when it is back', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'value');
+  await writeFile(file, 'one');
+  const errors: unknown[] = [];
+  const w = await WatchedFiles.open([file], {
+    what: 'value',
+    watch: false,
+    settleMs: 0,
+    parse: ([b]) => b!.toString('utf8'),
+    onReloadError: (err) => errors.push(err),
+  });
+  t.after(() => w.close());
+  // Deleted before being written again: the fixed-spec provider refreshes on every request meanwhile.
+  await rm(file);
+  for (let i = 0; i < 3; i++) await w.refresh();
+  assert.equal(errors.length, 1, 'reported once');
+  assert.equal(w.value, 'one');
+  await writeFile(file, 'two');
+  await w.refresh();
+  assert.equal(w.value, 'two');
+  await rm(file);
+  await w.refresh();
+  assert.equal(errors.length, 2, 'gone again is news again');
+});

@@ -117,8 +117,22 @@ export class WatchedFiles<T> {
   }
 
   private async load(): Promise<void> {
-    const v = await settledVersion(this.paths, this.options, this.key, this.badKey);
-    if (v.key === this.key || v.key === this.badKey) return;
+    let v: Version;
+    try {
+      v = await settledVersion(this.paths, this.options, this.key, this.badKey);
+    } catch (err) {
+      // Gone (deleted before being written again) or not to be looked at: reported once, not on every
+      // look, since callers refresh on use.
+      const gone = `gone: ${messageOf(err)}`;
+      if (gone === this.badKey) return;
+      this.badKey = gone;
+      throw err;
+    }
+    if (v.key === this.badKey) return;
+    if (v.key === this.key) {
+      this.badKey = '';
+      return;
+    }
     try {
       const value = await buildValue(this.paths, this.options, this.current);
       this.current = value;
