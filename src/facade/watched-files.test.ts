@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readlink, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { waitFor } from '../../test/helpers/process.ts';
+import { asUnprivileged, waitFor } from '../../test/helpers/process.ts';
 import { WatchedFiles } from './watched-files.ts';
 
 test('a refresh asked for while a reload is reading sees a change made before it was asked', async (t) => {
@@ -82,19 +82,24 @@ test('a Kubernetes-style mount: swapping the ..data symlink reloads; a bad versi
   await waitFor(() => w.value === 'three', 10_000, { what: 'the version after the bad one' });
 });
 
-test('a file that is gone is reported once however often it is looked at, and read again when it is back', async (t) => {
-  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
-  t.after(() => rm(dir, { recursive: true, force: true }));
-  const file = join(dir, 'value');
-  await writeFile(file, 'one');
-  const errors: unknown[] = [];
-  const w = await WatchedFiles.open([file], {
+/** A text file read again by refresh() alone (as on SIGHUP), its refused versions pushed to `errors`. */
+function onRefresh(file: string, errors: unknown[]): Promise<WatchedFiles<string>> {
+  return WatchedFiles.open([file], {
     what: 'value',
     watch: false,
     settleMs: 0,
     parse: ([b]) => b!.toString('utf8'),
     onReloadError: (err) => errors.push(err),
   });
+}
+
+test('a file that is gone is reported once however often it is looked at, and read again when it is back', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'value');
+  await writeFile(file, 'one');
+  const errors: unknown[] = [];
+  const w = await onRefresh(file, errors);
   t.after(() => w.close());
   // Deleted before being written again: the fixed-spec provider refreshes on every request meanwhile.
   await rm(file);
@@ -107,4 +112,25 @@ test('a file that is gone is reported once however often it is looked at, and re
   await rm(file);
   await w.refresh();
   assert.equal(errors.length, 2, 'gone again is news again');
+});
+
+test('a version refused because it could not be read is read again once its mode is fixed', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  await chmod(dir, 0o755);
+  const file = join(dir, 'value');
+  await writeFile(file, 'one');
+  await chmod(file, 0o644);
+  const errors: unknown[] = [];
+  const w = await asUnprivileged(() => onRefresh(file, errors));
+  t.after(() => w.close());
+  // A config manager writes the new version with a mode the server cannot read, then fixes the mode.
+  await writeFile(file, 'two');
+  await chmod(file, 0o600);
+  await asUnprivileged(() => w.refresh());
+  assert.equal(errors.length, 1);
+  assert.equal(w.value, 'one');
+  await chmod(file, 0o644);
+  await asUnprivileged(() => w.refresh());
+  assert.equal(w.value, 'two', 'SIGHUP after the fix reads it');
 });

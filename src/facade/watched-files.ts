@@ -1,9 +1,9 @@
 // A value parsed from one or more files, read at start (a bad file is an error then) and again whenever one
-// of them changes: fs.watch on their directories, an identity check (inode, size, mtime) on refresh(), and
-// refresh() on demand (SIGHUP). Watchers miss some editors' and Kubernetes' atomic swaps, so callers may
-// also refresh on use. A file rewritten in place passes through empty and partial states: files are read
-// only once they have been still for a moment. A bad version is reported once and the previous value stays.
-// Watching can be switched off: then only refresh() (SIGHUP) reads the files again.
+// of them changes: fs.watch on their directories, an identity check (inode, size, mtime, ctime) on
+// refresh(), and refresh() on demand (SIGHUP). Watchers miss some editors' and Kubernetes' atomic swaps,
+// so callers may also refresh on use. A file rewritten in place passes through empty and partial states:
+// files are read only once they have been still for a moment. A bad version is reported once and the
+// previous value stays. Watching can be switched off: then only refresh() (SIGHUP) reads the files again.
 import { type FSWatcher, watch } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
@@ -180,7 +180,8 @@ async function versionOf(paths: readonly string[], what: string): Promise<Versio
     const st = await stat(p, { bigint: true }).catch((err: unknown) => {
       throw invalidArgument(`${what}: ${messageOf(err)}`);
     });
-    keys.push(`${st.ino}:${st.size}:${st.mtimeNs}`);
+    // ctime too: a version refused as unreadable is read again once its mode or owner is fixed.
+    keys.push(`${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`);
     newestMtimeMs = Math.max(newestMtimeMs, Number(st.mtimeMs));
   }
   return { key: keys.join('/'), newestMtimeMs };

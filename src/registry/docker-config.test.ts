@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { chmod, mkdir, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { asUnprivileged } from '../../test/helpers/process.ts';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { errorKind } from '../errors.ts';
 import {
@@ -146,6 +147,25 @@ test('with onReloadError, an edit that does not parse is reported once and the c
   await utimes(path, 3000, 3000);
   assert.deepEqual(await store.get('reg.example'), { kind: 'basic', username: 'c', password: '3' });
   assert.equal(reloads, 1);
+});
+
+test('an edit refused because it could not be read is read again once its mode is fixed', async () => {
+  const sub = join(dir, 'modes');
+  await mkdir(sub, { mode: 0o755 });
+  await chmod(dir, 0o755);
+  const path = join(sub, 'config.json');
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('a:1') } } }), { mode: 0o644 });
+  const errors: unknown[] = [];
+  const store = new DockerConfigCredentials({ path, env, onReloadError: (err) => errors.push(err) });
+  const get = () => asUnprivileged(() => store.get('reg.example'));
+  assert.deepEqual(await get(), { kind: 'basic', username: 'a', password: '1' });
+  // Written by a config manager with a mode the server cannot read, then the mode is fixed.
+  await writeFile(path, JSON.stringify({ auths: { 'reg.example': { auth: b64('b:2') } } }));
+  await chmod(path, 0o600);
+  assert.deepEqual(await get(), { kind: 'basic', username: 'a', password: '1' });
+  assert.equal(errors.length, 1);
+  await chmod(path, 0o644);
+  assert.deepEqual(await get(), { kind: 'basic', username: 'b', password: '2' });
 });
 
 test('checkOnUse false: the file is read again only by refresh()', async () => {

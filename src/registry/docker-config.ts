@@ -231,7 +231,10 @@ interface FileState {
   config: DockerConfig;
 }
 
-/** A CredentialStore over a Docker config.json, re-read whenever the file's mtime, size or inode change. */
+/**
+ * A CredentialStore over a Docker config.json, re-read whenever the file's mtime, ctime, size or inode
+ * change.
+ */
 export class DockerConfigCredentials implements CredentialStore {
   readonly path: string;
   private readonly env: NodeJS.ProcessEnv;
@@ -266,7 +269,8 @@ export class DockerConfigCredentials implements CredentialStore {
     let key: string;
     try {
       const st = await stat(this.path, { bigint: true });
-      key = `${st.ino}:${st.size}:${st.mtimeNs}`;
+      // ctime too: an edit refused as unreadable is read again once its mode or owner is fixed.
+      key = `${st.ino}:${st.size}:${st.mtimeNs}:${st.ctimeNs}`;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT')
         throw unavailable(`${this.path}: ${messageOf(err)}`);

@@ -323,3 +323,17 @@ export function runProcess(
     });
   });
 }
+
+/**
+ * Runs `f` with this process's effective user set to nobody (65534) when it is root, which reads any file
+ * whatever its mode; as any other user, just runs it. Only for code whose file access `f` awaits.
+ */
+export async function asUnprivileged<T>(f: () => Promise<T>): Promise<T> {
+  if (process.getuid?.() !== 0 || !process.seteuid) return f();
+  process.seteuid(65534);
+  try {
+    return await f();
+  } finally {
+    process.seteuid(0);
+  }
+}
