@@ -4,6 +4,8 @@
 // as "try again"), and the requests already in flight (a workspace's layer download) get until the
 // deadline to finish. Health and metrics are still answered while draining.
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export class Drain {
   private active = 0;
   private started = false;
@@ -37,7 +39,8 @@ export class Drain {
     this.started = true;
     if (this.active === 0) return 0;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, deadlineMs);
+      // Node fires a timer longer than 2^31-1 ms at once: a very long deadline is the longest it holds.
+      const timer = setTimeout(resolve, Math.min(deadlineMs, MAX_TIMER_MS));
       this.wake = () => {
         clearTimeout(timer);
         resolve();
