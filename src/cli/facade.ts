@@ -21,7 +21,7 @@ import {
 } from '../server/facade-config.ts';
 import { hiddenAlias, parseLogLevel } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
-import { runUntilSignalled } from './until-signalled.ts';
+import { runUntilSignalled, StartupHup } from './until-signalled.ts';
 
 interface FacadeFlags {
   listen?: string;
@@ -131,6 +131,7 @@ export function registerFacade(program: Command): void {
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', parseLogLevel, 'info');
   hiddenAlias(cmd, '--plain-http <host[:port]>', 'plainHttpHost', true);
   cmd.action(async (flags: FacadeFlags) => {
+    const startupHup = new StartupHup();
     const logger = pino({ level: flags.logLevel, base: { pid: process.pid, service: 'facade' } });
     let app: Awaited<ReturnType<typeof startFacade>>;
     try {
@@ -144,6 +145,7 @@ export function registerFacade(program: Command): void {
     } catch (err) {
       logger.fatal({ err: messageOf(err) }, 'facade failed to start');
       process.exitCode = 1;
+      startupHup.take();
       return;
     }
     // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
@@ -152,6 +154,7 @@ export function registerFacade(program: Command): void {
       'facade',
       () => app.close(),
       () => app.reload(),
+      startupHup,
     );
     logger.info('facade stopped');
   });

@@ -1,15 +1,41 @@
 // Long-running commands (daemon, facade, up, spec serve) stop the same way: the first SIGTERM or SIGINT
 // stops the service cleanly; a second one exits at once, for a stop that hangs. Those with files to
-// reload (facade, up) do so on SIGHUP, whose default action would otherwise end the process uncleanly.
+// reload (facade, up) do so on SIGHUP, whose default action would otherwise end the process uncleanly,
+// also while they start.
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.ts';
 
-/** Resolves once `stop` has finished after a signal; a failed stop sets exit code 1. */
+/**
+ * Catches SIGHUP while a service starts (a config manager reloading as it comes up), which would otherwise
+ * end the process; runUntilSignalled then reloads once for what came meanwhile.
+ */
+export class StartupHup {
+  private seen = false;
+  private readonly onHup = () => {
+    this.seen = true;
+  };
+
+  constructor() {
+    process.on('SIGHUP', this.onHup);
+  }
+
+  /** Stops catching; whether a SIGHUP came meanwhile. */
+  take(): boolean {
+    process.off('SIGHUP', this.onHup);
+    return this.seen;
+  }
+}
+
+/**
+ * Resolves once `stop` has finished after a signal; a failed stop sets exit code 1. `startup` hands over
+ * a SIGHUP caught while the service started.
+ */
 export function runUntilSignalled(
   logger: Logger,
   what: string,
   stop: () => Promise<void>,
   reload?: () => Promise<void>,
+  startup?: StartupHup,
 ): Promise<void> {
   return new Promise<void>((done) => {
     let signalled = false;
@@ -37,5 +63,7 @@ export function runUntilSignalled(
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
     if (reload) process.on('SIGHUP', onHup);
+    // After the handler above is on, so no SIGHUP finds the process without one.
+    if (startup?.take() && reload) onHup();
   });
 }

@@ -9,7 +9,7 @@ import { startUp, type UpApp } from '../server/up.ts';
 import { loadUpConfig, UP_DEFAULTS, type UpFlags } from '../server/up-config.ts';
 import { hiddenAlias } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
-import { runUntilSignalled } from './until-signalled.ts';
+import { runUntilSignalled, StartupHup } from './until-signalled.ts';
 
 interface Flags extends UpFlags {
   config?: string;
@@ -55,6 +55,7 @@ export function registerUp(program: Command): void {
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent (default info)');
   hiddenAlias(cmd, '--metrics-address <host:port>', 'metrics');
   cmd.action(async (flags: Flags) => {
+    const startupHup = new StartupHup();
     tuneGcForStreaming();
     // stdout carries the summary; logs go to stderr.
     const logger = pino({ level: 'info', base: { pid: process.pid } }, pino.destination(2));
@@ -67,6 +68,7 @@ export function registerUp(program: Command): void {
       logger.fatal({ err: messageOf(err) }, 'strata up failed to start');
       process.stderr.write(`strata up: ${messageOf(err)}\n`);
       process.exitCode = 1;
+      startupHup.take();
       return;
     }
     process.stdout.write(upSummary(app));
@@ -76,6 +78,7 @@ export function registerUp(program: Command): void {
       'system',
       () => app.stop(),
       () => app.reload(),
+      startupHup,
     );
   });
 }
