@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { createClient } from 'redis';
+import { waitFor } from '../../../test/helpers/process.ts';
 import { startRedis } from '../../../test/helpers/redis.ts';
 import { RedisStore } from './redis-store.ts';
 import { type SharedCodec, SharedStore, type SharedStoreEvents } from './shared-store.ts';
@@ -35,4 +37,67 @@ test('a key of another type (a list, say) is a corrupt value, not an outage: the
     store.close();
     kv.close();
   }
+});
+
+/**
+ * A TCP proxy to `port` whose freeze() makes the connections open at that moment go silent both ways
+ * without closing them (a Redis gone behind a connection that sends no reset: its node died, or a failover
+ * moved its address); connections made later are forwarded.
+ */
+async function freezableProxy(port: number) {
+  const pairs = new Set<[Socket, Socket]>();
+  const server = createServer((client) => {
+    const upstream = connect(port, '127.0.0.1');
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
+    client.pipe(upstream).pipe(client);
+    for (const s of pair) {
+      s.on('error', () => {});
+      s.on('close', () => {
+        for (const o of pair) o.destroy();
+        pairs.delete(pair);
+      });
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    freeze() {
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        // Read and drop, so nothing ever reaches the other side.
+        client.on('data', () => {});
+        upstream.on('data', () => {});
+      }
+    },
+    async close() {
+      for (const pair of pairs) for (const s of pair) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}
+
+test('a connection that stops answering without closing is replaced: Redis is used again once a new connection answers', async (t) => {
+  const redis = await startRedis(t);
+  const proxy = await freezableProxy(redis.port);
+  t.after(() => proxy.close());
+  const seen: string[] = [];
+  const events: SharedStoreEvents = { onDown: () => seen.push('down'), onUp: () => seen.push('up') };
+  const kv = new RedisStore(proxy.url);
+  const store = new SharedStore(kv, { keyPrefix: 'p:', timeoutMs: 200, probeMs: 100, events });
+  t.after(() => {
+    store.close();
+    kv.close();
+  });
+  await kv.ready(5000);
+  await store.write('k', 'a', text, 'v');
+  assert.equal((await store.read('k', 'a', text))?.value, 'v');
+
+  proxy.freeze();
+  assert.equal(await store.read('k', 'a', text), undefined);
+  assert.equal(store.up, false);
+  await waitFor(() => store.up, 15_000, { what: 'the shared store in use again on a new connection' });
+  assert.equal((await store.read('k', 'a', text))?.value, 'v');
+  assert.deepEqual(seen, ['down', 'up']);
 });

@@ -2,6 +2,9 @@
 // a Redis that is down at start or goes away later never holds the facade up; commands are not queued
 // while it is disconnected, the queue of commands sent and unanswered is capped, and every command carries
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
+// A ping left unanswered on a connection that counts as up gets the client replaced: a Redis gone without a
+// reset (its node died, a failover moved its address) leaves a connection that TCP gives up on only after
+// many minutes, and until then node-redis would neither notice nor reconnect.
 import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
 import { boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
@@ -17,22 +20,32 @@ const client = (url: string, credentials: RedisCredentials) =>
 type Client = ReturnType<typeof client>;
 
 export class RedisStore implements KeyValueStore {
-  private readonly client: Client;
+  private readonly url: string;
+  private readonly credentials: RedisCredentials;
+  private client: Client;
   /** Why the client is not connected (a refused password, an untrusted certificate, …), while it is not. */
   private connectError: string | undefined;
+  private closed = false;
 
   constructor(url: string, credentials: RedisCredentials = {}) {
-    this.client = client(url, credentials);
-    this.client.on('error', (err: unknown) => {
+    this.url = url;
+    this.credentials = credentials;
+    this.client = this.open();
+  }
+
+  private open(): Client {
+    const c = client(this.url, this.credentials);
+    c.on('error', (err: unknown) => {
       // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
-      this.connectError = messageOf(err);
+      if (c === this.client) this.connectError = messageOf(err);
     });
-    this.client.on('ready', () => {
-      this.connectError = undefined;
+    c.on('ready', () => {
+      if (c === this.client) this.connectError = undefined;
     });
-    this.client.connect().catch(() => {
+    c.connect().catch(() => {
       // The first connection failed; the reconnect strategy keeps trying.
     });
+    return c;
   }
 
   /** Resolves when the first connection is ready or after `timeoutMs`, whichever comes first. */
@@ -84,7 +97,27 @@ export class RedisStore implements KeyValueStore {
   }
 
   async ping(timeoutMs: number): Promise<void> {
-    await this.call(() => this.client.withCommandOptions({ timeout: timeoutMs }).ping());
+    const c = this.client;
+    // The command's own timeout ends only its wait to be sent; once sent, it waits for an answer forever.
+    let timer: NodeJS.Timeout | undefined;
+    const silent = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        this.replace(c);
+        reject(new Error(`no answer within ${timeoutMs} ms`));
+      }, timeoutMs);
+    });
+    try {
+      await Promise.race([this.call(() => c.withCommandOptions({ timeout: timeoutMs }).ping()), silent]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** A new client instead of `c`, when `c` counts as connected but does not answer. */
+  private replace(c: Client): void {
+    if (this.closed || c !== this.client || !c.isReady) return;
+    this.client = this.open();
+    c.destroy();
   }
 
   /** A command; failing while not connected, it says why the connection failed ("offline" says nothing). */
@@ -99,6 +132,7 @@ export class RedisStore implements KeyValueStore {
   }
 
   close(): void {
+    this.closed = true;
     // destroy, not quit: a hung Redis would never answer QUIT.
     this.client.destroy();
   }
