@@ -175,9 +175,8 @@ test('fixed specs are reloaded when the file changes; a bad edit keeps the old o
   assert.equal(await status('two'), 200);
 });
 
-test('a remote provider that is down does not hide a spec the next one has', async (t) => {
-  const work = await tempDir('facade-composite');
-  t.after(() => removeTempDir(work));
+/** A spec store in `work` holding spec `ws` (base `example.com/base:1`). */
+async function storeWithWs(work: string): Promise<SpecStore> {
   const store = new SpecStore(join(work, 'store'), imageSpecJson);
   await store.put('ws', {
     baseRef: 'example.com/base:1',
@@ -186,6 +185,13 @@ test('a remote provider that is down does not hide a spec the next one has', asy
     ideLayerRefs: [],
     contentLayers: [],
   });
+  return store;
+}
+
+test('a remote provider that is down does not hide a spec the next one has', async (t) => {
+  const work = await tempDir('facade-composite');
+  t.after(() => removeTempDir(work));
+  const store = await storeWithWs(work);
   const server = createGrpcServer({ logger, services: [specProviderService(store)] });
   t.after(() => server.shutdown());
   const port = await server.listenTcp('127.0.0.1', 0);
@@ -202,4 +208,30 @@ test('a remote provider that is down does not hide a spec the next one has', asy
   // Missing everywhere, but one provider failed: that failure is reported, not NotFound.
   await assert.rejects(composite.getSpec('missing'), (err) => !isNotFound(err));
   await assert.rejects(new CompositeSpecProvider([live]).getSpec('missing'), isNotFound);
+});
+
+test('a remote provider down for a while is asked again within seconds of its return', {
+  timeout: 120_000,
+}, async (t) => {
+  const work = await tempDir('facade-provider-back');
+  t.after(() => removeTempDir(work));
+  const store = await storeWithWs(work);
+  const port = await freePort();
+  const provider = new GrpcSpecProvider({ address: `127.0.0.1:${port}`, timeoutMs: 1000 });
+  t.after(() => provider.close());
+  // Down for 50 s while workspaces keep asking: gRPC's reconnect backoff grows with every failed attempt
+  // (to 120 s by default), and a call made during a backoff fails at once without trying.
+  const downUntil = Date.now() + 50_000;
+  while (Date.now() < downUntil) {
+    await assert.rejects(provider.getSpec('ws'));
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  const server = createGrpcServer({ logger, services: [specProviderService(store)] });
+  t.after(() => server.shutdown());
+  await server.listenTcp('127.0.0.1', port);
+  const spec = await waitFor(() => provider.getSpec('ws').catch(() => undefined), 5000, {
+    intervalMs: 250,
+    what: 'the spec once the provider is back',
+  });
+  assert.equal(spec.baseRef, 'example.com/base:1');
 });

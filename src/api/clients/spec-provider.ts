@@ -9,6 +9,14 @@ import { SpecProvider as SpecProviderService } from '../gen/registryfacade/provi
 import { callUnary, createClient, type GrpcTls } from '../grpc/client.ts';
 import { errorFromStatus } from '../grpc/status.ts';
 
+/**
+ * Longest pause between two connection attempts to a provider that is down. gRPC's default grows to
+ * 120 s, and a call made during a pause fails at once without trying: after an outage of a few minutes,
+ * workspaces would go on failing for up to two more after the provider is back. Attempts are made only
+ * while calls ask for them, so a short pause costs a down provider little.
+ */
+const MAX_RECONNECT_BACKOFF_MS = 2000;
+
 export interface GrpcSpecProviderOptions {
   address: string;
   tls?: GrpcTls;
@@ -23,7 +31,11 @@ export class GrpcSpecProvider implements SpecProvider {
   constructor(options: GrpcSpecProviderOptions) {
     this.address = options.address;
     this.timeoutMs = options.timeoutMs ?? 5000;
-    this.client = createClient(options.address, {}, options.tls);
+    this.client = createClient(
+      options.address,
+      { 'grpc.max_reconnect_backoff_ms': MAX_RECONNECT_BACKOFF_MS },
+      options.tls,
+    );
   }
 
   async getSpec(id: string, signal?: AbortSignal): Promise<ImageSpec> {
