@@ -588,6 +588,11 @@ function sharedStore(
       },
       onUp: (downMs) =>
         logger.info({ redis: host, downMs }, 'Redis answers again: the shared cache is in use'),
+      onWritesRefused: (err) =>
+        logger.warn(
+          { redis: host, err: messageOf(err) },
+          'Redis refuses writes: the shared cache is read, and nothing is added until it takes them again',
+        ),
       onRead: (kind, outcome) => metrics().sharedReads.inc({ kind: kindLabel(kind), outcome }),
       onWrite: (kind, outcome) => metrics().sharedWrites.inc({ kind: kindLabel(kind), outcome }),
       onCorrupt: (kind, key, err) =>

@@ -164,7 +164,7 @@ export class FacadeMetrics implements FacadeObserver {
     });
     this.sharedWrites = new Counter({
       name: 'strata_facade_redis_writes_total',
-      help: 'Writes to the cache shared by replicas, by kind and outcome (ok, error, skipped, too-large)',
+      help: 'Writes to the cache shared by replicas, by kind and outcome (ok, error, skipped, too-large, refused: Redis answered with an error, full or read-only)',
       labelNames: ['kind', 'outcome'],
       registers,
     });

@@ -12,14 +12,21 @@ const text: SharedCodec<string> = {
   decode: (_k, b) => new TextDecoder().decode(b),
 };
 
-test('a key of another type (a list, say) is a corrupt value, not an outage: the store stays in use and the next write replaces it', async (t) => {
-  const redis = await startRedis(t);
+/** The store's events as lines: outages, reads and writes by kind and outcome, refused writes. */
+function recorder() {
   const seen: string[] = [];
   const events: SharedStoreEvents = {
     onDown: () => seen.push('down'),
     onRead: (kind, outcome) => seen.push(`read ${kind} ${outcome}`),
     onWrite: (kind, outcome) => seen.push(`write ${kind} ${outcome}`),
+    onWritesRefused: (err) => seen.push(`refused ${String(err).includes('OOM')}`),
   };
+  return { seen, events };
+}
+
+test('a key of another type (a list, say) is a corrupt value, not an outage: the store stays in use and the next write replaces it', async (t) => {
+  const redis = await startRedis(t);
+  const { seen, events } = recorder();
   const kv = new RedisStore(redis.url);
   const store = new SharedStore(kv, { keyPrefix: 'p:', timeoutMs: 5000, probeMs: 60_000, events });
   const raw = createClient({ url: redis.url });
@@ -100,4 +107,43 @@ test('a connection that stops answering without closing is replaced: Redis is us
   await waitFor(() => store.up, 15_000, { what: 'the shared store in use again on a new connection' });
   assert.equal((await store.read('k', 'a', text))?.value, 'v');
   assert.deepEqual(seen, ['down', 'up']);
+});
+
+test('a write Redis refuses (full, read-only replica) is not an outage: reads go on, one warning until a write is taken again', async (t) => {
+  const redis = await startRedis(t);
+  const { seen, events } = recorder();
+  const kv = new RedisStore(redis.url);
+  const store = new SharedStore(kv, { keyPrefix: 'p:', timeoutMs: 5000, probeMs: 60_000, events });
+  const raw = createClient({ url: redis.url });
+  raw.on('error', () => {});
+  t.after(async () => {
+    await raw.close().catch(() => {});
+    store.close();
+    kv.close();
+  });
+  await kv.ready(5000);
+  await raw.connect();
+  await store.write('k', 'a', text, 'v');
+  // Full, and evicting nothing (Redis's default policy): it refuses every write that takes memory.
+  const used = /used_memory:(\d+)/.exec(await raw.info('memory'))![1]!;
+  await raw.configSet({ 'maxmemory-policy': 'noeviction', maxmemory: used });
+  const big = 'x'.repeat(64 * 1024);
+  await store.write('k', 'b', text, big);
+  await store.write('k', 'c', text, big);
+  assert.ok(store.up, 'a full Redis still answers reads');
+  assert.equal((await store.read('k', 'a', text))?.value, 'v');
+  await raw.configSet({ maxmemory: '0' });
+  await store.write('k', 'b', text, big);
+  await raw.configSet({ maxmemory: used });
+  await store.write('k', 'c', text, big);
+  assert.deepEqual(seen, [
+    'write k ok',
+    'refused true',
+    'write k refused',
+    'write k refused',
+    'read k hit',
+    'write k ok',
+    'refused true',
+    'write k refused',
+  ]);
 });

@@ -8,7 +8,7 @@
 import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
 import { boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
-import { type KeyValueStore, UnreadableValue } from './shared-store.ts';
+import { type KeyValueStore, RefusedWrite, UnreadableValue } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
@@ -93,7 +93,10 @@ export class RedisStore implements KeyValueStore {
       ttlMs === undefined
         ? c.set(key, bytes)
         : c.set(key, bytes, { expiration: { type: 'PX', value: ttlMs } }),
-    );
+    ).catch((err: unknown) => {
+      // Redis answered, with an error (OOM when full, READONLY on a replica): it still answers reads.
+      throw err instanceof ErrorReply ? new RefusedWrite(err.message, { cause: err }) : err;
+    });
   }
 
   async ping(timeoutMs: number): Promise<void> {

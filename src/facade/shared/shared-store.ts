@@ -26,14 +26,22 @@ export interface KeyValueStore {
  */
 export class UnreadableValue extends Error {}
 
+/**
+ * What a store's set throws when the store answered and refused the value (a Redis full with nothing it may
+ * evict, a read-only replica): reads still work, so the store stays in use.
+ */
+export class RefusedWrite extends Error {}
+
 export type SharedReadOutcome = 'hit' | 'miss' | 'corrupt' | 'error' | 'skipped';
-export type SharedWriteOutcome = 'ok' | 'error' | 'skipped' | 'too-large';
+export type SharedWriteOutcome = 'ok' | 'error' | 'skipped' | 'too-large' | 'refused';
 
 export interface SharedStoreEvents {
   /** The store failed (error or timeout) and is out of use until a probe succeeds. Once per outage. */
   onDown?(err: unknown): void;
   /** A probe succeeded after an outage of `downMs`; the store is used again. */
   onUp?(downMs: number): void;
+  /** The store refuses writes and still answers reads. Once until it takes a write again. */
+  onWritesRefused?(err: unknown): void;
   onRead?(kind: string, outcome: SharedReadOutcome): void;
   onWrite?(kind: string, outcome: SharedWriteOutcome): void;
   /** A value read back failed its checks (it is ignored, and replaced by the next write). */
@@ -79,6 +87,7 @@ export class SharedStore {
   private downSince: number | undefined;
   private probe: NodeJS.Timeout | undefined;
   private probing = false;
+  private refusing = false;
   private closed = false;
 
   constructor(store: KeyValueStore, options: SharedStoreOptions = {}) {
@@ -172,8 +181,15 @@ export class SharedStore {
           this.timeoutMs,
         ),
       );
+      this.refusing = false;
       this.events.onWrite?.(kind, 'ok');
     } catch (err) {
+      if (err instanceof RefusedWrite) {
+        if (!this.refusing) this.events.onWritesRefused?.(err);
+        this.refusing = true;
+        this.events.onWrite?.(kind, 'refused');
+        return;
+      }
       this.down(err);
       this.events.onWrite?.(kind, 'error');
     }
