@@ -2,6 +2,7 @@
 // secret is used from the next reconnection on, without a restart) and TLS with files of its own. The
 // facade's shared cache and the builder's shared builds both connect this way, with the same bounds.
 import { createClient } from 'redis';
+import { unavailable } from './errors.ts';
 
 export interface RedisCredentials {
   /** The password, for a URL without one; asked at every connection. */
@@ -50,7 +51,8 @@ export function redisConnection(url: string, c: RedisCredentials) {
 /**
  * A client that never waits on Redis without bound: commands are refused while it is disconnected (not
  * queued), at most 1000 wait for answers, reconnects back off to 2 s, and `commandTimeoutMs` (when given;
- * callers with a timeout of their own per call leave it out) bounds each command.
+ * callers with a timeout of their own per call leave it out) bounds each command's wait to be sent; its
+ * wait for the answer is the caller's to bound (answerWithin).
  */
 export function boundedRedisClient(
   url: string,
@@ -69,4 +71,23 @@ export function boundedRedisClient(
       reconnectStrategy: (n: number) => Math.min(100 * 2 ** n, 2000),
     }),
   });
+}
+
+/**
+ * `command`'s answer, or a failure after `timeoutMs`. node-redis's own command timeout ends only the wait
+ * to be sent: once sent, a command waits as long as its connection lives, and a Redis gone without a reset
+ * (its node died, a failover moved its address) leaves a connection TCP gives up on only after many
+ * minutes. `onSilent` runs at the timeout, so the caller can put a new connection in its place.
+ */
+export function answerWithin<T>(command: Promise<T>, timeoutMs: number, onSilent: () => void): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const silent = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      onSilent();
+      reject(unavailable(`Redis did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  // Settled (failed, as its connection goes) after the caller has moved on.
+  command.catch(() => {});
+  return Promise.race([command, silent]).finally(() => clearTimeout(timer));
 }

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { createClient } from 'redis';
+import { freezableProxy } from '../../test/helpers/freezable-proxy.ts';
 import { freePort } from '../../test/helpers/ports.ts';
-import { waitFor } from '../../test/helpers/process.ts';
+import { waitFor, within } from '../../test/helpers/process.ts';
 import { startRedis } from '../../test/helpers/redis.ts';
 import { errorKind } from '../errors.ts';
 import { SharedBuilds } from './shared-builds.ts';
@@ -85,4 +86,36 @@ test('a claim another replica took is found lost, by its renewal or its next pub
     thief.close();
     raw.destroy();
   }
+});
+
+test('a Redis that stops answering without closing costs a command its bound, and a new connection is used', {
+  timeout: 60_000,
+}, async (t) => {
+  const redis = await startRedis(t);
+  const proxy = await freezableProxy(redis.port);
+  t.after(() => proxy.close());
+  const shared = await SharedBuilds.connect({ url: proxy.url });
+  t.after(() => shared.close());
+  const first = await shared.claim('reg/ws:1');
+  assert.ok(first);
+  await first.release();
+
+  proxy.freeze();
+  // node-redis's own command timeout ends only the wait to be sent: before, this waited for TCP to give up.
+  const err = await within(
+    shared.claim('reg/ws:2').then(
+      () => assert.fail('answered through a frozen connection'),
+      (e: unknown) => e,
+    ),
+    20_000,
+    'the claim to fail in time',
+  );
+  assert.equal(errorKind(err), 'Unavailable');
+  assert.match((err as Error).message, /did not answer within/);
+
+  const again = await waitFor(() => shared.claim('reg/ws:3').catch(() => undefined), 20_000, {
+    what: 'a claim on a new connection',
+  });
+  assert.equal(shared.connected, true);
+  await again.release();
 });

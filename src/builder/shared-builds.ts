@@ -5,7 +5,7 @@
 // second per followed build): simple, bounded, and no connection held per subscriber.
 import { randomUUID } from 'node:crypto';
 import { messageOf, unavailable } from '../errors.ts';
-import { boundedRedisClient, type RedisCredentials } from '../redis-connection.ts';
+import { answerWithin, boundedRedisClient, type RedisCredentials } from '../redis-connection.ts';
 
 /** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
 export interface SharedUpdate {
@@ -86,7 +86,10 @@ type Client = ReturnType<typeof redisClient>;
 
 export class SharedBuilds {
   readonly replica = randomUUID();
-  private readonly client: Client;
+  private client: Client;
+  private readonly url: string;
+  private readonly credentials: RedisCredentials;
+  private closed = false;
   private readonly ttl: number;
   private readonly poll: number;
   private readonly keep: number;
@@ -95,6 +98,8 @@ export class SharedBuilds {
 
   private constructor(client: Client, o: SharedBuildsOptions) {
     this.client = client;
+    this.url = o.url;
+    this.credentials = o.credentials ?? {};
     this.prefix = o.keyPrefix ?? DEFAULT_KEY_PREFIX;
     this.ttl = o.claimTtlMs ?? 15_000;
     this.poll = o.pollMs ?? 250;
@@ -136,9 +141,28 @@ export class SharedBuilds {
   }
 
   close(): void {
+    this.closed = true;
     // destroy, not close: close waits for answers a hung Redis never gives. Builds have ended (and released
     // their claims) by the time the builder closes this.
     this.client.destroy();
+  }
+
+  /**
+   * A command, answered within COMMAND_TIMEOUT_MS. A connection that counts as up and leaves one
+   * unanswered that long is replaced (its other commands fail with it), as a Redis gone without a reset
+   * would otherwise hold every command until TCP gives up.
+   */
+  private cmd<T>(command: (c: Client) => Promise<T>): Promise<T> {
+    const c = this.client;
+    return answerWithin(command(c), COMMAND_TIMEOUT_MS, () => {
+      if (this.closed || c !== this.client || !c.isReady) return;
+      const fresh = redisClient(this.url, this.credentials);
+      // It reconnects by itself; commands fail meanwhile, and the builder goes on alone.
+      fresh.on('error', () => {});
+      fresh.connect().catch(() => {});
+      this.client = fresh;
+      c.destroy();
+    });
   }
 
   private owner(ref: string): string {
@@ -163,21 +187,19 @@ export class SharedBuilds {
   async claim(ref: string): Promise<Claim | undefined> {
     // One step, so no follower reads an earlier build's updates under the new claim.
     const owner = this.owner(ref);
-    const got = await this.client.eval(CLAIM, {
-      keys: [owner, this.updates(ref)],
-      arguments: [this.replica, String(this.ttl)],
-    });
+    const got = await this.cmd((c) =>
+      c.eval(CLAIM, { keys: [owner, this.updates(ref)], arguments: [this.replica, String(this.ttl)] }),
+    );
     if (got !== 1) return undefined;
     const claim = new Claim(() =>
-      this.client.eval(RELEASE, { keys: [owner], arguments: [this.replica] }).then(
+      this.cmd((c) => c.eval(RELEASE, { keys: [owner], arguments: [this.replica] })).then(
         () => {},
         () => {},
       ),
     );
     claim.renewal = setInterval(
       () => {
-        this.client
-          .eval(RENEW, { keys: [owner], arguments: [this.replica, String(this.ttl)] })
+        this.cmd((c) => c.eval(RENEW, { keys: [owner], arguments: [this.replica, String(this.ttl)] }))
           .then((renewed) => {
             if (renewed !== 1) claim.lose();
           })
@@ -198,10 +220,12 @@ export class SharedBuilds {
     if (claim.lost) return false;
     const keys = [this.owner(update.ref), this.updates(update.ref)];
     if (update.info) keys.push(this.buildRef(update.info.id));
-    const done = await this.client.eval(PUBLISH, {
-      keys,
-      arguments: [this.replica, JSON.stringify(update), String(this.keep), update.ref],
-    });
+    const done = await this.cmd((c) =>
+      c.eval(PUBLISH, {
+        keys,
+        arguments: [this.replica, JSON.stringify(update), String(this.keep), update.ref],
+      }),
+    );
     if (done === 1) return true;
     claim.lose();
     return false;
@@ -209,30 +233,34 @@ export class SharedBuilds {
 
   /** The workspace image a shared build (by id) makes, when some replica published it. */
   async refOf(id: string): Promise<string | undefined> {
-    return (await this.client.get(this.buildRef(id))) ?? undefined;
+    return (await this.cmd((c) => c.get(this.buildRef(id)))) ?? undefined;
   }
 
   appendLog(id: string, text: string): Promise<unknown> {
     const key = this.log(id);
     const count = `${key}:n`;
-    return this.client
-      .multi()
-      .rPush(key, text)
-      .incr(count)
-      .lTrim(key, -this.maxLog, -1)
-      .pExpire(key, this.keep)
-      .pExpire(count, this.keep)
-      .exec();
+    return this.cmd((c) =>
+      c
+        .multi()
+        .rPush(key, text)
+        .incr(count)
+        .lTrim(key, -this.maxLog, -1)
+        .pExpire(key, this.keep)
+        .pExpire(count, this.keep)
+        .exec(),
+    );
   }
 
   /** Marks a shared log complete. */
   async finishLog(id: string): Promise<void> {
-    await this.client.set(`${this.log(id)}:done`, '1', { expiration: { type: 'PX', value: this.keep } });
+    await this.cmd((c) =>
+      c.set(`${this.log(id)}:done`, '1', { expiration: { type: 'PX', value: this.keep } }),
+    );
   }
 
   /** Whether a build's log is shared here (for Logs on a replica that did not run it). */
   async hasLog(id: string): Promise<boolean> {
-    return (await this.client.exists([this.log(id), `${this.log(id)}:done`])) > 0;
+    return (await this.cmd((c) => c.exists([this.log(id), `${this.log(id)}:done`]))) > 0;
   }
 
   private sleep(signal?: AbortSignal): Promise<void> {
@@ -255,8 +283,8 @@ export class SharedBuilds {
     let next = 0;
     for (;;) {
       const [owned, items] = await Promise.all([
-        this.client.exists(this.owner(ref)),
-        this.client.lRange(this.updates(ref), next, -1),
+        this.cmd((c) => c.exists(this.owner(ref))),
+        this.cmd((c) => c.lRange(this.updates(ref), next, -1)),
       ]);
       for (const item of items) {
         next++;
@@ -266,7 +294,7 @@ export class SharedBuilds {
       }
       if (owned === 0 && items.length === 0) {
         // Gone without an end: look once more, in case the end arrived between the two reads.
-        const late = await this.client.lRange(this.updates(ref), next, -1);
+        const late = await this.cmd((c) => c.lRange(this.updates(ref), next, -1));
         for (const item of late) {
           const u = JSON.parse(item) as SharedUpdate;
           yield u;
@@ -287,14 +315,13 @@ export class SharedBuilds {
     let next = 0;
     for (;;) {
       const [done, owned] = await Promise.all([
-        this.client.exists(`${this.log(id)}:done`),
-        this.client.exists(this.owner(ref)),
+        this.cmd((c) => c.exists(`${this.log(id)}:done`)),
+        this.cmd((c) => c.exists(this.owner(ref))),
       ]);
       const over = done === 1 || owned === 0;
-      const [total, items] = (await this.client.eval(READ_LOG, {
-        keys: [this.log(id), `${this.log(id)}:n`],
-        arguments: [String(next)],
-      })) as [number, string[]];
+      const [total, items] = (await this.cmd((c) =>
+        c.eval(READ_LOG, { keys: [this.log(id), `${this.log(id)}:n`], arguments: [String(next)] }),
+      )) as [number, string[]];
       next = total;
       if (items.length > 0) yield Buffer.from(items.join(''));
       if (over || signal?.aborted) return;
@@ -304,7 +331,7 @@ export class SharedBuilds {
 
   /** The last update published for `ref`, if any. */
   async last(ref: string): Promise<SharedUpdate | undefined> {
-    const items = await this.client.lRange(this.updates(ref), -1, -1);
+    const items = await this.cmd((c) => c.lRange(this.updates(ref), -1, -1));
     return items[0] ? (JSON.parse(items[0]) as SharedUpdate) : undefined;
   }
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { test } from 'node:test';
 import { createClient } from 'redis';
+import { freezableProxy } from '../../../test/helpers/freezable-proxy.ts';
 import { waitFor } from '../../../test/helpers/process.ts';
 import { startRedis } from '../../../test/helpers/redis.ts';
 import { RedisStore } from './redis-store.ts';
@@ -45,45 +45,6 @@ test('a key of another type (a list, say) is a corrupt value, not an outage: the
     kv.close();
   }
 });
-
-/**
- * A TCP proxy to `port` whose freeze() makes the connections open at that moment go silent both ways
- * without closing them (a Redis gone behind a connection that sends no reset: its node died, or a failover
- * moved its address); connections made later are forwarded.
- */
-async function freezableProxy(port: number) {
-  const pairs = new Set<[Socket, Socket]>();
-  const server = createServer((client) => {
-    const upstream = connect(port, '127.0.0.1');
-    const pair: [Socket, Socket] = [client, upstream];
-    pairs.add(pair);
-    client.pipe(upstream).pipe(client);
-    for (const s of pair) {
-      s.on('error', () => {});
-      s.on('close', () => {
-        for (const o of pair) o.destroy();
-        pairs.delete(pair);
-      });
-    }
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return {
-    url: `redis://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    freeze() {
-      for (const [client, upstream] of pairs) {
-        client.unpipe(upstream);
-        upstream.unpipe(client);
-        // Read and drop, so nothing ever reaches the other side.
-        client.on('data', () => {});
-        upstream.on('data', () => {});
-      }
-    },
-    async close() {
-      for (const pair of pairs) for (const s of pair) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
-}
 
 test('a connection that stops answering without closing is replaced: Redis is used again once a new connection answers', async (t) => {
   const redis = await startRedis(t);

@@ -7,7 +7,7 @@
 // many minutes, and until then node-redis would neither notice nor reconnect.
 import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
-import { boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
+import { answerWithin, boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
 import { type KeyValueStore, RefusedWrite, UnreadableValue } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
@@ -101,19 +101,11 @@ export class RedisStore implements KeyValueStore {
 
   async ping(timeoutMs: number): Promise<void> {
     const c = this.client;
-    // The command's own timeout ends only its wait to be sent; once sent, it waits for an answer forever.
-    let timer: NodeJS.Timeout | undefined;
-    const silent = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        this.replace(c);
-        reject(new Error(`no answer within ${timeoutMs} ms`));
-      }, timeoutMs);
-    });
-    try {
-      await Promise.race([this.call(() => c.withCommandOptions({ timeout: timeoutMs }).ping()), silent]);
-    } finally {
-      clearTimeout(timer);
-    }
+    await answerWithin(
+      this.call(() => c.withCommandOptions({ timeout: timeoutMs }).ping()),
+      timeoutMs,
+      () => this.replace(c),
+    );
   }
 
   /** A new client instead of `c`, when `c` counts as connected but does not answer. */
