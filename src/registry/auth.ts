@@ -2,7 +2,7 @@
 // and Bearer challenges with tokens from the realm (anonymous, Basic-authenticated GET, or the OAuth2
 // refresh-token POST for identity tokens), cached per (realm, service, scopes, credentials).
 // Credentials never go over plain HTTP to another machine, and never to a realm reached from such a registry.
-import { invalidArgument, messageOf, unauthenticated } from '../errors.ts';
+import { aborted, invalidArgument, messageOf, unauthenticated } from '../errors.ts';
 import { type Challenge, findChallenge, parseChallenges } from './challenge.ts';
 import type { CredentialStore, Credentials } from './credentials.ts';
 import { credentialsKey } from './credentials.ts';
@@ -24,6 +24,13 @@ export interface AuthorizerOptions {
   now?: () => number;
 }
 
+/** A token fetch shared by the requests that need the same token, and how many of them still wait. */
+interface TokenFetch {
+  promise: Promise<CachedToken>;
+  controller: AbortController;
+  waiting: number;
+}
+
 /** What a 401 taught us: whether to try again, and with which extra scopes. */
 export interface Reauth {
   retry: boolean;
@@ -36,7 +43,7 @@ export class Authorizer {
   private readonly tokens: TokenCache;
   /** Each origin's challenge; undefined for one whose ping was answered without one (it asks for none). */
   private readonly challenges = new Map<string, Challenge | undefined>();
-  private readonly inflight = new Map<string, Promise<CachedToken>>();
+  private readonly inflight = new Map<string, TokenFetch>();
   private readonly clientId: string;
   private readonly now: () => number;
 
@@ -137,18 +144,28 @@ export class Authorizer {
       const cached = this.tokens.get(key, this.now());
       if (cached) return cached;
     }
-    // Concurrent requests needing the same token share one fetch.
+    if (options.signal?.aborted) {
+      throw aborted(`get token for ${registry.host}: aborted`, { cause: options.signal.reason });
+    }
+    // Concurrent requests needing the same token share one fetch. It is not any one caller's, so it runs
+    // under its own signal, aborted only once every caller waiting for it has given up; a caller coming
+    // after that starts a new one.
     let pending = this.inflight.get(key);
-    if (!pending) {
-      pending = this.fetchToken(registry, realm, service, wanted, sent, options.signal)
+    if (!pending || pending.controller.signal.aborted) {
+      const controller = new AbortController();
+      const promise = this.fetchToken(registry, realm, service, wanted, sent, controller.signal)
         .then((t) => {
           this.tokens.set(key, t);
           return t;
         })
-        .finally(() => this.inflight.delete(key));
-      this.inflight.set(key, pending);
+        .finally(() => {
+          if (this.inflight.get(key) === entry) this.inflight.delete(key);
+        });
+      const entry: TokenFetch = { promise, controller, waiting: 0 };
+      pending = entry;
+      this.inflight.set(key, entry);
     }
-    return (await pending).token;
+    return (await join(pending, options.signal, registry)).token;
   }
 
   private async fetchToken(
@@ -212,4 +229,27 @@ export class Authorizer {
     if (typeof token !== 'string' || !token) throw unauthenticated(`${what}: token response holds no token`);
     return { token, expiresAt: tokenExpiry(body.expires_in, body.issued_at, this.now()) };
   }
+}
+
+/** One caller's wait for a shared token fetch: its abort ends its own wait, and the fetch once none wait. */
+function join(fetch: TokenFetch, signal: AbortSignal | undefined, registry: URL): Promise<CachedToken> {
+  fetch.waiting++;
+  if (!signal) return fetch.promise;
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      if (--fetch.waiting === 0) fetch.controller.abort(signal.reason);
+      reject(aborted(`get token for ${registry.host}: aborted`, { cause: signal.reason }));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    fetch.promise.then(
+      (t) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(t);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
 }

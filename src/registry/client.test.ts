@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type ServerResponse } from 'node:ht
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
+import { waitFor, within } from '../../test/helpers/process.ts';
 import { errorKind } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { digestOf } from '../oci/digest.ts';
@@ -829,6 +830,58 @@ test('identity tokens are exchanged with the OAuth2 refresh_token grant', async 
   // Cached: a second fetch asks for no token.
   await c.fetchManifest(ref(s.host));
   assert.equal(s.requests.filter((r) => r.url === '/oauth').length, 1);
+});
+
+test('a caller that gives up does not fail the others waiting for the same token', async () => {
+  let release = (): void => {};
+  let held = Promise.resolve();
+  const hold = (): void => {
+    held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+  };
+  let abandoned = 0;
+  const s = await server(async (req, res) => {
+    if (req.url?.startsWith('/token')) {
+      res.on('close', () => {
+        if (!res.writableFinished) abandoned++;
+      });
+      await held;
+      return issuedScopeToken(req, res);
+    }
+    if (!req.headers.authorization?.startsWith('Bearer ')) {
+      return sendError(res, 401, 'UNAUTHORIZED', 'auth', {
+        'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="svc"`,
+      });
+    }
+    sendManifest(res);
+  });
+  const { c } = client();
+  hold();
+  const ac = new AbortController();
+  const first = c.fetchManifest(ref(s.host), { signal: ac.signal });
+  await waitFor(() => s.requests.some((r) => r.url.startsWith('/token')), 5_000);
+  // The challenge is known now, so the second caller goes straight to the token the first is fetching
+  // (no I/O on the way: one turn of the loop gets it there).
+  const second = c.fetchManifest(ref(s.host));
+  await new Promise((resolve) => setImmediate(resolve));
+  ac.abort();
+  await assert.rejects(within(first, 5_000, 'the aborted fetch'), kind('Aborted'));
+  release();
+  assert.equal((await within(second, 5_000, 'the other fetch')).digest, manifestDigest);
+  assert.equal(abandoned, 0);
+  // Once every caller has given up, the token request goes too.
+  hold();
+  const third = new AbortController();
+  const gone = c.fetchManifest(ref(s.host, { path: 'team/other' }), { signal: third.signal });
+  await waitFor(() => s.requests.filter((r) => r.url.startsWith('/token')).length === 2, 5_000);
+  third.abort();
+  // A caller that comes right after gets a token request of its own, not the abandoned one.
+  const fourth = c.fetchManifest(ref(s.host, { path: 'team/other' }));
+  await assert.rejects(within(gone, 5_000, 'the abandoned fetch'), kind('Aborted'));
+  await waitFor(() => abandoned === 1, 5_000);
+  release();
+  assert.equal((await within(fourth, 5_000, 'the fetch after')).digest, manifestDigest);
 });
 
 // ---------------------------------------------------------------------------------------------------
