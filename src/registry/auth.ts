@@ -2,13 +2,13 @@
 // and Bearer challenges with tokens from the realm (anonymous, Basic-authenticated GET, or the OAuth2
 // refresh-token POST for identity tokens), cached per (realm, service, scopes, credentials).
 // Credentials never go over plain HTTP to another machine, and never to a realm reached from such a registry.
-import { aborted, invalidArgument, messageOf, unauthenticated } from '../errors.ts';
+import { aborted, invalidArgument, unauthenticated } from '../errors.ts';
 import { type Challenge, findChallenge, parseChallenges } from './challenge.ts';
 import type { CredentialStore, Credentials } from './credentials.ts';
 import { credentialsKey } from './credentials.ts';
 import { canonicalHost, credentialsAllowed, DOCKER_HUB } from './hosts.ts';
 import type { HttpClient } from './http.ts';
-import { parseErrorBody, registryError } from './registry-errors.ts';
+import { jsonProblem, parseErrorBody, registryError } from './registry-errors.ts';
 import { mergeScopes, splitScopeParam } from './scope.ts';
 import { type CachedToken, TokenCache, tokenExpiry } from './token-cache.ts';
 
@@ -223,7 +223,7 @@ export class Authorizer {
     try {
       body = JSON.parse(res.bytes.toString('utf8')) as Record<string, unknown>;
     } catch (err) {
-      throw unauthenticated(`${what}: token response is not JSON: ${messageOf(err)}`);
+      throw unauthenticated(`${what}: token response is not JSON: ${jsonProblem(err)}`);
     }
     const token = typeof body.token === 'string' && body.token ? body.token : body.access_token;
     if (typeof token !== 'string' || !token) throw unauthenticated(`${what}: token response holds no token`);

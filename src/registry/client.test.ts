@@ -884,6 +884,25 @@ test('a caller that gives up does not fail the others waiting for the same token
   assert.equal((await within(fourth, 5_000, 'the fetch after')).digest, manifestDigest);
 });
 
+test('a token response that is not JSON fails without quoting the token', async () => {
+  const s = await server((req, res) => {
+    if (req.url?.startsWith('/token')) {
+      res.writeHead(200, { 'content-type': 'text/plain' });
+      return res.end('s3cr3t-t0ken-42');
+    }
+    sendError(res, 401, 'UNAUTHORIZED', 'auth', {
+      'www-authenticate': `Bearer realm="http://${req.headers.host}/token",service="svc"`,
+    });
+  });
+  const { c } = client();
+  await assert.rejects(c.fetchManifest(ref(s.host)), (err: Error) => {
+    kind('Unauthenticated')(err);
+    assert.match(err.message, /token response is not JSON/);
+    assert.doesNotMatch(err.message, /s3cr3t/);
+    return true;
+  });
+});
+
 // ---------------------------------------------------------------------------------------------------
 // timeouts and aborts
 

@@ -99,6 +99,20 @@ test('malformed files are refused with InvalidArgument naming the file', () => {
   }
 });
 
+test('a config that is not JSON is refused without quoting the credentials in it', () => {
+  // V8's message for an unexpected character quotes the text around it: here, part of the password.
+  const text = '{"auths": {"r.io": {"auth": dXNlcjpodW50ZXIy}}}';
+  assert.throws(
+    () => parseDockerConfig(text, '/p/config.json'),
+    (err: Error) => {
+      assert.equal(errorKind(err), 'InvalidArgument');
+      assert.match(err.message, /\/p\/config\.json: not valid JSON/);
+      assert.doesNotMatch(err.message, /dXNl/);
+      return true;
+    },
+  );
+});
+
 test('a missing file means no credentials', async () => {
   const store = new DockerConfigCredentials({ path: join(dir, 'nope', 'config.json'), env });
   assert.equal(await store.get('reg.example'), undefined);

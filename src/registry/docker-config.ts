@@ -15,6 +15,7 @@ import {
 } from '../errors.ts';
 import type { CredentialStore, Credentials } from './credentials.ts';
 import { canonicalHost, DOCKER_HUB } from './hosts.ts';
+import { jsonProblem } from './registry-errors.ts';
 
 export interface DockerConfig {
   /** By canonical host; an Error when the entry is malformed (reported when that host is asked for). */
@@ -50,7 +51,7 @@ export function parseDockerConfig(text: string, where = 'docker config'): Docker
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw invalidArgument(`${where}: not valid JSON: ${messageOf(err)}`);
+    throw invalidArgument(`${where}: not valid JSON: ${jsonProblem(err)}`);
   }
   if (!isObject(raw)) throw invalidArgument(`${where}: not a JSON object`);
   const out: DockerConfig = { auths: new Map(), credHelpers: new Map() };

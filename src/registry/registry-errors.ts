@@ -5,6 +5,7 @@ import {
   failedPrecondition,
   internal,
   invalidArgument,
+  messageOf,
   notFound,
   outOfRange,
   permissionDenied,
@@ -44,6 +45,15 @@ export function parseErrorBody(body: Uint8Array | string): RegistryErrorEntry[] 
     });
   }
   return out;
+}
+
+/**
+ * What JSON.parse said about text that is not JSON, unless it quotes that text: V8 quotes up to about 20
+ * characters of it, which in a token response or a docker config may be a secret.
+ */
+export function jsonProblem(err: unknown): string {
+  const said = messageOf(err);
+  return said.includes('"') ? 'unexpected text' : said;
 }
 
 const NOT_FOUND_CODES = new Set(['MANIFEST_UNKNOWN', 'BLOB_UNKNOWN', 'NAME_UNKNOWN', 'BLOB_UPLOAD_UNKNOWN']);
