@@ -645,6 +645,27 @@ test('too many redirects fail instead of looping', async () => {
   assert.equal(s.requests.length, 6);
 });
 
+test('a redirect back to a URL already visited fails as a redirect loop', async () => {
+  const data = Buffer.from('x');
+  const desc: Descriptor = { mediaType: MediaType.ociLayerGzip, digest: digestOf(data), size: 1 };
+  const storage = await server(() => {});
+  const registry = await server((_req, res) => {
+    res.writeHead(307, { location: `${storage.url}/store/blob?sig=abc` });
+    res.end();
+  });
+  storage.handler = (_req, res) => {
+    res.writeHead(302, { location: `${registry.url}/v2/team/app/blobs/${desc.digest}` });
+    res.end();
+  };
+  const { c } = client();
+  await assert.rejects(c.fetchBlob(ref(registry.host), desc), (err: Error) => {
+    kind('Unavailable')(err);
+    assert.match(err.message, /: redirect loop$/);
+    return true;
+  });
+  assert.equal(registry.requests.length, 1);
+});
+
 test('wrong credentials → Unauthenticated; 403 → PermissionDenied; 404 codes → NotFound', async () => {
   const s = await server((req, res) => {
     if (req.url?.includes('denied')) return sendError(res, 403, 'DENIED', 'no access');

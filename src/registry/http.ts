@@ -268,6 +268,10 @@ export function networkError(err: unknown, req: Pick<HttpRequest, 'what' | 'url'
   if (code === 'UND_ERR_MAX_REDIRECTIONS' || (err as Error).name === 'MaxRedirectsError') {
     return unavailable(`${where}: too many redirects`, { cause: err });
   }
+  // undici's own text blames a Client or Pool used for cross-origin redirects, which this is not.
+  if (code === 'UND_ERR_INVALID_ARG' && /^Redirect loop detected/.test(messageOf(err))) {
+    return unavailable(`${where}: redirect loop`, { cause: err });
+  }
   if (code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
     return dataLoss(`${where}: body length differs from Content-Length`, { cause: err });
   }
