@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { type TestContext, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { waitFor } from '../../test/helpers/process.ts';
+import { waitFor, within } from '../../test/helpers/process.ts';
 import { errorKind, notFound, resourceExhausted, unavailable } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
@@ -325,4 +325,62 @@ test("compositions are held in memory up to a number of bytes: a spec's direct l
     assert.equal(again.digest, first.digest);
     assert.deepEqual(asked, keptA ? ['a', 'b', 'c'] : ['a', 'b', 'c', 'a']);
   }
+});
+
+test('the network blobs of a spec (what a prefetch fills) are those of the spec as it is now, not of a composition joined from before it changed', async (t) => {
+  const { upstream } = fakeUpstream(['base', 'ide', 'other']);
+  const specs = new Map([['ws', spec]]);
+  let gate: Promise<void> | undefined;
+  let reads = 0;
+  const provider = {
+    getSpec: async (id: string) => {
+      const s = specs.get(id)!;
+      reads++;
+      await gate;
+      return s;
+    },
+  };
+  const remoteLayers = {
+    name: 'upstream',
+    find: (q: { descriptor: Descriptor }) => ({
+      source: 'upstream',
+      remote: true,
+      blob: { descriptor: q.descriptor, open: async () => Readable.from([]) },
+    }),
+  };
+  const service = (
+    await services(t, upstream, { providers: new Map([['remote', provider]]), sources: [remoteLayers] })
+  )();
+  const name = { provider: 'remote', id: 'ws' };
+  const layerOf = (image: string) =>
+    fixtureImage({ layers: [image] }).manifest.layers.at(-1)?.digest as Digest;
+  const planned = async () => (await service.networkBlobs(name)).blobs.map((b) => b.descriptor.digest);
+
+  // A client's composition that read the spec before it changed is still running: not joined either.
+  let open = () => {};
+  gate = new Promise((resolve) => {
+    open = resolve;
+  });
+  const readsBefore = reads;
+  const client = service.manifest(name, 'latest');
+  await waitFor(() => reads === readsBefore + 1, 10_000, {
+    what: "the client's composition to read the spec",
+  });
+  specs.set('ws', { ...spec, ideRef: 'reg.test/other:latest' });
+  gate = undefined;
+  const edited = await within(service.networkBlobs(name), 10_000, 'the prefetch plan');
+  assert.ok(
+    edited.blobs.some((b) => b.descriptor.digest === layerOf('other')),
+    'the edit made while a composition ran is composed',
+  );
+  // Nor does that older composition, ending last, stand for the name's latest afterwards.
+  open();
+  assert.notEqual((await client).digest, edited.manifestDigest);
+  assert.equal((await service.manifest(name, 'latest')).digest, edited.manifestDigest);
+
+  // Composed, then edited back right after: the prefetch of the new version plans that one.
+  specs.set('ws', spec);
+  const after = await planned();
+  assert.ok(after.includes(layerOf('ide')), 'the edited spec is composed');
+  assert.ok(!after.includes(layerOf('other')));
 });

@@ -318,10 +318,11 @@ export class FacadeService {
    * Composes a name now and lists the blobs of its image that come over the network (served through the
    * disk cache), each as its source (fetches counted as upstream fetches): what a prefetch puts in the
    * cache. Redirected, direct and static layers are left out, and the config, which is composed here.
+   * A composition held or running from before is not joined: the spec may have just changed.
    */
   async networkBlobs(name: FacadeName): Promise<{ manifestDigest: Digest; blobs: Blob[] }> {
     const key = nameKey(name);
-    const composition = await this.compose(name);
+    const composition = await this.compose(name, undefined, true);
     const blobs = new Map<Digest, Blob>();
     for (const layer of composition.image.layers) {
       if (blobs.has(layer.descriptor.digest)) continue;
@@ -433,10 +434,11 @@ export class FacadeService {
     this.history.set(key, [c, ...old].slice(0, this.historyPerName));
   }
 
-  private compose(name: FacadeName, signal?: AbortSignal): Promise<Composition> {
+  /** `fresh`: reads the spec anew instead of joining a composition held or running (later ones join it). */
+  private compose(name: FacadeName, signal?: AbortSignal, fresh = false): Promise<Composition> {
     const key = nameKey(name);
     void signal;
-    return this.composing.get(key, async () => {
+    return this.composing[fresh ? 'reload' : 'get'](key, async () => {
       const c = await this.composeNow(name);
       const isNew = !this.findComposition(key, (x) => x.image.manifestDigest === c.image.manifestDigest);
       this.remember(key, c);

@@ -111,6 +111,7 @@ export interface LoadingCacheOptions<K, V> extends TtlLruOptions<V> {
 export class LoadingCache<K extends {}, V> {
   private readonly cache: TtlLru<K, V>;
   private readonly inflight = new Map<K, Promise<V>>();
+  private readonly superseded = new WeakSet<Promise<V>>();
   private readonly maxInflight: number;
   private readonly ttlMs: number;
   private readonly tier: CacheTier<K, V> | undefined;
@@ -138,6 +139,16 @@ export class LoadingCache<K extends {}, V> {
     this.cache.clear();
   }
 
+  /** A new load, which later gets join: what is held or in flight for `key` may predate a change. */
+  reload(key: K, load: () => Promise<V>): Promise<V> {
+    this.cache.delete(key);
+    const running = this.inflight.get(key);
+    // Its value, when it comes, is not kept over the new one.
+    if (running) this.superseded.add(running);
+    this.inflight.delete(key);
+    return this.get(key, load);
+  }
+
   get(key: K, load: () => Promise<V>): Promise<V> {
     const hit = this.cache.get(key);
     if (hit !== undefined) return Promise.resolve(hit);
@@ -145,7 +156,7 @@ export class LoadingCache<K extends {}, V> {
     if (running) return running;
     const p: Promise<V> = this.loadThroughTier(key, load).then(
       ({ value, ttlMs }) => {
-        this.cache.set(key, value, ttlMs);
+        if (!this.superseded.has(p)) this.cache.set(key, value, ttlMs);
         if (this.inflight.get(key) === p) this.inflight.delete(key);
         return value;
       },
