@@ -2,7 +2,7 @@
 // put|rm|ls --address` uses: what is put is what the store holds, what the store would refuse is refused
 // with nothing stored, and a listener that serves the store for reading only says so.
 import assert from 'node:assert/strict';
-import { readdir } from 'node:fs/promises';
+import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -169,4 +169,39 @@ describe('spec store over gRPC', () => {
     }
     assert.deepEqual(await store.list(), []);
   });
+});
+
+test('a put is on the disk before the spec takes its name, so a crash leaves no empty spec', async (t) => {
+  const dir = await tempDir('spec-store-sync');
+  t.after(() => removeTempDir(dir));
+  const store = openSpecStore(join(dir, 'specs'));
+  // What a crash leaves cannot be shown here; that the bytes were synced before the rename can.
+  const probe = await open(join(dir, 'probe'), 'w');
+  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void>; datasync(): Promise<void> };
+  await probe.close();
+  const { sync, datasync } = proto;
+  let synced = 0;
+  proto.sync = function (this: unknown) {
+    synced++;
+    return sync.call(this);
+  };
+  proto.datasync = function (this: unknown) {
+    synced++;
+    return datasync.call(this);
+  };
+  const spec: ImageSpec = {
+    baseRef: BASE,
+    ideRef: '',
+    supervisorRef: '',
+    ideLayerRefs: [],
+    contentLayers: [],
+  };
+  try {
+    await store.put('ws-1', spec);
+  } finally {
+    proto.sync = sync;
+    proto.datasync = datasync;
+  }
+  assert.ok(synced >= 1, 'the spec file was synced');
+  assert.equal((await store.getSpec('ws-1')).baseRef, BASE);
 });

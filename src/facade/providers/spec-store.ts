@@ -71,7 +71,9 @@ export class SpecStore implements SpecProvider {
     }
     const tmp = join(this.tmpDir, `${randomBytes(8).toString('hex')}.json`);
     try {
-      await writeFile(tmp, text, { flag: 'wx' });
+      // On the disk before it takes the spec's name: a crash then leaves the old spec or the new one,
+      // never an empty file (which a rename of unflushed data can leave).
+      await writeFile(tmp, text, { flag: 'wx', flush: true });
       await rename(tmp, file);
     } finally {
       await rm(tmp, { force: true });
