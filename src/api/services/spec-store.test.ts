@@ -2,7 +2,7 @@
 // put|rm|ls --address` uses: what is put is what the store holds, what the store would refuse is refused
 // with nothing stored, and a listener that serves the store for reading only says so.
 import assert from 'node:assert/strict';
-import { open, readdir } from 'node:fs/promises';
+import { open, readdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
@@ -204,4 +204,24 @@ test('a put is on the disk before the spec takes its name, so a crash leaves no 
   }
   assert.ok(synced >= 1, 'the spec file was synced');
   assert.equal((await store.getSpec('ws-1')).baseRef, BASE);
+});
+
+test('files no put makes are not listed as specs', async (t) => {
+  const dir = await tempDir('spec-store-list');
+  t.after(() => removeTempDir(dir));
+  const store = openSpecStore(join(dir, 'specs'));
+  await store.put('team/ws-1', {
+    baseRef: BASE,
+    ideRef: '',
+    supervisorRef: '',
+    ideLayerRefs: [],
+    contentLayers: [],
+  });
+  // Put there by hand, beside the stored specs: names no spec id can have.
+  const files = join(dir, 'specs', 'specs');
+  assert.deepEqual(await readdir(files), ['team%2Fws-1.json']);
+  for (const name of ['Notes.json', 'backup.json.bak', '..%2Fescape.json', 'a b.json']) {
+    await writeFile(join(files, name), '{}');
+  }
+  assert.deepEqual(await store.list(), ['team/ws-1']);
 });

@@ -17,6 +17,18 @@ const MAX_FILE_NAME = 255;
 /** The stored file's name: '/' is the only character of the grammar a file name cannot hold. */
 const fileNameOf = (id: string): string => `${id.replaceAll('/', '%2F')}.json`;
 
+/** The spec id a file in the store is named for; undefined for a file no put makes (one put by hand). */
+function idOfFileName(name: string): string | undefined {
+  if (!name.endsWith('.json')) return undefined;
+  const id = name.slice(0, -5).replaceAll('%2F', '/');
+  try {
+    validateSpecId(id);
+  } catch {
+    return undefined;
+  }
+  return id;
+}
+
 export function validateSpecId(id: string): void {
   if (id === '' || id.length > MAX_NAME_LENGTH || !isValidRepositoryPath(id)) {
     throw invalidArgument(
@@ -143,14 +155,8 @@ export class SpecStore implements SpecProvider {
   async watch(onChange: (id: string) => void): Promise<{ close(): void }> {
     await mkdir(this.specsDir, { recursive: true });
     const watcher: FSWatcher = watch(this.specsDir, { persistent: false }, (_event, name) => {
-      if (name === null || !name.endsWith('.json')) return;
-      const id = name.slice(0, -5).replaceAll('%2F', '/');
-      try {
-        validateSpecId(id);
-      } catch {
-        return;
-      }
-      onChange(id);
+      const id = name === null ? undefined : idOfFileName(name);
+      if (id !== undefined) onChange(id);
     });
     watcher.on('error', () => {});
     return { close: () => watcher.close() };
@@ -165,8 +171,8 @@ export class SpecStore implements SpecProvider {
       throw err;
     }
     return names
-      .filter((n) => n.endsWith('.json'))
-      .map((n) => n.slice(0, -5).replaceAll('%2F', '/'))
+      .map(idOfFileName)
+      .filter((id) => id !== undefined)
       .sort();
   }
 }
