@@ -13,21 +13,35 @@ export interface Seen {
  * A pass-through HTTP proxy on loopback in front of the registry, recording every request. With `lieAbout`
  * it serves that blob with one byte changed (same length): content a real registry cannot be made to send.
  * With `bytesPerSecond` answers are slowed to about that rate (so a registry can be stopped mid-blob). An
- * answer the registry breaks off is broken off to the client too.
+ * answer the registry breaks off is broken off to the client too. A request `fail` picks (it sees what was
+ * seen before) is answered 500 without reaching the registry, as docker-registry answers a read of a tag
+ * being pushed at that moment.
  */
 export async function countingProxy(
   upstream: string,
-  opts: { lieAbout?: string; bytesPerSecond?: number } = {},
+  opts: {
+    lieAbout?: string;
+    bytesPerSecond?: number;
+    fail?: (req: Seen, before: readonly Seen[]) => boolean;
+  } = {},
 ): Promise<{ host: string; seen: Seen[]; close(): Promise<void> }> {
   const target = new URL(upstream);
   const seen: Seen[] = [];
   const lie = opts.lieAbout === undefined ? undefined : `/blobs/${opts.lieAbout}`;
   const server = http.createServer((req, res) => {
-    seen.push({
+    const now: Seen = {
       method: req.method ?? '',
       path: req.url ?? '',
       ...(req.headers.range ? { range: req.headers.range } : {}),
-    });
+    };
+    const failed = opts.fail?.(now, seen) === true;
+    seen.push(now);
+    if (failed) {
+      req.resume();
+      res.writeHead(500, { 'content-type': 'application/json' });
+      res.end('{"errors":[{"code":"UNKNOWN","message":"unknown error"}]}');
+      return;
+    }
     const fwd = http.request(
       {
         host: target.hostname,

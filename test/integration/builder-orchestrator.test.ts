@@ -22,6 +22,7 @@ import { parseNormalizedReference } from '../../src/oci/reference.ts';
 import { anonymous } from '../../src/registry/credentials.ts';
 import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/server/builder.ts';
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
+import { countingProxy } from '../helpers/counting-proxy.ts';
 import { startGitHttp } from '../helpers/git-http.ts';
 import type { TestRepo } from '../helpers/git-repo.ts';
 import { pushTwoPlatformIndex } from '../helpers/images.ts';
@@ -478,4 +479,43 @@ test('a client a build holds keeps working while requests with other credentials
   } finally {
     await access.close();
   }
+});
+
+test('a 500 to the builder’s own check that its pushed image exists does not fail the build', async (t) => {
+  // The first read of the workspace image after its push answers 500, as docker-registry answers a read of
+  // a tag another build is pushing at that moment.
+  const manifest = /^\/v2\/ws-blink\/manifests\//;
+  let blinked = false;
+  const proxy = await countingProxy(`http://${reg.host}`, {
+    fail: (req, before) => {
+      if (blinked || (req.method !== 'GET' && req.method !== 'HEAD') || !manifest.test(req.path))
+        return false;
+      blinked = before.some((s) => s.method === 'PUT' && manifest.test(s.path));
+      return blinked;
+    },
+  });
+  t.after(() => proxy.close());
+  const engine = new GatedEngine(busybox);
+  const b = await startBuilder(
+    builderConfigFrom(
+      {
+        listen: '127.0.0.1:0',
+        baseRepository: `${proxy.host}/base-blink`,
+        workspaceRepository: `${proxy.host}/ws-blink`,
+        stateDir: join(dir, 'state-blink'),
+        plainHttpHosts: [reg.host, proxy.host],
+        allowFileRemotes: true,
+      },
+      dir,
+    ),
+    pino({ level: 'silent' }),
+    { engine },
+  );
+  t.after(() => b.close());
+  const building = all(b.builder.build(request('a')));
+  await engine.started(1);
+  engine.release();
+  const updates = await within(building, 60_000, 'the build');
+  assert.ok(blinked, 'the check after the push was answered 500');
+  assert.equal(updates.at(-1)?.status, 'succeeded', JSON.stringify(updates.at(-1)));
 });
