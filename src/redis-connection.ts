@@ -52,7 +52,7 @@ export function redisConnection(url: string, c: RedisCredentials) {
  * A client that never waits on Redis without bound: commands are refused while it is disconnected (not
  * queued), at most 1000 wait for answers, reconnects back off to 2 s, and `commandTimeoutMs` (when given;
  * callers with a timeout of their own per call leave it out) bounds each command's wait to be sent; its
- * wait for the answer is the caller's to bound (answerWithin).
+ * wait for the answer is the caller's to bound (ReplacingRedisClient.answered).
  */
 export function boundedRedisClient(
   url: string,
@@ -73,13 +73,52 @@ export function boundedRedisClient(
   });
 }
 
+export type BoundedRedisClient = ReturnType<typeof boundedRedisClient>;
+
 /**
- * `command`'s answer, or a failure after `timeoutMs`. node-redis's own command timeout ends only the wait
- * to be sent: once sent, a command waits as long as its connection lives, and a Redis gone without a reset
- * (its node died, a failover moved its address) leaves a connection TCP gives up on only after many
- * minutes. `onSilent` runs at the timeout, so the caller can put a new connection in its place.
+ * A bounded client that is put aside for a new one when it counts as connected but leaves a command sent
+ * through answered() unanswered past its bound: a Redis gone without a reset (its node died, a failover
+ * moved its address) leaves a connection TCP gives up on only after many minutes, and node-redis's own
+ * command timeout ends only a command's wait to be sent. `current` is the client to use now.
  */
-export function answerWithin<T>(command: Promise<T>, timeoutMs: number, onSilent: () => void): Promise<T> {
+export class ReplacingRedisClient {
+  current: BoundedRedisClient;
+  private readonly open: () => BoundedRedisClient;
+  private closed = false;
+
+  /** `open` makes a client, not yet connected (its listeners on); `first`, when given, is connected. */
+  constructor(open: () => BoundedRedisClient, first?: BoundedRedisClient) {
+    this.open = open;
+    this.current = first ?? this.connected();
+  }
+
+  /** `command` on the current client, answered within `timeoutMs` or failed, its client then replaced. */
+  answered<T>(command: (c: BoundedRedisClient) => Promise<T>, timeoutMs: number): Promise<T> {
+    const c = this.current;
+    return answerWithin(command(c), timeoutMs, () => {
+      if (this.closed || c !== this.current || !c.isReady) return;
+      this.current = this.connected();
+      c.destroy();
+    });
+  }
+
+  close(): void {
+    this.closed = true;
+    // destroy, not close or quit: a hung Redis would never answer.
+    this.current.destroy();
+  }
+
+  private connected(): BoundedRedisClient {
+    const c = this.open();
+    c.connect().catch(() => {
+      // The first connection failed; the reconnect strategy keeps trying.
+    });
+    return c;
+  }
+}
+
+/** `command`'s answer, or a failure after `timeoutMs`, when `onSilent` runs first. */
+function answerWithin<T>(command: Promise<T>, timeoutMs: number, onSilent: () => void): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const silent = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {

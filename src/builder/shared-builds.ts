@@ -5,7 +5,7 @@
 // second per followed build): simple, bounded, and no connection held per subscriber.
 import { randomUUID } from 'node:crypto';
 import { messageOf, unavailable } from '../errors.ts';
-import { answerWithin, boundedRedisClient, type RedisCredentials } from '../redis-connection.ts';
+import { boundedRedisClient, type RedisCredentials, ReplacingRedisClient } from '../redis-connection.ts';
 
 /** What a build's updates look like when shared (the orchestrator's BuildUpdate). */
 export interface SharedUpdate {
@@ -86,10 +86,7 @@ type Client = ReturnType<typeof redisClient>;
 
 export class SharedBuilds {
   readonly replica = randomUUID();
-  private client: Client;
-  private readonly url: string;
-  private readonly credentials: RedisCredentials;
-  private closed = false;
+  private readonly redis: ReplacingRedisClient;
   private readonly ttl: number;
   private readonly poll: number;
   private readonly keep: number;
@@ -97,9 +94,12 @@ export class SharedBuilds {
   private readonly prefix: string;
 
   private constructor(client: Client, o: SharedBuildsOptions) {
-    this.client = client;
-    this.url = o.url;
-    this.credentials = o.credentials ?? {};
+    this.redis = new ReplacingRedisClient(() => {
+      const fresh = redisClient(o.url, o.credentials ?? {});
+      // It reconnects by itself; commands fail meanwhile, and the builder goes on alone.
+      fresh.on('error', () => {});
+      return fresh;
+    }, client);
     this.prefix = o.keyPrefix ?? DEFAULT_KEY_PREFIX;
     this.ttl = o.claimTtlMs ?? 15_000;
     this.poll = o.pollMs ?? 250;
@@ -137,32 +137,20 @@ export class SharedBuilds {
 
   /** Whether Redis is reachable now (builds are shared only then). */
   get connected(): boolean {
-    return this.client.isReady;
+    return this.redis.current.isReady;
   }
 
   close(): void {
-    this.closed = true;
-    // destroy, not close: close waits for answers a hung Redis never gives. Builds have ended (and released
-    // their claims) by the time the builder closes this.
-    this.client.destroy();
+    // Builds have ended (and released their claims) by the time the builder closes this.
+    this.redis.close();
   }
 
   /**
-   * A command, answered within COMMAND_TIMEOUT_MS. A connection that counts as up and leaves one
-   * unanswered that long is replaced (its other commands fail with it), as a Redis gone without a reset
-   * would otherwise hold every command until TCP gives up.
+   * A command, answered within COMMAND_TIMEOUT_MS; a connection that leaves it unanswered that long is
+   * replaced (its other commands fail with it), so a Redis gone without a reset holds no build.
    */
   private cmd<T>(command: (c: Client) => Promise<T>): Promise<T> {
-    const c = this.client;
-    return answerWithin(command(c), COMMAND_TIMEOUT_MS, () => {
-      if (this.closed || c !== this.client || !c.isReady) return;
-      const fresh = redisClient(this.url, this.credentials);
-      // It reconnects by itself; commands fail meanwhile, and the builder goes on alone.
-      fresh.on('error', () => {});
-      fresh.connect().catch(() => {});
-      this.client = fresh;
-      c.destroy();
-    });
+    return this.redis.answered(command, COMMAND_TIMEOUT_MS);
   }
 
   private owner(ref: string): string {

@@ -7,7 +7,7 @@
 // many minutes, and until then node-redis would neither notice nor reconnect.
 import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
-import { answerWithin, boundedRedisClient, type RedisCredentials } from '../../redis-connection.ts';
+import { boundedRedisClient, type RedisCredentials, ReplacingRedisClient } from '../../redis-connection.ts';
 import { type KeyValueStore, RefusedWrite, UnreadableValue } from './shared-store.ts';
 
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
@@ -20,32 +20,26 @@ const client = (url: string, credentials: RedisCredentials) =>
 type Client = ReturnType<typeof client>;
 
 export class RedisStore implements KeyValueStore {
-  private readonly url: string;
-  private readonly credentials: RedisCredentials;
-  private client: Client;
+  private readonly redis: ReplacingRedisClient;
   /** Why the client is not connected (a refused password, an untrusted certificate, …), while it is not. */
   private connectError: string | undefined;
-  private closed = false;
 
   constructor(url: string, credentials: RedisCredentials = {}) {
-    this.url = url;
-    this.credentials = credentials;
-    this.client = this.open();
+    this.redis = new ReplacingRedisClient(() => {
+      const c = client(url, credentials);
+      c.on('error', (err: unknown) => {
+        // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
+        if (c === this.client) this.connectError = messageOf(err);
+      });
+      c.on('ready', () => {
+        if (c === this.client) this.connectError = undefined;
+      });
+      return c;
+    });
   }
 
-  private open(): Client {
-    const c = client(this.url, this.credentials);
-    c.on('error', (err: unknown) => {
-      // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
-      if (c === this.client) this.connectError = messageOf(err);
-    });
-    c.on('ready', () => {
-      if (c === this.client) this.connectError = undefined;
-    });
-    c.connect().catch(() => {
-      // The first connection failed; the reconnect strategy keeps trying.
-    });
-    return c;
+  private get client(): Client {
+    return this.redis.current;
   }
 
   /** Resolves when the first connection is ready or after `timeoutMs`, whichever comes first. */
@@ -100,19 +94,10 @@ export class RedisStore implements KeyValueStore {
   }
 
   async ping(timeoutMs: number): Promise<void> {
-    const c = this.client;
-    await answerWithin(
-      this.call(() => c.withCommandOptions({ timeout: timeoutMs }).ping()),
+    await this.redis.answered(
+      (c) => this.call(() => c.withCommandOptions({ timeout: timeoutMs }).ping()),
       timeoutMs,
-      () => this.replace(c),
     );
-  }
-
-  /** A new client instead of `c`, when `c` counts as connected but does not answer. */
-  private replace(c: Client): void {
-    if (this.closed || c !== this.client || !c.isReady) return;
-    this.client = this.open();
-    c.destroy();
   }
 
   /** A command; failing while not connected, it says why the connection failed ("offline" says nothing). */
@@ -127,8 +112,6 @@ export class RedisStore implements KeyValueStore {
   }
 
   close(): void {
-    this.closed = true;
-    // destroy, not quit: a hung Redis would never answer QUIT.
-    this.client.destroy();
+    this.redis.close();
   }
 }
