@@ -293,8 +293,8 @@ export class BlobCache {
         await held.writing;
         // Should the fill fail writing to the disk, the rest comes from the source, uncached (the store
         // checks only what it committed, the paced read only a whole blob of its own, so a stitched whole
-        // blob is checked by the follower).
-        // A commit that fails on the disk fails the fill's followers before the fill has told why.
+        // blob is checked by the follower). The fill's verdict is awaited first: a commit that fails on
+        // the disk fails the fill's followers before the fill has said why.
         const fallback =
           source &&
           (async (at: number, failure: Error) => {
