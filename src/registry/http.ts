@@ -1,12 +1,14 @@
 // The HTTP layer under the registry client: one undici Agent (pooled connections, timeouts, extra CAs,
-// redirects that drop Authorization across origins), bounded retries with backoff, and network failures
-// turned into the error taxonomy. It knows nothing of registries or auth.
+// redirects that drop Authorization across origins), the proxies the environment names (see proxy.ts),
+// bounded retries with backoff, and network failures turned into the error taxonomy. It knows nothing of
+// registries or auth.
 import type { IncomingHttpHeaders } from 'node:http';
 import { createRequire } from 'node:module';
 import type { Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import type { Dispatcher, interceptors } from 'undici';
+import type { Dispatcher, interceptors, ProxyAgent } from 'undici';
 import { aborted, dataLoss, deadlineExceeded, messageOf, resourceExhausted, unavailable } from '../errors.ts';
+import { type ProxyEnvironment, ProxySelector, processProxyEnvironment, redactProxy } from './proxy.ts';
 import {
   DEFAULT_RETRY,
   isRetryableNetworkError,
@@ -30,7 +32,7 @@ const dispatchRequest = (load('undici/lib/api/index.js') as { request: Dispatche
 function request(
   url: URL,
   options: Omit<Dispatcher.RequestOptions, 'origin' | 'path'> & {
-    dispatcher: Dispatcher;
+    dispatcher: Pick<Dispatcher, 'dispatch'>;
     maxRedirections?: number;
   },
 ): Promise<Dispatcher.ResponseData<unknown>> {
@@ -65,6 +67,8 @@ export interface HttpClientOptions {
   maxRedirects?: number;
   /** Connections per origin (default 16). */
   connections?: number;
+  /** Proxy settings (default: HTTP_PROXY, HTTPS_PROXY and NO_PROXY of the process, read once). */
+  proxy?: ProxyEnvironment;
   /** Test seams: the pause between attempts and the jitter source. */
   sleep?: Sleep;
   random?: () => number;
@@ -137,8 +141,9 @@ const IDEMPOTENT_METHODS = new Set<HttpMethod>(['GET', 'HEAD', 'PUT', 'DELETE'])
 export class HttpClient {
   readonly timeouts: Timeouts;
   readonly retry: RetryPolicy;
-  private readonly dispatcher: Dispatcher;
+  private readonly dispatcher: Pick<Dispatcher, 'dispatch'>;
   private readonly agent: InstanceType<typeof Agent>;
+  private readonly proxies: ProxyRoutes | undefined;
   private readonly userAgent: string;
   private readonly sleep: Sleep;
   private readonly random: () => number;
@@ -152,21 +157,30 @@ export class HttpClient {
     const ca = options.ca?.length
       ? [...rootCertificates, ...options.ca.map((c) => Buffer.from(c))]
       : undefined;
-    this.agent = new Agent({
+    const pool = {
       connections: options.connections ?? 16,
-      connect: { timeout: this.timeouts.connectMs, ...(ca ? { ca } : {}) },
       headersTimeout: this.timeouts.headersMs,
       bodyTimeout: this.timeouts.bodyIdleMs,
-    });
-    // The redirect interceptor drops Authorization, Cookie and Proxy-Authorization when the origin changes.
-    this.dispatcher = this.agent.compose(
-      redirectInterceptor({ maxRedirections: options.maxRedirects ?? 5, throwOnMaxRedirect: true }),
-    );
+    };
+    this.agent = new Agent({ ...pool, connect: { timeout: this.timeouts.connectMs, ...(ca ? { ca } : {}) } });
+    const selector = new ProxySelector(options.proxy ?? processProxyEnvironment());
+    this.proxies = selector.configured
+      ? new ProxyRoutes(selector, this.agent, { ...pool, connectTimeout: this.timeouts.connectMs, ca })
+      : undefined;
+    const direct = this.agent.dispatch.bind(this.agent);
+    const route: Dispatcher['dispatch'] = this.proxies ? (o, h) => this.proxies!.dispatch(o, h) : direct;
+    // The redirect interceptor sits above the routing, so each hop (a registry's redirect to blob storage)
+    // picks its own proxy. It drops Authorization, Cookie and Proxy-Authorization when the origin changes.
+    this.dispatcher = {
+      dispatch: redirectInterceptor({ maxRedirections: options.maxRedirects ?? 5, throwOnMaxRedirect: true })(
+        route,
+      ),
+    };
   }
 
   /** Closes the pooled connections. */
   async close(): Promise<void> {
-    await this.agent.close();
+    await Promise.all([this.agent.close(), this.proxies?.close()]);
   }
 
   /** One attempt, no retry; network failures are thrown as the error taxonomy. */
@@ -241,18 +255,160 @@ export class HttpClient {
   }
 }
 
+interface PoolSettings {
+  connections: number;
+  headersTimeout: number;
+  bodyTimeout: number;
+  connectTimeout: number;
+  ca: (string | Buffer)[] | undefined;
+}
+
+/** Where a request that failed through a proxy went: the proxy (no credentials) and the hop's host. */
+interface ProxiedFailure {
+  proxy: string;
+  host: string;
+  /** `host:port`, the port written even when it is the scheme's default: what CONNECT asks for. */
+  authority: string;
+}
+
+// Errors of requests that went through a proxy, so that networkError can name it. Undici hands the same
+// error object up through the redirect handler to the caller.
+const proxiedFailures = new WeakMap<object, ProxiedFailure>();
+
+/** Passes every event on, noting on a failure which proxy the request went through. */
+class ProxiedHandler implements Dispatcher.DispatchHandler {
+  private readonly inner: Dispatcher.DispatchHandler;
+  private readonly failure: ProxiedFailure;
+  constructor(inner: Dispatcher.DispatchHandler, failure: ProxiedFailure) {
+    this.inner = inner;
+    this.failure = failure;
+  }
+  onRequestStart(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestStart']>>): void {
+    this.inner.onRequestStart?.(...a);
+  }
+  onRequestUpgrade(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onRequestUpgrade']>>): void {
+    this.inner.onRequestUpgrade?.(...a);
+  }
+  onResponseStart(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>): void {
+    this.inner.onResponseStart?.(...a);
+  }
+  onResponseData(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseData']>>): void {
+    this.inner.onResponseData?.(...a);
+  }
+  onResponseEnd(...a: Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseEnd']>>): void {
+    this.inner.onResponseEnd?.(...a);
+  }
+  onResponseError(controller: Dispatcher.DispatchController, err: Error): void {
+    if (typeof err === 'object' && err !== null && !proxiedFailures.has(err)) {
+      proxiedFailures.set(err, this.failure);
+    }
+    this.inner.onResponseError?.(controller, err);
+  }
+}
+
+/**
+ * The one place a request's route is chosen: direct through the client's Agent, or through the proxy the
+ * selector names for its origin, with the same limits (connections per origin, headers and body idle
+ * timeouts, connect timeout for the proxy and for the TLS handshake through the tunnel) and the same CAs,
+ * for the registry's certificate and an https:// proxy's alike, as Go's transport uses one TLS config.
+ * Plain-HTTP requests are forwarded in absolute form; HTTPS ones tunnelled with CONNECT. Credentials in the
+ * proxy URL go as Proxy-Authorization (Basic), to the proxy only.
+ */
+class ProxyRoutes {
+  private readonly selector: ProxySelector;
+  private readonly direct: Dispatcher;
+  private readonly settings: PoolSettings;
+  private readonly agents = new Map<string, ProxyAgent>();
+
+  constructor(selector: ProxySelector, direct: Dispatcher, settings: PoolSettings) {
+    this.selector = selector;
+    this.direct = direct;
+    this.settings = settings;
+  }
+
+  dispatch(options: Dispatcher.DispatchOptions, handler: Dispatcher.DispatchHandler): boolean {
+    let proxy: URL | undefined;
+    const origin = new URL(String(options.origin));
+    try {
+      proxy = this.selector.proxyFor(origin);
+    } catch (err) {
+      // As a dispatcher reports a request it cannot start.
+      handler.onResponseError?.(null as unknown as Dispatcher.DispatchController, err as Error);
+      return false;
+    }
+    if (!proxy) return this.direct.dispatch(options, handler);
+    return this.agentFor(proxy).dispatch(
+      options,
+      new ProxiedHandler(handler, {
+        proxy: redactProxy(proxy),
+        host: origin.host,
+        authority: `${origin.hostname}:${origin.port || (origin.protocol === 'https:' ? 443 : 80)}`,
+      }),
+    );
+  }
+
+  private agentFor(proxy: URL): ProxyAgent {
+    let agent = this.agents.get(proxy.href);
+    if (!agent) {
+      // The package root this time: the proxy agent asks its pool to the proxy for `connect()`, a method
+      // the root adds to every dispatcher. Only a process with a proxy pays for loading it.
+      const undici = load('undici') as typeof import('undici');
+      const { ca, connectTimeout, ...limits } = this.settings;
+      const tls = ca ? { ca } : {};
+      agent = new undici.ProxyAgent({
+        uri: proxy.href,
+        ...limits,
+        connectTimeout,
+        requestTls: tls,
+        proxyTls: tls,
+        // Undici's own pools for forwarded requests and for CONNECT would use its defaults (300 s to wait
+        // for an answer, unbounded connections); these get the client's limits. `o` carries the connect
+        // function (the tunnel, or the proxy's TLS), which must stay.
+        factory: (origin, o) => new undici.Pool(origin, { ...limits, ...o }),
+        clientFactory: (origin, o) => new undici.Pool(origin, { ...limits, ...o }),
+      });
+      this.agents.set(proxy.href, agent);
+    }
+    return agent;
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.agents.values()].map((a) => a.close()));
+  }
+}
+
 /** A failure while reading a response body, in the taxonomy. */
 export function bodyError(err: unknown, req: Pick<HttpRequest, 'what' | 'url' | 'signal'>): Error {
   if (err instanceof Error && 'kind' in err) return err;
   return networkError(err, req);
 }
 
+// A request through a proxy connects only to the proxy, so these are the proxy's.
+const UNREACHABLE = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'ENETUNREACH', 'EHOSTUNREACH']);
+
 /** A transport failure (no answer, or the answer broke off) in the taxonomy, naming what was attempted. */
 export function networkError(err: unknown, req: Pick<HttpRequest, 'what' | 'url' | 'signal'>): Error {
   if (err instanceof Error && 'kind' in err) return err;
-  const where = `${req.what} (${req.url.host})`;
+  const via = typeof err === 'object' && err !== null ? proxiedFailures.get(err) : undefined;
+  // The proxy is named (without credentials), and the host it was asked for when a redirect led elsewhere.
+  const route = via ? `, ${via.host === req.url.host ? '' : `${via.host} `}via proxy ${via.proxy}` : '';
+  const where = `${req.what} (${req.url.host}${route})`;
   if (req.signal?.aborted) return aborted(`${where}: aborted`, { cause: req.signal.reason ?? err });
   const code = networkErrorCode(err) ?? (err as { code?: string }).code;
+  if (via) {
+    const refused = /^Proxy response \((\d+)\) !== 200/.exec(messageOf(err));
+    if (refused) {
+      return unavailable(`${where}: the proxy answered CONNECT ${via.authority} with ${refused[1]}`, {
+        cause: err,
+      });
+    }
+    if (/Proxy Authentication Required/.test(messageOf(err))) {
+      return unavailable(`${where}: the proxy asks for authentication (407)`, { cause: err });
+    }
+    if (code && UNREACHABLE.has(code)) {
+      return unavailable(`${where}: cannot reach the proxy: ${messageOf(err)} (${code})`, { cause: err });
+    }
+  }
   if (code === 'UND_ERR_ABORTED' || (err as Error).name === 'AbortError') {
     return aborted(`${where}: aborted`, { cause: err });
   }

@@ -9,13 +9,16 @@ export interface SelfSignedOptions {
   cn: string;
   /** An IP subject alternative name (e.g. 127.0.0.1), for servers clients verify. */
   ip?: string;
+  /** A DNS subject alternative name, for a server clients reach by name (e.g. through a proxy). */
+  dns?: string;
   days?: number;
 }
 
 export async function makeSelfSignedCert(o: SelfSignedOptions): Promise<void> {
   const args = ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
   args.push('-keyout', o.keyFile, '-out', o.certFile, '-days', String(o.days ?? 7), '-subj', `/CN=${o.cn}`);
-  if (o.ip) args.push('-addext', `subjectAltName=IP:${o.ip}`);
+  const san = [...(o.ip ? [`IP:${o.ip}`] : []), ...(o.dns ? [`DNS:${o.dns}`] : [])];
+  if (san.length > 0) args.push('-addext', `subjectAltName=${san.join(',')}`);
   await runCommand('openssl', args, { timeoutMs: 30_000 });
 }
 
