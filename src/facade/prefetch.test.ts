@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { Readable } from 'node:stream';
 import { test } from 'node:test';
 import { waitFor } from '../../test/helpers/process.ts';
+import { deadlineExceeded, notFound, unavailable } from '../errors.ts';
 import type { Blob } from '../oci/blob.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import type { CacheOutcome } from './blobs/cache.ts';
@@ -39,6 +40,11 @@ function blobOf(name: string): Blob {
     descriptor: { mediaType: 'application/octet-stream', digest: digestOf(bytes), size: bytes.length },
     open: async () => Readable.from([bytes]),
   };
+}
+
+/** A pause that lasts until it is cut (by a removal, a new put or close). */
+function untilCut(signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
 }
 
 /** Fills that wait until let go (or their signal fires). */
@@ -192,8 +198,7 @@ test('prefetch: a failed attempt is tried again after growing pauses, then given
     random: () => 0.5,
     sleep: (ms, signal) => {
       pauses.push(ms);
-      if (!pausesHold) return Promise.resolve();
-      return new Promise((_, reject) => signal?.addEventListener('abort', () => reject(signal.reason)));
+      return pausesHold ? untilCut(signal) : Promise.resolve();
     },
     events: {
       completed: (id) => events.push(`completed ${id}`),
@@ -262,4 +267,75 @@ test('prefetch: a failed attempt is tried again after growing pauses, then given
     await p.close();
   }
   assert.equal(attempts.get('e'), 1);
+});
+
+test('prefetch: an upstream outage is waited out for as long as the spec is stored, pauses capped at a minute', async () => {
+  const store = new FakeStore();
+  /** Why planning a spec fails now, by spec. */
+  const failing = new Map<string, () => Error>();
+  let attempts = 0;
+  const pauses: number[] = [];
+  const events: string[] = [];
+  /** Whether a pause lasts until it is cut instead of ending at once. */
+  let hold = false;
+  const p = new Prefetcher({
+    store,
+    plan: async (id) => {
+      attempts++;
+      const why = failing.get(id);
+      if (why) throw why();
+      return { manifestDigest: digestOf(id) as Digest, blobs: [] };
+    },
+    fill: async () => 'hit',
+    retries: 2,
+    retryDelayMs: 1000,
+    random: () => 1,
+    sleep: (ms, signal) => {
+      pauses.push(ms);
+      // The registry comes back after some minutes of pauses.
+      if (pauses.length === 12) failing.delete('a');
+      return hold ? untilCut(signal) : Promise.resolve();
+    },
+    events: {
+      completed: (id, s) => events.push(`completed ${id} at attempt ${s.attempt}`),
+      failed: (id, _err, s, retryInMs) =>
+        events.push(`failed ${id} attempt ${s.attempt}${retryInMs === undefined ? ', given up' : ''}`),
+    },
+  });
+  await p.start();
+  try {
+    failing.set('a', () => unavailable('registry: connection refused'));
+    store.put('a');
+    await waitFor(() => events.at(-1)?.startsWith('completed') === true, 10_000, { what: 'a to complete' });
+    assert.equal(attempts, 13);
+    assert.equal(events.length, 13);
+    assert.deepEqual(events.slice(0, 2), ['failed a attempt 1', 'failed a attempt 2']);
+    assert.ok(!events.some((e) => e.endsWith('given up')), events.join('\n'));
+    assert.equal(events.at(-1), 'completed a at attempt 13');
+    // Doubling from a second, then at most a minute however long the outage lasts.
+    assert.deepEqual(pauses.slice(0, 7), [1000, 2000, 4000, 8000, 16_000, 32_000, 60_000]);
+    assert.deepEqual(pauses.slice(7), [60_000, 60_000, 60_000, 60_000, 60_000]);
+
+    // What waiting does not cure (no such image) is still given up after the retries.
+    failing.set('b', () => notFound('manifest unknown'));
+    store.put('b');
+    await waitFor(() => events.at(-1)?.endsWith('given up') === true, 10_000, { what: 'b to be given up' });
+    assert.deepEqual(events.slice(13), [
+      'failed b attempt 1',
+      'failed b attempt 2',
+      'failed b attempt 3, given up',
+    ]);
+
+    // Removed during an outage: its job ends, with no attempt after that.
+    hold = true;
+    failing.set('c', () => deadlineExceeded('registry: no answer within 20 s'));
+    const before = attempts;
+    store.put('c');
+    await waitFor(() => events.at(-1) === 'failed c attempt 1', 10_000, { what: 'the first attempt of c' });
+    store.remove('c');
+    await waitFor(() => p.pending === 0, 10_000, { what: 'the job of c to end' });
+    assert.equal(attempts, before + 1);
+  } finally {
+    await p.close();
+  }
 });

@@ -4,10 +4,14 @@
 // and by rescan() (SIGHUP). One job per spec at a time (a spec put again while its job runs is prefetched
 // again once that job ends), blob fills bounded across all jobs, each joining a fill already in flight
 // (the cache's single-flight). Removing a spec cancels its job: fills only it holds are abandoned, fills a
-// client or another spec's job reads go on. A failed attempt is tried again a bounded number of times,
-// after growing pauses (a registry restarting must not cost the node its prefetch); once they are used up
-// the spec counts as not prefetched, so the next rescan or put tries it afresh.
-import { aborted } from '../errors.ts';
+// client or another spec's job reads go on. A failed attempt is tried again after growing pauses: an
+// outage (a registry unreachable, silent or answering 5xx or 429) for as long as the spec is stored, since
+// the workspace it was put for may start any moment and the registry blinking for a minute must not make
+// its first pull cold; the pause grows to a minute at most, so a job costs one composition a minute while
+// it waits, and removing the spec ends it. Failures waiting does not cure (no such image, access denied, a
+// bad spec) are tried a bounded number of times; once those are used up the spec counts as not
+// prefetched, so the next rescan or put tries it afresh.
+import { aborted, type ErrorKind, errorKind } from '../errors.ts';
 import { Limiter } from '../limiter.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Digest } from '../oci/digest.ts';
@@ -35,13 +39,18 @@ export interface PrefetchSummary {
   bytes: number;
   failedBlobs: number;
   durationMs: number;
+  /** Which attempt of the job this was (1 for the first; each retry counts one more). */
+  attempt: number;
 }
 
 export interface PrefetchEvents {
   /** An attempt started (each attempt of a job that is tried again starts and ends on its own). */
   started?(id: string): void;
   completed?(id: string, summary: PrefetchSummary): void;
-  /** An attempt failed; `retryInMs` when another one follows after that pause. */
+  /**
+   * An attempt failed; `retryInMs` when another one follows after that pause. An outage may fail many
+   * attempts of one job: `summary.attempt` tells the first (worth a warning) from the ones after it.
+   */
   failed?(id: string, err: unknown, summary: PrefetchSummary, retryInMs?: number): void;
   cancelled?(id: string, summary: PrefetchSummary): void;
   /** A spec that could not be queued (the queue is full); a later put or rescan tries again. */
@@ -62,7 +71,10 @@ export interface PrefetcherOptions {
   startupSpecs?: number;
   /** Specs waiting for their turn at most (default 1024). */
   maxQueued?: number;
-  /** Attempts after a failed one (default 3). */
+  /**
+   * Attempts after a failed one, when it failed for a reason waiting does not cure (default 3). An
+   * outage (Unavailable, DeadlineExceeded, ResourceExhausted) is tried again while the spec is stored.
+   */
   retries?: number;
   /**
    * The pause before the first retry is drawn from [0, this] (default 2 s); the range doubles for each
@@ -77,6 +89,13 @@ export interface PrefetcherOptions {
 
 /** The longest pause between two attempts, however many came before. */
 const MAX_RETRY_DELAY_MS = 60_000;
+
+/** Failures of an upstream that is down, slow or shedding load: they end by themselves. */
+const OUTAGE: ReadonlySet<ErrorKind | undefined> = new Set([
+  'Unavailable',
+  'DeadlineExceeded',
+  'ResourceExhausted',
+]);
 
 interface Job {
   id: string;
@@ -201,12 +220,12 @@ export class Prefetcher {
   private async prefetch(job: Job): Promise<void> {
     const retries = this.o.retries ?? 3;
     const policy = { baseDelayMs: this.o.retryDelayMs ?? 2000, maxDelayMs: MAX_RETRY_DELAY_MS };
-    for (let retry = 1; ; retry++) {
-      const failure = await this.attempt(job);
+    for (let attempt = 1; ; attempt++) {
+      const failure = await this.attempt(job, attempt);
       if (failure === undefined) return;
       // A version put meanwhile goes next instead.
-      const last = retry > retries || job.again !== undefined;
-      const delay = last ? undefined : backoffDelay(policy, retry, this.o.random);
+      const last = job.again !== undefined || (attempt > retries && !OUTAGE.has(errorKind(failure.err)));
+      const delay = last ? undefined : backoffDelay(policy, attempt, this.o.random);
       this.events.failed?.(job.id, failure.err, failure.summary, delay);
       if (delay === undefined) {
         // Given up: the next rescan (SIGHUP) tries this version again, as a new put does.
@@ -225,10 +244,20 @@ export class Prefetcher {
   }
 
   /** One attempt; reports its end unless it failed, which it returns. */
-  private async attempt(job: Job): Promise<{ err: unknown; summary: PrefetchSummary } | undefined> {
+  private async attempt(
+    job: Job,
+    attempt: number,
+  ): Promise<{ err: unknown; summary: PrefetchSummary } | undefined> {
     const { id, controller } = job;
     const signal = controller.signal;
-    const summary: PrefetchSummary = { blobs: 0, outcomes: {}, bytes: 0, failedBlobs: 0, durationMs: 0 };
+    const summary: PrefetchSummary = {
+      blobs: 0,
+      outcomes: {},
+      bytes: 0,
+      failedBlobs: 0,
+      durationMs: 0,
+      attempt,
+    };
     let started = 0;
     try {
       await this.jobSlots.run(async () => {

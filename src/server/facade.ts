@@ -499,15 +499,17 @@ function startPrefetch(
         log.debug({ id }, 'prefetch started');
       },
       completed: (id, s) => log.info(finished(id, 'completed', s), 'prefetch complete'),
-      failed: (id, err, s, retryInMs) =>
-        log.warn(
-          {
-            ...finished(id, retryInMs === undefined ? 'failed' : 'retried', s),
-            err: messageOf(err),
-            ...(retryInMs === undefined ? {} : { retryInMs }),
-          },
-          'prefetch failed',
-        ),
+      failed: (id, err, s, retryInMs) => {
+        const fields = {
+          ...finished(id, retryInMs === undefined ? 'failed' : 'retried', s),
+          err: messageOf(err),
+          ...(retryInMs === undefined ? {} : { retryInMs }),
+        };
+        // An outage fails a job's attempts for as long as it lasts: one warning when it starts failing
+        // and one if it gives up; the attempts between are counted, and its completion says which it was.
+        if (s.attempt === 1 || retryInMs === undefined) log.warn(fields, 'prefetch failed');
+        else log.debug(fields, 'prefetch failed');
+      },
       cancelled: (id, s) => log.info(finished(id, 'cancelled', s), 'prefetch cancelled'),
       skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
       storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
