@@ -82,7 +82,7 @@ class Fills {
   }
 }
 
-test('prefetch: blob fills are bounded; a spec put again meanwhile runs once more; removal cancels', async () => {
+test('prefetch: blob fills are bounded; a spec put again meanwhile cancels its prefetch for the new version; removal cancels', async () => {
   const store = new FakeStore();
   const fills = new Fills();
   const plans: string[] = [];
@@ -109,12 +109,18 @@ test('prefetch: blob fills are bounded; a spec put again meanwhile runs once mor
   try {
     store.put('a');
     await waitFor(() => fills.running === 1, 10_000, { what: 'the first fill' });
-    // Put again while its prefetch runs, twice: one more prefetch once this one ends.
+    const first = fills.signals.at(-1)!;
+    // Put again (new content) while its prefetch runs, twice: that prefetch stops at once instead of
+    // fetching what the new version may not need, and the newest version is prefetched once it let go.
     store.put('a');
     store.put('a');
+    await waitFor(() => events.length === 1, 10_000, { what: 'the prefetch of the old version to stop' });
+    assert.equal(events[0], 'cancelled a');
+    assert.match(String(first.reason), /prefetch of spec "a" cancelled: a new version was put/);
+    await waitFor(() => fills.running === 1, 10_000, { what: 'the fill of the new version' });
     await fills.releaseAll();
-    await waitFor(() => events.length === 2, 10_000, { what: 'both prefetches of a' });
-    assert.deepEqual(events, ['completed a', 'completed a']);
+    await waitFor(() => events.length === 2, 10_000, { what: 'the prefetch of the new version' });
+    assert.deepEqual(events, ['cancelled a', 'completed a']);
     assert.deepEqual(plans, ['a', 'a']);
     assert.equal(fills.most, 1, 'one fill at a time');
     assert.equal(summaries.get('a')?.bytes, 6);

@@ -1,16 +1,16 @@
 // Prefetch: when a spec reaches the own spec store, compose it and fill the disk blob cache with every blob
 // of its image that comes over the network, before any client asks, so the node's first pull is served
 // from the cache. Specs are noticed through the store's watcher, at start (the most recent ones, bounded)
-// and by rescan() (SIGHUP). One job per spec at a time (a spec put again while its job runs is prefetched
-// again once that job ends), blob fills bounded across all jobs, each joining a fill already in flight
-// (the cache's single-flight). Removing a spec cancels its job: fills only it holds are abandoned, fills a
-// client or another spec's job reads go on. A failed attempt is tried again after growing pauses: an
-// outage (a registry unreachable, silent or answering 5xx or 429) for as long as the spec is stored, since
-// the workspace it was put for may start any moment and the registry blinking for a minute must not make
-// its first pull cold; the pause grows to a minute at most, so a job costs one composition a minute while
-// it waits, and removing the spec ends it. Failures waiting does not cure (no such image, access denied, a
-// bad spec) are tried a bounded number of times; once those are used up the spec counts as not
-// prefetched, so the next rescan or put tries it afresh.
+// and by rescan() (SIGHUP). One job per spec at a time, blob fills bounded across all jobs, each joining a
+// fill already in flight (the cache's single-flight). Removing a spec cancels its job, and so does putting
+// it again (the new version is prefetched once the old one's job has let go): fills only the job holds
+// are abandoned, fills a client or another spec's job reads go on. A failed attempt is tried again after
+// growing pauses: an outage (a registry unreachable, silent or answering 5xx or 429) for as long as the
+// spec is stored, since the workspace it was put for may start any moment and the registry blinking for a
+// minute must not make its first pull cold; the pause grows to a minute at most, so a job costs one
+// composition a minute while it waits, and removing the spec ends it. Failures waiting does not cure (no
+// such image, access denied, a bad spec) are tried a bounded number of times; once those are used up the
+// spec counts as not prefetched, so the next rescan or put tries it afresh.
 import { aborted, type ErrorKind, errorKind } from '../errors.ts';
 import { Limiter } from '../limiter.ts';
 import type { Blob } from '../oci/blob.ts';
@@ -52,7 +52,8 @@ export interface PrefetchEvents {
    * attempts of one job: `summary.attempt` tells the first (worth a warning) from the ones after it.
    */
   failed?(id: string, err: unknown, summary: PrefetchSummary, retryInMs?: number): void;
-  cancelled?(id: string, summary: PrefetchSummary): void;
+  /** An attempt was cancelled: `reason` says why (the spec was removed or put again, the facade stops). */
+  cancelled?(id: string, summary: PrefetchSummary, reason: unknown): void;
   /** A spec that could not be queued (the queue is full); a later put or rescan tries again. */
   skipped?(id: string): void;
   /** The store could not be listed or watched. */
@@ -101,10 +102,8 @@ interface Job {
   id: string;
   version: string;
   controller: AbortController;
-  /** Set when the spec was put again while this job ran. */
+  /** Set when the spec was put again while this job ran: the version prefetched once this job ends. */
   again?: string;
-  /** Ends the pause before the job's next attempt (the spec was put again: that version goes first). */
-  wake?: AbortController;
 }
 
 export class Prefetcher {
@@ -181,11 +180,14 @@ export class Prefetcher {
     if (this.closed || this.known.get(id) === version) return;
     const job = this.jobs.get(id);
     if (job) {
-      // Once the running job ends; its blobs are likely this version's too. A job waiting to try again
-      // gives way at once.
+      // The old version's blobs may be ones the new one does not need: its job stops now rather than
+      // fetching them all. What both need loses little: a fill a client reads goes on, and one only this
+      // job held keeps its bytes for the new version's fill to resume from.
       job.again = version;
       this.known.set(id, version);
-      job.wake?.abort();
+      job.controller.abort(
+        aborted(`prefetch of spec ${JSON.stringify(id)} cancelled: a new version was put`),
+      );
       return;
     }
     if (this.jobs.size >= (this.o.maxQueued ?? 1024)) {
@@ -232,13 +234,10 @@ export class Prefetcher {
         if (this.known.get(job.id) === job.version) this.known.delete(job.id);
         return;
       }
-      job.wake = new AbortController();
       try {
-        await (this.o.sleep ?? realSleep)(delay, AbortSignal.any([job.controller.signal, job.wake.signal]));
+        await (this.o.sleep ?? realSleep)(delay, job.controller.signal);
       } catch {
         return; // removed, stopping, or put again (run() starts that version)
-      } finally {
-        job.wake = undefined;
       }
     }
   }
@@ -290,7 +289,7 @@ export class Prefetcher {
       summary.durationMs = started === 0 ? 0 : Date.now() - started;
       if (!signal.aborted) return { err, summary };
       // Cancelled before its turn came: never started, so nothing to report.
-      if (started !== 0) this.events.cancelled?.(id, summary);
+      if (started !== 0) this.events.cancelled?.(id, summary, signal.reason);
       return undefined;
     }
   }

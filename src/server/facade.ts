@@ -510,7 +510,8 @@ function startPrefetch(
         if (s.attempt === 1 || retryInMs === undefined) log.warn(fields, 'prefetch failed');
         else log.debug(fields, 'prefetch failed');
       },
-      cancelled: (id, s) => log.info(finished(id, 'cancelled', s), 'prefetch cancelled'),
+      cancelled: (id, s, reason) =>
+        log.info({ ...finished(id, 'cancelled', s), reason: messageOf(reason) }, 'prefetch cancelled'),
       skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
       storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
     },

@@ -4,8 +4,8 @@
 // (base, IDE, supervisor and IDE-layer image layers from a docker-registry, a remote content layer from the
 // test's host) lands in the facade's disk cache before anyone asks: with the registry and the host stopped,
 // containerd pulls the composite and runs it, also after the facade restarted. Removing a spec cancels its
-// prefetch (a fill only it holds is abandoned, one a client reads goes on), and a prefetch that failed is
-// tried again after a pause.
+// prefetch (a fill only it holds is abandoned, one a client reads goes on), so does putting it again with
+// other content, and a prefetch that failed is tried again after a pause.
 import assert from 'node:assert/strict';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -185,6 +185,31 @@ describe('facade prefetch of specs put in the own store', () => {
     assert.equal(sha256(body), sha256(shared.gz), 'the client got the whole layer');
     assert.equal(content.requests.get('/shared.tar.gz'), 1, 'from the one fill');
     assert.equal(content.cut.get('/shared.tar.gz') ?? 0, 0);
+  });
+
+  test('a spec put again with other content cancels the old version’s prefetch: its fill stops, the new version is prefetched', async () => {
+    const old = await contentLayer('/old-version.tar.gz', 'old-version');
+    content.hold('/old-version.tar.gz');
+    const cancelledBefore = await finished('cancelled');
+    const completedBefore = await finished('completed');
+    await putSpec('edited', { baseRef: busybox.ref, contentLayer: [old.layer] });
+    await waitFor(() => content.requests.get('/old-version.tar.gz') === 1, 60_000, {
+      what: 'the prefetch to ask the host for the held layer',
+    });
+    const fresh = await contentLayer('/new-version.tar.gz', 'new-version');
+    await putSpec('edited', { baseRef: busybox.ref, contentLayer: [fresh.layer] });
+    // The old version's fill is abandoned at once (the stall bound is ten minutes), not run to its end.
+    await waitFor(() => content.cut.get('/old-version.tar.gz') === 1, 60_000, {
+      what: 'the old fill to let go',
+    });
+    await waitFor(async () => (await finished('completed')) === completedBefore + 1, 60_000, {
+      what: 'the prefetch of the new version',
+    });
+    assert.equal(await finished('cancelled'), cancelledBefore + 1);
+    const cancelled = (await logLines()).find((l) => l.msg === 'prefetch cancelled' && l.id === 'edited');
+    assert.match(String(cancelled?.reason), /a new version was put/);
+    assert.equal(content.requests.get('/new-version.tar.gz'), 1);
+    content.release('/old-version.tar.gz');
   });
 
   test('a failed prefetch is tried again: the layer the host lacked is fetched once it is there', async () => {

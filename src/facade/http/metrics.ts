@@ -141,7 +141,7 @@ export class FacadeMetrics implements FacadeObserver {
     });
     this.prefetchesFinished = new Counter({
       name: 'strata_facade_prefetches_finished_total',
-      help: 'Prefetch attempts that ended, by result (completed; retried: failed, tried again after a pause; failed: failed, given up; cancelled: the spec was removed)',
+      help: 'Prefetch attempts that ended, by result (completed; retried: failed, tried again after a pause; failed: failed, given up; cancelled: the spec was removed or put again, or the facade stopped)',
       labelNames: ['result'],
       registers,
     });
