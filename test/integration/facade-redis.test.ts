@@ -15,6 +15,12 @@ import { Registry } from 'prom-client';
 import { createClient, RESP_TYPES } from 'redis';
 import { imageSpecJson } from '../../src/api/convert/image-spec-json.ts';
 import { SpecStore } from '../../src/facade/providers/spec-store.ts';
+import {
+  compositionCodec,
+  descriptorCodec,
+  specCodec,
+  verifiedBytesCodec,
+} from '../../src/facade/shared/codecs.ts';
 import type { ImageSpec } from '../../src/facade/spec.ts';
 import { digestOf } from '../../src/oci/digest.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
@@ -29,6 +35,10 @@ import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 const ACCEPT =
   'application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json';
 const KEY_PREFIX = 'strata:facade:';
+/** A replica's key in Redis for an entry of `kind`; it names the value's format (the codec's version). */
+const keyOf = (kind: string, codec: { version: number }, key: string) =>
+  `${KEY_PREFIX}v${codec.version}:${kind}:${key}`;
+const composedKey = (digest: string) => keyOf('composed', compositionCodec, digest);
 
 interface Replica {
   app: FacadeApp;
@@ -173,8 +183,8 @@ describe('facade replicas sharing Redis', () => {
 
     // Content-addressed entries never expire (Redis's eviction bounds them); tag resolutions do.
     const direct = await directClient(redis.url, t);
-    assert.equal(await direct.pTTL(`${KEY_PREFIX}composed:${digest}`), -1);
-    const tagKey = `${KEY_PREFIX}tag:${ide.ref}`;
+    assert.equal(await direct.pTTL(composedKey(digest)), -1);
+    const tagKey = keyOf('tag', descriptorCodec, ide.ref);
     const tagTtl = await direct.pTTL(tagKey);
     assert.ok(tagTtl > 0 && tagTtl <= 60_000, `tag entry TTL ${tagTtl}`);
 
@@ -216,7 +226,7 @@ describe('facade replicas sharing Redis', () => {
     const redis = await startRedis(t);
     const direct = await directClient(redis.url, t);
     const flip = async (digest: string) => {
-      const key = `${KEY_PREFIX}composed:${digest}`;
+      const key = composedKey(digest);
       const value = await direct.withTypeMapping({ [RESP_TYPES.BLOB_STRING]: Buffer }).get(key);
       assert.ok(Buffer.isBuffer(value));
       const bad = Buffer.from(value);
@@ -350,7 +360,7 @@ describe('facade replicas sharing Redis', () => {
     // Shared in the background: the composition did not wait for these writes.
     const keys = await waitFor(
       async () => {
-        const k = await direct.keys(`${KEY_PREFIX}upstream:*`);
+        const k = await direct.keys(keyOf('upstream', verifiedBytesCodec, '*'));
         return k.length >= 4 && k;
       },
       5000,
@@ -375,7 +385,7 @@ describe('facade replicas sharing Redis', () => {
 
     // An entry whose checksum holds but whose bytes are another blob's is not trusted: the registry is
     // asked, and the entry replaced.
-    const key = `${KEY_PREFIX}upstream:${other.digest}`;
+    const key = keyOf('upstream', verifiedBytesCodec, other.digest);
     const wrong = Buffer.from('{"schemaVersion":2,"layers":[]}');
     const sealed = Buffer.concat([createHash('sha256').update(wrong).digest(), wrong]);
     await direct.set(key, sealed);
@@ -454,8 +464,8 @@ describe('facade replicas sharing Redis', () => {
         await store.put(id, spec(other.ref));
         const res = await manifest(a, id, 'latest');
         assert.equal(res.status, 200);
-        const digest = res.headers.get('docker-content-digest');
-        return (await direct.exists(`${KEY_PREFIX}composed:${digest}`)) === 1;
+        const digest = res.headers.get('docker-content-digest')!;
+        return (await direct.exists(composedKey(digest))) === 1;
       },
       15_000,
       { intervalMs: 250, what: 'a composition shared after the password was rotated' },
@@ -505,7 +515,7 @@ describe('facade replicas sharing Redis', () => {
     const onA = await manifest(a, 'ws-spec', 'latest');
     assert.equal(onA.status, 200);
     const direct = await directClient(redis.url, t);
-    const keys = await direct.keys(`${KEY_PREFIX}spec:*`);
+    const keys = await direct.keys(keyOf('spec:*', specCodec(imageSpecJson), '*'));
     assert.equal(keys.length, 1);
     const ttl = await direct.pTTL(keys[0]!);
     assert.ok(ttl > 0 && ttl <= 3000, `spec entry TTL ${ttl}`);

@@ -2,7 +2,8 @@
 // manifest bytes must hash to the digest it is stored under, its config to the manifest's config
 // descriptor, a direct layer's bytes to its descriptor, an upstream manifest's or config's bytes to the
 // digest they are stored under; anything else is an error, so the store counts the value as corrupt and
-// the facade acts as on a miss.
+// the facade acts as on a miss. Each codec's version is part of its keys: a change to what a codec writes
+// bumps it, so replicas of the old and the new release sharing one Redis each miss the other's entries.
 import { type Descriptor, parseDescriptor } from '../../oci/descriptor.ts';
 import { algorithmOf, type Digest, digestOf, parseDigest } from '../../oci/digest.ts';
 import { parseImageConfig, parseManifest } from '../../oci/manifest.ts';
@@ -37,12 +38,14 @@ function isObj(v: unknown): v is Record<string, unknown> {
 
 /** A tag's resolution (the descriptor the registry answered). */
 export const descriptorCodec: SharedCodec<Descriptor> = {
+  version: 1,
   encode: (d) => utf8.encode(JSON.stringify(d)),
   decode: (_key, bytes) => parseDescriptor(json(bytes), 'shared tag resolution'),
 };
 
 /** A manifest or config fetched from a registry, under its digest: the bytes, which must hash to it. */
 export const verifiedBytesCodec: SharedCodec<Uint8Array> = {
+  version: 1,
   encode: (bytes) => bytes,
   decode: (key, bytes) => {
     if (!matches(bytes, key)) throw new Error('bytes do not match the digest they are stored under');
@@ -52,6 +55,7 @@ export const verifiedBytesCodec: SharedCodec<Uint8Array> = {
 
 /** A name's recent manifest digests. */
 export const digestListCodec: SharedCodec<Digest[]> = {
+  version: 1,
   encode: (list) => utf8.encode(JSON.stringify(list)),
   decode: (_key, bytes) => {
     const v = json(bytes);
@@ -63,6 +67,7 @@ export const digestListCodec: SharedCodec<Digest[]> = {
 /** Specs in their protobuf-JSON form (the codec the spec store uses). */
 export function specCodec(codec: SpecJsonCodec): SharedCodec<ImageSpec> {
   return {
+    version: 1,
     encode: (spec) => utf8.encode(JSON.stringify(codec.format(spec))),
     decode: (key, bytes) => codec.parse(json(bytes), `shared spec ${key}`),
   };
@@ -110,6 +115,7 @@ function loadOrigin(v: unknown, layer: Descriptor): LayerOrigin {
  * then the manifest bytes, then the config bytes, exactly as served.
  */
 export const compositionCodec: SharedCodec<NamedComposition> = {
+  version: 1,
   encode: (c) => {
     const header = {
       name: c.name,

@@ -8,6 +8,7 @@ import { RedisStore } from './redis-store.ts';
 import { type SharedCodec, SharedStore, type SharedStoreEvents } from './shared-store.ts';
 
 const text: SharedCodec<string> = {
+  version: 1,
   encode: (v) => new TextEncoder().encode(v),
   decode: (_k, b) => new TextDecoder().decode(b),
 };
@@ -33,7 +34,7 @@ test('a key of another type (a list, say) is a corrupt value, not an outage: the
   try {
     await kv.ready(5000);
     await raw.connect();
-    await raw.rPush('p:k:a', 'not a string value');
+    await raw.rPush('p:v1:k:a', 'not a string value');
     assert.equal(await store.read('k', 'a', text), undefined);
     assert.ok(store.up, 'one odd key does not take the shared cache out of use');
     await store.write('k', 'a', text, 'v');

@@ -32,6 +32,7 @@ class FakeStore implements KeyValueStore {
 }
 
 const text: SharedCodec<string> = {
+  version: 1,
   encode: (v) => new TextEncoder().encode(v),
   decode: (_k, b) => {
     const s = new TextDecoder().decode(b);
@@ -53,7 +54,7 @@ function recorder() {
 }
 
 describe('SharedStore', () => {
-  test('values round-trip under the key prefix and kind, with their time to live', async () => {
+  test('values round-trip under the key prefix, format version and kind, with their time to live', async () => {
     const kv = new FakeStore();
     const { seen, events } = recorder();
     const shared = new SharedStore(kv, { keyPrefix: 'p:', events });
@@ -62,9 +63,9 @@ describe('SharedStore', () => {
     assert.equal(await tags.get('a'), undefined);
     await tags.set('a', 'one');
     await forever.set('a', 'two');
-    assert.deepEqual([...kv.values.keys()], ['p:tag:a', 'p:composed:a']);
-    assert.equal(kv.values.get('p:tag:a')?.ttlMs, 5000);
-    assert.equal(kv.values.get('p:composed:a')?.ttlMs, undefined, 'content-addressed values never expire');
+    assert.deepEqual([...kv.values.keys()], ['p:v1:tag:a', 'p:v1:composed:a']);
+    assert.equal(kv.values.get('p:v1:tag:a')?.ttlMs, 5000);
+    assert.equal(kv.values.get('p:v1:composed:a')?.ttlMs, undefined, 'content-addressed values never expire');
     assert.deepEqual(await tags.get('a'), { value: 'one', ttlMs: 5000 });
     assert.deepEqual(await forever.get('a'), { value: 'two' });
     assert.deepEqual(seen, [
@@ -81,12 +82,12 @@ describe('SharedStore', () => {
     const { seen, events } = recorder();
     const t = new SharedStore(kv, { events }).tier('spec', text);
     await t.set('x', 'hello');
-    const stored = kv.values.get('strata:facade:spec:x')!;
+    const stored = kv.values.get('strata:facade:v1:spec:x')!;
     const flipped = Uint8Array.from(stored.value);
     flipped[flipped.length - 1]! ^= 1;
-    kv.values.set('strata:facade:spec:x', { value: flipped });
+    kv.values.set('strata:facade:v1:spec:x', { value: flipped });
     assert.equal(await t.get('x'), undefined);
-    kv.values.set('strata:facade:spec:x', { value: stored.value.subarray(0, 20) });
+    kv.values.set('strata:facade:v1:spec:x', { value: stored.value.subarray(0, 20) });
     assert.equal(await t.get('x'), undefined, 'cut short');
     await t.set('x', 'bad value');
     assert.equal(await t.get('x'), undefined, 'refused by the codec');
@@ -94,6 +95,38 @@ describe('SharedStore', () => {
     assert.deepEqual(await t.get('x'), { value: 'hello' });
     assert.equal(seen.filter((s) => s === 'corrupt spec').length, 3);
     assert.equal(seen.filter((s) => s === 'read spec corrupt').length, 3);
+  });
+
+  test('a value in another format (written by a replica of another version) is a miss, neither corrupt nor a wrong answer', async () => {
+    const kv = new FakeStore();
+    const { seen, events } = recorder();
+    const utf8 = new TextEncoder();
+    const decoded = (b: Uint8Array) => Number(new TextDecoder().decode(b));
+    // Version 1 stored a pause in milliseconds; version 2 stores it in seconds, under the same kind.
+    const millis: SharedCodec<number> = {
+      version: 1,
+      encode: (ms) => utf8.encode(String(ms)),
+      decode: (_k, b) => decoded(b),
+    };
+    const seconds: SharedCodec<number> = {
+      version: 2,
+      encode: (ms) => utf8.encode(String(ms / 1000)),
+      decode: (_k, b) => decoded(b) * 1000,
+    };
+    const older = new SharedStore(kv, { keyPrefix: 'p:', events }).tier('pause', millis);
+    const newer = new SharedStore(kv, { keyPrefix: 'p:', events }).tier('pause', seconds);
+    await older.set('a', 1500);
+    assert.equal(await newer.get('a'), undefined);
+    await newer.set('a', 2500);
+    assert.deepEqual(await older.get('a'), { value: 1500 }, 'each version keeps its own entry');
+    assert.deepEqual(await newer.get('a'), { value: 2500 });
+    assert.deepEqual(seen, [
+      'write pause ok',
+      'read pause miss',
+      'write pause ok',
+      'read pause hit',
+      'read pause hit',
+    ]);
   });
 
   test('values over the size bound are neither stored nor trusted when read back', async () => {

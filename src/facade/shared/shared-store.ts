@@ -3,7 +3,9 @@
 // and any failure takes the store out of use until a probe finds it answering again: one event when it
 // goes, one when it is back (one log line each per outage), and no request waits on a dead or hung store
 // meanwhile. Every value carries a checksum and is decoded by its tier's codec, which checks digests
-// against the key: a value that fails is counted, ignored, and replaced by the next write.
+// against the key: a value that fails is counted, ignored, and replaced by the next write. A key names the
+// format of its value (the codec's version): replicas of two versions sharing one store during a rollout
+// each read only entries in their own format, so a change of format is a miss, never a value misread.
 import { createHash } from 'node:crypto';
 import type { CacheTier } from '../providers/ttl-lru.ts';
 
@@ -62,6 +64,11 @@ export interface SharedStoreOptions {
 
 /** A tier's value format. decode throws when the bytes are not a valid value for that key. */
 export interface SharedCodec<V> {
+  /**
+   * The format's number, part of the key: bump it with every change to what encode writes (or to how the
+   * store seals values), so replicas of different versions never read each other's entries.
+   */
+  version: number;
   encode(value: V): Uint8Array;
   decode(key: string, bytes: Uint8Array): V;
 }
@@ -115,7 +122,10 @@ export class SharedStore {
     this.probe = undefined;
   }
 
-  /** A cache tier of values of one kind, under `<keyPrefix><kind>:`; `ttlMs` for values that expire. */
+  /**
+   * A cache tier of values of one kind, under `<keyPrefix>v<codec version>:<kind>:` (keys of no version
+   * came before formats had one); `ttlMs` for values that expire.
+   */
   tier<V>(kind: string, codec: SharedCodec<V>, ttlMs?: number): CacheTier<string, V> {
     return {
       get: (key) => this.read(kind, key, codec),
@@ -135,7 +145,7 @@ export class SharedStore {
     let got: { value: Uint8Array; ttlMs?: number } | undefined;
     try {
       got = await this.bounded(() =>
-        this.store.get(this.key(kind, key), CHECKSUM_BYTES + this.maxValueBytes, this.timeoutMs),
+        this.store.get(this.key(kind, codec, key), CHECKSUM_BYTES + this.maxValueBytes, this.timeoutMs),
       );
     } catch (err) {
       if (err instanceof UnreadableValue) return this.corrupt(kind, key, err);
@@ -175,7 +185,7 @@ export class SharedStore {
     try {
       await this.bounded(() =>
         this.store.set(
-          this.key(kind, key),
+          this.key(kind, codec, key),
           seal(payload),
           ttlMs === undefined ? undefined : Math.max(1, Math.ceil(ttlMs)),
           this.timeoutMs,
@@ -195,8 +205,8 @@ export class SharedStore {
     }
   }
 
-  private key(kind: string, key: string): string {
-    return `${this.prefix}${kind}:${key}`;
+  private key(kind: string, codec: SharedCodec<unknown>, key: string): string {
+    return `${this.prefix}v${codec.version}:${kind}:${key}`;
   }
 
   /** The call's answer, or a Timeout after timeoutMs (the call is left to finish or fail on its own). */
@@ -242,7 +252,10 @@ export class SharedStore {
   }
 }
 
-/** A payload with its sha256 in front, so a value changed or cut short in the store shows. */
+/**
+ * A payload with its sha256 in front, so a value changed or cut short in the store shows. A change here
+ * changes every kind's format: each codec's version goes up with it.
+ */
 function seal(payload: Uint8Array): Uint8Array {
   const sum = createHash('sha256').update(payload).digest();
   return Buffer.concat([sum, payload]);
