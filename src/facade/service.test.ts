@@ -267,7 +267,7 @@ test('a service with a shared tier composes an image another replica fetched wit
   });
   const sharedTiers = {
     compositions: tier(new Map()),
-    recent: tier(new Map()),
+    recent: { get: async () => undefined, push: async () => {} },
     tags: tier(tags),
     upstream: tier(shared),
   };

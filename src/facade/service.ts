@@ -51,6 +51,7 @@ import type { SpecProvider } from './providers/provider.ts';
 import type { ResolvedTag } from './providers/tag-file.ts';
 import { type CacheTier, LoadingCache, TtlLru } from './providers/ttl-lru.ts';
 import type { NamedComposition } from './shared/codecs.ts';
+import type { SharedList } from './shared/shared-store.ts';
 import { addedImageRefs, type ImageSpec, validateImageSpec } from './spec.ts';
 
 /** What the facade needs of the registry client (RegistryClient fits). */
@@ -103,6 +104,8 @@ function unreachable(err: unknown): boolean {
 
 /** Default of how long a name's compositions stay servable by digest from memory. */
 export const HISTORY_TTL_MS = 15 * 60_000;
+/** How many of a name's compositions stay servable by digest (the default of `historyPerName`). */
+export const HISTORY_PER_NAME = 4;
 
 /** Bytes of upstream manifests, and of upstream configs, kept in memory (the disk cache holds them too). */
 const MEMORY_UPSTREAM_BYTES = 64 * 2 ** 20;
@@ -160,7 +163,7 @@ export interface SharedTiers {
   /** Compositions by manifest digest (content-addressed: no expiry). */
   compositions: CacheTier<string, NamedComposition>;
   /** A name's recent manifest digests, so a blob of a manifest another replica served is found. */
-  recent: CacheTier<string, Digest[]>;
+  recent: SharedList<Digest>;
   /** Tag → descriptor resolutions (these expire). */
   tags: CacheTier<string, Descriptor>;
   /**
@@ -247,7 +250,7 @@ export class FacadeService {
       maxBytes: compositionBytes,
       sizeOf: compositionSize,
     });
-    this.historyPerName = options.historyPerName ?? 4;
+    this.historyPerName = options.historyPerName ?? HISTORY_PER_NAME;
   }
 
   /**
@@ -414,17 +417,16 @@ export class FacadeService {
     return found.some((c) => c !== undefined);
   }
 
-  /** Shares a composition new to this replica: by its digest, and in the name's recent list. */
+  /**
+   * Shares a composition new to this replica: by its digest, then in the name's recent list (a push in
+   * one step, so replicas composing under one name at once keep each other's digests).
+   */
   private async share(key: string, c: Composition): Promise<void> {
     const shared = this.o.shared;
     if (!shared) return;
     const digest = c.image.manifestDigest;
-    const [, prior] = await Promise.all([
-      shared.compositions.set(digest, { name: key, baseRef: c.baseRef, image: c.image }),
-      shared.recent.get(key),
-    ]);
-    const recent = [digest, ...(prior?.value ?? []).filter((d) => d !== digest)];
-    await shared.recent.set(key, recent.slice(0, this.historyPerName));
+    await shared.compositions.set(digest, { name: key, baseRef: c.baseRef, image: c.image });
+    await shared.recent.push(key, digest);
   }
 
   private remember(key: string, c: Composition): void {

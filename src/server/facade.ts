@@ -48,6 +48,7 @@ import { TtlLru } from '../facade/providers/ttl-lru.ts';
 import {
   type FacadeObserver,
   FacadeService,
+  HISTORY_PER_NAME,
   HISTORY_TTL_MS,
   type SharedTiers,
   type UpstreamRegistry,
@@ -55,7 +56,7 @@ import {
 import {
   compositionCodec,
   descriptorCodec,
-  digestListCodec,
+  digestCodec,
   specCodec,
   verifiedBytesCodec,
 } from '../facade/shared/codecs.ts';
@@ -266,7 +267,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
       await store.start();
       sharedTiers = {
         compositions: store.tier('composed', compositionCodec),
-        recent: store.tier('recent', digestListCodec, HISTORY_TTL_MS),
+        recent: store.list('recent', digestCodec, HISTORY_PER_NAME, HISTORY_TTL_MS),
         tags: store.tier('tag', descriptorCodec, shared.config.tagTtlMs),
         upstream: store.tier('upstream', verifiedBytesCodec),
       };

@@ -53,15 +53,11 @@ export const verifiedBytesCodec: SharedCodec<Uint8Array> = {
   },
 };
 
-/** A name's recent manifest digests. */
-export const digestListCodec: SharedCodec<Digest[]> = {
+/** A manifest digest, an item of a name's recent list (a JSON list of them before lists were pushed). */
+export const digestCodec: SharedCodec<Digest> = {
   version: 1,
-  encode: (list) => utf8.encode(JSON.stringify(list)),
-  decode: (_key, bytes) => {
-    const v = json(bytes);
-    if (!Array.isArray(v)) throw new Error('want a list of digests');
-    return v.map((d) => parseDigest(String(d)));
-  },
+  encode: (digest) => utf8.encode(digest),
+  decode: (_key, bytes) => parseDigest(text.decode(bytes)),
 };
 
 /** Specs in their protobuf-JSON form (the codec the spec store uses). */

@@ -47,6 +47,45 @@ test('a key of another type (a list, say) is a corrupt value, not an outage: the
   }
 });
 
+test("replicas pushing to one list at once keep each other's items; the list is bounded, newest first, and a value pushed again moves to the front", async (t) => {
+  const redis = await startRedis(t);
+  const replicas = [new RedisStore(redis.url), new RedisStore(redis.url)];
+  const raw = createClient({ url: redis.url });
+  raw.on('error', () => {});
+  t.after(async () => {
+    await raw.close().catch(() => {});
+    for (const kv of replicas) kv.close();
+  });
+  await Promise.all(replicas.map((kv) => kv.ready(5000)));
+  await raw.connect();
+  const stores = replicas.map((kv) => new SharedStore(kv, { keyPrefix: 'p:', timeoutMs: 5000 }));
+  const lists = stores.map((s) => s.list('recent', text, 64, 60_000));
+  // Two replicas, each sharing the compositions it makes under one name as fast as Redis answers.
+  await Promise.all(
+    lists.map(async (list, w) => {
+      for (let n = 0; n < 20; n++) await list.push('name', `${w}-${n}`);
+    }),
+  );
+  const got = await lists[1]!.get('name');
+  assert.equal(got?.value.length, 40, "no push lost another replica's");
+  const newestFirst = [...Array(20).keys()].reverse();
+  for (const w of [0, 1]) {
+    assert.deepEqual(
+      got?.value.filter((v) => v.startsWith(`${w}-`)),
+      newestFirst.map((n) => `${w}-${n}`),
+    );
+  }
+  assert.ok(got?.ttlMs !== undefined && got.ttlMs > 0 && got.ttlMs <= 60_000, String(got?.ttlMs));
+
+  const short = stores[0]!.list('short', text, 4);
+  // Something else under the key (a string): the next push replaces it, as a write would.
+  await raw.set('p:v1:short:k', 'not a list');
+  for (let n = 0; n < 10; n++) await short.push('k', String(n));
+  await short.push('k', '7');
+  assert.deepEqual(await short.get('k'), { value: ['7', '9', '8', '6'] });
+  assert.equal(await raw.lLen('p:v1:short:k'), 4);
+});
+
 test('a connection that stops answering without closing is replaced: Redis is used again once a new connection answers', async (t) => {
   const redis = await startRedis(t);
   const proxy = await freezableProxy(redis.port);

@@ -13,6 +13,24 @@ import { type KeyValueStore, RefusedWrite, UnreadableValue } from './shared-stor
 // One round trip: at most ARGV[1]+1 bytes of the value (GETRANGE's end is inclusive) and its time to live.
 const READ = "return {redis.call('GETRANGE', KEYS[1], 0, ARGV[1]), redis.call('PTTL', KEYS[1])}";
 
+// One round trip: a list's first ARGV[1] items, each cut to ARGV[2]+1 bytes, and its time to live.
+const READ_LIST = `
+local items = redis.call('LRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+for i, item in ipairs(items) do items[i] = string.sub(item, 1, tonumber(ARGV[2]) + 1) end
+return {items, redis.call('PTTL', KEYS[1])}`;
+
+// A push as one step (a script runs alone in Redis): replicas pushing at once keep each other's items.
+// ARGV: the item, how many items the list keeps, its time to live in ms ('' for none). What is under the
+// key and not a list is replaced, as SET replaces anything.
+const PUSH = `
+local t = redis.call('TYPE', KEYS[1]).ok
+if t ~= 'list' and t ~= 'none' then redis.call('DEL', KEYS[1]) end
+redis.call('LREM', KEYS[1], 0, ARGV[1])
+redis.call('LPUSH', KEYS[1], ARGV[1])
+redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
+if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+return 1`;
+
 // Each call carries the caller's own timeout, so the client sets none.
 const client = (url: string, credentials: RedisCredentials) =>
   boundedRedisClient(url, credentials, { connectTimeoutMs: 2000 });
@@ -61,34 +79,76 @@ export class RedisStore implements KeyValueStore {
     maxBytes: number,
     timeoutMs: number,
   ): Promise<{ value: Uint8Array; ttlMs?: number } | undefined> {
-    const reply = (await this.call(() =>
-      this.client
-        .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
-        .eval(READ, { keys: [key], arguments: [String(maxBytes)] }),
-    ).catch((err: unknown) => {
-      // A key of another type (written by something else): a bad value, not a Redis out of use.
-      if (err instanceof ErrorReply && err.message.startsWith('WRONGTYPE'))
-        throw new UnreadableValue(err.message, { cause: err });
-      throw err;
-    })) as unknown;
+    const reply = await this.read(READ, key, [String(maxBytes)], timeoutMs);
     if (!Array.isArray(reply) || !Buffer.isBuffer(reply[0]) || typeof reply[1] !== 'number') {
       throw new Error('unexpected reply from Redis');
     }
     const [value, pttl] = reply as [Buffer, number];
     // GETRANGE of a missing key is empty; PTTL is -2 for a missing key, -1 for one without expiry.
     if (value.byteLength === 0 || pttl === -2) return undefined;
-    return pttl >= 0 ? { value, ttlMs: pttl } : { value };
+    return withTtl({ value }, pttl);
+  }
+
+  async getList(
+    key: string,
+    maxItems: number,
+    maxBytes: number,
+    timeoutMs: number,
+  ): Promise<{ items: Uint8Array[]; ttlMs?: number } | undefined> {
+    const reply = await this.read(READ_LIST, key, [String(maxItems), String(maxBytes)], timeoutMs);
+    if (
+      !Array.isArray(reply) ||
+      !Array.isArray(reply[0]) ||
+      !reply[0].every((item) => Buffer.isBuffer(item)) ||
+      typeof reply[1] !== 'number'
+    ) {
+      throw new Error('unexpected reply from Redis');
+    }
+    const [items, pttl] = reply as [Buffer[], number];
+    if (items.length === 0 || pttl === -2) return undefined;
+    return withTtl({ items }, pttl);
+  }
+
+  /** A read script's reply; a key of another type (written by something else) is a bad value. */
+  private async read(script: string, key: string, args: string[], timeoutMs: number): Promise<unknown> {
+    return this.call(() =>
+      this.client
+        .withCommandOptions({ timeout: timeoutMs, typeMapping: { [RESP_TYPES.BLOB_STRING]: Buffer } })
+        .eval(script, { keys: [key], arguments: args }),
+    ).catch((err: unknown) => {
+      // Not a Redis out of use: it answered.
+      if (err instanceof ErrorReply && err.message.startsWith('WRONGTYPE'))
+        throw new UnreadableValue(err.message, { cause: err });
+      throw err;
+    });
   }
 
   async set(key: string, value: Uint8Array, ttlMs: number | undefined, timeoutMs: number): Promise<void> {
     const c = this.client.withCommandOptions({ timeout: timeoutMs });
-    const bytes = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
-    await this.call(() =>
+    const bytes = asBuffer(value);
+    await this.write(() =>
       ttlMs === undefined
         ? c.set(key, bytes)
         : c.set(key, bytes, { expiration: { type: 'PX', value: ttlMs } }),
-    ).catch((err: unknown) => {
-      // Redis answered, with an error (OOM when full, READONLY on a replica): it still answers reads.
+    );
+  }
+
+  async pushList(
+    key: string,
+    item: Uint8Array,
+    maxItems: number,
+    ttlMs: number | undefined,
+    timeoutMs: number,
+  ): Promise<void> {
+    const args = [asBuffer(item), String(maxItems), ttlMs === undefined ? '' : String(ttlMs)];
+    await this.write(() =>
+      this.client.withCommandOptions({ timeout: timeoutMs }).eval(PUSH, { keys: [key], arguments: args }),
+    );
+  }
+
+  /** A write; an error Redis answers with (OOM when full, READONLY on a replica) leaves reads working. */
+  private async write(command: () => Promise<unknown>): Promise<void> {
+    await this.call(command).catch((err: unknown) => {
       throw err instanceof ErrorReply ? new RefusedWrite(err.message, { cause: err }) : err;
     });
   }
@@ -114,4 +174,13 @@ export class RedisStore implements KeyValueStore {
   close(): void {
     this.redis.close();
   }
+}
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** PTTL's answer as a time to live: -1 is a key without expiry. */
+function withTtl<T extends object>(got: T, pttl: number): T & { ttlMs?: number } {
+  return pttl >= 0 ? { ...got, ttlMs: pttl } : got;
 }

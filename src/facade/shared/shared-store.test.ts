@@ -7,6 +7,7 @@ import { type KeyValueStore, type SharedCodec, SharedStore, type SharedStoreEven
 /** An in-memory store that can fail every call, or never answer. */
 class FakeStore implements KeyValueStore {
   readonly values = new Map<string, { value: Uint8Array; ttlMs?: number }>();
+  readonly lists = new Map<string, { items: Uint8Array[]; ttlMs?: number }>();
   mode: 'ok' | 'fail' | 'hang' = 'ok';
   calls = 0;
   private answer<T>(v: () => T): Promise<T> {
@@ -24,6 +25,19 @@ class FakeStore implements KeyValueStore {
   set(key: string, value: Uint8Array, ttlMs: number | undefined) {
     return this.answer(() => {
       this.values.set(key, ttlMs === undefined ? { value } : { value, ttlMs });
+    });
+  }
+  getList(key: string, maxItems: number, maxBytes: number) {
+    return this.answer(() => {
+      const l = this.lists.get(key);
+      return l && { ...l, items: l.items.slice(0, maxItems).map((i) => i.subarray(0, maxBytes + 1)) };
+    });
+  }
+  pushList(key: string, item: Uint8Array, maxItems: number, ttlMs: number | undefined) {
+    return this.answer(() => {
+      const same = (i: Uint8Array) => Buffer.from(i).equals(item);
+      const items = [item, ...(this.lists.get(key)?.items ?? []).filter((i) => !same(i))].slice(0, maxItems);
+      this.lists.set(key, ttlMs === undefined ? { items } : { items, ttlMs });
     });
   }
   ping() {
@@ -127,6 +141,24 @@ describe('SharedStore', () => {
       'read pause hit',
       'read pause hit',
     ]);
+  });
+
+  test('lists: newest first, bounded, under the key prefix, format version and kind; a bad item is counted and left out', async () => {
+    const kv = new FakeStore();
+    const { seen, events } = recorder();
+    const recent = new SharedStore(kv, { keyPrefix: 'p:', events }).list('recent', text, 3, 5000);
+    assert.equal(await recent.get('n'), undefined);
+    for (const v of ['a', 'b', 'c', 'd', 'b']) await recent.push('n', v);
+    assert.deepEqual(await recent.get('n'), { value: ['b', 'd', 'c'], ttlMs: 5000 });
+    assert.deepEqual([...kv.lists.keys()], ['p:v1:recent:n']);
+    const items = kv.lists.get('p:v1:recent:n')!.items;
+    const flipped = Uint8Array.from(items[1]!);
+    flipped[flipped.length - 1]! ^= 1;
+    items[1] = flipped;
+    assert.deepEqual(await recent.get('n'), { value: ['b', 'c'], ttlMs: 5000 });
+    assert.deepEqual(seen.slice(0, 1), ['read recent miss']);
+    assert.deepEqual(seen.slice(-3), ['read recent hit', 'read recent corrupt', 'corrupt recent']);
+    assert.equal(seen.filter((s) => s === 'write recent ok').length, 5);
   });
 
   test('values over the size bound are neither stored nor trusted when read back', async () => {

@@ -19,6 +19,25 @@ export interface KeyValueStore {
   ): Promise<{ value: Uint8Array; ttlMs?: number } | undefined>;
   /** Stores a value, expiring after `ttlMs` when given (left to the store's eviction otherwise). */
   set(key: string, value: Uint8Array, ttlMs: number | undefined, timeoutMs: number): Promise<void>;
+  /** A list's first `maxItems` items, each cut to `maxBytes + 1` bytes at most, and its time to live. */
+  getList(
+    key: string,
+    maxItems: number,
+    maxBytes: number,
+    timeoutMs: number,
+  ): Promise<{ items: Uint8Array[]; ttlMs?: number } | undefined>;
+  /**
+   * Puts `item` first in a list, in one step: an equal item already there moves to the front, the list
+   * keeps its first `maxItems`, and expires `ttlMs` after this push when given. A key that holds
+   * something else becomes that list.
+   */
+  pushList(
+    key: string,
+    item: Uint8Array,
+    maxItems: number,
+    ttlMs: number | undefined,
+    timeoutMs: number,
+  ): Promise<void>;
   ping(timeoutMs: number): Promise<void>;
 }
 
@@ -60,6 +79,16 @@ export interface SharedStoreOptions {
   /** Largest value stored or read back (default 4 MiB); bigger ones are not shared. */
   maxValueBytes?: number;
   events?: SharedStoreEvents;
+}
+
+/**
+ * Recent values of one kind under each key, newest first. Each push is one step in the store, so replicas
+ * pushing to one list at once keep each other's values (a read, then a write of the list changed, let
+ * the later writer drop what the other had pushed in between).
+ */
+export interface SharedList<V> {
+  get(key: string): Promise<{ value: V[]; ttlMs?: number } | undefined>;
+  push(key: string, value: V): Promise<void>;
 }
 
 /** A tier's value format. decode throws when the bytes are not a valid value for that key. */
@@ -133,37 +162,98 @@ export class SharedStore {
     };
   }
 
+  /**
+   * A list of at most `maxItems` values of one kind under each key, newest first, keyed as a tier's values
+   * are; `ttlMs` for lists that expire (counted from the last push).
+   */
+  list<V>(kind: string, codec: SharedCodec<V>, maxItems: number, ttlMs?: number): SharedList<V> {
+    return {
+      get: (key) => this.readList(kind, key, codec, maxItems),
+      push: (key, value) =>
+        this.stored(
+          kind,
+          () => codec.encode(value),
+          (sealed) =>
+            this.store.pushList(this.key(kind, codec, key), sealed, maxItems, expiry(ttlMs), this.timeoutMs),
+        ),
+    };
+  }
+
   async read<V>(
     kind: string,
     key: string,
     codec: SharedCodec<V>,
   ): Promise<{ value: V; ttlMs?: number } | undefined> {
+    const got = await this.fetched(kind, key, async () => {
+      const g = await this.store.get(
+        this.key(kind, codec, key),
+        CHECKSUM_BYTES + this.maxValueBytes,
+        this.timeoutMs,
+      );
+      return g && g.value.byteLength > 0 ? g : undefined;
+    });
+    if (!got) return undefined;
+    try {
+      const value = codec.decode(key, unseal(got.value, this.maxValueBytes));
+      this.events.onRead?.(kind, 'hit');
+      return withTtl(value, got.ttlMs);
+    } catch (err) {
+      return this.corrupt(kind, key, err);
+    }
+  }
+
+  private async readList<V>(
+    kind: string,
+    key: string,
+    codec: SharedCodec<V>,
+    maxItems: number,
+  ): Promise<{ value: V[]; ttlMs?: number } | undefined> {
+    const got = await this.fetched(kind, key, async () => {
+      const g = await this.store.getList(
+        this.key(kind, codec, key),
+        maxItems,
+        CHECKSUM_BYTES + this.maxValueBytes,
+        this.timeoutMs,
+      );
+      return g && g.items.length > 0 ? g : undefined;
+    });
+    if (!got) return undefined;
+    const value: V[] = [];
+    let bad: unknown;
+    for (const item of got.items) {
+      try {
+        value.push(codec.decode(key, unseal(item, this.maxValueBytes)));
+      } catch (err) {
+        bad ??= err;
+      }
+    }
+    // A bad item is counted and left out; later pushes move it down until the list's bound drops it.
+    if (bad === undefined) this.events.onRead?.(kind, 'hit');
+    else this.corrupt(kind, key, bad);
+    return value.length === 0 ? undefined : withTtl(value, got.ttlMs);
+  }
+
+  /** The store's answer to a read; undefined (reported) when there is none, or the store is down. */
+  private async fetched<T>(
+    kind: string,
+    key: string,
+    call: () => Promise<T | undefined>,
+  ): Promise<T | undefined> {
     if (!this.up) {
       this.events.onRead?.(kind, 'skipped');
       return undefined;
     }
-    let got: { value: Uint8Array; ttlMs?: number } | undefined;
+    let got: T | undefined;
     try {
-      got = await this.bounded(() =>
-        this.store.get(this.key(kind, codec, key), CHECKSUM_BYTES + this.maxValueBytes, this.timeoutMs),
-      );
+      got = await this.bounded(call);
     } catch (err) {
       if (err instanceof UnreadableValue) return this.corrupt(kind, key, err);
       this.down(err);
       this.events.onRead?.(kind, 'error');
       return undefined;
     }
-    if (!got || got.value.byteLength === 0) {
-      this.events.onRead?.(kind, 'miss');
-      return undefined;
-    }
-    try {
-      const value = codec.decode(key, unseal(got.value, this.maxValueBytes));
-      this.events.onRead?.(kind, 'hit');
-      return got.ttlMs === undefined ? { value } : { value, ttlMs: got.ttlMs };
-    } catch (err) {
-      return this.corrupt(kind, key, err);
-    }
+    if (got === undefined) this.events.onRead?.(kind, 'miss');
+    return got;
   }
 
   private corrupt(kind: string, key: string, err: unknown): undefined {
@@ -173,24 +263,30 @@ export class SharedStore {
   }
 
   async write<V>(kind: string, key: string, codec: SharedCodec<V>, value: V, ttlMs?: number): Promise<void> {
+    await this.stored(
+      kind,
+      () => codec.encode(value),
+      (sealed) => this.store.set(this.key(kind, codec, key), sealed, expiry(ttlMs), this.timeoutMs),
+    );
+  }
+
+  /** Seals and stores a payload through `call`, unless the store is down or the payload too large. */
+  private async stored(
+    kind: string,
+    encode: () => Uint8Array,
+    call: (sealed: Uint8Array) => Promise<void>,
+  ): Promise<void> {
     if (!this.up) {
       this.events.onWrite?.(kind, 'skipped');
       return;
     }
-    const payload = codec.encode(value);
+    const payload = encode();
     if (payload.byteLength > this.maxValueBytes) {
       this.events.onWrite?.(kind, 'too-large');
       return;
     }
     try {
-      await this.bounded(() =>
-        this.store.set(
-          this.key(kind, codec, key),
-          seal(payload),
-          ttlMs === undefined ? undefined : Math.max(1, Math.ceil(ttlMs)),
-          this.timeoutMs,
-        ),
-      );
+      await this.bounded(() => call(seal(payload)));
       this.refusing = false;
       this.events.onWrite?.(kind, 'ok');
     } catch (err) {
@@ -250,6 +346,15 @@ export class SharedStore {
       this.probing = false;
     }
   }
+}
+
+/** A time to live as the store takes it: whole milliseconds, at least one. */
+function expiry(ttlMs: number | undefined): number | undefined {
+  return ttlMs === undefined ? undefined : Math.max(1, Math.ceil(ttlMs));
+}
+
+function withTtl<V>(value: V, ttlMs: number | undefined): { value: V; ttlMs?: number } {
+  return ttlMs === undefined ? { value } : { value, ttlMs };
 }
 
 /**
