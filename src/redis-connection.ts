@@ -75,30 +75,41 @@ export function boundedRedisClient(
 
 export type BoundedRedisClient = ReturnType<typeof boundedRedisClient>;
 
+/** How long a connection made may take to be ready (its handshake answered) by default. */
+const HANDSHAKE_TIMEOUT_MS = 5000;
+
 /**
  * A bounded client that is put aside for a new one when it counts as connected but leaves a command sent
  * through answered() unanswered past its bound: a Redis gone without a reset (its node died, a failover
  * moved its address) leaves a connection TCP gives up on only after many minutes, and node-redis's own
- * command timeout ends only a command's wait to be sent. `current` is the client to use now.
+ * command timeout ends only a command's wait to be sent. A client is also put aside when a connection it
+ * made is not ready within `handshakeTimeoutMs`: node-redis bounds the TCP (and TLS) connect only, not the
+ * handshake that follows (HELLO or AUTH, SELECT, CLIENT SETINFO), and a client waiting on it counts as not
+ * connected, so a host that accepts connections and never answers (a Redis paused, or gone behind a proxy
+ * or a moved address) would hold it, and everything it serves, for good. `current` is the client to use now.
  */
 export class ReplacingRedisClient {
   current: BoundedRedisClient;
   private readonly open: () => BoundedRedisClient;
+  private readonly handshakeTimeoutMs: number;
   private closed = false;
 
   /** `open` makes a client, not yet connected (its listeners on); `first`, when given, is connected. */
-  constructor(open: () => BoundedRedisClient, first?: BoundedRedisClient) {
+  constructor(
+    open: () => BoundedRedisClient,
+    first?: BoundedRedisClient,
+    handshakeTimeoutMs = HANDSHAKE_TIMEOUT_MS,
+  ) {
     this.open = open;
-    this.current = first ?? this.connected();
+    this.handshakeTimeoutMs = handshakeTimeoutMs;
+    this.current = first ? this.watched(first) : this.connected();
   }
 
   /** `command` on the current client, answered within `timeoutMs` or failed, its client then replaced. */
   answered<T>(command: (c: BoundedRedisClient) => Promise<T>, timeoutMs: number): Promise<T> {
     const c = this.current;
     return answerWithin(command(c), timeoutMs, () => {
-      if (this.closed || c !== this.current || !c.isReady) return;
-      this.current = this.connected();
-      c.destroy();
+      if (c.isReady) this.replace(c);
     });
   }
 
@@ -108,11 +119,35 @@ export class ReplacingRedisClient {
     this.current.destroy();
   }
 
+  private replace(c: BoundedRedisClient): void {
+    if (this.closed || c !== this.current) return;
+    this.current = this.connected();
+    c.destroy();
+  }
+
   private connected(): BoundedRedisClient {
-    const c = this.open();
+    const c = this.watched(this.open());
     c.connect().catch(() => {
       // The first connection failed; the reconnect strategy keeps trying.
     });
+    return c;
+  }
+
+  /** `c`, replaced when a connection it makes (the first or a reconnection) is not ready in time. */
+  private watched(c: BoundedRedisClient): BoundedRedisClient {
+    let timer: NodeJS.Timeout | undefined;
+    const settled = () => clearTimeout(timer);
+    c.on('connect', () => {
+      settled();
+      timer = setTimeout(() => {
+        if (!c.isReady) this.replace(c);
+      }, this.handshakeTimeoutMs);
+      timer.unref();
+    });
+    // A connection that fails instead is the client's own to make again (its next 'connect' is watched).
+    c.on('ready', settled);
+    c.on('error', settled);
+    c.on('end', settled);
     return c;
   }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { type TestContext, test } from 'node:test';
 import { createClient } from 'redis';
 import { freezableProxy } from '../../../test/helpers/freezable-proxy.ts';
 import { waitFor } from '../../../test/helpers/process.ts';
@@ -86,7 +86,8 @@ test("replicas pushing to one list at once keep each other's items; the list is 
   assert.equal(await raw.lLen('p:v1:short:k'), 4);
 });
 
-test('a connection that stops answering without closing is replaced: Redis is used again once a new connection answers', async (t) => {
+/** A shared store on a Redis behind a freezable proxy, quick to give up and to probe, holding k:a. */
+async function storeBehindProxy(t: TestContext) {
   const redis = await startRedis(t);
   const proxy = await freezableProxy(redis.port);
   t.after(() => proxy.close());
@@ -100,6 +101,11 @@ test('a connection that stops answering without closing is replaced: Redis is us
   });
   await kv.ready(5000);
   await store.write('k', 'a', text, 'v');
+  return { proxy, store, seen };
+}
+
+test('a connection that stops answering without closing is replaced: Redis is used again once a new connection answers', async (t) => {
+  const { proxy, store, seen } = await storeBehindProxy(t);
   assert.equal((await store.read('k', 'a', text))?.value, 'v');
 
   proxy.freeze();
@@ -108,6 +114,24 @@ test('a connection that stops answering without closing is replaced: Redis is us
   await waitFor(() => store.up, 15_000, { what: 'the shared store in use again on a new connection' });
   assert.equal((await store.read('k', 'a', text))?.value, 'v');
   assert.deepEqual(seen, ['down', 'up']);
+});
+
+test('a new connection whose handshake is never answered is given up after a bound: Redis is used again once a connection answers', async (t) => {
+  const { proxy, store, seen } = await storeBehindProxy(t);
+
+  // Redis goes silent behind the open connection, and the next one is accepted and never answered.
+  proxy.freeze();
+  proxy.hold(true);
+  assert.equal(await store.read('k', 'a', text), undefined);
+  assert.equal(store.up, false);
+  await waitFor(() => proxy.held === 1, 5000, { what: 'a new connection, its handshake unanswered' });
+  proxy.hold(false);
+  await waitFor(() => store.up, 15_000, {
+    what: 'the shared store in use again on a connection that answers',
+  });
+  assert.equal((await store.read('k', 'a', text))?.value, 'v');
+  assert.deepEqual(seen, ['down', 'up']);
+  assert.equal(proxy.held, 0, 'the connection that hung was closed');
 });
 
 test('a write Redis refuses (full, read-only replica) is not an outage: reads go on, one warning until a write is taken again', async (t) => {

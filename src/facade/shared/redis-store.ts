@@ -4,7 +4,8 @@
 // the caller's timeout, so a Redis that accepts and never answers costs each call its bound and no more.
 // A ping left unanswered on a connection that counts as up gets the client replaced: a Redis gone without a
 // reset (its node died, a failover moved its address) leaves a connection that TCP gives up on only after
-// many minutes, and until then node-redis would neither notice nor reconnect.
+// many minutes, and until then node-redis would neither notice nor reconnect. So does a new connection whose
+// handshake is not answered within the connect timeout (node-redis would wait on it for good).
 import { ErrorReply, RESP_TYPES } from 'redis';
 import { messageOf } from '../../errors.ts';
 import { boundedRedisClient, type RedisCredentials, ReplacingRedisClient } from '../../redis-connection.ts';
@@ -31,9 +32,12 @@ redis.call('LTRIM', KEYS[1], 0, tonumber(ARGV[2]) - 1)
 if ARGV[3] ~= '' then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
 return 1`;
 
+/** Bound of a connection's TCP connect, and then of its handshake. */
+const CONNECT_TIMEOUT_MS = 2000;
+
 // Each call carries the caller's own timeout, so the client sets none.
 const client = (url: string, credentials: RedisCredentials) =>
-  boundedRedisClient(url, credentials, { connectTimeoutMs: 2000 });
+  boundedRedisClient(url, credentials, { connectTimeoutMs: CONNECT_TIMEOUT_MS });
 
 type Client = ReturnType<typeof client>;
 
@@ -43,17 +47,21 @@ export class RedisStore implements KeyValueStore {
   private connectError: string | undefined;
 
   constructor(url: string, credentials: RedisCredentials = {}) {
-    this.redis = new ReplacingRedisClient(() => {
-      const c = client(url, credentials);
-      c.on('error', (err: unknown) => {
-        // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
-        if (c === this.client) this.connectError = messageOf(err);
-      });
-      c.on('ready', () => {
-        if (c === this.client) this.connectError = undefined;
-      });
-      return c;
-    });
+    this.redis = new ReplacingRedisClient(
+      () => {
+        const c = client(url, credentials);
+        c.on('error', (err: unknown) => {
+          // The client reconnects by itself; the callers' commands fail meanwhile, and say why (see call).
+          if (c === this.client) this.connectError = messageOf(err);
+        });
+        c.on('ready', () => {
+          if (c === this.client) this.connectError = undefined;
+        });
+        return c;
+      },
+      undefined,
+      CONNECT_TIMEOUT_MS,
+    );
   }
 
   private get client(): Client {
