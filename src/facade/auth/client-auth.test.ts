@@ -332,3 +332,63 @@ test("the serving process's own user: its password only, pushes too, and an htpa
     auth.close();
   }
 });
+
+test('a JWKS no key of which can verify a token is refused at start, naming each key and what is wrong', async () => {
+  const jwk = (k: typeof ec.publicKey) => k.export({ format: 'jwk' });
+  const rsa1024 = generateKeyPairSync('rsa', { modulusLength: 1024 });
+  const ed448 = generateKeyPairSync('ed448');
+  const open = async (keys: unknown[]) => {
+    const file = join(dir, 'checked.json');
+    await writeFile(file, JSON.stringify({ keys }));
+    return ClientAuth.open(config({ token: { ...config().token!, keys: file } }), { watch: false });
+  };
+  // Keys jose would never pick for an accepted algorithm: the set would refuse every token.
+  for (const [keys, why] of [
+    [[{ kty: 'oct', k: 'c2VjcmV0', kid: 'hs' }], /key 1 \(kid "hs"\): a shared secret/],
+    [[jwk(rsa1024.publicKey)], /key 1: RSA of 1024 bits/],
+    [[jwk(ed448.publicKey)], /key 1: curve "Ed448"/],
+    [[{ ...jwk(ec.publicKey), use: 'enc' }], /key 1: use "enc"/],
+    [[{ ...jwk(ec.publicKey), alg: 'ES384' }], /key 1: alg "ES384" does not fit/],
+    [[{ kty: 'XYZ' }, jwk(rsa1024.publicKey)], /key 1: kty "XYZ"; key 2: RSA of 1024 bits/],
+  ] as const) {
+    await assert.rejects(open([...keys]), (err: Error) => {
+      assert.match(err.message, /no key here can verify tokens/);
+      assert.match(err.message, why);
+      return true;
+    });
+  }
+  // A key jose picks but cannot import, and a private key, are refused as a bad PEM block is.
+  const { y: _y, ...noY } = jwk(ec.publicKey);
+  await assert.rejects(open([jwk(ec.publicKey), noY]), /key 2: EC key without y/);
+  await assert.rejects(open([{ ...jwk(ec.publicKey), x: 'AAAA' }]), /key 1: Invalid JWK EC key/);
+  await assert.rejects(open([ec.privateKey.export({ format: 'jwk' })]), /key 1 is a private key/);
+  // One usable key is enough: the others are never picked for a token they cannot verify.
+  const auth = await open([jwk(rsa1024.publicKey), { kty: 'oct', k: 'c2VjcmV0' }, jwk(ec.publicKey)]);
+  try {
+    assert.equal((await auth.authorize(`Bearer ${await token(pull('remote/ws1'))}`, need)).ok, true);
+  } finally {
+    auth.close();
+  }
+});
+
+test('a JWKS edited to one with no usable key is not loaded: the old keys stay and the reason is reported', async () => {
+  const file = join(dir, 'jwks-reload.json');
+  await writeFile(file, JSON.stringify({ keys: [ec.publicKey.export({ format: 'jwk' })] }));
+  const errors: string[] = [];
+  const auth = await ClientAuth.open(config({ token: { ...config().token!, keys: file } }), {
+    watch: false,
+    onReloadError: (what, err) => errors.push(`${what}: ${String(err)}`),
+  });
+  try {
+    await writeFile(
+      file,
+      JSON.stringify({ keys: [{ ...ec.publicKey.export({ format: 'jwk' }), use: 'enc' }] }),
+    );
+    await auth.reload();
+    assert.equal(errors.length, 1);
+    assert.match(errors[0]!, /token-keys: .*no key here can verify tokens \(key 1: use "enc"/);
+    assert.equal((await auth.authorize(`Bearer ${await token(pull('remote/ws1'))}`, need)).ok, true);
+  } finally {
+    auth.close();
+  }
+});

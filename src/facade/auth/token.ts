@@ -2,7 +2,7 @@
 // server (the realm), verified here with its public key(s) from a PEM file (public keys or certificates) or
 // a JWKS file, checked for issuer, audience (the service) and lifetime, and carrying the granted access as
 // `access: [{type: "repository", name, actions: ["pull"]}]`.
-import { createPublicKey, type KeyObject } from 'node:crypto';
+import { createPublicKey, type JsonWebKey, type KeyObject } from 'node:crypto';
 import {
   createLocalJWKSet,
   decodeProtectedHeader,
@@ -17,6 +17,7 @@ import { invalidArgument, messageOf } from '../../errors.ts';
 const ALGORITHMS = ['ES256', 'ES384', 'ES512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'EdDSA'];
 const CLOCK_SKEW_SECONDS = 30;
 const MAX_KEYS = 64;
+const WANTED_KEYS = 'want EC P-256, P-384 or P-521, RSA of 2048 bits or more, or Ed25519';
 
 export interface Access {
   type: string;
@@ -29,24 +30,13 @@ export type TokenKeys =
   | { kind: 'pem'; keys: KeyObject[] }
   | { kind: 'jwks'; set: ReturnType<typeof createLocalJWKSet> };
 
-/** Public keys or certificates (PEM, one or more), or a JWKS document. */
-export function parseTokenKeys(bytes: Buffer, where: string): TokenKeys {
+/**
+ * Public keys or certificates (PEM, one or more), or a JWKS document. Either is refused when a key is
+ * malformed or private, or when no key could verify a token of an accepted algorithm.
+ */
+export async function parseTokenKeys(bytes: Buffer, where: string): Promise<TokenKeys> {
   const text = bytes.toString('utf8').trim();
-  if (text.startsWith('{')) {
-    let doc: unknown;
-    try {
-      doc = JSON.parse(text);
-    } catch (err) {
-      throw invalidArgument(`${where}: ${messageOf(err)}`);
-    }
-    const keys = (doc as { keys?: unknown }).keys;
-    if (!Array.isArray(keys) || keys.length === 0) throw invalidArgument(`${where}: want a JWKS with keys`);
-    try {
-      return { kind: 'jwks', set: createLocalJWKSet(doc as Parameters<typeof createLocalJWKSet>[0]) };
-    } catch (err) {
-      throw invalidArgument(`${where}: ${messageOf(err)}`);
-    }
-  }
+  if (text.startsWith('{')) return parseJwks(text, where);
   const blocks = text.match(/-----BEGIN [A-Z ]+-----[\s\S]+?-----END [A-Z ]+-----/g) ?? [];
   if (blocks.length === 0) throw invalidArgument(`${where}: want PEM public keys or certificates, or a JWKS`);
   if (blocks.length > MAX_KEYS) throw invalidArgument(`${where}: more than ${MAX_KEYS} keys`);
@@ -59,11 +49,99 @@ export function parseTokenKeys(bytes: Buffer, where: string): TokenKeys {
     }
   });
   if (!keys.some((k) => ALGORITHMS.some((alg) => fitsAlgorithm(k, alg)))) {
-    throw invalidArgument(
-      `${where}: no key here can verify tokens (want EC P-256, P-384 or P-521, RSA of 2048 bits or more, or Ed25519)`,
-    );
+    throw invalidArgument(`${where}: no key here can verify tokens (${WANTED_KEYS})`);
   }
   return { kind: 'pem', keys };
+}
+
+/**
+ * A JWKS is only parsed by jose when a token comes: checked here key by key, with jose's own choice of key
+ * for each accepted algorithm, so a set that would refuse every token is refused when it is read.
+ */
+async function parseJwks(text: string, where: string): Promise<TokenKeys> {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(text);
+  } catch (err) {
+    throw invalidArgument(`${where}: ${messageOf(err)}`);
+  }
+  const keys = (doc as { keys?: unknown }).keys;
+  if (!Array.isArray(keys) || keys.length === 0) throw invalidArgument(`${where}: want a JWKS with keys`);
+  // Tokens without a key id are tried against every key that fits: the bound keeps that cost small.
+  if (keys.length > MAX_KEYS) throw invalidArgument(`${where}: more than ${MAX_KEYS} keys`);
+  let set: ReturnType<typeof createLocalJWKSet>;
+  try {
+    set = createLocalJWKSet(doc as Parameters<typeof createLocalJWKSet>[0]);
+  } catch (err) {
+    throw invalidArgument(`${where}: ${messageOf(err)}`);
+  }
+  const unusable: string[] = [];
+  for (const [i, jwk] of (keys as Record<string, unknown>[]).entries()) {
+    const kid = typeof jwk.kid === 'string' ? ` (kid ${JSON.stringify(jwk.kid)})` : '';
+    const why = await jwkProblem(jwk, `${where}: key ${i + 1}${kid}`);
+    if (why !== undefined) unusable.push(`key ${i + 1}${kid}: ${why}`);
+  }
+  if (unusable.length === keys.length) {
+    throw invalidArgument(`${where}: no key here can verify tokens (${unusable.join('; ')}; ${WANTED_KEYS})`);
+  }
+  return { kind: 'jwks', set };
+}
+
+/**
+ * Undefined when jose would verify a token with `jwk` for one of ALGORITHMS; otherwise why not. Throws for
+ * a key that is broken (jose picks it, then fails to import it) or private, as a bad PEM block is refused.
+ */
+async function jwkProblem(jwk: Record<string, unknown>, name: string): Promise<string | undefined> {
+  if (jwk.d !== undefined) throw invalidArgument(`${name} is a private key`);
+  const one = createLocalJWKSet({ keys: [jwk] });
+  for (const alg of ALGORITHMS) {
+    let key: CryptoKey;
+    try {
+      key = await one({ alg });
+    } catch (err) {
+      if (err instanceof joseErrors.JWKSNoMatchingKey) continue;
+      const node = nodeKey(jwk);
+      throw invalidArgument(`${name}: ${typeof node === 'string' ? node : messageOf(err)}`);
+    }
+    // jose refuses short RSA keys only when it verifies with them.
+    const bits = (key.algorithm as Partial<RsaHashedKeyAlgorithm>).modulusLength;
+    if (bits === undefined || bits >= 2048) return undefined;
+  }
+  return unusableReason(jwk);
+}
+
+/** The key as Node reads it, or Node's account of what is wrong with it (WebCrypto says "Invalid keyData"). */
+function nodeKey(jwk: Record<string, unknown>): KeyObject | string {
+  const members = jwk.kty === 'RSA' ? ['n', 'e'] : jwk.kty === 'EC' ? ['crv', 'x', 'y'] : ['crv', 'x'];
+  const missing = members.filter((m) => typeof jwk[m] !== 'string');
+  if (missing.length > 0) return `${String(jwk.kty)} key without ${missing.join(', ')}`;
+  try {
+    return createPublicKey({ key: jwk as JsonWebKey, format: 'jwk' });
+  } catch (err) {
+    return messageOf(err);
+  }
+}
+
+/** Why jose would never pick a well-formed key, in the key's own terms. */
+function unusableReason(jwk: Record<string, unknown>): string {
+  const { kty, crv, alg, use } = jwk;
+  const ops = jwk.key_ops;
+  if (kty === 'oct') return 'a shared secret (kty "oct"): tokens are verified with public keys only';
+  if (kty !== 'EC' && kty !== 'RSA' && kty !== 'OKP') return `kty ${JSON.stringify(kty)}`;
+  if (use !== undefined && use !== 'sig') return `use ${JSON.stringify(use)}, not "sig"`;
+  if (ops !== undefined && !(Array.isArray(ops) && ops.includes('verify'))) return 'key_ops without "verify"';
+  if (alg !== undefined && !ALGORITHMS.includes(String(alg))) return `alg ${JSON.stringify(alg)}`;
+  if (kty === 'RSA') {
+    const node = nodeKey(jwk);
+    const bits = typeof node === 'string' ? undefined : node.asymmetricKeyDetails?.modulusLength;
+    if (bits !== undefined && bits < 2048) return `RSA of ${bits} bits`;
+  }
+  if (kty !== 'RSA' && crv !== undefined) {
+    const fits = kty === 'EC' ? ['P-256', 'P-384', 'P-521'] : ['Ed25519'];
+    if (!fits.includes(String(crv))) return `curve ${JSON.stringify(crv)}`;
+  }
+  if (alg !== undefined) return `alg ${JSON.stringify(alg)} does not fit this ${String(kty)} key`;
+  return `fits none of ${ALGORITHMS.join(', ')}`;
 }
 
 export interface TokenExpectations {
