@@ -81,8 +81,12 @@ test('hosted repositories: pushes and deletes need their actions in the token', 
   const del = await raw(app.url, 'DELETE', `/v2/team/app/manifests/${source.digest}`, {
     headers: { authorization: `Bearer ${pullToken}` },
   });
-  assert.equal(del.status, 403);
-  assert.equal(del.code, 'DENIED');
+  assert.equal(del.status, 401);
+  assert.equal(del.code, 'UNAUTHORIZED');
+  assert.match(
+    del.headers.get('www-authenticate') ?? '',
+    /scope="repository:team\/app:delete",error="insufficient_scope"/,
+  );
   const aliceToken = tokens.issue('alice', ['repository:team/app:pull,delete']).token;
   const ok = await raw(app.url, 'DELETE', `/v2/team/app/manifests/${source.digest}`, {
     headers: { authorization: `Bearer ${aliceToken}` },
@@ -123,8 +127,13 @@ test('hosted repositories: a token for one repository reaches only its blobs; a 
   // Nor can it mount team/b's blob into team/a without pull on team/b.
   const mountPath = `/v2/team/a/blobs/uploads/?mount=${d}&from=team/b`;
   const refused = await raw(app.url, 'POST', mountPath, { headers: onlyA });
-  assert.equal(refused.status, 403);
-  assert.equal(refused.code, 'DENIED');
+  assert.equal(refused.status, 401);
+  assert.equal(refused.code, 'UNAUTHORIZED');
+  // The challenge names the scope the token lacks, which a client can ask the realm for.
+  assert.match(
+    refused.headers.get('www-authenticate') ?? '',
+    /scope="repository:team\/b:pull",error="insufficient_scope"/,
+  );
   assert.equal((await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA })).status, 404);
   // With pull on team/b the mount links the blob into team/a, which then serves it.
   const mounted = await raw(app.url, 'POST', mountPath, {

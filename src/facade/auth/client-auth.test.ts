@@ -14,7 +14,7 @@ const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const other = generateKeyPairSync('ec', { namedCurve: 'P-256' });
 const basic = (user: string, password: string) =>
   `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
-const need = { repository: 'remote/ws1', action: 'pull' as const };
+const need = [{ repository: 'remote/ws1', action: 'pull' as const }];
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'strata-auth-test-'));
@@ -113,7 +113,7 @@ test('passwords are checked beside the event loop, not on it', async (t) => {
 test('no credentials: 401; the API root is challenged without a scope', async () => {
   const auth = await ClientAuth.open(config({ htpasswd: undefined }));
   try {
-    const d = refused(await auth.authorize(undefined, undefined), 401);
+    const d = refused(await auth.authorize(undefined, []), 401);
     assert.deepEqual(d.challenges, ['Bearer realm="http://127.0.0.1:1/token",service="facade"']);
     assert.equal(d.detail, undefined);
     // Basic is not configured: Basic credentials are refused and only Bearer is offered.
@@ -125,7 +125,7 @@ test('no credentials: 401; the API root is challenged without a scope', async ()
   }
 });
 
-test('Bearer: the granted repository passes; another repository is 403 DENIED', async () => {
+test('Bearer: the granted repository passes; a token lacking the scope is 401 insufficient_scope naming what it lacks', async () => {
   const auth = await ClientAuth.open(config());
   try {
     assert.deepEqual(
@@ -136,14 +136,35 @@ test('Bearer: the granted repository passes; another repository is 403 DENIED', 
       },
     );
     // Any valid token opens the API root.
-    assert.equal((await auth.authorize(`Bearer ${await token({ access: [] })}`, undefined)).ok, true);
-    const d = refused(await auth.authorize(`Bearer ${await token(pull('remote/ws2'))}`, need), 403);
-    assert.equal(d.code, 'DENIED');
-    assert.match(d.challenges[0]!, /scope="repository:remote\/ws1:pull",error="insufficient_scope"$/);
+    assert.equal((await auth.authorize(`Bearer ${await token({ access: [] })}`, [])).ok, true);
+    // As docker distribution answers: 401 with the missing scope, which clients ask the realm for.
+    const d = refused(await auth.authorize(`Bearer ${await token(pull('remote/ws2'))}`, need), 401);
+    assert.equal(d.code, 'UNAUTHORIZED');
+    assert.equal(
+      d.challenges[0],
+      'Bearer realm="http://127.0.0.1:1/token",service="facade",scope="repository:remote/ws1:pull",error="insufficient_scope"',
+    );
+    assert.match(d.message, /does not grant pull on repository remote\/ws1/);
     assert.deepEqual(d.detail, [{ Type: 'repository', Name: 'remote/ws1', Action: 'pull' }]);
     // Push is not pull.
     const push = { access: [{ type: 'repository', name: 'remote/ws1', actions: ['push'] }] };
-    refused(await auth.authorize(`Bearer ${await token(push)}`, need), 403);
+    refused(await auth.authorize(`Bearer ${await token(push)}`, need), 401);
+    // A request needing several actions (a mount) is challenged with only those the token lacks…
+    const mount = [
+      { repository: 'team/a', action: 'push' as const },
+      { repository: 'team/b', action: 'pull' as const },
+    ];
+    const onlyA = { access: [{ type: 'repository', name: 'team/a', actions: ['pull', 'push'] }] };
+    const m = refused(await auth.authorize(`Bearer ${await token(onlyA)}`, mount), 401);
+    assert.match(m.challenges[0]!, /,scope="repository:team\/b:pull",error="insufficient_scope"$/);
+    assert.equal(m.message, 'the token does not grant pull on repository team/b');
+    assert.equal((m.detail as unknown[]).length, 2);
+    // …and without credentials with all of them, one scope per repository as the token specification has it.
+    const anon = refused(
+      await auth.authorize(undefined, [...mount, { repository: 'team/a', action: 'pull' }]),
+      401,
+    );
+    assert.match(anon.challenges[0]!, /,scope="repository:team\/a:push,pull repository:team\/b:pull"$/);
   } finally {
     auth.close();
   }
@@ -323,7 +344,7 @@ test("the serving process's own user: its password only, pushes too, and an htpa
     { watch: false },
   );
   try {
-    const push = { repository: 'base-images', action: 'push' as const };
+    const push = [{ repository: 'base-images', action: 'push' as const }];
     assert.deepEqual(await auth.authorize(basic('svc', 'generated-secret'), push), { ok: true, user: 'svc' });
     refused(await auth.authorize(basic('svc', 'from-file'), push), 401);
     refused(await auth.authorize(basic('svc', 'generated-secreT'), push), 401);

@@ -1,8 +1,8 @@
 // Who may pull from the facade: Basic credentials from an htpasswd file, Bearer tokens from a token server,
-// or either. Decides from the Authorization header's text and what is asked for (a repository to pull, or
-// just the API root), and says which challenges to send back: the `WWW-Authenticate` values registries
-// send (Bearer realm/service/scope as docker distribution's token specification has them, Basic realm).
-// No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED or 403 DENIED answer.
+// or either. Decides from the Authorization header's text and what is asked for (actions on repositories,
+// or nothing: the API root), and says which challenges to send back: the `WWW-Authenticate` values
+// registries send (Bearer realm/service/scope as docker distribution's token specification has them, Basic
+// realm). No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED answer.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { WatchedFiles } from '../watched-files.ts';
 import { HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
@@ -32,7 +32,7 @@ export interface ClientAuthConfig {
   serviceUser?: { username: string; password: string };
 }
 
-/** What a request asks for: pulling from a repository, or nothing in particular (the API root). */
+/** One action a request needs; a request needs none (the API root) or several (a mount: push and pull). */
 export interface AuthNeed {
   repository: string;
   action: 'pull' | 'push' | 'delete';
@@ -42,8 +42,8 @@ export type AuthDecision =
   | { ok: true; user: string }
   | {
       ok: false;
-      status: 401 | 403;
-      code: 'UNAUTHORIZED' | 'DENIED';
+      status: 401;
+      code: 'UNAUTHORIZED';
       message: string;
       /** `WWW-Authenticate` values, preferred first. */
       challenges: string[];
@@ -118,29 +118,30 @@ export class ClientAuth {
     this.checker?.close();
   }
 
-  async authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> {
+  async authorize(authorization: string | undefined, needs: readonly AuthNeed[]): Promise<AuthDecision> {
     const m = authorization === undefined ? null : /^\s*(\S+)\s+(\S+)\s*$/.exec(authorization);
     const scheme = m?.[1]?.toLowerCase();
     const credentials = m?.[2] ?? '';
-    if (scheme === 'basic' && (this.checker || this.config.serviceUser)) return this.basic(credentials, need);
-    if (scheme === 'bearer' && this.keys) return this.bearer(credentials, need);
+    if (scheme === 'basic' && (this.checker || this.config.serviceUser))
+      return this.basic(credentials, needs);
+    if (scheme === 'bearer' && this.keys) return this.bearer(credentials, needs);
     const message =
       authorization === undefined
         ? 'authentication required'
         : `authentication required: ${this.schemes()} credentials are accepted here`;
-    return this.refuse(401, message, need);
+    return this.refuse(message, needs);
   }
 
   private schemes(): string {
     return [this.keys ? 'Bearer' : '', this.checker ? 'Basic' : ''].filter((s) => s !== '').join(' or ');
   }
 
-  private async basic(credentials: string, need: AuthNeed | undefined): Promise<AuthDecision> {
+  private async basic(credentials: string, needs: readonly AuthNeed[]): Promise<AuthDecision> {
     const text = Buffer.from(credentials, 'base64').toString('utf8');
     const colon = text.indexOf(':');
     const user = colon < 0 ? '' : text.slice(0, colon);
     if (colon < 0 || !(await this.checkPassword(user, text.slice(colon + 1)))) {
-      return this.refuse(401, 'invalid username or password', need);
+      return this.refuse('invalid username or password', needs);
     }
     // htpasswd users may pull every repository.
     return { ok: true, user };
@@ -156,43 +157,60 @@ export class ClientAuth {
     return this.checker ? this.checker.check(user, password) : false;
   }
 
-  private async bearer(token: string, need: AuthNeed | undefined): Promise<AuthDecision> {
+  private async bearer(token: string, needs: readonly AuthNeed[]): Promise<AuthDecision> {
     const t = this.config.token!;
     const r = await verifyToken(token, this.keys!.value, { issuer: t.issuer, service: t.service });
-    if (!r.ok) return this.refuse(401, `invalid token: ${r.reason}`, need, 'invalid_token');
-    if (need && !grants(r.access, need.repository, need.action)) {
-      return this.refuse(
-        403,
-        `the token does not grant ${need.action} on repository ${need.repository}`,
-        need,
-        'insufficient_scope',
-      );
+    if (!r.ok) return this.refuse(`invalid token: ${r.reason}`, needs, 'invalid_token');
+    const missing = needs.filter((n) => !grants(r.access, n.repository, n.action));
+    if (missing.length > 0) {
+      // A 401 with insufficient_scope and the scope that is missing, as docker distribution answers: skopeo
+      // asks the realm for a token with that scope added and tries again, where a 403 ends the pull.
+      const what = missing.map((n) => `${n.action} on repository ${n.repository}`).join(', ');
+      return this.refuse(`the token does not grant ${what}`, needs, 'insufficient_scope', missing);
     }
     return { ok: true, user: r.subject };
   }
 
+  /**
+   * A 401 with the challenges. The Bearer challenge's scope names `scoped` (what the request needs, or
+   * for insufficient_scope what the token lacks), one `repository:name:actions` per repository.
+   */
   private refuse(
-    status: 401 | 403,
     message: string,
-    need: AuthNeed | undefined,
+    needs: readonly AuthNeed[],
     bearerError?: 'invalid_token' | 'insufficient_scope',
+    scoped: readonly AuthNeed[] = needs,
   ): AuthDecision {
     const challenges: string[] = [];
     const t = this.config.token;
     if (t) {
       const parts = [`realm=${quote(t.realm)}`, `service=${quote(t.service)}`];
-      if (need) parts.push(`scope=${quote(`repository:${need.repository}:${need.action}`)}`);
+      if (scoped.length > 0) parts.push(`scope=${quote(scopeOf(scoped))}`);
       if (bearerError) parts.push(`error=${quote(bearerError)}`);
       challenges.push(`Bearer ${parts.join(',')}`);
     }
     if (this.checker) challenges.push(`Basic realm=${quote(this.config.basicRealm)},charset="UTF-8"`);
     return {
       ok: false,
-      status,
-      code: status === 401 ? 'UNAUTHORIZED' : 'DENIED',
+      status: 401,
+      code: 'UNAUTHORIZED',
       message,
       challenges,
-      detail: need ? [{ Type: 'repository', Name: need.repository, Action: need.action }] : undefined,
+      detail:
+        needs.length > 0
+          ? needs.map((n) => ({ Type: 'repository', Name: n.repository, Action: n.action }))
+          : undefined,
     };
   }
+}
+
+/** The token specification's scope: `repository:<name>:<action>,<action>` per repository, space-separated. */
+function scopeOf(needs: readonly AuthNeed[]): string {
+  const actions = new Map<string, string[]>();
+  for (const n of needs) {
+    const list = actions.get(n.repository) ?? [];
+    if (!list.includes(n.action)) list.push(n.action);
+    actions.set(n.repository, list);
+  }
+  return [...actions].map(([name, list]) => `repository:${name}:${list.join(',')}`).join(' ');
 }

@@ -50,7 +50,7 @@ export interface FacadeHttpOptions {
   /** Hosted repositories (push and pull) for names outside the facade's providers; unset: none. */
   hosted?: HostedRegistry;
   /** Client authentication for /v2/ (unset: anyone may pull). */
-  auth?: { authorize(authorization: string | undefined, need: AuthNeed | undefined): Promise<AuthDecision> };
+  auth?: { authorize(authorization: string | undefined, needs: readonly AuthNeed[]): Promise<AuthDecision> };
 }
 
 const API_VERSION = 'registry/2.0';
@@ -108,10 +108,8 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         res.setHeader('connection', 'close');
         throw new OciHttpError(503, 'UNAVAILABLE', 'the registry is shutting down; try again');
       }
-      if (o.auth) {
-        for (const need of hostedNeeds(hostedRoute, method, req.url))
-          await authorize(o.auth, req, res, need, log);
-      }
+      // All of a request's needs are judged at once, so a refusal's challenge names every scope missing.
+      if (o.auth) await authorize(o.auth, req, res, hostedNeeds(hostedRoute, method, req.url), log);
       return await serveHosted({ ...o, hosted: o.hosted }, req, res, hostedRoute, abort.signal, log);
     }
     const route: Route = parseRoute(pathname, o.prefix);
@@ -129,7 +127,7 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
     if (route.kind === 'manifest' || route.kind === 'blob') kind = route.kind;
     if (o.auth && pathname.startsWith('/v2')) {
       const repository = 'repository' in route ? route.repository : undefined;
-      await authorize(o.auth, req, res, repository ? { repository, action: 'pull' } : undefined, log);
+      await authorize(o.auth, req, res, repository ? [{ repository, action: 'pull' }] : [], log);
     }
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
@@ -174,15 +172,15 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
   }
 }
 
-/** Throws the 401/403 answer (with its challenges set on `res`) unless the request may go on. */
+/** Throws the 401 answer (with its challenges set on `res`) unless the request may go on. */
 async function authorize(
   auth: NonNullable<FacadeHttpOptions['auth']>,
   req: IncomingMessage,
   res: ServerResponse,
-  need: AuthNeed | undefined,
+  needs: readonly AuthNeed[],
   log: RequestLog,
 ): Promise<void> {
-  const d = await auth.authorize(req.headers.authorization, need);
+  const d = await auth.authorize(req.headers.authorization, needs);
   if (d.ok) {
     log.user = d.user;
     return;
