@@ -13,6 +13,7 @@ import { after, before, describe, test } from 'node:test';
 import bcrypt from 'bcryptjs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
+import { Agent, request } from 'undici';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
@@ -133,6 +134,37 @@ describe('facade client authentication', () => {
       /unauthorized|authentication required/i,
     );
     await refusal(skopeo(['--no-creds', `docker://${ref}`]), /unauthorized|authentication required/i);
+  });
+
+  test('Basic: a flood of wrong passwords from one address does not hold up another client', async (t) => {
+    // Cost 9: each check takes tens of milliseconds on the worker, so the flood's 40 checks take seconds.
+    await writeFile(join(work, 'htpasswd-costly'), `alice:${bcrypt.hashSync('wonderland', 9)}\n`);
+    const app = await facade('flood', { htpasswd: 'htpasswd-costly' });
+    t.after(() => app.close());
+    const url = `${app.url}/v2/fixed/ws1/manifests/latest`;
+    const basic = (user: string, password: string) =>
+      `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+    const status = async (authorization: string, dispatcher?: Agent) => {
+      const r = await request(url, { method: 'HEAD', headers: { authorization }, dispatcher });
+      await r.body.dump();
+      return r.statusCode;
+    };
+    const flooder = new Agent({ localAddress: '127.0.0.2' });
+    t.after(() => flooder.close());
+    let floodDone = 0;
+    const flood = Array.from({ length: 40 }, (_, i) =>
+      status(basic('alice', `guess${i}`), flooder).finally(() => floodDone++),
+    );
+    await new Promise((r) => setTimeout(r, 300));
+    // Another address's check waits for those running and about one more, not the rest of the flood.
+    const before = floodDone;
+    assert.equal(await status(basic('alice', 'wonderland')), 200);
+    assert.ok(floodDone - before <= 6, `${floodDone - before} of ${40 - before} flood checks went first`);
+    const ref = `${hostOf(app)}/fixed/ws1:latest`;
+    await ctrd.ctr(['images', 'pull', '--plain-http', '--user', 'alice:wonderland', ref]);
+    await ctrd.ctr(['images', 'rm', ref]);
+    assert.ok(floodDone < 40, 'ctr pulled while the flood was still being checked');
+    assert.deepEqual(new Set(await Promise.all(flood)), new Set([401]));
   });
 
   test('Bearer: skopeo and ctr get tokens from the realm; expired, other-repository and anonymous tokens are refused', async (t) => {

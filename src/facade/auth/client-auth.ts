@@ -5,7 +5,7 @@
 // realm). No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED answer.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { WatchedFiles } from '../watched-files.ts';
-import { HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
+import { type CheckFrom, HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
 import { grants, parseTokenKeys, type TokenKeys, verifyToken } from './token.ts';
 
 export interface ClientAuthConfig {
@@ -118,12 +118,20 @@ export class ClientAuth {
     this.checker?.close();
   }
 
-  async authorize(authorization: string | undefined, needs: readonly AuthNeed[]): Promise<AuthDecision> {
+  /**
+   * `from` says who asks (the client's address, the request's signal), so a flood of Basic checks from one
+   * client waits behind others' rather than in front of them, and a request gone stops waiting.
+   */
+  async authorize(
+    authorization: string | undefined,
+    needs: readonly AuthNeed[],
+    from: CheckFrom = {},
+  ): Promise<AuthDecision> {
     const m = authorization === undefined ? null : /^\s*(\S+)\s+(\S+)\s*$/.exec(authorization);
     const scheme = m?.[1]?.toLowerCase();
     const credentials = m?.[2] ?? '';
     if (scheme === 'basic' && (this.checker || this.config.serviceUser))
-      return this.basic(credentials, needs);
+      return this.basic(credentials, needs, from);
     if (scheme === 'bearer' && this.keys) return this.bearer(credentials, needs);
     const message =
       authorization === undefined
@@ -136,25 +144,29 @@ export class ClientAuth {
     return [this.keys ? 'Bearer' : '', this.checker ? 'Basic' : ''].filter((s) => s !== '').join(' or ');
   }
 
-  private async basic(credentials: string, needs: readonly AuthNeed[]): Promise<AuthDecision> {
+  private async basic(
+    credentials: string,
+    needs: readonly AuthNeed[],
+    from: CheckFrom,
+  ): Promise<AuthDecision> {
     const text = Buffer.from(credentials, 'base64').toString('utf8');
     const colon = text.indexOf(':');
     const user = colon < 0 ? '' : text.slice(0, colon);
-    if (colon < 0 || !(await this.checkPassword(user, text.slice(colon + 1)))) {
+    if (colon < 0 || !(await this.checkPassword(user, text.slice(colon + 1), from))) {
       return this.refuse('invalid username or password', needs);
     }
     // htpasswd users may pull every repository.
     return { ok: true, user };
   }
 
-  private async checkPassword(user: string, password: string): Promise<boolean> {
+  private async checkPassword(user: string, password: string, from: CheckFrom): Promise<boolean> {
     const s = this.config.serviceUser;
     if (s && user === s.username) {
       // Compared as fixed-length hashes, so the time taken says nothing about the password.
       const digest = (v: string) => createHash('sha256').update(v).digest();
       return timingSafeEqual(digest(password), digest(s.password));
     }
-    return this.checker ? this.checker.check(user, password) : false;
+    return this.checker ? this.checker.check(user, password, from) : false;
   }
 
   private async bearer(token: string, needs: readonly AuthNeed[]): Promise<AuthDecision> {

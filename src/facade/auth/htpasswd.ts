@@ -1,14 +1,16 @@
 // Basic credentials checked against an htpasswd file of bcrypt hashes (`user:$2y$…`, what
 // `htpasswd -B` writes and docker-registry reads). bcrypt is slow by design, so a successful check is
 // remembered for a short while (keyed by a hash of user, password and stored hash: a changed password or
-// file invalidates it), and at most a few checks run at once with a bounded queue behind them, on one
-// worker thread, so a flood of wrong passwords costs the service at most that thread's core and never
-// stalls the event loop that serves every other request.
+// file invalidates it), and at most a few checks run at once, on one worker thread, with a bounded wait
+// behind them shared fairly among clients (fair-turns.ts), so a flood of wrong passwords costs the service
+// at most that thread's core, never stalls the event loop that serves every other request, and holds up
+// other clients' checks by about one check each.
 import { createHash } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
-import { internal, invalidArgument, resourceExhausted } from '../../errors.ts';
+import { internal, invalidArgument } from '../../errors.ts';
 import type { BcryptAnswer, BcryptJob } from './bcrypt-worker.ts';
+import { clientLine, FairTurns } from './fair-turns.ts';
 
 const MAX_USERS = 100_000;
 const CHECKS_AT_ONCE = 2;
@@ -47,13 +49,20 @@ export interface HtpasswdCheckerOptions {
   /** How long a successful check is remembered (default 60 s). */
   cacheMs?: number;
   cacheEntries?: number;
+  /** How many checks may wait for the worker, all clients together (default 256). */
+  maxWaiting?: number;
+}
+
+/** Who asks for a check: the client's address (whose checks wait in one line) and its request's end. */
+export interface CheckFrom {
+  client?: string;
+  signal?: AbortSignal;
 }
 
 export class HtpasswdChecker {
   private readonly users: () => Map<string, string>;
   private readonly recent: LRUCache<string, true>;
-  private running = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly turns: FairTurns;
   private worker: Worker | undefined;
   private readonly pending = new Map<number, { resolve(ok: boolean): void; reject(err: unknown): void }>();
   private ids = 0;
@@ -62,22 +71,25 @@ export class HtpasswdChecker {
   constructor(users: () => Map<string, string>, options: HtpasswdCheckerOptions = {}) {
     this.users = users;
     this.recent = new LRUCache({ max: options.cacheEntries ?? 10_000, ttl: options.cacheMs ?? 60_000 });
+    this.turns = new FairTurns({ atOnce: CHECKS_AT_ONCE, maxWaiting: options.maxWaiting ?? MAX_WAITING });
   }
 
-  /** Whether the password is the user's; throws ResourceExhausted when too many checks are queued. */
-  async check(user: string, password: string): Promise<boolean> {
+  /**
+   * Whether the password is the user's. Throws ResourceExhausted when the checks waiting fill the room
+   * this client may take, or the signal's reason when it aborts while the check waits.
+   */
+  async check(user: string, password: string, from: CheckFrom = {}): Promise<boolean> {
     const hash = this.users().get(user);
     if (hash === undefined) return false;
     const key = createHash('sha256').update(`${user}\0${password}\0${hash}`).digest('base64');
     if (this.recent.get(key)) return true;
-    await this.turn();
+    const done = await this.turns.take(clientLine(from.client), from.signal);
     try {
       const ok = await this.compare(password, hash);
       if (ok) this.recent.set(key, true);
       return ok;
     } finally {
-      this.running--;
-      this.waiting.shift()?.();
+      done();
     }
   }
 
@@ -129,21 +141,5 @@ export class HtpasswdChecker {
   private failAll(err: unknown): void {
     for (const p of this.pending.values()) p.reject(err);
     this.pending.clear();
-  }
-
-  private turn(): Promise<void> {
-    if (this.running < CHECKS_AT_ONCE) {
-      this.running++;
-      return Promise.resolve();
-    }
-    if (this.waiting.length >= MAX_WAITING) {
-      return Promise.reject(resourceExhausted('too many password checks waiting; try again'));
-    }
-    return new Promise((resolve) => {
-      this.waiting.push(() => {
-        this.running++;
-        resolve();
-      });
-    });
   }
 }

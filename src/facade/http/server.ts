@@ -50,7 +50,13 @@ export interface FacadeHttpOptions {
   /** Hosted repositories (push and pull) for names outside the facade's providers; unset: none. */
   hosted?: HostedRegistry;
   /** Client authentication for /v2/ (unset: anyone may pull). */
-  auth?: { authorize(authorization: string | undefined, needs: readonly AuthNeed[]): Promise<AuthDecision> };
+  auth?: {
+    authorize(
+      authorization: string | undefined,
+      needs: readonly AuthNeed[],
+      from: { client?: string; signal?: AbortSignal },
+    ): Promise<AuthDecision>;
+  };
 }
 
 const API_VERSION = 'registry/2.0';
@@ -109,7 +115,8 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         throw new OciHttpError(503, 'UNAVAILABLE', 'the registry is shutting down; try again');
       }
       // All of a request's needs are judged at once, so a refusal's challenge names every scope missing.
-      if (o.auth) await authorize(o.auth, req, res, hostedNeeds(hostedRoute, method, req.url), log);
+      if (o.auth)
+        await authorize(o.auth, req, res, hostedNeeds(hostedRoute, method, req.url), abort.signal, log);
       return await serveHosted({ ...o, hosted: o.hosted }, req, res, hostedRoute, abort.signal, log);
     }
     const route: Route = parseRoute(pathname, o.prefix);
@@ -127,7 +134,8 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
     if (route.kind === 'manifest' || route.kind === 'blob') kind = route.kind;
     if (o.auth && pathname.startsWith('/v2')) {
       const repository = 'repository' in route ? route.repository : undefined;
-      await authorize(o.auth, req, res, repository ? [{ repository, action: 'pull' }] : [], log);
+      const needs = repository ? [{ repository, action: 'pull' as const }] : [];
+      await authorize(o.auth, req, res, needs, abort.signal, log);
     }
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
@@ -178,9 +186,14 @@ async function authorize(
   req: IncomingMessage,
   res: ServerResponse,
   needs: readonly AuthNeed[],
+  signal: AbortSignal,
   log: RequestLog,
 ): Promise<void> {
-  const d = await auth.authorize(req.headers.authorization, needs);
+  // The socket's address: a password check waits in that client's line (see fair-turns.ts).
+  const d = await auth.authorize(req.headers.authorization, needs, {
+    client: req.socket.remoteAddress,
+    signal,
+  });
   if (d.ok) {
     log.user = d.user;
     return;
