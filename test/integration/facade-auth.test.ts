@@ -136,7 +136,7 @@ describe('facade client authentication', () => {
     await refusal(skopeo(['--no-creds', `docker://${ref}`]), /unauthorized|authentication required/i);
   });
 
-  test('Basic: a flood of wrong passwords from one address does not hold up another client', async (t) => {
+  test('Basic: a flood of wrong passwords from one address does not hold up another client, and an unknown user is no quicker', async (t) => {
     // Cost 9: each check takes tens of milliseconds on the worker, so the flood's 40 checks take seconds.
     await writeFile(join(work, 'htpasswd-costly'), `alice:${bcrypt.hashSync('wonderland', 9)}\n`);
     const app = await facade('flood', { htpasswd: 'htpasswd-costly' });
@@ -149,6 +149,21 @@ describe('facade client authentication', () => {
       await r.body.dump();
       return r.statusCode;
     };
+    // How long a refusal takes does not say whether the user exists.
+    await status(basic('alice', 'warm-up'));
+    const known: number[] = [];
+    const unknown: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const t0 = performance.now();
+      assert.equal(await status(basic('alice', `wrong${i}`)), 401);
+      const t1 = performance.now();
+      assert.equal(await status(basic(`mallory${i}`, `wrong${i}`)), 401);
+      known.push(t1 - t0);
+      unknown.push(performance.now() - t1);
+    }
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[2]!;
+    assert.ok(median(unknown) > median(known) / 2, `unknown ${unknown}, known ${known} ms`);
+
     const flooder = new Agent({ localAddress: '127.0.0.2' });
     t.after(() => flooder.close());
     let floodDone = 0;

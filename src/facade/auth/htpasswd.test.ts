@@ -5,11 +5,42 @@ import { errorKind } from '../../errors.ts';
 import { clientLine } from './fair-turns.ts';
 import { HtpasswdChecker } from './htpasswd.ts';
 
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
 async function timed(f: () => Promise<unknown>): Promise<number> {
   const start = performance.now();
   await f();
   return performance.now() - start;
 }
+
+test('an unknown user takes as long as a wrong password of the usual cost, so timing names no users', async (t) => {
+  // Two users at cost 9, one at cost 6: the stand-in for unknown users follows the cost most users have.
+  const users = new Map([
+    ['alice', bcrypt.hashSync('a', 9)],
+    ['bob', bcrypt.hashSync('b', 9)],
+    ['carol', bcrypt.hashSync('c', 6)],
+  ]);
+  const checker = new HtpasswdChecker(() => users);
+  t.after(() => checker.close());
+  await checker.check('alice', 'warm-up');
+  const known: number[] = [];
+  const unknown: number[] = [];
+  const cheap: number[] = [];
+  for (let i = 0; i < 5; i++) {
+    known.push(await timed(() => checker.check('alice', `wrong${i}`)));
+    unknown.push(await timed(() => checker.check(`nobody${i}`, `wrong${i}`)));
+    cheap.push(await timed(() => checker.check('carol', `wrong${i}`)));
+  }
+  const [k, u, c] = [median(known), median(unknown), median(cheap)];
+  assert.ok(u > k / 2 && u < k * 2, `unknown ${u} ms, known ${k} ms`);
+  assert.ok(u > c * 3, `unknown ${u} ms, cost-6 user ${c} ms`);
+  // Never a match, whatever the password.
+  assert.equal(await checker.check('nobody', ''), false);
+  // A file without users has no names to hide.
+  const empty = new HtpasswdChecker(() => new Map());
+  t.after(() => empty.close());
+  assert.ok((await timed(() => empty.check('nobody', 'x'))) < k / 4);
+});
 
 test("a flood of wrong passwords from one client holds up another client's check by about one check", async (t) => {
   const users = new Map([['alice', bcrypt.hashSync('right', 8)]]);

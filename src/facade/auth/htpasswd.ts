@@ -4,8 +4,9 @@
 // file invalidates it), and at most a few checks run at once, on one worker thread, with a bounded wait
 // behind them shared fairly among clients (fair-turns.ts), so a flood of wrong passwords costs the service
 // at most that thread's core, never stalls the event loop that serves every other request, and holds up
-// other clients' checks by about one check each.
-import { createHash } from 'node:crypto';
+// other clients' checks by about one check each. An unknown user is checked against a stand-in hash as
+// costly as the file's, so how long a refusal takes does not tell which user names exist.
+import { createHash, randomBytes } from 'node:crypto';
 import { Worker } from 'node:worker_threads';
 import { LRUCache } from 'lru-cache';
 import { internal, invalidArgument } from '../../errors.ts';
@@ -59,10 +60,14 @@ export interface CheckFrom {
   signal?: AbortSignal;
 }
 
+const BCRYPT_ALPHABET = './ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+
 export class HtpasswdChecker {
   private readonly users: () => Map<string, string>;
   private readonly recent: LRUCache<string, true>;
   private readonly turns: FairTurns;
+  /** The stand-in hash for unknown users, made for one version of the file. */
+  private standIn: { users: Map<string, string>; hash: string | undefined } | undefined;
   private worker: Worker | undefined;
   private readonly pending = new Map<number, { resolve(ok: boolean): void; reject(err: unknown): void }>();
   private ids = 0;
@@ -79,18 +84,41 @@ export class HtpasswdChecker {
    * this client may take, or the signal's reason when it aborts while the check waits.
    */
   async check(user: string, password: string, from: CheckFrom = {}): Promise<boolean> {
-    const hash = this.users().get(user);
+    const users = this.users();
+    const own = users.get(user);
+    // An unknown user takes the same path and a check of the same cost, turns and bounds included.
+    const hash = own ?? this.standInFor(users);
+    // A file without users has no names to give away.
     if (hash === undefined) return false;
     const key = createHash('sha256').update(`${user}\0${password}\0${hash}`).digest('base64');
     if (this.recent.get(key)) return true;
     const done = await this.turns.take(clientLine(from.client), from.signal);
     try {
-      const ok = await this.compare(password, hash);
+      const ok = (await this.compare(password, hash)) && own !== undefined;
       if (ok) this.recent.set(key, true);
       return ok;
     } finally {
       done();
     }
+  }
+
+  /**
+   * A hash no password matches (random salt and digest), at the cost most of the file's users have: its
+   * check then takes as long as a wrong password of theirs.
+   */
+  private standInFor(users: Map<string, string>): string | undefined {
+    if (this.standIn?.users === users) return this.standIn.hash;
+    const counts = new Map<string, number>();
+    for (const h of users.values()) counts.set(h.slice(4, 6), (counts.get(h.slice(4, 6)) ?? 0) + 1);
+    let cost: string | undefined;
+    for (const [c, n] of counts) {
+      const best = cost === undefined ? 0 : counts.get(cost)!;
+      if (n > best || (n === best && c > cost!)) cost = c;
+    }
+    const body = [...randomBytes(53)].map((b) => BCRYPT_ALPHABET[b & 63]).join('');
+    const hash = cost === undefined ? undefined : `$2b$${cost}$${body}`;
+    this.standIn = { users, hash };
+    return hash;
   }
 
   /** Stops the worker thread; checks under way fail. The next check starts a new one. */
