@@ -100,6 +100,73 @@ describe('hosted registry', () => {
     assert.deepEqual(await hosted.tags('multi/app'), ['amd', 'latest']);
   });
 
+  it('takes a manifest whose missing layers say where to fetch them (urls), and keeps nothing for them', async () => {
+    const config = await pushBlob('far/app', '{"architecture":"amd64","os":"linux"}');
+    const local = await pushBlob('far/app', 'a layer that is here');
+    const elsewhere = (mediaType: string, urls?: string[]) => ({
+      mediaType,
+      digest: digestOf(`${mediaType} bytes nobody pushed`),
+      size: 1234,
+      ...(urls && { urls }),
+    });
+    const manifest = (mediaType: string, configType: string, layers: Record<string, unknown>[]) =>
+      Buffer.from(
+        JSON.stringify({ schemaVersion: 2, mediaType, config: { mediaType: configType, ...config }, layers }),
+      );
+    const url = ['https://layers.example.com/a.tar.gz', 'http://mirror.example.com/a'];
+    // Docker's foreign layer, OCI's non-distributable ones, and any layer listed with its URLs: skopeo
+    // pushes none of them.
+    const oci = manifest(MediaType.ociManifest, MediaType.ociConfig, [
+      elsewhere(MediaType.ociLayerNondistributableGzip, url),
+      elsewhere(MediaType.ociLayerNondistributable, url),
+      elsewhere(MediaType.ociLayerGzip, url),
+      { mediaType: MediaType.ociLayerGzip, ...local },
+    ]);
+    const m = await hosted.putManifest('far/app', 'oci', oci);
+    const docker = manifest(MediaType.dockerManifest, MediaType.dockerConfig, [
+      elsewhere(MediaType.dockerLayerForeignGzip, url),
+      { mediaType: MediaType.dockerLayerGzip, ...local },
+    ]);
+    await hosted.putManifest('far/app', 'docker', docker);
+    assert.deepEqual((await hosted.manifest('far/app', 'oci')).bytes, oci);
+    // Only what is here is referenced (and so kept by the collector).
+    const refs = Object.entries(view.info(hosted.namespace, m.digest).labels)
+      .filter(([k]) => k.startsWith('containerd.io/gc.ref.content.'))
+      .map(([, v]) => v);
+    assert.deepEqual(refs.sort(), [config.digest, local.digest].sort());
+
+    // Without URLs, or with none a client could fetch, a missing layer is still refused; so is a config.
+    for (const layer of [
+      elsewhere(MediaType.dockerLayerForeignGzip),
+      elsewhere(MediaType.ociLayerNondistributableGzip, []),
+      elsewhere(MediaType.dockerLayerForeignGzip, ['ftp://layers.example.com/a.tar.gz']),
+      elsewhere(MediaType.dockerLayerForeignGzip, ['https://layers.example.com/a.tar.gz#x']),
+      elsewhere(MediaType.dockerLayerForeignGzip, [...url, 'not a url']),
+    ]) {
+      await assert.rejects(
+        hosted.putManifest(
+          'far/app',
+          'bad',
+          manifest(MediaType.dockerManifest, MediaType.dockerConfig, [layer]),
+        ),
+        (e) => code(e) === 'MANIFEST_BLOB_UNKNOWN',
+        JSON.stringify(layer),
+      );
+    }
+    const farConfig = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { ...elsewhere(MediaType.ociConfig, url) },
+        layers: [],
+      }),
+    );
+    await assert.rejects(
+      hosted.putManifest('far/app', 'bad', farConfig),
+      (e) => code(e) === 'MANIFEST_BLOB_UNKNOWN',
+    );
+  });
+
   it('lists referrers by subject and artifact type, per repository', async () => {
     const subject = await pushImage('app/one', 'v1');
     const sig = await pushImage('app/one', 'sig', {

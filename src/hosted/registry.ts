@@ -545,14 +545,22 @@ export class HostedRegistry {
     return d;
   }
 
-  /** What a manifest references, each checked to belong to `repo`. */
+  /**
+   * What a manifest references, each checked to belong to `repo`. A layer the repository lacks is taken
+   * when its `urls` say where clients fetch it (a foreign or non-distributable layer, or any layer listed
+   * with its URLs): skopeo and containers/image push no layer that has URLs, and clients try those URLs
+   * before the registry. docker-registry takes them too once its URL allow list admits them. Such a
+   * layer is no reference of the manifest's: nothing here to keep.
+   */
   private referencedBy(repo: string, parsed: ParsedManifest): { key: string; digest: Digest }[] {
     const out: { key: string; digest: Digest }[] = [];
     if (parsed.kind === 'manifest') {
       const m = parsed.manifest;
       for (const [key, desc] of [['config', m.config] as const, ...m.layers.map((l) => ['l', l] as const)]) {
         if (!this.members.has(this.namespace, repo, desc.digest)) {
-          throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known`, {
+          if (key === 'l' && fetchableElsewhere(desc.urls)) continue;
+          const why = desc.urls?.length ? ', and its urls are not http(s) URLs without a fragment' : '';
+          throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known${why}`, {
             digest: desc.digest,
           });
         }
@@ -649,6 +657,23 @@ function checkChunkStart(w: NamespacedWriter, start: number | undefined, body: R
   if (start === undefined || start === w.offset) return;
   body?.resume();
   throw registryError('RANGE_INVALID', `chunk starts at ${start}, the upload holds ${w.offset} bytes`);
+}
+
+/**
+ * Whether a layer's `urls` tell clients where to fetch it instead: some, each an http or https URL with no
+ * fragment (docker-registry's check of foreign-layer URLs).
+ */
+function fetchableElsewhere(urls: readonly string[] | undefined): boolean {
+  if (!urls || urls.length === 0) return false;
+  return urls.every((u) => {
+    if (u.includes('#')) return false;
+    try {
+      const { protocol } = new URL(u);
+      return protocol === 'http:' || protocol === 'https:';
+    } catch {
+      return false;
+    }
+  });
 }
 
 function checkDigest(digest: string): Digest {

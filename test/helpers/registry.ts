@@ -56,6 +56,11 @@ export interface TestRegistry {
 
 export interface StartRegistryOptions {
   auth?: RegistryAuth;
+  /**
+   * Layer URLs (`urls`) the registry accepts in a pushed manifest, as regular expressions
+   * (`validation.manifests.urls.allow`). Unset: docker-registry's default, which accepts none.
+   */
+  allowManifestUrls?: string[];
   /** When given, stop() runs after the test, pass or fail. */
   t?: AfterHook;
 }
@@ -68,14 +73,18 @@ export async function startRegistry(opts: StartRegistryOptions = {}): Promise<Te
   const cleanup = new Cleanup();
   opts.t?.after(() => cleanup.run());
   try {
-    return await start(auth, cleanup);
+    return await start(auth, cleanup, opts.allowManifestUrls);
   } catch (err) {
     await cleanup.run().catch(() => {});
     throw err;
   }
 }
 
-async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry> {
+async function start(
+  auth: RegistryAuth,
+  cleanup: Cleanup,
+  allowManifestUrls: string[] | undefined,
+): Promise<TestRegistry> {
   const dir = await tempDir('registry');
   cleanup.addDir(dir);
   const storage = join(dir, 'storage');
@@ -130,6 +139,7 @@ async function start(auth: RegistryAuth, cleanup: Cleanup): Promise<TestRegistry
       },
       health: { storagedriver: { enabled: false } },
       ...(authConfig ? { auth: authConfig } : {}),
+      ...(allowManifestUrls ? { validation: { manifests: { urls: { allow: allowManifestUrls } } } } : {}),
     };
     const configFile = join(dir, 'config.yml');
     await writeFile(configFile, stringify(config));

@@ -23,7 +23,8 @@ interface Step {
    * it accepts a PATCH whose Content-Range does not start at the upload's offset (and appends the bytes
    * anyway), ignores `?digest=` on POST (a monolithic upload becomes an empty session), lets some names
    * its grammar rejects through its router (or answers them with a bare 404), calls an upload id without
-   * its private state token BLOB_UPLOAD_INVALID, and hides OCI manifests from a request without Accept.
+   * its private state token BLOB_UPLOAD_INVALID, hides OCI manifests from a request without Accept, and
+   * answers a layer URL it does not admit with 500 UNKNOWN (as if the registry had failed).
    */
   strata?: string;
 }
@@ -42,6 +43,19 @@ const manifestOf = (layers: { digest: string; size: number }[]) =>
     layers: layers.map((l) => ({ mediaType: MediaType.ociLayerGzip, ...l })),
   });
 const manifest = manifestOf([{ digest: layerDigest, size: layer.length }]);
+/** A manifest with a non-distributable layer nobody pushed, which clients fetch from `urls`. */
+const farManifestOf = (urls: string[]) =>
+  JSON.stringify({
+    schemaVersion: 2,
+    mediaType: MediaType.ociManifest,
+    config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+    layers: [
+      { mediaType: MediaType.ociLayerNondistributableGzip, digest: digestOf('far away'), size: 8, urls },
+      { mediaType: MediaType.ociLayerGzip, digest: layerDigest, size: layer.length },
+    ],
+  });
+const farManifest = farManifestOf(['https://layers.example.com/far.tar.gz']);
+const ftpManifest = farManifestOf(['ftp://layers.example.com/far.tar.gz']);
 const manifestDigest = digestOf(manifest);
 const unknownDigest = digestOf('nobody pushed this');
 // Pushed to diff/b only: every other repository must not see it.
@@ -178,6 +192,21 @@ const STEPS: Step[] = [
     body: manifest,
   },
   { name: 'second tag', method: 'PUT', path: () => '/v2/diff/app/manifests/v2', headers: mt, body: manifest },
+  {
+    name: 'manifest with a layer to be fetched from its URL',
+    method: 'PUT',
+    path: () => `/v2/diff/app/manifests/${digestOf(farManifest)}`,
+    headers: mt,
+    body: farManifest,
+  },
+  {
+    name: 'manifest with a layer whose URL no client fetches',
+    method: 'PUT',
+    path: () => `/v2/diff/app/manifests/${digestOf(ftpManifest)}`,
+    headers: mt,
+    body: ftpManifest,
+    strata: '400 MANIFEST_BLOB_UNKNOWN',
+  },
   {
     name: 'manifest GET by tag',
     method: 'GET',
@@ -342,7 +371,8 @@ async function run(base: string, asStrata = false): Promise<string[]> {
 }
 
 test('hosted repositories answer a request sequence as docker-registry does', async (t) => {
-  const reg = await startRegistry({ t });
+  // Layer URLs admitted as Docker Hub admits some hosts' (docker-registry's default admits none).
+  const reg = await startRegistry({ t, allowManifestUrls: ['^https?://'] });
   const root = await tempDir('hosted-diff');
   t.after(() => removeTempDir(root));
   const strata = await startHosted(root);

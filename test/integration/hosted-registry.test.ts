@@ -1,12 +1,15 @@
 // Hosted repositories with real clients: buildah pushes into Strata and pulls back, skopeo copies an image and a
 // two-platform index (`--all`) in and back out to a docker-registry, containerd's ctr pulls from it; an
 // upload session survives a restart of the server; deleting the last tag and manifest frees the blobs on
-// disk through the ordinary garbage collector.
+// disk through the ordinary garbage collector; skopeo copies images whose foreign layers (with URLs) it
+// does not push.
 import assert from 'node:assert/strict';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { gzipSync } from 'node:zlib';
 import { ContentStore } from '../../src/content/store.ts';
-import { type Digest, digestOf } from '../../src/oci/digest.ts';
+import { type Digest, digestOf, encodedOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { startContainerd } from '../helpers/containerd.ts';
 import { raw, startHosted } from '../helpers/hosted.ts';
@@ -189,4 +192,75 @@ test('deleting the last manifest and tag frees the blobs on disk', async (t) => 
     { what: 'the blobs of the deleted image to leave the content store' },
   );
   assert.equal((await raw(strata.url, 'GET', `/v2/gone/soon/blobs/${manifest.config.digest}`)).status, 404);
+});
+
+/**
+ * A `dir:` image (skopeo's directory transport) with one layer here and one fetched from its URL, which
+ * the directory lacks as a registry would: a Docker foreign layer, or an OCI non-distributable one.
+ */
+async function dirImageWithForeignLayer(dir: string, format: 'docker' | 'oci'): Promise<void> {
+  await mkdir(dir, { recursive: true });
+  const docker = format === 'docker';
+  // Compressed as its media type says, or skopeo compresses it on the way and changes the manifest.
+  const local = gzipSync('a layer that is pushed');
+  const config = Buffer.from(
+    JSON.stringify({
+      architecture: 'amd64',
+      os: 'linux',
+      rootfs: { type: 'layers', diff_ids: [digestOf('foreign tar'), digestOf(local)] },
+    }),
+  );
+  for (const blob of [config, local]) await writeFile(join(dir, encodedOf(digestOf(blob))), blob);
+  const manifest = {
+    schemaVersion: 2,
+    mediaType: docker ? MediaType.dockerManifest : MediaType.ociManifest,
+    config: {
+      mediaType: docker ? MediaType.dockerConfig : MediaType.ociConfig,
+      digest: digestOf(config),
+      size: config.length,
+    },
+    layers: [
+      {
+        mediaType: docker ? MediaType.dockerLayerForeignGzip : MediaType.ociLayerNondistributableGzip,
+        digest: digestOf('a foreign layer nobody pushes'),
+        size: 4321,
+        urls: ['https://layers.example.com/foreign.tar.gz'],
+      },
+      {
+        mediaType: docker ? MediaType.dockerLayerGzip : MediaType.ociLayerGzip,
+        digest: digestOf(local),
+        size: local.length,
+      },
+    ],
+  };
+  await writeFile(join(dir, 'manifest.json'), JSON.stringify(manifest));
+  await writeFile(join(dir, 'version'), 'Directory Transport Version: 1.1\n');
+}
+
+test('skopeo copies images with foreign and non-distributable layers in and out; their bytes stay away', async (t) => {
+  const root = await tempDir('hosted-foreign');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  // docker-registry takes these manifests only with URLs its allow list admits (by default it admits
+  // none and answers 500); Docker Hub admits some hosts the same way.
+  const reg = await startRegistry({ t, allowManifestUrls: ['^https?://'] });
+  for (const format of ['docker', 'oci'] as const) {
+    const src = join(root, `src-${format}`);
+    await dirImageWithForeignLayer(src, format);
+    const digest = await skopeoCopy(`dir:${src}`, `${strata.host}/foreign/${format}:v1`);
+    const served = await skopeoRawManifest(`${strata.host}/foreign/${format}:v1`);
+    assert.equal(digestOf(served), digest);
+    assert.deepEqual(served, await readFile(join(src, 'manifest.json')));
+    // The foreign layer is not served here; clients take it from its URL.
+    const m = JSON.parse(served.toString()) as { layers: { digest: string }[] };
+    const foreign = await raw(strata.url, 'HEAD', `/v2/foreign/${format}/blobs/${m.layers[0]!.digest}`);
+    assert.equal(foreign.status, 404);
+    // Out again to docker-registry, and back in under another name.
+    assert.equal(
+      await skopeoCopy(`${strata.host}/foreign/${format}:v1`, `${reg.host}/f/${format}:v1`),
+      digest,
+    );
+    assert.equal(await skopeoCopy(`${reg.host}/f/${format}:v1`, `${strata.host}/again/${format}:v1`), digest);
+  }
 });
