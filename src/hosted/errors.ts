@@ -32,16 +32,39 @@ const KIND: Record<RegistryErrorCode, ErrorKind> = {
   UNSUPPORTED: 'Unimplemented',
 };
 
+/**
+ * What the code does not say and the answer depends on: a body over a size limit (the spec answers a
+ * manifest over the limit with 413, its code saying what was refused).
+ */
+export type RegistryErrorReason = 'too-large';
+
 export class RegistryError extends StrataError {
   readonly code: RegistryErrorCode;
   readonly detail: unknown;
-  constructor(code: RegistryErrorCode, message: string, detail?: unknown) {
-    super(KIND[code], message);
+  readonly reason: RegistryErrorReason | undefined;
+  constructor(code: RegistryErrorCode, message: string, detail?: unknown, reason?: RegistryErrorReason) {
+    super(reason === undefined ? KIND[code] : 'ResourceExhausted', message);
     this.code = code;
     this.detail = detail;
+    this.reason = reason;
   }
 }
 
-export function registryError(code: RegistryErrorCode, message: string, detail?: unknown): RegistryError {
-  return new RegistryError(code, message, detail);
+export function registryError(
+  code: RegistryErrorCode,
+  message: string,
+  detail?: unknown,
+  reason?: RegistryErrorReason,
+): RegistryError {
+  return new RegistryError(code, message, detail, reason);
+}
+
+/** MANIFEST_INVALID for a manifest over `limit` bytes, answered as too large. */
+export function manifestTooLarge(limit: number): RegistryError {
+  return registryError(
+    'MANIFEST_INVALID',
+    `the manifest is larger than ${limit} bytes, the most this registry takes`,
+    undefined,
+    'too-large',
+  );
 }

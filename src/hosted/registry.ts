@@ -32,7 +32,7 @@ import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf, isDigest } from '../oci/digest.ts';
 import { MAX_MANIFEST_BYTES, type ParsedManifest, parseManifest } from '../oci/manifest.ts';
 import { isValidRepositoryPath, isValidTag, MAX_NAME_LENGTH } from '../oci/reference.ts';
-import { registryError } from './errors.ts';
+import { manifestTooLarge, registryError } from './errors.ts';
 
 export const DEFAULT_HOSTED_NAMESPACE = 'strata-hosted';
 /**
@@ -294,9 +294,7 @@ export class HostedRegistry {
     contentType?: string,
   ): Promise<StoredManifest> {
     checkRepository(repo);
-    if (bytes.byteLength > MAX_MANIFEST_BYTES) {
-      throw registryError('SIZE_INVALID', `manifest is larger than ${MAX_MANIFEST_BYTES} bytes`);
-    }
+    if (bytes.byteLength > MAX_MANIFEST_BYTES) throw manifestTooLarge(MAX_MANIFEST_BYTES);
     const digest = digestOf(bytes);
     const tag = this.checkReference(reference);
     if (tag === undefined && reference !== digest) {

@@ -24,7 +24,8 @@ interface Step {
    * anyway), ignores `?digest=` on POST (a monolithic upload becomes an empty session), lets some names
    * its grammar rejects through its router (or answers them with a bare 404), calls an upload id without
    * its private state token BLOB_UPLOAD_INVALID, hides OCI manifests from a request without Accept, and
-   * answers a layer URL it does not admit with 500 UNKNOWN (as if the registry had failed).
+   * answers a layer URL it does not admit with 500 UNKNOWN (as if the registry had failed), and a
+   * manifest over its 4 MiB limit with 400 (the spec asks for 413; the code is MANIFEST_INVALID in both).
    */
   strata?: string;
 }
@@ -183,6 +184,14 @@ const STEPS: Step[] = [
     path: () => `/v2/diff/app/manifests/${unknownDigest}`,
     headers: mt,
     body: manifest,
+  },
+  {
+    name: 'manifest over 4 MiB',
+    method: 'PUT',
+    path: () => '/v2/diff/app/manifests/big',
+    headers: mt,
+    body: JSON.stringify({ schemaVersion: 2, mediaType: MediaType.ociManifest, pad: 'x'.repeat(4 << 20) }),
+    strata: '413 MANIFEST_INVALID',
   },
   {
     name: 'manifest by tag',

@@ -2,7 +2,12 @@
 // every repository name outside the facade's `<prefix>remote/` and `<prefix>fixed/`. Statuses and codes
 // are docker-registry's, as the differential test checks against a real one.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { RegistryError, type RegistryErrorCode } from '../../hosted/errors.ts';
+import {
+  manifestTooLarge,
+  RegistryError,
+  type RegistryErrorCode,
+  type RegistryErrorReason,
+} from '../../hosted/errors.ts';
 import { checkRepository, type HostedRegistry, isRepository } from '../../hosted/registry.ts';
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
@@ -85,6 +90,12 @@ const STATUS: Record<RegistryErrorCode, number> = {
   UNSUPPORTED: 405,
 };
 
+/**
+ * Statuses for what the code alone does not say: the spec's 413 for a manifest over the limit (docker-registry
+ * answers 400 with the same code).
+ */
+const REASON_STATUS: Record<RegistryErrorReason, number> = { 'too-large': 413 };
+
 type Options = BlobSendOptions & { hosted: HostedRegistry };
 
 export async function serveHosted(
@@ -107,9 +118,9 @@ export async function serveHosted(
 
 /** A hosted registry's refusal as its OCI answer; any other error as it is. */
 function ociErrorFrom(err: unknown): unknown {
-  return err instanceof RegistryError
-    ? new OciHttpError(STATUS[err.code], err.code, err.message, err.detail)
-    : err;
+  if (!(err instanceof RegistryError)) return err;
+  const status = err.reason === undefined ? STATUS[err.code] : REASON_STATUS[err.reason];
+  return new OciHttpError(status, err.code, err.message, err.detail);
 }
 
 interface Call {
@@ -218,7 +229,7 @@ async function serveManifest(
   const h = o.hosted;
   const method = req.method ?? 'GET';
   if (method === 'PUT') {
-    const bytes = await readBody(req, MAX_MANIFEST_BYTES);
+    const bytes = await readManifestBody(req, MAX_MANIFEST_BYTES);
     const m = await h.putManifest(repo, reference, bytes, header(req.headers['content-type']));
     log.digest = m.digest;
     const headers: Record<string, string> = {
@@ -324,16 +335,18 @@ function header(v: string | string[] | undefined): string | undefined {
 }
 
 /**
- * The request body, at most `limit` bytes (SIZE_INVALID beyond). Leaving the loop early must not destroy
- * the request: that resets the connection, and the client may get the reset instead of the answer.
- * The rest of the body is drained instead (serveHosted), so the connection carries the next request.
+ * A manifest's body, at most `limit` bytes (413 MANIFEST_INVALID beyond; at once when Content-Length says
+ * so). Leaving the loop early must not destroy the request: that resets the connection, and the client
+ * may get the reset instead of the answer. The rest of the body is drained instead (serveHosted), so the
+ * connection carries the next request.
  */
-async function readBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+async function readManifestBody(req: IncomingMessage, limit: number): Promise<Uint8Array> {
+  if (Number(header(req.headers['content-length'])) > limit) throw manifestTooLarge(limit);
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const c of req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>) {
     size += c.byteLength;
-    if (size > limit) throw new RegistryError('SIZE_INVALID', `the body is larger than ${limit} bytes`);
+    if (size > limit) throw manifestTooLarge(limit);
     chunks.push(c);
   }
   return Buffer.concat(chunks);
