@@ -2,8 +2,6 @@
 // network keeps flowing while the disk works and a 64 KiB socket read is not one write (and one trip
 // through the thread pool) each. A chunk that arrives while no write is in flight is written at once: a
 // slow source's bytes reach the readers following the ingest as they come, not a batch later.
-import type { Readable } from 'node:stream';
-
 /**
  * Bytes gathered while a write is in flight before reading waits for it. More than one socket read's
  * worth by far: a write that stalls for a moment (a thread pool busy with syncs, a loaded disk) does not
@@ -21,11 +19,13 @@ export interface ChunkSink {
  * MAX_GATHERED_BYTES. `check` sees every chunk before it is batched; when it throws, that chunk and the
  * batch it was gathering are dropped and the error is thrown once the write in flight is done. When the
  * stream fails, what did arrive is written first (so a later attempt resumes after it). A failed write
- * is thrown, and nothing is written after it.
+ * is thrown, and nothing is written after it. Leaving early ends the iteration, which destroys a
+ * Readable iterated as it is; a caller that still answers on the stream's connection (an HTTP request)
+ * passes `readable.iterator({ destroyOnReturn: false })` and drains the rest itself.
  */
 export async function appendStream(
   sink: ChunkSink,
-  stream: Readable,
+  stream: AsyncIterable<Uint8Array | string>,
   check?: (chunk: Uint8Array) => void,
 ): Promise<void> {
   let inFlight: Promise<void> | undefined;
@@ -51,7 +51,7 @@ export async function appendStream(
     if (failure) throw failure.err;
   };
   try {
-    for await (const chunk of stream as AsyncIterable<Uint8Array | string>) {
+    for await (const chunk of stream) {
       const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
       if (check) {
         try {

@@ -34,9 +34,9 @@ const KIND: Record<RegistryErrorCode, ErrorKind> = {
 
 /**
  * What the code does not say and the answer depends on: a body over a size limit (the spec answers a
- * manifest over the limit with 413, its code saying what was refused).
+ * manifest over the limit with 413, its code saying what was refused), or no room left on the disk.
  */
-export type RegistryErrorReason = 'too-large';
+export type RegistryErrorReason = 'too-large' | 'no-space';
 
 export class RegistryError extends StrataError {
   readonly code: RegistryErrorCode;

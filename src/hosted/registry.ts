@@ -164,7 +164,7 @@ export class HostedRegistry {
     const w = await this.openUpload(repo, id, body);
     try {
       checkChunkStart(w, start, body);
-      await writeAll(w, body);
+      await this.writeAll(w, body);
     } catch (err) {
       await w.close();
       throw err;
@@ -190,7 +190,7 @@ export class HostedRegistry {
     const w = await this.openUpload(repo, id, body);
     try {
       checkChunkStart(w, start, body);
-      if (body) await writeAll(w, body);
+      if (body) await this.writeAll(w, body);
       const size = w.offset;
       if (w.digest() !== d && d.startsWith('sha256:')) {
         await w.abort();
@@ -221,6 +221,21 @@ export class HostedRegistry {
       return { mediaType: 'application/octet-stream', digest: d, size };
     } finally {
       await w.close();
+    }
+  }
+
+  /**
+   * A monolithic upload: the whole blob in one request. Nothing of it stays when it fails, since the
+   * client never learnt its upload's id to resume it.
+   */
+  async putBlob(repo: string, digest: string, body: Readable): Promise<Descriptor> {
+    const up = await this.startUpload(repo);
+    try {
+      return await this.finishUpload(repo, up.id, digest, body);
+    } catch (err) {
+      // Already gone when the bytes were refused or could not be written.
+      await this.cancelUpload(repo, up.id).catch(() => {});
+      throw err;
     }
   }
 
@@ -476,7 +491,36 @@ export class HostedRegistry {
       return await this.view.writer(this.namespace, ref, { syncEvery: UPLOAD_SYNC_EVERY });
     } catch (err) {
       body?.resume();
+      // The upload stays as it was (its first files could not be made): nothing written, nothing lost.
+      if (isNoSpace(err)) throw noSpace('no space left on the registry disk for this upload');
       throw err;
+    }
+  }
+
+  /**
+   * Appends the request body to the upload, in big writes while the next bytes arrive. A body that breaks
+   * off keeps what arrived, to be resumed. A write the disk fails discards the upload instead: its bytes
+   * would hold the room a new attempt needs (clients start a failed blob again rather than resume it),
+   * and a disk that failed once may hold a tail the digest never saw. No room is BLOB_UPLOAD_INVALID,
+   * answered as such; another disk error stays what it is. The body is left undestroyed either way, so
+   * the edge can drain it and answer on the connection instead of resetting it.
+   */
+  private async writeAll(w: NamespacedWriter, body: Readable): Promise<void> {
+    let diskFailure: { err: unknown } | undefined;
+    const sink = {
+      write: (chunks: readonly Uint8Array[]) =>
+        w.write(chunks).catch((err: unknown) => {
+          diskFailure ??= { err };
+          throw err;
+        }),
+    };
+    try {
+      await appendStream(sink, body.iterator({ destroyOnReturn: false }));
+    } catch (err) {
+      if (!diskFailure) throw err;
+      await w.abort();
+      if (!isNoSpace(diskFailure.err)) throw diskFailure.err;
+      throw noSpace('no space left on the registry disk for this upload; it is discarded, start it again');
     }
   }
 
@@ -699,7 +743,13 @@ function manifestUnknown(repo: string, reference: string) {
   });
 }
 
-/** Appends the request body to the upload, in big writes while the next bytes arrive. */
-function writeAll(w: NamespacedWriter, body: Readable): Promise<void> {
-  return appendStream(w, body);
+/** BLOB_UPLOAD_INVALID, for want of room on the disk. */
+function noSpace(message: string) {
+  return registryError('BLOB_UPLOAD_INVALID', message, undefined, 'no-space');
+}
+
+/** Whether a disk failure is for want of room. */
+function isNoSpace(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }

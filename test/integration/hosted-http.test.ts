@@ -1,15 +1,19 @@
 // The HTTP edge of hosted repositories under requests real clients make but the happy path does not: a
 // refused body leaves the connection usable for the client's next request (and one declared too big is
-// refused before it is sent), a last chunk out of order is refused without losing the upload, and a body
-// that arrives slowly is taken however long it takes.
+// refused before it is sent), a last chunk out of order is refused without losing the upload, a body
+// that arrives slowly is taken however long it takes, and one the disk has no room for is answered.
 import assert from 'node:assert/strict';
+import { statfsSync } from 'node:fs';
+import { mkdir, rm, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'node:http';
 import { connect } from 'node:net';
+import { join } from 'node:path';
 import { test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MAX_MANIFEST_BYTES } from '../../src/oci/manifest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { raw, startHosted } from '../helpers/hosted.ts';
+import { runCommand } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 interface Answer {
@@ -162,4 +166,113 @@ test('an upload whose body takes longer than a minute to arrive is taken whole',
   const whole = Buffer.concat(Array.from({ length: chunks }, () => chunk));
   const done = await raw(strata.url, 'PUT', `${location.pathname}?digest=${digestOf(whole)}`);
   assert.equal(done.status, 201);
+});
+
+/** Bytes the file system at `dir` still gives an unprivileged writer. */
+function freeBytes(dir: string): number {
+  const s = statfsSync(dir);
+  return s.bavail * s.bsize;
+}
+
+/**
+ * A PATCH whose body keeps coming (256 KiB every few ms, `total` in all) as a client streaming a layer
+ * sends it, whenever the server answers. Resolves with the answer once the whole body is sent and the
+ * connection is still open; rejects if it breaks instead (a reset, or closed before the body was sent).
+ */
+function streamingPatch(url: URL, total: number): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    let answer: { status: number; body: string } | undefined;
+    let sentAll = false;
+    const done = (): void => {
+      if (answer && sentAll) resolve(answer);
+    };
+    const agent = new Agent({ keepAlive: true });
+    const req = request(url, { method: 'PATCH', agent, signal: AbortSignal.timeout(60_000) }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        answer = { status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() };
+        done();
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.on('socket', (socket) =>
+      socket.once('close', () => {
+        agent.destroy();
+        if (!sentAll) reject(new Error('the server closed the connection before the body was sent'));
+      }),
+    );
+    req.on('finish', () => {
+      sentAll = true;
+      done();
+      agent.destroy();
+    });
+    req.setHeader('content-type', 'application/octet-stream');
+    const chunk = Buffer.alloc(256 << 10, 0x5a);
+    let sent = 0;
+    const next = (): void => {
+      if (sent >= total) {
+        req.end();
+        return;
+      }
+      sent += chunk.length;
+      req.write(chunk);
+      setTimeout(next, 5);
+    };
+    next();
+  });
+}
+
+test('an upload the disk has no room for is answered 507 on its connection, and discarded to free the room', {
+  timeout: 120_000,
+}, async (t) => {
+  const work = await tempDir('hosted-full');
+  const root = join(work, 'root');
+  await mkdir(root);
+  await runCommand('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', root]);
+  // One hook, in this order: the server lets go of the files before the unmount.
+  let strata: Awaited<ReturnType<typeof startHosted>> | undefined;
+  t.after(async () => {
+    await strata?.app.close();
+    await runCommand('umount', [root]);
+    await removeTempDir(work);
+  });
+  strata = await startHosted(root);
+  // Room for 2 MiB more.
+  const filler = join(root, 'filler');
+  await writeFile(filler, Buffer.alloc(freeBytes(root) - (2 << 20)));
+  const before = freeBytes(root);
+
+  const start = await raw(strata.url, 'POST', '/v2/full/app/blobs/uploads/');
+  assert.equal(start.status, 202);
+  const location = new URL(start.headers.get('location')!, strata.url);
+  // Still sending when the disk fills: the answer comes on the connection, not a reset.
+  const patch = await streamingPatch(location, 16 << 20);
+  assert.equal(patch.status, 507);
+  assert.equal(
+    (JSON.parse(patch.body) as { errors: { code: string }[] }).errors[0]?.code,
+    'BLOB_UPLOAD_INVALID',
+  );
+  // The upload is gone, and so are its bytes.
+  const gone = await raw(strata.url, 'GET', location.pathname);
+  assert.equal(gone.status, 404);
+  assert.equal(gone.code, 'BLOB_UPLOAD_UNKNOWN');
+  assert.ok(freeBytes(root) >= before - (256 << 10), `${freeBytes(root)} bytes free, ${before} before`);
+
+  // A monolithic upload too big for the disk: answered, and nothing of it kept.
+  const big = Buffer.alloc(8 << 20, 0x33);
+  const mono = await raw(strata.url, 'POST', `/v2/full/app/blobs/uploads/?digest=${digestOf(big)}`, {
+    body: big,
+  });
+  assert.equal(mono.status, 507);
+  assert.equal(mono.code, 'BLOB_UPLOAD_INVALID');
+  assert.ok(freeBytes(root) >= before - (256 << 10), `${freeBytes(root)} bytes free, ${before} before`);
+
+  // With room again, the same blob goes in.
+  await rm(filler);
+  const again = await raw(strata.url, 'POST', `/v2/full/app/blobs/uploads/?digest=${digestOf(big)}`, {
+    body: big,
+  });
+  assert.equal(again.status, 201);
 });

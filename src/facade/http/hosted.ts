@@ -92,9 +92,10 @@ const STATUS: Record<RegistryErrorCode, number> = {
 
 /**
  * Statuses for what the code alone does not say: the spec's 413 for a manifest over the limit (docker-registry
- * answers 400 with the same code).
+ * answers 400 with the same code), and 507 Insufficient Storage for an upload the disk has no room for
+ * (docker-registry: 500 UNKNOWN; clients show a 5xx by its status line, which then says why).
  */
-const REASON_STATUS: Record<RegistryErrorReason, number> = { 'too-large': 413 };
+const REASON_STATUS: Record<RegistryErrorReason, number> = { 'too-large': 413, 'no-space': 507 };
 
 type Options = BlobSendOptions & { hosted: HostedRegistry };
 
@@ -150,8 +151,7 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
       }
       const digest = query.get('digest');
       if (digest !== null && mount === null) {
-        const up = await h.startUpload(repo);
-        const desc = await h.finishUpload(repo, up.id, digest, req);
+        const desc = await h.putBlob(repo, digest, req);
         return created(res, blobLocation(repo, desc.digest), desc.digest);
       }
       req.resume();
