@@ -16,6 +16,7 @@ export const FLAG_NAMES: Readonly<Record<string, string>> = {
   '--tls-ca <file>': "a client connects over TLS, trusting this PEM CA for the server's certificate",
   '--tls-client-cert <file>': 'a client connects over TLS, showing this PEM certificate (mutual TLS)',
   '--tls-client-key <file>': "PEM private key of --tls-client-cert's certificate",
+  '--max-connections <n>': 'open connections a listener keeps in all',
   '--plain-http-host <host[:port]>': 'a registry reached over plain HTTP (repeatable)',
   '--plain-http': "the command's one registry is reached over plain HTTP",
   '--docker-auth <file>': 'docker config.json with registry credentials',

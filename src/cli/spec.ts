@@ -6,6 +6,7 @@ import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { specFromJson, specToJson } from '../api/convert/image-spec-json.ts';
+import type { GrpcConnectionLimits } from '../api/grpc/server.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
 import type { SpecStore } from '../facade/providers/spec-store.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
@@ -90,6 +91,47 @@ export async function specFromPut(file: string | undefined, f: PutFlags): Promis
     added.push({ kind: 'direct', content: new Uint8Array(await readFile(path)) });
   if (added.length > 0) spec.contentLayers = [...spec.contentLayers, ...added];
   return validateImageSpec(spec, { allowHttpHost: () => true });
+}
+
+interface ServeFlags {
+  specStore: string;
+  listen: string;
+  logLevel: string;
+  writable?: boolean;
+  maxConnections?: string;
+  idleSeconds?: string;
+  keepaliveSeconds?: string;
+  keepaliveTimeoutSeconds?: string;
+  minPingIntervalSeconds?: string;
+}
+
+/**
+ * `strata spec serve`'s flags for its listener's connections, each a key of the `connections` section
+ * the builder and `strata up`'s `specs` take (same defaults), read by that section's parser.
+ */
+const CONNECTION_FLAGS = {
+  max: ['--max-connections', 'maxConnections'],
+  idleSeconds: ['--idle-seconds', 'idleSeconds'],
+  keepaliveSeconds: ['--keepalive-seconds', 'keepaliveSeconds'],
+  keepaliveTimeoutSeconds: ['--keepalive-timeout-seconds', 'keepaliveTimeoutSeconds'],
+  minPingIntervalSeconds: ['--min-ping-interval-seconds', 'minPingIntervalSeconds'],
+} as const;
+
+/** The connection limits `strata spec serve`'s flags set; InvalidArgument naming the flag for a bad value. */
+export async function serveConnectionsFrom(f: ServeFlags): Promise<GrpcConnectionLimits> {
+  const { grpcConnectionsFrom } = await import('../server/facade-config.ts');
+  const section: Record<string, unknown> = {};
+  for (const [key, [, attr]] of Object.entries(CONNECTION_FLAGS)) {
+    const v = f[attr];
+    if (v === undefined) continue;
+    const n = Number(v);
+    // A value that is no number is passed on as given, so the refusal quotes it.
+    section[key] = v.trim() !== '' && Number.isFinite(n) ? n : v;
+  }
+  return grpcConnectionsFrom(section, 'connections', (where, what) => {
+    const key = where.slice('connections.'.length) as keyof typeof CONNECTION_FLAGS;
+    throw invalidArgument(`${CONNECTION_FLAGS[key][0]}: ${what}`);
+  });
 }
 
 function print(value: unknown): void {
@@ -217,7 +259,27 @@ export function registerSpec(program: Command): void {
       'also take puts and removals (strata.specstore.v1.SpecStore): anyone reaching --listen can then add specs',
     )
     .option('--log-level <level>', 'fatal, error, warn, info, debug, trace or silent', parseLogLevel, 'info')
-    .action((f: { specStore: string; listen: string; logLevel: string; writable?: boolean }) =>
+    .option(
+      '--max-connections <n>',
+      'open connections in all; at the cap the oldest with no call in flight is closed (default: half the open-file limit, less a reserve; at most 16384)',
+    )
+    .option(
+      '--idle-seconds <seconds>',
+      'close a connection with no call in flight this long with a GOAWAY (default 300)',
+    )
+    .option(
+      '--keepalive-seconds <seconds>',
+      'send an HTTP/2 PING this long after connecting and after each answered one (default 60)',
+    )
+    .option(
+      '--keepalive-timeout-seconds <seconds>',
+      'close a connection whose PING is not answered within this, cancelling its calls (default 20)',
+    )
+    .option(
+      '--min-ping-interval-seconds <seconds>',
+      "least time between a client's PINGs; a third too soon in a row closes the connection (default 10)",
+    )
+    .action((f: ServeFlags) =>
       run(async () => {
         // Only `serve` needs the listen-address parser (with the facade's whole config module) and a
         // logger: put/get/ls/rm start without them.
@@ -225,13 +287,12 @@ export function registerSpec(program: Command): void {
           import('../server/facade-config.ts'),
           import('pino'),
         ]);
+        const connections = await serveConnectionsFrom(f);
         const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
-        const server = await serveSpecStore(
-          resolve(f.specStore),
-          parseListen(f.listen, '--listen'),
-          logger,
-          f.writable === true,
-        );
+        const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger, {
+          writable: f.writable === true,
+          connections,
+        });
         await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
       }),
     );

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcTls } from '../api/grpc/client.ts';
-import type { GrpcServer } from '../api/grpc/server.ts';
+import type { GrpcConnectionLimits, GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
@@ -45,16 +45,35 @@ export async function specStoreServices(store: SpecStore, writable: boolean): Pr
   return services;
 }
 
-/** Serves the spec store in `dir` on host:port until the returned server is shut down. */
+export interface ServeSpecStoreOptions {
+  /** Also serve strata.specstore.v1.SpecStore (see specStoreServices). */
+  writable?: boolean;
+  /** Limits of the listener's connections (unset: the server's defaults, as the builder's). */
+  connections?: GrpcConnectionLimits;
+}
+
+/**
+ * Serves the spec store in `dir` on host:port until the returned server is shut down. With no metrics
+ * endpoint to count them on, the connections the server closes on its own are logged: a refusal at the
+ * cap as a warning, the routine ones (idle, shed, keepalive) at debug.
+ */
 export async function serveSpecStore(
   dir: string,
   listen: { host: string; port: number },
   logger: Logger,
-  writable = false,
+  options: ServeSpecStoreOptions = {},
 ): Promise<GrpcServer> {
   const { createGrpcServer } = await import('../api/grpc/server.ts');
-  const services = await specStoreServices(openSpecStore(dir), writable);
-  const server = createGrpcServer({ logger, services });
+  const services = await specStoreServices(openSpecStore(dir), options.writable === true);
+  const server = createGrpcServer({
+    logger,
+    services,
+    ...(options.connections && { connections: options.connections }),
+    onConnectionDropped: (reason) =>
+      reason === 'full'
+        ? logger.warn({ reason }, 'connection refused: every connection has a call in flight')
+        : logger.debug({ reason }, 'connection closed by the server'),
+  });
   await server.listenTcp(listen.host, listen.port);
   return server;
 }

@@ -1,6 +1,7 @@
 // The gRPC TCP listeners' connection limits against a peer that opens many connections and leaves them
-// idle: the builder's listener (plain) and a TLS listener (sockets that never finish the handshake). A
-// real grpc-js client is still served past the cap, and idle connections are closed after the idle time.
+// idle: the builder's listener (plain), `strata spec serve`'s (set by its flags) and a TLS listener
+// (sockets that never finish the handshake). A real grpc-js client is still served past the cap, and
+// idle connections are closed after the idle time.
 import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
@@ -13,7 +14,8 @@ import { createClient, type GrpcTls } from '../../src/api/grpc/client.ts';
 import { createGrpcServer } from '../../src/api/grpc/server.ts';
 import { builderConfigFrom, startBuilder } from '../../src/server/builder.ts';
 import { GatedEngine } from '../helpers/builder-engine.ts';
-import { waitFor } from '../helpers/process.ts';
+import { freePort } from '../helpers/ports.ts';
+import { spawnServer, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -115,6 +117,48 @@ test('the builder’s listener: past the connection cap a client is served; idle
   } finally {
     client.close();
     await running.close();
+  }
+});
+
+test('strata spec serve: its flags cap the connections and close idle ones as the builder’s config does', {
+  timeout: 120_000,
+}, async (t) => {
+  const port = await freePort();
+  await spawnServer(
+    process.execPath,
+    [
+      new URL('../../src/cli/main.ts', import.meta.url).pathname,
+      'spec',
+      'serve',
+      '--spec-store',
+      join(dir, 'specs'),
+      '--listen',
+      `127.0.0.1:${port}`,
+      '--max-connections',
+      String(CAP),
+      '--idle-seconds',
+      String(IDLE_SECONDS),
+    ],
+    {
+      readyCheck: async () => {
+        const probe = createClient(`127.0.0.1:${port}`);
+        try {
+          return (await check(probe)) === 'SERVING';
+        } catch {
+          return false;
+        } finally {
+          probe.close();
+        }
+      },
+      logFile: join(dir, 'spec-serve.log'),
+      t,
+    },
+  );
+  const client = createClient(`127.0.0.1:${port}`);
+  try {
+    await idleFlood(port, client);
+  } finally {
+    client.close();
   }
 });
 

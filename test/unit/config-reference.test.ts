@@ -1,6 +1,7 @@
 // docs/configuration.md cannot drift from the code: its tables name exactly the keys each parser accepts
-// (their key trees), only flags the commands have, and the shared-flag table is the CLI's naming table;
-// every example config under examples/ is accepted by the real parser of its service.
+// (their key trees) and the flags of `strata spec serve`, only flags the commands have, and the
+// shared-flag table is the CLI's naming table; every example config under examples/ is accepted by the
+// real parser of its service.
 import assert from 'node:assert/strict';
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -77,6 +78,18 @@ test("the reference's flags are the commands' flags", async () => {
   const known = new Set([...Object.keys(FLAG_NAMES), ...Object.values(SAME_NAME_OTHER_VALUE).flat()]);
   for (const f of shared) assert.ok(known.has(f), `${f} is in the CLI's naming table`);
   for (const f of Object.keys(FLAG_NAMES)) assert.ok(shared.includes(f), `${f} is in the shared-flag table`);
+});
+
+test('the reference names exactly the flags of `strata spec serve`, which has no config file', async () => {
+  const text = await readFile(REFERENCE, 'utf8');
+  const program = await buildProgram(['node', 'strata']);
+  const serve = program.commands
+    .find((c) => c.name() === 'spec')!
+    .commands.find((c) => c.name() === 'serve')!;
+  const documented = rows(section(text, '`strata spec serve`')).map(
+    (r) => backticked(r[0]!)[0]!.split(' ')[0]!,
+  );
+  assert.deepEqual(documented.sort(), [...visibleLongFlags(serve)].sort());
 });
 
 test('every example config is accepted by its service', async () => {
