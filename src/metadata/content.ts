@@ -32,10 +32,11 @@ import { LeaseStore } from './leases.ts';
 export type { ContentRecord } from './content-labels.ts';
 export { backendRef } from './ingests.ts';
 
-/** A namespace's ingest, as Status and ListStatuses report it. */
-export interface NamespacedStatus extends IngestStatus {
-  expected?: Digest;
-}
+/**
+ * A namespace's ingest, as Status and ListStatuses report it: without the expected digest, which
+ * containerd's metadata store does not report either (its blob store's status has none).
+ */
+export type NamespacedStatus = Omit<IngestStatus, 'expected'>;
 
 export interface WriterOpenOptions {
   /** Digest the content must have; enables AlreadyExists and the shared-content shortcut. */
@@ -133,7 +134,7 @@ export class ContentView {
     const rec = ref === '' ? undefined : this.ingests.get(ns, ref);
     if (!rec) throw missing();
     try {
-      return this.statusOf(await this.store.status(backendRef(ns, ref)), ref, rec.expected);
+      return this.statusOf(await this.store.status(backendRef(ns, ref)), ref);
     } catch (err) {
       if (isNotFound(err)) throw missing();
       throw err;
@@ -170,7 +171,7 @@ export class ContentView {
     const out: NamespacedStatus[] = [];
     for (const rec of await selectMatching(filter, this.ingests.list(ns), ingestAdaptor, this.db.regex)) {
       try {
-        out.push(this.statusOf(await this.store.status(backendRef(ns, rec.ref)), rec.ref, rec.expected));
+        out.push(this.statusOf(await this.store.status(backendRef(ns, rec.ref)), rec.ref));
       } catch (err) {
         if (!isNotFound(err)) throw err; // committed or aborted meanwhile
       }
@@ -328,11 +329,9 @@ export class ContentView {
     });
   }
 
-  private statusOf(st: IngestStatus, ref: string, expected: string): NamespacedStatus {
-    const out: NamespacedStatus = { ...st, ref };
-    delete out.expected;
-    if (expected) out.expected = expected as Digest;
-    return out;
+  private statusOf(st: IngestStatus, ref: string): NamespacedStatus {
+    const { expected: _, ...out } = st;
+    return { ...out, ref };
   }
 
   /**

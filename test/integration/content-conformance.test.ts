@@ -744,7 +744,7 @@ describe('Content service conformance', () => {
       const layer1 = all.statuses.find((s) => s.ref === 'layer-1')!;
       assert.equal(layer1.offset, 2n);
       assert.equal(layer1.total, 4n);
-      assert.equal(layer1.expected, digestOf('layer-1'));
+      assert.equal(layer1.expected, '', 'containerd reports no expected digest');
       const layers = await callUnary(
         client,
         Content.method.listStatuses,

@@ -6,8 +6,13 @@ import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import type { MessageInitShape } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { Content, WriteAction } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import {
+  Content,
+  WriteAction,
+  type WriteContentRequestSchema,
+} from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { callBidi, callUnary, createClient, metadataWith } from '../../src/api/grpc/client.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
@@ -170,6 +175,52 @@ describe('content and images side by side with containerd 1.6', () => {
         [Number(n), d],
       ]),
     );
+  });
+
+  /** What a Status shows a client, times left out. */
+  const shownStatus = (s: { ref: string; offset: bigint; total: bigint; expected: string } | undefined) =>
+    s && { ref: s.ref, offset: Number(s.offset), total: Number(s.total), expected: s.expected };
+
+  /** One Write session: sends each message and takes its reply, then ends the call once the session has. */
+  async function writeSession(
+    side: Side,
+    ns: string,
+    messages: MessageInitShape<typeof WriteContentRequestSchema>[],
+  ): Promise<void> {
+    const call = callBidi(side.client, Content.method.write, { metadata: md(ns) });
+    const replies = call.responses[Symbol.asyncIterator]();
+    for (const m of messages) {
+      await call.send(m);
+      await replies.next();
+    }
+    call.end();
+    for (let r = await replies.next(); !r.done; r = await replies.next());
+  }
+
+  test('statuses name no expected digest, as containerd’s blob store keeps none', async () => {
+    const body = Buffer.from('an ingest that declared its digest\n');
+    const [listed, status] = await sameOnBoth(async (side, ns) => {
+      await writeSession(side, ns, [
+        {
+          action: WriteAction.WRITE,
+          ref: 'declared',
+          total: BigInt(body.length),
+          expected: sha256(body),
+          data: body.subarray(0, 3),
+        },
+      ]);
+      return [
+        await answer(callUnary(side.client, Content.method.listStatuses, {}, { metadata: md(ns) }), (r) =>
+          r.statuses.map(shownStatus),
+        ),
+        await answer(
+          callUnary(side.client, Content.method.status, { ref: 'declared' }, { metadata: md(ns) }),
+          (r) => shownStatus(r.status),
+        ),
+      ];
+    });
+    const want = { ref: 'declared', offset: 3, total: body.length, expected: '' };
+    assert.deepEqual([listed, status], [[want], want]);
   });
 
   test('ctr images label with no labels replaces the target too: containerd’s message', async () => {

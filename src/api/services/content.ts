@@ -42,7 +42,6 @@ function statusToProto(s: NamespacedStatus): MessageInitShape<typeof StatusSchem
     ref: s.ref,
     offset: BigInt(s.offset),
     total: BigInt(s.total),
-    expected: s.expected ?? '',
     startedAt: timestampFromDate(s.startedAt),
     updatedAt: timestampFromDate(s.updatedAt),
   };
