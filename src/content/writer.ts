@@ -257,6 +257,22 @@ export class IngestWriter {
   }
 
   /**
+   * Declares the ingest's size anew (0: unknown), as if it had been opened with it: what a commit without
+   * a size checks, and what its status reports as total.
+   */
+  declareTotal(total: number): Promise<void> {
+    return this.serial(async () => {
+      this.openHandle();
+      if (!Number.isSafeInteger(total) || total < 0) {
+        throw invalidArgument(`invalid total ${JSON.stringify(total)}: want a non-negative integer`);
+      }
+      if (total === this.meta.total) return;
+      this.meta.total = total;
+      await writeMeta(this.layout, this.meta, this.durable);
+    });
+  }
+
+  /**
    * Verifies and commits the ingest as a blob. `size` 0 and `expected` undefined/empty fall back to what
    * the writer was opened with (and skip the check if that is unknown too). Labels are accepted for the
    * caller's convenience only: they live in the metadata layer, not in the blob store.

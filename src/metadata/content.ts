@@ -127,12 +127,15 @@ export class ContentView {
     return { descriptor, open: (o = {}) => stored.open({ ...o, verify: false }) };
   }
 
-  /** NotFound `could not get status for ref "<ref>": reference <ref>: not found`. */
+  /**
+   * NotFound `could not get status for ref "<ref>": reference <ref>: not found`, also for a shared writer
+   * without bytes of its own (containerd has no ingest in its blob store for it).
+   */
   async status(ns: string, ref: string): Promise<NamespacedStatus> {
     const missing = () =>
       notFound(`could not get status for ref ${goQuote(ref)}: reference ${ref}: not found`);
     const rec = ref === '' ? undefined : this.ingests.get(ns, ref);
-    if (!rec) throw missing();
+    if (!rec || rec.shared) throw missing();
     try {
       return this.statusOf(await this.store.status(backendRef(ns, ref)), ref);
     } catch (err) {
@@ -165,11 +168,20 @@ export class ContentView {
     return ref !== '' && this.ingests.get(ns, ref) !== undefined;
   }
 
-  /** The namespace's ingests whose ref matches any filter (field `ref`), ordered by ref. */
+  /** The refs of all the namespace's ingests, also those without a status (reserved, shared), by ref. */
+  ingestRefs(ns: string): string[] {
+    return this.ingests.list(ns).map((r) => r.ref);
+  }
+
+  /**
+   * The namespace's ingests whose ref matches any filter (field `ref`), ordered by ref; as in containerd,
+   * not those without bytes of their own (a shared writer, a reserved ingest).
+   */
   async listStatuses(ns: string, filters: readonly string[]): Promise<NamespacedStatus[]> {
     const filter = parseFilters(filters);
     const out: NamespacedStatus[] = [];
-    for (const rec of await selectMatching(filter, this.ingests.list(ns), ingestAdaptor, this.db.regex)) {
+    const recs = this.ingests.list(ns).filter((r) => !r.shared);
+    for (const rec of await selectMatching(filter, recs, ingestAdaptor, this.db.regex)) {
       try {
         out.push(this.statusOf(await this.store.status(backendRef(ns, rec.ref)), rec.ref));
       } catch (err) {
@@ -237,6 +249,17 @@ export class ContentView {
       // The blob landed on disk since we looked: share it.
       shared = await this.onDisk(expected, total);
       w = await this.store.writer(bref, { total, syncEvery: opts.syncEvery ?? 0 });
+    }
+    // Set now that this writer holds the ref. A shared writer has a status only when an earlier writer
+    // of the ref left bytes (containerd lists those, as it does any ingest its blob store has).
+    const bytesless = shared !== undefined && w.offset === 0;
+    if (bytesless !== (this.ingests.get(ns, ref)?.shared ?? false)) {
+      try {
+        this.ingests.setShared(ns, ref, bytesless);
+      } catch (err) {
+        await w.close();
+        throw err;
+      }
     }
     return new NamespacedWriter({ view: this, ns, ref, w, shared, lease: opts.lease });
   }
@@ -375,6 +398,11 @@ export class ContentView {
   /** @internal */
   forgetIngest(ns: string, ref: string, lease: string | undefined): void {
     this.ingests.remove(ns, ref, lease);
+  }
+
+  /** @internal A shared writer wrote bytes of its own: its ingest has a status from now on. */
+  markUnshared(ns: string, ref: string): void {
+    this.ingests.setShared(ns, ref, false);
   }
 }
 
@@ -518,15 +546,20 @@ export class NamespacedWriter {
     await this.w.close(reason);
   }
 
-  /** Turns a shared writer into one holding the first `keep` bytes of the blob, to write on from there. */
+  /**
+   * Turns a shared writer into one holding the first `keep` bytes of the blob, to write on from there. As
+   * containerd's, it is then an ingest declaring `keep` bytes in all.
+   */
   private async unshare(keep: number): Promise<void> {
     const s = this.shared!;
     await this.w.truncate(0);
+    await this.w.declareTotal(keep);
     if (keep > 0) {
       const stream = await this.view.store.reader(s.digest, { offset: 0, length: keep });
       for await (const chunk of stream as AsyncIterable<Buffer>) await this.w.write(chunk);
     }
     this.shared = undefined;
+    this.view.markUnshared(this.namespace, this.ref);
   }
 
   private async dropBackendIngest(): Promise<void> {

@@ -130,6 +130,11 @@ const MIGRATIONS: readonly string[] = [
     AND (instr(i.name, '@') > 0 OR instr(i.name, ':') > 0)
     AND (j.key LIKE 'containerd.io/gc.ref.content.config.%' OR j.key LIKE 'containerd.io/gc.ref.content.l.%');
   `,
+  // Ingests: whether the writer stands for a blob already on disk, with no bytes of its own (containerd's
+  // shared writer, which has no ingest in its blob store and so no status).
+  `
+  ALTER TABLE ingests ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

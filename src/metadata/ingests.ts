@@ -18,7 +18,15 @@ export interface IngestRecord {
   ref: string;
   /** The digest the writer was opened with, '' when none. */
   expected: string;
+  /**
+   * The writer stands for a blob already on disk and has written no byte of its own. containerd's
+   * shared writer has no ingest in its blob store, so it has no status and is not listed.
+   */
+  shared: boolean;
 }
+
+type Row = { ref: string; expected: string; shared: bigint };
+const toRecord = (r: Row): IngestRecord => ({ ref: r.ref, expected: r.expected, shared: r.shared !== 0n });
 
 /**
  * The store ref holding a namespace's ingest. Namespaces cannot contain '/', so the mapping is
@@ -37,6 +45,7 @@ export class IngestRecords {
     list: Statement;
     upsertExpiring: Statement;
     upsertLeased: Statement;
+    setShared: Statement;
     del: Statement;
   };
 
@@ -45,11 +54,11 @@ export class IngestRecords {
     this.leases = new LeaseStore(db);
     const q = (s: string): Statement => db.sql.prepare(s);
     this.stmts = {
-      get: q('SELECT ref, expected FROM ingests WHERE namespace = ? AND ref = ?'),
+      get: q('SELECT ref, expected, shared FROM ingests WHERE namespace = ? AND ref = ?'),
       fresh: q(
         'SELECT 1 FROM ingests WHERE namespace = ? AND ref = ? AND expected = ? AND total = ? AND expires_at >= ?',
       ),
-      list: q('SELECT ref, expected FROM ingests WHERE namespace = ? ORDER BY ref'),
+      list: q('SELECT ref, expected, shared FROM ingests WHERE namespace = ? ORDER BY ref'),
       upsertExpiring: q(
         `INSERT INTO ingests (namespace, ref, expected, total, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)
          ON CONFLICT (namespace, ref) DO UPDATE SET expected = excluded.expected, total = excluded.total,
@@ -60,6 +69,7 @@ export class IngestRecords {
         `INSERT INTO ingests (namespace, ref, expected, total, created_at, expires_at) VALUES (?, ?, ?, ?, ?, NULL)
          ON CONFLICT (namespace, ref) DO UPDATE SET expected = excluded.expected, total = excluded.total`,
       ),
+      setShared: q('UPDATE ingests SET shared = ? WHERE namespace = ? AND ref = ?'),
       del: q('DELETE FROM ingests WHERE namespace = ? AND ref = ?'),
     };
   }
@@ -88,12 +98,23 @@ export class IngestRecords {
     });
   }
 
+  /**
+   * Sets whether the ingest is a shared writer without bytes of its own (see IngestRecord.shared); only
+   * its writer, holding the ref, does. open() leaves the flag as it is (a new record has it unset).
+   */
+  setShared(ns: string, ref: string, shared: boolean): void {
+    this.db.write(() => {
+      this.stmts.setShared.run(shared ? 1 : 0, ns, ref);
+    });
+  }
+
   get(ns: string, ref: string): IngestRecord | undefined {
-    return this.stmts.get.get(ns, ref) as IngestRecord | undefined;
+    const row = this.stmts.get.get(ns, ref) as Row | undefined;
+    return row && toRecord(row);
   }
 
   list(ns: string): IngestRecord[] {
-    return this.stmts.list.all(ns) as IngestRecord[];
+    return (this.stmts.list.all(ns) as Row[]).map(toRecord);
   }
 
   /**

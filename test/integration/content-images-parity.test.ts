@@ -223,6 +223,48 @@ describe('content and images side by side with containerd 1.6', () => {
     assert.deepEqual([listed, status], [[want], want]);
   });
 
+  test('a writer sharing another namespace’s blob has no status until it writes bytes of its own', async () => {
+    // containerd's shared writer has no ingest in its blob store: Status does not find it and
+    // ListStatuses leaves it out, in that namespace as in any other.
+    const body = Buffer.from('a blob a shared writer stands for\n');
+    const d = sha256(body);
+    const n = BigInt(body.length);
+    const shown = await sameOnBoth(async (side, ns) => {
+      await writeSession(side, `${ns}-a`, [
+        { action: WriteAction.COMMIT, ref: 'a', data: body, total: n, expected: d },
+      ]);
+      const seen = async (where: string) => {
+        const opts = { metadata: md(where) };
+        return [
+          await answer(callUnary(side.client, Content.method.listStatuses, {}, opts), (r) =>
+            r.statuses.map(shownStatus),
+          ),
+          // containerd's NotFound names a file of its own: the code is what is compared.
+          await answer(callUnary(side.client, Content.method.status, { ref: 'shared' }, opts), (r) =>
+            shownStatus(r.status),
+          ).then((a) => (a && typeof a === 'object' && 'code' in a ? a.code : a)),
+        ];
+      };
+      const call = callBidi(side.client, Content.method.write, { metadata: md(`${ns}-b`) });
+      const replies = call.responses[Symbol.asyncIterator]();
+      await call.send({ action: WriteAction.STAT, ref: 'shared', total: n, expected: d });
+      const stat = await replies.next();
+      const whileOpen = [await seen(`${ns}-b`), await seen(`${ns}-a`)];
+      call.end();
+      for (let r = await replies.next(); !r.done; r = await replies.next());
+      const afterClose = await seen(`${ns}-b`);
+      // A write from offset 0 starts the ingest afresh (declaring no size), with bytes of its own.
+      await writeSession(side, `${ns}-b`, [
+        { action: WriteAction.STAT, ref: 'shared', total: n, expected: d },
+        { action: WriteAction.WRITE, offset: 0n, data: body.subarray(0, 5) },
+      ]);
+      return [stat.done ? 'ended' : Number(stat.value.offset), whileOpen, afterClose, await seen(`${ns}-b`)];
+    });
+    const written = { ref: 'shared', offset: 5, total: 0, expected: '' };
+    const none = [[], 'NOT_FOUND'];
+    assert.deepEqual(shown, [Number(n), [none, none], none, [[written], written]]);
+  });
+
   test('ctr images label with no labels replaces the target too: containerd’s message', async () => {
     const target = {
       mediaType: 'application/vnd.oci.image.manifest.v1+json',

@@ -115,6 +115,25 @@ test('a blob another namespace holds is linked into the cache, not fetched; a fi
   }
 });
 
+test('loading drops every ingest a stopped cache left, also a link’s writer that has no status', async () => {
+  const d = await daemonParts('leftovers');
+  try {
+    const held = blob(3, 300);
+    await d.put('default', held.bytes, held.desc);
+    // A link stopped between opening its writer and committing, and a fill stopped mid-way.
+    const link = await d.view.writer(NS, 'link-stopped', { expected: held.desc.digest, total: 300 });
+    await link.close();
+    const fill = await d.view.writer(NS, 'fill-stopped');
+    await fill.write(Buffer.from('part of a blob'));
+    await fill.close();
+    assert.deepEqual(d.view.ingestRefs(NS), ['fill-stopped', 'link-stopped']);
+    await d.storage.load();
+    assert.deepEqual(d.view.ingestRefs(NS), []);
+  } finally {
+    await d.close();
+  }
+});
+
 test('eviction deletes the cache row only; the collector frees bytes no other namespace holds', async () => {
   const d = await daemonParts('evict');
   const cache = await BlobCache.open({ storage: d.storage, maxBytes: 250 });

@@ -41,7 +41,8 @@ export class NamespaceCacheStorage implements CacheStorage {
 
   async load(): Promise<StoredBlob[]> {
     const ns = this.namespace;
-    for (const st of await this.view.listStatuses(ns, [])) await this.abort(st.ref);
+    // Every ingest left, also those without a status (a link's shared writer, a reserved ingest).
+    for (const ref of this.view.ingestRefs(ns)) await this.abort(ref);
     const rows = await this.view.list(ns, []);
     return rows.map((r) => ({ digest: r.digest, size: r.size, storedAt: r.createdAt.getTime() }));
   }
