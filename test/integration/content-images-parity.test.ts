@@ -14,20 +14,14 @@ import {
   type WriteContentRequestSchema,
 } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
-import { callBidi, callUnary, createClient, metadataWith } from '../../src/api/grpc/client.ts';
-import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
-import { CTR, runCtr, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
+import { callBidi, callUnary, metadataWith } from '../../src/api/grpc/client.ts';
+import { CTR, runCtr } from '../helpers/daemon.ts';
 import { failure } from '../helpers/grpc-assert.ts';
 import { runProcess } from '../helpers/process.ts';
+import { answer, type Side, type SideBySide, startSideBySide } from '../helpers/side-by-side.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const sha256 = (b: Buffer | string): string => `sha256:${createHash('sha256').update(b).digest('hex')}`;
-
-interface Side {
-  name: 'containerd' | 'strata';
-  address: string;
-  client: grpc.Client;
-}
 
 /** What one ctr run showed its user. */
 interface Shown {
@@ -36,50 +30,20 @@ interface Shown {
   stderr: string;
 }
 
-/** What a gRPC call answered: its code and details, or the value `keep` picks from the answer. */
-async function answer<T>(p: Promise<T>, keep: (v: T) => unknown = () => 'OK'): Promise<unknown> {
-  try {
-    return keep(await p);
-  } catch (err) {
-    const e = err as grpc.ServiceError;
-    return { code: grpc.status[e.code], details: e.details };
-  }
-}
-
 describe('content and images side by side with containerd 1.6', () => {
-  let containerd: TestContainerd;
-  let daemon: TestDaemon;
+  let both: SideBySide;
   let work: string;
-  let sides: Side[];
-  let seq = 0;
 
   before(async () => {
     work = await tempDir('content-images-parity');
-    containerd = await startContainerd();
-    daemon = await startDaemon();
-    sides = [
-      {
-        name: 'containerd',
-        address: containerd.address,
-        client: createClient(`unix://${containerd.address}`),
-      },
-      { name: 'strata', address: daemon.address, client: daemon.client() },
-    ];
+    both = await startSideBySide();
   });
   after(async () => {
-    for (const s of sides ?? []) s.client.close();
-    await containerd?.stop();
-    await daemon?.stop();
+    await both?.stop();
     if (work) await removeTempDir(work);
   });
 
-  /** Runs `session` against containerd, then against strata, each in a namespace of its own; asserts they saw the same. */
-  async function sameOnBoth(session: (side: Side, ns: string) => Promise<unknown[]>): Promise<unknown[]> {
-    const ns = `parity-${++seq}`;
-    const [theirs, ours] = [await session(sides[0]!, ns), await session(sides[1]!, ns)];
-    assert.deepEqual(ours, theirs);
-    return ours!;
-  }
+  const sameOnBoth = (session: (side: Side, ns: string) => Promise<unknown[]>) => both.sameOnBoth(session);
 
   const ctr = async (side: Side, ns: string, args: string[]): Promise<Shown> => {
     const { code, stdout, stderr } = await runCtr(side.address, args, { namespace: ns, timeoutMs: 60_000 });
