@@ -15,7 +15,9 @@ export type ErrorKind =
   | 'Aborted'
   | 'Unimplemented'
   | 'DataLoss'
-  | 'Internal';
+  | 'Internal'
+  /** Only where containerd answers Unknown to a request a client can make (its store's own errors). */
+  | 'Unknown';
 
 export class StrataError extends Error {
   readonly kind: ErrorKind;
@@ -45,6 +47,7 @@ export const aborted = make('Aborted');
 export const unimplemented = make('Unimplemented');
 export const dataLoss = make('DataLoss');
 export const internal = make('Internal');
+export const unknownError = make('Unknown');
 
 export function errorKind(err: unknown): ErrorKind | undefined {
   return err instanceof StrataError ? err.kind : undefined;

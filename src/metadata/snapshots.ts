@@ -3,7 +3,7 @@
 // of committed ones share one key space; a parent must be committed; a snapshot with children cannot be
 // removed; labels follow containerd's rules. Directories are the snapshotter's business, not this store's.
 // Messages are containerd's (errdefs suffix included), because ctr prints them.
-import { alreadyExists, failedPrecondition, invalidArgument, notFound } from '../errors.ts';
+import { alreadyExists, failedPrecondition, invalidArgument, notFound, unknownError } from '../errors.ts';
 import { decodeMap, encodeMap, type MetadataDb, type Nanos, type Statement } from './db.ts';
 import type { Adaptor } from './filters/filter.ts';
 import { parseFilters, selectMatching } from './filters/filter.ts';
@@ -183,10 +183,9 @@ export class SnapshotStore {
    * Records a new active or view snapshot; returns it with its parent's record. AlreadyExists when the key
    * or the `containerd.io/snapshot.ref` target is taken (an existing target joins the request's lease),
    * NotFound for a missing parent, InvalidArgument for a parent that is not committed or labels over the
-   * limits.
+   * limits, Unknown for an empty key (after all those checks).
    */
   create(ns: string, c: CreateSnapshot): { record: SnapshotRecord; parent?: SnapshotRecord } {
-    if (c.key === '') throw invalidArgument('snapshot key must not be empty: invalid argument');
     checkKeySize('key', c.key);
     validateLabels('info.Labels', c.labels);
     const target = c.labels[LABEL_SNAPSHOT_REF];
@@ -210,6 +209,7 @@ export class SnapshotStore {
       }
       const now = this.db.clock();
       this.db.ensureNamespace(ns, now);
+      if (c.key === '') return 'no key';
       if (c.lease) this.leaseAdd(ns, c.lease, c.key);
       this.stmts.insert.run(
         ns,
@@ -225,7 +225,23 @@ export class SnapshotStore {
       return { record: this.stat(ns, c.key), ...(parent ? { parent } : {}) };
     });
     if (!created) throw alreadyExists(`target snapshot ${goQuote(target!)}: already exists`);
+    if (created === 'no key') this.refuseEmptyKey(ns, c.lease);
     return created;
+  }
+
+  /**
+   * containerd takes an empty key only as far as its database, whose refusal is an Unknown error: the
+   * namespace it made first stays (committed above), the lease's own check comes before.
+   */
+  private refuseEmptyKey(ns: string, lease: string | undefined): never {
+    if (lease) {
+      // Rolled back by the error, as containerd's transaction is.
+      this.db.write(() => {
+        this.leaseAdd(ns, lease, '');
+        throw unknownError('key required');
+      });
+    }
+    throw unknownError('bucket name required');
   }
 
   /** Drops a record create() made, unless something replaced it meanwhile (a failed prepare's undo). */
@@ -239,12 +255,13 @@ export class SnapshotStore {
   /**
    * Turns active snapshot `key` into committed snapshot `name` (same backing directory). Labels are the
    * commit's, times restart, as in containerd. AlreadyExists if `name` is taken, NotFound if `key` is
-   * missing, FailedPrecondition if it is not active.
+   * missing, FailedPrecondition if it is not active, Unknown for an empty name.
    */
   commit(ns: string, c: CommitSnapshot): SnapshotRecord {
-    if (c.name === '') throw invalidArgument('snapshot name must not be empty: invalid argument');
     checkKeySize('name', c.name);
     validateLabels('info.Labels', c.labels);
+    // containerd's database refuses an empty name before it looks at the key (an Unknown error).
+    if (c.name === '') throw unknownError('bucket name required');
     return this.db.write(() => {
       if (this.get(ns, c.name)) throw alreadyExists(`snapshot ${goQuote(c.name)}: already exists`);
       const active = this.get(ns, c.key);

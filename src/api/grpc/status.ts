@@ -17,10 +17,14 @@ const codeByKind: Record<ErrorKind, status> = {
   Unimplemented: status.UNIMPLEMENTED,
   DataLoss: status.DATA_LOSS,
   Internal: status.INTERNAL,
+  Unknown: status.UNKNOWN,
 };
 
+// A client's UNKNOWN is mostly a transport failure, so it is not read back as Unknown (see errorFromStatus).
 const kindByCode = new Map<status, ErrorKind>(
-  Object.entries(codeByKind).map(([kind, code]) => [code, kind as ErrorKind]),
+  Object.entries(codeByKind)
+    .filter(([kind]) => kind !== 'Unknown')
+    .map(([kind, code]) => [code, kind as ErrorKind]),
 );
 
 /** What a failed call sends: a code and the message the client sees. */
