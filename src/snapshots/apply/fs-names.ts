@@ -2,6 +2,7 @@
 // (byte-names.ts): each path goes to the kernel as the exact bytes the layer named.
 import {
   chmodSync,
+  futimesSync,
   lchownSync,
   linkSync,
   lstatSync,
@@ -22,8 +23,15 @@ import { decodeName, fsPath } from '../byte-names.ts';
 export const chmod = (p: string, mode: number): void => chmodSync(fsPath(p), mode);
 export const lchown = (p: string, uid: number, gid: number): void => lchownSync(fsPath(p), uid, gid);
 export const link = (target: string, p: string): void => linkSync(fsPath(target), fsPath(p));
+/**
+ * A time for Node's utimes calls, which take a negative number of seconds for "now": a numeric string
+ * is taken as the number it spells, so a time before 1970 keeps its value (to a double's precision).
+ */
+const fsTime = (t: number | Date): number | string | Date => (typeof t === 'number' && t < 0 ? String(t) : t);
 export const lutimes = (p: string, atime: number | Date, mtime: number | Date): void =>
-  lutimesSync(fsPath(p), atime, mtime);
+  lutimesSync(fsPath(p), fsTime(atime), fsTime(mtime));
+export const futimes = (fd: number, atime: number | Date, mtime: number | Date): void =>
+  futimesSync(fd, fsTime(atime), fsTime(mtime));
 export const mkdir = (p: string, opts?: MakeDirectoryOptions & { recursive?: false }): void => {
   mkdirSync(fsPath(p), opts);
 };

@@ -179,6 +179,22 @@ describe('layer applier: tar framing as containerd reads it', () => {
     await assert.rejects(apply(bytes), isInvalidArgument);
   });
 
+  // Node's utimes takes a negative number of seconds for "now"; containerd sets what the layer says.
+  test('times before 1970 are kept, on files, directories and symlinks', async () => {
+    const before1970 = { mtime: '-86400.25' };
+    const root = await apply(
+      await tarOf([
+        { header: { name: 'dir/', type: 'directory', pax: before1970 } },
+        { header: { name: 'dir/file', type: 'file', pax: before1970 }, body: Buffer.from('x') },
+        { header: { name: 'dir/link', type: 'symlink', linkname: 'file', pax: before1970 } },
+      ]),
+    );
+    for (const name of ['dir', 'dir/file', 'dir/link']) {
+      const st = await lstat(join(root, name), { bigint: true });
+      assert.equal(st.mtimeNs, -86_400_250_000_000n, name);
+    }
+  });
+
   // Go's reader returns a global PAX header as an entry of its own, which containerd ignores; it never
   // changes the entries after it. tar-stream merges it into every entry that has PAX records of its own.
   test('a global PAX header changes no entry after it', async () => {

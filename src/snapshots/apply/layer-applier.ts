@@ -15,7 +15,6 @@ import {
   fchownSync as fchown,
   constants as fsc,
   fstatSync as fstat,
-  futimesSync as futimes,
   realpathSync as realpath,
   type Stats,
   writeSync,
@@ -41,6 +40,7 @@ import { setXattr } from '../xattr.ts';
 import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 import {
   chmod,
+  futimes,
   lchown,
   link,
   lstat,
