@@ -1,9 +1,10 @@
 // The layer differ: an uncompressed OCI layer tar holding what turns `lower` into `upper` (additions,
 // changes, `.wh.` whiteouts for deletions), or a whole directory as a layer. Output is deterministic for
-// a given pair of trees: names in byte order, empty uname/gname, whole-second mtimes, whiteouts dated
-// to the epoch (containerd dates them to the diff's start) and, as containerd's, without permission bits
-// and after their parent directories. Files sharing an inode within `upper` become tar hardlinks, as
-// containerd writes them.
+// a given pair of trees: names in byte order, empty uname/gname (containerd looks no names up either),
+// whole-second mtimes, headers laid out as containerd's (tar-writer.ts), whiteouts dated to the epoch
+// (containerd dates them to the diff's start) and, as containerd's, without permission bits and after
+// their parent directories. Files sharing an inode within `upper` become tar hardlinks, as containerd
+// writes them. So but for whiteouts, a diff has the digest containerd's diff of the same trees has.
 //
 // Names keep their bytes (byte-names.ts), and as containerd's differ, a changed entry carries its file
 // capability (the security.capability xattr, as a PAX SCHILY.xattr record); other xattrs are not
@@ -17,7 +18,7 @@ import { WHITEOUT_PREFIX } from '../apply/names.ts';
 import { decodeName, encodeName, fsPath } from '../byte-names.ts';
 import { CAPABILITY, capabilities } from '../xattr.ts';
 import { devMajor, devMinor, sameNode } from './compare.ts';
-import { END_OF_ARCHIVE, type EntryHeader, encodeHeader, MAX_HEADER_ID, padding } from './tar-writer.ts';
+import { END_OF_ARCHIVE, type EntryHeader, encodeHeader, padding } from './tar-writer.ts';
 
 export interface DiffOptions {
   signal?: AbortSignal;
@@ -142,13 +143,7 @@ class ChangeWriter {
 
   /** The header of `rel`; with `capability`, the entry carries its file capability, as containerd's do. */
   private header(rel: string, st: BigIntStats, capability = false): EntryHeader {
-    const uid = Number(st.uid);
-    const gid = Number(st.gid);
-    const pax: [string, Buffer][] = [];
-    if (uid > MAX_HEADER_ID) pax.push(['uid', Buffer.from(String(uid))]);
-    if (gid > MAX_HEADER_ID) pax.push(['gid', Buffer.from(String(gid))]);
     const cap = capability ? this.upperCaps.get(rel) : undefined;
-    if (cap) pax.push([`SCHILY.xattr.${CAPABILITY}`, cap]);
     const type: EntryHeader['type'] = st.isDirectory()
       ? 'directory'
       : st.isSymbolicLink()
@@ -164,13 +159,13 @@ class ChangeWriter {
       name: encodeName(type === 'directory' ? `${rel}/` : rel),
       type,
       mode: Number(st.mode),
-      uid: Math.min(uid, MAX_HEADER_ID),
-      gid: Math.min(gid, MAX_HEADER_ID),
-      mtime: Number(st.mtimeNs / 1_000_000_000n),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      mtime: wholeSeconds(st.mtimeNs),
       size: type === 'file' ? Number(st.size) : 0,
       devmajor: devMajor(st.rdev),
       devminor: devMinor(st.rdev),
-      ...(pax.length > 0 ? { pax } : {}),
+      ...(cap ? { pax: [[`SCHILY.xattr.${CAPABILITY}`, cap]] } : {}),
     };
   }
 
@@ -230,6 +225,12 @@ class ChangeWriter {
       await fh.close();
     }
   }
+}
+
+/** Seconds since the epoch, rounded down (also before it), as containerd truncates mtimes. */
+function wholeSeconds(ns: bigint): number {
+  const s = ns / 1_000_000_000n;
+  return Number(ns < 0n && s * 1_000_000_000n !== ns ? s - 1n : s);
 }
 
 function sameBytes(a: Buffer | undefined, b: Buffer | undefined): boolean {
