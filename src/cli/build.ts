@@ -18,7 +18,7 @@ import { interruptSignal } from './interrupt.ts';
 interface BuildFlags extends ClientTlsFlags {
   address: string;
   dockerfile: string;
-  context: string;
+  context?: string;
   branch?: string;
   commit?: string;
   force?: boolean;
@@ -74,7 +74,7 @@ export function buildRequest(source: string, flags: BuildFlags): MessageInitShap
                 },
               },
               dockerfilePath: flags.dockerfile,
-              contextPath: flags.context,
+              contextPath: flags.context ?? '',
             },
           }
         : { case: 'ref', value: { ref: source } },
@@ -90,7 +90,7 @@ export function registerBuild(program: Command): void {
     .argument('[source]', 'git URL (http, https, git, file) or image reference')
     .option('--address <host:port>', 'builder address (env STRATA_BUILDER)', DEFAULT_ADDRESS)
     .option('--dockerfile <path>', 'Dockerfile path in the repository', 'Dockerfile')
-    .option('--context <path>', "build context in the repository (default: the Dockerfile's directory)", '')
+    .option('--context <path>', "build context in the repository (default: the Dockerfile's directory)")
     .option('--branch <name>', 'build the head of this branch')
     .option('--commit <id>', 'build this commit')
     .option('--force', 'build even if the image exists')

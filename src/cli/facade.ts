@@ -98,7 +98,12 @@ export function registerFacade(program: Command): void {
     .option('--cache-max <size>', 'byte cap of the blob cache, e.g. 10GiB')
     .option('--fixed-specs <file>', 'YAML/JSON map of name to spec, served as fixed/<name>')
     .option('--spec-store <dir>', "Strata's own spec store (see strata spec), served as remote/<id>")
-    .option('--spec-provider <host:port>', 'remote registryfacade.SpecProvider, tried in order', collect, [])
+    .option(
+      '--spec-provider <host:port>',
+      'remote registryfacade.SpecProvider, tried in order (repeatable)',
+      collect,
+      [],
+    )
     .option('--platform <platform>', 'platform picked from multi-platform images (default linux/amd64)')
     .option(
       '--plain-http-host <host[:port]>',

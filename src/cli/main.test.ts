@@ -37,6 +37,21 @@ function allCommands(cmd: Command, path = 'strata'): { path: string; cmd: Comman
   return [{ path, cmd }, ...cmd.commands.flatMap((c) => allCommands(c, `${path} ${c.name()}`))];
 }
 
+test("an option's help states its default once, and no empty list as one", async () => {
+  const program = await buildProgram(['node', 'strata']);
+  for (const { path, cmd } of allCommands(program)) {
+    const help = cmd.createHelp();
+    for (const opt of cmd.options) {
+      const text = help.optionDescription(opt);
+      assert.ok((text.match(/\(default/g) ?? []).length <= 1, `${path} ${opt.flags}: ${text}`);
+      assert.doesNotMatch(text, /default: \[\]/, `${path} ${opt.flags}`);
+    }
+  }
+  // What --help prints goes through the same help.
+  const { stdout } = await run(bin, ['spec', 'put', '--help']);
+  assert.match(stdout, /--ide-layer-ref <ref> +further image whose layers are added\s+\(repeatable\)\n/);
+});
+
 test('every command and option has a description, and a shared flag has one name and one kind of value', async () => {
   const program = await buildProgram(['node', 'strata']);
   const help = program.helpInformation();

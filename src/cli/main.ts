@@ -1,10 +1,25 @@
 // The `strata` command. Each subcommand lives in its own module and registers itself here. Only the
 // module of the command being run is loaded (start-up time counts for `strata pull`); help loads them all.
 import { enableCompileCache } from 'node:module';
-import { Command } from 'commander';
+import { Command, Help, type Option } from 'commander';
 import { VERSION } from '../version.ts';
 
 type Register = (program: Command) => void;
+
+/**
+ * Help that leaves out an empty list as a repeatable flag's default: `(default: [])` says nothing the
+ * description's "(repeatable)" does not, and the command's own default, when it has one, is in the text.
+ */
+const HELP = {
+  optionDescription(this: Help, option: Option): string {
+    const empty = Array.isArray(option.defaultValue) && option.defaultValue.length === 0;
+    // The option seen through an object that hides its default: its methods still answer for it.
+    const shown: Option = empty
+      ? Object.assign(Object.create(option) as Option, { defaultValue: undefined })
+      : option;
+    return Help.prototype.optionDescription.call(this, shown);
+  },
+};
 
 const COMMANDS: Record<string, () => Promise<Register>> = {
   up: async () => (await import('./up.ts')).registerUp,
@@ -20,7 +35,9 @@ const COMMANDS: Record<string, () => Promise<Register>> = {
 
 /** The program with the commands `argv` needs: the one it names, none to print the version, else all. */
 export async function buildProgram(argv: readonly string[] = process.argv): Promise<Command> {
+  // Set before the commands are added: each takes its parent's help settings when it is made.
   const program = new Command('strata')
+    .configureHelp(HELP)
     .description('Container images built, composed and pulled on demand')
     .version(VERSION, '-v, --version', 'print the version');
   const named = argv[2] === 'image' ? 'images' : argv[2]; // the alias commander knows for `images`
