@@ -53,10 +53,12 @@ export class GrpcSpecStore {
     } catch (err) {
       const of = id === undefined ? '' : ` ${JSON.stringify(id)}`;
       const e = errorFromStatus(err, `spec store ${this.address}: ${method}${of}`);
-      // A listener that serves the store for reading only (the default) does not know the method.
+      // A listener that serves the store for reading only (the default) does not know the method; a
+      // listing is refused there too, so the answer names what was asked rather than "writes".
       if (errorKind(e) === 'Unimplemented') {
+        const refuses = method === 'ListImageSpecs' ? 'does not list its specs' : 'does not take writes';
         throw unimplemented(
-          `spec store ${this.address} does not take writes (serve it with \`strata spec serve --writable\`, or set specProviders.store.writable)`,
+          `spec store ${this.address} ${refuses} (serve it with \`strata spec serve --writable\`, or set specProviders.store.writable)`,
           { cause: e },
         );
       }
