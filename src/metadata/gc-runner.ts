@@ -18,7 +18,6 @@ export interface GcStats {
   blobsDeleted: number;
   /** Bytes of the blob files deleted. */
   blobBytesDeleted: number;
-  images: number;
   leases: number;
   ingests: number;
   snapshots: number;
@@ -187,14 +186,13 @@ export class GcRunner {
       content: result.content.length,
       blobsDeleted: swept.deleted,
       blobBytesDeleted: swept.bytes,
-      images: result.images.length,
       leases: result.leases.length,
       ingests: result.ingests.length,
       snapshots: result.snapshots.length,
       ms: Math.round(ms * 10) / 10,
     };
     const removed =
-      stats.content + stats.blobsDeleted + stats.images + stats.leases + stats.ingests + stats.snapshots;
+      stats.content + stats.blobsDeleted + stats.leases + stats.ingests + stats.snapshots;
     if (removed > 0) this.logger.info(stats, 'garbage collected');
     else this.logger.debug(stats, 'garbage collection found nothing to remove');
     this.onRun?.(stats, result);

@@ -2,8 +2,9 @@
 // parses manifests here: the graph is what clients recorded in labels (pull sets
 // `containerd.io/gc.ref.content.*` on manifests and indexes, unpack sets `gc.ref.snapshot.<snapshotter>`).
 //
-// Roots: images (unless their `gc.expire` passed), unexpired leases and everything they hold, content and
-// snapshots labelled `gc.root` or with a future `gc.expire`, ingests whose expiry has not passed.
+// Roots: images (all of them: containerd 1.6 never collects an image, whatever its labels), unexpired leases
+// and everything they hold, content and snapshots labelled `gc.root` or with a future `gc.expire`, ingests
+// whose expiry has not passed.
 // Edges: image → target; labels `gc.ref.content[./…]`, `gc.ref.snapshot.<sn>[/…]`, `gc.ref.image[./…]` on
 // images, content and snapshots; snapshot → parent; ingest → its expected content; back references
 // `gc.bref.*` from child to parent.
@@ -31,7 +32,6 @@ export interface GcResult {
   unreferencedDigests: Digest[];
   snapshots: Array<{ namespace: string; snapshotter: string; key: string }>;
   ingests: Array<{ namespace: string; ref: string }>;
-  images: Array<{ namespace: string; name: string }>;
   leases: Array<{ namespace: string; id: string }>;
 }
 
@@ -185,9 +185,11 @@ function leaseRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: stri
   return expired;
 }
 
-/** Images are roots unless expired; their target and labels are edges. Returns the expired ones. */
-function imageRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: string; name: string }> {
-  const expired: Array<{ namespace: string; name: string }> = [];
+/**
+ * Images are roots, their target and labels edges. A `gc.expire` label on an image is containerd 2's: 1.6,
+ * whose ctr drives this daemon, ignores it, and so does this collector.
+ */
+function imageRoots(sql: Sql, graph: Graph): void {
   for (const img of sql
     .prepare('SELECT namespace, name, target_digest, labels FROM images')
     .all() as ImageRow[]) {
@@ -196,11 +198,8 @@ function imageRoots(sql: Sql, graph: Graph, now: Nanos): Array<{ namespace: stri
     graph.needs(n, node('c', img.namespace, img.target_digest));
     for (const to of labelRefs(img.namespace, labels)) graph.edge(n, to);
     for (const from of backRefs(img.namespace, labels)) graph.edge(from, n);
-    const exp = expiry(labels);
-    if (exp !== undefined && exp < now) expired.push({ namespace: img.namespace, name: img.name });
-    else graph.roots.push(n);
+    graph.roots.push(n);
   }
-  return expired;
 }
 
 function contentRoots(sql: Sql, graph: Graph, now: Nanos): ContentRow[] {
@@ -245,15 +244,6 @@ function sweepLeases(sql: Sql, expired: GcResult['leases'], result: GcResult): v
   result.leases.push(...expired);
 }
 
-function sweepImages(sql: Sql, expired: GcResult['images'], marked: Set<string>, result: GcResult): void {
-  const del = sql.prepare('DELETE FROM images WHERE namespace = ? AND name = ?');
-  for (const img of expired) {
-    if (marked.has(node('i', img.namespace, img.name))) continue;
-    del.run(img.namespace, img.name);
-    result.images.push(img);
-  }
-}
-
 function sweepContent(sql: Sql, rows: ContentRow[], marked: Set<string>, result: GcResult): void {
   const del = sql.prepare('DELETE FROM content WHERE namespace = ? AND digest = ?');
   for (const c of rows) {
@@ -292,7 +282,7 @@ export function collectGarbage(db: MetadataDb, opts: GcOptions = {}): GcResult {
     const sql = db.sql;
     const graph = new Graph();
     const expiredLeases = leaseRoots(sql, graph, now);
-    const expiredImages = imageRoots(sql, graph, now);
+    imageRoots(sql, graph);
     const content = contentRoots(sql, graph, now);
     const snapshots = snapshotRoots(sql, graph, now);
     const ingests = ingestRoots(sql, graph, now);
@@ -304,11 +294,9 @@ export function collectGarbage(db: MetadataDb, opts: GcOptions = {}): GcResult {
       unreferencedDigests: [],
       snapshots: [],
       ingests: [],
-      images: [],
       leases: [],
     };
     sweepLeases(sql, expiredLeases, result);
-    sweepImages(sql, expiredImages, marked, result);
     sweepContent(sql, content, marked, result);
     sweepSnapshots(sql, snapshots, marked, result);
     sweepIngests(sql, ingests, marked, result);

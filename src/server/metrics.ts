@@ -58,7 +58,7 @@ export class DaemonMetrics {
   gcRun(stats: GcStats): void {
     this.gcRuns.inc();
     this.gcSeconds.observe(stats.ms / 1000);
-    for (const kind of ['content', 'blobsDeleted', 'images', 'leases', 'ingests', 'snapshots'] as const) {
+    for (const kind of ['content', 'blobsDeleted', 'leases', 'ingests', 'snapshots'] as const) {
       if (stats[kind] > 0) this.gcRemoved.inc({ kind }, stats[kind]);
     }
   }
