@@ -67,6 +67,22 @@ test('a shared commit whose bytes vanished before it landed is undone and Unavai
   assert.throws(() => view.info('b', d), isNotFound, 'no membership without bytes');
 });
 
+test('an ingest is recorded as sharing its expected digest only when the bytes are on disk', async () => {
+  const shared = (ref: string) =>
+    (
+      db.sql.prepare("SELECT shared FROM ingests WHERE namespace = 'c' AND ref = ?").get(ref) as {
+        shared: bigint;
+      }
+    ).shared;
+  const onDisk = await put('a', 'r5', 'on disk already');
+  const linking = await view.writer('c', 'links', { expected: onDisk });
+  const writing = await view.writer('c', 'writes', { expected: digestOf('not on disk yet') });
+  assert.equal(shared('links'), 1n, 'it links the bytes on disk: it holds that content, as in containerd');
+  assert.equal(shared('writes'), 0n, 'it writes its own bytes: it holds nothing in the namespace');
+  await linking.abort();
+  await writing.abort();
+});
+
 test('removeIngestData deletes the backing ingest; a missing one is fine', async () => {
   const w = await view.writer('a', 'partial', {});
   await w.write(Buffer.from('part'));

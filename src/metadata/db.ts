@@ -134,6 +134,8 @@ const MIGRATIONS: readonly string[] = [
   // shared writer, which has no ingest in its blob store and so no status).
   `
   ALTER TABLE ingests ADD COLUMN shared INTEGER NOT NULL DEFAULT 0;
+  -- Records from before held their expected content against the GC whatever the writer did; they keep it.
+  UPDATE ingests SET shared = 1 WHERE expected <> '';
   `,
 ];
 

@@ -191,8 +191,7 @@ export class GcRunner {
       snapshots: result.snapshots.length,
       ms: Math.round(ms * 10) / 10,
     };
-    const removed =
-      stats.content + stats.blobsDeleted + stats.leases + stats.ingests + stats.snapshots;
+    const removed = stats.content + stats.blobsDeleted + stats.leases + stats.ingests + stats.snapshots;
     if (removed > 0) this.logger.info(stats, 'garbage collected');
     else this.logger.debug(stats, 'garbage collection found nothing to remove');
     this.onRun?.(stats, result);

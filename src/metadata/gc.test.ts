@@ -55,13 +55,20 @@ function addSnapshot(
   });
 }
 
-function addIngest(ns: string, ref: string, expiresAt: Nanos | null) {
+function addIngest(
+  ns: string,
+  ref: string,
+  expiresAt: Nanos | null,
+  expects: { expected: string; shared: boolean } = { expected: '', shared: false },
+) {
   const now = clock();
   t.db.write(() => {
     t.db.ensureNamespace(ns, now);
     t.db.sql
-      .prepare('INSERT INTO ingests (namespace, ref, created_at, expires_at) VALUES (?, ?, ?, ?)')
-      .run(ns, ref, now, expiresAt);
+      .prepare(
+        'INSERT INTO ingests (namespace, ref, expected, shared, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)',
+      )
+      .run(ns, ref, expects.expected, expects.shared ? 1 : 0, now, expiresAt);
   });
 }
 
@@ -213,6 +220,28 @@ describe('collectGarbage', () => {
     leases.addResource(NS, 'pull', { type: 'ingests', id: 'leased' });
     const result = collectGarbage(t.db);
     assert.deepEqual(result.ingests.map((g) => g.ref).sort(), ['no-expiry', 'stale']);
+  });
+
+  it("holds an ingest's expected content only when the ingest shares its bytes, as containerd 1.6", async () => {
+    // containerd 1.6 records an ingest's expected digest only when the bytes were on disk at open (the
+    // writer links them); a writer still sending its own bytes holds nothing in the namespace.
+    const [shared, writing, leasedWriting, expired] = ['shared', 'writing', 'leased', 'expired'].map(
+      blob,
+    ) as [Digest, Digest, Digest, Digest];
+    for (const d of [shared, writing, leasedWriting, expired]) content.add(NS, d, 1);
+    const live = clockNow + 3600n * SECOND;
+    addIngest(NS, 'links', live, { expected: shared, shared: true });
+    addIngest(NS, 'writes', live, { expected: writing, shared: false });
+    addIngest(NS, 'leased-writes', null, { expected: leasedWriting, shared: false });
+    leases.create(NS, { id: 'pull' });
+    leases.addResource(NS, 'pull', { type: 'ingests', id: 'leased-writes' });
+    addIngest(NS, 'stale', clockNow - SECOND, { expected: expired, shared: true });
+    const result = collectGarbage(t.db);
+    assert.deepEqual(await present(NS), [shared]);
+    assert.deepEqual(
+      result.ingests.map((g) => g.ref),
+      ['stale'],
+    );
   });
 
   it('keeps an image whose gc.expire has passed, and what it holds, as containerd 1.6 does', async () => {

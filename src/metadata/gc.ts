@@ -6,7 +6,8 @@
 // and everything they hold, content and snapshots labelled `gc.root` or with a future `gc.expire`, ingests
 // whose expiry has not passed.
 // Edges: image → target; labels `gc.ref.content[./…]`, `gc.ref.snapshot.<sn>[/…]`, `gc.ref.image[./…]` on
-// images, content and snapshots; snapshot → parent; ingest → its expected content; back references
+// images, content and snapshots; snapshot → parent; ingest → its expected content (when it shares the bytes
+// on disk); back references
 // `gc.bref.*` from child to parent.
 // A lease labelled `gc.flat` holds its direct resources and what they need (a snapshot's parents, an
 // image's target), not what their labels reference.
@@ -151,7 +152,13 @@ type LeaseRow = { namespace: string; id: string; labels: string };
 type ImageRow = { namespace: string; name: string; target_digest: string; labels: string };
 type ContentRow = { namespace: string; digest: string; labels: string };
 type SnapshotRow = { namespace: string; snapshotter: string; key: string; parent: string; labels: string };
-type IngestRow = { namespace: string; ref: string; expected: string; expires_at: bigint | null };
+type IngestRow = {
+  namespace: string;
+  ref: string;
+  expected: string;
+  shared: bigint;
+  expires_at: bigint | null;
+};
 
 // Roots and edges, one kind at a time.
 
@@ -224,13 +231,16 @@ function snapshotRoots(sql: Sql, graph: Graph, now: Nanos): SnapshotRow[] {
 
 /**
  * Ingests are alive until their expiry (an ingest without one lives only through a lease). A live ingest
- * holds the content it expects, as in containerd: a writer may find it committed by another and link it.
+ * that shares bytes already on disk holds the content it expects, as in containerd 1.6, which records the
+ * expected digest of those alone: an ingest still writing its own bytes holds nothing in the namespace.
  */
 function ingestRoots(sql: Sql, graph: Graph, now: Nanos): IngestRow[] {
-  const rows = sql.prepare('SELECT namespace, ref, expected, expires_at FROM ingests').all() as IngestRow[];
+  const rows = sql
+    .prepare('SELECT namespace, ref, expected, shared, expires_at FROM ingests')
+    .all() as IngestRow[];
   for (const g of rows) {
     const n = node('g', g.namespace, g.ref);
-    if (g.expected !== '') graph.edge(n, node('c', g.namespace, g.expected));
+    if (g.shared !== 0n && g.expected !== '') graph.edge(n, node('c', g.namespace, g.expected));
     if (g.expires_at !== null && g.expires_at >= now) graph.roots.push(n);
   }
   return rows;

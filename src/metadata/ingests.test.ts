@@ -17,10 +17,10 @@ beforeEach(() => {
 });
 afterEach(() => t.cleanup());
 
-function row(ref: string): { expires_at: bigint | null; total: bigint; expected: string } {
+function row(ref: string): { expires_at: bigint | null; total: bigint; expected: string; shared: bigint } {
   return t.db.sql
-    .prepare('SELECT expires_at, total, expected FROM ingests WHERE namespace = ? AND ref = ?')
-    .get(NS, ref) as { expires_at: bigint | null; total: bigint; expected: string };
+    .prepare('SELECT expires_at, total, expected, shared FROM ingests WHERE namespace = ? AND ref = ?')
+    .get(NS, ref) as { expires_at: bigint | null; total: bigint; expected: string; shared: bigint };
 }
 
 describe('IngestRecords.open', () => {
@@ -66,5 +66,18 @@ describe('IngestRecords.open', () => {
       )
       .get(NS, 'l1') as { n: bigint };
     assert.equal(attached.n, 1n);
+  });
+});
+
+describe('schema version 4', () => {
+  it('keeps the hold of every ingest recorded before with an expected digest', () => {
+    ingests.open(NS, 'expects', { expected: 'sha256:x' });
+    ingests.open(NS, 'plain', {});
+    // Back to version 3, as a database written before the column is.
+    t.db.sql.exec('ALTER TABLE ingests DROP COLUMN shared');
+    t.db.sql.prepare('UPDATE schema_version SET version = 3').run();
+    t.reopen();
+    assert.equal(row('expects').shared, 1n);
+    assert.equal(row('plain').shared, 0n);
   });
 });

@@ -135,32 +135,56 @@ describe('daemon: containerd parity', () => {
     assert.equal(stat.info?.name, 'layer-chain');
   });
 
-  test('an ingest expecting a digest holds that content of its namespace against the GC', async () => {
-    // Two fetches of one blob without leases: one is still writing (it declared the digest), the other
-    // commits it. containerd's GC follows a live ingest to its expected content, so the blob stays.
-    const body = Buffer.from('a layer two fetches share\n');
-    const digest = sha256(body);
-    const md = d.metadata('two-fetches');
-    await writeOnce(client, md, {
-      action: WriteAction.WRITE,
-      ref: 'fetch-slow',
-      total: BigInt(body.length),
-      expected: digest,
-      data: body.subarray(0, 4),
-    });
-    await writeOnce(client, md, {
-      action: WriteAction.COMMIT,
-      ref: 'fetch-fast',
-      total: BigInt(body.length),
-      expected: digest,
-      data: body,
-    });
+  test('an ingest holds the content it expects only when it links bytes already on disk, as containerd 1.6', async () => {
+    // containerd 1.6 stores an ingest's expected digest only when that blob is on disk as the writer opens
+    // (the shared policy: the writer links it). Such an ingest holds the content of its namespace; one
+    // still writing its own bytes holds nothing there (both checked against containerd 1.6.20).
+    const has = async (md: grpc.Metadata, digest: string) =>
+      callUnary(client, Content.method.info, { digest }, { metadata: md }).then(
+        () => true,
+        () => false,
+      );
+    const collect = async (md: grpc.Metadata) => {
+      // A lease deleted with sync runs a collection before it answers.
+      await callUnary(client, Leases.method.create, { id: 'trigger' }, { metadata: md });
+      await callUnary(client, Leases.method.delete, { id: 'trigger', sync: true }, { metadata: md });
+    };
+    const commit = (md: grpc.Metadata, ref: string, body: Buffer, labels: Record<string, string> = {}) =>
+      writeOnce(client, md, {
+        action: WriteAction.COMMIT,
+        ref,
+        total: BigInt(body.length),
+        expected: sha256(body),
+        data: body,
+        labels,
+      });
 
-    // Any collection: a lease deleted with sync runs one before it answers.
-    await callUnary(client, Leases.method.create, { id: 'trigger' }, { metadata: md });
-    await callUnary(client, Leases.method.delete, { id: 'trigger', sync: true }, { metadata: md });
-    const info = await callUnary(client, Content.method.info, { digest }, { metadata: md });
-    assert.equal(info.info?.digest, digest);
+    /** The slow fetch: opens `fetch-slow` declaring the digest, and sends `sent` bytes (none: a Stat). */
+    const startFetch = (md: grpc.Metadata, body: Buffer, sent: number) =>
+      writeOnce(client, md, {
+        action: sent > 0 ? WriteAction.WRITE : WriteAction.STAT,
+        ref: 'fetch-slow',
+        total: BigInt(body.length),
+        expected: sha256(body),
+        data: body.subarray(0, sent),
+      });
+
+    // Two fetches of a blob nobody has yet, without leases: the slow one holds only its own bytes.
+    const fresh = Buffer.from('a layer two fetches share\n');
+    const two = d.metadata('two-fetches');
+    await startFetch(two, fresh, 4);
+    await commit(two, 'fetch-fast', fresh);
+    await collect(two);
+    assert.equal(await has(two, sha256(fresh)), false);
+
+    // The blob is on disk (another namespace's) as the slow writer opens: it links it, and holds it.
+    const onDisk = Buffer.from('a layer another namespace has\n');
+    await commit(d.metadata('elsewhere'), 'keep', onDisk, { 'containerd.io/gc.root': 'yes' });
+    const linking = d.metadata('linking');
+    await startFetch(linking, onDisk, 0);
+    await commit(linking, 'fetch-fast', onDisk);
+    await collect(linking);
+    assert.equal(await has(linking, sha256(onDisk)), true);
   });
 
   test('a flat lease keeps the parents of its snapshots and the target of its image', async () => {
