@@ -159,6 +159,11 @@ export const dateToNanos = (d: Date): Nanos => BigInt(d.getTime()) * 1_000_000n;
 export class MetadataDb {
   readonly sql: Database.Database;
   readonly clock: () => Nanos;
+  /**
+   * Whether this connection alone writes the file (not opened `shared`): then what it runs between two of
+   * its own statements is all that changed, which the collector's write barrier relies on.
+   */
+  readonly exclusive: boolean;
   /** Runs the `~=` tests of listings off the event loop; its worker starts on the first one. */
   readonly regex = new RegexRunner();
   private readonly ensureNs: Statement;
@@ -169,6 +174,7 @@ export class MetadataDb {
 
   constructor(path: string, options: MetadataDbOptions = {}) {
     this.clock = options.clock ?? monotonicClock();
+    this.exclusive = !options.shared;
     this.sql = new Database(path, { timeout: options.busyTimeoutMs ?? 5000 });
     try {
       // Before WAL is entered, so the WAL index lives in this process's memory instead of a -shm file.

@@ -299,6 +299,27 @@ describe('GcRunner', () => {
     assert.deepEqual(await onDisk(), []);
   });
 
+  it('does not count its own sweep transactions as writes that call for another run', async () => {
+    await gc.close();
+    gc = new GcRunner({
+      db,
+      content: store,
+      logger,
+      delayMs: 1,
+      maxDelayMs: 10,
+      mutationThreshold: 2,
+      sliceMs: 0,
+      onRun: (s) => runs.push(s),
+    });
+    for (let i = 0; i < 600; i++) meta.add('ns', digestOf(`unheld ${i}`), 1);
+    const leases = new LeaseStore(db);
+    leases.create('ns', { id: 'expired', labels: { 'containerd.io/gc.expire': '2000-01-01T00:00:00Z' } });
+    runs.length = 0;
+    await gc.collect();
+    await sleep(100);
+    assert.equal(runs.length, 1);
+  });
+
   it('hands expired ingests to removeIngest', async () => {
     await gc.close();
     const removed: string[] = [];
@@ -321,6 +342,16 @@ describe('GcRunner', () => {
     const stats = await gc.collect();
     assert.equal(stats.ingests, 1);
     assert.deepEqual(removed, ['ns/old']);
+  });
+
+  it('collects the metadata in slices, and says how many and how long the longest was', async () => {
+    await gc.close();
+    gc = new GcRunner({ db, content: store, logger, delayMs: 60_000, sliceMs: 0 });
+    for (let i = 0; i < 600; i++) meta.add('ns', digestOf(`row ${i}`), 1);
+    const stats = await gc.collect();
+    assert.equal(stats.content, 600);
+    assert.ok(stats.slices > 5, `slices: ${stats.slices}`);
+    assert.ok(stats.longestSliceMs >= 0 && stats.longestSliceMs <= stats.ms);
   });
 
   it('refuses to run once closed', async () => {

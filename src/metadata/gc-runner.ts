@@ -1,4 +1,5 @@
-// Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts) decides which records go, then
+// Runs garbage collection: the metadata mark-and-sweep (src/metadata/gc.ts, in slices between which the
+// daemon serves requests) decides which records go, then
 // the content store is swept of every blob file no namespace holds (ContentStore.sweep), and the
 // snapshotters of every directory no snapshot record names. Deletions schedule a background run (debounced,
 // and paced so collection takes a bounded share of the time), and so do many writes without a deletion, as
@@ -9,7 +10,7 @@ import type { ContentStore } from '../content/store.ts';
 import { messageOf } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { MetadataDb } from './db.ts';
-import { collectGarbage, type GcResult } from './gc.ts';
+import { collectGarbageSliced, type GcResult } from './gc.ts';
 
 export interface GcStats {
   /** Namespace memberships of content removed. */
@@ -23,6 +24,10 @@ export interface GcStats {
   snapshots: number;
   /** Wall time of the whole run, milliseconds. */
   ms: number;
+  /** Turns the metadata collection took on the event loop, other requests served in between. */
+  slices: number;
+  /** The longest of those turns, milliseconds: the longest the collection held everything else up. */
+  longestSliceMs: number;
 }
 
 export interface GcRunnerOptions {
@@ -40,6 +45,8 @@ export interface GcRunnerOptions {
    * and what was written unheld goes then). Default 100, containerd's mutation_threshold.
    */
   mutationThreshold?: number;
+  /** Time the metadata collection runs before it lets other work run (collectGarbageSliced). Default 4 ms. */
+  sliceMs?: number;
   /** Called after every run, for metrics. */
   onRun?: (stats: GcStats, result: GcResult) => void;
   /**
@@ -64,8 +71,11 @@ export class GcRunner {
   private readonly pauseThreshold: number;
   private readonly maxDelayMs: number;
   private readonly mutationThreshold: number;
+  private readonly sliceMs: number | undefined;
   /** Writes since the last run; those made while it ran count as seen by it. */
   private mutations = 0;
+  /** A run is under way: writes now, its own sweep transactions included, count as seen by it. */
+  private collecting = false;
   private readonly onRun: GcRunnerOptions['onRun'];
   private readonly removeIngest: GcRunnerOptions['removeIngest'];
   private readonly removeSnapshots: GcRunnerOptions['removeSnapshots'];
@@ -91,9 +101,10 @@ export class GcRunner {
     this.removeIngest = opts.removeIngest;
     this.removeSnapshots = opts.removeSnapshots;
     this.mutationThreshold = opts.mutationThreshold ?? 100;
+    this.sliceMs = opts.sliceMs;
     const unsubscribeDirty = opts.db.onDirty(() => this.schedule());
     const unsubscribeMutation = opts.db.onMutation(() => {
-      if (++this.mutations >= this.mutationThreshold) this.schedule();
+      if (!this.collecting && ++this.mutations >= this.mutationThreshold) this.schedule();
     });
     this.unsubscribe = () => {
       unsubscribeDirty();
@@ -146,6 +157,15 @@ export class GcRunner {
   }
 
   private async runOnce(): Promise<GcStats> {
+    this.collecting = true;
+    try {
+      return await this.collectOnce();
+    } finally {
+      this.collecting = false;
+    }
+  }
+
+  private async collectOnce(): Promise<GcStats> {
     const start = performance.now();
     this.mutations = 0;
     // Blobs committed from here on (or by a writer holding its lock now) are not this run's to judge.
@@ -153,7 +173,10 @@ export class GcRunner {
       this.logger.warn({ err: messageOf(err) }, 'cannot read the ref locks: no blob is swept this run');
       return undefined;
     });
-    const result = collectGarbage(this.db);
+    // In slices: requests are served meanwhile, and what they write is kept (see collection in gc.ts).
+    const { result, slices, longestSliceMs } = await collectGarbageSliced(this.db, {
+      ...(this.sliceMs !== undefined ? { sliceMs: this.sliceMs } : {}),
+    });
     const swept =
       cutoff === undefined
         ? { deleted: 0, bytes: 0 }
@@ -190,6 +213,8 @@ export class GcRunner {
       ingests: result.ingests.length,
       snapshots: result.snapshots.length,
       ms: Math.round(ms * 10) / 10,
+      slices,
+      longestSliceMs: Math.round(longestSliceMs * 10) / 10,
     };
     const removed = stats.content + stats.blobsDeleted + stats.leases + stats.ingests + stats.snapshots;
     if (removed > 0) this.logger.info(stats, 'garbage collected');

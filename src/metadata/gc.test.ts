@@ -4,9 +4,10 @@ import { type Digest, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import { ContentMeta } from './content-labels.ts';
 import type { Nanos } from './db.ts';
-import { collectGarbage } from './gc.ts';
+import { collectGarbage, collectGarbageSliced, collection, type GcResult } from './gc.ts';
 import { ImageStore } from './images.ts';
 import { LeaseStore } from './leases.ts';
+import { SnapshotStore } from './snapshots.ts';
 import { openTestDb, type TestDb } from './test-db.ts';
 
 const NS = 'default';
@@ -282,5 +283,160 @@ describe('collectGarbage', () => {
     collectGarbage(t.db);
     content = new ContentMeta(t.reopen());
     assert.deepEqual(await present(NS), [blob('kept')]);
+  });
+});
+
+/** Runs a collection step by step, calling `during` at its `at`-th pause; returns the pauses it made. */
+function collectPausing(at: number, during: () => void): { result: GcResult; pauses: number } {
+  const steps = collection(t.db);
+  for (let pauses = 0; ; pauses++) {
+    const step = steps.next();
+    if (step.done) return { result: step.value, pauses };
+    if (pauses === at) during();
+  }
+}
+
+const tempObjects = () =>
+  t.db.sql.prepare("SELECT name FROM sqlite_temp_master WHERE type IN ('table', 'trigger')").all();
+
+describe('collection in steps', () => {
+  it('deletes nothing that a write between two steps makes live, wherever the write lands', async () => {
+    // Wherever the writes land (scan, mark or sweep), what they reach among what still exists then
+    // survives: an image created on a garbage manifest keeps its config, layer and snapshots; a root's new
+    // label keeps its target; a new lease keeps its resource; a new snapshot keeps its parent. What was
+    // deleted before a write landed is gone, as it would be after any collection.
+    const snapshotKeys = () =>
+      (t.db.sql.prepare('SELECT key FROM snapshots ORDER BY key').all() as Array<{ key: string }>).map(
+        (r) => r.key,
+      );
+    let imageOnManifest = 0;
+    for (let at = 0; ; at++) {
+      t.cleanup();
+      t = openTestDb({ clock });
+      images = new ImageStore(t.db);
+      content = new ContentMeta(t.db);
+      leases = new LeaseStore(t.db);
+      const native = new SnapshotStore(t.db, 'native');
+      // More rows than a page of the scan, so the content table is read in several steps.
+      const fillers = Array.from({ length: 300 }, (_, i) => blob(`filler ${i}`));
+      for (const d of fillers) content.add(NS, d, 1);
+      const [config, layer, labelled, leased, root, manifest] = [
+        'config',
+        'layer',
+        'labelled',
+        'leased',
+        'root',
+        'manifest',
+      ].map(blob) as [Digest, Digest, Digest, Digest, Digest, Digest];
+      for (const d of [layer, labelled, leased]) content.add(NS, d, 1);
+      addSnapshot(NS, 'native', 'chain-1');
+      addSnapshot(NS, 'native', 'chain-2', 'chain-1');
+      addSnapshot(NS, 'native', 'base');
+      content.add(NS, config, 1, { 'containerd.io/gc.ref.snapshot.native': 'chain-2' });
+      content.add(NS, manifest, 1, {
+        'containerd.io/gc.ref.content.config': config,
+        'containerd.io/gc.ref.content.l.0': layer,
+      });
+      content.add(NS, root, 1, { 'containerd.io/gc.root': 'yes' });
+
+      const kept: string[] = [root];
+      const keptSnapshots: string[] = [];
+      const { result, pauses } = collectPausing(at, () => {
+        const has = (d: Digest) => content.has(NS, d);
+        const snapshots = new Set(snapshotKeys());
+        if (has(manifest)) {
+          imageOnManifest++;
+          images.create(NS, {
+            name: 'late',
+            target: { mediaType: MediaType.ociManifest, digest: manifest, size: 1 },
+          });
+          kept.push(manifest, ...[layer, config].filter(has));
+          if (has(config)) keptSnapshots.push(...['chain-2', 'chain-1'].filter((k) => snapshots.has(k)));
+        }
+        if (has(labelled)) {
+          content.update(NS, { digest: root, labels: { 'containerd.io/gc.ref.content.x': labelled } }, [
+            'labels.containerd.io/gc.ref.content.x',
+          ]);
+          kept.push(labelled);
+        }
+        if (has(leased)) {
+          leases.create(NS, { id: 'late' });
+          leases.addResource(NS, 'late', { type: 'content', id: leased });
+          kept.push(leased);
+        }
+        if (snapshots.has('base')) {
+          native.create(NS, { key: 'work', parent: 'base', kind: 'active', labels: {}, backingId: 'w' });
+          keptSnapshots.push('base', 'work');
+        }
+      });
+      if (at >= pauses) break;
+      const left = new Set(await present(NS));
+      for (const d of kept) assert.ok(left.has(d), `${d} gone after writes at pause ${at} of ${pauses}`);
+      const leftSnapshots = new Set(snapshotKeys());
+      for (const k of keptSnapshots) assert.ok(leftSnapshots.has(k), `snapshot ${k} gone, pause ${at}`);
+      assert.ok(!fillers.some((d) => left.has(d)), 'what nothing holds goes');
+      assert.ok(result.content.length >= fillers.length);
+      assert.ok(pauses > 5, `pauses: ${pauses}`);
+    }
+    assert.ok(
+      imageOnManifest > 3,
+      `an image was created on the garbage manifest at ${imageOnManifest} pauses`,
+    );
+  });
+
+  it('keeps an expired lease that is written again during the collection', async () => {
+    leases.create(NS, { id: 'renewed', labels: { 'containerd.io/gc.expire': rfc3339(clockNow - SECOND) } });
+    content.add(NS, blob('held'), 1, {}, { lease: 'renewed' });
+    const { result } = collectPausing(0, () => {
+      leases.delete(NS, 'renewed');
+      leases.create(NS, { id: 'renewed' });
+      leases.addResource(NS, 'renewed', { type: 'content', id: blob('held') });
+    });
+    assert.deepEqual(result.leases, []);
+    assert.deepEqual(
+      (await leases.list(NS, [])).map((l) => l.id),
+      ['renewed'],
+    );
+    assert.deepEqual(await present(NS), [blob('held')]);
+  });
+
+  it('drops its write barrier when done, and when abandoned midway', () => {
+    for (let i = 0; i < 300; i++) content.add(NS, blob(`row ${i}`), 1);
+    collectGarbage(t.db);
+    assert.deepEqual(tempObjects(), []);
+    for (let i = 0; i < 300; i++) content.add(NS, blob(`row ${i}`), 1);
+    const steps = collection(t.db);
+    steps.next();
+    assert.ok(tempObjects().length > 0);
+    steps.return(undefined as never);
+    assert.deepEqual(tempObjects(), []);
+  });
+
+  it('lets other work run between its slices; a database shared with other connections is one slice', async () => {
+    for (let i = 0; i < 600; i++) content.add(NS, blob(`row ${i}`), 1);
+    let ticks = 0;
+    let running = true;
+    const tick = (): void => {
+      if (!running) return;
+      ticks++;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    const { result, slices } = await collectGarbageSliced(t.db, { sliceMs: 0 });
+    running = false;
+    assert.equal(result.content.length, 600);
+    assert.ok(slices > 5, `slices: ${slices}`);
+    assert.ok(ticks >= slices - 2, `${ticks} turns of other work in ${slices} slices`);
+
+    // Other connections' writes are out of the write barrier's sight: one transaction, as before.
+    const shared = openTestDb({ clock, shared: true });
+    try {
+      new ContentMeta(shared.db).add(NS, blob('alone'), 1);
+      const one = await collectGarbageSliced(shared.db, { sliceMs: 0 });
+      assert.equal(one.slices, 1);
+      assert.equal(one.result.content.length, 1);
+    } finally {
+      shared.cleanup();
+    }
   });
 });
