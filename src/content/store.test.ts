@@ -628,6 +628,32 @@ test('a commit whose link fails commits nothing; the ingest is kept, whole and w
   }
 });
 
+test('followers of an ingest whose commit fails on the disk fail with its error, not a closed writer', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+  roots.push(root);
+  const eio = Object.assign(new Error('EIO: i/o error, link'), { code: 'EIO' });
+  const store = await ContentStore.open(root, {
+    hooks: {
+      beforeCommitStep: (step) => {
+        if (step === 'link') throw eio;
+      },
+    },
+  });
+  try {
+    const data = randomBytes(10_000);
+    const desc = { mediaType: 'application/octet-stream', digest: digestOf(data), size: data.length };
+    const w = await store.writer('link-fails', { expected: desc.digest, total: desc.size });
+    await w.write(data);
+    const following = readAll(await store.follow('link-fails', desc));
+    following.catch(() => {});
+    await assert.rejects(w.commit(), (err) => err === eio);
+    // A reader that cannot go elsewhere is told why the blob is not coming (a client, a log).
+    await assert.rejects(following, (err) => err === eio);
+  } finally {
+    await store.close();
+  }
+});
+
 test('a blob another writer found while the directory sync of its commit was failing stays stored', async () => {
   const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
   roots.push(root);

@@ -375,7 +375,7 @@ export class IngestWriter {
         try {
           unlinkSync(tmp);
         } catch {}
-        await this.finish('closed', true);
+        await this.finish('closed', true, undefined, err as Error);
       } else if (this.state === 'open') {
         // Put the verified data back so the ingest can still be committed later, writable again (the
         // next writer opens it for writing, which a user other than root cannot do to a read-only file).
@@ -383,7 +383,7 @@ export class IngestWriter {
           renameSync(tmp, dataPath);
           chmodSync(dataPath, 0o644);
         } catch {}
-        await this.finish('closed', false);
+        await this.finish('closed', false, undefined, err as Error);
       }
       throw err;
     }
@@ -395,13 +395,17 @@ export class IngestWriter {
     await this.finish('committed', true, blobPath);
   }
 
+  /** `reason`: why followers of an uncommitted ingest fail (the commit's error, when it failed). */
   private async finish(
     state: 'committed' | 'closed',
     removeIngest: boolean,
     blobPath?: string,
+    reason?: Error,
   ): Promise<void> {
     this.state = state;
-    if (blobPath === undefined) this.growth.fail(aborted(`ingest ${this.ref} closed before its commit`));
+    if (blobPath === undefined) {
+      this.growth.fail(reason ?? aborted(`ingest ${this.ref} closed before its commit`));
+    }
     if (this.live?.get(this.ref) === this.growth) this.live.delete(this.ref);
     try {
       // The handle stays open until a background sync on it is done.

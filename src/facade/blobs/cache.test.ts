@@ -7,7 +7,7 @@ import { test } from 'node:test';
 import { runCommand, waitFor } from '../../../test/helpers/process.ts';
 import { GrowthRange } from '../../content/follow.ts';
 import { exists } from '../../content/fs-util.ts';
-import { ContentStore } from '../../content/store.ts';
+import { ContentStore, type StoreHooks } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
 import { ContentView } from '../../metadata/content.ts';
 import { MetadataDb } from '../../metadata/db.ts';
@@ -941,4 +941,51 @@ test('a static layer stored while a corrupt copy of it is being discarded stays 
       cache.close();
     }
   });
+});
+
+/**
+ * A cache on a daemon's content store (durable, as in `strata up`) opened with the store's `hooks`, removed
+ * after the test; `wrap` may stand in for some of the storage's methods.
+ */
+async function onDaemonStore(
+  t: { after(fn: () => Promise<void>): void },
+  hooks: StoreHooks,
+  wrap: (storage: NamespaceCacheStorage) => CacheStorage = (s) => s,
+): Promise<{ cache: BlobCache; view: ContentView; storage: NamespaceCacheStorage }> {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-cache-test-'));
+  const store = await ContentStore.open(dir, { hooks });
+  const db = new MetadataDb(join(dir, 'meta.db'));
+  const view = new ContentView({ store, db });
+  const storage = new NamespaceCacheStorage(view);
+  const cache = await BlobCache.open({ storage: wrap(storage), maxBytes: 1 << 20 });
+  t.after(async () => {
+    cache.close();
+    await store.close();
+    db.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  return { cache, view, storage };
+}
+
+const linkFails = (err: Error): StoreHooks => ({
+  beforeCommitStep: (step) => {
+    if (step === 'link') throw err;
+  },
+});
+
+test('a reader with no source following a fill whose commit fails on the disk is told the disk error', async (t) => {
+  const eio = Object.assign(new Error('EIO: i/o error, link'), { code: 'EIO' });
+  const { cache } = await onDaemonStore(t, linkFails(eio));
+  const { bytes, desc } = blob(17, 300_000);
+  const head = 1000;
+  const { source, first } = heldSource(desc, bytes, head);
+  const whole = reading((await cache.read(desc, undefined, source)).stream);
+  // A read that cannot go to the source (as of a static layer) joins the fill.
+  const joined = await cache.read(desc, undefined, undefined);
+  assert.equal(joined.outcome, 'joined');
+  const body = reading(joined.stream);
+  first.end(bytes.subarray(head));
+  await assert.rejects(body.done, (err) => err === eio, 'the reason, not a writer closed before its commit');
+  await whole.done;
+  assert.ok(Buffer.concat(whole.chunks).equals(bytes), 'a reader with the source gets the rest from there');
 });
