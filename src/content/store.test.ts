@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
 import { chmod, mkdir, mkdtemp, open, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
@@ -8,7 +10,9 @@ import { after, describe, test } from 'node:test';
 import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind } from '../errors.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
+import { exists } from './fs-util.ts';
 import { Layout } from './layout.ts';
+import { acquireRefLock } from './ref-lock.ts';
 import { ContentStore } from './store.ts';
 
 const roots: string[] = [];
@@ -650,6 +654,67 @@ test('followers of an ingest whose commit fails on the disk fail with its error,
     // A reader that cannot go elsewhere is told why the blob is not coming (a client, a log).
     await assert.rejects(following, (err) => err === eio);
   } finally {
+    await store.close();
+  }
+});
+
+/** Makes `rmSync` of `path` (node:fs, as the store imports it) fail with EIO until the returned undo. */
+function failRemoving(path: string): () => void {
+  const { rmSync } = fs;
+  fs.rmSync = (p, options) => {
+    if (p === path) throw Object.assign(new Error(`EIO: i/o error, rm '${path}'`), { code: 'EIO' });
+    rmSync(p, options);
+  };
+  syncBuiltinESMExports();
+  return () => {
+    fs.rmSync = rmSync;
+    syncBuiltinESMExports();
+  };
+}
+
+test('a commit stands when its ingest directory cannot be removed; the leftover goes at the next open', async () => {
+  const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
+  roots.push(root);
+  const layout = new Layout(root);
+  const store = await ContentStore.open(root);
+  const data = randomBytes(10_000);
+  const desc = { mediaType: 'application/octet-stream', digest: digestOf(data), size: data.length };
+  const leftover = layout.ingestDir('rm-fails');
+  const undo = failRemoving(leftover);
+  try {
+    const w = await store.writer('rm-fails', { expected: desc.digest, total: desc.size });
+    await w.write(data);
+    const following = readAll(await store.follow('rm-fails', desc));
+    assert.equal(await w.commit(), desc.digest);
+    assert.deepEqual(await following, data);
+    assert.deepEqual(await readAll(await store.reader(desc.digest)), data);
+    assert.ok(await exists(leftover), 'the ingest directory is left');
+    // Opening the ref again with the digest expected is told the blob exists, though the leftover stays.
+    await rejectsKind(store.writer('rm-fails', { expected: desc.digest }), 'AlreadyExists');
+  } finally {
+    undo();
+  }
+  // Other ingests without data: one of the same blob whose ref a live writer holds (it is being opened),
+  // and one whose commit a crash cut short before the blob was linked (it restarts from zero).
+  const noData = async (ref: string, expected: Digest) => {
+    await mkdir(layout.ingestDir(ref), { recursive: true });
+    const meta = { ref, startedAt: new Date().toISOString(), total: 0, expected };
+    await writeFile(layout.ingestMeta(ref), JSON.stringify(meta));
+  };
+  await noData('opening', desc.digest);
+  await noData('restarted', digestOf(data.subarray(1)));
+  const lock = await acquireRefLock(layout.lockPath('opening'), 'opening', layout.tmpDir);
+  const live = await store.writer('live');
+  await live.write(data.subarray(0, 100));
+  try {
+    await ContentStore.open(root);
+    assert.equal(await exists(leftover), false, 'the leftover is removed at the next open');
+    assert.ok(await exists(layout.ingestDir('opening')), 'an ingest being opened stays');
+    assert.equal((await store.status('restarted')).offset, 0, 'an ingest to restart stays');
+    assert.equal((await store.status('live')).offset, 100, 'a live ingest stays');
+  } finally {
+    await lock.release();
+    await live.close();
     await store.close();
   }
 });

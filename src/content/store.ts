@@ -16,6 +16,7 @@ import {
   isDataLoss,
   isFailedPrecondition,
   isNotFound,
+  isUnavailable,
   notFound,
   outOfRange,
 } from '../errors.ts';
@@ -25,11 +26,11 @@ import { type Digest, isDigest, parseDigest, VerifyingStream } from '../oci/dige
 import { appendStream } from './append-stream.ts';
 import { FileRange } from './file-range.ts';
 import { type FollowOptions, type Growth, GrowthRange } from './follow.ts';
-import { isENOENT, tmpName, tmpOwner } from './fs-util.ts';
+import { exists, isENOENT, tmpName, tmpOwner } from './fs-util.ts';
 import { type BlobHandle, BlobHandles, type BlobHandlesOptions } from './handles.ts';
 import { readMetaFile, statusFromDisk } from './ingest.ts';
 import { ALGORITHMS, Layout, validateRef } from './layout.ts';
-import { acquireRefLock, ownerAlive } from './ref-lock.ts';
+import { acquireRefLock, ownerAlive, type RefLock } from './ref-lock.ts';
 import { ResumePoints } from './resume-points.ts';
 import { type SweepOptions, type SweepResult, sweepBlobs, sweepCutoff } from './sweep.ts';
 import type { ContentInfo, IngestStatus, StoreHooks, WriterOptions } from './types.ts';
@@ -87,6 +88,7 @@ export class ContentStore {
         await rm(join(layout.tmpDir, name), { force: true, recursive: true });
       }
     }
+    await removeCommittedIngests(layout);
     return new ContentStore(layout, options);
   }
 
@@ -371,6 +373,32 @@ export class ContentStore {
     const file = { fh: h.fh, name: this.layout.blobPath(d), release: h.release };
     const stream = new FileRange(file, offset, Math.max(offset, end), { signal, size });
     return { stream, size };
+  }
+}
+
+/**
+ * Removes what a commit leaves when it stored the blob but could not remove its ingest: a directory without
+ * data whose expected blob exists (the rule a writer opening that ref applies), unless a live writer holds
+ * its ref. One without the blob is an ingest a crash in its commit restarted from zero: it stays.
+ */
+async function removeCommittedIngests(layout: Layout): Promise<void> {
+  for (const key of await readdir(layout.ingestRoot)) {
+    const dir = join(layout.ingestRoot, key);
+    const meta = await readMetaFile(join(dir, 'meta.json'));
+    if (meta?.expected === undefined || layout.ingestKey(meta.ref) !== key) continue;
+    if ((await exists(join(dir, 'data'))) || !(await exists(layout.blobPath(meta.expected)))) continue;
+    let lock: RefLock;
+    try {
+      lock = await acquireRefLock(layout.lockPath(meta.ref), meta.ref, layout.tmpDir);
+    } catch (err) {
+      if (isUnavailable(err)) continue;
+      throw err;
+    }
+    try {
+      if (!(await exists(join(dir, 'data')))) await rm(dir, { recursive: true, force: true });
+    } finally {
+      await lock.release();
+    }
   }
 }
 

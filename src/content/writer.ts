@@ -133,8 +133,9 @@ export class IngestWriter {
       let meta = await readMetaFile(metaPath);
       if (meta !== undefined && meta.ref !== ref) meta = undefined;
       if (opts.expected !== undefined && (await exists(layout.blobPath(opts.expected)))) {
-        // An ingest for exactly this content is a leftover of a commit that stopped before cleaning up.
-        if (meta?.expected === opts.expected) rmSync(layout.ingestDir(ref), { recursive: true, force: true });
+        // An ingest for exactly this content is a leftover of a commit that stopped before cleaning up
+        // (should it stay, the next open of the store removes it).
+        if (meta?.expected === opts.expected) removeIngestDir(layout, ref);
         throw alreadyExists(`content ${opts.expected}: already exists`);
       }
       // Metadata steps are synchronous calls (see fs-util.ts).
@@ -412,7 +413,8 @@ export class IngestWriter {
       await this.syncing;
       await this.fh?.close();
       this.fh = undefined;
-      if (removeIngest) rmSync(this.layout.ingestDir(this.ref), { recursive: true, force: true });
+      if (removeIngest && state === 'committed') removeIngestDir(this.layout, this.ref);
+      else if (removeIngest) rmSync(this.layout.ingestDir(this.ref), { recursive: true, force: true });
     } finally {
       await this.lock.release();
       // Last, so followers see the end only once the store is settled.
@@ -437,6 +439,17 @@ export class IngestWriter {
     this.tail = run.catch(() => {});
     return run;
   }
+}
+
+/**
+ * Removes the ingest directory of a blob that is stored. It must not undo the blob's commit: a failure
+ * leaves the ingest's metadata without data, which the next open of the store removes (or of the ref, with
+ * the digest expected) when it names the digest.
+ */
+function removeIngestDir(layout: Layout, ref: string): void {
+  try {
+    rmSync(layout.ingestDir(ref), { recursive: true, force: true });
+  } catch {}
 }
 
 /** Writes one chunk at `position`, continuing after short writes. */
