@@ -967,6 +967,43 @@ async function onDaemonStore(
   return { cache, view, storage };
 }
 
+/** `storage` with `methods` in place of its own (the others still its, on it). */
+function standIn(storage: CacheStorage, methods: Partial<CacheStorage>): CacheStorage {
+  return Object.assign(Object.create(storage) as CacheStorage, methods);
+}
+
+/** A writer of `storage` whose commit, should it fail, says so only after `failed()` (awaited). */
+function commitFailsLate(storage: CacheStorage, failed: () => Promise<void>): CacheStorage['writer'] {
+  return async (ref, expected) => {
+    const w = await storage.writer(ref, expected);
+    return {
+      get offset() {
+        return w.offset;
+      },
+      digest: () => w.digest(),
+      write: (chunks) => w.write(chunks),
+      close: (reason) => w.close(reason),
+      commit: async (size, digest) => {
+        try {
+          await w.commit(size, digest);
+        } catch (err) {
+          await failed();
+          throw err;
+        }
+      },
+    };
+  };
+}
+
+/** A promise and its resolve. */
+function gate(): { open(): void; passed: Promise<void> } {
+  let open = () => {};
+  const passed = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  return { open, passed };
+}
+
 const linkFails = (err: Error): StoreHooks => ({
   beforeCommitStep: (step) => {
     if (step === 'link') throw err;
@@ -988,4 +1025,47 @@ test('a reader with no source following a fill whose commit fails on the disk is
   await assert.rejects(body.done, (err) => err === eio, 'the reason, not a writer closed before its commit');
   await whole.done;
   assert.ok(Buffer.concat(whole.chunks).equals(bytes), 'a reader with the source gets the rest from there');
+});
+
+test('a read while a fill whose commit failed on the disk is settling is served from the source, never NotFound', async (t) => {
+  const eio = Object.assign(new Error('EIO: i/o error, link'), { code: 'EIO' });
+  // The store has ended the ingest for its followers before the cache hears of the failed commit; then the
+  // cache cleans up. Each is held here.
+  const told = gate();
+  const cleanup = gate();
+  let commitFailed = false;
+  let cleaning = false;
+  const { cache } = await onDaemonStore(t, linkFails(eio), (storage) =>
+    standIn(storage, {
+      writer: commitFailsLate(storage, async () => {
+        commitFailed = true;
+        await told.passed;
+      }),
+      abort: async (ref) => {
+        cleaning = true;
+        await cleanup.passed;
+        return storage.abort(ref);
+      },
+    }),
+  );
+  const { bytes, desc } = blob(18, 300_000);
+  const { source, first } = heldSource(desc, bytes, 1000);
+  const whole = reading((await cache.read(desc, undefined, source)).stream);
+  first.end(bytes.subarray(1000));
+  await waitFor(() => commitFailed, 10_000, { what: 'the commit failed' });
+  const late = cache.read(desc, undefined, source);
+  late.catch(() => {});
+  await new Promise((r) => setTimeout(r, 50));
+  told.open();
+  await waitFor(() => cleaning, 10_000, { what: 'the failed fill cleaning up' });
+  // The fill is gone for new requests, and fills are paused already: no new fill on the failing disk.
+  const meanwhile = await cache.read(desc, undefined, source);
+  assert.equal(meanwhile.outcome, 'bypass');
+  assert.deepEqual(await readAll(meanwhile.stream), bytes);
+  cleanup.open();
+  const r = await late;
+  assert.equal(r.outcome, 'bypass');
+  assert.deepEqual(await readAll(r.stream), bytes);
+  await whole.done;
+  assert.ok(Buffer.concat(whole.chunks).equals(bytes));
 });

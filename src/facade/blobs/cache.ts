@@ -306,6 +306,9 @@ export class BlobCache {
       }
     } catch (err) {
       this.release(held);
+      // A commit that fails ends the ingest (a follower then finds no blob: NotFound) before the fill has
+      // said why: its verdict decides what this read gets.
+      if (held.state === 'filling') await untilDone(held.done, signal).catch(() => {});
       if (source && held.diskFailed) {
         // The fill could not write (its writer did not even open): this read goes around the disk.
         return { stream: await pacedRead(source, offset, end, signal), outcome: 'bypass' };
@@ -707,6 +710,9 @@ export class BlobCache {
           : aborted(`blob ${digest}: fill abandoned`, { cause: err })
         : (err as Error);
       failed(entry.error);
+      this.events.onFillError?.(digest, signal.aborted ? entry.error : err);
+      // Before the first wait: a request meanwhile finds the entry gone, and must find fills paused.
+      this.diskOutcome(entry.probe === true, entry.diskFailed ? diskError?.err : undefined);
       // Readers following the ingest fail with the same reason.
       try {
         await w?.close(entry.error);
@@ -715,9 +721,6 @@ export class BlobCache {
       }
       if (!keep) await this.storage.abort(entry.ref).catch(() => {});
       if (diskError?.commit) await this.storage.discard(digest).catch(() => {});
-      this.events.onFillError?.(digest, signal.aborted ? entry.error : err);
-      if (entry.diskFailed && !isNoRoom(diskError?.err)) this.diskFailing(entry, diskError?.err);
-      else if (entry.probe && this.diskDown) this.diskDown.probing = false;
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
@@ -731,17 +734,26 @@ export class BlobCache {
   }
 
   /**
-   * A fill failed writing to the disk, not for want of room: fills pause, longer after each failed probe
-   * (fills started before the pause that fail too leave it as it is).
+   * A fill that did not commit (`probe`: the one probing a failing disk) ended: `diskError` is why the disk
+   * failed it, if it did.
    */
-  private diskFailing(entry: Entry, err: unknown): void {
+  private diskOutcome(probe: boolean, diskError: unknown): void {
+    if (diskError !== undefined && !isNoRoom(diskError)) this.diskFailing(probe, diskError);
+    else if (probe && this.diskDown) this.diskDown.probing = false;
+  }
+
+  /**
+   * A write failed on the disk, not for want of room: fills pause, longer after each failed probe (writes
+   * started before the pause that fail too leave it as it is).
+   */
+  private diskFailing(probe: boolean, err: unknown): void {
     const d = this.diskDown;
     const now = Date.now();
     if (!d) {
       const retryMs = this.diskRetryMs;
       this.diskDown = { reason: messageOf(err), since: now, retryMs, until: now + retryMs, probing: false };
       this.events.onDiskFailing?.(err, retryMs);
-    } else if (entry.probe) {
+    } else if (probe) {
       const retryMs = Math.min(d.retryMs * 2, Math.max(MAX_DISK_RETRY_MS, this.diskRetryMs));
       this.diskDown = { ...d, reason: messageOf(err), retryMs, until: now + retryMs, probing: false };
     }
@@ -836,7 +848,8 @@ function sourceStream(pending: Promise<Readable>, signal: AbortSignal): Promise<
 }
 
 /** Waits for a fill to finish, or rejects with the signal's reason once it fires. */
-function untilDone(done: Promise<void>, signal: AbortSignal): Promise<void> {
+function untilDone(done: Promise<void>, signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return done;
   return new Promise((resolve, reject) => {
     const onAbort = () => reject(signal.reason);
     if (signal.aborted) return onAbort();
