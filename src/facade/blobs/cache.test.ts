@@ -1069,3 +1069,92 @@ test('a read while a fill whose commit failed on the disk is settling is served 
   await whole.done;
   assert.ok(Buffer.concat(whole.chunks).equals(bytes));
 });
+
+test('a static layer stored while a fill of the same bytes syncs its commit stays cached when that commit fails', async (t) => {
+  // Every FileHandle shares one prototype: the fill's blob-directory sync is held, then fails.
+  const probe = await open(tmpdir(), 'r');
+  const proto = Object.getPrototypeOf(probe) as { sync(): Promise<void> };
+  await probe.close();
+  const { sync } = proto;
+  t.after(async () => {
+    proto.sync = sync;
+  });
+  let syncing = false;
+  let fail = (_err: Error) => {};
+  const { cache, view, storage } = await onDaemonStore(t, {
+    beforeCommitStep: (step, ref) => {
+      if (step !== 'link' || !ref.includes('/fill-')) return;
+      proto.sync = () => {
+        proto.sync = sync;
+        syncing = true;
+        return new Promise((_resolve, reject) => {
+          fail = reject;
+        });
+      };
+    },
+  });
+  const { bytes, desc } = blob(19, 300_000);
+  const r = await cache.read(
+    desc,
+    undefined,
+    fill(desc, async (offset) => Readable.from([bytes.subarray(offset)])),
+  );
+  const body = reading(r.stream);
+  await waitFor(() => syncing, 10_000, { what: 'the fill linked its blob and syncs the directory' });
+  // The static layer's commit finds the blob there and takes it as stored.
+  const adding = cache.addHeld(Readable.from([bytes]));
+  await waitFor(() => view.has(storage.namespace, desc.digest), 10_000, { what: 'the static layer stored' });
+  fail(Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' }));
+  const held = await adding;
+  await body.done;
+  assert.ok(Buffer.concat(body.chunks).equals(bytes), 'the fill reader got the blob');
+  // Without its row in the cache's namespace the daemon's collector would free the bytes.
+  assert.equal(view.has(storage.namespace, desc.digest), true, 'the cache holds the blob');
+  const again = await cache.read(desc, undefined, undefined);
+  assert.equal(again.outcome, 'hit');
+  assert.deepEqual(await readAll(again.stream), bytes);
+  held.release();
+});
+
+test('a static layer stored while a fill whose commit failed is cleaning up is not discarded with it', async () => {
+  await inTempDir(async (dir) => {
+    const own = await DirCacheStorage.open(dir);
+    const cleanup = gate();
+    let cleaning = false;
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, link'), { code: 'ENOSPC' });
+    // Fills' commits fail before anything is put in place; the static layer's does not.
+    const storage = standIn(own, {
+      writer: async (ref, expected) => {
+        const w = await own.writer(ref, expected);
+        if (!expected) return w;
+        return Object.assign(Object.create(w) as typeof w, {
+          commit: async () => {
+            throw enospc;
+          },
+        });
+      },
+      abort: async (ref) => {
+        cleaning = true;
+        await cleanup.passed;
+        return own.abort(ref);
+      },
+    });
+    const cache = await BlobCache.open({ storage, maxBytes: 1 << 20 });
+    try {
+      const { bytes, desc } = blob(20, 5000);
+      const source = fill(desc, async (offset) => Readable.from([bytes.subarray(offset)]));
+      const body = reading((await cache.read(desc, undefined, source)).stream);
+      await waitFor(() => cleaning, 10_000, { what: 'the failed fill cleaning up' });
+      const held = await cache.addHeld(Readable.from([bytes]));
+      cleanup.open();
+      // The reader waits for the fill's verdict, so the failed fill is done once it has every byte.
+      await body.done;
+      assert.ok(Buffer.concat(body.chunks).equals(bytes), 'the reader gets the rest from the source');
+      const again = await cache.read(desc, undefined, undefined);
+      assert.deepEqual(await readAll(again.stream), bytes, 'the held blob is served, with no source');
+      held.release();
+    } finally {
+      cache.close();
+    }
+  });
+});

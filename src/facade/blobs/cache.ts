@@ -600,7 +600,7 @@ export class BlobCache {
     /** The source sent bytes that cannot be the blob (more than its size): none of them is kept. */
     let wrong = false;
     /** Why writing to the disk failed: the fill stops (no resume) and keeps none of its bytes. */
-    let diskError: { err: unknown; commit?: boolean } | undefined;
+    let diskError: { err: unknown } | undefined;
     // Re-armed by every byte received; firing aborts the source, its retries and resumes at once.
     const stall = setTimeout(() => {
       entry.abort.abort(
@@ -671,9 +671,10 @@ export class BlobCache {
       } catch (err) {
         if (isFailedPrecondition(err)) throw dataLoss(`blob ${digest}: ${err.message}`, { cause: err });
         if (!isAlreadyExists(err)) {
-          // The disk failed in the commit (close, rename, link, sync): as a failed write, and whatever of
-          // the blob it may have put in place goes too.
-          if (errorKind(err) === undefined) diskError = { err, commit: true };
+          // The disk failed in the commit (close, rename, link, sync): as a failed write. A blob the store
+          // put in place stays: another writer may have found it and taken it as stored (a static layer of
+          // the same bytes); the daemon's collector frees it if no one holds it.
+          if (errorKind(err) === undefined) diskError = { err };
           throw err;
         }
       }
@@ -720,7 +721,6 @@ export class BlobCache {
         releaseWriter();
       }
       if (!keep) await this.storage.abort(entry.ref).catch(() => {});
-      if (diskError?.commit) await this.storage.discard(digest).catch(() => {});
     } finally {
       clearTimeout(stall);
       clearTimeout(entry.idleTimer);
