@@ -1158,3 +1158,53 @@ test('a static layer stored while a fill whose commit failed is cleaning up is n
     }
   });
 });
+
+test('a static layer read in while the disk fails: refused at once during the pause, and else counted as a fill', {
+  timeout: 60_000,
+}, async (t) => {
+  const failing: number[] = [];
+  let recovered = 0;
+  const { cache, mnt } = await cacheOnTmpfs(t, {
+    maxBytes: 64 << 20,
+    diskRetryMs: 1500,
+    events: {
+      onDiskFailing: (_err, retryMs) => failing.push(retryMs),
+      onDiskRecovered: () => recovered++,
+    },
+  });
+  await runCommand('mount', ['-o', 'remount,ro', mnt]);
+  const { bytes, desc } = blob(21, 100_000);
+  const add = () => cache.addHeld(Readable.from([bytes]));
+  const erofs = (err: unknown) => (err as NodeJS.ErrnoException).code === 'EROFS';
+  // Its failure on the disk pauses fills, as a fill's does.
+  await assert.rejects(add(), erofs);
+  assert.deepEqual(failing, [1500]);
+  const pause = cache.diskFailure;
+  assert.ok(pause, 'fills paused');
+  // During the pause it does not try the disk, and says why it is refused.
+  await assert.rejects(add(), (err) => {
+    assert.equal(errorKind(err), 'Unavailable', messageOf(err));
+    assert.match(messageOf(err), /EROFS/);
+    return true;
+  });
+  const r = await cache.read(
+    desc,
+    undefined,
+    fill(desc, async () => Readable.from([bytes])),
+  );
+  assert.equal(r.outcome, 'bypass');
+  await readAll(r.stream);
+  // After the pause it probes the disk: a failure doubles the pause...
+  await waitFor(() => Date.now() >= pause.retryAt.getTime(), 10_000, { what: 'the pause over' });
+  await assert.rejects(add(), erofs);
+  assert.equal(cache.diskFailure?.retryMs, 3000);
+  // ...and once the disk takes writes again, the layer is stored and fills go on.
+  await runCommand('mount', ['-o', 'remount,rw', mnt]);
+  await waitFor(() => Date.now() >= cache.diskFailure!.retryAt.getTime(), 10_000, { what: 'the pause over' });
+  const held = await add();
+  assert.equal(held.digest, desc.digest);
+  assert.equal(cache.diskFailure, undefined);
+  assert.equal(recovered, 1);
+  assert.deepEqual(failing, [1500], 'told once');
+  held.release();
+});

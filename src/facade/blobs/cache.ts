@@ -14,9 +14,10 @@
 // after all, an I/O error, a read-only remount) keeps nothing, as those bytes cannot be trusted; its
 // readers get the rest from the source uncached, as when there is no room; the same goes for a fill whose
 // commit fails on the disk. A disk that fails for another reason than room (EIO, EROFS) still reports free
-// space, so after such a failure no fill starts for a while (blobs are streamed uncached), and then one
-// fill probes the disk; each failed probe doubles the pause. A blob the storage has bytes of without the
-// cache holding it (the daemon's, in `strata up`) is linked in, not fetched.
+// space, so after such a failure no fill starts for a while (blobs are streamed uncached; a static layer,
+// which has no source to be streamed from, is refused), and then one fill probes the disk; each failed
+// probe doubles the pause. A blob the storage has bytes of without the cache holding it (the daemon's, in
+// `strata up`) is linked in, not fetched.
 import { addAbortSignal, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { appendStream } from '../../content/append-stream.ts';
@@ -33,6 +34,7 @@ import {
   messageOf,
   notFound,
   outOfRange,
+  unavailable,
 } from '../../errors.ts';
 import type { Blob, ByteRange } from '../../oci/blob.ts';
 import type { Descriptor } from '../../oci/descriptor.ts';
@@ -372,30 +374,59 @@ export class BlobCache {
   /**
    * Stores bytes whose digest is not known beforehand (a static layer file), computing it on the way, and
    * holds the blob: it is not evicted until release() (then it is an ordinary cached blob). An equal blob
-   * found at start is checked first, so a corrupt file is replaced by these bytes.
+   * found at start is checked first, so a corrupt file is replaced by these bytes. While fills are paused
+   * on a failing disk it is refused (Unavailable, saying why and until when); otherwise its writes count
+   * as a fill's do: a failure on the disk pauses fills, a commit ends a pause.
    */
   async addHeld(source: AsyncIterable<Uint8Array>): Promise<HeldBlob> {
     if (this.closed) throw failedPrecondition('blob cache is closed');
+    // Its bytes cannot be read from elsewhere later, so it cannot go around a failing disk as a fill does:
+    // during the pause it is refused; after it, it probes the disk as a fill would.
+    const d = this.diskDown;
+    if (d && this.pausedFills()) {
+      const again = d.probing
+        ? 'another write is trying it now'
+        : `tried again from ${new Date(d.until).toISOString()}`;
+      throw unavailable(
+        `blob cache: writes to ${this.where} are paused since the disk failed (${d.reason}); ${again}`,
+      );
+    }
+    const probe = d !== undefined;
+    if (d) d.probing = true;
     const ref = `add-${++this.fills}-${process.pid}-${Date.now()}`;
-    const w = await this.storage.writer(ref);
+    let w: CacheWriter | undefined;
+    /** Why the disk failed a step (a failure of `source` is not the disk's). */
+    let diskError: unknown;
+    const onDisk = async <T>(step: () => Promise<T>): Promise<T> => {
+      try {
+        return await step();
+      } catch (err) {
+        if (errorKind(err) === undefined) diskError ??= err;
+        throw err;
+      }
+    };
     let digest: Digest;
     try {
-      for await (const chunk of source) await w.write(chunk);
+      w = await onDisk(() => this.storage.writer(ref));
+      const writer = w;
+      for await (const chunk of source) await onDisk(() => writer.write(chunk));
       digest = w.digest();
       // A corrupt copy being discarded goes first: committed now, these bytes would be taken for it.
       await this.discarding.get(digest);
       const found = this.entries.get(digest);
       if (found?.state === 'complete' && !found.verified) await this.check(found);
       try {
-        await w.commit();
+        await onDisk(() => writer.commit());
       } catch (err) {
         if (!isAlreadyExists(err)) throw err;
       }
     } catch (err) {
-      await w.close(err as Error).catch(() => {});
+      this.diskOutcome(probe, diskError);
+      await w?.close(err as Error).catch(() => {});
       await this.storage.abort(ref).catch(() => {});
       throw err;
     }
+    this.diskWorks();
     const size = w.offset;
     // A fill of the same blob under way may still fail and take its entry with it, though the bytes are
     // stored now: the blob is held once that fill has settled, and any partial of it is let go.
@@ -734,8 +765,8 @@ export class BlobCache {
   }
 
   /**
-   * A fill that did not commit (`probe`: the one probing a failing disk) ended: `diskError` is why the disk
-   * failed it, if it did.
+   * A write that did not commit (a fill, a static layer; `probe`: the one probing a failing disk) ended:
+   * `diskError` is why the disk failed it, if it did.
    */
   private diskOutcome(probe: boolean, diskError: unknown): void {
     if (diskError !== undefined && !isNoRoom(diskError)) this.diskFailing(probe, diskError);
