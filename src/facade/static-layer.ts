@@ -137,9 +137,9 @@ export class StaticLayers {
     );
   }
 
-  /** Reads the files that changed (SIGHUP). */
+  /** Reads the files that changed, and those refused before (SIGHUP). */
   async refresh(): Promise<void> {
-    await Promise.all(this.entries.map((e) => ('file' in e ? e.file.refresh() : undefined)));
+    await Promise.all(this.entries.map((e) => ('file' in e ? e.file.reread() : undefined)));
   }
 
   private releaseLater(blob: HeldBlob, ms: number): void {

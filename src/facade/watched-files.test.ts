@@ -134,3 +134,42 @@ test('a version refused because it could not be read is read again once its mode
   await asUnprivileged(() => w.refresh());
   assert.equal(w.value, 'two', 'SIGHUP after the fix reads it');
 });
+
+test('a version refused for a reason outside the file is read again by reread() (SIGHUP), not by refresh()', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'strata-watched-'));
+  t.after(() => rm(dir, { recursive: true, force: true }));
+  const file = join(dir, 'layer');
+  await writeFile(file, 'v1');
+  // As a static layer read in while the cache's disk fails: the file is fine, storing it is not.
+  let diskFails = false;
+  const errors: unknown[] = [];
+  const w = await WatchedFiles.open([file], {
+    what: 'layer',
+    watch: false,
+    settleMs: 0,
+    onReloadError: (err) => errors.push(err),
+    load: async () => {
+      if (diskFails) throw new Error('cache disk: EROFS');
+      return readFile(file, 'utf8');
+    },
+  });
+  await writeFile(file, 'v2');
+  diskFails = true;
+  await w.refresh();
+  assert.equal(w.value, 'v1');
+  assert.equal(errors.length, 1);
+  diskFails = false;
+  // The file has not changed since it was refused: a refresh (on use, a watcher) leaves it be.
+  await w.refresh();
+  assert.equal(w.value, 'v1');
+  assert.equal(errors.length, 1);
+  await w.reread();
+  assert.equal(w.value, 'v2');
+  // A version refused again for the same reason is reported once; the value stays.
+  await writeFile(file, 'v3');
+  diskFails = true;
+  await w.reread();
+  await w.reread();
+  assert.equal(w.value, 'v2');
+  assert.equal(errors.length, 2);
+});

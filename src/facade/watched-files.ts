@@ -52,8 +52,12 @@ export class WatchedFiles<T> {
   readonly paths: readonly string[];
   private current: T;
   private key: string;
-  /** The last version refused, so it is reported once and not read again. */
+  /** The last version refused, so it is reported once and not read again (but see reread()). */
   private badKey = '';
+  /** Why badKey was refused, so a reread() refused for the same reason is not reported again. */
+  private badReason = '';
+  /** Set by reread(): the next load reads even the version refused before. */
+  private rereadAsked = false;
   private readonly watchers: FSWatcher[] = [];
   private refreshing: Promise<void> | undefined;
   private again: Promise<void> | undefined;
@@ -116,7 +120,20 @@ export class WatchedFiles<T> {
     return this.refreshing;
   }
 
+  /**
+   * refresh(), reading also a version refused before: for SIGHUP, an operator asking again. A refusal may
+   * have been the disk's and not the file's (a static layer read in while the cache disk failed), and the
+   * file need not change for the disk to come back. Refused again for the same reason, it is not reported
+   * again.
+   */
+  reread(): Promise<void> {
+    this.rereadAsked = true;
+    return this.refresh();
+  }
+
   private async load(): Promise<void> {
+    const again = this.rereadAsked;
+    this.rereadAsked = false;
     let v: Version;
     try {
       v = await settledVersion(this.paths, this.options, this.key, this.badKey);
@@ -125,24 +142,30 @@ export class WatchedFiles<T> {
       // look, since callers refresh on use.
       const gone = `gone: ${messageOf(err)}`;
       if (gone === this.badKey) return;
-      this.badKey = gone;
+      this.refused(gone, '');
       throw err;
     }
-    if (v.key === this.badKey) return;
     if (v.key === this.key) {
-      this.badKey = '';
+      this.refused('', '');
       return;
     }
+    if (v.key === this.badKey && !again) return;
     try {
       const value = await buildValue(this.paths, this.options, this.current);
       this.current = value;
       this.key = v.key;
-      this.badKey = '';
+      this.refused('', '');
       this.options.onReload?.(value);
     } catch (err) {
-      this.badKey = v.key;
-      throw err;
+      const known = v.key === this.badKey && messageOf(err) === this.badReason;
+      this.refused(v.key, messageOf(err));
+      if (!known) throw err;
     }
+  }
+
+  private refused(key: string, reason: string): void {
+    this.badKey = key;
+    this.badReason = reason;
   }
 
   close(): void {

@@ -156,7 +156,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
         watch: config.watchFiles,
       });
       undo.push(() => watched.close());
-      reloaders.push(() => watched.refresh());
+      reloaders.push(() => watched.reread());
       return {
         value: watched.value,
         onRotate: (f: (pair: TlsPair) => void) => {

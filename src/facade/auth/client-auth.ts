@@ -107,9 +107,12 @@ export class ClientAuth {
     }
   }
 
-  /** Re-reads the files that changed (SIGHUP); a bad version is reported and the old one stays. */
+  /**
+   * Re-reads the files that changed or were refused before (SIGHUP); a bad version is reported and the
+   * old one stays.
+   */
   async reload(): Promise<void> {
-    await Promise.all([this.htpasswd?.refresh(), this.keys?.refresh()]);
+    await Promise.all([this.htpasswd?.reread(), this.keys?.reread()]);
   }
 
   close(): void {

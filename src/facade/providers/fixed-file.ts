@@ -86,9 +86,9 @@ export class FixedFileSpecProvider implements SpecProvider {
     return this.file.value.size;
   }
 
-  /** Re-reads the file if it changed (also done on every lookup while watching). */
+  /** Re-reads the file if it changed or was refused before (SIGHUP; lookups while watching refresh). */
   reload(): Promise<void> {
-    return this.file.refresh();
+    return this.file.reread();
   }
 
   async getSpec(id: string): Promise<ImageSpec> {
