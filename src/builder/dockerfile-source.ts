@@ -109,9 +109,12 @@ export async function prepareInputs(
     pin: (image: string, platform?: string) => Promise<string>;
     /** The builder's platform, keyed for a Dockerfile that names no image. */
     platform: string;
+    /** Analyses the Dockerfile (analyzeDockerfile, unless the caller keeps analyses it made). */
+    analyze?: (text: string, buildArgs: ReadonlyMap<string, string>) => DockerfileAnalysis;
   },
 ): Promise<PreparedInputs> {
-  const analysis = analyzeDockerfile(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
+  const analyze = options.analyze ?? analyzeDockerfile;
+  const analysis = analyze(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
   const files = selectContextFiles(snapshot.entries, {
     ignorePatterns: snapshot.ignorePatterns,
     sources: analysis.contextSources,

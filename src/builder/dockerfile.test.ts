@@ -3,7 +3,13 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { errorKind } from '../errors.ts';
 import { selectContextFiles, sourceMatcher } from './context-files.ts';
-import { analyzeDockerfile, cleanSourcePath, expandVariables, pinImages } from './dockerfile.ts';
+import {
+  analyzeDockerfile,
+  cleanSourcePath,
+  expandVariables,
+  MAX_DOCKERFILE_BYTES,
+  pinImages,
+} from './dockerfile.ts';
 
 test('FROM images: global ARGs, build args over their defaults, stage names and scratch left out', () => {
   const text = [
@@ -134,4 +140,32 @@ test('an image a RUN --mount reads (from=) is pinned and keyed like COPY --from'
     pinImages(text, a.images, (i) => `${i.split(':')[0]}@sha256:abc`),
     'FROM busybox@sha256:abc AS b\nRUN --mount=type=bind,from=alpine@sha256:abc,target=/m --mount=type=cache,target=/c,from=b cat /m/x\n',
   );
+});
+
+test('a Dockerfile over 256 KiB is refused before it is parsed', () => {
+  const at = (bytes: number) => `FROM busybox\n${'#'.repeat(bytes - 14)}\n`;
+  assert.equal(Buffer.byteLength(at(256 << 10)), 256 << 10);
+  assert.deepEqual(analyzeDockerfile(at(256 << 10)).images.length, 1);
+  const err = catchErr(() => analyzeDockerfile(at((256 << 10) + 1)));
+  assert.equal(errorKind(err), 'InvalidArgument');
+  assert.match(String(err), /Dockerfile is larger than 262144 bytes/);
+});
+
+test('an instruction with tens of thousands of flags is read right: its flags are not its arguments', () => {
+  const flags = '--chown=1:1 '.repeat(Math.floor((MAX_DOCKERFILE_BYTES - 64) / 12));
+  const a = analyzeDockerfile(`FROM --platform=linux/arm64 busybox\nCOPY ${flags}src conf /app/\n`);
+  assert.deepEqual(a.contextSources, ['conf', 'src']);
+  assert.deepEqual(a.images, [
+    { image: 'busybox', range: { line: 0, start: 28, end: 35 }, platform: 'linux/arm64' },
+  ]);
+});
+
+test('variables that double at each ARG are refused once they expand past the bound', () => {
+  const text = `ARG A=x\n${'ARG A=$A$A\n'.repeat(30)}FROM busybox:$A\n`;
+  const err = catchErr(() => analyzeDockerfile(text));
+  assert.equal(errorKind(err), 'InvalidArgument');
+  assert.match(String(err), /variables expand to more than/);
+  // Within the bound they expand as before.
+  const ok = analyzeDockerfile(`ARG A=x\n${'ARG A=$A$A\n'.repeat(4)}FROM busybox:$A\n`);
+  assert.equal(ok.images[0]?.image, `busybox:${'x'.repeat(16)}`);
 });

@@ -3,8 +3,19 @@
 // substituted, stage names told apart), and the context paths its COPY/ADD instructions read. The same
 // parse pins the images: the Dockerfile buildah runs has every external image replaced by the digest the
 // build key hashed.
-import { DockerfileParser, type Instruction } from 'dockerfile-ast';
+import { DockerfileParser, Instruction, ModifiableInstruction } from 'dockerfile-ast';
 import { invalidArgument } from '../errors.ts';
+
+// dockerfile-ast (0.7.1) drops an instruction's flags from its arguments with one Array.shift per flag,
+// each moving the whole list: O(flags × arguments) per call, and its parser makes that call for every
+// COPY, ADD and RUN. A COPY of 20,000 `--x` words (512 KiB) held the event loop for 55 s. One slice gives
+// the same list in linear time. getFlags reads getArguments itself, with its list already started (so
+// this returns every argument then), as the original does.
+const allArguments = Instruction.prototype.getArguments;
+ModifiableInstruction.prototype.getArguments = function getArguments(this: ModifiableInstruction) {
+  const args = allArguments.call(this);
+  return args.slice(this.getFlags().length);
+};
 
 /** An external image the Dockerfile reads, as written after substitution, with where it appears. */
 export interface ImageUse {
@@ -33,20 +44,46 @@ export interface DockerfileAnalysis {
   remoteSources: string[];
 }
 
-/** The longest Dockerfile accepted (buildah itself has no limit; the key reads it whole). */
-export const MAX_DOCKERFILE_BYTES = 1 << 20;
+/**
+ * The longest Dockerfile accepted (buildah itself has no limit; the key reads it whole). The parse costs
+ * about 1 µs a byte on the event loop (dockerfile-ast builds objects and positions for every word), so
+ * this bounds that stall to a few hundred milliseconds, once per commit.
+ */
+export const MAX_DOCKERFILE_BYTES = 256 << 10;
+
+/**
+ * What substituting variables may produce in one analysis, all together: `ARG A=$A$A` doubles A at each
+ * line, so without a bound thirty lines ask for a gigabyte.
+ */
+export const MAX_EXPANDED_BYTES = 1 << 20;
 
 const VAR_RE = /\$(?:\{([A-Za-z_][A-Za-z0-9_]*)(?::([-+])([^}]*))?\}|([A-Za-z_][A-Za-z0-9_]*))/g;
 
-/** Substitutes `$X`, `${X}`, `${X:-word}` and `${X:+word}` as Docker does in FROM; unknown names become ''. */
-export function expandVariables(text: string, vars: ReadonlyMap<string, string>): string {
-  return text.replace(VAR_RE, (_m, braced: string | undefined, op: string | undefined, word = '', bare) => {
-    const name = (braced ?? bare) as string;
-    const value = vars.get(name);
-    if (op === '-') return value ? value : word;
-    if (op === '+') return value ? word : '';
-    return value ?? '';
-  });
+/**
+ * Substitutes `$X`, `${X}`, `${X:-word}` and `${X:+word}` as Docker does in FROM; unknown names become ''.
+ * `budget.left` (characters) is what the result may take; it is refused past that, before it is built.
+ */
+export function expandVariables(
+  text: string,
+  vars: ReadonlyMap<string, string>,
+  budget: { left: number } = { left: Number.POSITIVE_INFINITY },
+): string {
+  let size = text.length;
+  const out = text.replace(
+    VAR_RE,
+    (_m, braced: string | undefined, op: string | undefined, word = '', bare) => {
+      const name = (braced ?? bare) as string;
+      const value = vars.get(name);
+      const v = op === '-' ? value || word : op === '+' ? (value ? word : '') : (value ?? '');
+      size += v.length;
+      if (size > budget.left) {
+        throw invalidArgument(`Dockerfile variables expand to more than ${MAX_EXPANDED_BYTES} characters`);
+      }
+      return v;
+    },
+  );
+  budget.left -= out.length;
+  return out;
 }
 
 /** A context path as Docker cleans a COPY source: relative, no `.` or empty components. */
@@ -101,17 +138,21 @@ function mountImages(mount: FlagLike, stages: ReadonlySet<string>): ImageUse[] {
 
 /** The non-flag arguments of COPY/ADD, in JSON or shell form. */
 function copyArguments(instruction: Instruction): string[] {
-  const content = (instruction.getArgumentsContent() ?? '').replace(/^(\s*--\S+)+\s*/, '');
-  if (content.startsWith('[')) {
-    // The parser's JSON strings lose inner spaces; the exec form is JSON, so read it as JSON.
-    try {
-      const parsed = JSON.parse(content) as unknown;
-      if (Array.isArray(parsed) && parsed.every((v) => typeof v === 'string')) return parsed as string[];
-    } catch {
-      // Not valid JSON: Docker then reads it in shell form, as below.
+  const args = instruction.getArguments();
+  // Only a first argument that starts with `[` can begin the exec form (the raw text is read only then).
+  if (args[0]?.getValue().startsWith('[')) {
+    const content = (instruction.getArgumentsContent() ?? '').replace(/^(\s*--\S+)+\s*/, '');
+    if (content.startsWith('[')) {
+      // The parser's JSON strings lose inner spaces; the exec form is JSON, so read it as JSON.
+      try {
+        const parsed = JSON.parse(content) as unknown;
+        if (Array.isArray(parsed) && parsed.every((v) => typeof v === 'string')) return parsed as string[];
+      } catch {
+        // Not valid JSON: Docker then reads it in shell form, as below.
+      }
     }
   }
-  return instruction.getArguments().map((a) => a.getValue());
+  return args.map((a) => a.getValue());
 }
 
 /**
@@ -127,12 +168,14 @@ export function analyzeDockerfile(
   }
   const df = DockerfileParser.parse(text);
   const globals = new Map<string, string>();
+  const budget = { left: MAX_EXPANDED_BYTES };
+  const expand = (t: string) => expandVariables(t, globals, budget);
   for (const arg of df.getInitialARGs()) {
     const p = arg.getProperty();
     if (!p) continue;
     const name = p.getName();
     const given = buildArgs.get(name);
-    globals.set(name, given ?? expandVariables(p.getValue() ?? '', globals));
+    globals.set(name, given ?? expand(p.getValue() ?? ''));
   }
 
   const stages = new Set<string>();
@@ -152,7 +195,7 @@ export function analyzeDockerfile(
         throw invalidArgument(
           `Dockerfile line ${instruction.getRange().start.line + 1}: FROM names no image`,
         );
-      const image = expandVariables(imageArg.getValue(), globals);
+      const image = expand(imageArg.getValue());
       if (image === '') {
         throw invalidArgument(
           `Dockerfile line ${instruction.getRange().start.line + 1}: FROM image is empty after substitution`,
@@ -167,7 +210,7 @@ export function analyzeDockerfile(
       if (image !== 'scratch' && !stages.has(image.toLowerCase())) {
         // The platform picks the manifest of an index the image is pinned to.
         const platformFlag = flag(instruction, 'platform')?.getValue();
-        const platform = platformFlag && expandVariables(platformFlag, globals);
+        const platform = platformFlag && expand(platformFlag);
         images.push({
           image,
           range: { line: r.start.line, start: r.start.character, end: r.end.character },
@@ -194,7 +237,6 @@ export function analyzeDockerfile(
     }
     if (keyword !== 'COPY' && keyword !== 'ADD') continue;
     const fromFlag = flag(instruction, 'from');
-    const srcs = copyArguments(instruction).slice(0, -1);
     if (fromFlag) {
       const from = fromFlag.getValue() ?? '';
       const r = fromFlag.getValueRange();
@@ -210,7 +252,7 @@ export function analyzeDockerfile(
       }
       continue;
     }
-    for (const src of srcs) {
+    for (const src of copyArguments(instruction).slice(0, -1)) {
       if (keyword === 'ADD' && /^(https?|git):\/\/|^git@/.test(src)) {
         remoteSources.push(src);
       } else if (src.includes('$')) {

@@ -23,8 +23,7 @@ import type { CredentialStore } from '../registry/credentials.ts';
 import { type BuildInputs, buildKey, describeChanges } from './build-key.ts';
 import type { EngineJob, EngineResult } from './buildah.ts';
 import { BuildFailed } from './buildah.ts';
-import type { DockerfileAnalysis } from './dockerfile.ts';
-import { pinImages } from './dockerfile.ts';
+import { analyzeDockerfile, type DockerfileAnalysis, pinImages } from './dockerfile.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
 import { GitRepo, type GitSource, repoPath } from './git-source.ts';
 import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
@@ -229,6 +228,7 @@ function fetchedBy(g: GitSource): string {
 const SNAPSHOT_ENTRIES = 2_000_000;
 const FETCHED_KEEP_MS = 120_000;
 const PLAN_FETCHES = 8;
+const ANALYSES_PER_SNAPSHOT = 8;
 
 export class Builder {
   private readonly o: BuilderOptions;
@@ -244,6 +244,11 @@ export class Builder {
     sizeCalculation: (s) => s.entries.length + 1,
   });
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
+  /**
+   * Each snapshot's Dockerfile analysed, by build args (failures too): a large Dockerfile holds the event
+   * loop for a while as it is parsed, so that happens once per commit, not at every request that plans it.
+   */
+  private readonly analyses = new WeakMap<SourceSnapshot, Map<string, DockerfileAnalysis | Error>>();
   /** Every fetch of planning under way (shutdown waits for them to remove their git directories). */
   private readonly planning = new Set<Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
@@ -325,6 +330,7 @@ export class Builder {
       pin: (image, platform) =>
         resolveImage(client, image, platform ? parsePlatform(platform) : this.o.platform, signal),
       platform: formatPlatform(this.o.platform),
+      analyze: (text, args) => this.analyze(snapshot, text, args),
     });
     const key = buildKey(inputs);
     const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
@@ -380,6 +386,29 @@ export class Builder {
       () => this.planning.delete(loading),
     );
     return loading;
+  }
+
+  private analyze(
+    snapshot: SourceSnapshot,
+    text: string,
+    buildArgs: ReadonlyMap<string, string>,
+  ): DockerfileAnalysis {
+    const done = this.analyses.get(snapshot) ?? new Map<string, DockerfileAnalysis | Error>();
+    this.analyses.set(snapshot, done);
+    const key = JSON.stringify([...buildArgs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    let result = done.get(key);
+    if (result === undefined) {
+      try {
+        result = analyzeDockerfile(text, buildArgs);
+      } catch (err) {
+        result = err instanceof Error ? err : new Error(String(err));
+      }
+      // Build args are the caller's: a few sets per commit are kept, not every set anyone sends.
+      if (done.size >= ANALYSES_PER_SNAPSHOT) done.clear();
+      done.set(key, result);
+    }
+    if (result instanceof Error) throw result;
+    return result;
   }
 
   private keepFetched(key: string, dir: string): boolean {

@@ -9,6 +9,7 @@ import { type AddressInfo, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
+import { DockerfileParser } from 'dockerfile-ast';
 import { service as healthService } from 'grpc-health-check';
 import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
@@ -307,6 +308,28 @@ test('FROM --platform pins the manifest of that platform, not the builder’s', 
     engine.release();
     await b.close();
   }
+});
+
+test('a commit’s Dockerfile is parsed once, however many requests plan it', async (t) => {
+  const commit = await repo.commit({ 'once/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`, 'once/x': 'o\n' });
+  const source = request('once').source as Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
+  source.git = { ...source.git, targetMode: 'remoteCommit', cloneTarget: commit };
+  const b = await start('parse-once', new GatedEngine(busybox));
+  t.after(() => b.close());
+  const parser = DockerfileParser as { parse: typeof DockerfileParser.parse };
+  const parse = parser.parse;
+  let parses = 0;
+  parser.parse = (text) => {
+    parses++;
+    return parse(text);
+  };
+  t.after(() => {
+    parser.parse = parse;
+  });
+  for (let i = 0; i < 3; i++) {
+    assert.equal((await b.builder.resolveWorkspaceImage(source, NO_AUTH, false)).exists, false);
+  }
+  assert.equal(parses, 1);
 });
 
 /** An engine whose layer-cache trim waits for the test, and which notes a build begun during a trim. */
