@@ -43,11 +43,16 @@ export class Censor {
   }
 }
 
+/** Bytes kept per build log unless configured otherwise. */
+export const DEFAULT_LOG_BYTES_PER_BUILD = 8 << 20;
+/** Finished builds whose logs are kept unless configured otherwise. */
+export const DEFAULT_KEPT_LOGS = 500;
+
 export interface LogStoreOptions {
   dir: string;
-  /** Bytes kept per build log; later lines are dropped (default 8 MiB). */
+  /** Bytes kept per build log; later lines are dropped (default DEFAULT_LOG_BYTES_PER_BUILD). */
   maxBytesPerBuild?: number;
-  /** Finished builds whose logs are kept (default 500); the oldest go first. */
+  /** Finished builds whose logs are kept (default DEFAULT_KEPT_LOGS); the oldest go first. */
   keepBuilds?: number;
 }
 
@@ -128,8 +133,8 @@ export class LogStore {
 
   private constructor(options: LogStoreOptions) {
     this.dir = options.dir;
-    this.max = options.maxBytesPerBuild ?? 8 << 20;
-    this.keep = options.keepBuilds ?? 500;
+    this.max = options.maxBytesPerBuild ?? DEFAULT_LOG_BYTES_PER_BUILD;
+    this.keep = options.keepBuilds ?? DEFAULT_KEPT_LOGS;
   }
 
   /** Opens the store; builds a previous process left unfinished are recorded as failed. */

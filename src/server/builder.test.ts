@@ -38,6 +38,23 @@ test('defaults, normalised repositories and clear errors', () => {
   assert.equal(bad({ cacheMax: 'lots' })[0], 'InvalidArgument');
 });
 
+test('logs: the build logs’ budget, per build and in finished builds; what is wrong', () => {
+  const c = (logs: unknown) => builderConfigFrom({ logs }, '/').logs;
+  assert.deepEqual(builderConfigFrom({}, '/').logs, { maxBytesPerBuild: 8 << 20, keepBuilds: 500 });
+  assert.deepEqual(c({ maxPerBuild: '64KiB', keepBuilds: 20 }), { maxBytesPerBuild: 65536, keepBuilds: 20 });
+  assert.deepEqual(c({ keepBuilds: 3 }), { maxBytesPerBuild: 8 << 20, keepBuilds: 3 });
+  for (const [logs, msg] of [
+    ['8MiB', /builder config logs: want a mapping/],
+    [{ maxPerBuild: 'lots' }, /builder config logs.maxPerBuild: want a size such as/],
+    [{ maxPerBuild: 100 }, /builder config logs.maxPerBuild: want at least 1024 bytes/],
+    [{ keepBuilds: 0 }, /builder config logs.keepBuilds: want a whole number of at least 1/],
+    [{ keepBuilds: 2.5 }, /builder config logs.keepBuilds: want a whole number/],
+    [{ maxBytes: '1GiB' }, /builder config logs.maxBytes: unknown key/],
+  ] as const) {
+    assert.throws(() => c(logs), msg);
+  }
+});
+
 test('redis: a URL, or a mapping with a password file and TLS files; what is wrong', () => {
   const c = (redis: unknown) => builderConfigFrom({ redis }, '/etc/strata').redis;
   assert.deepEqual(c('redis://cache:6379'), { url: 'redis://cache:6379' });

@@ -10,7 +10,7 @@ import { createGrpcServer, type GrpcConnectionLimits } from '../api/grpc/server.
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { builderService } from '../api/services/builder.ts';
 import { BuildahEngine } from '../builder/buildah.ts';
-import { LogStore } from '../builder/log-store.ts';
+import { DEFAULT_KEPT_LOGS, DEFAULT_LOG_BYTES_PER_BUILD, LogStore } from '../builder/log-store.ts';
 import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orchestrator.ts';
 import { RegistryAccess } from '../builder/registries.ts';
 import { SourceHistory } from '../builder/source-history.ts';
@@ -55,6 +55,11 @@ export interface BuilderConfig {
   timeoutMs: number;
   keepFinishedMs: number;
   cacheMaxBytes: number;
+  /**
+   * The build logs' budget: bytes kept of each build's log, and how many finished builds' logs are kept.
+   * On disk that is at most (keepBuilds + running and queued builds) × maxBytesPerBuild.
+   */
+  logs: { maxBytesPerBuild: number; keepBuilds: number };
   storageDriver: string;
   secrets: string[];
   allowFileRemotes: boolean;
@@ -81,6 +86,7 @@ export const BUILDER_KEYS = {
   timeoutSeconds: null,
   keepFinishedSeconds: null,
   cacheMax: null,
+  logs: { maxPerBuild: null, keepBuilds: null },
   storageDriver: null,
   secrets: null,
   allowFileRemotes: null,
@@ -107,6 +113,30 @@ function positive(v: unknown, where: string): number {
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0)
     fail(where, `want a positive number, got ${JSON.stringify(v)}`);
   return v;
+}
+
+function count(v: unknown, where: string): number {
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1)
+    fail(where, `want a whole number of at least 1, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function bytes(v: unknown, where: string, fallback: number, min = 0): number {
+  if (v === undefined) return fallback;
+  const n = parseByteSize(v, where, fail);
+  if (n < min) fail(where, `want at least ${min} bytes, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+/** `logs`: the build logs' budget. */
+function logsFrom(v: unknown): BuilderConfig['logs'] {
+  const o = (v ?? {}) as Record<string, unknown>;
+  if (typeof o !== 'object' || Array.isArray(o)) fail('logs', 'want a mapping with maxPerBuild, keepBuilds');
+  for (const k of unknownKeys(o, BUILDER_KEYS.logs)) fail(`logs.${k}`, 'unknown key');
+  return {
+    maxBytesPerBuild: bytes(o.maxPerBuild, 'logs.maxPerBuild', DEFAULT_LOG_BYTES_PER_BUILD, 1024),
+    keepBuilds: o.keepBuilds === undefined ? DEFAULT_KEPT_LOGS : count(o.keepBuilds, 'logs.keepBuilds'),
+  };
 }
 
 function strings(v: unknown, where: string): string[] {
@@ -165,7 +195,8 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
     keepFinishedMs:
       (o.keepFinishedSeconds === undefined ? 3600 : positive(o.keepFinishedSeconds, 'keepFinishedSeconds')) *
       1000,
-    cacheMaxBytes: o.cacheMax === undefined ? 20 * 1024 ** 3 : parseByteSize(o.cacheMax, 'cacheMax'),
+    cacheMaxBytes: bytes(o.cacheMax, 'cacheMax', 20 * 1024 ** 3),
+    logs: logsFrom(o.logs),
     storageDriver: typeof o.storageDriver === 'string' ? o.storageDriver : 'overlay',
     secrets: o.secrets === undefined ? [] : strings(o.secrets, 'secrets'),
     allowFileRemotes: o.allowFileRemotes === true,
@@ -333,7 +364,7 @@ export async function startBuilder(
     // The work of builds a previous process was running when it ended (checkouts, registry auth files):
     // nothing runs yet, so none of it is in use.
     await rm(join(config.stateDir, 'work'), { recursive: true, force: true });
-    const logs = await LogStore.open({ dir: join(config.stateDir, 'logs') });
+    const logs = await LogStore.open({ dir: join(config.stateDir, 'logs'), ...config.logs });
     // Redis's client (~650 modules) only for replicas that share builds.
     const shared = config.redis
       ? await (await import('../builder/shared-builds.ts')).SharedBuilds.connect({

@@ -210,6 +210,7 @@ export function isObj(v: unknown): v is Obj {
 function fail(where: string, what: string): never {
   throw invalidArgument(`facade config: ${where}: ${what}`);
 }
+const facadeFail = fail;
 
 function checkKeys(o: Obj, allowed: KeyTree, where: string): void {
   const [k] = unknownKeys(o, allowed);
@@ -292,8 +293,12 @@ const UNITS: Record<string, number> = {
   tib: 1024 ** 4,
 };
 
-/** `10GiB`, `512MB`, `1e9` or a number of bytes. */
-export function parseByteSize(v: unknown, where: string): number {
+/** `10GiB`, `512MB`, `1e9` or a number of bytes; problems are reported through `fail` (the facade's own by default). */
+export function parseByteSize(
+  v: unknown,
+  where: string,
+  fail: (where: string, what: string) => never = facadeFail,
+): number {
   if (typeof v === 'number') {
     if (!Number.isSafeInteger(v) || v < 0) fail(where, `want a whole number of bytes, got ${v}`);
     return v;

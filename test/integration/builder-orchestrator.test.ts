@@ -332,6 +332,32 @@ test('a commit’s Dockerfile is parsed once, however many requests plan it', as
   assert.equal(parses, 1);
 });
 
+test('the build logs’ budget is the configured one: bytes of each log, finished builds kept', async (t) => {
+  class Chatty extends GatedEngine {
+    override async build(job: EngineJob) {
+      for (let i = 0; i < 100; i++) job.onLine(`line ${i} ${'x'.repeat(40)}`);
+      return super.build(job);
+    }
+  }
+  const engine = new Chatty(busybox);
+  const b = await start('log-budget', engine, { logs: { maxPerBuild: '1KiB', keepBuilds: 1 } });
+  t.after(() => b.close());
+  const ids: string[] = [];
+  for (const sub of ['a', 'b']) {
+    const updates = all(b.builder.build(request(sub)));
+    await engine.started(ids.length + 1);
+    engine.release();
+    const last = (await updates).at(-1);
+    assert.equal(last?.status, 'succeeded');
+    ids.push(last?.info?.id ?? '');
+  }
+  const logs = join(dir, 'state-log-budget', 'logs');
+  assert.deepEqual((await readdir(logs)).sort(), [`${ids[1]}.json`, `${ids[1]}.log`]);
+  const text = await readFile(join(logs, `${ids[1]}.log`), 'utf8');
+  assert.match(text, /\[log truncated: more than 1024 bytes\]\n$/);
+  assert.ok(Buffer.byteLength(text) < 1024 + 64, `${Buffer.byteLength(text)} bytes`);
+});
+
 /** An engine whose layer-cache trim waits for the test, and which notes a build begun during a trim. */
 class TrimmingEngine extends GatedEngine {
   trims = 0;
