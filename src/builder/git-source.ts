@@ -3,10 +3,18 @@
 // files with their blob ids (the build key hashes those, so no file is read twice), single files, and a
 // checkout without .git for buildah. Nothing of the host's git configuration is read; credentials travel
 // in the environment, never on a command line; only the allowed protocols are spoken. Submodules' commits
-// are fetched into the same git directory (git-submodules.ts decides which).
-import { mkdir } from 'node:fs/promises';
+// are fetched into the same git directory (git-submodules.ts decides which). The git directory may be
+// bounded in size: git has no such limit for a fetch, so the directory is measured while git writes it.
+import { lstat, mkdir, readdir } from 'node:fs/promises';
 import { join, posix } from 'node:path';
-import { errorKind, failedPrecondition, invalidArgument, notFound, unavailable } from '../errors.ts';
+import {
+  errorKind,
+  failedPrecondition,
+  invalidArgument,
+  notFound,
+  resourceExhausted,
+  unavailable,
+} from '../errors.ts';
 import { CommandFailed, runCommand } from './command.ts';
 import type { ContextEntry } from './context-files.ts';
 
@@ -27,6 +35,24 @@ export interface GitOptions {
   /** Let file:// remotes be cloned (they read the builder's own disk). */
   allowFileRemotes: boolean;
   timeoutMs: number;
+  /**
+   * Bytes the git directory may hold (the source's objects with its submodules'): a fetch that passes it
+   * is stopped and fails. It is measured every SIZE_CHECK_MS while git runs, so git may write what it
+   * receives in that time beyond it, and once more when git is done.
+   */
+  maxBytes?: number;
+}
+
+const SIZE_CHECK_MS = 250;
+
+/** Bytes of the files under `dir`; one that goes while it is read (git renames as it works) counts as gone. */
+export async function dirBytes(dir: string): Promise<number> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true }).catch(() => []);
+  let total = 0;
+  for (const e of entries) {
+    if (e.isFile()) total += (await lstat(join(e.parentPath, e.name)).catch(() => undefined))?.size ?? 0;
+  }
+  return total;
 }
 
 const FULL_SHA_RE = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
@@ -213,7 +239,42 @@ export class GitRepo {
     call?: GitCall,
   ): Promise<string> {
     const args = ['fetch', '--quiet', '--no-tags', '--no-write-fetch-head', ...extra, '--', uri, ...what];
-    return this.git(this.dir(...args), signal, undefined, call);
+    return this.bounded(uri, signal, (s) => this.git(this.dir(...args), s, undefined, call));
+  }
+
+  /** Runs `run` (a command that writes into the git directory), stopped once the directory passes maxBytes. */
+  private async bounded<T>(
+    uri: string,
+    signal: AbortSignal | undefined,
+    run: (signal: AbortSignal | undefined) => Promise<T>,
+  ): Promise<T> {
+    const max = this.options.maxBytes;
+    if (max === undefined) return run(signal);
+    const tooLarge = () =>
+      resourceExhausted(
+        `${uri} is larger than this builder takes: its git objects passed ${max} bytes (repositoryMax)`,
+      );
+    const over = new AbortController();
+    let measuring = false;
+    const timer = setInterval(() => {
+      if (measuring) return;
+      measuring = true;
+      void dirBytes(this.gitDir)
+        .then((n) => n > max && over.abort())
+        .finally(() => {
+          measuring = false;
+        });
+    }, SIZE_CHECK_MS);
+    try {
+      const result = await run(signal ? AbortSignal.any([signal, over.signal]) : over.signal);
+      // A fetch quicker than one check.
+      if ((await dirBytes(this.gitDir)) > max) throw tooLarge();
+      return result;
+    } catch (err) {
+      throw over.signal.aborted && !signal?.aborted ? tooLarge() : err;
+    } finally {
+      clearInterval(timer);
+    }
   }
 
   /** Fetches the commit (shallow unless full_clone) and returns its full id. */
@@ -228,8 +289,9 @@ export class GitRepo {
       try {
         await fetch(`${wanted}:refs/strata/build`);
         return wanted;
-      } catch {
+      } catch (err) {
         // Servers that refuse unadvertised ids: fetch what they advertise and find the commit in it.
+        if (errorKind(err) === 'ResourceExhausted') throw err;
       }
     }
     if (this.source.targetMode === 'remoteCommit') {
@@ -261,6 +323,24 @@ export class GitRepo {
       entries.push({ path: dir === '' ? path : path.slice(dir.length + 1), mode, id });
     }
     return entries;
+  }
+
+  /**
+   * Bytes a checkout of `commit` writes: its files' sizes as stored (symlinks their target's length;
+   * submodules, gitlinks here, not counted).
+   */
+  async treeBytes(commit: string, signal?: AbortSignal): Promise<number> {
+    const out = await this.git(
+      this.dir('ls-tree', '-r', '-l', '-z', '--full-tree', commit),
+      signal,
+      256 << 20,
+    );
+    let total = 0;
+    for (const rec of out.split('\0')) {
+      const size = Number(rec.slice(0, rec.indexOf('\t')).split(' ').at(-1));
+      if (Number.isFinite(size)) total += size;
+    }
+    return total;
   }
 
   /** The tree entry at `path` (no symlink followed): mode, type and object id; undefined when absent. */

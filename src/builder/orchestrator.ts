@@ -25,7 +25,7 @@ import type { EngineJob, EngineResult } from './buildah.ts';
 import { BuildFailed } from './buildah.ts';
 import { analyzeDockerfile, type DockerfileAnalysis, pinImages } from './dockerfile.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
-import { GitRepo, type GitSource, repoPath } from './git-source.ts';
+import { type GitOptions, GitRepo, type GitSource, repoPath } from './git-source.ts';
 import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
 import { type BuildLog, type BuildRecord, Censor, type LogStore } from './log-store.ts';
 import { dockerfileBaseRef, workspaceRef } from './refs.ts';
@@ -111,6 +111,11 @@ export interface BuilderOptions {
   secrets: readonly string[];
   allowFileRemotes: boolean;
   gitTimeoutMs: number;
+  /**
+   * Bytes one git source may take: its git objects with its submodules' (measured while git fetches),
+   * and apart from those the files its checkout writes (summed from the tree before it is written).
+   */
+  repositoryMaxBytes: number;
   observer?: BuilderObserver;
   /** Builds shared with other replicas (Redis); without it each replica builds on its own. */
   shared?: SharedBuilds;
@@ -344,15 +349,22 @@ export class Builder {
     };
   }
 
+  private gitOptions(): GitOptions {
+    return {
+      allowFileRemotes: this.o.allowFileRemotes,
+      timeoutMs: this.o.gitTimeoutMs,
+      maxBytes: this.o.repositoryMaxBytes,
+    };
+  }
+
   /** The Dockerfile, .dockerignore and file list of a commit: fetched once, then cached by commit. */
   private async snapshot(
     g: GitSource,
     paths: { dockerfilePath: string; contextPath: string },
     signal?: AbortSignal,
   ): Promise<SourceSnapshot> {
-    const gitOptions = { allowFileRemotes: this.o.allowFileRemotes, timeoutMs: this.o.gitTimeoutMs };
     const dir = join(this.o.stateDir, 'work', `plan-${randomUUID()}`);
-    const repo = GitRepo.open(join(dir, 'git'), g, gitOptions);
+    const repo = GitRepo.open(join(dir, 'git'), g, this.gitOptions());
     // The fetch is shared, so only shutdown ends it (its git and submodule fetches with it).
     const stop = this.shutdown.signal;
     const commit = await repo.resolveCommit(signal ? AbortSignal.any([signal, stop]) : stop);
@@ -741,10 +753,7 @@ export class Builder {
         g.auth.password,
         Buffer.from(`${g.auth.username}:${g.auth.password}`).toString('base64'),
       ]);
-    const repo = GitRepo.open(join(workDir, 'git'), g, {
-      allowFileRemotes: this.o.allowFileRemotes,
-      timeoutMs: this.o.gitTimeoutMs,
-    });
+    const repo = GitRepo.open(join(workDir, 'git'), g, this.gitOptions());
     const commit = d.snapshot.commit;
     const handed = this.takeFetched(g, commit);
     if (handed) {
@@ -758,6 +767,15 @@ export class Builder {
         throw failedPrecondition(`${g.remoteUri} moved from ${commit} to ${fetched} meanwhile; build again`);
       }
       await fetchSubmodules(repo, d.snapshot.submodules, signal);
+    }
+    // The git objects were bounded as they came; the files they expand to are known before they are written.
+    let files = await repo.treeBytes(commit, signal);
+    for (const m of d.snapshot.submodules) if (!m.skipped) files += await repo.treeBytes(m.commit, signal);
+    const max = this.o.repositoryMaxBytes;
+    if (files > max) {
+      throw resourceExhausted(
+        `the checkout of ${g.remoteUri} at ${commit} would write ${files} bytes, more than this builder takes (repositoryMax ${max} bytes)`,
+      );
     }
     const workspace = join(workDir, 'workspace');
     const checkout = join(workspace, repoPath(g.checkoutLocation, '', 'checkout_location'));

@@ -24,6 +24,8 @@ test('defaults, normalised repositories and clear errors', () => {
   assert.equal(c.timeoutMs, 3_600_000);
   assert.equal(c.storageDriver, 'overlay');
   assert.equal(c.allowFileRemotes, false);
+  assert.equal(c.repositoryMaxBytes, 4 * 1024 ** 3);
+  assert.equal(builderConfigFrom({ repositoryMax: '512MiB' }, '/').repositoryMaxBytes, 512 << 20);
   const bad = (doc: object) => {
     try {
       builderConfigFrom(doc, '/');
@@ -35,7 +37,14 @@ test('defaults, normalised repositories and clear errors', () => {
   assert.deepEqual(bad({ parallelsm: 2 }), ['InvalidArgument', 'builder config parallelsm: unknown key']);
   assert.equal(bad({ baseRepository: 'reg/base:tag' })[0], 'InvalidArgument');
   assert.equal(bad({ parallelism: Number('x') })[0], 'InvalidArgument');
-  assert.equal(bad({ cacheMax: 'lots' })[0], 'InvalidArgument');
+  assert.deepEqual(bad({ cacheMax: 'lots' }), [
+    'InvalidArgument',
+    'builder config cacheMax: want a size such as 10GiB or 500MB, got "lots"',
+  ]);
+  assert.deepEqual(bad({ repositoryMax: 0 }), [
+    'InvalidArgument',
+    'builder config repositoryMax: want at least 1 byte, got 0',
+  ]);
 });
 
 test('logs: the build logs’ budget, per build and in finished builds; what is wrong', () => {

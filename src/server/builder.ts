@@ -64,6 +64,8 @@ export interface BuilderConfig {
   secrets: string[];
   allowFileRemotes: boolean;
   gitTimeoutMs: number;
+  /** Bytes one git source may take: its git objects, and apart from those its checkout's files. */
+  repositoryMaxBytes: number;
   metrics?: { host: string; port: number };
   tls?: { cert: string; key: string };
   /** Limits of the gRPC listener's connections (unset: the server's defaults). */
@@ -91,6 +93,7 @@ export const BUILDER_KEYS = {
   secrets: null,
   allowFileRemotes: null,
   gitTimeoutSeconds: null,
+  repositoryMax: null,
   metrics: null,
   tls: { cert: null, key: null },
   connections: GRPC_CONNECTION_KEYS,
@@ -124,7 +127,7 @@ function count(v: unknown, where: string): number {
 function bytes(v: unknown, where: string, fallback: number, min = 0): number {
   if (v === undefined) return fallback;
   const n = parseByteSize(v, where, fail);
-  if (n < min) fail(where, `want at least ${min} bytes, got ${JSON.stringify(v)}`);
+  if (n < min) fail(where, `want at least ${min} ${min === 1 ? 'byte' : 'bytes'}, got ${JSON.stringify(v)}`);
   return n;
 }
 
@@ -202,6 +205,7 @@ export function builderConfigFrom(doc: unknown, base: string): BuilderConfig {
     allowFileRemotes: o.allowFileRemotes === true,
     gitTimeoutMs:
       (o.gitTimeoutSeconds === undefined ? 600 : positive(o.gitTimeoutSeconds, 'gitTimeoutSeconds')) * 1000,
+    repositoryMaxBytes: bytes(o.repositoryMax, 'repositoryMax', 4 * 1024 ** 3, 1),
     ...(typeof o.metrics === 'string' && { metrics: parseListen(o.metrics, 'metrics') }),
     ...(tls && { tls: { cert: path(tls.cert, 'tls.cert'), key: path(tls.key, 'tls.key') } }),
     ...(o.connections !== undefined && {
@@ -396,6 +400,7 @@ export async function startBuilder(
       secrets: config.secrets,
       allowFileRemotes: config.allowFileRemotes,
       gitTimeoutMs: config.gitTimeoutMs,
+      repositoryMaxBytes: config.repositoryMaxBytes,
       observer: metrics,
       ...(shared && { shared }),
     });

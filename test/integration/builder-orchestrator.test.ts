@@ -3,6 +3,7 @@
 // the timeout and shutdown. The engine "builds" by copying busybox to the target, as a push would. Also
 // what BuildInfo tells a client, and the registry clients builds hold (RegistryAccess's per-policy cache).
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { getEventListeners } from 'node:events';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { type AddressInfo, createServer, type Socket } from 'node:net';
@@ -25,7 +26,7 @@ import { builderConfigFrom, type RunningBuilder, startBuilder } from '../../src/
 import { collectUpdates, dockerfileRepo, dockerfileRequest, GatedEngine } from '../helpers/builder-engine.ts';
 import { countingProxy } from '../helpers/counting-proxy.ts';
 import { startGitHttp } from '../helpers/git-http.ts';
-import type { TestRepo } from '../helpers/git-repo.ts';
+import { createRepo, type TestRepo } from '../helpers/git-repo.ts';
 import { pushTwoPlatformIndex } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { runCommand, waitFor, within } from '../helpers/process.ts';
@@ -356,6 +357,32 @@ test('the build logs’ budget is the configured one: bytes of each log, finishe
   const text = await readFile(join(logs, `${ids[1]}.log`), 'utf8');
   assert.match(text, /\[log truncated: more than 1024 bytes\]\n$/);
   assert.ok(Buffer.byteLength(text) < 1024 + 64, `${Buffer.byteLength(text)} bytes`);
+});
+
+test('a source past repositoryMax fails its plan or build, and what it wrote is removed', async (t) => {
+  const b = await start('too-large', new GatedEngine(busybox), { repositoryMax: '1MiB' });
+  t.after(() => b.close());
+  const work = join(dir, 'state-too-large', 'work');
+  const dockerfile = `FROM ${busybox}\nCOPY x /x\n`;
+  // Random bytes: their git objects are as large as the file.
+  const noisy = await createRepo(join(dir, 'noisy'));
+  await noisy.commit({ 'app/Dockerfile': dockerfile, 'app/x': randomBytes(2 << 20).toString('base64') });
+  await assert.rejects(all(b.builder.build(dockerfileRequest(noisy.url, 'app'))), (err) => {
+    assert.equal(errorKind(err), 'ResourceExhausted');
+    assert.match(String(err), /is larger than this builder takes: its git objects passed 1048576 bytes/);
+    return true;
+  });
+  assert.deepEqual(await readdir(work), [], 'the plan’s git directory removed');
+  // Zeros: tiny git objects, a checkout of 3 MiB.
+  const zeros = await createRepo(join(dir, 'zeros'));
+  await zeros.commit({ 'app/Dockerfile': dockerfile, 'app/x': '\0'.repeat(3 << 20) });
+  const updates = await all(b.builder.build(dockerfileRequest(zeros.url, 'app')));
+  assert.equal(updates.at(-1)?.status, 'failed');
+  assert.match(
+    updates.at(-1)?.message ?? '',
+    /the checkout of .* would write 31457\d\d bytes, more than this builder takes \(repositoryMax 1048576 bytes\)/,
+  );
+  await waitFor(async () => (await readdir(work)).length === 0, 10_000, { what: 'the work removed' });
 });
 
 /** An engine whose layer-cache trim waits for the test, and which notes a build begun during a trim. */
