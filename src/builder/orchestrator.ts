@@ -25,7 +25,7 @@ import type { EngineJob, EngineResult } from './buildah.ts';
 import { BuildFailed } from './buildah.ts';
 import { analyzeDockerfile, type DockerfileAnalysis, pinImages } from './dockerfile.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
-import { type GitOptions, GitRepo, type GitSource, repoPath } from './git-source.ts';
+import { dirBytes, type GitOptions, GitRepo, type GitSource, repoPath } from './git-source.ts';
 import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
 import { type BuildLog, type BuildRecord, Censor, type LogStore } from './log-store.ts';
 import { dockerfileBaseRef, workspaceRef } from './refs.ts';
@@ -233,6 +233,11 @@ function fetchedBy(g: GitSource): string {
 const SNAPSHOT_ENTRIES = 2_000_000;
 const FETCHED_KEEP_MS = 120_000;
 const PLAN_FETCHES = 8;
+/**
+ * Git directories planning keeps for the build that usually follows (it starts at once unless queued):
+ * at most this many, and at most repositoryMax bytes together; the oldest is let go to make room.
+ */
+const PLAN_KEEP = 8;
 const ANALYSES_PER_SNAPSHOT = 8;
 
 export class Builder {
@@ -257,7 +262,9 @@ export class Builder {
   /** Every fetch of planning under way (shutdown waits for them to remove their git directories). */
   private readonly planning = new Set<Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
-  private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout }>();
+  private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout; bytes: number }>();
+  /** What `fetched` holds on disk. */
+  private fetchedBytes = 0;
   /** Upkeep while idle (it removes containers and images, so no build may run buildah meanwhile). */
   private trimming: Promise<void> | undefined;
   /** A build failed since the last upkeep: it may have left a container behind. */
@@ -381,7 +388,7 @@ export class Builder {
         const fetched = await repo.fetch(commit, stop);
         const snapshot = await readSnapshot(repo, fetched, paths, stop);
         if (cacheKey) this.snapshots.set(cacheKey, snapshot);
-        keep = this.keepFetched(`${fetchedBy(g)}\0${fetched}`, dir);
+        keep = await this.keepFetched(`${fetchedBy(g)}\0${fetched}`, dir);
         return snapshot;
       } catch (err) {
         throw stop.aborted ? unavailable('the builder is shutting down') : err;
@@ -423,24 +430,36 @@ export class Builder {
     return result;
   }
 
-  private keepFetched(key: string, dir: string): boolean {
+  private async keepFetched(key: string, dir: string): Promise<boolean> {
     if (this.fetched.has(key) || this.shutdown.signal.aborted) return false;
+    const bytes = await dirBytes(dir);
+    const max = this.o.repositoryMaxBytes;
+    if (this.fetched.has(key) || this.shutdown.signal.aborted || bytes > max) return false;
+    // Oldest first: let go of them until this one fits (taken at once, so keeps at the same time agree).
+    const gone: string[] = [];
+    for (const old of [...this.fetched.keys()]) {
+      if (this.fetched.size < PLAN_KEEP && this.fetchedBytes + bytes <= max) break;
+      const d = this.takeFetched(old);
+      if (d) gone.push(d);
+    }
     const timer = setTimeout(() => {
-      this.fetched.delete(key);
-      void rm(dir, { recursive: true, force: true });
+      const d = this.takeFetched(key);
+      if (d) void rm(d, { recursive: true, force: true });
     }, FETCHED_KEEP_MS);
     timer.unref();
-    this.fetched.set(key, { dir, timer });
+    this.fetched.set(key, { dir, timer, bytes });
+    this.fetchedBytes += bytes;
+    for (const d of gone) await rm(d, { recursive: true, force: true });
     return true;
   }
 
-  /** A git directory planning already fetched for this commit (its `git` subdirectory), now the caller's. */
-  private takeFetched(g: GitSource, commit: string): string | undefined {
-    const key = `${fetchedBy(g)}\0${commit}`;
+  /** A git directory planning kept under `key` (its `git` subdirectory holds the fetch), now the caller's. */
+  private takeFetched(key: string): string | undefined {
     const entry = this.fetched.get(key);
     if (!entry) return undefined;
     clearTimeout(entry.timer);
     this.fetched.delete(key);
+    this.fetchedBytes -= entry.bytes;
     return entry.dir;
   }
 
@@ -755,7 +774,7 @@ export class Builder {
       ]);
     const repo = GitRepo.open(join(workDir, 'git'), g, this.gitOptions());
     const commit = d.snapshot.commit;
-    const handed = this.takeFetched(g, commit);
+    const handed = this.takeFetched(`${fetchedBy(g)}\0${commit}`);
     if (handed) {
       await rename(join(handed, 'git'), repo.gitDir);
       await rm(handed, { recursive: true, force: true });
@@ -914,11 +933,10 @@ export class Builder {
   /** Cancels every build, waits for them to clean up, and removes buildah's leftover containers. */
   async close(): Promise<void> {
     this.shutdown.abort(unavailable('the builder is shutting down'));
-    for (const { dir, timer } of this.fetched.values()) {
-      clearTimeout(timer);
-      await rm(dir, { recursive: true, force: true });
+    for (const key of [...this.fetched.keys()]) {
+      const gone = this.takeFetched(key);
+      if (gone) await rm(gone, { recursive: true, force: true });
     }
-    this.fetched.clear();
     await Promise.allSettled([...this.active].map((b) => b.run));
     await Promise.allSettled(this.planning);
     await this.o.engine

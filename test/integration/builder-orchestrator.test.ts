@@ -16,6 +16,7 @@ import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callServerStream, callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
+import { dirBytes } from '../../src/builder/git-source.ts';
 import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
 import { RegistryAccess } from '../../src/builder/registries.ts';
 import { AuthPolicy, NO_AUTH } from '../../src/builder/registry-auth.ts';
@@ -357,6 +358,36 @@ test('the build logs’ budget is the configured one: bytes of each log, finishe
   const text = await readFile(join(logs, `${ids[1]}.log`), 'utf8');
   assert.match(text, /\[log truncated: more than 1024 bytes\]\n$/);
   assert.ok(Buffer.byteLength(text) < 1024 + 64, `${Buffer.byteLength(text)} bytes`);
+});
+
+test('planning keeps at most 8 fetched git directories, and at most repositoryMax bytes of them', async (t) => {
+  const commits: string[] = [];
+  for (let i = 0; i < 10; i++) {
+    commits.push(
+      await repo.commit({ 'keep/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`, 'keep/x': `${i}\n` }),
+    );
+  }
+  const plans = async (name: string, extra: Record<string, unknown>) => {
+    const b = await start(name, new GatedEngine(busybox), extra);
+    t.after(() => b.close());
+    for (const commit of commits) {
+      const source = request('keep').source as Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
+      source.git = { ...source.git, targetMode: 'remoteCommit', cloneTarget: commit };
+      await b.builder.resolveWorkspaceImage(source, NO_AUTH, false);
+    }
+    const work = join(dir, `state-${name}`, 'work');
+    const kept = await readdir(work);
+    return {
+      count: kept.length,
+      bytes: (await Promise.all(kept.map((d) => dirBytes(join(work, d))))).reduce((a, n) => a + n, 0),
+    };
+  };
+  assert.equal((await plans('plan-keep', {})).count, 8);
+  const one = (await plans('plan-keep-one', {})).bytes / 8;
+  const budget = Math.floor(2.5 * one);
+  const small = await plans('plan-keep-bytes', { repositoryMax: budget });
+  assert.equal(small.count, 2, JSON.stringify({ one, small }));
+  assert.ok(small.bytes <= budget);
 });
 
 test('a source past repositoryMax fails its plan or build, and what it wrote is removed', async (t) => {
