@@ -15,7 +15,7 @@ export interface BuildahOptions {
   runRoot: string;
   /** containers/storage driver: overlay (default) or vfs. */
   driver: string;
-  /** Disk budget of the layer cache, in bytes; trimmed between builds. */
+  /** Disk budget of the layer cache, in bytes; trimmed while no build runs (see Builder.afterBuild). */
   cacheMaxBytes: number;
   /** Where the builder keeps buildah's own configuration files. */
   configDir: string;
@@ -53,7 +53,7 @@ const PID_NAMESPACE = ['--pid', '--fork', '--kill-child'];
 export class BuildahEngine {
   private readonly options: BuildahOptions;
   private readonly env: NodeJS.ProcessEnv;
-  private lastTrim = 0;
+  private lastMeasure = 0;
   /** Whether builds run in a PID namespace of their own (needs the right to unshare one, as root has). */
   private ownPids = false;
 
@@ -221,26 +221,38 @@ export class BuildahEngine {
   }
 
   /** Disk use of the storage root in bytes (du: buildah's layers are plain directories). */
-  async usage(): Promise<number> {
-    const r = await runCommand('du', ['-sb', this.options.storageRoot], { timeoutMs: 120_000 });
+  async usage(signal?: AbortSignal): Promise<number> {
+    const r = await runCommand('du', ['-sb', this.options.storageRoot], {
+      timeoutMs: 120_000,
+      ...(signal && { signal }),
+    });
     return Number(r.stdout.split('\t')[0]);
+  }
+
+  /** Whether the storage is over its budget; false without measuring within a minute of the last measure. */
+  async cacheOverBudget(signal?: AbortSignal): Promise<boolean> {
+    // Measuring walks the whole storage: at most once a minute, not after every build.
+    if (Date.now() - this.lastMeasure < TRIM_INTERVAL_MS) return false;
+    this.lastMeasure = Date.now();
+    return (await this.usage(signal)) > this.options.cacheMaxBytes;
   }
 
   /**
    * Keeps the layer cache within its budget: unnamed images first, then everything. Only call it when
-   * no build runs (removing an image a build uses would break that build).
+   * no build runs (removing an image a build uses would break that build). `signal` ends it between its
+   * steps; an image removal under way is let finish (bounded by its timeout) rather than killed halfway.
    */
-  async trimCache(log: (msg: string) => void): Promise<void> {
-    // Measuring walks the whole storage: at most once a minute, not after every build.
-    if (Date.now() - this.lastTrim < TRIM_INTERVAL_MS) return;
-    this.lastTrim = Date.now();
-    let used = await this.usage();
-    if (used <= this.options.cacheMaxBytes) return;
+  async trimCache(log: (msg: string) => void, signal?: AbortSignal): Promise<void> {
+    const max = this.options.cacheMaxBytes;
+    let used = await this.usage(signal);
+    if (used <= max || signal?.aborted) return;
     await this.buildah(['rmi', '--prune'], { timeoutMs: 300_000 }).catch(() => {});
-    used = await this.usage();
-    if (used <= this.options.cacheMaxBytes) return log(`layer cache pruned to ${used} bytes`);
+    if (signal?.aborted) return;
+    used = await this.usage(signal);
+    if (used <= max) return log(`layer cache pruned to ${used} bytes`);
+    if (signal?.aborted) return;
     await this.buildah(['rmi', '--all', '--force'], { timeoutMs: 300_000 });
-    log(`layer cache emptied: ${used} bytes exceeded the budget of ${this.options.cacheMaxBytes}`);
+    log(`layer cache emptied: ${used} bytes exceeded the budget of ${max}`);
   }
 
   /** Removes every working container (builds a crash or kill left behind); only when no build runs. */

@@ -75,7 +75,17 @@ export interface BuildUpdate {
 
 export interface BuildEngine {
   build(job: EngineJob): Promise<EngineResult>;
-  trimCache?(log: (msg: string) => void): Promise<void>;
+  /**
+   * Whether the layer cache is over its budget. An engine whose measure is costly may answer false
+   * without measuring when it measured a short while ago. `signal`: the builder's shutdown.
+   */
+  cacheOverBudget?(signal?: AbortSignal): Promise<boolean>;
+  /**
+   * Brings the layer cache within its budget. Called only after cacheOverBudget said it is over, while no
+   * build holds a slot (it removes images). `signal`: the builder's shutdown, which ends it early.
+   */
+  trimCache?(log: (msg: string) => void, signal?: AbortSignal): Promise<void>;
+  /** Removes every working container; called only while no build holds a slot. */
   removeContainers?(): Promise<void>;
 }
 
@@ -177,22 +187,43 @@ class ActiveBuild {
   }
 }
 
-/** A FIFO of build slots. */
+/** A FIFO of build slots, which can be held: then none is handed out until it is resumed. */
 class Slots {
   private free: number;
+  private readonly size: number;
   private readonly waiting: Array<() => void> = [];
+  private holding = false;
   constructor(n: number) {
     this.free = n;
+    this.size = n;
   }
   get queued(): number {
     return this.waiting.length;
   }
+  get held(): boolean {
+    return this.holding;
+  }
+  /** No slot is taken. */
+  get idle(): boolean {
+    return this.free === this.size;
+  }
   tryTake(): boolean {
-    if (this.free > 0 && this.waiting.length === 0) {
+    if (!this.holding && this.free > 0 && this.waiting.length === 0) {
       this.free--;
       return true;
     }
     return false;
+  }
+  hold(): void {
+    this.holding = true;
+  }
+  /** Hands out, in queue order, the slots given back while held. */
+  resume(): void {
+    this.holding = false;
+    while (this.free > 0 && this.waiting.length > 0) {
+      this.free--;
+      this.waiting.shift()?.();
+    }
   }
   wait(signal: AbortSignal): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -213,7 +244,7 @@ class Slots {
     });
   }
   release(): void {
-    const next = this.waiting.shift();
+    const next = this.holding ? undefined : this.waiting.shift();
     if (next) next();
     else this.free++;
   }
@@ -265,8 +296,11 @@ export class Builder {
   private readonly fetched = new Map<string, { dir: string; timer: NodeJS.Timeout; bytes: number }>();
   /** What `fetched` holds on disk. */
   private fetchedBytes = 0;
-  /** Upkeep while idle (it removes containers and images, so no build may run buildah meanwhile). */
-  private trimming: Promise<void> | undefined;
+  /** Upkeep under way (see afterBuild), and whether it is wanted. */
+  private upkeep: Promise<void> | undefined;
+  private upkeepWanted = false;
+  /** What each build's end started (a measure of the cache, upkeep): shutdown waits for it. */
+  private readonly housekeeping = new Set<Promise<void>>();
   /** A build failed since the last upkeep: it may have left a container behind. */
   private leftovers = false;
 
@@ -663,7 +697,10 @@ export class Builder {
       slot = this.slots.tryTake();
       if (!slot) {
         const position = this.slots.queued + 1;
-        const queued = `queued at position ${position}: all ${this.o.parallelism} build slots are busy`;
+        const why = this.slots.held
+          ? 'builds wait for upkeep of the layer cache (its trim, containers failed builds left), which runs once no build runs'
+          : `all ${this.o.parallelism} build slots are busy`;
+        const queued = `queued at position ${position}: ${why}`;
         log.line(`${queued[0]?.toUpperCase()}${queued.slice(1)}`);
         update('running', `${queued}; ${reason}`);
         this.o.observer?.queueLength(this.slots.queued + 1);
@@ -727,31 +764,63 @@ export class Builder {
       if (this.inflight.get(plan.ref) === build) this.inflight.delete(plan.ref);
       this.active.delete(build);
       if (workDir) await rm(workDir, { recursive: true, force: true }).catch(() => {});
-      if (this.active.size === 0 && !this.shutdown.signal.aborted) {
-        const trim = this.idleUpkeep().finally(() => {
-          if (this.trimming === trim) this.trimming = undefined;
-        });
-        this.trimming = trim;
-        await trim;
+      if (!this.shutdown.signal.aborted) {
+        const after = this.afterBuild();
+        this.housekeeping.add(after);
+        void after.finally(() => this.housekeeping.delete(after));
       }
     }
   }
 
   /**
-   * With no build running: after a failure, the containers of builds that were killed (a timeout's
-   * SIGKILL leaves buildah no chance to remove them); then the layer cache's trim.
+   * Upkeep, after each build. It removes containers and images (the containers of failed builds, which a
+   * timeout's SIGKILL leaves buildah no chance to remove; the layer cache's trim), so it runs only while
+   * no build holds a slot, and what a running build uses is never touched. The cache is measured as
+   * builds end (the engine measures at most once a minute). Over its budget, the slots are held: builds
+   * running go on to their end, new and queued builds wait in the queue and say why, and once none runs
+   * the upkeep runs, then the slots go to the queue in order. So a builder that is never idle stays within
+   * its budget too, at the price of a wait of at most its longest build (which the build timeout bounds)
+   * and the trim, once a minute at most. With no build running, a failure's leftovers are removed too.
    */
-  private async idleUpkeep(): Promise<void> {
+  private async afterBuild(): Promise<void> {
     const { engine, logger } = this.o;
-    if (this.leftovers) {
-      this.leftovers = false;
-      await engine
-        .removeContainers?.()
-        .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
+    const stop = this.shutdown.signal;
+    if (!this.upkeepWanted && engine.cacheOverBudget) {
+      const over = await engine.cacheOverBudget(stop).catch((err: unknown) => {
+        if (!stop.aborted) logger.warn({ err: messageOf(err) }, 'cannot measure the layer cache');
+        return false;
+      });
+      if (over && !stop.aborted && !this.upkeepWanted) {
+        this.upkeepWanted = true;
+        this.slots.hold();
+        if (!this.slots.idle) logger.info('layer cache over its budget: builds wait until it is trimmed');
+      }
     }
-    await engine
-      .trimCache?.((msg) => logger.info(msg))
-      .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'layer cache trim failed'));
+    if (stop.aborted || this.upkeep || !this.slots.idle || !(this.upkeepWanted || this.leftovers)) return;
+    this.slots.hold();
+    const upkeep = (async () => {
+      try {
+        if (this.leftovers) {
+          this.leftovers = false;
+          await engine
+            .removeContainers?.()
+            .catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));
+        }
+        if (this.upkeepWanted && !stop.aborted) {
+          await engine
+            .trimCache?.((msg) => logger.info(msg), stop)
+            .catch((err: unknown) => {
+              if (!stop.aborted) logger.warn({ err: messageOf(err) }, 'layer cache trim failed');
+            });
+        }
+      } finally {
+        this.upkeepWanted = false;
+        this.upkeep = undefined;
+        if (!stop.aborted) this.slots.resume();
+      }
+    })();
+    this.upkeep = upkeep;
+    await upkeep;
   }
 
   private async buildDockerfile(
@@ -832,19 +901,6 @@ export class Builder {
     const authFile = join(workDir, 'auth.json');
     await writeFile(authFile, authFileJson(entries), { mode: 0o600 });
     try {
-      const trim = this.trimming;
-      if (trim) {
-        // Began when no build ran; this one came meanwhile.
-        log.line('Waiting for the layer cache trim to finish');
-        await new Promise<void>((resolve, reject) => {
-          const stop = () => reject(signal.reason);
-          signal.addEventListener('abort', stop, { once: true });
-          void trim.then(() => {
-            signal.removeEventListener('abort', stop);
-            resolve();
-          });
-        });
-      }
       const { digest } = await this.o.engine.build({
         workDir,
         contextDir: real,
@@ -939,6 +995,8 @@ export class Builder {
     }
     await Promise.allSettled([...this.active].map((b) => b.run));
     await Promise.allSettled(this.planning);
+    // A trim under way ends at its next step (an image removal already begun is let finish).
+    await Promise.allSettled(this.housekeeping);
     await this.o.engine
       .removeContainers?.()
       .catch((err: unknown) => this.o.logger.warn({ err: messageOf(err) }, 'cannot remove build containers'));

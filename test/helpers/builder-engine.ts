@@ -44,6 +44,11 @@ export class GatedEngine implements BuildEngine {
     for (const g of this.gates.splice(0)) g();
   }
 
+  /** Lets the build that reached the engine first, of those still waiting, go on. */
+  releaseFirst(): void {
+    this.gates.shift()?.();
+  }
+
   /** Waits until `n` builds have reached the engine; throws after `timeoutMs`, so a test cannot hang here. */
   async started(n: number, timeoutMs = 60_000): Promise<void> {
     await waitFor(() => this.jobs.length >= n, timeoutMs, {

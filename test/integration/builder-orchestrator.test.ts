@@ -416,7 +416,10 @@ test('a source past repositoryMax fails its plan or build, and what it wrote is 
   await waitFor(async () => (await readdir(work)).length === 0, 10_000, { what: 'the work removed' });
 });
 
-/** An engine whose layer-cache trim waits for the test, and which notes a build begun during a trim. */
+/**
+ * An engine whose layer cache is always over its budget, whose trim waits for the test (or the builder's
+ * shutdown), and which notes a build begun during a trim.
+ */
 class TrimmingEngine extends GatedEngine {
   trims = 0;
   trimming = false;
@@ -428,11 +431,17 @@ class TrimmingEngine extends GatedEngine {
     return super.build(job);
   }
 
-  async trimCache(): Promise<void> {
+  async cacheOverBudget(): Promise<boolean> {
+    return true;
+  }
+
+  async trimCache(_log: (msg: string) => void, signal?: AbortSignal): Promise<void> {
     this.trims++;
     this.trimming = true;
     await new Promise<void>((resolve) => {
       this.endTrim = resolve;
+      if (signal?.aborted) resolve();
+      signal?.addEventListener('abort', () => resolve(), { once: true });
     });
     this.trimming = false;
   }
@@ -472,6 +481,49 @@ test('a build that starts while the layer cache is being trimmed waits for the t
     engine.release();
     await b.close();
   }
+});
+
+test('a builder that is never idle still trims its layer cache, between builds and not under one', async () => {
+  const engine = new TrimmingEngine(busybox);
+  const b = await start('busy-trim', engine, { parallelism: 2 });
+  const slots = (b.builder as unknown as { slots: { held: boolean } }).slots;
+  try {
+    const builds = [all(b.builder.build(request('a'))), all(b.builder.build(request('b')))];
+    await engine.started(2);
+    engine.releaseFirst();
+    const running = builds[1 - (await Promise.race(builds.map((p, i) => p.then(() => i))))];
+    // Over budget with a build running: no build starts until it ends and the cache is trimmed.
+    await waitFor(() => slots.held === true, 10_000, { what: 'the slots held for the trim' });
+    const third = b.builder.build(request('c'));
+    const queued = (await third.next()).value;
+    assert.match(queued?.message ?? '', /^queued at position 1: builds wait for upkeep of the layer cache/);
+    assert.equal(engine.trims, 0, 'no trim while a build runs');
+    engine.release();
+    assert.equal((await running)?.at(-1)?.status, 'succeeded');
+    await waitFor(() => engine.trims === 1, 10_000, { what: 'the trim' });
+    assert.equal(engine.jobs.length, 2, 'the queued build waits for the trim');
+    engine.finishTrim();
+    await engine.started(3);
+    engine.release();
+    assert.equal((await all(third)).at(-1)?.status, 'succeeded');
+    assert.equal(engine.builtDuringTrim, false);
+  } finally {
+    engine.finishTrim();
+    engine.release();
+    await b.close();
+  }
+});
+
+test('shutdown waits for a layer cache trim under way, which it ends', async () => {
+  const engine = new TrimmingEngine(busybox);
+  const b = await start('close-trim', engine);
+  const first = all(b.builder.build(request('a')));
+  await engine.started(1);
+  engine.release();
+  assert.equal((await first).at(-1)?.status, 'succeeded');
+  await waitFor(() => engine.trimming, 10_000, { what: 'the trim' });
+  await within(b.close(), 20_000, 'the builder closed');
+  assert.equal(engine.trimming, false, 'the trim ended before the builder closed');
 });
 
 test('a private repository’s commit, planned for a caller with credentials, is not built for one without', async (t) => {
