@@ -1,12 +1,13 @@
 import assert from 'node:assert/strict';
-import { chmod, mkdtemp, open, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { test } from 'node:test';
 import { runCommand, waitFor } from '../../../test/helpers/process.ts';
 import { GrowthRange } from '../../content/follow.ts';
 import { exists } from '../../content/fs-util.ts';
+import { Layout } from '../../content/layout.ts';
 import { ContentStore, type StoreHooks } from '../../content/store.ts';
 import { errorKind, isDataLoss, isNotFound, isOutOfRange, messageOf } from '../../errors.ts';
 import { ContentView } from '../../metadata/content.ts';
@@ -1207,4 +1208,46 @@ test('a static layer read in while the disk fails: refused at once during the pa
   assert.equal(recovered, 1);
   assert.deepEqual(failing, [1500], 'told once');
   held.release();
+});
+
+test('a blob file in its own dir that the cache does not track is kept if it is the blob, else replaced', async () => {
+  // A removal that failed (an eviction or a corrupt copy's discard while the disk was read-only) leaves a
+  // file the cache no longer knows; after the disk is back, a fill of that digest meets it.
+  await inTempDir(async (dir) => {
+    const cache = await BlobCache.open({ dir, maxBytes: 1 << 20 });
+    try {
+      const stray = async (x: { desc: Descriptor }, bytes: Buffer) => {
+        const path = new Layout(dir).blobPath(x.desc.digest);
+        await mkdir(dirname(path), { recursive: true });
+        await writeFile(path, bytes);
+        return path;
+      };
+      const opens: number[] = [];
+      const read = async (x: { bytes: Buffer; desc: Descriptor }) => {
+        const r = await cache.read(
+          x.desc,
+          undefined,
+          fill(x.desc, async (offset) => {
+            opens.push(offset);
+            return Readable.from([x.bytes.subarray(offset)]);
+          }),
+        );
+        return readAll(r.stream);
+      };
+      const corrupt = blob(7, 4096);
+      const path = await stray(corrupt, Buffer.alloc(4096, 8));
+      assert.ok((await read(corrupt)).equals(corrupt.bytes));
+      assert.ok((await readFile(path)).equals(corrupt.bytes), 'the file is the blob now');
+      assert.deepEqual(opens, [0]);
+      const again = await cache.read(corrupt.desc, undefined, undefined);
+      assert.ok((await readAll(again.stream)).equals(corrupt.bytes));
+
+      const intact = blob(9, 4096);
+      await stray(intact, intact.bytes);
+      assert.ok((await read(intact)).equals(intact.bytes));
+      assert.deepEqual(opens, [0], 'the file was the blob: the source is not asked');
+    } finally {
+      cache.close();
+    }
+  });
 });

@@ -505,21 +505,34 @@ export class BlobCache {
     return entry;
   }
 
+  /** Whether the storage's file for `digest` is that blob (read through its digest); else why not. */
+  private async holdsBlob(digest: Digest, size: number): Promise<true | { why: unknown }> {
+    try {
+      await pipeline(
+        await this.storage.reader(digest),
+        new VerifyingStream(digest, size),
+        async (source: AsyncIterable<Buffer>) => {
+          for await (const _ of source);
+        },
+      );
+      return true;
+    } catch (why) {
+      return { why };
+    }
+  }
+
   /** Reads a blob found at start through its digest once; a mismatch drops it (false). */
   private check(entry: Entry): Promise<boolean> {
     entry.checking ??= (async () => {
       this.acquire(entry);
       try {
-        const file = await this.storage.reader(entry.digest);
-        const verify = new VerifyingStream(entry.digest, entry.size);
-        await pipeline(file, verify, async (source: AsyncIterable<Buffer>) => {
-          for await (const _ of source);
-        });
-        entry.verified = true;
-        return true;
-      } catch (err) {
+        const held = await this.holdsBlob(entry.digest, entry.size);
+        if (held === true) {
+          entry.verified = true;
+          return true;
+        }
         // Not the blob it is named after (or unreadable): fetched again by whoever asks.
-        await this.drop(entry, err);
+        await this.drop(entry, held.why);
         return false;
       } finally {
         this.release(entry);
@@ -644,11 +657,25 @@ export class BlobCache {
     stall.unref();
     try {
       await resumeAfter;
+      const open = () => this.storage.writer(entry.ref, { digest, size });
       try {
-        w = await this.storage.writer(entry.ref, { digest, size });
+        w = await open().catch(async (err: unknown) => {
+          if (!isAlreadyExists(err)) throw err;
+          // A file the cache does not track: a removal that failed while the disk did, or a static layer
+          // of these bytes whose commit is settling. Kept if it is the blob, else this fill replaces it.
+          if ((await this.holdsBlob(digest, size)) === true) return undefined;
+          await this.storage.remove(digest);
+          return open();
+        });
       } catch (err) {
         if (errorKind(err) === undefined) diskError = { err };
         throw err;
+      }
+      if (w === undefined) {
+        opened();
+        entry.state = 'complete';
+        this.evict();
+        return;
       }
       const writer = w;
       const sink = {
