@@ -10,6 +10,7 @@ import { ContentStore } from '../content/store.ts';
 import { ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { GcRunner } from '../metadata/gc-runner.ts';
+import { ImageNames } from '../metadata/image-names.ts';
 import { ImageStore } from '../metadata/images.ts';
 import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
@@ -35,6 +36,7 @@ beforeEach(async () => {
   hosted = new HostedRegistry({
     view,
     images: new ImageStore(db),
+    names: new ImageNames(db),
     members: new RepositoryBlobs(db),
     blobHoldMs: 1000,
     now: () => clock,
@@ -98,6 +100,47 @@ describe('hosted registry', () => {
       a.digest,
     );
     assert.deepEqual(await hosted.tags('multi/app'), ['amd', 'latest']);
+  });
+
+  it('lists tags only of a repository that has some, as docker-registry: one pushed by digest alone is unknown', async () => {
+    const img = await pushImage('tags/app', 'v1');
+    await hosted.putManifest('tags/app', 'v2', Buffer.from((await hosted.manifest('tags/app', 'v1')).bytes));
+    assert.deepEqual(await hosted.tags('tags/app'), ['v1', 'v2']);
+    // Another repository whose name extends this one's shares no tag with it.
+    await pushImage('tags/app-x', 'other');
+    assert.deepEqual(await hosted.tags('tags/app'), ['v1', 'v2']);
+
+    const config = await pushBlob('tags/bydigest', '{"architecture":"amd64","os":"linux"}');
+    const bytes = Buffer.from(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: MediaType.ociManifest,
+        config: { mediaType: MediaType.ociConfig, ...config },
+        layers: [],
+      }),
+    );
+    await hosted.putManifest('tags/bydigest', digestOf(bytes), bytes);
+    await assert.rejects(hosted.tags('tags/bydigest'), (e) => code(e) === 'NAME_UNKNOWN');
+    await assert.rejects(hosted.tags('tags/never'), (e) => code(e) === 'NAME_UNKNOWN');
+    // The manifest stays when its tags go; tags/list then knows the repository no more.
+    await hosted.deleteManifest('tags/app', 'v1');
+    await hosted.deleteManifest('tags/app', 'v2');
+    assert.equal((await hosted.manifest('tags/app', img.digest)).digest, img.digest);
+    await assert.rejects(hosted.tags('tags/app'), (e) => code(e) === 'NAME_UNKNOWN');
+  });
+
+  it('lists the repositories that have a manifest in the catalog, a page at a time', async () => {
+    assert.deepEqual(hosted.catalog(10), { repositories: [], more: false });
+    for (const repo of ['b/app', 'a', 'a/b', 'a-b']) await pushImage(repo, 'v1');
+    // Blobs alone make no repository.
+    await pushBlob('c/blobs-only', 'a blob with no manifest');
+    assert.deepEqual(hosted.catalog(10), { repositories: ['a', 'a-b', 'a/b', 'b/app'], more: false });
+    assert.deepEqual(hosted.catalog(2), { repositories: ['a', 'a-b'], more: true });
+    assert.deepEqual(hosted.catalog(2, 'a-b'), { repositories: ['a/b', 'b/app'], more: false });
+    // A repository whose manifests are all deleted is listed no more.
+    const m = await hosted.manifest('a/b', 'v1');
+    await hosted.deleteManifest('a/b', m.digest);
+    assert.deepEqual(hosted.catalog(10).repositories, ['a', 'a-b', 'b/app']);
   });
 
   it('takes a manifest whose missing layers say where to fetch them (urls), and keeps nothing for them', async () => {
@@ -386,7 +429,12 @@ describe('hosted registry', () => {
     await hosted.appendUpload('park/app', a.id, Readable.from([Buffer.from('cd')]), 2);
     // Once closed, another registry on the same store can write the upload (its lock is free).
     await hosted.close();
-    const other = new HostedRegistry({ view, images: new ImageStore(db), members: new RepositoryBlobs(db) });
+    const other = new HostedRegistry({
+      view,
+      images: new ImageStore(db),
+      names: new ImageNames(db),
+      members: new RepositoryBlobs(db),
+    });
     assert.equal(
       (await other.appendUpload('park/app', a.id, Readable.from([Buffer.from('e')]), 4)).offset,
       5,
@@ -415,7 +463,12 @@ describe('hosted registry', () => {
       ids.push(up.id);
     }
     // The first upload's writer was closed for the last one: its lock is free for another registry.
-    const other = new HostedRegistry({ view, images: new ImageStore(db), members: new RepositoryBlobs(db) });
+    const other = new HostedRegistry({
+      view,
+      images: new ImageStore(db),
+      names: new ImageNames(db),
+      members: new RepositoryBlobs(db),
+    });
     const first = ids[0]!;
     const offset = await waitFor(
       async () => (await other.appendUpload('many/app', first, Readable.from([Buffer.from('b')]))).offset,

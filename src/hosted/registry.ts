@@ -25,14 +25,17 @@ import {
 } from '../errors.ts';
 import type { ContentView, NamespacedWriter } from '../metadata/content.ts';
 import { LABEL_GC_EXPIRE } from '../metadata/gc-labels.ts';
+import type { ImageNames } from '../metadata/image-names.ts';
 import type { ImageInput, ImageRecord, ImageStore } from '../metadata/images.ts';
 import type { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import type { Blob } from '../oci/blob.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { type Digest, digestOf, isDigest } from '../oci/digest.ts';
 import { MAX_MANIFEST_BYTES, type ParsedManifest, parseManifest } from '../oci/manifest.ts';
-import { isValidRepositoryPath, isValidTag, MAX_NAME_LENGTH } from '../oci/reference.ts';
+import { isValidTag, MAX_NAME_LENGTH } from '../oci/reference.ts';
+import { type CatalogPage, catalogPage } from './catalog.ts';
 import { manifestTooLarge, registryError } from './errors.ts';
+import { isRepository } from './names.ts';
 
 export const DEFAULT_HOSTED_NAMESPACE = 'strata-hosted';
 /**
@@ -65,6 +68,8 @@ const LABEL_REF = 'containerd.io/gc.ref.content';
 export interface HostedOptions {
   view: ContentView;
   images: ImageStore;
+  /** The same records' names, walked in order for the catalog. */
+  names: ImageNames;
   /** Which repositories each blob belongs to. */
   members: RepositoryBlobs;
   namespace?: string;
@@ -112,6 +117,7 @@ export class HostedRegistry {
   readonly namespace: string;
   private readonly view: ContentView;
   private readonly images: ImageStore;
+  private readonly names: ImageNames;
   private readonly members: RepositoryBlobs;
   private readonly blobHoldMs: number;
   private readonly now: () => number;
@@ -124,6 +130,7 @@ export class HostedRegistry {
   constructor(o: HostedOptions) {
     this.view = o.view;
     this.images = o.images;
+    this.names = o.names;
     this.members = o.members;
     this.namespace = o.namespace ?? DEFAULT_HOSTED_NAMESPACE;
     this.blobHoldMs = o.blobHoldMs ?? DEFAULT_BLOB_HOLD_MS;
@@ -392,17 +399,25 @@ export class HostedRegistry {
     for (const n of names) this.deleteRecord(n, repo, reference);
   }
 
-  /** Tags in byte order; NAME_UNKNOWN when the repository holds nothing. */
+  /**
+   * Tags in byte order (the records' key); NAME_UNKNOWN when the repository has none, as docker-registry answers a repository
+   * pushed only by digest (skopeo list-tags then fails rather than listing nothing).
+   */
   async tags(repo: string): Promise<string[]> {
     checkRepository(repo);
-    const recs = await this.repoRecords(repo);
-    if (recs.length === 0)
-      throw registryError('NAME_UNKNOWN', `repository ${repo} is not known`, { name: repo });
     const prefix = `${repo}:`;
-    return recs
-      .filter((r) => r.name.startsWith(prefix))
-      .map((r) => r.name.slice(prefix.length))
-      .sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    const tags = this.images.listByNamePrefix(this.namespace, prefix).map((r) => r.name.slice(prefix.length));
+    if (tags.length === 0)
+      throw registryError('NAME_UNKNOWN', `repository ${repo} is not known`, { name: repo });
+    return tags;
+  }
+
+  /**
+   * Up to `n` repositories after `last`, in byte order: those with a manifest (tagged or not). A repository
+   * is one while it has a manifest; its blobs alone do not make it one.
+   */
+  catalog(n: number, last?: string): CatalogPage {
+    return catalogPage((from, inclusive) => this.names.first(this.namespace, from, inclusive), n, last);
   }
 
   /** Manifests of `repo` whose subject is `digest`, optionally of one artifact type. */
@@ -721,11 +736,6 @@ function fetchableElsewhere(urls: readonly string[] | undefined): boolean {
 function checkDigest(digest: string): Digest {
   if (!isDigest(digest)) throw registryError('DIGEST_INVALID', `invalid digest ${JSON.stringify(digest)}`);
   return digest;
-}
-
-/** Whether `name` is a distribution repository name. */
-export function isRepository(name: string): boolean {
-  return name.length <= MAX_NAME_LENGTH && isValidRepositoryPath(name);
 }
 
 function blobUnknown(d: Digest) {

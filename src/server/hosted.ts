@@ -11,6 +11,7 @@ import { HostedRegistry } from '../hosted/registry.ts';
 import { backendRef, ContentView } from '../metadata/content.ts';
 import { MetadataDb } from '../metadata/db.ts';
 import { GcRunner } from '../metadata/gc-runner.ts';
+import { ImageNames } from '../metadata/image-names.ts';
 import { ImageStore } from '../metadata/images.ts';
 import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { lockRoot } from './root-lock.ts';
@@ -43,6 +44,7 @@ export function hostedOn(storage: HostedStorage): HostedParts {
   const registry = new HostedRegistry({
     view: new ContentView({ store: content, db }),
     images: new ImageStore(db),
+    names: new ImageNames(db),
     members: new RepositoryBlobs(db),
     logger: storage.logger,
   });

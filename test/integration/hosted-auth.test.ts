@@ -3,8 +3,10 @@
 // another pushed but neither push nor delete. A token for one repository reaches only that repository's
 // blobs, and a cross-repository mount also needs pull on the source.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import bcrypt from 'bcryptjs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { digestOf } from '../../src/oci/digest.ts';
@@ -24,11 +26,15 @@ function startTokenFacade(work: string, tokens: TokenServer): Promise<FacadeApp>
     issuer: tokens.issuer,
     keys: tokens.certFile,
   };
+  return startAuthFacade(work, { token });
+}
+
+function startAuthFacade(work: string, auth: Record<string, unknown>): Promise<FacadeApp> {
   const config = {
     listen: '127.0.0.1:0',
     hosted: { root: join(work, 'root') },
     cache: { dir: join(work, 'cache') },
-    auth: { token },
+    auth,
   };
   return startFacade(facadeConfigFrom(config, work), {
     logger: pino({ level: 'silent' }),
@@ -143,4 +149,45 @@ test('hosted repositories: a token for one repository reaches only its blobs; a 
   const got = await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA });
   assert.equal(got.status, 200);
   assert.deepEqual(got.body, secret);
+});
+
+test('the catalog: a token needs registry:catalog:*, as docker-registry asks; any htpasswd user may list it', async (t) => {
+  const work = await tempDir('hosted-auth-catalog');
+  t.after(() => removeTempDir(work));
+  // Strata and docker-registry take the same token server's tokens, so their answers compare as they are.
+  const reg = await startRegistry({ t, auth: { mode: 'token', users: { alice: 'wonderland' } } });
+  const tokens = reg.tokenServer!;
+  const app = await startTokenFacade(work, tokens);
+  t.after(() => app.close());
+  const bearer = (scope: string) => ({ authorization: `Bearer ${tokens.issue('alice', [scope]).token}` });
+  const answers = async (base: string) => {
+    const out: string[] = [];
+    for (const headers of [{}, bearer('repository:team/app:pull'), bearer('registry:catalog:*')]) {
+      const a = await raw(base, 'GET', '/v2/_catalog', { headers });
+      out.push(
+        `${a.status} ${a.code ?? a.body.toString().trim()} ${a.headers.get('www-authenticate') ?? ''}`,
+      );
+    }
+    return out;
+  };
+  const expected = await answers(reg.url);
+  assert.match(expected[0]!, /^401 UNAUTHORIZED Bearer .*scope="registry:catalog:\*"$/);
+  assert.match(expected[1]!, /^401 UNAUTHORIZED .*error="insufficient_scope"$/);
+  assert.equal(expected[2], '200 {"repositories":[]} ');
+  assert.deepEqual(await answers(app.url), expected);
+
+  // htpasswd: every user it knows may pull every repository, and so list them, as with docker-registry.
+  await writeFile(join(work, 'htpasswd'), `alice:${bcrypt.hashSync('wonderland', 6)}\n`);
+  const basic = await startAuthFacade(join(work, 'basic'), {
+    htpasswd: join(work, 'htpasswd'),
+    basicRealm: 'strata test',
+  });
+  t.after(() => basic.close());
+  const anon = await raw(basic.url, 'GET', '/v2/_catalog');
+  assert.equal(anon.status, 401);
+  assert.equal(anon.headers.get('www-authenticate'), 'Basic realm="strata test",charset="UTF-8"');
+  const creds = { authorization: `Basic ${Buffer.from('alice:wonderland').toString('base64')}` };
+  const listed = await raw(basic.url, 'GET', '/v2/_catalog', { headers: creds });
+  assert.equal(listed.status, 200);
+  assert.deepEqual(JSON.parse(listed.body.toString()), { repositories: [] });
 });

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { raw, startHosted } from '../helpers/hosted.ts';
+import { skopeoListTags } from '../helpers/images.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -28,6 +29,10 @@ interface Step {
    * manifest over its 4 MiB limit with 400 (the spec asks for 413; the code is MANIFEST_INVALID in both).
    */
   strata?: string;
+  /** Where Strata departs, what docker-registry answers (checked, so the departure stays known). */
+  registry?: string;
+  /** Compares the JSON body and the Link header too, not only the status and code. */
+  showBody?: true;
 }
 
 type State = Map<string, string>;
@@ -70,7 +75,102 @@ const loc = (s: State, key: string) => {
   return v;
 };
 
+/** Pushes the config to `repo` (as a chunked upload: docker-registry 2.8 ignores a digest on POST). */
+const pushConfig = (repo: string, key: string): Step[] => [
+  { name: `start an upload to ${repo}`, method: 'POST', path: () => `/v2/${repo}/blobs/uploads/`, keep: key },
+  {
+    name: `finish it in ${repo}`,
+    method: 'PUT',
+    path: (s) => `${withQuery(loc(s, key))}digest=${configDigest}`,
+    headers: { 'content-type': 'application/octet-stream' },
+    body: config,
+  },
+];
+const emptyManifest = JSON.stringify({
+  schemaVersion: 2,
+  mediaType: MediaType.ociManifest,
+  config: { mediaType: MediaType.ociConfig, digest: configDigest, size: config.length },
+  layers: [],
+});
+/** The manifest of `emptyManifest` put under its digest alone, no tag. */
+const putByDigest = (repo: string): Step => ({
+  name: `manifest of ${repo} by digest alone`,
+  method: 'PUT',
+  path: () => `/v2/${repo}/manifests/${digestOf(emptyManifest)}`,
+  headers: mt,
+  body: emptyManifest,
+});
+
 const STEPS: Step[] = [
+  // The catalog and tags of repositories with manifests (those with blobs alone are listed by
+  // docker-registry but not here, so these steps come before any such repository is made).
+  { name: 'empty catalog', method: 'GET', path: () => '/v2/_catalog', showBody: true },
+  ...['cat/a', 'cat/b', 'cat/c'].flatMap((repo, i) => [
+    ...pushConfig(repo, `cat${i}`),
+    {
+      name: `manifest of ${repo}`,
+      method: 'PUT',
+      path: () => `/v2/${repo}/manifests/v1`,
+      headers: mt,
+      body: emptyManifest,
+    },
+  ]),
+  { name: 'catalog', method: 'GET', path: () => '/v2/_catalog', showBody: true },
+  { name: 'first page of the catalog', method: 'GET', path: () => '/v2/_catalog?n=2', showBody: true },
+  {
+    name: 'last page of the catalog',
+    method: 'GET',
+    path: () => '/v2/_catalog?n=2&last=cat/b',
+    showBody: true,
+  },
+  { name: 'catalog past its end', method: 'GET', path: () => '/v2/_catalog?last=cat/c', showBody: true },
+  { name: 'catalog of none', method: 'GET', path: () => '/v2/_catalog?n=0', showBody: true },
+  { name: 'catalog with a malformed n', method: 'GET', path: () => '/v2/_catalog?n=abc', showBody: true },
+  { name: 'catalog with a negative n', method: 'GET', path: () => '/v2/_catalog?n=-1', showBody: true },
+  { name: 'catalog with the largest n', method: 'GET', path: () => '/v2/_catalog?n=1000', showBody: true },
+  { name: 'catalog with too large an n', method: 'GET', path: () => '/v2/_catalog?n=1001' },
+  // docker-registry's router has no HEAD for the catalog, and answers other methods in plain text.
+  { name: 'catalog HEAD', method: 'HEAD', path: () => '/v2/_catalog', registry: '405', strata: '200' },
+  {
+    name: 'catalog POST',
+    method: 'POST',
+    path: () => '/v2/_catalog',
+    registry: '405',
+    strata: '405 UNSUPPORTED',
+  },
+  { name: 'tags of cat/a', method: 'GET', path: () => '/v2/cat/a/tags/list', showBody: true },
+  ...pushConfig('cat/bydigest', 'cat3'),
+  putByDigest('cat/bydigest'),
+  {
+    name: 'tags of a repository pushed by digest alone',
+    method: 'GET',
+    path: () => '/v2/cat/bydigest/tags/list',
+  },
+  { name: 'catalog with it', method: 'GET', path: () => '/v2/_catalog', showBody: true },
+  {
+    name: 'delete the manifest of cat/c',
+    method: 'DELETE',
+    path: () => `/v2/cat/c/manifests/${digestOf(emptyManifest)}`,
+  },
+  // docker-registry keeps a repository's tag directory once it had a tag, so it answers 200 with
+  // `"tags":null` (and lists the repository) after every manifest is deleted. Strata keeps no record
+  // of a repository beyond its manifests and tags, so the repository is unknown again.
+  {
+    name: 'tags of a repository whose manifests are all deleted',
+    method: 'GET',
+    path: () => '/v2/cat/c/tags/list',
+    showBody: true,
+    registry: '200 {"name":"cat/c","tags":null}',
+    strata: '404 NAME_UNKNOWN',
+  },
+  {
+    name: 'catalog without it',
+    method: 'GET',
+    path: () => '/v2/_catalog',
+    showBody: true,
+    registry: '200 {"repositories":["cat/a","cat/b","cat/bydigest","cat/c"]}',
+    strata: '200 {"repositories":["cat/a","cat/b","cat/bydigest"]}',
+  },
   { name: 'tags of an unknown repository', method: 'GET', path: () => '/v2/diff/app/tags/list' },
   { name: 'manifest of an unknown repository', method: 'GET', path: () => '/v2/diff/app/manifests/latest' },
   { name: 'start an upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up1' },
@@ -371,7 +471,12 @@ async function run(base: string, asStrata = false): Promise<string[]> {
   const out: string[] = [];
   for (const step of STEPS) {
     const a = await raw(base, step.method, step.path(state), { headers: step.headers, body: step.body });
-    const answer = `${a.status} ${a.code ?? ''}`.trim();
+    let answer = `${a.status} ${a.code ?? ''}`.trim();
+    if (step.showBody && a.status < 300) {
+      const link = a.headers.get('link');
+      answer += ` ${JSON.stringify(JSON.parse(a.body.toString('utf8')))}${link ? ` link ${link}` : ''}`;
+    }
+    if (!asStrata && step.registry !== undefined) assert.equal(answer, step.registry, step.name);
     out.push(`${step.name}: ${asStrata ? answer : (step.strata ?? answer)}`);
     const location = a.headers.get('location');
     if (step.keep && location) state.set(step.keep, location);
@@ -392,4 +497,45 @@ test('hosted repositories answer a request sequence as docker-registry does', as
   assert.ok(expected.some((l) => l.endsWith('201')));
   assert.ok(expected.some((l) => l.includes('MANIFEST_BLOB_UNKNOWN')));
   assert.deepEqual(got, expected);
+});
+
+test('skopeo list-tags: the same outcome from docker-registry and Strata, but for an emptied repository', async (t) => {
+  const reg = await startRegistry({ t });
+  const root = await tempDir('hosted-diff-tags');
+  t.after(() => removeTempDir(root));
+  const strata = await startHosted(root);
+  t.after(() => strata.app.close());
+  for (const [base, host] of [
+    [reg.url, reg.host],
+    [strata.url, strata.host],
+  ] as const) {
+    const steps = [
+      ...pushConfig('tags/app', 'a'),
+      {
+        name: 'tag',
+        method: 'PUT',
+        path: () => '/v2/tags/app/manifests/v1',
+        headers: mt,
+        body: emptyManifest,
+      },
+      ...pushConfig('tags/bydigest', 'b'),
+      putByDigest('tags/bydigest'),
+    ];
+    const state: State = new Map();
+    for (const s of steps) {
+      const a = await raw(base, s.method, s.path(state), { headers: s.headers, body: s.body });
+      assert.ok(a.status < 300, `${s.name}: ${a.status}`);
+      const location = a.headers.get('location');
+      if ('keep' in s && s.keep && location) state.set(s.keep, location);
+    }
+    assert.deepEqual(await skopeoListTags(`${host}/tags/app`), ['v1'], host);
+    await assert.rejects(skopeoListTags(`${host}/tags/bydigest`), /unknown|not found|404/i, host);
+    await assert.rejects(skopeoListTags(`${host}/tags/never`), /unknown|not found|404/i, host);
+    const del = await raw(base, 'DELETE', `/v2/tags/app/manifests/${digestOf(emptyManifest)}`);
+    assert.equal(del.status, 202);
+    // docker-registry remembers that the repository had tags (`"tags":null`, listed as none); Strata keeps
+    // nothing of a repository once its manifests are gone.
+    if (base === reg.url) assert.deepEqual(await skopeoListTags(`${host}/tags/app`), [], host);
+    else await assert.rejects(skopeoListTags(`${host}/tags/app`), /unknown|not found|404/i, host);
+  }
 });

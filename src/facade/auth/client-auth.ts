@@ -32,10 +32,17 @@ export interface ClientAuthConfig {
   serviceUser?: { username: string; password: string };
 }
 
-/** One action a request needs; a request needs none (the API root) or several (a mount: push and pull). */
-export interface AuthNeed {
-  repository: string;
-  action: 'pull' | 'push' | 'delete';
+/**
+ * One action a request needs; a request needs none (the API root) or several (a mount: push and pull).
+ * Listing the repositories is docker distribution's `registry:catalog:*`.
+ */
+export type AuthNeed = { repository: string; action: 'pull' | 'push' | 'delete' } | { catalog: true };
+
+/** A need as the token specification's resource: type, name and action. */
+function resourceOf(n: AuthNeed): { type: string; name: string; action: string } {
+  return 'catalog' in n
+    ? { type: 'registry', name: 'catalog', action: '*' }
+    : { type: 'repository', name: n.repository, action: n.action };
 }
 
 export type AuthDecision =
@@ -158,7 +165,8 @@ export class ClientAuth {
     if (colon < 0 || !(await this.checkPassword(user, text.slice(colon + 1), from))) {
       return this.refuse('invalid username or password', needs);
     }
-    // htpasswd users may pull every repository.
+    // htpasswd users may pull every repository, so they may list them too (as distribution's htpasswd
+    // access controller lets any user it knows).
     return { ok: true, user };
   }
 
@@ -176,11 +184,16 @@ export class ClientAuth {
     const t = this.config.token!;
     const r = await verifyToken(token, this.keys!.value, { issuer: t.issuer, service: t.service });
     if (!r.ok) return this.refuse(`invalid token: ${r.reason}`, needs, 'invalid_token');
-    const missing = needs.filter((n) => !grants(r.access, n.repository, n.action));
+    const missing = needs.filter((n) => {
+      const { type, name, action } = resourceOf(n);
+      return !grants(r.access, type, name, action);
+    });
     if (missing.length > 0) {
       // A 401 with insufficient_scope and the scope that is missing, as docker distribution answers: skopeo
       // asks the realm for a token with that scope added and tries again, where a 403 ends the pull.
-      const what = missing.map((n) => `${n.action} on repository ${n.repository}`).join(', ');
+      const what = missing
+        .map((n) => ('catalog' in n ? 'listing the catalog' : `${n.action} on repository ${n.repository}`))
+        .join(', ');
       return this.refuse(`the token does not grant ${what}`, needs, 'insufficient_scope', missing);
     }
     return { ok: true, user: r.subject };
@@ -188,7 +201,7 @@ export class ClientAuth {
 
   /**
    * A 401 with the challenges. The Bearer challenge's scope names `scoped` (what the request needs, or
-   * for insufficient_scope what the token lacks), one `repository:name:actions` per repository.
+   * for insufficient_scope what the token lacks), one `type:name:actions` per resource.
    */
   private refuse(
     message: string,
@@ -213,19 +226,24 @@ export class ClientAuth {
       challenges,
       detail:
         needs.length > 0
-          ? needs.map((n) => ({ Type: 'repository', Name: n.repository, Action: n.action }))
+          ? needs.map((n) => {
+              const { type, name, action } = resourceOf(n);
+              return { Type: type, Name: name, Action: action };
+            })
           : undefined,
     };
   }
 }
 
-/** The token specification's scope: `repository:<name>:<action>,<action>` per repository, space-separated. */
+/** The token specification's scope: `<type>:<name>:<action>,<action>` per resource, space-separated. */
 function scopeOf(needs: readonly AuthNeed[]): string {
   const actions = new Map<string, string[]>();
   for (const n of needs) {
-    const list = actions.get(n.repository) ?? [];
-    if (!list.includes(n.action)) list.push(n.action);
-    actions.set(n.repository, list);
+    const { type, name, action } = resourceOf(n);
+    const key = `${type}:${name}`;
+    const list = actions.get(key) ?? [];
+    if (!list.includes(action)) list.push(action);
+    actions.set(key, list);
   }
-  return [...actions].map(([name, list]) => `repository:${name}:${list.join(',')}`).join(' ');
+  return [...actions].map(([key, list]) => `${key}:${list.join(',')}`).join(' ');
 }

@@ -241,12 +241,12 @@ function accessOf(payload: JWTPayload): Access[] {
   return out;
 }
 
-/** Whether the access list grants `action` on the repository (`*` grants every action). */
-export function grants(access: Access[], repository: string, action: string): boolean {
+/**
+ * Whether the access list grants `action` on the resource (`repository` and its name, or `registry` and
+ * `catalog`); `*` grants every action.
+ */
+export function grants(access: Access[], type: string, name: string, action: string): boolean {
   return access.some(
-    (a) =>
-      a.type === 'repository' &&
-      a.name === repository &&
-      (a.actions.includes(action) || a.actions.includes('*')),
+    (a) => a.type === type && a.name === name && (a.actions.includes(action) || a.actions.includes('*')),
   );
 }

@@ -8,7 +8,8 @@ import {
   type RegistryErrorCode,
   type RegistryErrorReason,
 } from '../../hosted/errors.ts';
-import { checkRepository, type HostedRegistry, isRepository } from '../../hosted/registry.ts';
+import { isRepository } from '../../hosted/names.ts';
+import { checkRepository, type HostedRegistry } from '../../hosted/registry.ts';
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
 import type { AuthNeed } from '../auth/client-auth.ts';
@@ -216,6 +217,40 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
       return send(res, method, 200, headers, body);
     }
   }
+}
+
+/** docker-registry's page of the catalog when `n` does not say, and the most it gives. */
+const CATALOG_DEFAULT_N = 100;
+export const CATALOG_MAX_N = 1000;
+
+/**
+ * `GET /v2/_catalog`: the hosted repositories, a page at a time (`n`, `last`), with a Link to the next page
+ * when there is one. `n` as docker-registry reads it: missing, malformed or negative is the default, more
+ * than the maximum is refused.
+ */
+export function serveCatalog(h: HostedRegistry, req: IncomingMessage, res: ServerResponse): void {
+  const query = queryOf(req.url);
+  let n = CATALOG_DEFAULT_N;
+  const m = /^([+-]?)(\d{1,18})$/.exec(query.get('n') ?? '');
+  if (m && !(m[1] === '-' && Number(m[2]) > 0)) {
+    const asked = Number(m[2]);
+    if (asked > CATALOG_MAX_N) {
+      throw new OciHttpError(
+        400,
+        'PAGINATION_NUMBER_INVALID',
+        `invalid number of results requested: at most ${CATALOG_MAX_N}`,
+        { n: asked },
+      );
+    }
+    n = asked;
+  }
+  const page = h.catalog(n, query.get('last') ?? undefined);
+  const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
+  const shown = page.repositories.at(-1);
+  if (page.more && shown !== undefined) {
+    headers.link = `</v2/_catalog?${new URLSearchParams({ last: shown, n: String(n) })}>; rel="next"`;
+  }
+  send(res, req.method ?? 'GET', 200, headers, JSON.stringify({ repositories: page.repositories }));
 }
 
 async function serveManifest(

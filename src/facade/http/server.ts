@@ -23,7 +23,7 @@ import { type Digest, isDigest } from '../../oci/digest.ts';
 import type { AuthDecision, AuthNeed } from '../auth/client-auth.ts';
 import type { FacadeService } from '../service.ts';
 import type { Drain } from './drain.ts';
-import { hostedNeeds, parseHostedRoute, serveHosted } from './hosted.ts';
+import { hostedNeeds, parseHostedRoute, serveCatalog, serveHosted } from './hosted.ts';
 import type { FacadeMetrics } from './metrics.ts';
 import { accepts } from './negotiate.ts';
 import { errorBody, OciHttpError, ociErrorOf, type RouteKind } from './oci-errors.ts';
@@ -134,8 +134,19 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
     if (route.kind === 'manifest' || route.kind === 'blob') kind = route.kind;
     if (o.auth && pathname.startsWith('/v2')) {
       const repository = 'repository' in route ? route.repository : undefined;
-      const needs = repository ? [{ repository, action: 'pull' as const }] : [];
+      const needs: AuthNeed[] = repository ? [{ repository, action: 'pull' }] : [];
+      if (route.kind === 'catalog' && o.hosted) needs.push({ catalog: true });
       await authorize(o.auth, req, res, needs, abort.signal, log);
+    }
+    // The catalog lists the hosted repositories only. Composed names are no stored repositories: a
+    // provider answers for one spec id at a time and has no list to give (SpecProvider has only
+    // GetImageSpec), and the spec ids in a store are workspaces, not a client's to enumerate.
+    if (route.kind === 'catalog' && o.hosted) {
+      if (!READ_METHODS.has(method)) {
+        res.setHeader('allow', 'GET, HEAD');
+        throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported here`);
+      }
+      return serveCatalog(o.hosted, req, res);
     }
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
@@ -169,8 +180,13 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
       case 'tags':
         return await serveTags(o, req, res, route);
       case 'upload':
+        throw new OciHttpError(405, 'UNSUPPORTED', 'upload is not supported by this registry');
       case 'catalog':
-        throw new OciHttpError(405, 'UNSUPPORTED', `${route.kind} is not supported by this registry`);
+        throw new OciHttpError(
+          405,
+          'UNSUPPORTED',
+          'this registry lists no repositories: it serves only images composed from specs',
+        );
       default:
         throw new OciHttpError(404, 'NAME_UNKNOWN', 'no such endpoint');
     }

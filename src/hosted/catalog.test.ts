@@ -1,0 +1,99 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import fc from 'fast-check';
+import { catalogPage, type FirstName, nextRepository } from './catalog.ts';
+import { isRepository } from './names.ts';
+
+/** A sorted list of names read as the database reads them, counting the seeks. */
+function names(list: readonly string[]): { first: FirstName; seeks: () => number } {
+  const sorted = [...list].sort();
+  let seeks = 0;
+  return {
+    first: (from, inclusive) => {
+      seeks++;
+      return sorted.find((n) => (inclusive ? n >= from : n > from));
+    },
+    seeks: () => seeks,
+  };
+}
+
+/** What the catalog should list: every repository with a record, in byte order. */
+function expected(list: readonly string[]): string[] {
+  const repos = new Set<string>();
+  for (const n of list) {
+    const m = /^([^:@]+)[:@]/.exec(n);
+    if (m && isRepository(m[1]!)) repos.add(m[1]!);
+  }
+  return [...repos].sort();
+}
+
+const D = `sha256:${'a'.repeat(64)}`;
+
+test('repositories come in byte order, also where a shorter one sorts after the records of longer ones', () => {
+  // `a-b:1`, `a.b:1`, `a/b:1` and `a1:1` sort before `a:1` (their fourth byte is below ':').
+  const list = ['a-b:1', 'a.b:1', `a/b@${D}`, 'a1:1', 'a:1', `a@${D}`, 'a_b:1', 'aa:x', 'b:1', 'b/c/d:1'];
+  const { first } = names(list);
+  assert.deepEqual(catalogPage(first, 100).repositories, [
+    'a',
+    'a-b',
+    'a.b',
+    'a/b',
+    'a1',
+    'a_b',
+    'aa',
+    'b',
+    'b/c/d',
+  ]);
+  assert.equal(nextRepository(first, 'a-b'), 'a.b');
+  assert.equal(nextRepository(first, 'a1'), 'a_b');
+  assert.equal(nextRepository(first, 'b/c/d'), undefined);
+});
+
+test('names that are no record of a repository are passed over', () => {
+  const { first } = names(['Not A Repo', 'a:1', 'a;x', 'b', 'c@', 'c@\u007fjunk', 'c:1', 'UPPER:1', 'd:1']);
+  assert.deepEqual(catalogPage(first, 100).repositories, ['a', 'c', 'd']);
+});
+
+test('a page says whether more follow; n=0 is an empty page', () => {
+  const { first } = names(['a:1', 'b:1', 'c:1']);
+  assert.deepEqual(catalogPage(first, 2), { repositories: ['a', 'b'], more: true });
+  assert.deepEqual(catalogPage(first, 2, 'b'), { repositories: ['c'], more: false });
+  assert.deepEqual(catalogPage(first, 1, 'b'), { repositories: ['c'], more: false });
+  assert.deepEqual(catalogPage(first, 0), { repositories: [], more: false });
+  // `last` need not be a repository.
+  assert.deepEqual(catalogPage(first, 5, 'a0'), { repositories: ['b', 'c'], more: false });
+});
+
+test('a page of n costs seeks for n repositories, not for their records', () => {
+  const list: string[] = [];
+  for (let r = 0; r < 50; r++)
+    for (let t = 0; t < 40; t++) list.push(`repo${String(r).padStart(2, '0')}:t${t}`);
+  const counted = names(list);
+  assert.equal(catalogPage(counted.first, 10).repositories.length, 10);
+  // Each step checks the digit-led prefixes of `repoNN` (`repo`, `repoN`) besides finding it.
+  assert.ok(counted.seeks() <= 11 * 6, `${counted.seeks()} seeks`);
+});
+
+test('paging through any set of names lists what one listing of them lists', () => {
+  const component = fc.constantFrom('a', 'b', 'a0', '1', 'ab');
+  const sep = fc.constantFrom('-', '.', '_', '/', '__', '');
+  const repo = fc
+    .array(fc.tuple(sep, component), { minLength: 1, maxLength: 4 })
+    .map((parts) => parts.map(([s, c], i) => (i === 0 ? c : s + c)).join(''));
+  const record = fc.tuple(repo, fc.constantFrom(':1', ':v2', `@${D}`, ';junk', '')).map(([r, s]) => r + s);
+  fc.assert(
+    fc.property(fc.uniqueArray(record, { maxLength: 30 }), fc.integer({ min: 1, max: 4 }), (list, n) => {
+      const { first } = names(list);
+      const got: string[] = [];
+      let last: string | undefined;
+      for (let pages = 0; pages < 100; pages++) {
+        const page = catalogPage(first, n, last);
+        got.push(...page.repositories);
+        if (!page.more) break;
+        last = page.repositories.at(-1);
+      }
+      assert.deepEqual(got, expected(list));
+    }),
+    { numRuns: 500 },
+  );
+});
