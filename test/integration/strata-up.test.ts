@@ -196,6 +196,12 @@ test('strata up: push, pull, build, compose in one process; a restart keeps ever
   assert.match(await ctr(['images', 'ls', '-q']), new RegExp(base.ref.replaceAll('.', '\\.')));
   const tags = await raw(at.registryUrl, 'GET', '/v2/base/busybox/tags/list');
   assert.deepEqual(JSON.parse(tags.body.toString()), { name: 'base/busybox', tags: ['latest'] });
+  // The registry lists its repositories, as operators ask docker-registry to.
+  const catalog = await raw(at.registryUrl, 'GET', '/v2/_catalog');
+  assert.equal(catalog.status, 200);
+  assert.ok(
+    (JSON.parse(catalog.body.toString()) as { repositories: string[] }).repositories.includes('base/busybox'),
+  );
   const manifest = await raw(at.registryUrl, 'GET', `/v2/base/busybox/manifests/${base.digest}`, {
     headers: { accept: base.mediaType },
   });
