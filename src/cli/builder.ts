@@ -3,10 +3,10 @@
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { invalidArgument, messageOf } from '../errors.ts';
+import { invalidArgument } from '../errors.ts';
 import { loadBuilderConfig, startBuilder } from '../server/builder.ts';
 import { hiddenAlias, parseLogLevel } from './flag-names.ts';
-import { runUntilSignalled } from './until-signalled.ts';
+import { runUntilSignalled, startFailed } from './until-signalled.ts';
 
 interface BuilderFlags {
   listen?: string;
@@ -101,8 +101,7 @@ export function registerBuilder(program: Command): void {
         logger,
       );
     } catch (err) {
-      logger.fatal({ err: messageOf(err) }, 'builder failed to start');
-      process.exitCode = 1;
+      startFailed(logger, 'builder', err);
       return;
     }
     await runUntilSignalled(logger, 'builder', () => running.close());

@@ -2,7 +2,6 @@
 // then stops gracefully (a second signal exits at once).
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { messageOf } from '../errors.ts';
 import {
   type DaemonConfigInput,
   DEFAULT_ADDRESS,
@@ -14,7 +13,7 @@ import { startDaemon } from '../server/lifecycle.ts';
 import { traceToStderr } from '../server/trace-log.ts';
 import { hiddenAlias } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
-import { runUntilSignalled } from './until-signalled.ts';
+import { runUntilSignalled, startFailed } from './until-signalled.ts';
 
 interface DaemonFlags {
   config?: string;
@@ -60,8 +59,7 @@ export function registerDaemon(program: Command): void {
     try {
       config = daemonConfig(await daemonInputWithFlags(flags));
     } catch (err) {
-      logger.fatal(messageOf(err));
-      process.exitCode = 2;
+      startFailed(logger, 'daemon', err, 2);
       return;
     }
     logger.level = config.logLevel;
@@ -69,8 +67,7 @@ export function registerDaemon(program: Command): void {
     try {
       daemon = await startDaemon(config, logger);
     } catch (err) {
-      logger.fatal({ err: messageOf(err) }, 'daemon failed to start');
-      process.exitCode = 1;
+      startFailed(logger, 'daemon', err);
       return;
     }
     await runUntilSignalled(logger, 'daemon', () => daemon.stop());

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
 import { collectDefaultMetrics, Registry } from 'prom-client';
-import { invalidArgument, messageOf } from '../errors.ts';
+import { invalidArgument } from '../errors.ts';
 import { normalizePrefix } from '../facade/http/route.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { startFacade } from '../server/facade.ts';
@@ -21,7 +21,7 @@ import {
 } from '../server/facade-config.ts';
 import { hiddenAlias, parseLogLevel } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
-import { runUntilSignalled, StartupHup } from './until-signalled.ts';
+import { runUntilSignalled, StartupHup, startFailed } from './until-signalled.ts';
 
 interface FacadeFlags {
   listen?: string;
@@ -148,8 +148,7 @@ export function registerFacade(program: Command): void {
       collectDefaultMetrics({ register: registry, prefix: 'strata_' });
       app = await startFacade(config, { logger, registry });
     } catch (err) {
-      logger.fatal({ err: messageOf(err) }, 'facade failed to start');
-      process.exitCode = 1;
+      startFailed(logger, 'facade', err);
       startupHup.take();
       return;
     }

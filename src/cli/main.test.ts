@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir, writeFile } from 'node:fs/promises';
+import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { promisify } from 'node:util';
@@ -202,5 +203,86 @@ test('a server that is not there is named, with the reason, by the daemon, build
     assert.match(line, /cannot connect \(.+\): is the server running there\?$/, line);
     assert.match(line, reason, line);
     assert.doesNotMatch(line, /No connection established|Resolution note|\n/, line);
+  }
+});
+
+test('a server that cannot start says why in one line on stderr and exits non-zero, as strata up does', async (t) => {
+  const dir = await tempDir('cli-start-failure');
+  t.after(() => removeTempDir(dir));
+  // A port in use for the whole test.
+  const busy = createServer();
+  busy.listen(0, '127.0.0.1');
+  await once(busy, 'listening');
+  t.after(() => busy.close());
+  const taken = `127.0.0.1:${(busy.address() as AddressInfo).port}`;
+  const inUse = new RegExp(`EADDRINUSE.*${taken.replaceAll('.', '\\.')}`);
+  const missing = join(dir, 'missing.yaml');
+  const cases: { args: string[]; status: number; reason: RegExp; jsonOn: 'stdout' | 'stderr' }[] = [
+    {
+      args: ['daemon', '--root', join(dir, 'd'), '--address', join(dir, 'd.sock'), '--metrics', taken],
+      status: 1,
+      reason: inUse,
+      jsonOn: 'stdout',
+    },
+    { args: ['daemon', '--config', missing], status: 2, reason: /missing\.yaml: ENOENT/, jsonOn: 'stdout' },
+    {
+      args: ['facade', '--cache-dir', join(dir, 'cache'), '--listen', taken],
+      status: 1,
+      reason: inUse,
+      jsonOn: 'stdout',
+    },
+    {
+      args: [
+        'builder',
+        '--base-repo',
+        'r/b',
+        '--workspace-repo',
+        'r/w',
+        '--root',
+        join(dir, 'b'),
+        '--listen',
+        taken,
+      ],
+      status: 1,
+      reason: inUse,
+      jsonOn: 'stdout',
+    },
+    { args: ['builder', '--config', missing], status: 1, reason: /missing\.yaml: ENOENT/, jsonOn: 'stdout' },
+    {
+      args: [
+        'up',
+        '--root',
+        join(dir, 'up'),
+        '--address',
+        join(dir, 'up.sock'),
+        '--listen',
+        taken,
+        '--metrics',
+        '127.0.0.1:0',
+      ],
+      status: 1,
+      reason: inUse,
+      jsonOn: 'stderr',
+    },
+  ];
+  for (const c of cases) {
+    const r = await run(bin, c.args, { timeout: 60_000 }).then(
+      () => assert.fail(`strata ${c.args.join(' ')} started`),
+      (err: { code?: number; stdout: string; stderr: string }) => err,
+    );
+    const what = `strata ${c.args.join(' ')}`;
+    assert.equal(r.code, c.status, `${what}: ${r.stderr}`);
+    const command = c.args[0]!;
+    // The last line of stderr is the reason, for a person; the JSON logs are left as they were.
+    const lines = r.stderr.trimEnd().split('\n');
+    assert.match(lines.at(-1)!, new RegExp(`^strata ${command}: .*${c.reason.source}`), what);
+    if (c.jsonOn === 'stdout') assert.equal(lines.length, 1, `${what}: ${r.stderr}`);
+    const fatal = (c.jsonOn === 'stdout' ? r.stdout : r.stderr)
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l) as { level: number; msg: string; err?: string })
+      .find((l) => l.level === 60);
+    assert.equal(fatal?.msg, `${command} failed to start`, what);
+    assert.match(fatal?.err ?? '', c.reason, what);
   }
 });

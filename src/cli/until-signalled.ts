@@ -1,9 +1,22 @@
-// Long-running commands (daemon, facade, up, spec serve) stop the same way: the first SIGTERM or SIGINT
-// stops the service cleanly; a second one exits at once, for a stop that hangs. Those with files to
-// reload (facade, up) do so on SIGHUP, whose default action would otherwise end the process uncleanly,
-// also while they start.
+// Long-running commands (daemon, facade, builder, up, spec serve) start and stop the same way: a start
+// that fails says why in the log and on stderr; the first SIGTERM or SIGINT stops the service cleanly; a
+// second one exits at once, for a stop that hangs. Those with files to reload (facade, up) do so on
+// SIGHUP, whose default action would otherwise end the process uncleanly, also while they start.
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.ts';
+
+/**
+ * A service that could not start (a port in use, a bad config, a socket it cannot make): the reason as a
+ * fatal log line for whatever collects the logs, as one readable line on stderr for whoever ran the
+ * command (the daemon, facade and builder log JSON to stdout, where a person reading a terminal would
+ * not look for it), and a non-zero exit status (2 for a config refused before anything started).
+ */
+export function startFailed(logger: Logger, command: string, err: unknown, exitCode = 1): void {
+  const reason = messageOf(err);
+  logger.fatal({ err: reason }, `${command} failed to start`);
+  process.stderr.write(`strata ${command}: ${reason}\n`);
+  process.exitCode = exitCode;
+}
 
 /**
  * Catches SIGHUP while a service starts (a config manager reloading as it comes up), which would otherwise

@@ -3,13 +3,12 @@
 // JSON logs go to stderr. Stops cleanly on SIGTERM/SIGINT (a second signal exits at once); SIGHUP reloads.
 import type { Command } from 'commander';
 import { pino } from 'pino';
-import { messageOf } from '../errors.ts';
 import { DEFAULT_ADDRESS, DEFAULT_ROOT } from '../server/config.ts';
 import { startUp, type UpApp } from '../server/up.ts';
 import { loadUpConfig, UP_DEFAULTS, type UpFlags } from '../server/up-config.ts';
 import { hiddenAlias } from './flag-names.ts';
 import { tuneGcForStreaming } from './gc-tuning.ts';
-import { runUntilSignalled, StartupHup } from './until-signalled.ts';
+import { runUntilSignalled, StartupHup, startFailed } from './until-signalled.ts';
 
 interface Flags extends UpFlags {
   config?: string;
@@ -65,9 +64,7 @@ export function registerUp(program: Command): void {
       logger.level = config.logLevel;
       app = await startUp(config, logger);
     } catch (err) {
-      logger.fatal({ err: messageOf(err) }, 'strata up failed to start');
-      process.stderr.write(`strata up: ${messageOf(err)}\n`);
-      process.exitCode = 1;
+      startFailed(logger, 'up', err);
       startupHup.take();
       return;
     }
