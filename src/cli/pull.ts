@@ -7,7 +7,7 @@ import {
   pullImage,
   resolveSnapshotter,
 } from '../client/pull/pull.ts';
-import { invalidArgument } from '../errors.ts';
+import { invalidArgument, isUnauthenticated, unauthenticated } from '../errors.ts';
 import { parsePlatform } from '../oci/platform.ts';
 import { RegistryClient } from '../registry/client.ts';
 import { DockerConfigCredentials } from '../registry/docker-config.ts';
@@ -45,11 +45,26 @@ export function fetchSummary(r: Pick<PullImageResult, 'fetched' | 'present' | 'l
   return `${r.fetched} blobs fetched (${formatBytes(r.bytes)}), ${r.present} present${linked}`;
 }
 
+/**
+ * A registry that wants credentials it did not get: where `strata pull` takes them from (it has no flag for
+ * them, as ctr's --user would put a password in the process list), so the person knows what to do next.
+ */
+export function withCredentialsHint(err: unknown, configPath: string, host: string): unknown {
+  if (!isUnauthenticated(err)) return err;
+  return unauthenticated(
+    `${err.message}. strata pull reads credentials from ${configPath} (auths, credHelpers or credsStore), as \`docker login ${host}\` writes them; DOCKER_CONFIG names another directory`,
+    { cause: err },
+  );
+}
+
 export function registerPull(program: Command): void {
   withDaemonFlags(
     program
       .command('pull <ref>')
-      .description('pull an image into the daemon and unpack it (what `ctr images pull` does)')
+      .summary('pull an image into the daemon and unpack it (what `ctr images pull` does)')
+      .description(
+        'pull an image into the daemon and unpack it (what `ctr images pull` does); registry credentials come from the docker config ($DOCKER_CONFIG/config.json, as `docker login` writes it)',
+      )
       .option('--platform <platform>', 'platform to pull, os/arch[/variant] (default: this host)')
       .option('--plain-http', 'talk to the registry over plain HTTP')
       .option(
@@ -84,9 +99,10 @@ export function registerPull(program: Command): void {
       if (!['auto', 'tty', 'plain', 'none'].includes(mode)) {
         throw invalidArgument(`--progress must be auto, tty, plain or none, got ${mode}`);
       }
+      const credentials = new DockerConfigCredentials();
       const registry = new RegistryClient({
         hosts: flags.plainHttp ? { insecure: [parsed.domain] } : {},
-        credentials: new DockerConfigCredentials(),
+        credentials,
       });
       const progress =
         mode === 'none'
@@ -110,6 +126,8 @@ export function registerPull(program: Command): void {
           `pulled ${result.name} ${result.descriptor.digest} in ${formatDuration(ms)}: ${fetchSummary(result)}, ` +
             `${result.layersApplied} layers unpacked, ${result.layersPresent} already unpacked\n`,
         );
+      } catch (err) {
+        throw withCredentialsHint(err, credentials.path, parsed.domain);
       } finally {
         progress?.finish();
         stop.dispose();

@@ -8,7 +8,14 @@ import type { CredentialStore, Credentials } from './credentials.ts';
 import { credentialsKey } from './credentials.ts';
 import { canonicalHost, credentialsAllowed, DOCKER_HUB } from './hosts.ts';
 import type { HttpClient } from './http.ts';
-import { jsonProblem, parseErrorBody, registryError } from './registry-errors.ts';
+import {
+  type CredentialsState,
+  jsonProblem,
+  parseErrorBody,
+  registryError,
+  saidIn,
+  unauthorizedError,
+} from './registry-errors.ts';
 import { mergeScopes, splitScopeParam } from './scope.ts';
 import { type CachedToken, TokenCache, tokenExpiry } from './token-cache.ts';
 
@@ -105,6 +112,16 @@ export class Authorizer {
     }
     const token = await this.token(url, challenge, scopes, creds, options);
     return token ? `Bearer ${token}` : undefined;
+  }
+
+  /**
+   * Where the credentials for `url`'s registry stand, to explain a 401 that retrying did not cure. None
+   * are looked up for plain HTTP to another machine, as for a request. A lookup that fails counts as none:
+   * the request it would have served failed on it before any 401.
+   */
+  async credentialsState(url: URL, signal?: AbortSignal): Promise<CredentialsState> {
+    if (!credentialsAllowed(url)) return 'plain-http';
+    return (await this.lookup(url, signal).catch(() => undefined)) ? 'refused' : 'none';
   }
 
   private async lookup(url: URL, signal?: AbortSignal): Promise<Credentials | undefined> {
@@ -208,16 +225,17 @@ export class Authorizer {
       res = await this.http.sendForBytes({ method: 'GET', url, headers, signal, what }, MAX_TOKEN_RESPONSE);
     }
     if (res.status !== 200) {
-      const err = registryError(res.status, parseErrorBody(res.bytes), what);
+      const entries = parseErrorBody(res.bytes);
       // The token server refusing credentials is the client being unauthenticated, whatever it calls it.
       if (
         res.status === 401 ||
         res.status === 403 ||
         (res.status === 400 && /invalid_grant/.test(res.bytes.toString()))
       ) {
-        throw unauthenticated(`${err.message}${creds ? '' : ' (no credentials for this registry)'}`);
+        const answer = `its token server answered ${res.status}${saidIn(entries)}`;
+        throw unauthorizedError(what, registry.host, creds ? 'refused' : 'none', answer);
       }
-      throw err;
+      throw registryError(res.status, entries, what);
     }
     let body: Record<string, unknown>;
     try {

@@ -689,6 +689,32 @@ test('wrong credentials → Unauthenticated; 403 → PermissionDenied; 404 codes
   });
 });
 
+test("a registry's 401 says whether credentials were missing or refused, naming the host", async () => {
+  const s = await server((_req, res) =>
+    sendError(res, 401, 'UNAUTHORIZED', 'authentication required', { 'www-authenticate': 'Basic realm="x"' }),
+  );
+  const none = client().c;
+  // HEAD (resolve: no body to quote) and GET (fetch: the body's code) alike.
+  for (const call of [() => none.resolve(ref(s.host)), () => none.fetchManifest(ref(s.host))]) {
+    await assert.rejects(call(), (err: Error) => {
+      kind('Unauthenticated')(err);
+      assert.match(
+        err.message,
+        new RegExp(`: ${s.host} asks for credentials, and none are configured for it; registry answered 401`),
+      );
+      return true;
+    });
+  }
+  const wrong = client({
+    credentials: staticCredentials({ [s.host]: { kind: 'basic', username: 'u', password: 'bad' } }),
+  }).c;
+  await assert.rejects(wrong.resolve(ref(s.host)), (err: Error) => {
+    kind('Unauthenticated')(err);
+    assert.match(err.message, new RegExp(`${s.host} refused the credentials configured for it`));
+    return true;
+  });
+});
+
 /** Answers a /token request with a token that is its scopes, base64url; false for any other request. */
 function issuedScopeToken(req: IncomingMessage, res: ServerResponse): boolean {
   const url = new URL(req.url ?? '/', 'http://x');

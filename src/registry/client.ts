@@ -33,7 +33,14 @@ import {
   readCapped,
 } from './http.ts';
 import { nextLink } from './link.ts';
-import { MAX_ERROR_BODY, parseErrorBody, registryError } from './registry-errors.ts';
+import {
+  MAX_ERROR_BODY,
+  parseErrorBody,
+  type RegistryErrorEntry,
+  registryError,
+  saidIn,
+  unauthorizedError,
+} from './registry-errors.ts';
 import { openBlobRange } from './resumable-read.ts';
 import { isRetryableNetworkError } from './retry.ts';
 import { mergeScopes, repositoryScope } from './scope.ts';
@@ -221,7 +228,22 @@ export class RegistryClient {
     } catch {
       res.body.destroy();
     }
-    return registryError(res.status, parseErrorBody(bytes), what);
+    return this.answerError(res, parseErrorBody(bytes), what);
+  }
+
+  /**
+   * The error for an answer (its body read or not). The registry's own 401, which send() already met
+   * with whatever credentials there are, says whether there were any and were refused, naming the host.
+   */
+  private async answerError(
+    res: HttpResponse,
+    entries: readonly RegistryErrorEntry[],
+    what: string,
+  ): Promise<StrataError> {
+    if (res.status !== 401 || res.answeredBy.origin !== res.url.origin)
+      return registryError(res.status, entries, what);
+    const state = await this.auth.credentialsState(res.url);
+    return unauthorizedError(what, res.url.host, state, `registry answered 401${saidIn(entries)}`);
   }
 
   // ------------------------------------------------------------------------------------------------
@@ -278,7 +300,7 @@ export class RegistryClient {
         }
       }
     } else if (res.status !== 405) {
-      throw registryError(res.status, [], what);
+      throw await this.answerError(res, [], what);
     }
     return (await this.fetchManifest(ref, options)).descriptor;
   }
@@ -412,7 +434,7 @@ export class RegistryClient {
     await discard(res.body);
     if (res.status === 200) return true;
     if (res.status === 404) return false;
-    throw registryError(res.status, [], what);
+    throw await this.answerError(res, [], what);
   }
 
   /** The blob as the one blob abstraction: `open` fetches (a range of) it from the registry. */

@@ -84,6 +84,37 @@ export function isRateLimited(err: unknown): boolean {
 }
 
 /**
+ * Where the credentials for a registry stood when it answered 401 all the same: none configured for it,
+ * some sent and refused, or none sent because it is reached over plain HTTP on another machine.
+ */
+export type CredentialsState = 'none' | 'refused' | 'plain-http';
+
+/** ` CODE: message` of an error body's first entry, or nothing: what a message adds to the status. */
+export function saidIn(entries: readonly RegistryErrorEntry[]): string {
+  const first = entries[0];
+  return first ? ` ${first.code}${first.message ? `: ${first.message}` : ''}` : '';
+}
+
+/**
+ * A registry's refusal to authenticate, worded for the person who has to give credentials: which host
+ * asks, and whether credentials were missing, refused or held back; `answer` is what came back.
+ */
+export function unauthorizedError(
+  what: string,
+  host: string,
+  state: CredentialsState,
+  answer: string,
+): StrataError {
+  const why =
+    state === 'none'
+      ? `${host} asks for credentials, and none are configured for it`
+      : state === 'refused'
+        ? `${host} refused the credentials configured for it (wrong, or without access to this)`
+        : `${host} asks for credentials, which are never sent over plain HTTP to another machine (reach it over HTTPS)`;
+  return unauthenticated(`${what}: ${why}; ${answer}`);
+}
+
+/**
  * The error for a registry answer. `what` says what was attempted and on what (`fetch manifest
  * reg/app:1`); the message adds the status and the registry's own code and message.
  */
@@ -92,9 +123,8 @@ export function registryError(
   entries: readonly RegistryErrorEntry[],
   what: string,
 ): StrataError {
-  const first = entries[0];
-  const code = first?.code.toUpperCase();
-  const said = first ? ` ${first.code}${first.message ? `: ${first.message}` : ''}` : '';
+  const code = entries[0]?.code.toUpperCase();
+  const said = saidIn(entries);
   const msg = `${what}: registry answered ${status}${said}`;
   if (status === 401 || code === 'UNAUTHORIZED') return unauthenticated(msg);
   if (status === 403 || code === 'DENIED') return permissionDenied(msg);

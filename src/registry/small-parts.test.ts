@@ -197,6 +197,10 @@ test('credentials are never looked up for plain HTTP to another machine', async 
     auth.learn(local, 'Basic realm="r"');
     assert.ok(await auth.authorization(local, []));
     assert.deepEqual(asked, ['reg.lan', '127.0.0.1:5000']);
+    // Nor to explain a 401: such a registry is told to be reached over HTTPS.
+    assert.equal(await auth.credentialsState(remote), 'plain-http');
+    assert.equal(await auth.credentialsState(tls), 'refused');
+    assert.deepEqual(asked, ['reg.lan', '127.0.0.1:5000', 'reg.lan']);
   } finally {
     await http.close();
   }

@@ -615,3 +615,47 @@ test('strata images ls reaches the daemon by absolute, unix:// and relative sock
   }
   assert.equal(await ls('', { STRATA_ADDRESS: basename(d.address) }), '', 'STRATA_ADDRESS');
 });
+
+test('a registry that wants credentials: strata pull says so, names the host and where it reads them', async (t) => {
+  const daemon = await startDaemon({ t });
+  for (const mode of ['basic', 'token'] as const) {
+    const reg = await startRegistry({ t, auth: { mode, users: { alice: 'wonderland' } } });
+    await pushMultiLayer(reg, 'team/app', { layers: 5, layerBytes: 1024 });
+    const ref = `${reg.host}/team/app:latest`;
+    const host = reg.host.replaceAll('.', '\\.');
+    const configs = await tempDir('pull-docker-config');
+    t.after(() => removeTempDir(configs));
+    const pullWith = async (name: string, auths: Record<string, { auth: string }>) => {
+      const dir = join(configs, name);
+      await mkdir(dir);
+      await writeFile(join(dir, 'config.json'), JSON.stringify({ auths }));
+      const r = await runProcess(BIN, ['pull', '--plain-http', ...NATIVE, '--address', daemon.address, ref], {
+        env: { ...process.env, DOCKER_CONFIG: dir },
+        timeoutMs: 120_000,
+      });
+      return { ...r, dir: dir.replaceAll('.', '\\.') };
+    };
+    const hint = (dir: string) =>
+      `\\. strata pull reads credentials from ${dir}/config\\.json \\(auths, credHelpers or credsStore\\), as \`docker login ${host}\` writes them; DOCKER_CONFIG names another directory\n$`;
+
+    const none = await pullWith(`${mode}-none`, {});
+    assert.equal(none.code, 1, none.stderr);
+    assert.match(
+      none.stderr,
+      new RegExp(
+        `^strata pull: .*: ${host} asks for credentials, and none are configured for it; .*401.*${hint(none.dir)}`,
+      ),
+    );
+    const b64 = (s: string) => Buffer.from(s).toString('base64');
+    const wrong = await pullWith(`${mode}-wrong`, { [reg.host]: { auth: b64('alice:nope') } });
+    assert.equal(wrong.code, 1, wrong.stderr);
+    assert.match(
+      wrong.stderr,
+      new RegExp(
+        `^strata pull: .*: ${host} refused the credentials configured for it .*401.*${hint(wrong.dir)}`,
+      ),
+    );
+    const right = await pullWith(`${mode}-right`, { [reg.host]: { auth: b64('alice:wonderland') } });
+    assert.equal(right.code, 0, right.stderr);
+  }
+});
