@@ -8,6 +8,7 @@ import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { aborted, deadlineExceeded, errorKind, failedPrecondition, messageOf } from '../errors.ts';
 import { CommandFailed, runCommand } from './command.ts';
+import type { ProxyVariables } from './proxy-env.ts';
 
 export interface BuildahOptions {
   /** Storage root and run root of the builder's buildah (the layer cache lives there). */
@@ -19,6 +20,11 @@ export interface BuildahOptions {
   cacheMaxBytes: number;
   /** Where the builder keeps buildah's own configuration files. */
   configDir: string;
+  /**
+   * Proxy variables (see proxy-env.ts): buildah's pulls and pushes use them, and RUN steps get them as
+   * docker build gives its predefined proxy args, in their environment only. None by default.
+   */
+  proxy?: ProxyVariables;
 }
 
 export interface EngineJob {
@@ -60,6 +66,7 @@ export class BuildahEngine {
   private constructor(options: BuildahOptions) {
     this.options = options;
     this.env = {
+      ...options.proxy,
       PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
       HOME: options.configDir,
       BUILDAH_ISOLATION: 'chroot',
@@ -182,6 +189,10 @@ export class BuildahEngine {
         'chroot',
         '--force-rm',
         '--pull=false',
+        // RUN steps get buildah's own proxy variables (its default, said here since builds rely on it).
+        // Never as --build-arg: buildah names those in every ARG step's history, so a build behind a proxy
+        // would make another image, and miss the layer cache of one without.
+        '--http-proxy=true',
         '--signature-policy',
         policy,
         '--authfile',

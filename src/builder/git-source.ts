@@ -2,7 +2,8 @@
 // (ls-remote, no clone), a shallow fetch of that one commit into a private git directory, the tree's
 // files with their blob ids (the build key hashes those, so no file is read twice), single files, and a
 // checkout without .git for buildah. Nothing of the host's git configuration is read; credentials travel
-// in the environment, never on a command line; only the allowed protocols are spoken. Submodules' commits
+// in the environment, never on a command line, and so do the builder's proxy settings; only the allowed
+// protocols are spoken. Submodules' commits
 // are fetched into the same git directory (git-submodules.ts decides which). The git directory may be
 // bounded in size: git has no such limit for a fetch, so the directory is measured while git writes it.
 import { lstat, mkdir, readdir } from 'node:fs/promises';
@@ -17,6 +18,7 @@ import {
 } from '../errors.ts';
 import { CommandFailed, runCommand } from './command.ts';
 import type { ContextEntry } from './context-files.ts';
+import { gitProxyVariables, type ProxyVariables } from './proxy-env.ts';
 
 export type CloneTargetMode = 'remoteHead' | 'remoteCommit' | 'remoteBranch' | 'localBranch';
 
@@ -41,6 +43,8 @@ export interface GitOptions {
    * receives in that time beyond it, and once more when git is done.
    */
   maxBytes?: number;
+  /** Proxy variables (see proxy-env.ts) for git's HTTP requests; none by default. */
+  proxy?: ProxyVariables;
 }
 
 const SIZE_CHECK_MS = 250;
@@ -122,12 +126,14 @@ export class GitRepo {
   readonly source: GitSource;
   readonly options: GitOptions;
   private readonly url: URL;
+  private readonly proxy: ProxyVariables;
 
   private constructor(gitDir: string, source: GitSource, options: GitOptions) {
     this.gitDir = gitDir;
     this.source = source;
     this.options = options;
     this.url = checkRemoteUri(source.remoteUri, options.allowFileRemotes);
+    this.proxy = gitProxyVariables(options.proxy ?? {});
   }
 
   /** Checks the source; `gitDir` is created on first fetch. */
@@ -146,6 +152,7 @@ export class GitRepo {
 
   private env(call: GitCall): NodeJS.ProcessEnv {
     const env: NodeJS.ProcessEnv = {
+      ...this.proxy,
       PATH: process.env.PATH ?? '/usr/bin:/bin',
       HOME: this.gitDir,
       GIT_CONFIG_NOSYSTEM: '1',

@@ -28,6 +28,7 @@ import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-s
 import { dirBytes, type GitOptions, GitRepo, type GitSource, repoPath } from './git-source.ts';
 import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
 import { type BuildLog, type BuildRecord, Censor, type LogStore } from './log-store.ts';
+import type { ProxyVariables } from './proxy-env.ts';
 import { dockerfileBaseRef, workspaceRef } from './refs.ts';
 import type { RegistryAccess } from './registries.ts';
 import {
@@ -126,6 +127,8 @@ export interface BuilderOptions {
    * and apart from those the files its checkout writes (summed from the tree before it is written).
    */
   repositoryMaxBytes: number;
+  /** Proxy variables for git (see proxy-env.ts); none by default. */
+  proxy?: ProxyVariables;
   observer?: BuilderObserver;
   /** Builds shared with other replicas (Redis); without it each replica builds on its own. */
   shared?: SharedBuilds;
@@ -395,6 +398,7 @@ export class Builder {
       allowFileRemotes: this.o.allowFileRemotes,
       timeoutMs: this.o.gitTimeoutMs,
       maxBytes: this.o.repositoryMaxBytes,
+      ...(this.o.proxy && { proxy: this.o.proxy }),
     };
   }
 

@@ -12,6 +12,7 @@ import { builderService } from '../api/services/builder.ts';
 import { BuildahEngine } from '../builder/buildah.ts';
 import { DEFAULT_KEPT_LOGS, DEFAULT_LOG_BYTES_PER_BUILD, LogStore } from '../builder/log-store.ts';
 import { type BuildEngine, Builder, type BuilderObserver } from '../builder/orchestrator.ts';
+import { proxyVariables } from '../builder/proxy-env.ts';
 import { RegistryAccess } from '../builder/registries.ts';
 import { SourceHistory } from '../builder/source-history.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
@@ -356,6 +357,8 @@ export async function startBuilder(
       : fromFile;
     const registries = new RegistryAccess({ hosts: { insecure: config.plainHttpHosts }, installation });
     undo.push(() => registries.close());
+    // git and buildah run with environments of their own: the process's proxy settings are passed on.
+    const proxy = proxyVariables(process.env);
     const engine =
       overrides.engine ??
       (await BuildahEngine.open({
@@ -364,6 +367,7 @@ export async function startBuilder(
         driver: config.storageDriver,
         cacheMaxBytes: config.cacheMaxBytes,
         configDir: join(config.stateDir, 'buildah', 'config'),
+        proxy,
       }));
     // The work of builds a previous process was running when it ended (checkouts, registry auth files):
     // nothing runs yet, so none of it is in use.
@@ -401,6 +405,7 @@ export async function startBuilder(
       allowFileRemotes: config.allowFileRemotes,
       gitTimeoutMs: config.gitTimeoutMs,
       repositoryMaxBytes: config.repositoryMaxBytes,
+      proxy,
       observer: metrics,
       ...(shared && { shared }),
     });
