@@ -55,7 +55,7 @@ test('a claim another replica took is found lost, by its renewal or its next pub
   const thief = await SharedBuilds.connect({ url: redis.url });
   const raw = createClient({ url: redis.url });
   await raw.connect();
-  const owner = (ref: string) => `strata:builder:owner:${ref}`;
+  const owner = (ref: string) => `strata:builder:v1:owner:${ref}`;
   const update = (ref: string, message: string) =>
     ({ status: 'running', ref, baseRef: 'reg/base:1', message }) as const;
   try {
@@ -118,4 +118,54 @@ test('a Redis that stops answering without closing costs a command its bound, an
   });
   assert.equal(shared.connected, true);
   await again.release();
+});
+
+test('entries of another format (replicas of another release on the same Redis) are misses, neither errors nor answers', async (t) => {
+  const redis = await startRedis(t);
+  const shared = await SharedBuilds.connect({ url: redis.url, pollMs: 10 });
+  const raw = createClient({ url: redis.url });
+  await raw.connect();
+  try {
+    const ref = 'reg/ws:1';
+    // What a release before formats had versions wrote (no version in its keys), and what a later one
+    // writes under its own: a build of the same image in progress, in shapes this release cannot read.
+    for (const v of ['', 'v2:']) {
+      const key = (k: string) => `strata:builder:${v}${k}`;
+      await raw.set(key(`owner:${ref}`), 'replica-of-another-release', {
+        expiration: { type: 'PX', value: 60_000 },
+      });
+      await raw.rPush(key(`updates:${ref}`), '{"state":"BUILDING","image":"reg/ws:1"}');
+      await raw.rPush(key(`updates:${ref}`), 'not json at all');
+      await raw.set(key('build:b1'), ref);
+      await raw.rPush(key('log:b1'), 'their log\n');
+    }
+    assert.equal(await shared.last(ref), undefined);
+    assert.equal(await shared.refOf('b1'), undefined);
+    assert.equal(await shared.hasLog('b1'), false);
+    const claim = await shared.claim(ref);
+    assert.ok(claim, 'another release’s claim does not hold this one’s replicas back');
+    const mine = { status: 'succeeded', ref, baseRef: 'reg/base:1', message: '' } as const;
+    assert.equal(await shared.publish(claim, mine), true);
+    assert.deepEqual(await shared.last(ref), mine);
+    await claim.release();
+    // Theirs are left as they were, for their own replicas.
+    assert.equal(await raw.lLen(`strata:builder:updates:${ref}`), 2);
+    assert.equal(await raw.get(`strata:builder:v2:owner:${ref}`), 'replica-of-another-release');
+
+    // An unreadable update under this release's own keys is passed over, not thrown.
+    const other = 'reg/ws:2';
+    const owned = await shared.claim(other);
+    assert.ok(owned);
+    await raw.rPush(`strata:builder:v1:updates:${other}`, '{"status":"done"}');
+    assert.equal(await shared.last(other), undefined);
+    const end = { status: 'failed', ref: other, baseRef: 'reg/base:1', message: 'boom' } as const;
+    await shared.publish(owned, end);
+    const seen = [];
+    for await (const u of shared.follow(other)) seen.push(u);
+    assert.deepEqual(seen, [end]);
+    await owned.release();
+  } finally {
+    shared.close();
+    raw.destroy();
+  }
 });

@@ -2,7 +2,9 @@
 // with a short expiry it keeps renewing while it builds), publishes the build's updates and log, and the
 // other replicas relay them to their callers. A replica that dies stops renewing, its claim lapses within
 // the expiry, and a replica still asked for the image claims it and builds. Followers poll (a few reads a
-// second per followed build): simple, bounded, and no connection held per subscriber.
+// second per followed build): simple, bounded, and no connection held per subscriber. Every key names
+// the format of what is stored under it (as the facade's shared cache does): replicas of two releases
+// sharing a Redis during a rollout see nothing of each other's builds, rather than misreading them.
 import { randomUUID } from 'node:crypto';
 import { messageOf, unavailable } from '../errors.ts';
 import { boundedRedisClient, type RedisCredentials, ReplacingRedisClient } from '../redis-connection.ts';
@@ -56,6 +58,12 @@ export class Claim {
 }
 
 const DEFAULT_KEY_PREFIX = 'strata:builder:';
+/**
+ * The format of the keys and values below, part of every key (`<prefix>v<N>:owner:<ref>`, …). Bump it with
+ * any change to what is written (an update's JSON, the log's entries, what a key holds, the scripts'
+ * use of them), so replicas of another release read only misses here. Keys without one came before.
+ */
+export const SHARED_FORMAT_VERSION = 1;
 const COMMAND_TIMEOUT_MS = 5000;
 // Takes a free claim and clears the updates of the build before; renews or deletes a claim only if this
 // replica still holds it.
@@ -100,7 +108,7 @@ export class SharedBuilds {
       fresh.on('error', () => {});
       return fresh;
     }, client);
-    this.prefix = o.keyPrefix ?? DEFAULT_KEY_PREFIX;
+    this.prefix = `${o.keyPrefix ?? DEFAULT_KEY_PREFIX}v${SHARED_FORMAT_VERSION}:`;
     this.ttl = o.claimTtlMs ?? 15_000;
     this.poll = o.pollMs ?? 250;
     this.keep = o.keepMs ?? 3_600_000;
@@ -276,7 +284,8 @@ export class SharedBuilds {
       ]);
       for (const item of items) {
         next++;
-        const u = JSON.parse(item) as SharedUpdate;
+        const u = readUpdate(item);
+        if (!u) continue;
         yield u;
         if (u.status !== 'running') return 'done';
       }
@@ -284,7 +293,8 @@ export class SharedBuilds {
         // Gone without an end: look once more, in case the end arrived between the two reads.
         const late = await this.cmd((c) => c.lRange(this.updates(ref), next, -1));
         for (const item of late) {
-          const u = JSON.parse(item) as SharedUpdate;
+          const u = readUpdate(item);
+          if (!u) continue;
           yield u;
           if (u.status !== 'running') return 'done';
         }
@@ -320,6 +330,28 @@ export class SharedBuilds {
   /** The last update published for `ref`, if any. */
   async last(ref: string): Promise<SharedUpdate | undefined> {
     const items = await this.cmd((c) => c.lRange(this.updates(ref), -1, -1));
-    return items[0] ? (JSON.parse(items[0]) as SharedUpdate) : undefined;
+    return items[0] === undefined ? undefined : readUpdate(items[0]);
   }
+}
+
+const STATUSES: ReadonlySet<unknown> = new Set(['running', 'succeeded', 'failed']);
+
+/** An update read back, or undefined for one that is not (it is passed over, as if not there). */
+function readUpdate(text: string): SharedUpdate | undefined {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof v !== 'object' || v === null) return undefined;
+  const u = v as Record<string, unknown>;
+  const info = u.info as { id?: unknown } | null | undefined;
+  const ok =
+    STATUSES.has(u.status) &&
+    typeof u.ref === 'string' &&
+    typeof u.baseRef === 'string' &&
+    typeof u.message === 'string' &&
+    (info === undefined || (typeof info === 'object' && info !== null && typeof info.id === 'string'));
+  return ok ? (v as SharedUpdate) : undefined;
 }

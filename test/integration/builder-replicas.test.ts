@@ -109,7 +109,9 @@ test('a Build given to two replicas runs once; the other relays status and log; 
     const { ref } = await b.builder.resolveWorkspaceImage(request('b').source, NO_AUTH, false);
     const raw = createClient({ url: redis.url });
     await raw.connect();
-    await raw.set(`strata:builder:owner:${ref}`, 'dead-replica', { expiration: { type: 'PX', value: 1500 } });
+    await raw.set(`strata:builder:v1:owner:${ref}`, 'dead-replica', {
+      expiration: { type: 'PX', value: 1500 },
+    });
     await raw.close();
     const taken = all(b.builder.build(request('b')));
     await engineB.started(1);
@@ -226,8 +228,8 @@ test('a replica whose claim lapsed and was taken finishes the build for its own 
     const onA = all(a.builder.build(request('g')));
     await engineA.started(1);
     const { ref } = await a.builder.resolveWorkspaceImage(request('g').source, NO_AUTH, false);
-    const owner = `strata:builder:owner:${ref}`;
-    const updates = `strata:builder:updates:${ref}`;
+    const owner = `strata:builder:v1:owner:${ref}`;
+    const updates = `strata:builder:v1:updates:${ref}`;
     // What replica C does once A's claim lapsed (A cut off from Redis past the claim's expiry): it claims
     // the build, which clears the updates, and publishes its own.
     const theirs = JSON.stringify({ status: 'running', ref, baseRef: '', message: 'building on C' });
