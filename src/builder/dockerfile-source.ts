@@ -111,14 +111,17 @@ export async function prepareInputs(
     platform: string;
     /** Analyses the Dockerfile (analyzeDockerfile, unless the caller keeps analyses it made). */
     analyze?: (text: string, buildArgs: ReadonlyMap<string, string>) => DockerfileAnalysis;
+    /** Ends the selection of the context's files (a large context's takes a while). */
+    signal?: AbortSignal;
   },
 ): Promise<PreparedInputs> {
   const analyze = options.analyze ?? analyzeDockerfile;
   const analysis = analyze(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
-  const files = selectContextFiles(snapshot.entries, {
-    ignorePatterns: snapshot.ignorePatterns,
-    sources: analysis.contextSources,
-  });
+  const files = await selectContextFiles(
+    snapshot.entries,
+    { ignorePatterns: snapshot.ignorePatterns, sources: analysis.contextSources },
+    options.signal,
+  );
   // The checkout applies every .gitattributes on the way (line endings, encodings): keyed whether read or not.
   const attributes = [
     ...snapshot.attributes,

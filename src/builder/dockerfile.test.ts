@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { errorKind } from '../errors.ts';
-import { selectContextFiles, sourceMatcher } from './context-files.ts';
+import { SourceRules, selectContextFiles } from './context-files.ts';
 import {
   analyzeDockerfile,
   cleanSourcePath,
@@ -94,21 +94,26 @@ test('expandVariables and cleanSourcePath', () => {
   assert.equal(cleanSourcePath('/abs/../x'), 'x');
 });
 
-test('source matcher: Go globs per component, directories include what is under them', () => {
-  const m = sourceMatcher(['src', '*.json', 'conf/a?.y[ae]ml']);
+test('source matcher: Go globs per component, directories include what is under them', async () => {
+  const rules = await SourceRules.compile(['src', '*.json', 'conf/a?.y[ae]ml', 'esc/a\\*b', 'esc/\\d']);
+  assert.ok(rules);
+  const m = (path: string) => rules.reads(path);
   assert.ok(m('src/a/b.ts'));
   assert.ok(m('package.json'));
   assert.ok(!m('sub/package.json'));
   assert.ok(m('conf/ab.yaml'));
   assert.ok(!m('conf/abc.yaml'));
   assert.ok(!m('srcx/y'));
-  assert.ok(sourceMatcher([''])('anything/at/all'));
+  // A backslash makes the next character itself, as in Go's filepath.Match.
+  assert.ok(m('esc/a*b') && !m('esc/axb'));
+  assert.ok(m('esc/d') && !m('esc/1'));
+  assert.equal(await SourceRules.compile(['']), undefined, 'the whole context');
 });
 
-test('selectContextFiles honours .dockerignore with exceptions', () => {
+test('selectContextFiles honours .dockerignore with exceptions', async () => {
   const e = (path: string) => ({ path, mode: '100644', id: path });
   const files = [e('a.md'), e('README.md'), e('node_modules/x.js'), e('src/b.ts'), e('src/b.test.ts')];
-  const got = selectContextFiles(files, {
+  const got = await selectContextFiles(files, {
     ignorePatterns: ['*.md', '!README.md', 'node_modules', '**/*.test.ts'],
     sources: 'all',
   });

@@ -380,6 +380,7 @@ export class Builder {
         resolveImage(client, image, platform ? parsePlatform(platform) : this.o.platform, signal),
       platform: formatPlatform(this.o.platform),
       analyze: (text, args) => this.analyze(snapshot, text, args),
+      ...(signal && { signal }),
     });
     const key = buildKey(inputs);
     const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
