@@ -102,6 +102,18 @@ function formatDuration(ms: number): string {
   return ms < 1000 ? `${Math.max(0, Math.round(ms))}ms` : `${(ms / 1000).toFixed(3)}s`;
 }
 
+/**
+ * Tokens of the locks this process holds. A lock file naming this process with any other token is one
+ * whose release failed to remove it (EIO, EROFS): stale, though its owner is alive.
+ */
+const HELD = new Set<string>();
+
+/** Whether the lock may still be held: by a live process, and when by this one, not released. */
+export function lockHeld(owner: LockOwner): boolean {
+  if (owner.pid === process.pid && !HELD.has(owner.token)) return false;
+  return ownerAlive(owner);
+}
+
 export class RefLock {
   readonly path: string;
   readonly owner: LockOwner;
@@ -115,6 +127,7 @@ export class RefLock {
   async release(): Promise<void> {
     if (this.released) return;
     this.released = true;
+    HELD.delete(this.owner.token);
     const cur = readLock(this.path);
     if (cur?.owner?.token === this.owner.token) rmSync(this.path, { force: true });
   }
@@ -140,13 +153,14 @@ export async function acquireRefLock(path: string, ref: string, tmpDir: string):
     for (let attempt = 0; attempt < ATTEMPTS; attempt++) {
       try {
         linkSync(tmp, path);
+        HELD.add(owner.token);
         return new RefLock(path, owner);
       } catch (err) {
         if (!isEEXIST(err)) throw err;
       }
       const cur = readLock(path);
       if (cur === undefined) continue; // released meanwhile
-      if (cur.owner !== undefined && ownerAlive(cur.owner)) throw lockedError(ref, cur.owner);
+      if (cur.owner !== undefined && lockHeld(cur.owner)) throw lockedError(ref, cur.owner);
       reclaim(path, cur.ino, tmpDir);
     }
     throw unavailable(`ref ${ref} locked: lock contended, try again: unavailable`);

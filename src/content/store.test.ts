@@ -672,13 +672,18 @@ function failRemoving(path: string): () => void {
   };
 }
 
-test('a commit stands when its ingest directory cannot be removed; the leftover goes at the next open', async () => {
+/** A new store in a root of its own, and 10 kB of random data to commit to it. */
+async function storeAndBlob() {
   const root = await mkdtemp(join(tmpdir(), 'strata-content-'));
   roots.push(root);
-  const layout = new Layout(root);
   const store = await ContentStore.open(root);
   const data = randomBytes(10_000);
   const desc = { mediaType: 'application/octet-stream', digest: digestOf(data), size: data.length };
+  return { root, layout: new Layout(root), store, data, desc };
+}
+
+test('a commit stands when its ingest directory cannot be removed; the leftover goes at the next open', async () => {
+  const { root, layout, store, data, desc } = await storeAndBlob();
   const leftover = layout.ingestDir('rm-fails');
   const undo = failRemoving(leftover);
   try {
@@ -717,6 +722,34 @@ test('a commit stands when its ingest directory cannot be removed; the leftover 
     await live.close();
     await store.close();
   }
+});
+
+test('a commit stands, and its followers get the blob, when its lock cannot be removed', async () => {
+  const { layout, store, data, desc } = await storeAndBlob();
+  const undo = failRemoving(layout.lockPath('unlock-fails'));
+  try {
+    const w = await store.writer('unlock-fails', { expected: desc.digest, total: desc.size });
+    await w.write(data);
+    const following = readAll(await store.follow('unlock-fails', desc));
+    following.catch(() => {});
+    assert.equal(await w.commit(), desc.digest);
+    // Before the fix the followers were never told: bounded so the failure shows as one.
+    const late = new Promise<never>((_, reject) => {
+      setTimeout(() => reject(new Error('the follower was not told of the commit')), 5000).unref();
+    });
+    assert.deepEqual(await Promise.race([following, late]), data);
+    assert.ok(await exists(layout.lockPath('unlock-fails')), 'the lock file is left');
+    // It guards no commit: collection does not spare every blob newer than it.
+    const start = Date.now() + 1;
+    assert.equal(await store.sweepCutoff(start), start);
+  } finally {
+    undo();
+  }
+  // The lock file left names this process, but no writer of it: the next writer of the ref takes it over.
+  const next = await store.writer('unlock-fails');
+  await next.write(data.subarray(0, 10));
+  await next.close();
+  await store.close();
 });
 
 test('a blob another writer found while the directory sync of its commit was failing stays stored', async () => {

@@ -18,7 +18,7 @@ import { messageOf } from '../errors.ts';
 import { type Digest, isDigest } from '../oci/digest.ts';
 import { isENOENT } from './fs-util.ts';
 import { ALGORITHMS, type Layout } from './layout.ts';
-import { type LockOwner, ownerAlive } from './ref-lock.ts';
+import { type LockOwner, lockHeld } from './ref-lock.ts';
 
 export interface SweepOptions {
   /** From sweepCutoff, taken when the run started. Files this new or newer are kept. */
@@ -67,8 +67,9 @@ export async function sweepCutoff(layout: Layout, startMs: number): Promise<numb
       if (isENOENT(err)) continue; // released meanwhile: its commit, if any, is linked
       throw err;
     }
-    // A lock of a dead process guards no commit; one that names no owner is taken as live.
-    const live = owner.pid === undefined || ownerAlive(owner as LockOwner);
+    // A lock of a dead process, or one this process released but could not remove, guards no commit; one
+    // that names no owner is taken as live.
+    const live = owner.pid === undefined || lockHeld(owner as LockOwner);
     if (live && owner.since < cut) cut = owner.since;
   }
   return cut;

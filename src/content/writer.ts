@@ -416,7 +416,11 @@ export class IngestWriter {
       if (removeIngest && state === 'committed') removeIngestDir(this.layout, this.ref);
       else if (removeIngest) rmSync(this.layout.ingestDir(this.ref), { recursive: true, force: true });
     } finally {
-      await this.lock.release();
+      // A stored blob stays committed when its lock file cannot be removed: that file is stale, and the
+      // next writer of the ref takes it over (see ref-lock.ts).
+      await this.lock.release().catch((err: unknown) => {
+        if (blobPath === undefined) throw err;
+      });
       // Last, so followers see the end only once the store is settled.
       if (blobPath !== undefined) this.growth.commit(blobPath);
     }
