@@ -61,6 +61,17 @@ beforeEach(async () => {
     onRun: (s) => runs.push(s),
   });
 });
+/** A runner in slices as small as they come, whose removeIngest lists what it is handed in `removed`. */
+function slicedRunner(removed: string[]): GcRunner {
+  const removeIngest = async (ns: string, ref: string) => {
+    removed.push(`${ns}/${ref}`);
+  };
+  return new GcRunner({ db, content: store, logger, delayMs: 60_000, sliceMs: 0, removeIngest });
+}
+
+const tempObjects = () =>
+  db.sql.prepare("SELECT name FROM sqlite_temp_master WHERE type IN ('table', 'trigger')").all();
+
 afterEach(async () => {
   await gc.close();
   db.close();
@@ -352,6 +363,68 @@ describe('GcRunner', () => {
     assert.equal(stats.content, 600);
     assert.ok(stats.slices > 5, `slices: ${stats.slices}`);
     assert.ok(stats.longestSliceMs >= 0 && stats.longestSliceMs <= stats.ms);
+  });
+
+  it('stops a collection between its slices when closed: what is removed so far stays removed', async () => {
+    await gc.close();
+    const removed: string[] = [];
+    gc = slicedRunner(removed);
+    const count = (table: string) =>
+      Number((db.sql.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: bigint }).n);
+    const kept = digestOf('kept');
+    db.write(() => {
+      meta.add('ns', kept, 1, { 'containerd.io/gc.root': 'yes' });
+      for (let i = 0; i < 20_000; i++) meta.add('ns', digestOf(`garbage ${i}`), 1);
+      const ingest = db.sql.prepare(
+        'INSERT INTO ingests (namespace, ref, created_at, expires_at) VALUES (?, ?, 0, 1)',
+      );
+      for (let i = 0; i < 3000; i++) ingest.run('ns', `expired ${i}`);
+    });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    // Closed during the sweep, part of the content gone.
+    const running = gc.collect();
+    running.catch(() => {});
+    while (count('content') === 20_001) await turn();
+    await gc.close();
+    await assert.rejects(running, /closed/);
+    const left = count('content');
+    assert.ok(left > 1, `the collection went on to the end: ${left} content rows left`);
+    assert.ok(db.sql.prepare('SELECT 1 FROM content WHERE digest = ?').get(kept));
+    assert.equal(count('ingests'), 3000);
+    assert.deepEqual(tempObjects(), []);
+    // Closed during the sweep of ingests: those whose records went are handed over all the same.
+    gc = slicedRunner(removed);
+    const again = gc.collect();
+    again.catch(() => {});
+    while (count('ingests') === 3000) await turn();
+    await gc.close();
+    await assert.rejects(again, /closed/);
+    assert.equal(count('content'), 1);
+    const gone = 3000 - count('ingests');
+    assert.ok(gone < 3000, 'the collection went on to the end');
+    assert.equal(removed.length, gone);
+    assert.deepEqual(tempObjects(), []);
+    // What is left is collected by the next run as if none had stopped.
+    gc = new GcRunner({ db, content: store, logger, delayMs: 60_000, sliceMs: 0 });
+    const stats = await gc.collect();
+    assert.equal(stats.ingests, 3000 - gone);
+    assert.equal(count('ingests'), 0);
+    assert.deepEqual(tempObjects(), []);
+  });
+
+  it('closed before its sweep, a collection removes nothing', async () => {
+    await gc.close();
+    gc = slicedRunner([]);
+    db.write(() => {
+      for (let i = 0; i < 5000; i++) meta.add('ns', digestOf(`garbage ${i}`), 1);
+    });
+    const running = gc.collect();
+    running.catch(() => {});
+    await new Promise((resolve) => setImmediate(resolve));
+    await gc.close();
+    await assert.rejects(running, /closed/);
+    assert.equal((db.sql.prepare('SELECT count(*) AS n FROM content').get() as { n: bigint }).n, 5000n);
+    assert.deepEqual(tempObjects(), []);
   });
 
   it('refuses to run once closed', async () => {

@@ -7,7 +7,7 @@
 // for a run that starts after their change.
 import type { Logger } from 'pino';
 import type { ContentStore } from '../content/store.ts';
-import { messageOf } from '../errors.ts';
+import { aborted, messageOf } from '../errors.ts';
 import type { Digest } from '../oci/digest.ts';
 import type { MetadataDb } from './db.ts';
 import { collectGarbageSliced, type GcResult } from './gc.ts';
@@ -88,6 +88,8 @@ export class GcRunner {
   private lastEnd = 0;
   private lastMs = 0;
   private closed = false;
+  /** Aborted by close(): a collection under way stops between two of its slices. */
+  private readonly stop = new AbortController();
 
   constructor(opts: GcRunnerOptions) {
     this.db = opts.db;
@@ -119,9 +121,9 @@ export class GcRunner {
     const wait = Math.min(this.maxDelayMs, Math.max(this.delayMs, paced));
     this.timer = setTimeout(() => {
       this.timer = undefined;
-      this.collect().catch((err: unknown) =>
-        this.logger.error({ err: messageOf(err) }, 'background garbage collection failed'),
-      );
+      this.collect().catch((err: unknown) => {
+        if (!this.closed) this.logger.error({ err: messageOf(err) }, 'background garbage collection failed');
+      });
     }, wait);
     this.timer.unref();
   }
@@ -147,12 +149,16 @@ export class GcRunner {
     return this.queued;
   }
 
-  /** Stops scheduling and waits for a run in progress. */
+  /**
+   * Stops scheduling and stops a run in progress between two slices of its metadata collection (so a
+   * shutdown need not wait for a collection of a large database); its callers get an Aborted error.
+   */
   async close(): Promise<void> {
     this.closed = true;
     this.unsubscribe();
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
+    this.stop.abort(aborted('garbage collector is closed: collection stopped'));
     await this.running;
   }
 
@@ -174,9 +180,16 @@ export class GcRunner {
       return undefined;
     });
     // In slices: requests are served meanwhile, and what they write is kept (see collection in gc.ts).
-    const { result, slices, longestSliceMs } = await collectGarbageSliced(this.db, {
+    const { result, stopped, slices, longestSliceMs } = await collectGarbageSliced(this.db, {
       ...(this.sliceMs !== undefined ? { sliceMs: this.sliceMs } : {}),
+      signal: this.stop.signal,
     });
+    if (stopped) {
+      // Closing. The ingest records gone take their data along now: nothing would name it later. Blob
+      // files and snapshot directories no record names wait for the next run, which removes all of those.
+      await this.removeIngests(result.ingests);
+      throw this.stop.signal.reason;
+    }
     const swept =
       cutoff === undefined
         ? { deleted: 0, bytes: 0 }
@@ -185,16 +198,7 @@ export class GcRunner {
             isHeld: this.blobHeld,
             warn: (what, msg) => this.logger.warn(what, msg),
           });
-    if (this.removeIngest) {
-      for (const g of result.ingests) {
-        await this.removeIngest(g.namespace, g.ref).catch((err: unknown) =>
-          this.logger.warn(
-            { namespace: g.namespace, ref: g.ref, err: messageOf(err) },
-            'ingest cleanup failed',
-          ),
-        );
-      }
-    }
+    await this.removeIngests(result.ingests);
     if (this.removeSnapshots) {
       await this.removeSnapshots(result.snapshots).catch((err: unknown) =>
         this.logger.warn({ err: messageOf(err) }, 'snapshot cleanup after collection failed'),
@@ -221,6 +225,18 @@ export class GcRunner {
     else this.logger.debug(stats, 'garbage collection found nothing to remove');
     this.onRun?.(stats, result);
     return stats;
+  }
+
+  private async removeIngests(ingests: GcResult['ingests']): Promise<void> {
+    if (!this.removeIngest) return;
+    for (const g of ingests) {
+      await this.removeIngest(g.namespace, g.ref).catch((err: unknown) =>
+        this.logger.warn(
+          { namespace: g.namespace, ref: g.ref, err: messageOf(err) },
+          'ingest cleanup failed',
+        ),
+      );
+    }
   }
 }
 

@@ -96,6 +96,8 @@ function expiry(labels: Record<string, string>): Nanos | undefined {
 export interface GcOptions {
   /** The collection time; defaults to the database clock. */
   now?: Nanos;
+  /** Once aborted, the sweep starts no further transaction: the result is what it removed so far. */
+  signal?: AbortSignal;
 }
 
 /**
@@ -458,6 +460,7 @@ function* sweep(
   seen: Seen,
   barrier: WriteBarrier,
   rescan: Rescan,
+  signal: AbortSignal | undefined,
 ): Generator<GcPhase, GcResult> {
   const sql = db.sql;
   const result: GcResult = { content: [], unreferencedDigests: [], snapshots: [], ingests: [], leases: [] };
@@ -482,7 +485,7 @@ function* sweep(
     const garbage = items.filter((item) => !marked(item));
     const removed: R[] = [];
     let i = 0;
-    while (i < garbage.length) {
+    while (i < garbage.length && !signal?.aborted) {
       db.write(() => {
         rescan.take(barrier.taken());
         const start = performance.now();
@@ -540,7 +543,7 @@ export function* collection(db: MetadataDb, opts: GcOptions = {}): Generator<GcP
     yield* scanAll(db.sql, graph, now, seen);
     yield* graph.mark();
     yield 'mark';
-    return yield* sweep(db, graph, seen, barrier, new Rescan(db.sql, graph, now));
+    return yield* sweep(db, graph, seen, barrier, new Rescan(db.sql, graph, now), opts.signal);
   } finally {
     barrier.remove();
   }
@@ -564,6 +567,8 @@ export interface SlicedGcOptions extends GcOptions {
 
 export interface SlicedGcResult {
   result: GcResult;
+  /** The signal stopped the sweep partway: `result` is what it removed until then. */
+  stopped: boolean;
   /** Turns the collection took on the event loop. */
   slices: number;
   /** The longest of them, milliseconds: how long the collection held up everything else at once. */
@@ -575,17 +580,20 @@ const turn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve)
 /**
  * Runs one collection in slices of about `sliceMs`, letting the event loop serve requests between them.
  * A database shared with other connections (MetadataDb.exclusive false) is collected in one transaction
- * instead: their writes are out of the barrier's sight.
+ * instead: their writes are out of the barrier's sight. `signal` aborted between two slices ends the
+ * collection: before its sweep it throws the signal's reason, having removed nothing; during the sweep it
+ * returns what the transactions already committed removed (each is whole), `stopped` set.
  */
 export async function collectGarbageSliced(
   db: MetadataDb,
   opts: SlicedGcOptions = {},
 ): Promise<SlicedGcResult> {
   const sliceMs = opts.sliceMs ?? 4;
+  opts.signal?.throwIfAborted();
   if (!db.exclusive) {
     const start = performance.now();
     const result = collectGarbage(db, opts);
-    return { result, slices: 1, longestSliceMs: performance.now() - start };
+    return { result, stopped: false, slices: 1, longestSliceMs: performance.now() - start };
   }
   const steps = collection(db, opts);
   let slices = 0;
@@ -597,11 +605,13 @@ export async function collectGarbageSliced(
       while (!step.done && performance.now() - start < sliceMs) step = steps.next();
       slices++;
       longestSliceMs = Math.max(longestSliceMs, performance.now() - start);
-      if (step.done) return { result: step.value, slices, longestSliceMs };
+      if (step.done)
+        return { result: step.value, stopped: opts.signal?.aborted === true, slices, longestSliceMs };
       await turn();
+      if (opts.signal?.aborted && step.value !== 'sweep') throw opts.signal.reason;
     }
   } finally {
-    // Abandoned midway (the database closed under it): the barrier goes with the generator.
+    // Abandoned midway (aborted, or the database closed under it): the barrier goes with the generator.
     steps.return(undefined as never);
   }
 }
