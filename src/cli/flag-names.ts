@@ -13,6 +13,7 @@ export const FLAG_NAMES: Readonly<Record<string, string>> = {
   '--log-level <level>': 'fatal, error, warn, info, debug, trace or silent',
   '--tls-cert <file>': 'PEM certificate to serve TLS with',
   '--tls-key <file>': "PEM private key of --tls-cert's certificate",
+  '--tls-client-ca <file>': 'a TLS listener serves only clients showing a certificate this PEM CA signed',
   '--tls-ca <file>': "a client connects over TLS, trusting this PEM CA for the server's certificate",
   '--tls-client-cert <file>': 'a client connects over TLS, showing this PEM certificate (mutual TLS)',
   '--tls-client-key <file>': "PEM private key of --tls-client-cert's certificate",

@@ -8,17 +8,19 @@ import type { Command } from 'commander';
 import { specFromJson, specToJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcConnectionLimits } from '../api/grpc/server.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
+import type { TlsFiles } from '../facade/http/tls-files.ts';
 import type { SpecStore } from '../facade/providers/spec-store.ts';
 import { type ContentLayer, type ImageSpec, validateImageSpec } from '../facade/spec.ts';
 import {
   DEFAULT_SPEC_STORE,
   openSpecStore,
   remoteSpecProvider,
+  type ServedSpecStore,
   serveSpecStore,
 } from '../server/spec-provider.ts';
 import { type ClientTlsFlags, clientTlsFrom, withClientTls } from './client-tls.ts';
 import { hiddenAlias, parseLogLevel } from './flag-names.ts';
-import { runUntilSignalled } from './until-signalled.ts';
+import { runUntilSignalled, StartupHup } from './until-signalled.ts';
 
 const collect = (v: string, prev: string[]): string[] => [...prev, v];
 
@@ -103,6 +105,9 @@ interface ServeFlags {
   keepaliveSeconds?: string;
   keepaliveTimeoutSeconds?: string;
   minPingIntervalSeconds?: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsClientCa?: string;
 }
 
 /**
@@ -132,6 +137,38 @@ export async function serveConnectionsFrom(f: ServeFlags): Promise<GrpcConnectio
     const key = where.slice('connections.'.length) as keyof typeof CONNECTION_FLAGS;
     throw invalidArgument(`${CONNECTION_FLAGS[key][0]}: ${what}`);
   });
+}
+
+/** `strata spec serve`'s TLS flags, each a key of the `tls` section the facade's and `strata up`'s spec store take. */
+const TLS_FLAGS = {
+  cert: ['--tls-cert', 'tlsCert'],
+  key: ['--tls-key', 'tlsKey'],
+  clientCa: ['--tls-client-ca', 'tlsClientCa'],
+} as const;
+
+/**
+ * The listener TLS files `strata spec serve`'s flags name (undefined: plain), read by the parser of the
+ * config's `tls` section; InvalidArgument naming the flag for an incomplete set.
+ */
+export async function serveTlsFrom(f: ServeFlags): Promise<TlsFiles | undefined> {
+  const given = Object.values(TLS_FLAGS).filter(([, attr]) => f[attr] !== undefined);
+  if (given.length === 0) return undefined;
+  const { listenerTlsFilesFrom } = await import('../server/facade-config.ts');
+  const section: Record<string, unknown> = {};
+  for (const [key, [, attr]] of Object.entries(TLS_FLAGS)) section[key] = f[attr];
+  return listenerTlsFilesFrom(
+    section,
+    'tls',
+    (v) => resolve(String(v)),
+    (where, what) => {
+      const flag = TLS_FLAGS[where.slice('tls.'.length) as keyof typeof TLS_FLAGS][0];
+      throw invalidArgument(
+        what === 'required'
+          ? `${flag} is required with ${given.map(([name]) => name).join(' and ')}: TLS needs --tls-cert and --tls-key`
+          : `${flag}: ${what}`,
+      );
+    },
+  );
 }
 
 function print(value: unknown): void {
@@ -279,6 +316,15 @@ export function registerSpec(program: Command): void {
       '--min-ping-interval-seconds <seconds>',
       "least time between a client's PINGs; a third too soon in a row closes the connection (default 10)",
     )
+    .option(
+      '--tls-cert <file>',
+      'serve gRPC over TLS with this PEM certificate (reloaded on change and SIGHUP)',
+    )
+    .option('--tls-key <file>', "the certificate's PEM private key")
+    .option(
+      '--tls-client-ca <file>',
+      'PEM CA: only clients showing a certificate it signed are served (mutual TLS; needs --tls-cert)',
+    )
     .action((f: ServeFlags) =>
       run(async () => {
         // Only `serve` needs the listen-address parser (with the facade's whole config module) and a
@@ -288,12 +334,29 @@ export function registerSpec(program: Command): void {
           import('pino'),
         ]);
         const connections = await serveConnectionsFrom(f);
+        const tls = await serveTlsFrom(f);
         const logger = pino({ level: f.logLevel, base: { pid: process.pid, service: 'spec-provider' } });
-        const server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger, {
-          writable: f.writable === true,
-          connections,
-        });
-        await runUntilSignalled(logger, 'spec provider', () => server.shutdown());
+        // With TLS files to reload, a SIGHUP re-reads them (one while starting, once it listens) instead
+        // of ending the process.
+        const startup = tls && new StartupHup();
+        let server: ServedSpecStore;
+        try {
+          server = await serveSpecStore(resolve(f.specStore), parseListen(f.listen, '--listen'), logger, {
+            writable: f.writable === true,
+            connections,
+            ...(tls && { tls }),
+          });
+        } catch (err) {
+          startup?.take();
+          throw err;
+        }
+        await runUntilSignalled(
+          logger,
+          'spec provider',
+          () => server.shutdown(),
+          tls && (() => server.reload()),
+          startup,
+        );
       }),
     );
 }

@@ -1,7 +1,8 @@
 // Long-running commands (daemon, facade, builder, up, spec serve) start and stop the same way: a start
 // that fails says why in the log and on stderr; the first SIGTERM or SIGINT stops the service cleanly; a
-// second one exits at once, for a stop that hangs. Those with files to reload (facade, up) do so on
-// SIGHUP, whose default action would otherwise end the process uncleanly, also while they start.
+// second one exits at once, for a stop that hangs. Those with files to reload (facade, up, spec serve with
+// TLS) do so on SIGHUP, whose default action would otherwise end the process uncleanly, also while they
+// start.
 import type { Logger } from 'pino';
 import { messageOf } from '../errors.ts';
 

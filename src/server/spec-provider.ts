@@ -6,6 +6,8 @@ import { imageSpecJson } from '../api/convert/image-spec-json.ts';
 import type { GrpcTls } from '../api/grpc/client.ts';
 import type { GrpcConnectionLimits, GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
+import { messageOf } from '../errors.ts';
+import type { TlsFiles } from '../facade/http/tls-files.ts';
 import type { SpecProvider } from '../facade/providers/provider.ts';
 import { SpecStore } from '../facade/providers/spec-store.ts';
 import { DEFAULT_ROOT } from './config.ts';
@@ -50,30 +52,75 @@ export interface ServeSpecStoreOptions {
   writable?: boolean;
   /** Limits of the listener's connections (unset: the server's defaults, as the builder's). */
   connections?: GrpcConnectionLimits;
+  /**
+   * Serve over TLS with these files (with `clientCa`, only to clients showing a certificate it signed),
+   * re-read when they change and on reload(), as the facade's spec store listener does.
+   */
+  tls?: TlsFiles;
+}
+
+/** A served spec store: reload() re-reads its TLS files (SIGHUP); shutdown() stops it. */
+export interface ServedSpecStore {
+  port: number;
+  reload(): Promise<void>;
+  shutdown(): Promise<void>;
 }
 
 /**
  * Serves the spec store in `dir` on host:port until the returned server is shut down. With no metrics
  * endpoint to count them on, the connections the server closes on its own are logged: a refusal at the
- * cap as a warning, the routine ones (idle, shed, keepalive) at debug.
+ * cap as a warning, the routine ones (idle, shed, keepalive) at debug; so are TLS reloads.
  */
 export async function serveSpecStore(
   dir: string,
   listen: { host: string; port: number },
   logger: Logger,
   options: ServeSpecStoreOptions = {},
-): Promise<GrpcServer> {
-  const { createGrpcServer } = await import('../api/grpc/server.ts');
+): Promise<ServedSpecStore> {
+  const [{ createGrpcServer }, tlsFiles] = await Promise.all([
+    import('../api/grpc/server.ts'),
+    options.tls ? import('../facade/http/tls-files.ts') : undefined,
+  ]);
   const services = await specStoreServices(openSpecStore(dir), options.writable === true);
-  const server = createGrpcServer({
-    logger,
-    services,
-    ...(options.connections && { connections: options.connections }),
-    onConnectionDropped: (reason) =>
-      reason === 'full'
-        ? logger.warn({ reason }, 'connection refused: every connection has a call in flight')
-        : logger.debug({ reason }, 'connection closed by the server'),
-  });
-  await server.listenTcp(listen.host, listen.port);
-  return server;
+  let server: GrpcServer | undefined;
+  // The certificate's one owner reads and checks the files; a rotated pair reaches the listener for the
+  // connections made from then on, a bad one is logged and the pair in use stays.
+  const tls =
+    options.tls &&
+    (await tlsFiles!.watchTlsFiles(options.tls, {
+      onReload: (pair) => {
+        server?.setTls(pair);
+        logger.info({ what: 'spec-store-tls' }, 'reloaded');
+      },
+      onReloadError: (err) =>
+        logger.warn({ err: messageOf(err) }, 'spec-store-tls not reloaded, the previous version stays'),
+    }));
+  try {
+    server = createGrpcServer({
+      logger,
+      services,
+      ...(tls && { tls: tls.value }),
+      ...(options.connections && { connections: options.connections }),
+      onConnectionDropped: (reason) =>
+        reason === 'full'
+          ? logger.warn({ reason }, 'connection refused: every connection has a call in flight')
+          : logger.debug({ reason }, 'connection closed by the server'),
+    });
+    const s = server;
+    const port = await s.listenTcp(listen.host, listen.port);
+    return {
+      port,
+      reload: async () => {
+        await tls?.reread();
+      },
+      shutdown: async () => {
+        tls?.close();
+        await s.shutdown();
+      },
+    };
+  } catch (err) {
+    tls?.close();
+    await server?.shutdown();
+    throw err;
+  }
 }

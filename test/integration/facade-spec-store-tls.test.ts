@@ -18,7 +18,7 @@ import type { ImageSpec } from '../../src/facade/spec.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { runCommand, waitFor } from '../helpers/process.ts';
-import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
+import { makeMutualTlsFiles, makeServerCert, mutualTlsClientFlags } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 const logger = pino({ level: 'silent' });
@@ -62,15 +62,8 @@ describe('facade spec store over gRPC with TLS', () => {
 
   before(async () => {
     work = await tempDir('facade-spec-store-tls');
-    await makeSelfSignedCert({
-      certFile: file('server.crt'),
-      keyFile: file('server.key'),
-      cn: 'first',
-      ip: '127.0.0.1',
-    });
-    // Self-signed client certificates: the one configured as the client CA signs itself.
-    await makeSelfSignedCert({ certFile: file('client.crt'), keyFile: file('client.key'), cn: 'platform' });
-    await makeSelfSignedCert({ certFile: file('other.crt'), keyFile: file('other.key'), cn: 'stranger' });
+    // client.crt, self-signed, is the client CA; other.crt is a certificate it did not sign.
+    await makeMutualTlsFiles(work, 'first');
     const config = facadeConfigFrom(
       {
         listen: '127.0.0.1:0',
@@ -115,14 +108,7 @@ describe('facade spec store over gRPC with TLS', () => {
   });
 
   test('strata spec put, ls and get over TLS with the client certificate flags', async () => {
-    const tlsFlags = [
-      '--tls-ca',
-      file('server.crt'),
-      '--tls-client-cert',
-      file('client.crt'),
-      '--tls-client-key',
-      file('client.key'),
-    ];
+    const tlsFlags = mutualTlsClientFlags(work);
     await strata(['spec', 'put', 'ws-cli', '--address', address, ...tlsFlags, '--base-ref', SPEC.baseRef]);
     assert.ok(
       (await strata(['spec', 'ls', '--address', address, ...tlsFlags])).split('\n').includes('ws-cli'),
@@ -170,12 +156,7 @@ describe('facade spec store over gRPC with TLS', () => {
 
   test('a rotated server certificate is served to new connections, and is counted as a reload', async () => {
     assert.equal(await servedCommonName(), 'first');
-    await makeSelfSignedCert({
-      certFile: file('server.crt'),
-      keyFile: file('server.key'),
-      cn: 'second',
-      ip: '127.0.0.1',
-    });
+    await makeServerCert(work, 'second');
     await waitFor(async () => (await servedCommonName()) === 'second', 10_000, {
       what: 'the new certificate',
     });
