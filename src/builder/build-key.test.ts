@@ -5,7 +5,8 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { errorKind } from '../errors.ts';
-import { buildKey, describeChanges } from './build-key.ts';
+import { type BuildInputs, buildKey, describeChanges, filesRecord } from './build-key.ts';
+import type { ContextEntry } from './context-files.ts';
 import { prepareInputs, readSnapshot } from './dockerfile-source.ts';
 import { GitRepo, repoPath } from './git-source.ts';
 
@@ -71,7 +72,7 @@ async function keyAt(
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
     platform,
   });
-  return { key: buildKey(prepared.inputs), inputs: prepared.inputs };
+  return { key: await buildKey(prepared.inputs), inputs: prepared.inputs };
 }
 
 test("a commit that changes nothing the build reads keeps the key; a COPY'd file changes it", async () => {
@@ -128,7 +129,7 @@ test('build args, pinned images and the format are part of the key', async () =>
   assert.notEqual(a.key, b.key);
   assert.deepEqual(describeChanges(a.inputs, b.inputs), ['build args changed: X']);
   const moved = { ...a.inputs, images: { busybox: `docker.io/library/busybox@sha256:${'2'.repeat(64)}` } };
-  assert.notEqual(buildKey(moved), a.key);
+  assert.notEqual(await buildKey(moved), a.key);
   assert.deepEqual(describeChanges(a.inputs, moved), [
     `base image busybox moved from sha256:${'1'.repeat(64)} to sha256:${'2'.repeat(64)}`,
   ]);
@@ -240,4 +241,55 @@ test('git sources: branches and HEAD by ls-remote, unknown ones NotFound, paths 
     () => repoPath('other/x', 'repo', 'p'),
     (e) => errorKind(e) === 'InvalidArgument',
   );
+});
+
+const fixedInputs = async (entries: ContextEntry[]): Promise<BuildInputs> => ({
+  dockerfilePath: 'app/Dockerfile',
+  contextPath: 'app',
+  dockerfile: '0'.repeat(64),
+  images: { busybox: `docker.io/library/busybox@sha256:${'1'.repeat(64)}` },
+  files: await filesRecord(entries),
+  buildArgs: { B: '2', A: '1' },
+  remoteSources: ['https://example.com/b', 'https://example.com/a'],
+  version: 'v1',
+});
+
+test('the key of a fixed context is the one keys have always had', async () => {
+  // Out of order on purpose: a name JavaScript lists first (`10`), .gitattributes added after the rest.
+  const inputs = await fixedInputs([
+    { path: 'src/main.sh', mode: '100755', id: 'a'.repeat(40) },
+    { path: 'conf.txt', mode: '100644', id: 'b'.repeat(40) },
+    { path: 'link', mode: '120000', id: 'c'.repeat(40) },
+    { path: '10', mode: '100644', id: 'd'.repeat(40) },
+    { path: '../.gitattributes', mode: '100644', id: 'e'.repeat(40) },
+    { path: 'dir/ü "quoted".txt', mode: '100644', id: 'f'.repeat(40) },
+  ]);
+  assert.equal(await buildKey(inputs), '63e965df58f0c1571471ae42f181d43906b44c5c11a421c0f1b74962a020d9ae');
+});
+
+test('keying a large context lets the event loop run between slices, and stops when cancelled', async () => {
+  const entries = Array.from({ length: 100_000 }, (_, i) => ({
+    path: `src/m${i % 97}/f${i}.ts`,
+    mode: '100644',
+    id: i.toString(16).padStart(40, '0'),
+  }));
+  let done = false;
+  let turnBeforeDone = false;
+  setImmediate(() => {
+    turnBeforeDone = !done;
+  });
+  const inputs = await fixedInputs(entries);
+  const key = await buildKey(inputs);
+  done = true;
+  assert.ok(turnBeforeDone, 'another callback ran while the key was computed');
+  assert.equal(Object.keys(inputs.files).length, entries.length);
+  // The order the files come in does not matter: reversed, every name but one is out of place.
+  assert.equal(await buildKey(await fixedInputs(entries.toReversed())), key);
+
+  const stop = new AbortController();
+  setImmediate(() => stop.abort());
+  assert.equal(errorKind(await buildKey(inputs, stop.signal).catch((e: unknown) => e)), 'Aborted');
+  const again = new AbortController();
+  setImmediate(() => again.abort());
+  assert.equal(errorKind(await filesRecord(entries, again.signal).catch((e: unknown) => e)), 'Aborted');
 });

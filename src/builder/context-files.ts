@@ -11,7 +11,8 @@
 // them is refused; COPY/ADD sources with more count as reading the whole context (counting too much
 // costs a rebuild at most). The files are gone through in slices with turns of the event loop between.
 import { posix } from 'node:path';
-import { aborted, invalidArgument, messageOf } from '../errors.ts';
+import { invalidArgument, messageOf } from '../errors.ts';
+import { inSlices } from './slices.ts';
 
 /** One file of a context: a regular file, executable or symlink (directories are implied by paths). */
 export interface ContextEntry {
@@ -304,26 +305,7 @@ export interface ContextSelection {
   sources: readonly string[] | 'all';
 }
 
-/** How long one slice of work holds the event loop before others get a turn. */
-const SLICE_MS = 4;
-
-/** Calls `each` on `items` in slices of about SLICE_MS; `each` returning false stops. */
-async function inSlices<T>(
-  items: readonly T[],
-  signal: AbortSignal | undefined,
-  each: (item: T) => boolean | undefined,
-): Promise<void> {
-  let sliceStart = performance.now();
-  for (let i = 0; i < items.length; i++) {
-    if (each(items[i] as T) === false) return;
-    if ((i & 15) === 15 && performance.now() - sliceStart > SLICE_MS) {
-      await new Promise((resolve) => setImmediate(resolve));
-      if (signal?.aborted)
-        throw aborted('selecting the context’s files: cancelled', { cause: signal.reason });
-      sliceStart = performance.now();
-    }
-  }
-}
+const SELECTING = 'selecting the context’s files';
 
 const byPath = (a: ContextEntry, b: ContextEntry) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0);
 
@@ -341,7 +323,7 @@ export async function selectContextFiles(
     // A followed link may point anywhere in the context: then the whole context counts.
     const rules = sources;
     let follows = false;
-    await inSlices(entries, signal, (e) => {
+    await inSlices(entries, signal, SELECTING, (e) => {
       follows = e.mode === '120000' && rules.followsLink(e.path);
       return !follows;
     });
@@ -349,7 +331,7 @@ export async function selectContextFiles(
   }
   const out: ContextEntry[] = [];
   let sorted = true;
-  await inSlices(entries, signal, (e) => {
+  await inSlices(entries, signal, SELECTING, (e) => {
     if (ignored?.ignores(e.path) || (sources && !sources.reads(e.path))) return;
     const prev = out.at(-1);
     if (prev && byPath(prev, e) > 0) sorted = false;

@@ -111,7 +111,7 @@ export async function prepareInputs(
     platform: string;
     /** Analyses the Dockerfile (analyzeDockerfile, unless the caller keeps analyses it made). */
     analyze?: (text: string, buildArgs: ReadonlyMap<string, string>) => DockerfileAnalysis;
-    /** Ends the selection of the context's files (a large context's takes a while). */
+    /** Ends the selection and keying of the context's files (a large context's take a while). */
     signal?: AbortSignal;
   },
 ): Promise<PreparedInputs> {
@@ -136,7 +136,7 @@ export async function prepareInputs(
       contextPath: options.workspacePaths.contextPath,
       dockerfile: createHash('sha256').update(snapshot.dockerfile).digest('hex'),
       images,
-      files: filesRecord([...files, ...attributes]),
+      files: await filesRecord([...files, ...attributes], options.signal),
       buildArgs: { ...options.buildArgs },
       remoteSources: analysis.remoteSources,
       version: options.version,

@@ -64,7 +64,7 @@ async function keyOf(repo: GitRepo) {
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
     platform: 'linux/amd64',
   });
-  return { key: buildKey(prepared.inputs), files: prepared.inputs.files };
+  return { key: await buildKey(prepared.inputs), files: prepared.inputs.files };
 }
 
 test('relative submodule URLs resolve against the superproject remote as git resolves them', () => {

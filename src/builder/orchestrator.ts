@@ -382,7 +382,7 @@ export class Builder {
       analyze: (text, args) => this.analyze(snapshot, text, args),
       ...(signal && { signal }),
     });
-    const key = buildKey(inputs);
+    const key = await buildKey(inputs, signal);
     const baseRef = dockerfileBaseRef(this.o.baseRepository, key);
     return {
       source: `git\0${g.remoteUri}\0${source.dockerfilePath}\0${source.contextPath}`,
