@@ -35,7 +35,7 @@ import {
   type RunningServer,
 } from '../facade/http/server.ts';
 import { type TlsFiles, type TlsPair, watchTlsFiles } from '../facade/http/tls-files.ts';
-import { Prefetcher, type PrefetchSummary } from '../facade/prefetch.ts';
+import { Prefetcher } from '../facade/prefetch.ts';
 import { FixedFileSpecProvider } from '../facade/providers/fixed-file.ts';
 import {
   CachingSpecProvider,
@@ -71,6 +71,7 @@ import { readTlsClientFiles, redisCredentials } from './client-files.ts';
 import { type FacadeConfig, plainHttpAllowed, type RedisConfig } from './facade-config.ts';
 import { countGrpcDrops } from './grpc-drops.ts';
 import type { HostedParts } from './hosted.ts';
+import { prefetchLog } from './prefetch-log.ts';
 import { openSpecStore, specStoreServices } from './spec-provider.ts';
 
 export interface FacadeApp {
@@ -478,14 +479,6 @@ function startPrefetch(
   config: FacadeConfig['prefetch'],
   logger: Logger,
 ): Prefetcher {
-  const log = logger.child({ component: 'prefetch' });
-  const finished = (id: string, result: string, summary: PrefetchSummary) => {
-    metrics.prefetchesFinished.inc({ result });
-    for (const [outcome, n] of Object.entries(summary.outcomes)) metrics.prefetchBlobs.inc({ outcome }, n);
-    if (summary.failedBlobs > 0) metrics.prefetchBlobs.inc({ outcome: 'failed' }, summary.failedBlobs);
-    metrics.prefetchBytes.inc(summary.bytes);
-    return { id, manifest: summary.manifestDigest, ...summary };
-  };
   return new Prefetcher({
     store,
     plan: (id) => service.networkBlobs({ provider: 'remote', id }),
@@ -494,28 +487,7 @@ function startPrefetch(
     startupSpecs: config.startupSpecs,
     retries: config.retries,
     retryDelayMs: config.retryDelayMs,
-    events: {
-      started: (id) => {
-        metrics.prefetchesStarted.inc();
-        log.debug({ id }, 'prefetch started');
-      },
-      completed: (id, s) => log.info(finished(id, 'completed', s), 'prefetch complete'),
-      failed: (id, err, s, retryInMs) => {
-        const fields = {
-          ...finished(id, retryInMs === undefined ? 'failed' : 'retried', s),
-          err: messageOf(err),
-          ...(retryInMs === undefined ? {} : { retryInMs }),
-        };
-        // An outage fails a job's attempts for as long as it lasts: one warning when it starts failing
-        // and one if it gives up; the attempts between are counted, and its completion says which it was.
-        if (s.attempt === 1 || retryInMs === undefined) log.warn(fields, 'prefetch failed');
-        else log.debug(fields, 'prefetch failed');
-      },
-      cancelled: (id, s, reason) =>
-        log.info({ ...finished(id, 'cancelled', s), reason: messageOf(reason) }, 'prefetch cancelled'),
-      skipped: (id) => log.warn({ id }, 'prefetch skipped: too many specs waiting'),
-      storeError: (err) => log.warn({ err: messageOf(err) }, 'spec store not watched or listed'),
-    },
+    events: prefetchLog(metrics, logger.child({ component: 'prefetch' })),
   });
 }
 
