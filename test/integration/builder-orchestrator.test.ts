@@ -97,6 +97,10 @@ test('identical requests join one build; a caller hanging up does not stop it; f
     await engine.started(1);
     const second = all(b.builder.build(request('a')));
     const third = all(b.builder.build(request('a')));
+    // Both have joined before the build may end (planning a request takes turns with other work).
+    await waitFor(async () => / 2$/.test(await metric(b, 'strata_builder_joined_requests_total')), 20_000, {
+      what: 'the two identical requests to join',
+    });
     await first.return(undefined); // the first caller hangs up
     engine.release();
     const [s2, s3] = await Promise.all([second, third]);
