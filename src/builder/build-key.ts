@@ -29,8 +29,10 @@ export interface BuildInputs {
   platform?: string;
 }
 
+const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 function sorted<T>(record: Record<string, T>): Array<[string, T]> {
-  return Object.entries(record).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+  return Object.entries(record).sort(([a], [b]) => byName(a, b));
 }
 
 /** Names the work in the error a cancelled build raises. */
@@ -50,8 +52,6 @@ export async function filesRecord(
   });
   return out;
 }
-
-const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * `names` in the order `byName` gives. A context's files come mostly sorted (a selection is, the
