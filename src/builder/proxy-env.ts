@@ -7,6 +7,8 @@
 // Tools read different spellings (curl, and so git, ignores HTTP_PROXY; Go takes it first), so each
 // variable goes out under both names with one value, picked as Strata's registry client picks it.
 
+import { proxyVariable } from '../registry/proxy.ts';
+
 /** The variables docker build predefines as build args (curl reads them all; Go the first three). */
 const NAMES = ['HTTP_PROXY', 'HTTPS_PROXY', 'NO_PROXY', 'FTP_PROXY', 'ALL_PROXY'] as const;
 
@@ -23,8 +25,8 @@ export function proxyVariables(env: Readonly<Record<string, string | undefined>>
   const out: Record<string, string> = {};
   for (const name of NAMES) {
     const lower = name.toLowerCase();
-    const upper = name === 'HTTP_PROXY' && env.REQUEST_METHOD ? undefined : env[name];
-    const value = upper || env[lower];
+    const value =
+      name === 'HTTP_PROXY' && env.REQUEST_METHOD ? env[lower] || undefined : proxyVariable(env, name);
     if (value) {
       out[name] = value;
       out[lower] = value;

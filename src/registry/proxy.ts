@@ -21,20 +21,19 @@ export interface ProxyEnvironment {
 
 type Env = Readonly<Record<string, string | undefined>>;
 
-/** The first of `names` set to a non-empty value: Go treats an empty variable as unset. */
-function firstSet(env: Env, ...names: string[]): string | undefined {
-  for (const n of names) {
-    const v = env[n];
-    if (v) return v;
-  }
-  return undefined;
+/**
+ * The value of the proxy variable `name` (an uppercase name) in `env`, as Go reads it: the uppercase name
+ * wins over the lowercase one, and an empty variable counts as unset.
+ */
+export function proxyVariable(env: Env, name: string): string | undefined {
+  return env[name] || env[name.toLowerCase()] || undefined;
 }
 
-/** The settings in `env`: the uppercase name wins over the lowercase one, as in Go. */
+/** The settings in `env`, each read as proxyVariable does. */
 export function proxyEnvironment(env: Env): ProxyEnvironment {
-  const httpProxy = firstSet(env, 'HTTP_PROXY', 'http_proxy');
-  const httpsProxy = firstSet(env, 'HTTPS_PROXY', 'https_proxy');
-  const noProxy = firstSet(env, 'NO_PROXY', 'no_proxy');
+  const httpProxy = proxyVariable(env, 'HTTP_PROXY');
+  const httpsProxy = proxyVariable(env, 'HTTPS_PROXY');
+  const noProxy = proxyVariable(env, 'NO_PROXY');
   return {
     ...(httpProxy ? { httpProxy } : {}),
     ...(httpsProxy ? { httpsProxy } : {}),
