@@ -19,18 +19,29 @@ export type ErrorKind =
   /** Only where containerd answers Unknown to a request a client can make (its store's own errors). */
   | 'Unknown';
 
+export interface ErrorOptions {
+  cause?: unknown;
+  /**
+   * For a refusal that passes with time (ResourceExhausted, Unavailable): how long the caller had better
+   * wait before asking again. The HTTP edge sends it as Retry-After.
+   */
+  retryAfterMs?: number;
+}
+
 export class StrataError extends Error {
   readonly kind: ErrorKind;
-  constructor(kind: ErrorKind, message: string, options?: { cause?: unknown }) {
+  readonly retryAfterMs: number | undefined;
+  constructor(kind: ErrorKind, message: string, options?: ErrorOptions) {
     super(message, options);
     this.kind = kind;
     this.name = `${kind}Error`;
+    this.retryAfterMs = options?.retryAfterMs;
   }
 }
 
 const make =
   (kind: ErrorKind) =>
-  (message: string, options?: { cause?: unknown }): StrataError =>
+  (message: string, options?: ErrorOptions): StrataError =>
     new StrataError(kind, message, options);
 
 export const notFound = make('NotFound');
@@ -66,6 +77,15 @@ export const isUnavailable = is('Unavailable');
 export const isOutOfRange = is('OutOfRange');
 export const isUnauthenticated = is('Unauthenticated');
 export const isDataLoss = is('DataLoss');
+
+/** The wait an error asks for (see ErrorOptions.retryAfterMs), looking through the errors it wraps. */
+export function retryAfterMsOf(err: unknown): number | undefined {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 4; depth++) {
+    if (e instanceof StrataError && e.retryAfterMs !== undefined) return e.retryAfterMs;
+    e = e.cause;
+  }
+  return undefined;
+}
 
 /** The message of anything thrown, for logs and wrapped errors. */
 export function messageOf(err: unknown): string {

@@ -235,7 +235,7 @@ export class Authorizer {
         const answer = `its token server answered ${res.status}${saidIn(entries)}`;
         throw unauthorizedError(what, registry.host, creds ? 'refused' : 'none', answer);
       }
-      throw registryError(res.status, entries, what);
+      throw registryError(res.status, entries, what, res.headers['retry-after']);
     }
     let body: Record<string, unknown>;
     try {

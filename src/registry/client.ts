@@ -241,7 +241,7 @@ export class RegistryClient {
     what: string,
   ): Promise<StrataError> {
     if (res.status !== 401 || res.answeredBy.origin !== res.url.origin)
-      return registryError(res.status, entries, what);
+      return registryError(res.status, entries, what, res.headers['retry-after']);
     const state = await this.auth.credentialsState(res.url);
     return unauthorizedError(what, res.url.host, state, `registry answered 401${saidIn(entries)}`);
   }

@@ -14,6 +14,7 @@ import {
   unavailable,
   unimplemented,
 } from '../errors.ts';
+import { parseRetryAfter } from './retry.ts';
 
 export interface RegistryErrorEntry {
   code: string;
@@ -73,8 +74,8 @@ const INVALID_CODES = new Set([
  * caps, but one that passes with time, so a caller may stand in for the registry meanwhile.
  */
 class RateLimited extends StrataError {
-  constructor(message: string) {
-    super('ResourceExhausted', message);
+  constructor(message: string, retryAfterMs: number | undefined) {
+    super('ResourceExhausted', message, retryAfterMs === undefined ? undefined : { retryAfterMs });
   }
 }
 
@@ -116,19 +117,21 @@ export function unauthorizedError(
 
 /**
  * The error for a registry answer. `what` says what was attempted and on what (`fetch manifest
- * reg/app:1`); the message adds the status and the registry's own code and message.
+ * reg/app:1`); the message adds the status and the registry's own code and message. A rate limit keeps
+ * the answer's Retry-After, for whoever passes the refusal on.
  */
 export function registryError(
   status: number,
   entries: readonly RegistryErrorEntry[],
   what: string,
+  retryAfter?: string | string[],
 ): StrataError {
   const code = entries[0]?.code.toUpperCase();
   const said = saidIn(entries);
   const msg = `${what}: registry answered ${status}${said}`;
   if (status === 401 || code === 'UNAUTHORIZED') return unauthenticated(msg);
   if (status === 403 || code === 'DENIED') return permissionDenied(msg);
-  if (status === 429 || code === 'TOOMANYREQUESTS') return new RateLimited(msg);
+  if (status === 429 || code === 'TOOMANYREQUESTS') return new RateLimited(msg, parseRetryAfter(retryAfter));
   if (status === 404 || (code !== undefined && NOT_FOUND_CODES.has(code))) return notFound(msg);
   if (code === 'DIGEST_INVALID') return dataLoss(msg);
   if (code === 'MANIFEST_BLOB_UNKNOWN') return failedPrecondition(msg);

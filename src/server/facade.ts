@@ -14,7 +14,7 @@ import type { GrpcServer } from '../api/grpc/server.ts';
 import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { connectionLimits } from '../connection-guard.ts';
 import { invalidArgument, messageOf } from '../errors.ts';
-import type { ClientAuth } from '../facade/auth/client-auth.ts';
+import type { ClientAuth, PasswordCheckOptions } from '../facade/auth/client-auth.ts';
 import { BlobCache } from '../facade/blobs/cache.ts';
 import type { CacheStorage } from '../facade/blobs/cache-storage.ts';
 import {
@@ -112,6 +112,8 @@ export interface StartOptions {
   ready?: () => Promise<Readiness>;
   /** With client authentication: a user of this process (`strata up`'s builder), see ClientAuthConfig. */
   serviceUser?: { username: string; password: string };
+  /** Test seam of client authentication: the password checks' waiting room and comparison. */
+  passwordChecks?: PasswordCheckOptions;
 }
 
 export async function startFacade(config: FacadeConfig, options: StartOptions): Promise<FacadeApp> {
@@ -387,6 +389,7 @@ export async function startFacade(config: FacadeConfig, options: StartOptions): 
           onReload: (what) => reloadEvents(what).onReload(),
           onReloadError: (what, err) => reloadEvents(what).onReloadError(err),
         },
+        options.passwordChecks,
       );
       auth = a;
       undo.push(() => a.close());

@@ -63,6 +63,8 @@ export interface ImageTools {
   skopeo(args: string[]): Promise<string>;
   /** The instance's temp dir (storage root, runroot, configuration). */
   dir: string;
+  /** The environment both run with, for a test that runs them itself (to read stderr). */
+  env: Record<string, string>;
   /** Removes the storage and configuration. */
   cleanup(): Promise<void>;
 }
@@ -156,6 +158,7 @@ export async function imageTools(): Promise<ImageTools> {
   const storage = ['--root', join(dir, 'root'), '--runroot', join(dir, 'runroot'), '--storage-driver', 'vfs'];
   return {
     dir,
+    env,
     buildah: (args) => runCommand('buildah', [...storage, ...args], { env, timeoutMs: 300_000 }),
     // Signature policy is not under test; --insecure-policy keeps the host's policy.json out of it.
     skopeo: (args) => runCommand('skopeo', ['--insecure-policy', ...args], { env, timeoutMs: 300_000 }),

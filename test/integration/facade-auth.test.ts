@@ -14,11 +14,12 @@ import bcrypt from 'bcryptjs';
 import { pino } from 'pino';
 import { Registry } from 'prom-client';
 import { Agent, request } from 'undici';
+import type { PasswordCheckOptions } from '../../src/facade/auth/client-auth.ts';
 import { type FacadeApp, startFacade } from '../../src/server/facade.ts';
 import { facadeConfigFrom } from '../../src/server/facade-config.ts';
 import { startContainerd, type TestContainerd } from '../helpers/containerd.ts';
 import { type ImageTools, imageTools, type PushedImage, pushBusybox } from '../helpers/images.ts';
-import { waitFor } from '../helpers/process.ts';
+import { runProcess, waitFor } from '../helpers/process.ts';
 import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert, servedCommonName } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -62,7 +63,12 @@ describe('facade client authentication', () => {
     if (work) await removeTempDir(work);
   });
 
-  async function facade(name: string, auth: Record<string, unknown>, extra: Record<string, unknown> = {}) {
+  async function facade(
+    name: string,
+    auth: Record<string, unknown>,
+    extra: Record<string, unknown> = {},
+    passwordChecks?: PasswordCheckOptions,
+  ) {
     const dir = join(work, name);
     const config = facadeConfigFrom(
       {
@@ -74,7 +80,11 @@ describe('facade client authentication', () => {
       },
       work,
     );
-    return startFacade(config, { logger, registry: new Registry() });
+    return startFacade(config, {
+      logger,
+      registry: new Registry(),
+      ...(passwordChecks && { passwordChecks }),
+    });
   }
 
   const hostOf = (app: FacadeApp) => new URL(app.url).host;
@@ -167,6 +177,78 @@ describe('facade client authentication', () => {
     await ctrd.ctr(['images', 'rm', ref]);
     assert.ok(floodDone < 80, 'ctr pulled while the flood was still being checked');
     assert.deepEqual(new Set(await Promise.all(flood)), new Set([401]));
+  });
+
+  test('Basic: a check turned away from a full waiting room is 429 with Retry-After; skopeo waits as told and inspects', async (t) => {
+    // The comparisons wait for the test's word: the room stays full until skopeo has been turned away once.
+    let release = (): void => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    t.after(() => release());
+    const app = await facade(
+      'full-room',
+      { htpasswd: 'htpasswd' },
+      {},
+      {
+        maxWaiting: 2,
+        compare: async (password, hash) => {
+          await held;
+          return bcrypt.compare(password, hash);
+        },
+      },
+    );
+    t.after(() => app.close());
+    const url = `${app.url}/v2/fixed/ws1/manifests/latest`;
+    const basic = (password: string) => `Basic ${Buffer.from(`alice:${password}`).toString('base64')}`;
+    const refusals = async (): Promise<number> =>
+      (await app.metrics.requests.get()).values
+        .filter((v) => v.labels.status === '429')
+        .reduce((n, v) => n + v.value, 0);
+
+    // Two checks running and two waiting fill the room of this address's line; a fifth is turned away.
+    const fillers = Array.from({ length: 5 }, (_, i) =>
+      request(url, { method: 'GET', headers: { authorization: basic(`guess${i}`) } }),
+    );
+    const turnedAway = await Promise.race(
+      fillers.map(async (p) => {
+        const r = await p;
+        return r.statusCode === 429 ? r : new Promise<never>(() => {});
+      }),
+    );
+    assert.equal(turnedAway.headers['retry-after'], '1');
+    const body = (await turnedAway.body.json()) as { errors: { code: string }[] };
+    assert.equal(body.errors[0]!.code, 'TOOMANYREQUESTS');
+    assert.equal(await refusals(), 1);
+
+    // skopeo's manifest request from the same address is turned away too; once it has been, the room
+    // empties, and skopeo's next try (after the Retry-After it was sent) gets its check.
+    const inspected = runProcess(
+      'skopeo',
+      [
+        '--insecure-policy',
+        '--debug',
+        'inspect',
+        '--tls-verify=false',
+        '--no-tags',
+        '--creds',
+        'alice:wonderland',
+        `docker://${hostOf(app)}/fixed/ws1:latest`,
+      ],
+      { env: { ...process.env, ...tools.env }, timeoutMs: 120_000 },
+    );
+    await waitFor(async () => ((await refusals()) >= 2 ? true : undefined), 60_000, {
+      what: "skopeo's request to be turned away",
+    });
+    release();
+    const out = await inspected;
+    assert.equal(out.code, 0, out.stderr.slice(-4000));
+    assert.equal((JSON.parse(out.stdout) as { Layers: string[] }).Layers.length, busybox.layers);
+    // containers/image read the header (without one it would have waited its own 2 s).
+    assert.match(out.stderr, /Detected 'Retry-After' header \\"1\\"/);
+    const answered = await Promise.all(fillers);
+    for (const r of answered) if (r !== turnedAway) await r.body.dump();
+    assert.deepEqual(answered.map((r) => r.statusCode).sort(), [401, 401, 401, 401, 429]);
   });
 
   test('Bearer: skopeo and ctr get tokens from the realm; expired, other-repository and anonymous tokens are refused', async (t) => {

@@ -169,6 +169,8 @@ describe('facade graceful shutdown', () => {
     });
     assert.equal(fresh.status, 503);
     assert.equal(fresh.headers.get('connection'), 'close');
+    // A whole number of seconds, as RFC 9110 has it for 503.
+    assert.equal(fresh.headers.get('retry-after'), '1');
     assert.equal(((await fresh.json()) as { errors: { code: string }[] }).errors[0]!.code, 'UNAVAILABLE');
     assert.equal((await fetch(`${url}/healthz`)).status, 200);
 

@@ -5,7 +5,11 @@
 // realm). No HTTP types here; the HTTP layer turns a refusal into a 401 UNAUTHORIZED answer.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { WatchedFiles } from '../watched-files.ts';
-import { type CheckFrom, HtpasswdChecker, parseHtpasswd } from './htpasswd.ts';
+import { type CheckFrom, HtpasswdChecker, type HtpasswdCheckerOptions, parseHtpasswd } from './htpasswd.ts';
+
+/** Test seam: the password checks' waiting room and the bcrypt comparison (see HtpasswdCheckerOptions). */
+export type PasswordCheckOptions = Pick<HtpasswdCheckerOptions, 'maxWaiting' | 'compare'>;
+
 import { grants, parseTokenKeys, type TokenKeys, verifyToken } from './token.ts';
 
 export interface ClientAuthConfig {
@@ -76,15 +80,21 @@ export class ClientAuth {
     config: ClientAuthConfig,
     htpasswd: WatchedFiles<Map<string, string>> | undefined,
     keys: WatchedFiles<TokenKeys> | undefined,
+    checks: PasswordCheckOptions,
   ) {
     this.config = config;
     this.htpasswd = htpasswd;
     this.keys = keys;
-    if (htpasswd) this.checker = new HtpasswdChecker(() => htpasswd.value, { cacheMs: config.basicCacheMs });
+    if (htpasswd)
+      this.checker = new HtpasswdChecker(() => htpasswd.value, { ...checks, cacheMs: config.basicCacheMs });
   }
 
   /** Reads the htpasswd and key files (an error if they are bad) and watches them for changes. */
-  static async open(config: ClientAuthConfig, events: ClientAuthEvents = {}): Promise<ClientAuth> {
+  static async open(
+    config: ClientAuthConfig,
+    events: ClientAuthEvents = {},
+    checks: PasswordCheckOptions = {},
+  ): Promise<ClientAuth> {
     const watchOptions = (kind: 'htpasswd' | 'token-keys', what: string) => ({
       what,
       watch: events.watch,
@@ -107,7 +117,7 @@ export class ClientAuth {
             parse: ([b]) => parseTokenKeys(b!, `token keys ${token.keys}`),
           })
         : undefined;
-      return new ClientAuth(config, htpasswd, keys);
+      return new ClientAuth(config, htpasswd, keys, checks);
     } catch (err) {
       htpasswd?.close();
       throw err;

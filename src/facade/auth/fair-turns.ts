@@ -8,6 +8,13 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import { resourceExhausted } from '../../errors.ts';
 
+/**
+ * The wait a turned-away check is told to take (Retry-After). A place frees whenever a running check ends,
+ * a fraction of a second at bcrypt's costs; containers/image waits what it is told (capped at 60 s, 4 more
+ * tries), containerd 1.6 tries again at once whatever it is told.
+ */
+export const TURNED_AWAY_RETRY_MS = 1000;
+
 interface Waiter {
   start(): void;
   fail(err: unknown): void;
@@ -35,7 +42,11 @@ export class FairTurns {
     signal?.throwIfAborted();
     if (this.running < this.atOnce && this.waiting === 0) return Promise.resolve(this.started());
     if (this.waiting >= this.maxWaiting && !this.evictFromLongestBut(client)) {
-      return Promise.reject(resourceExhausted('too many password checks waiting; try again'));
+      return Promise.reject(
+        resourceExhausted('too many password checks waiting; try again', {
+          retryAfterMs: TURNED_AWAY_RETRY_MS,
+        }),
+      );
     }
     return new Promise((resolve, reject) => {
       const onAbort = () => {
@@ -94,7 +105,11 @@ export class FairTurns {
     const evicted = line.pop()!;
     this.waiting--;
     if (line.length === 0) this.lines.delete(key);
-    evicted.fail(resourceExhausted('too many password checks waiting from this client; try again'));
+    evicted.fail(
+      resourceExhausted('too many password checks waiting from this client; try again', {
+        retryAfterMs: TURNED_AWAY_RETRY_MS,
+      }),
+    );
     return true;
   }
 

@@ -1,6 +1,6 @@
 // OCI distribution error answers: the codes, their HTTP statuses, and the one mapping from the error
 // taxonomy (src/errors.ts) to them. Which "unknown" code a NotFound becomes depends on what was asked for.
-import { errorKind, messageOf } from '../../errors.ts';
+import { errorKind, messageOf, retryAfterMsOf } from '../../errors.ts';
 
 export type OciErrorCode =
   | 'NAME_UNKNOWN'
@@ -27,7 +27,22 @@ export interface OciError {
   code: OciErrorCode;
   message: string;
   detail?: unknown;
+  /** Retry-After, in seconds: set on every 429 and 503 answer. */
+  retryAfterSeconds?: number;
 }
+
+/**
+ * Statuses that say "not now" and carry Retry-After (RFC 9110 defines it for 503, RFC 6585 for 429): the
+ * distribution spec's TOOMANYREQUESTS, and UNAVAILABLE while draining or an upstream is down.
+ */
+const TRY_LATER = new Set([429, 503]);
+
+/**
+ * The wait sent when the error names none. containers/image waits 2 s, doubling, when an answer has no
+ * Retry-After; most of these refusals pass within a second (a password check's place, a replica leaving
+ * the load balancer's rotation).
+ */
+export const DEFAULT_RETRY_AFTER_SECONDS = 1;
 
 /** What the request was about; decides the code of a NotFound or InvalidArgument. */
 export type RouteKind = 'manifest' | 'blob' | 'other';
@@ -42,7 +57,15 @@ export class OciHttpError extends Error {
 }
 
 export function ociErrorOf(err: unknown, route: RouteKind): OciError {
-  if (err instanceof OciHttpError) return err.oci;
+  const e = err instanceof OciHttpError ? err.oci : answerOf(err, route);
+  if (!TRY_LATER.has(e.status)) return e;
+  const ms = retryAfterMsOf(err);
+  const retryAfterSeconds =
+    ms === undefined ? DEFAULT_RETRY_AFTER_SECONDS : Math.max(0, Math.ceil(ms / 1000));
+  return { ...e, retryAfterSeconds };
+}
+
+function answerOf(err: unknown, route: RouteKind): OciError {
   const message = messageOf(err);
   switch (errorKind(err)) {
     case 'NotFound':

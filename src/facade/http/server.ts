@@ -251,6 +251,7 @@ function sendError(
   res.writeHead(e.status, {
     'content-type': 'application/json; charset=utf-8',
     'content-length': Buffer.byteLength(body),
+    ...(e.retryAfterSeconds !== undefined && { 'retry-after': String(e.retryAfterSeconds) }),
   });
   res.end(method === 'HEAD' ? undefined : body);
 }
