@@ -36,6 +36,18 @@ export interface ForwardProxy {
 
 const DEFAULT_PORT: Record<string, string> = { 'http:': '80', 'https:': '443' };
 
+/**
+ * This process's environment without any proxy settings of its own (either spelling, grpc-js's names
+ * included, and the CGI marker Go reads), for a child process given exactly the test's.
+ */
+export function envWithoutProxies(): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) {
+    if (/^(https?|no|all|grpc|no_grpc)_proxy$/i.test(k) || k === 'REQUEST_METHOD') delete env[k];
+  }
+  return env;
+}
+
 export async function startForwardProxy(opts: ForwardProxyOptions): Promise<ForwardProxy> {
   const seen: ProxySeen[] = [];
   const sockets = new Set<Socket>();

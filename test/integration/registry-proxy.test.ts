@@ -19,7 +19,7 @@ import { parseReference } from '../../src/oci/reference.ts';
 import { RegistryClient } from '../../src/registry/client.ts';
 import { HttpClient } from '../../src/registry/http.ts';
 import { startDaemon } from '../helpers/daemon.ts';
-import { startForwardProxy } from '../helpers/forward-proxy.ts';
+import { envWithoutProxies, startForwardProxy } from '../helpers/forward-proxy.ts';
 import { type PushedImage, pushMultiLayer } from '../helpers/images.ts';
 import { freePort } from '../helpers/ports.ts';
 import { runProcess } from '../helpers/process.ts';
@@ -36,15 +36,6 @@ const PROXY_AUTH = `Basic ${Buffer.from(`${USER}:${PASSWORD}`).toString('base64'
 const withCredentials = (proxyUrl: string): string =>
   proxyUrl.replace('http://', `http://${USER}:${encodeURIComponent(PASSWORD)}@`);
 const QUICK = { retry: { attempts: 2, baseDelayMs: 1, maxDelayMs: 1 } };
-
-/** This process's environment without any proxy settings of its own. */
-function cleanEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) {
-    if (/^(https?|no|all)_proxy$/i.test(k) || k === 'REQUEST_METHOD') delete env[k];
-  }
-  return env;
-}
 
 let reg: TestRegistry;
 let img: PushedImage;
@@ -103,7 +94,11 @@ describe('through a proxy', () => {
     const daemon = await startDaemon({ t });
     const ref = `${NAME}/team/app:latest`;
     // The lowercase variable points nowhere: the uppercase one wins, as in Go.
-    const env = { ...cleanEnv(), http_proxy: 'http://127.0.0.1:1', HTTP_PROXY: withCredentials(proxy.url) };
+    const env = {
+      ...envWithoutProxies(),
+      http_proxy: 'http://127.0.0.1:1',
+      HTTP_PROXY: withCredentials(proxy.url),
+    };
     const r = await runProcess(
       BIN,
       ['pull', '--address', daemon.address, '--plain-http', '--no-unpack', '--progress', 'none', ref],

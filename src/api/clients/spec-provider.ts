@@ -4,6 +4,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { notFound } from '../../errors.ts';
 import type { SpecProvider } from '../../facade/providers/provider.ts';
 import type { ImageSpec } from '../../facade/spec.ts';
+import type { ProxyEnvironment } from '../../registry/proxy.ts';
 import { specFromProto } from '../convert/image-spec.ts';
 import { SpecProvider as SpecProviderService } from '../gen/registryfacade/provider_pb.ts';
 import { callUnary, createClient, type GrpcTls } from '../grpc/client.ts';
@@ -21,6 +22,8 @@ export interface GrpcSpecProviderOptions {
   address: string;
   tls?: GrpcTls;
   timeoutMs?: number;
+  /** Proxy settings instead of the process's (tests). */
+  proxy?: ProxyEnvironment;
 }
 
 export class GrpcSpecProvider implements SpecProvider {
@@ -35,6 +38,7 @@ export class GrpcSpecProvider implements SpecProvider {
       options.address,
       { 'grpc.max_reconnect_backoff_ms': MAX_RECONNECT_BACKOFF_MS },
       options.tls,
+      options.proxy,
     );
   }
 

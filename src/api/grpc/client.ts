@@ -11,8 +11,10 @@ import {
   toBinary,
 } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import type { ProxyEnvironment } from '../../registry/proxy.ts';
 import { methodPath } from '../transport/framing.ts';
 import { MAX_MESSAGE_BYTES } from './limits.ts';
+import { channelRoute } from './proxy-route.ts';
 
 /** Unary calls get this deadline unless the caller sets one. */
 export const DEFAULT_UNARY_TIMEOUT_MS = 30_000;
@@ -44,9 +46,16 @@ export interface GrpcTls {
 
 /**
  * A client for `address` (`unix:///path` or `host:port`) with 16 MiB messages: insecure, or over TLS when
- * `tls` is given.
+ * `tls` is given. A TCP address is reached through the proxy HTTPS_PROXY names unless NO_PROXY exempts it
+ * (see proxy-route.ts); `proxy` replaces the process's settings (tests).
  */
-export function createClient(address: string, options: grpc.ChannelOptions = {}, tls?: GrpcTls): grpc.Client {
+export function createClient(
+  address: string,
+  options: grpc.ChannelOptions = {},
+  tls?: GrpcTls,
+  proxy?: ProxyEnvironment,
+): grpc.Client {
+  const route = channelRoute(address, proxy);
   const creds = tls
     ? grpc.credentials.createSsl(
         tls.ca ? Buffer.from(tls.ca) : null,
@@ -54,11 +63,12 @@ export function createClient(address: string, options: grpc.ChannelOptions = {},
         tls.cert ? Buffer.from(tls.cert) : null,
       )
     : grpc.credentials.createInsecure();
-  return new grpc.Client(address, creds, {
+  return new grpc.Client(route.target, creds, {
     'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
     'grpc.max_send_message_length': MAX_MESSAGE_BYTES,
     ...(tls?.serverName && { 'grpc.ssl_target_name_override': tls.serverName }),
     ...options,
+    ...route.options,
   });
 }
 
