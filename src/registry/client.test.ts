@@ -7,7 +7,7 @@ import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { after, test } from 'node:test';
 import { waitFor, within } from '../../test/helpers/process.ts';
-import { errorKind } from '../errors.ts';
+import { errorKind, retryAfterMsOf } from '../errors.ts';
 import type { Descriptor } from '../oci/descriptor.ts';
 import { digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
@@ -117,6 +117,19 @@ test('retry budget exhausted: 429 → ResourceExhausted, 503 → Unavailable, at
   assert.equal(s429.requests.length, 4);
   await assert.rejects(c.resolve(ref(s503.host)), kind('Unavailable'));
   assert.equal(s503.requests.length, 4);
+});
+
+test("a rate limit that outlasts the retries keeps the registry's last Retry-After for the caller", async () => {
+  const s = await server((_req, res) =>
+    sendError(res, 429, 'TOOMANYREQUESTS', 'no', { 'retry-after': '42' }),
+  );
+  const { c } = client({ retry: { attempts: 2, maxRetryAfterMs: 1 } });
+  const err = await c.fetchManifest(ref(s.host)).catch((e: unknown) => e);
+  assert.equal(errorKind(err), 'ResourceExhausted');
+  assert.equal(retryAfterMsOf(err), 42_000);
+  // A refusal of another kind names no wait.
+  const gone = await server((_req, res) => sendError(res, 404, 'MANIFEST_UNKNOWN', 'no'));
+  assert.equal(retryAfterMsOf(await c.fetchManifest(ref(gone.host)).catch((e: unknown) => e)), undefined);
 });
 
 test('a connection reset before the answer is retried for GET', async () => {
