@@ -17,6 +17,8 @@ export interface FacadeSpawnOptions {
   strata?: string;
   /** How long to wait for readiness (spawnServer's default when not given). */
   timeoutMs?: number;
+  /** Variables set (or, undefined, unset) over this process's environment. */
+  env?: NodeJS.ProcessEnv;
 }
 
 export function spawnFacade(o: FacadeSpawnOptions): Promise<ServerProcess> {
@@ -26,6 +28,7 @@ export function spawnFacade(o: FacadeSpawnOptions): Promise<ServerProcess> {
     logFile: o.logFile,
     readyCheck: async () => (await fetch(`${o.url}/readyz`)).status === 200,
     ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+    ...(o.env && { env: o.env }),
   });
 }
 

@@ -38,12 +38,14 @@ const DEFAULT_PORT: Record<string, string> = { 'http:': '80', 'https:': '443' };
 
 /**
  * This process's environment without any proxy settings of its own (either spelling, grpc-js's names
- * included, and the CGI marker Go reads), for a child process given exactly the test's.
+ * included, and the CGI marker Go reads), for a child process given exactly the test's. They are left
+ * undefined rather than deleted, which a child's spawn skips: so the result also unsets them when merged
+ * over process.env.
  */
 export function envWithoutProxies(): NodeJS.ProcessEnv {
   const env = { ...process.env };
   for (const k of Object.keys(env)) {
-    if (/^(https?|no|all|grpc|no_grpc)_proxy$/i.test(k) || k === 'REQUEST_METHOD') delete env[k];
+    if (/^(https?|no|all|grpc|no_grpc)_proxy$/i.test(k) || k === 'REQUEST_METHOD') env[k] = undefined;
   }
   return env;
 }

@@ -1,16 +1,22 @@
-// Strata's gRPC clients behind a forward proxy, as its registry client: `strata spec get --address` (the
-// facade's remote SpecProvider client) in a process whose environment names the proxy. Only the proxy
+// Strata's gRPC clients behind a forward proxy, as its registry client: `strata facade` with a remote
+// spec provider, and `strata spec get --address` (the same SpecProvider client), each in a process whose
+// environment names the proxy. Only the proxy
 // (test/helpers/forward-proxy.ts) knows the name `specs.proxied.test`, so a call by that name went through
 // it. HTTPS_PROXY alone (uppercase, which grpc-js by itself never reads), with credentials and over TLS;
 // loopback straight whatever the lowercase variables grpc-js reads say; NO_PROXY honoured under its
 // uppercase name. Everything stays on loopback.
 import assert from 'node:assert/strict';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pino } from 'pino';
 import { openSpecStore, type ServedSpecStore, serveSpecStore } from '../../src/server/spec-provider.ts';
+import { spawnFacade } from '../helpers/facade.ts';
 import { envWithoutProxies, startForwardProxy } from '../helpers/forward-proxy.ts';
+import { pushMultiLayer } from '../helpers/images.ts';
+import { freePort } from '../helpers/ports.ts';
 import { runProcess } from '../helpers/process.ts';
+import { startRegistry, type TestRegistry } from '../helpers/registry.ts';
 import { makeSelfSignedCert } from '../helpers/tls-cert.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
@@ -30,16 +36,15 @@ describe('gRPC clients and proxy variables', () => {
   let dir: string;
   let plain: ServedSpecStore;
   let secure: ServedSpecStore;
+  let reg: TestRegistry;
 
   before(async () => {
     dir = await tempDir('grpc-proxy');
-    await openSpecStore(join(dir, 'specs')).put('ws1', {
-      baseRef: 'registry.example/base:1',
-      ideRef: '',
-      supervisorRef: '',
-      ideLayerRefs: [],
-      contentLayers: [],
-    });
+    reg = await startRegistry();
+    const img = await pushMultiLayer(reg, 'base/app', { layers: 5, layerBytes: 1024 });
+    const spec = { ideRef: '', supervisorRef: '', ideLayerRefs: [], contentLayers: [] };
+    await openSpecStore(join(dir, 'specs')).put('ws1', { ...spec, baseRef: 'registry.example/base:1' });
+    await openSpecStore(join(dir, 'specs')).put('ws2', { ...spec, baseRef: img.ref });
     plain = await serveSpecStore(join(dir, 'specs'), { host: '127.0.0.1', port: 0 }, logger);
     const tls = { cert: join(dir, 'cert.pem'), key: join(dir, 'key.pem') };
     await makeSelfSignedCert({ keyFile: tls.key, certFile: tls.cert, cn: NAME, dns: NAME, days: 1 });
@@ -49,6 +54,7 @@ describe('gRPC clients and proxy variables', () => {
   after(async () => {
     await plain?.shutdown();
     await secure?.shutdown();
+    await reg?.stop();
     if (dir) await removeTempDir(dir);
   });
 
@@ -63,6 +69,39 @@ describe('gRPC clients and proxy variables', () => {
     assert.deepEqual(
       proxy.seen.map((s) => [s.method, s.target]),
       [['CONNECT', `${NAME}:${plain.port}`]],
+    );
+  });
+
+  test('the facade asks its remote spec provider through the proxy its environment names, uppercase', async (t) => {
+    const route = `${NAME}:${plain.port}`;
+    const proxy = await startForwardProxy({ routes: { [route]: `127.0.0.1:${plain.port}` }, t });
+    const port = await freePort();
+    const config = join(dir, 'facade.json');
+    await writeFile(
+      config,
+      JSON.stringify({
+        listen: `127.0.0.1:${port}`,
+        specProviders: { remote: [route] },
+        cache: { dir: join(dir, 'facade-cache'), maxBytes: '1GiB' },
+      }),
+    );
+    const url = `http://127.0.0.1:${port}`;
+    const server = await spawnFacade({
+      config,
+      url,
+      logFile: join(dir, 'facade.log'),
+      env: { ...envWithoutProxies(), HTTPS_PROXY: proxy.url },
+    });
+    t.after(() => server.stop());
+    const r = await fetch(`${url}/v2/remote/ws2/manifests/latest`, {
+      headers: { accept: 'application/vnd.oci.image.manifest.v1+json' },
+    });
+    assert.equal(r.status, 200, await r.clone().text());
+    await r.arrayBuffer();
+    // The spec came through the proxy; the registry, on loopback, was reached straight.
+    assert.deepEqual(
+      proxy.seen.map((s) => [s.method, s.target]),
+      [['CONNECT', route]],
     );
   });
 
