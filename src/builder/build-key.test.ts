@@ -90,18 +90,20 @@ test("a commit that changes nothing the build reads keeps the key; a COPY'd file
 
   const copied = await keyAt(await commit({ 'app/src/main.sh': 'echo changed\n' }));
   assert.notEqual(copied.key, first.key);
-  assert.deepEqual(describeChanges(first.inputs, copied.inputs), [
+  assert.deepEqual(await describeChanges(first.inputs, copied.inputs), [
     'context files changed: modified src/main.sh',
   ]);
 
   const added = await keyAt(await commit({ 'app/src/new.sh': 'new\n' }));
-  assert.deepEqual(describeChanges(copied.inputs, added.inputs), ['context files changed: added src/new.sh']);
+  assert.deepEqual(await describeChanges(copied.inputs, added.inputs), [
+    'context files changed: added src/new.sh',
+  ]);
 
   const df = await keyAt(
     await commit({ 'app/Dockerfile': 'FROM busybox\nCOPY src/ /src/\nCOPY conf.txt /c\n' }),
   );
   assert.notEqual(df.key, added.key);
-  assert.deepEqual(describeChanges(added.inputs, df.inputs), ['the Dockerfile changed']);
+  assert.deepEqual(await describeChanges(added.inputs, df.inputs), ['the Dockerfile changed']);
 });
 
 test("a Dockerfile that names no image keys the builder's platform; one that does, its pinned images", async () => {
@@ -109,7 +111,7 @@ test("a Dockerfile that names no image keys the builder's platform; one that doe
   const amd = await keyAt(scratch, {}, 'bare', 'bare/Dockerfile', 'linux/amd64');
   const arm = await keyAt(scratch, {}, 'bare', 'bare/Dockerfile', 'linux/arm64/v8');
   assert.notEqual(amd.key, arm.key, 'builders of two platforms sharing a repository');
-  assert.deepEqual(describeChanges(amd.inputs, arm.inputs), [
+  assert.deepEqual(await describeChanges(amd.inputs, arm.inputs), [
     'platform changed from linux/amd64 to linux/arm64/v8',
   ]);
   // With an image, the pin says the platform (and the keys of such Dockerfiles are as they were).
@@ -127,10 +129,10 @@ test('build args, pinned images and the format are part of the key', async () =>
   const a = await keyAt(head);
   const b = await keyAt(head, { X: '1' });
   assert.notEqual(a.key, b.key);
-  assert.deepEqual(describeChanges(a.inputs, b.inputs), ['build args changed: X']);
+  assert.deepEqual(await describeChanges(a.inputs, b.inputs), ['build args changed: X']);
   const moved = { ...a.inputs, images: { busybox: `docker.io/library/busybox@sha256:${'2'.repeat(64)}` } };
   assert.notEqual(await buildKey(moved), a.key);
-  assert.deepEqual(describeChanges(a.inputs, moved), [
+  assert.deepEqual(await describeChanges(a.inputs, moved), [
     `base image busybox moved from sha256:${'1'.repeat(64)} to sha256:${'2'.repeat(64)}`,
   ]);
 });
@@ -292,4 +294,92 @@ test('keying a large context lets the event loop run between slices, and stops w
   const again = new AbortController();
   setImmediate(() => again.abort());
   assert.equal(errorKind(await filesRecord(entries, again.signal).catch((e: unknown) => e)), 'Aborted');
+});
+
+/** Two records whose differences exercise what a reason says: every kind of change, more than it names. */
+function changedPair(): { before: BuildInputs; now: BuildInputs } {
+  const files = (names: string[], id: string) => Object.fromEntries(names.map((n) => [n, `100644 ${id}`]));
+  const kept = ['conf.txt', 'src/main.sh'];
+  // Out of order on purpose, with names JavaScript lists first (`10`, `9`) and names whose UTF-16 order
+  // is not their code points' order (an astral character before U+FF01).
+  const modified = ['src/z.ts', '10', 'Src/A.ts', '9', 'src/ä.ts', 'src/a b.ts', 'src/a.ts'];
+  const added = ['new/2', 'new/10', 'New/x', 'new/é', 'new/1', 'new/~'];
+  const removed = ['old/b', 'old/a', '0', 'Old', 'old/\u{1F600}', 'old/\uFF01'];
+  return {
+    before: {
+      dockerfilePath: 'app/Dockerfile',
+      contextPath: 'app',
+      dockerfile: '0'.repeat(64),
+      images: {
+        busybox: `docker.io/library/busybox@sha256:${'1'.repeat(64)}`,
+        alpine: `docker.io/library/alpine@sha256:${'2'.repeat(64)}`,
+      },
+      files: { ...files(removed, 'a'), ...files(modified, 'a'), ...files(kept, 'a') },
+      buildArgs: { B: '2', A: '1' },
+      remoteSources: ['https://example.com/b', 'https://example.com/a'],
+      version: 'v1',
+    },
+    now: {
+      dockerfilePath: 'Dockerfile',
+      contextPath: '',
+      dockerfile: '1'.repeat(64),
+      images: {
+        'tools:2': `reg.example/tools@sha256:${'3'.repeat(64)}`,
+        busybox: `docker.io/library/busybox@sha256:${'4'.repeat(64)}`,
+      },
+      files: { ...files(kept, 'a'), ...files(added, 'b'), ...files(modified.toReversed(), 'b') },
+      buildArgs: { A: '1', C: '3' },
+      remoteSources: ['https://example.com/a'],
+      version: 'v2',
+      platform: 'linux/amd64',
+    },
+  };
+}
+
+test('what changed since the last build is said as it always was', async () => {
+  const { before, now } = changedPair();
+  // What the synchronous comparison said of this pair, before it was sliced.
+  assert.deepEqual(await describeChanges(before, now), [
+    'Dockerfile path changed from app/Dockerfile to Dockerfile',
+    'context path changed from app to ',
+    'the Dockerfile changed',
+    'dockerfile_version changed from "v1" to "v2"',
+    'platform changed from none to linux/amd64',
+    'base image alpine no longer used',
+    `base image busybox moved from sha256:${'1'.repeat(64)} to sha256:${'4'.repeat(64)}`,
+    `new base image tools:2 (reg.example/tools@sha256:${'3'.repeat(64)})`,
+    'context files changed: modified 10, 9, Src/A.ts, src/a b.ts, src/a.ts and 2 more; added New/x, new/1, new/10, new/2, new/~ and 1 more; removed 0, Old, old/a, old/b, old/\u{1F600} and 1 more',
+    'build args changed: B, C',
+    'remote ADD sources changed',
+  ]);
+  assert.deepEqual(await describeChanges(before, before), []);
+});
+
+test('comparing large records lets the event loop run between slices, and stops when cancelled', async () => {
+  const entries = Array.from({ length: 100_000 }, (_, i) => ({
+    path: `src/m${i % 97}/f${i}.ts`,
+    mode: '100644',
+    id: i.toString(16).padStart(40, '0'),
+  }));
+  const before = await fixedInputs(entries);
+  const now = await fixedInputs(entries.map((e, i) => (i % 3 === 0 ? { ...e, id: 'f'.repeat(40) } : e)));
+  let done = false;
+  let turnBeforeDone = false;
+  setImmediate(() => {
+    turnBeforeDone = !done;
+  });
+  const changes = await describeChanges(before, now);
+  done = true;
+  assert.ok(turnBeforeDone, 'another callback ran while the records were compared');
+  const modified = entries.flatMap((e, i) => (i % 3 === 0 ? [e.path] : [])).sort();
+  assert.deepEqual(changes, [
+    `context files changed: modified ${modified.slice(0, 5).join(', ')} and ${modified.length - 5} more`,
+  ]);
+
+  const stop = new AbortController();
+  setImmediate(() => stop.abort());
+  assert.equal(
+    errorKind(await describeChanges(before, now, stop.signal).catch((e: unknown) => e)),
+    'Aborted',
+  );
 });

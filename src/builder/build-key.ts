@@ -105,18 +105,44 @@ export async function buildKey(inputs: BuildInputs, signal?: AbortSignal): Promi
 /** How many names a reason lists before it says "and N more". */
 const MAX_NAMED = 5;
 
-function listed(kind: string, names: string[]): string | undefined {
-  if (names.length === 0) return undefined;
-  const shown = names.slice(0, MAX_NAMED).join(', ');
-  const more = names.length > MAX_NAMED ? ` and ${names.length - MAX_NAMED} more` : '';
-  return `${kind} ${shown}${more}`;
+/** Names the work in the error a cancelled build raises. */
+const DESCRIBING = 'comparing the inputs with the last build';
+
+/**
+ * The names of one kind of change a reason lists: the first MAX_NAMED in `byName` order, and how many
+ * there are. Kept as they come, so a large record is never sorted whole.
+ */
+class Named {
+  readonly first: string[] = [];
+  count = 0;
+
+  add(name: string): void {
+    this.count++;
+    const first = this.first;
+    if (first.length === MAX_NAMED && name >= (first[MAX_NAMED - 1] as string)) return;
+    let i = first.length;
+    while (i > 0 && (first[i - 1] as string) > name) i--;
+    first.splice(i, 0, name);
+    if (first.length > MAX_NAMED) first.pop();
+  }
+
+  listed(kind: string): string | undefined {
+    if (this.count === 0) return undefined;
+    const more = this.count > MAX_NAMED ? ` and ${this.count - MAX_NAMED} more` : '';
+    return `${kind} ${this.first.join(', ')}${more}`;
+  }
 }
 
 /**
  * What differs between the inputs of the last build of this source and now, in plain words; an empty
- * list when nothing does.
+ * list when nothing does. The files records go in slices (see filesRecord); `signal` ends the work
+ * between two.
  */
-export function describeChanges(before: BuildInputs, now: BuildInputs): string[] {
+export async function describeChanges(
+  before: BuildInputs,
+  now: BuildInputs,
+  signal?: AbortSignal,
+): Promise<string[]> {
   const out: string[] = [];
   if (before.dockerfilePath !== now.dockerfilePath) {
     out.push(`Dockerfile path changed from ${before.dockerfilePath} to ${now.dockerfilePath}`);
@@ -138,21 +164,23 @@ export function describeChanges(before: BuildInputs, now: BuildInputs): string[]
     else if (b === undefined) out.push(`base image ${image} no longer used`);
     else out.push(`base image ${image} moved from ${digestPart(a)} to ${digestPart(b)}`);
   }
-  const added: string[] = [];
-  const modified: string[] = [];
-  const removed: string[] = [];
-  for (const [path, v] of Object.entries(now.files)) {
+  const added = new Named();
+  const modified = new Named();
+  const removed = new Named();
+  // Listing a record's names is one step each (as in buildKey); going through them is sliced.
+  await inSlices(Object.keys(now.files), signal, DESCRIBING, (path) => {
     const old = before.files[path];
-    if (old === undefined) added.push(path);
-    else if (old !== v) modified.push(path);
-  }
-  for (const path of Object.keys(before.files)) if (!(path in now.files)) removed.push(path);
-  const files = [
-    listed('modified', modified.sort()),
-    listed('added', added.sort()),
-    listed('removed', removed.sort()),
-  ].filter((s) => s !== undefined);
+    if (old === undefined) added.add(path);
+    else if (old !== now.files[path]) modified.add(path);
+  });
+  await inSlices(Object.keys(before.files), signal, DESCRIBING, (path) => {
+    if (!(path in now.files)) removed.add(path);
+  });
+  const files = [modified.listed('modified'), added.listed('added'), removed.listed('removed')].filter(
+    (s) => s !== undefined,
+  );
   if (files.length > 0) out.push(`context files changed: ${files.join('; ')}`);
+  // Build args are few (the wire has none) and images bounded by the Dockerfile's size: one step each.
   const args = new Set([...Object.keys(before.buildArgs), ...Object.keys(now.buildArgs)]);
   const changedArgs = [...args].filter((a) => before.buildArgs[a] !== now.buildArgs[a]).sort();
   if (changedArgs.length > 0) out.push(`build args changed: ${changedArgs.join(', ')}`);

@@ -618,14 +618,14 @@ export class Builder {
     return build;
   }
 
-  private async reason(plan: Plan, force: boolean): Promise<string> {
+  private async reason(plan: Plan, force: boolean, signal: AbortSignal): Promise<string> {
     if (force) return 'force_rebuild was asked for';
     const last = await this.o.history.get(plan.source);
     if (!last) return `no image for this key yet (first build of this source here): ${plan.ref}`;
     if (last.key === (plan.key ?? plan.baseRef)) {
       return 'the image built for this key earlier is no longer in the registry';
     }
-    const changes = last.inputs && plan.inputs ? describeChanges(last.inputs, plan.inputs) : [];
+    const changes = last.inputs && plan.inputs ? await describeChanges(last.inputs, plan.inputs, signal) : [];
     const when = new Date(last.builtAt).toISOString();
     if (changes.length === 0) return `no image for this key yet (inputs differ from the build of ${when})`;
     return `compared with the last build of this source (${when}): ${changes.join('; ')}`;
@@ -684,7 +684,7 @@ export class Builder {
         share((s) => s.publish(claim, u).then((kept) => kept || lost()));
     };
     try {
-      const reason = await this.reason(plan, req.forceRebuild);
+      const reason = await this.reason(plan, req.forceRebuild, abort);
       const log = await this.o.logs.create(
         {
           id: build.id,
