@@ -109,14 +109,17 @@ export async function prepareInputs(
     pin: (image: string, platform?: string) => Promise<string>;
     /** The builder's platform, keyed for a Dockerfile that names no image. */
     platform: string;
-    /** Analyses the Dockerfile (analyzeDockerfile, unless the caller keeps analyses it made). */
-    analyze?: (text: string, buildArgs: ReadonlyMap<string, string>) => DockerfileAnalysis;
+    /**
+     * Analyses the Dockerfile: the builder's runs off the event loop and keeps what it made; without it,
+     * analyzeDockerfile here, in one step.
+     */
+    analyze?: (text: string, buildArgs: ReadonlyMap<string, string>) => Promise<DockerfileAnalysis>;
     /** Ends the selection and keying of the context's files (a large context's take a while). */
     signal?: AbortSignal;
   },
 ): Promise<PreparedInputs> {
-  const analyze = options.analyze ?? analyzeDockerfile;
-  const analysis = analyze(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
+  const analyze = options.analyze ?? (async (text, args) => analyzeDockerfile(text, args));
+  const analysis = await analyze(snapshot.dockerfile, new Map(Object.entries(options.buildArgs)));
   const files = await selectContextFiles(
     snapshot.entries,
     { ignorePatterns: snapshot.ignorePatterns, sources: analysis.contextSources },

@@ -1,17 +1,42 @@
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: the strings are Dockerfile text, whose variables look like template placeholders
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { errorKind } from '../errors.ts';
 import { SourceRules, selectContextFiles } from './context-files.ts';
 import {
   analyzeDockerfile,
   cleanSourcePath,
+  type DockerfileAnalysis,
   expandVariables,
   MAX_DOCKERFILE_BYTES,
   pinImages,
 } from './dockerfile.ts';
+import { DockerfileAnalyzer } from './dockerfile-analyzer.ts';
 
-test('FROM images: global ARGs, build args over their defaults, stage names and scratch left out', () => {
+const analyzer = new DockerfileAnalyzer();
+after(() => analyzer.close());
+
+/** An error as plain data, to compare the two ways of analysing. */
+const plain = (err: unknown) => ({ kind: errorKind(err), message: String(err) });
+
+/**
+ * analyzeDockerfile's answer here, once the builder's worker thread has given the same answer or error
+ * for the same Dockerfile and build args.
+ */
+async function analyze(text: string, buildArgs?: ReadonlyMap<string, string>): Promise<DockerfileAnalysis> {
+  const there = await analyzer.analyze(text, buildArgs).then((analysis) => ({ analysis }), plain);
+  let analysis: DockerfileAnalysis;
+  try {
+    analysis = analyzeDockerfile(text, buildArgs);
+  } catch (err) {
+    assert.deepEqual(there, plain(err));
+    throw err;
+  }
+  assert.deepEqual(there, { analysis });
+  return analysis;
+}
+
+test('FROM images: global ARGs, build args over their defaults, stage names and scratch left out', async () => {
   const text = [
     'ARG BASE=busybox',
     'ARG TAG=1.0',
@@ -24,12 +49,12 @@ test('FROM images: global ARGs, build args over their defaults, stage names and 
     'FROM scratch',
     'FROM ${REG:-docker.io}/library/alpine',
   ].join('\n');
-  const a = analyzeDockerfile(text);
+  const a = await analyze(text);
   assert.deepEqual(
     a.images.map((u) => u.image),
     ['busybox:1.0', 'reg.example:5000/tools/x:2', 'docker.io/library/alpine'],
   );
-  const b = analyzeDockerfile(
+  const b = await analyze(
     text,
     new Map([
       ['TAG', '2.0'],
@@ -42,41 +67,38 @@ test('FROM images: global ARGs, build args over their defaults, stage names and 
   );
   // A build arg no global ARG declares does not reach FROM (Docker's rule).
   assert.deepEqual(
-    analyzeDockerfile('FROM ${X:-busybox}\n', new Map([['X', 'alpine']])).images[0]?.image,
+    (await analyze('FROM ${X:-busybox}\n', new Map([['X', 'alpine']]))).images[0]?.image,
     'busybox',
   );
 });
 
-test('stage names match case-insensitively, numeric stage references are not images', () => {
-  const a = analyzeDockerfile('FROM busybox AS Builder\nFROM builder\nCOPY --from=0 /a /a\n');
+test('stage names match case-insensitively, numeric stage references are not images', async () => {
+  const a = await analyze('FROM busybox AS Builder\nFROM builder\nCOPY --from=0 /a /a\n');
   assert.deepEqual(
     a.images.map((u) => u.image),
     ['busybox'],
   );
 });
 
-test('context sources: COPY/ADD paths cleaned; variables and RUN --mount read everything', () => {
-  const a = analyzeDockerfile(
+test('context sources: COPY/ADD paths cleaned; variables and RUN --mount read everything', async () => {
+  const a = await analyze(
     'FROM busybox\nCOPY ./src/ /app/\nADD ["a b.txt", "/x"]\nCOPY --chown=1:1 *.json lib/../conf /y/\nADD https://example.com/f /f\n',
   );
   assert.deepEqual(a.contextSources, ['*.json', 'a b.txt', 'conf', 'src']);
   assert.deepEqual(a.remoteSources, ['https://example.com/f']);
-  assert.equal(analyzeDockerfile('FROM busybox\nARG D\nCOPY $D /x\n').contextSources, 'all');
-  assert.equal(
-    analyzeDockerfile('FROM busybox\nRUN --mount=type=bind,target=/m true\n').contextSources,
-    'all',
-  );
-  assert.deepEqual(analyzeDockerfile('FROM busybox\nCOPY . /app\n').contextSources, ['']);
+  assert.equal((await analyze('FROM busybox\nARG D\nCOPY $D /x\n')).contextSources, 'all');
+  assert.equal((await analyze('FROM busybox\nRUN --mount=type=bind,target=/m true\n')).contextSources, 'all');
+  assert.deepEqual((await analyze('FROM busybox\nCOPY . /app\n')).contextSources, ['']);
 });
 
-test('bad Dockerfiles are InvalidArgument', () => {
-  assert.equal(errorKind(catchErr(() => analyzeDockerfile('RUN true\n'))), 'InvalidArgument');
-  assert.equal(errorKind(catchErr(() => analyzeDockerfile('FROM $NOPE\n'))), 'InvalidArgument');
+test('bad Dockerfiles are InvalidArgument', async () => {
+  assert.equal(errorKind(await rejection(analyze('RUN true\n'))), 'InvalidArgument');
+  assert.equal(errorKind(await rejection(analyze('FROM $NOPE\n'))), 'InvalidArgument');
 });
 
-test('pinImages replaces exactly the image text, keeping flags and stage names', () => {
+test('pinImages replaces exactly the image text, keeping flags and stage names', async () => {
   const text = 'ARG T=1\nFROM --platform=linux/amd64 busybox:${T} AS b\nCOPY --from=tools:2 /x /x\nFROM b\n';
-  const a = analyzeDockerfile(text);
+  const a = await analyze(text);
   const pinned = pinImages(text, a.images, (i) => `${i.split(':')[0]}@sha256:abc`);
   assert.equal(
     pinned,
@@ -123,19 +145,17 @@ test('selectContextFiles honours .dockerignore with exceptions', async () => {
   );
 });
 
-function catchErr(fn: () => unknown): unknown {
-  try {
-    fn();
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a throw');
+async function rejection(p: Promise<unknown>): Promise<unknown> {
+  return p.then(
+    () => assert.fail('expected a rejection'),
+    (err: unknown) => err,
+  );
 }
 
-test('an image a RUN --mount reads (from=) is pinned and keyed like COPY --from', () => {
+test('an image a RUN --mount reads (from=) is pinned and keyed like COPY --from', async () => {
   const text =
     'FROM busybox AS b\nRUN --mount=type=bind,from=alpine:3,target=/m --mount=type=cache,target=/c,from=b cat /m/x\n';
-  const a = analyzeDockerfile(text);
+  const a = await analyze(text);
   assert.deepEqual(
     a.images.map((u) => u.image),
     ['busybox', 'alpine:3'],
@@ -147,30 +167,30 @@ test('an image a RUN --mount reads (from=) is pinned and keyed like COPY --from'
   );
 });
 
-test('a Dockerfile over 256 KiB is refused before it is parsed', () => {
+test('a Dockerfile over 256 KiB is refused before it is parsed', async () => {
   const at = (bytes: number) => `FROM busybox\n${'#'.repeat(bytes - 14)}\n`;
   assert.equal(Buffer.byteLength(at(256 << 10)), 256 << 10);
-  assert.deepEqual(analyzeDockerfile(at(256 << 10)).images.length, 1);
-  const err = catchErr(() => analyzeDockerfile(at((256 << 10) + 1)));
+  assert.deepEqual((await analyze(at(256 << 10))).images.length, 1);
+  const err = await rejection(analyze(at((256 << 10) + 1)));
   assert.equal(errorKind(err), 'InvalidArgument');
   assert.match(String(err), /Dockerfile is larger than 262144 bytes/);
 });
 
-test('an instruction with tens of thousands of flags is read right: its flags are not its arguments', () => {
+test('an instruction with tens of thousands of flags is read right: its flags are not its arguments', async () => {
   const flags = '--chown=1:1 '.repeat(Math.floor((MAX_DOCKERFILE_BYTES - 64) / 12));
-  const a = analyzeDockerfile(`FROM --platform=linux/arm64 busybox\nCOPY ${flags}src conf /app/\n`);
+  const a = await analyze(`FROM --platform=linux/arm64 busybox\nCOPY ${flags}src conf /app/\n`);
   assert.deepEqual(a.contextSources, ['conf', 'src']);
   assert.deepEqual(a.images, [
     { image: 'busybox', range: { line: 0, start: 28, end: 35 }, platform: 'linux/arm64' },
   ]);
 });
 
-test('variables that double at each ARG are refused once they expand past the bound', () => {
+test('variables that double at each ARG are refused once they expand past the bound', async () => {
   const text = `ARG A=x\n${'ARG A=$A$A\n'.repeat(30)}FROM busybox:$A\n`;
-  const err = catchErr(() => analyzeDockerfile(text));
+  const err = await rejection(analyze(text));
   assert.equal(errorKind(err), 'InvalidArgument');
   assert.match(String(err), /variables expand to more than/);
   // Within the bound they expand as before.
-  const ok = analyzeDockerfile(`ARG A=x\n${'ARG A=$A$A\n'.repeat(4)}FROM busybox:$A\n`);
+  const ok = await analyze(`ARG A=x\n${'ARG A=$A$A\n'.repeat(4)}FROM busybox:$A\n`);
   assert.equal(ok.images[0]?.image, `busybox:${'x'.repeat(16)}`);
 });

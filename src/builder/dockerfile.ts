@@ -46,8 +46,8 @@ export interface DockerfileAnalysis {
 
 /**
  * The longest Dockerfile accepted (buildah itself has no limit; the key reads it whole). The parse costs
- * about 1 µs a byte on the event loop (dockerfile-ast builds objects and positions for every word), so
- * this bounds that stall to a few hundred milliseconds, once per commit.
+ * about 1 µs a byte (dockerfile-ast builds objects and positions for every word), so this bounds an
+ * analysis to a few hundred milliseconds; the builder runs it on a worker thread (dockerfile-analyzer.ts).
  */
 export const MAX_DOCKERFILE_BYTES = 256 << 10;
 
@@ -155,6 +155,13 @@ function copyArguments(instruction: Instruction): string[] {
   return args.map((a) => a.getValue());
 }
 
+/** Refuses a Dockerfile longer than MAX_DOCKERFILE_BYTES, before anything parses it. */
+export function checkDockerfileSize(text: string): void {
+  if (Buffer.byteLength(text) > MAX_DOCKERFILE_BYTES) {
+    throw invalidArgument(`Dockerfile is larger than ${MAX_DOCKERFILE_BYTES} bytes`);
+  }
+}
+
 /**
  * Parses a Dockerfile. `buildArgs` override the defaults of global ARGs (those before the first FROM),
  * which are what FROM lines may use.
@@ -163,9 +170,7 @@ export function analyzeDockerfile(
   text: string,
   buildArgs: ReadonlyMap<string, string> = new Map(),
 ): DockerfileAnalysis {
-  if (Buffer.byteLength(text) > MAX_DOCKERFILE_BYTES) {
-    throw invalidArgument(`Dockerfile is larger than ${MAX_DOCKERFILE_BYTES} bytes`);
-  }
+  checkDockerfileSize(text);
   const df = DockerfileParser.parse(text);
   const globals = new Map<string, string>();
   const budget = { left: MAX_EXPANDED_BYTES };

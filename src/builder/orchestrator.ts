@@ -23,7 +23,8 @@ import type { CredentialStore } from '../registry/credentials.ts';
 import { type BuildInputs, buildKey, describeChanges } from './build-key.ts';
 import type { EngineJob, EngineResult } from './buildah.ts';
 import { BuildFailed } from './buildah.ts';
-import { analyzeDockerfile, type DockerfileAnalysis, pinImages } from './dockerfile.ts';
+import { type DockerfileAnalysis, pinImages } from './dockerfile.ts';
+import { DockerfileAnalyzer } from './dockerfile-analyzer.ts';
 import { prepareInputs, readSnapshot, type SourceSnapshot } from './dockerfile-source.ts';
 import { dirBytes, type GitOptions, GitRepo, type GitSource, repoPath } from './git-source.ts';
 import { checkoutSubmodules, fetchSubmodules } from './git-submodules.ts';
@@ -272,7 +273,6 @@ const PLAN_FETCHES = 8;
  * at most this many, and at most repositoryMax bytes together; the oldest is let go to make room.
  */
 const PLAN_KEEP = 8;
-const ANALYSES_PER_SNAPSHOT = 8;
 
 export class Builder {
   private readonly o: BuilderOptions;
@@ -289,10 +289,10 @@ export class Builder {
   });
   private readonly loadingSnapshots = new Map<string, Promise<SourceSnapshot>>();
   /**
-   * Each snapshot's Dockerfile analysed, by build args (failures too): a large Dockerfile holds the event
-   * loop for a while as it is parsed, so that happens once per commit, not at every request that plans it.
+   * Dockerfiles are parsed off the event loop, a bounded number at once, and once per snapshot (and
+   * build args), not at every request that plans the commit.
    */
-  private readonly analyses = new WeakMap<SourceSnapshot, Map<string, DockerfileAnalysis | Error>>();
+  private readonly analyzer: DockerfileAnalyzer;
   /** Every fetch of planning under way (shutdown waits for them to remove their git directories). */
   private readonly planning = new Set<Promise<SourceSnapshot>>();
   /** Git directories fetched while planning, kept a little while for the build that usually follows. */
@@ -310,6 +310,7 @@ export class Builder {
   constructor(options: BuilderOptions) {
     this.o = options;
     this.slots = new Slots(Math.max(1, options.parallelism));
+    this.analyzer = new DockerfileAnalyzer();
   }
 
   private policy(auth: RegistryAuthRequest): AuthPolicy {
@@ -379,7 +380,7 @@ export class Builder {
       pin: (image, platform) =>
         resolveImage(client, image, platform ? parsePlatform(platform) : this.o.platform, signal),
       platform: formatPlatform(this.o.platform),
-      analyze: (text, args) => this.analyze(snapshot, text, args),
+      analyze: (text, args) => this.analyzer.analyzeOnce(snapshot, text, args),
       ...(signal && { signal }),
     });
     const key = await buildKey(inputs, signal);
@@ -444,29 +445,6 @@ export class Builder {
       () => this.planning.delete(loading),
     );
     return loading;
-  }
-
-  private analyze(
-    snapshot: SourceSnapshot,
-    text: string,
-    buildArgs: ReadonlyMap<string, string>,
-  ): DockerfileAnalysis {
-    const done = this.analyses.get(snapshot) ?? new Map<string, DockerfileAnalysis | Error>();
-    this.analyses.set(snapshot, done);
-    const key = JSON.stringify([...buildArgs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-    let result = done.get(key);
-    if (result === undefined) {
-      try {
-        result = analyzeDockerfile(text, buildArgs);
-      } catch (err) {
-        result = err instanceof Error ? err : new Error(String(err));
-      }
-      // Build args are the caller's: a few sets per commit are kept, not every set anyone sends.
-      if (done.size >= ANALYSES_PER_SNAPSHOT) done.clear();
-      done.set(key, result);
-    }
-    if (result instanceof Error) throw result;
-    return result;
   }
 
   private async keepFetched(key: string, dir: string): Promise<boolean> {
@@ -994,6 +972,7 @@ export class Builder {
   /** Cancels every build, waits for them to clean up, and removes buildah's leftover containers. */
   async close(): Promise<void> {
     this.shutdown.abort(unavailable('the builder is shutting down'));
+    await this.analyzer.close();
     for (const key of [...this.fetched.keys()]) {
       const gone = this.takeFetched(key);
       if (gone) await rm(gone, { recursive: true, force: true });

@@ -16,6 +16,7 @@ import { pino } from 'pino';
 import { ImageBuilder } from '../../src/api/gen/builder/imgbuilder_pb.ts';
 import { callServerStream, callUnary, createClient } from '../../src/api/grpc/client.ts';
 import type { EngineJob } from '../../src/builder/buildah.ts';
+import { DockerfileAnalyzer } from '../../src/builder/dockerfile-analyzer.ts';
 import { dirBytes } from '../../src/builder/git-source.ts';
 import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
 import { RegistryAccess } from '../../src/builder/registries.ts';
@@ -316,7 +317,7 @@ test('FROM --platform pins the manifest of that platform, not the builder’s', 
   }
 });
 
-test('a commit’s Dockerfile is parsed once, however many requests plan it', async (t) => {
+test('a commit’s Dockerfile is analysed once, off the event loop, however many requests plan it', async (t) => {
   const commit = await repo.commit({ 'once/Dockerfile': `FROM ${busybox}\nCOPY x /x\n`, 'once/x': 'o\n' });
   const source = request('once').source as Extract<BuildSourceSpec, { kind: 'dockerfile' }>;
   source.git = { ...source.git, targetMode: 'remoteCommit', cloneTarget: commit };
@@ -329,13 +330,21 @@ test('a commit’s Dockerfile is parsed once, however many requests plan it', as
     parses++;
     return parse(text);
   };
+  const analyze = DockerfileAnalyzer.prototype.analyze;
+  let analyses = 0;
+  DockerfileAnalyzer.prototype.analyze = function (this: DockerfileAnalyzer, ...args) {
+    analyses++;
+    return analyze.apply(this, args);
+  };
   t.after(() => {
     parser.parse = parse;
+    DockerfileAnalyzer.prototype.analyze = analyze;
   });
   for (let i = 0; i < 3; i++) {
     assert.equal((await b.builder.resolveWorkspaceImage(source, NO_AUTH, false)).exists, false);
   }
-  assert.equal(parses, 1);
+  assert.equal(parses, 0, 'parsed on a worker thread, not on the event loop');
+  assert.equal(analyses, 1);
 });
 
 test('the build logs’ budget is the configured one: bytes of each log, finished builds kept', async (t) => {

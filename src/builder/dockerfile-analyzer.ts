@@ -1,0 +1,203 @@
+// Dockerfile analyses on worker threads (dockerfile-worker.ts), bounded: at most `maxRunning` at once,
+// `maxQueued` waiting (more are refused), and `timeoutMs` each, after which its worker is ended. A
+// parse of a Dockerfile at the size cap takes a few hundred milliseconds; on the builder's event loop
+// every request, status stream and health check waited that long.
+import { Worker } from 'node:worker_threads';
+import {
+  deadlineExceeded,
+  errorKind,
+  internal,
+  messageOf,
+  resourceExhausted,
+  StrataError,
+  unavailable,
+} from '../errors.ts';
+import { checkDockerfileSize, type DockerfileAnalysis } from './dockerfile.ts';
+import type { AnalysisAnswer, AnalysisJob } from './dockerfile-worker.ts';
+
+export interface AnalyzerOptions {
+  /** Analyses at once, each on a worker thread of its own. */
+  maxRunning?: number;
+  /** Analyses that may wait for a worker; more are refused (ResourceExhausted). */
+  maxQueued?: number;
+  /** How long an analysis may run on its worker before the worker is ended (DeadlineExceeded). */
+  timeoutMs?: number;
+  /** The worker's module; tests give one of their own. */
+  script?: URL;
+}
+
+/** Two cores' worth: the builder's other work (git, buildah) needs the machine too. */
+const MAX_RUNNING = 2;
+/** Each waiting analysis holds its Dockerfile (at most 256 KiB). */
+const MAX_QUEUED = 16;
+/** About ten times the longest parse measured at the size cap, on a busy machine. */
+const TIMEOUT_MS = 5_000;
+/** Sets of build args whose analyses are kept per snapshot: the caller's, so not every set anyone sends. */
+const KEPT_PER_OWNER = 8;
+
+interface Waiting {
+  text: string;
+  buildArgs: ReadonlyMap<string, string>;
+  resolve(analysis: DockerfileAnalysis): void;
+  reject(err: unknown): void;
+}
+
+export class DockerfileAnalyzer {
+  readonly #maxRunning: number;
+  readonly #maxQueued: number;
+  readonly #timeoutMs: number;
+  readonly #script: URL;
+  /** Every worker started and not yet ended. */
+  readonly #all = new Set<Worker>();
+  /** Workers without an analysis, kept for the next (unreferenced, so they hold no process open). */
+  readonly #idle: Worker[] = [];
+  /** Workers busy with an analysis, and how to end one (its job fails with `err`). */
+  readonly #busy = new Map<Worker, (err: unknown) => Promise<void>>();
+  readonly #queue: Waiting[] = [];
+  /** Analyses made for each owner (a commit's snapshot), by build args. */
+  readonly #kept = new WeakMap<object, Map<string, Promise<DockerfileAnalysis>>>();
+  #ids = 0;
+  #closed = false;
+
+  constructor(o: AnalyzerOptions = {}) {
+    this.#maxRunning = Math.max(1, o.maxRunning ?? MAX_RUNNING);
+    this.#maxQueued = Math.max(0, o.maxQueued ?? MAX_QUEUED);
+    this.#timeoutMs = o.timeoutMs ?? TIMEOUT_MS;
+    this.#script = o.script ?? new URL('./dockerfile-worker.ts', import.meta.url);
+  }
+
+  /** Worker threads alive (busy or idle). */
+  get threads(): number {
+    return this.#all.size;
+  }
+
+  /** analyzeDockerfile's answer, worked out on a worker thread. */
+  analyze(text: string, buildArgs: ReadonlyMap<string, string> = new Map()): Promise<DockerfileAnalysis> {
+    if (this.#closed) return Promise.reject(unavailable('Dockerfile analysis has stopped'));
+    try {
+      checkDockerfileSize(text);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    if (this.#busy.size >= this.#maxRunning && this.#queue.length >= this.#maxQueued) {
+      return Promise.reject(
+        resourceExhausted(
+          `Dockerfile analysis is busy (${this.#busy.size} running, ${this.#queue.length} waiting); try again later`,
+        ),
+      );
+    }
+    return new Promise((resolve, reject) => {
+      // Copied: a caller's map may change while the analysis waits, and the copy crosses to the worker.
+      this.#queue.push({ text, buildArgs: new Map(buildArgs), resolve, reject });
+      this.#pump();
+    });
+  }
+
+  /**
+   * analyze, once per `owner` (a commit's snapshot) and set of build args: the requests that plan a
+   * commit share its analysis. A verdict on the Dockerfile (an answer, InvalidArgument, DeadlineExceeded)
+   * is kept with the owner; a refusal for a full queue or a shutdown says nothing of it and is not.
+   */
+  analyzeOnce(
+    owner: object,
+    text: string,
+    buildArgs: ReadonlyMap<string, string>,
+  ): Promise<DockerfileAnalysis> {
+    const kept = this.#kept.get(owner) ?? new Map<string, Promise<DockerfileAnalysis>>();
+    this.#kept.set(owner, kept);
+    const key = JSON.stringify([...buildArgs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const known = kept.get(key);
+    if (known) return known;
+    const analysis = this.analyze(text, buildArgs);
+    if (kept.size >= KEPT_PER_OWNER) kept.clear();
+    kept.set(key, analysis);
+    analysis.catch((err: unknown) => {
+      const kind = errorKind(err);
+      if ((kind === 'ResourceExhausted' || kind === 'Unavailable') && kept.get(key) === analysis) {
+        kept.delete(key);
+      }
+    });
+    return analysis;
+  }
+
+  /** Ends every worker; analyses under way or waiting fail (Unavailable). */
+  async close(): Promise<void> {
+    this.#closed = true;
+    const stopped = unavailable('Dockerfile analysis has stopped');
+    for (const job of this.#queue.splice(0)) job.reject(stopped);
+    const ending = [...this.#busy.values()].map((end) => end(stopped));
+    this.#idle.length = 0;
+    const all = [...this.#all];
+    this.#all.clear();
+    await Promise.all([...ending, ...all.map((w) => w.terminate())]);
+  }
+
+  #pump(): void {
+    while (!this.#closed && this.#busy.size < this.#maxRunning && this.#queue.length > 0) {
+      this.#run(this.#queue.shift() as Waiting, this.#idle.pop() ?? this.#spawn());
+    }
+  }
+
+  #spawn(): Worker {
+    const w = new Worker(this.#script);
+    this.#all.add(w);
+    w.once('exit', () => {
+      this.#all.delete(w);
+      const i = this.#idle.indexOf(w);
+      if (i >= 0) this.#idle.splice(i, 1);
+    });
+    return w;
+  }
+
+  #run(job: Waiting, w: Worker): void {
+    const id = ++this.#ids;
+    w.ref();
+    let timer: NodeJS.Timeout | undefined;
+    let ending: Promise<void> | undefined;
+    const unlisten = () => {
+      clearTimeout(timer);
+      w.off('message', onMessage);
+      w.off('error', onError);
+      w.off('exit', onExit);
+    };
+    // The worker cannot be trusted with another analysis. It keeps its place until it has ended, so
+    // no more than maxRunning threads ever work at once; then the job fails and the next gets the place.
+    const end = (err: unknown) => {
+      ending ??= (async () => {
+        unlisten();
+        this.#all.delete(w);
+        await w.terminate().catch(() => {});
+        this.#busy.delete(w);
+        job.reject(err);
+        this.#pump();
+      })();
+      return ending;
+    };
+    const onMessage = (a: AnalysisAnswer) => {
+      if (a.id !== id) return;
+      unlisten();
+      this.#busy.delete(w);
+      if ('analysis' in a) job.resolve(a.analysis);
+      else
+        job.reject(a.error.kind ? new StrataError(a.error.kind, a.error.message) : internal(a.error.message));
+      if (this.#closed) return;
+      // Idle, it must not keep the process alive.
+      w.unref();
+      this.#idle.push(w);
+      this.#pump();
+    };
+    const onError = (err: unknown) => void end(internal(`Dockerfile analysis failed: ${messageOf(err)}`));
+    const onExit = (code: number) =>
+      void end(internal(`Dockerfile analysis worker exited with code ${code}`));
+    w.on('message', onMessage);
+    w.once('error', onError);
+    w.once('exit', onExit);
+    timer = setTimeout(
+      () => void end(deadlineExceeded(`Dockerfile analysis did not finish within ${this.#timeoutMs} ms`)),
+      this.#timeoutMs,
+    );
+    this.#busy.set(w, end);
+    const message: AnalysisJob = { id, text: job.text, buildArgs: job.buildArgs };
+    w.postMessage(message);
+  }
+}
