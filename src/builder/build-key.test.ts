@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
 import { errorKind } from '../errors.ts';
-import { type BuildInputs, buildKey, describeChanges, filesRecord } from './build-key.ts';
+import { type BuildInputs, buildKey, describeChanges, fileIdsOf, filesRecord } from './build-key.ts';
 import type { ContextEntry } from './context-files.ts';
 import { prepareInputs, readSnapshot } from './dockerfile-source.ts';
 import { GitRepo, repoPath } from './git-source.ts';
@@ -77,7 +77,10 @@ async function keyAt(
 
 test("a commit that changes nothing the build reads keeps the key; a COPY'd file changes it", async () => {
   const first = await keyAt(git('rev-parse', 'HEAD'));
-  assert.deepEqual(Object.keys(first.inputs.files).sort(), ['conf.txt', 'src/main.sh']);
+  assert.deepEqual(
+    first.inputs.files.map(([path]) => path),
+    ['conf.txt', 'src/main.sh'],
+  );
 
   const readme = await keyAt(await commit({ 'app/README.md': 'more docs\n' }));
   assert.equal(readme.key, first.key, 'a file no COPY reads');
@@ -160,7 +163,10 @@ test('a context path that is a symlink in the repository: the files it points at
   await mkdir(join(origin, 'deploy'), { recursive: true });
   await symlink('../services/api', join(origin, 'deploy/api'));
   const first = await keyAt(await commit({}, 'link'), {}, 'deploy/api', 'docker/Dockerfile');
-  assert.deepEqual(Object.keys(first.inputs.files), ['x']);
+  assert.deepEqual(
+    first.inputs.files.map(([path]) => path),
+    ['x'],
+  );
   const changed = await keyAt(
     await commit({ 'services/api/x': 'v2\n' }),
     {},
@@ -256,17 +262,44 @@ const fixedInputs = async (entries: ContextEntry[]): Promise<BuildInputs> => ({
   version: 'v1',
 });
 
+// Out of order on purpose: a name JavaScript lists first (`10`), .gitattributes added after the rest.
+const fixedEntries: ContextEntry[] = [
+  { path: 'src/main.sh', mode: '100755', id: 'a'.repeat(40) },
+  { path: 'conf.txt', mode: '100644', id: 'b'.repeat(40) },
+  { path: 'link', mode: '120000', id: 'c'.repeat(40) },
+  { path: '10', mode: '100644', id: 'd'.repeat(40) },
+  { path: '../.gitattributes', mode: '100644', id: 'e'.repeat(40) },
+  { path: 'dir/ü "quoted".txt', mode: '100644', id: 'f'.repeat(40) },
+];
+
 test('the key of a fixed context is the one keys have always had', async () => {
-  // Out of order on purpose: a name JavaScript lists first (`10`), .gitattributes added after the rest.
-  const inputs = await fixedInputs([
-    { path: 'src/main.sh', mode: '100755', id: 'a'.repeat(40) },
-    { path: 'conf.txt', mode: '100644', id: 'b'.repeat(40) },
-    { path: 'link', mode: '120000', id: 'c'.repeat(40) },
-    { path: '10', mode: '100644', id: 'd'.repeat(40) },
-    { path: '../.gitattributes', mode: '100644', id: 'e'.repeat(40) },
-    { path: 'dir/ü "quoted".txt', mode: '100644', id: 'f'.repeat(40) },
-  ]);
+  const inputs = await fixedInputs(fixedEntries);
   assert.equal(await buildKey(inputs), '63e965df58f0c1571471ae42f181d43906b44c5c11a421c0f1b74962a020d9ae');
+  assert.deepEqual(
+    inputs.files.map(([path]) => path),
+    ['../.gitattributes', '10', 'conf.txt', 'dir/ü "quoted".txt', 'link', 'src/main.sh'],
+  );
+});
+
+test('a path listed twice is keyed once, with its last id, as keys have always had it', async () => {
+  const entries: ContextEntry[] = [
+    ...fixedEntries,
+    { path: 'src/main.sh', mode: '100644', id: '1'.repeat(40) },
+    { path: '../.gitattributes', mode: '100644', id: 'e'.repeat(40) },
+    { path: 'conf.txt', mode: '100644', id: '2'.repeat(40) },
+  ];
+  // The keys the files record as an object (path → last id) gave these entries.
+  const twice = await fixedInputs(entries);
+  assert.equal(await buildKey(twice), '9a40a07aae1b24d4514285ccccf72b3f1dfde85ba259d9ba192b8f80af1ebd2d');
+  assert.deepEqual(
+    twice.files.find(([path]) => path === 'conf.txt'),
+    ['conf.txt', `100644 ${'2'.repeat(40)}`],
+  );
+  const reversed = await fixedInputs(entries.slice(3).toReversed());
+  assert.equal(await buildKey(reversed), '58bc1e94af1ebc935c72b6961fb2bc2e1fdc9b0537fd255d8e9138c29f5653ba');
+  for (const { files } of [twice, reversed]) {
+    assert.ok(files.every(([path], i) => i === 0 || (files[i - 1] as readonly [string, string])[0] < path));
+  }
 });
 
 test('keying a large context lets the event loop run between slices, and stops when cancelled', async () => {
@@ -284,7 +317,7 @@ test('keying a large context lets the event loop run between slices, and stops w
   const key = await buildKey(inputs);
   done = true;
   assert.ok(turnBeforeDone, 'another callback ran while the key was computed');
-  assert.equal(Object.keys(inputs.files).length, entries.length);
+  assert.equal(inputs.files.length, entries.length);
   // The order the files come in does not matter: reversed, every name but one is out of place.
   assert.equal(await buildKey(await fixedInputs(entries.toReversed())), key);
 
@@ -314,7 +347,7 @@ function changedPair(): { before: BuildInputs; now: BuildInputs } {
         busybox: `docker.io/library/busybox@sha256:${'1'.repeat(64)}`,
         alpine: `docker.io/library/alpine@sha256:${'2'.repeat(64)}`,
       },
-      files: { ...files(removed, 'a'), ...files(modified, 'a'), ...files(kept, 'a') },
+      files: fileIdsOf({ ...files(removed, 'a'), ...files(modified, 'a'), ...files(kept, 'a') }),
       buildArgs: { B: '2', A: '1' },
       remoteSources: ['https://example.com/b', 'https://example.com/a'],
       version: 'v1',
@@ -327,7 +360,7 @@ function changedPair(): { before: BuildInputs; now: BuildInputs } {
         'tools:2': `reg.example/tools@sha256:${'3'.repeat(64)}`,
         busybox: `docker.io/library/busybox@sha256:${'4'.repeat(64)}`,
       },
-      files: { ...files(kept, 'a'), ...files(added, 'b'), ...files(modified.toReversed(), 'b') },
+      files: fileIdsOf({ ...files(kept, 'a'), ...files(added, 'b'), ...files(modified.toReversed(), 'b') }),
       buildArgs: { A: '1', C: '3' },
       remoteSources: ['https://example.com/a'],
       version: 'v2',

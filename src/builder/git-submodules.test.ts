@@ -64,7 +64,7 @@ async function keyOf(repo: GitRepo) {
     pin: async (image) => `docker.io/library/${image}@sha256:${'1'.repeat(64)}`,
     platform: 'linux/amd64',
   });
-  return { key: await buildKey(prepared.inputs), files: prepared.inputs.files };
+  return { key: await buildKey(prepared.inputs), files: new Map(prepared.inputs.files) };
 }
 
 test('relative submodule URLs resolve against the superproject remote as git resolves them', () => {
@@ -109,13 +109,13 @@ test('submodules (relative URL, nested) are listed with their files and checked 
 
 test('the key changes when only the pinned commit of a submodule changes', async () => {
   const before = await keyOf(open(app.url, await app.head()));
-  assert.ok('lib/greeting.txt' in before.files);
+  assert.ok(before.files.has('lib/greeting.txt'));
   const libAt = await lib.commit({ 'greeting.txt': 'hello from lib v2\n' });
   await app.gitlink('lib', libAt);
   const superAt = await app.commit({}, 'bump lib');
   const afterBump = await keyOf(open(app.url, superAt));
   assert.notEqual(afterBump.key, before.key);
-  assert.notEqual(afterBump.files['lib/greeting.txt'], before.files['lib/greeting.txt']);
+  assert.notEqual(afterBump.files.get('lib/greeting.txt'), before.files.get('lib/greeting.txt'));
 });
 
 test('a refused or unfetchable submodule fails with a message naming its path', async () => {

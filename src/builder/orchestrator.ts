@@ -598,7 +598,7 @@ export class Builder {
 
   private async reason(plan: Plan, force: boolean, signal: AbortSignal): Promise<string> {
     if (force) return 'force_rebuild was asked for';
-    const last = await this.o.history.get(plan.source);
+    const last = await this.o.history.get(plan.source, signal);
     if (!last) return `no image for this key yet (first build of this source here): ${plan.ref}`;
     if (last.key === (plan.key ?? plan.baseRef)) {
       return 'the image built for this key earlier is no longer in the registry';
@@ -708,11 +708,15 @@ export class Builder {
         throw new BuildFailed('image build did not produce a workspace image');
       }
       await this.o.history
-        .put(plan.source, {
-          key: plan.key ?? plan.baseRef,
-          ...(plan.inputs && { inputs: plan.inputs }),
-          builtAt: Date.now(),
-        })
+        .put(
+          plan.source,
+          {
+            key: plan.key ?? plan.baseRef,
+            ...(plan.inputs && { inputs: plan.inputs }),
+            builtAt: Date.now(),
+          },
+          this.shutdown.signal,
+        )
         .catch((err: unknown) =>
           this.o.logger.warn({ err: messageOf(err) }, 'cannot record the build inputs'),
         );

@@ -8,18 +8,19 @@ const SLICE_MS = 4;
 
 /**
  * Calls `each` on `items` in slices of about SLICE_MS; `each` returning false stops. `task` names the
- * work in the error a cancellation raises.
+ * work in the error a cancellation raises. `items` may be a generator: each item it yields is one step.
  */
 export async function inSlices<T>(
-  items: readonly T[],
+  items: Iterable<T>,
   signal: AbortSignal | undefined,
   task: string,
   each: (item: T) => boolean | undefined,
 ): Promise<void> {
   let sliceStart = performance.now();
-  for (let i = 0; i < items.length; i++) {
-    if (each(items[i] as T) === false) return;
-    if ((i & 15) === 15 && performance.now() - sliceStart > SLICE_MS) {
+  let i = 0;
+  for (const item of items) {
+    if (each(item) === false) return;
+    if ((++i & 15) === 0 && performance.now() - sliceStart > SLICE_MS) {
       await new Promise((resolve) => setImmediate(resolve));
       if (signal?.aborted) throw aborted(`${task}: cancelled`, { cause: signal.reason });
       sliceStart = performance.now();

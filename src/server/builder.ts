@@ -384,6 +384,7 @@ export async function startBuilder(
     if (shared) undo.push(async () => shared.close());
     const metrics = new BuilderMetrics(overrides.registry);
     if (shared) metrics.watchRedis(() => shared.connected);
+    const builderLogger = logger.child({ component: 'builder' });
     const builder = new Builder({
       stateDir: config.stateDir,
       baseRepository: config.baseRepository,
@@ -393,8 +394,8 @@ export async function startBuilder(
       ...(systemHost && { systemRegistries: new Set([systemHost]) }),
       engine,
       logs,
-      history: new SourceHistory(join(config.stateDir, 'sources')),
-      logger: logger.child({ component: 'builder' }),
+      history: new SourceHistory(join(config.stateDir, 'sources'), builderLogger),
+      logger: builderLogger,
       platform: config.platform,
       insecureHosts: config.plainHttpHosts,
       parallelism: config.parallelism,

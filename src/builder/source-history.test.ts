@@ -1,0 +1,198 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { pino } from 'pino';
+import { removeTempDir, tempDir } from '../../test/helpers/tmp.ts';
+import { errorKind } from '../errors.ts';
+import { type BuildInputs, describeChanges, fileIdsOf, filesRecord } from './build-key.ts';
+import { type HistoryEntry, SourceHistory } from './source-history.ts';
+
+let dir: string;
+before(async () => {
+  dir = await tempDir('source-history');
+});
+after(() => removeTempDir(dir));
+
+let n = 0;
+/** A history in a directory of its own, with the messages it logs. */
+function history(): { h: SourceHistory; dir: string; logged: string[] } {
+  const logged: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line).msg) });
+  const d = join(dir, `h${n++}`);
+  return { h: new SourceHistory(d, logger), dir: d, logged };
+}
+
+const inputs = (files: Record<string, string>): BuildInputs => ({
+  dockerfilePath: 'app/Dockerfile',
+  contextPath: 'app',
+  dockerfile: '0'.repeat(64),
+  images: { busybox: `docker.io/library/busybox@sha256:${'1'.repeat(64)}` },
+  files: fileIdsOf(files),
+  buildArgs: { B: '2', A: '1' },
+  remoteSources: ['https://example.com/b'],
+  version: 'v1',
+});
+
+// Names a line-oriented file must carry whole: a newline, quotes, a lone surrogate (a name that is not
+// UTF-8, see byte-names), an astral character, a name JavaScript lists first.
+const odd = {
+  'a\nb': '100644 1',
+  'say "hi".txt': '100644 2',
+  'bad-\uDC80-byte': '100644 3',
+  'emoji/\u{1F600}': '100644 4',
+  '10': '100644 5',
+  'x\u2028y': '120000 6',
+};
+
+/** The file the builder's previous history wrote for `source`: the whole entry as one JSON text. */
+async function writePrevious(d: string, source: string, entry: object): Promise<void> {
+  const name = `${createHash('sha256').update(source).digest('hex')}.json`;
+  await writeFile(join(d, name), JSON.stringify(entry));
+}
+
+test('an entry reads back as it was recorded, names and all; a reference source has its key alone', async () => {
+  const { h, dir: d } = history();
+  assert.equal(await h.get('src'), undefined);
+  const entry: HistoryEntry = {
+    key: 'k1',
+    inputs: { ...inputs(odd), platform: 'linux/amd64' },
+    builtAt: 1700,
+  };
+  await h.put('src', entry);
+  assert.deepEqual(await h.get('src'), entry);
+  await h.put('ref', { key: 'reg.example/base:1', builtAt: 1800 });
+  assert.deepEqual(await h.get('ref'), { key: 'reg.example/base:1', builtAt: 1800 });
+  const empty: HistoryEntry = { key: 'k0', inputs: inputs({}), builtAt: 1 };
+  await h.put('empty', empty);
+  assert.deepEqual(await h.get('empty'), empty);
+  // A later build replaces the record; nothing is left beside the records.
+  await h.put('src', { ...entry, key: 'k2' });
+  assert.equal((await h.get('src'))?.key, 'k2');
+  assert.equal((await readdir(d)).filter((f) => !f.endsWith('.jsonl')).length, 0);
+});
+
+test('a record in the previous format is read, and the reason it gives is the one it gave', async () => {
+  const { h, dir: d, logged } = history();
+  const before = { ...odd, 'gone.txt': '100644 7', 'same.txt': '100644 8' };
+  const { '10': _ten, ...kept } = odd;
+  const now = { ...kept, 'a\nb': '100644 9', 'new.txt': '100644 a', 'same.txt': '100644 8' };
+  const { files: _, ...rest } = inputs({});
+  await h.put('other', { key: 'k', builtAt: 1 }); // the directory exists, as it did
+  await writePrevious(d, 'src', { key: 'k-old', inputs: { ...rest, files: before }, builtAt: 1600 });
+  await writePrevious(d, 'ref', { key: 'reg.example/base:1', builtAt: 1650 });
+  const read = await h.get('src');
+  assert.deepEqual(read, { key: 'k-old', inputs: inputs(before), builtAt: 1600 });
+  assert.deepEqual(await h.get('ref'), { key: 'reg.example/base:1', builtAt: 1650 });
+  assert.deepEqual(await describeChanges(read?.inputs as BuildInputs, inputs(now)), [
+    'context files changed: modified a\nb; added new.txt; removed 10, gone.txt',
+  ]);
+  assert.deepEqual(logged, []);
+  // The next build's record replaces the previous format's file.
+  await h.put('src', { key: 'k-new', inputs: inputs(now), builtAt: 1700 });
+  assert.equal((await h.get('src'))?.key, 'k-new');
+  assert.deepEqual((await readdir(d)).filter((f) => f.endsWith('.json')).length, 1, 'the reference source’s');
+});
+
+test('a large record in the previous format gives its key and time without being parsed whole', async () => {
+  const { h, dir: d, logged } = history();
+  const files = Object.fromEntries(
+    Array.from({ length: 10_000 }, (_, i) => [`src/f${i}.ts`, `100644 ${String(i).padStart(40, '0')}`]),
+  );
+  const { files: _, ...rest } = inputs({});
+  await h.put('other', { key: 'k', builtAt: 1 });
+  await writePrevious(d, 'src', { key: 'say "k"', inputs: { ...rest, files }, builtAt: 1600 });
+  assert.deepEqual(await h.get('src'), { key: 'say "k"', builtAt: 1600 });
+  assert.equal(logged.length, 1);
+  assert.match(logged[0] as string, /previous format, too large/);
+});
+
+test('a record that cannot be read as written counts as none, with a log line', async () => {
+  const { h, dir: d, logged } = history();
+  await h.put('src', { key: 'k', inputs: inputs(odd), builtAt: 1 });
+  const [name] = await readdir(d);
+  const path = join(d, name as string);
+  const good = await readFile(path, 'utf8');
+  const lines = good.split('\n');
+  const cases = {
+    'a later format': good.replace('"format":2', '"format":3'),
+    'cut short': lines.slice(0, -2).join('\n'),
+    'a line cut': good.slice(0, -3),
+    'files out of order': [lines[0], lines[2], lines[1], ...lines.slice(3)].join('\n'),
+    'not JSON': `${lines[0]}\n[oops\n`,
+  };
+  for (const [what, text] of Object.entries(cases)) {
+    await writeFile(path, text);
+    logged.length = 0;
+    assert.equal(await h.get('src'), undefined, what);
+    assert.equal(logged.length, 1, what);
+  }
+});
+
+test('reading and writing a large record lets the event loop turn, and stops when cancelled', async () => {
+  const { h, dir: d } = history();
+  const entries = Array.from({ length: 100_000 }, (_, i) => ({
+    path: `src/m${i % 97}/f${i}.ts`,
+    mode: '100644',
+    id: i.toString(16).padStart(40, '0'),
+  }));
+  const entry: HistoryEntry = {
+    key: 'k',
+    inputs: { ...inputs({}), files: await filesRecord(entries) },
+    builtAt: 1,
+  };
+  // The file's reads and writes turn the loop whatever is done between them, so what a turn sees is
+  // counted instead: how far the JSON work had got. In one JSON step, turns saw none or all of it.
+  const stagesSeen = async (method: 'parse' | 'stringify', work: () => Promise<unknown>) => {
+    const original = JSON[method];
+    let calls = 0;
+    const seen = new Set<number>();
+    let running = true;
+    const turn = () => {
+      if (!running) return;
+      seen.add(calls);
+      setImmediate(turn);
+    };
+    Object.assign(JSON, {
+      [method]: (...args: unknown[]) => {
+        calls++;
+        return Reflect.apply(original, JSON, args);
+      },
+    });
+    setImmediate(turn);
+    try {
+      await work();
+    } finally {
+      running = false;
+      Object.assign(JSON, { [method]: original });
+    }
+    return seen.size;
+  };
+  assert.ok((await stagesSeen('stringify', () => h.put('src', entry))) >= 10);
+  let read: HistoryEntry | undefined;
+  assert.ok((await stagesSeen('parse', async () => (read = await h.get('src')))) >= 10);
+  assert.deepEqual(read, entry);
+
+  const stopRead = new AbortController();
+  setImmediate(() => stopRead.abort());
+  assert.equal(errorKind(await h.get('src', stopRead.signal).catch((e: unknown) => e)), 'Aborted');
+  // A cancelled write leaves the record before it, and no temp file.
+  const stopWrite = new AbortController();
+  setImmediate(() => stopWrite.abort());
+  const changed = { ...entry, key: 'k2' };
+  assert.equal(errorKind(await h.put('src', changed, stopWrite.signal).catch((e: unknown) => e)), 'Aborted');
+  assert.equal((await h.get('src'))?.key, 'k');
+  assert.equal((await readdir(d)).length, 1);
+});
+
+test('writes of one source go one after another: the last one asked for is the record', async () => {
+  const { h } = history();
+  const big = (key: string): HistoryEntry => ({
+    key,
+    inputs: inputs(Object.fromEntries(Array.from({ length: 20_000 }, (_, i) => [`f${i}`, `100644 ${key}`]))),
+    builtAt: 1,
+  });
+  await Promise.all([h.put('src', big('a')), h.put('src', big('b')), h.put('src', big('c'))]);
+  assert.deepEqual(await h.get('src'), big('c'));
+});
