@@ -976,12 +976,15 @@ export class Builder {
   /** Cancels every build, waits for them to clean up, and removes buildah's leftover containers. */
   async close(): Promise<void> {
     this.shutdown.abort(unavailable('the builder is shutting down'));
+    // Taken before the first wait: a build leaves `active` before its work dir is removed, so one that
+    // ends while close waits below would otherwise not be waited for.
+    const running = [...this.active].map((b) => b.run);
     await this.analyzer.close();
     for (const key of [...this.fetched.keys()]) {
       const gone = this.takeFetched(key);
       if (gone) await rm(gone, { recursive: true, force: true });
     }
-    await Promise.allSettled([...this.active].map((b) => b.run));
+    await Promise.allSettled(running);
     await Promise.allSettled(this.planning);
     // A trim under way ends at its next step (an image removal already begun is let finish).
     await Promise.allSettled(this.housekeeping);
