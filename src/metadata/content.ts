@@ -278,10 +278,12 @@ export class ContentView {
     if (first.done) return;
     let req = first.value;
     if (req.ref === '') throw invalidArgument('first message must have a reference');
-    let total = Math.max(req.total, 0);
+    // The first message's total is kept as sent, as containerd keeps it: a negative one then fails the
+    // commit's size check (`ctr content ingest --expected-size -1`); later ones count only when positive.
+    let total = req.total;
     let expected = req.expected;
     const w = await this.writer(ns, req.ref, {
-      total,
+      total: Math.max(total, 0),
       expected,
       ...(opts.lease ? { lease: opts.lease } : {}),
     });
@@ -315,7 +317,7 @@ export class ContentView {
             const endCommit = tracePhase(`daemon-commit-content ${req.ref}`);
             // Only what this session declared is checked, as in containerd: a resumed ingest does not
             // inherit the size or digest an earlier session opened it with.
-            await w.commit(total > 0 ? total : w.offset, expected || w.digest(), req.labels);
+            await w.commit(total !== 0 ? total : w.offset, expected || w.digest(), req.labels);
             endCommit(`${w.offset} bytes`);
           }
           reply = { offset: w.offset, digest: w.digest() };
@@ -494,7 +496,7 @@ export class NamespacedWriter {
     validateLabels('info.Labels', labels);
     const want = expected ? checkDigest(expected) : undefined;
     // containerd's metadata store checks the size before its blob store sees the commit (ctr prints this).
-    if (size > 0 && size !== this.offset) {
+    if (size !== 0 && size !== this.offset) {
       throw failedPrecondition(
         `${goQuote(this.ref)} failed size validation: ${this.offset} != ${size}: failed precondition`,
       );

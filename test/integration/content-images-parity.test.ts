@@ -80,6 +80,37 @@ describe('content and images side by side with containerd 1.6', () => {
     });
   });
 
+  test('a negative expected size is kept: the commit fails containerd’s size validation, the STAT echoes it', async () => {
+    const file = join(work, 'three-bytes');
+    await writeFile(file, 'hi\n');
+    const shown = await sameOnBoth(async (side, ns) => {
+      const stat = callBidi(side.client, Content.method.write, { metadata: md(ns) });
+      const replies = stat.responses[Symbol.asyncIterator]();
+      await stat.send({ action: WriteAction.STAT, ref: 'stat-only', total: -1n });
+      const reply = await replies.next();
+      stat.cancel();
+      return [
+        reply.done ? 'ended' : Number(reply.value.total),
+        await ingest(side, ns, file, ['--expected-size', '-1', 'negative']),
+        (await ctr(side, ns, ['content', 'active'])).stdout
+          .split('\n')
+          .filter((l) => l.startsWith('negative\t')).length,
+        (await ctr(side, ns, ['content', 'ls', '--quiet'])).stdout,
+      ];
+    });
+    assert.deepEqual(shown, [
+      -1,
+      {
+        code: 1,
+        stdout: '',
+        stderr:
+          'ctr: failed commit on ref "negative": commit failed: "negative" failed size validation: 3 != -1: failed precondition\n',
+      },
+      1,
+      '',
+    ]);
+  });
+
   test('an ingest resumed without a declared size or digest does not inherit an earlier attempt’s', async () => {
     // The first attempt declares a size and digest the input does not have and fails, leaving its bytes;
     // the retry declares neither. containerd checks only what the committing session declared.
