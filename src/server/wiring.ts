@@ -94,7 +94,12 @@ export async function wireDaemon(
       leasesService({ leases, collectGarbage }),
       namespacesService({
         namespaces,
-        defaultLabels: { 'containerd.io/defaults/snapshotter': config.snapshotter },
+        // ctr falls back to overlayfs by itself, and containerd reports no such label: only another
+        // default is announced, so `ctr namespaces ls` shows what it shows against containerd.
+        defaultLabels:
+          config.snapshotter === 'overlayfs'
+            ? {}
+            : { 'containerd.io/defaults/snapshotter': config.snapshotter },
         removeIngest,
       }),
       snapshotsService({ snapshotters }),
