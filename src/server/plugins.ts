@@ -45,7 +45,8 @@ export function pluginList(ctx: PluginContext): PluginInfo[] {
     out.push({
       type: 'io.containerd.snapshotter.v1',
       id: sn.id,
-      exports: { root: sn.root },
+      // containerd's overlayfs plugin exports its root (clients read it); its native plugin exports nothing.
+      ...(sn.id === 'overlayfs' && { exports: { root: sn.root } }),
       platforms: [{ os: 'linux', architecture: process.arch === 'x64' ? 'amd64' : process.arch }],
     });
   }

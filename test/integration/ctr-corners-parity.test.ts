@@ -41,4 +41,19 @@ describe('less travelled ctr commands side by side with containerd 1.6', () => {
     assert.match(String(listed), /^corners-\d+\s+team=x,tier=1\s*$/);
     assert.equal(got, true);
   });
+
+  test('ctr plugins ls: the native snapshotter exports nothing; a bad filter is refused as containerd words it', async () => {
+    const [native, refused] = await both.sameOnBoth(async (side) => [
+      await ctr(side, ['plugins', 'ls', '--detailed', 'type==io.containerd.snapshotter.v1,id==native']),
+      await ctr(side, ['plugins', 'ls', 'id==']),
+    ]);
+    assert.equal((native as Shown).code, 0);
+    assert.match((native as Shown).stdout, /^ID:\s+native$/m);
+    assert.deepEqual(refused, {
+      code: 1,
+      stdout: '',
+      stderr:
+        'ctr: filters: parse error: [id==]: expected value or quoted: invalid argument: invalid argument\n',
+    });
+  });
 });

@@ -2,7 +2,7 @@
 // the plugins it runs, in containerd's type/id terms, filterable with containerd's filter language.
 
 import type { Adaptor } from '../../metadata/filters/filter.ts';
-import { parseFilters } from '../../metadata/filters/filter.ts';
+import { parseStoreFilters } from '../../metadata/filters/filter.ts';
 import { Introspection } from '../gen/containerd/services/introspection/v1/introspection_pb.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 
@@ -51,7 +51,8 @@ export function introspectionService(deps: IntrospectionServiceDeps): ServiceReg
   return implement(Introspection, {
     server: () => server,
     plugins(req) {
-      const filter = parseFilters(req.filters);
+      // containerd's introspection wraps the parse error once more, as its image and lease stores do.
+      const filter = parseStoreFilters(req.filters);
       return {
         plugins: deps.plugins
           .filter((p) => filter.match(pluginAdaptor(p)))

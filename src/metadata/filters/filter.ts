@@ -250,8 +250,9 @@ export async function selectMatching<T>(
 }
 
 /**
- * parseFilters as containerd's image and lease stores use it: they wrap the error once more, so the
- * message ends in `: invalid argument: invalid argument`. (Content and ingest listings do not.)
+ * parseFilters as containerd's image and lease stores and its introspection service use it: they wrap
+ * the error once more, so the message ends in `: invalid argument: invalid argument`. (Content and ingest
+ * listings do not.)
  */
 export function parseStoreFilters(filters: readonly string[]): Filter {
   try {
