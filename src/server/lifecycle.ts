@@ -46,6 +46,8 @@ export async function startDaemon(
     undo.push(() => parts.close());
     const grpc = createGrpcServer({ logger: logger.child({ component: 'grpc' }), services: parts.services });
     undo.push(() => grpc.shutdown());
+    // Undone first: open `ctr events` streams end at once instead of holding the shutdown to its timeout.
+    undo.push(async () => parts.events.close());
     // One collection before serving, as containerd runs one right after it starts (startup_delay): what
     // expired or lost its holder while the daemon was down goes without waiting for the next deletion.
     await parts.gc

@@ -18,6 +18,7 @@ const SERVICE_PLUGINS: Record<string, { grpc: string; service?: string }> = {
   'containerd.services.version.v1.Version': { grpc: 'version' },
   'containerd.services.snapshots.v1.Snapshots': { grpc: 'snapshots', service: 'snapshots-service' },
   'containerd.services.diff.v1.Diff': { grpc: 'diff', service: 'diff-service' },
+  'containerd.services.events.v1.Events': { grpc: 'events' },
 };
 
 export interface PluginContext {

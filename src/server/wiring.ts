@@ -6,6 +6,7 @@ import type { ServiceRegistration } from '../api/grpc/service.ts';
 import { contentService } from '../api/services/content.ts';
 import { diffService } from '../api/services/diff.ts';
 import { earlyImagesService } from '../api/services/early-images.ts';
+import { EventExchange, eventsService } from '../api/services/events.ts';
 import { imagesService } from '../api/services/images.ts';
 import { introspectionService } from '../api/services/introspection.ts';
 import { leasesService } from '../api/services/leases.ts';
@@ -49,6 +50,8 @@ export interface DaemonParts {
   snapshotters: ReadonlyMap<string, Snapshotter>;
   uuid: string;
   services: ServiceRegistration[];
+  /** Where the services publish; closed before the gRPC server shuts down. */
+  events: EventExchange;
   /** Releases what wiring opened (the gRPC server is not part of it). */
   close(): Promise<void>;
 }
@@ -87,10 +90,11 @@ export async function wireDaemon(
     });
     const collectGarbage = () => gc.collect();
 
+    const events = new EventExchange();
     const services: ServiceRegistration[] = [
-      imagesService({ images, collectGarbage }),
+      imagesService({ images, collectGarbage, events }),
       earlyImagesService({ images }),
-      contentService({ view }),
+      contentService({ view, events }),
       leasesService({ leases, collectGarbage }),
       namespacesService({
         namespaces,
@@ -101,8 +105,10 @@ export async function wireDaemon(
             ? {}
             : { 'containerd.io/defaults/snapshotter': config.snapshotter },
         removeIngest,
+        events,
       }),
-      snapshotsService({ snapshotters }),
+      snapshotsService({ snapshotters, events }),
+      eventsService({ events }),
       diffService({ differ }),
       versionService({ version: VERSION, revision: sourceRevision() }),
     ];
@@ -134,6 +140,7 @@ export async function wireDaemon(
       gc,
       snapshotters,
       uuid,
+      events,
       services: metrics ? services.map((s) => metrics.instrument(s)) : services,
       async close() {
         await gc.close();

@@ -9,6 +9,7 @@ import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { outOfRange } from '../../errors.ts';
 import type { ContentRecord, ContentView, NamespacedStatus, WriteMessage } from '../../metadata/content.ts';
 import { timestampFromNanos } from '../convert/timestamps.ts';
+import { ContentDeleteSchema } from '../gen/containerd/events/content_pb.ts';
 import {
   Content,
   type InfoSchema,
@@ -18,10 +19,13 @@ import {
 } from '../gen/containerd/services/content/v1/content_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import type { EventExchange } from './events.ts';
 import { leaseOf } from './leases.ts';
 
 export interface ContentServiceDeps {
   view: ContentView;
+  /** Where /content/delete goes. */
+  events?: EventExchange;
 }
 
 /** List sends this many Info per message, as containerd does. */
@@ -87,7 +91,9 @@ export function contentService(deps: ContentServiceDeps): ServiceRegistration {
     },
 
     delete: (req, ctx) => {
-      view.delete(namespaceOf(ctx.metadata), req.digest, leaseOf(ctx.metadata));
+      const ns = namespaceOf(ctx.metadata);
+      view.delete(ns, req.digest, leaseOf(ctx.metadata));
+      deps.events?.publish(ns, '/content/delete', ContentDeleteSchema, { digest: req.digest });
       return {};
     },
 

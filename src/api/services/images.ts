@@ -6,6 +6,11 @@ import type { ImageInput, ImageRecord, ImageStore } from '../../metadata/images.
 import { descriptorFromProto, descriptorToProto } from '../convert/descriptor.ts';
 import { requestTime, timestampFromNanos } from '../convert/timestamps.ts';
 import {
+  ImageCreateSchema,
+  ImageDeleteSchema,
+  ImageUpdateSchema,
+} from '../gen/containerd/services/images/v1/events_pb.ts';
+import {
   CreateImageResponseSchema,
   GetImageResponseSchema,
   type Image,
@@ -16,6 +21,7 @@ import {
 } from '../gen/containerd/services/images/v1/images_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { EncodedMessage, implement, type ServiceRegistration } from '../grpc/service.ts';
+import type { EventExchange } from './events.ts';
 import { encodeImageResponse, encodeListImagesResponse } from './image-wire.ts';
 import { leaseOf } from './leases.ts';
 
@@ -23,6 +29,8 @@ export interface ImagesServiceDeps {
   images: ImageStore;
   /** Runs a garbage collection that starts after the call and resolves when it is done. */
   collectGarbage(): Promise<unknown>;
+  /** Where /images/create, /images/update and /images/delete go. */
+  events?: EventExchange;
 }
 
 export function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchema> {
@@ -75,6 +83,10 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
         imageInput(req.image),
         writeOptions(ctx.metadata, req.sourceDateEpoch),
       );
+      deps.events?.publish(ns, '/images/create', ImageCreateSchema, {
+        name: created.name,
+        labels: created.labels,
+      });
       return new EncodedMessage(CreateImageResponseSchema, encodeImageResponse(created));
     },
     update(req, ctx) {
@@ -85,6 +97,10 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
         req.updateMask?.paths ?? [],
         writeOptions(ctx.metadata, req.sourceDateEpoch),
       );
+      deps.events?.publish(ns, '/images/update', ImageUpdateSchema, {
+        name: updated.name,
+        labels: updated.labels,
+      });
       return new EncodedMessage(UpdateImageResponseSchema, encodeImageResponse(updated));
     },
     async delete(req, ctx) {
@@ -93,6 +109,8 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
       // proto3 `optional`: a present target with a digest makes the delete conditional.
       const target = req.target?.digest || undefined;
       images.delete(ns, req.name, { ...(lease && { lease }), ...(target && { target }) });
+      // Published before a sync collection runs, as containerd does.
+      deps.events?.publish(ns, '/images/delete', ImageDeleteSchema, { name: req.name });
       if (req.sync) await deps.collectGarbage();
       return {};
     },

@@ -2,9 +2,15 @@
 // not namespaced (no `containerd-namespace` header needed); names follow containerd's identifier rule.
 import { invalidArgument } from '../../errors.ts';
 import type { NamespaceRecord, NamespaceStore } from '../../metadata/namespaces.ts';
+import {
+  NamespaceCreateSchema,
+  NamespaceDeleteSchema,
+  NamespaceUpdateSchema,
+} from '../gen/containerd/events/namespace_pb.ts';
 import { type Namespace, Namespaces } from '../gen/containerd/services/namespaces/v1/namespace_pb.ts';
-import { validateIdentifier } from '../grpc/namespace.ts';
-import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import { namespaceOf, validateIdentifier } from '../grpc/namespace.ts';
+import { implement, type RequestMetadata, type ServiceRegistration } from '../grpc/service.ts';
+import type { EventExchange } from './events.ts';
 
 export interface NamespacesServiceDeps {
   namespaces: NamespaceStore;
@@ -15,6 +21,17 @@ export interface NamespacesServiceDeps {
   defaultLabels?: Readonly<Record<string, string>>;
   /** Deletes the data of an ingest whose record went with its namespace (absent data is fine). */
   removeIngest?: (namespace: string, ref: string) => Promise<void>;
+  /** Where /namespaces/create, /namespaces/update and /namespaces/delete go. */
+  events?: EventExchange;
+}
+
+/** The caller's own namespace, which containerd files create and update events under; none without one. */
+function callerNamespace(metadata: RequestMetadata): string | undefined {
+  try {
+    return namespaceOf(metadata);
+  } catch {
+    return undefined;
+  }
 }
 
 function required(ns: Namespace | undefined): Namespace {
@@ -35,18 +52,26 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistrat
     list() {
       return { namespaces: namespaces.list().map(withDefaults) };
     },
-    create(req) {
+    create(req, ctx) {
       const ns = required(req.namespace);
       validateIdentifier(ns.name);
-      return { namespace: namespaces.create(ns.name, ns.labels) };
+      const created = namespaces.create(ns.name, ns.labels);
+      const caller = callerNamespace(ctx.metadata);
+      if (caller) deps.events?.publish(caller, '/namespaces/create', NamespaceCreateSchema, created);
+      return { namespace: created };
     },
-    update(req) {
+    update(req, ctx) {
       const ns = required(req.namespace);
       validateIdentifier(ns.name);
-      return { namespace: namespaces.update(ns.name, ns.labels, req.updateMask?.paths ?? []) };
+      const updated = namespaces.update(ns.name, ns.labels, req.updateMask?.paths ?? []);
+      const caller = callerNamespace(ctx.metadata);
+      if (caller) deps.events?.publish(caller, '/namespaces/update', NamespaceUpdateSchema, updated);
+      return { namespace: updated };
     },
     async delete(req) {
       for (const ref of namespaces.delete(req.name)) await deps.removeIngest?.(req.name, ref);
+      // Filed under the deleted namespace itself, as containerd does.
+      deps.events?.publish(req.name, '/namespaces/delete', NamespaceDeleteSchema, { name: req.name });
       return {};
     },
   });

@@ -6,15 +6,23 @@ import { invalidArgument } from '../../errors.ts';
 import type { SnapshotKind, SnapshotRecord } from '../../metadata/snapshots.ts';
 import type { Mount, Snapshotter } from '../../snapshots/snapshotter.ts';
 import { timestampFromNanos } from '../convert/timestamps.ts';
+import {
+  SnapshotCommitSchema,
+  SnapshotPrepareSchema,
+  SnapshotRemoveSchema,
+} from '../gen/containerd/events/snapshot_pb.ts';
 import { type InfoSchema, Kind, Snapshots } from '../gen/containerd/services/snapshots/v1/snapshots_pb.ts';
 import type { MountSchema } from '../gen/containerd/types/mount_pb.ts';
 import { namespaceOf } from '../grpc/namespace.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
+import type { EventExchange } from './events.ts';
 import { leaseOf } from './leases.ts';
 
 export interface SnapshotsServiceDeps {
   /** Snapshotters by name. */
   snapshotters: ReadonlyMap<string, Snapshotter>;
+  /** Where /snapshot/prepare, /snapshot/commit and /snapshot/remove go (a view publishes nothing). */
+  events?: EventExchange;
 }
 
 /** List sends this many Info per message, as containerd does. */
@@ -68,6 +76,10 @@ export function snapshotsService(deps: SnapshotsServiceDeps): ServiceRegistratio
         req.parent,
         createOptions(req.labels, ctx.metadata, ctx.signal),
       );
+      deps.events?.publish(ns, '/snapshot/prepare', SnapshotPrepareSchema, {
+        key: req.key,
+        parent: req.parent,
+      });
       return { mounts: mountsToProto(mounts) };
     },
     async view(req, ctx) {
@@ -89,12 +101,15 @@ export function snapshotsService(deps: SnapshotsServiceDeps): ServiceRegistratio
       const sn = snapshotter(req.snapshotter);
       const ns = namespaceOf(ctx.metadata);
       await sn.commit(ns, req.name, req.key, createOptions(req.labels, ctx.metadata, ctx.signal));
+      deps.events?.publish(ns, '/snapshot/commit', SnapshotCommitSchema, { key: req.key, name: req.name });
       return {};
     },
     async remove(req, ctx) {
       const sn = snapshotter(req.snapshotter);
       const lease = leaseOf(ctx.metadata);
-      await sn.remove(namespaceOf(ctx.metadata), req.key, lease ? { lease } : {});
+      const ns = namespaceOf(ctx.metadata);
+      await sn.remove(ns, req.key, lease ? { lease } : {});
+      deps.events?.publish(ns, '/snapshot/remove', SnapshotRemoveSchema, { key: req.key });
       return {};
     },
     stat(req, ctx) {
