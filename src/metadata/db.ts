@@ -137,6 +137,25 @@ const MIGRATIONS: readonly string[] = [
   -- Records from before held their expected content against the GC whatever the writer did; they keep it.
   UPDATE ingests SET shared = 1 WHERE expected <> '';
   `,
+  // Snapshots: containerd's per namespace and snapshotter sequence, which numbers every snapshot made and
+  // every commit (its backend key `<namespace>/<seq>/<key>` shows in some of its messages). Existing
+  // snapshots are numbered in the order they were made.
+  `
+  ALTER TABLE snapshots ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+  CREATE TABLE snapshot_sequences (
+    namespace TEXT NOT NULL,
+    snapshotter TEXT NOT NULL,
+    last INTEGER NOT NULL,
+    PRIMARY KEY (namespace, snapshotter)
+  ) WITHOUT ROWID;
+  UPDATE snapshots SET seq = (
+    SELECT count(*) FROM snapshots s
+    WHERE s.namespace = snapshots.namespace AND s.snapshotter = snapshots.snapshotter
+      AND (s.created_at < snapshots.created_at OR (s.created_at = snapshots.created_at AND s.key <= snapshots.key))
+  );
+  INSERT INTO snapshot_sequences (namespace, snapshotter, last)
+  SELECT namespace, snapshotter, max(seq) FROM snapshots GROUP BY namespace, snapshotter;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

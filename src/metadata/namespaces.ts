@@ -25,6 +25,7 @@ export class NamespaceStore {
     delLeases: Statement;
     ingestRefs: Statement;
     delIngests: Statement;
+    delSequences: Statement;
   };
 
   constructor(db: MetadataDb) {
@@ -36,6 +37,7 @@ export class NamespaceStore {
       insert: q('INSERT INTO namespaces (name, labels, created_at, updated_at) VALUES (?, ?, ?, ?)'),
       setLabels: q('UPDATE namespaces SET labels = ?, updated_at = ? WHERE name = ?'),
       del: q('DELETE FROM namespaces WHERE name = ?'),
+      delSequences: q('DELETE FROM snapshot_sequences WHERE namespace = ?'),
       hasImages: q('SELECT 1 FROM images WHERE namespace = ? LIMIT 1'),
       hasContent: q('SELECT 1 FROM content WHERE namespace = ? LIMIT 1'),
       snapshotters: q('SELECT DISTINCT snapshotter FROM snapshots WHERE namespace = ? ORDER BY snapshotter'),
@@ -117,6 +119,8 @@ export class NamespaceStore {
       this.stmts.delLeases.run(name);
       this.stmts.delIngests.run(name);
       this.stmts.del.run(name);
+      // containerd drops the namespace's buckets, their sequences with them: numbering starts afresh.
+      this.stmts.delSequences.run(name);
       this.db.markDirty();
       return ingests;
     });

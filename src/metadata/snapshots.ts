@@ -31,6 +31,16 @@ export interface SnapshotRecord {
   backingId: string;
   /** Recorded at commit; zero for active and view snapshots. */
   usage: SnapshotUsage;
+  /** Its number in the namespace and snapshotter's sequence (see backendKey). */
+  seq: number;
+}
+
+/**
+ * The key containerd's backend snapshotters know a snapshot by, `<namespace>/<seq>/<key>`: some of their
+ * messages name it, and ctr prints those.
+ */
+export function backendKey(ns: string, rec: SnapshotRecord): string {
+  return `${ns}/${rec.seq}/${rec.name}`;
 }
 
 /** Label a client sets on Prepare to name the committed snapshot it is about to make. */
@@ -64,9 +74,11 @@ interface Row {
   backing_id: string;
   usage_size: bigint;
   usage_inodes: bigint;
+  seq: bigint;
 }
 
-const COLUMNS = 'key, kind, parent, labels, created_at, updated_at, backing_id, usage_size, usage_inodes';
+const COLUMNS =
+  'key, kind, parent, labels, created_at, updated_at, backing_id, usage_size, usage_inodes, seq';
 
 function toRecord(r: Row): SnapshotRecord {
   return {
@@ -78,6 +90,7 @@ function toRecord(r: Row): SnapshotRecord {
     updatedAtNs: r.updated_at,
     backingId: r.backing_id,
     usage: { size: Number(r.usage_size), inodes: Number(r.usage_inodes) },
+    seq: Number(r.seq),
   };
 }
 
@@ -120,6 +133,13 @@ function checkKeySize(what: 'key' | 'name', key: string): void {
   }
 }
 
+/** What create()'s transaction decided: the new record, or the parent that is not committed. */
+interface Created {
+  record?: SnapshotRecord;
+  parent?: SnapshotRecord;
+  notCommitted?: SnapshotRecord;
+}
+
 export class SnapshotStore {
   readonly snapshotter: string;
   private readonly db: MetadataDb;
@@ -137,6 +157,7 @@ export class SnapshotStore {
     byBacking: Statement;
     allBacking: Statement;
     all: Statement;
+    nextSeq: Statement;
   };
 
   constructor(db: MetadataDb, snapshotter: string) {
@@ -149,12 +170,12 @@ export class SnapshotStore {
     this.stmts = {
       get: q(`SELECT ${COLUMNS} FROM snapshots WHERE ${where} AND key = ?`),
       insert: q(
-        `INSERT INTO snapshots (namespace, snapshotter, key, kind, parent, labels, created_at, updated_at, backing_id)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        `INSERT INTO snapshots (namespace, snapshotter, key, kind, parent, labels, created_at, updated_at, backing_id, seq)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       ),
       commit: q(
         `UPDATE snapshots SET key = ?, kind = 'committed', labels = ?, created_at = ?, updated_at = ?,
-         usage_size = ?, usage_inodes = ? WHERE ${where} AND key = ?`,
+         usage_size = ?, usage_inodes = ?, seq = ? WHERE ${where} AND key = ?`,
       ),
       del: q(`DELETE FROM snapshots WHERE ${where} AND key = ?`),
       delIfBacking: q(`DELETE FROM snapshots WHERE ${where} AND key = ? AND backing_id = ?`),
@@ -164,6 +185,10 @@ export class SnapshotStore {
       byBacking: q(`SELECT ${COLUMNS} FROM snapshots WHERE ${where} AND backing_id = ?`),
       allBacking: q('SELECT DISTINCT backing_id FROM snapshots WHERE snapshotter = ?'),
       all: q(`SELECT namespace, ${COLUMNS} FROM snapshots WHERE snapshotter = ?`),
+      nextSeq: q(
+        `INSERT INTO snapshot_sequences (namespace, snapshotter, last) VALUES (?, ?, 1)
+         ON CONFLICT DO UPDATE SET last = last + 1 RETURNING last`,
+      ),
     };
   }
 
@@ -189,7 +214,7 @@ export class SnapshotStore {
     checkKeySize('key', c.key);
     validateLabels('info.Labels', c.labels);
     const target = c.labels[LABEL_SNAPSHOT_REF];
-    const created = this.db.write(() => {
+    const created = this.db.write((): Created | 'no key' | undefined => {
       if (target && this.get(ns, target)) {
         // As containerd: the request's lease now holds the target (the caller relies on it instead of
         // the snapshot it did not make), so this transaction commits and the error is thrown after it.
@@ -202,9 +227,10 @@ export class SnapshotStore {
         parent = this.get(ns, c.parent);
         if (!parent) throw notFound(`parent snapshot ${c.parent} does not exist: not found`);
         if (parent.kind !== 'committed') {
-          throw invalidArgument(
-            `failed to create snapshot: parent ${goQuote(c.parent)} is not committed snapshot: invalid argument`,
-          );
+          // containerd 1.6 numbers the snapshot before its backend refuses the parent, and keeps the
+          // number spent: this transaction commits so the next one is numbered as there.
+          this.nextSeq(ns);
+          return { notCommitted: parent };
         }
       }
       const now = this.db.clock();
@@ -221,12 +247,18 @@ export class SnapshotStore {
         now,
         now,
         c.backingId,
+        this.nextSeq(ns),
       );
       return { record: this.stat(ns, c.key), ...(parent ? { parent } : {}) };
     });
     if (!created) throw alreadyExists(`target snapshot ${goQuote(target!)}: already exists`);
     if (created === 'no key') this.refuseEmptyKey(ns, c.lease);
-    return created;
+    if (created.notCommitted) {
+      throw invalidArgument(
+        `failed to create snapshot: parent ${goQuote(backendKey(ns, created.notCommitted))} is not committed snapshot: invalid argument`,
+      );
+    }
+    return { record: created.record!, ...(created.parent ? { parent: created.parent } : {}) };
   }
 
   /**
@@ -248,8 +280,14 @@ export class SnapshotStore {
   forget(ns: string, key: string, backingId: string, lease?: string): void {
     this.db.write(() => {
       const r = this.stmts.delIfBacking.run(ns, this.snapshotter, key, backingId);
+      // Its sequence number stays spent, as containerd 1.6's does when its backend fails a prepare.
       if (r.changes > 0 && lease) this.leases.detach(ns, lease, { type: this.leaseType, id: key });
     });
+  }
+
+  /** The next number of the namespace's sequence for this snapshotter. Call inside a write transaction. */
+  private nextSeq(ns: string): number {
+    return Number((this.stmts.nextSeq.get(ns, this.snapshotter) as { last: bigint }).last);
   }
 
   /**
@@ -268,7 +306,7 @@ export class SnapshotStore {
       if (!active) throw doesNotExist(c.key);
       if (active.kind !== 'active') {
         throw failedPrecondition(
-          `failed to commit snapshot: snapshot ${goQuote(c.key)} is not active: failed precondition`,
+          `failed to commit snapshot: snapshot ${goQuote(backendKey(ns, active))} is not active: failed precondition`,
         );
       }
       if (c.lease) this.leaseAdd(ns, c.lease, c.name);
@@ -280,6 +318,7 @@ export class SnapshotStore {
         now,
         c.usage.size,
         c.usage.inodes,
+        this.nextSeq(ns),
         ns,
         this.snapshotter,
         c.key,

@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import type { Logger } from 'pino';
 import { failedPrecondition } from '../errors.ts';
 import type { MetadataDb } from '../metadata/db.ts';
-import { type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../metadata/snapshots.ts';
+import { backendKey, type SnapshotRecord, SnapshotStore, type SnapshotUsage } from '../metadata/snapshots.ts';
 import { diskUsage } from './disk-usage.ts';
 import { SnapshotDirectories } from './snapshot-dirs.ts';
 import type { CreateOptions, Mount, SnapshotDirs, Snapshotter } from './snapshotter.ts';
@@ -107,7 +107,7 @@ export abstract class RecordedSnapshotter implements Snapshotter {
     const rec = this.store.stat(ns, key);
     if (rec.kind === 'committed') {
       throw failedPrecondition(
-        `${this.mountsFailure}: requested snapshot ${key} not active or view: failed precondition`,
+        `${this.mountsFailure}: requested snapshot ${backendKey(ns, rec)} not active or view: failed precondition`,
       );
     }
     return this.mountsOf(ns, rec);
