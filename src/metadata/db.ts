@@ -148,11 +148,12 @@ const MIGRATIONS: readonly string[] = [
     last INTEGER NOT NULL,
     PRIMARY KEY (namespace, snapshotter)
   ) WITHOUT ROWID;
-  UPDATE snapshots SET seq = (
-    SELECT count(*) FROM snapshots s
-    WHERE s.namespace = snapshots.namespace AND s.snapshotter = snapshots.snapshotter
-      AND (s.created_at < snapshots.created_at OR (s.created_at = snapshots.created_at AND s.key <= snapshots.key))
-  );
+  UPDATE snapshots SET seq = numbered.n FROM (
+    SELECT namespace AS ns, snapshotter AS sn, key AS k,
+      row_number() OVER (PARTITION BY namespace, snapshotter ORDER BY created_at, key) AS n
+    FROM snapshots
+  ) AS numbered
+  WHERE snapshots.namespace = numbered.ns AND snapshots.snapshotter = numbered.sn AND snapshots.key = numbered.k;
   INSERT INTO snapshot_sequences (namespace, snapshotter, last)
   SELECT namespace, snapshotter, max(seq) FROM snapshots GROUP BY namespace, snapshotter;
   `,

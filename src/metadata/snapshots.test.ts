@@ -152,3 +152,60 @@ describe('SnapshotStore', () => {
     fails(() => s.list(NS, ['kind==']), 'InvalidArgument');
   });
 });
+
+describe('schema version 5', () => {
+  test('numbers the snapshots recorded before in the order they were made, per namespace and snapshotter', () => {
+    const t = openTestDb();
+    try {
+      const add = t.db.sql.prepare(
+        `INSERT INTO snapshots (namespace, snapshotter, key, kind, created_at, updated_at, backing_id)
+         VALUES (?, ?, ?, 'committed', ?, ?, ?)`,
+      );
+      t.db.write(() => {
+        t.db.ensureNamespace('a');
+        t.db.ensureNamespace('b');
+        // [namespace, snapshotter, key, made at]: ties in time go by key.
+        for (const [ns, sn, key, at] of [
+          ['a', 'native', 'third', 30],
+          ['a', 'native', 'first', 10],
+          ['a', 'native', 'second-y', 20],
+          ['a', 'native', 'second-x', 20],
+          ['a', 'overlayfs', 'only', 50],
+          ['b', 'native', 'one', 5],
+        ] as const) {
+          add.run(ns, sn, key, at, at, `id-${ns}-${sn}-${key}`);
+        }
+      });
+      // Back to version 4, as a database written before the sequence is.
+      t.db.sql.exec('DROP TABLE snapshot_sequences; ALTER TABLE snapshots DROP COLUMN seq');
+      t.db.sql.prepare('UPDATE schema_version SET version = 4').run();
+      const db = t.reopen();
+      const seqs = db.sql
+        .prepare(
+          'SELECT namespace, snapshotter, key, seq FROM snapshots ORDER BY namespace, snapshotter, seq',
+        )
+        .all()
+        .map((r) => {
+          const { namespace, snapshotter, key, seq } = r as Record<string, unknown>;
+          return `${namespace}/${snapshotter}/${seq}/${key}`;
+        });
+      assert.deepEqual(seqs, [
+        'a/native/1/first',
+        'a/native/2/second-x',
+        'a/native/3/second-y',
+        'a/native/4/third',
+        'a/overlayfs/1/only',
+        'b/native/1/one',
+      ]);
+      const last = db.sql
+        .prepare(
+          'SELECT namespace, snapshotter, last FROM snapshot_sequences ORDER BY namespace, snapshotter',
+        )
+        .all()
+        .map((r) => Object.values(r as Record<string, unknown>).join('/'));
+      assert.deepEqual(last, ['a/native/4', 'a/overlayfs/1', 'b/native/1']);
+    } finally {
+      t.cleanup();
+    }
+  });
+});
