@@ -7,7 +7,7 @@
 //   eventsService({ events }): ServiceRegistration
 import { create, type DescMessage, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
-import { isInvalidArgument, unavailable, unknownError } from '../../errors.ts';
+import { isInvalidArgument, resourceExhausted, unavailable, unknownError } from '../../errors.ts';
 import { type Adaptor, type Filter, parseFilters } from '../../metadata/filters/filter.ts';
 import { Events } from '../gen/containerd/services/events/v1/events_pb.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
@@ -109,16 +109,25 @@ function subscriptionFilter(filters: readonly string[]): Filter | undefined {
   }
 }
 
-export function eventsService(deps: { events: EventExchange }): ServiceRegistration {
+/**
+ * Events a subscriber may have waiting before it is cut off: one that reads slower than the daemon
+ * changes (or not at all) would otherwise hold every event since in memory.
+ */
+const MAX_WAITING_EVENTS = 4096;
+
+export function eventsService(deps: { events: EventExchange; maxWaiting?: number }): ServiceRegistration {
+  const maxWaiting = deps.maxWaiting ?? MAX_WAITING_EVENTS;
   return implement(Events, {
     subscribe: async function* (req, ctx) {
       const filter = subscriptionFilter(req.filters);
       const queue: PublishedEvent[] = [];
       let wake: (() => void) | undefined;
       let ended = false;
+      let behind = false;
       const unsubscribe = deps.events.subscribe((e) => {
         if (e === undefined) ended = true;
         else if (filter && !filter.match(envelopeAdaptor(e))) return;
+        else if (queue.length >= maxWaiting) behind = true;
         else queue.push(e);
         wake?.();
       });
@@ -126,6 +135,11 @@ export function eventsService(deps: { events: EventExchange }): ServiceRegistrat
       ctx.signal.addEventListener('abort', onAbort);
       try {
         while (!ctx.signal.aborted && !ended) {
+          if (behind) {
+            throw resourceExhausted(
+              `events subscriber too slow: more than ${maxWaiting} events waited to be sent; subscribe again`,
+            );
+          }
           const e = queue.shift();
           if (!e) {
             await new Promise<void>((resolve) => {
