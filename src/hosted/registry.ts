@@ -617,9 +617,7 @@ export class HostedRegistry {
         if (!this.members.has(this.namespace, repo, desc.digest)) {
           if (key === 'l' && fetchableElsewhere(desc.urls)) continue;
           const why = desc.urls?.length ? ', and its urls are not http(s) URLs without a fragment' : '';
-          throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known${why}`, {
-            digest: desc.digest,
-          });
+          throw registryError('MANIFEST_BLOB_UNKNOWN', `blob ${desc.digest} is not known${why}`, desc.digest);
         }
         // Held until the manifest is stored: a collection in between must not take a blob whose old hold
         // has passed and that nothing references yet. putManifest drops the hold again.
@@ -632,9 +630,7 @@ export class HostedRegistry {
           this.images.get(this.namespace, manifestName(repo, desc.digest));
         } catch (err) {
           if (!isNotFound(err)) throw err;
-          throw registryError('MANIFEST_BLOB_UNKNOWN', `manifest ${desc.digest} is not known`, {
-            digest: desc.digest,
-          });
+          throw registryError('MANIFEST_BLOB_UNKNOWN', `manifest ${desc.digest} is not known`, desc.digest);
         }
         out.push({ key: 'm', digest: desc.digest as Digest });
       }
@@ -738,8 +734,9 @@ function checkDigest(digest: string): Digest {
   return digest;
 }
 
+/** The detail is the bare digest, as docker-registry gives it here and for MANIFEST_BLOB_UNKNOWN. */
 function blobUnknown(d: Digest) {
-  return registryError('BLOB_UNKNOWN', `blob ${d} is not known`, { digest: d });
+  return registryError('BLOB_UNKNOWN', `blob ${d} is not known`, d);
 }
 
 function uploadUnknown(id: string) {

@@ -58,3 +58,35 @@ export async function raw(
   }
   return { status: res.status, headers: res.headers, code, body };
 }
+
+/** Upload locations kept by a scripted request sequence, by the name a step gave them. */
+export type StepState = Map<string, string>;
+
+/**
+ * One request of a sequence sent to docker-registry and to Strata alike. Where the two differ on purpose,
+ * `registry` and `strata` hold each one's answer (checked, so a departure stays known).
+ */
+export interface RawStep {
+  name: string;
+  method: string;
+  /** The path, given what earlier steps returned (upload locations). */
+  path: (s: StepState) => string;
+  headers?: Record<string, string>;
+  body?: Uint8Array | string;
+  /** Remembers the answer's Location under this key (docker-registry's changes with every chunk). */
+  keep?: string;
+  registry?: string;
+  strata?: string;
+}
+
+/** The location a step kept under `key`. */
+export function kept(s: StepState, key: string): string {
+  const v = s.get(key);
+  if (v === undefined) throw new Error(`no location kept as ${key}`);
+  return v;
+}
+
+/** A location with room for one more query parameter. */
+export function withQuery(location: string): string {
+  return location.includes('?') ? `${location}&` : `${location}?`;
+}

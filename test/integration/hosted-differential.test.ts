@@ -5,37 +5,25 @@ import { randomUUID } from 'node:crypto';
 import { test } from 'node:test';
 import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
-import { raw, startHosted } from '../helpers/hosted.ts';
+import { kept, type RawStep, raw, type StepState, startHosted, withQuery } from '../helpers/hosted.ts';
 import { skopeoListTags } from '../helpers/images.ts';
 import { startRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
-interface Step {
-  name: string;
-  method: string;
-  /** The path, given what earlier steps returned (upload locations). */
-  path: (s: State) => string;
-  headers?: Record<string, string>;
-  body?: Uint8Array | string;
-  /** Remembers an upload location under this key. */
-  keep?: string;
-  /**
-   * Where docker-registry 2.8 departs from the distribution spec, the spec's answer Strata gives instead:
-   * it accepts a PATCH whose Content-Range does not start at the upload's offset (and appends the bytes
-   * anyway), ignores `?digest=` on POST (a monolithic upload becomes an empty session), lets some names
-   * its grammar rejects through its router (or answers them with a bare 404), calls an upload id without
-   * its private state token BLOB_UPLOAD_INVALID, hides OCI manifests from a request without Accept, and
-   * answers a layer URL it does not admit with 500 UNKNOWN (as if the registry had failed), and a
-   * manifest over its 4 MiB limit with 400 (the spec asks for 413; the code is MANIFEST_INVALID in both).
-   */
-  strata?: string;
-  /** Where Strata departs, what docker-registry answers (checked, so the departure stays known). */
-  registry?: string;
+/**
+ * Where docker-registry 2.8 departs from the distribution spec, `strata` is the spec's answer Strata gives
+ * instead: it accepts a PATCH whose Content-Range does not start at the upload's offset (and appends the
+ * bytes anyway), ignores `?digest=` on POST (a monolithic upload becomes an empty session), lets some names
+ * its grammar rejects through its router (or answers them with a bare 404), calls an upload id without
+ * its private state token BLOB_UPLOAD_INVALID, hides OCI manifests from a request without Accept, and
+ * answers a layer URL it does not admit with 500 UNKNOWN (as if the registry had failed), and a
+ * manifest over its 4 MiB limit with 400 (the spec asks for 413; the code is MANIFEST_INVALID in both).
+ * Where Strata departs, `registry` is what docker-registry answers.
+ */
+interface Step extends RawStep {
   /** Compares the JSON body and the Link header too, not only the status and code. */
   showBody?: true;
 }
-
-type State = Map<string, string>;
 
 const config = Buffer.from('{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}');
 const layer = Buffer.from('a layer that is not a tar, which registries do not check');
@@ -69,19 +57,13 @@ const onlyInB = Buffer.from('a blob pushed to diff/b alone');
 const onlyInBDigest = digestOf(onlyInB);
 const mt = { 'content-type': MediaType.ociManifest };
 
-const loc = (s: State, key: string) => {
-  const v = s.get(key);
-  if (v === undefined) throw new Error(`no location kept as ${key}`);
-  return v;
-};
-
 /** Pushes the config to `repo` (as a chunked upload: docker-registry 2.8 ignores a digest on POST). */
 const pushConfig = (repo: string, key: string): Step[] => [
   { name: `start an upload to ${repo}`, method: 'POST', path: () => `/v2/${repo}/blobs/uploads/`, keep: key },
   {
     name: `finish it in ${repo}`,
     method: 'PUT',
-    path: (s) => `${withQuery(loc(s, key))}digest=${configDigest}`,
+    path: (s) => `${withQuery(kept(s, key))}digest=${configDigest}`,
     headers: { 'content-type': 'application/octet-stream' },
     body: config,
   },
@@ -177,28 +159,28 @@ const STEPS: Step[] = [
   {
     name: 'first chunk',
     method: 'PATCH',
-    path: (s) => loc(s, 'up1'),
+    path: (s) => kept(s, 'up1'),
     headers: { 'content-range': `0-9`, 'content-type': 'application/octet-stream' },
     body: layer.subarray(0, 10),
     keep: 'up1',
   },
-  { name: 'upload status', method: 'GET', path: (s) => loc(s, 'up1') },
+  { name: 'upload status', method: 'GET', path: (s) => kept(s, 'up1') },
   {
     name: 'next chunk',
     method: 'PATCH',
-    path: (s) => loc(s, 'up1'),
+    path: (s) => kept(s, 'up1'),
     headers: { 'content-range': `10-${layer.length - 1}`, 'content-type': 'application/octet-stream' },
     body: layer.subarray(10),
     keep: 'up1',
   },
-  { name: 'finish without digest', method: 'PUT', path: (s) => loc(s, 'up1') },
+  { name: 'finish without digest', method: 'PUT', path: (s) => kept(s, 'up1') },
   {
     name: 'finish with a malformed digest',
     method: 'PUT',
-    path: (s) => `${withQuery(loc(s, 'up1'))}digest=sha256:nothex`,
+    path: (s) => `${withQuery(kept(s, 'up1'))}digest=sha256:nothex`,
   },
-  { name: 'finish', method: 'PUT', path: (s) => `${withQuery(loc(s, 'up1'))}digest=${layerDigest}` },
-  { name: 'finished upload is gone', method: 'GET', path: (s) => loc(s, 'up1') },
+  { name: 'finish', method: 'PUT', path: (s) => `${withQuery(kept(s, 'up1'))}digest=${layerDigest}` },
+  { name: 'finished upload is gone', method: 'GET', path: (s) => kept(s, 'up1') },
   {
     name: 'unknown upload',
     method: 'GET',
@@ -217,7 +199,7 @@ const STEPS: Step[] = [
   {
     name: 'out-of-order chunk',
     method: 'PATCH',
-    path: (s) => loc(s, 'up2'),
+    path: (s) => kept(s, 'up2'),
     headers: { 'content-range': '20-29', 'content-type': 'application/octet-stream' },
     body: layer.subarray(20, 30),
     strata: '416 RANGE_INVALID',
@@ -226,7 +208,7 @@ const STEPS: Step[] = [
   {
     name: 'finish with the wrong digest',
     method: 'PUT',
-    path: (s) => `${withQuery(loc(s, 'up2'))}digest=${unknownDigest}`,
+    path: (s) => `${withQuery(kept(s, 'up2'))}digest=${unknownDigest}`,
     headers: { 'content-type': 'application/octet-stream' },
     body: config,
   },
@@ -234,7 +216,7 @@ const STEPS: Step[] = [
   {
     name: 'finish it with all its bytes',
     method: 'PUT',
-    path: (s) => `${withQuery(loc(s, 'up4'))}digest=${configDigest}`,
+    path: (s) => `${withQuery(kept(s, 'up4'))}digest=${configDigest}`,
     headers: { 'content-type': 'application/octet-stream' },
     body: config,
   },
@@ -374,7 +356,7 @@ const STEPS: Step[] = [
   {
     name: 'finish it',
     method: 'PUT',
-    path: (s) => `${withQuery(loc(s, 'upB'))}digest=${onlyInBDigest}`,
+    path: (s) => `${withQuery(kept(s, 'upB'))}digest=${onlyInBDigest}`,
     headers: { 'content-type': 'application/octet-stream' },
     body: onlyInB,
   },
@@ -457,17 +439,13 @@ const STEPS: Step[] = [
     path: () => '/v2/diff/app/blobs/uploads/',
     keep: 'up3',
   },
-  { name: 'cancel it', method: 'DELETE', path: (s) => loc(s, 'up3') },
-  { name: 'cancelled upload', method: 'GET', path: (s) => loc(s, 'up3') },
+  { name: 'cancel it', method: 'DELETE', path: (s) => kept(s, 'up3') },
+  { name: 'cancelled upload', method: 'GET', path: (s) => kept(s, 'up3') },
 ];
-
-function withQuery(location: string): string {
-  return location.includes('?') ? `${location}&` : `${location}?`;
-}
 
 /** Runs the steps; returns `name: status code` lines (with Strata's spec answer where 2.8 departs). */
 async function run(base: string, asStrata = false): Promise<string[]> {
-  const state: State = new Map();
+  const state: StepState = new Map();
   const out: string[] = [];
   for (const step of STEPS) {
     const a = await raw(base, step.method, step.path(state), { headers: step.headers, body: step.body });
@@ -521,7 +499,7 @@ test('skopeo list-tags: the same outcome from docker-registry and Strata, but fo
       ...pushConfig('tags/bydigest', 'b'),
       putByDigest('tags/bydigest'),
     ];
-    const state: State = new Map();
+    const state: StepState = new Map();
     for (const s of steps) {
       const a = await raw(base, s.method, s.path(state), { headers: s.headers, body: s.body });
       assert.ok(a.status < 300, `${s.name}: ${a.status}`);

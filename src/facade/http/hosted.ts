@@ -9,11 +9,13 @@ import {
   type RegistryErrorReason,
 } from '../../hosted/errors.ts';
 import { isRepository } from '../../hosted/names.ts';
-import { checkRepository, type HostedRegistry } from '../../hosted/registry.ts';
+import { checkRepository, type HostedRegistry, type StoredManifest } from '../../hosted/registry.ts';
+import type { Descriptor } from '../../oci/descriptor.ts';
 import { MAX_MANIFEST_BYTES } from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
 import type { AuthNeed } from '../auth/client-auth.ts';
-import { accepts } from './negotiate.ts';
+import { checkEntry, chooseManifest, platformEntry } from './manifest-accept.ts';
+import { noneMatchHits } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
 import type { RequestLog } from './request-log.ts';
 import { type BlobSendOptions, sendBlob } from './send-blob.ts';
@@ -160,13 +162,20 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
       return uploadAnswer(res, 202, repo, up.id, up.offset);
     }
     case 'upload': {
-      if (method === 'GET') {
+      // HEAD as GET: docker-registry routes both to the upload's status.
+      if (method === 'GET' || method === 'HEAD') {
         const up = await h.uploadStatus(repo, route.id);
         return uploadAnswer(res, 204, repo, up.id, up.offset);
       }
       if (method === 'PATCH') {
         const start = contentRangeStart(req.headers['content-range']);
-        const up = await h.appendUpload(repo, route.id, req, start);
+        const up = await sayWhereOnRangeInvalid(
+          h.appendUpload(repo, route.id, req, start),
+          res,
+          h,
+          repo,
+          route.id,
+        );
         return uploadAnswer(res, 202, repo, up.id, up.offset);
       }
       if (method === 'PUT') {
@@ -175,14 +184,20 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
           throw new RegistryError('DIGEST_INVALID', 'the digest query parameter is missing');
         // The last chunk may come with the PUT, and with its range.
         const start = contentRangeStart(req.headers['content-range']);
-        const desc = await h.finishUpload(repo, route.id, digest, req, start);
+        const desc = await sayWhereOnRangeInvalid(
+          h.finishUpload(repo, route.id, digest, req, start),
+          res,
+          h,
+          repo,
+          route.id,
+        );
         return created(res, blobLocation(repo, desc.digest), desc.digest);
       }
       if (method === 'DELETE') {
         await h.cancelUpload(repo, route.id);
-        return empty(res, 204, {});
+        return empty(res, 204, { 'docker-upload-uuid': route.id });
       }
-      throw unsupported('GET, PATCH, PUT, DELETE');
+      throw unsupported('GET, HEAD, PATCH, PUT, DELETE');
     }
     case 'blob': {
       if (method === 'DELETE') {
@@ -282,41 +297,45 @@ async function serveManifest(
     res.setHeader('allow', 'GET, HEAD, PUT, DELETE');
     throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported here`);
   }
-  if (method === 'HEAD') {
-    const d = h.manifestDescriptor(repo, reference);
-    log.digest = d.digest;
-    checkAccept(req, d.mediaType);
-    res.writeHead(200, {
-      'content-type': d.mediaType,
-      'content-length': d.size,
-      'docker-content-digest': d.digest,
-      etag: `"${d.digest}"`,
-    });
+  const accept = req.headers.accept;
+  // HEAD reads the record only; GET reads the bytes once, for the answer.
+  let m: StoredManifest | undefined = method === 'HEAD' ? undefined : await h.manifest(repo, reference);
+  let d: Descriptor = m ? descriptorOf(m) : h.manifestDescriptor(repo, reference);
+  // Before negotiation, as docker-registry: the client already holds what this reference names.
+  if (noneMatchHits(req.headers['if-none-match'], d.digest)) {
+    res.writeHead(304, { 'docker-content-digest': d.digest, etag: `"${d.digest}"` });
     res.end();
     return;
   }
-  const m = await h.manifest(repo, reference);
-  log.digest = m.digest;
-  checkAccept(req, m.mediaType);
+  if (chooseManifest(accept, d.mediaType, reference.includes(':')) === 'platform-entry') {
+    const entry = platformEntry((m ?? (await h.manifest(repo, reference))).bytes);
+    if (entry === undefined) {
+      throw new OciHttpError(404, 'MANIFEST_UNKNOWN', 'the manifest list has no entry for this platform');
+    }
+    m = await h.manifest(repo, entry);
+    checkEntry(accept, m.mediaType);
+    d = descriptorOf(m);
+  }
+  log.digest = d.digest;
+  const headers = {
+    'content-type': d.mediaType,
+    'content-length': d.size,
+    'docker-content-digest': d.digest,
+    etag: `"${d.digest}"`,
+  };
+  if (!m) {
+    res.writeHead(200, headers);
+    res.end();
+    return;
+  }
   log.bytes = m.bytes.byteLength;
   o.metrics.bytesServed.inc({ source: 'manifest' }, m.bytes.byteLength);
-  res.writeHead(200, {
-    'content-type': m.mediaType,
-    'content-length': m.bytes.byteLength,
-    'docker-content-digest': m.digest,
-    etag: `"${m.digest}"`,
-  });
+  res.writeHead(200, headers);
   res.end(m.bytes);
 }
 
-function checkAccept(req: IncomingMessage, mediaType: string): void {
-  if (!accepts(req.headers.accept, mediaType)) {
-    throw new OciHttpError(
-      404,
-      'MANIFEST_UNKNOWN',
-      `the manifest is a ${mediaType}, which the Accept header does not include`,
-    );
-  }
+function descriptorOf(m: StoredManifest): Descriptor {
+  return { mediaType: m.mediaType, digest: m.digest, size: m.bytes.byteLength };
 }
 
 /**
@@ -342,11 +361,37 @@ function created(res: ServerResponse, location: string, digest: string): void {
 }
 
 function uploadAnswer(res: ServerResponse, status: number, repo: string, id: string, offset: number): void {
-  empty(res, status, {
+  empty(res, status, uploadHeaders(repo, id, offset));
+}
+
+function uploadHeaders(repo: string, id: string, offset: number): Record<string, string> {
+  return {
     location: `/v2/${repo}/blobs/uploads/${id}`,
     'docker-upload-uuid': id,
     range: `0-${Math.max(0, offset - 1)}`,
-  });
+  };
+}
+
+/**
+ * A chunk out of order is refused (416) with the headers of the upload's status, so the client can send
+ * the right bytes next without asking where the upload stands (the spec has it ask with a GET).
+ */
+async function sayWhereOnRangeInvalid<T>(
+  p: Promise<T>,
+  res: ServerResponse,
+  h: HostedRegistry,
+  repo: string,
+  id: string,
+): Promise<T> {
+  try {
+    return await p;
+  } catch (err) {
+    if (err instanceof RegistryError && err.code === 'RANGE_INVALID') {
+      const up = await h.uploadStatus(repo, id).catch(() => undefined);
+      if (up) for (const [k, v] of Object.entries(uploadHeaders(repo, up.id, up.offset))) res.setHeader(k, v);
+    }
+    throw err;
+  }
 }
 
 function empty(res: ServerResponse, status: number, headers: Record<string, string>): void {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { MediaType } from '../../oci/media-types.ts';
-import { accepts, parseRange } from './negotiate.ts';
+import { accepts, noneMatchHits, parseRange } from './negotiate.ts';
 
 test('accept negotiation', () => {
   const oci = MediaType.ociManifest;
@@ -37,4 +37,17 @@ test('range parsing', () => {
   for (const h of ['bytes=0-1,5-6', 'items=0-1', 'bytes=-', 'bytes=a-b']) {
     assert.deepEqual(parseRange(h, 100), { kind: 'full' }, h);
   }
+});
+
+test('If-None-Match: entity tags compared weakly, a list, `*`, and the bare digest', () => {
+  const d = 'sha256:aa';
+  assert.equal(noneMatchHits(undefined, d), false);
+  assert.equal(noneMatchHits(`"${d}"`, d), true);
+  assert.equal(noneMatchHits(`W/"${d}"`, d), true);
+  assert.equal(noneMatchHits(d, d), true);
+  assert.equal(noneMatchHits(`"sha256:bb", "${d}"`, d), true);
+  assert.equal(noneMatchHits(['"sha256:bb"', `"${d}"`], d), true);
+  assert.equal(noneMatchHits('*', d), true);
+  assert.equal(noneMatchHits('"sha256:bb"', d), false);
+  assert.equal(noneMatchHits(`"${d}x"`, d), false);
 });

@@ -49,6 +49,19 @@ function qualityOf(params: string[]): number {
   return Number.isNaN(n) ? 1 : n;
 }
 
+/**
+ * Whether an If-None-Match header (all values) names `digest`'s entity tag, so a GET or HEAD is answered 304
+ * Not Modified. Entity tags as RFC 9110 13.1.2 compares them for this header (weakly, `*` for any), and
+ * also the bare digest unquoted, which docker-registry takes for manifests.
+ */
+export function noneMatchHits(header: string | string[] | undefined, digest: string): boolean {
+  const values = Array.isArray(header) ? header : header === undefined ? [] : [header];
+  return values
+    .flatMap((v) => v.split(','))
+    .map((v) => v.trim())
+    .some((v) => v === '*' || v.replace(/^W\//, '') === `"${digest}"` || v === digest);
+}
+
 export type RangeAnswer =
   | { kind: 'full' }
   | ({ kind: 'partial' } & Required<ByteRange>)

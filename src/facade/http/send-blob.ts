@@ -10,7 +10,7 @@ import { GrowthRange } from '../../content/follow.ts';
 import { errorKind, messageOf } from '../../errors.ts';
 import type { ServedBlob } from '../service.ts';
 import type { FacadeMetrics } from './metrics.ts';
-import { parseRange } from './negotiate.ts';
+import { noneMatchHits, parseRange } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
 import type { RequestLog } from './request-log.ts';
 import { pumpFile, SendBuffers } from './send-buffers.ts';
@@ -40,6 +40,13 @@ export async function sendBlob(
     etag: `"${digest}"`,
     'accept-ranges': 'bytes',
   };
+  // A blob's bytes never change under its digest: a client holding them is told so (as Go's ServeContent
+  // tells docker-registry's clients).
+  if (noneMatchHits(req.headers['if-none-match'], digest)) {
+    res.writeHead(304, common);
+    res.end();
+    return;
+  }
   if (req.method === 'HEAD') {
     o.metrics.blobServed(blob.source, 'head');
     res.writeHead(200, { ...common, 'content-type': 'application/octet-stream', 'content-length': size });
