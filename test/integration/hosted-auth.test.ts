@@ -72,10 +72,10 @@ test('hosted repositories: pushes and deletes need their actions in the token', 
     /denied|unauthorized|403/i,
   );
 
-  // Without credentials an upload is challenged with the push scope.
+  // Without credentials an upload is challenged with the pull and push scope (as docker-registry asks both).
   const anon = await raw(app.url, 'POST', '/v2/team/app/blobs/uploads/');
   assert.equal(anon.status, 401);
-  assert.match(anon.headers.get('www-authenticate') ?? '', /scope="repository:team\/app:push"/);
+  assert.match(anon.headers.get('www-authenticate') ?? '', /scope="repository:team\/app:pull,push"/);
   // A name that is no repository's is refused as such before any challenge, which would carry it.
   for (const name of ['%E2%82%AC', 'Team/App']) {
     const bad = await raw(app.url, 'GET', `/v2/${name}/manifests/latest`);
@@ -135,10 +135,11 @@ test('hosted repositories: a token for one repository reaches only its blobs; a 
   const refused = await raw(app.url, 'POST', mountPath, { headers: onlyA });
   assert.equal(refused.status, 401);
   assert.equal(refused.code, 'UNAUTHORIZED');
-  // The challenge names the scope the token lacks, which a client can ask the realm for.
+  // The challenge names every scope the request needs, the lacking one too, which a client can ask the
+  // realm for.
   assert.match(
     refused.headers.get('www-authenticate') ?? '',
-    /scope="repository:team\/b:pull",error="insufficient_scope"/,
+    /scope="repository:team\/a:pull,push repository:team\/b:pull",error="insufficient_scope"/,
   );
   assert.equal((await raw(app.url, 'GET', `/v2/team/a/blobs/${d}`, { headers: onlyA })).status, 404);
   // With pull on team/b the mount links the blob into team/a, which then serves it.
@@ -190,4 +191,63 @@ test('the catalog: a token needs registry:catalog:*, as docker-registry asks; an
   const listed = await raw(basic.url, 'GET', '/v2/_catalog', { headers: creds });
   assert.equal(listed.status, 200);
   assert.deepEqual(JSON.parse(listed.body.toString()), { repositories: [] });
+});
+
+test('token challenges: the same statuses and scopes as docker-registry with the same token server', async (t) => {
+  const reg = await startRegistry({ t, auth: { mode: 'token', users: { alice: 'wonderland' } } });
+  const tokens = reg.tokenServer!;
+  const work = await tempDir('hosted-auth-diff');
+  t.after(() => removeTempDir(work));
+  const app = await startTokenFacade(work, tokens);
+  t.after(() => app.close());
+  const bearer = (...scopes: string[]): Record<string, string> => ({
+    authorization: `Bearer ${tokens.issue('alice', scopes).token}`,
+  });
+  const blob = Buffer.from('a layer pushed to team/b only');
+  const d = digestOf(blob);
+  const answers = async (base: string) => {
+    const pushB = bearer('repository:team/b:pull,push');
+    const start = await raw(base, 'POST', '/v2/team/b/blobs/uploads/', { headers: pushB });
+    const l = start.headers.get('location') ?? '';
+    const put = await raw(base, 'PUT', `${l}${l.includes('?') ? '&' : '?'}digest=${d}`, {
+      headers: { ...pushB, 'content-type': 'application/octet-stream' },
+      body: blob,
+    });
+    assert.equal(put.status, 201, base);
+    const onlyA = bearer('repository:team/a:pull,push');
+    const mount = `/v2/team/a/blobs/uploads/?mount=${d}&from=team/b`;
+    const out: string[] = [];
+    for (const [name, method, path, headers] of [
+      ['upload without a token', 'POST', '/v2/team/a/blobs/uploads/', {}],
+      ['upload with pull only', 'POST', '/v2/team/a/blobs/uploads/', bearer('repository:team/a:pull')],
+      ['upload with push only', 'POST', '/v2/team/a/blobs/uploads/', bearer('repository:team/a:push')],
+      ['chunk with pull only', 'PATCH', '/v2/team/a/blobs/uploads/x', bearer('repository:team/a:pull')],
+      ['mount without a token', 'POST', mount, {}],
+      ['mount without pull on the source', 'POST', mount, onlyA],
+      ['mount', 'POST', mount, bearer('repository:team/a:pull,push', 'repository:team/b:pull')],
+      ['delete with pull only', 'DELETE', `/v2/team/b/blobs/${d}`, bearer('repository:team/b:pull')],
+      ['pull with push only', 'GET', `/v2/team/b/blobs/${d}`, bearer('repository:team/b:push')],
+    ] as const) {
+      const a = await raw(base, method, path, { headers });
+      // docker-registry keeps a request's scopes in Go maps: their order varies from one answer to the next.
+      const challenge = (a.headers.get('www-authenticate') ?? '')
+        .replace(/realm="[^"]*"/, 'realm="…"')
+        .replace(/scope="([^"]*)"/, (_m, scope: string) => {
+          const parts = scope.split(' ').map((p) => {
+            const i = p.lastIndexOf(':');
+            return `${p.slice(0, i)}:${p
+              .slice(i + 1)
+              .split(',')
+              .sort()
+              .join(',')}`;
+          });
+          return `scope="${parts.sort().join(' ')}"`;
+        });
+      out.push(`${name}: ${a.status} ${a.code ?? ''} ${challenge}`.trim());
+    }
+    return out;
+  };
+  const expected = await answers(reg.url);
+  assert.ok(expected.some((l) => l.includes('insufficient_scope')));
+  assert.deepEqual(await answers(app.url), expected);
 });

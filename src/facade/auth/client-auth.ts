@@ -199,31 +199,32 @@ export class ClientAuth {
       return !grants(r.access, type, name, action);
     });
     if (missing.length > 0) {
-      // A 401 with insufficient_scope and the scope that is missing, as docker distribution answers: skopeo
-      // asks the realm for a token with that scope added and tries again, where a 403 ends the pull.
+      // A 401 with insufficient_scope, as docker distribution answers: skopeo asks the realm for a token
+      // with the scope and tries again, where a 403 ends the pull. The scope is everything the request
+      // needs, as distribution's: a client that asks for the challenge's scope alone (rather than adding
+      // it to what it holds) then gets one token that does, not one that drops what it had.
       const what = missing
         .map((n) => ('catalog' in n ? 'listing the catalog' : `${n.action} on repository ${n.repository}`))
         .join(', ');
-      return this.refuse(`the token does not grant ${what}`, needs, 'insufficient_scope', missing);
+      return this.refuse(`the token does not grant ${what}`, needs, 'insufficient_scope');
     }
     return { ok: true, user: r.subject };
   }
 
   /**
-   * A 401 with the challenges. The Bearer challenge's scope names `scoped` (what the request needs, or
-   * for insufficient_scope what the token lacks), one `type:name:actions` per resource.
+   * A 401 with the challenges. The Bearer challenge's scope names what the request needs, one
+   * `type:name:actions` per resource.
    */
   private refuse(
     message: string,
     needs: readonly AuthNeed[],
     bearerError?: 'invalid_token' | 'insufficient_scope',
-    scoped: readonly AuthNeed[] = needs,
   ): AuthDecision {
     const challenges: string[] = [];
     const t = this.config.token;
     if (t) {
       const parts = [`realm=${quote(t.realm)}`, `service=${quote(t.service)}`];
-      if (scoped.length > 0) parts.push(`scope=${quote(scopeOf(scoped))}`);
+      if (needs.length > 0) parts.push(`scope=${quote(scopeOf(needs))}`);
       if (bearerError) parts.push(`error=${quote(bearerError)}`);
       challenges.push(`Bearer ${parts.join(',')}`);
     }

@@ -61,8 +61,10 @@ export function hostedNeeds(route: HostedRoute, method: string, url: string | un
   } catch (err) {
     throw ociErrorFrom(err);
   }
-  const action = method === 'DELETE' ? 'delete' : method === 'GET' || method === 'HEAD' ? 'pull' : 'push';
-  const needs: AuthNeed[] = [{ repository: route.repository, action }];
+  // A push needs pull as well, as distribution asks (its uploads are read back: status, HEAD of blobs).
+  const actions: ('pull' | 'push' | 'delete')[] =
+    method === 'DELETE' ? ['delete'] : method === 'GET' || method === 'HEAD' ? ['pull'] : ['pull', 'push'];
+  const needs: AuthNeed[] = actions.map((action) => ({ repository: route.repository, action }));
   if (route.kind === 'uploads' && method === 'POST') {
     const query = queryOf(url);
     const from = query.get('from');
