@@ -564,6 +564,7 @@ async function run(base: string, asStrata: boolean): Promise<string[]> {
           return [`${h}: ${h === 'location' ? normalLocation(v) : v}`];
         });
         if (a.status !== 204 && step.method !== 'HEAD') seen.push(`length ${a.body.length}`);
+        if (a.status === 204 && a.headers.has('content-length')) seen.push('a Content-Length on a 204');
         headers = seen.join(', ');
       }
     } catch {

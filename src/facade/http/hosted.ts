@@ -397,7 +397,8 @@ async function sayWhereOnRangeInvalid<T>(
 }
 
 function empty(res: ServerResponse, status: number, headers: Record<string, string>): void {
-  res.writeHead(status, { ...headers, 'content-length': 0 });
+  // A 204 has no Content-Length (RFC 9110 8.6; docker-registry sends none either).
+  res.writeHead(status, status === 204 ? headers : { ...headers, 'content-length': 0 });
   res.end();
 }
 
