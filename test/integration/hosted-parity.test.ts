@@ -756,6 +756,31 @@ async function clients(host: string, tools: ImageTools, ctrd: TestContainerd): P
   await step('skopeo delete again', () =>
     tools.skopeo(['delete', '--tls-verify=false', `docker://${host}/cl/bb-v2s2:v1`]),
   );
+  // An artifact naming the image as its subject: docker-registry 2.8 stores it as any manifest, Strata
+  // also lists it as a referrer; skopeo copies it and the image alike from either.
+  await step('an artifact with a subject, copied by skopeo', async () => {
+    const base = `http://${host}`;
+    const image = await skopeoRawManifest(`${host}/cl/bb:v1`);
+    const cfg = Buffer.from('{}');
+    const up = await raw(base, 'POST', '/v2/cl/bb/blobs/uploads/');
+    const l = up.headers.get('location') ?? '';
+    await raw(base, 'PUT', `${withQuery(l)}digest=${digestOf(cfg)}`, { headers: oct, body: cfg });
+    const artifact = JSON.stringify({
+      schemaVersion: 2,
+      mediaType: MediaType.ociManifest,
+      artifactType: 'application/vnd.example.sbom',
+      config: { mediaType: 'application/vnd.oci.empty.v1+json', digest: digestOf(cfg), size: cfg.length },
+      layers: [],
+      subject: { mediaType: MediaType.ociManifest, digest: digestOf(image), size: image.length },
+    });
+    const put = await raw(base, 'PUT', `/v2/cl/bb/manifests/${digestOf(artifact)}`, {
+      headers: ct(MediaType.ociManifest),
+      body: artifact,
+    });
+    const copied = await skopeoCopy(`${host}/cl/bb@${digestOf(artifact)}`, `${host}/cl/sbom:v1`);
+    const subject = await skopeoCopy(`${host}/cl/bb:v1`, `${host}/cl/bb-again:v1`);
+    return [put.status, copied === digestOf(artifact), subject === digestOf(image)];
+  });
   const ctr = (args: string[]) => ctrd.ctr(args).then(() => 'ok');
   await step('ctr pull, tag, push', async () => {
     await ctr(['images', 'pull', '--plain-http', `${host}/cl/bb:v1`]);
