@@ -86,11 +86,7 @@ describe('migration to repository blob membership', () => {
       name: 'docker.io/library/x:1',
       target: target(manifest, MediaType.ociManifest),
     });
-    // Back to schema version 2, the one before membership, as a database of that version is (without
-    // what that and later versions added).
-    t.db.sql.exec('DROP TABLE repository_blobs');
-    t.db.sql.exec('ALTER TABLE ingests DROP COLUMN shared');
-    t.db.sql.prepare('UPDATE schema_version SET version = ?').run(2);
+    t.stepBackTo(2); // the version before membership
     const db = t.reopen();
     assert.equal(db.schemaVersion, SCHEMA_VERSION);
     const rows = db.sql

@@ -176,9 +176,7 @@ describe('schema version 5', () => {
           add.run(ns, sn, key, at, at, `id-${ns}-${sn}-${key}`);
         }
       });
-      // Back to version 4, as a database written before the sequence is.
-      t.db.sql.exec('DROP TABLE snapshot_sequences; ALTER TABLE snapshots DROP COLUMN seq');
-      t.db.sql.prepare('UPDATE schema_version SET version = 4').run();
+      t.stepBackTo(4); // as a database written before the sequence is
       const db = t.reopen();
       const seqs = db.sql
         .prepare(
