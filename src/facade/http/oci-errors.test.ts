@@ -3,7 +3,13 @@ import { test } from 'node:test';
 import { internal, notFound, resourceExhausted, unavailable } from '../../errors.ts';
 import { registryError } from '../../registry/registry-errors.ts';
 import { FairTurns } from '../auth/fair-turns.ts';
-import { DEFAULT_RETRY_AFTER_SECONDS, errorBody, OciHttpError, ociErrorOf } from './oci-errors.ts';
+import {
+  DEFAULT_RETRY_AFTER_SECONDS,
+  errorBody,
+  MAX_RETRY_AFTER_SECONDS,
+  OciHttpError,
+  ociErrorOf,
+} from './oci-errors.ts';
 
 test('a password check turned away from a full line is 429 TOOMANYREQUESTS with Retry-After', async () => {
   const turns = new FairTurns({ atOnce: 1, maxWaiting: 1 });
@@ -63,4 +69,18 @@ test('every 503 carries Retry-After, the draining answer included; other statuse
   for (const err of [notFound('gone'), internal('bug'), new OciHttpError(401, 'UNAUTHORIZED', 'who')]) {
     assert.equal(ociErrorOf(err, 'manifest').retryAfterSeconds, undefined);
   }
+});
+
+test("an upstream's huge Retry-After is passed on bounded, as whole seconds a client can read", () => {
+  for (const asked of ['9'.repeat(400), '99999999999999999999999', 'Fri, 31 Dec 9999 23:59:59 GMT']) {
+    const limited = registryError(429, [{ code: 'TOOMANYREQUESTS' }], 'fetch manifest r/a:1', asked);
+    const e = ociErrorOf(limited, 'manifest');
+    assert.equal(e.retryAfterSeconds, MAX_RETRY_AFTER_SECONDS, asked);
+    assert.match(String(e.retryAfterSeconds), /^\d+$/);
+  }
+  const own = resourceExhausted('busy', { retryAfterMs: Number.POSITIVE_INFINITY });
+  assert.equal(ociErrorOf(own, 'other').retryAfterSeconds, MAX_RETRY_AFTER_SECONDS);
+  // Within the bound, the wait asked is kept.
+  const day = registryError(429, [], 'fetch manifest r/a:1', String(MAX_RETRY_AFTER_SECONDS));
+  assert.equal(ociErrorOf(day, 'manifest').retryAfterSeconds, MAX_RETRY_AFTER_SECONDS);
 });

@@ -44,6 +44,13 @@ const TRY_LATER = new Set([429, 503]);
  */
 export const DEFAULT_RETRY_AFTER_SECONDS = 1;
 
+/**
+ * The longest wait sent: an upstream's Retry-After is passed on, and one of 400 digits or a date in the
+ * year 9999 would otherwise go out as "Infinity" or "1e+22", which no client reads as delta-seconds. A day
+ * is past any rate-limit window in use; a client told that much comes back and is told again.
+ */
+export const MAX_RETRY_AFTER_SECONDS = 86_400;
+
 /** What the request was about; decides the code of a NotFound or InvalidArgument. */
 export type RouteKind = 'manifest' | 'blob' | 'other';
 
@@ -61,7 +68,9 @@ export function ociErrorOf(err: unknown, route: RouteKind): OciError {
   if (!TRY_LATER.has(e.status)) return e;
   const ms = retryAfterMsOf(err);
   const retryAfterSeconds =
-    ms === undefined ? DEFAULT_RETRY_AFTER_SECONDS : Math.max(0, Math.ceil(ms / 1000));
+    ms === undefined
+      ? DEFAULT_RETRY_AFTER_SECONDS
+      : Math.min(MAX_RETRY_AFTER_SECONDS, Math.max(0, Math.ceil(ms / 1000)));
   return { ...e, retryAfterSeconds };
 }
 
