@@ -112,6 +112,10 @@ describe('less travelled ctr commands side by side with containerd 1.6', () => {
         const run = (args: string[]) => ctr(side, args, ns);
         await run(['namespaces', 'create', sub, 'a=b']);
         await run(['namespaces', 'label', sub, 'a=c']);
+        // ctr sets one label per Update (a mask of that label): the event names the request's labels,
+        // not what the namespace holds after it.
+        await run(['namespaces', 'label', sub, 'd=e']);
+        await run(['namespaces', 'label', sub, 'a=']);
         const blob = await runProcess('sh', [
           '-c',
           `printf blob | exec "$@" content ingest blob`,
@@ -157,6 +161,8 @@ describe('less travelled ctr commands side by side with containerd 1.6', () => {
     assert.deepEqual(shown, [
       'T NS /namespaces/create {"name":"NS-sub","labels":{"a":"b"}}',
       'T NS /namespaces/update {"name":"NS-sub","labels":{"a":"c"}}',
+      'T NS /namespaces/update {"name":"NS-sub","labels":{"d":"e"}}',
+      'T NS /namespaces/update {"name":"NS-sub","labels":{"a":""}}',
       'T NS /snapshot/prepare {"key":"k1"}',
       'T NS /snapshot/commit {"key":"k1","name":"n1"}',
       'T NS /snapshot/remove {"key":"v1"}',

@@ -34,6 +34,15 @@ function callerNamespace(metadata: RequestMetadata): string | undefined {
   }
 }
 
+/**
+ * The payload of a create or update event: the request's name and labels, as containerd publishes them,
+ * not what the namespace holds after. ctr sets one label per update, so its event names that label alone
+ * (with an empty value when it is removed).
+ */
+function requested(ns: Namespace): NamespaceRecord {
+  return { name: ns.name, labels: ns.labels };
+}
+
 function required(ns: Namespace | undefined): Namespace {
   if (!ns) throw invalidArgument('Namespace required: invalid argument');
   return ns;
@@ -57,7 +66,7 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistrat
       validateIdentifier(ns.name);
       const created = namespaces.create(ns.name, ns.labels);
       const caller = callerNamespace(ctx.metadata);
-      if (caller) deps.events?.publish(caller, '/namespaces/create', NamespaceCreateSchema, created);
+      if (caller) deps.events?.publish(caller, '/namespaces/create', NamespaceCreateSchema, requested(ns));
       return { namespace: created };
     },
     update(req, ctx) {
@@ -65,7 +74,7 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistrat
       validateIdentifier(ns.name);
       const updated = namespaces.update(ns.name, ns.labels, req.updateMask?.paths ?? []);
       const caller = callerNamespace(ctx.metadata);
-      if (caller) deps.events?.publish(caller, '/namespaces/update', NamespaceUpdateSchema, updated);
+      if (caller) deps.events?.publish(caller, '/namespaces/update', NamespaceUpdateSchema, requested(ns));
       return { namespace: updated };
     },
     async delete(req) {
