@@ -108,7 +108,7 @@ export async function wireDaemon(
         events,
       }),
       snapshotsService({ snapshotters, events }),
-      eventsService({ events }),
+      eventsService({ events, regex: db.regex }),
       diffService({ differ }),
       versionService({ version: VERSION, revision: sourceRevision() }),
     ];

@@ -8,8 +8,10 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import type * as grpc from '@grpc/grpc-js';
 import { Content } from '../../src/api/gen/containerd/services/content/v1/content_pb.ts';
+import { Events } from '../../src/api/gen/containerd/services/events/v1/events_pb.ts';
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
-import { callUnary } from '../../src/api/grpc/client.ts';
+import { Namespaces } from '../../src/api/gen/containerd/services/namespaces/v1/namespace_pb.ts';
+import { callServerStream, callUnary } from '../../src/api/grpc/client.ts';
 import { CTR, startDaemon, type TestDaemon } from '../helpers/daemon.ts';
 import { runCommand, runProcess, waitFor } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
@@ -141,6 +143,62 @@ describe('hostile inputs against the daemon', () => {
     }
     assert.equal((await slow).images.length, images);
     assert.ok(rounds > 0, 'no other client was answered while the costly filter ran');
+  });
+
+  test('a costly `~=` in event subscriptions does not hold up the change that publishes, nor other clients', async () => {
+    // Six `ctr events` with the pattern of the test above on an image label: tested as the image was
+    // created, the publishing call held the event loop for each subscriber in turn (~0.2 s apiece here),
+    // and no other client was answered until every subscriber had been handed the event.
+    const ns = 'events-victim';
+    const pattern = 'event.labels.big~="(?:.*n){1000}x"';
+    const stop = new AbortController();
+    const subscribers = 6;
+    const seen: Array<Set<string>> = [];
+    const streams: Promise<void>[] = [];
+    for (let i = 0; i < subscribers; i++) {
+      const topics = new Set<string>();
+      seen.push(topics);
+      const stream = callServerStream(
+        attacker,
+        Events.method.subscribe,
+        { filters: [pattern, 'topic=="/namespaces/create"'] },
+        { metadata: d.metadata(ns), signal: stop.signal },
+      );
+      streams.push(
+        (async () => {
+          for await (const e of stream) topics.add(e.topic);
+        })().catch(() => {}),
+      );
+    }
+    try {
+      // Subscribed once each has seen a namespace made.
+      let probes = 0;
+      await waitFor(async () => {
+        await callUnary(
+          bystander,
+          Namespaces.method.create,
+          { namespace: { name: `events-probe-${++probes}` } },
+          { metadata: d.metadata(ns) },
+        );
+        return seen.every((t) => t.has('/namespaces/create'));
+      });
+      // The test above may have made it already.
+      await createImage(bystander, d, 'other', 'example.com/bystander:1').catch((err: grpc.ServiceError) => {
+        if (err.code !== 6) throw err; // ALREADY_EXISTS
+      });
+      const delivered = () => seen.every((t) => t.has('/images/create'));
+      await createImage(attacker, d, ns, 'example.com/costly:1', { big: `${'n'.repeat(998)}x`.repeat(4) });
+      let rounds = 0;
+      while (!delivered()) {
+        const out = await d.ctrOk(['images', 'ls', '-q'], { namespace: 'other' });
+        assert.equal(out.trim(), 'example.com/bystander:1');
+        if (!delivered()) rounds++;
+      }
+      assert.ok(rounds > 0, 'no other client was answered while the subscriptions tested the event');
+    } finally {
+      stop.abort();
+      await Promise.all(streams);
+    }
   });
 
   test('`~=` keeps containerd semantics: an invalid or refused pattern matches nothing', async () => {

@@ -1,9 +1,10 @@
 // The Events service's subscriptions, below gRPC: a subscriber that keeps up gets every event; one that
 // stops reading is cut off once its waiting events reach the bound, instead of holding them all.
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
 import { errorKind } from '../../errors.ts';
+import { RegexRunner } from '../../metadata/filters/regex-runner.ts';
 import { NamespaceCreateSchema } from '../gen/containerd/events/namespace_pb.ts';
 import { SubscribeRequestSchema } from '../gen/containerd/services/events/v1/events_pb.ts';
 import type { CallContext } from '../grpc/service.ts';
@@ -11,11 +12,14 @@ import { EventExchange, eventsService } from './events.ts';
 
 type Subscribe = (req: unknown, ctx: CallContext) => AsyncIterable<{ topic: string; namespace: string }>;
 
-function subscribe(events: EventExchange, maxWaiting: number) {
-  const reg = eventsService({ events, maxWaiting });
+const regex = new RegexRunner();
+after(() => regex.close());
+
+function subscribe(events: EventExchange, maxWaiting: number, filters: string[] = []) {
+  const reg = eventsService({ events, regex, maxWaiting });
   const ctx = { method: '', metadata: {}, signal: new AbortController().signal, peer: '' } as CallContext;
   const impl = reg.impl as unknown as { subscribe: Subscribe };
-  return impl.subscribe(create(SubscribeRequestSchema, {}), ctx)[Symbol.asyncIterator]();
+  return impl.subscribe(create(SubscribeRequestSchema, { filters }), ctx)[Symbol.asyncIterator]();
 }
 
 const publish = (events: EventExchange, name: string) =>
@@ -47,4 +51,18 @@ test('a subscriber that stops reading is cut off at the bound (ResourceExhausted
     assert.match((err as Error).message, /more than 3 events waited/);
     return true;
   });
+});
+
+test('a `~=` filter, tested off the event loop, passes what matches in order and drops the rest', async () => {
+  const events = new EventExchange();
+  const sub = subscribe(events, 8, ['namespace~="^keep",topic=="/namespaces/create"', 'namespace==plain']);
+  const first = sub.next(); // subscribes
+  for (const name of ['drop1', 'keep1', 'plain', 'drop2', 'keep2']) publish(events, name);
+  // Another topic in a namespace the pattern matches: the selector beside the pattern refuses it.
+  events.publish('keep3', '/namespaces/delete', NamespaceCreateSchema, { name: 'keep3' });
+  publish(events, 'keep4');
+  const got = [(await first).value?.namespace];
+  for (let i = 0; i < 3; i++) got.push((await sub.next()).value?.namespace);
+  assert.deepEqual(got, ['keep1', 'plain', 'keep2', 'keep4']);
+  await sub.return?.();
 });

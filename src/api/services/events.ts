@@ -8,7 +8,15 @@
 import { create, type DescMessage, type MessageInitShape, toBinary } from '@bufbuild/protobuf';
 import { timestampFromDate } from '@bufbuild/protobuf/wkt';
 import { isInvalidArgument, resourceExhausted, unavailable, unknownError } from '../../errors.ts';
-import { type Adaptor, type Filter, parseFilters } from '../../metadata/filters/filter.ts';
+import {
+  type Adaptor,
+  type Filter,
+  hasRegex,
+  mayMatch,
+  parseFilters,
+  selectMatching,
+} from '../../metadata/filters/filter.ts';
+import type { RegexRunner } from '../../metadata/filters/regex-runner.ts';
 import { Events } from '../gen/containerd/services/events/v1/events_pb.ts';
 import { implement, type ServiceRegistration } from '../grpc/service.ts';
 
@@ -110,23 +118,40 @@ function subscriptionFilter(filters: readonly string[]): Filter | undefined {
 }
 
 /**
- * Events a subscriber may have waiting before it is cut off: one that reads slower than the daemon
- * changes (or not at all) would otherwise hold every event since in memory.
+ * Events a subscriber may have waiting before it is cut off (those its `~=` tests have yet to pass or
+ * drop included): one that reads slower than the daemon changes (or not at all) would otherwise hold
+ * every event since in memory.
  */
 const MAX_WAITING_EVENTS = 4096;
 
-export function eventsService(deps: { events: EventExchange; maxWaiting?: number }): ServiceRegistration {
+export interface EventsServiceDeps {
+  events: EventExchange;
+  /** Runs a subscription's `~=` tests (the metadata database's runner). */
+  regex: RegexRunner;
+  maxWaiting?: number;
+}
+
+export function eventsService(deps: EventsServiceDeps): ServiceRegistration {
   const maxWaiting = deps.maxWaiting ?? MAX_WAITING_EVENTS;
   return implement(Events, {
     subscribe: async function* (req, ctx) {
       const filter = subscriptionFilter(req.filters);
+      // A `~=` test is run on the regex worker as the subscriber takes the event, not by the publisher:
+      // a costly pattern over a 4 KiB label would hold the publishing call, and with it the event loop,
+      // for as long as it runs, once per such subscriber. Until then an event waits as a candidate.
+      const costly = filter !== undefined && hasRegex(filter);
+      const wanted = (e: PublishedEvent): boolean => {
+        if (!filter) return true;
+        const a = envelopeAdaptor(e);
+        return costly ? mayMatch(filter, a) : filter.match(a);
+      };
       const queue: PublishedEvent[] = [];
       let wake: (() => void) | undefined;
       let ended = false;
       let behind = false;
       const unsubscribe = deps.events.subscribe((e) => {
         if (e === undefined) ended = true;
-        else if (filter && !filter.match(envelopeAdaptor(e))) return;
+        else if (!wanted(e)) return;
         else if (queue.length >= maxWaiting) behind = true;
         else queue.push(e);
         wake?.();
@@ -148,6 +173,8 @@ export function eventsService(deps: { events: EventExchange; maxWaiting?: number
             wake = undefined;
             continue;
           }
+          if (costly && (await selectMatching(filter, [e], envelopeAdaptor, deps.regex)).length === 0)
+            continue;
           yield {
             timestamp: timestampFromDate(e.at),
             namespace: e.namespace,

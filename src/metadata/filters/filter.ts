@@ -217,6 +217,22 @@ export function parseFilters(filters: readonly string[]): Filter {
   return new Disjunction(groups);
 }
 
+const groupsOf = (filter: Filter) => (filter instanceof Disjunction ? filter.groups : []);
+
+/** Whether a group's selectors other than its `~=` tests hold for `a`. */
+const othersHold = (g: readonly SelectorFilter[], a: Adaptor): boolean =>
+  g.every((s) => s.isRegex || s.match(a));
+
+/** Whether matching with `filter` runs a `~=` test (which selectMatching sends off the event loop). */
+export function hasRegex(filter: Filter): boolean {
+  return groupsOf(filter).some((g) => g.some((s) => s.isRegex));
+}
+
+/** Whether `a` may match, deciding no `~=` test: some group's other selectors all hold. */
+export function mayMatch(filter: Filter, a: Adaptor): boolean {
+  return groupsOf(filter).some((g) => othersHold(g, a));
+}
+
 /**
  * The items that match, with every `~=` test run on the regex worker: a costly pattern then stalls only
  * its own request. Only texts that could decide a match are tested (their group's other selectors hold).
@@ -227,14 +243,14 @@ export async function selectMatching<T>(
   adaptorOf: (item: T) => Adaptor,
   runner: RegexRunner,
 ): Promise<T[]> {
-  const groups = filter instanceof Disjunction ? filter.groups : [];
+  const groups = groupsOf(filter);
   const wanted = new Map<SelectorFilter, Set<string>>();
   for (const g of groups) for (const s of g) if (s.isRegex) wanted.set(s, new Set());
   if (wanted.size > 0) {
     for (const item of items) {
       const a = adaptorOf(item);
       for (const g of groups) {
-        if (!g.every((s) => s.isRegex || s.match(a))) continue;
+        if (!othersHold(g, a)) continue;
         for (const s of g) if (s.isRegex) wanted.get(s)!.add(a.field(s.selector.fieldpath) ?? '');
       }
     }
