@@ -133,11 +133,15 @@ function checkKeySize(what: 'key' | 'name', key: string): void {
   }
 }
 
-/** What create()'s transaction decided: the new record, or the parent that is not committed. */
+/**
+ * What create()'s transaction decided: the new record, the parent that is not committed, or the lease's
+ * refusal (each refusal after the snapshot was numbered, so the transaction commits).
+ */
 interface Created {
   record?: SnapshotRecord;
   parent?: SnapshotRecord;
   notCommitted?: SnapshotRecord;
+  leaseRefused?: unknown;
 }
 
 export class SnapshotStore {
@@ -235,8 +239,17 @@ export class SnapshotStore {
       }
       const now = this.db.clock();
       this.db.ensureNamespace(ns, now);
+      // containerd 1.6 numbers the snapshot before its database takes the key and the lease, and keeps the
+      // number when either refuses (an empty key, a lease that does not exist).
+      const seq = this.nextSeq(ns);
       if (c.key === '') return 'no key';
-      if (c.lease) this.leaseAdd(ns, c.lease, c.key);
+      if (c.lease) {
+        try {
+          this.leaseAdd(ns, c.lease, c.key);
+        } catch (err) {
+          return { leaseRefused: err };
+        }
+      }
       this.stmts.insert.run(
         ns,
         this.snapshotter,
@@ -247,12 +260,13 @@ export class SnapshotStore {
         now,
         now,
         c.backingId,
-        this.nextSeq(ns),
+        seq,
       );
       return { record: this.stat(ns, c.key), ...(parent ? { parent } : {}) };
     });
     if (!created) throw alreadyExists(`target snapshot ${goQuote(target!)}: already exists`);
     if (created === 'no key') this.refuseEmptyKey(ns, c.lease);
+    if (created.leaseRefused !== undefined) throw created.leaseRefused;
     if (created.notCommitted) {
       throw invalidArgument(
         `failed to create snapshot: parent ${goQuote(backendKey(ns, created.notCommitted))} is not committed snapshot: invalid argument`,

@@ -61,6 +61,13 @@ fi
 find . -mindepth 1 ! -name nanos ! -name before-1970 -exec touch -h -d "$t" {} +
 `;
 
+/** Call options naming namespace `ns`, and lease `lease` when given. */
+function callOptions(ns: string, lease?: string) {
+  return {
+    metadata: metadataWith({ 'containerd-namespace': ns, ...(lease ? { 'containerd-lease': lease } : {}) }),
+  };
+}
+
 describe('snapshots side by side with containerd 1.6', () => {
   let both: SideBySide;
 
@@ -76,12 +83,7 @@ describe('snapshots side by side with containerd 1.6', () => {
       // containerd checks the target, the parent and the lease first and makes the namespace, then its
       // database refuses the empty key: Unknown, nothing stored. Stat, Remove and Mounts find nothing.
       const shown = await both.sameOnBoth(async (side, ns) => {
-        const md = (lease?: string) => ({
-          metadata: metadataWith({
-            'containerd-namespace': ns,
-            ...(lease ? { 'containerd-lease': lease } : {}),
-          }),
-        });
+        const md = (lease?: string) => callOptions(ns, lease);
         const call = <T>(p: Promise<T>) => answer(p);
         const sn = snapshotter;
         const out = [
@@ -160,12 +162,7 @@ describe('snapshots side by side with containerd 1.6', () => {
       const layers = async (side: Side, ns: string) => {
         const sn = ['--address', side.address, '-n', ns, 'snapshots', '--snapshotter', 'native'];
         // Snapshots made under a lease, so no collection takes them meanwhile (ctr's prepare has none).
-        const md = (lease?: string) => ({
-          metadata: metadataWith({
-            'containerd-namespace': ns,
-            ...(lease ? { 'containerd-lease': lease } : {}),
-          }),
-        });
+        const md = (lease?: string) => callOptions(ns, lease);
         await callUnary(side.client, Leases.method.create, { id: 'layers' }, md());
         const prepare = (key: string, parent = '') =>
           callUnary(
@@ -238,6 +235,47 @@ describe('snapshots side by side with containerd 1.6', () => {
     });
     assert.deepEqual(shown, [true]);
   });
+
+  for (const snapshotter of ['native', 'overlayfs']) {
+    test(`${snapshotter}: a prepare or view refused for its key or lease spends a number as containerd's`, async () => {
+      // Each refusal in a namespace of its own, then a snapshot made and committed there: a commit of it
+      // is refused naming its backend key, whose number says how many the refusal took.
+      const cases: Array<{ key?: string; view?: boolean; parent?: string; lease?: string }> = [
+        {},
+        { view: true },
+        { parent: 'nope' },
+        { lease: 'none' },
+        { lease: 'held' },
+        // Not the key's fault: a lease that does not exist refuses a named snapshot after it is numbered.
+        { key: 'x', lease: 'none' },
+      ];
+      const shown = await both.sameOnBoth(async (side, base) => {
+        const out = [];
+        for (const [i, c] of cases.entries()) {
+          const ns = `${base}-${i}`;
+          const md = (lease?: string) => callOptions(ns, lease);
+          const sn = snapshotter;
+          await callUnary(side.client, Leases.method.create, { id: 'held' }, md());
+          const req = { snapshotter: sn, key: c.key ?? '', parent: c.parent ?? '' };
+          const refused: Promise<unknown> = c.view
+            ? callUnary(side.client, Snapshots.method.view, req, md(c.lease))
+            : callUnary(side.client, Snapshots.method.prepare, req, md(c.lease));
+          out.push(await answer(refused));
+          const commit = (key: string, name: string, lease?: string) =>
+            callUnary(side.client, Snapshots.method.commit, { snapshotter: sn, key, name }, md(lease));
+          await callUnary(side.client, Snapshots.method.prepare, { snapshotter: sn, key: 'k' }, md('held'));
+          await commit('k', 'c', 'held');
+          out.push(await answer(commit('c', 'c2')));
+        }
+        return out;
+      });
+      // The number of `c` in each namespace: 2 where nothing was spent before `k` and `c`.
+      const numbers = shown
+        .filter((_, i) => i % 2 === 1)
+        .map((a) => /"snapshots-\d+-\d+\/(\d+)\/c"/.exec((a as { details: string }).details)?.[1]);
+      assert.deepEqual(numbers, ['3', '3', '2', '3', '3', '3']);
+    });
+  }
 
   for (const snapshotter of ['native', 'overlayfs']) {
     test(`${snapshotter}: messages name the backend key containerd numbers per namespace`, async () => {
