@@ -47,7 +47,6 @@ test('NO_PROXY CIDR entries, IPv4 and IPv6, send the addresses in them straight,
   assert.equal(way('10.1.2.3:5051', env), 'direct');
   assert.equal(way('[fd00::5]:5051', env), 'direct');
   assert.equal(way('11.1.2.3:5051', env), 'dns:11.1.2.3:5051');
-  assert.equal(way('[fe80::5]:5051', env), 'dns:[fe80::5]:5051');
   // A name is not resolved to be matched against a network.
   assert.equal(way('ten.example:5051', env), 'dns:ten.example:5051');
 });
@@ -105,4 +104,26 @@ test('a proxy gRPC cannot reach (https://, socks5://) is FailedPrecondition', ()
   }
   // Not asked when the target goes straight anyway.
   assert.equal(way('127.0.0.1:1', { HTTPS_PROXY: 'socks5://proxy.corp:1080' }), 'direct');
+});
+
+test('an IPv6 address the proxy would be asked for is FailedPrecondition, saying how to go straight', () => {
+  // grpc-js would send `CONNECT fe80::5:5051`, without the brackets an authority needs.
+  const env = proxyEnvironment({
+    HTTPS_PROXY: `http://user:${encodeURIComponent('s3cret')}@proxy.corp:3128`,
+  });
+  for (const a of ['[fe80::5]:5051', 'dns:///[2001:db8::1]:5051', '2001:db8::1']) {
+    assert.throws(
+      () => channelRoute(a, env),
+      (err: unknown) => {
+        assert.equal(errorKind(err), 'FailedPrecondition');
+        assert.match((err as Error).message, /NO_PROXY/);
+        assert.match((err as Error).message, /proxy http:\/\/proxy\.corp:3128 /);
+        assert.doesNotMatch((err as Error).message, /s3cret|user/);
+        return true;
+      },
+      a,
+    );
+  }
+  // Sent straight by NO_PROXY, as the message says.
+  assert.equal(way('[fe80::5]:5051', { HTTPS_PROXY: PROXY, NO_PROXY: 'fe80::/10' }), 'direct');
 });

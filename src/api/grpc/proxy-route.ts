@@ -6,6 +6,7 @@
 // NO_PROXY entries as plain suffixes, IPv4 CIDRs aside, without exempting loopback. The decision is handed
 // to grpc-js as the channel options its own proxy path sets: the channel dials the proxy and tunnels to
 // the real target with CONNECT, naming it unresolved, as grpc-go does.
+import { isIP } from 'node:net';
 import type { ChannelOptions } from '@grpc/grpc-js';
 import { failedPrecondition } from '../../errors.ts';
 import { joinHostPort, splitHostPort } from '../../host-port.ts';
@@ -55,6 +56,15 @@ export function channelRoute(
     throw failedPrecondition(
       `gRPC to ${hostPort}: proxy ${redactProxy(proxy)} is not an http:// proxy, and gRPC reaches a ` +
         'proxy only in plain HTTP (CONNECT); name an http:// proxy in HTTPS_PROXY, or the host in NO_PROXY',
+    );
+  }
+  if (isIP(hostname) === 6) {
+    // grpc-js writes the tunnel's end as host:port with the brackets taken off (`CONNECT 2001:db8::1:5051`),
+    // which is no authority: proxies refuse it or read another port. Said here rather than as a failed
+    // connection with no reason given.
+    throw failedPrecondition(
+      `gRPC to ${hostPort}: the gRPC library cannot name an IPv6 address to proxy ${redactProxy(proxy)} ` +
+        '(it leaves out the brackets); name the address in NO_PROXY, or the server by a host name',
     );
   }
   const user = proxy.username ? decodeURIComponent(proxy.username) : '';
