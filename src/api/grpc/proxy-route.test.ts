@@ -78,6 +78,14 @@ test('dns: targets and targets without a port (gRPC: 443) go by the same rules',
   assert.equal(way('dns:///specs.example:5051', env), 'dns:specs.example:5051');
   assert.equal(way('dns:specs.example:5051', env), 'dns:specs.example:5051');
   assert.equal(way('specs.example', env), 'dns:specs.example:443');
+  // The :authority is the address's own, as on a direct channel: the tunnel alone names gRPC's port.
+  for (const [a, authority] of [
+    ['specs.example', 'specs.example'],
+    ['dns:///specs.example', 'specs.example'],
+    ['dns:///specs.example:5051', 'specs.example:5051'],
+  ]) {
+    assert.equal(channelRoute(a!, proxyEnvironment(env)).options['grpc.default_authority'], authority, a);
+  }
   assert.equal(way('specs.example', { ...env, NO_PROXY: 'specs.example:443' }), 'direct');
 });
 

@@ -76,7 +76,9 @@ export function channelRoute(
       // What grpc-js sets itself when it picks a proxy: the tunnel's end, the :authority and TLS name of
       // the real server, and the proxy's Basic credentials.
       'grpc.http_connect_target': `dns:${hostPort}`,
-      'grpc.default_authority': hostPort,
+      // As the address wrote it: one without a port is `host`, as it is to grpc-js going straight and to
+      // grpc-go either way; only the tunnel names the port.
+      'grpc.default_authority': authority,
       ...(creds && { 'grpc.http_connect_creds': creds }),
     },
     via: redactProxy(proxy),
