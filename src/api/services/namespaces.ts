@@ -78,9 +78,12 @@ export function namespacesService(deps: NamespacesServiceDeps): ServiceRegistrat
       return { namespace: updated };
     },
     async delete(req) {
-      for (const ref of namespaces.delete(req.name)) await deps.removeIngest?.(req.name, ref);
-      // Filed under the deleted namespace itself, as containerd does.
+      const ingests = namespaces.delete(req.name);
+      // Filed under the deleted namespace itself, as containerd does. Announced once committed, before
+      // the ingest data goes: a create of the same name meanwhile is announced after it, as it happened,
+      // and a failure to remove the data does not hide a delete that was made.
       deps.events?.publish(req.name, '/namespaces/delete', NamespaceDeleteSchema, { name: req.name });
+      for (const ref of ingests) await deps.removeIngest?.(req.name, ref);
       return {};
     },
   });
