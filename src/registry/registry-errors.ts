@@ -117,8 +117,8 @@ export function unauthorizedError(
 
 /**
  * The error for a registry answer. `what` says what was attempted and on what (`fetch manifest
- * reg/app:1`); the message adds the status and the registry's own code and message. A rate limit keeps
- * the answer's Retry-After, for whoever passes the refusal on.
+ * reg/app:1`); the message adds the status and the registry's own code and message. A rate limit or a
+ * server error keeps the answer's Retry-After, for whoever passes the refusal on.
  */
 export function registryError(
   status: number,
@@ -131,13 +131,15 @@ export function registryError(
   const msg = `${what}: registry answered ${status}${said}`;
   if (status === 401 || code === 'UNAUTHORIZED') return unauthenticated(msg);
   if (status === 403 || code === 'DENIED') return permissionDenied(msg);
-  if (status === 429 || code === 'TOOMANYREQUESTS') return new RateLimited(msg, parseRetryAfter(retryAfter));
+  const retryAfterMs = parseRetryAfter(retryAfter);
+  if (status === 429 || code === 'TOOMANYREQUESTS') return new RateLimited(msg, retryAfterMs);
   if (status === 404 || (code !== undefined && NOT_FOUND_CODES.has(code))) return notFound(msg);
   if (code === 'DIGEST_INVALID') return dataLoss(msg);
   if (code === 'MANIFEST_BLOB_UNKNOWN') return failedPrecondition(msg);
   if (code === 'UNSUPPORTED' || status === 405 || status === 501) return unimplemented(msg);
   if (status === 416) return outOfRange(msg);
-  if (status >= 500) return unavailable(msg);
+  // A registry down for maintenance may say when to come back (RFC 9110 gives 503 Retry-After).
+  if (status >= 500) return unavailable(msg, retryAfterMs === undefined ? undefined : { retryAfterMs });
   if (status === 409 || status === 412) return failedPrecondition(msg);
   if ((code !== undefined && INVALID_CODES.has(code)) || (status >= 400 && status < 500))
     return invalidArgument(msg);

@@ -84,3 +84,13 @@ test("an upstream's huge Retry-After is passed on bounded, as whole seconds a cl
   const day = registryError(429, [], 'fetch manifest r/a:1', String(MAX_RETRY_AFTER_SECONDS));
   assert.equal(ociErrorOf(day, 'manifest').retryAfterSeconds, MAX_RETRY_AFTER_SECONDS);
 });
+
+test("an upstream's 503 passes its Retry-After on, as its 429 does", () => {
+  const down = registryError(503, [{ code: 'UNAVAILABLE' }], 'fetch manifest r/a:1', '120');
+  assert.deepEqual(
+    [ociErrorOf(down, 'manifest').status, ociErrorOf(down, 'manifest').retryAfterSeconds],
+    [503, 120],
+  );
+  const bare = registryError(503, [], 'fetch manifest r/a:1');
+  assert.equal(ociErrorOf(bare, 'blob').retryAfterSeconds, DEFAULT_RETRY_AFTER_SECONDS);
+});
