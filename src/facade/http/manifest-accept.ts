@@ -4,11 +4,10 @@
 // the Accept says (the digest names those bytes, nothing else can be served under it); by tag, a Docker
 // schema 2 manifest the client does not accept would have to be rewritten as schema 1, which is not
 // supported (400 MANIFEST_INVALID, as docker-registry without schema 1 answers), and a Docker manifest list
-// stands for its entry for the registry's own platform (what pre-list Docker clients pull). We keep one
+// stands for its linux/amd64 entry (what pre-list Docker clients pull). We keep one
 // departure: no Accept, `*/*`, `application/*` or `application/json` accept anything (see negotiate.ts).
 import { parseManifest } from '../../oci/manifest.ts';
 import { MediaType } from '../../oci/media-types.ts';
-import { hostPlatform } from '../../oci/platform.ts';
 import { accepts } from './negotiate.ts';
 import { OciHttpError } from './oci-errors.ts';
 
@@ -33,15 +32,20 @@ export function chooseManifest(
 }
 
 /**
- * A Docker manifest list's entry for this machine's platform (os and architecture, as docker-registry
- * matches them: the first entry that names both), or undefined.
+ * The platform a Docker list stands for before a client that cannot read lists: docker-registry's fixed
+ * default, whatever machine the registry runs on (the client's own platform is not in its request).
+ */
+const LIST_DEFAULT = { os: 'linux', architecture: 'amd64' };
+
+/**
+ * A Docker manifest list's linux/amd64 entry (os and architecture, as docker-registry matches them: the
+ * first entry that names both), or undefined.
  */
 export function platformEntry(list: Uint8Array): string | undefined {
   const parsed = parseManifest(list, MediaType.dockerManifestList);
   if (parsed.kind !== 'index') return undefined;
-  const host = hostPlatform();
   return parsed.index.manifests.find(
-    (m) => m.platform?.os === host.os && m.platform.architecture === host.architecture,
+    (m) => m.platform?.os === LIST_DEFAULT.os && m.platform.architecture === LIST_DEFAULT.architecture,
   )?.digest;
 }
 
