@@ -5,6 +5,7 @@ import { analyzeDockerfile, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
 import { DockerfileAnalyzer } from './dockerfile-analyzer.ts';
 
 const HANG = new URL('../../test/fixtures/workers/dockerfile-worker-hang.ts', import.meta.url);
+const OVERLOADED = new URL('../../test/fixtures/workers/dockerfile-worker-overloaded.ts', import.meta.url);
 
 /** A Dockerfile at the size cap of the kind that takes dockerfile-ast longest: one COPY per line. */
 function largeDockerfile(): string {
@@ -107,4 +108,27 @@ test('a worker that dies fails its analysis (Internal) and is not used again', a
     assert.match(String(err), /Dockerfile analysis failed: .*no-such-worker/);
     assert.equal(analyzer.threads, 0);
   }
+});
+
+test("a time limit hit while the machine was overloaded is kept a while, not for the snapshot's life", async (t) => {
+  let now = 0;
+  // Long enough for a real worker to start and answer (0.2-0.3 s here), however busy the machine.
+  const analyzer = new DockerfileAnalyzer({ script: OVERLOADED, timeoutMs: 3_000, now: () => now });
+  t.after(() => analyzer.close());
+  const snapshot = { commit: 'a' };
+  const none = new Map<string, string>();
+  const text = 'FROM busybox\nCOPY a /a\n';
+  process.env.STRATA_TEST_OVERLOADED = '1';
+  t.after(() => delete process.env.STRATA_TEST_OVERLOADED);
+  const first = await analyzer.analyzeOnce(snapshot, text, none).catch((e: unknown) => e);
+  assert.equal(errorKind(first), 'DeadlineExceeded');
+  delete process.env.STRATA_TEST_OVERLOADED;
+
+  // Asked again at once, the same commit is not analysed again: a Dockerfile that really is that slow
+  // costs a worker its time limit once in a while, not at every request.
+  assert.equal(await analyzer.analyzeOnce(snapshot, text, none).catch((e: unknown) => e), first);
+  assert.equal(analyzer.threads, 0);
+  // Later, with the machine no longer overloaded, it is analysed again and builds.
+  now += 60_000;
+  assert.deepEqual(await analyzer.analyzeOnce(snapshot, text, none), analyzeDockerfile(text));
 });

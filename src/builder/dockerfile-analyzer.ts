@@ -24,6 +24,8 @@ export interface AnalyzerOptions {
   timeoutMs?: number;
   /** The worker's module; tests give one of their own. */
   script?: URL;
+  /** The clock (ms) deciding when a failed analysis is tried again; tests give one of their own. */
+  now?: () => number;
 }
 
 /** Two cores' worth: the builder's other work (git, buildah) needs the machine too. */
@@ -34,6 +36,18 @@ const MAX_QUEUED = 16;
 const TIMEOUT_MS = 5_000;
 /** Sets of build args whose analyses are kept per snapshot: the caller's, so not every set anyone sends. */
 const KEPT_PER_OWNER = 8;
+/**
+ * How long a failure that may be the machine's (a time limit, a worker that died) is kept before the
+ * commit is analysed again: a snapshot lives as long as the builder keeps using it, so kept for good, a
+ * moment of overload would fail that commit until the builder restarted.
+ */
+const RETRY_AFTER_MS = 60_000;
+
+/** An analysis kept for an owner, and until when (ms) if it failed in a way that may pass. */
+interface Kept {
+  analysis: Promise<DockerfileAnalysis>;
+  until?: number;
+}
 
 interface Waiting {
   text: string;
@@ -47,6 +61,7 @@ export class DockerfileAnalyzer {
   readonly #maxQueued: number;
   readonly #timeoutMs: number;
   readonly #script: URL;
+  readonly #now: () => number;
   /** Every worker started and not yet ended. */
   readonly #all = new Set<Worker>();
   /** Workers without an analysis, kept for the next (unreferenced, so they hold no process open). */
@@ -55,7 +70,7 @@ export class DockerfileAnalyzer {
   readonly #busy = new Map<Worker, (err: unknown) => Promise<void>>();
   readonly #queue: Waiting[] = [];
   /** Analyses made for each owner (a commit's snapshot), by build args. */
-  readonly #kept = new WeakMap<object, Map<string, Promise<DockerfileAnalysis>>>();
+  readonly #kept = new WeakMap<object, Map<string, Kept>>();
   #ids = 0;
   #closed = false;
 
@@ -64,6 +79,7 @@ export class DockerfileAnalyzer {
     this.#maxQueued = Math.max(0, o.maxQueued ?? MAX_QUEUED);
     this.#timeoutMs = o.timeoutMs ?? TIMEOUT_MS;
     this.#script = o.script ?? new URL('./dockerfile-worker.ts', import.meta.url);
+    this.#now = o.now ?? Date.now;
   }
 
   /** Worker threads alive (busy or idle). */
@@ -95,29 +111,30 @@ export class DockerfileAnalyzer {
 
   /**
    * analyze, once per `owner` (a commit's snapshot) and set of build args: the requests that plan a
-   * commit share its analysis. A verdict on the Dockerfile (an answer, InvalidArgument, DeadlineExceeded)
-   * is kept with the owner; a refusal for a full queue or a shutdown says nothing of it and is not.
+   * commit share its analysis. A verdict on the Dockerfile (an answer, InvalidArgument) is kept with the
+   * owner; a failure that may be the machine's (DeadlineExceeded, a worker that died) for RETRY_AFTER_MS;
+   * a refusal for a full queue or a shutdown says nothing of it and is not kept.
    */
   analyzeOnce(
     owner: object,
     text: string,
     buildArgs: ReadonlyMap<string, string>,
   ): Promise<DockerfileAnalysis> {
-    const kept = this.#kept.get(owner) ?? new Map<string, Promise<DockerfileAnalysis>>();
+    const kept = this.#kept.get(owner) ?? new Map<string, Kept>();
     this.#kept.set(owner, kept);
     const key = JSON.stringify([...buildArgs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
     const known = kept.get(key);
-    if (known) return known;
-    const analysis = this.analyze(text, buildArgs);
+    if (known && (known.until === undefined || this.#now() < known.until)) return known.analysis;
+    const entry: Kept = { analysis: this.analyze(text, buildArgs) };
     if (kept.size >= KEPT_PER_OWNER) kept.clear();
-    kept.set(key, analysis);
-    analysis.catch((err: unknown) => {
+    kept.set(key, entry);
+    entry.analysis.catch((err: unknown) => {
       const kind = errorKind(err);
-      if ((kind === 'ResourceExhausted' || kind === 'Unavailable') && kept.get(key) === analysis) {
-        kept.delete(key);
-      }
+      if (kind === 'InvalidArgument' || kept.get(key) !== entry) return;
+      if (kind === 'ResourceExhausted' || kind === 'Unavailable') kept.delete(key);
+      else entry.until = this.#now() + RETRY_AFTER_MS;
     });
-    return analysis;
+    return entry.analysis;
   }
 
   /** Ends every worker; analyses under way or waiting fail (Unavailable). */
