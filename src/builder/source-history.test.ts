@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -195,4 +196,53 @@ test('writes of one source go one after another: the last one asked for is the r
   });
   await Promise.all([h.put('src', big('a')), h.put('src', big('b')), h.put('src', big('c'))]);
   assert.deepEqual(await h.get('src'), big('c'));
+});
+
+// A builder killed mid-write (OOM, SIGKILL, a node crash): its temp file must not outlive it.
+const KILLED_MID_WRITE = `
+const { readdirSync } = await import('node:fs');
+const { pino } = await import('pino');
+const { SourceHistory } = await import(process.argv[1]);
+const dir = process.argv[2];
+const h = new SourceHistory(dir, pino({ enabled: false }));
+const files = Array.from({ length: 50000 }, (_, i) => ['f' + String(i).padStart(6, '0'), '100644 ' + 'a'.repeat(40)]);
+const check = () => {
+  if (readdirSync(dir).some((n) => n.endsWith('.tmp'))) process.kill(process.pid, 'SIGKILL');
+  else setImmediate(check);
+};
+setImmediate(check);
+await h.put('src', { key: 'new', inputs: { dockerfilePath: 'Dockerfile', contextPath: '', dockerfile: '', images: {}, files, buildArgs: {}, remoteSources: [], version: '' }, builtAt: 2 });
+process.exit(3);
+`;
+
+test('a write cut by the end of its process leaves the record before it, and its temp file is removed', async () => {
+  const { h: first, dir: d } = history();
+  const before: HistoryEntry = { key: 'old', builtAt: 1 };
+  await first.put('src', before);
+  const ended = await new Promise<{ code: number | null; signal: string | null }>((resolve) => {
+    const child = execFile(process.execPath, [
+      '--disable-warning=ExperimentalWarning',
+      '--input-type=module',
+      '-e',
+      KILLED_MID_WRITE,
+      new URL('./source-history.ts', import.meta.url).href,
+      d,
+    ]);
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+  });
+  assert.deepEqual(ended, { code: null, signal: 'SIGKILL' }, 'the writer was ended while it wrote');
+  assert.ok(
+    (await readdir(d)).some((name) => name.endsWith('.tmp')),
+    'it left its temp file',
+  );
+
+  // The next builder on this state directory.
+  const h = new SourceHistory(d, pino({ enabled: false }));
+  assert.deepEqual(await h.get('src'), before);
+  await h.put('other', { key: 'k', builtAt: 3 });
+  assert.deepEqual(
+    (await readdir(d)).filter((name) => name.endsWith('.tmp')),
+    [],
+    'no temp file is left from the write that was cut',
+  );
 });

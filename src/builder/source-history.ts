@@ -27,6 +27,8 @@ const FORMAT = 2;
 const EXT = '.jsonl';
 /** The previous format: the whole entry as one JSON text (see getPrevious). */
 const PREVIOUS_EXT = '.json';
+/** A record being written: renamed to its record's name once whole. */
+const TMP = '.tmp';
 /** A previous-format file up to this size is parsed in one step (a few ms); a larger one only in part. */
 const PREVIOUS_PARSE_MAX = 256 * 1024;
 /** About as many bytes are read, or characters written, in one step. */
@@ -51,6 +53,8 @@ export class SourceHistory {
   private writes = 0;
   /** The write under way per source: a source's writes go one after another through its one temp file. */
   private readonly writing = new Map<string, Promise<void>>();
+  /** The removal of temp files a process that ended mid-write left; every write of this one waits for it. */
+  private swept: Promise<void> | undefined;
 
   constructor(dir: string, logger: Logger, maxSources = 2000) {
     this.dir = dir;
@@ -100,12 +104,14 @@ export class SourceHistory {
 
   private async write(source: string, entry: HistoryEntry, signal: AbortSignal | undefined): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    this.swept ??= this.sweep();
+    await this.swept;
     const path = this.path(source);
     try {
-      await writeFile(`${path}.tmp`, lines(entry, signal));
-      await rename(`${path}.tmp`, path);
+      await writeFile(`${path}${TMP}`, lines(entry, signal));
+      await rename(`${path}${TMP}`, path);
     } catch (err) {
-      await rm(`${path}.tmp`, { force: true });
+      await rm(`${path}${TMP}`, { force: true });
       throw err;
     }
     await rm(this.path(source, PREVIOUS_EXT), { force: true });
@@ -130,6 +136,21 @@ export class SourceHistory {
       if (notFound(err)) return undefined;
       this.logger.warn({ path, err: messageOf(err) }, 'cannot read the last build’s inputs; treated as none');
       return undefined;
+    }
+  }
+
+  /**
+   * Removes the temp files of writes cut by the end of their process (a crash, a kill): nothing else
+   * removes them, and a large record's is tens of MB. Run before this process writes any, and a state
+   * directory has one builder (its start removes the work of the one before), so none is being written.
+   */
+  private async sweep(): Promise<void> {
+    try {
+      for (const name of await readdir(this.dir)) {
+        if (name.endsWith(TMP)) await rm(join(this.dir, name), { force: true });
+      }
+    } catch (err) {
+      this.logger.warn({ dir: this.dir, err: messageOf(err) }, 'cannot remove unfinished build records');
     }
   }
 
