@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readdir, readFile, writeFile } from 'node:fs/promises';
+import fsp, { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { pino } from 'pino';
@@ -245,4 +246,77 @@ test('a write cut by the end of its process leaves the record before it, and its
     [],
     'no temp file is left from the write that was cut',
   );
+});
+
+/**
+ * Runs `fn` with node:fs/promises' stat (as source-history imports it) wrapped: `before` runs ahead of
+ * each call; the answer is the most calls that were under way at once.
+ */
+async function watchingStat(
+  fn: () => Promise<void>,
+  before: (path: string) => Promise<void> = async () => {},
+) {
+  const { stat } = fsp;
+  let running = 0;
+  let most = 0;
+  fsp.stat = (async (path: string, options?: object) => {
+    running++;
+    most = Math.max(most, running);
+    try {
+      await before(path);
+      return await stat(path, options);
+    } finally {
+      running--;
+    }
+  }) as typeof fsp.stat;
+  syncBuiltinESMExports();
+  try {
+    await fn();
+  } finally {
+    fsp.stat = stat;
+    syncBuiltinESMExports();
+  }
+  return most;
+}
+
+/** A history over `max` sources holding `old` records older than any it writes. */
+async function crowded(max: number, old: number) {
+  const logged: string[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => logged.push(JSON.parse(line).msg) });
+  const d = join(dir, `h${n++}`);
+  const h = new SourceHistory(d, logger, max);
+  await h.put('first', { key: 'k', builtAt: 0 });
+  for (let i = 0; i < old; i++) {
+    const p = join(d, `${String(i).padStart(64, '0')}.json`);
+    await writeFile(p, '{}');
+    await utimes(p, 1000 + i, 1000 + i);
+  }
+  // Writes 2..100: the 100th prunes.
+  const puts = async () => {
+    await Promise.all(Array.from({ length: 99 }, (_, i) => h.put(`s${i}`, { key: 'k', builtAt: 1 })));
+  };
+  return { d, puts, logged };
+}
+
+test('pruning the history looks at a bounded number of files at once', async () => {
+  const { d, puts } = await crowded(50, 400);
+  const most = await watchingStat(puts);
+  assert.ok(most <= 16, `${most} stat calls at once`);
+  const left = await readdir(d);
+  assert.equal(left.length, 50);
+  assert.ok(
+    left.every((name) => name.endsWith('.jsonl')),
+    'the oldest (previous-format) records went first',
+  );
+});
+
+test('a record removed while the history is pruned does not fail the write that pruned', async () => {
+  const { d, puts, logged } = await crowded(50, 100);
+  // As a write of that source does once its new record is in place.
+  const gone = join(d, `${'7'.padStart(64, '0')}.json`);
+  await watchingStat(puts, async (path) => {
+    if (path === gone) await fsp.rm(gone);
+  });
+  assert.deepEqual(logged, []);
+  assert.equal((await readdir(d)).length, 50);
 });

@@ -31,6 +31,8 @@ const PREVIOUS_EXT = '.json';
 const TMP = '.tmp';
 /** A previous-format file up to this size is parsed in one step (a few ms); a larger one only in part. */
 const PREVIOUS_PARSE_MAX = 256 * 1024;
+/** Records whose age prune asks for at once. */
+const PRUNE_STATS = 16;
 /** About as many bytes are read, or characters written, in one step. */
 const CHUNK = 64 * 1024;
 
@@ -157,11 +159,30 @@ export class SourceHistory {
   private async prune(): Promise<void> {
     const names = (await readdir(this.dir)).filter((n) => n.endsWith(EXT) || n.endsWith(PREVIOUS_EXT));
     if (names.length <= this.max) return;
-    const aged = await Promise.all(
-      names.map(async (n) => ({ n, t: (await stat(join(this.dir, n))).mtimeMs })),
-    );
+    // A few at a time: the rest of the builder's file operations would wait behind thousands at once.
+    const aged: Array<{ n: string; t: number }> = [];
+    for (let i = 0; i < names.length; i += PRUNE_STATS) {
+      const group = names.slice(i, i + PRUNE_STATS);
+      const times = await Promise.all(
+        group.map((n) =>
+          stat(join(this.dir, n)).then(
+            (s) => s.mtimeMs,
+            // Removed meanwhile (a write of its source replacing a previous-format record): one less.
+            (err: unknown) => {
+              if (notFound(err)) return undefined;
+              throw err;
+            },
+          ),
+        ),
+      );
+      group.forEach((n, j) => {
+        const t = times[j];
+        if (t !== undefined) aged.push({ n, t });
+      });
+    }
     aged.sort((a, b) => a.t - b.t);
-    for (const { n } of aged.slice(0, names.length - this.max)) await rm(join(this.dir, n), { force: true });
+    const over = Math.max(0, aged.length - this.max);
+    for (const { n } of aged.slice(0, over)) await rm(join(this.dir, n), { force: true });
   }
 }
 
