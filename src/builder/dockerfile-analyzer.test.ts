@@ -132,3 +132,25 @@ test("a time limit hit while the machine was overloaded is kept a while, not for
   now += 60_000;
   assert.deepEqual(await analyzer.analyzeOnce(snapshot, text, none), analyzeDockerfile(text));
 });
+
+test('a worker that cannot be started fails the analysis waiting for it, and nothing else', async (t) => {
+  // Its thread cannot be made (ERR_WORKER_INIT_FAILED when the process is out of threads or memory):
+  // here the Worker constructor refuses the script's URL once the first worker has started.
+  const script = new URL(HANG.href);
+  const analyzer = new DockerfileAnalyzer({ script, timeoutMs: 50, maxRunning: 1 });
+  t.after(() => analyzer.close());
+  const unhandled: unknown[] = [];
+  const onUnhandled = (err: unknown) => unhandled.push(err);
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  const first = analyzer.analyze('FROM busybox\n').catch((e: unknown) => e);
+  const second = analyzer.analyze('FROM alpine\n').catch((e: unknown) => e);
+  script.href = 'https://example.invalid/dockerfile-worker.ts';
+  assert.equal(errorKind(await first), 'DeadlineExceeded');
+  const err = await second;
+  assert.equal(errorKind(err), 'Internal');
+  assert.match(String(err), /Dockerfile analysis cannot start a worker: /);
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.deepEqual(unhandled, []);
+  assert.equal(analyzer.threads, 0);
+});

@@ -151,7 +151,17 @@ export class DockerfileAnalyzer {
 
   #pump(): void {
     while (!this.#closed && this.#busy.size < this.#maxRunning && this.#queue.length > 0) {
-      this.#run(this.#queue.shift() as Waiting, this.#idle.pop() ?? this.#spawn());
+      const job = this.#queue.shift() as Waiting;
+      let w: Worker;
+      try {
+        w = this.#idle.pop() ?? this.#spawn();
+      } catch (err) {
+        // No thread (ERR_WORKER_INIT_FAILED: out of threads or memory). The job fails rather than being
+        // lost, and this runs in an answer's or an ending's handler, which must not throw.
+        job.reject(internal(`Dockerfile analysis cannot start a worker: ${messageOf(err)}`));
+        continue;
+      }
+      this.#run(job, w);
     }
   }
 
