@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import fsp, { readdir, readFile, utimes, writeFile } from 'node:fs/promises';
+import fsp, { readdir, readFile, truncate, utimes, writeFile } from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -319,4 +319,24 @@ test('a record removed while the history is pruned does not fail the write that 
   });
   assert.deepEqual(logged, []);
   assert.equal((await readdir(d)).length, 50);
+});
+
+test('a record of zeros without a newline, as a crash can leave, is read once and counts as none', async () => {
+  const { h, dir: d, logged } = history();
+  await h.put('src', { key: 'k', builtAt: 1 });
+  const [name] = await readdir(d);
+  // Sparse: 256 MiB of zeros that take no disk.
+  await truncate(join(d, name as string), 256 << 20);
+  // The reader looks at its signal once per 64 KiB chunk: this one counts them, and stops a reader
+  // that would go on past 40 MiB (a line that long is no record's).
+  let chunks = 0;
+  const counting = {
+    get aborted() {
+      return ++chunks > 640;
+    },
+    reason: new Error('read past 40 MiB'),
+  } as AbortSignal;
+  assert.equal(await h.get('src', counting), undefined);
+  assert.ok(chunks <= 640, `${chunks} chunks read`);
+  assert.equal(logged.length, 1);
 });

@@ -31,6 +31,11 @@ const PREVIOUS_EXT = '.json';
 const TMP = '.tmp';
 /** A previous-format file up to this size is parsed in one step (a few ms); a larger one only in part. */
 const PREVIOUS_PARSE_MAX = 256 * 1024;
+/**
+ * Longer lines are not read (the file is not a record): a header holds at most a request's build args
+ * (16 MiB on the wire) and what the Dockerfile names (1 MiB expanded), a file's line a path.
+ */
+const MAX_LINE = 32 << 20;
 /** Records whose age prune asks for at once. */
 const PRUNE_STATS = 16;
 /** About as many bytes are read, or characters written, in one step. */
@@ -215,11 +220,20 @@ async function read(path: string, signal: AbortSignal | undefined): Promise<Hist
   const files: FileId[] = [];
   let partial = '';
   for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: CHUNK })) {
-    const lines = (partial + (chunk as string)).split('\n');
-    partial = lines.pop() as string;
-    for (const line of lines) {
-      if (header === undefined) header = parseHeader(line);
-      else files.push(parseFile(line, files.at(-1)));
+    const text = chunk as string;
+    const end = text.lastIndexOf('\n');
+    if (end < 0) {
+      // Split only where a line ends: splitting the whole unfinished line again at every chunk made a
+      // file without newlines (zeros, as a crash can leave) cost time in its size squared.
+      partial += text;
+      if (partial.length > MAX_LINE) throw new Error('a line longer than any record has');
+    } else {
+      const lines = (partial + text.slice(0, end)).split('\n');
+      partial = text.slice(end + 1);
+      for (const line of lines) {
+        if (header === undefined) header = parseHeader(line);
+        else files.push(parseFile(line, files.at(-1)));
+      }
     }
     if (signal?.aborted) throw aborted(`${READING}: cancelled`, { cause: signal.reason });
   }
