@@ -41,6 +41,7 @@ import {
 } from './facade-config.ts';
 import { countGrpcDrops } from './grpc-drops.ts';
 import { serveMetrics } from './metrics.ts';
+import { lockRoot } from './root-lock.ts';
 
 export interface BuilderConfig {
   listen: { host: string; port: number };
@@ -340,7 +341,10 @@ export async function startBuilder(
   if (!config.workspaceRepository)
     throw invalidArgument('a workspace repository is required (--workspace-repo)');
   await mkdir(config.stateDir, { recursive: true, mode: 0o700 });
-  const undo: Array<() => Promise<void>> = [];
+  // One builder per state directory (replicas each have their own): its start removes the previous
+  // process's work below, and its build history is written through one temp file per source.
+  const unlock = await lockRoot(config.stateDir, 'builder');
+  const undo: Array<() => Promise<void>> = [unlock];
   const unwind = async () => {
     for (const fn of undo.reverse())
       await fn().catch((err: unknown) => logger.warn({ err: messageOf(err) }, 'cleanup failed'));

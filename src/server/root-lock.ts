@@ -3,21 +3,24 @@
 // ROOT/daemon.lock is a one-row SQLite file that the holder opens in exclusive locking mode and writes
 // once, which keeps its exclusive lock until the connection closes or the process ends, however it ends.
 // A daemon, a facade with hosted repositories and `strata up` all take it, since each runs a garbage
-// collector over the root's store. ROOT/daemon.pid (`<pid> <role>`) only names the holder for the message
-// and for people (the lock file cannot be read while it is held); it decides nothing, so a stale file
-// naming some live process (PID reuse after a crash) no longer blocks a start.
+// collector over the root's store. A builder takes its state directory's: its start removes the work of
+// the builder before it, and its history is written through one temp file per source. ROOT/daemon.pid
+// (`<pid> <role>`) only names the holder for the message and for people (the lock file cannot be read
+// while it is held); it decides nothing, so a stale file naming some live process (PID reuse after a
+// crash) no longer blocks a start.
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { unavailable } from '../errors.ts';
 
 /** What holds a root: the command that took its lock. */
-export type RootHolder = 'daemon' | 'facade' | 'up';
+export type RootHolder = 'daemon' | 'facade' | 'up' | 'builder';
 
 const HOLDER_WORDS: Record<RootHolder, string> = {
   daemon: 'another daemon',
   facade: 'a facade serving hosted repositories',
   up: 'strata up',
+  builder: 'another builder',
 };
 
 const isBusy = (err: unknown): boolean =>

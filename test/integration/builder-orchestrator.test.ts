@@ -221,6 +221,28 @@ test('the work a previous process left behind (checkouts, auth files) is removed
   }
 });
 
+test('a second builder on a state directory in use is refused, and leaves the first one’s work alone', async () => {
+  const state = join(dir, 'state-shared');
+  const first = await start('shared', new GatedEngine(busybox));
+  try {
+    // As a build under way has it; a second builder's start would remove it as a previous process's.
+    await mkdir(join(state, 'work', 'a-build-id'), { recursive: true });
+    const second = await start('shared', new GatedEngine(busybox)).catch((err: unknown) => err);
+    if (second && typeof second === 'object' && 'close' in second) await (second as RunningBuilder).close();
+    assert.deepEqual(await readdir(join(state, 'work')), ['a-build-id']);
+    assert.equal(errorKind(second), 'Unavailable');
+    assert.match(
+      String(second),
+      new RegExp(`state directory ${state} is in use by another builder \\(pid ${process.pid}\\)`),
+    );
+  } finally {
+    await first.close();
+  }
+  // Once that builder has stopped, the directory is free.
+  const next = await start('shared', new GatedEngine(busybox));
+  await next.close();
+});
+
 test('shutdown ends the fetch of a plan from a git server that never answers, and removes its directory', async (t) => {
   const sockets = new Set<Socket>();
   const silent = createServer((socket) => sockets.add(socket)); // accepts, never answers
