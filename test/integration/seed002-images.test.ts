@@ -175,18 +175,20 @@ describe('containerd.v1.Images (seed 002) through a client generated from the se
     const ns = 'gc';
     const bytes = randomBytes(4096);
     const digest = digestOf(bytes);
-    // Ingested without a lease: nothing but the image will hold it.
-    await runCommand(
-      CTR,
-      ['--address', d.address, '--namespace', ns, 'content', 'ingest', '--expected-size', '4096', 'blob'],
-      { input: bytes, env: { CONTAINERD_ADDRESS: undefined, CONTAINERD_NAMESPACE: undefined } },
-    );
+    // The image first, then its target ingested without a lease: nothing but the image holds it, from the
+    // moment it is stored (ingested first, a collection another test scheduled could take it before the
+    // image is put).
     const file = join(d.root, 'content', 'blobs', 'sha256', digest.slice('sha256:'.length));
     const name = 'registry.test/held:v1';
     const put = await run([
       { op: 'put', name, target: { media_type: MT, digest, size: 4096 }, namespace: ns },
     ]);
     assert.deepEqual(put, [{ ok: {} }]);
+    await runCommand(
+      CTR,
+      ['--address', d.address, '--namespace', ns, 'content', 'ingest', '--expected-size', '4096', 'blob'],
+      { input: bytes, env: { CONTAINERD_ADDRESS: undefined, CONTAINERD_NAMESPACE: undefined } },
+    );
     await d.ctrOk(['leases', 'create', '--id', 'gc-now'], { namespace: ns });
     await d.ctrOk(['leases', 'rm', '--sync', 'gc-now'], { namespace: ns });
     assert.ok(await exists(file), 'the image holds its target');
