@@ -2,6 +2,7 @@
 // with request id, spec id, source, bytes and duration); SIGHUP reloads the watched files; graceful stop on
 // SIGTERM/SIGINT (a second signal exits at once).
 
+import { flushCompileCache } from 'node:module';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { pino } from 'pino';
@@ -152,6 +153,10 @@ export function registerFacade(program: Command): void {
       startupHup.take();
       return;
     }
+    // Node writes its compile cache only at a clean exit: after a facade that was killed (SIGKILL, the OOM
+    // killer, a crash), the next start would strip types and compile every module again. Written now, before
+    // the first request is read.
+    flushCompileCache();
     // SIGHUP re-reads the watched files at once (they are also reloaded when they change).
     await runUntilSignalled(
       logger,
