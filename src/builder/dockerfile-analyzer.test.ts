@@ -154,3 +154,21 @@ test('a worker that cannot be started fails the analysis waiting for it, and not
   assert.deepEqual(unhandled, []);
   assert.equal(analyzer.threads, 0);
 });
+
+test('a worker idle past its time is ended, and the next analysis starts another', async (t) => {
+  const analyzer = new DockerfileAnalyzer({ idleMs: 50 });
+  t.after(() => analyzer.close());
+  assert.equal((await analyzer.analyze('FROM busybox\n')).images.length, 1);
+  assert.equal(analyzer.threads, 1);
+  await waitUntil(() => analyzer.threads === 0);
+  assert.equal((await analyzer.analyze('FROM alpine\n')).images.length, 1);
+  assert.equal(analyzer.threads, 1);
+});
+
+/** Polls `ok` every 10 ms, for 10 s at most. */
+async function waitUntil(ok: () => boolean): Promise<void> {
+  for (let i = 0; !ok(); i++) {
+    if (i > 1000) throw new Error('not within 10 s');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}

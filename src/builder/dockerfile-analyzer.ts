@@ -26,6 +26,8 @@ export interface AnalyzerOptions {
   script?: URL;
   /** The clock (ms) deciding when a failed analysis is tried again; tests give one of their own. */
   now?: () => number;
+  /** How long a worker may sit idle before it is ended (its thread's memory goes with it). */
+  idleMs?: number;
 }
 
 /** Two cores' worth: the builder's other work (git, buildah) needs the machine too. */
@@ -42,6 +44,11 @@ const KEPT_PER_OWNER = 8;
  * moment of overload would fail that commit until the builder restarted.
  */
 const RETRY_AFTER_MS = 60_000;
+/**
+ * An idle worker is ended after this long: one that parsed a Dockerfile at the size cap keeps tens of MB
+ * of heap, which the builder would otherwise hold until it stops. Builds that come in bursts reuse it.
+ */
+const IDLE_MS = 60_000;
 
 /** An analysis kept for an owner, and until when (ms) if it failed in a way that may pass. */
 interface Kept {
@@ -62,6 +69,9 @@ export class DockerfileAnalyzer {
   readonly #timeoutMs: number;
   readonly #script: URL;
   readonly #now: () => number;
+  readonly #idleMs: number;
+  /** The timer that ends each idle worker. */
+  readonly #retire = new Map<Worker, NodeJS.Timeout>();
   /** Every worker started and not yet ended. */
   readonly #all = new Set<Worker>();
   /** Workers without an analysis, kept for the next (unreferenced, so they hold no process open). */
@@ -80,6 +90,7 @@ export class DockerfileAnalyzer {
     this.#timeoutMs = o.timeoutMs ?? TIMEOUT_MS;
     this.#script = o.script ?? new URL('./dockerfile-worker.ts', import.meta.url);
     this.#now = o.now ?? Date.now;
+    this.#idleMs = o.idleMs ?? IDLE_MS;
   }
 
   /** Worker threads alive (busy or idle). */
@@ -144,6 +155,8 @@ export class DockerfileAnalyzer {
     for (const job of this.#queue.splice(0)) job.reject(stopped);
     const ending = [...this.#busy.values()].map((end) => end(stopped));
     this.#idle.length = 0;
+    for (const timer of this.#retire.values()) clearTimeout(timer);
+    this.#retire.clear();
     const all = [...this.#all];
     this.#all.clear();
     await Promise.all([...ending, ...all.map((w) => w.terminate())]);
@@ -154,7 +167,7 @@ export class DockerfileAnalyzer {
       const job = this.#queue.shift() as Waiting;
       let w: Worker;
       try {
-        w = this.#idle.pop() ?? this.#spawn();
+        w = this.#takeIdle() ?? this.#spawn();
       } catch (err) {
         // No thread (ERR_WORKER_INIT_FAILED: out of threads or memory). The job fails rather than being
         // lost, and this runs in an answer's or an ending's handler, which must not throw.
@@ -163,6 +176,32 @@ export class DockerfileAnalyzer {
       }
       this.#run(job, w);
     }
+  }
+
+  #takeIdle(): Worker | undefined {
+    const w = this.#idle.pop();
+    if (w) {
+      clearTimeout(this.#retire.get(w));
+      this.#retire.delete(w);
+    }
+    return w;
+  }
+
+  /** Keeps `w` for the next analysis, for #idleMs at most. */
+  #keepIdle(w: Worker): void {
+    // Idle, it must not keep the process alive.
+    w.unref();
+    this.#idle.push(w);
+    const timer = setTimeout(() => {
+      this.#retire.delete(w);
+      const i = this.#idle.indexOf(w);
+      if (i < 0) return;
+      this.#idle.splice(i, 1);
+      this.#all.delete(w);
+      void w.terminate().catch(() => {});
+    }, this.#idleMs);
+    timer.unref();
+    this.#retire.set(w, timer);
   }
 
   #spawn(): Worker {
@@ -208,9 +247,7 @@ export class DockerfileAnalyzer {
       else
         job.reject(a.error.kind ? new StrataError(a.error.kind, a.error.message) : internal(a.error.message));
       if (this.#closed) return;
-      // Idle, it must not keep the process alive.
-      w.unref();
-      this.#idle.push(w);
+      this.#keepIdle(w);
       this.#pump();
     };
     const onError = (err: unknown) => void end(internal(`Dockerfile analysis failed: ${messageOf(err)}`));
