@@ -37,8 +37,8 @@ export interface BuildInputs {
 export type FileIds = readonly FileId[];
 export type FileId = readonly [path: string, modeId: string];
 
-/** UTF-16 code unit order, as JavaScript compares strings. */
-const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+/** UTF-16 code unit order, as JavaScript compares strings (the build key's name order). */
+export const byName = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 function sorted<T>(record: Record<string, T>): Array<[string, T]> {
   return Object.entries(record).sort(([a], [b]) => byName(a, b));

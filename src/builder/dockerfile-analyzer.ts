@@ -12,6 +12,7 @@ import {
   StrataError,
   unavailable,
 } from '../errors.ts';
+import { byName } from './build-key.ts';
 import { checkDockerfileSize, type DockerfileAnalysis } from './dockerfile.ts';
 import type { AnalysisAnswer, AnalysisJob } from './dockerfile-worker.ts';
 
@@ -133,7 +134,7 @@ export class DockerfileAnalyzer {
   ): Promise<DockerfileAnalysis> {
     const kept = this.#kept.get(owner) ?? new Map<string, Kept>();
     this.#kept.set(owner, kept);
-    const key = JSON.stringify([...buildArgs].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    const key = JSON.stringify([...buildArgs].sort(([a], [b]) => byName(a, b)));
     const known = kept.get(key);
     if (known && (known.until === undefined || this.#now() < known.until)) return known.analysis;
     const entry: Kept = { analysis: this.analyze(text, buildArgs) };
