@@ -11,6 +11,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
+import { isENOENT } from '../content/fs-util.ts';
 import { aborted, messageOf } from '../errors.ts';
 import { type BuildInputs, type FileId, fileIdsOf } from './build-key.ts';
 
@@ -51,7 +52,6 @@ type Header = {
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
   typeof v === 'object' && v !== null && !Array.isArray(v);
-const notFound = (err: unknown) => (err as NodeJS.ErrnoException | undefined)?.code === 'ENOENT';
 
 export class SourceHistory {
   private readonly dir: string;
@@ -80,7 +80,7 @@ export class SourceHistory {
       return await read(path, signal);
     } catch (err) {
       if (signal?.aborted) throw err;
-      if (!notFound(err)) {
+      if (!isENOENT(err)) {
         this.logger.warn(
           { path, err: messageOf(err) },
           'cannot read the last build’s inputs; treated as none',
@@ -140,7 +140,7 @@ export class SourceHistory {
       );
       return ends;
     } catch (err) {
-      if (notFound(err)) return undefined;
+      if (isENOENT(err)) return undefined;
       this.logger.warn({ path, err: messageOf(err) }, 'cannot read the last build’s inputs; treated as none');
       return undefined;
     }
@@ -174,7 +174,7 @@ export class SourceHistory {
             (s) => s.mtimeMs,
             // Removed meanwhile (a write of its source replacing a previous-format record): one less.
             (err: unknown) => {
-              if (notFound(err)) return undefined;
+              if (isENOENT(err)) return undefined;
               throw err;
             },
           ),
