@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { waitFor } from '../../test/helpers/process.ts';
 import { errorKind } from '../errors.ts';
 import { analyzeDockerfile, MAX_DOCKERFILE_BYTES } from './dockerfile.ts';
 import { DockerfileAnalyzer } from './dockerfile-analyzer.ts';
@@ -160,15 +161,7 @@ test('a worker idle past its time is ended, and the next analysis starts another
   t.after(() => analyzer.close());
   assert.equal((await analyzer.analyze('FROM busybox\n')).images.length, 1);
   assert.equal(analyzer.threads, 1);
-  await waitUntil(() => analyzer.threads === 0);
+  await waitFor(() => analyzer.threads === 0, 10_000, { what: 'the idle worker ended' });
   assert.equal((await analyzer.analyze('FROM alpine\n')).images.length, 1);
   assert.equal(analyzer.threads, 1);
 });
-
-/** Polls `ok` every 10 ms, for 10 s at most. */
-async function waitUntil(ok: () => boolean): Promise<void> {
-  for (let i = 0; !ok(); i++) {
-    if (i > 1000) throw new Error('not within 10 s');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
