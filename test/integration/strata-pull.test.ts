@@ -380,6 +380,13 @@ describe('strata pull through the daemon', () => {
     await waitFor(() => (stdout.match(/^done /gm) ?? []).length >= 4, 60_000, {
       what: 'small blobs fetched',
     });
+    // Mid-download, the process bin/strata became runs WebAssembly (undici's parser) on the baseline
+    // compiler alone, so no first large download pays for an optimizing recompile of it.
+    const args = (await readFile(`/proc/${child.pid}/cmdline`, 'utf8')).split('\0');
+    assert.ok(
+      args.includes('--no-wasm-dynamic-tiering') && args.includes('--no-wasm-tier-up'),
+      args.join(' '),
+    );
     child.kill('SIGINT');
     const [code] = await exited;
     assert.equal(code, 130, stdout);
