@@ -165,3 +165,30 @@ test('a worker idle past its time is ended, and the next analysis starts another
   assert.equal((await analyzer.analyze('FROM alpine\n')).images.length, 1);
   assert.equal(analyzer.threads, 1);
 });
+
+test('a ninth set of build args puts out the least recently asked for analysis of a snapshot, not all eight', async (t) => {
+  const analyzed: string[] = [];
+  // Counts the analyses analyzeOnce asks for; each is a real one.
+  class Counting extends DockerfileAnalyzer {
+    override analyze(text: string, buildArgs: ReadonlyMap<string, string> = new Map()) {
+      analyzed.push(buildArgs.get('N') ?? '');
+      return super.analyze(text, buildArgs);
+    }
+  }
+  const analyzer = new Counting();
+  t.after(() => analyzer.close());
+  const snapshot = { commit: 'a' };
+  const ask = (n: number) => analyzer.analyzeOnce(snapshot, 'FROM busybox\n', new Map([['N', String(n)]]));
+  for (let n = 0; n < 8; n++) await ask(n);
+  await ask(0); // 0 is now the most recently asked for, 1 the least
+  assert.deepEqual(analyzed, ['0', '1', '2', '3', '4', '5', '6', '7']);
+  await ask(8);
+  await ask(0);
+  await ask(2);
+  assert.deepEqual(analyzed.slice(8), ['8'], 'set 0 and set 2 were kept');
+  await ask(1);
+  assert.deepEqual(analyzed.slice(8), ['8', '1'], 'set 1 was put out');
+  // Bounded as before: 1 coming back put out the least recently asked for since (3).
+  await ask(3);
+  assert.deepEqual(analyzed.slice(8), ['8', '1', '3']);
+});

@@ -37,7 +37,10 @@ const MAX_RUNNING = 2;
 const MAX_QUEUED = 16;
 /** About ten times the longest parse measured at the size cap, on a busy machine. */
 const TIMEOUT_MS = 5_000;
-/** Sets of build args whose analyses are kept per snapshot: the caller's, so not every set anyone sends. */
+/**
+ * Sets of build args whose analyses are kept per snapshot: the caller's, so not every set anyone sends.
+ * Past it the least recently asked for goes, so a ninth set does not cost the eight in use their analyses.
+ */
 const KEPT_PER_OWNER = 8;
 /**
  * How long a failure that may be the machine's (a time limit, a worker that died) is kept before the
@@ -80,7 +83,7 @@ export class DockerfileAnalyzer {
   /** Workers busy with an analysis, and how to end one (its job fails with `err`). */
   readonly #busy = new Map<Worker, (err: unknown) => Promise<void>>();
   readonly #queue: Waiting[] = [];
-  /** Analyses made for each owner (a commit's snapshot), by build args. */
+  /** Analyses made for each owner (a commit's snapshot), by build args, least recently asked for first. */
   readonly #kept = new WeakMap<object, Map<string, Kept>>();
   #ids = 0;
   #closed = false;
@@ -136,9 +139,17 @@ export class DockerfileAnalyzer {
     this.#kept.set(owner, kept);
     const key = JSON.stringify([...buildArgs].sort(([a], [b]) => byName(a, b)));
     const known = kept.get(key);
-    if (known && (known.until === undefined || this.#now() < known.until)) return known.analysis;
+    // Taken out and put back last: a Map keeps its keys in the order they were set.
+    kept.delete(key);
+    if (known && (known.until === undefined || this.#now() < known.until)) {
+      kept.set(key, known);
+      return known.analysis;
+    }
     const entry: Kept = { analysis: this.analyze(text, buildArgs) };
-    if (kept.size >= KEPT_PER_OWNER) kept.clear();
+    for (const old of kept.keys()) {
+      if (kept.size < KEPT_PER_OWNER) break;
+      kept.delete(old);
+    }
     kept.set(key, entry);
     entry.analysis.catch((err: unknown) => {
       const kind = errorKind(err);
