@@ -41,7 +41,7 @@ import {
 } from './registry-auth.ts';
 import { imageExists, normalizeImageRef, resolveImage } from './resolve.ts';
 import type { Claim, SharedBuilds, SharedUpdate } from './shared-builds.ts';
-import type { SourceHistory } from './source-history.ts';
+import type { HistoryHead, SourceHistory } from './source-history.ts';
 
 export type BuildSourceSpec =
   | { kind: 'ref'; ref: string }
@@ -273,6 +273,15 @@ const PLAN_FETCHES = 8;
  * at most this many, and at most repositoryMax bytes together; the oldest is let go to make room.
  */
 const PLAN_KEEP = 8;
+
+/** A build's reason, given the last build of its source and what differs from it (`changes`). */
+function reasonText(last: HistoryHead | undefined, key: string, ref: string, changes: string[]): string {
+  if (!last) return `no image for this key yet (first build of this source here): ${ref}`;
+  if (last.key === key) return 'the image built for this key earlier is no longer in the registry';
+  const when = new Date(last.builtAt).toISOString();
+  if (changes.length === 0) return `no image for this key yet (inputs differ from the build of ${when})`;
+  return `compared with the last build of this source (${when}): ${changes.join('; ')}`;
+}
 
 export class Builder {
   private readonly o: BuilderOptions;
@@ -598,15 +607,16 @@ export class Builder {
 
   private async reason(plan: Plan, force: boolean, signal: AbortSignal): Promise<string> {
     if (force) return 'force_rebuild was asked for';
+    const key = plan.key ?? plan.baseRef;
+    // The record's header says whether its files are to be compared: often they are not (the same key, a
+    // reference source), and then they are neither read nor held.
+    const head = await this.o.history.head(plan.source, signal);
+    const now = plan.inputs;
+    if (!head || head.key === key || !head.inputs || !now) return reasonText(head, key, plan.ref, []);
+    // Read again, whole: a build of this source may have replaced the record meanwhile.
     const last = await this.o.history.get(plan.source, signal);
-    if (!last) return `no image for this key yet (first build of this source here): ${plan.ref}`;
-    if (last.key === (plan.key ?? plan.baseRef)) {
-      return 'the image built for this key earlier is no longer in the registry';
-    }
-    const changes = last.inputs && plan.inputs ? await describeChanges(last.inputs, plan.inputs, signal) : [];
-    const when = new Date(last.builtAt).toISOString();
-    if (changes.length === 0) return `no image for this key yet (inputs differ from the build of ${when})`;
-    return `compared with the last build of this source (${when}): ${changes.join('; ')}`;
+    const changes = last?.inputs && last.key !== key ? await describeChanges(last.inputs, now, signal) : [];
+    return reasonText(last, key, plan.ref, changes);
   }
 
   private info(record: BuildRecord): BuildInfo {

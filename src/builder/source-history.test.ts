@@ -75,6 +75,25 @@ test('an entry reads back as it was recorded, names and all; a reference source 
   assert.equal((await readdir(d)).filter((f) => !f.endsWith('.jsonl')).length, 0);
 });
 
+test('head gives an entry without its files, from the record’s first line alone', async () => {
+  const { h, dir: d } = history();
+  assert.equal(await h.head('src'), undefined);
+  const { files: _, ...rest } = inputs(odd);
+  await h.put('src', { key: 'k1', inputs: inputs(odd), builtAt: 1700 });
+  await h.put('ref', { key: 'reg.example/base:1', builtAt: 1800 });
+  assert.deepEqual(await h.head('src'), { key: 'k1', inputs: rest, builtAt: 1700 });
+  assert.deepEqual(await h.head('ref'), { key: 'reg.example/base:1', builtAt: 1800 });
+  // Its file lines are not read: broken, they fail get, not head.
+  const path = join(d, `${createHash('sha256').update('src').digest('hex')}.jsonl`);
+  const [header] = (await readFile(path, 'utf8')).split('\n');
+  await writeFile(path, `${header}\n[oops\n`);
+  assert.equal(await h.get('src'), undefined);
+  assert.deepEqual(await h.head('src'), { key: 'k1', inputs: rest, builtAt: 1700 });
+  // A record in the previous format: without its files too.
+  await writePrevious(d, 'old', { key: 'k-old', inputs: { ...rest, files: odd }, builtAt: 1600 });
+  assert.deepEqual(await h.head('old'), { key: 'k-old', inputs: rest, builtAt: 1600 });
+});
+
 test('a record in the previous format is read, and the reason it gives is the one it gave', async () => {
   const { h, dir: d, logged } = history();
   const before = { ...odd, 'gone.txt': '100644 7', 'same.txt': '100644 8' };

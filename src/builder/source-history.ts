@@ -5,7 +5,8 @@
 // A large context's record is tens of MB: one JSON.parse or JSON.stringify of it held the builder's event
 // loop for 0.3-1 s. So a record is a file of lines, written and read a chunk at a time: a header line
 // (FORMAT, the key, when, the inputs but their files, how many files), then one [path, `mode id`] line
-// per file in the record's order.
+// per file in the record's order. Whether the files need comparing at all is known from the header, so
+// it can be read alone (head).
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
@@ -20,6 +21,16 @@ export interface HistoryEntry {
   /** A Dockerfile build's inputs (a reference source has only its key). */
   inputs?: BuildInputs;
   /** Unix ms. */
+  builtAt: number;
+}
+
+/** A build's inputs but the files it read, which a large context's record is almost all of. */
+export type HeadInputs = Omit<BuildInputs, 'files'>;
+
+/** A history entry without its files: what the header of its record holds. */
+export interface HistoryHead {
+  key: string;
+  inputs?: HeadInputs;
   builtAt: number;
 }
 
@@ -47,7 +58,7 @@ type Header = {
   key: string;
   builtAt: number;
   files: number;
-  inputs?: Omit<BuildInputs, 'files'>;
+  inputs?: HeadInputs;
 };
 
 const isObject = (v: unknown): v is Record<string, unknown> =>
@@ -74,10 +85,45 @@ export class SourceHistory {
   }
 
   /** The last build of `source`; `signal` ends the read between two chunks (Aborted). */
-  async get(source: string, signal?: AbortSignal): Promise<HistoryEntry | undefined> {
+  get(source: string, signal?: AbortSignal): Promise<HistoryEntry | undefined> {
+    return this.load(
+      source,
+      signal,
+      async (path) => {
+        const files: FileId[] = [];
+        const { key, builtAt, inputs } = await read(path, signal, files);
+        return { key, builtAt, ...(inputs && { inputs: { ...inputs, files } }) };
+      },
+      (entry) => entry,
+    );
+  }
+
+  /**
+   * The last build of `source` without its files: only the record's first line is read, so a caller that
+   * needs no file comparison (the key is the same, or there are no inputs) holds and parses none of them.
+   */
+  head(source: string, signal?: AbortSignal): Promise<HistoryHead | undefined> {
+    return this.load(
+      source,
+      signal,
+      async (path) => {
+        const { key, builtAt, inputs } = await read(path, signal);
+        return { key, builtAt, ...(inputs && { inputs }) };
+      },
+      ({ key, builtAt, inputs }) => ({ key, builtAt, ...(inputs && { inputs: withoutFiles(inputs) }) }),
+    );
+  }
+
+  /** A record read by `fromRecord`, else the previous format's, as `fromPrevious` makes it. */
+  private async load<T>(
+    source: string,
+    signal: AbortSignal | undefined,
+    fromRecord: (path: string) => Promise<T>,
+    fromPrevious: (entry: HistoryEntry) => T,
+  ): Promise<T | undefined> {
     const path = this.path(source);
     try {
-      return await read(path, signal);
+      return await fromRecord(path);
     } catch (err) {
       if (signal?.aborted) throw err;
       if (!isENOENT(err)) {
@@ -88,7 +134,8 @@ export class SourceHistory {
         return undefined;
       }
     }
-    return this.getPrevious(this.path(source, PREVIOUS_EXT));
+    const previous = await this.getPrevious(this.path(source, PREVIOUS_EXT));
+    return previous && fromPrevious(previous);
   }
 
   /**
@@ -198,10 +245,7 @@ const READING = 'reading the last build’s inputs';
 async function* lines(entry: HistoryEntry, signal: AbortSignal | undefined): AsyncGenerator<string> {
   const files = entry.inputs?.files ?? [];
   const header: Header = { format: FORMAT, key: entry.key, builtAt: entry.builtAt, files: files.length };
-  if (entry.inputs) {
-    const { files: _listedBelow, ...inputs } = entry.inputs;
-    header.inputs = inputs;
-  }
+  if (entry.inputs) header.inputs = withoutFiles(entry.inputs);
   let chunk = `${JSON.stringify(header)}\n`;
   for (const pair of files) {
     if (chunk.length >= CHUNK) {
@@ -214,10 +258,17 @@ async function* lines(entry: HistoryEntry, signal: AbortSignal | undefined): Asy
   yield chunk;
 }
 
-/** A history file, a chunk of lines a step. */
-async function read(path: string, signal: AbortSignal | undefined): Promise<HistoryEntry> {
+function withoutFiles(inputs: BuildInputs): HeadInputs {
+  const { files: _notHere, ...rest } = inputs;
+  return rest;
+}
+
+/**
+ * A history file's header, a chunk of lines a step; with `files`, its files are read into it, else the
+ * read ends with the header's line.
+ */
+async function read(path: string, signal: AbortSignal | undefined, files?: FileId[]): Promise<Header> {
   let header: Header | undefined;
-  const files: FileId[] = [];
   let partial = '';
   for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: CHUNK })) {
     const text = chunk as string;
@@ -231,15 +282,17 @@ async function read(path: string, signal: AbortSignal | undefined): Promise<Hist
       const lines = (partial + text.slice(0, end)).split('\n');
       partial = text.slice(end + 1);
       for (const line of lines) {
-        if (header === undefined) header = parseHeader(line);
-        else files.push(parseFile(line, files.at(-1)));
+        if (header === undefined) {
+          header = parseHeader(line);
+          // Leaving the loop closes the file.
+          if (files === undefined) return header;
+        } else files?.push(parseFile(line, files.at(-1)));
       }
     }
     if (signal?.aborted) throw aborted(`${READING}: cancelled`, { cause: signal.reason });
   }
-  if (header === undefined || partial !== '' || files.length !== header.files) throw new Error('cut short');
-  const { key, builtAt, inputs } = header;
-  return { key, builtAt, ...(inputs && { inputs: { ...inputs, files } }) };
+  if (header === undefined || partial !== '' || files?.length !== header.files) throw new Error('cut short');
+  return header;
 }
 
 function parseHeader(line: string): Header {
@@ -255,7 +308,7 @@ function parseHeader(line: string): Header {
     key,
     builtAt,
     files,
-    ...(inputs && { inputs: inputs as Omit<BuildInputs, 'files'> }),
+    ...(inputs && { inputs: inputs as HeadInputs }),
   };
 }
 

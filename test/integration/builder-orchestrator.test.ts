@@ -21,6 +21,7 @@ import { dirBytes } from '../../src/builder/git-source.ts';
 import type { BuildEngine, BuildRequestSpec, BuildSourceSpec } from '../../src/builder/orchestrator.ts';
 import { RegistryAccess } from '../../src/builder/registries.ts';
 import { AuthPolicy, NO_AUTH } from '../../src/builder/registry-auth.ts';
+import type { SourceHistory } from '../../src/builder/source-history.ts';
 import { errorKind } from '../../src/errors.ts';
 import { parseNormalizedReference } from '../../src/oci/reference.ts';
 import { anonymous } from '../../src/registry/credentials.ts';
@@ -712,4 +713,59 @@ test('a 500 to the builder’s own check that its pushed image exists does not f
   const updates = await within(building, 60_000, 'the build');
   assert.ok(blinked, 'the check after the push was answered 500');
   assert.equal(updates.at(-1)?.status, 'succeeded', JSON.stringify(updates.at(-1)));
+});
+
+/**
+ * Watches a builder's whole reads of its build history (a record's files too, tens of MB for a large
+ * context): how many, how many at once, and the most at once. They wait until `open` is called.
+ */
+function wholeReads(b: RunningBuilder) {
+  const history = (b.builder as unknown as { o: { history: SourceHistory } }).o.history;
+  const get = history.get.bind(history);
+  let open = () => {};
+  const gate = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  const reads = { count: 0, now: 0, peak: 0, open: () => open() };
+  history.get = async (source, signal) => {
+    reads.count++;
+    reads.peak = Math.max(reads.peak, ++reads.now);
+    try {
+      await gate;
+      return await get(source, signal);
+    } finally {
+      reads.now--;
+    }
+  };
+  return reads;
+}
+
+test('a build of the key its source last built reads none of that build’s files for its reason', async () => {
+  const stateDir = join(dir, 'state-same-key');
+  const engine = new GatedEngine(busybox);
+  const first = await start('same-key-1', engine, { stateDir });
+  try {
+    const built = all(first.builder.build(request('a')));
+    await engine.started(1);
+    engine.release();
+    assert.equal((await built).at(-1)?.status, 'succeeded');
+  } finally {
+    await first.close();
+  }
+  // The same state (so the same history), another workspace repository: the image is not there, the key is.
+  const second = await start('same-key-2', engine, { stateDir });
+  try {
+    const reads = wholeReads(second);
+    reads.open();
+    const building = second.builder.build(request('a'));
+    const why = (await building.next()).value?.message;
+    assert.equal(why, 'the image built for this key earlier is no longer in the registry');
+    await engine.started(2);
+    engine.release();
+    assert.equal((await all(building)).at(-1)?.status, 'succeeded');
+    assert.equal(reads.count, 0, 'the record’s first line says the key is the same');
+  } finally {
+    engine.release();
+    await second.close();
+  }
 });
