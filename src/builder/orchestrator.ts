@@ -15,6 +15,7 @@ import {
   resourceExhausted,
   unavailable,
 } from '../errors.ts';
+import { Limiter } from '../limiter.ts';
 import type { Platform } from '../oci/descriptor.ts';
 import { formatPlatform, parsePlatform } from '../oci/platform.ts';
 import { parseNormalizedReference } from '../oci/reference.ts';
@@ -273,6 +274,12 @@ const PLAN_FETCHES = 8;
  * at most this many, and at most repositoryMax bytes together; the oldest is let go to make room.
  */
 const PLAN_KEEP = 8;
+/**
+ * Last builds' records read whole (their files, tens of MB for a large context) to say what changed, at
+ * once. Every build works its reason out when it is asked for, queued ones too (their queued message
+ * gives it), so without a bound a queue of large sources would hold a record each.
+ */
+const COMPARING = 2;
 
 /** A build's reason, given the last build of its source and what differs from it (`changes`). */
 function reasonText(last: HistoryHead | undefined, key: string, ref: string, changes: string[]): string {
@@ -290,6 +297,8 @@ export class Builder {
   private readonly slots: Slots;
   /** Git fetches of planning at once: many new commits at once must not fork git without bound. */
   private readonly fetchSlots = new Slots(PLAN_FETCHES);
+  /** Reasons comparing a last build's files (see COMPARING). */
+  private readonly comparing = new Limiter(COMPARING);
   private readonly shutdown = new AbortController();
   /** Snapshots by commit and paths, bounded by the files they list; loads in flight are shared. */
   private readonly snapshots = new LRUCache<string, SourceSnapshot>({
@@ -613,10 +622,12 @@ export class Builder {
     const head = await this.o.history.head(plan.source, signal);
     const now = plan.inputs;
     if (!head || head.key === key || !head.inputs || !now) return reasonText(head, key, plan.ref, []);
-    // Read again, whole: a build of this source may have replaced the record meanwhile.
-    const last = await this.o.history.get(plan.source, signal);
-    const changes = last?.inputs && last.key !== key ? await describeChanges(last.inputs, now, signal) : [];
-    return reasonText(last, key, plan.ref, changes);
+    return this.comparing.run(async () => {
+      // Read again, whole: a build of this source may have replaced the record meanwhile.
+      const last = await this.o.history.get(plan.source, signal);
+      const changes = last?.inputs && last.key !== key ? await describeChanges(last.inputs, now, signal) : [];
+      return reasonText(last, key, plan.ref, changes);
+    }, signal);
   }
 
   private info(record: BuildRecord): BuildInfo {

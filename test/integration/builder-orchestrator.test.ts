@@ -769,3 +769,57 @@ test('a build of the key its source last built reads none of that build’s file
     await second.close();
   }
 });
+
+test('queued builds of sources that changed compare their last builds’ files two at a time, and say what changed', async () => {
+  const subs = ['a', 'b', 'c', 'd'];
+  const app = await createRepo(join(dir, 'queued-reasons'));
+  await app.commit(
+    Object.fromEntries(
+      subs.flatMap((s) => [
+        [`${s}/Dockerfile`, `FROM ${busybox}\nCOPY x /x\n`],
+        [`${s}/x`, `${s}\n`],
+      ]),
+    ),
+  );
+  const engine = new GatedEngine(busybox);
+  const b = await start('queued-reasons', engine, { parallelism: 1, maxQueued: 8 });
+  try {
+    for (const [i, s] of subs.entries()) {
+      const built = all(b.builder.build(dockerfileRequest(app.url, s)));
+      await engine.started(i + 1);
+      engine.release();
+      assert.equal((await built).at(-1)?.status, 'succeeded');
+    }
+    await app.commit(Object.fromEntries(subs.map((s) => [`${s}/x`, `${s} again\n`])));
+    const reads = wholeReads(b);
+    const builds = subs.map((s) => all(b.builder.build(dockerfileRequest(app.url, s))));
+    // Each build asks for its reason as it starts, before it waits for a slot; none is answered yet.
+    await waitFor(
+      async () => / 8$/.test(await metric(b, 'strata_builder_builds_started_total')) && reads.now >= 2,
+      60_000,
+      { what: 'the four builds started, two of them reading their last build' },
+    );
+    reads.open();
+    for (let n = subs.length + 1; n <= 2 * subs.length; n++) {
+      await engine.started(n);
+      engine.release();
+    }
+    const updates = await Promise.all(builds);
+    assert.equal(reads.count, 4);
+    assert.ok(reads.peak <= 2, `${reads.peak} last builds read whole at once`);
+    // The reasons are what they were, queued builds' messages too.
+    const reason =
+      /^compared with the last build of this source \(\d{4}-[^)]*\): context files changed: modified \S*x$/;
+    let queued = 0;
+    for (const u of updates) {
+      assert.equal(u.at(-1)?.status, 'succeeded');
+      const [head, ...tail] = (u[0]?.message ?? '').split('; ');
+      if (head?.startsWith('queued at position ')) queued++;
+      assert.match(head?.startsWith('queued at position ') ? tail.join('; ') : (u[0]?.message ?? ''), reason);
+    }
+    assert.equal(queued, 3);
+  } finally {
+    engine.release();
+    await b.close();
+  }
+});
