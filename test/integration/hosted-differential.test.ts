@@ -195,6 +195,12 @@ const STEPS: Step[] = [
     body: 'abcd',
     strata: '404 BLOB_UPLOAD_UNKNOWN',
   },
+  // Without an id, every method of an upload but POST finds no upload.
+  ...['GET', 'HEAD', 'PATCH', 'PUT', 'DELETE'].map((method) => ({
+    name: `${method} of the uploads without an id`,
+    method,
+    path: () => '/v2/diff/app/blobs/uploads/',
+  })),
   { name: 'start a second upload', method: 'POST', path: () => '/v2/diff/app/blobs/uploads/', keep: 'up2' },
   {
     name: 'out-of-order chunk',

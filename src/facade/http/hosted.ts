@@ -137,6 +137,9 @@ interface Call {
   log: RequestLog;
 }
 
+/** The methods of an upload (status, chunk, finish, cancel). */
+const UPLOAD_METHODS = new Set(['GET', 'HEAD', 'PATCH', 'PUT', 'DELETE']);
+
 async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute): Promise<void> {
   const method = req.method ?? 'GET';
   const query = queryOf(req.url);
@@ -148,6 +151,9 @@ async function dispatch({ o, req, res, signal, log }: Call, route: HostedRoute):
   };
   switch (route.kind) {
     case 'uploads': {
+      // docker-registry routes these to an upload's handlers, which find no upload without an id.
+      if (UPLOAD_METHODS.has(method))
+        throw new RegistryError('BLOB_UPLOAD_UNKNOWN', `no upload of ${repo} is named without an id`);
       if (method !== 'POST') throw unsupported('POST');
       const mount = query.get('mount');
       if (mount !== null) {
