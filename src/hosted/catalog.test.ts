@@ -17,36 +17,58 @@ function names(list: readonly string[]): { first: FirstName; seeks: () => number
   };
 }
 
-/** What the catalog should list: every repository with a record, in byte order. */
+/** docker-registry's order of repository names: byte order with `/` below every other character. */
+const catalogOrder = (a: string, b: string) => {
+  const x = a.replaceAll('/', '\0');
+  const y = b.replaceAll('/', '\0');
+  return x < y ? -1 : x > y ? 1 : 0;
+};
+
+/** What the catalog should list: every repository with a record, in docker-registry's order. */
 function expected(list: readonly string[]): string[] {
   const repos = new Set<string>();
   for (const n of list) {
     const m = /^([^:@]+)[:@]/.exec(n);
     if (m && isRepository(m[1]!)) repos.add(m[1]!);
   }
-  return [...repos].sort();
+  return [...repos].sort(catalogOrder);
 }
 
 const D = `sha256:${'a'.repeat(64)}`;
 
-test('repositories come in byte order, also where a shorter one sorts after the records of longer ones', () => {
-  // `a-b:1`, `a.b:1`, `a/b:1` and `a1:1` sort before `a:1` (their fourth byte is below ':').
+test('repositories come component by component, as docker-registry lists them', () => {
+  // In byte order `a-b:1`, `a.b:1`, `a/b@…` and `a1:1` come before `a:1`, and `a-b:1` before `a/b@…`.
   const list = ['a-b:1', 'a.b:1', `a/b@${D}`, 'a1:1', 'a:1', `a@${D}`, 'a_b:1', 'aa:x', 'b:1', 'b/c/d:1'];
   const { first } = names(list);
   assert.deepEqual(catalogPage(first, 100).repositories, [
     'a',
+    'a/b',
     'a-b',
     'a.b',
-    'a/b',
     'a1',
     'a_b',
     'aa',
     'b',
     'b/c/d',
   ]);
+  assert.equal(nextRepository(first, 'a'), 'a/b');
+  assert.equal(nextRepository(first, 'a/b'), 'a-b');
   assert.equal(nextRepository(first, 'a-b'), 'a.b');
   assert.equal(nextRepository(first, 'a1'), 'a_b');
+  assert.equal(nextRepository(first, 'b'), 'b/c/d');
   assert.equal(nextRepository(first, 'b/c/d'), undefined);
+  // `last` is compared as docker-registry compares it, whether or not it is a repository.
+  assert.equal(nextRepository(first, 'a/'), 'a/b');
+  assert.equal(nextRepository(first, 'a/z'), 'a-b');
+  assert.equal(nextRepository(first, 'a:1'), 'a_b');
+});
+
+test('a repository without records of its own is passed over for those below it', () => {
+  const { first } = names(['a/b/c:1', 'a/b-c/d:1', 'a/b.c:1', 'a/b0/e:1', 'x/y/z:1']);
+  assert.deepEqual(catalogPage(first, 100).repositories, ['a/b/c', 'a/b-c/d', 'a/b.c', 'a/b0/e', 'x/y/z']);
+  assert.equal(nextRepository(first, 'a/b'), 'a/b/c');
+  assert.equal(nextRepository(first, 'a/b/c'), 'a/b-c/d');
+  assert.equal(nextRepository(first, 'a/b-c'), 'a/b-c/d');
 });
 
 test('names that are no record of a repository are passed over', () => {
@@ -70,8 +92,9 @@ test('a page of n costs seeks for n repositories, not for their records', () => 
     for (let t = 0; t < 40; t++) list.push(`repo${String(r).padStart(2, '0')}:t${t}`);
   const counted = names(list);
   assert.equal(catalogPage(counted.first, 10).repositories.length, 10);
-  // Each step checks the digit-led prefixes of `repoNN` (`repo`, `repoN`) besides finding it.
-  assert.ok(counted.seeks() <= 11 * 6, `${counted.seeks()} seeks`);
+  // The first step also asks for the records of `repoNN`'s digit-led prefixes (`repo`, `repoN`); each step
+  // looks below the last repository, past its records and at the next one.
+  assert.ok(counted.seeks() <= 11 * 4, `${counted.seeks()} seeks`);
 });
 
 test('paging through any set of names lists what one listing of them lists', () => {
@@ -95,5 +118,18 @@ test('paging through any set of names lists what one listing of them lists', () 
       assert.deepEqual(got, expected(list));
     }),
     { numRuns: 500 },
+  );
+});
+
+test('the repository after any `last` is the first docker-registry would list after it', () => {
+  const piece = fc.constantFrom('a', 'b', 'a0', '1', 'ab', '-', '.', '_', '/', ':', '@', 'A');
+  const text = fc.array(piece, { maxLength: 6 }).map((p) => p.join(''));
+  fc.assert(
+    fc.property(fc.uniqueArray(text, { maxLength: 30 }), text, (list, last) => {
+      const { first } = names(list);
+      const want = expected(list).find((r) => catalogOrder(last, r) < 0);
+      assert.equal(nextRepository(first, last), want);
+    }),
+    { numRuns: 2000 },
   );
 });

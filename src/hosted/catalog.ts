@@ -1,11 +1,12 @@
 // The catalog of hosted repositories (`GET /v2/_catalog`), read from the image records' names
-// (`<repo>:<tag>`, `<repo>@<digest>`) along their key, one seek per step: a page of n repositories costs
-// about n seeks, whatever the number of tags and manifests, instead of a read of every record.
+// (`<repo>:<tag>`, `<repo>@<digest>`) along their key, a few seeks per step: a page of n repositories costs
+// about n steps, whatever the number of tags and manifests, instead of a read of every record.
 //
-// Repositories are listed in byte order of their names. The records come in byte order of the names with
-// `:` or `@` after the repository, which differs where one repository extends another by a character
-// below `:` (`a-b:1` and `a/b:1` sort before `a:1`); such a shorter repository is found by asking for
-// the prefixes of the repository the walk came to.
+// Repositories are listed as docker-registry 2.8 compares them (`last` included): component by component,
+// so `/` sorts below every other character (`a`, `a/x`, `a/x/y`, `a/x-y`, `a-b`). The key is in byte
+// order of whole names, where `a-b:1` and `a.b:1` come before `a/x:1`, and `a/x:1` before `a:1`; so a step
+// walks one level of components at a time and asks for the names of the shorter components the byte order
+// put after the one it came to.
 import { isRepository } from './names.ts';
 
 /** The first image name not below `from` (`inclusive`) or above it, in byte order; undefined at the end. */
@@ -19,43 +20,100 @@ export function repositoryOf(name: string): string | undefined {
   return isRepository(repo) ? repo : undefined;
 }
 
-/** Above every character of a tag or digest: `<repo>@` and this bound the names of one repository. */
-const PAST_RECORDS = '@\u007f';
+/** Above every character of a tag or digest: with the character that ends a component, bounds its names. */
+const PAST_NAMES = '\u007f';
 
-/** Whether any record of `repo` exists. */
-function exists(first: FirstName, repo: string): boolean {
-  for (const sep of [':', '@']) {
-    const n = first(`${repo}${sep}`, true);
-    if (n?.startsWith(`${repo}${sep}`)) return true;
+/**
+ * Whether a name is `path` followed by one of `ends` (ascending among `/`, `:`, `@`): one seek unless a name
+ * that is none of them sits in between.
+ */
+function named(first: FirstName, path: string, ends: string): boolean {
+  let from = `${path}${ends[0]}`;
+  for (;;) {
+    const name = first(from, true);
+    if (name === undefined || !name.startsWith(path)) return false;
+    const c = name[path.length] ?? '';
+    if (ends.includes(c)) return true;
+    const next = [...ends].find((e) => e > c);
+    if (next === undefined) return false;
+    from = `${path}${next}`;
   }
-  return false;
 }
 
-/** The repository that follows `after` in byte order, or undefined when none does. */
-export function nextRepository(first: FirstName, after: string): string | undefined {
-  let cursor = after;
+/** Whether `repo` has a record of its own (a tag or a manifest). */
+const hasRecords = (first: FirstName, repo: string) => named(first, repo, ':@');
+
+interface Child {
+  component: string;
+  /** Known to have records of its own (the name that found it is one). */
+  recorded: boolean;
+}
+
+/** The component at `at` of `name`, and the character that ends it (`/`, `:`, `@`; '' at the name's end). */
+function componentAt(name: string, at: number): { component: string; end: string } {
+  let i = at;
+  while (i < name.length && !'/:@'.includes(name[i]!)) i++;
+  return { component: name.slice(at, i), end: name[i] ?? '' };
+}
+
+/**
+ * The smallest component, in byte order, above `after` ('' for the first) that some name has right after
+ * `dir` (a repository path and `/`, or '' for the top), or undefined when there is none.
+ */
+function childAfter(first: FirstName, dir: string, after: string): Child | undefined {
+  let cursor = `${dir}${after}`;
   for (;;) {
     const name = first(cursor, false);
-    if (name === undefined) return undefined;
-    const repo = repositoryOf(name);
-    if (repo === undefined || repo <= after) {
-      // Not a record, or one of a repository listed already whose records sort after `after` (`a:1`
-      // after `a-b`): past all of that repository's names, and always past this name.
+    if (name === undefined || !name.startsWith(dir)) return undefined;
+    const { component, end } = componentAt(name, dir.length);
+    if (end === '' || component <= after) {
+      // Past the names of that component that end as this one does (and always past this name).
       cursor = name;
-      const past = `${repo}${PAST_RECORDS}`;
-      if (repo !== undefined && past > name) cursor = past;
+      const past = `${dir}${component}${end}${PAST_NAMES}`;
+      if (end !== '' && past > name) cursor = past;
       continue;
     }
-    // A repository between `after` and this one has no record before this one only when it is a prefix of
-    // this one followed by a character below `:`: the shortest such that exists comes first.
-    for (let i = 1; i < repo.length; i++) {
-      const c = repo[i]!;
+    // Nothing between `after` and this component came first, but a shorter component it extends by a
+    // character below `/` (or below `:`, for the records alone) has its names after this one's.
+    for (let i = 1; i < component.length; i++) {
+      const c = component[i]!;
       if (c >= ':') continue;
-      const prefix = repo.slice(0, i);
-      if (prefix > after && isRepository(prefix) && exists(first, prefix)) return prefix;
+      const prefix = component.slice(0, i);
+      if (prefix > after && named(first, `${dir}${prefix}`, c < '/' ? '/:@' : ':@'))
+        return { component: prefix, recorded: false };
     }
-    return repo;
+    return { component, recorded: end !== '/' };
   }
+}
+
+/** The first repository under `dir` whose component there is above `after`, in the catalog's order. */
+function firstUnder(first: FirstName, dir: string, after: string): string | undefined {
+  for (let child = childAfter(first, dir, after); child; child = childAfter(first, dir, child.component)) {
+    const repo = `${dir}${child.component}`;
+    // A name that is no repository has none below it either.
+    if (!isRepository(repo)) continue;
+    if (child.recorded || hasRecords(first, repo)) return repo;
+    const below = firstUnder(first, `${repo}/`, '');
+    if (below !== undefined) return below;
+  }
+  return undefined;
+}
+
+/** The repository that follows `after` in the catalog's order, or undefined when none does. */
+export function nextRepository(first: FirstName, after: string): string | undefined {
+  // Those below `after` come first, then those after each of its components, the last one first.
+  if (isRepository(after)) {
+    const below = firstUnder(first, `${after}/`, '');
+    if (below !== undefined) return below;
+  }
+  const parts = after.split('/');
+  for (let i = parts.length - 1; i >= 0; i--) {
+    const parent = parts.slice(0, i).join('/');
+    if (i > 0 && !isRepository(parent)) continue;
+    const found = firstUnder(first, i > 0 ? `${parent}/` : '', parts[i]!);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 export interface CatalogPage {

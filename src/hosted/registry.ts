@@ -413,7 +413,7 @@ export class HostedRegistry {
   }
 
   /**
-   * Up to `n` repositories after `last`, in byte order: those with a manifest (tagged or not). A repository
+   * Up to `n` repositories after `last`, in docker-registry's order: those with a manifest (tagged or not). A repository
    * is one while it has a manifest; its blobs alone do not make it one.
    */
   catalog(n: number, last?: string): CatalogPage {

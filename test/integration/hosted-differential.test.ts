@@ -7,7 +7,8 @@ import { digestOf } from '../../src/oci/digest.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { kept, type RawStep, raw, type StepState, startHosted, withQuery } from '../helpers/hosted.ts';
 import { skopeoListTags } from '../helpers/images.ts';
-import { startRegistry } from '../helpers/registry.ts';
+import type { AfterHook } from '../helpers/process.ts';
+import { type StartRegistryOptions, startRegistry } from '../helpers/registry.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
 
 /**
@@ -450,10 +451,10 @@ const STEPS: Step[] = [
 ];
 
 /** Runs the steps; returns `name: status code` lines (with Strata's spec answer where 2.8 departs). */
-async function run(base: string, asStrata = false): Promise<string[]> {
+async function run(base: string, asStrata = false, steps = STEPS): Promise<string[]> {
   const state: StepState = new Map();
   const out: string[] = [];
-  for (const step of STEPS) {
+  for (const step of steps) {
     const a = await raw(base, step.method, step.path(state), { headers: step.headers, body: step.body });
     let answer = `${a.status} ${a.code ?? ''}`.trim();
     if (step.showBody && a.status < 300) {
@@ -468,13 +469,19 @@ async function run(base: string, asStrata = false): Promise<string[]> {
   return out;
 }
 
-test('hosted repositories answer a request sequence as docker-registry does', async (t) => {
-  // Layer URLs admitted as Docker Hub admits some hosts' (docker-registry's default admits none).
-  const reg = await startRegistry({ t, allowManifestUrls: ['^https?://'] });
-  const root = await tempDir('hosted-diff');
+/** docker-registry and Strata's hosted repositories side by side, both stopped after the test. */
+async function startBoth(t: AfterHook, name: string, opts: Omit<StartRegistryOptions, 't'> = {}) {
+  const reg = await startRegistry({ ...opts, t });
+  const root = await tempDir(name);
   t.after(() => removeTempDir(root));
   const strata = await startHosted(root);
   t.after(() => strata.app.close());
+  return { reg, strata };
+}
+
+test('hosted repositories answer a request sequence as docker-registry does', async (t) => {
+  // Layer URLs admitted as Docker Hub admits some hosts' (docker-registry's default admits none).
+  const { reg, strata } = await startBoth(t, 'hosted-diff', { allowManifestUrls: ['^https?://'] });
   const expected = await run(reg.url);
   const got = await run(strata.url, true);
   // Sanity: the sequence exercised both good and bad paths on the real registry.
@@ -483,12 +490,49 @@ test('hosted repositories answer a request sequence as docker-registry does', as
   assert.deepEqual(got, expected);
 });
 
+/** Repositories whose names sort apart in byte order and in docker-registry's (`/` below all). */
+const CATALOG_REPOS = ['z/last', 'b/one', 'a/x', 'a-b/c', 'a/x/y', 'a.b/c', 'a_b', 'a0', 'a/x-y'];
+const catalogSteps = (repos: string[]): Step[] =>
+  repos.flatMap((repo, i) => [...pushConfig(repo, `c${i}`), putByDigest(repo)]);
+const CATALOG_STEPS: Step[] = [
+  ...catalogSteps(CATALOG_REPOS),
+  { name: 'catalog', method: 'GET', path: () => '/v2/_catalog', showBody: true },
+  ...[undefined, 'a/x', 'a/x-y', 'a.b/c', 'a_b'].map((last) => ({
+    name: `page of 2 after ${last ?? 'nothing'}`,
+    method: 'GET',
+    path: () => `/v2/_catalog?n=2${last === undefined ? '' : `&last=${last}`}`,
+    showBody: true as const,
+  })),
+  // `last` need not be a repository: it is compared as a name is.
+  ...['a', 'a/', 'a-', 'a/x/', 'a/z', 'b/', 'b/one/x', 'zz'].map((last) => ({
+    name: `catalog after ${last}`,
+    method: 'GET',
+    path: () => `/v2/_catalog?last=${last}`,
+    showBody: true as const,
+  })),
+  ...catalogSteps(['a/x/0y']),
+  // docker-registry lists what its storage walk finds, in which a directory's `_layers` (the mark of a
+  // repository) sorts after a digit: `a/x/0y` before `a/x`, which its own `last` comparison then puts
+  // behind a page that ends at `a/x/0y`, so paging never lists `a/x`. Strata keeps one order.
+  {
+    name: 'catalog with a repository below another whose name starts with a digit',
+    method: 'GET',
+    path: () => '/v2/_catalog',
+    showBody: true,
+    registry: `200 {"repositories":["a/x/0y","a/x","a/x/y","a/x-y","a-b/c","a.b/c","a0","a_b","b/one","z/last"]}`,
+    strata: `200 {"repositories":["a/x","a/x/0y","a/x/y","a/x-y","a-b/c","a.b/c","a0","a_b","b/one","z/last"]}`,
+  },
+];
+
+test('the catalog pages repositories in the order docker-registry does', async (t) => {
+  const { reg, strata } = await startBoth(t, 'hosted-diff-catalog');
+  const expected = await run(reg.url, false, CATALOG_STEPS);
+  assert.ok(expected.some((l) => l.includes('link')));
+  assert.deepEqual(await run(strata.url, true, CATALOG_STEPS), expected);
+});
+
 test('skopeo list-tags: the same outcome from docker-registry and Strata, but for an emptied repository', async (t) => {
-  const reg = await startRegistry({ t });
-  const root = await tempDir('hosted-diff-tags');
-  t.after(() => removeTempDir(root));
-  const strata = await startHosted(root);
-  t.after(() => strata.app.close());
+  const { reg, strata } = await startBoth(t, 'hosted-diff-tags');
   for (const [base, host] of [
     [reg.url, reg.host],
     [strata.url, strata.host],
