@@ -135,3 +135,30 @@ test('an IPv6 address the proxy would be asked for is FailedPrecondition, saying
   // Sent straight by NO_PROXY, as the message says.
   assert.equal(way('[fe80::5]:5051', { HTTPS_PROXY: PROXY, NO_PROXY: 'fe80::/10' }), 'direct');
 });
+
+test('an address that is no host and port is InvalidArgument naming it, with a proxy set or not', () => {
+  for (const a of [
+    'bad host:5051',
+    'exa^mple:5051',
+    'specs.example:99999',
+    'specs.example:port',
+    'user@specs.example:5051',
+    'specs.example/x:5051',
+    'dns:///bad host:5051',
+  ]) {
+    for (const env of [{ HTTPS_PROXY: PROXY }, { HTTPS_PROXY: PROXY, NO_PROXY: '*' }, {}]) {
+      assert.throws(
+        () => channelRoute(a, proxyEnvironment(env)),
+        (err: unknown) => {
+          assert.equal(errorKind(err), 'InvalidArgument');
+          assert.equal(
+            (err as Error).message,
+            `gRPC server address must be HOST[:PORT], got ${JSON.stringify(a)}`,
+          );
+          return true;
+        },
+        `${a} ${JSON.stringify(env)}`,
+      );
+    }
+  }
+});

@@ -8,7 +8,7 @@
 // the real target with CONNECT, naming it unresolved, as grpc-go does.
 import { isIP } from 'node:net';
 import type { ChannelOptions } from '@grpc/grpc-js';
-import { failedPrecondition } from '../../errors.ts';
+import { failedPrecondition, invalidArgument } from '../../errors.ts';
 import { joinHostPort, splitHostPort } from '../../host-port.ts';
 import {
   type ProxyEnvironment,
@@ -37,8 +37,21 @@ function dnsAuthority(address: string): string | undefined {
 }
 
 /**
+ * The server as the proxy rules read it. An address that is no host and port is refused here, whether or
+ * not a proxy is set, rather than as the URL parser's bare "Invalid URL" or as a URL of some other host
+ * (`user@host`, `host/path`), which NO_PROXY would be matched against.
+ */
+function serverUrl(address: string, hostPort: string): URL {
+  const url = URL.parse(`https://${hostPort}`);
+  if (!url || url.username || url.password || url.pathname !== '/' || url.search || url.hash)
+    throw invalidArgument(`gRPC server address must be HOST[:PORT], got ${JSON.stringify(address)}`);
+  return url;
+}
+
+/**
  * The route of a channel to `address` under the proxy settings `env` (by default the process's, read once).
- * Throws FailedPrecondition for a proxy grpc-js cannot speak to (only plain-HTTP CONNECT proxies).
+ * Throws FailedPrecondition for a proxy grpc-js cannot speak to (only plain-HTTP CONNECT proxies),
+ * InvalidArgument for an address that is no host and port.
  */
 export function channelRoute(
   address: string,
@@ -50,7 +63,7 @@ export function channelRoute(
   const { hostname, port = GRPC_DEFAULT_PORT } = splitHostPort(authority);
   if (!hostname) return direct;
   const hostPort = joinHostPort(hostname, port);
-  const proxy = new ProxySelector(env).proxyFor(new URL(`https://${hostPort}`));
+  const proxy = new ProxySelector(env).proxyFor(serverUrl(address, hostPort));
   if (!proxy) return direct;
   if (proxy.protocol !== 'http:') {
     throw failedPrecondition(
