@@ -17,13 +17,21 @@ export async function setXattr(path: string, name: string, value: Uint8Array): P
     await run('setfattr', ['-h', '-n', name, '-v', hex, '--', path], { timeout: TIMEOUT_MS });
     return;
   }
-  // An argument cannot carry bytes that are not UTF-8; a restore file names the path octal-escaped.
-  const name8 = [...encodeName(path)]
+  // An argument cannot carry bytes that are not UTF-8; a restore file names the path octal-escaped. The
+  // attribute's name comes from the layer too: unquoted, a newline in it would start a line naming
+  // another file (any file on the host), and `=` would end it early.
+  await restore(`# file: ${restoreQuoted(path)}\n${restoreQuoted(name)}=${hex}\n`);
+}
+
+/** A path or attribute name for a restore file: its bytes, those setfattr would misread octal-escaped. */
+function restoreQuoted(text: string): string {
+  return [...encodeName(text)]
     .map((b) =>
-      b < 0x21 || b > 0x7e || b === 0x5c ? `\\${b.toString(8).padStart(3, '0')}` : String.fromCharCode(b),
+      b < 0x21 || b > 0x7e || b === 0x5c || b === 0x3d
+        ? `\\${b.toString(8).padStart(3, '0')}`
+        : String.fromCharCode(b),
     )
     .join('');
-  await restore(`# file: ${name8}\n${name}=${hex}\n`);
 }
 
 /** Runs `setfattr --restore` (symlinks not followed) on a getfattr-style dump. */

@@ -36,7 +36,7 @@ import { applyLayer } from '../../src/snapshots/apply/apply-layer.ts';
 import type { ApplyOptions, ApplyResult } from '../../src/snapshots/apply/apply-options.ts';
 import { fsPath } from '../../src/snapshots/byte-names.ts';
 import { diffDirectories, packDirectory } from '../../src/snapshots/diff/diff-directories.ts';
-import { getXattrs } from '../../src/snapshots/xattr.ts';
+import { dumpTree, getXattrs } from '../../src/snapshots/xattr.ts';
 import { type LayerEntry, makeLayer, type Node, snapshotTree, T0 } from '../fixtures/hostile-layers/build.ts';
 import { imageTools } from '../helpers/images.ts';
 
@@ -724,12 +724,33 @@ async function outsideState(s: Sandbox): Promise<unknown> {
   return {
     sandbox: await snapshotTree(s.base, { skip: inside }),
     sandboxTimes: (await lstat(s.outside)).mtimeMs,
+    // Extended attributes change no mtime: an escape that sets one shows only here.
+    sandboxXattrs: await dumpTree(s.outside, undefined),
     passwd: await hostFile('/etc/passwd'),
     strays: await Promise.all(
       [dirname(s.base), work, '/', '/tmp', '/etc', tmpdir()].map((d) => exists(join(d, s.token))),
     ),
     abs: await exists('/abs'),
   };
+}
+
+/**
+ * `layer` with every `placeholder` (in names and PAX records) replaced by `bytes` of the same length,
+ * header checksums fixed: a name that is not UTF-8, which tar-stream cannot write.
+ */
+function withNameBytes(layer: Buffer, placeholder: string, bytes: Buffer): Buffer {
+  const out = Buffer.from(layer);
+  for (let i = out.indexOf(placeholder, 0, 'latin1'); i >= 0; i = out.indexOf(placeholder, i + 1, 'latin1')) {
+    bytes.copy(out, i);
+  }
+  for (let at = 0; at + 512 <= out.length; at += 512) {
+    if (out.toString('latin1', at + 257, at + 262) !== 'ustar') continue;
+    out.fill(0x20, at + 148, at + 156);
+    let sum = 0;
+    for (let j = at; j < at + 512; j++) sum += out[j]!;
+    out.write(`${sum.toString(8).padStart(6, '0')}\0 `, at + 148, 'latin1');
+  }
+  return out;
 }
 
 /** One case, run against both ways of applying: the same refusals, nothing outside the root touched. */
@@ -788,6 +809,31 @@ describe('applyLayer: hostile layers', {
           (k) => k.includes('efbfbd') || k.includes(Buffer.from('.strata-').toString('hex')),
         ),
       );
+    },
+  );
+
+  hostile(
+    'an xattr name with newlines on a name that is not UTF-8 sets nothing outside the root',
+    async (s) => {
+      // The attribute name smuggles a second file into a getfattr-style dump; the entry's name is not
+      // UTF-8, which is when the applier goes through such a dump.
+      const name = `user.a\n\n# file: ${join(s.outside, 'keep')}\nuser.evil`;
+      const layer = await makeLayer([{ name: 'x-@@', content: 'x', pax: { [`SCHILY.xattr.${name}`]: 'v' } }]);
+      return [withNameBytes(layer, 'x-@@', Buffer.from([0x78, 0x2d, 0xff, 0xfe]))];
+    },
+    async (s) => {
+      const names = await readdir(s.root, { encoding: 'buffer' });
+      assert.deepEqual(
+        names.map((n) => n.toString('hex')),
+        ['782dfffe'],
+      );
+      // The attribute is set on the entry itself, under its whole name, as containerd's Lsetxattr sets it.
+      const { stdout } = await run('python3', [
+        '-c',
+        'import os,sys; print(os.listxattr(os.path.join(os.fsencode(sys.argv[1]), bytes.fromhex("782dfffe")), follow_symlinks=False))',
+        s.root,
+      ]);
+      assert.equal(stdout.trim(), `['user.a\\n\\n# file: ${join(s.outside, 'keep')}\\nuser.evil']`);
     },
   );
 
