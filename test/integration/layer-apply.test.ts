@@ -837,6 +837,28 @@ describe('applyLayer: hostile layers', {
     },
   );
 
+  hostile(
+    "a hardlink to a lower layer's file copies it up inside the root, whatever names the layer took",
+    async (s) => {
+      const target = Buffer.from([0x74, 0x2d, 0xff, 0xfe]); // t-\xff\xfe: copied up under a plain name
+      const lower = withNameBytes(await makeLayer([{ name: 't-@@', content: 'lower' }]), 't-@@', target);
+      // Symlinks out of the root at the plain names the applier would pick for its temporary copies.
+      const planted = Array.from({ length: 4 }, (_, i) => [
+        { name: `.strata-new-${process.pid}-${i + 1}`, type: 'symlink' as const, linkname: s.outside },
+        { name: `.strata-src-${process.pid}-${i + 1}`, type: 'symlink' as const, linkname: s.outside },
+      ]).flat();
+      const upper = withNameBytes(
+        await makeLayer([...planted, { name: 'l', type: 'link', linkname: 't-@@' }]),
+        't-@@',
+        target,
+      );
+      return [lower, upper];
+    },
+    async (s) => {
+      assert.equal(await readFile(join(s.root, 'l'), 'utf8'), 'lower');
+    },
+  );
+
   hostile('../escape is refused', async (s) => [[{ name: `../${s.token}`, content: 'x' }]], 'reject');
 
   hostile(

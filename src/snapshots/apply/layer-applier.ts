@@ -235,7 +235,7 @@ class LayerApplier {
   /** Cleaned parent name → real root-relative parent. Cleared whenever a directory or symlink is removed. */
   private readonly dirCache = new Map<string, string[]>();
   private readonly dirTimes: DirTimes[] = [];
-  /** Temporary names handed out by viaPlainName. */
+  /** Temporary names handed out by freshName. */
   private temps = 0;
 
   constructor(root: string, opts: ApplyOptions) {
@@ -497,13 +497,24 @@ class LayerApplier {
       await make(abs);
       return;
     }
-    const temp = join(this.root, `.strata-new-${process.pid}-${++this.temps}`);
+    const temp = this.freshName('new');
     await make(temp);
     try {
       rename(temp, abs);
     } catch (err) {
       rm(temp, { recursive: true, force: true });
       throw err;
+    }
+  }
+
+  /**
+   * A name in the root that nothing has: the layer may have put a symlink out of the root at any name,
+   * and the commands given a temporary path would write through it (cp does).
+   */
+  private freshName(kind: 'new' | 'src'): string {
+    for (;;) {
+      const p = join(this.root, `.strata-${kind}-${process.pid}-${++this.temps}`);
+      if (!lstatOrUndefined(p)) return p;
     }
   }
 
@@ -569,9 +580,7 @@ class LayerApplier {
     const lower = await lookupLower(this.opts.overlay?.lowers ?? [], rel.split('/'));
     if (!lower || lower.st.isDirectory()) return lower?.st;
     // A source name cp's argv cannot carry is read through a plain-named hard link, removed after.
-    const source = hasEscapes(lower.path)
-      ? join(this.root, `.strata-src-${process.pid}-${++this.temps}`)
-      : undefined;
+    const source = hasEscapes(lower.path) ? this.freshName('src') : undefined;
     if (source) link(lower.path, source);
     try {
       await this.viaPlainName(this.abs(rel), (p) =>
