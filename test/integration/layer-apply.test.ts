@@ -859,6 +859,12 @@ describe('applyLayer: hostile layers', {
     },
   );
 
+  hostile(
+    "an owner id that does not fit in 32 bits is refused as the layer's fault",
+    async () => [[{ name: 'f', content: 'x', pax: { uid: '4294967296', gid: '0' } }]],
+    'reject',
+  );
+
   hostile('../escape is refused', async (s) => [[{ name: `../${s.token}`, content: 'x' }]], 'reject');
 
   hostile(

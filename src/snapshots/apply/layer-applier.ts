@@ -66,6 +66,8 @@ export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
+/** The largest owner id the kernel takes (uid_t is 32 bits). */
+const MAX_ID = 0xffff_ffff;
 
 type Body = AsyncIterable<Buffer>;
 
@@ -362,7 +364,9 @@ class LayerApplier {
     // Ids too big for the octal ustar fields travel in PAX records.
     const uid = header.pax?.uid === undefined ? header.uid : Number.parseInt(header.pax.uid, 10);
     const gid = header.pax?.gid === undefined ? header.gid : Number.parseInt(header.pax.gid, 10);
-    if (!Number.isSafeInteger(uid) || uid < 0 || !Number.isSafeInteger(gid) || gid < 0) {
+    // Owners are 32-bit on Linux: a bigger id is the layer's error, not ours, and not one to truncate.
+    const valid = (id: number) => Number.isSafeInteger(id) && id >= 0 && id <= MAX_ID;
+    if (!valid(uid) || !valid(gid)) {
       throw invalidArgument(`layer entry ${JSON.stringify(header.name)} has an invalid owner ${uid}:${gid}`);
     }
     return { uid: mapId(uid, this.opts.uidMap, 'uid'), gid: mapId(gid, this.opts.gidMap, 'gid') };
