@@ -211,6 +211,44 @@ describe('Snapshots and Diff services (overlayfs)', () => {
     for (const k of ['left', 'right', 'replay', 'forge']) await remove(k);
   });
 
+  test("a hardlink to this layer's whiteout is a whiteout too, and leaves the shared device alone", async () => {
+    const device = join(dirname(snapDir), 'whiteout');
+    const shared = async () => {
+      const st = await lstat(device);
+      const attrs = await run('getfattr', ['-h', '-d', '-m', '-', device]);
+      return { mode: st.mode, uid: st.uid, gid: st.gid, mtimeMs: st.mtimeMs, attrs: attrs.stdout };
+    };
+    const layer: LayerEntry[] = [
+      { name: '.wh.f' },
+      {
+        name: 'h',
+        type: 'link',
+        linkname: 'f',
+        mode: 0o6777,
+        uid: 1234,
+        gid: 4321,
+        mtime: 5,
+        pax: { 'SCHILY.xattr.trusted.mark': 'x' },
+      },
+    ];
+    const tar = await makeLayer(layer);
+    const desc = await put(tar, MediaType.ociLayer);
+    // A parent, so that the apply writes an overlay upper with whiteouts.
+    await prepare('wh-base-a');
+    await commit('wh-base', 'wh-base-a');
+    const target = await prepare('wh-link', 'wh-base');
+    const before = await shared();
+    await callUnary(client, Diff.method.apply, { diff: desc, mounts: target }, opts());
+    assert.deepEqual(await shared(), before, 'the whiteout device every snapshot links to changed');
+    const upper = target[0]!.options.find((o) => o.startsWith('upperdir='))!.slice(9);
+    for (const name of ['f', 'h']) {
+      const st = await lstat(join(upper, name));
+      assert.ok(st.isCharacterDevice() && st.rdev === 0, `${name} is a whiteout`);
+    }
+    await remove('wh-link');
+    await remove('wh-base');
+  });
+
   test('remove, GC and cleanup take snapshot directories with them', async () => {
     const before = new Set(await readdir(snapDir));
     await callUnary(client, Leases.method.create, { id: 'short' }, { metadata: d.metadata() });

@@ -55,7 +55,7 @@ import {
 } from './fs-names.ts';
 import { mapId } from './id-map.ts';
 import { cleanName, MAX_PATH_BYTES, WHITEOUT_META_PREFIX, whiteoutOf } from './names.ts';
-import { lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
+import { isWhiteout, lookupLower, resolveDirInRoot, setOpaque } from './resolve.ts';
 import { type SparseFile, sparseOf, writeSparse } from './sparse.ts';
 import type { Header } from './tar-header.ts';
 import { readTar } from './tar-reader.ts';
@@ -454,7 +454,8 @@ class LayerApplier {
       }
       case 'link': {
         await drain(entry);
-        await this.hardlink(header, rel, abs, existing);
+        // A link to a whiteout is one more whiteout, which has no metadata of its own to set.
+        if (!(await this.hardlink(header, rel, abs, existing))) return;
         break;
       }
       case 'character-device':
@@ -541,13 +542,15 @@ class LayerApplier {
    * its last component not followed, so a link to a symlink links the symlink). The target must exist
    * and not be a directory. Then, as containerd does, the link's header owner, mode (unless the inode is
    * a symlink) and times are applied to the shared inode, so the last name written decides.
+   * In an overlay upper a link to this layer's whiteout becomes a whiteout itself (false): whiteouts share
+   * the snapshotter's one device, whose owner and mode are no layer's to change.
    */
   private async hardlink(
     header: Header,
     rel: string,
     abs: string,
     existing: Stats | undefined,
-  ): Promise<void> {
+  ): Promise<boolean> {
     const linkname = header.linkname ?? '';
     const targetParts = cleanName(linkname, 'hardlink target');
     if (targetParts.length === 0)
@@ -572,8 +575,13 @@ class LayerApplier {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at itself`);
     }
     if (existing) this.remove(abs, existing);
+    if (this.opts.overlay && isWhiteout(targetSt)) {
+      await this.opts.overlay.whiteout(abs);
+      return false;
+    }
     link(this.abs(targetRel), abs);
     this.pathMeta(abs, header, !targetSt.isSymbolicLink());
+    return true;
   }
 
   /**
