@@ -1,6 +1,6 @@
 // Extended attributes (security.capability, ACLs, user.*) of layer entries and snapshot trees. Node has
-// no xattr API, so the attr package's setfattr/getfattr do the work: one process per attribute set while
-// applying a layer (xattrs are rare in layers), and for a whole tree copy one dump (through a long-lived
+// no xattr API, so the attr package's setfattr/getfattr do the work: one process per entry that has any
+// while applying a layer (xattrs are rare in layers), and for a whole tree copy one dump (through a long-lived
 // shell, see XattrDumper) plus a restore when there is anything to restore.
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -21,6 +21,36 @@ export async function setXattr(path: string, name: string, value: Uint8Array): P
   // attribute's name comes from the layer too: unquoted, a newline in it would start a line naming
   // another file (any file on the host), and `=` would end it early.
   await restore(`# file: ${restoreQuoted(path)}\n${restoreQuoted(name)}=${hex}\n`);
+}
+
+/**
+ * Sets `attrs` on `path` itself (a symlink is not followed) in one setfattr process, however many there
+ * are: a layer entry's PAX header may carry tens of thousands. Resolves to how many were refused (by the
+ * kernel, or all when setfattr could not run).
+ */
+export function setXattrs(path: string, attrs: readonly (readonly [string, Uint8Array])[]): Promise<number> {
+  if (attrs.length === 0) return Promise.resolve(0);
+  const lines = attrs.map(
+    ([name, value]) =>
+      `${restoreQuoted(name)}=0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}\n`,
+  );
+  return new Promise<number>((resolve) => {
+    const child = execFile(
+      'setfattr',
+      ['-h', '--restore=-'],
+      { timeout: TIMEOUT_MS, maxBuffer: MAX_DUMP_BYTES },
+      (err, _stdout, stderr) => {
+        if (!err) return resolve(0);
+        // setfattr goes on after a refused attribute and says so on a line of its own.
+        const said = String(stderr)
+          .split('\n')
+          .filter((l) => l.startsWith('setfattr: ')).length;
+        resolve(said === 0 ? attrs.length : Math.min(said, attrs.length));
+      },
+    );
+    child.stdin?.on('error', () => {}); // a setfattr that failed to start: reported by the callback
+    child.stdin?.end(`# file: ${restoreQuoted(path)}\n${lines.join('')}`);
+  });
 }
 
 /** A path or attribute name for a restore file: its bytes, those setfattr would misread octal-escaped. */

@@ -36,7 +36,7 @@ import {
 import { Digester } from '../../oci/digest.ts';
 import { hasEscapes, nameBytes } from '../byte-names.ts';
 import { decompressFile, decompressStream, type LayerFile } from '../compression.ts';
-import { setXattr } from '../xattr.ts';
+import { setXattrs } from '../xattr.ts';
 import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 import {
   chmod,
@@ -379,13 +379,12 @@ class LayerApplier {
 
   /**
    * Sets the entry's `SCHILY.xattr.*` attributes, after owner and mode (chown clears
-   * security.capability). One the kernel refuses (security.* without privileges, user.* on a symlink)
-   * is skipped and counted.
+   * security.capability), all in one process. One the kernel refuses (security.* without privileges,
+   * user.* on a symlink) is skipped and counted.
    */
   private async applyXattrs(abs: string, header: Header): Promise<void> {
-    for (const [name, value] of Object.entries(header.xattrs ?? {})) {
-      await setXattr(abs, name, value).catch(() => this.skip('xattr', header.name));
-    }
+    const refused = await setXattrs(abs, Object.entries(header.xattrs ?? {}));
+    for (let i = 0; i < refused; i++) this.skip('xattr', header.name);
   }
 
   /** chown before chmod: chown clears set-id bits. */
