@@ -249,6 +249,24 @@ describe('Snapshots and Diff services (overlayfs)', () => {
     await remove('wh-base');
   });
 
+  test('an opaque marker after a file in a lower directory keeps the file, as containerd does', async () => {
+    const base = await prepare('opq-late-a');
+    await mkdir(join(base[0]!.source, 'a/b'), { recursive: true });
+    await writeFile(join(base[0]!.source, 'a/b/old'), 'old');
+    await writeFile(join(base[0]!.source, 'a/x'), 'x');
+    await commit('opq-late', 'opq-late-a');
+    // The marker comes after an entry below a/b, which the lower has: a/b is made in the upper as its
+    // parent. containerd 1.6 (overlayfs) keeps a/b/c and hides the rest of a.
+    const tar = await makeLayer([{ name: 'a/b/c', content: 'c' }, { name: 'a/.wh..wh..opq' }]);
+    const desc = await put(tar, MediaType.ociLayer);
+    const target = await prepare('opq-late-b', 'opq-late');
+    await callUnary(client, Diff.method.apply, { diff: desc, mounts: target }, opts());
+    const merged = await mounted(target, (dir) => tree(dir));
+    assert.deepEqual(Object.keys(merged).sort(), ['a', 'a/b', 'a/b/c']);
+    await remove('opq-late-b');
+    await remove('opq-late');
+  });
+
   test('remove, GC and cleanup take snapshot directories with them', async () => {
     const before = new Set(await readdir(snapDir));
     await callUnary(client, Leases.method.create, { id: 'short' }, { metadata: d.metadata() });

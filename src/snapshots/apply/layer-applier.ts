@@ -355,8 +355,14 @@ class LayerApplier {
     for (const child of readdir(abs)) {
       const rel = dirRel === '' ? child : `${dirRel}/${child}`;
       const st = lstat(join(abs, child));
-      if (!this.unpacked.has(rel)) this.remove(join(abs, child), st);
-      else if (st.isDirectory()) await this.removeLower(rel);
+      if (this.unpacked.has(rel)) {
+        if (st.isDirectory()) await this.removeLower(rel);
+      } else if (this.opts.overlay && st.isDirectory()) {
+        // A directory made in the upper as the parent of what this layer wrote below it (given a
+        // lower's mode): what it holds of this layer stays, as with containerd's overlay unpack.
+        await this.removeLower(rel);
+        if (readdir(join(abs, child)).length === 0) this.remove(join(abs, child), st);
+      } else this.remove(join(abs, child), st);
     }
   }
 
