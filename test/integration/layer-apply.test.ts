@@ -235,6 +235,35 @@ describe('applyLayer: a sequence of layers', { skip: !asRoot && 'needs root (own
     assert.equal(tree['dev/loop9']?.gid, 6);
   });
 
+  test("device numbers beyond what Linux encodes are refused as the layer's fault", async () => {
+    /** A device entry, its number fields written here: tar-stream keeps them to six octal digits. */
+    const device = async (devmajor: number, devminor: number) => {
+      const layer = await makeLayer([{ name: 'd', type: 'character-device' }]);
+      layer.write(`${devmajor.toString(8).padStart(7, '0')}\0`, 329, 'latin1');
+      layer.write(`${devminor.toString(8).padStart(7, '0')}\0`, 337, 'latin1');
+      layer.fill(0x20, 148, 156);
+      let sum = 0;
+      for (let i = 0; i < 512; i++) sum += layer[i]!;
+      layer.write(`${sum.toString(8).padStart(6, '0')}\0 `, 148, 'latin1');
+      return layer;
+    };
+    // 12 bits of major, 20 of minor: the largest is made, one more is InvalidArgument, not Internal.
+    const root = await freshDir('dev-max');
+    await apply(root, await device(4095, 1048575), { allowDevices: true });
+    const made = await lstat(join(root, 'd'));
+    assert.ok(made.isCharacterDevice());
+    assert.equal(made.rdev, 0xffff_ffff);
+    for (const [major, minor] of [
+      [4096, 0],
+      [0, 1048576],
+    ] as const) {
+      await assert.rejects(
+        apply(await freshDir('dev-over'), await device(major, minor), { allowDevices: true }),
+        (err: Error) => isInvalidArgument(err) && /device number/.test(err.message),
+      );
+    }
+  });
+
   test('xattrs are set (refused ones counted), PAX long names and big ids are honoured, id maps apply', async () => {
     const root = await freshDir('pax');
     const long = `${'d'.repeat(120)}/${'f'.repeat(150)}`;

@@ -68,6 +68,9 @@ const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
 /** The largest owner id the kernel takes (uid_t is 32 bits). */
 const MAX_ID = 0xffff_ffff;
+/** The largest device numbers mknod takes: Linux encodes 12 bits of major and 20 of minor. */
+const MAX_MAJOR = 0xfff;
+const MAX_MINOR = 0xf_ffff;
 
 type Body = AsyncIterable<Buffer>;
 
@@ -470,9 +473,16 @@ class LayerApplier {
           this.skip('device', header.name);
           return;
         }
+        const major = header.devmajor ?? 0;
+        const minor = header.devminor ?? 0;
+        if (major > MAX_MAJOR || minor > MAX_MINOR) {
+          throw invalidArgument(
+            `device ${JSON.stringify(header.name)} has a device number ${major}:${minor} beyond ${MAX_MAJOR}:${MAX_MINOR}`,
+          );
+        }
         if (existing) this.remove(abs, existing);
         const kind = type === 'character-device' ? 'c' : 'b';
-        const numbers = [String(header.devmajor ?? 0), String(header.devminor ?? 0)];
+        const numbers = [String(major), String(minor)];
         // Node has no mknod: the coreutils command, with the mode set after (mknod -m obeys no umask
         // either way, and chown first clears nothing a device has).
         await this.viaPlainName(abs, (p) =>
