@@ -920,6 +920,30 @@ describe('applyLayer: hostile layers', {
     assert.equal(r.skipped.xattr, 300 - set);
   });
 
+  hostile(
+    "trusted.* xattrs in a layer are not set, as containerd's unpack refuses them (overlayfs reads its own)",
+    async (): Promise<LayerEntry[][]> => [
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'd/f', content: 'f' },
+        { name: 'e/', type: 'directory' },
+      ],
+      [
+        { name: 'd/', type: 'directory', pax: { 'SCHILY.xattr.trusted.overlay.opaque': 'y' } },
+        { name: 'e/', type: 'directory', pax: { 'SCHILY.xattr.trusted.overlay.redirect': '/d' } },
+        { name: 'g', content: 'g', pax: { 'SCHILY.xattr.trusted.x': '1', 'SCHILY.xattr.user.x': '1' } },
+      ],
+    ],
+    async (s) => {
+      assert.equal(await readFile(join(s.root, 'd/f'), 'utf8'), 'f');
+      assert.deepEqual(await readdir(join(s.root, 'e')), []);
+      if (s.mode === 'native') {
+        for (const p of ['d', 'e']) assert.deepEqual(await getXattrs(join(s.root, p)), {});
+        assert.deepEqual(Object.keys(await getXattrs(join(s.root, 'g'))), ['user.x']);
+      }
+    },
+  );
+
   hostile('../escape is refused', async (s) => [[{ name: `../${s.token}`, content: 'x' }]], 'reject');
 
   hostile(

@@ -66,6 +66,7 @@ export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
+const TRUSTED_PREFIX = 'trusted.';
 /** The largest owner id the kernel takes (uid_t is 32 bits). */
 const MAX_ID = 0xffff_ffff;
 /** The largest device numbers mknod takes: Linux encodes 12 bits of major and 20 of minor. */
@@ -392,7 +393,11 @@ class LayerApplier {
    * user.* on a symlink) is skipped and counted.
    */
   private async applyXattrs(abs: string, header: Header): Promise<void> {
-    const refused = await setXattrs(abs, Object.entries(header.xattrs ?? {}));
+    const attrs = Object.entries(header.xattrs ?? {});
+    // trusted.* is for the host's administrator: overlayfs keeps its whiteouts and redirects there. As
+    // containerd's unpack does, a layer's are not set (skipped and counted).
+    const wanted = attrs.filter(([name]) => !name.startsWith(TRUSTED_PREFIX));
+    const refused = attrs.length - wanted.length + (await setXattrs(abs, wanted));
     for (let i = 0; i < refused; i++) this.skip('xattr', header.name);
   }
 
