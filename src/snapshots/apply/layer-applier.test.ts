@@ -148,6 +148,33 @@ describe('layer applier: tar framing as containerd reads it', () => {
     });
   }
 
+  /** A GNU sparse file (PAX format 1.0) of `segments` empty segments 16 bytes apart, as a layer. */
+  const sparseMapLayer = (segments: number): Promise<Buffer> => {
+    const lines = [String(segments)];
+    for (let i = 0; i < segments; i++) lines.push(String(i * 16), '0');
+    const map = Buffer.from(`${lines.join('\n')}\n`);
+    const pax = {
+      'GNU.sparse.major': '1',
+      'GNU.sparse.minor': '0',
+      'GNU.sparse.name': 'sp',
+      'GNU.sparse.realsize': String(segments * 16),
+    };
+    // The map fills whole blocks at the head of the data.
+    const body = Buffer.concat([map, Buffer.alloc(-map.length & 511)]);
+    return tarOf([{ header: { name: 'GNUSparseFile.0/sp', type: 'file', pax }, body }]);
+  };
+
+  test('a GNU sparse map is held in memory only up to 4 MiB', async () => {
+    // containerd reads a map of any size into memory; a 128 MiB one (130 KiB gzipped) took the daemon to
+    // 3 GiB. 200,000 segments (1.8 MiB of map) apply, as with containerd; a map over 4 MiB is refused.
+    const root = await apply(await sparseMapLayer(200_000));
+    assert.equal((await lstat(join(root, 'sp'))).size, 200_000 * 16);
+    await assert.rejects(
+      apply(await sparseMapLayer(600_000)),
+      (err: Error) => isInvalidArgument(err) && /sparse map/.test(err.message),
+    );
+  });
+
   test('a GNU sparse file of format 0.0 is refused, not written wrong', async () => {
     const { bytes } = await sparseTar('0.0');
     await assert.rejects(apply(bytes), isInvalidArgument);
