@@ -5,7 +5,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
-import type { ServiceRegistration } from '../api/grpc/service.ts';
+import type { CallContext, ServiceRegistration } from '../api/grpc/service.ts';
 import { statusOf } from '../api/grpc/status.ts';
 import { methodPath } from '../api/transport/framing.ts';
 import { unavailable } from '../errors.ts';
@@ -128,16 +128,34 @@ export class DaemonMetrics {
 
   private wrapStream(path: string, fn: (...args: unknown[]) => unknown) {
     const self = this;
-    return async function* (...args: unknown[]): AsyncGenerator<unknown> {
+    return async function* (req: unknown, ctx: CallContext): AsyncGenerator<unknown> {
       const start = performance.now();
       let recorded = false;
+      // A call the handler ends itself through its context (a subscriber cut off) counts with that status.
+      const counted: CallContext = {
+        method: ctx.method,
+        get metadata() {
+          return ctx.metadata;
+        },
+        get signal() {
+          return ctx.signal;
+        },
+        get peer() {
+          return ctx.peer;
+        },
+        fail(err) {
+          if (!recorded) self.record(path, start, err);
+          recorded = true;
+          ctx.fail(err);
+        },
+      };
       try {
-        yield* fn(...args) as AsyncIterable<unknown>;
+        yield* fn(req, counted) as AsyncIterable<unknown>;
+        if (!recorded) self.record(path, start);
         recorded = true;
-        self.record(path, start);
       } catch (err) {
+        if (!recorded) self.record(path, start, err);
         recorded = true;
-        self.record(path, start, err);
         throw err;
       } finally {
         // Closed early: the adapter stopped iterating because the call was cancelled.

@@ -32,6 +32,13 @@ export interface CallContext {
   /** Aborted when the client cancels or the deadline passes; pass it to anything long-running. */
   readonly signal: AbortSignal;
   readonly peer: string;
+  /**
+   * Ends the call now with `err`'s status, even while a response waits for the client to make room for
+   * it (the transport then resets the stream, dropping what waits): for a stream that must not be held
+   * by a client that stopped reading. What the handler does afterwards is not sent; a streaming handler's
+   * iterable is closed once the call's last write gives up.
+   */
+  fail(err: unknown): void;
 }
 
 /**
@@ -127,10 +134,12 @@ class LazyCallContext implements CallContext {
   #controller: AbortController | undefined;
   /** Set once the handler has finished; a cancel after that is only the stream closing. */
   finished = false;
+  readonly #fail: (err: unknown) => void;
 
-  constructor(call: ServerCall) {
+  constructor(call: ServerCall, fail: (err: unknown) => void) {
     this.method = call.path;
     this.#call = call;
+    this.#fail = fail;
     call.onCancel((reason) => {
       if (!this.finished) this.#controller?.abort(reason);
     });
@@ -155,6 +164,10 @@ class LazyCallContext implements CallContext {
 
   get peer(): string {
     return this.#call.peer;
+  }
+
+  fail(err: unknown): void {
+    this.#fail(err);
   }
 }
 
@@ -212,7 +225,10 @@ export class ServiceAdapter {
 
   #begin(call: ServerCall) {
     const start = performance.now();
-    const ctx = new LazyCallContext(call);
+    const ctx = new LazyCallContext(call, (err) => {
+      const s = finish(err);
+      if (s) call.abort(s.code, s.details);
+    });
     let finished = false;
     /** Logs the outcome once; returns the status to send for a failure (none when the client is gone). */
     const finish = (err?: unknown): CallStatus | undefined => {

@@ -1,5 +1,6 @@
 // The Events service's subscriptions, below gRPC: a subscriber that keeps up gets every event; one that
-// stops reading is cut off once its waiting events reach the bound, instead of holding them all.
+// stops reading is cut off once its waiting events reach the bound, instead of holding them all, and at
+// that moment, not when it reads again; the exchange closing ends a subscription at once, too.
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { create } from '@bufbuild/protobuf';
@@ -15,12 +16,24 @@ type Subscribe = (req: unknown, ctx: CallContext) => AsyncIterable<{ topic: stri
 const regex = new RegexRunner();
 after(() => regex.close());
 
-function subscribe(events: EventExchange, maxWaiting: number, filters: string[] = []) {
+/** A subscription's iterator, and the errors it ended its call with through its context. */
+function subscribeFailing(events: EventExchange, maxWaiting: number, filters: string[] = []) {
   const reg = eventsService({ events, regex, maxWaiting });
-  const ctx = { method: '', metadata: {}, signal: new AbortController().signal, peer: '' } as CallContext;
+  const failed: unknown[] = [];
+  const ctx = {
+    method: '',
+    metadata: {},
+    signal: new AbortController().signal,
+    peer: '',
+    fail: (err: unknown) => failed.push(err),
+  } as unknown as CallContext;
   const impl = reg.impl as unknown as { subscribe: Subscribe };
-  return impl.subscribe(create(SubscribeRequestSchema, { filters }), ctx)[Symbol.asyncIterator]();
+  const sub = impl.subscribe(create(SubscribeRequestSchema, { filters }), ctx)[Symbol.asyncIterator]();
+  return { sub, failed };
 }
+
+const subscribe = (events: EventExchange, maxWaiting: number, filters: string[] = []) =>
+  subscribeFailing(events, maxWaiting, filters).sub;
 
 const publish = (events: EventExchange, name: string) =>
   events.publish(name, '/namespaces/create', NamespaceCreateSchema, { name });
@@ -65,4 +78,36 @@ test('a `~=` filter, tested off the event loop, passes what matches in order and
   for (let i = 0; i < 3; i++) got.push((await sub.next()).value?.namespace);
   assert.deepEqual(got, ['keep1', 'plain', 'keep2', 'keep4']);
   await sub.return?.();
+});
+
+test('a subscriber that stops reading has its call ended as the bound is passed, and is let go without reading', async () => {
+  const events = new EventExchange();
+  const { sub, failed } = subscribeFailing(events, 3);
+  const first = sub.next(); // subscribes
+  publish(events, 'ns0');
+  assert.equal((await first).value?.namespace, 'ns0');
+  assert.equal(events.subscribers, 1);
+  // It never asks for another: the fourth waiting event passes the bound.
+  for (let i = 1; i <= 3; i++) publish(events, `ns${i}`);
+  assert.equal(failed.length, 0);
+  publish(events, 'ns4');
+  assert.equal(failed.length, 1);
+  assert.equal(errorKind(failed[0]), 'ResourceExhausted');
+  assert.match((failed[0] as Error).message, /more than 3 events waited/);
+  assert.equal(events.subscribers, 0);
+  // Were it to read again, it is told the same.
+  await assert.rejects(sub.next(), (err: unknown) => errorKind(err) === 'ResourceExhausted');
+});
+
+test('the exchange closing ends a subscription whose reader is away, at once', async () => {
+  const events = new EventExchange();
+  const { sub, failed } = subscribeFailing(events, 8);
+  const first = sub.next(); // subscribes
+  publish(events, 'ns0');
+  assert.equal((await first).value?.namespace, 'ns0');
+  events.close();
+  assert.equal(failed.length, 1);
+  assert.equal(errorKind(failed[0]), 'Unavailable');
+  assert.equal((failed[0] as Error).message, 'transport is closing');
+  await assert.rejects(sub.next(), (err: unknown) => errorKind(err) === 'Unavailable');
 });

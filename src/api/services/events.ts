@@ -73,6 +73,11 @@ export class EventExchange {
     return () => this.listeners.delete(listener);
   }
 
+  /** How many subscriptions are open. */
+  get subscribers(): number {
+    return this.listeners.size;
+  }
+
   /** Ends every subscription, so open streams do not hold up the server's shutdown. */
   close(): void {
     this.closed = true;
@@ -120,9 +125,15 @@ function subscriptionFilter(filters: readonly string[]): Filter | undefined {
 /**
  * Events a subscriber may have waiting before it is cut off (those its `~=` tests have yet to pass or
  * drop included): one that reads slower than the daemon changes (or not at all) would otherwise hold
- * every event since in memory.
+ * every event since in memory. The cut is made as the bound is passed, not when the subscriber next
+ * reads, since one that never reads again would otherwise keep its queue and its stream for good.
  */
 const MAX_WAITING_EVENTS = 4096;
+
+const tooSlow = (maxWaiting: number) =>
+  resourceExhausted(
+    `events subscriber too slow: more than ${maxWaiting} events waited to be sent; subscribe again`,
+  );
 
 export interface EventsServiceDeps {
   events: EventExchange;
@@ -149,22 +160,31 @@ export function eventsService(deps: EventsServiceDeps): ServiceRegistration {
       let wake: (() => void) | undefined;
       let ended = false;
       let behind = false;
+      // The call is ended from here, not from the loop below: that loop may be parked at a response its
+      // client does not take, and would see neither the bound passed nor the exchange closed until it did.
+      // ctx.fail ends the call at once (resetting the stream when responses wait), so neither a publisher
+      // nor the daemon's stop waits on this subscriber.
       const unsubscribe = deps.events.subscribe((e) => {
-        if (e === undefined) ended = true;
-        else if (!wanted(e)) return;
-        else if (queue.length >= maxWaiting) behind = true;
-        else queue.push(e);
+        if (e === undefined) {
+          ended = true;
+          // The daemon is stopping. containerd's subscribers see their connection go at that point, which
+          // ctr reports with this status and text.
+          ctx.fail(unavailable('transport is closing'));
+        } else if (!wanted(e)) return;
+        else if (queue.length < maxWaiting) queue.push(e);
+        else {
+          behind = true;
+          queue.length = 0;
+          unsubscribe();
+          ctx.fail(tooSlow(maxWaiting));
+        }
         wake?.();
       });
       const onAbort = () => wake?.();
       ctx.signal.addEventListener('abort', onAbort);
       try {
         while (!ctx.signal.aborted && !ended) {
-          if (behind) {
-            throw resourceExhausted(
-              `events subscriber too slow: more than ${maxWaiting} events waited to be sent; subscribe again`,
-            );
-          }
+          if (behind) throw tooSlow(maxWaiting);
           const e = queue.shift();
           if (!e) {
             await new Promise<void>((resolve) => {
@@ -184,8 +204,7 @@ export function eventsService(deps: EventsServiceDeps): ServiceRegistration {
             event: { typeUrl: e.typeName, value: e.value },
           };
         }
-        // The exchange closed: the daemon is stopping. containerd's subscribers see their connection
-        // go at that point, which ctr reports with this status and text.
+        // The exchange closed (the call has its status already).
         if (ended && !ctx.signal.aborted) throw unavailable('transport is closing');
       } finally {
         ctx.signal.removeEventListener('abort', onAbort);

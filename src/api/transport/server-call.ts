@@ -1,6 +1,6 @@
 // One gRPC call on one HTTP/2 stream, server side: the request messages in, the response messages and
 // the status out, the deadline, and cancellation when the client goes away. Knows bytes, not schemas.
-import type { IncomingHttpHeaders, ServerHttp2Stream } from 'node:http2';
+import { constants, type IncomingHttpHeaders, type ServerHttp2Stream } from 'node:http2';
 import { status } from '@grpc/grpc-js';
 import {
   deadlineExceeded,
@@ -52,6 +52,14 @@ const REQUEST_QUEUE_BYTES = 4 << 20;
  */
 const WITH_TRAILERS = { waitForTrailers: true, sendDate: false };
 const TRAILERS_ONLY = { endStream: true, sendDate: false };
+
+/**
+ * The HTTP/2 reset a status goes as when it cannot wait behind the responses before it: the code gRPC
+ * clients (grpc-go, grpc-js) read back as that status. Others go as CANCEL (read as CANCELLED).
+ */
+const RESET_FOR_STATUS = new Map<number, number>([
+  [status.RESOURCE_EXHAUSTED, constants.NGHTTP2_ENHANCE_YOUR_CALM],
+]);
 
 /** A message this short is copied behind its prefix; longer ones go out as prefix + message (writev). */
 const COPY_BELOW = 64 << 10;
@@ -288,6 +296,24 @@ export class ServerCall {
       { ':status': 200, 'content-type': 'application/grpc', ...headers, ...status },
       TRAILERS_ONLY,
     );
+  }
+
+  /**
+   * Ends the call with `code` now, whatever it has left to send: when responses still wait for the client
+   * to take them (one that stopped reading), the stream is reset instead of the status waiting behind
+   * them, which drops them and frees the stream; the client then sees the reset's status (RESET_FOR_STATUS),
+   * without `details`. With nothing waiting, as `end`.
+   */
+  abort(code: number, details = ''): void {
+    if (this.#finished) return;
+    const stream = this.#stream;
+    if (!this.#responded || stream.writableLength === 0) {
+      this.end(code, details);
+      return;
+    }
+    this.#finish();
+    if (!stream.destroyed && !stream.closed)
+      stream.close(RESET_FOR_STATUS.get(code) ?? constants.NGHTTP2_CANCEL);
   }
 
   #respond(): void {
