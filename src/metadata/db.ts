@@ -189,6 +189,8 @@ export class MetadataDb {
   private readonly ensureNs: Statement;
   private readonly dirtyListeners = new Set<() => void>();
   private readonly mutationListeners = new Set<() => void>();
+  /** What `afterCommit` queued in the write transaction under way. */
+  private afterCommits: Array<() => void> = [];
   /** Deletions since open; a GC scheduler watches this (containerd's `dirty` counter). */
   dirty = 0;
 
@@ -243,9 +245,31 @@ export class MetadataDb {
   /** Runs fn in a write transaction (nested calls become savepoints). */
   write<T>(fn: () => T): T {
     const outermost = !this.sql.inTransaction;
-    const result = this.sql.transaction(fn).immediate();
-    if (outermost) for (const listener of this.mutationListeners) listener();
+    const queued = this.afterCommits.length;
+    let result: T;
+    try {
+      result = this.sql.transaction(fn).immediate();
+    } catch (err) {
+      // Rolled back (to its savepoint when nested): what it queued never happened.
+      this.afterCommits.length = queued;
+      throw err;
+    }
+    if (outermost) {
+      const after = this.afterCommits;
+      this.afterCommits = [];
+      for (const listener of this.mutationListeners) listener();
+      for (const fn of after) fn();
+    }
     return result;
+  }
+
+  /**
+   * Inside a write: calls fn once the outermost write transaction has committed, or never when the change
+   * that queued it rolls back. For telling others of a change only once it is there to be seen.
+   */
+  afterCommit(fn: () => void): void {
+    if (!this.sql.inTransaction) throw new Error('afterCommit outside a write transaction');
+    this.afterCommits.push(fn);
   }
 
   /** Runs fn in a read transaction: one consistent snapshot. */

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { afterEach, beforeEach, describe, it } from 'node:test';
 import type { ErrorKind } from '../errors.ts';
 import { digestOf } from '../oci/digest.ts';
-import { type ImageInput, ImageStore } from './images.ts';
+import { type ImageChange, type ImageInput, ImageStore } from './images.ts';
 import { LeaseStore } from './leases.ts';
 import { openTestDb, type TestDb, throwsKind } from './test-db.ts';
 
@@ -531,5 +531,61 @@ describe('listByNamePrefix', () => {
     assert.deepEqual(store.listByNamePrefix(NS, 'app:')[0]?.target, store.get(NS, 'app:1').target);
     throwsKind(() => store.listByNamePrefix(NS, ''), 'InvalidArgument');
     throwsKind(() => store.listByNamePrefix(NS, 'café'), 'InvalidArgument');
+  });
+});
+
+describe('ImageStore: changes told to onChange', () => {
+  const target = (seed: string) => ({ mediaType: BLAB, digest: digestOf(seed), size: 10 });
+  it('tells every committed write, whichever method made it, once it is committed', () => {
+    const seen: string[] = [];
+    const told: ImageChange[] = [];
+    const s = new ImageStore(t.db, {
+      onChange: (c) => {
+        // Told after the commit: the change is there for whoever looks.
+        seen.push(c.kind === 'delete' ? 'gone' : `${Object.keys(s.get(c.namespace, c.name).labels)}`);
+        told.push(c);
+      },
+    });
+    s.create(NS, { name: 'a', labels: { x: '1' }, target: target('one') });
+    s.update(NS, { name: 'a', labels: { y: '2' } }, ['labels']);
+    s.put(NS, { name: 'a', target: target('two') });
+    s.put(NS, { name: 'b', target: target('two') });
+    s.delete(NS, 'a');
+    assert.deepEqual(told, [
+      { namespace: NS, kind: 'create', name: 'a', labels: { x: '1' } },
+      { namespace: NS, kind: 'update', name: 'a', labels: { y: '2' } },
+      { namespace: NS, kind: 'update', name: 'a', labels: { y: '2' } },
+      { namespace: NS, kind: 'create', name: 'b', labels: {} },
+      { namespace: NS, kind: 'delete', name: 'a', labels: {} },
+    ]);
+    assert.deepEqual(seen, ['x', 'y', 'y', '', 'gone']);
+  });
+
+  it('tells a write inside a larger one after that commits, and nothing that was rolled back', () => {
+    const told: string[] = [];
+    const s = new ImageStore(t.db, { onChange: (c) => told.push(`${c.kind} ${c.name}`) });
+    t.db.write(() => {
+      s.create(NS, { name: 'kept', target: target('one') });
+      // Refused (it exists): the savepoint rolls back, the outer write goes on.
+      assert.throws(() => s.create(NS, { name: 'kept', target: target('one') }));
+      assert.deepEqual(told, []);
+    });
+    assert.deepEqual(told, ['create kept']);
+    assert.throws(() =>
+      t.db.write(() => {
+        s.create(NS, { name: 'undone', target: target('two') });
+        s.delete(NS, 'kept');
+        throw new Error('rolled back');
+      }),
+    );
+    assert.deepEqual(told, ['create kept']);
+    assert.deepEqual(
+      s.listByNamePrefix(NS, 'kept').map((r) => r.name),
+      ['kept'],
+    );
+    // Failed writes tell nothing.
+    assert.throws(() => s.delete(NS, 'missing'));
+    assert.throws(() => s.update(NS, { name: 'missing', target: target('x') }));
+    assert.deepEqual(told, ['create kept']);
   });
 });

@@ -59,6 +59,25 @@ export interface DeleteOptions {
   lease?: string;
 }
 
+/**
+ * One committed change of an image, for those who announce it (containerd publishes /images/create,
+ * /images/update and /images/delete): the name, and the labels it has afterwards (none once deleted).
+ */
+export interface ImageChange {
+  namespace: string;
+  kind: 'create' | 'update' | 'delete';
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface ImageStoreOptions {
+  /**
+   * Told of every change once it is committed, whichever API or registry made it, so every image write is
+   * announced in one place.
+   */
+  onChange?: (change: ImageChange) => void;
+}
+
 interface ImageRow {
   name: string;
   target_media_type: string;
@@ -155,9 +174,11 @@ export class ImageStore {
   };
   /** List statements by prefilter condition, prepared once each (bounded). */
   private readonly listStatements = new Map<string, Statement>();
+  private readonly onChange: ((change: ImageChange) => void) | undefined;
 
-  constructor(db: MetadataDb) {
+  constructor(db: MetadataDb, options: ImageStoreOptions = {}) {
     this.db = db;
+    this.onChange = options.onChange;
     this.leases = new LeaseStore(db);
     const q = (s: string): Statement => db.sql.prepare(s);
     this.stmts = {
@@ -246,7 +267,7 @@ export class ImageStore {
         now,
         now,
       );
-      return this.get(ns, d.name);
+      return this.changed(ns, 'create', this.get(ns, d.name));
     });
   }
 
@@ -308,7 +329,7 @@ export class ImageStore {
         ns,
         cur.name,
       );
-      return this.get(ns, cur.name);
+      return this.changed(ns, 'update', this.get(ns, cur.name));
     });
   }
 
@@ -344,7 +365,18 @@ export class ImageStore {
       }
       this.stmts.del.run(ns, name);
       this.db.markDirty();
+      this.announce({ namespace: ns, kind: 'delete', name, labels: {} });
     });
+  }
+
+  private changed(ns: string, kind: 'create' | 'update', r: ImageRecord): ImageRecord {
+    this.announce({ namespace: ns, kind, name: r.name, labels: r.labels });
+    return r;
+  }
+
+  private announce(change: ImageChange): void {
+    const onChange = this.onChange;
+    if (onChange) this.db.afterCommit(() => onChange(change));
   }
 
   private timestamp(opts: WriteOptions): Nanos {

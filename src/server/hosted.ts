@@ -24,6 +24,8 @@ const SWEEP_INTERVAL_MS = 3600 * 1000;
 export interface HostedStorage {
   content: ContentStore;
   db: MetadataDb;
+  /** The daemon's image store, so the daemon's clients hear of the images pushed here. */
+  images: ImageStore;
   gc: GcRunner;
   logger: Logger;
 }
@@ -38,12 +40,12 @@ export interface HostedParts {
 
 /** Hosted repositories on storage someone else owns and closes (the daemon's, in `strata up`). */
 export function hostedOn(storage: HostedStorage): HostedParts {
-  const { content, db, gc } = storage;
+  const { content, db, gc, images } = storage;
   const timer = setInterval(() => gc.schedule(), SWEEP_INTERVAL_MS);
   timer.unref();
   const registry = new HostedRegistry({
     view: new ContentView({ store: content, db }),
-    images: new ImageStore(db),
+    images,
     names: new ImageNames(db),
     members: new RepositoryBlobs(db),
     logger: storage.logger,
@@ -78,7 +80,9 @@ export async function openHosted(root: string, logger: Logger): Promise<HostedPa
     logger: logger.child({ component: 'gc' }),
     removeIngest: (ns, ref) => content.abort(backendRef(ns, ref)).catch(ignoreGone),
   });
-  const hosted = hostedOn({ content, db, gc, logger: logger.child({ component: 'hosted' }) });
+  // No daemon serves this root meanwhile (the lock says so): nobody to announce image changes to.
+  const images = new ImageStore(db);
+  const hosted = hostedOn({ content, db, gc, images, logger: logger.child({ component: 'hosted' }) });
   return {
     ...hosted,
     async close() {

@@ -103,6 +103,7 @@ export async function startUp(config: UpConfig, logger: Logger): Promise<UpApp> 
       content: d.parts.content,
       db: d.parts.db,
       gc: d.parts.gc,
+      images: d.parts.images,
       logger: logger.child({ service: 'hosted' }),
     });
     undo.push(() => h.close());

@@ -7,7 +7,7 @@ import { contentService } from '../api/services/content.ts';
 import { diffService } from '../api/services/diff.ts';
 import { earlyImagesService } from '../api/services/early-images.ts';
 import { EventExchange, eventsService } from '../api/services/events.ts';
-import { imagesService } from '../api/services/images.ts';
+import { imageEvents, imagesService } from '../api/services/images.ts';
 import { introspectionService } from '../api/services/introspection.ts';
 import { leasesService } from '../api/services/leases.ts';
 import { namespacesService } from '../api/services/namespaces.ts';
@@ -67,7 +67,9 @@ export async function wireDaemon(
   const content = await ContentStore.open(contentRoot);
   const db = new MetadataDb(metadataPath);
   try {
-    const images = new ImageStore(db);
+    const events = new EventExchange();
+    // Every image write is announced, whoever makes it (either image API, hosted repositories on this store).
+    const images = new ImageStore(db, { onChange: imageEvents(events) });
     const leases = new LeaseStore(db);
     const namespaces = new NamespaceStore(db);
     const contentMeta = new ContentMeta(db);
@@ -90,9 +92,8 @@ export async function wireDaemon(
     });
     const collectGarbage = () => gc.collect();
 
-    const events = new EventExchange();
     const services: ServiceRegistration[] = [
-      imagesService({ images, collectGarbage, events }),
+      imagesService({ images, collectGarbage }),
       earlyImagesService({ images }),
       contentService({ view, events }),
       leasesService({ leases, collectGarbage }),

@@ -1,5 +1,6 @@
 // A real `strata daemon` for tests: `bin/strata daemon` in its own process group on a temp root, ready once
 // gRPC health answers SERVING, plus the real ctr pointed at it and a typed gRPC client.
+import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { join } from 'node:path';
 import type { Client } from '@grpc/grpc-js';
@@ -13,6 +14,32 @@ const BIN = new URL('../../bin/strata', import.meta.url).pathname;
 export const CTR = '/usr/bin/ctr';
 
 export type CtrResult = ProcessResult;
+
+/**
+ * `ctr events FILTERS…` left running: `lines()` is what it printed so far (stdout, then stderr), `stop()`
+ * ends it.
+ */
+export function ctrEvents(address: string, filters: string[]) {
+  const child = spawn(CTR, ['--address', address, 'events', ...filters], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let err = '';
+  child.stdout.on('data', (b: Buffer) => {
+    out += b.toString();
+  });
+  child.stderr.on('data', (b: Buffer) => {
+    err += b.toString();
+  });
+  const exited = once(child, 'exit');
+  return {
+    lines: () => (out + err).split('\n').filter((l) => l !== ''),
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
 
 export interface CtrOptions {
   /** `--namespace`; ctr's default (`default`) when omitted. */

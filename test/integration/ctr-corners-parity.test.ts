@@ -1,44 +1,16 @@
 // Less travelled ctr commands side by side with a real containerd 1.6: what ctr prints (stdout, stderr,
 // exit code) against each is compared. Each case is one where the two once differed.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { once } from 'node:events';
 import { readFile } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { Images } from '../../src/api/gen/containerd/services/images/v1/images_pb.ts';
 import { Introspection } from '../../src/api/gen/containerd/services/introspection/v1/introspection_pb.ts';
 import { callUnary, metadataWith } from '../../src/api/grpc/client.ts';
 import { startContainerd } from '../helpers/containerd.ts';
-import { CTR, runCtr, startDaemon } from '../helpers/daemon.ts';
+import { CTR, ctrEvents, runCtr, startDaemon } from '../helpers/daemon.ts';
 import { runProcess, waitFor } from '../helpers/process.ts';
 import { type Side, type SideBySide, startSideBySide } from '../helpers/side-by-side.ts';
-
-/**
- * `ctr events FILTERS…` left running: `lines()` is what it printed so far (stdout, then stderr), `stop()`
- * ends it.
- */
-function ctrEvents(address: string, filters: string[]) {
-  const child = spawn(CTR, ['--address', address, 'events', ...filters], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let out = '';
-  let err = '';
-  child.stdout.on('data', (b: Buffer) => {
-    out += b.toString();
-  });
-  child.stderr.on('data', (b: Buffer) => {
-    err += b.toString();
-  });
-  const exited = once(child, 'exit');
-  return {
-    lines: () => (out + err).split('\n').filter((l) => l !== ''),
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
 
 /** What one ctr run showed its user. */
 interface Shown {

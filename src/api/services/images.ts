@@ -1,8 +1,10 @@
 // Images service: containerd.services.images.v1 over the image store. Translation only; the store owns
 // validation, masks and messages. Deletes trigger garbage collection (awaited when `sync` is set).
+// `imageEvents` turns the store's changes into containerd's image events: the store reports every write
+// (this service's, the first image API's, the hosted registry's), so each is announced once, here.
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { invalidArgument } from '../../errors.ts';
-import type { ImageInput, ImageRecord, ImageStore } from '../../metadata/images.ts';
+import type { ImageChange, ImageInput, ImageRecord, ImageStore } from '../../metadata/images.ts';
 import { descriptorFromProto, descriptorToProto } from '../convert/descriptor.ts';
 import { requestTime, timestampFromNanos } from '../convert/timestamps.ts';
 import {
@@ -29,8 +31,26 @@ export interface ImagesServiceDeps {
   images: ImageStore;
   /** Runs a garbage collection that starts after the call and resolves when it is done. */
   collectGarbage(): Promise<unknown>;
-  /** Where /images/create, /images/update and /images/delete go. */
-  events?: EventExchange;
+}
+
+/**
+ * The image store's `onChange` that publishes containerd's /images/create, /images/update and
+ * /images/delete. The store calls it as the write commits, before the write returns, so a delete is
+ * announced before a sync collection runs, as containerd does.
+ */
+export function imageEvents(events: EventExchange): (change: ImageChange) => void {
+  return ({ namespace, kind, name, labels }) => {
+    switch (kind) {
+      case 'create':
+        events.publish(namespace, '/images/create', ImageCreateSchema, { name, labels });
+        return;
+      case 'update':
+        events.publish(namespace, '/images/update', ImageUpdateSchema, { name, labels });
+        return;
+      case 'delete':
+        events.publish(namespace, '/images/delete', ImageDeleteSchema, { name });
+    }
+  };
 }
 
 export function imageToProto(r: ImageRecord): MessageInitShape<typeof ImageSchema> {
@@ -83,10 +103,6 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
         imageInput(req.image),
         writeOptions(ctx.metadata, req.sourceDateEpoch),
       );
-      deps.events?.publish(ns, '/images/create', ImageCreateSchema, {
-        name: created.name,
-        labels: created.labels,
-      });
       return new EncodedMessage(CreateImageResponseSchema, encodeImageResponse(created));
     },
     update(req, ctx) {
@@ -97,10 +113,6 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
         req.updateMask?.paths ?? [],
         writeOptions(ctx.metadata, req.sourceDateEpoch),
       );
-      deps.events?.publish(ns, '/images/update', ImageUpdateSchema, {
-        name: updated.name,
-        labels: updated.labels,
-      });
       return new EncodedMessage(UpdateImageResponseSchema, encodeImageResponse(updated));
     },
     async delete(req, ctx) {
@@ -109,8 +121,6 @@ export function imagesService(deps: ImagesServiceDeps): ServiceRegistration {
       // proto3 `optional`: a present target with a digest makes the delete conditional.
       const target = req.target?.digest || undefined;
       images.delete(ns, req.name, { ...(lease && { lease }), ...(target && { target }) });
-      // Published before a sync collection runs, as containerd does.
-      deps.events?.publish(ns, '/images/delete', ImageDeleteSchema, { name: req.name });
       if (req.sync) await deps.collectGarbage();
       return {};
     },
