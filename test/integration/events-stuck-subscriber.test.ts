@@ -2,7 +2,7 @@
 // `ctr events | stuck-consumer` would) against the Events service on our gRPC server. Its subscription is
 // ended as soon as its waiting events pass the bound, while ctr is still stuck: the exchange lets go of it
 // and the call ends ResourceExhausted, which ctr reports once its output is taken again. One stuck with
-// fewer events waiting does not hold up the server's stop.
+// fewer events waiting does not hold up the server's stop, nor does one whose process is stopped.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -70,10 +70,13 @@ async function stuckCtrEvents(address: string, events: EventExchange) {
   return {
     /** Takes its output again until it exits; its stderr. */
     async resume(): Promise<string> {
+      child.kill('SIGCONT');
       child.stdout.resume();
       await exited;
       return err;
     },
+    /** Stops the process itself (SIGSTOP): now not even its connection is read. */
+    stop: () => child.kill('SIGSTOP'),
     kill: () => child.kill('SIGKILL'),
   };
 }
@@ -121,5 +124,31 @@ test('ctr events stuck with its stream full does not hold up the server stopping
     !logLines.slice(before).some((l) => l.includes('still running at shutdown')),
     'the stop waited for the stuck subscriber until it cut it',
   );
+  assert.match(await ctr.resume(), /^ctr: rpc error: code = /m);
+});
+
+test('ctr events stopped (SIGSTOP) with its connection full does not keep the server from stopping', {
+  timeout: 60_000,
+}, async (t) => {
+  // A stopped process reads nothing, so not even a reset reaches it: the server's stop cuts the
+  // connection after its timeout (short here), and the cut must not wait on the peer either (which Node's
+  // session destroy does while a socket write is in progress). The test's timeout catches a stop that hangs.
+  const events = new EventExchange();
+  const server = createGrpcServer({
+    logger,
+    services: [eventsService({ events, regex })],
+    shutdownTimeoutMs: 100,
+  });
+  const address = join(dir, 'sigstop.sock');
+  await server.listenUnix(address);
+  const ctr = await stuckCtrEvents(address, events);
+  t.after(() => ctr.kill());
+  ctr.stop();
+  for (let i = 0; i < 4000; i++) {
+    publish(events, i, 8192);
+    await turn();
+  }
+  events.close();
+  await server.shutdown();
   assert.match(await ctr.resume(), /^ctr: rpc error: code = /m);
 });

@@ -187,6 +187,8 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   const servers: Http2Server[] = [];
   const secure: Http2SecureServer[] = [];
   const sessions = new Set<ServerHttp2Session>();
+  /** Every open connection's socket, for a forced stop (a destroyed session no longer names its socket). */
+  const connections = new Set<Socket>();
   const sockets = new Set<string>();
   let stopping: Promise<void> | undefined;
   // TCP sessions by connection key, for the guard to say goodbye on the connections it closes.
@@ -260,6 +262,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
         });
       });
     }
+    h2.on('connection', (socket: Socket) => {
+      connections.add(socket);
+      socket.once('close', () => connections.delete(socket));
+    });
     h2.on('session', (session: ServerHttp2Session) => {
       sessions.add(session);
       session.once('close', () => sessions.delete(session));
@@ -329,6 +335,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
             'gRPC calls still running at shutdown; cancelling them',
           );
           for (const session of sessions) session.destroy();
+          // Node finishes a session's destroy (its own after a GOAWAY too) only once the socket write in
+          // progress completes, which a peer that stopped reading (a stopped process) never lets happen:
+          // closing the sockets ends them.
+          for (const socket of connections) socket.destroy();
           await closed;
         }
         turns.stop();
