@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { CallContext, ServiceRegistration } from '../api/grpc/service.ts';
 import { statusOf } from '../api/grpc/status.ts';
 import { methodPath } from '../api/transport/framing.ts';
@@ -52,6 +52,18 @@ export class DaemonMetrics {
       help: 'Garbage collection duration',
       buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5],
       registers,
+    });
+  }
+
+  /** Reports at each scrape how many Events subscriptions are open (a cut-off subscriber is not). */
+  watchEventSubscribers(count: () => number): void {
+    new Gauge({
+      name: 'strata_events_subscribers',
+      help: 'Open Events subscriptions (ctr events and other subscribers)',
+      registers: [this.registry],
+      collect() {
+        this.set(count());
+      },
     });
   }
 

@@ -68,6 +68,7 @@ export async function wireDaemon(
   const db = new MetadataDb(metadataPath);
   try {
     const events = new EventExchange();
+    metrics?.watchEventSubscribers(() => events.subscribers);
     // Every image write is announced, whoever makes it (either image API, hosted repositories on this store).
     const images = new ImageStore(db, { onChange: imageEvents(events) });
     const leases = new LeaseStore(db);

@@ -1,7 +1,8 @@
 // Every image write is announced to the daemon's Events subscribers, as containerd announces its own:
 // `ctr events` against `strata up` sees /images/create, /images/update and /images/delete for images
 // written through the first image API (containerd.v1.Images) and for manifests skopeo pushes to, and the
-// registry API deletes from, the hosted registry on the same store.
+// registry API deletes from, the hosted registry on the same store. The daemon's metrics count the
+// open subscription.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
@@ -15,7 +16,7 @@ import { raw } from '../helpers/hosted.ts';
 import { pushFilesImage } from '../helpers/images.ts';
 import { type ServerProcess, waitFor } from '../helpers/process.ts';
 import { removeTempDir, tempDir } from '../helpers/tmp.ts';
-import { ctrOk, startStrataUp, type UpAddresses } from '../helpers/up.ts';
+import { ctrOk, metricSample, startStrataUp, type UpAddresses } from '../helpers/up.ts';
 
 let work: string;
 let server: ServerProcess | undefined;
@@ -68,6 +69,10 @@ test('ctr events sees the image writes of the first image API and of the hosted 
     const pushed = await pushFilesImage({ host: at.registryHost }, 'team/app', { layers: [{ a: '1\n' }] });
     const del = await raw(at.registryUrl, 'DELETE', `/v2/team/app/manifests/${pushed.digest}`);
     assert.equal(del.status, 202);
+
+    // The daemon's metrics count the subscription.
+    const metrics = await (await fetch(`${at.opsUrl}/metrics`)).text();
+    assert.equal(metricSample(metrics, 'strata_events_subscribers', []), 1);
 
     await ctrOk(at.socket, ['namespaces', 'create', 'the-end']);
     await waitFor(() => events.lines().some((l) => l.includes('the-end')));
