@@ -920,6 +920,69 @@ describe('applyLayer: hostile layers', {
     assert.equal(r.skipped.xattr, 300 - set);
   });
 
+  test('a layer whose entries need more child processes than the budget is refused, naming it', async () => {
+    // A fifo, a device, an entry with xattrs: one process each (a fork of the daemon, ~20 ms).
+    const entries: LayerEntry[] = [
+      { name: 'p1', type: 'fifo' },
+      { name: 'null', type: 'character-device', devmajor: 1, devminor: 3 },
+      { name: 'f', content: 'x', pax: { 'SCHILY.xattr.user.a': '1', 'SCHILY.xattr.user.b': '2' } },
+      { name: 'p2', type: 'fifo' },
+    ];
+    const layer = await makeLayer(entries);
+    const fits = await apply(await freshDir('procs-fit'), layer, { maxProcesses: 4, allowDevices: true });
+    assert.equal(fits.entries, 4);
+    const over = await apply(await freshDir('procs-over'), layer, {
+      maxProcesses: 3,
+      allowDevices: true,
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    assert.ok(isInvalidArgument(over), `expected InvalidArgument, got ${String(over)}`);
+    assert.match(String((over as Error).message), /more than 3 child processes/);
+    // Entries that start none are not counted.
+    const plain = await makeLayer(Array.from({ length: 8 }, (_, i) => ({ name: `f${i}`, content: 'x' })));
+    assert.equal((await apply(await freshDir('procs-none'), plain, { maxProcesses: 0 })).entries, 8);
+  });
+
+  for (const [label, budget, refused] of [
+    ['within', 3, false],
+    ['over', 2, true],
+  ] as const) {
+    test(`overlay opaque markers and copy-ups count against the process budget (${label})`, async () => {
+      const s = await sandbox('overlayfs');
+      const failure = await applyAll(s, [
+        [
+          { name: 'd/', type: 'directory' },
+          { name: 'd/old', content: 'old' },
+          { name: 'a', content: 'a' },
+        ],
+      ]);
+      assert.equal(failure, undefined);
+      const upper = join(s.base, 'layers', '1');
+      await mkdir(upper);
+      // An opaque marker (setfattr), a link to a lower file (cp up), a directory over a file (setfattr).
+      const layer = await makeLayer([
+        { name: 'd/', type: 'directory' },
+        { name: 'd/.wh..wh..opq' },
+        { name: 'l', type: 'link', linkname: 'a' },
+        { name: 'a/', type: 'directory' },
+      ]);
+      const result = await apply(upper, layer, {
+        maxProcesses: budget,
+        overlay: { lowers: [join(s.base, 'layers', '0')], whiteout: async () => {} },
+      }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      if (!refused) assert.equal(result, undefined, `unexpected failure: ${String(result)}`);
+      else {
+        assert.ok(isInvalidArgument(result), `expected InvalidArgument, got ${String(result)}`);
+        assert.match(String((result as Error).message), /more than 2 child processes/);
+      }
+    });
+  }
+
   hostile(
     "trusted.* xattrs in a layer are not set, as containerd's unpack refuses them (overlayfs reads its own)",
     async (): Promise<LayerEntry[][]> => [

@@ -5,7 +5,7 @@ import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 /** The options that can be copied to another thread as they are. */
 export type CopyableOptions = Pick<
   ApplyOptions,
-  'compression' | 'allowDevices' | 'chown' | 'uidMap' | 'gidMap' | 'maxEntries'
+  'compression' | 'allowDevices' | 'chown' | 'uidMap' | 'gidMap' | 'maxEntries' | 'maxProcesses'
 >;
 
 /** What the caller asks for. */
@@ -22,7 +22,15 @@ export interface ApplyJob {
 /** The copyable part of `opts`, without the keys it leaves unset. */
 export function copyableOptions(opts: ApplyOptions): CopyableOptions {
   const out: CopyableOptions = {};
-  for (const key of ['compression', 'allowDevices', 'chown', 'uidMap', 'gidMap', 'maxEntries'] as const) {
+  for (const key of [
+    'compression',
+    'allowDevices',
+    'chown',
+    'uidMap',
+    'gidMap',
+    'maxEntries',
+    'maxProcesses',
+  ] as const) {
     if (opts[key] !== undefined) Object.assign(out, { [key]: opts[key] });
   }
   return out;

@@ -30,6 +30,11 @@ export interface ApplyOptions {
   gidMap?: readonly IdRange[];
   /** Refuse layers with more entries than this. Default 1,000,000. */
   maxEntries?: number;
+  /**
+   * Refuse layers whose entries need more child processes than this: a fifo, a device, an entry's
+   * xattrs, an overlay opaque marker or a copy-up each take one. Default 4,096 (DEFAULT_MAX_PROCESSES).
+   */
+  maxProcesses?: number;
   /** Told about each skipped entry or attribute, for logging. */
   onSkip?: (kind: SkipKind, name: string) => void;
   /**

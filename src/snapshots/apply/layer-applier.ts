@@ -63,6 +63,13 @@ import { readTar } from './tar-reader.ts';
 const run = promisify(execFile);
 
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
+/**
+ * Child processes one layer may start (fifos, devices, entries with xattrs, overlay opaque markers,
+ * copy-ups): each forks this process (18-45 ms measured), so without a budget a layer of such entries
+ * could hold an apply worker for hours. This one bounds it to a minute or a few, and is far above what
+ * real layers need (a handful of each).
+ */
+export const DEFAULT_MAX_PROCESSES = 4096;
 /** Resolved-parent cache size; it is a speed-up only, so it is simply cleared when full. */
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
@@ -234,7 +241,10 @@ class LayerApplier {
   readonly opts: ApplyOptions;
   readonly chown: boolean;
   readonly maxEntries: number;
+  readonly maxProcesses: number;
   entries = 0;
+  /** Child processes started (or about to be) for this layer's entries. */
+  private processes = 0;
   readonly skipped: Record<SkipKind, number> = { device: 0, xattr: 0, 'aufs-meta': 0, root: 0 };
   /** Real root-relative paths written by this layer: an opaque marker keeps these and drops the rest. */
   private readonly unpacked = new Set<string>();
@@ -249,6 +259,22 @@ class LayerApplier {
     this.opts = opts;
     this.chown = opts.chown ?? process.getuid?.() === 0;
     this.maxEntries = opts.maxEntries ?? DEFAULT_MAX_ENTRIES;
+    this.maxProcesses = opts.maxProcesses ?? DEFAULT_MAX_PROCESSES;
+  }
+
+  /** Counts one child process against the layer's budget; past it the layer is refused. */
+  private spendProcess(): void {
+    if (++this.processes > this.maxProcesses) {
+      throw invalidArgument(
+        `layer needs more than ${this.maxProcesses} child processes (fifos, devices, entries with xattrs, opaque directories, copy-ups): refused`,
+      );
+    }
+  }
+
+  /** Marks an overlay upper directory opaque (a setfattr process). */
+  private markOpaque(abs: string): Promise<void> {
+    this.spendProcess();
+    return setOpaque(abs);
   }
 
   private skip(kind: SkipKind, name: string): void {
@@ -266,7 +292,12 @@ class LayerApplier {
     if (hit) return hit;
     const onCreate = (rel: string) => this.unpacked.add(rel);
     const lowers = this.opts.overlay?.lowers;
-    const dir = await resolveDirInRoot(this.root, parts, { create, onCreate, ...(lowers ? { lowers } : {}) });
+    const markOpaque = (abs: string) => this.markOpaque(abs);
+    const dir = await resolveDirInRoot(this.root, parts, {
+      create,
+      onCreate,
+      ...(lowers ? { lowers, markOpaque } : {}),
+    });
     if (dir) {
       if (this.dirCache.size >= DIR_CACHE_MAX) this.dirCache.clear();
       this.dirCache.set(key, dir);
@@ -355,7 +386,7 @@ class LayerApplier {
     const abs = this.abs(dirRel);
     // In an overlay upper the lowers' children are hidden by marking the directory opaque; what remains
     // to drop are directories copied up from the lowers.
-    if (this.opts.overlay) await setOpaque(abs);
+    if (this.opts.overlay) await this.markOpaque(abs);
     for (const child of readdir(abs)) {
       const rel = dirRel === '' ? child : `${dirRel}/${child}`;
       const st = lstat(join(abs, child));
@@ -397,6 +428,7 @@ class LayerApplier {
     // trusted.* is for the host's administrator: overlayfs keeps its whiteouts and redirects there. As
     // containerd's unpack does, a layer's are not set (skipped and counted).
     const wanted = attrs.filter(([name]) => !name.startsWith(TRUSTED_PREFIX));
+    if (wanted.length > 0) this.spendProcess();
     const refused = attrs.length - wanted.length + (await setXattrs(abs, wanted));
     for (let i = 0; i < refused; i++) this.skip('xattr', header.name);
   }
@@ -421,7 +453,7 @@ class LayerApplier {
           if (existing) this.remove(abs, existing);
           mkdir(abs, { mode: 0o700 });
           // This layer replaced whatever the lowers had here: their entries must not show below it.
-          if (existing && this.opts.overlay) await setOpaque(abs);
+          if (existing && this.opts.overlay) await this.markOpaque(abs);
         }
         const fd = open(abs, fsc.O_RDONLY | fsc.O_DIRECTORY | fsc.O_NOFOLLOW);
         try {
@@ -485,6 +517,7 @@ class LayerApplier {
             `device ${JSON.stringify(header.name)} has a device number ${major}:${minor} beyond ${MAX_MAJOR}:${MAX_MINOR}`,
           );
         }
+        this.spendProcess();
         if (existing) this.remove(abs, existing);
         const kind = type === 'character-device' ? 'c' : 'b';
         const numbers = [String(major), String(minor)];
@@ -498,6 +531,7 @@ class LayerApplier {
       }
       case 'fifo': {
         await drain(entry);
+        this.spendProcess();
         if (existing) this.remove(abs, existing);
         // Node cannot make a fifo; the coreutils command can, without privileges.
         await this.viaPlainName(abs, (p) => run('mkfifo', ['--', p], { timeout: CHILD_TIMEOUT_MS }));
@@ -611,6 +645,7 @@ class LayerApplier {
   private async copyUp(rel: string): Promise<Stats | undefined> {
     const lower = await lookupLower(this.opts.overlay?.lowers ?? [], rel.split('/'));
     if (!lower || lower.st.isDirectory()) return lower?.st;
+    this.spendProcess();
     // A source name cp's argv cannot carry is read through a plain-named hard link, removed after.
     const source = hasEscapes(lower.path) ? this.freshName('src') : undefined;
     if (source) link(lower.path, source);

@@ -26,6 +26,8 @@ export interface ResolveOptions {
   onCreate?: (rel: string) => void;
   /** Directories overlaid below `root`, nearest first. */
   lowers?: readonly string[];
+  /** Marks a directory of the upper opaque (default setOpaque): the applier counts what it costs. */
+  markOpaque?: (abs: string) => Promise<void>;
 }
 
 /** Marks an overlay upper directory opaque: the lowers' entries below it no longer show. */
@@ -123,7 +125,7 @@ export async function resolveDirInRoot(
       unlink(abs);
       mkdir(abs);
       chmod(abs, 0o755);
-      await setOpaque(abs);
+      await (opts.markOpaque ?? setOpaque)(abs);
       out.push(c);
       opts.onCreate?.(out.join('/'));
       continue;
