@@ -983,6 +983,49 @@ describe('applyLayer: hostile layers', {
     });
   }
 
+  test('an opaque marker after the subdirectories it covers marks its own directory only', async () => {
+    // Below an opaque directory overlayfs reads the upper alone: a marker (a process) per subdirectory
+    // was no use, and a late marker over a large tree spent the layer's process budget.
+    const s = await sandbox('overlayfs');
+    const failure = await applyAll(s, [
+      [
+        { name: 'd/', type: 'directory' },
+        { name: 'd/sub/deep/o', content: 'o' },
+        { name: 'd/sub/old', content: 'old' },
+        { name: 'd/made/lo', content: 'lo' },
+      ],
+    ]);
+    assert.equal(failure, undefined);
+    const lower = join(s.base, 'layers', '0');
+    const upper = join(s.base, 'layers', '1');
+    await mkdir(upper);
+    const layer = await makeLayer([
+      { name: 'd/', type: 'directory' },
+      { name: 'd/sub/', type: 'directory' },
+      { name: 'd/sub/new', content: 'new' },
+      { name: 'd/sub/deep/', type: 'directory' },
+      { name: 'd/sub/deep/n', content: 'n' },
+      { name: 'd/x/', type: 'directory' },
+      // No entry for d/made/: made in the upper with the lower's mode.
+      { name: 'd/made/f', content: 'f' },
+      { name: 'd/.wh..wh..opq' },
+    ]);
+    await apply(upper, layer, {
+      maxProcesses: 1,
+      overlay: { lowers: [lower], whiteout: async () => {} },
+    });
+    const opaque = async (rel: string) => (await getXattrs(join(upper, rel)))['trusted.overlay.opaque'];
+    assert.deepEqual(await opaque('d'), Buffer.from('y'));
+    for (const rel of ['d/sub', 'd/sub/deep', 'd/x', 'd/made'])
+      assert.equal(await opaque(rel), undefined, rel);
+    await withMerged(s, async () => {
+      assert.deepEqual((await readdir(join(s.root, 'd'))).sort(), ['made', 'sub', 'x']);
+      assert.deepEqual((await readdir(join(s.root, 'd/sub'))).sort(), ['deep', 'new']);
+      assert.deepEqual(await readdir(join(s.root, 'd/sub/deep')), ['n']);
+      assert.deepEqual(await readdir(join(s.root, 'd/made')), ['f']);
+    });
+  });
+
   hostile(
     "trusted.* xattrs in a layer are not set, as containerd's unpack refuses them (overlayfs reads its own)",
     async (): Promise<LayerEntry[][]> => [

@@ -381,21 +381,25 @@ class LayerApplier {
     await this.opts.overlay?.whiteout(abs);
   }
 
-  /** Opaque directory: drop every child not written by this layer, recursing into those that were. */
-  private async removeLower(dirRel: string): Promise<void> {
+  /**
+   * Opaque directory: drop every child not written by this layer, recursing into those that were.
+   * `nested`: below a directory already marked, whose subdirectories overlayfs looks up in the upper
+   * alone, so they need no marker (and no process) of their own, as in containerd's overlay unpack.
+   */
+  private async removeLower(dirRel: string, nested = false): Promise<void> {
     const abs = this.abs(dirRel);
     // In an overlay upper the lowers' children are hidden by marking the directory opaque; what remains
     // to drop are directories copied up from the lowers.
-    if (this.opts.overlay) await this.markOpaque(abs);
+    if (this.opts.overlay && !nested) await this.markOpaque(abs);
     for (const child of readdir(abs)) {
       const rel = dirRel === '' ? child : `${dirRel}/${child}`;
       const st = lstat(join(abs, child));
       if (this.unpacked.has(rel)) {
-        if (st.isDirectory()) await this.removeLower(rel);
+        if (st.isDirectory()) await this.removeLower(rel, true);
       } else if (this.opts.overlay && st.isDirectory()) {
         // A directory made in the upper as the parent of what this layer wrote below it (given a
         // lower's mode): what it holds of this layer stays, as with containerd's overlay unpack.
-        await this.removeLower(rel);
+        await this.removeLower(rel, true);
         if (readdir(join(abs, child)).length === 0) this.remove(join(abs, child), st);
       } else this.remove(join(abs, child), st);
     }
