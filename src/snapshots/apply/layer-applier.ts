@@ -266,7 +266,7 @@ class LayerApplier {
   private spendProcess(): void {
     if (++this.processes > this.maxProcesses) {
       throw invalidArgument(
-        `layer needs more than ${this.maxProcesses} child processes (fifos, devices, entries with xattrs, opaque directories, copy-ups): refused`,
+        `layer refused: its entries need more than ${this.maxProcesses} child processes (fifos, devices, entries with xattrs, opaque directories, copy-ups)`,
       );
     }
   }
