@@ -28,6 +28,8 @@ export class GatedEngine implements BuildEngine {
   async build(job: EngineJob) {
     this.jobs.push(job);
     await new Promise<void>((resolve, reject) => {
+      // Its time may be out already (a loaded machine, a short build timeout): no abort event comes then.
+      if (job.signal.aborted) return reject(job.signal.reason);
       this.gates.push(resolve);
       job.signal.addEventListener('abort', () => reject(job.signal.reason), { once: true });
     });
