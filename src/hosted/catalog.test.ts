@@ -133,3 +133,30 @@ test('the repository after any `last` is the first docker-registry would list af
     { numRuns: 2000 },
   );
 });
+
+test('a `last` longer than any repository name is read only as far as a name can go', () => {
+  const list = ['a:1', 'a/b:1', 'b:1', `${'c'.repeat(255)}:1`];
+  const asked: string[] = [];
+  const { first } = names(list);
+  const spy: FirstName = (from, inclusive) => {
+    asked.push(from);
+    return first(from, inclusive);
+  };
+  // As long as a request's line lets it be: split at every `/` and rejoined per component, such a `last`
+  // cost time in its length squared (about a second at this length) for an answer its first 256
+  // characters settle, every name being at most 255.
+  for (const last of [
+    '/'.repeat(16_000),
+    'a/'.repeat(8_000),
+    'a'.repeat(16_000),
+    `${'c'.repeat(255)}${'/'.repeat(16_000)}`,
+  ]) {
+    asked.length = 0;
+    const want = expected(list).find((r) => catalogOrder(last, r) < 0);
+    assert.equal(nextRepository(spy, last), want);
+    assert.equal(nextRepository(first, last.slice(0, 256)), want);
+    assert.ok(asked.length <= 300, `${asked.length} seeks`);
+    const longest = Math.max(...asked.map((s) => s.length));
+    assert.ok(longest <= 2 * 256 + 2, `asked from ${longest} characters`);
+  }
+});

@@ -7,6 +7,7 @@
 // order of whole names, where `a-b:1` and `a.b:1` come before `a/x:1`, and `a/x:1` before `a:1`; so a step
 // walks one level of components at a time and asks for the names of the shorter components the byte order
 // put after the one it came to.
+import { MAX_NAME_LENGTH } from '../oci/reference.ts';
 import { isRepository } from './names.ts';
 
 /** The first image name not below `from` (`inclusive`) or above it, in byte order; undefined at the end. */
@@ -99,8 +100,11 @@ function firstUnder(first: FirstName, dir: string, after: string): string | unde
   return undefined;
 }
 
-/** The repository that follows `after` in the catalog's order, or undefined when none does. */
-export function nextRepository(first: FirstName, after: string): string | undefined {
+/** The repository that follows `last` in the catalog's order, or undefined when none does. */
+export function nextRepository(first: FirstName, last: string): string | undefined {
+  // A name is at most MAX_NAME_LENGTH characters, so its first one more settle where any name falls
+  // against it; the rest of a long `last` (a request's) would only cost time, in its square below.
+  const after = last.slice(0, MAX_NAME_LENGTH + 1);
   // Those below `after` come first, then those after each of its components, the last one first.
   if (isRepository(after)) {
     const below = firstUnder(first, `${after}/`, '');

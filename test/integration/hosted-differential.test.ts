@@ -504,12 +504,15 @@ const CATALOG_STEPS: Step[] = [
     showBody: true as const,
   })),
   // `last` need not be a repository: it is compared as a name is.
-  ...['a', 'a/', 'a-', 'a/x/', 'a/z', 'b/', 'b/one/x', 'zz'].map((last) => ({
-    name: `catalog after ${last}`,
-    method: 'GET',
-    path: () => `/v2/_catalog?last=${last}`,
-    showBody: true as const,
-  })),
+  // Longer than any repository name: its first 256 characters settle the answer.
+  ...['a', 'a/', 'a-', 'a/x/', 'a/z', 'b/', 'b/one/x', 'zz', 'a/'.repeat(300), `a/x/${'y'.repeat(400)}`].map(
+    (last) => ({
+      name: `catalog after ${last.length > 20 ? `${last.slice(0, 20)}… (${last.length})` : last}`,
+      method: 'GET',
+      path: () => `/v2/_catalog?last=${last}`,
+      showBody: true as const,
+    }),
+  ),
   ...catalogSteps(['a/x/0y']),
   // docker-registry lists what its storage walk finds, in which a directory's `_layers` (the mark of a
   // repository) sorts after a digit: `a/x/0y` before `a/x`, which its own `last` comparison then puts
