@@ -93,6 +93,11 @@ export interface GrpcServer {
   setTls(tls: GrpcServerTls): void;
   /** Reports NOT_SERVING, drains calls (forcing after the timeout), and removes socket files. */
   shutdown(): Promise<void>;
+  /**
+   * Calls whose HTTP/2 streams are open: a call's stream outlives its handler while its responses or its
+   * status wait for the client to take them.
+   */
+  readonly openCalls: number;
 }
 
 /**
@@ -134,12 +139,15 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
     for (const [path, handler] of adapter.adapt(reg)) handlers.set(path, handler);
   }
 
+  let callsOpen = 0;
   const onStream = (
     stream: ServerHttp2Stream,
     headers: IncomingHttpHeaders,
     _flags: number,
     rawHeaders: string[],
   ): void => {
+    callsOpen++;
+    stream.once('close', () => callsOpen--);
     const contentType = headers['content-type'];
     // application/grpc, optionally +codec or ;params; not gRPC-Web, whose trailers travel in the body.
     if (headers[':method'] !== 'POST' || !GRPC_CONTENT_TYPE.test(contentType ?? '')) {
@@ -292,6 +300,10 @@ export function createGrpcServer(options: GrpcServerOptions): GrpcServer {
   };
 
   return {
+    get openCalls() {
+      return callsOpen;
+    },
+
     async listenUnix(path) {
       if (stopping) throw failedPrecondition('gRPC server is shut down');
       if (!isAbsolute(path)) throw invalidArgument(`socket path must be absolute: ${path}`);

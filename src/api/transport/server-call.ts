@@ -55,7 +55,9 @@ const TRAILERS_ONLY = { endStream: true, sendDate: false };
 
 /**
  * The HTTP/2 reset a status goes as when it cannot wait behind the responses before it: the code gRPC
- * clients (grpc-go, grpc-js) read back as that status. Others go as CANCEL (read as CANCELLED).
+ * clients (grpc-go, grpc-js) read back as that status. Others go as CANCEL (read as CANCELLED; grpc-go
+ * reads it as DeadlineExceeded once its own deadline has passed, so an expired call goes as CANCEL too,
+ * as grpc-go's server resets one; no HTTP/2 code means a deadline).
  */
 const RESET_FOR_STATUS = new Map<number, number>([
   [status.RESOURCE_EXHAUSTED, constants.NGHTTP2_ENHANCE_YOUR_CALM],
@@ -75,6 +77,8 @@ export class ServerCall {
   #responded = false;
   /** The status was sent, or the stream is gone: nothing more goes out. */
   #finished = false;
+  /** The status is on its way (trailers asked for, or a trailers-only answer), not waiting behind data. */
+  #statusOut = false;
   #cancelled: StrataError | undefined;
   #trailers: Record<string, string> = { 'grpc-status': '0' };
   #deadline: NodeJS.Timeout | undefined;
@@ -102,7 +106,12 @@ export class ServerCall {
     );
     // A client's RST_STREAM surfaces as 'error' on some codes; 'close' below is what matters.
     stream.on('error', () => {});
-    stream.once('close', () => this.#gone());
+    stream.once('close', () => {
+      // The deadline holds until the stream closes, not only until the status is queued: a status that
+      // waits behind responses a client stopped reading is dropped with them when it passes.
+      if (this.#deadline) clearTimeout(this.#deadline);
+      this.#gone();
+    });
     if (limits.timeoutMs !== undefined && limits.timeoutMs <= 0) {
       // Expired on arrival (`grpc-timeout: 0n`): answered now, and the server does not start the handler
       // (as grpc-go does).
@@ -292,6 +301,7 @@ export class ServerCall {
       return;
     }
     // Trailers-only: the status rides on the response headers.
+    this.#statusOut = true;
     stream.respond(
       { ':status': 200, 'content-type': 'application/grpc', ...headers, ...status },
       TRAILERS_ONLY,
@@ -320,7 +330,10 @@ export class ServerCall {
     this.#responded = true;
     const stream = this.#stream;
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, WITH_TRAILERS);
-    stream.once('wantTrailers', () => stream.sendTrailers(this.#trailers));
+    stream.once('wantTrailers', () => {
+      this.#statusOut = true;
+      stream.sendTrailers(this.#trailers);
+    });
   }
 
   #checkSize(message: Uint8Array): void {
@@ -331,13 +344,22 @@ export class ServerCall {
 
   #finish(): void {
     this.#finished = true;
-    if (this.#deadline) clearTimeout(this.#deadline);
   }
 
+  /**
+   * The deadline passed. A call still running is ended DEADLINE_EXCEEDED, by a reset when responses wait
+   * (`abort`); one that has ended but whose status still waits behind responses the client has not taken
+   * is reset: neither the status nor those responses can be of use to the client any more, and the stream
+   * would otherwise hold them until the connection goes.
+   */
   #expire(): void {
-    if (this.#finished) return;
+    if (this.#finished) {
+      const stream = this.#stream;
+      if (!this.#statusOut && !stream.destroyed && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+      return;
+    }
     this.#cancelled = deadlineExceeded('Deadline Exceeded');
-    this.end(status.DEADLINE_EXCEEDED, this.#cancelled.message);
+    this.abort(status.DEADLINE_EXCEEDED, this.#cancelled.message);
     this.#onCancel?.(this.#cancelled);
     for (const wake of this.#onExpire) wake();
     this.#onExpire.clear();
