@@ -2,7 +2,8 @@
 // `ctr events | stuck-consumer` would) against the Events service on our gRPC server. Its subscription is
 // ended as soon as its waiting events pass the bound, while ctr is still stuck: the exchange lets go of it
 // and the call ends ResourceExhausted, which ctr reports once its output is taken again. One stuck with
-// fewer events waiting does not hold up the server's stop, nor does one whose process is stopped.
+// fewer events waiting does not hold up the server's stop, nor does one whose process is stopped; one
+// stopped with a deadline (`ctr --timeout`) is let go of when it passes.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -46,9 +47,14 @@ const publish = (events: EventExchange, i: number, fill = 256) =>
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
 
-/** `ctr events` on `address`, subscribed and shown an event, then with its output no longer taken. */
-async function stuckCtrEvents(address: string, events: EventExchange) {
-  const child = spawn(CTR, ['--address', address, 'events'], { stdio: ['ignore', 'pipe', 'pipe'] });
+/**
+ * `ctr events` on `address` (with ctr's global `options`), subscribed and shown an event, then with its
+ * output no longer taken.
+ */
+async function stuckCtrEvents(address: string, events: EventExchange, options: string[] = []) {
+  const child = spawn(CTR, ['--address', address, ...options, 'events'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let shown = false;
   let err = '';
   const onOut = (b: Buffer) => {
@@ -151,4 +157,25 @@ test('ctr events stopped (SIGSTOP) with its connection full does not keep the se
   events.close();
   await server.shutdown();
   assert.match(await ctr.resume(), /^ctr: rpc error: code = /m);
+});
+
+test('ctr events stopped (SIGSTOP) with responses waiting is let go of at its deadline', {
+  timeout: 60_000,
+}, async (t) => {
+  // A stopped ctr can neither take its stream nor reset it at its own deadline (`--timeout`, sent as
+  // grpc-timeout): the server's deadline must free the stream, not queue its status behind the events.
+  const { server, events, address } = await serve('deadline');
+  t.after(() => server.shutdown());
+  const ctr = await stuckCtrEvents(address, events, ['--timeout', '4s']);
+  t.after(() => ctr.kill());
+  ctr.stop();
+  // 2.4 MiB: more than ctr, stopped this early, has window for; far fewer events than the bound.
+  for (let i = 0; i < 300; i++) {
+    publish(events, i, 8192);
+    await turn();
+  }
+  await waitFor(() => server.openCalls === 0, 30_000, { what: 'the stuck subscription stream to close' });
+  assert.equal(events.subscribers, 0);
+  // grpc-go reads the reset after its deadline as DeadlineExceeded; ctr names its context's error.
+  assert.match(await ctr.resume(), /deadline exceeded/i);
 });
