@@ -46,6 +46,7 @@ export async function startDaemon(
     undo.push(() => parts.close());
     const grpc = createGrpcServer({ logger: logger.child({ component: 'grpc' }), services: parts.services });
     undo.push(() => grpc.shutdown());
+    metrics?.watchGrpcCalls(() => grpc.openCalls);
     // Undone first: open `ctr events` streams end at once instead of holding the shutdown to its timeout.
     undo.push(async () => parts.events.close());
     // One collection before serving, as containerd runs one right after it starts (startup_delay): what

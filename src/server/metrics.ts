@@ -57,9 +57,30 @@ export class DaemonMetrics {
 
   /** Reports at each scrape how many Events subscriptions are open (a cut-off subscriber is not). */
   watchEventSubscribers(count: () => number): void {
+    this.gaugeOf(
+      'strata_events_subscribers',
+      'Open Events subscriptions (ctr events and other subscribers)',
+      count,
+    );
+  }
+
+  /**
+   * Reports at each scrape how many gRPC calls have open streams: a call whose client stopped reading
+   * stays counted until it reads, resets, or the call's deadline passes.
+   */
+  watchGrpcCalls(count: () => number): void {
+    this.gaugeOf(
+      'strata_grpc_open_calls',
+      'gRPC calls whose streams are open (their answers or status not yet taken by the client)',
+      count,
+    );
+  }
+
+  /** A gauge read from `count` at each scrape. */
+  private gaugeOf(name: string, help: string, count: () => number): void {
     new Gauge({
-      name: 'strata_events_subscribers',
-      help: 'Open Events subscriptions (ctr events and other subscribers)',
+      name,
+      help,
       registers: [this.registry],
       collect() {
         this.set(count());

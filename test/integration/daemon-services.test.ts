@@ -411,6 +411,8 @@ describe('daemon lifecycle', () => {
       /strata_grpc_requests_total\{method="\/containerd\.services\.images\.v1\.Images\/List",code="OK"\} 1/,
     );
     assert.match(text, /strata_gc_runs_total [1-9]/);
+    // ctr's calls are over: none holds a stream.
+    assert.match(text, /^strata_grpc_open_calls 0$/m);
     assert.match(text, /strata_process_cpu_seconds_total/);
     const missing = await fetch(`http://127.0.0.1:${port}/other`, { signal: AbortSignal.timeout(10_000) });
     assert.equal(missing.status, 404);
