@@ -1,6 +1,8 @@
 // The catalog of hosted repositories (`GET /v2/_catalog`), read from the image records' names
-// (`<repo>:<tag>`, `<repo>@<digest>`) along their key, a few seeks per step: a page of n repositories costs
-// about n steps, whatever the number of tags and manifests, instead of a read of every record.
+// (`<repo>:<tag>`, `<repo>@<digest>`) along their key, a step a repository whatever the number of its tags
+// and manifests, instead of a read of every record. A step is a few seeks for most names, but one to three
+// for each `-`, `.` and digit of the name it comes to (see childAfter), so a request's walk is paced and
+// capped (catalogPage).
 //
 // Repositories are listed as docker-registry 2.8 compares them (`last` included): component by component,
 // so `/` sorts below every other character (`a`, `a/x`, `a/x/y`, `a/x-y`, `a-b`). The key is in byte
@@ -122,19 +124,65 @@ export function nextRepository(first: FirstName, last: string): string | undefin
 
 export interface CatalogPage {
   repositories: string[];
-  /** Whether more repositories follow the last one listed. */
+  /** Whether more repositories may follow the last one listed (a page cut short says so unasked). */
   more: boolean;
 }
 
-/** Up to `n` repositories after `last` (from the first when undefined). */
-export function catalogPage(first: FirstName, n: number, last?: string): CatalogPage {
+/** How one catalog request spends its lookups; tests give their own. */
+export interface CatalogPacing {
+  /**
+   * Lookups after which the page ends with what it has (at least one repository), its Link going on from
+   * there: a name set made to cost many lookups a step costs its pusher more requests, not everyone time.
+   */
+  budget: number;
+  /** Lookups between two turns of the event loop, which the step under way may overrun. */
+  slice: number;
+  /** Gives the event loop a turn between slices; throws to stop the walk (its request is gone). */
+  pause: () => Promise<void>;
+}
+
+/**
+ * A page of 1000 repositories costs 3 to 8 lookups each where names have a few `-`, `.` or digits, so it
+ * fits; names with many of them cost up to a lookup per such character each (a 255-character one about
+ * 250), and get fewer repositories a page. At some 10 µs a lookup: under 0.1 s of work a request.
+ */
+export const CATALOG_LOOKUPS = 10_000;
+/** About 4 ms a slice, the builder's; one step, bounded by a name's length, may add as much again. */
+export const CATALOG_SLICE_LOOKUPS = 500;
+
+const turn = () => new Promise<void>((resolve) => setImmediate(resolve));
+
+/**
+ * Up to `n` repositories after `last` (from the first when undefined), fewer once the budget of lookups is
+ * spent. Each step is a synchronous walk; between them, every slice of lookups, others get the event loop.
+ */
+export async function catalogPage(
+  first: FirstName,
+  n: number,
+  last?: string,
+  pacing: Partial<CatalogPacing> = {},
+): Promise<CatalogPage> {
+  const { budget = CATALOG_LOOKUPS, slice = CATALOG_SLICE_LOOKUPS, pause = turn } = pacing;
+  let lookups = 0;
+  const counted: FirstName = (from, inclusive) => {
+    lookups++;
+    return first(from, inclusive);
+  };
   const repositories: string[] = [];
+  if (n <= 0) return { repositories, more: false };
   let after = last ?? '';
-  while (repositories.length < n) {
-    const next = nextRepository(first, after);
+  let sliceStart = 0;
+  for (;;) {
+    if (lookups - sliceStart >= slice) {
+      await pause();
+      sliceStart = lookups;
+    }
+    // The first step always runs, so that every page moves its Link on.
+    if (repositories.length > 0 && lookups >= budget) return { repositories, more: true };
+    const next = nextRepository(counted, after);
     if (next === undefined) return { repositories, more: false };
+    if (repositories.length === n) return { repositories, more: true };
     repositories.push(next);
     after = next;
   }
-  return { repositories, more: n > 0 && nextRepository(first, after) !== undefined };
 }

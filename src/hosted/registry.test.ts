@@ -16,7 +16,7 @@ import { RepositoryBlobs } from '../metadata/repository-blobs.ts';
 import { type Digest, digestOf } from '../oci/digest.ts';
 import { MediaType } from '../oci/media-types.ts';
 import { RegistryError } from './errors.ts';
-import { HostedRegistry, MAX_PARKED } from './registry.ts';
+import { DEFAULT_HOSTED_NAMESPACE, HostedRegistry, MAX_PARKED } from './registry.ts';
 
 let dir: string;
 let store: ContentStore;
@@ -130,18 +130,51 @@ describe('hosted registry', () => {
   });
 
   it('lists the repositories that have a manifest in the catalog, a page at a time', async () => {
-    assert.deepEqual(hosted.catalog(10), { repositories: [], more: false });
+    assert.deepEqual(await hosted.catalog(10), { repositories: [], more: false });
     for (const repo of ['b/app', 'a', 'a/b', 'a-b']) await pushImage(repo, 'v1');
     // Blobs alone make no repository.
     await pushBlob('c/blobs-only', 'a blob with no manifest');
     // In docker-registry's order: `/` before every other character.
-    assert.deepEqual(hosted.catalog(10), { repositories: ['a', 'a/b', 'a-b', 'b/app'], more: false });
-    assert.deepEqual(hosted.catalog(2), { repositories: ['a', 'a/b'], more: true });
-    assert.deepEqual(hosted.catalog(2, 'a/b'), { repositories: ['a-b', 'b/app'], more: false });
+    assert.deepEqual(await hosted.catalog(10), { repositories: ['a', 'a/b', 'a-b', 'b/app'], more: false });
+    assert.deepEqual(await hosted.catalog(2), { repositories: ['a', 'a/b'], more: true });
+    assert.deepEqual(await hosted.catalog(2, 'a/b'), { repositories: ['a-b', 'b/app'], more: false });
     // A repository whose manifests are all deleted is listed no more.
     const m = await hosted.manifest('a/b', 'v1');
     await hosted.deleteManifest('a/b', m.digest);
-    assert.deepEqual(hosted.catalog(10).repositories, ['a', 'a-b', 'b/app']);
+    assert.deepEqual((await hosted.catalog(10)).repositories, ['a', 'a-b', 'b/app']);
+  });
+
+  it('ends a catalog page early where its names cost many lookups, handing the event loop on meanwhile', async () => {
+    // Names made to cost a lookup for each `-` and digit (see catalog.test.ts); records made directly,
+    // as pushes would make them.
+    const images = new ImageStore(db);
+    const repos: string[] = [];
+    const letters = 'abcdefghijklmnopqrstuvwxyz';
+    for (const a of letters)
+      for (const b of `${letters}0123456789`) repos.push(`${a}${b}${'-0'.repeat(126)}`);
+    const target = { mediaType: MediaType.ociManifest, digest: digestOf('m'), size: 1 };
+    for (const r of repos) images.create(DEFAULT_HOSTED_NAMESPACE, { name: `${r}:v1`, target });
+    let turns = 0;
+    let walking = true;
+    const turn = () => {
+      turns++;
+      if (walking) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const first = await hosted.catalog(1000);
+    walking = false;
+    assert.ok(first.more && first.repositories.length < repos.length, `${first.repositories.length} listed`);
+    assert.ok(turns > 10, `${turns} turns of the event loop`);
+    const got = [...first.repositories];
+    for (let page = first; page.more; ) {
+      page = await hosted.catalog(1000, page.repositories.at(-1));
+      got.push(...page.repositories);
+    }
+    assert.deepEqual(got, [...repos].sort());
+    // A request that is gone stops its walk at the next slice.
+    const gone = new AbortController();
+    gone.abort(new Error('client went away'));
+    await assert.rejects(hosted.catalog(1000, undefined, gone.signal), /client went away/);
   });
 
   it('takes a manifest whose missing layers say where to fetch them (urls), and keeps nothing for them', async () => {

@@ -414,10 +414,17 @@ export class HostedRegistry {
 
   /**
    * Up to `n` repositories after `last`, in docker-registry's order: those with a manifest (tagged or not). A repository
-   * is one while it has a manifest; its blobs alone do not make it one.
+   * is one while it has a manifest; its blobs alone do not make it one. Fewer when the walk's budget runs
+   * out (`more` then says to go on); it stops between two slices once `signal` is aborted.
    */
-  catalog(n: number, last?: string): CatalogPage {
-    return catalogPage((from, inclusive) => this.names.first(this.namespace, from, inclusive), n, last);
+  async catalog(n: number, last?: string, signal?: AbortSignal): Promise<CatalogPage> {
+    const pause = async () => {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      signal?.throwIfAborted();
+    };
+    return catalogPage((from, inclusive) => this.names.first(this.namespace, from, inclusive), n, last, {
+      pause,
+    });
   }
 
   /** Manifests of `repo` whose subject is `digest`, optionally of one artifact type. */

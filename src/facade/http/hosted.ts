@@ -248,10 +248,16 @@ export const CATALOG_MAX_N = 1000;
 
 /**
  * `GET /v2/_catalog`: the hosted repositories, a page at a time (`n`, `last`), with a Link to the next page
- * when there is one. `n` as docker-registry reads it: missing, malformed or negative is the default, more
- * than the maximum is refused.
+ * when there is one (or may be: a page whose walk ran out of budget is shorter than `n`, as the
+ * distribution spec allows, and its Link goes on from its last repository). `n` as docker-registry reads
+ * it: missing, malformed or negative is the default, more than the maximum is refused.
  */
-export function serveCatalog(h: HostedRegistry, req: IncomingMessage, res: ServerResponse): void {
+export async function serveCatalog(
+  h: HostedRegistry,
+  req: IncomingMessage,
+  res: ServerResponse,
+  signal?: AbortSignal,
+): Promise<void> {
   const query = queryOf(req.url);
   let n = CATALOG_DEFAULT_N;
   const m = /^([+-]?)(\d{1,18})$/.exec(query.get('n') ?? '');
@@ -267,7 +273,7 @@ export function serveCatalog(h: HostedRegistry, req: IncomingMessage, res: Serve
     }
     n = asked;
   }
-  const page = h.catalog(n, query.get('last') ?? undefined);
+  const page = await h.catalog(n, query.get('last') ?? undefined, signal);
   const headers: Record<string, string> = { 'content-type': 'application/json; charset=utf-8' };
   const shown = page.repositories.at(-1);
   if (page.more && shown !== undefined) {

@@ -146,7 +146,7 @@ async function handle(o: FacadeHttpOptions, req: IncomingMessage, res: ServerRes
         res.setHeader('allow', 'GET, HEAD');
         throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported here`);
       }
-      return serveCatalog(o.hosted, req, res);
+      return await serveCatalog(o.hosted, req, res, abort.signal);
     }
     if (pathname.startsWith('/v2') && WRITE_METHODS.has(method)) {
       throw new OciHttpError(405, 'UNSUPPORTED', `${method} is not supported: this registry is read-only`);
