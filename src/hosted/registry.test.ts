@@ -144,9 +144,9 @@ describe('hosted registry', () => {
     assert.deepEqual((await hosted.catalog(10)).repositories, ['a', 'a-b', 'b/app']);
   });
 
-  it('ends a catalog page early where its names cost many lookups, handing the event loop on meanwhile', async () => {
-    // Names made to cost a lookup for each `-` and digit (see catalog.test.ts); records made directly,
-    // as pushes would make them.
+  it('walks the catalog in slices, handing the event loop on between them', async () => {
+    // Names of many `-` and digits (see catalog.test.ts), some 4,700 lookups in all; records made
+    // directly, as pushes would make them.
     const images = new ImageStore(db);
     const repos: string[] = [];
     const letters = 'abcdefghijklmnopqrstuvwxyz';
@@ -161,16 +161,10 @@ describe('hosted registry', () => {
       if (walking) setImmediate(turn);
     };
     setImmediate(turn);
-    const first = await hosted.catalog(1000);
+    const page = await hosted.catalog(1000);
     walking = false;
-    assert.ok(first.more && first.repositories.length < repos.length, `${first.repositories.length} listed`);
-    assert.ok(turns > 10, `${turns} turns of the event loop`);
-    const got = [...first.repositories];
-    for (let page = first; page.more; ) {
-      page = await hosted.catalog(1000, page.repositories.at(-1));
-      got.push(...page.repositories);
-    }
-    assert.deepEqual(got, [...repos].sort());
+    assert.deepEqual(page, { repositories: [...repos].sort(), more: false });
+    assert.ok(turns > 1, `${turns} turns of the event loop`);
     // A request that is gone stops its walk at the next slice.
     const gone = new AbortController();
     gone.abort(new Error('client went away'));
