@@ -1,6 +1,6 @@
 // Extended attributes (security.capability, ACLs, user.*) of layer entries and snapshot trees. Node has
-// no xattr API, so the attr package's setfattr/getfattr do the work: one process per entry that has any
-// while applying a layer (xattrs are rare in layers), and for a whole tree copy one dump (through a long-lived
+// no xattr API, so the attr package's setfattr/getfattr do the work: while applying a layer, one restore
+// process for a batch of entries that have any, and for a whole tree copy one dump (through a long-lived
 // shell, see XattrDumper) plus a restore when there is anything to restore.
 import { type ChildProcessWithoutNullStreams, execFile, spawn } from 'node:child_process';
 import { promisify } from 'node:util';
@@ -23,34 +23,98 @@ export async function setXattr(path: string, name: string, value: Uint8Array): P
   await restore(`# file: ${restoreQuoted(path)}\n${restoreQuoted(name)}=${hex}\n`);
 }
 
+/** One path's attributes, for setManyXattrs. */
+export interface XattrSet {
+  path: string;
+  attrs: readonly (readonly [string, Uint8Array])[];
+}
+
 /**
  * Sets `attrs` on `path` itself (a symlink is not followed) in one setfattr process, however many there
  * are: a layer entry's PAX header may carry tens of thousands. Resolves to how many were refused (by the
  * kernel, or all when setfattr could not run).
  */
-export function setXattrs(path: string, attrs: readonly (readonly [string, Uint8Array])[]): Promise<number> {
-  if (attrs.length === 0) return Promise.resolve(0);
-  const lines = attrs.map(
-    ([name, value]) =>
-      `${restoreQuoted(name)}=0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}\n`,
-  );
-  return new Promise<number>((resolve) => {
+export async function setXattrs(
+  path: string,
+  attrs: readonly (readonly [string, Uint8Array])[],
+): Promise<number> {
+  if (attrs.length === 0) return 0;
+  return (await setManyXattrs([{ path, attrs }]))[0]!;
+}
+
+/**
+ * Sets each path's attributes (symlinks not followed) in one setfattr process: a layer whose every entry
+ * is labelled (SELinux, ostree exports) costs a few processes, not one per entry. Resolves to how many of
+ * each set's attributes were refused, by the kernel or, when setfattr could not run, all of them.
+ */
+export function setManyXattrs(sets: readonly XattrSet[]): Promise<number[]> {
+  const refused = sets.map(() => 0);
+  const total = sets.reduce((n, s) => n + s.attrs.length, 0);
+  if (total === 0) return Promise.resolve(refused);
+  // A blank line ends a file's section: without one, setfattr reads the next `# file:` as a comment and
+  // gives that file's attributes to this one.
+  const text = sets
+    .filter((s) => s.attrs.length > 0)
+    .map(
+      (s) =>
+        `# file: ${restoreQuoted(s.path)}\n${s.attrs
+          .map(
+            ([name, value]) =>
+              `${restoreQuoted(name)}=0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}\n`,
+          )
+          .join('')}\n`,
+    )
+    .join('');
+  return new Promise<number[]>((resolve) => {
     const child = execFile(
       'setfattr',
       ['-h', '--restore=-'],
-      { timeout: TIMEOUT_MS, maxBuffer: MAX_DUMP_BYTES },
+      { timeout: TIMEOUT_MS, maxBuffer: MAX_DUMP_BYTES, encoding: 'buffer' },
       (err, _stdout, stderr) => {
-        if (!err) return resolve(0);
-        // setfattr goes on after a refused attribute and says so on a line of its own.
-        const said = String(stderr)
-          .split('\n')
-          .filter((l) => l.startsWith('setfattr: ')).length;
-        resolve(said === 0 ? attrs.length : Math.min(said, attrs.length));
+        if (!err) return resolve(refused);
+        const said = refusals(stderr);
+        if (said.length === 0) return resolve(sets.map((s) => s.attrs.length));
+        attribute(said, sets, refused);
+        resolve(refused);
       },
     );
     child.stdin?.on('error', () => {}); // a setfattr that failed to start: reported by the callback
-    child.stdin?.end(`# file: ${restoreQuoted(path)}\n${lines.join('')}`);
+    child.stdin?.end(text);
   });
+}
+
+const SAYS = Buffer.from('setfattr: ');
+
+/** setfattr's stderr lines: it goes on after a refused attribute and says so on a line of its own. */
+function refusals(stderr: Buffer): Buffer[] {
+  const lines: Buffer[] = [];
+  for (let at = 0; at < stderr.length; ) {
+    const nl = stderr.indexOf(0x0a, at);
+    const line = stderr.subarray(at, nl < 0 ? stderr.length : nl);
+    at = nl < 0 ? stderr.length : nl + 1;
+    if (line.subarray(0, SAYS.length).equals(SAYS)) lines.push(line);
+  }
+  return lines;
+}
+
+/**
+ * Counts each refusal line (`setfattr: PATH: error`, PATH raw) against the set it names: the longest path
+ * that prefixes it, among sets with attributes left to refuse. A line naming none (a path setfattr quoted)
+ * goes to the first set with some left, so the total stays right.
+ */
+function attribute(lines: readonly Buffer[], sets: readonly XattrSet[], refused: number[]): void {
+  const prefixes = sets.map((s) => Buffer.concat([SAYS, encodeName(s.path), Buffer.from(': ')]));
+  for (const line of lines) {
+    let best = -1;
+    for (let i = 0; i < sets.length; i++) {
+      if (refused[i]! >= sets[i]!.attrs.length) continue;
+      const p = prefixes[i]!;
+      if (line.subarray(0, p.length).equals(p) && (best < 0 || p.length > prefixes[best]!.length)) best = i;
+    }
+    if (best < 0) best = sets.findIndex((s, i) => refused[i]! < s.attrs.length);
+    if (best < 0) return;
+    refused[best] = refused[best]! + 1;
+  }
 }
 
 /** A path or attribute name for a restore file: its bytes, those setfattr would misread octal-escaped. */

@@ -36,7 +36,7 @@ import {
 import { Digester } from '../../oci/digest.ts';
 import { hasEscapes, nameBytes } from '../byte-names.ts';
 import { decompressFile, decompressStream, type LayerFile } from '../compression.ts';
-import { setXattrs } from '../xattr.ts';
+import { setManyXattrs, type XattrSet } from '../xattr.ts';
 import type { ApplyOptions, ApplyResult, SkipKind } from './apply-options.ts';
 import {
   chmod,
@@ -64,7 +64,7 @@ const run = promisify(execFile);
 
 export const DEFAULT_MAX_ENTRIES = 1_000_000;
 /**
- * Child processes one layer may start (fifos, devices, entries with xattrs, overlay opaque markers,
+ * Child processes one layer may start (fifos, devices, batches of entries' xattrs, overlay opaque markers,
  * copy-ups): each forks this process (18-45 ms measured), so without a budget a layer of such entries
  * could hold an apply worker for hours. This one bounds it to a minute or a few, and is far above what
  * real layers need (a handful of each).
@@ -74,6 +74,12 @@ export const DEFAULT_MAX_PROCESSES = 4096;
 const DIR_CACHE_MAX = 4096;
 const CHILD_TIMEOUT_MS = 10_000;
 const TRUSTED_PREFIX = 'trusted.';
+/**
+ * Entries whose xattrs wait for one setfattr restore, and the restore text's rough size: a layer labelling
+ * every file (SELinux, ostree exports) costs a process per this many, not one per entry.
+ */
+const XATTR_BATCH_ENTRIES = 256;
+const XATTR_BATCH_BYTES = 1 << 20;
 /** The largest owner id the kernel takes (uid_t is 32 bits). */
 const MAX_ID = 0xffff_ffff;
 /** The largest device numbers mknod takes: Linux encodes 12 bits of major and 20 of minor. */
@@ -253,6 +259,11 @@ class LayerApplier {
   private readonly dirTimes: DirTimes[] = [];
   /** Temporary names handed out by freshName. */
   private temps = 0;
+  /** Xattrs not yet set, with each entry's name (for skip counts); see flushXattrs for when they are. */
+  private pendingXattrs: (XattrSet & { name: string })[] = [];
+  /** `dev:ino` of the inodes pendingXattrs names, and the restore text's rough size. */
+  private readonly pendingInodes = new Set<string>();
+  private pendingBytes = 0;
 
   constructor(root: string, opts: ApplyOptions) {
     this.root = root;
@@ -339,6 +350,8 @@ class LayerApplier {
     const parentParts = parts.slice(0, -1);
     const wo = whiteoutOf(base);
     try {
+      // A whiteout or opaque marker may remove paths, or directories above them, whose xattrs wait.
+      if (wo.kind === 'whiteout' || wo.kind === 'opaque') await this.flushXattrs();
       switch (wo.kind) {
         case 'meta':
           this.skip('aufs-meta', name);
@@ -424,17 +437,51 @@ class LayerApplier {
 
   /**
    * Sets the entry's `SCHILY.xattr.*` attributes, after owner and mode (chown clears
-   * security.capability), all in one process. One the kernel refuses (security.* without privileges,
-   * user.* on a symlink) is skipped and counted.
+   * security.capability), batched with other entries' into one setfattr restore (flushXattrs). One the
+   * kernel refuses (security.* without privileges, user.* on a symlink) is skipped and counted. `now`:
+   * set them before returning (nodes made by a command, which resolveDirInRoot may replace: a device
+   * 0:0 is an overlay whiteout to it).
    */
-  private async applyXattrs(abs: string, header: Header): Promise<void> {
+  private async applyXattrs(abs: string, header: Header, now: boolean): Promise<void> {
     const attrs = Object.entries(header.xattrs ?? {});
     // trusted.* is for the host's administrator: overlayfs keeps its whiteouts and redirects there. As
     // containerd's unpack does, a layer's are not set (skipped and counted).
     const wanted = attrs.filter(([name]) => !name.startsWith(TRUSTED_PREFIX));
-    if (wanted.length > 0) this.spendProcess();
-    const refused = attrs.length - wanted.length + (await setXattrs(abs, wanted));
-    for (let i = 0; i < refused; i++) this.skip('xattr', header.name);
+    for (let i = wanted.length; i < attrs.length; i++) this.skip('xattr', header.name);
+    if (wanted.length === 0) return;
+    const st = lstat(abs);
+    this.pendingXattrs.push({ path: abs, attrs: wanted, name: header.name });
+    this.pendingInodes.add(`${st.dev}:${st.ino}`);
+    this.pendingBytes += abs.length + wanted.reduce((n, [k, v]) => n + k.length + 2 * v.length + 4, 0);
+    if (now || this.pendingXattrs.length >= XATTR_BATCH_ENTRIES || this.pendingBytes >= XATTR_BATCH_BYTES)
+      await this.flushXattrs();
+  }
+
+  /**
+   * Sets the waiting xattrs (one process). Called before anything that could change which inode a waiting
+   * path names, or that inode's owner (chown clears security.capability, so it must come first, as when
+   * set entry by entry): whiteouts, opaque markers, an entry over an existing path that waits or a
+   * directory holding one, a hardlink to a waiting inode, copy-ups; and at the end of the layer.
+   */
+  private async flushXattrs(): Promise<void> {
+    const sets = this.pendingXattrs;
+    if (sets.length === 0) return;
+    this.pendingXattrs = [];
+    this.pendingInodes.clear();
+    this.pendingBytes = 0;
+    this.spendProcess();
+    const refused = await setManyXattrs(sets);
+    sets.forEach((set, i) => {
+      for (let n = 0; n < refused[i]!; n++) this.skip('xattr', set.name);
+    });
+  }
+
+  /** Whether replacing what `st` is at `abs` touches a waiting xattr: its inode, or one below it. */
+  private touchesPending(abs: string, st: Stats): boolean {
+    if (this.pendingXattrs.length === 0) return false;
+    if (this.pendingInodes.has(`${st.dev}:${st.ino}`)) return true;
+    const below = `${abs}/`;
+    return st.isDirectory() && this.pendingXattrs.some((p) => p.path.startsWith(below));
   }
 
   /** chown before chmod: chown clears set-id bits. */
@@ -450,6 +497,7 @@ class LayerApplier {
     const abs = this.abs(rel);
     const existing = lstatOrUndefined(abs);
     const type = header.type;
+    if (existing && this.touchesPending(abs, existing)) await this.flushXattrs();
     switch (type) {
       case 'directory': {
         await drain(entry);
@@ -547,7 +595,8 @@ class LayerApplier {
           `layer entry ${JSON.stringify(header.name)} has unsupported type ${String(type)}`,
         );
     }
-    await this.applyXattrs(abs, header);
+    const made = type === 'character-device' || type === 'block-device' || type === 'fifo';
+    await this.applyXattrs(abs, header, made);
   }
 
   /**
@@ -617,6 +666,7 @@ class LayerApplier {
     const targetRel = dir ? [...dir, targetParts[targetParts.length - 1]!].join('/') : undefined;
     let targetSt = targetRel === undefined ? undefined : lstatOrUndefined(this.abs(targetRel));
     if (targetRel !== undefined && !targetSt && this.opts.overlay) {
+      await this.flushXattrs();
       targetSt = await this.copyUp(targetRel);
     }
     if (targetRel === undefined || !targetSt) {
@@ -632,6 +682,8 @@ class LayerApplier {
     if (targetRel === rel) {
       throw invalidArgument(`hardlink ${JSON.stringify(header.name)} points at itself`);
     }
+    // The link's owner, mode and times go to the shared inode: its waiting xattrs are set first.
+    if (this.touchesPending(this.abs(targetRel), targetSt)) await this.flushXattrs();
     if (existing) this.remove(abs, existing);
     if (this.opts.overlay && isWhiteout(targetSt)) {
       await this.opts.overlay.whiteout(abs);
@@ -665,6 +717,7 @@ class LayerApplier {
 
   /** Directory times, newest entries first, only where the same directory is still there. */
   async finish(): Promise<void> {
+    await this.flushXattrs();
     for (let i = this.dirTimes.length - 1; i >= 0; i--) {
       const d = this.dirTimes[i]!;
       const parts = d.rel.split('/');
