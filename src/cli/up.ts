@@ -56,8 +56,13 @@ export function registerUp(program: Command): void {
   cmd.action(async (flags: Flags) => {
     const startupHup = new StartupHup();
     tuneGcForStreaming();
-    // stdout carries the summary; logs go to stderr.
-    const logger = pino({ level: 'info', base: { pid: process.pid } }, pino.destination(2));
+    // stdout carries the summary; logs go to stderr, written as they come: pino's destination is
+    // asynchronous by default, and a failed start's last log lines (the daemon stopping) then landed after
+    // the one-line reason, which must be the last line on stderr.
+    const logger = pino(
+      { level: 'info', base: { pid: process.pid } },
+      pino.destination({ dest: 2, sync: true }),
+    );
     let app: UpApp;
     try {
       const config = await loadUpConfig(flags.config, flags);
