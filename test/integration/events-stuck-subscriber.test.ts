@@ -176,6 +176,8 @@ test('ctr events stopped (SIGSTOP) with responses waiting is let go of at its de
   }
   await waitFor(() => server.openCalls === 0, 30_000, { what: 'the stuck subscription stream to close' });
   assert.equal(events.subscribers, 0);
-  // grpc-go reads the reset after its deadline as DeadlineExceeded; ctr names its context's error.
-  assert.match(await ctr.resume(), /deadline exceeded/i);
+  // grpc-go reads the reset after its deadline as DeadlineExceeded, and ctr names its context's error;
+  // a reset that cut a message in half reads as an unexpected EOF instead (as for a subscriber past its
+  // bound). What matters is above: the server let go of the stream.
+  assert.match(await ctr.resume(), /deadline exceeded|unexpected EOF/i);
 });
