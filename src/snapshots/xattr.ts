@@ -10,9 +10,13 @@ const run = promisify(execFile);
 const TIMEOUT_MS = 30_000;
 const MAX_DUMP_BYTES = 256 * 1024 * 1024;
 
+/** A value as setfattr takes it (`-v` or a restore line). */
+const hexOf = (value: Uint8Array) =>
+  `0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+
 /** Sets one attribute on `path` itself (a symlink is not followed). Rejects when the kernel refuses. */
 export async function setXattr(path: string, name: string, value: Uint8Array): Promise<void> {
-  const hex = `0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}`;
+  const hex = hexOf(value);
   if (!hasEscapes(path)) {
     await run('setfattr', ['-h', '-n', name, '-v', hex, '--', path], { timeout: TIMEOUT_MS });
     return;
@@ -27,19 +31,6 @@ export async function setXattr(path: string, name: string, value: Uint8Array): P
 export interface XattrSet {
   path: string;
   attrs: readonly (readonly [string, Uint8Array])[];
-}
-
-/**
- * Sets `attrs` on `path` itself (a symlink is not followed) in one setfattr process, however many there
- * are: a layer entry's PAX header may carry tens of thousands. Resolves to how many were refused (by the
- * kernel, or all when setfattr could not run).
- */
-export async function setXattrs(
-  path: string,
-  attrs: readonly (readonly [string, Uint8Array])[],
-): Promise<number> {
-  if (attrs.length === 0) return 0;
-  return (await setManyXattrs([{ path, attrs }]))[0]!;
 }
 
 /**
@@ -58,10 +49,7 @@ export function setManyXattrs(sets: readonly XattrSet[]): Promise<number[]> {
     .map(
       (s) =>
         `# file: ${restoreQuoted(s.path)}\n${s.attrs
-          .map(
-            ([name, value]) =>
-              `${restoreQuoted(name)}=0x${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('hex')}\n`,
-          )
+          .map(([name, value]) => `${restoreQuoted(name)}=${hexOf(value)}\n`)
           .join('')}\n`,
     )
     .join('');
