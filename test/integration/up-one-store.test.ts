@@ -10,6 +10,7 @@ import { once } from 'node:events';
 import { readdir, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { isENOENT } from '../../src/content/fs-util.ts';
 import { DEFAULT_CACHE_NAMESPACE } from '../../src/facade/blobs/namespace-cache-storage.ts';
 import { MediaType } from '../../src/oci/media-types.ts';
 import { raw } from '../helpers/hosted.ts';
@@ -61,11 +62,19 @@ function ctr(args: string[]): Promise<string> {
 
 /** Files anywhere under `dir` named `name` (a blob file is named by its digest's hex). */
 async function filesNamed(dir: string, name: string): Promise<number> {
-  let n = 0;
-  for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
-    if (e.name === name && e.isFile()) n++;
+  // Walked again when a directory goes while it is walked (an ingest's, as its write ends): a full-suite
+  // run once failed here with ENOENT.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      let n = 0;
+      for (const e of await readdir(dir, { withFileTypes: true, recursive: true })) {
+        if (e.name === name && e.isFile()) n++;
+      }
+      return n;
+    } catch (err) {
+      if (!isENOENT(err) || attempt >= 10) throw err;
+    }
   }
-  return n;
 }
 
 /** How many files of each layer are under the root. */
